@@ -1,0 +1,67 @@
+# kvsteer: the entry point. `make demo` and `make test` are all a newcomer needs.
+BUILD      ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= $(shell nproc)
+# CI builds treat warnings as errors.
+WERROR     ?= $(if $(CI),ON,OFF)
+SANITIZE   ?= OFF
+
+# Every Debian package the project needs to build, test, benchmark and demo.
+PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
+        libboost-program-options-dev libspdlog-dev libfmt-dev libgtest-dev \
+        libbenchmark-dev libxxhash-dev pkg-config clang llvm libclang-rt-14-dev \
+        cmake ninja-build g++ make iproute2 ethtool curl wrk haproxy python3 \
+        netcat-openbsd procps psmisc
+
+.PHONY: all deps configure build test e2e bench bench-smoke fuzz clean help
+
+all: build
+
+help:
+	@echo "make test        install missing packages, build, run every test"
+	@echo "make bench       run the benchmarks, write $(BUILD)/bench/results.json"
+	@echo "make bench-smoke a short benchmark run (what CI checks)"
+	@echo "make fuzz        run the libFuzzer targets for longer"
+	@echo "make deps        install missing Debian packages (apt-get, non-interactive)"
+	@echo "make clean       remove build trees"
+
+deps:
+	@missing=$$(for p in $(PKGS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "[deps] installing:" $$missing; \
+	    if [ "$$(id -u)" != 0 ]; then echo "[deps] need root to apt-get install" >&2; exit 1; fi; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "[deps] all packages present"; fi
+
+$(BUILD)/build.ninja: CMakeLists.txt
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DKVS_WERROR=$(WERROR) -DKVS_SANITIZE=$(SANITIZE)
+	ln -sf $(BUILD)/compile_commands.json compile_commands.json
+
+configure: deps $(BUILD)/build.ninja
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 600
+
+e2e: build
+	cd $(BUILD) && ctest --output-on-failure -L e2e --timeout 600
+
+bench: build
+	mkdir -p $(BUILD)/bench
+	BUILD=$(BUILD) tools/bench/run.sh full
+
+bench-smoke: build
+	mkdir -p $(BUILD)/bench
+	BUILD=$(BUILD) tools/bench/run.sh smoke
+
+fuzz:
+	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DKVS_FUZZ=ON
+	cmake --build $(BUILD)-fuzz -j $(JOBS)
+	cd $(BUILD)-fuzz && FUZZ_SECONDS=$${FUZZ_SECONDS:-60} ctest --output-on-failure -L fuzz
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-* compile_commands.json

@@ -1,0 +1,51 @@
+// Request locator: finds the HTTP/1.1 request and the OpenAI prompt in a first flight's bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "kvsteer/abi.h"
+
+namespace kvsteer {
+
+enum class KeyKind : std::uint8_t {
+    OpenAIPrompt = KVS_KEY_OPENAI_PROMPT,  // /v1/completions "prompt" (string or array)
+    OpenAIChat = KVS_KEY_OPENAI_CHAT,      // /v1/chat/completions "messages" (array from '[')
+    BodyPrefix = KVS_KEY_BODY_PREFIX,      // fallback: the body's leading bytes
+    FiveTuple = KVS_KEY_FIVE_TUPLE,        // fallback: nothing usable, hash the connection
+};
+
+enum class LocateStatus : std::uint8_t {
+    Ok,             // head parsed; body (or part of it) located
+    NeedMoreHead,   // request line/headers not complete within the bytes given
+    NotHttp,        // not an HTTP/1.x request line
+    BadHeaders,     // malformed header block (bad Content-Length, conflicting lengths, ...)
+};
+
+// Everything is a view into the caller's buffer; offsets are from the buffer's start.
+struct RequestView {
+    LocateStatus status = LocateStatus::NotHttp;
+    KeyKind kind = KeyKind::FiveTuple;
+    std::string_view method;
+    std::string_view path;             // request target as sent (no query stripping)
+    std::string_view host;
+    std::int64_t content_length = -1;  // -1: absent
+    bool chunked = false;              // Transfer-Encoding: chunked
+    std::size_t body_offset = 0;       // first body byte (valid when status == Ok)
+    std::size_t body_available = 0;    // body bytes present in the buffer
+    bool body_complete = false;        // Content-Length reached within the buffer
+    std::string_view model;            // "model" value bytes, escapes as sent; empty if not seen
+    std::size_t key_offset = 0;        // first byte to hash: prompt value / messages '[' / body
+    std::size_t key_len = 0;           // bytes from key_offset available in the buffer
+};
+
+// Bounded scan, no allocation, never reads outside `buf`. `buf` is the concatenation of the
+// held segments' payloads in sequence order (possibly truncated anywhere).
+RequestView locate_request(std::span<const std::uint8_t> buf) noexcept;
+
+const char *key_kind_name(KeyKind k) noexcept;
+const char *locate_status_name(LocateStatus s) noexcept;
+
+}  // namespace kvsteer

@@ -1,0 +1,41 @@
+// Weighted Maglev table and the bounded-load choice over it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kvsteer/abi.h"
+
+namespace kvsteer {
+
+struct MaglevBackend {
+    std::uint32_t id;       // backend id (index into kvs_backends)
+    std::uint64_t identity; // stable across rebuilds (e.g. hash of "addr:port"): drives the permutation
+    std::uint32_t weight;   // 0 = not in the table
+};
+
+// Builds a table of `size` entries (a prime; default KVS_MAGLEV_SIZE) holding backend ids.
+// Every slot is filled when at least one backend has weight > 0, else every slot is
+// KVS_BACKEND_NONE. Deterministic: same input -> same table. Weighted: a backend's share of
+// slots is proportional to its weight. Adding/removing/re-weighting one backend moves close to
+// the ideal fraction of slots.
+std::vector<std::uint32_t> build_maglev(std::span<const MaglevBackend> backends,
+                                        std::uint32_t size = KVS_MAGLEV_SIZE);
+
+// What the bounded-load choice needs to know about each backend id.
+struct LoadView {
+    std::span<const std::uint32_t> in_flight;  // indexed by backend id
+    std::span<const std::uint8_t> eligible;    // 1 = up (not down/drained/empty), by backend id
+};
+
+// Consistent hashing with bounded loads over a Maglev table: start at slot hash % size and walk
+// successive slots; the first eligible backend whose in_flight + 1 <= ceil(c * (total+1)/n_eligible)
+// wins. Always terminates; returns KVS_BACKEND_NONE only if no backend is eligible. If every
+// eligible backend is over its bound, returns the least loaded eligible one.
+// `spilled` (optional) is set when the first eligible candidate was skipped for load.
+std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                             const LoadView &load, double load_factor,
+                             bool *spilled = nullptr) noexcept;
+
+}  // namespace kvsteer

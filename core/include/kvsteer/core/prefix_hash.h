@@ -1,0 +1,33 @@
+// Prefix hashing: keyed 64-bit hashes of a prompt's fixed-length prefix and of chained blocks.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "kvsteer/abi.h"
+
+namespace kvsteer {
+
+struct HashParams {
+    std::uint64_t seed = 0x6b7673746565720aULL;  // configured, never random: same bytes -> same hash
+    std::uint32_t prefix_len = 256;              // bytes in the fixed-length prefix hash
+    std::uint32_t block_size = 512;              // bytes per chained block
+    std::uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;
+};
+
+struct PrefixHashes {
+    std::uint64_t prefix = 0;   // hash(seed, model, key[0 .. min(prefix_len, len)))
+    std::uint32_t n_blocks = 0; // full blocks hashed (a trailing partial block is not)
+    std::array<std::uint64_t, KVS_MAX_REPORT_BLOCKS> blocks{};  // blocks[i] covers blocks 0..i
+};
+
+// Hashes never return 0 (0 marks an empty affinity slot).
+PrefixHashes hash_prompt(const HashParams &p, std::string_view model,
+                         std::span<const std::uint8_t> key) noexcept;
+
+// Fallback key when nothing in the payload is usable (IPv4/IPv6 in network order, abi layout).
+std::uint64_t hash_five_tuple(const HashParams &p, const struct kvs_flow_key &k) noexcept;
+
+}  // namespace kvsteer
