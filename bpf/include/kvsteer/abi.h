@@ -35,6 +35,7 @@
 #define KVS_MAP_STATS "kvs_stats"              /* PERCPU_ARRAY[KVS_STATS_MAX] of __u64, index enum kvs_reason */
 #define KVS_MAP_RING_CTL "kvs_ring_ctl"        /* ARRAY[KVS_MAX_WORKERS] of kvs_ring_ctl, MMAPABLE */
 #define KVS_MAP_BIND_RING "kvs_bind_ring"      /* ARRAY[KVS_MAX_WORKERS*KVS_BIND_RING_SLOTS] of kvs_bind_report, MMAPABLE */
+#define KVS_MAP_DP_STATS "kvs_dp_stats"        /* ARRAY[KVS_MAX_WORKERS*KVS_STATS_MAX] of __u64, MMAPABLE: dataplane counters, row per worker */
 #define KVS_MAP_XSKS "xsks_map"                /* XSKMAP; name fixed by DPDK's af_xdp PMD; not pinned */
 #define KVS_MAP_TX_PORTS "kvs_tx_ports"        /* DEVMAP for two-armed XDP_REDIRECT */
 #define KVS_DEFAULT_BPFFS "/sys/fs/bpf/kvsteer"
