@@ -11,7 +11,7 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         libboost-program-options-dev libspdlog-dev libfmt-dev libgtest-dev \
         libbenchmark-dev libxxhash-dev pkg-config clang llvm libclang-rt-14-dev \
         cmake ninja-build g++ make iproute2 ethtool curl wrk haproxy python3 \
-        netcat-openbsd procps psmisc \
+        netcat-openbsd procps psmisc iputils-ping tcpdump \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib
 
 .PHONY: all deps configure build test e2e bench bench-smoke fuzz clean help
