@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The topology library builds a working L2 segment and removes every namespace it made.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source tests/lib/topology.sh
+P=kvtt$$; P=${P:0:8}
+trap 'kvs_topo_down "$P"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+KVS_N_CLIENTS=2 kvs_topo_up "$P" 3 || fail "kvs_topo_up"
+[[ $(ip netns list | grep -c "^$P-") == 7 ]] || fail "expected 7 namespaces"
+for i in 1 2 3; do
+    ip netns exec "$KVS_NS_CLIENT" ping -c1 -W2 "${KVS_BE_IP[$i]}" >/dev/null || fail "client -> backend $i"
+done
+ip netns exec "${KVS_BE_NS[2]}" ping -c1 -W2 "$KVS_APP_IP" >/dev/null || fail "backend -> appliance"
+ip netns exec "${KVS_NS_CLIENTS[2]}" ping -c1 -W2 "${KVS_CLIENT_IP[1]}" >/dev/null || fail "client2 -> client1"
+ip -n "$KVS_NS_CLIENT" route get "$KVS_VIP" | grep -q "via $KVS_APP_IP" || fail "VIP not routed via the appliance"
+[[ "${KVS_BE_MAC[1]}" =~ ^([0-9a-f]{2}:){5}[0-9a-f]{2}$ ]] || fail "backend MAC"
+kvs_topo_down "$P"
+[[ $(ip netns list | grep -c "^$P-") == 0 ]] || fail "namespaces left behind"
+echo "topology: ok"
