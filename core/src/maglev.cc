@@ -1,0 +1,141 @@
+// Weighted Maglev (Eisenbud et al., NSDI'16) and consistent hashing with bounded loads
+// (Mirrokni et al., 2018) walked over the Maglev table.
+#include "kvsteer/core/maglev.h"
+
+#include <algorithm>
+#include <bitset>
+#include <cmath>
+#include <numeric>
+
+#include <xxhash.h>
+
+namespace kvsteer {
+namespace {
+
+// Two independent hashes of a backend's identity give its permutation.
+constexpr std::uint64_t kOffsetSeed = 0x6d61676c65766f66ULL;
+constexpr std::uint64_t kSkipSeed = 0x6d61676c65767370ULL;
+
+struct Perm {
+    std::uint32_t id;
+    std::uint64_t identity;
+    std::uint64_t weight;
+    std::uint64_t next;    // next slot of its permutation
+    std::uint64_t skip;
+    std::uint64_t credit;  // accumulated weight; one slot per max_weight of credit
+};
+
+std::uint64_t hash_identity(std::uint64_t identity, std::uint64_t seed) {
+    return XXH3_64bits_withSeed(&identity, sizeof identity, seed);
+}
+
+}  // namespace
+
+std::vector<std::uint32_t> build_maglev(std::span<const MaglevBackend> backends,
+                                        std::uint32_t size) {
+    std::vector<std::uint32_t> table(size, KVS_BACKEND_NONE);
+    if (size == 0) return table;
+
+    std::vector<Perm> perms;
+    perms.reserve(backends.size());
+    for (const MaglevBackend &b : backends) {
+        if (b.weight == 0) continue;
+        Perm p{b.id, b.identity, b.weight, 0, 1, 0};
+        if (size > 1) {
+            p.next = hash_identity(b.identity, kOffsetSeed) % size;
+            p.skip = hash_identity(b.identity, kSkipSeed) % (size - 1) + 1;
+            // A prime size makes every skip a full cycle; for any other size, move the skip
+            // to the next value coprime with it so the fill below still terminates.
+            while (std::gcd(p.skip, std::uint64_t{size}) != 1) p.skip = p.skip % (size - 1) + 1;
+        }
+        perms.push_back(p);
+    }
+    if (perms.empty()) return table;
+    // Turn order by identity, so the table does not depend on the order the caller lists them.
+    std::sort(perms.begin(), perms.end(), [](const Perm &a, const Perm &b) {
+        return a.identity != b.identity ? a.identity < b.identity : a.id < b.id;
+    });
+    const std::uint64_t max_weight =
+        std::max_element(perms.begin(), perms.end(), [](const Perm &a, const Perm &b) {
+            return a.weight < b.weight;
+        })->weight;
+
+    // Weighted population (as in Katran's Maglev v2): each round every backend earns its weight
+    // in credit and claims one slot (its next free preferred slot) per max_weight of credit.
+    std::uint32_t filled = 0;
+    while (true) {
+        for (Perm &p : perms) {
+            p.credit += p.weight;
+            while (p.credit >= max_weight) {
+                p.credit -= max_weight;
+                while (table[p.next] != KVS_BACKEND_NONE) {
+                    p.next += p.skip;
+                    if (p.next >= size) p.next -= size;
+                }
+                table[p.next] = p.id;
+                if (++filled == size) return table;
+            }
+        }
+    }
+}
+
+std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                             const LoadView &load, double load_factor, bool *spilled) noexcept {
+    if (spilled != nullptr) *spilled = false;
+    const std::size_t n_ids = std::min(load.in_flight.size(), load.eligible.size());
+    std::uint64_t total = 0;
+    std::uint32_t n_eligible = 0;
+    for (std::size_t id = 0; id < n_ids; ++id) {
+        if (load.eligible[id] != 0) {
+            ++n_eligible;
+            total += load.in_flight[id];
+        }
+    }
+    if (n_eligible == 0) return KVS_BACKEND_NONE;
+
+    // c < 1 could never be met by every backend at once; treat it as 1.
+    const double c = load_factor >= 1.0 ? load_factor : 1.0;
+    const double bound_d = std::ceil(c * static_cast<double>(total + 1) / n_eligible);
+    const std::uint64_t bound = static_cast<std::uint64_t>(bound_d);
+
+    std::uint32_t best = KVS_BACKEND_NONE;  // least loaded eligible backend seen in the walk
+    std::uint64_t best_load = 0;
+    bool first = true;
+    if (!table.empty()) {
+        // Distinct eligible backends seen, to stop once every one has been tried.
+        std::bitset<KVS_MAX_BACKENDS> seen;
+        std::uint32_t n_seen = 0;
+        std::size_t slot = static_cast<std::size_t>(hash % table.size());
+        for (std::size_t step = 0; step < table.size(); ++step) {
+            const std::uint32_t id = table[slot];
+            if (++slot == table.size()) slot = 0;
+            if (id >= n_ids || load.eligible[id] == 0) continue;
+            const std::uint64_t l = load.in_flight[id];
+            if (l + 1 <= bound) {
+                if (spilled != nullptr) *spilled = !first;
+                return id;
+            }
+            first = false;
+            if (best == KVS_BACKEND_NONE || l < best_load) {
+                best = id;
+                best_load = l;
+            }
+            if (id < KVS_MAX_BACKENDS && !seen.test(id)) {
+                seen.set(id);
+                if (++n_seen == n_eligible) break;
+            }
+        }
+    }
+    if (spilled != nullptr) *spilled = true;
+    if (best != KVS_BACKEND_NONE) return best;
+    // Eligible backends exist but none is in the table (e.g. all weight 0): still pick one.
+    for (std::size_t id = 0; id < n_ids; ++id) {
+        if (load.eligible[id] != 0 && (best == KVS_BACKEND_NONE || load.in_flight[id] < best_load)) {
+            best = static_cast<std::uint32_t>(id);
+            best_load = load.in_flight[id];
+        }
+    }
+    return best;
+}
+
+}  // namespace kvsteer
