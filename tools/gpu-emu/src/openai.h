@@ -1,0 +1,78 @@
+// The OpenAI API as vLLM serves it: request validation (status codes and error bodies as vLLM
+// sends them) and response bodies (JSON and SSE chunks) with deterministic filler text.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace kvsteer::emu {
+
+enum class Api : uint8_t { Completions, Chat };
+
+struct ApiLimits {
+    std::vector<std::string> models;  // served names; the first is the default
+    uint32_t bytes_per_token = 4;
+    uint64_t max_model_len = 131072;
+    uint32_t default_max_tokens = 16;
+};
+
+struct ApiError {
+    int status = 400;
+    std::string type = "BadRequestError";
+    std::string message;
+};
+
+struct ParsedRequest {
+    Api api = Api::Completions;
+    std::string model;
+    // Bytes the prefix cache sees. Completions: the decoded "prompt" string (array of strings:
+    // concatenated; token-id arrays: each id as bytes_per_token little-endian bytes). Chat: the
+    // raw bytes of the "messages" value exactly as sent, from its '['.
+    std::string prompt_bytes;
+    uint64_t prompt_tokens = 0;
+    uint32_t max_tokens = 16;
+    bool stream = false;
+    bool include_usage = false;
+};
+
+std::variant<ParsedRequest, ApiError> parse_request(Api api, std::string_view body,
+                                                    const ApiLimits &lim);
+
+// vLLM's error body: {"object":"error","message":...,"type":...,"param":null,"code":N}.
+std::string error_body(const ApiError &e);
+
+// Output token i (0-based) of every response: a fixed word list, so bodies are deterministic.
+std::string_view filler_token(uint32_t i);
+
+// Deterministic padding bytes for large-response tests: byte k is "a..z0..9"[(offset+k) % 36].
+std::string padding(uint64_t offset, uint64_t n);
+
+struct ResponseCtx {
+    Api api = Api::Completions;
+    std::string id;       // "cmpl-..." / "chatcmpl-..."
+    int64_t created = 0;  // unix seconds
+    std::string model;
+    uint64_t prompt_tokens = 0;
+    uint32_t completion_tokens = 0;
+    bool include_usage = false;
+};
+
+// Non-streaming JSON body; pad_bytes > 0 adds a "kvsteer_padding" string member of that length.
+std::string full_response(const ResponseCtx &c, uint64_t pad_bytes);
+
+// One SSE emission of a streaming response: it is written when `tokens_out` output tokens exist.
+struct StreamPiece {
+    uint32_t tokens_out;
+    std::string data;  // one or more complete SSE events ("data: ...\n\n")
+};
+
+// Every emission of a streaming response, in order: the content chunks (chunk_tokens tokens per
+// event; chat opens with vLLM's role chunk; the last carries finish_reason "length"), the usage
+// chunk when asked for, and "data: [DONE]". pad_bytes of SSE comment lines (": ...\n\n") are
+// spread over the token emissions.
+std::vector<StreamPiece> stream_pieces(const ResponseCtx &c, uint32_t chunk_tokens,
+                                       uint64_t pad_bytes);
+
+}  // namespace kvsteer::emu

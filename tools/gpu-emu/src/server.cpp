@@ -1,0 +1,533 @@
+#include "server.h"
+
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <cmath>
+#include <ctime>
+#include <deque>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+
+#include "kvsteer/model/block_hash.h"
+#include "kvsteer/model/sha256.h"
+
+namespace kvsteer::emu {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+const char *reason(int status) {
+    switch (status) {
+        case 200: return "OK";
+        case 400: return "Bad Request";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 413: return "Payload Too Large";
+        case 500: return "Internal Server Error";
+        default: return "Unknown";
+    }
+}
+
+double wall_now() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+// One client connection: reads one request at a time, writes its response (plain or chunked
+// SSE) from a queue, then reads the next (keep-alive) or closes.
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(Server &srv, tcp::socket sock) : srv_(srv), sock_(std::move(sock)) {}
+
+    void start() { read_header(); }
+
+    // Called by the server as the model produces tokens for the active request.
+    void on_tokens(uint32_t tokens_out) {
+        if (!stream_) return;
+        while (next_piece_ < pieces_.size() && pieces_[next_piece_].tokens_out <= tokens_out)
+            queue_chunk(pieces_[next_piece_++].data);
+    }
+
+    void on_finished() {
+        active_ = 0;
+        if (stream_) {
+            while (next_piece_ < pieces_.size()) queue_chunk(pieces_[next_piece_++].data);
+            queue("0\r\n\r\n");
+            pieces_.clear();
+        } else {
+            queue(std::move(full_));
+        }
+        response_done();
+    }
+
+private:
+    void read_header() {
+        parser_.emplace();
+        parser_->body_limit(srv_.config().max_body_bytes);
+        parser_->header_limit(64 * 1024);
+        http::async_read_header(sock_, buf_, *parser_,
+                                [self = shared_from_this()](beast::error_code ec, size_t) {
+                                    self->on_header(ec);
+                                });
+    }
+
+    void on_header(beast::error_code ec) {
+        if (ec) return on_read_error(ec);
+        auto &req = parser_->get();
+        if (beast::iequals(req[http::field::expect], "100-continue"))
+            queue("HTTP/1.1 100 Continue\r\n\r\n");
+        http::async_read(sock_, buf_, *parser_,
+                         [self = shared_from_this()](beast::error_code ec2, size_t) {
+                             if (ec2) return self->on_read_error(ec2);
+                             self->handle(self->parser_->release());
+                         });
+    }
+
+    void on_read_error(beast::error_code ec) {
+        if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+            ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+            close();
+            return;
+        }
+        keep_alive_ = false;
+        if (ec == http::error::body_limit) {
+            send_plain(413, "application/json", R"({"detail":"Request body too large"})", {});
+        } else {
+            send_plain(400, "text/plain; charset=utf-8", "Invalid HTTP request received.", {});
+        }
+    }
+
+    std::string head(int status, const std::string &ctype,
+                     const std::vector<std::pair<std::string, std::string>> &extra,
+                     std::optional<size_t> content_length) {
+        std::string h = fmt::format("HTTP/1.1 {} {}\r\ndate: {}\r\nserver: uvicorn\r\n", status,
+                                    reason(status), srv_.date_header());
+        if (content_length) h += fmt::format("content-length: {}\r\n", *content_length);
+        if (!ctype.empty()) h += "content-type: " + ctype + "\r\n";
+        if (!content_length) h += "transfer-encoding: chunked\r\n";
+        h += "x-kvsteer-backend: " + srv_.config().server_id + "\r\n";
+        for (const auto &[k, v] : extra) h += k + ": " + v + "\r\n";
+        if (!keep_alive_) h += "connection: close\r\n";
+        h += "\r\n";
+        return h;
+    }
+
+    void send_plain(int status, const std::string &ctype, std::string body,
+                    const std::vector<std::pair<std::string, std::string>> &extra) {
+        queue(head(status, ctype, extra, body.size()) + body);
+        response_done();
+    }
+
+    void send_error(const ApiError &e, const std::vector<std::pair<std::string, std::string>> &extra) {
+        send_plain(e.status, "application/json", error_body(e), extra);
+    }
+
+    void handle(http::request<http::string_body> req) {
+        keep_alive_ = req.keep_alive();
+        std::string_view target(req.target().data(), req.target().size());
+        if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+        const bool is_get = req.method() == http::verb::get;
+        const bool is_post = req.method() == http::verb::post;
+        const std::string &body = req.body();
+        const std::vector<std::pair<std::string, std::string>> digest = {
+            {"x-body-sha256", model::sha256_hex(body)}, {"x-body-bytes", std::to_string(body.size())}};
+        auto not_allowed = [&](const char *allow) {
+            send_plain(405, "application/json", R"({"detail":"Method Not Allowed"})",
+                       {{"allow", allow}});
+        };
+
+        if (target == "/health") {
+            if (!is_get) return not_allowed("GET");
+            return send_plain(200, "", "", {});
+        }
+        if (target == "/metrics") {
+            if (!is_get) return not_allowed("GET");
+            return send_plain(200, "text/plain; version=0.0.4; charset=utf-8", srv_.metrics_text(), {});
+        }
+        if (target == "/v1/models") {
+            if (!is_get) return not_allowed("GET");
+            return send_plain(200, "application/json", models_json(), {});
+        }
+        Api api;
+        if (target == "/v1/completions") api = Api::Completions;
+        else if (target == "/v1/chat/completions") api = Api::Chat;
+        else return send_plain(404, "application/json", R"({"detail":"Not Found"})", {});
+        if (!is_post) return not_allowed("POST");
+
+        auto parsed = parse_request(api, body, srv_.config().api);
+        if (auto *err = std::get_if<ApiError>(&parsed)) return send_error(*err, digest);
+        const ParsedRequest &pr = std::get<ParsedRequest>(parsed);
+
+        uint64_t pad = srv_.config().echo_bytes;
+        if (auto h = req.find("x-kvsteer-echo-bytes"); h != req.end()) {
+            try {
+                pad = std::stoull(std::string(h->value()));
+            } catch (...) {
+                return send_error({400, "BadRequestError", "x-kvsteer-echo-bytes must be a number"},
+                                  digest);
+            }
+        }
+        ResponseCtx ctx{api, srv_.next_response_id(api), int64_t(wall_now()), pr.model,
+                        pr.prompt_tokens, pr.max_tokens, pr.include_usage};
+        stream_ = pr.stream;
+        next_piece_ = 0;
+        model::Sha256 rsha;
+        if (stream_) {
+            pieces_ = stream_pieces(ctx, srv_.config().stream_chunk_tokens, pad);
+            for (const auto &p : pieces_) rsha.update(p.data);
+        } else {
+            full_ = full_response(ctx, pad);
+            rsha.update(full_);
+        }
+        auto extra = digest;
+        extra.emplace_back("x-response-sha256", rsha.hex());
+        extra.emplace_back("x-request-id", ctx.id);
+
+        auto sub = srv_.submit(shared_from_this(), pr, stream_);
+        if (!sub.ok) {
+            pieces_.clear();
+            full_.clear();
+            return send_error({400, "BadRequestError", sub.error}, digest);
+        }
+        active_ = sub.id;
+        // Streaming: headers go out now (as uvicorn's StreamingResponse does); TTFT is the
+        // first data chunk. Non-streaming: everything at completion.
+        if (stream_) queue(head(200, "text/event-stream; charset=utf-8", extra, std::nullopt));
+        else full_ = head(200, "application/json", extra, full_.size()) + full_;
+    }
+
+    std::string models_json() {
+        nlohmann::json data = nlohmann::json::array();
+        for (const auto &m : srv_.config().api.models)
+            data.push_back({{"id", m},
+                            {"object", "model"},
+                            {"created", int64_t(wall_now())},
+                            {"owned_by", "vllm"},
+                            {"root", m},
+                            {"parent", nullptr},
+                            {"max_model_len", srv_.config().api.max_model_len},
+                            {"permission", nlohmann::json::array()}});
+        return nlohmann::json{{"object", "list"}, {"data", data}}.dump();
+    }
+
+    void queue_chunk(const std::string &data) {
+        if (data.empty()) return;
+        queue(fmt::format("{:x}\r\n", data.size()) + data + "\r\n");
+    }
+
+    void queue(std::string s) {
+        if (closed_) return;
+        outq_.push_back(std::move(s));
+        if (!writing_) write_next();
+    }
+
+    void write_next() {
+        if (outq_.empty()) {
+            writing_ = false;
+            if (close_when_drained_) close();
+            return;
+        }
+        writing_ = true;
+        asio::async_write(sock_, asio::buffer(outq_.front()),
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->on_write_error();
+                              self->outq_.pop_front();
+                              self->write_next();
+                          });
+    }
+
+    void on_write_error() {
+        writing_ = false;
+        outq_.clear();
+        if (active_) {
+            const uint64_t id = active_;
+            active_ = 0;
+            srv_.abort(id);  // the client went away: free its batch slot and blocks
+        }
+        close();
+    }
+
+    void response_done() {
+        if (!keep_alive_) {
+            close_when_drained_ = true;
+            if (!writing_) close();
+            return;
+        }
+        read_header();
+    }
+
+    void close() {
+        if (closed_) return;
+        closed_ = true;
+        beast::error_code ec;
+        sock_.shutdown(tcp::socket::shutdown_send, ec);
+        sock_.close(ec);
+    }
+
+    Server &srv_;
+    tcp::socket sock_;
+    beast::flat_buffer buf_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    std::deque<std::string> outq_;
+    bool writing_ = false, closed_ = false, close_when_drained_ = false, keep_alive_ = true;
+    bool stream_ = false;
+    uint64_t active_ = 0;
+    std::vector<StreamPiece> pieces_;
+    size_t next_piece_ = 0;
+    std::string full_;
+};
+
+Server::Server(asio::io_context &io, EmuConfig cfg)
+    : io_(io),
+      cfg_(std::move(cfg)),
+      acceptor_(io),
+      timer_(io),
+      t0_(std::chrono::steady_clock::now()),
+      sched_(cfg_.sched, cfg_.cache, cfg_.cost),
+      ttft_(ttft_buckets()),
+      e2e_(latency_buckets()),
+      queue_(latency_buckets()) {
+    if (cfg_.time_scale <= 0) cfg_.time_scale = 1.0;
+    if (!cfg_.log_requests.empty()) {
+        log_ = std::fopen(cfg_.log_requests.c_str(), "a");
+        if (!log_) throw std::runtime_error("cannot open request log " + cfg_.log_requests);
+    }
+}
+
+Server::~Server() {
+    if (log_) std::fclose(log_);
+}
+
+void Server::start() {
+    beast::error_code ec;
+    const auto addr = asio::ip::make_address(cfg_.host, ec);
+    if (ec) throw std::runtime_error("bad --host '" + cfg_.host + "': " + ec.message());
+    tcp::endpoint ep(addr, cfg_.port);
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+        throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", cfg_.host, cfg_.port,
+                                             ec.message()));
+    do_accept();
+}
+
+uint16_t Server::port() const { return acceptor_.local_endpoint().port(); }
+
+void Server::do_accept() {
+    acceptor_.async_accept([this](beast::error_code ec, tcp::socket sock) {
+        if (ec == asio::error::operation_aborted) return;
+        if (!ec) {
+            beast::error_code ig;
+            sock.set_option(tcp::no_delay(true), ig);
+            std::make_shared<Session>(*this, std::move(sock))->start();
+        } else {
+            spdlog::warn("[{}] accept: {}", cfg_.server_id, ec.message());
+        }
+        do_accept();
+    });
+}
+
+double Server::model_now() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count() *
+           cfg_.time_scale;
+}
+
+std::string Server::next_response_id(Api api) {
+    const uint64_t n = ++resp_counter_;
+    const uint64_t h = XXH3_64bits_withSeed(cfg_.server_id.data(), cfg_.server_id.size(), n);
+    return fmt::format("{}-{:016x}{:016x}", api == Api::Chat ? "chatcmpl" : "cmpl", h, n);
+}
+
+std::string Server::date_header() {
+    const std::time_t now = std::time(nullptr);
+    if (now != date_sec_) {
+        char buf[64];
+        std::tm tm{};
+        gmtime_r(&now, &tm);
+        std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        date_str_ = buf;
+        date_sec_ = now;
+    }
+    return date_str_;
+}
+
+Server::Submitted Server::submit(std::shared_ptr<Session> s, const ParsedRequest &req, bool stream) {
+    const double now = model_now();
+    const auto &geo = cfg_.cache;
+    model::RequestSpec spec;
+    spec.id = next_id_++;
+    spec.prompt_tokens = req.prompt_tokens;
+    spec.block_hashes = model::chain_block_hashes(
+        req.prompt_bytes, uint64_t(geo.block_tokens) * cfg_.api.bytes_per_token);
+    spec.max_tokens = req.max_tokens;
+
+    Pending p;
+    p.session = std::move(s);
+    p.api = req.api;
+    p.model = req.model;
+    p.arrival = now;
+    p.wall_arrival = wall_now();
+    p.prompt_bytes = req.prompt_bytes.size();
+    p.prompt_tokens = req.prompt_tokens;
+    p.prompt_digest = XXH3_64bits(req.prompt_bytes.data(), req.prompt_bytes.size());
+    p.first_block = spec.block_hashes.empty() ? 0 : spec.block_hashes.front();
+    p.max_tokens = req.max_tokens;
+    p.stream = stream;
+    const uint64_t id = spec.id;
+
+    events_.clear();
+    const auto r = sched_.submit(std::move(spec), now, events_);
+    if (r != model::SubmitResult::Accepted) {
+        dispatch(events_);
+        rearm();
+        return {0, false,
+                fmt::format("The request needs {} tokens of KV cache; this server holds {}.",
+                            req.prompt_tokens + req.max_tokens, cfg_.cache.capacity_tokens)};
+    }
+    pending_.emplace(id, std::move(p));
+    dispatch(events_);
+    rearm();
+    return {id, true, {}};
+}
+
+void Server::abort(uint64_t id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    events_.clear();
+    const double now = model_now();
+    sched_.abort(id, now, events_);
+    ++aborted_;
+    log_request(it->second, id, now, "aborted");
+    pending_.erase(it);
+    dispatch(events_);
+    rearm();
+}
+
+void Server::run_model() {
+    events_.clear();
+    sched_.advance(model_now(), events_);
+    dispatch(events_);
+    rearm();
+}
+
+void Server::dispatch(std::vector<model::Event> &evs) {
+    // Sessions may re-enter submit() only from their own read handlers, never from here, so
+    // iterating a local copy is enough.
+    std::vector<model::Event> local;
+    local.swap(evs);
+    for (const auto &ev : local) {
+        auto it = pending_.find(ev.id);
+        if (it == pending_.end()) continue;
+        Pending &p = it->second;
+        switch (ev.type) {
+            case model::EventType::Admitted:
+                p.admitted = ev.time;
+                p.cached = ev.cached_tokens;
+                queue_.observe(ev.time - p.arrival);
+                break;
+            case model::EventType::FirstToken:
+                p.first_token = ev.time;
+                ttft_.observe(ev.time - p.arrival);
+                prompt_tokens_ += p.prompt_tokens;
+                ++gen_tokens_;
+                p.session->on_tokens(ev.tokens_out);
+                break;
+            case model::EventType::Token:
+                ++gen_tokens_;
+                p.session->on_tokens(ev.tokens_out);
+                break;
+            case model::EventType::Finished: {
+                e2e_.observe(ev.time - p.arrival);
+                ++success_;
+                log_request(p, ev.id, ev.time, "ok");
+                auto session = std::move(p.session);
+                pending_.erase(it);
+                session->on_finished();
+                break;
+            }
+        }
+    }
+}
+
+void Server::rearm() {
+    const auto next = sched_.next_event_time();
+    if (!next) return;
+    if (armed_at_ >= 0 && armed_at_ <= *next) return;  // already waking up early enough
+    armed_at_ = *next;
+    // Round up by a microsecond so the step is due when we wake (no early wake-up loop).
+    const auto wake = t0_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                std::chrono::duration<double>(*next / cfg_.time_scale + 1e-6));
+    timer_.expires_at(wake);
+    timer_.async_wait([this](beast::error_code ec) {
+        if (ec == asio::error::operation_aborted) return;
+        armed_at_ = -1;
+        run_model();
+    });
+}
+
+void Server::log_request(const Pending &p, uint64_t id, double end, const char *status) {
+    spdlog::debug("[{}] req {} {} prompt_tokens={} cached={} ttft={:.4f}s status={}", cfg_.server_id,
+                  id, p.api == Api::Chat ? "chat" : "completions", p.prompt_tokens, p.cached,
+                  p.first_token >= 0 ? p.first_token - p.arrival : -1.0, status);
+    if (!log_) return;
+    nlohmann::json j{{"ts", p.wall_arrival},
+                     {"server", cfg_.server_id},
+                     {"id", id},
+                     {"api", p.api == Api::Chat ? "chat" : "completions"},
+                     {"model", p.model},
+                     {"prompt_xxh3", fmt::format("{:016x}", p.prompt_digest)},
+                     {"first_block", fmt::format("{:016x}", p.first_block)},
+                     {"prompt_bytes", p.prompt_bytes},
+                     {"prompt_tokens", p.prompt_tokens},
+                     {"cached_tokens", p.cached},
+                     {"output_tokens", p.max_tokens},
+                     {"stream", p.stream},
+                     {"queue_s", p.admitted >= 0 ? p.admitted - p.arrival : -1.0},
+                     {"ttft_s", p.first_token >= 0 ? p.first_token - p.arrival : -1.0},
+                     {"e2e_s", end - p.arrival},
+                     {"status", status}};
+    const std::string line = j.dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), log_);
+    std::fflush(log_);
+}
+
+std::string Server::metrics_text() {
+    // Bring the model up to now so gauges are current.
+    run_model();
+    const auto &c = sched_.cache();
+    MetricsSnapshot s;
+    s.model_name = cfg_.api.models.empty() ? "" : cfg_.api.models.front();
+    s.server_id = cfg_.server_id;
+    s.running = sched_.num_running();
+    s.waiting = sched_.num_waiting();
+    s.kv_usage = c.usage();
+    s.prefix_queries = c.stats().queries_tokens;
+    s.prefix_hits = c.stats().hits_tokens;
+    s.prompt_tokens = prompt_tokens_;
+    s.generation_tokens = gen_tokens_;
+    s.success_length = success_;
+    s.aborted = aborted_;
+    s.evicted_blocks = c.stats().evicted_blocks;
+    s.cache_blocks = c.total_blocks();
+    s.block_tokens = c.config().block_tokens;
+    s.ttft = &ttft_;
+    s.e2e = &e2e_;
+    s.queue = &queue_;
+    return render_metrics(s);
+}
+
+}  // namespace kvsteer::emu
