@@ -245,8 +245,9 @@ Step parse_chunk_header(Buf b, std::size_t pos, std::uint64_t &size, std::size_t
     return Step::Ok;
 }
 
-// Chunked body: the key region is the first chunk's data (as much as is present). Walks the
-// remaining chunk headers only to learn whether the whole body (last-chunk + trailers) is here.
+// Chunked body: the key region is the first chunk's data (as much as is present); a malformed
+// first chunk header makes it the raw body bytes. Walks the remaining chunk headers only to learn
+// whether the whole body (last-chunk + trailers) is here.
 void locate_chunked(Buf b, RequestView &r, std::size_t &key_begin, std::size_t &key_end) {
     const std::size_t n = b.size();
     key_begin = key_end = r.body_offset;
@@ -256,7 +257,9 @@ void locate_chunked(Buf b, RequestView &r, std::size_t &key_begin, std::size_t &
     while (true) {
         std::uint64_t size = 0;
         std::size_t data = 0;
-        if (parse_chunk_header(b, pos, size, data) != Step::Ok) return;
+        const Step st = parse_chunk_header(b, pos, size, data);
+        if (st == Step::Bad && first) key_end = n;  // not chunked as declared: raw body bytes
+        if (st != Step::Ok) return;
         if (size == 0) {
             pos = data;  // first trailer line (or the final empty line)
             break;

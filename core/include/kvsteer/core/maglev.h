@@ -23,10 +23,24 @@ struct MaglevBackend {
 std::vector<std::uint32_t> build_maglev(std::span<const MaglevBackend> backends,
                                         std::uint32_t size = KVS_MAGLEV_SIZE);
 
+// Lower-disruption alternative with the same output format (any table reader works with it):
+// each slot goes to the backend with the highest weighted rendezvous score (w / -ln u, u a hash
+// of identity and slot), so adding/removing/re-weighting one backend moves only the slots it
+// wins or loses; then no backend keeps more than (1 + max_overload) x its weighted share
+// (its weakest surplus slots go to their next-best backend with room). Shares are proportional
+// to weight in expectation, not exactly as in Maglev. Deterministic. Cost O(size x backends).
+std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend> backends,
+                                                  std::uint32_t size = KVS_MAGLEV_SIZE,
+                                                  double max_overload = 0.05);
+
 // What the bounded-load choice needs to know about each backend id.
 struct LoadView {
     std::span<const std::uint32_t> in_flight;  // indexed by backend id
     std::span<const std::uint8_t> eligible;    // 1 = up (not down/drained/empty), by backend id
+    // Optional summary of the two spans (count of eligible ids, sum of their in_flight), for a
+    // caller that keeps it per burst: skips an O(ids) pass. n_eligible == 0: not given.
+    std::uint32_t n_eligible = 0;
+    std::uint64_t total_in_flight = 0;
 };
 
 // Consistent hashing with bounded loads over a Maglev table: start at slot hash % size and walk

@@ -1,0 +1,114 @@
+// Weighted rendezvous (highest random weight) hashing per table slot, with a capacity cap.
+// Chosen over Maglev where disruption matters more than exact balance (see maglev.h).
+#include <algorithm>
+#include <cmath>
+
+#include <xxhash.h>
+
+#include "kvsteer/core/maglev.h"
+
+namespace kvsteer {
+namespace {
+
+constexpr std::uint64_t kIdentitySeed = 0x72656e64657a766fULL;
+
+// splitmix64 finaliser: a cheap, well-mixed per-(backend, slot) value.
+std::uint64_t mix(std::uint64_t backend_key, std::uint64_t slot) {
+    std::uint64_t z = backend_key ^ (slot * 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+struct Member {
+    std::uint32_t id;
+    std::uint64_t identity;
+    std::uint64_t key;  // per-backend hash stream
+    double weight;
+    std::uint32_t cap;
+    std::uint32_t count = 0;
+};
+
+// Weighted rendezvous "cost": -ln(u) / w, u in (0,1); the lowest cost wins the slot.
+double cost(const Member &m, std::uint32_t slot) {
+    const double u = (static_cast<double>(mix(m.key, slot) >> 11) + 0.5) * 0x1.0p-53;
+    return -std::log(u) / m.weight;
+}
+
+// Index of the winning member for `slot` among those with room (all when !respect_cap).
+std::size_t best_member(const std::vector<Member> &ms, std::uint32_t slot, bool uniform,
+                        bool respect_cap) {
+    std::size_t best = ms.size();
+    std::uint64_t best_u = 0;
+    double best_cost = 0;
+    for (std::size_t i = 0; i < ms.size(); ++i) {
+        if (respect_cap && ms[i].count >= ms[i].cap) continue;
+        if (uniform) {  // equal weights: lowest cost == highest u, no logarithm needed
+            const std::uint64_t u = mix(ms[i].key, slot);
+            if (best == ms.size() || u > best_u) best = i, best_u = u;
+        } else {
+            const double c = cost(ms[i], slot);
+            if (best == ms.size() || c < best_cost) best = i, best_cost = c;
+        }
+    }
+    return best;
+}
+
+}  // namespace
+
+std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend> backends,
+                                                  std::uint32_t size, double max_overload) {
+    std::vector<std::uint32_t> table(size, KVS_BACKEND_NONE);
+    std::vector<Member> ms;
+    double total_w = 0;
+    for (const MaglevBackend &b : backends) {
+        if (b.weight == 0) continue;
+        ms.push_back(Member{b.id, b.identity,
+                            XXH3_64bits_withSeed(&b.identity, sizeof b.identity, kIdentitySeed),
+                            static_cast<double>(b.weight), 0});
+        total_w += b.weight;
+    }
+    if (ms.empty() || size == 0) return table;
+    std::sort(ms.begin(), ms.end(), [](const Member &a, const Member &b) {
+        return a.identity != b.identity ? a.identity < b.identity : a.id < b.id;
+    });
+    const bool uniform = std::all_of(ms.begin(), ms.end(),
+                                     [&](const Member &m) { return m.weight == ms[0].weight; });
+    const double slack = 1.0 + std::max(0.0, max_overload);
+    for (Member &m : ms) {
+        m.cap = static_cast<std::uint32_t>(
+            std::min<double>(size, std::ceil(size * m.weight / total_w * slack)));
+    }
+
+    std::vector<std::uint32_t> owner(size);  // index into ms
+    for (std::uint32_t s = 0; s < size; ++s) {
+        owner[s] = static_cast<std::uint32_t>(best_member(ms, s, uniform, false));
+        ++ms[owner[s]].count;
+    }
+
+    // Over-cap members give up their weakest slots (highest cost), handed out in slot order.
+    std::vector<std::uint32_t> evicted;
+    for (std::size_t i = 0; i < ms.size(); ++i) {
+        if (ms[i].count <= ms[i].cap) continue;
+        std::vector<std::pair<double, std::uint32_t>> mine;  // (cost, slot)
+        for (std::uint32_t s = 0; s < size; ++s) {
+            if (owner[s] == i) mine.emplace_back(cost(ms[i], s), s);
+        }
+        std::sort(mine.begin(), mine.end(), [](const auto &a, const auto &b) {
+            return a.first != b.first ? a.first > b.first : a.second < b.second;
+        });
+        const std::uint32_t surplus = ms[i].count - ms[i].cap;
+        for (std::uint32_t k = 0; k < surplus; ++k) evicted.push_back(mine[k].second);
+        ms[i].count = ms[i].cap;
+    }
+    std::sort(evicted.begin(), evicted.end());
+    for (const std::uint32_t s : evicted) {
+        // The caps sum to at least `size`, so some member always has room.
+        owner[s] = static_cast<std::uint32_t>(best_member(ms, s, uniform, true));
+        ++ms[owner[s]].count;
+    }
+    for (std::uint32_t s = 0; s < size; ++s) table[s] = ms[owner[s]].id;
+    return table;
+}
+
+}  // namespace kvsteer

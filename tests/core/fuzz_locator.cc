@@ -1,0 +1,43 @@
+// libFuzzer target: locate_request over arbitrary first flights, then hash what it located.
+// Besides memory safety (ASan/UBSan), it checks that every returned view lies in the input.
+#include <cstddef>
+#include <cstdint>
+
+#include "kvsteer/core/locator.h"
+#include "kvsteer/core/prefix_hash.h"
+
+namespace {
+
+void check(bool ok) {
+    if (!ok) __builtin_trap();
+}
+
+bool inside(std::string_view v, const std::uint8_t *data, std::size_t size) {
+    const auto *p = reinterpret_cast<const std::uint8_t *>(v.data());
+    return v.empty() || (p >= data && p + v.size() <= data + size);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
+    using namespace kvsteer;
+    const RequestView r = locate_request({data, size});
+    check(inside(r.method, data, size) && inside(r.path, data, size) && inside(r.host, data, size) &&
+          inside(r.model, data, size));
+    check(r.key_offset <= size && r.key_len <= size - r.key_offset);
+    if (r.status == LocateStatus::Ok) {
+        check(r.body_offset <= size && r.body_available <= size - r.body_offset);
+        check((r.kind == KeyKind::FiveTuple) == (r.key_len == 0));
+        if (r.kind != KeyKind::FiveTuple) check(r.key_offset >= r.body_offset);
+    } else {
+        check(r.kind == KeyKind::FiveTuple && r.key_len == 0);
+    }
+    // Small blocks so the chain is exercised on short inputs too.
+    HashParams p;
+    p.prefix_len = 64;
+    p.block_size = 16;
+    const PrefixHashes h = hash_prompt(p, r.model, {data + r.key_offset, r.key_len});
+    check(h.prefix != 0 && h.n_blocks <= KVS_MAX_REPORT_BLOCKS);
+    for (std::uint32_t i = 0; i < h.n_blocks; ++i) check(h.blocks[i] != 0);
+    return 0;
+}

@@ -1,0 +1,384 @@
+// Request locator: real requests, every truncation point, hostile heads and bodies.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "kvsteer/core/locator.h"
+
+namespace kvsteer {
+namespace {
+
+RequestView loc(const std::string &s) {
+    return locate_request({reinterpret_cast<const std::uint8_t *>(s.data()), s.size()});
+}
+
+std::string key_of(const std::string &s, const RequestView &r) { return s.substr(r.key_offset, r.key_len); }
+
+std::string post(const std::string &path, const std::string &body, const std::string &extra = "") {
+    return "POST " + path + " HTTP/1.1\r\nHost: api.example\r\nContent-Type: application/json\r\n" +
+           extra + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// Every view the locator returns must lie inside the buffer.
+void expect_in_bounds(const std::string &s, const RequestView &r) {
+    auto inside = [&](std::string_view v) {
+        if (v.empty()) return true;
+        return v.data() >= s.data() && v.data() + v.size() <= s.data() + s.size();
+    };
+    EXPECT_TRUE(inside(r.method));
+    EXPECT_TRUE(inside(r.path));
+    EXPECT_TRUE(inside(r.host));
+    EXPECT_TRUE(inside(r.model));
+    EXPECT_LE(r.key_offset + r.key_len, s.size());
+    if (r.status == LocateStatus::Ok) {
+        EXPECT_LE(r.body_offset + r.body_available, s.size());
+    }
+}
+
+const std::string kChatBody =
+    R"({"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say \"hi\" to C:\\temp\\"}],"stream":true,"max_tokens":64})";
+
+TEST(CoreLocator, ChatRequest) {
+    const std::string req = post("/v1/chat/completions", kChatBody);
+    const RequestView r = loc(req);
+    ASSERT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.path, "/v1/chat/completions");
+    EXPECT_EQ(r.host, "api.example");
+    EXPECT_EQ(r.content_length, static_cast<std::int64_t>(kChatBody.size()));
+    EXPECT_EQ(r.body_offset, req.size() - kChatBody.size());
+    EXPECT_EQ(r.body_available, kChatBody.size());
+    EXPECT_TRUE(r.body_complete);
+    EXPECT_EQ(r.model, "meta-llama/Llama-3.1-8B-Instruct");
+    const std::string key = key_of(req, r);
+    EXPECT_EQ(key.front(), '[');
+    EXPECT_EQ(key.back(), ']');
+    EXPECT_EQ(key, R"([{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say \"hi\" to C:\\temp\\"}])");
+}
+
+TEST(CoreLocator, CompletionsStringPromptModelAfterPrompt) {
+    const std::string body = R"({"prompt":"Once upon a time","model":"m1","max_tokens":5})";
+    const std::string req = post("/v1/completions", body);
+    const RequestView r = loc(req);
+    ASSERT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(r.model, "m1");
+    EXPECT_EQ(key_of(req, r), R"("Once upon a time")");
+    EXPECT_EQ(req[r.key_offset], '"');  // the value's first byte
+}
+
+TEST(CoreLocator, CompletionsArrayPrompt) {
+    const std::string body = R"({"model":"m","prompt":[[1,2,3],[4,5]],"n":1})";
+    const std::string req = post("/v1/completions", body);
+    const RequestView r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(key_of(req, r), "[[1,2,3],[4,5]]");
+}
+
+TEST(CoreLocator, EscapesDoNotEndStrings) {
+    // The prompt text contains something that looks like a "model" member and brackets.
+    const std::string body =
+        R"({"prompt":"say \"model\": \"evil\", ] } [ and a backslash \\","model":"good","x":"\\\\"})";
+    const std::string req = post("/v1/completions", body);
+    const RequestView r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(r.model, "good");
+    EXPECT_EQ(key_of(req, r), R"("say \"model\": \"evil\", ] } [ and a backslash \\")");
+}
+
+TEST(CoreLocator, WhitespaceEverywhereJsonAllows) {
+    const std::string body = "\r\n { \"model\"\t:\n \"m\" ,\r\n\t\"prompt\" : \"p\"\n}\n";
+    const std::string req = post("/v1/completions", body);
+    const RequestView r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(r.model, "m");
+    EXPECT_EQ(key_of(req, r), "\"p\"");
+}
+
+TEST(CoreLocator, NestedValuesBeforeTheKeyAreSkipped) {
+    const std::string body =
+        R"({"logit_bias":{"prompt":"decoy","model":"decoy"},"stop":["]","}"],"so":{"a":[1,{"b":"]\"["}]},"temperature":0.5,"echo":false,"user":null,"prompt":"real","model":"m"})";
+    const std::string req = post("/v1/completions", body);
+    const RequestView r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(r.model, "m");
+    EXPECT_EQ(key_of(req, r), "\"real\"");
+}
+
+TEST(CoreLocator, ChatWithManyTurnsKeyCoversEveryTurn) {
+    std::string msgs = "[";
+    for (int i = 0; i < 300; ++i) {
+        if (i) msgs += ",";
+        msgs += R"({"role":")" + std::string(i % 2 ? "assistant" : "user") + R"(","content":"turn )" +
+                std::to_string(i) + R"( with \"quotes\" and [brackets]"})";
+    }
+    msgs += "]";
+    const std::string body = R"({"messages":)" + msgs + R"(,"model":"late-model"})";
+    const std::string req = post("/v1/chat/completions", body);
+    const RequestView r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+    EXPECT_EQ(r.model, "late-model");
+    EXPECT_EQ(key_of(req, r), msgs);
+}
+
+TEST(CoreLocator, QueryStringAndAbsoluteFormStillMatch) {
+    const std::string body = R"({"model":"m","prompt":"p"})";
+    for (const char *path : {"/v1/completions?x=1", "/v1/completions#frag",
+                             "http://api.example/v1/completions?a=b"}) {
+        const std::string req = post(path, body);
+        const RequestView r = loc(req);
+        EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt) << path;
+        EXPECT_EQ(r.path, path);
+        EXPECT_EQ(key_of(req, r), "\"p\"");
+    }
+    const std::string req = post("/v1/completions/extra", body);
+    EXPECT_EQ(loc(req).kind, KeyKind::BodyPrefix);
+}
+
+TEST(CoreLocator, Http10AndBareLfAndLeadingEmptyLine) {
+    const std::string body = R"({"model":"m","prompt":"p"})";
+    std::string req = "POST /v1/completions HTTP/1.0\nContent-Length: " + std::to_string(body.size()) + "\n\n" + body;
+    RequestView r = loc(req);
+    ASSERT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(r.body_offset, req.size() - body.size());
+
+    req = "\r\n" + post("/v1/completions", body);
+    r = loc(req);
+    ASSERT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.method, "POST");
+}
+
+TEST(CoreLocator, HeaderNamesCaseInsensitiveValuesTrimmed) {
+    const std::string body = R"({"model":"m","prompt":"p"})";
+    const std::string req = "POST /v1/completions HTTP/1.1\r\nhOsT: \t h:8000 \t\r\ncontent-LENGTH:   " +
+                            std::to_string(body.size()) + "  \r\n\r\n" + body;
+    const RequestView r = loc(req);
+    ASSERT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.host, "h:8000");
+    EXPECT_EQ(r.content_length, static_cast<std::int64_t>(body.size()));
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+}
+
+TEST(CoreLocator, TruncatedAtEveryOffset) {
+    const std::string req = post("/v1/chat/completions", kChatBody);
+    const std::size_t head_end = req.size() - kChatBody.size();
+    const std::size_t bracket = req.find("\"messages\":[") + std::string("\"messages\":").size();
+    const std::size_t model_end = req.find("Instruct\"") + std::string("Instruct\"").size();
+    for (std::size_t cut = 0; cut <= req.size(); ++cut) {
+        const std::string part = req.substr(0, cut);
+        const RequestView r = loc(part);
+        SCOPED_TRACE("cut at " + std::to_string(cut));
+        expect_in_bounds(part, r);
+        if (cut < head_end) {
+            ASSERT_EQ(r.status, LocateStatus::NeedMoreHead);
+            continue;
+        }
+        ASSERT_EQ(r.status, LocateStatus::Ok);
+        EXPECT_EQ(r.body_offset, head_end);
+        EXPECT_EQ(r.body_available, cut - head_end);
+        EXPECT_EQ(r.body_complete, cut == req.size());
+        EXPECT_EQ(r.model.empty(), cut < model_end);
+        if (cut == head_end) {
+            EXPECT_EQ(r.kind, KeyKind::FiveTuple);
+        } else if (cut <= bracket) {
+            EXPECT_EQ(r.kind, KeyKind::BodyPrefix);
+            EXPECT_EQ(r.key_offset, head_end);
+            EXPECT_EQ(r.key_len, cut - head_end);
+        } else {
+            EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+            EXPECT_EQ(r.key_offset, bracket);
+            EXPECT_LE(r.key_offset + r.key_len, cut);
+        }
+    }
+}
+
+TEST(CoreLocator, BadContentLengths) {
+    const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: h\r\n";
+    for (const char *cl : {"Content-Length: abc\r\n", "Content-Length: -1\r\n", "Content-Length: +5\r\n",
+                           "Content-Length: 1 2\r\n", "Content-Length:\r\n", "Content-Length: 5, 6\r\n",
+                           "Content-Length: 5,,5\r\n", "Content-Length: 0x10\r\n",
+                           "Content-Length: 99999999999999999999\r\n",
+                           "Content-Length: 9223372036854775808\r\n",
+                           "Content-Length: 5\r\nContent-Length: 6\r\n"}) {
+        EXPECT_EQ(loc(head + cl + "\r\n").status, LocateStatus::BadHeaders) << cl;
+    }
+    // Identical repeats are one length (RFC 9110 8.6).
+    RequestView r = loc(head + "Content-Length: 5, 5\r\nContent-Length: 5\r\n\r\nabcde");
+    EXPECT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.content_length, 5);
+    EXPECT_TRUE(r.body_complete);
+    // Huge but representable: accepted, never complete.
+    r = loc(head + "Content-Length: 9223372036854775807\r\n\r\n{\"prompt\":\"x");
+    EXPECT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.content_length, 9223372036854775807LL);
+    EXPECT_FALSE(r.body_complete);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
+    EXPECT_EQ(r.key_len, 2u);  // the opening quote and x, truncated
+}
+
+TEST(CoreLocator, MalformedHeads) {
+    const std::string ok = "POST /x HTTP/1.1\r\n";
+    EXPECT_EQ(loc(ok + "Host : h\r\n\r\n").status, LocateStatus::BadHeaders);          // space before ':'
+    EXPECT_EQ(loc(ok + "Host: h\r\n  folded\r\n\r\n").status, LocateStatus::BadHeaders);  // obs-fold
+    EXPECT_EQ(loc(ok + "Host: a\r\nHost: b\r\n\r\n").status, LocateStatus::BadHeaders);  // two Hosts
+    EXPECT_EQ(loc(ok + "Bad\x01Name: v\r\n\r\n").status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc(ok + "X: a\rb\r\n\r\n").status, LocateStatus::BadHeaders);  // bare CR
+    EXPECT_EQ(loc(ok + std::string("X: a\0b\r\n\r\n", 10)).status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc(ok + "NoColon\r\n\r\n").status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc(ok + "\r\r\n").status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc(ok + "Host: h\r\n").status, LocateStatus::NeedMoreHead);
+}
+
+TEST(CoreLocator, NotHttp) {
+    EXPECT_EQ(loc("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").status, LocateStatus::NotHttp);
+    EXPECT_EQ(loc("GET /\r\n").status, LocateStatus::NotHttp);  // HTTP/0.9
+    EXPECT_EQ(loc("GET / HTTP/1.2\r\n").status, LocateStatus::NotHttp);
+    EXPECT_EQ(loc("GET  / HTTP/1.1\r\n").status, LocateStatus::NotHttp);
+    EXPECT_EQ(loc("\x16\x03\x01\x02\x00\x01\x00").status, LocateStatus::NotHttp);  // TLS ClientHello
+    EXPECT_EQ(loc(std::string(40, 'A') + " / HTTP/1.1\r\n").status, LocateStatus::NotHttp);
+    EXPECT_EQ(loc("GET / HTTP/1.1\rX").status, LocateStatus::NotHttp);
+    // A prefix of a valid request line is not "not HTTP" yet.
+    EXPECT_EQ(loc("GET / HTT").status, LocateStatus::NeedMoreHead);
+}
+
+TEST(CoreLocator, EmptyInput) {
+    const RequestView r = locate_request({});
+    EXPECT_EQ(r.status, LocateStatus::NeedMoreHead);
+    EXPECT_EQ(r.kind, KeyKind::FiveTuple);
+    EXPECT_EQ(r.key_len, 0u);
+}
+
+TEST(CoreLocator, FallbackKinds) {
+    // Non-OpenAI path with a body: the body's leading bytes.
+    std::string req = post("/generate", R"({"prompt":"x"})");
+    RequestView r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::BodyPrefix);
+    EXPECT_EQ(r.key_offset, r.body_offset);
+    EXPECT_EQ(key_of(req, r), R"({"prompt":"x"})");
+    // No body at all.
+    r = loc("GET /v1/models HTTP/1.1\r\nHost: h\r\n\r\n");
+    EXPECT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.kind, KeyKind::FiveTuple);
+    EXPECT_TRUE(r.body_complete);
+    EXPECT_EQ(loc("POST /v1/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n").kind, KeyKind::FiveTuple);
+    // OpenAI path, but no usable key: wrong type, missing, not an object, chat with a string.
+    for (const char *body : {R"({"model":"m","prompt":42})", R"({"model":"m"})", R"(["prompt","x"])",
+                             "not json at all"}) {
+        req = post("/v1/completions", body);
+        r = loc(req);
+        EXPECT_EQ(r.kind, KeyKind::BodyPrefix) << body;
+        EXPECT_EQ(r.key_offset, r.body_offset);
+    }
+    req = post("/v1/chat/completions", R"({"model":"m","messages":"hello"})");
+    r = loc(req);
+    EXPECT_EQ(r.kind, KeyKind::BodyPrefix);
+    EXPECT_EQ(r.model, "m");  // the model is still reported
+    // Member names are compared as sent (no unescaping).
+    EXPECT_EQ(loc(post("/v1/completions", R"({"pro\u006dpt":"x"})")).kind, KeyKind::BodyPrefix);
+}
+
+TEST(CoreLocator, DuplicateMembersLastWins) {
+    const std::string req = post("/v1/completions", R"({"prompt":"a","model":"m1","prompt":"b","model":"m2"})");
+    const RequestView r = loc(req);
+    EXPECT_EQ(key_of(req, r), "\"b\"");
+    EXPECT_EQ(r.model, "m2");
+}
+
+TEST(CoreLocator, PipelinedBytesAreNotBody) {
+    const std::string body = R"({"model":"m","prompt":"p"})";
+    const std::string req = post("/v1/completions", body) + "GET / HTTP/1.1\r\n\r\n";
+    const RequestView r = loc(req);
+    EXPECT_EQ(r.body_available, body.size());
+    EXPECT_TRUE(r.body_complete);
+    EXPECT_EQ(key_of(req, r), "\"p\"");
+    // Body-prefix keys stop at Content-Length too.
+    const std::string other = post("/other", "abc") + "XYZ";
+    const RequestView o = loc(other);
+    EXPECT_EQ(key_of(other, o), "abc");
+}
+
+TEST(CoreLocator, ChunkedKeyIsFirstChunkData) {
+    const std::string c1 = R"({"model":"m","messages":[{"role":"user","content":"hello"}])";
+    const std::string c2 = R"(,"stream":true})";
+    auto hex = [](std::size_t n) {
+        char b[32];
+        snprintf(b, sizeof b, "%zx", n);
+        return std::string(b);
+    };
+    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string body = hex(c1.size()) + ";ext=1\r\n" + c1 + "\r\n" + hex(c2.size()) + "\r\n" + c2 + "\r\n0\r\n";
+    std::string req = head + body + "\r\n";
+    RequestView r = loc(req);
+    ASSERT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_TRUE(r.chunked);
+    EXPECT_EQ(r.content_length, -1);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+    EXPECT_EQ(r.model, "m");
+    EXPECT_EQ(key_of(req, r), R"([{"role":"user","content":"hello"}])");
+    EXPECT_TRUE(r.body_complete);
+    EXPECT_EQ(r.body_available, req.size() - head.size());
+
+    // With a trailer field, and then without the final empty line: not complete.
+    req = head + body + "X-Trailer: 1\r\n\r\n";
+    EXPECT_TRUE(loc(req).body_complete);
+    req = head + body;
+    r = loc(req);
+    EXPECT_FALSE(r.body_complete);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+    // Chunk header not complete yet: no body bytes to hash.
+    EXPECT_EQ(loc(head + "3").kind, KeyKind::FiveTuple);
+    // Malformed chunk size: hashed as raw body.
+    EXPECT_EQ(loc(head + "zz\r\nabc").kind, KeyKind::BodyPrefix);
+    // gzip, chunked is still chunked framing.
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").status, LocateStatus::Ok);
+}
+
+TEST(CoreLocator, RefusedFramings) {
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n").status,
+              LocateStatus::BadHeaders);
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").status,
+              LocateStatus::BadHeaders);
+    EXPECT_EQ(loc("POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").status, LocateStatus::BadHeaders);
+}
+
+TEST(CoreLocator, BinaryGarbageNeverEscapesTheBuffer) {
+    std::mt19937_64 rng(12345);
+    const std::string real = post("/v1/chat/completions", kChatBody);
+    int ok = 0;
+    for (int iter = 0; iter < 3000; ++iter) {
+        std::string s;
+        if (iter % 2 == 0) {  // pure noise
+            s.resize(rng() % 300);
+            for (char &c : s) c = static_cast<char>(rng());
+        } else {  // a real request with a few bytes flipped
+            s = real.substr(0, rng() % (real.size() + 1));
+            for (int k = 0; k < 3 && !s.empty(); ++k) s[rng() % s.size()] = static_cast<char>(rng());
+        }
+        const RequestView r = loc(s);
+        expect_in_bounds(s, r);
+        if (r.status == LocateStatus::Ok) {
+            ++ok;
+            EXPECT_LE(r.body_offset, s.size());
+            if (r.kind != KeyKind::FiveTuple) {
+                EXPECT_GT(r.key_len, 0u);
+            }
+        } else {
+            EXPECT_EQ(r.kind, KeyKind::FiveTuple);
+        }
+    }
+    EXPECT_GT(ok, 0);  // the mutated real requests do get through sometimes
+}
+
+TEST(CoreLocator, Names) {
+    EXPECT_STREQ(key_kind_name(KeyKind::OpenAIChat), "openai_chat");
+    EXPECT_STREQ(key_kind_name(KeyKind::FiveTuple), "five_tuple");
+    EXPECT_STREQ(locate_status_name(LocateStatus::BadHeaders), "bad_headers");
+    EXPECT_STREQ(locate_status_name(LocateStatus::NeedMoreHead), "need_more_head");
+}
+
+}  // namespace
+}  // namespace kvsteer
