@@ -29,7 +29,7 @@
 #define KVS_MAP_CONFIG "kvs_config"            /* ARRAY[1] of kvs_config, MMAPABLE */
 #define KVS_MAP_BACKENDS "kvs_backends"        /* ARRAY[KVS_MAX_BACKENDS] of kvs_backend, MMAPABLE */
 #define KVS_MAP_BACKEND_LOAD "kvs_be_load"     /* ARRAY[KVS_MAX_BACKENDS] of kvs_backend_load, MMAPABLE */
-#define KVS_MAP_MAGLEV "kvs_maglev"            /* ARRAY[2*KVS_MAGLEV_SIZE] of __u32 backend id, MMAPABLE */
+#define KVS_MAP_MAGLEV "kvs_maglev"            /* 2*KVS_MAGLEV_SIZE __u32 backend ids, MMAPABLE: ARRAY[1] of struct kvs_maglev_table (see there) */
 #define KVS_MAP_AFFINITY "kvs_affinity"        /* ARRAY[2*KVS_AFFINITY_SLOTS] of kvs_affinity_entry, MMAPABLE */
 #define KVS_MAP_FLOWS "kvs_flows"              /* LRU_HASH kvs_flow_key -> kvs_flow */
 #define KVS_MAP_STATS "kvs_stats"              /* PERCPU_ARRAY[KVS_STATS_MAX] of __u64, index enum kvs_reason */
@@ -38,6 +38,8 @@
 #define KVS_MAP_DP_STATS "kvs_dp_stats"        /* ARRAY[KVS_MAX_WORKERS*KVS_STATS_MAX] of __u64, MMAPABLE: dataplane counters, row per worker */
 #define KVS_MAP_XSKS "xsks_map"                /* XSKMAP; name fixed by DPDK's af_xdp PMD; not pinned */
 #define KVS_MAP_TX_PORTS "kvs_tx_ports"        /* DEVMAP for two-armed XDP_REDIRECT */
+#define KVS_MAX_TX_PORTS 64u                   /* kvs_tx_ports is a DEVMAP_HASH: key = value = egress ifindex */
+#define KVS_MAX_XSKS 64u                       /* xsks_map entries: one per RX queue */
 #define KVS_DEFAULT_BPFFS "/sys/fs/bpf/kvsteer"
 
 /* Values that never change meaning: 0 is always "empty/unset". */
@@ -119,6 +121,7 @@ struct kvs_backend {
     __u16 weight;      /* Maglev weight, 0 = none */
     __u32 ifindex;     /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
     __u32 max_load;    /* daemon's bound on in-flight flows; 0 = use load factor only */
+    __u32 pad_end;     /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
 };
 
 /* Per-backend load. Each field has ONE writer, so no locks are needed:
@@ -131,6 +134,13 @@ struct kvs_backend_load {
     __u64 ext_queue;         /* backend's own waiting queue, from telemetry (kvsteerd) */
     __u64 ext_running;       /* backend's running requests, from telemetry (kvsteerd) */
     __u64 pad[2];
+};
+
+/* The Maglev map holds ONE value with both halves, so its mmap is a flat __u32 array exactly as
+ * PinnedMaps::maglev exposes it (an ARRAY of __u32 would have an 8-byte stride when mmapped).
+ * Half h occupies backend[h * KVS_MAGLEV_SIZE .. (h + 1) * KVS_MAGLEV_SIZE). */
+struct kvs_maglev_table {
+    __u32 backend[2 * KVS_MAGLEV_SIZE];
 };
 
 /* ---- affinity table: chained block hash -> up to K replicas ---------------------------- */

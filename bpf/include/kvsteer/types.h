@@ -5,7 +5,7 @@
 #if defined(__bpf__)
 /* BPF objects include vmlinux.h first, which defines __u8 .. __u64 and __be16/__be32. */
 #ifndef KVS_INLINE
-#define KVS_INLINE static __always_inline
+#define KVS_INLINE static inline __attribute__((always_inline))
 #endif
 #else
 #include <linux/types.h>

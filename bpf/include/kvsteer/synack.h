@@ -1,0 +1,185 @@
+/* SYN-ACK builder: answers a parsed SYN in the same buffer with our cookie as ISN and the options the client offered. */
+#ifndef KVSTEER_SYNACK_H
+#define KVSTEER_SYNACK_H
+
+#include "kvsteer/abi.h"
+#include "kvsteer/cookie.h"
+#include "kvsteer/csum.h"
+#include "kvsteer/parse.h"
+
+#define KVS_SYNACK_DEFAULT_MSS 1460
+#define KVS_SYNACK_DEFAULT_WINDOW 64240
+#define KVS_SYNACK_TTL 64
+#define KVS_SYNACK_MAX_OPTLEN 24
+
+/* Everything the SYN-ACK needs, taken from the SYN before the buffer is resized. Option
+ * layout (Linux's): MSS, then SACK-perm+TS | NOP NOP TS | NOP NOP SACK-perm, then NOP WS. */
+struct kvs_synack {
+    __u32 saddr[4];      /* ours = the SYN's destination (the VIP), network order */
+    __u32 daddr[4];      /* the client */
+    __u16 sport, dport;  /* network order */
+    __u32 client_isn;    /* host order */
+    __u32 cookie;        /* our ISN, host order: filled by the caller (kvs_cookie_make) */
+    __u32 tsval;         /* our TSval, host order: filled by the caller when ts is set */
+    __u32 tsecr;         /* the client's TSval */
+    __u16 mss;           /* advertised */
+    __u16 window;        /* raw window field */
+    __u8 wscale;         /* advertised shift, KVS_WSCALE_NONE = no WS option */
+    __u8 sack_perm;
+    __u8 ts;             /* 1 = TS option */
+    __u8 family;
+    __u8 smac[6], dmac[6];
+    __u16 l3_off;
+    __u16 optlen;        /* TCP option bytes, multiple of 4 */
+    __u32 frame_len;     /* whole frame, bytes */
+    __u8 cookie_data;    /* option byte to pack into the cookie (kvs_cookie_pack_opts) */
+};
+
+/* Fills `sa` for the SYN in `pkt`. Our MSS/window come from cfg (0 = defaults above), the
+ * window scale is cfg->syn_wscale as is; WS and SACK-perm are offered only when the client
+ * offered them, TS only when the client sent TS and cfg allows. */
+KVS_INLINE void kvs_synack_plan(const struct kvs_pkt *pkt, const struct kvs_config *cfg,
+                                struct kvs_synack *sa)
+{
+    const struct kvs_tcp_opts *o = &pkt->opts;
+    __u32 iplen;
+
+    __builtin_memset(sa, 0, sizeof(*sa));
+    if (pkt->ip4) {
+        sa->saddr[0] = pkt->ip4->daddr;
+        sa->daddr[0] = pkt->ip4->saddr;
+        sa->family = 4;
+        iplen = sizeof(struct kvs_iphdr);
+    } else {
+        __builtin_memcpy(sa->saddr, (const __u8 *)pkt->ip6 + 24, 16);
+        __builtin_memcpy(sa->daddr, (const __u8 *)pkt->ip6 + 8, 16);
+        sa->family = 6;
+        iplen = sizeof(struct kvs_ipv6hdr);
+    }
+    sa->sport = pkt->tcp->dest;
+    sa->dport = pkt->tcp->source;
+    sa->client_isn = kvs_ntohl(pkt->tcp->seq);
+    __builtin_memcpy(sa->smac, pkt->eth->dst, KVS_ETH_ALEN);
+    __builtin_memcpy(sa->dmac, pkt->eth->src, KVS_ETH_ALEN);
+    sa->mss = cfg->syn_mss ? cfg->syn_mss : KVS_SYNACK_DEFAULT_MSS;
+    sa->window = cfg->syn_window ? cfg->syn_window : KVS_SYNACK_DEFAULT_WINDOW;
+    sa->wscale = o->wscale == KVS_WSCALE_NONE ? KVS_WSCALE_NONE
+                                              : (cfg->syn_wscale > 14 ? 14 : cfg->syn_wscale);
+    sa->sack_perm = o->sack_perm;
+    sa->ts = (o->ts_off && (cfg->flags & KVS_CFG_SYN_TIMESTAMPS)) ? 1 : 0;
+    sa->tsecr = o->tsval;
+    sa->optlen = 4 + ((sa->ts || sa->sack_perm) ? (sa->ts ? 12 : 4) : 0) +
+                 (sa->wscale != KVS_WSCALE_NONE ? 4 : 0);
+    sa->l3_off = pkt->l3_off;
+    sa->frame_len = pkt->l3_off + iplen + sizeof(struct kvs_tcphdr) + sa->optlen;
+    sa->cookie_data = kvs_cookie_pack_opts(o->mss ? o->mss : 536, o->wscale, o->sack_perm);
+}
+
+/* Writes the SYN-ACK described by `sa` into the frame [data, data_end), which must already be
+ * exactly sa->frame_len bytes and start with the SYN's L2 header. Returns 0, or -1 if the
+ * frame has the wrong size. */
+KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_synack *sa)
+{
+    struct kvs_ethhdr *eth = (struct kvs_ethhdr *)data;
+    __u8 hdr[sizeof(struct kvs_tcphdr) + KVS_SYNACK_MAX_OPTLEN] __attribute__((aligned(4)));
+    struct kvs_tcphdr *th = (struct kvs_tcphdr *)(void *)hdr;
+    __u8 *opt = (__u8 *)hdr + sizeof(struct kvs_tcphdr);
+    __u8 *l3, *l4;
+    __u32 tcplen = sizeof(struct kvs_tcphdr) + sa->optlen;
+    __u32 n = 4, i;
+    __u64 sum;
+
+    if ((__u8 *)data + sa->frame_len != (__u8 *)data_end || (void *)(eth + 1) > data_end)
+        return -1;
+    __builtin_memcpy(eth->dst, sa->dmac, KVS_ETH_ALEN);
+    __builtin_memcpy(eth->src, sa->smac, KVS_ETH_ALEN);
+
+    /* TCP header and options, built on the stack (zero-padded) so the checksum loop is fixed. */
+    __builtin_memset(hdr, 0, sizeof(hdr));
+    th->source = sa->sport;
+    th->dest = sa->dport;
+    th->seq = kvs_htonl(sa->cookie);
+    th->ack_seq = kvs_htonl(sa->client_isn + 1);
+    th->doff_res = (__u8)((tcplen / 4) << 4);
+    th->flags = KVS_TCP_SYN | KVS_TCP_ACK;
+    th->window = kvs_htons(sa->window);
+    opt[0] = KVS_TCPOPT_MSS;
+    opt[1] = KVS_TCPOLEN_MSS;
+    opt[2] = (__u8)(sa->mss >> 8);
+    opt[3] = (__u8)sa->mss;
+    if (sa->ts) {
+        if (sa->sack_perm) {
+            opt[4] = KVS_TCPOPT_SACK_PERM;
+            opt[5] = KVS_TCPOLEN_SACK_PERM;
+        } else {
+            opt[4] = KVS_TCPOPT_NOP;
+            opt[5] = KVS_TCPOPT_NOP;
+        }
+        opt[6] = KVS_TCPOPT_TS;
+        opt[7] = KVS_TCPOLEN_TS;
+        kvs_store32(opt + 8, kvs_htonl(sa->tsval));
+        kvs_store32(opt + 12, kvs_htonl(sa->tsecr));
+        n = 16;
+    } else if (sa->sack_perm) {
+        opt[4] = KVS_TCPOPT_NOP;
+        opt[5] = KVS_TCPOPT_NOP;
+        opt[6] = KVS_TCPOPT_SACK_PERM;
+        opt[7] = KVS_TCPOLEN_SACK_PERM;
+        n = 8;
+    }
+    if (sa->wscale != KVS_WSCALE_NONE) {
+        if (n > KVS_SYNACK_MAX_OPTLEN - 4)
+            return -1;
+        opt[n] = KVS_TCPOPT_NOP;
+        opt[n + 1] = KVS_TCPOPT_WS;
+        opt[n + 2] = KVS_TCPOLEN_WS;
+        opt[n + 3] = sa->wscale;
+    }
+
+    l3 = (__u8 *)data + (sa->l3_off & 0x1f);
+    if (sa->family == 4) {
+        struct kvs_iphdr *ip = (struct kvs_iphdr *)l3;
+
+        if ((void *)(ip + 1) > data_end)
+            return -1;
+        ip->ver_ihl = 0x45;
+        ip->tos = 0;
+        ip->tot_len = kvs_htons((__u16)(sizeof(*ip) + tcplen));
+        ip->id = 0;
+        ip->frag_off = kvs_htons(0x4000); /* DF */
+        ip->ttl = KVS_SYNACK_TTL;
+        ip->protocol = KVS_IPPROTO_TCP;
+        ip->check = 0;
+        ip->saddr = sa->saddr[0];
+        ip->daddr = sa->daddr[0];
+        ip->check = kvs_csum_finish(kvs_csum_partial(ip, sizeof(*ip), 0));
+        sum = kvs_csum_pseudo4(sa->saddr[0], sa->daddr[0], KVS_IPPROTO_TCP, tcplen);
+        l4 = (__u8 *)(ip + 1);
+    } else {
+        struct kvs_ipv6hdr *ip6 = (struct kvs_ipv6hdr *)l3;
+
+        if ((void *)(ip6 + 1) > data_end)
+            return -1;
+        ip6->ver_tc_flow = kvs_htonl(0x60000000u);
+        ip6->payload_len = kvs_htons((__u16)tcplen);
+        ip6->nexthdr = KVS_IPPROTO_TCP;
+        ip6->hop_limit = KVS_SYNACK_TTL;
+        __builtin_memcpy((__u8 *)ip6 + 8, sa->saddr, 16);
+        __builtin_memcpy((__u8 *)ip6 + 24, sa->daddr, 16);
+        sum = kvs_csum_pseudo6(sa->saddr, sa->daddr, KVS_IPPROTO_TCP, tcplen);
+        l4 = (__u8 *)(ip6 + 1);
+    }
+    th->check = kvs_csum_finish(kvs_csum_partial(hdr, sizeof(hdr), sum));
+
+    /* Copy header + options out in 4-byte units (sizes the verifier can check). */
+    for (i = 0; i < sizeof(hdr) / 4; i++) {
+        if (i * 4 >= tcplen)
+            break;
+        if ((void *)(l4 + i * 4 + 4) > data_end)
+            return -1;
+        kvs_store32(l4 + i * 4, kvs_load32(hdr + i * 4));
+    }
+    return 0;
+}
+
+#endif /* KVSTEER_SYNACK_H */
