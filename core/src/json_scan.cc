@@ -1,11 +1,19 @@
 #include "json_scan.h"
 
+#include <array>
 #include <cstring>
 
 namespace kvsteer {
 namespace {
 
 constexpr std::size_t kEnd = static_cast<std::size_t>(-1);  // truncated or malformed
+
+// Bytes that matter while skipping a nested value: quotes and brackets.
+constexpr std::array<bool, 256> kStructural = [] {
+    std::array<bool, 256> t{};
+    for (const char c : {'"', '{', '}', '[', ']'}) t[static_cast<std::uint8_t>(c)] = true;
+    return t;
+}();
 
 struct Scanner {
     const std::uint8_t *b;
@@ -37,6 +45,10 @@ struct Scanner {
     std::size_t skip_nested(std::size_t i) const {
         std::size_t depth = 0;
         while (i < n) {
+            if (!kStructural[b[i]]) {
+                ++i;
+                continue;
+            }
             const std::uint8_t c = b[i];
             if (c == '"') {
                 i = skip_string(i + 1);

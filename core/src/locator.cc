@@ -3,6 +3,7 @@
 // bracket depth and strings by their closing quote (odd runs of '\' escape it).
 #include "kvsteer/core/locator.h"
 
+#include <array>
 #include <cstring>
 #include <limits>
 
@@ -16,17 +17,24 @@ using Buf = std::span<const std::uint8_t>;
 constexpr std::size_t kMaxMethodLen = 32;
 constexpr std::size_t kMaxLeadingEmptyLines = 4;  // RFC 9112 2.2: ignore a few CRLFs first
 
-// RFC 9110 5.6.2 tchar.
-constexpr bool is_tchar(std::uint8_t c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
-}
+// RFC 9110 5.6.2 tchar, as a table: header names are scanned byte by byte.
+constexpr std::array<bool, 256> kTchar = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+    for (const char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<std::uint8_t>(c)] = true;
+    return t;
+}();
+constexpr bool is_tchar(std::uint8_t c) { return kTchar[c]; }
+
+// Bytes that end or invalidate a field value: every CTL but HTAB (so CR, LF, NUL), and DEL.
+constexpr std::array<bool, 256> kValueStop = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0; c < 0x20; ++c) t[c] = c != '\t';
+    t[0x7f] = true;
+    return t;
+}();
 
 constexpr bool is_ows(std::uint8_t c) { return c == ' ' || c == '\t'; }
 
@@ -107,7 +115,8 @@ std::string_view target_path(std::string_view t) {
             break;
         }
     }
-    const std::size_t cut = t.find_first_of("?#");
+    std::size_t cut = 0;  // a plain loop: find_first_of calls memchr once per byte
+    while (cut < t.size() && t[cut] != '?' && t[cut] != '#') ++cut;
     return t.substr(0, cut);
 }
 
@@ -192,11 +201,17 @@ LocateStatus parse_field(Buf b, std::size_t &pos, RequestView &r, HeadFacts &f) 
     if (pos == n0 || b[pos] != ':') return LocateStatus::BadHeaders;
     const std::string_view name = view(b, n0, pos - n0);
     ++pos;
-    std::size_t vend = 0, next = 0;
-    if (read_line(b, pos, vend, next) != Step::Ok) return LocateStatus::NeedMoreHead;
-    for (std::size_t i = pos; i < vend; ++i) {
-        const std::uint8_t c = b[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return LocateStatus::BadHeaders;  // CTL, bare CR, NUL
+    // One pass finds the line end and rejects CTLs in the value (NUL, bare CR, ...).
+    std::size_t vend = pos;
+    while (vend < n && !kValueStop[b[vend]]) ++vend;
+    if (vend >= n) return LocateStatus::NeedMoreHead;
+    std::size_t next = vend + 1;
+    if (b[vend] == '\r') {
+        if (vend + 1 >= n) return LocateStatus::NeedMoreHead;
+        if (b[vend + 1] != '\n') return LocateStatus::BadHeaders;
+        next = vend + 2;
+    } else if (b[vend] != '\n') {
+        return LocateStatus::BadHeaders;
     }
     const std::string_view value = trim_ows(view(b, pos, vend - pos));
     pos = next;
