@@ -35,21 +35,29 @@ double cost(const Member &m, std::uint32_t slot) {
     return -std::log(u) / m.weight;
 }
 
+// Members with equal weight form one group: inside a group the lowest cost is simply the
+// highest u, so the logarithm is taken once per group and slot, not once per member.
+struct Group {
+    std::size_t begin, end;
+};
+
 // Index of the winning member for `slot` among those with room (all when !respect_cap).
-std::size_t best_member(const std::vector<Member> &ms, std::uint32_t slot, bool uniform,
-                        bool respect_cap) {
+std::size_t best_member(const std::vector<Member> &ms, const std::vector<Group> &groups,
+                        std::uint32_t slot, bool respect_cap) {
     std::size_t best = ms.size();
-    std::uint64_t best_u = 0;
     double best_cost = 0;
-    for (std::size_t i = 0; i < ms.size(); ++i) {
-        if (respect_cap && ms[i].count >= ms[i].cap) continue;
-        if (uniform) {  // equal weights: lowest cost == highest u, no logarithm needed
+    for (const Group &g : groups) {
+        std::size_t top = ms.size();
+        std::uint64_t top_u = 0;
+        for (std::size_t i = g.begin; i < g.end; ++i) {
+            if (respect_cap && ms[i].count >= ms[i].cap) continue;
             const std::uint64_t u = mix(ms[i].key, slot);
-            if (best == ms.size() || u > best_u) best = i, best_u = u;
-        } else {
-            const double c = cost(ms[i], slot);
-            if (best == ms.size() || c < best_cost) best = i, best_cost = c;
+            if (top == ms.size() || u > top_u) top = i, top_u = u;
         }
+        if (top == ms.size()) continue;
+        if (groups.size() == 1) return top;
+        const double c = cost(ms[top], slot);
+        if (best == ms.size() || c < best_cost) best = top, best_cost = c;
     }
     return best;
 }
@@ -70,10 +78,14 @@ std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend>
     }
     if (ms.empty() || size == 0) return table;
     std::sort(ms.begin(), ms.end(), [](const Member &a, const Member &b) {
+        if (a.weight != b.weight) return a.weight < b.weight;
         return a.identity != b.identity ? a.identity < b.identity : a.id < b.id;
     });
-    const bool uniform = std::all_of(ms.begin(), ms.end(),
-                                     [&](const Member &m) { return m.weight == ms[0].weight; });
+    std::vector<Group> groups;
+    for (std::size_t i = 0; i < ms.size(); ++i) {
+        if (groups.empty() || ms[groups.back().begin].weight != ms[i].weight) groups.push_back({i, i});
+        groups.back().end = i + 1;
+    }
     const double slack = 1.0 + std::max(0.0, max_overload);
     for (Member &m : ms) {
         m.cap = static_cast<std::uint32_t>(
@@ -82,7 +94,7 @@ std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend>
 
     std::vector<std::uint32_t> owner(size);  // index into ms
     for (std::uint32_t s = 0; s < size; ++s) {
-        owner[s] = static_cast<std::uint32_t>(best_member(ms, s, uniform, false));
+        owner[s] = static_cast<std::uint32_t>(best_member(ms, groups, s, false));
         ++ms[owner[s]].count;
     }
 
@@ -104,7 +116,7 @@ std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend>
     std::sort(evicted.begin(), evicted.end());
     for (const std::uint32_t s : evicted) {
         // The caps sum to at least `size`, so some member always has room.
-        owner[s] = static_cast<std::uint32_t>(best_member(ms, s, uniform, true));
+        owner[s] = static_cast<std::uint32_t>(best_member(ms, groups, s, true));
         ++ms[owner[s]].count;
     }
     for (std::uint32_t s = 0; s < size; ++s) table[s] = ms[owner[s]].id;
