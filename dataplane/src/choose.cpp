@@ -1,0 +1,96 @@
+#include "choose.h"
+
+#include <cmath>
+
+#include "kvsteer/core/affinity.h"
+#include "kvsteer/core/maglev.h"
+
+namespace kvsteer::dp {
+
+namespace {
+bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
+    for (auto e : ex)
+        if (e == id) return true;
+    return false;
+}
+}  // namespace
+
+Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
+                      std::span<const std::uint16_t> exclude, ChooseScratch &s) noexcept {
+    const kvs_config &cfg = *t.config;
+    std::uint32_t n = cfg.n_backends < KVS_MAX_BACKENDS ? cfg.n_backends : KVS_MAX_BACKENDS;
+    std::uint32_t n_up = 0;
+    std::uint64_t total = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const kvs_backend_load &l = t.load[i];
+        std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
+        std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
+        s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
+        s.eligible[i] = t.backends[i].state == KVS_BE_UP && !excluded(exclude, i);
+        if (s.eligible[i]) {
+            ++n_up;
+            total += s.in_flight[i];
+        }
+    }
+    Choice ch;
+    if (n_up == 0) return ch;
+    const bool retry = !exclude.empty();
+    const double c = cfg.load_factor_milli ? cfg.load_factor_milli / 1000.0 : 1.25;
+
+    if (cfg.steer_mode == KVS_STEER_ROUND_ROBIN) {
+        for (std::uint32_t k = 0; k < n; ++k) {
+            std::uint32_t id = (s.rr_cursor + k) % n;
+            if (s.eligible[id]) {
+                s.rr_cursor = id + 1;
+                ch.backend = static_cast<std::uint16_t>(id);
+                ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_ROUND_ROBIN;
+                return ch;
+            }
+        }
+        return ch;
+    }
+
+    LoadView view{std::span<const std::uint32_t>(s.in_flight, n), std::span<const std::uint8_t>(s.eligible, n)};
+    std::span<const std::uint32_t> table(t.maglev + (cfg.maglev_active & 1) * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
+
+    if (cfg.steer_mode == KVS_STEER_FIVE_TUPLE) {
+        std::uint32_t id = choose_bounded(table, five_tuple_hash, view, 1e9);
+        if (id < n) {
+            ch.backend = static_cast<std::uint16_t>(id);
+            ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_MAGLEV;
+        }
+        return ch;
+    }
+
+    // PREFIX: the deepest affinity match's least-loaded replica within its bound.
+    std::span<const kvs_affinity_entry> half(t.affinity + (cfg.affinity_active & 1) * KVS_AFFINITY_SLOTS,
+                                             KVS_AFFINITY_SLOTS);
+    if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
+        const double bound = std::ceil(c * static_cast<double>(total + 1) / n_up);
+        std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
+        for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
+            std::uint32_t id = e->backends[r];
+            if (id >= n || !s.eligible[id]) continue;
+            std::uint32_t lim = t.backends[id].max_load ? t.backends[id].max_load : static_cast<std::uint32_t>(bound);
+            if (s.in_flight[id] + 1 > lim) continue;
+            if (s.in_flight[id] < best_load) {
+                best = id;
+                best_load = s.in_flight[id];
+            }
+        }
+        if (best != KVS_BACKEND_NONE) {
+            ch.backend = static_cast<std::uint16_t>(best);
+            ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_AFFINITY;
+            return ch;
+        }
+    }
+    bool spilled = false;
+    std::uint32_t id = choose_bounded(table, h.prefix, view, c, &spilled);
+    if (id < n) {
+        ch.backend = static_cast<std::uint16_t>(id);
+        ch.via = retry ? KVS_VIA_RETRY : spilled ? KVS_VIA_MAGLEV_SPILL : KVS_VIA_MAGLEV;
+    }
+    return ch;
+}
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,162 @@
+#include "eal_setup.h"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+namespace kvsteer::dp {
+
+namespace {
+constexpr long kBpffsMagic = 0xcafe4a11;
+constexpr const char *kDefaultRoot = "/sys/fs/bpf";
+
+std::string canonical(const std::string &p) {
+    char buf[PATH_MAX];
+    if (!realpath(p.c_str(), buf)) return p;
+    return buf;
+}
+}  // namespace
+
+bool bind_bpffs_as_default_root(const std::string &dir, std::string *err) {
+    struct statfs sf{};
+    if (statfs(dir.c_str(), &sf) != 0) {
+        *err = fmt::format("--bpffs {}: {}", dir, std::strerror(errno));
+        return false;
+    }
+    if (static_cast<long>(sf.f_type) != kBpffsMagic) {
+        *err = fmt::format("--bpffs {}: not on a bpffs (mount -t bpf bpf {})", dir, dir);
+        return false;
+    }
+    if (canonical(dir) == kDefaultRoot) return true;
+    if (unshare(CLONE_NEWNS) != 0) {
+        *err = fmt::format("unshare(CLONE_NEWNS): {}", std::strerror(errno));
+        return false;
+    }
+    // Our mounts must not propagate back to the parent namespace.
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
+        *err = fmt::format("making / rslave: {}", std::strerror(errno));
+        return false;
+    }
+    struct stat st{};
+    if (stat(kDefaultRoot, &st) != 0 && mkdir(kDefaultRoot, 0700) != 0) {
+        *err = fmt::format("{} missing and cannot be created: {}", kDefaultRoot, std::strerror(errno));
+        return false;
+    }
+    if (mount(dir.c_str(), kDefaultRoot, nullptr, MS_BIND, nullptr) != 0) {
+        *err = fmt::format("bind-mounting {} on {}: {}", dir, kDefaultRoot, std::strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err) {
+    for (std::size_t i = 0; i < eal_args.size(); ++i) {
+        std::string v;
+        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) v = eal_args[i + 1];
+        else if (eal_args[i].rfind("--vdev=", 0) == 0) v = eal_args[i].substr(7);
+        else continue;
+        for (std::size_t pos = 0; (pos = v.find("iface=", pos)) != std::string::npos;) {
+            if (pos != 0 && v[pos - 1] != ',') { pos += 6; continue; }
+            std::size_t end = v.find(',', pos);
+            std::string name = v.substr(pos + 6, end == std::string::npos ? std::string::npos : end - pos - 6);
+            if (if_nametoindex(name.c_str()) == 0) {
+                *err = fmt::format("--vdev {}: no such interface '{}' in this network namespace", v, name);
+                return false;
+            }
+            pos = end == std::string::npos ? v.size() : end;
+        }
+        for (std::size_t pos = 0; (pos = v.find("xdp_prog=", pos)) != std::string::npos;) {
+            std::size_t end = v.find(',', pos);
+            std::string path = v.substr(pos + 9, end == std::string::npos ? std::string::npos : end - pos - 9);
+            if (access(path.c_str(), R_OK) != 0) {
+                *err = fmt::format("--vdev {}: xdp_prog '{}' not readable: {}", v, path, std::strerror(errno));
+                return false;
+            }
+            pos = end == std::string::npos ? v.size() : end;
+        }
+    }
+    return true;
+}
+
+bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err) {
+    for (const auto &a : eal_args)
+        if (a == "--no-huge") return true;
+    std::ifstream f("/proc/meminfo");
+    std::string line;
+    while (std::getline(f, line)) {
+        if (line.rfind("HugePages_Total:", 0) == 0) {
+            if (std::stol(line.substr(16)) > 0) return true;
+            break;
+        }
+    }
+    *err = "no hugepages configured: pass --no-huge -m 512 (and --no-shconf) to the EAL, "
+           "or reserve hugepages (echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)";
+    return false;
+}
+
+bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs, rte_mempool **pool_out,
+                std::string *err) {
+    if (!rte_eth_dev_is_valid_port(port)) {
+        *err = fmt::format("port {} does not exist ({} ports probed; give one with --vdev)", port,
+                           rte_eth_dev_count_avail());
+        return false;
+    }
+    rte_eth_dev_info info{};
+    if (int rc = rte_eth_dev_info_get(port, &info); rc != 0) {
+        *err = fmt::format("port {}: dev_info: {}", port, rte_strerror(-rc));
+        return false;
+    }
+    if (queues > info.max_rx_queues || queues > info.max_tx_queues) {
+        *err = fmt::format("port {} ({}) has {} rx / {} tx queues, {} workers need one each", port,
+                           info.driver_name, info.max_rx_queues, info.max_tx_queues, queues);
+        return false;
+    }
+    auto name = fmt::format("kvs_pool_p{}", port);
+    rte_mempool *pool = rte_pktmbuf_pool_create(name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                                rte_eth_dev_socket_id(port) < 0 ? SOCKET_ID_ANY
+                                                                               : rte_eth_dev_socket_id(port));
+    if (!pool) {
+        *err = fmt::format("mempool for port {} ({} mbufs): {} (more -m memory?)", port, mbufs,
+                           rte_strerror(rte_errno));
+        return false;
+    }
+    rte_eth_conf conf{};
+    if (int rc = rte_eth_dev_configure(port, queues, queues, &conf); rc != 0) {
+        *err = fmt::format("port {}: configure: {}", port, rte_strerror(-rc));
+        return false;
+    }
+    std::uint16_t nrx = 1024, ntx = 1024;
+    rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
+    for (std::uint16_t q = 0; q < queues; ++q) {
+        if (int rc = rte_eth_rx_queue_setup(port, q, nrx, rte_eth_dev_socket_id(port), nullptr, pool); rc != 0) {
+            *err = fmt::format("port {}: rx queue {}: {}", port, q, rte_strerror(-rc));
+            return false;
+        }
+        if (int rc = rte_eth_tx_queue_setup(port, q, ntx, rte_eth_dev_socket_id(port), nullptr); rc != 0) {
+            *err = fmt::format("port {}: tx queue {}: {}", port, q, rte_strerror(-rc));
+            return false;
+        }
+    }
+    if (int rc = rte_eth_dev_start(port); rc != 0) {
+        *err = fmt::format("port {}: start: {}", port, rte_strerror(-rc));
+        return false;
+    }
+    rte_eth_promiscuous_enable(port);
+    *pool_out = pool;
+    return true;
+}
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,30 @@
+// Process setup before and around rte_eal_init: bpffs pin root, interface checks, port bring-up.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct rte_mempool;
+
+namespace kvsteer::dp {
+
+// DPDK's net_af_xdp loads xdp_prog with libbpf, which pins LIBBPF_PIN_BY_NAME maps under
+// /sys/fs/bpf and cannot be told otherwise. When our maps live elsewhere, give this process
+// its own mount namespace with `dir` bind-mounted on /sys/fs/bpf so the PMD reuses them.
+// No-op when dir is /sys/fs/bpf. false + err on failure.
+bool bind_bpffs_as_default_root(const std::string &dir, std::string *err);
+
+// Checks every `iface=` of the --vdev arguments names an existing interface, so a typo is
+// reported as such instead of as a PMD probe failure. false + err naming the interface.
+bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err);
+
+// True when the EAL arguments allow running without hugepages or hugepages are configured.
+bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err);
+
+// Configures and starts `port` with `queues` RX/TX queue pairs, one mempool for the port
+// (af_xdp loses TX with a pool shared between ports). false + err.
+bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs, rte_mempool **pool_out,
+                std::string *err);
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,215 @@
+// kvsteer-dataplane: EAL arguments, then `--`, then the application options (see --help).
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <spdlog/spdlog.h>
+
+#include "eal_setup.h"
+#include "kvsteer/bpf/maps.h"
+#include "options.h"
+#include "sweeper.h"
+#include "tables.h"
+#include "worker.h"
+
+using namespace kvsteer;
+using namespace kvsteer::dp;
+
+namespace {
+
+std::atomic<bool> g_term{false};
+std::atomic<bool> g_stop{false};
+std::vector<std::unique_ptr<Worker>> g_workers;
+
+void on_signal(int) { g_term.store(true); }
+
+int lcore_main(void *arg) {
+    auto *w = static_cast<Worker *>(arg);
+    w->run(g_stop);
+    return 0;
+}
+
+std::uint64_t mono_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+void log_counters(const Tables &t, unsigned n_workers) {
+    std::string line;
+    for (unsigned r = KVS_R_DP_BIND_OK; r < KVS_R__COUNT; ++r) {
+        std::uint64_t v = 0;
+        for (unsigned w = 0; w < n_workers; ++w) v += t.dp_stats[w * KVS_STATS_MAX + r];
+        if (v) line += fmt::format(" {}={}", kvs_reason_name(r), v);
+    }
+    spdlog::info("counters:{}", line.empty() ? " (none)" : line);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::vector<std::string> eal_args{argv[0]};
+    int app_start = argc;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--") == 0) {
+            app_start = i + 1;
+            break;
+        }
+        eal_args.emplace_back(argv[i]);
+    }
+    // `kvsteer-dataplane --help` (no EAL part) shows our help, not the EAL's.
+    if (app_start == argc && argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+        app_start = 1;
+        eal_args.resize(1);
+    }
+    std::vector<char *> app_argv{argv[0]};
+    for (int i = app_start; i < argc; ++i) app_argv.push_back(argv[i]);
+    int rc = 0;
+    auto opts = parse_options(static_cast<int>(app_argv.size()), app_argv.data(), &rc);
+    if (!opts) return rc;
+    spdlog::set_level(spdlog::level::from_str(opts->log_level));
+
+    std::string err;
+    if (!hugepages_usable(eal_args, &err) || !check_vdev_interfaces(eal_args, &err)) {
+        spdlog::error("{}", err);
+        return 1;
+    }
+    auto maps = bpf::open_pinned_maps(opts->bpffs, opts->create_maps, &err);
+    if (!maps) {
+        spdlog::error("pinned maps under {}: {}{}", opts->bpffs, err,
+                      opts->create_maps ? "" : " (start kvsteerd first, or pass --create-maps)");
+        return 1;
+    }
+    Tables tables = tables_from(*maps);
+    if (opts->mode == Mode::Dpdk) tables.flows_fd = -1;  // flows stay in the workers
+    const kvs_config &cfg = *tables.config;
+    if (cfg.n_vips == 0 || cfg.snat_family == 0 || cfg.n_backends == 0)
+        spdlog::warn("kvs_config has {} VIPs, {} backends, snat family {}: nothing will bind until kvsteerd "
+                     "writes the configuration",
+                     cfg.n_vips, cfg.n_backends, cfg.snat_family);
+    if (opts->mode == Mode::Xdp) {
+        // libbpf 1.1 cannot reuse a pinned DEVMAP(_HASH): the kernel reports it with
+        // BPF_F_RDONLY_PROG set, which libbpf's compatibility check rejects, so the PMD's load
+        // of the XDP object fails. Let the load pin a fresh one (it only serves two-armed setups).
+        std::string pin = opts->bpffs + "/" KVS_MAP_TX_PORTS;
+        if (unlink(pin.c_str()) == 0) spdlog::info("unpinned {} (re-created by the XDP object load)", pin);
+    }
+    if (opts->mode == Mode::Xdp && !bind_bpffs_as_default_root(opts->bpffs, &err)) {
+        spdlog::error("{}", err);
+        return 1;
+    }
+
+    std::vector<char *> eal_argv;
+    for (auto &a : eal_args) eal_argv.push_back(a.data());
+    if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
+        spdlog::error("EAL init failed: {} (EAL arguments come before `--`)", rte_strerror(rte_errno));
+        return 1;
+    }
+    const unsigned n_workers = rte_lcore_count();
+    if (n_workers > KVS_MAX_WORKERS) {
+        spdlog::error("{} lcores but at most {} workers", n_workers, KVS_MAX_WORKERS);
+        return 1;
+    }
+    rte_mempool *pool = nullptr;
+    if (!start_port(opts->port, static_cast<std::uint16_t>(n_workers), opts->mbufs, &pool, &err)) {
+        spdlog::error("{}", err);
+        return 1;
+    }
+    auto ports = std::make_unique<PortBusy>();
+    for (auto &b : ports->busy) b.store(0, std::memory_order_relaxed);
+    if (tables.flows_fd >= 0) {
+        // A restart keeps the flows XDP still forwards: their SNAT ports stay taken.
+        auto r = sweep_flows(tables.flows_fd, mono_ns(), ~0ull, ~0ull, ports.get(), true);
+        if (r.seen) spdlog::info("{} flow entries already installed (kept)", r.seen);
+    }
+
+    rte_eth_dev_info info{};
+    rte_eth_dev_info_get(opts->port, &info);
+    try {
+        unsigned idx = 0, lcore;
+        RTE_LCORE_FOREACH(lcore) {
+            WorkerParams wp;
+            wp.opts = *opts;
+            wp.port = opts->port;
+            wp.queue = static_cast<std::uint16_t>(idx);
+            wp.index = static_cast<std::uint16_t>(idx);
+            wp.n_workers = static_cast<std::uint16_t>(n_workers);
+            wp.pool = pool;
+            wp.ports = ports.get();
+            g_workers.push_back(std::make_unique<Worker>(tables, wp));
+            ++idx;
+        }
+    } catch (const std::exception &e) {
+        spdlog::error("worker setup: {}", e.what());
+        return 1;
+    }
+    spdlog::info("kvsteer-dataplane: mode {}, port {} ({}), {} worker(s), maps {}, idle {}", mode_name(opts->mode),
+                 opts->port, info.driver_name ? info.driver_name : "?", n_workers, opts->bpffs,
+                 opts->idle == IdlePolicy::Busy ? "busy" : "adaptive");
+    for (unsigned w = 0; w < n_workers; ++w)
+        spdlog::info("worker {}: queue {}, SNAT ports {}-{}", w, w, g_workers[w]->snat_lo(), g_workers[w]->snat_hi());
+
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+
+    // Control thread: flow expiry, counter logs, graceful shutdown. Never on the packet path.
+    std::thread control([&] {
+        auto next_sweep = std::chrono::steady_clock::now();
+        auto next_stats = next_sweep + std::chrono::seconds(opts->stats_interval_s);
+        while (!g_term.load()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            auto now = std::chrono::steady_clock::now();
+            if (tables.flows_fd >= 0 && now >= next_sweep) {
+                next_sweep = now + std::chrono::milliseconds(opts->sweep_interval_ms);
+                auto r = sweep_flows(tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
+                                     opts->flow_idle_timeout_s * 1000000000ull, ports.get());
+                if (r.deleted) spdlog::debug("sweep: {} entries, {} deleted", r.seen, r.deleted);
+            }
+            if (opts->stats_interval_s && now >= next_stats) {
+                next_stats = now + std::chrono::seconds(opts->stats_interval_s);
+                log_counters(tables, n_workers);
+            }
+        }
+        // Graceful: take no new flows, let the ones being bound finish (bounded wait).
+        spdlog::info("shutting down: finishing flows being bound");
+        for (auto &w : g_workers) w->drain();
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        while (std::chrono::steady_clock::now() < until) {
+            unsigned busy = 0;
+            for (auto &w : g_workers) busy += w->binding_count();
+            if (busy == 0) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        g_stop.store(true);
+    });
+
+    unsigned idx = 0, lcore;
+    RTE_LCORE_FOREACH_WORKER(lcore) rte_eal_remote_launch(lcore_main, g_workers[++idx].get(), lcore);
+    g_workers[0]->run(g_stop);
+    rte_eal_mp_wait_lcore();
+    control.join();
+    log_counters(tables, n_workers);
+    // The port is deliberately left open: closing net_af_xdp detaches the XDP program, and
+    // bound flows must keep flowing through XDP while the dataplane restarts.
+    if (opts->mode == Mode::Dpdk) {
+        g_workers.clear();
+        rte_eth_dev_stop(opts->port);
+        rte_eth_dev_close(opts->port);
+    }
+    spdlog::info("kvsteer-dataplane stopped");
+    _exit(0);
+}

@@ -1,0 +1,45 @@
+// Command-line options of kvsteer-dataplane (the application part, after EAL's `--`).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kvsteer::dp {
+
+enum class Mode : std::uint8_t {
+    Xdp,   // net_af_xdp with kvsteer.bpf.o: XDP answers SYNs and forwards bound flows
+    Dpdk,  // any port: the workers answer SYNs and forward bound flows themselves
+};
+
+enum class IdlePolicy : std::uint8_t { Adaptive, Busy };
+
+struct Options {
+    std::string bpffs = "/sys/fs/bpf/kvsteer";
+    Mode mode = Mode::Xdp;
+    IdlePolicy idle = IdlePolicy::Adaptive;
+    std::uint16_t port = 0;                    // DPDK port id the workers poll
+    std::uint32_t max_held_bytes = 0;          // 0: kvs_config.max_held_bytes
+    std::uint32_t max_pending = 4096;          // flows being bound, per worker
+    std::uint32_t bind_gap_us = 2000;          // bind after this long without a new segment
+    std::uint32_t backend_syn_timeout_ms = 300;
+    std::uint32_t backend_syn_retries = 1;     // SYN retransmissions to one backend
+    std::uint32_t max_candidates = 3;          // backends tried per flow
+    std::uint32_t client_idle_timeout_ms = 5000;  // incomplete request head: drop state after
+    std::uint32_t flow_idle_timeout_s = 300;   // any established flow idle this long is deleted
+    std::uint32_t closed_linger_s = 3;         // closed (FIN both ways/RST) flows kept this long
+    std::uint32_t local_linger_ms = 2000;      // xdp mode: local copy of a bound flow kept for punts in flight
+    std::uint32_t sweep_interval_ms = 1000;
+    std::uint32_t stats_interval_s = 0;        // 0: no periodic counter log
+    std::uint32_t mbufs = 16383;               // per port mempool
+    bool create_maps = false;                  // create missing pinned maps (tests without kvsteerd)
+    std::string log_level = "info";
+};
+
+// Parses argv (application arguments only). On --help prints usage and returns nullopt with
+// *exit_code = 0; on a bad argument prints the error and returns nullopt with *exit_code = 2.
+std::optional<Options> parse_options(int argc, char **argv, int *exit_code);
+
+const char *mode_name(Mode m);
+
+}  // namespace kvsteer::dp

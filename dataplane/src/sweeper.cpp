@@ -1,0 +1,57 @@
+#include "sweeper.h"
+
+#include <algorithm>
+#include <vector>
+
+#include <bpf/bpf.h>
+
+#include "kvsteer/rewrite.h"
+
+namespace kvsteer::dp {
+
+namespace {
+// The appliance-side (SNAT) port of a flow entry.
+std::uint16_t snat_port_of(const kvs_flow_key &k, const kvs_flow &f) {
+    return kvs_ntohs(f.dir == KVS_DIR_S2C ? k.dport : f.new_sport);
+}
+}  // namespace
+
+SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns, std::uint64_t idle_ns,
+                        PortBusy *ports, bool mark_busy) {
+    SweepResult r;
+    std::vector<kvs_flow_key> doomed;
+    kvs_flow_key k{}, next{};
+    kvs_flow f{};
+    const kvs_flow_key *prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+        k = next;
+        prev = &k;
+        if (bpf_map_lookup_elem(fd, &k, &f) != 0) continue;
+        ++r.seen;
+        if (mark_busy && ports) ports->busy[snat_port_of(k, f)].store(1, std::memory_order_relaxed);
+        // A flow's idle time is that of its most recently used direction.
+        kvs_flow_key rk;
+        kvs_flow_reverse_key(&k, &f, &rk);
+        kvs_flow rf{};
+        std::uint64_t last = f.last_seen_ns;
+        bool closed = f.state & (KVS_FLOW_CLOSED | KVS_FLOW_RST);
+        if (bpf_map_lookup_elem(fd, &rk, &rf) == 0) {
+            last = std::max<std::uint64_t>(last, rf.last_seen_ns);
+            closed |= (rf.state & (KVS_FLOW_CLOSED | KVS_FLOW_RST)) != 0;
+        }
+        std::uint64_t idle = now_ns > last ? now_ns - last : 0;
+        if ((closed && idle >= closed_idle_ns) || idle >= idle_ns) doomed.push_back(k);
+    }
+    for (const auto &dk : doomed) {
+        kvs_flow df{};
+        if (bpf_map_lookup_elem(fd, &dk, &df) != 0) continue;  // deleted with its twin already
+        kvs_flow_key rk;
+        kvs_flow_reverse_key(&dk, &df, &rk);
+        if (bpf_map_delete_elem(fd, &dk) == 0) ++r.deleted;
+        if (bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
+        if (ports) ports->busy[snat_port_of(dk, df)].store(0, std::memory_order_release);
+    }
+    return r;
+}
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,825 @@
+#include "worker.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include <bpf/bpf.h>
+#include <fmt/format.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+#include <rte_mbuf.h>
+#include <rte_pause.h>
+#include <spdlog/spdlog.h>
+
+#include "kvsteer/core/locator.h"
+#include "kvsteer/flowpair.h"
+#include "packet.h"
+#include "rewrite_glue.h"
+
+namespace kvsteer::dp {
+
+namespace {
+
+std::uint64_t mono_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+// Sequence-space comparison: a before b.
+inline bool seq_lt(std::uint32_t a, std::uint32_t b) { return static_cast<std::int32_t>(a - b) < 0; }
+
+void fill_key4(kvs_flow_key *k, const kvs_pkt &pkt) {
+    std::memset(k, 0, sizeof(*k));
+    k->saddr[0] = pkt.ip4->saddr;
+    k->daddr[0] = pkt.ip4->daddr;
+    k->sport = pkt.tcp->source;
+    k->dport = pkt.tcp->dest;
+    k->family = KVS_AF_INET;
+    k->proto = KVS_IPPROTO_TCP;
+}
+
+}  // namespace
+
+Worker::Worker(const Tables &t, const WorkerParams &p)
+    : t_(t), p_(p), slots_(p.opts.max_pending), buf_(64 * 1024) {
+    stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX : local_stats_;
+    free_.reserve(slots_.size());
+    for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;) free_.push_back(i);
+
+    // This worker's share of the SNAT port range.
+    std::uint32_t lo = t_.config->snat_port_lo, hi = t_.config->snat_port_hi;
+    if (lo == 0 || hi < lo) {
+        lo = 10000;
+        hi = 39999;
+    }
+    std::uint32_t per = (hi - lo + 1) / std::max<std::uint16_t>(p_.n_workers, 1);
+    port_lo_ = static_cast<std::uint16_t>(lo + per * p_.index);
+    port_hi_ = static_cast<std::uint16_t>(port_lo_ + per - 1);
+    port_cursor_ = port_lo_;
+    by_port_.assign(per, -1);
+
+    auto name = fmt::format("kvs_c{}_{}", p_.port, p_.index);
+    rte_hash_parameters hp{};
+    hp.name = name.c_str();
+    hp.entries = std::max<std::uint32_t>(p_.opts.max_pending * 2, 64);
+    hp.key_len = sizeof(kvs_flow_key);
+    hp.hash_func = rte_hash_crc;
+    hp.socket_id = SOCKET_ID_ANY;
+    by_client_ = rte_hash_create(&hp);
+    if (!by_client_) throw std::runtime_error(fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
+
+    hz_ = rte_get_tsc_hz();
+    auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
+    gap_ticks_ = p_.opts.bind_gap_us * hz_ / 1000000;
+    syn_timeout_ticks_ = ms(p_.opts.backend_syn_timeout_ms);
+    client_idle_ticks_ = ms(p_.opts.client_idle_timeout_ms);
+    linger_ticks_ = ms(p_.opts.local_linger_ms);
+    flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
+    closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
+    if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
+}
+
+Worker::~Worker() {
+    for (std::uint32_t i = 0; i < slots_.size(); ++i)
+        if (slots_[i].st != St::Free) release(i, false);
+    flush_tx();
+    if (by_client_) rte_hash_free(by_client_);
+}
+
+std::uint64_t Worker::counter(unsigned reason) const { return reason < KVS_STATS_MAX ? stats_[reason] : 0; }
+
+std::uint32_t Worker::max_held() const {
+    std::uint32_t v = p_.opts.max_held_bytes ? p_.opts.max_held_bytes : t_.config->max_held_bytes;
+    if (v == 0) v = 14600;
+    return std::min<std::uint32_t>(v, static_cast<std::uint32_t>(buf_.size()));
+}
+
+bool Worker::is_vip(const kvs_pkt &pkt) const {
+    const kvs_config &c = *t_.config;
+    for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) {
+        const kvs_vip &v = c.vips[i];
+        if (v.family == KVS_AF_INET && v.addr[0] == pkt.ip4->daddr && v.port == pkt.tcp->dest) return true;
+    }
+    return false;
+}
+
+void Worker::tx(rte_mbuf *m) {
+    if (ntx_ == std::size(txq_)) flush_tx();
+    txq_[ntx_++] = m;
+}
+
+void Worker::flush_tx() {
+    unsigned sent = 0;
+    for (int tries = 0; sent < ntx_ && tries < 8; ++tries)
+        sent += rte_eth_tx_burst(p_.port, p_.queue, txq_ + sent, static_cast<std::uint16_t>(ntx_ - sent));
+    for (unsigned i = sent; i < ntx_; ++i) rte_pktmbuf_free(txq_[i]);
+    ntx_ = 0;
+}
+
+unsigned Worker::poll(std::uint64_t now) {
+    rte_mbuf *rx[32];
+    unsigned n = rte_eth_rx_burst(p_.port, p_.queue, rx, 32);
+    for (unsigned i = 0; i < n; ++i) {
+        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
+        handle(rx[i], now);
+    }
+    // Timers at most every ~100 us; the bound-flow sweep is incremental.
+    if (now - last_timer_ >= hz_ / 10000) {
+        last_timer_ = now;
+        timers(now);
+        sweep_bound(now);
+    }
+    flush_tx();
+    return n;
+}
+
+void Worker::run(const std::atomic<bool> &stop) {
+    unsigned idle = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+        if (poll(rte_rdtsc()) > 0 || p_.opts.idle == IdlePolicy::Busy) {
+            idle = 0;
+            continue;
+        }
+        // Adaptive: spin briefly, then sleep longer the longer it stays idle (max 500 us)
+        // so a 2-CPU box keeps room for the backends and the client.
+        ++idle;
+        if (idle < 64) rte_pause();
+        else usleep(std::min(500u, (idle - 63) * 10));
+    }
+    flush_tx();
+}
+
+void Worker::handle(rte_mbuf *m, std::uint64_t now) {
+    kvs_pkt pkt;
+    int st = parse_mbuf(m, &pkt);
+    if (KVS_UNLIKELY(st != KVS_PARSE_OK)) {
+        if (st == KVS_PARSE_NOT_IP && p_.opts.mode == Mode::Dpdk) return on_arp(m);
+        inc(kvs_parse_reason(st, pkt.l4proto));
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (pkt.family != 4) {  // IPv6: structures are ready, the binding path is IPv4 only for now
+        inc(KVS_R_PASS_NOT_OURS);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    const kvs_config &c = *t_.config;
+    if (is_vip(pkt)) return on_client(m, pkt, now);
+    std::uint16_t dport = kvs_ntohs(pkt.tcp->dest);
+    if (pkt.ip4->daddr == c.snat_addr[0] && dport >= port_lo_ && dport <= port_hi_) return on_backend(m, pkt, now);
+    inc(KVS_R_PASS_NOT_OURS);
+    rte_pktmbuf_free(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+
+void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+    kvs_flow_key key;
+    fill_key4(&key, pkt);
+    void *data = nullptr;
+    if (rte_hash_lookup_data(by_client_, &key, &data) >= 0) {
+        auto idx = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(data));
+        Slot &s = slots_[idx];
+        if (s.st == St::Bound) return forward(s, m, pkt, true, now);
+        if (pkt.tcp->flags & KVS_TCP_RST) {  // client gave up while we were binding
+            release(idx, true);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        if (pkt.payload_len > 0 || (pkt.tcp->flags & KVS_TCP_FIN)) return add_segment(idx, m, pkt, now);
+        if (pkt.opts.ts_off) s.client_tsval = pkt.opts.tsval;
+        s.client_window = kvs_ntohs(pkt.tcp->window);
+        rte_pktmbuf_free(m);  // pure ACK: nothing to hold
+        return;
+    }
+    const std::uint8_t fl = pkt.tcp->flags;
+    if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
+        if (p_.opts.mode == Mode::Dpdk && !draining_.load(std::memory_order_relaxed)) return answer_syn(m, pkt);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (fl & KVS_TCP_RST) {
+        inc(KVS_R_DROP_RST_NO_FLOW);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0 && !draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
+    inc(KVS_R_DROP_PURE_ACK);
+    rte_pktmbuf_free(m);
+}
+
+void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
+    const kvs_config &c = *t_.config;
+    rte_mbuf *out = build_cookie_synack(m, c, pkt, kvs_cookie_now_tai_ns());
+    if (!out) {
+        inc(KVS_R_DROP_NO_CONFIG);
+        return;
+    }
+    inc(KVS_R_TX_SYNACK);
+    tx(out);
+}
+
+void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+    const kvs_config &c = *t_.config;
+    kvs_cookie_tuple tup{};
+    kvs_cookie_tuple_of(&pkt, &tup);
+    const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
+    kvs_cookie_opts co{};
+    // Every first-flight segment acks our cookie + 1. The client ISN is taken from the
+    // earliest segment seen (re-based if an earlier one arrives later, see add_segment).
+    if (!kvs_cookie_check(&c.cookie_key[0][0], &tup, ack - 1,
+                          kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), &co)) {
+        inc(KVS_R_DROP_BAD_COOKIE);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (free_.empty()) {
+        inc(KVS_R_DP_HOLD_FULL);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    std::uint32_t idx = free_.back();
+    free_.pop_back();
+    Slot &s = slots_[idx];
+    s = Slot{};
+    s.st = St::Holding;
+    fill_key4(&s.ckey, pkt);
+    std::memcpy(s.client_mac, pkt.eth->src, 6);
+    s.client_isn = seq - 1;
+    s.cookie_isn = ack - 1;
+    s.client_mss = co.mss;
+    s.client_wscale = co.wscale;
+    s.client_sack = co.sack_perm;
+    s.client_ts = pkt.opts.ts_off != 0;
+    s.ts_ours = pkt.opts.tsecr;
+    s.client_tsval = pkt.opts.tsval;
+    s.client_window = kvs_ntohs(pkt.tcp->window);
+    s.created = s.last_seg = s.last_seen = now;
+    s.deadline = now + client_idle_ticks_;
+    if (rte_hash_add_key_data(by_client_, &s.ckey, reinterpret_cast<void *>(static_cast<std::uintptr_t>(idx))) < 0) {
+        s.st = St::Free;
+        free_.push_back(idx);
+        inc(KVS_R_DP_HOLD_FULL);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    ++n_used_;
+    list_add(idx);
+    inc(KVS_R_PUNT_FIRST_FLIGHT);
+    add_segment(idx, m, pkt, now);
+}
+
+void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq);
+    const std::uint32_t rel = seq - (s.client_isn + 1);
+    const std::uint16_t len = pkt.payload_len;
+    const std::uint8_t fin = (pkt.tcp->flags & KVS_TCP_FIN) ? 1 : 0;
+    if (pkt.opts.ts_off && !seq_lt(pkt.opts.tsval, s.client_tsval)) s.client_tsval = pkt.opts.tsval;
+    s.client_window = kvs_ntohs(pkt.tcp->window);
+    if (rel >= (1u << 30) && s.st == St::Holding && s.client_isn + 1 - seq <= 65535) {
+        // An earlier segment than the first we saw (reordering): it starts the stream.
+        const std::uint32_t shift = s.client_isn + 1 - seq;
+        for (unsigned i = 0; i < s.nsegs; ++i) s.segs[i].rel += shift;
+        s.client_isn = seq - 1;
+        return add_segment(idx, m, pkt, now);
+    }
+    if (rel >= (1u << 30)) {  // before the first data byte: an old retransmission
+        inc(KVS_R_DP_DUP_SEGMENT);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    // Duplicate when every byte (and the FIN) is already held.
+    std::uint32_t covered = rel;
+    bool fin_held = false;
+    for (unsigned i = 0; i < s.nsegs; ++i) {
+        const Seg &g = s.segs[i];
+        if (g.rel <= covered && g.rel + g.len > covered) covered = g.rel + g.len;
+        fin_held |= g.fin;
+    }
+    if (covered >= rel + len && (!fin || fin_held) && s.nsegs > 0) {
+        inc(KVS_R_DP_DUP_SEGMENT);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (s.st != St::Holding) {
+        // Still binding (SYN sent): the held copy will be flushed; hold this new one too if it fits.
+    }
+    if (s.nsegs == kMaxSegs || s.held_bytes + len > max_held()) {
+        inc(KVS_R_DP_HOLD_FULL);
+        rte_pktmbuf_free(m);
+        if (s.st == St::Holding) {
+            s.ready = 1;
+            start_bind(idx, now);
+        }
+        return;
+    }
+    unsigned pos = s.nsegs;
+    while (pos > 0 && s.segs[pos - 1].rel > rel) {
+        s.segs[pos] = s.segs[pos - 1];
+        --pos;
+    }
+    s.segs[pos] = Seg{m, rel, len, static_cast<std::uint16_t>(pkt.l4_off + pkt.tcp_hlen), fin};
+    ++s.nsegs;
+    s.held_bytes += len;
+    s.last_seg = now;
+    if (s.st == St::Holding) check_ready(idx, now);
+}
+
+std::uint32_t Worker::assemble(const Slot &s, std::uint8_t *buf, std::uint32_t cap) const {
+    std::uint32_t pos = 0;
+    for (unsigned i = 0; i < s.nsegs; ++i) {
+        const Seg &g = s.segs[i];
+        if (g.rel > pos) break;  // hole
+        std::uint32_t end = std::min(g.rel + g.len, cap);
+        if (end > pos) {
+            std::memcpy(buf + pos, rte_pktmbuf_mtod_offset(g.m, const std::uint8_t *, g.poff + (pos - g.rel)),
+                        end - pos);
+            pos = end;
+        }
+    }
+    return pos;
+}
+
+void Worker::check_ready(std::uint32_t idx, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    std::uint32_t n = assemble(s, buf_.data(), max_held());
+    bool fin = false;
+    for (unsigned i = 0; i < s.nsegs; ++i) fin |= s.segs[i].fin;
+    RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
+    const kvs_config &c = *t_.config;
+    std::uint32_t prefix_len = c.prefix_len ? c.prefix_len : 256;
+    std::uint32_t depth = std::max(prefix_len, (c.block_size ? c.block_size : 512) *
+                                                   std::min<std::uint32_t>(c.max_blocks, KVS_MAX_REPORT_BLOCKS));
+    bool ready = fin || n + 1460 > max_held();
+    if (v.status == LocateStatus::Ok) ready |= v.body_complete || v.key_len >= depth;
+    else if (v.status != LocateStatus::NeedMoreHead) ready = true;  // not HTTP: nothing to wait for
+    if (ready) start_bind(idx, now);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binding
+
+void Worker::start_bind(std::uint32_t idx, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    const kvs_config &c = *t_.config;
+    std::uint32_t n = assemble(s, buf_.data(), max_held());
+    RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
+    HashParams hp;
+    if (c.hash_seed) hp.seed = c.hash_seed;
+    if (c.prefix_len) hp.prefix_len = c.prefix_len;
+    if (c.block_size) hp.block_size = c.block_size;
+    hp.max_blocks = std::min<std::uint32_t>(c.max_blocks ? c.max_blocks : KVS_MAX_REPORT_BLOCKS, KVS_MAX_REPORT_BLOCKS);
+    KeyKind kind = KeyKind::FiveTuple;
+    if (v.status == LocateStatus::Ok && v.key_len > 0) {
+        kind = v.kind;
+        s.hashes = hash_prompt(hp, v.model, std::span<const std::uint8_t>(buf_.data() + v.key_offset, v.key_len));
+        s.prompt_bytes = static_cast<std::uint32_t>(v.key_len);
+    } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead && n > 0) {
+        kind = KeyKind::BodyPrefix;  // not HTTP we understand: the leading bytes
+        s.hashes = hash_prompt(hp, {}, std::span<const std::uint8_t>(buf_.data(), n));
+        s.prompt_bytes = n;
+    } else {
+        s.hashes = PrefixHashes{};
+        s.hashes.prefix = hash_five_tuple(hp, s.ckey);
+        s.prompt_bytes = 0;
+    }
+    s.key_kind = static_cast<std::uint8_t>(kind);
+    switch (kind) {
+    case KeyKind::OpenAIPrompt: inc(KVS_R_DP_KEY_OPENAI_PROMPT); break;
+    case KeyKind::OpenAIChat: inc(KVS_R_DP_KEY_OPENAI_CHAT); break;
+    case KeyKind::BodyPrefix: inc(KVS_R_DP_KEY_BODY_PREFIX); break;
+    default: inc(KVS_R_DP_KEY_FIVE_TUPLE); break;
+    }
+    if (!alloc_port(&s.snat_port)) {
+        inc(KVS_R_DP_PORTS_EXHAUSTED);
+        rst_client(s);
+        release(idx, false);
+        return;
+    }
+    by_port_[s.snat_port - port_lo_] = static_cast<std::int32_t>(idx);
+    s.ncand = 0;
+    s.st = St::SynSent;
+    next_candidate(idx, now);
+}
+
+void Worker::next_candidate(std::uint32_t idx, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    if (s.ncand >= p_.opts.max_candidates || s.ncand >= kMaxCand) {
+        inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
+        rst_client(s);
+        release(idx, true);
+        return;
+    }
+    Choice ch = choose_backend(t_, s.hashes, s.hashes.prefix, std::span<const std::uint16_t>(s.tried, s.ncand), scratch_);
+    if (ch.backend == KVS_BACKEND_NONE) {
+        inc(KVS_R_DP_NO_BACKEND);
+        inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
+        rst_client(s);
+        release(idx, true);
+        return;
+    }
+    if (s.ncand > 0) inc(KVS_R_DP_BIND_RETRY);
+    s.tried[s.ncand++] = ch.backend;
+    s.backend = ch.backend;
+    s.via = ch.via;
+    s.syn_tries = 0;
+    const kvs_backend &b = t_.backends[ch.backend];
+    std::memset(&s.bkey, 0, sizeof(s.bkey));
+    s.bkey.saddr[0] = b.addr[0];
+    s.bkey.daddr[0] = t_.config->snat_addr[0];
+    s.bkey.sport = b.port;
+    s.bkey.dport = kvs_htons(s.snat_port);
+    s.bkey.family = KVS_AF_INET;
+    s.bkey.proto = KVS_IPPROTO_TCP;
+    send_backend_syn(s);
+    s.deadline = now + syn_timeout_ticks_;
+}
+
+bool Worker::send_backend_syn(Slot &s) {
+    const kvs_config &c = *t_.config;
+    const kvs_backend &b = t_.backends[s.backend];
+    TcpSpec sp{};
+    sp.smac = c.appliance_mac;
+    sp.dmac = b.mac;
+    sp.saddr = c.snat_addr[0];
+    sp.daddr = b.addr[0];
+    sp.sport = kvs_htons(s.snat_port);
+    sp.dport = b.port;
+    sp.seq = s.client_isn;  // the client's own ISN: no sequence translation client -> backend
+    sp.ack = 0;
+    sp.flags = KVS_TCP_SYN;
+    sp.window = 64240;
+    sp.mss = s.client_mss;
+    sp.wscale = s.client_wscale;
+    sp.sack_perm = s.client_sack;
+    sp.ts = s.client_ts;
+    sp.tsval = s.client_tsval;
+    rte_mbuf *m = build_tcp4(p_.pool, sp);
+    if (!m) return false;
+    ++s.syn_tries;
+    tx(m);
+    return true;
+}
+
+void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    const kvs_config &c = *t_.config;
+    const kvs_backend &b = t_.backends[s.backend];
+    const std::uint32_t bisn = kvs_ntohl(sa.tcp->seq);
+    const bool ts = s.client_ts && sa.opts.ts_off;
+    const std::uint32_t t_backend = sa.opts.tsval;
+
+    kvs_flowpair_params fp{};
+    fp.client_addr[0] = s.ckey.saddr[0];
+    fp.vip_addr[0] = s.ckey.daddr[0];
+    fp.snat_addr[0] = c.snat_addr[0];
+    fp.backend_addr[0] = b.addr[0];
+    fp.client_port = s.ckey.sport;
+    fp.vip_port = s.ckey.dport;
+    fp.snat_port = kvs_htons(s.snat_port);
+    fp.backend_port = b.port;
+    fp.family = KVS_AF_INET;
+    fp.client_wscale = s.client_wscale;
+    fp.synack_wscale = c.syn_wscale;
+    fp.backend_wscale = sa.opts.wscale;
+    fp.ts = ts;
+    fp.cookie = s.cookie_isn;
+    fp.backend_isn = bisn;
+    fp.synack_tsval = s.ts_ours;
+    fp.backend_tsval = t_backend;
+    std::memcpy(fp.appliance_mac, c.appliance_mac, 6);
+    std::memcpy(fp.client_mac, s.client_mac, 6);
+    std::memcpy(fp.backend_mac, b.mac, 6);
+    fp.backend_id = s.backend;
+    fp.worker = p_.index;
+    fp.now_ns = mono_ns();
+    kvs_flow_key k_c2s, k_s2c;
+    kvs_flowpair_build(&fp, &k_c2s, &s.c2s, &k_s2c, &s.s2c);
+    const kvs_flow &f = s.c2s;
+
+    // ACK the backend's SYN-ACK as the client would have.
+    TcpSpec sp{};
+    sp.smac = c.appliance_mac;
+    sp.dmac = b.mac;
+    sp.saddr = c.snat_addr[0];
+    sp.daddr = b.addr[0];
+    sp.sport = kvs_htons(s.snat_port);
+    sp.dport = b.port;
+    sp.seq = s.client_isn + 1;
+    sp.ack = bisn + 1;
+    sp.flags = KVS_TCP_ACK;
+    sp.window = s.client_window;
+    sp.ts = ts;
+    sp.tsval = s.client_tsval;
+    sp.tsecr = t_backend;
+    if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
+
+    // Install before flushing so the backend's first reply already finds its flow in XDP.
+    if (t_.flows_fd >= 0) {
+        if (bpf_map_update_elem(t_.flows_fd, &k_c2s, &s.c2s, BPF_ANY) != 0 ||
+            bpf_map_update_elem(t_.flows_fd, &k_s2c, &s.s2c, BPF_ANY) != 0)
+            inc(KVS_R_DP_FLOW_INSTALL_FAIL);
+    }
+    list_del(idx);
+    s.st = St::Bound;
+    s.last_seen = now;
+    s.deadline = now + linger_ticks_;
+    for (unsigned i = 0; i < s.nsegs; ++i) {
+        rte_mbuf *m = s.segs[i].m;
+        kvs_pkt pkt;
+        if (parse_mbuf(m, &pkt) == KVS_PARSE_OK) {
+            rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
+            tx(m);
+        } else {
+            rte_pktmbuf_free(m);
+        }
+    }
+    s.nsegs = 0;
+    s.held_bytes = 0;
+    if (t_.load) __atomic_fetch_add(&t_.load[s.backend].binds, 1, __ATOMIC_RELAXED);
+    inc(KVS_R_DP_BIND_OK);
+    switch (s.via) {
+    case KVS_VIA_AFFINITY: inc(KVS_R_DP_VIA_AFFINITY); break;
+    case KVS_VIA_MAGLEV: inc(KVS_R_DP_VIA_MAGLEV); break;
+    case KVS_VIA_MAGLEV_SPILL: inc(KVS_R_DP_VIA_MAGLEV_SPILL); break;
+    case KVS_VIA_ROUND_ROBIN: inc(KVS_R_DP_VIA_ROUND_ROBIN); break;
+    default: break;
+    }
+    report(s);
+}
+
+void Worker::report(const Slot &s) {
+    if (!t_.ring_ctl || !t_.ring) return;
+    kvs_ring_ctl &ctl = t_.ring_ctl[p_.index];
+    std::uint64_t tail = __atomic_load_n(&ctl.tail, __ATOMIC_ACQUIRE);
+    if (ring_head_ - tail >= KVS_BIND_RING_SLOTS) {
+        __atomic_store_n(&ctl.dropped, ctl.dropped + 1, __ATOMIC_RELAXED);
+        inc(KVS_R_DP_RING_DROPPED);
+        return;
+    }
+    kvs_bind_report &r = t_.ring[static_cast<std::size_t>(p_.index) * KVS_BIND_RING_SLOTS +
+                                 (ring_head_ & (KVS_BIND_RING_SLOTS - 1))];
+    r.ts_ns = mono_ns();
+    r.prefix_hash = s.hashes.prefix;
+    std::memcpy(r.block_hash, s.hashes.blocks.data(), sizeof(r.block_hash));
+    r.prompt_bytes = s.prompt_bytes;
+    r.n_blocks = static_cast<std::uint16_t>(s.hashes.n_blocks);
+    r.backend_id = s.backend;
+    r.key_kind = s.key_kind;
+    r.via = s.via;
+    r.worker = p_.index;
+    r.pad = 0;
+    ++ring_head_;
+    __atomic_store_n(&ctl.head, ring_head_, __ATOMIC_RELEASE);
+}
+
+void Worker::rst_client(Slot &s) {
+    const kvs_config &c = *t_.config;
+    std::uint32_t n = assemble(s, buf_.data(), max_held());
+    TcpSpec sp{};
+    sp.smac = c.appliance_mac;
+    sp.dmac = s.client_mac;
+    sp.saddr = s.ckey.daddr[0];
+    sp.daddr = s.ckey.saddr[0];
+    sp.sport = s.ckey.dport;
+    sp.dport = s.ckey.sport;
+    sp.seq = s.cookie_isn + 1;
+    sp.ack = s.client_isn + 1 + n;
+    sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    sp.window = 0;
+    if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend side
+
+void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+    std::int32_t idx = by_port_[kvs_ntohs(pkt.tcp->dest) - port_lo_];
+    if (idx < 0) {
+        inc(KVS_R_PUNT_BACKEND_OTHER);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    Slot &s = slots_[idx];
+    const bool from_backend = pkt.ip4->saddr == s.bkey.saddr[0] && pkt.tcp->source == s.bkey.sport;
+    if (!from_backend) {  // a late answer from a backend this flow already gave up on
+        inc(KVS_R_PUNT_BACKEND_OTHER);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    const std::uint8_t fl = pkt.tcp->flags;
+    if (s.st == St::SynSent) {
+        const std::uint32_t ack = kvs_ntohl(pkt.tcp->ack_seq);
+        if ((fl & KVS_TCP_RST) && (fl & KVS_TCP_ACK) && ack == s.client_isn + 1) {
+            inc(KVS_R_DP_BACKEND_RST);
+            if (t_.load) __atomic_fetch_add(&t_.load[s.backend].bind_fail_rst, 1, __ATOMIC_RELAXED);
+            rte_pktmbuf_free(m);
+            return next_candidate(static_cast<std::uint32_t>(idx), now);
+        }
+        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && ack == s.client_isn + 1) {
+            inc(KVS_R_PUNT_BACKEND_SYNACK);
+            complete_bind(static_cast<std::uint32_t>(idx), pkt, now);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        inc(KVS_R_PUNT_BACKEND_OTHER);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (s.st == St::Bound) {
+        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK)) {
+            // Our ACK was lost: the backend repeats its SYN-ACK. Acknowledge it again.
+            const kvs_config &c = *t_.config;
+            const kvs_backend &b = t_.backends[s.backend];
+            TcpSpec sp{};
+            sp.smac = c.appliance_mac;
+            sp.dmac = b.mac;
+            sp.saddr = c.snat_addr[0];
+            sp.daddr = b.addr[0];
+            sp.sport = kvs_htons(s.snat_port);
+            sp.dport = b.port;
+            sp.seq = s.client_isn + 1;
+            sp.ack = kvs_ntohl(pkt.tcp->seq) + 1;
+            sp.flags = KVS_TCP_ACK;
+            sp.window = s.client_window;
+            sp.ts = s.client_ts && pkt.opts.ts_off;
+            sp.tsval = s.client_tsval;
+            sp.tsecr = pkt.opts.tsval;
+            if (rte_mbuf *a = build_tcp4(p_.pool, sp)) tx(a);
+            inc(KVS_R_PUNT_BACKEND_SYNACK);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        return forward(s, m, pkt, false, now);
+    }
+    inc(KVS_R_PUNT_BACKEND_OTHER);
+    rte_pktmbuf_free(m);
+}
+
+// A bound flow's packet that reached us (dpdk mode always; xdp mode only while the install
+// raced packets already punted): same rewrite as XDP, same close accounting.
+void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t now) {
+    kvs_flow &f = c2s ? s.c2s : s.s2c;
+    const std::uint8_t fl = pkt.tcp->flags;
+    s.last_seen = now;
+    if (p_.opts.mode == Mode::Dpdk && !s.closed) {
+        if (fl & KVS_TCP_RST) s.fin_mask = 3;
+        else if (fl & KVS_TCP_FIN) s.fin_mask |= c2s ? 1 : 2;
+        if (s.fin_mask == 3) {
+            s.closed = 1;
+            inc(KVS_R_FLOW_CLOSED);
+            if (t_.load) __atomic_fetch_add(&t_.load[s.backend].closes, 1, __ATOMIC_RELAXED);
+        }
+    }
+    rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
+    inc(c2s ? KVS_R_TX_FWD_C2S : KVS_R_TX_FWD_S2C);
+    tx(m);
+}
+
+void Worker::on_arp(rte_mbuf *m) {
+    // dpdk mode owns the port: answer ARP for the SNAT address and the VIPs ourselves.
+    auto *eth = rte_pktmbuf_mtod(m, kvs_ethhdr *);
+    struct Arp {
+        std::uint16_t htype, ptype;
+        std::uint8_t hlen, plen;
+        std::uint16_t op;
+        std::uint8_t sha[6];
+        std::uint32_t spa;
+        std::uint8_t tha[6];
+        std::uint32_t tpa;
+    } __attribute__((packed));
+    if (eth->proto != kvs_htons(0x0806) || rte_pktmbuf_data_len(m) < sizeof(kvs_ethhdr) + sizeof(Arp)) {
+        inc(KVS_R_PASS_NOT_IP);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    auto *a = reinterpret_cast<Arp *>(eth + 1);
+    const kvs_config &c = *t_.config;
+    bool ours = a->tpa == c.snat_addr[0];
+    for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) ours |= c.vips[i].addr[0] == a->tpa;
+    if (a->op != kvs_htons(1) || !ours) {
+        inc(KVS_R_PASS_NOT_IP);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    a->op = kvs_htons(2);
+    std::memcpy(a->tha, a->sha, 6);
+    const std::uint32_t spa = a->spa;
+    a->spa = a->tpa;
+    a->tpa = spa;
+    std::memcpy(a->sha, c.appliance_mac, 6);
+    std::memcpy(eth->dst, eth->src, 6);
+    std::memcpy(eth->src, c.appliance_mac, 6);
+    tx(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers and slot bookkeeping
+
+void Worker::timers(std::uint64_t now) {
+    for (std::int32_t i = list_head_; i >= 0;) {
+        std::int32_t next = slots_[i].next;
+        Slot &s = slots_[i];
+        auto idx = static_cast<std::uint32_t>(i);
+        if (s.st == St::Holding) {
+            if (now >= s.deadline) {
+                inc(KVS_R_DP_CLIENT_IDLE_DROP);
+                rst_client(s);
+                release(idx, false);
+            } else if (now - s.last_seg >= gap_ticks_) {
+                // The client is window-limited and silent: bind on what we have, unless not
+                // even the request head is complete.
+                std::uint32_t n = assemble(s, buf_.data(), max_held());
+                RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
+                if (v.status != LocateStatus::NeedMoreHead) start_bind(idx, now);
+            }
+        } else if (s.st == St::SynSent && now >= s.deadline) {
+            if (s.syn_tries <= p_.opts.backend_syn_retries) {
+                send_backend_syn(s);
+                s.deadline = now + syn_timeout_ticks_;
+            } else {
+                inc(KVS_R_DP_BACKEND_TIMEOUT);
+                if (t_.load) __atomic_fetch_add(&t_.load[s.backend].bind_fail_timeout, 1, __ATOMIC_RELAXED);
+                next_candidate(idx, now);
+            }
+        }
+        i = next;
+    }
+}
+
+void Worker::sweep_bound(std::uint64_t now) {
+    const std::uint32_t n = static_cast<std::uint32_t>(slots_.size());
+    for (unsigned k = 0; k < 64 && n_used_ > n_binding_; ++k) {
+        std::uint32_t i = sweep_cursor_++ % n;
+        Slot &s = slots_[i];
+        if (s.st != St::Bound) continue;
+        if (p_.opts.mode == Mode::Xdp) {
+            if (now >= s.deadline) release(i, false);  // XDP has the flow; the sweeper expires it
+        } else if ((s.closed && now - s.last_seen >= closed_ticks_) || now - s.last_seen >= flow_idle_ticks_) {
+            release(i, true);
+        }
+    }
+}
+
+void Worker::release(std::uint32_t idx, bool free_port) {
+    Slot &s = slots_[idx];
+    if (s.st == St::Free) return;
+    if (s.st == St::Holding || s.st == St::SynSent) list_del(idx);
+    for (unsigned i = 0; i < s.nsegs; ++i) rte_pktmbuf_free(s.segs[i].m);
+    s.nsegs = 0;
+    rte_hash_del_key(by_client_, &s.ckey);
+    if (s.snat_port) {
+        by_port_[s.snat_port - port_lo_] = -1;
+        // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
+        if ((free_port || s.st != St::Bound) && p_.ports)
+            p_.ports->busy[s.snat_port].store(0, std::memory_order_release);
+    }
+    s.st = St::Free;
+    free_.push_back(idx);
+    --n_used_;
+}
+
+bool Worker::alloc_port(std::uint16_t *port) {
+    const std::uint32_t span = static_cast<std::uint32_t>(port_hi_ - port_lo_) + 1;
+    for (std::uint32_t k = 0; k < std::min<std::uint32_t>(span, 256); ++k) {
+        std::uint16_t p = port_cursor_;
+        port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
+        if (by_port_[p - port_lo_] >= 0) continue;
+        if (p_.ports) {
+            std::uint8_t expect = 0;
+            if (!p_.ports->busy[p].compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) continue;
+        }
+        *port = p;
+        return true;
+    }
+    return false;
+}
+
+void Worker::list_add(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    s.prev = -1;
+    s.next = list_head_;
+    if (list_head_ >= 0) slots_[list_head_].prev = static_cast<std::int32_t>(idx);
+    list_head_ = static_cast<std::int32_t>(idx);
+    ++n_binding_;
+}
+
+void Worker::list_del(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (s.prev >= 0) slots_[s.prev].next = s.next;
+    else list_head_ = s.next;
+    if (s.next >= 0) slots_[s.next].prev = s.prev;
+    s.prev = s.next = -1;
+    --n_binding_;
+}
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Shared setup of the dataplane end-to-end tests: the namespace topology, a bpffs for the maps,
+# emulated GPU backends and kvsteer-dataplane (af_xdp, xdp mode) in the appliance namespace.
+# Sourced by dp_e2e.sh; everything it starts is stopped by dpe_cleanup (trap EXIT).
+
+dpe_log() { echo "[dp-e2e $(date +%T.%3N)] $*"; }
+dpe_fail() { echo "FAIL: $*"; dpe_dump; exit 1; }
+
+dpe_dump() {
+    [[ -n "${DPE_DIR:-}" ]] || return 0
+    echo "---- dataplane log (tail)"; tail -40 "$DPE_DIR/dp.log" 2>/dev/null || true
+    echo "---- counters"; "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" 2>/dev/null || true
+}
+
+dpe_cleanup() {
+    set +e
+    if [[ -n "${DPE_DP_PID:-}" ]]; then kill "$DPE_DP_PID" 2>/dev/null; wait "$DPE_DP_PID" 2>/dev/null; fi
+    for p in "${DPE_BE_PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
+    kvs_topo_down "$DPE_PREFIX"
+    if [[ -n "${DPE_BPFFS:-}" ]] && mountpoint -q "$DPE_BPFFS"; then umount "$DPE_BPFFS"; fi
+    [[ -n "${DPE_BPFFS:-}" ]] && rmdir "$DPE_BPFFS" 2>/dev/null
+    [[ -n "${DPE_DIR:-}" && -z "${DPE_KEEP:-}" ]] && rm -rf "$DPE_DIR"
+    return 0
+}
+
+# dpe_up PREFIX N_BACKENDS [dataplane options...]
+dpe_up() {
+    DPE_PREFIX=$1; local nbe=$2; shift 2
+    DPE_BPFFS=/run/kvsteer-test-$DPE_PREFIX
+    DPE_DIR=$(mktemp -d /tmp/kvdp-e2e.XXXXXX)
+    DPE_BE_PIDS=()
+    trap dpe_cleanup EXIT
+    export KVS_XDP_PASS_OBJ="$DPE_BUILD/bpf/xdp_pass.bpf.o"
+    kvs_topo_up "$DPE_PREFIX" "$nbe" || dpe_fail "topology"
+    mkdir -p "$DPE_BPFFS"
+    mountpoint -q "$DPE_BPFFS" || mount -t bpf bpf "$DPE_BPFFS" || dpe_fail "mount bpffs"
+    local args=() i
+    for ((i = 1; i <= nbe; i++)); do args+=(--backend "${KVS_BE_IP[$i]}:8000,${KVS_BE_MAC[$i]}"); done
+    "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
+        --snat-ports 10000-39999 --app-mac "$KVS_APP_MAC" "${args[@]}" ${DPE_FILL_ARGS:-} >/dev/null \
+        || dpe_fail "filling maps"
+    for ((i = 1; i <= nbe; i++)); do dpe_start_backend "$i"; done
+    for ((i = 1; i <= nbe; i++)); do dpe_wait_backend "$i"; done
+    dpe_start_dataplane "$@"
+}
+
+dpe_start_backend() {
+    local i=$1
+    ip netns exec "${KVS_BE_NS[$i]}" "$DPE_BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
+        --time-scale 1000 >"$DPE_DIR/be$i.log" 2>&1 &
+    DPE_BE_PIDS[$i]=$!
+}
+
+dpe_wait_backend() {
+    local i=$1 t
+    for t in $(seq 1 100); do
+        ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 "http://127.0.0.1:8000/health" && return 0
+        sleep 0.05
+    done
+    dpe_fail "backend $i did not come up"
+}
+
+dpe_start_dataplane() {
+    # Test runs: no PCI, no hugepages, private runtime state; one lcore shared with everything.
+    DPE_DP_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf
+        -l 0 --log-level=lib.eal:error
+        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0"
+        -- --bpffs "$DPE_BPFFS" --mode xdp --idle adaptive "$@")
+    dpe_log "${DPE_DP_CMD[*]}"
+    "${DPE_DP_CMD[@]}" >>"$DPE_DIR/dp.log" 2>&1 &
+    DPE_DP_PID=$!
+    local t
+    for t in $(seq 1 100); do
+        grep -q "worker 0: queue" "$DPE_DIR/dp.log" 2>/dev/null && { sleep 0.2; return 0; }
+        kill -0 "$DPE_DP_PID" 2>/dev/null || dpe_fail "dataplane exited at startup"
+        sleep 0.1
+    done
+    dpe_fail "dataplane did not start"
+}
+
+# dpe_post FILE OUT_PREFIX [curl args...]: POSTs FILE to /v1/chat/completions through the VIP.
+# Writes OUT_PREFIX.h (headers) and OUT_PREFIX.b (body). Returns curl's status.
+dpe_post() {
+    local file=$1 out=$2; shift 2
+    ip netns exec "$KVS_NS_CLIENT" curl -sS -m 20 -o "$out.b" -D "$out.h" -H 'content-type: application/json' \
+        --data-binary "@$file" "$@" "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions"
+}
+
+dpe_header() { grep -i "^$2:" "$1" | tail -1 | cut -d' ' -f2 | tr -d '\r'; }
+
+# dpe_check_digests OUT_PREFIX FILE: the backend saw FILE byte-identical and we got its body intact.
+dpe_check_digests() {
+    local out=$1 file=$2
+    local want got resp_want resp_got
+    want=$(sha256sum "$file" | cut -d' ' -f1)
+    got=$(dpe_header "$out.h" x-body-sha256)
+    [[ "$want" == "$got" ]] || dpe_fail "request body digest: sent $want, backend saw '$got' ($out)"
+    resp_want=$(dpe_header "$out.h" x-response-sha256)
+    resp_got=$(sha256sum "$out.b" | cut -d' ' -f1)
+    [[ -z "$resp_want" || "$resp_want" == "$resp_got" ]] || dpe_fail "response digest: backend sent $resp_want, got $resp_got ($out)"
+}
+
+# dpe_chat_body FILE PREFIX_TEXT SIZE [stream]: a chat request whose first message starts with
+# PREFIX_TEXT, padded to about SIZE bytes.
+dpe_chat_body() {
+    python3 - "$@" <<'PY'
+import json, sys
+path, prefix, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stream = len(sys.argv) > 4 and sys.argv[4] == "stream"
+filler = "".join(chr(97 + (i * 7) % 26) for i in range(max(0, size)))
+body = {"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 4, "stream": stream,
+        "messages": [{"role": "system", "content": prefix},
+                     {"role": "user", "content": filler}]}
+s = json.dumps(body)
+if len(s) > size:  # trim the filler so the body is about SIZE bytes
+    body["messages"][1]["content"] = filler[: max(1, len(filler) - (len(s) - size))]
+    s = json.dumps(body)
+open(path, "w").write(s)
+PY
+}
+
+dpe_flows() { "$DPE_BIN/kvsteer-dp-fixture" flows --bpffs "$DPE_BPFFS"; }
+dpe_counter() { "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" | awk -v k="$1" '$1 == k {print $2}'; }

@@ -1,0 +1,184 @@
+// kvsteer-dp-fixture: fills the pinned maps the way kvsteerd would (config, backends, Maglev)
+// and reads them back (flows, counters), so dataplane tests run without the daemon.
+#include <arpa/inet.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <bpf/bpf.h>
+#include <boost/program_options.hpp>
+
+#include "kvsteer/bpf/maps.h"
+#include "kvsteer/core/maglev.h"
+#include "kvsteer/reasons.h"
+
+namespace po = boost::program_options;
+using namespace kvsteer;
+
+namespace {
+
+bool parse_mac(const std::string &s, std::uint8_t mac[6]) {
+    unsigned v[6];
+    if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6) return false;
+    for (int i = 0; i < 6; ++i) mac[i] = static_cast<std::uint8_t>(v[i]);
+    return true;
+}
+
+bool parse_ip(const std::string &s, std::uint32_t *out) { return inet_pton(AF_INET, s.c_str(), out) == 1; }
+
+// "IP:PORT"
+bool parse_ep(const std::string &s, std::uint32_t *ip, std::uint16_t *port) {
+    auto c = s.rfind(':');
+    if (c == std::string::npos || !parse_ip(s.substr(0, c), ip)) return false;
+    *port = htons(static_cast<std::uint16_t>(std::stoi(s.substr(c + 1))));
+    return true;
+}
+
+int die(const std::string &m) {
+    std::cerr << "kvsteer-dp-fixture: " << m << "\n";
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::string cmd, bpffs, vip, snat, ports = "10000-39999", app_mac, steer = "prefix", set_state;
+    std::vector<std::string> backends;
+    std::uint32_t prefix_len = 256, block_size = 512, max_blocks = 4, max_held = 14600, be_id = 0;
+    bool timestamps = true;
+    po::options_description d(
+        "kvsteer-dp-fixture COMMAND --bpffs DIR [options]\n"
+        "Commands: fill (create/overwrite config, backends, Maglev), flows (count kvs_flows\n"
+        "entries), counters (dataplane counters and per-backend load), set-state (one backend)");
+    d.add_options()("help,h", "show this help")("command", po::value(&cmd), "fill|flows|counters|set-state")(
+        "bpffs", po::value(&bpffs), "bpffs directory of the pinned maps")("vip", po::value(&vip), "VIP IP:PORT")(
+        "snat", po::value(&snat), "SNAT IPv4 address")("snat-ports", po::value(&ports)->default_value(ports),
+                                                       "SNAT port range LO-HI")(
+        "app-mac", po::value(&app_mac), "appliance MAC")("backend", po::value(&backends),
+                                                         "IP:PORT,MAC (repeatable; ids in order from 0)")(
+        "steer", po::value(&steer)->default_value(steer), "prefix|rr|5tuple")(
+        "prefix-len", po::value(&prefix_len)->default_value(prefix_len), "bytes in the prefix hash")(
+        "block-size", po::value(&block_size)->default_value(block_size), "bytes per chained block")(
+        "max-blocks", po::value(&max_blocks)->default_value(max_blocks), "chained blocks hashed")(
+        "max-held", po::value(&max_held)->default_value(max_held), "max_held_bytes")(
+        "timestamps", po::value(&timestamps)->default_value(timestamps), "answer SYN timestamps")(
+        "id", po::value(&be_id), "backend id (set-state)")("state", po::value(&set_state), "up|down|drain (set-state)");
+    po::positional_options_description pos;
+    pos.add("command", 1);
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(argc, argv).options(d).positional(pos).run(), vm);
+        po::notify(vm);
+    } catch (const std::exception &e) {
+        return die(e.what());
+    }
+    if (vm.count("help") || cmd.empty()) {
+        std::cout << d << "\n";
+        return cmd.empty() && !vm.count("help") ? 2 : 0;
+    }
+    if (bpffs.empty()) return die("--bpffs is required");
+    std::string err;
+    auto m = bpf::open_pinned_maps(bpffs, cmd == "fill", &err);
+    if (!m) return die(err);
+
+    if (cmd == "fill") {
+        kvs_config &c = *m->config;
+        std::uint32_t a = 0;
+        std::uint16_t p = 0;
+        if (!parse_ep(vip, &a, &p)) return die("bad --vip " + vip);
+        c.n_vips = 1;
+        std::memset(c.vips, 0, sizeof(c.vips));
+        c.vips[0].addr[0] = a;
+        c.vips[0].port = p;
+        c.vips[0].family = KVS_AF_INET;
+        if (!parse_ip(snat, &c.snat_addr[0])) return die("bad --snat " + snat);
+        c.snat_family = KVS_AF_INET;
+        unsigned lo = 0, hi = 0;
+        if (std::sscanf(ports.c_str(), "%u-%u", &lo, &hi) != 2 || lo == 0 || hi < lo || hi > 65535)
+            return die("bad --snat-ports " + ports);
+        c.snat_port_lo = static_cast<std::uint16_t>(lo);
+        c.snat_port_hi = static_cast<std::uint16_t>(hi);
+        if (!parse_mac(app_mac, c.appliance_mac)) return die("bad --app-mac " + app_mac);
+        c.n_workers = 1;
+        c.cookie_key[0][0] = 0x0123456789abcdefULL;
+        c.cookie_key[0][1] = 0xfedcba9876543210ULL;
+        c.cookie_period_s = 64;
+        c.flags = timestamps ? KVS_CFG_SYN_TIMESTAMPS : 0;
+        c.syn_mss = 1460;
+        c.syn_wscale = 7;
+        c.syn_window = 64240;
+        c.steer_mode = steer == "rr" ? KVS_STEER_ROUND_ROBIN : steer == "5tuple" ? KVS_STEER_FIVE_TUPLE : KVS_STEER_PREFIX;
+        c.prefix_len = prefix_len;
+        c.block_size = block_size;
+        c.max_blocks = max_blocks;
+        c.load_factor_milli = 1250;
+        c.max_held_bytes = max_held;
+        c.hash_seed = 0x6b7673746565720aULL;
+        std::vector<MaglevBackend> mb;
+        for (std::size_t i = 0; i < backends.size(); ++i) {
+            auto comma = backends[i].find(',');
+            if (comma == std::string::npos) return die("bad --backend " + backends[i]);
+            kvs_backend &b = m->backends[i];
+            std::memset(&b, 0, sizeof(b));
+            std::uint32_t ip = 0;
+            std::uint16_t port = 0;
+            if (!parse_ep(backends[i].substr(0, comma), &ip, &port) || !parse_mac(backends[i].substr(comma + 1), b.mac))
+                return die("bad --backend " + backends[i]);
+            b.addr[0] = ip;
+            b.port = port;
+            b.family = KVS_AF_INET;
+            b.state = KVS_BE_UP;
+            b.weight = 1;
+            mb.push_back({static_cast<std::uint32_t>(i), 0x9e3779b97f4a7c15ULL * (ip ^ (std::uint64_t(port) << 32)) + i, 1});
+        }
+        auto table = build_maglev(mb);
+        std::uint32_t half = c.maglev_active ^ 1;
+        std::memcpy(m->maglev + half * KVS_MAGLEV_SIZE, table.data(), KVS_MAGLEV_SIZE * sizeof(std::uint32_t));
+        c.n_backends = static_cast<std::uint32_t>(backends.size());
+        __atomic_store_n(&c.maglev_active, half, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&c.generation, 1, __ATOMIC_RELEASE);
+        std::cout << "filled: 1 VIP, " << backends.size() << " backends\n";
+        return 0;
+    }
+    if (cmd == "set-state") {
+        if (be_id >= KVS_MAX_BACKENDS) return die("bad --id");
+        std::uint8_t st = set_state == "up" ? KVS_BE_UP : set_state == "down" ? KVS_BE_DOWN : set_state == "drain" ? KVS_BE_DRAIN : 0;
+        if (!st) return die("bad --state " + set_state);
+        m->backends[be_id].state = st;
+        __atomic_fetch_add(&m->config->generation, 1, __ATOMIC_RELEASE);
+        return 0;
+    }
+    if (cmd == "flows") {
+        kvs_flow_key k{}, next{};
+        const kvs_flow_key *prev = nullptr;
+        unsigned n = 0;
+        while (bpf_map_get_next_key(m->flows_fd, prev, &next) == 0) {
+            k = next;
+            prev = &k;
+            ++n;
+        }
+        std::cout << n << "\n";
+        return 0;
+    }
+    if (cmd == "counters") {
+        for (unsigned r = 0; r < KVS_R__COUNT; ++r) {
+            std::uint64_t v = 0;
+            for (unsigned w = 0; w < KVS_MAX_WORKERS; ++w) v += m->dp_stats[w * KVS_STATS_MAX + r];
+            if (v) std::cout << kvs_reason_name(r) << " " << v << "\n";
+        }
+        std::uint64_t xs[KVS_STATS_MAX] = {};
+        if (bpf::read_xdp_stats(*m, xs, KVS_R__COUNT, &err))
+            for (unsigned r = 0; r < KVS_R__COUNT; ++r)
+                if (xs[r]) std::cout << "xdp_" << kvs_reason_name(r) << " " << xs[r] << "\n";
+        for (unsigned i = 0; i < m->config->n_backends; ++i) {
+            const kvs_backend_load &l = m->load[i];
+            std::cout << "backend" << i << " binds=" << l.binds << " closes=" << l.closes
+                      << " fail_rst=" << l.bind_fail_rst << " fail_timeout=" << l.bind_fail_timeout << "\n";
+        }
+        return 0;
+    }
+    return die("unknown command " + cmd);
+}
