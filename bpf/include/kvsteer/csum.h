@@ -28,6 +28,15 @@ KVS_INLINE __u64 kvs_csum_diff32(__u64 acc, __u32 old_v, __u32 new_v)
     return acc + (__u32)~old_v + new_v;
 }
 
+/* Change of a 32-bit field that starts at an ODD offset from the start of the checksummed
+ * data: its bytes straddle the 16-bit words, and its contribution is the byte-swapped one. */
+KVS_INLINE __u64 kvs_csum_diff32_odd(__u64 acc, __u32 old_v, __u32 new_v)
+{
+    __u16 d = kvs_csum_fold(kvs_csum_diff32(0, old_v, new_v));
+
+    return acc + (__u16)((d << 8) | (d >> 8));
+}
+
 /* RFC 1624 eqn. 3: HC' = ~(~HC + sum(~m + m')). `check` as stored in the packet. */
 KVS_INLINE __u16 kvs_csum_apply(__u16 check, __u64 acc)
 {

@@ -13,14 +13,15 @@ KVS_INLINE __u16 kvs_window_xlate(__u16 win_host, __u8 shl, __u8 shr)
     return w > 0xffff ? (__u16)0xffff : (__u16)w;
 }
 
-/* Adds `delta` to the big-endian 32-bit field at p and accounts the change in `acc`. */
-KVS_INLINE __u64 kvs_add32_be(__u8 *p, __u32 delta, __u64 acc)
+/* Adds `delta` to the big-endian 32-bit field at p and accounts the change in `acc`; `odd`
+ * when the field sits at an odd offset in the TCP header (options without NOP alignment). */
+KVS_INLINE __u64 kvs_add32_be(__u8 *p, __u32 delta, __u64 acc, __u32 odd)
 {
     __u32 old_v = kvs_load32(p);
     __u32 new_v = kvs_htonl(kvs_ntohl(old_v) + delta);
 
     kvs_store32(p, new_v);
-    return kvs_csum_diff32(acc, old_v, new_v);
+    return odd ? kvs_csum_diff32_odd(acc, old_v, new_v) : kvs_csum_diff32(acc, old_v, new_v);
 }
 
 /* Rewrites the TCP packet `pkt` (kvs_parse() returned OK on this very frame) as `f` says:
@@ -77,8 +78,8 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
     tcp->source = f->new_sport;
     tcp->dest = f->new_dport;
 
-    acc = kvs_add32_be((__u8 *)tcp + 4, f->seq_delta, acc);
-    acc = kvs_add32_be((__u8 *)tcp + 8, f->ack_delta, acc);
+    acc = kvs_add32_be((__u8 *)tcp + 4, f->seq_delta, acc, 0);
+    acc = kvs_add32_be((__u8 *)tcp + 8, f->ack_delta, acc, 0);
 
     if (f->win_shl | f->win_shr) {
         old16 = tcp->window;
@@ -92,8 +93,8 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
         p = (__u8 *)tcp + (off & 63);
         if ((void *)(p + 8) > data_end)
             return -1;
-        acc = kvs_add32_be(p, f->tsval_delta, acc);
-        acc = kvs_add32_be(p + 4, f->tsecr_delta, acc);
+        acc = kvs_add32_be(p, f->tsval_delta, acc, off & 1);
+        acc = kvs_add32_be(p + 4, f->tsecr_delta, acc, off & 1);
     }
 
     off = pkt->opts.sack_off;
@@ -104,8 +105,8 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
                 break;
             if ((void *)(p + 8) > data_end)
                 return -1;
-            acc = kvs_add32_be(p, f->ack_delta, acc);
-            acc = kvs_add32_be(p + 4, f->ack_delta, acc);
+            acc = kvs_add32_be(p, f->ack_delta, acc, off & 1);
+            acc = kvs_add32_be(p + 4, f->ack_delta, acc, off & 1);
             p += 8;
         }
     }

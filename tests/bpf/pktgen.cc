@@ -1,0 +1,189 @@
+// Test packet builder and independent checksum verifier (no kvsteer header is used here, so the
+// verification does not share code with what it verifies).
+#include "pktgen.h"
+
+#include <arpa/inet.h>
+
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+namespace kvstest {
+
+namespace {
+
+void put16(Bytes &b, std::size_t off, std::uint16_t v)
+{
+    b[off] = static_cast<std::uint8_t>(v >> 8);
+    b[off + 1] = static_cast<std::uint8_t>(v);
+}
+
+void put32(Bytes &b, std::size_t off, std::uint32_t v)
+{
+    for (int i = 0; i < 4; i++) b[off + i] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
+}
+
+std::uint32_t sum_bytes(const std::uint8_t *p, std::size_t n, std::uint32_t s = 0)
+{
+    for (std::size_t i = 0; i + 1 < n; i += 2) s += (std::uint32_t(p[i]) << 8) | p[i + 1];
+    if (n & 1) s += std::uint32_t(p[n - 1]) << 8;
+    return s;
+}
+
+std::uint16_t finish(std::uint32_t s)
+{
+    while (s >> 16) s = (s & 0xffff) + (s >> 16);
+    return static_cast<std::uint16_t>(~s);
+}
+
+}  // namespace
+
+std::uint32_t ip4(const char *dotted)
+{
+    in_addr a{};
+    if (inet_pton(AF_INET, dotted, &a) != 1) throw std::invalid_argument(dotted);
+    return a.s_addr;
+}
+
+void ip6(const char *text, std::uint32_t out[4])
+{
+    in6_addr a{};
+    if (inet_pton(AF_INET6, text, &a) != 1) throw std::invalid_argument(text);
+    std::memcpy(out, &a, 16);
+}
+
+Bytes build_tcp(const TcpSpec &s)
+{
+    Bytes opts = s.opts;
+    while (opts.size() % 4) opts.push_back(0);  // EOL padding
+    std::size_t l2 = s.vlan ? 18 : 14;
+    std::size_t iphl = s.v6 ? 40 : 20 + 4u * s.ip_opt_words;
+    std::size_t tcphl = 20 + opts.size();
+    std::size_t l4len = tcphl + s.payload.size();
+    Bytes b(l2 + iphl + l4len, 0);
+
+    std::memcpy(&b[0], s.dmac, 6);
+    std::memcpy(&b[6], s.smac, 6);
+    if (s.vlan) {
+        put16(b, 12, 0x8100);
+        put16(b, 14, s.vlan_tci);
+        put16(b, 16, s.v6 ? 0x86dd : 0x0800);
+    } else {
+        put16(b, 12, s.v6 ? 0x86dd : 0x0800);
+    }
+    std::size_t ip = l2, th = l2 + iphl;
+    if (s.v6) {
+        put32(b, ip, 0x60000000u);
+        put16(b, ip + 4, static_cast<std::uint16_t>(l4len));
+        b[ip + 6] = 6;
+        b[ip + 7] = 64;
+        std::memcpy(&b[ip + 8], s.saddr, 16);
+        std::memcpy(&b[ip + 24], s.daddr, 16);
+    } else {
+        b[ip] = static_cast<std::uint8_t>(0x40 | (iphl / 4));
+        put16(b, ip + 2, static_cast<std::uint16_t>(iphl + l4len));
+        put16(b, ip + 4, 0x1234);
+        put16(b, ip + 6, s.frag_off);
+        b[ip + 8] = 64;
+        b[ip + 9] = 6;
+        std::memcpy(&b[ip + 12], &s.saddr[0], 4);
+        std::memcpy(&b[ip + 16], &s.daddr[0], 4);
+        for (std::size_t i = 20; i < iphl; i++) b[ip + i] = 1;  // IP option NOPs
+        put16(b, ip + 10, finish(sum_bytes(&b[ip], iphl)));
+    }
+    put16(b, th, s.sport);
+    put16(b, th + 2, s.dport);
+    put32(b, th + 4, s.seq);
+    put32(b, th + 8, s.ack);
+    b[th + 12] = static_cast<std::uint8_t>((tcphl / 4) << 4);
+    b[th + 13] = s.flags;
+    put16(b, th + 14, s.win);
+    std::memcpy(&b[th + 20], opts.data(), opts.size());
+    if (!s.payload.empty()) std::memcpy(&b[th + tcphl], s.payload.data(), s.payload.size());
+    // TCP checksum over pseudo-header + segment.
+    std::uint32_t sum = 0;
+    if (s.v6) {
+        sum = sum_bytes(&b[ip + 8], 32);
+        sum += static_cast<std::uint32_t>(l4len >> 16) + (l4len & 0xffff) + 6;
+    } else {
+        sum = sum_bytes(&b[ip + 12], 8) + 6 + static_cast<std::uint32_t>(l4len);
+    }
+    put16(b, th + 16, finish(sum_bytes(&b[th], l4len, sum)));
+    while (b.size() < s.pad_to) b.push_back(0xA5);
+    return b;
+}
+
+Bytes opt_mss(std::uint16_t mss) { return {2, 4, std::uint8_t(mss >> 8), std::uint8_t(mss)}; }
+Bytes opt_ws(std::uint8_t shift) { return {3, 3, shift}; }
+Bytes opt_sack_perm() { return {4, 2}; }
+Bytes opt_ts(std::uint32_t val, std::uint32_t ecr)
+{
+    Bytes b(10);
+    b[0] = 8;
+    b[1] = 10;
+    put32(b, 2, val);
+    put32(b, 6, ecr);
+    return b;
+}
+Bytes opt_sack(const std::vector<std::pair<std::uint32_t, std::uint32_t>> &blocks)
+{
+    Bytes b(2 + 8 * blocks.size());
+    b[0] = 5;
+    b[1] = static_cast<std::uint8_t>(b.size());
+    for (std::size_t i = 0; i < blocks.size(); i++) {
+        put32(b, 2 + 8 * i, blocks[i].first);
+        put32(b, 6 + 8 * i, blocks[i].second);
+    }
+    return b;
+}
+Bytes opt_nop(unsigned n) { return Bytes(n, 1); }
+Bytes cat(std::initializer_list<Bytes> parts)
+{
+    Bytes out;
+    for (const auto &p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+}
+
+std::string check_checksums(const std::uint8_t *f, std::size_t len)
+{
+    if (len < 14) return "frame shorter than Ethernet";
+    std::size_t l2 = 14;
+    std::uint16_t et = static_cast<std::uint16_t>((f[12] << 8) | f[13]);
+    if (et == 0x8100) {
+        l2 = 18;
+        et = static_cast<std::uint16_t>((f[16] << 8) | f[17]);
+    }
+    std::uint32_t sum;
+    std::size_t th, l4len;
+    if (et == 0x0800) {
+        std::size_t ihl = (f[l2] & 15u) * 4;
+        std::size_t tot = (std::size_t(f[l2 + 2]) << 8) | f[l2 + 3];
+        if (l2 + tot > len || ihl < 20) return "bad IPv4 lengths";
+        if (finish(sum_bytes(f + l2, ihl)) != 0) return "IPv4 header checksum wrong";
+        th = l2 + ihl;
+        l4len = tot - ihl;
+        sum = sum_bytes(f + l2 + 12, 8) + f[l2 + 9] + static_cast<std::uint32_t>(l4len);
+    } else if (et == 0x86dd) {
+        l4len = (std::size_t(f[l2 + 4]) << 8) | f[l2 + 5];
+        th = l2 + 40;
+        if (th + l4len > len) return "bad IPv6 length";
+        sum = sum_bytes(f + l2 + 8, 32) + f[l2 + 6] + static_cast<std::uint32_t>(l4len);
+    } else {
+        return "not IP";
+    }
+    if (finish(sum_bytes(f + th, l4len, sum)) != 0) return "TCP checksum wrong";
+    return "";
+}
+
+std::string hex(const std::uint8_t *p, std::size_t n)
+{
+    std::string s;
+    char buf[4];
+    for (std::size_t i = 0; i < n; i++) {
+        std::snprintf(buf, sizeof buf, "%02x%s", p[i], (i % 16 == 15) ? "\n" : " ");
+        s += buf;
+    }
+    return s;
+}
+
+}  // namespace kvstest

@@ -1,0 +1,56 @@
+// Test packet builder: Ethernet (+VLAN) / IPv4 (+options) or IPv6 / TCP with options, valid
+// checksums, and an independent full-recompute checksum verifier.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvstest {
+
+using Bytes = std::vector<std::uint8_t>;
+
+struct TcpSpec {
+    bool v6 = false;
+    bool vlan = false;
+    std::uint16_t vlan_tci = 7;
+    std::uint8_t smac[6] = {0x02, 0, 0, 0, 0, 0x01};
+    std::uint8_t dmac[6] = {0x02, 0, 0, 0, 0, 0x02};
+    std::uint32_t saddr[4] = {};  // network order
+    std::uint32_t daddr[4] = {};
+    std::uint16_t sport = 40000;  // host order
+    std::uint16_t dport = 80;
+    std::uint32_t seq = 1000, ack = 0;
+    std::uint8_t flags = 0x10;
+    std::uint16_t win = 501;
+    Bytes opts;             // raw option bytes (padded to 4 with NOP... by the builder: EOL)
+    Bytes payload;
+    std::uint8_t ip_opt_words = 0;  // IPv4 options (NOP-filled), 0..10 words
+    std::size_t pad_to = 0;         // pad the frame with 0xA5 bytes to this length
+    std::uint16_t frag_off = 0x4000;
+};
+
+std::uint32_t ip4(const char *dotted);  // network order
+void ip6(const char *text, std::uint32_t out[4]);
+
+Bytes build_tcp(const TcpSpec &s);
+
+// Option builders.
+Bytes opt_mss(std::uint16_t mss);
+Bytes opt_ws(std::uint8_t shift);
+Bytes opt_sack_perm();
+Bytes opt_ts(std::uint32_t val, std::uint32_t ecr);
+Bytes opt_sack(const std::vector<std::pair<std::uint32_t, std::uint32_t>> &blocks);
+Bytes opt_nop(unsigned n = 1);
+Bytes cat(std::initializer_list<Bytes> parts);
+
+// Recomputes the IPv4 header checksum and the TCP checksum from scratch. Empty string = valid,
+// else what is wrong.
+std::string check_checksums(const std::uint8_t *frame, std::size_t len);
+inline std::string check_checksums(const Bytes &b) { return check_checksums(b.data(), b.size()); }
+
+// Hex dump for failure messages.
+std::string hex(const std::uint8_t *p, std::size_t n);
+inline std::string hex(const Bytes &b) { return hex(b.data(), b.size()); }
+
+}  // namespace kvstest
