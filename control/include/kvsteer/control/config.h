@@ -1,0 +1,92 @@
+// kvsteerd configuration: command line + INI file (Boost.Program_options), validated into one struct.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvsteer/abi.h"
+#include "kvsteer/control/net.h"
+
+namespace kvsteer::control {
+
+struct BackendSpec {
+    Endpoint ep;
+    std::uint16_t weight = 1;
+    std::string model;
+    std::optional<Mac> mac;  // absent: resolved from the neighbour table
+    std::uint32_t max_load = 0;
+};
+
+struct DaemonConfig {
+    std::vector<Endpoint> vips;
+    Endpoint snat_addr;
+    std::uint16_t snat_port_lo = 32768, snat_port_hi = 60999;
+    std::string interface;
+    Mac appliance_mac{};
+    std::uint8_t workers = 1;
+    std::vector<BackendSpec> backends;
+
+    std::uint32_t prefix_len = 256;
+    std::uint32_t block_size = 512;
+    std::uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;
+    double load_factor = 1.25;
+    std::uint32_t replication = 2;
+    double hot_threshold = 20.0;  // requests/s on one prefix that make it hot
+    std::uint32_t steering_mode = KVS_STEER_PREFIX;
+
+    std::array<std::uint64_t, 2> cookie_key{}, cookie_key_prev{};
+    bool cookie_key_random = false;
+    std::uint32_t cookie_period_s = 64;
+    std::uint64_t hash_seed = 0x6b7673746565720aULL;
+    std::uint32_t max_held_bytes = 14600;
+    std::uint16_t syn_mss = 1460;
+    std::uint8_t syn_wscale = 7;
+    std::uint16_t syn_window = 65535;
+    bool syn_timestamps = true;
+
+    std::uint32_t health_interval_ms = 1000;  // 0 disables active checks
+    std::uint32_t health_timeout_ms = 500;
+    std::uint32_t health_rise = 2, health_fall = 3;
+    std::string health_path = "/health";
+    std::uint32_t health_passive_fails = 1;  // bind failures in one interval that count as a failed check; 0 = off
+
+    std::uint32_t telemetry_interval_ms = 1000;  // 0 disables scraping
+    std::string telemetry_path = "/metrics";
+
+    std::uint32_t report_interval_ms = 150;
+    std::uint32_t affinity_ttl_ms = 300000;
+    std::uint32_t affinity_max_entries = 32768;
+    std::uint32_t affinity_index_max = 262144;
+    std::uint32_t table_grace_ms = 20;
+
+    std::string bpffs = KVS_DEFAULT_BPFFS;
+    std::string api_socket = "/run/kvsteer/kvsteerd.sock";
+    std::string metrics_listen;  // ADDR:PORT; empty = off
+    std::string log_level = "info";
+};
+
+enum class ParseOutcome { Ok, Help, Error };
+
+struct ParseResult {
+    ParseOutcome outcome = ParseOutcome::Error;
+    std::string message;  // help text, or the one error line
+    DaemonConfig cfg;
+};
+
+// Parses argv (and the file named by --config; the command line wins). Never throws.
+ParseResult parse_daemon_config(int argc, const char *const argv[]);
+
+// "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
+std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err);
+
+std::optional<std::uint32_t> parse_steer_mode(std::string_view s);
+const char *steer_mode_name(std::uint32_t mode);
+
+// Reads /sys/class/net/IF/address (of the current network namespace).
+std::optional<Mac> interface_mac(const std::string &ifname, std::string *err);
+
+}  // namespace kvsteer::control

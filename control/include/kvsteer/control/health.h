@@ -1,0 +1,34 @@
+// Backend health: rise/fall state machine fed by active checks and passive dataplane signals.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvsteer::control {
+
+struct HealthParams {
+    std::uint32_t rise = 2;
+    std::uint32_t fall = 3;
+};
+
+class HealthState {
+public:
+    // A backend that was never checked is down; its first successful check brings it up at once
+    // (no reason to wait `rise` checks at startup). `assume_up` is for when checks are off.
+    explicit HealthState(bool assume_up = false) : up_(assume_up), checked_(assume_up) {}
+
+    // Feeds one check result; returns true when the up/down verdict changed.
+    bool observe(bool ok, const HealthParams &p);
+
+    bool up() const { return up_; }
+    bool checked() const { return checked_; }
+    std::uint32_t ok_streak() const { return ok_streak_; }
+    std::uint32_t fail_streak() const { return fail_streak_; }
+
+private:
+    bool up_;
+    bool checked_;
+    std::uint32_t ok_streak_ = 0, fail_streak_ = 0;
+};
+
+}  // namespace kvsteer::control

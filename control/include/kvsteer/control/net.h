@@ -1,0 +1,42 @@
+// Address, endpoint, MAC and hex parsing shared by kvsteerd and kvsteerctl.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "kvsteer/abi.h"
+
+namespace kvsteer::control {
+
+// An IPv4 or IPv6 address + port. addr/port are kept in network order, as in abi.h.
+struct Endpoint {
+    std::uint8_t family = KVS_AF_NONE;  // enum kvs_family
+    std::array<std::uint32_t, 4> addr{};
+    std::uint16_t port_be = 0;
+
+    std::uint16_t port() const;
+    std::string addr_str() const;
+    std::string str() const;  // "1.2.3.4:80" or "[::1]:80"
+    bool operator==(const Endpoint &) const = default;
+};
+
+using Mac = std::array<std::uint8_t, 6>;
+
+// "1.2.3.4:80", "[fe80::1]:8000". nullopt + err (reason only) on failure.
+std::optional<Endpoint> parse_endpoint(std::string_view s, std::string *err);
+// An address without a port ("1.2.3.4", "::1").
+std::optional<Endpoint> parse_address(std::string_view s, std::string *err);
+std::optional<Mac> parse_mac(std::string_view s, std::string *err);
+std::string format_mac(const Mac &m);
+// "0x1f" or "31"; full 64-bit range.
+std::optional<std::uint64_t> parse_u64(std::string_view s, std::string *err);
+// Exactly `n` bytes as 2n hex digits (an optional 0x prefix allowed).
+std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, std::string *err);
+
+// Stable identity of a backend for Maglev: the same "addr:port" always gives the same number.
+std::uint64_t backend_identity(const Endpoint &ep);
+
+}  // namespace kvsteer::control

@@ -1,0 +1,59 @@
+// Writes the shared tables: config, backends, and the double-buffered Maglev and affinity halves.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+
+#include "kvsteer/abi.h"
+
+namespace kvsteer::control {
+
+// Raw pointers into the mmapped maps (or any memory of the same shape, for tests).
+struct MapView {
+    kvs_config *config = nullptr;
+    kvs_backend *backends = nullptr;          // [KVS_MAX_BACKENDS]
+    kvs_backend_load *load = nullptr;         // [KVS_MAX_BACKENDS]
+    std::uint32_t *maglev = nullptr;          // [2 * KVS_MAGLEV_SIZE]
+    kvs_affinity_entry *affinity = nullptr;   // [2 * KVS_AFFINITY_SLOTS]
+    kvs_ring_ctl *ring_ctl = nullptr;         // [KVS_MAX_WORKERS]
+    kvs_bind_report *ring = nullptr;          // [KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS]
+    std::uint64_t *dp_stats = nullptr;        // [KVS_MAX_WORKERS * KVS_STATS_MAX]
+};
+
+// Single writer. Readers load the active index (acquire) and read that half; a half is never
+// written while active, and a retired half is left alone for `grace` so that a reader that
+// picked it just before the flip finishes first (dataplanes that copy a half on a generation
+// change copy well within it).
+class TableWriter {
+public:
+    TableWriter(const MapView &v, std::chrono::milliseconds grace) : v_(v), grace_(grace) {}
+
+    // `table` has KVS_MAGLEV_SIZE entries.
+    void publish_maglev(std::span<const std::uint32_t> table);
+    // `half` has KVS_AFFINITY_SLOTS entries.
+    void publish_affinity(std::span<const kvs_affinity_entry> half);
+
+    // Writes a whole backend slot: readers see the slot EMPTY while it changes, then the new state.
+    void write_backend(std::uint32_t id, const kvs_backend &b);
+    void set_backend_state(std::uint32_t id, std::uint8_t state);
+    void set_n_backends(std::uint32_t n);
+    void bump_generation();
+    std::uint32_t generation() const;
+
+    std::uint64_t maglev_flips() const { return maglev_flips_; }
+    std::uint64_t affinity_flips() const { return affinity_flips_; }
+
+    static std::uint32_t active_maglev(const kvs_config *c);
+    static std::uint32_t active_affinity(const kvs_config *c);
+
+private:
+    void wait_grace(std::chrono::steady_clock::time_point last_flip);
+
+    MapView v_;
+    std::chrono::milliseconds grace_;
+    std::chrono::steady_clock::time_point maglev_flip_{}, affinity_flip_{};
+    std::uint64_t maglev_flips_ = 0, affinity_flips_ = 0;
+};
+
+}  // namespace kvsteer::control

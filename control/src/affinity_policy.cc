@@ -1,0 +1,326 @@
+#include "kvsteer/control/affinity_policy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+
+namespace kvsteer::control {
+
+AffinityPolicy::AffinityPolicy(const PolicyParams &p) : p_(p) {}
+
+double AffinityPolicy::rate_at(const Node &n, std::uint64_t now_ns) const
+{
+    double dt = now_ns > n.rate_ns ? static_cast<double>(now_ns - n.rate_ns) * 1e-9 : 0.0;
+    return n.rate * std::exp(-dt / p_.rate_tau_s);
+}
+
+bool AffinityPolicy::eligible(std::uint16_t id) const
+{
+    auto it = backends_.find(id);
+    return it != backends_.end() && it->second.snap.eligible;
+}
+
+double AffinityPolicy::load_of(std::uint16_t id) const
+{
+    auto it = backends_.find(id);
+    if (it == backends_.end())
+        return 0;
+    return static_cast<double>(it->second.snap.in_flight) + it->second.snap.queue.value_or(0.0);
+}
+
+void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend, std::uint64_t now_ns)
+{
+    if (key == 0)
+        return;  // 0 marks an empty slot; hashes never produce it
+    auto [it, fresh] = nodes_.try_emplace(key);
+    Node &n = it->second;
+    if (fresh) {
+        n.depth = depth;
+        n.rate_ns = now_ns;
+        lru_.push_front(key);
+        n.lru = lru_.begin();
+        c_.keys_learned++;
+    } else {
+        lru_.splice(lru_.begin(), lru_, n.lru);
+    }
+    // Exponentially decayed event rate: decay to now, then add one event.
+    n.rate = rate_at(n, now_ns) + 1.0 / p_.rate_tau_s;
+    n.rate_ns = std::max(n.rate_ns, now_ns);
+    n.last_ns = std::max(n.last_ns, now_ns);
+    for (unsigned i = 0; i < n.n_holders; i++) {
+        if (n.holders[i].id == backend) {
+            n.holders[i].last_ns = std::max(n.holders[i].last_ns, now_ns);
+            return;
+        }
+    }
+    if (n.n_holders < n.holders.size()) {
+        n.holders[n.n_holders++] = {backend, now_ns};
+    } else {
+        auto oldest = std::min_element(n.holders.begin(), n.holders.end(),
+                                       [](const Holder &a, const Holder &b) { return a.last_ns < b.last_ns; });
+        *oldest = {backend, now_ns};
+    }
+    c_.holders_added++;
+    if (fresh && nodes_.size() > p_.index_max) {
+        std::uint64_t victim = lru_.back();
+        lru_.pop_back();
+        nodes_.erase(victim);
+        c_.keys_evicted++;
+    }
+}
+
+void AffinityPolicy::on_report(const kvs_bind_report &r, std::uint64_t now_ns)
+{
+    if (r.backend_id >= KVS_MAX_BACKENDS || r.n_blocks > KVS_MAX_REPORT_BLOCKS) {
+        c_.reports_ignored++;
+        return;
+    }
+    c_.reports++;
+    touch(r.prefix_hash, kPrefixDepth, r.backend_id, now_ns);
+    for (unsigned i = 0; i < r.n_blocks; i++)
+        touch(r.block_hash[i], static_cast<std::uint8_t>(i), r.backend_id, now_ns);
+}
+
+void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, std::uint64_t)
+{
+    std::unordered_map<std::uint16_t, BackendState> next;
+    for (const auto &s : backends) {
+        BackendState st;
+        auto old = backends_.find(s.id);
+        if (old != backends_.end())
+            st.prev_hit_rate = old->second.snap.hit_rate ? old->second.snap.hit_rate : old->second.prev_hit_rate;
+        st.snap = s;
+        // Cache pressure: a nearly full cache evicts, so its prefixes are forgotten sooner;
+        // a falling hit rate on a full cache says eviction is happening now.
+        double f = 1.0;
+        if (s.kv_usage && *s.kv_usage >= 0.9)
+            f = std::max(0.25, 1.0 - (*s.kv_usage - 0.9) * 7.5);
+        if (s.kv_usage && *s.kv_usage >= 0.8 && s.hit_rate && st.prev_hit_rate &&
+            *s.hit_rate < 0.75 * *st.prev_hit_rate)
+            f *= 0.5;
+        st.ttl_factor = f;
+        if (f < 1.0) {
+            c_.ttl_shortened++;
+            log(fmt::format("affinity: backend {} cache pressure (usage {:.2f}, hit rate {}): ttl x{:.2f}", s.id,
+                            s.kv_usage.value_or(-1), s.hit_rate ? fmt::format("{:.2f}", *s.hit_rate) : "unknown", f));
+        }
+        next[s.id] = st;
+        if (s.cache_reset)
+            forget_backend(s.id);
+    }
+    backends_ = std::move(next);
+}
+
+void AffinityPolicy::forget_backend(std::uint16_t id)
+{
+    std::uint64_t flushed = 0;
+    for (auto &[key, n] : nodes_) {
+        for (unsigned i = 0; i < n.n_holders;) {
+            if (n.holders[i].id == id) {
+                n.holders[i] = n.holders[--n.n_holders];
+                flushed++;
+            } else {
+                i++;
+            }
+        }
+        for (unsigned i = 0; i < n.n_extra;) {
+            if (n.extra[i] == id)
+                n.extra[i] = n.extra[--n.n_extra];
+            else
+                i++;
+        }
+    }
+    c_.holders_flushed += flushed;
+    if (flushed)
+        log(fmt::format("affinity: backend {} forgotten ({} prefix holdings dropped)", id, flushed));
+}
+
+void AffinityPolicy::pin(std::uint64_t key, std::vector<std::uint16_t> backends)
+{
+    if (backends.size() > KVS_MAX_REPLICAS)
+        backends.resize(KVS_MAX_REPLICAS);
+    log(fmt::format("affinity: pin {:016x} -> {} backends", key, backends.size()));
+    pins_[key] = std::move(backends);
+}
+
+bool AffinityPolicy::unpin(std::uint64_t key)
+{
+    log(fmt::format("affinity: unpin {:016x}", key));
+    return pins_.erase(key) > 0;
+}
+
+std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
+{
+    std::vector<DesiredEntry> out;
+    const unsigned K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
+
+    // Load bound over eligible backends, as the dataplane's bounded-load choice computes it.
+    double total = 0;
+    unsigned n_elig = 0;
+    std::vector<std::uint16_t> elig;
+    for (const auto &[id, st] : backends_) {
+        if (!st.snap.eligible)
+            continue;
+        total += load_of(id);
+        n_elig++;
+        elig.push_back(id);
+    }
+    std::sort(elig.begin(), elig.end());
+    double bound = n_elig ? std::ceil(p_.load_factor * (total + 1) / n_elig) : 0;
+    auto over = [&](std::uint16_t id) { return load_of(id) + 1 > bound; };
+    // Replicas planned in this round count as load so hot prefixes spread out.
+    std::unordered_map<std::uint16_t, double> planned;
+
+    for (const auto &[key, ids] : pins_) {
+        DesiredEntry e;
+        e.key = key;
+        e.pinned = true;
+        for (auto id : ids) {
+            if (eligible(id) && e.n < KVS_MAX_REPLICAS)
+                e.backends[e.n++] = id;
+            else if (!eligible(id))
+                c_.excluded_ineligible++;
+        }
+        if (e.n == 0) {
+            c_.entries_no_backend++;
+            continue;
+        }
+        out.push_back(e);
+    }
+
+    for (auto it = lru_.begin(); it != lru_.end();) {
+        std::uint64_t key = *it;
+        Node &n = nodes_[key];
+        // Age holders with their backend's TTL (shorter under cache pressure).
+        for (unsigned i = 0; i < n.n_holders;) {
+            double f = 1.0;
+            if (auto b = backends_.find(n.holders[i].id); b != backends_.end())
+                f = b->second.ttl_factor;
+            auto ttl = static_cast<std::uint64_t>(static_cast<double>(p_.ttl_ns) * f);
+            if (now_ns > n.holders[i].last_ns && now_ns - n.holders[i].last_ns > ttl) {
+                log(fmt::format("affinity: {:016x} expired on backend {}", key, n.holders[i].id));
+                n.holders[i] = n.holders[--n.n_holders];
+                c_.holders_expired++;
+            } else {
+                i++;
+            }
+        }
+        if (n.n_holders == 0) {
+            c_.keys_expired++;
+            it = lru_.erase(it);
+            nodes_.erase(key);
+            continue;
+        }
+        ++it;
+        if (pins_.count(key))
+            continue;
+
+        // Holders, most recent first, that may take new flows.
+        std::array<Holder, 8> hs = n.holders;
+        // Insertion sort (at most 8): most recent first, ties by id.
+        for (unsigned i = 1; i < n.n_holders && i < hs.size(); i++) {
+            Holder h = hs[i];
+            unsigned j = i;
+            for (; j > 0 && (hs[j - 1].last_ns < h.last_ns || (hs[j - 1].last_ns == h.last_ns && hs[j - 1].id > h.id)); j--)
+                hs[j] = hs[j - 1];
+            hs[j] = h;
+        }
+        DesiredEntry e;
+        e.key = key;
+        e.depth = n.depth;
+        bool all_over = true;
+        for (unsigned i = 0; i < n.n_holders; i++) {
+            if (!eligible(hs[i].id)) {
+                c_.excluded_ineligible++;
+                continue;
+            }
+            if (e.n < K) {
+                e.backends[e.n++] = hs[i].id;
+                all_over = all_over && over(hs[i].id);
+            }
+        }
+        double rate = rate_at(n, now_ns);
+        bool load_hot = e.n > 0 && all_over && n_elig > e.n;
+        bool was_hot = n.hot;
+        n.hot = load_hot || rate >= p_.hot_rps || (was_hot && rate >= p_.hot_rps * p_.cool_ratio);
+        if (load_hot)
+            c_.over_bound++;
+        if (n.hot && !was_hot) {
+            c_.became_hot++;
+            log(fmt::format("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate, load_hot ? ", holders over load bound" : ""));
+        } else if (!n.hot && was_hot) {
+            c_.cooled++;
+            log(fmt::format("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", key, rate, n.n_extra));
+            c_.replicas_dropped += n.n_extra;
+            n.n_extra = 0;
+        }
+        if (n.hot) {
+            auto in_entry = [&](std::uint16_t id) {
+                return std::find(e.backends.begin(), e.backends.begin() + e.n, id) != e.backends.begin() + e.n;
+            };
+            // Keep earlier extra replicas (stable tables), dropping ineligible ones.
+            unsigned keep = 0;
+            for (unsigned i = 0; i < n.n_extra; i++) {
+                auto id = n.extra[i];
+                if (eligible(id) && !in_entry(id) && e.n < K) {
+                    e.backends[e.n++] = id;
+                    n.extra[keep++] = id;
+                } else if (!eligible(id)) {
+                    c_.replicas_dropped++;
+                }
+            }
+            n.n_extra = static_cast<std::uint8_t>(keep);
+            while (e.n < K) {
+                // Least loaded eligible backend not already in the entry; ties by a per-key hash.
+                std::optional<std::uint16_t> best;
+                double best_load = 0;
+                std::uint64_t best_tie = 0;
+                for (auto id : elig) {
+                    if (in_entry(id))
+                        continue;
+                    double l = load_of(id) + planned[id];
+                    std::uint64_t tie = (key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;
+                    if (!best || l < best_load || (l == best_load && tie < best_tie)) {
+                        best = id;
+                        best_load = l;
+                        best_tie = tie;
+                    }
+                }
+                if (!best)
+                    break;
+                e.backends[e.n++] = *best;
+                n.extra[n.n_extra++] = *best;
+                planned[*best] += 1;
+                c_.replicas_added++;
+                log(fmt::format("affinity: {:016x} replicated to backend {}", key, *best));
+            }
+        }
+        e.hot = n.hot;
+        if (e.n == 0) {
+            c_.entries_no_backend++;
+            continue;
+        }
+        if (out.size() >= p_.max_entries) {
+            c_.entries_truncated++;
+            continue;
+        }
+        out.push_back(e);
+    }
+    return out;
+}
+
+std::optional<AffinityPolicy::KeyInfo> AffinityPolicy::info(std::uint64_t key, std::uint64_t now_ns) const
+{
+    auto it = nodes_.find(key);
+    if (it == nodes_.end())
+        return std::nullopt;
+    const Node &n = it->second;
+    KeyInfo k{key, n.depth, rate_at(n, now_ns), n.hot, {}, {}};
+    for (unsigned i = 0; i < n.n_holders; i++)
+        k.holders.push_back(n.holders[i].id);
+    for (unsigned i = 0; i < n.n_extra; i++)
+        k.extra.push_back(n.extra[i]);
+    return k;
+}
+
+}  // namespace kvsteer::control

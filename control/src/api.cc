@@ -1,0 +1,500 @@
+// kvsteerd API commands: one JSON object in, one JSON object out ({"ok": true, ...} or
+// {"ok": false, "error": "..."}). The protocol is documented in control/API.md.
+#include <spdlog/spdlog.h>
+#include <time.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kvsteer/control/daemon.h"
+#include "kvsteer/control/neigh.h"
+
+namespace kvsteer::control {
+
+using nlohmann::json;
+
+namespace {
+
+std::string hex_key(std::uint64_t k)
+{
+    char b[24];
+    snprintf(b, sizeof b, "0x%016llx", static_cast<unsigned long long>(k));
+    return b;
+}
+
+std::optional<std::uint64_t> json_key(const json &j, std::string *err)
+{
+    if (j.is_number_unsigned())
+        return j.get<std::uint64_t>();
+    if (j.is_string()) {
+        std::string s = j.get<std::string>();
+        // Keys are printed as 0x-hex; accept bare hex too.
+        if (!s.starts_with("0x") && !s.starts_with("0X"))
+            s = "0x" + s;
+        auto v = parse_u64(s, err);
+        if (v && *v == 0) {
+            *err = "key 0 marks an empty slot";
+            return std::nullopt;
+        }
+        return v;
+    }
+    *err = "key must be a hex string or a number";
+    return std::nullopt;
+}
+
+std::string value_string(const json &v)
+{
+    if (v.is_string())
+        return v.get<std::string>();
+    return v.dump();
+}
+
+std::uint64_t mono_ns_api()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+const char *state_name(std::uint8_t s)
+{
+    switch (s) {
+    case KVS_BE_UP: return "up";
+    case KVS_BE_DOWN: return "down";
+    case KVS_BE_DRAIN: return "drain";
+    default: return "empty";
+    }
+}
+
+}  // namespace
+
+BackendRuntime *Daemon::find_backend(const json &sel, std::string *err)
+{
+    if (sel.is_number_unsigned()) {
+        auto it = backends_.find(static_cast<std::uint16_t>(sel.get<std::uint64_t>()));
+        if (it == backends_.end() || sel.get<std::uint64_t>() >= KVS_MAX_BACKENDS) {
+            *err = "no backend with id " + sel.dump();
+            return nullptr;
+        }
+        return &it->second;
+    }
+    if (!sel.is_string()) {
+        *err = "backend must be ADDR:PORT or an id";
+        return nullptr;
+    }
+    std::string s = sel.get<std::string>();
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos)
+        return find_backend(json(std::stoull(s.substr(0, 6))), err);
+    std::string e;
+    auto ep = parse_endpoint(s, &e);
+    if (!ep) {
+        *err = "backend: " + e;
+        return nullptr;
+    }
+    for (auto &[id, b] : backends_)
+        if (b.spec.ep == *ep)
+            return &b;
+    *err = "no backend " + ep->str();
+    return nullptr;
+}
+
+std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err)
+{
+    for (const auto &[id, b] : backends_) {
+        if (b.spec.ep == spec.ep) {
+            *err = "backend " + spec.ep.str() + " exists (id " + std::to_string(id) + ")";
+            return std::nullopt;
+        }
+    }
+    std::uint16_t id = 0;
+    while (id < KVS_MAX_BACKENDS && backends_.count(id))
+        id++;
+    if (id >= KVS_MAX_BACKENDS) {
+        *err = "backend table full (" + std::to_string(KVS_MAX_BACKENDS) + ")";
+        return std::nullopt;
+    }
+    BackendRuntime b;
+    b.id = id;
+    b.spec = spec;
+    b.health = HealthState(cfg_.health_interval_ms == 0);
+    b.mac = spec.mac;
+    if (!b.mac) {
+        std::string e;
+        b.mac = resolve_next_hop_mac(spec.ep, &e);
+    }
+    auto &l = maps_.load[id];
+    b.base_binds = std::atomic_ref<__u64>(l.binds).load(std::memory_order_relaxed);
+    b.base_closes = std::atomic_ref<__u64>(l.closes).load(std::memory_order_relaxed);
+    b.prev_bind_fails = std::atomic_ref<__u64>(l.bind_fail_rst).load(std::memory_order_relaxed) +
+                        std::atomic_ref<__u64>(l.bind_fail_timeout).load(std::memory_order_relaxed);
+    backends_[id] = std::move(b);
+    policy_.forget_backend(id);  // nothing the id's earlier occupant held applies
+    publish_backends(false);
+    publish_affinity(false);
+    update_targets(true);
+    spdlog::info("backend {} {} added (weight {})", id, spec.ep.str(), spec.weight);
+    return id;
+}
+
+void Daemon::remove_backend(std::uint16_t id)
+{
+    spdlog::info("backend {} {} removed", id, backends_[id].spec.ep.str());
+    backends_.erase(id);
+    policy_.forget_backend(id);
+    publish_backends(false);
+    publish_affinity(false);
+    update_targets(true);
+}
+
+json Daemon::backend_json(const BackendRuntime &b) const
+{
+    auto &l = maps_.load[b.id];
+    auto rd = [](const __u64 &x) { return std::atomic_ref<__u64>(const_cast<__u64 &>(x)).load(std::memory_order_relaxed); };
+    json j = {
+        {"id", b.id},
+        {"addr", b.spec.ep.str()},
+        {"weight", b.spec.weight},
+        {"model", b.spec.model},
+        {"max_load", b.spec.max_load},
+        {"state", state_name(b.map_state())},
+        {"healthy", b.health.up()},
+        {"draining", b.draining},
+        {"mac", b.mac ? json(format_mac(*b.mac)) : json(nullptr)},
+        {"in_flight", in_flight(b)},
+        {"binds", rd(l.binds) - b.base_binds},
+        {"closes", rd(l.closes) - b.base_closes},
+        {"bind_fail_rst", rd(l.bind_fail_rst)},
+        {"bind_fail_timeout", rd(l.bind_fail_timeout)},
+        {"health", {{"checks_ok", b.checks_ok},
+                    {"checks_failed", b.checks_failed},
+                    {"passive_failures", b.passive_failures},
+                    {"ok_streak", b.health.ok_streak()},
+                    {"fail_streak", b.health.fail_streak()},
+                    {"last_error", b.last_error}}},
+    };
+    auto opt = [](const std::optional<double> &v) { return v ? json(*v) : json(nullptr); };
+    j["telemetry"] = {
+        {"valid", b.tel_valid},
+        {"flavor", flavor_name(b.tel.flavor)},
+        {"running", b.tel_valid ? opt(b.tel.running) : json(nullptr)},
+        {"waiting", b.tel_valid ? opt(b.tel.waiting) : json(nullptr)},
+        {"kv_usage", b.tel_valid ? opt(b.tel.kv_usage) : json(nullptr)},
+        {"hit_rate", opt(b.window_hit_rate)},
+        {"scrapes_ok", b.scrapes_ok},
+        {"scrapes_failed", b.scrapes_failed},
+        {"metrics_unknown", b.metrics_unknown},
+    };
+    return j;
+}
+
+json Daemon::tunables_json() const
+{
+    return {
+        {"prefix-length", cfg_.prefix_len},   {"block-size", cfg_.block_size},
+        {"max-blocks", cfg_.max_blocks},      {"load-factor", cfg_.load_factor},
+        {"replication", cfg_.replication},    {"hot-threshold", cfg_.hot_threshold},
+        {"steering-mode", steer_mode_name(cfg_.steering_mode)},
+        {"affinity-ttl", cfg_.affinity_ttl_ms}, {"max-held-bytes", cfg_.max_held_bytes},
+    };
+}
+
+bool Daemon::set_tunable(const std::string &name, const json &value, std::string *err)
+{
+    std::string v = value_string(value);
+    auto uint_in = [&](std::uint64_t lo, std::uint64_t hi) -> std::optional<std::uint32_t> {
+        std::string e;
+        auto x = parse_u64(v, &e);
+        if (!x || *x < lo || *x > hi) {
+            *err = name + ": must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + " (got '" + v + "')";
+            return std::nullopt;
+        }
+        return static_cast<std::uint32_t>(*x);
+    };
+    auto dbl_in = [&](double lo, double hi) -> std::optional<double> {
+        char *end = nullptr;
+        double x = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end || !std::isfinite(x) || x < lo || x > hi) {
+            *err = name + ": must be a number in " + fmt::format("{}..{}", lo, hi) + " (got '" + v + "')";
+            return std::nullopt;
+        }
+        return x;
+    };
+    bool rehash = false;
+    if (name == "prefix-length") {
+        auto x = uint_in(1, cfg_.max_held_bytes);
+        if (!x)
+            return false;
+        rehash = cfg_.prefix_len != *x;
+        cfg_.prefix_len = *x;
+    } else if (name == "block-size") {
+        auto x = uint_in(16, 1u << 20);
+        if (!x)
+            return false;
+        rehash = cfg_.block_size != *x;
+        cfg_.block_size = *x;
+    } else if (name == "max-blocks") {
+        auto x = uint_in(0, KVS_MAX_REPORT_BLOCKS);
+        if (!x)
+            return false;
+        cfg_.max_blocks = *x;
+    } else if (name == "load-factor") {
+        auto x = dbl_in(1.0, 100.0);
+        if (!x)
+            return false;
+        cfg_.load_factor = *x;
+    } else if (name == "replication") {
+        auto x = uint_in(1, KVS_MAX_REPLICAS);
+        if (!x)
+            return false;
+        cfg_.replication = *x;
+    } else if (name == "hot-threshold") {
+        auto x = dbl_in(0.001, 1e9);
+        if (!x)
+            return false;
+        cfg_.hot_threshold = *x;
+    } else if (name == "steering-mode") {
+        auto m = parse_steer_mode(v);
+        if (!m) {
+            *err = "steering-mode: must be prefix, round-robin or five-tuple (got '" + v + "')";
+            return false;
+        }
+        cfg_.steering_mode = *m;
+    } else if (name == "affinity-ttl") {
+        auto x = uint_in(100, 86400000);
+        if (!x)
+            return false;
+        cfg_.affinity_ttl_ms = *x;
+    } else if (name == "max-held-bytes") {
+        auto x = uint_in(std::max<std::uint32_t>(64, cfg_.prefix_len), 1u << 20);
+        if (!x)
+            return false;
+        cfg_.max_held_bytes = *x;
+    } else {
+        *err = "unknown tunable '" + name +
+               "' (prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold, steering-mode, "
+               "affinity-ttl, max-held-bytes)";
+        return false;
+    }
+    write_config();
+    policy_.set_params(policy_params());
+    if (rehash) {
+        // Every prefix and block hash changes: what the index knows no longer matches any request.
+        auto pins = policy_.pins();
+        policy_ = AffinityPolicy(policy_params());
+        if (spdlog::should_log(spdlog::level::debug))
+            policy_.set_decision_sink([](const std::string &s) { spdlog::debug("{}", s); });
+        for (auto &[k, ids] : pins)
+            policy_.pin(k, ids);
+        spdlog::info("tune: {} changed: prefix index cleared", name);
+    }
+    publish_affinity(rehash);
+    spdlog::info("tune: {} = {}", name, v);
+    return true;
+}
+
+json Daemon::handle(const json &req)
+{
+    ctr_.api_requests++;
+    auto fail = [&](const std::string &e) {
+        ctr_.api_errors++;
+        return json{{"ok", false}, {"error", e}};
+    };
+    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string())
+        return fail("request must be a JSON object with a string \"cmd\"");
+    const std::string cmd = req["cmd"].get<std::string>();
+    std::string err;
+    try {
+        if (cmd == "status") {
+            unsigned up = 0, down = 0, drain = 0;
+            for (const auto &[id, b] : backends_) {
+                auto s = b.map_state();
+                up += s == KVS_BE_UP;
+                down += s == KVS_BE_DOWN;
+                drain += s == KVS_BE_DRAIN;
+            }
+            auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+            return {{"ok", true},
+                    {"daemon", "kvsteerd"},
+                    {"pid", getpid()},
+                    {"uptime_s", uptime},
+                    {"bpffs", cfg_.bpffs},
+                    {"generation", writer_.generation()},
+                    {"maglev_active", TableWriter::active_maglev(maps_.config)},
+                    {"affinity_active", TableWriter::active_affinity(maps_.config)},
+                    {"maglev_rebuilds", ctr_.maglev_rebuilds},
+                    {"affinity_publishes", ctr_.affinity_publishes},
+                    {"vips", [&] {
+                         json a = json::array();
+                         for (auto &v : cfg_.vips)
+                             a.push_back(v.str());
+                         return a;
+                     }()},
+                    {"snat", cfg_.snat_addr.addr_str() + " ports " + std::to_string(cfg_.snat_port_lo) + "-" +
+                                 std::to_string(cfg_.snat_port_hi)},
+                    {"appliance_mac", format_mac(cfg_.appliance_mac)},
+                    {"backends", {{"total", backends_.size()}, {"up", up}, {"down", down}, {"drain", drain}}},
+                    {"affinity", {{"entries", desired_.size()}, {"index", policy_.index_size()}, {"pins", policy_.pins().size()}}},
+                    {"reports", {{"consumed", ring_stats_.consumed},
+                                 {"invalid", ring_stats_.invalid},
+                                 {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                    {"tunables", tunables_json()}};
+        }
+        if (cmd == "backends" || cmd == "backend.list") {
+            json a = json::array();
+            for (const auto &[id, b] : backends_)
+                a.push_back(backend_json(b));
+            return {{"ok", true}, {"backends", a}};
+        }
+        if (cmd == "backend.add") {
+            BackendSpec spec;
+            if (req.contains("spec")) {
+                if (!req["spec"].is_string())
+                    return fail("spec must be a string ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]");
+                auto s = parse_backend_spec(req["spec"].get<std::string>(), &err);
+                if (!s)
+                    return fail("backend: " + err);
+                spec = *s;
+            } else if (req.contains("addr") && req["addr"].is_string()) {
+                std::string s = req["addr"].get<std::string>();
+                if (req.contains("weight"))
+                    s += ",weight=" + value_string(req["weight"]);
+                if (req.contains("model"))
+                    s += ",model=" + value_string(req["model"]);
+                if (req.contains("mac"))
+                    s += ",mac=" + value_string(req["mac"]);
+                if (req.contains("max_load"))
+                    s += ",max_load=" + value_string(req["max_load"]);
+                auto sp = parse_backend_spec(s, &err);
+                if (!sp)
+                    return fail("backend: " + err);
+                spec = *sp;
+            } else {
+                return fail("backend.add needs \"spec\" or \"addr\"");
+            }
+            auto id = add_backend(spec, &err);
+            if (!id)
+                return fail(err);
+            return {{"ok", true}, {"backend", backend_json(backends_[*id])}};
+        }
+        if (cmd == "backend.remove" || cmd == "backend.drain" || cmd == "backend.weight") {
+            if (!req.contains("backend"))
+                return fail(cmd + " needs \"backend\" (ADDR:PORT or id)");
+            BackendRuntime *b = find_backend(req["backend"], &err);
+            if (!b)
+                return fail(err);
+            if (cmd == "backend.remove") {
+                json j = backend_json(*b);
+                remove_backend(b->id);
+                return {{"ok", true}, {"removed", j}};
+            }
+            if (cmd == "backend.drain") {
+                bool d = !req.contains("drain") || (req["drain"].is_boolean() && req["drain"].get<bool>());
+                if (req.contains("drain") && !req["drain"].is_boolean())
+                    return fail("drain must be true or false");
+                b->draining = d;
+                spdlog::info("backend {} {}: {}", b->id, b->spec.ep.str(), d ? "draining" : "drain cancelled");
+            } else {
+                if (!req.contains("weight"))
+                    return fail("backend.weight needs \"weight\"");
+                std::string e;
+                auto w = parse_u64(value_string(req["weight"]), &e);
+                if (!w || *w > 65535)
+                    return fail("weight must be an integer in 0..65535");
+                b->spec.weight = static_cast<std::uint16_t>(*w);
+                spdlog::info("backend {} {}: weight {}", b->id, b->spec.ep.str(), *w);
+            }
+            publish_backends(false);
+            publish_affinity(false);
+            return {{"ok", true}, {"backend", backend_json(*b)}};
+        }
+        if (cmd == "affinity.show") {
+            std::size_t limit = req.contains("limit") && req["limit"].is_number_unsigned() ? req["limit"].get<std::size_t>() : 100;
+            json a = json::array();
+            auto now = mono_ns_api();
+            for (const auto &e : desired_) {
+                if (a.size() >= limit)
+                    break;
+                json ids = json::array(), addrs = json::array();
+                for (unsigned i = 0; i < e.n; i++) {
+                    ids.push_back(e.backends[i]);
+                    auto it = backends_.find(e.backends[i]);
+                    addrs.push_back(it == backends_.end() ? "?" : it->second.spec.ep.str());
+                }
+                json j = {{"key", hex_key(e.key)}, {"depth", e.depth == kPrefixDepth ? json("prefix") : json(e.depth)},
+                          {"backends", ids}, {"addrs", addrs}, {"pinned", e.pinned}, {"hot", e.hot}};
+                if (auto inf = policy_.info(e.key, now))
+                    j["rate"] = inf->rate;
+                a.push_back(j);
+            }
+            return {{"ok", true}, {"entries", a}, {"total", desired_.size()}, {"index", policy_.index_size()}};
+        }
+        if (cmd == "affinity.pin" || cmd == "affinity.unpin") {
+            if (!req.contains("key"))
+                return fail(cmd + " needs \"key\"");
+            auto key = json_key(req["key"], &err);
+            if (!key)
+                return fail("key: " + err);
+            if (cmd == "affinity.unpin") {
+                if (!policy_.unpin(*key))
+                    return fail("key " + hex_key(*key) + " is not pinned");
+                publish_affinity(false);
+                return {{"ok", true}, {"key", hex_key(*key)}};
+            }
+            if (!req.contains("backends") || !req["backends"].is_array() || req["backends"].empty() ||
+                req["backends"].size() > KVS_MAX_REPLICAS)
+                return fail("affinity.pin needs \"backends\": 1.." + std::to_string(KVS_MAX_REPLICAS) + " backends");
+            std::vector<std::uint16_t> ids;
+            for (const auto &s : req["backends"]) {
+                BackendRuntime *b = find_backend(s, &err);
+                if (!b)
+                    return fail(err);
+                ids.push_back(b->id);
+            }
+            policy_.pin(*key, ids);
+            publish_affinity(false);
+            return {{"ok", true}, {"key", hex_key(*key)}, {"backends", ids}};
+        }
+        if (cmd == "tune.get")
+            return {{"ok", true}, {"tunables", tunables_json()}};
+        if (cmd == "tune.set") {
+            if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
+                return fail("tune.set needs \"name\" and \"value\"");
+            if (!set_tunable(req["name"].get<std::string>(), req["value"], &err))
+                return fail(err);
+            return {{"ok", true}, {"tunables", tunables_json()}};
+        }
+        if (cmd == "counters") {
+            const auto &p = policy_.counters();
+            return {{"ok", true},
+                    {"daemon", {{"api_requests", ctr_.api_requests}, {"api_errors", ctr_.api_errors},
+                                {"maglev_rebuilds", ctr_.maglev_rebuilds}, {"affinity_publishes", ctr_.affinity_publishes},
+                                {"affinity_insert_failed", ctr_.affinity_insert_failed},
+                                {"backend_up", ctr_.backend_up}, {"backend_down", ctr_.backend_down},
+                                {"mac_resolve_failed", ctr_.mac_resolve_failed},
+                                {"health_checks", ctr_.health_checks}, {"health_failures", ctr_.health_failures},
+                                {"passive_failures", ctr_.passive_failures}, {"scrapes", ctr_.scrapes},
+                                {"scrape_failures", ctr_.scrape_failures}, {"metrics_unknown", ctr_.metrics_unknown},
+                                {"metrics_parse_bad_lines", ctr_.metrics_parse_bad_lines}}},
+                    {"reports", {{"consumed", ring_stats_.consumed}, {"invalid", ring_stats_.invalid},
+                                 {"resets", ring_stats_.resets}, {"overruns", ring_stats_.overruns},
+                                 {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                    {"affinity", {{"reports", p.reports}, {"reports_ignored", p.reports_ignored},
+                                  {"keys_learned", p.keys_learned}, {"holders_added", p.holders_added},
+                                  {"became_hot", p.became_hot}, {"cooled", p.cooled},
+                                  {"replicas_added", p.replicas_added}, {"replicas_dropped", p.replicas_dropped},
+                                  {"over_bound", p.over_bound}, {"holders_expired", p.holders_expired},
+                                  {"keys_expired", p.keys_expired}, {"keys_evicted", p.keys_evicted},
+                                  {"excluded_ineligible", p.excluded_ineligible},
+                                  {"entries_no_backend", p.entries_no_backend},
+                                  {"entries_truncated", p.entries_truncated}, {"holders_flushed", p.holders_flushed},
+                                  {"ttl_shortened", p.ttl_shortened}}}};
+        }
+    } catch (const json::exception &e) {
+        return fail(std::string("bad request: ") + e.what());
+    }
+    return fail("unknown command '" + cmd +
+                "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, affinity.show, "
+                "affinity.pin, affinity.unpin, tune.get, tune.set, counters)");
+}
+
+}  // namespace kvsteer::control

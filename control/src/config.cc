@@ -1,0 +1,431 @@
+#include "kvsteer/control/config.h"
+
+#include <sys/random.h>
+
+#include <boost/program_options.hpp>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace po = boost::program_options;
+
+namespace kvsteer::control {
+
+namespace {
+
+// Thrown only inside this file, turned into ParseResult::message.
+struct ConfigError {
+    std::string msg;
+};
+
+[[noreturn]] void fail(const std::string &key, const std::string &why)
+{
+    throw ConfigError{key + ": " + why};
+}
+
+std::optional<std::string> opt_str(const po::variables_map &vm, const char *key)
+{
+    if (!vm.count(key))
+        return std::nullopt;
+    return vm[key].as<std::string>();
+}
+
+std::uint64_t get_uint(const po::variables_map &vm, const char *key, std::uint64_t lo, std::uint64_t hi,
+                       std::uint64_t def)
+{
+    auto s = opt_str(vm, key);
+    if (!s)
+        return def;
+    std::string err;
+    auto v = parse_u64(*s, &err);
+    if (!v || *v < lo || *v > hi)
+        fail(key, "must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + " (got '" + *s + "')");
+    return *v;
+}
+
+double get_double(const po::variables_map &vm, const char *key, double lo, double hi, double def)
+{
+    auto s = opt_str(vm, key);
+    if (!s)
+        return def;
+    char *end = nullptr;
+    errno = 0;
+    double v = std::strtod(s->c_str(), &end);
+    if (s->empty() || errno != 0 || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
+        std::ostringstream os;
+        os << "must be a number in " << lo << ".." << hi << " (got '" << *s << "')";
+        fail(key, os.str());
+    }
+    return v;
+}
+
+bool get_bool(const po::variables_map &vm, const char *key, bool def)
+{
+    auto s = opt_str(vm, key);
+    if (!s)
+        return def;
+    if (*s == "true" || *s == "yes" || *s == "on" || *s == "1")
+        return true;
+    if (*s == "false" || *s == "no" || *s == "off" || *s == "0")
+        return false;
+    fail(key, "must be true or false (got '" + *s + "')");
+}
+
+std::array<std::uint64_t, 2> parse_cookie_key(const std::string &key, const std::string &s)
+{
+    std::string err;
+    auto bytes = parse_hex_bytes(s, 16, &err);
+    if (!bytes)
+        fail(key, "must be 32 hex digits (a 128-bit SipHash key): " + err);
+    // SipHash reads its key as two little-endian 64-bit words.
+    std::array<std::uint64_t, 2> k{};
+    for (int w = 0; w < 2; w++)
+        for (int i = 7; i >= 0; i--)
+            k[w] = (k[w] << 8) | static_cast<std::uint8_t>((*bytes)[w * 8 + i]);
+    return k;
+}
+
+po::options_description make_options()
+{
+    po::options_description d("kvsteerd options (also valid as KEY = VALUE lines in the --config file)");
+    auto s = [] { return po::value<std::string>(); };
+    auto multi = [] { return po::value<std::vector<std::string>>()->composing(); };
+    // clang-format off
+    d.add_options()
+        ("help,h", "show this help and exit")
+        ("config,c", s(), "INI-style configuration file (KEY = VALUE); the command line wins")
+        ("vip", multi(), "virtual service ADDR:PORT (repeatable, at most 16)")
+        ("snat-addr", s(), "appliance-owned source address towards backends")
+        ("snat-ports", s(), "source port range LO-HI towards backends (default 32768-60999)")
+        ("workers", s(), "dataplane workers sharing the SNAT port range (default 1)")
+        ("interface", s(), "interface whose MAC is the appliance's source MAC")
+        ("appliance-mac", s(), "appliance source MAC (instead of --interface)")
+        ("backend", multi(), "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N] (repeatable)")
+        ("prefix-length", s(), "prompt bytes in the fixed-prefix hash (default 256)")
+        ("block-size", s(), "bytes per chained block hash (default 512)")
+        ("max-blocks", s(), "chained blocks hashed per request, 0..28 (default 28)")
+        ("load-factor", s(), "bounded-load factor c >= 1.0 (default 1.25)")
+        ("replication", s(), "replicas K of a hot prefix, 1..4 (default 2)")
+        ("hot-threshold", s(), "requests/s on one prefix that make it hot (default 20)")
+        ("steering-mode", s(), "prefix | round-robin | five-tuple (default prefix)")
+        ("cookie-key", s(), "SYN-cookie SipHash key, 32 hex digits; same on every appliance (default: random)")
+        ("cookie-key-previous", s(), "previous cookie key still accepted while rotating (default: cookie-key)")
+        ("cookie-period", s(), "cookie time slot, seconds (default 64)")
+        ("hash-seed", s(), "seed of every prefix/block hash, decimal or 0x-hex; same on every appliance")
+        ("max-held-bytes", s(), "first-flight bytes held before binding (default 14600)")
+        ("syn-mss", s(), "MSS in our SYN-ACK, 536..9000 (default 1460)")
+        ("syn-wscale", s(), "window scale in our SYN-ACK, 0..14 (default 7)")
+        ("syn-window", s(), "window field of our SYN-ACK, 1..65535 (default 65535)")
+        ("syn-timestamps", s(), "answer TCP timestamps in the SYN-ACK: true|false (default true)")
+        ("health-interval", s(), "active health check interval, ms; 0 = off (default 1000)")
+        ("health-timeout", s(), "health check timeout, ms (default 500)")
+        ("health-rise", s(), "consecutive successes to mark a backend up (default 2)")
+        ("health-fall", s(), "consecutive failures to mark a backend down (default 3)")
+        ("health-path", s(), "HTTP path of the health check (default /health)")
+        ("health-passive-fails", s(), "dataplane bind failures (RST/timeout) in one health interval "
+                                      "counted as one failed check; 0 = off (default 1)")
+        ("telemetry-interval", s(), "backend /metrics scrape interval, ms; 0 = off (default 1000)")
+        ("telemetry-path", s(), "HTTP path of backend metrics (default /metrics)")
+        ("report-interval", s(), "binding report / affinity update interval, ms (default 150)")
+        ("affinity-ttl", s(), "ms a prefix stays known to a backend without new requests (default 300000)")
+        ("affinity-max-entries", s(), "entries written to the affinity table (default 32768)")
+        ("affinity-index-max", s(), "prefixes remembered by the daemon, LRU (default 262144)")
+        ("table-grace", s(), "ms a retired table half is left untouched before rewriting (default 20)")
+        ("bpffs", s(), "bpffs directory of the pinned maps; created if missing (default /sys/fs/bpf/kvsteer)")
+        ("api-socket", s(), "Unix socket of the local API (default /run/kvsteer/kvsteerd.sock)")
+        ("metrics-listen", s(), "ADDR:PORT for the daemon's Prometheus /metrics; empty = off (default off)")
+        ("log-level", s(), "trace | debug | info | warn | error | off (default info)");
+    // clang-format on
+    return d;
+}
+
+void build(const po::variables_map &vm, DaemonConfig &c)
+{
+    std::string err;
+    if (vm.count("vip")) {
+        for (const auto &v : vm["vip"].as<std::vector<std::string>>()) {
+            auto ep = parse_endpoint(v, &err);
+            if (!ep)
+                fail("vip", err);
+            c.vips.push_back(*ep);
+        }
+    }
+    if (c.vips.empty())
+        fail("vip", "at least one ADDR:PORT is required");
+    if (c.vips.size() > KVS_MAX_VIPS)
+        fail("vip", "at most " + std::to_string(KVS_MAX_VIPS) + " are supported");
+
+    auto snat = opt_str(vm, "snat-addr");
+    if (!snat)
+        fail("snat-addr", "required (the appliance's source address towards backends)");
+    auto sa = parse_address(*snat, &err);
+    if (!sa)
+        fail("snat-addr", err);
+    c.snat_addr = *sa;
+    c.workers = static_cast<std::uint8_t>(get_uint(vm, "workers", 1, KVS_MAX_WORKERS, 1));
+    if (auto pr = opt_str(vm, "snat-ports")) {
+        auto dash = pr->find('-');
+        std::string e1, e2;
+        auto lo = dash == std::string::npos ? std::nullopt : parse_u64(pr->substr(0, dash), &e1);
+        auto hi = dash == std::string::npos ? std::nullopt : parse_u64(pr->substr(dash + 1), &e2);
+        if (!lo || !hi || *lo < 1 || *hi > 65535 || *lo > *hi)
+            fail("snat-ports", "must be LO-HI with 1 <= LO <= HI <= 65535 (got '" + *pr + "')");
+        c.snat_port_lo = static_cast<std::uint16_t>(*lo);
+        c.snat_port_hi = static_cast<std::uint16_t>(*hi);
+    }
+    if (static_cast<unsigned>(c.snat_port_hi - c.snat_port_lo + 1) < c.workers)
+        fail("snat-ports", "range has fewer ports than workers");
+
+    auto ifname = opt_str(vm, "interface");
+    auto mac = opt_str(vm, "appliance-mac");
+    if (ifname && mac)
+        fail("appliance-mac", "give either interface or appliance-mac, not both");
+    if (mac) {
+        auto m = parse_mac(*mac, &err);
+        if (!m)
+            fail("appliance-mac", err);
+        c.appliance_mac = *m;
+    } else if (ifname) {
+        auto m = interface_mac(*ifname, &err);
+        if (!m)
+            fail("interface", err);
+        c.interface = *ifname;
+        c.appliance_mac = *m;
+    } else {
+        fail("interface", "set interface (to read the appliance MAC) or appliance-mac");
+    }
+
+    if (vm.count("backend")) {
+        for (const auto &b : vm["backend"].as<std::vector<std::string>>()) {
+            auto spec = parse_backend_spec(b, &err);
+            if (!spec)
+                fail("backend", err);
+            for (const auto &o : c.backends)
+                if (o.ep == spec->ep)
+                    fail("backend", spec->ep.str() + " is listed twice");
+            c.backends.push_back(*spec);
+        }
+    }
+    if (c.backends.size() > KVS_MAX_BACKENDS)
+        fail("backend", "at most " + std::to_string(KVS_MAX_BACKENDS) + " are supported");
+
+    c.max_held_bytes = static_cast<std::uint32_t>(get_uint(vm, "max-held-bytes", 64, 1u << 20, c.max_held_bytes));
+    c.prefix_len = static_cast<std::uint32_t>(get_uint(vm, "prefix-length", 1, 1u << 20, c.prefix_len));
+    if (c.prefix_len > c.max_held_bytes)
+        fail("prefix-length", "must not exceed max-held-bytes (" + std::to_string(c.max_held_bytes) + ")");
+    c.block_size = static_cast<std::uint32_t>(get_uint(vm, "block-size", 16, 1u << 20, c.block_size));
+    c.max_blocks = static_cast<std::uint32_t>(get_uint(vm, "max-blocks", 0, KVS_MAX_REPORT_BLOCKS, c.max_blocks));
+    c.load_factor = get_double(vm, "load-factor", 1.0, 100.0, c.load_factor);
+    c.replication = static_cast<std::uint32_t>(get_uint(vm, "replication", 1, KVS_MAX_REPLICAS, c.replication));
+    c.hot_threshold = get_double(vm, "hot-threshold", 0.001, 1e9, c.hot_threshold);
+    if (auto m = opt_str(vm, "steering-mode")) {
+        auto mode = parse_steer_mode(*m);
+        if (!mode)
+            fail("steering-mode", "must be prefix, round-robin or five-tuple (got '" + *m + "')");
+        c.steering_mode = *mode;
+    }
+
+    if (auto k = opt_str(vm, "cookie-key")) {
+        c.cookie_key = parse_cookie_key("cookie-key", *k);
+    } else {
+        std::uint64_t r[2] = {};
+        if (getrandom(r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
+            fail("cookie-key", "not set and no random bytes available");
+        c.cookie_key = {r[0], r[1]};
+        c.cookie_key_random = true;
+    }
+    if (auto k = opt_str(vm, "cookie-key-previous"))
+        c.cookie_key_prev = parse_cookie_key("cookie-key-previous", *k);
+    else
+        c.cookie_key_prev = c.cookie_key;
+    c.cookie_period_s = static_cast<std::uint32_t>(get_uint(vm, "cookie-period", 1, 3600, c.cookie_period_s));
+    if (auto s = opt_str(vm, "hash-seed")) {
+        auto v = parse_u64(*s, &err);
+        if (!v)
+            fail("hash-seed", err);
+        c.hash_seed = *v;
+    }
+    c.syn_mss = static_cast<std::uint16_t>(get_uint(vm, "syn-mss", 536, 9000, c.syn_mss));
+    c.syn_wscale = static_cast<std::uint8_t>(get_uint(vm, "syn-wscale", 0, 14, c.syn_wscale));
+    c.syn_window = static_cast<std::uint16_t>(get_uint(vm, "syn-window", 1, 65535, c.syn_window));
+    c.syn_timestamps = get_bool(vm, "syn-timestamps", c.syn_timestamps);
+
+    c.health_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "health-interval", 0, 3600000, c.health_interval_ms));
+    c.health_timeout_ms = static_cast<std::uint32_t>(get_uint(vm, "health-timeout", 1, 600000, c.health_timeout_ms));
+    if (c.health_interval_ms && c.health_timeout_ms > c.health_interval_ms)
+        fail("health-timeout", "must not exceed health-interval (" + std::to_string(c.health_interval_ms) + " ms)");
+    c.health_rise = static_cast<std::uint32_t>(get_uint(vm, "health-rise", 1, 100, c.health_rise));
+    c.health_fall = static_cast<std::uint32_t>(get_uint(vm, "health-fall", 1, 100, c.health_fall));
+    if (auto p = opt_str(vm, "health-path")) {
+        if (p->empty() || (*p)[0] != '/' || p->find_first_of(" \r\n") != std::string::npos)
+            fail("health-path", "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
+        c.health_path = *p;
+    }
+    c.health_passive_fails = static_cast<std::uint32_t>(get_uint(vm, "health-passive-fails", 0, 1000000, c.health_passive_fails));
+    c.telemetry_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "telemetry-interval", 0, 3600000, c.telemetry_interval_ms));
+    if (auto p = opt_str(vm, "telemetry-path")) {
+        if (p->empty() || (*p)[0] != '/' || p->find_first_of(" \r\n") != std::string::npos)
+            fail("telemetry-path", "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
+        c.telemetry_path = *p;
+    }
+    c.report_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "report-interval", 10, 60000, c.report_interval_ms));
+    c.affinity_ttl_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-ttl", 100, 86400000, c.affinity_ttl_ms));
+    c.affinity_max_entries = static_cast<std::uint32_t>(get_uint(vm, "affinity-max-entries", 0, KVS_AFFINITY_SLOTS * 3 / 4, c.affinity_max_entries));
+    c.affinity_index_max = static_cast<std::uint32_t>(get_uint(vm, "affinity-index-max", 1, 1u << 24, c.affinity_index_max));
+    c.table_grace_ms = static_cast<std::uint32_t>(get_uint(vm, "table-grace", 0, 10000, c.table_grace_ms));
+
+    if (auto b = opt_str(vm, "bpffs")) {
+        if (b->empty() || (*b)[0] != '/')
+            fail("bpffs", "must be an absolute path (got '" + *b + "')");
+        c.bpffs = *b;
+    }
+    if (auto a = opt_str(vm, "api-socket")) {
+        if (a->empty() || a->size() >= 108)
+            fail("api-socket", "must be a path shorter than 108 bytes");
+        c.api_socket = *a;
+    }
+    if (auto m = opt_str(vm, "metrics-listen")) {
+        if (!m->empty() && !parse_endpoint(*m, &err))
+            fail("metrics-listen", err);
+        c.metrics_listen = *m;
+    }
+    if (auto l = opt_str(vm, "log-level")) {
+        static const char *levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+        bool ok = false;
+        for (auto *lv : levels)
+            ok |= *l == lv;
+        if (!ok)
+            fail("log-level", "must be trace, debug, info, warn, error or off (got '" + *l + "')");
+        c.log_level = *l;
+    }
+}
+
+}  // namespace
+
+std::optional<Mac> interface_mac(const std::string &ifname, std::string *err)
+{
+    if (ifname.empty() || ifname.find('/') != std::string::npos || ifname.size() > 15) {
+        if (err)
+            *err = "'" + ifname + "' is not an interface name";
+        return std::nullopt;
+    }
+    std::ifstream f("/sys/class/net/" + ifname + "/address");
+    std::string line;
+    if (!f || !std::getline(f, line)) {
+        if (err)
+            *err = "no interface '" + ifname + "' in this network namespace";
+        return std::nullopt;
+    }
+    return parse_mac(line, err);
+}
+
+std::optional<std::uint32_t> parse_steer_mode(std::string_view s)
+{
+    if (s == "prefix")
+        return KVS_STEER_PREFIX;
+    if (s == "round-robin")
+        return KVS_STEER_ROUND_ROBIN;
+    if (s == "five-tuple")
+        return KVS_STEER_FIVE_TUPLE;
+    return std::nullopt;
+}
+
+const char *steer_mode_name(std::uint32_t mode)
+{
+    switch (mode) {
+    case KVS_STEER_PREFIX: return "prefix";
+    case KVS_STEER_ROUND_ROBIN: return "round-robin";
+    case KVS_STEER_FIVE_TUPLE: return "five-tuple";
+    default: return "unknown";
+    }
+}
+
+std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err)
+{
+    BackendSpec b;
+    std::string str(s);
+    std::size_t comma = str.find(',');
+    std::string e;
+    auto ep = parse_endpoint(str.substr(0, comma), &e);
+    if (!ep) {
+        if (err)
+            *err = "'" + str + "': " + e;
+        return std::nullopt;
+    }
+    b.ep = *ep;
+    while (comma != std::string::npos) {
+        std::size_t next = str.find(',', comma + 1);
+        std::string kv = str.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
+        comma = next;
+        auto eq = kv.find('=');
+        std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+        auto bad = [&](const std::string &why) {
+            if (err)
+                *err = "'" + str + "': " + why;
+            return std::nullopt;
+        };
+        if (eq == std::string::npos)
+            return bad("option '" + kv + "' is not KEY=VALUE");
+        if (k == "weight") {
+            auto w = parse_u64(v, &e);
+            if (!w || *w > 65535)
+                return bad("weight must be in 0..65535 (got '" + v + "')");
+            b.weight = static_cast<std::uint16_t>(*w);
+        } else if (k == "model") {
+            if (v.empty())
+                return bad("model is empty");
+            b.model = v;
+        } else if (k == "mac") {
+            auto m = parse_mac(v, &e);
+            if (!m)
+                return bad(e);
+            b.mac = *m;
+        } else if (k == "max_load") {
+            auto m = parse_u64(v, &e);
+            if (!m || *m > 0xffffffffu)
+                return bad("max_load must be in 0..4294967295 (got '" + v + "')");
+            b.max_load = static_cast<std::uint32_t>(*m);
+        } else {
+            return bad("unknown option '" + k + "' (weight, model, mac, max_load)");
+        }
+    }
+    return b;
+}
+
+ParseResult parse_daemon_config(int argc, const char *const argv[])
+{
+    ParseResult r;
+    auto desc = make_options();
+    try {
+        po::variables_map vm;
+        po::store(po::parse_command_line(argc, argv, desc), vm);
+        if (vm.count("help")) {
+            std::ostringstream os;
+            os << "Usage: kvsteerd [--config FILE] [OPTIONS]\n\n" << desc;
+            r.outcome = ParseOutcome::Help;
+            r.message = os.str();
+            return r;
+        }
+        if (vm.count("config")) {
+            auto path = vm["config"].as<std::string>();
+            std::ifstream f(path);
+            if (!f) {
+                r.message = "config: cannot open '" + path + "': " + std::strerror(errno);
+                return r;
+            }
+            po::store(po::parse_config_file(f, desc, false), vm);
+        }
+        po::notify(vm);
+        build(vm, r.cfg);
+        r.outcome = ParseOutcome::Ok;
+    } catch (const ConfigError &e) {
+        r.message = e.msg;
+    } catch (const po::error &e) {
+        r.message = e.what();
+    }
+    return r;
+}
+
+}  // namespace kvsteer::control

@@ -1,0 +1,89 @@
+#include "kvsteer/control/ctl_client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace kvsteer::control {
+
+std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlohmann::json &req,
+                                       std::chrono::milliseconds timeout, std::string *err)
+{
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (socket_path.size() >= sizeof sa.sun_path) {
+        *err = "socket path too long: " + socket_path;
+        return std::nullopt;
+    }
+    std::strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = std::string("socket: ") + std::strerror(errno);
+        return std::nullopt;
+    }
+    struct Closer {
+        int fd;
+        ~Closer() { close(fd); }
+    } closer{fd};
+    if (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0) {
+        *err = "cannot connect to kvsteerd at " + socket_path + ": " + std::strerror(errno) + " (is it running?)";
+        return std::nullopt;
+    }
+    std::string out = req.dump() + "\n";
+    std::size_t sent = 0;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string in;
+    while (true) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        if (left <= 0) {
+            *err = "timeout waiting for kvsteerd";
+            return std::nullopt;
+        }
+        pollfd p{fd, static_cast<short>(sent < out.size() ? POLLOUT : POLLIN), 0};
+        if (poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) {
+            *err = std::string("poll: ") + std::strerror(errno);
+            return std::nullopt;
+        }
+        if (!p.revents)
+            continue;
+        if (sent < out.size()) {
+            ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN)
+                    continue;
+                *err = std::string("send: ") + std::strerror(errno);
+                return std::nullopt;
+            }
+            sent += static_cast<std::size_t>(n);
+            continue;
+        }
+        char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            *err = std::string("recv: ") + std::strerror(errno);
+            return std::nullopt;
+        }
+        if (n == 0) {
+            *err = "kvsteerd closed the connection without an answer";
+            return std::nullopt;
+        }
+        in.append(buf, static_cast<std::size_t>(n));
+        auto nl = in.find('\n');
+        if (nl != std::string::npos) {
+            auto j = nlohmann::json::parse(in.substr(0, nl), nullptr, false);
+            if (j.is_discarded() || !j.is_object()) {
+                *err = "kvsteerd sent an answer that is not a JSON object";
+                return std::nullopt;
+            }
+            return j;
+        }
+    }
+}
+
+}  // namespace kvsteer::control

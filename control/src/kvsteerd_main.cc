@@ -1,0 +1,61 @@
+// kvsteerd: the kvsteer control daemon (see kvsteerd --help and deploy/kvsteerd.conf.example).
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "kvsteer/bpf/maps.h"
+#include "kvsteer/control/config.h"
+#include "kvsteer/control/daemon.h"
+
+namespace {
+kvsteer::control::Daemon *g_daemon = nullptr;
+void on_signal(int) { if (g_daemon) g_daemon->stop(); }
+}  // namespace
+
+int main(int argc, char **argv)
+{
+    using namespace kvsteer::control;
+    auto r = parse_daemon_config(argc, argv);
+    if (r.outcome == ParseOutcome::Help) {
+        std::fputs(r.message.c_str(), stdout);
+        return 0;
+    }
+    if (r.outcome == ParseOutcome::Error) {
+        std::fprintf(stderr, "kvsteerd: configuration error: %s\n", r.message.c_str());
+        return 2;
+    }
+    spdlog::set_level(spdlog::level::from_str(r.cfg.log_level));
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+    std::string err;
+    auto maps = kvsteer::bpf::open_pinned_maps(r.cfg.bpffs, true, &err);
+    if (!maps) {
+        std::fprintf(stderr, "kvsteerd: bpffs: %s\n", err.c_str());
+        return 1;
+    }
+    MapView v;
+    v.config = maps->config;
+    v.backends = maps->backends;
+    v.load = maps->load;
+    v.maglev = maps->maglev;
+    v.affinity = maps->affinity;
+    v.ring_ctl = maps->ring_ctl;
+    v.ring = maps->ring;
+    v.dp_stats = maps->dp_stats;
+
+    Daemon d(r.cfg, v);
+    if (!d.start(&err)) {
+        std::fprintf(stderr, "kvsteerd: %s\n", err.c_str());
+        return 1;
+    }
+    g_daemon = &d;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    d.run();
+    g_daemon = nullptr;
+    return 0;
+}
