@@ -23,6 +23,96 @@ basic)
     [[ "$(dpe_counter dp_bind_ok)" == 1 ]] || dpe_fail "dp_bind_ok != 1"
     dpe_log "one POST through the appliance: ok (backend $be)"
     ;;
+bodies)
+    dpe_up kvdpd 2
+    for size in 200 1400 3000 14000 60000 200000; do
+        dpe_chat_body "$DPE_DIR/req$size.json" "Size test $size." "$size"
+        dpe_post "$DPE_DIR/req$size.json" "$DPE_DIR/r$size" || dpe_fail "POST of $size bytes"
+        dpe_check_digests "$DPE_DIR/r$size" "$DPE_DIR/req$size.json"
+    done
+    dpe_log "request bodies 200 B .. 200 KB arrived byte-identical"
+    # Multi-MB responses, plain and streamed (SSE, chunked).
+    dpe_chat_body "$DPE_DIR/big.json" "Big response." 800
+    dpe_post "$DPE_DIR/big.json" "$DPE_DIR/rb" -H "x-kvsteer-echo-bytes: 4000000" || dpe_fail "4 MB response"
+    dpe_check_digests "$DPE_DIR/rb" "$DPE_DIR/big.json"
+    (( $(stat -c %s "$DPE_DIR/rb.b") > 4000000 )) || dpe_fail "4 MB response truncated"
+    dpe_chat_body "$DPE_DIR/bigs.json" "Big stream." 800 stream
+    dpe_post "$DPE_DIR/bigs.json" "$DPE_DIR/rs" -H "x-kvsteer-echo-bytes: 3000000" || dpe_fail "3 MB stream"
+    dpe_check_digests "$DPE_DIR/rs" "$DPE_DIR/bigs.json"
+    (( $(stat -c %s "$DPE_DIR/rs.b") > 3000000 )) || dpe_fail "3 MB stream truncated"
+    [[ -n "$(dpe_header "$DPE_DIR/rs.h" x-response-sha256)" ]] || dpe_fail "no response digest on the stream"
+    dpe_log "multi-MB responses (plain and SSE) arrived byte-identical"
+    ;;
+affinity)
+    dpe_up kvdpa 4
+    dpe_chat_body "$DPE_DIR/p1a.json" "$(printf 'Shared system prompt number one. %.0s' {1..20})" 1500
+    dpe_chat_body "$DPE_DIR/p1b.json" "$(printf 'Shared system prompt number one. %.0s' {1..20})" 2500
+    first=""
+    for k in 1 2 3; do
+        for f in p1a p1b; do
+            dpe_post "$DPE_DIR/$f.json" "$DPE_DIR/o$f$k" || dpe_fail "POST $f"
+            dpe_check_digests "$DPE_DIR/o$f$k" "$DPE_DIR/$f.json"
+            be=$(dpe_header "$DPE_DIR/o$f$k.h" x-kvsteer-backend)
+            [[ -z "$first" ]] && first=$be
+            [[ "$be" == "$first" ]] || dpe_fail "same prefix went to $first and $be"
+        done
+    done
+    dpe_log "6 requests sharing a prefix all on $first"
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 32 --prefixes 16) || dpe_fail "distinct prefixes: $out"
+    nbe=$(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])["backends"]))' "$out")
+    (( nbe >= 3 )) || dpe_fail "16 distinct prefixes landed on only $nbe backends: $out"
+    dpe_log "16 distinct prefixes spread over $nbe backends: $out"
+    ;;
+many)
+    dpe_up kvdpm 4 --closed-linger-s 1 --sweep-interval-ms 200 --flow-idle-timeout-s 30
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 1000 --prefixes 50 --size 1400) || dpe_fail "1,000 sequential: $out"
+    dpe_log "1,000 sequential connections: $out"
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 200 --concurrency 200 --prefixes 20 --size 3000) || dpe_fail "200 concurrent: $out"
+    dpe_log "200 concurrent connections: $out"
+    binds=$(dpe_counter dp_bind_ok)
+    (( binds == 1200 )) || dpe_fail "dp_bind_ok $binds, expected 1200"
+    for t in $(seq 1 50); do
+        n=$(dpe_flows); [[ "$n" == 0 ]] && break; sleep 0.2
+    done
+    [[ "$n" == 0 ]] || dpe_fail "flow table still has $n entries after close + timeouts"
+    dpe_log "flow table empty after close + timeouts"
+    ;;
+failover)
+    dpe_up kvdpf 4 --backend-syn-timeout-ms 150 --backend-syn-retries 1 --max-candidates 4
+    # be2: process gone (its kernel answers RST); be3: unreachable (SYNs time out).
+    kill "${DPE_BE_PIDS[2]}"; wait "${DPE_BE_PIDS[2]}" 2>/dev/null; DPE_BE_PIDS[2]=""
+    ip -n "${KVS_BE_NS[3]}" link set eth0 down
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 40 --prefixes 40) || dpe_fail "requests with backends down: $out"
+    echo "$out" | grep -q '"be2"\|"be3"' && dpe_fail "a dead backend answered: $out"
+    rst=$(dpe_counter dp_backend_rst); to=$(dpe_counter dp_backend_timeout)
+    (( ${rst:-0} > 0 )) || dpe_fail "no backend RST seen (prefixes never hit be2?)"
+    (( ${to:-0} > 0 )) || dpe_fail "no backend timeout seen (prefixes never hit be3?)"
+    dpe_log "40 requests with 2 of 4 backends dead, no client error: $out (rst $rst, timeouts $to)"
+    ;;
+synflood)
+    dpe_up kvdps 2
+    before=$(dpe_counter dp_bind_ok)
+    ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_synflood.py" "${KVS_CLIENT_IP[1]}" \
+        "$KVS_VIP" "$KVS_VIP_PORT" 20000 &
+    flood=$!
+    sleep 0.3
+    dpe_chat_body "$DPE_DIR/req.json" "During the flood." 1200
+    dpe_post "$DPE_DIR/req.json" "$DPE_DIR/r1" || dpe_fail "legitimate POST during the SYN flood"
+    dpe_check_digests "$DPE_DIR/r1" "$DPE_DIR/req.json"
+    wait $flood
+    synacks=$(dpe_counter xdp_tx_synack)
+    (( ${synacks:-0} > 10000 )) || dpe_fail "flood not seen by XDP (tx_synack ${synacks:-0})"
+    first=$(dpe_counter punt_first_flight)
+    [[ "${first:-0}" == 1 ]] || dpe_fail "flood reached the dataplane: punt_first_flight ${first:-0}"
+    sleep 0.5
+    n=$(dpe_flows)
+    (( n <= 2 )) || dpe_fail "SYN flood created flow state: $n entries"
+    dpe_log "SYN flood ($synacks SYN-ACKs from XDP) created no state; legitimate POST ok"
+    ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;
 esac

@@ -82,7 +82,7 @@ dpe_start_dataplane() {
 # Writes OUT_PREFIX.h (headers) and OUT_PREFIX.b (body). Returns curl's status.
 dpe_post() {
     local file=$1 out=$2; shift 2
-    ip netns exec "$KVS_NS_CLIENT" curl -sS -m 20 -o "$out.b" -D "$out.h" -H 'content-type: application/json' \
+    ip netns exec "$KVS_NS_CLIENT" curl -sS -m 20 -o "$out.b" -D "$out.h" -H 'content-type: application/json' -H 'Expect:' \
         --data-binary "@$file" "$@" "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions"
 }
 
