@@ -31,8 +31,11 @@ constexpr uint64_t kQuestionTag = 1ULL << 63;
 void append_block_text(std::string &out, uint64_t id, uint64_t n) {
     const size_t start = out.size();
     out.reserve(start + n);
-    std::string s = fmt::format("<{:x}>", id);
+    // The tag is a mix of the id (16 hex digits), so ids differing only in high bits (the
+    // synthetic id spaces) still differ within the first 17 bytes.
     uint64_t state = id ^ 0x6b7673746565722aULL;
+    uint64_t tag_state = id;
+    std::string s = fmt::format("<{:016x}>", splitmix64(tag_state));
     while (out.size() - start < n) {
         if (s.empty()) {
             const uint64_t r = splitmix64(state);
