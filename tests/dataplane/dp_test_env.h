@@ -1,0 +1,79 @@
+// In-process test rig: one EAL per process, net_ring ports, in-memory tables and a real BPF
+// flow map (no bpffs needed), and helpers that script clients and backends.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvsteer/abi.h"
+#include "kvsteer/parse.h"
+#include "tables.h"
+#include "worker.h"
+
+struct rte_mbuf;
+struct rte_mempool;
+struct rte_ring;
+
+namespace kvsteer::dp::test {
+
+// rte_eal_init once per process (GoogleTest environment / benchmark main).
+bool init_eal();
+
+// A net_ring port: packets enqueued on `rx` reach the worker; what it sends lands on `tx`.
+struct RingPort {
+    std::uint16_t port = 0;
+    rte_ring *rx = nullptr, *tx = nullptr;
+    rte_mempool *pool = nullptr;
+};
+RingPort make_ring_port(const std::string &name, std::uint32_t mbufs = 8191);
+
+// Tables in plain memory, filled like kvsteerd would; flows_fd is a real LRU hash map.
+struct MemTables {
+    kvs_config config{};
+    std::vector<kvs_backend> backends;
+    std::vector<kvs_backend_load> load;
+    std::vector<std::uint32_t> maglev;
+    std::vector<kvs_affinity_entry> affinity;
+    std::vector<kvs_ring_ctl> ring_ctl;
+    std::vector<kvs_bind_report> ring;
+    std::vector<std::uint64_t> dp_stats;
+    int flows_fd = -1;
+    Tables view();
+    ~MemTables();
+};
+// n_backends backends at 10.0.0.101.. port 8000; VIP 10.77.1.1:8000; SNAT 10.77.0.2.
+std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map);
+
+constexpr std::uint8_t kClientMac[6] = {0x02, 0, 0, 0, 0, 0x10};
+constexpr std::uint8_t kAppMac[6] = {0x02, 0, 0, 0, 0, 0x02};
+
+std::uint32_t ip4(const char *s);  // network order
+
+// A TCP/IPv4 frame with payload and valid checksums.
+struct Seg {
+    std::uint32_t saddr, daddr;  // network order
+    std::uint16_t sport, dport;  // host order
+    std::uint32_t seq, ack;
+    std::uint8_t flags;
+    std::uint16_t window = 502;
+    bool ts = false;
+    std::uint32_t tsval = 0, tsecr = 0;
+    std::uint16_t mss = 0;
+    std::uint8_t wscale = KVS_WSCALE_NONE;
+    bool sack_perm = false;
+    std::string payload;
+    const std::uint8_t *smac = kClientMac, *dmac = kAppMac;
+};
+rte_mbuf *make_seg(rte_mempool *pool, const Seg &s);
+
+// Everything the worker sent since the last call (frames copied out, mbufs freed).
+std::vector<std::vector<std::uint8_t>> drain(rte_ring *tx);
+void inject(rte_ring *rx, rte_mbuf *m);
+
+// Parsed view of a copied frame (valid while the vector lives).
+kvs_pkt parse(std::vector<std::uint8_t> &frame);
+bool checksums_ok(std::vector<std::uint8_t> &frame);
+
+}  // namespace kvsteer::dp::test

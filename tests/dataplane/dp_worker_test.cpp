@@ -1,0 +1,422 @@
+// In-process tests of the binding path: scripted client first flights and scripted backends
+// on net_ring ports, against a real BPF flow map.
+#include <arpa/inet.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+#include <rte_cycles.h>
+
+#include "dp_test_env.h"
+#include "kvsteer/cookie.h"
+
+using namespace kvsteer;
+using namespace kvsteer::dp;
+using namespace kvsteer::dp::test;
+
+namespace {
+
+class EalEnv : public ::testing::Environment {
+public:
+    void SetUp() override { ASSERT_TRUE(init_eal()) << "rte_eal_init failed"; }
+};
+[[maybe_unused]] auto *const g_env = ::testing::AddGlobalTestEnvironment(new EalEnv);
+
+std::string request(std::size_t body_bytes) {
+    std::string body = R"({"model":"m","messages":[{"role":"system","content":")";
+    while (body.size() < body_bytes - 4) body += static_cast<char>('a' + body.size() % 26);
+    body += R"("}]})";
+    return "POST /v1/chat/completions HTTP/1.1\r\nHost: kv\r\nContent-Type: application/json\r\n"
+           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+class BindTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        static int n = 0;
+        tables = make_tables(3, true);
+        tables->config.prefix_len = 256;  // hash depth beyond the request: binds on completion
+        tables->config.block_size = 512;
+        tables->config.max_blocks = 4;
+        rp = make_ring_port("kvdp_t" + std::to_string(n++));
+        hz = rte_get_tsc_hz();
+        now = rte_rdtsc();
+    }
+    void make_worker(Mode mode = Mode::Xdp) {
+        WorkerParams wp;
+        wp.opts.mode = mode;
+        wp.opts.max_pending = 64;
+        wp.opts.backend_syn_timeout_ms = 100;
+        wp.opts.backend_syn_retries = 1;
+        wp.opts.max_candidates = 3;
+        wp.opts.client_idle_timeout_ms = 1000;
+        wp.opts.bind_gap_us = 2000;
+        wp.port = rp.port;
+        wp.pool = rp.pool;
+        ports = std::make_unique<PortBusy>();
+        for (auto &b : ports->busy) b.store(0);
+        wp.ports = ports.get();
+        if (mode == Mode::Dpdk) tables->flows_fd = -1;
+        worker = std::make_unique<Worker>(tables->view(), wp);
+    }
+    std::uint64_t ms(std::uint64_t v) const { return v * hz / 1000; }
+    std::vector<std::vector<std::uint8_t>> step(std::uint64_t at) {
+        worker->poll(at);
+        return drain(rp.tx);
+    }
+    std::uint32_t cookie_for(std::uint16_t cport) {
+        kvs_cookie_tuple t{};
+        t.saddr[0] = client_ip;
+        t.daddr[0] = vip;
+        t.sport = htons(cport);
+        t.dport = htons(8000);
+        return kvs_cookie_make(tables->config.cookie_key[0], &t,
+                               kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), kvs_cookie_pack_opts(1460, 7, 1));
+    }
+    Seg client_seg(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
+        Seg s{};
+        s.saddr = client_ip;
+        s.daddr = vip;
+        s.sport = cport;
+        s.dport = 8000;
+        s.seq = isn + 1 + off;
+        s.ack = cookie + 1;
+        s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+        s.ts = true;
+        s.tsval = tsval;
+        s.tsecr = t_ours;
+        s.payload = payload;
+        return s;
+    }
+    Seg backend_seg(const kvs_pkt &syn, std::uint8_t flags) {
+        Seg s{};
+        s.saddr = syn.ip4->daddr;
+        s.daddr = syn.ip4->saddr;
+        s.sport = ntohs(syn.tcp->dest);
+        s.dport = ntohs(syn.tcp->source);
+        s.seq = bisn;
+        s.ack = isn + 1;
+        s.flags = flags;
+        s.smac = backend_mac;
+        return s;
+    }
+    int backend_of(const kvs_pkt &p) const {
+        for (unsigned i = 0; i < 3; ++i)
+            if (tables->backends[i].addr[0] == p.ip4->daddr) return static_cast<int>(i);
+        return -1;
+    }
+    std::uint64_t stat(unsigned r) const { return worker->counter(r); }
+
+    std::unique_ptr<MemTables> tables;
+    RingPort rp;
+    std::unique_ptr<PortBusy> ports;
+    std::unique_ptr<Worker> worker;
+    std::uint64_t hz = 0, now = 0;
+    const std::uint32_t client_ip = ip4("10.77.0.10"), vip = ip4("10.77.1.1");
+    const std::uint16_t cport = 43210;
+    const std::uint32_t isn = 0xfffffff0u;  // the client's sequence space wraps inside the request
+    const std::uint32_t t_ours = 777, bisn = 0x10000000u, tb = 555555;
+    std::uint32_t cookie = 0;
+    const std::uint8_t backend_mac[6] = {0x02, 0, 0, 0, 9, 9};
+};
+
+TEST_F(BindTest, HoldsFirstFlightThenSynWithClientIsnAndOptions) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req = request(1500);
+    const std::size_t cuts[] = {0, 37, 300, 1000, req.size()};  // mid request line, mid JSON
+    auto part = [&](int i) { return req.substr(cuts[i], cuts[i + 1] - cuts[i]); };
+    inject(rp.rx, make_seg(rp.pool, client_seg(cuts[0], part(0), 1000)));
+    inject(rp.rx, make_seg(rp.pool, client_seg(cuts[0], part(0), 1000)));  // duplicate
+    inject(rp.rx, make_seg(rp.pool, client_seg(cuts[2], part(2), 1002)));  // out of order
+    inject(rp.rx, make_seg(rp.pool, client_seg(cuts[1], part(1), 1001)));
+    EXPECT_TRUE(step(now).empty()) << "nothing may be sent before the request is complete";
+    EXPECT_EQ(stat(KVS_R_DP_DUP_SEGMENT), 1u);
+    inject(rp.rx, make_seg(rp.pool, client_seg(cuts[3], part(3), 1003)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    ASSERT_NE(syn.tcp, nullptr);
+    EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(ntohl(syn.tcp->seq), isn) << "the backend SYN carries the client's own ISN";
+    EXPECT_EQ(syn.ip4->saddr, ip4("10.77.0.2"));
+    EXPECT_GE(ntohs(syn.tcp->source), 10000);
+    EXPECT_LE(ntohs(syn.tcp->source), 10999);
+    EXPECT_EQ(ntohs(syn.tcp->dest), 8000);
+    EXPECT_GE(backend_of(syn), 0);
+    EXPECT_EQ(syn.opts.mss, 1460);
+    EXPECT_EQ(syn.opts.wscale, 7);
+    EXPECT_EQ(syn.opts.sack_perm, 1);
+    ASSERT_NE(syn.opts.ts_off, 0);
+    EXPECT_EQ(syn.opts.tsval, 1003u);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_EQ(0, std::memcmp(syn.eth->dst, tables->backends[backend_of(syn)].mac, 6));
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_CHAT), 1u);
+}
+
+TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req = request(2500);
+    const std::size_t cuts[] = {0, 1, 1448, req.size()};
+    for (int i : {0, 2, 1}) {
+        auto s = client_seg(cuts[i], req.substr(cuts[i], cuts[i + 1] - cuts[i]), 2000 + i);
+        s.window = 1234;
+        inject(rp.rx, make_seg(rp.pool, s));
+    }
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    const int be = backend_of(syn);
+    ASSERT_GE(be, 0);
+    const std::uint16_t snat_port = ntohs(syn.tcp->source);
+
+    Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+    sa.mss = 1460;
+    sa.wscale = 9;
+    sa.sack_perm = true;
+    sa.ts = true;
+    sa.tsval = tb;
+    sa.tsecr = syn.opts.tsval;
+    inject(rp.rx, make_seg(rp.pool, sa));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 4u) << "ACK + three held segments";
+    kvs_pkt ack = parse(out[0]);
+    EXPECT_EQ(ack.tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(ntohl(ack.tcp->seq), isn + 1);
+    EXPECT_EQ(ntohl(ack.tcp->ack_seq), bisn + 1);
+    EXPECT_EQ(ntohs(ack.tcp->window), 1234);
+    EXPECT_EQ(ack.opts.tsecr, tb);
+    std::string flushed;
+    for (int i = 1; i <= 3; ++i) {
+        kvs_pkt p = parse(out[i]);
+        ASSERT_NE(p.tcp, nullptr);
+        EXPECT_TRUE(checksums_ok(out[i])) << "segment " << i;
+        EXPECT_EQ(p.ip4->saddr, ip4("10.77.0.2"));
+        EXPECT_EQ(p.ip4->daddr, tables->backends[be].addr[0]);
+        EXPECT_EQ(ntohs(p.tcp->source), snat_port);
+        EXPECT_EQ(ntohs(p.tcp->dest), 8000);
+        EXPECT_EQ(ntohl(p.tcp->ack_seq), bisn + 1) << "acks translated into the backend's space";
+        EXPECT_EQ(p.opts.tsecr, tb) << "echoed timestamp translated to the backend's clock";
+        EXPECT_EQ(ntohl(p.tcp->seq), isn + 1 + static_cast<std::uint32_t>(cuts[i - 1]));
+        EXPECT_EQ(0, std::memcmp(p.eth->dst, tables->backends[be].mac, 6));
+        flushed.append(reinterpret_cast<const char *>(p.tcp) + p.tcp_hlen, p.payload_len);
+    }
+    EXPECT_EQ(flushed, req) << "held bytes flushed byte-identical, in order";
+
+    kvs_flow_key kc{};
+    kc.saddr[0] = client_ip;
+    kc.daddr[0] = vip;
+    kc.sport = htons(cport);
+    kc.dport = htons(8000);
+    kc.family = KVS_AF_INET;
+    kc.proto = KVS_IPPROTO_TCP;
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    EXPECT_EQ(fc.dir, KVS_DIR_C2S);
+    EXPECT_EQ(fc.ack_delta, bisn - cookie);
+    EXPECT_EQ(fc.seq_delta, 0u);
+    EXPECT_EQ(fc.tsecr_delta, tb - t_ours);
+    EXPECT_EQ(fc.new_daddr[0], tables->backends[be].addr[0]);
+    EXPECT_EQ(ntohs(fc.new_sport), snat_port);
+    EXPECT_EQ(fc.backend_id, be);
+    kvs_flow_key ks{};
+    ks.saddr[0] = tables->backends[be].addr[0];
+    ks.daddr[0] = ip4("10.77.0.2");
+    ks.sport = htons(8000);
+    ks.dport = htons(snat_port);
+    ks.family = KVS_AF_INET;
+    ks.proto = KVS_IPPROTO_TCP;
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    EXPECT_EQ(fs.dir, KVS_DIR_S2C);
+    EXPECT_EQ(fs.seq_delta, cookie - bisn);
+    EXPECT_EQ(fs.tsval_delta, t_ours - tb);
+    EXPECT_EQ(fs.win_shl, 2) << "backend shift 9, ours 7";
+    EXPECT_EQ(fs.new_daddr[0], client_ip);
+    EXPECT_EQ(0, std::memcmp(fs.new_dmac, kClientMac, 6)) << "towards the client's source MAC";
+
+    EXPECT_EQ(tables->load[be].binds, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 1u);
+    ASSERT_EQ(tables->ring_ctl[0].head, 1u);
+    EXPECT_EQ(tables->ring[0].backend_id, be);
+    EXPECT_EQ(tables->ring[0].key_kind, KVS_KEY_OPENAI_CHAT);
+    EXPECT_NE(tables->ring[0].prefix_hash, 0u);
+
+    // A retransmitted SYN-ACK (our ACK lost) is ACKed again, not forwarded to the client.
+    inject(rp.rx, make_seg(rp.pool, sa));
+    out = step(now + ms(2));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt re = parse(out[0]);
+    EXPECT_EQ(re.tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(re.ip4->daddr, tables->backends[be].addr[0]);
+}
+
+TEST_F(BindTest, BackendRstAndTimeoutMoveToNextCandidateThenRstClient) {
+    make_worker();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(400), 5)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn1 = parse(out[0]);
+    const int b1 = backend_of(syn1);
+    ASSERT_GE(b1, 0);
+
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn1, KVS_TCP_RST | KVS_TCP_ACK)));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn2 = parse(out[0]);
+    const int b2 = backend_of(syn2);
+    EXPECT_NE(b2, b1);
+    EXPECT_EQ(ntohl(syn2.tcp->seq), isn);
+    EXPECT_EQ(tables->load[b1].bind_fail_rst, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BACKEND_RST), 1u);
+
+    out = step(now + ms(102));  // first timeout: the SYN is retransmitted to the same backend
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(backend_of(parse(out[0])), b2);
+    out = step(now + ms(204));  // retries exhausted: the third candidate
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn3 = parse(out[0]);
+    const int b3 = backend_of(syn3);
+    EXPECT_NE(b3, b1);
+    EXPECT_NE(b3, b2);
+    EXPECT_EQ(tables->load[b2].bind_fail_timeout, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_RETRY), 2u);
+
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn3, KVS_TCP_RST | KVS_TCP_ACK)));
+    out = step(now + ms(205));
+    ASSERT_EQ(out.size(), 1u) << "no candidate left: RST to the client";
+    kvs_pkt rst = parse(out[0]);
+    EXPECT_TRUE(rst.tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(rst.ip4->daddr, client_ip);
+    EXPECT_EQ(rst.ip4->saddr, vip);
+    EXPECT_EQ(ntohl(rst.tcp->seq), cookie + 1);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
+    make_worker();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_TRUE(step(now + ms(50)).empty()) << "an incomplete head is not bound on the idle gap";
+    EXPECT_EQ(worker->slot_count(), 1u);
+    auto out = step(now + ms(1001));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(stat(KVS_R_DP_CLIENT_IDLE_DROP), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+TEST_F(BindTest, WindowLimitedClientBindsAfterIdleGap) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req = request(3000);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, req.substr(0, 1200), 5)));  // head + part of the body
+    EXPECT_TRUE(step(now).empty());
+    auto out = step(now + ms(3));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+}
+
+TEST_F(BindTest, BadCookieIsDropped) {
+    make_worker();
+    cookie = cookie_for(cport) ^ 0x5a5a;
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(300), 5)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+TEST_F(BindTest, DpdkModeAnswersSynAndForwardsBothWays) {
+    make_worker(Mode::Dpdk);
+    Seg syn{};
+    syn.saddr = client_ip;
+    syn.daddr = vip;
+    syn.sport = cport;
+    syn.dport = 8000;
+    syn.seq = isn;
+    syn.flags = KVS_TCP_SYN;
+    syn.mss = 1460;
+    syn.wscale = 7;
+    syn.sack_perm = true;
+    syn.ts = true;
+    syn.tsval = 99;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt sa = parse(out[0]);
+    ASSERT_EQ(sa.tcp->flags, KVS_TCP_SYN | KVS_TCP_ACK);
+    EXPECT_EQ(ntohl(sa.tcp->ack_seq), isn + 1);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    cookie = ntohl(sa.tcp->seq);
+    kvs_cookie_tuple t{};
+    t.saddr[0] = client_ip;
+    t.daddr[0] = vip;
+    t.sport = htons(cport);
+    t.dport = htons(8000);
+    kvs_cookie_opts co{};
+    ASSERT_TRUE(kvs_cookie_check(&tables->config.cookie_key[0][0], &t, cookie,
+                                 kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), &co));
+    EXPECT_EQ(co.wscale, 7);
+    const std::uint32_t our_ts = sa.opts.tsval;
+
+    const std::string req = request(600);
+    Seg d = client_seg(0, req, 100);
+    d.tsecr = our_ts;
+    inject(rp.rx, make_seg(rp.pool, d));
+    out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt bsyn = parse(out[0]);
+    Seg bsa = backend_seg(bsyn, KVS_TCP_SYN | KVS_TCP_ACK);
+    bsa.ts = true;
+    bsa.tsval = tb;
+    bsa.tsecr = 100;
+    bsa.wscale = 7;
+    inject(rp.rx, make_seg(rp.pool, bsa));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u);  // ACK + the request
+
+    // Backend response: forwarded to the client in the client's sequence space.
+    Seg resp = backend_seg(bsyn, KVS_TCP_ACK | KVS_TCP_PSH);
+    resp.seq = bisn + 1;
+    resp.ack = isn + 1 + static_cast<std::uint32_t>(req.size());
+    resp.ts = true;
+    resp.tsval = tb + 5;
+    resp.tsecr = 100;
+    resp.payload = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    inject(rp.rx, make_seg(rp.pool, resp));
+    out = step(now + ms(2));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt r = parse(out[0]);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_EQ(r.ip4->saddr, vip);
+    EXPECT_EQ(r.ip4->daddr, client_ip);
+    EXPECT_EQ(ntohs(r.tcp->source), 8000);
+    EXPECT_EQ(ntohs(r.tcp->dest), cport);
+    EXPECT_EQ(ntohl(r.tcp->seq), cookie + 1);
+    EXPECT_EQ(r.opts.tsval, our_ts + 5);
+    EXPECT_EQ(0, std::memcmp(r.eth->dst, kClientMac, 6));
+
+    // FIN both ways closes the flow once.
+    Seg cf = client_seg(static_cast<std::uint32_t>(req.size()), "", 101);
+    cf.flags = KVS_TCP_FIN | KVS_TCP_ACK;
+    cf.tsecr = our_ts + 5;
+    inject(rp.rx, make_seg(rp.pool, cf));
+    Seg bf = resp;
+    bf.payload.clear();
+    bf.seq = bisn + 1 + static_cast<std::uint32_t>(resp.payload.size());
+    bf.flags = KVS_TCP_FIN | KVS_TCP_ACK;
+    inject(rp.rx, make_seg(rp.pool, bf));
+    out = step(now + ms(3));
+    EXPECT_EQ(out.size(), 2u);
+    const int be = backend_of(bsyn);
+    EXPECT_EQ(tables->load[be].binds, 1u);
+    EXPECT_EQ(tables->load[be].closes, 1u);
+}
+
+}  // namespace
