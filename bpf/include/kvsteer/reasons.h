@@ -49,7 +49,8 @@
     X(DP_NO_BACKEND, "dp_no_backend")                                         \
     X(DP_RING_DROPPED, "dp_report_ring_dropped")                              \
     X(DP_FLOW_INSTALL_FAIL, "dp_flow_install_fail")                           \
-    X(DP_PORTS_EXHAUSTED, "dp_snat_ports_exhausted")
+    X(DP_PORTS_EXHAUSTED, "dp_snat_ports_exhausted")                         \
+    X(DROP_NO_TX_PORT, "drop_no_tx_port")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

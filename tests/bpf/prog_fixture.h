@@ -1,0 +1,46 @@
+// Runs kvsteer.bpf.o through BPF_PROG_TEST_RUN with private (unpinned) maps.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvsteer/abi.h"
+#include "kvsteer/bpf/loader.h"
+#include "kvsteer/reasons.h"
+#include "pktgen.h"
+
+namespace kvstest {
+
+struct RunResult {
+    std::uint32_t verdict = 0;
+    Bytes out;
+};
+
+class ProgHarness {
+public:
+    // nullptr + err when loading fails (not root, no BPF).
+    static std::unique_ptr<ProgHarness> create(std::uint32_t flow_max, std::string *err);
+    explicit ProgHarness(std::unique_ptr<kvsteer::bpf::Loader> l) : l_(std::move(l)) {}
+
+    RunResult run(const Bytes &in, int repeat = 1, std::uint32_t *duration_ns = nullptr);
+    std::vector<std::uint64_t> stats();
+    void set_config(const kvs_config &c);
+    void put_flow(const kvs_flow_key &k, const kvs_flow &f);
+    bool get_flow(const kvs_flow_key &k, kvs_flow *f);
+    void clear_flows();
+    kvs_backend_load load(std::uint32_t id);
+    void clear_load();
+    kvsteer::bpf::Loader &loader() { return *l_; }
+
+private:
+    std::unique_ptr<kvsteer::bpf::Loader> l_;
+};
+
+// Counter deltas between two stats() snapshots, as "name=+n" for every non-zero one.
+std::string stat_delta(const std::vector<std::uint64_t> &a, const std::vector<std::uint64_t> &b);
+
+}  // namespace kvstest

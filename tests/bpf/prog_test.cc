@@ -1,0 +1,597 @@
+// XDP program fixtures through BPF_PROG_TEST_RUN: input frame -> expected verdict, expected
+// output bytes (from the same C headers run in userspace) and counters.
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "kvsteer/cookie.h"
+#include "kvsteer/flowpair.h"
+#include "kvsteer/rewrite.h"
+#include "kvsteer/synack.h"
+#include "prog_fixture.h"
+
+using namespace kvstest;
+
+namespace {
+
+constexpr std::uint32_t XDP_ABORTED_ = 0, XDP_DROP_ = 1, XDP_PASS_ = 2, XDP_TX_ = 3, XDP_REDIRECT_ = 4;
+
+const std::uint8_t kApplMac[6] = {0x02, 0xaa, 0, 0, 0, 0x01};
+const std::uint8_t kClientMac[6] = {0x02, 0xcc, 0, 0, 0, 0x02};
+const std::uint8_t kBackendMac[6] = {0x02, 0xbb, 0, 0, 0, 0x07};
+
+class BpfProg : public ::testing::Test {
+protected:
+    static void SetUpTestSuite()
+    {
+        if (geteuid() != 0) return;
+        std::string err;
+        h_ = ProgHarness::create(4096, &err).release();
+        load_err_ = err;
+    }
+    static void TearDownTestSuite()
+    {
+        delete h_;
+        h_ = nullptr;
+    }
+    void SetUp() override
+    {
+        if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
+        ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
+        cfg_ = kvs_config{};
+        cfg_.n_vips = 2;
+        cfg_.vips[0].addr[0] = ip4("10.9.0.1");
+        cfg_.vips[0].port = htons(80);
+        cfg_.vips[0].family = KVS_AF_INET;
+        ip6("fd00::9", cfg_.vips[1].addr);
+        cfg_.vips[1].port = htons(80);
+        cfg_.vips[1].family = KVS_AF_INET6;
+        cfg_.snat_addr[0] = ip4("10.2.0.1");
+        cfg_.snat_family = KVS_AF_INET;
+        cfg_.snat_port_lo = 20000;
+        cfg_.snat_port_hi = 29999;
+        std::memcpy(cfg_.appliance_mac, kApplMac, 6);
+        cfg_.cookie_key[0][0] = 0x0123456789abcdefull;
+        cfg_.cookie_key[0][1] = 0x1122334455667788ull;
+        cfg_.cookie_period_s = 64;
+        cfg_.flags = KVS_CFG_SYN_TIMESTAMPS;
+        cfg_.syn_mss = 1400;
+        cfg_.syn_wscale = 8;
+        h_->set_config(cfg_);
+        h_->clear_flows();
+        h_->clear_load();
+    }
+
+    static TcpSpec client_spec()
+    {
+        TcpSpec s;
+        std::memcpy(s.smac, kClientMac, 6);
+        std::memcpy(s.dmac, kApplMac, 6);
+        s.saddr[0] = ip4("10.1.0.2");
+        s.daddr[0] = ip4("10.9.0.1");
+        s.sport = 40001;
+        s.dport = 80;
+        return s;
+    }
+
+    std::uint32_t cookie_for(const TcpSpec &s, std::uint8_t data)
+    {
+        kvs_cookie_tuple t{};
+        std::memcpy(t.saddr, s.saddr, 16);
+        std::memcpy(t.daddr, s.daddr, 16);
+        t.sport = htons(s.sport);
+        t.dport = htons(s.dport);
+        return kvs_cookie_make(cfg_.cookie_key[0], &t, kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s), data);
+    }
+
+    // Runs a SYN and checks the SYN-ACK against the userspace builder byte for byte.
+    Bytes expect_synack(const Bytes &syn)
+    {
+        for (int attempt = 0; attempt < 3; attempt++) {
+            std::uint64_t slot0 = kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s);
+            std::uint64_t ms0 = kvs_cookie_now_tai_ns() / 1000000;
+            auto before = h_->stats();
+            RunResult r = h_->run(syn);
+            auto after = h_->stats();
+            std::uint64_t slot1 = kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s);
+            std::uint64_t ms1 = kvs_cookie_now_tai_ns() / 1000000;
+            if (slot0 != slot1) continue;  // crossed a slot boundary: the cookie is ambiguous
+            EXPECT_EQ(r.verdict, XDP_TX_);
+            EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 1u) << stat_delta(before, after);
+            EXPECT_EQ(check_checksums(r.out), "") << hex(r.out);
+
+            // Same SYN-ACK from the userspace build of the same headers.
+            Bytes in = syn;
+            kvs_pkt p;
+            EXPECT_EQ(kvs_parse(in.data(), in.data() + in.size(), &p), KVS_PARSE_OK);
+            kvs_synack sa;
+            kvs_synack_plan(&p, &cfg_, &sa);
+            kvs_cookie_tuple t;
+            kvs_cookie_tuple_of(&p, &t);
+            sa.cookie = kvs_cookie_make(cfg_.cookie_key[0], &t, slot0, sa.cookie_data);
+            if (sa.ts) {
+                // Our TSval is the program's millisecond clock: take it from the output.
+                Bytes o = r.out;
+                kvs_pkt op;
+                EXPECT_EQ(kvs_parse(o.data(), o.data() + o.size(), &op), KVS_PARSE_OK);
+                sa.tsval = op.opts.tsval;
+                EXPECT_GE(std::uint64_t(sa.tsval), std::uint32_t(ms0));
+                EXPECT_LE(std::uint64_t(sa.tsval), std::uint32_t(ms1));
+            }
+            Bytes want(sa.frame_len, 0xA5);
+            std::memcpy(want.data(), syn.data(), sa.l3_off);
+            EXPECT_EQ(kvs_synack_write(want.data(), want.data() + want.size(), &sa), 0);
+            EXPECT_EQ(r.out, want) << "got:\n" << hex(r.out) << "\nwant:\n" << hex(want);
+
+            // The cookie validates and carries the SYN's options.
+            Bytes o = r.out;
+            kvs_pkt op;
+            EXPECT_EQ(kvs_parse(o.data(), o.data() + o.size(), &op), KVS_PARSE_OK);
+            kvs_cookie_opts co{};
+            EXPECT_TRUE(kvs_cookie_check(&cfg_.cookie_key[0][0], &t, kvs_ntohl(op.tcp->seq), slot0, &co));
+            kvs_cookie_opts expect = kvs_cookie_unpack_opts(sa.cookie_data);
+            EXPECT_EQ(co.mss, expect.mss);
+            EXPECT_EQ(co.wscale, expect.wscale);
+            EXPECT_EQ(co.sack_perm, expect.sack_perm);
+            return r.out;
+        }
+        ADD_FAILURE() << "crossed cookie slot boundaries three times";
+        return {};
+    }
+
+    // Runs `in`, expects `verdict` and exactly one count of `reason`.
+    RunResult expect_verdict(const Bytes &in, std::uint32_t verdict, unsigned reason)
+    {
+        auto before = h_->stats();
+        RunResult r = h_->run(in);
+        auto after = h_->stats();
+        EXPECT_EQ(r.verdict, verdict);
+        EXPECT_EQ(after[reason] - before[reason], 1u)
+            << "want " << kvs_reason_name(reason) << ", got " << stat_delta(before, after);
+        std::uint64_t total = 0;
+        for (unsigned i = 0; i < KVS_R__COUNT; i++)
+            if (i != KVS_R_FLOW_FIN && i != KVS_R_FLOW_RST && i != KVS_R_FLOW_CLOSED) total += after[i] - before[i];
+        EXPECT_EQ(total, 1u) << "exactly one verdict reason per packet: " << stat_delta(before, after);
+        return r;
+    }
+
+    // A bound connection: client 10.1.0.2:40001 -> VIP 10.9.0.1:80, SNAT 10.2.0.1:20001 ->
+    // backend 10.2.0.7:8000.
+    void install_pair(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks, kvs_flow *fs,
+                      std::uint8_t backend_ws = 10)
+    {
+        kvs_flowpair_params p{};
+        p.client_addr[0] = ip4("10.1.0.2");
+        p.vip_addr[0] = ip4("10.9.0.1");
+        p.snat_addr[0] = ip4("10.2.0.1");
+        p.backend_addr[0] = ip4("10.2.0.7");
+        p.client_port = htons(40001);
+        p.vip_port = htons(80);
+        p.snat_port = htons(20001);
+        p.backend_port = htons(8000);
+        p.family = KVS_AF_INET;
+        p.client_wscale = 7;
+        p.synack_wscale = 8;
+        p.backend_wscale = backend_ws;
+        p.ts = 1;
+        p.cookie = 0x80001234;
+        p.backend_isn = 0x7000aaaa;
+        p.synack_tsval = 100000;
+        p.backend_tsval = 5;
+        std::memcpy(p.appliance_mac, kApplMac, 6);
+        std::memcpy(p.client_mac, kClientMac, 6);
+        std::memcpy(p.backend_mac, kBackendMac, 6);
+        p.backend_id = 3;
+        kvs_flowpair_build(&p, kc, fc, ks, fs);
+        h_->put_flow(*kc, *fc);
+        h_->put_flow(*ks, *fs);
+    }
+
+    static TcpSpec backend_spec()
+    {
+        TcpSpec s;
+        std::memcpy(s.smac, kBackendMac, 6);
+        std::memcpy(s.dmac, kApplMac, 6);
+        s.saddr[0] = ip4("10.2.0.7");
+        s.daddr[0] = ip4("10.2.0.1");
+        s.sport = 8000;
+        s.dport = 20001;
+        return s;
+    }
+
+    // Userspace rewrite of the same frame with the same entry.
+    static Bytes cxx_rewrite(const Bytes &in, const kvs_flow &f)
+    {
+        Bytes b = in;
+        kvs_pkt p;
+        EXPECT_EQ(kvs_parse(b.data(), b.data() + b.size(), &p), KVS_PARSE_OK);
+        EXPECT_EQ(kvs_flow_rewrite(b.data() + b.size(), &p, &f), 0);
+        return b;
+    }
+
+    static ProgHarness *h_;
+    static std::string load_err_;
+    kvs_config cfg_{};
+};
+
+ProgHarness *BpfProg::h_ = nullptr;
+std::string BpfProg::load_err_;
+
+std::uint32_t rd32(const std::uint8_t *p) { return (std::uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
+
+TEST_F(BpfProg, SynAllOptions)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.seq = 0x12345678;
+    s.opts = cat({opt_mss(1460), opt_sack_perm(), opt_ts(4242, 0), opt_nop(), opt_ws(7)});
+    Bytes out = expect_synack(build_tcp(s));
+    ASSERT_EQ(out.size(), 14u + 20 + 20 + 20);
+    EXPECT_EQ(rd32(&out[34 + 8]), 0x12345679u);  // ack = client ISN + 1
+}
+
+TEST_F(BpfProg, SynNoOptionsPaddedFrame)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.pad_to = 60;  // 6 bytes of 0xA5 Ethernet padding: the frame shrinks/grows to 58
+    Bytes out = expect_synack(build_tcp(s));
+    EXPECT_EQ(out.size(), 14u + 20 + 20 + 4);
+}
+
+TEST_F(BpfProg, SynTimestampsOffInConfig)
+{
+    cfg_.flags = 0;
+    h_->set_config(cfg_);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.opts = cat({opt_mss(1460), opt_nop(2), opt_ts(1, 0), opt_nop(), opt_ws(2)});
+    Bytes out = expect_synack(build_tcp(s));
+    EXPECT_EQ(out.size(), 14u + 20 + 20 + 8);  // MSS + NOP WS
+}
+
+TEST_F(BpfProg, SynVlanAndIpv6)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.vlan = true;
+    s.opts = cat({opt_mss(1460), opt_nop(2), opt_sack_perm()});
+    expect_synack(build_tcp(s));
+    TcpSpec s6 = client_spec();
+    s6.v6 = true;
+    ip6("fd00::2", s6.saddr);
+    ip6("fd00::9", s6.daddr);
+    s6.flags = KVS_TCP_SYN;
+    s6.opts = cat({opt_mss(1440), opt_sack_perm(), opt_ts(9, 0), opt_nop(), opt_ws(9)});
+    Bytes out = expect_synack(build_tcp(s6));
+    EXPECT_EQ(out.size(), 14u + 40 + 20 + 20);
+}
+
+TEST_F(BpfProg, SynWithoutConfiguredKeyDropped)
+{
+    cfg_.cookie_key[0][0] = cfg_.cookie_key[0][1] = 0;
+    h_->set_config(cfg_);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_NO_CONFIG);
+}
+
+TEST_F(BpfProg, SynToOtherAddressPassed)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.dport = 81;  // VIP address, other port
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_NOT_OURS);
+    EXPECT_EQ(r.out, in);
+}
+
+TEST_F(BpfProg, AckWithBadCookieDropped)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK;
+    s.seq = 1001;
+    s.ack = 0x31337 + 1;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_BAD_COOKIE);
+    // A cookie made for another client port is bad for this one.
+    TcpSpec other = s;
+    other.sport = 40002;
+    s.ack = cookie_for(other, kvs_cookie_pack_opts(1460, 7, 1)) + 1;
+    s.payload = Bytes(10, 'x');
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_BAD_COOKIE);
+}
+
+TEST_F(BpfProg, PureAckWithGoodCookieDropped)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK;
+    s.seq = 1001;
+    s.ack = cookie_for(s, kvs_cookie_pack_opts(1460, 7, 1)) + 1;
+    s.pad_to = 60;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_PURE_ACK);
+}
+
+TEST_F(BpfProg, FirstFlightPuntedToXsk)
+{
+    // No AF_XDP socket is bound in test-run: the redirect to xsks_map fails over to XDP_DROP
+    // and is counted as PUNT_NO_XSK (with a socket it is XDP_REDIRECT + PUNT_FIRST_FLIGHT).
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    s.seq = 1001;
+    s.ack = cookie_for(s, kvs_cookie_pack_opts(1460, 7, 1)) + 1;
+    s.payload = Bytes(300, 'p');
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(r.out, in);  // nothing rewritten before the punt
+    // A later segment of the same first flight (seq further on) carries the same ACK: valid too.
+    s.seq = 1001 + 1400;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    // FIN without data, valid cookie: punted as well.
+    s.payload.clear();
+    s.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+}
+
+TEST_F(BpfProg, RstWithoutFlowDropped)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_RST;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_RST_NO_FLOW);
+}
+
+TEST_F(BpfProg, EstablishedClientToBackend)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    s.seq = 5000;
+    s.ack = 0x80001234 + 1 + 777;  // client acks 777 bytes of the (translated) response
+    s.win = 1000;
+    s.opts = cat({opt_nop(2), opt_ts(123456, 100000 + 40), opt_nop(2),
+                  opt_sack({{0x80001234 + 2000, 0x80001234 + 3000}, {0x80001234 + 4000, 0x80001234 + 4500}})});
+    s.payload = Bytes(200, 'q');
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fc)) << hex(r.out);
+    EXPECT_EQ(check_checksums(r.out), "");
+    // Independent expectations: addresses, ports, backend sequence space.
+    EXPECT_EQ(0, std::memcmp(&r.out[0], kBackendMac, 6));
+    EXPECT_EQ(0, std::memcmp(&r.out[6], kApplMac, 6));
+    std::uint32_t a = ip4("10.2.0.1"), b = ip4("10.2.0.7");
+    EXPECT_EQ(0, std::memcmp(&r.out[26], &a, 4));
+    EXPECT_EQ(0, std::memcmp(&r.out[30], &b, 4));
+    EXPECT_EQ((r.out[34] << 8) | r.out[35], 20001);
+    EXPECT_EQ((r.out[36] << 8) | r.out[37], 8000);
+    EXPECT_EQ(rd32(&r.out[38]), 5000u);                      // client seq space kept
+    EXPECT_EQ(rd32(&r.out[42]), 0x7000aaaau + 1 + 777);      // ack in backend space
+    EXPECT_EQ(rd32(&r.out[54 + 4]), 123456u);                // TSval kept
+    EXPECT_EQ(rd32(&r.out[54 + 8]), 5u + 40);                // TSecr in the backend's clock
+    EXPECT_EQ(rd32(&r.out[54 + 16]), 0x7000aaaau + 2000);   // SACK edges in backend space
+    EXPECT_EQ(rd32(&r.out[54 + 20]), 0x7000aaaau + 3000);
+    EXPECT_EQ(rd32(&r.out[54 + 24]), 0x7000aaaau + 4000);
+    EXPECT_EQ(rd32(&r.out[54 + 28]), 0x7000aaaau + 4500);
+    EXPECT_EQ((r.out[48] << 8) | r.out[49], 1000);           // client window untouched
+    kvs_flow after{};
+    ASSERT_TRUE(h_->get_flow(kc, &after));
+    EXPECT_EQ(after.packets, 1u);
+    EXPECT_EQ(after.bytes, in.size());
+    EXPECT_GT(after.last_seen_ns, 0u);
+    EXPECT_EQ(after.state, 0);
+}
+
+TEST_F(BpfProg, EstablishedBackendToClient)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs, 10);  // backend shift 10, ours 8: window << 2
+    TcpSpec s = backend_spec();
+    s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    s.seq = 0x7000aaaa + 1 + 100;
+    s.ack = 5200;
+    s.win = 3000;
+    s.opts = cat({opt_nop(2), opt_ts(77, 123456)});
+    s.payload = Bytes(500, 'r');
+    s.vlan = true;
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fs)) << hex(r.out);
+    EXPECT_EQ(check_checksums(r.out), "");
+    const std::size_t th = 18 + 20;
+    EXPECT_EQ(0, std::memcmp(&r.out[0], kClientMac, 6));
+    EXPECT_EQ(rd32(&r.out[th + 4]), 0x80001234u + 1 + 100);  // seq in our cookie space
+    EXPECT_EQ(rd32(&r.out[th + 8]), 5200u);
+    EXPECT_EQ((r.out[th + 14] << 8) | r.out[th + 15], 12000);  // 3000 << 10 >> 8
+    EXPECT_EQ(rd32(&r.out[th + 24]), 77u + 100000 - 5);         // TSval in our SYN-ACK clock
+    EXPECT_EQ(rd32(&r.out[th + 28]), 123456u);
+    std::uint32_t vip = ip4("10.9.0.1"), cli = ip4("10.1.0.2");
+    EXPECT_EQ(0, std::memcmp(&r.out[18 + 12], &vip, 4));
+    EXPECT_EQ(0, std::memcmp(&r.out[18 + 16], &cli, 4));
+}
+
+TEST_F(BpfProg, SackBlocksAllShifted)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK;
+    s.seq = 5000;
+    s.ack = 0x80001235;
+    // Four blocks (no TS), wrapping around 2^32 on the way.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> bl = {
+        {0x80001234 + 10, 0x80001234 + 20}, {0xffffff00, 0xfffffff0}, {0, 16}, {0x7fffffff, 0x80000000}};
+    s.opts = cat({opt_nop(2), opt_sack(bl)});
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(check_checksums(r.out), "");
+    for (int i = 0; i < 4; i++) {
+        EXPECT_EQ(rd32(&r.out[54 + 4 + 8 * i]), bl[i].first + fc.ack_delta) << i;
+        EXPECT_EQ(rd32(&r.out[54 + 8 + 8 * i]), bl[i].second + fc.ack_delta) << i;
+    }
+    EXPECT_EQ(r.out, cxx_rewrite(in, fc));
+}
+
+TEST_F(BpfProg, FinClosesBothEntriesOnce)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    s.seq = 9000;
+    s.ack = 0x80001235;
+    auto before = h_->stats();
+    RunResult r = h_->run(build_tcp(s));
+    auto after = h_->stats();
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(after[KVS_R_FLOW_FIN] - before[KVS_R_FLOW_FIN], 1u);
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
+    EXPECT_EQ(after[KVS_R_TX_FWD_C2S] - before[KVS_R_TX_FWD_C2S], 1u);
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    kvs_flow c{}, b{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(c.state, KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
+    EXPECT_EQ(b.state, KVS_FLOW_CLOSED);
+    EXPECT_EQ(c.win_shl, fc.win_shl);  // the atomic or left the neighbouring bytes alone
+    EXPECT_EQ(c.dir, KVS_DIR_C2S);
+    // The backend's FIN: forwarded, its own FIN bit, no second close.
+    TcpSpec bs = backend_spec();
+    bs.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    bs.seq = 0x7000aaab;
+    bs.ack = 9001;
+    before = h_->stats();
+    r = h_->run(build_tcp(bs));
+    after = h_->stats();
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 0u);
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.state, KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
+    EXPECT_EQ(b.dir, KVS_DIR_S2C);
+    EXPECT_EQ(b.win_shl, fs.win_shl);
+}
+
+TEST_F(BpfProg, RstFromBackendClosesOnce)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec bs = backend_spec();
+    bs.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    bs.seq = 0x7000aaab;
+    bs.ack = 9001;
+    RunResult r = h_->run(build_tcp(bs));
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(check_checksums(r.out), "");
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    kvs_flow c{}, b{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.state, KVS_FLOW_RST | KVS_FLOW_CLOSED);
+    EXPECT_EQ(c.state, KVS_FLOW_CLOSED);
+    // Client's RST afterwards: no second count.
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_RST;
+    s.seq = 9001;
+    h_->run(build_tcp(s));
+    EXPECT_EQ(h_->load(3).closes, 1u);
+}
+
+TEST_F(BpfProg, RedirectWithoutTxPortDropped)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    fc.tx_ifindex = 12345;  // not in kvs_tx_ports
+    h_->put_flow(kc, fc);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK;
+    s.seq = 5000;
+    s.ack = 0x80001235;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_NO_TX_PORT);
+}
+
+TEST_F(BpfProg, BackendPacketsWithoutFlowPunted)
+{
+    TcpSpec s = backend_spec();
+    s.flags = KVS_TCP_SYN | KVS_TCP_ACK;
+    s.opts = cat({opt_mss(1460), opt_nop(), opt_ws(7)});
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);  // PUNT_BACKEND_SYNACK with a socket
+    s.flags = KVS_TCP_ACK;
+    s.opts.clear();
+    s.payload = Bytes(20, 'z');
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);  // PUNT_BACKEND_OTHER with a socket
+    s.dport = 30000;  // outside the SNAT range: not ours
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_NOT_OURS);
+    EXPECT_EQ(r.out, in);
+}
+
+TEST_F(BpfProg, OtherTrafficPassedWithReason)
+{
+    TcpSpec s = client_spec();
+    s.daddr[0] = ip4("10.9.0.99");  // not a VIP
+    s.flags = KVS_TCP_ACK;
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_NOT_OURS);
+    EXPECT_EQ(r.out, in);
+
+    Bytes udp = build_tcp(client_spec());
+    udp[14 + 9] = 17;
+    expect_verdict(udp, XDP_PASS_, KVS_R_PASS_NOT_TCP);
+    Bytes icmp = build_tcp(client_spec());
+    icmp[14 + 9] = 1;
+    expect_verdict(icmp, XDP_PASS_, KVS_R_PASS_ICMP);
+    Bytes arp = build_tcp(client_spec());
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    expect_verdict(arp, XDP_PASS_, KVS_R_PASS_NOT_IP);
+    TcpSpec f = client_spec();
+    f.frag_off = 0x2000;
+    expect_verdict(build_tcp(f), XDP_PASS_, KVS_R_PASS_FRAGMENT);
+    TcpSpec v6 = client_spec();
+    v6.v6 = true;
+    ip6("fd00::2", v6.saddr);
+    ip6("fd00::9", v6.daddr);
+    Bytes e = build_tcp(v6);
+    e[14 + 6] = 60;  // destination options header
+    expect_verdict(e, XDP_PASS_, KVS_R_PASS_IPV6_EXT);
+}
+
+TEST_F(BpfProg, TruncatedAndMalformedCounted)
+{
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    s.opts = cat({opt_nop(2), opt_ts(1, 2), opt_nop(2), opt_sack({{1, 2}})});
+    s.payload = Bytes(40, 'm');
+    Bytes full = build_tcp(s);
+    // Every truncation down to the Ethernet header (test-run needs at least 14 bytes).
+    auto before = h_->stats();
+    for (std::size_t n = 14; n < full.size(); n++) {
+        Bytes b(full.begin(), full.begin() + static_cast<long>(n));
+        RunResult r = h_->run(b);
+        EXPECT_EQ(r.verdict, XDP_DROP_) << n;
+    }
+    auto after = h_->stats();
+    EXPECT_EQ(after[KVS_R_DROP_TRUNCATED] - before[KVS_R_DROP_TRUNCATED], full.size() - 14);
+    // Hostile option lengths (the general option walk in its own verified function).
+    for (Bytes opts : {Bytes{2, 0, 0, 0}, Bytes{2, 1, 0, 0}, Bytes{30, 200, 0, 0}, Bytes{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+                       Bytes{5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, Bytes{1, 1, 1, 99}}) {
+        TcpSpec m = s;
+        m.opts = opts;
+        expect_verdict(build_tcp(m), XDP_DROP_, KVS_R_DROP_MALFORMED);
+    }
+    // Bad IHL, bad doff.
+    Bytes b = full;
+    b[14] = 0x43;
+    expect_verdict(b, XDP_DROP_, KVS_R_DROP_MALFORMED);
+    b = full;
+    b[34 + 12] = 0x30;
+    expect_verdict(b, XDP_DROP_, KVS_R_DROP_MALFORMED);
+}
+
+}  // namespace
