@@ -225,6 +225,8 @@ LocateStatus parse_field(Buf b, std::size_t &pos, RequestView &r, HeadFacts &f) 
         // Several TE fields form one list; the last one carries the final coding.
         f.saw_te = true;
         r.chunked = final_coding_is_chunked(value);
+    } else if (iequals(name, "expect")) {
+        r.expect_continue = iequals(value, "100-continue");
     } else if (iequals(name, "host")) {
         if (f.saw_host) return LocateStatus::BadHeaders;  // RFC 9112 3.2: exactly one Host
         f.saw_host = true;

@@ -336,6 +336,50 @@ TEST(CoreLocator, ChunkedKeyIsFirstChunkData) {
     EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").status, LocateStatus::Ok);
 }
 
+TEST(CoreLocator, ExpectContinue) {
+    const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n";
+    RequestView r = loc(head + "Expect:  100-Continue \r\n\r\n");
+    EXPECT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_TRUE(r.expect_continue);
+    EXPECT_EQ(r.kind, KeyKind::FiveTuple);  // no body bytes yet, and none will come unasked
+    EXPECT_FALSE(loc(head + "\r\n").expect_continue);
+    EXPECT_FALSE(loc(head + "Expect: something-else\r\n\r\n").expect_continue);
+}
+
+// Every prefix of a valid request: never NotHttp/BadHeaders, views inside the prefix, and the
+// located key's start never moves once found.
+TEST(CoreLocator, EveryPrefixOfValidRequestsIsConsistent) {
+    const std::string chunk = R"({"model":"m","messages":[{"role":"user","content":"x\"y"}]})";
+    char size_line[16];
+    std::snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
+    const std::vector<std::string> requests = {
+        post("/v1/completions", R"({"prompt":["a\\",[1,2]],"temperature":0.1,"model":"m2"})"),
+        post("/v1/completions?stream=1", R"( { "stop" : { "x" : [ "]" ] } , "prompt" : "p" } )"),
+        post("/embeddings", R"({"input":"text"})"),
+        "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(size_line) + chunk +
+            "\r\n0\r\n\r\n",
+        "GET /health HTTP/1.0\n\n",
+    };
+    for (const std::string &req : requests) {
+        const RequestView full = loc(req);
+        ASSERT_EQ(full.status, LocateStatus::Ok) << req;
+        ASSERT_TRUE(full.body_complete) << req;
+        for (std::size_t cut = 0; cut <= req.size(); ++cut) {
+            const std::string part = req.substr(0, cut);
+            const RequestView r = loc(part);
+            SCOPED_TRACE(req + " cut at " + std::to_string(cut));
+            expect_in_bounds(part, r);
+            ASSERT_TRUE(r.status == LocateStatus::Ok || r.status == LocateStatus::NeedMoreHead);
+            if (r.status == LocateStatus::Ok) {
+                EXPECT_EQ(r.body_offset, full.body_offset);
+                if (r.kind == full.kind) {
+                    EXPECT_EQ(r.key_offset, full.key_offset);
+                }
+            }
+        }
+    }
+}
+
 TEST(CoreLocator, RefusedFramings) {
     EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n").status,
               LocateStatus::BadHeaders);

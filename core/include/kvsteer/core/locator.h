@@ -33,6 +33,8 @@ struct RequestView {
     std::string_view host;
     std::int64_t content_length = -1;  // -1: absent
     bool chunked = false;              // Transfer-Encoding: chunked
+    bool expect_continue = false;      // Expect: 100-continue: the client sends no body until
+                                       // the server answers, so waiting for body bytes is futile
     std::size_t body_offset = 0;       // first body byte (valid when status == Ok)
     std::size_t body_available = 0;    // body bytes present in the buffer
     bool body_complete = false;        // Content-Length reached within the buffer
