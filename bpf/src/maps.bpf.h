@@ -102,12 +102,14 @@ struct {
     __type(value, __u32);
 } xsks_map SEC(".maps");
 
+/* Optional bulk-redirect ports (key = value = egress ifindex), filled by whoever loads the
+ * program; flows whose port is missing use bpf_redirect(). Not pinned: the kernel adds
+ * BPF_F_RDONLY_PROG to devmaps, and libbpf 1.1 then refuses to reuse the pin on reload. */
 struct {
     __uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
     __uint(max_entries, KVS_MAX_TX_PORTS);
     __type(key, __u32);
     __type(value, __u32);
-    __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_tx_ports SEC(".maps");
 
 #endif /* KVSTEER_MAPS_BPF_H */

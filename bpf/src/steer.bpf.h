@@ -169,8 +169,10 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     if (kvs_flow_rewrite(data_end, pkt, f))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     if (f->tx_ifindex) {
-        long r = bpf_redirect_map(&kvs_tx_ports, f->tx_ifindex, XDP_DROP);
+        long r = bpf_redirect_map(&kvs_tx_ports, f->tx_ifindex, XDP_PASS);
 
+        if (r != XDP_REDIRECT)
+            r = bpf_redirect(f->tx_ifindex, 0);
         return kvs_verdict(r == XDP_REDIRECT ? KVS_R_REDIRECT_FWD : KVS_R_DROP_NO_TX_PORT, (int)r);
     }
     return kvs_verdict(f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S, XDP_TX);

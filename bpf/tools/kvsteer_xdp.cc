@@ -1,9 +1,13 @@
 // kvsteer-xdp: load the kvsteer XDP program with its pinned maps, attach/detach it, show counters.
+#include <arpa/inet.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 
 #include <boost/program_options.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -23,6 +27,37 @@ int usage_error(const std::string &msg)
     return 2;
 }
 
+// "10.0.0.1:80" or "[fd00::1]:80" -> a VIP slot.
+bool parse_vip(const std::string &s, kvs_vip *v)
+{
+    std::string host, port;
+    if (!s.empty() && s[0] == '[') {
+        auto close = s.find(']');
+        if (close == std::string::npos || close + 2 > s.size() || s[close + 1] != ':') return false;
+        host = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+    } else {
+        auto colon = s.rfind(':');
+        if (colon == std::string::npos) return false;
+        host = s.substr(0, colon);
+        port = s.substr(colon + 1);
+    }
+    *v = kvs_vip{};
+    char *end = nullptr;
+    unsigned long p = std::strtoul(port.c_str(), &end, 10);
+    if (port.empty() || *end || p == 0 || p > 65535) return false;
+    v->port = htons(static_cast<std::uint16_t>(p));
+    if (inet_pton(AF_INET, host.c_str(), &v->addr[0]) == 1) {
+        v->family = KVS_AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, host.c_str(), v->addr) == 1) {
+        v->family = KVS_AF_INET6;
+        return true;
+    }
+    return false;
+}
+
 bool parse_mode(const std::string &s, AttachMode *m)
 {
     if (s == "auto") *m = AttachMode::kAuto;
@@ -36,8 +71,10 @@ bool parse_mode(const std::string &s, AttachMode *m)
 
 int main(int argc, char **argv)
 {
-    std::string cmd, iface, dir, mode_s;
-    bool json = false, all = false;
+    std::string cmd, iface, dir, mode_s, snat, snat_ports, cookie_key;
+    std::vector<std::string> vips;
+    unsigned syn_mss = 0, syn_wscale = 7, syn_window = 0, cookie_period = 64;
+    bool json = false, all = false, syn_ts = false;
     po::options_description desc(
         "kvsteer-xdp COMMAND [options]\n"
         "Commands:\n"
@@ -45,15 +82,26 @@ int main(int argc, char **argv)
         "  attach   load the program, reusing the pinned maps, and attach it to --iface\n"
         "  detach   remove the XDP program from --iface\n"
         "  stats    print the XDP counters (kvs_stats) of the maps pinned under --bpffs\n"
+        "  config   write VIPs, SNAT range, cookie key and SYN-ACK options into kvs_config\n"
+        "           (bring-up and tests; kvsteerd owns the config in production)\n"
         "Options");
     desc.add_options()
         ("help,h", "show this help")
-        ("command", po::value(&cmd), "load | attach | detach | stats")
+        ("command", po::value(&cmd), "load | attach | detach | stats | config")
         ("iface,i", po::value(&iface), "interface name (attach, detach)")
         ("bpffs,b", po::value(&dir)->default_value(KVS_DEFAULT_BPFFS), "bpffs directory of the pinned maps")
         ("mode,m", po::value(&mode_s)->default_value("auto"), "XDP mode: auto (native, else generic) | native | generic")
         ("json", po::bool_switch(&json), "stats as one JSON object")
-        ("all", po::bool_switch(&all), "stats: print zero counters too");
+        ("all", po::bool_switch(&all), "stats: print zero counters too")
+        ("vip", po::value(&vips)->composing(), "config: VIP ADDR:PORT or [ADDR6]:PORT (repeatable)")
+        ("snat", po::value(&snat), "config: appliance-owned backend-side source address")
+        ("snat-ports", po::value(&snat_ports), "config: SNAT port range LO-HI")
+        ("cookie-key", po::value(&cookie_key)->default_value("random"), "config: 32 hex digits, or 'random'; the old key becomes the previous one")
+        ("cookie-period", po::value(&cookie_period)->default_value(64), "config: cookie time slot, seconds")
+        ("syn-timestamps", po::bool_switch(&syn_ts), "config: answer SYN timestamps")
+        ("syn-mss", po::value(&syn_mss)->default_value(1460), "config: MSS of our SYN-ACK")
+        ("syn-wscale", po::value(&syn_wscale)->default_value(7), "config: window scale of our SYN-ACK (0..14)")
+        ("syn-window", po::value(&syn_window)->default_value(64240), "config: window field of our SYN-ACK");
     po::positional_options_description pos;
     pos.add("command", 1);
     po::variables_map vm;
@@ -132,6 +180,64 @@ int main(int argc, char **argv)
             first = false;
         }
         if (json) std::cout << "}\n";
+        return 0;
+    }
+    if (cmd == "config") {
+        kvs_config c{};
+        if (vips.size() > KVS_MAX_VIPS) return usage_error("at most " + std::to_string(KVS_MAX_VIPS) + " --vip");
+        for (std::size_t i = 0; i < vips.size(); i++)
+            if (!parse_vip(vips[i], &c.vips[i])) return usage_error("bad --vip '" + vips[i] + "' (want ADDR:PORT)");
+        c.n_vips = static_cast<std::uint32_t>(vips.size());
+        if (!snat.empty()) {
+            if (inet_pton(AF_INET, snat.c_str(), &c.snat_addr[0]) == 1) c.snat_family = KVS_AF_INET;
+            else if (inet_pton(AF_INET6, snat.c_str(), c.snat_addr) == 1) c.snat_family = KVS_AF_INET6;
+            else return usage_error("bad --snat '" + snat + "'");
+            unsigned lo = 0, hi = 0;
+            if (std::sscanf(snat_ports.c_str(), "%u-%u", &lo, &hi) != 2 || lo == 0 || lo > hi || hi > 65535)
+                return usage_error("bad --snat-ports '" + snat_ports + "' (want LO-HI)");
+            c.snat_port_lo = static_cast<std::uint16_t>(lo);
+            c.snat_port_hi = static_cast<std::uint16_t>(hi);
+        }
+        if (syn_wscale > 14) return usage_error("--syn-wscale must be 0..14");
+        if (syn_mss == 0 || syn_mss > 65535 || syn_window == 0 || syn_window > 65535)
+            return usage_error("--syn-mss and --syn-window must be 1..65535");
+        c.syn_mss = static_cast<std::uint16_t>(syn_mss);
+        c.syn_wscale = static_cast<std::uint8_t>(syn_wscale);
+        c.syn_window = static_cast<std::uint16_t>(syn_window);
+        c.cookie_period_s = cookie_period;
+        c.flags = syn_ts ? KVS_CFG_SYN_TIMESTAMPS : 0;
+        if (cookie_key == "random") {
+            if (getrandom(c.cookie_key[0], sizeof c.cookie_key[0], 0) != sizeof c.cookie_key[0])
+                return usage_error("getrandom failed");
+        } else {
+            if (cookie_key.size() != 32 ||
+                std::sscanf(cookie_key.c_str(), "%16llx%16llx", &c.cookie_key[0][0], &c.cookie_key[0][1]) != 2)
+                return usage_error("bad --cookie-key (want 32 hex digits or 'random')");
+        }
+        auto maps = kvsteer::bpf::open_pinned_maps(dir, true, &err);
+        if (!maps) {
+            spdlog::error("{}", err);
+            return 1;
+        }
+        kvs_config *live = maps->config;
+        // Keep what this command does not set (steering, tables), rotate the cookie key.
+        c.cookie_key[1][0] = live->cookie_key[0][0];
+        c.cookie_key[1][1] = live->cookie_key[0][1];
+        std::memcpy(c.appliance_mac, live->appliance_mac, 6);
+        c.n_workers = live->n_workers;
+        c.steer_mode = live->steer_mode;
+        c.prefix_len = live->prefix_len;
+        c.block_size = live->block_size;
+        c.max_blocks = live->max_blocks;
+        c.load_factor_milli = live->load_factor_milli;
+        c.max_held_bytes = live->max_held_bytes;
+        c.hash_seed = live->hash_seed;
+        c.maglev_active = live->maglev_active;
+        c.affinity_active = live->affinity_active;
+        c.n_backends = live->n_backends;
+        c.generation = live->generation + 1;
+        std::memcpy(static_cast<void *>(live), &c, sizeof c);
+        spdlog::info("kvs_config written under {}: {} VIP(s), generation {}", dir, c.n_vips, c.generation);
         return 0;
     }
     return usage_error("unknown command '" + cmd + "'");

@@ -501,18 +501,20 @@ TEST_F(BpfProg, RstFromBackendClosesOnce)
     EXPECT_EQ(h_->load(3).closes, 1u);
 }
 
-TEST_F(BpfProg, RedirectWithoutTxPortDropped)
+TEST_F(BpfProg, TwoArmedFlowRedirected)
 {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
-    fc.tx_ifindex = 12345;  // not in kvs_tx_ports
+    fc.tx_ifindex = 12345;  // not in kvs_tx_ports: bpf_redirect() to the ifindex
     h_->put_flow(kc, fc);
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK;
     s.seq = 5000;
     s.ack = 0x80001235;
-    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_NO_TX_PORT);
+    Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_REDIRECT_, KVS_R_REDIRECT_FWD);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fc));  // rewritten before the redirect
 }
 
 TEST_F(BpfProg, BackendPacketsWithoutFlowPunted)

@@ -38,7 +38,7 @@
 #define KVS_MAP_DP_STATS "kvs_dp_stats"        /* ARRAY[KVS_MAX_WORKERS*KVS_STATS_MAX] of __u64, MMAPABLE: dataplane counters, row per worker */
 #define KVS_MAP_XSKS "xsks_map"                /* XSKMAP; name fixed by DPDK's af_xdp PMD; not pinned */
 #define KVS_MAP_TX_PORTS "kvs_tx_ports"        /* DEVMAP for two-armed XDP_REDIRECT */
-#define KVS_MAX_TX_PORTS 64u                   /* kvs_tx_ports is a DEVMAP_HASH: key = value = egress ifindex */
+#define KVS_MAX_TX_PORTS 64u                   /* kvs_tx_ports: DEVMAP_HASH key = value = egress ifindex, NOT pinned (optional; bpf_redirect otherwise) */
 #define KVS_MAX_XSKS 64u                       /* xsks_map entries: one per RX queue */
 #define KVS_DEFAULT_BPFFS "/sys/fs/bpf/kvsteer"
 
