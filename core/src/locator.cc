@@ -377,6 +377,7 @@ RequestView locate_request(std::span<const std::uint8_t> buf) noexcept {
             r.kind = completions ? KeyKind::OpenAIPrompt : KeyKind::OpenAIChat;
             r.key_offset = key_begin + s.key_off;
             r.key_len = s.key_end - s.key_off;
+            r.model_before_key = s.model_len > 0 && s.model_off < s.key_off;
             return r;
         }
     }

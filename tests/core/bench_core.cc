@@ -36,7 +36,7 @@ void BM_LocateHash(benchmark::State &st) {
     HashParams p;  // 256-byte prefix, 512-byte blocks
     for (auto _ : st) {
         const RequestView r = locate_request(buf);
-        const PrefixHashes h = hash_prompt(p, r.model, buf.subspan(r.key_offset, r.key_len));
+        const PrefixHashes h = hash_prompt(p, r.hash_model(), buf.subspan(r.key_offset, r.key_len));
         benchmark::DoNotOptimize(h);
     }
     const RequestView r = locate_request(buf);

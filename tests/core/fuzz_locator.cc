@@ -36,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     HashParams p;
     p.prefix_len = 64;
     p.block_size = 16;
-    const PrefixHashes h = hash_prompt(p, r.model, {data + r.key_offset, r.key_len});
+    const PrefixHashes h = hash_prompt(p, r.hash_model(), {data + r.key_offset, r.key_len});
+    check(r.hash_model().empty() || r.hash_model() == r.model);
     check(h.prefix != 0 && h.n_blocks <= KVS_MAX_REPORT_BLOCKS);
     for (std::uint32_t i = 0; i < h.n_blocks; ++i) check(h.blocks[i] != 0);
     return 0;

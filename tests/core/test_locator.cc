@@ -69,6 +69,24 @@ TEST(CoreLocator, CompletionsStringPromptModelAfterPrompt) {
     EXPECT_EQ(req[r.key_offset], '"');  // the value's first byte
 }
 
+TEST(CoreLocator, HashModelOnlyWhenItPrecedesTheKey) {
+    // openai-python order: messages first. Whether or not the first flight reaches "model",
+    // the model mixed into the hash is the same (none), so short and long prompts agree.
+    const std::string after = post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"model":"m"})");
+    RequestView r = loc(after);
+    EXPECT_EQ(r.model, "m");
+    EXPECT_FALSE(r.model_before_key);
+    EXPECT_EQ(r.hash_model(), "");
+    r = loc(after.substr(0, after.size() - 8));  // truncated before "model"
+    EXPECT_EQ(r.model, "");
+    EXPECT_EQ(r.hash_model(), "");
+    const std::string before = post("/v1/chat/completions", R"({"model":"m","messages":[]})");
+    r = loc(before);
+    EXPECT_TRUE(r.model_before_key);
+    EXPECT_EQ(r.hash_model(), "m");
+    EXPECT_FALSE(loc(post("/other", R"({"model":"m"})")).model_before_key);  // BodyPrefix: in the key
+}
+
 TEST(CoreLocator, CompletionsArrayPrompt) {
     const std::string body = R"({"model":"m","prompt":[[1,2,3],[4,5]],"n":1})";
     const std::string req = post("/v1/completions", body);

@@ -48,7 +48,7 @@ TEST(CoreNoAlloc, PerRequestPathDoesNotAllocate) {
     kvs_flow_key fk{};
     const long before = g_allocs.load();
     const RequestView r = locate_request(buf);
-    const PrefixHashes h = hash_prompt(p, r.model, buf.subspan(r.key_offset, r.key_len));
+    const PrefixHashes h = hash_prompt(p, r.hash_model(), buf.subspan(r.key_offset, r.key_len));
     const std::uint64_t ft = hash_five_tuple(p, fk);
     bool spilled = false;
     const std::uint32_t id = choose_bounded(table, h.prefix, LoadView{load, eligible}, 1.25, &spilled);
