@@ -127,6 +127,7 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
     b.base_closes = std::atomic_ref<__u64>(l.closes).load(std::memory_order_relaxed);
     b.prev_bind_fails = std::atomic_ref<__u64>(l.bind_fail_rst).load(std::memory_order_relaxed) +
                         std::atomic_ref<__u64>(l.bind_fail_timeout).load(std::memory_order_relaxed);
+    b.prev_binds = b.base_binds;
     backends_[id] = std::move(b);
     policy_.forget_backend(id);  // nothing the id's earlier occupant held applies
     publish_backends(false);

@@ -124,8 +124,8 @@ po::options_description make_options()
         ("health-rise", s(), "consecutive successes to mark a backend up (default 2)")
         ("health-fall", s(), "consecutive failures to mark a backend down (default 3)")
         ("health-path", s(), "HTTP path of the health check (default /health)")
-        ("health-passive-fails", s(), "dataplane bind failures (RST/timeout) in one health interval "
-                                      "counted as one failed check; 0 = off (default 1)")
+        ("health-passive-fails", s(), "dataplane bind failures (RST/timeout) that make a health interval "
+                                      "failed; health-fall failed intervals in a row take the backend down; 0 = off (default 1)")
         ("telemetry-interval", s(), "backend /metrics scrape interval, ms; 0 = off (default 1000)")
         ("telemetry-path", s(), "HTTP path of backend metrics (default /metrics)")
         ("report-interval", s(), "binding report / affinity update interval, ms (default 150)")

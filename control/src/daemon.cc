@@ -186,6 +186,7 @@ bool Daemon::start(std::string *err)
         b.health = HealthState(cfg_.health_interval_ms == 0);
         b.mac = spec.mac;
         b.prev_bind_fails = load_relaxed(maps_.load[*id].bind_fail_rst) + load_relaxed(maps_.load[*id].bind_fail_timeout);
+        b.prev_binds = load_relaxed(maps_.load[*id].binds);
         if (!b.mac) {
             std::string e;
             b.mac = resolve_next_hop_mac(spec.ep, &e);
@@ -420,15 +421,37 @@ void Daemon::passive_health()
     for (auto &[id, b] : backends_) {
         auto &l = maps_.load[id];
         std::uint64_t fails = load_relaxed(l.bind_fail_rst) + load_relaxed(l.bind_fail_timeout);
+        std::uint64_t binds = load_relaxed(l.binds);
         std::uint64_t delta = fails >= b.prev_bind_fails ? fails - b.prev_bind_fails : 0;
+        std::uint64_t bound = binds >= b.prev_binds ? binds - b.prev_binds : 0;
         b.prev_bind_fails = fails;
-        if (!cfg_.health_passive_fails || delta < cfg_.health_passive_fails)
+        b.prev_binds = binds;
+        if (!cfg_.health_passive_fails)
             continue;
-        b.passive_failures++;
-        ctr_.passive_failures++;
-        b.last_error = "passive: " + std::to_string(delta) + " backend SYN failures (RST/timeout)";
-        spdlog::debug("backend {} {}: {} dataplane bind failures in one interval", id, b.spec.ep.str(), delta);
-        if (b.health.observe(false, {cfg_.health_rise, cfg_.health_fall})) {
+        if (!b.health.up()) {
+            // With active checks off nothing else can bring it back: retry after `rise` intervals.
+            if (!cfg_.health_interval_ms && ++b.passive_hold >= cfg_.health_rise) {
+                b.passive_hold = 0;
+                b.health = HealthState(true);
+                log_backend_transition(b, true, "passive hold over");
+                changed = true;
+            }
+            continue;
+        }
+        if (delta >= cfg_.health_passive_fails) {
+            b.passive_streak++;
+            b.passive_failures++;
+            ctr_.passive_failures++;
+            b.last_error = "passive: " + std::to_string(delta) + " backend SYN failures (RST/timeout) in one interval";
+            spdlog::debug("backend {} {}: {} dataplane bind failures in one interval ({} in a row)", id,
+                          b.spec.ep.str(), delta, b.passive_streak);
+        } else if (bound > 0) {
+            b.passive_streak = 0;  // flows bound fine: the failures were transient
+        }
+        if (b.passive_streak >= cfg_.health_fall) {
+            b.passive_streak = 0;
+            b.passive_hold = 0;
+            b.health.force_down();
             log_backend_transition(b, false, b.last_error);
             changed = true;
         }

@@ -8,8 +8,8 @@ bool HealthState::observe(bool ok, const HealthParams &p)
     if (ok) {
         ok_streak_++;
         fail_streak_ = 0;
-        if (!up_ && (!checked_ || ok_streak_ >= p.rise))
-            up_ = true;
+        if (!up_ && (!ever_up_ || ok_streak_ >= p.rise))
+            up_ = ever_up_ = true;
     } else {
         fail_streak_++;
         ok_streak_ = 0;

@@ -52,7 +52,7 @@ struct DaemonConfig {
     std::uint32_t health_timeout_ms = 500;
     std::uint32_t health_rise = 2, health_fall = 3;
     std::string health_path = "/health";
-    std::uint32_t health_passive_fails = 1;  // bind failures in one interval that count as a failed check; 0 = off
+    std::uint32_t health_passive_fails = 1;  // bind failures that make an interval failed; 0 = off
 
     std::uint32_t telemetry_interval_ms = 1000;  // 0 disables scraping
     std::string telemetry_path = "/metrics";

@@ -35,7 +35,9 @@ struct BackendRuntime {
     std::string last_error;           // latest health / resolution problem
     std::uint64_t checks_ok = 0, checks_failed = 0, passive_failures = 0;
     std::uint64_t base_binds = 0, base_closes = 0;   // kvs_be_load values when this id was taken
-    std::uint64_t prev_bind_fails = 0;
+    std::uint64_t prev_bind_fails = 0, prev_binds = 0;
+    std::uint32_t passive_streak = 0;     // consecutive health intervals with bind failures
+    std::uint32_t passive_hold = 0;       // intervals spent down by passive evidence (checks off)
     // Telemetry.
     Telemetry tel;
     bool tel_valid = false;

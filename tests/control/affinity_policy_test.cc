@@ -1,0 +1,300 @@
+// AffinityPolicy: learning holders from reports, replication of hot prefixes, cooling, expiry,
+// cache-pressure aging, restarts, ineligible backends, pins, bounds.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "kvsteer/control/affinity_policy.h"
+
+using namespace kvsteer::control;
+
+namespace {
+
+constexpr std::uint64_t kSec = 1000000000ull;
+
+kvs_bind_report report(std::uint64_t prefix, std::vector<std::uint64_t> blocks, std::uint16_t backend)
+{
+    kvs_bind_report r{};
+    r.prefix_hash = prefix;
+    r.n_blocks = static_cast<std::uint16_t>(blocks.size());
+    for (std::size_t i = 0; i < blocks.size(); i++)
+        r.block_hash[i] = blocks[i];
+    r.backend_id = backend;
+    return r;
+}
+
+std::vector<BackendSnapshot> backends(unsigned n, std::set<std::uint16_t> down = {})
+{
+    std::vector<BackendSnapshot> v;
+    for (std::uint16_t i = 0; i < n; i++) {
+        BackendSnapshot s;
+        s.id = i;
+        s.eligible = !down.count(i);
+        v.push_back(s);
+    }
+    return v;
+}
+
+const DesiredEntry *find(const std::vector<DesiredEntry> &v, std::uint64_t key)
+{
+    for (const auto &e : v)
+        if (e.key == key)
+            return &e;
+    return nullptr;
+}
+
+std::set<std::uint16_t> ids(const DesiredEntry &e) { return {e.backends.begin(), e.backends.begin() + e.n}; }
+
+PolicyParams params()
+{
+    PolicyParams p;
+    p.replication = 3;
+    p.hot_rps = 10;
+    p.rate_tau_s = 1.0;
+    p.ttl_ns = 60 * kSec;
+    return p;
+}
+
+}  // namespace
+
+TEST(AffinityPolicy, LearnsHoldersOfEveryBlockAndThePrefix)
+{
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(4), 0);
+    pol.on_report(report(0x11, {0xa0, 0xa1, 0xa2}, 2), 1 * kSec);
+    auto out = pol.compute(1 * kSec);
+    ASSERT_EQ(out.size(), 4u);
+    for (std::uint64_t k : {0x11ull, 0xa0ull, 0xa1ull, 0xa2ull}) {
+        auto *e = find(out, k);
+        ASSERT_NE(e, nullptr) << k;
+        EXPECT_EQ(ids(*e), std::set<std::uint16_t>{2});
+        EXPECT_FALSE(e->hot);
+    }
+    EXPECT_EQ(find(out, 0xa2)->depth, 2);
+    EXPECT_EQ(find(out, 0x11)->depth, kPrefixDepth);
+    EXPECT_EQ(pol.counters().keys_learned, 4u);
+    EXPECT_EQ(pol.counters().reports, 1u);
+}
+
+TEST(AffinityPolicy, MostRecentHolderFirst)
+{
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(4), 0);
+    pol.on_report(report(0x11, {}, 1), 1 * kSec);
+    pol.on_report(report(0x11, {}, 3), 2 * kSec);
+    auto out = pol.compute(2 * kSec);
+    auto *e = find(out, 0x11);
+    ASSERT_NE(e, nullptr);
+    ASSERT_EQ(e->n, 2);
+    EXPECT_EQ(e->backends[0], 3);
+    EXPECT_EQ(e->backends[1], 1);
+}
+
+TEST(AffinityPolicy, HotPrefixIsReplicatedToLeastLoadedThenCools)
+{
+    AffinityPolicy pol(params());
+    auto b = backends(5);
+    b[1].in_flight = 50;  // busy
+    b[3].in_flight = 1;
+    b[4].in_flight = 2;
+    b[2].in_flight = 0;
+    pol.update_backends(b, 0);
+    // 40 requests in one second on one prefix: well above 10 req/s.
+    std::uint64_t t = 1 * kSec;
+    for (int i = 0; i < 40; i++)
+        pol.on_report(report(0x77, {0xb0}, 0), t + static_cast<std::uint64_t>(i) * (kSec / 40));
+    t += kSec;
+    auto out = pol.compute(t);
+    auto *e = find(out, 0x77);
+    ASSERT_NE(e, nullptr);
+    EXPECT_TRUE(e->hot);
+    ASSERT_EQ(e->n, 3);
+    EXPECT_EQ(e->backends[0], 0);  // the holder stays first
+    auto s = ids(*e);
+    EXPECT_FALSE(s.count(1)) << "the busy backend must not get a replica";
+    EXPECT_TRUE(s.count(2)) << "the least loaded backend gets a replica";
+    // The chained block (same traffic) is hot too; replicas planned this round count as load,
+    // so together the two entries use every idle-ish backend rather than piling on one.
+    auto *blk = find(out, 0xb0);
+    ASSERT_NE(blk, nullptr);
+    EXPECT_TRUE(blk->hot);
+    std::set<std::uint16_t> both = ids(*blk);
+    both.insert(s.begin(), s.end());
+    EXPECT_EQ(both, (std::set<std::uint16_t>{0, 2, 3, 4}));
+    EXPECT_EQ(pol.counters().became_hot, 2u);  // 0x77 and block 0xb0
+    // Replicas stay while it is hot (stable table).
+    auto again = pol.compute(t + kSec / 10);
+    EXPECT_EQ(ids(*find(again, 0x77)), s);
+    // Traffic stops: the rate decays below hot/2 and the extra replicas go.
+    auto later = pol.compute(t + 5 * kSec);
+    auto *c = find(later, 0x77);
+    ASSERT_NE(c, nullptr);
+    EXPECT_FALSE(c->hot);
+    EXPECT_EQ(ids(*c), std::set<std::uint16_t>{0});
+    EXPECT_GE(pol.counters().replicas_dropped, 2u);
+    EXPECT_GE(pol.counters().cooled, 1u);
+}
+
+TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica)
+{
+    AffinityPolicy pol(params());
+    auto b = backends(3);
+    b[0].in_flight = 30;
+    b[0].queue = 10;  // the backend's own queue counts too
+    pol.update_backends(b, 0);
+    pol.on_report(report(0x55, {}, 0), 1 * kSec);  // one request: not hot by rate
+    auto out = pol.compute(1 * kSec);
+    auto *e = find(out, 0x55);
+    ASSERT_NE(e, nullptr);
+    EXPECT_TRUE(e->hot);
+    EXPECT_EQ(e->n, 3);
+    EXPECT_GE(pol.counters().over_bound, 1u);
+    // Load drops: no longer over its bound; with a low rate it cools.
+    b[0].in_flight = 0;
+    b[0].queue = 0;
+    pol.update_backends(b, 0);
+    out = pol.compute(1 * kSec + kSec / 10);
+    EXPECT_EQ(ids(*find(out, 0x55)), std::set<std::uint16_t>{0});
+}
+
+TEST(AffinityPolicy, IneligibleBackendsAreExcluded)
+{
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(3), 0);
+    pol.on_report(report(0x21, {}, 1), 1 * kSec);
+    pol.on_report(report(0x21, {}, 2), 2 * kSec);
+    pol.on_report(report(0x22, {}, 1), 2 * kSec);
+    pol.update_backends(backends(3, {1}), 0);  // backend 1 down (or draining)
+    auto out = pol.compute(2 * kSec);
+    auto *e = find(out, 0x21);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(ids(*e), std::set<std::uint16_t>{2});
+    EXPECT_EQ(find(out, 0x22), nullptr) << "an entry whose only holder is down is not written";
+    EXPECT_GE(pol.counters().entries_no_backend, 1u);
+    EXPECT_GE(pol.counters().excluded_ineligible, 2u);
+    for (const auto &x : out)
+        for (unsigned i = 0; i < x.n; i++)
+            EXPECT_NE(x.backends[i], 1);
+    // Recovery: it returns (its holdings were kept).
+    pol.update_backends(backends(3), 0);
+    out = pol.compute(3 * kSec);
+    ASSERT_NE(find(out, 0x22), nullptr);
+    EXPECT_EQ(ids(*find(out, 0x22)), std::set<std::uint16_t>{1});
+}
+
+TEST(AffinityPolicy, ColdPrefixesExpire)
+{
+    auto p = params();
+    p.ttl_ns = 10 * kSec;
+    AffinityPolicy pol(p);
+    pol.update_backends(backends(2), 0);
+    pol.on_report(report(0x31, {}, 0), 1 * kSec);
+    pol.on_report(report(0x32, {}, 1), 8 * kSec);
+    auto out = pol.compute(9 * kSec);
+    EXPECT_EQ(out.size(), 2u);
+    out = pol.compute(12 * kSec);  // 0x31 idle 11 s > ttl
+    EXPECT_EQ(find(out, 0x31), nullptr);
+    EXPECT_NE(find(out, 0x32), nullptr);
+    EXPECT_EQ(pol.index_size(), 1u);
+    EXPECT_EQ(pol.counters().keys_expired, 1u);
+    EXPECT_EQ(pol.counters().holders_expired, 1u);
+}
+
+TEST(AffinityPolicy, FullCacheAgesFasterAndRestartForgets)
+{
+    auto p = params();
+    p.ttl_ns = 100 * kSec;
+    AffinityPolicy pol(p);
+    auto b = backends(2);
+    pol.update_backends(b, 0);
+    pol.on_report(report(0x41, {}, 0), 1 * kSec);
+    pol.on_report(report(0x42, {}, 1), 1 * kSec);
+    // Backend 0's cache is full and its hit rate falls: its TTL shrinks to a quarter or less.
+    b[0].kv_usage = 1.0;
+    b[0].hit_rate = 0.8;
+    pol.update_backends(b, 0);
+    b[0].hit_rate = 0.3;
+    pol.update_backends(b, 0);
+    EXPECT_GE(pol.counters().ttl_shortened, 2u);
+    auto out = pol.compute(40 * kSec);  // 39 s idle: beyond 100 s x 0.25 x 0.5, within 100 s
+    EXPECT_EQ(find(out, 0x41), nullptr);
+    EXPECT_NE(find(out, 0x42), nullptr);
+    // Backend 1 restarts (its counters reset): everything it held is forgotten at once.
+    b[1].cache_reset = true;
+    pol.update_backends(b, 0);
+    out = pol.compute(41 * kSec);
+    EXPECT_EQ(find(out, 0x42), nullptr);
+    EXPECT_GE(pol.counters().holders_flushed, 1u);
+}
+
+TEST(AffinityPolicy, PinsComeFirstAndSkipDownBackends)
+{
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(4, {3}), 0);
+    pol.pin(0x99, {2, 3});
+    pol.on_report(report(0x99, {}, 0), 1 * kSec);  // a pin overrides what was learned
+    auto out = pol.compute(1 * kSec);
+    ASSERT_FALSE(out.empty());
+    EXPECT_EQ(out[0].key, 0x99u);
+    EXPECT_TRUE(out[0].pinned);
+    EXPECT_EQ(ids(out[0]), std::set<std::uint16_t>{2});
+    EXPECT_EQ(std::count_if(out.begin(), out.end(), [](const DesiredEntry &e) { return e.key == 0x99; }), 1);
+    EXPECT_TRUE(pol.unpin(0x99));
+    EXPECT_FALSE(pol.unpin(0x99));
+    out = pol.compute(1 * kSec);
+    EXPECT_EQ(ids(*find(out, 0x99)), std::set<std::uint16_t>{0});
+}
+
+TEST(AffinityPolicy, MemoryAndOutputAreBounded)
+{
+    auto p = params();
+    p.index_max = 100;
+    p.max_entries = 30;
+    AffinityPolicy pol(p);
+    pol.update_backends(backends(2), 0);
+    for (std::uint64_t k = 1; k <= 500; k++)
+        pol.on_report(report(k, {}, static_cast<std::uint16_t>(k % 2)), k * 1000);
+    EXPECT_EQ(pol.index_size(), 100u);
+    EXPECT_EQ(pol.counters().keys_evicted, 400u);
+    auto out = pol.compute(1 * kSec);
+    EXPECT_EQ(out.size(), 30u);
+    // The most recently requested prefixes are the ones kept.
+    EXPECT_NE(find(out, 500), nullptr);
+    EXPECT_EQ(find(out, 300), nullptr);
+    EXPECT_EQ(pol.counters().entries_truncated, 70u);
+}
+
+TEST(AffinityPolicy, IgnoresBadReportsAndZeroKeys)
+{
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(2), 0);
+    auto r = report(0, {0, 5}, 1);
+    pol.on_report(r, kSec);
+    r.backend_id = KVS_MAX_BACKENDS;
+    pol.on_report(r, kSec);
+    r = report(7, {}, 0);
+    r.n_blocks = KVS_MAX_REPORT_BLOCKS + 1;
+    pol.on_report(r, kSec);
+    EXPECT_EQ(pol.counters().reports_ignored, 2u);
+    auto out = pol.compute(kSec);
+    ASSERT_EQ(out.size(), 1u);  // only block 5; key 0 is never an entry
+    EXPECT_EQ(out[0].key, 5u);
+}
+
+TEST(AffinityPolicy, DecisionsAreLogged)
+{
+    AffinityPolicy pol(params());
+    std::vector<std::string> lines;
+    pol.set_decision_sink([&](const std::string &s) { lines.push_back(s); });
+    pol.update_backends(backends(3), 0);
+    for (int i = 0; i < 30; i++)
+        pol.on_report(report(0x5, {}, 0), kSec + static_cast<std::uint64_t>(i) * 1000000);
+    pol.compute(kSec + 30000000);
+    bool hot = false, rep = false;
+    for (auto &l : lines) {
+        hot |= l.find("hot") != std::string::npos;
+        rep |= l.find("replicated") != std::string::npos;
+    }
+    EXPECT_TRUE(hot && rep);
+}

@@ -1,0 +1,279 @@
+// kvsteerd configuration: every key parsed, and bad input gives one error naming the key.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "kvsteer/control/config.h"
+
+using namespace kvsteer::control;
+
+namespace {
+
+ParseResult parse(std::vector<std::string> args)
+{
+    std::vector<const char *> argv{"kvsteerd"};
+    for (auto &a : args)
+        argv.push_back(a.c_str());
+    return parse_daemon_config(static_cast<int>(argv.size()), argv.data());
+}
+
+std::vector<std::string> minimal()
+{
+    return {"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:00:01"};
+}
+
+std::vector<std::string> with(std::vector<std::string> extra)
+{
+    auto a = minimal();
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+}
+
+std::string temp_file(const std::string &content)
+{
+    char path[] = "/tmp/kvsctl-conf-XXXXXX";
+    int fd = mkstemp(path);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    close(fd);
+    return path;
+}
+
+}  // namespace
+
+TEST(Config, MinimalDefaults)
+{
+    auto r = parse(minimal());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    const auto &c = r.cfg;
+    ASSERT_EQ(c.vips.size(), 1u);
+    EXPECT_EQ(c.vips[0].str(), "10.0.0.1:80");
+    EXPECT_EQ(c.vips[0].port_be, htons(80));
+    EXPECT_EQ(c.snat_addr.addr_str(), "10.0.1.1");
+    EXPECT_EQ(format_mac(c.appliance_mac), "02:00:00:00:00:01");
+    EXPECT_EQ(c.prefix_len, 256u);
+    EXPECT_EQ(c.steering_mode, static_cast<std::uint32_t>(KVS_STEER_PREFIX));
+    EXPECT_TRUE(c.cookie_key_random);
+    EXPECT_EQ(c.cookie_key, c.cookie_key_prev);
+    EXPECT_EQ(c.bpffs, "/sys/fs/bpf/kvsteer");
+    EXPECT_EQ(c.api_socket, "/run/kvsteer/kvsteerd.sock");
+}
+
+TEST(Config, EveryKeyFromFileAndCommandLineWins)
+{
+    std::string path = temp_file(R"(# comment
+vip = 10.0.0.1:80
+vip = [2001:db8::1]:443
+snat-addr = 10.0.1.1
+snat-ports = 40000-40999
+workers = 2
+appliance-mac = 02:aa:bb:cc:dd:ee
+backend = 10.0.2.1:8000,weight=3,model=llama,mac=02:00:00:00:00:10,max_load=64
+backend = 10.0.2.2:8000
+prefix-length = 512
+block-size = 256
+max-blocks = 12
+load-factor = 1.5
+replication = 3
+hot-threshold = 7.5
+steering-mode = five-tuple
+cookie-key = 000102030405060708090a0b0c0d0e0f
+cookie-key-previous = 0x0f0e0d0c0b0a09080706050403020100
+cookie-period = 32
+hash-seed = 0x1234
+max-held-bytes = 9000
+syn-mss = 1400
+syn-wscale = 9
+syn-window = 29200
+syn-timestamps = false
+health-interval = 2000
+health-timeout = 300
+health-rise = 4
+health-fall = 5
+health-path = /ready
+health-passive-fails = 3
+telemetry-interval = 500
+telemetry-path = /m
+report-interval = 100
+affinity-ttl = 60000
+affinity-max-entries = 1000
+affinity-index-max = 5000
+table-grace = 5
+bpffs = /tmp/x/kvsteer
+api-socket = /tmp/x.sock
+metrics-listen = 127.0.0.1:9999
+log-level = debug
+)");
+    auto r = parse({"--config", path, "--replication", "4", "--backend", "10.0.2.3:8000"});
+    unlink(path.c_str());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    const auto &c = r.cfg;
+    ASSERT_EQ(c.vips.size(), 2u);
+    EXPECT_EQ(c.vips[1].str(), "[2001:db8::1]:443");
+    EXPECT_EQ(c.vips[1].family, KVS_AF_INET6);
+    EXPECT_EQ(c.snat_port_lo, 40000);
+    EXPECT_EQ(c.snat_port_hi, 40999);
+    EXPECT_EQ(c.workers, 2);
+    ASSERT_EQ(c.backends.size(), 3u);  // composing: command line + file
+    const auto *b0 = &c.backends[0];
+    for (const auto &b : c.backends)
+        if (b.ep.str() == "10.0.2.1:8000")
+            b0 = &b;
+    EXPECT_EQ(b0->weight, 3);
+    EXPECT_EQ(b0->model, "llama");
+    ASSERT_TRUE(b0->mac);
+    EXPECT_EQ(format_mac(*b0->mac), "02:00:00:00:00:10");
+    EXPECT_EQ(b0->max_load, 64u);
+    EXPECT_EQ(c.prefix_len, 512u);
+    EXPECT_EQ(c.block_size, 256u);
+    EXPECT_EQ(c.max_blocks, 12u);
+    EXPECT_DOUBLE_EQ(c.load_factor, 1.5);
+    EXPECT_EQ(c.replication, 4u);  // command line wins
+    EXPECT_DOUBLE_EQ(c.hot_threshold, 7.5);
+    EXPECT_EQ(c.steering_mode, static_cast<std::uint32_t>(KVS_STEER_FIVE_TUPLE));
+    EXPECT_FALSE(c.cookie_key_random);
+    EXPECT_EQ(c.cookie_key[0], 0x0706050403020100ull);  // little-endian words, as SipHash reads its key
+    EXPECT_EQ(c.cookie_key[1], 0x0f0e0d0c0b0a0908ull);
+    EXPECT_EQ(c.cookie_key_prev[0], 0x08090a0b0c0d0e0full);
+    EXPECT_EQ(c.cookie_period_s, 32u);
+    EXPECT_EQ(c.hash_seed, 0x1234u);
+    EXPECT_EQ(c.max_held_bytes, 9000u);
+    EXPECT_EQ(c.syn_mss, 1400);
+    EXPECT_EQ(c.syn_wscale, 9);
+    EXPECT_EQ(c.syn_window, 29200);
+    EXPECT_FALSE(c.syn_timestamps);
+    EXPECT_EQ(c.health_interval_ms, 2000u);
+    EXPECT_EQ(c.health_timeout_ms, 300u);
+    EXPECT_EQ(c.health_rise, 4u);
+    EXPECT_EQ(c.health_fall, 5u);
+    EXPECT_EQ(c.health_path, "/ready");
+    EXPECT_EQ(c.health_passive_fails, 3u);
+    EXPECT_EQ(c.telemetry_interval_ms, 500u);
+    EXPECT_EQ(c.telemetry_path, "/m");
+    EXPECT_EQ(c.report_interval_ms, 100u);
+    EXPECT_EQ(c.affinity_ttl_ms, 60000u);
+    EXPECT_EQ(c.affinity_max_entries, 1000u);
+    EXPECT_EQ(c.affinity_index_max, 5000u);
+    EXPECT_EQ(c.table_grace_ms, 5u);
+    EXPECT_EQ(c.bpffs, "/tmp/x/kvsteer");
+    EXPECT_EQ(c.api_socket, "/tmp/x.sock");
+    EXPECT_EQ(c.metrics_listen, "127.0.0.1:9999");
+    EXPECT_EQ(c.log_level, "debug");
+}
+
+TEST(Config, InterfaceMacFromSysfs)
+{
+    auto r = parse({"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "lo"});
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.interface, "lo");
+    EXPECT_EQ(format_mac(r.cfg.appliance_mac), "00:00:00:00:00:00");
+}
+
+TEST(Config, ExampleFileParses)
+{
+    // The example names eth0; swap it for loopback, which every namespace has.
+    std::ifstream f(KVS_EXAMPLE_CONF);
+    ASSERT_TRUE(f) << KVS_EXAMPLE_CONF;
+    std::string text((std::istreambuf_iterator<char>(f)), {});
+    text = std::regex_replace(text, std::regex("\ninterface = eth0"), "\ninterface = lo");
+    std::string path = temp_file(text);
+    auto r = parse({"--config", path});
+    unlink(path.c_str());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.backends.size(), 2u);
+    EXPECT_EQ(r.cfg.metrics_listen, "127.0.0.1:9108");
+}
+
+TEST(Config, Help)
+{
+    auto r = parse({"--help"});
+    EXPECT_EQ(r.outcome, ParseOutcome::Help);
+    for (const char *key : {"--vip", "--backend", "--cookie-key", "--health-rise", "--steering-mode", "--bpffs",
+                            "--api-socket", "--metrics-listen", "--log-level", "--table-grace"})
+        EXPECT_NE(r.message.find(key), std::string::npos) << key;
+}
+
+struct BadCase {
+    std::vector<std::string> args;
+    std::string key;       // the error must start with this key
+    std::string fragment;  // and contain this
+};
+
+TEST(Config, ErrorsNameTheKeyAndTheReason)
+{
+    const std::vector<BadCase> cases = {
+        {{"--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:00:01"}, "vip", "required"},
+        {with({"--vip", "10.0.0.2"}), "vip", "ADDR:PORT"},
+        {with({"--vip", "10.0.0.2:0"}), "vip", "port"},
+        {with({"--vip", "300.0.0.2:80"}), "vip", "not an IPv4"},
+        {{"--vip", "10.0.0.1:80", "--appliance-mac", "02:00:00:00:00:01"}, "snat-addr", "required"},
+        {with({"--snat-ports", "500-100"}), "snat-ports", "LO-HI"},
+        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1"}, "interface", "appliance-mac"},
+        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "kvsnope0"}, "interface", "no interface"},
+        {with({"--interface", "lo"}), "appliance-mac", "either"},
+        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:01"}, "appliance-mac", "MAC"},
+        {with({"--backend", "10.0.2.1:8000,weight=x"}), "backend", "weight"},
+        {with({"--backend", "10.0.2.1:8000,color=red"}), "backend", "unknown option 'color'"},
+        {with({"--backend", "10.0.2.1:8000,mac=zz"}), "backend", "MAC"},
+        {with({"--backend", "10.0.2.1:8000", "--backend", "10.0.2.1:8000"}), "backend", "twice"},
+        {with({"--prefix-length", "0"}), "prefix-length", "1.."},
+        {with({"--prefix-length", "-5"}), "prefix-length", "'-5'"},
+        {with({"--prefix-length", "20000"}), "prefix-length", "max-held-bytes"},
+        {with({"--max-blocks", "29"}), "max-blocks", "0..28"},
+        {with({"--load-factor", "0.5"}), "load-factor", "number"},
+        {with({"--load-factor", "nan"}), "load-factor", "number"},
+        {with({"--replication", "5"}), "replication", "1..4"},
+        {with({"--steering-mode", "random"}), "steering-mode", "round-robin"},
+        {with({"--cookie-key", "abcd"}), "cookie-key", "32 hex"},
+        {with({"--cookie-key", "zz0102030405060708090a0b0c0d0e0f"}), "cookie-key", "non-hex"},
+        {with({"--hash-seed", "0xg"}), "hash-seed", "64-bit"},
+        {with({"--syn-mss", "100"}), "syn-mss", "536..9000"},
+        {with({"--syn-wscale", "15"}), "syn-wscale", "0..14"},
+        {with({"--syn-timestamps", "maybe"}), "syn-timestamps", "true or false"},
+        {with({"--health-timeout", "2000"}), "health-timeout", "health-interval"},
+        {with({"--health-rise", "0"}), "health-rise", "1..100"},
+        {with({"--health-path", "health"}), "health-path", "'/'"},
+        {with({"--bpffs", "relative/dir"}), "bpffs", "absolute"},
+        {with({"--metrics-listen", "localhost:99"}), "metrics-listen", "not an IPv4"},
+        {with({"--log-level", "chatty"}), "log-level", "trace"},
+        {with({"--config", "/nonexistent/kvsteerd.conf"}), "config", "cannot open"},
+    };
+    for (const auto &c : cases) {
+        auto r = parse(c.args);
+        EXPECT_EQ(r.outcome, ParseOutcome::Error) << c.key;
+        EXPECT_EQ(r.message.rfind(c.key + ":", 0), 0u) << "error should start with '" << c.key << ":': " << r.message;
+        EXPECT_NE(r.message.find(c.fragment), std::string::npos) << r.message;
+        EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
+    }
+}
+
+TEST(Config, UnknownKeysAreRejected)
+{
+    auto r = parse(with({"--no-such-option", "1"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_NE(r.message.find("no-such-option"), std::string::npos) << r.message;
+    std::string path = temp_file("vip = 10.0.0.1:80\nfrobnicate = yes\n");
+    r = parse({"--config", path});
+    unlink(path.c_str());
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_NE(r.message.find("frobnicate"), std::string::npos) << r.message;
+}
+
+TEST(Config, BackendSpec)
+{
+    std::string err;
+    auto b = parse_backend_spec("[fd00::5]:9000,weight=0,model=m", &err);
+    ASSERT_TRUE(b) << err;
+    EXPECT_EQ(b->ep.family, KVS_AF_INET6);
+    EXPECT_EQ(b->ep.port(), 9000);
+    EXPECT_EQ(b->weight, 0);
+    EXPECT_FALSE(b->mac);
+    EXPECT_FALSE(parse_backend_spec("10.0.0.1:80,weight", &err));
+    EXPECT_NE(err.find("KEY=VALUE"), std::string::npos);
+    EXPECT_FALSE(parse_backend_spec("10.0.0.1:80,weight=70000", &err));
+}

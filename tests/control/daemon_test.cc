@@ -1,0 +1,426 @@
+// kvsteerd in-process over tables in ordinary memory (same layout as the maps), with real
+// backends on 127.0.0.1 and the real API socket: tables follow health, API, telemetry, reports.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "heap_maps.h"
+#include "kvsteer/control/ctl_client.h"
+#include "kvsteer/control/daemon.h"
+#include "test_http_server.h"
+
+using namespace kvsteer::control;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+const char *kVllmPage = "# TYPE vllm:num_requests_running gauge\n"
+                        "vllm:num_requests_running{model_name=\"m\"} 3\n"
+                        "vllm:num_requests_waiting{model_name=\"m\"} 7\n"
+                        "vllm:kv_cache_usage_perc{model_name=\"m\"} 0.5\n"
+                        "vllm:prefix_cache_queries_total{model_name=\"m\"} 100\n"
+                        "vllm:prefix_cache_hits_total{model_name=\"m\"} 50\n";
+
+bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 5000ms)
+{
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+        if (f())
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return f();
+}
+
+std::uint16_t free_port()
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+class DaemonTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        for (auto &s : servers_) {
+            s.set("/health", 200, "ok");
+            s.set("/metrics", 200, kVllmPage);
+        }
+        sock_ = "/tmp/kvsctl-dtest-" + std::to_string(getpid()) + ".sock";
+    }
+
+    DaemonConfig config(unsigned n_backends)
+    {
+        DaemonConfig c;
+        std::string err;
+        c.vips.push_back(*parse_endpoint("10.0.0.1:80", &err));
+        c.snat_addr = *parse_address("10.0.1.1", &err);
+        c.appliance_mac = *parse_mac("02:00:00:00:00:01", &err);
+        for (unsigned i = 0; i < n_backends; i++) {
+            BackendSpec b;
+            b.ep = *parse_endpoint("127.0.0.1:" + std::to_string(servers_[i].port()), &err);
+            b.weight = static_cast<std::uint16_t>(i == 0 ? 2 : 1);
+            b.mac = Mac{2, 0, 0, 0, 0, static_cast<std::uint8_t>(0x10 + i)};
+            c.backends.push_back(b);
+        }
+        c.cookie_key = {1, 2};
+        c.cookie_key_prev = {1, 2};
+        c.health_interval_ms = 60;
+        c.health_timeout_ms = 50;
+        c.health_rise = 2;
+        c.health_fall = 2;
+        c.telemetry_interval_ms = 60;
+        c.report_interval_ms = 20;
+        c.table_grace_ms = 1;
+        c.api_socket = sock_;
+        return c;
+    }
+
+    void start(const DaemonConfig &c)
+    {
+        d_ = std::make_unique<Daemon>(c, m_.view);
+        std::string err;
+        ASSERT_TRUE(d_->start(&err)) << err;
+        loop_ = std::thread([this] { d_->run(); });
+    }
+
+    void TearDown() override
+    {
+        if (d_) {
+            d_->stop();
+            loop_.join();
+            d_.reset();
+        }
+        unlink(sock_.c_str());
+    }
+
+    json call(const json &req)
+    {
+        std::string err;
+        auto r = api_call(sock_, req, 3000ms, &err);
+        EXPECT_TRUE(r) << err;
+        return r ? *r : json{{"ok", false}, {"error", err}};
+    }
+
+    // Share of Maglev slots per backend id in the active half.
+    std::map<std::uint32_t, std::uint32_t> maglev_counts()
+    {
+        std::map<std::uint32_t, std::uint32_t> c;
+        auto a = TableWriter::active_maglev(m_.view.config);
+        for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++)
+            c[m_.view.maglev[a * KVS_MAGLEV_SIZE + i]]++;
+        return c;
+    }
+
+    std::uint8_t state(unsigned id) { return std::atomic_ref<__u8>(m_.view.backends[id].state).load(); }
+
+    const kvs_affinity_entry *affinity(std::uint64_t key)
+    {
+        auto a = TableWriter::active_affinity(m_.view.config);
+        const kvs_affinity_entry *half = m_.view.affinity + a * KVS_AFFINITY_SLOTS;
+        for (std::uint32_t i = 0; i < KVS_AFFINITY_SLOTS; i++)
+            if (half[i].key == key)
+                return &half[i];
+        return nullptr;
+    }
+
+    void produce(unsigned worker, const kvs_bind_report &r)
+    {
+        auto &ctl = m_.view.ring_ctl[worker];
+        std::uint64_t head = std::atomic_ref<__u64>(ctl.head).load();
+        m_.view.ring[worker * KVS_BIND_RING_SLOTS + (head & (KVS_BIND_RING_SLOTS - 1))] = r;
+        std::atomic_ref<__u64>(ctl.head).store(head + 1, std::memory_order_release);
+    }
+
+    TestHttpServer servers_[3];
+    HeapMaps m_;
+    std::unique_ptr<Daemon> d_;
+    std::thread loop_;
+    std::string sock_;
+};
+
+}  // namespace
+
+TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev)
+{
+    start(config(2));
+    const kvs_config *c = m_.view.config;
+    EXPECT_EQ(c->n_vips, 1u);
+    EXPECT_EQ(c->vips[0].addr[0], inet_addr("10.0.0.1"));
+    EXPECT_EQ(c->vips[0].port, htons(80));
+    EXPECT_EQ(c->vips[0].family, KVS_AF_INET);
+    EXPECT_EQ(c->snat_addr[0], inet_addr("10.0.1.1"));
+    EXPECT_EQ(c->snat_port_lo, 32768);
+    EXPECT_EQ(c->appliance_mac[5], 1);
+    EXPECT_EQ(c->cookie_key[0][1], 2u);
+    EXPECT_EQ(c->prefix_len, 256u);
+    EXPECT_EQ(c->block_size, 512u);
+    EXPECT_EQ(c->load_factor_milli, 1250u);
+    EXPECT_EQ(c->steer_mode, static_cast<__u32>(KVS_STEER_PREFIX));
+    EXPECT_EQ(c->flags & KVS_CFG_SYN_TIMESTAMPS, static_cast<__u32>(KVS_CFG_SYN_TIMESTAMPS));
+    EXPECT_EQ(c->n_backends, 2u);
+    EXPECT_EQ(m_.view.backends[1].port, htons(servers_[1].port()));
+    EXPECT_EQ(m_.view.backends[1].mac[5], 0x11);
+    EXPECT_EQ(m_.view.backends[0].weight, 2);
+
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
+    ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
+    auto counts = maglev_counts();
+    EXPECT_NEAR(static_cast<double>(counts[0]) / KVS_MAGLEV_SIZE, 2.0 / 3, 0.02);
+    EXPECT_NEAR(static_cast<double>(counts[1]) / KVS_MAGLEV_SIZE, 1.0 / 3, 0.02);
+
+    auto st = call({{"cmd", "status"}});
+    EXPECT_TRUE(st["ok"].get<bool>());
+    EXPECT_EQ(st["backends"]["up"], 2);
+    EXPECT_EQ(st["generation"].get<std::uint32_t>(), c->generation);
+}
+
+TEST_F(DaemonTest, ApiChangesBackendsAndTables)
+{
+    start(config(2));
+    ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
+    std::string third = "127.0.0.1:" + std::to_string(servers_[2].port());
+
+    auto r = call({{"cmd", "backend.add"}, {"spec", third + ",weight=1,mac=02:00:00:00:00:33,model=m2"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["backend"]["id"], 2);
+    ASSERT_TRUE(wait_for([&] { return state(2) == KVS_BE_UP && maglev_counts().size() == 3; }));
+    EXPECT_EQ(m_.view.config->n_backends, 3u);
+    EXPECT_EQ(m_.view.backends[2].mac[5], 0x33);
+
+    r = call({{"cmd", "backend.add"}, {"spec", third}});
+    EXPECT_FALSE(r["ok"].get<bool>());
+    EXPECT_NE(r["error"].get<std::string>().find("exists"), std::string::npos);
+
+    r = call({{"cmd", "backend.drain"}, {"backend", third}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(state(2), KVS_BE_DRAIN);
+    EXPECT_EQ(maglev_counts().count(2), 0u);
+    r = call({{"cmd", "backend.drain"}, {"backend", 2}, {"drain", false}});
+    ASSERT_TRUE(r["ok"].get<bool>());
+    EXPECT_EQ(state(2), KVS_BE_UP);
+    EXPECT_EQ(maglev_counts().count(2), 1u);
+
+    r = call({{"cmd", "backend.weight"}, {"backend", "0"}, {"weight", 0}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(m_.view.backends[0].weight, 0);
+    EXPECT_EQ(state(0), KVS_BE_UP);
+    EXPECT_EQ(maglev_counts().count(0), 0u) << "weight 0 leaves the Maglev table";
+
+    auto gen = m_.view.config->generation;
+    r = call({{"cmd", "backend.remove"}, {"backend", third}});
+    ASSERT_TRUE(r["ok"].get<bool>());
+    EXPECT_EQ(state(2), KVS_BE_EMPTY);
+    EXPECT_EQ(m_.view.config->n_backends, 2u);
+    EXPECT_EQ(maglev_counts().count(2), 0u);
+    EXPECT_GT(m_.view.config->generation, gen);
+
+    EXPECT_FALSE(call({{"cmd", "backend.remove"}, {"backend", "10.9.9.9:1"}})["ok"].get<bool>());
+    EXPECT_FALSE(call({{"cmd", "backend.weight"}, {"backend", 1}, {"weight", 70000}})["ok"].get<bool>());
+    EXPECT_FALSE(call({{"cmd", "no.such"}})["ok"].get<bool>());
+    EXPECT_FALSE(call({{"nocmd", 1}})["ok"].get<bool>());
+    auto list = call({{"cmd", "backends"}});
+    ASSERT_EQ(list["backends"].size(), 2u);
+    EXPECT_EQ(list["backends"][0]["state"], "up");
+}
+
+TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine)
+{
+    start(config(1));
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, sock_.c_str(), sizeof sa.sun_path - 1);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    std::string req = "this is not json\n{\"cmd\":\"tune.get\"}\n";
+    ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    std::string in;
+    char buf[4096];
+    while (std::count(in.begin(), in.end(), '\n') < 2) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        ASSERT_GT(n, 0);
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    close(fd);
+    auto first = json::parse(in.substr(0, in.find('\n')));
+    EXPECT_FALSE(first["ok"].get<bool>());
+    auto second = json::parse(in.substr(in.find('\n') + 1));
+    EXPECT_TRUE(second["ok"].get<bool>());
+}
+
+TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns)
+{
+    start(config(2));
+    ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
+    servers_[1].set("/health", 503, "sick");
+    ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_DOWN; }, 2000ms));
+    EXPECT_EQ(maglev_counts().count(1), 0u);
+    EXPECT_EQ(maglev_counts()[0], KVS_MAGLEV_SIZE);
+    auto b = call({{"cmd", "backends"}})["backends"][1];
+    EXPECT_NE(b["health"]["last_error"].get<std::string>().find("503"), std::string::npos) << b.dump();
+    servers_[1].set("/health", 200, "ok");
+    ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_UP && maglev_counts().count(1); }, 2000ms));
+}
+
+TEST_F(DaemonTest, PassiveBindFailuresTakeABackendDown)
+{
+    auto c = config(2);
+    c.health_fall = 3;
+    start(c);
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP; }));
+    // The dataplane keeps failing to bind to backend 0 although its /health answers.
+    std::atomic<bool> stop{false};
+    std::thread fails([&] {
+        while (!stop) {
+            std::atomic_ref<__u64>(m_.view.load[0].bind_fail_rst).fetch_add(2);
+            std::this_thread::sleep_for(20ms);
+        }
+    });
+    bool down = wait_for([&] { return state(0) == KVS_BE_DOWN; }, 3000ms);
+    stop = true;
+    fails.join();
+    ASSERT_TRUE(down);
+    EXPECT_EQ(maglev_counts().count(0), 0u);
+    // No more failures: active checks bring it back after `rise` successes.
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP; }, 3000ms));
+    auto b = call({{"cmd", "backends"}})["backends"][0];
+    EXPECT_GE(b["health"]["passive_failures"].get<int>(), 3);
+}
+
+TEST_F(DaemonTest, TelemetryFillsLoadAndDegradesToUnknown)
+{
+    start(config(2));
+    ASSERT_TRUE(wait_for([&] { return m_.view.load[0].ext_queue == 7 && m_.view.load[0].ext_running == 3; }));
+    auto b = call({{"cmd", "backends"}})["backends"][0];
+    EXPECT_EQ(b["telemetry"]["flavor"], "vllm");
+    EXPECT_DOUBLE_EQ(b["telemetry"]["kv_usage"].get<double>(), 0.5);
+    servers_[0].set("/metrics", 200, "vllm:num_requests_running NaN\nvllm:num_requests_waiting{ 12\n");
+    ASSERT_TRUE(wait_for([&] { return m_.view.load[0].ext_queue == 0 && m_.view.load[0].ext_running == 0; }));
+    b = call({{"cmd", "backends"}})["backends"][0];
+    EXPECT_TRUE(b["telemetry"]["running"].is_null());
+    EXPECT_GT(b["telemetry"]["metrics_unknown"].get<int>(), 0);
+    servers_[0].set("/metrics", 500, "oops");
+    ASSERT_TRUE(wait_for([&] {
+        return call({{"cmd", "backends"}})["backends"][0]["telemetry"]["scrapes_failed"].get<int>() > 0;
+    }));
+    EXPECT_EQ(state(0), KVS_BE_UP) << "a failing scrape is not a failing health check";
+}
+
+TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends)
+{
+    start(config(2));
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
+    kvs_bind_report r{};
+    r.prefix_hash = 0x1234567890abcdefull;
+    r.n_blocks = 2;
+    r.block_hash[0] = 0x1111;
+    r.block_hash[1] = 0x2222;
+    r.backend_id = 1;
+    produce(3, r);
+    ASSERT_TRUE(wait_for([&] { return affinity(0x2222) != nullptr; }));
+    const kvs_affinity_entry *e = affinity(0x2222);
+    EXPECT_EQ(e->n_backends, 1);
+    EXPECT_EQ(e->backends[0], 1);
+    EXPECT_EQ(e->depth, 1);
+    ASSERT_NE(affinity(0x1234567890abcdefull), nullptr);
+    auto show = call({{"cmd", "affinity.show"}});
+    EXPECT_EQ(show["total"], 3);
+
+    auto p = call({{"cmd", "affinity.pin"}, {"key", "0xfeed"}, {"backends", {0, "127.0.0.1:" + std::to_string(servers_[1].port())}}});
+    ASSERT_TRUE(p["ok"].get<bool>()) << p.dump();
+    ASSERT_TRUE(wait_for([&] { return affinity(0xfeed) != nullptr; }));
+    EXPECT_EQ(affinity(0xfeed)->n_backends, 2);
+
+    servers_[1].set("/health", 503, "sick");
+    ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_DOWN; }, 2000ms));
+    EXPECT_EQ(affinity(0x2222), nullptr) << "entries whose backends are down leave the table";
+    ASSERT_NE(affinity(0xfeed), nullptr);
+    EXPECT_EQ(affinity(0xfeed)->n_backends, 1);
+    EXPECT_EQ(affinity(0xfeed)->backends[0], 0);
+    EXPECT_TRUE(call({{"cmd", "affinity.unpin"}, {"key", "feed"}})["ok"].get<bool>());
+    EXPECT_EQ(affinity(0xfeed), nullptr);
+    EXPECT_FALSE(call({{"cmd", "affinity.unpin"}, {"key", "feed"}})["ok"].get<bool>());
+    auto ctr = call({{"cmd", "counters"}});
+    EXPECT_EQ(ctr["reports"]["consumed"], 1);
+}
+
+TEST_F(DaemonTest, LiveTuningWritesConfig)
+{
+    start(config(1));
+    auto gen = m_.view.config->generation;
+    auto r = call({{"cmd", "tune.set"}, {"name", "prefix-length"}, {"value", "512"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(m_.view.config->prefix_len, 512u);
+    EXPECT_GT(m_.view.config->generation, gen);
+    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "steering-mode"}, {"value", "round-robin"}})["ok"].get<bool>());
+    EXPECT_EQ(m_.view.config->steer_mode, static_cast<__u32>(KVS_STEER_ROUND_ROBIN));
+    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "load-factor"}, {"value", 1.5}})["ok"].get<bool>());
+    EXPECT_EQ(m_.view.config->load_factor_milli, 1500u);
+    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "block-size"}, {"value", 256}})["ok"].get<bool>());
+    EXPECT_EQ(m_.view.config->block_size, 256u);
+    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "replication"}, {"value", "3"}})["ok"].get<bool>());
+    r = call({{"cmd", "tune.set"}, {"name", "replication"}, {"value", "9"}});
+    EXPECT_FALSE(r["ok"].get<bool>());
+    EXPECT_NE(r["error"].get<std::string>().find("replication"), std::string::npos);
+    EXPECT_FALSE(call({{"cmd", "tune.set"}, {"name", "colour"}, {"value", "1"}})["ok"].get<bool>());
+    auto t = call({{"cmd", "tune.get"}})["tunables"];
+    EXPECT_EQ(t["replication"], 3);
+    EXPECT_EQ(t["steering-mode"], "round-robin");
+}
+
+TEST_F(DaemonTest, ExportsPrometheusMetrics)
+{
+    auto c = config(2);
+    auto port = free_port();
+    c.metrics_listen = "127.0.0.1:" + std::to_string(port);
+    start(c);
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP; }));
+    m_.view.dp_stats[1 * KVS_STATS_MAX + 0] = 5;  // worker 1, reason 0
+    std::string err;
+    auto r = http_get_many({{*parse_endpoint(c.metrics_listen, &err), "/metrics"}}, 1000ms);
+    ASSERT_TRUE(r[0].ok) << r[0].error;
+    EXPECT_EQ(r[0].status, 200);
+    auto page = parse_prometheus(r[0].body);
+    EXPECT_EQ(page.bad_lines, 0u) << page.first_error;  // our own parser accepts our own page
+    EXPECT_NE(r[0].body.find("kvsteerd_backend_up{backend=\"127.0.0.1:"), std::string::npos);
+    EXPECT_NE(r[0].body.find("kvsteerd_affinity_decisions_total{decision=\"report\"}"), std::string::npos);
+    EXPECT_NE(r[0].body.find("kvsteer_dataplane_reason_total{reason=\"pass_not_ip\"} 5"), std::string::npos);
+    auto nf = http_get_many({{*parse_endpoint(c.metrics_listen, &err), "/nope"}}, 1000ms);
+    EXPECT_EQ(nf[0].status, 404);
+}
+
+TEST_F(DaemonTest, RestartKeepsBackendIds)
+{
+    // A daemon restarted over the same maps keeps each backend's slot (flows and load stay
+    // attributed), whatever the order in the new configuration.
+    auto c = config(2);
+    start(c);
+    ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_UP; }));
+    auto gen = m_.view.config->generation;
+    d_->stop();
+    loop_.join();
+    d_.reset();
+    std::swap(c.backends[0], c.backends[1]);
+    start(c);
+    EXPECT_EQ(m_.view.backends[1].port, htons(servers_[1].port()));
+    EXPECT_EQ(m_.view.backends[0].port, htons(servers_[0].port()));
+    EXPECT_GT(m_.view.config->generation, gen);
+}

@@ -1,0 +1,147 @@
+// Health: rise/fall state machine, and the HTTP checker against a real server on 127.0.0.1
+// that the test makes unhealthy, slow and unreachable.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "kvsteer/control/health.h"
+#include "kvsteer/control/http_client.h"
+#include "test_http_server.h"
+
+using namespace kvsteer::control;
+using namespace std::chrono_literals;
+
+namespace {
+
+Endpoint loopback(std::uint16_t port)
+{
+    std::string err;
+    auto ep = parse_endpoint("127.0.0.1:" + std::to_string(port), &err);
+    EXPECT_TRUE(ep) << err;
+    return *ep;
+}
+
+bool check(const Endpoint &ep, std::chrono::milliseconds timeout = 300ms)
+{
+    auto r = http_get_many({{ep, "/health"}}, timeout);
+    return r[0].ok && r[0].status >= 200 && r[0].status < 300;
+}
+
+}  // namespace
+
+TEST(HealthState, FirstSuccessIsImmediateThenRiseAndFall)
+{
+    HealthParams p{2, 3};
+    HealthState h;
+    EXPECT_FALSE(h.up());
+    EXPECT_FALSE(h.observe(false, p));  // never up yet: failures keep it down
+    EXPECT_TRUE(h.observe(true, p));    // first success: up at once
+    EXPECT_TRUE(h.up());
+    EXPECT_FALSE(h.observe(false, p));
+    EXPECT_FALSE(h.observe(false, p));
+    EXPECT_TRUE(h.up());
+    EXPECT_FALSE(h.observe(true, p));  // a success resets the fail streak
+    EXPECT_FALSE(h.observe(false, p));
+    EXPECT_FALSE(h.observe(false, p));
+    EXPECT_TRUE(h.observe(false, p));  // third consecutive failure
+    EXPECT_FALSE(h.up());
+    EXPECT_FALSE(h.observe(true, p));  // rise = 2 once it has been checked
+    EXPECT_FALSE(h.up());
+    EXPECT_FALSE(h.observe(false, p));
+    EXPECT_FALSE(h.observe(true, p));
+    EXPECT_TRUE(h.observe(true, p));
+    EXPECT_TRUE(h.up());
+    EXPECT_EQ(h.ok_streak(), 2u);
+}
+
+TEST(HealthState, AssumedUpWhenChecksAreOff)
+{
+    HealthState h(true);
+    EXPECT_TRUE(h.up());
+    HealthParams p{1, 1};
+    EXPECT_TRUE(h.observe(false, p));  // passive failures still take it down
+    EXPECT_FALSE(h.up());
+}
+
+TEST(HttpClient, StatusBodiesChunkedAndErrors)
+{
+    TestHttpServer srv;
+    srv.set("/health", 200, "ok\n");
+    srv.set("/metrics", 200, std::string(5000, 'x') + "\nvllm:num_requests_running 1\n", true);
+    auto ep = loopback(srv.port());
+    auto r = http_get_many({{ep, "/health"}, {ep, "/metrics"}, {ep, "/missing"}}, 1000ms);
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_TRUE(r[0].ok) << r[0].error;
+    EXPECT_EQ(r[0].status, 200);
+    EXPECT_EQ(r[0].body, "ok\n");
+    EXPECT_TRUE(r[1].ok) << r[1].error;
+    EXPECT_EQ(r[1].body.size(), 5000u + 29u);  // de-chunked
+    EXPECT_TRUE(r[2].ok);
+    EXPECT_EQ(r[2].status, 404);
+
+    // Nothing listening: refused, quickly.
+    auto closed = loopback(1);
+    auto t0 = std::chrono::steady_clock::now();
+    auto rc = http_get_many({{closed, "/health"}}, 1000ms);
+    EXPECT_FALSE(rc[0].ok);
+    EXPECT_NE(rc[0].error.find("refused"), std::string::npos) << rc[0].error;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+
+    // Accepts but never answers: times out at the deadline, not later.
+    srv.set_hang(true);
+    t0 = std::chrono::steady_clock::now();
+    auto rh = http_get_many({{ep, "/health"}}, 200ms);
+    auto dt = std::chrono::steady_clock::now() - t0;
+    EXPECT_FALSE(rh[0].ok);
+    EXPECT_NE(rh[0].error.find("timeout"), std::string::npos) << rh[0].error;
+    EXPECT_GE(dt, 190ms);
+    EXPECT_LT(dt, 600ms);
+}
+
+TEST(HttpClient, ParsesRawResponses)
+{
+    auto r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", false);
+    EXPECT_TRUE(r.ok);
+    EXPECT_EQ(r.body, "abc");
+    r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true);
+    EXPECT_FALSE(r.ok);
+    r = parse_http_response("HTTP/1.0 503 Busy\r\n\r\nbody until eof", true);
+    EXPECT_TRUE(r.ok);
+    EXPECT_EQ(r.status, 503);
+    EXPECT_EQ(r.body, "body until eof");
+    r = parse_http_response("SSH-2.0-OpenSSH\r\n\r\n", true);
+    EXPECT_FALSE(r.ok);
+    r = parse_http_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", true);
+    EXPECT_FALSE(r.ok);
+    r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", true);
+    EXPECT_FALSE(r.ok);
+}
+
+TEST(Health, RiseFallAgainstARealServer)
+{
+    TestHttpServer srv;
+    srv.set("/health", 200, "ok");
+    auto ep = loopback(srv.port());
+    HealthParams p{2, 3};
+    HealthState h;
+    EXPECT_TRUE(h.observe(check(ep), p));
+    EXPECT_TRUE(h.up());
+
+    srv.set("/health", 503, "overloaded");  // unhealthy
+    EXPECT_FALSE(h.observe(check(ep), p));
+    EXPECT_FALSE(h.observe(check(ep), p));
+    EXPECT_TRUE(h.up());
+    EXPECT_TRUE(h.observe(check(ep), p));
+    EXPECT_FALSE(h.up());
+
+    srv.set("/health", 200, "ok");  // recovers: needs `rise` successes
+    EXPECT_FALSE(h.observe(check(ep), p));
+    EXPECT_TRUE(h.observe(check(ep), p));
+    EXPECT_TRUE(h.up());
+
+    srv.set_hang(true);  // hangs: timeouts count as failures
+    for (int i = 0; i < 3; i++)
+        h.observe(check(ep, 100ms), p);
+    EXPECT_FALSE(h.up());
+    EXPECT_EQ(srv.hits("/health"), 9);  // every check reached the server
+}
