@@ -15,6 +15,7 @@
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <rte_ring.h>
 #include <spdlog/spdlog.h>
 
 #include "eal_setup.h"
@@ -117,7 +118,9 @@ int main(int argc, char **argv) {
         spdlog::error("EAL init failed: {} (EAL arguments come before `--`)", rte_strerror(rte_errno));
         return 1;
     }
-    const unsigned n_workers = rte_lcore_count();
+    // With several lcores the main lcore runs the control loop and every worker lcore one
+    // worker; with one lcore (tests, small boxes) the main lcore is the only worker.
+    const unsigned n_workers = rte_lcore_count() > 1 ? rte_lcore_count() - 1 : 1;
     if (n_workers > KVS_MAX_WORKERS) {
         spdlog::error("{} lcores but at most {} workers", n_workers, KVS_MAX_WORKERS);
         return 1;
@@ -137,9 +140,18 @@ int main(int argc, char **argv) {
 
     rte_eth_dev_info info{};
     rte_eth_dev_info_get(opts->port, &info);
+    std::vector<rte_ring *> inboxes;
+    for (unsigned w = 0; n_workers > 1 && w < n_workers; ++w) {
+        auto name = fmt::format("kvs_inbox{}", w);
+        rte_ring *r = rte_ring_create(name.c_str(), 4096, rte_socket_id(), RING_F_SC_DEQ);
+        if (!r) {
+            spdlog::error("ring {}: {}", name, rte_strerror(rte_errno));
+            return 1;
+        }
+        inboxes.push_back(r);
+    }
     try {
-        unsigned idx = 0, lcore;
-        RTE_LCORE_FOREACH(lcore) {
+        for (unsigned idx = 0; idx < n_workers; ++idx) {
             WorkerParams wp;
             wp.opts = *opts;
             wp.port = opts->port;
@@ -148,8 +160,8 @@ int main(int argc, char **argv) {
             wp.n_workers = static_cast<std::uint16_t>(n_workers);
             wp.pool = pool;
             wp.ports = ports.get();
+            wp.inboxes = inboxes.empty() ? nullptr : inboxes.data();
             g_workers.push_back(std::make_unique<Worker>(tables, wp));
-            ++idx;
         }
     } catch (const std::exception &e) {
         spdlog::error("worker setup: {}", e.what());
@@ -167,7 +179,7 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, nullptr);
 
     // Control thread: flow expiry, counter logs, graceful shutdown. Never on the packet path.
-    std::thread control([&] {
+    auto control_loop = [&] {
         auto next_sweep = std::chrono::steady_clock::now();
         auto next_stats = next_sweep + std::chrono::seconds(opts->stats_interval_s);
         while (!g_term.load()) {
@@ -195,13 +207,18 @@ int main(int argc, char **argv) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         g_stop.store(true);
-    });
+    };
 
-    unsigned idx = 0, lcore;
-    RTE_LCORE_FOREACH_WORKER(lcore) rte_eal_remote_launch(lcore_main, g_workers[++idx].get(), lcore);
-    g_workers[0]->run(g_stop);
-    rte_eal_mp_wait_lcore();
-    control.join();
+    if (rte_lcore_count() > 1) {
+        unsigned idx = 0, lcore;
+        RTE_LCORE_FOREACH_WORKER(lcore) rte_eal_remote_launch(lcore_main, g_workers[idx++].get(), lcore);
+        control_loop();
+        rte_eal_mp_wait_lcore();
+    } else {
+        std::thread control(control_loop);
+        g_workers[0]->run(g_stop);
+        control.join();
+    }
     log_counters(tables, n_workers);
     // The port is deliberately left open: closing net_af_xdp detaches the XDP program, and
     // bound flows must keep flowing through XDP while the dataplane restarts.

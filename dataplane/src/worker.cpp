@@ -15,6 +15,7 @@
 #include <rte_hash_crc.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
+#include <rte_ring.h>
 #include <spdlog/spdlog.h>
 
 #include "kvsteer/core/locator.h"
@@ -60,6 +61,9 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         hi = 39999;
     }
     std::uint32_t per = (hi - lo + 1) / std::max<std::uint16_t>(p_.n_workers, 1);
+    all_lo_ = lo;
+    all_hi_ = lo + per * std::max<std::uint16_t>(p_.n_workers, 1) - 1;
+    per_worker_ = per;
     port_lo_ = static_cast<std::uint16_t>(lo + per * p_.index);
     port_hi_ = static_cast<std::uint16_t>(port_lo_ + per - 1);
     port_cursor_ = port_lo_;
@@ -130,6 +134,11 @@ unsigned Worker::poll(std::uint64_t now) {
         if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
         handle(rx[i], now);
     }
+    if (p_.inboxes) {
+        unsigned k = rte_ring_dequeue_burst(p_.inboxes[p_.index], reinterpret_cast<void **>(rx), 32, nullptr);
+        for (unsigned i = 0; i < k; ++i) handle(rx[i], now);
+        n += k;
+    }
     // Timers at most every ~100 us; the bound-flow sweep is incremental.
     if (now - last_timer_ >= hz_ / 10000) {
         last_timer_ = now;
@@ -174,6 +183,12 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     if (is_vip(pkt)) return on_client(m, pkt, now);
     std::uint16_t dport = kvs_ntohs(pkt.tcp->dest);
     if (pkt.ip4->daddr == c.snat_addr[0] && dport >= port_lo_ && dport <= port_hi_) return on_backend(m, pkt, now);
+    if (p_.inboxes && pkt.ip4->daddr == c.snat_addr[0] && dport >= all_lo_ && dport <= all_hi_) {
+        // Another worker's SNAT port: RSS put the backend's packet on our queue; hand it over.
+        const std::uint32_t owner = (dport - all_lo_) / per_worker_;
+        if (rte_ring_enqueue(p_.inboxes[owner], m) != 0) rte_pktmbuf_free(m);
+        return;
+    }
     inc(KVS_R_PASS_NOT_OURS);
     rte_pktmbuf_free(m);
 }

@@ -17,6 +17,7 @@
 struct rte_mbuf;
 struct rte_mempool;
 struct rte_hash;
+struct rte_ring;
 
 namespace kvsteer::dp {
 
@@ -33,6 +34,9 @@ struct WorkerParams {
     std::uint16_t index = 0, n_workers = 1;
     rte_mempool *pool = nullptr;  // for packets the worker originates
     PortBusy *ports = nullptr;
+    // Several workers: inboxes[w] takes backend packets that RSS delivered to another worker
+    // than the owner of their SNAT port (multi-producer, single-consumer). Null with one worker.
+    rte_ring **inboxes = nullptr;
 };
 
 class Worker {
@@ -127,6 +131,7 @@ private:
     std::vector<std::int32_t> by_port_;  // snat port - port_lo_ -> slot
     rte_hash *by_client_ = nullptr;
     std::uint16_t port_lo_ = 0, port_hi_ = 0, port_cursor_ = 0;
+    std::uint32_t all_lo_ = 0, per_worker_ = 0, all_hi_ = 0;
     std::int32_t list_head_ = -1;
     unsigned n_binding_ = 0, n_used_ = 0;
     std::uint32_t sweep_cursor_ = 0;

@@ -44,6 +44,23 @@ RingPort make_ring_port(const std::string &name, std::uint32_t mbufs) {
     return p;
 }
 
+MultiRingPort make_multi_ring_port(const std::string &name, unsigned queues, std::uint32_t mbufs) {
+    MultiRingPort p;
+    for (unsigned q = 0; q < queues; ++q) {
+        p.rx.push_back(rte_ring_create((name + "_rx" + std::to_string(q)).c_str(), 4096, SOCKET_ID_ANY,
+                                       RING_F_SP_ENQ | RING_F_SC_DEQ));
+        p.tx.push_back(rte_ring_create((name + "_tx" + std::to_string(q)).c_str(), 4096, SOCKET_ID_ANY,
+                                       RING_F_SP_ENQ | RING_F_SC_DEQ));
+        if (!p.rx.back() || !p.tx.back()) throw std::runtime_error("rte_ring_create " + name);
+    }
+    int port = rte_eth_from_rings(name.c_str(), p.rx.data(), queues, p.tx.data(), queues, SOCKET_ID_ANY);
+    if (port < 0) throw std::runtime_error("rte_eth_from_rings " + name);
+    p.port = static_cast<std::uint16_t>(port);
+    std::string err;
+    if (!start_port(p.port, static_cast<std::uint16_t>(queues), mbufs, &p.pool, &err)) throw std::runtime_error(err);
+    return p;
+}
+
 std::uint32_t ip4(const char *s) {
     std::uint32_t a = 0;
     inet_pton(AF_INET, s, &a);

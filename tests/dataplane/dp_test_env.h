@@ -29,6 +29,14 @@ struct RingPort {
 };
 RingPort make_ring_port(const std::string &name, std::uint32_t mbufs = 8191);
 
+// A net_ring port with `queues` queue pairs: rx[q] feeds queue q, tx[q] collects what queue q sent.
+struct MultiRingPort {
+    std::uint16_t port = 0;
+    std::vector<rte_ring *> rx, tx;
+    rte_mempool *pool = nullptr;
+};
+MultiRingPort make_multi_ring_port(const std::string &name, unsigned queues, std::uint32_t mbufs = 8191);
+
 // Tables in plain memory, filled like kvsteerd would; flows_fd is a real LRU hash map.
 struct MemTables {
     kvs_config config{};

@@ -9,6 +9,7 @@
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <rte_cycles.h>
+#include <rte_ring.h>
 
 #include "dp_test_env.h"
 #include "kvsteer/cookie.h"
@@ -417,6 +418,48 @@ TEST_F(BindTest, DpdkModeAnswersSynAndForwardsBothWays) {
     const int be = backend_of(bsyn);
     EXPECT_EQ(tables->load[be].binds, 1u);
     EXPECT_EQ(tables->load[be].closes, 1u);
+}
+
+// Two workers: the backend's SYN-ACK arrives on the other worker's queue (RSS does not know
+// our SNAT port split) and is handed to the owner, which completes the binding.
+TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
+    MultiRingPort mp = make_multi_ring_port("kvdp_mq", 2);
+    std::vector<rte_ring *> inboxes = {rte_ring_create("kvdp_mq_in0", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ),
+                                       rte_ring_create("kvdp_mq_in1", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ)};
+    ports = std::make_unique<PortBusy>();
+    for (auto &b : ports->busy) b.store(0);
+    std::vector<std::unique_ptr<Worker>> ws;
+    for (std::uint16_t w = 0; w < 2; ++w) {
+        WorkerParams wp;
+        wp.opts.max_pending = 64;
+        wp.port = mp.port;
+        wp.queue = w;
+        wp.index = w;
+        wp.n_workers = 2;
+        wp.pool = mp.pool;
+        wp.ports = ports.get();
+        wp.inboxes = inboxes.data();
+        ws.push_back(std::make_unique<Worker>(tables->view(), wp));
+    }
+    EXPECT_EQ(ws[0]->snat_hi() + 1, ws[1]->snat_lo()) << "the SNAT range is split between workers";
+    cookie = cookie_for(cport);
+    inject(mp.rx[1], make_seg(mp.pool, client_seg(0, request(500), 5)));  // the flow lands on worker 1
+    ws[1]->poll(now);
+    auto out = drain(mp.tx[1]);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    EXPECT_GE(ntohs(syn.tcp->source), ws[1]->snat_lo());
+    EXPECT_LE(ntohs(syn.tcp->source), ws[1]->snat_hi());
+    Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+    inject(mp.rx[0], make_seg(mp.pool, sa));  // ... but its backend's answer on queue 0
+    ws[0]->poll(now);
+    EXPECT_TRUE(drain(mp.tx[0]).empty());
+    ws[1]->poll(now);
+    out = drain(mp.tx[1]);
+    ASSERT_EQ(out.size(), 2u) << "ACK + flushed request from the owning worker";
+    EXPECT_EQ(ws[1]->counter(KVS_R_DP_BIND_OK), 1u);
+    ws.clear();
+    for (auto *r : inboxes) rte_ring_free(r);
 }
 
 }  // namespace
