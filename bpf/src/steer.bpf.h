@@ -3,6 +3,18 @@
 #define KVSTEER_STEER_BPF_H
 
 #include "kvsteer/abi.h"
+
+/* SipHash runs in its own global function: verified once, and its register spills do not
+ * count against the stack of every caller chain (512 bytes for all frames). */
+struct kvs_cookie_tuple;
+struct kvs_sip_key {
+    __u64 k[2];
+};
+__attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *key,
+                                                    const struct kvs_cookie_tuple *t, __u64 slot);
+#define KVS_COOKIE_HASH(key, t, slot) \
+    kvs_xdp_cookie_hash((const struct kvs_sip_key *)(const void *)(key), (t), (slot))
+
 #include "kvsteer/cookie.h"
 #include "kvsteer/parse.h"
 #include "kvsteer/reasons.h"
@@ -19,6 +31,14 @@
 #define KVS_FLOW_STATE_SHIFT 0
 #endif
 
+__attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *key,
+                                                    const struct kvs_cookie_tuple *t, __u64 slot)
+{
+    if (!key || !t)
+        return 0;
+    return kvs_cookie_hash(key->k, t, slot);
+}
+
 static __always_inline void kvs_count(__u32 reason)
 {
     __u64 *v = bpf_map_lookup_elem(&kvs_stats, &reason);
@@ -33,42 +53,41 @@ static __always_inline int kvs_verdict(__u32 reason, int action)
     return action;
 }
 
-static __always_inline int kvs_is_vip(const struct kvs_config *cfg, const struct kvs_pkt *pkt)
+/* Whether the key's destination is a configured VIP / the SNAT range. Global functions: the
+ * verifier checks the loops once instead of once per caller state. */
+__attribute__((noinline)) int kvs_xdp_is_vip(const struct kvs_flow_key *k)
 {
-    __u32 n = cfg->n_vips;
-    __u32 i;
+    __u32 zero = 0, i, n;
+    struct kvs_config *cfg = bpf_map_lookup_elem(&kvs_config, &zero);
 
+    if (!cfg || !k)
+        return 0;
+    n = cfg->n_vips;
     for (i = 0; i < KVS_MAX_VIPS; i++) {
         const struct kvs_vip *v = &cfg->vips[i];
 
         if (i >= n)
             break;
-        if (v->port != pkt->tcp->dest || v->family != pkt->family)
-            continue;
-        if (pkt->ip4) {
-            if (v->addr[0] == pkt->ip4->daddr)
-                return 1;
-        } else if (pkt->ip6) {
-            if (v->addr[0] == pkt->ip6->daddr[0] && v->addr[1] == pkt->ip6->daddr[1] &&
-                v->addr[2] == pkt->ip6->daddr[2] && v->addr[3] == pkt->ip6->daddr[3])
-                return 1;
-        }
+        if (v->port == k->dport && v->family == k->family && v->addr[0] == k->daddr[0] &&
+            v->addr[1] == k->daddr[1] && v->addr[2] == k->daddr[2] && v->addr[3] == k->daddr[3])
+            return 1;
     }
     return 0;
 }
 
-static __always_inline int kvs_is_snat(const struct kvs_config *cfg, const struct kvs_pkt *pkt)
+__attribute__((noinline)) int kvs_xdp_is_snat(const struct kvs_flow_key *k)
 {
-    __u16 port = bpf_ntohs(pkt->tcp->dest);
+    __u32 zero = 0;
+    struct kvs_config *cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    __u16 port;
 
-    if (cfg->snat_family != pkt->family || port < cfg->snat_port_lo || port > cfg->snat_port_hi)
+    if (!cfg || !k)
         return 0;
-    if (pkt->ip4)
-        return cfg->snat_addr[0] == pkt->ip4->daddr;
-    if (pkt->ip6)
-        return cfg->snat_addr[0] == pkt->ip6->daddr[0] && cfg->snat_addr[1] == pkt->ip6->daddr[1] &&
-               cfg->snat_addr[2] == pkt->ip6->daddr[2] && cfg->snat_addr[3] == pkt->ip6->daddr[3];
-    return 0;
+    port = bpf_ntohs(k->dport);
+    return cfg->snat_family == k->family && port >= cfg->snat_port_lo &&
+           port <= cfg->snat_port_hi && cfg->snat_addr[0] == k->daddr[0] &&
+           cfg->snat_addr[1] == k->daddr[1] && cfg->snat_addr[2] == k->daddr[2] &&
+           cfg->snat_addr[3] == k->daddr[3];
 }
 
 /* Hands the frame to the AF_XDP socket of its RX queue (the dataplane); dropped and counted
@@ -80,25 +99,48 @@ static __always_inline int kvs_punt(struct xdp_md *ctx, __u32 reason)
     return kvs_verdict(r == XDP_REDIRECT ? reason : KVS_R_PUNT_NO_XSK, (int)r);
 }
 
-static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_config *cfg,
-                                   const struct kvs_pkt *pkt)
-{
-    struct kvs_cookie_tuple t;
+__attribute__((noinline)) int kvs_xdp_parse_opts(struct xdp_md *ctx, __u32 opt_off, __u32 optlen,
+                                                 struct kvs_tcp_opts *o);
+
+/* SYN-path working memory, per CPU: kept off the 512-byte stack that the main program shares
+ * with the functions it calls. */
+struct kvs_syn_scratch {
     struct kvs_synack sa;
+    struct kvs_cookie_tuple t;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct kvs_syn_scratch);
+} kvs_syn_scratch SEC(".maps");
+
+/* A SYN to a VIP: answered in place with a cookie SYN-ACK (the SipHash runs in its own
+ * function; the rest is straight-line code). */
+static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt)
+{
+    struct kvs_syn_scratch *sc;
+    struct kvs_config *cfg;
     void *data, *data_end;
+    __u32 zero = 0;
     __u64 now;
     int delta;
 
-    if (!kvs_cookie_key_set(&cfg->cookie_key[0][0]))
+    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    if (!cfg || !kvs_cookie_key_set(&cfg->cookie_key[0][0]))
         return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
-    kvs_synack_plan(pkt, cfg, &sa);
-    kvs_cookie_tuple_of(pkt, &t);
+    sc = bpf_map_lookup_elem(&kvs_syn_scratch, &zero);
+    if (!sc)
+        return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    kvs_synack_plan(pkt, cfg, &sc->sa);
+    kvs_cookie_tuple_of(pkt, &sc->t);
     now = bpf_ktime_get_tai_ns();
-    sa.cookie = kvs_cookie_make(&cfg->cookie_key[0][0], &t,
-                                kvs_cookie_slot(now, cfg->cookie_period_s), sa.cookie_data);
-    sa.tsval = (__u32)(now / 1000000); /* a millisecond TS clock */
+    sc->sa.cookie = kvs_cookie_make(&cfg->cookie_key[0][0], &sc->t,
+                                    kvs_cookie_slot(now, cfg->cookie_period_s), sc->sa.cookie_data);
+    sc->sa.tsval = (__u32)(now / 1000000); /* a millisecond TS clock */
 
-    delta = (int)sa.frame_len - (int)pkt->frame_len;
+    delta = (int)sc->sa.frame_len - (int)pkt->frame_len;
     if (delta && bpf_xdp_adjust_tail(ctx, delta))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     /* The helper moved the frame end: the context is read afresh (a barrier keeps clang from
@@ -107,22 +149,27 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_config *
     data = (void *)(long)ctx->data;
     barrier_var(ctx);
     data_end = (void *)(long)ctx->data_end;
-    if (kvs_synack_write(data, data_end, &sa))
+    if (kvs_synack_write(data, data_end, &sc->sa))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_verdict(KVS_R_TX_SYNACK, XDP_TX);
 }
 
 /* First FIN or RST of a flow: state bits on this entry; CLOSED on both entries; the backend's
  * closes counter bumped exactly once, by whoever flips CLOSED on the arbiter entry (the
- * client->server one, or this one if that is gone). */
-static __always_inline void kvs_flow_fin_rst(const struct kvs_flow_key *key, struct kvs_flow *f,
-                                             __u8 flags)
+ * client->server one, or this one if that is gone). Global: rare, and off the fast path's
+ * stack. */
+__attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags)
 {
     const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;
-    struct kvs_flow *rev, *arb, *other;
+    struct kvs_flow *f, *rev, *arb, *other;
     __u32 bits = 0, old;
 
+    if (!key)
+        return 0;
+    f = bpf_map_lookup_elem(&kvs_flows, key);
+    if (!f)
+        return 0;
     if (flags & KVS_TCP_FIN) {
         bits |= KVS_FLOW_FIN_IN;
         kvs_count(KVS_R_FLOW_FIN);
@@ -133,7 +180,7 @@ static __always_inline void kvs_flow_fin_rst(const struct kvs_flow_key *key, str
     }
     old = __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bits << KVS_FLOW_STATE_SHIFT);
     if (old & closed)
-        return;
+        return 0;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
     arb = f;
@@ -153,6 +200,7 @@ static __always_inline void kvs_flow_fin_rst(const struct kvs_flow_key *key, str
             __sync_fetch_and_add(&ld->closes, 1);
         kvs_count(KVS_R_FLOW_CLOSED);
     }
+    return 0;
 }
 
 static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
@@ -165,7 +213,7 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     f->packets += 1;
     f->bytes += pkt->frame_len;
     if (flags & (KVS_TCP_FIN | KVS_TCP_RST))
-        kvs_flow_fin_rst(key, f, flags);
+        kvs_xdp_fin_rst(key, flags);
     if (kvs_flow_rewrite(data_end, pkt, f))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     if (f->tx_ifindex) {
@@ -179,44 +227,66 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
 }
 
 /* A client segment to a VIP with no flow: only a valid cookie lets it through to the
- * dataplane (data or FIN), a valid pure ACK carries no state and is dropped. */
-static __always_inline int kvs_vip_no_flow(struct xdp_md *ctx, const struct kvs_config *cfg,
-                                           const struct kvs_pkt *pkt)
+ * dataplane (data or FIN); a valid pure ACK carries no state and is dropped. Global, with its
+ * own parse (options were validated by the caller), so the two SipHash checks are verified once. */
+__attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx)
 {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
     struct kvs_cookie_tuple t;
     struct kvs_cookie_opts co;
-    __u8 flags = pkt->tcp->flags;
+    struct kvs_config *cfg;
+    struct kvs_pkt pkt;
+    __u32 zero = 0;
+    __u8 flags;
     __u64 slot;
 
+    if (kvs_parse(data, data_end, &pkt) != KVS_PARSE_OK || !pkt.tcp)
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    flags = pkt.tcp->flags;
     if (flags & KVS_TCP_RST)
         return kvs_verdict(KVS_R_DROP_RST_NO_FLOW, XDP_DROP);
     if ((flags & KVS_TCP_SYN) || !(flags & KVS_TCP_ACK))
         return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
-    if (!kvs_cookie_key_set(&cfg->cookie_key[0][0]))
+    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    if (!cfg || !kvs_cookie_key_set(&cfg->cookie_key[0][0]))
         return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
-    kvs_cookie_tuple_of(pkt, &t);
+    kvs_cookie_tuple_of(&pkt, &t);
     slot = kvs_cookie_slot(bpf_ktime_get_tai_ns(), cfg->cookie_period_s);
-    if (!kvs_cookie_check(&cfg->cookie_key[0][0], &t, bpf_ntohl(pkt->tcp->ack_seq) - 1, slot, &co))
+    if (!kvs_cookie_check(&cfg->cookie_key[0][0], &t, bpf_ntohl(pkt.tcp->ack_seq) - 1, slot, &co))
         return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
-    if (pkt->payload_len == 0 && !(flags & KVS_TCP_FIN))
+    if (pkt.payload_len == 0 && !(flags & KVS_TCP_FIN))
         return kvs_verdict(KVS_R_DROP_PURE_ACK, XDP_DROP);
     return kvs_punt(ctx, KVS_R_PUNT_FIRST_FLIGHT);
 }
 
-/* The general TCP option walk, verified once on its own (a global function): the caller sees
- * only "some options were written", so its own states do not multiply per layout. */
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+
+/* The general TCP option walk, verified once on its own (a global function, so the caller
+ * sees only "some options were written" and its states do not multiply per layout), driven by
+ * an open-coded iterator, which the verifier checks by convergence instead of unrolling. */
 __attribute__((noinline)) int kvs_xdp_parse_opts(struct xdp_md *ctx, __u32 opt_off, __u32 optlen,
                                                  struct kvs_tcp_opts *o)
 {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     const __u8 *opt = (const __u8 *)data + (opt_off & 0x7f);
+    struct bpf_iter_num it;
+    __u32 off = 0;
+    int r = KVS_PARSE_OK;
 
-    if (!o)
+    if (!o || optlen > KVS_TCP_MAX_OPTLEN)
         return KVS_PARSE_BAD_OPTION;
-    if (optlen > KVS_TCP_MAX_OPTLEN)
-        return KVS_PARSE_BAD_OPTION;
-    return kvs_parse_tcp_opts(opt, data_end, optlen, o);
+    bpf_iter_num_new(&it, 0, KVS_TCP_MAX_OPTLEN);
+    while (bpf_iter_num_next(&it)) {
+        r = kvs_tcp_opt_step(opt, data_end, optlen, &off, o);
+        if (r != KVS_OPT_MORE)
+            break;
+    }
+    bpf_iter_num_destroy(&it);
+    return r == KVS_OPT_MORE ? KVS_PARSE_OK : r;
 }
 
 static __always_inline int kvs_xdp(struct xdp_md *ctx)
@@ -224,10 +294,8 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx)
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct kvs_flow_key key;
-    struct kvs_config *cfg;
     struct kvs_flow *f;
     struct kvs_pkt pkt;
-    __u32 zero = 0;
     __u8 flags;
     int st;
 
@@ -241,28 +309,27 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx)
         return kvs_verdict(r, (r == KVS_R_DROP_TRUNCATED || r == KVS_R_DROP_MALFORMED) ? XDP_DROP
                                                                                         : XDP_PASS);
     }
-    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
-    if (!cfg)
-        return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
+    if (!pkt.tcp)
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     flags = pkt.tcp->flags;
+    kvs_flow_key_of(&pkt, &key);
 
     if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN) {
-        if (kvs_is_vip(cfg, &pkt))
-            return kvs_syn(ctx, cfg, &pkt);
+        if (kvs_xdp_is_vip(&key))
+            return kvs_syn(ctx, &pkt);
         return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
     }
     /* Backend SYN-ACKs (first or retransmitted) always go to the dataplane, which must
      * (re-)ACK them. */
-    if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && kvs_is_snat(cfg, &pkt))
+    if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && kvs_xdp_is_snat(&key))
         return kvs_punt(ctx, KVS_R_PUNT_BACKEND_SYNACK);
 
-    kvs_flow_key_of(&pkt, &key);
     f = bpf_map_lookup_elem(&kvs_flows, &key);
     if (f)
         return kvs_forward(ctx, &pkt, &key, f);
-    if (kvs_is_vip(cfg, &pkt))
-        return kvs_vip_no_flow(ctx, cfg, &pkt);
-    if (kvs_is_snat(cfg, &pkt))
+    if (kvs_xdp_is_vip(&key))
+        return kvs_xdp_vip_no_flow(ctx);
+    if (kvs_xdp_is_snat(&key))
         return kvs_punt(ctx, KVS_R_PUNT_BACKEND_OTHER);
     return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
 }

@@ -75,78 +75,93 @@ KVS_INLINE unsigned kvs_parse_reason(int status, __u8 l4proto)
     }
 }
 
-/* Parses the options between `opt` and `opt + optlen` (optlen <= 40, already bounds-checked by
- * the caller against data_end, re-checked here for the verifier). The loop is bounded by the
- * option space: each iteration consumes at least one byte. */
+#define KVS_OPT_MORE (-1)
+
+/* One step of the option walk: parses the option at *offp (options span [opt, opt + optlen),
+ * optlen <= 40, bounds re-checked against data_end) and advances *offp. Returns KVS_OPT_MORE
+ * to continue, else the final status. Split out so BPF can drive it with an open-coded
+ * iterator (verified by convergence) and userspace with a plain loop. */
+KVS_INLINE int kvs_tcp_opt_step(const __u8 *opt, const void *data_end, __u32 optlen, __u32 *offp,
+                                struct kvs_tcp_opts *o)
+{
+    __u32 off = *offp;
+    const __u8 *p;
+    __u32 len;
+    __u8 kind;
+
+    if (off >= optlen || off >= KVS_TCP_MAX_OPTLEN)
+        return KVS_PARSE_OK;
+    p = opt + off;
+    if ((const void *)(p + 1) > data_end)
+        return KVS_PARSE_TRUNCATED;
+    kind = p[0];
+    if (kind == KVS_TCPOPT_EOL)
+        return KVS_PARSE_OK;
+    if (kind == KVS_TCPOPT_NOP) {
+        *offp = off + 1;
+        return KVS_OPT_MORE;
+    }
+    if (off + 2 > optlen)
+        return KVS_PARSE_BAD_OPTION;
+    if ((const void *)(p + 2) > data_end)
+        return KVS_PARSE_TRUNCATED;
+    len = p[1];
+    if (len < 2 || off + len > optlen)
+        return KVS_PARSE_BAD_OPTION;
+    switch (kind) {
+    case KVS_TCPOPT_MSS:
+        if (len != KVS_TCPOLEN_MSS)
+            return KVS_PARSE_BAD_OPTION;
+        if ((const void *)(p + KVS_TCPOLEN_MSS) > data_end)
+            return KVS_PARSE_TRUNCATED;
+        o->mss = kvs_ntohs(kvs_load16(p + 2));
+        break;
+    case KVS_TCPOPT_WS:
+        if (len != KVS_TCPOLEN_WS)
+            return KVS_PARSE_BAD_OPTION;
+        if ((const void *)(p + KVS_TCPOLEN_WS) > data_end)
+            return KVS_PARSE_TRUNCATED;
+        o->wscale = p[2];
+        break;
+    case KVS_TCPOPT_SACK_PERM:
+        if (len != KVS_TCPOLEN_SACK_PERM)
+            return KVS_PARSE_BAD_OPTION;
+        o->sack_perm = 1;
+        break;
+    case KVS_TCPOPT_SACK:
+        if (len < 10 || len > 34 || ((len - 2) & 7) != 0)
+            return KVS_PARSE_BAD_OPTION;
+        o->sack_n = (__u8)((len - 2) >> 3);
+        o->sack_off = (__u8)(sizeof(struct kvs_tcphdr) + off + 2);
+        break;
+    case KVS_TCPOPT_TS:
+        if (len != KVS_TCPOLEN_TS)
+            return KVS_PARSE_BAD_OPTION;
+        if ((const void *)(p + KVS_TCPOLEN_TS) > data_end)
+            return KVS_PARSE_TRUNCATED;
+        o->tsval = kvs_ntohl(kvs_load32(p + 2));
+        o->tsecr = kvs_ntohl(kvs_load32(p + 6));
+        o->ts_off = (__u8)(sizeof(struct kvs_tcphdr) + off + 2);
+        break;
+    default:
+        break; /* unknown kinds are skipped by their length */
+    }
+    *offp = off + len;
+    return KVS_OPT_MORE;
+}
+
+/* Walks all options (userspace; BPF uses kvs_tcp_opt_step under an iterator). The loop is
+ * bounded by the option space: each step consumes at least one byte. */
 KVS_INLINE int kvs_parse_tcp_opts(const __u8 *opt, const void *data_end, __u32 optlen,
                                   struct kvs_tcp_opts *o)
 {
     __u32 off = 0;
-    __u32 i;
+    int i, r;
 
     for (i = 0; i < KVS_TCP_MAX_OPTLEN; i++) {
-        const __u8 *p;
-        __u32 len;
-        __u8 kind;
-
-        if (off >= optlen || off >= KVS_TCP_MAX_OPTLEN)
-            break;
-        p = opt + off;
-        if ((const void *)(p + 1) > data_end)
-            return KVS_PARSE_TRUNCATED;
-        kind = p[0];
-        if (kind == KVS_TCPOPT_EOL)
-            break;
-        if (kind == KVS_TCPOPT_NOP) {
-            off++;
-            continue;
-        }
-        if (off + 2 > optlen)
-            return KVS_PARSE_BAD_OPTION;
-        if ((const void *)(p + 2) > data_end)
-            return KVS_PARSE_TRUNCATED;
-        len = p[1];
-        if (len < 2 || off + len > optlen)
-            return KVS_PARSE_BAD_OPTION;
-        switch (kind) {
-        case KVS_TCPOPT_MSS:
-            if (len != KVS_TCPOLEN_MSS)
-                return KVS_PARSE_BAD_OPTION;
-            if ((const void *)(p + KVS_TCPOLEN_MSS) > data_end)
-                return KVS_PARSE_TRUNCATED;
-            o->mss = kvs_ntohs(kvs_load16(p + 2));
-            break;
-        case KVS_TCPOPT_WS:
-            if (len != KVS_TCPOLEN_WS)
-                return KVS_PARSE_BAD_OPTION;
-            if ((const void *)(p + KVS_TCPOLEN_WS) > data_end)
-                return KVS_PARSE_TRUNCATED;
-            o->wscale = p[2];
-            break;
-        case KVS_TCPOPT_SACK_PERM:
-            if (len != KVS_TCPOLEN_SACK_PERM)
-                return KVS_PARSE_BAD_OPTION;
-            o->sack_perm = 1;
-            break;
-        case KVS_TCPOPT_SACK:
-            if (len < 10 || len > 34 || ((len - 2) & 7) != 0)
-                return KVS_PARSE_BAD_OPTION;
-            o->sack_n = (__u8)((len - 2) >> 3);
-            o->sack_off = (__u8)(sizeof(struct kvs_tcphdr) + off + 2);
-            break;
-        case KVS_TCPOPT_TS:
-            if (len != KVS_TCPOLEN_TS)
-                return KVS_PARSE_BAD_OPTION;
-            if ((const void *)(p + KVS_TCPOLEN_TS) > data_end)
-                return KVS_PARSE_TRUNCATED;
-            o->tsval = kvs_ntohl(kvs_load32(p + 2));
-            o->tsecr = kvs_ntohl(kvs_load32(p + 6));
-            o->ts_off = (__u8)(sizeof(struct kvs_tcphdr) + off + 2);
-            break;
-        default:
-            break; /* unknown kinds are skipped by their length */
-        }
-        off += len;
+        r = kvs_tcp_opt_step(opt, data_end, optlen, &off, o);
+        if (r != KVS_OPT_MORE)
+            return r;
     }
     return KVS_PARSE_OK;
 }

@@ -50,11 +50,13 @@ KVS_INLINE void kvs_synack_plan(const struct kvs_pkt *pkt, const struct kvs_conf
         sa->daddr[0] = pkt->ip4->saddr;
         sa->family = 4;
         iplen = sizeof(struct kvs_iphdr);
-    } else {
+    } else if (pkt->ip6) {
         __builtin_memcpy(sa->saddr, (const __u8 *)pkt->ip6 + 24, 16);
         __builtin_memcpy(sa->daddr, (const __u8 *)pkt->ip6 + 8, 16);
         sa->family = 6;
         iplen = sizeof(struct kvs_ipv6hdr);
+    } else {
+        return; /* not IP: frame_len stays 0 and kvs_synack_write refuses */
     }
     sa->sport = pkt->tcp->dest;
     sa->dport = pkt->tcp->source;
@@ -81,60 +83,17 @@ KVS_INLINE void kvs_synack_plan(const struct kvs_pkt *pkt, const struct kvs_conf
 KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_synack *sa)
 {
     struct kvs_ethhdr *eth = (struct kvs_ethhdr *)data;
-    __u8 hdr[sizeof(struct kvs_tcphdr) + KVS_SYNACK_MAX_OPTLEN] __attribute__((aligned(4)));
-    struct kvs_tcphdr *th = (struct kvs_tcphdr *)(void *)hdr;
-    __u8 *opt = (__u8 *)hdr + sizeof(struct kvs_tcphdr);
-    __u8 *l3, *l4;
+    struct kvs_tcphdr *th;
+    __u8 *l3, *opt;
     __u32 tcplen = sizeof(struct kvs_tcphdr) + sa->optlen;
     __u32 n = 4, i;
     __u64 sum;
 
-    if ((__u8 *)data + sa->frame_len != (__u8 *)data_end || (void *)(eth + 1) > data_end)
+    if (!sa->frame_len || (__u8 *)data + sa->frame_len != (__u8 *)data_end ||
+        (void *)(eth + 1) > data_end)
         return -1;
     __builtin_memcpy(eth->dst, sa->dmac, KVS_ETH_ALEN);
     __builtin_memcpy(eth->src, sa->smac, KVS_ETH_ALEN);
-
-    /* TCP header and options, built on the stack (zero-padded) so the checksum loop is fixed. */
-    __builtin_memset(hdr, 0, sizeof(hdr));
-    th->source = sa->sport;
-    th->dest = sa->dport;
-    th->seq = kvs_htonl(sa->cookie);
-    th->ack_seq = kvs_htonl(sa->client_isn + 1);
-    th->doff_res = (__u8)((tcplen / 4) << 4);
-    th->flags = KVS_TCP_SYN | KVS_TCP_ACK;
-    th->window = kvs_htons(sa->window);
-    opt[0] = KVS_TCPOPT_MSS;
-    opt[1] = KVS_TCPOLEN_MSS;
-    opt[2] = (__u8)(sa->mss >> 8);
-    opt[3] = (__u8)sa->mss;
-    if (sa->ts) {
-        if (sa->sack_perm) {
-            opt[4] = KVS_TCPOPT_SACK_PERM;
-            opt[5] = KVS_TCPOLEN_SACK_PERM;
-        } else {
-            opt[4] = KVS_TCPOPT_NOP;
-            opt[5] = KVS_TCPOPT_NOP;
-        }
-        opt[6] = KVS_TCPOPT_TS;
-        opt[7] = KVS_TCPOLEN_TS;
-        kvs_store32(opt + 8, kvs_htonl(sa->tsval));
-        kvs_store32(opt + 12, kvs_htonl(sa->tsecr));
-        n = 16;
-    } else if (sa->sack_perm) {
-        opt[4] = KVS_TCPOPT_NOP;
-        opt[5] = KVS_TCPOPT_NOP;
-        opt[6] = KVS_TCPOPT_SACK_PERM;
-        opt[7] = KVS_TCPOLEN_SACK_PERM;
-        n = 8;
-    }
-    if (sa->wscale != KVS_WSCALE_NONE) {
-        if (n > KVS_SYNACK_MAX_OPTLEN - 4)
-            return -1;
-        opt[n] = KVS_TCPOPT_NOP;
-        opt[n + 1] = KVS_TCPOPT_WS;
-        opt[n + 2] = KVS_TCPOLEN_WS;
-        opt[n + 3] = sa->wscale;
-    }
 
     l3 = (__u8 *)data + (sa->l3_off & 0x1f);
     if (sa->family == 4) {
@@ -154,7 +113,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
         ip->daddr = sa->daddr[0];
         ip->check = kvs_csum_finish(kvs_csum_partial(ip, sizeof(*ip), 0));
         sum = kvs_csum_pseudo4(sa->saddr[0], sa->daddr[0], KVS_IPPROTO_TCP, tcplen);
-        l4 = (__u8 *)(ip + 1);
+        th = (struct kvs_tcphdr *)(ip + 1);
     } else {
         struct kvs_ipv6hdr *ip6 = (struct kvs_ipv6hdr *)l3;
 
@@ -167,18 +126,70 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
         __builtin_memcpy((__u8 *)ip6 + 8, sa->saddr, 16);
         __builtin_memcpy((__u8 *)ip6 + 24, sa->daddr, 16);
         sum = kvs_csum_pseudo6(sa->saddr, sa->daddr, KVS_IPPROTO_TCP, tcplen);
-        l4 = (__u8 *)(ip6 + 1);
+        th = (struct kvs_tcphdr *)(ip6 + 1);
     }
-    th->check = kvs_csum_finish(kvs_csum_partial(hdr, sizeof(hdr), sum));
+    /* The frame ends exactly after the options (checked above); re-checked for the verifier. */
+    opt = (__u8 *)(th + 1);
+    if ((void *)(opt + 4) > data_end)
+        return -1;
+    th->source = sa->sport;
+    th->dest = sa->dport;
+    th->seq = kvs_htonl(sa->cookie);
+    th->ack_seq = kvs_htonl(sa->client_isn + 1);
+    th->doff_res = (__u8)((tcplen / 4) << 4);
+    th->flags = KVS_TCP_SYN | KVS_TCP_ACK;
+    th->window = kvs_htons(sa->window);
+    th->check = 0;
+    th->urg_ptr = 0;
+    opt[0] = KVS_TCPOPT_MSS;
+    opt[1] = KVS_TCPOLEN_MSS;
+    opt[2] = (__u8)(sa->mss >> 8);
+    opt[3] = (__u8)sa->mss;
+    if (sa->ts) {
+        if ((void *)(opt + 16) > data_end)
+            return -1;
+        if (sa->sack_perm) {
+            opt[4] = KVS_TCPOPT_SACK_PERM;
+            opt[5] = KVS_TCPOLEN_SACK_PERM;
+        } else {
+            opt[4] = KVS_TCPOPT_NOP;
+            opt[5] = KVS_TCPOPT_NOP;
+        }
+        opt[6] = KVS_TCPOPT_TS;
+        opt[7] = KVS_TCPOLEN_TS;
+        kvs_store32(opt + 8, kvs_htonl(sa->tsval));
+        kvs_store32(opt + 12, kvs_htonl(sa->tsecr));
+        n = 16;
+    } else if (sa->sack_perm) {
+        if ((void *)(opt + 8) > data_end)
+            return -1;
+        opt[4] = KVS_TCPOPT_NOP;
+        opt[5] = KVS_TCPOPT_NOP;
+        opt[6] = KVS_TCPOPT_SACK_PERM;
+        opt[7] = KVS_TCPOLEN_SACK_PERM;
+        n = 8;
+    }
+    if (sa->wscale != KVS_WSCALE_NONE) {
+        __u8 *w = opt + (n & 0x1c);
 
-    /* Copy header + options out in 4-byte units (sizes the verifier can check). */
-    for (i = 0; i < sizeof(hdr) / 4; i++) {
+        if ((void *)(w + 4) > data_end)
+            return -1;
+        w[0] = KVS_TCPOPT_NOP;
+        w[1] = KVS_TCPOPT_WS;
+        w[2] = KVS_TCPOLEN_WS;
+        w[3] = sa->wscale;
+    }
+    /* TCP checksum over the header just written, 4 bytes at a time (fixed bound for BPF). */
+    for (i = 0; i < (sizeof(struct kvs_tcphdr) + KVS_SYNACK_MAX_OPTLEN) / 4; i++) {
+        __u8 *q = (__u8 *)th + i * 4;
+
         if (i * 4 >= tcplen)
             break;
-        if ((void *)(l4 + i * 4 + 4) > data_end)
+        if ((void *)(q + 4) > data_end)
             return -1;
-        kvs_store32(l4 + i * 4, kvs_load32(hdr + i * 4));
+        sum += kvs_load32(q);
     }
+    th->check = kvs_csum_finish(sum);
     return 0;
 }
 

@@ -84,8 +84,40 @@ PinnedMaps::~PinnedMaps()
     }
 }
 
+namespace {
+
+// Opens the pin of `s` under `dir` and checks it has the layout this build expects.
+int open_checked(const std::string &dir, const MapSpec &s, std::string *err)
+{
+    std::string path = dir + "/" + s.name;
+    int fd = bpf_obj_get(path.c_str());
+    if (fd < 0) {
+        *err = "opening pinned map " + path + ": " + errstr(errno);
+        return -1;
+    }
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+        *err = "reading info of map " + path + ": " + errstr(errno);
+        close(fd);
+        return -1;
+    }
+    if (info.value_size != s.value_size || info.max_entries != s.max_entries) {
+        *err = "pinned map " + path + " has value_size " + std::to_string(info.value_size) +
+               " max_entries " + std::to_string(info.max_entries) + ", this build expects " +
+               std::to_string(s.value_size) + "/" + std::to_string(s.max_entries) +
+               " (stale pin from another build? remove it)";
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+}  // namespace
+
 std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create, std::string *err)
 {
+    std::string e;
     auto fail = [err](std::string msg) -> std::unique_ptr<PinnedMaps> {
         if (err) *err = std::move(msg);
         return nullptr;
@@ -94,42 +126,41 @@ std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
         if (ec) return fail("creating " + dir + ": " + ec.message());
+    } else if (access(dir.c_str(), F_OK) != 0) {
+        return fail(std::string("no pinned maps: ") + dir + " does not exist (" + KVS_MAP_CONFIG +
+                    " and the others are created by kvsteer-xdp load/attach or kvsteerd)");
     }
     if (!on_bpffs(dir)) return fail(dir + " is not on a bpffs (mount -t bpf bpf <dir>)");
 
     if (create) {
         bool missing = false;
-        for (const auto &s : kSpecs)
-            missing = missing || access((dir + "/" + s.name).c_str(), F_OK) != 0;
+        for (const auto &s : kSpecs) {
+            if (access((dir + "/" + s.name).c_str(), F_OK) != 0) {
+                missing = true;
+                continue;
+            }
+            int fd = open_checked(dir, s, &e);  // a stale pin would make the load below fail
+            if (fd < 0) return fail(e);
+            close(fd);
+        }
         if (missing) {
             // Loading the object creates exactly its map definitions and pins the missing ones
             // (existing pins are reused); the program itself is dropped again.
-            std::string lerr;
             LoaderOptions lo;
             lo.pin_dir = dir;
-            if (!Loader::load(lo, &lerr)) return fail("creating maps under " + dir + ": " + lerr);
+            if (!Loader::load(lo, &e)) return fail("creating maps under " + dir + ": " + e);
         }
     }
 
     auto m = std::make_unique<PinnedMaps>();
     m->dir = dir;
     for (const auto &s : kSpecs) {
-        std::string path = dir + "/" + s.name;
-        int fd = bpf_obj_get(path.c_str());
-        if (fd < 0) return fail("opening pinned map " + path + ": " + errstr(errno));
+        int fd = open_checked(dir, s, &e);
+        if (fd < 0) return fail(e);
         m.get()->*s.fd = fd;
-        bpf_map_info info{};
-        __u32 len = sizeof(info);
-        if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
-            return fail("reading info of map " + path + ": " + errstr(errno));
-        if (info.value_size != s.value_size || info.max_entries != s.max_entries)
-            return fail("pinned map " + path + " has value_size " + std::to_string(info.value_size) +
-                        " max_entries " + std::to_string(info.max_entries) + ", expected " +
-                        std::to_string(s.value_size) + "/" + std::to_string(s.max_entries) +
-                        " (stale pin from another build? remove it)");
         if (!s.mem) continue;
         void *p = mmap(nullptr, mmap_len(s), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) return fail("mmap of map " + path + ": " + errstr(errno));
+        if (p == MAP_FAILED) return fail("mmap of map " + dir + "/" + s.name + ": " + errstr(errno));
         *s.mem(*m) = p;
     }
     return m;
