@@ -1,0 +1,74 @@
+// The routing-policy interface of the simulator and the factory of every policy it knows.
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvsteer/model/scheduler.h"
+#include "workload.h"
+
+namespace kvsteer::sim {
+
+// What a policy may look at when it decides. Policies read only what their real counterpart
+// could know: in_flight is the balancer's own count of bound, unfinished requests; `servers` is
+// there for the oracle and for scraping telemetry (kvsteer's daemon reads only counters).
+struct Cluster {
+    std::span<const uint32_t> in_flight;
+    std::span<const std::unique_ptr<model::Scheduler>> servers;
+    uint32_t size() const { return uint32_t(in_flight.size()); }
+};
+
+struct PolicyParams {
+    uint32_t prefix_len = 256;       // bytes hashed for the fixed prefix (kvsteer, CH, CH-BL)
+    uint32_t block_size = 512;       // bytes per chained block (kvsteer)
+    uint32_t max_blocks = 28;        // chained blocks hashed (kvsteer)
+    uint32_t first_flight = 14600;   // bytes kvsteer holds before binding
+    double load_factor = 1.25;       // bounded load c (kvsteer, CH-BL)
+    uint32_t replication = 2;        // K replicas of a hot prefix (kvsteer daemon)
+    double hot_rps = 20.0;           // kvsteer daemon: rate that makes a prefix hot
+    double report_interval_s = 0.150;     // kvsteer daemon: binding reports drained + table published
+    double telemetry_interval_s = 1.0;    // kvsteer daemon: backend /metrics scrape
+    bool daemon_every_tick = false;  // kvsteer: recompute even on ticks without new reports
+    bool affinity = true;            // kvsteer: run the daemon's affinity policy (else Maglev only)
+    // Radix-tree (SGLang router cache_aware) parameters, its defaults.
+    double cache_threshold = 0.5;
+    uint32_t balance_abs_threshold = 32;
+    double balance_rel_threshold = 1.0001;
+    double eviction_interval_s = 60.0;
+    uint64_t max_tree_size = uint64_t(1) << 24;  // characters per worker tree
+    uint32_t kv_block_bytes = 64;    // bytes per server KV block (radix tree symbol size)
+    uint64_t seed = 1;
+};
+
+class Policy {
+public:
+    virtual ~Policy() = default;
+    virtual std::string name() const = 0;
+    // Picks a server for request `idx` arriving at `now`.
+    virtual uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &c) = 0;
+    virtual void on_bound(uint32_t /*idx*/, uint32_t /*server*/, double /*now*/) {}
+    virtual void on_finished(uint32_t /*idx*/, uint32_t /*server*/, double /*now*/) {}
+    // Periodic work (daemon ticks, tree eviction): the simulator calls tick() at next_tick().
+    virtual double next_tick() const { return std::numeric_limits<double>::infinity(); }
+    virtual void tick(double /*now*/, const Cluster & /*c*/) {}
+    // Policy-specific counters for the report (how decisions were made).
+    virtual std::map<std::string, double> counters() const { return {}; }
+};
+
+// Names: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev, radix, oracle.
+const std::vector<std::string> &policy_names();
+// nullptr for an unknown name.
+std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers, const PolicyParams &p);
+
+std::unique_ptr<Policy> make_round_robin();
+std::unique_ptr<Policy> make_least_loaded();
+std::unique_ptr<Policy> make_consistent_hash(uint32_t servers, const PolicyParams &p, bool bounded);
+std::unique_ptr<Policy> make_kvsteer(uint32_t servers, const PolicyParams &p);
+std::unique_ptr<Policy> make_radix(uint32_t servers, const PolicyParams &p);
+std::unique_ptr<Policy> make_oracle();
+
+}  // namespace kvsteer::sim
