@@ -14,11 +14,12 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         netcat-openbsd procps psmisc iputils-ping tcpdump \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib
 
-.PHONY: all deps configure build test e2e bench bench-smoke fuzz clean help
+.PHONY: all deps configure build test e2e bench bench-smoke fuzz demo study clean help
 
 all: build
 
 help:
+	@echo "make demo        install, build, run round-robin vs kvsteer on 8 emulated GPU servers"
 	@echo "make test        install missing packages, build, run every test"
 	@echo "make bench       run the benchmarks, write $(BUILD)/bench/results.json"
 	@echo "make bench-smoke a short benchmark run (what CI checks)"
@@ -58,6 +59,9 @@ bench: build
 bench-smoke: build
 	mkdir -p $(BUILD)/bench
 	BUILD=$(BUILD) tools/bench/run.sh smoke
+
+demo: build
+	BUILD=$(BUILD) tools/demo/demo.sh
 
 fuzz:
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DKVS_FUZZ=ON

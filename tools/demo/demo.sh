@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# make demo: the same trace through the real packet path, first with prefix steering off
+# (round-robin), then on, against 8 emulated GPU servers in network namespaces. Prints a
+# side-by-side table of backend-counted hit rate, req/s, TTFT and per-server load, and writes
+# the figures (JSON) and a plot (PNG) under $BUILD/demo/.
+#
+# Environment: BUILD (default build), DEMO_SCALE (default 1: ~2-4 minutes; 0.25 is a quick
+# look, 2 replays more of the trace), DEMO_TRACE (a Mooncake-format file; default the shipped
+# trace in ../shared/traces, else SGLang's generated-shared-prefix workload), DEMO_BACKENDS (8).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=${BUILD:-build}
+BIN="$ROOT/$BUILD/bin"
+OUT="$ROOT/$BUILD/demo"
+SCALE=${DEMO_SCALE:-1}
+NBE=${DEMO_BACKENDS:-8}
+P=kvdemo
+RUN=/run/kvsteer-demo
+BPFFS=$RUN/bpf
+SOCK=/run/kvsteer/kvsteerd.sock
+TRACE=${DEMO_TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
+
+log() { printf '[demo %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (it creates network namespaces and loads XDP programs)"
+[[ "$SCALE" =~ ^[0-9]*\.?[0-9]+$ ]] || die "DEMO_SCALE must be a positive number, got '$SCALE'"
+for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu kvsteer-replay; do
+    [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing: run 'make' first"
+done
+[[ -f "$BUILD/bpf/kvsteer.bpf.o" ]] || die "$BUILD/bpf/kvsteer.bpf.o is missing: run 'make' first"
+
+source "$ROOT/tests/lib/topology.sh"
+PIDS=()
+cleanup() {
+    set +e
+    trap - EXIT INT TERM
+    log "cleaning up"
+    [[ -n "${DP_PID:-}" ]] && kill -TERM "$DP_PID" 2>/dev/null && wait "$DP_PID" 2>/dev/null
+    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    kvs_topo_down "$P"
+    mountpoint -q "$BPFFS" && umount "$BPFFS"
+    rm -rf "$RUN" "$SOCK"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+mkdir -p "$OUT" "$RUN" "$(dirname "$SOCK")"
+rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl
+
+# ---- workload ---------------------------------------------------------------------------------
+# The emulated GPUs and the replayer's clock both run SPEED times faster than model time, so the
+# servers see the trace's recorded load in 1/SPEED of its duration; DEMO_SCALE sets how much of
+# the trace is replayed.
+SPEED=${DEMO_SPEED:-20}    # emulated-GPU speed-up (wall clock runs SPEED times faster than model time)
+if [[ -f "$TRACE" ]]; then
+    total=$(wc -l <"$TRACE")
+    LIMIT=$(python3 -c "print(max(50, min($total, int($total * $SCALE))))")
+    WORKLOAD=(--trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
+    WDESC="Mooncake trace $(basename "$TRACE"), first $LIMIT of $total requests at recorded load"
+else
+    groups=$(python3 -c "print(max(4, int(32 * $SCALE)))")
+    WORKLOAD=(--synthetic --groups "$groups" --prompts-per-group 16 --system-prompt-len 2048
+              --question-len 128 --output-len 64 --qps 40)
+    WDESC="generated shared prefix: $groups groups x 16 prompts (no trace found at $TRACE)"
+fi
+log "workload: $WDESC"
+
+# ---- topology, maps, daemon ------------------------------------------------------------------
+export KVS_XDP_PASS_OBJ="$ROOT/$BUILD/bpf/xdp_pass.bpf.o"
+log "building the namespace topology: client, appliance, $NBE GPU servers"
+kvs_topo_up "$P" "$NBE" || die "topology"
+mkdir -p "$BPFFS"
+mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount a bpffs at $BPFFS"
+
+CONF="$RUN/kvsteerd.conf"
+{
+    sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' \
+        -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' "$ROOT/deploy/demo.conf"
+    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+    echo "snat-addr = $KVS_APP_IP"
+    echo "interface = $KVS_APP_IF"
+    echo "bpffs = $BPFFS"
+    echo "api-socket = $SOCK"
+    echo "steering-mode = round-robin"
+    for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
+} >"$CONF"
+
+start_backends() {  # fresh emulated GPUs: empty caches for each arm
+    local i
+    for ((i = 1; i <= NBE; i++)); do
+        ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 \
+            --server-id "gpu$i" --time-scale "$SPEED" --log-level warn >"$OUT/gpu$i.$1.log" 2>&1 &
+        BE_PIDS[$i]=$!; PIDS+=("$!")
+    done
+    for ((i = 1; i <= NBE; i++)); do
+        for _ in $(seq 100); do
+            ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 http://127.0.0.1:8000/health && break
+            sleep 0.05
+        done
+    done
+}
+stop_backends() {
+    local i
+    for ((i = 1; i <= NBE; i++)); do kill "${BE_PIDS[$i]}" 2>/dev/null; wait "${BE_PIDS[$i]}" 2>/dev/null; done
+}
+
+declare -a BE_PIDS
+start_backends rr
+log "starting kvsteerd (config: deploy/demo.conf) and kvsteer-dataplane (af_xdp) in the appliance namespace"
+ip netns exec "$KVS_NS_APP" "$BIN/kvsteerd" --config "$CONF" >"$OUT/kvsteerd.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
+[[ -S "$SOCK" ]] || { tail "$OUT/kvsteerd.log" >&2; die "kvsteerd did not start"; }
+
+ip netns exec "$KVS_NS_APP" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
+    --log-level=lib.eal:error \
+    --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$ROOT/$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
+    -- --bpffs "$BPFFS" --mode xdp --idle adaptive >"$OUT/dataplane.log" 2>&1 &
+DP_PID=$!
+for _ in $(seq 100); do
+    grep -q "worker 0: queue" "$OUT/dataplane.log" 2>/dev/null && break
+    kill -0 "$DP_PID" 2>/dev/null || { tail "$OUT/dataplane.log" >&2; die "dataplane exited"; }
+    sleep 0.1
+done
+# Wait until the daemon sees every backend up (health checks through the appliance's kernel).
+for _ in $(seq 100); do
+    up=$("$BIN/kvsteerctl" --socket "$SOCK" --json backends 2>/dev/null |
+        python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null || echo 0)
+    [[ "$up" == "$NBE" ]] && break
+    sleep 0.2
+done
+[[ "${up:-0}" == "$NBE" ]] || die "only ${up:-0}/$NBE backends up; see $OUT/kvsteerd.log"
+log "live state meanwhile, from another terminal: $BIN/kvsteerctl status; $BIN/kvsteerctl --bpffs $BPFFS counters"
+
+METRICS=()
+for ((i = 1; i <= NBE; i++)); do METRICS+=(--metrics "http://${KVS_BE_IP[$i]}:8000/metrics"); done
+
+run_arm() {  # run_arm NAME: replays the workload through the VIP, prints progress on stderr
+    local name=$1
+    log "arm '$name': replaying through the appliance ($WDESC)"
+    ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" "${WORKLOAD[@]}" \
+        --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SPEED" --max-concurrency 128 \
+        "${METRICS[@]}" --out "$OUT/$name.requests.jsonl" --summary-json "$OUT/$name.summary.json" \
+        2> >(tee "$OUT/$name.replay.log" >&2) >/dev/null \
+        || die "replay of arm '$name' failed (see $OUT/$name.replay.log)"
+}
+
+run_arm round-robin
+stop_backends
+start_backends prefix
+"$BIN/kvsteerctl" --socket "$SOCK" tune steering-mode prefix >/dev/null || die "cannot switch steering mode"
+sleep 1.5   # every backend passes health again after its restart
+run_arm kvsteer
+
+"$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$OUT/counters.txt" 2>&1 || true
+/usr/bin/python3 "$ROOT/tools/demo/report.py" "$OUT/round-robin.summary.json" "$OUT/kvsteer.summary.json" \
+    --plot "$OUT/demo.png" --json "$OUT/demo.json" --workload "$WDESC" || die "report failed"
+log "figures: $OUT/demo.json, plot: $OUT/demo.png, logs: $OUT/"
