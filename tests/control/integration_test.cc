@@ -1,0 +1,345 @@
+// End to end: the kvsteerd and kvsteerctl binaries over real pinned maps in a private bpffs
+// (mounted by with_bpffs.sh), backends on 127.0.0.1. kvsteerctl --json output is parsed and
+// the mmapped tables are checked after every command.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "kvsteer/bpf/maps.h"
+#include "kvsteer/control/ctl_client.h"
+#include "kvsteer/control/tables.h"
+#include "kvsteer/reasons.h"
+#include "test_http_server.h"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using kvsteer::control::TableWriter;
+
+namespace {
+
+struct Run {
+    int rc = -1;
+    std::string out, err;
+};
+
+// fork/exec with stdout and stderr captured; the child dies with us.
+Run run(const std::vector<std::string> &argv)
+{
+    int o[2], e[2];
+    EXPECT_EQ(pipe(o), 0);
+    EXPECT_EQ(pipe(e), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(o[1], 1);
+        dup2(e[1], 2);
+        close(o[0]);
+        close(e[0]);
+        std::vector<char *> a;
+        for (auto &s : argv)
+            a.push_back(const_cast<char *>(s.c_str()));
+        a.push_back(nullptr);
+        execv(a[0], a.data());
+        _exit(127);
+    }
+    close(o[1]);
+    close(e[1]);
+    Run r;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(o[0], buf, sizeof buf)) > 0)
+        r.out.append(buf, static_cast<std::size_t>(n));
+    while ((n = read(e[0], buf, sizeof buf)) > 0)
+        r.err.append(buf, static_cast<std::size_t>(n));
+    close(o[0]);
+    close(e[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return r;
+}
+
+bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 8000ms)
+{
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+        if (f())
+            return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return f();
+}
+
+class Integration : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        const char *fs = std::getenv("KVSTEER_TEST_BPFFS");
+        const char *d = std::getenv("KVSTEERD");
+        const char *c = std::getenv("KVSTEERCTL");
+        if (!fs || !d || !c)
+            GTEST_SKIP() << "run through with_bpffs.sh with KVSTEERD and KVSTEERCTL set (ctest does)";
+        bpffs_ = std::string(fs) + "/kvsteer-" + std::to_string(getpid()) + "-" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name();
+        kvsteerd_ = d;
+        kvsteerctl_ = c;
+        sock_ = "/tmp/kvsctl-int-" + std::to_string(getpid()) + ".sock";
+        conf_ = "/tmp/kvsctl-int-" + std::to_string(getpid()) + ".conf";
+        for (auto &s : srv_) {
+            s.set("/health", 200, "ok");
+            s.set("/metrics", 200, "vllm:num_requests_running 2\nvllm:num_requests_waiting 4\n");
+        }
+        std::ofstream f(conf_);
+        f << "vip = 10.77.0.1:8000\nsnat-addr = 10.77.1.1\nappliance-mac = 02:77:00:00:00:01\n"
+          << "backend = 127.0.0.1:" << srv_[0].port() << ",weight=1,mac=02:77:00:00:00:10\n"
+          << "backend = 127.0.0.1:" << srv_[1].port() << ",weight=1,mac=02:77:00:00:00:11\n"
+          << "cookie-key = 00112233445566778899aabbccddeeff\n"
+          << "health-interval = 100\nhealth-timeout = 80\nhealth-rise = 1\nhealth-fall = 2\n"
+          << "telemetry-interval = 100\nreport-interval = 50\ntable-grace = 2\n"
+          << "bpffs = " << bpffs_ << "\napi-socket = " << sock_ << "\nlog-level = warn\n";
+    }
+
+    void TearDown() override
+    {
+        stop_daemon();
+        maps_.reset();
+        unlink(conf_.c_str());
+        unlink(sock_.c_str());
+    }
+
+    void start_daemon()
+    {
+        daemon_ = fork();
+        if (daemon_ == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(devnull, 1);
+            execl(kvsteerd_.c_str(), kvsteerd_.c_str(), "--config", conf_.c_str(), nullptr);
+            _exit(127);
+        }
+        ASSERT_GT(daemon_, 0);
+        ASSERT_TRUE(wait_for([&] {
+            std::string err;
+            return kvsteer::control::api_call(sock_, {{"cmd", "status"}}, 500ms, &err).has_value();
+        })) << "kvsteerd did not come up";
+        std::string err;
+        maps_ = kvsteer::bpf::open_pinned_maps(bpffs_, false, &err);
+        ASSERT_TRUE(maps_) << err;
+    }
+
+    int stop_daemon()
+    {
+        if (daemon_ <= 0)
+            return -1;
+        kill(daemon_, SIGTERM);
+        int st = 0;
+        waitpid(daemon_, &st, 0);
+        daemon_ = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+
+    // kvsteerctl --json ARGS...; expects rc 0 and parses stdout.
+    json ctl(std::vector<std::string> args, int want_rc = 0)
+    {
+        std::vector<std::string> argv{kvsteerctl_, "--socket", sock_, "--bpffs", bpffs_, "--json"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto r = run(argv);
+        EXPECT_EQ(r.rc, want_rc) << "kvsteerctl " << args[0] << ": " << r.err << r.out;
+        if (want_rc != 0)
+            return json{{"stderr", r.err}};
+        auto j = json::parse(r.out, nullptr, false);
+        EXPECT_FALSE(j.is_discarded()) << r.out;
+        return j;
+    }
+
+    std::map<std::uint32_t, std::uint32_t> maglev_counts()
+    {
+        std::map<std::uint32_t, std::uint32_t> c;
+        auto a = TableWriter::active_maglev(maps_->config);
+        for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++)
+            c[maps_->maglev[a * KVS_MAGLEV_SIZE + i]]++;
+        return c;
+    }
+
+    std::uint8_t state(unsigned id) { return std::atomic_ref<__u8>(maps_->backends[id].state).load(); }
+
+    std::string addr(int i) { return "127.0.0.1:" + std::to_string(srv_[i].port()); }
+
+    TestHttpServer srv_[3];
+    std::string bpffs_, kvsteerd_, kvsteerctl_, sock_, conf_;
+    pid_t daemon_ = -1;
+    std::unique_ptr<kvsteer::bpf::PinnedMaps> maps_;
+};
+
+}  // namespace
+
+TEST_F(Integration, CtlCommandsChangeTheMappedTables)
+{
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    // Tables filled from the config file.
+    EXPECT_EQ(maps_->config->n_vips, 1u);
+    EXPECT_EQ(maps_->config->vips[0].addr[0], inet_addr("10.77.0.1"));
+    EXPECT_EQ(maps_->config->vips[0].port, htons(8000));
+    EXPECT_EQ(maps_->config->snat_addr[0], inet_addr("10.77.1.1"));
+    EXPECT_EQ(maps_->config->appliance_mac[1], 0x77);
+    EXPECT_EQ(maps_->config->cookie_key[0][0], 0x7766554433221100ull);
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
+    ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
+
+    auto st = ctl({"status"});
+    EXPECT_EQ(st["backends"]["total"], 2);
+    EXPECT_EQ(st["backends"]["up"], 2);
+    EXPECT_EQ(st["vips"][0], "10.77.0.1:8000");
+
+    auto add = ctl({"backends", "add", addr(2), "--weight", "2", "--mac", "02:77:00:00:00:12"});
+    EXPECT_EQ(add["backend"]["id"], 2);
+    ASSERT_TRUE(wait_for([&] { return state(2) == KVS_BE_UP && maglev_counts().size() == 3; }));
+    EXPECT_EQ(maps_->backends[2].weight, 2);
+    EXPECT_EQ(maps_->backends[2].port, htons(srv_[2].port()));
+    EXPECT_EQ(maps_->config->n_backends, 3u);
+    auto counts = maglev_counts();
+    EXPECT_NEAR(static_cast<double>(counts[2]) / KVS_MAGLEV_SIZE, 0.5, 0.02);
+
+    auto list = ctl({"backends"});
+    ASSERT_EQ(list["backends"].size(), 3u);
+    ASSERT_TRUE(wait_for([&] { return maps_->load[0].ext_queue == 4; }));  // telemetry -> kvs_be_load
+
+    ctl({"backends", "drain", addr(2)});
+    EXPECT_EQ(state(2), KVS_BE_DRAIN);
+    EXPECT_EQ(maglev_counts().count(2), 0u);
+    ctl({"backends", "drain", addr(2), "--undo"});
+    EXPECT_EQ(state(2), KVS_BE_UP);
+
+    ctl({"backends", "weight", "0", "3"});
+    EXPECT_EQ(maps_->backends[0].weight, 3);
+
+    auto rm = ctl({"backends", "remove", addr(2)});
+    EXPECT_EQ(rm["removed"]["id"], 2);
+    EXPECT_EQ(state(2), KVS_BE_EMPTY);
+    EXPECT_EQ(maglev_counts().count(2), 0u);
+
+    auto gen = maps_->config->generation;
+    auto t = ctl({"tune", "prefix-length", "300"});
+    EXPECT_EQ(t["prefix-length"], 300);
+    EXPECT_EQ(maps_->config->prefix_len, 300u);
+    EXPECT_GT(maps_->config->generation, gen);
+    EXPECT_EQ(ctl({"tune", "steering-mode"})["steering-mode"], "prefix");
+    ctl({"tune", "steering-mode", "five-tuple"});
+    EXPECT_EQ(maps_->config->steer_mode, static_cast<__u32>(KVS_STEER_FIVE_TUPLE));
+
+    ctl({"affinity", "pin", "0xabc", "0", addr(1)});
+    auto a = TableWriter::active_affinity(maps_->config);
+    const kvs_affinity_entry *half = maps_->affinity + a * KVS_AFFINITY_SLOTS;
+    const kvs_affinity_entry *e = &half[0xabc & (KVS_AFFINITY_SLOTS - 1)];
+    EXPECT_EQ(e->key, 0xabcu);
+    EXPECT_EQ(e->n_backends, 2);
+    auto show = ctl({"affinity", "show"});
+    ASSERT_GE(show["entries"].size(), 1u);
+    EXPECT_EQ(show["entries"][0]["key"], "0x0000000000000abc");
+    EXPECT_TRUE(show["entries"][0]["pinned"].get<bool>());
+    ctl({"affinity", "unpin", "0xabc"});
+    a = TableWriter::active_affinity(maps_->config);
+    EXPECT_NE(maps_->affinity[a * KVS_AFFINITY_SLOTS + 0xabc].key, 0xabcu);
+
+    // Errors: named, with the documented exit codes.
+    auto bad = ctl({"backends", "remove", "10.1.2.3:4"}, 1);
+    EXPECT_NE(bad["stderr"].get<std::string>().find("no backend 10.1.2.3:4"), std::string::npos);
+    ctl({"backends", "frobnicate"}, 2);
+    ctl({"nonsense"}, 2);
+    ctl({"tune", "replication", "99"}, 1);
+    auto unreachable = run({kvsteerctl_, "--socket", "/tmp/kvsctl-no-such.sock", "status"});
+    EXPECT_EQ(unreachable.rc, 3);
+}
+
+TEST_F(Integration, MapReadersWorkWithoutTheDaemon)
+{
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP; }));
+    // One flow (both directions) written as the dataplane would.
+    kvs_flow_key k{};
+    k.saddr[0] = inet_addr("10.77.9.9");
+    k.daddr[0] = inet_addr("10.77.0.1");
+    k.sport = htons(40000);
+    k.dport = htons(8000);
+    k.family = KVS_AF_INET;
+    k.proto = IPPROTO_TCP;
+    kvs_flow f{};
+    f.new_saddr[0] = inet_addr("10.77.1.1");
+    f.new_daddr[0] = inet_addr("127.0.0.1");
+    f.new_sport = htons(33000);
+    f.new_dport = htons(srv_[0].port());
+    f.dir = KVS_DIR_C2S;
+    f.backend_id = 0;
+    f.packets = 12;
+    ASSERT_EQ(bpf_map_update_elem(maps_->flows_fd, &k, &f, BPF_ANY), 0);
+    kvs_flow_key k2 = k;
+    std::swap(k2.saddr, k2.daddr);
+    f.dir = KVS_DIR_S2C;
+    ASSERT_EQ(bpf_map_update_elem(maps_->flows_fd, &k2, &f, BPF_ANY), 0);
+    maps_->dp_stats[2 * KVS_STATS_MAX + KVS_R_DP_BIND_OK] = 7;
+    std::atomic_ref<__u64>(maps_->load[0].binds).store(5);
+    std::atomic_ref<__u64>(maps_->load[0].closes).store(2);
+
+    EXPECT_EQ(stop_daemon(), 0) << "SIGTERM is a clean exit";
+
+    auto count = ctl({"flows", "count"});
+    EXPECT_EQ(count["flows"], 1);
+    EXPECT_EQ(count["entries"], 2);
+    auto list = ctl({"flows", "list"});
+    ASSERT_EQ(list["list"].size(), 2u);
+    bool seen = false;
+    for (const auto &x : list["list"])
+        if (x["dir"] == "c2s") {
+            seen = true;
+            EXPECT_EQ(x["src"], "10.77.9.9:40000");
+            EXPECT_EQ(x["new_dst"], addr(0));
+            EXPECT_EQ(x["packets"], 12);
+        }
+    EXPECT_TRUE(seen);
+
+    auto c = ctl({"counters"});
+    EXPECT_EQ(c["dataplane"]["dp_bind_ok"], 7);
+    EXPECT_EQ(c["dataplane_workers"][0]["worker"], 2);
+    EXPECT_TRUE(c["xdp"].contains("tx_synack"));
+    ASSERT_GE(c["backends"].size(), 2u);
+    EXPECT_EQ(c["backends"][0]["in_flight"], 3);
+    EXPECT_EQ(c["backends"][0]["state"], "up");
+    EXPECT_EQ(ctl({"counters", "xdp"}).size(), 1u);
+
+    // The daemon is down: API commands say so (exit 3); the tables stay as they were.
+    ctl({"status"}, 3);
+    EXPECT_EQ(state(0), KVS_BE_UP);
+    auto missing = run({kvsteerctl_, "--bpffs", bpffs_ + "/nope", "counters"});
+    EXPECT_EQ(missing.rc, 3);
+}
+
+TEST_F(Integration, BadConfigurationAndHelp)
+{
+    auto r = run({kvsteerd_, "--config", conf_, "--replication", "7"});
+    EXPECT_EQ(r.rc, 2);
+    EXPECT_NE(r.err.find("replication: must be an integer in 1..4"), std::string::npos) << r.err;
+    r = run({kvsteerd_, "--help"});
+    EXPECT_EQ(r.rc, 0);
+    EXPECT_NE(r.out.find("--health-interval"), std::string::npos);
+    for (auto sub : {"status", "backends", "affinity", "flows", "counters", "tune"}) {
+        r = run({kvsteerctl_, sub, "--help"});
+        EXPECT_EQ(r.rc, 0) << sub;
+        EXPECT_NE(r.out.find("Usage: kvsteerctl"), std::string::npos) << sub;
+    }
+    r = run({kvsteerctl_});
+    EXPECT_EQ(r.rc, 2);
+}
