@@ -32,6 +32,7 @@ PrefixHashes hash_prompt(const HashParams &p, std::string_view model,
     const std::size_t full = std::min<std::size_t>(key.size() / p.block_size, max_blocks);
     // blocks[i] = H(seed, prev || block i) with prev = blocks[i-1], or the model hash for i = 0.
     XXH3_state_t st;
+    XXH3_INITSTATE(&st);  // reset_withSeed reads st.seed: uninitialized stack could skip the secret setup
     std::uint64_t prev = model_hash;
     for (std::size_t i = 0; i < full; ++i) {
         std::uint8_t prev_le[8];
