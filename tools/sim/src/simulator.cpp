@@ -23,7 +23,8 @@ double percentile(std::vector<double> &v, double p) {
 }  // namespace
 
 RunResult simulate(const Workload &w, std::span<const double> arrivals, const RunConfig &cfg,
-                   const std::function<void(double)> &progress) {
+                   const std::function<void(double)> &progress,
+                   const std::function<void(const Cluster &)> &on_end) {
     const auto wall0 = std::chrono::steady_clock::now();
     if (arrivals.size() != w.reqs.size())
         throw std::invalid_argument(fmt::format("{} arrival times for {} requests", arrivals.size(), w.reqs.size()));
@@ -145,6 +146,7 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
     const double busy_max = *std::max_element(res.busy_s.begin(), res.busy_s.end());
     res.imbalance = busy_sum > 0 ? busy_max / (busy_sum / n_srv) : 1.0;
     res.counters = policy->counters();
+    if (on_end) on_end(cluster);
     res.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
     return res;
 }

@@ -49,7 +49,9 @@ struct RunResult {
 
 // Runs `cfg.policy` over the workload with the given arrival times (one per request, seconds).
 // Throws std::invalid_argument for an unknown policy or a size mismatch.
+// `on_end` sees the servers as they are when the run ends (tests read the caches' own counters).
 RunResult simulate(const Workload &w, std::span<const double> arrivals, const RunConfig &cfg,
-                   const std::function<void(double)> &progress = {});
+                   const std::function<void(double)> &progress = {},
+                   const std::function<void(const Cluster &)> &on_end = {});
 
 }  // namespace kvsteer::sim

@@ -1,0 +1,74 @@
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "first_flight.h"
+#include "sim_fixtures.h"
+
+namespace kvsteer::sim {
+namespace {
+
+std::string temp_file(const std::string &name, const std::string &text) {
+    const std::string p = ::testing::TempDir() + name;
+    std::ofstream(p) << text;
+    return p;
+}
+
+TEST(WorkloadTest, MissingTraceFileIsAClearError) {
+    try {
+        load_mooncake("does/not/exist.jsonl", 0, WorkloadOptions{});
+        FAIL() << "no error";
+    } catch (const std::runtime_error &e) {
+        EXPECT_NE(std::string(e.what()).find("cannot read trace file 'does/not/exist.jsonl'"), std::string::npos)
+            << e.what();
+    }
+}
+
+TEST(WorkloadTest, MalformedTraceNamesTheLine) {
+    const auto p = temp_file("sim_bad.jsonl",
+                             "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [1]}\n"
+                             "this is not json\n");
+    try {
+        load_mooncake(p, 0, WorkloadOptions{});
+        FAIL() << "no error";
+    } catch (const std::runtime_error &e) {
+        EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+    }
+    const auto empty = temp_file("sim_empty.jsonl", "\n\n");
+    EXPECT_THROW(load_mooncake(empty, 0, WorkloadOptions{}), std::runtime_error);
+}
+
+TEST(WorkloadTest, MooncakeItemsShareBytesExactlyAsFarAsTheirBlockIds) {
+    const auto p = temp_file("sim_ok.jsonl",
+                             "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [1, 2]}\n"
+                             "{\"timestamp\": 500, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [1, 3]}\n");
+    const Workload w = load_mooncake(p, 0, WorkloadOptions{});
+    ASSERT_EQ(w.reqs.size(), 2u);
+    EXPECT_DOUBLE_EQ(w.reqs[1].base_t, 0.5);
+    // 512 tokens x 4 bytes per Mooncake block = 32 KV blocks of 64 bytes; the chat wrapper shifts
+    // the block grid, so the first 32 blocks agree and the rest differ.
+    size_t same = 0;
+    while (same < w.reqs[0].blocks.size() && w.reqs[0].blocks[same] == w.reqs[1].blocks[same]) ++same;
+    EXPECT_EQ(same, 32u);
+    // Speed-up divides the trace times.
+    const auto t = arrivals(w, 2.0, 0, 0);
+    EXPECT_DOUBLE_EQ(t[1], 0.25);
+}
+
+TEST(WorkloadTest, FirstFlightIsCutAndLocatable) {
+    const Workload w = test::small_shared_prefix(1, 1, 8192);  // a 32 KiB system prompt
+    const SimRequest &r = w.reqs[0];
+    EXPECT_EQ(r.first_flight.rfind("POST /v1/chat/completions HTTP/1.1\r\n", 0), 0u);
+    HashParams hp;
+    const auto k = first_flight_key(r.first_flight, 14600, hp, 1);
+    EXPECT_EQ(k.kind, KeyKind::OpenAIChat);
+    EXPECT_LT(k.prompt_bytes, 14600u);
+    EXPECT_GT(k.prompt_bytes, 14000u);
+    // Every full 512-byte block of the ~14.3 KB of prompt seen, at most 28.
+    EXPECT_EQ(k.hashes.n_blocks, std::min<uint32_t>(28, k.prompt_bytes / 512));
+    EXPECT_GE(k.hashes.n_blocks, 27u);
+}
+
+}  // namespace
+}  // namespace kvsteer::sim
