@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 
+#include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -89,6 +90,33 @@ bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string
         }
     }
     return true;
+}
+
+std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal_args) {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < eal_args.size(); ++i) {
+        std::string v;
+        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) v = eal_args[i + 1];
+        else if (eal_args[i].rfind("--vdev=", 0) == 0) v = eal_args[i].substr(7);
+        else continue;
+        if (v.find("xdp_prog=") == std::string::npos) continue;
+        std::size_t pos = v.find(",iface=");
+        if (pos == std::string::npos) continue;
+        std::size_t end = v.find(',', pos + 7);
+        out.push_back(v.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7));
+    }
+    return out;
+}
+
+unsigned detach_previous_xdp(const std::vector<std::string> &ifaces) {
+    unsigned n = 0;
+    for (const auto &name : ifaces) {
+        int ifindex = static_cast<int>(if_nametoindex(name.c_str()));
+        __u32 id = 0;
+        if (ifindex <= 0 || bpf_xdp_query_id(ifindex, 0, &id) != 0 || id == 0) continue;
+        if (bpf_xdp_detach(ifindex, 0, nullptr) == 0) ++n;
+    }
+    return n;
 }
 
 bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err) {

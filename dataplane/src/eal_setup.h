@@ -19,6 +19,14 @@ bool bind_bpffs_as_default_root(const std::string &dir, std::string *err);
 // reported as such instead of as a PMD probe failure. false + err naming the interface.
 bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err);
 
+// Interfaces named by `iface=` in the --vdev arguments that also carry `xdp_prog=`.
+std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal_args);
+
+// DPDK 22.11's af_xdp PMD refuses to attach over an XDP program already on the interface (the
+// one a previous dataplane left so its flows kept flowing). Detach it just before the port
+// starts; the PMD attaches the new one within a fraction of a second. Returns how many.
+unsigned detach_previous_xdp(const std::vector<std::string> &ifaces);
+
 // True when the EAL arguments allow running without hugepages or hugepages are configured.
 bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err);
 

@@ -126,6 +126,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     rte_mempool *pool = nullptr;
+    if (opts->mode == Mode::Xdp) {
+        if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args)))
+            spdlog::info("replacing the XDP program of a previous run on {} interface(s)", n);
+    }
     if (!start_port(opts->port, static_cast<std::uint16_t>(n_workers), opts->mbufs, &pool, &err)) {
         spdlog::error("{}", err);
         return 1;

@@ -113,6 +113,46 @@ synflood)
     (( n <= 2 )) || dpe_fail "SYN flood created flow state: $n entries"
     dpe_log "SYN flood ($synacks SYN-ACKs from XDP) created no state; legitimate POST ok"
     ;;
+restart)
+    # SIGTERM mid-stream: the bound flow keeps flowing through XDP; a new dataplane picks up
+    # the pinned maps and binds new flows.
+    DPE_TIME_SCALE=1 dpe_up kvdpr 2
+    python3 - "$DPE_DIR/long.json" <<'PY'
+import json, sys
+json.dump({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 400, "stream": True,
+           "messages": [{"role": "user", "content": "tell me a long story " * 20}]}, open(sys.argv[1], "w"))
+PY
+    dpe_post "$DPE_DIR/long.json" "$DPE_DIR/long" & stream=$!
+    sleep 0.6
+    kill -TERM "$DPE_DP_PID"; wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
+    (( rc == 0 )) || dpe_fail "dataplane exit status $rc after SIGTERM"
+    kill -0 $stream 2>/dev/null || dpe_fail "the stream finished before the restart: make it longer"
+    n=$(dpe_flows); (( n >= 2 )) || dpe_fail "flow entries gone after the dataplane stopped ($n)"
+    wait $stream || dpe_fail "stream broken by the dataplane restart"
+    dpe_check_digests "$DPE_DIR/long" "$DPE_DIR/long.json"
+    grep -q 'data: \[DONE\]' "$DPE_DIR/long.b" || dpe_fail "stream incomplete"
+    dpe_log "stream survived SIGTERM of the dataplane"
+    dpe_start_dataplane
+    dpe_chat_body "$DPE_DIR/req.json" "After restart." 900
+    dpe_post "$DPE_DIR/req.json" "$DPE_DIR/r2" || dpe_fail "POST after restart"
+    dpe_check_digests "$DPE_DIR/r2" "$DPE_DIR/req.json"
+    dpe_log "restarted dataplane binds new flows"
+    ;;
+daemon)
+    # kvsteerd instead of the fixture: it writes the tables and consumes the binding reports.
+    DPE_KVSTEERD=1 dpe_up kvdpk 3
+    for k in 1 2 3 4; do
+        dpe_chat_body "$DPE_DIR/q$k.json" "$(printf 'Daemon shared prefix. %.0s' {1..20})" $((800 * k))
+        dpe_post "$DPE_DIR/q$k.json" "$DPE_DIR/d$k" || dpe_fail "POST $k with kvsteerd"
+        dpe_check_digests "$DPE_DIR/d$k" "$DPE_DIR/q$k.json"
+    done
+    sleep 0.5
+    ring=$("$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" | grep '^ring0 ')
+    [[ "$ring" =~ head=([0-9]+)\ tail=([0-9]+) ]] || dpe_fail "no binding reports: $ring"
+    (( BASH_REMATCH[1] == 4 )) || dpe_fail "expected 4 reports: $ring"
+    (( BASH_REMATCH[2] == 4 )) || dpe_fail "kvsteerd did not consume the reports: $ring"
+    dpe_log "4 POSTs bound with kvsteerd's tables; reports consumed ($ring)"
+    ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;
 esac

@@ -9,12 +9,14 @@ dpe_fail() { echo "FAIL: $*"; dpe_dump; exit 1; }
 dpe_dump() {
     [[ -n "${DPE_DIR:-}" ]] || return 0
     echo "---- dataplane log (tail)"; tail -40 "$DPE_DIR/dp.log" 2>/dev/null || true
+    [[ -f "$DPE_DIR/kvsteerd.log" ]] && { echo "---- kvsteerd log (tail)"; tail -20 "$DPE_DIR/kvsteerd.log"; }
     echo "---- counters"; "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" 2>/dev/null || true
 }
 
 dpe_cleanup() {
     set +e
     if [[ -n "${DPE_DP_PID:-}" ]]; then kill "$DPE_DP_PID" 2>/dev/null; wait "$DPE_DP_PID" 2>/dev/null; fi
+    if [[ -n "${DPE_KVSTEERD_PID:-}" ]]; then kill "$DPE_KVSTEERD_PID" 2>/dev/null; wait "$DPE_KVSTEERD_PID" 2>/dev/null; fi
     for p in "${DPE_BE_PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
     kvs_topo_down "$DPE_PREFIX"
     if [[ -n "${DPE_BPFFS:-}" ]] && mountpoint -q "$DPE_BPFFS"; then umount "$DPE_BPFFS"; fi
@@ -36,6 +38,13 @@ dpe_up() {
     mountpoint -q "$DPE_BPFFS" || mount -t bpf bpf "$DPE_BPFFS" || dpe_fail "mount bpffs"
     local args=() i
     for ((i = 1; i <= nbe; i++)); do args+=(--backend "${KVS_BE_IP[$i]}:8000,${KVS_BE_MAC[$i]}"); done
+    if [[ -n "${DPE_KVSTEERD:-}" ]]; then
+        for ((i = 1; i <= nbe; i++)); do dpe_start_backend "$i"; done
+        for ((i = 1; i <= nbe; i++)); do dpe_wait_backend "$i"; done
+        dpe_start_kvsteerd "$nbe"
+        dpe_start_dataplane "$@"
+        return 0
+    fi
     "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
         --snat-ports 10000-39999 --app-mac "$KVS_APP_MAC" "${args[@]}" ${DPE_FILL_ARGS:-} >/dev/null \
         || dpe_fail "filling maps"
@@ -44,10 +53,32 @@ dpe_up() {
     dpe_start_dataplane "$@"
 }
 
+# The control daemon fills the maps (config, backends, Maglev, affinity) and consumes the
+# dataplane's binding reports.
+dpe_start_kvsteerd() {
+    local nbe=$1 i args=()
+    for ((i = 1; i <= nbe; i++)); do args+=(--backend "${KVS_BE_IP[$i]}:8000,mac=${KVS_BE_MAC[$i]}"); done
+    DPE_KVSTEERD_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteerd" --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT"
+        --snat-addr "$KVS_APP_IP" --snat-ports 10000-39999 --interface "$KVS_APP_IF" "${args[@]}"
+        --api-socket "$DPE_DIR/kvsteerd.sock" --health-interval 200 --health-timeout 150 --report-interval 100)
+    dpe_log "${DPE_KVSTEERD_CMD[*]}"
+    "${DPE_KVSTEERD_CMD[@]}" >>"$DPE_DIR/kvsteerd.log" 2>&1 &
+    DPE_KVSTEERD_PID=$!
+    local t
+    for t in $(seq 1 100); do
+        [[ -e "$DPE_BPFFS/kvs_config" ]] && "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" >/dev/null 2>&1 \
+            && [[ -S "$DPE_DIR/kvsteerd.sock" ]] && { sleep 1; return 0; }
+        kill -0 "$DPE_KVSTEERD_PID" 2>/dev/null || { tail -20 "$DPE_DIR/kvsteerd.log"; dpe_fail "kvsteerd exited"; }
+        sleep 0.1
+    done
+    tail -20 "$DPE_DIR/kvsteerd.log"
+    dpe_fail "kvsteerd did not come up"
+}
+
 dpe_start_backend() {
     local i=$1
     ip netns exec "${KVS_BE_NS[$i]}" "$DPE_BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
-        --time-scale 1000 >"$DPE_DIR/be$i.log" 2>&1 &
+        --time-scale "${DPE_TIME_SCALE:-1000}" >"$DPE_DIR/be$i.log" 2>&1 &
     DPE_BE_PIDS[$i]=$!
 }
 

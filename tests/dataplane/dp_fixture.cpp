@@ -173,6 +173,10 @@ int main(int argc, char **argv) {
         if (bpf::read_xdp_stats(*m, xs, KVS_R__COUNT, &err))
             for (unsigned r = 0; r < KVS_R__COUNT; ++r)
                 if (xs[r]) std::cout << "xdp_" << kvs_reason_name(r) << " " << xs[r] << "\n";
+        for (unsigned w = 0; w < KVS_MAX_WORKERS; ++w)
+            if (m->ring_ctl[w].head)
+                std::cout << "ring" << w << " head=" << m->ring_ctl[w].head << " tail=" << m->ring_ctl[w].tail
+                          << " dropped=" << m->ring_ctl[w].dropped << "\n";
         for (unsigned i = 0; i < m->config->n_backends; ++i) {
             const kvs_backend_load &l = m->load[i];
             std::cout << "backend" << i << " binds=" << l.binds << " closes=" << l.closes
