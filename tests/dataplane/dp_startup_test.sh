@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# kvsteer-dataplane startup errors: each bad input exits non-zero with a message naming it.
+set -uo pipefail
+BIN=$1/bin/kvsteer-dataplane
+fails=0
+expect() {  # expect "what" "message regex" cmd...
+    local what=$1 re=$2; shift 2
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    if (( rc == 0 )) || ! grep -Eq -e "$re" <<<"$out"; then
+        echo "FAIL: $what: rc=$rc, output:"; echo "$out" | tail -5; fails=$((fails + 1))
+    else
+        echo "ok: $what"
+    fi
+}
+EAL=(--no-pci --no-huge -m 512 --no-shconf -l 0 --log-level=lib.eal:error)
+out=$("$BIN" --help) && grep -q -- "--bpffs" <<<"$out" && echo "ok: --help" || { echo "FAIL: --help"; fails=$((fails + 1)); }
+expect "bad --mode" "--mode must be xdp or dpdk" "$BIN" -- --mode foo
+expect "unknown option" "unrecognised option '--bogus'" "$BIN" -- --bogus
+expect "no hugepages" "no hugepages configured: pass --no-huge" "$BIN" --no-pci -- --bpffs /nonexistent
+expect "no such interface" "no such interface 'kvdp-nosuch0'" "$BIN" "${EAL[@]}" \
+    --vdev net_af_xdp0,iface=kvdp-nosuch0 -- --bpffs /nonexistent
+expect "maps missing" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" -- --bpffs /nonexistent-kvdp
+if [[ $(id -u) == 0 ]]; then
+    dir=/run/kvsteer-test-kvdpst
+    mkdir -p "$dir" && mount -t bpf bpf "$dir" && trap 'umount "$dir"; rmdir "$dir"' EXIT
+    # Maps exist (created), but no port was given: the error names the port.
+    expect "no port" "port 0 does not exist" "$BIN" "${EAL[@]}" -- --bpffs "$dir" --create-maps --mode dpdk
+fi
+(( fails == 0 )) && echo PASS || exit 1
