@@ -153,6 +153,25 @@ daemon)
     (( BASH_REMATCH[2] == 4 )) || dpe_fail "kvsteerd did not consume the reports: $ring"
     dpe_log "4 POSTs bound with kvsteerd's tables; reports consumed ($ring)"
     ;;
+dpdk)
+    # Pure-DPDK mode: the workers answer SYNs (cookies), bind, and forward established flows
+    # themselves (same C codecs as XDP), on net_af_packet. The appliance kernel gives up its
+    # address so it neither answers nor resets what the dataplane owns; the dataplane answers ARP.
+    DPE_DP_MODE=dpdk DPE_DP_VDEV="net_af_packet0,iface=app0,qpairs=1" dpe_up kvdpp 3 --create-maps --closed-linger-s 1
+    ip -n "$KVS_NS_APP" addr flush dev "$KVS_APP_IF"
+    for size in 300 5000 60000; do
+        dpe_chat_body "$DPE_DIR/req$size.json" "Pure DPDK $size." "$size"
+        dpe_post "$DPE_DIR/req$size.json" "$DPE_DIR/r$size" || dpe_fail "POST of $size bytes in dpdk mode"
+        dpe_check_digests "$DPE_DIR/r$size" "$DPE_DIR/req$size.json"
+    done
+    dpe_post "$DPE_DIR/req300.json" "$DPE_DIR/rb" -H "x-kvsteer-echo-bytes: 2000000" || dpe_fail "2 MB response in dpdk mode"
+    dpe_check_digests "$DPE_DIR/rb" "$DPE_DIR/req300.json"
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 100 --concurrency 20 --prefixes 10) || dpe_fail "100 connections in dpdk mode: $out"
+    fwd=$(dpe_counter tx_fwd_s2c)
+    (( ${fwd:-0} > 1000 )) || dpe_fail "the dataplane forwarded only ${fwd:-0} backend packets"
+    dpe_log "pure-DPDK mode: bodies, 2 MB response, 100 connections ok ($out)"
+    ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;
 esac

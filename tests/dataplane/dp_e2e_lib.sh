@@ -93,10 +93,11 @@ dpe_wait_backend() {
 
 dpe_start_dataplane() {
     # Test runs: no PCI, no hugepages, private runtime state; one lcore shared with everything.
+    # DPE_DP_VDEV overrides the port (pure-DPDK mode runs on net_af_packet).
+    local vdev=${DPE_DP_VDEV:-"net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0"}
     DPE_DP_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf
-        -l 0 --log-level=lib.eal:error
-        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0"
-        -- --bpffs "$DPE_BPFFS" --mode xdp --idle adaptive "$@")
+        -l 0 --log-level=lib.eal:error --vdev "$vdev"
+        -- --bpffs "$DPE_BPFFS" --mode "${DPE_DP_MODE:-xdp}" --idle adaptive "$@")
     dpe_log "${DPE_DP_CMD[*]}"
     "${DPE_DP_CMD[@]}" >>"$DPE_DIR/dp.log" 2>&1 &
     DPE_DP_PID=$!
