@@ -15,14 +15,20 @@
 #   KVS_XDP_PASS_OBJ an XDP_PASS object attached to the bridge-side peer of the appliance's veth
 #                    (XDP_TX into a veth needs an XDP program on its peer); default build/bpf/xdp_pass.bpf.o
 #   KVS_N_CLIENTS    client namespaces (default 1)
+#   KVS_N_APPLIANCES appliances (default 1). With more than one, a router namespace sits between
+#                    the clients and the bridge and spreads flows to the VIP over the appliances
+#                    with an L4-hashed multipath route (ECMP), as an upstream router would:
+#     client i (10.78.i.2/24) -- router (10.78.i.1, and .254 on the bridge) -- bridge
+#   KVS_ROUTER=1     the router namespace even with one appliance
 # Exports: KVS_NS_BRIDGE KVS_NS_CLIENT (first client) KVS_NS_CLIENTS[i] KVS_CLIENT_IP[i]
 #   KVS_NS_APP KVS_APP_IF KVS_APP_IP KVS_APP_MAC KVS_VIP KVS_VIP_PORT
 #   KVS_BE_NS[i] KVS_BE_IP[i] KVS_BE_MAC[i] (i = 1..N)  KVS_N_BACKENDS
+#   KVS_APP_NS[j] KVS_APP_IPS[j] KVS_APP_MACS[j] (j = 1..M; j = 1 is KVS_NS_APP)  KVS_NS_ROUTER
 # Addresses live only inside the namespaces made here; nothing is sent from the root namespace.
 
 kvs__die() { echo "topology: $*" >&2; return 1; }
 
-kvs__ns_list() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$1-(br|app|cl[0-9]+|be[0-9]+)$" || true; }
+kvs__ns_list() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$1-(br|rt|app[0-9]*|cl[0-9]+|be[0-9]+)$" || true; }
 
 kvs_topo_down() {
     local prefix=${1:?prefix}
@@ -64,22 +70,55 @@ kvs_topo_up() {
     ip -n "$KVS_NS_BRIDGE" link set br0 up
     ip -n "$KVS_NS_BRIDGE" link set lo up
 
-    # Appliance: one-armed, its kernel owns 10.x.2 (ARP, health checks); XDP owns VIP and SNAT ports.
-    ip netns add "$KVS_NS_APP" || return 1
-    ip -n "$KVS_NS_APP" link set lo up
-    kvs__link "$KVS_NS_APP" app0 "$KVS_NS_BRIDGE" p-app || return 1
-    ip -n "$KVS_NS_BRIDGE" link set p-app master br0
-    ip -n "$KVS_NS_APP" addr add "$KVS_APP_IP/24" dev app0
-    kvs__no_offload "$KVS_NS_APP" app0
-    # The kernel's own ephemeral ports stay clear of the SNAT range the dataplane owns.
-    ip netns exec "$KVS_NS_APP" sysctl -qw net.ipv4.ip_local_port_range="40000 60999"
-    if [[ -f "$pass_obj" ]]; then
-        ip -n "$KVS_NS_BRIDGE" link set dev p-app xdpdrv obj "$pass_obj" sec xdp \
-            || { kvs__die "cannot attach $pass_obj to p-app"; return 1; }
-    else
-        echo "topology: warning: $pass_obj missing; XDP_TX from the appliance will be lost" >&2
+    local napp=${KVS_N_APPLIANCES:-1} router=${KVS_ROUTER:-0} j ns_app ifp
+    (( napp >= 1 && napp <= 4 )) || { kvs__die "appliances must be 1..4"; return 1; }
+    (( napp > 1 )) && router=1
+    # Appliances: one-armed; each kernel owns its address (ARP, health checks), XDP owns the VIP
+    # and that appliance's SNAT ports.
+    KVS_APP_NS=(); KVS_APP_IPS=(); KVS_APP_MACS=()
+    for ((j = 1; j <= napp; j++)); do
+        ns_app="$prefix-app"; ifp=p-app
+        (( j > 1 )) && { ns_app="$prefix-app$j"; ifp="p-app$j"; }
+        ip netns add "$ns_app" || return 1
+        ip -n "$ns_app" link set lo up
+        kvs__link "$ns_app" app0 "$KVS_NS_BRIDGE" "$ifp" || return 1
+        ip -n "$KVS_NS_BRIDGE" link set "$ifp" master br0
+        ip -n "$ns_app" addr add "$net.$((1 + j))/24" dev app0
+        kvs__no_offload "$ns_app" app0
+        # The kernel's own ephemeral ports stay clear of the SNAT range the dataplane owns.
+        ip netns exec "$ns_app" sysctl -qw net.ipv4.ip_local_port_range="40000 60999"
+        if [[ -f "$pass_obj" ]]; then
+            ip -n "$KVS_NS_BRIDGE" link set dev "$ifp" xdpdrv obj "$pass_obj" sec xdp \
+                || { kvs__die "cannot attach $pass_obj to $ifp"; return 1; }
+        else
+            echo "topology: warning: $pass_obj missing; XDP_TX from the appliance will be lost" >&2
+        fi
+        KVS_APP_NS[$j]=$ns_app; KVS_APP_IPS[$j]="$net.$((1 + j))"
+        KVS_APP_MACS[$j]=$(ip netns exec "$ns_app" cat /sys/class/net/app0/address)
+    done
+    KVS_APP_MAC=${KVS_APP_MACS[1]}
+    export KVS_APP_MAC KVS_APP_NS KVS_APP_IPS KVS_APP_MACS
+
+    KVS_NS_ROUTER=""
+    if (( router )); then
+        KVS_NS_ROUTER="$prefix-rt"
+        ip netns add "$KVS_NS_ROUTER" || return 1
+        ip -n "$KVS_NS_ROUTER" link set lo up
+        kvs__link "$KVS_NS_ROUTER" eth0 "$KVS_NS_BRIDGE" p-rt || return 1
+        ip -n "$KVS_NS_BRIDGE" link set p-rt master br0
+        ip -n "$KVS_NS_ROUTER" addr add "$net.254/24" dev eth0
+        kvs__no_offload "$KVS_NS_ROUTER" eth0
+        ip netns exec "$KVS_NS_ROUTER" sysctl -qw net.ipv4.ip_forward=1 \
+            net.ipv4.fib_multipath_hash_policy=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+        local hops=()
+        for ((j = 1; j <= napp; j++)); do hops+=(nexthop via "${KVS_APP_IPS[$j]}" dev eth0 weight 1); done
+        if (( napp > 1 )); then
+            ip -n "$KVS_NS_ROUTER" route add "$KVS_VIP/32" "${hops[@]}" || return 1
+        else
+            ip -n "$KVS_NS_ROUTER" route add "$KVS_VIP/32" via "$KVS_APP_IP" || return 1
+        fi
     fi
-    KVS_APP_MAC=$(ip netns exec "$KVS_NS_APP" cat /sys/class/net/app0/address); export KVS_APP_MAC
+    export KVS_NS_ROUTER
 
     local i ns
     KVS_NS_CLIENTS=(); KVS_CLIENT_IP=()
@@ -87,6 +126,17 @@ kvs_topo_up() {
         ns="$prefix-cl$i"
         ip netns add "$ns" || return 1
         ip -n "$ns" link set lo up
+        if [[ -n "$KVS_NS_ROUTER" ]]; then
+            local cnet="${KVS_TOPO_CNET:-10.78}.$i"
+            kvs__link "$ns" eth0 "$KVS_NS_ROUTER" "cl$i" || return 1
+            ip -n "$ns" addr add "$cnet.2/24" dev eth0
+            ip -n "$KVS_NS_ROUTER" addr add "$cnet.1/24" dev "cl$i"
+            ip -n "$ns" route add "$KVS_VIP/32" via "$cnet.1"
+            kvs__no_offload "$ns" eth0
+            kvs__no_offload "$KVS_NS_ROUTER" "cl$i"
+            KVS_NS_CLIENTS[$i]=$ns; KVS_CLIENT_IP[$i]="$cnet.2"
+            continue
+        fi
         kvs__link "$ns" eth0 "$KVS_NS_BRIDGE" "p-cl$i" || return 1
         ip -n "$KVS_NS_BRIDGE" link set "p-cl$i" master br0
         ip -n "$ns" addr add "$net.$((9 + i))/24" dev eth0

@@ -18,4 +18,16 @@ ip -n "$KVS_NS_CLIENT" route get "$KVS_VIP" | grep -q "via $KVS_APP_IP" || fail 
 [[ "${KVS_BE_MAC[1]}" =~ ^([0-9a-f]{2}:){5}[0-9a-f]{2}$ ]] || fail "backend MAC"
 kvs_topo_down "$P"
 [[ $(ip netns list | grep -c "^$P-") == 0 ]] || fail "namespaces left behind"
+
+# Two appliances behind a router with an L4-hashed multipath route to the VIP.
+KVS_N_APPLIANCES=2 kvs_topo_up "$P" 2 || fail "kvs_topo_up with 2 appliances"
+[[ $(ip netns list | grep -c "^$P-") == 7 ]] || fail "expected 7 namespaces (br rt app app2 cl1 be1 be2)"
+ip netns exec "$KVS_NS_CLIENT" ping -c1 -W2 "${KVS_CLIENT_IP[1]%.2}.1" >/dev/null || fail "client -> router"
+for j in 1 2; do
+    ip netns exec "$KVS_NS_ROUTER" ping -c1 -W2 "${KVS_APP_IPS[$j]}" >/dev/null || fail "router -> appliance $j"
+done
+ip -n "$KVS_NS_ROUTER" route show "$KVS_VIP" | grep -c nexthop | grep -q '^2$' || fail "VIP is not multipath over 2 appliances"
+[[ $(ip netns exec "$KVS_NS_ROUTER" sysctl -n net.ipv4.fib_multipath_hash_policy) == 1 ]] || fail "ECMP not L4-hashed"
+kvs_topo_down "$P"
+[[ $(ip netns list | grep -c "^$P-") == 0 ]] || fail "namespaces left behind (2 appliances)"
 echo "topology: ok"
