@@ -79,6 +79,8 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     by_client_ = rte_hash_create(&hp);
     if (!by_client_) throw std::runtime_error(fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
 
+    // Held segments must never starve the port's RX refill (af_xdp stalls without mbufs).
+    max_held_mbufs_ = std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
     hz_ = rte_get_tsc_hz();
     auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
     gap_ticks_ = p_.opts.bind_gap_us * hz_ / 1000000;
@@ -205,6 +207,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         Slot &s = slots_[idx];
         if (s.st == St::Bound) return forward(s, m, pkt, true, now);
         if (pkt.tcp->flags & KVS_TCP_RST) {  // client gave up while we were binding
+            if (s.st == St::SynSent) rst_backend(s);
             release(idx, true);
             rte_pktmbuf_free(m);
             return;
@@ -256,7 +259,7 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    if (free_.empty()) {
+    if (free_.empty() || held_mbufs_ >= max_held_mbufs_) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         return;
@@ -328,7 +331,7 @@ void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint
     if (s.st != St::Holding) {
         // Still binding (SYN sent): the held copy will be flushed; hold this new one too if it fits.
     }
-    if (s.nsegs == kMaxSegs || s.held_bytes + len > max_held()) {
+    if (s.nsegs == kMaxSegs || s.held_bytes + len > max_held() || held_mbufs_ >= max_held_mbufs_) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         if (s.st == St::Holding) {
@@ -344,6 +347,7 @@ void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint
     }
     s.segs[pos] = Seg{m, rel, len, static_cast<std::uint16_t>(pkt.l4_off + pkt.tcp_hlen), fin};
     ++s.nsegs;
+    ++held_mbufs_;
     s.held_bytes += len;
     s.last_seg = now;
     if (s.st == St::Holding) check_ready(idx, now);
@@ -558,6 +562,7 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
             rte_pktmbuf_free(m);
         }
     }
+    held_mbufs_ -= s.nsegs;
     s.nsegs = 0;
     s.held_bytes = 0;
     if (t_.load) __atomic_fetch_add(&t_.load[s.backend].binds, 1, __ATOMIC_RELAXED);
@@ -611,6 +616,22 @@ void Worker::rst_client(Slot &s) {
     sp.ack = s.client_isn + 1 + n;
     sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
     sp.window = 0;
+    if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
+}
+
+// Aborts our half-open connection to the backend (the client went away while binding).
+void Worker::rst_backend(Slot &s) {
+    const kvs_config &c = *t_.config;
+    const kvs_backend &b = t_.backends[s.backend];
+    TcpSpec sp{};
+    sp.smac = c.appliance_mac;
+    sp.dmac = b.mac;
+    sp.saddr = c.snat_addr[0];
+    sp.daddr = b.addr[0];
+    sp.sport = kvs_htons(s.snat_port);
+    sp.dport = b.port;
+    sp.seq = s.client_isn + 1;
+    sp.flags = KVS_TCP_RST;
     if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
 }
 
@@ -790,6 +811,7 @@ void Worker::release(std::uint32_t idx, bool free_port) {
     if (s.st == St::Free) return;
     if (s.st == St::Holding || s.st == St::SynSent) list_del(idx);
     for (unsigned i = 0; i < s.nsegs; ++i) rte_pktmbuf_free(s.segs[i].m);
+    held_mbufs_ -= s.nsegs;
     s.nsegs = 0;
     rte_hash_del_key(by_client_, &s.ckey);
     if (s.snat_port) {

@@ -110,6 +110,7 @@ private:
     void complete_bind(std::uint32_t idx, kvs_pkt &synack, std::uint64_t now);
     void forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t now);
     void rst_client(Slot &s);
+    void rst_backend(Slot &s);
     void timers(std::uint64_t now);
     void sweep_bound(std::uint64_t now);
     void release(std::uint32_t idx, bool free_port);
@@ -134,6 +135,7 @@ private:
     std::uint32_t all_lo_ = 0, per_worker_ = 0, all_hi_ = 0;
     std::int32_t list_head_ = -1;
     unsigned n_binding_ = 0, n_used_ = 0;
+    std::uint32_t held_mbufs_ = 0, max_held_mbufs_ = 0;
     std::uint32_t sweep_cursor_ = 0;
     std::uint64_t hz_ = 0, last_timer_ = 0;
     std::uint64_t gap_ticks_, syn_timeout_ticks_, client_idle_ticks_, linger_ticks_, flow_idle_ticks_,
