@@ -216,8 +216,8 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
             continue;
 
         // Holders, most recent first, that may take new flows.
-        std::array<Holder, 8> hs = n.holders;
-        // Insertion sort (at most 8): most recent first, ties by id.
+        std::array<Holder, KVS_MAX_REPLICAS> hs = n.holders;
+        // Insertion sort (at most 4): most recent first, ties by id.
         for (unsigned i = 1; i < n.n_holders && i < hs.size(); i++) {
             Holder h = hs[i];
             unsigned j = i;

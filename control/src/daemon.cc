@@ -270,6 +270,7 @@ void Daemon::publish_backends(bool force_maglev)
 
 void Daemon::publish_affinity(bool force)
 {
+    last_affinity_ = std::chrono::steady_clock::now();
     auto now = mono_ns();
     policy_.update_backends(snapshots(), now);
     for (auto &[id, b] : backends_)
@@ -462,25 +463,27 @@ void Daemon::passive_health()
     }
 }
 
-void Daemon::consume_rings()
+std::size_t Daemon::consume_rings()
 {
     if (!maps_.ring_ctl || !maps_.ring)
-        return;
+        return 0;
     std::uint64_t now = mono_ns();
-    consume_reports(maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS, [&](const kvs_bind_report &r) {
+    return consume_reports(maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS, [&](const kvs_bind_report &r) {
         policy_.on_report(r, r.ts_ns && r.ts_ns <= now ? r.ts_ns : now);
     }, ring_stats_);
 }
 
 void Daemon::tick()
 {
-    consume_rings();
+    std::size_t reports = consume_rings();
     auto now = std::chrono::steady_clock::now();
     if (now >= next_passive_) {
         passive_health();
         next_passive_ = now + std::chrono::milliseconds(cfg_.health_interval_ms ? cfg_.health_interval_ms : 1000);
     }
-    publish_affinity(false);
+    // The policy walks its whole index: do it when reports arrived, else once a second (aging).
+    if (reports || now - last_affinity_ >= std::chrono::seconds(1))
+        publish_affinity(false);
 }
 
 void Daemon::update_targets(bool kick)

@@ -24,7 +24,7 @@ struct PolicyParams {
     double rate_tau_s = 5.0;          // time constant of the request-rate average
     std::uint64_t ttl_ns = 300'000'000'000ull;  // a backend forgets a prefix not requested for this long
     std::uint32_t max_entries = 32768;          // entries written to the table
-    std::uint32_t index_max = 262144;           // prefixes remembered (LRU beyond)
+    std::uint32_t index_max = 131072;           // prefixes remembered (LRU beyond); ~150 B each
     double load_factor = 1.25;                  // bounded load c
 };
 
@@ -119,7 +119,7 @@ private:
         double rate = 0;            // requests/s at rate_ns
         std::uint64_t rate_ns = 0;
         std::uint64_t last_ns = 0;
-        std::array<Holder, 8> holders{};
+        std::array<Holder, KVS_MAX_REPLICAS> holders{};  // most recent servers of the prefix
         std::array<std::uint16_t, KVS_MAX_REPLICAS> extra{};
         std::list<std::uint64_t>::iterator lru;
     };

@@ -60,7 +60,7 @@ struct DaemonConfig {
     std::uint32_t report_interval_ms = 150;
     std::uint32_t affinity_ttl_ms = 300000;
     std::uint32_t affinity_max_entries = 32768;
-    std::uint32_t affinity_index_max = 262144;
+    std::uint32_t affinity_index_max = 131072;
     std::uint32_t table_grace_ms = 20;
 
     std::string bpffs = KVS_DEFAULT_BPFFS;

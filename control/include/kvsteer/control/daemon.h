@@ -101,7 +101,7 @@ private:
     void publish_affinity(bool force);
     void apply_probe(ProbeResult &r);
     void passive_health();
-    void consume_rings();
+    std::size_t consume_rings();
     void update_targets(bool kick);
     void prober_loop(bool health);
     std::vector<BackendSnapshot> snapshots() const;
@@ -136,6 +136,7 @@ private:
     DaemonCounters ctr_;
     std::chrono::steady_clock::time_point started_;
     std::chrono::steady_clock::time_point next_passive_{};
+    std::chrono::steady_clock::time_point last_affinity_{};  // last policy compute
 
     struct Client {
         int fd = -1;
