@@ -158,11 +158,11 @@ void Worker::run(const std::atomic<bool> &stop) {
             idle = 0;
             continue;
         }
-        // Adaptive: spin briefly, then sleep longer the longer it stays idle (max 500 us)
-        // so a 2-CPU box keeps room for the backends and the client.
+        // Adaptive: spin briefly, then sleep longer the longer it stays idle (up to
+        // --idle-sleep-us) so a 2-CPU box keeps room for the backends and the client.
         ++idle;
         if (idle < 64) rte_pause();
-        else usleep(std::min(500u, (idle - 63) * 10));
+        else usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
     }
     flush_tx();
 }
@@ -331,7 +331,9 @@ void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint
     if (s.st != St::Holding) {
         // Still binding (SYN sent): the held copy will be flushed; hold this new one too if it fits.
     }
-    if (s.nsegs == kMaxSegs || s.held_bytes + len > max_held() || held_mbufs_ >= max_held_mbufs_) {
+    // max_held_bytes triggers the bind; segments the client keeps sending while the backend
+    // handshake runs are still held (up to twice that) so they need no retransmission.
+    if (s.nsegs == kMaxSegs || s.held_bytes + len > 2 * max_held() || held_mbufs_ >= max_held_mbufs_) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         if (s.st == St::Holding) {

@@ -27,7 +27,8 @@ bodies)
     dpe_up kvdpd 2
     for size in 200 1400 3000 14000 60000 200000; do
         dpe_chat_body "$DPE_DIR/req$size.json" "Size test $size." "$size"
-        dpe_post "$DPE_DIR/req$size.json" "$DPE_DIR/r$size" || dpe_fail "POST of $size bytes"
+        dpe_post "$DPE_DIR/req$size.json" "$DPE_DIR/r$size" -w "%{time_total}" >"$DPE_DIR/t$size" || dpe_fail "POST of $size bytes"
+        dpe_log "POST $size B: $(cat "$DPE_DIR/t$size") s"
         dpe_check_digests "$DPE_DIR/r$size" "$DPE_DIR/req$size.json"
     done
     dpe_log "request bodies 200 B .. 200 KB arrived byte-identical"
