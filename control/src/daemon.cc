@@ -356,6 +356,8 @@ void Daemon::apply_probe(ProbeResult &r)
             std::string why = r.http.ok ? "HTTP " + std::to_string(r.http.status) : r.http.error;
             if (ok) {
                 b.checks_ok++;
+                if (b.mac && b.health.up())
+                    b.last_error.clear();  // shows only a current problem
             } else {
                 b.checks_failed++;
                 ctr_.health_failures++;
