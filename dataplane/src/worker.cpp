@@ -546,8 +546,11 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
 
     // Install before flushing so the backend's first reply already finds its flow in XDP.
     if (t_.flows_fd >= 0) {
-        if (bpf_map_update_elem(t_.flows_fd, &k_c2s, &s.c2s, BPF_ANY) != 0 ||
-            bpf_map_update_elem(t_.flows_fd, &k_s2c, &s.s2c, BPF_ANY) != 0)
+        // Both directions in one syscall (half the cost of two updates).
+        kvs_flow_key keys[2] = {k_c2s, k_s2c};
+        kvs_flow vals[2] = {s.c2s, s.s2c};
+        __u32 count = 2;
+        if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) != 0 || count != 2)
             inc(KVS_R_DP_FLOW_INSTALL_FAIL);
     }
     list_del(idx);
