@@ -265,19 +265,42 @@ KVS_INLINE int kvs_parse(void *data, void *data_end, struct kvs_pkt *pkt)
     optlen = hlen - sizeof(*tcp);
     if (optlen == 0)
         return KVS_PARSE_OK;
-    /* Fast path: the layout every established Linux/BSD segment uses (NOP NOP TS). */
-    if (optlen == 12) {
+    /* Fast path: the layouts established Linux/BSD segments use: [NOP NOP TS] followed by
+     * nothing or [NOP NOP SACK(n)]. Anything else takes the general walk. */
+    {
         const __u8 *o = (const __u8 *)(tcp + 1);
+        __u32 rest = optlen, at = 0;
 
-        if ((const void *)(o + 12) > data_end)
+        if ((const void *)(o + optlen) > data_end || (const void *)(o + 4) > data_end)
             return KVS_PARSE_TRUNCATED;
-        if (o[0] == KVS_TCPOPT_NOP && o[1] == KVS_TCPOPT_NOP && o[2] == KVS_TCPOPT_TS &&
-            o[3] == KVS_TCPOLEN_TS) {
+        if (optlen >= 12 && o[0] == KVS_TCPOPT_NOP && o[1] == KVS_TCPOPT_NOP &&
+            o[2] == KVS_TCPOPT_TS && o[3] == KVS_TCPOLEN_TS) {
+            if ((const void *)(o + 12) > data_end)
+                return KVS_PARSE_TRUNCATED;
             pkt->opts.tsval = kvs_ntohl(kvs_load32(o + 4));
             pkt->opts.tsecr = kvs_ntohl(kvs_load32(o + 8));
             pkt->opts.ts_off = (__u8)(sizeof(*tcp) + 4);
-            return KVS_PARSE_OK;
+            if (optlen == 12)
+                return KVS_PARSE_OK;
+            rest = optlen - 12;
+            at = 12;
         }
+        if (rest >= 12 && ((rest - 4) & 7) == 0) {
+            const __u8 *q = o + (at & 12);
+
+            if ((const void *)(q + 4) > data_end)
+                return KVS_PARSE_TRUNCATED;
+            if (q[0] == KVS_TCPOPT_NOP && q[1] == KVS_TCPOPT_NOP && q[2] == KVS_TCPOPT_SACK &&
+                q[3] == rest - 2) {
+                pkt->opts.sack_n = (__u8)((rest - 4) >> 3);
+                pkt->opts.sack_off = (__u8)(sizeof(*tcp) + (at & 12) + 4);
+                return KVS_PARSE_OK;
+            }
+        }
+        /* Not a fast layout: the general walk starts over. */
+        pkt->opts.ts_off = 0;
+        pkt->opts.tsval = 0;
+        pkt->opts.tsecr = 0;
     }
 #ifdef KVS_PARSE_DEFER_OPTS
     pkt->opts_pending = 1;
