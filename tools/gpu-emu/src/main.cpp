@@ -71,6 +71,11 @@ int main(int argc, char **argv) {
          "append one JSON line per finished request: ts (unix s, arrival), server, id, api, model, "
          "prompt_xxh3, first_block, prompt_bytes, prompt_tokens, cached_tokens, output_tokens, "
          "stream, queue_s, ttft_s, e2e_s, status (ok|aborted)")
+        ("kv-events-endpoint", po::value(&cfg.kv_events_endpoint),
+         "publish vLLM-format KV cache events (ZMQ PUB, multipart [topic, seq, msgpack batch]) "
+         "on this endpoint, e.g. tcp://*:5557 (off by default; token_ids are always empty and "
+         "block hashes are the emulator's own 64-bit chained hashes)")
+        ("kv-events-topic", po::value(&cfg.kv_events_topic)->default_value(""), "topic frame of KV events")
         ("log-level", po::value(&log_level)->default_value("info"), "trace|debug|info|warn|error");
     // clang-format on
     po::variables_map vm;
@@ -112,6 +117,8 @@ int main(int argc, char **argv) {
                      cfg.server_id, cfg.host, server.port(), cfg.api.models.front(),
                      cfg.cache.capacity_tokens, cfg.cache.capacity_tokens / cfg.cache.block_tokens,
                      cfg.cache.block_tokens, cfg.sched.max_batch, cfg.time_scale);
+        if (!cfg.kv_events_endpoint.empty())
+            spdlog::info("[{}] KV events on {}", cfg.server_id, server.kv_events_endpoint());
         boost::asio::signal_set sigs(io, SIGINT, SIGTERM);
         sigs.async_wait([&](const boost::system::error_code &, int sig) {
             spdlog::info("[{}] signal {}, exiting", cfg.server_id, sig);

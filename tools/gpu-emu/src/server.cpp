@@ -16,6 +16,9 @@
 
 #include "kvsteer/model/block_hash.h"
 #include "kvsteer/model/sha256.h"
+#ifdef KVS_EMU_KV_EVENTS
+#include "kv_events.h"
+#endif
 
 namespace kvsteer::emu {
 
@@ -304,9 +307,31 @@ Server::Server(asio::io_context &io, EmuConfig cfg)
         log_ = std::fopen(cfg_.log_requests.c_str(), "a");
         if (!log_) throw std::runtime_error("cannot open request log " + cfg_.log_requests);
     }
+    if (!cfg_.kv_events_endpoint.empty()) {
+#ifdef KVS_EMU_KV_EVENTS
+        kv_ = std::make_unique<KvEventPublisher>(cfg_.kv_events_endpoint, cfg_.kv_events_topic,
+                                                 cfg_.cache.block_tokens);
+        sched_.cache().record_events(true);
+#else
+        throw std::runtime_error("built without libzmq/msgpack: --kv-events-endpoint unavailable");
+#endif
+    }
 }
 
-Server::~Server() {
+std::string Server::kv_events_endpoint() const {
+#ifdef KVS_EMU_KV_EVENTS
+    if (kv_) return kv_->endpoint();
+#endif
+    return {};
+}
+
+void Server::flush_kv_events() {
+#ifdef KVS_EMU_KV_EVENTS
+    if (kv_) kv_->publish(sched_.cache().take_events(), wall_now());
+#endif
+}
+
+Server::~Server() {  // out of line: KvEventPublisher is incomplete in the header
     if (log_) std::fclose(log_);
 }
 
@@ -400,6 +425,7 @@ Server::Submitted Server::submit(std::shared_ptr<Session> s, const ParsedRequest
     }
     pending_.emplace(id, std::move(p));
     dispatch(events_);
+    flush_kv_events();
     rearm();
     return {id, true, {}};
 }
@@ -414,6 +440,7 @@ void Server::abort(uint64_t id) {
     log_request(it->second, id, now, "aborted");
     pending_.erase(it);
     dispatch(events_);
+    flush_kv_events();
     rearm();
 }
 
@@ -421,6 +448,7 @@ void Server::run_model() {
     events_.clear();
     sched_.advance(model_now(), events_);
     dispatch(events_);
+    flush_kv_events();
     rearm();
 }
 

@@ -30,9 +30,12 @@ struct EmuConfig {
     uint32_t stream_chunk_tokens = 1;
     uint64_t echo_bytes = 0;         // response padding bytes for every request
     uint64_t max_body_bytes = 256ull << 20;
+    std::string kv_events_endpoint;  // ZMQ PUB endpoint for vLLM-format KV events; empty: off
+    std::string kv_events_topic;
 };
 
 class Session;
+class KvEventPublisher;
 
 class Server {
 public:
@@ -41,6 +44,7 @@ public:
     // Binds and listens; throws std::runtime_error naming the address on failure.
     void start();
     uint16_t port() const;
+    std::string kv_events_endpoint() const;  // bound endpoint, empty when off
     const EmuConfig &config() const { return cfg_; }
 
     // --- used by sessions ---
@@ -72,6 +76,7 @@ private:
     void run_model();
     void dispatch(std::vector<model::Event> &evs);
     void rearm();
+    void flush_kv_events();
     void log_request(const Pending &p, uint64_t id, double end, const char *status);
 
     boost::asio::io_context &io_;
@@ -88,6 +93,7 @@ private:
     Histogram ttft_, e2e_, queue_;
     uint64_t prompt_tokens_ = 0, gen_tokens_ = 0, success_ = 0, aborted_ = 0;
     std::FILE *log_ = nullptr;
+    std::unique_ptr<KvEventPublisher> kv_;
     int64_t date_sec_ = -1;
     std::string date_str_;
 };

@@ -26,6 +26,7 @@ uint64_t PrefixCache::hit_tokens(std::span<const uint64_t> hashes, uint64_t prom
 
 bool PrefixCache::evict_one() {
     if (lru_.empty()) return false;
+    if (record_) events_.push_back({BlockEvent::Removed, lru_.front(), 0, false});
     map_.erase(lru_.front());
     lru_.pop_front();
     ++free_blocks_;
@@ -82,6 +83,7 @@ void PrefixCache::commit(Allocation &a, uint64_t computed_tokens) {
             continue;
         }
         it->second.ref = 1;
+        if (record_) events_.push_back({BlockEvent::Stored, h, i ? a.hashes[i - 1] : 0, i > 0});
         ++pinned_cached_;
         --private_blocks_;
         --a.private_blocks;

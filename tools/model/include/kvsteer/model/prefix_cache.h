@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace kvsteer::model {
@@ -26,6 +27,14 @@ struct Allocation {
     std::vector<uint64_t> referenced;  // cached hashes this request holds a reference on
     uint64_t private_blocks = 0;   // blocks only this request uses (pending, duplicates, output)
     bool live = false;
+};
+
+// A change to the set of cached (matchable) blocks, for vLLM-style KV events.
+struct BlockEvent {
+    enum Type : uint8_t { Stored, Removed } type;
+    uint64_t hash;
+    uint64_t parent;      // Stored: hash of the previous block in the chain
+    bool has_parent;      // false for a chain's first block
 };
 
 struct CacheStats {
@@ -72,6 +81,11 @@ public:
     uint64_t evictable_blocks() const { return lru_.size(); }
     const CacheStats &stats() const { return stats_; }
 
+    // Off by default. When on, every block that becomes cached (Stored) or is evicted (Removed)
+    // is recorded until take_events() hands them over.
+    void record_events(bool on) { record_ = on; }
+    std::vector<BlockEvent> take_events() { return std::exchange(events_, {}); }
+
     static uint64_t blocks_for(uint64_t tokens, uint32_t block_tokens) {
         return (tokens + block_tokens - 1) / block_tokens;
     }
@@ -91,6 +105,8 @@ private:
     std::unordered_map<uint64_t, Entry> map_;
     std::list<uint64_t> lru_;        // cached, ref == 0; front = evicted first
     CacheStats stats_;
+    bool record_ = false;
+    std::vector<BlockEvent> events_;
 };
 
 }  // namespace kvsteer::model

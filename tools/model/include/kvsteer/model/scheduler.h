@@ -65,6 +65,7 @@ public:
     uint32_t num_running() const { return uint32_t(running_.size()); }
     uint32_t num_waiting() const { return uint32_t(waiting_.size()); }
     const PrefixCache &cache() const { return cache_; }
+    PrefixCache &cache() { return cache_; }  // e.g. to record and take block events
     const CostModel &cost() const { return cost_; }
     const SchedulerConfig &config() const { return cfg_; }
     uint64_t steps() const { return steps_; }
