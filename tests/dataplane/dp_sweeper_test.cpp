@@ -1,0 +1,94 @@
+// Flow expiry: closed flows go after the linger, idle ones after the idle timeout, both
+// directions at once, and their SNAT ports are freed; live flows stay.
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+
+#include "kvsteer/rewrite.h"
+#include "sweeper.h"
+
+using namespace kvsteer::dp;
+
+namespace {
+
+struct Pair {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+};
+
+// A bound flow client:cport -> VIP, SNAT 10.77.0.2:snat -> backend 10.0.0.1:8000.
+Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen, std::uint8_t state) {
+    Pair p{};
+    p.kc.saddr[0] = htonl(0x0a4d000a);
+    p.kc.daddr[0] = htonl(0x0a4d0101);
+    p.kc.sport = htons(cport);
+    p.kc.dport = htons(8000);
+    p.kc.family = KVS_AF_INET;
+    p.kc.proto = 6;
+    p.fc.new_saddr[0] = htonl(0x0a4d0002);
+    p.fc.new_daddr[0] = htonl(0x0a000001);
+    p.fc.new_sport = htons(snat);
+    p.fc.new_dport = htons(8000);
+    p.fc.dir = KVS_DIR_C2S;
+    p.fc.last_seen_ns = last_seen;
+    p.fc.state = state;
+    kvs_flow_reverse_key(&p.kc, &p.fc, &p.ks);
+    p.fs.new_saddr[0] = p.kc.daddr[0];
+    p.fs.new_daddr[0] = p.kc.saddr[0];
+    p.fs.new_sport = p.kc.dport;
+    p.fs.new_dport = p.kc.sport;
+    p.fs.dir = KVS_DIR_S2C;
+    p.fs.last_seen_ns = last_seen;
+    p.fs.state = state;
+    return p;
+}
+
+bool present(int fd, const kvs_flow_key &k) {
+    kvs_flow f;
+    return bpf_map_lookup_elem(fd, &k, &f) == 0;
+}
+
+TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_sweep", sizeof(kvs_flow_key), sizeof(kvs_flow), 1024, nullptr);
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair closed_old = make_pair(1001, 20001, now - 5 * s, KVS_FLOW_CLOSED);
+    Pair closed_new = make_pair(1002, 20002, now - 1 * s, KVS_FLOW_CLOSED);
+    Pair idle = make_pair(1003, 20003, now - 400 * s, 0);
+    Pair live = make_pair(1004, 20004, now - 10 * s, 0);
+    for (auto *p : {&closed_old, &closed_new, &idle, &live}) {
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
+    }
+    // The client side of `live` was seen recently even though its entry is old: the flow lives.
+    Pair half = make_pair(1005, 20005, now - 400 * s, 0);
+    half.fs.last_seen_ns = now - 1 * s;
+    ASSERT_EQ(bpf_map_update_elem(fd, &half.kc, &half.fc, BPF_ANY), 0);
+    ASSERT_EQ(bpf_map_update_elem(fd, &half.ks, &half.fs, BPF_ANY), 0);
+
+    auto ports = std::make_unique<PortBusy>();
+    for (auto &b : ports->busy) b.store(0);
+    SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
+    EXPECT_EQ(r0.seen, 10u);
+    EXPECT_EQ(r0.deleted, 0u);
+    EXPECT_EQ(ports->busy[20001].load(), 1) << "startup marks the ports of live flows";
+
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    EXPECT_EQ(r.deleted, 4u);
+    EXPECT_FALSE(present(fd, closed_old.kc));
+    EXPECT_FALSE(present(fd, closed_old.ks));
+    EXPECT_FALSE(present(fd, idle.kc));
+    EXPECT_FALSE(present(fd, idle.ks));
+    EXPECT_TRUE(present(fd, closed_new.kc)) << "closed, but within the linger";
+    EXPECT_TRUE(present(fd, live.kc));
+    EXPECT_TRUE(present(fd, live.ks));
+    EXPECT_TRUE(present(fd, half.kc));
+    EXPECT_EQ(ports->busy[20001].load(), 0);
+    EXPECT_EQ(ports->busy[20003].load(), 0);
+    EXPECT_EQ(ports->busy[20004].load(), 1);
+    close(fd);
+}
+
+}  // namespace
