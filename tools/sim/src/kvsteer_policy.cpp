@@ -86,22 +86,19 @@ public:
         return std::min(next_report_, next_scrape_);
     }
 
+    // Daemon::tick: drain the report rings; recompute the table when reports arrived, else once a
+    // second (aging). Scrapes only refresh what the next recomputation sees.
     void tick(double now, const Cluster &c) override {
         if (now >= next_scrape_) {
             scrape(c);
             next_scrape_ += p_.telemetry_interval_s;
-            publish(now);  // the daemon republishes after every scrape round
         }
         if (now >= next_report_) {
             const bool fresh = !pending_.empty();
             for (const auto &r : pending_) daemon_.on_report(r, r.ts_ns);
             pending_.clear();
             next_report_ += p_.report_interval_s;
-            // The daemon recomputes on every tick; a tick with no new report can only age
-            // entries or re-judge load, which the next scrape round does too. Skipping those
-            // (unless --daemon-every-tick) keeps long light-load runs fast.
-            if (fresh || p_.daemon_every_tick) publish(now);
-            else ++skipped_;
+            if (fresh || !published_ || now - last_publish_ >= 1.0) publish(now);
         }
     }
 
@@ -114,7 +111,7 @@ public:
         if (p_.affinity) {
             const auto &pc = daemon_.counters();
             m["affinity_publishes"] = double(publishes_);
-            m["daemon_ticks_skipped"] = double(skipped_);
+            m["affinity_computes"] = double(computes_);
             m["daemon_index_keys"] = double(daemon_.index_size());
             m["affinity_entries_last"] = double(desired_.size());
             m["affinity_insert_failed"] = double(insert_failed_);
@@ -171,6 +168,8 @@ private:
             s.hit_rate = scrapes_[i].window_hit_rate;
         }
         daemon_.update_backends(snaps, ns(now));
+        last_publish_ = now;
+        ++computes_;
         auto want = daemon_.compute(ns(now));
         std::sort(want.begin(), want.end(),
                   [](const control::DesiredEntry &a, const control::DesiredEntry &b) { return a.key < b.key; });
@@ -207,7 +206,8 @@ private:
     std::vector<control::DesiredEntry> desired_;
     bool published_ = false;
     double next_report_ = 0, next_scrape_ = 0;
-    uint64_t publishes_ = 0, insert_failed_ = 0, skipped_ = 0;
+    uint64_t publishes_ = 0, insert_failed_ = 0, computes_ = 0;
+    double last_publish_ = 0;
 };
 
 }  // namespace

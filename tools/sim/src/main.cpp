@@ -111,7 +111,6 @@ int main(int argc, char **argv) {
         ("hot-rps", po::value(&pp.hot_rps)->default_value(20.0), "kvsteer daemon: request rate that makes a prefix hot")
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")
-        ("daemon-every-tick", po::bool_switch(&pp.daemon_every_tick), "kvsteer daemon: recompute the table on every report tick, even with no new report (slower)")
         ("cache-threshold", po::value(&pp.cache_threshold)->default_value(0.5), "radix: match fraction that routes to the matched worker")
         ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(32), "radix: imbalance when max - min load exceeds this ...")
         ("balance-rel-threshold", po::value(&pp.balance_rel_threshold)->default_value(1.0001), "radix: ... and max > this x min")

@@ -32,7 +32,6 @@ struct PolicyParams {
     double hot_rps = 20.0;           // kvsteer daemon: rate that makes a prefix hot
     double report_interval_s = 0.150;     // kvsteer daemon: binding reports drained + table published
     double telemetry_interval_s = 1.0;    // kvsteer daemon: backend /metrics scrape
-    bool daemon_every_tick = false;  // kvsteer: recompute even on ticks without new reports
     bool affinity = true;            // kvsteer: run the daemon's affinity policy (else Maglev only)
     // Radix-tree (SGLang router cache_aware) parameters, its defaults.
     double cache_threshold = 0.5;
