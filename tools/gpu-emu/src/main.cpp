@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <sys/resource.h>
 
 #include "server.h"
 
@@ -99,6 +100,11 @@ int main(int argc, char **argv) {
         std::cerr << "kvsteer-gpu-emu: --block-tokens, --bytes-per-token, --time-scale, "
                      "--max-batch and --stream-chunk-tokens must be > 0\n";
         return 2;
+    }
+    // Hundreds of concurrent connections need more descriptors than the usual soft limit.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     spdlog::set_level(spdlog::level::from_str(log_level));
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

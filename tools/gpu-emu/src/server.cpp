@@ -360,7 +360,11 @@ void Server::do_accept() {
             sock.set_option(tcp::no_delay(true), ig);
             std::make_shared<Session>(*this, std::move(sock))->start();
         } else {
+            // Out of descriptors (or similar): retrying at once would spin; back off a little.
             spdlog::warn("[{}] accept: {}", cfg_.server_id, ec.message());
+            auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
+            t->async_wait([this, t](beast::error_code) { do_accept(); });
+            return;
         }
         do_accept();
     });

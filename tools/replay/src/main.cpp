@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <sys/resource.h>
 
 #include "prom.h"
 #include "replayer.h"
@@ -135,6 +136,11 @@ int main(int argc, char **argv) {
         cfg.headers.emplace_back(h.substr(0, c), v);
     }
 
+    // Hundreds of concurrent connections need more descriptors than the usual soft limit.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     std::vector<WorkItem> items;
     if (synthetic) {
         if (vm.count("trace")) {
