@@ -107,6 +107,37 @@ grep -q '"cached_tokens":992' "$tmp/req.log" || fail "request log lacks the hit"
 grep -q '"server":"t1"' "$tmp/req.log" || fail "request log lacks the server id"
 pass "prefix cache counters move honestly"
 
+# --- /metrics is well-formed Prometheus text (HELP/TYPE before samples, cumulative buckets)
+curl -sf "$U/metrics" >"$tmp/metrics"
+python3 - "$tmp/metrics" <<'PY' || fail "/metrics format"
+import re, sys
+sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.eE+-]+|[+-]Inf|NaN)$')
+typed, buckets = {}, {}
+for line in open(sys.argv[1]).read().splitlines():
+    if line.startswith("# TYPE "):
+        _, _, name, kind = line.split(" ")
+        typed[name] = kind
+        continue
+    if line.startswith("#"):
+        continue
+    m = sample.match(line)
+    assert m, "bad sample line: " + line
+    name = m.group(1)
+    base = re.sub(r'_(bucket|count|sum)$', '', name)
+    assert name in typed or base in typed, "sample before its # TYPE: " + line
+    if name.endswith("_bucket"):
+        v = float(m.group(4))
+        assert v >= buckets.get(base, 0), "buckets not cumulative: " + line
+        buckets[base] = v
+for need in ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+             "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+             "vllm:request_success_total", "vllm:time_to_first_token_seconds"]:
+    assert need in typed, "missing " + need
+assert typed["vllm:prefix_cache_hits_total"] == "counter"
+assert typed["vllm:time_to_first_token_seconds"] == "histogram"
+PY
+pass "/metrics is valid exposition text"
+
 # --- large streamed response, byte-exact
 curl -sfN -D "$tmp/h" -o "$tmp/big" -H 'x-kvsteer-echo-bytes: 5000000' "$U/v1/completions" \
     -d '{"prompt":"big","max_tokens":8,"stream":true}'
