@@ -383,17 +383,22 @@ void Worker::check_ready(std::uint32_t idx, std::uint64_t now) {
     bool ready = fin || n + 1460 > max_held();
     if (v.status == LocateStatus::Ok) ready |= v.body_complete || v.key_len >= depth;
     else if (v.status != LocateStatus::NeedMoreHead) ready = true;  // not HTTP: nothing to wait for
-    if (ready) start_bind(idx, now);
+    if (ready) start_bind(idx, now, &v, n);  // buf_ still holds the assembled bytes
 }
 
 // ---------------------------------------------------------------------------------------------
 // Binding
 
-void Worker::start_bind(std::uint32_t idx, std::uint64_t now) {
+void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView *located, std::uint32_t n) {
     Slot &s = slots_[idx];
     const kvs_config &c = *t_.config;
-    std::uint32_t n = assemble(s, buf_.data(), max_held());
-    RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
+    RequestView v;
+    if (located) {
+        v = *located;
+    } else {
+        n = assemble(s, buf_.data(), max_held());
+        v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
+    }
     HashParams hp;
     if (c.hash_seed) hp.seed = c.hash_seed;
     if (c.prefix_len) hp.prefix_len = c.prefix_len;
@@ -781,7 +786,7 @@ void Worker::timers(std::uint64_t now) {
                 // even the request head is complete.
                 std::uint32_t n = assemble(s, buf_.data(), max_held());
                 RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
-                if (v.status != LocateStatus::NeedMoreHead) start_bind(idx, now);
+                if (v.status != LocateStatus::NeedMoreHead) start_bind(idx, now, &v, n);
             }
         } else if (s.st == St::SynSent && now >= s.deadline) {
             if (s.syn_tries <= p_.opts.backend_syn_retries) {

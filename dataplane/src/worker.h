@@ -9,6 +9,7 @@
 #include "choose.h"
 #include "kvsteer/abi.h"
 #include "kvsteer/cookie.h"
+#include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
 #include "kvsteer/parse.h"
 #include "options.h"
@@ -104,7 +105,8 @@ private:
     void add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     std::uint32_t assemble(const Slot &s, std::uint8_t *buf, std::uint32_t cap) const;
     void check_ready(std::uint32_t idx, std::uint64_t now);
-    void start_bind(std::uint32_t idx, std::uint64_t now);
+    // `located`: the request as check_ready just located it in buf_ (n bytes); null: do it here.
+    void start_bind(std::uint32_t idx, std::uint64_t now, const RequestView *located = nullptr, std::uint32_t n = 0);
     bool send_backend_syn(Slot &s);
     void next_candidate(std::uint32_t idx, std::uint64_t now);
     void complete_bind(std::uint32_t idx, kvs_pkt &synack, std::uint64_t now);
