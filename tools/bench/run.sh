@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
 # Runs every benchmark that is built and merges their figures into $BUILD/bench/results.json
-# (one flat object: name -> number, units in the names) plus $BUILD/bench/REPORT.md.
+# (one flat object: name -> number, units in the names) plus $BUILD/bench/REPORT.md and plots.
 # Usage: tools/bench/run.sh full|smoke
+# Env: BUILD (default build); KVB_ONLY="name ..." runs only those benchmarks (binary names or
+# script names without .sh, e.g. "xdp_bench e2e_bench"); other KVB_* knobs are in each script.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 mode=${1:-full}
 BUILD=${BUILD:-build}
 out="$BUILD/bench"
 mkdir -p "$out/fragments"
-rm -f "$out"/fragments/*.json
+rm -f "$out"/fragments/*.json "$out"/*.png
 case "$mode" in
     full) export KVS_BENCH_SMOKE=0 ;;
     smoke) export KVS_BENCH_SMOKE=1 ;;
     *) echo "usage: $0 full|smoke" >&2; exit 2 ;;
 esac
+only=${KVB_ONLY:-}
+wanted() { [[ -z "$only" ]] || [[ " $only " == *" $1 "* ]]; }
+
+start=$(date -u +%FT%TZ)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+t0=$(date +%s)
+echo "[bench] $mode run, load average $load_start"
 
 # Each benchmark writes a flat JSON fragment to $KVS_BENCH_OUT.
-benches=(kvsteer-core-bench kvsteer-bpf-bench kvsteer-dp-bench)
-scripts=(tools/bench/e2e_bench.sh tools/bench/llm_bench.sh)
+benches=(kvsteer-core-bench kvsteer-bpf-bench kvsteer-dp-bench kvsteer-scale-bench)
+scripts=(tools/bench/xdp_bench.sh tools/bench/e2e_bench.sh tools/bench/llm_bench.sh)
 failed=0 ran=0
 for b in "${benches[@]}"; do
+    wanted "$b" || continue
     exe="$BUILD/bin/$b"
     if [[ ! -x "$exe" ]]; then echo "[bench] $b: not built, skipped"; continue; fi
     echo "[bench] running $b ($mode)"
@@ -31,17 +42,19 @@ done
 for s in "${scripts[@]}"; do
     [[ -x "$s" ]] || continue
     name=$(basename "$s" .sh)
+    wanted "$name" || continue
     echo "[bench] running $name ($mode)"
-    if KVS_BENCH_OUT="$out/fragments/$name.json" BUILD="$BUILD" "$s" "$mode" >"$out/$name.log" 2>&1; then
+    # Progress lines go to the console and to the log.
+    if KVS_BENCH_OUT="$out/fragments/$name.json" BUILD="$BUILD" "$s" "$mode" 2>&1 | tee "$out/$name.log"; then
         ran=$((ran + 1))
     else
-        echo "[bench] $name FAILED (log: $out/$name.log)"; tail -20 "$out/$name.log"; failed=1
+        echo "[bench] $name FAILED (log: $out/$name.log)"; failed=1
     fi
 done
 
-python3 - "$out" "$mode" <<'PY'
-import json, os, platform, subprocess, sys, datetime
-out, mode = sys.argv[1], sys.argv[2]
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
 res = {}
 frag_dir = os.path.join(out, "fragments")
 for f in sorted(os.listdir(frag_dir)):
@@ -56,21 +69,16 @@ for f in sorted(os.listdir(frag_dir)):
         res[k] = v
 with open(os.path.join(out, "results.json"), "w") as fh:
     json.dump(res, fh, indent=1, sort_keys=True)
-cpu = "unknown"
-try:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip(); break
-except OSError:
-    pass
-with open(os.path.join(out, "REPORT.md"), "w") as fh:
-    fh.write(f"# kvsteer benchmark report ({mode})\n\n")
-    fh.write(f"- date: {datetime.datetime.utcnow().isoformat(timespec='seconds')}Z\n")
-    fh.write(f"- machine: {cpu}, {os.cpu_count()} CPUs, kernel {platform.release()}\n\n")
-    fh.write("| figure | value |\n|---|---|\n")
-    for k in sorted(res):
-        fh.write(f"| {k} | {res[k]:.4g} |\n")
 print(f"[bench] {len(res)} figures -> {os.path.join(out, 'results.json')}")
 PY
-echo "[bench] $ran benchmark(s) ran"
+cat >"$out/meta.json" <<EOF
+{"mode": "$mode", "start": "$start", "end": "$(date -u +%FT%TZ)", "wall_s": $(( $(date +%s) - t0 )),
+ "load_start": "$load_start", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+ "git": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)", "only": "$only"}
+EOF
+# Plots need matplotlib, which the system interpreter has (python3-matplotlib).
+py=/usr/bin/python3
+[[ -x "$py" ]] || py=python3
+"$py" tools/bench/report.py "$out" || { echo "[bench] report failed"; failed=1; }
+echo "[bench] $ran benchmark(s) ran in $(( $(date +%s) - t0 )) s; report: $out/REPORT.md"
 exit $failed

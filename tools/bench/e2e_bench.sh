@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# End-to-end requests through the appliance, side by side with HAProxy 2.6 as the L7 peer a user
+# would pick today (HTTP mode, option http-buffer-request, balance hash req.body,bytes(0,N),
+# hash-type consistent), against the same emulated backends, from the same client, with the
+# balancer pinned to the same CPU (KVB_LB_CPU) and the client + backends on the others.
+#
+# Arms, alternated inside each repetition (the starting arm rotates): direct (client -> backend 1,
+# the baseline for added latency and CPU), kvsteer (client -> VIP: XDP + DPDK dataplane + kvsteerd),
+# haproxy (client -> HAProxy, nbthread 1). Workloads (wrk + tools/bench/wrk_post.lua):
+#   close      small chat bodies (512 B), one request per connection: new connections/s
+#   keepalive  the same bodies on kept-alive connections: requests/s
+#   latency    one connection at a time, one request per connection: added latency
+#   large      16 KB bodies, streamed 2 MB responses (x-kvsteer-echo-bytes), one per connection
+# CPU, per run: utime+stime of the balancer's processes from /proc/PID/stat (kvsteer:
+# kvsteer-dataplane + kvsteerd; haproxy: haproxy), and machine-wide busy time from /proc/stat
+# (all CPUs, user+nice+system+irq+softirq+steal), from which the direct arm's is subtracted per
+# request: the "marginal" CPU that catches XDP and kernel TCP work wherever it runs.
+#
+# Usage: tools/bench/e2e_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
+# Env: KVB_E2E_BACKENDS (4), KVB_LB_CPU (last CPU), KVB_LOAD_CPUS (the other CPUs), KVB_E2E_REPS,
+#      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256)
+set -uo pipefail
+mode=${1:-full}
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=${BUILD:-build}
+[[ "$BUILD" == /* ]] || BUILD="$ROOT/$BUILD"
+BIN="$BUILD/bin"
+FRAG=${KVS_BENCH_OUT:-$BUILD/bench/fragments/e2e_bench.json}
+RAW="$BUILD/bench/e2e"
+P=kvbe
+RUN=/run/kvsteer-bench-e2e
+BPFFS=$RUN/bpf
+SOCK=$RUN/kvsteerd.sock
+NBE=${KVB_E2E_BACKENDS:-4}
+NCPU=$(nproc)
+LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
+LOAD_CPUS=${KVB_LOAD_CPUS:-$( ((NCPU > 1)) && seq -s, 0 $((NCPU - 2)) || echo 0)}
+HASH_BYTES=${KVB_HASH_BYTES:-256}
+if [[ "$mode" == smoke ]]; then REPS=${KVB_E2E_REPS:-1}; SECS=${KVB_E2E_SECONDS:-3}
+else REPS=${KVB_E2E_REPS:-3}; SECS=${KVB_E2E_SECONDS:-8}; fi
+
+log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (network namespaces, XDP)"
+for b in kvsteerd kvsteer-dataplane kvsteer-gpu-emu; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
+[[ -f "$BUILD/bpf/kvsteer.bpf.o" ]] || die "$BUILD/bpf/kvsteer.bpf.o missing"
+command -v haproxy >/dev/null || die "haproxy not installed (Debian package haproxy)"
+command -v wrk >/dev/null || die "wrk not installed (Debian package wrk)"
+
+source "$ROOT/tests/lib/topology.sh"
+PIDS=()
+cleanup() {
+    set +e
+    trap - EXIT INT TERM
+    [[ -n "${DP_PID:-}" ]] && kill -TERM "$DP_PID" 2>/dev/null && wait "$DP_PID" 2>/dev/null
+    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    kvs_topo_down "$P"
+    mountpoint -q "$BPFFS" 2>/dev/null && umount "$BPFFS"
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+mkdir -p "$RAW" "$RUN" "$(dirname "$FRAG")"
+rm -f "$RAW"/*
+log "mode $mode: $REPS repetition(s) x ${SECS}s per arm and workload; balancer on CPU $LB_CPU, client + backends on CPU(s) $LOAD_CPUS"
+log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- topology: client, appliance, NBE backends, and one more namespace for HAProxy ------------
+export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
+kvs_topo_up "$P" $((NBE + 1)) || die "topology"
+HAP_NS=${KVS_BE_NS[$((NBE + 1))]}
+HAP_IP=${KVS_BE_IP[$((NBE + 1))]}
+mkdir -p "$BPFFS"
+mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
+
+for ((i = 1; i <= NBE; i++)); do
+    ip netns exec "${KVS_BE_NS[$i]}" taskset -c "$LOAD_CPUS" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 \
+        --server-id "be$i" --time-scale 1000 --log-level warn >"$RAW/be$i.log" 2>&1 &
+    PIDS+=("$!")
+done
+for ((i = 1; i <= NBE; i++)); do
+    for _ in $(seq 100); do
+        ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 http://127.0.0.1:8000/health && break
+        sleep 0.05
+    done
+done
+
+# ---- kvsteer: kvsteerd + kvsteer-dataplane (af_xdp, our XDP program), pinned to LB_CPU --------
+CONF="$RUN/kvsteerd.conf"
+{
+    sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' -e '/^log-level/d' \
+        -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' "$ROOT/deploy/demo.conf"
+    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+    echo "snat-addr = $KVS_APP_IP"
+    echo "interface = $KVS_APP_IF"
+    echo "bpffs = $BPFFS"
+    echo "api-socket = $SOCK"
+    echo "steering-mode = prefix"
+    echo "log-level = warn"
+    for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
+} >"$CONF"
+ip netns exec "$KVS_NS_APP" taskset -c "$LB_CPU" "$BIN/kvsteerd" --config "$CONF" >"$RAW/kvsteerd.log" 2>&1 &
+KVSTEERD_PID=$!
+PIDS+=("$KVSTEERD_PID")
+for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
+[[ -S "$SOCK" ]] || { tail "$RAW/kvsteerd.log" >&2; die "kvsteerd did not start"; }
+ip netns exec "$KVS_NS_APP" taskset -c "$LB_CPU" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf \
+    -l "$LB_CPU" --log-level=lib.eal:error \
+    --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
+    -- --bpffs "$BPFFS" --mode xdp --idle adaptive >"$RAW/dataplane.log" 2>&1 &
+DP_PID=$!
+for _ in $(seq 100); do
+    grep -q "worker 0: queue" "$RAW/dataplane.log" 2>/dev/null && break
+    kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.log" >&2; die "dataplane exited"; }
+    sleep 0.1
+done
+grep -q "worker 0: queue" "$RAW/dataplane.log" || { tail "$RAW/dataplane.log" >&2; die "dataplane did not start"; }
+
+# ---- HAProxy 2.6: the L7 peer ---------------------------------------------------------------
+HCFG="$RUN/haproxy.cfg"
+{
+    cat <<EOF
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-buffer-request
+frontend fe
+    bind $HAP_IP:8000
+    default_backend gpus
+backend gpus
+    balance hash req.body,bytes(0,$HASH_BYTES)
+    hash-type consistent
+EOF
+    for ((i = 1; i <= NBE; i++)); do echo "    server be$i ${KVS_BE_IP[$i]}:8000"; done
+} >"$HCFG"
+haproxy -c -f "$HCFG" >"$RAW/haproxy-check.log" 2>&1 || { cat "$RAW/haproxy-check.log" >&2; die "haproxy rejects its config"; }
+ip netns exec "$HAP_NS" taskset -c "$LB_CPU" haproxy -db -f "$HCFG" >"$RAW/haproxy.log" 2>&1 &
+HAP_PID=$!
+PIDS+=("$HAP_PID")
+sleep 0.5
+kill -0 "$HAP_PID" 2>/dev/null || { cat "$RAW/haproxy.log" >&2; die "haproxy exited"; }
+HAP_VER=$(haproxy -v | head -1 | awk '{print $3}')
+log "HAProxy $HAP_VER on $HAP_IP:8000 (pid $HAP_PID); kvsteer on $KVS_VIP:$KVS_VIP_PORT (dataplane $DP_PID, kvsteerd $KVSTEERD_PID)"
+
+# Wait for kvsteerd's health checks to see every backend (so the Maglev table is complete).
+for _ in $(seq 50); do
+    ok=$(ip netns exec "$KVS_NS_CLIENT" curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+        --data '{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":1,"messages":[{"role":"user","content":"warm"}]}' \
+        "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions" || true)
+    [[ "$ok" == 200 ]] && break
+    sleep 0.2
+done
+[[ "$ok" == 200 ]] || { tail "$RAW/dataplane.log" "$RAW/kvsteerd.log" >&2; die "no answer through kvsteer"; }
+sleep 1
+
+# ---- affinity check: same body prefix -> same server, for both balancers ----------------------
+# body PREFIX_ID TAIL: a chat body whose first HASH_BYTES+ bytes depend only on PREFIX_ID.
+body() {
+    printf '{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":1,"messages":[{"role":"user","content":"System prompt %04d. %s %s"}]}' \
+        "$1" "$(printf 'p%.0s' $(seq 400))" "$2"
+}
+backend_of() {  # backend_of URL PREFIX_ID TAIL -> x-kvsteer-backend
+    ip netns exec "$KVS_NS_CLIENT" curl -s -m 5 -o /dev/null -D - -H 'content-type: application/json' -H 'Expect:' \
+        --data "$(body "$2" "$3")" "$1/v1/chat/completions" | awk -F': ' 'tolower($1)=="x-kvsteer-backend" {print $2}' | tr -d '\r'
+}
+affinity_check() {  # affinity_check URL -> "consistent distinct" over 8 prefixes x 3 tails
+    local url=$1 p t first b consistent=1 seen=""
+    for p in $(seq 1 8); do
+        first=""
+        for t in tailA tailB tailC; do
+            b=$(backend_of "$url" "$p" "$t-$RANDOM")
+            [[ -z "$b" ]] && { consistent=0; continue; }
+            [[ -z "$first" ]] && first=$b
+            [[ "$b" == "$first" ]] || consistent=0
+        done
+        seen+="$first "
+    done
+    echo "$consistent $(tr ' ' '\n' <<<"$seen" | sort -u | grep -c .)"
+}
+read -r HAP_CONSISTENT HAP_DISTINCT <<<"$(affinity_check "http://$HAP_IP:8000")"
+read -r KVS_CONSISTENT KVS_DISTINCT <<<"$(affinity_check "http://$KVS_VIP:$KVS_VIP_PORT")"
+log "affinity: haproxy same-prefix->same-server=$HAP_CONSISTENT ($HAP_DISTINCT of $NBE servers used by 8 prefixes); kvsteer=$KVS_CONSISTENT ($KVS_DISTINCT)"
+
+# ---- measurement -----------------------------------------------------------------------------
+TCK=$(getconf CLK_TCK)
+proc_ticks() { local t=0 p f; for p in "$@"; do read -r -a f <"/proc/$p/stat" || return 1; t=$((t + f[13] + f[14])); done; echo "$t"; }
+sys_ticks() {  # busy softirq (all CPUs)
+    local cpu u n s idle io irq sirq steal rest
+    read -r cpu u n s idle io irq sirq steal rest </proc/stat
+    echo "$((u + n + s + irq + sirq + steal)) $sirq"
+}
+url_of() {
+    case $1 in
+        direct) echo "http://${KVS_BE_IP[1]}:8000/" ;;
+        kvsteer) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
+        haproxy) echo "http://$HAP_IP:8000/" ;;
+    esac
+}
+pids_of() {
+    case $1 in
+        direct) echo "" ;;
+        kvsteer) echo "$DP_PID $KVSTEERD_PID" ;;
+        haproxy) echo "$HAP_PID" ;;
+    esac
+}
+# Workload table: name connections env...
+declare -A WL_CONN=([close]=16 [keepalive]=16 [latency]=1 [large]=4)
+declare -A WL_ENV=(
+    [close]="KVB_BODY_BYTES=512 KVB_CLOSE=1"
+    [keepalive]="KVB_BODY_BYTES=512 KVB_CLOSE=0"
+    [latency]="KVB_BODY_BYTES=512 KVB_CLOSE=1"
+    [large]="KVB_BODY_BYTES=16384 KVB_CLOSE=1 KVB_STREAM=1 KVB_MAX_TOKENS=8 KVB_ECHO_BYTES=2097152")
+WORKLOADS=(close keepalive latency large)
+ARMS=(direct kvsteer haproxy)
+
+# run_one WORKLOAD ARM REP SECONDS [record]
+run_one() {
+    local wl=$1 arm=$2 rep=$3 secs=$4 record=${5:-1}
+    local pids url a0 a1 s0 s1 out json
+    pids=$(pids_of "$arm")
+    url=$(url_of "$arm")
+    a0=$(proc_ticks $pids); read -r s0 q0 <<<"$(sys_ticks)"
+    out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} taskset -c "$LOAD_CPUS" \
+        wrk -t1 -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
+    a1=$(proc_ticks $pids); read -r s1 q1 <<<"$(sys_ticks)"
+    json=$(grep '^KVB_JSON ' <<<"$out" | cut -d' ' -f2-)
+    if [[ -z "$json" ]]; then
+        log "  $wl/$arm: wrk gave no summary: $(tail -3 <<<"$out" | tr '\n' ' ')"
+        return 0
+    fi
+    [[ "$record" == 1 ]] || return 0
+    python3 - "$json" "$wl" "$arm" "$rep" "$(( a1 - a0 ))" "$(( s1 - s0 ))" "$(( q1 - q0 ))" "$TCK" >>"$RAW/runs.jsonl" <<'PY'
+import json, sys
+d = json.loads(sys.argv[1])
+wl, arm, rep, app, sysb, sirq, tck = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+d.update(workload=wl, arm=arm, rep=rep, app_cpu_s=app / tck, sys_cpu_s=sysb / tck, softirq_s=sirq / tck)
+d["req_per_s"] = d["requests"] / (d["duration_us"] / 1e6)
+d["errors"] = d["err_connect"] + d["err_read"] + d["err_write"] + d["err_status"] + d["err_timeout"]
+print(json.dumps(d))
+PY
+    tail -1 "$RAW/runs.jsonl" | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+print("[e2e] %-9s %-8s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s  machine CPU %.2f s" % (
+    d["workload"], d["arm"], d["rep"], d["req_per_s"], d["lat_p50_us"], d["lat_p99_us"], d["errors"], d["app_cpu_s"], d["sys_cpu_s"]))' >&2
+}
+
+log "warm-up"
+for wl in "${WORKLOADS[@]}"; do for arm in "${ARMS[@]}"; do run_one "$wl" "$arm" 0 1 0; done; done
+for ((rep = 1; rep <= REPS; rep++)); do
+    for wl in "${WORKLOADS[@]}"; do
+        # Rotate which arm goes first, so slow drifts of the machine do not favour one arm.
+        for k in 0 1 2; do
+            arm=${ARMS[$(((k + rep - 1) % 3))]}
+            run_one "$wl" "$arm" "$rep" "$SECS"
+        done
+    done
+done
+"$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$RAW/counters.txt" 2>&1 || true
+kill -0 "$DP_PID" 2>/dev/null || log "WARNING: the dataplane died during the run"
+
+# ---- figures ---------------------------------------------------------------------------------
+python3 - "$RAW/runs.jsonl" "$FRAG" "$RAW/summary.json" "$HAP_CONSISTENT" "$HAP_DISTINCT" "$KVS_CONSISTENT" "$KVS_DISTINCT" \
+    "$NBE" "$LB_CPU" "$LOAD_CPUS" "$HAP_VER" "$HASH_BYTES" <<'PY'
+import json, statistics, sys
+runs_path, frag_path, summ_path = sys.argv[1:4]
+hap_cons, hap_dist, kvs_cons, kvs_dist, nbe = map(int, sys.argv[4:9])
+lb_cpu, load_cpus, hap_ver, hash_bytes = sys.argv[9], sys.argv[10], sys.argv[11], int(sys.argv[12])
+runs = [json.loads(l) for l in open(runs_path)]
+def sel(wl, arm):
+    return [r for r in runs if r["workload"] == wl and r["arm"] == arm]
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+summary = {"balancer_cpu": lb_cpu, "load_cpus": load_cpus, "haproxy_version": hap_ver, "backends": nbe,
+           "haproxy_hash_bytes": hash_bytes, "cells": {}}
+cell = {}
+for wl in ("close", "keepalive", "latency", "large"):
+    for arm in ("direct", "kvsteer", "haproxy"):
+        rs = sel(wl, arm)
+        if not rs:
+            continue
+        rps = [r["req_per_s"] for r in rs]
+        reqs = sum(r["requests"] for r in rs)
+        c = {
+            "n": len(rs), "req_per_s": med(rps), "req_per_s_min": min(rps), "req_per_s_max": max(rps),
+            "lat_p50_us": med([r["lat_p50_us"] for r in rs]), "lat_p99_us": med([r["lat_p99_us"] for r in rs]),
+            "errors": sum(r["errors"] for r in rs), "requests": reqs,
+            "app_cpu_s_per_1k": 1000 * sum(r["app_cpu_s"] for r in rs) / max(1, reqs),
+            "sys_cpu_s_per_1k": 1000 * sum(r["sys_cpu_s"] for r in rs) / max(1, reqs),
+            "gbit_per_s": med([r["bytes"] * 8 / (r["duration_us"] / 1e6) / 1e9 for r in rs]),
+        }
+        cell[(wl, arm)] = c
+        summary["cells"][f"{wl}/{arm}"] = c
+for (wl, arm), c in cell.items():
+    d = cell.get((wl, "direct"))
+    if d and arm != "direct":
+        c["added_p50_us"] = c["lat_p50_us"] - d["lat_p50_us"]
+        c["added_p99_us"] = c["lat_p99_us"] - d["lat_p99_us"]
+        c["marginal_cpu_s_per_1k"] = c["sys_cpu_s_per_1k"] - d["sys_cpu_s_per_1k"]
+json.dump(summary, open(summ_path, "w"), indent=1)
+
+f = {"e2e_backends": nbe, "haproxy_hash_same_prefix_same_server": hap_cons, "haproxy_hash_servers_used_by_8_prefixes": hap_dist,
+     "e2e_same_prefix_same_server": kvs_cons, "e2e_servers_used_by_8_prefixes": kvs_dist}
+def put(name, v):
+    if v == v:  # not NaN
+        f[name] = round(v, 4)
+names = {"kvsteer": "e2e", "haproxy": "haproxy", "direct": "direct"}
+for (wl, arm), c in cell.items():
+    p = names[arm]
+    put(f"{p}_{wl}_req_per_s", c["req_per_s"])
+    put(f"{p}_{wl}_req_per_s_spread_pct", 100 * (c["req_per_s_max"] - c["req_per_s_min"]) / c["req_per_s"] if c["req_per_s"] else 0)
+    put(f"{p}_{wl}_lat_p50_us", c["lat_p50_us"])
+    put(f"{p}_{wl}_lat_p99_us", c["lat_p99_us"])
+    put(f"{p}_{wl}_errors", c["errors"])
+    put(f"{p}_{wl}_machine_cpu_s_per_1k_req", c["sys_cpu_s_per_1k"])
+    if arm != "direct":
+        put(f"{p}_{wl}_cpu_s_per_1k_req", c["app_cpu_s_per_1k"])
+        put(f"{p}_{wl}_marginal_cpu_s_per_1k_req", c.get("marginal_cpu_s_per_1k", float("nan")))
+        put(f"{p}_{wl}_added_lat_p50_us", c.get("added_p50_us", float("nan")))
+        put(f"{p}_{wl}_added_lat_p99_us", c.get("added_p99_us", float("nan")))
+    if wl == "large":
+        put(f"{p}_large_gbit_per_s", c["gbit_per_s"])
+# Headline names.
+def g(wl, arm, k):
+    c = cell.get((wl, arm))
+    return c.get(k, float("nan")) if c else float("nan")
+for p, arm in (("e2e", "kvsteer"), ("haproxy", "haproxy")):
+    put(f"{p}_conn_per_s", g("close", arm, "req_per_s"))
+    put(f"{p}_req_per_s", g("keepalive", arm, "req_per_s"))
+    put(f"{p}_added_latency_p50_us", g("latency", arm, "added_p50_us"))
+    put(f"{p}_added_latency_p99_us", g("latency", arm, "added_p99_us"))
+    put(f"{p}_cpu_s_per_1k_req", g("close", arm, "app_cpu_s_per_1k"))
+    put(f"{p}_marginal_cpu_s_per_1k_req", g("close", arm, "marginal_cpu_s_per_1k"))
+    cpu = g("close", arm, "app_cpu_s_per_1k")
+    if cpu == cpu and cpu > 0:
+        put(f"{p}_req_per_balancer_cpu_s", 1000 / cpu)
+    m = g("close", arm, "marginal_cpu_s_per_1k")
+    if m == m and m > 0:
+        put(f"{p}_req_per_marginal_cpu_s", 1000 / m)
+if "e2e_req_per_balancer_cpu_s" in f and "haproxy_req_per_balancer_cpu_s" in f:
+    put("e2e_vs_haproxy_req_per_cpu_ratio", f["e2e_req_per_balancer_cpu_s"] / f["haproxy_req_per_balancer_cpu_s"])
+if "e2e_req_per_marginal_cpu_s" in f and "haproxy_req_per_marginal_cpu_s" in f:
+    put("e2e_vs_haproxy_req_per_marginal_cpu_ratio", f["e2e_req_per_marginal_cpu_s"] / f["haproxy_req_per_marginal_cpu_s"])
+json.dump(f, open(frag_path, "w"), indent=1, sort_keys=True)
+print(f"[e2e] {len(f)} figures -> {frag_path}", file=sys.stderr)
+PY
+log "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

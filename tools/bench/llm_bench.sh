@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# LLM-level benchmark through the real packet path: 8 emulated GPU servers (kvsteer-gpu-emu), a
+# Mooncake trace replayed (kvsteer-replay) through the appliance with (a) prefix steering and
+# (b) round-robin (kvsteer's own steering-mode round-robin), alternated over repetitions. Each arm
+# gets fresh servers (empty caches) and a fresh appliance (kvsteerd + dataplane, empty affinity).
+# Hit rate is counted by the servers' own cache counters (/metrics deltas, see tools/replay).
+#
+# Usage: tools/bench/llm_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
+# Env: KVB_LLM_TRACE (default ../shared/traces/mooncake/synthetic_trace.jsonl), KVB_LLM_LIMIT
+#      (requests per arm: smoke 150, full 1200), KVB_LLM_REPS (smoke 1, full 3), KVB_LLM_SCALE
+#      (time scale of emulators and replayer alike, 10), KVB_LLM_BACKENDS (8)
+set -uo pipefail
+mode=${1:-full}
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=${BUILD:-build}
+[[ "$BUILD" == /* ]] || BUILD="$ROOT/$BUILD"
+BIN="$BUILD/bin"
+FRAG=${KVS_BENCH_OUT:-$BUILD/bench/fragments/llm_bench.json}
+RAW="$BUILD/bench/llm"
+P=kvbl
+RUN=/run/kvsteer-bench-llm
+BPFFS=$RUN/bpf
+SOCK=$RUN/kvsteerd.sock
+NBE=${KVB_LLM_BACKENDS:-8}
+SCALE=${KVB_LLM_SCALE:-10}
+TRACE=${KVB_LLM_TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
+NCPU=$(nproc)
+LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
+if [[ "$mode" == smoke ]]; then LIMIT=${KVB_LLM_LIMIT:-150}; REPS=${KVB_LLM_REPS:-1}
+else LIMIT=${KVB_LLM_LIMIT:-1200}; REPS=${KVB_LLM_REPS:-3}; fi
+
+log() { printf '[llm %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (network namespaces, XDP)"
+for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu kvsteer-replay; do
+    [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"
+done
+[[ -f "$TRACE" ]] || die "trace $TRACE not found (set KVB_LLM_TRACE)"
+
+source "$ROOT/tests/lib/topology.sh"
+BE_PIDS=()
+cleanup() {
+    set +e
+    trap - EXIT INT TERM
+    stop_appliance
+    stop_backends
+    wait 2>/dev/null
+    kvs_topo_down "$P"
+    mountpoint -q "$BPFFS" 2>/dev/null && umount "$BPFFS"
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+mkdir -p "$RAW" "$RUN" "$(dirname "$FRAG")"
+rm -f "$RAW"/*
+log "mode $mode: trace $(basename "$TRACE"), first $LIMIT requests per arm at recorded load (--speed 1), time scale $SCALE, $REPS repetition(s), $NBE servers"
+log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
+kvs_topo_up "$P" "$NBE" || die "topology"
+mkdir -p "$BPFFS"
+
+start_backends() {  # fresh emulated GPUs: empty caches
+    local i
+    for ((i = 1; i <= NBE; i++)); do
+        ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 \
+            --server-id "gpu$i" --time-scale "$SCALE" --log-level warn >>"$RAW/gpu$i.log" 2>&1 &
+        BE_PIDS[$i]=$!
+    done
+    for ((i = 1; i <= NBE; i++)); do
+        for _ in $(seq 100); do
+            ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 http://127.0.0.1:8000/health && break
+            sleep 0.05
+        done
+    done
+}
+stop_backends() {
+    local i
+    for ((i = 1; i <= NBE; i++)); do
+        [[ -n "${BE_PIDS[$i]:-}" ]] || continue
+        kill "${BE_PIDS[$i]}" 2>/dev/null; wait "${BE_PIDS[$i]}" 2>/dev/null; BE_PIDS[$i]=""
+    done
+}
+
+start_appliance() {  # start_appliance STEERING_MODE: fresh maps, daemon and dataplane
+    local steer=$1 i up=0
+    mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
+    {
+        sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' -e '/^log-level/d' \
+            -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' "$ROOT/deploy/demo.conf"
+        echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+        echo "snat-addr = $KVS_APP_IP"
+        echo "interface = $KVS_APP_IF"
+        echo "bpffs = $BPFFS"
+        echo "api-socket = $SOCK"
+        echo "steering-mode = $steer"
+        echo "log-level = warn"
+        for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
+    } >"$RUN/kvsteerd.conf"
+    ip netns exec "$KVS_NS_APP" "$BIN/kvsteerd" --config "$RUN/kvsteerd.conf" >>"$RAW/kvsteerd.log" 2>&1 &
+    KVSTEERD_PID=$!
+    for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
+    [[ -S "$SOCK" ]] || { tail "$RAW/kvsteerd.log" >&2; die "kvsteerd did not start"; }
+    ip netns exec "$KVS_NS_APP" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l "$LB_CPU" \
+        --log-level=lib.eal:error \
+        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
+        -- --bpffs "$BPFFS" --mode xdp --idle adaptive >"$RAW/dataplane.$steer.log" 2>&1 &
+    DP_PID=$!
+    for _ in $(seq 100); do
+        grep -q "worker 0: queue" "$RAW/dataplane.$steer.log" 2>/dev/null && break
+        kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.$steer.log" >&2; die "dataplane exited"; }
+        sleep 0.1
+    done
+    grep -q "worker 0: queue" "$RAW/dataplane.$steer.log" || { tail "$RAW/dataplane.$steer.log" >&2; die "dataplane did not start"; }
+    for _ in $(seq 100); do
+        up=$("$BIN/kvsteerctl" --socket "$SOCK" --json backends 2>/dev/null |
+            python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null || echo 0)
+        [[ "$up" == "$NBE" ]] && break
+        kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.$steer.log" >&2; die "dataplane exited"; }
+        sleep 0.2
+    done
+    [[ "$up" == "$NBE" ]] || die "only $up/$NBE backends up (see $RAW/kvsteerd.log)"
+    sleep 1
+}
+stop_appliance() {
+    [[ -n "${DP_PID:-}" ]] && { kill -TERM "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null; DP_PID=""; }
+    [[ -n "${KVSTEERD_PID:-}" ]] && { kill "$KVSTEERD_PID" 2>/dev/null; wait "$KVSTEERD_PID" 2>/dev/null; KVSTEERD_PID=""; }
+    # The next dataplane attaches its own program; fresh maps for the next arm (flows, affinity).
+    [[ -n "${KVS_NS_APP:-}" ]] && ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null
+    mountpoint -q "$BPFFS" 2>/dev/null && umount "$BPFFS"
+    rm -f "$SOCK"
+}
+
+# Wall-clock cap of one replay: the trace span of LIMIT requests at this time scale, plus margin.
+REPLAY_LIMIT_S=$(python3 - "$TRACE" "$LIMIT" "$SCALE" <<'PY'
+import json, sys
+ts = []
+with open(sys.argv[1]) as fh:
+    for i, line in enumerate(fh):
+        if i >= int(sys.argv[2]):
+            break
+        ts.append(json.loads(line)["timestamp"])
+print(int((max(ts) - min(ts)) / 1000 / float(sys.argv[3]) * 3 + 180))
+PY
+)
+METRICS=()
+for ((i = 1; i <= NBE; i++)); do METRICS+=(--metrics "http://${KVS_BE_IP[$i]}:8000/metrics"); done
+
+run_arm() {  # run_arm ARM(prefix|round-robin) REP
+    local arm=$1 rep=$2 name
+    name="$arm.$rep"
+    start_backends
+    start_appliance "$arm"
+    log "rep $rep, arm $arm: replaying $LIMIT requests through the appliance"
+    # Bounded: a request stuck in the appliance must not hang the benchmark.
+    timeout "$REPLAY_LIMIT_S" ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" --timeout 120 --trace "$TRACE" --limit "$LIMIT" --speed 1 \
+        --max-input-tokens 120000 --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SCALE" --max-concurrency 128 \
+        "${METRICS[@]}" --out "$RAW/$name.requests.jsonl" --summary-json "$RAW/$name.summary.json" \
+        >"$RAW/$name.replay.out" 2>"$RAW/$name.replay.log" || log "  replay reported failures (see $RAW/$name.replay.log)"
+    "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$RAW/$name.counters.txt" 2>&1 || true
+    stop_appliance
+    stop_backends
+    [[ -f "$RAW/$name.summary.json" ]] || { log "  no summary for $name"; return 0; }
+    python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+hr = d.get("prefix_cache_hit_rate")
+print("[llm] rep %s %-11s: ok %d/%d  hit rate %s  %.2f req/s  TTFT p50 %.3f s p99 %.3f s" % (sys.argv[2], sys.argv[3],
+      d["ok"], d["requests"], "n/a" if hr is None else "%.3f" % hr, d["req_per_s"], d["ttft_p50_s"], d["ttft_p99_s"]))' \
+        "$RAW/$name.summary.json" "$rep" "$arm" >&2
+}
+
+for ((rep = 1; rep <= REPS; rep++)); do
+    if ((rep % 2)); then order=(round-robin prefix); else order=(prefix round-robin); fi
+    for arm in "${order[@]}"; do run_arm "$arm" "$rep"; done
+done
+
+python3 - "$RAW" "$FRAG" "$REPS" "$LIMIT" "$SCALE" "$NBE" <<'PY'
+import glob, json, os, statistics, sys
+raw, frag, reps, limit, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+f = {"llm_requests_per_arm": limit, "llm_time_scale": scale, "llm_backends": nbe, "llm_reps": reps}
+summary = {}
+for arm, p in (("prefix", "llm_prefix"), ("round-robin", "llm_rr")):
+    ds = []
+    for path in sorted(glob.glob(os.path.join(raw, f"{arm}.*.summary.json"))):
+        ds.append(json.load(open(path)))
+    if not ds:
+        continue
+    def col(k):
+        return [d[k] for d in ds if d.get(k) is not None and d.get(k) != -1]
+    summary[arm] = ds
+    for k, name in (("prefix_cache_hit_rate", "hit_rate"), ("req_per_s", "req_per_s"), ("ttft_p50_s", "ttft_p50_s"),
+                    ("ttft_p99_s", "ttft_p99_s"), ("e2e_p50_s", "e2e_p50_s"), ("output_tokens_per_s", "output_tok_per_s")):
+        xs = col(k)
+        if xs:
+            f[f"{p}_{name}"] = round(statistics.median(xs), 5)
+            if len(xs) > 1:
+                f[f"{p}_{name}_min"] = round(min(xs), 5)
+                f[f"{p}_{name}_max"] = round(max(xs), 5)
+    f[f"{p}_failed"] = sum(d.get("failed", 0) for d in ds)
+if "llm_prefix_hit_rate" in f and "llm_rr_hit_rate" in f:
+    f["llm_hit_rate_gain_pts"] = round(100 * (f["llm_prefix_hit_rate"] - f["llm_rr_hit_rate"]), 3)
+if "llm_prefix_ttft_p50_s" in f and f.get("llm_rr_ttft_p50_s"):
+    f["llm_ttft_p50_ratio_prefix_over_rr"] = round(f["llm_prefix_ttft_p50_s"] / f["llm_rr_ttft_p50_s"], 4)
+json.dump(summary, open(os.path.join(raw, "summary.json"), "w"), indent=1)
+json.dump(f, open(frag, "w"), indent=1, sort_keys=True)
+print(f"[llm] {len(f)} figures -> {frag}", file=sys.stderr)
+PY
+log "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""Writes BENCH_DIR/REPORT.md (and PNG plots next to it) from results.json, meta.json and the raw
+records the benchmark scripts leave under BENCH_DIR/{xdp,e2e,llm}/. Missing parts are skipped,
+so a smoke run or a KVB_ONLY subset still gets a report. Plots need matplotlib (the system
+python3-matplotlib); without it the report has tables only.
+
+Usage: report.py BENCH_DIR
+"""
+import datetime
+import glob
+import json
+import os
+import platform
+import statistics
+import sys
+
+out = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # tables only
+    plt = None
+
+
+def load(path, default=None):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def jsonl(path):
+    try:
+        with open(path) as fh:
+            return [json.loads(l) for l in fh if l.strip()]
+    except OSError:
+        return []
+
+
+res = load(os.path.join(out, "results.json"), {})
+meta = load(os.path.join(out, "meta.json"), {})
+lines = []
+w = lines.append
+plots = []
+
+
+def fmt(v, nd=3):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != v:
+            return "–"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+def savefig(fig, name, caption):
+    path = os.path.join(out, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    plots.append(name)
+    w(f"![{caption}]({name})\n")
+
+
+# ---- header -------------------------------------------------------------------------------
+cpu = "unknown"
+try:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+except OSError:
+    pass
+mem_gb = 0
+try:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal"):
+            mem_gb = int(line.split()[1]) / 1024 / 1024
+except OSError:
+    pass
+w(f"# kvsteer benchmark report ({meta.get('mode', '?')})\n")
+w(f"- machine (every figure below ran here): {cpu}, {os.cpu_count()} CPUs, {mem_gb:.0f} GiB, "
+  f"kernel {platform.release()}, virtual NICs only (veth in network namespaces)")
+w(f"- run: {meta.get('start', '?')} -> {meta.get('end', '?')} ({meta.get('wall_s', '?')} s), git {meta.get('git', '?')}"
+  + (f", subset: {meta['only']}" if meta.get("only") else ""))
+w(f"- load average (1/5/15 min) at start: {meta.get('load_start', '?')}, at end: {meta.get('load_end', '?')} "
+  "(the machine is shared; a load well above 0 means other work competed for the 2 CPUs)")
+w(f"- raw records: `xdp/`, `e2e/`, `llm/` next to this file; all figures: `results.json`\n")
+
+# ---- 1. packet path -----------------------------------------------------------------------
+live = [json.loads(l)["r"] for l in open(os.path.join(out, "xdp", "live.jsonl"))] if os.path.exists(
+    os.path.join(out, "xdp", "live.jsonl")) else []
+testrun = jsonl(os.path.join(out, "xdp", "testrun.jsonl"))
+WIRE_OVERHEAD = 4 + 20  # FCS + preamble/SFD + inter-frame gap
+SPEEDS = (10, 25, 100)
+
+
+def line_rate_mpps(gbps, frame):
+    return gbps * 1e9 / ((max(frame, 60) + WIRE_OVERHEAD) * 8) / 1e6
+
+
+w("## 1. Packet path: established flows through the XDP program\n")
+w("How: `kvsteer-xdp-live` loads the appliance's XDP program (`kvsteer.bpf.o`, private maps), installs "
+  "established-flow entries in its LRU flow map and injects real frames with `BPF_PROG_TEST_RUN` + "
+  "`BPF_F_TEST_XDP_LIVE_FRAMES` (batch 64) as if they were received on a veth. The program rewrites them "
+  "(addresses, ports, seq/ack deltas, timestamps, window, checksums) and returns XDP_TX, so they leave by "
+  "that veth; its peer runs a counting XDP program that drops them. **Mpps is counted at the receiving "
+  "peer**; the program's own forward counters agree (lost = forwarded - received). The injecting core also "
+  "does the peer's receive (veth delivers on the sending CPU), so a per-core figure is a lower bound for a "
+  "NIC that receives on its own. Frame sizes are without FCS: 1514 B = full-size data segment (MSS 1448 + "
+  "timestamps), 66 B = pure ACK with timestamps, the two packets an established LLM stream consists of "
+  "(response data backend->client = s2c, ACKs client->backend = c2s).\n")
+if live:
+    cells = {}
+    for r in live:
+        cells.setdefault((r["dir"], r["size"], r["flows"], r["cpus"]), []).append(r)
+    w("| direction | frame | flows | cores | Mpps received (median) | per core | min..max | lost frames | "
+      + " | ".join(f"1 core vs {g} GbE line rate" for g in SPEEDS) + " |")
+    w("|---|---|---|---|---|---|---|---|" + "---|" * len(SPEEDS))
+    for (d, size, flows, n), rs in sorted(cells.items(), key=lambda kv: (kv[0][2], -kv[0][1], kv[0][0], kv[0][3])):
+        rx = [r["mpps_received"] for r in rs]
+        m = statistics.median(rx)
+        lost = sum(r["forwarded_xdp"] - r["received_peer"] for r in rs)
+        frac = " | ".join(f"{100 * (m / n) / line_rate_mpps(g, size):.0f}%" for g in SPEEDS)
+        w(f"| {d} | {size} B | {flows:,} | {n} | {m:.2f} | {m / n:.2f} | {min(rx):.2f}..{max(rx):.2f} | {lost} | {frac} |")
+    w("")
+    w("Line rate (Mpps) at these frame sizes (+4 B FCS +20 B preamble/gap on the wire): "
+      + "; ".join(f"{size} B: " + ", ".join(f"{g} GbE {line_rate_mpps(g, size):.2f}" for g in SPEEDS)
+                  for size in sorted({r['size'] for r in live}, reverse=True)) + ". "
+      "Cores for line rate = line-rate Mpps / per-core Mpps:\n")
+    one = {(d, s): statistics.median([r["mpps_received"] for r in rs]) for (d, s, fl, n), rs in cells.items() if n == 1 and fl == 1}
+    if one:
+        w("| direction, frame | " + " | ".join(f"cores for {g} GbE" for g in SPEEDS) + " |")
+        w("|---|" + "---|" * len(SPEEDS))
+        for (d, s), m in sorted(one.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+            w(f"| {d} {s} B | " + " | ".join(f"{line_rate_mpps(g, s) / m:.1f}" if m > 0 else "–" for g in SPEEDS) + " |")
+        w("")
+    if plt:
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        for (d, s, fl) in sorted({(k[0], k[1], k[2]) for k in cells}):
+            ns = sorted({k[3] for k in cells if k[:3] == (d, s, fl)})
+            ax.plot(ns, [statistics.median([r["mpps_received"] for r in cells[(d, s, fl, n)]]) for n in ns], "o-",
+                    label=f"{d} {s} B, {fl:,} flow(s)")
+        ax.set_xlabel("cores injecting + forwarding")
+        ax.set_ylabel("Mpps received at peer")
+        ax.set_xticks(sorted({k[3] for k in cells}))
+        ax.set_title("XDP established-flow forwarding (live frames)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        savefig(fig, "xdp_cores.png", "XDP forwarding vs cores")
+else:
+    w("_not run_\n")
+w("Kernel-timed cost of one packet (`BPF_PROG_TEST_RUN` repeat, no transmit), from kvsteer-bpf-bench: "
+  + ", ".join(f"{k} = {fmt(res[k])} ns (~{1000 / res[k]:.1f} Mpps per core)" for k in
+              ("xdp_fastpath_c2s_ns", "xdp_fastpath_s2c_ns", "xdp_syncookie_ns", "xdp_punt_ns", "xdp_pass_floor_ns")
+              if k in res and res[k] > 0) + ".\n")
+
+# ---- 2. e2e vs HAProxy ---------------------------------------------------------------------
+w("## 2. Requests: kvsteer vs HAProxy 2.6 (L7, hash on the body prefix)\n")
+e2e = load(os.path.join(out, "e2e", "summary.json"))
+if e2e:
+    w(f"Setup: {e2e['backends']} kvsteer-gpu-emu backends (time scale 1000: the model costs ~30 us), client wrk "
+      f"(1 thread) and backends on CPU(s) {e2e['load_cpus']}; the balancer pinned with taskset to CPU {e2e['balancer_cpu']}: "
+      f"kvsteer = kvsteer-dataplane (1 lcore on that CPU, af_xdp, `--idle adaptive`) + kvsteerd, XDP program on the "
+      f"appliance veth; HAProxy {e2e['haproxy_version']} `nbthread 1`, `mode http`, `option http-buffer-request`, "
+      f"`balance hash req.body,bytes(0,{e2e['haproxy_hash_bytes']})`, `hash-type consistent`, in its own namespace on "
+      f"the same bridge. Same-prefix -> same-server check (8 prefixes x 3 different tails): HAProxy "
+      f"{'passed' if res.get('haproxy_hash_same_prefix_same_server') else 'FAILED'} "
+      f"({fmt(res.get('haproxy_hash_servers_used_by_8_prefixes'))} servers used), kvsteer "
+      f"{'passed' if res.get('e2e_same_prefix_same_server') else 'FAILED'} "
+      f"({fmt(res.get('e2e_servers_used_by_8_prefixes'))} servers used).\n")
+    w("Workloads: **close** 512 B chat bodies, one request per connection (16 connections) = new connections/s; "
+      "**keepalive** the same on 16 kept-alive connections (kvsteer binds per connection, HAProxy per request); "
+      "**latency** one connection at a time, one request each; **large** 16 KB bodies with 2 MB streamed "
+      "responses, one per connection (4 connections). wrk's latency runs from writing the request to the last "
+      "response byte (connect time excluded for every arm). Arms alternate within each repetition (the first arm "
+      "rotates); medians over repetitions, min..max in brackets.\n")
+    w("CPU accounting: **balancer CPU** = utime+stime from /proc/PID/stat of the balancer's processes "
+      "(kvsteer-dataplane + kvsteerd; haproxy), per 1,000 requests. This kernel has no IRQ time accounting, so "
+      "softirq work is charged to whatever task the tick interrupts: the XDP program and the kernel TCP receive path "
+      "mostly run in softirq on the *sender's* CPU (veth delivers there), not on the balancer's. So the balancer "
+      "CPU misses most of XDP's work and part of HAProxy's kernel work. **Machine marginal CPU** = busy time of all "
+      "CPUs from /proc/stat (user+nice+system+irq+softirq+steal) per 1,000 requests, minus the same for the direct "
+      "arm: everything the balancer adds anywhere, including XDP, both kernels' TCP and the idle balancer's "
+      "polling. Other load on the machine lands in it too.\n")
+    cells = e2e["cells"]
+    w("| workload | arm | req/s [min..max] | p50 us | p99 us | added p50 us | added p99 us | balancer CPU s/1k req | machine marginal CPU s/1k req | errors |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for wl in ("close", "keepalive", "latency", "large"):
+        for arm in ("direct", "kvsteer", "haproxy"):
+            c = cells.get(f"{wl}/{arm}")
+            if not c:
+                continue
+            w(f"| {wl} | {arm} | {c['req_per_s']:,.0f} [{c['req_per_s_min']:,.0f}..{c['req_per_s_max']:,.0f}] | "
+              f"{c['lat_p50_us']:,.0f} | {c['lat_p99_us']:,.0f} | {fmt(c.get('added_p50_us'))} | {fmt(c.get('added_p99_us'))} | "
+              f"{fmt(c['app_cpu_s_per_1k']) if arm != 'direct' else '–'} | {fmt(c.get('marginal_cpu_s_per_1k'))} | {c['errors']} |")
+    w("")
+    if "large/kvsteer" in cells:
+        w("Large workload throughput (response bytes, Gbit/s): " + ", ".join(
+            f"{arm} {cells[f'large/{arm}']['gbit_per_s']:.2f}" for arm in ("direct", "kvsteer", "haproxy") if f"large/{arm}" in cells) + ".\n")
+    goal = []
+    r1 = res.get("e2e_vs_haproxy_req_per_cpu_ratio")
+    r2 = res.get("e2e_vs_haproxy_req_per_marginal_cpu_ratio")
+    if r1 is not None:
+        goal.append(f"requests per balancer CPU-second, kvsteer / HAProxy (close workload): **{r1:.2f}x** (goal >= 3x)")
+    if r2 is not None:
+        goal.append(f"requests per machine-marginal CPU-second, kvsteer / HAProxy: **{r2:.2f}x**")
+    a, b = res.get("e2e_added_latency_p50_us"), res.get("haproxy_added_latency_p50_us")
+    if a is not None and b is not None and b > 0:
+        goal.append(f"added p50 latency kvsteer / HAProxy: **{a / b:.2f}** (goal <= 0.2; {a:.0f} vs {b:.0f} us)")
+    if goal:
+        w("Against the goals: " + "; ".join(goal) + ".\n")
+    if plt:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+        wls = [wl for wl in ("close", "keepalive", "large") if f"{wl}/kvsteer" in cells]
+        arms = ("direct", "kvsteer", "haproxy")
+        for j, arm in enumerate(arms):
+            xs = [i + (j - 1) * 0.27 for i in range(len(wls))]
+            ys = [cells.get(f"{wl}/{arm}", {}).get("req_per_s", 0) for wl in wls]
+            lo = [y - cells.get(f"{wl}/{arm}", {}).get("req_per_s_min", y) for wl, y in zip(wls, ys)]
+            hi = [cells.get(f"{wl}/{arm}", {}).get("req_per_s_max", y) - y for wl, y in zip(wls, ys)]
+            axes[0].bar(xs, ys, 0.27, yerr=[lo, hi], label=arm)
+        axes[0].set_xticks(range(len(wls)))
+        axes[0].set_xticklabels(wls)
+        axes[0].set_ylabel("requests/s")
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=7)
+        axes[0].set_title("throughput")
+        for j, arm in enumerate(("kvsteer", "haproxy")):
+            c = cells.get(f"latency/{arm}", {})
+            axes[1].bar([j - 0.2], [c.get("added_p50_us", 0)], 0.4, color="C%d" % (j + 1), label=f"{arm} p50")
+            axes[1].bar([j + 0.2], [c.get("added_p99_us", 0)], 0.4, color="C%d" % (j + 1), alpha=0.5, label=f"{arm} p99")
+        axes[1].set_xticks([0, 1])
+        axes[1].set_xticklabels(["kvsteer", "haproxy"])
+        axes[1].set_ylabel("added latency vs direct (us)")
+        axes[1].set_title("added latency (1 conn, close)")
+        axes[1].legend(fontsize=7)
+        for j, arm in enumerate(("kvsteer", "haproxy")):
+            ys = [cells.get(f"{wl}/{arm}", {}).get("app_cpu_s_per_1k", 0) for wl in wls]
+            ms = [cells.get(f"{wl}/{arm}", {}).get("marginal_cpu_s_per_1k", 0) for wl in wls]
+            xs = [i + (j - 0.5) * 0.4 for i in range(len(wls))]
+            axes[2].bar(xs, ms, 0.4, color="C%d" % (j + 1), alpha=0.4, label=f"{arm} machine marginal")
+            axes[2].bar(xs, ys, 0.2, color="C%d" % (j + 1), label=f"{arm} balancer procs")
+        axes[2].set_xticks(range(len(wls)))
+        axes[2].set_xticklabels(wls)
+        axes[2].set_ylabel("CPU s per 1,000 requests")
+        axes[2].set_yscale("log")
+        axes[2].set_title("CPU cost")
+        axes[2].legend(fontsize=6)
+        savefig(fig, "e2e.png", "kvsteer vs HAProxy: throughput, added latency, CPU")
+else:
+    w("_not run_\n")
+
+# ---- 3. LLM level ----------------------------------------------------------------------------
+w("## 3. LLM level: prefix steering vs round-robin through the real packet path\n")
+llm = load(os.path.join(out, "llm", "summary.json"))
+if llm:
+    w(f"8 kvsteer-gpu-emu servers (calibrated H200 8B cost model, 430k-token prefix cache each), the Mooncake "
+      f"synthetic trace's first {fmt(res.get('llm_requests_per_arm'))} requests replayed at their recorded times "
+      f"(`--speed 1`) by kvsteer-replay through the appliance (XDP + dataplane + kvsteerd) with emulators and "
+      f"replayer at time scale {fmt(res.get('llm_time_scale'))}; arms alternate, each on fresh servers (empty caches) "
+      f"and a fresh appliance. Hit rate = delta `vllm:prefix_cache_hits_total` / delta "
+      f"`vllm:prefix_cache_queries_total` summed over the servers (their own counters). TTFT in model seconds "
+      f"(wall x time scale).\n")
+    w("| arm | runs | hit rate | req/s | TTFT p50 s | TTFT p99 s | E2E p50 s | failed |")
+    w("|---|---|---|---|---|---|---|---|")
+    for arm, p in (("round-robin", "llm_rr"), ("prefix", "llm_prefix")):
+        ds = llm.get(arm)
+        if not ds:
+            continue
+
+        def rng(k, nd=3):
+            xs = [d[k] for d in ds if d.get(k) is not None]
+            if not xs:
+                return "–"
+            m = statistics.median(xs)
+            return f"{m:.{nd}f}" + (f" [{min(xs):.{nd}f}..{max(xs):.{nd}f}]" if len(xs) > 1 else "")
+
+        w(f"| {arm} | {len(ds)} | {rng('prefix_cache_hit_rate')} | {rng('req_per_s', 2)} | {rng('ttft_p50_s')} | "
+          f"{rng('ttft_p99_s')} | {rng('e2e_p50_s')} | {sum(d.get('failed', 0) for d in ds)} |")
+    w("")
+    if plt:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for arm, color in (("round-robin", "C0"), ("prefix", "C1")):
+            files = sorted(glob.glob(os.path.join(out, "llm", f"{arm}.*.requests.jsonl")))
+            for k, path in enumerate(files):
+                t = sorted(r["ttft_s"] for r in jsonl(path) if r.get("ok") and r.get("ttft_s", -1) >= 0)
+                if t:
+                    axes[0].plot(t, [(i + 1) / len(t) for i in range(len(t))], color=color, alpha=0.8,
+                                 label=arm if k == 0 else None)
+        axes[0].set_xscale("log")
+        axes[0].set_xlabel("TTFT (model s)")
+        axes[0].set_ylabel("CDF")
+        axes[0].legend()
+        axes[0].set_title("TTFT distribution (every repetition)")
+        arms = [a for a in ("round-robin", "prefix") if llm.get(a)]
+        hr = [statistics.median([d["prefix_cache_hit_rate"] for d in llm[a] if d.get("prefix_cache_hit_rate") is not None] or [0]) for a in arms]
+        axes[1].bar(arms, hr, color=["C0", "C1"][: len(arms)])
+        axes[1].set_ylim(0, 1)
+        axes[1].set_ylabel("backend-counted prefix cache hit rate")
+        axes[1].set_title("hit rate")
+        savefig(fig, "llm.png", "LLM level: TTFT CDF and hit rate")
+else:
+    w("_not run_\n")
+
+# ---- 4. scaling ----------------------------------------------------------------------------
+w("## 4. Scaling\n")
+w("**Cores**: section 1 (XDP live, 1..N injecting cores; on this 2-CPU machine 2 cores also carry everything "
+  "else). The end-to-end and LLM runs use one balancer core; the dataplane's per-core scaling on one veth "
+  "queue is not measured.\n")
+if testrun:
+    w("**Flows in the table** (kernel-timed ns/packet, 66 B ACK/data on an established flow, the packet walking a random "
+      "cycle through every flow of the LRU map, so lookups miss the caches as real traffic of many flows would):\n")
+    w("| flows | c2s ns/packet | s2c ns/packet | c2s Mpps/core equivalent |")
+    w("|---|---|---|---|")
+    by = {}
+    for r in testrun:
+        if r["all_forwarded"]:
+            by.setdefault(r["flows"], {})[r["dir"]] = r["ns_per_pkt"]
+    for fl in sorted(by):
+        c = by[fl].get("c2s")
+        w(f"| {fl:,} | {fmt(c)} | {fmt(by[fl].get('s2c'))} | {fmt(1000 / c) if c else '–'} |")
+    w("")
+    if plt and by:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for d in ("c2s", "s2c"):
+            xs = [fl for fl in sorted(by) if d in by[fl]]
+            ax.plot(xs, [by[fl][d] for fl in xs], "o-", label=d)
+        ax.set_xscale("log")
+        ax.set_xlabel("established flows in the LRU flow map")
+        ax.set_ylabel("ns / packet (test-run)")
+        ax.set_title("XDP forwarding cost vs flow-table size")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        savefig(fig, "xdp_flows.png", "XDP cost vs flows")
+sc = sorted({int(k.rsplit("_", 1)[1][:-2]) for k in res if k.startswith("scale_maglev_build_ms_")})
+if sc:
+    w("**Backends** (kvsteer-scale-bench, one core): Maglev table build (65,537 slots; what kvsteerd pays per membership/"
+      "weight change), rendezvous table build (the lower-disruption alternative), bounded-load choice per new flow:\n")
+    w("| backends | Maglev build ms | rendezvous build ms | bounded choice ns |")
+    w("|---|---|---|---|")
+    for n in sc:
+        w(f"| {n} | {fmt(res.get(f'scale_maglev_build_ms_{n}be'))} | {fmt(res.get(f'scale_rendezvous_build_ms_{n}be'))} | "
+          f"{fmt(res.get(f'scale_bounded_choice_ns_{n}be'))} |")
+    w("")
+    if plt:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(sc, [res.get(f"scale_maglev_build_ms_{n}be") for n in sc], "o-", label="Maglev build (ms)")
+        ax.plot(sc, [res.get(f"scale_rendezvous_build_ms_{n}be") for n in sc], "s-", label="rendezvous build (ms)")
+        ax.plot(sc, [res.get(f"scale_bounded_choice_ns_{n}be") for n in sc], "^-", label="bounded choice (ns)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("backends")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("Control and steering cost vs backends")
+        savefig(fig, "backends.png", "cost vs backends")
+
+# ---- microbenchmarks + everything ------------------------------------------------------------
+w("## 5. All figures (results.json)\n")
+w("| figure | value |\n|---|---|")
+for k in sorted(res):
+    w(f"| {k} | {fmt(res[k], 4)} |")
+w("")
+w("## How to run\n")
+w("`make bench` (full, ~10-15 min) or `make bench-smoke` (< 2 min, what CI runs); both call "
+  "`BUILD=build tools/bench/run.sh full|smoke` as root. `KVB_ONLY=\"xdp_bench e2e_bench\"` runs a subset; the "
+  "scripts' headers list their knobs (KVB_XDP_CORES, KVB_E2E_REPS, KVB_LLM_LIMIT, ...). No figure is a pass/fail test.\n")
+
+with open(os.path.join(out, "REPORT.md"), "w") as fh:
+    fh.write("\n".join(lines) + "\n")
+print(f"[bench] report -> {os.path.join(out, 'REPORT.md')} ({len(plots)} plot(s))")
