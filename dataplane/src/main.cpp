@@ -96,10 +96,27 @@ int main(int argc, char **argv) {
     Tables tables = tables_from(*maps);
     if (opts->mode == Mode::Dpdk) tables.flows_fd = -1;  // flows stay in the workers
     const kvs_config &cfg = *tables.config;
-    if (cfg.n_vips == 0 || cfg.snat_family == 0 || cfg.n_backends == 0)
-        spdlog::warn("kvs_config has {} VIPs, {} backends, snat family {}: nothing will bind until kvsteerd "
-                     "writes the configuration",
-                     cfg.n_vips, cfg.n_backends, cfg.snat_family);
+    // kvsteerd may start after us: wait (bounded) for its first configuration.
+    for (unsigned waited = 0; __atomic_load_n(&cfg.generation, __ATOMIC_ACQUIRE) == 0; waited += 100) {
+        if (waited >= opts->wait_config_s * 1000) {
+            spdlog::error("kvs_config under {} was never written (generation 0 after {} s): start kvsteerd",
+                          opts->bpffs, opts->wait_config_s);
+            return 1;
+        }
+        if (waited == 0) spdlog::info("waiting up to {} s for kvsteerd to write kvs_config", opts->wait_config_s);
+        usleep(100000);
+    }
+    if (cfg.snat_family != KVS_AF_INET || cfg.snat_addr[0] == 0) {
+        spdlog::error("bad kvs_config: no IPv4 SNAT address (snat family {})", cfg.snat_family);
+        return 1;
+    }
+    if (cfg.snat_port_lo == 0 || cfg.snat_port_hi < cfg.snat_port_lo) {
+        spdlog::error("bad kvs_config: SNAT port range {}-{}", cfg.snat_port_lo, cfg.snat_port_hi);
+        return 1;
+    }
+    if (cfg.n_vips == 0 || cfg.n_backends == 0)
+        spdlog::warn("kvs_config has {} VIPs and {} backends: nothing will bind until kvsteerd adds them",
+                     cfg.n_vips, cfg.n_backends);
     if (opts->mode == Mode::Xdp) {
         // libbpf 1.1 cannot reuse a pinned DEVMAP(_HASH): the kernel reports it with
         // BPF_F_RDONLY_PROG set, which libbpf's compatibility check rejects, so the PMD's load

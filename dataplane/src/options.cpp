@@ -24,6 +24,8 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
          "bpffs directory of the pinned kvsteer maps")
         ("create-maps", po::bool_switch(&o.create_maps),
          "create missing pinned maps (for tests without kvsteerd)")
+        ("wait-config-s", po::value(&o.wait_config_s)->default_value(o.wait_config_s),
+         "wait this long for kvsteerd to write kvs_config (generation 0), then fail")
         ("mode", po::value(&mode)->default_value(mode),
          "xdp: port is net_af_xdp running kvsteer.bpf.o (XDP answers SYNs, forwards bound flows); "
          "dpdk: the workers do SYN cookies and forwarding themselves (any port)")

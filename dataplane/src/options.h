@@ -33,6 +33,7 @@ struct Options {
     std::uint32_t sweep_interval_ms = 1000;
     std::uint32_t stats_interval_s = 0;        // 0: no periodic counter log
     std::uint32_t mbufs = 16383;               // per port mempool
+    std::uint32_t wait_config_s = 30;          // wait this long for kvsteerd's first kvs_config
     bool create_maps = false;                  // create missing pinned maps (tests without kvsteerd)
     std::string log_level = "info";
 };

@@ -24,7 +24,12 @@ expect "maps missing" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" -
 if [[ $(id -u) == 0 ]]; then
     dir=/run/kvsteer-test-kvdpst
     mkdir -p "$dir" && mount -t bpf bpf "$dir" && trap 'umount "$dir"; rmdir "$dir"' EXIT
-    # Maps exist (created), but no port was given: the error names the port.
-    expect "no port" "port 0 does not exist" "$BIN" "${EAL[@]}" -- --bpffs "$dir" --create-maps --mode dpdk
+    # Maps exist (created) but kvsteerd never wrote the configuration.
+    expect "config never written" "kvs_config under $dir was never written" "$BIN" "${EAL[@]}" \
+        -- --bpffs "$dir" --create-maps --mode dpdk --wait-config-s 1
+    "$1/bin/kvsteer-dp-fixture" fill --bpffs "$dir" --vip 10.77.1.1:8000 --snat 10.77.0.2 \
+        --app-mac 02:00:00:00:00:02 >/dev/null || { echo "FAIL: fixture"; fails=$((fails + 1)); }
+    # Configured, but no port was given: the error names the port.
+    expect "no port" "port 0 does not exist" "$BIN" "${EAL[@]}" -- --bpffs "$dir" --mode dpdk
 fi
 (( fails == 0 )) && echo PASS || exit 1
