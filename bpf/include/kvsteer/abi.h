@@ -195,7 +195,8 @@ struct kvs_flow {
     __u16 worker;         /* dataplane worker that owns the flow */
     __u32 tx_ifindex;     /* 0 = XDP_TX, else XDP_REDIRECT via kvs_tx_ports */
     __u32 pad;
-    /* Bookkeeping updated by XDP (racy across CPUs; informational). */
+    /* Bookkeeping updated by XDP (racy across CPUs; informational). last_seen_ns is
+     * CLOCK_MONOTONIC read at tick resolution (bpf_ktime_get_coarse_ns): up to one tick old. */
     __u64 created_ns;
     __u64 last_seen_ns;
     __u64 packets;
