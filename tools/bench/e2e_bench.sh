@@ -4,9 +4,10 @@
 # hash-type consistent), against the same emulated backends, from the same client, with the
 # balancer pinned to the same CPU (KVB_LB_CPU) and the client + backends on the others.
 #
-# Arms, alternated inside each repetition (the starting arm rotates): direct (client -> backend 1,
-# the baseline for added latency and CPU), kvsteer (client -> VIP: XDP + DPDK dataplane + kvsteerd),
-# haproxy (client -> HAProxy, nbthread 1). Workloads (wrk + tools/bench/wrk_post.lua):
+# Arms, alternated in blocks inside each repetition (the starting arm rotates): direct (client ->
+# backend 1, the baseline for added latency and CPU), kvsteer (client -> VIP: XDP + DPDK dataplane
+# with --idle adaptive + kvsteerd), kvsteer_busy (the same, dataplane --idle busy: a dedicated
+# polling core), haproxy (client -> HAProxy, nbthread 1). Workloads (wrk + tools/bench/wrk_post.lua):
 #   close      small chat bodies (512 B), one request per connection: new connections/s
 #   keepalive  the same bodies on kept-alive connections: requests/s
 #   latency    one connection at a time, one request per connection: added latency
@@ -18,7 +19,7 @@
 #
 # Usage: tools/bench/e2e_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_E2E_BACKENDS (4), KVB_LB_CPU (last CPU), KVB_LOAD_CPUS (the other CPUs), KVB_E2E_REPS,
-#      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256)
+#      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256), KVB_E2E_ARMS (subset/order)
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/../.."
@@ -37,8 +38,8 @@ NCPU=$(nproc)
 LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
 LOAD_CPUS=${KVB_LOAD_CPUS:-$( ((NCPU > 1)) && seq -s, 0 $((NCPU - 2)) || echo 0)}
 HASH_BYTES=${KVB_HASH_BYTES:-256}
-if [[ "$mode" == smoke ]]; then REPS=${KVB_E2E_REPS:-1}; SECS=${KVB_E2E_SECONDS:-3}
-else REPS=${KVB_E2E_REPS:-3}; SECS=${KVB_E2E_SECONDS:-8}; fi
+if [[ "$mode" == smoke ]]; then REPS=${KVB_E2E_REPS:-1}; SECS=${KVB_E2E_SECONDS:-2}
+else REPS=${KVB_E2E_REPS:-3}; SECS=${KVB_E2E_SECONDS:-6}; fi
 
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -93,7 +94,10 @@ done
 CONF="$RUN/kvsteerd.conf"
 {
     sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' -e '/^log-level/d' \
-        -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' "$ROOT/deploy/demo.conf"
+        -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' -e '/^snat-ports *=/d' "$ROOT/deploy/demo.conf"
+    # Every port below the appliance kernel's own ephemeral range (40000-60999, see topology.sh):
+    # SNAT 4-tuples are reused as late as possible (backends keep closed ones in TIME_WAIT).
+    echo "snat-ports = 10000-39999"
     echo "vip = $KVS_VIP:$KVS_VIP_PORT"
     echo "snat-addr = $KVS_APP_IP"
     echo "interface = $KVS_APP_IF"
@@ -108,17 +112,64 @@ KVSTEERD_PID=$!
 PIDS+=("$KVSTEERD_PID")
 for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
 [[ -S "$SOCK" ]] || { tail "$RAW/kvsteerd.log" >&2; die "kvsteerd did not start"; }
-ip netns exec "$KVS_NS_APP" taskset -c "$LB_CPU" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf \
-    -l "$LB_CPU" --log-level=lib.eal:error \
-    --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-    -- --bpffs "$BPFFS" --mode xdp --idle adaptive >"$RAW/dataplane.log" 2>&1 &
-DP_PID=$!
-for _ in $(seq 100); do
-    grep -q "worker 0: queue" "$RAW/dataplane.log" 2>/dev/null && break
-    kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.log" >&2; die "dataplane exited"; }
-    sleep 0.1
-done
-grep -q "worker 0: queue" "$RAW/dataplane.log" || { tail "$RAW/dataplane.log" >&2; die "dataplane did not start"; }
+# The dataplane runs with --idle adaptive (backs off to sleeps of up to 200 us when idle, so it
+# leaves the CPU to others) except during the kvsteer_busy arm (--idle busy: polls all the time,
+# a dedicated core as DPDK is usually run). It is restarted only when the idle mode changes, so
+# a busy poller never shares the balancer CPU with HAProxy's runs.
+DP_IDLE=""
+start_dataplane() {  # start_dataplane adaptive|busy
+    local idle=$1 t
+    ip netns exec "$KVS_NS_APP" taskset -c "$LB_CPU" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf \
+        -l "$LB_CPU" --log-level=lib.eal:error \
+        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
+        -- --bpffs "$BPFFS" --mode xdp --idle "$idle" >"$RAW/dataplane.$idle.log" 2>&1 &
+    DP_PID=$!
+    for _ in $(seq 100); do
+        grep -q "worker 0: queue" "$RAW/dataplane.$idle.log" 2>/dev/null && break
+        kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.$idle.log" >&2; die "dataplane exited"; }
+        sleep 0.1
+    done
+    grep -q "worker 0: queue" "$RAW/dataplane.$idle.log" || { tail "$RAW/dataplane.$idle.log" >&2; die "dataplane did not start"; }
+    DP_IDLE=$idle
+    # Ready when a request goes through the VIP.
+    for t in $(seq 50); do
+        [[ "$(ip netns exec "$KVS_NS_CLIENT" curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+            --data '{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":1,"messages":[{"role":"user","content":"warm"}]}' \
+            "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions" || true)" == 200 ]] && return 0
+        sleep 0.2
+    done
+    tail "$RAW/dataplane.$idle.log" "$RAW/kvsteerd.log" >&2
+    die "no answer through kvsteer (dataplane --idle $idle)"
+}
+stop_dataplane() {
+    [[ -n "${DP_PID:-}" ]] || return 0
+    kvsteer_counters "$DP_IDLE"
+    kill -TERM "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null
+    DP_PID=""; DP_IDLE=""
+    ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null || true
+    # A new dataplane starts its SNAT port cursor at the bottom of the range again, reusing
+    # 4-tuples the backends still hold in TIME_WAIT from the previous instance; their challenge
+    # ACKs cost a 300 ms SYN timeout each (a product issue, reported). Clear those entries so the
+    # arms measure the steady state, not the restart.
+    local i n=0
+    for ((i = 1; i <= NBE; i++)); do
+        n=$((n + $(ip netns exec "${KVS_BE_NS[$i]}" ss -tanH state time-wait dst "$KVS_APP_IP" | wc -l)))
+        ip netns exec "${KVS_BE_NS[$i]}" ss -K state time-wait dst "$KVS_APP_IP" >/dev/null 2>&1 || true
+    done
+    log "dataplane restart: cleared $n backend TIME_WAIT entries towards $KVS_APP_IP"
+}
+kvsteer_counters() {  # appends the appliance's counters (XDP, dataplane, backends) to the raw folder
+    { echo "== after dataplane --idle $1 ($(date +%T))"
+      "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all 2>&1; } >>"$RAW/counters.txt" || true
+}
+ensure_dataplane() {  # ensure_dataplane ARM
+    local want=adaptive
+    [[ "$1" == kvsteer_busy ]] && want=busy
+    [[ "$DP_IDLE" == "$want" ]] && return 0
+    stop_dataplane
+    start_dataplane "$want"
+}
+start_dataplane adaptive
 
 # ---- HAProxy 2.6: the L7 peer ---------------------------------------------------------------
 HCFG="$RUN/haproxy.cfg"
@@ -151,15 +202,7 @@ kill -0 "$HAP_PID" 2>/dev/null || { cat "$RAW/haproxy.log" >&2; die "haproxy exi
 HAP_VER=$(haproxy -v | head -1 | awk '{print $3}')
 log "HAProxy $HAP_VER on $HAP_IP:8000 (pid $HAP_PID); kvsteer on $KVS_VIP:$KVS_VIP_PORT (dataplane $DP_PID, kvsteerd $KVSTEERD_PID)"
 
-# Wait for kvsteerd's health checks to see every backend (so the Maglev table is complete).
-for _ in $(seq 50); do
-    ok=$(ip netns exec "$KVS_NS_CLIENT" curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
-        --data '{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":1,"messages":[{"role":"user","content":"warm"}]}' \
-        "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions" || true)
-    [[ "$ok" == 200 ]] && break
-    sleep 0.2
-done
-[[ "$ok" == 200 ]] || { tail "$RAW/dataplane.log" "$RAW/kvsteerd.log" >&2; die "no answer through kvsteer"; }
+# kvsteerd's health checks see every backend after a round or two (complete Maglev table).
 sleep 1
 
 # ---- affinity check: same body prefix -> same server, for both balancers ----------------------
@@ -201,14 +244,14 @@ sys_ticks() {  # busy softirq (all CPUs)
 url_of() {
     case $1 in
         direct) echo "http://${KVS_BE_IP[1]}:8000/" ;;
-        kvsteer) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
+        kvsteer|kvsteer_busy) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
         haproxy) echo "http://$HAP_IP:8000/" ;;
     esac
 }
 pids_of() {
     case $1 in
         direct) echo "" ;;
-        kvsteer) echo "$DP_PID $KVSTEERD_PID" ;;
+        kvsteer|kvsteer_busy) echo "$DP_PID $KVSTEERD_PID" ;;
         haproxy) echo "$HAP_PID" ;;
     esac
 }
@@ -220,7 +263,7 @@ declare -A WL_ENV=(
     [latency]="KVB_BODY_BYTES=512 KVB_CLOSE=1"
     [large]="KVB_BODY_BYTES=16384 KVB_CLOSE=1 KVB_STREAM=1 KVB_MAX_TOKENS=8 KVB_ECHO_BYTES=2097152")
 WORKLOADS=(close keepalive latency large)
-ARMS=(direct kvsteer haproxy)
+read -r -a ARMS <<<"${KVB_E2E_ARMS:-direct kvsteer kvsteer_busy haproxy}"
 
 # run_one WORKLOAD ARM REP SECONDS [record]
 run_one() {
@@ -250,27 +293,29 @@ PY
     tail -1 "$RAW/runs.jsonl" | python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
-print("[e2e] %-9s %-8s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s  machine CPU %.2f s" % (
+print("[e2e] %-9s %-12s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s  machine CPU %.2f s" % (
     d["workload"], d["arm"], d["rep"], d["req_per_s"], d["lat_p50_us"], d["lat_p99_us"], d["errors"], d["app_cpu_s"], d["sys_cpu_s"]))' >&2
 }
 
 log "warm-up"
-for wl in "${WORKLOADS[@]}"; do for arm in "${ARMS[@]}"; do run_one "$wl" "$arm" 0 1 0; done; done
+for arm in "${ARMS[@]}"; do ensure_dataplane "$arm"; run_one close "$arm" 0 1 0; done
+NA=${#ARMS[@]}
 for ((rep = 1; rep <= REPS; rep++)); do
-    for wl in "${WORKLOADS[@]}"; do
-        # Rotate which arm goes first, so slow drifts of the machine do not favour one arm.
-        for k in 0 1 2; do
-            arm=${ARMS[$(((k + rep - 1) % 3))]}
-            run_one "$wl" "$arm" "$rep" "$SECS"
-        done
+    # Arms alternate in blocks (every workload per arm); the first arm rotates with each
+    # repetition so slow drifts of the machine do not favour one arm.
+    for ((k = 0; k < NA; k++)); do
+        arm=${ARMS[$(((k + rep - 1) % NA))]}
+        ensure_dataplane "$arm"
+        [[ "$mode" == smoke ]] || run_one close "$arm" "$rep" 1 0
+        for wl in "${WORKLOADS[@]}"; do run_one "$wl" "$arm" "$rep" "$SECS"; done
     done
 done
-"$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$RAW/counters.txt" 2>&1 || true
 kill -0 "$DP_PID" 2>/dev/null || log "WARNING: the dataplane died during the run"
+stop_dataplane
 
 # ---- figures ---------------------------------------------------------------------------------
 python3 - "$RAW/runs.jsonl" "$FRAG" "$RAW/summary.json" "$HAP_CONSISTENT" "$HAP_DISTINCT" "$KVS_CONSISTENT" "$KVS_DISTINCT" \
-    "$NBE" "$LB_CPU" "$LOAD_CPUS" "$HAP_VER" "$HASH_BYTES" <<'PY'
+    "$NBE" "$LB_CPU" "$LOAD_CPUS" "$HAP_VER" "$HASH_BYTES" "$RAW/counters.txt" <<'PY'
 import json, statistics, sys
 runs_path, frag_path, summ_path = sys.argv[1:4]
 hap_cons, hap_dist, kvs_cons, kvs_dist, nbe = map(int, sys.argv[4:9])
@@ -284,7 +329,7 @@ summary = {"balancer_cpu": lb_cpu, "load_cpus": load_cpus, "haproxy_version": ha
            "haproxy_hash_bytes": hash_bytes, "cells": {}}
 cell = {}
 for wl in ("close", "keepalive", "latency", "large"):
-    for arm in ("direct", "kvsteer", "haproxy"):
+    for arm in ("direct", "kvsteer", "kvsteer_busy", "haproxy"):
         rs = sel(wl, arm)
         if not rs:
             continue
@@ -306,6 +351,17 @@ for (wl, arm), c in cell.items():
         c["added_p50_us"] = c["lat_p50_us"] - d["lat_p50_us"]
         c["added_p99_us"] = c["lat_p99_us"] - d["lat_p99_us"]
         c["marginal_cpu_s_per_1k"] = c["sys_cpu_s_per_1k"] - d["sys_cpu_s_per_1k"]
+# The appliance's counters are cumulative (pinned maps): the last block has the totals.
+counters = {}
+try:
+    block = open(sys.argv[13]).read().split("== after dataplane")[-1]
+    for line in block.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counters[parts[0]] = int(parts[1])
+except OSError:
+    pass
+summary["kvsteer_counters"] = counters
 json.dump(summary, open(summ_path, "w"), indent=1)
 
 f = {"e2e_backends": nbe, "haproxy_hash_same_prefix_same_server": hap_cons, "haproxy_hash_servers_used_by_8_prefixes": hap_dist,
@@ -313,7 +369,12 @@ f = {"e2e_backends": nbe, "haproxy_hash_same_prefix_same_server": hap_cons, "hap
 def put(name, v):
     if v == v:  # not NaN
         f[name] = round(v, 4)
-names = {"kvsteer": "e2e", "haproxy": "haproxy", "direct": "direct"}
+for k, name in (("dp_bind_ok", "binds"), ("dp_backend_timeout", "backend_syn_timeouts"),
+                ("punt_backend_other", "backend_non_synack_answers"), ("dp_bind_retry", "bind_retries"),
+                ("dp_dup_segment", "dup_first_segments"), ("dp_snat_ports_exhausted", "snat_ports_exhausted"),
+                ("dp_client_idle_drop", "client_idle_drops")):
+    f[f"e2e_kvsteer_{name}"] = counters.get(k, 0)
+names = {"kvsteer": "e2e", "kvsteer_busy": "e2e_busy", "haproxy": "haproxy", "direct": "direct"}
 for (wl, arm), c in cell.items():
     p = names[arm]
     put(f"{p}_{wl}_req_per_s", c["req_per_s"])
@@ -333,7 +394,7 @@ for (wl, arm), c in cell.items():
 def g(wl, arm, k):
     c = cell.get((wl, arm))
     return c.get(k, float("nan")) if c else float("nan")
-for p, arm in (("e2e", "kvsteer"), ("haproxy", "haproxy")):
+for p, arm in (("e2e", "kvsteer"), ("e2e_busy", "kvsteer_busy"), ("haproxy", "haproxy")):
     put(f"{p}_conn_per_s", g("close", arm, "req_per_s"))
     put(f"{p}_req_per_s", g("keepalive", arm, "req_per_s"))
     put(f"{p}_added_latency_p50_us", g("latency", arm, "added_p50_us"))
@@ -346,10 +407,15 @@ for p, arm in (("e2e", "kvsteer"), ("haproxy", "haproxy")):
     m = g("close", arm, "marginal_cpu_s_per_1k")
     if m == m and m > 0:
         put(f"{p}_req_per_marginal_cpu_s", 1000 / m)
-if "e2e_req_per_balancer_cpu_s" in f and "haproxy_req_per_balancer_cpu_s" in f:
-    put("e2e_vs_haproxy_req_per_cpu_ratio", f["e2e_req_per_balancer_cpu_s"] / f["haproxy_req_per_balancer_cpu_s"])
-if "e2e_req_per_marginal_cpu_s" in f and "haproxy_req_per_marginal_cpu_s" in f:
-    put("e2e_vs_haproxy_req_per_marginal_cpu_ratio", f["e2e_req_per_marginal_cpu_s"] / f["haproxy_req_per_marginal_cpu_s"])
+for p in ("e2e", "e2e_busy"):
+    for k in ("req_per_balancer_cpu_s", "req_per_marginal_cpu_s"):
+        if f"{p}_{k}" in f and f"haproxy_{k}" in f:
+            put(f"{p}_vs_haproxy_{k.replace('req_per_', 'req_per_')}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
+    for k in ("conn_per_s", "req_per_s"):
+        if f.get(f"haproxy_{k}") and f"{p}_{k}" in f:
+            put(f"{p}_vs_haproxy_{k}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
+    if f.get("haproxy_added_latency_p50_us") and f"{p}_added_latency_p50_us" in f:
+        put(f"{p}_vs_haproxy_added_latency_p50_ratio", f[f"{p}_added_latency_p50_us"] / f["haproxy_added_latency_p50_us"])
 json.dump(f, open(frag_path, "w"), indent=1, sort_keys=True)
 print(f"[e2e] {len(f)} figures -> {frag_path}", file=sys.stderr)
 PY

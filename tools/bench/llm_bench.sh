@@ -7,7 +7,7 @@
 #
 # Usage: tools/bench/llm_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_LLM_TRACE (default ../shared/traces/mooncake/synthetic_trace.jsonl), KVB_LLM_LIMIT
-#      (requests per arm: smoke 150, full 1200), KVB_LLM_REPS (smoke 1, full 3), KVB_LLM_SCALE
+#      (requests per arm: smoke 100, full 1200), KVB_LLM_REPS (smoke 1, full 3), KVB_LLM_SCALE
 #      (time scale of emulators and replayer alike, 10), KVB_LLM_BACKENDS (8)
 set -uo pipefail
 mode=${1:-full}
@@ -27,7 +27,7 @@ SCALE=${KVB_LLM_SCALE:-10}
 TRACE=${KVB_LLM_TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
 NCPU=$(nproc)
 LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
-if [[ "$mode" == smoke ]]; then LIMIT=${KVB_LLM_LIMIT:-150}; REPS=${KVB_LLM_REPS:-1}
+if [[ "$mode" == smoke ]]; then LIMIT=${KVB_LLM_LIMIT:-100}; REPS=${KVB_LLM_REPS:-1}
 else LIMIT=${KVB_LLM_LIMIT:-1200}; REPS=${KVB_LLM_REPS:-3}; fi
 
 log() { printf '[llm %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -90,8 +90,11 @@ start_appliance() {  # start_appliance STEERING_MODE: fresh maps, daemon and dat
     mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
     {
         sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' -e '/^log-level/d' \
-            -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' "$ROOT/deploy/demo.conf"
-        echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+            -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' -e '/^snat-ports *=/d' "$ROOT/deploy/demo.conf"
+        # Every port below the appliance kernel's own ephemeral range (40000-60999, see topology.sh):
+    # SNAT 4-tuples are reused as late as possible (backends keep closed ones in TIME_WAIT).
+    echo "snat-ports = 10000-39999"
+    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
         echo "snat-addr = $KVS_APP_IP"
         echo "interface = $KVS_APP_IF"
         echo "bpffs = $BPFFS"

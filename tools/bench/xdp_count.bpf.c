@@ -13,8 +13,15 @@ struct {
 SEC("xdp")
 int kvb_count_drop(struct xdp_md *ctx)
 {
+    const unsigned char *data = (const unsigned char *)(long)ctx->data;
+    const unsigned char *end = (const unsigned char *)(long)ctx->data_end;
     __u32 k = 0;
-    __u64 *v = bpf_map_lookup_elem(&kvb_count, &k);
+    __u64 *v;
+
+    /* Only IPv4 frames count: the kernel's own IPv6 chatter on the veth is not ours. */
+    if (data + 14 > end || data[12] != 0x08 || data[13] != 0x00)
+        return XDP_DROP;
+    v = bpf_map_lookup_elem(&kvb_count, &k);
 
     if (v)
         *v += 1;
