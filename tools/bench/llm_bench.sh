@@ -181,7 +181,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     for arm in "${order[@]}"; do run_arm "$arm" "$rep"; done
 done
 
-python3 - "$RAW" "$FRAG" "$REPS" "$LIMIT" "$SCALE" "$NBE" <<'PY'
+KVB_TRACE_PATH="$TRACE" python3 - "$RAW" "$FRAG" "$REPS" "$LIMIT" "$SCALE" "$NBE" <<'PY'
 import glob, json, os, statistics, sys
 raw, frag, reps, limit, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 f = {"llm_requests_per_arm": limit, "llm_time_scale": scale, "llm_backends": nbe, "llm_reps": reps}
@@ -204,6 +204,30 @@ for arm, p in (("prefix", "llm_prefix"), ("round-robin", "llm_rr")):
                 f[f"{p}_{name}_min"] = round(min(xs), 5)
                 f[f"{p}_{name}_max"] = round(max(xs), 5)
     f[f"{p}_failed"] = sum(d.get("failed", 0) for d in ds)
+# Upper bound for context: the hit rate one unlimited cache would reach on the same requests
+# (longest prefix of 512-token blocks already seen, capped at prompt - 1 token, like the servers).
+trace = os.environ.get("KVB_TRACE_PATH")
+if trace:
+    seen, hit, tot, used = set(), 0, 0, 0
+    with open(trace) as fh:
+        for line in fh:
+            if used >= limit:
+                break
+            d = json.loads(line)
+            n = d["input_length"]
+            if n > 120000:  # the replayer's --max-input-tokens skips these (not counted in --limit)
+                continue
+            used += 1
+            k, chain = 0, ()
+            for x in d["hash_ids"]:
+                chain += (x,)
+                if chain in seen and k == len(chain) - 1:
+                    k += 1
+                seen.add(chain)
+            hit += min(k * 512, n - 1)
+            tot += n
+    if tot:
+        f["llm_oracle_hit_rate_bound"] = round(hit / tot, 5)
 if "llm_prefix_hit_rate" in f and "llm_rr_hit_rate" in f:
     f["llm_hit_rate_gain_pts"] = round(100 * (f["llm_prefix_hit_rate"] - f["llm_rr_hit_rate"]), 3)
 if "llm_prefix_ttft_p50_s" in f and f.get("llm_rr_ttft_p50_s"):

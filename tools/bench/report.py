@@ -304,6 +304,11 @@ if llm:
       f"and a fresh appliance. Hit rate = delta `vllm:prefix_cache_hits_total` / delta "
       f"`vllm:prefix_cache_queries_total` summed over the servers (their own counters). TTFT in model seconds "
       f"(wall x time scale).\n")
+    if res.get("llm_oracle_hit_rate_bound") is not None:
+        w(f"For scale: one unlimited cache seeing every replayed request (longest prefix of 512-token blocks seen "
+          f"before, computed from the trace's hash ids) would reach a hit rate of "
+          f"**{res['llm_oracle_hit_rate_bound']:.3f}** on these requests: the most any routing can get from this "
+          f"part of the trace.\n")
     w("| arm | runs | hit rate | req/s | TTFT p50 s | TTFT p99 s | E2E p50 s | failed |")
     w("|---|---|---|---|---|---|---|---|")
     for arm, p in (("round-robin", "llm_rr"), ("prefix", "llm_prefix")):
@@ -338,7 +343,10 @@ if llm:
         arms = [a for a in ("round-robin", "prefix") if llm.get(a)]
         hr = [statistics.median([d["prefix_cache_hit_rate"] for d in llm[a] if d.get("prefix_cache_hit_rate") is not None] or [0]) for a in arms]
         axes[1].bar(arms, hr, color=["C0", "C1"][: len(arms)])
-        axes[1].set_ylim(0, 1)
+        if res.get("llm_oracle_hit_rate_bound") is not None:
+            axes[1].axhline(res["llm_oracle_hit_rate_bound"], color="k", ls="--", lw=1, label="unlimited-cache bound")
+            axes[1].legend(fontsize=7)
+        axes[1].set_ylim(0, max(0.3, 1.3 * max(hr + [res.get("llm_oracle_hit_rate_bound") or 0])))
         axes[1].set_ylabel("backend-counted prefix cache hit rate")
         axes[1].set_title("hit rate")
         savefig(fig, "llm.png", "LLM level: TTFT CDF and hit rate")
