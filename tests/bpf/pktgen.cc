@@ -98,7 +98,7 @@ Bytes build_tcp(const TcpSpec &s)
     b[th + 12] = static_cast<std::uint8_t>((tcphl / 4) << 4);
     b[th + 13] = s.flags;
     put16(b, th + 14, s.win);
-    std::memcpy(&b[th + 20], opts.data(), opts.size());
+    if (!opts.empty()) std::memcpy(&b[th + 20], opts.data(), opts.size());
     if (!s.payload.empty()) std::memcpy(&b[th + tcphl], s.payload.data(), s.payload.size());
     // TCP checksum over pseudo-header + segment.
     std::uint32_t sum = 0;

@@ -411,6 +411,70 @@ TEST_F(BpfProg, EstablishedBackendToClient)
     EXPECT_EQ(0, std::memcmp(&r.out[18 + 16], &cli, 4));
 }
 
+TEST_F(BpfProg, EstablishedIpv6BothWays)
+{
+    kvs_flowpair_params p{};
+    ip6("fd00::2", p.client_addr);
+    std::memcpy(p.vip_addr, cfg_.vips[1].addr, 16);
+    ip6("fd02::1", p.snat_addr);
+    ip6("fd02::7", p.backend_addr);
+    p.client_port = htons(40001);
+    p.vip_port = htons(80);
+    p.snat_port = htons(20001);
+    p.backend_port = htons(8000);
+    p.family = KVS_AF_INET6;
+    p.client_wscale = 7;
+    p.synack_wscale = 8;
+    p.backend_wscale = 7;
+    p.ts = 1;
+    p.cookie = 0x11112222;
+    p.backend_isn = 0x99990000;
+    p.synack_tsval = 70;
+    p.backend_tsval = 1234567;
+    std::memcpy(p.appliance_mac, kApplMac, 6);
+    std::memcpy(p.client_mac, kClientMac, 6);
+    std::memcpy(p.backend_mac, kBackendMac, 6);
+    p.backend_id = 4;
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    kvs_flowpair_build(&p, &kc, &fc, &ks, &fs);
+    h_->put_flow(kc, fc);
+    h_->put_flow(ks, fs);
+
+    TcpSpec c = client_spec();
+    c.v6 = true;
+    std::memcpy(c.saddr, p.client_addr, 16);
+    std::memcpy(c.daddr, p.vip_addr, 16);
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.seq = 77;
+    c.ack = p.cookie + 1;
+    c.opts = cat({opt_nop(2), opt_ts(5, 70), opt_nop(2), opt_sack({{p.cookie + 100, p.cookie + 200}})});
+    c.payload = Bytes(64, 'v');
+    Bytes in = build_tcp(c);
+    RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fc));
+    EXPECT_EQ(check_checksums(r.out), "");
+    EXPECT_EQ(0, std::memcmp(&r.out[14 + 8], p.snat_addr, 16));
+    EXPECT_EQ(0, std::memcmp(&r.out[14 + 24], p.backend_addr, 16));
+    EXPECT_EQ(rd32(&r.out[54 + 8]), p.backend_isn + 1);
+
+    TcpSpec b = backend_spec();
+    b.v6 = true;
+    std::memcpy(b.saddr, p.backend_addr, 16);
+    std::memcpy(b.daddr, p.snat_addr, 16);
+    b.flags = KVS_TCP_ACK;
+    b.seq = p.backend_isn + 1;
+    b.ack = 78;
+    b.win = 4000;
+    b.opts = cat({opt_nop(2), opt_ts(1234600, 5)});
+    in = build_tcp(b);
+    r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fs));
+    EXPECT_EQ(check_checksums(r.out), "");
+    EXPECT_EQ(rd32(&r.out[54 + 4]), p.cookie + 1);
+    EXPECT_EQ((r.out[54 + 14] << 8) | r.out[54 + 15], 2000);  // backend shift 7, ours 8
+}
+
 TEST_F(BpfProg, SackBlocksAllShifted)
 {
     kvs_flow_key kc, ks;
