@@ -6,7 +6,17 @@
 
 namespace kvsteer::control {
 
-AffinityPolicy::AffinityPolicy(const PolicyParams &p) : p_(p) {}
+// Formats a decision line only when someone listens (compute() runs over many prefixes).
+#define KVS_DECISION(...)               \
+    do {                                \
+        if (sink_)                      \
+            sink_(fmt::format(__VA_ARGS__)); \
+    } while (0)
+
+AffinityPolicy::AffinityPolicy(const PolicyParams &p) : p_(p)
+{
+    nodes_.reserve(std::min<std::size_t>(p_.index_max, 1u << 20));  // no rehash storms under load
+}
 
 double AffinityPolicy::rate_at(const Node &n, std::uint64_t now_ns) const
 {
@@ -16,16 +26,18 @@ double AffinityPolicy::rate_at(const Node &n, std::uint64_t now_ns) const
 
 bool AffinityPolicy::eligible(std::uint16_t id) const
 {
-    auto it = backends_.find(id);
-    return it != backends_.end() && it->second.snap.eligible;
+    return id < backends_.size() && backends_[id].present && backends_[id].snap.eligible;
 }
 
 double AffinityPolicy::load_of(std::uint16_t id) const
 {
-    auto it = backends_.find(id);
-    if (it == backends_.end())
-        return 0;
-    return static_cast<double>(it->second.snap.in_flight) + it->second.snap.queue.value_or(0.0);
+    return id < backends_.size() && backends_[id].present ? backends_[id].load : 0.0;
+}
+
+void AffinityPolicy::erase(Node *n)
+{
+    lru_.erase(n->lru);
+    nodes_.erase(n->key);
 }
 
 void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend, std::uint64_t now_ns)
@@ -36,8 +48,9 @@ void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t 
     Node &n = it->second;
     if (fresh) {
         n.depth = depth;
+        n.key = key;
         n.rate_ns = now_ns;
-        lru_.push_front(key);
+        lru_.push_front(&n);
         n.lru = lru_.begin();
         c_.keys_learned++;
     } else {
@@ -62,9 +75,7 @@ void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t 
     }
     c_.holders_added++;
     if (fresh && nodes_.size() > p_.index_max) {
-        std::uint64_t victim = lru_.back();
-        lru_.pop_back();
-        nodes_.erase(victim);
+        erase(lru_.back());
         c_.keys_evicted++;
     }
 }
@@ -83,13 +94,17 @@ void AffinityPolicy::on_report(const kvs_bind_report &r, std::uint64_t now_ns)
 
 void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, std::uint64_t)
 {
-    std::unordered_map<std::uint16_t, BackendState> next;
+    std::vector<BackendState> next(KVS_MAX_BACKENDS);
     for (const auto &s : backends) {
+        if (s.id >= KVS_MAX_BACKENDS)
+            continue;
         BackendState st;
-        auto old = backends_.find(s.id);
-        if (old != backends_.end())
-            st.prev_hit_rate = old->second.snap.hit_rate ? old->second.snap.hit_rate : old->second.prev_hit_rate;
+        const BackendState &old = backends_[s.id];
+        if (old.present)
+            st.prev_hit_rate = old.snap.hit_rate ? old.snap.hit_rate : old.prev_hit_rate;
+        st.present = true;
         st.snap = s;
+        st.load = static_cast<double>(s.in_flight) + s.queue.value_or(0.0);
         // Cache pressure: a nearly full cache evicts, so its prefixes are forgotten sooner;
         // a falling hit rate on a full cache says eviction is happening now.
         double f = 1.0;
@@ -101,8 +116,8 @@ void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, 
         st.ttl_factor = f;
         if (f < 1.0) {
             c_.ttl_shortened++;
-            log(fmt::format("affinity: backend {} cache pressure (usage {:.2f}, hit rate {}): ttl x{:.2f}", s.id,
-                            s.kv_usage.value_or(-1), s.hit_rate ? fmt::format("{:.2f}", *s.hit_rate) : "unknown", f));
+            KVS_DECISION("affinity: backend {} cache pressure (usage {:.2f}, hit rate {}): ttl x{:.2f}", s.id,
+                         s.kv_usage.value_or(-1), s.hit_rate ? fmt::format("{:.2f}", *s.hit_rate) : "unknown", f);
         }
         next[s.id] = st;
         if (s.cache_reset)
@@ -114,7 +129,8 @@ void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, 
 void AffinityPolicy::forget_backend(std::uint16_t id)
 {
     std::uint64_t flushed = 0;
-    for (auto &[key, n] : nodes_) {
+    for (auto &kv : nodes_) {
+        Node &n = kv.second;
         for (unsigned i = 0; i < n.n_holders;) {
             if (n.holders[i].id == id) {
                 n.holders[i] = n.holders[--n.n_holders];
@@ -132,20 +148,20 @@ void AffinityPolicy::forget_backend(std::uint16_t id)
     }
     c_.holders_flushed += flushed;
     if (flushed)
-        log(fmt::format("affinity: backend {} forgotten ({} prefix holdings dropped)", id, flushed));
+        KVS_DECISION("affinity: backend {} forgotten ({} prefix holdings dropped)", id, flushed);
 }
 
 void AffinityPolicy::pin(std::uint64_t key, std::vector<std::uint16_t> backends)
 {
     if (backends.size() > KVS_MAX_REPLICAS)
         backends.resize(KVS_MAX_REPLICAS);
-    log(fmt::format("affinity: pin {:016x} -> {} backends", key, backends.size()));
+    KVS_DECISION("affinity: pin {:016x} -> {} backends", key, backends.size());
     pins_[key] = std::move(backends);
 }
 
 bool AffinityPolicy::unpin(std::uint64_t key)
 {
-    log(fmt::format("affinity: unpin {:016x}", key));
+    KVS_DECISION("affinity: unpin {:016x}", key);
     return pins_.erase(key) > 0;
 }
 
@@ -158,18 +174,17 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
     double total = 0;
     unsigned n_elig = 0;
     std::vector<std::uint16_t> elig;
-    for (const auto &[id, st] : backends_) {
-        if (!st.snap.eligible)
+    for (std::uint16_t id = 0; id < backends_.size(); id++) {
+        if (!eligible(id))
             continue;
         total += load_of(id);
         n_elig++;
         elig.push_back(id);
     }
-    std::sort(elig.begin(), elig.end());
     double bound = n_elig ? std::ceil(p_.load_factor * (total + 1) / n_elig) : 0;
     auto over = [&](std::uint16_t id) { return load_of(id) + 1 > bound; };
     // Replicas planned in this round count as load so hot prefixes spread out.
-    std::unordered_map<std::uint16_t, double> planned;
+    std::vector<double> planned(KVS_MAX_BACKENDS, 0.0);
 
     for (const auto &[key, ids] : pins_) {
         DesiredEntry e;
@@ -188,17 +203,30 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
         out.push_back(e);
     }
 
-    for (auto it = lru_.begin(); it != lru_.end();) {
-        std::uint64_t key = *it;
-        Node &n = nodes_[key];
+    // Expire from the old end: the LRU tail holds the least recently requested prefixes.
+    while (!lru_.empty()) {
+        Node *n = lru_.back();
+        if (!(now_ns > n->last_ns && now_ns - n->last_ns > p_.ttl_ns))
+            break;
+        KVS_DECISION("affinity: {:016x} expired (idle)", n->key);
+        c_.holders_expired += n->n_holders;
+        c_.keys_expired++;
+        erase(n);
+    }
+    // Most recently requested first, until the table budget is used; the rest wait their turn.
+    auto it = lru_.begin();
+    std::size_t passed = 0;  // nodes kept behind the cursor
+    for (; it != lru_.end() && out.size() < p_.max_entries;) {
+        Node &n = **it;
+        const std::uint64_t key = n.key;
         // Age holders with their backend's TTL (shorter under cache pressure).
         for (unsigned i = 0; i < n.n_holders;) {
-            double f = 1.0;
-            if (auto b = backends_.find(n.holders[i].id); b != backends_.end())
-                f = b->second.ttl_factor;
+            double f = n.holders[i].id < backends_.size() && backends_[n.holders[i].id].present
+                           ? backends_[n.holders[i].id].ttl_factor
+                           : 1.0;
             auto ttl = static_cast<std::uint64_t>(static_cast<double>(p_.ttl_ns) * f);
             if (now_ns > n.holders[i].last_ns && now_ns - n.holders[i].last_ns > ttl) {
-                log(fmt::format("affinity: {:016x} expired on backend {}", key, n.holders[i].id));
+                KVS_DECISION("affinity: {:016x} expired on backend {}", key, n.holders[i].id);
                 n.holders[i] = n.holders[--n.n_holders];
                 c_.holders_expired++;
             } else {
@@ -207,11 +235,12 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
         }
         if (n.n_holders == 0) {
             c_.keys_expired++;
-            it = lru_.erase(it);
-            nodes_.erase(key);
+            ++it;
+            erase(&n);
             continue;
         }
         ++it;
+        ++passed;
         if (pins_.count(key))
             continue;
 
@@ -247,10 +276,10 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
             c_.over_bound++;
         if (n.hot && !was_hot) {
             c_.became_hot++;
-            log(fmt::format("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate, load_hot ? ", holders over load bound" : ""));
+            KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate, load_hot ? ", holders over load bound" : "");
         } else if (!n.hot && was_hot) {
             c_.cooled++;
-            log(fmt::format("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", key, rate, n.n_extra));
+            KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", key, rate, n.n_extra);
             c_.replicas_dropped += n.n_extra;
             n.n_extra = 0;
         }
@@ -292,7 +321,7 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
                 n.extra[n.n_extra++] = *best;
                 planned[*best] += 1;
                 c_.replicas_added++;
-                log(fmt::format("affinity: {:016x} replicated to backend {}", key, *best));
+                KVS_DECISION("affinity: {:016x} replicated to backend {}", key, *best);
             }
         }
         e.hot = n.hot;
@@ -300,12 +329,9 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
             c_.entries_no_backend++;
             continue;
         }
-        if (out.size() >= p_.max_entries) {
-            c_.entries_truncated++;
-            continue;
-        }
         out.push_back(e);
     }
+    c_.entries_truncated += lru_.size() - passed;
     return out;
 }
 

@@ -121,30 +121,29 @@ private:
         std::uint64_t last_ns = 0;
         std::array<Holder, KVS_MAX_REPLICAS> holders{};  // most recent servers of the prefix
         std::array<std::uint16_t, KVS_MAX_REPLICAS> extra{};
-        std::list<std::uint64_t>::iterator lru;
+        std::uint64_t key = 0;
+        std::list<Node *>::iterator lru;
     };
     struct BackendState {
+        bool present = false;
         BackendSnapshot snap;
         std::optional<double> prev_hit_rate;
         double ttl_factor = 1.0;
+        double load = 0;  // in_flight + queue
     };
 
     void touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend, std::uint64_t now_ns);
     double rate_at(const Node &n, std::uint64_t now_ns) const;
     bool eligible(std::uint16_t id) const;
     double load_of(std::uint16_t id) const;
-    void log(const std::string &s)
-    {
-        if (sink_)
-            sink_(s);
-    }
+    void erase(Node *n);
 
     PolicyParams p_;
     PolicyCounters c_;
-    std::unordered_map<std::uint64_t, Node> nodes_;
-    std::list<std::uint64_t> lru_;  // front = most recently requested
+    std::unordered_map<std::uint64_t, Node> nodes_;  // node-based: Node pointers stay valid
+    std::list<Node *> lru_;                          // front = most recently requested
     std::map<std::uint64_t, std::vector<std::uint16_t>> pins_;
-    std::unordered_map<std::uint16_t, BackendState> backends_;
+    std::vector<BackendState> backends_ = std::vector<BackendState>(KVS_MAX_BACKENDS);  // by id
     std::function<void(const std::string &)> sink_;
 };
 
