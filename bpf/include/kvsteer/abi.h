@@ -128,7 +128,7 @@ struct kvs_backend {
  * binds/bind_* by the dataplane, closes by XDP (atomic add), ext_* by kvsteerd. */
 struct kvs_backend_load {
     __u64 binds;             /* flows bound to this backend (dataplane) */
-    __u64 closes;            /* bound flows seen closing: FIN both ways or RST (XDP) */
+    __u64 closes;            /* bound flows seen closing: first FIN or RST of either direction, once per flow (XDP) */
     __u64 bind_fail_rst;     /* backend answered our SYN with RST (dataplane) */
     __u64 bind_fail_timeout; /* backend SYN timed out (dataplane) */
     __u64 ext_queue;         /* backend's own waiting queue, from telemetry (kvsteerd) */
