@@ -39,7 +39,7 @@ LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
 LOAD_CPUS=${KVB_LOAD_CPUS:-$( ((NCPU > 1)) && seq -s, 0 $((NCPU - 2)) || echo 0)}
 HASH_BYTES=${KVB_HASH_BYTES:-256}
 if [[ "$mode" == smoke ]]; then REPS=${KVB_E2E_REPS:-1}; SECS=${KVB_E2E_SECONDS:-2}
-else REPS=${KVB_E2E_REPS:-3}; SECS=${KVB_E2E_SECONDS:-6}; fi
+else REPS=${KVB_E2E_REPS:-3}; SECS=${KVB_E2E_SECONDS:-5}; fi
 
 log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -342,6 +342,9 @@ for wl in ("close", "keepalive", "latency", "large"):
             "app_cpu_s_per_1k": 1000 * sum(r["app_cpu_s"] for r in rs) / max(1, reqs),
             "sys_cpu_s_per_1k": 1000 * sum(r["sys_cpu_s"] for r in rs) / max(1, reqs),
             "gbit_per_s": med([r["bytes"] * 8 / (r["duration_us"] / 1e6) / 1e9 for r in rs]),
+            # Per connection of the one-connection workload: connect + request + close, which wrk's
+            # latency (request written -> response read) leaves out.
+            "cycle_us": med([1e6 / r["req_per_s"] for r in rs if r["req_per_s"] > 0]) if wl == "latency" else None,
         }
         cell[(wl, arm)] = c
         summary["cells"][f"{wl}/{arm}"] = c
@@ -351,6 +354,8 @@ for (wl, arm), c in cell.items():
         c["added_p50_us"] = c["lat_p50_us"] - d["lat_p50_us"]
         c["added_p99_us"] = c["lat_p99_us"] - d["lat_p99_us"]
         c["marginal_cpu_s_per_1k"] = c["sys_cpu_s_per_1k"] - d["sys_cpu_s_per_1k"]
+        if wl == "latency":
+            c["added_cycle_us"] = c["cycle_us"] - d["cycle_us"]
 # The appliance's counters are cumulative (pinned maps): the last block has the totals.
 counters = {}
 try:
@@ -399,6 +404,7 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_busy", "kvsteer_busy"), ("haproxy", "ha
     put(f"{p}_req_per_s", g("keepalive", arm, "req_per_s"))
     put(f"{p}_added_latency_p50_us", g("latency", arm, "added_p50_us"))
     put(f"{p}_added_latency_p99_us", g("latency", arm, "added_p99_us"))
+    put(f"{p}_added_conn_cycle_us", g("latency", arm, "added_cycle_us"))
     put(f"{p}_cpu_s_per_1k_req", g("close", arm, "app_cpu_s_per_1k"))
     put(f"{p}_marginal_cpu_s_per_1k_req", g("close", arm, "marginal_cpu_s_per_1k"))
     cpu = g("close", arm, "app_cpu_s_per_1k")

@@ -7,7 +7,7 @@
 #
 # Usage: tools/bench/llm_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_LLM_TRACE (default ../shared/traces/mooncake/synthetic_trace.jsonl), KVB_LLM_LIMIT
-#      (requests per arm: smoke 100, full 1200), KVB_LLM_REPS (smoke 1, full 3), KVB_LLM_SCALE
+#      (requests per arm: smoke 100, full 800), KVB_LLM_REPS (smoke 1, full 3), KVB_LLM_SCALE
 #      (time scale of emulators and replayer alike, 10), KVB_LLM_BACKENDS (8)
 set -uo pipefail
 mode=${1:-full}
@@ -28,7 +28,7 @@ TRACE=${KVB_LLM_TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
 NCPU=$(nproc)
 LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
 if [[ "$mode" == smoke ]]; then LIMIT=${KVB_LLM_LIMIT:-100}; REPS=${KVB_LLM_REPS:-1}
-else LIMIT=${KVB_LLM_LIMIT:-1200}; REPS=${KVB_LLM_REPS:-3}; fi
+else LIMIT=${KVB_LLM_LIMIT:-800}; REPS=${KVB_LLM_REPS:-3}; fi
 
 log() { printf '[llm %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -94,8 +94,10 @@ w(f"- load average (1/5/15 min) at start: {meta.get('load_start', '?')}, at end:
 w(f"- raw records: `xdp/`, `e2e/`, `llm/` next to this file; all figures: `results.json`\n")
 
 # ---- 1. packet path -----------------------------------------------------------------------
-live = [json.loads(l)["r"] for l in open(os.path.join(out, "xdp", "live.jsonl"))] if os.path.exists(
+live_all = [json.loads(l)["r"] for l in open(os.path.join(out, "xdp", "live.jsonl"))] if os.path.exists(
     os.path.join(out, "xdp", "live.jsonl")) else []
+live = [r for r in live_all if r["mode"] == "live"]
+floor = [r for r in live_all if r["mode"] == "live-floor"]
 testrun = jsonl(os.path.join(out, "xdp", "testrun.jsonl"))
 WIRE_OVERHEAD = 4 + 20  # FCS + preamble/SFD + inter-frame gap
 SPEEDS = (10, 25, 100)
@@ -130,6 +132,15 @@ if live:
         frac = " | ".join(f"{100 * (m / n) / line_rate_mpps(g, size):.0f}%" for g in SPEEDS)
         w(f"| {d} | {size} B | {flows:,} | {n} | {m:.2f} | {m / n:.2f} | {min(rx):.2f}..{max(rx):.2f} | {lost} | {frac} |")
     w("")
+    if floor:
+        fc = {}
+        for r in floor:
+            fc.setdefault((r["dir"], r["size"], r["cpus"]), []).append(r["mpps_received"])
+        w("The rig's floor, the same injection through a do-nothing XDP_TX program (what injector, veth and the "
+          "counting peer cost without kvsteer): " + "; ".join(
+            f"{d} {s_} B {n} core(s) {statistics.median(v):.2f} Mpps" for (d, s_, n), v in sorted(fc.items())) +
+          ". Where kvsteer comes close to it, the figure above is bounded by the rig, not the program; the "
+          "kernel-timed test-run cost below is the program's own.\n")
     w("Line rate (Mpps) at these frame sizes (+4 B FCS +20 B preamble/gap on the wire): "
       + "; ".join(f"{size} B: " + ", ".join(f"{g} GbE {line_rate_mpps(g, size):.2f}" for g in SPEEDS)
                   for size in sorted({r['size'] for r in live}, reverse=True)) + ". "
@@ -201,6 +212,13 @@ if e2e:
               f"{c['lat_p50_us']:,.0f} | {c['lat_p99_us']:,.0f} | {fmt(c.get('added_p50_us'))} | {fmt(c.get('added_p99_us'))} | "
               f"{fmt(c['app_cpu_s_per_1k']) if arm != 'direct' else '–'} | {fmt(c.get('marginal_cpu_s_per_1k'))} | {c['errors']} |")
     w("")
+    cyc = [(arm, cells[f"latency/{arm}"]) for arm in ("direct", "kvsteer", "kvsteer_busy", "haproxy") if f"latency/{arm}" in cells]
+    if cyc and all(c.get("cycle_us") == c.get("cycle_us") and c.get("cycle_us") is not None for _, c in cyc):
+        w("wrk's latency leaves out connect and close. Whole cycle per connection in the latency workload (1 / req/s, one "
+          "connection at a time: connect + request + response + close), median over repetitions: " + ", ".join(
+            f"{arm} {c['cycle_us']:,.0f} us" + (f" (+{c['added_cycle_us']:,.0f})" if c.get("added_cycle_us") is not None else "")
+            for arm, c in cyc) + ". A cycle much longer than p50 means some connections stalled outside the request, "
+          "e.g. a lost SYN-ACK (1 s SYN retransmission) or a first flight retransmitted while binding.\n")
     if "large/kvsteer" in cells:
         w("Large workload throughput (response bytes, Gbit/s): " + ", ".join(
             f"{arm} {cells[f'large/{arm}']['gbit_per_s']:.2f}" for arm in ("direct", "kvsteer", "kvsteer_busy", "haproxy") if f"large/{arm}" in cells) + ".\n")

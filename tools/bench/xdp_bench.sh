@@ -23,7 +23,7 @@ if [[ "$mode" == smoke ]]; then
     REPS=${KVB_XDP_REPS:-1}; SECS=${KVB_XDP_SECONDS:-1}; TR_REPEAT=200000; TR_FLOWS="1 1000 100000"
     LIVE_FLOWS="1"
 else
-    REPS=${KVB_XDP_REPS:-3}; SECS=${KVB_XDP_SECONDS:-2}; TR_REPEAT=2000000; TR_FLOWS="1 1000 10000 100000 1000000"
+    REPS=${KVB_XDP_REPS:-3}; SECS=${KVB_XDP_SECONDS:-1.5}; TR_REPEAT=1000000; TR_FLOWS="1 1000 10000 100000 1000000"
     LIVE_FLOWS="1 100000"
 fi
 
@@ -73,6 +73,24 @@ print("[xdp] live %s %4dB %d core(s) %7d flows rep %s: %6.2f Mpps received (%5.2
     done
 done
 
+# The rig's floor: the same injection through a do-nothing XDP_TX program.
+for ((rep = 1; rep <= REPS; rep++)); do
+    for cfg in "s2c 1514" "c2s 66"; do
+        read -r dir size <<<"$cfg"
+        for n in $CORES; do
+            out=$(ip netns exec "$NS" "$BIN/kvsteer-xdp-live" --mode live --floor --iface a0 --peer b0 \
+                --cpus "$(cpus_for "$n")" --seconds "$SECS" --dir "$dir" --size "$size" 2>"$RAW/live.err") \
+                || { log "floor $dir ${size}B ${n}c failed: $(tail -2 "$RAW/live.err")"; continue; }
+            echo "{\"rep\": $rep, \"r\": $out}" >>"$RAW/live.jsonl"
+            python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+print("[xdp] floor (XDP_TX only) %s %4dB %d core(s) rep %s: %6.2f Mpps received (%5.2f per core)" % (
+    d["dir"], d["size"], d["cpus"], sys.argv[2], d["mpps_received"], d["mpps_received"] / d["cpus"]))' "$out" "$rep" >&2
+        done
+    done
+done
+
 # Flows in the table: kernel-timed ns/packet while walking N flows.
 for flows in $TR_FLOWS; do
     for dir in c2s s2c; do
@@ -96,9 +114,9 @@ cells = {}
 if os.path.exists(os.path.join(raw, "live.jsonl")):
     for line in open(os.path.join(raw, "live.jsonl")):
         r = json.loads(line)["r"]
-        cells.setdefault((r["dir"], r["size"], r["cpus"], r["flows"]), []).append(r)
-for (d, size, n, flows), rs in sorted(cells.items()):
-    tag = f"xdp_live_{d}_{size}B_{n}c" + ("" if flows == 1 else f"_{flows}flows")
+        cells.setdefault((r["mode"], r["dir"], r["size"], r["cpus"], r["flows"]), []).append(r)
+for (mode, d, size, n, flows), rs in sorted(cells.items()):
+    tag = ("xdp_floor" if mode == "live-floor" else "xdp_live") + f"_{d}_{size}B_{n}c" + ("" if flows == 1 else f"_{flows}flows")
     rx = [r["mpps_received"] for r in rs]
     f[tag + "_mpps"] = round(statistics.median(rx), 4)
     f[tag + "_mpps_per_core"] = round(statistics.median(rx) / n, 4)

@@ -32,4 +32,13 @@ int kvb_count_drop(struct xdp_md *ctx)
     return XDP_DROP;
 }
 
+/* The rig's floor: bounces every frame back out (XDP_TX) with no work, so live injection through
+ * it measures what the injector, veth and the counting peer cost without the kvsteer program. */
+SEC("xdp")
+int kvb_bounce(struct xdp_md *ctx)
+{
+    (void)ctx;
+    return XDP_TX;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
