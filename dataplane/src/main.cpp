@@ -110,7 +110,8 @@ int main(int argc, char **argv) {
         spdlog::error("bad kvs_config: no IPv4 SNAT address (snat family {})", cfg.snat_family);
         return 1;
     }
-    if (cfg.snat_port_lo == 0 || cfg.snat_port_hi < cfg.snat_port_lo) {
+    if (cfg.snat_port_lo == 0 || cfg.snat_port_hi < cfg.snat_port_lo ||
+        cfg.snat_port_hi - cfg.snat_port_lo + 1u < KVS_MAX_WORKERS) {
         spdlog::error("bad kvs_config: SNAT port range {}-{}", cfg.snat_port_lo, cfg.snat_port_hi);
         return 1;
     }

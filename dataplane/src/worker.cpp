@@ -66,7 +66,9 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     per_worker_ = per;
     port_lo_ = static_cast<std::uint16_t>(lo + per * p_.index);
     port_hi_ = static_cast<std::uint16_t>(port_lo_ + per - 1);
-    port_cursor_ = port_lo_;
+    // Start anywhere in the range: a restarted dataplane should not reuse first the 4-tuples
+    // its previous run just closed (backends keep them in TIME_WAIT).
+    port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (per ? rte_rdtsc() % per : 0));
     by_port_.assign(per, -1);
 
     auto name = fmt::format("kvs_c{}_{}", p_.port, p_.index);
@@ -676,6 +678,24 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             complete_bind(static_cast<std::uint32_t>(idx), pkt, now);
             rte_pktmbuf_free(m);
             return;
+        }
+        if ((fl & (KVS_TCP_SYN | KVS_TCP_RST | KVS_TCP_ACK)) == KVS_TCP_ACK) {
+            // A challenge ACK: the backend still holds this 4-tuple in TIME_WAIT (an earlier
+            // flow, or a previous dataplane run). Reset that old connection as a TCP client
+            // does (RFC 793: RST with seq = the ACK's ack) and send our SYN again at once.
+            const kvs_config &c = *t_.config;
+            const kvs_backend &b = t_.backends[s.backend];
+            TcpSpec sp{};
+            sp.smac = c.appliance_mac;
+            sp.dmac = b.mac;
+            sp.saddr = c.snat_addr[0];
+            sp.daddr = b.addr[0];
+            sp.sport = kvs_htons(s.snat_port);
+            sp.dport = b.port;
+            sp.seq = ack;
+            sp.flags = KVS_TCP_RST;
+            if (rte_mbuf *r = build_tcp4(p_.pool, sp)) tx(r);
+            if (s.syn_tries <= p_.opts.backend_syn_retries + 2) send_backend_syn(s);
         }
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);

@@ -174,6 +174,25 @@ dpdk)
     (( ${fwd:-0} > 1000 )) || dpe_fail "the dataplane forwarded only ${fwd:-0} backend packets"
     dpe_log "pure-DPDK mode: bodies, 2 MB response, 100 connections ok ($out)"
     ;;
+timewait)
+    # Eight SNAT ports, backends closing first (Connection: close): every new flow reuses a
+    # 4-tuple the backend holds in TIME_WAIT. Its challenge ACK must be answered (RST + SYN at
+    # once), not waited out with SYN timeouts.
+    DPE_SNAT_PORTS=10000-10007 dpe_up kvdpw 1 --closed-linger-s 0 --sweep-interval-ms 50 --local-linger-ms 50 \
+        --backend-syn-timeout-ms 1000
+    dpe_chat_body "$DPE_DIR/req.json" "Time wait." 700
+    for k in $(seq 1 24); do
+        t=$(dpe_post "$DPE_DIR/req.json" "$DPE_DIR/tw" -H "Connection: close" -w "%{time_total}") || dpe_fail "POST $k reusing SNAT ports"
+        echo "post $k: $t s"
+        dpe_check_digests "$DPE_DIR/tw" "$DPE_DIR/req.json"
+        sleep 0.2
+    done
+    tw=$(ip netns exec "${KVS_BE_NS[1]}" ss -tanH state time-wait | wc -l)
+    other=$(dpe_counter punt_backend_other)
+    to=$(dpe_counter dp_backend_timeout)
+    (( ${to:-0} == 0 )) || dpe_fail "$to backend SYN timeouts (TIME_WAIT waited out)"
+    dpe_log "24 flows over 8 SNAT ports: ok; backend TIME_WAIT entries $tw, challenge ACKs answered ${other:-0}"
+    ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;
 esac

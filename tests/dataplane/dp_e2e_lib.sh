@@ -46,7 +46,7 @@ dpe_up() {
         return 0
     fi
     "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
-        --snat-ports 10000-39999 --app-mac "$KVS_APP_MAC" "${args[@]}" ${DPE_FILL_ARGS:-} >/dev/null \
+        --snat-ports "${DPE_SNAT_PORTS:-10000-39999}" --app-mac "$KVS_APP_MAC" "${args[@]}" ${DPE_FILL_ARGS:-} >/dev/null \
         || dpe_fail "filling maps"
     for ((i = 1; i <= nbe; i++)); do dpe_start_backend "$i"; done
     for ((i = 1; i <= nbe; i++)); do dpe_wait_backend "$i"; done

@@ -299,6 +299,28 @@ TEST_F(BindTest, BackendRstAndTimeoutMoveToNextCandidateThenRstClient) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
+TEST_F(BindTest, ChallengeAckFromTimeWaitIsResetAndSynResent) {
+    make_worker();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(400), 5)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    Seg ca = backend_seg(syn, KVS_TCP_ACK);  // the backend's TIME_WAIT answers with an old ACK
+    ca.seq = 777777;
+    ca.ack = 123456;
+    inject(rp.rx, make_seg(rp.pool, ca));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u);
+    kvs_pkt rst = parse(out[0]);
+    EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(ntohl(rst.tcp->seq), 123456u) << "RST with seq = the challenge ACK's ack";
+    kvs_pkt again = parse(out[1]);
+    EXPECT_EQ(again.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(ntohl(again.tcp->seq), isn);
+    EXPECT_EQ(again.tcp->source, syn.tcp->source);
+}
+
 TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
     make_worker();
     cookie = cookie_for(cport);
