@@ -15,7 +15,7 @@ cd "$ROOT"
 case "$SCEN" in
 basic)
     dpe_up kvdpb 2
-    dpe_chat_body "$DPE_DIR/req.json" "You are a helpful assistant." 600
+    dpe_chat_body "$DPE_DIR/req.json" "You are a concise expert." 600
     dpe_post "$DPE_DIR/req.json" "$DPE_DIR/r1" || dpe_fail "curl through the appliance"
     dpe_check_digests "$DPE_DIR/r1" "$DPE_DIR/req.json"
     be=$(dpe_header "$DPE_DIR/r1.h" x-kvsteer-backend)
