@@ -240,6 +240,24 @@ TEST_F(BpfProg, SynNoOptionsPaddedFrame)
     EXPECT_EQ(out.size(), 14u + 20 + 20 + 4);
 }
 
+TEST_F(BpfProg, SynAnswerOverwritesEveryByte)
+{
+    // Garbage wherever the SYN-ACK must write something itself: IP TOS/ID/TTL, TCP URG pointer,
+    // reserved bits, and 0xA5 padding past the IP length where the options will go.
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.opts = cat({opt_mss(1460), opt_nop(2), opt_sack_perm()});
+    s.pad_to = 150;
+    Bytes syn = build_tcp(s);
+    syn[15] = 0xA5;                      // TOS
+    syn[18] = 0xA5;                      // IP ID
+    syn[22] = 3;                         // TTL
+    syn[34 + 12] |= 0x0f;                // reserved bits next to doff
+    syn[34 + 18] = syn[34 + 19] = 0xA5;  // URG pointer
+    Bytes out = expect_synack(syn);
+    ASSERT_EQ(out.size(), 14u + 20 + 20 + 8);  // MSS, NOP NOP SACK-perm (no WS offered)
+}
+
 TEST_F(BpfProg, SynTimestampsOffInConfig)
 {
     cfg_.flags = 0;
