@@ -156,7 +156,7 @@ json Daemon::backend_json(const BackendRuntime &b) const
         {"addr", b.spec.ep.str()},
         {"weight", b.spec.weight},
         {"model", b.spec.model},
-        {"max_load", b.spec.max_load},
+        {"max_load", b.effective_max_load()},
         {"state", state_name(b.map_state())},
         {"healthy", b.health.up()},
         {"draining", b.draining},

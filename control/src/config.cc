@@ -128,6 +128,8 @@ po::options_description make_options()
                                       "failed; health-fall failed intervals in a row take the backend down; 0 = off (default 1)")
         ("telemetry-interval", s(), "backend /metrics scrape interval, ms; 0 = off (default 1000)")
         ("telemetry-path", s(), "HTTP path of backend metrics (default /metrics)")
+        ("queue-cap", s(), "a backend whose own waiting queue (telemetry) reaches this gets kvs_backends.max_load = its "
+                           "in-flight flows: no new affinity flows until the queue drains; 0 = off (default 0)")
         ("report-interval", s(), "binding report / affinity update interval, ms (default 150)")
         ("affinity-ttl", s(), "ms a prefix stays known to a backend without new requests (default 300000)")
         ("affinity-max-entries", s(), "entries written to the affinity table (default 32768)")
@@ -270,6 +272,7 @@ void build(const po::variables_map &vm, DaemonConfig &c)
             fail("telemetry-path", "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
         c.telemetry_path = *p;
     }
+    c.queue_cap = static_cast<std::uint32_t>(get_uint(vm, "queue-cap", 0, 1000000, c.queue_cap));
     c.report_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "report-interval", 10, 60000, c.report_interval_ms));
     c.affinity_ttl_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-ttl", 100, 86400000, c.affinity_ttl_ms));
     c.affinity_max_entries = static_cast<std::uint32_t>(get_uint(vm, "affinity-max-entries", 0, KVS_AFFINITY_SLOTS * 3 / 4, c.affinity_max_entries));

@@ -38,7 +38,7 @@ kvs_backend make_slot(const BackendRuntime &b)
     if (b.mac)
         std::memcpy(s.mac, b.mac->data(), 6);
     s.weight = b.spec.weight;
-    s.max_load = b.spec.max_load;
+    s.max_load = b.effective_max_load();
     return s;
 }
 
@@ -50,6 +50,13 @@ bool same_slot(const kvs_backend &a, const kvs_backend &b)
 }
 
 }  // namespace
+
+std::uint32_t BackendRuntime::effective_max_load() const
+{
+    if (!queue_max_load)
+        return spec.max_load;
+    return spec.max_load ? std::min(spec.max_load, queue_max_load) : queue_max_load;
+}
 
 std::uint8_t BackendRuntime::map_state() const
 {
@@ -416,6 +423,16 @@ void Daemon::apply_probe(ProbeResult &r)
     auto run = b.tel_valid && b.tel.running ? static_cast<std::uint64_t>(std::llround(*b.tel.running)) : 0;
     std::atomic_ref<__u64>(l.ext_queue).store(q, std::memory_order_relaxed);
     std::atomic_ref<__u64>(l.ext_running).store(run, std::memory_order_relaxed);
+    // queue-cap: a backend that queues requests itself takes no new affinity flows beyond
+    // what it has (max_load = in-flight, at least 1) until its queue drains.
+    std::uint32_t cap = 0;
+    if (cfg_.queue_cap && b.tel_valid && b.tel.waiting && *b.tel.waiting >= cfg_.queue_cap)
+        cap = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(in_flight(b), 1, 0xffffffffu));
+    if (cap != b.queue_max_load) {
+        spdlog::debug("backend {} {}: queue {} -> max_load {}", b.id, b.spec.ep.str(), q, cap ? std::to_string(cap) : "bound");
+        b.queue_max_load = cap;
+        publish_backends(false);
+    }
 }
 
 void Daemon::passive_health()

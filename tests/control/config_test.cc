@@ -100,6 +100,7 @@ health-passive-fails = 3
 telemetry-interval = 500
 telemetry-path = /m
 report-interval = 100
+queue-cap = 4
 affinity-ttl = 60000
 affinity-max-entries = 1000
 affinity-index-max = 5000
@@ -156,6 +157,7 @@ log-level = debug
     EXPECT_EQ(c.telemetry_interval_ms, 500u);
     EXPECT_EQ(c.telemetry_path, "/m");
     EXPECT_EQ(c.report_interval_ms, 100u);
+    EXPECT_EQ(c.queue_cap, 4u);
     EXPECT_EQ(c.affinity_ttl_ms, 60000u);
     EXPECT_EQ(c.affinity_max_entries, 1000u);
     EXPECT_EQ(c.affinity_index_max, 5000u);

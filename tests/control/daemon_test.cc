@@ -324,6 +324,23 @@ TEST_F(DaemonTest, TelemetryFillsLoadAndDegradesToUnknown)
     EXPECT_EQ(state(0), KVS_BE_UP) << "a failing scrape is not a failing health check";
 }
 
+TEST_F(DaemonTest, QueueCapFreezesMaxLoadWhileTheBackendQueues)
+{
+    auto c = config(2);
+    c.queue_cap = 5;
+    c.backends[1].max_load = 2;  // a static bound stays the tighter one
+    start(c);
+    // Flows bound after the daemon took the slots (earlier counts belong to earlier occupants).
+    std::atomic_ref<__u64>(m_.view.load[0].binds).store(3);
+    std::atomic_ref<__u64>(m_.view.load[1].binds).store(9);
+    // Backend 0 reports 7 waiting (>= 5): max_load = its 3 in-flight flows.
+    ASSERT_TRUE(wait_for([&] { return m_.view.backends[0].max_load == 3u; }));
+    ASSERT_TRUE(wait_for([&] { return m_.view.load[1].ext_queue == 7; }));
+    EXPECT_EQ(m_.view.backends[1].max_load, 2u);
+    servers_[0].set("/metrics", 200, "vllm:num_requests_running 3\nvllm:num_requests_waiting 1\n");
+    ASSERT_TRUE(wait_for([&] { return m_.view.backends[0].max_load == 0u; })) << "queue drained: bound is back";
+}
+
 TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends)
 {
     start(config(2));

@@ -57,6 +57,8 @@ struct DaemonConfig {
     std::uint32_t telemetry_interval_ms = 1000;  // 0 disables scraping
     std::string telemetry_path = "/metrics";
 
+    std::uint32_t queue_cap = 0;  // waiting requests that freeze a backend's max_load at its in-flight; 0 = off
+
     std::uint32_t report_interval_ms = 150;
     std::uint32_t affinity_ttl_ms = 300000;
     std::uint32_t affinity_max_entries = 32768;

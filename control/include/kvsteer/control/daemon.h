@@ -46,9 +46,11 @@ struct BackendRuntime {
     HitRateTracker hit;
     std::optional<double> window_hit_rate;
     bool cache_reset = false;
+    std::uint32_t queue_max_load = 0;  // dynamic cap from queue-cap; 0 = none
     std::uint8_t written_state = KVS_BE_EMPTY;
 
     std::uint8_t map_state() const;
+    std::uint32_t effective_max_load() const;
 };
 
 struct DaemonCounters {
