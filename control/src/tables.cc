@@ -58,6 +58,15 @@ void TableWriter::publish_affinity(std::span<const kvs_affinity_entry> half)
 void TableWriter::write_backend(std::uint32_t id, const kvs_backend &b)
 {
     kvs_backend &slot = v_.backends[id];
+    if (std::memcmp(slot.addr, b.addr, sizeof slot.addr) == 0 && slot.port == b.port && slot.family == b.family &&
+        std::memcmp(slot.mac, b.mac, sizeof slot.mac) == 0) {
+        // Same backend, same next hop: single-field updates need no EMPTY window.
+        aref(slot.weight).store(b.weight, std::memory_order_relaxed);
+        aref(slot.ifindex).store(b.ifindex, std::memory_order_relaxed);
+        aref(slot.max_load).store(b.max_load, std::memory_order_relaxed);
+        aref(slot.state).store(b.state, std::memory_order_release);
+        return;
+    }
     aref(slot.state).store(KVS_BE_EMPTY, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     std::memcpy(slot.addr, b.addr, sizeof slot.addr);
