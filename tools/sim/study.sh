@@ -12,6 +12,12 @@ LIMIT=0
 
 [[ -x $SIM ]] || { echo "study.sh: no simulator at $SIM (build it, or set SIM=)" >&2; exit 1; }
 [[ -r $TRACE ]] || { echo "study.sh: cannot read the Mooncake trace $TRACE (set TRACE=)" >&2; exit 1; }
+# A python3 with matplotlib (a pyenv/venv python3 first on PATH may lack the Debian package).
+PY=${PYTHON:-}
+for c in python3 /usr/bin/python3; do
+    [[ -z $PY ]] && "$c" -c 'import matplotlib' 2>/dev/null && PY=$c
+done
+[[ -n $PY ]] || { echo "study.sh: no python3 with matplotlib (apt-get install python3-matplotlib, or set PYTHON=)" >&2; exit 1; }
 mkdir -p "$OUT"
 ALL=rr,least-loaded,ch,ch-bl,kvsteer,kvsteer-maglev,radix,oracle
 MC=(--trace "$TRACE" --limit "$LIMIT")
@@ -29,6 +35,7 @@ run load-mooncake-8 "${MC[@]}" --servers 8 --sweep speed=0.5,1,1.5,2.5 --policie
 run load-mooncake-32 "${MC[@]}" --servers 32 --sweep speed=2,4,6,10 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
 run load-sglang-8 "${SG[@]}" --servers 8 --sweep qps=30,60,120,480 --policies "$ALL"
 run load-sglang-32 "${SG[@]}" --servers 32 --groups 256 --sweep qps=120,240,480,1920 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
+run load-sglang-short-8 "${SG[@]}" --output-len 16 --servers 8 --sweep qps=100,400,2000 --policies rr,least-loaded,ch-bl,kvsteer,kvsteer-slack,radix,oracle
 # 2. kvsteer's defaults, one knob at a time around the shipped values (first 2000 trace requests).
 KV=(--trace "$TRACE" --limit "$([[ $LIMIT == 0 ]] && echo 2000 || echo "$LIMIT")" --servers 8 --policies kvsteer,radix)
 run knob-load-factor "${KV[@]}" --sweep load-factor=1.1,1.25,2,4
@@ -39,11 +46,14 @@ run knob-first-flight "${KV[@]}" --sweep first-flight=4380,14600,29200
 SGK=("${SG[@]}" --servers 8 --qps 120 --policies kvsteer,radix)
 run knob-load-factor-sglang "${SGK[@]}" --sweep load-factor=1.1,1.25,2,4
 run knob-replication-sglang "${SGK[@]}" --sweep replication=1,2,4
+# 3. A proposal, not shipped: the daemon keeps the bound >= mean + 4 requests (kvsteer-slack).
+run proposal-slack-mooncake-32 --trace "$TRACE" --limit "$([[ $LIMIT == 0 ]] && echo 2000 || echo "$LIMIT")" --servers 32 --sweep speed=2,6 --policies kvsteer,kvsteer-slack,radix
 
-for f in "$OUT"/load-*.json "$OUT"/knob-*.json; do
+for f in "$OUT"/load-*.json "$OUT"/knob-*.json "$OUT"/proposal-*.json; do
     n=$(basename "$f" .json)
-    python3 "$ROOT/tools/sim/plot.py" "$f" "$OUT/$n.png"
+    "$PY" "$ROOT/tools/sim/plot.py" "$f" "$OUT/$n.png"
 done
-python3 "$ROOT/tools/sim/study_report.py" "$OUT" --seconds $((SECONDS - start)) > "$OUT/README.md"
+cpu=$(times | tail -1 | awk '{print $1}')  # children's user CPU time
+"$PY" "$ROOT/tools/sim/study_report.py" "$OUT" --seconds $((SECONDS - start)) --cpu "$cpu" > "$OUT/README.md"
 rm -f "$OUT"/*.txt
 echo "[study] wrote $OUT/README.md in $((SECONDS - start)) s" >&2

@@ -53,7 +53,9 @@ public:
         hp_.max_blocks = cfg_.max_blocks;
     }
 
-    std::string name() const override { return p_.affinity ? "kvsteer" : "kvsteer-maglev"; }
+    std::string name() const override {
+        return !p_.affinity ? "kvsteer-maglev" : p_.bound_slack > 0 ? "kvsteer-slack" : "kvsteer";
+    }
 
     uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &) override {
         const uint64_t tuple_hash = (uint64_t(idx) + 1) * 0x9e3779b97f4a7c15ULL;
@@ -83,7 +85,7 @@ public:
 
     double next_tick() const override {
         if (!p_.affinity) return Policy::next_tick();
-        return std::min(next_report_, next_scrape_);
+        return std::min(next_report_, next_scrape_);  // (kvsteer-slack retunes on the report tick)
     }
 
     // Daemon::tick: drain the report rings; recompute the table when reports arrived, else once a
@@ -94,6 +96,7 @@ public:
             next_scrape_ += p_.telemetry_interval_s;
         }
         if (now >= next_report_) {
+            if (p_.bound_slack > 0) retune_load_factor();
             const bool fresh = !pending_.empty();
             for (const auto &r : pending_) daemon_.on_report(r, r.ts_ns);
             pending_.clear();
@@ -151,6 +154,15 @@ private:
             x.queries = st.queries_tokens;
             x.hits = st.hits_tokens;
         }
+    }
+
+    // Proposal, not shipped (kvsteer-slack): the daemon raises the live load factor so the bound
+    // is never below mean + slack requests; c x mean alone allows ~1 request when servers hold ~1.
+    void retune_load_factor() {
+        uint64_t total = 0;
+        for (const auto &l : load_) total += l.binds > l.closes ? l.binds - l.closes : 0;
+        const double c = std::max(p_.load_factor, 1.0 + p_.bound_slack * n_ / (double(total) + 1.0));
+        cfg_.load_factor_milli = uint32_t(std::lround(std::min(c, 4e6) * 1000));
     }
 
     // Daemon::publish_affinity: snapshots -> AffinityPolicy -> table half -> flip.

@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
         ("seed", po::value(&seed)->default_value(1), "seed of Poisson arrivals and the shared-prefix shuffle")
         ("servers", po::value(&servers)->default_value(8), "GPU servers")
         ("policies", po::value(&policies_s)->default_value("rr,least-loaded,ch,ch-bl,kvsteer,radix,oracle"),
-            "comma list of: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev (no daemon), radix, oracle")
+            "comma list of: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev (no daemon), kvsteer-slack (proposal), radix, oracle")
         ("prefix-len", po::value(&pp.prefix_len)->default_value(256), "kvsteer/ch/ch-bl: prompt bytes in the fixed-prefix hash")
         ("block-size", po::value(&pp.block_size)->default_value(512), "kvsteer: bytes per chained block hash")
         ("max-blocks", po::value(&pp.max_blocks)->default_value(28), "kvsteer: chained blocks hashed (<= 28)")
@@ -111,6 +111,7 @@ int main(int argc, char **argv) {
         ("hot-rps", po::value(&pp.hot_rps)->default_value(20.0), "kvsteer daemon: request rate that makes a prefix hot")
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")
+        ("bound-slack", po::value(&pp.bound_slack)->default_value(4), "kvsteer-slack (a proposal, not shipped): the daemon keeps the live load factor high enough that the bound is >= mean + this many requests")
         ("cache-threshold", po::value(&pp.cache_threshold)->default_value(0.5), "radix: match fraction that routes to the matched worker")
         ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(32), "radix: imbalance when max - min load exceeds this ...")
         ("balance-rel-threshold", po::value(&pp.balance_rel_threshold)->default_value(1.0001), "radix: ... and max > this x min")

@@ -124,7 +124,8 @@ std::unique_ptr<Policy> make_oracle() { return std::make_unique<Oracle>(); }
 
 const std::vector<std::string> &policy_names() {
     static const std::vector<std::string> v = {"rr",      "least-loaded",   "ch",    "ch-bl",
-                                               "kvsteer", "kvsteer-maglev", "radix", "oracle"};
+                                               "kvsteer", "kvsteer-maglev", "kvsteer-slack", "radix",
+                                               "oracle"};
     return v;
 }
 
@@ -133,10 +134,20 @@ std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers, c
     if (name == "least-loaded") return make_least_loaded();
     if (name == "ch") return make_consistent_hash(servers, p, false);
     if (name == "ch-bl") return make_consistent_hash(servers, p, true);
-    if (name == "kvsteer") return make_kvsteer(servers, p);
+    if (name == "kvsteer") {
+        PolicyParams q = p;
+        q.bound_slack = 0;  // exactly what ships
+        return make_kvsteer(servers, q);
+    }
     if (name == "kvsteer-maglev") {
         PolicyParams q = p;
         q.affinity = false;
+        q.bound_slack = 0;
+        return make_kvsteer(servers, q);
+    }
+    if (name == "kvsteer-slack") {
+        PolicyParams q = p;
+        if (q.bound_slack <= 0) q.bound_slack = 4;
         return make_kvsteer(servers, q);
     }
     if (name == "radix") return make_radix(servers, p);

@@ -33,6 +33,7 @@ struct PolicyParams {
     double report_interval_s = 0.150;     // kvsteer daemon: binding reports drained + table published
     double telemetry_interval_s = 1.0;    // kvsteer daemon: backend /metrics scrape
     bool affinity = true;            // kvsteer: run the daemon's affinity policy (else Maglev only)
+    double bound_slack = 0;          // kvsteer-slack (a proposal): bound >= mean + this many requests
     // Radix-tree (SGLang router cache_aware) parameters, its defaults.
     double cache_threshold = 0.5;
     uint32_t balance_abs_threshold = 32;
@@ -58,7 +59,7 @@ public:
     virtual std::map<std::string, double> counters() const { return {}; }
 };
 
-// Names: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev, radix, oracle.
+// Names: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev, kvsteer-slack, radix, oracle.
 const std::vector<std::string> &policy_names();
 // nullptr for an unknown name.
 std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers, const PolicyParams &p);
