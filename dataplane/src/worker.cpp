@@ -409,7 +409,7 @@ void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView 
     KeyKind kind = KeyKind::FiveTuple;
     if (v.status == LocateStatus::Ok && v.key_len > 0) {
         kind = v.kind;
-        s.hashes = hash_prompt(hp, v.model, std::span<const std::uint8_t>(buf_.data() + v.key_offset, v.key_len));
+        s.hashes = hash_prompt(hp, v.hash_model(), std::span<const std::uint8_t>(buf_.data() + v.key_offset, v.key_len));
         s.prompt_bytes = static_cast<std::uint32_t>(v.key_len);
     } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead && n > 0) {
         kind = KeyKind::BodyPrefix;  // not HTTP we understand: the leading bytes

@@ -221,4 +221,36 @@ TEST(BpfFlowPair, KeysAndDeltasAreConsistent)
     EXPECT_EQ(fs.backend_id, 3);
 }
 
+// Window scaling: the client applies our SYN-ACK's scale to every backend window, and a backend
+// that did not agree to WS reads the client's windows unscaled.
+TEST(BpfFlowPair, WindowScaleTranslation)
+{
+    struct Case {
+        std::uint8_t client, synack, backend;
+        std::uint8_t s2c_shl, s2c_shr, c2s_shl;
+    };
+    const Case cases[] = {
+        {7, 7, 9, 2, 0, 0},                              // backend scales more than we said
+        {7, 7, 5, 0, 2, 0},                              // less
+        {7, 7, 7, 0, 0, 0},                              // the same
+        {7, 7, KVS_WSCALE_NONE, 0, 7, 7},                // backend without WS
+        {KVS_WSCALE_NONE, 7, KVS_WSCALE_NONE, 0, 0, 0},  // no WS anywhere
+    };
+    for (const Case &c : cases) {
+        kvs_flowpair_params p{};
+        p.family = KVS_AF_INET;
+        p.client_wscale = c.client;
+        p.synack_wscale = c.synack;
+        p.backend_wscale = c.backend;
+        kvs_flow_key kc, ks;
+        kvs_flow fc, fs;
+        kvs_flowpair_build(&p, &kc, &fc, &ks, &fs);
+        SCOPED_TRACE(testing::Message() << "client " << int(c.client) << " backend " << int(c.backend));
+        EXPECT_EQ(fs.win_shl, c.s2c_shl);
+        EXPECT_EQ(fs.win_shr, c.s2c_shr);
+        EXPECT_EQ(fc.win_shl, c.c2s_shl);
+        EXPECT_EQ(fc.win_shr, 0);
+    }
+}
+
 }  // namespace

@@ -80,13 +80,19 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p,
     f_s2c->ack_delta = 0;
     f_s2c->tsval_delta = p->ts ? p->synack_tsval - p->backend_tsval : 0;
     f_s2c->tsecr_delta = 0;
-    /* Window scaling is on only if the client offered it (then both SYN-ACKs carried WS). */
-    if (p->client_wscale != KVS_WSCALE_NONE && p->backend_wscale != KVS_WSCALE_NONE) {
-        __u8 bs = p->backend_wscale > 14 ? 14 : p->backend_wscale;
+    /* Window scaling is on with the client only if it offered it; then our SYN-ACK carried WS
+     * and the client scales every window the backend sends by synack_wscale. A backend that did
+     * not answer WS sends unscaled windows (shift 0) and reads the client's unscaled, so the
+     * client's scaled windows are widened for it (saturating at 0xffff). */
+    if (p->client_wscale != KVS_WSCALE_NONE) {
+        __u8 bs = p->backend_wscale == KVS_WSCALE_NONE ? 0
+                  : (p->backend_wscale > 14 ? 14 : p->backend_wscale);
         __u8 os = p->synack_wscale > 14 ? 14 : p->synack_wscale;
 
         f_s2c->win_shl = bs > os ? (__u8)(bs - os) : 0;
         f_s2c->win_shr = os > bs ? (__u8)(os - bs) : 0;
+        if (p->backend_wscale == KVS_WSCALE_NONE)
+            f_c2s->win_shl = p->client_wscale > 14 ? 14 : p->client_wscale;
     }
     f_s2c->dir = KVS_DIR_S2C;
     f_s2c->tx_ifindex = p->client_ifindex;
