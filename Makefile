@@ -23,6 +23,7 @@ help:
 	@echo "make test        install missing packages, build, run every test"
 	@echo "make bench       run the benchmarks, write $(BUILD)/bench/results.json"
 	@echo "make bench-smoke a short benchmark run (what CI checks)"
+	@echo "make study       regenerate the routing-policy study in docs/study/ (simulator)"
 	@echo "make fuzz        run the libFuzzer targets for longer"
 	@echo "make deps        install missing Debian packages (apt-get, non-interactive)"
 	@echo "make clean       remove build trees"
@@ -62,6 +63,9 @@ bench-smoke: build
 
 demo: build
 	BUILD=$(BUILD) tools/demo/demo.sh
+
+study: build
+	SIM=$(BUILD)/bin/kvsteer-sim tools/sim/study.sh
 
 fuzz:
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DKVS_FUZZ=ON

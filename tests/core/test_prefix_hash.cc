@@ -36,6 +36,7 @@ std::uint64_t spec_block(std::uint64_t seed, std::uint64_t prev, const char *blo
     std::uint8_t prev_le[8];
     for (int k = 0; k < 8; ++k) prev_le[k] = static_cast<std::uint8_t>(prev >> (8 * k));
     XXH3_state_t st;
+    XXH3_INITSTATE(&st);  // reset_withSeed reads the state's seed field: it must be initialised
     XXH3_64bits_reset_withSeed(&st, seed);
     XXH3_64bits_update(&st, prev_le, 8);
     XXH3_64bits_update(&st, block, len);

@@ -14,7 +14,7 @@ FirstFlightKey first_flight_key(std::string_view bytes, uint32_t max_held, const
     FirstFlightKey k;
     if (v.status == LocateStatus::Ok && v.key_len > 0) {
         k.kind = v.kind;
-        k.hashes = hash_prompt(hp, v.model, buf.subspan(v.key_offset, v.key_len));
+        k.hashes = hash_prompt(hp, v.hash_model(), buf.subspan(v.key_offset, v.key_len));
         k.prompt_bytes = uint32_t(v.key_len);
     } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead && n > 0) {
         k.kind = KeyKind::BodyPrefix;
