@@ -4,8 +4,8 @@
 # side-by-side table of backend-counted hit rate, req/s, TTFT and per-server load, and writes
 # the figures (JSON) and a plot (PNG) under $BUILD/demo/.
 #
-# Environment: BUILD (default build), DEMO_SCALE (default 1: ~2-4 minutes; 0.25 is a quick
-# look, 2 replays more of the trace), DEMO_TRACE (a Mooncake-format file; default the shipped
+# Environment: BUILD (default build), DEMO_SCALE (default 1: the whole trace, ~4-5 minutes; 0.25 is a quick
+# look), DEMO_SPEED (10: emulated GPUs run 10x faster than real time), DEMO_TRACE (a Mooncake-format file; default the shipped
 # trace in ../shared/traces, else SGLang's generated-shared-prefix workload), DEMO_BACKENDS (8).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,7 +54,7 @@ rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl
 # The emulated GPUs and the replayer's clock both run SPEED times faster than model time, so the
 # servers see the trace's recorded load in 1/SPEED of its duration; DEMO_SCALE sets how much of
 # the trace is replayed.
-SPEED=${DEMO_SPEED:-20}    # emulated-GPU speed-up (wall clock runs SPEED times faster than model time)
+SPEED=${DEMO_SPEED:-10}    # emulated-GPU speed-up (wall clock runs SPEED times faster than model time)
 if [[ -f "$TRACE" ]]; then
     total=$(wc -l <"$TRACE")
     LIMIT=$(python3 -c "print(max(50, min($total, int($total * $SCALE))))")
