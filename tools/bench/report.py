@@ -240,6 +240,25 @@ if e2e:
     if "large/kvsteer" in cells:
         w("Large workload throughput (response bytes, Gbit/s): " + ", ".join(
             f"{arm} {cells[f'large/{arm}']['gbit_per_s']:.2f}" for arm in ("direct", "kvsteer", "kvsteer_busy", "haproxy") if f"large/{arm}" in cells) + ".\n")
+    # Per section of the last counters block (XDP and dataplane both have punt_first_flight).
+    sect, cur = {}, None
+    try:
+        block = open(os.path.join(out, "e2e", "counters.txt")).read().split("== after dataplane")[-1]
+        for line in block.splitlines():
+            if line.endswith(":") and not line.startswith(" "):
+                cur = sect.setdefault(line[:-1], {})
+            elif cur is not None and len(line.split()) == 2 and line.split()[1].isdigit():
+                cur[line.split()[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    xp = sect.get("xdp", {}).get("punt_first_flight", 0)
+    dp = sect.get("dataplane", {}).get("punt_first_flight", 0)
+    if xp and xp > dp:
+        w(f"**First-flight segments lost before the dataplane**: XDP redirected {xp:,} to the AF_XDP socket, the "
+          f"dataplane received {dp:,}: {xp - dp:,} ({100 * (xp - dp) / xp:.1f}%) lost between the redirect and the "
+          "worker (AF_XDP RX ring full or fill ring empty). Each costs the client a retransmission timeout "
+          "(>= 200 ms, backing off), which caps new connections/s and stretches the connection cycle while the "
+          "median latency stays low.\n")
     kc = e2e.get("kvsteer_counters", {})
     if kc:
         binds = kc.get("dp_bind_ok", 0)
