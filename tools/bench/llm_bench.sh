@@ -37,7 +37,15 @@ die() { log "ERROR: $*"; exit 1; }
 for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu kvsteer-replay; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"
 done
-[[ -f "$TRACE" ]] || die "trace $TRACE not found (set KVB_LLM_TRACE)"
+# Without the shipped trace (../shared absent), SGLang's generated-shared-prefix shape stands in.
+if [[ -f "$TRACE" ]]; then
+    WORKLOAD=(--trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
+else
+    log "trace $TRACE not found (set KVB_LLM_TRACE): using the generated shared-prefix workload"
+    WORKLOAD=(--synthetic --groups 16 --prompts-per-group 16 --system-prompt-len 2048 --question-len 128
+              --output-len 32 --qps 8 --limit "$LIMIT")
+    TRACE=""
+fi
 
 source "$ROOT/tests/lib/topology.sh"
 BE_PIDS=()
@@ -56,7 +64,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 mkdir -p "$RAW" "$RUN" "$(dirname "$FRAG")"
 rm -f "$RAW"/*
-log "mode $mode: trace $(basename "$TRACE"), first $LIMIT requests per arm at recorded load (--speed 1), time scale $SCALE, $REPS repetition(s), $NBE servers"
+log "mode $mode: trace $(basename "${TRACE:-generated-shared-prefix}"), first $LIMIT requests per arm at recorded load (--speed 1), time scale $SCALE, $REPS repetition(s), $NBE servers"
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
@@ -140,6 +148,9 @@ stop_appliance() {
 # Wall-clock cap of one replay: the trace span of LIMIT requests at this time scale, plus margin.
 REPLAY_LIMIT_S=$(python3 - "$TRACE" "$LIMIT" "$SCALE" <<'PY'
 import json, sys
+if not sys.argv[1]:  # generated workload: LIMIT requests at 8 req/s of model time
+    print(int(int(sys.argv[2]) / 8 / float(sys.argv[3]) * 3 + 180))
+    sys.exit(0)
 ts = []
 with open(sys.argv[1]) as fh:
     for i, line in enumerate(fh):
@@ -159,8 +170,8 @@ run_arm() {  # run_arm ARM(prefix|round-robin) REP
     start_appliance "$arm"
     log "rep $rep, arm $arm: replaying $LIMIT requests through the appliance"
     # Bounded: a request stuck in the appliance must not hang the benchmark.
-    timeout "$REPLAY_LIMIT_S" ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" --timeout 120 --trace "$TRACE" --limit "$LIMIT" --speed 1 \
-        --max-input-tokens 120000 --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SCALE" --max-concurrency 128 \
+    timeout "$REPLAY_LIMIT_S" ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" --timeout 120 "${WORKLOAD[@]}" \
+        --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SCALE" --max-concurrency 128 \
         "${METRICS[@]}" --out "$RAW/$name.requests.jsonl" --summary-json "$RAW/$name.summary.json" \
         >"$RAW/$name.replay.out" 2>"$RAW/$name.replay.log" || log "  replay reported failures (see $RAW/$name.replay.log)"
     "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$RAW/$name.counters.txt" 2>&1 || true
