@@ -472,7 +472,8 @@ void Worker::next_candidate(std::uint32_t idx, std::uint64_t now) {
     s.deadline = now + syn_timeout_ticks_;
 }
 
-bool Worker::send_backend_syn(Slot &s) {
+// Addresses of a segment the appliance sends to the slot's backend from its SNAT port.
+TcpSpec Worker::to_backend(const Slot &s) const {
     const kvs_config &c = *t_.config;
     const kvs_backend &b = t_.backends[s.backend];
     TcpSpec sp{};
@@ -482,6 +483,11 @@ bool Worker::send_backend_syn(Slot &s) {
     sp.daddr = b.addr[0];
     sp.sport = kvs_htons(s.snat_port);
     sp.dport = b.port;
+    return sp;
+}
+
+bool Worker::send_backend_syn(Slot &s) {
+    TcpSpec sp = to_backend(s);
     sp.seq = s.client_isn;  // the client's own ISN: no sequence translation client -> backend
     sp.ack = 0;
     sp.flags = KVS_TCP_SYN;
@@ -535,13 +541,7 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     const kvs_flow &f = s.c2s;
 
     // ACK the backend's SYN-ACK as the client would have.
-    TcpSpec sp{};
-    sp.smac = c.appliance_mac;
-    sp.dmac = b.mac;
-    sp.saddr = c.snat_addr[0];
-    sp.daddr = b.addr[0];
-    sp.sport = kvs_htons(s.snat_port);
-    sp.dport = b.port;
+    TcpSpec sp = to_backend(s);
     sp.seq = s.client_isn + 1;
     sp.ack = bisn + 1;
     sp.flags = KVS_TCP_ACK;
@@ -633,15 +633,7 @@ void Worker::rst_client(Slot &s) {
 
 // Aborts our half-open connection to the backend (the client went away while binding).
 void Worker::rst_backend(Slot &s) {
-    const kvs_config &c = *t_.config;
-    const kvs_backend &b = t_.backends[s.backend];
-    TcpSpec sp{};
-    sp.smac = c.appliance_mac;
-    sp.dmac = b.mac;
-    sp.saddr = c.snat_addr[0];
-    sp.daddr = b.addr[0];
-    sp.sport = kvs_htons(s.snat_port);
-    sp.dport = b.port;
+    TcpSpec sp = to_backend(s);
     sp.seq = s.client_isn + 1;
     sp.flags = KVS_TCP_RST;
     if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
@@ -683,15 +675,7 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             // A challenge ACK: the backend still holds this 4-tuple in TIME_WAIT (an earlier
             // flow, or a previous dataplane run). Reset that old connection as a TCP client
             // does (RFC 793: RST with seq = the ACK's ack) and send our SYN again at once.
-            const kvs_config &c = *t_.config;
-            const kvs_backend &b = t_.backends[s.backend];
-            TcpSpec sp{};
-            sp.smac = c.appliance_mac;
-            sp.dmac = b.mac;
-            sp.saddr = c.snat_addr[0];
-            sp.daddr = b.addr[0];
-            sp.sport = kvs_htons(s.snat_port);
-            sp.dport = b.port;
+            TcpSpec sp = to_backend(s);
             sp.seq = ack;
             sp.flags = KVS_TCP_RST;
             if (rte_mbuf *r = build_tcp4(p_.pool, sp)) tx(r);
@@ -704,15 +688,7 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     if (s.st == St::Bound) {
         if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK)) {
             // Our ACK was lost: the backend repeats its SYN-ACK. Acknowledge it again.
-            const kvs_config &c = *t_.config;
-            const kvs_backend &b = t_.backends[s.backend];
-            TcpSpec sp{};
-            sp.smac = c.appliance_mac;
-            sp.dmac = b.mac;
-            sp.saddr = c.snat_addr[0];
-            sp.daddr = b.addr[0];
-            sp.sport = kvs_htons(s.snat_port);
-            sp.dport = b.port;
+            TcpSpec sp = to_backend(s);
             sp.seq = s.client_isn + 1;
             sp.ack = kvs_ntohl(pkt.tcp->seq) + 1;
             sp.flags = KVS_TCP_ACK;

@@ -13,6 +13,7 @@
 #include "kvsteer/core/prefix_hash.h"
 #include "kvsteer/parse.h"
 #include "options.h"
+#include "packet.h"
 #include "tables.h"
 
 struct rte_mbuf;
@@ -107,6 +108,7 @@ private:
     void check_ready(std::uint32_t idx, std::uint64_t now);
     // `located`: the request as check_ready just located it in buf_ (n bytes); null: do it here.
     void start_bind(std::uint32_t idx, std::uint64_t now, const RequestView *located = nullptr, std::uint32_t n = 0);
+    TcpSpec to_backend(const Slot &s) const;
     bool send_backend_syn(Slot &s);
     void next_candidate(std::uint32_t idx, std::uint64_t now);
     void complete_bind(std::uint32_t idx, kvs_pkt &synack, std::uint64_t now);
