@@ -228,6 +228,39 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     return kvs_verdict(f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S, XDP_TX);
 }
 
+/* A client SYN to a VIP whose 4-tuple still has a flow entry. Clients reuse a port as soon as
+ * their old connection on it is gone, well inside the closed-flow linger: an entry whose client
+ * sent FIN or either side RST belongs to a finished connection, so both directions are deleted
+ * (the dataplane's sweeper returns the SNAT port) and the SYN gets a cookie like any other.
+ * Returns 1 for a live flow: the SYN goes to its backend, whose challenge ACK makes the client
+ * reset the old connection (RFC 5961), after which its next SYN finds the flow closed. */
+__attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key)
+{
+    struct kvs_flow_key rk;
+    struct kvs_flow *f, *rev;
+    __u8 st;
+
+    if (!key)
+        return 0;
+    f = bpf_map_lookup_elem(&kvs_flows, key);
+    if (!f)
+        return 0;
+    st = f->state;
+    kvs_flow_reverse_key(key, f, &rk);
+    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    if (rev && (rev->state & KVS_FLOW_RST))
+        st |= KVS_FLOW_RST;
+    if (!(st & (KVS_FLOW_FIN_IN | KVS_FLOW_RST))) {
+        kvs_count(KVS_R_SYN_ON_LIVE_FLOW);
+        return 1;
+    }
+    bpf_map_delete_elem(&kvs_flows, key);
+    if (rev)
+        bpf_map_delete_elem(&kvs_flows, &rk);
+    kvs_count(KVS_R_FLOW_REUSED);
+    return 0;
+}
+
 /* A client segment to a VIP with no flow: only a valid cookie lets it through to the
  * dataplane (data or FIN); a valid pure ACK carries no state and is dropped. Global, with its
  * own parse (options were validated by the caller), so the two SipHash checks are verified once. */
@@ -317,9 +350,14 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx)
     kvs_flow_key_of(&pkt, &key);
 
     if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN) {
-        if (kvs_xdp_is_vip(&key))
-            return kvs_syn(ctx, &pkt);
-        return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
+        if (!kvs_xdp_is_vip(&key))
+            return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
+        if (kvs_xdp_syn_on_flow(&key)) {
+            f = bpf_map_lookup_elem(&kvs_flows, &key);
+            if (f)
+                return kvs_forward(ctx, &pkt, &key, f);
+        }
+        return kvs_syn(ctx, &pkt);
     }
     /* Backend SYN-ACKs (first or retransmitted) always go to the dataplane, which must
      * (re-)ACK them. */

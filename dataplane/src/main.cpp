@@ -48,7 +48,7 @@ std::uint64_t mono_ns() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
-void log_counters(const Tables &t, unsigned n_workers) {
+void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port) {
     std::string line;
     for (unsigned r = KVS_R_DP_BIND_OK; r < KVS_R__COUNT; ++r) {
         std::uint64_t v = 0;
@@ -56,6 +56,12 @@ void log_counters(const Tables &t, unsigned n_workers) {
         if (v) line += fmt::format(" {}={}", kvs_reason_name(r), v);
     }
     spdlog::info("counters:{}", line.empty() ? " (none)" : line);
+    // The port's own view: for net_af_xdp, imissed is what the kernel dropped before the
+    // socket (RX ring full, fill ring empty), which no counter of ours can see.
+    rte_eth_stats st{};
+    if (rte_eth_stats_get(port, &st) == 0)
+        spdlog::info("port {}: rx {} missed {} errors {} nombuf {}, tx {} errors {}", port, st.ipackets, st.imissed,
+                     st.ierrors, st.rx_nombuf, st.opackets, st.oerrors);
 }
 
 }  // namespace
@@ -211,11 +217,13 @@ int main(int argc, char **argv) {
                 next_sweep = now + std::chrono::milliseconds(opts->sweep_interval_ms);
                 auto r = sweep_flows(tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
                                      opts->flow_idle_timeout_s * 1000000000ull, ports.get());
-                if (r.deleted) spdlog::debug("sweep: {} entries, {} deleted", r.seen, r.deleted);
+                if (r.deleted || r.reclaimed)
+                    spdlog::debug("sweep: {} entries, {} deleted, {} SNAT ports reclaimed", r.seen, r.deleted,
+                                  r.reclaimed);
             }
             if (opts->stats_interval_s && now >= next_stats) {
                 next_stats = now + std::chrono::seconds(opts->stats_interval_s);
-                log_counters(tables, n_workers);
+                log_counters(tables, n_workers, opts->port);
             }
         }
         // Graceful: take no new flows, let the ones being bound finish (bounded wait).
@@ -241,7 +249,7 @@ int main(int argc, char **argv) {
         g_workers[0]->run(g_stop);
         control.join();
     }
-    log_counters(tables, n_workers);
+    log_counters(tables, n_workers, opts->port);
     // The port is deliberately left open: closing net_af_xdp detaches the XDP program, and
     // bound flows must keep flowing through XDP while the dataplane restarts.
     if (opts->mode == Mode::Dpdk) {

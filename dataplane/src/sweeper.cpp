@@ -20,6 +20,16 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
                         PortBusy *ports, bool mark_busy) {
     SweepResult r;
     std::vector<kvs_flow_key> doomed;
+    // Ports installed before the pass starts: an entry present then is visited by the walk
+    // (a hash walk may repeat keys when entries go, it does not skip ones that stay), so a
+    // candidate the walk never meets has lost its entries.
+    std::vector<std::uint8_t> candidate, seen;
+    if (ports && !mark_busy) {
+        candidate.assign(65536, 0);
+        seen.assign(65536, 0);
+        for (std::uint32_t p = 0; p < 65536; ++p)
+            candidate[p] = ports->busy[p].load(std::memory_order_acquire) == kPortInstalled;
+    }
     kvs_flow_key k{}, next{};
     kvs_flow f{};
     const kvs_flow_key *prev = nullptr;
@@ -28,7 +38,9 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         prev = &k;
         if (bpf_map_lookup_elem(fd, &k, &f) != 0) continue;
         ++r.seen;
-        if (mark_busy && ports) ports->busy[snat_port_of(k, f)].store(1, std::memory_order_relaxed);
+        const std::uint16_t sp = snat_port_of(k, f);
+        if (mark_busy && ports) ports->busy[sp].store(kPortInstalled, std::memory_order_relaxed);
+        if (!seen.empty()) seen[sp] = 1;
         // A flow's idle time is that of its most recently used direction.
         kvs_flow_key rk;
         kvs_flow_reverse_key(&k, &f, &rk);
@@ -49,7 +61,12 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         kvs_flow_reverse_key(&dk, &df, &rk);
         if (bpf_map_delete_elem(fd, &dk) == 0) ++r.deleted;
         if (bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
-        if (ports) ports->busy[snat_port_of(dk, df)].store(0, std::memory_order_release);
+        if (ports) ports->busy[snat_port_of(dk, df)].store(kPortFree, std::memory_order_release);
+    }
+    for (std::uint32_t p = 0; p < candidate.size(); ++p) {
+        if (!candidate[p] || seen[p]) continue;
+        std::uint8_t expect = kPortInstalled;
+        if (ports->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel)) ++r.reclaimed;
     }
     return r;
 }

@@ -9,11 +9,14 @@ namespace kvsteer::dp {
 
 struct SweepResult {
     std::uint32_t seen = 0, deleted = 0;
+    std::uint32_t reclaimed = 0;  // installed ports whose entries someone else removed
 };
 
 // One pass over kvs_flows at CLOCK_MONOTONIC time `now_ns`. Frees the SNAT ports of deleted
-// flows in `ports` (may be null). `mark_busy` marks the ports of every live flow (at startup,
-// so a restarted dataplane does not reuse a port an XDP flow still holds).
+// flows in `ports` (may be null), and every port that was kPortInstalled before the pass but
+// has no entry in the map any more (removed by XDP or evicted by the LRU). `mark_busy` marks
+// the ports of every live flow installed (at startup, so a restarted dataplane does not reuse
+// a port an XDP flow still holds).
 SweepResult sweep_flows(int flows_fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy = false);
 

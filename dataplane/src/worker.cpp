@@ -127,7 +127,10 @@ void Worker::flush_tx() {
     unsigned sent = 0;
     for (int tries = 0; sent < ntx_ && tries < 8; ++tries)
         sent += rte_eth_tx_burst(p_.port, p_.queue, txq_ + sent, static_cast<std::uint16_t>(ntx_ - sent));
-    for (unsigned i = sent; i < ntx_; ++i) rte_pktmbuf_free(txq_[i]);
+    for (unsigned i = sent; i < ntx_; ++i) {
+        rte_pktmbuf_free(txq_[i]);
+        inc(KVS_R_DP_TX_DROP);
+    }
     ntx_ = 0;
 }
 
@@ -207,7 +210,13 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     if (rte_hash_lookup_data(by_client_, &key, &data) >= 0) {
         auto idx = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(data));
         Slot &s = slots_[idx];
-        if (s.st == St::Bound) return forward(s, m, pkt, true, now);
+        if (s.st == St::Bound) {
+            if (!reused_by_new_connection(s, pkt)) return forward(s, m, pkt, true, now);
+            // The client has opened a new connection on the same 4-tuple: the old one is over.
+            inc(KVS_R_FLOW_REUSED);
+            release(idx, p_.opts.mode == Mode::Dpdk);
+            return on_client(m, pkt, now);
+        }
         if (pkt.tcp->flags & KVS_TCP_RST) {  // client gave up while we were binding
             if (s.st == St::SynSent) rst_backend(s);
             release(idx, true);
@@ -234,6 +243,22 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0 && !draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
     inc(KVS_R_DROP_PURE_ACK);
     rte_pktmbuf_free(m);
+}
+
+// Whether a client segment that matches a bound flow's 4-tuple belongs to a new connection
+// there. dpdk mode: a SYN on a flow whose client sent FIN or either side RST (a SYN on a live
+// flow is forwarded: the backend's challenge ACK makes the client reset the old one). xdp mode:
+// the local copy outlives the flow's entries by up to --local-linger-ms, and XDP deletes them
+// when the client's SYN reuses the 4-tuple; a punted segment for a bound flow whose entry is
+// gone is a new connection's first flight. (The cookie cannot tell: it hashes the 4-tuple and
+// the time slot, so a reopened connection gets the same one.)
+bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
+    const std::uint8_t fl = pkt.tcp->flags;
+    if (p_.opts.mode == Mode::Dpdk)
+        return (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN && ((s.fin_mask & 1) || s.closed);
+    if (t_.flows_fd < 0 || (fl & (KVS_TCP_SYN | KVS_TCP_RST))) return false;
+    kvs_flow f{};
+    return bpf_map_lookup_elem(t_.flows_fd, &s.ckey, &f) != 0;
 }
 
 void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
@@ -559,6 +584,9 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
         __u32 count = 2;
         if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) != 0 || count != 2)
             inc(KVS_R_DP_FLOW_INSTALL_FAIL);
+        // From now on the sweeper frees the port, when the entries are gone (even if the
+        // install failed: then at its next pass).
+        if (p_.ports) p_.ports->busy[s.snat_port].store(kPortInstalled, std::memory_order_release);
     }
     list_del(idx);
     s.st = St::Bound;
@@ -824,7 +852,7 @@ void Worker::release(std::uint32_t idx, bool free_port) {
         by_port_[s.snat_port - port_lo_] = -1;
         // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
         if ((free_port || s.st != St::Bound) && p_.ports)
-            p_.ports->busy[s.snat_port].store(0, std::memory_order_release);
+            p_.ports->busy[s.snat_port].store(kPortFree, std::memory_order_release);
     }
     s.st = St::Free;
     free_.push_back(idx);
@@ -838,8 +866,9 @@ bool Worker::alloc_port(std::uint16_t *port) {
         port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
         if (by_port_[p - port_lo_] >= 0) continue;
         if (p_.ports) {
-            std::uint8_t expect = 0;
-            if (!p_.ports->busy[p].compare_exchange_strong(expect, 1, std::memory_order_acq_rel)) continue;
+            std::uint8_t expect = kPortFree;
+            if (!p_.ports->busy[p].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel))
+                continue;
         }
         *port = p;
         return true;

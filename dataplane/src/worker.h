@@ -23,9 +23,12 @@ struct rte_ring;
 
 namespace kvsteer::dp {
 
-// Shared between workers and the sweeper: which SNAT ports an installed flow still uses.
-// Workers set a port when they take it, the sweeper (xdp mode) or the owning worker
-// (dpdk mode) clears it when the flow is gone.
+// Shared between workers and the sweeper: which SNAT ports are taken. A worker takes a free
+// port (kPortFree -> kPortBinding) for a flow it is binding, and frees it itself if the bind
+// fails (and, in dpdk mode, when the flow ends). In xdp mode a bound flow's port becomes
+// kPortInstalled: from then on only the sweeper frees it, when the flow's entries are gone from
+// kvs_flows, whoever removed them (its own expiry, XDP on a client's port reuse, LRU eviction).
+enum : std::uint8_t { kPortFree = 0, kPortBinding = 1, kPortInstalled = 2 };
 struct PortBusy {
     std::atomic<std::uint8_t> busy[65536];
 };
@@ -102,6 +105,7 @@ private:
     void on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     void on_arp(rte_mbuf *m);
     void answer_syn(rte_mbuf *m, kvs_pkt &pkt);
+    bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     void add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     std::uint32_t assemble(const Slot &s, std::uint8_t *buf, std::uint32_t cap) const;

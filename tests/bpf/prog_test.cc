@@ -583,6 +583,70 @@ TEST_F(BpfProg, RstFromBackendClosesOnce)
     EXPECT_EQ(h_->load(3).closes, 1u);
 }
 
+// A client reopens a connection on the 4-tuple of one that just closed, its entries still
+// lingering: the old entries go and the SYN gets a cookie (before, the new connection's
+// segments went to the old backend connection and stalled until the flow expired).
+TEST_F(BpfProg, SynReusesTupleOfClosedFlow)
+{
+    for (bool backend_rst : {false, true}) {
+        SCOPED_TRACE(backend_rst ? "closed by the backend's RST" : "closed by the client's FIN");
+        kvs_flow_key kc, ks;
+        kvs_flow fc, fs;
+        install_pair(&kc, &fc, &ks, &fs);
+        if (backend_rst) {
+            TcpSpec bs = backend_spec();
+            bs.flags = KVS_TCP_RST | KVS_TCP_ACK;
+            bs.seq = 0x7000aaab;
+            bs.ack = 9001;
+            ASSERT_EQ(h_->run(build_tcp(bs)).verdict, XDP_TX_);
+        } else {
+            TcpSpec fin = client_spec();
+            fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+            fin.seq = 9000;
+            fin.ack = 0x80001235;
+            ASSERT_EQ(h_->run(build_tcp(fin)).verdict, XDP_TX_);
+        }
+        TcpSpec syn = client_spec();
+        syn.flags = KVS_TCP_SYN;
+        syn.seq = 0x2468ace0;
+        syn.opts = cat({opt_mss(1460), opt_sack_perm(), opt_ts(777, 0), opt_nop(), opt_ws(7)});
+        auto before = h_->stats();
+        Bytes out = expect_synack(build_tcp(syn));
+        auto after = h_->stats();
+        ASSERT_FALSE(out.empty());
+        EXPECT_EQ(rd32(&out[34 + 8]), 0x2468ace1u);
+        EXPECT_EQ(after[KVS_R_FLOW_REUSED] - before[KVS_R_FLOW_REUSED], 1u) << stat_delta(before, after);
+        kvs_flow f{};
+        EXPECT_FALSE(h_->get_flow(kc, &f)) << "client->VIP entry left behind";
+        EXPECT_FALSE(h_->get_flow(ks, &f)) << "backend->SNAT entry left behind";
+    }
+}
+
+// A SYN on a flow that is still open goes to its backend (whose challenge ACK makes the client
+// reset the old connection), rewritten like any other segment of the flow.
+TEST_F(BpfProg, SynOnLiveFlowForwarded)
+{
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec syn = client_spec();
+    syn.flags = KVS_TCP_SYN;
+    syn.seq = 0x13572468;
+    syn.opts = cat({opt_mss(1460), opt_nop(2), opt_sack_perm()});
+    Bytes in = build_tcp(syn);
+    auto before = h_->stats();
+    RunResult r = h_->run(in);
+    auto after = h_->stats();
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fc)) << hex(r.out);
+    EXPECT_EQ(after[KVS_R_SYN_ON_LIVE_FLOW] - before[KVS_R_SYN_ON_LIVE_FLOW], 1u) << stat_delta(before, after);
+    EXPECT_EQ(after[KVS_R_TX_FWD_C2S] - before[KVS_R_TX_FWD_C2S], 1u) << stat_delta(before, after);
+    EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 0u);
+    kvs_flow f{};
+    EXPECT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_TRUE(h_->get_flow(ks, &f));
+}
+
 TEST_F(BpfProg, TwoArmedFlowRedirected)
 {
     kvs_flow_key kc, ks;

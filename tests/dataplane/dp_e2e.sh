@@ -2,7 +2,8 @@
 # Dataplane end-to-end tests through real TCP: dp_e2e.sh BUILD_DIR SCENARIO
 # Scenarios: basic (one POST), bodies (200 B .. 200 KB, multi-MB responses), affinity
 # (same prefix same backend, different prefixes spread), many (1,000 sequential + 200
-# concurrent; flow table empty after), failover (backend down before binding), synflood.
+# concurrent; flow table empty after), failover (backend down before binding), synflood,
+# restart, daemon, dpdk, timewait, portreuse (a client reopening connections from one port).
 set -uo pipefail
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
 DPE_BUILD=$(cd "$1" && pwd); SCEN=$2
@@ -172,6 +173,11 @@ dpdk)
         --port "$KVS_VIP_PORT" --n 100 --concurrency 20 --prefixes 10) || dpe_fail "100 connections in dpdk mode: $out"
     fwd=$(dpe_counter tx_fwd_s2c)
     (( ${fwd:-0} > 1000 )) || dpe_fail "the dataplane forwarded only ${fwd:-0} backend packets"
+    # A client port reused while the closed flow lingers (1 s here): a fresh binding each time.
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 10 --prefixes 2 --source-port 45124 --timeout 2) || dpe_fail "reused client port in dpdk mode: $out"
+    reused=$(dpe_counter flow_reused_by_syn)
+    (( ${reused:-0} >= 5 )) || dpe_fail "the dataplane saw only ${reused:-0} SYNs reusing a closed flow (10 connections)"
     dpe_log "pure-DPDK mode: bodies, 2 MB response, 100 connections ok ($out)"
     ;;
 timewait)
@@ -192,6 +198,20 @@ timewait)
     to=$(dpe_counter dp_backend_timeout)
     (( ${to:-0} == 0 )) || dpe_fail "$to backend SYN timeouts (TIME_WAIT waited out)"
     dpe_log "24 flows over 8 SNAT ports: ok; backend TIME_WAIT entries $tw, challenge ACKs answered ${other:-0}"
+    ;;
+portreuse)
+    # A client reopens connections from the same port as soon as the previous one closed (the
+    # server closed first, so the client holds no TIME_WAIT), well inside the closed-flow
+    # linger (3 s). Each new connection must go to a fresh binding, not to the old backend
+    # connection (which stalls it until the old entries expire). A stall shows as a timeout.
+    dpe_up kvdpu 2 --closed-linger-s 3
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --source-port 45123 --timeout 2) || dpe_fail "reused client port: $out"
+    reused=$(dpe_counter xdp_flow_reused_by_syn)
+    (( ${reused:-0} >= 10 )) || dpe_fail "XDP saw only ${reused:-0} SYNs reusing a closed flow's 4-tuple (20 connections)"
+    binds=$(dpe_counter dp_bind_ok)
+    (( binds == 20 )) || dpe_fail "dp_bind_ok $binds, expected 20 (one per connection)"
+    dpe_log "20 connections from one client port, each bound anew: $out (XDP reused $reused closed flows)"
     ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;

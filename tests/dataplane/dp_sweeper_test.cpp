@@ -73,7 +73,7 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
     EXPECT_EQ(r0.seen, 10u);
     EXPECT_EQ(r0.deleted, 0u);
-    EXPECT_EQ(ports->busy[20001].load(), 1) << "startup marks the ports of live flows";
+    EXPECT_EQ(ports->busy[20001].load(), kPortInstalled) << "startup marks the ports of live flows";
 
     SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
     EXPECT_EQ(r.deleted, 4u);
@@ -87,7 +87,42 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     EXPECT_TRUE(present(fd, half.kc));
     EXPECT_EQ(ports->busy[20001].load(), 0);
     EXPECT_EQ(ports->busy[20003].load(), 0);
-    EXPECT_EQ(ports->busy[20004].load(), 1);
+    EXPECT_EQ(ports->busy[20004].load(), kPortInstalled);
+    EXPECT_EQ(r.reclaimed, 0u);
+    close(fd);
+}
+
+// Entries removed by someone else (XDP when a client reuses a closed flow's 4-tuple, or the LRU
+// evicting them) give their SNAT port back at the next pass; a port a worker is still binding
+// with (no entry yet) is left alone, as is one whose entry is present.
+TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_reclaim", sizeof(kvs_flow_key), sizeof(kvs_flow), 1024, nullptr);
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair kept = make_pair(2001, 21001, now - 1 * s, 0);
+    Pair gone = make_pair(2002, 21002, now - 1 * s, KVS_FLOW_CLOSED);
+    Pair half_gone = make_pair(2003, 21003, now - 1 * s, 0);
+    for (auto *p : {&kept, &gone, &half_gone}) {
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
+    }
+    auto ports = std::make_unique<PortBusy>();
+    for (auto &b : ports->busy) b.store(kPortFree);
+    ports->busy[21001].store(kPortInstalled);
+    ports->busy[21002].store(kPortInstalled);
+    ports->busy[21003].store(kPortInstalled);
+    ports->busy[21004].store(kPortBinding);  // a worker is binding with it: no entry yet
+    ASSERT_EQ(bpf_map_delete_elem(fd, &gone.kc), 0);
+    ASSERT_EQ(bpf_map_delete_elem(fd, &gone.ks), 0);
+    ASSERT_EQ(bpf_map_delete_elem(fd, &half_gone.kc), 0);  // one direction left: still taken
+
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    EXPECT_EQ(r.deleted, 0u);
+    EXPECT_EQ(r.reclaimed, 1u);
+    EXPECT_EQ(ports->busy[21001].load(), kPortInstalled);
+    EXPECT_EQ(ports->busy[21002].load(), kPortFree);
+    EXPECT_EQ(ports->busy[21003].load(), kPortInstalled);
+    EXPECT_EQ(ports->busy[21004].load(), kPortBinding);
     close(fd);
 }
 

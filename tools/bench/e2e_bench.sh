@@ -19,7 +19,8 @@
 #
 # Usage: tools/bench/e2e_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_E2E_BACKENDS (4), KVB_LB_CPU (last CPU), KVB_LOAD_CPUS (the other CPUs), KVB_E2E_REPS,
-#      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256), KVB_E2E_ARMS (subset/order)
+#      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256), KVB_E2E_ARMS (subset/order),
+#      KVB_E2E_WORKLOADS (subset/order of close keepalive latency large)
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/../.."
@@ -145,6 +146,8 @@ stop_dataplane() {
     [[ -n "${DP_PID:-}" ]] || return 0
     kvsteer_counters "$DP_IDLE"
     kill -TERM "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null
+    # What the port received (the AF_XDP socket's count), logged by the dataplane as it stopped.
+    grep -h "port [0-9]*: rx" "$RAW/dataplane.$DP_IDLE.log" | tail -1 | sed 's/^.*\] port/== dataplane port/' >>"$RAW/counters.txt"
     DP_PID=""; DP_IDLE=""
     ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null || true
     # A new dataplane may reuse SNAT 4-tuples the backends still hold in TIME_WAIT from the
@@ -159,7 +162,9 @@ stop_dataplane() {
 }
 kvsteer_counters() {  # appends the appliance's counters (XDP, dataplane, backends) to the raw folder
     { echo "== after dataplane --idle $1 ($(date +%T))"
-      "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all 2>&1; } >>"$RAW/counters.txt" || true
+      "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all 2>&1
+      echo "== AF_XDP sockets in the appliance namespace (ss --xdp -e)"
+      ip netns exec "$KVS_NS_APP" ss --xdp -e 2>&1; } >>"$RAW/counters.txt" || true
 }
 ensure_dataplane() {  # ensure_dataplane ARM
     local want=adaptive
@@ -261,7 +266,7 @@ declare -A WL_ENV=(
     [keepalive]="KVB_BODY_BYTES=512 KVB_CLOSE=0"
     [latency]="KVB_BODY_BYTES=512 KVB_CLOSE=1"
     [large]="KVB_BODY_BYTES=16384 KVB_CLOSE=1 KVB_STREAM=1 KVB_MAX_TOKENS=8 KVB_ECHO_BYTES=2097152")
-WORKLOADS=(close keepalive latency large)
+read -r -a WORKLOADS <<<"${KVB_E2E_WORKLOADS:-close keepalive latency large}"
 # Smoke (CI) leaves the busy-poll arm out: it needs two dataplane restarts.
 if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_busy haproxy"; fi
 read -r -a ARMS <<<"${KVB_E2E_ARMS:-$default_arms}"

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 
@@ -240,25 +241,35 @@ if e2e:
     if "large/kvsteer" in cells:
         w("Large workload throughput (response bytes, Gbit/s): " + ", ".join(
             f"{arm} {cells[f'large/{arm}']['gbit_per_s']:.2f}" for arm in ("direct", "kvsteer", "kvsteer_busy", "haproxy") if f"large/{arm}" in cells) + ".\n")
-    # Per section of the last counters block (XDP and dataplane both have punt_first_flight).
-    sect, cur = {}, None
+    # Delivery to the dataplane: everything XDP redirected to the AF_XDP socket (its punt_* counters,
+    # cumulative in the pinned map over the whole run) against what the dataplane's port received
+    # (one "dataplane port" line per dataplane instance, logged when it stopped). The dataplane's
+    # own punt_first_flight counts flows, XDP's counts segments: they are not comparable.
+    sect, cur, port_rx, port_missed = {}, None, 0, 0
     try:
-        block = open(os.path.join(out, "e2e", "counters.txt")).read().split("== after dataplane")[-1]
-        for line in block.splitlines():
+        text = open(os.path.join(out, "e2e", "counters.txt")).read()
+        for m in re.finditer(r"^== dataplane port \d+: rx (\d+) missed (\d+)", text, re.M):
+            port_rx += int(m.group(1))
+            port_missed += int(m.group(2))
+        for line in text.split("== after dataplane")[-1].splitlines():
             if line.endswith(":") and not line.startswith(" "):
                 cur = sect.setdefault(line[:-1], {})
             elif cur is not None and len(line.split()) == 2 and line.split()[1].isdigit():
                 cur[line.split()[0]] = int(line.split()[1])
     except OSError:
         pass
-    xp = sect.get("xdp", {}).get("punt_first_flight", 0)
-    dp = sect.get("dataplane", {}).get("punt_first_flight", 0)
-    if xp and xp > dp:
-        w(f"**First-flight segments lost before the dataplane**: XDP redirected {xp:,} to the AF_XDP socket, the "
-          f"dataplane received {dp:,}: {xp - dp:,} ({100 * (xp - dp) / xp:.1f}%) lost between the redirect and the "
-          "worker (AF_XDP RX ring full or fill ring empty). Each costs the client a retransmission timeout "
-          "(>= 200 ms, backing off), which caps new connections/s and stretches the connection cycle while the "
-          "median latency stays low.\n")
+    xdp_c = sect.get("xdp", {})
+    punted = sum(v for k, v in xdp_c.items() if k.startswith("punt_") and k != "punt_no_xsk")
+    if punted and port_rx:
+        lost = punted - port_rx
+        w(f"**Delivery to the dataplane**: XDP redirected {punted:,} frames to the AF_XDP socket over the run, the "
+          f"dataplane's port received {port_rx:,} ({port_missed:,} counted missed by the PMD)"
+          + (f": {lost:,} ({100 * lost / punted:.2f}%) never arrived (AF_XDP RX ring full)." if lost > 0 else
+             ": none lost.") + "\n")
+    reused = xdp_c.get("flow_reused_by_syn", 0)
+    if reused:
+        w(f"Clients reopened {reused:,} connections on a 4-tuple whose previous connection had just closed (its flow "
+          "entries still lingering): XDP deleted the old entries and answered the SYN with a cookie.\n")
     kc = e2e.get("kvsteer_counters", {})
     if kc:
         binds = kc.get("dp_bind_ok", 0)

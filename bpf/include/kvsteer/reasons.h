@@ -50,7 +50,10 @@
     X(DP_RING_DROPPED, "dp_report_ring_dropped")                              \
     X(DP_FLOW_INSTALL_FAIL, "dp_flow_install_fail")                           \
     X(DP_PORTS_EXHAUSTED, "dp_snat_ports_exhausted")                         \
-    X(DROP_NO_TX_PORT, "drop_no_tx_port")
+    X(DROP_NO_TX_PORT, "drop_no_tx_port")                                     \
+    X(DP_TX_DROP, "dp_tx_drop")                                               \
+    X(FLOW_REUSED, "flow_reused_by_syn")                                      \
+    X(SYN_ON_LIVE_FLOW, "syn_on_live_flow")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
