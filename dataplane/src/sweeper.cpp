@@ -1,6 +1,7 @@
 #include "sweeper.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <vector>
 
 #include <bpf/bpf.h>
@@ -13,6 +14,50 @@ namespace {
 // The appliance-side (SNAT) port of a flow entry.
 std::uint16_t snat_port_of(const kvs_flow_key &k, const kvs_flow &f) {
     return kvs_ntohs(f.dir == KVS_DIR_S2C ? k.dport : f.new_sport);
+}
+
+constexpr __u32 kBatch = 1024;
+
+enum class Walk { Complete, Unsupported, Broken };
+
+// Reads every entry of the map in batches (one syscall per kBatch entries instead of two per
+// entry) and calls visit(key, value) for each. Unsupported: the kernel cannot batch this map
+// and nothing was visited (the caller walks it key by key instead); Broken: it failed midway.
+template <typename Visit>
+Walk walk_batched(int fd, Visit &&visit) {
+    std::vector<kvs_flow_key> keys(kBatch);
+    std::vector<kvs_flow> vals(kBatch);
+    // Hash maps use a bucket index as the batch token; a key-sized buffer is always enough.
+    kvs_flow_key in{}, out{};
+    bool first = true;
+    for (;;) {
+        __u32 n = static_cast<__u32>(keys.size());
+        LIBBPF_OPTS(bpf_map_batch_opts, opts);
+        int rc = bpf_map_lookup_batch(fd, first ? nullptr : &in, &out, keys.data(), vals.data(), &n, &opts);
+        int err = rc ? errno : 0;
+        if (rc && err == ENOSPC && n == 0) {  // one bucket holds more than the buffer
+            keys.resize(keys.size() * 2);
+            vals.resize(vals.size() * 2);
+            continue;
+        }
+        if (rc && err != ENOENT) return first ? Walk::Unsupported : Walk::Broken;
+        for (__u32 i = 0; i < n; ++i) visit(keys[i], vals[i]);
+        if (rc) return Walk::Complete;  // ENOENT: past the last bucket
+        in = out;
+        first = false;
+    }
+}
+
+template <typename Visit>
+void walk_by_key(int fd, Visit &&visit) {
+    kvs_flow_key k{}, next{};
+    kvs_flow f{};
+    const kvs_flow_key *prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+        k = next;
+        prev = &k;
+        if (bpf_map_lookup_elem(fd, &k, &f) == 0) visit(k, f);
+    }
 }
 }  // namespace
 
@@ -30,18 +75,16 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         for (std::uint32_t p = 0; p < 65536; ++p)
             candidate[p] = ports->busy[p].load(std::memory_order_acquire) == kPortInstalled;
     }
-    kvs_flow_key k{}, next{};
-    kvs_flow f{};
-    const kvs_flow_key *prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-        k = next;
-        prev = &k;
-        if (bpf_map_lookup_elem(fd, &k, &f) != 0) continue;
+    auto visit = [&](const kvs_flow_key &k, const kvs_flow &f) {
         ++r.seen;
         const std::uint16_t sp = snat_port_of(k, f);
         if (mark_busy && ports) ports->busy[sp].store(kPortInstalled, std::memory_order_relaxed);
         if (!seen.empty()) seen[sp] = 1;
-        // A flow's idle time is that of its most recently used direction.
+        // A flow's idle time is that of its most recently used direction: only an entry idle
+        // long enough on its own needs its twin read (one lookup per expiring entry, not per
+        // entry in the table).
+        std::uint64_t idle = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
+        if (idle < closed_idle_ns && idle < idle_ns) return;
         kvs_flow_key rk;
         kvs_flow_reverse_key(&k, &f, &rk);
         kvs_flow rf{};
@@ -51,9 +94,12 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
             last = std::max<std::uint64_t>(last, rf.last_seen_ns);
             closed |= (rf.state & (KVS_FLOW_CLOSED | KVS_FLOW_RST)) != 0;
         }
-        std::uint64_t idle = now_ns > last ? now_ns - last : 0;
+        idle = now_ns > last ? now_ns - last : 0;
         if ((closed && idle >= closed_idle_ns) || idle >= idle_ns) doomed.push_back(k);
-    }
+    };
+    Walk w = walk_batched(fd, visit);
+    if (w == Walk::Unsupported) walk_by_key(fd, visit);
+    if (w == Walk::Broken) candidate.clear();  // the walk may have missed live entries: reclaim nothing
     for (const auto &dk : doomed) {
         kvs_flow df{};
         if (bpf_map_lookup_elem(fd, &dk, &df) != 0) continue;  // deleted with its twin already

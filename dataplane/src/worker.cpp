@@ -1,5 +1,6 @@
 #include "worker.h"
 
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,6 +159,9 @@ unsigned Worker::poll(std::uint64_t now) {
 
 void Worker::run(const std::atomic<bool> &stop) {
     unsigned idle = 0;
+    // The adaptive sleeps are short (10..--idle-sleep-us): the kernel's default 50 us timer
+    // slack would stretch each one, adding that to the first packet after an idle spell.
+    if (p_.opts.idle == IdlePolicy::Adaptive) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     while (!stop.load(std::memory_order_relaxed)) {
         if (poll(rte_rdtsc()) > 0 || p_.opts.idle == IdlePolicy::Busy) {
             idle = 0;
@@ -286,7 +290,7 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    if (free_.empty() || held_mbufs_ >= max_held_mbufs_) {
+    if ((free_.empty() && !reclaim_lingering()) || held_mbufs_ >= max_held_mbufs_) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         return;
@@ -838,6 +842,23 @@ void Worker::sweep_bound(std::uint64_t now) {
             release(i, true);
         }
     }
+}
+
+// xdp mode: a bound flow's slot only lingers (--local-linger-ms) for punts that raced its
+// install; XDP owns the flow. When every slot is taken, the oldest-visited lingering one makes
+// room for a new flow rather than the new flow being dropped (at thousands of connections/s
+// the lingering slots alone would fill the table).
+bool Worker::reclaim_lingering() {
+    if (p_.opts.mode != Mode::Xdp || n_used_ <= n_binding_) return false;
+    const std::uint32_t n = static_cast<std::uint32_t>(slots_.size());
+    for (std::uint32_t k = 0; k < n; ++k) {
+        std::uint32_t i = sweep_cursor_++ % n;
+        if (slots_[i].st == St::Bound) {
+            release(i, false);
+            return true;
+        }
+    }
+    return false;
 }
 
 void Worker::release(std::uint32_t idx, bool free_port) {

@@ -122,6 +122,7 @@ private:
     void timers(std::uint64_t now);
     void sweep_bound(std::uint64_t now);
     void release(std::uint32_t idx, bool free_port);
+    bool reclaim_lingering();
     void report(const Slot &s);
     bool alloc_port(std::uint16_t *port);
     void tx(rte_mbuf *m);

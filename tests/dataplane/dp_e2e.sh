@@ -67,7 +67,9 @@ affinity)
     dpe_log "16 distinct prefixes spread over $nbe backends: $out"
     ;;
 many)
-    dpe_up kvdpm 4 --closed-linger-s 1 --sweep-interval-ms 200 --flow-idle-timeout-s 30
+    # 256 slots: the 200 concurrent flows fit while binding, but 1,000 sequential ones leave
+    # more bound flows lingering (--local-linger-ms) than that: those slots must be reused.
+    dpe_up kvdpm 4 --closed-linger-s 1 --sweep-interval-ms 200 --flow-idle-timeout-s 30 --max-pending 256
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --n 1000 --prefixes 50 --size 1400) || dpe_fail "1,000 sequential: $out"
     dpe_log "1,000 sequential connections: $out"
@@ -76,6 +78,8 @@ many)
     dpe_log "200 concurrent connections: $out"
     binds=$(dpe_counter dp_bind_ok)
     (( binds == 1200 )) || dpe_fail "dp_bind_ok $binds, expected 1200"
+    full=$(dpe_counter dp_hold_full)
+    (( ${full:-0} == 0 )) || dpe_fail "$full first flights dropped for want of a slot (lingering slots not reused)"
     for t in $(seq 1 50); do
         n=$(dpe_flows); [[ "$n" == 0 ]] && break; sleep 0.2
     done

@@ -127,3 +127,43 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
 }
 
 }  // namespace
+
+namespace {
+
+// More entries than one batch read holds: every entry is seen once, the expired ones (and only
+// they) go, with their ports.
+TEST(Sweeper, WalksTablesLargerThanOneBatch) {
+    constexpr unsigned kFlows = 3000;  // 6,000 entries: several batches of 1,024
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_many", sizeof(kvs_flow_key), sizeof(kvs_flow), 16384, nullptr);
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    auto ports = std::make_unique<PortBusy>();
+    for (auto &b : ports->busy) b.store(kPortFree);
+    for (unsigned i = 0; i < kFlows; ++i) {
+        // Every third flow closed long ago; the rest live.
+        bool old = i % 3 == 0;
+        Pair p = make_pair(static_cast<std::uint16_t>(10000 + i), static_cast<std::uint16_t>(20000 + i),
+                           old ? now - 10 * s : now - s, old ? KVS_FLOW_CLOSED : 0);
+        ASSERT_EQ(bpf_map_update_elem(fd, &p.kc, &p.fc, BPF_ANY), 0);
+        ASSERT_EQ(bpf_map_update_elem(fd, &p.ks, &p.fs, BPF_ANY), 0);
+        ports->busy[20000 + i].store(kPortInstalled);
+    }
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    EXPECT_EQ(r.seen, 2 * kFlows);
+    EXPECT_EQ(r.deleted, 2 * (kFlows / 3));
+    EXPECT_EQ(r.reclaimed, 0u);
+    unsigned freed = 0, kept = 0;
+    for (unsigned i = 0; i < kFlows; ++i) {
+        auto st = ports->busy[20000 + i].load();
+        if (i % 3 == 0) freed += st == kPortFree;
+        else kept += st == kPortInstalled;
+    }
+    EXPECT_EQ(freed, kFlows / 3);
+    EXPECT_EQ(kept, kFlows - kFlows / 3);
+    SweepResult again = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    EXPECT_EQ(again.seen, 2 * (kFlows - kFlows / 3));
+    EXPECT_EQ(again.deleted, 0u);
+    close(fd);
+}
+
+}  // namespace
