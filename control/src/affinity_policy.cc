@@ -272,9 +272,17 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
         bool load_hot = e.n > 0 && all_over && n_elig > e.n;
         bool was_hot = n.hot;
         n.hot = load_hot || rate >= p_.hot_rps || (was_hot && rate >= p_.hot_rps * p_.cool_ratio);
+        const std::uint64_t hot_for = now_ns > n.hot_since_ns ? now_ns - n.hot_since_ns : 0;
+        if (was_hot && !n.hot && hot_for < p_.min_hot_ns) {
+            // Too soon to cool: at most one hot period per min_hot_ns. No minimum cool time on
+            // the way back: a prefix whose holders are over the bound again needs its replicas now.
+            n.hot = true;
+            c_.held_hot++;
+        }
         if (load_hot)
             c_.over_bound++;
         if (n.hot && !was_hot) {
+            n.hot_since_ns = now_ns;
             c_.became_hot++;
             KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate, load_hot ? ", holders over load bound" : "");
         } else if (!n.hot && was_hot) {

@@ -110,6 +110,8 @@ po::options_description make_options()
         ("replication", s(), "replicas K of a hot prefix, 1..4 (default 2)")
         ("hot-threshold", s(), "requests/s on one prefix that make it hot (default 20)")
         ("steering-mode", s(), "prefix | round-robin | five-tuple (default prefix)")
+        ("table-algorithm", s(), "backend lookup table: rendezvous (fewer slots move when a backend changes, shares "
+                                 "within +5%) | maglev (exact shares) (default rendezvous)")
         ("cookie-key", s(), "SYN-cookie SipHash key, 32 hex digits; same on every appliance (default: random)")
         ("cookie-key-previous", s(), "previous cookie key still accepted while rotating (default: cookie-key)")
         ("cookie-period", s(), "cookie time slot, seconds (default 64)")
@@ -132,6 +134,7 @@ po::options_description make_options()
                            "in-flight flows: no new affinity flows until the queue drains; 0 = off (default 0)")
         ("report-interval", s(), "binding report / affinity update interval, ms (default 150)")
         ("affinity-ttl", s(), "ms a prefix stays known to a backend without new requests (default 300000)")
+        ("affinity-min-hot", s(), "ms a prefix that became hot stays hot (replicated) at least; 0 = off (default 10000)")
         ("affinity-max-entries", s(), "entries written to the affinity table (default 32768)")
         ("affinity-index-max", s(), "prefixes remembered by the daemon, LRU (default 131072)")
         ("table-grace", s(), "ms a retired table half is left untouched before rewriting (default 20)")
@@ -228,6 +231,12 @@ void build(const po::variables_map &vm, DaemonConfig &c)
             fail("steering-mode", "must be prefix, round-robin or five-tuple (got '" + *m + "')");
         c.steering_mode = *mode;
     }
+    if (auto a = opt_str(vm, "table-algorithm")) {
+        auto alg = parse_table_algorithm(*a);
+        if (!alg)
+            fail("table-algorithm", "must be rendezvous or maglev (got '" + *a + "')");
+        c.table_algorithm = *alg;
+    }
 
     if (auto k = opt_str(vm, "cookie-key")) {
         c.cookie_key = parse_cookie_key("cookie-key", *k);
@@ -275,6 +284,7 @@ void build(const po::variables_map &vm, DaemonConfig &c)
     c.queue_cap = static_cast<std::uint32_t>(get_uint(vm, "queue-cap", 0, 1000000, c.queue_cap));
     c.report_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "report-interval", 10, 60000, c.report_interval_ms));
     c.affinity_ttl_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-ttl", 100, 86400000, c.affinity_ttl_ms));
+    c.affinity_min_hot_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-min-hot", 0, 3600000, c.affinity_min_hot_ms));
     c.affinity_max_entries = static_cast<std::uint32_t>(get_uint(vm, "affinity-max-entries", 0, KVS_AFFINITY_SLOTS * 3 / 4, c.affinity_max_entries));
     c.affinity_index_max = static_cast<std::uint32_t>(get_uint(vm, "affinity-index-max", 1, 1u << 24, c.affinity_index_max));
     c.table_grace_ms = static_cast<std::uint32_t>(get_uint(vm, "table-grace", 0, 10000, c.table_grace_ms));
@@ -343,6 +353,24 @@ const char *steer_mode_name(std::uint32_t mode)
     case KVS_STEER_FIVE_TUPLE: return "five-tuple";
     default: return "unknown";
     }
+}
+
+std::optional<TableAlgorithm> parse_table_algorithm(std::string_view s)
+{
+    if (s == "rendezvous")
+        return TableAlgorithm::Rendezvous;
+    if (s == "maglev")
+        return TableAlgorithm::Maglev;
+    return std::nullopt;
+}
+
+const char *table_algorithm_name(TableAlgorithm a)
+{
+    switch (a) {
+    case TableAlgorithm::Rendezvous: return "rendezvous";
+    case TableAlgorithm::Maglev: return "maglev";
+    }
+    return "unknown";
 }
 
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err)

@@ -126,8 +126,14 @@ TEST(AffinityPolicy, HotPrefixIsReplicatedToLeastLoadedThenCools)
     // Replicas stay while it is hot (stable table).
     auto again = pol.compute(t + kSec / 10);
     EXPECT_EQ(ids(*find(again, 0x77)), s);
-    // Traffic stops: the rate decays below hot/2 and the extra replicas go.
-    auto later = pol.compute(t + 5 * kSec);
+    // Traffic stops: the rate decays below hot/2 within seconds, but a hot prefix stays hot
+    // for min_hot_ns (10 s) after it became hot; then the extra replicas go.
+    auto held = pol.compute(t + 5 * kSec);
+    ASSERT_NE(find(held, 0x77), nullptr);
+    EXPECT_TRUE(find(held, 0x77)->hot);
+    EXPECT_EQ(ids(*find(held, 0x77)), s);
+    EXPECT_EQ(pol.counters().cooled, 0u);
+    auto later = pol.compute(t + 11 * kSec);
     auto *c = find(later, 0x77);
     ASSERT_NE(c, nullptr);
     EXPECT_FALSE(c->hot);
@@ -150,12 +156,77 @@ TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica)
     EXPECT_TRUE(e->hot);
     EXPECT_EQ(e->n, 3);
     EXPECT_GE(pol.counters().over_bound, 1u);
-    // Load drops: no longer over its bound; with a low rate it cools.
+    // Load drops: no longer over its bound; with a low rate it cools once min_hot_ns is over.
     b[0].in_flight = 0;
     b[0].queue = 0;
     pol.update_backends(b, 0);
     out = pol.compute(1 * kSec + kSec / 10);
+    EXPECT_TRUE(find(out, 0x55)->hot);
+    EXPECT_EQ(find(out, 0x55)->n, 3);
+    out = pol.compute(12 * kSec);
+    EXPECT_FALSE(find(out, 0x55)->hot);
     EXPECT_EQ(ids(*find(out, 0x55)), std::set<std::uint16_t>{0});
+}
+
+// Saturated holders hover around the load bound and a bursty prefix around the rate threshold:
+// either way the entry must not flip hot/cool faster than min_hot_ns allows.
+TEST(AffinityPolicy, MinHotTimeBoundsFlapping)
+{
+    constexpr std::uint64_t kTick = kSec * 15 / 100;  // kvsteerd's report interval
+    constexpr std::uint64_t kElapsed = 60 * kSec;
+    constexpr std::uint64_t kMinHot = 10 * kSec;
+    const std::uint64_t max_hot_periods = kElapsed / kMinHot + 1;
+    struct Run {
+        std::uint64_t became_hot = 0, transitions = 0;
+    };
+    enum class Drive { Load, Rate };
+    auto run = [&](Drive drive, std::uint64_t min_hot_ns) {
+        auto p = params();
+        p.min_hot_ns = min_hot_ns;
+        AffinityPolicy pol(p);
+        auto b = backends(3);
+        Run r;
+        bool hot = false;
+        for (std::uint64_t t = kSec, step = 0; t < kSec + kElapsed; t += kTick, step++) {
+            if (drive == Drive::Load) {
+                // 1 request/s (far below hot_rps 10); the holder's load alternates above and
+                // below the bound (ceil(1.25 * (total + 1) / 3)) on every compute.
+                if (step % 7 == 0)
+                    pol.on_report(report(0x99, {}, 0), t);
+                b[0].in_flight = step % 2 ? 40 : 0;
+            } else {
+                // 1 s at 20 req/s (rate ~12.6/s > 10), then 2 s silent (decays to ~1.7 < 5).
+                if (((t - kSec) / kSec) % 3 == 0)
+                    for (std::uint64_t i = 0; i < 3; i++)
+                        pol.on_report(report(0x99, {}, 0), t + i * kTick / 3);
+            }
+            pol.update_backends(b, t);
+            auto out = pol.compute(t + kTick - 1);
+            auto *e = find(out, 0x99);
+            if (!e) {
+                ADD_FAILURE() << "entry missing at step " << step;
+                return r;
+            }
+            if (e->hot != hot)
+                r.transitions++;
+            r.became_hot += e->hot && !hot;
+            hot = e->hot;
+        }
+        EXPECT_EQ(r.became_hot, pol.counters().became_hot);
+        EXPECT_EQ(r.transitions, pol.counters().became_hot + pol.counters().cooled);
+        return r;
+    };
+    for (Drive d : {Drive::Load, Drive::Rate}) {
+        SCOPED_TRACE(d == Drive::Load ? "load around the bound" : "rate around the threshold");
+        // The drive really flaps the policy without a minimum hot time...
+        Run off = run(d, 0);
+        EXPECT_GT(off.transitions, 2 * max_hot_periods);
+        // ...and with one every hot period lasts min_hot_ns, but the prefix still heats again.
+        Run on = run(d, kMinHot);
+        EXPECT_LE(on.became_hot, max_hot_periods);
+        EXPECT_LE(on.transitions, 2 * max_hot_periods);
+        EXPECT_GE(on.became_hot, 2u);
+    }
 }
 
 TEST(AffinityPolicy, IneligibleBackendsAreExcluded)

@@ -58,6 +58,8 @@ TEST(Config, MinimalDefaults)
     EXPECT_EQ(format_mac(c.appliance_mac), "02:00:00:00:00:01");
     EXPECT_EQ(c.prefix_len, 256u);
     EXPECT_EQ(c.steering_mode, static_cast<std::uint32_t>(KVS_STEER_PREFIX));
+    EXPECT_EQ(c.table_algorithm, TableAlgorithm::Rendezvous);
+    EXPECT_EQ(c.affinity_min_hot_ms, 10000u);
     EXPECT_TRUE(c.cookie_key_random);
     EXPECT_EQ(c.cookie_key, c.cookie_key_prev);
     EXPECT_EQ(c.bpffs, "/sys/fs/bpf/kvsteer");
@@ -82,6 +84,7 @@ load-factor = 1.5
 replication = 3
 hot-threshold = 7.5
 steering-mode = five-tuple
+table-algorithm = maglev
 cookie-key = 000102030405060708090a0b0c0d0e0f
 cookie-key-previous = 0x0f0e0d0c0b0a09080706050403020100
 cookie-period = 32
@@ -102,6 +105,7 @@ telemetry-path = /m
 report-interval = 100
 queue-cap = 4
 affinity-ttl = 60000
+affinity-min-hot = 2500
 affinity-max-entries = 1000
 affinity-index-max = 5000
 table-grace = 5
@@ -137,6 +141,7 @@ log-level = debug
     EXPECT_EQ(c.replication, 4u);  // command line wins
     EXPECT_DOUBLE_EQ(c.hot_threshold, 7.5);
     EXPECT_EQ(c.steering_mode, static_cast<std::uint32_t>(KVS_STEER_FIVE_TUPLE));
+    EXPECT_EQ(c.table_algorithm, TableAlgorithm::Maglev);
     EXPECT_FALSE(c.cookie_key_random);
     EXPECT_EQ(c.cookie_key[0], 0x0706050403020100ull);  // little-endian words, as SipHash reads its key
     EXPECT_EQ(c.cookie_key[1], 0x0f0e0d0c0b0a0908ull);
@@ -159,6 +164,7 @@ log-level = debug
     EXPECT_EQ(c.report_interval_ms, 100u);
     EXPECT_EQ(c.queue_cap, 4u);
     EXPECT_EQ(c.affinity_ttl_ms, 60000u);
+    EXPECT_EQ(c.affinity_min_hot_ms, 2500u);
     EXPECT_EQ(c.affinity_max_entries, 1000u);
     EXPECT_EQ(c.affinity_index_max, 5000u);
     EXPECT_EQ(c.table_grace_ms, 5u);
@@ -189,6 +195,21 @@ TEST(Config, ExampleFileParses)
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.backends.size(), 2u);
     EXPECT_EQ(r.cfg.metrics_listen, "127.0.0.1:9108");
+    EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Rendezvous);
+    EXPECT_EQ(r.cfg.affinity_min_hot_ms, 10000u);
+}
+
+TEST(Config, TableAlgorithmAndMinHot)
+{
+    auto r = parse(with({"--table-algorithm", "maglev", "--affinity-min-hot", "0"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Maglev);
+    EXPECT_EQ(r.cfg.affinity_min_hot_ms, 0u);
+    r = parse(with({"--table-algorithm", "rendezvous"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Rendezvous);
+    for (auto a : {TableAlgorithm::Rendezvous, TableAlgorithm::Maglev})
+        EXPECT_EQ(parse_table_algorithm(table_algorithm_name(a)), a);
 }
 
 TEST(Config, Help)
@@ -196,7 +217,8 @@ TEST(Config, Help)
     auto r = parse({"--help"});
     EXPECT_EQ(r.outcome, ParseOutcome::Help);
     for (const char *key : {"--vip", "--backend", "--cookie-key", "--health-rise", "--steering-mode", "--bpffs",
-                            "--api-socket", "--metrics-listen", "--log-level", "--table-grace"})
+                            "--api-socket", "--metrics-listen", "--log-level", "--table-grace",
+                            "--table-algorithm", "--affinity-min-hot"})
         EXPECT_NE(r.message.find(key), std::string::npos) << key;
 }
 
@@ -231,6 +253,10 @@ TEST(Config, ErrorsNameTheKeyAndTheReason)
         {with({"--load-factor", "nan"}), "load-factor", "number"},
         {with({"--replication", "5"}), "replication", "1..4"},
         {with({"--steering-mode", "random"}), "steering-mode", "round-robin"},
+        {with({"--table-algorithm", "ring"}), "table-algorithm", "rendezvous or maglev"},
+        {with({"--table-algorithm", "Maglev"}), "table-algorithm", "'Maglev'"},
+        {with({"--affinity-min-hot", "-1"}), "affinity-min-hot", "0..3600000"},
+        {with({"--affinity-min-hot", "5s"}), "affinity-min-hot", "'5s'"},
         {with({"--cookie-key", "abcd"}), "cookie-key", "32 hex"},
         {with({"--cookie-key", "zz0102030405060708090a0b0c0d0e0f"}), "cookie-key", "non-hex"},
         {with({"--hash-seed", "0xg"}), "hash-seed", "64-bit"},

@@ -17,6 +17,7 @@
 #include "heap_maps.h"
 #include "kvsteer/control/ctl_client.h"
 #include "kvsteer/control/daemon.h"
+#include "kvsteer/core/maglev.h"
 #include "test_http_server.h"
 
 using namespace kvsteer::control;
@@ -130,6 +131,37 @@ protected:
         return c;
     }
 
+    std::vector<std::uint32_t> active_table()
+    {
+        auto a = TableWriter::active_maglev(m_.view.config);
+        const std::uint32_t *half = m_.view.maglev + static_cast<std::size_t>(a) * KVS_MAGLEV_SIZE;
+        return {half, half + KVS_MAGLEV_SIZE};
+    }
+
+    // Starts the daemon with `c` and checks its published table is, slot for slot, what
+    // `want_alg`'s builder makes of the backends (and not what the other builder makes).
+    void expect_table_from(const DaemonConfig &c, TableAlgorithm want_alg)
+    {
+        start(c);
+        ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP && state(2) == KVS_BE_UP; }));
+        std::vector<kvsteer::MaglevBackend> mb;
+        for (const auto &b : c.backends) {
+            std::uint32_t id = KVS_MAX_BACKENDS;
+            for (std::uint32_t i = 0; i < 3; i++)
+                if (m_.view.backends[i].port == b.ep.port_be)
+                    id = i;
+            ASSERT_LT(id, KVS_MAX_BACKENDS);
+            mb.push_back({id, backend_identity(b.ep), b.weight});
+        }
+        auto rendezvous = kvsteer::build_rendezvous_table(mb, KVS_MAGLEV_SIZE);
+        auto maglev = kvsteer::build_maglev(mb, KVS_MAGLEV_SIZE);
+        ASSERT_NE(rendezvous, maglev) << "the builders must differ for this check to tell them apart";
+        const auto &want = want_alg == TableAlgorithm::Maglev ? maglev : rendezvous;
+        EXPECT_TRUE(wait_for([&] { return active_table() == want; }))
+            << "published table is not " << table_algorithm_name(want_alg) << "'s"
+            << (active_table() == (want_alg == TableAlgorithm::Maglev ? rendezvous : maglev) ? " (it is the other one's)" : "");
+    }
+
     std::uint8_t state(unsigned id) { return std::atomic_ref<__u8>(m_.view.backends[id].state).load(); }
 
     const kvs_affinity_entry *affinity(std::uint64_t key)
@@ -191,6 +223,18 @@ TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev)
     EXPECT_TRUE(st["ok"].get<bool>());
     EXPECT_EQ(st["backends"]["up"], 2);
     EXPECT_EQ(st["generation"].get<std::uint32_t>(), c->generation);
+}
+
+TEST_F(DaemonTest, DefaultTableIsRendezvous)
+{
+    expect_table_from(config(3), TableAlgorithm::Rendezvous);
+}
+
+TEST_F(DaemonTest, TableAlgorithmMaglevPublishesMaglev)
+{
+    auto c = config(3);
+    c.table_algorithm = TableAlgorithm::Maglev;
+    expect_table_from(c, TableAlgorithm::Maglev);
 }
 
 TEST_F(DaemonTest, ApiChangesBackendsAndTables)

@@ -21,6 +21,10 @@ struct PolicyParams {
     std::uint32_t replication = 2;    // K: replicas of a hot prefix (<= KVS_MAX_REPLICAS)
     double hot_rps = 20.0;            // request rate on one prefix that makes it hot
     double cool_ratio = 0.5;          // a hot prefix cools below hot_rps * cool_ratio (hysteresis)
+    // A prefix that became hot stays hot (keeps its replicas) at least this long, whatever its
+    // rate and its holders' load say meanwhile: saturated holders hover around the load bound,
+    // and without it the entry flips hot/cool on nearly every compute. 0 = off.
+    std::uint64_t min_hot_ns = 10'000'000'000ull;
     double rate_tau_s = 5.0;          // time constant of the request-rate average
     std::uint64_t ttl_ns = 300'000'000'000ull;  // a backend forgets a prefix not requested for this long
     std::uint32_t max_entries = 32768;          // entries written to the table
@@ -58,6 +62,7 @@ struct PolicyCounters {
     std::uint64_t holders_added = 0;       // a backend newly known to hold a key
     std::uint64_t became_hot = 0;
     std::uint64_t cooled = 0;
+    std::uint64_t held_hot = 0;            // computes that kept a prefix hot only for min_hot_ns
     std::uint64_t replicas_added = 0;      // extra replicas given to hot / overloaded prefixes
     std::uint64_t replicas_dropped = 0;
     std::uint64_t over_bound = 0;          // entries whose every holder was over its load bound
@@ -118,6 +123,7 @@ private:
         std::uint8_t n_holders = 0, n_extra = 0;
         double rate = 0;            // requests/s at rate_ns
         std::uint64_t rate_ns = 0;
+        std::uint64_t hot_since_ns = 0;  // when it last became hot
         std::uint64_t last_ns = 0;
         std::array<Holder, KVS_MAX_REPLICAS> holders{};  // most recent servers of the prefix
         std::array<std::uint16_t, KVS_MAX_REPLICAS> extra{};

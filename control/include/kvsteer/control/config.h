@@ -21,6 +21,12 @@ struct BackendSpec {
     std::uint32_t max_load = 0;
 };
 
+// How kvsteerd builds the backend lookup table (same format, read the same way by the dataplane).
+enum class TableAlgorithm : std::uint8_t {
+    Rendezvous,  // build_rendezvous_table: fewer slots move on a backend change; shares within +5%
+    Maglev,      // build_maglev: exact shares; more slots move at 50+ backends
+};
+
 struct DaemonConfig {
     std::vector<Endpoint> vips;
     Endpoint snat_addr;
@@ -37,6 +43,7 @@ struct DaemonConfig {
     std::uint32_t replication = 2;
     double hot_threshold = 20.0;  // requests/s on one prefix that make it hot
     std::uint32_t steering_mode = KVS_STEER_PREFIX;
+    TableAlgorithm table_algorithm = TableAlgorithm::Rendezvous;
 
     std::array<std::uint64_t, 2> cookie_key{}, cookie_key_prev{};
     bool cookie_key_random = false;
@@ -61,6 +68,7 @@ struct DaemonConfig {
 
     std::uint32_t report_interval_ms = 150;
     std::uint32_t affinity_ttl_ms = 300000;
+    std::uint32_t affinity_min_hot_ms = 10000;  // a prefix that became hot stays hot this long
     std::uint32_t affinity_max_entries = 32768;
     std::uint32_t affinity_index_max = 131072;
     std::uint32_t table_grace_ms = 20;
@@ -87,6 +95,9 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
 
 std::optional<std::uint32_t> parse_steer_mode(std::string_view s);
 const char *steer_mode_name(std::uint32_t mode);
+
+std::optional<TableAlgorithm> parse_table_algorithm(std::string_view s);
+const char *table_algorithm_name(TableAlgorithm a);
 
 // Reads /sys/class/net/IF/address (of the current network namespace).
 std::optional<Mac> interface_mac(const std::string &ifname, std::string *err);
