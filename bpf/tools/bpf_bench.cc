@@ -19,83 +19,59 @@
 
 #include "kvsteer/bpf/loader.h"
 #include "kvsteer/cookie.h"
-#include "kvsteer/csum.h"
 #include "kvsteer/flowpair.h"
 #include "kvsteer/rewrite.h"
+#include "pktgen.h"
 
 namespace po = boost::program_options;
 
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
+using kvstest::Bytes;
 
 // A TCP/IPv4 frame with NOP NOP TS options and `payload` bytes, valid checksums.
 Bytes frame(std::uint32_t saddr, std::uint32_t daddr, std::uint16_t sport, std::uint16_t dport,
             std::uint32_t seq, std::uint32_t ack, std::uint8_t flags, bool ts, std::size_t payload)
 {
-    std::size_t optlen = ts ? 12 : 0, tcplen = 20 + optlen;
-    Bytes b(14 + 20 + tcplen + payload, 0x61);
-    std::uint8_t mac1[6] = {2, 0, 0, 0, 0, 1}, mac2[6] = {2, 0, 0, 0, 0, 2};
-    std::memcpy(&b[0], mac2, 6);
-    std::memcpy(&b[6], mac1, 6);
-    b[12] = 0x08;
-    b[13] = 0x00;
-    std::uint8_t *ip = &b[14];
-    std::memset(ip, 0, 20 + tcplen);  // headers zeroed, payload keeps its filler
-    ip[0] = 0x45;
-    std::uint16_t tot = htons(static_cast<std::uint16_t>(20 + tcplen + payload));
-    std::memcpy(ip + 2, &tot, 2);
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    std::memset(ip + 10, 0, 2);
-    std::memcpy(ip + 12, &saddr, 4);
-    std::memcpy(ip + 16, &daddr, 4);
-    std::uint16_t c = kvs_csum_finish(kvs_csum_partial(ip, 20, 0));
-    std::memcpy(ip + 10, &c, 2);
-    std::uint8_t *th = ip + 20;
-    std::uint16_t sp = htons(sport), dp = htons(dport);
-    std::uint32_t s = htonl(seq), a = htonl(ack);
-    std::memcpy(th, &sp, 2);
-    std::memcpy(th + 2, &dp, 2);
-    std::memcpy(th + 4, &s, 4);
-    std::memcpy(th + 8, &a, 4);
-    th[12] = static_cast<std::uint8_t>((tcplen / 4) << 4);
-    th[13] = flags;
-    th[14] = 0x01;
-    th[15] = 0xf5;
-    std::memset(th + 16, 0, 4);
+    kvstest::TcpSpec s;
+    s.saddr[0] = saddr;
+    s.daddr[0] = daddr;
+    s.sport = sport;
+    s.dport = dport;
+    s.seq = seq;
+    s.ack = ack;
+    s.flags = flags;
+    s.ip_id = 0;
     if (ts) {
-        std::uint8_t o[12] = {1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0};
-        std::memcpy(th + 20, o, 12);
+        kvstest::LinuxOpts o;
+        o.ts = true;
+        o.tsval = 256;
+        o.tsecr = 512;
+        s.opts = kvstest::opt_linux(o);
     }
-    std::uint64_t sum = kvs_csum_pseudo4(saddr, daddr, 6, static_cast<std::uint32_t>(tcplen + payload));
-    c = kvs_csum_finish(kvs_csum_partial(th, static_cast<std::uint32_t>(tcplen + payload), sum));
-    std::memcpy(th + 16, &c, 2);
-    return b;
+    s.payload = Bytes(payload, 'a');
+    return kvstest::build_tcp(s);
 }
 
 Bytes syn_frame(std::uint32_t saddr, std::uint32_t daddr)
 {
-    // SYN with Linux's options: MSS, SACK-perm, TS, NOP, WS.
-    Bytes b(14 + 20 + 40, 0);
-    Bytes base = frame(saddr, daddr, 40000, 80, 0x1000, 0, KVS_TCP_SYN, false, 0);
-    std::memcpy(b.data(), base.data(), 34);
-    std::uint8_t *ip = &b[14];
-    std::uint16_t tot = htons(60);
-    std::memcpy(ip + 2, &tot, 2);
-    std::memset(ip + 10, 0, 2);
-    std::uint16_t c = kvs_csum_finish(kvs_csum_partial(ip, 20, 0));
-    std::memcpy(ip + 10, &c, 2);
-    std::uint8_t *th = ip + 20;
-    std::memcpy(th, base.data() + 34, 20);
-    th[12] = 10 << 4;
-    std::uint8_t o[20] = {2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7};
-    std::memcpy(th + 20, o, 20);
-    std::memset(th + 16, 0, 2);
-    c = kvs_csum_finish(kvs_csum_partial(th, 40, kvs_csum_pseudo4(saddr, daddr, 6, 40)));
-    std::memcpy(th + 16, &c, 2);
-    return b;
+    kvstest::TcpSpec s;
+    s.saddr[0] = saddr;
+    s.daddr[0] = daddr;
+    s.sport = 40000;
+    s.dport = 80;
+    s.seq = 0x1000;
+    s.flags = KVS_TCP_SYN;
+    s.ip_id = 0;
+    // Linux's SYN options: MSS, SACK-perm, TS, NOP, WS.
+    kvstest::LinuxOpts o;
+    o.mss = 1460;
+    o.sack_perm = true;
+    o.ts = true;
+    o.tsval = 1;
+    o.wscale = 7;
+    s.opts = kvstest::opt_linux(o);
+    return kvstest::build_tcp(s);
 }
 
 struct Runner {

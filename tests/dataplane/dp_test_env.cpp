@@ -16,8 +16,6 @@
 #include "eal_setup.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/core/maglev.h"
-#include "kvsteer/csum.h"
-#include "packet.h"
 
 namespace kvsteer::dp::test {
 
@@ -59,12 +57,6 @@ MultiRingPort make_multi_ring_port(const std::string &name, unsigned queues, std
     std::string err;
     if (!start_port(p.port, static_cast<std::uint16_t>(queues), mbufs, &p.pool, &err)) throw std::runtime_error(err);
     return p;
-}
-
-std::uint32_t ip4(const char *s) {
-    std::uint32_t a = 0;
-    inet_pton(AF_INET, s, &a);
-    return a;
 }
 
 Tables MemTables::view() {
@@ -144,40 +136,39 @@ std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map) 
 }
 
 rte_mbuf *make_seg(rte_mempool *pool, const Seg &s) {
-    TcpSpec sp{};
-    sp.smac = s.smac;
-    sp.dmac = s.dmac;
-    sp.saddr = s.saddr;
-    sp.daddr = s.daddr;
-    sp.sport = htons(s.sport);
-    sp.dport = htons(s.dport);
+    kvstest::TcpSpec sp;
+    std::memcpy(sp.smac, s.smac, 6);
+    std::memcpy(sp.dmac, s.dmac, 6);
+    sp.saddr[0] = s.saddr;
+    sp.daddr[0] = s.daddr;
+    sp.sport = s.sport;
+    sp.dport = s.dport;
     sp.seq = s.seq;
     sp.ack = s.ack;
     sp.flags = s.flags;
-    sp.window = s.window;
-    sp.mss = s.mss;
-    sp.wscale = s.wscale;
-    sp.sack_perm = s.sack_perm;
-    sp.ts = s.ts;
-    sp.tsval = s.tsval;
-    sp.tsecr = s.tsecr;
-    rte_mbuf *m = build_tcp4(pool, sp);
-    if (!m || s.payload.empty()) return m;
-    char *p = rte_pktmbuf_append(m, static_cast<std::uint16_t>(s.payload.size()));
+    sp.win = s.window;
+    sp.ip_id = 0;  // what the dataplane's own segments carry
+    kvstest::LinuxOpts o;
+    o.mss = s.mss;
+    if (s.wscale != KVS_WSCALE_NONE) o.wscale = s.wscale;
+    o.sack_perm = s.sack_perm;
+    o.ts = s.ts;
+    o.tsval = s.tsval;
+    o.tsecr = s.tsecr;
+    sp.opts = kvstest::opt_linux(o);
+    sp.payload.assign(s.payload.begin(), s.payload.end());
+    return to_mbuf(pool, kvstest::build_tcp(sp));
+}
+
+rte_mbuf *to_mbuf(rte_mempool *pool, const std::vector<std::uint8_t> &frame) {
+    rte_mbuf *m = rte_pktmbuf_alloc(pool);
+    if (!m) return nullptr;
+    char *p = rte_pktmbuf_append(m, static_cast<std::uint16_t>(frame.size()));
     if (!p) {
         rte_pktmbuf_free(m);
         return nullptr;
     }
-    std::memcpy(p, s.payload.data(), s.payload.size());
-    kvs_pkt pkt;
-    auto *d = rte_pktmbuf_mtod(m, std::uint8_t *);
-    auto *ip = reinterpret_cast<kvs_iphdr *>(d + sizeof(kvs_ethhdr));
-    ip->tot_len = htons(static_cast<std::uint16_t>(ntohs(ip->tot_len) + s.payload.size()));
-    if (kvs_parse(d, d + rte_pktmbuf_data_len(m), &pkt) != KVS_PARSE_OK) {
-        rte_pktmbuf_free(m);
-        return nullptr;
-    }
-    fix_checksums4(&pkt);
+    std::memcpy(p, frame.data(), frame.size());
     return m;
 }
 
@@ -208,10 +199,7 @@ kvs_pkt parse(std::vector<std::uint8_t> &f) {
 
 bool checksums_ok(std::vector<std::uint8_t> &f) {
     kvs_pkt pkt = parse(f);
-    if (!pkt.ip4 || !pkt.tcp) return false;
-    if (kvs_csum_fold(kvs_csum_partial(pkt.ip4, 20, 0)) != 0xffff) return false;
-    std::uint64_t s = kvs_csum_pseudo4(pkt.ip4->saddr, pkt.ip4->daddr, KVS_IPPROTO_TCP, pkt.l4_len);
-    return kvs_csum_fold(kvs_csum_partial(pkt.tcp, pkt.l4_len, s)) == 0xffff;
+    return pkt.ip4 && pkt.tcp && kvstest::check_checksums(f).empty();
 }
 
 }  // namespace kvsteer::dp::test

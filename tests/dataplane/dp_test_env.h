@@ -9,6 +9,7 @@
 
 #include "kvsteer/abi.h"
 #include "kvsteer/parse.h"
+#include "pktgen.h"
 #include "tables.h"
 #include "worker.h"
 
@@ -57,9 +58,10 @@ std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map);
 constexpr std::uint8_t kClientMac[6] = {0x02, 0, 0, 0, 0, 0x10};
 constexpr std::uint8_t kAppMac[6] = {0x02, 0, 0, 0, 0, 0x02};
 
-std::uint32_t ip4(const char *s);  // network order
+using kvstest::ip4;  // network order
 
-// A TCP/IPv4 frame with payload and valid checksums.
+// A TCP/IPv4 frame with payload and valid checksums, as the dataplane's own segments look (IP id
+// 0, DF, options in Linux's order); built by kvsteer_pktgen.
 struct Seg {
     std::uint32_t saddr, daddr;  // network order
     std::uint16_t sport, dport;  // host order
@@ -75,6 +77,8 @@ struct Seg {
     const std::uint8_t *smac = kClientMac, *dmac = kAppMac;
 };
 rte_mbuf *make_seg(rte_mempool *pool, const Seg &s);
+// A copy of a built frame in a fresh mbuf, or nullptr when the pool is empty or it does not fit.
+rte_mbuf *to_mbuf(rte_mempool *pool, const std::vector<std::uint8_t> &frame);
 
 // Everything the worker sent since the last call (frames copied out, mbufs freed).
 std::vector<std::vector<std::uint8_t>> drain(rte_ring *tx);

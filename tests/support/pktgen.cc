@@ -82,7 +82,7 @@ Bytes build_tcp(const TcpSpec &s)
     } else {
         b[ip] = static_cast<std::uint8_t>(0x40 | (iphl / 4));
         put16(b, ip + 2, static_cast<std::uint16_t>(iphl + l4len));
-        put16(b, ip + 4, 0x1234);
+        put16(b, ip + 4, s.ip_id);
         put16(b, ip + 6, s.frag_off);
         b[ip + 8] = 64;
         b[ip + 9] = 6;
@@ -142,6 +142,22 @@ Bytes cat(std::initializer_list<Bytes> parts)
     Bytes out;
     for (const auto &p : parts) out.insert(out.end(), p.begin(), p.end());
     return out;
+}
+
+Bytes opt_linux(const LinuxOpts &o)
+{
+    Bytes b;
+    if (o.mss) b = opt_mss(o.mss);
+    if (o.sack_perm && o.ts)
+        b = cat({b, opt_sack_perm()});
+    else if (o.ts)
+        b = cat({b, opt_nop(2)});
+    else if (o.sack_perm)
+        b = cat({b, opt_nop(2), opt_sack_perm()});
+    if (o.ts) b = cat({b, opt_ts(o.tsval, o.tsecr)});
+    if (o.wscale) b = cat({b, opt_nop(), opt_ws(*o.wscale)});
+    while (b.size() % 4) b.push_back(1);  // NOP padding (build_tcp's own would be EOL)
+    return b;
 }
 
 std::string check_checksums(const std::uint8_t *f, std::size_t len)

@@ -1,9 +1,15 @@
-// Test packet builder: Ethernet (+VLAN) / IPv4 (+options) or IPv6 / TCP with options, valid
-// checksums, and an independent full-recompute checksum verifier.
+// Test packet builder (library kvsteer_pktgen): Ethernet (+VLAN) / IPv4 (+options) or IPv6 / TCP
+// with options, valid checksums, and an independent full-recompute checksum verifier. The one place
+// test frames are laid out: the BPF tests, the dataplane tests (copied into mbufs) and
+// kvsteer-bpf-bench all build theirs here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvstest {
@@ -28,6 +34,7 @@ struct TcpSpec {
     std::uint8_t ip_opt_words = 0;  // IPv4 options (NOP-filled), 0..10 words
     std::size_t pad_to = 0;         // pad the frame with 0xA5 bytes to this length
     std::uint16_t frag_off = 0x4000;
+    std::uint16_t ip_id = 0x1234;   // IPv4 identification
 };
 
 std::uint32_t ip4(const char *dotted);  // network order
@@ -43,6 +50,17 @@ Bytes opt_ts(std::uint32_t val, std::uint32_t ecr);
 Bytes opt_sack(const std::vector<std::pair<std::uint32_t, std::uint32_t>> &blocks);
 Bytes opt_nop(unsigned n = 1);
 Bytes cat(std::initializer_list<Bytes> parts);
+
+// The options of a segment as Linux lays them out: MSS, SACK-permitted + TS (NOP NOP in place of
+// whichever is absent), NOP WS, NOP-padded to a multiple of 4.
+struct LinuxOpts {
+    std::uint16_t mss = 0;  // 0 = none
+    std::optional<std::uint8_t> wscale;
+    bool sack_perm = false;
+    bool ts = false;
+    std::uint32_t tsval = 0, tsecr = 0;
+};
+Bytes opt_linux(const LinuxOpts &o);
 
 // Recomputes the IPv4 header checksum and the TCP checksum from scratch. Empty string = valid,
 // else what is wrong.
