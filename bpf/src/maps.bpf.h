@@ -3,18 +3,10 @@
 #define KVSTEER_MAPS_BPF_H
 
 #include "kvsteer/abi.h"
+#include "config_map.bpf.h"
 
 /* Every map except xsks_map is pinned by name so reloads, the dataplane and kvsteerd share
  * them; arrays userspace reads per packet are mmapable. */
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct kvs_config);
-    __uint(map_flags, BPF_F_MMAPABLE);
-    __uint(pinning, LIBBPF_PIN_BY_NAME);
-} kvs_config SEC(".maps");
-
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, KVS_MAX_BACKENDS);
@@ -59,13 +51,6 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_flows SEC(".maps");
 
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, KVS_STATS_MAX);
-    __type(key, __u32);
-    __type(value, __u64);
-    __uint(pinning, LIBBPF_PIN_BY_NAME);
-} kvs_stats SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);

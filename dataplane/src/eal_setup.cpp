@@ -92,19 +92,31 @@ bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string
     return true;
 }
 
-std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal_args) {
-    std::vector<std::string> out;
+std::vector<XdpVdev> xdp_prog_vdevs(const std::vector<std::string> &eal_args) {
+    std::vector<XdpVdev> out;
+    auto field = [](const std::string &v, const char *name) -> std::string {
+        const std::string key = std::string(name) + "=";
+        for (std::size_t pos = 0; (pos = v.find(key, pos)) != std::string::npos; pos += key.size()) {
+            if (pos != 0 && v[pos - 1] != ',') continue;
+            std::size_t end = v.find(',', pos);
+            return v.substr(pos + key.size(), end == std::string::npos ? std::string::npos : end - pos - key.size());
+        }
+        return {};
+    };
     for (std::size_t i = 0; i < eal_args.size(); ++i) {
         std::string v;
         if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) v = eal_args[i + 1];
         else if (eal_args[i].rfind("--vdev=", 0) == 0) v = eal_args[i].substr(7);
         else continue;
-        if (v.find("xdp_prog=") == std::string::npos) continue;
-        std::size_t pos = v.find(",iface=");
-        if (pos == std::string::npos) continue;
-        std::size_t end = v.find(',', pos + 7);
-        out.push_back(v.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7));
+        XdpVdev x{field(v, "iface"), field(v, "xdp_prog")};
+        if (!x.iface.empty() && !x.prog.empty()) out.push_back(std::move(x));
     }
+    return out;
+}
+
+std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal_args) {
+    std::vector<std::string> out;
+    for (auto &x : xdp_prog_vdevs(eal_args)) out.push_back(x.iface);
     return out;
 }
 

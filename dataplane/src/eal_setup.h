@@ -19,7 +19,12 @@ bool bind_bpffs_as_default_root(const std::string &dir, std::string *err);
 // reported as such instead of as a PMD probe failure. false + err naming the interface.
 bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err);
 
-// Interfaces named by `iface=` in the --vdev arguments that also carry `xdp_prog=`.
+// The --vdev arguments that carry both `iface=` and `xdp_prog=`.
+struct XdpVdev {
+    std::string iface, prog;
+};
+std::vector<XdpVdev> xdp_prog_vdevs(const std::vector<std::string> &eal_args);
+// Their interfaces.
 std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal_args);
 
 // DPDK 22.11's af_xdp PMD refuses to attach over an XDP program already on the interface (the

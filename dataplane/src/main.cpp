@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "eal_setup.h"
+#include "guard.h"
 #include "kvsteer/bpf/maps.h"
 #include "options.h"
 #include "sweeper.h"
@@ -150,6 +151,23 @@ int main(int argc, char **argv) {
         return 1;
     }
     rte_mempool *pool = nullptr;
+    if (opts->mode == Mode::Xdp && opts->guard_prog != "none") {
+        // Before the XDP program is swapped: from now on the appliance kernel drops, instead of
+        // resetting, what reaches it of our flows while no program is attached.
+        for (const auto &x : xdp_prog_vdevs(eal_args)) {
+            const bool given = !opts->guard_prog.empty();
+            const std::string path = given ? opts->guard_prog : default_guard_path(x.prog);
+            if (!given && access(path.c_str(), R_OK) != 0) {
+                spdlog::warn("no tc guard ({} missing): a restart may reset flows on {}", path, x.iface);
+                continue;
+            }
+            if (!attach_guard(path, opts->bpffs, x.iface, &err)) {
+                spdlog::error("{} (--guard-prog none runs without it)", err);
+                return 1;
+            }
+            spdlog::info("tc ingress guard {} on {}", path, x.iface);
+        }
+    }
     if (opts->mode == Mode::Xdp) {
         if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args)))
             spdlog::info("replacing the XDP program of a previous run on {} interface(s)", n);

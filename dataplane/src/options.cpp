@@ -59,6 +59,10 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         ("stats-interval-s", po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
          "log counters this often (0: never)")
         ("mbufs", po::value(&o.mbufs)->default_value(o.mbufs), "mbufs in the port's mempool")
+        ("guard-prog", po::value(&o.guard_prog),
+         "xdp mode: tc ingress guard object that drops the VIP's and SNAT range's TCP while no XDP "
+         "program is attached (a restart), so the appliance kernel cannot reset bound flows "
+         "(default: guard.bpf.o beside the vdev's xdp_prog; none: no guard)")
         ("log-level", po::value(&o.log_level)->default_value(o.log_level),
          "trace|debug|info|warn|error");
     po::variables_map vm;

@@ -35,6 +35,7 @@ struct Options {
     std::uint32_t mbufs = 16383;               // per port mempool
     std::uint32_t wait_config_s = 30;          // wait this long for kvsteerd's first kvs_config
     bool create_maps = false;                  // create missing pinned maps (tests without kvsteerd)
+    std::string guard_prog;                    // tc guard object ("": guard.bpf.o beside xdp_prog; "none")
     std::string log_level = "info";
 };
 

@@ -6,54 +6,88 @@ backend's x-body-sha256) and every response body is intact (x-response-sha256).
 Prints a JSON summary: ok, errors, backends (count per x-kvsteer-backend)."""
 import argparse
 import concurrent.futures as cf
+import errno
 import hashlib
 import http.client
-import errno
 import json
+import socket
 import sys
 import time
 
 
-def connect(host, port, timeout, source_port):
-    """A connected HTTPConnection; from source_port if given, retrying (bounded) while the
-    previous connection on that port finishes closing (LAST_ACK)."""
-    for _ in range(100):
-        conn = http.client.HTTPConnection(host, port, timeout=timeout,
-                                          source_address=("", source_port) if source_port else None)
-        try:
-            conn.connect()
-            return conn
-        except OSError as e:
-            conn.close()
-            if not source_port or e.errno != errno.EADDRINUSE:
-                raise
-            time.sleep(0.02)
-    raise OSError(errno.EADDRINUSE, f"source port {source_port} still busy after 2 s")
+def check(i, status, headers, body, data):
+    """(backend, None) if the exchange is intact, else (None, error)."""
+    if status != 200:
+        return (None, f"{i}: status {status}")
+    if headers.get("x-body-sha256") != hashlib.sha256(body).hexdigest():
+        return (None, f"{i}: request body digest mismatch")
+    want = headers.get("x-response-sha256")
+    if want and want != hashlib.sha256(data).hexdigest():
+        return (None, f"{i}: response digest mismatch")
+    return (headers.get("x-kvsteer-backend"), None)
 
 
-def one(host, port, body, prefix, i, timeout, source_port=0):
-    conn = None
+def one(host, port, body, prefix, i, timeout):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn = connect(host, port, timeout, source_port)
-        headers = {"content-type": "application/json"}
-        if source_port:
-            headers["connection"] = "close"
-        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"content-type": "application/json"})
         r = conn.getresponse()
         data = r.read()
-        if r.status != 200:
-            return (None, f"{i}: status {r.status}")
-        if r.getheader("x-body-sha256") != hashlib.sha256(body).hexdigest():
-            return (None, f"{i}: request body digest mismatch")
-        want = r.getheader("x-response-sha256")
-        if want and want != hashlib.sha256(data).hexdigest():
-            return (None, f"{i}: response digest mismatch")
-        return (r.getheader("x-kvsteer-backend"), None)
+        return check(i, r.status, {k.lower(): v for k, v in r.getheaders()}, body, data)
     except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal here
         return (None, f"{i}: {type(e).__name__}: {e}")
     finally:
-        if conn:
-            conn.close()
+        conn.close()
+
+
+def one_from_port(host, port, body, i, timeout, source_port):
+    """One POST from source_port asking `Connection: close`, read until the server's FIN before
+    closing, so the server closes first and the client keeps no TIME_WAIT on the port. Retries
+    the bind (bounded) while the previous connection finishes closing (LAST_ACK)."""
+    s = None
+    try:
+        for _ in range(100):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.bind(("", source_port))
+                break
+            except OSError as e:
+                s.close()
+                s = None
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                time.sleep(0.02)
+        if s is None:
+            return (None, f"{i}: source port {source_port} still busy after 2 s")
+        s.connect((host, port))
+        s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+                   f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+                   "connection: close\r\n\r\n").encode() + body)
+        buf = bytearray()
+        while chunk := s.recv(65536):
+            buf += chunk
+        head, _, data = bytes(buf).partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            out, rest = bytearray(), data
+            while rest:
+                size, _, rest = rest.partition(b"\r\n")
+                n = int(size.split(b";")[0], 16)
+                if n == 0:
+                    break
+                out += rest[:n]
+                rest = rest[n + 2:]
+            data = bytes(out)
+        return check(i, status, headers, body, data)
+    except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal here
+        return (None, f"{i}: {type(e).__name__}: {e}")
+    finally:
+        if s:
+            s.close()
 
 
 def main():
@@ -81,8 +115,10 @@ def main():
     results = []
     if a.concurrency <= 1:
         for i in range(a.n):
-            results.append(one(a.host, a.port, bodies[i % len(bodies)], i % len(bodies), i, a.timeout,
-                               a.source_port))
+            if a.source_port:
+                results.append(one_from_port(a.host, a.port, bodies[i % len(bodies)], i, a.timeout, a.source_port))
+            else:
+                results.append(one(a.host, a.port, bodies[i % len(bodies)], i % len(bodies), i, a.timeout))
     else:
         with cf.ThreadPoolExecutor(a.concurrency) as ex:
             futs = [ex.submit(one, a.host, a.port, bodies[i % len(bodies)], i % len(bodies), i, a.timeout)

@@ -122,8 +122,10 @@ synflood)
     ;;
 restart)
     # SIGTERM mid-stream: the bound flow keeps flowing through XDP; a new dataplane picks up
-    # the pinned maps and binds new flows.
+    # the pinned maps and binds new flows. (A new dataplane started while a stream runs swaps
+    # the XDP program under it: see the dataplane README on the restart gap.)
     DPE_TIME_SCALE=1 dpe_up kvdpr 2
+    grep -q "tc ingress guard" "$DPE_DIR/dp.log" || dpe_fail "the dataplane attached no tc guard"
     python3 - "$DPE_DIR/long.json" <<'PY'
 import json, sys
 json.dump({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 400, "stream": True,

@@ -53,7 +53,8 @@
     X(DROP_NO_TX_PORT, "drop_no_tx_port")                                     \
     X(DP_TX_DROP, "dp_tx_drop")                                               \
     X(FLOW_REUSED, "flow_reused_by_syn")                                      \
-    X(SYN_ON_LIVE_FLOW, "syn_on_live_flow")
+    X(SYN_ON_LIVE_FLOW, "syn_on_live_flow")                                  \
+    X(GUARD_DROP, "guard_drop_no_xdp")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
