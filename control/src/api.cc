@@ -196,6 +196,9 @@ json Daemon::tunables_json() const
         {"replication", cfg_.replication},    {"hot-threshold", cfg_.hot_threshold},
         {"steering-mode", steer_mode_name(cfg_.steering_mode)},
         {"affinity-ttl", cfg_.affinity_ttl_ms}, {"max-held-bytes", cfg_.max_held_bytes},
+        // Read-only here (fixed at start): shown so `kvsteerctl status` tells the whole setup.
+        {"table-algorithm", table_algorithm_name(cfg_.table_algorithm)},
+        {"affinity-min-hot", cfg_.affinity_min_hot_ms},
     };
 }
 
