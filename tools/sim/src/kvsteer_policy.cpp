@@ -133,6 +133,7 @@ private:
         control::PolicyParams d;
         d.replication = p.replication;
         d.hot_rps = p.hot_rps;
+        d.min_hot_ns = static_cast<std::uint64_t>(p.min_hot_s * 1e9);
         d.load_factor = p.load_factor;
         return d;
     }

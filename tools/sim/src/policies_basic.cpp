@@ -112,7 +112,7 @@ std::vector<uint32_t> sim_maglev(uint32_t servers) {
         const std::string ep = fmt::format("10.90.1.{}:8000", i + 1);
         b.push_back({i, XXH3_64bits(ep.data(), ep.size()), 1});
     }
-    return build_maglev(b, KVS_MAGLEV_SIZE);
+    return build_rendezvous_table(b, KVS_MAGLEV_SIZE);  // kvsteerd's default table-algorithm
 }
 
 std::unique_ptr<Policy> make_round_robin() { return std::make_unique<RoundRobin>(); }

@@ -1,4 +1,5 @@
-// The Maglev table the daemon would build for `servers` equal-weight backends.
+// The lookup table kvsteerd builds by default (table-algorithm = rendezvous) for `servers`
+// equal-weight backends.
 #pragma once
 #include <cstdint>
 #include <vector>
