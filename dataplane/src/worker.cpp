@@ -525,7 +525,11 @@ bool Worker::send_backend_syn(Slot &s) {
     sp.wscale = s.client_wscale;
     sp.sack_perm = s.client_sack;
     sp.ts = s.client_ts;
-    sp.tsval = s.client_tsval;
+    // The backend leg's timestamps run on our monotonic millisecond clock, not the client's:
+    // a backend that still holds this SNAT 4-tuple in TIME_WAIT from an earlier flow accepts a
+    // SYN with a newer timestamp (RFC 6191) instead of answering with a challenge ACK.
+    if (s.syn_tries == 0) s.ts_delta = static_cast<std::uint32_t>(mono_ns() / 1000000) - s.client_tsval;
+    sp.tsval = s.client_tsval + s.ts_delta;
     rte_mbuf *m = build_tcp4(p_.pool, sp);
     if (!m) return false;
     ++s.syn_tries;
@@ -559,6 +563,7 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     fp.backend_isn = bisn;
     fp.synack_tsval = s.ts_ours;
     fp.backend_tsval = t_backend;
+    fp.client_ts_delta = s.ts_delta;
     std::memcpy(fp.appliance_mac, c.appliance_mac, 6);
     std::memcpy(fp.client_mac, s.client_mac, 6);
     std::memcpy(fp.backend_mac, b.mac, 6);
@@ -576,7 +581,7 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     sp.flags = KVS_TCP_ACK;
     sp.window = s.client_window;
     sp.ts = ts;
-    sp.tsval = s.client_tsval;
+    sp.tsval = s.client_tsval + s.ts_delta;
     sp.tsecr = t_backend;
     if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
 
@@ -726,7 +731,7 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             sp.flags = KVS_TCP_ACK;
             sp.window = s.client_window;
             sp.ts = s.client_ts && pkt.opts.ts_off;
-            sp.tsval = s.client_tsval;
+            sp.tsval = s.client_tsval + s.ts_delta;
             sp.tsecr = pkt.opts.tsval;
             if (rte_mbuf *a = build_tcp4(p_.pool, sp)) tx(a);
             inc(KVS_R_PUNT_BACKEND_SYNACK);

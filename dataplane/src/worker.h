@@ -92,6 +92,7 @@ private:
         kvs_flow_key bkey{};           // backend -> SNAT, as it arrives
         std::uint8_t client_mac[6]{};
         std::uint32_t client_isn = 0, cookie_isn = 0, client_tsval = 0, ts_ours = 0;
+        std::uint32_t ts_delta = 0;    // client TSval -> the backend leg's (our monotonic ms clock)
         std::uint32_t held_bytes = 0, prompt_bytes = 0;
         std::uint64_t created = 0, last_seg = 0, deadline = 0, last_seen = 0;
         std::uint16_t tried[kMaxCand]{};

@@ -215,8 +215,8 @@ dpdk)
     ;;
 timewait)
     # Eight SNAT ports, backends closing first (Connection: close): every new flow reuses a
-    # 4-tuple the backend holds in TIME_WAIT. Its challenge ACK must be answered (RST + SYN at
-    # once), not waited out with SYN timeouts.
+    # 4-tuple the backend holds in TIME_WAIT. The SYN must be accepted at once (a challenge ACK
+    # would cost an RST + SYN round trip; a SYN timeout far more).
     DPE_SNAT_PORTS=10000-10007 dpe_up kvdpw 1 --closed-linger-s 0 --sweep-interval-ms 50 --local-linger-ms 50 \
         --backend-syn-timeout-ms 1000
     dpe_chat_body "$DPE_DIR/req.json" "Time wait." 700
@@ -230,6 +230,9 @@ timewait)
     other=$(dpe_counter punt_backend_other)
     to=$(dpe_counter dp_backend_timeout)
     (( ${to:-0} == 0 )) || dpe_fail "$to backend SYN timeouts (TIME_WAIT waited out)"
+    # The backend leg's timestamps run on the appliance's clock, always newer than those the
+    # backend saw on the 4-tuple before: it accepts the SYN instead of challenging it.
+    (( ${other:-0} == 0 )) || dpe_fail "$other challenge ACKs: the backend refused SYNs on 4-tuples in TIME_WAIT"
     dpe_log "24 flows over 8 SNAT ports: ok; backend TIME_WAIT entries $tw, challenge ACKs answered ${other:-0}"
     ;;
 portreuse)

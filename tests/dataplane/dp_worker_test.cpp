@@ -1,6 +1,7 @@
 // In-process tests of the binding path: scripted client first flights and scripted backends
 // on net_ring ports, against a real BPF flow map.
 #include <arpa/inet.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstring>
@@ -19,6 +20,13 @@ using namespace kvsteer::dp;
 using namespace kvsteer::dp::test;
 
 namespace {
+
+// CLOCK_MONOTONIC in milliseconds, truncated to 32 bits: the backend leg's timestamp clock.
+std::uint32_t mono_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint32_t>(static_cast<std::uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000);
+}
 
 class EalEnv : public ::testing::Environment {
 public:
@@ -137,7 +145,9 @@ TEST_F(BindTest, HoldsFirstFlightThenSynWithClientIsnAndOptions) {
     EXPECT_TRUE(step(now).empty()) << "nothing may be sent before the request is complete";
     EXPECT_EQ(stat(KVS_R_DP_DUP_SEGMENT), 1u);
     inject(rp.rx, make_seg(rp.pool, client_seg(cuts[3], part(3), 1003)));
+    const std::uint32_t ms_before = mono_ms();
     auto out = step(now);
+    const std::uint32_t ms_after = mono_ms();
     ASSERT_EQ(out.size(), 1u);
     kvs_pkt syn = parse(out[0]);
     ASSERT_NE(syn.tcp, nullptr);
@@ -152,7 +162,10 @@ TEST_F(BindTest, HoldsFirstFlightThenSynWithClientIsnAndOptions) {
     EXPECT_EQ(syn.opts.wscale, 7);
     EXPECT_EQ(syn.opts.sack_perm, 1);
     ASSERT_NE(syn.opts.ts_off, 0);
-    EXPECT_EQ(syn.opts.tsval, 1003u);
+    // The backend leg runs on the appliance's monotonic millisecond clock (a backend holding
+    // the SNAT 4-tuple in TIME_WAIT accepts a SYN with a newer timestamp).
+    EXPECT_GE(syn.opts.tsval, ms_before);
+    EXPECT_LE(syn.opts.tsval, ms_after);
     EXPECT_TRUE(checksums_ok(out[0]));
     EXPECT_EQ(0, std::memcmp(syn.eth->dst, tables->backends[backend_of(syn)].mac, 6));
     EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_CHAT), 1u);
@@ -191,6 +204,9 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(ntohl(ack.tcp->ack_seq), bisn + 1);
     EXPECT_EQ(ntohs(ack.tcp->window), 1234);
     EXPECT_EQ(ack.opts.tsecr, tb);
+    // Client TSvals 2000..2002 (latest 2002 when the SYN left) moved onto the SYN's clock.
+    const std::uint32_t ts_delta = syn.opts.tsval - 2002;
+    EXPECT_EQ(ack.opts.tsval, 2002 + ts_delta);
     std::string flushed;
     for (int i = 1; i <= 3; ++i) {
         kvs_pkt p = parse(out[i]);
@@ -202,6 +218,7 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
         EXPECT_EQ(ntohs(p.tcp->dest), 8000);
         EXPECT_EQ(ntohl(p.tcp->ack_seq), bisn + 1) << "acks translated into the backend's space";
         EXPECT_EQ(p.opts.tsecr, tb) << "echoed timestamp translated to the backend's clock";
+        EXPECT_EQ(p.opts.tsval, 2000 + static_cast<std::uint32_t>(i - 1) + ts_delta) << "TSval on the backend leg's clock";
         EXPECT_EQ(ntohl(p.tcp->seq), isn + 1 + static_cast<std::uint32_t>(cuts[i - 1]));
         EXPECT_EQ(0, std::memcmp(p.eth->dst, tables->backends[be].mac, 6));
         flushed.append(reinterpret_cast<const char *>(p.tcp) + p.tcp_hlen, p.payload_len);
@@ -221,6 +238,7 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(fc.ack_delta, bisn - cookie);
     EXPECT_EQ(fc.seq_delta, 0u);
     EXPECT_EQ(fc.tsecr_delta, tb - t_ours);
+    EXPECT_EQ(fc.tsval_delta, ts_delta);
     EXPECT_EQ(fc.new_daddr[0], tables->backends[be].addr[0]);
     EXPECT_EQ(ntohs(fc.new_sport), snat_port);
     EXPECT_EQ(fc.backend_id, be);
@@ -235,6 +253,7 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(fs.dir, KVS_DIR_S2C);
     EXPECT_EQ(fs.seq_delta, cookie - bisn);
     EXPECT_EQ(fs.tsval_delta, t_ours - tb);
+    EXPECT_EQ(fs.tsecr_delta, 0u - ts_delta) << "echoes of the backend leg's clock back to the client's";
     EXPECT_EQ(fs.win_shl, 2) << "backend shift 9, ours 7";
     EXPECT_EQ(fs.new_daddr[0], client_ip);
     EXPECT_EQ(0, std::memcmp(fs.new_dmac, kClientMac, 6)) << "towards the client's source MAC";

@@ -20,6 +20,7 @@ struct kvs_flowpair_params {
     __u32 backend_isn;         /* the backend's ISN (its SYN-ACK's seq) */
     __u32 synack_tsval;        /* TSval of our SYN-ACK to the client */
     __u32 backend_tsval;       /* TSval of the backend's SYN-ACK */
+    __u32 client_ts_delta;     /* added to the client's TSvals on the backend leg (our clock there) */
     __u8 appliance_mac[6];     /* source MAC of both directions */
     __u8 client_mac[6];        /* next hop towards the client (the first flight's source MAC) */
     __u8 backend_mac[6];       /* next hop towards the backend */
@@ -31,9 +32,12 @@ struct kvs_flowpair_params {
 };
 
 /* The client->backend leg keeps the client's sequence space (the backend SYN carried the
- * client's ISN), so only ACKs/SACKs and echoed timestamps move; the backend->client leg moves
- * seq by (cookie - backend_isn), TSval into our SYN-ACK's clock, and rescales the window from
- * the backend's shift to the one our SYN-ACK announced. */
+ * client's ISN), so only ACKs/SACKs and timestamps move: the client's TSvals by
+ * client_ts_delta (the backend leg runs on the appliance's clock, so a backend still holding
+ * the SNAT 4-tuple in TIME_WAIT sees a newer timestamp and accepts the next SYN), echoed ones
+ * into the backend's clock; the backend->client leg moves seq by (cookie - backend_isn), TSval
+ * into our SYN-ACK's clock, TSecr back into the client's, and rescales the window from the
+ * backend's shift to the one our SYN-ACK announced. */
 KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p,
                                    struct kvs_flow_key *k_c2s, struct kvs_flow *f_c2s,
                                    struct kvs_flow_key *k_s2c, struct kvs_flow *f_s2c)
@@ -59,7 +63,7 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p,
     __builtin_memcpy(f_c2s->new_dmac, p->backend_mac, 6);
     f_c2s->seq_delta = 0;
     f_c2s->ack_delta = p->backend_isn - p->cookie;
-    f_c2s->tsval_delta = 0;
+    f_c2s->tsval_delta = p->ts ? p->client_ts_delta : 0;
     f_c2s->tsecr_delta = p->ts ? p->backend_tsval - p->synack_tsval : 0;
     f_c2s->dir = KVS_DIR_C2S;
     f_c2s->tx_ifindex = p->backend_ifindex;
@@ -79,7 +83,7 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p,
     f_s2c->seq_delta = p->cookie - p->backend_isn;
     f_s2c->ack_delta = 0;
     f_s2c->tsval_delta = p->ts ? p->synack_tsval - p->backend_tsval : 0;
-    f_s2c->tsecr_delta = 0;
+    f_s2c->tsecr_delta = p->ts ? 0u - p->client_ts_delta : 0;
     /* Window scaling is on with the client only if it offered it; then our SYN-ACK carried WS
      * and the client scales every window the backend sends by synack_wscale. A backend that did
      * not answer WS sends unscaled windows (shift 0) and reads the client's unscaled, so the
