@@ -105,6 +105,14 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
             *err = "backend " + spec.ep.str() + " exists (id " + std::to_string(id) + ")";
             return std::nullopt;
         }
+        if (!spec.kv_events.empty() && b.spec.kv_events == spec.kv_events) {
+            *err = "kv-events=" + spec.kv_events + " is already backend " + b.spec.ep.str() + "'s";
+            return std::nullopt;
+        }
+    }
+    if (!spec.kv_events.empty() && !kv_events_supported()) {
+        *err = "kv-events: this kvsteerd was built without KV events support (libzmq was not found at build time)";
+        return std::nullopt;
     }
     std::uint16_t id = 0;
     while (id < KVS_MAX_BACKENDS && backends_.count(id))
@@ -128,6 +136,8 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
     b.prev_bind_fails = std::atomic_ref<__u64>(l.bind_fail_rst).load(std::memory_order_relaxed) +
                         std::atomic_ref<__u64>(l.bind_fail_timeout).load(std::memory_order_relaxed);
     b.prev_binds = b.base_binds;
+    if (!kv_subscribe(b, err))
+        return std::nullopt;
     backends_[id] = std::move(b);
     policy_.forget_backend(id);  // nothing the id's earlier occupant held applies
     publish_backends(false);
@@ -141,6 +151,8 @@ void Daemon::remove_backend(std::uint16_t id)
 {
     spdlog::info("backend {} {} removed", id, backends_[id].spec.ep.str());
     backends_.erase(id);
+    if (kv_)
+        kv_->remove(id);
     policy_.forget_backend(id);
     publish_backends(false);
     publish_affinity(false);
@@ -185,7 +197,43 @@ json Daemon::backend_json(const BackendRuntime &b) const
         {"scrapes_failed", b.scrapes_failed},
         {"metrics_unknown", b.metrics_unknown},
     };
+    j["kv_events"] = kv_json(b);
     return j;
+}
+
+json Daemon::kv_json(const BackendRuntime &b) const
+{
+    if (b.spec.kv_events.empty())
+        return nullptr;
+    std::optional<KvEventStats> st;
+    if (kv_)
+        st = kv_->stats(b.id);
+    if (!st) {
+        st.emplace();
+        st->endpoint = b.spec.kv_events;
+    }
+    auto opt_u = [](const std::optional<std::uint64_t> &v) { return v ? json(*v) : json(nullptr); };
+    json age = nullptr;
+    if (st->last_message)
+        age = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_message).count();
+    return {
+        {"endpoint", st->endpoint},
+        {"messages", st->messages},
+        {"resident_blocks", st->resident_blocks},
+        {"blocks_stored", st->blocks_stored},
+        {"blocks_removed", st->blocks_removed},
+        {"clears", st->clears},
+        {"publisher_restarts", st->publisher_restarts},
+        {"decode_errors", st->decode_errors},
+        {"seq_gaps", st->seq_gaps},
+        {"missed_batches", st->missed_batches},
+        {"other_medium_blocks", st->other_medium_blocks},
+        {"unknown_events", st->unknown_events},
+        {"last_seq", opt_u(st->last_seq)},
+        {"last_batch_ts", st->last_batch_ts ? json(*st->last_batch_ts) : json(nullptr)},
+        {"last_event_age_s", age},
+        {"last_error", st->last_error},
+    };
 }
 
 json Daemon::tunables_json() const
@@ -317,6 +365,20 @@ json Daemon::handle(const json &req)
                 drain += s == KVS_BE_DRAIN;
             }
             auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+            // KV events summed over the backends that have them.
+            static constexpr std::pair<const char *, std::uint64_t KvEventStats::*> kv_sums[] = {
+                {"resident_blocks", &KvEventStats::resident_blocks}, {"clears", &KvEventStats::clears},
+                {"publisher_restarts", &KvEventStats::publisher_restarts},
+                {"decode_errors", &KvEventStats::decode_errors}, {"seq_gaps", &KvEventStats::seq_gaps}};
+            const auto kv_all = kv_ ? kv_->all_stats() : std::map<std::uint16_t, KvEventStats>{};
+            json kv = {{"supported", kv_events_supported()}, {"backends", kv_all.size()},
+                       {"cache_resets", ctr_.kv_cache_resets}};
+            for (const auto &[name, field] : kv_sums) {
+                std::uint64_t sum = 0;
+                for (const auto &[id, st] : kv_all)
+                    sum += st.*field;
+                kv[name] = sum;
+            }
             return {{"ok", true},
                     {"daemon", "kvsteerd"},
                     {"pid", getpid()},
@@ -341,6 +403,7 @@ json Daemon::handle(const json &req)
                     {"reports", {{"consumed", ring_stats_.consumed},
                                  {"invalid", ring_stats_.invalid},
                                  {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                    {"kv_events", kv},
                     {"tunables", tunables_json()}};
         }
         if (cmd == "backends" || cmd == "backend.list") {
@@ -353,7 +416,8 @@ json Daemon::handle(const json &req)
             BackendSpec spec;
             if (req.contains("spec")) {
                 if (!req["spec"].is_string())
-                    return fail("spec must be a string ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]");
+                    return fail("spec must be a string ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
+                                "[,kv-events=tcp://HOST:PORT]");
                 auto s = parse_backend_spec(req["spec"].get<std::string>(), &err);
                 if (!s)
                     return fail("backend: " + err);
@@ -368,6 +432,8 @@ json Daemon::handle(const json &req)
                     s += ",mac=" + value_string(req["mac"]);
                 if (req.contains("max_load"))
                     s += ",max_load=" + value_string(req["max_load"]);
+                if (req.contains("kv_events"))
+                    s += ",kv-events=" + value_string(req["kv_events"]);
                 auto sp = parse_backend_spec(s, &err);
                 if (!sp)
                     return fail("backend: " + err);
@@ -478,7 +544,8 @@ json Daemon::handle(const json &req)
                                 {"health_checks", ctr_.health_checks}, {"health_failures", ctr_.health_failures},
                                 {"passive_failures", ctr_.passive_failures}, {"scrapes", ctr_.scrapes},
                                 {"scrape_failures", ctr_.scrape_failures}, {"metrics_unknown", ctr_.metrics_unknown},
-                                {"metrics_parse_bad_lines", ctr_.metrics_parse_bad_lines}}},
+                                {"metrics_parse_bad_lines", ctr_.metrics_parse_bad_lines},
+                                {"kv_cache_resets", ctr_.kv_cache_resets}}},
                     {"reports", {{"consumed", ring_stats_.consumed}, {"invalid", ring_stats_.invalid},
                                  {"resets", ring_stats_.resets}, {"overruns", ring_stats_.overruns},
                                  {"dropped_by_dataplane", ring_stats_.producer_dropped}}},

@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -102,7 +103,8 @@ po::options_description make_options()
         ("workers", s(), "dataplane workers sharing the SNAT port range (default 1)")
         ("interface", s(), "interface whose MAC is the appliance's source MAC")
         ("appliance-mac", s(), "appliance source MAC (instead of --interface)")
-        ("backend", multi(), "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N] (repeatable)")
+        ("backend", multi(), "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT] "
+                             "(repeatable; kv-events: the server's vLLM KV events publisher)")
         ("prefix-length", s(), "prompt bytes in the fixed-prefix hash (default 256)")
         ("block-size", s(), "bytes per chained block hash (default 512)")
         ("max-blocks", s(), "chained blocks hashed per request, 0..28 (default 28)")
@@ -207,9 +209,14 @@ void build(const po::variables_map &vm, DaemonConfig &c)
             auto spec = parse_backend_spec(b, &err);
             if (!spec)
                 fail("backend", err);
-            for (const auto &o : c.backends)
+            for (const auto &o : c.backends) {
                 if (o.ep == spec->ep)
                     fail("backend", spec->ep.str() + " is listed twice");
+                // One publisher is one server's cache: counting it for two backends is a typo.
+                if (!spec->kv_events.empty() && o.kv_events == spec->kv_events)
+                    fail("backend", "kv-events=" + spec->kv_events + " is given for both " + o.ep.str() + " and " +
+                                        spec->ep.str());
+            }
             c.backends.push_back(*spec);
         }
     }
@@ -373,6 +380,45 @@ const char *table_algorithm_name(TableAlgorithm a)
     return "unknown";
 }
 
+bool valid_kv_events_endpoint(std::string_view ep, std::string *err)
+{
+    auto bad = [&](const std::string &why) {
+        if (err)
+            *err = why + " (got '" + std::string(ep) + "')";
+        return false;
+    };
+    if (ep.starts_with("ipc://")) {
+        if (ep.size() == 6)
+            return bad("ipc:// needs a path");
+        return true;
+    }
+    if (!ep.starts_with("tcp://"))
+        return bad("must be tcp://HOST:PORT or ipc://PATH, the address the server publishes on");
+    std::string_view hp = ep.substr(6);
+    auto colon = hp.rfind(':');
+    if (colon == std::string_view::npos || colon == 0)
+        return bad("must be tcp://HOST:PORT");
+    std::string_view host = hp.substr(0, colon), port = hp.substr(colon + 1);
+    std::string e;
+    auto p = parse_u64(port, &e);
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos || !p || *p < 1 || *p > 65535)
+        return bad("port must be in 1..65535");
+    if (host == "*")
+        return bad("'*' is for the publisher's bind; give the server's address");
+    if (host.front() == '[') {
+        auto a = host.size() >= 3 && host.back() == ']' ? parse_address(host.substr(1, host.size() - 2), &e)
+                                                          : std::nullopt;
+        if (!a || a->family != KVS_AF_INET6)
+            return bad("bad IPv6 address in brackets");
+        return true;
+    }
+    // An IPv4 literal or a DNS name (libzmq resolves it when connecting).
+    for (char ch : host)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-')
+            return bad("host must be an IPv4 address, [IPv6] or a DNS name");
+    return true;
+}
+
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err)
 {
     BackendSpec b;
@@ -418,8 +464,12 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
             if (!m || *m > 0xffffffffu)
                 return bad("max_load must be in 0..4294967295 (got '" + v + "')");
             b.max_load = static_cast<std::uint32_t>(*m);
+        } else if (k == "kv-events") {
+            if (!valid_kv_events_endpoint(v, &e))
+                return bad("kv-events: " + e);
+            b.kv_events = v;
         } else {
-            return bad("unknown option '" + k + "' (weight, model, mac, max_load)");
+            return bad("unknown option '" + k + "' (weight, model, mac, max_load, kv-events)");
         }
     }
     return b;

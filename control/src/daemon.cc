@@ -76,6 +76,7 @@ Daemon::Daemon(DaemonConfig cfg, const MapView &maps)
 Daemon::~Daemon()
 {
     stop();
+    kv_.reset();  // its thread writes wake_fd_: gone before the fd is closed
     {
         std::lock_guard lk(mu_);
         cv_.notify_all();
@@ -152,6 +153,13 @@ void Daemon::write_config()
 
 bool Daemon::start(std::string *err)
 {
+    for (const auto &spec : cfg_.backends) {
+        if (!spec.kv_events.empty() && !kv_events_supported()) {
+            *err = "backend " + spec.ep.str() + ": kv-events=" + spec.kv_events +
+                   ": this kvsteerd was built without KV events support (libzmq was not found at build time)";
+            return false;
+        }
+    }
     if (cfg_.cookie_key_random)
         spdlog::warn("cookie-key not set: using a random key (set the same cookie-key on every appliance)");
     write_config();
@@ -212,6 +220,9 @@ bool Daemon::start(std::string *err)
     }
     if (!open_api(err) || !open_metrics(err))
         return false;
+    for (const auto &[id, b] : backends_)
+        if (!kv_subscribe(b, err))
+            return false;
     update_targets(false);
     health_thr_ = std::thread([this] { prober_loop(true); });
     if (cfg_.telemetry_interval_ms)
@@ -343,6 +354,51 @@ void Daemon::log_backend_transition(const BackendRuntime &b, bool up, const std:
         ctr_.backend_down++;
         spdlog::warn("backend {} {} is down: {}", b.id, b.spec.ep.str(), why);
     }
+}
+
+bool Daemon::kv_subscribe(const BackendRuntime &b, std::string *err)
+{
+    if (b.spec.kv_events.empty())
+        return true;
+    if (!kv_) {
+        auto k = std::make_unique<KvEventSubscriber>([this] {
+            std::uint64_t one = 1;
+            if (wake_fd_ >= 0)
+                [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
+        });
+        if (!k->start(err))
+            return false;
+        kv_ = std::move(k);
+    }
+    kv_->set(b.id, b.spec.kv_events);
+    spdlog::info("backend {} {}: subscribed to KV events on {}", b.id, b.spec.ep.str(), b.spec.kv_events);
+    return true;
+}
+
+void Daemon::apply_kv_resets()
+{
+    if (!kv_)
+        return;
+    const std::uint64_t total = kv_->reset_events();
+    if (total == kv_resets_total_seen_)
+        return;
+    kv_resets_total_seen_ = total;
+    bool any = false;
+    for (const auto &[id, st] : kv_->all_stats()) {
+        auto it = backends_.find(id);
+        if (it == backends_.end() || st.resets <= it->second.kv_resets_seen)
+            continue;
+        BackendRuntime &b = it->second;
+        b.kv_resets_seen = st.resets;
+        b.cache_reset = true;
+        any = true;
+        ctr_.kv_cache_resets++;
+        spdlog::info("backend {} {}: KV events say its cache was emptied ({} AllBlocksCleared, {} publisher restarts): "
+                     "forgetting its prefixes",
+                     b.id, b.spec.ep.str(), st.clears, st.publisher_restarts);
+    }
+    if (any)
+        publish_affinity(false);
 }
 
 void Daemon::apply_probe(ProbeResult &r)
@@ -502,6 +558,7 @@ std::size_t Daemon::consume_rings()
 
 void Daemon::tick()
 {
+    apply_kv_resets();  // normally done on the subscriber's wake-up already
     std::size_t reports = consume_rings();
     auto now = std::chrono::steady_clock::now();
     if (now >= next_passive_) {

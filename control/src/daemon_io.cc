@@ -254,6 +254,7 @@ void Daemon::run()
             }
             for (auto &r2 : got)
                 apply_probe(r2);
+            apply_kv_resets();
         }
         if (pfds[1].revents)
             accept_api();

@@ -65,6 +65,54 @@ std::string Daemon::metrics_text()
     for (const auto &[id, b] : backends_)
         val("kvsteerd_metrics_unknown_total", fmt::format("backend=\"{}\"", b.spec.ep.str()), static_cast<double>(b.metrics_unknown));
 
+    // vLLM KV events, only for backends with kv-events=. Block counts are the server's own blocks
+    // (token-id hashes): they cannot be matched to the daemon's byte-hash prefixes.
+    if (kv_) {
+        const auto kv = kv_->all_stats();
+        auto each = [&](const char *name, const char *type, const char *help, auto get) {
+            head(name, type, help);
+            for (const auto &[id, st] : kv) {
+                auto it = backends_.find(id);
+                if (it != backends_.end())
+                    val(name, fmt::format("backend=\"{}\"", it->second.spec.ep.str()), static_cast<double>(get(st)));
+            }
+        };
+        each("kvsteerd_backend_kv_resident_blocks", "gauge",
+             "GPU KV blocks the server holds by its events (stored - removed since the last reset, floored at 0).",
+             [](const KvEventStats &st) { return st.resident_blocks; });
+        head("kvsteerd_backend_kv_blocks_total", "counter", "GPU KV blocks in the server's BlockStored / BlockRemoved events.");
+        for (const auto &[id, st] : kv) {
+            auto it = backends_.find(id);
+            if (it == backends_.end())
+                continue;
+            val("kvsteerd_backend_kv_blocks_total", fmt::format("backend=\"{}\",event=\"stored\"", it->second.spec.ep.str()),
+                static_cast<double>(st.blocks_stored));
+            val("kvsteerd_backend_kv_blocks_total", fmt::format("backend=\"{}\",event=\"removed\"", it->second.spec.ep.str()),
+                static_cast<double>(st.blocks_removed));
+        }
+        each("kvsteerd_backend_kv_clears_total", "counter", "AllBlocksCleared events (the server's cache was emptied).",
+             [](const KvEventStats &st) { return st.clears; });
+        each("kvsteerd_backend_kv_publisher_restarts_total", "counter",
+             "KV event sequence numbers that went backwards (the server restarted: cache empty).",
+             [](const KvEventStats &st) { return st.publisher_restarts; });
+        each("kvsteerd_backend_kv_messages_total", "counter", "KV event messages received.",
+             [](const KvEventStats &st) { return st.messages; });
+        each("kvsteerd_backend_kv_decode_errors_total", "counter", "KV event messages that could not be decoded (skipped).",
+             [](const KvEventStats &st) { return st.decode_errors; });
+        each("kvsteerd_backend_kv_seq_gaps_total", "counter", "Forward jumps in the KV event sequence (batches lost).",
+             [](const KvEventStats &st) { return st.seq_gaps; });
+        each("kvsteerd_backend_kv_missed_batches_total", "counter", "KV event batches skipped by those jumps.",
+             [](const KvEventStats &st) { return st.missed_batches; });
+        head("kvsteerd_backend_kv_last_event_age_seconds", "gauge", "Seconds since the last KV event message (absent before the first).");
+        const auto now = std::chrono::steady_clock::now();
+        for (const auto &[id, st] : kv) {
+            auto it = backends_.find(id);
+            if (it != backends_.end() && st.last_message)
+                val("kvsteerd_backend_kv_last_event_age_seconds", fmt::format("backend=\"{}\"", it->second.spec.ep.str()),
+                    std::chrono::duration<double>(now - *st.last_message).count());
+        }
+    }
+
     auto counter = [&](const char *name, const char *help, std::uint64_t v) {
         head(name, "counter", help);
         val(name, "", static_cast<double>(v));
@@ -74,6 +122,8 @@ std::string Daemon::metrics_text()
     counter("kvsteerd_maglev_rebuilds_total", "Maglev tables published.", ctr_.maglev_rebuilds);
     counter("kvsteerd_affinity_publishes_total", "Affinity tables published.", ctr_.affinity_publishes);
     counter("kvsteerd_affinity_insert_failed_total", "Affinity entries dropped: probe window full.", ctr_.affinity_insert_failed);
+    counter("kvsteerd_kv_cache_resets_total", "Backend caches marked reset because of KV events (affinity dropped).",
+            ctr_.kv_cache_resets);
     counter("kvsteerd_mac_resolve_failed_total", "Backend next-hop MAC lookups that failed.", ctr_.mac_resolve_failed);
     counter("kvsteerd_reports_consumed_total", "Binding reports read from the dataplane rings.", ring_stats_.consumed);
     counter("kvsteerd_reports_invalid_total", "Binding reports with out-of-range fields.", ring_stats_.invalid);

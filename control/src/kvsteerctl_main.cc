@@ -34,7 +34,7 @@ const char *kTopUsage =
     "Commands (kvsteerctl COMMAND --help for each):\n"
     "  status                              daemon state, tables, tunables\n"
     "  backends [list]                     backends with health, load and telemetry\n"
-    "  backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N]\n"
+    "  backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N] [--kv-events EP]\n"
     "  backends remove BACKEND             BACKEND is ADDR:PORT or an id\n"
     "  backends drain BACKEND [--undo]     no new flows; existing flows continue\n"
     "  backends weight BACKEND W           Maglev weight (0 = out of the Maglev table)\n"
@@ -147,16 +147,21 @@ std::string num(const json &v, int prec = 2)
 
 void print_backends(const json &list)
 {
-    std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s  %-17s %s\n", "ID", "ADDRESS", "STATE", "WEIGHT",
-                "INFLIGHT", "BINDS", "RUN", "WAIT", "KV", "HIT", "MAC", "LAST ERROR");
+    std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", "ADDRESS", "STATE", "WEIGHT",
+                "INFLIGHT", "BINDS", "RUN", "WAIT", "KV", "HIT", "BLOCKS", "MAC", "LAST ERROR");
     for (const auto &b : list) {
         const auto &t = b["telemetry"];
-        std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s  %-17s %s\n", num(b["id"]).c_str(),
+        // BLOCKS: GPU blocks the server holds by its KV events ("-" without kv-events=).
+        const json kv = b.contains("kv_events") ? b["kv_events"] : json(nullptr);
+        std::string err = b["health"]["last_error"].get<std::string>();
+        if (err.empty() && kv.is_object() && !kv["last_error"].get<std::string>().empty())
+            err = "kv-events: " + kv["last_error"].get<std::string>();
+        std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(),
                     b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
                     num(b["weight"]).c_str(), num(b["in_flight"]).c_str(), num(b["binds"]).c_str(),
                     num(t["running"], 0).c_str(), num(t["waiting"], 0).c_str(), num(t["kv_usage"]).c_str(),
-                    num(t["hit_rate"]).c_str(), b["mac"].is_null() ? "unresolved" : b["mac"].get<std::string>().c_str(),
-                    b["health"]["last_error"].get<std::string>().c_str());
+                    num(t["hit_rate"]).c_str(), kv.is_object() ? num(kv["resident_blocks"]).c_str() : "-",
+                    b["mac"].is_null() ? "unresolved" : b["mac"].get<std::string>().c_str(), err.c_str());
     }
 }
 
@@ -188,6 +193,14 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args)
     const auto &rp = j["reports"];
     std::printf("binding reports: %s consumed, %s invalid, %s dropped by the dataplane\n", num(rp["consumed"]).c_str(),
                 num(rp["invalid"]).c_str(), num(rp["dropped_by_dataplane"]).c_str());
+    if (j.contains("kv_events") && j["kv_events"]["backends"].get<std::uint64_t>() > 0) {
+        const auto &k = j["kv_events"];
+        std::printf("kv events: %s backends, %s resident blocks, %s clears, %s publisher restarts, %s caches reset; "
+                    "%s decode errors, %s seq gaps\n",
+                    num(k["backends"]).c_str(), num(k["resident_blocks"]).c_str(), num(k["clears"]).c_str(),
+                    num(k["publisher_restarts"]).c_str(), num(k["cache_resets"]).c_str(),
+                    num(k["decode_errors"]).c_str(), num(k["seq_gaps"]).c_str());
+    }
     std::printf("tunables:");
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)
         std::printf(" %s=%s", it.key().c_str(), it.value().is_string() ? it.value().get<std::string>().c_str() : num(it.value()).c_str());
@@ -206,13 +219,15 @@ int cmd_backends(Ctl &c, std::vector<std::string> args)
                   "Usage: kvsteerctl backends [list]\nBackends with state, load and telemetry.");
         req = {{"cmd", "backends"}};
     } else if (sub == "add") {
-        const std::string usage = "Usage: kvsteerctl backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N]\n"
+        const std::string usage = "Usage: kvsteerctl backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N]"
+                                  " [--kv-events tcp://HOST:PORT]\n"
                                   "Adds a backend; it takes flows after its first successful health check.";
         po::options_description o("Options");
         o.add_options()("weight", po::value<std::string>(), "Maglev weight (default 1)")(
             "model", po::value<std::string>(), "model served")("mac", po::value<std::string>(),
                                                                "next-hop MAC (default: neighbour table)")(
-            "max-load", po::value<std::string>(), "bound on in-flight flows (0 = load factor only)");
+            "max-load", po::value<std::string>(), "bound on in-flight flows (0 = load factor only)")(
+            "kv-events", po::value<std::string>(), "the server's vLLM KV events publisher, tcp://HOST:PORT");
         auto vm = parse_sub(args, o, {"addr"}, false, usage);
         std::string spec = need(vm, "addr", usage);
         if (vm.count("weight"))
@@ -223,6 +238,8 @@ int cmd_backends(Ctl &c, std::vector<std::string> args)
             spec += ",mac=" + vm["mac"].as<std::string>();
         if (vm.count("max-load"))
             spec += ",max_load=" + vm["max-load"].as<std::string>();
+        if (vm.count("kv-events"))
+            spec += ",kv-events=" + vm["kv-events"].as<std::string>();
         req = {{"cmd", "backend.add"}, {"spec", spec}};
     } else if (sub == "remove" || sub == "drain") {
         const std::string usage = sub == "remove" ? "Usage: kvsteerctl backends remove BACKEND\nBACKEND: ADDR:PORT or id."

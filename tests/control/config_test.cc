@@ -245,6 +245,14 @@ TEST(Config, ErrorsNameTheKeyAndTheReason)
         {with({"--backend", "10.0.2.1:8000,color=red"}), "backend", "unknown option 'color'"},
         {with({"--backend", "10.0.2.1:8000,mac=zz"}), "backend", "MAC"},
         {with({"--backend", "10.0.2.1:8000", "--backend", "10.0.2.1:8000"}), "backend", "twice"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=10.0.2.1:5557"}), "backend", "tcp://HOST:PORT"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://*:5557"}), "backend", "'*'"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1:0"}), "backend", "1..65535"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1"}), "backend", "tcp://HOST:PORT"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://[fd00::zz]:5557"}), "backend", "IPv6"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1:5557", "--backend",
+               "10.0.2.2:8000,kv-events=tcp://10.0.2.1:5557"}),
+         "backend", "both"},
         {with({"--prefix-length", "0"}), "prefix-length", "1.."},
         {with({"--prefix-length", "-5"}), "prefix-length", "'-5'"},
         {with({"--prefix-length", "20000"}), "prefix-length", "max-held-bytes"},
@@ -304,4 +312,24 @@ TEST(Config, BackendSpec)
     EXPECT_FALSE(parse_backend_spec("10.0.0.1:80,weight", &err));
     EXPECT_NE(err.find("KEY=VALUE"), std::string::npos);
     EXPECT_FALSE(parse_backend_spec("10.0.0.1:80,weight=70000", &err));
+}
+
+TEST(Config, BackendKvEvents)
+{
+    std::string err;
+    auto b = parse_backend_spec("10.0.0.1:8000,kv-events=tcp://10.0.0.1:5557,weight=2", &err);
+    ASSERT_TRUE(b) << err;
+    EXPECT_EQ(b->kv_events, "tcp://10.0.0.1:5557");
+    EXPECT_EQ(b->weight, 2);
+    EXPECT_TRUE(parse_backend_spec("10.0.0.1:8000", &err)->kv_events.empty()) << "off by default";
+    for (const char *ok : {"tcp://[fd00::5]:5557", "tcp://gpu-7.example:5557", "ipc:///run/vllm/kv.sock"})
+        EXPECT_TRUE(valid_kv_events_endpoint(ok, &err)) << ok << ": " << err;
+    for (const char *bad : {"", "tcp://", "tcp://:5557", "tcp://h:", "tcp://h:0x10", "tcp://h:70000", "tcp://a b:1",
+                            "udp://10.0.0.1:5557", "ipc://", "tcp://[10.0.0.1]:5557"})
+        EXPECT_FALSE(valid_kv_events_endpoint(bad, &err)) << bad;
+    // The two-backend file form of the example config parses with one kv-events line.
+    auto r = parse(with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1:5557", "--backend",
+                         "10.0.2.2:8000,kv-events=tcp://10.0.2.2:5557"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.backends[1].kv_events, "tcp://10.0.2.2:5557");
 }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "heap_maps.h"
+#include "kv_test_publisher.h"
 #include "kvsteer/control/ctl_client.h"
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/core/maglev.h"
@@ -316,7 +317,8 @@ TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns)
     ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
     servers_[1].set("/health", 503, "sick");
     ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_DOWN; }, 2000ms));
-    EXPECT_EQ(maglev_counts().count(1), 0u);
+    // The slot's state is written before the new table is built and flipped in: wait for both.
+    EXPECT_TRUE(wait_for([&] { return maglev_counts().count(1) == 0; }, 2000ms));
     EXPECT_EQ(maglev_counts()[0], KVS_MAGLEV_SIZE);
     auto b = call({{"cmd", "backends"}})["backends"][1];
     EXPECT_NE(b["health"]["last_error"].get<std::string>().find("503"), std::string::npos) << b.dump();
@@ -412,7 +414,9 @@ TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends)
 
     servers_[1].set("/health", 503, "sick");
     ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_DOWN; }, 2000ms));
-    EXPECT_EQ(affinity(0x2222), nullptr) << "entries whose backends are down leave the table";
+    // The slot's state is written before the affinity table is recomputed and flipped: wait for it.
+    EXPECT_TRUE(wait_for([&] { return affinity(0x2222) == nullptr; }, 2000ms))
+        << "entries whose backends are down leave the table";
     ASSERT_NE(affinity(0xfeed), nullptr);
     EXPECT_EQ(affinity(0xfeed)->n_backends, 1);
     EXPECT_EQ(affinity(0xfeed)->backends[0], 0);
@@ -484,4 +488,93 @@ TEST_F(DaemonTest, RestartKeepsBackendIds)
     EXPECT_EQ(m_.view.backends[1].port, htons(servers_[1].port()));
     EXPECT_EQ(m_.view.backends[0].port, htons(servers_[0].port()));
     EXPECT_GT(m_.view.config->generation, gen);
+}
+
+TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
+{
+#ifndef KVS_TEST_ZMQ
+    GTEST_SKIP() << "built without libzmq";
+#else
+    using namespace kvtest;
+    XPub pub;
+    ASSERT_TRUE(pub.ok());
+    auto c = config(2);
+    c.backends[1].kv_events = pub.endpoint();
+    c.metrics_listen = "127.0.0.1:" + std::to_string(free_port());
+    start(c);
+    ASSERT_TRUE(pub.wait_subscriber()) << "kvsteerd subscribes at start";
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
+    // Backend 1 holds a prefix and a block (a binding report).
+    kvs_bind_report r{};
+    r.prefix_hash = 0xabcdef0123456789ull;
+    r.n_blocks = 1;
+    r.block_hash[0] = 0x3333;
+    r.backend_id = 1;
+    produce(0, r);
+    ASSERT_TRUE(wait_for([&] { return affinity(0x3333) != nullptr && affinity(0xabcdef0123456789ull) != nullptr; }));
+
+    auto kv = [&](unsigned i) { return call({{"cmd", "backends"}})["backends"][i]["kv_events"]; };
+    ASSERT_TRUE(pub.send(frames(0, batch({stored(5), removed(2)}))));
+    ASSERT_TRUE(wait_for([&] { return kv(1)["messages"] == 1; }));
+    auto k = kv(1);
+    EXPECT_EQ(k["endpoint"], pub.endpoint());
+    EXPECT_EQ(k["resident_blocks"], 3);
+    EXPECT_EQ(k["blocks_stored"], 5);
+    EXPECT_EQ(k["blocks_removed"], 2);
+    EXPECT_EQ(k["clears"], 0);
+    EXPECT_EQ(k["last_seq"], 0);
+    EXPECT_DOUBLE_EQ(k["last_batch_ts"].get<double>(), 1.5);
+    EXPECT_GE(k["last_event_age_s"].get<double>(), 0.0);
+    EXPECT_TRUE(kv(0).is_null()) << "no kv-events= on backend 0";
+    EXPECT_NE(affinity(0x3333), nullptr) << "stores and removals say nothing about our prefixes";
+
+    // Garbage is counted and skipped; then the server empties its cache.
+    ASSERT_TRUE(pub.send({"", "not", "msgpack", "at all"}));
+    ASSERT_TRUE(pub.send(frames(1, batch({cleared()}))));
+    ASSERT_TRUE(wait_for([&] { return affinity(0x3333) == nullptr && affinity(0xabcdef0123456789ull) == nullptr; }))
+        << "a cleared cache holds none of our prefixes";
+    k = kv(1);
+    EXPECT_EQ(k["messages"], 3);
+    EXPECT_EQ(k["decode_errors"], 1);
+    EXPECT_EQ(k["clears"], 1);
+    EXPECT_EQ(k["resident_blocks"], 0);
+    EXPECT_EQ(k["seq_gaps"], 0);
+    EXPECT_EQ(state(1), KVS_BE_UP) << "a reset cache is not a sick backend";
+    auto ctr = call({{"cmd", "counters"}});
+    EXPECT_EQ(ctr["daemon"]["kv_cache_resets"], 1);
+    EXPECT_GE(ctr["affinity"]["holders_flushed"].get<int>(), 1);
+    auto st = call({{"cmd", "status"}});
+    EXPECT_EQ(st["kv_events"]["supported"], true);
+    EXPECT_EQ(st["kv_events"]["backends"], 1);
+    EXPECT_EQ(st["kv_events"]["clears"], 1);
+    EXPECT_EQ(st["kv_events"]["decode_errors"], 1);
+    EXPECT_EQ(st["kv_events"]["cache_resets"], 1);
+
+    std::string err;
+    auto m = http_get_many({{*parse_endpoint(c.metrics_listen, &err), "/metrics"}}, 1000ms);
+    ASSERT_TRUE(m[0].ok) << m[0].error;
+    auto page = parse_prometheus(m[0].body);
+    EXPECT_EQ(page.bad_lines, 0u) << page.first_error;
+    const std::string be = "{backend=\"127.0.0.1:" + std::to_string(servers_[1].port()) + "\"}";
+    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_clears_total" + be + " 1\n"), std::string::npos) << m[0].body;
+    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_resident_blocks" + be + " 0\n"), std::string::npos);
+    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_decode_errors_total" + be + " 1\n"), std::string::npos);
+    EXPECT_NE(m[0].body.find("kvsteerd_kv_cache_resets_total 1\n"), std::string::npos);
+
+    // The API takes kv-events= too, and refuses a publisher another backend already has.
+    XPub pub2;
+    ASSERT_TRUE(pub2.ok());
+    auto add = call({{"cmd", "backend.add"}, {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
+                     {"kv_events", pub.endpoint()}});
+    EXPECT_FALSE(add["ok"].get<bool>());
+    add = call({{"cmd", "backend.add"}, {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
+                {"kv_events", "udp://x"}});
+    EXPECT_FALSE(add["ok"].get<bool>());
+    EXPECT_NE(add["error"].get<std::string>().find("kv-events"), std::string::npos) << add.dump();
+    add = call({{"cmd", "backend.add"}, {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
+                {"kv_events", pub2.endpoint()}});
+    ASSERT_TRUE(add["ok"].get<bool>()) << add.dump();
+    EXPECT_EQ(add["backend"]["kv_events"]["endpoint"], pub2.endpoint());
+    ASSERT_TRUE(pub2.wait_subscriber());
+#endif
 }

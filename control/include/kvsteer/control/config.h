@@ -19,6 +19,7 @@ struct BackendSpec {
     std::string model;
     std::optional<Mac> mac;  // absent: resolved from the neighbour table
     std::uint32_t max_load = 0;
+    std::string kv_events;  // vLLM KV events publisher to subscribe to (tcp://HOST:PORT); empty: off
 };
 
 // How kvsteerd builds the backend lookup table (same format, read the same way by the dataplane).
@@ -90,8 +91,12 @@ struct ParseResult {
 // Parses argv (and the file named by --config; the command line wins). Never throws.
 ParseResult parse_daemon_config(int argc, const char *const argv[]);
 
-// "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
+// "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT]"
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err);
+
+// A ZMQ endpoint kvsteerd can connect a SUB socket to: tcp://HOST:PORT (HOST an IPv4 address,
+// [IPv6] or a DNS name) or ipc://PATH. false + err (one line) otherwise.
+bool valid_kv_events_endpoint(std::string_view ep, std::string *err);
 
 std::optional<std::uint32_t> parse_steer_mode(std::string_view s);
 const char *steer_mode_name(std::uint32_t mode);

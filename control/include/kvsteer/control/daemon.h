@@ -20,6 +20,7 @@
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/health.h"
 #include "kvsteer/control/http_client.h"
+#include "kvsteer/control/kv_events.h"
 #include "kvsteer/control/ring.h"
 #include "kvsteer/control/tables.h"
 #include "kvsteer/control/telemetry.h"
@@ -45,7 +46,8 @@ struct BackendRuntime {
     bool tel_problem_logged = false;
     HitRateTracker hit;
     std::optional<double> window_hit_rate;
-    bool cache_reset = false;
+    bool cache_reset = false;          // set by telemetry or KV events; consumed by publish_affinity
+    std::uint64_t kv_resets_seen = 0;  // KvEventStats::resets already acted on
     std::uint32_t queue_max_load = 0;  // dynamic cap from queue-cap; 0 = none
     std::uint8_t written_state = KVS_BE_EMPTY;
 
@@ -60,6 +62,7 @@ struct DaemonCounters {
     std::uint64_t mac_resolve_failed = 0;
     std::uint64_t health_checks = 0, health_failures = 0, passive_failures = 0;
     std::uint64_t scrapes = 0, scrape_failures = 0, metrics_unknown = 0, metrics_parse_bad_lines = 0;
+    std::uint64_t kv_cache_resets = 0;  // backend caches marked reset because of KV events
 };
 
 class Daemon {
@@ -116,6 +119,9 @@ private:
     bool set_tunable(const std::string &name, const nlohmann::json &value, std::string *err);
     PolicyParams policy_params() const;
     void log_backend_transition(const BackendRuntime &b, bool up, const std::string &why);
+    bool kv_subscribe(const BackendRuntime &b, std::string *err);
+    void apply_kv_resets();
+    nlohmann::json kv_json(const BackendRuntime &b) const;
 
     // Sockets.
     bool open_api(std::string *err);
@@ -155,6 +161,10 @@ private:
     bool kick_[2] = {false, false};  // [health, telemetry]: probe now (backend set changed)
     std::atomic<bool> stop_{false};
     std::thread health_thr_, tel_thr_;
+
+    // vLLM KV events (backends with kv-events=): its own thread; created on first use.
+    std::unique_ptr<KvEventSubscriber> kv_;
+    std::uint64_t kv_resets_total_seen_ = 0;
 };
 
 }  // namespace kvsteer::control
