@@ -578,3 +578,16 @@ TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
     ASSERT_TRUE(pub2.wait_subscriber());
 #endif
 }
+
+TEST_F(DaemonTest, KvEventsWithoutSupportIsAStartupError)
+{
+    if (kv_events_supported())
+        GTEST_SKIP() << "built with libzmq: kv-events= is supported (the no-libzmq build runs this)";
+    auto c = config(1);
+    c.backends[0].kv_events = "tcp://127.0.0.1:5557";
+    Daemon d(c, m_.view);
+    std::string err;
+    EXPECT_FALSE(d.start(&err));
+    EXPECT_NE(err.find("built without KV events support"), std::string::npos) << err;
+    EXPECT_NE(err.find("kv-events=tcp://127.0.0.1:5557"), std::string::npos) << err;
+}

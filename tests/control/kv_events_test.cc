@@ -29,7 +29,7 @@ bool decode(const std::string &p, KvBatch *b, std::string *err)
     return decode_kv_batch({reinterpret_cast<const std::uint8_t *>(p.data()), p.size()}, b, err);
 }
 
-bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 5000ms)
+[[maybe_unused]] bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 5000ms)
 {
     auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
