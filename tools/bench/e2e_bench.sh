@@ -52,6 +52,8 @@ command -v haproxy >/dev/null || die "haproxy not installed (Debian package hapr
 command -v wrk >/dev/null || die "wrk not installed (Debian package wrk)"
 
 source "$ROOT/tests/lib/topology.sh"
+source "$ROOT/tests/lib/appliance.sh"
+KVS_BIN=$BIN KVS_BPF_DIR=$BUILD/bpf KVS_BPFFS=$BPFFS KVS_API_SOCK=$SOCK KVS_APP_BACKENDS=$NBE
 PIDS=()
 cleanup() {
     set +e
@@ -79,40 +81,15 @@ HAP_IP=${KVS_BE_IP[$((NBE + 1))]}
 mkdir -p "$BPFFS"
 mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
 
-for ((i = 1; i <= NBE; i++)); do
-    ip netns exec "${KVS_BE_NS[$i]}" taskset -c "$LOAD_CPUS" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 \
-        --server-id "be$i" --time-scale 1000 --log-level warn >"$RAW/be$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-for ((i = 1; i <= NBE; i++)); do
-    for _ in $(seq 100); do
-        ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 http://127.0.0.1:8000/health && break
-        sleep 0.05
-    done
-done
+kvs_emulators_up be 1000 "$RAW/be" "$LOAD_CPUS" || die "emulated backends did not start"
+PIDS+=("${KVS_EMU_PIDS[@]}")
 
 # ---- kvsteer: kvsteerd + kvsteer-dataplane (af_xdp, our XDP program), pinned to LB_CPU --------
 CONF="$RUN/kvsteerd.conf"
-{
-    sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' -e '/^log-level/d' \
-        -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' -e '/^snat-ports *=/d' "$ROOT/deploy/demo.conf"
-    # Every port below the appliance kernel's own ephemeral range (40000-60999, see topology.sh):
-    # SNAT 4-tuples are reused as late as possible (backends keep closed ones in TIME_WAIT).
-    echo "snat-ports = 10000-39999"
-    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
-    echo "snat-addr = $KVS_APP_IP"
-    echo "interface = $KVS_APP_IF"
-    echo "bpffs = $BPFFS"
-    echo "api-socket = $SOCK"
-    echo "steering-mode = prefix"
-    echo "log-level = warn"
-    for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
-} >"$CONF"
-ip netns exec "$KVS_NS_APP" taskset -c "$LB_CPU" "$BIN/kvsteerd" --config "$CONF" >"$RAW/kvsteerd.log" 2>&1 &
-KVSTEERD_PID=$!
+kvs_kvsteerd_conf prefix >"$CONF"
+kvs_kvsteerd_up "$CONF" "$RAW/kvsteerd.log" "$LB_CPU" || die "kvsteerd did not start"
+KVSTEERD_PID=$KVS_KVSTEERD_PID
 PIDS+=("$KVSTEERD_PID")
-for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
-[[ -S "$SOCK" ]] || { tail "$RAW/kvsteerd.log" >&2; die "kvsteerd did not start"; }
 # The dataplane runs with --idle adaptive (backs off to sleeps of up to 200 us when idle, so it
 # leaves the CPU to others) except during the kvsteer_busy arm (--idle busy: polls all the time,
 # a dedicated core as DPDK is usually run). It is restarted only when the idle mode changes, so
@@ -120,17 +97,8 @@ for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
 DP_IDLE=""
 start_dataplane() {  # start_dataplane adaptive|busy
     local idle=$1 t
-    ip netns exec "$KVS_NS_APP" taskset -c "$LB_CPU" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf \
-        -l "$LB_CPU" --log-level=lib.eal:error \
-        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-        -- --bpffs "$BPFFS" --mode xdp --idle "$idle" >"$RAW/dataplane.$idle.log" 2>&1 &
-    DP_PID=$!
-    for _ in $(seq 100); do
-        grep -q "worker 0: queue" "$RAW/dataplane.$idle.log" 2>/dev/null && break
-        kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.$idle.log" >&2; die "dataplane exited"; }
-        sleep 0.1
-    done
-    grep -q "worker 0: queue" "$RAW/dataplane.$idle.log" || { tail "$RAW/dataplane.$idle.log" >&2; die "dataplane did not start"; }
+    kvs_dataplane_up "$RAW/dataplane.$idle.log" "$LB_CPU" --idle "$idle" || die "dataplane (--idle $idle) did not start"
+    DP_PID=$KVS_DP_PID
     DP_IDLE=$idle
     # Ready when a request goes through the VIP.
     for t in $(seq 50); do

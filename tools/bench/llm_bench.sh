@@ -48,7 +48,8 @@ else
 fi
 
 source "$ROOT/tests/lib/topology.sh"
-BE_PIDS=()
+source "$ROOT/tests/lib/appliance.sh"
+KVS_BIN=$BIN KVS_BPF_DIR=$BUILD/bpf KVS_BPFFS=$BPFFS KVS_API_SOCK=$SOCK
 cleanup() {
     set +e
     trap - EXIT INT TERM
@@ -72,68 +73,19 @@ kvs_topo_up "$P" "$NBE" || die "topology"
 mkdir -p "$BPFFS"
 
 start_backends() {  # fresh emulated GPUs: empty caches
-    local i
-    for ((i = 1; i <= NBE; i++)); do
-        ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 \
-            --server-id "gpu$i" --time-scale "$SCALE" --log-level warn >>"$RAW/gpu$i.log" 2>&1 &
-        BE_PIDS[$i]=$!
-    done
-    for ((i = 1; i <= NBE; i++)); do
-        for _ in $(seq 100); do
-            ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 http://127.0.0.1:8000/health && break
-            sleep 0.05
-        done
-    done
+    kvs_emulators_up gpu "$SCALE" "$RAW/gpu" || die "emulated GPU servers did not start"
 }
-stop_backends() {
-    local i
-    for ((i = 1; i <= NBE; i++)); do
-        [[ -n "${BE_PIDS[$i]:-}" ]] || continue
-        kill "${BE_PIDS[$i]}" 2>/dev/null; wait "${BE_PIDS[$i]}" 2>/dev/null; BE_PIDS[$i]=""
-    done
-}
+stop_backends() { kvs_emulators_down; }
 
 start_appliance() {  # start_appliance STEERING_MODE: fresh maps, daemon and dataplane
-    local steer=$1 i up=0
+    local steer=$1
     mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
-    {
-        sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' -e '/^log-level/d' \
-            -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' -e '/^snat-ports *=/d' "$ROOT/deploy/demo.conf"
-        # Every port below the appliance kernel's own ephemeral range (40000-60999, see topology.sh):
-    # SNAT 4-tuples are reused as late as possible (backends keep closed ones in TIME_WAIT).
-    echo "snat-ports = 10000-39999"
-    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
-        echo "snat-addr = $KVS_APP_IP"
-        echo "interface = $KVS_APP_IF"
-        echo "bpffs = $BPFFS"
-        echo "api-socket = $SOCK"
-        echo "steering-mode = $steer"
-        echo "log-level = warn"
-        for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
-    } >"$RUN/kvsteerd.conf"
-    ip netns exec "$KVS_NS_APP" "$BIN/kvsteerd" --config "$RUN/kvsteerd.conf" >>"$RAW/kvsteerd.log" 2>&1 &
-    KVSTEERD_PID=$!
-    for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
-    [[ -S "$SOCK" ]] || { tail "$RAW/kvsteerd.log" >&2; die "kvsteerd did not start"; }
-    ip netns exec "$KVS_NS_APP" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l "$LB_CPU" \
-        --log-level=lib.eal:error \
-        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-        -- --bpffs "$BPFFS" --mode xdp --idle adaptive >"$RAW/dataplane.$steer.log" 2>&1 &
-    DP_PID=$!
-    for _ in $(seq 100); do
-        grep -q "worker 0: queue" "$RAW/dataplane.$steer.log" 2>/dev/null && break
-        kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.$steer.log" >&2; die "dataplane exited"; }
-        sleep 0.1
-    done
-    grep -q "worker 0: queue" "$RAW/dataplane.$steer.log" || { tail "$RAW/dataplane.$steer.log" >&2; die "dataplane did not start"; }
-    for _ in $(seq 100); do
-        up=$("$BIN/kvsteerctl" --socket "$SOCK" --json backends 2>/dev/null |
-            python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null || echo 0)
-        [[ "$up" == "$NBE" ]] && break
-        kill -0 "$DP_PID" 2>/dev/null || { tail "$RAW/dataplane.$steer.log" >&2; die "dataplane exited"; }
-        sleep 0.2
-    done
-    [[ "$up" == "$NBE" ]] || die "only $up/$NBE backends up (see $RAW/kvsteerd.log)"
+    kvs_kvsteerd_conf "$steer" >"$RUN/kvsteerd.conf"
+    kvs_kvsteerd_up "$RUN/kvsteerd.conf" "$RAW/kvsteerd.log" || die "kvsteerd did not start"
+    KVSTEERD_PID=$KVS_KVSTEERD_PID
+    kvs_dataplane_up "$RAW/dataplane.$steer.log" "$LB_CPU" --idle adaptive || die "dataplane did not start"
+    DP_PID=$KVS_DP_PID
+    kvs_backends_up_wait "$NBE" || die "backends not up (see $RAW/kvsteerd.log)"
     sleep 1
 }
 stop_appliance() {

@@ -32,6 +32,8 @@ done
 [[ -f "$BUILD/bpf/kvsteer.bpf.o" ]] || die "$BUILD/bpf/kvsteer.bpf.o is missing: run 'make' first"
 
 source "$ROOT/tests/lib/topology.sh"
+source "$ROOT/tests/lib/appliance.sh"
+KVS_BIN=$BIN KVS_BPF_DIR=$ROOT/$BUILD/bpf KVS_BPFFS=$BPFFS KVS_API_SOCK=$SOCK
 PIDS=()
 cleanup() {
     set +e
@@ -76,63 +78,22 @@ mkdir -p "$BPFFS"
 mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount a bpffs at $BPFFS"
 
 CONF="$RUN/kvsteerd.conf"
-{
-    sed -e '/^vip *=/d' -e '/^snat-addr *=/d' -e '/^interface *=/d' -e '/^backend *=/d' \
-        -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' "$ROOT/deploy/demo.conf"
-    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
-    echo "snat-addr = $KVS_APP_IP"
-    echo "interface = $KVS_APP_IF"
-    echo "bpffs = $BPFFS"
-    echo "api-socket = $SOCK"
-    echo "steering-mode = round-robin"
-    for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
-} >"$CONF"
+kvs_kvsteerd_conf round-robin >"$CONF"
 
 start_backends() {  # fresh emulated GPUs: empty caches for each arm
-    local i
-    for ((i = 1; i <= NBE; i++)); do
-        ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 \
-            --server-id "gpu$i" --time-scale "$SPEED" --log-level warn >"$OUT/gpu$i.$1.log" 2>&1 &
-        BE_PIDS[$i]=$!; PIDS+=("$!")
-    done
-    for ((i = 1; i <= NBE; i++)); do
-        for _ in $(seq 100); do
-            ip netns exec "${KVS_BE_NS[$i]}" curl -s -o /dev/null -m 1 http://127.0.0.1:8000/health && break
-            sleep 0.05
-        done
-    done
+    kvs_emulators_up gpu "$SPEED" "$OUT/gpu.$1." || die "emulated GPU servers did not start"
+    PIDS+=("${KVS_EMU_PIDS[@]}")
 }
-stop_backends() {
-    local i
-    for ((i = 1; i <= NBE; i++)); do kill "${BE_PIDS[$i]}" 2>/dev/null; wait "${BE_PIDS[$i]}" 2>/dev/null; done
-}
+stop_backends() { kvs_emulators_down; }
 
-declare -a BE_PIDS
 start_backends rr
 log "starting kvsteerd (config: deploy/demo.conf) and kvsteer-dataplane (af_xdp) in the appliance namespace"
-ip netns exec "$KVS_NS_APP" "$BIN/kvsteerd" --config "$CONF" >"$OUT/kvsteerd.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
-[[ -S "$SOCK" ]] || { tail "$OUT/kvsteerd.log" >&2; die "kvsteerd did not start"; }
-
-ip netns exec "$KVS_NS_APP" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
-    --log-level=lib.eal:error \
-    --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$ROOT/$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-    -- --bpffs "$BPFFS" --mode xdp --idle adaptive >"$OUT/dataplane.log" 2>&1 &
-DP_PID=$!
-for _ in $(seq 100); do
-    grep -q "worker 0: queue" "$OUT/dataplane.log" 2>/dev/null && break
-    kill -0 "$DP_PID" 2>/dev/null || { tail "$OUT/dataplane.log" >&2; die "dataplane exited"; }
-    sleep 0.1
-done
+kvs_kvsteerd_up "$CONF" "$OUT/kvsteerd.log" || die "kvsteerd did not start"
+PIDS+=("$KVS_KVSTEERD_PID")
+kvs_dataplane_up "$OUT/dataplane.log" 0 --idle adaptive || die "the dataplane did not start"
+DP_PID=$KVS_DP_PID
 # Wait until the daemon sees every backend up (health checks through the appliance's kernel).
-for _ in $(seq 100); do
-    up=$("$BIN/kvsteerctl" --socket "$SOCK" --json backends 2>/dev/null |
-        python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null || echo 0)
-    [[ "$up" == "$NBE" ]] && break
-    sleep 0.2
-done
-[[ "${up:-0}" == "$NBE" ]] || die "only ${up:-0}/$NBE backends up; see $OUT/kvsteerd.log"
+kvs_backends_up_wait "$NBE" || die "backends not up; see $OUT/kvsteerd.log"
 log "live state meanwhile, from another terminal: $BIN/kvsteerctl status; $BIN/kvsteerctl --bpffs $BPFFS counters"
 
 METRICS=()
