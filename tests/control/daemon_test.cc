@@ -45,19 +45,6 @@ bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout 
     return f();
 }
 
-std::uint16_t free_port()
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
-    getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 class DaemonTest : public ::testing::Test {
 protected:
     void SetUp() override
@@ -454,7 +441,7 @@ TEST_F(DaemonTest, LiveTuningWritesConfig)
 TEST_F(DaemonTest, ExportsPrometheusMetrics)
 {
     auto c = config(2);
-    auto port = free_port();
+    auto port = kvtest::free_tcp_port();
     c.metrics_listen = "127.0.0.1:" + std::to_string(port);
     start(c);
     ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP; }));
@@ -500,7 +487,7 @@ TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
     ASSERT_TRUE(pub.ok());
     auto c = config(2);
     c.backends[1].kv_events = pub.endpoint();
-    c.metrics_listen = "127.0.0.1:" + std::to_string(free_port());
+    c.metrics_listen = "127.0.0.1:" + std::to_string(kvtest::free_tcp_port());
     start(c);
     ASSERT_TRUE(pub.wait_subscriber()) << "kvsteerd subscribes at start";
     ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));

@@ -12,6 +12,18 @@
 #include "kv_test_publisher.h"
 #include "kvsteer/control/kv_events.h"
 
+#ifdef KVS_GPU_EMU
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#endif
+
 #ifdef KVS_EMU_KV_EVENTS
 #include <msgpack.h>
 
@@ -388,3 +400,97 @@ TEST(KvEventSubscriber, BadEndpointIsReportedNotFatal)
     EXPECT_TRUE(wait_for([&] { return !sub.stats(1)->last_error.empty(); })) << "connect error shown";
 #endif
 }
+
+#ifdef KVS_GPU_EMU
+namespace {
+
+// One blocking POST /v1/completions; true on a 200 answer.
+bool complete(std::uint16_t port, const std::string &prompt)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) != 0) {
+        close(fd);
+        return false;
+    }
+    const std::string body = R"({"model":"m","prompt":")" + prompt + R"(","max_tokens":1})";
+    const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: emu\r\nContent-Type: application/json\r\n"
+                            "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    bool ok = send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+    std::string resp;
+    char buf[4096];
+    for (ssize_t n; ok && (n = recv(fd, buf, sizeof buf, 0)) > 0;)
+        resp.append(buf, static_cast<std::size_t>(n));
+    close(fd);
+    return resp.starts_with("HTTP/1.1 200");
+}
+
+}  // namespace
+
+TEST(KvEventSubscriber, CountsTheEmulatorsBlocks)
+{
+    // The real kvsteer-gpu-emu process as the publisher: what it stores arrives, block for block.
+    const std::uint16_t kv_port = kvtest::free_tcp_port();
+    const std::string port_file = "/tmp/kvs-kvtest-" + std::to_string(getpid()) + ".port";
+    unlink(port_file.c_str());
+    const std::string ep = "tcp://127.0.0.1:" + std::to_string(kv_port);
+    std::vector<std::string> args = {KVS_GPU_EMU, "--port", "0", "--port-file", port_file, "--kv-events-endpoint", ep,
+                                     "--model", "m", "--time-scale", "100", "--log-level", "warn"};
+    std::vector<char *> argv;
+    for (auto &a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    ASSERT_EQ(posix_spawn(&pid, KVS_GPU_EMU, nullptr, nullptr, argv.data(), environ), 0);
+    struct Reap {
+        pid_t pid;
+        std::string file;
+        ~Reap()
+        {
+            kill(pid, SIGTERM);
+            waitpid(pid, nullptr, 0);
+            unlink(file.c_str());
+        }
+    } reap{pid, port_file};
+    std::uint16_t port = 0;
+    ASSERT_TRUE(wait_for([&] {
+        std::ifstream f(port_file);
+        return f >> port && port != 0;
+    })) << "the emulator did not start";
+
+    KvEventSubscriber sub(nullptr);
+    std::string err;
+    ASSERT_TRUE(sub.start(&err)) << err;
+    sub.set(1, ep);
+    // A subscriber misses what is published before it has joined: send fresh one-block prompts
+    // until one is seen; from then on every batch arrives, in order.
+    unsigned warm = 0;
+    ASSERT_TRUE(wait_for([&] {
+        EXPECT_TRUE(complete(port, "warm-up " + std::to_string(warm++) + std::string(60, 'w')));
+        return sub.stats(1)->messages > 0;
+    }, 10000ms));
+    // Warm-up batches may still be in flight (at most one block per warm-up). A barrier prompt
+    // with more blocks than that: once its count is in, everything published before it is too.
+    const std::uint64_t s0 = sub.stats(1)->blocks_stored;
+    ASSERT_TRUE(complete(port, std::string((warm + 1) * 64, 'b')));
+    ASSERT_TRUE(wait_for([&] { return sub.stats(1)->blocks_stored >= s0 + warm + 1; }));
+    const auto before = *sub.stats(1);
+    // 3 full blocks (16 tokens of 4 bytes) and half a block, which is not cached.
+    ASSERT_TRUE(complete(port, std::string(3 * 64 + 32, 'p')));
+    ASSERT_TRUE(wait_for([&] { return sub.stats(1)->blocks_stored >= before.blocks_stored + 3; }));
+    const auto after = *sub.stats(1);
+    EXPECT_EQ(after.blocks_stored, before.blocks_stored + 3);
+    EXPECT_EQ(after.blocks_removed, 0u) << "the cache is far from full";
+    EXPECT_EQ(after.resident_blocks, before.resident_blocks + 3);
+    EXPECT_EQ(after.decode_errors, 0u) << after.last_error;
+    EXPECT_EQ(after.unknown_events, 0u);
+    EXPECT_EQ(after.seq_gaps, 0u);
+    EXPECT_EQ(after.other_medium_blocks, 0u);
+    EXPECT_GT(after.last_batch_ts.value_or(0), 1.6e9) << "the emulator stamps batches with its wall clock";
+}
+#endif

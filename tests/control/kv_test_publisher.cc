@@ -1,5 +1,10 @@
 #include "kv_test_publisher.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #ifdef KVS_TEST_ZMQ
@@ -69,6 +74,19 @@ std::vector<std::string> frames(std::uint64_t seq, const std::string &payload, c
     for (int i = 7; i >= 0; i--)
         s += static_cast<char>(seq >> (8 * i));
     return {topic, s, payload};
+}
+
+std::uint16_t free_tcp_port()
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len);
+    close(fd);
+    return ntohs(sa.sin_port);
 }
 
 #ifdef KVS_TEST_ZMQ

@@ -27,6 +27,9 @@ std::string batch(const std::vector<std::string> &events, double ts = 1.5);
 // [topic, seq (8 bytes big endian), payload]
 std::vector<std::string> frames(std::uint64_t seq, const std::string &payload, const std::string &topic = "");
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for servers that must be told a port).
+std::uint16_t free_tcp_port();
+
 #ifdef KVS_TEST_ZMQ
 class XPub {
 public:
