@@ -22,6 +22,12 @@
 
 namespace kvsteer::emu {
 
+#ifndef KVS_EMU_KV_EVENTS
+// Built without libzmq/msgpack-c: no publisher is ever made, but ~Server destroys the (always
+// null) pointer and needs a complete type.
+class KvEventPublisher {};
+#endif
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
