@@ -126,14 +126,9 @@ TEST(AffinityPolicy, HotPrefixIsReplicatedToLeastLoadedThenCools)
     // Replicas stay while it is hot (stable table).
     auto again = pol.compute(t + kSec / 10);
     EXPECT_EQ(ids(*find(again, 0x77)), s);
-    // Traffic stops: the rate decays below hot/2 within seconds, but a hot prefix stays hot
-    // for min_hot_ns (10 s) after it became hot; then the extra replicas go.
-    auto held = pol.compute(t + 5 * kSec);
-    ASSERT_NE(find(held, 0x77), nullptr);
-    EXPECT_TRUE(find(held, 0x77)->hot);
-    EXPECT_EQ(ids(*find(held, 0x77)), s);
-    EXPECT_EQ(pol.counters().cooled, 0u);
-    auto later = pol.compute(t + 11 * kSec);
+    // Traffic stops: the rate decays below hot/2 within seconds and the extra replicas go (no
+    // minimum hot time by default; HotPrefixHeldForMinHotTime covers it).
+    auto later = pol.compute(t + 5 * kSec);
     auto *c = find(later, 0x77);
     ASSERT_NE(c, nullptr);
     EXPECT_FALSE(c->hot);
@@ -156,13 +151,37 @@ TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica)
     EXPECT_TRUE(e->hot);
     EXPECT_EQ(e->n, 3);
     EXPECT_GE(pol.counters().over_bound, 1u);
-    // Load drops: no longer over its bound; with a low rate it cools once min_hot_ns is over.
+    // Load drops: no longer over its bound; with a low rate it cools at once (default: no
+    // minimum hot time).
+    b[0].in_flight = 0;
+    b[0].queue = 0;
+    pol.update_backends(b, 0);
+    out = pol.compute(1 * kSec + kSec / 10);
+    EXPECT_FALSE(find(out, 0x55)->hot);
+    EXPECT_EQ(ids(*find(out, 0x55)), std::set<std::uint16_t>{0});
+}
+
+// With a minimum hot time the same drop leaves the replicas in place until it is over.
+TEST(AffinityPolicy, HotPrefixHeldForMinHotTime)
+{
+    auto p = params();
+    p.min_hot_ns = 10 * kSec;
+    AffinityPolicy pol(p);
+    auto b = backends(3);
+    b[0].in_flight = 30;
+    b[0].queue = 10;
+    pol.update_backends(b, 0);
+    pol.on_report(report(0x55, {}, 0), 1 * kSec);
+    auto out = pol.compute(1 * kSec);
+    ASSERT_NE(find(out, 0x55), nullptr);
+    EXPECT_TRUE(find(out, 0x55)->hot);
     b[0].in_flight = 0;
     b[0].queue = 0;
     pol.update_backends(b, 0);
     out = pol.compute(1 * kSec + kSec / 10);
     EXPECT_TRUE(find(out, 0x55)->hot);
     EXPECT_EQ(find(out, 0x55)->n, 3);
+    EXPECT_GE(pol.counters().held_hot, 1u);
     out = pol.compute(12 * kSec);
     EXPECT_FALSE(find(out, 0x55)->hot);
     EXPECT_EQ(ids(*find(out, 0x55)), std::set<std::uint16_t>{0});

@@ -59,7 +59,7 @@ TEST(Config, MinimalDefaults)
     EXPECT_EQ(c.prefix_len, 256u);
     EXPECT_EQ(c.steering_mode, static_cast<std::uint32_t>(KVS_STEER_PREFIX));
     EXPECT_EQ(c.table_algorithm, TableAlgorithm::Rendezvous);
-    EXPECT_EQ(c.affinity_min_hot_ms, 10000u);
+    EXPECT_EQ(c.affinity_min_hot_ms, 0u);
     EXPECT_TRUE(c.cookie_key_random);
     EXPECT_EQ(c.cookie_key, c.cookie_key_prev);
     EXPECT_EQ(c.bpffs, "/sys/fs/bpf/kvsteer");
@@ -196,7 +196,7 @@ TEST(Config, ExampleFileParses)
     EXPECT_EQ(r.cfg.backends.size(), 2u);
     EXPECT_EQ(r.cfg.metrics_listen, "127.0.0.1:9108");
     EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Rendezvous);
-    EXPECT_EQ(r.cfg.affinity_min_hot_ms, 10000u);
+    EXPECT_EQ(r.cfg.affinity_min_hot_ms, 0u);
 }
 
 TEST(Config, TableAlgorithmAndMinHot)

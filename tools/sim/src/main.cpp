@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
         ("load-factor", po::value(&pp.load_factor)->default_value(1.25), "kvsteer/ch-bl: bounded load c")
         ("replication", po::value(&pp.replication)->default_value(2), "kvsteer daemon: replicas of a hot prefix (1..4)")
         ("hot-rps", po::value(&pp.hot_rps)->default_value(20.0), "kvsteer daemon: request rate that makes a prefix hot")
-        ("min-hot-s", po::value(&pp.min_hot_s)->default_value(10.0),
+        ("min-hot-s", po::value(&pp.min_hot_s)->default_value(0.0),
          "kvsteer daemon: a prefix that became hot stays hot at least this long (kvsteerd's affinity-min-hot)")
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")

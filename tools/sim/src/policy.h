@@ -30,7 +30,7 @@ struct PolicyParams {
     double load_factor = 1.25;       // bounded load c (kvsteer, CH-BL)
     uint32_t replication = 2;        // K replicas of a hot prefix (kvsteer daemon)
     double hot_rps = 20.0;           // kvsteer daemon: rate that makes a prefix hot
-    double min_hot_s = 10.0;         // kvsteer daemon: a prefix that became hot stays hot this long
+    double min_hot_s = 0;            // kvsteer daemon: a prefix that became hot stays hot this long
     double report_interval_s = 0.150;     // kvsteer daemon: binding reports drained + table published
     double telemetry_interval_s = 1.0;    // kvsteer daemon: backend /metrics scrape
     bool affinity = true;            // kvsteer: run the daemon's affinity policy (else Maglev only)

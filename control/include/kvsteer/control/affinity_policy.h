@@ -23,8 +23,9 @@ struct PolicyParams {
     double cool_ratio = 0.5;          // a hot prefix cools below hot_rps * cool_ratio (hysteresis)
     // A prefix that became hot stays hot (keeps its replicas) at least this long, whatever its
     // rate and its holders' load say meanwhile: saturated holders hover around the load bound,
-    // and without it the entry flips hot/cool on nearly every compute. 0 = off.
-    std::uint64_t min_hot_ns = 10'000'000'000ull;
+    // and without it the entry flips hot/cool on nearly every compute. 0 = off, the default:
+    // in the simulator the flipping costs less than holding replicas (control/README.md).
+    std::uint64_t min_hot_ns = 0;
     double rate_tau_s = 5.0;          // time constant of the request-rate average
     std::uint64_t ttl_ns = 300'000'000'000ull;  // a backend forgets a prefix not requested for this long
     std::uint32_t max_entries = 32768;          // entries written to the table

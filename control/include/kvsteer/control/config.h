@@ -69,7 +69,7 @@ struct DaemonConfig {
 
     std::uint32_t report_interval_ms = 150;
     std::uint32_t affinity_ttl_ms = 300000;
-    std::uint32_t affinity_min_hot_ms = 10000;  // a prefix that became hot stays hot this long
+    std::uint32_t affinity_min_hot_ms = 0;      // a prefix that became hot stays hot this long (0: off)
     std::uint32_t affinity_max_entries = 32768;
     std::uint32_t affinity_index_max = 131072;
     std::uint32_t table_grace_ms = 20;
