@@ -887,7 +887,10 @@ void Worker::release(std::uint32_t idx, bool free_port) {
 
 bool Worker::alloc_port(std::uint16_t *port) {
     const std::uint32_t span = static_cast<std::uint32_t>(port_hi_ - port_lo_) + 1;
-    for (std::uint32_t k = 0; k < std::min<std::uint32_t>(span, 256); ++k) {
+    // The whole range if need be: after a restart the ports of the previous instance's lingering
+    // flows stay taken until the sweeper sees them go, and the cursor may start among them (a
+    // bounded scan there refused new flows while most of the range was free).
+    for (std::uint32_t k = 0; k < span; ++k) {
         std::uint16_t p = port_cursor_;
         port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
         if (by_port_[p - port_lo_] >= 0) continue;

@@ -340,6 +340,26 @@ TEST_F(BindTest, ChallengeAckFromTimeWaitIsResetAndSynResent) {
     EXPECT_EQ(again.tcp->source, syn.tcp->source);
 }
 
+// After a restart most of the range can still be taken by the previous instance's flows: a
+// new flow must find the one free port wherever the cursor starts.
+TEST_F(BindTest, FindsTheLastFreeSnatPort) {
+    make_worker();
+    const std::uint16_t lo = worker->snat_lo(), hi = worker->snat_hi();
+    ASSERT_GT(hi - lo, 300) << "the test needs a range wider than one bounded scan";
+    for (std::uint32_t p = lo; p <= hi; ++p) ports->busy[p].store(kPortInstalled);
+    // The one free port: just before the range's middle, so it is far from most cursors.
+    const std::uint16_t free_port = static_cast<std::uint16_t>(lo + (hi - lo) / 2);
+    ports->busy[free_port].store(kPortFree);
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(400), 5)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(ntohs(syn.tcp->source), free_port);
+    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 0u);
+}
+
 TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
     make_worker();
     cookie = cookie_for(cport);
