@@ -63,30 +63,47 @@ bool bind_bpffs_as_default_root(const std::string &dir, std::string *err) {
     return true;
 }
 
-bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err) {
+namespace {
+// The values of every --vdev argument ("--vdev X" and "--vdev=X").
+std::vector<std::string> vdev_values(const std::vector<std::string> &eal_args) {
+    std::vector<std::string> out;
     for (std::size_t i = 0; i < eal_args.size(); ++i) {
-        std::string v;
-        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) v = eal_args[i + 1];
-        else if (eal_args[i].rfind("--vdev=", 0) == 0) v = eal_args[i].substr(7);
-        else continue;
-        for (std::size_t pos = 0; (pos = v.find("iface=", pos)) != std::string::npos;) {
-            if (pos != 0 && v[pos - 1] != ',') { pos += 6; continue; }
-            std::size_t end = v.find(',', pos);
-            std::string name = v.substr(pos + 6, end == std::string::npos ? std::string::npos : end - pos - 6);
+        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) out.push_back(eal_args[i + 1]);
+        else if (eal_args[i].rfind("--vdev=", 0) == 0) out.push_back(eal_args[i].substr(7));
+    }
+    return out;
+}
+
+// Every value of `name=` in one vdev's comma-separated key=value list, in order.
+std::vector<std::string> vdev_fields(const std::string &v, const char *name) {
+    std::vector<std::string> out;
+    const std::string key = std::string(name) + "=";
+    for (std::size_t pos = 0; (pos = v.find(key, pos)) != std::string::npos;) {
+        if (pos != 0 && v[pos - 1] != ',') {
+            pos += key.size();
+            continue;
+        }
+        std::size_t end = v.find(',', pos);
+        out.push_back(v.substr(pos + key.size(), end == std::string::npos ? std::string::npos : end - pos - key.size()));
+        pos = end == std::string::npos ? v.size() : end;
+    }
+    return out;
+}
+}  // namespace
+
+bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err) {
+    for (const auto &v : vdev_values(eal_args)) {
+        for (const auto &name : vdev_fields(v, "iface")) {
             if (if_nametoindex(name.c_str()) == 0) {
                 *err = fmt::format("--vdev {}: no such interface '{}' in this network namespace", v, name);
                 return false;
             }
-            pos = end == std::string::npos ? v.size() : end;
         }
-        for (std::size_t pos = 0; (pos = v.find("xdp_prog=", pos)) != std::string::npos;) {
-            std::size_t end = v.find(',', pos);
-            std::string path = v.substr(pos + 9, end == std::string::npos ? std::string::npos : end - pos - 9);
+        for (const auto &path : vdev_fields(v, "xdp_prog")) {
             if (access(path.c_str(), R_OK) != 0) {
                 *err = fmt::format("--vdev {}: xdp_prog '{}' not readable: {}", v, path, std::strerror(errno));
                 return false;
             }
-            pos = end == std::string::npos ? v.size() : end;
         }
     }
     return true;
@@ -94,22 +111,11 @@ bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string
 
 std::vector<XdpVdev> xdp_prog_vdevs(const std::vector<std::string> &eal_args) {
     std::vector<XdpVdev> out;
-    auto field = [](const std::string &v, const char *name) -> std::string {
-        const std::string key = std::string(name) + "=";
-        for (std::size_t pos = 0; (pos = v.find(key, pos)) != std::string::npos; pos += key.size()) {
-            if (pos != 0 && v[pos - 1] != ',') continue;
-            std::size_t end = v.find(',', pos);
-            return v.substr(pos + key.size(), end == std::string::npos ? std::string::npos : end - pos - key.size());
-        }
-        return {};
-    };
-    for (std::size_t i = 0; i < eal_args.size(); ++i) {
-        std::string v;
-        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) v = eal_args[i + 1];
-        else if (eal_args[i].rfind("--vdev=", 0) == 0) v = eal_args[i].substr(7);
-        else continue;
-        XdpVdev x{field(v, "iface"), field(v, "xdp_prog")};
-        if (!x.iface.empty() && !x.prog.empty()) out.push_back(std::move(x));
+    for (const auto &v : vdev_values(eal_args)) {
+        auto ifaces = vdev_fields(v, "iface");
+        auto progs = vdev_fields(v, "xdp_prog");
+        if (!ifaces.empty() && !progs.empty() && !ifaces[0].empty() && !progs[0].empty())
+            out.push_back(XdpVdev{ifaces[0], progs[0]});
     }
     return out;
 }
