@@ -126,20 +126,10 @@ restart)
     # the pinned maps and binds new flows. (restart_live starts the new one under a stream.)
     DPE_TIME_SCALE=1 dpe_up kvdpr 2
     grep -q "tc ingress guard" "$DPE_DIR/dp.log" || dpe_fail "the dataplane attached no tc guard"
-    python3 - "$DPE_DIR/long.json" <<'PY'
-import json, sys
-json.dump({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 400, "stream": True,
-           "messages": [{"role": "user", "content": "tell me a long story " * 20}]}, open(sys.argv[1], "w"))
-PY
-    dpe_post "$DPE_DIR/long.json" "$DPE_DIR/long" & stream=$!
-    sleep 0.6
-    kill -TERM "$DPE_DP_PID"; wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
-    (( rc == 0 )) || dpe_fail "dataplane exit status $rc after SIGTERM"
-    kill -0 $stream 2>/dev/null || dpe_fail "the stream finished before the restart: make it longer"
+    dpe_stream_then_stop 400
+    kill -0 $DPE_STREAM 2>/dev/null || dpe_fail "the stream finished before the restart: make it longer"
     n=$(dpe_flows); (( n >= 2 )) || dpe_fail "flow entries gone after the dataplane stopped ($n)"
-    wait $stream || dpe_fail "stream broken by the dataplane restart"
-    dpe_check_digests "$DPE_DIR/long" "$DPE_DIR/long.json"
-    grep -q 'data: \[DONE\]' "$DPE_DIR/long.b" || dpe_fail "stream incomplete"
+    dpe_stream_intact "the dataplane restart"
     dpe_log "stream survived SIGTERM of the dataplane"
     dpe_start_dataplane
     dpe_chat_body "$DPE_DIR/req.json" "After restart." 900
@@ -154,22 +144,12 @@ restart_live)
     # for them; the tc guard drops them (the peers retransmit) instead of letting the kernel
     # reset the stream.
     DPE_TIME_SCALE=1 dpe_up kvdpl 2
-    python3 - "$DPE_DIR/long.json" <<'PY'
-import json, sys
-json.dump({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 700, "stream": True,
-           "messages": [{"role": "user", "content": "tell me a long story " * 20}]}, open(sys.argv[1], "w"))
-PY
-    dpe_post "$DPE_DIR/long.json" "$DPE_DIR/long" & stream=$!
-    sleep 0.6
-    kill -TERM "$DPE_DP_PID"; wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
-    (( rc == 0 )) || dpe_fail "dataplane exit status $rc after SIGTERM"
+    dpe_stream_then_stop 700
     : >"$DPE_DIR/dp.log"
     dpe_start_dataplane
     grep -q "tc ingress guard" "$DPE_DIR/dp.log" || dpe_fail "the new dataplane attached no tc guard"
-    kill -0 $stream 2>/dev/null || dpe_fail "the stream finished before the new dataplane started: make it longer"
-    wait $stream || dpe_fail "stream broken by the XDP program swap"
-    dpe_check_digests "$DPE_DIR/long" "$DPE_DIR/long.json"
-    grep -q 'data: \[DONE\]' "$DPE_DIR/long.b" || dpe_fail "stream incomplete"
+    kill -0 $DPE_STREAM 2>/dev/null || dpe_fail "the stream finished before the new dataplane started: make it longer"
+    dpe_stream_intact "the XDP program swap"
     rst=$(dpe_counter xdp_flow_rst)
     (( ${rst:-0} == 0 )) || dpe_fail "the stream's flow saw $rst RST(s)"
     dpe_log "stream survived the XDP program swap (guard drops: $(dpe_counter xdp_guard_drop_no_xdp))"

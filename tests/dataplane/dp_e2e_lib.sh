@@ -110,6 +110,30 @@ dpe_start_dataplane() {
     dpe_fail "dataplane did not start"
 }
 
+# dpe_stream_then_stop MAX_TOKENS: starts a long streamed chat completion through the VIP in
+# the background (its pid in DPE_STREAM, output $DPE_DIR/long.{h,b}), lets it run 0.6 s, then
+# SIGTERMs the dataplane under it and checks that the dataplane exited cleanly.
+dpe_stream_then_stop() {
+    python3 - "$DPE_DIR/long.json" "$1" <<'PY'
+import json, sys
+json.dump({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": int(sys.argv[2]), "stream": True,
+           "messages": [{"role": "user", "content": "tell me a long story " * 20}]}, open(sys.argv[1], "w"))
+PY
+    dpe_post "$DPE_DIR/long.json" "$DPE_DIR/long" & DPE_STREAM=$!
+    sleep 0.6
+    local rc
+    kill -TERM "$DPE_DP_PID"; wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
+    (( rc == 0 )) || dpe_fail "dataplane exit status $rc after SIGTERM"
+}
+
+# dpe_stream_intact WHAT: waits for the stream dpe_stream_then_stop started; it must end
+# successfully, byte-identical and complete ([DONE]). WHAT names the event it survived.
+dpe_stream_intact() {
+    wait "$DPE_STREAM" || dpe_fail "stream broken by $1"
+    dpe_check_digests "$DPE_DIR/long" "$DPE_DIR/long.json"
+    grep -q 'data: \[DONE\]' "$DPE_DIR/long.b" || dpe_fail "stream incomplete after $1"
+}
+
 # dpe_post FILE OUT_PREFIX [curl args...]: POSTs FILE to /v1/chat/completions through the VIP.
 # Writes OUT_PREFIX.h (headers) and OUT_PREFIX.b (body). Returns curl's status.
 dpe_post() {
