@@ -92,9 +92,9 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     kvs_synack_plan(pkt, cfg, &sc->sa);
     kvs_cookie_tuple_of(pkt, &sc->t);
     now = bpf_ktime_get_tai_ns();
-    sc->sa.cookie = kvs_cookie_make(&cfg->cookie_key[0][0], &sc->t,
-                                    kvs_cookie_slot(now, cfg->cookie_period_s), sc->sa.cookie_data);
-    sc->sa.tsval = (__u32)(now / 1000000); /* a millisecond TS clock */
+    /* The TSval carries the client's ISN under the cookie's hash (see cookie.h). */
+    kvs_cookie_sign(&cfg->cookie_key[0][0], &sc->t, kvs_cookie_slot(now, cfg->cookie_period_s),
+                    sc->sa.cookie_data, sc->sa.client_isn, &sc->sa.cookie, &sc->sa.tsval);
 
     delta = (int)sc->sa.frame_len - (int)pkt->frame_len;
     if (delta && bpf_xdp_adjust_tail(ctx, delta))

@@ -19,8 +19,8 @@ rte_mbuf *build_cookie_synack(rte_mbuf *syn, const kvs_config &cfg, const kvs_pk
     kvs_synack_plan(&pkt, &cfg, &sa);
     kvs_cookie_tuple t{};
     kvs_cookie_tuple_of(&pkt, &t);
-    sa.cookie = kvs_cookie_make(cfg.cookie_key[0], &t, kvs_cookie_slot(tai_ns, cfg.cookie_period_s), sa.cookie_data);
-    sa.tsval = static_cast<std::uint32_t>(tai_ns / 1000000);  // a 1 kHz clock, like Linux
+    kvs_cookie_sign(cfg.cookie_key[0], &t, kvs_cookie_slot(tai_ns, cfg.cookie_period_s), sa.cookie_data,
+                    sa.client_isn, &sa.cookie, &sa.tsval);
     const std::uint32_t have = rte_pktmbuf_data_len(syn);
     if (have > sa.frame_len) rte_pktmbuf_trim(syn, static_cast<std::uint16_t>(have - sa.frame_len));
     else if (have < sa.frame_len && !rte_pktmbuf_append(syn, static_cast<std::uint16_t>(sa.frame_len - have))) {

@@ -19,6 +19,7 @@
 #include <rte_ring.h>
 #include <spdlog/spdlog.h>
 
+#include "kvsteer/core/flight_key.h"
 #include "kvsteer/core/locator.h"
 #include "kvsteer/flowpair.h"
 #include "packet.h"
@@ -92,6 +93,8 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     linger_ticks_ = ms(p_.opts.local_linger_ms);
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
+    // Never longer than half the idle timeout: the flight must bind before it is reset.
+    unsure_wait_ticks_ = std::min(ms(FirstFlight::kUnsureStartWaitMs), client_idle_ticks_ / 2);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
 }
 
@@ -106,9 +109,11 @@ std::uint64_t Worker::counter(unsigned reason) const { return reason < KVS_STATS
 
 std::uint32_t Worker::max_held() const {
     std::uint32_t v = p_.opts.max_held_bytes ? p_.opts.max_held_bytes : t_.config->max_held_bytes;
-    if (v == 0) v = 14600;
+    if (v == 0) v = KVS_DEFAULT_MAX_HELD_BYTES;
     return std::min<std::uint32_t>(v, static_cast<std::uint32_t>(buf_.size()));
 }
+
+std::uint32_t Worker::bind_depth() const { return kvsteer::bind_depth(hash_params(*t_.config)); }
 
 bool Worker::is_vip(const kvs_pkt &pkt) const {
     const kvs_config &c = *t_.config;
@@ -186,7 +191,7 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
         return;
     }
     if (pkt.family != 4) {  // IPv6: structures are ready, the binding path is IPv4 only for now
-        inc(KVS_R_PASS_NOT_OURS);
+        inc(KVS_R_DP_IPV6_UNSUPPORTED);
         rte_pktmbuf_free(m);
         return;
     }
@@ -197,7 +202,10 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     if (p_.inboxes && pkt.ip4->daddr == c.snat_addr[0] && dport >= all_lo_ && dport <= all_hi_) {
         // Another worker's SNAT port: RSS put the backend's packet on our queue; hand it over.
         const std::uint32_t owner = (dport - all_lo_) / per_worker_;
-        if (rte_ring_enqueue(p_.inboxes[owner], m) != 0) rte_pktmbuf_free(m);
+        if (rte_ring_enqueue(p_.inboxes[owner], m) != 0) {
+            inc(KVS_R_DP_INBOX_FULL);
+            rte_pktmbuf_free(m);
+        }
         return;
     }
     inc(KVS_R_PASS_NOT_OURS);
@@ -224,18 +232,22 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         if (pkt.tcp->flags & KVS_TCP_RST) {  // client gave up while we were binding
             if (s.st == St::SynSent) rst_backend(s);
             release(idx, true);
+            inc(KVS_R_FLOW_RST);
             rte_pktmbuf_free(m);
             return;
         }
         if (pkt.payload_len > 0 || (pkt.tcp->flags & KVS_TCP_FIN)) return add_segment(idx, m, pkt, now);
         if (pkt.opts.ts_off) s.client_tsval = pkt.opts.tsval;
         s.client_window = kvs_ntohs(pkt.tcp->window);
-        rte_pktmbuf_free(m);  // pure ACK: nothing to hold
+        inc(KVS_R_DP_PURE_ACK_HELD);  // pure ACK: its window and TSval are taken, nothing to hold
+        rte_pktmbuf_free(m);
         return;
     }
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
         if (p_.opts.mode == Mode::Dpdk && !draining_.load(std::memory_order_relaxed)) return answer_syn(m, pkt);
+        // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.
+        inc(draining_.load(std::memory_order_relaxed) ? KVS_R_DP_DRAINING : KVS_R_DP_SYN_NOT_OURS);
         rte_pktmbuf_free(m);
         return;
     }
@@ -244,7 +256,12 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0 && !draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
+    if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
+        if (!draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
+        inc(KVS_R_DP_DRAINING);
+        rte_pktmbuf_free(m);
+        return;
+    }
     inc(KVS_R_DROP_PURE_ACK);
     rte_pktmbuf_free(m);
 }
@@ -282,8 +299,7 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     kvs_cookie_tuple_of(&pkt, &tup);
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
-    // Every first-flight segment acks our cookie + 1. The client ISN is taken from the
-    // earliest segment seen (re-based if an earlier one arrives later, see add_segment).
+    // Every first-flight segment acks our cookie + 1.
     if (!kvs_cookie_check(&c.cookie_key[0][0], &tup, ack - 1,
                           kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), &co)) {
         inc(KVS_R_DROP_BAD_COOKIE);
@@ -302,7 +318,14 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     s.st = St::Holding;
     fill_key4(&s.ckey, pkt);
     std::memcpy(s.client_mac, pkt.eth->src, 6);
-    s.client_isn = seq - 1;
+    // The client's ISN for sure from its timestamp echo (our SYN-ACK's TSval carries it, see
+    // cookie.h), so a flight whose head was lost is never bound from its body; without
+    // timestamps, the earliest segment seen (moved back if an earlier one arrives).
+    std::uint32_t isn = seq - 1;
+    const bool isn_known =
+        pkt.opts.ts_off && kvs_cookie_client_isn(&co, pkt.opts.tsecr, seq, 2 * max_held(), &isn);
+    if (isn_known) inc(KVS_R_DP_ISN_FROM_TS);
+    s.ff.start(isn, isn_known);
     s.cookie_isn = ack - 1;
     s.client_mss = co.mss;
     s.client_wscale = co.wscale;
@@ -329,126 +352,74 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
 void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     Slot &s = slots_[idx];
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq);
-    const std::uint32_t rel = seq - (s.client_isn + 1);
-    const std::uint16_t len = pkt.payload_len;
-    const std::uint8_t fin = (pkt.tcp->flags & KVS_TCP_FIN) ? 1 : 0;
+    const bool fin = (pkt.tcp->flags & KVS_TCP_FIN) != 0;
     if (pkt.opts.ts_off && !seq_lt(pkt.opts.tsval, s.client_tsval)) s.client_tsval = pkt.opts.tsval;
     s.client_window = kvs_ntohs(pkt.tcp->window);
-    if (rel >= (1u << 30) && s.st == St::Holding && s.client_isn + 1 - seq <= 65535) {
-        // An earlier segment than the first we saw (reordering): it starts the stream.
-        const std::uint32_t shift = s.client_isn + 1 - seq;
-        for (unsigned i = 0; i < s.nsegs; ++i) s.segs[i].rel += shift;
-        s.client_isn = seq - 1;
-        return add_segment(idx, m, pkt, now);
-    }
-    if (rel >= (1u << 30)) {  // before the first data byte: an old retransmission
-        inc(KVS_R_DP_DUP_SEGMENT);
-        rte_pktmbuf_free(m);
-        return;
-    }
-    // Duplicate when every byte (and the FIN) is already held.
-    std::uint32_t covered = rel;
-    bool fin_held = false;
-    for (unsigned i = 0; i < s.nsegs; ++i) {
-        const Seg &g = s.segs[i];
-        if (g.rel <= covered && g.rel + g.len > covered) covered = g.rel + g.len;
-        fin_held |= g.fin;
-    }
-    if (covered >= rel + len && (!fin || fin_held) && s.nsegs > 0) {
-        inc(KVS_R_DP_DUP_SEGMENT);
-        rte_pktmbuf_free(m);
-        return;
-    }
-    if (s.st != St::Holding) {
-        // Still binding (SYN sent): the held copy will be flushed; hold this new one too if it fits.
-    }
     // max_held_bytes triggers the bind; segments the client keeps sending while the backend
     // handshake runs are still held (up to twice that) so they need no retransmission.
-    if (s.nsegs == kMaxSegs || s.held_bytes + len > 2 * max_held() || held_mbufs_ >= max_held_mbufs_) {
+    FirstFlight::Add r = held_mbufs_ >= max_held_mbufs_
+                             ? FirstFlight::Add::Full
+                             : s.ff.add(m, rte_pktmbuf_mtod_offset(m, const std::uint8_t *, pkt.l4_off + pkt.tcp_hlen),
+                                        seq, pkt.payload_len, fin, 2 * max_held());
+    switch (r) {
+    case FirstFlight::Add::Held:
+        ++held_mbufs_;
+        s.last_seg = now;
+        if (s.st == St::Holding) check_ready(idx, now, false);
+        return;
+    case FirstFlight::Add::Duplicate:
+        inc(KVS_R_DP_DUP_SEGMENT);
+        rte_pktmbuf_free(m);
+        return;
+    case FirstFlight::Add::Stale:
+        inc(KVS_R_DP_STALE_SEGMENT);
+        rte_pktmbuf_free(m);
+        return;
+    case FirstFlight::Add::Full:
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         if (s.st == St::Holding) {
             s.ready = 1;
-            start_bind(idx, now);
+            check_ready(idx, now, true);
         }
         return;
     }
-    unsigned pos = s.nsegs;
-    while (pos > 0 && s.segs[pos - 1].rel > rel) {
-        s.segs[pos] = s.segs[pos - 1];
-        --pos;
-    }
-    s.segs[pos] = Seg{m, rel, len, static_cast<std::uint16_t>(pkt.l4_off + pkt.tcp_hlen), fin};
-    ++s.nsegs;
-    ++held_mbufs_;
-    s.held_bytes += len;
-    s.last_seg = now;
-    if (s.st == St::Holding) check_ready(idx, now);
 }
 
-std::uint32_t Worker::assemble(const Slot &s, std::uint8_t *buf, std::uint32_t cap) const {
-    std::uint32_t pos = 0;
-    for (unsigned i = 0; i < s.nsegs; ++i) {
-        const Seg &g = s.segs[i];
-        if (g.rel > pos) break;  // hole
-        std::uint32_t end = std::min(g.rel + g.len, cap);
-        if (end > pos) {
-            std::memcpy(buf + pos, rte_pktmbuf_mtod_offset(g.m, const std::uint8_t *, g.poff + (pos - g.rel)),
-                        end - pos);
-            pos = end;
-        }
-    }
-    return pos;
-}
-
-void Worker::check_ready(std::uint32_t idx, std::uint64_t now) {
+// Binds the slot's flight once it is worth binding: the contiguous bytes from the stream's
+// start cover the hash depth, the request is complete (or waits for 100-continue), the held
+// bytes reach max_held_bytes, the head is not HTTP; or, after a silent gap (`gap`), on what is
+// held. Never from a flight whose start is unsure (no timestamp proof and no request line)
+// before FirstFlight::kUnsureStartWaitMs: its head was most likely lost and is on its way.
+void Worker::check_ready(std::uint32_t idx, std::uint64_t now, bool gap) {
     Slot &s = slots_[idx];
-    std::uint32_t n = assemble(s, buf_.data(), max_held());
-    bool fin = false;
-    for (unsigned i = 0; i < s.nsegs; ++i) fin |= s.segs[i].fin;
+    const std::uint32_t n = s.ff.assemble(buf_.data(), max_held());
+    if (n == 0) return;  // nothing from the stream's start yet
+    const bool sure = s.ff.isn_known() || begins_request(buf_.data(), n);
+    if (!sure && now - s.created < unsure_wait_ticks_) return;
     RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
-    const kvs_config &c = *t_.config;
-    std::uint32_t prefix_len = c.prefix_len ? c.prefix_len : 256;
-    std::uint32_t depth = std::max(prefix_len, (c.block_size ? c.block_size : 512) *
-                                                   std::min<std::uint32_t>(c.max_blocks, KVS_MAX_REPORT_BLOCKS));
-    bool ready = fin || n + 1460 > max_held();
-    if (v.status == LocateStatus::Ok) ready |= v.body_complete || v.key_len >= depth;
-    else if (v.status != LocateStatus::NeedMoreHead) ready = true;  // not HTTP: nothing to wait for
-    if (ready) start_bind(idx, now, &v, n);  // buf_ still holds the assembled bytes
+    bool ready = gap || s.ready || s.ff.has_fin() || n + 1460 > max_held();
+    if (v.status == LocateStatus::Ok)
+        ready |= v.body_complete || v.expect_continue || v.key_len >= bind_depth();
+    else if (v.status != LocateStatus::NeedMoreHead)
+        ready = true;  // not HTTP: nothing to wait for
+    else if (gap && !s.ready)
+        ready = false;  // silent with an incomplete head: wait for more (or the idle timeout)
+    if (!ready) return;
+    if (!sure) inc(KVS_R_DP_START_UNSURE);
+    start_bind(idx, now, v, n);  // buf_ still holds the assembled bytes
 }
 
 // ---------------------------------------------------------------------------------------------
 // Binding
 
-void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView *located, std::uint32_t n) {
+void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView &v, std::uint32_t n) {
     Slot &s = slots_[idx];
-    const kvs_config &c = *t_.config;
-    RequestView v;
-    if (located) {
-        v = *located;
-    } else {
-        n = assemble(s, buf_.data(), max_held());
-        v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
-    }
-    HashParams hp;
-    if (c.hash_seed) hp.seed = c.hash_seed;
-    if (c.prefix_len) hp.prefix_len = c.prefix_len;
-    if (c.block_size) hp.block_size = c.block_size;
-    hp.max_blocks = std::min<std::uint32_t>(c.max_blocks ? c.max_blocks : KVS_MAX_REPORT_BLOCKS, KVS_MAX_REPORT_BLOCKS);
-    KeyKind kind = KeyKind::FiveTuple;
-    if (v.status == LocateStatus::Ok && v.key_len > 0) {
-        kind = v.kind;
-        s.hashes = hash_prompt(hp, v.hash_model(), std::span<const std::uint8_t>(buf_.data() + v.key_offset, v.key_len));
-        s.prompt_bytes = static_cast<std::uint32_t>(v.key_len);
-    } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead && n > 0) {
-        kind = KeyKind::BodyPrefix;  // not HTTP we understand: the leading bytes
-        s.hashes = hash_prompt(hp, {}, std::span<const std::uint8_t>(buf_.data(), n));
-        s.prompt_bytes = n;
-    } else {
-        s.hashes = PrefixHashes{};
-        s.hashes.prefix = hash_five_tuple(hp, s.ckey);
-        s.prompt_bytes = 0;
-    }
+    const HashParams hp = hash_params(*t_.config);
+    const FlightKey k = key_flight(hp, v, std::span<const std::uint8_t>(buf_.data(), n), hash_five_tuple(hp, s.ckey));
+    const KeyKind kind = k.kind;
+    s.hashes = k.hashes;
+    s.prompt_bytes = k.prompt_bytes;
     s.key_kind = static_cast<std::uint8_t>(kind);
     switch (kind) {
     case KeyKind::OpenAIPrompt: inc(KVS_R_DP_KEY_OPENAI_PROMPT); break;
@@ -517,7 +488,7 @@ TcpSpec Worker::to_backend(const Slot &s) const {
 
 bool Worker::send_backend_syn(Slot &s) {
     TcpSpec sp = to_backend(s);
-    sp.seq = s.client_isn;  // the client's own ISN: no sequence translation client -> backend
+    sp.seq = s.ff.isn();  // the client's own ISN: no sequence translation client -> backend
     sp.ack = 0;
     sp.flags = KVS_TCP_SYN;
     sp.window = 64240;
@@ -530,11 +501,8 @@ bool Worker::send_backend_syn(Slot &s) {
     // SYN with a newer timestamp (RFC 6191) instead of answering with a challenge ACK.
     if (s.syn_tries == 0) s.ts_delta = static_cast<std::uint32_t>(mono_ns() / 1000000) - s.client_tsval;
     sp.tsval = s.client_tsval + s.ts_delta;
-    rte_mbuf *m = build_tcp4(p_.pool, sp);
-    if (!m) return false;
-    ++s.syn_tries;
-    tx(m);
-    return true;
+    ++s.syn_tries;  // a SYN the mempool could not build counts as sent: the timer retries it
+    return send(build_tcp4(p_.pool, sp));
 }
 
 void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
@@ -574,46 +542,47 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     kvs_flowpair_build(&fp, &k_c2s, &s.c2s, &k_s2c, &s.s2c);
     const kvs_flow &f = s.c2s;
 
+    // Install before anything is sent so the backend's first reply already finds its flow in
+    // XDP; both entries or neither (a half pair would strand the flow).
+    if (t_.flows_fd >= 0) {
+        if (!install_pair(k_c2s, s.c2s, k_s2c, s.s2c)) {
+            inc(KVS_R_DP_FLOW_INSTALL_FAIL);
+            inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
+            rst_backend(s);
+            rst_client(s);
+            release(idx, true);
+            return;
+        }
+        // From now on the sweeper frees the port, when the entries are gone.
+        if (p_.ports) p_.ports->busy[s.snat_port].store(kPortInstalled, std::memory_order_release);
+    }
     // ACK the backend's SYN-ACK as the client would have.
     TcpSpec sp = to_backend(s);
-    sp.seq = s.client_isn + 1;
+    sp.seq = s.ff.isn() + 1;
     sp.ack = bisn + 1;
     sp.flags = KVS_TCP_ACK;
     sp.window = s.client_window;
     sp.ts = ts;
     sp.tsval = s.client_tsval + s.ts_delta;
     sp.tsecr = t_backend;
-    if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
+    send(build_tcp4(p_.pool, sp));
 
-    // Install before flushing so the backend's first reply already finds its flow in XDP.
-    if (t_.flows_fd >= 0) {
-        // Both directions in one syscall (half the cost of two updates).
-        kvs_flow_key keys[2] = {k_c2s, k_s2c};
-        kvs_flow vals[2] = {s.c2s, s.s2c};
-        __u32 count = 2;
-        if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) != 0 || count != 2)
-            inc(KVS_R_DP_FLOW_INSTALL_FAIL);
-        // From now on the sweeper frees the port, when the entries are gone (even if the
-        // install failed: then at its next pass).
-        if (p_.ports) p_.ports->busy[s.snat_port].store(kPortInstalled, std::memory_order_release);
-    }
     list_del(idx);
     s.st = St::Bound;
     s.last_seen = now;
     s.deadline = now + linger_ticks_;
-    for (unsigned i = 0; i < s.nsegs; ++i) {
-        rte_mbuf *m = s.segs[i].m;
+    held_mbufs_ -= s.ff.size();
+    s.ff.drain([&](void *h) {
+        auto *m = static_cast<rte_mbuf *>(h);
         kvs_pkt pkt;
-        if (parse_mbuf(m, &pkt) == KVS_PARSE_OK) {
-            rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
-            tx(m);
-        } else {
+        if (parse_mbuf(m, &pkt) != KVS_PARSE_OK) {  // parsed once already: cannot happen
+            inc(KVS_R_DP_HELD_UNPARSABLE);
             rte_pktmbuf_free(m);
+            return;
         }
-    }
-    held_mbufs_ -= s.nsegs;
-    s.nsegs = 0;
-    s.held_bytes = 0;
+        rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
+        tx(m);
+    });
     if (t_.load) __atomic_fetch_add(&t_.load[s.backend].binds, 1, __ATOMIC_RELAXED);
     inc(KVS_R_DP_BIND_OK);
     switch (s.via) {
@@ -624,6 +593,29 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     default: break;
     }
     report(s);
+}
+
+// Both directions in one syscall (half the cost of two updates), all or nothing: a batch stops
+// at its first failure, so an entry it did write is removed again.
+bool Worker::install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks, const kvs_flow &s2c) {
+    kvs_flow_key keys[2] = {kc, ks};
+    kvs_flow vals[2] = {c2s, s2c};
+    __u32 count = 2;
+    if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) == 0 && count == 2) return true;
+    if (count >= 1) bpf_map_delete_elem(t_.flows_fd, &keys[0]);
+    if (count >= 2) bpf_map_delete_elem(t_.flows_fd, &keys[1]);
+    return false;
+}
+
+// Sends a segment the worker built; a null one (the mempool ran dry) is counted, never lost
+// silently. Returns whether it was queued.
+bool Worker::send(rte_mbuf *m) {
+    if (KVS_UNLIKELY(!m)) {
+        inc(KVS_R_DP_NO_MBUF);
+        return false;
+    }
+    tx(m);
+    return true;
 }
 
 void Worker::report(const Slot &s) {
@@ -653,7 +645,7 @@ void Worker::report(const Slot &s) {
 
 void Worker::rst_client(Slot &s) {
     const kvs_config &c = *t_.config;
-    std::uint32_t n = assemble(s, buf_.data(), max_held());
+    const std::uint32_t n = std::min(s.ff.contiguous(), max_held());
     TcpSpec sp{};
     sp.smac = c.appliance_mac;
     sp.dmac = s.client_mac;
@@ -662,18 +654,18 @@ void Worker::rst_client(Slot &s) {
     sp.sport = s.ckey.dport;
     sp.dport = s.ckey.sport;
     sp.seq = s.cookie_isn + 1;
-    sp.ack = s.client_isn + 1 + n;
+    sp.ack = s.ff.isn() + 1 + n;
     sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
     sp.window = 0;
-    if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
+    send(build_tcp4(p_.pool, sp));
 }
 
 // Aborts our half-open connection to the backend (the client went away while binding).
 void Worker::rst_backend(Slot &s) {
     TcpSpec sp = to_backend(s);
-    sp.seq = s.client_isn + 1;
+    sp.seq = s.ff.isn() + 1;
     sp.flags = KVS_TCP_RST;
-    if (rte_mbuf *m = build_tcp4(p_.pool, sp)) tx(m);
+    send(build_tcp4(p_.pool, sp));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,13 +688,13 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const std::uint8_t fl = pkt.tcp->flags;
     if (s.st == St::SynSent) {
         const std::uint32_t ack = kvs_ntohl(pkt.tcp->ack_seq);
-        if ((fl & KVS_TCP_RST) && (fl & KVS_TCP_ACK) && ack == s.client_isn + 1) {
+        if ((fl & KVS_TCP_RST) && (fl & KVS_TCP_ACK) && ack == s.ff.isn() + 1) {
             inc(KVS_R_DP_BACKEND_RST);
             if (t_.load) __atomic_fetch_add(&t_.load[s.backend].bind_fail_rst, 1, __ATOMIC_RELAXED);
             rte_pktmbuf_free(m);
             return next_candidate(static_cast<std::uint32_t>(idx), now);
         }
-        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && ack == s.client_isn + 1) {
+        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && ack == s.ff.isn() + 1) {
             inc(KVS_R_PUNT_BACKEND_SYNACK);
             complete_bind(static_cast<std::uint32_t>(idx), pkt, now);
             rte_pktmbuf_free(m);
@@ -715,7 +707,7 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             TcpSpec sp = to_backend(s);
             sp.seq = ack;
             sp.flags = KVS_TCP_RST;
-            if (rte_mbuf *r = build_tcp4(p_.pool, sp)) tx(r);
+            send(build_tcp4(p_.pool, sp));
             if (s.syn_tries <= p_.opts.backend_syn_retries + 2) send_backend_syn(s);
         }
         inc(KVS_R_PUNT_BACKEND_OTHER);
@@ -726,14 +718,14 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK)) {
             // Our ACK was lost: the backend repeats its SYN-ACK. Acknowledge it again.
             TcpSpec sp = to_backend(s);
-            sp.seq = s.client_isn + 1;
+            sp.seq = s.ff.isn() + 1;
             sp.ack = kvs_ntohl(pkt.tcp->seq) + 1;
             sp.flags = KVS_TCP_ACK;
             sp.window = s.client_window;
             sp.ts = s.client_ts && pkt.opts.ts_off;
             sp.tsval = s.client_tsval + s.ts_delta;
             sp.tsecr = pkt.opts.tsval;
-            if (rte_mbuf *a = build_tcp4(p_.pool, sp)) tx(a);
+            send(build_tcp4(p_.pool, sp));
             inc(KVS_R_PUNT_BACKEND_SYNACK);
             rte_pktmbuf_free(m);
             return;
@@ -786,7 +778,7 @@ void Worker::on_arp(rte_mbuf *m) {
     bool ours = a->tpa == c.snat_addr[0];
     for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) ours |= c.vips[i].addr[0] == a->tpa;
     if (a->op != kvs_htons(1) || !ours) {
-        inc(KVS_R_PASS_NOT_IP);
+        inc(KVS_R_DP_ARP_NOT_OURS);
         rte_pktmbuf_free(m);
         return;
     }
@@ -817,9 +809,7 @@ void Worker::timers(std::uint64_t now) {
             } else if (now - s.last_seg >= gap_ticks_) {
                 // The client is window-limited and silent: bind on what we have, unless not
                 // even the request head is complete.
-                std::uint32_t n = assemble(s, buf_.data(), max_held());
-                RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
-                if (v.status != LocateStatus::NeedMoreHead) start_bind(idx, now, &v, n);
+                check_ready(idx, now, true);
             }
         } else if (s.st == St::SynSent && now >= s.deadline) {
             if (s.syn_tries <= p_.opts.backend_syn_retries) {
@@ -866,13 +856,16 @@ bool Worker::reclaim_lingering() {
     return false;
 }
 
+void Worker::free_held(Slot &s) {
+    held_mbufs_ -= s.ff.size();
+    s.ff.drain([](void *m) { rte_pktmbuf_free(static_cast<rte_mbuf *>(m)); });
+}
+
 void Worker::release(std::uint32_t idx, bool free_port) {
     Slot &s = slots_[idx];
     if (s.st == St::Free) return;
     if (s.st == St::Holding || s.st == St::SynSent) list_del(idx);
-    for (unsigned i = 0; i < s.nsegs; ++i) rte_pktmbuf_free(s.segs[i].m);
-    held_mbufs_ -= s.nsegs;
-    s.nsegs = 0;
+    free_held(s);
     rte_hash_del_key(by_client_, &s.ckey);
     if (s.snat_port) {
         by_port_[s.snat_port - port_lo_] = -1;

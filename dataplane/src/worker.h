@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "choose.h"
+#include "first_flight.h"
 #include "kvsteer/abi.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/core/locator.h"
@@ -71,32 +72,23 @@ public:
 
 private:
     enum class St : std::uint8_t { Free, Holding, SynSent, Bound };
-    static constexpr unsigned kMaxSegs = 32;
     static constexpr unsigned kMaxCand = 8;
-
-    struct Seg {
-        rte_mbuf *m;
-        std::uint32_t rel;    // sequence offset from the first data byte
-        std::uint16_t len;    // payload bytes
-        std::uint16_t poff;   // payload offset in the frame
-        std::uint8_t fin;
-    };
 
     struct Slot {
         St st = St::Free;
-        std::uint8_t nsegs = 0, ncand = 0, syn_tries = 0;
+        std::uint8_t ncand = 0, syn_tries = 0;
         std::uint8_t client_wscale = KVS_WSCALE_NONE, client_sack = 0, client_ts = 0, ready = 0;
         std::uint8_t via = 0, key_kind = 0, closed = 0, fin_mask = 0;
         std::uint16_t client_mss = 0, client_window = 0, snat_port = 0, backend = KVS_BACKEND_NONE;
         kvs_flow_key ckey{};           // client -> VIP, as it arrives
         kvs_flow_key bkey{};           // backend -> SNAT, as it arrives
         std::uint8_t client_mac[6]{};
-        std::uint32_t client_isn = 0, cookie_isn = 0, client_tsval = 0, ts_ours = 0;
+        std::uint32_t cookie_isn = 0, client_tsval = 0, ts_ours = 0;
         std::uint32_t ts_delta = 0;    // client TSval -> the backend leg's (our monotonic ms clock)
-        std::uint32_t held_bytes = 0, prompt_bytes = 0;
+        std::uint32_t prompt_bytes = 0;
         std::uint64_t created = 0, last_seg = 0, deadline = 0, last_seen = 0;
         std::uint16_t tried[kMaxCand]{};
-        Seg segs[kMaxSegs];
+        FirstFlight ff;                // the held first flight; ff.isn() is the client's ISN
         kvs_flow c2s{}, s2c{};
         PrefixHashes hashes;
         std::int32_t prev = -1, next = -1;  // binding list (Holding/SynSent)
@@ -109,10 +101,10 @@ private:
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     void add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
-    std::uint32_t assemble(const Slot &s, std::uint8_t *buf, std::uint32_t cap) const;
-    void check_ready(std::uint32_t idx, std::uint64_t now);
-    // `located`: the request as check_ready just located it in buf_ (n bytes); null: do it here.
-    void start_bind(std::uint32_t idx, std::uint64_t now, const RequestView *located = nullptr, std::uint32_t n = 0);
+    void check_ready(std::uint32_t idx, std::uint64_t now, bool gap);
+    void free_held(Slot &s);
+    // `v`: the request as check_ready located it in buf_ (n bytes).
+    void start_bind(std::uint32_t idx, std::uint64_t now, const RequestView &v, std::uint32_t n);
     TcpSpec to_backend(const Slot &s) const;
     bool send_backend_syn(Slot &s);
     void next_candidate(std::uint32_t idx, std::uint64_t now);
@@ -127,10 +119,13 @@ private:
     void report(const Slot &s);
     bool alloc_port(std::uint16_t *port);
     void tx(rte_mbuf *m);
+    bool send(rte_mbuf *m);
+    bool install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks, const kvs_flow &s2c);
     void inc(unsigned reason) { stats_[reason]++; }
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
     std::uint32_t max_held() const;
+    std::uint32_t bind_depth() const;
     bool is_vip(const kvs_pkt &pkt) const;
 
     Tables t_;
@@ -149,7 +144,7 @@ private:
     std::uint32_t sweep_cursor_ = 0;
     std::uint64_t hz_ = 0, last_timer_ = 0;
     std::uint64_t gap_ticks_, syn_timeout_ticks_, client_idle_ticks_, linger_ticks_, flow_idle_ticks_,
-        closed_ticks_;
+        closed_ticks_, unsure_wait_ticks_;
     std::atomic<bool> draining_{false};
     std::uint64_t ring_head_ = 0;
     ChooseScratch scratch_;

@@ -106,6 +106,37 @@ TEST_F(BpfCookie, RoundtripCarriesOptions)
     }
 }
 
+// The SYN-ACK's TSval hides the client's ISN under the cookie's hash: every first-flight
+// segment echoes it, so the checker knows where the stream starts whichever segment it sees.
+TEST_F(BpfCookie, TimestampEchoGivesTheClientIsn)
+{
+    const std::uint8_t d = kvs_cookie_pack_opts(1460, 7, 1);
+    for (std::uint32_t client_isn : {0u, 1u, 0x7fffffffu, 0xfffffff0u, 0xffffffffu}) {
+        std::uint32_t cookie = 0, tsval = 0;
+        kvs_cookie_sign(keys[0], &t, slot, d, client_isn, &cookie, &tsval);
+        EXPECT_EQ(cookie, make(d, slot));  // the cookie itself does not depend on the ISN
+        kvs_cookie_opts o{};
+        ASSERT_TRUE(check(cookie, slot, &o));
+        for (std::uint32_t off : {0u, 1u, 1448u, 14600u}) {
+            std::uint32_t isn = 0;
+            ASSERT_TRUE(kvs_cookie_client_isn(&o, tsval, client_isn + 1 + off, 65535, &isn)) << off;
+            EXPECT_EQ(isn, client_isn);
+        }
+        // A TSecr that is not ours (a middlebox rewrote it) gives no ISN rather than a wrong one
+        // (unless by chance it lands within the window: 1 in 65536).
+        std::uint32_t isn = 0;
+        EXPECT_FALSE(kvs_cookie_client_isn(&o, tsval + 0x40000000u, client_isn + 1, 65535, &isn));
+        // A sequence number before the recovered ISN + 1 is not consistent with it.
+        EXPECT_FALSE(kvs_cookie_client_isn(&o, tsval, client_isn, 65535, &isn));
+    }
+    // Different ISNs, different TSvals (they differ by exactly the ISN difference).
+    std::uint32_t c1, t1, c2, t2;
+    kvs_cookie_sign(keys[0], &t, slot, d, 1000, &c1, &t1);
+    kvs_cookie_sign(keys[0], &t, slot, d, 3000, &c2, &t2);
+    EXPECT_EQ(c1, c2);
+    EXPECT_EQ(t2 - t1, 2000u);
+}
+
 TEST_F(BpfCookie, SlotAgeing)
 {
     std::uint32_t c = make(kvs_cookie_pack_opts(1460, 7, 1), slot);

@@ -90,12 +90,10 @@ protected:
     {
         for (int attempt = 0; attempt < 3; attempt++) {
             std::uint64_t slot0 = kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s);
-            std::uint64_t ms0 = kvs_cookie_now_tai_ns() / 1000000;
             auto before = h_->stats();
             RunResult r = h_->run(syn);
             auto after = h_->stats();
             std::uint64_t slot1 = kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s);
-            std::uint64_t ms1 = kvs_cookie_now_tai_ns() / 1000000;
             if (slot0 != slot1) continue;  // crossed a slot boundary: the cookie is ambiguous
             EXPECT_EQ(r.verdict, XDP_TX_);
             EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 1u) << stat_delta(before, after);
@@ -109,16 +107,8 @@ protected:
             kvs_synack_plan(&p, &cfg_, &sa);
             kvs_cookie_tuple t;
             kvs_cookie_tuple_of(&p, &t);
-            sa.cookie = kvs_cookie_make(cfg_.cookie_key[0], &t, slot0, sa.cookie_data);
-            if (sa.ts) {
-                // Our TSval is the program's millisecond clock: take it from the output.
-                Bytes o = r.out;
-                kvs_pkt op;
-                EXPECT_EQ(kvs_parse(o.data(), o.data() + o.size(), &op), KVS_PARSE_OK);
-                sa.tsval = op.opts.tsval;
-                EXPECT_GE(std::uint64_t(sa.tsval), std::uint32_t(ms0));
-                EXPECT_LE(std::uint64_t(sa.tsval), std::uint32_t(ms1));
-            }
+            // Cookie and TSval (the client's ISN under the cookie's hash) from the shared codec.
+            kvs_cookie_sign(cfg_.cookie_key[0], &t, slot0, sa.cookie_data, sa.client_isn, &sa.cookie, &sa.tsval);
             Bytes want(sa.frame_len, 0xA5);
             std::memcpy(want.data(), syn.data(), sa.l3_off);
             EXPECT_EQ(kvs_synack_write(want.data(), want.data() + want.size(), &sa), 0);
@@ -134,6 +124,12 @@ protected:
             EXPECT_EQ(co.mss, expect.mss);
             EXPECT_EQ(co.wscale, expect.wscale);
             EXPECT_EQ(co.sack_perm, expect.sack_perm);
+            if (sa.ts) {
+                // Any first-flight segment's TSecr (our TSval) gives back the client's ISN.
+                std::uint32_t isn = 0;
+                EXPECT_TRUE(kvs_cookie_client_isn(&co, op.opts.tsval, sa.client_isn + 1 + 5000, 65535, &isn));
+                EXPECT_EQ(isn, sa.client_isn);
+            }
             return r.out;
         }
         ADD_FAILURE() << "crossed cookie slot boundaries three times";

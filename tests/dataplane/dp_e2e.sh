@@ -4,7 +4,8 @@
 # (same prefix same backend, different prefixes spread), many (1,000 sequential + 200
 # concurrent; flow table empty after), failover (backend down before binding), synflood,
 # restart, restart_live (a new dataplane under a running stream), daemon, dpdk, timewait,
-# portreuse (a client reopening connections from one port).
+# portreuse (a client reopening connections from one port), slowloris (a burst then a churn of
+# partial heads; new flows still bound afterwards).
 set -uo pipefail
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
 DPE_BUILD=$(cd "$1" && pwd); SCEN=$2
@@ -228,6 +229,20 @@ portreuse)
     binds=$(dpe_counter dp_bind_ok)
     (( binds == 20 )) || dpe_fail "dp_bind_ok $binds, expected 20 (one per connection)"
     dpe_log "20 connections from one client port, each bound anew: $out (XDP reused $reused closed flows)"
+    ;;
+slowloris)
+    # Slowloris: a burst of connections that send a partial head and stop, then a sustained
+    # churn of them. Afterwards the receive path must still take new flows (it once stopped
+    # for good: port rx frozen while its missed counter climbed).
+    dpe_up kvdpl 2 --client-idle-timeout-ms 2000
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_slowloris.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --burst "${DPE_SL_BURST:-5000}" --hold 3 --sustained "${DPE_SL_SUSTAINED:-4500}" \
+        --life 1 --seconds "${DPE_SL_SECONDS:-15}") || dpe_fail "slowloris client: $out"
+    dpe_log "slowloris: $out"
+    sleep 1
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "legitimate requests after the attack: $out"
+    dpe_log "20 legitimate requests after the attack: $out"
     ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;

@@ -85,6 +85,17 @@ protected:
         return kvs_cookie_make(tables->config.cookie_key[0], &t,
                                kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), kvs_cookie_pack_opts(1460, 7, 1));
     }
+    // The cookie and the TSval our SYN-ACK carried (the client's ISN under the cookie's hash),
+    // which every first-flight segment then echoes.
+    void sign_synack() {
+        kvs_cookie_tuple t{};
+        t.saddr[0] = client_ip;
+        t.daddr[0] = vip;
+        t.sport = htons(cport);
+        t.dport = htons(8000);
+        kvs_cookie_sign(tables->config.cookie_key[0], &t, kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
+                        kvs_cookie_pack_opts(1460, 7, 1), isn, &cookie, &t_ours);
+    }
     Seg client_seg(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
         Seg s{};
         s.saddr = client_ip;
@@ -127,7 +138,8 @@ protected:
     const std::uint32_t client_ip = ip4("10.77.0.10"), vip = ip4("10.77.1.1");
     const std::uint16_t cport = 43210;
     const std::uint32_t isn = 0xfffffff0u;  // the client's sequence space wraps inside the request
-    const std::uint32_t t_ours = 777, bisn = 0x10000000u, tb = 555555;
+    std::uint32_t t_ours = 777;  // our SYN-ACK's TSval as the client echoes it (777: not ours)
+    const std::uint32_t bisn = 0x10000000u, tb = 555555;
     std::uint32_t cookie = 0;
     const std::uint8_t backend_mac[6] = {0x02, 0, 0, 0, 9, 9};
 };
@@ -383,6 +395,95 @@ TEST_F(BindTest, WindowLimitedClientBindsAfterIdleGap) {
     auto out = step(now + ms(3));
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+}
+
+// The client's head segment is lost and its body arrives first: the body must wait for the
+// retransmitted head, never be bound as the start of the stream (the backend would get a request
+// without its head). With timestamps the ISN comes from the echo of our SYN-ACK's TSval.
+TEST_F(BindTest, HeadLostWithTimestampsBodyWaitsForTheHead) {
+    make_worker();
+    sign_synack();
+    const std::string req = request(3000);
+    const std::size_t head = req.find("\r\n\r\n") + 4;
+    inject(rp.rx, make_seg(rp.pool, client_seg(head, req.substr(head, 1400), 10)));
+    inject(rp.rx, make_seg(rp.pool, client_seg(head + 1400, req.substr(head + 1400), 11)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_ISN_FROM_TS), 1u);
+    EXPECT_TRUE(step(now + ms(3)).empty()) << "the idle gap must not bind a flight without its start";
+    EXPECT_TRUE(step(now + ms(600)).empty());
+    EXPECT_EQ(worker->slot_count(), 1u);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, req.substr(0, head), 12)));  // the retransmitted head
+    auto out = step(now + ms(601));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(ntohl(syn.tcp->seq), isn) << "the backend leg starts at the client's real ISN";
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_CHAT), 1u);
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+    out = step(now + ms(602));
+    ASSERT_GE(out.size(), 2u);  // our ACK, then the flushed flight
+    kvs_pkt first = parse(out[1]);
+    EXPECT_EQ(ntohl(first.tcp->seq), isn + 1);
+    ASSERT_GE(first.payload_len, 4);
+    EXPECT_EQ(0, std::memcmp(out[1].data() + first.l4_off + first.tcp_hlen, "POST", 4))
+        << "the stream the backend sees begins with the head";
+}
+
+// Without timestamps there is no proof of the start: a flight that does not begin with a
+// request line waits (here for the head, which moves the start back); never bound from a body.
+TEST_F(BindTest, HeadLostWithoutTimestampsBodyWaitsForTheHead) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req = request(3000);
+    const std::size_t head = req.find("\r\n\r\n") + 4;
+    auto seg = [&](std::size_t off, std::string p) {
+        Seg s = client_seg(static_cast<std::uint32_t>(off), std::move(p), 0);
+        s.ts = false;
+        return s;
+    };
+    inject(rp.rx, make_seg(rp.pool, seg(head, req.substr(head, 1400))));
+    inject(rp.rx, make_seg(rp.pool, seg(head + 1400, req.substr(head + 1400))));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_TRUE(step(now + ms(3)).empty()) << "the idle gap must not bind a body as the stream start";
+    EXPECT_TRUE(step(now + ms(300)).empty());
+    inject(rp.rx, make_seg(rp.pool, seg(0, req.substr(0, head))));
+    auto out = step(now + ms(301));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    EXPECT_EQ(ntohl(syn.tcp->seq), isn);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_CHAT), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_START_UNSURE), 0u);
+}
+
+// Not HTTP, no timestamps: nothing can prove the start, so it binds after the unsure-start
+// wait (half the client idle timeout here), counted.
+TEST_F(BindTest, UnsureStartBindsAfterTheWait) {
+    make_worker();
+    cookie = cookie_for(cport);
+    Seg s = client_seg(0, "{\"not\": \"a request line\"}", 0);
+    s.ts = false;
+    inject(rp.rx, make_seg(rp.pool, s));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_TRUE(step(now + ms(100)).empty());
+    auto out = step(now + ms(501));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_DP_START_UNSURE), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_BODY_PREFIX), 1u);
+}
+
+// Expect: 100-continue: the client sends no body before the server answers, so the head is
+// all there is: bind at once on it (request target and host), not after the gap on the 5-tuple.
+TEST_F(BindTest, ExpectContinueBindsOnTheHeadAtOnce) {
+    make_worker();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, "POST /v1/completions HTTP/1.1\r\nHost: kv\r\n"
+                                                  "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n", 5)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u) << "bound without waiting for the idle gap";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_FIVE_TUPLE), 0u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_BODY_PREFIX), 1u);
 }
 
 TEST_F(BindTest, BadCookieIsDropped) {

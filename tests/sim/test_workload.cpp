@@ -3,7 +3,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "first_flight.h"
+#include "kvsteer/core/flight_key.h"
+#include "policy.h"
 #include "sim_fixtures.h"
 
 namespace kvsteer::sim {
@@ -61,7 +62,7 @@ TEST(WorkloadTest, FirstFlightIsCutAndLocatable) {
     const SimRequest &r = w.reqs[0];
     EXPECT_EQ(r.first_flight.rfind("POST /v1/chat/completions HTTP/1.1\r\n", 0), 0u);
     HashParams hp;
-    const auto k = first_flight_key(r.first_flight, 14600, hp, 1);
+    const auto k = key_flight(hp, flight_bytes(r.first_flight, 14600), 1);
     EXPECT_EQ(k.kind, KeyKind::OpenAIChat);
     EXPECT_LT(k.prompt_bytes, 14600u);
     EXPECT_GT(k.prompt_bytes, 14000u);

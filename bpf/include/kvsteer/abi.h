@@ -23,6 +23,7 @@
 #define KVS_MAX_WORKERS 8u
 #define KVS_BIND_RING_SLOTS 4096u      /* per worker; power of two */
 #define KVS_MAX_REPORT_BLOCKS 28u      /* chained block hashes carried in one binding report */
+#define KVS_DEFAULT_MAX_HELD_BYTES 14600u /* max_held_bytes when kvs_config says 0: ~10 segments, a client's initial window */
 #define KVS_STATS_MAX 128u             /* size of the per-reason counter array */
 
 /* ---- pinned map names (all under the bpffs dir, default /sys/fs/bpf/kvsteer) ----------- */

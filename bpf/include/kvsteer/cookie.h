@@ -13,7 +13,11 @@
  * made in and the next one (period 64 s: 64..128 s of life), under either key.
  * The client's ISN is deliberately NOT in the MAC: every segment of the client's first flight
  * carries ack = cookie + 1 but only the first has seq = ISN + 1, and all of them must validate
- * (they can arrive in any order, or the first can be lost). */
+ * (they can arrive in any order, or the first can be lost).
+ * Our SYN-ACK's TSval is (h >> 32) + the client's ISN: every segment of the first flight echoes
+ * it (TSecr), so the checker recovers the client's ISN from any of them, knowing for sure where
+ * the stream starts even when the first segment was lost (Linux mixes the ISN into its cookie
+ * for the same reason). Clients without timestamps get no such proof. */
 #define KVS_COOKIE_DEFAULT_PERIOD_S 64u
 #define KVS_COOKIE_MAC_BITS 22
 #define KVS_COOKIE_MAC_MASK 0x3fffffu
@@ -52,6 +56,7 @@ struct kvs_cookie_opts {
     __u16 mss;        /* from KVS_COOKIE_MSS_TABLE (536 when the SYN had no MSS) */
     __u8 wscale;      /* KVS_WSCALE_NONE when the SYN had no window scale */
     __u8 sack_perm;   /* 1 when the SYN had SACK-permitted */
+    __u32 ts_base;    /* our SYN-ACK's TSval minus the client's ISN (see the layout above) */
 };
 
 /* Time slot of a TAI time (ns). Userspace passes kvs_cookie_now_tai_ns(), BPF
@@ -108,16 +113,47 @@ KVS_INLINE __u64 kvs_cookie_hash(const __u64 *key, const struct kvs_cookie_tuple
 #define KVS_COOKIE_HASH(key, t, slot) kvs_cookie_hash((key), (t), (slot))
 #endif
 
+/* Our SYN-ACK's TSval for the client ISN `client_isn`, from the cookie's hash `h`. */
+KVS_INLINE __u32 kvs_cookie_tsval(__u64 h, __u32 client_isn)
+{
+    return (__u32)(h >> 32) + client_isn;
+}
+
+/* Both values our SYN-ACK carries for a SYN of tuple `t` with ISN `client_isn`: the cookie
+ * (our ISN) and the TSval (used only when the SYN-ACK has timestamps). */
+KVS_INLINE void kvs_cookie_sign(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot,
+                                __u8 data, __u32 client_isn, __u32 *cookie, __u32 *tsval)
+{
+    __u64 h = KVS_COOKIE_HASH(key, t, slot);
+
+    *cookie = ((__u32)(slot & 3) << 30) |
+              ((((__u32)data ^ (__u32)(h >> KVS_COOKIE_MAC_BITS)) & 0xff) << KVS_COOKIE_MAC_BITS) |
+              ((__u32)h & KVS_COOKIE_MAC_MASK);
+    *tsval = kvs_cookie_tsval(h, client_isn);
+}
+
 /* Our ISN for a SYN of tuple `t` in time slot `slot`, carrying option byte `data` (from
  * kvs_cookie_pack_opts). `key` is one SipHash key (2 words), normally cfg->cookie_key[0]. */
 KVS_INLINE __u32 kvs_cookie_make(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot,
                                  __u8 data)
 {
-    __u64 h = KVS_COOKIE_HASH(key, t, slot);
+    __u32 cookie, tsval;
 
-    return ((__u32)(slot & 3) << 30) |
-           ((((__u32)data ^ (__u32)(h >> KVS_COOKIE_MAC_BITS)) & 0xff) << KVS_COOKIE_MAC_BITS) |
-           ((__u32)h & KVS_COOKIE_MAC_MASK);
+    kvs_cookie_sign(key, t, slot, data, 0, &cookie, &tsval);
+    return cookie;
+}
+
+/* Recovers the client's ISN from a first-flight segment's TSecr and a checked cookie's opts;
+ * returns 1 when it is consistent with the segment's seq (at most `max_off` bytes before it). */
+KVS_INLINE int kvs_cookie_client_isn(const struct kvs_cookie_opts *o, __u32 tsecr, __u32 seq,
+                                     __u32 max_off, __u32 *isn)
+{
+    __u32 cand = tsecr - o->ts_base;
+
+    if (seq - (cand + 1) > max_off)
+        return 0;
+    *isn = cand;
+    return 1;
 }
 
 KVS_INLINE int kvs_cookie_key_set(const __u64 *key)
@@ -147,6 +183,7 @@ KVS_INLINE int kvs_cookie_check(const __u64 *keys, const struct kvs_cookie_tuple
         if (((__u32)h & KVS_COOKIE_MAC_MASK) == (cookie & KVS_COOKIE_MAC_MASK)) {
             *out = kvs_cookie_unpack_opts(
                 (__u8)((cookie >> KVS_COOKIE_MAC_BITS) ^ (__u32)(h >> KVS_COOKIE_MAC_BITS)));
+            out->ts_base = kvs_cookie_tsval(h, 0);
             return 1;
         }
     }

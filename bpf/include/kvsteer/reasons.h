@@ -54,7 +54,20 @@
     X(DP_TX_DROP, "dp_tx_drop")                                               \
     X(FLOW_REUSED, "flow_reused_by_syn")                                      \
     X(SYN_ON_LIVE_FLOW, "syn_on_live_flow")                                  \
-    X(GUARD_DROP, "guard_drop_no_xdp")
+    X(GUARD_DROP, "guard_drop_no_xdp")                                        \
+    X(DP_ISN_FROM_TS, "dp_isn_from_timestamp")                                \
+    X(DP_START_UNSURE, "dp_bind_start_unsure")                                \
+    X(DP_STALE_SEGMENT, "dp_stale_segment")                                   \
+    X(DP_INBOX_FULL, "dp_drop_inbox_full")                                    \
+    X(DP_NO_MBUF, "dp_no_mbuf")                                               \
+    X(DP_HELD_UNPARSABLE, "dp_drop_held_unparsable")                          \
+    X(DP_DRAINING, "dp_drop_draining")                                        \
+    X(DP_IPV6_UNSUPPORTED, "dp_drop_ipv6_unsupported")                        \
+    X(DP_ARP_NOT_OURS, "dp_drop_arp_not_ours")                                \
+    X(DP_RX_STALL, "dp_rx_stall")                                             \
+    X(DP_RX_RECOVERED, "dp_rx_recovered")                                     \
+    X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")                              \
+    X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

@@ -19,8 +19,8 @@ struct kvs_synack {
     __u32 daddr[4];      /* the client */
     __u16 sport, dport;  /* network order */
     __u32 client_isn;    /* host order */
-    __u32 cookie;        /* our ISN, host order: filled by the caller (kvs_cookie_make) */
-    __u32 tsval;         /* our TSval, host order: filled by the caller when ts is set */
+    __u32 cookie;        /* our ISN, host order: filled by the caller (kvs_cookie_sign) */
+    __u32 tsval;         /* our TSval, host order: filled by the caller (kvs_cookie_sign) */
     __u32 tsecr;         /* the client's TSval */
     __u16 mss;           /* advertised */
     __u16 window;        /* raw window field */

@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "choose.h"
-#include "first_flight.h"
+#include "kvsteer/core/flight_key.h"
 #include "kvsteer/control/affinity_policy.h"
 #include "kvsteer/core/affinity.h"
 #include "policy.h"
@@ -47,10 +47,7 @@ public:
         t_.load = load_.data();
         t_.maglev = maglev_.data();
         t_.affinity = affinity_.data();
-        hp_.seed = cfg_.hash_seed;
-        hp_.prefix_len = cfg_.prefix_len;
-        hp_.block_size = cfg_.block_size;
-        hp_.max_blocks = cfg_.max_blocks;
+        hp_ = hash_params(cfg_);  // as the dataplane reads kvs_config
     }
 
     std::string name() const override {
@@ -59,7 +56,7 @@ public:
 
     uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &) override {
         const uint64_t tuple_hash = (uint64_t(idx) + 1) * 0x9e3779b97f4a7c15ULL;
-        const FirstFlightKey k = first_flight_key(r.first_flight, cfg_.max_held_bytes, hp_, tuple_hash);
+        const FlightKey k = key_flight(hp_, flight_bytes(r.first_flight, cfg_.max_held_bytes), tuple_hash | 1);
         const dp::Choice ch = dp::choose_backend(t_, k.hashes, tuple_hash, {}, *scratch_);
         const uint32_t id = ch.backend < n_ ? ch.backend : 0;
         ++via_[std::min<uint32_t>(ch.via, 4)];

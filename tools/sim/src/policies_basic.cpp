@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <xxhash.h>
 
-#include "first_flight.h"
+#include "kvsteer/core/flight_key.h"
 #include "kvsteer/core/maglev.h"
 #include "policy.h"
 #include "sim_maglev.h"
@@ -54,7 +54,7 @@ public:
     }
     std::string name() const override { return bounded_ ? "ch-bl" : "ch"; }
     uint32_t choose(uint32_t idx, const SimRequest &r, double, const Cluster &c) override {
-        const auto k = first_flight_key(r.first_flight, uint32_t(r.first_flight.size()), hp_, idx);
+        const auto k = key_flight(hp_, flight_bytes(r.first_flight), idx | 1);
         if (!bounded_) return table_[k.hashes.prefix % table_.size()];
         LoadView v{c.in_flight, eligible_};
         bool spilled = false;

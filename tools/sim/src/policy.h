@@ -1,11 +1,13 @@
 // The routing-policy interface of the simulator and the factory of every policy it knows.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kvsteer/model/scheduler.h"
@@ -21,6 +23,12 @@ struct Cluster {
     std::span<const std::unique_ptr<model::Scheduler>> servers;
     uint32_t size() const { return uint32_t(in_flight.size()); }
 };
+
+// The first `max` bytes of a request: what a balancer holds of it when it decides.
+inline std::span<const std::uint8_t> flight_bytes(std::string_view s,
+                                                  std::size_t max = std::numeric_limits<std::size_t>::max()) {
+    return {reinterpret_cast<const std::uint8_t *>(s.data()), std::min(s.size(), max)};
+}
 
 struct PolicyParams {
     uint32_t prefix_len = 256;       // bytes hashed for the fixed prefix (kvsteer, CH, CH-BL)

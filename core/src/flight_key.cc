@@ -1,0 +1,50 @@
+#include "kvsteer/core/flight_key.h"
+
+#include <algorithm>
+
+namespace kvsteer {
+
+HashParams hash_params(const kvs_config &c) noexcept {
+    HashParams hp;
+    if (c.hash_seed) hp.seed = c.hash_seed;
+    if (c.prefix_len) hp.prefix_len = c.prefix_len;
+    if (c.block_size) hp.block_size = c.block_size;
+    if (c.max_blocks) hp.max_blocks = c.max_blocks;
+    hp.max_blocks = std::min<std::uint32_t>(hp.max_blocks, KVS_MAX_REPORT_BLOCKS);
+    return hp;
+}
+
+std::uint32_t bind_depth(const HashParams &hp) noexcept {
+    return std::max(hp.prefix_len, hp.block_size * hp.max_blocks);
+}
+
+FlightKey key_flight(const HashParams &hp, const RequestView &v, std::span<const std::uint8_t> bytes,
+                     std::uint64_t five_tuple_hash) noexcept {
+    FlightKey k;
+    if (v.status == LocateStatus::Ok && v.key_len > 0) {
+        k.kind = v.kind;
+        k.hashes = hash_prompt(hp, v.hash_model(), bytes.subspan(v.key_offset, v.key_len));
+        k.prompt_bytes = static_cast<std::uint32_t>(v.key_len);
+    } else if (v.status == LocateStatus::Ok && v.expect_continue) {
+        // Expect: 100-continue: no body comes before the server answers; the request target
+        // (with the host mixed in) is all the flight says.
+        k.kind = KeyKind::BodyPrefix;
+        k.hashes = hash_prompt(hp, v.host, std::span<const std::uint8_t>(
+                                               reinterpret_cast<const std::uint8_t *>(v.path.data()), v.path.size()));
+        k.prompt_bytes = static_cast<std::uint32_t>(v.path.size());
+    } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead && !bytes.empty()) {
+        k.kind = KeyKind::BodyPrefix;  // not HTTP we understand: the leading bytes
+        k.hashes = hash_prompt(hp, {}, bytes);
+        k.prompt_bytes = static_cast<std::uint32_t>(bytes.size());
+    } else {
+        k.hashes.prefix = five_tuple_hash;
+    }
+    return k;
+}
+
+FlightKey key_flight(const HashParams &hp, std::span<const std::uint8_t> bytes,
+                     std::uint64_t five_tuple_hash) noexcept {
+    return key_flight(hp, locate_request(bytes), bytes, five_tuple_hash);
+}
+
+}  // namespace kvsteer

@@ -1,0 +1,73 @@
+// The first flight of one client connection as the dataplane holds it: segments in sequence
+// order from the client's first data byte, duplicates absorbed, the stream start known for sure.
+// Pure (no DPDK): a segment is an opaque packet handle plus a pointer to its payload.
+#pragma once
+
+#include <cstdint>
+
+namespace kvsteer::dp {
+
+class FirstFlight {
+public:
+    static constexpr unsigned kMaxSegs = 32;
+    // A client that lost its request head retransmits it within about a second (RTO); a flight
+    // whose start is not known is not bound before this unless it begins an HTTP request.
+    static constexpr std::uint32_t kUnsureStartWaitMs = 1500;
+
+    struct Seg {
+        void *pkt;                  // the frame (an rte_mbuf in the dataplane)
+        const std::uint8_t *data;   // its payload
+        std::uint32_t rel;          // sequence offset from the first data byte
+        std::uint16_t len;          // payload bytes
+        std::uint8_t fin;
+    };
+
+    enum class Add : std::uint8_t {
+        Held,       // kept
+        Duplicate,  // every byte (and the FIN) already held
+        Stale,      // before the first data byte: an old retransmission
+        Full,       // no room (segment count or byte budget): not kept
+    };
+
+    // `isn`: the client's ISN. `known`: recovered from the cookie's timestamp echo, so the stream
+    // starts at isn + 1 for sure; otherwise it is the earliest segment's seq - 1 and moves back
+    // when an earlier segment arrives.
+    void start(std::uint32_t isn, bool known);
+
+    // Holds a segment unless it is a duplicate or stale or the flight is full (max_bytes held).
+    Add add(void *pkt, const std::uint8_t *data, std::uint32_t seq, std::uint16_t len, bool fin,
+            std::uint32_t max_bytes);
+
+    // Copies the contiguous bytes from the first data byte (at most cap) into buf; returns how many.
+    std::uint32_t assemble(std::uint8_t *buf, std::uint32_t cap) const;
+    // Contiguous bytes held from the first data byte (no copy).
+    std::uint32_t contiguous() const;
+
+    std::uint32_t isn() const { return isn_; }
+    bool isn_known() const { return isn_known_; }
+    bool has_fin() const { return fin_; }
+    std::uint32_t bytes() const { return bytes_; }
+    unsigned size() const { return n_; }
+    const Seg &operator[](unsigned i) const { return segs_[i]; }
+
+    // Hands every held packet to f (in sequence order) and empties the flight.
+    template <class F>
+    void drain(F &&f) {
+        for (unsigned i = 0; i < n_; ++i) f(segs_[i].pkt);
+        n_ = 0;
+        bytes_ = 0;
+        fin_ = false;
+    }
+
+private:
+    Seg segs_[kMaxSegs];
+    std::uint32_t isn_ = 0, bytes_ = 0;
+    std::uint8_t n_ = 0;
+    bool isn_known_ = false, fin_ = false;
+};
+
+// Whether the bytes at the start of a flight begin an HTTP/1.x request line (a method token and
+// a space, or a prefix of one): evidence that the flight's start is the stream's start.
+bool begins_request(const std::uint8_t *data, std::uint32_t n);
+
+}  // namespace kvsteer::dp
