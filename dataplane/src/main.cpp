@@ -15,6 +15,7 @@
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <rte_mempool.h>
 #include <rte_ring.h>
 #include <spdlog/spdlog.h>
 
@@ -33,6 +34,32 @@ namespace {
 
 std::atomic<bool> g_term{false};
 std::atomic<bool> g_stop{false};
+int g_exit_status = 0;
+
+// Receive-path watchdog. net_af_xdp refills its fill ring only with what it receives; once the
+// ring has run empty (seen after a slowloris burst: the kernel kept buffers the PMD never got
+// back), the port receives nothing ever again while the kernel drops every frame for it. The
+// signature: imissed rising while ipackets stands still.
+class RxWatchdog {
+public:
+    // Returns true when the port has been stalled for `stall_ms` (called every `period_ms`).
+    bool check(std::uint16_t port, std::uint32_t period_ms, std::uint32_t stall_ms) {
+        rte_eth_stats st{};
+        if (stall_ms == 0 || rte_eth_stats_get(port, &st) != 0) return false;
+        const bool stalled = st.imissed > missed_ && st.ipackets == rx_;
+        stalled_ms_ = stalled ? stalled_ms_ + period_ms : 0;
+        if (stalled && stalled_ms_ == period_ms)
+            spdlog::warn("port {}: receiving nothing while the kernel drops for it (rx {}, missed {} -> {})", port,
+                         st.ipackets, missed_, st.imissed);
+        rx_ = st.ipackets;
+        missed_ = st.imissed;
+        return stalled_ms_ >= stall_ms;
+    }
+
+private:
+    std::uint64_t rx_ = 0, missed_ = 0;
+    std::uint32_t stalled_ms_ = 0;
+};
 std::vector<std::unique_ptr<Worker>> g_workers;
 
 void on_signal(int) { g_term.store(true); }
@@ -49,7 +76,7 @@ std::uint64_t mono_ns() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
-void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port) {
+void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port, const rte_mempool *pool) {
     std::string line;
     for (unsigned r = KVS_R_DP_BIND_OK; r < KVS_R__COUNT; ++r) {
         std::uint64_t v = 0;
@@ -61,8 +88,9 @@ void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port) {
     // socket (RX ring full, fill ring empty), which no counter of ours can see.
     rte_eth_stats st{};
     if (rte_eth_stats_get(port, &st) == 0)
-        spdlog::info("port {}: rx {} missed {} errors {} nombuf {}, tx {} errors {}", port, st.ipackets, st.imissed,
-                     st.ierrors, st.rx_nombuf, st.opackets, st.oerrors);
+        spdlog::info("port {}: rx {} missed {} errors {} nombuf {}, tx {} errors {}; mbufs free {} of {}", port,
+                     st.ipackets, st.imissed, st.ierrors, st.rx_nombuf, st.opackets, st.oerrors,
+                     pool ? rte_mempool_avail_count(pool) : 0, pool ? pool->size : 0);
 }
 
 }  // namespace
@@ -228,9 +256,25 @@ int main(int argc, char **argv) {
     auto control_loop = [&] {
         auto next_sweep = std::chrono::steady_clock::now();
         auto next_stats = next_sweep + std::chrono::seconds(opts->stats_interval_s);
+        auto next_watch = next_sweep;
+        RxWatchdog watchdog;
+        constexpr std::uint32_t kWatchMs = 250;
         while (!g_term.load()) {
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
             auto now = std::chrono::steady_clock::now();
+            if (now >= next_watch) {
+                next_watch = now + std::chrono::milliseconds(kWatchMs);
+                if (watchdog.check(opts->port, kWatchMs, opts->rx_stall_ms)) {
+                    // The worker never writes this reason: the control thread is its one writer.
+                    if (tables.dp_stats) __atomic_fetch_add(&tables.dp_stats[KVS_R_DP_RX_STALL], 1, __ATOMIC_RELAXED);
+                    spdlog::error("port {}: receive path stalled for {} ms (the AF_XDP fill ring ran empty and is "
+                                  "never refilled); exiting with status 75 for the supervisor to restart the "
+                                  "dataplane (bound flows keep flowing in XDP)",
+                                  opts->port, opts->rx_stall_ms);
+                    g_exit_status = 75;
+                    break;
+                }
+            }
             if (tables.flows_fd >= 0 && now >= next_sweep) {
                 next_sweep = now + std::chrono::milliseconds(opts->sweep_interval_ms);
                 auto r = sweep_flows(tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
@@ -241,7 +285,7 @@ int main(int argc, char **argv) {
             }
             if (opts->stats_interval_s && now >= next_stats) {
                 next_stats = now + std::chrono::seconds(opts->stats_interval_s);
-                log_counters(tables, n_workers, opts->port);
+                log_counters(tables, n_workers, opts->port, pool);
             }
         }
         // Graceful: take no new flows, let the ones being bound finish (bounded wait).
@@ -267,7 +311,7 @@ int main(int argc, char **argv) {
         g_workers[0]->run(g_stop);
         control.join();
     }
-    log_counters(tables, n_workers, opts->port);
+    log_counters(tables, n_workers, opts->port, pool);
     // The port is deliberately left open: closing net_af_xdp detaches the XDP program, and
     // bound flows must keep flowing through XDP while the dataplane restarts.
     if (opts->mode == Mode::Dpdk) {
@@ -276,5 +320,5 @@ int main(int argc, char **argv) {
         rte_eth_dev_close(opts->port);
     }
     spdlog::info("kvsteer-dataplane stopped");
-    _exit(0);
+    _exit(g_exit_status);
 }

@@ -56,6 +56,10 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
          "xdp mode: keep a local copy of a just-bound flow this long (packets punted in flight)")
         ("sweep-interval-ms", po::value(&o.sweep_interval_ms)->default_value(o.sweep_interval_ms),
          "flow table sweep period")
+        ("rx-stall-ms", po::value(&o.rx_stall_ms)->default_value(o.rx_stall_ms),
+         "receive-path watchdog: when the kernel drops for the port (missed) while it receives nothing "
+         "for this long, log it, count dp_rx_stall and exit with status 75 so the supervisor restarts "
+         "the dataplane (bound flows keep flowing in XDP); 0 = off")
         ("stats-interval-s", po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
          "log counters this often (0: never)")
         ("mbufs", po::value(&o.mbufs)->default_value(o.mbufs), "mbufs in the port's mempool")

@@ -32,6 +32,7 @@ struct Options {
     std::uint32_t local_linger_ms = 2000;      // xdp mode: local copy of a bound flow kept for punts in flight
     std::uint32_t sweep_interval_ms = 1000;
     std::uint32_t stats_interval_s = 0;        // 0: no periodic counter log
+    std::uint32_t rx_stall_ms = 2000;          // receive-path watchdog: stalled this long -> exit 75 (0: off)
     std::uint32_t mbufs = 16383;               // per port mempool
     std::uint32_t wait_config_s = 30;          // wait this long for kvsteerd's first kvs_config
     bool create_maps = false;                  // create missing pinned maps (tests without kvsteerd)

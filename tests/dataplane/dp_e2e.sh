@@ -239,7 +239,17 @@ slowloris)
         --port "$KVS_VIP_PORT" --burst "${DPE_SL_BURST:-5000}" --hold 3 --sustained "${DPE_SL_SUSTAINED:-4500}" \
         --life 1 --seconds "${DPE_SL_SECONDS:-15}") || dpe_fail "slowloris client: $out"
     dpe_log "slowloris: $out"
-    sleep 1
+    # The receive-path watchdog: if the port stalled, the dataplane says so, counts it and exits
+    # with status 75 for its supervisor (systemd: Restart=always), which we play here.
+    sleep 3
+    if ! kill -0 "$DPE_DP_PID" 2>/dev/null; then
+        wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
+        (( rc == 75 )) || dpe_fail "dataplane exited with status $rc during the attack (not the watchdog's 75)"
+        grep -q "receive path stalled" "$DPE_DIR/dp.log" || dpe_fail "exit 75 without the watchdog's message"
+        (( $(dpe_counter dp_rx_stall) >= 1 )) || dpe_fail "watchdog exit without dp_rx_stall counted"
+        dpe_log "receive path stalled; the watchdog exited 75: restarting the dataplane as systemd would"
+        dpe_start_dataplane --client-idle-timeout-ms 2000
+    fi
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "legitimate requests after the attack: $out"
     dpe_log "20 legitimate requests after the attack: $out"

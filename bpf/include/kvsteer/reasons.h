@@ -65,7 +65,6 @@
     X(DP_IPV6_UNSUPPORTED, "dp_drop_ipv6_unsupported")                        \
     X(DP_ARP_NOT_OURS, "dp_drop_arp_not_ours")                                \
     X(DP_RX_STALL, "dp_rx_stall")                                             \
-    X(DP_RX_RECOVERED, "dp_rx_recovered")                                     \
     X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")                              \
     X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")
 
