@@ -396,10 +396,8 @@ json Daemon::handle(const json &req)
             } else {
                 if (!req.contains("weight"))
                     return fail("backend.weight needs \"weight\"");
-                std::string e;
-                auto w = parse_u64(value_string(req["weight"]), &e);
-                if (!w || *w > 65535)
-                    return fail("weight must be an integer in 0..65535");
+                auto w = parse_uint_in("weight", value_string(req["weight"]), {0, 65535}, &err);
+                if (!w) return fail(err);
                 b->spec.weight = static_cast<std::uint16_t>(*w);
                 spdlog::info("backend {} {}: weight {}", b->id, b->spec.ep.str(), *w);
             }
