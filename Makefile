@@ -5,6 +5,9 @@ JOBS       ?= $(shell nproc)
 # CI builds treat warnings as errors.
 WERROR     ?= $(if $(CI),ON,OFF)
 SANITIZE   ?= OFF
+# Seconds each libFuzzer target runs: `make fuzz`, and the short CI run `make fuzz-smoke`.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
 
 # Every Debian package the project needs to build, test, benchmark and demo.
 PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
@@ -14,7 +17,7 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         netcat-openbsd procps psmisc iputils-ping tcpdump \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib
 
-.PHONY: all deps configure build test e2e bench bench-smoke fuzz demo study clean help
+.PHONY: all deps configure build test e2e bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help
 
 all: build
 
@@ -24,7 +27,8 @@ help:
 	@echo "make bench       run the benchmarks, write $(BUILD)/bench/results.json"
 	@echo "make bench-smoke a short benchmark run (what CI checks)"
 	@echo "make study       regenerate the routing-policy study in docs/study/ (simulator)"
-	@echo "make fuzz        run the libFuzzer targets for longer"
+	@echo "make fuzz        run the libFuzzer targets for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) each)"
+	@echo "make fuzz-smoke  build the libFuzzer targets, run each for $(FUZZ_SMOKE_SECONDS) s (what CI checks)"
 	@echo "make deps        install missing Debian packages (apt-get, non-interactive)"
 	@echo "make clean       remove build trees"
 
@@ -67,10 +71,28 @@ demo: build
 study: build
 	SIM=$(BUILD)/bin/kvsteer-sim tools/sim/study.sh
 
-fuzz:
+# The fuzz tree (clang) builds only the libFuzzer targets (kvsteer-fuzz, tests/CMakeLists.txt):
+# the tests labelled fuzz need nothing else.
+fuzz-build: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DKVS_FUZZ=ON
-	cmake --build $(BUILD)-fuzz -j $(JOBS)
-	cd $(BUILD)-fuzz && FUZZ_SECONDS=$${FUZZ_SECONDS:-60} ctest --output-on-failure -L fuzz
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target kvsteer-fuzz
+
+# $(call fuzz_run,SECONDS): every test labelled fuzz for SECONDS, then each target's execution
+# count (libFuzzer's final stats, which ctest keeps in its log); a target without one fails.
+define fuzz_run
+	cd $(BUILD)-fuzz && FUZZ_SECONDS=$(1) ctest --output-on-failure --no-tests=error -L fuzz --timeout $$(( $(1) + 300 ))
+	@awk '/^[0-9]+\/[0-9]+ Test: /{t=$$3; all[t]=1} \
+	     /^stat::number_of_executed_units:/{n[t]=$$2} /^stat::average_exec_per_sec:/{r[t]=$$2} \
+	     END{bad=!length(all); for(t in all){if(t in n) printf "[fuzz] %s: %s executions (%s/s)\n", t, n[t], r[t]; \
+	         else {printf "[fuzz] %s: no execution count\n", t > "/dev/stderr"; bad=1}} exit bad}' \
+	    $(BUILD)-fuzz/Testing/Temporary/LastTest.log
+endef
+
+fuzz: fuzz-build
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-* compile_commands.json

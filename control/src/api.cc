@@ -253,80 +253,10 @@ json Daemon::tunables_json() const
 bool Daemon::set_tunable(const std::string &name, const json &value, std::string *err)
 {
     std::string v = value_string(value);
-    auto uint_in = [&](std::uint64_t lo, std::uint64_t hi) -> std::optional<std::uint32_t> {
-        std::string e;
-        auto x = parse_u64(v, &e);
-        if (!x || *x < lo || *x > hi) {
-            *err = name + ": must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + " (got '" + v + "')";
-            return std::nullopt;
-        }
-        return static_cast<std::uint32_t>(*x);
-    };
-    auto dbl_in = [&](double lo, double hi) -> std::optional<double> {
-        char *end = nullptr;
-        double x = std::strtod(v.c_str(), &end);
-        if (v.empty() || *end || !std::isfinite(x) || x < lo || x > hi) {
-            *err = name + ": must be a number in " + fmt::format("{}..{}", lo, hi) + " (got '" + v + "')";
-            return std::nullopt;
-        }
-        return x;
-    };
-    bool rehash = false;
-    if (name == "prefix-length") {
-        auto x = uint_in(1, cfg_.max_held_bytes);
-        if (!x)
-            return false;
-        rehash = cfg_.prefix_len != *x;
-        cfg_.prefix_len = *x;
-    } else if (name == "block-size") {
-        auto x = uint_in(16, 1u << 20);
-        if (!x)
-            return false;
-        rehash = cfg_.block_size != *x;
-        cfg_.block_size = *x;
-    } else if (name == "max-blocks") {
-        auto x = uint_in(0, KVS_MAX_REPORT_BLOCKS);
-        if (!x)
-            return false;
-        cfg_.max_blocks = *x;
-    } else if (name == "load-factor") {
-        auto x = dbl_in(1.0, 100.0);
-        if (!x)
-            return false;
-        cfg_.load_factor = *x;
-    } else if (name == "replication") {
-        auto x = uint_in(1, KVS_MAX_REPLICAS);
-        if (!x)
-            return false;
-        cfg_.replication = *x;
-    } else if (name == "hot-threshold") {
-        auto x = dbl_in(0.001, 1e9);
-        if (!x)
-            return false;
-        cfg_.hot_threshold = *x;
-    } else if (name == "steering-mode") {
-        auto m = parse_steer_mode(v);
-        if (!m) {
-            *err = "steering-mode: must be prefix, round-robin or five-tuple (got '" + v + "')";
-            return false;
-        }
-        cfg_.steering_mode = *m;
-    } else if (name == "affinity-ttl") {
-        auto x = uint_in(100, 86400000);
-        if (!x)
-            return false;
-        cfg_.affinity_ttl_ms = *x;
-    } else if (name == "max-held-bytes") {
-        auto x = uint_in(std::max<std::uint32_t>(64, cfg_.prefix_len), 1u << 20);
-        if (!x)
-            return false;
-        cfg_.max_held_bytes = *x;
-    } else {
-        *err = "unknown tunable '" + name +
-               "' (prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold, steering-mode, "
-               "affinity-ttl, max-held-bytes)";
-        return false;
-    }
+    // The same parse and checks as the config file (config.cc), on the live configuration.
+    const std::uint32_t prefix_len = cfg_.prefix_len, block_size = cfg_.block_size;
+    if (!apply_tunable(cfg_, name, v, err)) return false;
+    bool rehash = cfg_.prefix_len != prefix_len || cfg_.block_size != block_size;
     write_config();
     policy_.set_params(policy_params());
     if (rehash) {
@@ -466,10 +396,8 @@ json Daemon::handle(const json &req)
             } else {
                 if (!req.contains("weight"))
                     return fail("backend.weight needs \"weight\"");
-                std::string e;
-                auto w = parse_u64(value_string(req["weight"]), &e);
-                if (!w || *w > 65535)
-                    return fail("weight must be an integer in 0..65535");
+                auto w = parse_uint_in("weight", value_string(req["weight"]), {0, 65535}, &err);
+                if (!w) return fail(err);
                 b->spec.weight = static_cast<std::uint16_t>(*w);
                 spdlog::info("backend {} {}: weight {}", b->id, b->spec.ep.str(), *w);
             }

@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <boost/program_options.hpp>
+#include <fmt/format.h>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -40,26 +41,9 @@ std::uint64_t get_uint(const po::variables_map &vm, const char *key, std::uint64
     if (!s)
         return def;
     std::string err;
-    auto v = parse_u64(*s, &err);
-    if (!v || *v < lo || *v > hi)
-        fail(key, "must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + " (got '" + *s + "')");
+    auto v = parse_uint_in(key, *s, {lo, hi}, &err);
+    if (!v) throw ConfigError{err};
     return *v;
-}
-
-double get_double(const po::variables_map &vm, const char *key, double lo, double hi, double def)
-{
-    auto s = opt_str(vm, key);
-    if (!s)
-        return def;
-    char *end = nullptr;
-    errno = 0;
-    double v = std::strtod(s->c_str(), &end);
-    if (s->empty() || errno != 0 || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
-        std::ostringstream os;
-        os << "must be a number in " << lo << ".." << hi << " (got '" << *s << "')";
-        fail(key, os.str());
-    }
-    return v;
 }
 
 bool get_bool(const po::variables_map &vm, const char *key, bool def)
@@ -223,20 +207,12 @@ void build(const po::variables_map &vm, DaemonConfig &c)
     if (c.backends.size() > KVS_MAX_BACKENDS)
         fail("backend", "at most " + std::to_string(KVS_MAX_BACKENDS) + " are supported");
 
-    c.max_held_bytes = static_cast<std::uint32_t>(get_uint(vm, "max-held-bytes", 64, 1u << 20, c.max_held_bytes));
-    c.prefix_len = static_cast<std::uint32_t>(get_uint(vm, "prefix-length", 1, 1u << 20, c.prefix_len));
-    if (c.prefix_len > c.max_held_bytes)
-        fail("prefix-length", "must not exceed max-held-bytes (" + std::to_string(c.max_held_bytes) + ")");
-    c.block_size = static_cast<std::uint32_t>(get_uint(vm, "block-size", 16, 1u << 20, c.block_size));
-    c.max_blocks = static_cast<std::uint32_t>(get_uint(vm, "max-blocks", 0, KVS_MAX_REPORT_BLOCKS, c.max_blocks));
-    c.load_factor = get_double(vm, "load-factor", 1.0, 100.0, c.load_factor);
-    c.replication = static_cast<std::uint32_t>(get_uint(vm, "replication", 1, KVS_MAX_REPLICAS, c.replication));
-    c.hot_threshold = get_double(vm, "hot-threshold", 0.001, 1e9, c.hot_threshold);
-    if (auto m = opt_str(vm, "steering-mode")) {
-        auto mode = parse_steer_mode(*m);
-        if (!mode)
-            fail("steering-mode", "must be prefix, round-robin or five-tuple (got '" + *m + "')");
-        c.steering_mode = *mode;
+    // The live tunables: the same checks as `kvsteerctl tune`. max-held-bytes comes first:
+    // prefix-length is checked against it.
+    for (const char *k :
+         {"max-held-bytes", "prefix-length", "block-size", "max-blocks", "load-factor",
+          "replication", "hot-threshold", "steering-mode", "affinity-ttl"}) {
+        if (auto v = opt_str(vm, k); v && !apply_tunable(c, k, *v, &err)) throw ConfigError{err};
     }
     if (auto a = opt_str(vm, "table-algorithm")) {
         auto alg = parse_table_algorithm(*a);
@@ -290,7 +266,6 @@ void build(const po::variables_map &vm, DaemonConfig &c)
     }
     c.queue_cap = static_cast<std::uint32_t>(get_uint(vm, "queue-cap", 0, 1000000, c.queue_cap));
     c.report_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "report-interval", 10, 60000, c.report_interval_ms));
-    c.affinity_ttl_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-ttl", 100, 86400000, c.affinity_ttl_ms));
     c.affinity_min_hot_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-min-hot", 0, 3600000, c.affinity_min_hot_ms));
     c.affinity_max_entries = static_cast<std::uint32_t>(get_uint(vm, "affinity-max-entries", 0, KVS_AFFINITY_SLOTS * 3 / 4, c.affinity_max_entries));
     c.affinity_index_max = static_cast<std::uint32_t>(get_uint(vm, "affinity-index-max", 1, 1u << 24, c.affinity_index_max));
@@ -323,6 +298,86 @@ void build(const po::variables_map &vm, DaemonConfig &c)
 }
 
 }  // namespace
+
+std::optional<std::uint64_t> parse_uint_in(std::string_view key, std::string_view s, UintRange r,
+                                           std::string *err) {
+    // parse_u64 (std::from_chars on an unsigned type) takes no sign: "-1" and "+1" fail here.
+    auto v = parse_u64(s, nullptr);
+    if (!v || *v < r.lo || *v > r.hi) {
+        if (err)
+            *err = fmt::format("{}: must be an integer in {}..{} (got '{}')", key, r.lo, r.hi, s);
+        return std::nullopt;
+    }
+    return v;
+}
+
+std::optional<double> parse_number_in(std::string_view key, std::string_view s, NumberRange r,
+                                      std::string *err) {
+    const std::string str(s);
+    char *end = nullptr;
+    errno = 0;
+    double v = std::strtod(str.c_str(), &end);
+    if (str.empty() || errno != 0 || *end != '\0' || !std::isfinite(v) || v < r.lo || v > r.hi) {
+        if (err)
+            *err = fmt::format("{}: must be a number in {}..{} (got '{}')", key, r.lo, r.hi, s);
+        return std::nullopt;
+    }
+    return v;
+}
+
+bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view value,
+                   std::string *err) {
+    namespace lim = tunable_limits;
+    auto set_u32 = [&](UintRange r, std::uint32_t &dst) {
+        static_assert(lim::kMaxHeldBytes.hi <= UINT32_MAX && lim::kAffinityTtlMs.hi <= UINT32_MAX);
+        auto v = parse_uint_in(name, value, r, err);
+        if (v) dst = static_cast<std::uint32_t>(*v);
+        return v.has_value();
+    };
+    auto set_num = [&](NumberRange r, double &dst) {
+        auto v = parse_number_in(name, value, r, err);
+        if (v) dst = *v;
+        return v.has_value();
+    };
+    if (name == "prefix-length") {
+        auto v = parse_uint_in(name, value, lim::kPrefixLength, err);
+        if (v && *v > c.max_held_bytes) {
+            *err = fmt::format("prefix-length: must not exceed max-held-bytes ({}) (got '{}')",
+                               c.max_held_bytes, value);
+            return false;
+        }
+        if (v) c.prefix_len = static_cast<std::uint32_t>(*v);
+        return v.has_value();
+    }
+    if (name == "max-held-bytes") {
+        auto v = parse_uint_in(name, value, lim::kMaxHeldBytes, err);
+        if (v && *v < c.prefix_len) {
+            *err = fmt::format("max-held-bytes: must not be below prefix-length ({}) (got '{}')",
+                               c.prefix_len, value);
+            return false;
+        }
+        if (v) c.max_held_bytes = static_cast<std::uint32_t>(*v);
+        return v.has_value();
+    }
+    if (name == "block-size") return set_u32(lim::kBlockSize, c.block_size);
+    if (name == "max-blocks") return set_u32(lim::kMaxBlocks, c.max_blocks);
+    if (name == "load-factor") return set_num(lim::kLoadFactor, c.load_factor);
+    if (name == "replication") return set_u32(lim::kReplication, c.replication);
+    if (name == "hot-threshold") return set_num(lim::kHotThreshold, c.hot_threshold);
+    if (name == "affinity-ttl") return set_u32(lim::kAffinityTtlMs, c.affinity_ttl_ms);
+    if (name == "steering-mode") {
+        auto m = parse_steer_mode(value);
+        if (!m) {
+            *err = fmt::format(
+                "steering-mode: must be prefix, round-robin or five-tuple (got '{}')", value);
+            return false;
+        }
+        c.steering_mode = *m;
+        return true;
+    }
+    *err = fmt::format("unknown tunable '{}' ({})", name, kTunableNames);
+    return false;
+}
 
 std::optional<Mac> interface_mac(const std::string &ifname, std::string *err)
 {

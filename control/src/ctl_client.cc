@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -84,6 +85,22 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
             return j;
         }
     }
+}
+
+std::vector<boost::program_options::option> negative_number_as_value(
+    std::vector<std::string> &args) {
+    if (args.empty()) return {};
+    const std::string &a = args.front();
+    auto digit = [&](std::size_t i) {
+        return i < a.size() && std::isdigit(static_cast<unsigned char>(a[i]));
+    };
+    if (a.size() < 2 || a[0] != '-' || !(digit(1) || (a[1] == '.' && digit(2)))) return {};
+    // An option without a key is a positional one: run() gives it the next positional name.
+    boost::program_options::option o;
+    o.value.push_back(a);
+    o.original_tokens.push_back(a);
+    args.erase(args.begin());
+    return {o};
 }
 
 }  // namespace kvsteer::control

@@ -36,7 +36,9 @@ std::string Daemon::metrics_text()
     for (const auto &[id, b] : backends_)
         val("kvsteerd_backend_weight", fmt::format("backend=\"{}\"", b.spec.ep.str()), b.spec.weight);
     head("kvsteerd_backend_telemetry", "gauge", "Backend's own metrics as last scraped (absent when unknown).");
-    for (const auto &[id, b] : backends_) {
+    for (const auto &entry : backends_) {
+        // A named reference, not a structured binding: clang 14 cannot capture bindings in lambdas.
+        const auto &b = entry.second;
         if (!b.tel_valid)
             continue;
         auto one = [&](const char *what, const std::optional<double> &v) {

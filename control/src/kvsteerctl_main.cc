@@ -12,6 +12,7 @@
 
 #include "ctl_maps.h"
 #include "kvsteer/bpf/maps.h"
+#include "kvsteer/control/config.h"
 #include "kvsteer/control/ctl_client.h"
 
 namespace po = boost::program_options;
@@ -73,7 +74,12 @@ po::variables_map parse_sub(const std::vector<std::string> &args, po::options_de
     all.add(opts).add(hidden);
     po::variables_map vm;
     try {
-        po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+        po::store(po::command_line_parser(args)
+                      .options(all)
+                      .positional(pos)
+                      .extra_style_parser(kvsteer::control::negative_number_as_value)
+                      .run(),
+                  vm);
         po::notify(vm);
     } catch (const po::error &e) {
         throw Usage{std::string(e.what()) + "\n" + usage};
@@ -83,6 +89,15 @@ po::variables_map parse_sub(const std::vector<std::string> &args, po::options_de
         std::exit(kOk);
     }
     return vm;
+}
+
+// --limit N: a count, never signed (Boost's own conversion reads "-1" as SIZE_MAX).
+std::size_t limit_arg(const po::variables_map &vm, const std::string &usage) {
+    std::string err;
+    auto v = kvsteer::control::parse_uint_in("--limit", vm["limit"].as<std::string>(),
+                                             {0, UINT32_MAX}, &err);
+    if (!v) throw Usage{err + "\n" + usage};
+    return static_cast<std::size_t>(*v);
 }
 
 std::string need(const po::variables_map &vm, const char *name, const std::string &usage)
@@ -287,9 +302,11 @@ int cmd_affinity(Ctl &c, std::vector<std::string> args)
     json req;
     if (sub == "show") {
         po::options_description o("Options");
-        o.add_options()("limit", po::value<std::size_t>()->default_value(100), "entries to show");
-        auto vm = parse_sub(args, o, {}, false, "Usage: kvsteerctl affinity show [--limit N]\nThe affinity table (pins first).");
-        req = {{"cmd", "affinity.show"}, {"limit", vm["limit"].as<std::size_t>()}};
+        o.add_options()("limit", po::value<std::string>()->default_value("100"), "entries to show");
+        const std::string usage =
+            "Usage: kvsteerctl affinity show [--limit N]\nThe affinity table (pins first).";
+        auto vm = parse_sub(args, o, {}, false, usage);
+        req = {{"cmd", "affinity.show"}, {"limit", limit_arg(vm, usage)}};
     } else if (sub == "pin") {
         const std::string usage = "Usage: kvsteerctl affinity pin KEY BACKEND...\nKEY: 0x-hex prefix or block hash; 1..4 backends.";
         auto vm = parse_sub(args, po::options_description("Options"), {"key", "backends"}, true, usage);
@@ -337,15 +354,20 @@ int cmd_flows(Ctl &c, std::vector<std::string> args)
         throw Usage{"unknown flows subcommand '" + sub + "' (list, count)"};
     po::options_description o("Options");
     if (sub == "list")
-        o.add_options()("limit", po::value<std::size_t>()->default_value(100), "flow entries to list");
-    auto vm = parse_sub(args, o, {}, false,
-                        sub == "list" ? "Usage: kvsteerctl [--bpffs DIR] flows list [--limit N]\nBound flows from the kvs_flows map (one entry per direction)."
-                                      : "Usage: kvsteerctl [--bpffs DIR] flows count\nBound flows (client->server entries) and map entries.");
+        o.add_options()("limit", po::value<std::string>()->default_value("100"),
+                        "flow entries to list");
+    const std::string usage = sub == "list"
+                                  ? "Usage: kvsteerctl [--bpffs DIR] flows list [--limit N]\nBound "
+                                    "flows from the kvs_flows map (one entry per direction)."
+                                  : "Usage: kvsteerctl [--bpffs DIR] flows count\nBound flows "
+                                    "(client->server entries) and map entries.";
+    auto vm = parse_sub(args, o, {}, false, usage);
+    const std::size_t limit = sub == "list" ? limit_arg(vm, usage) : 0;
     auto m = c.maps();
     if (!m)
         return c.code();
     std::string err;
-    auto r = kvsteer::control::read_flows(*m, sub == "list" ? vm["limit"].as<std::size_t>() : 0, sub == "list", &err);
+    auto r = kvsteer::control::read_flows(*m, limit, sub == "list", &err);
     if (r.is_null()) {
         c.error(err);
         return kFailed;
@@ -484,6 +506,9 @@ int main(int argc, char **argv)
         po::variables_map vm;
         po::store(po::command_line_parser(global_args).options(opts).run(), vm);
         po::notify(vm);
+        if (g.timeout_ms <= 0)
+            throw po::error("--timeout: must be a positive number of ms (got " +
+                            std::to_string(g.timeout_ms) + ")");
         if (vm.count("help") || cmd_at >= argc) {
             std::cout << kTopUsage << "\n" << opts;
             return vm.count("help") ? kOk : kUsage;

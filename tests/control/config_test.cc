@@ -288,6 +288,146 @@ TEST(Config, ErrorsNameTheKeyAndTheReason)
     }
 }
 
+TEST(Config, MaxHeldBytesHasTheSameLowerBoundAsTune) {
+    // The config once accepted 64..255, which `kvsteerctl tune` refused.
+    for (const char *v : {"64", "128", "255"}) {
+        auto r = parse(with({"--max-held-bytes", v}));
+        EXPECT_EQ(r.outcome, ParseOutcome::Error) << v;
+        EXPECT_EQ(
+            r.message,
+            std::string("max-held-bytes: must be an integer in 256..1048576 (got '") + v + "')");
+    }
+    std::string path = temp_file(
+        "vip = 10.0.0.1:80\nsnat-addr = 10.0.1.1\nappliance-mac = 02:00:00:00:00:01\n"
+        "max-held-bytes = 128\nprefix-length = 100\n");
+    auto r = parse({"--config", path});
+    unlink(path.c_str());
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_NE(r.message.find("max-held-bytes: must be an integer in 256.."), std::string::npos)
+        << r.message;
+    r = parse(with({"--max-held-bytes", "256"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.max_held_bytes, 256u);
+    // prefix-length is checked against the max-held-bytes given with it, whatever the order.
+    r = parse(with({"--prefix-length", "20000", "--max-held-bytes", "30000"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.prefix_len, 20000u);
+}
+
+TEST(Config, TunablesAreCheckedByTheTuneFunction) {
+    // Every live tunable: the config's error is apply_tunable's (what tune.set answers) on the
+    // same configuration, word for word.
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"prefix-length", "0"},
+        {"prefix-length", "-1"},
+        {"prefix-length", "20000"},
+        {"block-size", "15"},
+        {"block-size", "-16"},
+        {"block-size", "1048577"},
+        {"max-blocks", "29"},
+        {"max-blocks", "-1"},
+        {"load-factor", "0.99"},
+        {"load-factor", "-1"},
+        {"load-factor", "inf"},
+        {"replication", "0"},
+        {"replication", "-1"},
+        {"replication", "5"},
+        {"hot-threshold", "0"},
+        {"hot-threshold", "-5"},
+        {"steering-mode", "random"},
+        {"affinity-ttl", "99"},
+        {"affinity-ttl", "-100"},
+        {"max-held-bytes", "255"},
+        {"max-held-bytes", "-1"},
+        {"max-held-bytes", "1048577"},
+        {"max-held-bytes", "18446744073709551615"},
+    };
+    for (const auto &[k, v] : bad) {
+        DaemonConfig c;
+        std::string err;
+        EXPECT_FALSE(apply_tunable(c, k, v, &err)) << k << " = " << v;
+        EXPECT_EQ(err.rfind(k + ": ", 0), 0u) << err;
+        EXPECT_NE(err.find("(got '" + v + "')"), std::string::npos) << err;
+        auto r = parse(with({"--" + k, v}));
+        EXPECT_EQ(r.outcome, ParseOutcome::Error) << k << " = " << v;
+        EXPECT_EQ(r.message, err);
+    }
+    // The bounds themselves are accepted by both.
+    const std::vector<std::pair<std::string, std::string>> ok = {
+        {"max-held-bytes", "256"}, {"max-held-bytes", "1048576"}, {"prefix-length", "1"},
+        {"block-size", "16"},      {"block-size", "1048576"},     {"max-blocks", "0"},
+        {"max-blocks", "28"},      {"load-factor", "1"},          {"load-factor", "100"},
+        {"replication", "1"},      {"replication", "4"},          {"hot-threshold", "0.001"},
+        {"affinity-ttl", "100"},   {"affinity-ttl", "86400000"},  {"steering-mode", "five-tuple"},
+    };
+    for (const auto &[k, v] : ok) {
+        DaemonConfig c;
+        std::string err;
+        EXPECT_TRUE(apply_tunable(c, k, v, &err)) << k << " = " << v << ": " << err;
+        auto r = parse(with({"--" + k, v}));
+        EXPECT_EQ(r.outcome, ParseOutcome::Ok) << k << " = " << v << ": " << r.message;
+    }
+    DaemonConfig c;
+    std::string err;
+    EXPECT_FALSE(apply_tunable(c, "colour", "1", &err));
+    EXPECT_NE(err.find("unknown tunable 'colour'"), std::string::npos) << err;
+    // Cross-check both ways, and a refused value leaves the configuration as it was.
+    ASSERT_TRUE(apply_tunable(c, "prefix-length", "300", &err)) << err;
+    EXPECT_FALSE(apply_tunable(c, "max-held-bytes", "280", &err));
+    EXPECT_EQ(err, "max-held-bytes: must not be below prefix-length (300) (got '280')");
+    EXPECT_EQ(c.max_held_bytes, 14600u);
+    EXPECT_EQ(c.prefix_len, 300u);
+}
+
+TEST(Config, NoNegativeNumberBecomesAHugeUnsignedOne) {
+    // Every unsigned key, on the command line and in the file: a sign is refused, naming the key.
+    for (const char *k : {"workers",
+                          "prefix-length",
+                          "block-size",
+                          "max-blocks",
+                          "replication",
+                          "cookie-period",
+                          "max-held-bytes",
+                          "syn-mss",
+                          "syn-wscale",
+                          "syn-window",
+                          "health-interval",
+                          "health-timeout",
+                          "health-rise",
+                          "health-fall",
+                          "health-passive-fails",
+                          "telemetry-interval",
+                          "queue-cap",
+                          "report-interval",
+                          "affinity-ttl",
+                          "affinity-min-hot",
+                          "affinity-max-entries",
+                          "affinity-index-max",
+                          "table-grace",
+                          "hash-seed"}) {
+        for (const char *v : {"-1", "-0", "-0x10", "0x-10", "+1"}) {
+            auto r = parse(with({std::string("--") + k, v}));
+            EXPECT_EQ(r.outcome, ParseOutcome::Error) << k << " = " << v;
+            EXPECT_EQ(r.message.rfind(std::string(k) + ":", 0), 0u) << r.message;
+        }
+        std::string path = temp_file(
+            "vip = 10.0.0.1:80\nsnat-addr = 10.0.1.1\nappliance-mac = 02:00:00:00:00:01\n" +
+            std::string(k) + " = -1\n");
+        auto r = parse({"--config", path});
+        unlink(path.c_str());
+        EXPECT_EQ(r.outcome, ParseOutcome::Error) << k;
+        EXPECT_EQ(r.message.rfind(std::string(k) + ":", 0), 0u) << r.message;
+    }
+    std::string err;
+    for (const char *spec : {"10.0.0.1:80,weight=-1", "10.0.0.1:80,max_load=-1"})
+        EXPECT_FALSE(parse_backend_spec(spec, &err)) << spec;
+    EXPECT_EQ(parse(with({"--snat-ports", "-1-100"})).outcome, ParseOutcome::Error);
+    EXPECT_FALSE(parse_uint_in("k", "-1", {0, UINT64_MAX}, &err));
+    EXPECT_EQ(err, "k: must be an integer in 0..18446744073709551615 (got '-1')");
+    EXPECT_FALSE(parse_number_in("k", "-1", {0.0, 1.0}, &err));
+    EXPECT_EQ(err, "k: must be a number in 0..1 (got '-1')");
+}
+
 TEST(Config, UnknownKeysAreRejected)
 {
     auto r = parse(with({"--no-such-option", "1"}));

@@ -438,6 +438,35 @@ TEST_F(DaemonTest, LiveTuningWritesConfig)
     EXPECT_EQ(t["steering-mode"], "round-robin");
 }
 
+TEST_F(DaemonTest, TuneChecksAsTheConfigDoes) {
+    start(config(1));
+    // tune.set answers with the config's own check (apply_tunable), word for word.
+    for (const auto &[name, value] :
+         std::vector<std::pair<std::string, json>>{{"max-held-bytes", "255"},
+                                                   {"max-held-bytes", "-1"},
+                                                   {"max-held-bytes", -1},
+                                                   {"replication", "-1"},
+                                                   {"replication", -1},
+                                                   {"load-factor", -0.5},
+                                                   {"affinity-ttl", "-100"},
+                                                   {"block-size", "15"},
+                                                   {"prefix-length", "20000"}}) {
+        DaemonConfig c = config(1);
+        std::string err;
+        const std::string v = value.is_string() ? value.get<std::string>() : value.dump();
+        ASSERT_FALSE(apply_tunable(c, name, v, &err)) << name << " = " << v;
+        auto r = call({{"cmd", "tune.set"}, {"name", name}, {"value", value}});
+        EXPECT_FALSE(r["ok"].get<bool>()) << name << " = " << v;
+        EXPECT_EQ(r["error"], err);
+    }
+    EXPECT_EQ(m_.view.config->max_held_bytes, 14600u) << "refused values change nothing";
+    auto r = call({{"cmd", "tune.set"}, {"name", "max-held-bytes"}, {"value", "256"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(m_.view.config->max_held_bytes, 256u);
+    r = call({{"cmd", "tune.set"}, {"name", "prefix-length"}, {"value", "257"}});
+    EXPECT_EQ(r["error"], "prefix-length: must not exceed max-held-bytes (256) (got '257')");
+}
+
 TEST_F(DaemonTest, ExportsPrometheusMetrics)
 {
     auto c = config(2);

@@ -265,6 +265,47 @@ TEST_F(Integration, CtlCommandsChangeTheMappedTables)
     EXPECT_EQ(unreachable.rc, 3);
 }
 
+TEST_F(Integration, NegativeTuneValuesGetTheRangeError) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    // "-1" is a value, not an unknown option: the daemon's range check answers, naming the knob
+    // and what it accepts; nothing changes.
+    auto bad = ctl({"tune", "max-held-bytes", "-1"}, 1);
+    EXPECT_NE(bad["stderr"].get<std::string>().find(
+                  "max-held-bytes: must be an integer in 256..1048576 (got '-1')"),
+              std::string::npos)
+        << bad["stderr"];
+    bad = ctl({"tune", "replication", "-3"}, 1);
+    EXPECT_NE(
+        bad["stderr"].get<std::string>().find("replication: must be an integer in 1..4 (got '-3')"),
+        std::string::npos)
+        << bad["stderr"];
+    bad = ctl({"tune", "load-factor", "-0.5"}, 1);
+    EXPECT_NE(bad["stderr"].get<std::string>().find(
+                  "load-factor: must be a number in 1..100 (got '-0.5')"),
+              std::string::npos)
+        << bad["stderr"];
+    bad = ctl({"backends", "weight", "0", "-2"}, 1);
+    EXPECT_NE(bad["stderr"].get<std::string>().find("'-2'"), std::string::npos) << bad["stderr"];
+    EXPECT_EQ(maps_->config->max_held_bytes, 14600u);
+    EXPECT_EQ(ctl({"tune", "max-held-bytes"})["max-held-bytes"], 14600);
+    // Counts never wrap a sign into a huge value.
+    bad = ctl({"affinity", "show", "--limit", "-1"}, 2);
+    EXPECT_NE(bad["stderr"].get<std::string>().find("--limit: must be an integer in 0.."),
+              std::string::npos)
+        << bad["stderr"];
+    bad = ctl({"flows", "list", "--limit=-1"}, 2);
+    EXPECT_NE(bad["stderr"].get<std::string>().find("--limit: must be an integer in 0.."),
+              std::string::npos)
+        << bad["stderr"];
+    // Short options are still options.
+    ctl({"tune", "-x"}, 2);
+    auto help = run({kvsteerctl_, "tune", "-h"});
+    EXPECT_EQ(help.rc, 0);
+    auto neg_timeout = run({kvsteerctl_, "--socket", sock_, "--timeout", "-5", "status"});
+    EXPECT_EQ(neg_timeout.rc, 2);
+    EXPECT_NE(neg_timeout.err.find("--timeout"), std::string::npos) << neg_timeout.err;
+}
+
 TEST_F(Integration, MapReadersWorkWithoutTheDaemon)
 {
     ASSERT_NO_FATAL_FAILURE(start_daemon());

@@ -98,6 +98,48 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
 // [IPv6] or a DNS name) or ipc://PATH. false + err (one line) otherwise.
 bool valid_kv_events_endpoint(std::string_view ep, std::string *err);
 
+// Bounds of a numeric key, inclusive.
+struct UintRange {
+    std::uint64_t lo, hi;
+};
+struct NumberRange {
+    double lo, hi;
+};
+
+// The live tunables (`kvsteerctl tune`, API tune.set) are config keys too. Their bounds are
+// defined once, here, and checked by apply_tunable, which both parse_daemon_config and the tune
+// API call.
+namespace tunable_limits {
+inline constexpr UintRange kPrefixLength{1, 1u << 20};
+inline constexpr UintRange kBlockSize{16, 1u << 20};
+inline constexpr UintRange kMaxBlocks{0, KVS_MAX_REPORT_BLOCKS};
+inline constexpr NumberRange kLoadFactor{1.0, 100.0};
+inline constexpr UintRange kReplication{1, KVS_MAX_REPLICAS};
+inline constexpr NumberRange kHotThreshold{0.001, 1e9};
+inline constexpr UintRange kAffinityTtlMs{100, 86400000};
+// Never below the default prefix-length: a held first flight must be able to hold the prefix.
+inline constexpr UintRange kMaxHeldBytes{256, 1u << 20};
+}  // namespace tunable_limits
+
+// The names apply_tunable accepts, for error and help texts.
+inline constexpr const char *kTunableNames =
+    "prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold, "
+    "steering-mode, affinity-ttl, max-held-bytes";
+
+// S as a decimal or 0x-hex integer in R. A sign is never accepted (no "-1" wrapping to a huge
+// value). nullopt + err "KEY: must be an integer in LO..HI (got 'S')" otherwise.
+std::optional<std::uint64_t> parse_uint_in(std::string_view key, std::string_view s, UintRange r,
+                                           std::string *err);
+// S as a finite number in R. nullopt + err "KEY: must be a number in LO..HI (got 'S')" otherwise.
+std::optional<double> parse_number_in(std::string_view key, std::string_view s, NumberRange r,
+                                      std::string *err);
+
+// Sets the live tunable NAME (one of kTunableNames) in c from its text VALUE: parsed,
+// range-checked and checked against the rest of c (prefix-length <= max-held-bytes). false + err
+// (one line naming the key and what it accepts) and c unchanged otherwise.
+bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view value,
+                   std::string *err);
+
 std::optional<std::uint32_t> parse_steer_mode(std::string_view s);
 const char *steer_mode_name(std::uint32_t mode);
 
