@@ -2,14 +2,17 @@
 // on net_ring ports, against a real BPF flow map.
 #include <arpa/inet.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <rte_cycles.h>
+#include <rte_mbuf.h>
 #include <rte_ring.h>
 
 #include "dp_test_env.h"
@@ -50,7 +53,7 @@ protected:
         tables->config.prefix_len = 256;  // hash depth beyond the request: binds on completion
         tables->config.block_size = 512;
         tables->config.max_blocks = 4;
-        rp = make_ring_port("kvdp_t" + std::to_string(n++));
+        rp = make_ring_port("kvdp_t" + std::to_string(n++), 2047);  // small: every test keeps its port
         hz = rte_get_tsc_hz();
         now = rte_rdtsc();
     }
@@ -484,6 +487,59 @@ TEST_F(BindTest, ExpectContinueBindsOnTheHeadAtOnce) {
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
     EXPECT_EQ(stat(KVS_R_DP_KEY_FIVE_TUPLE), 0u);
     EXPECT_EQ(stat(KVS_R_DP_KEY_BODY_PREFIX), 1u);
+}
+
+// A flow pair is installed all or nothing: with a flow map that takes only one entry the pair's
+// second entry fails; the first is removed again, nothing held is flushed, and both the backend
+// leg and the client are reset (counted).
+TEST_F(BindTest, FailedInstallLeavesNoHalfPairAndResetsBothSides) {
+    close(tables->flows_fd);
+    tables->flows_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "kvdp_tiny", sizeof(kvs_flow_key), sizeof(kvs_flow), 1,
+                                      nullptr);
+    ASSERT_GE(tables->flows_fd, 0);
+    make_worker();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(1000), 5)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u) << "a reset each way, no data";
+    unsigned to_client = 0, to_backend = 0;
+    for (auto &f : out) {
+        kvs_pkt p = parse(f);
+        EXPECT_TRUE(p.tcp->flags & KVS_TCP_RST);
+        EXPECT_EQ(p.payload_len, 0);
+        to_client += p.ip4->daddr == client_ip;
+        to_backend += p.ip4->daddr == syn.ip4->daddr;
+    }
+    EXPECT_EQ(to_client, 1u);
+    EXPECT_EQ(to_backend, 1u);
+    kvs_flow_key k{};
+    EXPECT_NE(bpf_map_get_next_key(tables->flows_fd, nullptr, &k), 0) << "no half pair left in the flow map";
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_FAIL), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 0u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+// A segment the worker must send but cannot build (its mempool is empty) is counted, not lost
+// silently: here every mbuf of the pool is taken before the SYN is due.
+TEST_F(BindTest, EmptyMempoolIsCountedAsNoMbuf) {
+    make_worker();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(1000), 5)));
+    std::vector<rte_mbuf *> taken;
+    while (rte_mbuf *m = rte_pktmbuf_alloc(rp.pool)) taken.push_back(m);
+    auto out = step(now);
+    EXPECT_TRUE(out.empty());
+    EXPECT_GE(stat(KVS_R_DP_NO_MBUF), 1u);
+    for (rte_mbuf *m : taken) rte_pktmbuf_free(m);
+    // The SYN timer retries it once the pool has buffers again.
+    out = step(now + ms(150));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
 }
 
 TEST_F(BindTest, BadCookieIsDropped) {
