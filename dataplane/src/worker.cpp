@@ -256,6 +256,8 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
+    if ((fl & (KVS_TCP_ACK | KVS_TCP_FIN | KVS_TCP_SYN)) == (KVS_TCP_ACK | KVS_TCP_FIN) && pkt.payload_len == 0)
+        return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
         if (!draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
         inc(KVS_R_DP_DRAINING);
@@ -291,6 +293,34 @@ void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
     }
     inc(KVS_R_TX_SYNACK);
     tx(out);
+}
+
+// A client that closes before sending anything (FIN right after the handshake) has nothing to
+// bind: answer with a reset so it does not retransmit its FIN into silence.
+void Worker::answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt) {
+    const kvs_config &c = *t_.config;
+    kvs_cookie_tuple tup{};
+    kvs_cookie_tuple_of(&pkt, &tup);
+    const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
+    kvs_cookie_opts co{};
+    if (!kvs_cookie_check(&c.cookie_key[0][0], &tup, ack - 1,
+                          kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), &co)) {
+        inc(KVS_R_DROP_BAD_COOKIE);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    TcpSpec sp{};
+    sp.smac = c.appliance_mac;
+    sp.dmac = pkt.eth->src;
+    sp.saddr = pkt.ip4->daddr;
+    sp.daddr = pkt.ip4->saddr;
+    sp.sport = pkt.tcp->dest;
+    sp.dport = pkt.tcp->source;
+    sp.seq = ack;
+    sp.ack = seq + 1;  // the FIN
+    sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    if (send(build_tcp4(p_.pool, sp))) inc(KVS_R_DP_RST_BARE_FIN);
+    rte_pktmbuf_free(m);
 }
 
 void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {

@@ -542,6 +542,30 @@ TEST_F(BindTest, EmptyMempoolIsCountedAsNoMbuf) {
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
 }
 
+// A client that sends only a FIN after the handshake gets a reset at once (it used to be left
+// retransmitting its FIN into silence); a FIN with a bad cookie is dropped, counted.
+TEST_F(BindTest, FinWithoutDataIsAnsweredWithReset) {
+    make_worker();
+    cookie = cookie_for(cport);
+    Seg fin = client_seg(0, "", 5);
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, fin));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt r = parse(out[0]);
+    EXPECT_EQ(r.tcp->flags, KVS_TCP_RST | KVS_TCP_ACK);
+    EXPECT_EQ(r.ip4->daddr, client_ip);
+    EXPECT_EQ(ntohl(r.tcp->seq), cookie + 1);
+    EXPECT_EQ(ntohl(r.tcp->ack_seq), isn + 2) << "acknowledges the FIN";
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_EQ(stat(KVS_R_DP_RST_BARE_FIN), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+    fin.ack ^= 0x5a5a;
+    inject(rp.rx, make_seg(rp.pool, fin));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 1u);
+}
+
 TEST_F(BindTest, BadCookieIsDropped) {
     make_worker();
     cookie = cookie_for(cport) ^ 0x5a5a;

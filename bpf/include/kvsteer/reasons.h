@@ -66,7 +66,8 @@
     X(DP_ARP_NOT_OURS, "dp_drop_arp_not_ours")                                \
     X(DP_RX_STALL, "dp_rx_stall")                                             \
     X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")                              \
-    X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")
+    X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")                                \
+    X(DP_RST_BARE_FIN, "dp_rst_fin_without_data")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
