@@ -36,6 +36,9 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         ("port", po::value(&o.port)->default_value(o.port), "DPDK port id to serve")
         ("max-held-bytes", po::value(&o.max_held_bytes)->default_value(o.max_held_bytes),
          "first-flight bytes held per flow before binding (0: kvs_config.max_held_bytes)")
+        ("max-held-per-source", po::value(&o.max_held_per_source)->default_value(o.max_held_per_source),
+         "flows one client address may have being bound at once, per worker (0 = no limit); more are "
+         "dropped (dp_hold_source_cap) and retransmitted by the client")
         ("max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
          "flows being bound at once, per worker")
         ("bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),

@@ -82,6 +82,19 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     hp.socket_id = SOCKET_ID_ANY;
     by_client_ = rte_hash_create(&hp);
     if (!by_client_) throw std::runtime_error(fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
+    if (p_.opts.max_held_per_source) {
+        auto sname = fmt::format("kvs_s{}_{}", p_.port, p_.index);
+        rte_hash_parameters sp{};
+        sp.name = sname.c_str();
+        sp.entries = std::max<std::uint32_t>(p_.opts.max_pending * 2, 64);
+        sp.key_len = sizeof(std::uint32_t);
+        sp.hash_func = rte_hash_crc;
+        sp.socket_id = SOCKET_ID_ANY;
+        by_source_ = rte_hash_create(&sp);
+        if (!by_source_)
+            throw std::runtime_error(fmt::format("rte_hash_create {}: {}", sname, rte_strerror(rte_errno)));
+    }
+    timer_heap_.reserve(static_cast<std::size_t>(p_.opts.max_pending) * 4);
 
     // Held segments must never starve the port's RX refill (af_xdp stalls without mbufs).
     max_held_mbufs_ = std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
@@ -103,6 +116,7 @@ Worker::~Worker() {
         if (slots_[i].st != St::Free) release(i, false);
     flush_tx();
     if (by_client_) rte_hash_free(by_client_);
+    if (by_source_) rte_hash_free(by_source_);
 }
 
 std::uint64_t Worker::counter(unsigned reason) const { return reason < KVS_STATS_MAX ? stats_[reason] : 0; }
@@ -336,7 +350,13 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    if ((free_.empty() && !reclaim_lingering()) || held_mbufs_ >= max_held_mbufs_) {
+    if (p_.opts.max_held_per_source && held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
+        inc(KVS_R_DP_HOLD_SOURCE_CAP);  // this client address holds its share already
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if ((free_.empty() && !reclaim_lingering() && !evict_stalled(now)) ||
+        (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now))) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         return;
@@ -396,6 +416,7 @@ void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint
         ++held_mbufs_;
         s.last_seg = now;
         if (s.st == St::Holding) check_ready(idx, now, false);
+        if (s.st == St::Holding) arm_holding(idx, now);
         return;
     case FirstFlight::Add::Duplicate:
         inc(KVS_R_DP_DUP_SEGMENT);
@@ -424,10 +445,14 @@ void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint
 void Worker::check_ready(std::uint32_t idx, std::uint64_t now, bool gap) {
     Slot &s = slots_[idx];
     const std::uint32_t n = s.ff.assemble(buf_.data(), max_held());
-    if (n == 0) return;  // nothing from the stream's start yet
+    if (n == 0) {  // nothing from the stream's start yet
+        s.head_incomplete = 1;
+        return;
+    }
     const bool sure = s.ff.isn_known() || begins_request(buf_.data(), n);
     if (!sure && now - s.created < unsure_wait_ticks_) return;
     RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
+    s.head_incomplete = v.status == LocateStatus::NeedMoreHead;
     bool ready = gap || s.ready || s.ff.has_fin() || n + 1460 > max_held();
     if (v.status == LocateStatus::Ok)
         ready |= v.body_complete || v.expect_continue || v.key_len >= bind_depth();
@@ -500,6 +525,7 @@ void Worker::next_candidate(std::uint32_t idx, std::uint64_t now) {
     s.bkey.proto = KVS_IPPROTO_TCP;
     send_backend_syn(s);
     s.deadline = now + syn_timeout_ticks_;
+    arm(idx, s.deadline);
 }
 
 // Addresses of a segment the appliance sends to the slot's backend from its SNAT port.
@@ -826,32 +852,54 @@ void Worker::on_arp(rte_mbuf *m) {
 // ---------------------------------------------------------------------------------------------
 // Timers and slot bookkeeping
 
+// Timers cost O(expired): each binding slot has at most one live entry in a min-heap of due
+// times (re-arming leaves the old entry stale; it is skipped when it comes up).
+void Worker::arm(std::uint32_t idx, std::uint64_t when) {
+    Slot &s = slots_[idx];
+    s.timer_id = ++timer_seq_;
+    timer_heap_.push_back(Timer{when, idx, s.timer_id});
+    std::push_heap(timer_heap_.begin(), timer_heap_.end(), Timer::later);
+}
+
+// When a holding slot next needs a look: its idle deadline, the end of its silent gap, or the
+// end of the unsure-start wait, whichever comes first.
+void Worker::arm_holding(std::uint32_t idx, std::uint64_t now) {
+    const Slot &s = slots_[idx];
+    std::uint64_t when = std::min(s.deadline, s.last_seg + gap_ticks_);
+    if (when <= now) when = s.deadline;
+    if (!s.ff.isn_known() && s.created + unsure_wait_ticks_ > now) when = std::min(when, s.created + unsure_wait_ticks_);
+    arm(idx, std::max(when, now + 1));
+}
+
 void Worker::timers(std::uint64_t now) {
-    for (std::int32_t i = list_head_; i >= 0;) {
-        std::int32_t next = slots_[i].next;
-        Slot &s = slots_[i];
-        auto idx = static_cast<std::uint32_t>(i);
+    while (!timer_heap_.empty() && timer_heap_.front().when <= now) {
+        std::pop_heap(timer_heap_.begin(), timer_heap_.end(), Timer::later);
+        const Timer e = timer_heap_.back();
+        timer_heap_.pop_back();
+        Slot &s = slots_[e.idx];
+        if (s.timer_id != e.id) continue;  // re-armed or released since
         if (s.st == St::Holding) {
             if (now >= s.deadline) {
                 inc(KVS_R_DP_CLIENT_IDLE_DROP);
                 rst_client(s);
-                release(idx, false);
-            } else if (now - s.last_seg >= gap_ticks_) {
-                // The client is window-limited and silent: bind on what we have, unless not
-                // even the request head is complete.
-                check_ready(idx, now, true);
+                release(e.idx, false);
+                continue;
             }
+            // The client is window-limited and silent: bind on what we have, unless not even
+            // the request head is complete (or its start is unsure and the wait is not over).
+            if (now - s.last_seg >= gap_ticks_) check_ready(e.idx, now, true);
+            if (s.st == St::Holding) arm_holding(e.idx, now);
         } else if (s.st == St::SynSent && now >= s.deadline) {
             if (s.syn_tries <= p_.opts.backend_syn_retries) {
                 send_backend_syn(s);
                 s.deadline = now + syn_timeout_ticks_;
+                arm(e.idx, s.deadline);
             } else {
                 inc(KVS_R_DP_BACKEND_TIMEOUT);
                 if (t_.load) __atomic_fetch_add(&t_.load[s.backend].bind_fail_timeout, 1, __ATOMIC_RELAXED);
-                next_candidate(idx, now);
+                next_candidate(e.idx, now);
             }
         }
-        i = next;
     }
 }
 
@@ -928,13 +976,22 @@ bool Worker::alloc_port(std::uint16_t *port) {
     return false;
 }
 
+// The binding list: slots being bound (Holding/SynSent), oldest first; and how many of them
+// each client address holds.
 void Worker::list_add(std::uint32_t idx) {
     Slot &s = slots_[idx];
-    s.prev = -1;
-    s.next = list_head_;
-    if (list_head_ >= 0) slots_[list_head_].prev = static_cast<std::int32_t>(idx);
-    list_head_ = static_cast<std::int32_t>(idx);
+    s.prev = list_tail_;
+    s.next = -1;
+    if (list_tail_ >= 0) slots_[list_tail_].next = static_cast<std::int32_t>(idx);
+    else list_head_ = static_cast<std::int32_t>(idx);
+    list_tail_ = static_cast<std::int32_t>(idx);
     ++n_binding_;
+    if (by_source_) {
+        void *d = nullptr;
+        const std::uintptr_t n = rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) >= 0
+                                     ? reinterpret_cast<std::uintptr_t>(d) : 0;
+        rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n + 1));
+    }
 }
 
 void Worker::list_del(std::uint32_t idx) {
@@ -942,8 +999,38 @@ void Worker::list_del(std::uint32_t idx) {
     if (s.prev >= 0) slots_[s.prev].next = s.next;
     else list_head_ = s.next;
     if (s.next >= 0) slots_[s.next].prev = s.prev;
+    else list_tail_ = s.prev;
     s.prev = s.next = -1;
     --n_binding_;
+    if (by_source_) {
+        void *d = nullptr;
+        if (rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) < 0) return;
+        const auto n = reinterpret_cast<std::uintptr_t>(d);
+        if (n <= 1) rte_hash_del_key(by_source_, &s.ckey.saddr[0]);
+        else rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n - 1));
+    }
+}
+
+// Slots a client address holds while they are being bound.
+unsigned Worker::held_by(std::uint32_t saddr) const {
+    void *d = nullptr;
+    if (!by_source_ || rte_hash_lookup_data(by_source_, &saddr, &d) < 0) return 0;
+    return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(d));
+}
+
+// Full: the oldest holding slot whose request head is still incomplete after a silent gap (the
+// slowloris shape) makes room; a client that sent a complete head is never evicted for another.
+bool Worker::evict_stalled(std::uint64_t now) {
+    unsigned looked = 0;
+    for (std::int32_t i = list_head_; i >= 0 && looked < 64; i = slots_[i].next, ++looked) {
+        Slot &s = slots_[i];
+        if (s.st != St::Holding || !s.head_incomplete || now - s.last_seg < gap_ticks_) continue;
+        inc(KVS_R_DP_HOLD_EVICTED);
+        rst_client(s);
+        release(static_cast<std::uint32_t>(i), false);
+        return true;
+    }
+    return false;
 }
 
 }  // namespace kvsteer::dp

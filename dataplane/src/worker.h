@@ -79,6 +79,7 @@ private:
         std::uint8_t ncand = 0, syn_tries = 0;
         std::uint8_t client_wscale = KVS_WSCALE_NONE, client_sack = 0, client_ts = 0, ready = 0;
         std::uint8_t via = 0, key_kind = 0, closed = 0, fin_mask = 0;
+        std::uint8_t head_incomplete = 1;  // the held bytes do not yet hold a whole request head
         std::uint16_t client_mss = 0, client_window = 0, snat_port = 0, backend = KVS_BACKEND_NONE;
         kvs_flow_key ckey{};           // client -> VIP, as it arrives
         kvs_flow_key bkey{};           // backend -> SNAT, as it arrives
@@ -91,7 +92,14 @@ private:
         FirstFlight ff;                // the held first flight; ff.isn() is the client's ISN
         kvs_flow c2s{}, s2c{};
         PrefixHashes hashes;
-        std::int32_t prev = -1, next = -1;  // binding list (Holding/SynSent)
+        std::int32_t prev = -1, next = -1;  // binding list (Holding/SynSent), oldest first
+        std::uint64_t timer_id = 0;         // the live entry of timer_heap_ (0: none)
+    };
+    struct Timer {
+        std::uint64_t when;
+        std::uint32_t idx;
+        std::uint64_t id;
+        static bool later(const Timer &a, const Timer &b) { return a.when > b.when; }
     };
 
     void on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
@@ -114,6 +122,8 @@ private:
     void rst_client(Slot &s);
     void rst_backend(Slot &s);
     void timers(std::uint64_t now);
+    void arm(std::uint32_t idx, std::uint64_t when);
+    void arm_holding(std::uint32_t idx, std::uint64_t now);
     void sweep_bound(std::uint64_t now);
     void release(std::uint32_t idx, bool free_port);
     bool reclaim_lingering();
@@ -125,6 +135,8 @@ private:
     void inc(unsigned reason) { stats_[reason]++; }
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
+    unsigned held_by(std::uint32_t saddr) const;
+    bool evict_stalled(std::uint64_t now);
     std::uint32_t max_held() const;
     std::uint32_t bind_depth() const;
     bool is_vip(const kvs_pkt &pkt) const;
@@ -137,9 +149,12 @@ private:
     std::vector<std::uint32_t> free_;
     std::vector<std::int32_t> by_port_;  // snat port - port_lo_ -> slot
     rte_hash *by_client_ = nullptr;
+    rte_hash *by_source_ = nullptr;  // client address -> slots it holds while binding
     std::uint16_t port_lo_ = 0, port_hi_ = 0, port_cursor_ = 0;
     std::uint32_t all_lo_ = 0, per_worker_ = 0, all_hi_ = 0;
-    std::int32_t list_head_ = -1;
+    std::int32_t list_head_ = -1, list_tail_ = -1;
+    std::vector<Timer> timer_heap_;
+    std::uint64_t timer_seq_ = 0;
     unsigned n_binding_ = 0, n_used_ = 0;
     std::uint32_t held_mbufs_ = 0, max_held_mbufs_ = 0;
     std::uint32_t sweep_cursor_ = 0;

@@ -113,12 +113,15 @@ def main():
                                                {"role": "user", "content": user}]}).encode())
     t0 = time.time()
     results = []
+    lat = []
     if a.concurrency <= 1:
         for i in range(a.n):
+            t = time.monotonic()
             if a.source_port:
                 results.append(one_from_port(a.host, a.port, bodies[i % len(bodies)], i, a.timeout, a.source_port))
             else:
                 results.append(one(a.host, a.port, bodies[i % len(bodies)], i % len(bodies), i, a.timeout))
+            lat.append(time.monotonic() - t)
     else:
         with cf.ThreadPoolExecutor(a.concurrency) as ex:
             futs = [ex.submit(one, a.host, a.port, bodies[i % len(bodies)], i % len(bodies), i, a.timeout)
@@ -131,6 +134,10 @@ def main():
             backends[b] = backends.get(b, 0) + 1
     out = {"ok": a.n - len(errors), "errors": len(errors), "first_errors": errors[:5],
            "backends": backends, "seconds": round(time.time() - t0, 3)}
+    if lat:  # sequential runs: each request's whole time, connection included
+        lat.sort()
+        out["latency_ms"] = {q: round(1000 * lat[min(len(lat) - 1, int(len(lat) * f))], 1)
+                             for q, f in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))}
     print(json.dumps(out))
     return 0 if not errors else 1
 

@@ -231,14 +231,22 @@ portreuse)
     dpe_log "20 connections from one client port, each bound anew: $out (XDP reused $reused closed flows)"
     ;;
 slowloris)
-    # Slowloris: a burst of connections that send a partial head and stop, then a sustained
-    # churn of them. Afterwards the receive path must still take new flows (it once stopped
-    # for good: port rx frozen while its missed counter climbed).
-    dpe_up kvdpl 2 --client-idle-timeout-ms 2000
-    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_slowloris.py" --host "$KVS_VIP" \
+    # Slowloris from client 1: a burst of connections that send a partial head and stop, then a
+    # sustained churn of them. Meanwhile client 2 (another address) is served without failure:
+    # client 1 may hold only --max-held-per-source flows being bound, and a full table evicts
+    # incomplete heads first. Afterwards the receive path still takes new flows from both.
+    KVS_N_CLIENTS=2 dpe_up kvdpl 2 --client-idle-timeout-ms 2000
+    ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_slowloris.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --burst "${DPE_SL_BURST:-5000}" --hold 3 --sustained "${DPE_SL_SUSTAINED:-4500}" \
-        --life 1 --seconds "${DPE_SL_SECONDS:-15}") || dpe_fail "slowloris client: $out"
-    dpe_log "slowloris: $out"
+        --life 1 --seconds "${DPE_SL_SECONDS:-15}" >"$DPE_DIR/slowloris.json" 2>&1 & attack=$!
+    sleep 5
+    out=$(ip netns exec "${KVS_NS_CLIENTS[2]}" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 40 --prefixes 4 --timeout 5) || dpe_fail "another client during the attack: $out"
+    dpe_log "40 requests from another address during the attack: $out"
+    wait "$attack" || dpe_fail "slowloris client: $(cat "$DPE_DIR/slowloris.json")"
+    dpe_log "slowloris: $(cat "$DPE_DIR/slowloris.json") (source cap hits $(dpe_counter dp_hold_source_cap)," \
+        "evictions $(dpe_counter dp_hold_evicted_incomplete_head))"
+    (( $(dpe_counter dp_hold_source_cap) > 0 )) || dpe_fail "the attacker was never held to its share"
     # The receive-path watchdog: if the port stalled, the dataplane says so, counts it and exits
     # with status 75 for its supervisor (systemd: Restart=always), which we play here.
     sleep 3
@@ -250,9 +258,35 @@ slowloris)
         dpe_log "receive path stalled; the watchdog exited 75: restarting the dataplane as systemd would"
         dpe_start_dataplane --client-idle-timeout-ms 2000
     fi
+    for c in 1 2; do
+        out=$(ip netns exec "${KVS_NS_CLIENTS[$c]}" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+            --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "client $c after the attack: $out"
+        dpe_log "20 requests from client $c after the attack: $out"
+    done
+    ;;
+slowloris_nocap)
+    # The same burst-then-churn with no per-source limit: on this kernel and DPDK 22.11 it
+    # stalls the AF_XDP receive path for good; the watchdog must notice, count it and exit 75
+    # so the supervisor restarts the dataplane; then new flows are bound again.
+    dpe_up kvdpn 2 --client-idle-timeout-ms 2000 --max-held-per-source 0
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_slowloris.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --burst 5000 --hold 3 --sustained 4500 --life 1 --seconds 15) \
+        || dpe_fail "slowloris client: $out"
+    dpe_log "slowloris: $out"
+    for t in $(seq 40); do kill -0 "$DPE_DP_PID" 2>/dev/null || break; sleep 0.25; done
+    if ! kill -0 "$DPE_DP_PID" 2>/dev/null; then
+        wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
+        (( rc == 75 )) || dpe_fail "dataplane exited with status $rc (not the watchdog's 75)"
+        grep -q "receive path stalled" "$DPE_DIR/dp.log" || dpe_fail "exit 75 without the watchdog's message"
+        (( $(dpe_counter dp_rx_stall) >= 1 )) || dpe_fail "watchdog exit without dp_rx_stall counted"
+        dpe_log "receive path stalled; the watchdog exited 75: restarting the dataplane as systemd would"
+        dpe_start_dataplane --client-idle-timeout-ms 2000 --max-held-per-source 0
+    else
+        dpe_log "the receive path did not stall this time"
+    fi
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
-        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "legitimate requests after the attack: $out"
-    dpe_log "20 legitimate requests after the attack: $out"
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "after the attack: $out"
+    dpe_log "20 requests after the attack: $out"
     ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;

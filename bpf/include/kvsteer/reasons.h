@@ -67,7 +67,9 @@
     X(DP_RX_STALL, "dp_rx_stall")                                             \
     X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")                              \
     X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")                                \
-    X(DP_RST_BARE_FIN, "dp_rst_fin_without_data")
+    X(DP_RST_BARE_FIN, "dp_rst_fin_without_data")                             \
+    X(DP_HOLD_SOURCE_CAP, "dp_hold_source_cap")                               \
+    X(DP_HOLD_EVICTED, "dp_hold_evicted_incomplete_head")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
