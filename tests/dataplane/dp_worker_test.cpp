@@ -57,10 +57,11 @@ protected:
         hz = rte_get_tsc_hz();
         now = rte_rdtsc();
     }
-    void make_worker(Mode mode = Mode::Xdp) {
+    void make_worker(Mode mode = Mode::Xdp, std::uint32_t max_pending = 64, std::uint32_t per_source = 256) {
         WorkerParams wp;
         wp.opts.mode = mode;
-        wp.opts.max_pending = 64;
+        wp.opts.max_pending = max_pending;
+        wp.opts.max_held_per_source = per_source;
         wp.opts.backend_syn_timeout_ms = 100;
         wp.opts.backend_syn_retries = 1;
         wp.opts.max_candidates = 3;
@@ -79,9 +80,9 @@ protected:
         worker->poll(at);
         return drain(rp.tx);
     }
-    std::uint32_t cookie_for(std::uint16_t cport) {
+    std::uint32_t cookie_for(std::uint16_t cport, std::uint32_t from = 0) {
         kvs_cookie_tuple t{};
-        t.saddr[0] = client_ip;
+        t.saddr[0] = from ? from : client_ip;
         t.daddr[0] = vip;
         t.sport = htons(cport);
         t.dport = htons(8000);
@@ -564,6 +565,54 @@ TEST_F(BindTest, FinWithoutDataIsAnsweredWithReset) {
     inject(rp.rx, make_seg(rp.pool, fin));
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 1u);
+}
+
+// One client address may hold only its share of the slots being bound; others are unaffected.
+TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
+    make_worker(Mode::Xdp, 64, 3);
+    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le";
+    for (std::uint16_t k = 0; k < 5; ++k) {
+        Seg s = client_seg(0, head, 5);
+        s.sport = static_cast<std::uint16_t>(40000 + k);
+        s.ack = cookie_for(s.sport) + 1;
+        inject(rp.rx, make_seg(rp.pool, s));
+    }
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(worker->slot_count(), 3u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 2u);
+    Seg other = client_seg(0, request(600), 5);
+    other.saddr = ip4("10.77.0.11");
+    other.ack = cookie_for(other.sport, other.saddr) + 1;
+    inject(rp.rx, make_seg(rp.pool, other));
+    auto out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u) << "another address binds at once";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+}
+
+// A full table makes room by evicting the oldest slot whose head is still incomplete after a
+// silent gap (reset, counted); a complete request is never the one evicted.
+TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
+    make_worker(Mode::Xdp, 2, 0);
+    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le";
+    for (std::uint16_t k = 0; k < 2; ++k) {
+        Seg s = client_seg(0, head, 5);
+        s.sport = static_cast<std::uint16_t>(40000 + k);
+        s.ack = cookie_for(s.sport) + 1;
+        inject(rp.rx, make_seg(rp.pool, s));
+    }
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(worker->slot_count(), 2u);
+    Seg legit = client_seg(0, request(600), 5);
+    legit.sport = 41000;
+    legit.ack = cookie_for(legit.sport) + 1;
+    inject(rp.rx, make_seg(rp.pool, legit));
+    auto out = step(now + ms(5));  // past the bind gap: both heads are silent and incomplete
+    ASSERT_EQ(out.size(), 2u) << "a reset for the evicted flow, a SYN for the new one";
+    EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(ntohs(parse(out[0]).tcp->dest), 40000) << "the oldest one goes";
+    EXPECT_EQ(parse(out[1]).tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
 }
 
 TEST_F(BindTest, BadCookieIsDropped) {
