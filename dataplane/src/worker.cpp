@@ -22,6 +22,7 @@
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/core/locator.h"
 #include "kvsteer/flowpair.h"
+#include "arp.h"
 #include "packet.h"
 #include "rewrite_glue.h"
 
@@ -813,40 +814,12 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
 }
 
 void Worker::on_arp(rte_mbuf *m) {
-    // dpdk mode owns the port: answer ARP for the SNAT address and the VIPs ourselves.
-    auto *eth = rte_pktmbuf_mtod(m, kvs_ethhdr *);
-    struct Arp {
-        std::uint16_t htype, ptype;
-        std::uint8_t hlen, plen;
-        std::uint16_t op;
-        std::uint8_t sha[6];
-        std::uint32_t spa;
-        std::uint8_t tha[6];
-        std::uint32_t tpa;
-    } __attribute__((packed));
-    if (eth->proto != kvs_htons(0x0806) || rte_pktmbuf_data_len(m) < sizeof(kvs_ethhdr) + sizeof(Arp)) {
-        inc(KVS_R_PASS_NOT_IP);
-        rte_pktmbuf_free(m);
-        return;
+    switch (answer_arp(m, *t_.config)) {
+    case ArpVerdict::Answered: tx(m); return;
+    case ArpVerdict::NotArp: inc(KVS_R_PASS_NOT_IP); break;
+    case ArpVerdict::NotOurs: inc(KVS_R_DP_ARP_NOT_OURS); break;
     }
-    auto *a = reinterpret_cast<Arp *>(eth + 1);
-    const kvs_config &c = *t_.config;
-    bool ours = a->tpa == c.snat_addr[0];
-    for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) ours |= c.vips[i].addr[0] == a->tpa;
-    if (a->op != kvs_htons(1) || !ours) {
-        inc(KVS_R_DP_ARP_NOT_OURS);
-        rte_pktmbuf_free(m);
-        return;
-    }
-    a->op = kvs_htons(2);
-    std::memcpy(a->tha, a->sha, 6);
-    const std::uint32_t spa = a->spa;
-    a->spa = a->tpa;
-    a->tpa = spa;
-    std::memcpy(a->sha, c.appliance_mac, 6);
-    std::memcpy(eth->dst, eth->src, 6);
-    std::memcpy(eth->src, c.appliance_mac, 6);
-    tx(m);
+    rte_pktmbuf_free(m);
 }
 
 // ---------------------------------------------------------------------------------------------
