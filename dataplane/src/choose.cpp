@@ -1,8 +1,7 @@
 #include "choose.h"
 
-#include <cmath>
-
 #include "kvsteer/core/affinity.h"
+#include "kvsteer/core/load_bound.h"
 #include "kvsteer/core/maglev.h"
 
 namespace kvsteer::dp {
@@ -35,7 +34,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     Choice ch;
     if (n_up == 0) return ch;
     const bool retry = !exclude.empty();
-    const double c = cfg.load_factor_milli ? cfg.load_factor_milli / 1000.0 : 1.25;
+    const double c = load_factor(cfg);
 
     if (cfg.steer_mode == KVS_STEER_ROUND_ROBIN) {
         for (std::uint32_t k = 0; k < n; ++k) {
@@ -66,13 +65,13 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     std::span<const kvs_affinity_entry> half(t.affinity + (cfg.affinity_active & 1) * KVS_AFFINITY_SLOTS,
                                              KVS_AFFINITY_SLOTS);
     if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
-        const double bound = std::ceil(c * static_cast<double>(total + 1) / n_up);
+        const std::uint64_t bound = load_bound(c, static_cast<double>(total), n_up);
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
             if (id >= n || !s.eligible[id]) continue;
-            std::uint32_t lim = t.backends[id].max_load ? t.backends[id].max_load : static_cast<std::uint32_t>(bound);
-            if (s.in_flight[id] + 1 > lim) continue;
+            const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : bound;
+            if (std::uint64_t{s.in_flight[id]} + 1 > lim) continue;
             if (s.in_flight[id] < best_load) {
                 best = id;
                 best_load = s.in_flight[id];

@@ -23,8 +23,20 @@
 #define KVS_MAX_WORKERS 8u
 #define KVS_BIND_RING_SLOTS 4096u      /* per worker; power of two */
 #define KVS_MAX_REPORT_BLOCKS 28u      /* chained block hashes carried in one binding report */
-#define KVS_DEFAULT_MAX_HELD_BYTES 14600u /* max_held_bytes when kvs_config says 0: ~10 segments, a client's initial window */
 #define KVS_STATS_MAX 128u             /* size of the per-reason counter array */
+
+/* ---- defaults ------------------------------------------------------------------------- */
+/* The one definition of each kvs_config default: what a reader applies when the field is 0,
+ * and what kvsteerd writes unless configured otherwise. Every component uses these names. */
+#define KVS_DEFAULT_PREFIX_LEN 256u           /* prefix_len */
+#define KVS_DEFAULT_BLOCK_SIZE 512u           /* block_size */
+#define KVS_DEFAULT_LOAD_FACTOR_MILLI 1250u   /* load_factor_milli: bounded load c = 1.25 */
+#define KVS_DEFAULT_MAX_HELD_BYTES 14600u     /* max_held_bytes: ~10 segments, a client's initial window */
+#define KVS_DEFAULT_HASH_SEED 0x6b7673746565720aULL /* hash_seed ("kvsteer\n"): configured, never random */
+/* snat_port_lo..snat_port_hi (inclusive) when kvsteerd is given none. A zero or inverted range
+ * in kvs_config is no range: the dataplane refuses to start on it. */
+#define KVS_DEFAULT_SNAT_PORT_LO 32768u
+#define KVS_DEFAULT_SNAT_PORT_HI 60999u
 
 /* ---- pinned map names (all under the bpffs dir, default /sys/fs/bpf/kvsteer) ----------- */
 #define KVS_MAP_CONFIG "kvs_config"            /* ARRAY[1] of kvs_config, MMAPABLE */
@@ -74,14 +86,14 @@ struct kvs_config {
     /* Appliance-owned backend-side source (full NAT). */
     __u32 snat_addr[4];             /* network order */
     __u16 snat_port_lo;             /* host order, inclusive; split evenly between workers */
-    __u16 snat_port_hi;             /* host order, inclusive */
+    __u16 snat_port_hi;             /* host order, inclusive (kvsteerd's default: KVS_DEFAULT_SNAT_PORT_*) */
     __u8 appliance_mac[6];          /* source MAC of everything the appliance sends */
     __u8 snat_family;
     __u8 n_workers;
 
     /* SYN cookies: SipHash-2-4 keys, [0] current, [1] previous (validation accepts both). */
     __u64 cookie_key[2][2];
-    __u32 cookie_period_s;          /* length of one time slot, seconds (default 64) */
+    __u32 cookie_period_s;          /* length of one time slot, seconds (0: KVS_COOKIE_DEFAULT_PERIOD_S, cookie.h) */
     __u32 flags;                    /* enum kvs_config_flags */
     __u16 syn_mss;                  /* MSS advertised in our SYN-ACK */
     __u8 syn_wscale;                /* window scale advertised in our SYN-ACK */
@@ -91,12 +103,12 @@ struct kvs_config {
 
     /* Steering. */
     __u32 steer_mode;               /* enum kvs_steer_mode */
-    __u32 prefix_len;               /* bytes of prompt in the fixed-prefix hash (default 256) */
-    __u32 block_size;               /* bytes per chained block (default 512) */
-    __u32 max_blocks;               /* chained blocks hashed (<= KVS_MAX_REPORT_BLOCKS) */
-    __u32 load_factor_milli;        /* bounded load c x 1000 (default 1250) */
-    __u32 max_held_bytes;           /* first-flight bytes held before binding (default 14600) */
-    __u64 hash_seed;                /* seed of every prefix/block hash */
+    __u32 prefix_len;               /* bytes of prompt in the fixed-prefix hash (0: KVS_DEFAULT_PREFIX_LEN) */
+    __u32 block_size;               /* bytes per chained block (0: KVS_DEFAULT_BLOCK_SIZE) */
+    __u32 max_blocks;               /* chained blocks hashed (0: KVS_MAX_REPORT_BLOCKS; capped there) */
+    __u32 load_factor_milli;        /* bounded load c x 1000 (0: KVS_DEFAULT_LOAD_FACTOR_MILLI; below 1000 counts as 1000) */
+    __u32 max_held_bytes;           /* first-flight bytes held before binding (0: KVS_DEFAULT_MAX_HELD_BYTES) */
+    __u64 hash_seed;                /* seed of every prefix/block hash (0: KVS_DEFAULT_HASH_SEED) */
 
     /* Double-buffered tables: which half readers use. Writers fill the other half, then flip. */
     __u32 maglev_active;            /* 0 or 1 */
