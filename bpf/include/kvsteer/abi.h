@@ -150,7 +150,7 @@ struct kvs_backend_load {
 };
 
 /* The Maglev map holds ONE value with both halves, so its mmap is a flat __u32 array exactly as
- * PinnedMaps::maglev exposes it (an ARRAY of __u32 would have an 8-byte stride when mmapped).
+ * Tables::maglev (kvsteer/core/tables.h) exposes it (an ARRAY of __u32 would have an 8-byte stride when mmapped).
  * Half h occupies backend[h * KVS_MAGLEV_SIZE .. (h + 1) * KVS_MAGLEV_SIZE). */
 struct kvs_maglev_table {
     __u32 backend[2 * KVS_MAGLEV_SIZE];

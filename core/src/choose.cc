@@ -1,10 +1,10 @@
-#include "choose.h"
+#include "kvsteer/core/choose.h"
 
 #include "kvsteer/core/affinity.h"
 #include "kvsteer/core/load_bound.h"
 #include "kvsteer/core/maglev.h"
 
-namespace kvsteer::dp {
+namespace kvsteer {
 
 namespace {
 bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
@@ -92,4 +92,4 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     return ch;
 }
 
-}  // namespace kvsteer::dp
+}  // namespace kvsteer
