@@ -133,17 +133,31 @@ struct kvs_backend {
     __u8 mac[6];       /* next-hop MAC towards the backend */
     __u16 weight;      /* Maglev weight, 0 = none */
     __u32 ifindex;     /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
-    __u32 max_load;    /* daemon's bound on in-flight flows; 0 = use load factor only */
+    __u32 max_load;    /* affinity choices skip this backend once in-flight + 1 > max_load (in place
+                        * of the load-factor bound); 0 = the load-factor bound. Maglev ignores it */
     __u32 pad_end;     /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
 };
 
-/* Per-backend load. Each field has ONE writer, so no locks are needed:
- * binds/bind_* by the dataplane, closes by XDP (atomic add), ext_* by kvsteerd. */
+/* Per-backend load. Writers:
+ *   binds, bind_fail_*  every dataplane worker (N writers, one per worker): atomic add.
+ *   closes              xdp mode: the XDP program, on whichever CPU sees the flow's first FIN or
+ *                       RST (the flow entry's CLOSED bit makes it once per flow): atomic add.
+ *                       dpdk mode: the worker that owns the flow, once it has seen a FIN each
+ *                       way or an RST: atomic add.
+ *   ext_*               kvsteerd only: relaxed stores.
+ * No locks, and relaxed atomics are enough: each add is one atomic read-modify-write, so no
+ * increment is lost between writers (ext_* have one writer), and no other memory is published
+ * through these counters (nobody reads anything else because of a value seen here), so nothing
+ * needs acquire/release.
+ * Readers (every worker's backend choice, kvsteerd) take in_flight = binds - closes from two
+ * relaxed loads: not one snapshot, so it may be off by the flows bound or closed meanwhile
+ * (a difference below 0 reads as 0); the bounded-load choice is a heuristic over a load that
+ * changes all the time and tolerates that. */
 struct kvs_backend_load {
-    __u64 binds;             /* flows bound to this backend (dataplane) */
-    __u64 closes;            /* bound flows seen closing: first FIN or RST of either direction, once per flow (XDP) */
-    __u64 bind_fail_rst;     /* backend answered our SYN with RST (dataplane) */
-    __u64 bind_fail_timeout; /* backend SYN timed out (dataplane) */
+    __u64 binds;             /* flows bound to this backend (dataplane workers) */
+    __u64 closes;            /* bound flows seen closing, once per flow (XDP, or the worker in dpdk mode) */
+    __u64 bind_fail_rst;     /* backend answered our SYN with RST (dataplane workers) */
+    __u64 bind_fail_timeout; /* backend SYN timed out (dataplane workers) */
     __u64 ext_queue;         /* backend's own waiting queue, from telemetry (kvsteerd) */
     __u64 ext_running;       /* backend's running requests, from telemetry (kvsteerd) */
     __u64 pad[2];

@@ -12,8 +12,8 @@ namespace kvsteer::control {
 
 // Single writer. Readers load the active index (acquire) and read that half; a half is never
 // written while active, and a retired half is left alone for `grace` so that a reader that
-// picked it just before the flip finishes first (dataplanes that copy a half on a generation
-// change copy well within it).
+// picked it just before the flip finishes first (the dataplane reads the active half in place,
+// one lookup per choice: microseconds, well within it).
 class TableWriter {
 public:
     TableWriter(const Tables &v, std::chrono::milliseconds grace) : v_(v), grace_(grace) {}
