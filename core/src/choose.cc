@@ -17,7 +17,10 @@ bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
                       std::span<const std::uint16_t> exclude, ChooseScratch &s) noexcept {
     const kvs_config &cfg = *t.config;
-    std::uint32_t n = cfg.n_backends < KVS_MAX_BACKENDS ? cfg.n_backends : KVS_MAX_BACKENDS;
+    // kvsteerd publishes n_backends, backend states and the active table halves with release
+    // stores (control/tables.h): acquire loads here, so what they point at is seen complete.
+    const std::uint32_t n_published = __atomic_load_n(&cfg.n_backends, __ATOMIC_ACQUIRE);
+    std::uint32_t n = n_published < KVS_MAX_BACKENDS ? n_published : KVS_MAX_BACKENDS;
     std::uint32_t n_up = 0;
     std::uint64_t total = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
@@ -25,7 +28,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
         s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
-        s.eligible[i] = t.backends[i].state == KVS_BE_UP && !excluded(exclude, i);
+        s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP && !excluded(exclude, i);
         if (s.eligible[i]) {
             ++n_up;
             total += s.in_flight[i];
@@ -50,7 +53,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     }
 
     LoadView view{std::span<const std::uint32_t>(s.in_flight, n), std::span<const std::uint8_t>(s.eligible, n)};
-    std::span<const std::uint32_t> table(t.maglev + (cfg.maglev_active & 1) * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
+    const std::uint32_t maglev_half = __atomic_load_n(&cfg.maglev_active, __ATOMIC_ACQUIRE) & 1;
+    std::span<const std::uint32_t> table(t.maglev + maglev_half * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
 
     if (cfg.steer_mode == KVS_STEER_FIVE_TUPLE) {
         std::uint32_t id = choose_bounded(table, five_tuple_hash, view, 1e9);
@@ -62,8 +66,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     }
 
     // PREFIX: the deepest affinity match's least-loaded replica within its bound.
-    std::span<const kvs_affinity_entry> half(t.affinity + (cfg.affinity_active & 1) * KVS_AFFINITY_SLOTS,
-                                             KVS_AFFINITY_SLOTS);
+    const std::uint32_t affinity_half = __atomic_load_n(&cfg.affinity_active, __ATOMIC_ACQUIRE) & 1;
+    std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS, KVS_AFFINITY_SLOTS);
     if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
         const std::uint64_t bound = load_bound(c, static_cast<double>(total), n_up);
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
