@@ -4,6 +4,8 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "kvsteer/core/load_bound.h"
+
 namespace kvsteer::control {
 
 // Formats a decision line only when someone listens (compute() runs over many prefixes).
@@ -170,7 +172,9 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
     std::vector<DesiredEntry> out;
     const unsigned K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
 
-    // Load bound over eligible backends, as the dataplane's bounded-load choice computes it.
+    // Load bound over eligible backends: the dataplane's rule (load_bound), but over the daemon's
+    // view of load, in_flight plus the backend's own waiting queue (the dataplane counts only
+    // in_flight), so holders with a queue look fuller here than to the dataplane.
     double total = 0;
     unsigned n_elig = 0;
     std::vector<std::uint16_t> elig;
@@ -181,7 +185,7 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
         n_elig++;
         elig.push_back(id);
     }
-    double bound = n_elig ? std::ceil(p_.load_factor * (total + 1) / n_elig) : 0;
+    const double bound = static_cast<double>(load_bound(p_.load_factor, total, n_elig));
     auto over = [&](std::uint16_t id) { return load_of(id) + 1 > bound; };
     // Replicas planned in this round count as load so hot prefixes spread out.
     std::vector<double> planned(KVS_MAX_BACKENDS, 0.0);

@@ -77,24 +77,29 @@ po::options_description make_options()
     po::options_description d("kvsteerd options (also valid as KEY = VALUE lines in the --config file)");
     auto s = [] { return po::value<std::string>(); };
     auto multi = [] { return po::value<std::vector<std::string>>()->composing(); };
+    // Help texts name the defaults of DaemonConfig itself (options_description copies them).
+    const DaemonConfig def;
+    auto dflt = [](std::string_view text, const auto &v) { return fmt::format("{} (default {})", text, v); };
     // clang-format off
     d.add_options()
         ("help,h", "show this help and exit")
         ("config,c", s(), "INI-style configuration file (KEY = VALUE); the command line wins")
         ("vip", multi(), "virtual service ADDR:PORT (repeatable, at most 16)")
         ("snat-addr", s(), "appliance-owned source address towards backends")
-        ("snat-ports", s(), "source port range LO-HI towards backends (default 32768-60999)")
+        ("snat-ports", s(), dflt("source port range LO-HI towards backends",
+                                 fmt::format("{}-{}", def.snat_port_lo, def.snat_port_hi)).c_str())
         ("workers", s(), "dataplane workers sharing the SNAT port range (default 1)")
         ("interface", s(), "interface whose MAC is the appliance's source MAC")
         ("appliance-mac", s(), "appliance source MAC (instead of --interface)")
         ("backend", multi(), "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT] "
                              "(repeatable; kv-events: the server's vLLM KV events publisher)")
-        ("prefix-length", s(), "prompt bytes in the fixed-prefix hash (default 256)")
-        ("block-size", s(), "bytes per chained block hash (default 512)")
-        ("max-blocks", s(), "chained blocks hashed per request, 0..28 (default 28)")
-        ("load-factor", s(), "bounded-load factor c >= 1.0 (default 1.25)")
-        ("replication", s(), "replicas K of a hot prefix, 1..4 (default 2)")
-        ("hot-threshold", s(), "requests/s on one prefix that make it hot (default 20)")
+        ("prefix-length", s(), dflt("prompt bytes in the fixed-prefix hash", def.prefix_len).c_str())
+        ("block-size", s(), dflt("bytes per chained block hash", def.block_size).c_str())
+        ("max-blocks", s(), dflt(fmt::format("chained blocks hashed per request, 0..{}", KVS_MAX_REPORT_BLOCKS),
+                                 def.max_blocks).c_str())
+        ("load-factor", s(), dflt("bounded-load factor c >= 1.0", def.load_factor).c_str())
+        ("replication", s(), dflt(fmt::format("replicas K of a hot prefix, 1..{}", KVS_MAX_REPLICAS), def.replication).c_str())
+        ("hot-threshold", s(), dflt("requests/s on one prefix that make it hot", def.hot_threshold).c_str())
         ("steering-mode", s(), "prefix | round-robin | five-tuple (default prefix)")
         ("table-algorithm", s(), "backend lookup table: rendezvous (fewer slots move when a backend changes, shares "
                                  "within +5%) | maglev (exact shares) (default rendezvous)")
@@ -102,7 +107,7 @@ po::options_description make_options()
         ("cookie-key-previous", s(), "previous cookie key still accepted while rotating (default: cookie-key)")
         ("cookie-period", s(), "cookie time slot, seconds (default 64)")
         ("hash-seed", s(), "seed of every prefix/block hash, decimal or 0x-hex; same on every appliance")
-        ("max-held-bytes", s(), "first-flight bytes held before binding (default 14600)")
+        ("max-held-bytes", s(), dflt("first-flight bytes held before binding", def.max_held_bytes).c_str())
         ("syn-mss", s(), "MSS in our SYN-ACK, 536..9000 (default 1460)")
         ("syn-wscale", s(), "window scale in our SYN-ACK, 0..14 (default 7)")
         ("syn-window", s(), "window field of our SYN-ACK, 1..65535 (default 65535)")
@@ -119,10 +124,10 @@ po::options_description make_options()
         ("queue-cap", s(), "a backend whose own waiting queue (telemetry) reaches this gets kvs_backends.max_load = its "
                            "in-flight flows: no new affinity flows until the queue drains; 0 = off (default 0)")
         ("report-interval", s(), "binding report / affinity update interval, ms (default 150)")
-        ("affinity-ttl", s(), "ms a prefix stays known to a backend without new requests (default 300000)")
+        ("affinity-ttl", s(), dflt("ms a prefix stays known to a backend without new requests", def.affinity_ttl_ms).c_str())
         ("affinity-min-hot", s(), "ms a prefix that became hot stays hot (replicated) at least; 0 = off (default 0)")
-        ("affinity-max-entries", s(), "entries written to the affinity table (default 32768)")
-        ("affinity-index-max", s(), "prefixes remembered by the daemon, LRU (default 131072)")
+        ("affinity-max-entries", s(), dflt("entries written to the affinity table", def.affinity_max_entries).c_str())
+        ("affinity-index-max", s(), dflt("prefixes remembered by the daemon, LRU", def.affinity_index_max).c_str())
         ("table-grace", s(), "ms a retired table half is left untouched before rewriting (default 20)")
         ("bpffs", s(), "bpffs directory of the pinned maps; created if missing (default /sys/fs/bpf/kvsteer)")
         ("api-socket", s(), "Unix socket of the local API (default /run/kvsteer/kvsteerd.sock)")

@@ -65,7 +65,7 @@ std::uint8_t BackendRuntime::map_state() const
     return draining ? KVS_BE_DRAIN : KVS_BE_UP;
 }
 
-Daemon::Daemon(DaemonConfig cfg, const MapView &maps)
+Daemon::Daemon(DaemonConfig cfg, const Tables &maps)
     : cfg_(std::move(cfg)), maps_(maps), writer_(maps, std::chrono::milliseconds(cfg_.table_grace_ms)),
       policy_(policy_params()), started_(std::chrono::steady_clock::now())
 {

@@ -34,17 +34,7 @@ int main(int argc, char **argv)
         std::fprintf(stderr, "kvsteerd: bpffs: %s\n", err.c_str());
         return 1;
     }
-    MapView v;
-    v.config = maps->config;
-    v.backends = maps->backends;
-    v.load = maps->load;
-    v.maglev = maps->maglev;
-    v.affinity = maps->affinity;
-    v.ring_ctl = maps->ring_ctl;
-    v.ring = maps->ring;
-    v.dp_stats = maps->dp_stats;
-
-    Daemon d(r.cfg, v);
+    Daemon d(r.cfg, *maps);  // a view of the maps; `maps` outlives it
     if (!d.start(&err)) {
         std::fprintf(stderr, "kvsteerd: %s\n", err.c_str());
         return 1;

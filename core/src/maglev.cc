@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <bitset>
-#include <cmath>
 #include <numeric>
 
 #include <xxhash.h>
+
+#include "kvsteer/core/load_bound.h"
 
 namespace kvsteer {
 namespace {
@@ -97,10 +98,7 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     }
     if (n_eligible == 0) return KVS_BACKEND_NONE;
 
-    // c < 1 could never be met by every backend at once; treat it as 1.
-    const double c = load_factor >= 1.0 ? load_factor : 1.0;
-    const double bound_d = std::ceil(c * static_cast<double>(total + 1) / n_eligible);
-    const std::uint64_t bound = static_cast<std::uint64_t>(bound_d);
+    const std::uint64_t bound = load_bound(load_factor, static_cast<double>(total), n_eligible);
 
     std::uint32_t best = KVS_BACKEND_NONE;  // least loaded eligible backend seen in the walk
     std::uint64_t best_load = 0;

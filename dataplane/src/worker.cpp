@@ -60,8 +60,8 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     // This worker's share of the SNAT port range.
     std::uint32_t lo = t_.config->snat_port_lo, hi = t_.config->snat_port_hi;
     if (lo == 0 || hi < lo) {
-        lo = 10000;
-        hi = 39999;
+        lo = KVS_DEFAULT_SNAT_PORT_LO;
+        hi = KVS_DEFAULT_SNAT_PORT_HI;
     }
     std::uint32_t per = (hi - lo + 1) / std::max<std::uint16_t>(p_.n_workers, 1);
     all_lo_ = lo;

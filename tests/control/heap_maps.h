@@ -7,7 +7,7 @@
 
 struct HeapMaps {
     HeapMaps();
-    kvsteer::control::MapView view;
+    kvsteer::Tables view;
 
 private:
     std::unique_ptr<kvs_config> config_;

@@ -47,7 +47,7 @@ struct ReaderResult {
 // Copies whole active halves the way a dataplane refreshing its own copy would. A read that
 // took less than half the writer's grace must see exactly one of the published tables: the
 // writer never touches a half until `grace` after it stopped being the active one.
-ReaderResult run_reader(const MapView &v, const std::set<std::uint64_t> &valid, std::atomic<bool> &stop,
+ReaderResult run_reader(const kvsteer::Tables &v, const std::set<std::uint64_t> &valid, std::atomic<bool> &stop,
                         std::chrono::microseconds max_read)
 {
     ReaderResult r;

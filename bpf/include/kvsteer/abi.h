@@ -23,8 +23,20 @@
 #define KVS_MAX_WORKERS 8u
 #define KVS_BIND_RING_SLOTS 4096u      /* per worker; power of two */
 #define KVS_MAX_REPORT_BLOCKS 28u      /* chained block hashes carried in one binding report */
-#define KVS_DEFAULT_MAX_HELD_BYTES 14600u /* max_held_bytes when kvs_config says 0: ~10 segments, a client's initial window */
 #define KVS_STATS_MAX 128u             /* size of the per-reason counter array */
+
+/* ---- defaults ------------------------------------------------------------------------- */
+/* The one definition of each kvs_config default: what a reader applies when the field is 0,
+ * and what kvsteerd writes unless configured otherwise. Every component uses these names. */
+#define KVS_DEFAULT_PREFIX_LEN 256u           /* prefix_len */
+#define KVS_DEFAULT_BLOCK_SIZE 512u           /* block_size */
+#define KVS_DEFAULT_LOAD_FACTOR_MILLI 1250u   /* load_factor_milli: bounded load c = 1.25 */
+#define KVS_DEFAULT_MAX_HELD_BYTES 14600u     /* max_held_bytes: ~10 segments, a client's initial window */
+#define KVS_DEFAULT_HASH_SEED 0x6b7673746565720aULL /* hash_seed ("kvsteer\n"): configured, never random */
+/* snat_port_lo..snat_port_hi (inclusive) when kvsteerd is given none. A zero or inverted range
+ * in kvs_config is no range: the dataplane refuses to start on it. */
+#define KVS_DEFAULT_SNAT_PORT_LO 32768u
+#define KVS_DEFAULT_SNAT_PORT_HI 60999u
 
 /* ---- pinned map names (all under the bpffs dir, default /sys/fs/bpf/kvsteer) ----------- */
 #define KVS_MAP_CONFIG "kvs_config"            /* ARRAY[1] of kvs_config, MMAPABLE */
@@ -74,14 +86,14 @@ struct kvs_config {
     /* Appliance-owned backend-side source (full NAT). */
     __u32 snat_addr[4];             /* network order */
     __u16 snat_port_lo;             /* host order, inclusive; split evenly between workers */
-    __u16 snat_port_hi;             /* host order, inclusive */
+    __u16 snat_port_hi;             /* host order, inclusive (kvsteerd's default: KVS_DEFAULT_SNAT_PORT_*) */
     __u8 appliance_mac[6];          /* source MAC of everything the appliance sends */
     __u8 snat_family;
     __u8 n_workers;
 
     /* SYN cookies: SipHash-2-4 keys, [0] current, [1] previous (validation accepts both). */
     __u64 cookie_key[2][2];
-    __u32 cookie_period_s;          /* length of one time slot, seconds (default 64) */
+    __u32 cookie_period_s;          /* length of one time slot, seconds (0: KVS_COOKIE_DEFAULT_PERIOD_S, cookie.h) */
     __u32 flags;                    /* enum kvs_config_flags */
     __u16 syn_mss;                  /* MSS advertised in our SYN-ACK */
     __u8 syn_wscale;                /* window scale advertised in our SYN-ACK */
@@ -91,12 +103,12 @@ struct kvs_config {
 
     /* Steering. */
     __u32 steer_mode;               /* enum kvs_steer_mode */
-    __u32 prefix_len;               /* bytes of prompt in the fixed-prefix hash (default 256) */
-    __u32 block_size;               /* bytes per chained block (default 512) */
-    __u32 max_blocks;               /* chained blocks hashed (<= KVS_MAX_REPORT_BLOCKS) */
-    __u32 load_factor_milli;        /* bounded load c x 1000 (default 1250) */
-    __u32 max_held_bytes;           /* first-flight bytes held before binding (default 14600) */
-    __u64 hash_seed;                /* seed of every prefix/block hash */
+    __u32 prefix_len;               /* bytes of prompt in the fixed-prefix hash (0: KVS_DEFAULT_PREFIX_LEN) */
+    __u32 block_size;               /* bytes per chained block (0: KVS_DEFAULT_BLOCK_SIZE) */
+    __u32 max_blocks;               /* chained blocks hashed (0: KVS_MAX_REPORT_BLOCKS; capped there) */
+    __u32 load_factor_milli;        /* bounded load c x 1000 (0: KVS_DEFAULT_LOAD_FACTOR_MILLI; below 1000 counts as 1000) */
+    __u32 max_held_bytes;           /* first-flight bytes held before binding (0: KVS_DEFAULT_MAX_HELD_BYTES) */
+    __u64 hash_seed;                /* seed of every prefix/block hash (0: KVS_DEFAULT_HASH_SEED) */
 
     /* Double-buffered tables: which half readers use. Writers fill the other half, then flip. */
     __u32 maglev_active;            /* 0 or 1 */
@@ -121,24 +133,38 @@ struct kvs_backend {
     __u8 mac[6];       /* next-hop MAC towards the backend */
     __u16 weight;      /* Maglev weight, 0 = none */
     __u32 ifindex;     /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
-    __u32 max_load;    /* daemon's bound on in-flight flows; 0 = use load factor only */
+    __u32 max_load;    /* affinity choices skip this backend once in-flight + 1 > max_load (in place
+                        * of the load-factor bound); 0 = the load-factor bound. Maglev ignores it */
     __u32 pad_end;     /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
 };
 
-/* Per-backend load. Each field has ONE writer, so no locks are needed:
- * binds/bind_* by the dataplane, closes by XDP (atomic add), ext_* by kvsteerd. */
+/* Per-backend load. Writers:
+ *   binds, bind_fail_*  every dataplane worker (N writers, one per worker): atomic add.
+ *   closes              xdp mode: the XDP program, on whichever CPU sees the flow's first FIN or
+ *                       RST (the flow entry's CLOSED bit makes it once per flow): atomic add.
+ *                       dpdk mode: the worker that owns the flow, once it has seen a FIN each
+ *                       way or an RST: atomic add.
+ *   ext_*               kvsteerd only: relaxed stores.
+ * No locks, and relaxed atomics are enough: each add is one atomic read-modify-write, so no
+ * increment is lost between writers (ext_* have one writer), and no other memory is published
+ * through these counters (nobody reads anything else because of a value seen here), so nothing
+ * needs acquire/release.
+ * Readers (every worker's backend choice, kvsteerd) take in_flight = binds - closes from two
+ * relaxed loads: not one snapshot, so it may be off by the flows bound or closed meanwhile
+ * (a difference below 0 reads as 0); the bounded-load choice is a heuristic over a load that
+ * changes all the time and tolerates that. */
 struct kvs_backend_load {
-    __u64 binds;             /* flows bound to this backend (dataplane) */
-    __u64 closes;            /* bound flows seen closing: first FIN or RST of either direction, once per flow (XDP) */
-    __u64 bind_fail_rst;     /* backend answered our SYN with RST (dataplane) */
-    __u64 bind_fail_timeout; /* backend SYN timed out (dataplane) */
+    __u64 binds;             /* flows bound to this backend (dataplane workers) */
+    __u64 closes;            /* bound flows seen closing, once per flow (XDP, or the worker in dpdk mode) */
+    __u64 bind_fail_rst;     /* backend answered our SYN with RST (dataplane workers) */
+    __u64 bind_fail_timeout; /* backend SYN timed out (dataplane workers) */
     __u64 ext_queue;         /* backend's own waiting queue, from telemetry (kvsteerd) */
     __u64 ext_running;       /* backend's running requests, from telemetry (kvsteerd) */
     __u64 pad[2];
 };
 
 /* The Maglev map holds ONE value with both halves, so its mmap is a flat __u32 array exactly as
- * PinnedMaps::maglev exposes it (an ARRAY of __u32 would have an 8-byte stride when mmapped).
+ * Tables::maglev (kvsteer/core/tables.h) exposes it (an ARRAY of __u32 would have an 8-byte stride when mmapped).
  * Half h occupies backend[h * KVS_MAGLEV_SIZE .. (h + 1) * KVS_MAGLEV_SIZE). */
 struct kvs_maglev_table {
     __u32 backend[2 * KVS_MAGLEV_SIZE];

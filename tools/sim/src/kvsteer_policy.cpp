@@ -1,14 +1,14 @@
-// kvsteer as deployed: the dataplane's own choice function (dataplane/src/choose.cpp) over
+// kvsteer as deployed: the dataplane's own choice function (kvsteer/core/choose.h) over
 // tables shaped like the pinned maps, fed by first-flight hashing; and the control daemon's
 // AffinityPolicy run on the daemon's intervals, seeing only binding reports and scraped counters.
 #include <algorithm>
 #include <cmath>
 #include <optional>
 
-#include "choose.h"
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/control/affinity_policy.h"
 #include "kvsteer/core/affinity.h"
+#include "kvsteer/core/choose.h"
 #include "policy.h"
 #include "sim_maglev.h"
 
@@ -26,7 +26,7 @@ class Kvsteer final : public Policy {
 public:
     Kvsteer(uint32_t servers, const PolicyParams &p)
         : p_(p), n_(servers), backends_(servers), load_(servers), maglev_(2 * KVS_MAGLEV_SIZE),
-          affinity_(2 * KVS_AFFINITY_SLOTS), scratch_(std::make_unique<dp::ChooseScratch>()),
+          affinity_(2 * KVS_AFFINITY_SLOTS), scratch_(std::make_unique<ChooseScratch>()),
           scrapes_(servers), daemon_(daemon_params(p)) {
         cfg_.steer_mode = KVS_STEER_PREFIX;
         cfg_.prefix_len = p.prefix_len;
@@ -57,7 +57,7 @@ public:
     uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &) override {
         const uint64_t tuple_hash = (uint64_t(idx) + 1) * 0x9e3779b97f4a7c15ULL;
         const FlightKey k = key_flight(hp_, flight_bytes(r.first_flight, cfg_.max_held_bytes), tuple_hash | 1);
-        const dp::Choice ch = dp::choose_backend(t_, k.hashes, tuple_hash, {}, *scratch_);
+        const Choice ch = choose_backend(t_, k.hashes, tuple_hash, {}, *scratch_);
         const uint32_t id = ch.backend < n_ ? ch.backend : 0;
         ++via_[std::min<uint32_t>(ch.via, 4)];
         ++kinds_[std::min<uint32_t>(uint32_t(k.kind), 3)];
@@ -204,8 +204,8 @@ private:
     std::vector<kvs_backend_load> load_;
     std::vector<uint32_t> maglev_;
     std::vector<kvs_affinity_entry> affinity_;
-    dp::Tables t_;
-    std::unique_ptr<dp::ChooseScratch> scratch_;
+    Tables t_;
+    std::unique_ptr<ChooseScratch> scratch_;
     HashParams hp_;
     uint64_t via_[5] = {};
     uint64_t kinds_[4] = {};

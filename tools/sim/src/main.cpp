@@ -102,14 +102,14 @@ int main(int argc, char **argv) {
         ("servers", po::value(&servers)->default_value(8), "GPU servers")
         ("policies", po::value(&policies_s)->default_value("rr,least-loaded,ch,ch-bl,kvsteer,radix,oracle"),
             "comma list of: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev (no daemon), kvsteer-slack (proposal), radix, oracle")
-        ("prefix-len", po::value(&pp.prefix_len)->default_value(256), "kvsteer/ch/ch-bl: prompt bytes in the fixed-prefix hash")
-        ("block-size", po::value(&pp.block_size)->default_value(512), "kvsteer: bytes per chained block hash")
-        ("max-blocks", po::value(&pp.max_blocks)->default_value(28), "kvsteer: chained blocks hashed (<= 28)")
-        ("first-flight", po::value(&pp.first_flight)->default_value(14600), "kvsteer: request bytes held before binding")
-        ("load-factor", po::value(&pp.load_factor)->default_value(1.25), "kvsteer/ch-bl: bounded load c")
-        ("replication", po::value(&pp.replication)->default_value(2), "kvsteer daemon: replicas of a hot prefix (1..4)")
-        ("hot-rps", po::value(&pp.hot_rps)->default_value(20.0), "kvsteer daemon: request rate that makes a prefix hot")
-        ("min-hot-s", po::value(&pp.min_hot_s)->default_value(0.0),
+        ("prefix-len", po::value(&pp.prefix_len)->default_value(pp.prefix_len), "kvsteer/ch/ch-bl: prompt bytes in the fixed-prefix hash")
+        ("block-size", po::value(&pp.block_size)->default_value(pp.block_size), "kvsteer: bytes per chained block hash")
+        ("max-blocks", po::value(&pp.max_blocks)->default_value(pp.max_blocks), fmt::format("kvsteer: chained blocks hashed (<= {})", KVS_MAX_REPORT_BLOCKS).c_str())
+        ("first-flight", po::value(&pp.first_flight)->default_value(pp.first_flight), "kvsteer: request bytes held before binding")
+        ("load-factor", po::value(&pp.load_factor)->default_value(pp.load_factor), "kvsteer/ch-bl: bounded load c")
+        ("replication", po::value(&pp.replication)->default_value(pp.replication), "kvsteer daemon: replicas of a hot prefix (1..4)")
+        ("hot-rps", po::value(&pp.hot_rps)->default_value(pp.hot_rps), "kvsteer daemon: request rate that makes a prefix hot")
+        ("min-hot-s", po::value(&pp.min_hot_s)->default_value(pp.min_hot_s),
          "kvsteer daemon: a prefix that became hot stays hot at least this long (kvsteerd's affinity-min-hot)")
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")

@@ -10,6 +10,9 @@
 #include <string_view>
 #include <vector>
 
+#include "kvsteer/abi.h"
+#include "kvsteer/control/affinity_policy.h"
+#include "kvsteer/core/load_bound.h"
 #include "kvsteer/model/scheduler.h"
 #include "workload.h"
 
@@ -30,15 +33,17 @@ inline std::span<const std::uint8_t> flight_bytes(std::string_view s,
     return {reinterpret_cast<const std::uint8_t *>(s.data()), std::min(s.size(), max)};
 }
 
+// kvsteer's defaults are the shipped ones: abi.h's KVS_DEFAULT_*, the daemon's PolicyParams.
 struct PolicyParams {
-    uint32_t prefix_len = 256;       // bytes hashed for the fixed prefix (kvsteer, CH, CH-BL)
-    uint32_t block_size = 512;       // bytes per chained block (kvsteer)
-    uint32_t max_blocks = 28;        // chained blocks hashed (kvsteer)
-    uint32_t first_flight = 14600;   // bytes kvsteer holds before binding
-    double load_factor = 1.25;       // bounded load c (kvsteer, CH-BL)
-    uint32_t replication = 2;        // K replicas of a hot prefix (kvsteer daemon)
-    double hot_rps = 20.0;           // kvsteer daemon: rate that makes a prefix hot
-    double min_hot_s = 0;            // kvsteer daemon: a prefix that became hot stays hot this long
+    uint32_t prefix_len = KVS_DEFAULT_PREFIX_LEN;        // bytes hashed for the fixed prefix (kvsteer, CH, CH-BL)
+    uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;        // bytes per chained block (kvsteer)
+    uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;         // chained blocks hashed (kvsteer)
+    uint32_t first_flight = KVS_DEFAULT_MAX_HELD_BYTES;  // bytes kvsteer holds before binding
+    double load_factor = kDefaultLoadFactor;             // bounded load c (kvsteer, CH-BL)
+    uint32_t replication = control::PolicyParams{}.replication;  // K replicas of a hot prefix (kvsteer daemon)
+    double hot_rps = control::PolicyParams{}.hot_rps;  // kvsteer daemon: rate that makes a prefix hot
+    // kvsteer daemon: a prefix that became hot stays hot this long
+    double min_hot_s = double(control::PolicyParams{}.min_hot_ns) / 1e9;
     double report_interval_s = 0.150;     // kvsteer daemon: binding reports drained + table published
     double telemetry_interval_s = 1.0;    // kvsteer daemon: backend /metrics scrape
     bool affinity = true;            // kvsteer: run the daemon's affinity policy (else Maglev only)

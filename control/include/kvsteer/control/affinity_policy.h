@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kvsteer/abi.h"
+#include "kvsteer/core/load_bound.h"
 
 namespace kvsteer::control {
 
@@ -30,7 +31,7 @@ struct PolicyParams {
     std::uint64_t ttl_ns = 300'000'000'000ull;  // a backend forgets a prefix not requested for this long
     std::uint32_t max_entries = 32768;          // entries written to the table
     std::uint32_t index_max = 131072;           // prefixes remembered (LRU beyond); ~150 B each
-    double load_factor = 1.25;                  // bounded load c
+    double load_factor = kDefaultLoadFactor;    // bounded load c (load_bound.h)
 };
 
 // What the policy knows about one backend at a point in time.

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "kvsteer/abi.h"
+#include "kvsteer/control/affinity_policy.h"
 #include "kvsteer/control/net.h"
+#include "kvsteer/core/load_bound.h"
 
 namespace kvsteer::control {
 
@@ -28,29 +30,31 @@ enum class TableAlgorithm : std::uint8_t {
     Maglev,      // build_maglev: exact shares; more slots move at 50+ backends
 };
 
+// Defaults: kvs_config fields take abi.h's KVS_DEFAULT_* (what a reader applies to a zero field),
+// the affinity policy's take PolicyParams' (affinity_policy.h); each is defined there only.
 struct DaemonConfig {
     std::vector<Endpoint> vips;
     Endpoint snat_addr;
-    std::uint16_t snat_port_lo = 32768, snat_port_hi = 60999;
+    std::uint16_t snat_port_lo = KVS_DEFAULT_SNAT_PORT_LO, snat_port_hi = KVS_DEFAULT_SNAT_PORT_HI;
     std::string interface;
     Mac appliance_mac{};
     std::uint8_t workers = 1;
     std::vector<BackendSpec> backends;
 
-    std::uint32_t prefix_len = 256;
-    std::uint32_t block_size = 512;
+    std::uint32_t prefix_len = KVS_DEFAULT_PREFIX_LEN;
+    std::uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;
     std::uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;
-    double load_factor = 1.25;
-    std::uint32_t replication = 2;
-    double hot_threshold = 20.0;  // requests/s on one prefix that make it hot
+    double load_factor = kDefaultLoadFactor;
+    std::uint32_t replication = PolicyParams{}.replication;
+    double hot_threshold = PolicyParams{}.hot_rps;  // requests/s on one prefix that make it hot
     std::uint32_t steering_mode = KVS_STEER_PREFIX;
     TableAlgorithm table_algorithm = TableAlgorithm::Rendezvous;
 
     std::array<std::uint64_t, 2> cookie_key{}, cookie_key_prev{};
     bool cookie_key_random = false;
     std::uint32_t cookie_period_s = 64;
-    std::uint64_t hash_seed = 0x6b7673746565720aULL;
-    std::uint32_t max_held_bytes = 14600;
+    std::uint64_t hash_seed = KVS_DEFAULT_HASH_SEED;
+    std::uint32_t max_held_bytes = KVS_DEFAULT_MAX_HELD_BYTES;
     std::uint16_t syn_mss = 1460;
     std::uint8_t syn_wscale = 7;
     std::uint16_t syn_window = 65535;
@@ -68,10 +72,11 @@ struct DaemonConfig {
     std::uint32_t queue_cap = 0;  // waiting requests that freeze a backend's max_load at its in-flight; 0 = off
 
     std::uint32_t report_interval_ms = 150;
-    std::uint32_t affinity_ttl_ms = 300000;
-    std::uint32_t affinity_min_hot_ms = 0;      // a prefix that became hot stays hot this long (0: off)
-    std::uint32_t affinity_max_entries = 32768;
-    std::uint32_t affinity_index_max = 131072;
+    std::uint32_t affinity_ttl_ms = static_cast<std::uint32_t>(PolicyParams{}.ttl_ns / 1000000);
+    // a prefix that became hot stays hot this long (0: off)
+    std::uint32_t affinity_min_hot_ms = static_cast<std::uint32_t>(PolicyParams{}.min_hot_ns / 1000000);
+    std::uint32_t affinity_max_entries = PolicyParams{}.max_entries;
+    std::uint32_t affinity_index_max = PolicyParams{}.index_max;
     std::uint32_t table_grace_ms = 20;
 
     std::string bpffs = KVS_DEFAULT_BPFFS;
@@ -118,7 +123,7 @@ inline constexpr UintRange kReplication{1, KVS_MAX_REPLICAS};
 inline constexpr NumberRange kHotThreshold{0.001, 1e9};
 inline constexpr UintRange kAffinityTtlMs{100, 86400000};
 // Never below the default prefix-length: a held first flight must be able to hold the prefix.
-inline constexpr UintRange kMaxHeldBytes{256, 1u << 20};
+inline constexpr UintRange kMaxHeldBytes{KVS_DEFAULT_PREFIX_LEN, 1u << 20};
 }  // namespace tunable_limits
 
 // The names apply_tunable accepts, for error and help texts.

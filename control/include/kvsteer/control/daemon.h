@@ -67,7 +67,7 @@ struct DaemonCounters {
 
 class Daemon {
 public:
-    Daemon(DaemonConfig cfg, const MapView &maps);
+    Daemon(DaemonConfig cfg, const Tables &maps);
     ~Daemon();
     Daemon(const Daemon &) = delete;
     Daemon &operator=(const Daemon &) = delete;
@@ -132,7 +132,7 @@ private:
     void serve_metrics_client(std::size_t idx);
 
     DaemonConfig cfg_;
-    MapView maps_;
+    Tables maps_;
     TableWriter writer_;
     std::map<std::uint16_t, BackendRuntime> backends_;
     std::vector<std::array<std::uint64_t, 3>> maglev_input_;  // (id, identity, weight) last published

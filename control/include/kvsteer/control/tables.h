@@ -6,28 +6,17 @@
 #include <span>
 
 #include "kvsteer/abi.h"
+#include "kvsteer/core/tables.h"
 
 namespace kvsteer::control {
 
-// Raw pointers into the mmapped maps (or any memory of the same shape, for tests).
-struct MapView {
-    kvs_config *config = nullptr;
-    kvs_backend *backends = nullptr;          // [KVS_MAX_BACKENDS]
-    kvs_backend_load *load = nullptr;         // [KVS_MAX_BACKENDS]
-    std::uint32_t *maglev = nullptr;          // [2 * KVS_MAGLEV_SIZE]
-    kvs_affinity_entry *affinity = nullptr;   // [2 * KVS_AFFINITY_SLOTS]
-    kvs_ring_ctl *ring_ctl = nullptr;         // [KVS_MAX_WORKERS]
-    kvs_bind_report *ring = nullptr;          // [KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS]
-    std::uint64_t *dp_stats = nullptr;        // [KVS_MAX_WORKERS * KVS_STATS_MAX]
-};
-
 // Single writer. Readers load the active index (acquire) and read that half; a half is never
 // written while active, and a retired half is left alone for `grace` so that a reader that
-// picked it just before the flip finishes first (dataplanes that copy a half on a generation
-// change copy well within it).
+// picked it just before the flip finishes first (the dataplane reads the active half in place,
+// one lookup per choice: microseconds, well within it).
 class TableWriter {
 public:
-    TableWriter(const MapView &v, std::chrono::milliseconds grace) : v_(v), grace_(grace) {}
+    TableWriter(const Tables &v, std::chrono::milliseconds grace) : v_(v), grace_(grace) {}
 
     // `table` has KVS_MAGLEV_SIZE entries.
     void publish_maglev(std::span<const std::uint32_t> table);
@@ -50,7 +39,7 @@ public:
 private:
     void wait_grace(std::chrono::steady_clock::time_point last_flip);
 
-    MapView v_;
+    Tables v_;
     std::chrono::milliseconds grace_;
     std::chrono::steady_clock::time_point maglev_flip_{}, affinity_flip_{};
     std::uint64_t maglev_flips_ = 0, affinity_flips_ = 0;

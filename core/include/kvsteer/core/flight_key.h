@@ -17,8 +17,8 @@ struct FlightKey {
     std::uint32_t prompt_bytes = 0;  // prompt bytes hashed (what the binding report carries)
 };
 
-// Hash parameters from the published config: a zero field takes HashParams' default (the one
-// place those defaults are defined); blocks are capped at what a binding report carries.
+// Hash parameters from the published config: a zero field takes HashParams' default (abi.h's
+// KVS_DEFAULT_*); blocks are capped at what a binding report carries.
 HashParams hash_params(const kvs_config &c) noexcept;
 
 // Bytes a flight must cover for its key to be final: the fixed prefix and every chained block.

@@ -44,8 +44,8 @@ struct LoadView {
 };
 
 // Consistent hashing with bounded loads over a Maglev table: start at slot hash % size and walk
-// successive slots; the first eligible backend whose in_flight + 1 <= ceil(c * (total+1)/n_eligible)
-// wins. Always terminates; returns KVS_BACKEND_NONE only if no backend is eligible. If every
+// successive slots; the first eligible backend whose in_flight + 1 <= load_bound(c, total,
+// n_eligible) (load_bound.h: ceil(c * (total+1) / n_eligible), c at least 1) wins. Always terminates; returns KVS_BACKEND_NONE only if no backend is eligible. If every
 // eligible backend is over its bound, returns the least loaded eligible one.
 // `spilled` (optional) is set when the first eligible candidate was skipped for load.
 std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,

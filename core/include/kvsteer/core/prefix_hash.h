@@ -10,10 +10,11 @@
 
 namespace kvsteer {
 
+// Defaults are abi.h's: what a zero kvs_config field means (hash_params() in flight_key.h).
 struct HashParams {
-    std::uint64_t seed = 0x6b7673746565720aULL;  // configured, never random: same bytes -> same hash
-    std::uint32_t prefix_len = 256;              // bytes in the fixed-length prefix hash
-    std::uint32_t block_size = 512;              // bytes per chained block
+    std::uint64_t seed = KVS_DEFAULT_HASH_SEED;          // configured, never random: same bytes -> same hash
+    std::uint32_t prefix_len = KVS_DEFAULT_PREFIX_LEN;   // bytes in the fixed-length prefix hash
+    std::uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;   // bytes per chained block
     std::uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;
 };
 

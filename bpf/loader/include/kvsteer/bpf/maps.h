@@ -6,24 +6,18 @@
 #include <string>
 
 #include "kvsteer/abi.h"
+#include "kvsteer/core/tables.h"
 
 namespace kvsteer::bpf {
 
-// Every shared table. Pointers are mmaps of the pinned BPF arrays (valid for this object's
-// lifetime); the fds stay open. Closing does not unpin: maps outlive every process.
-struct PinnedMaps {
+// Every shared table: the Tables pointers are mmaps of the pinned BPF arrays, valid for this
+// object's lifetime (a Tables copied from it is a view that must not outlive it), and
+// Tables::flows_fd is kvs_flows. The fds stay open. Closing does not unpin: maps outlive every
+// process.
+struct PinnedMaps : Tables {
     std::string dir;
     int config_fd = -1, backends_fd = -1, load_fd = -1, maglev_fd = -1, affinity_fd = -1;
-    int flows_fd = -1, stats_fd = -1, ring_ctl_fd = -1, ring_fd = -1, dp_stats_fd = -1;
-
-    kvs_config *config = nullptr;             // [1]
-    kvs_backend *backends = nullptr;          // [KVS_MAX_BACKENDS]
-    kvs_backend_load *load = nullptr;         // [KVS_MAX_BACKENDS]
-    std::uint32_t *maglev = nullptr;          // [2 * KVS_MAGLEV_SIZE]
-    kvs_affinity_entry *affinity = nullptr;   // [2 * KVS_AFFINITY_SLOTS]
-    kvs_ring_ctl *ring_ctl = nullptr;         // [KVS_MAX_WORKERS]
-    kvs_bind_report *ring = nullptr;          // [KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS]
-    std::uint64_t *dp_stats = nullptr;        // [KVS_MAX_WORKERS * KVS_STATS_MAX]
+    int stats_fd = -1, ring_ctl_fd = -1, ring_fd = -1, dp_stats_fd = -1;
 
     PinnedMaps() = default;
     PinnedMaps(const PinnedMaps &) = delete;

@@ -1,11 +1,10 @@
-#include "choose.h"
-
-#include <cmath>
+#include "kvsteer/core/choose.h"
 
 #include "kvsteer/core/affinity.h"
+#include "kvsteer/core/load_bound.h"
 #include "kvsteer/core/maglev.h"
 
-namespace kvsteer::dp {
+namespace kvsteer {
 
 namespace {
 bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
@@ -18,7 +17,10 @@ bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
                       std::span<const std::uint16_t> exclude, ChooseScratch &s) noexcept {
     const kvs_config &cfg = *t.config;
-    std::uint32_t n = cfg.n_backends < KVS_MAX_BACKENDS ? cfg.n_backends : KVS_MAX_BACKENDS;
+    // kvsteerd publishes n_backends, backend states and the active table halves with release
+    // stores (control/tables.h): acquire loads here, so what they point at is seen complete.
+    const std::uint32_t n_published = __atomic_load_n(&cfg.n_backends, __ATOMIC_ACQUIRE);
+    std::uint32_t n = n_published < KVS_MAX_BACKENDS ? n_published : KVS_MAX_BACKENDS;
     std::uint32_t n_up = 0;
     std::uint64_t total = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
@@ -26,7 +28,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
         s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
-        s.eligible[i] = t.backends[i].state == KVS_BE_UP && !excluded(exclude, i);
+        s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP && !excluded(exclude, i);
         if (s.eligible[i]) {
             ++n_up;
             total += s.in_flight[i];
@@ -35,7 +37,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     Choice ch;
     if (n_up == 0) return ch;
     const bool retry = !exclude.empty();
-    const double c = cfg.load_factor_milli ? cfg.load_factor_milli / 1000.0 : 1.25;
+    const double c = load_factor(cfg);
 
     if (cfg.steer_mode == KVS_STEER_ROUND_ROBIN) {
         for (std::uint32_t k = 0; k < n; ++k) {
@@ -51,7 +53,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     }
 
     LoadView view{std::span<const std::uint32_t>(s.in_flight, n), std::span<const std::uint8_t>(s.eligible, n)};
-    std::span<const std::uint32_t> table(t.maglev + (cfg.maglev_active & 1) * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
+    const std::uint32_t maglev_half = __atomic_load_n(&cfg.maglev_active, __ATOMIC_ACQUIRE) & 1;
+    std::span<const std::uint32_t> table(t.maglev + maglev_half * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
 
     if (cfg.steer_mode == KVS_STEER_FIVE_TUPLE) {
         std::uint32_t id = choose_bounded(table, five_tuple_hash, view, 1e9);
@@ -63,16 +66,16 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     }
 
     // PREFIX: the deepest affinity match's least-loaded replica within its bound.
-    std::span<const kvs_affinity_entry> half(t.affinity + (cfg.affinity_active & 1) * KVS_AFFINITY_SLOTS,
-                                             KVS_AFFINITY_SLOTS);
+    const std::uint32_t affinity_half = __atomic_load_n(&cfg.affinity_active, __ATOMIC_ACQUIRE) & 1;
+    std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS, KVS_AFFINITY_SLOTS);
     if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
-        const double bound = std::ceil(c * static_cast<double>(total + 1) / n_up);
+        const std::uint64_t bound = load_bound(c, static_cast<double>(total), n_up);
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
             if (id >= n || !s.eligible[id]) continue;
-            std::uint32_t lim = t.backends[id].max_load ? t.backends[id].max_load : static_cast<std::uint32_t>(bound);
-            if (s.in_flight[id] + 1 > lim) continue;
+            const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : bound;
+            if (std::uint64_t{s.in_flight[id]} + 1 > lim) continue;
             if (s.in_flight[id] < best_load) {
                 best = id;
                 best_load = s.in_flight[id];
@@ -93,4 +96,4 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     return ch;
 }
 
-}  // namespace kvsteer::dp
+}  // namespace kvsteer

@@ -1,0 +1,74 @@
+// load_bound: the bounded-load rule every component applies, at its edges.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kvsteer/core/load_bound.h"
+
+namespace kvsteer {
+namespace {
+
+TEST(CoreLoadBound, Formula) {
+    EXPECT_EQ(load_bound(1.25, 0, 1), 2u);     // ceil(1.25 * 1 / 1)
+    EXPECT_EQ(load_bound(1.25, 7, 4), 3u);     // ceil(1.25 * 8 / 4) = ceil(2.5)
+    EXPECT_EQ(load_bound(1.25, 15, 4), 5u);    // exactly 5: no rounding up
+    EXPECT_EQ(load_bound(2.0, 99, 10), 20u);
+    EXPECT_EQ(load_bound(1.0, 9, 10), 1u);     // c = 1: the mean, rounded up
+    EXPECT_EQ(load_bound(1.0, 10, 10), 2u);
+}
+
+TEST(CoreLoadBound, NoEligibleBackend) {
+    EXPECT_EQ(load_bound(1.25, 0, 0), 0u);
+    EXPECT_EQ(load_bound(1.25, 1000, 0), 0u);
+}
+
+TEST(CoreLoadBound, EmptyClusterAdmitsOneEach) {
+    // Nothing in flight: every backend may take the flow (in_flight 0 + 1 <= bound).
+    for (std::uint32_t n : {1u, 2u, 8u, 1024u}) {
+        EXPECT_GE(load_bound(1.0, 0, n), 1u) << n;
+        EXPECT_GE(load_bound(1.25, 0, n), 1u) << n;
+    }
+}
+
+TEST(CoreLoadBound, FactorBelowOneCountsAsOne) {
+    EXPECT_EQ(load_bound(0.5, 99, 10), load_bound(1.0, 99, 10));
+    EXPECT_EQ(load_bound(0.0, 99, 10), 10u);
+    EXPECT_EQ(load_bound(-3.0, 99, 10), 10u);
+    EXPECT_EQ(load_bound(std::nan(""), 99, 10), 10u);
+    EXPECT_EQ(load_bound(-1.0, -5.0, 4), 1u);  // a negative total counts as 0
+}
+
+TEST(CoreLoadBound, SomeBackendIsAlwaysWithinTheBound) {
+    // With n backends holding `total`, the least loaded holds <= total / n < bound.
+    for (std::uint64_t total : {0ull, 1ull, 7ull, 1000ull, 123457ull})
+        for (std::uint32_t n : {1u, 3u, 64u, 1024u})
+            EXPECT_LE(total / n + 1, load_bound(1.0, static_cast<double>(total), n)) << total << "/" << n;
+}
+
+TEST(CoreLoadBound, LargeTotals) {
+    // Exact while total + 1 is exact in a double.
+    const std::uint64_t big = (std::uint64_t{1} << 52);
+    EXPECT_EQ(load_bound(1.0, static_cast<double>(big - 1), 1), big);
+    EXPECT_EQ(load_bound(2.0, static_cast<double>(big - 1), 2), big);
+    EXPECT_EQ(load_bound(1.25, 4e9, 1), 5000000002u);  // past 32 bits
+    // Saturates instead of overflowing the conversion.
+    EXPECT_EQ(load_bound(1e9, 1.8e19, 1), UINT64_MAX);
+    EXPECT_EQ(load_bound(1.0, std::numeric_limits<double>::infinity(), 4), UINT64_MAX);
+    EXPECT_EQ(load_bound(std::numeric_limits<double>::infinity(), 0, 4), UINT64_MAX);
+    EXPECT_EQ(load_bound(1.0, 1.8446744073709552e19, 1), UINT64_MAX);  // 2^64
+}
+
+TEST(CoreLoadBound, LoadFactorFromConfig) {
+    kvs_config c{};
+    EXPECT_DOUBLE_EQ(load_factor(c), kDefaultLoadFactor);
+    EXPECT_DOUBLE_EQ(kDefaultLoadFactor, 1.25);
+    c.load_factor_milli = 2000;
+    EXPECT_DOUBLE_EQ(load_factor(c), 2.0);
+    c.load_factor_milli = 1001;
+    EXPECT_DOUBLE_EQ(load_factor(c), 1.001);
+}
+
+}  // namespace
+}  // namespace kvsteer
