@@ -15,7 +15,8 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         libbenchmark-dev libxxhash-dev pkg-config clang llvm libclang-rt-14-dev \
         cmake ninja-build g++ make iproute2 ethtool curl wrk haproxy python3 \
         netcat-openbsd procps psmisc iputils-ping tcpdump \
-        nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib
+        nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib \
+        libssl-dev libboost-dev
 
 .PHONY: all deps configure build test e2e bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help
 

@@ -1,142 +1,244 @@
+// Health checks and metric scrapes on Boost.Beast: one io_context per call, every request in
+// flight at once on it, one steady_timer for the shared deadline.
 #include "kvsteer/control/http_client.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 
-#include <cerrno>
-#include <charconv>
 #include <cstring>
-#include <strings.h>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <optional>
 
 namespace kvsteer::control {
 
 namespace {
 
-// Returns true when the response is complete; `need_more` when more bytes may complete it.
-HttpResult parse(const std::string &raw, bool eof, bool *need_more)
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+// A response head (status line + headers) larger than this is refused.
+constexpr std::uint32_t kMaxHead = 64 * 1024;
+
+using Parser = http::response_parser<http::string_body>;
+
+void limit(Parser &p, std::optional<std::size_t> max_body)
 {
-    HttpResult r;
-    *need_more = false;
-    auto head_end = raw.find("\r\n\r\n");
-    if (head_end == std::string::npos) {
-        if (!eof && raw.size() < 64 * 1024)
-            *need_more = true;
-        r.error = eof ? "connection closed before the response head" : "response head too long";
-        return r;
-    }
-    std::string_view head(raw.data(), head_end);
-    if (!head.starts_with("HTTP/1.")) {
-        r.error = "not an HTTP/1.x response";
-        return r;
-    }
-    auto sp = head.find(' ');
-    int code = 0;
-    if (sp == std::string_view::npos ||
-        std::from_chars(head.data() + sp + 1, head.data() + std::min(head.size(), sp + 4), code).ec != std::errc() ||
-        code < 100 || code > 599) {
-        r.error = "bad status line";
-        return r;
-    }
-    r.status = code;
-    long long content_length = -1;
-    bool chunked = false;
-    std::size_t pos = head.find("\r\n");
-    while (pos != std::string_view::npos && pos < head.size()) {
-        std::size_t next = head.find("\r\n", pos + 2);
-        std::string_view line = head.substr(pos + 2, next == std::string_view::npos ? std::string_view::npos : next - pos - 2);
-        pos = next;
-        auto colon = line.find(':');
-        if (colon == std::string_view::npos)
-            continue;
-        std::string_view k = line.substr(0, colon), v = line.substr(colon + 1);
-        while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
-            v.remove_prefix(1);
-        while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
-            v.remove_suffix(1);
-        if (k.size() == 14 && strncasecmp(k.data(), "content-length", 14) == 0) {
-            long long cl = 0;
-            auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), cl);
-            if (ec != std::errc() || p != v.data() + v.size() || cl < 0) {
-                r.error = "bad Content-Length";
-                return r;
-            }
-            content_length = cl;
-        } else if (k.size() == 17 && strncasecmp(k.data(), "transfer-encoding", 17) == 0) {
-            chunked = v.size() >= 7 && strncasecmp(v.data() + v.size() - 7, "chunked", 7) == 0;
-        }
-    }
-    std::string_view body(raw.data() + head_end + 4, raw.size() - head_end - 4);
-    if (chunked) {
-        std::string out;
-        std::size_t i = 0;
-        for (;;) {
-            auto eol = body.find("\r\n", i);
-            if (eol == std::string_view::npos) {
-                *need_more = !eof;
-                r.error = "truncated chunked body";
-                return r;
-            }
-            std::string_view sz = body.substr(i, eol - i);
-            auto semi = sz.find(';');
-            if (semi != std::string_view::npos)
-                sz = sz.substr(0, semi);
-            unsigned long long n = 0;
-            auto [p, ec] = std::from_chars(sz.data(), sz.data() + sz.size(), n, 16);
-            if (sz.empty() || ec != std::errc() || p != sz.data() + sz.size() || n > (1ull << 32)) {
-                r.error = "bad chunk size";
-                return r;
-            }
-            i = eol + 2;
-            if (n == 0)
-                break;  // trailers ignored
-            if (body.size() < i + n + 2) {
-                *need_more = !eof;
-                r.error = "truncated chunk";
-                return r;
-            }
-            out.append(body.substr(i, n));
-            i += n + 2;
-        }
-        r.body = std::move(out);
-    } else if (content_length >= 0) {
-        if (body.size() < static_cast<std::size_t>(content_length)) {
-            *need_more = !eof;
-            r.error = "body shorter than Content-Length";
-            return r;
-        }
-        r.body.assign(body.substr(0, content_length));
-    } else {
-        if (!eof) {
-            *need_more = true;
-            return r;
-        }
-        r.body.assign(body);
-    }
-    r.ok = true;
-    r.error.clear();
-    return r;
+    p.header_limit(kMaxHead);
+    p.body_limit(max_body ? *max_body : std::numeric_limits<std::uint64_t>::max());
 }
 
-struct Conn {
-    int fd = -1;
-    std::string out;
-    std::size_t sent = 0;
-    std::string in;
+std::string too_large(std::size_t max_body) { return "response larger than " + std::to_string(max_body) + " bytes"; }
+
+// The parser's error as one line for HttpResult::error.
+std::string read_error(const beast::error_code &ec, std::size_t max_body)
+{
+    if (ec == http::error::body_limit)
+        return too_large(max_body);
+    if (ec == http::error::header_limit)
+        return "response head too long";
+    if (ec == http::error::end_of_stream)
+        return "connection closed before the response head";
+    if (ec == http::error::partial_message)
+        return "connection closed before the end of the response";
+    if (ec.category() == http::make_error_code(http::error::bad_version).category() || ec == http::error::bad_alloc)
+        return "bad response: " + ec.message();
+    return "recv: " + ec.message();
+}
+
+void take(Parser &p, HttpResult *r)
+{
+    auto &msg = p.get();
+    r->ok = true;
+    r->status = static_cast<int>(msg.result_int());
+    r->body = std::move(msg.body());
+    r->error.clear();
+}
+
+tcp::endpoint to_asio(const Endpoint &ep, std::string *err)
+{
+    const std::uint16_t port = ep.port();
+    if (ep.family == KVS_AF_INET) {
+        asio::ip::address_v4::bytes_type b;
+        std::memcpy(b.data(), ep.addr.data(), 4);
+        return {asio::ip::address_v4(b), port};
+    }
+    if (ep.family == KVS_AF_INET6) {
+        asio::ip::address_v6::bytes_type b;
+        std::memcpy(b.data(), ep.addr.data(), 16);
+        return {asio::ip::address_v6(b), port};
+    }
+    *err = "no address";
+    return {};
+}
+
+// One GET: connect, write, read the head, then the body; each step's failure ends it with a
+// reason. The body limit is checked here against Content-Length before any of the body is read
+// (Boost 1.74's parser does not enforce it for a Content-Length response, and its string body
+// reserves the declared length up front), and against the bytes read for a body that runs to EOF;
+// Beast enforces it for chunked bodies.
+struct Fetch {
+    Fetch(asio::io_context &io, HttpResult *r, std::size_t max_body, std::size_t *pending, asio::steady_timer *timer)
+        : sock(io), res(r), max_body(max_body), pending(pending), timer(timer)
+    {
+        limit(parser, max_body);
+    }
+
+    tcp::socket sock;
+    http::request<http::empty_body> req;
+    beast::flat_buffer buf;
+    Parser parser;
+    HttpResult *res;
+    std::size_t max_body;
+    std::size_t *pending;
+    asio::steady_timer *timer;
     bool connected = false, done = false;
+
+    void finish(std::string error = {})
+    {
+        if (done)
+            return;
+        done = true;
+        if (!error.empty())
+            res->error = std::move(error);
+        beast::error_code ignored;
+        sock.close(ignored);
+        if (--*pending == 0)
+            timer->cancel();
+    }
+
+    // Runs a completion handler's work unless the request already ended (deadline); an exception
+    // (allocation) ends this request only.
+    template <typename F>
+    void step(F &&f)
+    {
+        if (done)
+            return;
+        try {
+            f();
+        } catch (const std::exception &e) {
+            finish(std::string("internal error: ") + e.what());
+        }
+    }
+
+    void start(const tcp::endpoint &ep)
+    {
+        sock.async_connect(ep, [this](const beast::error_code &ec) { step([&] { on_connect(ec); }); });
+    }
+
+    void on_connect(const beast::error_code &ec)
+    {
+        if (ec)
+            return finish("connect: " + ec.message());
+        connected = true;
+        http::async_write(sock, req, [this](const beast::error_code &ec, std::size_t) {
+            step([&] { on_write(ec); });
+        });
+    }
+
+    void on_write(const beast::error_code &ec)
+    {
+        if (ec)
+            return finish("send: " + ec.message());
+        http::async_read_header(sock, buf, parser, [this](const beast::error_code &ec, std::size_t) {
+            step([&] { on_header(ec); });
+        });
+    }
+
+    void on_header(const beast::error_code &ec)
+    {
+        if (ec)
+            return finish(read_error(ec, max_body));
+        if (auto cl = parser.content_length(); cl && *cl > max_body)
+            return finish(too_large(max_body));
+        read_body();
+    }
+
+    void read_body()
+    {
+        if (parser.is_done()) {
+            take(parser, res);
+            return finish();
+        }
+        http::async_read_some(sock, buf, parser, [this](const beast::error_code &ec, std::size_t) {
+            step([&] { on_body(ec); });
+        });
+    }
+
+    void on_body(const beast::error_code &ec)
+    {
+        if (ec)
+            return finish(read_error(ec, max_body));
+        if (parser.get().body().size() > max_body)
+            return finish(too_large(max_body));
+        read_body();
+    }
 };
 
 }  // namespace
 
 HttpResult parse_http_response(const std::string &raw, bool eof)
 {
-    bool more = false;
-    auto r = parse(raw, eof, &more);
-    if (more && r.error.empty())
-        r.error = "incomplete response";
+    HttpResult r;
+    Parser p;
+    limit(p, std::nullopt);
+    beast::error_code ec;
+    std::size_t used = 0;
+    // Feeds what is left of `raw`; false (with r.error) on a parse error.
+    auto feed = [&](bool until_done) {
+        while ((until_done ? !p.is_done() : !p.is_header_done()) && used < raw.size()) {
+            const std::size_t n = p.put(asio::buffer(raw.data() + used, raw.size() - used), ec);
+            if (ec == http::error::need_more)
+                return true;
+            if (ec) {
+                r.error = read_error(ec, 0);
+                return false;
+            }
+            used += n;
+            if (n == 0)
+                break;
+        }
+        return true;
+    };
+    if (!feed(false))
+        return r;
+    if (!p.is_header_done()) {
+        r.error = eof ? "connection closed before the response head" : "incomplete response";
+        return r;
+    }
+    // A declared length beyond what is here is not reserved: the body cannot be complete.
+    if (auto cl = p.content_length(); cl && *cl > raw.size() - used) {
+        r.error = eof ? "connection closed before the end of the response" : "incomplete response";
+        return r;
+    }
+    p.eager(true);
+    if (!feed(true))
+        return r;
+    if (!p.is_done()) {
+        if (!eof) {
+            r.error = "incomplete response";
+            return r;
+        }
+        p.put_eof(ec);
+        if (ec) {
+            r.error = read_error(ec, 0);
+            return r;
+        }
+    }
+    take(p, &r);
     return r;
 }
 
@@ -144,125 +246,39 @@ std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs, std:
                                       std::size_t max_body)
 {
     std::vector<HttpResult> res(reqs.size());
-    std::vector<Conn> conns(reqs.size());
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    asio::io_context io(1);
+    asio::steady_timer timer(io, std::chrono::steady_clock::now() + timeout);
+    std::size_t pending = 0;
+    std::vector<std::unique_ptr<Fetch>> fetches;
+    fetches.reserve(reqs.size());
     for (std::size_t i = 0; i < reqs.size(); i++) {
-        const auto &ep = reqs[i].ep;
-        auto &c = conns[i];
-        sockaddr_storage ss{};
-        socklen_t len = 0;
-        if (ep.family == KVS_AF_INET) {
-            auto *sa = reinterpret_cast<sockaddr_in *>(&ss);
-            sa->sin_family = AF_INET;
-            sa->sin_port = ep.port_be;
-            std::memcpy(&sa->sin_addr, ep.addr.data(), 4);
-            len = sizeof *sa;
-        } else if (ep.family == KVS_AF_INET6) {
-            auto *sa = reinterpret_cast<sockaddr_in6 *>(&ss);
-            sa->sin6_family = AF_INET6;
-            sa->sin6_port = ep.port_be;
-            std::memcpy(&sa->sin6_addr, ep.addr.data(), 16);
-            len = sizeof *sa;
-        } else {
-            res[i].error = "no address";
-            c.done = true;
+        std::string err;
+        const auto ep = to_asio(reqs[i].ep, &err);
+        if (!err.empty()) {
+            res[i].error = err;
             continue;
         }
-        c.fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (c.fd < 0) {
-            res[i].error = std::string("socket: ") + std::strerror(errno);
-            c.done = true;
-            continue;
-        }
-        c.out = "GET " + reqs[i].path + " HTTP/1.1\r\nHost: " + ep.str() +
-                "\r\nUser-Agent: kvsteerd\r\nAccept: text/plain\r\nConnection: close\r\n\r\n";
-        if (connect(c.fd, reinterpret_cast<sockaddr *>(&ss), len) == 0) {
-            c.connected = true;
-        } else if (errno != EINPROGRESS) {
-            res[i].error = std::string("connect: ") + std::strerror(errno);
-            c.done = true;
-        }
+        pending++;
+        auto &f = *fetches.emplace_back(std::make_unique<Fetch>(io, &res[i], max_body, &pending, &timer));
+        f.req.method(http::verb::get);
+        f.req.target(reqs[i].path);
+        f.req.version(11);
+        f.req.set(http::field::host, reqs[i].ep.str());
+        f.req.set(http::field::user_agent, "kvsteerd");
+        f.req.set(http::field::accept, "text/plain");
+        f.req.set(http::field::connection, "close");
+        f.start(ep);
     }
-    std::vector<pollfd> pfds;
-    std::vector<std::size_t> idx;
-    for (;;) {
-        pfds.clear();
-        idx.clear();
-        for (std::size_t i = 0; i < conns.size(); i++) {
-            auto &c = conns[i];
-            if (c.done)
-                continue;
-            short ev = (!c.connected || c.sent < c.out.size()) ? POLLOUT : POLLIN;
-            pfds.push_back({c.fd, ev, 0});
-            idx.push_back(i);
-        }
-        if (pfds.empty())
-            break;
-        auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) {
-            for (auto i : idx) {
-                res[i].error = conns[i].connected ? "timeout reading the response" : "connect timeout";
-                conns[i].done = true;
-            }
-            break;
-        }
-        int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()) + 1;
-        int n = poll(pfds.data(), pfds.size(), ms);
-        if (n < 0 && errno != EINTR)
-            break;
-        for (std::size_t k = 0; k < pfds.size() && n > 0; k++) {
-            if (!pfds[k].revents)
-                continue;
-            auto i = idx[k];
-            auto &c = conns[i];
-            if (!c.connected) {
-                int soerr = 0;
-                socklen_t sl = sizeof soerr;
-                getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-                if (soerr) {
-                    res[i].error = std::string("connect: ") + std::strerror(soerr);
-                    c.done = true;
-                    continue;
-                }
-                c.connected = true;
-            }
-            if (c.sent < c.out.size()) {
-                ssize_t w = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
-                if (w < 0 && errno != EAGAIN && errno != EINTR) {
-                    res[i].error = std::string("send: ") + std::strerror(errno);
-                    c.done = true;
-                } else if (w > 0) {
-                    c.sent += static_cast<std::size_t>(w);
-                }
-                continue;
-            }
-            char buf[16384];
-            ssize_t r = recv(c.fd, buf, sizeof buf, 0);
-            if (r < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    continue;
-                res[i].error = std::string("recv: ") + std::strerror(errno);
-                c.done = true;
-                continue;
-            }
-            bool eof = r == 0;
-            c.in.append(buf, static_cast<std::size_t>(r));
-            if (c.in.size() > max_body + 64 * 1024) {
-                res[i].error = "response larger than " + std::to_string(max_body) + " bytes";
-                c.done = true;
-                continue;
-            }
-            bool more = false;
-            HttpResult hr = parse(c.in, eof, &more);
-            if (!more || eof) {
-                res[i] = std::move(hr);
-                c.done = true;
-            }
-        }
-    }
-    for (auto &c : conns)
-        if (c.fd >= 0)
-            close(c.fd);
+    if (!pending)
+        return res;
+    timer.async_wait([&](const beast::error_code &ec) {
+        if (ec)
+            return;  // cancelled: every request finished first
+        for (auto &f : fetches)
+            if (!f->done)
+                f->finish(f->connected ? "timeout reading the response" : "connect timeout");
+    });
+    io.run();
     return res;
 }
 

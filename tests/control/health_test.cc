@@ -1,8 +1,13 @@
 // Health: rise/fall state machine, and the HTTP checker against a real server on 127.0.0.1
 // that the test makes unhealthy, slow and unreachable.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <thread>
 
 #include "kvsteer/control/health.h"
 #include "kvsteer/control/http_client.h"
@@ -26,6 +31,54 @@ bool check(const Endpoint &ep, std::chrono::milliseconds timeout = 300ms)
     auto r = http_get_many({{ep, "/health"}}, timeout);
     return r[0].ok && r[0].status >= 200 && r[0].status < 300;
 }
+
+// Answers one connection on 127.0.0.1 with fixed bytes, whatever was asked, then closes.
+class RawOnce {
+public:
+    explicit RawOnce(std::string reply) : reply_(std::move(reply))
+    {
+        fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof sa;
+        EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+        EXPECT_EQ(listen(fd_, 4), 0);
+        getsockname(fd_, reinterpret_cast<sockaddr *>(&sa), &len);
+        port_ = ntohs(sa.sin_port);
+        thr_ = std::thread([this] {
+            pollfd p{fd_, POLLIN, 0};
+            if (poll(&p, 1, 2000) <= 0)
+                return;
+            int c = accept(fd_, nullptr, nullptr);
+            if (c < 0)
+                return;
+            char buf[4096];
+            std::string req;
+            while (req.find("\r\n\r\n") == std::string::npos) {
+                pollfd q{c, POLLIN, 0};
+                ssize_t n = poll(&q, 1, 1000) > 0 ? recv(c, buf, sizeof buf, 0) : 0;
+                if (n <= 0)
+                    break;
+                req.append(buf, static_cast<std::size_t>(n));
+            }
+            [[maybe_unused]] auto w = send(c, reply_.data(), reply_.size(), MSG_NOSIGNAL);
+            close(c);
+        });
+    }
+    ~RawOnce()
+    {
+        thr_.join();
+        close(fd_);
+    }
+    std::uint16_t port() const { return port_; }
+
+private:
+    std::string reply_;
+    int fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::thread thr_;
+};
 
 }  // namespace
 
@@ -98,6 +151,52 @@ TEST(HttpClient, StatusBodiesChunkedAndErrors)
     EXPECT_LT(dt, 600ms);
 }
 
+TEST(HttpClient, BodyLimitAndNoAddress)
+{
+    TestHttpServer srv;
+    srv.set("/metrics", 200, std::string(5000, 'x'));
+    srv.set("/chunked", 200, std::string(5000, 'y'), true);
+    auto ep = loopback(srv.port());
+    auto r = http_get_many({{ep, "/metrics"}, {ep, "/chunked"}, {Endpoint{}, "/metrics"}}, 1000ms, 1000);
+    ASSERT_EQ(r.size(), 3u);
+    for (int i = 0; i < 2; i++) {
+        EXPECT_FALSE(r[i].ok) << i;
+        EXPECT_NE(r[i].error.find("larger than 1000 bytes"), std::string::npos) << r[i].error;
+    }
+    EXPECT_FALSE(r[2].ok);
+    EXPECT_EQ(r[2].error, "no address");
+    // A body that runs to EOF, over the limit; a Content-Length far beyond it (refused before
+    // any of the body is read, nothing reserved).
+    {
+        RawOnce raw("HTTP/1.0 200 OK\r\n\r\n" + std::string(5000, 'z'));
+        auto re = http_get_many({{loopback(raw.port()), "/metrics"}}, 1000ms, 1000);
+        EXPECT_FALSE(re[0].ok);
+        EXPECT_NE(re[0].error.find("larger than 1000 bytes"), std::string::npos) << re[0].error;
+    }
+    {
+        RawOnce raw("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\nabc");
+        auto rl = http_get_many({{loopback(raw.port()), "/metrics"}}, 1000ms);
+        EXPECT_FALSE(rl[0].ok);
+        EXPECT_NE(rl[0].error.find("larger than"), std::string::npos) << rl[0].error;
+    }
+    {
+        RawOnce raw("garbage\r\n\r\n");
+        auto rg = http_get_many({{loopback(raw.port()), "/metrics"}}, 1000ms);
+        EXPECT_FALSE(rg[0].ok);
+        EXPECT_NE(rg[0].error.find("bad response"), std::string::npos) << rg[0].error;
+    }
+    {
+        RawOnce raw("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+        auto rp = http_get_many({{loopback(raw.port()), "/metrics"}}, 1000ms);
+        EXPECT_FALSE(rp[0].ok);
+        EXPECT_NE(rp[0].error.find("closed before the end"), std::string::npos) << rp[0].error;
+    }
+    // Within the limit: whole.
+    auto ok = http_get_many({{ep, "/metrics"}}, 1000ms, 5000);
+    EXPECT_TRUE(ok[0].ok) << ok[0].error;
+    EXPECT_EQ(ok[0].body.size(), 5000u);
+}
+
 TEST(HttpClient, ParsesRawResponses)
 {
     auto r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", false);
@@ -111,10 +210,23 @@ TEST(HttpClient, ParsesRawResponses)
     EXPECT_EQ(r.body, "body until eof");
     r = parse_http_response("SSH-2.0-OpenSSH\r\n\r\n", true);
     EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.error.find("bad response"), std::string::npos) << r.error;
+    r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Le", false);
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.error, "incomplete response");
+    r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Le", true);
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.error.find("closed before the response head"), std::string::npos) << r.error;
+    r = parse_http_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false);
+    EXPECT_TRUE(r.ok) << r.error;
+    EXPECT_EQ(r.body, "abc");
     r = parse_http_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", true);
     EXPECT_FALSE(r.ok);
     r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", true);
     EXPECT_FALSE(r.ok);
+    r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\nabc", true);
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.error.find("closed before the end"), std::string::npos) << r.error;
 }
 
 TEST(Health, RiseFallAgainstARealServer)

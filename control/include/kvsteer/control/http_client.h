@@ -1,5 +1,5 @@
-// Minimal HTTP/1.1 GET client for health checks and metric scrapes: many requests at once,
-// one deadline, non-blocking sockets and poll(); no threads, no allocation beyond the bodies.
+// HTTP/1.1 GET client for health checks and metric scrapes (Boost.Beast): many requests at once
+// on one io_context in the calling thread, one deadline for all; no extra threads.
 #pragma once
 
 #include <chrono>
@@ -20,14 +20,16 @@ struct HttpResult {
     bool ok = false;   // a complete HTTP response was read (any status)
     int status = 0;    // HTTP status code
     std::string body;  // de-chunked
-    std::string error; // transport or protocol problem when !ok
+    std::string error; // when !ok, one line: "connect: Connection refused", "connect timeout",
+                       // "timeout reading the response", "bad response: ...", "response larger than N bytes"
 };
 
 // Runs every request concurrently; returns when all finished or `timeout` passed.
 std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs, std::chrono::milliseconds timeout,
                                       std::size_t max_body = 8u << 20);
 
-// Parses a raw HTTP/1.x response (head + body, as read until EOF). Exposed for tests.
+// Parses a raw HTTP/1.x response (head + body; `eof`: nothing more will come), with the same
+// parser as http_get_many. Exposed for tests.
 HttpResult parse_http_response(const std::string &raw, bool eof);
 
 }  // namespace kvsteer::control

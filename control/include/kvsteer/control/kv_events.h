@@ -44,8 +44,10 @@ struct KvBatch {
     std::vector<KvEvent> events;
 };
 
-// Decodes one msgpack KVEventBatch. Never throws; on malformed input returns false with a
-// one-line reason. Bounded: every length is checked against the bytes left before it is used.
+// Decodes one msgpack KVEventBatch (kv_events_decode.cc: msgpack-c's parser driving a visitor).
+// Never throws; on malformed input returns false with a one-line reason. Bounded: nothing is
+// allocated for a declared length, only for events actually read; any nesting depth is skipped
+// without recursion.
 bool decode_kv_batch(std::span<const std::uint8_t> payload, KvBatch *out, std::string *err);
 
 // One multipart message (its frames, in order), decoded. A readable seq frame is kept even when

@@ -1,0 +1,209 @@
+// vLLM KV events over libzmq: one thread, one SUB socket per subscribed backend. Built when
+// libzmq is found (control/CMakeLists.txt); kv_events_nozmq.cc otherwise.
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <tuple>
+
+#include "kv_events_subscriber.h"
+
+namespace kvsteer::control {
+
+namespace {
+
+// A message is at most this big: libzmq drops the connection of a peer that sends more (it
+// reconnects; what was lost shows as a sequence gap). Far above a real batch.
+constexpr std::int64_t kMaxMessage = 64ll << 20;
+// Messages read from one socket before looking at the others and at subscription changes.
+constexpr int kBurst = 256;
+// Frames kept per message: a well-formed one has 3; more are read, counted and dropped.
+constexpr std::size_t kMaxFrames = 8;
+
+}  // namespace
+
+bool kv_events_supported() { return true; }
+
+struct KvEventSubscriber::Impl::Transport {
+    std::atomic<bool> stop{false};
+    int ctl_fd = -1;  // eventfd: the subscription set changed, or stop
+    void *ctx = nullptr;
+    std::thread thr;
+
+    void loop(Impl &im);
+    void *open(Impl &im, std::uint16_t id, std::uint64_t serial, const std::string &ep);
+};
+
+KvEventSubscriber::Impl::Impl() = default;
+KvEventSubscriber::Impl::~Impl() = default;
+
+void KvEventSubscriber::Impl::poke()
+{
+    std::uint64_t one = 1;
+    if (transport && transport->ctl_fd >= 0)
+        [[maybe_unused]] auto w = write(transport->ctl_fd, &one, sizeof one);
+}
+
+// A SUB socket connected to `ep`, subscribed to every topic (vLLM's default topic is ""); null
+// when it cannot be made (reported on the subscription, not retried until it changes).
+void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::uint64_t serial, const std::string &ep)
+{
+    void *s = zmq_socket(ctx, ZMQ_SUB);
+    if (!s) {
+        im.report(id, serial, std::string("zmq_socket: ") + zmq_strerror(zmq_errno()));
+        return nullptr;
+    }
+    const int linger = 0, hwm = 10000, ivl = 100, ivl_max = 5000, ipv6 = 1;
+    const std::int64_t max_msg = kMaxMessage;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    zmq_setsockopt(s, ZMQ_IPV6, &ipv6, sizeof ipv6);  // tcp://[v6]:port (v4 still works)
+    zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
+    if (zmq_connect(s, ep.c_str()) != 0) {
+        im.report(id, serial, "connect " + ep + ": " + zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return nullptr;
+    }
+    return s;
+}
+
+void KvEventSubscriber::Impl::Transport::loop(Impl &im)
+{
+    struct Sock {
+        std::uint16_t id;
+        std::uint64_t serial;
+        void *s;  // null: could not be made (reported), not retried until the subscription changes
+    };
+    std::vector<Sock> socks;
+    std::vector<zmq_pollitem_t> items;
+    std::vector<std::size_t> polled;  // items[j + 1] is socks[polled[j]]
+    std::vector<std::string> frames;
+    while (!stop.load()) {
+        // Follow the wanted subscriptions.
+        std::vector<std::tuple<std::uint16_t, std::uint64_t, std::string>> want;
+        {
+            std::lock_guard lk(im.mu);
+            for (const auto &[id, sub] : im.subs)
+                want.emplace_back(id, sub.serial, sub.st.endpoint);
+        }
+        for (std::size_t i = 0; i < socks.size();) {
+            bool keep = false;
+            for (const auto &[id, serial, ep] : want)
+                keep |= id == socks[i].id && serial == socks[i].serial;
+            if (!keep) {
+                if (socks[i].s)
+                    zmq_close(socks[i].s);
+                socks.erase(socks.begin() + static_cast<long>(i));
+            } else {
+                i++;
+            }
+        }
+        for (const auto &[id, serial, ep] : want) {
+            bool have = false;
+            for (const auto &s : socks)
+                have |= s.id == id && s.serial == serial;
+            if (!have)
+                socks.push_back({id, serial, open(im, id, serial, ep)});
+        }
+
+        items.clear();
+        polled.clear();
+        items.push_back({nullptr, ctl_fd, ZMQ_POLLIN, 0});
+        for (std::size_t k = 0; k < socks.size(); k++) {
+            if (socks[k].s) {
+                items.push_back({socks[k].s, -1, ZMQ_POLLIN, 0});
+                polled.push_back(k);
+            }
+        }
+        if (zmq_poll(items.data(), static_cast<int>(items.size()), -1) < 0) {
+            if (zmq_errno() == ETERM)
+                break;
+            continue;  // EINTR
+        }
+        if (items[0].revents) {
+            std::uint64_t v;
+            [[maybe_unused]] auto r = read(ctl_fd, &v, sizeof v);
+        }
+        bool any_reset = false;
+        for (std::size_t j = 0; j < polled.size(); j++) {
+            if (!(items[j + 1].revents & ZMQ_POLLIN))
+                continue;
+            const Sock &sk = socks[polled[j]];
+            for (int n = 0; n < kBurst; n++) {
+                frames.clear();
+                std::size_t extra = 0;  // frames beyond kMaxFrames: counted, not kept
+                bool more = true, got = false;
+                while (more) {
+                    zmq_msg_t msg;
+                    zmq_msg_init(&msg);
+                    if (zmq_msg_recv(&msg, sk.s, ZMQ_DONTWAIT) < 0) {
+                        zmq_msg_close(&msg);
+                        break;  // EAGAIN: nothing more (parts of one message arrive together)
+                    }
+                    got = true;
+                    if (frames.size() < kMaxFrames)
+                        frames.emplace_back(static_cast<const char *>(zmq_msg_data(&msg)), zmq_msg_size(&msg));
+                    else
+                        extra++;
+                    more = zmq_msg_more(&msg);
+                    zmq_msg_close(&msg);
+                }
+                if (!got)
+                    break;
+                const auto d = im.deliver(sk.id, sk.serial, frames, extra);
+                if (d == Impl::Delivered::Gone)
+                    break;  // unsubscribed meanwhile: the socket closes on the next round
+                any_reset |= d == Impl::Delivered::Reset;
+            }
+        }
+        if (any_reset && im.wake)
+            im.wake();
+    }
+    for (auto &s : socks)
+        if (s.s)
+            zmq_close(s.s);
+}
+
+KvEventSubscriber::~KvEventSubscriber()
+{
+    auto &t = impl_->transport;
+    if (!t)
+        return;
+    t->stop.store(true);
+    impl_->poke();
+    if (t->thr.joinable())
+        t->thr.join();
+    if (t->ctx)
+        zmq_ctx_term(t->ctx);  // every socket is closed with linger 0: returns at once
+    if (t->ctl_fd >= 0)
+        close(t->ctl_fd);
+}
+
+bool KvEventSubscriber::start(std::string *err)
+{
+    auto t = std::make_unique<Impl::Transport>();
+    t->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (t->ctl_fd < 0) {
+        *err = std::string("kv-events: eventfd: ") + std::strerror(errno);
+        return false;
+    }
+    t->ctx = zmq_ctx_new();
+    if (!t->ctx) {
+        *err = std::string("kv-events: zmq_ctx_new: ") + zmq_strerror(zmq_errno());
+        close(t->ctl_fd);
+        return false;
+    }
+    zmq_ctx_set(t->ctx, ZMQ_IO_THREADS, 1);
+    impl_->transport = std::move(t);
+    auto *tp = impl_->transport.get();
+    tp->thr = std::thread([tp, im = impl_.get()] { tp->loop(*im); });
+    return true;
+}
+
+}  // namespace kvsteer::control
