@@ -16,9 +16,10 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         cmake ninja-build g++ make iproute2 ethtool curl wrk haproxy python3 \
         netcat-openbsd procps psmisc iputils-ping tcpdump \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib \
-        libssl-dev libboost-dev
+        libssl-dev libboost-dev clang-format
 
-.PHONY: all deps configure build test e2e bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help
+.PHONY: all deps configure build test e2e bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help \
+        format format-check
 
 all: build
 
@@ -29,6 +30,8 @@ help:
 	@echo "make bench-smoke a short benchmark run (what CI checks)"
 	@echo "make study       regenerate the routing-policy study in docs/study/ (simulator)"
 	@echo "make fuzz        run the libFuzzer targets for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) each)"
+	@echo "make format      apply .clang-format to every C/C++ source"
+	@echo "make format-check  fail if any C/C++ source is not formatted (what CI checks)"
 	@echo "make fuzz-smoke  build the libFuzzer targets, run each for $(FUZZ_SMOKE_SECONDS) s (what CI checks)"
 	@echo "make deps        install missing Debian packages (apt-get, non-interactive)"
 	@echo "make clean       remove build trees"
@@ -94,6 +97,15 @@ fuzz: fuzz-build
 
 fuzz-smoke: fuzz-build
 	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
+
+# Every tracked C/C++ source, formatted by the one .clang-format.
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cc' '*.cpp' 2>/dev/null)
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check: deps
+	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "[format] $(words $(FORMAT_FILES)) files formatted"
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-* compile_commands.json

@@ -6,8 +6,7 @@
 #include "steer.bpf.h"
 
 SEC("xdp")
-int kvsteer_xdp(struct xdp_md *ctx)
-{
+int kvsteer_xdp(struct xdp_md *ctx) {
     return kvs_xdp(ctx);
 }
 

@@ -51,7 +51,6 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_flows SEC(".maps");
 
-
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, KVS_MAX_WORKERS);
@@ -63,7 +62,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS);
+    __uint(max_entries, KVS_MAX_WORKERS *KVS_BIND_RING_SLOTS);
     __type(key, __u32);
     __type(value, struct kvs_bind_report);
     __uint(map_flags, BPF_F_MMAPABLE);
@@ -72,7 +71,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, KVS_MAX_WORKERS * KVS_STATS_MAX);
+    __uint(max_entries, KVS_MAX_WORKERS *KVS_STATS_MAX);
     __type(key, __u32);
     __type(value, __u64);
     __uint(map_flags, BPF_F_MMAPABLE);

@@ -33,23 +33,19 @@ __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *ke
 #endif
 
 __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *key,
-                                                    const struct kvs_cookie_tuple *t, __u64 slot)
-{
-    if (!key || !t)
-        return 0;
+                                                    const struct kvs_cookie_tuple *t, __u64 slot) {
+    if (!key || !t) return 0;
     return kvs_cookie_hash(key->k, t, slot);
 }
 
-static __always_inline int kvs_verdict(__u32 reason, int action)
-{
+static __always_inline int kvs_verdict(__u32 reason, int action) {
     kvs_count(reason);
     return action;
 }
 
 /* Hands the frame to the AF_XDP socket of its RX queue (the dataplane); dropped and counted
  * as PUNT_NO_XSK when no socket is bound there. */
-static __always_inline int kvs_punt(struct xdp_md *ctx, __u32 reason)
-{
+static __always_inline int kvs_punt(struct xdp_md *ctx, __u32 reason) {
     long r = bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_DROP);
 
     return kvs_verdict(r == XDP_REDIRECT ? reason : KVS_R_PUNT_NO_XSK, (int)r);
@@ -74,8 +70,7 @@ struct {
 
 /* A SYN to a VIP: answered in place with a cookie SYN-ACK (the SipHash runs in its own
  * function; the rest is straight-line code). */
-static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt)
-{
+static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt) {
     struct kvs_syn_scratch *sc;
     struct kvs_config *cfg;
     void *data, *data_end;
@@ -87,8 +82,7 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     if (!cfg || !kvs_cookie_key_set(&cfg->cookie_key[0][0]))
         return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     sc = bpf_map_lookup_elem(&kvs_syn_scratch, &zero);
-    if (!sc)
-        return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    if (!sc) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     kvs_synack_plan(pkt, cfg, &sc->sa);
     kvs_cookie_tuple_of(pkt, &sc->t);
     now = bpf_ktime_get_tai_ns();
@@ -114,18 +108,15 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
  * closes counter bumped exactly once, by whoever flips CLOSED on the arbiter entry (the
  * client->server one, or this one if that is gone). Global: rare, and off the fast path's
  * stack. */
-__attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags)
-{
+__attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags) {
     const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;
     struct kvs_flow *f, *rev, *arb, *other;
     __u32 bits = 0, old;
 
-    if (!key)
-        return 0;
+    if (!key) return 0;
     f = bpf_map_lookup_elem(&kvs_flows, key);
-    if (!f)
-        return 0;
+    if (!f) return 0;
     if (flags & KVS_TCP_FIN) {
         bits |= KVS_FLOW_FIN_IN;
         kvs_count(KVS_R_FLOW_FIN);
@@ -135,8 +126,7 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
         kvs_count(KVS_R_FLOW_RST);
     }
     old = __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bits << KVS_FLOW_STATE_SHIFT);
-    if (old & closed)
-        return 0;
+    if (old & closed) return 0;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
     arb = f;
@@ -146,22 +136,19 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
         other = f;
     }
     old = __sync_fetch_and_or(KVS_FLOW_STATE_WORD(arb), closed);
-    if (other)
-        __sync_fetch_and_or(KVS_FLOW_STATE_WORD(other), closed);
+    if (other) __sync_fetch_and_or(KVS_FLOW_STATE_WORD(other), closed);
     if (!(old & closed)) {
         __u32 be = f->backend_id;
         struct kvs_backend_load *ld = bpf_map_lookup_elem(&kvs_be_load, &be);
 
-        if (ld)
-            __sync_fetch_and_add(&ld->closes, 1);
+        if (ld) __sync_fetch_and_add(&ld->closes, 1);
         kvs_count(KVS_R_FLOW_CLOSED);
     }
     return 0;
 }
 
 static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
-                                       const struct kvs_flow_key *key, struct kvs_flow *f)
-{
+                                       const struct kvs_flow_key *key, struct kvs_flow *f) {
     void *data_end = (void *)(long)ctx->data_end;
     __u8 flags = pkt->tcp->flags;
 
@@ -170,15 +157,12 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     f->last_seen_ns = bpf_ktime_get_coarse_ns();
     f->packets += 1;
     f->bytes += pkt->frame_len;
-    if (flags & (KVS_TCP_FIN | KVS_TCP_RST))
-        kvs_xdp_fin_rst(key, flags);
-    if (kvs_flow_rewrite(data_end, pkt, f))
-        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    if (flags & (KVS_TCP_FIN | KVS_TCP_RST)) kvs_xdp_fin_rst(key, flags);
+    if (kvs_flow_rewrite(data_end, pkt, f)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     if (f->tx_ifindex) {
         long r = bpf_redirect_map(&kvs_tx_ports, f->tx_ifindex, XDP_PASS);
 
-        if (r != XDP_REDIRECT)
-            r = bpf_redirect(f->tx_ifindex, 0);
+        if (r != XDP_REDIRECT) r = bpf_redirect(f->tx_ifindex, 0);
         return kvs_verdict(r == XDP_REDIRECT ? KVS_R_REDIRECT_FWD : KVS_R_DROP_NO_TX_PORT, (int)r);
     }
     return kvs_verdict(f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S, XDP_TX);
@@ -190,29 +174,24 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
  * (the dataplane's sweeper returns the SNAT port) and the SYN gets a cookie like any other.
  * Returns 1 for a live flow: the SYN goes to its backend, whose challenge ACK makes the client
  * reset the old connection (RFC 5961), after which its next SYN finds the flow closed. */
-__attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key)
-{
+__attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key) {
     struct kvs_flow_key rk;
     struct kvs_flow *f, *rev;
     __u8 st;
 
-    if (!key)
-        return 0;
+    if (!key) return 0;
     f = bpf_map_lookup_elem(&kvs_flows, key);
-    if (!f)
-        return 0;
+    if (!f) return 0;
     st = f->state;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
-    if (rev && (rev->state & KVS_FLOW_RST))
-        st |= KVS_FLOW_RST;
+    if (rev && (rev->state & KVS_FLOW_RST)) st |= KVS_FLOW_RST;
     if (!(st & (KVS_FLOW_FIN_IN | KVS_FLOW_RST))) {
         kvs_count(KVS_R_SYN_ON_LIVE_FLOW);
         return 1;
     }
     bpf_map_delete_elem(&kvs_flows, key);
-    if (rev)
-        bpf_map_delete_elem(&kvs_flows, &rk);
+    if (rev) bpf_map_delete_elem(&kvs_flows, &rk);
     kvs_count(KVS_R_FLOW_REUSED);
     return 0;
 }
@@ -220,8 +199,7 @@ __attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key
 /* A client segment to a VIP with no flow: only a valid cookie lets it through to the
  * dataplane (data or FIN); a valid pure ACK carries no state and is dropped. Global, with its
  * own parse (options were validated by the caller), so the two SipHash checks are verified once. */
-__attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx)
-{
+__attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct kvs_cookie_tuple t;
@@ -235,8 +213,7 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx)
     if (kvs_parse(data, data_end, &pkt) != KVS_PARSE_OK || !pkt.tcp)
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     flags = pkt.tcp->flags;
-    if (flags & KVS_TCP_RST)
-        return kvs_verdict(KVS_R_DROP_RST_NO_FLOW, XDP_DROP);
+    if (flags & KVS_TCP_RST) return kvs_verdict(KVS_R_DROP_RST_NO_FLOW, XDP_DROP);
     if ((flags & KVS_TCP_SYN) || !(flags & KVS_TCP_ACK))
         return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
@@ -259,8 +236,7 @@ extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
  * sees only "some options were written" and its states do not multiply per layout), driven by
  * an open-coded iterator, which the verifier checks by convergence instead of unrolling. */
 __attribute__((noinline)) int kvs_xdp_parse_opts(struct xdp_md *ctx, __u32 opt_off, __u32 optlen,
-                                                 struct kvs_tcp_opts *o)
-{
+                                                 struct kvs_tcp_opts *o) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     const __u8 *opt = (const __u8 *)data + (opt_off & 0x7f);
@@ -268,20 +244,17 @@ __attribute__((noinline)) int kvs_xdp_parse_opts(struct xdp_md *ctx, __u32 opt_o
     __u32 off = 0;
     int r = KVS_PARSE_OK;
 
-    if (!o || optlen > KVS_TCP_MAX_OPTLEN)
-        return KVS_PARSE_BAD_OPTION;
+    if (!o || optlen > KVS_TCP_MAX_OPTLEN) return KVS_PARSE_BAD_OPTION;
     bpf_iter_num_new(&it, 0, KVS_TCP_MAX_OPTLEN);
     while (bpf_iter_num_next(&it)) {
         r = kvs_tcp_opt_step(opt, data_end, optlen, &off, o);
-        if (r != KVS_OPT_MORE)
-            break;
+        if (r != KVS_OPT_MORE) break;
     }
     bpf_iter_num_destroy(&it);
     return r == KVS_OPT_MORE ? KVS_PARSE_OK : r;
 }
 
-static __always_inline int kvs_xdp(struct xdp_md *ctx)
-{
+static __always_inline int kvs_xdp(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct kvs_flow_key key;
@@ -297,36 +270,31 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx)
     if (st != KVS_PARSE_OK) {
         __u32 r = kvs_parse_reason(st, pkt.l4proto);
 
-        return kvs_verdict(r, (r == KVS_R_DROP_TRUNCATED || r == KVS_R_DROP_MALFORMED) ? XDP_DROP
-                                                                                        : XDP_PASS);
+        return kvs_verdict(
+            r, (r == KVS_R_DROP_TRUNCATED || r == KVS_R_DROP_MALFORMED) ? XDP_DROP : XDP_PASS);
     }
-    if (!pkt.tcp)
-        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    if (!pkt.tcp) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     flags = pkt.tcp->flags;
     kvs_flow_key_of(&pkt, &key);
 
     if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN) {
-        if (!kvs_xdp_is_vip(&key))
-            return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
+        if (!kvs_xdp_is_vip(&key)) return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
         if (kvs_xdp_syn_on_flow(&key)) {
             f = bpf_map_lookup_elem(&kvs_flows, &key);
-            if (f)
-                return kvs_forward(ctx, &pkt, &key, f);
+            if (f) return kvs_forward(ctx, &pkt, &key, f);
         }
         return kvs_syn(ctx, &pkt);
     }
     /* Backend SYN-ACKs (first or retransmitted) always go to the dataplane, which must
      * (re-)ACK them. */
-    if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && kvs_xdp_is_snat(&key))
+    if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) &&
+        kvs_xdp_is_snat(&key))
         return kvs_punt(ctx, KVS_R_PUNT_BACKEND_SYNACK);
 
     f = bpf_map_lookup_elem(&kvs_flows, &key);
-    if (f)
-        return kvs_forward(ctx, &pkt, &key, f);
-    if (kvs_xdp_is_vip(&key))
-        return kvs_xdp_vip_no_flow(ctx);
-    if (kvs_xdp_is_snat(&key))
-        return kvs_punt(ctx, KVS_R_PUNT_BACKEND_OTHER);
+    if (f) return kvs_forward(ctx, &pkt, &key, f);
+    if (kvs_xdp_is_vip(&key)) return kvs_xdp_vip_no_flow(ctx);
+    if (kvs_xdp_is_snat(&key)) return kvs_punt(ctx, KVS_R_PUNT_BACKEND_OTHER);
     return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
 }
 

@@ -31,8 +31,8 @@ using kvstest::Bytes;
 
 // A TCP/IPv4 frame with NOP NOP TS options and `payload` bytes, valid checksums.
 Bytes frame(std::uint32_t saddr, std::uint32_t daddr, std::uint16_t sport, std::uint16_t dport,
-            std::uint32_t seq, std::uint32_t ack, std::uint8_t flags, bool ts, std::size_t payload)
-{
+            std::uint32_t seq, std::uint32_t ack, std::uint8_t flags, bool ts,
+            std::size_t payload) {
     kvstest::TcpSpec s;
     s.saddr[0] = saddr;
     s.daddr[0] = daddr;
@@ -53,8 +53,7 @@ Bytes frame(std::uint32_t saddr, std::uint32_t daddr, std::uint16_t sport, std::
     return kvstest::build_tcp(s);
 }
 
-Bytes syn_frame(std::uint32_t saddr, std::uint32_t daddr)
-{
+Bytes syn_frame(std::uint32_t saddr, std::uint32_t daddr) {
     kvstest::TcpSpec s;
     s.saddr[0] = saddr;
     s.daddr[0] = daddr;
@@ -77,8 +76,7 @@ Bytes syn_frame(std::uint32_t saddr, std::uint32_t daddr)
 struct Runner {
     int prog_fd;
     // ns/packet from BPF_PROG_TEST_RUN with `repeat` (the kernel's own timer).
-    double repeat_ns(const Bytes &in, int repeat, std::uint32_t *verdict = nullptr)
-    {
+    double repeat_ns(const Bytes &in, int repeat, std::uint32_t *verdict = nullptr) {
         std::vector<std::uint8_t> out(4096);
         LIBBPF_OPTS(bpf_test_run_opts, o);
         o.data_in = in.data();
@@ -94,16 +92,15 @@ struct Runner {
         return o.duration;
     }
     // Median of `runs` repeat-mode measurements (the machine may be shared and noisy).
-    double repeat_median_ns(const Bytes &in, int repeat, int runs, std::uint32_t *verdict = nullptr)
-    {
+    double repeat_median_ns(const Bytes &in, int repeat, int runs,
+                            std::uint32_t *verdict = nullptr) {
         std::vector<double> d;
         for (int i = 0; i < runs; i++) d.push_back(repeat_ns(in, repeat / runs, verdict));
         std::sort(d.begin(), d.end());
         return d[d.size() / 2];
     }
     // Median single-run duration over `n` runs (for programs that change their input).
-    double single_median_ns(const Bytes &in, int n, std::uint32_t *verdict = nullptr)
-    {
+    double single_median_ns(const Bytes &in, int n, std::uint32_t *verdict = nullptr) {
         std::vector<double> d;
         for (int i = 0; i < n; i++) d.push_back(repeat_ns(in, 1, verdict));
         std::sort(d.begin(), d.end());
@@ -112,15 +109,13 @@ struct Runner {
 };
 
 template <typename T>
-void sink(T const &v)
-{
+void sink(T const &v) {
     asm volatile("" : : "r,m"(v) : "memory");
 }
 
 }  // namespace
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     po::options_description desc(
         "kvsteer-bpf-bench [options]\n"
         "Measures the XDP program through BPF_PROG_TEST_RUN (needs root) and the shared C codecs\n"
@@ -129,8 +124,10 @@ int main(int argc, char **argv)
     int repeat = 0;
     std::string obj_dir;
     desc.add_options()("help,h", "show this help")(
-        "repeat", po::value(&repeat)->default_value(0), "BPF_PROG_TEST_RUN repeat (0 = 2,000,000, smoke 100,000)")(
-        "bpf-obj-dir", po::value(&obj_dir)->default_value(KVS_BPF_OBJ_DIR), "directory holding xdp_pass.bpf.o");
+        "repeat", po::value(&repeat)->default_value(0),
+        "BPF_PROG_TEST_RUN repeat (0 = 2,000,000, smoke 100,000)")(
+        "bpf-obj-dir", po::value(&obj_dir)->default_value(KVS_BPF_OBJ_DIR),
+        "directory holding xdp_pass.bpf.o");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -145,7 +142,8 @@ int main(int argc, char **argv)
     }
     const char *smoke_env = std::getenv("KVS_BENCH_SMOKE");
     bool smoke = smoke_env && std::string(smoke_env) == "1";
-    if (repeat <= 0) repeat = smoke ? 100000 : 5000000;  // >= 1,000,000 per median sample in full mode
+    if (repeat <= 0)
+        repeat = smoke ? 100000 : 5000000;  // >= 1,000,000 per median sample in full mode
     int singles = smoke ? 2000 : 50000;
     long cxx_iters = smoke ? 200000 : 5000000;
 
@@ -216,10 +214,12 @@ int main(int argc, char **argv)
 
     std::map<std::string, double> res;
     std::uint32_t v = 0;
-    Bytes c2s = frame(client, vip, 40001, 80, 5000, 0x80001300, KVS_TCP_ACK | KVS_TCP_PSH, true, 512);
+    Bytes c2s =
+        frame(client, vip, 40001, 80, 5000, 0x80001300, KVS_TCP_ACK | KVS_TCP_PSH, true, 512);
     res["xdp_fastpath_c2s_ns"] = r.repeat_median_ns(c2s, repeat, 5, &v);
     if (v != 3) spdlog::warn("c2s verdict {} (want XDP_TX)", v);
-    Bytes s2c = frame(backend, snat, 8000, 20001, 0x7000ab00, 5500, KVS_TCP_ACK | KVS_TCP_PSH, true, 1400);
+    Bytes s2c =
+        frame(backend, snat, 8000, 20001, 0x7000ab00, 5500, KVS_TCP_ACK | KVS_TCP_PSH, true, 1400);
     res["xdp_fastpath_s2c_ns"] = r.repeat_median_ns(s2c, repeat, 5, &v);
     if (v != 3) spdlog::warn("s2c verdict {} (want XDP_TX)", v);
 
@@ -229,10 +229,11 @@ int main(int argc, char **argv)
     t.daddr[0] = vip;
     t.sport = htons(40002);
     t.dport = htons(80);
-    std::uint32_t cookie = kvs_cookie_make(cfg.cookie_key[0], &t,
-                                           kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
-                                           kvs_cookie_pack_opts(1460, 7, 1));
-    Bytes punt = frame(client, vip, 40002, 80, 1001, cookie + 1, KVS_TCP_ACK | KVS_TCP_PSH, true, 700);
+    std::uint32_t cookie =
+        kvs_cookie_make(cfg.cookie_key[0], &t, kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
+                        kvs_cookie_pack_opts(1460, 7, 1));
+    Bytes punt =
+        frame(client, vip, 40002, 80, 1001, cookie + 1, KVS_TCP_ACK | KVS_TCP_PSH, true, 700);
     res["xdp_punt_ns"] = r.repeat_median_ns(punt, repeat, 5, &v);
     std::vector<std::uint64_t> st(KVS_R__COUNT);
     l->read_stats(st.data(), KVS_R__COUNT, &err);
@@ -269,7 +270,8 @@ int main(int argc, char **argv)
         }
         sink(acc);
         auto t1 = std::chrono::steady_clock::now();
-        res["core_cookie_make_ns"] = std::chrono::duration<double, std::nano>(t1 - t0).count() / cxx_iters;
+        res["core_cookie_make_ns"] =
+            std::chrono::duration<double, std::nano>(t1 - t0).count() / cxx_iters;
 
         std::vector<std::uint32_t> cookies(1024);
         for (std::size_t i = 0; i < cookies.size(); i++) {
@@ -286,7 +288,8 @@ int main(int argc, char **argv)
         sink(ok);
         t1 = std::chrono::steady_clock::now();
         if (ok != cxx_iters) spdlog::warn("cookie check failed {} times", cxx_iters - ok);
-        res["core_cookie_check_ns"] = std::chrono::duration<double, std::nano>(t1 - t0).count() / cxx_iters;
+        res["core_cookie_check_ns"] =
+            std::chrono::duration<double, std::nano>(t1 - t0).count() / cxx_iters;
 
         Bytes buf = c2s;
         t0 = std::chrono::steady_clock::now();
@@ -297,7 +300,8 @@ int main(int argc, char **argv)
             sink(buf[38]);
         }
         t1 = std::chrono::steady_clock::now();
-        res["core_rewrite_ns"] = std::chrono::duration<double, std::nano>(t1 - t0).count() / cxx_iters;
+        res["core_rewrite_ns"] =
+            std::chrono::duration<double, std::nano>(t1 - t0).count() / cxx_iters;
     }
 
     std::string json = "{";

@@ -21,15 +21,13 @@ using kvsteer::bpf::AttachMode;
 
 namespace {
 
-int usage_error(const std::string &msg)
-{
+int usage_error(const std::string &msg) {
     std::fprintf(stderr, "kvsteer-xdp: %s (see --help)\n", msg.c_str());
     return 2;
 }
 
 // "10.0.0.1:80" or "[fd00::1]:80" -> a VIP slot.
-bool parse_vip(const std::string &s, kvs_vip *v)
-{
+bool parse_vip(const std::string &s, kvs_vip *v) {
     std::string host, port;
     if (!s.empty() && s[0] == '[') {
         auto close = s.find(']');
@@ -58,19 +56,21 @@ bool parse_vip(const std::string &s, kvs_vip *v)
     return false;
 }
 
-bool parse_mode(const std::string &s, AttachMode *m)
-{
-    if (s == "auto") *m = AttachMode::kAuto;
-    else if (s == "native") *m = AttachMode::kNative;
-    else if (s == "generic") *m = AttachMode::kGeneric;
-    else return false;
+bool parse_mode(const std::string &s, AttachMode *m) {
+    if (s == "auto")
+        *m = AttachMode::kAuto;
+    else if (s == "native")
+        *m = AttachMode::kNative;
+    else if (s == "generic")
+        *m = AttachMode::kGeneric;
+    else
+        return false;
     return true;
 }
 
 }  // namespace
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     std::string cmd, iface, dir, mode_s, snat, snat_ports, cookie_key;
     std::vector<std::string> vips;
     unsigned syn_mss = 0, syn_wscale = 7, syn_window = 0, cookie_period = 64;
@@ -85,23 +85,28 @@ int main(int argc, char **argv)
         "  config   write VIPs, SNAT range, cookie key and SYN-ACK options into kvs_config\n"
         "           (bring-up and tests; kvsteerd owns the config in production)\n"
         "Options");
-    desc.add_options()
-        ("help,h", "show this help")
-        ("command", po::value(&cmd), "load | attach | detach | stats | config")
-        ("iface,i", po::value(&iface), "interface name (attach, detach)")
-        ("bpffs,b", po::value(&dir)->default_value(KVS_DEFAULT_BPFFS), "bpffs directory of the pinned maps")
-        ("mode,m", po::value(&mode_s)->default_value("auto"), "XDP mode: auto (native, else generic) | native | generic")
-        ("json", po::bool_switch(&json), "stats as one JSON object")
-        ("all", po::bool_switch(&all), "stats: print zero counters too")
-        ("vip", po::value(&vips)->composing(), "config: VIP ADDR:PORT or [ADDR6]:PORT (repeatable)")
-        ("snat", po::value(&snat), "config: appliance-owned backend-side source address")
-        ("snat-ports", po::value(&snat_ports), "config: SNAT port range LO-HI")
-        ("cookie-key", po::value(&cookie_key)->default_value("random"), "config: 32 hex digits, or 'random'; the old key becomes the previous one")
-        ("cookie-period", po::value(&cookie_period)->default_value(64), "config: cookie time slot, seconds")
-        ("syn-timestamps", po::bool_switch(&syn_ts), "config: answer SYN timestamps")
-        ("syn-mss", po::value(&syn_mss)->default_value(1460), "config: MSS of our SYN-ACK")
-        ("syn-wscale", po::value(&syn_wscale)->default_value(7), "config: window scale of our SYN-ACK (0..14)")
-        ("syn-window", po::value(&syn_window)->default_value(64240), "config: window field of our SYN-ACK");
+    desc.add_options()("help,h", "show this help")("command", po::value(&cmd),
+                                                   "load | attach | detach | stats | config")(
+        "iface,i", po::value(&iface), "interface name (attach, detach)")(
+        "bpffs,b", po::value(&dir)->default_value(KVS_DEFAULT_BPFFS),
+        "bpffs directory of the pinned maps")(
+        "mode,m", po::value(&mode_s)->default_value("auto"),
+        "XDP mode: auto (native, else generic) | native | generic")("json", po::bool_switch(&json),
+                                                                    "stats as one JSON object")(
+        "all", po::bool_switch(&all), "stats: print zero counters too")(
+        "vip", po::value(&vips)->composing(), "config: VIP ADDR:PORT or [ADDR6]:PORT (repeatable)")(
+        "snat", po::value(&snat), "config: appliance-owned backend-side source address")(
+        "snat-ports", po::value(&snat_ports), "config: SNAT port range LO-HI")(
+        "cookie-key", po::value(&cookie_key)->default_value("random"),
+        "config: 32 hex digits, or 'random'; the old key becomes the previous one")(
+        "cookie-period", po::value(&cookie_period)->default_value(64),
+        "config: cookie time slot, seconds")("syn-timestamps", po::bool_switch(&syn_ts),
+                                             "config: answer SYN timestamps")(
+        "syn-mss", po::value(&syn_mss)->default_value(1460), "config: MSS of our SYN-ACK")(
+        "syn-wscale", po::value(&syn_wscale)->default_value(7),
+        "config: window scale of our SYN-ACK (0..14)")("syn-window",
+                                                       po::value(&syn_window)->default_value(64240),
+                                                       "config: window field of our SYN-ACK");
     po::positional_options_description pos;
     pos.add("command", 1);
     po::variables_map vm;
@@ -175,7 +180,8 @@ int main(int argc, char **argv)
             if (json) {
                 std::cout << (first ? "" : ",") << "\"" << kvs_reason_name(i) << "\":" << v[i];
             } else {
-                std::printf("%-28s %llu\n", kvs_reason_name(i), static_cast<unsigned long long>(v[i]));
+                std::printf("%-28s %llu\n", kvs_reason_name(i),
+                            static_cast<unsigned long long>(v[i]));
             }
             first = false;
         }
@@ -184,16 +190,22 @@ int main(int argc, char **argv)
     }
     if (cmd == "config") {
         kvs_config c{};
-        if (vips.size() > KVS_MAX_VIPS) return usage_error("at most " + std::to_string(KVS_MAX_VIPS) + " --vip");
+        if (vips.size() > KVS_MAX_VIPS)
+            return usage_error("at most " + std::to_string(KVS_MAX_VIPS) + " --vip");
         for (std::size_t i = 0; i < vips.size(); i++)
-            if (!parse_vip(vips[i], &c.vips[i])) return usage_error("bad --vip '" + vips[i] + "' (want ADDR:PORT)");
+            if (!parse_vip(vips[i], &c.vips[i]))
+                return usage_error("bad --vip '" + vips[i] + "' (want ADDR:PORT)");
         c.n_vips = static_cast<std::uint32_t>(vips.size());
         if (!snat.empty()) {
-            if (inet_pton(AF_INET, snat.c_str(), &c.snat_addr[0]) == 1) c.snat_family = KVS_AF_INET;
-            else if (inet_pton(AF_INET6, snat.c_str(), c.snat_addr) == 1) c.snat_family = KVS_AF_INET6;
-            else return usage_error("bad --snat '" + snat + "'");
+            if (inet_pton(AF_INET, snat.c_str(), &c.snat_addr[0]) == 1)
+                c.snat_family = KVS_AF_INET;
+            else if (inet_pton(AF_INET6, snat.c_str(), c.snat_addr) == 1)
+                c.snat_family = KVS_AF_INET6;
+            else
+                return usage_error("bad --snat '" + snat + "'");
             unsigned lo = 0, hi = 0;
-            if (std::sscanf(snat_ports.c_str(), "%u-%u", &lo, &hi) != 2 || lo == 0 || lo > hi || hi > 65535)
+            if (std::sscanf(snat_ports.c_str(), "%u-%u", &lo, &hi) != 2 || lo == 0 || lo > hi ||
+                hi > 65535)
                 return usage_error("bad --snat-ports '" + snat_ports + "' (want LO-HI)");
             c.snat_port_lo = static_cast<std::uint16_t>(lo);
             c.snat_port_hi = static_cast<std::uint16_t>(hi);
@@ -211,7 +223,8 @@ int main(int argc, char **argv)
                 return usage_error("getrandom failed");
         } else {
             if (cookie_key.size() != 32 ||
-                std::sscanf(cookie_key.c_str(), "%16llx%16llx", &c.cookie_key[0][0], &c.cookie_key[0][1]) != 2)
+                std::sscanf(cookie_key.c_str(), "%16llx%16llx", &c.cookie_key[0][0],
+                            &c.cookie_key[0][1]) != 2)
                 return usage_error("bad --cookie-key (want 32 hex digits or 'random')");
         }
         auto maps = kvsteer::bpf::open_pinned_maps(dir, true, &err);
@@ -237,7 +250,8 @@ int main(int argc, char **argv)
         c.n_backends = live->n_backends;
         c.generation = live->generation + 1;
         std::memcpy(static_cast<void *>(live), &c, sizeof c);
-        spdlog::info("kvs_config written under {}: {} VIP(s), generation {}", dir, c.n_vips, c.generation);
+        spdlog::info("kvs_config written under {}: {} VIP(s), generation {}", dir, c.n_vips,
+                     c.generation);
         return 0;
     }
     return usage_error("unknown command '" + cmd + "'");

@@ -12,8 +12,7 @@ using namespace kvsteer::control;
 
 namespace {
 
-std::vector<BackendSnapshot> eight_backends()
-{
+std::vector<BackendSnapshot> eight_backends() {
     std::vector<BackendSnapshot> b;
     for (std::uint16_t i = 0; i < 8; i++) {
         BackendSnapshot s;
@@ -27,8 +26,7 @@ std::vector<BackendSnapshot> eight_backends()
 
 // Reports shaped like a chat trace: a few shared system prompts (first 4 blocks), then
 // conversation-specific blocks, 28 chained blocks each.
-kvs_bind_report chat_report(std::mt19937_64 &rng)
-{
+kvs_bind_report chat_report(std::mt19937_64 &rng) {
     kvs_bind_report r{};
     r.prefix_hash = rng() | 1;
     r.n_blocks = KVS_MAX_REPORT_BLOCKS;
@@ -39,8 +37,7 @@ kvs_bind_report chat_report(std::mt19937_64 &rng)
     return r;
 }
 
-void BM_PolicyOnReport(benchmark::State &st)
-{
+void BM_PolicyOnReport(benchmark::State &st) {
     AffinityPolicy pol;
     pol.update_backends(eight_backends(), 0);
     std::mt19937_64 rng(1);
@@ -54,33 +51,31 @@ void BM_PolicyOnReport(benchmark::State &st)
 BENCHMARK(BM_PolicyOnReport);
 
 // One affinity round over a full index (the daemon runs it each report interval with reports).
-void BM_PolicyCompute(benchmark::State &st)
-{
+void BM_PolicyCompute(benchmark::State &st) {
     PolicyParams p;
     p.index_max = static_cast<std::uint32_t>(st.range(0));
     AffinityPolicy pol(p);
     pol.update_backends(eight_backends(), 0);
     std::mt19937_64 rng(2);
     std::uint64_t now = 1;
-    while (pol.index_size() < p.index_max)
-        pol.on_report(chat_report(rng), now += 1000000);
-    for (auto _ : st)
-        benchmark::DoNotOptimize(pol.compute(now += 1000));
+    while (pol.index_size() < p.index_max) pol.on_report(chat_report(rng), now += 1000000);
+    for (auto _ : st) benchmark::DoNotOptimize(pol.compute(now += 1000));
 }
 BENCHMARK(BM_PolicyCompute)->Arg(16384)->Arg(131072)->Unit(benchmark::kMillisecond);
 
-void BM_ParseVllmMetrics(benchmark::State &st)
-{
+void BM_ParseVllmMetrics(benchmark::State &st) {
     std::string page;
     for (int e = 0; e < 4; e++) {
-        page += "vllm:num_requests_running{engine=\"" + std::to_string(e) + "\",model_name=\"m\"} 3.0\n";
-        page += "vllm:kv_cache_usage_perc{engine=\"" + std::to_string(e) + "\",model_name=\"m\"} 0.42\n";
+        page += "vllm:num_requests_running{engine=\"" + std::to_string(e) +
+                "\",model_name=\"m\"} 3.0\n";
+        page += "vllm:kv_cache_usage_perc{engine=\"" + std::to_string(e) +
+                "\",model_name=\"m\"} 0.42\n";
         for (int b = 0; b < 30; b++)
-            page += "vllm:time_to_first_token_seconds_bucket{engine=\"" + std::to_string(e) + "\",le=\"" +
-                    std::to_string(b * 0.01) + "\",model_name=\"m\"} " + std::to_string(b) + "\n";
+            page += "vllm:time_to_first_token_seconds_bucket{engine=\"" + std::to_string(e) +
+                    "\",le=\"" + std::to_string(b * 0.01) + "\",model_name=\"m\"} " +
+                    std::to_string(b) + "\n";
     }
-    for (auto _ : st)
-        benchmark::DoNotOptimize(extract_telemetry(parse_prometheus(page)));
+    for (auto _ : st) benchmark::DoNotOptimize(extract_telemetry(parse_prometheus(page)));
     st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * page.size()));
 }
 BENCHMARK(BM_ParseVllmMetrics);

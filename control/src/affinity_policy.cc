@@ -9,43 +9,36 @@
 namespace kvsteer::control {
 
 // Formats a decision line only when someone listens (compute() runs over many prefixes).
-#define KVS_DECISION(...)               \
-    do {                                \
-        if (sink_)                      \
-            sink_(fmt::format(__VA_ARGS__)); \
+#define KVS_DECISION(...)                           \
+    do {                                            \
+        if (sink_) sink_(fmt::format(__VA_ARGS__)); \
     } while (0)
 
-AffinityPolicy::AffinityPolicy(const PolicyParams &p) : p_(p)
-{
+AffinityPolicy::AffinityPolicy(const PolicyParams &p) : p_(p) {
     nodes_.reserve(std::min<std::size_t>(p_.index_max, 1u << 20));  // no rehash storms under load
 }
 
-double AffinityPolicy::rate_at(const Node &n, std::uint64_t now_ns) const
-{
+double AffinityPolicy::rate_at(const Node &n, std::uint64_t now_ns) const {
     double dt = now_ns > n.rate_ns ? static_cast<double>(now_ns - n.rate_ns) * 1e-9 : 0.0;
     return n.rate * std::exp(-dt / p_.rate_tau_s);
 }
 
-bool AffinityPolicy::eligible(std::uint16_t id) const
-{
+bool AffinityPolicy::eligible(std::uint16_t id) const {
     return id < backends_.size() && backends_[id].present && backends_[id].snap.eligible;
 }
 
-double AffinityPolicy::load_of(std::uint16_t id) const
-{
+double AffinityPolicy::load_of(std::uint16_t id) const {
     return id < backends_.size() && backends_[id].present ? backends_[id].load : 0.0;
 }
 
-void AffinityPolicy::erase(Node *n)
-{
+void AffinityPolicy::erase(Node *n) {
     lru_.erase(n->lru);
     nodes_.erase(n->key);
 }
 
-void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend, std::uint64_t now_ns)
-{
-    if (key == 0)
-        return;  // 0 marks an empty slot; hashes never produce it
+void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend,
+                           std::uint64_t now_ns) {
+    if (key == 0) return;  // 0 marks an empty slot; hashes never produce it
     auto [it, fresh] = nodes_.try_emplace(key);
     Node &n = it->second;
     if (fresh) {
@@ -71,8 +64,9 @@ void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t 
     if (n.n_holders < n.holders.size()) {
         n.holders[n.n_holders++] = {backend, now_ns};
     } else {
-        auto oldest = std::min_element(n.holders.begin(), n.holders.end(),
-                                       [](const Holder &a, const Holder &b) { return a.last_ns < b.last_ns; });
+        auto oldest = std::min_element(
+            n.holders.begin(), n.holders.end(),
+            [](const Holder &a, const Holder &b) { return a.last_ns < b.last_ns; });
         *oldest = {backend, now_ns};
     }
     c_.holders_added++;
@@ -82,8 +76,7 @@ void AffinityPolicy::touch(std::uint64_t key, std::uint8_t depth, std::uint16_t 
     }
 }
 
-void AffinityPolicy::on_report(const kvs_bind_report &r, std::uint64_t now_ns)
-{
+void AffinityPolicy::on_report(const kvs_bind_report &r, std::uint64_t now_ns) {
     if (r.backend_id >= KVS_MAX_BACKENDS || r.n_blocks > KVS_MAX_REPORT_BLOCKS) {
         c_.reports_ignored++;
         return;
@@ -94,12 +87,10 @@ void AffinityPolicy::on_report(const kvs_bind_report &r, std::uint64_t now_ns)
         touch(r.block_hash[i], static_cast<std::uint8_t>(i), r.backend_id, now_ns);
 }
 
-void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, std::uint64_t)
-{
+void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, std::uint64_t) {
     std::vector<BackendState> next(KVS_MAX_BACKENDS);
     for (const auto &s : backends) {
-        if (s.id >= KVS_MAX_BACKENDS)
-            continue;
+        if (s.id >= KVS_MAX_BACKENDS) continue;
         BackendState st;
         const BackendState &old = backends_[s.id];
         if (old.present)
@@ -110,26 +101,25 @@ void AffinityPolicy::update_backends(std::span<const BackendSnapshot> backends, 
         // Cache pressure: a nearly full cache evicts, so its prefixes are forgotten sooner;
         // a falling hit rate on a full cache says eviction is happening now.
         double f = 1.0;
-        if (s.kv_usage && *s.kv_usage >= 0.9)
-            f = std::max(0.25, 1.0 - (*s.kv_usage - 0.9) * 7.5);
+        if (s.kv_usage && *s.kv_usage >= 0.9) f = std::max(0.25, 1.0 - (*s.kv_usage - 0.9) * 7.5);
         if (s.kv_usage && *s.kv_usage >= 0.8 && s.hit_rate && st.prev_hit_rate &&
             *s.hit_rate < 0.75 * *st.prev_hit_rate)
             f *= 0.5;
         st.ttl_factor = f;
         if (f < 1.0) {
             c_.ttl_shortened++;
-            KVS_DECISION("affinity: backend {} cache pressure (usage {:.2f}, hit rate {}): ttl x{:.2f}", s.id,
-                         s.kv_usage.value_or(-1), s.hit_rate ? fmt::format("{:.2f}", *s.hit_rate) : "unknown", f);
+            KVS_DECISION(
+                "affinity: backend {} cache pressure (usage {:.2f}, hit rate {}): ttl x{:.2f}",
+                s.id, s.kv_usage.value_or(-1),
+                s.hit_rate ? fmt::format("{:.2f}", *s.hit_rate) : "unknown", f);
         }
         next[s.id] = st;
-        if (s.cache_reset)
-            forget_backend(s.id);
+        if (s.cache_reset) forget_backend(s.id);
     }
     backends_ = std::move(next);
 }
 
-void AffinityPolicy::forget_backend(std::uint16_t id)
-{
+void AffinityPolicy::forget_backend(std::uint16_t id) {
     std::uint64_t flushed = 0;
     for (auto &kv : nodes_) {
         Node &n = kv.second;
@@ -153,22 +143,18 @@ void AffinityPolicy::forget_backend(std::uint16_t id)
         KVS_DECISION("affinity: backend {} forgotten ({} prefix holdings dropped)", id, flushed);
 }
 
-void AffinityPolicy::pin(std::uint64_t key, std::vector<std::uint16_t> backends)
-{
-    if (backends.size() > KVS_MAX_REPLICAS)
-        backends.resize(KVS_MAX_REPLICAS);
+void AffinityPolicy::pin(std::uint64_t key, std::vector<std::uint16_t> backends) {
+    if (backends.size() > KVS_MAX_REPLICAS) backends.resize(KVS_MAX_REPLICAS);
     KVS_DECISION("affinity: pin {:016x} -> {} backends", key, backends.size());
     pins_[key] = std::move(backends);
 }
 
-bool AffinityPolicy::unpin(std::uint64_t key)
-{
+bool AffinityPolicy::unpin(std::uint64_t key) {
     KVS_DECISION("affinity: unpin {:016x}", key);
     return pins_.erase(key) > 0;
 }
 
-std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
-{
+std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
     std::vector<DesiredEntry> out;
     const unsigned K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
 
@@ -179,8 +165,7 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
     unsigned n_elig = 0;
     std::vector<std::uint16_t> elig;
     for (std::uint16_t id = 0; id < backends_.size(); id++) {
-        if (!eligible(id))
-            continue;
+        if (!eligible(id)) continue;
         total += load_of(id);
         n_elig++;
         elig.push_back(id);
@@ -210,8 +195,7 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
     // Expire from the old end: the LRU tail holds the least recently requested prefixes.
     while (!lru_.empty()) {
         Node *n = lru_.back();
-        if (!(now_ns > n->last_ns && now_ns - n->last_ns > p_.ttl_ns))
-            break;
+        if (!(now_ns > n->last_ns && now_ns - n->last_ns > p_.ttl_ns)) break;
         KVS_DECISION("affinity: {:016x} expired (idle)", n->key);
         c_.holders_expired += n->n_holders;
         c_.keys_expired++;
@@ -245,8 +229,7 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
         }
         ++it;
         ++passed;
-        if (pins_.count(key))
-            continue;
+        if (pins_.count(key)) continue;
 
         // Holders, most recent first, that may take new flows.
         std::array<Holder, KVS_MAX_REPLICAS> hs = n.holders;
@@ -254,7 +237,9 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
         for (unsigned i = 1; i < n.n_holders && i < hs.size(); i++) {
             Holder h = hs[i];
             unsigned j = i;
-            for (; j > 0 && (hs[j - 1].last_ns < h.last_ns || (hs[j - 1].last_ns == h.last_ns && hs[j - 1].id > h.id)); j--)
+            for (; j > 0 && (hs[j - 1].last_ns < h.last_ns ||
+                             (hs[j - 1].last_ns == h.last_ns && hs[j - 1].id > h.id));
+                 j--)
                 hs[j] = hs[j - 1];
             hs[j] = h;
         }
@@ -283,21 +268,23 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
             n.hot = true;
             c_.held_hot++;
         }
-        if (load_hot)
-            c_.over_bound++;
+        if (load_hot) c_.over_bound++;
         if (n.hot && !was_hot) {
             n.hot_since_ns = now_ns;
             c_.became_hot++;
-            KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate, load_hot ? ", holders over load bound" : "");
+            KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate,
+                         load_hot ? ", holders over load bound" : "");
         } else if (!n.hot && was_hot) {
             c_.cooled++;
-            KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", key, rate, n.n_extra);
+            KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", key,
+                         rate, n.n_extra);
             c_.replicas_dropped += n.n_extra;
             n.n_extra = 0;
         }
         if (n.hot) {
             auto in_entry = [&](std::uint16_t id) {
-                return std::find(e.backends.begin(), e.backends.begin() + e.n, id) != e.backends.begin() + e.n;
+                return std::find(e.backends.begin(), e.backends.begin() + e.n, id) !=
+                       e.backends.begin() + e.n;
             };
             // Keep earlier extra replicas (stable tables), dropping ineligible ones.
             unsigned keep = 0;
@@ -317,18 +304,17 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
                 double best_load = 0;
                 std::uint64_t best_tie = 0;
                 for (auto id : elig) {
-                    if (in_entry(id))
-                        continue;
+                    if (in_entry(id)) continue;
                     double l = load_of(id) + planned[id];
-                    std::uint64_t tie = (key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;
+                    std::uint64_t tie =
+                        (key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;
                     if (!best || l < best_load || (l == best_load && tie < best_tie)) {
                         best = id;
                         best_load = l;
                         best_tie = tie;
                     }
                 }
-                if (!best)
-                    break;
+                if (!best) break;
                 e.backends[e.n++] = *best;
                 n.extra[n.n_extra++] = *best;
                 planned[*best] += 1;
@@ -347,17 +333,14 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns)
     return out;
 }
 
-std::optional<AffinityPolicy::KeyInfo> AffinityPolicy::info(std::uint64_t key, std::uint64_t now_ns) const
-{
+std::optional<AffinityPolicy::KeyInfo> AffinityPolicy::info(std::uint64_t key,
+                                                            std::uint64_t now_ns) const {
     auto it = nodes_.find(key);
-    if (it == nodes_.end())
-        return std::nullopt;
+    if (it == nodes_.end()) return std::nullopt;
     const Node &n = it->second;
     KeyInfo k{key, n.depth, rate_at(n, now_ns), n.hot, {}, {}};
-    for (unsigned i = 0; i < n.n_holders; i++)
-        k.holders.push_back(n.holders[i].id);
-    for (unsigned i = 0; i < n.n_extra; i++)
-        k.extra.push_back(n.extra[i]);
+    for (unsigned i = 0; i < n.n_holders; i++) k.holders.push_back(n.holders[i].id);
+    for (unsigned i = 0; i < n.n_extra; i++) k.extra.push_back(n.extra[i]);
     return k;
 }
 

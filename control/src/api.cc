@@ -15,22 +15,18 @@ using nlohmann::json;
 
 namespace {
 
-std::string hex_key(std::uint64_t k)
-{
+std::string hex_key(std::uint64_t k) {
     char b[24];
     snprintf(b, sizeof b, "0x%016llx", static_cast<unsigned long long>(k));
     return b;
 }
 
-std::optional<std::uint64_t> json_key(const json &j, std::string *err)
-{
-    if (j.is_number_unsigned())
-        return j.get<std::uint64_t>();
+std::optional<std::uint64_t> json_key(const json &j, std::string *err) {
+    if (j.is_number_unsigned()) return j.get<std::uint64_t>();
     if (j.is_string()) {
         std::string s = j.get<std::string>();
         // Keys are printed as 0x-hex; accept bare hex too.
-        if (!s.starts_with("0x") && !s.starts_with("0X"))
-            s = "0x" + s;
+        if (!s.starts_with("0x") && !s.starts_with("0X")) s = "0x" + s;
         auto v = parse_u64(s, err);
         if (v && *v == 0) {
             *err = "key 0 marks an empty slot";
@@ -42,34 +38,34 @@ std::optional<std::uint64_t> json_key(const json &j, std::string *err)
     return std::nullopt;
 }
 
-std::string value_string(const json &v)
-{
-    if (v.is_string())
-        return v.get<std::string>();
+std::string value_string(const json &v) {
+    if (v.is_string()) return v.get<std::string>();
     return v.dump();
 }
 
-std::uint64_t mono_ns_api()
-{
+std::uint64_t mono_ns_api() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-const char *state_name(std::uint8_t s)
-{
+const char *state_name(std::uint8_t s) {
     switch (s) {
-    case KVS_BE_UP: return "up";
-    case KVS_BE_DOWN: return "down";
-    case KVS_BE_DRAIN: return "drain";
-    default: return "empty";
+        case KVS_BE_UP:
+            return "up";
+        case KVS_BE_DOWN:
+            return "down";
+        case KVS_BE_DRAIN:
+            return "drain";
+        default:
+            return "empty";
     }
 }
 
 }  // namespace
 
-BackendRuntime *Daemon::find_backend(const json &sel, std::string *err)
-{
+BackendRuntime *Daemon::find_backend(const json &sel, std::string *err) {
     if (sel.is_number_unsigned()) {
         auto it = backends_.find(static_cast<std::uint16_t>(sel.get<std::uint64_t>()));
         if (it == backends_.end() || sel.get<std::uint64_t>() >= KVS_MAX_BACKENDS) {
@@ -92,14 +88,12 @@ BackendRuntime *Daemon::find_backend(const json &sel, std::string *err)
         return nullptr;
     }
     for (auto &[id, b] : backends_)
-        if (b.spec.ep == *ep)
-            return &b;
+        if (b.spec.ep == *ep) return &b;
     *err = "no backend " + ep->str();
     return nullptr;
 }
 
-std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err)
-{
+std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err) {
     for (const auto &[id, b] : backends_) {
         if (b.spec.ep == spec.ep) {
             *err = "backend " + spec.ep.str() + " exists (id " + std::to_string(id) + ")";
@@ -111,12 +105,13 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
         }
     }
     if (!spec.kv_events.empty() && !kv_events_supported()) {
-        *err = "kv-events: this kvsteerd was built without KV events support (libzmq was not found at build time)";
+        *err =
+            "kv-events: this kvsteerd was built without KV events support (libzmq was not found at "
+            "build time)";
         return std::nullopt;
     }
     std::uint16_t id = 0;
-    while (id < KVS_MAX_BACKENDS && backends_.count(id))
-        id++;
+    while (id < KVS_MAX_BACKENDS && backends_.count(id)) id++;
     if (id >= KVS_MAX_BACKENDS) {
         *err = "backend table full (" + std::to_string(KVS_MAX_BACKENDS) + ")";
         return std::nullopt;
@@ -136,8 +131,7 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
     b.prev_bind_fails = std::atomic_ref<__u64>(l.bind_fail_rst).load(std::memory_order_relaxed) +
                         std::atomic_ref<__u64>(l.bind_fail_timeout).load(std::memory_order_relaxed);
     b.prev_binds = b.base_binds;
-    if (!kv_subscribe(b, err))
-        return std::nullopt;
+    if (!kv_subscribe(b, err)) return std::nullopt;
     backends_[id] = std::move(b);
     policy_.forget_backend(id);  // nothing the id's earlier occupant held applies
     publish_backends(false);
@@ -147,22 +141,21 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
     return id;
 }
 
-void Daemon::remove_backend(std::uint16_t id)
-{
+void Daemon::remove_backend(std::uint16_t id) {
     spdlog::info("backend {} {} removed", id, backends_[id].spec.ep.str());
     backends_.erase(id);
-    if (kv_)
-        kv_->remove(id);
+    if (kv_) kv_->remove(id);
     policy_.forget_backend(id);
     publish_backends(false);
     publish_affinity(false);
     update_targets(true);
 }
 
-json Daemon::backend_json(const BackendRuntime &b) const
-{
+json Daemon::backend_json(const BackendRuntime &b) const {
     auto &l = maps_.load[b.id];
-    auto rd = [](const __u64 &x) { return std::atomic_ref<__u64>(const_cast<__u64 &>(x)).load(std::memory_order_relaxed); };
+    auto rd = [](const __u64 &x) {
+        return std::atomic_ref<__u64>(const_cast<__u64 &>(x)).load(std::memory_order_relaxed);
+    };
     json j = {
         {"id", b.id},
         {"addr", b.spec.ep.str()},
@@ -178,12 +171,13 @@ json Daemon::backend_json(const BackendRuntime &b) const
         {"closes", rd(l.closes) - b.base_closes},
         {"bind_fail_rst", rd(l.bind_fail_rst)},
         {"bind_fail_timeout", rd(l.bind_fail_timeout)},
-        {"health", {{"checks_ok", b.checks_ok},
-                    {"checks_failed", b.checks_failed},
-                    {"passive_failures", b.passive_failures},
-                    {"ok_streak", b.health.ok_streak()},
-                    {"fail_streak", b.health.fail_streak()},
-                    {"last_error", b.last_error}}},
+        {"health",
+         {{"checks_ok", b.checks_ok},
+          {"checks_failed", b.checks_failed},
+          {"passive_failures", b.passive_failures},
+          {"ok_streak", b.health.ok_streak()},
+          {"fail_streak", b.health.fail_streak()},
+          {"last_error", b.last_error}}},
     };
     auto opt = [](const std::optional<double> &v) { return v ? json(*v) : json(nullptr); };
     j["telemetry"] = {
@@ -201,13 +195,10 @@ json Daemon::backend_json(const BackendRuntime &b) const
     return j;
 }
 
-json Daemon::kv_json(const BackendRuntime &b) const
-{
-    if (b.spec.kv_events.empty())
-        return nullptr;
+json Daemon::kv_json(const BackendRuntime &b) const {
+    if (b.spec.kv_events.empty()) return nullptr;
     std::optional<KvEventStats> st;
-    if (kv_)
-        st = kv_->stats(b.id);
+    if (kv_) st = kv_->stats(b.id);
     if (!st) {
         st.emplace();
         st->endpoint = b.spec.kv_events;
@@ -215,7 +206,8 @@ json Daemon::kv_json(const BackendRuntime &b) const
     auto opt_u = [](const std::optional<std::uint64_t> &v) { return v ? json(*v) : json(nullptr); };
     json age = nullptr;
     if (st->last_message)
-        age = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_message).count();
+        age = std::chrono::duration<double>(std::chrono::steady_clock::now() - *st->last_message)
+                  .count();
     return {
         {"endpoint", st->endpoint},
         {"messages", st->messages},
@@ -236,22 +228,24 @@ json Daemon::kv_json(const BackendRuntime &b) const
     };
 }
 
-json Daemon::tunables_json() const
-{
+json Daemon::tunables_json() const {
     return {
-        {"prefix-length", cfg_.prefix_len},   {"block-size", cfg_.block_size},
-        {"max-blocks", cfg_.max_blocks},      {"load-factor", cfg_.load_factor},
-        {"replication", cfg_.replication},    {"hot-threshold", cfg_.hot_threshold},
+        {"prefix-length", cfg_.prefix_len},
+        {"block-size", cfg_.block_size},
+        {"max-blocks", cfg_.max_blocks},
+        {"load-factor", cfg_.load_factor},
+        {"replication", cfg_.replication},
+        {"hot-threshold", cfg_.hot_threshold},
         {"steering-mode", steer_mode_name(cfg_.steering_mode)},
-        {"affinity-ttl", cfg_.affinity_ttl_ms}, {"max-held-bytes", cfg_.max_held_bytes},
+        {"affinity-ttl", cfg_.affinity_ttl_ms},
+        {"max-held-bytes", cfg_.max_held_bytes},
         // Read-only here (fixed at start): shown so `kvsteerctl status` tells the whole setup.
         {"table-algorithm", table_algorithm_name(cfg_.table_algorithm)},
         {"affinity-min-hot", cfg_.affinity_min_hot_ms},
     };
 }
 
-bool Daemon::set_tunable(const std::string &name, const json &value, std::string *err)
-{
+bool Daemon::set_tunable(const std::string &name, const json &value, std::string *err) {
     std::string v = value_string(value);
     // The same parse and checks as the config file (config.cc), on the live configuration.
     const std::uint32_t prefix_len = cfg_.prefix_len, block_size = cfg_.block_size;
@@ -265,8 +259,7 @@ bool Daemon::set_tunable(const std::string &name, const json &value, std::string
         policy_ = AffinityPolicy(policy_params());
         if (spdlog::should_log(spdlog::level::debug))
             policy_.set_decision_sink([](const std::string &s) { spdlog::debug("{}", s); });
-        for (auto &[k, ids] : pins)
-            policy_.pin(k, ids);
+        for (auto &[k, ids] : pins) policy_.pin(k, ids);
         spdlog::info("tune: {} changed: prefix index cleared", name);
     }
     publish_affinity(rehash);
@@ -274,8 +267,7 @@ bool Daemon::set_tunable(const std::string &name, const json &value, std::string
     return true;
 }
 
-json Daemon::handle(const json &req)
-{
+json Daemon::handle(const json &req) {
     ctr_.api_requests++;
     auto fail = [&](const std::string &e) {
         ctr_.api_errors++;
@@ -294,108 +286,109 @@ json Daemon::handle(const json &req)
                 down += s == KVS_BE_DOWN;
                 drain += s == KVS_BE_DRAIN;
             }
-            auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+            auto uptime =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
             // KV events summed over the backends that have them.
             static constexpr std::pair<const char *, std::uint64_t KvEventStats::*> kv_sums[] = {
-                {"resident_blocks", &KvEventStats::resident_blocks}, {"clears", &KvEventStats::clears},
+                {"resident_blocks", &KvEventStats::resident_blocks},
+                {"clears", &KvEventStats::clears},
                 {"publisher_restarts", &KvEventStats::publisher_restarts},
-                {"decode_errors", &KvEventStats::decode_errors}, {"seq_gaps", &KvEventStats::seq_gaps}};
+                {"decode_errors", &KvEventStats::decode_errors},
+                {"seq_gaps", &KvEventStats::seq_gaps}};
             const auto kv_all = kv_ ? kv_->all_stats() : std::map<std::uint16_t, KvEventStats>{};
-            json kv = {{"supported", kv_events_supported()}, {"backends", kv_all.size()},
+            json kv = {{"supported", kv_events_supported()},
+                       {"backends", kv_all.size()},
                        {"cache_resets", ctr_.kv_cache_resets}};
             for (const auto &[name, field] : kv_sums) {
                 std::uint64_t sum = 0;
-                for (const auto &[id, st] : kv_all)
-                    sum += st.*field;
+                for (const auto &[id, st] : kv_all) sum += st.*field;
                 kv[name] = sum;
             }
-            return {{"ok", true},
-                    {"daemon", "kvsteerd"},
-                    {"pid", getpid()},
-                    {"uptime_s", uptime},
-                    {"bpffs", cfg_.bpffs},
-                    {"generation", writer_.generation()},
-                    {"maglev_active", TableWriter::active_maglev(maps_.config)},
-                    {"affinity_active", TableWriter::active_affinity(maps_.config)},
-                    {"maglev_rebuilds", ctr_.maglev_rebuilds},
-                    {"affinity_publishes", ctr_.affinity_publishes},
-                    {"vips", [&] {
-                         json a = json::array();
-                         for (auto &v : cfg_.vips)
-                             a.push_back(v.str());
-                         return a;
-                     }()},
-                    {"snat", cfg_.snat_addr.addr_str() + " ports " + std::to_string(cfg_.snat_port_lo) + "-" +
-                                 std::to_string(cfg_.snat_port_hi)},
-                    {"appliance_mac", format_mac(cfg_.appliance_mac)},
-                    {"backends", {{"total", backends_.size()}, {"up", up}, {"down", down}, {"drain", drain}}},
-                    {"affinity", {{"entries", desired_.size()}, {"index", policy_.index_size()}, {"pins", policy_.pins().size()}}},
-                    {"reports", {{"consumed", ring_stats_.consumed},
-                                 {"invalid", ring_stats_.invalid},
-                                 {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
-                    {"kv_events", kv},
-                    {"tunables", tunables_json()}};
+            return {
+                {"ok", true},
+                {"daemon", "kvsteerd"},
+                {"pid", getpid()},
+                {"uptime_s", uptime},
+                {"bpffs", cfg_.bpffs},
+                {"generation", writer_.generation()},
+                {"maglev_active", TableWriter::active_maglev(maps_.config)},
+                {"affinity_active", TableWriter::active_affinity(maps_.config)},
+                {"maglev_rebuilds", ctr_.maglev_rebuilds},
+                {"affinity_publishes", ctr_.affinity_publishes},
+                {"vips",
+                 [&] {
+                     json a = json::array();
+                     for (auto &v : cfg_.vips) a.push_back(v.str());
+                     return a;
+                 }()},
+                {"snat", cfg_.snat_addr.addr_str() + " ports " + std::to_string(cfg_.snat_port_lo) +
+                             "-" + std::to_string(cfg_.snat_port_hi)},
+                {"appliance_mac", format_mac(cfg_.appliance_mac)},
+                {"backends",
+                 {{"total", backends_.size()}, {"up", up}, {"down", down}, {"drain", drain}}},
+                {"affinity",
+                 {{"entries", desired_.size()},
+                  {"index", policy_.index_size()},
+                  {"pins", policy_.pins().size()}}},
+                {"reports",
+                 {{"consumed", ring_stats_.consumed},
+                  {"invalid", ring_stats_.invalid},
+                  {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                {"kv_events", kv},
+                {"tunables", tunables_json()}};
         }
         if (cmd == "backends" || cmd == "backend.list") {
             json a = json::array();
-            for (const auto &[id, b] : backends_)
-                a.push_back(backend_json(b));
+            for (const auto &[id, b] : backends_) a.push_back(backend_json(b));
             return {{"ok", true}, {"backends", a}};
         }
         if (cmd == "backend.add") {
             BackendSpec spec;
             if (req.contains("spec")) {
                 if (!req["spec"].is_string())
-                    return fail("spec must be a string ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
-                                "[,kv-events=tcp://HOST:PORT]");
+                    return fail(
+                        "spec must be a string "
+                        "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
+                        "[,kv-events=tcp://HOST:PORT]");
                 auto s = parse_backend_spec(req["spec"].get<std::string>(), &err);
-                if (!s)
-                    return fail("backend: " + err);
+                if (!s) return fail("backend: " + err);
                 spec = *s;
             } else if (req.contains("addr") && req["addr"].is_string()) {
                 std::string s = req["addr"].get<std::string>();
-                if (req.contains("weight"))
-                    s += ",weight=" + value_string(req["weight"]);
-                if (req.contains("model"))
-                    s += ",model=" + value_string(req["model"]);
-                if (req.contains("mac"))
-                    s += ",mac=" + value_string(req["mac"]);
-                if (req.contains("max_load"))
-                    s += ",max_load=" + value_string(req["max_load"]);
-                if (req.contains("kv_events"))
-                    s += ",kv-events=" + value_string(req["kv_events"]);
+                if (req.contains("weight")) s += ",weight=" + value_string(req["weight"]);
+                if (req.contains("model")) s += ",model=" + value_string(req["model"]);
+                if (req.contains("mac")) s += ",mac=" + value_string(req["mac"]);
+                if (req.contains("max_load")) s += ",max_load=" + value_string(req["max_load"]);
+                if (req.contains("kv_events")) s += ",kv-events=" + value_string(req["kv_events"]);
                 auto sp = parse_backend_spec(s, &err);
-                if (!sp)
-                    return fail("backend: " + err);
+                if (!sp) return fail("backend: " + err);
                 spec = *sp;
             } else {
                 return fail("backend.add needs \"spec\" or \"addr\"");
             }
             auto id = add_backend(spec, &err);
-            if (!id)
-                return fail(err);
+            if (!id) return fail(err);
             return {{"ok", true}, {"backend", backend_json(backends_[*id])}};
         }
         if (cmd == "backend.remove" || cmd == "backend.drain" || cmd == "backend.weight") {
-            if (!req.contains("backend"))
-                return fail(cmd + " needs \"backend\" (ADDR:PORT or id)");
+            if (!req.contains("backend")) return fail(cmd + " needs \"backend\" (ADDR:PORT or id)");
             BackendRuntime *b = find_backend(req["backend"], &err);
-            if (!b)
-                return fail(err);
+            if (!b) return fail(err);
             if (cmd == "backend.remove") {
                 json j = backend_json(*b);
                 remove_backend(b->id);
                 return {{"ok", true}, {"removed", j}};
             }
             if (cmd == "backend.drain") {
-                bool d = !req.contains("drain") || (req["drain"].is_boolean() && req["drain"].get<bool>());
+                bool d = !req.contains("drain") ||
+                         (req["drain"].is_boolean() && req["drain"].get<bool>());
                 if (req.contains("drain") && !req["drain"].is_boolean())
                     return fail("drain must be true or false");
                 b->draining = d;
-                spdlog::info("backend {} {}: {}", b->id, b->spec.ep.str(), d ? "draining" : "drain cancelled");
+                spdlog::info("backend {} {}: {}", b->id, b->spec.ep.str(),
+                             d ? "draining" : "drain cancelled");
             } else {
-                if (!req.contains("weight"))
-                    return fail("backend.weight needs \"weight\"");
+                if (!req.contains("weight")) return fail("backend.weight needs \"weight\"");
                 auto w = parse_uint_in("weight", value_string(req["weight"]), {0, 65535}, &err);
                 if (!w) return fail(err);
                 b->spec.weight = static_cast<std::uint16_t>(*w);
@@ -406,93 +399,114 @@ json Daemon::handle(const json &req)
             return {{"ok", true}, {"backend", backend_json(*b)}};
         }
         if (cmd == "affinity.show") {
-            std::size_t limit = req.contains("limit") && req["limit"].is_number_unsigned() ? req["limit"].get<std::size_t>() : 100;
+            std::size_t limit = req.contains("limit") && req["limit"].is_number_unsigned()
+                                    ? req["limit"].get<std::size_t>()
+                                    : 100;
             json a = json::array();
             auto now = mono_ns_api();
             for (const auto &e : desired_) {
-                if (a.size() >= limit)
-                    break;
+                if (a.size() >= limit) break;
                 json ids = json::array(), addrs = json::array();
                 for (unsigned i = 0; i < e.n; i++) {
                     ids.push_back(e.backends[i]);
                     auto it = backends_.find(e.backends[i]);
                     addrs.push_back(it == backends_.end() ? "?" : it->second.spec.ep.str());
                 }
-                json j = {{"key", hex_key(e.key)}, {"depth", e.depth == kPrefixDepth ? json("prefix") : json(e.depth)},
-                          {"backends", ids}, {"addrs", addrs}, {"pinned", e.pinned}, {"hot", e.hot}};
-                if (auto inf = policy_.info(e.key, now))
-                    j["rate"] = inf->rate;
+                json j = {{"key", hex_key(e.key)},
+                          {"depth", e.depth == kPrefixDepth ? json("prefix") : json(e.depth)},
+                          {"backends", ids},
+                          {"addrs", addrs},
+                          {"pinned", e.pinned},
+                          {"hot", e.hot}};
+                if (auto inf = policy_.info(e.key, now)) j["rate"] = inf->rate;
                 a.push_back(j);
             }
-            return {{"ok", true}, {"entries", a}, {"total", desired_.size()}, {"index", policy_.index_size()}};
+            return {{"ok", true},
+                    {"entries", a},
+                    {"total", desired_.size()},
+                    {"index", policy_.index_size()}};
         }
         if (cmd == "affinity.pin" || cmd == "affinity.unpin") {
-            if (!req.contains("key"))
-                return fail(cmd + " needs \"key\"");
+            if (!req.contains("key")) return fail(cmd + " needs \"key\"");
             auto key = json_key(req["key"], &err);
-            if (!key)
-                return fail("key: " + err);
+            if (!key) return fail("key: " + err);
             if (cmd == "affinity.unpin") {
-                if (!policy_.unpin(*key))
-                    return fail("key " + hex_key(*key) + " is not pinned");
+                if (!policy_.unpin(*key)) return fail("key " + hex_key(*key) + " is not pinned");
                 publish_affinity(false);
                 return {{"ok", true}, {"key", hex_key(*key)}};
             }
-            if (!req.contains("backends") || !req["backends"].is_array() || req["backends"].empty() ||
-                req["backends"].size() > KVS_MAX_REPLICAS)
-                return fail("affinity.pin needs \"backends\": 1.." + std::to_string(KVS_MAX_REPLICAS) + " backends");
+            if (!req.contains("backends") || !req["backends"].is_array() ||
+                req["backends"].empty() || req["backends"].size() > KVS_MAX_REPLICAS)
+                return fail("affinity.pin needs \"backends\": 1.." +
+                            std::to_string(KVS_MAX_REPLICAS) + " backends");
             std::vector<std::uint16_t> ids;
             for (const auto &s : req["backends"]) {
                 BackendRuntime *b = find_backend(s, &err);
-                if (!b)
-                    return fail(err);
+                if (!b) return fail(err);
                 ids.push_back(b->id);
             }
             policy_.pin(*key, ids);
             publish_affinity(false);
             return {{"ok", true}, {"key", hex_key(*key)}, {"backends", ids}};
         }
-        if (cmd == "tune.get")
-            return {{"ok", true}, {"tunables", tunables_json()}};
+        if (cmd == "tune.get") return {{"ok", true}, {"tunables", tunables_json()}};
         if (cmd == "tune.set") {
             if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
                 return fail("tune.set needs \"name\" and \"value\"");
-            if (!set_tunable(req["name"].get<std::string>(), req["value"], &err))
-                return fail(err);
+            if (!set_tunable(req["name"].get<std::string>(), req["value"], &err)) return fail(err);
             return {{"ok", true}, {"tunables", tunables_json()}};
         }
         if (cmd == "counters") {
             const auto &p = policy_.counters();
             return {{"ok", true},
-                    {"daemon", {{"api_requests", ctr_.api_requests}, {"api_errors", ctr_.api_errors},
-                                {"maglev_rebuilds", ctr_.maglev_rebuilds}, {"affinity_publishes", ctr_.affinity_publishes},
-                                {"affinity_insert_failed", ctr_.affinity_insert_failed},
-                                {"backend_up", ctr_.backend_up}, {"backend_down", ctr_.backend_down},
-                                {"mac_resolve_failed", ctr_.mac_resolve_failed},
-                                {"health_checks", ctr_.health_checks}, {"health_failures", ctr_.health_failures},
-                                {"passive_failures", ctr_.passive_failures}, {"scrapes", ctr_.scrapes},
-                                {"scrape_failures", ctr_.scrape_failures}, {"metrics_unknown", ctr_.metrics_unknown},
-                                {"metrics_parse_bad_lines", ctr_.metrics_parse_bad_lines},
-                                {"kv_cache_resets", ctr_.kv_cache_resets}}},
-                    {"reports", {{"consumed", ring_stats_.consumed}, {"invalid", ring_stats_.invalid},
-                                 {"resets", ring_stats_.resets}, {"overruns", ring_stats_.overruns},
-                                 {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
-                    {"affinity", {{"reports", p.reports}, {"reports_ignored", p.reports_ignored},
-                                  {"keys_learned", p.keys_learned}, {"holders_added", p.holders_added},
-                                  {"became_hot", p.became_hot}, {"cooled", p.cooled},
-                                  {"replicas_added", p.replicas_added}, {"replicas_dropped", p.replicas_dropped},
-                                  {"over_bound", p.over_bound}, {"holders_expired", p.holders_expired},
-                                  {"keys_expired", p.keys_expired}, {"keys_evicted", p.keys_evicted},
-                                  {"excluded_ineligible", p.excluded_ineligible},
-                                  {"entries_no_backend", p.entries_no_backend},
-                                  {"entries_truncated", p.entries_truncated}, {"holders_flushed", p.holders_flushed},
-                                  {"ttl_shortened", p.ttl_shortened}}}};
+                    {"daemon",
+                     {{"api_requests", ctr_.api_requests},
+                      {"api_errors", ctr_.api_errors},
+                      {"maglev_rebuilds", ctr_.maglev_rebuilds},
+                      {"affinity_publishes", ctr_.affinity_publishes},
+                      {"affinity_insert_failed", ctr_.affinity_insert_failed},
+                      {"backend_up", ctr_.backend_up},
+                      {"backend_down", ctr_.backend_down},
+                      {"mac_resolve_failed", ctr_.mac_resolve_failed},
+                      {"health_checks", ctr_.health_checks},
+                      {"health_failures", ctr_.health_failures},
+                      {"passive_failures", ctr_.passive_failures},
+                      {"scrapes", ctr_.scrapes},
+                      {"scrape_failures", ctr_.scrape_failures},
+                      {"metrics_unknown", ctr_.metrics_unknown},
+                      {"metrics_parse_bad_lines", ctr_.metrics_parse_bad_lines},
+                      {"kv_cache_resets", ctr_.kv_cache_resets}}},
+                    {"reports",
+                     {{"consumed", ring_stats_.consumed},
+                      {"invalid", ring_stats_.invalid},
+                      {"resets", ring_stats_.resets},
+                      {"overruns", ring_stats_.overruns},
+                      {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                    {"affinity",
+                     {{"reports", p.reports},
+                      {"reports_ignored", p.reports_ignored},
+                      {"keys_learned", p.keys_learned},
+                      {"holders_added", p.holders_added},
+                      {"became_hot", p.became_hot},
+                      {"cooled", p.cooled},
+                      {"replicas_added", p.replicas_added},
+                      {"replicas_dropped", p.replicas_dropped},
+                      {"over_bound", p.over_bound},
+                      {"holders_expired", p.holders_expired},
+                      {"keys_expired", p.keys_expired},
+                      {"keys_evicted", p.keys_evicted},
+                      {"excluded_ineligible", p.excluded_ineligible},
+                      {"entries_no_backend", p.entries_no_backend},
+                      {"entries_truncated", p.entries_truncated},
+                      {"holders_flushed", p.holders_flushed},
+                      {"ttl_shortened", p.ttl_shortened}}}};
         }
     } catch (const json::exception &e) {
         return fail(std::string("bad request: ") + e.what());
     }
     return fail("unknown command '" + cmd +
-                "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, affinity.show, "
+                "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, "
+                "affinity.show, "
                 "affinity.pin, affinity.unpin, tune.get, tune.set, counters)");
 }
 

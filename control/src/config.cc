@@ -22,48 +22,37 @@ struct ConfigError {
     std::string msg;
 };
 
-[[noreturn]] void fail(const std::string &key, const std::string &why)
-{
+[[noreturn]] void fail(const std::string &key, const std::string &why) {
     throw ConfigError{key + ": " + why};
 }
 
-std::optional<std::string> opt_str(const po::variables_map &vm, const char *key)
-{
-    if (!vm.count(key))
-        return std::nullopt;
+std::optional<std::string> opt_str(const po::variables_map &vm, const char *key) {
+    if (!vm.count(key)) return std::nullopt;
     return vm[key].as<std::string>();
 }
 
-std::uint64_t get_uint(const po::variables_map &vm, const char *key, std::uint64_t lo, std::uint64_t hi,
-                       std::uint64_t def)
-{
+std::uint64_t get_uint(const po::variables_map &vm, const char *key, std::uint64_t lo,
+                       std::uint64_t hi, std::uint64_t def) {
     auto s = opt_str(vm, key);
-    if (!s)
-        return def;
+    if (!s) return def;
     std::string err;
     auto v = parse_uint_in(key, *s, {lo, hi}, &err);
     if (!v) throw ConfigError{err};
     return *v;
 }
 
-bool get_bool(const po::variables_map &vm, const char *key, bool def)
-{
+bool get_bool(const po::variables_map &vm, const char *key, bool def) {
     auto s = opt_str(vm, key);
-    if (!s)
-        return def;
-    if (*s == "true" || *s == "yes" || *s == "on" || *s == "1")
-        return true;
-    if (*s == "false" || *s == "no" || *s == "off" || *s == "0")
-        return false;
+    if (!s) return def;
+    if (*s == "true" || *s == "yes" || *s == "on" || *s == "1") return true;
+    if (*s == "false" || *s == "no" || *s == "off" || *s == "0") return false;
     fail(key, "must be true or false (got '" + *s + "')");
 }
 
-std::array<std::uint64_t, 2> parse_cookie_key(const std::string &key, const std::string &s)
-{
+std::array<std::uint64_t, 2> parse_cookie_key(const std::string &key, const std::string &s) {
     std::string err;
     auto bytes = parse_hex_bytes(s, 16, &err);
-    if (!bytes)
-        fail(key, "must be 32 hex digits (a 128-bit SipHash key): " + err);
+    if (!bytes) fail(key, "must be 32 hex digits (a 128-bit SipHash key): " + err);
     // SipHash reads its key as two little-endian 64-bit words.
     std::array<std::uint64_t, 2> k{};
     for (int w = 0; w < 2; w++)
@@ -72,14 +61,16 @@ std::array<std::uint64_t, 2> parse_cookie_key(const std::string &key, const std:
     return k;
 }
 
-po::options_description make_options()
-{
-    po::options_description d("kvsteerd options (also valid as KEY = VALUE lines in the --config file)");
+po::options_description make_options() {
+    po::options_description d(
+        "kvsteerd options (also valid as KEY = VALUE lines in the --config file)");
     auto s = [] { return po::value<std::string>(); };
     auto multi = [] { return po::value<std::vector<std::string>>()->composing(); };
     // Help texts name the defaults of DaemonConfig itself (options_description copies them).
     const DaemonConfig def;
-    auto dflt = [](std::string_view text, const auto &v) { return fmt::format("{} (default {})", text, v); };
+    auto dflt = [](std::string_view text, const auto &v) {
+        return fmt::format("{} (default {})", text, v);
+    };
     // clang-format off
     d.add_options()
         ("help,h", "show this help and exit")
@@ -137,28 +128,23 @@ po::options_description make_options()
     return d;
 }
 
-void build(const po::variables_map &vm, DaemonConfig &c)
-{
+void build(const po::variables_map &vm, DaemonConfig &c) {
     std::string err;
     if (vm.count("vip")) {
         for (const auto &v : vm["vip"].as<std::vector<std::string>>()) {
             auto ep = parse_endpoint(v, &err);
-            if (!ep)
-                fail("vip", err);
+            if (!ep) fail("vip", err);
             c.vips.push_back(*ep);
         }
     }
-    if (c.vips.empty())
-        fail("vip", "at least one ADDR:PORT is required");
+    if (c.vips.empty()) fail("vip", "at least one ADDR:PORT is required");
     if (c.vips.size() > KVS_MAX_VIPS)
         fail("vip", "at most " + std::to_string(KVS_MAX_VIPS) + " are supported");
 
     auto snat = opt_str(vm, "snat-addr");
-    if (!snat)
-        fail("snat-addr", "required (the appliance's source address towards backends)");
+    if (!snat) fail("snat-addr", "required (the appliance's source address towards backends)");
     auto sa = parse_address(*snat, &err);
-    if (!sa)
-        fail("snat-addr", err);
+    if (!sa) fail("snat-addr", err);
     c.snat_addr = *sa;
     c.workers = static_cast<std::uint8_t>(get_uint(vm, "workers", 1, KVS_MAX_WORKERS, 1));
     if (auto pr = opt_str(vm, "snat-ports")) {
@@ -176,17 +162,14 @@ void build(const po::variables_map &vm, DaemonConfig &c)
 
     auto ifname = opt_str(vm, "interface");
     auto mac = opt_str(vm, "appliance-mac");
-    if (ifname && mac)
-        fail("appliance-mac", "give either interface or appliance-mac, not both");
+    if (ifname && mac) fail("appliance-mac", "give either interface or appliance-mac, not both");
     if (mac) {
         auto m = parse_mac(*mac, &err);
-        if (!m)
-            fail("appliance-mac", err);
+        if (!m) fail("appliance-mac", err);
         c.appliance_mac = *m;
     } else if (ifname) {
         auto m = interface_mac(*ifname, &err);
-        if (!m)
-            fail("interface", err);
+        if (!m) fail("interface", err);
         c.interface = *ifname;
         c.appliance_mac = *m;
     } else {
@@ -196,15 +179,13 @@ void build(const po::variables_map &vm, DaemonConfig &c)
     if (vm.count("backend")) {
         for (const auto &b : vm["backend"].as<std::vector<std::string>>()) {
             auto spec = parse_backend_spec(b, &err);
-            if (!spec)
-                fail("backend", err);
+            if (!spec) fail("backend", err);
             for (const auto &o : c.backends) {
-                if (o.ep == spec->ep)
-                    fail("backend", spec->ep.str() + " is listed twice");
+                if (o.ep == spec->ep) fail("backend", spec->ep.str() + " is listed twice");
                 // One publisher is one server's cache: counting it for two backends is a typo.
                 if (!spec->kv_events.empty() && o.kv_events == spec->kv_events)
-                    fail("backend", "kv-events=" + spec->kv_events + " is given for both " + o.ep.str() + " and " +
-                                        spec->ep.str());
+                    fail("backend", "kv-events=" + spec->kv_events + " is given for both " +
+                                        o.ep.str() + " and " + spec->ep.str());
             }
             c.backends.push_back(*spec);
         }
@@ -221,8 +202,7 @@ void build(const po::variables_map &vm, DaemonConfig &c)
     }
     if (auto a = opt_str(vm, "table-algorithm")) {
         auto alg = parse_table_algorithm(*a);
-        if (!alg)
-            fail("table-algorithm", "must be rendezvous or maglev (got '" + *a + "')");
+        if (!alg) fail("table-algorithm", "must be rendezvous or maglev (got '" + *a + "')");
         c.table_algorithm = *alg;
     }
 
@@ -239,11 +219,11 @@ void build(const po::variables_map &vm, DaemonConfig &c)
         c.cookie_key_prev = parse_cookie_key("cookie-key-previous", *k);
     else
         c.cookie_key_prev = c.cookie_key;
-    c.cookie_period_s = static_cast<std::uint32_t>(get_uint(vm, "cookie-period", 1, 3600, c.cookie_period_s));
+    c.cookie_period_s =
+        static_cast<std::uint32_t>(get_uint(vm, "cookie-period", 1, 3600, c.cookie_period_s));
     if (auto s = opt_str(vm, "hash-seed")) {
         auto v = parse_u64(*s, &err);
-        if (!v)
-            fail("hash-seed", err);
+        if (!v) fail("hash-seed", err);
         c.hash_seed = *v;
     }
     c.syn_mss = static_cast<std::uint16_t>(get_uint(vm, "syn-mss", 536, 9000, c.syn_mss));
@@ -251,30 +231,42 @@ void build(const po::variables_map &vm, DaemonConfig &c)
     c.syn_window = static_cast<std::uint16_t>(get_uint(vm, "syn-window", 1, 65535, c.syn_window));
     c.syn_timestamps = get_bool(vm, "syn-timestamps", c.syn_timestamps);
 
-    c.health_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "health-interval", 0, 3600000, c.health_interval_ms));
-    c.health_timeout_ms = static_cast<std::uint32_t>(get_uint(vm, "health-timeout", 1, 600000, c.health_timeout_ms));
+    c.health_interval_ms = static_cast<std::uint32_t>(
+        get_uint(vm, "health-interval", 0, 3600000, c.health_interval_ms));
+    c.health_timeout_ms =
+        static_cast<std::uint32_t>(get_uint(vm, "health-timeout", 1, 600000, c.health_timeout_ms));
     if (c.health_interval_ms && c.health_timeout_ms > c.health_interval_ms)
-        fail("health-timeout", "must not exceed health-interval (" + std::to_string(c.health_interval_ms) + " ms)");
+        fail("health-timeout",
+             "must not exceed health-interval (" + std::to_string(c.health_interval_ms) + " ms)");
     c.health_rise = static_cast<std::uint32_t>(get_uint(vm, "health-rise", 1, 100, c.health_rise));
     c.health_fall = static_cast<std::uint32_t>(get_uint(vm, "health-fall", 1, 100, c.health_fall));
     if (auto p = opt_str(vm, "health-path")) {
         if (p->empty() || (*p)[0] != '/' || p->find_first_of(" \r\n") != std::string::npos)
-            fail("health-path", "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
+            fail("health-path",
+                 "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
         c.health_path = *p;
     }
-    c.health_passive_fails = static_cast<std::uint32_t>(get_uint(vm, "health-passive-fails", 0, 1000000, c.health_passive_fails));
-    c.telemetry_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "telemetry-interval", 0, 3600000, c.telemetry_interval_ms));
+    c.health_passive_fails = static_cast<std::uint32_t>(
+        get_uint(vm, "health-passive-fails", 0, 1000000, c.health_passive_fails));
+    c.telemetry_interval_ms = static_cast<std::uint32_t>(
+        get_uint(vm, "telemetry-interval", 0, 3600000, c.telemetry_interval_ms));
     if (auto p = opt_str(vm, "telemetry-path")) {
         if (p->empty() || (*p)[0] != '/' || p->find_first_of(" \r\n") != std::string::npos)
-            fail("telemetry-path", "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
+            fail("telemetry-path",
+                 "must be an HTTP path starting with '/' without spaces (got '" + *p + "')");
         c.telemetry_path = *p;
     }
     c.queue_cap = static_cast<std::uint32_t>(get_uint(vm, "queue-cap", 0, 1000000, c.queue_cap));
-    c.report_interval_ms = static_cast<std::uint32_t>(get_uint(vm, "report-interval", 10, 60000, c.report_interval_ms));
-    c.affinity_min_hot_ms = static_cast<std::uint32_t>(get_uint(vm, "affinity-min-hot", 0, 3600000, c.affinity_min_hot_ms));
-    c.affinity_max_entries = static_cast<std::uint32_t>(get_uint(vm, "affinity-max-entries", 0, KVS_AFFINITY_SLOTS * 3 / 4, c.affinity_max_entries));
-    c.affinity_index_max = static_cast<std::uint32_t>(get_uint(vm, "affinity-index-max", 1, 1u << 24, c.affinity_index_max));
-    c.table_grace_ms = static_cast<std::uint32_t>(get_uint(vm, "table-grace", 0, 10000, c.table_grace_ms));
+    c.report_interval_ms = static_cast<std::uint32_t>(
+        get_uint(vm, "report-interval", 10, 60000, c.report_interval_ms));
+    c.affinity_min_hot_ms = static_cast<std::uint32_t>(
+        get_uint(vm, "affinity-min-hot", 0, 3600000, c.affinity_min_hot_ms));
+    c.affinity_max_entries = static_cast<std::uint32_t>(get_uint(
+        vm, "affinity-max-entries", 0, KVS_AFFINITY_SLOTS * 3 / 4, c.affinity_max_entries));
+    c.affinity_index_max = static_cast<std::uint32_t>(
+        get_uint(vm, "affinity-index-max", 1, 1u << 24, c.affinity_index_max));
+    c.table_grace_ms =
+        static_cast<std::uint32_t>(get_uint(vm, "table-grace", 0, 10000, c.table_grace_ms));
 
     if (auto b = opt_str(vm, "bpffs")) {
         if (b->empty() || (*b)[0] != '/')
@@ -287,15 +279,13 @@ void build(const po::variables_map &vm, DaemonConfig &c)
         c.api_socket = *a;
     }
     if (auto m = opt_str(vm, "metrics-listen")) {
-        if (!m->empty() && !parse_endpoint(*m, &err))
-            fail("metrics-listen", err);
+        if (!m->empty() && !parse_endpoint(*m, &err)) fail("metrics-listen", err);
         c.metrics_listen = *m;
     }
     if (auto l = opt_str(vm, "log-level")) {
         static const char *levels[] = {"trace", "debug", "info", "warn", "error", "off"};
         bool ok = false;
-        for (auto *lv : levels)
-            ok |= *l == lv;
+        for (auto *lv : levels) ok |= *l == lv;
         if (!ok)
             fail("log-level", "must be trace, debug, info, warn, error or off (got '" + *l + "')");
         c.log_level = *l;
@@ -384,92 +374,82 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
     return false;
 }
 
-std::optional<Mac> interface_mac(const std::string &ifname, std::string *err)
-{
+std::optional<Mac> interface_mac(const std::string &ifname, std::string *err) {
     if (ifname.empty() || ifname.find('/') != std::string::npos || ifname.size() > 15) {
-        if (err)
-            *err = "'" + ifname + "' is not an interface name";
+        if (err) *err = "'" + ifname + "' is not an interface name";
         return std::nullopt;
     }
     std::ifstream f("/sys/class/net/" + ifname + "/address");
     std::string line;
     if (!f || !std::getline(f, line)) {
-        if (err)
-            *err = "no interface '" + ifname + "' in this network namespace";
+        if (err) *err = "no interface '" + ifname + "' in this network namespace";
         return std::nullopt;
     }
     return parse_mac(line, err);
 }
 
-std::optional<std::uint32_t> parse_steer_mode(std::string_view s)
-{
-    if (s == "prefix")
-        return KVS_STEER_PREFIX;
-    if (s == "round-robin")
-        return KVS_STEER_ROUND_ROBIN;
-    if (s == "five-tuple")
-        return KVS_STEER_FIVE_TUPLE;
+std::optional<std::uint32_t> parse_steer_mode(std::string_view s) {
+    if (s == "prefix") return KVS_STEER_PREFIX;
+    if (s == "round-robin") return KVS_STEER_ROUND_ROBIN;
+    if (s == "five-tuple") return KVS_STEER_FIVE_TUPLE;
     return std::nullopt;
 }
 
-const char *steer_mode_name(std::uint32_t mode)
-{
+const char *steer_mode_name(std::uint32_t mode) {
     switch (mode) {
-    case KVS_STEER_PREFIX: return "prefix";
-    case KVS_STEER_ROUND_ROBIN: return "round-robin";
-    case KVS_STEER_FIVE_TUPLE: return "five-tuple";
-    default: return "unknown";
+        case KVS_STEER_PREFIX:
+            return "prefix";
+        case KVS_STEER_ROUND_ROBIN:
+            return "round-robin";
+        case KVS_STEER_FIVE_TUPLE:
+            return "five-tuple";
+        default:
+            return "unknown";
     }
 }
 
-std::optional<TableAlgorithm> parse_table_algorithm(std::string_view s)
-{
-    if (s == "rendezvous")
-        return TableAlgorithm::Rendezvous;
-    if (s == "maglev")
-        return TableAlgorithm::Maglev;
+std::optional<TableAlgorithm> parse_table_algorithm(std::string_view s) {
+    if (s == "rendezvous") return TableAlgorithm::Rendezvous;
+    if (s == "maglev") return TableAlgorithm::Maglev;
     return std::nullopt;
 }
 
-const char *table_algorithm_name(TableAlgorithm a)
-{
+const char *table_algorithm_name(TableAlgorithm a) {
     switch (a) {
-    case TableAlgorithm::Rendezvous: return "rendezvous";
-    case TableAlgorithm::Maglev: return "maglev";
+        case TableAlgorithm::Rendezvous:
+            return "rendezvous";
+        case TableAlgorithm::Maglev:
+            return "maglev";
     }
     return "unknown";
 }
 
-bool valid_kv_events_endpoint(std::string_view ep, std::string *err)
-{
+bool valid_kv_events_endpoint(std::string_view ep, std::string *err) {
     auto bad = [&](const std::string &why) {
-        if (err)
-            *err = why + " (got '" + std::string(ep) + "')";
+        if (err) *err = why + " (got '" + std::string(ep) + "')";
         return false;
     };
     if (ep.starts_with("ipc://")) {
-        if (ep.size() == 6)
-            return bad("ipc:// needs a path");
+        if (ep.size() == 6) return bad("ipc:// needs a path");
         return true;
     }
     if (!ep.starts_with("tcp://"))
         return bad("must be tcp://HOST:PORT or ipc://PATH, the address the server publishes on");
     std::string_view hp = ep.substr(6);
     auto colon = hp.rfind(':');
-    if (colon == std::string_view::npos || colon == 0)
-        return bad("must be tcp://HOST:PORT");
+    if (colon == std::string_view::npos || colon == 0) return bad("must be tcp://HOST:PORT");
     std::string_view host = hp.substr(0, colon), port = hp.substr(colon + 1);
     std::string e;
     auto p = parse_u64(port, &e);
-    if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos || !p || *p < 1 || *p > 65535)
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos || !p ||
+        *p < 1 || *p > 65535)
         return bad("port must be in 1..65535");
-    if (host == "*")
-        return bad("'*' is for the publisher's bind; give the server's address");
+    if (host == "*") return bad("'*' is for the publisher's bind; give the server's address");
     if (host.front() == '[') {
-        auto a = host.size() >= 3 && host.back() == ']' ? parse_address(host.substr(1, host.size() - 2), &e)
-                                                          : std::nullopt;
-        if (!a || a->family != KVS_AF_INET6)
-            return bad("bad IPv6 address in brackets");
+        auto a = host.size() >= 3 && host.back() == ']'
+                     ? parse_address(host.substr(1, host.size() - 2), &e)
+                     : std::nullopt;
+        if (!a || a->family != KVS_AF_INET6) return bad("bad IPv6 address in brackets");
         return true;
     }
     // An IPv4 literal or a DNS name (libzmq resolves it when connecting).
@@ -479,45 +459,39 @@ bool valid_kv_events_endpoint(std::string_view ep, std::string *err)
     return true;
 }
 
-std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err)
-{
+std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err) {
     BackendSpec b;
     std::string str(s);
     std::size_t comma = str.find(',');
     std::string e;
     auto ep = parse_endpoint(str.substr(0, comma), &e);
     if (!ep) {
-        if (err)
-            *err = "'" + str + "': " + e;
+        if (err) *err = "'" + str + "': " + e;
         return std::nullopt;
     }
     b.ep = *ep;
     while (comma != std::string::npos) {
         std::size_t next = str.find(',', comma + 1);
-        std::string kv = str.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
+        std::string kv =
+            str.substr(comma + 1, next == std::string::npos ? std::string::npos : next - comma - 1);
         comma = next;
         auto eq = kv.find('=');
         std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
         auto bad = [&](const std::string &why) {
-            if (err)
-                *err = "'" + str + "': " + why;
+            if (err) *err = "'" + str + "': " + why;
             return std::nullopt;
         };
-        if (eq == std::string::npos)
-            return bad("option '" + kv + "' is not KEY=VALUE");
+        if (eq == std::string::npos) return bad("option '" + kv + "' is not KEY=VALUE");
         if (k == "weight") {
             auto w = parse_u64(v, &e);
-            if (!w || *w > 65535)
-                return bad("weight must be in 0..65535 (got '" + v + "')");
+            if (!w || *w > 65535) return bad("weight must be in 0..65535 (got '" + v + "')");
             b.weight = static_cast<std::uint16_t>(*w);
         } else if (k == "model") {
-            if (v.empty())
-                return bad("model is empty");
+            if (v.empty()) return bad("model is empty");
             b.model = v;
         } else if (k == "mac") {
             auto m = parse_mac(v, &e);
-            if (!m)
-                return bad(e);
+            if (!m) return bad(e);
             b.mac = *m;
         } else if (k == "max_load") {
             auto m = parse_u64(v, &e);
@@ -525,8 +499,7 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
                 return bad("max_load must be in 0..4294967295 (got '" + v + "')");
             b.max_load = static_cast<std::uint32_t>(*m);
         } else if (k == "kv-events") {
-            if (!valid_kv_events_endpoint(v, &e))
-                return bad("kv-events: " + e);
+            if (!valid_kv_events_endpoint(v, &e)) return bad("kv-events: " + e);
             b.kv_events = v;
         } else {
             return bad("unknown option '" + k + "' (weight, model, mac, max_load, kv-events)");
@@ -535,8 +508,7 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
     return b;
 }
 
-ParseResult parse_daemon_config(int argc, const char *const argv[])
-{
+ParseResult parse_daemon_config(int argc, const char *const argv[]) {
     ParseResult r;
     auto desc = make_options();
     try {

@@ -12,8 +12,7 @@
 namespace kvsteer::control {
 
 std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlohmann::json &req,
-                                       std::chrono::milliseconds timeout, std::string *err)
-{
+                                       std::chrono::milliseconds timeout, std::string *err) {
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     if (socket_path.size() >= sizeof sa.sun_path) {
@@ -31,7 +30,8 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
         ~Closer() { close(fd); }
     } closer{fd};
     if (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0) {
-        *err = "cannot connect to kvsteerd at " + socket_path + ": " + std::strerror(errno) + " (is it running?)";
+        *err = "cannot connect to kvsteerd at " + socket_path + ": " + std::strerror(errno) +
+               " (is it running?)";
         return std::nullopt;
     }
     std::string out = req.dump() + "\n";
@@ -39,7 +39,9 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
     auto deadline = std::chrono::steady_clock::now() + timeout;
     std::string in;
     while (true) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now())
+                        .count();
         if (left <= 0) {
             *err = "timeout waiting for kvsteerd";
             return std::nullopt;
@@ -49,13 +51,11 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
             *err = std::string("poll: ") + std::strerror(errno);
             return std::nullopt;
         }
-        if (!p.revents)
-            continue;
+        if (!p.revents) continue;
         if (sent < out.size()) {
             ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
             if (n < 0) {
-                if (errno == EINTR || errno == EAGAIN)
-                    continue;
+                if (errno == EINTR || errno == EAGAIN) continue;
                 *err = std::string("send: ") + std::strerror(errno);
                 return std::nullopt;
             }
@@ -65,8 +65,7 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
         char buf[65536];
         ssize_t n = recv(fd, buf, sizeof buf, 0);
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
+            if (errno == EINTR || errno == EAGAIN) continue;
             *err = std::string("recv: ") + std::strerror(errno);
             return std::nullopt;
         }

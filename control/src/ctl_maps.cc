@@ -18,8 +18,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string ep_str(const __u32 *addr, __u16 port_be, __u8 family)
-{
+std::string ep_str(const __u32 *addr, __u16 port_be, __u8 family) {
     Endpoint e;
     e.family = family == KVS_AF_INET6 ? KVS_AF_INET6 : KVS_AF_INET;
     std::memcpy(e.addr.data(), addr, 16);
@@ -27,27 +26,29 @@ std::string ep_str(const __u32 *addr, __u16 port_be, __u8 family)
     return e.str();
 }
 
-const char *state_name(std::uint8_t s)
-{
+const char *state_name(std::uint8_t s) {
     switch (s) {
-    case KVS_BE_UP: return "up";
-    case KVS_BE_DOWN: return "down";
-    case KVS_BE_DRAIN: return "drain";
-    default: return "empty";
+        case KVS_BE_UP:
+            return "up";
+        case KVS_BE_DOWN:
+            return "down";
+        case KVS_BE_DRAIN:
+            return "drain";
+        default:
+            return "empty";
     }
 }
 
-std::uint64_t mono_ns()
-{
+std::uint64_t mono_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 }  // namespace
 
-json read_flows(const bpf::PinnedMaps &m, std::size_t limit, bool list, std::string *err)
-{
+json read_flows(const bpf::PinnedMaps &m, std::size_t limit, bool list, std::string *err) {
     json out = {{"entries", 0}, {"flows", 0}};
     json arr = json::array();
     kvs_flow_key key{}, next{};
@@ -57,72 +58,73 @@ json read_flows(const bpf::PinnedMaps &m, std::size_t limit, bool list, std::str
     for (;;) {
         int rc = bpf_map_get_next_key(m.flows_fd, first ? nullptr : &key, &next);
         if (rc != 0) {
-            if (errno == ENOENT)
-                break;
+            if (errno == ENOENT) break;
             *err = std::string("kvs_flows: ") + std::strerror(errno);
             return nullptr;
         }
         first = false;
         key = next;
         kvs_flow f{};
-        if (bpf_map_lookup_elem(m.flows_fd, &key, &f) != 0)
-            continue;  // evicted meanwhile
+        if (bpf_map_lookup_elem(m.flows_fd, &key, &f) != 0) continue;  // evicted meanwhile
         entries++;
         c2s += f.dir == KVS_DIR_C2S;
         if (list && arr.size() < limit) {
             arr.push_back({
-                {"dir", f.dir == KVS_DIR_C2S ? "c2s" : f.dir == KVS_DIR_S2C ? "s2c" : "?"},
+                {"dir", f.dir == KVS_DIR_C2S   ? "c2s"
+                        : f.dir == KVS_DIR_S2C ? "s2c"
+                                               : "?"},
                 {"src", ep_str(key.saddr, key.sport, key.family)},
                 {"dst", ep_str(key.daddr, key.dport, key.family)},
                 {"new_src", ep_str(f.new_saddr, f.new_sport, key.family)},
                 {"new_dst", ep_str(f.new_daddr, f.new_dport, key.family)},
                 {"backend", f.backend_id},
                 {"worker", f.worker},
-                {"state", {{"fin", (f.state & KVS_FLOW_FIN_IN) != 0},
-                           {"rst", (f.state & KVS_FLOW_RST) != 0},
-                           {"closed", (f.state & KVS_FLOW_CLOSED) != 0}}},
+                {"state",
+                 {{"fin", (f.state & KVS_FLOW_FIN_IN) != 0},
+                  {"rst", (f.state & KVS_FLOW_RST) != 0},
+                  {"closed", (f.state & KVS_FLOW_CLOSED) != 0}}},
                 {"packets", f.packets},
                 {"bytes", f.bytes},
-                {"age_s", f.created_ns && now > f.created_ns ? static_cast<double>(now - f.created_ns) * 1e-9 : 0.0},
-                {"idle_s", f.last_seen_ns && now > f.last_seen_ns ? static_cast<double>(now - f.last_seen_ns) * 1e-9 : 0.0},
+                {"age_s", f.created_ns && now > f.created_ns
+                              ? static_cast<double>(now - f.created_ns) * 1e-9
+                              : 0.0},
+                {"idle_s", f.last_seen_ns && now > f.last_seen_ns
+                               ? static_cast<double>(now - f.last_seen_ns) * 1e-9
+                               : 0.0},
             });
         }
     }
     out["entries"] = entries;
     out["flows"] = c2s;
-    if (list)
-        out["list"] = arr;
+    if (list) out["list"] = arr;
     return out;
 }
 
-json read_counters(const bpf::PinnedMaps &m, std::string *err)
-{
+json read_counters(const bpf::PinnedMaps &m, std::string *err) {
     json out;
     std::vector<std::uint64_t> xdp(KVS_STATS_MAX);
     json xj = json::object();
     if (bpf::read_xdp_stats(m, xdp.data(), KVS_STATS_MAX, err)) {
-        for (unsigned r = 0; r < KVS_R__COUNT; r++)
-            xj[kvs_reason_name(r)] = xdp[r];
+        for (unsigned r = 0; r < KVS_R__COUNT; r++) xj[kvs_reason_name(r)] = xdp[r];
     } else {
         return nullptr;
     }
     out["xdp"] = xj;
     json dj = json::object(), workers = json::array();
-    for (unsigned r = 0; r < KVS_R__COUNT; r++)
-        dj[kvs_reason_name(r)] = 0;
+    for (unsigned r = 0; r < KVS_R__COUNT; r++) dj[kvs_reason_name(r)] = 0;
     for (unsigned w = 0; w < KVS_MAX_WORKERS; w++) {
         json row = json::object();
         bool any = false;
         for (unsigned r = 0; r < KVS_R__COUNT; r++) {
-            auto v = std::atomic_ref<std::uint64_t>(m.dp_stats[w * KVS_STATS_MAX + r]).load(std::memory_order_relaxed);
+            auto v = std::atomic_ref<std::uint64_t>(m.dp_stats[w * KVS_STATS_MAX + r])
+                         .load(std::memory_order_relaxed);
             if (v) {
                 row[kvs_reason_name(r)] = v;
                 any = true;
             }
             dj[kvs_reason_name(r)] = dj[kvs_reason_name(r)].get<std::uint64_t>() + v;
         }
-        if (any)
-            workers.push_back({{"worker", w}, {"counters", row}});
+        if (any) workers.push_back({{"worker", w}, {"counters", row}});
     }
     out["dataplane"] = dj;
     out["dataplane_workers"] = workers;
@@ -131,8 +133,7 @@ json read_counters(const bpf::PinnedMaps &m, std::string *err)
     for (std::uint32_t i = 0; i < n; i++) {
         const kvs_backend &b = m.backends[i];
         const kvs_backend_load &l = m.load[i];
-        if (b.state == KVS_BE_EMPTY && !l.binds)
-            continue;
+        if (b.state == KVS_BE_EMPTY && !l.binds) continue;
         bj.push_back({{"id", i},
                       {"addr", ep_str(b.addr, b.port, b.family)},
                       {"state", state_name(b.state)},
@@ -147,8 +148,7 @@ json read_counters(const bpf::PinnedMaps &m, std::string *err)
     }
     out["backends"] = bj;
     std::uint64_t dropped = 0;
-    for (unsigned w = 0; w < KVS_MAX_WORKERS; w++)
-        dropped += m.ring_ctl[w].dropped;
+    for (unsigned w = 0; w < KVS_MAX_WORKERS; w++) dropped += m.ring_ctl[w].dropped;
     out["report_ring_dropped"] = dropped;
     out["generation"] = m.config->generation;
     return out;

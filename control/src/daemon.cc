@@ -19,88 +19,78 @@ namespace kvsteer::control {
 
 namespace {
 
-std::uint64_t mono_ns()
-{
+std::uint64_t mono_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-template <typename T> T load_relaxed(T &x) { return std::atomic_ref<T>(x).load(std::memory_order_relaxed); }
+template <typename T>
+T load_relaxed(T &x) {
+    return std::atomic_ref<T>(x).load(std::memory_order_relaxed);
+}
 
-kvs_backend make_slot(const BackendRuntime &b)
-{
+kvs_backend make_slot(const BackendRuntime &b) {
     kvs_backend s{};
     std::memcpy(s.addr, b.spec.ep.addr.data(), sizeof s.addr);
     s.port = b.spec.ep.port_be;
     s.family = b.spec.ep.family;
     s.state = b.map_state();
-    if (b.mac)
-        std::memcpy(s.mac, b.mac->data(), 6);
+    if (b.mac) std::memcpy(s.mac, b.mac->data(), 6);
     s.weight = b.spec.weight;
     s.max_load = b.effective_max_load();
     return s;
 }
 
-bool same_slot(const kvs_backend &a, const kvs_backend &b)
-{
-    return std::memcmp(a.addr, b.addr, sizeof a.addr) == 0 && a.port == b.port && a.family == b.family &&
-           a.state == b.state && std::memcmp(a.mac, b.mac, 6) == 0 && a.weight == b.weight &&
-           a.ifindex == b.ifindex && a.max_load == b.max_load;
+bool same_slot(const kvs_backend &a, const kvs_backend &b) {
+    return std::memcmp(a.addr, b.addr, sizeof a.addr) == 0 && a.port == b.port &&
+           a.family == b.family && a.state == b.state && std::memcmp(a.mac, b.mac, 6) == 0 &&
+           a.weight == b.weight && a.ifindex == b.ifindex && a.max_load == b.max_load;
 }
 
 }  // namespace
 
-std::uint32_t BackendRuntime::effective_max_load() const
-{
-    if (!queue_max_load)
-        return spec.max_load;
+std::uint32_t BackendRuntime::effective_max_load() const {
+    if (!queue_max_load) return spec.max_load;
     return spec.max_load ? std::min(spec.max_load, queue_max_load) : queue_max_load;
 }
 
-std::uint8_t BackendRuntime::map_state() const
-{
-    if (!health.up() || !mac)
-        return KVS_BE_DOWN;
+std::uint8_t BackendRuntime::map_state() const {
+    if (!health.up() || !mac) return KVS_BE_DOWN;
     return draining ? KVS_BE_DRAIN : KVS_BE_UP;
 }
 
 Daemon::Daemon(DaemonConfig cfg, const Tables &maps)
-    : cfg_(std::move(cfg)), maps_(maps), writer_(maps, std::chrono::milliseconds(cfg_.table_grace_ms)),
-      policy_(policy_params()), started_(std::chrono::steady_clock::now())
-{
+    : cfg_(std::move(cfg)),
+      maps_(maps),
+      writer_(maps, std::chrono::milliseconds(cfg_.table_grace_ms)),
+      policy_(policy_params()),
+      started_(std::chrono::steady_clock::now()) {
     if (spdlog::should_log(spdlog::level::debug))
         policy_.set_decision_sink([](const std::string &s) { spdlog::debug("{}", s); });
 }
 
-Daemon::~Daemon()
-{
+Daemon::~Daemon() {
     stop();
     kv_.reset();  // its thread writes wake_fd_: gone before the fd is closed
     {
         std::lock_guard lk(mu_);
         cv_.notify_all();
     }
-    if (health_thr_.joinable())
-        health_thr_.join();
-    if (tel_thr_.joinable())
-        tel_thr_.join();
-    for (auto &c : api_clients_)
-        close(c.fd);
-    for (auto &c : metrics_clients_)
-        close(c.fd);
+    if (health_thr_.joinable()) health_thr_.join();
+    if (tel_thr_.joinable()) tel_thr_.join();
+    for (auto &c : api_clients_) close(c.fd);
+    for (auto &c : metrics_clients_) close(c.fd);
     if (api_fd_ >= 0) {
         close(api_fd_);
         unlink(cfg_.api_socket.c_str());
     }
-    if (metrics_fd_ >= 0)
-        close(metrics_fd_);
-    if (wake_fd_ >= 0)
-        close(wake_fd_);
+    if (metrics_fd_ >= 0) close(metrics_fd_);
+    if (wake_fd_ >= 0) close(wake_fd_);
 }
 
-PolicyParams Daemon::policy_params() const
-{
+PolicyParams Daemon::policy_params() const {
     PolicyParams p;
     p.replication = cfg_.replication;
     p.hot_rps = cfg_.hot_threshold;
@@ -112,8 +102,7 @@ PolicyParams Daemon::policy_params() const
     return p;
 }
 
-void Daemon::write_config()
-{
+void Daemon::write_config() {
     kvs_config *c = maps_.config;
     c->n_vips = static_cast<__u32>(cfg_.vips.size());
     for (unsigned i = 0; i < KVS_MAX_VIPS; i++) {
@@ -151,17 +140,18 @@ void Daemon::write_config()
     writer_.bump_generation();
 }
 
-bool Daemon::start(std::string *err)
-{
+bool Daemon::start(std::string *err) {
     for (const auto &spec : cfg_.backends) {
         if (!spec.kv_events.empty() && !kv_events_supported()) {
             *err = "backend " + spec.ep.str() + ": kv-events=" + spec.kv_events +
-                   ": this kvsteerd was built without KV events support (libzmq was not found at build time)";
+                   ": this kvsteerd was built without KV events support (libzmq was not found at "
+                   "build time)";
             return false;
         }
     }
     if (cfg_.cookie_key_random)
-        spdlog::warn("cookie-key not set: using a random key (set the same cookie-key on every appliance)");
+        spdlog::warn(
+            "cookie-key not set: using a random key (set the same cookie-key on every appliance)");
     write_config();
 
     // Keep the ids of backends that are already in the table (a daemon restart): flows and load
@@ -172,7 +162,8 @@ bool Daemon::start(std::string *err)
         std::optional<std::uint16_t> id;
         for (std::uint16_t i = 0; i < KVS_MAX_BACKENDS; i++) {
             const kvs_backend &s = maps_.backends[i];
-            if (s.state != KVS_BE_EMPTY && s.family == spec.ep.family && s.port == spec.ep.port_be &&
+            if (s.state != KVS_BE_EMPTY && s.family == spec.ep.family &&
+                s.port == spec.ep.port_be &&
                 std::memcmp(s.addr, spec.ep.addr.data(), sizeof s.addr) == 0 && !taken.count(i)) {
                 id = i;
                 taken[i] = true;
@@ -184,8 +175,7 @@ bool Daemon::start(std::string *err)
     for (auto &[spec, id] : plan) {
         if (!id) {
             std::uint16_t i = 0;
-            while (taken.count(i))
-                i++;
+            while (taken.count(i)) i++;
             id = i;
             taken[i] = true;
             // A fresh slot: whatever the load counters hold belongs to an earlier occupant.
@@ -201,7 +191,8 @@ bool Daemon::start(std::string *err)
         b.spec = spec;
         b.health = HealthState(cfg_.health_interval_ms == 0);
         b.mac = spec.mac;
-        b.prev_bind_fails = load_relaxed(maps_.load[*id].bind_fail_rst) + load_relaxed(maps_.load[*id].bind_fail_timeout);
+        b.prev_bind_fails = load_relaxed(maps_.load[*id].bind_fail_rst) +
+                            load_relaxed(maps_.load[*id].bind_fail_timeout);
         b.prev_binds = load_relaxed(maps_.load[*id].binds);
         if (!b.mac) {
             std::string e;
@@ -218,23 +209,19 @@ bool Daemon::start(std::string *err)
         *err = std::string("eventfd: ") + std::strerror(errno);
         return false;
     }
-    if (!open_api(err) || !open_metrics(err))
-        return false;
+    if (!open_api(err) || !open_metrics(err)) return false;
     for (const auto &[id, b] : backends_)
-        if (!kv_subscribe(b, err))
-            return false;
+        if (!kv_subscribe(b, err)) return false;
     update_targets(false);
     health_thr_ = std::thread([this] { prober_loop(true); });
-    if (cfg_.telemetry_interval_ms)
-        tel_thr_ = std::thread([this] { prober_loop(false); });
-    spdlog::info("kvsteerd: {} backends, {} vips, steering {}, {} table, maps in {}", backends_.size(),
-                 cfg_.vips.size(), steer_mode_name(cfg_.steering_mode), table_algorithm_name(cfg_.table_algorithm),
-                 cfg_.bpffs);
+    if (cfg_.telemetry_interval_ms) tel_thr_ = std::thread([this] { prober_loop(false); });
+    spdlog::info("kvsteerd: {} backends, {} vips, steering {}, {} table, maps in {}",
+                 backends_.size(), cfg_.vips.size(), steer_mode_name(cfg_.steering_mode),
+                 table_algorithm_name(cfg_.table_algorithm), cfg_.bpffs);
     return true;
 }
 
-void Daemon::stop()
-{
+void Daemon::stop() {
     stop_.store(true);
     if (wake_fd_ >= 0) {
         std::uint64_t one = 1;
@@ -242,8 +229,7 @@ void Daemon::stop()
     }
 }
 
-void Daemon::publish_backends(bool force_maglev)
-{
+void Daemon::publish_backends(bool force_maglev) {
     bool changed = false;
     std::uint32_t n = 0;
     for (std::uint32_t i = 0; i < KVS_MAX_BACKENDS; i++) {
@@ -270,8 +256,7 @@ void Daemon::publish_backends(bool force_maglev)
     std::vector<std::array<std::uint64_t, 3>> input;
     std::vector<MaglevBackend> mb;
     for (const auto &[id, b] : backends_) {
-        if (b.map_state() != KVS_BE_UP || b.spec.weight == 0)
-            continue;
+        if (b.map_state() != KVS_BE_UP || b.spec.weight == 0) continue;
         auto ident = backend_identity(b.spec.ep);
         input.push_back({id, ident, b.spec.weight});
         mb.push_back(MaglevBackend{id, ident, b.spec.weight});
@@ -280,34 +265,37 @@ void Daemon::publish_backends(bool force_maglev)
         // Runs on the event loop, only when the up set or a weight changes: rendezvous is
         // O(slots x backends), ~0.14-0.27 s at 1024 backends (Maglev ~3 ms), see README.md.
         auto t0 = std::chrono::steady_clock::now();
-        auto table = cfg_.table_algorithm == TableAlgorithm::Maglev ? build_maglev(mb, KVS_MAGLEV_SIZE)
-                                                                    : build_rendezvous_table(mb, KVS_MAGLEV_SIZE);
-        auto build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        auto table = cfg_.table_algorithm == TableAlgorithm::Maglev
+                         ? build_maglev(mb, KVS_MAGLEV_SIZE)
+                         : build_rendezvous_table(mb, KVS_MAGLEV_SIZE);
+        auto build_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
         writer_.publish_maglev(table);  // bumps the generation
         maglev_input_ = std::move(input);
         maglev_published_ = true;
         ctr_.maglev_rebuilds++;
         spdlog::debug("maglev: {} table rebuilt over {} backends in {:.1f} ms (flip {})",
-                      table_algorithm_name(cfg_.table_algorithm), mb.size(), build_ms, writer_.maglev_flips());
+                      table_algorithm_name(cfg_.table_algorithm), mb.size(), build_ms,
+                      writer_.maglev_flips());
     } else if (changed) {
         writer_.bump_generation();
     }
 }
 
-void Daemon::publish_affinity(bool force)
-{
+void Daemon::publish_affinity(bool force) {
     last_affinity_ = std::chrono::steady_clock::now();
     auto now = mono_ns();
     policy_.update_backends(snapshots(), now);
-    for (auto &[id, b] : backends_)
-        b.cache_reset = false;
+    for (auto &[id, b] : backends_) b.cache_reset = false;
     auto want = policy_.compute(now);
-    std::sort(want.begin(), want.end(), [](const DesiredEntry &a, const DesiredEntry &b) { return a.key < b.key; });
-    if (!force && affinity_published_ && want == desired_)
-        return;
+    std::sort(want.begin(), want.end(),
+              [](const DesiredEntry &a, const DesiredEntry &b) { return a.key < b.key; });
+    if (!force && affinity_published_ && want == desired_) return;
     AffinityBuilder builder(KVS_AFFINITY_SLOTS);
     for (const auto &e : want) {
-        if (!builder.insert(e.key, std::span<const std::uint16_t>(e.backends.data(), e.n), e.depth)) {
+        if (!builder.insert(e.key, std::span<const std::uint16_t>(e.backends.data(), e.n),
+                            e.depth)) {
             ctr_.affinity_insert_failed++;
             spdlog::debug("affinity: {:016x} not written (probe window full)", e.key);
         }
@@ -318,16 +306,14 @@ void Daemon::publish_affinity(bool force)
     ctr_.affinity_publishes++;
 }
 
-std::uint64_t Daemon::in_flight(const BackendRuntime &b) const
-{
+std::uint64_t Daemon::in_flight(const BackendRuntime &b) const {
     auto &l = maps_.load[b.id];
     std::uint64_t binds = load_relaxed(l.binds) - b.base_binds;
     std::uint64_t closes = load_relaxed(l.closes) - b.base_closes;
     return binds > closes ? binds - closes : 0;
 }
 
-std::vector<BackendSnapshot> Daemon::snapshots() const
-{
+std::vector<BackendSnapshot> Daemon::snapshots() const {
     std::vector<BackendSnapshot> v;
     for (const auto &[id, b] : backends_) {
         BackendSnapshot s;
@@ -345,8 +331,7 @@ std::vector<BackendSnapshot> Daemon::snapshots() const
     return v;
 }
 
-void Daemon::log_backend_transition(const BackendRuntime &b, bool up, const std::string &why)
-{
+void Daemon::log_backend_transition(const BackendRuntime &b, bool up, const std::string &why) {
     if (up) {
         ctr_.backend_up++;
         spdlog::info("backend {} {} is up", b.id, b.spec.ep.str());
@@ -356,53 +341,47 @@ void Daemon::log_backend_transition(const BackendRuntime &b, bool up, const std:
     }
 }
 
-bool Daemon::kv_subscribe(const BackendRuntime &b, std::string *err)
-{
-    if (b.spec.kv_events.empty())
-        return true;
+bool Daemon::kv_subscribe(const BackendRuntime &b, std::string *err) {
+    if (b.spec.kv_events.empty()) return true;
     if (!kv_) {
         auto k = std::make_unique<KvEventSubscriber>([this] {
             std::uint64_t one = 1;
-            if (wake_fd_ >= 0)
-                [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
+            if (wake_fd_ >= 0) [[maybe_unused]]
+                auto w = write(wake_fd_, &one, sizeof one);
         });
-        if (!k->start(err))
-            return false;
+        if (!k->start(err)) return false;
         kv_ = std::move(k);
     }
     kv_->set(b.id, b.spec.kv_events);
-    spdlog::info("backend {} {}: subscribed to KV events on {}", b.id, b.spec.ep.str(), b.spec.kv_events);
+    spdlog::info("backend {} {}: subscribed to KV events on {}", b.id, b.spec.ep.str(),
+                 b.spec.kv_events);
     return true;
 }
 
-void Daemon::apply_kv_resets()
-{
-    if (!kv_)
-        return;
+void Daemon::apply_kv_resets() {
+    if (!kv_) return;
     const std::uint64_t total = kv_->reset_events();
-    if (total == kv_resets_total_seen_)
-        return;
+    if (total == kv_resets_total_seen_) return;
     kv_resets_total_seen_ = total;
     bool any = false;
     for (const auto &[id, st] : kv_->all_stats()) {
         auto it = backends_.find(id);
-        if (it == backends_.end() || st.resets <= it->second.kv_resets_seen)
-            continue;
+        if (it == backends_.end() || st.resets <= it->second.kv_resets_seen) continue;
         BackendRuntime &b = it->second;
         b.kv_resets_seen = st.resets;
         b.cache_reset = true;
         any = true;
         ctr_.kv_cache_resets++;
-        spdlog::info("backend {} {}: KV events say its cache was emptied ({} AllBlocksCleared, {} publisher restarts): "
-                     "forgetting its prefixes",
-                     b.id, b.spec.ep.str(), st.clears, st.publisher_restarts);
+        spdlog::info(
+            "backend {} {}: KV events say its cache was emptied ({} AllBlocksCleared, {} publisher "
+            "restarts): "
+            "forgetting its prefixes",
+            b.id, b.spec.ep.str(), st.clears, st.publisher_restarts);
     }
-    if (any)
-        publish_affinity(false);
+    if (any) publish_affinity(false);
 }
 
-void Daemon::apply_probe(ProbeResult &r)
-{
+void Daemon::apply_probe(ProbeResult &r) {
     auto it = backends_.find(r.id);
     if (it == backends_.end() || !(it->second.spec.ep == r.ep))
         return;  // removed or replaced meanwhile
@@ -418,7 +397,8 @@ void Daemon::apply_probe(ProbeResult &r)
                 b.last_error = "next-hop MAC: " + e;
                 spdlog::warn("backend {} {}: cannot resolve its MAC: {}", b.id, b.spec.ep.str(), e);
             } else if (b.mac) {
-                spdlog::info("backend {} {}: next-hop MAC {}", b.id, b.spec.ep.str(), format_mac(*b.mac));
+                spdlog::info("backend {} {}: next-hop MAC {}", b.id, b.spec.ep.str(),
+                             format_mac(*b.mac));
             }
         }
         bool changed = b.mac.has_value() != had_mac;
@@ -427,8 +407,7 @@ void Daemon::apply_probe(ProbeResult &r)
             std::string why = r.http.ok ? "HTTP " + std::to_string(r.http.status) : r.http.error;
             if (ok) {
                 b.checks_ok++;
-                if (b.mac && b.health.up())
-                    b.last_error.clear();  // shows only a current problem
+                if (b.mac && b.health.up()) b.last_error.clear();  // shows only a current problem
             } else {
                 b.checks_failed++;
                 ctr_.health_failures++;
@@ -460,31 +439,36 @@ void Daemon::apply_probe(ProbeResult &r)
         b.tel = std::move(*r.tel);
         b.tel_valid = true;
         ctr_.metrics_parse_bad_lines += r.bad_lines;
-        std::size_t unknown = b.tel.problems.size() + (b.tel.flavor == ServerFlavor::Unknown ? 1 : 0);
+        std::size_t unknown =
+            b.tel.problems.size() + (b.tel.flavor == ServerFlavor::Unknown ? 1 : 0);
         if (unknown) {
             b.metrics_unknown += unknown;
             ctr_.metrics_unknown += unknown;
             if (!b.tel_problem_logged) {
                 b.tel_problem_logged = true;
-                spdlog::warn("backend {} {}: metrics partly unknown ({}{}{}); further problems are only counted", b.id,
-                             b.spec.ep.str(),
-                             b.tel.flavor == ServerFlavor::Unknown ? "no vllm: or sglang: metrics" : "",
-                             b.tel.problems.empty() ? "" : b.tel.problems.front(),
-                             r.parse_error.empty() ? "" : "; " + r.parse_error);
+                spdlog::warn(
+                    "backend {} {}: metrics partly unknown ({}{}{}); further problems are only "
+                    "counted",
+                    b.id, b.spec.ep.str(),
+                    b.tel.flavor == ServerFlavor::Unknown ? "no vllm: or sglang: metrics" : "",
+                    b.tel.problems.empty() ? "" : b.tel.problems.front(),
+                    r.parse_error.empty() ? "" : "; " + r.parse_error);
             }
         }
         auto u = b.hit.update(b.tel);
         b.window_hit_rate = u.window_hit_rate;
         if (u.reset) {
             b.cache_reset = true;
-            spdlog::info("backend {} {}: cache counters reset (restart?): forgetting its prefixes", b.id,
-                         b.spec.ep.str());
+            spdlog::info("backend {} {}: cache counters reset (restart?): forgetting its prefixes",
+                         b.id, b.spec.ep.str());
         }
     }
     // One writer per field: kvsteerd owns ext_queue / ext_running; unknown writes 0.
     auto &l = maps_.load[b.id];
-    auto q = b.tel_valid && b.tel.waiting ? static_cast<std::uint64_t>(std::llround(*b.tel.waiting)) : 0;
-    auto run = b.tel_valid && b.tel.running ? static_cast<std::uint64_t>(std::llround(*b.tel.running)) : 0;
+    auto q =
+        b.tel_valid && b.tel.waiting ? static_cast<std::uint64_t>(std::llround(*b.tel.waiting)) : 0;
+    auto run =
+        b.tel_valid && b.tel.running ? static_cast<std::uint64_t>(std::llround(*b.tel.running)) : 0;
     std::atomic_ref<__u64>(l.ext_queue).store(q, std::memory_order_relaxed);
     std::atomic_ref<__u64>(l.ext_running).store(run, std::memory_order_relaxed);
     // queue-cap: a backend that queues requests itself takes no new affinity flows beyond
@@ -493,14 +477,14 @@ void Daemon::apply_probe(ProbeResult &r)
     if (cfg_.queue_cap && b.tel_valid && b.tel.waiting && *b.tel.waiting >= cfg_.queue_cap)
         cap = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(in_flight(b), 1, 0xffffffffu));
     if (cap != b.queue_max_load) {
-        spdlog::debug("backend {} {}: queue {} -> max_load {}", b.id, b.spec.ep.str(), q, cap ? std::to_string(cap) : "bound");
+        spdlog::debug("backend {} {}: queue {} -> max_load {}", b.id, b.spec.ep.str(), q,
+                      cap ? std::to_string(cap) : "bound");
         b.queue_max_load = cap;
         publish_backends(false);
     }
 }
 
-void Daemon::passive_health()
-{
+void Daemon::passive_health() {
     bool changed = false;
     for (auto &[id, b] : backends_) {
         auto &l = maps_.load[id];
@@ -510,8 +494,7 @@ void Daemon::passive_health()
         std::uint64_t bound = binds >= b.prev_binds ? binds - b.prev_binds : 0;
         b.prev_bind_fails = fails;
         b.prev_binds = binds;
-        if (!cfg_.health_passive_fails)
-            continue;
+        if (!cfg_.health_passive_fails) continue;
         if (!b.health.up()) {
             // With active checks off nothing else can bring it back: retry after `rise` intervals.
             if (!cfg_.health_interval_ms && ++b.passive_hold >= cfg_.health_rise) {
@@ -526,9 +509,10 @@ void Daemon::passive_health()
             b.passive_streak++;
             b.passive_failures++;
             ctr_.passive_failures++;
-            b.last_error = "passive: " + std::to_string(delta) + " backend SYN failures (RST/timeout) in one interval";
-            spdlog::debug("backend {} {}: {} dataplane bind failures in one interval ({} in a row)", id,
-                          b.spec.ep.str(), delta, b.passive_streak);
+            b.last_error = "passive: " + std::to_string(delta) +
+                           " backend SYN failures (RST/timeout) in one interval";
+            spdlog::debug("backend {} {}: {} dataplane bind failures in one interval ({} in a row)",
+                          id, b.spec.ep.str(), delta, b.passive_streak);
         } else if (bound > 0) {
             b.passive_streak = 0;  // flows bound fine: the failures were transient
         }
@@ -546,47 +530,45 @@ void Daemon::passive_health()
     }
 }
 
-std::size_t Daemon::consume_rings()
-{
-    if (!maps_.ring_ctl || !maps_.ring)
-        return 0;
+std::size_t Daemon::consume_rings() {
+    if (!maps_.ring_ctl || !maps_.ring) return 0;
     std::uint64_t now = mono_ns();
-    return consume_reports(maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS, [&](const kvs_bind_report &r) {
-        policy_.on_report(r, r.ts_ns && r.ts_ns <= now ? r.ts_ns : now);
-    }, ring_stats_);
+    return consume_reports(
+        maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS,
+        [&](const kvs_bind_report &r) {
+            policy_.on_report(r, r.ts_ns && r.ts_ns <= now ? r.ts_ns : now);
+        },
+        ring_stats_);
 }
 
-void Daemon::tick()
-{
+void Daemon::tick() {
     apply_kv_resets();  // normally done on the subscriber's wake-up already
     std::size_t reports = consume_rings();
     auto now = std::chrono::steady_clock::now();
     if (now >= next_passive_) {
         passive_health();
-        next_passive_ = now + std::chrono::milliseconds(cfg_.health_interval_ms ? cfg_.health_interval_ms : 1000);
+        next_passive_ = now + std::chrono::milliseconds(
+                                  cfg_.health_interval_ms ? cfg_.health_interval_ms : 1000);
     }
     // The policy walks its whole index: do it when reports arrived, else once a second (aging).
-    if (reports || now - last_affinity_ >= std::chrono::seconds(1))
-        publish_affinity(false);
+    if (reports || now - last_affinity_ >= std::chrono::seconds(1)) publish_affinity(false);
 }
 
-void Daemon::update_targets(bool kick)
-{
+void Daemon::update_targets(bool kick) {
     std::lock_guard lk(mu_);
-    if (kick)
-        kick_[0] = kick_[1] = true;
+    if (kick) kick_[0] = kick_[1] = true;
     targets_.clear();
-    for (const auto &[id, b] : backends_)
-        targets_.push_back({id, b.spec.ep});
+    for (const auto &[id, b] : backends_) targets_.push_back({id, b.spec.ep});
     cv_.notify_all();
 }
 
-void Daemon::prober_loop(bool health)
-{
-    const auto interval = std::chrono::milliseconds(health ? (cfg_.health_interval_ms ? cfg_.health_interval_ms : 1000)
-                                                           : cfg_.telemetry_interval_ms);
+void Daemon::prober_loop(bool health) {
+    const auto interval = std::chrono::milliseconds(
+        health ? (cfg_.health_interval_ms ? cfg_.health_interval_ms : 1000)
+               : cfg_.telemetry_interval_ms);
     const auto timeout = health ? std::chrono::milliseconds(cfg_.health_timeout_ms)
-                                : std::chrono::milliseconds(std::clamp<std::uint32_t>(cfg_.telemetry_interval_ms * 4 / 5, 100, 5000));
+                                : std::chrono::milliseconds(std::clamp<std::uint32_t>(
+                                      cfg_.telemetry_interval_ms * 4 / 5, 100, 5000));
     const std::string &path = health ? cfg_.health_path : cfg_.telemetry_path;
     while (!stop_.load()) {
         std::vector<ProbeTarget> t;
@@ -597,8 +579,7 @@ void Daemon::prober_loop(bool health)
         }
         auto begin = std::chrono::steady_clock::now();
         std::vector<HttpRequest> reqs;
-        for (const auto &x : t)
-            reqs.push_back({x.ep, path});
+        for (const auto &x : t) reqs.push_back({x.ep, path});
         auto res = reqs.empty() ? std::vector<HttpResult>{} : http_get_many(reqs, timeout);
         std::vector<ProbeResult> out;
         for (std::size_t i = 0; i < t.size(); i++) {
@@ -613,8 +594,7 @@ void Daemon::prober_loop(bool health)
         }
         {
             std::unique_lock lk(mu_);
-            for (auto &r : out)
-                results_.push_back(std::move(r));
+            for (auto &r : out) results_.push_back(std::move(r));
         }
         std::uint64_t one = 1;
         [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);

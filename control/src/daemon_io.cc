@@ -21,28 +21,23 @@ namespace {
 
 constexpr std::size_t kMaxRequest = 1u << 20;
 
-bool mkdir_p(const std::string &dir)
-{
-    if (dir.empty())
-        return true;
+bool mkdir_p(const std::string &dir) {
+    if (dir.empty()) return true;
     std::string cur;
     for (std::size_t i = 0; i <= dir.size(); i++) {
         if (i == dir.size() || (dir[i] == '/' && i > 0)) {
             cur = dir.substr(0, i);
-            if (mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
-                return false;
+            if (mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST) return false;
         }
     }
     return true;
 }
 
 // Writes what it can without blocking; false when the peer is gone.
-bool flush_out(int fd, std::string &out)
-{
+bool flush_out(int fd, std::string &out) {
     while (!out.empty()) {
         ssize_t n = send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0)
-            return errno == EAGAIN || errno == EINTR;
+        if (n < 0) return errno == EAGAIN || errno == EINTR;
         out.erase(0, static_cast<std::size_t>(n));
     }
     return true;
@@ -50,12 +45,12 @@ bool flush_out(int fd, std::string &out)
 
 }  // namespace
 
-bool Daemon::open_api(std::string *err)
-{
+bool Daemon::open_api(std::string *err) {
     const std::string &path = cfg_.api_socket;
     auto slash = path.rfind('/');
     if (slash != std::string::npos && slash > 0 && !mkdir_p(path.substr(0, slash))) {
-        *err = "api-socket: cannot create directory " + path.substr(0, slash) + ": " + std::strerror(errno);
+        *err = "api-socket: cannot create directory " + path.substr(0, slash) + ": " +
+               std::strerror(errno);
         return false;
     }
     sockaddr_un sa{};
@@ -68,11 +63,11 @@ bool Daemon::open_api(std::string *err)
         *err = "api-socket: another kvsteerd is listening on " + path;
         return false;
     }
-    if (probe >= 0)
-        close(probe);
+    if (probe >= 0) close(probe);
     unlink(path.c_str());
     api_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (api_fd_ < 0 || bind(api_fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 || listen(api_fd_, 64) < 0) {
+    if (api_fd_ < 0 || bind(api_fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 ||
+        listen(api_fd_, 64) < 0) {
         *err = "api-socket: cannot listen on " + path + ": " + std::strerror(errno);
         return false;
     }
@@ -81,10 +76,8 @@ bool Daemon::open_api(std::string *err)
     return true;
 }
 
-bool Daemon::open_metrics(std::string *err)
-{
-    if (cfg_.metrics_listen.empty())
-        return true;
+bool Daemon::open_metrics(std::string *err) {
+    if (cfg_.metrics_listen.empty()) return true;
     std::string e;
     auto ep = parse_endpoint(cfg_.metrics_listen, &e);
     if (!ep) {
@@ -108,23 +101,21 @@ bool Daemon::open_metrics(std::string *err)
     }
     metrics_fd_ = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    if (metrics_fd_ >= 0)
-        setsockopt(metrics_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (metrics_fd_ >= 0) setsockopt(metrics_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (metrics_fd_ < 0 || bind(metrics_fd_, reinterpret_cast<sockaddr *>(&ss), len) < 0 ||
         listen(metrics_fd_, 16) < 0) {
-        *err = "metrics-listen: cannot listen on " + cfg_.metrics_listen + ": " + std::strerror(errno);
+        *err =
+            "metrics-listen: cannot listen on " + cfg_.metrics_listen + ": " + std::strerror(errno);
         return false;
     }
     spdlog::info("metrics on http://{}/metrics", cfg_.metrics_listen);
     return true;
 }
 
-void Daemon::accept_api()
-{
+void Daemon::accept_api() {
     for (;;) {
         int fd = accept4(api_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
+        if (fd < 0) return;
         if (api_clients_.size() >= 64) {
             close(fd);
             continue;
@@ -133,12 +124,10 @@ void Daemon::accept_api()
     }
 }
 
-void Daemon::accept_metrics()
-{
+void Daemon::accept_metrics() {
     for (;;) {
         int fd = accept4(metrics_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
+        if (fd < 0) return;
         if (metrics_clients_.size() >= 32) {
             close(fd);
             continue;
@@ -147,8 +136,7 @@ void Daemon::accept_metrics()
     }
 }
 
-void Daemon::serve_api_client(std::size_t idx)
-{
+void Daemon::serve_api_client(std::size_t idx) {
     Client &c = api_clients_[idx];
     char buf[8192];
     for (;;) {
@@ -158,13 +146,13 @@ void Daemon::serve_api_client(std::size_t idx)
             break;
         }
         if (n < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                c.closing = true;
+            if (errno != EAGAIN && errno != EINTR) c.closing = true;
             break;
         }
         c.in.append(buf, static_cast<std::size_t>(n));
         if (c.in.size() > kMaxRequest) {
-            c.out += R"({"ok":false,"error":"request line longer than 1 MiB"})" "\n";
+            c.out += R"({"ok":false,"error":"request line longer than 1 MiB"})"
+                     "\n";
             c.in.clear();
             c.closing = true;
             break;
@@ -174,8 +162,7 @@ void Daemon::serve_api_client(std::size_t idx)
     while ((nl = c.in.find('\n')) != std::string::npos) {
         std::string line = c.in.substr(0, nl);
         c.in.erase(0, nl + 1);
-        if (line.find_first_not_of(" \t\r") == std::string::npos)
-            continue;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         nlohmann::json resp;
         auto req = nlohmann::json::parse(line, nullptr, false);
         if (req.is_discarded()) {
@@ -189,20 +176,17 @@ void Daemon::serve_api_client(std::size_t idx)
     }
 }
 
-void Daemon::serve_metrics_client(std::size_t idx)
-{
+void Daemon::serve_metrics_client(std::size_t idx) {
     Client &c = metrics_clients_[idx];
     char buf[4096];
     ssize_t n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            c.closing = true;
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) c.closing = true;
         return;
     }
     c.in.append(buf, static_cast<std::size_t>(n));
     if (c.in.find("\r\n\r\n") == std::string::npos && c.in.find("\n\n") == std::string::npos) {
-        if (c.in.size() > 16384)
-            c.closing = true;
+        if (c.in.size() > 16384) c.closing = true;
         return;
     }
     std::string body, status = "200 OK";
@@ -212,14 +196,14 @@ void Daemon::serve_metrics_client(std::size_t idx)
         status = "404 Not Found";
         body = "only GET /metrics here\n";
     }
-    c.out = "HTTP/1.1 " + status + "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: " +
+    c.out = "HTTP/1.1 " + status +
+            "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: " +
             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
     c.in.clear();
     c.closing = true;  // after the response is flushed
 }
 
-void Daemon::run()
-{
+void Daemon::run() {
     auto next_tick = std::chrono::steady_clock::now();
     const auto tick_every = std::chrono::milliseconds(cfg_.report_interval_ms);
     std::vector<pollfd> pfds;
@@ -232,18 +216,21 @@ void Daemon::run()
             pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
         for (auto &c : metrics_clients_)
             pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
-        const std::size_t api_polled = api_clients_.size(), metrics_polled = metrics_clients_.size();
+        const std::size_t api_polled = api_clients_.size(),
+                          metrics_polled = metrics_clients_.size();
         auto now = std::chrono::steady_clock::now();
         int timeout = next_tick > now
-                          ? static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count()) + 1
+                          ? static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 next_tick - now)
+                                                 .count()) +
+                                1
                           : 0;
         int n = poll(pfds.data(), pfds.size(), timeout);
         if (n < 0 && errno != EINTR) {
             spdlog::error("poll: {}", std::strerror(errno));
             break;
         }
-        if (stop_.load())
-            break;
+        if (stop_.load()) break;
         if (pfds[0].revents) {
             std::uint64_t v;
             [[maybe_unused]] auto r = read(wake_fd_, &v, sizeof v);
@@ -252,18 +239,14 @@ void Daemon::run()
                 std::lock_guard lk(mu_);
                 got.swap(results_);
             }
-            for (auto &r2 : got)
-                apply_probe(r2);
+            for (auto &r2 : got) apply_probe(r2);
             apply_kv_resets();
         }
-        if (pfds[1].revents)
-            accept_api();
-        if (pfds[2].revents)
-            accept_metrics();
+        if (pfds[1].revents) accept_api();
+        if (pfds[2].revents) accept_metrics();
         const std::size_t base = 3;
         for (std::size_t i = 0; i < api_polled; i++) {
-            if (pfds[base + i].revents & (POLLIN | POLLHUP | POLLERR))
-                serve_api_client(i);
+            if (pfds[base + i].revents & (POLLIN | POLLHUP | POLLERR)) serve_api_client(i);
         }
         for (std::size_t i = 0; i < metrics_polled; i++) {
             if (pfds[base + api_polled + i].revents & (POLLIN | POLLHUP | POLLERR))

@@ -35,32 +35,29 @@ constexpr std::uint32_t kMaxHead = 64 * 1024;
 
 using Parser = http::response_parser<http::string_body>;
 
-void limit(Parser &p, std::optional<std::size_t> max_body)
-{
+void limit(Parser &p, std::optional<std::size_t> max_body) {
     p.header_limit(kMaxHead);
     p.body_limit(max_body ? *max_body : std::numeric_limits<std::uint64_t>::max());
 }
 
-std::string too_large(std::size_t max_body) { return "response larger than " + std::to_string(max_body) + " bytes"; }
+std::string too_large(std::size_t max_body) {
+    return "response larger than " + std::to_string(max_body) + " bytes";
+}
 
 // The parser's error as one line for HttpResult::error.
-std::string read_error(const beast::error_code &ec, std::size_t max_body)
-{
-    if (ec == http::error::body_limit)
-        return too_large(max_body);
-    if (ec == http::error::header_limit)
-        return "response head too long";
-    if (ec == http::error::end_of_stream)
-        return "connection closed before the response head";
+std::string read_error(const beast::error_code &ec, std::size_t max_body) {
+    if (ec == http::error::body_limit) return too_large(max_body);
+    if (ec == http::error::header_limit) return "response head too long";
+    if (ec == http::error::end_of_stream) return "connection closed before the response head";
     if (ec == http::error::partial_message)
         return "connection closed before the end of the response";
-    if (ec.category() == http::make_error_code(http::error::bad_version).category() || ec == http::error::bad_alloc)
+    if (ec.category() == http::make_error_code(http::error::bad_version).category() ||
+        ec == http::error::bad_alloc)
         return "bad response: " + ec.message();
     return "recv: " + ec.message();
 }
 
-void take(Parser &p, HttpResult *r)
-{
+void take(Parser &p, HttpResult *r) {
     auto &msg = p.get();
     r->ok = true;
     r->status = static_cast<int>(msg.result_int());
@@ -68,8 +65,7 @@ void take(Parser &p, HttpResult *r)
     r->error.clear();
 }
 
-tcp::endpoint to_asio(const Endpoint &ep, std::string *err)
-{
+tcp::endpoint to_asio(const Endpoint &ep, std::string *err) {
     const std::uint16_t port = ep.port();
     if (ep.family == KVS_AF_INET) {
         asio::ip::address_v4::bytes_type b;
@@ -91,9 +87,9 @@ tcp::endpoint to_asio(const Endpoint &ep, std::string *err)
 // reserves the declared length up front), and against the bytes read for a body that runs to EOF;
 // Beast enforces it for chunked bodies.
 struct Fetch {
-    Fetch(asio::io_context &io, HttpResult *r, std::size_t max_body, std::size_t *pending, asio::steady_timer *timer)
-        : sock(io), res(r), max_body(max_body), pending(pending), timer(timer)
-    {
+    Fetch(asio::io_context &io, HttpResult *r, std::size_t max_body, std::size_t *pending,
+          asio::steady_timer *timer)
+        : sock(io), res(r), max_body(max_body), pending(pending), timer(timer) {
         limit(parser, max_body);
     }
 
@@ -107,26 +103,20 @@ struct Fetch {
     asio::steady_timer *timer;
     bool connected = false, done = false;
 
-    void finish(std::string error = {})
-    {
-        if (done)
-            return;
+    void finish(std::string error = {}) {
+        if (done) return;
         done = true;
-        if (!error.empty())
-            res->error = std::move(error);
+        if (!error.empty()) res->error = std::move(error);
         beast::error_code ignored;
         sock.close(ignored);
-        if (--*pending == 0)
-            timer->cancel();
+        if (--*pending == 0) timer->cancel();
     }
 
     // Runs a completion handler's work unless the request already ended (deadline); an exception
     // (allocation) ends this request only.
     template <typename F>
-    void step(F &&f)
-    {
-        if (done)
-            return;
+    void step(F &&f) {
+        if (done) return;
         try {
             f();
         } catch (const std::exception &e) {
@@ -134,41 +124,34 @@ struct Fetch {
         }
     }
 
-    void start(const tcp::endpoint &ep)
-    {
-        sock.async_connect(ep, [this](const beast::error_code &ec) { step([&] { on_connect(ec); }); });
+    void start(const tcp::endpoint &ep) {
+        sock.async_connect(ep,
+                           [this](const beast::error_code &ec) { step([&] { on_connect(ec); }); });
     }
 
-    void on_connect(const beast::error_code &ec)
-    {
-        if (ec)
-            return finish("connect: " + ec.message());
+    void on_connect(const beast::error_code &ec) {
+        if (ec) return finish("connect: " + ec.message());
         connected = true;
         http::async_write(sock, req, [this](const beast::error_code &ec, std::size_t) {
             step([&] { on_write(ec); });
         });
     }
 
-    void on_write(const beast::error_code &ec)
-    {
-        if (ec)
-            return finish("send: " + ec.message());
-        http::async_read_header(sock, buf, parser, [this](const beast::error_code &ec, std::size_t) {
-            step([&] { on_header(ec); });
-        });
+    void on_write(const beast::error_code &ec) {
+        if (ec) return finish("send: " + ec.message());
+        http::async_read_header(
+            sock, buf, parser,
+            [this](const beast::error_code &ec, std::size_t) { step([&] { on_header(ec); }); });
     }
 
-    void on_header(const beast::error_code &ec)
-    {
-        if (ec)
-            return finish(read_error(ec, max_body));
+    void on_header(const beast::error_code &ec) {
+        if (ec) return finish(read_error(ec, max_body));
         if (auto cl = parser.content_length(); cl && *cl > max_body)
             return finish(too_large(max_body));
         read_body();
     }
 
-    void read_body()
-    {
+    void read_body() {
         if (parser.is_done()) {
             take(parser, res);
             return finish();
@@ -178,20 +161,16 @@ struct Fetch {
         });
     }
 
-    void on_body(const beast::error_code &ec)
-    {
-        if (ec)
-            return finish(read_error(ec, max_body));
-        if (parser.get().body().size() > max_body)
-            return finish(too_large(max_body));
+    void on_body(const beast::error_code &ec) {
+        if (ec) return finish(read_error(ec, max_body));
+        if (parser.get().body().size() > max_body) return finish(too_large(max_body));
         read_body();
     }
 };
 
 }  // namespace
 
-HttpResult parse_http_response(const std::string &raw, bool eof)
-{
+HttpResult parse_http_response(const std::string &raw, bool eof) {
     HttpResult r;
     Parser p;
     limit(p, std::nullopt);
@@ -201,20 +180,17 @@ HttpResult parse_http_response(const std::string &raw, bool eof)
     auto feed = [&](bool until_done) {
         while ((until_done ? !p.is_done() : !p.is_header_done()) && used < raw.size()) {
             const std::size_t n = p.put(asio::buffer(raw.data() + used, raw.size() - used), ec);
-            if (ec == http::error::need_more)
-                return true;
+            if (ec == http::error::need_more) return true;
             if (ec) {
                 r.error = read_error(ec, 0);
                 return false;
             }
             used += n;
-            if (n == 0)
-                break;
+            if (n == 0) break;
         }
         return true;
     };
-    if (!feed(false))
-        return r;
+    if (!feed(false)) return r;
     if (!p.is_header_done()) {
         r.error = eof ? "connection closed before the response head" : "incomplete response";
         return r;
@@ -225,8 +201,7 @@ HttpResult parse_http_response(const std::string &raw, bool eof)
         return r;
     }
     p.eager(true);
-    if (!feed(true))
-        return r;
+    if (!feed(true)) return r;
     if (!p.is_done()) {
         if (!eof) {
             r.error = "incomplete response";
@@ -242,9 +217,8 @@ HttpResult parse_http_response(const std::string &raw, bool eof)
     return r;
 }
 
-std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs, std::chrono::milliseconds timeout,
-                                      std::size_t max_body)
-{
+std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs,
+                                      std::chrono::milliseconds timeout, std::size_t max_body) {
     std::vector<HttpResult> res(reqs.size());
     asio::io_context io(1);
     asio::steady_timer timer(io, std::chrono::steady_clock::now() + timeout);
@@ -259,7 +233,8 @@ std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs, std:
             continue;
         }
         pending++;
-        auto &f = *fetches.emplace_back(std::make_unique<Fetch>(io, &res[i], max_body, &pending, &timer));
+        auto &f =
+            *fetches.emplace_back(std::make_unique<Fetch>(io, &res[i], max_body, &pending, &timer));
         f.req.method(http::verb::get);
         f.req.target(reqs[i].path);
         f.req.version(11);
@@ -269,11 +244,9 @@ std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs, std:
         f.req.set(http::field::connection, "close");
         f.start(ep);
     }
-    if (!pending)
-        return res;
+    if (!pending) return res;
     timer.async_wait([&](const beast::error_code &ec) {
-        if (ec)
-            return;  // cancelled: every request finished first
+        if (ec) return;  // cancelled: every request finished first
         for (auto &f : fetches)
             if (!f->done)
                 f->finish(f->connected ? "timeout reading the response" : "connect timeout");

@@ -6,8 +6,7 @@
 
 namespace kvsteer::control {
 
-bool KvEventStats::account(const KvReceived &m, std::chrono::steady_clock::time_point now)
-{
+bool KvEventStats::account(const KvReceived &m, std::chrono::steady_clock::time_point now) {
     messages++;
     last_message = now;
     bool reset = false;
@@ -22,10 +21,10 @@ bool KvEventStats::account(const KvReceived &m, std::chrono::steady_clock::time_
             seq_gaps++;
             missed_batches += *m.seq - *last_seq - 1;
         }
-        last_seq = m.seq;  // the first one seen is the baseline: batches before we joined are not gaps
+        last_seq =
+            m.seq;  // the first one seen is the baseline: batches before we joined are not gaps
     }
-    if (reset)
-        resident_blocks = 0;
+    if (reset) resident_blocks = 0;
     if (!m.ok) {
         decode_errors++;
         last_error = m.error;
@@ -33,45 +32,46 @@ bool KvEventStats::account(const KvReceived &m, std::chrono::steady_clock::time_
         last_batch_ts = m.batch.ts;
         for (const auto &e : m.batch.events) {
             switch (e.kind) {
-            case KvEvent::Kind::Stored:
-                if (!e.gpu) {
-                    other_medium_blocks += e.blocks;
+                case KvEvent::Kind::Stored:
+                    if (!e.gpu) {
+                        other_medium_blocks += e.blocks;
+                        break;
+                    }
+                    blocks_stored += e.blocks;
+                    resident_blocks += e.blocks;
                     break;
-                }
-                blocks_stored += e.blocks;
-                resident_blocks += e.blocks;
-                break;
-            case KvEvent::Kind::Removed:
-                if (!e.gpu) {
-                    other_medium_blocks += e.blocks;
+                case KvEvent::Kind::Removed:
+                    if (!e.gpu) {
+                        other_medium_blocks += e.blocks;
+                        break;
+                    }
+                    blocks_removed += e.blocks;
+                    // Floored: removals of blocks stored before we subscribed.
+                    resident_blocks = resident_blocks > e.blocks ? resident_blocks - e.blocks : 0;
                     break;
-                }
-                blocks_removed += e.blocks;
-                // Floored: removals of blocks stored before we subscribed.
-                resident_blocks = resident_blocks > e.blocks ? resident_blocks - e.blocks : 0;
-                break;
-            case KvEvent::Kind::Cleared:
-                clears++;
-                resident_blocks = 0;
-                reset = true;
-                break;
-            case KvEvent::Kind::Unknown: unknown_events++; break;
+                case KvEvent::Kind::Cleared:
+                    clears++;
+                    resident_blocks = 0;
+                    reset = true;
+                    break;
+                case KvEvent::Kind::Unknown:
+                    unknown_events++;
+                    break;
             }
         }
     }
-    if (reset)
-        resets++;
+    if (reset) resets++;
     return reset;
 }
 
-bool KvEventStats::on_message(const std::vector<std::string> &frames, std::chrono::steady_clock::time_point now)
-{
+bool KvEventStats::on_message(const std::vector<std::string> &frames,
+                              std::chrono::steady_clock::time_point now) {
     return account(decode_kv_frames(frames), now);
 }
 
-KvEventSubscriber::Impl::Delivered KvEventSubscriber::Impl::deliver(std::uint16_t id, std::uint64_t serial, const std::vector<std::string> &frames,
-                                      std::size_t extra_frames)
-{
+KvEventSubscriber::Impl::Delivered KvEventSubscriber::Impl::deliver(
+    std::uint16_t id, std::uint64_t serial, const std::vector<std::string> &frames,
+    std::size_t extra_frames) {
     // Decoded off the lock: the daemon's reads wait only for the counting.
     KvReceived m;
     if (extra_frames)
@@ -80,34 +80,30 @@ KvEventSubscriber::Impl::Delivered KvEventSubscriber::Impl::deliver(std::uint16_
         m = decode_kv_frames(frames);
     std::lock_guard lk(mu);
     auto it = subs.find(id);
-    if (it == subs.end() || it->second.serial != serial)
-        return Delivered::Gone;
+    if (it == subs.end() || it->second.serial != serial) return Delivered::Gone;
     KvEventStats &st = it->second.st;
     const bool had_errors = st.decode_errors != 0;
     const bool reset = st.account(m, std::chrono::steady_clock::now());
-    if (reset)
-        resets.fetch_add(1);
+    if (reset) resets.fetch_add(1);
     if (!m.ok && !had_errors)  // the first bad message per subscription; later ones are counted
-        spdlog::warn("kv-events: backend {} ({}): undecodable message skipped: {}", id, st.endpoint, m.error);
+        spdlog::warn("kv-events: backend {} ({}): undecodable message skipped: {}", id, st.endpoint,
+                     m.error);
     return reset ? Delivered::Reset : Delivered::Counted;
 }
 
-void KvEventSubscriber::Impl::report(std::uint16_t id, std::uint64_t serial, const std::string &err)
-{
+void KvEventSubscriber::Impl::report(std::uint16_t id, std::uint64_t serial,
+                                     const std::string &err) {
     spdlog::warn("kv-events: backend {}: {}", id, err);
     std::lock_guard lk(mu);
     auto it = subs.find(id);
-    if (it != subs.end() && it->second.serial == serial)
-        it->second.st.last_error = err;
+    if (it != subs.end() && it->second.serial == serial) it->second.st.last_error = err;
 }
 
-KvEventSubscriber::KvEventSubscriber(std::function<void()> wake) : impl_(std::make_unique<Impl>())
-{
+KvEventSubscriber::KvEventSubscriber(std::function<void()> wake) : impl_(std::make_unique<Impl>()) {
     impl_->wake = std::move(wake);
 }
 
-void KvEventSubscriber::set(std::uint16_t id, const std::string &endpoint)
-{
+void KvEventSubscriber::set(std::uint16_t id, const std::string &endpoint) {
     {
         std::lock_guard lk(impl_->mu);
         auto &sub = impl_->subs[id];
@@ -118,8 +114,7 @@ void KvEventSubscriber::set(std::uint16_t id, const std::string &endpoint)
     impl_->poke();
 }
 
-void KvEventSubscriber::remove(std::uint16_t id)
-{
+void KvEventSubscriber::remove(std::uint16_t id) {
     {
         std::lock_guard lk(impl_->mu);
         impl_->subs.erase(id);
@@ -127,24 +122,22 @@ void KvEventSubscriber::remove(std::uint16_t id)
     impl_->poke();
 }
 
-std::optional<KvEventStats> KvEventSubscriber::stats(std::uint16_t id) const
-{
+std::optional<KvEventStats> KvEventSubscriber::stats(std::uint16_t id) const {
     std::lock_guard lk(impl_->mu);
     auto it = impl_->subs.find(id);
-    if (it == impl_->subs.end())
-        return std::nullopt;
+    if (it == impl_->subs.end()) return std::nullopt;
     return it->second.st;
 }
 
-std::map<std::uint16_t, KvEventStats> KvEventSubscriber::all_stats() const
-{
+std::map<std::uint16_t, KvEventStats> KvEventSubscriber::all_stats() const {
     std::map<std::uint16_t, KvEventStats> out;
     std::lock_guard lk(impl_->mu);
-    for (const auto &[id, sub] : impl_->subs)
-        out.emplace(id, sub.st);
+    for (const auto &[id, sub] : impl_->subs) out.emplace(id, sub.st);
     return out;
 }
 
-std::uint64_t KvEventSubscriber::reset_events() const { return impl_->resets.load(); }
+std::uint64_t KvEventSubscriber::reset_events() const {
+    return impl_->resets.load();
+}
 
 }  // namespace kvsteer::control

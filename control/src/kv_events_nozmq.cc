@@ -5,7 +5,9 @@
 
 namespace kvsteer::control {
 
-bool kv_events_supported() { return false; }
+bool kv_events_supported() {
+    return false;
+}
 
 struct KvEventSubscriber::Impl::Transport {};
 
@@ -16,9 +18,10 @@ void KvEventSubscriber::Impl::poke() {}
 
 KvEventSubscriber::~KvEventSubscriber() = default;
 
-bool KvEventSubscriber::start(std::string *err)
-{
-    *err = "kv-events: this kvsteerd was built without KV events support (libzmq was not found at build time)";
+bool KvEventSubscriber::start(std::string *err) {
+    *err =
+        "kv-events: this kvsteerd was built without KV events support (libzmq was not found at "
+        "build time)";
     return false;
 }
 

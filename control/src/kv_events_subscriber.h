@@ -32,7 +32,7 @@ struct KvEventSubscriber::Impl {
     struct Transport;
     std::unique_ptr<Transport> transport;
 
-    Impl();   // both in the transport file, where Transport is complete
+    Impl();  // both in the transport file, where Transport is complete
     ~Impl();
 
     // Tells the transport the subscription set changed (transport file).
@@ -43,8 +43,8 @@ struct KvEventSubscriber::Impl {
     // server's cache was emptied (the caller wakes the daemon). Gone: the subscription was
     // replaced or removed meanwhile; the message is dropped.
     enum class Delivered { Counted, Reset, Gone };
-    Delivered deliver(std::uint16_t id, std::uint64_t serial, const std::vector<std::string> &frames,
-                 std::size_t extra_frames);
+    Delivered deliver(std::uint16_t id, std::uint64_t serial,
+                      const std::vector<std::string> &frames, std::size_t extra_frames);
     // Records a transport problem (connect failed) on subscription (id, serial).
     void report(std::uint16_t id, std::uint64_t serial, const std::string &err);
 };

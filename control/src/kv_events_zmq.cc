@@ -25,7 +25,9 @@ constexpr std::size_t kMaxFrames = 8;
 
 }  // namespace
 
-bool kv_events_supported() { return true; }
+bool kv_events_supported() {
+    return true;
+}
 
 struct KvEventSubscriber::Impl::Transport {
     std::atomic<bool> stop{false};
@@ -40,17 +42,16 @@ struct KvEventSubscriber::Impl::Transport {
 KvEventSubscriber::Impl::Impl() = default;
 KvEventSubscriber::Impl::~Impl() = default;
 
-void KvEventSubscriber::Impl::poke()
-{
+void KvEventSubscriber::Impl::poke() {
     std::uint64_t one = 1;
-    if (transport && transport->ctl_fd >= 0)
-        [[maybe_unused]] auto w = write(transport->ctl_fd, &one, sizeof one);
+    if (transport && transport->ctl_fd >= 0) [[maybe_unused]]
+        auto w = write(transport->ctl_fd, &one, sizeof one);
 }
 
 // A SUB socket connected to `ep`, subscribed to every topic (vLLM's default topic is ""); null
 // when it cannot be made (reported on the subscription, not retried until it changes).
-void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::uint64_t serial, const std::string &ep)
-{
+void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::uint64_t serial,
+                                               const std::string &ep) {
     void *s = zmq_socket(ctx, ZMQ_SUB);
     if (!s) {
         im.report(id, serial, std::string("zmq_socket: ") + zmq_strerror(zmq_errno()));
@@ -73,8 +74,7 @@ void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::
     return s;
 }
 
-void KvEventSubscriber::Impl::Transport::loop(Impl &im)
-{
+void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
     struct Sock {
         std::uint16_t id;
         std::uint64_t serial;
@@ -97,8 +97,7 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im)
             for (const auto &[id, serial, ep] : want)
                 keep |= id == socks[i].id && serial == socks[i].serial;
             if (!keep) {
-                if (socks[i].s)
-                    zmq_close(socks[i].s);
+                if (socks[i].s) zmq_close(socks[i].s);
                 socks.erase(socks.begin() + static_cast<long>(i));
             } else {
                 i++;
@@ -106,10 +105,8 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im)
         }
         for (const auto &[id, serial, ep] : want) {
             bool have = false;
-            for (const auto &s : socks)
-                have |= s.id == id && s.serial == serial;
-            if (!have)
-                socks.push_back({id, serial, open(im, id, serial, ep)});
+            for (const auto &s : socks) have |= s.id == id && s.serial == serial;
+            if (!have) socks.push_back({id, serial, open(im, id, serial, ep)});
         }
 
         items.clear();
@@ -122,8 +119,7 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im)
             }
         }
         if (zmq_poll(items.data(), static_cast<int>(items.size()), -1) < 0) {
-            if (zmq_errno() == ETERM)
-                break;
+            if (zmq_errno() == ETERM) break;
             continue;  // EINTR
         }
         if (items[0].revents) {
@@ -132,8 +128,7 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im)
         }
         bool any_reset = false;
         for (std::size_t j = 0; j < polled.size(); j++) {
-            if (!(items[j + 1].revents & ZMQ_POLLIN))
-                continue;
+            if (!(items[j + 1].revents & ZMQ_POLLIN)) continue;
             const Sock &sk = socks[polled[j]];
             for (int n = 0; n < kBurst; n++) {
                 frames.clear();
@@ -148,45 +143,37 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im)
                     }
                     got = true;
                     if (frames.size() < kMaxFrames)
-                        frames.emplace_back(static_cast<const char *>(zmq_msg_data(&msg)), zmq_msg_size(&msg));
+                        frames.emplace_back(static_cast<const char *>(zmq_msg_data(&msg)),
+                                            zmq_msg_size(&msg));
                     else
                         extra++;
                     more = zmq_msg_more(&msg);
                     zmq_msg_close(&msg);
                 }
-                if (!got)
-                    break;
+                if (!got) break;
                 const auto d = im.deliver(sk.id, sk.serial, frames, extra);
                 if (d == Impl::Delivered::Gone)
                     break;  // unsubscribed meanwhile: the socket closes on the next round
                 any_reset |= d == Impl::Delivered::Reset;
             }
         }
-        if (any_reset && im.wake)
-            im.wake();
+        if (any_reset && im.wake) im.wake();
     }
     for (auto &s : socks)
-        if (s.s)
-            zmq_close(s.s);
+        if (s.s) zmq_close(s.s);
 }
 
-KvEventSubscriber::~KvEventSubscriber()
-{
+KvEventSubscriber::~KvEventSubscriber() {
     auto &t = impl_->transport;
-    if (!t)
-        return;
+    if (!t) return;
     t->stop.store(true);
     impl_->poke();
-    if (t->thr.joinable())
-        t->thr.join();
-    if (t->ctx)
-        zmq_ctx_term(t->ctx);  // every socket is closed with linger 0: returns at once
-    if (t->ctl_fd >= 0)
-        close(t->ctl_fd);
+    if (t->thr.joinable()) t->thr.join();
+    if (t->ctx) zmq_ctx_term(t->ctx);  // every socket is closed with linger 0: returns at once
+    if (t->ctl_fd >= 0) close(t->ctl_fd);
 }
 
-bool KvEventSubscriber::start(std::string *err)
-{
+bool KvEventSubscriber::start(std::string *err) {
     auto t = std::make_unique<Impl::Transport>();
     t->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->ctl_fd < 0) {

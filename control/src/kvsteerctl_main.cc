@@ -35,7 +35,8 @@ const char *kTopUsage =
     "Commands (kvsteerctl COMMAND --help for each):\n"
     "  status                              daemon state, tables, tunables\n"
     "  backends [list]                     backends with health, load and telemetry\n"
-    "  backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N] [--kv-events EP]\n"
+    "  backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N] [--kv-events "
+    "EP]\n"
     "  backends remove BACKEND             BACKEND is ADDR:PORT or an id\n"
     "  backends drain BACKEND [--undo]     no new flows; existing flows continue\n"
     "  backends weight BACKEND W           Maglev weight (0 = out of the Maglev table)\n"
@@ -44,9 +45,11 @@ const char *kTopUsage =
     "  affinity unpin KEY\n"
     "  flows list [--limit N]              bound flows, read from the kvs_flows map\n"
     "  flows count\n"
-    "  counters [xdp|dp|backends|all] [--all-reasons]   per-reason and per-backend counters (maps)\n"
+    "  counters [xdp|dp|backends|all] [--all-reasons]   per-reason and per-backend counters "
+    "(maps)\n"
     "  tune [NAME [VALUE]]                 show or set prefix-length, block-size, max-blocks,\n"
-    "                                      load-factor, replication, hot-threshold, steering-mode,\n"
+    "                                      load-factor, replication, hot-threshold, "
+    "steering-mode,\n"
     "                                      affinity-ttl, max-held-bytes\n"
     "\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
@@ -57,8 +60,8 @@ struct Usage {
 
 // Parses a subcommand's arguments; --help prints `usage` and exits 0.
 po::variables_map parse_sub(const std::vector<std::string> &args, po::options_description opts,
-                            const std::vector<std::string> &positional, bool rest_multi, const std::string &usage)
-{
+                            const std::vector<std::string> &positional, bool rest_multi,
+                            const std::string &usage) {
     opts.add_options()("help,h", "show this help");
     po::options_description hidden;
     po::positional_options_description pos;
@@ -100,22 +103,20 @@ std::size_t limit_arg(const po::variables_map &vm, const std::string &usage) {
     return static_cast<std::size_t>(*v);
 }
 
-std::string need(const po::variables_map &vm, const char *name, const std::string &usage)
-{
-    if (!vm.count(name))
-        throw Usage{std::string("missing ") + name + "\n" + usage};
+std::string need(const po::variables_map &vm, const char *name, const std::string &usage) {
+    if (!vm.count(name)) throw Usage{std::string("missing ") + name + "\n" + usage};
     return vm[name].as<std::string>();
 }
 
 class Ctl {
-public:
+   public:
     explicit Ctl(Global g) : g_(std::move(g)) {}
 
     // Sends a request; prints the error and returns nullopt on failure (with the exit code set).
-    std::optional<json> call(const json &req)
-    {
+    std::optional<json> call(const json &req) {
         std::string err;
-        auto r = kvsteer::control::api_call(g_.socket, req, std::chrono::milliseconds(g_.timeout_ms), &err);
+        auto r = kvsteer::control::api_call(g_.socket, req,
+                                            std::chrono::milliseconds(g_.timeout_ms), &err);
         if (!r) {
             error(err);
             code_ = kUnreachable;
@@ -124,15 +125,13 @@ public:
         if (!(*r)["ok"].is_boolean() || !(*r)["ok"].get<bool>()) {
             error((*r).value("error", std::string("kvsteerd refused the request")));
             code_ = kFailed;
-            if (g_.json)
-                std::cout << r->dump(2) << "\n";
+            if (g_.json) std::cout << r->dump(2) << "\n";
             return std::nullopt;
         }
         return r;
     }
 
-    std::unique_ptr<kvsteer::bpf::PinnedMaps> maps()
-    {
+    std::unique_ptr<kvsteer::bpf::PinnedMaps> maps() {
         std::string err;
         auto m = kvsteer::bpf::open_pinned_maps(g_.bpffs, false, &err);
         if (!m) {
@@ -146,24 +145,21 @@ public:
     int code() const { return code_; }
     const Global &g() const { return g_; }
 
-private:
+   private:
     Global g_;
     int code_ = kOk;
 };
 
-std::string num(const json &v, int prec = 2)
-{
-    if (v.is_null())
-        return "-";
-    if (v.is_number_float())
-        return fmt::format("{:.{}f}", v.get<double>(), prec);
+std::string num(const json &v, int prec = 2) {
+    if (v.is_null()) return "-";
+    if (v.is_number_float()) return fmt::format("{:.{}f}", v.get<double>(), prec);
     return v.dump();
 }
 
-void print_backends(const json &list)
-{
-    std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", "ADDRESS", "STATE", "WEIGHT",
-                "INFLIGHT", "BINDS", "RUN", "WAIT", "KV", "HIT", "BLOCKS", "MAC", "LAST ERROR");
+void print_backends(const json &list) {
+    std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", "ADDRESS",
+                "STATE", "WEIGHT", "INFLIGHT", "BINDS", "RUN", "WAIT", "KV", "HIT", "BLOCKS", "MAC",
+                "LAST ERROR");
     for (const auto &b : list) {
         const auto &t = b["telemetry"];
         // BLOCKS: GPU blocks the server holds by its KV events ("-" without kv-events=).
@@ -171,111 +167,117 @@ void print_backends(const json &list)
         std::string err = b["health"]["last_error"].get<std::string>();
         if (err.empty() && kv.is_object() && !kv["last_error"].get<std::string>().empty())
             err = "kv-events: " + kv["last_error"].get<std::string>();
-        std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(),
-                    b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
-                    num(b["weight"]).c_str(), num(b["in_flight"]).c_str(), num(b["binds"]).c_str(),
-                    num(t["running"], 0).c_str(), num(t["waiting"], 0).c_str(), num(t["kv_usage"]).c_str(),
-                    num(t["hit_rate"]).c_str(), kv.is_object() ? num(kv["resident_blocks"]).c_str() : "-",
-                    b["mac"].is_null() ? "unresolved" : b["mac"].get<std::string>().c_str(), err.c_str());
+        std::printf(
+            "%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(),
+            b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
+            num(b["weight"]).c_str(), num(b["in_flight"]).c_str(), num(b["binds"]).c_str(),
+            num(t["running"], 0).c_str(), num(t["waiting"], 0).c_str(), num(t["kv_usage"]).c_str(),
+            num(t["hit_rate"]).c_str(), kv.is_object() ? num(kv["resident_blocks"]).c_str() : "-",
+            b["mac"].is_null() ? "unresolved" : b["mac"].get<std::string>().c_str(), err.c_str());
     }
 }
 
-int cmd_status(Ctl &c, const std::vector<std::string> &args)
-{
-    const std::string usage = "Usage: kvsteerctl status\nDaemon state, table generation, backend summary, tunables.";
+int cmd_status(Ctl &c, const std::vector<std::string> &args) {
+    const std::string usage =
+        "Usage: kvsteerctl status\nDaemon state, table generation, backend summary, tunables.";
     parse_sub(args, po::options_description("Options"), {}, false, usage);
     auto r = c.call({{"cmd", "status"}});
-    if (!r)
-        return c.code();
+    if (!r) return c.code();
     if (c.g().json) {
         std::cout << r->dump(2) << "\n";
         return kOk;
     }
     const auto &j = *r;
     std::printf("kvsteerd pid %s, up %.0f s, maps %s, generation %s\n", num(j["pid"]).c_str(),
-                j["uptime_s"].get<double>(), j["bpffs"].get<std::string>().c_str(), num(j["generation"]).c_str());
+                j["uptime_s"].get<double>(), j["bpffs"].get<std::string>().c_str(),
+                num(j["generation"]).c_str());
     std::printf("vips:");
-    for (const auto &v : j["vips"])
-        std::printf(" %s", v.get<std::string>().c_str());
+    for (const auto &v : j["vips"]) std::printf(" %s", v.get<std::string>().c_str());
     std::printf("\nsnat: %s, appliance mac %s\n", j["snat"].get<std::string>().c_str(),
                 j["appliance_mac"].get<std::string>().c_str());
     const auto &b = j["backends"];
-    std::printf("backends: %s (%s up, %s down, %s draining)\n", num(b["total"]).c_str(), num(b["up"]).c_str(),
-                num(b["down"]).c_str(), num(b["drain"]).c_str());
+    std::printf("backends: %s (%s up, %s down, %s draining)\n", num(b["total"]).c_str(),
+                num(b["up"]).c_str(), num(b["down"]).c_str(), num(b["drain"]).c_str());
     const auto &a = j["affinity"];
-    std::printf("affinity: %s entries, %s prefixes known, %s pinned; maglev rebuilds %s\n", num(a["entries"]).c_str(),
-                num(a["index"]).c_str(), num(a["pins"]).c_str(), num(j["maglev_rebuilds"]).c_str());
+    std::printf("affinity: %s entries, %s prefixes known, %s pinned; maglev rebuilds %s\n",
+                num(a["entries"]).c_str(), num(a["index"]).c_str(), num(a["pins"]).c_str(),
+                num(j["maglev_rebuilds"]).c_str());
     const auto &rp = j["reports"];
-    std::printf("binding reports: %s consumed, %s invalid, %s dropped by the dataplane\n", num(rp["consumed"]).c_str(),
-                num(rp["invalid"]).c_str(), num(rp["dropped_by_dataplane"]).c_str());
+    std::printf("binding reports: %s consumed, %s invalid, %s dropped by the dataplane\n",
+                num(rp["consumed"]).c_str(), num(rp["invalid"]).c_str(),
+                num(rp["dropped_by_dataplane"]).c_str());
     if (j.contains("kv_events") && j["kv_events"]["backends"].get<std::uint64_t>() > 0) {
         const auto &k = j["kv_events"];
-        std::printf("kv events: %s backends, %s resident blocks, %s clears, %s publisher restarts, %s caches reset; "
-                    "%s decode errors, %s seq gaps\n",
-                    num(k["backends"]).c_str(), num(k["resident_blocks"]).c_str(), num(k["clears"]).c_str(),
-                    num(k["publisher_restarts"]).c_str(), num(k["cache_resets"]).c_str(),
-                    num(k["decode_errors"]).c_str(), num(k["seq_gaps"]).c_str());
+        std::printf(
+            "kv events: %s backends, %s resident blocks, %s clears, %s publisher restarts, %s "
+            "caches reset; "
+            "%s decode errors, %s seq gaps\n",
+            num(k["backends"]).c_str(), num(k["resident_blocks"]).c_str(), num(k["clears"]).c_str(),
+            num(k["publisher_restarts"]).c_str(), num(k["cache_resets"]).c_str(),
+            num(k["decode_errors"]).c_str(), num(k["seq_gaps"]).c_str());
     }
     std::printf("tunables:");
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)
-        std::printf(" %s=%s", it.key().c_str(), it.value().is_string() ? it.value().get<std::string>().c_str() : num(it.value()).c_str());
+        std::printf(" %s=%s", it.key().c_str(),
+                    it.value().is_string() ? it.value().get<std::string>().c_str()
+                                           : num(it.value()).c_str());
     std::printf("\n");
     return kOk;
 }
 
-int cmd_backends(Ctl &c, std::vector<std::string> args)
-{
+int cmd_backends(Ctl &c, std::vector<std::string> args) {
     std::string sub = args.empty() || args[0].starts_with("-") ? "list" : args[0];
-    if (!args.empty() && !args[0].starts_with("-"))
-        args.erase(args.begin());
+    if (!args.empty() && !args[0].starts_with("-")) args.erase(args.begin());
     json req;
     if (sub == "list") {
         parse_sub(args, po::options_description("Options"), {}, false,
                   "Usage: kvsteerctl backends [list]\nBackends with state, load and telemetry.");
         req = {{"cmd", "backends"}};
     } else if (sub == "add") {
-        const std::string usage = "Usage: kvsteerctl backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] [--max-load N]"
-                                  " [--kv-events tcp://HOST:PORT]\n"
-                                  "Adds a backend; it takes flows after its first successful health check.";
+        const std::string usage =
+            "Usage: kvsteerctl backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] "
+            "[--max-load N]"
+            " [--kv-events tcp://HOST:PORT]\n"
+            "Adds a backend; it takes flows after its first successful health check.";
         po::options_description o("Options");
         o.add_options()("weight", po::value<std::string>(), "Maglev weight (default 1)")(
-            "model", po::value<std::string>(), "model served")("mac", po::value<std::string>(),
-                                                               "next-hop MAC (default: neighbour table)")(
-            "max-load", po::value<std::string>(), "bound on in-flight flows (0 = load factor only)")(
-            "kv-events", po::value<std::string>(), "the server's vLLM KV events publisher, tcp://HOST:PORT");
+            "model", po::value<std::string>(), "model served")(
+            "mac", po::value<std::string>(), "next-hop MAC (default: neighbour table)")(
+            "max-load", po::value<std::string>(),
+            "bound on in-flight flows (0 = load factor only)")(
+            "kv-events", po::value<std::string>(),
+            "the server's vLLM KV events publisher, tcp://HOST:PORT");
         auto vm = parse_sub(args, o, {"addr"}, false, usage);
         std::string spec = need(vm, "addr", usage);
-        if (vm.count("weight"))
-            spec += ",weight=" + vm["weight"].as<std::string>();
-        if (vm.count("model"))
-            spec += ",model=" + vm["model"].as<std::string>();
-        if (vm.count("mac"))
-            spec += ",mac=" + vm["mac"].as<std::string>();
-        if (vm.count("max-load"))
-            spec += ",max_load=" + vm["max-load"].as<std::string>();
-        if (vm.count("kv-events"))
-            spec += ",kv-events=" + vm["kv-events"].as<std::string>();
+        if (vm.count("weight")) spec += ",weight=" + vm["weight"].as<std::string>();
+        if (vm.count("model")) spec += ",model=" + vm["model"].as<std::string>();
+        if (vm.count("mac")) spec += ",mac=" + vm["mac"].as<std::string>();
+        if (vm.count("max-load")) spec += ",max_load=" + vm["max-load"].as<std::string>();
+        if (vm.count("kv-events")) spec += ",kv-events=" + vm["kv-events"].as<std::string>();
         req = {{"cmd", "backend.add"}, {"spec", spec}};
     } else if (sub == "remove" || sub == "drain") {
-        const std::string usage = sub == "remove" ? "Usage: kvsteerctl backends remove BACKEND\nBACKEND: ADDR:PORT or id."
-                                                  : "Usage: kvsteerctl backends drain BACKEND [--undo]\nNo new flows to BACKEND; bound flows continue.";
+        const std::string usage =
+            sub == "remove" ? "Usage: kvsteerctl backends remove BACKEND\nBACKEND: ADDR:PORT or id."
+                            : "Usage: kvsteerctl backends drain BACKEND [--undo]\nNo new flows to "
+                              "BACKEND; bound flows continue.";
         po::options_description o("Options");
-        if (sub == "drain")
-            o.add_options()("undo", "take new flows again");
+        if (sub == "drain") o.add_options()("undo", "take new flows again");
         auto vm = parse_sub(args, o, {"backend"}, false, usage);
         req = {{"cmd", "backend." + sub}, {"backend", need(vm, "backend", usage)}};
-        if (sub == "drain")
-            req["drain"] = !vm.count("undo");
+        if (sub == "drain") req["drain"] = !vm.count("undo");
     } else if (sub == "weight") {
-        const std::string usage = "Usage: kvsteerctl backends weight BACKEND WEIGHT\nSets the Maglev weight (0..65535).";
-        auto vm = parse_sub(args, po::options_description("Options"), {"backend", "weight"}, false, usage);
-        req = {{"cmd", "backend.weight"}, {"backend", need(vm, "backend", usage)}, {"weight", need(vm, "weight", usage)}};
+        const std::string usage =
+            "Usage: kvsteerctl backends weight BACKEND WEIGHT\nSets the Maglev weight (0..65535).";
+        auto vm = parse_sub(args, po::options_description("Options"), {"backend", "weight"}, false,
+                            usage);
+        req = {{"cmd", "backend.weight"},
+               {"backend", need(vm, "backend", usage)},
+               {"weight", need(vm, "weight", usage)}};
     } else {
         throw Usage{"unknown backends subcommand '" + sub + "' (list, add, remove, drain, weight)"};
     }
     auto r = c.call(req);
-    if (!r)
-        return c.code();
+    if (!r) return c.code();
     if (c.g().json) {
         std::cout << r->dump(2) << "\n";
         return kOk;
@@ -284,21 +286,23 @@ int cmd_backends(Ctl &c, std::vector<std::string> args)
         print_backends((*r)["backends"]);
     } else if (sub == "remove") {
         const auto &b = (*r)["removed"];
-        std::printf("backend %s %s removed\n", num(b["id"]).c_str(), b["addr"].get<std::string>().c_str());
+        std::printf("backend %s %s removed\n", num(b["id"]).c_str(),
+                    b["addr"].get<std::string>().c_str());
     } else {
         const auto &b = (*r)["backend"];
-        std::printf("backend %s %s: state %s, weight %s%s\n", num(b["id"]).c_str(), b["addr"].get<std::string>().c_str(),
-                    b["state"].get<std::string>().c_str(), num(b["weight"]).c_str(),
-                    sub == "add" && b["state"] == "down" ? " (up after its first successful health check)" : "");
+        std::printf("backend %s %s: state %s, weight %s%s\n", num(b["id"]).c_str(),
+                    b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
+                    num(b["weight"]).c_str(),
+                    sub == "add" && b["state"] == "down"
+                        ? " (up after its first successful health check)"
+                        : "");
     }
     return kOk;
 }
 
-int cmd_affinity(Ctl &c, std::vector<std::string> args)
-{
+int cmd_affinity(Ctl &c, std::vector<std::string> args) {
     std::string sub = args.empty() || args[0].starts_with("-") ? "show" : args[0];
-    if (!args.empty() && !args[0].starts_with("-"))
-        args.erase(args.begin());
+    if (!args.empty() && !args[0].starts_with("-")) args.erase(args.begin());
     json req;
     if (sub == "show") {
         po::options_description o("Options");
@@ -308,11 +312,15 @@ int cmd_affinity(Ctl &c, std::vector<std::string> args)
         auto vm = parse_sub(args, o, {}, false, usage);
         req = {{"cmd", "affinity.show"}, {"limit", limit_arg(vm, usage)}};
     } else if (sub == "pin") {
-        const std::string usage = "Usage: kvsteerctl affinity pin KEY BACKEND...\nKEY: 0x-hex prefix or block hash; 1..4 backends.";
-        auto vm = parse_sub(args, po::options_description("Options"), {"key", "backends"}, true, usage);
-        if (!vm.count("backends"))
-            throw Usage{"missing backends\n" + usage};
-        req = {{"cmd", "affinity.pin"}, {"key", need(vm, "key", usage)}, {"backends", vm["backends"].as<std::vector<std::string>>()}};
+        const std::string usage =
+            "Usage: kvsteerctl affinity pin KEY BACKEND...\nKEY: 0x-hex prefix or block hash; 1..4 "
+            "backends.";
+        auto vm =
+            parse_sub(args, po::options_description("Options"), {"key", "backends"}, true, usage);
+        if (!vm.count("backends")) throw Usage{"missing backends\n" + usage};
+        req = {{"cmd", "affinity.pin"},
+               {"key", need(vm, "key", usage)},
+               {"backends", vm["backends"].as<std::vector<std::string>>()}};
     } else if (sub == "unpin") {
         const std::string usage = "Usage: kvsteerctl affinity unpin KEY";
         auto vm = parse_sub(args, po::options_description("Options"), {"key"}, false, usage);
@@ -321,35 +329,37 @@ int cmd_affinity(Ctl &c, std::vector<std::string> args)
         throw Usage{"unknown affinity subcommand '" + sub + "' (show, pin, unpin)"};
     }
     auto r = c.call(req);
-    if (!r)
-        return c.code();
+    if (!r) return c.code();
     if (c.g().json) {
         std::cout << r->dump(2) << "\n";
         return kOk;
     }
     if (sub == "show") {
-        std::printf("%s entries (%s prefixes known)\n", num((*r)["total"]).c_str(), num((*r)["index"]).c_str());
+        std::printf("%s entries (%s prefixes known)\n", num((*r)["total"]).c_str(),
+                    num((*r)["index"]).c_str());
         std::printf("%-18s %-6s %-6s %8s  %s\n", "KEY", "DEPTH", "FLAGS", "RATE/S", "BACKENDS");
         for (const auto &e : (*r)["entries"]) {
             std::string addrs;
             for (const auto &a : e["addrs"])
                 addrs += (addrs.empty() ? "" : ",") + a.get<std::string>();
-            std::string flags = std::string(e["pinned"].get<bool>() ? "P" : "") + (e["hot"].get<bool>() ? "H" : "");
+            std::string flags =
+                std::string(e["pinned"].get<bool>() ? "P" : "") + (e["hot"].get<bool>() ? "H" : "");
             std::printf("%-18s %-6s %-6s %8s  %s\n", e["key"].get<std::string>().c_str(),
-                        e["depth"].is_string() ? e["depth"].get<std::string>().c_str() : num(e["depth"]).c_str(),
-                        flags.empty() ? "-" : flags.c_str(), e.contains("rate") ? num(e["rate"]).c_str() : "-", addrs.c_str());
+                        e["depth"].is_string() ? e["depth"].get<std::string>().c_str()
+                                               : num(e["depth"]).c_str(),
+                        flags.empty() ? "-" : flags.c_str(),
+                        e.contains("rate") ? num(e["rate"]).c_str() : "-", addrs.c_str());
         }
     } else {
-        std::printf("%s %s\n", (*r)["key"].get<std::string>().c_str(), sub == "pin" ? "pinned" : "unpinned");
+        std::printf("%s %s\n", (*r)["key"].get<std::string>().c_str(),
+                    sub == "pin" ? "pinned" : "unpinned");
     }
     return kOk;
 }
 
-int cmd_flows(Ctl &c, std::vector<std::string> args)
-{
+int cmd_flows(Ctl &c, std::vector<std::string> args) {
     std::string sub = args.empty() || args[0].starts_with("-") ? "list" : args[0];
-    if (!args.empty() && !args[0].starts_with("-"))
-        args.erase(args.begin());
+    if (!args.empty() && !args[0].starts_with("-")) args.erase(args.begin());
     if (sub != "list" && sub != "count")
         throw Usage{"unknown flows subcommand '" + sub + "' (list, count)"};
     po::options_description o("Options");
@@ -364,8 +374,7 @@ int cmd_flows(Ctl &c, std::vector<std::string> args)
     auto vm = parse_sub(args, o, {}, false, usage);
     const std::size_t limit = sub == "list" ? limit_arg(vm, usage) : 0;
     auto m = c.maps();
-    if (!m)
-        return c.code();
+    if (!m) return c.code();
     std::string err;
     auto r = kvsteer::control::read_flows(*m, limit, sub == "list", &err);
     if (r.is_null()) {
@@ -377,35 +386,36 @@ int cmd_flows(Ctl &c, std::vector<std::string> args)
         return kOk;
     }
     if (sub == "count") {
-        std::printf("%s flows (%s map entries)\n", num(r["flows"]).c_str(), num(r["entries"]).c_str());
+        std::printf("%s flows (%s map entries)\n", num(r["flows"]).c_str(),
+                    num(r["entries"]).c_str());
         return kOk;
     }
-    std::printf("%-4s %-22s %-22s %-22s %-22s %4s %3s %8s %10s %7s\n", "DIR", "SRC", "DST", "NEW SRC", "NEW DST", "BE",
-                "WK", "PACKETS", "BYTES", "AGE");
+    std::printf("%-4s %-22s %-22s %-22s %-22s %4s %3s %8s %10s %7s\n", "DIR", "SRC", "DST",
+                "NEW SRC", "NEW DST", "BE", "WK", "PACKETS", "BYTES", "AGE");
     for (const auto &f : r["list"])
-        std::printf("%-4s %-22s %-22s %-22s %-22s %4s %3s %8s %10s %6.1fs\n", f["dir"].get<std::string>().c_str(),
-                    f["src"].get<std::string>().c_str(), f["dst"].get<std::string>().c_str(),
-                    f["new_src"].get<std::string>().c_str(), f["new_dst"].get<std::string>().c_str(),
-                    num(f["backend"]).c_str(), num(f["worker"]).c_str(), num(f["packets"]).c_str(),
-                    num(f["bytes"]).c_str(), f["age_s"].get<double>());
+        std::printf("%-4s %-22s %-22s %-22s %-22s %4s %3s %8s %10s %6.1fs\n",
+                    f["dir"].get<std::string>().c_str(), f["src"].get<std::string>().c_str(),
+                    f["dst"].get<std::string>().c_str(), f["new_src"].get<std::string>().c_str(),
+                    f["new_dst"].get<std::string>().c_str(), num(f["backend"]).c_str(),
+                    num(f["worker"]).c_str(), num(f["packets"]).c_str(), num(f["bytes"]).c_str(),
+                    f["age_s"].get<double>());
     std::printf("%s flows (%s map entries)\n", num(r["flows"]).c_str(), num(r["entries"]).c_str());
     return kOk;
 }
 
-int cmd_counters(Ctl &c, const std::vector<std::string> &args)
-{
+int cmd_counters(Ctl &c, const std::vector<std::string> &args) {
     po::options_description o("Options");
     o.add_options()("all-reasons", "also print counters that are zero");
-    const std::string usage = "Usage: kvsteerctl [--bpffs DIR] counters [xdp|dp|backends|all] [--all-reasons]\n"
-                              "XDP per-reason counters (kvs_stats), dataplane per-reason counters (kvs_dp_stats,\n"
-                              "summed over workers) and per-backend load (kvs_be_load), read from the maps.";
+    const std::string usage =
+        "Usage: kvsteerctl [--bpffs DIR] counters [xdp|dp|backends|all] [--all-reasons]\n"
+        "XDP per-reason counters (kvs_stats), dataplane per-reason counters (kvs_dp_stats,\n"
+        "summed over workers) and per-backend load (kvs_be_load), read from the maps.";
     auto vm = parse_sub(args, o, {"which"}, false, usage);
     std::string which = vm.count("which") ? vm["which"].as<std::string>() : "all";
     if (which != "xdp" && which != "dp" && which != "backends" && which != "all")
         throw Usage{"unknown counters group '" + which + "'\n" + usage};
     auto m = c.maps();
-    if (!m)
-        return c.code();
+    if (!m) return c.code();
     std::string err;
     auto r = kvsteer::control::read_counters(*m, &err);
     if (r.is_null()) {
@@ -415,7 +425,8 @@ int cmd_counters(Ctl &c, const std::vector<std::string> &args)
     if (which == "xdp")
         r = json{{"xdp", r["xdp"]}};
     else if (which == "dp")
-        r = json{{"dataplane", r["dataplane"]}, {"dataplane_workers", r["dataplane_workers"]},
+        r = json{{"dataplane", r["dataplane"]},
+                 {"dataplane_workers", r["dataplane_workers"]},
                  {"report_ring_dropped", r["report_ring_dropped"]}};
     else if (which == "backends")
         r = json{{"backends", r["backends"]}};
@@ -425,38 +436,40 @@ int cmd_counters(Ctl &c, const std::vector<std::string> &args)
     }
     bool all = vm.count("all-reasons");
     for (const char *grp : {"xdp", "dataplane"}) {
-        if (!r.contains(grp))
-            continue;
+        if (!r.contains(grp)) continue;
         std::printf("%s:\n", grp);
         for (auto it = r[grp].begin(); it != r[grp].end(); ++it)
             if (all || it.value().get<std::uint64_t>())
-                std::printf("  %-28s %llu\n", it.key().c_str(), static_cast<unsigned long long>(it.value().get<std::uint64_t>()));
+                std::printf("  %-28s %llu\n", it.key().c_str(),
+                            static_cast<unsigned long long>(it.value().get<std::uint64_t>()));
     }
     if (r.contains("backends")) {
-        std::printf("backends:\n  %-4s %-22s %-6s %9s %9s %8s %8s %8s %6s %6s\n", "ID", "ADDRESS", "STATE", "BINDS",
-                    "CLOSES", "INFLIGHT", "FAIL_RST", "FAIL_TMO", "QUEUE", "RUN");
+        std::printf("backends:\n  %-4s %-22s %-6s %9s %9s %8s %8s %8s %6s %6s\n", "ID", "ADDRESS",
+                    "STATE", "BINDS", "CLOSES", "INFLIGHT", "FAIL_RST", "FAIL_TMO", "QUEUE", "RUN");
         for (const auto &b : r["backends"])
             std::printf("  %-4s %-22s %-6s %9s %9s %8s %8s %8s %6s %6s\n", num(b["id"]).c_str(),
                         b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
-                        num(b["binds"]).c_str(), num(b["closes"]).c_str(), num(b["in_flight"]).c_str(),
-                        num(b["bind_fail_rst"]).c_str(), num(b["bind_fail_timeout"]).c_str(),
-                        num(b["ext_queue"]).c_str(), num(b["ext_running"]).c_str());
+                        num(b["binds"]).c_str(), num(b["closes"]).c_str(),
+                        num(b["in_flight"]).c_str(), num(b["bind_fail_rst"]).c_str(),
+                        num(b["bind_fail_timeout"]).c_str(), num(b["ext_queue"]).c_str(),
+                        num(b["ext_running"]).c_str());
     }
     return kOk;
 }
 
-int cmd_tune(Ctl &c, const std::vector<std::string> &args)
-{
-    const std::string usage = "Usage: kvsteerctl tune [NAME [VALUE]]\n"
-                              "Without NAME: all tunables. With NAME: its value. With VALUE: set it (live).\n"
-                              "Names: prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold,\n"
-                              "steering-mode (prefix|round-robin|five-tuple), affinity-ttl (ms), max-held-bytes.";
+int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
+    const std::string usage =
+        "Usage: kvsteerctl tune [NAME [VALUE]]\n"
+        "Without NAME: all tunables. With NAME: its value. With VALUE: set it (live).\n"
+        "Names: prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold,\n"
+        "steering-mode (prefix|round-robin|five-tuple), affinity-ttl (ms), max-held-bytes.";
     auto vm = parse_sub(args, po::options_description("Options"), {"name", "value"}, false, usage);
-    json req = vm.count("value") ? json{{"cmd", "tune.set"}, {"name", vm["name"].as<std::string>()}, {"value", vm["value"].as<std::string>()}}
+    json req = vm.count("value") ? json{{"cmd", "tune.set"},
+                                        {"name", vm["name"].as<std::string>()},
+                                        {"value", vm["value"].as<std::string>()}}
                                  : json{{"cmd", "tune.get"}};
     auto r = c.call(req);
-    if (!r)
-        return c.code();
+    if (!r) return c.code();
     json t = (*r)["tunables"];
     if (vm.count("name") && !vm.count("value")) {
         std::string n = vm["name"].as<std::string>();
@@ -471,23 +484,24 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args)
         return kOk;
     }
     for (auto it = t.begin(); it != t.end(); ++it)
-        std::printf("%s = %s\n", it.key().c_str(), it.value().is_string() ? it.value().get<std::string>().c_str() : num(it.value(), 3).c_str());
+        std::printf("%s = %s\n", it.key().c_str(),
+                    it.value().is_string() ? it.value().get<std::string>().c_str()
+                                           : num(it.value(), 3).c_str());
     return kOk;
 }
 
 }  // namespace
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     Global g;
-    if (const char *s = std::getenv("KVSTEER_SOCKET"))
-        g.socket = s;
-    if (const char *b = std::getenv("KVSTEER_BPFFS"))
-        g.bpffs = b;
+    if (const char *s = std::getenv("KVSTEER_SOCKET")) g.socket = s;
+    if (const char *b = std::getenv("KVSTEER_BPFFS")) g.bpffs = b;
     po::options_description opts("Global options");
-    opts.add_options()("help,h", "show this help")("socket", po::value<std::string>(&g.socket),
-                                                  "kvsteerd API socket (default /run/kvsteer/kvsteerd.sock, env KVSTEER_SOCKET)")(
-        "bpffs", po::value<std::string>(&g.bpffs), "pinned maps directory (default /sys/fs/bpf/kvsteer, env KVSTEER_BPFFS)")(
+    opts.add_options()("help,h", "show this help")(
+        "socket", po::value<std::string>(&g.socket),
+        "kvsteerd API socket (default /run/kvsteer/kvsteerd.sock, env KVSTEER_SOCKET)")(
+        "bpffs", po::value<std::string>(&g.bpffs),
+        "pinned maps directory (default /sys/fs/bpf/kvsteer, env KVSTEER_BPFFS)")(
         "json", po::bool_switch(&g.json), "JSON output")("timeout", po::value<int>(&g.timeout_ms),
                                                          "API timeout, ms (default 5000)");
     // Global options come before the command; everything from the command on is the command's.
@@ -495,8 +509,7 @@ int main(int argc, char **argv)
     std::vector<std::string> global_args;
     while (cmd_at < argc) {
         std::string a = argv[cmd_at];
-        if (!a.starts_with("-"))
-            break;
+        if (!a.starts_with("-")) break;
         global_args.push_back(a);
         if ((a == "--socket" || a == "--bpffs" || a == "--timeout") && cmd_at + 1 < argc)
             global_args.push_back(argv[++cmd_at]);
@@ -521,18 +534,12 @@ int main(int argc, char **argv)
     std::vector<std::string> args(argv + cmd_at + 1, argv + argc);
     Ctl c(g);
     try {
-        if (cmd == "status")
-            return cmd_status(c, args);
-        if (cmd == "backends" || cmd == "backend")
-            return cmd_backends(c, args);
-        if (cmd == "affinity")
-            return cmd_affinity(c, args);
-        if (cmd == "flows")
-            return cmd_flows(c, args);
-        if (cmd == "counters")
-            return cmd_counters(c, args);
-        if (cmd == "tune")
-            return cmd_tune(c, args);
+        if (cmd == "status") return cmd_status(c, args);
+        if (cmd == "backends" || cmd == "backend") return cmd_backends(c, args);
+        if (cmd == "affinity") return cmd_affinity(c, args);
+        if (cmd == "flows") return cmd_flows(c, args);
+        if (cmd == "counters") return cmd_counters(c, args);
+        if (cmd == "tune") return cmd_tune(c, args);
         if (cmd == "help") {
             std::cout << kTopUsage;
             return kOk;

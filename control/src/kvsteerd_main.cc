@@ -10,11 +10,12 @@
 
 namespace {
 kvsteer::control::Daemon *g_daemon = nullptr;
-void on_signal(int) { if (g_daemon) g_daemon->stop(); }
+void on_signal(int) {
+    if (g_daemon) g_daemon->stop();
+}
 }  // namespace
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     using namespace kvsteer::control;
     auto r = parse_daemon_config(argc, argv);
     if (r.outcome == ParseOutcome::Help) {

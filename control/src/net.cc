@@ -8,10 +8,11 @@
 
 namespace kvsteer::control {
 
-std::uint16_t Endpoint::port() const { return ntohs(port_be); }
+std::uint16_t Endpoint::port() const {
+    return ntohs(port_be);
+}
 
-std::string Endpoint::addr_str() const
-{
+std::string Endpoint::addr_str() const {
     char buf[INET6_ADDRSTRLEN] = {};
     if (family == KVS_AF_INET)
         inet_ntop(AF_INET, addr.data(), buf, sizeof buf);
@@ -22,15 +23,12 @@ std::string Endpoint::addr_str() const
     return buf;
 }
 
-std::string Endpoint::str() const
-{
-    if (family == KVS_AF_INET6)
-        return "[" + addr_str() + "]:" + std::to_string(port());
+std::string Endpoint::str() const {
+    if (family == KVS_AF_INET6) return "[" + addr_str() + "]:" + std::to_string(port());
     return addr_str() + ":" + std::to_string(port());
 }
 
-std::optional<Endpoint> parse_address(std::string_view s, std::string *err)
-{
+std::optional<Endpoint> parse_address(std::string_view s, std::string *err) {
     Endpoint ep;
     std::string str(s);
     if (inet_pton(AF_INET, str.c_str(), ep.addr.data()) == 1) {
@@ -41,19 +39,16 @@ std::optional<Endpoint> parse_address(std::string_view s, std::string *err)
         ep.family = KVS_AF_INET6;
         return ep;
     }
-    if (err)
-        *err = "'" + str + "' is not an IPv4 or IPv6 address";
+    if (err) *err = "'" + str + "' is not an IPv4 or IPv6 address";
     return std::nullopt;
 }
 
-std::optional<Endpoint> parse_endpoint(std::string_view s, std::string *err)
-{
+std::optional<Endpoint> parse_endpoint(std::string_view s, std::string *err) {
     std::string_view host, port;
     if (!s.empty() && s.front() == '[') {
         auto close = s.find(']');
         if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-            if (err)
-                *err = "'" + std::string(s) + "' is not [IPv6]:PORT";
+            if (err) *err = "'" + std::string(s) + "' is not [IPv6]:PORT";
             return std::nullopt;
         }
         host = s.substr(1, close - 1);
@@ -61,21 +56,19 @@ std::optional<Endpoint> parse_endpoint(std::string_view s, std::string *err)
     } else {
         auto colon = s.rfind(':');
         if (colon == std::string_view::npos || s.find(':') != colon) {
-            if (err)
-                *err = "'" + std::string(s) + "' is not ADDR:PORT (IPv6 needs [ADDR]:PORT)";
+            if (err) *err = "'" + std::string(s) + "' is not ADDR:PORT (IPv6 needs [ADDR]:PORT)";
             return std::nullopt;
         }
         host = s.substr(0, colon);
         port = s.substr(colon + 1);
     }
     auto ep = parse_address(host, err);
-    if (!ep)
-        return std::nullopt;
+    if (!ep) return std::nullopt;
     unsigned p = 0;
     auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || p == 0 || p > 65535) {
-        if (err)
-            *err = "port '" + std::string(port) + "' is not in 1..65535";
+    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || p == 0 ||
+        p > 65535) {
+        if (err) *err = "port '" + std::string(port) + "' is not in 1..65535";
         return std::nullopt;
     }
     ep->port_be = htons(static_cast<std::uint16_t>(p));
@@ -83,32 +76,25 @@ std::optional<Endpoint> parse_endpoint(std::string_view s, std::string *err)
 }
 
 namespace {
-int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 }  // namespace
 
-std::optional<Mac> parse_mac(std::string_view s, std::string *err)
-{
+std::optional<Mac> parse_mac(std::string_view s, std::string *err) {
     Mac m{};
     // Six groups of two hex digits separated by ':' or '-'.
     if (s.size() != 17) {
-        if (err)
-            *err = "'" + std::string(s) + "' is not a MAC address (aa:bb:cc:dd:ee:ff)";
+        if (err) *err = "'" + std::string(s) + "' is not a MAC address (aa:bb:cc:dd:ee:ff)";
         return std::nullopt;
     }
     for (int i = 0; i < 6; i++) {
         int hi = hexval(s[i * 3]), lo = hexval(s[i * 3 + 1]);
         if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':' && s[i * 3 + 2] != '-')) {
-            if (err)
-                *err = "'" + std::string(s) + "' is not a MAC address (aa:bb:cc:dd:ee:ff)";
+            if (err) *err = "'" + std::string(s) + "' is not a MAC address (aa:bb:cc:dd:ee:ff)";
             return std::nullopt;
         }
         m[i] = static_cast<std::uint8_t>(hi * 16 + lo);
@@ -116,15 +102,13 @@ std::optional<Mac> parse_mac(std::string_view s, std::string *err)
     return m;
 }
 
-std::string format_mac(const Mac &m)
-{
+std::string format_mac(const Mac &m) {
     char buf[18];
     snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
     return buf;
 }
 
-std::optional<std::uint64_t> parse_u64(std::string_view s, std::string *err)
-{
+std::optional<std::uint64_t> parse_u64(std::string_view s, std::string *err) {
     int base = 10;
     std::string_view d = s;
     if (d.size() > 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) {
@@ -141,22 +125,20 @@ std::optional<std::uint64_t> parse_u64(std::string_view s, std::string *err)
     return v;
 }
 
-std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, std::string *err)
-{
+std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, std::string *err) {
     std::string_view d = s;
-    if (d.size() > 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X'))
-        d.remove_prefix(2);
+    if (d.size() > 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) d.remove_prefix(2);
     if (d.size() != 2 * n) {
         if (err)
-            *err = "expected " + std::to_string(2 * n) + " hex digits, got " + std::to_string(d.size());
+            *err = "expected " + std::to_string(2 * n) + " hex digits, got " +
+                   std::to_string(d.size());
         return std::nullopt;
     }
     std::string out(n, '\0');
     for (std::size_t i = 0; i < n; i++) {
         int hi = hexval(d[2 * i]), lo = hexval(d[2 * i + 1]);
         if (hi < 0 || lo < 0) {
-            if (err)
-                *err = "'" + std::string(s) + "' contains a non-hex character";
+            if (err) *err = "'" + std::string(s) + "' contains a non-hex character";
             return std::nullopt;
         }
         out[i] = static_cast<char>(hi * 16 + lo);
@@ -164,8 +146,7 @@ std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, st
     return out;
 }
 
-std::uint64_t backend_identity(const Endpoint &ep)
-{
+std::uint64_t backend_identity(const Endpoint &ep) {
     std::string s = ep.str();
     return XXH3_64bits(s.data(), s.size());
 }

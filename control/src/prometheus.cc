@@ -8,40 +8,41 @@
 
 namespace kvsteer::control {
 
-const std::string *PromSample::label(std::string_view k) const
-{
+const std::string *PromSample::label(std::string_view k) const {
     for (const auto &[n, v] : labels)
-        if (n == k)
-            return &v;
+        if (n == k) return &v;
     return nullptr;
 }
 
 namespace {
 
-bool name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':'; }
-bool name_char(char c) { return name_start(c) || (c >= '0' && c <= '9'); }
-bool label_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool label_char(char c) { return label_start(c) || (c >= '0' && c <= '9'); }
+bool name_start(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+bool name_char(char c) {
+    return name_start(c) || (c >= '0' && c <= '9');
+}
+bool label_start(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+bool label_char(char c) {
+    return label_start(c) || (c >= '0' && c <= '9');
+}
 
-void skip_ws(std::string_view s, std::size_t &i)
-{
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t'))
-        i++;
+void skip_ws(std::string_view s, std::size_t &i) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) i++;
 }
 
 // Go's strconv.ParseFloat forms that Prometheus emits: decimal, exponent, NaN, +Inf, -Inf.
-std::optional<double> parse_value(std::string_view tok)
-{
-    if (tok.empty() || tok.size() > 64)
-        return std::nullopt;
+std::optional<double> parse_value(std::string_view tok) {
+    if (tok.empty() || tok.size() > 64) return std::nullopt;
     std::string_view t = tok;
     bool neg = false;
     if (t[0] == '+' || t[0] == '-') {
         neg = t[0] == '-';
         t.remove_prefix(1);
     }
-    if (t.size() == 3 && strncasecmp(t.data(), "nan", 3) == 0)
-        return std::nan("");
+    if (t.size() == 3 && strncasecmp(t.data(), "nan", 3) == 0) return std::nan("");
     if ((t.size() == 3 && strncasecmp(t.data(), "inf", 3) == 0) ||
         (t.size() == 8 && strncasecmp(t.data(), "infinity", 8) == 0))
         return neg ? -HUGE_VAL : HUGE_VAL;
@@ -52,22 +53,17 @@ std::optional<double> parse_value(std::string_view tok)
     char *end = nullptr;
     errno = 0;
     double v = std::strtod(buf.c_str(), &end);
-    if (end != buf.c_str() + buf.size() || end == buf.c_str())
-        return std::nullopt;
-    if (errno == ERANGE && std::isfinite(v) && v != 0)
-        return std::nullopt;
+    if (end != buf.c_str() + buf.size() || end == buf.c_str()) return std::nullopt;
+    if (errno == ERANGE && std::isfinite(v) && v != 0) return std::nullopt;
     return v;
 }
 
 // Parses one sample line; returns an error reason or empty on success.
-std::string parse_sample(std::string_view line, PromSample &out)
-{
+std::string parse_sample(std::string_view line, PromSample &out) {
     std::size_t i = 0;
-    if (i >= line.size() || !name_start(line[i]))
-        return "metric name expected";
+    if (i >= line.size() || !name_start(line[i])) return "metric name expected";
     std::size_t start = i;
-    while (i < line.size() && name_char(line[i]))
-        i++;
+    while (i < line.size() && name_char(line[i])) i++;
     out.name.assign(line.substr(start, i - start));
     skip_ws(line, i);
     if (i < line.size() && line[i] == '{') {
@@ -78,19 +74,15 @@ std::string parse_sample(std::string_view line, PromSample &out)
                 i++;
                 break;
             }
-            if (i >= line.size() || !label_start(line[i]))
-                return "label name expected";
+            if (i >= line.size() || !label_start(line[i])) return "label name expected";
             std::size_t ls = i;
-            while (i < line.size() && label_char(line[i]))
-                i++;
+            while (i < line.size() && label_char(line[i])) i++;
             std::string lname(line.substr(ls, i - ls));
             skip_ws(line, i);
-            if (i >= line.size() || line[i] != '=')
-                return "'=' expected after label " + lname;
+            if (i >= line.size() || line[i] != '=') return "'=' expected after label " + lname;
             i++;
             skip_ws(line, i);
-            if (i >= line.size() || line[i] != '"')
-                return "'\"' expected for label " + lname;
+            if (i >= line.size() || line[i] != '"') return "'\"' expected for label " + lname;
             i++;
             std::string val;
             bool closed = false;
@@ -101,8 +93,7 @@ std::string parse_sample(std::string_view line, PromSample &out)
                     break;
                 }
                 if (c == '\\') {
-                    if (i >= line.size())
-                        return "dangling escape in label " + lname;
+                    if (i >= line.size()) return "dangling escape in label " + lname;
                     char e = line[i++];
                     if (e == 'n')
                         val += '\n';
@@ -114,8 +105,7 @@ std::string parse_sample(std::string_view line, PromSample &out)
                     val += c;
                 }
             }
-            if (!closed)
-                return "unterminated value of label " + lname;
+            if (!closed) return "unterminated value of label " + lname;
             out.labels.emplace_back(std::move(lname), std::move(val));
             skip_ws(line, i);
             if (i < line.size() && line[i] == ',') {
@@ -131,30 +121,24 @@ std::string parse_sample(std::string_view line, PromSample &out)
     }
     skip_ws(line, i);
     std::size_t vs = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t')
-        i++;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') i++;
     auto v = parse_value(line.substr(vs, i - vs));
-    if (!v)
-        return "bad value '" + std::string(line.substr(vs, i - vs)) + "'";
+    if (!v) return "bad value '" + std::string(line.substr(vs, i - vs)) + "'";
     out.value = *v;
     skip_ws(line, i);
     if (i < line.size()) {
         std::string_view ts = line.substr(i);
-        while (!ts.empty() && (ts.back() == ' ' || ts.back() == '\t'))
-            ts.remove_suffix(1);
+        while (!ts.empty() && (ts.back() == ' ' || ts.back() == '\t')) ts.remove_suffix(1);
         // OpenMetrics exemplars ("# {...} v") follow a space and '#'; ignore them.
         auto hash = ts.find(" #");
-        if (ts.starts_with("#"))
-            return {};
-        if (hash != std::string_view::npos)
-            ts = ts.substr(0, hash);
+        if (ts.starts_with("#")) return {};
+        if (hash != std::string_view::npos) ts = ts.substr(0, hash);
         std::int64_t t = 0;
         auto [p, ec] = std::from_chars(ts.data(), ts.data() + ts.size(), t);
         if (ec != std::errc() || p != ts.data() + ts.size()) {
             // OpenMetrics timestamps are float seconds.
             auto f = parse_value(ts);
-            if (!f || !std::isfinite(*f))
-                return "bad timestamp '" + std::string(ts) + "'";
+            if (!f || !std::isfinite(*f)) return "bad timestamp '" + std::string(ts) + "'";
             t = static_cast<std::int64_t>(*f * 1000.0);
         }
         out.timestamp_ms = t;
@@ -164,23 +148,21 @@ std::string parse_sample(std::string_view line, PromSample &out)
 
 }  // namespace
 
-PromParse parse_prometheus(std::string_view text, std::size_t max_samples)
-{
+PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
     PromParse r;
     std::size_t lineno = 0, pos = 0;
     constexpr std::size_t kMaxLine = 64 * 1024;
     auto bad = [&](const std::string &why) {
         r.bad_lines++;
-        if (r.first_error.empty())
-            r.first_error = "line " + std::to_string(lineno) + ": " + why;
+        if (r.first_error.empty()) r.first_error = "line " + std::to_string(lineno) + ": " + why;
     };
     while (pos < text.size()) {
         std::size_t nl = text.find('\n', pos);
-        std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+        std::string_view line =
+            text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
         pos = nl == std::string_view::npos ? text.size() : nl + 1;
         lineno++;
-        if (!line.empty() && line.back() == '\r')
-            line.remove_suffix(1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         if (line.size() > kMaxLine) {
             bad("line longer than 64 KiB");
             continue;
@@ -188,8 +170,7 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples)
         std::size_t i = 0;
         skip_ws(line, i);
         line.remove_prefix(i);
-        if (line.empty())
-            continue;
+        if (line.empty()) continue;
         if (line.find('\0') != std::string_view::npos) {
             bad("NUL byte");
             continue;
@@ -206,8 +187,7 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples)
                 skip_ws(rest, j);
                 rest.remove_prefix(j);
                 std::size_t e = 0;
-                while (e < rest.size() && name_char(rest[e]))
-                    e++;
+                while (e < rest.size() && name_char(rest[e])) e++;
                 std::string name(rest.substr(0, e));
                 rest.remove_prefix(e);
                 j = 0;

@@ -6,12 +6,10 @@
 namespace kvsteer::control {
 
 std::size_t consume_reports(kvs_ring_ctl *ctl, const kvs_bind_report *slots, unsigned workers,
-                            const std::function<void(const kvs_bind_report &)> &fn, RingStats &st)
-{
+                            const std::function<void(const kvs_bind_report &)> &fn, RingStats &st) {
     std::size_t n = 0;
     std::uint64_t dropped = 0;
-    if (workers > KVS_MAX_WORKERS)
-        workers = KVS_MAX_WORKERS;
+    if (workers > KVS_MAX_WORKERS) workers = KVS_MAX_WORKERS;
     for (unsigned w = 0; w < workers; w++) {
         std::uint64_t head = std::atomic_ref<__u64>(ctl[w].head).load(std::memory_order_acquire);
         auto tail_ref = std::atomic_ref<__u64>(ctl[w].tail);

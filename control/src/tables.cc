@@ -7,29 +7,27 @@
 namespace kvsteer::control {
 
 namespace {
-template <typename T> std::atomic_ref<T> aref(T &x) { return std::atomic_ref<T>(x); }
+template <typename T>
+std::atomic_ref<T> aref(T &x) {
+    return std::atomic_ref<T>(x);
+}
 }  // namespace
 
-std::uint32_t TableWriter::active_maglev(const kvs_config *c)
-{
+std::uint32_t TableWriter::active_maglev(const kvs_config *c) {
     return aref(const_cast<kvs_config *>(c)->maglev_active).load(std::memory_order_acquire) & 1u;
 }
 
-std::uint32_t TableWriter::active_affinity(const kvs_config *c)
-{
+std::uint32_t TableWriter::active_affinity(const kvs_config *c) {
     return aref(const_cast<kvs_config *>(c)->affinity_active).load(std::memory_order_acquire) & 1u;
 }
 
-void TableWriter::wait_grace(std::chrono::steady_clock::time_point last_flip)
-{
+void TableWriter::wait_grace(std::chrono::steady_clock::time_point last_flip) {
     auto until = last_flip + grace_;
     auto now = std::chrono::steady_clock::now();
-    if (now < until)
-        std::this_thread::sleep_for(until - now);
+    if (now < until) std::this_thread::sleep_for(until - now);
 }
 
-void TableWriter::publish_maglev(std::span<const std::uint32_t> table)
-{
+void TableWriter::publish_maglev(std::span<const std::uint32_t> table) {
     wait_grace(maglev_flip_);
     std::uint32_t next = active_maglev(v_.config) ^ 1u;
     std::memcpy(v_.maglev + static_cast<std::size_t>(next) * KVS_MAGLEV_SIZE, table.data(),
@@ -42,12 +40,13 @@ void TableWriter::publish_maglev(std::span<const std::uint32_t> table)
     bump_generation();
 }
 
-void TableWriter::publish_affinity(std::span<const kvs_affinity_entry> half)
-{
+void TableWriter::publish_affinity(std::span<const kvs_affinity_entry> half) {
     wait_grace(affinity_flip_);
     std::uint32_t next = active_affinity(v_.config) ^ 1u;
-    std::memcpy(static_cast<void *>(v_.affinity + static_cast<std::size_t>(next) * KVS_AFFINITY_SLOTS), half.data(),
-                std::min<std::size_t>(half.size(), KVS_AFFINITY_SLOTS) * sizeof(kvs_affinity_entry));
+    std::memcpy(
+        static_cast<void *>(v_.affinity + static_cast<std::size_t>(next) * KVS_AFFINITY_SLOTS),
+        half.data(),
+        std::min<std::size_t>(half.size(), KVS_AFFINITY_SLOTS) * sizeof(kvs_affinity_entry));
     std::atomic_thread_fence(std::memory_order_release);
     aref(v_.config->affinity_active).store(next, std::memory_order_release);
     affinity_flip_ = std::chrono::steady_clock::now();
@@ -55,11 +54,10 @@ void TableWriter::publish_affinity(std::span<const kvs_affinity_entry> half)
     bump_generation();
 }
 
-void TableWriter::write_backend(std::uint32_t id, const kvs_backend &b)
-{
+void TableWriter::write_backend(std::uint32_t id, const kvs_backend &b) {
     kvs_backend &slot = v_.backends[id];
-    if (std::memcmp(slot.addr, b.addr, sizeof slot.addr) == 0 && slot.port == b.port && slot.family == b.family &&
-        std::memcmp(slot.mac, b.mac, sizeof slot.mac) == 0) {
+    if (std::memcmp(slot.addr, b.addr, sizeof slot.addr) == 0 && slot.port == b.port &&
+        slot.family == b.family && std::memcmp(slot.mac, b.mac, sizeof slot.mac) == 0) {
         // Same backend, same next hop: single-field updates need no EMPTY window.
         aref(slot.weight).store(b.weight, std::memory_order_relaxed);
         aref(slot.ifindex).store(b.ifindex, std::memory_order_relaxed);
@@ -79,23 +77,19 @@ void TableWriter::write_backend(std::uint32_t id, const kvs_backend &b)
     aref(slot.state).store(b.state, std::memory_order_release);
 }
 
-void TableWriter::set_backend_state(std::uint32_t id, std::uint8_t state)
-{
+void TableWriter::set_backend_state(std::uint32_t id, std::uint8_t state) {
     aref(v_.backends[id].state).store(state, std::memory_order_release);
 }
 
-void TableWriter::set_n_backends(std::uint32_t n)
-{
+void TableWriter::set_n_backends(std::uint32_t n) {
     aref(v_.config->n_backends).store(n, std::memory_order_release);
 }
 
-void TableWriter::bump_generation()
-{
+void TableWriter::bump_generation() {
     aref(v_.config->generation).fetch_add(1, std::memory_order_acq_rel);
 }
 
-std::uint32_t TableWriter::generation() const
-{
+std::uint32_t TableWriter::generation() const {
     return aref(v_.config->generation).load(std::memory_order_acquire);
 }
 

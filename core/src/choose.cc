@@ -28,7 +28,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
         s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
-        s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP && !excluded(exclude, i);
+        s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP &&
+                        !excluded(exclude, i);
         if (s.eligible[i]) {
             ++n_up;
             total += s.in_flight[i];
@@ -52,7 +53,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         return ch;
     }
 
-    LoadView view{std::span<const std::uint32_t>(s.in_flight, n), std::span<const std::uint8_t>(s.eligible, n)};
+    LoadView view{std::span<const std::uint32_t>(s.in_flight, n),
+                  std::span<const std::uint8_t>(s.eligible, n)};
     const std::uint32_t maglev_half = __atomic_load_n(&cfg.maglev_active, __ATOMIC_ACQUIRE) & 1;
     std::span<const std::uint32_t> table(t.maglev + maglev_half * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
 
@@ -67,7 +69,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
 
     // PREFIX: the deepest affinity match's least-loaded replica within its bound.
     const std::uint32_t affinity_half = __atomic_load_n(&cfg.affinity_active, __ATOMIC_ACQUIRE) & 1;
-    std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS, KVS_AFFINITY_SLOTS);
+    std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS,
+                                             KVS_AFFINITY_SLOTS);
     if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
         const std::uint64_t bound = load_bound(c, static_cast<double>(total), n_up);
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;

@@ -18,8 +18,8 @@ std::uint32_t bind_depth(const HashParams &hp) noexcept {
     return std::max(hp.prefix_len, hp.block_size * hp.max_blocks);
 }
 
-FlightKey key_flight(const HashParams &hp, const RequestView &v, std::span<const std::uint8_t> bytes,
-                     std::uint64_t five_tuple_hash) noexcept {
+FlightKey key_flight(const HashParams &hp, const RequestView &v,
+                     std::span<const std::uint8_t> bytes, std::uint64_t five_tuple_hash) noexcept {
     FlightKey k;
     if (v.status == LocateStatus::Ok && v.key_len > 0) {
         k.kind = v.kind;
@@ -29,10 +29,13 @@ FlightKey key_flight(const HashParams &hp, const RequestView &v, std::span<const
         // Expect: 100-continue: no body comes before the server answers; the request target
         // (with the host mixed in) is all the flight says.
         k.kind = KeyKind::BodyPrefix;
-        k.hashes = hash_prompt(hp, v.host, std::span<const std::uint8_t>(
-                                               reinterpret_cast<const std::uint8_t *>(v.path.data()), v.path.size()));
+        k.hashes =
+            hash_prompt(hp, v.host,
+                        std::span<const std::uint8_t>(
+                            reinterpret_cast<const std::uint8_t *>(v.path.data()), v.path.size()));
         k.prompt_bytes = static_cast<std::uint32_t>(v.path.size());
-    } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead && !bytes.empty()) {
+    } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead &&
+               !bytes.empty()) {
         k.kind = KeyKind::BodyPrefix;  // not HTTP we understand: the leading bytes
         k.hashes = hash_prompt(hp, {}, bytes);
         k.prompt_bytes = static_cast<std::uint32_t>(bytes.size());

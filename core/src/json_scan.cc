@@ -31,7 +31,8 @@ struct Scanner {
         while (i < n) {
             const void *q = std::memchr(b + i, '"', n - i);
             if (q == nullptr) return kEnd;
-            const std::size_t k = static_cast<std::size_t>(static_cast<const std::uint8_t *>(q) - b);
+            const std::size_t k =
+                static_cast<std::size_t>(static_cast<const std::uint8_t *>(q) - b);
             std::size_t bs = 0;
             while (k - bs > start && b[k - bs - 1] == '\\') ++bs;
             if ((bs & 1u) == 0) return k + 1;
@@ -82,9 +83,13 @@ struct Scanner {
     std::size_t skip_value(std::size_t i) const {
         if (i >= n) return kEnd;
         switch (b[i]) {
-        case '"': return skip_string(i + 1);
-        case '{': case '[': return skip_nested(i);
-        default: return skip_scalar(i);
+            case '"':
+                return skip_string(i + 1);
+            case '{':
+            case '[':
+                return skip_nested(i);
+            default:
+                return skip_scalar(i);
         }
     }
 };

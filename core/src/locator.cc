@@ -26,7 +26,9 @@ constexpr std::array<bool, 256> kTchar = [] {
     for (const char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<std::uint8_t>(c)] = true;
     return t;
 }();
-constexpr bool is_tchar(std::uint8_t c) { return kTchar[c]; }
+constexpr bool is_tchar(std::uint8_t c) {
+    return kTchar[c];
+}
 
 // Bytes that end or invalidate a field value: every CTL but HTAB (so CR, LF, NUL), and DEL.
 constexpr std::array<bool, 256> kValueStop = [] {
@@ -36,7 +38,9 @@ constexpr std::array<bool, 256> kValueStop = [] {
     return t;
 }();
 
-constexpr bool is_ows(std::uint8_t c) { return c == ' ' || c == '\t'; }
+constexpr bool is_ows(std::uint8_t c) {
+    return c == ' ' || c == '\t';
+}
 
 constexpr std::uint8_t lower(std::uint8_t c) {
     return (c >= 'A' && c <= 'Z') ? static_cast<std::uint8_t>(c + ('a' - 'A')) : c;
@@ -127,7 +131,8 @@ enum class Step { Ok, More, Bad };
 Step read_line(Buf b, std::size_t pos, std::size_t &content_end, std::size_t &next) {
     const void *lf = std::memchr(b.data() + pos, '\n', b.size() - pos);
     if (lf == nullptr) return Step::More;
-    const std::size_t le = static_cast<std::size_t>(static_cast<const std::uint8_t *>(lf) - b.data());
+    const std::size_t le =
+        static_cast<std::size_t>(static_cast<const std::uint8_t *>(lf) - b.data());
     content_end = le;
     if (content_end > pos && b[content_end - 1] == '\r') --content_end;
     next = le + 1;
@@ -243,10 +248,14 @@ Step parse_chunk_header(Buf b, std::size_t pos, std::uint64_t &size, std::size_t
     while (pos < n) {
         const std::uint8_t c = b[pos];
         int d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-        else break;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else
+            break;
         if (++digits > 15) return Step::Bad;  // > 2^60: not a size anyone sends
         v = v * 16 + static_cast<std::uint64_t>(d);
         ++pos;
@@ -389,20 +398,28 @@ RequestView locate_request(std::span<const std::uint8_t> buf) noexcept {
 
 const char *key_kind_name(KeyKind k) noexcept {
     switch (k) {
-    case KeyKind::OpenAIPrompt: return "openai_prompt";
-    case KeyKind::OpenAIChat: return "openai_chat";
-    case KeyKind::BodyPrefix: return "body_prefix";
-    case KeyKind::FiveTuple: return "five_tuple";
+        case KeyKind::OpenAIPrompt:
+            return "openai_prompt";
+        case KeyKind::OpenAIChat:
+            return "openai_chat";
+        case KeyKind::BodyPrefix:
+            return "body_prefix";
+        case KeyKind::FiveTuple:
+            return "five_tuple";
     }
     return "unknown";
 }
 
 const char *locate_status_name(LocateStatus s) noexcept {
     switch (s) {
-    case LocateStatus::Ok: return "ok";
-    case LocateStatus::NeedMoreHead: return "need_more_head";
-    case LocateStatus::NotHttp: return "not_http";
-    case LocateStatus::BadHeaders: return "bad_headers";
+        case LocateStatus::Ok:
+            return "ok";
+        case LocateStatus::NeedMoreHead:
+            return "need_more_head";
+        case LocateStatus::NotHttp:
+            return "not_http";
+        case LocateStatus::BadHeaders:
+            return "bad_headers";
     }
     return "unknown";
 }

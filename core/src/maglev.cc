@@ -21,7 +21,7 @@ struct Perm {
     std::uint32_t id;
     std::uint64_t identity;
     std::uint64_t weight;
-    std::uint64_t next;    // next slot of its permutation
+    std::uint64_t next;  // next slot of its permutation
     std::uint64_t skip;
     std::uint64_t credit;  // accumulated weight; one slot per max_weight of credit
 };
@@ -132,7 +132,8 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     if (best != KVS_BACKEND_NONE) return best;
     // Eligible backends exist but none is in the table (e.g. all weight 0): still pick one.
     for (std::size_t id = 0; id < n_ids; ++id) {
-        if (load.eligible[id] != 0 && (best == KVS_BACKEND_NONE || load.in_flight[id] < best_load)) {
+        if (load.eligible[id] != 0 &&
+            (best == KVS_BACKEND_NONE || load.in_flight[id] < best_load)) {
             best = static_cast<std::uint32_t>(id);
             best_load = load.in_flight[id];
         }

@@ -15,7 +15,9 @@ namespace {
 // 0 marks an empty affinity slot, so no hash may be 0.
 constexpr std::uint64_t kZeroReplacement = 0x9e3779b97f4a7c15ULL;
 
-std::uint64_t nonzero(std::uint64_t h) { return h == 0 ? kZeroReplacement : h; }
+std::uint64_t nonzero(std::uint64_t h) {
+    return h == 0 ? kZeroReplacement : h;
+}
 
 }  // namespace
 
@@ -32,7 +34,8 @@ PrefixHashes hash_prompt(const HashParams &p, std::string_view model,
     const std::size_t full = std::min<std::size_t>(key.size() / p.block_size, max_blocks);
     // blocks[i] = H(seed, prev || block i) with prev = blocks[i-1], or the model hash for i = 0.
     XXH3_state_t st;
-    XXH3_INITSTATE(&st);  // reset_withSeed reads st.seed: uninitialized stack could skip the secret setup
+    XXH3_INITSTATE(
+        &st);  // reset_withSeed reads st.seed: uninitialized stack could skip the secret setup
     std::uint64_t prev = model_hash;
     for (std::size_t i = 0; i < full; ++i) {
         std::uint8_t prev_le[8];
@@ -51,10 +54,14 @@ std::uint64_t hash_five_tuple(const HashParams &p, const struct kvs_flow_key &k)
     // Only the meaningful fields, packed: the struct's padding may hold garbage.
     std::uint8_t buf[sizeof k.saddr + sizeof k.daddr + 2 + 2 + 1 + 1];
     std::size_t o = 0;
-    std::memcpy(buf + o, k.saddr, sizeof k.saddr); o += sizeof k.saddr;
-    std::memcpy(buf + o, k.daddr, sizeof k.daddr); o += sizeof k.daddr;
-    std::memcpy(buf + o, &k.sport, 2); o += 2;
-    std::memcpy(buf + o, &k.dport, 2); o += 2;
+    std::memcpy(buf + o, k.saddr, sizeof k.saddr);
+    o += sizeof k.saddr;
+    std::memcpy(buf + o, k.daddr, sizeof k.daddr);
+    o += sizeof k.daddr;
+    std::memcpy(buf + o, &k.sport, 2);
+    o += 2;
+    std::memcpy(buf + o, &k.dport, 2);
+    o += 2;
     buf[o++] = k.family;
     buf[o++] = k.proto;
     return nonzero(XXH3_64bits_withSeed(buf, o, p.seed));

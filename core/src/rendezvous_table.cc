@@ -83,7 +83,8 @@ std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend>
     });
     std::vector<Group> groups;
     for (std::size_t i = 0; i < ms.size(); ++i) {
-        if (groups.empty() || ms[groups.back().begin].weight != ms[i].weight) groups.push_back({i, i});
+        if (groups.empty() || ms[groups.back().begin].weight != ms[i].weight)
+            groups.push_back({i, i});
         groups.back().end = i + 1;
     }
     const double slack = 1.0 + std::max(0.0, max_overload);

@@ -54,14 +54,17 @@ int main(int argc, char **argv) {
         "Usage: kvsteer-locate [options] FILE...\n"
         "Prints one JSON object per FILE (the bytes of a request's first flight): the located\n"
         "request and its prefix/block hashes, as the steering core computes them.\nOptions");
-    opts.add_options()
-        ("help,h", "show this help")
-        ("seed", po::value(&seed_str), "hash seed (decimal or 0x hex; default the library's)")
-        ("prefix-len", po::value(&hp.prefix_len)->default_value(hp.prefix_len), "bytes in the fixed-prefix hash")
-        ("block-size", po::value(&hp.block_size)->default_value(hp.block_size), "bytes per chained block")
-        ("max-blocks", po::value(&hp.max_blocks)->default_value(hp.max_blocks), "chained blocks hashed (<= 28)")
-        ("raw-model", po::bool_switch(&raw_model), "mix the model in wherever it appears (RequestView::model) "
-                                                    "instead of RequestView::hash_model()");
+    opts.add_options()("help,h", "show this help")(
+        "seed", po::value(&seed_str), "hash seed (decimal or 0x hex; default the library's)")(
+        "prefix-len", po::value(&hp.prefix_len)->default_value(hp.prefix_len),
+        "bytes in the fixed-prefix hash")("block-size",
+                                          po::value(&hp.block_size)->default_value(hp.block_size),
+                                          "bytes per chained block")(
+        "max-blocks", po::value(&hp.max_blocks)->default_value(hp.max_blocks),
+        "chained blocks hashed (<= 28)")(
+        "raw-model", po::bool_switch(&raw_model),
+        "mix the model in wherever it appears (RequestView::model) "
+        "instead of RequestView::hash_model()");
     po::options_description hidden;
     hidden.add_options()("file", po::value(&files));
     po::options_description all;
@@ -80,7 +83,8 @@ int main(int argc, char **argv) {
         char *end = nullptr;
         hp.seed = std::strtoull(seed_str.c_str(), &end, 0);
         if (end == seed_str.c_str() || *end != '\0') {
-            spdlog::error("kvsteer-locate: bad --seed '{}': want a decimal or 0x-hex 64-bit number", seed_str);
+            spdlog::error("kvsteer-locate: bad --seed '{}': want a decimal or 0x-hex 64-bit number",
+                          seed_str);
             return 2;
         }
     }
@@ -97,7 +101,8 @@ int main(int argc, char **argv) {
             rc = 1;
             continue;
         }
-        const std::vector<std::uint8_t> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::vector<std::uint8_t> buf((std::istreambuf_iterator<char>(in)),
+                                            std::istreambuf_iterator<char>());
         const kvsteer::RequestView r = kvsteer::locate_request(buf);
         const std::string_view model = raw_model ? r.model : r.hash_model();
         const kvsteer::PrefixHashes h =
@@ -106,17 +111,19 @@ int main(int argc, char **argv) {
         for (std::uint32_t i = 0; i < h.n_blocks; ++i) blocks += (i ? "," : "") + hex(h.blocks[i]);
         blocks += "]";
         std::printf(
-            "{\"file\": %s, \"bytes\": %zu, \"status\": \"%s\", \"kind\": \"%s\", \"method\": %s, \"path\": %s, "
+            "{\"file\": %s, \"bytes\": %zu, \"status\": \"%s\", \"kind\": \"%s\", \"method\": %s, "
+            "\"path\": %s, "
             "\"host\": %s, \"content_length\": %lld, \"chunked\": %s, \"expect_continue\": %s, "
             "\"body_offset\": %zu, \"body_available\": %zu, \"body_complete\": %s, \"model\": %s, "
             "\"model_before_key\": %s, \"key_offset\": %zu, \"key_len\": %zu, \"prefix_hash\": %s, "
             "\"block_hashes\": %s}\n",
-            json_str(f).c_str(), buf.size(), kvsteer::locate_status_name(r.status), kvsteer::key_kind_name(r.kind),
-            json_str(r.method).c_str(), json_str(r.path).c_str(), json_str(r.host).c_str(),
-            static_cast<long long>(r.content_length), r.chunked ? "true" : "false",
-            r.expect_continue ? "true" : "false", r.body_offset, r.body_available,
-            r.body_complete ? "true" : "false", json_str(r.model).c_str(), r.model_before_key ? "true" : "false",
-            r.key_offset, r.key_len, r.key_len ? hex(h.prefix).c_str() : "null", blocks.c_str());
+            json_str(f).c_str(), buf.size(), kvsteer::locate_status_name(r.status),
+            kvsteer::key_kind_name(r.kind), json_str(r.method).c_str(), json_str(r.path).c_str(),
+            json_str(r.host).c_str(), static_cast<long long>(r.content_length),
+            r.chunked ? "true" : "false", r.expect_continue ? "true" : "false", r.body_offset,
+            r.body_available, r.body_complete ? "true" : "false", json_str(r.model).c_str(),
+            r.model_before_key ? "true" : "false", r.key_offset, r.key_len,
+            r.key_len ? hex(h.prefix).c_str() : "null", blocks.c_str());
     }
     return rc;
 }

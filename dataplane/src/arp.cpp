@@ -23,11 +23,13 @@ struct Arp {
 
 ArpVerdict answer_arp(rte_mbuf *m, const kvs_config &c) {
     auto *eth = rte_pktmbuf_mtod(m, kvs_ethhdr *);
-    if (eth->proto != kvs_htons(0x0806) || rte_pktmbuf_data_len(m) < sizeof(kvs_ethhdr) + sizeof(Arp))
+    if (eth->proto != kvs_htons(0x0806) ||
+        rte_pktmbuf_data_len(m) < sizeof(kvs_ethhdr) + sizeof(Arp))
         return ArpVerdict::NotArp;
     auto *a = reinterpret_cast<Arp *>(eth + 1);
     bool ours = a->tpa == c.snat_addr[0];
-    for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) ours |= c.vips[i].addr[0] == a->tpa;
+    for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i)
+        ours |= c.vips[i].addr[0] == a->tpa;
     if (a->op != kvs_htons(1) || !ours) return ArpVerdict::NotOurs;
     a->op = kvs_htons(2);
     std::memcpy(a->tha, a->sha, 6);

@@ -32,7 +32,7 @@ std::string canonical(const std::string &p) {
 }  // namespace
 
 bool bind_bpffs_as_default_root(const std::string &dir, std::string *err) {
-    struct statfs sf{};
+    struct statfs sf {};
     if (statfs(dir.c_str(), &sf) != 0) {
         *err = fmt::format("--bpffs {}: {}", dir, std::strerror(errno));
         return false;
@@ -51,9 +51,10 @@ bool bind_bpffs_as_default_root(const std::string &dir, std::string *err) {
         *err = fmt::format("making / rslave: {}", std::strerror(errno));
         return false;
     }
-    struct stat st{};
+    struct stat st {};
     if (stat(kDefaultRoot, &st) != 0 && mkdir(kDefaultRoot, 0700) != 0) {
-        *err = fmt::format("{} missing and cannot be created: {}", kDefaultRoot, std::strerror(errno));
+        *err =
+            fmt::format("{} missing and cannot be created: {}", kDefaultRoot, std::strerror(errno));
         return false;
     }
     if (mount(dir.c_str(), kDefaultRoot, nullptr, MS_BIND, nullptr) != 0) {
@@ -68,8 +69,10 @@ namespace {
 std::vector<std::string> vdev_values(const std::vector<std::string> &eal_args) {
     std::vector<std::string> out;
     for (std::size_t i = 0; i < eal_args.size(); ++i) {
-        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size()) out.push_back(eal_args[i + 1]);
-        else if (eal_args[i].rfind("--vdev=", 0) == 0) out.push_back(eal_args[i].substr(7));
+        if (eal_args[i] == "--vdev" && i + 1 < eal_args.size())
+            out.push_back(eal_args[i + 1]);
+        else if (eal_args[i].rfind("--vdev=", 0) == 0)
+            out.push_back(eal_args[i].substr(7));
     }
     return out;
 }
@@ -84,7 +87,9 @@ std::vector<std::string> vdev_fields(const std::string &v, const char *name) {
             continue;
         }
         std::size_t end = v.find(',', pos);
-        out.push_back(v.substr(pos + key.size(), end == std::string::npos ? std::string::npos : end - pos - key.size()));
+        out.push_back(v.substr(pos + key.size(), end == std::string::npos
+                                                     ? std::string::npos
+                                                     : end - pos - key.size()));
         pos = end == std::string::npos ? v.size() : end;
     }
     return out;
@@ -95,13 +100,15 @@ bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string
     for (const auto &v : vdev_values(eal_args)) {
         for (const auto &name : vdev_fields(v, "iface")) {
             if (if_nametoindex(name.c_str()) == 0) {
-                *err = fmt::format("--vdev {}: no such interface '{}' in this network namespace", v, name);
+                *err = fmt::format("--vdev {}: no such interface '{}' in this network namespace", v,
+                                   name);
                 return false;
             }
         }
         for (const auto &path : vdev_fields(v, "xdp_prog")) {
             if (access(path.c_str(), R_OK) != 0) {
-                *err = fmt::format("--vdev {}: xdp_prog '{}' not readable: {}", v, path, std::strerror(errno));
+                *err = fmt::format("--vdev {}: xdp_prog '{}' not readable: {}", v, path,
+                                   std::strerror(errno));
                 return false;
             }
         }
@@ -148,13 +155,14 @@ bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err
             break;
         }
     }
-    *err = "no hugepages configured: pass --no-huge -m 512 (and --no-shconf) to the EAL, "
-           "or reserve hugepages (echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)";
+    *err =
+        "no hugepages configured: pass --no-huge -m 512 (and --no-shconf) to the EAL, "
+        "or reserve hugepages (echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)";
     return false;
 }
 
-bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs, rte_mempool **pool_out,
-                std::string *err) {
+bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
+                rte_mempool **pool_out, std::string *err) {
     if (!rte_eth_dev_is_valid_port(port)) {
         *err = fmt::format("port {} does not exist ({} ports probed; give one with --vdev)", port,
                            rte_eth_dev_count_avail());
@@ -171,9 +179,9 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs, r
         return false;
     }
     auto name = fmt::format("kvs_pool_p{}", port);
-    rte_mempool *pool = rte_pktmbuf_pool_create(name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                                rte_eth_dev_socket_id(port) < 0 ? SOCKET_ID_ANY
-                                                                               : rte_eth_dev_socket_id(port));
+    rte_mempool *pool = rte_pktmbuf_pool_create(
+        name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+        rte_eth_dev_socket_id(port) < 0 ? SOCKET_ID_ANY : rte_eth_dev_socket_id(port));
     if (!pool) {
         *err = fmt::format("mempool for port {} ({} mbufs): {} (more -m memory?)", port, mbufs,
                            rte_strerror(rte_errno));
@@ -190,11 +198,14 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs, r
     std::uint16_t nrx = 4096, ntx = 1024;
     rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
     for (std::uint16_t q = 0; q < queues; ++q) {
-        if (int rc = rte_eth_rx_queue_setup(port, q, nrx, rte_eth_dev_socket_id(port), nullptr, pool); rc != 0) {
+        if (int rc =
+                rte_eth_rx_queue_setup(port, q, nrx, rte_eth_dev_socket_id(port), nullptr, pool);
+            rc != 0) {
             *err = fmt::format("port {}: rx queue {}: {}", port, q, rte_strerror(-rc));
             return false;
         }
-        if (int rc = rte_eth_tx_queue_setup(port, q, ntx, rte_eth_dev_socket_id(port), nullptr); rc != 0) {
+        if (int rc = rte_eth_tx_queue_setup(port, q, ntx, rte_eth_dev_socket_id(port), nullptr);
+            rc != 0) {
             *err = fmt::format("port {}: tx queue {}: {}", port, q, rte_strerror(-rc));
             return false;
         }

@@ -37,7 +37,7 @@ bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err
 
 // Configures and starts `port` with `queues` RX/TX queue pairs, one mempool for the port
 // (af_xdp loses TX with a pool shared between ports). false + err.
-bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs, rte_mempool **pool_out,
-                std::string *err);
+bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
+                rte_mempool **pool_out, std::string *err);
 
 }  // namespace kvsteer::dp

@@ -13,8 +13,8 @@ void FirstFlight::start(std::uint32_t isn, bool known) {
     fin_ = false;
 }
 
-FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint32_t seq, std::uint16_t len,
-                                  bool fin, std::uint32_t max_bytes) {
+FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint32_t seq,
+                                  std::uint16_t len, bool fin, std::uint32_t max_bytes) {
     std::uint32_t rel = seq - (isn_ + 1);
     if (rel >= (1u << 30)) {
         // Before the first data byte. With an inferred ISN and nothing bound yet, an earlier

@@ -8,17 +8,17 @@
 namespace kvsteer::dp {
 
 class FirstFlight {
-public:
+   public:
     static constexpr unsigned kMaxSegs = 32;
     // A client that lost its request head retransmits it within about a second (RTO); a flight
     // whose start is not known is not bound before this unless it begins an HTTP request.
     static constexpr std::uint32_t kUnsureStartWaitMs = 1500;
 
     struct Seg {
-        void *pkt;                  // the frame (an rte_mbuf in the dataplane)
-        const std::uint8_t *data;   // its payload
-        std::uint32_t rel;          // sequence offset from the first data byte
-        std::uint16_t len;          // payload bytes
+        void *pkt;                 // the frame (an rte_mbuf in the dataplane)
+        const std::uint8_t *data;  // its payload
+        std::uint32_t rel;         // sequence offset from the first data byte
+        std::uint16_t len;         // payload bytes
         std::uint8_t fin;
     };
 
@@ -38,7 +38,8 @@ public:
     Add add(void *pkt, const std::uint8_t *data, std::uint32_t seq, std::uint16_t len, bool fin,
             std::uint32_t max_bytes);
 
-    // Copies the contiguous bytes from the first data byte (at most cap) into buf; returns how many.
+    // Copies the contiguous bytes from the first data byte (at most cap) into buf; returns how
+    // many.
     std::uint32_t assemble(std::uint8_t *buf, std::uint32_t cap) const;
     // Contiguous bytes held from the first data byte (no copy).
     std::uint32_t contiguous() const;
@@ -59,7 +60,7 @@ public:
         fin_ = false;
     }
 
-private:
+   private:
     Seg segs_[kMaxSegs];
     std::uint32_t isn_ = 0, bytes_ = 0;
     std::uint8_t n_ = 0;

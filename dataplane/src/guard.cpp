@@ -19,10 +19,12 @@ constexpr __u32 kGuardPriority = 1;
 
 std::string default_guard_path(const std::string &xdp_prog) {
     auto slash = xdp_prog.rfind('/');
-    return (slash == std::string::npos ? std::string() : xdp_prog.substr(0, slash + 1)) + "guard.bpf.o";
+    return (slash == std::string::npos ? std::string() : xdp_prog.substr(0, slash + 1)) +
+           "guard.bpf.o";
 }
 
-bool attach_guard(const std::string &obj_path, const std::string &bpffs, const std::string &iface, std::string *err) {
+bool attach_guard(const std::string &obj_path, const std::string &bpffs, const std::string &iface,
+                  std::string *err) {
     const int ifindex = static_cast<int>(if_nametoindex(iface.c_str()));
     if (ifindex <= 0) {
         *err = fmt::format("guard: no interface '{}'", iface);
@@ -45,10 +47,12 @@ bool attach_guard(const std::string &obj_path, const std::string &bpffs, const s
         if (rc != 0 && rc != -EEXIST) {
             *err = fmt::format("guard: clsact qdisc on {}: {}", iface, std::strerror(-rc));
         } else {
-            LIBBPF_OPTS(bpf_tc_opts, to, .prog_fd = bpf_program__fd(prog), .flags = BPF_TC_F_REPLACE,
-                        .handle = kGuardHandle, .priority = kGuardPriority);
+            LIBBPF_OPTS(bpf_tc_opts, to, .prog_fd = bpf_program__fd(prog),
+                        .flags = BPF_TC_F_REPLACE, .handle = kGuardHandle,
+                        .priority = kGuardPriority);
             rc = bpf_tc_attach(&hook, &to);
-            if (rc != 0) *err = fmt::format("guard: tc ingress filter on {}: {}", iface, std::strerror(-rc));
+            if (rc != 0)
+                *err = fmt::format("guard: tc ingress filter on {}: {}", iface, std::strerror(-rc));
             ok = rc == 0;
         }
     }

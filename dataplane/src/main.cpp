@@ -41,7 +41,7 @@ int g_exit_status = 0;
 // back), the port receives nothing ever again while the kernel drops every frame for it. The
 // signature: imissed rising while ipackets stands still.
 class RxWatchdog {
-public:
+   public:
     // Returns true when the port has been stalled for `stall_ms` (called every `period_ms`).
     bool check(std::uint16_t port, std::uint32_t period_ms, std::uint32_t stall_ms) {
         rte_eth_stats st{};
@@ -49,20 +49,23 @@ public:
         const bool stalled = st.imissed > missed_ && st.ipackets == rx_;
         stalled_ms_ = stalled ? stalled_ms_ + period_ms : 0;
         if (stalled && stalled_ms_ == period_ms)
-            spdlog::warn("port {}: receiving nothing while the kernel drops for it (rx {}, missed {} -> {})", port,
-                         st.ipackets, missed_, st.imissed);
+            spdlog::warn(
+                "port {}: receiving nothing while the kernel drops for it (rx {}, missed {} -> {})",
+                port, st.ipackets, missed_, st.imissed);
         rx_ = st.ipackets;
         missed_ = st.imissed;
         return stalled_ms_ >= stall_ms;
     }
 
-private:
+   private:
     std::uint64_t rx_ = 0, missed_ = 0;
     std::uint32_t stalled_ms_ = 0;
 };
 std::vector<std::unique_ptr<Worker>> g_workers;
 
-void on_signal(int) { g_term.store(true); }
+void on_signal(int) {
+    g_term.store(true);
+}
 
 int lcore_main(void *arg) {
     auto *w = static_cast<Worker *>(arg);
@@ -76,7 +79,8 @@ std::uint64_t mono_ns() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
-void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port, const rte_mempool *pool) {
+void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port,
+                  const rte_mempool *pool) {
     std::string line;
     for (unsigned r = KVS_R_DP_BIND_OK; r < KVS_R__COUNT; ++r) {
         std::uint64_t v = 0;
@@ -88,9 +92,10 @@ void log_counters(const Tables &t, unsigned n_workers, std::uint16_t port, const
     // socket (RX ring full, fill ring empty), which no counter of ours can see.
     rte_eth_stats st{};
     if (rte_eth_stats_get(port, &st) == 0)
-        spdlog::info("port {}: rx {} missed {} errors {} nombuf {}, tx {} errors {}; mbufs free {} of {}", port,
-                     st.ipackets, st.imissed, st.ierrors, st.rx_nombuf, st.opackets, st.oerrors,
-                     pool ? rte_mempool_avail_count(pool) : 0, pool ? pool->size : 0);
+        spdlog::info(
+            "port {}: rx {} missed {} errors {} nombuf {}, tx {} errors {}; mbufs free {} of {}",
+            port, st.ipackets, st.imissed, st.ierrors, st.rx_nombuf, st.opackets, st.oerrors,
+            pool ? rte_mempool_avail_count(pool) : 0, pool ? pool->size : 0);
 }
 
 }  // namespace
@@ -106,7 +111,8 @@ int main(int argc, char **argv) {
         eal_args.emplace_back(argv[i]);
     }
     // `kvsteer-dataplane --help` (no EAL part) shows our help, not the EAL's.
-    if (app_start == argc && argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    if (app_start == argc && argc == 2 &&
+        (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
         app_start = 1;
         eal_args.resize(1);
     }
@@ -132,13 +138,17 @@ int main(int argc, char **argv) {
     if (opts->mode == Mode::Dpdk) tables.flows_fd = -1;  // flows stay in the workers
     const kvs_config &cfg = *tables.config;
     // kvsteerd may start after us: wait (bounded) for its first configuration.
-    for (unsigned waited = 0; __atomic_load_n(&cfg.generation, __ATOMIC_ACQUIRE) == 0; waited += 100) {
+    for (unsigned waited = 0; __atomic_load_n(&cfg.generation, __ATOMIC_ACQUIRE) == 0;
+         waited += 100) {
         if (waited >= opts->wait_config_s * 1000) {
-            spdlog::error("kvs_config under {} was never written (generation 0 after {} s): start kvsteerd",
-                          opts->bpffs, opts->wait_config_s);
+            spdlog::error(
+                "kvs_config under {} was never written (generation 0 after {} s): start kvsteerd",
+                opts->bpffs, opts->wait_config_s);
             return 1;
         }
-        if (waited == 0) spdlog::info("waiting up to {} s for kvsteerd to write kvs_config", opts->wait_config_s);
+        if (waited == 0)
+            spdlog::info("waiting up to {} s for kvsteerd to write kvs_config",
+                         opts->wait_config_s);
         usleep(100000);
     }
     if (cfg.snat_family != KVS_AF_INET || cfg.snat_addr[0] == 0) {
@@ -151,14 +161,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (cfg.n_vips == 0 || cfg.n_backends == 0)
-        spdlog::warn("kvs_config has {} VIPs and {} backends: nothing will bind until kvsteerd adds them",
-                     cfg.n_vips, cfg.n_backends);
+        spdlog::warn(
+            "kvs_config has {} VIPs and {} backends: nothing will bind until kvsteerd adds them",
+            cfg.n_vips, cfg.n_backends);
     if (opts->mode == Mode::Xdp) {
         // libbpf 1.1 cannot reuse a pinned DEVMAP(_HASH): the kernel reports it with
         // BPF_F_RDONLY_PROG set, which libbpf's compatibility check rejects, so the PMD's load
         // of the XDP object fails. Let the load pin a fresh one (it only serves two-armed setups).
         std::string pin = opts->bpffs + "/" KVS_MAP_TX_PORTS;
-        if (unlink(pin.c_str()) == 0) spdlog::info("unpinned {} (re-created by the XDP object load)", pin);
+        if (unlink(pin.c_str()) == 0)
+            spdlog::info("unpinned {} (re-created by the XDP object load)", pin);
     }
     if (opts->mode == Mode::Xdp && !bind_bpffs_as_default_root(opts->bpffs, &err)) {
         spdlog::error("{}", err);
@@ -168,7 +180,8 @@ int main(int argc, char **argv) {
     std::vector<char *> eal_argv;
     for (auto &a : eal_args) eal_argv.push_back(a.data());
     if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
-        spdlog::error("EAL init failed: {} (EAL arguments come before `--`)", rte_strerror(rte_errno));
+        spdlog::error("EAL init failed: {} (EAL arguments come before `--`)",
+                      rte_strerror(rte_errno));
         return 1;
     }
     // With several lcores the main lcore runs the control loop and every worker lcore one
@@ -186,7 +199,8 @@ int main(int argc, char **argv) {
             const bool given = !opts->guard_prog.empty();
             const std::string path = given ? opts->guard_prog : default_guard_path(x.prog);
             if (!given && access(path.c_str(), R_OK) != 0) {
-                spdlog::warn("no tc guard ({} missing): a restart may reset flows on {}", path, x.iface);
+                spdlog::warn("no tc guard ({} missing): a restart may reset flows on {}", path,
+                             x.iface);
                 continue;
             }
             if (!attach_guard(path, opts->bpffs, x.iface, &err)) {
@@ -241,13 +255,14 @@ int main(int argc, char **argv) {
         spdlog::error("worker setup: {}", e.what());
         return 1;
     }
-    spdlog::info("kvsteer-dataplane: mode {}, port {} ({}), {} worker(s), maps {}, idle {}", mode_name(opts->mode),
-                 opts->port, info.driver_name ? info.driver_name : "?", n_workers, opts->bpffs,
-                 opts->idle == IdlePolicy::Busy ? "busy" : "adaptive");
+    spdlog::info("kvsteer-dataplane: mode {}, port {} ({}), {} worker(s), maps {}, idle {}",
+                 mode_name(opts->mode), opts->port, info.driver_name ? info.driver_name : "?",
+                 n_workers, opts->bpffs, opts->idle == IdlePolicy::Busy ? "busy" : "adaptive");
     for (unsigned w = 0; w < n_workers; ++w)
-        spdlog::info("worker {}: queue {}, SNAT ports {}-{}", w, w, g_workers[w]->snat_lo(), g_workers[w]->snat_hi());
+        spdlog::info("worker {}: queue {}, SNAT ports {}-{}", w, w, g_workers[w]->snat_lo(),
+                     g_workers[w]->snat_hi());
 
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
@@ -266,22 +281,27 @@ int main(int argc, char **argv) {
                 next_watch = now + std::chrono::milliseconds(kWatchMs);
                 if (watchdog.check(opts->port, kWatchMs, opts->rx_stall_ms)) {
                     // The worker never writes this reason: the control thread is its one writer.
-                    if (tables.dp_stats) __atomic_fetch_add(&tables.dp_stats[KVS_R_DP_RX_STALL], 1, __ATOMIC_RELAXED);
-                    spdlog::error("port {}: receive path stalled for {} ms (the AF_XDP fill ring ran empty and is "
-                                  "never refilled); exiting with status 75 for the supervisor to restart the "
-                                  "dataplane (bound flows keep flowing in XDP)",
-                                  opts->port, opts->rx_stall_ms);
+                    if (tables.dp_stats)
+                        __atomic_fetch_add(&tables.dp_stats[KVS_R_DP_RX_STALL], 1,
+                                           __ATOMIC_RELAXED);
+                    spdlog::error(
+                        "port {}: receive path stalled for {} ms (the AF_XDP fill ring ran empty "
+                        "and is "
+                        "never refilled); exiting with status 75 for the supervisor to restart the "
+                        "dataplane (bound flows keep flowing in XDP)",
+                        opts->port, opts->rx_stall_ms);
                     g_exit_status = 75;
                     break;
                 }
             }
             if (tables.flows_fd >= 0 && now >= next_sweep) {
                 next_sweep = now + std::chrono::milliseconds(opts->sweep_interval_ms);
-                auto r = sweep_flows(tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
-                                     opts->flow_idle_timeout_s * 1000000000ull, ports.get());
+                auto r =
+                    sweep_flows(tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
+                                opts->flow_idle_timeout_s * 1000000000ull, ports.get());
                 if (r.deleted || r.reclaimed)
-                    spdlog::debug("sweep: {} entries, {} deleted, {} SNAT ports reclaimed", r.seen, r.deleted,
-                                  r.reclaimed);
+                    spdlog::debug("sweep: {} entries, {} deleted, {} SNAT ports reclaimed", r.seen,
+                                  r.deleted, r.reclaimed);
             }
             if (opts->stats_interval_s && now >= next_stats) {
                 next_stats = now + std::chrono::seconds(opts->stats_interval_s);
@@ -303,7 +323,8 @@ int main(int argc, char **argv) {
 
     if (rte_lcore_count() > 1) {
         unsigned idx = 0, lcore;
-        RTE_LCORE_FOREACH_WORKER(lcore) rte_eal_remote_launch(lcore_main, g_workers[idx++].get(), lcore);
+        RTE_LCORE_FOREACH_WORKER(lcore)
+        rte_eal_remote_launch(lcore_main, g_workers[idx++].get(), lcore);
         control_loop();
         rte_eal_mp_wait_lcore();
     } else {

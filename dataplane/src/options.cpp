@@ -7,7 +7,9 @@ namespace po = boost::program_options;
 
 namespace kvsteer::dp {
 
-const char *mode_name(Mode m) { return m == Mode::Xdp ? "xdp" : "dpdk"; }
+const char *mode_name(Mode m) {
+    return m == Mode::Xdp ? "xdp" : "dpdk";
+}
 
 std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
     Options o;
@@ -18,60 +20,67 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "Example: kvsteer-dataplane --no-pci --no-huge -m 512 --no-shconf \\\n"
         "  --vdev net_af_xdp0,iface=eth0,xdp_prog=kvsteer.bpf.o -- --bpffs /sys/fs/bpf/kvsteer\n"
         "Options");
-    d.add_options()
-        ("help,h", "show this help")
-        ("bpffs", po::value(&o.bpffs)->default_value(o.bpffs),
-         "bpffs directory of the pinned kvsteer maps")
-        ("create-maps", po::bool_switch(&o.create_maps),
-         "create missing pinned maps (for tests without kvsteerd)")
-        ("wait-config-s", po::value(&o.wait_config_s)->default_value(o.wait_config_s),
-         "wait this long for kvsteerd to write kvs_config (generation 0), then fail")
-        ("mode", po::value(&mode)->default_value(mode),
-         "xdp: port is net_af_xdp running kvsteer.bpf.o (XDP answers SYNs, forwards bound flows); "
-         "dpdk: the workers do SYN cookies and forwarding themselves (any port)")
-        ("idle", po::value(&idle)->default_value(idle),
-         "adaptive: back off (pause, then sleep) when no packets; busy: always poll")
-        ("idle-sleep-us", po::value(&o.idle_sleep_us)->default_value(o.idle_sleep_us),
-         "adaptive idle: longest sleep between polls (latency added to a first packet after idle)")
-        ("port", po::value(&o.port)->default_value(o.port), "DPDK port id to serve")
-        ("max-held-bytes", po::value(&o.max_held_bytes)->default_value(o.max_held_bytes),
-         "first-flight bytes held per flow before binding (0: kvs_config.max_held_bytes)")
-        ("max-held-per-source", po::value(&o.max_held_per_source)->default_value(o.max_held_per_source),
-         "flows one client address may have being bound at once, per worker (0 = no limit); more are "
-         "dropped (dp_hold_source_cap) and retransmitted by the client")
-        ("max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
-         "flows being bound at once, per worker")
-        ("bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),
-         "bind when no client segment arrived for this long")
-        ("backend-syn-timeout-ms", po::value(&o.backend_syn_timeout_ms)->default_value(o.backend_syn_timeout_ms),
-         "wait this long for a backend's SYN-ACK before retrying")
-        ("backend-syn-retries", po::value(&o.backend_syn_retries)->default_value(o.backend_syn_retries),
-         "SYN retransmissions to one backend before trying the next candidate")
-        ("max-candidates", po::value(&o.max_candidates)->default_value(o.max_candidates),
-         "backends tried per flow before the client gets a RST")
-        ("client-idle-timeout-ms", po::value(&o.client_idle_timeout_ms)->default_value(o.client_idle_timeout_ms),
-         "drop a held flow whose request head stays incomplete this long")
-        ("flow-idle-timeout-s", po::value(&o.flow_idle_timeout_s)->default_value(o.flow_idle_timeout_s),
-         "delete any established flow idle this long")
-        ("closed-linger-s", po::value(&o.closed_linger_s)->default_value(o.closed_linger_s),
-         "delete closed flows idle this long")
-        ("local-linger-ms", po::value(&o.local_linger_ms)->default_value(o.local_linger_ms),
-         "xdp mode: keep a local copy of a just-bound flow this long (packets punted in flight)")
-        ("sweep-interval-ms", po::value(&o.sweep_interval_ms)->default_value(o.sweep_interval_ms),
-         "flow table sweep period")
-        ("rx-stall-ms", po::value(&o.rx_stall_ms)->default_value(o.rx_stall_ms),
-         "receive-path watchdog: when the kernel drops for the port (missed) while it receives nothing "
-         "for this long, log it, count dp_rx_stall and exit with status 75 so the supervisor restarts "
-         "the dataplane (bound flows keep flowing in XDP); 0 = off")
-        ("stats-interval-s", po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
-         "log counters this often (0: never)")
-        ("mbufs", po::value(&o.mbufs)->default_value(o.mbufs), "mbufs in the port's mempool")
-        ("guard-prog", po::value(&o.guard_prog),
-         "xdp mode: tc ingress guard object that drops the VIP's and SNAT range's TCP while no XDP "
-         "program is attached (a restart), so the appliance kernel cannot reset bound flows "
-         "(default: guard.bpf.o beside the vdev's xdp_prog; none: no guard)")
-        ("log-level", po::value(&o.log_level)->default_value(o.log_level),
-         "trace|debug|info|warn|error");
+    d.add_options()("help,h", "show this help")("bpffs",
+                                                po::value(&o.bpffs)->default_value(o.bpffs),
+                                                "bpffs directory of the pinned kvsteer maps")(
+        "create-maps", po::bool_switch(&o.create_maps),
+        "create missing pinned maps (for tests without kvsteerd)")(
+        "wait-config-s", po::value(&o.wait_config_s)->default_value(o.wait_config_s),
+        "wait this long for kvsteerd to write kvs_config (generation 0), then fail")(
+        "mode", po::value(&mode)->default_value(mode),
+        "xdp: port is net_af_xdp running kvsteer.bpf.o (XDP answers SYNs, forwards bound flows); "
+        "dpdk: the workers do SYN cookies and forwarding themselves (any port)")(
+        "idle", po::value(&idle)->default_value(idle),
+        "adaptive: back off (pause, then sleep) when no packets; busy: always poll")(
+        "idle-sleep-us", po::value(&o.idle_sleep_us)->default_value(o.idle_sleep_us),
+        "adaptive idle: longest sleep between polls (latency added to a first packet after idle)")(
+        "port", po::value(&o.port)->default_value(o.port), "DPDK port id to serve")(
+        "max-held-bytes", po::value(&o.max_held_bytes)->default_value(o.max_held_bytes),
+        "first-flight bytes held per flow before binding (0: kvs_config.max_held_bytes)")(
+        "max-held-per-source",
+        po::value(&o.max_held_per_source)->default_value(o.max_held_per_source),
+        "flows one client address may have being bound at once, per worker (0 = no limit); more "
+        "are "
+        "dropped (dp_hold_source_cap) and retransmitted by the client")(
+        "max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
+        "flows being bound at once, per worker")(
+        "bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),
+        "bind when no client segment arrived for this long")(
+        "backend-syn-timeout-ms",
+        po::value(&o.backend_syn_timeout_ms)->default_value(o.backend_syn_timeout_ms),
+        "wait this long for a backend's SYN-ACK before retrying")(
+        "backend-syn-retries",
+        po::value(&o.backend_syn_retries)->default_value(o.backend_syn_retries),
+        "SYN retransmissions to one backend before trying the next candidate")(
+        "max-candidates", po::value(&o.max_candidates)->default_value(o.max_candidates),
+        "backends tried per flow before the client gets a RST")(
+        "client-idle-timeout-ms",
+        po::value(&o.client_idle_timeout_ms)->default_value(o.client_idle_timeout_ms),
+        "drop a held flow whose request head stays incomplete this long")(
+        "flow-idle-timeout-s",
+        po::value(&o.flow_idle_timeout_s)->default_value(o.flow_idle_timeout_s),
+        "delete any established flow idle this long")(
+        "closed-linger-s", po::value(&o.closed_linger_s)->default_value(o.closed_linger_s),
+        "delete closed flows idle this long")(
+        "local-linger-ms", po::value(&o.local_linger_ms)->default_value(o.local_linger_ms),
+        "xdp mode: keep a local copy of a just-bound flow this long (packets punted in flight)")(
+        "sweep-interval-ms", po::value(&o.sweep_interval_ms)->default_value(o.sweep_interval_ms),
+        "flow table sweep period")("rx-stall-ms",
+                                   po::value(&o.rx_stall_ms)->default_value(o.rx_stall_ms),
+                                   "receive-path watchdog: when the kernel drops for the port "
+                                   "(missed) while it receives nothing "
+                                   "for this long, log it, count dp_rx_stall and exit with status "
+                                   "75 so the supervisor restarts "
+                                   "the dataplane (bound flows keep flowing in XDP); 0 = off")(
+        "stats-interval-s", po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
+        "log counters this often (0: never)")("mbufs", po::value(&o.mbufs)->default_value(o.mbufs),
+                                              "mbufs in the port's mempool")(
+        "guard-prog", po::value(&o.guard_prog),
+        "xdp mode: tc ingress guard object that drops the VIP's and SNAT range's TCP while no XDP "
+        "program is attached (a restart), so the appliance kernel cannot reset bound flows "
+        "(default: guard.bpf.o beside the vdev's xdp_prog; none: no guard)")(
+        "log-level", po::value(&o.log_level)->default_value(o.log_level),
+        "trace|debug|info|warn|error");
     po::variables_map vm;
     try {
         po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -86,15 +95,19 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         *exit_code = 0;
         return std::nullopt;
     }
-    if (mode == "xdp") o.mode = Mode::Xdp;
-    else if (mode == "dpdk") o.mode = Mode::Dpdk;
+    if (mode == "xdp")
+        o.mode = Mode::Xdp;
+    else if (mode == "dpdk")
+        o.mode = Mode::Dpdk;
     else {
         std::cerr << "kvsteer-dataplane: --mode must be xdp or dpdk, not '" << mode << "'\n";
         *exit_code = 2;
         return std::nullopt;
     }
-    if (idle == "adaptive") o.idle = IdlePolicy::Adaptive;
-    else if (idle == "busy") o.idle = IdlePolicy::Busy;
+    if (idle == "adaptive")
+        o.idle = IdlePolicy::Adaptive;
+    else if (idle == "busy")
+        o.idle = IdlePolicy::Busy;
     else {
         std::cerr << "kvsteer-dataplane: --idle must be adaptive or busy, not '" << idle << "'\n";
         *exit_code = 2;

@@ -18,26 +18,28 @@ struct Options {
     std::string bpffs = "/sys/fs/bpf/kvsteer";
     Mode mode = Mode::Xdp;
     IdlePolicy idle = IdlePolicy::Adaptive;
-    std::uint16_t port = 0;                    // DPDK port id the workers poll
-    std::uint32_t max_held_bytes = 0;          // 0: kvs_config.max_held_bytes
-    std::uint32_t max_pending = 4096;          // flows being bound, per worker
-    std::uint32_t max_held_per_source = 256;   // of those, per client address (0: no limit)
-    std::uint32_t bind_gap_us = 1000;          // bind after this long without a new segment
-    std::uint32_t idle_sleep_us = 200;         // adaptive idle: longest sleep between polls
+    std::uint16_t port = 0;                   // DPDK port id the workers poll
+    std::uint32_t max_held_bytes = 0;         // 0: kvs_config.max_held_bytes
+    std::uint32_t max_pending = 4096;         // flows being bound, per worker
+    std::uint32_t max_held_per_source = 256;  // of those, per client address (0: no limit)
+    std::uint32_t bind_gap_us = 1000;         // bind after this long without a new segment
+    std::uint32_t idle_sleep_us = 200;        // adaptive idle: longest sleep between polls
     std::uint32_t backend_syn_timeout_ms = 300;
-    std::uint32_t backend_syn_retries = 1;     // SYN retransmissions to one backend
-    std::uint32_t max_candidates = 3;          // backends tried per flow
+    std::uint32_t backend_syn_retries = 1;        // SYN retransmissions to one backend
+    std::uint32_t max_candidates = 3;             // backends tried per flow
     std::uint32_t client_idle_timeout_ms = 5000;  // incomplete request head: drop state after
-    std::uint32_t flow_idle_timeout_s = 300;   // any established flow idle this long is deleted
-    std::uint32_t closed_linger_s = 3;         // closed (FIN both ways/RST) flows kept this long
-    std::uint32_t local_linger_ms = 2000;      // xdp mode: local copy of a bound flow kept for punts in flight
+    std::uint32_t flow_idle_timeout_s = 300;      // any established flow idle this long is deleted
+    std::uint32_t closed_linger_s = 3;            // closed (FIN both ways/RST) flows kept this long
+    std::uint32_t local_linger_ms =
+        2000;  // xdp mode: local copy of a bound flow kept for punts in flight
     std::uint32_t sweep_interval_ms = 1000;
-    std::uint32_t stats_interval_s = 0;        // 0: no periodic counter log
-    std::uint32_t rx_stall_ms = 2000;          // receive-path watchdog: stalled this long -> exit 75 (0: off)
-    std::uint32_t mbufs = 16383;               // per port mempool
-    std::uint32_t wait_config_s = 30;          // wait this long for kvsteerd's first kvs_config
-    bool create_maps = false;                  // create missing pinned maps (tests without kvsteerd)
-    std::string guard_prog;                    // tc guard object ("": guard.bpf.o beside xdp_prog; "none")
+    std::uint32_t stats_interval_s = 0;  // 0: no periodic counter log
+    std::uint32_t rx_stall_ms =
+        2000;                     // receive-path watchdog: stalled this long -> exit 75 (0: off)
+    std::uint32_t mbufs = 16383;  // per port mempool
+    std::uint32_t wait_config_s = 30;  // wait this long for kvsteerd's first kvs_config
+    bool create_maps = false;          // create missing pinned maps (tests without kvsteerd)
+    std::string guard_prog;            // tc guard object ("": guard.bpf.o beside xdp_prog; "none")
     std::string log_level = "info";
 };
 

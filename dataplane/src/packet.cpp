@@ -26,25 +26,36 @@ rte_mbuf *build_tcp4(rte_mempool *pool, const TcpSpec &s) {
     std::uint8_t opt[40];
     unsigned ol = 0;
     if (s.mss) {
-        opt[ol++] = KVS_TCPOPT_MSS; opt[ol++] = KVS_TCPOLEN_MSS;
-        opt[ol++] = s.mss >> 8; opt[ol++] = s.mss & 0xff;
+        opt[ol++] = KVS_TCPOPT_MSS;
+        opt[ol++] = KVS_TCPOLEN_MSS;
+        opt[ol++] = s.mss >> 8;
+        opt[ol++] = s.mss & 0xff;
     }
     if (s.sack_perm && s.ts) {
-        opt[ol++] = KVS_TCPOPT_SACK_PERM; opt[ol++] = KVS_TCPOLEN_SACK_PERM;
+        opt[ol++] = KVS_TCPOPT_SACK_PERM;
+        opt[ol++] = KVS_TCPOLEN_SACK_PERM;
     } else if (s.ts) {
-        opt[ol++] = KVS_TCPOPT_NOP; opt[ol++] = KVS_TCPOPT_NOP;
+        opt[ol++] = KVS_TCPOPT_NOP;
+        opt[ol++] = KVS_TCPOPT_NOP;
     } else if (s.sack_perm) {
-        opt[ol++] = KVS_TCPOPT_NOP; opt[ol++] = KVS_TCPOPT_NOP;
-        opt[ol++] = KVS_TCPOPT_SACK_PERM; opt[ol++] = KVS_TCPOLEN_SACK_PERM;
+        opt[ol++] = KVS_TCPOPT_NOP;
+        opt[ol++] = KVS_TCPOPT_NOP;
+        opt[ol++] = KVS_TCPOPT_SACK_PERM;
+        opt[ol++] = KVS_TCPOLEN_SACK_PERM;
     }
     if (s.ts) {
-        opt[ol++] = KVS_TCPOPT_TS; opt[ol++] = KVS_TCPOLEN_TS;
-        kvs_store32(opt + ol, kvs_htonl(s.tsval)); ol += 4;
-        kvs_store32(opt + ol, kvs_htonl(s.tsecr)); ol += 4;
+        opt[ol++] = KVS_TCPOPT_TS;
+        opt[ol++] = KVS_TCPOLEN_TS;
+        kvs_store32(opt + ol, kvs_htonl(s.tsval));
+        ol += 4;
+        kvs_store32(opt + ol, kvs_htonl(s.tsecr));
+        ol += 4;
     }
     if (s.wscale != KVS_WSCALE_NONE) {
         opt[ol++] = KVS_TCPOPT_NOP;
-        opt[ol++] = KVS_TCPOPT_WS; opt[ol++] = KVS_TCPOLEN_WS; opt[ol++] = s.wscale;
+        opt[ol++] = KVS_TCPOPT_WS;
+        opt[ol++] = KVS_TCPOLEN_WS;
+        opt[ol++] = s.wscale;
     }
     while (ol & 3) opt[ol++] = KVS_TCPOPT_NOP;
 

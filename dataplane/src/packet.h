@@ -16,10 +16,10 @@ struct TcpSpec {
     std::uint32_t saddr, daddr;
     std::uint16_t sport, dport;
     std::uint32_t seq, ack;
-    std::uint8_t flags;             // KVS_TCP_*
-    std::uint16_t window;           // raw field value
+    std::uint8_t flags;    // KVS_TCP_*
+    std::uint16_t window;  // raw field value
     // Options (emitted in Linux's SYN order: MSS, SACK-perm+TS or NOPs, WS).
-    std::uint16_t mss = 0;          // 0 = none
+    std::uint16_t mss = 0;  // 0 = none
     std::uint8_t wscale = KVS_WSCALE_NONE;
     bool sack_perm = false;
     bool ts = false;

@@ -33,7 +33,8 @@ Walk walk_batched(int fd, Visit &&visit) {
     for (;;) {
         __u32 n = static_cast<__u32>(keys.size());
         LIBBPF_OPTS(bpf_map_batch_opts, opts);
-        int rc = bpf_map_lookup_batch(fd, first ? nullptr : &in, &out, keys.data(), vals.data(), &n, &opts);
+        int rc = bpf_map_lookup_batch(fd, first ? nullptr : &in, &out, keys.data(), vals.data(), &n,
+                                      &opts);
         int err = rc ? errno : 0;
         if (rc && err == ENOSPC && n == 0) {  // one bucket holds more than the buffer
             keys.resize(keys.size() * 2);
@@ -61,8 +62,8 @@ void walk_by_key(int fd, Visit &&visit) {
 }
 }  // namespace
 
-SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns, std::uint64_t idle_ns,
-                        PortBusy *ports, bool mark_busy) {
+SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
+                        std::uint64_t idle_ns, PortBusy *ports, bool mark_busy) {
     SweepResult r;
     std::vector<kvs_flow_key> doomed;
     // Ports installed before the pass starts: an entry present then is visited by the walk
@@ -99,7 +100,8 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
     };
     Walk w = walk_batched(fd, visit);
     if (w == Walk::Unsupported) walk_by_key(fd, visit);
-    if (w == Walk::Broken) candidate.clear();  // the walk may have missed live entries: reclaim nothing
+    if (w == Walk::Broken)
+        candidate.clear();  // the walk may have missed live entries: reclaim nothing
     for (const auto &dk : doomed) {
         kvs_flow df{};
         if (bpf_map_lookup_elem(fd, &dk, &df) != 0) continue;  // deleted with its twin already
@@ -112,7 +114,8 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
     for (std::uint32_t p = 0; p < candidate.size(); ++p) {
         if (!candidate[p] || seen[p]) continue;
         std::uint8_t expect = kPortInstalled;
-        if (ports->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel)) ++r.reclaimed;
+        if (ports->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel))
+            ++r.reclaimed;
     }
     return r;
 }

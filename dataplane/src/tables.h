@@ -12,6 +12,8 @@ using kvsteer::Tables;
 
 // The view of the pinned maps (valid while `m` lives). PinnedMaps is a Tables that owns the
 // mappings, so this is a plain copy of the pointers and of flows_fd.
-inline Tables tables_from(const bpf::PinnedMaps &m) { return m; }
+inline Tables tables_from(const bpf::PinnedMaps &m) {
+    return m;
+}
 
 }  // namespace kvsteer::dp

@@ -37,7 +37,9 @@ std::uint64_t mono_ns() {
 }
 
 // Sequence-space comparison: a before b.
-inline bool seq_lt(std::uint32_t a, std::uint32_t b) { return static_cast<std::int32_t>(a - b) < 0; }
+inline bool seq_lt(std::uint32_t a, std::uint32_t b) {
+    return static_cast<std::int32_t>(a - b) < 0;
+}
 
 void fill_key4(kvs_flow_key *k, const kvs_pkt &pkt) {
     std::memset(k, 0, sizeof(*k));
@@ -53,7 +55,8 @@ void fill_key4(kvs_flow_key *k, const kvs_pkt &pkt) {
 
 Worker::Worker(const Tables &t, const WorkerParams &p)
     : t_(t), p_(p), slots_(p.opts.max_pending), buf_(64 * 1024) {
-    stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX : local_stats_;
+    stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
+                         : local_stats_;
     free_.reserve(slots_.size());
     for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;) free_.push_back(i);
 
@@ -82,7 +85,9 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     hp.hash_func = rte_hash_crc;
     hp.socket_id = SOCKET_ID_ANY;
     by_client_ = rte_hash_create(&hp);
-    if (!by_client_) throw std::runtime_error(fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
+    if (!by_client_)
+        throw std::runtime_error(
+            fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
     if (p_.opts.max_held_per_source) {
         auto sname = fmt::format("kvs_s{}_{}", p_.port, p_.index);
         rte_hash_parameters sp{};
@@ -93,12 +98,14 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         sp.socket_id = SOCKET_ID_ANY;
         by_source_ = rte_hash_create(&sp);
         if (!by_source_)
-            throw std::runtime_error(fmt::format("rte_hash_create {}: {}", sname, rte_strerror(rte_errno)));
+            throw std::runtime_error(
+                fmt::format("rte_hash_create {}: {}", sname, rte_strerror(rte_errno)));
     }
     timer_heap_.reserve(static_cast<std::size_t>(p_.opts.max_pending) * 4);
 
     // Held segments must never starve the port's RX refill (af_xdp stalls without mbufs).
-    max_held_mbufs_ = std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
+    max_held_mbufs_ =
+        std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
     hz_ = rte_get_tsc_hz();
     auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
     gap_ticks_ = p_.opts.bind_gap_us * hz_ / 1000000;
@@ -120,7 +127,9 @@ Worker::~Worker() {
     if (by_source_) rte_hash_free(by_source_);
 }
 
-std::uint64_t Worker::counter(unsigned reason) const { return reason < KVS_STATS_MAX ? stats_[reason] : 0; }
+std::uint64_t Worker::counter(unsigned reason) const {
+    return reason < KVS_STATS_MAX ? stats_[reason] : 0;
+}
 
 std::uint32_t Worker::max_held() const {
     std::uint32_t v = p_.opts.max_held_bytes ? p_.opts.max_held_bytes : t_.config->max_held_bytes;
@@ -128,13 +137,16 @@ std::uint32_t Worker::max_held() const {
     return std::min<std::uint32_t>(v, static_cast<std::uint32_t>(buf_.size()));
 }
 
-std::uint32_t Worker::bind_depth() const { return kvsteer::bind_depth(hash_params(*t_.config)); }
+std::uint32_t Worker::bind_depth() const {
+    return kvsteer::bind_depth(hash_params(*t_.config));
+}
 
 bool Worker::is_vip(const kvs_pkt &pkt) const {
     const kvs_config &c = *t_.config;
     for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) {
         const kvs_vip &v = c.vips[i];
-        if (v.family == KVS_AF_INET && v.addr[0] == pkt.ip4->daddr && v.port == pkt.tcp->dest) return true;
+        if (v.family == KVS_AF_INET && v.addr[0] == pkt.ip4->daddr && v.port == pkt.tcp->dest)
+            return true;
     }
     return false;
 }
@@ -147,7 +159,8 @@ void Worker::tx(rte_mbuf *m) {
 void Worker::flush_tx() {
     unsigned sent = 0;
     for (int tries = 0; sent < ntx_ && tries < 8; ++tries)
-        sent += rte_eth_tx_burst(p_.port, p_.queue, txq_ + sent, static_cast<std::uint16_t>(ntx_ - sent));
+        sent += rte_eth_tx_burst(p_.port, p_.queue, txq_ + sent,
+                                 static_cast<std::uint16_t>(ntx_ - sent));
     for (unsigned i = sent; i < ntx_; ++i) {
         rte_pktmbuf_free(txq_[i]);
         inc(KVS_R_DP_TX_DROP);
@@ -163,7 +176,8 @@ unsigned Worker::poll(std::uint64_t now) {
         handle(rx[i], now);
     }
     if (p_.inboxes) {
-        unsigned k = rte_ring_dequeue_burst(p_.inboxes[p_.index], reinterpret_cast<void **>(rx), 32, nullptr);
+        unsigned k = rte_ring_dequeue_burst(p_.inboxes[p_.index], reinterpret_cast<void **>(rx), 32,
+                                            nullptr);
         for (unsigned i = 0; i < k; ++i) handle(rx[i], now);
         n += k;
     }
@@ -190,8 +204,10 @@ void Worker::run(const std::atomic<bool> &stop) {
         // Adaptive: spin briefly, then sleep longer the longer it stays idle (up to
         // --idle-sleep-us) so a 2-CPU box keeps room for the backends and the client.
         ++idle;
-        if (idle < 64) rte_pause();
-        else usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
+        if (idle < 64)
+            rte_pause();
+        else
+            usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
     }
     flush_tx();
 }
@@ -213,7 +229,8 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     const kvs_config &c = *t_.config;
     if (is_vip(pkt)) return on_client(m, pkt, now);
     std::uint16_t dport = kvs_ntohs(pkt.tcp->dest);
-    if (pkt.ip4->daddr == c.snat_addr[0] && dport >= port_lo_ && dport <= port_hi_) return on_backend(m, pkt, now);
+    if (pkt.ip4->daddr == c.snat_addr[0] && dport >= port_lo_ && dport <= port_hi_)
+        return on_backend(m, pkt, now);
     if (p_.inboxes && pkt.ip4->daddr == c.snat_addr[0] && dport >= all_lo_ && dport <= all_hi_) {
         // Another worker's SNAT port: RSS put the backend's packet on our queue; hand it over.
         const std::uint32_t owner = (dport - all_lo_) / per_worker_;
@@ -251,7 +268,8 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             rte_pktmbuf_free(m);
             return;
         }
-        if (pkt.payload_len > 0 || (pkt.tcp->flags & KVS_TCP_FIN)) return add_segment(idx, m, pkt, now);
+        if (pkt.payload_len > 0 || (pkt.tcp->flags & KVS_TCP_FIN))
+            return add_segment(idx, m, pkt, now);
         if (pkt.opts.ts_off) s.client_tsval = pkt.opts.tsval;
         s.client_window = kvs_ntohs(pkt.tcp->window);
         inc(KVS_R_DP_PURE_ACK_HELD);  // pure ACK: its window and TSval are taken, nothing to hold
@@ -260,7 +278,8 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     }
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
-        if (p_.opts.mode == Mode::Dpdk && !draining_.load(std::memory_order_relaxed)) return answer_syn(m, pkt);
+        if (p_.opts.mode == Mode::Dpdk && !draining_.load(std::memory_order_relaxed))
+            return answer_syn(m, pkt);
         // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.
         inc(draining_.load(std::memory_order_relaxed) ? KVS_R_DP_DRAINING : KVS_R_DP_SYN_NOT_OURS);
         rte_pktmbuf_free(m);
@@ -271,7 +290,8 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    if ((fl & (KVS_TCP_ACK | KVS_TCP_FIN | KVS_TCP_SYN)) == (KVS_TCP_ACK | KVS_TCP_FIN) && pkt.payload_len == 0)
+    if ((fl & (KVS_TCP_ACK | KVS_TCP_FIN | KVS_TCP_SYN)) == (KVS_TCP_ACK | KVS_TCP_FIN) &&
+        pkt.payload_len == 0)
         return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
         if (!draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
@@ -387,7 +407,8 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     s.client_window = kvs_ntohs(pkt.tcp->window);
     s.created = s.last_seg = s.last_seen = now;
     s.deadline = now + client_idle_ticks_;
-    if (rte_hash_add_key_data(by_client_, &s.ckey, reinterpret_cast<void *>(static_cast<std::uintptr_t>(idx))) < 0) {
+    if (rte_hash_add_key_data(by_client_, &s.ckey,
+                              reinterpret_cast<void *>(static_cast<std::uintptr_t>(idx))) < 0) {
         s.st = St::Free;
         free_.push_back(idx);
         inc(KVS_R_DP_HOLD_FULL);
@@ -408,33 +429,35 @@ void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint
     s.client_window = kvs_ntohs(pkt.tcp->window);
     // max_held_bytes triggers the bind; segments the client keeps sending while the backend
     // handshake runs are still held (up to twice that) so they need no retransmission.
-    FirstFlight::Add r = held_mbufs_ >= max_held_mbufs_
-                             ? FirstFlight::Add::Full
-                             : s.ff.add(m, rte_pktmbuf_mtod_offset(m, const std::uint8_t *, pkt.l4_off + pkt.tcp_hlen),
-                                        seq, pkt.payload_len, fin, 2 * max_held());
+    FirstFlight::Add r =
+        held_mbufs_ >= max_held_mbufs_
+            ? FirstFlight::Add::Full
+            : s.ff.add(m,
+                       rte_pktmbuf_mtod_offset(m, const std::uint8_t *, pkt.l4_off + pkt.tcp_hlen),
+                       seq, pkt.payload_len, fin, 2 * max_held());
     switch (r) {
-    case FirstFlight::Add::Held:
-        ++held_mbufs_;
-        s.last_seg = now;
-        if (s.st == St::Holding) check_ready(idx, now, false);
-        if (s.st == St::Holding) arm_holding(idx, now);
-        return;
-    case FirstFlight::Add::Duplicate:
-        inc(KVS_R_DP_DUP_SEGMENT);
-        rte_pktmbuf_free(m);
-        return;
-    case FirstFlight::Add::Stale:
-        inc(KVS_R_DP_STALE_SEGMENT);
-        rte_pktmbuf_free(m);
-        return;
-    case FirstFlight::Add::Full:
-        inc(KVS_R_DP_HOLD_FULL);
-        rte_pktmbuf_free(m);
-        if (s.st == St::Holding) {
-            s.ready = 1;
-            check_ready(idx, now, true);
-        }
-        return;
+        case FirstFlight::Add::Held:
+            ++held_mbufs_;
+            s.last_seg = now;
+            if (s.st == St::Holding) check_ready(idx, now, false);
+            if (s.st == St::Holding) arm_holding(idx, now);
+            return;
+        case FirstFlight::Add::Duplicate:
+            inc(KVS_R_DP_DUP_SEGMENT);
+            rte_pktmbuf_free(m);
+            return;
+        case FirstFlight::Add::Stale:
+            inc(KVS_R_DP_STALE_SEGMENT);
+            rte_pktmbuf_free(m);
+            return;
+        case FirstFlight::Add::Full:
+            inc(KVS_R_DP_HOLD_FULL);
+            rte_pktmbuf_free(m);
+            if (s.st == St::Holding) {
+                s.ready = 1;
+                check_ready(idx, now, true);
+            }
+            return;
     }
 }
 
@@ -469,19 +492,29 @@ void Worker::check_ready(std::uint32_t idx, std::uint64_t now, bool gap) {
 // ---------------------------------------------------------------------------------------------
 // Binding
 
-void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView &v, std::uint32_t n) {
+void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView &v,
+                        std::uint32_t n) {
     Slot &s = slots_[idx];
     const HashParams hp = hash_params(*t_.config);
-    const FlightKey k = key_flight(hp, v, std::span<const std::uint8_t>(buf_.data(), n), hash_five_tuple(hp, s.ckey));
+    const FlightKey k = key_flight(hp, v, std::span<const std::uint8_t>(buf_.data(), n),
+                                   hash_five_tuple(hp, s.ckey));
     const KeyKind kind = k.kind;
     s.hashes = k.hashes;
     s.prompt_bytes = k.prompt_bytes;
     s.key_kind = static_cast<std::uint8_t>(kind);
     switch (kind) {
-    case KeyKind::OpenAIPrompt: inc(KVS_R_DP_KEY_OPENAI_PROMPT); break;
-    case KeyKind::OpenAIChat: inc(KVS_R_DP_KEY_OPENAI_CHAT); break;
-    case KeyKind::BodyPrefix: inc(KVS_R_DP_KEY_BODY_PREFIX); break;
-    default: inc(KVS_R_DP_KEY_FIVE_TUPLE); break;
+        case KeyKind::OpenAIPrompt:
+            inc(KVS_R_DP_KEY_OPENAI_PROMPT);
+            break;
+        case KeyKind::OpenAIChat:
+            inc(KVS_R_DP_KEY_OPENAI_CHAT);
+            break;
+        case KeyKind::BodyPrefix:
+            inc(KVS_R_DP_KEY_BODY_PREFIX);
+            break;
+        default:
+            inc(KVS_R_DP_KEY_FIVE_TUPLE);
+            break;
     }
     if (!alloc_port(&s.snat_port)) {
         inc(KVS_R_DP_PORTS_EXHAUSTED);
@@ -503,7 +536,8 @@ void Worker::next_candidate(std::uint32_t idx, std::uint64_t now) {
         release(idx, true);
         return;
     }
-    Choice ch = choose_backend(t_, s.hashes, s.hashes.prefix, std::span<const std::uint16_t>(s.tried, s.ncand), scratch_);
+    Choice ch = choose_backend(t_, s.hashes, s.hashes.prefix,
+                               std::span<const std::uint16_t>(s.tried, s.ncand), scratch_);
     if (ch.backend == KVS_BACKEND_NONE) {
         inc(KVS_R_DP_NO_BACKEND);
         inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
@@ -556,7 +590,8 @@ bool Worker::send_backend_syn(Slot &s) {
     // The backend leg's timestamps run on our monotonic millisecond clock, not the client's:
     // a backend that still holds this SNAT 4-tuple in TIME_WAIT from an earlier flow accepts a
     // SYN with a newer timestamp (RFC 6191) instead of answering with a challenge ACK.
-    if (s.syn_tries == 0) s.ts_delta = static_cast<std::uint32_t>(mono_ns() / 1000000) - s.client_tsval;
+    if (s.syn_tries == 0)
+        s.ts_delta = static_cast<std::uint32_t>(mono_ns() / 1000000) - s.client_tsval;
     sp.tsval = s.client_tsval + s.ts_delta;
     ++s.syn_tries;  // a SYN the mempool could not build counts as sent: the timer retries it
     return send(build_tcp4(p_.pool, sp));
@@ -643,22 +678,33 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     if (t_.load) __atomic_fetch_add(&t_.load[s.backend].binds, 1, __ATOMIC_RELAXED);
     inc(KVS_R_DP_BIND_OK);
     switch (s.via) {
-    case KVS_VIA_AFFINITY: inc(KVS_R_DP_VIA_AFFINITY); break;
-    case KVS_VIA_MAGLEV: inc(KVS_R_DP_VIA_MAGLEV); break;
-    case KVS_VIA_MAGLEV_SPILL: inc(KVS_R_DP_VIA_MAGLEV_SPILL); break;
-    case KVS_VIA_ROUND_ROBIN: inc(KVS_R_DP_VIA_ROUND_ROBIN); break;
-    default: break;
+        case KVS_VIA_AFFINITY:
+            inc(KVS_R_DP_VIA_AFFINITY);
+            break;
+        case KVS_VIA_MAGLEV:
+            inc(KVS_R_DP_VIA_MAGLEV);
+            break;
+        case KVS_VIA_MAGLEV_SPILL:
+            inc(KVS_R_DP_VIA_MAGLEV_SPILL);
+            break;
+        case KVS_VIA_ROUND_ROBIN:
+            inc(KVS_R_DP_VIA_ROUND_ROBIN);
+            break;
+        default:
+            break;
     }
     report(s);
 }
 
 // Both directions in one syscall (half the cost of two updates), all or nothing: a batch stops
 // at its first failure, so an entry it did write is removed again.
-bool Worker::install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks, const kvs_flow &s2c) {
+bool Worker::install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks,
+                          const kvs_flow &s2c) {
     kvs_flow_key keys[2] = {kc, ks};
     kvs_flow vals[2] = {c2s, s2c};
     __u32 count = 2;
-    if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) == 0 && count == 2) return true;
+    if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) == 0 && count == 2)
+        return true;
     if (count >= 1) bpf_map_delete_elem(t_.flows_fd, &keys[0]);
     if (count >= 2) bpf_map_delete_elem(t_.flows_fd, &keys[1]);
     return false;
@@ -751,7 +797,8 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             rte_pktmbuf_free(m);
             return next_candidate(static_cast<std::uint32_t>(idx), now);
         }
-        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) && ack == s.ff.isn() + 1) {
+        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) &&
+            ack == s.ff.isn() + 1) {
             inc(KVS_R_PUNT_BACKEND_SYNACK);
             complete_bind(static_cast<std::uint32_t>(idx), pkt, now);
             rte_pktmbuf_free(m);
@@ -800,8 +847,10 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
     const std::uint8_t fl = pkt.tcp->flags;
     s.last_seen = now;
     if (p_.opts.mode == Mode::Dpdk && !s.closed) {
-        if (fl & KVS_TCP_RST) s.fin_mask = 3;
-        else if (fl & KVS_TCP_FIN) s.fin_mask |= c2s ? 1 : 2;
+        if (fl & KVS_TCP_RST)
+            s.fin_mask = 3;
+        else if (fl & KVS_TCP_FIN)
+            s.fin_mask |= c2s ? 1 : 2;
         if (s.fin_mask == 3) {
             s.closed = 1;
             inc(KVS_R_FLOW_CLOSED);
@@ -815,9 +864,15 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
 
 void Worker::on_arp(rte_mbuf *m) {
     switch (answer_arp(m, *t_.config)) {
-    case ArpVerdict::Answered: tx(m); return;
-    case ArpVerdict::NotArp: inc(KVS_R_PASS_NOT_IP); break;
-    case ArpVerdict::NotOurs: inc(KVS_R_DP_ARP_NOT_OURS); break;
+        case ArpVerdict::Answered:
+            tx(m);
+            return;
+        case ArpVerdict::NotArp:
+            inc(KVS_R_PASS_NOT_IP);
+            break;
+        case ArpVerdict::NotOurs:
+            inc(KVS_R_DP_ARP_NOT_OURS);
+            break;
     }
     rte_pktmbuf_free(m);
 }
@@ -840,7 +895,8 @@ void Worker::arm_holding(std::uint32_t idx, std::uint64_t now) {
     const Slot &s = slots_[idx];
     std::uint64_t when = std::min(s.deadline, s.last_seg + gap_ticks_);
     if (when <= now) when = s.deadline;
-    if (!s.ff.isn_known() && s.created + unsure_wait_ticks_ > now) when = std::min(when, s.created + unsure_wait_ticks_);
+    if (!s.ff.isn_known() && s.created + unsure_wait_ticks_ > now)
+        when = std::min(when, s.created + unsure_wait_ticks_);
     arm(idx, std::max(when, now + 1));
 }
 
@@ -869,7 +925,8 @@ void Worker::timers(std::uint64_t now) {
                 arm(e.idx, s.deadline);
             } else {
                 inc(KVS_R_DP_BACKEND_TIMEOUT);
-                if (t_.load) __atomic_fetch_add(&t_.load[s.backend].bind_fail_timeout, 1, __ATOMIC_RELAXED);
+                if (t_.load)
+                    __atomic_fetch_add(&t_.load[s.backend].bind_fail_timeout, 1, __ATOMIC_RELAXED);
                 next_candidate(e.idx, now);
             }
         }
@@ -884,7 +941,8 @@ void Worker::sweep_bound(std::uint64_t now) {
         if (s.st != St::Bound) continue;
         if (p_.opts.mode == Mode::Xdp) {
             if (now >= s.deadline) release(i, false);  // XDP has the flow; the sweeper expires it
-        } else if ((s.closed && now - s.last_seen >= closed_ticks_) || now - s.last_seen >= flow_idle_ticks_) {
+        } else if ((s.closed && now - s.last_seen >= closed_ticks_) ||
+                   now - s.last_seen >= flow_idle_ticks_) {
             release(i, true);
         }
     }
@@ -940,7 +998,8 @@ bool Worker::alloc_port(std::uint16_t *port) {
         if (by_port_[p - port_lo_] >= 0) continue;
         if (p_.ports) {
             std::uint8_t expect = kPortFree;
-            if (!p_.ports->busy[p].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel))
+            if (!p_.ports->busy[p].compare_exchange_strong(expect, kPortBinding,
+                                                           std::memory_order_acq_rel))
                 continue;
         }
         *port = p;
@@ -955,32 +1014,41 @@ void Worker::list_add(std::uint32_t idx) {
     Slot &s = slots_[idx];
     s.prev = list_tail_;
     s.next = -1;
-    if (list_tail_ >= 0) slots_[list_tail_].next = static_cast<std::int32_t>(idx);
-    else list_head_ = static_cast<std::int32_t>(idx);
+    if (list_tail_ >= 0)
+        slots_[list_tail_].next = static_cast<std::int32_t>(idx);
+    else
+        list_head_ = static_cast<std::int32_t>(idx);
     list_tail_ = static_cast<std::int32_t>(idx);
     ++n_binding_;
     if (by_source_) {
         void *d = nullptr;
         const std::uintptr_t n = rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) >= 0
-                                     ? reinterpret_cast<std::uintptr_t>(d) : 0;
+                                     ? reinterpret_cast<std::uintptr_t>(d)
+                                     : 0;
         rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n + 1));
     }
 }
 
 void Worker::list_del(std::uint32_t idx) {
     Slot &s = slots_[idx];
-    if (s.prev >= 0) slots_[s.prev].next = s.next;
-    else list_head_ = s.next;
-    if (s.next >= 0) slots_[s.next].prev = s.prev;
-    else list_tail_ = s.prev;
+    if (s.prev >= 0)
+        slots_[s.prev].next = s.next;
+    else
+        list_head_ = s.next;
+    if (s.next >= 0)
+        slots_[s.next].prev = s.prev;
+    else
+        list_tail_ = s.prev;
     s.prev = s.next = -1;
     --n_binding_;
     if (by_source_) {
         void *d = nullptr;
         if (rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) < 0) return;
         const auto n = reinterpret_cast<std::uintptr_t>(d);
-        if (n <= 1) rte_hash_del_key(by_source_, &s.ckey.saddr[0]);
-        else rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n - 1));
+        if (n <= 1)
+            rte_hash_del_key(by_source_, &s.ckey.saddr[0]);
+        else
+            rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n - 1));
     }
 }
 

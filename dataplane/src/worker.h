@@ -46,13 +46,14 @@ struct WorkerParams {
 };
 
 class Worker {
-public:
+   public:
     Worker(const Tables &t, const WorkerParams &p);
     ~Worker();
     Worker(const Worker &) = delete;
     Worker &operator=(const Worker &) = delete;
 
-    // One iteration at time `now` (TSC ticks): RX burst, timers, TX flush. Returns packets received.
+    // One iteration at time `now` (TSC ticks): RX burst, timers, TX flush. Returns packets
+    // received.
     unsigned poll(std::uint64_t now);
     // Polls until `stop` is set; adaptive idle backs off with pause, then short sleeps.
     void run(const std::atomic<bool> &stop);
@@ -70,7 +71,7 @@ public:
     void handle(rte_mbuf *m, std::uint64_t now);
     void flush_tx();
 
-private:
+   private:
     enum class St : std::uint8_t { Free, Holding, SynSent, Bound };
     static constexpr unsigned kMaxCand = 8;
 
@@ -81,15 +82,15 @@ private:
         std::uint8_t via = 0, key_kind = 0, closed = 0, fin_mask = 0;
         std::uint8_t head_incomplete = 1;  // the held bytes do not yet hold a whole request head
         std::uint16_t client_mss = 0, client_window = 0, snat_port = 0, backend = KVS_BACKEND_NONE;
-        kvs_flow_key ckey{};           // client -> VIP, as it arrives
-        kvs_flow_key bkey{};           // backend -> SNAT, as it arrives
+        kvs_flow_key ckey{};  // client -> VIP, as it arrives
+        kvs_flow_key bkey{};  // backend -> SNAT, as it arrives
         std::uint8_t client_mac[6]{};
         std::uint32_t cookie_isn = 0, client_tsval = 0, ts_ours = 0;
-        std::uint32_t ts_delta = 0;    // client TSval -> the backend leg's (our monotonic ms clock)
+        std::uint32_t ts_delta = 0;  // client TSval -> the backend leg's (our monotonic ms clock)
         std::uint32_t prompt_bytes = 0;
         std::uint64_t created = 0, last_seg = 0, deadline = 0, last_seen = 0;
         std::uint16_t tried[kMaxCand]{};
-        FirstFlight ff;                // the held first flight; ff.isn() is the client's ISN
+        FirstFlight ff;  // the held first flight; ff.isn() is the client's ISN
         kvs_flow c2s{}, s2c{};
         PrefixHashes hashes;
         std::int32_t prev = -1, next = -1;  // binding list (Holding/SynSent), oldest first
@@ -131,7 +132,8 @@ private:
     bool alloc_port(std::uint16_t *port);
     void tx(rte_mbuf *m);
     bool send(rte_mbuf *m);
-    bool install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks, const kvs_flow &s2c);
+    bool install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks,
+                      const kvs_flow &s2c);
     void inc(unsigned reason) { stats_[reason]++; }
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
@@ -159,8 +161,8 @@ private:
     std::uint32_t held_mbufs_ = 0, max_held_mbufs_ = 0;
     std::uint32_t sweep_cursor_ = 0;
     std::uint64_t hz_ = 0, last_timer_ = 0;
-    std::uint64_t gap_ticks_, syn_timeout_ticks_, client_idle_ticks_, linger_ticks_, flow_idle_ticks_,
-        closed_ticks_, unsure_wait_ticks_;
+    std::uint64_t gap_ticks_, syn_timeout_ticks_, client_idle_ticks_, linger_ticks_,
+        flow_idle_ticks_, closed_ticks_, unsure_wait_ticks_;
     std::atomic<bool> draining_{false};
     std::uint64_t ring_head_ = 0;
     ChooseScratch scratch_;

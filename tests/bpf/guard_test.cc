@@ -25,10 +25,10 @@ namespace {
 constexpr int kTcOk = 0, kTcShot = 2;
 
 class Guard : public ::testing::Test {
-protected:
-    void SetUp() override
-    {
-        if (geteuid() != 0) GTEST_SKIP() << "needs root (bpffs mount, BPF_PROG_TEST_RUN); CI runs as root";
+   protected:
+    void SetUp() override {
+        if (geteuid() != 0)
+            GTEST_SKIP() << "needs root (bpffs mount, BPF_PROG_TEST_RUN); CI runs as root";
         char tmpl[] = "/run/kvx-guard-XXXXXX";
         ASSERT_NE(mkdtemp(tmpl), nullptr);
         mnt_ = tmpl;
@@ -53,30 +53,27 @@ protected:
         prog_fd_ = bpf_program__fd(bpf_object__find_program_by_name(obj_, "kvsteer_guard"));
         ASSERT_GE(prog_fd_, 0);
     }
-    void TearDown() override
-    {
+    void TearDown() override {
         if (obj_) bpf_object__close(obj_);
         maps_.reset();
         if (mounted_) umount2(mnt_.c_str(), MNT_DETACH);
         if (!mnt_.empty()) rmdir(mnt_.c_str());
     }
-    int run(const Bytes &frame)
-    {
+    int run(const Bytes &frame) {
         Bytes in = frame;
-        LIBBPF_OPTS(bpf_test_run_opts, t, .data_in = in.data(), .data_size_in = static_cast<__u32>(in.size()),
-                    .repeat = 1);
+        LIBBPF_OPTS(bpf_test_run_opts, t, .data_in = in.data(),
+                    .data_size_in = static_cast<__u32>(in.size()), .repeat = 1);
         EXPECT_EQ(bpf_prog_test_run_opts(prog_fd_, &t), 0) << std::strerror(errno);
         return static_cast<int>(t.retval);
     }
-    std::uint64_t drops()
-    {
+    std::uint64_t drops() {
         std::vector<std::uint64_t> v(KVS_R__COUNT);
         std::string err;
         EXPECT_TRUE(kvsteer::bpf::read_xdp_stats(*maps_, v.data(), KVS_R__COUNT, &err)) << err;
         return v[KVS_R_GUARD_DROP];
     }
-    static TcpSpec segment(const char *src, std::uint16_t sport, const char *dst, std::uint16_t dport)
-    {
+    static TcpSpec segment(const char *src, std::uint16_t sport, const char *dst,
+                           std::uint16_t dport) {
         TcpSpec s;
         s.saddr[0] = ip4(src);
         s.daddr[0] = ip4(dst);
@@ -98,8 +95,7 @@ protected:
     int prog_fd_ = -1;
 };
 
-TEST_F(Guard, DropsBackendSegmentsIntoTheSnatRange)
-{
+TEST_F(Guard, DropsBackendSegmentsIntoTheSnatRange) {
     // A streamed response segment of a bound flow, as a backend sends it to the SNAT address.
     EXPECT_EQ(run(build_tcp(segment("10.77.0.101", 8000, "10.77.0.2", 33307))), kTcShot);
     TcpSpec syn = segment("10.77.0.101", 8000, "10.77.0.2", 10000);
@@ -110,8 +106,7 @@ TEST_F(Guard, DropsBackendSegmentsIntoTheSnatRange)
     EXPECT_EQ(drops(), 2u);
 }
 
-TEST_F(Guard, DropsClientSegmentsToAVip)
-{
+TEST_F(Guard, DropsClientSegmentsToAVip) {
     EXPECT_EQ(run(build_tcp(segment("10.77.0.10", 46362, "10.77.1.1", 8000))), kTcShot);
     TcpSpec syn = segment("10.77.0.10", 46363, "10.77.1.1", 8000);
     syn.flags = KVS_TCP_SYN;
@@ -120,8 +115,7 @@ TEST_F(Guard, DropsClientSegmentsToAVip)
     EXPECT_EQ(drops(), 2u);
 }
 
-TEST_F(Guard, PassesEverythingElse)
-{
+TEST_F(Guard, PassesEverythingElse) {
     // The appliance's own traffic: its ephemeral ports (outside the SNAT range), other
     // addresses, other VIP ports.
     EXPECT_EQ(run(build_tcp(segment("10.77.0.101", 8000, "10.77.0.2", 45000))), kTcOk);

@@ -11,8 +11,7 @@ using namespace kvstest;
 
 namespace {
 
-TcpSpec base_spec()
-{
+TcpSpec base_spec() {
     TcpSpec s;
     s.saddr[0] = ip4("10.0.0.1");
     s.daddr[0] = ip4("10.0.0.2");
@@ -24,8 +23,7 @@ TcpSpec base_spec()
     return s;
 }
 
-int parse(Bytes &b, kvs_pkt *p)
-{
+int parse(Bytes &b, kvs_pkt *p) {
     // Copy into an exact-size heap buffer so ASan catches any read past the end.
     std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[b.size() ? b.size() : 1]);
     if (!b.empty()) std::memcpy(buf.get(), b.data(), b.size());
@@ -43,8 +41,7 @@ int parse(Bytes &b, kvs_pkt *p)
     return st;
 }
 
-TEST(BpfParse, Ipv4WithOptions)
-{
+TEST(BpfParse, Ipv4WithOptions) {
     Bytes b = build_tcp(base_spec());
     std::vector<std::uint8_t> buf = b;
     kvs_pkt p;
@@ -64,8 +61,7 @@ TEST(BpfParse, Ipv4WithOptions)
     EXPECT_EQ(kvs_ntohl(p.tcp->seq), 0x11223344u);
 }
 
-TEST(BpfParse, SynOptionsAnyOrder)
-{
+TEST(BpfParse, SynOptionsAnyOrder) {
     TcpSpec s = base_spec();
     s.flags = 0x02;
     s.payload.clear();
@@ -81,8 +77,7 @@ TEST(BpfParse, SynOptionsAnyOrder)
     EXPECT_EQ(p.payload_len, 0);
 }
 
-TEST(BpfParse, EthernetPaddingIsNotPayload)
-{
+TEST(BpfParse, EthernetPaddingIsNotPayload) {
     TcpSpec s = base_spec();
     s.payload.clear();
     s.opts.clear();
@@ -95,8 +90,7 @@ TEST(BpfParse, EthernetPaddingIsNotPayload)
     EXPECT_EQ(p.frame_len, 60u);
 }
 
-TEST(BpfParse, VlanAndIpOptions)
-{
+TEST(BpfParse, VlanAndIpOptions) {
     TcpSpec s = base_spec();
     s.vlan = true;
     s.ip_opt_words = 3;
@@ -109,8 +103,7 @@ TEST(BpfParse, VlanAndIpOptions)
     EXPECT_EQ(p.payload_len, 100);
 }
 
-TEST(BpfParse, Ipv6)
-{
+TEST(BpfParse, Ipv6) {
     TcpSpec s = base_spec();
     s.v6 = true;
     ip6("fd00::1", s.saddr);
@@ -130,8 +123,7 @@ TEST(BpfParse, Ipv6)
     EXPECT_EQ(kvs_parse_reason(KVS_PARSE_NOT_TCP, p.l4proto), unsigned(KVS_R_PASS_ICMP));
 }
 
-TEST(BpfParse, NonIpAndNonTcp)
-{
+TEST(BpfParse, NonIpAndNonTcp) {
     Bytes b = build_tcp(base_spec());
     kvs_pkt p;
     b[12] = 0x08;
@@ -143,8 +135,7 @@ TEST(BpfParse, NonIpAndNonTcp)
     EXPECT_EQ(kvs_parse_reason(KVS_PARSE_NOT_TCP, p.l4proto), unsigned(KVS_R_PASS_NOT_TCP));
 }
 
-TEST(BpfParse, Fragments)
-{
+TEST(BpfParse, Fragments) {
     for (std::uint16_t fo : {0x2000, 0x0001, 0x20ff}) {
         TcpSpec s = base_spec();
         s.frag_off = fo;
@@ -154,8 +145,7 @@ TEST(BpfParse, Fragments)
     }
 }
 
-TEST(BpfParse, EveryTruncation)
-{
+TEST(BpfParse, EveryTruncation) {
     for (bool v6 : {false, true}) {
         for (bool vlan : {false, true}) {
             TcpSpec s = base_spec();
@@ -177,8 +167,7 @@ TEST(BpfParse, EveryTruncation)
     }
 }
 
-TEST(BpfParse, BadIhlAndLengths)
-{
+TEST(BpfParse, BadIhlAndLengths) {
     for (std::uint8_t ihl = 0; ihl < 5; ihl++) {
         Bytes b = build_tcp(base_spec());
         b[14] = static_cast<std::uint8_t>(0x40 | ihl);
@@ -203,13 +192,13 @@ TEST(BpfParse, BadIhlAndLengths)
         b[14] = 0x4f;  // IHL 60 bytes: runs into TCP, then TCP header lies past the IP length
         kvs_pkt p;
         int st = parse(b, &p);
-        EXPECT_TRUE(st == KVS_PARSE_BAD_DOFF || st == KVS_PARSE_TRUNCATED || st == KVS_PARSE_BAD_OPTION)
+        EXPECT_TRUE(st == KVS_PARSE_BAD_DOFF || st == KVS_PARSE_TRUNCATED ||
+                    st == KVS_PARSE_BAD_OPTION)
             << st;
     }
 }
 
-TEST(BpfParse, BadDoff)
-{
+TEST(BpfParse, BadDoff) {
     for (std::uint8_t doff = 0; doff < 5; doff++) {
         Bytes b = build_tcp(base_spec());
         b[34 + 12] = static_cast<std::uint8_t>(doff << 4);
@@ -224,23 +213,22 @@ TEST(BpfParse, BadDoff)
     EXPECT_EQ(parse(b, &p), KVS_PARSE_BAD_DOFF);
 }
 
-TEST(BpfParse, HostileOptionLengths)
-{
+TEST(BpfParse, HostileOptionLengths) {
     struct Case {
         Bytes opts;
         int want;
     } cases[] = {
-        {{2, 0, 0, 0}, KVS_PARSE_BAD_OPTION},               // length 0
-        {{2, 1, 0, 0}, KVS_PARSE_BAD_OPTION},               // length 1
-        {{1, 1, 1, 99}, KVS_PARSE_BAD_OPTION},              // kind without room for a length
-        {{30, 200, 0, 0}, KVS_PARSE_BAD_OPTION},            // overflowing unknown option
+        {{2, 0, 0, 0}, KVS_PARSE_BAD_OPTION},     // length 0
+        {{2, 1, 0, 0}, KVS_PARSE_BAD_OPTION},     // length 1
+        {{1, 1, 1, 99}, KVS_PARSE_BAD_OPTION},    // kind without room for a length
+        {{30, 200, 0, 0}, KVS_PARSE_BAD_OPTION},  // overflowing unknown option
         {{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},  // TS wrong length
-        {{2, 5, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},   // MSS wrong length
-        {{5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},  // SACK not 2+8n
-        {{5, 2, 1, 1}, KVS_PARSE_BAD_OPTION},               // SACK with no block
-        {{0, 2, 0, 0}, KVS_PARSE_OK},                       // EOL ends parsing
-        {{1, 1, 1, 1}, KVS_PARSE_OK},                       // all NOPs
-        {{99, 4, 0, 0}, KVS_PARSE_OK},                      // unknown kind skipped
+        {{2, 5, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},               // MSS wrong length
+        {{5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},   // SACK not 2+8n
+        {{5, 2, 1, 1}, KVS_PARSE_BAD_OPTION},                           // SACK with no block
+        {{0, 2, 0, 0}, KVS_PARSE_OK},                                   // EOL ends parsing
+        {{1, 1, 1, 1}, KVS_PARSE_OK},                                   // all NOPs
+        {{99, 4, 0, 0}, KVS_PARSE_OK},                                  // unknown kind skipped
     };
     for (const auto &c : cases) {
         TcpSpec s = base_spec();
@@ -259,15 +247,15 @@ TEST(BpfParse, HostileOptionLengths)
     EXPECT_EQ(p.tcp_hlen, 60);
 }
 
-TEST(BpfParse, RandomMutationsNeverCrash)
-{
+TEST(BpfParse, RandomMutationsNeverCrash) {
     std::mt19937 rng(42);
     Bytes full = build_tcp(base_spec());
     int ok = 0;
     for (int i = 0; i < 100000; i++) {
         Bytes b = full;
         int flips = 1 + static_cast<int>(rng() % 4);
-        for (int f = 0; f < flips; f++) b[14 + rng() % (b.size() - 14)] = static_cast<std::uint8_t>(rng());
+        for (int f = 0; f < flips; f++)
+            b[14 + rng() % (b.size() - 14)] = static_cast<std::uint8_t>(rng());
         b.resize(rng() % (b.size() + 1));
         kvs_pkt p;
         ok += parse(b, &p) == KVS_PARSE_OK;

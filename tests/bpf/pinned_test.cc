@@ -18,9 +18,8 @@ using namespace kvstest;
 namespace {
 
 class BpfPinned : public ::testing::Test {
-protected:
-    void SetUp() override
-    {
+   protected:
+    void SetUp() override {
         if (geteuid() != 0) GTEST_SKIP() << "needs root (bpffs mount); CI runs as root";
         char tmpl[] = "/run/kvx-pin-XXXXXX";
         ASSERT_NE(mkdtemp(tmpl), nullptr);
@@ -29,8 +28,7 @@ protected:
         mounted_ = true;
         dir_ = mnt_ + "/kvsteer";
     }
-    void TearDown() override
-    {
+    void TearDown() override {
         if (mounted_) umount2(mnt_.c_str(), MNT_DETACH);
         if (!mnt_.empty()) rmdir(mnt_.c_str());
     }
@@ -38,13 +36,13 @@ protected:
     bool mounted_ = false;
 };
 
-TEST_F(BpfPinned, CreateOpenAndMmapLayout)
-{
+TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     std::string err;
     auto m = kvsteer::bpf::open_pinned_maps(dir_, true, &err);
     ASSERT_NE(m, nullptr) << err;
-    for (const char *name : {KVS_MAP_CONFIG, KVS_MAP_BACKENDS, KVS_MAP_BACKEND_LOAD, KVS_MAP_MAGLEV, KVS_MAP_AFFINITY,
-                             KVS_MAP_FLOWS, KVS_MAP_STATS, KVS_MAP_RING_CTL, KVS_MAP_BIND_RING, KVS_MAP_DP_STATS})
+    for (const char *name :
+         {KVS_MAP_CONFIG, KVS_MAP_BACKENDS, KVS_MAP_BACKEND_LOAD, KVS_MAP_MAGLEV, KVS_MAP_AFFINITY,
+          KVS_MAP_FLOWS, KVS_MAP_STATS, KVS_MAP_RING_CTL, KVS_MAP_BIND_RING, KVS_MAP_DP_STATS})
         EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + name)) << name;
 
     // Writes through the mmaps land where the kernel (and the XDP program) index them.
@@ -100,8 +98,7 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout)
     EXPECT_TRUE(kvsteer::bpf::read_xdp_stats(*m2, stats.data(), KVS_R__COUNT, &err)) << err;
 }
 
-TEST_F(BpfPinned, MissingAndStalePinsReported)
-{
+TEST_F(BpfPinned, MissingAndStalePinsReported) {
     std::string err;
     EXPECT_EQ(kvsteer::bpf::open_pinned_maps(dir_, false, &err), nullptr);
     EXPECT_NE(err.find(KVS_MAP_CONFIG), std::string::npos) << err;
@@ -117,8 +114,7 @@ TEST_F(BpfPinned, MissingAndStalePinsReported)
     EXPECT_NE(err.find("kvs_config"), std::string::npos) << err;
 }
 
-TEST_F(BpfPinned, ReloadKeepsEstablishedFlows)
-{
+TEST_F(BpfPinned, ReloadKeepsEstablishedFlows) {
     std::string err;
     kvsteer::bpf::LoaderOptions lo;
     lo.pin_dir = dir_;

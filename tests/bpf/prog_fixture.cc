@@ -9,8 +9,7 @@
 
 namespace kvstest {
 
-std::unique_ptr<ProgHarness> ProgHarness::create(std::uint32_t flow_max, std::string *err)
-{
+std::unique_ptr<ProgHarness> ProgHarness::create(std::uint32_t flow_max, std::string *err) {
     kvsteer::bpf::LoaderOptions o;
     o.flow_max = flow_max;
     auto l = kvsteer::bpf::Loader::load(o, err);
@@ -18,8 +17,7 @@ std::unique_ptr<ProgHarness> ProgHarness::create(std::uint32_t flow_max, std::st
     return std::make_unique<ProgHarness>(std::move(l));
 }
 
-RunResult ProgHarness::run(const Bytes &in, int repeat, std::uint32_t *duration_ns)
-{
+RunResult ProgHarness::run(const Bytes &in, int repeat, std::uint32_t *duration_ns) {
     RunResult r;
     // The output buffer starts as a non-zero pattern: bytes the program did not write show up.
     std::vector<std::uint8_t> out(4096, 0x5A);
@@ -38,32 +36,28 @@ RunResult ProgHarness::run(const Bytes &in, int repeat, std::uint32_t *duration_
     return r;
 }
 
-std::vector<std::uint64_t> ProgHarness::stats()
-{
+std::vector<std::uint64_t> ProgHarness::stats() {
     std::vector<std::uint64_t> v(KVS_R__COUNT);
     std::string err;
     EXPECT_TRUE(l_->read_stats(v.data(), KVS_R__COUNT, &err)) << err;
     return v;
 }
 
-void ProgHarness::set_config(const kvs_config &c)
-{
+void ProgHarness::set_config(const kvs_config &c) {
     std::uint32_t zero = 0;
     EXPECT_EQ(bpf_map_update_elem(l_->map_fd(KVS_MAP_CONFIG), &zero, &c, BPF_ANY), 0);
 }
 
-void ProgHarness::put_flow(const kvs_flow_key &k, const kvs_flow &f)
-{
-    EXPECT_EQ(bpf_map_update_elem(l_->map_fd(KVS_MAP_FLOWS), &k, &f, BPF_ANY), 0) << std::strerror(errno);
+void ProgHarness::put_flow(const kvs_flow_key &k, const kvs_flow &f) {
+    EXPECT_EQ(bpf_map_update_elem(l_->map_fd(KVS_MAP_FLOWS), &k, &f, BPF_ANY), 0)
+        << std::strerror(errno);
 }
 
-bool ProgHarness::get_flow(const kvs_flow_key &k, kvs_flow *f)
-{
+bool ProgHarness::get_flow(const kvs_flow_key &k, kvs_flow *f) {
     return bpf_map_lookup_elem(l_->map_fd(KVS_MAP_FLOWS), &k, f) == 0;
 }
 
-void ProgHarness::clear_flows()
-{
+void ProgHarness::clear_flows() {
     int fd = l_->map_fd(KVS_MAP_FLOWS);
     kvs_flow_key k{}, next{};
     while (bpf_map_get_next_key(fd, nullptr, &next) == 0) {
@@ -72,25 +66,24 @@ void ProgHarness::clear_flows()
     }
 }
 
-kvs_backend_load ProgHarness::load(std::uint32_t id)
-{
+kvs_backend_load ProgHarness::load(std::uint32_t id) {
     kvs_backend_load v{};
     EXPECT_EQ(bpf_map_lookup_elem(l_->map_fd(KVS_MAP_BACKEND_LOAD), &id, &v), 0);
     return v;
 }
 
-void ProgHarness::clear_load()
-{
+void ProgHarness::clear_load() {
     kvs_backend_load zero{};
     for (std::uint32_t i = 0; i < 8; i++)
         bpf_map_update_elem(l_->map_fd(KVS_MAP_BACKEND_LOAD), &i, &zero, BPF_ANY);
 }
 
-std::string stat_delta(const std::vector<std::uint64_t> &a, const std::vector<std::uint64_t> &b)
-{
+std::string stat_delta(const std::vector<std::uint64_t> &a, const std::vector<std::uint64_t> &b) {
     std::string s;
     for (std::size_t i = 0; i < a.size() && i < b.size(); i++)
-        if (a[i] != b[i]) s += std::string(kvs_reason_name(static_cast<unsigned>(i))) + "=+" + std::to_string(b[i] - a[i]) + " ";
+        if (a[i] != b[i])
+            s += std::string(kvs_reason_name(static_cast<unsigned>(i))) + "=+" +
+                 std::to_string(b[i] - a[i]) + " ";
     return s;
 }
 

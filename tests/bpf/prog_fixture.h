@@ -21,7 +21,7 @@ struct RunResult {
 };
 
 class ProgHarness {
-public:
+   public:
     // nullptr + err when loading fails (not root, no BPF).
     static std::unique_ptr<ProgHarness> create(std::uint32_t flow_max, std::string *err);
     explicit ProgHarness(std::unique_ptr<kvsteer::bpf::Loader> l) : l_(std::move(l)) {}
@@ -36,7 +36,7 @@ public:
     void clear_load();
     kvsteer::bpf::Loader &loader() { return *l_; }
 
-private:
+   private:
     std::unique_ptr<kvsteer::bpf::Loader> l_;
 };
 

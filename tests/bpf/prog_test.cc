@@ -15,28 +15,26 @@ using namespace kvstest;
 
 namespace {
 
-constexpr std::uint32_t XDP_ABORTED_ = 0, XDP_DROP_ = 1, XDP_PASS_ = 2, XDP_TX_ = 3, XDP_REDIRECT_ = 4;
+constexpr std::uint32_t XDP_ABORTED_ = 0, XDP_DROP_ = 1, XDP_PASS_ = 2, XDP_TX_ = 3,
+                        XDP_REDIRECT_ = 4;
 
 const std::uint8_t kApplMac[6] = {0x02, 0xaa, 0, 0, 0, 0x01};
 const std::uint8_t kClientMac[6] = {0x02, 0xcc, 0, 0, 0, 0x02};
 const std::uint8_t kBackendMac[6] = {0x02, 0xbb, 0, 0, 0, 0x07};
 
 class BpfProg : public ::testing::Test {
-protected:
-    static void SetUpTestSuite()
-    {
+   protected:
+    static void SetUpTestSuite() {
         if (geteuid() != 0) return;
         std::string err;
         h_ = ProgHarness::create(4096, &err).release();
         load_err_ = err;
     }
-    static void TearDownTestSuite()
-    {
+    static void TearDownTestSuite() {
         delete h_;
         h_ = nullptr;
     }
-    void SetUp() override
-    {
+    void SetUp() override {
         if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
         ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
         cfg_ = kvs_config{};
@@ -63,8 +61,7 @@ protected:
         h_->clear_load();
     }
 
-    static TcpSpec client_spec()
-    {
+    static TcpSpec client_spec() {
         TcpSpec s;
         std::memcpy(s.smac, kClientMac, 6);
         std::memcpy(s.dmac, kApplMac, 6);
@@ -75,19 +72,19 @@ protected:
         return s;
     }
 
-    std::uint32_t cookie_for(const TcpSpec &s, std::uint8_t data)
-    {
+    std::uint32_t cookie_for(const TcpSpec &s, std::uint8_t data) {
         kvs_cookie_tuple t{};
         std::memcpy(t.saddr, s.saddr, 16);
         std::memcpy(t.daddr, s.daddr, 16);
         t.sport = htons(s.sport);
         t.dport = htons(s.dport);
-        return kvs_cookie_make(cfg_.cookie_key[0], &t, kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s), data);
+        return kvs_cookie_make(cfg_.cookie_key[0], &t,
+                               kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s),
+                               data);
     }
 
     // Runs a SYN and checks the SYN-ACK against the userspace builder byte for byte.
-    Bytes expect_synack(const Bytes &syn)
-    {
+    Bytes expect_synack(const Bytes &syn) {
         for (int attempt = 0; attempt < 3; attempt++) {
             std::uint64_t slot0 = kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s);
             auto before = h_->stats();
@@ -96,7 +93,8 @@ protected:
             std::uint64_t slot1 = kvs_cookie_slot(kvs_cookie_now_tai_ns(), cfg_.cookie_period_s);
             if (slot0 != slot1) continue;  // crossed a slot boundary: the cookie is ambiguous
             EXPECT_EQ(r.verdict, XDP_TX_);
-            EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 1u) << stat_delta(before, after);
+            EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 1u)
+                << stat_delta(before, after);
             EXPECT_EQ(check_checksums(r.out), "") << hex(r.out);
 
             // Same SYN-ACK from the userspace build of the same headers.
@@ -108,7 +106,8 @@ protected:
             kvs_cookie_tuple t;
             kvs_cookie_tuple_of(&p, &t);
             // Cookie and TSval (the client's ISN under the cookie's hash) from the shared codec.
-            kvs_cookie_sign(cfg_.cookie_key[0], &t, slot0, sa.cookie_data, sa.client_isn, &sa.cookie, &sa.tsval);
+            kvs_cookie_sign(cfg_.cookie_key[0], &t, slot0, sa.cookie_data, sa.client_isn,
+                            &sa.cookie, &sa.tsval);
             Bytes want(sa.frame_len, 0xA5);
             std::memcpy(want.data(), syn.data(), sa.l3_off);
             EXPECT_EQ(kvs_synack_write(want.data(), want.data() + want.size(), &sa), 0);
@@ -119,7 +118,8 @@ protected:
             kvs_pkt op;
             EXPECT_EQ(kvs_parse(o.data(), o.data() + o.size(), &op), KVS_PARSE_OK);
             kvs_cookie_opts co{};
-            EXPECT_TRUE(kvs_cookie_check(&cfg_.cookie_key[0][0], &t, kvs_ntohl(op.tcp->seq), slot0, &co));
+            EXPECT_TRUE(
+                kvs_cookie_check(&cfg_.cookie_key[0][0], &t, kvs_ntohl(op.tcp->seq), slot0, &co));
             kvs_cookie_opts expect = kvs_cookie_unpack_opts(sa.cookie_data);
             EXPECT_EQ(co.mss, expect.mss);
             EXPECT_EQ(co.wscale, expect.wscale);
@@ -127,7 +127,8 @@ protected:
             if (sa.ts) {
                 // Any first-flight segment's TSecr (our TSval) gives back the client's ISN.
                 std::uint32_t isn = 0;
-                EXPECT_TRUE(kvs_cookie_client_isn(&co, op.opts.tsval, sa.client_isn + 1 + 5000, 65535, &isn));
+                EXPECT_TRUE(kvs_cookie_client_isn(&co, op.opts.tsval, sa.client_isn + 1 + 5000,
+                                                  65535, &isn));
                 EXPECT_EQ(isn, sa.client_isn);
             }
             return r.out;
@@ -137,8 +138,7 @@ protected:
     }
 
     // Runs `in`, expects `verdict` and exactly one count of `reason`.
-    RunResult expect_verdict(const Bytes &in, std::uint32_t verdict, unsigned reason)
-    {
+    RunResult expect_verdict(const Bytes &in, std::uint32_t verdict, unsigned reason) {
         auto before = h_->stats();
         RunResult r = h_->run(in);
         auto after = h_->stats();
@@ -147,16 +147,17 @@ protected:
             << "want " << kvs_reason_name(reason) << ", got " << stat_delta(before, after);
         std::uint64_t total = 0;
         for (unsigned i = 0; i < KVS_R__COUNT; i++)
-            if (i != KVS_R_FLOW_FIN && i != KVS_R_FLOW_RST && i != KVS_R_FLOW_CLOSED) total += after[i] - before[i];
-        EXPECT_EQ(total, 1u) << "exactly one verdict reason per packet: " << stat_delta(before, after);
+            if (i != KVS_R_FLOW_FIN && i != KVS_R_FLOW_RST && i != KVS_R_FLOW_CLOSED)
+                total += after[i] - before[i];
+        EXPECT_EQ(total, 1u) << "exactly one verdict reason per packet: "
+                             << stat_delta(before, after);
         return r;
     }
 
     // A bound connection: client 10.1.0.2:40001 -> VIP 10.9.0.1:80, SNAT 10.2.0.1:20001 ->
     // backend 10.2.0.7:8000.
     void install_pair(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks, kvs_flow *fs,
-                      std::uint8_t backend_ws = 10)
-    {
+                      std::uint8_t backend_ws = 10) {
         kvs_flowpair_params p{};
         p.client_addr[0] = ip4("10.1.0.2");
         p.vip_addr[0] = ip4("10.9.0.1");
@@ -184,8 +185,7 @@ protected:
         h_->put_flow(*ks, *fs);
     }
 
-    static TcpSpec backend_spec()
-    {
+    static TcpSpec backend_spec() {
         TcpSpec s;
         std::memcpy(s.smac, kBackendMac, 6);
         std::memcpy(s.dmac, kApplMac, 6);
@@ -197,8 +197,7 @@ protected:
     }
 
     // Userspace rewrite of the same frame with the same entry.
-    static Bytes cxx_rewrite(const Bytes &in, const kvs_flow &f)
-    {
+    static Bytes cxx_rewrite(const Bytes &in, const kvs_flow &f) {
         Bytes b = in;
         kvs_pkt p;
         EXPECT_EQ(kvs_parse(b.data(), b.data() + b.size(), &p), KVS_PARSE_OK);
@@ -214,10 +213,11 @@ protected:
 ProgHarness *BpfProg::h_ = nullptr;
 std::string BpfProg::load_err_;
 
-std::uint32_t rd32(const std::uint8_t *p) { return (std::uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
+std::uint32_t rd32(const std::uint8_t *p) {
+    return (std::uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+}
 
-TEST_F(BpfProg, SynAllOptions)
-{
+TEST_F(BpfProg, SynAllOptions) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_SYN;
     s.seq = 0x12345678;
@@ -227,8 +227,7 @@ TEST_F(BpfProg, SynAllOptions)
     EXPECT_EQ(rd32(&out[34 + 8]), 0x12345679u);  // ack = client ISN + 1
 }
 
-TEST_F(BpfProg, SynNoOptionsPaddedFrame)
-{
+TEST_F(BpfProg, SynNoOptionsPaddedFrame) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_SYN;
     s.pad_to = 60;  // 6 bytes of 0xA5 Ethernet padding: the frame shrinks/grows to 58
@@ -236,8 +235,7 @@ TEST_F(BpfProg, SynNoOptionsPaddedFrame)
     EXPECT_EQ(out.size(), 14u + 20 + 20 + 4);
 }
 
-TEST_F(BpfProg, SynAnswerOverwritesEveryByte)
-{
+TEST_F(BpfProg, SynAnswerOverwritesEveryByte) {
     // Garbage wherever the SYN-ACK must write something itself: IP TOS/ID/TTL, TCP URG pointer,
     // reserved bits, and 0xA5 padding past the IP length where the options will go.
     TcpSpec s = client_spec();
@@ -254,8 +252,7 @@ TEST_F(BpfProg, SynAnswerOverwritesEveryByte)
     ASSERT_EQ(out.size(), 14u + 20 + 20 + 8);  // MSS, NOP NOP SACK-perm (no WS offered)
 }
 
-TEST_F(BpfProg, SynTimestampsOffInConfig)
-{
+TEST_F(BpfProg, SynTimestampsOffInConfig) {
     cfg_.flags = 0;
     h_->set_config(cfg_);
     TcpSpec s = client_spec();
@@ -265,8 +262,7 @@ TEST_F(BpfProg, SynTimestampsOffInConfig)
     EXPECT_EQ(out.size(), 14u + 20 + 20 + 8);  // MSS + NOP WS
 }
 
-TEST_F(BpfProg, SynVlanAndIpv6)
-{
+TEST_F(BpfProg, SynVlanAndIpv6) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_SYN;
     s.vlan = true;
@@ -282,8 +278,7 @@ TEST_F(BpfProg, SynVlanAndIpv6)
     EXPECT_EQ(out.size(), 14u + 40 + 20 + 20);
 }
 
-TEST_F(BpfProg, SynWithoutConfiguredKeyDropped)
-{
+TEST_F(BpfProg, SynWithoutConfiguredKeyDropped) {
     cfg_.cookie_key[0][0] = cfg_.cookie_key[0][1] = 0;
     h_->set_config(cfg_);
     TcpSpec s = client_spec();
@@ -291,8 +286,7 @@ TEST_F(BpfProg, SynWithoutConfiguredKeyDropped)
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_NO_CONFIG);
 }
 
-TEST_F(BpfProg, SynToOtherAddressPassed)
-{
+TEST_F(BpfProg, SynToOtherAddressPassed) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_SYN;
     s.dport = 81;  // VIP address, other port
@@ -301,8 +295,7 @@ TEST_F(BpfProg, SynToOtherAddressPassed)
     EXPECT_EQ(r.out, in);
 }
 
-TEST_F(BpfProg, AckWithBadCookieDropped)
-{
+TEST_F(BpfProg, AckWithBadCookieDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK;
     s.seq = 1001;
@@ -316,8 +309,7 @@ TEST_F(BpfProg, AckWithBadCookieDropped)
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_BAD_COOKIE);
 }
 
-TEST_F(BpfProg, PureAckWithGoodCookieDropped)
-{
+TEST_F(BpfProg, PureAckWithGoodCookieDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK;
     s.seq = 1001;
@@ -326,8 +318,7 @@ TEST_F(BpfProg, PureAckWithGoodCookieDropped)
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_PURE_ACK);
 }
 
-TEST_F(BpfProg, FirstFlightPuntedToXsk)
-{
+TEST_F(BpfProg, FirstFlightPuntedToXsk) {
     // No AF_XDP socket is bound in test-run: the redirect to xsks_map fails over to XDP_DROP
     // and is counted as PUNT_NO_XSK (with a socket it is XDP_REDIRECT + PUNT_FIRST_FLIGHT).
     TcpSpec s = client_spec();
@@ -347,15 +338,13 @@ TEST_F(BpfProg, FirstFlightPuntedToXsk)
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);
 }
 
-TEST_F(BpfProg, RstWithoutFlowDropped)
-{
+TEST_F(BpfProg, RstWithoutFlowDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_RST;
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_RST_NO_FLOW);
 }
 
-TEST_F(BpfProg, EstablishedClientToBackend)
-{
+TEST_F(BpfProg, EstablishedClientToBackend) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -365,7 +354,8 @@ TEST_F(BpfProg, EstablishedClientToBackend)
     s.ack = 0x80001234 + 1 + 777;  // client acks 777 bytes of the (translated) response
     s.win = 1000;
     s.opts = cat({opt_nop(2), opt_ts(123456, 100000 + 40), opt_nop(2),
-                  opt_sack({{0x80001234 + 2000, 0x80001234 + 3000}, {0x80001234 + 4000, 0x80001234 + 4500}})});
+                  opt_sack({{0x80001234 + 2000, 0x80001234 + 3000},
+                            {0x80001234 + 4000, 0x80001234 + 4500}})});
     s.payload = Bytes(200, 'q');
     Bytes in = build_tcp(s);
     RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
@@ -379,15 +369,15 @@ TEST_F(BpfProg, EstablishedClientToBackend)
     EXPECT_EQ(0, std::memcmp(&r.out[30], &b, 4));
     EXPECT_EQ((r.out[34] << 8) | r.out[35], 20001);
     EXPECT_EQ((r.out[36] << 8) | r.out[37], 8000);
-    EXPECT_EQ(rd32(&r.out[38]), 5000u);                      // client seq space kept
-    EXPECT_EQ(rd32(&r.out[42]), 0x7000aaaau + 1 + 777);      // ack in backend space
-    EXPECT_EQ(rd32(&r.out[54 + 4]), 123456u);                // TSval kept
-    EXPECT_EQ(rd32(&r.out[54 + 8]), 5u + 40);                // TSecr in the backend's clock
-    EXPECT_EQ(rd32(&r.out[54 + 16]), 0x7000aaaau + 2000);   // SACK edges in backend space
+    EXPECT_EQ(rd32(&r.out[38]), 5000u);                    // client seq space kept
+    EXPECT_EQ(rd32(&r.out[42]), 0x7000aaaau + 1 + 777);    // ack in backend space
+    EXPECT_EQ(rd32(&r.out[54 + 4]), 123456u);              // TSval kept
+    EXPECT_EQ(rd32(&r.out[54 + 8]), 5u + 40);              // TSecr in the backend's clock
+    EXPECT_EQ(rd32(&r.out[54 + 16]), 0x7000aaaau + 2000);  // SACK edges in backend space
     EXPECT_EQ(rd32(&r.out[54 + 20]), 0x7000aaaau + 3000);
     EXPECT_EQ(rd32(&r.out[54 + 24]), 0x7000aaaau + 4000);
     EXPECT_EQ(rd32(&r.out[54 + 28]), 0x7000aaaau + 4500);
-    EXPECT_EQ((r.out[48] << 8) | r.out[49], 1000);           // client window untouched
+    EXPECT_EQ((r.out[48] << 8) | r.out[49], 1000);  // client window untouched
     kvs_flow after{};
     ASSERT_TRUE(h_->get_flow(kc, &after));
     EXPECT_EQ(after.packets, 1u);
@@ -396,8 +386,7 @@ TEST_F(BpfProg, EstablishedClientToBackend)
     EXPECT_EQ(after.state, 0);
 }
 
-TEST_F(BpfProg, EstablishedBackendToClient)
-{
+TEST_F(BpfProg, EstablishedBackendToClient) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs, 10);  // backend shift 10, ours 8: window << 2
@@ -418,15 +407,14 @@ TEST_F(BpfProg, EstablishedBackendToClient)
     EXPECT_EQ(rd32(&r.out[th + 4]), 0x80001234u + 1 + 100);  // seq in our cookie space
     EXPECT_EQ(rd32(&r.out[th + 8]), 5200u);
     EXPECT_EQ((r.out[th + 14] << 8) | r.out[th + 15], 12000);  // 3000 << 10 >> 8
-    EXPECT_EQ(rd32(&r.out[th + 24]), 77u + 100000 - 5);         // TSval in our SYN-ACK clock
+    EXPECT_EQ(rd32(&r.out[th + 24]), 77u + 100000 - 5);        // TSval in our SYN-ACK clock
     EXPECT_EQ(rd32(&r.out[th + 28]), 123456u);
     std::uint32_t vip = ip4("10.9.0.1"), cli = ip4("10.1.0.2");
     EXPECT_EQ(0, std::memcmp(&r.out[18 + 12], &vip, 4));
     EXPECT_EQ(0, std::memcmp(&r.out[18 + 16], &cli, 4));
 }
 
-TEST_F(BpfProg, EstablishedIpv6BothWays)
-{
+TEST_F(BpfProg, EstablishedIpv6BothWays) {
     kvs_flowpair_params p{};
     ip6("fd00::2", p.client_addr);
     std::memcpy(p.vip_addr, cfg_.vips[1].addr, 16);
@@ -462,7 +450,8 @@ TEST_F(BpfProg, EstablishedIpv6BothWays)
     c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
     c.seq = 77;
     c.ack = p.cookie + 1;
-    c.opts = cat({opt_nop(2), opt_ts(5, 70), opt_nop(2), opt_sack({{p.cookie + 100, p.cookie + 200}})});
+    c.opts =
+        cat({opt_nop(2), opt_ts(5, 70), opt_nop(2), opt_sack({{p.cookie + 100, p.cookie + 200}})});
     c.payload = Bytes(64, 'v');
     Bytes in = build_tcp(c);
     RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
@@ -489,8 +478,7 @@ TEST_F(BpfProg, EstablishedIpv6BothWays)
     EXPECT_EQ((r.out[54 + 14] << 8) | r.out[54 + 15], 2000);  // backend shift 7, ours 8
 }
 
-TEST_F(BpfProg, SackBlocksAllShifted)
-{
+TEST_F(BpfProg, SackBlocksAllShifted) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -499,8 +487,10 @@ TEST_F(BpfProg, SackBlocksAllShifted)
     s.seq = 5000;
     s.ack = 0x80001235;
     // Four blocks (no TS), wrapping around 2^32 on the way.
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> bl = {
-        {0x80001234 + 10, 0x80001234 + 20}, {0xffffff00, 0xfffffff0}, {0, 16}, {0x7fffffff, 0x80000000}};
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> bl = {{0x80001234 + 10, 0x80001234 + 20},
+                                                               {0xffffff00, 0xfffffff0},
+                                                               {0, 16},
+                                                               {0x7fffffff, 0x80000000}};
     s.opts = cat({opt_nop(2), opt_sack(bl)});
     Bytes in = build_tcp(s);
     RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
@@ -512,8 +502,7 @@ TEST_F(BpfProg, SackBlocksAllShifted)
     EXPECT_EQ(r.out, cxx_rewrite(in, fc));
 }
 
-TEST_F(BpfProg, FinClosesBothEntriesOnce)
-{
+TEST_F(BpfProg, FinClosesBothEntriesOnce) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -553,8 +542,7 @@ TEST_F(BpfProg, FinClosesBothEntriesOnce)
     EXPECT_EQ(b.win_shl, fs.win_shl);
 }
 
-TEST_F(BpfProg, RstFromBackendClosesOnce)
-{
+TEST_F(BpfProg, RstFromBackendClosesOnce) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -582,8 +570,7 @@ TEST_F(BpfProg, RstFromBackendClosesOnce)
 // A client reopens a connection on the 4-tuple of one that just closed, its entries still
 // lingering: the old entries go and the SYN gets a cookie (before, the new connection's
 // segments went to the old backend connection and stalled until the flow expired).
-TEST_F(BpfProg, SynReusesTupleOfClosedFlow)
-{
+TEST_F(BpfProg, SynReusesTupleOfClosedFlow) {
     for (bool backend_rst : {false, true}) {
         SCOPED_TRACE(backend_rst ? "closed by the backend's RST" : "closed by the client's FIN");
         kvs_flow_key kc, ks;
@@ -611,7 +598,8 @@ TEST_F(BpfProg, SynReusesTupleOfClosedFlow)
         auto after = h_->stats();
         ASSERT_FALSE(out.empty());
         EXPECT_EQ(rd32(&out[34 + 8]), 0x2468ace1u);
-        EXPECT_EQ(after[KVS_R_FLOW_REUSED] - before[KVS_R_FLOW_REUSED], 1u) << stat_delta(before, after);
+        EXPECT_EQ(after[KVS_R_FLOW_REUSED] - before[KVS_R_FLOW_REUSED], 1u)
+            << stat_delta(before, after);
         kvs_flow f{};
         EXPECT_FALSE(h_->get_flow(kc, &f)) << "client->VIP entry left behind";
         EXPECT_FALSE(h_->get_flow(ks, &f)) << "backend->SNAT entry left behind";
@@ -620,8 +608,7 @@ TEST_F(BpfProg, SynReusesTupleOfClosedFlow)
 
 // A SYN on a flow that is still open goes to its backend (whose challenge ACK makes the client
 // reset the old connection), rewritten like any other segment of the flow.
-TEST_F(BpfProg, SynOnLiveFlowForwarded)
-{
+TEST_F(BpfProg, SynOnLiveFlowForwarded) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -635,7 +622,8 @@ TEST_F(BpfProg, SynOnLiveFlowForwarded)
     auto after = h_->stats();
     EXPECT_EQ(r.verdict, XDP_TX_);
     EXPECT_EQ(r.out, cxx_rewrite(in, fc)) << hex(r.out);
-    EXPECT_EQ(after[KVS_R_SYN_ON_LIVE_FLOW] - before[KVS_R_SYN_ON_LIVE_FLOW], 1u) << stat_delta(before, after);
+    EXPECT_EQ(after[KVS_R_SYN_ON_LIVE_FLOW] - before[KVS_R_SYN_ON_LIVE_FLOW], 1u)
+        << stat_delta(before, after);
     EXPECT_EQ(after[KVS_R_TX_FWD_C2S] - before[KVS_R_TX_FWD_C2S], 1u) << stat_delta(before, after);
     EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 0u);
     kvs_flow f{};
@@ -643,8 +631,7 @@ TEST_F(BpfProg, SynOnLiveFlowForwarded)
     EXPECT_TRUE(h_->get_flow(ks, &f));
 }
 
-TEST_F(BpfProg, TwoArmedFlowRedirected)
-{
+TEST_F(BpfProg, TwoArmedFlowRedirected) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -659,24 +646,23 @@ TEST_F(BpfProg, TwoArmedFlowRedirected)
     EXPECT_EQ(r.out, cxx_rewrite(in, fc));  // rewritten before the redirect
 }
 
-TEST_F(BpfProg, BackendPacketsWithoutFlowPunted)
-{
+TEST_F(BpfProg, BackendPacketsWithoutFlowPunted) {
     TcpSpec s = backend_spec();
     s.flags = KVS_TCP_SYN | KVS_TCP_ACK;
     s.opts = cat({opt_mss(1460), opt_nop(), opt_ws(7)});
-    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);  // PUNT_BACKEND_SYNACK with a socket
+    expect_verdict(build_tcp(s), XDP_DROP_,
+                   KVS_R_PUNT_NO_XSK);  // PUNT_BACKEND_SYNACK with a socket
     s.flags = KVS_TCP_ACK;
     s.opts.clear();
     s.payload = Bytes(20, 'z');
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);  // PUNT_BACKEND_OTHER with a socket
-    s.dport = 30000;  // outside the SNAT range: not ours
+    s.dport = 30000;                                             // outside the SNAT range: not ours
     Bytes in = build_tcp(s);
     RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_NOT_OURS);
     EXPECT_EQ(r.out, in);
 }
 
-TEST_F(BpfProg, OtherTrafficPassedWithReason)
-{
+TEST_F(BpfProg, OtherTrafficPassedWithReason) {
     TcpSpec s = client_spec();
     s.daddr[0] = ip4("10.9.0.99");  // not a VIP
     s.flags = KVS_TCP_ACK;
@@ -706,8 +692,7 @@ TEST_F(BpfProg, OtherTrafficPassedWithReason)
     expect_verdict(e, XDP_PASS_, KVS_R_PASS_IPV6_EXT);
 }
 
-TEST_F(BpfProg, TruncatedAndMalformedCounted)
-{
+TEST_F(BpfProg, TruncatedAndMalformedCounted) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
     s.opts = cat({opt_nop(2), opt_ts(1, 2), opt_nop(2), opt_sack({{1, 2}})});
@@ -723,7 +708,8 @@ TEST_F(BpfProg, TruncatedAndMalformedCounted)
     auto after = h_->stats();
     EXPECT_EQ(after[KVS_R_DROP_TRUNCATED] - before[KVS_R_DROP_TRUNCATED], full.size() - 14);
     // Hostile option lengths (the general option walk in its own verified function).
-    for (Bytes opts : {Bytes{2, 0, 0, 0}, Bytes{2, 1, 0, 0}, Bytes{30, 200, 0, 0}, Bytes{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    for (Bytes opts : {Bytes{2, 0, 0, 0}, Bytes{2, 1, 0, 0}, Bytes{30, 200, 0, 0},
+                       Bytes{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
                        Bytes{5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, Bytes{1, 1, 1, 99}}) {
         TcpSpec m = s;
         m.opts = opts;

@@ -16,11 +16,14 @@ using namespace kvstest;
 
 namespace {
 
-std::uint32_t rd32(const std::uint8_t *p) { return (std::uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
-std::uint16_t rd16(const std::uint8_t *p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
+std::uint32_t rd32(const std::uint8_t *p) {
+    return (std::uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+}
+std::uint16_t rd16(const std::uint8_t *p) {
+    return static_cast<std::uint16_t>((p[0] << 8) | p[1]);
+}
 
-TEST(BpfCsum, ReplaceMatchesRecompute)
-{
+TEST(BpfCsum, ReplaceMatchesRecompute) {
     std::mt19937 rng(3);
     for (int i = 0; i < 20000; i++) {
         std::uint8_t buf[40];
@@ -51,8 +54,7 @@ struct RandFlow {
     kvs_flow f{};
 };
 
-RandFlow random_case(std::mt19937 &rng)
-{
+RandFlow random_case(std::mt19937 &rng) {
     RandFlow r;
     TcpSpec &s = r.spec;
     s.v6 = rng() % 4 == 0;
@@ -67,7 +69,8 @@ RandFlow random_case(std::mt19937 &rng)
     s.dport = static_cast<std::uint16_t>(rng());
     s.seq = static_cast<std::uint32_t>(rng());
     s.ack = static_cast<std::uint32_t>(rng());
-    s.flags = static_cast<std::uint8_t>(0x10 | (rng() % 2 ? 0x08 : 0) | (rng() % 10 == 0 ? 0x01 : 0));
+    s.flags =
+        static_cast<std::uint8_t>(0x10 | (rng() % 2 ? 0x08 : 0) | (rng() % 10 == 0 ? 0x01 : 0));
     s.win = static_cast<std::uint16_t>(rng());
     if (!s.v6 && rng() % 6 == 0) s.ip_opt_words = static_cast<std::uint8_t>(rng() % 4);
     // Random option list within 40 bytes.
@@ -75,21 +78,29 @@ RandFlow random_case(std::mt19937 &rng)
     bool ts = rng() % 3 != 0;
     int nsack = static_cast<int>(rng() % 5);
     if (rng() % 2) {
-        if (ts) o = cat({o, opt_nop(2), opt_ts(static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng()))});
+        if (ts)
+            o = cat({o, opt_nop(2),
+                     opt_ts(static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng()))});
         if (nsack && o.size() + 4 + 8 * nsack <= 40) {
             std::vector<std::pair<std::uint32_t, std::uint32_t>> bl;
-            for (int i = 0; i < nsack; i++) bl.push_back({static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng())});
+            for (int i = 0; i < nsack; i++)
+                bl.push_back(
+                    {static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng())});
             o = cat({o, opt_nop(2), opt_sack(bl)});
         }
     } else {
         // Unusual order and padding: SACK first, unknown option, TS last.
         if (nsack && 2 + 8 * nsack + 4 <= 40) {
             std::vector<std::pair<std::uint32_t, std::uint32_t>> bl;
-            for (int i = 0; i < nsack; i++) bl.push_back({static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng())});
+            for (int i = 0; i < nsack; i++)
+                bl.push_back(
+                    {static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng())});
             o = cat({o, opt_sack(bl)});
         }
         if (o.size() + 4 <= 40 && rng() % 2) o = cat({o, Bytes{30, 4, 0xab, 0xcd}});
-        if (ts && o.size() + 11 <= 40) o = cat({o, opt_nop(rng() % 2), opt_ts(static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng()))});
+        if (ts && o.size() + 11 <= 40)
+            o = cat({o, opt_nop(rng() % 2),
+                     opt_ts(static_cast<std::uint32_t>(rng()), static_cast<std::uint32_t>(rng()))});
     }
     s.opts = o;
     s.payload.resize(rng() % 300);
@@ -112,8 +123,7 @@ RandFlow random_case(std::mt19937 &rng)
     return r;
 }
 
-TEST(BpfRewrite, RandomPacketsMatchFullRecompute)
-{
+TEST(BpfRewrite, RandomPacketsMatchFullRecompute) {
     std::mt19937 rng(2024);
     int with_sack = 0, with_ts = 0;
     for (int iter = 0; iter < 5000; iter++) {
@@ -150,7 +160,8 @@ TEST(BpfRewrite, RandomPacketsMatchFullRecompute)
         if (opts.ts_off) {
             with_ts++;
             EXPECT_EQ(rd32(&out[th + opts.ts_off]), rd32(&in[th + opts.ts_off]) + f.tsval_delta);
-            EXPECT_EQ(rd32(&out[th + opts.ts_off + 4]), rd32(&in[th + opts.ts_off + 4]) + f.tsecr_delta);
+            EXPECT_EQ(rd32(&out[th + opts.ts_off + 4]),
+                      rd32(&in[th + opts.ts_off + 4]) + f.tsecr_delta);
         }
         for (int b = 0; b < opts.sack_n; b++) {
             with_sack++;
@@ -170,16 +181,14 @@ TEST(BpfRewrite, RandomPacketsMatchFullRecompute)
     EXPECT_GT(with_ts, 1000);
 }
 
-TEST(BpfRewrite, WindowSaturates)
-{
+TEST(BpfRewrite, WindowSaturates) {
     EXPECT_EQ(kvs_window_xlate(1000, 7, 0), 0xffff);
     EXPECT_EQ(kvs_window_xlate(1000, 2, 0), 4000);
     EXPECT_EQ(kvs_window_xlate(1000, 0, 3), 125);
     EXPECT_EQ(kvs_window_xlate(0xffff, 14, 14), 0xffff);
 }
 
-TEST(BpfFlowPair, KeysAndDeltasAreConsistent)
-{
+TEST(BpfFlowPair, KeysAndDeltasAreConsistent) {
     kvs_flowpair_params p{};
     p.client_addr[0] = kvstest::ip4("10.1.0.2");
     p.vip_addr[0] = kvstest::ip4("10.9.0.1");
@@ -223,8 +232,7 @@ TEST(BpfFlowPair, KeysAndDeltasAreConsistent)
 
 // Window scaling: the client applies our SYN-ACK's scale to every backend window, and a backend
 // that did not agree to WS reads the client's windows unscaled.
-TEST(BpfFlowPair, WindowScaleTranslation)
-{
+TEST(BpfFlowPair, WindowScaleTranslation) {
     struct Case {
         std::uint8_t client, synack, backend;
         std::uint8_t s2c_shl, s2c_shr, c2s_shl;
@@ -245,7 +253,8 @@ TEST(BpfFlowPair, WindowScaleTranslation)
         kvs_flow_key kc, ks;
         kvs_flow fc, fs;
         kvs_flowpair_build(&p, &kc, &fc, &ks, &fs);
-        SCOPED_TRACE(testing::Message() << "client " << int(c.client) << " backend " << int(c.backend));
+        SCOPED_TRACE(testing::Message()
+                     << "client " << int(c.client) << " backend " << int(c.backend));
         EXPECT_EQ(fs.win_shl, c.s2c_shl);
         EXPECT_EQ(fs.win_shr, c.s2c_shr);
         EXPECT_EQ(fc.win_shl, c.c2s_shl);

@@ -18,8 +18,7 @@ struct Built {
     kvs_synack sa;
 };
 
-kvs_config test_config()
-{
+kvs_config test_config() {
     kvs_config c{};
     c.cookie_key[0][0] = 0x1111;
     c.cookie_key[0][1] = 0x2222;
@@ -30,8 +29,7 @@ kvs_config test_config()
     return c;
 }
 
-Built answer(const Bytes &syn, const kvs_config &cfg, std::uint64_t slot)
-{
+Built answer(const Bytes &syn, const kvs_config &cfg, std::uint64_t slot) {
     Bytes in = syn;
     kvs_pkt p;
     EXPECT_EQ(kvs_parse(in.data(), in.data() + in.size(), &p), KVS_PARSE_OK);
@@ -48,8 +46,7 @@ Built answer(const Bytes &syn, const kvs_config &cfg, std::uint64_t slot)
     return b;
 }
 
-TcpSpec syn_spec()
-{
+TcpSpec syn_spec() {
     TcpSpec s;
     s.saddr[0] = ip4("10.1.0.2");
     s.daddr[0] = ip4("10.9.0.1");
@@ -61,8 +58,7 @@ TcpSpec syn_spec()
     return s;
 }
 
-TEST(BpfSynack, AllOptions)
-{
+TEST(BpfSynack, AllOptions) {
     TcpSpec s = syn_spec();
     s.opts = cat({opt_mss(1460), opt_sack_perm(), opt_ts(4242, 0), opt_nop(), opt_ws(7)});
     Bytes syn = build_tcp(s);
@@ -70,7 +66,7 @@ TEST(BpfSynack, AllOptions)
     Built b = answer(syn, cfg, 1000);
     const Bytes &f = b.frame;
     ASSERT_EQ(check_checksums(f), "") << hex(f);
-    ASSERT_EQ(f.size(), 14u + 20 + 20 + 20);  // MSS, SACK-perm+TS, NOP+WS
+    ASSERT_EQ(f.size(), 14u + 20 + 20 + 20);       // MSS, SACK-perm+TS, NOP+WS
     EXPECT_EQ(0, std::memcmp(&f[0], &syn[6], 6));  // MACs swapped
     EXPECT_EQ(0, std::memcmp(&f[6], &syn[0], 6));
     EXPECT_EQ(0, std::memcmp(&f[26], &syn[30], 4));  // addresses swapped
@@ -102,8 +98,7 @@ TEST(BpfSynack, AllOptions)
     EXPECT_EQ(co.sack_perm, 1);
 }
 
-TEST(BpfSynack, NoOptionsAtAll)
-{
+TEST(BpfSynack, NoOptionsAtAll) {
     TcpSpec s = syn_spec();
     s.pad_to = 60;  // padded minimum frame
     Bytes syn = build_tcp(s);
@@ -128,8 +123,7 @@ TEST(BpfSynack, NoOptionsAtAll)
     EXPECT_EQ(co.wscale, KVS_WSCALE_NONE);
 }
 
-TEST(BpfSynack, TimestampsOnlyWhenConfigured)
-{
+TEST(BpfSynack, TimestampsOnlyWhenConfigured) {
     TcpSpec s = syn_spec();
     s.opts = cat({opt_mss(1460), opt_nop(2), opt_ts(1, 0)});
     kvs_config cfg = test_config();
@@ -143,8 +137,7 @@ TEST(BpfSynack, TimestampsOnlyWhenConfigured)
     EXPECT_EQ(b.frame.size(), 14u + 40 + 4);
 }
 
-TEST(BpfSynack, VlanIpv6AndSynPayloadIgnored)
-{
+TEST(BpfSynack, VlanIpv6AndSynPayloadIgnored) {
     TcpSpec s = syn_spec();
     s.v6 = true;
     s.vlan = true;

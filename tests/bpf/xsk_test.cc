@@ -25,8 +25,7 @@ namespace {
 
 constexpr unsigned kFrames = 64, kFrameSize = 4096;
 
-TEST(BpfXsk, FirstFlightReachesAfXdpSocket)
-{
+TEST(BpfXsk, FirstFlightReachesAfXdpSocket) {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (netns, AF_XDP); CI runs as root";
     ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);  // this process only
     ASSERT_EQ(std::system("ip link add kvx-xsk0 type veth peer name kvx-xsk1 && "
@@ -49,7 +48,8 @@ TEST(BpfXsk, FirstFlightReachesAfXdpSocket)
     cfg.cookie_period_s = 64;
     h->set_config(cfg);
 
-    void *area = mmap(nullptr, kFrames * kFrameSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *area = mmap(nullptr, kFrames * kFrameSize, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ASSERT_NE(area, MAP_FAILED);
     xsk_ring_prod fill{}, tx{};
     xsk_ring_cons comp{}, rx{};
@@ -66,11 +66,13 @@ TEST(BpfXsk, FirstFlightReachesAfXdpSocket)
     ASSERT_EQ(rc, 0) << std::strerror(-rc);
     std::uint32_t idx = 0;
     ASSERT_EQ(xsk_ring_prod__reserve(&fill, kFrames / 2, &idx), kFrames / 2);
-    for (unsigned i = 0; i < kFrames / 2; i++) *xsk_ring_prod__fill_addr(&fill, idx + i) = std::uint64_t(i) * kFrameSize;
+    for (unsigned i = 0; i < kFrames / 2; i++)
+        *xsk_ring_prod__fill_addr(&fill, idx + i) = std::uint64_t(i) * kFrameSize;
     xsk_ring_prod__submit(&fill, kFrames / 2);
     std::uint32_t q = 0;
     int xfd = xsk_socket__fd(xsk);
-    ASSERT_EQ(bpf_map_update_elem(h->loader().map_fd(KVS_MAP_XSKS), &q, &xfd, BPF_ANY), 0) << std::strerror(errno);
+    ASSERT_EQ(bpf_map_update_elem(h->loader().map_fd(KVS_MAP_XSKS), &q, &xfd, BPF_ANY), 0)
+        << std::strerror(errno);
 
     TcpSpec s;
     s.saddr[0] = ip4("10.1.0.2");
@@ -85,7 +87,8 @@ TEST(BpfXsk, FirstFlightReachesAfXdpSocket)
     t.sport = htons(s.sport);
     t.dport = htons(s.dport);
     s.ack = kvs_cookie_make(cfg.cookie_key[0], &t, kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
-                            kvs_cookie_pack_opts(1460, 7, 1)) + 1;
+                            kvs_cookie_pack_opts(1460, 7, 1)) +
+            1;
     s.payload = Bytes(200, 'P');
     Bytes in = build_tcp(s);
 
@@ -103,7 +106,8 @@ TEST(BpfXsk, FirstFlightReachesAfXdpSocket)
     o.flags = BPF_F_TEST_XDP_LIVE_FRAMES;  // really perform the redirect
     ASSERT_EQ(bpf_prog_test_run_opts(h->loader().prog_fd(), &o), 0) << std::strerror(errno);
     auto after = h->stats();
-    EXPECT_EQ(after[KVS_R_PUNT_FIRST_FLIGHT] - before[KVS_R_PUNT_FIRST_FLIGHT], 1u) << stat_delta(before, after);
+    EXPECT_EQ(after[KVS_R_PUNT_FIRST_FLIGHT] - before[KVS_R_PUNT_FIRST_FLIGHT], 1u)
+        << stat_delta(before, after);
 
     // The frame arrives on the socket's RX ring unchanged.
     pollfd pfd{xfd, POLLIN, 0};

@@ -13,19 +13,17 @@ namespace {
 
 constexpr std::uint64_t kSec = 1000000000ull;
 
-kvs_bind_report report(std::uint64_t prefix, std::vector<std::uint64_t> blocks, std::uint16_t backend)
-{
+kvs_bind_report report(std::uint64_t prefix, std::vector<std::uint64_t> blocks,
+                       std::uint16_t backend) {
     kvs_bind_report r{};
     r.prefix_hash = prefix;
     r.n_blocks = static_cast<std::uint16_t>(blocks.size());
-    for (std::size_t i = 0; i < blocks.size(); i++)
-        r.block_hash[i] = blocks[i];
+    for (std::size_t i = 0; i < blocks.size(); i++) r.block_hash[i] = blocks[i];
     r.backend_id = backend;
     return r;
 }
 
-std::vector<BackendSnapshot> backends(unsigned n, std::set<std::uint16_t> down = {})
-{
+std::vector<BackendSnapshot> backends(unsigned n, std::set<std::uint16_t> down = {}) {
     std::vector<BackendSnapshot> v;
     for (std::uint16_t i = 0; i < n; i++) {
         BackendSnapshot s;
@@ -36,18 +34,17 @@ std::vector<BackendSnapshot> backends(unsigned n, std::set<std::uint16_t> down =
     return v;
 }
 
-const DesiredEntry *find(const std::vector<DesiredEntry> &v, std::uint64_t key)
-{
+const DesiredEntry *find(const std::vector<DesiredEntry> &v, std::uint64_t key) {
     for (const auto &e : v)
-        if (e.key == key)
-            return &e;
+        if (e.key == key) return &e;
     return nullptr;
 }
 
-std::set<std::uint16_t> ids(const DesiredEntry &e) { return {e.backends.begin(), e.backends.begin() + e.n}; }
+std::set<std::uint16_t> ids(const DesiredEntry &e) {
+    return {e.backends.begin(), e.backends.begin() + e.n};
+}
 
-PolicyParams params()
-{
+PolicyParams params() {
     PolicyParams p;
     p.replication = 3;
     p.hot_rps = 10;
@@ -58,8 +55,7 @@ PolicyParams params()
 
 }  // namespace
 
-TEST(AffinityPolicy, LearnsHoldersOfEveryBlockAndThePrefix)
-{
+TEST(AffinityPolicy, LearnsHoldersOfEveryBlockAndThePrefix) {
     AffinityPolicy pol(params());
     pol.update_backends(backends(4), 0);
     pol.on_report(report(0x11, {0xa0, 0xa1, 0xa2}, 2), 1 * kSec);
@@ -77,8 +73,7 @@ TEST(AffinityPolicy, LearnsHoldersOfEveryBlockAndThePrefix)
     EXPECT_EQ(pol.counters().reports, 1u);
 }
 
-TEST(AffinityPolicy, MostRecentHolderFirst)
-{
+TEST(AffinityPolicy, MostRecentHolderFirst) {
     AffinityPolicy pol(params());
     pol.update_backends(backends(4), 0);
     pol.on_report(report(0x11, {}, 1), 1 * kSec);
@@ -91,8 +86,7 @@ TEST(AffinityPolicy, MostRecentHolderFirst)
     EXPECT_EQ(e->backends[1], 1);
 }
 
-TEST(AffinityPolicy, HotPrefixIsReplicatedToLeastLoadedThenCools)
-{
+TEST(AffinityPolicy, HotPrefixIsReplicatedToLeastLoadedThenCools) {
     AffinityPolicy pol(params());
     auto b = backends(5);
     b[1].in_flight = 50;  // busy
@@ -137,8 +131,7 @@ TEST(AffinityPolicy, HotPrefixIsReplicatedToLeastLoadedThenCools)
     EXPECT_GE(pol.counters().cooled, 1u);
 }
 
-TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica)
-{
+TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica) {
     AffinityPolicy pol(params());
     auto b = backends(3);
     b[0].in_flight = 30;
@@ -162,8 +155,7 @@ TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica)
 }
 
 // With a minimum hot time the same drop leaves the replicas in place until it is over.
-TEST(AffinityPolicy, HotPrefixHeldForMinHotTime)
-{
+TEST(AffinityPolicy, HotPrefixHeldForMinHotTime) {
     auto p = params();
     p.min_hot_ns = 10 * kSec;
     AffinityPolicy pol(p);
@@ -189,8 +181,7 @@ TEST(AffinityPolicy, HotPrefixHeldForMinHotTime)
 
 // Saturated holders hover around the load bound and a bursty prefix around the rate threshold:
 // either way the entry must not flip hot/cool faster than min_hot_ns allows.
-TEST(AffinityPolicy, MinHotTimeBoundsFlapping)
-{
+TEST(AffinityPolicy, MinHotTimeBoundsFlapping) {
     constexpr std::uint64_t kTick = kSec * 15 / 100;  // kvsteerd's report interval
     constexpr std::uint64_t kElapsed = 60 * kSec;
     constexpr std::uint64_t kMinHot = 10 * kSec;
@@ -210,8 +201,7 @@ TEST(AffinityPolicy, MinHotTimeBoundsFlapping)
             if (drive == Drive::Load) {
                 // 1 request/s (far below hot_rps 10); the holder's load alternates above and
                 // below the bound (ceil(1.25 * (total + 1) / 3)) on every compute.
-                if (step % 7 == 0)
-                    pol.on_report(report(0x99, {}, 0), t);
+                if (step % 7 == 0) pol.on_report(report(0x99, {}, 0), t);
                 b[0].in_flight = step % 2 ? 40 : 0;
             } else {
                 // 1 s at 20 req/s (rate ~12.6/s > 10), then 2 s silent (decays to ~1.7 < 5).
@@ -226,8 +216,7 @@ TEST(AffinityPolicy, MinHotTimeBoundsFlapping)
                 ADD_FAILURE() << "entry missing at step " << step;
                 return r;
             }
-            if (e->hot != hot)
-                r.transitions++;
+            if (e->hot != hot) r.transitions++;
             r.became_hot += e->hot && !hot;
             hot = e->hot;
         }
@@ -248,8 +237,7 @@ TEST(AffinityPolicy, MinHotTimeBoundsFlapping)
     }
 }
 
-TEST(AffinityPolicy, IneligibleBackendsAreExcluded)
-{
+TEST(AffinityPolicy, IneligibleBackendsAreExcluded) {
     AffinityPolicy pol(params());
     pol.update_backends(backends(3), 0);
     pol.on_report(report(0x21, {}, 1), 1 * kSec);
@@ -264,8 +252,7 @@ TEST(AffinityPolicy, IneligibleBackendsAreExcluded)
     EXPECT_GE(pol.counters().entries_no_backend, 1u);
     EXPECT_GE(pol.counters().excluded_ineligible, 2u);
     for (const auto &x : out)
-        for (unsigned i = 0; i < x.n; i++)
-            EXPECT_NE(x.backends[i], 1);
+        for (unsigned i = 0; i < x.n; i++) EXPECT_NE(x.backends[i], 1);
     // Recovery: it returns (its holdings were kept).
     pol.update_backends(backends(3), 0);
     out = pol.compute(3 * kSec);
@@ -273,8 +260,7 @@ TEST(AffinityPolicy, IneligibleBackendsAreExcluded)
     EXPECT_EQ(ids(*find(out, 0x22)), std::set<std::uint16_t>{1});
 }
 
-TEST(AffinityPolicy, ColdPrefixesExpire)
-{
+TEST(AffinityPolicy, ColdPrefixesExpire) {
     auto p = params();
     p.ttl_ns = 10 * kSec;
     AffinityPolicy pol(p);
@@ -291,8 +277,7 @@ TEST(AffinityPolicy, ColdPrefixesExpire)
     EXPECT_EQ(pol.counters().holders_expired, 1u);
 }
 
-TEST(AffinityPolicy, FullCacheAgesFasterAndRestartForgets)
-{
+TEST(AffinityPolicy, FullCacheAgesFasterAndRestartForgets) {
     auto p = params();
     p.ttl_ns = 100 * kSec;
     AffinityPolicy pol(p);
@@ -318,8 +303,7 @@ TEST(AffinityPolicy, FullCacheAgesFasterAndRestartForgets)
     EXPECT_GE(pol.counters().holders_flushed, 1u);
 }
 
-TEST(AffinityPolicy, PinsComeFirstAndSkipDownBackends)
-{
+TEST(AffinityPolicy, PinsComeFirstAndSkipDownBackends) {
     AffinityPolicy pol(params());
     pol.update_backends(backends(4, {3}), 0);
     pol.pin(0x99, {2, 3});
@@ -329,15 +313,16 @@ TEST(AffinityPolicy, PinsComeFirstAndSkipDownBackends)
     EXPECT_EQ(out[0].key, 0x99u);
     EXPECT_TRUE(out[0].pinned);
     EXPECT_EQ(ids(out[0]), std::set<std::uint16_t>{2});
-    EXPECT_EQ(std::count_if(out.begin(), out.end(), [](const DesiredEntry &e) { return e.key == 0x99; }), 1);
+    EXPECT_EQ(
+        std::count_if(out.begin(), out.end(), [](const DesiredEntry &e) { return e.key == 0x99; }),
+        1);
     EXPECT_TRUE(pol.unpin(0x99));
     EXPECT_FALSE(pol.unpin(0x99));
     out = pol.compute(1 * kSec);
     EXPECT_EQ(ids(*find(out, 0x99)), std::set<std::uint16_t>{0});
 }
 
-TEST(AffinityPolicy, MemoryAndOutputAreBounded)
-{
+TEST(AffinityPolicy, MemoryAndOutputAreBounded) {
     auto p = params();
     p.index_max = 100;
     p.max_entries = 30;
@@ -355,8 +340,7 @@ TEST(AffinityPolicy, MemoryAndOutputAreBounded)
     EXPECT_EQ(pol.counters().entries_truncated, 70u);
 }
 
-TEST(AffinityPolicy, IgnoresBadReportsAndZeroKeys)
-{
+TEST(AffinityPolicy, IgnoresBadReportsAndZeroKeys) {
     AffinityPolicy pol(params());
     pol.update_backends(backends(2), 0);
     auto r = report(0, {0, 5}, 1);
@@ -372,8 +356,7 @@ TEST(AffinityPolicy, IgnoresBadReportsAndZeroKeys)
     EXPECT_EQ(out[0].key, 5u);
 }
 
-TEST(AffinityPolicy, DecisionsAreLogged)
-{
+TEST(AffinityPolicy, DecisionsAreLogged) {
     AffinityPolicy pol(params());
     std::vector<std::string> lines;
     pol.set_decision_sink([&](const std::string &s) { lines.push_back(s); });

@@ -14,28 +14,24 @@ using namespace kvsteer::control;
 
 namespace {
 
-ParseResult parse(std::vector<std::string> args)
-{
+ParseResult parse(std::vector<std::string> args) {
     std::vector<const char *> argv{"kvsteerd"};
-    for (auto &a : args)
-        argv.push_back(a.c_str());
+    for (auto &a : args) argv.push_back(a.c_str());
     return parse_daemon_config(static_cast<int>(argv.size()), argv.data());
 }
 
-std::vector<std::string> minimal()
-{
-    return {"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:00:01"};
+std::vector<std::string> minimal() {
+    return {"--vip",    "10.0.0.1:80",     "--snat-addr",
+            "10.0.1.1", "--appliance-mac", "02:00:00:00:00:01"};
 }
 
-std::vector<std::string> with(std::vector<std::string> extra)
-{
+std::vector<std::string> with(std::vector<std::string> extra) {
     auto a = minimal();
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
 }
 
-std::string temp_file(const std::string &content)
-{
+std::string temp_file(const std::string &content) {
     char path[] = "/tmp/kvsctl-conf-XXXXXX";
     int fd = mkstemp(path);
     EXPECT_GE(fd, 0);
@@ -46,8 +42,7 @@ std::string temp_file(const std::string &content)
 
 }  // namespace
 
-TEST(Config, MinimalDefaults)
-{
+TEST(Config, MinimalDefaults) {
     auto r = parse(minimal());
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     const auto &c = r.cfg;
@@ -66,8 +61,7 @@ TEST(Config, MinimalDefaults)
     EXPECT_EQ(c.api_socket, "/run/kvsteer/kvsteerd.sock");
 }
 
-TEST(Config, EveryKeyFromFileAndCommandLineWins)
-{
+TEST(Config, EveryKeyFromFileAndCommandLineWins) {
     std::string path = temp_file(R"(# comment
 vip = 10.0.0.1:80
 vip = [2001:db8::1]:443
@@ -127,8 +121,7 @@ log-level = debug
     ASSERT_EQ(c.backends.size(), 3u);  // composing: command line + file
     const auto *b0 = &c.backends[0];
     for (const auto &b : c.backends)
-        if (b.ep.str() == "10.0.2.1:8000")
-            b0 = &b;
+        if (b.ep.str() == "10.0.2.1:8000") b0 = &b;
     EXPECT_EQ(b0->weight, 3);
     EXPECT_EQ(b0->model, "llama");
     ASSERT_TRUE(b0->mac);
@@ -143,7 +136,8 @@ log-level = debug
     EXPECT_EQ(c.steering_mode, static_cast<std::uint32_t>(KVS_STEER_FIVE_TUPLE));
     EXPECT_EQ(c.table_algorithm, TableAlgorithm::Maglev);
     EXPECT_FALSE(c.cookie_key_random);
-    EXPECT_EQ(c.cookie_key[0], 0x0706050403020100ull);  // little-endian words, as SipHash reads its key
+    EXPECT_EQ(c.cookie_key[0],
+              0x0706050403020100ull);  // little-endian words, as SipHash reads its key
     EXPECT_EQ(c.cookie_key[1], 0x0f0e0d0c0b0a0908ull);
     EXPECT_EQ(c.cookie_key_prev[0], 0x08090a0b0c0d0e0full);
     EXPECT_EQ(c.cookie_period_s, 32u);
@@ -174,16 +168,14 @@ log-level = debug
     EXPECT_EQ(c.log_level, "debug");
 }
 
-TEST(Config, InterfaceMacFromSysfs)
-{
+TEST(Config, InterfaceMacFromSysfs) {
     auto r = parse({"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "lo"});
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.interface, "lo");
     EXPECT_EQ(format_mac(r.cfg.appliance_mac), "00:00:00:00:00:00");
 }
 
-TEST(Config, ExampleFileParses)
-{
+TEST(Config, ExampleFileParses) {
     // The example names eth0; swap it for loopback, which every namespace has.
     std::ifstream f(KVS_EXAMPLE_CONF);
     ASSERT_TRUE(f) << KVS_EXAMPLE_CONF;
@@ -199,8 +191,7 @@ TEST(Config, ExampleFileParses)
     EXPECT_EQ(r.cfg.affinity_min_hot_ms, 0u);
 }
 
-TEST(Config, TableAlgorithmAndMinHot)
-{
+TEST(Config, TableAlgorithmAndMinHot) {
     auto r = parse(with({"--table-algorithm", "maglev", "--affinity-min-hot", "0"}));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Maglev);
@@ -212,13 +203,13 @@ TEST(Config, TableAlgorithmAndMinHot)
         EXPECT_EQ(parse_table_algorithm(table_algorithm_name(a)), a);
 }
 
-TEST(Config, Help)
-{
+TEST(Config, Help) {
     auto r = parse({"--help"});
     EXPECT_EQ(r.outcome, ParseOutcome::Help);
-    for (const char *key : {"--vip", "--backend", "--cookie-key", "--health-rise", "--steering-mode", "--bpffs",
-                            "--api-socket", "--metrics-listen", "--log-level", "--table-grace",
-                            "--table-algorithm", "--affinity-min-hot"})
+    for (const char *key :
+         {"--vip", "--backend", "--cookie-key", "--health-rise", "--steering-mode", "--bpffs",
+          "--api-socket", "--metrics-listen", "--log-level", "--table-grace", "--table-algorithm",
+          "--affinity-min-hot"})
         EXPECT_NE(r.message.find(key), std::string::npos) << key;
 }
 
@@ -228,8 +219,7 @@ struct BadCase {
     std::string fragment;  // and contain this
 };
 
-TEST(Config, ErrorsNameTheKeyAndTheReason)
-{
+TEST(Config, ErrorsNameTheKeyAndTheReason) {
     const std::vector<BadCase> cases = {
         {{"--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:00:01"}, "vip", "required"},
         {with({"--vip", "10.0.0.2"}), "vip", "ADDR:PORT"},
@@ -238,17 +228,23 @@ TEST(Config, ErrorsNameTheKeyAndTheReason)
         {{"--vip", "10.0.0.1:80", "--appliance-mac", "02:00:00:00:00:01"}, "snat-addr", "required"},
         {with({"--snat-ports", "500-100"}), "snat-ports", "LO-HI"},
         {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1"}, "interface", "appliance-mac"},
-        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "kvsnope0"}, "interface", "no interface"},
+        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "kvsnope0"},
+         "interface",
+         "no interface"},
         {with({"--interface", "lo"}), "appliance-mac", "either"},
-        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:01"}, "appliance-mac", "MAC"},
+        {{"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:01"},
+         "appliance-mac",
+         "MAC"},
         {with({"--backend", "10.0.2.1:8000,weight=x"}), "backend", "weight"},
         {with({"--backend", "10.0.2.1:8000,color=red"}), "backend", "unknown option 'color'"},
         {with({"--backend", "10.0.2.1:8000,mac=zz"}), "backend", "MAC"},
         {with({"--backend", "10.0.2.1:8000", "--backend", "10.0.2.1:8000"}), "backend", "twice"},
-        {with({"--backend", "10.0.2.1:8000,kv-events=10.0.2.1:5557"}), "backend", "tcp://HOST:PORT"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=10.0.2.1:5557"}), "backend",
+         "tcp://HOST:PORT"},
         {with({"--backend", "10.0.2.1:8000,kv-events=tcp://*:5557"}), "backend", "'*'"},
         {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1:0"}), "backend", "1..65535"},
-        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1"}), "backend", "tcp://HOST:PORT"},
+        {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1"}), "backend",
+         "tcp://HOST:PORT"},
         {with({"--backend", "10.0.2.1:8000,kv-events=tcp://[fd00::zz]:5557"}), "backend", "IPv6"},
         {with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1:5557", "--backend",
                "10.0.2.2:8000,kv-events=tcp://10.0.2.1:5557"}),
@@ -282,7 +278,8 @@ TEST(Config, ErrorsNameTheKeyAndTheReason)
     for (const auto &c : cases) {
         auto r = parse(c.args);
         EXPECT_EQ(r.outcome, ParseOutcome::Error) << c.key;
-        EXPECT_EQ(r.message.rfind(c.key + ":", 0), 0u) << "error should start with '" << c.key << ":': " << r.message;
+        EXPECT_EQ(r.message.rfind(c.key + ":", 0), 0u)
+            << "error should start with '" << c.key << ":': " << r.message;
         EXPECT_NE(r.message.find(c.fragment), std::string::npos) << r.message;
         EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
     }
@@ -428,8 +425,7 @@ TEST(Config, NoNegativeNumberBecomesAHugeUnsignedOne) {
     EXPECT_EQ(err, "k: must be a number in 0..1 (got '-1')");
 }
 
-TEST(Config, UnknownKeysAreRejected)
-{
+TEST(Config, UnknownKeysAreRejected) {
     auto r = parse(with({"--no-such-option", "1"}));
     EXPECT_EQ(r.outcome, ParseOutcome::Error);
     EXPECT_NE(r.message.find("no-such-option"), std::string::npos) << r.message;
@@ -440,8 +436,7 @@ TEST(Config, UnknownKeysAreRejected)
     EXPECT_NE(r.message.find("frobnicate"), std::string::npos) << r.message;
 }
 
-TEST(Config, BackendSpec)
-{
+TEST(Config, BackendSpec) {
     std::string err;
     auto b = parse_backend_spec("[fd00::5]:9000,weight=0,model=m", &err);
     ASSERT_TRUE(b) << err;
@@ -454,18 +449,19 @@ TEST(Config, BackendSpec)
     EXPECT_FALSE(parse_backend_spec("10.0.0.1:80,weight=70000", &err));
 }
 
-TEST(Config, BackendKvEvents)
-{
+TEST(Config, BackendKvEvents) {
     std::string err;
     auto b = parse_backend_spec("10.0.0.1:8000,kv-events=tcp://10.0.0.1:5557,weight=2", &err);
     ASSERT_TRUE(b) << err;
     EXPECT_EQ(b->kv_events, "tcp://10.0.0.1:5557");
     EXPECT_EQ(b->weight, 2);
     EXPECT_TRUE(parse_backend_spec("10.0.0.1:8000", &err)->kv_events.empty()) << "off by default";
-    for (const char *ok : {"tcp://[fd00::5]:5557", "tcp://gpu-7.example:5557", "ipc:///run/vllm/kv.sock"})
+    for (const char *ok :
+         {"tcp://[fd00::5]:5557", "tcp://gpu-7.example:5557", "ipc:///run/vllm/kv.sock"})
         EXPECT_TRUE(valid_kv_events_endpoint(ok, &err)) << ok << ": " << err;
-    for (const char *bad : {"", "tcp://", "tcp://:5557", "tcp://h:", "tcp://h:0x10", "tcp://h:70000", "tcp://a b:1",
-                            "udp://10.0.0.1:5557", "ipc://", "tcp://[10.0.0.1]:5557"})
+    for (const char *bad :
+         {"", "tcp://", "tcp://:5557", "tcp://h:", "tcp://h:0x10", "tcp://h:70000", "tcp://a b:1",
+          "udp://10.0.0.1:5557", "ipc://", "tcp://[10.0.0.1]:5557"})
         EXPECT_FALSE(valid_kv_events_endpoint(bad, &err)) << bad;
     // The two-backend file form of the example config parses with one kv-events line.
     auto r = parse(with({"--backend", "10.0.2.1:8000,kv-events=tcp://10.0.2.1:5557", "--backend",

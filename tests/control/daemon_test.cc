@@ -27,28 +27,26 @@ using nlohmann::json;
 
 namespace {
 
-const char *kVllmPage = "# TYPE vllm:num_requests_running gauge\n"
-                        "vllm:num_requests_running{model_name=\"m\"} 3\n"
-                        "vllm:num_requests_waiting{model_name=\"m\"} 7\n"
-                        "vllm:kv_cache_usage_perc{model_name=\"m\"} 0.5\n"
-                        "vllm:prefix_cache_queries_total{model_name=\"m\"} 100\n"
-                        "vllm:prefix_cache_hits_total{model_name=\"m\"} 50\n";
+const char *kVllmPage =
+    "# TYPE vllm:num_requests_running gauge\n"
+    "vllm:num_requests_running{model_name=\"m\"} 3\n"
+    "vllm:num_requests_waiting{model_name=\"m\"} 7\n"
+    "vllm:kv_cache_usage_perc{model_name=\"m\"} 0.5\n"
+    "vllm:prefix_cache_queries_total{model_name=\"m\"} 100\n"
+    "vllm:prefix_cache_hits_total{model_name=\"m\"} 50\n";
 
-bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 5000ms)
-{
+bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 5000ms) {
     auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
-        if (f())
-            return true;
+        if (f()) return true;
         std::this_thread::sleep_for(10ms);
     }
     return f();
 }
 
 class DaemonTest : public ::testing::Test {
-protected:
-    void SetUp() override
-    {
+   protected:
+    void SetUp() override {
         for (auto &s : servers_) {
             s.set("/health", 200, "ok");
             s.set("/metrics", 200, kVllmPage);
@@ -56,8 +54,7 @@ protected:
         sock_ = "/tmp/kvsctl-dtest-" + std::to_string(getpid()) + ".sock";
     }
 
-    DaemonConfig config(unsigned n_backends)
-    {
+    DaemonConfig config(unsigned n_backends) {
         DaemonConfig c;
         std::string err;
         c.vips.push_back(*parse_endpoint("10.0.0.1:80", &err));
@@ -83,16 +80,14 @@ protected:
         return c;
     }
 
-    void start(const DaemonConfig &c)
-    {
+    void start(const DaemonConfig &c) {
         d_ = std::make_unique<Daemon>(c, m_.view);
         std::string err;
         ASSERT_TRUE(d_->start(&err)) << err;
         loop_ = std::thread([this] { d_->run(); });
     }
 
-    void TearDown() override
-    {
+    void TearDown() override {
         if (d_) {
             d_->stop();
             loop_.join();
@@ -101,8 +96,7 @@ protected:
         unlink(sock_.c_str());
     }
 
-    json call(const json &req)
-    {
+    json call(const json &req) {
         std::string err;
         auto r = api_call(sock_, req, 3000ms, &err);
         EXPECT_TRUE(r) << err;
@@ -110,8 +104,7 @@ protected:
     }
 
     // Share of Maglev slots per backend id in the active half.
-    std::map<std::uint32_t, std::uint32_t> maglev_counts()
-    {
+    std::map<std::uint32_t, std::uint32_t> maglev_counts() {
         std::map<std::uint32_t, std::uint32_t> c;
         auto a = TableWriter::active_maglev(m_.view.config);
         for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++)
@@ -119,8 +112,7 @@ protected:
         return c;
     }
 
-    std::vector<std::uint32_t> active_table()
-    {
+    std::vector<std::uint32_t> active_table() {
         auto a = TableWriter::active_maglev(m_.view.config);
         const std::uint32_t *half = m_.view.maglev + static_cast<std::size_t>(a) * KVS_MAGLEV_SIZE;
         return {half, half + KVS_MAGLEV_SIZE};
@@ -128,42 +120,44 @@ protected:
 
     // Starts the daemon with `c` and checks its published table is, slot for slot, what
     // `want_alg`'s builder makes of the backends (and not what the other builder makes).
-    void expect_table_from(const DaemonConfig &c, TableAlgorithm want_alg)
-    {
+    void expect_table_from(const DaemonConfig &c, TableAlgorithm want_alg) {
         start(c);
-        ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP && state(2) == KVS_BE_UP; }));
+        ASSERT_TRUE(wait_for([&] {
+            return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP && state(2) == KVS_BE_UP;
+        }));
         std::vector<kvsteer::MaglevBackend> mb;
         for (const auto &b : c.backends) {
             std::uint32_t id = KVS_MAX_BACKENDS;
             for (std::uint32_t i = 0; i < 3; i++)
-                if (m_.view.backends[i].port == b.ep.port_be)
-                    id = i;
+                if (m_.view.backends[i].port == b.ep.port_be) id = i;
             ASSERT_LT(id, KVS_MAX_BACKENDS);
             mb.push_back({id, backend_identity(b.ep), b.weight});
         }
         auto rendezvous = kvsteer::build_rendezvous_table(mb, KVS_MAGLEV_SIZE);
         auto maglev = kvsteer::build_maglev(mb, KVS_MAGLEV_SIZE);
-        ASSERT_NE(rendezvous, maglev) << "the builders must differ for this check to tell them apart";
+        ASSERT_NE(rendezvous, maglev)
+            << "the builders must differ for this check to tell them apart";
         const auto &want = want_alg == TableAlgorithm::Maglev ? maglev : rendezvous;
         EXPECT_TRUE(wait_for([&] { return active_table() == want; }))
             << "published table is not " << table_algorithm_name(want_alg) << "'s"
-            << (active_table() == (want_alg == TableAlgorithm::Maglev ? rendezvous : maglev) ? " (it is the other one's)" : "");
+            << (active_table() == (want_alg == TableAlgorithm::Maglev ? rendezvous : maglev)
+                    ? " (it is the other one's)"
+                    : "");
     }
 
-    std::uint8_t state(unsigned id) { return std::atomic_ref<__u8>(m_.view.backends[id].state).load(); }
+    std::uint8_t state(unsigned id) {
+        return std::atomic_ref<__u8>(m_.view.backends[id].state).load();
+    }
 
-    const kvs_affinity_entry *affinity(std::uint64_t key)
-    {
+    const kvs_affinity_entry *affinity(std::uint64_t key) {
         auto a = TableWriter::active_affinity(m_.view.config);
         const kvs_affinity_entry *half = m_.view.affinity + a * KVS_AFFINITY_SLOTS;
         for (std::uint32_t i = 0; i < KVS_AFFINITY_SLOTS; i++)
-            if (half[i].key == key)
-                return &half[i];
+            if (half[i].key == key) return &half[i];
         return nullptr;
     }
 
-    void produce(unsigned worker, const kvs_bind_report &r)
-    {
+    void produce(unsigned worker, const kvs_bind_report &r) {
         auto &ctl = m_.view.ring_ctl[worker];
         std::uint64_t head = std::atomic_ref<__u64>(ctl.head).load();
         m_.view.ring[worker * KVS_BIND_RING_SLOTS + (head & (KVS_BIND_RING_SLOTS - 1))] = r;
@@ -179,8 +173,7 @@ protected:
 
 }  // namespace
 
-TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev)
-{
+TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev) {
     start(config(2));
     const kvs_config *c = m_.view.config;
     EXPECT_EQ(c->n_vips, 1u);
@@ -213,25 +206,23 @@ TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev)
     EXPECT_EQ(st["generation"].get<std::uint32_t>(), c->generation);
 }
 
-TEST_F(DaemonTest, DefaultTableIsRendezvous)
-{
+TEST_F(DaemonTest, DefaultTableIsRendezvous) {
     expect_table_from(config(3), TableAlgorithm::Rendezvous);
 }
 
-TEST_F(DaemonTest, TableAlgorithmMaglevPublishesMaglev)
-{
+TEST_F(DaemonTest, TableAlgorithmMaglevPublishesMaglev) {
     auto c = config(3);
     c.table_algorithm = TableAlgorithm::Maglev;
     expect_table_from(c, TableAlgorithm::Maglev);
 }
 
-TEST_F(DaemonTest, ApiChangesBackendsAndTables)
-{
+TEST_F(DaemonTest, ApiChangesBackendsAndTables) {
     start(config(2));
     ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
     std::string third = "127.0.0.1:" + std::to_string(servers_[2].port());
 
-    auto r = call({{"cmd", "backend.add"}, {"spec", third + ",weight=1,mac=02:00:00:00:00:33,model=m2"}});
+    auto r = call(
+        {{"cmd", "backend.add"}, {"spec", third + ",weight=1,mac=02:00:00:00:00:33,model=m2"}});
     ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
     EXPECT_EQ(r["backend"]["id"], 2);
     ASSERT_TRUE(wait_for([&] { return state(2) == KVS_BE_UP && maglev_counts().size() == 3; }));
@@ -266,7 +257,8 @@ TEST_F(DaemonTest, ApiChangesBackendsAndTables)
     EXPECT_GT(m_.view.config->generation, gen);
 
     EXPECT_FALSE(call({{"cmd", "backend.remove"}, {"backend", "10.9.9.9:1"}})["ok"].get<bool>());
-    EXPECT_FALSE(call({{"cmd", "backend.weight"}, {"backend", 1}, {"weight", 70000}})["ok"].get<bool>());
+    EXPECT_FALSE(
+        call({{"cmd", "backend.weight"}, {"backend", 1}, {"weight", 70000}})["ok"].get<bool>());
     EXPECT_FALSE(call({{"cmd", "no.such"}})["ok"].get<bool>());
     EXPECT_FALSE(call({{"nocmd", 1}})["ok"].get<bool>());
     auto list = call({{"cmd", "backends"}});
@@ -274,8 +266,7 @@ TEST_F(DaemonTest, ApiChangesBackendsAndTables)
     EXPECT_EQ(list["backends"][0]["state"], "up");
 }
 
-TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine)
-{
+TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine) {
     start(config(1));
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un sa{};
@@ -298,8 +289,7 @@ TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine)
     EXPECT_TRUE(second["ok"].get<bool>());
 }
 
-TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns)
-{
+TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns) {
     start(config(2));
     ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
     servers_[1].set("/health", 503, "sick");
@@ -308,13 +298,14 @@ TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns)
     EXPECT_TRUE(wait_for([&] { return maglev_counts().count(1) == 0; }, 2000ms));
     EXPECT_EQ(maglev_counts()[0], KVS_MAGLEV_SIZE);
     auto b = call({{"cmd", "backends"}})["backends"][1];
-    EXPECT_NE(b["health"]["last_error"].get<std::string>().find("503"), std::string::npos) << b.dump();
+    EXPECT_NE(b["health"]["last_error"].get<std::string>().find("503"), std::string::npos)
+        << b.dump();
     servers_[1].set("/health", 200, "ok");
-    ASSERT_TRUE(wait_for([&] { return state(1) == KVS_BE_UP && maglev_counts().count(1); }, 2000ms));
+    ASSERT_TRUE(
+        wait_for([&] { return state(1) == KVS_BE_UP && maglev_counts().count(1); }, 2000ms));
 }
 
-TEST_F(DaemonTest, PassiveBindFailuresTakeABackendDown)
-{
+TEST_F(DaemonTest, PassiveBindFailuresTakeABackendDown) {
     auto c = config(2);
     c.health_fall = 3;
     start(c);
@@ -338,27 +329,29 @@ TEST_F(DaemonTest, PassiveBindFailuresTakeABackendDown)
     EXPECT_GE(b["health"]["passive_failures"].get<int>(), 3);
 }
 
-TEST_F(DaemonTest, TelemetryFillsLoadAndDegradesToUnknown)
-{
+TEST_F(DaemonTest, TelemetryFillsLoadAndDegradesToUnknown) {
     start(config(2));
-    ASSERT_TRUE(wait_for([&] { return m_.view.load[0].ext_queue == 7 && m_.view.load[0].ext_running == 3; }));
+    ASSERT_TRUE(wait_for(
+        [&] { return m_.view.load[0].ext_queue == 7 && m_.view.load[0].ext_running == 3; }));
     auto b = call({{"cmd", "backends"}})["backends"][0];
     EXPECT_EQ(b["telemetry"]["flavor"], "vllm");
     EXPECT_DOUBLE_EQ(b["telemetry"]["kv_usage"].get<double>(), 0.5);
-    servers_[0].set("/metrics", 200, "vllm:num_requests_running NaN\nvllm:num_requests_waiting{ 12\n");
-    ASSERT_TRUE(wait_for([&] { return m_.view.load[0].ext_queue == 0 && m_.view.load[0].ext_running == 0; }));
+    servers_[0].set("/metrics", 200,
+                    "vllm:num_requests_running NaN\nvllm:num_requests_waiting{ 12\n");
+    ASSERT_TRUE(wait_for(
+        [&] { return m_.view.load[0].ext_queue == 0 && m_.view.load[0].ext_running == 0; }));
     b = call({{"cmd", "backends"}})["backends"][0];
     EXPECT_TRUE(b["telemetry"]["running"].is_null());
     EXPECT_GT(b["telemetry"]["metrics_unknown"].get<int>(), 0);
     servers_[0].set("/metrics", 500, "oops");
     ASSERT_TRUE(wait_for([&] {
-        return call({{"cmd", "backends"}})["backends"][0]["telemetry"]["scrapes_failed"].get<int>() > 0;
+        return call({{"cmd", "backends"}})["backends"][0]["telemetry"]["scrapes_failed"]
+                   .get<int>() > 0;
     }));
     EXPECT_EQ(state(0), KVS_BE_UP) << "a failing scrape is not a failing health check";
 }
 
-TEST_F(DaemonTest, QueueCapFreezesMaxLoadWhileTheBackendQueues)
-{
+TEST_F(DaemonTest, QueueCapFreezesMaxLoadWhileTheBackendQueues) {
     auto c = config(2);
     c.queue_cap = 5;
     c.backends[1].max_load = 2;  // a static bound stays the tighter one
@@ -371,11 +364,11 @@ TEST_F(DaemonTest, QueueCapFreezesMaxLoadWhileTheBackendQueues)
     ASSERT_TRUE(wait_for([&] { return m_.view.load[1].ext_queue == 7; }));
     EXPECT_EQ(m_.view.backends[1].max_load, 2u);
     servers_[0].set("/metrics", 200, "vllm:num_requests_running 3\nvllm:num_requests_waiting 1\n");
-    ASSERT_TRUE(wait_for([&] { return m_.view.backends[0].max_load == 0u; })) << "queue drained: bound is back";
+    ASSERT_TRUE(wait_for([&] { return m_.view.backends[0].max_load == 0u; }))
+        << "queue drained: bound is back";
 }
 
-TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends)
-{
+TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends) {
     start(config(2));
     ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
     kvs_bind_report r{};
@@ -394,7 +387,9 @@ TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends)
     auto show = call({{"cmd", "affinity.show"}});
     EXPECT_EQ(show["total"], 3);
 
-    auto p = call({{"cmd", "affinity.pin"}, {"key", "0xfeed"}, {"backends", {0, "127.0.0.1:" + std::to_string(servers_[1].port())}}});
+    auto p = call({{"cmd", "affinity.pin"},
+                   {"key", "0xfeed"},
+                   {"backends", {0, "127.0.0.1:" + std::to_string(servers_[1].port())}}});
     ASSERT_TRUE(p["ok"].get<bool>()) << p.dump();
     ASSERT_TRUE(wait_for([&] { return affinity(0xfeed) != nullptr; }));
     EXPECT_EQ(affinity(0xfeed)->n_backends, 2);
@@ -414,21 +409,25 @@ TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends)
     EXPECT_EQ(ctr["reports"]["consumed"], 1);
 }
 
-TEST_F(DaemonTest, LiveTuningWritesConfig)
-{
+TEST_F(DaemonTest, LiveTuningWritesConfig) {
     start(config(1));
     auto gen = m_.view.config->generation;
     auto r = call({{"cmd", "tune.set"}, {"name", "prefix-length"}, {"value", "512"}});
     ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
     EXPECT_EQ(m_.view.config->prefix_len, 512u);
     EXPECT_GT(m_.view.config->generation, gen);
-    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "steering-mode"}, {"value", "round-robin"}})["ok"].get<bool>());
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "steering-mode"}, {"value", "round-robin"}})["ok"]
+            .get<bool>());
     EXPECT_EQ(m_.view.config->steer_mode, static_cast<__u32>(KVS_STEER_ROUND_ROBIN));
-    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "load-factor"}, {"value", 1.5}})["ok"].get<bool>());
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "load-factor"}, {"value", 1.5}})["ok"].get<bool>());
     EXPECT_EQ(m_.view.config->load_factor_milli, 1500u);
-    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "block-size"}, {"value", 256}})["ok"].get<bool>());
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "block-size"}, {"value", 256}})["ok"].get<bool>());
     EXPECT_EQ(m_.view.config->block_size, 256u);
-    EXPECT_TRUE(call({{"cmd", "tune.set"}, {"name", "replication"}, {"value", "3"}})["ok"].get<bool>());
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "replication"}, {"value", "3"}})["ok"].get<bool>());
     r = call({{"cmd", "tune.set"}, {"name", "replication"}, {"value", "9"}});
     EXPECT_FALSE(r["ok"].get<bool>());
     EXPECT_NE(r["error"].get<std::string>().find("replication"), std::string::npos);
@@ -467,8 +466,7 @@ TEST_F(DaemonTest, TuneChecksAsTheConfigDoes) {
     EXPECT_EQ(r["error"], "prefix-length: must not exceed max-held-bytes (256) (got '257')");
 }
 
-TEST_F(DaemonTest, ExportsPrometheusMetrics)
-{
+TEST_F(DaemonTest, ExportsPrometheusMetrics) {
     auto c = config(2);
     auto port = kvtest::free_tcp_port();
     c.metrics_listen = "127.0.0.1:" + std::to_string(port);
@@ -482,14 +480,15 @@ TEST_F(DaemonTest, ExportsPrometheusMetrics)
     auto page = parse_prometheus(r[0].body);
     EXPECT_EQ(page.bad_lines, 0u) << page.first_error;  // our own parser accepts our own page
     EXPECT_NE(r[0].body.find("kvsteerd_backend_up{backend=\"127.0.0.1:"), std::string::npos);
-    EXPECT_NE(r[0].body.find("kvsteerd_affinity_decisions_total{decision=\"report\"}"), std::string::npos);
-    EXPECT_NE(r[0].body.find("kvsteer_dataplane_reason_total{reason=\"pass_not_ip\"} 5"), std::string::npos);
+    EXPECT_NE(r[0].body.find("kvsteerd_affinity_decisions_total{decision=\"report\"}"),
+              std::string::npos);
+    EXPECT_NE(r[0].body.find("kvsteer_dataplane_reason_total{reason=\"pass_not_ip\"} 5"),
+              std::string::npos);
     auto nf = http_get_many({{*parse_endpoint(c.metrics_listen, &err), "/nope"}}, 1000ms);
     EXPECT_EQ(nf[0].status, 404);
 }
 
-TEST_F(DaemonTest, RestartKeepsBackendIds)
-{
+TEST_F(DaemonTest, RestartKeepsBackendIds) {
     // A daemon restarted over the same maps keeps each backend's slot (flows and load stay
     // attributed), whatever the order in the new configuration.
     auto c = config(2);
@@ -506,8 +505,7 @@ TEST_F(DaemonTest, RestartKeepsBackendIds)
     EXPECT_GT(m_.view.config->generation, gen);
 }
 
-TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
-{
+TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes) {
 #ifndef KVS_TEST_ZMQ
     GTEST_SKIP() << "built without libzmq";
 #else
@@ -527,7 +525,8 @@ TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
     r.block_hash[0] = 0x3333;
     r.backend_id = 1;
     produce(0, r);
-    ASSERT_TRUE(wait_for([&] { return affinity(0x3333) != nullptr && affinity(0xabcdef0123456789ull) != nullptr; }));
+    ASSERT_TRUE(wait_for(
+        [&] { return affinity(0x3333) != nullptr && affinity(0xabcdef0123456789ull) != nullptr; }));
 
     auto kv = [&](unsigned i) { return call({{"cmd", "backends"}})["backends"][i]["kv_events"]; };
     ASSERT_TRUE(pub.send(frames(0, batch({stored(5), removed(2)}))));
@@ -547,8 +546,9 @@ TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
     // Garbage is counted and skipped; then the server empties its cache.
     ASSERT_TRUE(pub.send({"", "not", "msgpack", "at all"}));
     ASSERT_TRUE(pub.send(frames(1, batch({cleared()}))));
-    ASSERT_TRUE(wait_for([&] { return affinity(0x3333) == nullptr && affinity(0xabcdef0123456789ull) == nullptr; }))
-        << "a cleared cache holds none of our prefixes";
+    ASSERT_TRUE(wait_for([&] {
+        return affinity(0x3333) == nullptr && affinity(0xabcdef0123456789ull) == nullptr;
+    })) << "a cleared cache holds none of our prefixes";
     k = kv(1);
     EXPECT_EQ(k["messages"], 3);
     EXPECT_EQ(k["decode_errors"], 1);
@@ -572,22 +572,28 @@ TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
     auto page = parse_prometheus(m[0].body);
     EXPECT_EQ(page.bad_lines, 0u) << page.first_error;
     const std::string be = "{backend=\"127.0.0.1:" + std::to_string(servers_[1].port()) + "\"}";
-    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_clears_total" + be + " 1\n"), std::string::npos) << m[0].body;
-    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_resident_blocks" + be + " 0\n"), std::string::npos);
-    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_decode_errors_total" + be + " 1\n"), std::string::npos);
+    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_clears_total" + be + " 1\n"), std::string::npos)
+        << m[0].body;
+    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_resident_blocks" + be + " 0\n"),
+              std::string::npos);
+    EXPECT_NE(m[0].body.find("kvsteerd_backend_kv_decode_errors_total" + be + " 1\n"),
+              std::string::npos);
     EXPECT_NE(m[0].body.find("kvsteerd_kv_cache_resets_total 1\n"), std::string::npos);
 
     // The API takes kv-events= too, and refuses a publisher another backend already has.
     XPub pub2;
     ASSERT_TRUE(pub2.ok());
-    auto add = call({{"cmd", "backend.add"}, {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
+    auto add = call({{"cmd", "backend.add"},
+                     {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
                      {"kv_events", pub.endpoint()}});
     EXPECT_FALSE(add["ok"].get<bool>());
-    add = call({{"cmd", "backend.add"}, {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
+    add = call({{"cmd", "backend.add"},
+                {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
                 {"kv_events", "udp://x"}});
     EXPECT_FALSE(add["ok"].get<bool>());
     EXPECT_NE(add["error"].get<std::string>().find("kv-events"), std::string::npos) << add.dump();
-    add = call({{"cmd", "backend.add"}, {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
+    add = call({{"cmd", "backend.add"},
+                {"addr", "127.0.0.1:" + std::to_string(servers_[2].port())},
                 {"kv_events", pub2.endpoint()}});
     ASSERT_TRUE(add["ok"].get<bool>()) << add.dump();
     EXPECT_EQ(add["backend"]["kv_events"]["endpoint"], pub2.endpoint());
@@ -595,10 +601,10 @@ TEST_F(DaemonTest, KvEventsClearForgetsTheBackendsPrefixes)
 #endif
 }
 
-TEST_F(DaemonTest, KvEventsWithoutSupportIsAStartupError)
-{
+TEST_F(DaemonTest, KvEventsWithoutSupportIsAStartupError) {
     if (kv_events_supported())
-        GTEST_SKIP() << "built with libzmq: kv-events= is supported (the no-libzmq build runs this)";
+        GTEST_SKIP()
+            << "built with libzmq: kv-events= is supported (the no-libzmq build runs this)";
     auto c = config(1);
     c.backends[0].kv_events = "tcp://127.0.0.1:5557";
     Daemon d(c, m_.view);

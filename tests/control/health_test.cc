@@ -18,25 +18,22 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Endpoint loopback(std::uint16_t port)
-{
+Endpoint loopback(std::uint16_t port) {
     std::string err;
     auto ep = parse_endpoint("127.0.0.1:" + std::to_string(port), &err);
     EXPECT_TRUE(ep) << err;
     return *ep;
 }
 
-bool check(const Endpoint &ep, std::chrono::milliseconds timeout = 300ms)
-{
+bool check(const Endpoint &ep, std::chrono::milliseconds timeout = 300ms) {
     auto r = http_get_many({{ep, "/health"}}, timeout);
     return r[0].ok && r[0].status >= 200 && r[0].status < 300;
 }
 
 // Answers one connection on 127.0.0.1 with fixed bytes, whatever was asked, then closes.
 class RawOnce {
-public:
-    explicit RawOnce(std::string reply) : reply_(std::move(reply))
-    {
+   public:
+    explicit RawOnce(std::string reply) : reply_(std::move(reply)) {
         fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in sa{};
         sa.sin_family = AF_INET;
@@ -48,32 +45,28 @@ public:
         port_ = ntohs(sa.sin_port);
         thr_ = std::thread([this] {
             pollfd p{fd_, POLLIN, 0};
-            if (poll(&p, 1, 2000) <= 0)
-                return;
+            if (poll(&p, 1, 2000) <= 0) return;
             int c = accept(fd_, nullptr, nullptr);
-            if (c < 0)
-                return;
+            if (c < 0) return;
             char buf[4096];
             std::string req;
             while (req.find("\r\n\r\n") == std::string::npos) {
                 pollfd q{c, POLLIN, 0};
                 ssize_t n = poll(&q, 1, 1000) > 0 ? recv(c, buf, sizeof buf, 0) : 0;
-                if (n <= 0)
-                    break;
+                if (n <= 0) break;
                 req.append(buf, static_cast<std::size_t>(n));
             }
             [[maybe_unused]] auto w = send(c, reply_.data(), reply_.size(), MSG_NOSIGNAL);
             close(c);
         });
     }
-    ~RawOnce()
-    {
+    ~RawOnce() {
         thr_.join();
         close(fd_);
     }
     std::uint16_t port() const { return port_; }
 
-private:
+   private:
     std::string reply_;
     int fd_ = -1;
     std::uint16_t port_ = 0;
@@ -82,8 +75,7 @@ private:
 
 }  // namespace
 
-TEST(HealthState, FirstSuccessIsImmediateThenRiseAndFall)
-{
+TEST(HealthState, FirstSuccessIsImmediateThenRiseAndFall) {
     HealthParams p{2, 3};
     HealthState h;
     EXPECT_FALSE(h.up());
@@ -107,8 +99,7 @@ TEST(HealthState, FirstSuccessIsImmediateThenRiseAndFall)
     EXPECT_EQ(h.ok_streak(), 2u);
 }
 
-TEST(HealthState, AssumedUpWhenChecksAreOff)
-{
+TEST(HealthState, AssumedUpWhenChecksAreOff) {
     HealthState h(true);
     EXPECT_TRUE(h.up());
     HealthParams p{1, 1};
@@ -116,8 +107,7 @@ TEST(HealthState, AssumedUpWhenChecksAreOff)
     EXPECT_FALSE(h.up());
 }
 
-TEST(HttpClient, StatusBodiesChunkedAndErrors)
-{
+TEST(HttpClient, StatusBodiesChunkedAndErrors) {
     TestHttpServer srv;
     srv.set("/health", 200, "ok\n");
     srv.set("/metrics", 200, std::string(5000, 'x') + "\nvllm:num_requests_running 1\n", true);
@@ -151,13 +141,13 @@ TEST(HttpClient, StatusBodiesChunkedAndErrors)
     EXPECT_LT(dt, 600ms);
 }
 
-TEST(HttpClient, BodyLimitAndNoAddress)
-{
+TEST(HttpClient, BodyLimitAndNoAddress) {
     TestHttpServer srv;
     srv.set("/metrics", 200, std::string(5000, 'x'));
     srv.set("/chunked", 200, std::string(5000, 'y'), true);
     auto ep = loopback(srv.port());
-    auto r = http_get_many({{ep, "/metrics"}, {ep, "/chunked"}, {Endpoint{}, "/metrics"}}, 1000ms, 1000);
+    auto r =
+        http_get_many({{ep, "/metrics"}, {ep, "/chunked"}, {Endpoint{}, "/metrics"}}, 1000ms, 1000);
     ASSERT_EQ(r.size(), 3u);
     for (int i = 0; i < 2; i++) {
         EXPECT_FALSE(r[i].ok) << i;
@@ -197,8 +187,7 @@ TEST(HttpClient, BodyLimitAndNoAddress)
     EXPECT_EQ(ok[0].body.size(), 5000u);
 }
 
-TEST(HttpClient, ParsesRawResponses)
-{
+TEST(HttpClient, ParsesRawResponses) {
     auto r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", false);
     EXPECT_TRUE(r.ok);
     EXPECT_EQ(r.body, "abc");
@@ -217,7 +206,8 @@ TEST(HttpClient, ParsesRawResponses)
     r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Le", true);
     EXPECT_FALSE(r.ok);
     EXPECT_NE(r.error.find("closed before the response head"), std::string::npos) << r.error;
-    r = parse_http_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false);
+    r = parse_http_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", false);
     EXPECT_TRUE(r.ok) << r.error;
     EXPECT_EQ(r.body, "abc");
     r = parse_http_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", true);
@@ -229,8 +219,7 @@ TEST(HttpClient, ParsesRawResponses)
     EXPECT_NE(r.error.find("closed before the end"), std::string::npos) << r.error;
 }
 
-TEST(Health, RiseFallAgainstARealServer)
-{
+TEST(Health, RiseFallAgainstARealServer) {
     TestHttpServer srv;
     srv.set("/health", 200, "ok");
     auto ep = loopback(srv.port());
@@ -252,8 +241,7 @@ TEST(Health, RiseFallAgainstARealServer)
     EXPECT_TRUE(h.up());
 
     srv.set_hang(true);  // hangs: timeouts count as failures
-    for (int i = 0; i < 3; i++)
-        h.observe(check(ep, 100ms), p);
+    for (int i = 0; i < 3; i++) h.observe(check(ep, 100ms), p);
     EXPECT_FALSE(h.up());
     EXPECT_EQ(srv.hits("/health"), 9);  // every check reached the server
 }

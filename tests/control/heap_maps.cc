@@ -1,12 +1,14 @@
 #include "heap_maps.h"
 
 HeapMaps::HeapMaps()
-    : config_(new kvs_config{}), backends_(new kvs_backend[KVS_MAX_BACKENDS]{}),
-      load_(new kvs_backend_load[KVS_MAX_BACKENDS]{}), maglev_(new std::uint32_t[2 * KVS_MAGLEV_SIZE]{}),
-      affinity_(new kvs_affinity_entry[2 * KVS_AFFINITY_SLOTS]{}), ring_ctl_(new kvs_ring_ctl[KVS_MAX_WORKERS]{}),
+    : config_(new kvs_config{}),
+      backends_(new kvs_backend[KVS_MAX_BACKENDS]{}),
+      load_(new kvs_backend_load[KVS_MAX_BACKENDS]{}),
+      maglev_(new std::uint32_t[2 * KVS_MAGLEV_SIZE]{}),
+      affinity_(new kvs_affinity_entry[2 * KVS_AFFINITY_SLOTS]{}),
+      ring_ctl_(new kvs_ring_ctl[KVS_MAX_WORKERS]{}),
       ring_(new kvs_bind_report[KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS]{}),
-      dp_stats_(new std::uint64_t[KVS_MAX_WORKERS * KVS_STATS_MAX]{})
-{
+      dp_stats_(new std::uint64_t[KVS_MAX_WORKERS * KVS_STATS_MAX]{}) {
     view.config = config_.get();
     view.backends = backends_.get();
     view.load = load_.get();

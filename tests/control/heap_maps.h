@@ -9,7 +9,7 @@ struct HeapMaps {
     HeapMaps();
     kvsteer::Tables view;
 
-private:
+   private:
     std::unique_ptr<kvs_config> config_;
     std::unique_ptr<kvs_backend[]> backends_;
     std::unique_ptr<kvs_backend_load[]> load_;

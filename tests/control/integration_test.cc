@@ -26,8 +26,8 @@
 #include "test_http_server.h"
 
 using namespace std::chrono_literals;
-using nlohmann::json;
 using kvsteer::control::TableWriter;
+using nlohmann::json;
 
 namespace {
 
@@ -37,8 +37,7 @@ struct Run {
 };
 
 // fork/exec with stdout and stderr captured; the child dies with us.
-Run run(const std::vector<std::string> &argv)
-{
+Run run(const std::vector<std::string> &argv) {
     int o[2], e[2];
     EXPECT_EQ(pipe(o), 0);
     EXPECT_EQ(pipe(e), 0);
@@ -50,8 +49,7 @@ Run run(const std::vector<std::string> &argv)
         close(o[0]);
         close(e[0]);
         std::vector<char *> a;
-        for (auto &s : argv)
-            a.push_back(const_cast<char *>(s.c_str()));
+        for (auto &s : argv) a.push_back(const_cast<char *>(s.c_str()));
         a.push_back(nullptr);
         execv(a[0], a.data());
         _exit(127);
@@ -61,10 +59,8 @@ Run run(const std::vector<std::string> &argv)
     Run r;
     char buf[4096];
     ssize_t n;
-    while ((n = read(o[0], buf, sizeof buf)) > 0)
-        r.out.append(buf, static_cast<std::size_t>(n));
-    while ((n = read(e[0], buf, sizeof buf)) > 0)
-        r.err.append(buf, static_cast<std::size_t>(n));
+    while ((n = read(o[0], buf, sizeof buf)) > 0) r.out.append(buf, static_cast<std::size_t>(n));
+    while ((n = read(e[0], buf, sizeof buf)) > 0) r.err.append(buf, static_cast<std::size_t>(n));
     close(o[0]);
     close(e[0]);
     int st = 0;
@@ -73,26 +69,24 @@ Run run(const std::vector<std::string> &argv)
     return r;
 }
 
-bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 8000ms)
-{
+bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 8000ms) {
     auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
-        if (f())
-            return true;
+        if (f()) return true;
         std::this_thread::sleep_for(20ms);
     }
     return f();
 }
 
 class Integration : public ::testing::Test {
-protected:
-    void SetUp() override
-    {
+   protected:
+    void SetUp() override {
         const char *fs = std::getenv("KVSTEER_TEST_BPFFS");
         const char *d = std::getenv("KVSTEERD");
         const char *c = std::getenv("KVSTEERCTL");
         if (!fs || !d || !c)
-            GTEST_SKIP() << "run through with_bpffs.sh with KVSTEERD and KVSTEERCTL set (ctest does)";
+            GTEST_SKIP()
+                << "run through with_bpffs.sh with KVSTEERD and KVSTEERCTL set (ctest does)";
         bpffs_ = std::string(fs) + "/kvsteer-" + std::to_string(getpid()) + "-" +
                  ::testing::UnitTest::GetInstance()->current_test_info()->name();
         kvsteerd_ = d;
@@ -113,16 +107,14 @@ protected:
           << "bpffs = " << bpffs_ << "\napi-socket = " << sock_ << "\nlog-level = warn\n";
     }
 
-    void TearDown() override
-    {
+    void TearDown() override {
         stop_daemon();
         maps_.reset();
         unlink(conf_.c_str());
         unlink(sock_.c_str());
     }
 
-    void start_daemon()
-    {
+    void start_daemon() {
         daemon_ = fork();
         if (daemon_ == 0) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -141,10 +133,8 @@ protected:
         ASSERT_TRUE(maps_) << err;
     }
 
-    int stop_daemon()
-    {
-        if (daemon_ <= 0)
-            return -1;
+    int stop_daemon() {
+        if (daemon_ <= 0) return -1;
         kill(daemon_, SIGTERM);
         int st = 0;
         waitpid(daemon_, &st, 0);
@@ -153,21 +143,18 @@ protected:
     }
 
     // kvsteerctl --json ARGS...; expects rc 0 and parses stdout.
-    json ctl(std::vector<std::string> args, int want_rc = 0)
-    {
+    json ctl(std::vector<std::string> args, int want_rc = 0) {
         std::vector<std::string> argv{kvsteerctl_, "--socket", sock_, "--bpffs", bpffs_, "--json"};
         argv.insert(argv.end(), args.begin(), args.end());
         auto r = run(argv);
         EXPECT_EQ(r.rc, want_rc) << "kvsteerctl " << args[0] << ": " << r.err << r.out;
-        if (want_rc != 0)
-            return json{{"stderr", r.err}};
+        if (want_rc != 0) return json{{"stderr", r.err}};
         auto j = json::parse(r.out, nullptr, false);
         EXPECT_FALSE(j.is_discarded()) << r.out;
         return j;
     }
 
-    std::map<std::uint32_t, std::uint32_t> maglev_counts()
-    {
+    std::map<std::uint32_t, std::uint32_t> maglev_counts() {
         std::map<std::uint32_t, std::uint32_t> c;
         auto a = TableWriter::active_maglev(maps_->config);
         for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++)
@@ -175,7 +162,9 @@ protected:
         return c;
     }
 
-    std::uint8_t state(unsigned id) { return std::atomic_ref<__u8>(maps_->backends[id].state).load(); }
+    std::uint8_t state(unsigned id) {
+        return std::atomic_ref<__u8>(maps_->backends[id].state).load();
+    }
 
     std::string addr(int i) { return "127.0.0.1:" + std::to_string(srv_[i].port()); }
 
@@ -187,8 +176,7 @@ protected:
 
 }  // namespace
 
-TEST_F(Integration, CtlCommandsChangeTheMappedTables)
-{
+TEST_F(Integration, CtlCommandsChangeTheMappedTables) {
     ASSERT_NO_FATAL_FAILURE(start_daemon());
     // Tables filled from the config file.
     EXPECT_EQ(maps_->config->n_vips, 1u);
@@ -216,7 +204,8 @@ TEST_F(Integration, CtlCommandsChangeTheMappedTables)
 
     auto list = ctl({"backends"});
     ASSERT_EQ(list["backends"].size(), 3u);
-    ASSERT_TRUE(wait_for([&] { return maps_->load[0].ext_queue == 4; }));  // telemetry -> kvs_be_load
+    ASSERT_TRUE(
+        wait_for([&] { return maps_->load[0].ext_queue == 4; }));  // telemetry -> kvs_be_load
 
     ctl({"backends", "drain", addr(2)});
     EXPECT_EQ(state(2), KVS_BE_DRAIN);
@@ -306,8 +295,7 @@ TEST_F(Integration, NegativeTuneValuesGetTheRangeError) {
     EXPECT_NE(neg_timeout.err.find("--timeout"), std::string::npos) << neg_timeout.err;
 }
 
-TEST_F(Integration, MapReadersWorkWithoutTheDaemon)
-{
+TEST_F(Integration, MapReadersWorkWithoutTheDaemon) {
     ASSERT_NO_FATAL_FAILURE(start_daemon());
     ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP; }));
     // One flow (both directions) written as the dataplane would.
@@ -368,8 +356,7 @@ TEST_F(Integration, MapReadersWorkWithoutTheDaemon)
     EXPECT_EQ(missing.rc, 3);
 }
 
-TEST_F(Integration, BadConfigurationAndHelp)
-{
+TEST_F(Integration, BadConfigurationAndHelp) {
     auto r = run({kvsteerd_, "--config", conf_, "--replication", "7"});
     EXPECT_EQ(r.rc, 2);
     EXPECT_NE(r.err.find("replication: must be an integer in 1..4"), std::string::npos) << r.err;

@@ -36,17 +36,15 @@ using Kind = KvEvent::Kind;
 
 namespace {
 
-bool decode(const std::string &p, KvBatch *b, std::string *err)
-{
+bool decode(const std::string &p, KvBatch *b, std::string *err) {
     return decode_kv_batch({reinterpret_cast<const std::uint8_t *>(p.data()), p.size()}, b, err);
 }
 
-[[maybe_unused]] bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout = 5000ms)
-{
+[[maybe_unused]] bool wait_for(const std::function<bool()> &f,
+                               std::chrono::milliseconds timeout = 5000ms) {
     auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
-        if (f())
-            return true;
+        if (f()) return true;
         std::this_thread::sleep_for(5ms);
     }
     return f();
@@ -54,8 +52,7 @@ bool decode(const std::string &p, KvBatch *b, std::string *err)
 
 // A payload every decoder test can start from: what the emulator sends when built with events,
 // else the same shape written by hand.
-std::string sample_payload()
-{
+std::string sample_payload() {
 #ifdef KVS_EMU_KV_EVENTS
     using kvsteer::model::BlockEvent;
     std::vector<BlockEvent> evs = {
@@ -75,10 +72,10 @@ std::string sample_payload()
 
 }  // namespace
 
-TEST(KvEventsDecode, TheEmulatorsBatches)
-{
+TEST(KvEventsDecode, TheEmulatorsBatches) {
 #ifndef KVS_EMU_KV_EVENTS
-    GTEST_SKIP() << "kvsteer-gpu-emu built without KV events (libzmq/msgpack-c missing): hand-made bytes only";
+    GTEST_SKIP() << "kvsteer-gpu-emu built without KV events (libzmq/msgpack-c missing): hand-made "
+                    "bytes only";
 #endif
     KvBatch b;
     std::string err;
@@ -103,22 +100,19 @@ namespace {
 struct Pk {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    Pk()
-    {
+    Pk() {
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     }
     ~Pk() { msgpack_sbuffer_destroy(&sb); }
     Pk &arr(std::size_t n) { return msgpack_pack_array(&pk, n), *this; }
     Pk &map(std::size_t n) { return msgpack_pack_map(&pk, n), *this; }
-    Pk &str(std::string_view s)
-    {
+    Pk &str(std::string_view s) {
         msgpack_pack_str(&pk, s.size());
         msgpack_pack_str_body(&pk, s.data(), s.size());
         return *this;
     }
-    Pk &bin(std::string_view s)
-    {
+    Pk &bin(std::string_view s) {
         msgpack_pack_bin(&pk, s.size());
         msgpack_pack_bin_body(&pk, s.data(), s.size());
         return *this;
@@ -132,8 +126,7 @@ struct Pk {
 
 }  // namespace
 
-TEST(KvEventsDecode, VllmArrayLikeShapes)
-{
+TEST(KvEventsDecode, VllmArrayLikeShapes) {
     // [ts, events, data_parallel_rank] with sha256 (bytes) and signed-int hashes, a CPU-tier
     // store, an old 5-field BlockStored (no medium), an old 1-field BlockRemoved, a clear and a
     // tag from a future release.
@@ -141,10 +134,18 @@ TEST(KvEventsDecode, VllmArrayLikeShapes)
     Pk p;
     p.arr(3).d(12.5).arr(6);
     p.arr(8).str("BlockStored").arr(2).bin(sha).bin(sha).bin(sha).arr(16);
-    for (int t = 0; t < 16; t++)
-        p.u(static_cast<std::uint64_t>(t) * 1000);
+    for (int t = 0; t < 16; t++) p.u(static_cast<std::uint64_t>(t) * 1000);
     p.u(16).nil().str("CPU").nil();
-    p.arr(6).str("BlockStored").arr(3).i(-5).i(-9000000000000000000ll).u(7).nil().arr(0).u(16).nil();
+    p.arr(6)
+        .str("BlockStored")
+        .arr(3)
+        .i(-5)
+        .i(-9000000000000000000ll)
+        .u(7)
+        .nil()
+        .arr(0)
+        .u(16)
+        .nil();
     p.arr(2).str("BlockRemoved").arr(1).i(-5);
     p.arr(1).str("AllBlocksCleared");
     p.arr(4).str("BlockMovedToMars").arr(1).u(1).map(1).str("x").u(2).nil();
@@ -172,14 +173,31 @@ TEST(KvEventsDecode, VllmArrayLikeShapes)
     EXPECT_TRUE(b.events[5].gpu) << "medium nil: GPU";
 }
 
-TEST(KvEventsDecode, VllmMapShapes)
-{
+TEST(KvEventsDecode, VllmMapShapes) {
     // Releases without array_like send structs as maps, the tag in "type"; fields in any order.
     Pk p;
     p.map(3).str("ts").d(99.0).str("events").arr(3);
-    p.map(9).str("type").str("BlockStored").str("block_hashes").arr(2).u(1).u(2).str("parent_block_hash").nil()
-        .str("token_ids").arr(0).str("block_size").u(16).str("lora_id").nil().str("medium").str("GPU")
-        .str("lora_name").nil().str("extra_keys").nil();
+    p.map(9)
+        .str("type")
+        .str("BlockStored")
+        .str("block_hashes")
+        .arr(2)
+        .u(1)
+        .u(2)
+        .str("parent_block_hash")
+        .nil()
+        .str("token_ids")
+        .arr(0)
+        .str("block_size")
+        .u(16)
+        .str("lora_id")
+        .nil()
+        .str("medium")
+        .str("GPU")
+        .str("lora_name")
+        .nil()
+        .str("extra_keys")
+        .nil();
     p.map(2).str("block_hashes").arr(1).u(2).str("type").str("BlockRemoved");
     p.map(1).str("type").str("AllBlocksCleared");
     p.str("data_parallel_rank").u(0);
@@ -202,8 +220,7 @@ TEST(KvEventsDecode, VllmMapShapes)
 }
 #endif
 
-TEST(KvEventsDecode, MalformedInputIsRejectedWithAReason)
-{
+TEST(KvEventsDecode, MalformedInputIsRejectedWithAReason) {
     using namespace kvtest;
     const std::string ts0 = std::string(1, '\0');
     const std::vector<std::pair<std::string, std::string>> cases = {
@@ -218,10 +235,13 @@ TEST(KvEventsDecode, MalformedInputIsRejectedWithAReason)
         {arr(2) + ts0 + ts0, "events is not a list"},
         {arr(2) + ts0 + arr(1) + arr(0), "empty list"},
         {arr(2) + ts0 + arr(1) + arr(1) + u64(5), "tag is not a string"},
-        {arr(2) + ts0 + arr(1) + arr(2) + str("BlockStored") + str("x"), "block_hashes is not a list"},
-        {arr(2) + ts0 + arr(1) + arr(2) + str("BlockStored") + arr(1) + std::string("\xca\0\0\0\0", 5),
+        {arr(2) + ts0 + arr(1) + arr(2) + str("BlockStored") + str("x"),
+         "block_hashes is not a list"},
+        {arr(2) + ts0 + arr(1) + arr(2) + str("BlockStored") + arr(1) +
+             std::string("\xca\0\0\0\0", 5),
          "neither an integer nor bytes"},
-        {arr(2) + ts0 + arr(1) + arr(2) + str("BlockStored") + arr(1) + str("h"), "neither an integer nor bytes"},
+        {arr(2) + ts0 + arr(1) + arr(2) + str("BlockStored") + arr(1) + str("h"),
+         "neither an integer nor bytes"},
         {arr(2) + ts0 + arr(1) + arr(1) + str("BlockRemoved"), "without block_hashes"},
         {arr(2) + ts0 + arr(1) + arr(3) + str("BlockRemoved") + arr(0) + u64(5), "medium"},
         {arr(2) + ts0 + arr(0) + ts0, "bytes after the batch"},
@@ -240,13 +260,13 @@ TEST(KvEventsDecode, MalformedInputIsRejectedWithAReason)
     }
 }
 
-TEST(KvEventsDecode, DeepNestingIsSkippedWithoutRecursion)
-{
+TEST(KvEventsDecode, DeepNestingIsSkippedWithoutRecursion) {
     using namespace kvtest;
     // An unknown event whose field nests 200000 lists deep: skipped iteratively (a recursive
     // skip would overflow the stack); the same without its innermost value is truncated.
     const std::string deep(200000, '\x91');
-    const std::string ok = arr(2) + std::string(1, '\0') + arr(1) + arr(2) + str("FutureEvent") + deep + nil();
+    const std::string ok =
+        arr(2) + std::string(1, '\0') + arr(1) + arr(2) + str("FutureEvent") + deep + nil();
     KvBatch b;
     std::string err;
     ASSERT_TRUE(decode(ok, &b, &err)) << err;
@@ -255,8 +275,7 @@ TEST(KvEventsDecode, DeepNestingIsSkippedWithoutRecursion)
     EXPECT_FALSE(decode(ok.substr(0, ok.size() - 1), &b, &err));
 }
 
-TEST(KvEventsDecode, EveryPrefixAndRandomBytesFailCleanly)
-{
+TEST(KvEventsDecode, EveryPrefixAndRandomBytesFailCleanly) {
     const std::string good = sample_payload();
     KvBatch b;
     std::string err;
@@ -269,18 +288,16 @@ TEST(KvEventsDecode, EveryPrefixAndRandomBytesFailCleanly)
     std::size_t decoded = 0;
     auto check = [&](const std::string &in) {
         KvBatch x;
-        if (!decode(in, &x, &err))
-            return;
+        if (!decode(in, &x, &err)) return;
         decoded++;
         std::uint64_t blocks = 0;
-        for (const auto &e : x.events)
-            blocks += e.blocks;
-        EXPECT_LE(x.events.size() + blocks, in.size()) << "every event and hash takes at least a byte";
+        for (const auto &e : x.events) blocks += e.blocks;
+        EXPECT_LE(x.events.size() + blocks, in.size())
+            << "every event and hash takes at least a byte";
     };
     for (int i = 0; i < 20000; i++) {
         std::string s(rng() % 48, '\0');
-        for (auto &c : s)
-            c = static_cast<char>(rng());
+        for (auto &c : s) c = static_cast<char>(rng());
         check(s);
     }
     for (int i = 0; i < 20000; i++) {
@@ -292,8 +309,7 @@ TEST(KvEventsDecode, EveryPrefixAndRandomBytesFailCleanly)
     RecordProperty("random_inputs_decoded", static_cast<int>(decoded));
 }
 
-TEST(KvEventsStats, CountsGapsRestartsClearsAndBadMessages)
-{
+TEST(KvEventsStats, CountsGapsRestartsClearsAndBadMessages) {
     using namespace kvtest;
     const auto t = std::chrono::steady_clock::now();
     KvEventStats st;
@@ -344,8 +360,7 @@ TEST(KvEventsStats, CountsGapsRestartsClearsAndBadMessages)
     EXPECT_EQ(st.last_message, t);
 }
 
-TEST(KvEventSubscriber, FollowsARealPublisher)
-{
+TEST(KvEventSubscriber, FollowsARealPublisher) {
 #ifndef KVS_TEST_ZMQ
     GTEST_SKIP() << "built without libzmq";
 #else
@@ -388,8 +403,7 @@ TEST(KvEventSubscriber, FollowsARealPublisher)
 #endif
 }
 
-TEST(KvEventSubscriber, BadEndpointIsReportedNotFatal)
-{
+TEST(KvEventSubscriber, BadEndpointIsReportedNotFatal) {
 #ifndef KVS_TEST_ZMQ
     GTEST_SKIP() << "built without libzmq";
 #else
@@ -397,7 +411,8 @@ TEST(KvEventSubscriber, BadEndpointIsReportedNotFatal)
     std::string err;
     ASSERT_TRUE(sub.start(&err)) << err;
     sub.set(1, "tcp://127.0.0.1:notaport");  // libzmq refuses it in zmq_connect
-    EXPECT_TRUE(wait_for([&] { return !sub.stats(1)->last_error.empty(); })) << "connect error shown";
+    EXPECT_TRUE(wait_for([&] { return !sub.stats(1)->last_error.empty(); }))
+        << "connect error shown";
 #endif
 }
 
@@ -405,8 +420,7 @@ TEST(KvEventSubscriber, BadEndpointIsReportedNotFatal)
 namespace {
 
 // One blocking POST /v1/completions; true on a 200 answer.
-bool complete(std::uint16_t port, const std::string &prompt)
-{
+bool complete(std::uint16_t port, const std::string &prompt) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
@@ -419,8 +433,10 @@ bool complete(std::uint16_t port, const std::string &prompt)
         return false;
     }
     const std::string body = R"({"model":"m","prompt":")" + prompt + R"(","max_tokens":1})";
-    const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: emu\r\nContent-Type: application/json\r\n"
-                            "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    const std::string req =
+        "POST /v1/completions HTTP/1.1\r\nHost: emu\r\nContent-Type: application/json\r\n"
+        "Connection: close\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
     bool ok = send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
     std::string resp;
     char buf[4096];
@@ -432,26 +448,25 @@ bool complete(std::uint16_t port, const std::string &prompt)
 
 }  // namespace
 
-TEST(KvEventSubscriber, CountsTheEmulatorsBlocks)
-{
+TEST(KvEventSubscriber, CountsTheEmulatorsBlocks) {
     // The real kvsteer-gpu-emu process as the publisher: what it stores arrives, block for block.
     const std::uint16_t kv_port = kvtest::free_tcp_port();
     const std::string port_file = "/tmp/kvs-kvtest-" + std::to_string(getpid()) + ".port";
     unlink(port_file.c_str());
     const std::string ep = "tcp://127.0.0.1:" + std::to_string(kv_port);
-    std::vector<std::string> args = {KVS_GPU_EMU, "--port", "0", "--port-file", port_file, "--kv-events-endpoint", ep,
-                                     "--model", "m", "--time-scale", "100", "--log-level", "warn"};
+    std::vector<std::string> args = {
+        KVS_GPU_EMU, "--port",  "0", "--port-file",  port_file, "--kv-events-endpoint",
+        ep,          "--model", "m", "--time-scale", "100",     "--log-level",
+        "warn"};
     std::vector<char *> argv;
-    for (auto &a : args)
-        argv.push_back(a.data());
+    for (auto &a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = 0;
     ASSERT_EQ(posix_spawn(&pid, KVS_GPU_EMU, nullptr, nullptr, argv.data(), environ), 0);
     struct Reap {
         pid_t pid;
         std::string file;
-        ~Reap()
-        {
+        ~Reap() {
             kill(pid, SIGTERM);
             waitpid(pid, nullptr, 0);
             unlink(file.c_str());
@@ -470,10 +485,12 @@ TEST(KvEventSubscriber, CountsTheEmulatorsBlocks)
     // A subscriber misses what is published before it has joined: send fresh one-block prompts
     // until one is seen; from then on every batch arrives, in order.
     unsigned warm = 0;
-    ASSERT_TRUE(wait_for([&] {
-        EXPECT_TRUE(complete(port, "warm-up " + std::to_string(warm++) + std::string(60, 'w')));
-        return sub.stats(1)->messages > 0;
-    }, 10000ms));
+    ASSERT_TRUE(wait_for(
+        [&] {
+            EXPECT_TRUE(complete(port, "warm-up " + std::to_string(warm++) + std::string(60, 'w')));
+            return sub.stats(1)->messages > 0;
+        },
+        10000ms));
     // Warm-up batches may still be in flight (at most one block per warm-up). A barrier prompt
     // with more blocks than that: once its count is in, everything published before it is too.
     const std::uint64_t s0 = sub.stats(1)->blocks_stored;
@@ -491,6 +508,7 @@ TEST(KvEventSubscriber, CountsTheEmulatorsBlocks)
     EXPECT_EQ(after.unknown_events, 0u);
     EXPECT_EQ(after.seq_gaps, 0u);
     EXPECT_EQ(after.other_medium_blocks, 0u);
-    EXPECT_GT(after.last_batch_ts.value_or(0), 1.6e9) << "the emulator stamps batches with its wall clock";
+    EXPECT_GT(after.last_batch_ts.value_or(0), 1.6e9)
+        << "the emulator stamps batches with its wall clock";
 }
 #endif

@@ -13,71 +13,69 @@
 
 namespace kvtest {
 
-std::string arr(std::size_t n) { return std::string(1, static_cast<char>(0x90 | n)); }
-std::string map(std::size_t n) { return std::string(1, static_cast<char>(0x80 | n)); }
-std::string str(std::string_view s) { return static_cast<char>(0xa0 | s.size()) + std::string(s); }
+std::string arr(std::size_t n) {
+    return std::string(1, static_cast<char>(0x90 | n));
+}
+std::string map(std::size_t n) {
+    return std::string(1, static_cast<char>(0x80 | n));
+}
+std::string str(std::string_view s) {
+    return static_cast<char>(0xa0 | s.size()) + std::string(s);
+}
 
-std::string u64(std::uint64_t v)
-{
-    if (v < 128)
-        return std::string(1, static_cast<char>(v));
+std::string u64(std::uint64_t v) {
+    if (v < 128) return std::string(1, static_cast<char>(v));
     std::string o(1, '\xcf');
-    for (int i = 7; i >= 0; i--)
-        o += static_cast<char>(v >> (8 * i));
+    for (int i = 7; i >= 0; i--) o += static_cast<char>(v >> (8 * i));
     return o;
 }
 
-std::string f64(double v)
-{
+std::string f64(double v) {
     std::uint64_t bits;
     std::memcpy(&bits, &v, 8);
     std::string o(1, '\xcb');
-    for (int i = 7; i >= 0; i--)
-        o += static_cast<char>(bits >> (8 * i));
+    for (int i = 7; i >= 0; i--) o += static_cast<char>(bits >> (8 * i));
     return o;
 }
 
 namespace {
-std::string hashes(unsigned n, std::uint64_t first)
-{
-    std::string o = n < 16 ? arr(n) : std::string("\xdc") + static_cast<char>(n >> 8) + static_cast<char>(n & 0xff);
-    for (unsigned i = 0; i < n; i++)
-        o += u64(first + i);
+std::string hashes(unsigned n, std::uint64_t first) {
+    std::string o =
+        n < 16 ? arr(n)
+               : std::string("\xdc") + static_cast<char>(n >> 8) + static_cast<char>(n & 0xff);
+    for (unsigned i = 0; i < n; i++) o += u64(first + i);
     return o;
 }
 }  // namespace
 
-std::string stored(unsigned n, std::uint64_t first, std::string_view medium)
-{
+std::string stored(unsigned n, std::uint64_t first, std::string_view medium) {
     // ["BlockStored", hashes, parent, token_ids, block_size, lora_id, medium]
-    return arr(7) + str("BlockStored") + hashes(n, first) + nil() + arr(0) + u64(16) + nil() + str(medium);
+    return arr(7) + str("BlockStored") + hashes(n, first) + nil() + arr(0) + u64(16) + nil() +
+           str(medium);
 }
 
-std::string removed(unsigned n, std::uint64_t first, std::string_view medium)
-{
+std::string removed(unsigned n, std::uint64_t first, std::string_view medium) {
     return arr(3) + str("BlockRemoved") + hashes(n, first) + str(medium);
 }
 
-std::string cleared() { return arr(1) + str("AllBlocksCleared"); }
+std::string cleared() {
+    return arr(1) + str("AllBlocksCleared");
+}
 
-std::string batch(const std::vector<std::string> &events, double ts)
-{
+std::string batch(const std::vector<std::string> &events, double ts) {
     std::string o = arr(2) + f64(ts) + arr(events.size());
-    for (const auto &e : events)
-        o += e;
+    for (const auto &e : events) o += e;
     return o;
 }
 
-std::vector<std::string> frames(std::uint64_t seq, const std::string &payload, const std::string &topic)
-{
+std::vector<std::string> frames(std::uint64_t seq, const std::string &payload,
+                                const std::string &topic) {
     std::string s;
-    for (int i = 7; i >= 0; i--)
-        s += static_cast<char>(seq >> (8 * i));
+    for (int i = 7; i >= 0; i--) s += static_cast<char>(seq >> (8 * i));
     return {topic, s, payload};
 }
 
-std::uint16_t free_tcp_port()
-{
+std::uint16_t free_tcp_port() {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
@@ -90,29 +88,23 @@ std::uint16_t free_tcp_port()
 }
 
 #ifdef KVS_TEST_ZMQ
-XPub::XPub()
-{
+XPub::XPub() {
     ctx_ = zmq_ctx_new();
     sock_ = zmq_socket(ctx_, ZMQ_XPUB);
     const int linger = 0;
     zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_bind(sock_, "tcp://127.0.0.1:*") != 0)
-        return;
+    if (zmq_bind(sock_, "tcp://127.0.0.1:*") != 0) return;
     char buf[256];
     std::size_t n = sizeof buf;
-    if (zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, buf, &n) == 0)
-        endpoint_ = buf;
+    if (zmq_getsockopt(sock_, ZMQ_LAST_ENDPOINT, buf, &n) == 0) endpoint_ = buf;
 }
 
-XPub::~XPub()
-{
-    if (sock_)
-        zmq_close(sock_);
+XPub::~XPub() {
+    if (sock_) zmq_close(sock_);
     zmq_ctx_term(ctx_);
 }
 
-bool XPub::wait_subscriber(std::chrono::milliseconds timeout)
-{
+bool XPub::wait_subscriber(std::chrono::milliseconds timeout) {
     const auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
         zmq_pollitem_t it{sock_, -1, ZMQ_POLLIN, 0};
@@ -126,8 +118,7 @@ bool XPub::wait_subscriber(std::chrono::milliseconds timeout)
     return false;
 }
 
-bool XPub::send(const std::vector<std::string> &fr)
-{
+bool XPub::send(const std::vector<std::string> &fr) {
     for (std::size_t i = 0; i < fr.size(); i++)
         if (zmq_send(sock_, fr[i].data(), fr[i].size(), i + 1 < fr.size() ? ZMQ_SNDMORE : 0) < 0)
             return false;

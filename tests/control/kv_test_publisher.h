@@ -17,7 +17,9 @@ std::string map(std::size_t n);
 std::string str(std::string_view s);
 std::string u64(std::uint64_t v);
 std::string f64(double v);
-inline std::string nil() { return std::string(1, '\xc0'); }
+inline std::string nil() {
+    return std::string(1, '\xc0');
+}
 
 // vLLM array_like events: hashes first..first+n-1.
 std::string stored(unsigned n, std::uint64_t first = 1, std::string_view medium = "GPU");
@@ -25,14 +27,15 @@ std::string removed(unsigned n, std::uint64_t first = 1, std::string_view medium
 std::string cleared();
 std::string batch(const std::vector<std::string> &events, double ts = 1.5);
 // [topic, seq (8 bytes big endian), payload]
-std::vector<std::string> frames(std::uint64_t seq, const std::string &payload, const std::string &topic = "");
+std::vector<std::string> frames(std::uint64_t seq, const std::string &payload,
+                                const std::string &topic = "");
 
 // A TCP port on 127.0.0.1 that was free a moment ago (for servers that must be told a port).
 std::uint16_t free_tcp_port();
 
 #ifdef KVS_TEST_ZMQ
 class XPub {
-public:
+   public:
     XPub();  // binds tcp://127.0.0.1:* (check ok())
     ~XPub();
     XPub(const XPub &) = delete;
@@ -43,7 +46,7 @@ public:
     bool wait_subscriber(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
     bool send(const std::vector<std::string> &frames);
 
-private:
+   private:
     void *ctx_ = nullptr, *sock_ = nullptr;
     std::string endpoint_;
 };

@@ -75,8 +75,7 @@ sglang:e2e_request_latency_seconds_sum{model_name="m"} 0.0
 sglang:e2e_request_latency_seconds_count{model_name="m"} 0.0
 )";
 
-void expect_sane(const Telemetry &t)
-{
+void expect_sane(const Telemetry &t) {
     for (auto v : {t.running, t.waiting, t.prefix_queries, t.prefix_hits}) {
         if (v) {
             EXPECT_TRUE(std::isfinite(*v) && *v >= 0);
@@ -91,8 +90,7 @@ void expect_sane(const Telemetry &t)
 
 }  // namespace
 
-TEST(Prometheus, RealVllmPage)
-{
+TEST(Prometheus, RealVllmPage) {
     auto p = parse_prometheus(kVllm);
     EXPECT_EQ(p.bad_lines, 0u) << p.first_error;
     EXPECT_EQ(p.samples.size(), 14u);
@@ -108,25 +106,23 @@ TEST(Prometheus, RealVllmPage)
     // +Inf bucket boundary kept as a label; value of the bucket parsed.
     bool inf_bucket = false;
     for (const auto &s : p.samples)
-        if (s.label("le") && *s.label("le") == "+Inf")
-            inf_bucket = s.value == 42.0;
+        if (s.label("le") && *s.label("le") == "+Inf") inf_bucket = s.value == 42.0;
     EXPECT_TRUE(inf_bucket);
 }
 
-TEST(Prometheus, OlderVllmNames)
-{
+TEST(Prometheus, OlderVllmNames) {
     auto t = extract_telemetry(parse_prometheus(kVllmOld));
     EXPECT_EQ(t.flavor, ServerFlavor::Vllm);
     EXPECT_DOUBLE_EQ(*t.kv_usage, 0.9);
     EXPECT_FALSE(t.prefix_queries);
     // Pre-_total counter names and the gpu_ variants.
-    t = extract_telemetry(parse_prometheus("vllm:gpu_prefix_cache_queries 10\nvllm:gpu_prefix_cache_hits 4\n"));
+    t = extract_telemetry(
+        parse_prometheus("vllm:gpu_prefix_cache_queries 10\nvllm:gpu_prefix_cache_hits 4\n"));
     EXPECT_EQ(t.prefix_queries, 10.0);
     EXPECT_EQ(t.prefix_hits, 4.0);
 }
 
-TEST(Prometheus, RealSglangPage)
-{
+TEST(Prometheus, RealSglangPage) {
     auto p = parse_prometheus(kSglang);
     EXPECT_EQ(p.bad_lines, 0u) << p.first_error;
     auto t = extract_telemetry(p);
@@ -138,17 +134,16 @@ TEST(Prometheus, RealSglangPage)
     EXPECT_TRUE(std::isnan(p.samples[4].value));  // the NaN quantile
 }
 
-TEST(Prometheus, SumsEnginesAndTakesMaxUsage)
-{
+TEST(Prometheus, SumsEnginesAndTakesMaxUsage) {
     auto t = extract_telemetry(parse_prometheus(
         "vllm:num_requests_running{engine=\"0\"} 2\nvllm:num_requests_running{engine=\"1\"} 3\n"
-        "vllm:kv_cache_usage_perc{engine=\"0\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\"} 0.7\n"));
+        "vllm:kv_cache_usage_perc{engine=\"0\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\"} "
+        "0.7\n"));
     EXPECT_EQ(t.running, 5.0);
     EXPECT_DOUBLE_EQ(*t.kv_usage, 0.7);
 }
 
-TEST(Prometheus, LabelEscapesCommentsTimestampsCrlf)
-{
+TEST(Prometheus, LabelEscapesCommentsTimestampsCrlf) {
     auto p = parse_prometheus(
         "# free comment with { and \"\r\n"
         "#TYPE weird gauge\r\n"
@@ -173,8 +168,7 @@ TEST(Prometheus, LabelEscapesCommentsTimestampsCrlf)
     EXPECT_EQ(p.types[0].first, "weird");
 }
 
-TEST(Prometheus, BadLinesAreSkippedAndCounted)
-{
+TEST(Prometheus, BadLinesAreSkippedAndCounted) {
     auto p = parse_prometheus(
         "ok1 1\n"
         "{novalue=\"1\"} 2\n"
@@ -193,14 +187,14 @@ TEST(Prometheus, BadLinesAreSkippedAndCounted)
     EXPECT_EQ(p.first_error.rfind("line 2:", 0), 0u) << p.first_error;
 }
 
-TEST(Prometheus, GarbageValuesMakeMetricsUnknownNotWrong)
-{
-    auto t = extract_telemetry(parse_prometheus(
-        "vllm:num_requests_running NaN\n"
-        "vllm:num_requests_waiting -3\n"
-        "vllm:kv_cache_usage_perc 42\n"  // a percentage where a fraction belongs: refuse, don't guess
-        "vllm:prefix_cache_queries_total +Inf\n"
-        "vllm:prefix_cache_hits_total 5\n"));
+TEST(Prometheus, GarbageValuesMakeMetricsUnknownNotWrong) {
+    auto t = extract_telemetry(
+        parse_prometheus("vllm:num_requests_running NaN\n"
+                         "vllm:num_requests_waiting -3\n"
+                         "vllm:kv_cache_usage_perc 42\n"  // a percentage where a fraction belongs:
+                                                          // refuse, don't guess
+                         "vllm:prefix_cache_queries_total +Inf\n"
+                         "vllm:prefix_cache_hits_total 5\n"));
     EXPECT_EQ(t.flavor, ServerFlavor::Vllm);
     EXPECT_FALSE(t.running);
     EXPECT_FALSE(t.waiting);
@@ -208,16 +202,17 @@ TEST(Prometheus, GarbageValuesMakeMetricsUnknownNotWrong)
     EXPECT_FALSE(t.prefix_queries);
     EXPECT_EQ(t.problems.size(), 4u);
     // More hits than queries: both unknown.
-    t = extract_telemetry(parse_prometheus("vllm:prefix_cache_queries_total 5\nvllm:prefix_cache_hits_total 9\n"));
+    t = extract_telemetry(
+        parse_prometheus("vllm:prefix_cache_queries_total 5\nvllm:prefix_cache_hits_total 9\n"));
     EXPECT_FALSE(t.prefix_queries);
     EXPECT_FALSE(t.prefix_hits);
     // One bad label set poisons the metric rather than giving a partial sum.
-    t = extract_telemetry(parse_prometheus("vllm:num_requests_running{e=\"0\"} 2\nvllm:num_requests_running{e=\"1\"} NaN\n"));
+    t = extract_telemetry(parse_prometheus(
+        "vllm:num_requests_running{e=\"0\"} 2\nvllm:num_requests_running{e=\"1\"} NaN\n"));
     EXPECT_FALSE(t.running);
 }
 
-TEST(Prometheus, NotAMetricsPage)
-{
+TEST(Prometheus, NotAMetricsPage) {
     auto p = parse_prometheus("<html><body><h1>404 Not Found</h1></body></html>\n");
     auto t = extract_telemetry(p);
     EXPECT_EQ(t.flavor, ServerFlavor::Unknown);
@@ -226,8 +221,7 @@ TEST(Prometheus, NotAMetricsPage)
     EXPECT_EQ(parse_prometheus(std::string("m 1\0\n", 5)).bad_lines, 1u);
 }
 
-TEST(Prometheus, HugeAndRandomInputNeverCrash)
-{
+TEST(Prometheus, HugeAndRandomInputNeverCrash) {
     std::string big(200000, 'a');
     auto p = parse_prometheus(big + " 1\nvllm:num_requests_running 4\n");
     EXPECT_EQ(p.bad_lines, 1u);
@@ -235,14 +229,14 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash)
     EXPECT_TRUE(parse_prometheus("a 1\nb 2\nc 3\n", 2).truncated);
 
     std::mt19937 rng(7);
-    const std::string alphabet = "vllm:sglang_num_requests_running{}=\",\\ \n#\t0123456789.eE+-NaInf\r";
+    const std::string alphabet =
+        "vllm:sglang_num_requests_running{}=\",\\ \n#\t0123456789.eE+-NaInf\r";
     std::string real = std::string(kVllm) + kSglang;
     for (int i = 0; i < 2000; i++) {
         std::string s;
         if (i % 2) {
             s = real;  // mutate a real page
-            for (int k = 0; k < 20; k++)
-                s[rng() % s.size()] = alphabet[rng() % alphabet.size()];
+            for (int k = 0; k < 20; k++) s[rng() % s.size()] = alphabet[rng() % alphabet.size()];
         } else {
             int n = static_cast<int>(rng() % 400);
             for (int k = 0; k < n; k++)
@@ -253,8 +247,7 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash)
     }
 }
 
-TEST(Telemetry, HitRateWindowAndReset)
-{
+TEST(Telemetry, HitRateWindowAndReset) {
     HitRateTracker h;
     Telemetry t;
     t.prefix_queries = 1000;

@@ -15,8 +15,7 @@ namespace {
 
 // The dataplane side of the protocol (abi.h): write the slot, then store-release head+1; when
 // the ring is full, drop and count.
-bool produce(kvs_ring_ctl &ctl, kvs_bind_report *ring, const kvs_bind_report &r)
-{
+bool produce(kvs_ring_ctl &ctl, kvs_bind_report *ring, const kvs_bind_report &r) {
     std::uint64_t head = std::atomic_ref<__u64>(ctl.head).load(std::memory_order_relaxed);
     std::uint64_t tail = std::atomic_ref<__u64>(ctl.tail).load(std::memory_order_acquire);
     if (head - tail >= KVS_BIND_RING_SLOTS) {
@@ -28,14 +27,12 @@ bool produce(kvs_ring_ctl &ctl, kvs_bind_report *ring, const kvs_bind_report &r)
     return true;
 }
 
-kvs_bind_report make(std::uint64_t seq, std::uint16_t worker)
-{
+kvs_bind_report make(std::uint64_t seq, std::uint16_t worker) {
     kvs_bind_report r{};
     r.ts_ns = seq;
     r.prefix_hash = seq * 31 + worker;
     r.n_blocks = static_cast<std::uint16_t>(seq % (KVS_MAX_REPORT_BLOCKS + 1));
-    for (unsigned i = 0; i < r.n_blocks; i++)
-        r.block_hash[i] = seq ^ (i + 1);
+    for (unsigned i = 0; i < r.n_blocks; i++) r.block_hash[i] = seq ^ (i + 1);
     r.backend_id = static_cast<std::uint16_t>(seq % 7);
     r.worker = worker;
     return r;
@@ -43,8 +40,7 @@ kvs_bind_report make(std::uint64_t seq, std::uint16_t worker)
 
 }  // namespace
 
-TEST(Ring, ConcurrentProducersDeliverEverythingInOrder)
-{
+TEST(Ring, ConcurrentProducersDeliverEverythingInOrder) {
     HeapMaps m;
     constexpr unsigned kWorkers = 3;
     constexpr std::uint64_t kPerWorker = 50000;
@@ -66,25 +62,25 @@ TEST(Ring, ConcurrentProducersDeliverEverythingInOrder)
     std::uint64_t bad = 0, total = 0;
     RingStats st;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while ((done < kWorkers || total < kWorkers * kPerWorker) && std::chrono::steady_clock::now() < deadline) {
-        total += consume_reports(m.view.ring_ctl, m.view.ring, KVS_MAX_WORKERS, [&](const kvs_bind_report &r) {
-            auto expect = make(next[r.worker], r.worker);
-            if (std::memcmp(&expect, &r, sizeof r) != 0)
-                bad++;
-            next[r.worker]++;
-        }, st);
+    while ((done < kWorkers || total < kWorkers * kPerWorker) &&
+           std::chrono::steady_clock::now() < deadline) {
+        total += consume_reports(
+            m.view.ring_ctl, m.view.ring, KVS_MAX_WORKERS,
+            [&](const kvs_bind_report &r) {
+                auto expect = make(next[r.worker], r.worker);
+                if (std::memcmp(&expect, &r, sizeof r) != 0) bad++;
+                next[r.worker]++;
+            },
+            st);
     }
-    for (auto &t : producers)
-        t.join();
+    for (auto &t : producers) t.join();
     EXPECT_EQ(bad, 0u);
     EXPECT_EQ(total, kWorkers * kPerWorker);
     EXPECT_EQ(st.consumed, total);
-    for (unsigned w = 0; w < kWorkers; w++)
-        EXPECT_EQ(m.view.ring_ctl[w].tail, kPerWorker);
+    for (unsigned w = 0; w < kWorkers; w++) EXPECT_EQ(m.view.ring_ctl[w].tail, kPerWorker);
 }
 
-TEST(Ring, FullRingDropsAreCountedAndInvalidReportsSkipped)
-{
+TEST(Ring, FullRingDropsAreCountedAndInvalidReportsSkipped) {
     HeapMaps m;
     auto &ctl = m.view.ring_ctl[2];
     kvs_bind_report *ring = m.view.ring + 2 * KVS_BIND_RING_SLOTS;
@@ -96,7 +92,8 @@ TEST(Ring, FullRingDropsAreCountedAndInvalidReportsSkipped)
     bad.backend_id = KVS_MAX_BACKENDS;  // corrupt: skipped
     ring[3] = bad;
     RingStats st;
-    std::size_t n = consume_reports(m.view.ring_ctl, m.view.ring, KVS_MAX_WORKERS, [](const kvs_bind_report &) {}, st);
+    std::size_t n = consume_reports(
+        m.view.ring_ctl, m.view.ring, KVS_MAX_WORKERS, [](const kvs_bind_report &) {}, st);
     EXPECT_EQ(n, KVS_BIND_RING_SLOTS - 1);
     EXPECT_EQ(st.invalid, 1u);
     EXPECT_EQ(st.producer_dropped, 10u);
@@ -104,18 +101,20 @@ TEST(Ring, FullRingDropsAreCountedAndInvalidReportsSkipped)
     EXPECT_TRUE(produce(ctl, ring, make(1, 2)));  // room again
 }
 
-TEST(Ring, ProducerRestartResyncs)
-{
+TEST(Ring, ProducerRestartResyncs) {
     HeapMaps m;
     auto &ctl = m.view.ring_ctl[0];
     ctl.tail = 500;  // consumer state from before the dataplane restarted with head = 0
     ctl.head = 3;
     RingStats st;
-    EXPECT_EQ(consume_reports(m.view.ring_ctl, m.view.ring, 1, [](const kvs_bind_report &) {}, st), 0u);
+    EXPECT_EQ(consume_reports(
+                  m.view.ring_ctl, m.view.ring, 1, [](const kvs_bind_report &) {}, st),
+              0u);
     EXPECT_EQ(st.resets, 1u);
     EXPECT_EQ(ctl.tail, 3u);
     EXPECT_TRUE(produce(ctl, m.view.ring, make(9, 0)));
     std::uint64_t got = 0;
-    consume_reports(m.view.ring_ctl, m.view.ring, 1, [&](const kvs_bind_report &r) { got = r.ts_ns; }, st);
+    consume_reports(
+        m.view.ring_ctl, m.view.ring, 1, [&](const kvs_bind_report &r) { got = r.ts_ns; }, st);
     EXPECT_EQ(got, 9u);
 }

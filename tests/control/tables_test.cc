@@ -19,17 +19,14 @@ using namespace kvsteer::control;
 
 namespace {
 
-std::uint64_t checksum(const std::uint32_t *t)
-{
+std::uint64_t checksum(const std::uint32_t *t) {
     std::uint64_t h = 1469598103934665603ull;
-    for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++)
-        h = (h ^ t[i]) * 1099511628211ull;
+    for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++) h = (h ^ t[i]) * 1099511628211ull;
     return h;
 }
 
 // Four distinct real tables (different backend sets) that the writer cycles through.
-std::vector<std::vector<std::uint32_t>> candidate_tables()
-{
+std::vector<std::vector<std::uint32_t>> candidate_tables() {
     std::vector<std::vector<std::uint32_t>> out;
     for (int v = 0; v < 4; v++) {
         std::vector<kvsteer::MaglevBackend> b;
@@ -47,9 +44,8 @@ struct ReaderResult {
 // Copies whole active halves the way a dataplane refreshing its own copy would. A read that
 // took less than half the writer's grace must see exactly one of the published tables: the
 // writer never touches a half until `grace` after it stopped being the active one.
-ReaderResult run_reader(const kvsteer::Tables &v, const std::set<std::uint64_t> &valid, std::atomic<bool> &stop,
-                        std::chrono::microseconds max_read)
-{
+ReaderResult run_reader(const kvsteer::Tables &v, const std::set<std::uint64_t> &valid,
+                        std::atomic<bool> &stop, std::chrono::microseconds max_read) {
     ReaderResult r;
     std::vector<std::uint32_t> copy(KVS_MAGLEV_SIZE);
     while (!stop.load(std::memory_order_relaxed)) {
@@ -58,27 +54,25 @@ ReaderResult run_reader(const kvsteer::Tables &v, const std::set<std::uint64_t> 
         auto a = TableWriter::active_maglev(v.config);
         const std::uint32_t *half = v.maglev + static_cast<std::size_t>(a) * KVS_MAGLEV_SIZE;
         for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++)
-            copy[i] = std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t &>(half[i])).load(std::memory_order_relaxed);
+            copy[i] = std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t &>(half[i]))
+                          .load(std::memory_order_relaxed);
         auto g2 = std::atomic_ref<__u32>(v.config->generation).load(std::memory_order_acquire);
         if (std::chrono::steady_clock::now() - t0 > max_read)
             continue;  // preempted: longer than the guarantee covers
         r.checked++;
         r.overlapped += g2 != g1;
-        if (!valid.count(checksum(copy.data())))
-            r.mixed++;
+        if (!valid.count(checksum(copy.data()))) r.mixed++;
     }
     return r;
 }
 
 }  // namespace
 
-TEST(Tables, ReaderNeverSeesAMixedMaglevTable)
-{
+TEST(Tables, ReaderNeverSeesAMixedMaglevTable) {
     HeapMaps m;
     auto tables = candidate_tables();
     std::set<std::uint64_t> valid;
-    for (auto &t : tables)
-        valid.insert(checksum(t.data()));
+    for (auto &t : tables) valid.insert(checksum(t.data()));
     ASSERT_EQ(valid.size(), tables.size());
     const auto grace = std::chrono::milliseconds(4);
     TableWriter w(m.view, grace);
@@ -103,14 +97,12 @@ TEST(Tables, ReaderNeverSeesAMixedMaglevTable)
     EXPECT_EQ(w.generation(), static_cast<std::uint32_t>(flips) + 2);
 }
 
-TEST(Tables, CheckDetectsAnInPlaceWriter)
-{
+TEST(Tables, CheckDetectsAnInPlaceWriter) {
     // Negative control: rewriting the ACTIVE half in place must be caught by the same reader.
     HeapMaps m;
     auto tables = candidate_tables();
     std::set<std::uint64_t> valid;
-    for (auto &t : tables)
-        valid.insert(checksum(t.data()));
+    for (auto &t : tables) valid.insert(checksum(t.data()));
     std::memcpy(m.view.maglev, tables[0].data(), KVS_MAGLEV_SIZE * 4);
     std::atomic<bool> stop{false};
     ReaderResult rr;
@@ -126,8 +118,7 @@ TEST(Tables, CheckDetectsAnInPlaceWriter)
     EXPECT_GT(rr.mixed, 0u) << "an in-place writer went unnoticed: the check cannot fail";
 }
 
-TEST(Tables, GraceKeepsARetiredHalfUntouched)
-{
+TEST(Tables, GraceKeepsARetiredHalfUntouched) {
     HeapMaps m;
     auto tables = candidate_tables();
     TableWriter w(m.view, std::chrono::milliseconds(60));
@@ -138,12 +129,12 @@ TEST(Tables, GraceKeepsARetiredHalfUntouched)
     auto dt = std::chrono::steady_clock::now() - t0;
     EXPECT_GE(dt, std::chrono::milliseconds(115));
     EXPECT_EQ(TableWriter::active_maglev(m.view.config), 1u);  // three flips from 0
-    EXPECT_EQ(std::memcmp(m.view.maglev + KVS_MAGLEV_SIZE, tables[2].data(), KVS_MAGLEV_SIZE * 4), 0);
+    EXPECT_EQ(std::memcmp(m.view.maglev + KVS_MAGLEV_SIZE, tables[2].data(), KVS_MAGLEV_SIZE * 4),
+              0);
     EXPECT_EQ(std::memcmp(m.view.maglev, tables[1].data(), KVS_MAGLEV_SIZE * 4), 0);
 }
 
-TEST(Tables, AffinityHalfAndBackendSlot)
-{
+TEST(Tables, AffinityHalfAndBackendSlot) {
     HeapMaps m;
     TableWriter w(m.view, std::chrono::milliseconds(0));
     kvsteer::AffinityBuilder b(KVS_AFFINITY_SLOTS);
@@ -152,7 +143,8 @@ TEST(Tables, AffinityHalfAndBackendSlot)
     w.publish_affinity(b.table());
     auto a = TableWriter::active_affinity(m.view.config);
     EXPECT_EQ(a, 1u);
-    std::span<const kvs_affinity_entry> half(m.view.affinity + a * KVS_AFFINITY_SLOTS, KVS_AFFINITY_SLOTS);
+    std::span<const kvs_affinity_entry> half(m.view.affinity + a * KVS_AFFINITY_SLOTS,
+                                             KVS_AFFINITY_SLOTS);
     kvsteer::PrefixHashes h;
     h.prefix = 0xabcdef;
     const kvs_affinity_entry *e = kvsteer::affinity_lookup(half, h);

@@ -11,7 +11,7 @@
 #include <vector>
 
 class TestHttpServer {
-public:
+   public:
     TestHttpServer();
     ~TestHttpServer();
     std::uint16_t port() const { return port_; }
@@ -19,7 +19,7 @@ public:
     void set_hang(bool hang) { hang_ = hang; }
     int hits(const std::string &path);
 
-private:
+   private:
     struct Route {
         int status;
         std::string body;

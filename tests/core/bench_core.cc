@@ -20,20 +20,25 @@ namespace {
 
 // A chat request cut to its first 1,400 bytes (one MSS-sized segment).
 std::string first_segment() {
-    std::string body = R"({"model":"meta-llama/Llama-3.1-8B-Instruct","stream":true,"max_tokens":256,"messages":[)";
-    body += R"({"role":"system","content":"You are a careful assistant. Answer with \"facts\" only.)";
-    for (int i = 0; i < 40; ++i) body += " Rule " + std::to_string(i) + ": be concise and cite sources.";
+    std::string body =
+        R"({"model":"meta-llama/Llama-3.1-8B-Instruct","stream":true,"max_tokens":256,"messages":[)";
+    body +=
+        R"({"role":"system","content":"You are a careful assistant. Answer with \"facts\" only.)";
+    for (int i = 0; i < 40; ++i)
+        body += " Rule " + std::to_string(i) + ": be concise and cite sources.";
     body += R"("},{"role":"user","content":"Summarise the attached document."}]})";
-    std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: gpu.example:8000\r\nUser-Agent: bench\r\n"
-                      "Accept: */*\r\nContent-Type: application/json\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string req =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gpu.example:8000\r\nUser-Agent: bench\r\n"
+        "Accept: */*\r\nContent-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
     req.resize(1400);
     return req;
 }
 
 void BM_LocateHash(benchmark::State &st) {
     const std::string seg = first_segment();
-    const std::span<const std::uint8_t> buf(reinterpret_cast<const std::uint8_t *>(seg.data()), seg.size());
+    const std::span<const std::uint8_t> buf(reinterpret_cast<const std::uint8_t *>(seg.data()),
+                                            seg.size());
     HashParams p;  // 256-byte prefix, 512-byte blocks
     for (auto _ : st) {
         const RequestView r = locate_request(buf);
@@ -77,8 +82,12 @@ void bounded_choice(benchmark::State &st, bool given_totals) {
     }
 }
 
-void BM_BoundedChoice(benchmark::State &st) { bounded_choice(st, false); }
-void BM_BoundedChoiceGivenTotals(benchmark::State &st) { bounded_choice(st, true); }
+void BM_BoundedChoice(benchmark::State &st) {
+    bounded_choice(st, false);
+}
+void BM_BoundedChoiceGivenTotals(benchmark::State &st) {
+    bounded_choice(st, true);
+}
 
 void BM_AffinityLookup(benchmark::State &st) {
     // A half-full table; lookups of a 3-block prompt whose block 1 is present.
@@ -106,7 +115,7 @@ BENCHMARK(BM_AffinityLookup)->Unit(benchmark::kNanosecond);
 // --benchmark_repetitions gives aggregates). CPU rather than wall time: on a shared 2-CPU host
 // wall time mostly measures the other processes.
 class Collector : public benchmark::ConsoleReporter {
-public:
+   public:
     std::map<std::string, double> ns;
     void ReportRuns(const std::vector<Run> &runs) override {
         for (const Run &r : runs) {
@@ -122,7 +131,7 @@ public:
         ConsoleReporter::ReportRuns(runs);
     }
 
-private:
+   private:
     std::set<std::string> has_median_;
 };
 
@@ -160,7 +169,8 @@ int main(int argc, char **argv) {
     std::vector<char *> args(argv, argv + argc);
     std::string min_time = "--benchmark_min_time=0.005";
     const char *smoke = std::getenv("KVS_BENCH_SMOKE");
-    if (smoke != nullptr && std::string(smoke) == "1") args.insert(args.begin() + 1, min_time.data());
+    if (smoke != nullptr && std::string(smoke) == "1")
+        args.insert(args.begin() + 1, min_time.data());
     int n = static_cast<int>(args.size());
     benchmark::Initialize(&n, args.data());
     if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;

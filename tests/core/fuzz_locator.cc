@@ -22,8 +22,8 @@ bool inside(std::string_view v, const std::uint8_t *data, std::size_t size) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     using namespace kvsteer;
     const RequestView r = locate_request({data, size});
-    check(inside(r.method, data, size) && inside(r.path, data, size) && inside(r.host, data, size) &&
-          inside(r.model, data, size));
+    check(inside(r.method, data, size) && inside(r.path, data, size) &&
+          inside(r.host, data, size) && inside(r.model, data, size));
     check(r.key_offset <= size && r.key_len <= size - r.key_offset);
     if (r.status == LocateStatus::Ok) {
         check(r.body_offset <= size && r.body_available <= size - r.body_offset);

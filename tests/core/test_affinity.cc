@@ -8,7 +8,9 @@
 namespace kvsteer {
 namespace {
 
-std::vector<std::uint16_t> ids(std::initializer_list<std::uint16_t> l) { return l; }
+std::vector<std::uint16_t> ids(std::initializer_list<std::uint16_t> l) {
+    return l;
+}
 
 PrefixHashes hashes(std::uint64_t prefix, std::initializer_list<std::uint64_t> blocks) {
     PrefixHashes h;
@@ -19,14 +21,15 @@ PrefixHashes hashes(std::uint64_t prefix, std::initializer_list<std::uint64_t> b
 
 TEST(CoreAffinity, LongestChainedMatchFirstThenPrefix) {
     AffinityBuilder b;
-    ASSERT_TRUE(b.insert(0x1111, ids({7}), 0));       // fixed-prefix hash
-    ASSERT_TRUE(b.insert(0x2002, ids({5, 6}), 1));    // block 1
-    ASSERT_TRUE(b.insert(0x4004, ids({9}), 3));       // block 3
+    ASSERT_TRUE(b.insert(0x1111, ids({7}), 0));     // fixed-prefix hash
+    ASSERT_TRUE(b.insert(0x2002, ids({5, 6}), 1));  // block 1
+    ASSERT_TRUE(b.insert(0x4004, ids({9}), 3));     // block 3
     EXPECT_EQ(b.size(), 3u);
     const auto &t = b.table();
     ASSERT_EQ(t.size(), KVS_AFFINITY_SLOTS);
 
-    const kvs_affinity_entry *e = affinity_lookup(t, hashes(0x1111, {0x1001, 0x2002, 0x3003, 0x4004, 0x5005}));
+    const kvs_affinity_entry *e =
+        affinity_lookup(t, hashes(0x1111, {0x1001, 0x2002, 0x3003, 0x4004, 0x5005}));
     ASSERT_NE(e, nullptr);
     EXPECT_EQ(e->key, 0x4004u);
     EXPECT_EQ(e->backends[0], 9);
@@ -70,16 +73,21 @@ TEST(CoreAffinity, ProbeWindowAndWrapAround) {
     AffinityBuilder b(slots);
     const std::uint64_t home = slots - 3;  // the run wraps past the end of the half
     for (std::uint32_t j = 0; j < KVS_AFFINITY_MAX_PROBE; ++j)
-        EXPECT_TRUE(b.insert(home + std::uint64_t{j} * slots, ids({static_cast<std::uint16_t>(j)}), 0)) << j;
+        EXPECT_TRUE(
+            b.insert(home + std::uint64_t{j} * slots, ids({static_cast<std::uint16_t>(j)}), 0))
+            << j;
     EXPECT_FALSE(b.insert(home + std::uint64_t{KVS_AFFINITY_MAX_PROBE} * slots, ids({99}), 0));
     EXPECT_EQ(b.size(), KVS_AFFINITY_MAX_PROBE);
     for (std::uint32_t j = 0; j < KVS_AFFINITY_MAX_PROBE; ++j) {
-        const kvs_affinity_entry *e = affinity_lookup(b.table(), hashes(home + std::uint64_t{j} * slots, {}));
+        const kvs_affinity_entry *e =
+            affinity_lookup(b.table(), hashes(home + std::uint64_t{j} * slots, {}));
         ASSERT_NE(e, nullptr) << j;
         EXPECT_EQ(e->backends[0], j);
     }
     EXPECT_EQ(b.table()[0].key, home + 3ULL * slots);  // wrapped into slot 0
-    EXPECT_EQ(affinity_lookup(b.table(), hashes(home + std::uint64_t{KVS_AFFINITY_MAX_PROBE} * slots, {})), nullptr);
+    EXPECT_EQ(affinity_lookup(b.table(),
+                              hashes(home + std::uint64_t{KVS_AFFINITY_MAX_PROBE} * slots, {})),
+              nullptr);
 }
 
 TEST(CoreAffinity, EntryWithoutReplicasDoesNotMatch) {
@@ -93,7 +101,8 @@ TEST(CoreAffinity, EntryWithoutReplicasDoesNotMatch) {
 
 TEST(CoreAffinity, NonPowerOfTwoHalfStillConsistent) {
     AffinityBuilder b(1000);
-    for (std::uint64_t k = 1; k <= 500; ++k) ASSERT_TRUE(b.insert(k * 0x9e3779b97f4a7c15ULL, ids({1}), 0));
+    for (std::uint64_t k = 1; k <= 500; ++k)
+        ASSERT_TRUE(b.insert(k * 0x9e3779b97f4a7c15ULL, ids({1}), 0));
     for (std::uint64_t k = 1; k <= 500; ++k)
         EXPECT_NE(affinity_lookup(b.table(), hashes(k * 0x9e3779b97f4a7c15ULL, {})), nullptr);
 }
@@ -104,7 +113,8 @@ TEST(CoreAffinity, RealHashesEndToEnd) {
     std::string conv(64 * 4, 'x');
     for (std::size_t i = 0; i < conv.size(); ++i) conv[i] = static_cast<char>('a' + (i * 7) % 26);
     const auto bytes = [](const std::string &s) {
-        return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t *>(s.data()), s.size());
+        return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t *>(s.data()),
+                                             s.size());
     };
     const PrefixHashes first_turn = hash_prompt(p, "m", bytes(conv.substr(0, 128)));
     AffinityBuilder b;

@@ -37,7 +37,8 @@ Expected reference(const Fixture &f, std::uint64_t hash, double c) {
     for (std::size_t i = 0; i < f.load.size(); ++i)
         if (f.eligible[i]) total += f.load[i], ++n;
     if (n == 0) return {KVS_BACKEND_NONE, false};
-    const double bound = std::ceil(std::max(c, 1.0) * static_cast<double>(total + 1) / static_cast<double>(n));
+    const double bound =
+        std::ceil(std::max(c, 1.0) * static_cast<double>(total + 1) / static_cast<double>(n));
     bool first = true;
     for (std::size_t k = 0; k < f.table.size(); ++k) {
         const std::uint32_t id = f.table[(hash + k) % f.table.size()];
@@ -140,7 +141,8 @@ TEST(CoreBounded, AllOverloadedTerminatesWithLeastLoaded) {
 TEST(CoreBounded, IgnoresIdsOutsideTheLoadView) {
     Fixture f = make(8);
     f.load.resize(4);  // ids 4..7 unknown: treated as ineligible
-    for (std::uint64_t h = 0; h < 200; ++h) EXPECT_LT(choose_bounded(f.table, h * 977, f.view(), 1.25), 4u);
+    for (std::uint64_t h = 0; h < 200; ++h)
+        EXPECT_LT(choose_bounded(f.table, h * 977, f.view(), 1.25), 4u);
 }
 
 }  // namespace

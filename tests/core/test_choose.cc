@@ -16,8 +16,10 @@ struct Mem {
     kvs_config config{};
     std::vector<kvs_backend> backends = std::vector<kvs_backend>(KVS_MAX_BACKENDS);
     std::vector<kvs_backend_load> load = std::vector<kvs_backend_load>(KVS_MAX_BACKENDS);
-    std::vector<std::uint32_t> maglev = std::vector<std::uint32_t>(2 * KVS_MAGLEV_SIZE, KVS_BACKEND_NONE);
-    std::vector<kvs_affinity_entry> affinity = std::vector<kvs_affinity_entry>(2 * KVS_AFFINITY_SLOTS);
+    std::vector<std::uint32_t> maglev =
+        std::vector<std::uint32_t>(2 * KVS_MAGLEV_SIZE, KVS_BACKEND_NONE);
+    std::vector<kvs_affinity_entry> affinity =
+        std::vector<kvs_affinity_entry>(2 * KVS_AFFINITY_SLOTS);
     std::unique_ptr<ChooseScratch> scratch = std::make_unique<ChooseScratch>();
 
     explicit Mem(std::uint32_t n) {

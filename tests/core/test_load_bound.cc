@@ -11,11 +11,11 @@ namespace kvsteer {
 namespace {
 
 TEST(CoreLoadBound, Formula) {
-    EXPECT_EQ(load_bound(1.25, 0, 1), 2u);     // ceil(1.25 * 1 / 1)
-    EXPECT_EQ(load_bound(1.25, 7, 4), 3u);     // ceil(1.25 * 8 / 4) = ceil(2.5)
-    EXPECT_EQ(load_bound(1.25, 15, 4), 5u);    // exactly 5: no rounding up
+    EXPECT_EQ(load_bound(1.25, 0, 1), 2u);   // ceil(1.25 * 1 / 1)
+    EXPECT_EQ(load_bound(1.25, 7, 4), 3u);   // ceil(1.25 * 8 / 4) = ceil(2.5)
+    EXPECT_EQ(load_bound(1.25, 15, 4), 5u);  // exactly 5: no rounding up
     EXPECT_EQ(load_bound(2.0, 99, 10), 20u);
-    EXPECT_EQ(load_bound(1.0, 9, 10), 1u);     // c = 1: the mean, rounded up
+    EXPECT_EQ(load_bound(1.0, 9, 10), 1u);  // c = 1: the mean, rounded up
     EXPECT_EQ(load_bound(1.0, 10, 10), 2u);
 }
 
@@ -44,7 +44,8 @@ TEST(CoreLoadBound, SomeBackendIsAlwaysWithinTheBound) {
     // With n backends holding `total`, the least loaded holds <= total / n < bound.
     for (std::uint64_t total : {0ull, 1ull, 7ull, 1000ull, 123457ull})
         for (std::uint32_t n : {1u, 3u, 64u, 1024u})
-            EXPECT_LE(total / n + 1, load_bound(1.0, static_cast<double>(total), n)) << total << "/" << n;
+            EXPECT_LE(total / n + 1, load_bound(1.0, static_cast<double>(total), n))
+                << total << "/" << n;
 }
 
 TEST(CoreLoadBound, LargeTotals) {

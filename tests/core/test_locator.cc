@@ -13,7 +13,9 @@ RequestView loc(const std::string &s) {
     return locate_request({reinterpret_cast<const std::uint8_t *>(s.data()), s.size()});
 }
 
-std::string key_of(const std::string &s, const RequestView &r) { return s.substr(r.key_offset, r.key_len); }
+std::string key_of(const std::string &s, const RequestView &r) {
+    return s.substr(r.key_offset, r.key_len);
+}
 
 std::string post(const std::string &path, const std::string &body, const std::string &extra = "") {
     return "POST " + path + " HTTP/1.1\r\nHost: api.example\r\nContent-Type: application/json\r\n" +
@@ -55,7 +57,9 @@ TEST(CoreLocator, ChatRequest) {
     const std::string key = key_of(req, r);
     EXPECT_EQ(key.front(), '[');
     EXPECT_EQ(key.back(), ']');
-    EXPECT_EQ(key, R"([{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say \"hi\" to C:\\temp\\"}])");
+    EXPECT_EQ(
+        key,
+        R"([{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say \"hi\" to C:\\temp\\"}])");
 }
 
 TEST(CoreLocator, CompletionsStringPromptModelAfterPrompt) {
@@ -72,7 +76,8 @@ TEST(CoreLocator, CompletionsStringPromptModelAfterPrompt) {
 TEST(CoreLocator, HashModelOnlyWhenItPrecedesTheKey) {
     // openai-python order: messages first. Whether or not the first flight reaches "model",
     // the model mixed into the hash is the same (none), so short and long prompts agree.
-    const std::string after = post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"model":"m"})");
+    const std::string after = post("/v1/chat/completions",
+                                   R"({"messages":[{"role":"user","content":"hi"}],"model":"m"})");
     RequestView r = loc(after);
     EXPECT_EQ(r.model, "m");
     EXPECT_FALSE(r.model_before_key);
@@ -84,7 +89,8 @@ TEST(CoreLocator, HashModelOnlyWhenItPrecedesTheKey) {
     r = loc(before);
     EXPECT_TRUE(r.model_before_key);
     EXPECT_EQ(r.hash_model(), "m");
-    EXPECT_FALSE(loc(post("/other", R"({"model":"m"})")).model_before_key);  // BodyPrefix: in the key
+    EXPECT_FALSE(
+        loc(post("/other", R"({"model":"m"})")).model_before_key);  // BodyPrefix: in the key
 }
 
 TEST(CoreLocator, CompletionsArrayPrompt) {
@@ -129,8 +135,9 @@ TEST(CoreLocator, ChatWithManyTurnsKeyCoversEveryTurn) {
     std::string msgs = "[";
     for (int i = 0; i < 300; ++i) {
         if (i) msgs += ",";
-        msgs += R"({"role":")" + std::string(i % 2 ? "assistant" : "user") + R"(","content":"turn )" +
-                std::to_string(i) + R"( with \"quotes\" and [brackets]"})";
+        msgs += R"({"role":")" + std::string(i % 2 ? "assistant" : "user") +
+                R"(","content":"turn )" + std::to_string(i) +
+                R"( with \"quotes\" and [brackets]"})";
     }
     msgs += "]";
     const std::string body = R"({"messages":)" + msgs + R"(,"model":"late-model"})";
@@ -143,8 +150,8 @@ TEST(CoreLocator, ChatWithManyTurnsKeyCoversEveryTurn) {
 
 TEST(CoreLocator, QueryStringAndAbsoluteFormStillMatch) {
     const std::string body = R"({"model":"m","prompt":"p"})";
-    for (const char *path : {"/v1/completions?x=1", "/v1/completions#frag",
-                             "http://api.example/v1/completions?a=b"}) {
+    for (const char *path :
+         {"/v1/completions?x=1", "/v1/completions#frag", "http://api.example/v1/completions?a=b"}) {
         const std::string req = post(path, body);
         const RequestView r = loc(req);
         EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt) << path;
@@ -157,7 +164,9 @@ TEST(CoreLocator, QueryStringAndAbsoluteFormStillMatch) {
 
 TEST(CoreLocator, Http10AndBareLfAndLeadingEmptyLine) {
     const std::string body = R"({"model":"m","prompt":"p"})";
-    std::string req = "POST /v1/completions HTTP/1.0\nContent-Length: " + std::to_string(body.size()) + "\n\n" + body;
+    std::string req =
+        "POST /v1/completions HTTP/1.0\nContent-Length: " + std::to_string(body.size()) + "\n\n" +
+        body;
     RequestView r = loc(req);
     ASSERT_EQ(r.status, LocateStatus::Ok);
     EXPECT_EQ(r.kind, KeyKind::OpenAIPrompt);
@@ -171,8 +180,9 @@ TEST(CoreLocator, Http10AndBareLfAndLeadingEmptyLine) {
 
 TEST(CoreLocator, HeaderNamesCaseInsensitiveValuesTrimmed) {
     const std::string body = R"({"model":"m","prompt":"p"})";
-    const std::string req = "POST /v1/completions HTTP/1.1\r\nhOsT: \t h:8000 \t\r\ncontent-LENGTH:   " +
-                            std::to_string(body.size()) + "  \r\n\r\n" + body;
+    const std::string req =
+        "POST /v1/completions HTTP/1.1\r\nhOsT: \t h:8000 \t\r\ncontent-LENGTH:   " +
+        std::to_string(body.size()) + "  \r\n\r\n" + body;
     const RequestView r = loc(req);
     ASSERT_EQ(r.status, LocateStatus::Ok);
     EXPECT_EQ(r.host, "h:8000");
@@ -215,12 +225,12 @@ TEST(CoreLocator, TruncatedAtEveryOffset) {
 
 TEST(CoreLocator, BadContentLengths) {
     const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: h\r\n";
-    for (const char *cl : {"Content-Length: abc\r\n", "Content-Length: -1\r\n", "Content-Length: +5\r\n",
-                           "Content-Length: 1 2\r\n", "Content-Length:\r\n", "Content-Length: 5, 6\r\n",
-                           "Content-Length: 5,,5\r\n", "Content-Length: 0x10\r\n",
-                           "Content-Length: 99999999999999999999\r\n",
-                           "Content-Length: 9223372036854775808\r\n",
-                           "Content-Length: 5\r\nContent-Length: 6\r\n"}) {
+    for (const char *cl :
+         {"Content-Length: abc\r\n", "Content-Length: -1\r\n", "Content-Length: +5\r\n",
+          "Content-Length: 1 2\r\n", "Content-Length:\r\n", "Content-Length: 5, 6\r\n",
+          "Content-Length: 5,,5\r\n", "Content-Length: 0x10\r\n",
+          "Content-Length: 99999999999999999999\r\n", "Content-Length: 9223372036854775808\r\n",
+          "Content-Length: 5\r\nContent-Length: 6\r\n"}) {
         EXPECT_EQ(loc(head + cl + "\r\n").status, LocateStatus::BadHeaders) << cl;
     }
     // Identical repeats are one length (RFC 9110 8.6).
@@ -239,9 +249,11 @@ TEST(CoreLocator, BadContentLengths) {
 
 TEST(CoreLocator, MalformedHeads) {
     const std::string ok = "POST /x HTTP/1.1\r\n";
-    EXPECT_EQ(loc(ok + "Host : h\r\n\r\n").status, LocateStatus::BadHeaders);          // space before ':'
-    EXPECT_EQ(loc(ok + "Host: h\r\n  folded\r\n\r\n").status, LocateStatus::BadHeaders);  // obs-fold
-    EXPECT_EQ(loc(ok + "Host: a\r\nHost: b\r\n\r\n").status, LocateStatus::BadHeaders);  // two Hosts
+    EXPECT_EQ(loc(ok + "Host : h\r\n\r\n").status, LocateStatus::BadHeaders);  // space before ':'
+    EXPECT_EQ(loc(ok + "Host: h\r\n  folded\r\n\r\n").status,
+              LocateStatus::BadHeaders);  // obs-fold
+    EXPECT_EQ(loc(ok + "Host: a\r\nHost: b\r\n\r\n").status,
+              LocateStatus::BadHeaders);  // two Hosts
     EXPECT_EQ(loc(ok + "Bad\x01Name: v\r\n\r\n").status, LocateStatus::BadHeaders);
     EXPECT_EQ(loc(ok + "X: a\rb\r\n\r\n").status, LocateStatus::BadHeaders);  // bare CR
     EXPECT_EQ(loc(ok + std::string("X: a\0b\r\n\r\n", 10)).status, LocateStatus::BadHeaders);
@@ -255,7 +267,8 @@ TEST(CoreLocator, NotHttp) {
     EXPECT_EQ(loc("GET /\r\n").status, LocateStatus::NotHttp);  // HTTP/0.9
     EXPECT_EQ(loc("GET / HTTP/1.2\r\n").status, LocateStatus::NotHttp);
     EXPECT_EQ(loc("GET  / HTTP/1.1\r\n").status, LocateStatus::NotHttp);
-    EXPECT_EQ(loc("\x16\x03\x01\x02\x00\x01\x00").status, LocateStatus::NotHttp);  // TLS ClientHello
+    EXPECT_EQ(loc("\x16\x03\x01\x02\x00\x01\x00").status,
+              LocateStatus::NotHttp);  // TLS ClientHello
     EXPECT_EQ(loc(std::string(40, 'A') + " / HTTP/1.1\r\n").status, LocateStatus::NotHttp);
     EXPECT_EQ(loc("GET / HTTP/1.1\rX").status, LocateStatus::NotHttp);
     // A prefix of a valid request line is not "not HTTP" yet.
@@ -281,10 +294,11 @@ TEST(CoreLocator, FallbackKinds) {
     EXPECT_EQ(r.status, LocateStatus::Ok);
     EXPECT_EQ(r.kind, KeyKind::FiveTuple);
     EXPECT_TRUE(r.body_complete);
-    EXPECT_EQ(loc("POST /v1/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n").kind, KeyKind::FiveTuple);
+    EXPECT_EQ(loc("POST /v1/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n").kind,
+              KeyKind::FiveTuple);
     // OpenAI path, but no usable key: wrong type, missing, not an object, chat with a string.
-    for (const char *body : {R"({"model":"m","prompt":42})", R"({"model":"m"})", R"(["prompt","x"])",
-                             "not json at all"}) {
+    for (const char *body : {R"({"model":"m","prompt":42})", R"({"model":"m"})",
+                             R"(["prompt","x"])", "not json at all"}) {
         req = post("/v1/completions", body);
         r = loc(req);
         EXPECT_EQ(r.kind, KeyKind::BodyPrefix) << body;
@@ -299,7 +313,8 @@ TEST(CoreLocator, FallbackKinds) {
 }
 
 TEST(CoreLocator, DuplicateMembersLastWins) {
-    const std::string req = post("/v1/completions", R"({"prompt":"a","model":"m1","prompt":"b","model":"m2"})");
+    const std::string req =
+        post("/v1/completions", R"({"prompt":"a","model":"m1","prompt":"b","model":"m2"})");
     const RequestView r = loc(req);
     EXPECT_EQ(key_of(req, r), "\"b\"");
     EXPECT_EQ(r.model, "m2");
@@ -326,8 +341,10 @@ TEST(CoreLocator, ChunkedKeyIsFirstChunkData) {
         snprintf(b, sizeof b, "%zx", n);
         return std::string(b);
     };
-    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
-    const std::string body = hex(c1.size()) + ";ext=1\r\n" + c1 + "\r\n" + hex(c2.size()) + "\r\n" + c2 + "\r\n0\r\n";
+    const std::string head =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string body =
+        hex(c1.size()) + ";ext=1\r\n" + c1 + "\r\n" + hex(c2.size()) + "\r\n" + c2 + "\r\n0\r\n";
     std::string req = head + body + "\r\n";
     RequestView r = loc(req);
     ASSERT_EQ(r.status, LocateStatus::Ok);
@@ -351,7 +368,8 @@ TEST(CoreLocator, ChunkedKeyIsFirstChunkData) {
     // Malformed chunk size: hashed as raw body.
     EXPECT_EQ(loc(head + "zz\r\nabc").kind, KeyKind::BodyPrefix);
     // gzip, chunked is still chunked framing.
-    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").status, LocateStatus::Ok);
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").status,
+              LocateStatus::Ok);
 }
 
 TEST(CoreLocator, ExpectContinue) {
@@ -374,8 +392,8 @@ TEST(CoreLocator, EveryPrefixOfValidRequestsIsConsistent) {
         post("/v1/completions", R"({"prompt":["a\\",[1,2]],"temperature":0.1,"model":"m2"})"),
         post("/v1/completions?stream=1", R"( { "stop" : { "x" : [ "]" ] } , "prompt" : "p" } )"),
         post("/embeddings", R"({"input":"text"})"),
-        "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(size_line) + chunk +
-            "\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+            std::string(size_line) + chunk + "\r\n0\r\n\r\n",
         "GET /health HTTP/1.0\n\n",
     };
     for (const std::string &req : requests) {
@@ -399,12 +417,15 @@ TEST(CoreLocator, EveryPrefixOfValidRequestsIsConsistent) {
 }
 
 TEST(CoreLocator, RefusedFramings) {
-    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n").status,
+    EXPECT_EQ(
+        loc("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n").status,
+        LocateStatus::BadHeaders);
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status,
               LocateStatus::BadHeaders);
-    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status, LocateStatus::BadHeaders);
     EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").status,
               LocateStatus::BadHeaders);
-    EXPECT_EQ(loc("POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc("POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").status,
+              LocateStatus::BadHeaders);
 }
 
 TEST(CoreLocator, BinaryGarbageNeverEscapesTheBuffer) {
@@ -418,7 +439,8 @@ TEST(CoreLocator, BinaryGarbageNeverEscapesTheBuffer) {
             for (char &c : s) c = static_cast<char>(rng());
         } else {  // a real request with a few bytes flipped
             s = real.substr(0, rng() % (real.size() + 1));
-            for (int k = 0; k < 3 && !s.empty(); ++k) s[rng() % s.size()] = static_cast<char>(rng());
+            for (int k = 0; k < 3 && !s.empty(); ++k)
+                s[rng() % s.size()] = static_cast<char>(rng());
         }
         const RequestView r = loc(s);
         expect_in_bounds(s, r);

@@ -62,15 +62,18 @@ Disruption measure(const Builder &build, std::uint32_t n, std::uint32_t cases) {
         d.weight_up = std::max(d.weight_up, changed(t0, build(up)) / (2.0 / (n + 1) - 1.0 / n));
         auto down = base2;
         down[r].weight = 1;
-        d.weight_down = std::max(d.weight_down, changed(t2, build(down)) / (1.0 / n - 1.0 / (2 * n - 1)));
+        d.weight_down =
+            std::max(d.weight_down, changed(t2, build(down)) / (1.0 / n - 1.0 / (2 * n - 1)));
     }
-    std::printf("  n=%u: add %.3fx remove %.3fx weight 1->2 %.3fx weight 2->1 %.3fx of ideal\n", n, d.add,
-                d.remove, d.weight_up, d.weight_down);
+    std::printf("  n=%u: add %.3fx remove %.3fx weight 1->2 %.3fx weight 2->1 %.3fx of ideal\n", n,
+                d.add, d.remove, d.weight_up, d.weight_down);
     return d;
 }
 
 const Builder kMaglev = [](std::span<const MaglevBackend> b) { return build_maglev(b); };
-const Builder kRendezvous = [](std::span<const MaglevBackend> b) { return build_rendezvous_table(b); };
+const Builder kRendezvous = [](std::span<const MaglevBackend> b) {
+    return build_rendezvous_table(b);
+};
 
 TEST(CoreMaglev, FillsEverySlotWithWeightedBackendsOnly) {
     std::vector<MaglevBackend> b = equal_backends(6);
@@ -86,9 +89,12 @@ TEST(CoreMaglev, FillsEverySlotWithWeightedBackendsOnly) {
         EXPECT_EQ(c.count(KVS_BACKEND_NONE), 0u);
     }
     for (auto &x : b) x.weight = 0;
-    EXPECT_EQ(counts(build_maglev(b)), (std::map<std::uint32_t, std::size_t>{{KVS_BACKEND_NONE, KVS_MAGLEV_SIZE}}));
-    EXPECT_EQ(counts(build_rendezvous_table(b)), (std::map<std::uint32_t, std::size_t>{{KVS_BACKEND_NONE, KVS_MAGLEV_SIZE}}));
-    EXPECT_EQ(counts(build_maglev({})), (std::map<std::uint32_t, std::size_t>{{KVS_BACKEND_NONE, KVS_MAGLEV_SIZE}}));
+    EXPECT_EQ(counts(build_maglev(b)),
+              (std::map<std::uint32_t, std::size_t>{{KVS_BACKEND_NONE, KVS_MAGLEV_SIZE}}));
+    EXPECT_EQ(counts(build_rendezvous_table(b)),
+              (std::map<std::uint32_t, std::size_t>{{KVS_BACKEND_NONE, KVS_MAGLEV_SIZE}}));
+    EXPECT_EQ(counts(build_maglev({})),
+              (std::map<std::uint32_t, std::size_t>{{KVS_BACKEND_NONE, KVS_MAGLEV_SIZE}}));
 }
 
 TEST(CoreMaglev, DeterministicAndIndependentOfListOrder) {
@@ -119,14 +125,16 @@ TEST(CoreMaglev, WeightProportional) {
     std::vector<MaglevBackend> b;
     const std::vector<std::uint32_t> w = {1, 2, 3, 4, 10, 7, 1, 100};
     double total = 0;
-    for (std::uint32_t i = 0; i < w.size(); ++i) b.push_back({i, identity_of(i), w[i]}), total += w[i];
+    for (std::uint32_t i = 0; i < w.size(); ++i)
+        b.push_back({i, identity_of(i), w[i]}), total += w[i];
     const auto mc = counts(build_maglev(b));
     const auto rc = counts(build_rendezvous_table(b));
     for (std::uint32_t i = 0; i < w.size(); ++i) {
         const double ideal = KVS_MAGLEV_SIZE * w[i] / total;
         EXPECT_NEAR(static_cast<double>(mc.at(i)), ideal, 1.0 + 0.001 * ideal) << "maglev id " << i;
         // Rendezvous: binomial spread around the share, capped at +5%.
-        EXPECT_NEAR(static_cast<double>(rc.at(i)), ideal, 5.0 * std::sqrt(ideal) + 1.0) << "rendezvous id " << i;
+        EXPECT_NEAR(static_cast<double>(rc.at(i)), ideal, 5.0 * std::sqrt(ideal) + 1.0)
+            << "rendezvous id " << i;
         EXPECT_LE(static_cast<double>(rc.at(i)), std::ceil(ideal * 1.05)) << "rendezvous id " << i;
     }
 }
@@ -152,7 +160,8 @@ TEST(CoreMaglev, DisruptionPlainMaglev) {
     EXPECT_LE(d10.weight_up, 1.2);
     EXPECT_LE(d10.weight_down, 1.2);
     const Disruption d50 = measure(kMaglev, 50, 5);
-    // Above the 1.2x target: the reason build_rendezvous_table exists. Bounded so a regression shows.
+    // Above the 1.2x target: the reason build_rendezvous_table exists. Bounded so a regression
+    // shows.
     EXPECT_LE(d50.add, 1.45);
     EXPECT_LE(d50.remove, 1.45);
     EXPECT_LE(d50.weight_up, 1.45);

@@ -20,15 +20,20 @@ void *operator new(std::size_t n) {
     if (void *p = std::malloc(n == 0 ? 1 : n)) return p;
     throw std::bad_alloc();
 }
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete(void *p, std::size_t) noexcept { std::free(p); }
+void operator delete(void *p) noexcept {
+    std::free(p);
+}
+void operator delete(void *p, std::size_t) noexcept {
+    std::free(p);
+}
 
 namespace kvsteer {
 namespace {
 
 TEST(CoreNoAlloc, PerRequestPathDoesNotAllocate) {
     std::string body = R"({"model":"m","messages":[)";
-    for (int i = 0; i < 50; ++i) body += R"({"role":"user","content":"some text of the conversation \"quoted\""},)";
+    for (int i = 0; i < 50; ++i)
+        body += R"({"role":"user","content":"some text of the conversation \"quoted\""},)";
     body += R"({"role":"user","content":"end"}]})";
     const std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: " +
                             std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -40,7 +45,8 @@ TEST(CoreNoAlloc, PerRequestPathDoesNotAllocate) {
     AffinityBuilder ab;
     HashParams p;
     p.block_size = 128;
-    const std::span<const std::uint8_t> buf(reinterpret_cast<const std::uint8_t *>(req.data()), req.size());
+    const std::span<const std::uint8_t> buf(reinterpret_cast<const std::uint8_t *>(req.data()),
+                                            req.size());
     const long before_setup = g_allocs.load();
     ASSERT_TRUE(ab.insert(12345, std::vector<std::uint16_t>{1, 2}, 0));
     ASSERT_GT(g_allocs.load(), before_setup);  // the counter does see allocations
@@ -51,7 +57,8 @@ TEST(CoreNoAlloc, PerRequestPathDoesNotAllocate) {
     const PrefixHashes h = hash_prompt(p, r.hash_model(), buf.subspan(r.key_offset, r.key_len));
     const std::uint64_t ft = hash_five_tuple(p, fk);
     bool spilled = false;
-    const std::uint32_t id = choose_bounded(table, h.prefix, LoadView{load, eligible}, 1.25, &spilled);
+    const std::uint32_t id =
+        choose_bounded(table, h.prefix, LoadView{load, eligible}, 1.25, &spilled);
     const kvs_affinity_entry *e = affinity_lookup(ab.table(), h);
     const long after = g_allocs.load();
 

@@ -28,11 +28,13 @@ std::string text(std::size_t n, std::uint32_t salt = 0) {
 }
 
 // The documented construction, written out with the xxHash API directly.
-std::uint64_t spec_prefix(std::uint64_t seed, const std::string &model, const std::string &key, std::size_t plen) {
+std::uint64_t spec_prefix(std::uint64_t seed, const std::string &model, const std::string &key,
+                          std::size_t plen) {
     const std::uint64_t mh = XXH3_64bits_withSeed(model.data(), model.size(), seed);
     return XXH3_64bits_withSeed(key.data(), std::min(plen, key.size()), seed ^ mh);
 }
-std::uint64_t spec_block(std::uint64_t seed, std::uint64_t prev, const char *block, std::size_t len) {
+std::uint64_t spec_block(std::uint64_t seed, std::uint64_t prev, const char *block,
+                         std::size_t len) {
     std::uint8_t prev_le[8];
     for (int k = 0; k < 8; ++k) prev_le[k] = static_cast<std::uint8_t>(prev >> (8 * k));
     XXH3_state_t st;
@@ -61,7 +63,8 @@ TEST(CorePrefixHash, MatchesTheDocumentedConstruction) {
 }
 
 // Values computed once from hash_prompt/hash_five_tuple and frozen: a change to the hash
-// construction (or to xxHash's XXH3 output) breaks every deployed affinity table and is caught here.
+// construction (or to xxHash's XXH3 output) breaks every deployed affinity table and is caught
+// here.
 TEST(CorePrefixHash, KnownAnswers) {
     HashParams p;  // defaults: seed 0x6b7673746565720a, prefix 256, block 512
     const std::string key = text(1100);

@@ -38,7 +38,8 @@ std::string chat_request(unsigned i, std::size_t bytes) {
                        std::to_string(i % 512) + " ";
     while (body.size() < bytes - 120) body += static_cast<char>('a' + body.size() % 26);
     body += "\"}]}";
-    return "POST /v1/chat/completions HTTP/1.1\r\nHost: kv\r\nContent-Type: application/json\r\nContent-Length: " +
+    return "POST /v1/chat/completions HTTP/1.1\r\nHost: kv\r\nContent-Type: "
+           "application/json\r\nContent-Length: " +
            std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
@@ -113,7 +114,8 @@ BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag) {
         t.daddr[0] = s.daddr;
         t.sport = htons(s.sport);
         t.dport = htons(8000);
-        std::uint32_t cookie = kvs_cookie_make(tables->config.cookie_key[0], &t, slot, kvs_cookie_pack_opts(1460, 7, 1));
+        std::uint32_t cookie = kvs_cookie_make(tables->config.cookie_key[0], &t, slot,
+                                               kvs_cookie_pack_opts(1460, 7, 1));
         s.seq = 1000u * i + 1;
         s.ack = cookie + 1;
         s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
@@ -148,7 +150,9 @@ BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag) {
     }
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     std::uint64_t bound = w.counter(KVS_R_DP_BIND_OK) - bound_before;
-    if (bound != n_flows) std::fprintf(stderr, "warning: %llu of %u flows bound\n", (unsigned long long)bound, n_flows);
+    if (bound != n_flows)
+        std::fprintf(stderr, "warning: %llu of %u flows bound\n", (unsigned long long)bound,
+                     n_flows);
     BindFigures f;
     double responder_s = static_cast<double>(responder_cycles) / rte_get_tsc_hz();
     f.responder_ns = responder_s * 1e9 / n_flows;
@@ -182,7 +186,8 @@ double bench_fastpath(unsigned n_flows, unsigned n_packets, double *refresh_ns) 
         t.daddr[0] = s.daddr;
         t.sport = htons(s.sport);
         t.dport = htons(8000);
-        std::uint32_t cookie = kvs_cookie_make(tables->config.cookie_key[0], &t, slot, kvs_cookie_pack_opts(1460, 7, 1));
+        std::uint32_t cookie = kvs_cookie_make(tables->config.cookie_key[0], &t, slot,
+                                               kvs_cookie_pack_opts(1460, 7, 1));
         s.seq = 1;
         s.ack = cookie + 1;
         s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
@@ -226,8 +231,9 @@ double bench_fastpath(unsigned n_flows, unsigned n_packets, double *refresh_ns) 
         }
         unsigned got = 0;
         while (got < inflight.size()) {
-            unsigned n = rte_ring_dequeue_burst(rp.tx, reinterpret_cast<void **>(&inflight[got]),
-                                                static_cast<unsigned>(inflight.size() - got), nullptr);
+            unsigned n =
+                rte_ring_dequeue_burst(rp.tx, reinterpret_cast<void **>(&inflight[got]),
+                                       static_cast<unsigned>(inflight.size() - got), nullptr);
             if (n == 0) break;
             got += n;
         }
@@ -239,7 +245,8 @@ double bench_fastpath(unsigned n_flows, unsigned n_packets, double *refresh_ns) 
     }
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     double refresh_s = static_cast<double>(refresh) / rte_get_tsc_hz();
-    if (w.counter(KVS_R_TX_FWD_C2S) - fwd0 != sent) std::fprintf(stderr, "warning: not every packet forwarded\n");
+    if (w.counter(KVS_R_TX_FWD_C2S) - fwd0 != sent)
+        std::fprintf(stderr, "warning: not every packet forwarded\n");
     *refresh_ns = refresh_s * 1e9 / sent;
     return sent / (secs - refresh_s) / 1e6;
 }
@@ -250,7 +257,8 @@ struct Pieces {
 };
 Pieces bench_pieces(unsigned iters) {
     std::string req = chat_request(7, 1400);
-    std::span<const std::uint8_t> buf(reinterpret_cast<const std::uint8_t *>(req.data()), req.size());
+    std::span<const std::uint8_t> buf(reinterpret_cast<const std::uint8_t *>(req.data()),
+                                      req.size());
     HashParams hp;
     hp.prefix_len = 256;
     hp.block_size = 512;
@@ -262,7 +270,8 @@ Pieces bench_pieces(unsigned iters) {
     p.locate_ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / iters;
     RequestView v = locate_request(buf);
     t0 = Clock::now();
-    for (unsigned i = 0; i < iters; ++i) sink += hash_prompt(hp, v.model, buf.subspan(v.key_offset, v.key_len)).prefix;
+    for (unsigned i = 0; i < iters; ++i)
+        sink += hash_prompt(hp, v.model, buf.subspan(v.key_offset, v.key_len)).prefix;
     p.hash_ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / iters;
     if (sink == 42) std::printf(" ");
     return p;
@@ -271,7 +280,8 @@ Pieces bench_pieces(unsigned iters) {
 }  // namespace
 
 int main() {
-    const bool smoke = std::getenv("KVS_BENCH_SMOKE") && std::string(std::getenv("KVS_BENCH_SMOKE")) == "1";
+    const bool smoke =
+        std::getenv("KVS_BENCH_SMOKE") && std::string(std::getenv("KVS_BENCH_SMOKE")) == "1";
     if (!init_eal()) {
         std::fprintf(stderr, "rte_eal_init failed\n");
         return 1;
@@ -287,13 +297,20 @@ int main() {
     Pieces pc = bench_pieces(smoke ? 20000 : 200000);
     double refresh_ns = 0;
     double mpps = bench_fastpath(1000, smoke ? 2000000 : 20000000, &refresh_ns);
-    std::printf("binding, pure DPDK:        %10.0f flows/s  (%.0f ns/flow; scripted backend %.0f ns/flow excluded)\n",
-                dpdk.flows_per_s, dpdk.ns_per_flow, dpdk.responder_ns);
-    std::printf("binding, XDP flow map:     %10.0f flows/s  (%.0f ns/flow; of which %.0f ns: installing both entries, one bpf_map_update_batch)\n",
-                xdp.flows_per_s, xdp.ns_per_flow, xdp.ns_per_flow - dpdk.ns_per_flow);
-    std::printf("  per bind: locate_request %.0f ns, hash_prompt %.0f ns (on the same 1.4 KB flight)\n",
-                pc.locate_ns, pc.hash_ns);
-    std::printf("fast path, pure DPDK:      %10.2f Mpps     (template refresh %.1f ns/pkt excluded)\n", mpps, refresh_ns);
+    std::printf(
+        "binding, pure DPDK:        %10.0f flows/s  (%.0f ns/flow; scripted backend %.0f ns/flow "
+        "excluded)\n",
+        dpdk.flows_per_s, dpdk.ns_per_flow, dpdk.responder_ns);
+    std::printf(
+        "binding, XDP flow map:     %10.0f flows/s  (%.0f ns/flow; of which %.0f ns: installing "
+        "both entries, one bpf_map_update_batch)\n",
+        xdp.flows_per_s, xdp.ns_per_flow, xdp.ns_per_flow - dpdk.ns_per_flow);
+    std::printf(
+        "  per bind: locate_request %.0f ns, hash_prompt %.0f ns (on the same 1.4 KB flight)\n",
+        pc.locate_ns, pc.hash_ns);
+    std::printf(
+        "fast path, pure DPDK:      %10.2f Mpps     (template refresh %.1f ns/pkt excluded)\n",
+        mpps, refresh_ns);
     if (const char *out = std::getenv("KVS_BENCH_OUT")) {
         FILE *f = std::fopen(out, "w");
         if (!f) {
@@ -303,7 +320,8 @@ int main() {
         std::fprintf(f,
                      "{\"dp_bind_flows_per_s\": %.0f, \"dp_bind_ns_per_flow\": %.0f, "
                      "\"dp_bind_xdp_flows_per_s\": %.0f, \"dp_bind_xdp_ns_per_flow\": %.0f, "
-                     "\"dp_bind_flowmap_install_ns\": %.0f, \"dp_bind_locate_ns\": %.0f, \"dp_bind_hash_ns\": %.0f, "
+                     "\"dp_bind_flowmap_install_ns\": %.0f, \"dp_bind_locate_ns\": %.0f, "
+                     "\"dp_bind_hash_ns\": %.0f, "
                      "\"dp_fastpath_mpps\": %.3f}\n",
                      dpdk.flows_per_s, dpdk.ns_per_flow, xdp.flows_per_s, xdp.ns_per_flow,
                      xdp.ns_per_flow - dpdk.ns_per_flow, pc.locate_ns, pc.hash_ns, mpps);

@@ -22,12 +22,15 @@ namespace {
 
 bool parse_mac(const std::string &s, std::uint8_t mac[6]) {
     unsigned v[6];
-    if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6) return false;
+    if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6)
+        return false;
     for (int i = 0; i < 6; ++i) mac[i] = static_cast<std::uint8_t>(v[i]);
     return true;
 }
 
-bool parse_ip(const std::string &s, std::uint32_t *out) { return inet_pton(AF_INET, s.c_str(), out) == 1; }
+bool parse_ip(const std::string &s, std::uint32_t *out) {
+    return inet_pton(AF_INET, s.c_str(), out) == 1;
+}
 
 // "IP:PORT"
 bool parse_ep(const std::string &s, std::uint32_t *ip, std::uint16_t *port) {
@@ -53,19 +56,22 @@ int main(int argc, char **argv) {
         "kvsteer-dp-fixture COMMAND --bpffs DIR [options]\n"
         "Commands: fill (create/overwrite config, backends, Maglev), flows (count kvs_flows\n"
         "entries), counters (dataplane counters and per-backend load), set-state (one backend)");
-    d.add_options()("help,h", "show this help")("command", po::value(&cmd), "fill|flows|counters|set-state")(
-        "bpffs", po::value(&bpffs), "bpffs directory of the pinned maps")("vip", po::value(&vip), "VIP IP:PORT")(
-        "snat", po::value(&snat), "SNAT IPv4 address")("snat-ports", po::value(&ports)->default_value(ports),
-                                                       "SNAT port range LO-HI")(
-        "app-mac", po::value(&app_mac), "appliance MAC")("backend", po::value(&backends),
-                                                         "IP:PORT,MAC (repeatable; ids in order from 0)")(
+    d.add_options()("help,h", "show this help")("command", po::value(&cmd),
+                                                "fill|flows|counters|set-state")(
+        "bpffs", po::value(&bpffs), "bpffs directory of the pinned maps")(
+        "vip", po::value(&vip), "VIP IP:PORT")("snat", po::value(&snat), "SNAT IPv4 address")(
+        "snat-ports", po::value(&ports)->default_value(ports), "SNAT port range LO-HI")(
+        "app-mac", po::value(&app_mac), "appliance MAC")(
+        "backend", po::value(&backends), "IP:PORT,MAC (repeatable; ids in order from 0)")(
         "steer", po::value(&steer)->default_value(steer), "prefix|rr|5tuple")(
-        "prefix-len", po::value(&prefix_len)->default_value(prefix_len), "bytes in the prefix hash")(
-        "block-size", po::value(&block_size)->default_value(block_size), "bytes per chained block")(
+        "prefix-len", po::value(&prefix_len)->default_value(prefix_len),
+        "bytes in the prefix hash")("block-size", po::value(&block_size)->default_value(block_size),
+                                    "bytes per chained block")(
         "max-blocks", po::value(&max_blocks)->default_value(max_blocks), "chained blocks hashed")(
         "max-held", po::value(&max_held)->default_value(max_held), "max_held_bytes")(
         "timestamps", po::value(&timestamps)->default_value(timestamps), "answer SYN timestamps")(
-        "id", po::value(&be_id), "backend id (set-state)")("state", po::value(&set_state), "up|down|drain (set-state)");
+        "id", po::value(&be_id), "backend id (set-state)")("state", po::value(&set_state),
+                                                           "up|down|drain (set-state)");
     po::positional_options_description pos;
     pos.add("command", 1);
     po::variables_map vm;
@@ -110,7 +116,9 @@ int main(int argc, char **argv) {
         c.syn_mss = 1460;
         c.syn_wscale = 7;
         c.syn_window = 64240;
-        c.steer_mode = steer == "rr" ? KVS_STEER_ROUND_ROBIN : steer == "5tuple" ? KVS_STEER_FIVE_TUPLE : KVS_STEER_PREFIX;
+        c.steer_mode = steer == "rr"       ? KVS_STEER_ROUND_ROBIN
+                       : steer == "5tuple" ? KVS_STEER_FIVE_TUPLE
+                                           : KVS_STEER_PREFIX;
         c.prefix_len = prefix_len;
         c.block_size = block_size;
         c.max_blocks = max_blocks;
@@ -125,18 +133,21 @@ int main(int argc, char **argv) {
             std::memset(&b, 0, sizeof(b));
             std::uint32_t ip = 0;
             std::uint16_t port = 0;
-            if (!parse_ep(backends[i].substr(0, comma), &ip, &port) || !parse_mac(backends[i].substr(comma + 1), b.mac))
+            if (!parse_ep(backends[i].substr(0, comma), &ip, &port) ||
+                !parse_mac(backends[i].substr(comma + 1), b.mac))
                 return die("bad --backend " + backends[i]);
             b.addr[0] = ip;
             b.port = port;
             b.family = KVS_AF_INET;
             b.state = KVS_BE_UP;
             b.weight = 1;
-            mb.push_back({static_cast<std::uint32_t>(i), 0x9e3779b97f4a7c15ULL * (ip ^ (std::uint64_t(port) << 32)) + i, 1});
+            mb.push_back({static_cast<std::uint32_t>(i),
+                          0x9e3779b97f4a7c15ULL * (ip ^ (std::uint64_t(port) << 32)) + i, 1});
         }
         auto table = build_maglev(mb);
         std::uint32_t half = c.maglev_active ^ 1;
-        std::memcpy(m->maglev + half * KVS_MAGLEV_SIZE, table.data(), KVS_MAGLEV_SIZE * sizeof(std::uint32_t));
+        std::memcpy(m->maglev + half * KVS_MAGLEV_SIZE, table.data(),
+                    KVS_MAGLEV_SIZE * sizeof(std::uint32_t));
         c.n_backends = static_cast<std::uint32_t>(backends.size());
         __atomic_store_n(&c.maglev_active, half, __ATOMIC_RELEASE);
         __atomic_fetch_add(&c.generation, 1, __ATOMIC_RELEASE);
@@ -145,7 +156,10 @@ int main(int argc, char **argv) {
     }
     if (cmd == "set-state") {
         if (be_id >= KVS_MAX_BACKENDS) return die("bad --id");
-        std::uint8_t st = set_state == "up" ? KVS_BE_UP : set_state == "down" ? KVS_BE_DOWN : set_state == "drain" ? KVS_BE_DRAIN : 0;
+        std::uint8_t st = set_state == "up"      ? KVS_BE_UP
+                          : set_state == "down"  ? KVS_BE_DOWN
+                          : set_state == "drain" ? KVS_BE_DRAIN
+                                                 : 0;
         if (!st) return die("bad --state " + set_state);
         m->backends[be_id].state = st;
         __atomic_fetch_add(&m->config->generation, 1, __ATOMIC_RELEASE);
@@ -175,12 +189,14 @@ int main(int argc, char **argv) {
                 if (xs[r]) std::cout << "xdp_" << kvs_reason_name(r) << " " << xs[r] << "\n";
         for (unsigned w = 0; w < KVS_MAX_WORKERS; ++w)
             if (m->ring_ctl[w].head)
-                std::cout << "ring" << w << " head=" << m->ring_ctl[w].head << " tail=" << m->ring_ctl[w].tail
+                std::cout << "ring" << w << " head=" << m->ring_ctl[w].head
+                          << " tail=" << m->ring_ctl[w].tail
                           << " dropped=" << m->ring_ctl[w].dropped << "\n";
         for (unsigned i = 0; i < m->config->n_backends; ++i) {
             const kvs_backend_load &l = m->load[i];
             std::cout << "backend" << i << " binds=" << l.binds << " closes=" << l.closes
-                      << " fail_rst=" << l.bind_fail_rst << " fail_timeout=" << l.bind_fail_timeout << "\n";
+                      << " fail_rst=" << l.bind_fail_rst << " fail_timeout=" << l.bind_fail_timeout
+                      << "\n";
         }
         return 0;
     }

@@ -19,7 +19,8 @@ struct Pair {
 };
 
 // A bound flow client:cport -> VIP, SNAT 10.77.0.2:snat -> backend 10.0.0.1:8000.
-Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen, std::uint8_t state) {
+Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen,
+               std::uint8_t state) {
     Pair p{};
     p.kc.saddr[0] = htonl(0x0a4d000a);
     p.kc.daddr[0] = htonl(0x0a4d0101);
@@ -51,7 +52,8 @@ bool present(int fd, const kvs_flow_key &k) {
 }
 
 TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_sweep", sizeof(kvs_flow_key), sizeof(kvs_flow), 1024, nullptr);
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_sweep", sizeof(kvs_flow_key),
+                            sizeof(kvs_flow), 1024, nullptr);
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     Pair closed_old = make_pair(1001, 20001, now - 5 * s, KVS_FLOW_CLOSED);
@@ -96,7 +98,8 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
 // evicting them) give their SNAT port back at the next pass; a port a worker is still binding
 // with (no entry yet) is left alone, as is one whose entry is present.
 TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_reclaim", sizeof(kvs_flow_key), sizeof(kvs_flow), 1024, nullptr);
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_reclaim", sizeof(kvs_flow_key),
+                            sizeof(kvs_flow), 1024, nullptr);
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     Pair kept = make_pair(2001, 21001, now - 1 * s, 0);
@@ -134,7 +137,8 @@ namespace {
 // they) go, with their ports.
 TEST(Sweeper, WalksTablesLargerThanOneBatch) {
     constexpr unsigned kFlows = 3000;  // 6,000 entries: several batches of 1,024
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_many", sizeof(kvs_flow_key), sizeof(kvs_flow), 16384, nullptr);
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_many", sizeof(kvs_flow_key),
+                            sizeof(kvs_flow), 16384, nullptr);
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     auto ports = std::make_unique<PortBusy>();
@@ -142,8 +146,9 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
     for (unsigned i = 0; i < kFlows; ++i) {
         // Every third flow closed long ago; the rest live.
         bool old = i % 3 == 0;
-        Pair p = make_pair(static_cast<std::uint16_t>(10000 + i), static_cast<std::uint16_t>(20000 + i),
-                           old ? now - 10 * s : now - s, old ? KVS_FLOW_CLOSED : 0);
+        Pair p =
+            make_pair(static_cast<std::uint16_t>(10000 + i), static_cast<std::uint16_t>(20000 + i),
+                      old ? now - 10 * s : now - s, old ? KVS_FLOW_CLOSED : 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p.kc, &p.fc, BPF_ANY), 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p.ks, &p.fs, BPF_ANY), 0);
         ports->busy[20000 + i].store(kPortInstalled);
@@ -155,8 +160,10 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
     unsigned freed = 0, kept = 0;
     for (unsigned i = 0; i < kFlows; ++i) {
         auto st = ports->busy[20000 + i].load();
-        if (i % 3 == 0) freed += st == kPortFree;
-        else kept += st == kPortInstalled;
+        if (i % 3 == 0)
+            freed += st == kPortFree;
+        else
+            kept += st == kPortInstalled;
     }
     EXPECT_EQ(freed, kFlows / 3);
     EXPECT_EQ(kept, kFlows - kFlows / 3);

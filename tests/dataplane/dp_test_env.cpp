@@ -23,16 +23,19 @@ bool init_eal() {
     static bool done = false, ok = false;
     if (done) return ok;
     done = true;
-    const char *args[] = {"dp-test", "--no-pci", "--no-huge", "-m", "512", "--no-shconf", "-l", "0",
-                          "--log-level=error", "--file-prefix", "kvdp-test"};
+    const char *args[] = {
+        "dp-test", "--no-pci",          "--no-huge",     "-m",       "512", "--no-shconf", "-l",
+        "0",       "--log-level=error", "--file-prefix", "kvdp-test"};
     ok = rte_eal_init(static_cast<int>(std::size(args)), const_cast<char **>(args)) >= 0;
     return ok;
 }
 
 RingPort make_ring_port(const std::string &name, std::uint32_t mbufs) {
     RingPort p;
-    p.rx = rte_ring_create((name + "_rx").c_str(), 4096, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
-    p.tx = rte_ring_create((name + "_tx").c_str(), 4096, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    p.rx =
+        rte_ring_create((name + "_rx").c_str(), 4096, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    p.tx =
+        rte_ring_create((name + "_tx").c_str(), 4096, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (!p.rx || !p.tx) throw std::runtime_error("rte_ring_create " + name);
     int port = rte_eth_from_rings(name.c_str(), &p.rx, 1, &p.tx, 1, SOCKET_ID_ANY);
     if (port < 0) throw std::runtime_error("rte_eth_from_rings " + name);
@@ -45,17 +48,19 @@ RingPort make_ring_port(const std::string &name, std::uint32_t mbufs) {
 MultiRingPort make_multi_ring_port(const std::string &name, unsigned queues, std::uint32_t mbufs) {
     MultiRingPort p;
     for (unsigned q = 0; q < queues; ++q) {
-        p.rx.push_back(rte_ring_create((name + "_rx" + std::to_string(q)).c_str(), 4096, SOCKET_ID_ANY,
-                                       RING_F_SP_ENQ | RING_F_SC_DEQ));
-        p.tx.push_back(rte_ring_create((name + "_tx" + std::to_string(q)).c_str(), 4096, SOCKET_ID_ANY,
-                                       RING_F_SP_ENQ | RING_F_SC_DEQ));
+        p.rx.push_back(rte_ring_create((name + "_rx" + std::to_string(q)).c_str(), 4096,
+                                       SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ));
+        p.tx.push_back(rte_ring_create((name + "_tx" + std::to_string(q)).c_str(), 4096,
+                                       SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ));
         if (!p.rx.back() || !p.tx.back()) throw std::runtime_error("rte_ring_create " + name);
     }
-    int port = rte_eth_from_rings(name.c_str(), p.rx.data(), queues, p.tx.data(), queues, SOCKET_ID_ANY);
+    int port =
+        rte_eth_from_rings(name.c_str(), p.rx.data(), queues, p.tx.data(), queues, SOCKET_ID_ANY);
     if (port < 0) throw std::runtime_error("rte_eth_from_rings " + name);
     p.port = static_cast<std::uint16_t>(port);
     std::string err;
-    if (!start_port(p.port, static_cast<std::uint16_t>(queues), mbufs, &p.pool, &err)) throw std::runtime_error(err);
+    if (!start_port(p.port, static_cast<std::uint16_t>(queues), mbufs, &p.pool, &err))
+        throw std::runtime_error(err);
     return p;
 }
 

@@ -36,7 +36,8 @@ struct MultiRingPort {
     std::vector<rte_ring *> rx, tx;
     rte_mempool *pool = nullptr;
 };
-MultiRingPort make_multi_ring_port(const std::string &name, unsigned queues, std::uint32_t mbufs = 8191);
+MultiRingPort make_multi_ring_port(const std::string &name, unsigned queues,
+                                   std::uint32_t mbufs = 8191);
 
 // Tables in plain memory, filled like kvsteerd would; flows_fd is a real LRU hash map.
 struct MemTables {

@@ -28,11 +28,12 @@ namespace {
 std::uint32_t mono_ms() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint32_t>(static_cast<std::uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000);
+    return static_cast<std::uint32_t>(static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+                                      ts.tv_nsec / 1000000);
 }
 
 class EalEnv : public ::testing::Environment {
-public:
+   public:
     void SetUp() override { ASSERT_TRUE(init_eal()) << "rte_eal_init failed"; }
 };
 [[maybe_unused]] auto *const g_env = ::testing::AddGlobalTestEnvironment(new EalEnv);
@@ -42,22 +43,25 @@ std::string request(std::size_t body_bytes) {
     while (body.size() < body_bytes - 4) body += static_cast<char>('a' + body.size() % 26);
     body += R"("}]})";
     return "POST /v1/chat/completions HTTP/1.1\r\nHost: kv\r\nContent-Type: application/json\r\n"
-           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
 class BindTest : public ::testing::Test {
-protected:
+   protected:
     void SetUp() override {
         static int n = 0;
         tables = make_tables(3, true);
         tables->config.prefix_len = 256;  // hash depth beyond the request: binds on completion
         tables->config.block_size = 512;
         tables->config.max_blocks = 4;
-        rp = make_ring_port("kvdp_t" + std::to_string(n++), 2047);  // small: every test keeps its port
+        rp = make_ring_port("kvdp_t" + std::to_string(n++),
+                            2047);  // small: every test keeps its port
         hz = rte_get_tsc_hz();
         now = rte_rdtsc();
     }
-    void make_worker(Mode mode = Mode::Xdp, std::uint32_t max_pending = 64, std::uint32_t per_source = 256) {
+    void make_worker(Mode mode = Mode::Xdp, std::uint32_t max_pending = 64,
+                     std::uint32_t per_source = 256) {
         WorkerParams wp;
         wp.opts.mode = mode;
         wp.opts.max_pending = max_pending;
@@ -87,7 +91,8 @@ protected:
         t.sport = htons(cport);
         t.dport = htons(8000);
         return kvs_cookie_make(tables->config.cookie_key[0], &t,
-                               kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), kvs_cookie_pack_opts(1460, 7, 1));
+                               kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
+                               kvs_cookie_pack_opts(1460, 7, 1));
     }
     // The cookie and the TSval our SYN-ACK carried (the client's ISN under the cookie's hash),
     // which every first-flight segment then echoes.
@@ -97,7 +102,8 @@ protected:
         t.daddr[0] = vip;
         t.sport = htons(cport);
         t.dport = htons(8000);
-        kvs_cookie_sign(tables->config.cookie_key[0], &t, kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
+        kvs_cookie_sign(tables->config.cookie_key[0], &t,
+                        kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
                         kvs_cookie_pack_opts(1460, 7, 1), isn, &cookie, &t_ours);
     }
     Seg client_seg(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
@@ -234,7 +240,8 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
         EXPECT_EQ(ntohs(p.tcp->dest), 8000);
         EXPECT_EQ(ntohl(p.tcp->ack_seq), bisn + 1) << "acks translated into the backend's space";
         EXPECT_EQ(p.opts.tsecr, tb) << "echoed timestamp translated to the backend's clock";
-        EXPECT_EQ(p.opts.tsval, 2000 + static_cast<std::uint32_t>(i - 1) + ts_delta) << "TSval on the backend leg's clock";
+        EXPECT_EQ(p.opts.tsval, 2000 + static_cast<std::uint32_t>(i - 1) + ts_delta)
+            << "TSval on the backend leg's clock";
         EXPECT_EQ(ntohl(p.tcp->seq), isn + 1 + static_cast<std::uint32_t>(cuts[i - 1]));
         EXPECT_EQ(0, std::memcmp(p.eth->dst, tables->backends[be].mac, 6));
         flushed.append(reinterpret_cast<const char *>(p.tcp) + p.tcp_hlen, p.payload_len);
@@ -269,7 +276,8 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(fs.dir, KVS_DIR_S2C);
     EXPECT_EQ(fs.seq_delta, cookie - bisn);
     EXPECT_EQ(fs.tsval_delta, t_ours - tb);
-    EXPECT_EQ(fs.tsecr_delta, 0u - ts_delta) << "echoes of the backend leg's clock back to the client's";
+    EXPECT_EQ(fs.tsecr_delta, 0u - ts_delta)
+        << "echoes of the backend leg's clock back to the client's";
     EXPECT_EQ(fs.win_shl, 2) << "backend shift 9, ours 7";
     EXPECT_EQ(fs.new_daddr[0], client_ip);
     EXPECT_EQ(0, std::memcmp(fs.new_dmac, kClientMac, 6)) << "towards the client's source MAC";
@@ -379,7 +387,10 @@ TEST_F(BindTest, FindsTheLastFreeSnatPort) {
 TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
     make_worker();
     cookie = cookie_for(cport);
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5)));
+    inject(
+        rp.rx,
+        make_seg(rp.pool,
+                 client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5)));
     EXPECT_TRUE(step(now).empty());
     EXPECT_TRUE(step(now + ms(50)).empty()) << "an incomplete head is not bound on the idle gap";
     EXPECT_EQ(worker->slot_count(), 1u);
@@ -394,7 +405,8 @@ TEST_F(BindTest, WindowLimitedClientBindsAfterIdleGap) {
     make_worker();
     cookie = cookie_for(cport);
     const std::string req = request(3000);
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, req.substr(0, 1200), 5)));  // head + part of the body
+    inject(rp.rx,
+           make_seg(rp.pool, client_seg(0, req.substr(0, 1200), 5)));  // head + part of the body
     EXPECT_TRUE(step(now).empty());
     auto out = step(now + ms(3));
     ASSERT_EQ(out.size(), 1u);
@@ -413,10 +425,12 @@ TEST_F(BindTest, HeadLostWithTimestampsBodyWaitsForTheHead) {
     inject(rp.rx, make_seg(rp.pool, client_seg(head + 1400, req.substr(head + 1400), 11)));
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(stat(KVS_R_DP_ISN_FROM_TS), 1u);
-    EXPECT_TRUE(step(now + ms(3)).empty()) << "the idle gap must not bind a flight without its start";
+    EXPECT_TRUE(step(now + ms(3)).empty())
+        << "the idle gap must not bind a flight without its start";
     EXPECT_TRUE(step(now + ms(600)).empty());
     EXPECT_EQ(worker->slot_count(), 1u);
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, req.substr(0, head), 12)));  // the retransmitted head
+    inject(rp.rx,
+           make_seg(rp.pool, client_seg(0, req.substr(0, head), 12)));  // the retransmitted head
     auto out = step(now + ms(601));
     ASSERT_EQ(out.size(), 1u);
     kvs_pkt syn = parse(out[0]);
@@ -448,7 +462,8 @@ TEST_F(BindTest, HeadLostWithoutTimestampsBodyWaitsForTheHead) {
     inject(rp.rx, make_seg(rp.pool, seg(head, req.substr(head, 1400))));
     inject(rp.rx, make_seg(rp.pool, seg(head + 1400, req.substr(head + 1400))));
     EXPECT_TRUE(step(now).empty());
-    EXPECT_TRUE(step(now + ms(3)).empty()) << "the idle gap must not bind a body as the stream start";
+    EXPECT_TRUE(step(now + ms(3)).empty())
+        << "the idle gap must not bind a body as the stream start";
     EXPECT_TRUE(step(now + ms(300)).empty());
     inject(rp.rx, make_seg(rp.pool, seg(0, req.substr(0, head))));
     auto out = step(now + ms(301));
@@ -481,8 +496,11 @@ TEST_F(BindTest, UnsureStartBindsAfterTheWait) {
 TEST_F(BindTest, ExpectContinueBindsOnTheHeadAtOnce) {
     make_worker();
     cookie = cookie_for(cport);
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, "POST /v1/completions HTTP/1.1\r\nHost: kv\r\n"
-                                                  "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n", 5)));
+    inject(rp.rx,
+           make_seg(rp.pool, client_seg(0,
+                                        "POST /v1/completions HTTP/1.1\r\nHost: kv\r\n"
+                                        "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+                                        5)));
     auto out = step(now);
     ASSERT_EQ(out.size(), 1u) << "bound without waiting for the idle gap";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
@@ -495,8 +513,8 @@ TEST_F(BindTest, ExpectContinueBindsOnTheHeadAtOnce) {
 // leg and the client are reset (counted).
 TEST_F(BindTest, FailedInstallLeavesNoHalfPairAndResetsBothSides) {
     close(tables->flows_fd);
-    tables->flows_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "kvdp_tiny", sizeof(kvs_flow_key), sizeof(kvs_flow), 1,
-                                      nullptr);
+    tables->flows_fd = bpf_map_create(BPF_MAP_TYPE_HASH, "kvdp_tiny", sizeof(kvs_flow_key),
+                                      sizeof(kvs_flow), 1, nullptr);
     ASSERT_GE(tables->flows_fd, 0);
     make_worker();
     cookie = cookie_for(cport);
@@ -518,7 +536,8 @@ TEST_F(BindTest, FailedInstallLeavesNoHalfPairAndResetsBothSides) {
     EXPECT_EQ(to_client, 1u);
     EXPECT_EQ(to_backend, 1u);
     kvs_flow_key k{};
-    EXPECT_NE(bpf_map_get_next_key(tables->flows_fd, nullptr, &k), 0) << "no half pair left in the flow map";
+    EXPECT_NE(bpf_map_get_next_key(tables->flows_fd, nullptr, &k), 0)
+        << "no half pair left in the flow map";
     EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_FAIL), 1u);
     EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
     EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 0u);
@@ -715,8 +734,9 @@ TEST_F(BindTest, DpdkModeAnswersSynAndForwardsBothWays) {
 // our SNAT port split) and is handed to the owner, which completes the binding.
 TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
     MultiRingPort mp = make_multi_ring_port("kvdp_mq", 2);
-    std::vector<rte_ring *> inboxes = {rte_ring_create("kvdp_mq_in0", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ),
-                                       rte_ring_create("kvdp_mq_in1", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ)};
+    std::vector<rte_ring *> inboxes = {
+        rte_ring_create("kvdp_mq_in0", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ),
+        rte_ring_create("kvdp_mq_in1", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ)};
     ports = std::make_unique<PortBusy>();
     for (auto &b : ports->busy) b.store(0);
     std::vector<std::unique_ptr<Worker>> ws;
@@ -734,7 +754,8 @@ TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
     }
     EXPECT_EQ(ws[0]->snat_hi() + 1, ws[1]->snat_lo()) << "the SNAT range is split between workers";
     cookie = cookie_for(cport);
-    inject(mp.rx[1], make_seg(mp.pool, client_seg(0, request(500), 5)));  // the flow lands on worker 1
+    inject(mp.rx[1],
+           make_seg(mp.pool, client_seg(0, request(500), 5)));  // the flow lands on worker 1
     ws[1]->poll(now);
     auto out = drain(mp.tx[1]);
     ASSERT_EQ(out.size(), 1u);

@@ -13,13 +13,16 @@ namespace {
 const std::string kReq = "POST /v1/completions HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
 const auto *kData = reinterpret_cast<const std::uint8_t *>(kReq.data());
 
-FirstFlight::Add add(FirstFlight &f, std::uint32_t isn, std::uint32_t off, std::uint32_t len, bool fin = false) {
-    return f.add(nullptr, kData + off, isn + 1 + off, static_cast<std::uint16_t>(len), fin, 1 << 20);
+FirstFlight::Add add(FirstFlight &f, std::uint32_t isn, std::uint32_t off, std::uint32_t len,
+                     bool fin = false) {
+    return f.add(nullptr, kData + off, isn + 1 + off, static_cast<std::uint16_t>(len), fin,
+                 1 << 20);
 }
 
 std::string assembled(const FirstFlight &f) {
     std::string out(kReq.size(), '\0');
-    out.resize(f.assemble(reinterpret_cast<std::uint8_t *>(out.data()), static_cast<std::uint32_t>(out.size())));
+    out.resize(f.assemble(reinterpret_cast<std::uint8_t *>(out.data()),
+                          static_cast<std::uint32_t>(out.size())));
     return out;
 }
 
@@ -48,7 +51,8 @@ TEST(FirstFlight, ReordersAbsorbsDuplicatesAndStopsAtHoles) {
 TEST(FirstFlight, KnownStartRefusesEarlierBytes) {
     FirstFlight f;
     f.start(1000, true);
-    EXPECT_EQ(f.add(nullptr, kData, 1000, 5, false, 1 << 20), FirstFlight::Add::Stale) << "seq = ISN: before the data";
+    EXPECT_EQ(f.add(nullptr, kData, 1000, 5, false, 1 << 20), FirstFlight::Add::Stale)
+        << "seq = ISN: before the data";
     EXPECT_EQ(add(f, 1000, 30, 10), FirstFlight::Add::Held);
     EXPECT_EQ(f.isn(), 1000u) << "a known ISN never moves";
 }
@@ -74,11 +78,14 @@ TEST(FirstFlight, FullWhenOverBudgetOrSegments) {
     g.start(0, true);
     for (unsigned i = 0; i < FirstFlight::kMaxSegs; ++i)
         ASSERT_EQ(g.add(nullptr, kData, 1 + i, 1, false, 1 << 20), FirstFlight::Add::Held);
-    EXPECT_EQ(g.add(nullptr, kData, 1 + FirstFlight::kMaxSegs, 1, false, 1 << 20), FirstFlight::Add::Full);
+    EXPECT_EQ(g.add(nullptr, kData, 1 + FirstFlight::kMaxSegs, 1, false, 1 << 20),
+              FirstFlight::Add::Full);
 }
 
 TEST(FirstFlight, BeginsRequest) {
-    auto b = [](const std::string &s) { return begins_request(reinterpret_cast<const std::uint8_t *>(s.data()), s.size()); };
+    auto b = [](const std::string &s) {
+        return begins_request(reinterpret_cast<const std::uint8_t *>(s.data()), s.size());
+    };
     EXPECT_TRUE(b("POST /v1 HTTP/1.1\r\n"));
     EXPECT_TRUE(b("GET / HTTP/1.1"));
     EXPECT_TRUE(b("PO")) << "a prefix of a method";

@@ -5,7 +5,8 @@
 
 namespace kvsteer::sim::test {
 
-inline Workload small_shared_prefix(uint32_t groups = 8, uint32_t per_group = 8, uint32_t sys_tokens = 1024) {
+inline Workload small_shared_prefix(uint32_t groups = 8, uint32_t per_group = 8,
+                                    uint32_t sys_tokens = 1024) {
     replay::SharedPrefixSpec s;
     s.groups = groups;
     s.prompts_per_group = per_group;

@@ -33,7 +33,8 @@ TEST(RadixPolicyTest, NewPromptGoesToTheSmallestTreeAndImbalanceToTheLeastLoaded
     const uint32_t a = p->choose(0, w.reqs[0], 0.0, c.view());
     const uint32_t b = p->choose(1, w.reqs[1], 0.0, c.view());
     EXPECT_NE(a, b);  // the second group's prompt shares nothing: smallest tree
-    // Imbalanced: (max - min) > 32 and max > 1.0001 * min -> least loaded, even for a cached prompt.
+    // Imbalanced: (max - min) > 32 and max > 1.0001 * min -> least loaded, even for a cached
+    // prompt.
     c.in_flight = {40, 40, 40};
     c.in_flight[a] = 80;
     const uint32_t least = a == 0 ? 1 : 0;

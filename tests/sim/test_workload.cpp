@@ -21,15 +21,17 @@ TEST(WorkloadTest, MissingTraceFileIsAClearError) {
         load_mooncake("does/not/exist.jsonl", 0, WorkloadOptions{});
         FAIL() << "no error";
     } catch (const std::runtime_error &e) {
-        EXPECT_NE(std::string(e.what()).find("cannot read trace file 'does/not/exist.jsonl'"), std::string::npos)
+        EXPECT_NE(std::string(e.what()).find("cannot read trace file 'does/not/exist.jsonl'"),
+                  std::string::npos)
             << e.what();
     }
 }
 
 TEST(WorkloadTest, MalformedTraceNamesTheLine) {
-    const auto p = temp_file("sim_bad.jsonl",
-                             "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [1]}\n"
-                             "this is not json\n");
+    const auto p = temp_file(
+        "sim_bad.jsonl",
+        "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [1]}\n"
+        "this is not json\n");
     try {
         load_mooncake(p, 0, WorkloadOptions{});
         FAIL() << "no error";
@@ -41,16 +43,19 @@ TEST(WorkloadTest, MalformedTraceNamesTheLine) {
 }
 
 TEST(WorkloadTest, MooncakeItemsShareBytesExactlyAsFarAsTheirBlockIds) {
-    const auto p = temp_file("sim_ok.jsonl",
-                             "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [1, 2]}\n"
-                             "{\"timestamp\": 500, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [1, 3]}\n");
+    const auto p = temp_file(
+        "sim_ok.jsonl",
+        "{\"timestamp\": 0, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [1, 2]}\n"
+        "{\"timestamp\": 500, \"input_length\": 1024, \"output_length\": 2, \"hash_ids\": [1, "
+        "3]}\n");
     const Workload w = load_mooncake(p, 0, WorkloadOptions{});
     ASSERT_EQ(w.reqs.size(), 2u);
     EXPECT_DOUBLE_EQ(w.reqs[1].base_t, 0.5);
     // 512 tokens x 4 bytes per Mooncake block = 32 KV blocks of 64 bytes; the chat wrapper shifts
     // the block grid, so the first 32 blocks agree and the rest differ.
     size_t same = 0;
-    while (same < w.reqs[0].blocks.size() && w.reqs[0].blocks[same] == w.reqs[1].blocks[same]) ++same;
+    while (same < w.reqs[0].blocks.size() && w.reqs[0].blocks[same] == w.reqs[1].blocks[same])
+        ++same;
     EXPECT_EQ(same, 32u);
     // Speed-up divides the trace times.
     const auto t = arrivals(w, 2.0, 0, 0);

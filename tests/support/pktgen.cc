@@ -12,48 +12,41 @@ namespace kvstest {
 
 namespace {
 
-void put16(Bytes &b, std::size_t off, std::uint16_t v)
-{
+void put16(Bytes &b, std::size_t off, std::uint16_t v) {
     b[off] = static_cast<std::uint8_t>(v >> 8);
     b[off + 1] = static_cast<std::uint8_t>(v);
 }
 
-void put32(Bytes &b, std::size_t off, std::uint32_t v)
-{
+void put32(Bytes &b, std::size_t off, std::uint32_t v) {
     for (int i = 0; i < 4; i++) b[off + i] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
 }
 
-std::uint32_t sum_bytes(const std::uint8_t *p, std::size_t n, std::uint32_t s = 0)
-{
+std::uint32_t sum_bytes(const std::uint8_t *p, std::size_t n, std::uint32_t s = 0) {
     for (std::size_t i = 0; i + 1 < n; i += 2) s += (std::uint32_t(p[i]) << 8) | p[i + 1];
     if (n & 1) s += std::uint32_t(p[n - 1]) << 8;
     return s;
 }
 
-std::uint16_t finish(std::uint32_t s)
-{
+std::uint16_t finish(std::uint32_t s) {
     while (s >> 16) s = (s & 0xffff) + (s >> 16);
     return static_cast<std::uint16_t>(~s);
 }
 
 }  // namespace
 
-std::uint32_t ip4(const char *dotted)
-{
+std::uint32_t ip4(const char *dotted) {
     in_addr a{};
     if (inet_pton(AF_INET, dotted, &a) != 1) throw std::invalid_argument(dotted);
     return a.s_addr;
 }
 
-void ip6(const char *text, std::uint32_t out[4])
-{
+void ip6(const char *text, std::uint32_t out[4]) {
     in6_addr a{};
     if (inet_pton(AF_INET6, text, &a) != 1) throw std::invalid_argument(text);
     std::memcpy(out, &a, 16);
 }
 
-Bytes build_tcp(const TcpSpec &s)
-{
+Bytes build_tcp(const TcpSpec &s) {
     Bytes opts = s.opts;
     while (opts.size() % 4) opts.push_back(0);  // EOL padding
     std::size_t l2 = s.vlan ? 18 : 14;
@@ -113,11 +106,16 @@ Bytes build_tcp(const TcpSpec &s)
     return b;
 }
 
-Bytes opt_mss(std::uint16_t mss) { return {2, 4, std::uint8_t(mss >> 8), std::uint8_t(mss)}; }
-Bytes opt_ws(std::uint8_t shift) { return {3, 3, shift}; }
-Bytes opt_sack_perm() { return {4, 2}; }
-Bytes opt_ts(std::uint32_t val, std::uint32_t ecr)
-{
+Bytes opt_mss(std::uint16_t mss) {
+    return {2, 4, std::uint8_t(mss >> 8), std::uint8_t(mss)};
+}
+Bytes opt_ws(std::uint8_t shift) {
+    return {3, 3, shift};
+}
+Bytes opt_sack_perm() {
+    return {4, 2};
+}
+Bytes opt_ts(std::uint32_t val, std::uint32_t ecr) {
     Bytes b(10);
     b[0] = 8;
     b[1] = 10;
@@ -125,8 +123,7 @@ Bytes opt_ts(std::uint32_t val, std::uint32_t ecr)
     put32(b, 6, ecr);
     return b;
 }
-Bytes opt_sack(const std::vector<std::pair<std::uint32_t, std::uint32_t>> &blocks)
-{
+Bytes opt_sack(const std::vector<std::pair<std::uint32_t, std::uint32_t>> &blocks) {
     Bytes b(2 + 8 * blocks.size());
     b[0] = 5;
     b[1] = static_cast<std::uint8_t>(b.size());
@@ -136,16 +133,16 @@ Bytes opt_sack(const std::vector<std::pair<std::uint32_t, std::uint32_t>> &block
     }
     return b;
 }
-Bytes opt_nop(unsigned n) { return Bytes(n, 1); }
-Bytes cat(std::initializer_list<Bytes> parts)
-{
+Bytes opt_nop(unsigned n) {
+    return Bytes(n, 1);
+}
+Bytes cat(std::initializer_list<Bytes> parts) {
     Bytes out;
     for (const auto &p : parts) out.insert(out.end(), p.begin(), p.end());
     return out;
 }
 
-Bytes opt_linux(const LinuxOpts &o)
-{
+Bytes opt_linux(const LinuxOpts &o) {
     Bytes b;
     if (o.mss) b = opt_mss(o.mss);
     if (o.sack_perm && o.ts)
@@ -160,8 +157,7 @@ Bytes opt_linux(const LinuxOpts &o)
     return b;
 }
 
-std::string check_checksums(const std::uint8_t *f, std::size_t len)
-{
+std::string check_checksums(const std::uint8_t *f, std::size_t len) {
     if (len < 14) return "frame shorter than Ethernet";
     std::size_t l2 = 14;
     std::uint16_t et = static_cast<std::uint16_t>((f[12] << 8) | f[13]);
@@ -191,8 +187,7 @@ std::string check_checksums(const std::uint8_t *f, std::size_t len)
     return "";
 }
 
-std::string hex(const std::uint8_t *p, std::size_t n)
-{
+std::string hex(const std::uint8_t *p, std::size_t n) {
     std::string s;
     char buf[4];
     for (std::size_t i = 0; i < n; i++) {

@@ -29,12 +29,12 @@ struct TcpSpec {
     std::uint32_t seq = 1000, ack = 0;
     std::uint8_t flags = 0x10;
     std::uint16_t win = 501;
-    Bytes opts;             // raw option bytes (padded to 4 with NOP... by the builder: EOL)
+    Bytes opts;  // raw option bytes (padded to 4 with NOP... by the builder: EOL)
     Bytes payload;
     std::uint8_t ip_opt_words = 0;  // IPv4 options (NOP-filled), 0..10 words
     std::size_t pad_to = 0;         // pad the frame with 0xA5 bytes to this length
     std::uint16_t frag_off = 0x4000;
-    std::uint16_t ip_id = 0x1234;   // IPv4 identification
+    std::uint16_t ip_id = 0x1234;  // IPv4 identification
 };
 
 std::uint32_t ip4(const char *dotted);  // network order
@@ -65,10 +65,14 @@ Bytes opt_linux(const LinuxOpts &o);
 // Recomputes the IPv4 header checksum and the TCP checksum from scratch. Empty string = valid,
 // else what is wrong.
 std::string check_checksums(const std::uint8_t *frame, std::size_t len);
-inline std::string check_checksums(const Bytes &b) { return check_checksums(b.data(), b.size()); }
+inline std::string check_checksums(const Bytes &b) {
+    return check_checksums(b.data(), b.size());
+}
 
 // Hex dump for failure messages.
 std::string hex(const std::uint8_t *p, std::size_t n);
-inline std::string hex(const Bytes &b) { return hex(b.data(), b.size()); }
+inline std::string hex(const Bytes &b) {
+    return hex(b.data(), b.size());
+}
 
 }  // namespace kvstest

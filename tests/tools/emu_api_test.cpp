@@ -31,7 +31,8 @@ ApiError err(Api api, const std::string &body) {
 }  // namespace
 
 TEST(JsonScan, RawTopLevelValue) {
-    const std::string b = R"( {"model" : "x", "nested": {"messages": [1]}, "messages" :[ {"role":"user","content":"a]\"}"} ] , "z":1})";
+    const std::string b =
+        R"( {"model" : "x", "nested": {"messages": [1]}, "messages" :[ {"role":"user","content":"a]\"}"} ] , "z":1})";
     auto v = raw_top_level_value(b, "messages");
     ASSERT_TRUE(v);
     EXPECT_EQ(*v, R"([ {"role":"user","content":"a]\"}"} ])");
@@ -44,8 +45,10 @@ TEST(JsonScan, RawTopLevelValue) {
 }
 
 TEST(OpenAiParse, ChatPromptIsRawMessagesBytes) {
-    const std::string msgs = R"([{"role":"system","content":"Be brief."}, {"role":"user","content":"caf\u00e9"}])";
-    auto r = ok(Api::Chat, R"({"model":"m2","messages":)" + msgs + R"(,"max_tokens":7,"stream":true})");
+    const std::string msgs =
+        R"([{"role":"system","content":"Be brief."}, {"role":"user","content":"caf\u00e9"}])";
+    auto r =
+        ok(Api::Chat, R"({"model":"m2","messages":)" + msgs + R"(,"max_tokens":7,"stream":true})");
     EXPECT_EQ(r.prompt_bytes, msgs);
     EXPECT_EQ(r.model, "m2");
     EXPECT_EQ(r.max_tokens, 7u);
@@ -56,8 +59,8 @@ TEST(OpenAiParse, ChatPromptIsRawMessagesBytes) {
 TEST(OpenAiParse, CompletionPromptForms) {
     auto a = ok(Api::Completions, R"({"prompt":"ab\ncd"})");
     EXPECT_EQ(a.prompt_bytes, "ab\ncd");  // decoded string
-    EXPECT_EQ(a.model, "m1");            // default model
-    EXPECT_EQ(a.max_tokens, 16u);        // default max_tokens
+    EXPECT_EQ(a.model, "m1");             // default model
+    EXPECT_EQ(a.max_tokens, 16u);         // default max_tokens
     EXPECT_EQ(a.prompt_tokens, 2u);
     auto b = ok(Api::Completions, R"({"prompt":["ab","cd"]})");
     EXPECT_EQ(b.prompt_bytes, "abcd");
@@ -65,23 +68,27 @@ TEST(OpenAiParse, CompletionPromptForms) {
     EXPECT_EQ(c.prompt_tokens, 3u);
     EXPECT_EQ(c.prompt_bytes.size(), 12u);
     EXPECT_EQ(c.prompt_bytes.substr(8, 4), std::string("\x02\x01\x00\x00", 4));
-    auto d = ok(Api::Chat, R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":3})");
+    auto d =
+        ok(Api::Chat, R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":3})");
     EXPECT_EQ(d.max_tokens, 3u);
 }
 
 TEST(OpenAiParse, ErrorsLikeVllm) {
     EXPECT_EQ(err(Api::Completions, "{bad").status, 400);
     EXPECT_EQ(err(Api::Completions, "[1]").status, 400);
-    EXPECT_EQ(err(Api::Completions, R"({"model":"m1"})").status, 400);   // missing prompt
+    EXPECT_EQ(err(Api::Completions, R"({"model":"m1"})").status, 400);        // missing prompt
     EXPECT_EQ(err(Api::Chat, R"({"model":"m1","prompt":"x"})").status, 400);  // missing messages
     EXPECT_EQ(err(Api::Chat, R"({"messages":[]})").status, 400);
     EXPECT_EQ(err(Api::Chat, R"({"messages":[{"content":"x"}]})").status, 400);
     EXPECT_EQ(err(Api::Completions, R"({"prompt":"x","max_tokens":0})").status, 400);
     EXPECT_EQ(err(Api::Completions, R"({"prompt":"x","max_tokens":"5"})").status, 400);
     EXPECT_EQ(err(Api::Completions, R"({"prompt":"x","stream":"yes"})").status, 400);
-    EXPECT_EQ(err(Api::Completions, R"({"prompt":"x","stream_options":{"include_usage":true}})").status, 400);
+    EXPECT_EQ(
+        err(Api::Completions, R"({"prompt":"x","stream_options":{"include_usage":true}})").status,
+        400);
     EXPECT_EQ(err(Api::Completions, R"({"prompt":[1,"a"]})").status, 400);
-    const auto tooLong = err(Api::Completions, R"({"prompt":")" + std::string(4000, 'x') + R"(","max_tokens":10})");
+    const auto tooLong =
+        err(Api::Completions, R"({"prompt":")" + std::string(4000, 'x') + R"(","max_tokens":10})");
     EXPECT_EQ(tooLong.status, 400);
     EXPECT_NE(tooLong.message.find("maximum context length is 1000"), std::string::npos);
     const auto nf = err(Api::Completions, R"({"model":"nope","prompt":"x"})");
@@ -115,7 +122,10 @@ TEST(OpenAiResponse, StreamPiecesAreValidSse) {
         ASSERT_EQ(ev.rfind("data: ", 0), 0u) << ev;
         const std::string payload = ev.substr(6);
         ++events;
-        if (payload == "[DONE]") { done = true; continue; }
+        if (payload == "[DONE]") {
+            done = true;
+            continue;
+        }
         ASSERT_FALSE(done) << "event after [DONE]";
         auto j = nlohmann::json::parse(payload);
         EXPECT_EQ(j["object"], "chat.completion.chunk");
@@ -169,7 +179,8 @@ TEST(Metrics, VllmNamesAndHistogram) {
           "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"m1\"} 40\n",
           "vllm:num_requests_running{engine=\"0\",model_name=\"m1\"} 3\n",
           "vllm:num_requests_waiting{", "vllm:kv_cache_usage_perc{", "vllm:request_success_total{",
-          "vllm:time_to_first_token_seconds_bucket{engine=\"0\",model_name=\"m1\",le=\"0.005\"} 1\n",
+          "vllm:time_to_first_token_seconds_bucket{engine=\"0\",model_name=\"m1\",le=\"0.005\"} "
+          "1\n",
           "vllm:time_to_first_token_seconds_bucket{engine=\"0\",model_name=\"m1\",le=\"0.5\"} 2\n",
           "vllm:time_to_first_token_seconds_bucket{engine=\"0\",model_name=\"m1\",le=\"+Inf\"} 3\n",
           "vllm:time_to_first_token_seconds_count{engine=\"0\",model_name=\"m1\"} 3\n"})
@@ -179,13 +190,17 @@ TEST(Metrics, VllmNamesAndHistogram) {
 TEST(Sha256, FipsVectors) {
     using kvsteer::model::sha256_hex;
     EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    EXPECT_EQ(sha256_hex("abc"),
+              "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
               "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
     kvsteer::model::Sha256 s;  // one million 'a', fed in uneven pieces
     const std::string chunk(997, 'a');
     size_t n = 0;
-    while (n + chunk.size() <= 1000000) { s.update(chunk); n += chunk.size(); }
+    while (n + chunk.size() <= 1000000) {
+        s.update(chunk);
+        n += chunk.size();
+    }
     s.update(std::string(1000000 - n, 'a'));
     EXPECT_EQ(s.hex(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }

@@ -71,7 +71,8 @@ Decoded decode(const std::string &payload) {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
-    EXPECT_EQ(msgpack_unpack_next(&u, payload.data(), payload.size(), &off), MSGPACK_UNPACK_SUCCESS);
+    EXPECT_EQ(msgpack_unpack_next(&u, payload.data(), payload.size(), &off),
+              MSGPACK_UNPACK_SUCCESS);
     EXPECT_EQ(off, payload.size());
     const msgpack_object &root = u.data;
     EXPECT_EQ(root.type, MSGPACK_OBJECT_ARRAY);
@@ -140,7 +141,10 @@ TEST(KvEvents, PublisherReachesSubscriber) {
         for (;;) {
             zmq_msg_t m;
             zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, sub, 0) < 0) { zmq_msg_close(&m); break; }
+            if (zmq_msg_recv(&m, sub, 0) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
             frames.emplace_back(static_cast<const char *>(zmq_msg_data(&m)), zmq_msg_size(&m));
             const bool more = zmq_msg_more(&m);
             zmq_msg_close(&m);

@@ -14,7 +14,9 @@ std::vector<uint64_t> hashes_of(const std::string &s, uint64_t block_bytes = 64)
     return chain_block_hashes(s, block_bytes);
 }
 
-std::string text(char c, size_t n) { return std::string(n, c); }
+std::string text(char c, size_t n) {
+    return std::string(n, c);
+}
 
 }  // namespace
 

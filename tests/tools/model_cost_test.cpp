@@ -9,11 +9,14 @@ using namespace kvsteer::model;
 
 namespace {
 // Llama-3.1-8B rows of the shared calibration/h200-prefill.json: (cached, new, measured ms).
-struct Point { uint64_t cached, fresh; double ms; };
+struct Point {
+    uint64_t cached, fresh;
+    double ms;
+};
 constexpr Point kPoints[] = {
-    {0, 2048, 61.1},     {1024, 1024, 35.78}, {0, 4096, 123.06},   {2048, 2048, 75.42},
-    {3584, 512, 26.63},  {0, 8192, 253.81},   {4096, 4096, 174.02}, {7168, 1024, 51.64},
-    {0, 16384, 594.15},  {8192, 8192, 467.77}, {14336, 2048, 129.61}, {15892, 492, 48.16},
+    {0, 2048, 61.1},    {1024, 1024, 35.78},  {0, 4096, 123.06},     {2048, 2048, 75.42},
+    {3584, 512, 26.63}, {0, 8192, 253.81},    {4096, 4096, 174.02},  {7168, 1024, 51.64},
+    {0, 16384, 594.15}, {8192, 8192, 467.77}, {14336, 2048, 129.61}, {15892, 492, 48.16},
 };
 }  // namespace
 
@@ -37,7 +40,8 @@ TEST(CostModel, Monotonic) {
     CostModel m;
     for (uint64_t n = 16; n < 32768; n *= 2) {
         EXPECT_LT(m.prefill_time(0, n), m.prefill_time(0, 2 * n));
-        EXPECT_LT(m.prefill_time(n, 256), m.prefill_time(2 * n, 256));  // attention over more context
+        EXPECT_LT(m.prefill_time(n, 256),
+                  m.prefill_time(2 * n, 256));  // attention over more context
     }
     for (uint64_t b = 1; b < 512; b *= 2) {
         EXPECT_LT(m.decode_step_time(b, 1000 * b), m.decode_step_time(2 * b, 2000 * b));
@@ -49,8 +53,8 @@ TEST(CostModel, Monotonic) {
 TEST(CostModel, ChunkedPrefillAddsUpToOnePrefill) {
     CostModel m;
     const double whole = m.prefill_work(1000, 9000);
-    const double chunks = m.prefill_work(1000, 4000) + m.prefill_work(5000, 3000) +
-                          m.prefill_work(8000, 2000);
+    const double chunks =
+        m.prefill_work(1000, 4000) + m.prefill_work(5000, 3000) + m.prefill_work(8000, 2000);
     EXPECT_NEAR(whole, chunks, 1e-12);
 }
 

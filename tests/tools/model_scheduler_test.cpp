@@ -24,10 +24,14 @@ std::map<uint64_t, Times> run_all(Scheduler &s, std::vector<Event> evs = {}) {
     auto take = [&](const std::vector<Event> &v) {
         for (const auto &e : v) {
             auto &x = t[e.id];
-            if (e.type == EventType::Admitted) { x.admitted = e.time; x.cached = e.cached_tokens; }
+            if (e.type == EventType::Admitted) {
+                x.admitted = e.time;
+                x.cached = e.cached_tokens;
+            }
             if (e.type == EventType::FirstToken) x.first = e.time;
             if (e.type == EventType::Finished) x.finished = e.time;
-            if (e.type == EventType::FirstToken || e.type == EventType::Token) x.tokens = e.tokens_out;
+            if (e.type == EventType::FirstToken || e.type == EventType::Token)
+                x.tokens = e.tokens_out;
         }
     };
     take(evs);
@@ -147,7 +151,8 @@ TEST(Scheduler, DecodeSlowsWithBatchSize) {
     auto itl = [](uint32_t n) {
         Scheduler s({256, 8192}, {}, {});
         std::vector<Event> ev;
-        for (uint64_t id = 1; id <= n; ++id) s.submit(req(id, char('a' + id % 26), 64 + id, 100), 0.0, ev);
+        for (uint64_t id = 1; id <= n; ++id)
+            s.submit(req(id, char('a' + id % 26), 64 + id, 100), 0.0, ev);
         auto t = run_all(s, ev);
         return (t[1].finished - t[1].first) / 99.0;
     };

@@ -40,10 +40,14 @@ TEST(ReplayTrace, BlockTextDeterministicPrefixStableJsonSafe) {
 
 TEST(ReplayTrace, EqualHashIdsGiveEqualBytesExactlyThatFar) {
     const auto r = parse(
-        "{\"timestamp\": 0, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [1, 2, 3]}\n"
-        "{\"timestamp\": 10, \"input_length\": 1100, \"output_length\": 5, \"hash_ids\": [1, 2, 9]}\n"
-        "{\"timestamp\": 20, \"input_length\": 1500, \"output_length\": 5, \"hash_ids\": [1, 7, 3]}\n"
-        "{\"timestamp\": 30, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [1, 2, 3]}\n");
+        "{\"timestamp\": 0, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [1, 2, "
+        "3]}\n"
+        "{\"timestamp\": 10, \"input_length\": 1100, \"output_length\": 5, \"hash_ids\": [1, 2, "
+        "9]}\n"
+        "{\"timestamp\": 20, \"input_length\": 1500, \"output_length\": 5, \"hash_ids\": [1, 7, "
+        "3]}\n"
+        "{\"timestamp\": 30, \"input_length\": 1200, \"output_length\": 5, \"hash_ids\": [1, 2, "
+        "3]}\n");
     ASSERT_TRUE(r.errors.empty());
     ASSERT_EQ(r.items.size(), 4u);
     const auto p0 = prompt_text(r.items[0]), p1 = prompt_text(r.items[1]),

@@ -23,38 +23,39 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::vector<kvsteer::MaglevBackend> backends(std::uint32_t n)
-{
+std::vector<kvsteer::MaglevBackend> backends(std::uint32_t n) {
     std::vector<kvsteer::MaglevBackend> v;
-    for (std::uint32_t i = 0; i < n; ++i) v.push_back({i, 0xabcdef + i * 0x9e3779b97f4a7c15ULL, 1 + (i % 3)});
+    for (std::uint32_t i = 0; i < n; ++i)
+        v.push_back({i, 0xabcdef + i * 0x9e3779b97f4a7c15ULL, 1 + (i % 3)});
     return v;
 }
 
-double median(std::vector<double> v)
-{
+double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
 }
 
 template <typename T>
-void sink(const T &v)
-{
+void sink(const T &v) {
     asm volatile("" : : "r,m"(v) : "memory");
 }
 
 }  // namespace
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     po::options_description desc(
-        "kvsteer-scale-bench [options]\nTable build time and bounded-load choice vs number of backends.\n"
+        "kvsteer-scale-bench [options]\nTable build time and bounded-load choice vs number of "
+        "backends.\n"
         "Env KVS_BENCH_SMOKE=1 shortens it.\nOptions");
     std::string sizes_s, json_path;
     int reps = 0;
     desc.add_options()("help,h", "show this help")(
-        "backends", po::value(&sizes_s)->default_value(""), "comma list of backend counts (default 8,32,128,512,1024)")(
-        "reps", po::value(&reps)->default_value(0), "repetitions per size (median; 0 = 5, smoke 3)")(
-        "json", po::value(&json_path), "also write the JSON object to this file (default $KVS_BENCH_OUT)");
+        "backends", po::value(&sizes_s)->default_value(""),
+        "comma list of backend counts (default 8,32,128,512,1024)")(
+        "reps", po::value(&reps)->default_value(0),
+        "repetitions per size (median; 0 = 5, smoke 3)")(
+        "json", po::value(&json_path),
+        "also write the JSON object to this file (default $KVS_BENCH_OUT)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -79,7 +80,8 @@ int main(int argc, char **argv)
         std::stringstream ss(sizes_s);
         std::string t;
         try {
-            while (std::getline(ss, t, ',')) sizes.push_back(static_cast<std::uint32_t>(std::stoul(t)));
+            while (std::getline(ss, t, ','))
+                sizes.push_back(static_cast<std::uint32_t>(std::stoul(t)));
         } catch (const std::exception &) {
             std::fprintf(stderr, "kvsteer-scale-bench: bad --backends '%s'\n", sizes_s.c_str());
             return 2;
@@ -88,7 +90,8 @@ int main(int argc, char **argv)
     std::map<std::string, double> res;
     for (std::uint32_t n : sizes) {
         if (n < 1 || n > KVS_MAX_BACKENDS) {
-            std::fprintf(stderr, "kvsteer-scale-bench: backend count %u outside 1..%u\n", n, KVS_MAX_BACKENDS);
+            std::fprintf(stderr, "kvsteer-scale-bench: backend count %u outside 1..%u\n", n,
+                         KVS_MAX_BACKENDS);
             return 2;
         }
         const auto be = backends(n);
@@ -124,13 +127,16 @@ int main(int argc, char **argv)
                 acc += kvsteer::choose_bounded(table, h, view, 1.25);
             }
             sink(acc);
-            ch.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / iters);
+            ch.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() /
+                         iters);
         }
         const std::string s = std::to_string(n);
         res["scale_maglev_build_ms_" + s + "be"] = median(mg);
         res["scale_rendezvous_build_ms_" + s + "be"] = median(rz);
         res["scale_bounded_choice_ns_" + s + "be"] = median(ch);
-        std::fprintf(stderr, "[scale] %4u backends: maglev build %.2f ms, rendezvous build %.1f ms, bounded choice %.1f ns\n",
+        std::fprintf(stderr,
+                     "[scale] %4u backends: maglev build %.2f ms, rendezvous build %.1f ms, "
+                     "bounded choice %.1f ns\n",
                      n, median(mg), median(rz), median(ch));
     }
     std::ostringstream js;

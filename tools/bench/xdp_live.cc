@@ -2,8 +2,8 @@
 //   --mode live:    real frames injected with BPF_PROG_TEST_RUN + BPF_F_TEST_XDP_LIVE_FRAMES as if
 //                   received on --iface; the program's XDP_TX sends them out of --iface to its veth
 //                   peer (--peer), where a counting XDP program drops them. One injector thread per
-//                   CPU in --cpus. Reports frames/s injected, forwarded (the program's counters) and
-//                   received at the peer.
+//                   CPU in --cpus. Reports frames/s injected, forwarded (the program's counters)
+//                   and received at the peer.
 //   --mode testrun: BPF_PROG_TEST_RUN with repeat (no transmit): kernel-timed ns/packet.
 // Both modes install --flows established flows and chain them: flow i rewrites the packet onto
 // the key of flow i+1 (a random cycle), so consecutive packets walk the whole table the way
@@ -49,8 +49,7 @@ const std::uint8_t kMacA[6] = {0x02, 0x6b, 0x76, 0, 0, 1};
 const std::uint8_t kMacB[6] = {0x02, 0x6b, 0x76, 0, 0, 2};
 
 // TCP/IPv4 frame of exactly `size` bytes (no FCS) with NOP NOP TS options, ACK|PSH, valid sums.
-Bytes tcp_frame(const kvs_flow_key &k, std::uint32_t seq, std::uint32_t ack, std::size_t size)
-{
+Bytes tcp_frame(const kvs_flow_key &k, std::uint32_t seq, std::uint32_t ack, std::size_t size) {
     const std::size_t hdr = 14 + 20 + 32;
     Bytes b(std::max(size, hdr), 0x61);
     std::memcpy(&b[0], kMacB, 6);
@@ -90,8 +89,7 @@ Bytes tcp_frame(const kvs_flow_key &k, std::uint32_t seq, std::uint32_t ack, std
     return b;
 }
 
-kvs_flow_key key_of(bool s2c, std::uint32_t i)
-{
+kvs_flow_key key_of(bool s2c, std::uint32_t i) {
     kvs_flow_key k{};
     k.family = KVS_AF_INET;
     k.proto = 6;
@@ -111,8 +109,7 @@ kvs_flow_key key_of(bool s2c, std::uint32_t i)
 
 // Entry for flow `i` that rewrites the packet onto key `next`, with the same per-packet work as a
 // real entry (sequence/ack/timestamp deltas, window rescale on the server side, MACs).
-kvs_flow flow_to(bool s2c, const kvs_flow_key &next)
-{
+kvs_flow flow_to(bool s2c, const kvs_flow_key &next) {
     kvs_flow f{};
     std::memcpy(f.new_saddr, next.saddr, 16);
     std::memcpy(f.new_daddr, next.daddr, 16);
@@ -133,8 +130,7 @@ kvs_flow flow_to(bool s2c, const kvs_flow_key &next)
     return f;
 }
 
-bool fill_flows(int fd, bool s2c, std::uint32_t n, std::uint32_t seed, std::string *err)
-{
+bool fill_flows(int fd, bool s2c, std::uint32_t n, std::uint32_t seed, std::string *err) {
     std::vector<std::uint32_t> perm(n);
     std::iota(perm.begin(), perm.end(), 0u);
     std::mt19937 rng(seed);
@@ -161,8 +157,7 @@ bool fill_flows(int fd, bool s2c, std::uint32_t n, std::uint32_t seed, std::stri
     return true;
 }
 
-std::uint64_t fwd_count(const kvsteer::bpf::Loader &l)
-{
+std::uint64_t fwd_count(const kvsteer::bpf::Loader &l) {
     std::vector<std::uint64_t> st(KVS_R__COUNT);
     std::string err;
     if (!l.read_stats(st.data(), KVS_R__COUNT, &err)) {
@@ -173,8 +168,7 @@ std::uint64_t fwd_count(const kvsteer::bpf::Loader &l)
 }
 
 // Logs the program's nonzero reason counters (why packets were not forwarded).
-void log_reasons(const kvsteer::bpf::Loader &l)
-{
+void log_reasons(const kvsteer::bpf::Loader &l) {
     std::vector<std::uint64_t> st(KVS_R__COUNT);
     std::string err;
     if (!l.read_stats(st.data(), KVS_R__COUNT, &err)) return;
@@ -182,15 +176,13 @@ void log_reasons(const kvsteer::bpf::Loader &l)
         if (st[r]) spdlog::warn("  {}: {}", kvs_reason_name(r), st[r]);
 }
 
-std::uint64_t peer_count(int map_fd)
-{
+std::uint64_t peer_count(int map_fd) {
     std::uint64_t out = 0;
     if (!kvsteer::bpf::read_percpu_counters(map_fd, &out, 1, nullptr)) return 0;
     return out;
 }
 
-void pin_to(int cpu)
-{
+void pin_to(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
@@ -198,8 +190,7 @@ void pin_to(int cpu)
         spdlog::warn("cannot pin to CPU {}", cpu);
 }
 
-std::vector<int> parse_cpus(const std::string &s)
-{
+std::vector<int> parse_cpus(const std::string &s) {
     std::vector<int> v;
     std::stringstream ss(s);
     std::string tok;
@@ -210,42 +201,49 @@ std::vector<int> parse_cpus(const std::string &s)
     return v;
 }
 
-double median(std::vector<double> v)
-{
+double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
+    return v.empty()
+               ? 0
+               : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
 }
 
 }  // namespace
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     po::options_description desc(
         "kvsteer-xdp-live [options]\n"
         "Established-flow forwarding through the kvsteer XDP program (needs root).\n"
-        "live mode: run inside a namespace holding a veth pair --iface/--peer; frames are injected\n"
+        "live mode: run inside a namespace holding a veth pair --iface/--peer; frames are "
+        "injected\n"
         "as if received on --iface, forwarded by XDP_TX and counted (then dropped) on --peer.\n"
         "Prints one JSON object (also to --json FILE).\nOptions");
     std::string mode, iface, peer, cpus_s, dir, json_path, count_obj;
     double seconds = 2;
     std::uint32_t flows = 1, size = 66, batch = 64, repeat = 1000000, reps = 3, seed = 1;
-    desc.add_options()("help,h", "show this help")(
-        "mode", po::value(&mode)->default_value("live"), "live | testrun")(
+    desc.add_options()("help,h", "show this help")("mode", po::value(&mode)->default_value("live"),
+                                                   "live | testrun")(
         "iface", po::value(&iface), "live: interface the frames arrive on and leave by (XDP_TX)")(
         "peer", po::value(&peer), "live: its veth peer; gets the counting XDP program")(
-        "cpus", po::value(&cpus_s)->default_value("0"), "CPUs to run on, one injector thread each (e.g. 0,1)")(
+        "cpus", po::value(&cpus_s)->default_value("0"),
+        "CPUs to run on, one injector thread each (e.g. 0,1)")(
         "seconds", po::value(&seconds)->default_value(2), "live: how long to inject")(
-        "flows", po::value(&flows)->default_value(1), "established flows in the flow table (chained)")(
-        "dir", po::value(&dir)->default_value("c2s"), "c2s (client->backend) | s2c (backend->client)")(
-        "size", po::value(&size)->default_value(66), "frame bytes without FCS (>= 66: headers + TS option)")(
+        "flows", po::value(&flows)->default_value(1),
+        "established flows in the flow table (chained)")(
+        "dir", po::value(&dir)->default_value("c2s"),
+        "c2s (client->backend) | s2c (backend->client)")(
+        "size", po::value(&size)->default_value(66),
+        "frame bytes without FCS (>= 66: headers + TS option)")(
         "batch", po::value(&batch)->default_value(64), "live: frames per batch (1..256)")(
-        "repeat", po::value(&repeat)->default_value(1000000), "testrun: repetitions per measurement")(
-        "reps", po::value(&reps)->default_value(3), "testrun: measurements (median reported)")(
+        "repeat", po::value(&repeat)->default_value(1000000),
+        "testrun: repetitions per measurement")("reps", po::value(&reps)->default_value(3),
+                                                "testrun: measurements (median reported)")(
         "seed", po::value(&seed)->default_value(1), "flow-chain shuffle seed")(
         "count-obj", po::value(&count_obj)->default_value(KVS_BENCH_OBJ_DIR "/xdp_count.bpf.o"),
-        "counting XDP object attached to --peer")(
-        "json", po::value(&json_path), "also write the result object to this file")(
-        "floor", po::bool_switch(), "live: inject through a do-nothing XDP_TX program instead (the rig's floor)");
+        "counting XDP object attached to --peer")("json", po::value(&json_path),
+                                                  "also write the result object to this file")(
+        "floor", po::bool_switch(),
+        "live: inject through a do-nothing XDP_TX program instead (the rig's floor)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -261,7 +259,8 @@ int main(int argc, char **argv)
     const bool live = mode == "live";
     const bool floor = vm["floor"].as<bool>();
     if (!live && mode != "testrun") {
-        std::fprintf(stderr, "kvsteer-xdp-live: --mode must be live or testrun, got '%s'\n", mode.c_str());
+        std::fprintf(stderr, "kvsteer-xdp-live: --mode must be live or testrun, got '%s'\n",
+                     mode.c_str());
         return 2;
     }
     if (dir != "c2s" && dir != "s2c") {
@@ -287,8 +286,10 @@ int main(int argc, char **argv)
         ifindex = static_cast<int>(if_nametoindex(iface.c_str()));
         peer_ifindex = static_cast<int>(if_nametoindex(peer.c_str()));
         if (!ifindex || !peer_ifindex) {
-            std::fprintf(stderr, "kvsteer-xdp-live: live mode needs --iface and --peer (got '%s', '%s'): %s\n",
-                         iface.c_str(), peer.c_str(), std::strerror(errno));
+            std::fprintf(
+                stderr,
+                "kvsteer-xdp-live: live mode needs --iface and --peer (got '%s', '%s'): %s\n",
+                iface.c_str(), peer.c_str(), std::strerror(errno));
             return 2;
         }
     }
@@ -322,8 +323,9 @@ int main(int argc, char **argv)
     const Bytes pkt = tcp_frame(key_of(s2c, 0), 5000, 0x80001300, size);
 
     std::ostringstream js;
-    js << "{\"mode\": \"" << (floor ? "live-floor" : mode) << "\", \"dir\": \"" << dir << "\", \"size\": " << size
-       << ", \"flows\": " << flows << ", \"cpus\": " << cpus.size() << ", \"fill_s\": " << fill_s;
+    js << "{\"mode\": \"" << (floor ? "live-floor" : mode) << "\", \"dir\": \"" << dir
+       << "\", \"size\": " << size << ", \"flows\": " << flows << ", \"cpus\": " << cpus.size()
+       << ", \"fill_s\": " << fill_s;
 
     if (!live) {
         pin_to(cpus[0]);
@@ -341,18 +343,22 @@ int main(int argc, char **argv)
             }
             const std::uint64_t fwd = fwd_count(*l) - f0;
             if (o.retval != XDP_TX || fwd != repeat) {
-                if (all_fwd) spdlog::warn("verdict {} (want XDP_TX {}), {} of {} forwarded", o.retval, int(XDP_TX), fwd, repeat);
+                if (all_fwd)
+                    spdlog::warn("verdict {} (want XDP_TX {}), {} of {} forwarded", o.retval,
+                                 int(XDP_TX), fwd, repeat);
                 all_fwd = false;
             }
             ns.push_back(o.duration);
         }
         if (!all_fwd) {
-            spdlog::warn("not every packet was forwarded on an established flow; the program counted:");
+            spdlog::warn(
+                "not every packet was forwarded on an established flow; the program counted:");
             log_reasons(*l);
         }
-        js << ", \"ns_per_pkt\": " << median(ns) << ", \"ns_min\": " << *std::min_element(ns.begin(), ns.end())
-           << ", \"ns_max\": " << *std::max_element(ns.begin(), ns.end()) << ", \"all_forwarded\": " << (all_fwd ? 1 : 0)
-           << "}";
+        js << ", \"ns_per_pkt\": " << median(ns)
+           << ", \"ns_min\": " << *std::min_element(ns.begin(), ns.end())
+           << ", \"ns_max\": " << *std::max_element(ns.begin(), ns.end())
+           << ", \"all_forwarded\": " << (all_fwd ? 1 : 0) << "}";
     } else {
         bpf_object *cobj = bpf_object__open_file(count_obj.c_str(), nullptr);
         if (!cobj || bpf_object__load(cobj) != 0) {
@@ -383,7 +389,8 @@ int main(int argc, char **argv)
                 pin_to(cpus[t]);
                 xdp_md ctx{};
                 ctx.ingress_ifindex = static_cast<std::uint32_t>(ifindex);
-                ctx.data_end = static_cast<std::uint32_t>(pkt.size());  // the kernel wants data_end == frame size
+                ctx.data_end = static_cast<std::uint32_t>(
+                    pkt.size());  // the kernel wants data_end == frame size
                 ready++;
                 while (!go) std::this_thread::yield();
                 const auto t0 = Clock::now();
@@ -399,7 +406,8 @@ int main(int argc, char **argv)
                     o.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
                     o.batch_size = batch;
                     if (bpf_prog_test_run_opts(prog, &o) != 0) {
-                        spdlog::error("live BPF_PROG_TEST_RUN on CPU {}: {}", cpus[t], std::strerror(errno));
+                        spdlog::error("live BPF_PROG_TEST_RUN on CPU {}: {}", cpus[t],
+                                      std::strerror(errno));
                         failed = true;
                         break;
                     }
@@ -421,16 +429,18 @@ int main(int argc, char **argv)
         bpf_object__close(cobj);
         if (failed) return 1;
         const std::uint64_t inj = std::accumulate(sent.begin(), sent.end(), std::uint64_t{0});
-        js << ", \"seconds\": " << wall << ", \"injected\": " << inj << ", \"forwarded_xdp\": " << fwd
-           << ", \"received_peer\": " << rcv << ", \"mpps_injected\": " << inj / wall / 1e6
-           << ", \"mpps_forwarded\": " << fwd / wall / 1e6 << ", \"mpps_received\": " << rcv / wall / 1e6
-           << ", \"per_cpu_mpps\": [";
+        js << ", \"seconds\": " << wall << ", \"injected\": " << inj
+           << ", \"forwarded_xdp\": " << fwd << ", \"received_peer\": " << rcv
+           << ", \"mpps_injected\": " << inj / wall / 1e6
+           << ", \"mpps_forwarded\": " << fwd / wall / 1e6
+           << ", \"mpps_received\": " << rcv / wall / 1e6 << ", \"per_cpu_mpps\": [";
         for (std::size_t t = 0; t < cpus.size(); t++)
             js << (t ? ", " : "") << (secs[t] > 0 ? sent[t] / secs[t] / 1e6 : 0);
         js << "]}";
         if (rcv < fwd * 0.99) spdlog::warn("peer received {} of {} forwarded frames", rcv, fwd);
         if (!floor && fwd < inj) {
-            spdlog::warn("{} of {} injected frames were not forwarded; the program counted:", inj - fwd, inj);
+            spdlog::warn("{} of {} injected frames were not forwarded; the program counted:",
+                         inj - fwd, inj);
             log_reasons(*l);
         }
     }

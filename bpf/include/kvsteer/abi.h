@@ -14,45 +14,61 @@
 
 /* ---- sizes ------------------------------------------------------------------------------ */
 #define KVS_MAX_BACKENDS 1024u
-#define KVS_MAGLEV_SIZE 65537u        /* prime; one table half */
+#define KVS_MAGLEV_SIZE 65537u /* prime; one table half */
 #define KVS_MAX_VIPS 16u
-#define KVS_MAX_REPLICAS 4u            /* affinity: up to K backends per prefix */
-#define KVS_AFFINITY_SLOTS 65536u      /* one table half; power of two, open addressing */
+#define KVS_MAX_REPLICAS 4u       /* affinity: up to K backends per prefix */
+#define KVS_AFFINITY_SLOTS 65536u /* one table half; power of two, open addressing */
 #define KVS_AFFINITY_MAX_PROBE 8u
-#define KVS_FLOW_MAX 1048576u          /* LRU flow map entries (both directions count) */
+#define KVS_FLOW_MAX 1048576u /* LRU flow map entries (both directions count) */
 #define KVS_MAX_WORKERS 8u
-#define KVS_BIND_RING_SLOTS 4096u      /* per worker; power of two */
-#define KVS_MAX_REPORT_BLOCKS 28u      /* chained block hashes carried in one binding report */
-#define KVS_STATS_MAX 128u             /* size of the per-reason counter array */
+#define KVS_BIND_RING_SLOTS 4096u /* per worker; power of two */
+#define KVS_MAX_REPORT_BLOCKS 28u /* chained block hashes carried in one binding report */
+#define KVS_STATS_MAX 128u        /* size of the per-reason counter array */
 
 /* ---- defaults ------------------------------------------------------------------------- */
 /* The one definition of each kvs_config default: what a reader applies when the field is 0,
  * and what kvsteerd writes unless configured otherwise. Every component uses these names. */
-#define KVS_DEFAULT_PREFIX_LEN 256u           /* prefix_len */
-#define KVS_DEFAULT_BLOCK_SIZE 512u           /* block_size */
-#define KVS_DEFAULT_LOAD_FACTOR_MILLI 1250u   /* load_factor_milli: bounded load c = 1.25 */
-#define KVS_DEFAULT_MAX_HELD_BYTES 14600u     /* max_held_bytes: ~10 segments, a client's initial window */
-#define KVS_DEFAULT_HASH_SEED 0x6b7673746565720aULL /* hash_seed ("kvsteer\n"): configured, never random */
+#define KVS_DEFAULT_PREFIX_LEN 256u         /* prefix_len */
+#define KVS_DEFAULT_BLOCK_SIZE 512u         /* block_size */
+#define KVS_DEFAULT_LOAD_FACTOR_MILLI 1250u /* load_factor_milli: bounded load c = 1.25 */
+#define KVS_DEFAULT_MAX_HELD_BYTES \
+    14600u /* max_held_bytes: ~10 segments, a client's initial window */
+#define KVS_DEFAULT_HASH_SEED \
+    0x6b7673746565720aULL /* hash_seed ("kvsteer\n"): configured, never random */
 /* snat_port_lo..snat_port_hi (inclusive) when kvsteerd is given none. A zero or inverted range
  * in kvs_config is no range: the dataplane refuses to start on it. */
 #define KVS_DEFAULT_SNAT_PORT_LO 32768u
 #define KVS_DEFAULT_SNAT_PORT_HI 60999u
 
 /* ---- pinned map names (all under the bpffs dir, default /sys/fs/bpf/kvsteer) ----------- */
-#define KVS_MAP_CONFIG "kvs_config"            /* ARRAY[1] of kvs_config, MMAPABLE */
-#define KVS_MAP_BACKENDS "kvs_backends"        /* ARRAY[KVS_MAX_BACKENDS] of kvs_backend, MMAPABLE */
-#define KVS_MAP_BACKEND_LOAD "kvs_be_load"     /* ARRAY[KVS_MAX_BACKENDS] of kvs_backend_load, MMAPABLE */
-#define KVS_MAP_MAGLEV "kvs_maglev"            /* 2*KVS_MAGLEV_SIZE __u32 backend ids, MMAPABLE: ARRAY[1] of struct kvs_maglev_table (see there) */
-#define KVS_MAP_AFFINITY "kvs_affinity"        /* ARRAY[2*KVS_AFFINITY_SLOTS] of kvs_affinity_entry, MMAPABLE */
-#define KVS_MAP_FLOWS "kvs_flows"              /* LRU_HASH kvs_flow_key -> kvs_flow */
-#define KVS_MAP_STATS "kvs_stats"              /* PERCPU_ARRAY[KVS_STATS_MAX] of __u64, index enum kvs_reason */
-#define KVS_MAP_RING_CTL "kvs_ring_ctl"        /* ARRAY[KVS_MAX_WORKERS] of kvs_ring_ctl, MMAPABLE */
-#define KVS_MAP_BIND_RING "kvs_bind_ring"      /* ARRAY[KVS_MAX_WORKERS*KVS_BIND_RING_SLOTS] of kvs_bind_report, MMAPABLE */
-#define KVS_MAP_DP_STATS "kvs_dp_stats"        /* ARRAY[KVS_MAX_WORKERS*KVS_STATS_MAX] of __u64, MMAPABLE: dataplane counters, row per worker */
-#define KVS_MAP_XSKS "xsks_map"                /* XSKMAP; name fixed by DPDK's af_xdp PMD; not pinned */
-#define KVS_MAP_TX_PORTS "kvs_tx_ports"        /* DEVMAP for two-armed XDP_REDIRECT */
-#define KVS_MAX_TX_PORTS 64u                   /* kvs_tx_ports: DEVMAP_HASH key = value = egress ifindex, NOT pinned (optional; bpf_redirect otherwise) */
-#define KVS_MAX_XSKS 64u                       /* xsks_map entries: one per RX queue */
+/* ARRAY[1] of kvs_config, MMAPABLE */
+#define KVS_MAP_CONFIG "kvs_config"
+/* ARRAY[KVS_MAX_BACKENDS] of kvs_backend, MMAPABLE */
+#define KVS_MAP_BACKENDS "kvs_backends"
+/* ARRAY[KVS_MAX_BACKENDS] of kvs_backend_load, MMAPABLE */
+#define KVS_MAP_BACKEND_LOAD "kvs_be_load"
+/* 2*KVS_MAGLEV_SIZE __u32 backend ids, MMAPABLE: ARRAY[1] of struct kvs_maglev_table (see there) */
+#define KVS_MAP_MAGLEV "kvs_maglev"
+/* ARRAY[2*KVS_AFFINITY_SLOTS] of kvs_affinity_entry, MMAPABLE */
+#define KVS_MAP_AFFINITY "kvs_affinity"
+/* LRU_HASH kvs_flow_key -> kvs_flow */
+#define KVS_MAP_FLOWS "kvs_flows"
+/* PERCPU_ARRAY[KVS_STATS_MAX] of __u64, index enum kvs_reason */
+#define KVS_MAP_STATS "kvs_stats"
+/* ARRAY[KVS_MAX_WORKERS] of kvs_ring_ctl, MMAPABLE */
+#define KVS_MAP_RING_CTL "kvs_ring_ctl"
+/* ARRAY[KVS_MAX_WORKERS*KVS_BIND_RING_SLOTS] of kvs_bind_report, MMAPABLE */
+#define KVS_MAP_BIND_RING "kvs_bind_ring"
+/* ARRAY[KVS_MAX_WORKERS*KVS_STATS_MAX] of __u64, MMAPABLE: dataplane counters, row per worker */
+#define KVS_MAP_DP_STATS "kvs_dp_stats"
+/* XSKMAP; name fixed by DPDK's af_xdp PMD; not pinned */
+#define KVS_MAP_XSKS "xsks_map"
+/* DEVMAP for two-armed XDP_REDIRECT */
+#define KVS_MAP_TX_PORTS "kvs_tx_ports"
+/* kvs_tx_ports: DEVMAP_HASH key = value = egress ifindex, NOT pinned (optional; bpf_redirect
+ * otherwise) */
+#define KVS_MAX_TX_PORTS 64u
+#define KVS_MAX_XSKS 64u /* xsks_map entries: one per RX queue */
 #define KVS_DEFAULT_BPFFS "/sys/fs/bpf/kvsteer"
 
 /* Values that never change meaning: 0 is always "empty/unset". */
@@ -62,9 +78,9 @@ enum kvs_family { KVS_AF_NONE = 0, KVS_AF_INET = 4, KVS_AF_INET6 = 6 };
 
 /* ---- configuration (written by kvsteerd, read by XDP and the dataplane) ---------------- */
 struct kvs_vip {
-    __u32 addr[4];   /* network order */
-    __u16 port;      /* network order */
-    __u8 family;     /* enum kvs_family; KVS_AF_NONE = unused slot */
+    __u32 addr[4]; /* network order */
+    __u16 port;    /* network order */
+    __u8 family;   /* enum kvs_family; KVS_AF_NONE = unused slot */
     __u8 flags;
 };
 
@@ -79,63 +95,66 @@ enum kvs_config_flags {
 };
 
 struct kvs_config {
-    __u32 generation;               /* bumped by the writer after every change */
+    __u32 generation; /* bumped by the writer after every change */
     __u32 n_vips;
     struct kvs_vip vips[KVS_MAX_VIPS];
 
     /* Appliance-owned backend-side source (full NAT). */
-    __u32 snat_addr[4];             /* network order */
-    __u16 snat_port_lo;             /* host order, inclusive; split evenly between workers */
-    __u16 snat_port_hi;             /* host order, inclusive (kvsteerd's default: KVS_DEFAULT_SNAT_PORT_*) */
-    __u8 appliance_mac[6];          /* source MAC of everything the appliance sends */
+    __u32 snat_addr[4];    /* network order */
+    __u16 snat_port_lo;    /* host order, inclusive; split evenly between workers */
+    __u16 snat_port_hi;    /* host order, inclusive (kvsteerd's default: KVS_DEFAULT_SNAT_PORT_*) */
+    __u8 appliance_mac[6]; /* source MAC of everything the appliance sends */
     __u8 snat_family;
     __u8 n_workers;
 
     /* SYN cookies: SipHash-2-4 keys, [0] current, [1] previous (validation accepts both). */
     __u64 cookie_key[2][2];
-    __u32 cookie_period_s;          /* length of one time slot, seconds (0: KVS_COOKIE_DEFAULT_PERIOD_S, cookie.h) */
-    __u32 flags;                    /* enum kvs_config_flags */
-    __u16 syn_mss;                  /* MSS advertised in our SYN-ACK */
-    __u8 syn_wscale;                /* window scale advertised in our SYN-ACK */
+    __u32 cookie_period_s; /* length of one time slot, seconds (0: KVS_COOKIE_DEFAULT_PERIOD_S,
+                              cookie.h) */
+    __u32 flags;           /* enum kvs_config_flags */
+    __u16 syn_mss;         /* MSS advertised in our SYN-ACK */
+    __u8 syn_wscale;       /* window scale advertised in our SYN-ACK */
     __u8 pad0;
-    __u16 syn_window;               /* raw window field of our SYN-ACK (non-zero) */
+    __u16 syn_window; /* raw window field of our SYN-ACK (non-zero) */
     __u16 pad1;
 
     /* Steering. */
-    __u32 steer_mode;               /* enum kvs_steer_mode */
-    __u32 prefix_len;               /* bytes of prompt in the fixed-prefix hash (0: KVS_DEFAULT_PREFIX_LEN) */
-    __u32 block_size;               /* bytes per chained block (0: KVS_DEFAULT_BLOCK_SIZE) */
-    __u32 max_blocks;               /* chained blocks hashed (0: KVS_MAX_REPORT_BLOCKS; capped there) */
-    __u32 load_factor_milli;        /* bounded load c x 1000 (0: KVS_DEFAULT_LOAD_FACTOR_MILLI; below 1000 counts as 1000) */
-    __u32 max_held_bytes;           /* first-flight bytes held before binding (0: KVS_DEFAULT_MAX_HELD_BYTES) */
-    __u64 hash_seed;                /* seed of every prefix/block hash (0: KVS_DEFAULT_HASH_SEED) */
+    __u32 steer_mode; /* enum kvs_steer_mode */
+    __u32 prefix_len; /* bytes of prompt in the fixed-prefix hash (0: KVS_DEFAULT_PREFIX_LEN) */
+    __u32 block_size; /* bytes per chained block (0: KVS_DEFAULT_BLOCK_SIZE) */
+    __u32 max_blocks; /* chained blocks hashed (0: KVS_MAX_REPORT_BLOCKS; capped there) */
+    __u32 load_factor_milli; /* bounded load c x 1000 (0: KVS_DEFAULT_LOAD_FACTOR_MILLI; below 1000
+                                counts as 1000) */
+    __u32
+        max_held_bytes; /* first-flight bytes held before binding (0: KVS_DEFAULT_MAX_HELD_BYTES) */
+    __u64 hash_seed;    /* seed of every prefix/block hash (0: KVS_DEFAULT_HASH_SEED) */
 
     /* Double-buffered tables: which half readers use. Writers fill the other half, then flip. */
-    __u32 maglev_active;            /* 0 or 1 */
-    __u32 affinity_active;          /* 0 or 1 */
-    __u32 n_backends;               /* highest used backend id + 1 */
+    __u32 maglev_active;   /* 0 or 1 */
+    __u32 affinity_active; /* 0 or 1 */
+    __u32 n_backends;      /* highest used backend id + 1 */
     __u32 pad2;
 };
 
 /* ---- backends ------------------------------------------------------------------------- */
 enum kvs_backend_state {
-    KVS_BE_EMPTY = 0,  /* slot unused */
+    KVS_BE_EMPTY = 0, /* slot unused */
     KVS_BE_UP = 1,
-    KVS_BE_DOWN = 2,   /* failed health checks; not chosen */
-    KVS_BE_DRAIN = 3,  /* no new flows; existing flows continue */
+    KVS_BE_DOWN = 2,  /* failed health checks; not chosen */
+    KVS_BE_DRAIN = 3, /* no new flows; existing flows continue */
 };
 
 struct kvs_backend {
-    __u32 addr[4];     /* network order */
-    __u16 port;        /* network order */
-    __u8 family;       /* enum kvs_family */
-    __u8 state;        /* enum kvs_backend_state */
-    __u8 mac[6];       /* next-hop MAC towards the backend */
-    __u16 weight;      /* Maglev weight, 0 = none */
-    __u32 ifindex;     /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
-    __u32 max_load;    /* affinity choices skip this backend once in-flight + 1 > max_load (in place
-                        * of the load-factor bound); 0 = the load-factor bound. Maglev ignores it */
-    __u32 pad_end;     /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
+    __u32 addr[4];  /* network order */
+    __u16 port;     /* network order */
+    __u8 family;    /* enum kvs_family */
+    __u8 state;     /* enum kvs_backend_state */
+    __u8 mac[6];    /* next-hop MAC towards the backend */
+    __u16 weight;   /* Maglev weight, 0 = none */
+    __u32 ifindex;  /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
+    __u32 max_load; /* affinity choices skip this backend once in-flight + 1 > max_load (in place
+                     * of the load-factor bound); 0 = the load-factor bound. Maglev ignores it */
+    __u32 pad_end;  /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
 };
 
 /* Per-backend load. Writers:
@@ -154,8 +173,8 @@ struct kvs_backend {
  * (a difference below 0 reads as 0); the bounded-load choice is a heuristic over a load that
  * changes all the time and tolerates that. */
 struct kvs_backend_load {
-    __u64 binds;             /* flows bound to this backend (dataplane workers) */
-    __u64 closes;            /* bound flows seen closing, once per flow (XDP, or the worker in dpdk mode) */
+    __u64 binds;  /* flows bound to this backend (dataplane workers) */
+    __u64 closes; /* bound flows seen closing, once per flow (XDP, or the worker in dpdk mode) */
     __u64 bind_fail_rst;     /* backend answered our SYN with RST (dataplane workers) */
     __u64 bind_fail_timeout; /* backend SYN timed out (dataplane workers) */
     __u64 ext_queue;         /* backend's own waiting queue, from telemetry (kvsteerd) */
@@ -164,8 +183,8 @@ struct kvs_backend_load {
 };
 
 /* The Maglev map holds ONE value with both halves, so its mmap is a flat __u32 array exactly as
- * Tables::maglev (kvsteer/core/tables.h) exposes it (an ARRAY of __u32 would have an 8-byte stride when mmapped).
- * Half h occupies backend[h * KVS_MAGLEV_SIZE .. (h + 1) * KVS_MAGLEV_SIZE). */
+ * Tables::maglev (kvsteer/core/tables.h) exposes it (an ARRAY of __u32 would have an 8-byte stride
+ * when mmapped). Half h occupies backend[h * KVS_MAGLEV_SIZE .. (h + 1) * KVS_MAGLEV_SIZE). */
 struct kvs_maglev_table {
     __u32 backend[2 * KVS_MAGLEV_SIZE];
 };
@@ -174,10 +193,10 @@ struct kvs_maglev_table {
 /* Open addressing: slot = key & (KVS_AFFINITY_SLOTS-1), linear probe up to
  * KVS_AFFINITY_MAX_PROBE, within the active half. key == 0 marks an empty slot. */
 struct kvs_affinity_entry {
-    __u64 key;                          /* chained block hash (or fixed-prefix hash) */
-    __u16 backends[KVS_MAX_REPLICAS];   /* backend ids */
+    __u64 key;                        /* chained block hash (or fixed-prefix hash) */
+    __u16 backends[KVS_MAX_REPLICAS]; /* backend ids */
     __u8 n_backends;
-    __u8 depth;                         /* block index the key covers (0 = first block) */
+    __u8 depth; /* block index the key covers (0 = first block) */
     __u16 flags;
     __u32 pad;
 };
@@ -190,16 +209,16 @@ struct kvs_flow_key {
     __u16 sport;
     __u16 dport;
     __u8 family;
-    __u8 proto;     /* IPPROTO_TCP */
+    __u8 proto; /* IPPROTO_TCP */
     __u16 pad;
 };
 
 enum kvs_flow_dir { KVS_DIR_C2S = 1, KVS_DIR_S2C = 2 };
 
 enum kvs_flow_state_bits {
-    KVS_FLOW_FIN_IN = 1u << 0,   /* FIN seen in this entry's direction */
-    KVS_FLOW_RST = 1u << 1,      /* RST seen */
-    KVS_FLOW_CLOSED = 1u << 2,   /* close already counted in kvs_be_load.closes */
+    KVS_FLOW_FIN_IN = 1u << 0, /* FIN seen in this entry's direction */
+    KVS_FLOW_RST = 1u << 1,    /* RST seen */
+    KVS_FLOW_CLOSED = 1u << 2, /* close already counted in kvs_be_load.closes */
 };
 
 struct kvs_flow {
@@ -210,17 +229,17 @@ struct kvs_flow {
     __u16 new_dport;
     __u8 new_smac[6];
     __u8 new_dmac[6];
-    __u32 seq_delta;      /* added to seq (mod 2^32) */
-    __u32 ack_delta;      /* added to ack and to every SACK block edge */
-    __u32 tsval_delta;    /* added to TSval */
-    __u32 tsecr_delta;    /* added to TSecr */
-    __u8 win_shl;         /* window field: (win << win_shl) >> win_shr, saturated to 0xffff */
+    __u32 seq_delta;   /* added to seq (mod 2^32) */
+    __u32 ack_delta;   /* added to ack and to every SACK block edge */
+    __u32 tsval_delta; /* added to TSval */
+    __u32 tsecr_delta; /* added to TSecr */
+    __u8 win_shl;      /* window field: (win << win_shl) >> win_shr, saturated to 0xffff */
     __u8 win_shr;
-    __u8 dir;             /* enum kvs_flow_dir */
-    __u8 state;           /* enum kvs_flow_state_bits, updated by XDP */
+    __u8 dir;   /* enum kvs_flow_dir */
+    __u8 state; /* enum kvs_flow_state_bits, updated by XDP */
     __u16 backend_id;
-    __u16 worker;         /* dataplane worker that owns the flow */
-    __u32 tx_ifindex;     /* 0 = XDP_TX, else XDP_REDIRECT via kvs_tx_ports */
+    __u16 worker;     /* dataplane worker that owns the flow */
+    __u32 tx_ifindex; /* 0 = XDP_TX, else XDP_REDIRECT via kvs_tx_ports */
     __u32 pad;
     /* Bookkeeping updated by XDP (racy across CPUs; informational). last_seen_ns is
      * CLOCK_MONOTONIC read at tick resolution (bpf_ktime_get_coarse_ns): up to one tick old. */
@@ -232,29 +251,29 @@ struct kvs_flow {
 
 /* ---- binding reports: dataplane -> kvsteerd --------------------------------------------- */
 enum kvs_key_kind {
-    KVS_KEY_OPENAI_PROMPT = 0,  /* /v1/completions "prompt" */
-    KVS_KEY_OPENAI_CHAT = 1,    /* /v1/chat/completions "messages" */
-    KVS_KEY_BODY_PREFIX = 2,    /* fallback: body bytes (not an OpenAI request we understand) */
-    KVS_KEY_FIVE_TUPLE = 3,     /* fallback: no usable bytes at all */
+    KVS_KEY_OPENAI_PROMPT = 0, /* /v1/completions "prompt" */
+    KVS_KEY_OPENAI_CHAT = 1,   /* /v1/chat/completions "messages" */
+    KVS_KEY_BODY_PREFIX = 2,   /* fallback: body bytes (not an OpenAI request we understand) */
+    KVS_KEY_FIVE_TUPLE = 3,    /* fallback: no usable bytes at all */
 };
 
 enum kvs_choice_via {
     KVS_VIA_AFFINITY = 0,
     KVS_VIA_MAGLEV = 1,
-    KVS_VIA_MAGLEV_SPILL = 2,   /* Maglev's first candidate was over its load bound */
+    KVS_VIA_MAGLEV_SPILL = 2, /* Maglev's first candidate was over its load bound */
     KVS_VIA_ROUND_ROBIN = 3,
-    KVS_VIA_RETRY = 4,          /* an earlier candidate refused or timed out */
+    KVS_VIA_RETRY = 4, /* an earlier candidate refused or timed out */
 };
 
 struct kvs_bind_report {
-    __u64 ts_ns;                                  /* CLOCK_MONOTONIC */
-    __u64 prefix_hash;                            /* fixed-length prefix hash */
-    __u64 block_hash[KVS_MAX_REPORT_BLOCKS];      /* chained: [i] covers blocks 0..i */
-    __u32 prompt_bytes;                           /* prompt bytes seen in the first flight */
+    __u64 ts_ns;                             /* CLOCK_MONOTONIC */
+    __u64 prefix_hash;                       /* fixed-length prefix hash */
+    __u64 block_hash[KVS_MAX_REPORT_BLOCKS]; /* chained: [i] covers blocks 0..i */
+    __u32 prompt_bytes;                      /* prompt bytes seen in the first flight */
     __u16 n_blocks;
     __u16 backend_id;
-    __u8 key_kind;                                /* enum kvs_key_kind */
-    __u8 via;                                     /* enum kvs_choice_via */
+    __u8 key_kind; /* enum kvs_key_kind */
+    __u8 via;      /* enum kvs_choice_via */
     __u16 worker;
     __u32 pad;
 };

@@ -1,4 +1,5 @@
-/* Stateless SYN-cookie codec: SipHash-2-4 MAC over the 4-tuple and a coarse time slot, with the client's MSS/WS/SACK-permitted packed into our ISN. */
+/* Stateless SYN-cookie codec: SipHash-2-4 MAC over the 4-tuple and a coarse time slot, with the
+ * client's MSS/WS/SACK-permitted packed into our ISN. */
 #ifndef KVSTEER_COOKIE_H
 #define KVSTEER_COOKIE_H
 
@@ -25,7 +26,8 @@
 #define KVS_COOKIE_WS_NONE 15
 
 /* MSS values a cookie can carry; the client's MSS is rounded down to one of them. */
-#define KVS_COOKIE_MSS_TABLE {536, 1220, 1300, 1360, 1400, 1440, 1460, 8960}
+#define KVS_COOKIE_MSS_TABLE \
+    { 536, 1220, 1300, 1360, 1400, 1440, 1460, 8960 }
 
 /* The connection as the client's SYN carried it (client -> VIP), network order; IPv4 in
  * saddr[0]/daddr[0], the rest zero. Build it with kvs_cookie_tuple_of(). */
@@ -37,8 +39,7 @@ struct kvs_cookie_tuple {
     __u32 pad;
 };
 
-KVS_INLINE void kvs_cookie_tuple_of(const struct kvs_pkt *pkt, struct kvs_cookie_tuple *t)
-{
+KVS_INLINE void kvs_cookie_tuple_of(const struct kvs_pkt *pkt, struct kvs_cookie_tuple *t) {
     __builtin_memset(t, 0, sizeof(*t));
     if (pkt->ip4) {
         t->saddr[0] = pkt->ip4->saddr;
@@ -53,22 +54,20 @@ KVS_INLINE void kvs_cookie_tuple_of(const struct kvs_pkt *pkt, struct kvs_cookie
 
 /* Options recovered from a cookie. */
 struct kvs_cookie_opts {
-    __u16 mss;        /* from KVS_COOKIE_MSS_TABLE (536 when the SYN had no MSS) */
-    __u8 wscale;      /* KVS_WSCALE_NONE when the SYN had no window scale */
-    __u8 sack_perm;   /* 1 when the SYN had SACK-permitted */
-    __u32 ts_base;    /* our SYN-ACK's TSval minus the client's ISN (see the layout above) */
+    __u16 mss;      /* from KVS_COOKIE_MSS_TABLE (536 when the SYN had no MSS) */
+    __u8 wscale;    /* KVS_WSCALE_NONE when the SYN had no window scale */
+    __u8 sack_perm; /* 1 when the SYN had SACK-permitted */
+    __u32 ts_base;  /* our SYN-ACK's TSval minus the client's ISN (see the layout above) */
 };
 
 /* Time slot of a TAI time (ns). Userspace passes kvs_cookie_now_tai_ns(), BPF
  * bpf_ktime_get_tai_ns(), so two appliances with synced clocks agree. */
-KVS_INLINE __u64 kvs_cookie_slot(__u64 tai_ns, __u32 period_s)
-{
+KVS_INLINE __u64 kvs_cookie_slot(__u64 tai_ns, __u32 period_s) {
     __u64 p = period_s ? period_s : KVS_COOKIE_DEFAULT_PERIOD_S;
     return (tai_ns / 1000000000ull) / p;
 }
 
-KVS_INLINE __u8 kvs_cookie_pack_opts(__u16 mss, __u8 wscale, __u8 sack_perm)
-{
+KVS_INLINE __u8 kvs_cookie_pack_opts(__u16 mss, __u8 wscale, __u8 sack_perm) {
     static const __u16 table[KVS_COOKIE_MSS_N] = KVS_COOKIE_MSS_TABLE;
     __u8 idx = 0, ws;
     int i;
@@ -84,8 +83,7 @@ KVS_INLINE __u8 kvs_cookie_pack_opts(__u16 mss, __u8 wscale, __u8 sack_perm)
     return (__u8)((idx << 5) | (ws << 1) | (sack_perm ? 1 : 0));
 }
 
-KVS_INLINE struct kvs_cookie_opts kvs_cookie_unpack_opts(__u8 data)
-{
+KVS_INLINE struct kvs_cookie_opts kvs_cookie_unpack_opts(__u8 data) {
     static const __u16 table[KVS_COOKIE_MSS_N] = KVS_COOKIE_MSS_TABLE;
     struct kvs_cookie_opts o;
     __u8 ws = (data >> 1) & 0x0f;
@@ -96,8 +94,7 @@ KVS_INLINE struct kvs_cookie_opts kvs_cookie_unpack_opts(__u8 data)
     return o;
 }
 
-KVS_INLINE __u64 kvs_cookie_hash(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot)
-{
+KVS_INLINE __u64 kvs_cookie_hash(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot) {
     __u64 m[5];
 
     m[0] = (__u64)t->saddr[0] | ((__u64)t->saddr[1] << 32);
@@ -114,16 +111,14 @@ KVS_INLINE __u64 kvs_cookie_hash(const __u64 *key, const struct kvs_cookie_tuple
 #endif
 
 /* Our SYN-ACK's TSval for the client ISN `client_isn`, from the cookie's hash `h`. */
-KVS_INLINE __u32 kvs_cookie_tsval(__u64 h, __u32 client_isn)
-{
+KVS_INLINE __u32 kvs_cookie_tsval(__u64 h, __u32 client_isn) {
     return (__u32)(h >> 32) + client_isn;
 }
 
 /* Both values our SYN-ACK carries for a SYN of tuple `t` with ISN `client_isn`: the cookie
  * (our ISN) and the TSval (used only when the SYN-ACK has timestamps). */
 KVS_INLINE void kvs_cookie_sign(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot,
-                                __u8 data, __u32 client_isn, __u32 *cookie, __u32 *tsval)
-{
+                                __u8 data, __u32 client_isn, __u32 *cookie, __u32 *tsval) {
     __u64 h = KVS_COOKIE_HASH(key, t, slot);
 
     *cookie = ((__u32)(slot & 3) << 30) |
@@ -135,8 +130,7 @@ KVS_INLINE void kvs_cookie_sign(const __u64 *key, const struct kvs_cookie_tuple 
 /* Our ISN for a SYN of tuple `t` in time slot `slot`, carrying option byte `data` (from
  * kvs_cookie_pack_opts). `key` is one SipHash key (2 words), normally cfg->cookie_key[0]. */
 KVS_INLINE __u32 kvs_cookie_make(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot,
-                                 __u8 data)
-{
+                                 __u8 data) {
     __u32 cookie, tsval;
 
     kvs_cookie_sign(key, t, slot, data, 0, &cookie, &tsval);
@@ -146,18 +140,15 @@ KVS_INLINE __u32 kvs_cookie_make(const __u64 *key, const struct kvs_cookie_tuple
 /* Recovers the client's ISN from a first-flight segment's TSecr and a checked cookie's opts;
  * returns 1 when it is consistent with the segment's seq (at most `max_off` bytes before it). */
 KVS_INLINE int kvs_cookie_client_isn(const struct kvs_cookie_opts *o, __u32 tsecr, __u32 seq,
-                                     __u32 max_off, __u32 *isn)
-{
+                                     __u32 max_off, __u32 *isn) {
     __u32 cand = tsecr - o->ts_base;
 
-    if (seq - (cand + 1) > max_off)
-        return 0;
+    if (seq - (cand + 1) > max_off) return 0;
     *isn = cand;
     return 1;
 }
 
-KVS_INLINE int kvs_cookie_key_set(const __u64 *key)
-{
+KVS_INLINE int kvs_cookie_key_set(const __u64 *key) {
     return (key[0] | key[1]) != 0;
 }
 
@@ -166,19 +157,16 @@ KVS_INLINE int kvs_cookie_key_set(const __u64 *key)
  * keys[0..1] (current key) or keys[2..3] (previous; an all-zero key is never accepted), i.e.
  * &cfg->cookie_key[0][0]. On success
  * returns 1 and fills `out`; else 0. */
-KVS_INLINE int kvs_cookie_check(const __u64 *keys, const struct kvs_cookie_tuple *t,
-                                __u32 cookie, __u64 now_slot, struct kvs_cookie_opts *out)
-{
+KVS_INLINE int kvs_cookie_check(const __u64 *keys, const struct kvs_cookie_tuple *t, __u32 cookie,
+                                __u64 now_slot, struct kvs_cookie_opts *out) {
     __u64 slot = now_slot - ((now_slot - (cookie >> 30)) & 3);
     int k;
 
-    if (now_slot - slot > 1 || slot > now_slot)
-        return 0;
+    if (now_slot - slot > 1 || slot > now_slot) return 0;
     for (k = 0; k < 2; k++) {
         __u64 h;
 
-        if (!kvs_cookie_key_set(keys + 2 * k))
-            continue;
+        if (!kvs_cookie_key_set(keys + 2 * k)) continue;
         h = KVS_COOKIE_HASH(keys + 2 * k, t, slot);
         if (((__u32)h & KVS_COOKIE_MAC_MASK) == (cookie & KVS_COOKIE_MAC_MASK)) {
             *out = kvs_cookie_unpack_opts(
@@ -193,8 +181,7 @@ KVS_INLINE int kvs_cookie_check(const __u64 *keys, const struct kvs_cookie_tuple
 #if !defined(__bpf__)
 #include <time.h>
 /* CLOCK_TAI now, in ns: the userspace twin of bpf_ktime_get_tai_ns(). */
-static inline __u64 kvs_cookie_now_tai_ns(void)
-{
+static inline __u64 kvs_cookie_now_tai_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_TAI, &ts);
     return (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec;

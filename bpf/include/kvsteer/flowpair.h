@@ -10,25 +10,25 @@
 struct kvs_flowpair_params {
     __u32 client_addr[4], vip_addr[4], snat_addr[4], backend_addr[4];
     __u16 client_port, vip_port, snat_port, backend_port;
-    __u8 family;               /* enum kvs_family */
-    __u8 client_wscale;        /* from the cookie; KVS_WSCALE_NONE = client has no WS */
-    __u8 synack_wscale;        /* what our SYN-ACK advertised (cfg syn_wscale) */
-    __u8 backend_wscale;       /* from the backend's SYN-ACK; KVS_WSCALE_NONE = none */
-    __u8 ts;                   /* 1 if timestamps are in use on both legs */
+    __u8 family;         /* enum kvs_family */
+    __u8 client_wscale;  /* from the cookie; KVS_WSCALE_NONE = client has no WS */
+    __u8 synack_wscale;  /* what our SYN-ACK advertised (cfg syn_wscale) */
+    __u8 backend_wscale; /* from the backend's SYN-ACK; KVS_WSCALE_NONE = none */
+    __u8 ts;             /* 1 if timestamps are in use on both legs */
     __u8 pad[3];
-    __u32 cookie;              /* our ISN towards the client */
-    __u32 backend_isn;         /* the backend's ISN (its SYN-ACK's seq) */
-    __u32 synack_tsval;        /* TSval of our SYN-ACK to the client */
-    __u32 backend_tsval;       /* TSval of the backend's SYN-ACK */
-    __u32 client_ts_delta;     /* added to the client's TSvals on the backend leg (our clock there) */
-    __u8 appliance_mac[6];     /* source MAC of both directions */
-    __u8 client_mac[6];        /* next hop towards the client (the first flight's source MAC) */
-    __u8 backend_mac[6];       /* next hop towards the backend */
+    __u32 cookie;          /* our ISN towards the client */
+    __u32 backend_isn;     /* the backend's ISN (its SYN-ACK's seq) */
+    __u32 synack_tsval;    /* TSval of our SYN-ACK to the client */
+    __u32 backend_tsval;   /* TSval of the backend's SYN-ACK */
+    __u32 client_ts_delta; /* added to the client's TSvals on the backend leg (our clock there) */
+    __u8 appliance_mac[6]; /* source MAC of both directions */
+    __u8 client_mac[6];    /* next hop towards the client (the first flight's source MAC) */
+    __u8 backend_mac[6];   /* next hop towards the backend */
     __u16 backend_id;
     __u16 worker;
-    __u32 client_ifindex;      /* egress towards the client, 0 = XDP_TX */
-    __u32 backend_ifindex;     /* egress towards the backend, 0 = XDP_TX */
-    __u64 now_ns;              /* CLOCK_MONOTONIC, for created_ns/last_seen_ns */
+    __u32 client_ifindex;  /* egress towards the client, 0 = XDP_TX */
+    __u32 backend_ifindex; /* egress towards the backend, 0 = XDP_TX */
+    __u64 now_ns;          /* CLOCK_MONOTONIC, for created_ns/last_seen_ns */
 };
 
 /* The client->backend leg keeps the client's sequence space (the backend SYN carried the
@@ -38,10 +38,9 @@ struct kvs_flowpair_params {
  * into the backend's clock; the backend->client leg moves seq by (cookie - backend_isn), TSval
  * into our SYN-ACK's clock, TSecr back into the client's, and rescales the window from the
  * backend's shift to the one our SYN-ACK announced. */
-KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p,
-                                   struct kvs_flow_key *k_c2s, struct kvs_flow *f_c2s,
-                                   struct kvs_flow_key *k_s2c, struct kvs_flow *f_s2c)
-{
+KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p, struct kvs_flow_key *k_c2s,
+                                   struct kvs_flow *f_c2s, struct kvs_flow_key *k_s2c,
+                                   struct kvs_flow *f_s2c) {
     __u8 fam = p->family;
 
     __builtin_memset(k_c2s, 0, sizeof(*k_c2s));
@@ -89,8 +88,9 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p,
      * not answer WS sends unscaled windows (shift 0) and reads the client's unscaled, so the
      * client's scaled windows are widened for it (saturating at 0xffff). */
     if (p->client_wscale != KVS_WSCALE_NONE) {
-        __u8 bs = p->backend_wscale == KVS_WSCALE_NONE ? 0
-                  : (p->backend_wscale > 14 ? 14 : p->backend_wscale);
+        __u8 bs = p->backend_wscale == KVS_WSCALE_NONE
+                      ? 0
+                      : (p->backend_wscale > 14 ? 14 : p->backend_wscale);
         __u8 os = p->synack_wscale > 14 ? 14 : p->synack_wscale;
 
         f_s2c->win_shl = bs > os ? (__u8)(bs - os) : 0;

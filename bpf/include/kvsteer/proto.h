@@ -1,4 +1,5 @@
-/* Wire-format packet headers (Ethernet, 802.1Q, IPv4, IPv6, TCP) under kvs_ names, clashing with neither vmlinux.h nor the linux/ headers. */
+/* Wire-format packet headers (Ethernet, 802.1Q, IPv4, IPv6, TCP) under kvs_ names, clashing with
+ * neither vmlinux.h nor the linux/ headers. */
 #ifndef KVSTEER_PROTO_H
 #define KVSTEER_PROTO_H
 
@@ -116,15 +117,35 @@ struct kvs_icmphdr {
 
 /* Unaligned 16/32-bit access inside options (TS and SACK fields sit at any even offset). */
 #if defined(__bpf__)
-KVS_INLINE __u32 kvs_load32(const void *p) { return *(const __u32 *)p; }
-KVS_INLINE void kvs_store32(void *p, __u32 v) { *(__u32 *)p = v; }
-KVS_INLINE __u16 kvs_load16(const void *p) { return *(const __u16 *)p; }
-KVS_INLINE void kvs_store16(void *p, __u16 v) { *(__u16 *)p = v; }
+KVS_INLINE __u32 kvs_load32(const void *p) {
+    return *(const __u32 *)p;
+}
+KVS_INLINE void kvs_store32(void *p, __u32 v) {
+    *(__u32 *)p = v;
+}
+KVS_INLINE __u16 kvs_load16(const void *p) {
+    return *(const __u16 *)p;
+}
+KVS_INLINE void kvs_store16(void *p, __u16 v) {
+    *(__u16 *)p = v;
+}
 #else
-KVS_INLINE __u32 kvs_load32(const void *p) { __u32 v; __builtin_memcpy(&v, p, 4); return v; }
-KVS_INLINE void kvs_store32(void *p, __u32 v) { __builtin_memcpy(p, &v, 4); }
-KVS_INLINE __u16 kvs_load16(const void *p) { __u16 v; __builtin_memcpy(&v, p, 2); return v; }
-KVS_INLINE void kvs_store16(void *p, __u16 v) { __builtin_memcpy(p, &v, 2); }
+KVS_INLINE __u32 kvs_load32(const void *p) {
+    __u32 v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+KVS_INLINE void kvs_store32(void *p, __u32 v) {
+    __builtin_memcpy(p, &v, 4);
+}
+KVS_INLINE __u16 kvs_load16(const void *p) {
+    __u16 v;
+    __builtin_memcpy(&v, p, 2);
+    return v;
+}
+KVS_INLINE void kvs_store16(void *p, __u16 v) {
+    __builtin_memcpy(p, &v, 2);
+}
 #endif
 
 #endif /* KVSTEER_PROTO_H */

@@ -4,84 +4,83 @@
 
 /* X(ENUM_SUFFIX, "name") — append only: the index is the counter's slot in kvs_stats.
  * XDP reasons come first, then the dataplane's (userspace counters use the same names). */
-#define KVS_REASONS(X)                                                        \
-    X(PASS_NOT_IP, "pass_not_ip")                                             \
-    X(PASS_NOT_TCP, "pass_not_tcp")                                           \
-    X(PASS_NOT_OURS, "pass_not_ours")                                         \
-    X(PASS_IPV6_EXT, "pass_ipv6_ext_hdr")                                     \
-    X(PASS_FRAGMENT, "pass_fragment")                                         \
-    X(PASS_ICMP, "pass_icmp")                                                 \
-    X(TX_SYNACK, "tx_synack")                                                 \
-    X(TX_FWD_C2S, "tx_fwd_c2s")                                               \
-    X(TX_FWD_S2C, "tx_fwd_s2c")                                               \
-    X(REDIRECT_FWD, "redirect_fwd")                                           \
-    X(PUNT_FIRST_FLIGHT, "punt_first_flight")                                 \
-    X(PUNT_BACKEND_SYNACK, "punt_backend_synack")                             \
-    X(PUNT_BACKEND_OTHER, "punt_backend_other")                               \
-    X(PUNT_ICMP, "punt_icmp")                                                 \
-    X(PUNT_NO_XSK, "punt_no_xsk")                                             \
-    X(DROP_BAD_COOKIE, "drop_bad_cookie")                                     \
-    X(DROP_PURE_ACK, "drop_pure_ack_no_state")                                \
-    X(DROP_RST_NO_FLOW, "drop_rst_no_flow")                                   \
-    X(DROP_TRUNCATED, "drop_truncated")                                       \
-    X(DROP_MALFORMED, "drop_malformed")                                       \
-    X(DROP_NO_CONFIG, "drop_no_config")                                       \
-    X(DROP_SYN_WITH_DATA, "drop_syn_with_data")                               \
-    X(FLOW_FIN, "flow_fin")                                                   \
-    X(FLOW_RST, "flow_rst")                                                   \
-    X(FLOW_CLOSED, "flow_closed")                                             \
-    X(DP_BIND_OK, "dp_bind_ok")                                               \
-    X(DP_BIND_RETRY, "dp_bind_retry")                                         \
-    X(DP_BIND_FAIL_RST_CLIENT, "dp_bind_fail_rst_client")                     \
-    X(DP_BACKEND_RST, "dp_backend_rst")                                       \
-    X(DP_BACKEND_TIMEOUT, "dp_backend_timeout")                               \
-    X(DP_CLIENT_IDLE_DROP, "dp_client_idle_drop")                             \
-    X(DP_DUP_SEGMENT, "dp_dup_segment")                                       \
-    X(DP_HOLD_FULL, "dp_hold_full")                                           \
-    X(DP_KEY_OPENAI_PROMPT, "dp_key_openai_prompt")                           \
-    X(DP_KEY_OPENAI_CHAT, "dp_key_openai_chat")                               \
-    X(DP_KEY_BODY_PREFIX, "dp_key_body_prefix")                               \
-    X(DP_KEY_FIVE_TUPLE, "dp_key_five_tuple")                                 \
-    X(DP_VIA_AFFINITY, "dp_via_affinity")                                     \
-    X(DP_VIA_MAGLEV, "dp_via_maglev")                                         \
-    X(DP_VIA_MAGLEV_SPILL, "dp_via_maglev_spill")                             \
-    X(DP_VIA_ROUND_ROBIN, "dp_via_round_robin")                               \
-    X(DP_NO_BACKEND, "dp_no_backend")                                         \
-    X(DP_RING_DROPPED, "dp_report_ring_dropped")                              \
-    X(DP_FLOW_INSTALL_FAIL, "dp_flow_install_fail")                           \
-    X(DP_PORTS_EXHAUSTED, "dp_snat_ports_exhausted")                         \
-    X(DROP_NO_TX_PORT, "drop_no_tx_port")                                     \
-    X(DP_TX_DROP, "dp_tx_drop")                                               \
-    X(FLOW_REUSED, "flow_reused_by_syn")                                      \
-    X(SYN_ON_LIVE_FLOW, "syn_on_live_flow")                                  \
-    X(GUARD_DROP, "guard_drop_no_xdp")                                        \
-    X(DP_ISN_FROM_TS, "dp_isn_from_timestamp")                                \
-    X(DP_START_UNSURE, "dp_bind_start_unsure")                                \
-    X(DP_STALE_SEGMENT, "dp_stale_segment")                                   \
-    X(DP_INBOX_FULL, "dp_drop_inbox_full")                                    \
-    X(DP_NO_MBUF, "dp_no_mbuf")                                               \
-    X(DP_HELD_UNPARSABLE, "dp_drop_held_unparsable")                          \
-    X(DP_DRAINING, "dp_drop_draining")                                        \
-    X(DP_IPV6_UNSUPPORTED, "dp_drop_ipv6_unsupported")                        \
-    X(DP_ARP_NOT_OURS, "dp_drop_arp_not_ours")                                \
-    X(DP_RX_STALL, "dp_rx_stall")                                             \
-    X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")                              \
-    X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")                                \
-    X(DP_RST_BARE_FIN, "dp_rst_fin_without_data")                             \
-    X(DP_HOLD_SOURCE_CAP, "dp_hold_source_cap")                               \
+#define KVS_REASONS(X)                                    \
+    X(PASS_NOT_IP, "pass_not_ip")                         \
+    X(PASS_NOT_TCP, "pass_not_tcp")                       \
+    X(PASS_NOT_OURS, "pass_not_ours")                     \
+    X(PASS_IPV6_EXT, "pass_ipv6_ext_hdr")                 \
+    X(PASS_FRAGMENT, "pass_fragment")                     \
+    X(PASS_ICMP, "pass_icmp")                             \
+    X(TX_SYNACK, "tx_synack")                             \
+    X(TX_FWD_C2S, "tx_fwd_c2s")                           \
+    X(TX_FWD_S2C, "tx_fwd_s2c")                           \
+    X(REDIRECT_FWD, "redirect_fwd")                       \
+    X(PUNT_FIRST_FLIGHT, "punt_first_flight")             \
+    X(PUNT_BACKEND_SYNACK, "punt_backend_synack")         \
+    X(PUNT_BACKEND_OTHER, "punt_backend_other")           \
+    X(PUNT_ICMP, "punt_icmp")                             \
+    X(PUNT_NO_XSK, "punt_no_xsk")                         \
+    X(DROP_BAD_COOKIE, "drop_bad_cookie")                 \
+    X(DROP_PURE_ACK, "drop_pure_ack_no_state")            \
+    X(DROP_RST_NO_FLOW, "drop_rst_no_flow")               \
+    X(DROP_TRUNCATED, "drop_truncated")                   \
+    X(DROP_MALFORMED, "drop_malformed")                   \
+    X(DROP_NO_CONFIG, "drop_no_config")                   \
+    X(DROP_SYN_WITH_DATA, "drop_syn_with_data")           \
+    X(FLOW_FIN, "flow_fin")                               \
+    X(FLOW_RST, "flow_rst")                               \
+    X(FLOW_CLOSED, "flow_closed")                         \
+    X(DP_BIND_OK, "dp_bind_ok")                           \
+    X(DP_BIND_RETRY, "dp_bind_retry")                     \
+    X(DP_BIND_FAIL_RST_CLIENT, "dp_bind_fail_rst_client") \
+    X(DP_BACKEND_RST, "dp_backend_rst")                   \
+    X(DP_BACKEND_TIMEOUT, "dp_backend_timeout")           \
+    X(DP_CLIENT_IDLE_DROP, "dp_client_idle_drop")         \
+    X(DP_DUP_SEGMENT, "dp_dup_segment")                   \
+    X(DP_HOLD_FULL, "dp_hold_full")                       \
+    X(DP_KEY_OPENAI_PROMPT, "dp_key_openai_prompt")       \
+    X(DP_KEY_OPENAI_CHAT, "dp_key_openai_chat")           \
+    X(DP_KEY_BODY_PREFIX, "dp_key_body_prefix")           \
+    X(DP_KEY_FIVE_TUPLE, "dp_key_five_tuple")             \
+    X(DP_VIA_AFFINITY, "dp_via_affinity")                 \
+    X(DP_VIA_MAGLEV, "dp_via_maglev")                     \
+    X(DP_VIA_MAGLEV_SPILL, "dp_via_maglev_spill")         \
+    X(DP_VIA_ROUND_ROBIN, "dp_via_round_robin")           \
+    X(DP_NO_BACKEND, "dp_no_backend")                     \
+    X(DP_RING_DROPPED, "dp_report_ring_dropped")          \
+    X(DP_FLOW_INSTALL_FAIL, "dp_flow_install_fail")       \
+    X(DP_PORTS_EXHAUSTED, "dp_snat_ports_exhausted")      \
+    X(DROP_NO_TX_PORT, "drop_no_tx_port")                 \
+    X(DP_TX_DROP, "dp_tx_drop")                           \
+    X(FLOW_REUSED, "flow_reused_by_syn")                  \
+    X(SYN_ON_LIVE_FLOW, "syn_on_live_flow")               \
+    X(GUARD_DROP, "guard_drop_no_xdp")                    \
+    X(DP_ISN_FROM_TS, "dp_isn_from_timestamp")            \
+    X(DP_START_UNSURE, "dp_bind_start_unsure")            \
+    X(DP_STALE_SEGMENT, "dp_stale_segment")               \
+    X(DP_INBOX_FULL, "dp_drop_inbox_full")                \
+    X(DP_NO_MBUF, "dp_no_mbuf")                           \
+    X(DP_HELD_UNPARSABLE, "dp_drop_held_unparsable")      \
+    X(DP_DRAINING, "dp_drop_draining")                    \
+    X(DP_IPV6_UNSUPPORTED, "dp_drop_ipv6_unsupported")    \
+    X(DP_ARP_NOT_OURS, "dp_drop_arp_not_ours")            \
+    X(DP_RX_STALL, "dp_rx_stall")                         \
+    X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")          \
+    X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")            \
+    X(DP_RST_BARE_FIN, "dp_rst_fin_without_data")         \
+    X(DP_HOLD_SOURCE_CAP, "dp_hold_source_cap")           \
     X(DP_HOLD_EVICTED, "dp_hold_evicted_incomplete_head")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
     KVS_REASONS(KVS_REASON_ENUM)
 #undef KVS_REASON_ENUM
-    KVS_R__COUNT
+        KVS_R__COUNT
 };
 
 #if !defined(__bpf__)
 /* Name of a reason for userspace (counters, CLI, metrics). */
-static inline const char *kvs_reason_name(unsigned r)
-{
+static inline const char *kvs_reason_name(unsigned r) {
     static const char *const names[] = {
 #define KVS_REASON_NAME(e, name) name,
         KVS_REASONS(KVS_REASON_NAME)

@@ -1,4 +1,5 @@
-/* Per-packet flow rewrite (full NAT + sequence/SACK/timestamp/window translation) with incremental checksums. */
+/* Per-packet flow rewrite (full NAT + sequence/SACK/timestamp/window translation) with incremental
+ * checksums. */
 #ifndef KVSTEER_REWRITE_H
 #define KVSTEER_REWRITE_H
 
@@ -7,16 +8,14 @@
 #include "kvsteer/parse.h"
 
 /* Window field translation: (win << shl) >> shr, saturated to 0xffff. */
-KVS_INLINE __u16 kvs_window_xlate(__u16 win_host, __u8 shl, __u8 shr)
-{
+KVS_INLINE __u16 kvs_window_xlate(__u16 win_host, __u8 shl, __u8 shr) {
     __u64 w = ((__u64)win_host << (shl & 31)) >> (shr & 31);
     return w > 0xffff ? (__u16)0xffff : (__u16)w;
 }
 
 /* Adds `delta` to the big-endian 32-bit field at p and accounts the change in `acc`; `odd`
  * when the field sits at an odd offset in the TCP header (options without NOP alignment). */
-KVS_INLINE __u64 kvs_add32_be(__u8 *p, __u32 delta, __u64 acc, __u32 odd)
-{
+KVS_INLINE __u64 kvs_add32_be(__u8 *p, __u32 delta, __u64 acc, __u32 odd) {
     __u32 old_v = kvs_load32(p);
     __u32 new_v = kvs_htonl(kvs_ntohl(old_v) + delta);
 
@@ -30,8 +29,7 @@ KVS_INLINE __u64 kvs_add32_be(__u8 *p, __u32 delta, __u64 acc, __u32 odd)
  * checksums are updated incrementally. The frame keeps its length. Returns 0, or -1 when an
  * option recorded by the parser lies outside the frame (impossible after kvs_parse; the
  * checks are for the verifier). */
-KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struct kvs_flow *f)
-{
+KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struct kvs_flow *f) {
     struct kvs_ethhdr *eth = pkt->eth;
     struct kvs_tcphdr *tcp = pkt->tcp;
     __u64 acc = 0; /* TCP checksum change, pseudo-header included */
@@ -40,8 +38,7 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
     __u32 off;
     int i;
 
-    if (!eth || !tcp || (void *)(tcp + 1) > data_end || (void *)(eth + 1) > data_end)
-        return -1;
+    if (!eth || !tcp || (void *)(tcp + 1) > data_end || (void *)(eth + 1) > data_end) return -1;
 
     __builtin_memcpy(eth->dst, f->new_dmac, KVS_ETH_ALEN);
     __builtin_memcpy(eth->src, f->new_smac, KVS_ETH_ALEN);
@@ -50,8 +47,7 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
         struct kvs_iphdr *ip = pkt->ip4;
         __u64 acc_ip = 0;
 
-        if ((void *)(ip + 1) > data_end)
-            return -1;
+        if ((void *)(ip + 1) > data_end) return -1;
         acc_ip = kvs_csum_diff32(acc_ip, ip->saddr, f->new_saddr[0]);
         acc_ip = kvs_csum_diff32(acc_ip, ip->daddr, f->new_daddr[0]);
         ip->saddr = f->new_saddr[0];
@@ -61,8 +57,7 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
     } else if (pkt->ip6) {
         struct kvs_ipv6hdr *ip6 = pkt->ip6;
 
-        if ((void *)(ip6 + 1) > data_end)
-            return -1;
+        if ((void *)(ip6 + 1) > data_end) return -1;
         for (i = 0; i < 4; i++) {
             acc = kvs_csum_diff32(acc, ip6->saddr[i], f->new_saddr[i]);
             acc = kvs_csum_diff32(acc, ip6->daddr[i], f->new_daddr[i]);
@@ -91,8 +86,7 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
     off = pkt->opts.ts_off;
     if (off) {
         p = (__u8 *)tcp + (off & 63);
-        if ((void *)(p + 8) > data_end)
-            return -1;
+        if ((void *)(p + 8) > data_end) return -1;
         acc = kvs_add32_be(p, f->tsval_delta, acc, off & 1);
         acc = kvs_add32_be(p + 4, f->tsecr_delta, acc, off & 1);
     }
@@ -101,10 +95,8 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
     if (off && f->ack_delta) {
         p = (__u8 *)tcp + (off & 63);
         for (i = 0; i < KVS_TCP_MAX_SACK; i++) {
-            if (i >= pkt->opts.sack_n)
-                break;
-            if ((void *)(p + 8) > data_end)
-                return -1;
+            if (i >= pkt->opts.sack_n) break;
+            if ((void *)(p + 8) > data_end) return -1;
             acc = kvs_add32_be(p, f->ack_delta, acc, off & 1);
             acc = kvs_add32_be(p + 4, f->ack_delta, acc, off & 1);
             p += 8;
@@ -116,8 +108,7 @@ KVS_INLINE int kvs_flow_rewrite(void *data_end, struct kvs_pkt *pkt, const struc
 }
 
 /* Key of the packet as it arrives (what kvs_flows is looked up with). */
-KVS_INLINE void kvs_flow_key_of(const struct kvs_pkt *pkt, struct kvs_flow_key *k)
-{
+KVS_INLINE void kvs_flow_key_of(const struct kvs_pkt *pkt, struct kvs_flow_key *k) {
     __builtin_memset(k, 0, sizeof(*k));
     if (pkt->ip4) {
         k->saddr[0] = pkt->ip4->saddr;
@@ -135,8 +126,7 @@ KVS_INLINE void kvs_flow_key_of(const struct kvs_pkt *pkt, struct kvs_flow_key *
 
 /* Key of the opposite direction's entry: what a packet rewritten by `f` is answered with. */
 KVS_INLINE void kvs_flow_reverse_key(const struct kvs_flow_key *k, const struct kvs_flow *f,
-                                     struct kvs_flow_key *rk)
-{
+                                     struct kvs_flow_key *rk) {
     __builtin_memset(rk, 0, sizeof(*rk));
     __builtin_memcpy(rk->saddr, f->new_daddr, 16);
     __builtin_memcpy(rk->daddr, f->new_saddr, 16);

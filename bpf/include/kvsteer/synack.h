@@ -1,4 +1,5 @@
-/* SYN-ACK builder: answers a parsed SYN in the same buffer with our cookie as ISN and the options the client offered. */
+/* SYN-ACK builder: answers a parsed SYN in the same buffer with our cookie as ISN and the options
+ * the client offered. */
 #ifndef KVSTEER_SYNACK_H
 #define KVSTEER_SYNACK_H
 
@@ -15,32 +16,31 @@
 /* Everything the SYN-ACK needs, taken from the SYN before the buffer is resized. Option
  * layout (Linux's): MSS, then SACK-perm+TS | NOP NOP TS | NOP NOP SACK-perm, then NOP WS. */
 struct kvs_synack {
-    __u32 saddr[4];      /* ours = the SYN's destination (the VIP), network order */
-    __u32 daddr[4];      /* the client */
-    __u16 sport, dport;  /* network order */
-    __u32 client_isn;    /* host order */
-    __u32 cookie;        /* our ISN, host order: filled by the caller (kvs_cookie_sign) */
-    __u32 tsval;         /* our TSval, host order: filled by the caller (kvs_cookie_sign) */
-    __u32 tsecr;         /* the client's TSval */
-    __u16 mss;           /* advertised */
-    __u16 window;        /* raw window field */
-    __u8 wscale;         /* advertised shift, KVS_WSCALE_NONE = no WS option */
+    __u32 saddr[4];     /* ours = the SYN's destination (the VIP), network order */
+    __u32 daddr[4];     /* the client */
+    __u16 sport, dport; /* network order */
+    __u32 client_isn;   /* host order */
+    __u32 cookie;       /* our ISN, host order: filled by the caller (kvs_cookie_sign) */
+    __u32 tsval;        /* our TSval, host order: filled by the caller (kvs_cookie_sign) */
+    __u32 tsecr;        /* the client's TSval */
+    __u16 mss;          /* advertised */
+    __u16 window;       /* raw window field */
+    __u8 wscale;        /* advertised shift, KVS_WSCALE_NONE = no WS option */
     __u8 sack_perm;
-    __u8 ts;             /* 1 = TS option */
+    __u8 ts; /* 1 = TS option */
     __u8 family;
     __u8 smac[6], dmac[6];
     __u16 l3_off;
-    __u16 optlen;        /* TCP option bytes, multiple of 4 */
-    __u32 frame_len;     /* whole frame, bytes */
-    __u8 cookie_data;    /* option byte to pack into the cookie (kvs_cookie_pack_opts) */
+    __u16 optlen;     /* TCP option bytes, multiple of 4 */
+    __u32 frame_len;  /* whole frame, bytes */
+    __u8 cookie_data; /* option byte to pack into the cookie (kvs_cookie_pack_opts) */
 };
 
 /* Fills `sa` for the SYN in `pkt`. Our MSS/window come from cfg (0 = defaults above), the
  * window scale is cfg->syn_wscale as is; WS and SACK-perm are offered only when the client
  * offered them, TS only when the client sent TS and cfg allows. */
 KVS_INLINE void kvs_synack_plan(const struct kvs_pkt *pkt, const struct kvs_config *cfg,
-                                struct kvs_synack *sa)
-{
+                                struct kvs_synack *sa) {
     const struct kvs_tcp_opts *o = &pkt->opts;
     __u32 iplen;
 
@@ -80,8 +80,7 @@ KVS_INLINE void kvs_synack_plan(const struct kvs_pkt *pkt, const struct kvs_conf
 /* Writes the SYN-ACK described by `sa` into the frame [data, data_end), which must already be
  * exactly sa->frame_len bytes and start with the SYN's L2 header. Returns 0, or -1 if the
  * frame has the wrong size. */
-KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_synack *sa)
-{
+KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_synack *sa) {
     struct kvs_ethhdr *eth = (struct kvs_ethhdr *)data;
     struct kvs_tcphdr *th;
     __u8 *l3, *opt;
@@ -99,8 +98,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
     if (sa->family == 4) {
         struct kvs_iphdr *ip = (struct kvs_iphdr *)l3;
 
-        if ((void *)(ip + 1) > data_end)
-            return -1;
+        if ((void *)(ip + 1) > data_end) return -1;
         ip->ver_ihl = 0x45;
         ip->tos = 0;
         ip->tot_len = kvs_htons((__u16)(sizeof(*ip) + tcplen));
@@ -117,8 +115,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
     } else {
         struct kvs_ipv6hdr *ip6 = (struct kvs_ipv6hdr *)l3;
 
-        if ((void *)(ip6 + 1) > data_end)
-            return -1;
+        if ((void *)(ip6 + 1) > data_end) return -1;
         ip6->ver_tc_flow = kvs_htonl(0x60000000u);
         ip6->payload_len = kvs_htons((__u16)tcplen);
         ip6->nexthdr = KVS_IPPROTO_TCP;
@@ -130,8 +127,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
     }
     /* The frame ends exactly after the options (checked above); re-checked for the verifier. */
     opt = (__u8 *)(th + 1);
-    if ((void *)(opt + 4) > data_end)
-        return -1;
+    if ((void *)(opt + 4) > data_end) return -1;
     th->source = sa->sport;
     th->dest = sa->dport;
     th->seq = kvs_htonl(sa->cookie);
@@ -146,8 +142,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
     opt[2] = (__u8)(sa->mss >> 8);
     opt[3] = (__u8)sa->mss;
     if (sa->ts) {
-        if ((void *)(opt + 16) > data_end)
-            return -1;
+        if ((void *)(opt + 16) > data_end) return -1;
         if (sa->sack_perm) {
             opt[4] = KVS_TCPOPT_SACK_PERM;
             opt[5] = KVS_TCPOLEN_SACK_PERM;
@@ -161,8 +156,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
         kvs_store32(opt + 12, kvs_htonl(sa->tsecr));
         n = 16;
     } else if (sa->sack_perm) {
-        if ((void *)(opt + 8) > data_end)
-            return -1;
+        if ((void *)(opt + 8) > data_end) return -1;
         opt[4] = KVS_TCPOPT_NOP;
         opt[5] = KVS_TCPOPT_NOP;
         opt[6] = KVS_TCPOPT_SACK_PERM;
@@ -172,8 +166,7 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
     if (sa->wscale != KVS_WSCALE_NONE) {
         __u8 *w = opt + (n & 0x1c);
 
-        if ((void *)(w + 4) > data_end)
-            return -1;
+        if ((void *)(w + 4) > data_end) return -1;
         w[0] = KVS_TCPOPT_NOP;
         w[1] = KVS_TCPOPT_WS;
         w[2] = KVS_TCPOLEN_WS;
@@ -183,10 +176,8 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
     for (i = 0; i < (sizeof(struct kvs_tcphdr) + KVS_SYNACK_MAX_OPTLEN) / 4; i++) {
         __u8 *q = (__u8 *)th + i * 4;
 
-        if (i * 4 >= tcplen)
-            break;
-        if ((void *)(q + 4) > data_end)
-            return -1;
+        if (i * 4 >= tcplen) break;
+        if ((void *)(q + 4) > data_end) return -1;
         sum += kvs_load32(q);
     }
     th->check = kvs_csum_finish(sum);

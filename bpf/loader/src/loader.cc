@@ -17,12 +17,13 @@ namespace kvsteer::bpf {
 
 namespace {
 
-std::string errstr(int e) { return std::strerror(e < 0 ? -e : e); }
+std::string errstr(int e) {
+    return std::strerror(e < 0 ? -e : e);
+}
 
 }  // namespace
 
-bool read_percpu_counters(int map_fd, std::uint64_t *out, unsigned n, std::string *err)
-{
+bool read_percpu_counters(int map_fd, std::uint64_t *out, unsigned n, std::string *err) {
     int ncpu = libbpf_num_possible_cpus();
     if (ncpu <= 0) {
         if (err) *err = "cannot count possible CPUs: " + errstr(ncpu);
@@ -42,8 +43,7 @@ bool read_percpu_counters(int map_fd, std::uint64_t *out, unsigned n, std::strin
     return true;
 }
 
-std::unique_ptr<Loader> Loader::load(const LoaderOptions &opt, std::string *err)
-{
+std::unique_ptr<Loader> Loader::load(const LoaderOptions &opt, std::string *err) {
     std::unique_ptr<Loader> l(new Loader());
     LIBBPF_OPTS(bpf_object_open_opts, oo);
     if (!opt.pin_dir.empty()) oo.pin_root_path = opt.pin_dir.c_str();
@@ -65,40 +65,38 @@ std::unique_ptr<Loader> Loader::load(const LoaderOptions &opt, std::string *err)
     int rc = kvsteer_bpf__load(l->skel_);
     if (rc != 0) {
         if (err)
-            *err = "loading the kvsteer BPF object" +
-                   (opt.pin_dir.empty() ? std::string() : " (pinned maps under " + opt.pin_dir + ")") +
-                   ": " + errstr(rc) + " (libbpf log above names the map or verifier error)";
+            *err =
+                "loading the kvsteer BPF object" +
+                (opt.pin_dir.empty() ? std::string() : " (pinned maps under " + opt.pin_dir + ")") +
+                ": " + errstr(rc) + " (libbpf log above names the map or verifier error)";
         return nullptr;
     }
     return l;
 }
 
-Loader::~Loader()
-{
+Loader::~Loader() {
     if (skel_) kvsteer_bpf__destroy(skel_);
 }
 
-int Loader::prog_fd() const { return bpf_program__fd(skel_->progs.kvsteer_xdp); }
+int Loader::prog_fd() const {
+    return bpf_program__fd(skel_->progs.kvsteer_xdp);
+}
 
-bpf_map *Loader::map(const char *name) const
-{
+bpf_map *Loader::map(const char *name) const {
     return bpf_object__find_map_by_name(skel_->obj, name);
 }
 
-int Loader::map_fd(const char *name) const
-{
+int Loader::map_fd(const char *name) const {
     bpf_map *m = map(name);
     return m ? bpf_map__fd(m) : -1;
 }
 
-bool Loader::read_stats(std::uint64_t *out, unsigned n, std::string *err) const
-{
+bool Loader::read_stats(std::uint64_t *out, unsigned n, std::string *err) const {
     return read_percpu_counters(bpf_map__fd(skel_->maps.kvs_stats), out,
                                 n > KVS_STATS_MAX ? KVS_STATS_MAX : n, err);
 }
 
-bool Loader::attach(int ifindex, AttachMode mode, std::string *err)
-{
+bool Loader::attach(int ifindex, AttachMode mode, std::string *err) {
     char name[IF_NAMESIZE] = "?";
     if_indextoname(static_cast<unsigned>(ifindex), name);
     if (mode == AttachMode::kNative || mode == AttachMode::kAuto) {
@@ -123,8 +121,7 @@ bool Loader::attach(int ifindex, AttachMode mode, std::string *err)
     return true;
 }
 
-bool Loader::detach(int ifindex, AttachMode mode, std::string *err)
-{
+bool Loader::detach(int ifindex, AttachMode mode, std::string *err) {
     bool ok = true;
     std::string msg;
     if (mode == AttachMode::kNative || mode == AttachMode::kAuto) {

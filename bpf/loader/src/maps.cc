@@ -19,7 +19,9 @@ namespace kvsteer::bpf {
 
 namespace {
 
-std::string errstr(int e) { return std::strerror(e < 0 ? -e : e); }
+std::string errstr(int e) {
+    return std::strerror(e < 0 ? -e : e);
+}
 
 // One pinned map as the XDP object defines it, and the PinnedMaps members it lands in
 // (`mem` is null for maps that are not mmapped).
@@ -40,22 +42,21 @@ const MapSpec kSpecs[] = {
     {KVS_MAP_BACKEND_LOAD, sizeof(kvs_backend_load), KVS_MAX_BACKENDS, &PinnedMaps::load_fd,
      KVS_MEM(load)},
     {KVS_MAP_MAGLEV, sizeof(kvs_maglev_table), 1, &PinnedMaps::maglev_fd, KVS_MEM(maglev)},
-    {KVS_MAP_AFFINITY, sizeof(kvs_affinity_entry), 2 * KVS_AFFINITY_SLOTS,
-     &PinnedMaps::affinity_fd, KVS_MEM(affinity)},
+    {KVS_MAP_AFFINITY, sizeof(kvs_affinity_entry), 2 * KVS_AFFINITY_SLOTS, &PinnedMaps::affinity_fd,
+     KVS_MEM(affinity)},
     {KVS_MAP_FLOWS, sizeof(kvs_flow), KVS_FLOW_MAX, &PinnedMaps::flows_fd, nullptr},
     {KVS_MAP_STATS, sizeof(std::uint64_t), KVS_STATS_MAX, &PinnedMaps::stats_fd, nullptr},
     {KVS_MAP_RING_CTL, sizeof(kvs_ring_ctl), KVS_MAX_WORKERS, &PinnedMaps::ring_ctl_fd,
      KVS_MEM(ring_ctl)},
-    {KVS_MAP_BIND_RING, sizeof(kvs_bind_report), KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS,
+    {KVS_MAP_BIND_RING, sizeof(kvs_bind_report), KVS_MAX_WORKERS *KVS_BIND_RING_SLOTS,
      &PinnedMaps::ring_fd, KVS_MEM(ring)},
-    {KVS_MAP_DP_STATS, sizeof(std::uint64_t), KVS_MAX_WORKERS * KVS_STATS_MAX,
+    {KVS_MAP_DP_STATS, sizeof(std::uint64_t), KVS_MAX_WORKERS *KVS_STATS_MAX,
      &PinnedMaps::dp_stats_fd, KVS_MEM(dp_stats)},
 };
 #undef KVS_MEM
 
 // The kernel lays out (and mmaps) array elements at an 8-byte stride.
-size_t mmap_len(const MapSpec &s)
-{
+size_t mmap_len(const MapSpec &s) {
     size_t stride = (s.value_size + 7u) & ~size_t{7};
     size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     return (stride * s.max_entries + page - 1) / page * page;
@@ -68,16 +69,14 @@ static_assert(sizeof(kvs_bind_report) % 8 == 0, "mmapped array values need 8-byt
 static_assert(sizeof(kvs_ring_ctl) % 8 == 0, "mmapped array values need 8-byte size");
 static_assert(sizeof(kvs_backend_load) % 8 == 0, "mmapped array values need 8-byte size");
 
-bool on_bpffs(const std::string &dir)
-{
+bool on_bpffs(const std::string &dir) {
     struct statfs st {};
     return statfs(dir.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
 }
 
 }  // namespace
 
-PinnedMaps::~PinnedMaps()
-{
+PinnedMaps::~PinnedMaps() {
     for (const auto &s : kSpecs) {
         if (s.mem && *s.mem(*this)) munmap(*s.mem(*this), mmap_len(s));
         if (this->*s.fd >= 0) close(this->*s.fd);
@@ -87,8 +86,7 @@ PinnedMaps::~PinnedMaps()
 namespace {
 
 // Opens the pin of `s` under `dir` and checks it has the layout this build expects.
-int open_checked(const std::string &dir, const MapSpec &s, std::string *err)
-{
+int open_checked(const std::string &dir, const MapSpec &s, std::string *err) {
     std::string path = dir + "/" + s.name;
     int fd = bpf_obj_get(path.c_str());
     if (fd < 0) {
@@ -115,8 +113,8 @@ int open_checked(const std::string &dir, const MapSpec &s, std::string *err)
 
 }  // namespace
 
-std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create, std::string *err)
-{
+std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create,
+                                             std::string *err) {
     std::string e;
     auto fail = [err](std::string msg) -> std::unique_ptr<PinnedMaps> {
         if (err) *err = std::move(msg);
@@ -160,14 +158,14 @@ std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create
         m.get()->*s.fd = fd;
         if (!s.mem) continue;
         void *p = mmap(nullptr, mmap_len(s), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) return fail("mmap of map " + dir + "/" + s.name + ": " + errstr(errno));
+        if (p == MAP_FAILED)
+            return fail("mmap of map " + dir + "/" + s.name + ": " + errstr(errno));
         *s.mem(*m) = p;
     }
     return m;
 }
 
-bool read_xdp_stats(const PinnedMaps &m, std::uint64_t *out, unsigned n, std::string *err)
-{
+bool read_xdp_stats(const PinnedMaps &m, std::uint64_t *out, unsigned n, std::string *err) {
     if (m.stats_fd < 0) {
         if (err) *err = "kvs_stats is not open";
         return false;

@@ -15,8 +15,10 @@ size_t skip_ws(std::string_view s, size_t i) {
 // s[i] == '"'; returns the index after the closing quote.
 size_t end_of_string(std::string_view s, size_t i) {
     for (++i; i < s.size(); ++i) {
-        if (s[i] == '\\') ++i;
-        else if (s[i] == '"') return i + 1;
+        if (s[i] == '\\')
+            ++i;
+        else if (s[i] == '"')
+            return i + 1;
     }
     return npos;
 }
@@ -66,8 +68,10 @@ std::optional<std::string_view> raw_top_level_value(std::string_view body, std::
         if (vend == npos) return std::nullopt;
         if (k == key) found = body.substr(i, vend - i);
         i = skip_ws(body, vend);
-        if (i < body.size() && body[i] == ',') i = skip_ws(body, i + 1);
-        else break;
+        if (i < body.size() && body[i] == ',')
+            i = skip_ws(body, i + 1);
+        else
+            break;
     }
     return found;
 }

@@ -49,8 +49,10 @@ std::string encode_kv_batch(const std::vector<model::BlockEvent> &evs, double ts
             pack_str(pk, "BlockStored");
             msgpack_pack_array(&pk, g.hashes.size());
             for (uint64_t h : g.hashes) msgpack_pack_uint64(&pk, h);
-            if (g.has_parent) msgpack_pack_uint64(&pk, g.parent);
-            else msgpack_pack_nil(&pk);
+            if (g.has_parent)
+                msgpack_pack_uint64(&pk, g.parent);
+            else
+                msgpack_pack_nil(&pk);
             msgpack_pack_array(&pk, 0);  // token_ids
             msgpack_pack_uint32(&pk, block_tokens);
             msgpack_pack_nil(&pk);  // lora_id

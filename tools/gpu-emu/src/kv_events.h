@@ -17,7 +17,7 @@ std::string encode_kv_batch(const std::vector<model::BlockEvent> &evs, double ts
                             uint32_t block_tokens);
 
 class KvEventPublisher {
-public:
+   public:
     // Binds a PUB socket (e.g. "tcp://*:5557", "tcp://127.0.0.1:*"); throws std::runtime_error.
     KvEventPublisher(const std::string &endpoint, std::string topic, uint32_t block_tokens);
     ~KvEventPublisher();
@@ -31,7 +31,7 @@ public:
     uint64_t next_seq() const { return seq_; }
     uint64_t dropped() const { return dropped_; }
 
-private:
+   private:
     void *ctx_ = nullptr;
     void *sock_ = nullptr;
     std::string topic_;

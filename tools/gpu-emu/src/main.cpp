@@ -26,7 +26,8 @@ int main(int argc, char **argv) {
         "Prompt bytes cached: completions: the decoded \"prompt\" string (string arrays\n"
         "concatenated; token-id arrays: each id as --bytes-per-token LE bytes); chat: the raw\n"
         "bytes of the \"messages\" JSON value as sent, from its '['. Tokens = ceil(bytes /\n"
-        "bytes-per-token). Output: max_tokens (or max_completion_tokens, default 16) filler tokens.\n"
+        "bytes-per-token). Output: max_tokens (or max_completion_tokens, default 16) filler "
+        "tokens.\n"
         "Response headers: x-kvsteer-backend (--server-id), x-body-sha256 and x-body-bytes\n"
         "(SHA-256 and length of the request body as received), x-response-sha256 (SHA-256 of\n"
         "the response body after de-chunking), x-request-id. Request header\n"
@@ -94,7 +95,8 @@ int main(int argc, char **argv) {
     // Options given in ms are stored in seconds.
     if (vm.count("prefill-c0-ms")) cfg.cost.prefill_c0_s /= 1e3;
     if (vm.count("decode-base-ms")) cfg.cost.decode_base_s /= 1e3;
-    cfg.api.models = models.empty() ? std::vector<std::string>{"meta-llama/Llama-3.1-8B-Instruct"} : models;
+    cfg.api.models =
+        models.empty() ? std::vector<std::string>{"meta-llama/Llama-3.1-8B-Instruct"} : models;
     if (cfg.cache.block_tokens == 0 || cfg.api.bytes_per_token == 0 || cfg.time_scale <= 0 ||
         cfg.sched.max_batch == 0 || cfg.stream_chunk_tokens == 0) {
         std::cerr << "kvsteer-gpu-emu: --block-tokens, --bytes-per-token, --time-scale, "
@@ -118,11 +120,12 @@ int main(int argc, char **argv) {
             std::ofstream(tmp) << server.port() << "\n";
             std::rename(tmp.c_str(), port_file.c_str());
         }
-        spdlog::info("[{}] listening on {}:{} model={} cache={} tokens ({} blocks of {}) "
-                     "max_batch={} time_scale={}",
-                     cfg.server_id, cfg.host, server.port(), cfg.api.models.front(),
-                     cfg.cache.capacity_tokens, cfg.cache.capacity_tokens / cfg.cache.block_tokens,
-                     cfg.cache.block_tokens, cfg.sched.max_batch, cfg.time_scale);
+        spdlog::info(
+            "[{}] listening on {}:{} model={} cache={} tokens ({} blocks of {}) "
+            "max_batch={} time_scale={}",
+            cfg.server_id, cfg.host, server.port(), cfg.api.models.front(),
+            cfg.cache.capacity_tokens, cfg.cache.capacity_tokens / cfg.cache.block_tokens,
+            cfg.cache.block_tokens, cfg.sched.max_batch, cfg.time_scale);
         if (!cfg.kv_events_endpoint.empty())
             spdlog::info("[{}] KV events on {}", cfg.server_id, server.kv_events_endpoint());
         boost::asio::signal_set sigs(io, SIGINT, SIGTERM);

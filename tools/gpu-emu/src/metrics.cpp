@@ -19,13 +19,15 @@ std::vector<double> ttft_buckets() {
 }
 
 std::vector<double> latency_buckets() {
-    return {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,   10.0,  15.0,  20.0,   30.0,
-            40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+    return {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
+            30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 }
 
 namespace {
 
-std::string num(double v) { return fmt::format("{}", v); }
+std::string num(double v) {
+    return fmt::format("{}", v);
+}
 
 void family(std::string &o, const std::string &name, const char *type, const char *help) {
     o += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -49,7 +51,10 @@ std::string escape_label(const std::string &v) {
     std::string o;
     for (char c : v) {
         if (c == '\\' || c == '"') o.push_back('\\');
-        if (c == '\n') { o += "\\n"; continue; }
+        if (c == '\n') {
+            o += "\\n";
+            continue;
+        }
         o.push_back(c);
     }
     return o;
@@ -82,8 +87,8 @@ std::string render_metrics(const MetricsSnapshot &s) {
     o += fmt::format("vllm:request_success_total{{{},finished_reason=\"length\"}} {}\n", L,
                      num(double(s.success_length)));
     if (s.ttft)
-        histogram(o, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                  L, *s.ttft);
+        histogram(o, "vllm:time_to_first_token_seconds",
+                  "Histogram of time to first token in seconds.", L, *s.ttft);
     if (s.e2e)
         histogram(o, "vllm:e2e_request_latency_seconds",
                   "Histogram of e2e request latency in seconds.", L, *s.e2e);
@@ -92,12 +97,15 @@ std::string render_metrics(const MetricsSnapshot &s) {
                   "Histogram of time spent in WAITING phase for request.", L, *s.queue);
     // Emulator-only figures, in their own namespace so nothing mistakes them for vLLM's.
     const std::string K = fmt::format("{},server_id=\"{}\"", L, escape_label(s.server_id));
-    family(o, "kvsteer_emu:aborted_requests_total", "counter", "Requests dropped by a client disconnect.");
+    family(o, "kvsteer_emu:aborted_requests_total", "counter",
+           "Requests dropped by a client disconnect.");
     o += fmt::format("kvsteer_emu:aborted_requests_total{{{}}} {}\n", K, num(double(s.aborted)));
-    family(o, "kvsteer_emu:prefix_cache_evicted_blocks_total", "counter", "Cached blocks evicted (LRU).");
+    family(o, "kvsteer_emu:prefix_cache_evicted_blocks_total", "counter",
+           "Cached blocks evicted (LRU).");
     o += fmt::format("kvsteer_emu:prefix_cache_evicted_blocks_total{{{}}} {}\n", K,
                      num(double(s.evicted_blocks)));
-    family(o, "kvsteer_emu:cache_config_blocks", "gauge", "KV cache size in blocks of block_tokens tokens.");
+    family(o, "kvsteer_emu:cache_config_blocks", "gauge",
+           "KV cache size in blocks of block_tokens tokens.");
     o += fmt::format("kvsteer_emu:cache_config_blocks{{{},block_tokens=\"{}\"}} {}\n", K,
                      s.block_tokens, num(double(s.cache_blocks)));
     return o;

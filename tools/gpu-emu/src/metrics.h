@@ -8,15 +8,16 @@
 namespace kvsteer::emu {
 
 class Histogram {
-public:
-    explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size(), 0) {}
+   public:
+    explicit Histogram(std::vector<double> bounds)
+        : bounds_(std::move(bounds)), counts_(bounds_.size(), 0) {}
     void observe(double v);
     const std::vector<double> &bounds() const { return bounds_; }
     const std::vector<uint64_t> &counts() const { return counts_; }  // per bucket, not cumulative
     uint64_t count() const { return count_; }
     double sum() const { return sum_; }
 
-private:
+   private:
     std::vector<double> bounds_;
     std::vector<uint64_t> counts_;
     uint64_t count_ = 0;

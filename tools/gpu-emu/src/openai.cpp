@@ -10,7 +10,9 @@ namespace {
 
 using nlohmann::json;
 
-ApiError bad(std::string msg) { return ApiError{400, "BadRequestError", std::move(msg)}; }
+ApiError bad(std::string msg) {
+    return ApiError{400, "BadRequestError", std::move(msg)};
+}
 
 // Appends a token id as bytes_per_token little-endian bytes (the id is the token, so equal id
 // sequences give equal bytes and equal block hashes).
@@ -109,7 +111,8 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, std::string_view bo
         if (!j.contains(k) || j[k].is_null()) continue;
         if (!j[k].is_number_integer()) return bad(std::string("'") + k + "' must be an integer");
         const int64_t v = j[k].get<int64_t>();
-        if (v < 1) return bad(std::string(k) + " must be at least 1, got " + std::to_string(v) + ".");
+        if (v < 1)
+            return bad(std::string(k) + " must be at least 1, got " + std::to_string(v) + ".");
         r.max_tokens = uint32_t(std::min<uint64_t>(uint64_t(v), lim.max_model_len));
         if (std::string_view(k) == "max_tokens") break;
     }
@@ -135,8 +138,11 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, std::string_view bo
 }
 
 std::string error_body(const ApiError &e) {
-    return json{{"object", "error"}, {"message", e.message}, {"type", e.type},
-                {"param", nullptr},  {"code", e.status}}
+    return json{{"object", "error"},
+                {"message", e.message},
+                {"type", e.type},
+                {"param", nullptr},
+                {"code", e.status}}
         .dump();
 }
 
@@ -163,13 +169,12 @@ std::string full_response(const ResponseCtx &c, uint64_t pad_bytes) {
     j["model"] = c.model;
     if (c.api == Api::Chat) {
         j["object"] = "chat.completion";
-        j["choices"] = json::array({json{{"index", 0},
-                                         {"message", {{"role", "assistant"},
-                                                      {"content", text},
-                                                      {"tool_calls", json::array()}}},
-                                         {"logprobs", nullptr},
-                                         {"finish_reason", "length"},
-                                         {"stop_reason", nullptr}}});
+        j["choices"] = json::array({json{
+            {"index", 0},
+            {"message", {{"role", "assistant"}, {"content", text}, {"tool_calls", json::array()}}},
+            {"logprobs", nullptr},
+            {"finish_reason", "length"},
+            {"stop_reason", nullptr}}});
     } else {
         j["object"] = "text_completion";
         j["choices"] = json::array({json{{"index", 0},

@@ -37,13 +37,20 @@ namespace {
 
 const char *reason(int status) {
     switch (status) {
-        case 200: return "OK";
-        case 400: return "Bad Request";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 413: return "Payload Too Large";
-        case 500: return "Internal Server Error";
-        default: return "Unknown";
+        case 200:
+            return "OK";
+        case 400:
+            return "Bad Request";
+        case 404:
+            return "Not Found";
+        case 405:
+            return "Method Not Allowed";
+        case 413:
+            return "Payload Too Large";
+        case 500:
+            return "Internal Server Error";
+        default:
+            return "Unknown";
     }
 }
 
@@ -57,7 +64,7 @@ double wall_now() {
 // One client connection: reads one request at a time, writes its response (plain or chunked
 // SSE) from a queue, then reads the next (keep-alive) or closes.
 class Session : public std::enable_shared_from_this<Session> {
-public:
+   public:
     Session(Server &srv, tcp::socket sock) : srv_(srv), sock_(std::move(sock)) {}
 
     void start() { read_header(); }
@@ -81,15 +88,14 @@ public:
         response_done();
     }
 
-private:
+   private:
     void read_header() {
         parser_.emplace();
         parser_->body_limit(srv_.config().max_body_bytes);
         parser_->header_limit(64 * 1024);
-        http::async_read_header(sock_, buf_, *parser_,
-                                [self = shared_from_this()](beast::error_code ec, size_t) {
-                                    self->on_header(ec);
-                                });
+        http::async_read_header(
+            sock_, buf_, *parser_,
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
     }
 
     void on_header(beast::error_code ec) {
@@ -139,7 +145,8 @@ private:
         response_done();
     }
 
-    void send_error(const ApiError &e, const std::vector<std::pair<std::string, std::string>> &extra) {
+    void send_error(const ApiError &e,
+                    const std::vector<std::pair<std::string, std::string>> &extra) {
         send_plain(e.status, "application/json", error_body(e), extra);
     }
 
@@ -151,7 +158,8 @@ private:
         const bool is_post = req.method() == http::verb::post;
         const std::string &body = req.body();
         const std::vector<std::pair<std::string, std::string>> digest = {
-            {"x-body-sha256", model::sha256_hex(body)}, {"x-body-bytes", std::to_string(body.size())}};
+            {"x-body-sha256", model::sha256_hex(body)},
+            {"x-body-bytes", std::to_string(body.size())}};
         auto not_allowed = [&](const char *allow) {
             send_plain(405, "application/json", R"({"detail":"Method Not Allowed"})",
                        {{"allow", allow}});
@@ -163,16 +171,20 @@ private:
         }
         if (target == "/metrics") {
             if (!is_get) return not_allowed("GET");
-            return send_plain(200, "text/plain; version=0.0.4; charset=utf-8", srv_.metrics_text(), {});
+            return send_plain(200, "text/plain; version=0.0.4; charset=utf-8", srv_.metrics_text(),
+                              {});
         }
         if (target == "/v1/models") {
             if (!is_get) return not_allowed("GET");
             return send_plain(200, "application/json", models_json(), {});
         }
         Api api;
-        if (target == "/v1/completions") api = Api::Completions;
-        else if (target == "/v1/chat/completions") api = Api::Chat;
-        else return send_plain(404, "application/json", R"({"detail":"Not Found"})", {});
+        if (target == "/v1/completions")
+            api = Api::Completions;
+        else if (target == "/v1/chat/completions")
+            api = Api::Chat;
+        else
+            return send_plain(404, "application/json", R"({"detail":"Not Found"})", {});
         if (!is_post) return not_allowed("POST");
 
         auto parsed = parse_request(api, body, srv_.config().api);
@@ -188,8 +200,13 @@ private:
                                   digest);
             }
         }
-        ResponseCtx ctx{api, srv_.next_response_id(api), int64_t(wall_now()), pr.model,
-                        pr.prompt_tokens, pr.max_tokens, pr.include_usage};
+        ResponseCtx ctx{api,
+                        srv_.next_response_id(api),
+                        int64_t(wall_now()),
+                        pr.model,
+                        pr.prompt_tokens,
+                        pr.max_tokens,
+                        pr.include_usage};
         stream_ = pr.stream;
         next_piece_ = 0;
         model::Sha256 rsha;
@@ -213,8 +230,10 @@ private:
         active_ = sub.id;
         // Streaming: headers go out now (as uvicorn's StreamingResponse does); TTFT is the
         // first data chunk. Non-streaming: everything at completion.
-        if (stream_) queue(head(200, "text/event-stream; charset=utf-8", extra, std::nullopt));
-        else full_ = head(200, "application/json", extra, full_.size()) + full_;
+        if (stream_)
+            queue(head(200, "text/event-stream; charset=utf-8", extra, std::nullopt));
+        else
+            full_ = head(200, "application/json", extra, full_.size()) + full_;
     }
 
     std::string models_json() {
@@ -351,12 +370,14 @@ void Server::start() {
     if (!ec) acceptor_.bind(ep, ec);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
-        throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", cfg_.host, cfg_.port,
-                                             ec.message()));
+        throw std::runtime_error(
+            fmt::format("cannot listen on {}:{}: {}", cfg_.host, cfg_.port, ec.message()));
     do_accept();
 }
 
-uint16_t Server::port() const { return acceptor_.local_endpoint().port(); }
+uint16_t Server::port() const {
+    return acceptor_.local_endpoint().port();
+}
 
 void Server::do_accept() {
     acceptor_.async_accept([this](beast::error_code ec, tcp::socket sock) {
@@ -400,7 +421,8 @@ std::string Server::date_header() {
     return date_str_;
 }
 
-Server::Submitted Server::submit(std::shared_ptr<Session> s, const ParsedRequest &req, bool stream) {
+Server::Submitted Server::submit(std::shared_ptr<Session> s, const ParsedRequest &req,
+                                 bool stream) {
     const double now = model_now();
     const auto &geo = cfg_.cache;
     model::RequestSpec spec;
@@ -518,9 +540,9 @@ void Server::rearm() {
 }
 
 void Server::log_request(const Pending &p, uint64_t id, double end, const char *status) {
-    spdlog::debug("[{}] req {} {} prompt_tokens={} cached={} ttft={:.4f}s status={}", cfg_.server_id,
-                  id, p.api == Api::Chat ? "chat" : "completions", p.prompt_tokens, p.cached,
-                  p.first_token >= 0 ? p.first_token - p.arrival : -1.0, status);
+    spdlog::debug("[{}] req {} {} prompt_tokens={} cached={} ttft={:.4f}s status={}",
+                  cfg_.server_id, id, p.api == Api::Chat ? "chat" : "completions", p.prompt_tokens,
+                  p.cached, p.first_token >= 0 ? p.first_token - p.arrival : -1.0, status);
     if (!log_) return;
     nlohmann::json j{{"ts", p.wall_arrival},
                      {"server", cfg_.server_id},

@@ -24,11 +24,11 @@ struct EmuConfig {
     model::SchedulerConfig sched;
     model::CacheConfig cache;
     model::CostConfig cost;
-    double time_scale = 1.0;         // model seconds per wall second
+    double time_scale = 1.0;  // model seconds per wall second
     std::string server_id = "emu";
-    std::string log_requests;        // JSONL file, empty: none
+    std::string log_requests;  // JSONL file, empty: none
     uint32_t stream_chunk_tokens = 1;
-    uint64_t echo_bytes = 0;         // response padding bytes for every request
+    uint64_t echo_bytes = 0;  // response padding bytes for every request
     uint64_t max_body_bytes = 256ull << 20;
     std::string kv_events_endpoint;  // ZMQ PUB endpoint for vLLM-format KV events; empty: off
     std::string kv_events_topic;
@@ -38,7 +38,7 @@ class Session;
 class KvEventPublisher;
 
 class Server {
-public:
+   public:
     Server(boost::asio::io_context &io, EmuConfig cfg);
     ~Server();
     // Binds and listens; throws std::runtime_error naming the address on failure.
@@ -59,7 +59,7 @@ public:
     std::string next_response_id(Api api);
     std::string date_header();
 
-private:
+   private:
     struct Pending {
         std::shared_ptr<Session> session;
         Api api;

@@ -14,8 +14,8 @@ SubmitResult Scheduler::submit(RequestSpec req, double now, std::vector<Event> &
     advance(now, out);
     if (reqs_.contains(req.id)) return SubmitResult::DuplicateId;
     if (req.max_tokens == 0) req.max_tokens = 1;
-    const uint64_t need = PrefixCache::blocks_for(req.prompt_tokens + req.max_tokens,
-                                                  cache_.config().block_tokens);
+    const uint64_t need =
+        PrefixCache::blocks_for(req.prompt_tokens + req.max_tokens, cache_.config().block_tokens);
     if (req.prompt_tokens == 0 || need > cache_.total_blocks()) return SubmitResult::TooLarge;
     const uint64_t id = req.id;
     reqs_.emplace(id, Req{std::move(req), {}, 0, 0, false});

@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
     uint32_t max_output = 0, print_bodies = 0;
     po::options_description desc(
         "kvsteer-replay: send a Mooncake-format trace (one JSON object per line:\n"
-        "{\"timestamp\": ms, \"input_length\": tokens, \"output_length\": tokens, \"hash_ids\": [...]})\n"
+        "{\"timestamp\": ms, \"input_length\": tokens, \"output_length\": tokens, \"hash_ids\": "
+        "[...]})\n"
         "or a generated shared-prefix workload as real OpenAI API requests.\n"
         "Each hash id becomes a deterministic text block of --block-tokens x --bytes-per-token\n"
         "bytes (the last block cut to input_length), so prompt bytes are equal exactly as far\n"
@@ -112,8 +113,10 @@ int main(int argc, char **argv) {
         std::cout << desc << "\n";
         return 0;
     }
-    if (api == "chat") cfg.body.api = ApiKind::Chat;
-    else if (api == "completions") cfg.body.api = ApiKind::Completions;
+    if (api == "chat")
+        cfg.body.api = ApiKind::Chat;
+    else if (api == "completions")
+        cfg.body.api = ApiKind::Completions;
     else {
         std::cerr << "kvsteer-replay: --api must be chat or completions, not '" << api << "'\n";
         return 2;
@@ -158,10 +161,12 @@ int main(int argc, char **argv) {
             return 2;
         }
         auto pr = parse_mooncake(in, geo, 0);
-        for (const auto &e : pr.errors) std::cerr << "kvsteer-replay: " << trace << ": " << e << "\n";
+        for (const auto &e : pr.errors)
+            std::cerr << "kvsteer-replay: " << trace << ": " << e << "\n";
         if (!pr.errors.empty()) {
-            std::cerr << "kvsteer-replay: " << trace << ": malformed lines, refusing to replay a "
-                                                        "partial trace\n";
+            std::cerr << "kvsteer-replay: " << trace
+                      << ": malformed lines, refusing to replay a "
+                         "partial trace\n";
             return 2;
         }
         items = std::move(pr.items);
@@ -207,7 +212,8 @@ int main(int argc, char **argv) {
             boost::system::error_code ec;
             auto r = res.resolve(t.substr(0, c), t.substr(c + 1), ec);
             if (ec || r.empty()) {
-                std::cerr << "kvsteer-replay: cannot resolve target '" << t << "': " << ec.message() << "\n";
+                std::cerr << "kvsteer-replay: cannot resolve target '" << t << "': " << ec.message()
+                          << "\n";
                 return 2;
             }
             cfg.targets.push_back(Target{t, r.begin()->endpoint()});
@@ -228,7 +234,9 @@ int main(int argc, char **argv) {
         BackendCounters &b = counters[i];
         b.url = metrics_urls[i];
         b.ok = before[i] && after[i];
-        b.error = !before[i] ? "before: " + errs_before[i] : !after[i] ? "after: " + errs_after[i] : "";
+        b.error = !before[i]  ? "before: " + errs_before[i]
+                  : !after[i] ? "after: " + errs_after[i]
+                              : "";
         if (b.ok) {
             b.queries_before = before[i]->queries;
             b.hits_before = before[i]->hits;

@@ -29,9 +29,14 @@ std::map<std::string, double> parse_prometheus(std::string_view text) {
             size_t i = name_end + 1;
             bool q = false;
             for (; i < line.size(); ++i) {
-                if (q && line[i] == '\\') { ++i; continue; }
-                if (line[i] == '"') q = !q;
-                else if (!q && line[i] == '}') break;
+                if (q && line[i] == '\\') {
+                    ++i;
+                    continue;
+                }
+                if (line[i] == '"')
+                    q = !q;
+                else if (!q && line[i] == '}')
+                    break;
             }
             if (i >= line.size()) continue;
             vstart = i + 1;
@@ -40,7 +45,8 @@ std::map<std::string, double> parse_prometheus(std::string_view text) {
         }
         while (vstart < line.size() && line[vstart] == ' ') ++vstart;
         size_t vend = line.find(' ', vstart);  // an optional timestamp follows
-        const std::string v(line.substr(vstart, vend == std::string_view::npos ? std::string_view::npos : vend - vstart));
+        const std::string v(line.substr(
+            vstart, vend == std::string_view::npos ? std::string_view::npos : vend - vstart));
         if (v.empty()) continue;
         char *endp = nullptr;
         const double d = std::strtod(v.c_str(), &endp);

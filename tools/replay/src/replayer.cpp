@@ -36,7 +36,7 @@ struct Replayer::Impl {
     asio::steady_timer dispatch_timer{io};
     asio::steady_timer progress_timer{io};
     Clock::time_point t0;
-    size_t next_item = 0;      // next item to schedule
+    size_t next_item = 0;        // next item to schedule
     std::deque<size_t> backlog;  // due but over the concurrency cap
     uint32_t inflight = 0;
     size_t done = 0, ok = 0, failed = 0, rr = 0;
@@ -92,12 +92,14 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         res.prompt_bytes = 0;
         for (const auto &s : w.segments) res.prompt_bytes += s.bytes;
         if (im.cfg.verify) body_sha = model::sha256_hex(body);
-        const char *path = im.cfg.body.api == ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
-        head = fmt::format("POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kvsteer-replay\r\n"
-                           "Content-Type: application/json\r\nAccept: */*\r\n"
-                           "Content-Length: {}\r\nConnection: {}\r\n",
-                           path, im.cfg.targets[target].host, body.size(),
-                           im.cfg.keep_alive ? "keep-alive" : "close");
+        const char *path =
+            im.cfg.body.api == ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
+        head = fmt::format(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kvsteer-replay\r\n"
+            "Content-Type: application/json\r\nAccept: */*\r\n"
+            "Content-Length: {}\r\nConnection: {}\r\n",
+            path, im.cfg.targets[target].host, body.size(),
+            im.cfg.keep_alive ? "keep-alive" : "close");
         for (const auto &[k, v] : im.cfg.headers) head += k + ": " + v + "\r\n";
         head += "\r\n";
         parser.body_limit(std::numeric_limits<uint64_t>::max());
@@ -146,12 +148,14 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         if (ec) return fail("read header: " + ec.message());
         const auto &m = parser.get();
         res.status = m.result_int();
-        if (auto it = m.find("x-kvsteer-backend"); it != m.end()) res.backend = std::string(it->value());
+        if (auto it = m.find("x-kvsteer-backend"); it != m.end())
+            res.backend = std::string(it->value());
         if (im.cfg.verify)
             if (auto it = m.find("x-body-sha256"); it != m.end())
                 res.body_sha_ok = it->value() == body_sha ? 1 : 0;
-        http::async_read(*sock, buf, parser,
-                         [self = shared_from_this()](beast::error_code ec2, size_t) { self->on_body(ec2); });
+        http::async_read(
+            *sock, buf, parser,
+            [self = shared_from_this()](beast::error_code ec2, size_t) { self->on_body(ec2); });
     }
 
     // Chunked body bytes: SSE events; the first data event is the first token.
@@ -181,7 +185,8 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         while (!payload.empty() && payload.front() == ' ') payload.remove_prefix(1);
         if (payload == "[DONE]") return;
         if (res.sse_events++ == 0)
-            res.ttft_s = std::chrono::duration<double>(Clock::now() - start).count() * im.cfg.time_scale;
+            res.ttft_s =
+                std::chrono::duration<double>(Clock::now() - start).count() * im.cfg.time_scale;
         if (payload.find("\"usage\":{") != std::string_view::npos) read_usage(payload);
     }
 
@@ -213,7 +218,8 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
             res.error = fmt::format("HTTP {}", res.status);
             if (!m.chunked()) res.error += ": " + m.body().substr(0, 200);
         } else if (!res.ok) {
-            res.error = res.body_sha_ok == 0 ? "request body digest mismatch" : "response body digest mismatch";
+            res.error = res.body_sha_ok == 0 ? "request body digest mismatch"
+                                             : "response body digest mismatch";
         }
         if (im.cfg.keep_alive && m.keep_alive()) {
             im.idle[target].push_back(std::move(sock));
@@ -252,8 +258,10 @@ void Replayer::Impl::schedule_next() {
         }
         const size_t i = next_item++;
         results[i].sched_s = sched_of(i);
-        if (inflight < cfg.max_concurrency) launch(i);
-        else backlog.push_back(i);
+        if (inflight < cfg.max_concurrency)
+            launch(i);
+        else
+            backlog.push_back(i);
     }
     if (stopped_sending || next_item >= items.size()) {
         if (all_done()) {
@@ -263,8 +271,8 @@ void Replayer::Impl::schedule_next() {
     }
     double wake = sched_of(next_item);
     if (cfg.duration_s > 0) wake = std::min(wake, cfg.duration_s);
-    dispatch_timer.expires_at(t0 + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(wake)));
+    dispatch_timer.expires_at(
+        t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wake)));
     dispatch_timer.async_wait([this](beast::error_code ec) {
         if (!ec) schedule_next();
     });
@@ -280,8 +288,10 @@ void Replayer::Impl::launch(size_t i) {
 void Replayer::Impl::finished(Op &op) {
     --inflight;
     ++done;
-    if (op.res.ok) ++ok;
-    else ++failed;
+    if (op.res.ok)
+        ++ok;
+    else
+        ++failed;
     if (cfg.duration_s > 0 && now_s() >= cfg.duration_s) {
         stopped_sending = true;
         backlog.clear();  // due but never sent: reported as not sent
@@ -303,9 +313,11 @@ void Replayer::Impl::progress() {
     progress_timer.async_wait([this](beast::error_code ec) {
         if (ec) return;
         if (cfg.progress)
-            std::fprintf(stderr, "[replay] %.1fs sent %zu/%zu done %zu ok %zu failed %zu inflight %u backlog %zu\n",
-                         now_s(), next_item - backlog.size(), items.size(), done, ok, failed,
-                         inflight, backlog.size());
+            std::fprintf(
+                stderr,
+                "[replay] %.1fs sent %zu/%zu done %zu ok %zu failed %zu inflight %u backlog %zu\n",
+                now_s(), next_item - backlog.size(), items.size(), done, ok, failed, inflight,
+                backlog.size());
         if (!all_done()) progress();
     });
 }
@@ -321,7 +333,9 @@ Replayer::Replayer(ReplayConfig cfg, std::vector<WorkItem> items) {
     impl_ = new Impl(std::move(cfg), std::move(items), results_);
 }
 
-Replayer::~Replayer() { delete impl_; }
+Replayer::~Replayer() {
+    delete impl_;
+}
 
 double Replayer::run() {
     Impl &im = *impl_;

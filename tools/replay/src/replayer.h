@@ -22,12 +22,12 @@ struct ReplayConfig {
     BodyOptions body;
     bool keep_alive = false;
     uint32_t max_concurrency = 256;
-    double speed = 1.0;        // trace time / speed = send time
-    double time_scale = 1.0;   // backends run this much faster: send times / N, latencies * N
-    double duration_s = 0;     // stop sending new requests after this (wall seconds); 0: no cap
-    double timeout_s = 600;    // per request (wall seconds)
+    double speed = 1.0;       // trace time / speed = send time
+    double time_scale = 1.0;  // backends run this much faster: send times / N, latencies * N
+    double duration_s = 0;    // stop sending new requests after this (wall seconds); 0: no cap
+    double timeout_s = 600;   // per request (wall seconds)
     std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
-    bool verify = true;        // check x-body-sha256 / x-response-sha256 when the server sends them
+    bool verify = true;  // check x-body-sha256 / x-response-sha256 when the server sends them
     bool progress = true;
 };
 
@@ -38,10 +38,10 @@ struct Result {
     bool ok = false;
     int status = 0;
     std::string error;
-    double sched_s = 0;    // planned send time (wall, from start)
-    double start_s = -1;   // actual connect start (wall, from start)
-    double ttft_s = -1;    // first SSE data event - start (scaled by time_scale)
-    double e2e_s = -1;     // last byte - start (scaled)
+    double sched_s = 0;   // planned send time (wall, from start)
+    double start_s = -1;  // actual connect start (wall, from start)
+    double ttft_s = -1;   // first SSE data event - start (scaled by time_scale)
+    double e2e_s = -1;    // last byte - start (scaled)
     uint64_t prompt_bytes = 0;
     uint64_t body_bytes = 0;
     uint64_t input_tokens = 0;
@@ -57,14 +57,14 @@ struct Result {
 };
 
 class Replayer {
-public:
+   public:
     Replayer(ReplayConfig cfg, std::vector<WorkItem> items);
     ~Replayer();
     // Sends everything (or until --duration), waits for the last response; returns wall seconds.
     double run();
     const std::vector<Result> &results() const { return results_; }
 
-private:
+   private:
     struct Impl;
     Impl *impl_;
     std::vector<Result> results_;

@@ -19,27 +19,30 @@ double percentile(std::vector<double> v, double p) {
 nlohmann::json result_json(const Result &r, const ReplayConfig &cfg) {
     auto opt = [](double v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
     auto tri = [](int v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v == 1); };
-    nlohmann::json j{{"i", r.index},
-                     {"line", r.line},
-                     {"sent", r.sent},
-                     {"ok", r.ok},
-                     {"status", r.status},
-                     {"sched_s", r.sched_s},
-                     {"start_s", opt(r.start_s)},
-                     {"ttft_s", opt(r.ttft_s)},
-                     {"e2e_s", opt(r.e2e_s)},
-                     {"prompt_bytes", r.prompt_bytes},
-                     {"body_bytes", r.body_bytes},
-                     {"input_tokens", r.input_tokens},
-                     {"max_tokens", r.max_tokens},
-                     {"usage_prompt_tokens", r.usage_prompt < 0 ? nlohmann::json(nullptr) : nlohmann::json(r.usage_prompt)},
-                     {"usage_completion_tokens", r.usage_completion < 0 ? nlohmann::json(nullptr) : nlohmann::json(r.usage_completion)},
-                     {"sse_events", r.sse_events},
-                     {"response_bytes", r.response_bytes},
-                     {"backend", r.backend},
-                     {"target", cfg.targets.empty() ? std::string() : cfg.targets[r.target].host},
-                     {"body_sha_ok", tri(r.body_sha_ok)},
-                     {"response_sha_ok", tri(r.response_sha_ok)}};
+    nlohmann::json j{
+        {"i", r.index},
+        {"line", r.line},
+        {"sent", r.sent},
+        {"ok", r.ok},
+        {"status", r.status},
+        {"sched_s", r.sched_s},
+        {"start_s", opt(r.start_s)},
+        {"ttft_s", opt(r.ttft_s)},
+        {"e2e_s", opt(r.e2e_s)},
+        {"prompt_bytes", r.prompt_bytes},
+        {"body_bytes", r.body_bytes},
+        {"input_tokens", r.input_tokens},
+        {"max_tokens", r.max_tokens},
+        {"usage_prompt_tokens",
+         r.usage_prompt < 0 ? nlohmann::json(nullptr) : nlohmann::json(r.usage_prompt)},
+        {"usage_completion_tokens",
+         r.usage_completion < 0 ? nlohmann::json(nullptr) : nlohmann::json(r.usage_completion)},
+        {"sse_events", r.sse_events},
+        {"response_bytes", r.response_bytes},
+        {"backend", r.backend},
+        {"target", cfg.targets.empty() ? std::string() : cfg.targets[r.target].host},
+        {"body_sha_ok", tri(r.body_sha_ok)},
+        {"response_sha_ok", tri(r.response_sha_ok)}};
     if (!r.error.empty()) j["error"] = r.error;
     return j;
 }
@@ -88,7 +91,8 @@ nlohmann::json summarize(const std::vector<Result> &results, double wall_s, cons
     s["input_tokens_per_s"] = model_s > 0 ? double(in_tok) / model_s : 0.0;
     s["output_tokens_per_s"] = model_s > 0 ? double(out_tok) / model_s : 0.0;
     for (auto [name, v] : {std::pair<const char *, std::vector<double> *>{"ttft", &ttft},
-                           {"e2e", &e2e}, {"tpot", &tpot}}) {
+                           {"e2e", &e2e},
+                           {"tpot", &tpot}}) {
         double mean = 0;
         for (double x : *v) mean += x;
         s[fmt::format("{}_samples", name)] = v->size();
@@ -135,15 +139,18 @@ std::string human_summary(const nlohmann::json &s) {
         s["failed"].get<uint64_t>(), s["not_sent"].get<uint64_t>(), s["req_per_s"].get<double>(),
         s["input_tokens_per_s"].get<double>(), s["output_tokens_per_s"].get<double>(),
         s["duration_s"].get<double>(), s["time_scale"].get<double>());
-    o += fmt::format("TTFT ms p50 {} p90 {} p99 {} | E2E ms p50 {} p90 {} p99 {} | TPOT ms p50 {}\n",
-                     ms("ttft_p50_s"), ms("ttft_p90_s"), ms("ttft_p99_s"), ms("e2e_p50_s"),
-                     ms("e2e_p90_s"), ms("e2e_p99_s"), ms("tpot_p50_s"));
+    o +=
+        fmt::format("TTFT ms p50 {} p90 {} p99 {} | E2E ms p50 {} p90 {} p99 {} | TPOT ms p50 {}\n",
+                    ms("ttft_p50_s"), ms("ttft_p90_s"), ms("ttft_p99_s"), ms("e2e_p50_s"),
+                    ms("e2e_p90_s"), ms("e2e_p99_s"), ms("tpot_p50_s"));
     o += "per backend:";
-    for (const auto &[k, v] : s["per_backend"].items()) o += fmt::format(" {}={}", k, v.get<uint64_t>());
+    for (const auto &[k, v] : s["per_backend"].items())
+        o += fmt::format(" {}={}", k, v.get<uint64_t>());
     o += "\n";
     if (!s["errors"].empty()) {
         o += "errors:";
-        for (const auto &[k, v] : s["errors"].items()) o += fmt::format(" {}={}", k, v.get<uint64_t>());
+        for (const auto &[k, v] : s["errors"].items())
+            o += fmt::format(" {}={}", k, v.get<uint64_t>());
         o += "\n";
     }
     if (s["body_digest_mismatch"].get<uint64_t>() || s["response_digest_mismatch"].get<uint64_t>())
@@ -152,9 +159,10 @@ std::string human_summary(const nlohmann::json &s) {
                          s["response_digest_mismatch"].get<uint64_t>());
     if (!s["backend_metrics"].empty()) {
         const auto &hr = s["prefix_cache_hit_rate"];
-        o += fmt::format("prefix cache (backend counters): hits {:.0f} / queries {:.0f} = {}\n",
-                         s["prefix_cache_hits"].get<double>(), s["prefix_cache_queries"].get<double>(),
-                         hr.is_null() ? std::string("n/a") : fmt::format("{:.1f}%", hr.get<double>() * 100));
+        o += fmt::format(
+            "prefix cache (backend counters): hits {:.0f} / queries {:.0f} = {}\n",
+            s["prefix_cache_hits"].get<double>(), s["prefix_cache_queries"].get<double>(),
+            hr.is_null() ? std::string("n/a") : fmt::format("{:.1f}%", hr.get<double>() * 100));
         for (const auto &b : s["backend_metrics"]) {
             if (!b["ok"].get<bool>()) {
                 o += fmt::format("  {}: scrape failed: {}\n", b["url"].get<std::string>(),
@@ -163,8 +171,9 @@ std::string human_summary(const nlohmann::json &s) {
             }
             o += fmt::format("  {}: hits {:.0f} / queries {:.0f}{}\n", b["url"].get<std::string>(),
                              b["hits"].get<double>(), b["queries"].get<double>(),
-                             b["hit_rate"].is_null() ? std::string()
-                                                     : fmt::format(" = {:.1f}%", b["hit_rate"].get<double>() * 100));
+                             b["hit_rate"].is_null()
+                                 ? std::string()
+                                 : fmt::format(" = {:.1f}%", b["hit_rate"].get<double>() * 100));
         }
     }
     return o;

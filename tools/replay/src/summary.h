@@ -15,7 +15,7 @@ nlohmann::json result_json(const Result &r, const ReplayConfig &cfg);
 
 struct BackendCounters {
     std::string url;
-    bool ok = false;     // both scrapes worked and the counters were found
+    bool ok = false;  // both scrapes worked and the counters were found
     std::string error;
     double queries_before = 0, hits_before = 0, queries_after = 0, hits_after = 0;
 };

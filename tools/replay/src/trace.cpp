@@ -64,7 +64,8 @@ ParseResult parse_mooncake(std::istream &in, const TextGeometry &g, uint64_t lim
     uint64_t lineno = 0;
     const uint64_t block_bytes = uint64_t(g.block_tokens) * g.bytes_per_token;
     auto err = [&](const std::string &what) {
-        if (r.errors.size() < max_errors) r.errors.push_back(fmt::format("line {}: {}", lineno, what));
+        if (r.errors.size() < max_errors)
+            r.errors.push_back(fmt::format("line {}: {}", lineno, what));
     };
     while (std::getline(in, line)) {
         ++lineno;
@@ -72,18 +73,40 @@ ParseResult parse_mooncake(std::istream &in, const TextGeometry &g, uint64_t lim
         if (line.find_first_not_of(" \t") == std::string::npos) continue;
         if (limit && r.items.size() >= limit) break;
         auto j = nlohmann::json::parse(line, nullptr, false);
-        if (j.is_discarded()) { err("not valid JSON"); continue; }
-        if (!j.is_object()) { err("not a JSON object"); continue; }
+        if (j.is_discarded()) {
+            err("not valid JSON");
+            continue;
+        }
+        if (!j.is_object()) {
+            err("not a JSON object");
+            continue;
+        }
         const char *need[] = {"timestamp", "input_length", "output_length", "hash_ids"};
         bool ok = true;
         for (const char *k : need)
-            if (!j.contains(k)) { err(fmt::format("missing \"{}\"", k)); ok = false; break; }
+            if (!j.contains(k)) {
+                err(fmt::format("missing \"{}\"", k));
+                ok = false;
+                break;
+            }
         if (!ok) continue;
-        if (!j["timestamp"].is_number() || j["timestamp"].get<double>() < 0) { err("\"timestamp\" must be a number >= 0 (ms)"); continue; }
-        if (!j["input_length"].is_number_integer() || j["input_length"].get<int64_t>() <= 0) { err("\"input_length\" must be an integer > 0"); continue; }
-        if (!j["output_length"].is_number_integer() || j["output_length"].get<int64_t>() < 0) { err("\"output_length\" must be an integer >= 0"); continue; }
+        if (!j["timestamp"].is_number() || j["timestamp"].get<double>() < 0) {
+            err("\"timestamp\" must be a number >= 0 (ms)");
+            continue;
+        }
+        if (!j["input_length"].is_number_integer() || j["input_length"].get<int64_t>() <= 0) {
+            err("\"input_length\" must be an integer > 0");
+            continue;
+        }
+        if (!j["output_length"].is_number_integer() || j["output_length"].get<int64_t>() < 0) {
+            err("\"output_length\" must be an integer >= 0");
+            continue;
+        }
         const auto &h = j["hash_ids"];
-        if (!h.is_array() || h.empty()) { err("\"hash_ids\" must be a non-empty array"); continue; }
+        if (!h.is_array() || h.empty()) {
+            err("\"hash_ids\" must be a non-empty array");
+            continue;
+        }
         WorkItem w;
         w.line = lineno;
         w.t_s = j["timestamp"].get<double>() / 1000.0;
@@ -119,7 +142,8 @@ std::vector<WorkItem> shared_prefix_workload(const SharedPrefixSpec &s, const Te
             WorkItem w;
             w.input_tokens = uint64_t(s.system_prompt_len) + s.question_len;
             w.output_tokens = std::max<uint32_t>(s.output_len, 1);
-            w.segments.push_back({kSystemTag | grp, uint64_t(s.system_prompt_len) * g.bytes_per_token});
+            w.segments.push_back(
+                {kSystemTag | grp, uint64_t(s.system_prompt_len) * g.bytes_per_token});
             w.segments.push_back({kQuestionTag | (uint64_t(grp) << 32) | p,
                                   uint64_t(s.question_len) * g.bytes_per_token});
             v.push_back(std::move(w));
@@ -133,8 +157,10 @@ std::vector<WorkItem> shared_prefix_workload(const SharedPrefixSpec &s, const Te
 
 std::string request_body(const WorkItem &w, const BodyOptions &o) {
     std::string b = "{\"model\":" + nlohmann::json(o.model).dump();
-    if (o.api == ApiKind::Chat) b += ",\"messages\":[{\"role\":\"user\",\"content\":\"";
-    else b += ",\"prompt\":\"";
+    if (o.api == ApiKind::Chat)
+        b += ",\"messages\":[{\"role\":\"user\",\"content\":\"";
+    else
+        b += ",\"prompt\":\"";
     b += prompt_text(w);  // JSON-safe by construction: no quotes, backslashes or controls
     b += o.api == ApiKind::Chat ? "\"}]" : "\"";
     b += fmt::format(",\"max_tokens\":{},\"ignore_eos\":true", w.output_tokens);

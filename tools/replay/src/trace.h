@@ -15,11 +15,11 @@ struct Segment {
 };
 
 struct WorkItem {
-    double t_s = 0;              // send time, seconds from the start (before any speed-up)
-    uint64_t input_tokens = 0;   // as the trace says
+    double t_s = 0;             // send time, seconds from the start (before any speed-up)
+    uint64_t input_tokens = 0;  // as the trace says
     uint32_t output_tokens = 0;
     std::vector<Segment> segments;  // the prompt, in order
-    uint64_t line = 0;           // source line (trace) or index (synthetic)
+    uint64_t line = 0;              // source line (trace) or index (synthetic)
 };
 
 struct TextGeometry {

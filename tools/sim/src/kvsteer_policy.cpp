@@ -23,11 +23,17 @@ struct Scrape {  // one backend's /metrics as the daemon last read it
 };
 
 class Kvsteer final : public Policy {
-public:
+   public:
     Kvsteer(uint32_t servers, const PolicyParams &p)
-        : p_(p), n_(servers), backends_(servers), load_(servers), maglev_(2 * KVS_MAGLEV_SIZE),
-          affinity_(2 * KVS_AFFINITY_SLOTS), scratch_(std::make_unique<ChooseScratch>()),
-          scrapes_(servers), daemon_(daemon_params(p)) {
+        : p_(p),
+          n_(servers),
+          backends_(servers),
+          load_(servers),
+          maglev_(2 * KVS_MAGLEV_SIZE),
+          affinity_(2 * KVS_AFFINITY_SLOTS),
+          scratch_(std::make_unique<ChooseScratch>()),
+          scrapes_(servers),
+          daemon_(daemon_params(p)) {
         cfg_.steer_mode = KVS_STEER_PREFIX;
         cfg_.prefix_len = p.prefix_len;
         cfg_.block_size = p.block_size;
@@ -56,7 +62,8 @@ public:
 
     uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &) override {
         const uint64_t tuple_hash = (uint64_t(idx) + 1) * 0x9e3779b97f4a7c15ULL;
-        const FlightKey k = key_flight(hp_, flight_bytes(r.first_flight, cfg_.max_held_bytes), tuple_hash | 1);
+        const FlightKey k =
+            key_flight(hp_, flight_bytes(r.first_flight, cfg_.max_held_bytes), tuple_hash | 1);
         const Choice ch = choose_backend(t_, k.hashes, tuple_hash, {}, *scratch_);
         const uint32_t id = ch.backend < n_ ? ch.backend : 0;
         ++via_[std::min<uint32_t>(ch.via, 4)];
@@ -123,7 +130,7 @@ public:
         return m;
     }
 
-private:
+   private:
     static uint64_t ns(double s) { return uint64_t(std::llround(s * 1e9)) + 1; }
 
     static control::PolicyParams daemon_params(const PolicyParams &p) {
@@ -143,7 +150,9 @@ private:
             const auto &st = s.cache().stats();
             if (x.valid) {
                 const uint64_t dq = st.queries_tokens - x.queries, dh = st.hits_tokens - x.hits;
-                x.window_hit_rate = dq ? std::optional<double>(std::min(1.0, double(dh) / double(dq))) : std::nullopt;
+                x.window_hit_rate =
+                    dq ? std::optional<double>(std::min(1.0, double(dh) / double(dq)))
+                       : std::nullopt;
             }
             x.valid = true;
             x.running = s.num_running();
@@ -159,7 +168,8 @@ private:
     void retune_load_factor() {
         uint64_t total = 0;
         for (const auto &l : load_) total += l.binds > l.closes ? l.binds - l.closes : 0;
-        const double c = std::max(p_.load_factor, 1.0 + p_.bound_slack * n_ / (double(total) + 1.0));
+        const double c =
+            std::max(p_.load_factor, 1.0 + p_.bound_slack * n_ / (double(total) + 1.0));
         cfg_.load_factor_milli = uint32_t(std::lround(std::min(c, 4e6) * 1000));
     }
 
@@ -182,14 +192,18 @@ private:
         ++computes_;
         auto want = daemon_.compute(ns(now));
         std::sort(want.begin(), want.end(),
-                  [](const control::DesiredEntry &a, const control::DesiredEntry &b) { return a.key < b.key; });
+                  [](const control::DesiredEntry &a, const control::DesiredEntry &b) {
+                      return a.key < b.key;
+                  });
         if (published_ && want == desired_) return;
         AffinityBuilder builder(KVS_AFFINITY_SLOTS);
         for (const auto &e : want)
-            if (!builder.insert(e.key, std::span<const std::uint16_t>(e.backends.data(), e.n), e.depth))
+            if (!builder.insert(e.key, std::span<const std::uint16_t>(e.backends.data(), e.n),
+                                e.depth))
                 ++insert_failed_;
         const uint32_t next = (cfg_.affinity_active & 1) ^ 1;
-        std::copy(builder.table().begin(), builder.table().end(), affinity_.begin() + size_t(next) * KVS_AFFINITY_SLOTS);
+        std::copy(builder.table().begin(), builder.table().end(),
+                  affinity_.begin() + size_t(next) * KVS_AFFINITY_SLOTS);
         cfg_.affinity_active = next;
         ++cfg_.generation;
         desired_ = std::move(want);

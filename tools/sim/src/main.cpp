@@ -20,11 +20,12 @@ using namespace kvsteer::sim;
 
 namespace {
 
-const char *kSweepParams = "servers, speed, qps, load (speed, or qps when --qps is set), prefix-len, block-size, "
-                           "load-factor, replication, first-flight, cache-tokens";
+const char *kSweepParams =
+    "servers, speed, qps, load (speed, or qps when --qps is set), prefix-len, block-size, "
+    "load-factor, replication, first-flight, cache-tokens";
 
 struct Sweep {
-    std::string param;             // canonical name; empty: no sweep
+    std::string param;  // canonical name; empty: no sweep
     std::vector<double> values;
 };
 
@@ -32,13 +33,16 @@ Sweep parse_sweep(const std::string &s, bool qps_mode) {
     Sweep sw;
     if (s.empty()) return sw;
     const auto eq = s.find('=');
-    if (eq == std::string::npos) throw std::runtime_error(fmt::format("--sweep '{}': expected PARAM=v1,v2,...", s));
+    if (eq == std::string::npos)
+        throw std::runtime_error(fmt::format("--sweep '{}': expected PARAM=v1,v2,...", s));
     sw.param = s.substr(0, eq);
     if (sw.param == "load") sw.param = qps_mode ? "qps" : "speed";
-    static const std::vector<std::string> ok = {"servers",     "speed",       "qps",          "prefix-len", "block-size",
-                                                "load-factor", "replication", "first-flight", "cache-tokens"};
+    static const std::vector<std::string> ok = {"servers",     "speed",        "qps",
+                                                "prefix-len",  "block-size",   "load-factor",
+                                                "replication", "first-flight", "cache-tokens"};
     if (std::find(ok.begin(), ok.end(), sw.param) == ok.end())
-        throw std::runtime_error(fmt::format("--sweep: unknown parameter '{}' (one of: {})", sw.param, kSweepParams));
+        throw std::runtime_error(
+            fmt::format("--sweep: unknown parameter '{}' (one of: {})", sw.param, kSweepParams));
     std::stringstream ss(s.substr(eq + 1));
     std::string v;
     while (std::getline(ss, v, ',')) {
@@ -48,7 +52,8 @@ Sweep parse_sweep(const std::string &s, bool qps_mode) {
             if (used != v.size() || !(x > 0)) throw std::invalid_argument(v);
             sw.values.push_back(x);
         } catch (const std::exception &) {
-            throw std::runtime_error(fmt::format("--sweep {}: '{}' is not a positive number", sw.param, v));
+            throw std::runtime_error(
+                fmt::format("--sweep {}: '{}' is not a positive number", sw.param, v));
         }
     }
     if (sw.values.empty()) throw std::runtime_error(fmt::format("--sweep {}: no values", sw.param));
@@ -84,7 +89,8 @@ int main(int argc, char **argv) {
     double eviction_s = 60;
     bool quiet = false, verbose = false;
 
-    po::options_description o("kvsteer-sim: simulate routing policies over N emulated GPU servers\n\nOptions");
+    po::options_description o(
+        "kvsteer-sim: simulate routing policies over N emulated GPU servers\n\nOptions");
     // clang-format off
     o.add_options()
         ("help,h", "show this help")
@@ -142,26 +148,34 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (vm.count("help")) {
-        std::cout << o << "\nOutput: a table per sweep point (hit% is counted by the servers' caches), and --json.\n";
+        std::cout << o
+                  << "\nOutput: a table per sweep point (hit% is counted by the servers' caches), "
+                     "and --json.\n";
         return 0;
     }
 
     try {
-        if (servers == 0 || servers > KVS_MAX_BACKENDS) throw std::runtime_error(fmt::format("--servers must be 1..{}", KVS_MAX_BACKENDS));
+        if (servers == 0 || servers > KVS_MAX_BACKENDS)
+            throw std::runtime_error(fmt::format("--servers must be 1..{}", KVS_MAX_BACKENDS));
         if (speed <= 0) throw std::runtime_error("--speed must be > 0");
         if (qps < 0) throw std::runtime_error("--qps must be >= 0");
-        if (pp.replication < 1 || pp.replication > KVS_MAX_REPLICAS) throw std::runtime_error("--replication must be 1..4");
+        if (pp.replication < 1 || pp.replication > KVS_MAX_REPLICAS)
+            throw std::runtime_error("--replication must be 1..4");
         if (pp.load_factor < 1) throw std::runtime_error("--load-factor must be >= 1");
-        if (bytes_per_token == 0 || sc.cache.block_tokens == 0) throw std::runtime_error("--bytes-per-token and --kv-block-tokens must be > 0");
-        if (pp.block_size == 0 || pp.prefix_len == 0 || pp.first_flight == 0) throw std::runtime_error("--prefix-len, --block-size and --first-flight must be > 0");
-        if (api_s != "chat" && api_s != "completions") throw std::runtime_error(fmt::format("--api '{}': chat or completions", api_s));
+        if (bytes_per_token == 0 || sc.cache.block_tokens == 0)
+            throw std::runtime_error("--bytes-per-token and --kv-block-tokens must be > 0");
+        if (pp.block_size == 0 || pp.prefix_len == 0 || pp.first_flight == 0)
+            throw std::runtime_error("--prefix-len, --block-size and --first-flight must be > 0");
+        if (api_s != "chat" && api_s != "completions")
+            throw std::runtime_error(fmt::format("--api '{}': chat or completions", api_s));
         if (threads == 0) threads = 1;
         pp.report_interval_s = report_ms / 1000.0;
         pp.telemetry_interval_s = telemetry_ms / 1000.0;
         pp.eviction_interval_s = eviction_s;
         pp.kv_block_bytes = sc.cache.block_tokens * bytes_per_token;
         pp.seed = seed;
-        if (pp.report_interval_s <= 0 || pp.telemetry_interval_s <= 0) throw std::runtime_error("daemon intervals must be > 0 ms");
+        if (pp.report_interval_s <= 0 || pp.telemetry_interval_s <= 0)
+            throw std::runtime_error("daemon intervals must be > 0 ms");
 
         const auto policies = split_list(policies_s);
         if (policies.empty()) throw std::runtime_error("--policies is empty");
@@ -192,14 +206,16 @@ int main(int argc, char **argv) {
             wl = make_shared_prefix(sp, wo);
             if (limit && wl.reqs.size() > limit) wl.reqs.resize(limit);
         } else {
-            throw std::runtime_error(fmt::format("--workload '{}': mooncake or shared-prefix", workload_kind));
+            throw std::runtime_error(
+                fmt::format("--workload '{}': mooncake or shared-prefix", workload_kind));
         }
         uint64_t tokens = 0;
         for (const auto &r : wl.reqs) tokens += r.prompt_tokens;
         if (!quiet)
-            fmt::print(stderr, "workload {}: {} requests, {:.1f}M prompt tokens, built in {:.1f} s\n", wl.name,
-                       wl.reqs.size(), tokens / 1e6,
-                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            fmt::print(
+                stderr, "workload {}: {} requests, {:.1f}M prompt tokens, built in {:.1f} s\n",
+                wl.name, wl.reqs.size(), tokens / 1e6,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
         // One job per (sweep point, policy).
         std::vector<Job> jobs;
@@ -213,16 +229,27 @@ int main(int argc, char **argv) {
                 j.cfg.params = pp;
                 if (!sw.param.empty()) {
                     const double v = sw.values[k];
-                    if (sw.param == "servers") j.cfg.servers = uint32_t(v);
-                    else if (sw.param == "speed") j.speed = v;
-                    else if (sw.param == "qps") j.qps = v;
-                    else if (sw.param == "prefix-len") j.cfg.params.prefix_len = uint32_t(v);
-                    else if (sw.param == "block-size") j.cfg.params.block_size = uint32_t(v);
-                    else if (sw.param == "load-factor") j.cfg.params.load_factor = v;
-                    else if (sw.param == "replication") j.cfg.params.replication = std::min<uint32_t>(uint32_t(v), KVS_MAX_REPLICAS);
-                    else if (sw.param == "first-flight") j.cfg.params.first_flight = uint32_t(v);
-                    else if (sw.param == "cache-tokens") j.cfg.server.cache.capacity_tokens = uint64_t(v);
-                    if (j.cfg.servers == 0 || j.cfg.servers > KVS_MAX_BACKENDS) throw std::runtime_error("--sweep servers: 1..1024");
+                    if (sw.param == "servers")
+                        j.cfg.servers = uint32_t(v);
+                    else if (sw.param == "speed")
+                        j.speed = v;
+                    else if (sw.param == "qps")
+                        j.qps = v;
+                    else if (sw.param == "prefix-len")
+                        j.cfg.params.prefix_len = uint32_t(v);
+                    else if (sw.param == "block-size")
+                        j.cfg.params.block_size = uint32_t(v);
+                    else if (sw.param == "load-factor")
+                        j.cfg.params.load_factor = v;
+                    else if (sw.param == "replication")
+                        j.cfg.params.replication =
+                            std::min<uint32_t>(uint32_t(v), KVS_MAX_REPLICAS);
+                    else if (sw.param == "first-flight")
+                        j.cfg.params.first_flight = uint32_t(v);
+                    else if (sw.param == "cache-tokens")
+                        j.cfg.server.cache.capacity_tokens = uint64_t(v);
+                    if (j.cfg.servers == 0 || j.cfg.servers > KVS_MAX_BACKENDS)
+                        throw std::runtime_error("--sweep servers: 1..1024");
                 }
                 jobs.push_back(std::move(j));
             }
@@ -235,8 +262,10 @@ int main(int argc, char **argv) {
         auto worker = [&] {
             for (size_t i; (i = next.fetch_add(1)) < jobs.size();) {
                 const Job &j = jobs[i];
-                const std::string tag = sw.param.empty() ? j.cfg.policy
-                                                         : fmt::format("{} {}={}", j.cfg.policy, sw.param, sw.values[j.point]);
+                const std::string tag =
+                    sw.param.empty()
+                        ? j.cfg.policy
+                        : fmt::format("{} {}={}", j.cfg.policy, sw.param, sw.values[j.point]);
                 try {
                     const auto arr = arrivals(wl, j.speed, j.qps, seed);
                     std::function<void(double)> prog;
@@ -252,20 +281,28 @@ int main(int argc, char **argv) {
                 const size_t d = ++done;
                 if (!quiet) {
                     std::lock_guard lk(io);
-                    fmt::print(stderr, "[{}/{}] {} done in {:.1f} s\n", d, jobs.size(), tag, results[i].wall_s);
+                    fmt::print(stderr, "[{}/{}] {} done in {:.1f} s\n", d, jobs.size(), tag,
+                               results[i].wall_s);
                 }
             }
         };
         std::vector<std::thread> pool;
-        for (uint32_t t = 0; t < std::min<size_t>(threads, jobs.size()); ++t) pool.emplace_back(worker);
+        for (uint32_t t = 0; t < std::min<size_t>(threads, jobs.size()); ++t)
+            pool.emplace_back(worker);
         for (auto &t : pool) t.join();
         for (size_t i = 0; i < jobs.size(); ++i)
-            if (!errors[i].empty()) throw std::runtime_error(fmt::format("{}: {}", jobs[i].cfg.policy, errors[i]));
+            if (!errors[i].empty())
+                throw std::runtime_error(fmt::format("{}: {}", jobs[i].cfg.policy, errors[i]));
 
         nlohmann::json out;
         out["tool"] = "kvsteer-sim";
-        out["workload"] = {{"name", wl.name}, {"kind", workload_kind}, {"requests", wl.reqs.size()},
-                           {"prompt_tokens", tokens}, {"speed", speed}, {"qps", qps}, {"seed", seed}};
+        out["workload"] = {{"name", wl.name},
+                           {"kind", workload_kind},
+                           {"requests", wl.reqs.size()},
+                           {"prompt_tokens", tokens},
+                           {"speed", speed},
+                           {"qps", qps},
+                           {"seed", seed}};
         out["config"] = {{"servers", servers},
                          {"prefix_len", pp.prefix_len},
                          {"block_size", pp.block_size},
@@ -298,7 +335,8 @@ int main(int argc, char **argv) {
         }
         if (!json_path.empty()) {
             std::ofstream f(json_path);
-            if (!f) throw std::runtime_error(fmt::format("cannot write --json file '{}'", json_path));
+            if (!f)
+                throw std::runtime_error(fmt::format("cannot write --json file '{}'", json_path));
             f << out.dump(2) << "\n";
         }
     } catch (const std::exception &e) {

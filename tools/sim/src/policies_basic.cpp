@@ -12,20 +12,20 @@ namespace kvsteer::sim {
 namespace {
 
 class RoundRobin final : public Policy {
-public:
+   public:
     std::string name() const override { return "rr"; }
     uint32_t choose(uint32_t, const SimRequest &, double, const Cluster &c) override {
         return next_++ % c.size();
     }
 
-private:
+   private:
     uint64_t next_ = 0;
 };
 
 // Fewest in-flight requests; ties go to the first one after the last choice, so equal loads
 // rotate instead of piling onto server 0.
 class LeastLoaded final : public Policy {
-public:
+   public:
     std::string name() const override { return "least-loaded"; }
     uint32_t choose(uint32_t, const SimRequest &, double, const Cluster &c) override {
         const uint32_t n = c.size();
@@ -38,14 +38,14 @@ public:
         return best;
     }
 
-private:
+   private:
     uint32_t cursor_ = 0;
 };
 
 // Maglev keyed by the hash of the prompt's first prefix_len bytes (the whole request is visible,
 // only the prefix is hashed); bounded: consistent hashing with bounded loads over it.
 class ConsistentHash final : public Policy {
-public:
+   public:
     ConsistentHash(uint32_t servers, const PolicyParams &p, bool bounded)
         : p_(p), bounded_(bounded), table_(sim_maglev(servers)), eligible_(servers, 1) {
         hp_.prefix_len = p.prefix_len;
@@ -67,7 +67,7 @@ public:
         return {{"spills", double(spills_)}};
     }
 
-private:
+   private:
     PolicyParams p_;
     bool bounded_;
     HashParams hp_;
@@ -79,7 +79,7 @@ private:
 // Knows every server's cache: most cached tokens for this prompt, ties to the least loaded
 // (then rotating). A hit-rate ceiling, blind to queueing beyond ties.
 class Oracle final : public Policy {
-public:
+   public:
     std::string name() const override { return "oracle"; }
     uint32_t choose(uint32_t, const SimRequest &r, double, const Cluster &c) override {
         const uint32_t n = c.size();
@@ -99,7 +99,7 @@ public:
         return best;
     }
 
-private:
+   private:
     uint32_t cursor_ = 0;
 };
 
@@ -115,21 +115,29 @@ std::vector<uint32_t> sim_maglev(uint32_t servers) {
     return build_rendezvous_table(b, KVS_MAGLEV_SIZE);  // kvsteerd's default table-algorithm
 }
 
-std::unique_ptr<Policy> make_round_robin() { return std::make_unique<RoundRobin>(); }
-std::unique_ptr<Policy> make_least_loaded() { return std::make_unique<LeastLoaded>(); }
-std::unique_ptr<Policy> make_consistent_hash(uint32_t servers, const PolicyParams &p, bool bounded) {
+std::unique_ptr<Policy> make_round_robin() {
+    return std::make_unique<RoundRobin>();
+}
+std::unique_ptr<Policy> make_least_loaded() {
+    return std::make_unique<LeastLoaded>();
+}
+std::unique_ptr<Policy> make_consistent_hash(uint32_t servers, const PolicyParams &p,
+                                             bool bounded) {
     return std::make_unique<ConsistentHash>(servers, p, bounded);
 }
-std::unique_ptr<Policy> make_oracle() { return std::make_unique<Oracle>(); }
+std::unique_ptr<Policy> make_oracle() {
+    return std::make_unique<Oracle>();
+}
 
 const std::vector<std::string> &policy_names() {
-    static const std::vector<std::string> v = {"rr",      "least-loaded",   "ch",    "ch-bl",
-                                               "kvsteer", "kvsteer-maglev", "kvsteer-slack", "radix",
-                                               "oracle"};
+    static const std::vector<std::string> v = {
+        "rr",    "least-loaded", "ch", "ch-bl", "kvsteer", "kvsteer-maglev", "kvsteer-slack",
+        "radix", "oracle"};
     return v;
 }
 
-std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers, const PolicyParams &p) {
+std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers,
+                                    const PolicyParams &p) {
     if (name == "rr") return make_round_robin();
     if (name == "least-loaded") return make_least_loaded();
     if (name == "ch") return make_consistent_hash(servers, p, false);

@@ -28,38 +28,41 @@ struct Cluster {
 };
 
 // The first `max` bytes of a request: what a balancer holds of it when it decides.
-inline std::span<const std::uint8_t> flight_bytes(std::string_view s,
-                                                  std::size_t max = std::numeric_limits<std::size_t>::max()) {
+inline std::span<const std::uint8_t> flight_bytes(
+    std::string_view s, std::size_t max = std::numeric_limits<std::size_t>::max()) {
     return {reinterpret_cast<const std::uint8_t *>(s.data()), std::min(s.size(), max)};
 }
 
 // kvsteer's defaults are the shipped ones: abi.h's KVS_DEFAULT_*, the daemon's PolicyParams.
 struct PolicyParams {
-    uint32_t prefix_len = KVS_DEFAULT_PREFIX_LEN;        // bytes hashed for the fixed prefix (kvsteer, CH, CH-BL)
+    uint32_t prefix_len =
+        KVS_DEFAULT_PREFIX_LEN;  // bytes hashed for the fixed prefix (kvsteer, CH, CH-BL)
     uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;        // bytes per chained block (kvsteer)
     uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;         // chained blocks hashed (kvsteer)
     uint32_t first_flight = KVS_DEFAULT_MAX_HELD_BYTES;  // bytes kvsteer holds before binding
     double load_factor = kDefaultLoadFactor;             // bounded load c (kvsteer, CH-BL)
-    uint32_t replication = control::PolicyParams{}.replication;  // K replicas of a hot prefix (kvsteer daemon)
-    double hot_rps = control::PolicyParams{}.hot_rps;  // kvsteer daemon: rate that makes a prefix hot
+    uint32_t replication =
+        control::PolicyParams{}.replication;  // K replicas of a hot prefix (kvsteer daemon)
+    double hot_rps =
+        control::PolicyParams{}.hot_rps;  // kvsteer daemon: rate that makes a prefix hot
     // kvsteer daemon: a prefix that became hot stays hot this long
     double min_hot_s = double(control::PolicyParams{}.min_hot_ns) / 1e9;
-    double report_interval_s = 0.150;     // kvsteer daemon: binding reports drained + table published
-    double telemetry_interval_s = 1.0;    // kvsteer daemon: backend /metrics scrape
-    bool affinity = true;            // kvsteer: run the daemon's affinity policy (else Maglev only)
-    double bound_slack = 0;          // kvsteer-slack (a proposal): bound >= mean + this many requests
+    double report_interval_s = 0.150;   // kvsteer daemon: binding reports drained + table published
+    double telemetry_interval_s = 1.0;  // kvsteer daemon: backend /metrics scrape
+    bool affinity = true;    // kvsteer: run the daemon's affinity policy (else Maglev only)
+    double bound_slack = 0;  // kvsteer-slack (a proposal): bound >= mean + this many requests
     // Radix-tree (SGLang router cache_aware) parameters, its defaults.
     double cache_threshold = 0.5;
     uint32_t balance_abs_threshold = 32;
     double balance_rel_threshold = 1.0001;
     double eviction_interval_s = 60.0;
     uint64_t max_tree_size = uint64_t(1) << 24;  // characters per worker tree
-    uint32_t kv_block_bytes = 64;    // bytes per server KV block (radix tree symbol size)
+    uint32_t kv_block_bytes = 64;  // bytes per server KV block (radix tree symbol size)
     uint64_t seed = 1;
 };
 
 class Policy {
-public:
+   public:
     virtual ~Policy() = default;
     virtual std::string name() const = 0;
     // Picks a server for request `idx` arriving at `now`.
@@ -76,7 +79,8 @@ public:
 // Names: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev, kvsteer-slack, radix, oracle.
 const std::vector<std::string> &policy_names();
 // nullptr for an unknown name.
-std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers, const PolicyParams &p);
+std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers,
+                                    const PolicyParams &p);
 
 std::unique_ptr<Policy> make_round_robin();
 std::unique_ptr<Policy> make_least_loaded();

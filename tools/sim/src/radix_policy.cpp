@@ -14,9 +14,11 @@ namespace kvsteer::sim {
 namespace {
 
 class Radix final : public Policy {
-public:
+   public:
     Radix(uint32_t servers, const PolicyParams &p)
-        : p_(p), tree_(servers), next_evict_(p.eviction_interval_s > 0 ? p.eviction_interval_s : INFINITY) {}
+        : p_(p),
+          tree_(servers),
+          next_evict_(p.eviction_interval_s > 0 ? p.eviction_interval_s : INFINITY) {}
 
     std::string name() const override { return "radix"; }
 
@@ -31,14 +33,16 @@ public:
                 argmin = i;
             }
         }
-        const bool imbalanced = mx - mn > p_.balance_abs_threshold && double(mx) > p_.balance_rel_threshold * double(mn);
+        const bool imbalanced = mx - mn > p_.balance_abs_threshold &&
+                                double(mx) > p_.balance_rel_threshold * double(mn);
         uint32_t pick;
         if (imbalanced) {
             pick = argmin;
             ++balance_;
         } else {
             const RadixTree::Match m = tree_.prefix_match(syms_);
-            const double matched_bytes = std::min<double>(double(m.matched) * p_.kv_block_bytes, double(r.prompt_bytes));
+            const double matched_bytes =
+                std::min<double>(double(m.matched) * p_.kv_block_bytes, double(r.prompt_bytes));
             const double rate = r.prompt_bytes ? matched_bytes / double(r.prompt_bytes) : 0.0;
             if (rate > p_.cache_threshold && m.tenant >= 0) {
                 pick = uint32_t(m.tenant);
@@ -54,7 +58,8 @@ public:
 
     double next_tick() const override { return next_evict_; }
     void tick(double now, const Cluster &c) override {
-        const uint64_t max_syms = std::max<uint64_t>(1, p_.max_tree_size / std::max<uint32_t>(1, p_.kv_block_bytes));
+        const uint64_t max_syms =
+            std::max<uint64_t>(1, p_.max_tree_size / std::max<uint32_t>(1, p_.kv_block_bytes));
         for (uint32_t t = 0; t < c.size(); ++t) evicted_ += tree_.evict(uint16_t(t), max_syms);
         while (next_evict_ <= now) next_evict_ += p_.eviction_interval_s;
     }
@@ -67,7 +72,7 @@ public:
                 {"tree_nodes", double(tree_.nodes())}};
     }
 
-private:
+   private:
     PolicyParams p_;
     RadixTree tree_;
     double next_evict_;

@@ -97,7 +97,8 @@ RadixTree::Match RadixTree::prefix_match(std::span<const uint64_t> syms) const {
     const Node &n = nodes_[size_t(last)];
     const std::pair<uint16_t, double> *best = nullptr;
     for (const auto &p : n.tenants)
-        if (!best || p.second > best->second || (p.second == best->second && p.first < best->first)) best = &p;
+        if (!best || p.second > best->second || (p.second == best->second && p.first < best->first))
+            best = &p;
     if (best) m.tenant = best->first;
     return m;
 }
@@ -123,13 +124,15 @@ uint64_t RadixTree::evict(uint16_t tenant, uint64_t max_size) {
     std::vector<bool> is_free(nodes_.size(), false);
     for (int32_t f : free_) is_free[size_t(f)] = true;
     for (size_t i = 1; i < nodes_.size(); ++i)
-        if (!is_free[i] && leaf_of(int32_t(i))) pq.push({find_tenant(nodes_[i], tenant)->second, int32_t(i)});
+        if (!is_free[i] && leaf_of(int32_t(i)))
+            pq.push({find_tenant(nodes_[i], tenant)->second, int32_t(i)});
     uint64_t removed = 0;
     while (size_[tenant] > max_size && !pq.empty()) {
         const int32_t i = pq.top().second;
         pq.pop();
         Node &n = nodes_[size_t(i)];
-        auto it = std::find_if(n.tenants.begin(), n.tenants.end(), [&](const auto &p) { return p.first == tenant; });
+        auto it = std::find_if(n.tenants.begin(), n.tenants.end(),
+                               [&](const auto &p) { return p.first == tenant; });
         if (it == n.tenants.end()) continue;
         n.tenants.erase(it);
         size_[tenant] -= n.label.size();

@@ -12,14 +12,14 @@
 namespace kvsteer::sim {
 
 class RadixTree {
-public:
+   public:
     explicit RadixTree(uint32_t tenants);
 
     void insert(std::span<const uint64_t> syms, uint16_t tenant, double now);
 
     struct Match {
-        size_t matched = 0;   // leading symbols found in the tree
-        int tenant = -1;      // most recently used tenant at the deepest matched node (-1: none)
+        size_t matched = 0;  // leading symbols found in the tree
+        int tenant = -1;     // most recently used tenant at the deepest matched node (-1: none)
     };
     Match prefix_match(std::span<const uint64_t> syms) const;
 
@@ -31,11 +31,11 @@ public:
     uint64_t evict(uint16_t tenant, uint64_t max_size);
     size_t nodes() const { return nodes_.size() - free_.size(); }
 
-private:
+   private:
     struct Node {
         std::vector<uint64_t> label;  // symbols on the edge from the parent
         int32_t parent = -1;
-        std::unordered_map<uint64_t, int32_t> children;  // by the child's first symbol
+        std::unordered_map<uint64_t, int32_t> children;    // by the child's first symbol
         std::vector<std::pair<uint16_t, double>> tenants;  // tenant, last access
     };
     int32_t alloc();

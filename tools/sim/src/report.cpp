@@ -5,12 +5,14 @@
 namespace kvsteer::sim {
 
 std::string format_table(const std::vector<RunResult> &runs) {
-    std::string s = fmt::format("{:<15} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>5}\n", "policy", "hit%",
-                                "req/s", "tok/s", "ttft50ms", "ttft90ms", "ttft99ms", "imbal", "rej");
+    std::string s =
+        fmt::format("{:<15} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>5}\n", "policy", "hit%",
+                    "req/s", "tok/s", "ttft50ms", "ttft90ms", "ttft99ms", "imbal", "rej");
     for (const auto &r : runs)
-        s += fmt::format("{:<15} {:>7.2f} {:>8.3f} {:>9.0f} {:>9.1f} {:>9.1f} {:>9.1f} {:>6.3f} {:>5}\n", r.policy,
-                         100 * r.hit_rate, r.req_per_s, r.tok_per_s, 1e3 * r.ttft_p50_s, 1e3 * r.ttft_p90_s,
-                         1e3 * r.ttft_p99_s, r.imbalance, r.rejected);
+        s += fmt::format(
+            "{:<15} {:>7.2f} {:>8.3f} {:>9.0f} {:>9.1f} {:>9.1f} {:>9.1f} {:>6.3f} {:>5}\n",
+            r.policy, 100 * r.hit_rate, r.req_per_s, r.tok_per_s, 1e3 * r.ttft_p50_s,
+            1e3 * r.ttft_p90_s, 1e3 * r.ttft_p99_s, r.imbalance, r.rejected);
     return s;
 }
 

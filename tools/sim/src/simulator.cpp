@@ -27,7 +27,8 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
                    const std::function<void(const Cluster &)> &on_end) {
     const auto wall0 = std::chrono::steady_clock::now();
     if (arrivals.size() != w.reqs.size())
-        throw std::invalid_argument(fmt::format("{} arrival times for {} requests", arrivals.size(), w.reqs.size()));
+        throw std::invalid_argument(
+            fmt::format("{} arrival times for {} requests", arrivals.size(), w.reqs.size()));
     if (cfg.servers == 0 || cfg.servers > KVS_MAX_BACKENDS)
         throw std::invalid_argument(fmt::format("servers must be 1..{}", KVS_MAX_BACKENDS));
     auto policy = make_policy(cfg.policy, cfg.servers, cfg.params);
@@ -36,14 +37,16 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
     const uint32_t n_srv = cfg.servers;
     std::vector<std::unique_ptr<model::Scheduler>> servers;
     for (uint32_t i = 0; i < n_srv; ++i)
-        servers.push_back(std::make_unique<model::Scheduler>(cfg.server.sched, cfg.server.cache, cfg.server.cost));
+        servers.push_back(std::make_unique<model::Scheduler>(cfg.server.sched, cfg.server.cache,
+                                                             cfg.server.cost));
     std::vector<uint32_t> in_flight(n_srv, 0);
     const Cluster cluster{in_flight, servers};
 
     const size_t n = w.reqs.size();
     std::vector<uint32_t> order(n);
     std::iota(order.begin(), order.end(), 0u);
-    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return arrivals[a] < arrivals[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](uint32_t a, uint32_t b) { return arrivals[a] < arrivals[b]; });
 
     RunResult res;
     res.policy = policy->name();
@@ -80,7 +83,8 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
             }
         if (next >= n && ts == kInf) break;  // every request done; periodic work no longer matters
         const double tp = policy->next_tick();
-        if (ts <= ta && ts <= tp) {  // server steps first: finishes before decisions at the same time
+        if (ts <= ta &&
+            ts <= tp) {  // server steps first: finishes before decisions at the same time
             servers[si]->advance(ts, ev);
             handle(si);
         } else if (tp <= ta) {
@@ -89,7 +93,9 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
             const uint32_t id = order[next++];
             const SimRequest &r = w.reqs[id];
             const uint32_t s = policy->choose(id, r, ta, cluster);
-            if (s >= n_srv) throw std::logic_error(fmt::format("policy {} chose server {} of {}", res.policy, s, n_srv));
+            if (s >= n_srv)
+                throw std::logic_error(
+                    fmt::format("policy {} chose server {} of {}", res.policy, s, n_srv));
             model::RequestSpec spec;
             spec.id = id;
             spec.prompt_tokens = r.prompt_tokens;

@@ -34,17 +34,17 @@ struct RunResult {
     // Token hit rate counted by the servers' own caches (vLLM prefix_cache_hits / queries).
     uint64_t hit_tokens = 0, query_tokens = 0;
     double hit_rate = 0;
-    double makespan_s = 0;          // first arrival to last finish
+    double makespan_s = 0;  // first arrival to last finish
     double req_per_s = 0;
-    double tok_per_s = 0;           // prompt + output tokens of completed requests per second
+    double tok_per_s = 0;  // prompt + output tokens of completed requests per second
     double out_tok_per_s = 0;
     double ttft_mean_s = 0, ttft_p50_s = 0, ttft_p90_s = 0, ttft_p99_s = 0;
     double e2e_mean_s = 0;
-    double imbalance = 0;           // max / mean busy time over servers
-    std::vector<double> busy_s;     // per server
-    std::vector<uint64_t> routed;   // requests sent to each server
+    double imbalance = 0;          // max / mean busy time over servers
+    std::vector<double> busy_s;    // per server
+    std::vector<uint64_t> routed;  // requests sent to each server
     std::map<std::string, double> counters;
-    double wall_s = 0;              // simulation run time
+    double wall_s = 0;  // simulation run time
 };
 
 // Runs `cfg.policy` over the workload with the given arrival times (one per request, seconds).

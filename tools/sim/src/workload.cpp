@@ -16,10 +16,11 @@ namespace {
 // bytes in front of the body as on the wire.
 std::string request_head(replay::ApiKind api, size_t body_bytes) {
     const char *path = api == replay::ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
-    return fmt::format("POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kvsteer-replay\r\n"
-                       "Content-Type: application/json\r\nAccept: */*\r\n"
-                       "Content-Length: {}\r\nConnection: {}\r\n\r\n",
-                       path, "10.90.0.1:8000", body_bytes, "keep-alive");
+    return fmt::format(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kvsteer-replay\r\n"
+        "Content-Type: application/json\r\nAccept: */*\r\n"
+        "Content-Length: {}\r\nConnection: {}\r\n\r\n",
+        path, "10.90.0.1:8000", body_bytes, "keep-alive");
 }
 
 // What the emulated server hashes: the raw "messages" value (chat) or the prompt string.
@@ -55,14 +56,16 @@ void build_one(const replay::WorkItem &w, const WorkloadOptions &o, SimRequest &
     }
     std::string head = request_head(o.api, body.size());
     r.first_flight = std::move(head);
-    const size_t room = o.first_flight_cap > r.first_flight.size() ? o.first_flight_cap - r.first_flight.size() : 0;
+    const size_t room =
+        o.first_flight_cap > r.first_flight.size() ? o.first_flight_cap - r.first_flight.size() : 0;
     r.first_flight.append(body, 0, std::min(room, body.size()));
     r.source_line = w.line;
 }
 
 }  // namespace
 
-Workload from_items(std::string name, std::vector<replay::WorkItem> items, const WorkloadOptions &o) {
+Workload from_items(std::string name, std::vector<replay::WorkItem> items,
+                    const WorkloadOptions &o) {
     Workload wl;
     wl.name = std::move(name);
     wl.reqs.resize(items.size());
@@ -86,12 +89,15 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
     g.bytes_per_token = o.bytes_per_token;
     replay::ParseResult pr = replay::parse_mooncake(in, g, limit);
     if (!pr.errors.empty()) {
-        std::string msg = fmt::format("trace file '{}' is not a Mooncake trace: {}", path, pr.errors.front());
+        std::string msg =
+            fmt::format("trace file '{}' is not a Mooncake trace: {}", path, pr.errors.front());
         for (size_t i = 1; i < pr.errors.size() && i < 3; ++i) msg += "; " + pr.errors[i];
-        if (pr.errors.size() > 3) msg += fmt::format("; ... ({} bad lines or more)", pr.errors.size());
+        if (pr.errors.size() > 3)
+            msg += fmt::format("; ... ({} bad lines or more)", pr.errors.size());
         throw std::runtime_error(msg);
     }
-    if (pr.items.empty()) throw std::runtime_error(fmt::format("trace file '{}' holds no request", path));
+    if (pr.items.empty())
+        throw std::runtime_error(fmt::format("trace file '{}' holds no request", path));
     std::string name = path;
     if (auto p = name.find_last_of('/'); p != std::string::npos) name = name.substr(p + 1);
     return from_items(name, std::move(pr.items), o);
@@ -101,10 +107,13 @@ Workload make_shared_prefix(const replay::SharedPrefixSpec &s, const WorkloadOpt
     replay::TextGeometry g;
     g.bytes_per_token = o.bytes_per_token;
     auto items = replay::shared_prefix_workload(s, g);
-    if (items.empty()) throw std::runtime_error("shared-prefix workload is empty (groups or prompts per group is 0)");
-    return from_items(fmt::format("shared-prefix {}x{} sys{} q{} out{}", s.groups, s.prompts_per_group,
-                                  s.system_prompt_len, s.question_len, s.output_len),
-                      std::move(items), o);
+    if (items.empty())
+        throw std::runtime_error(
+            "shared-prefix workload is empty (groups or prompts per group is 0)");
+    return from_items(
+        fmt::format("shared-prefix {}x{} sys{} q{} out{}", s.groups, s.prompts_per_group,
+                    s.system_prompt_len, s.question_len, s.output_len),
+        std::move(items), o);
 }
 
 std::vector<double> arrivals(const Workload &w, double speed, double qps, uint64_t seed) {

@@ -10,14 +10,14 @@
 namespace kvsteer::sim {
 
 struct SimRequest {
-    double base_t = 0;              // arrival in the source (seconds), before any speed-up
-    uint64_t prompt_tokens = 0;     // tokens the server counts (its prompt bytes / bytes_per_token)
+    double base_t = 0;           // arrival in the source (seconds), before any speed-up
+    uint64_t prompt_tokens = 0;  // tokens the server counts (its prompt bytes / bytes_per_token)
     uint32_t output_tokens = 1;
-    uint64_t prompt_bytes = 0;      // bytes the server hashes (chat: the "messages" value)
+    uint64_t prompt_bytes = 0;  // bytes the server hashes (chat: the "messages" value)
     // The server's chained KV block hashes (as the emulator computes them): the cache keys, and
     // for whole-prompt policies the prompt itself (chained hashes identify every prefix).
     std::vector<uint64_t> blocks;
-    uint64_t tail = 0;              // hash of the partial last block (0: none); radix symbols only
+    uint64_t tail = 0;  // hash of the partial last block (0: none); radix symbols only
     // HTTP head + body, cut at the workload's first-flight capacity: all kvsteer may read.
     std::string first_flight;
     uint64_t source_line = 0;
@@ -26,8 +26,8 @@ struct SimRequest {
 struct WorkloadOptions {
     replay::ApiKind api = replay::ApiKind::Chat;
     std::string model = "meta-llama/Llama-3.1-8B-Instruct";
-    uint32_t bytes_per_token = 4;    // the emulator's tokenizer
-    uint32_t kv_block_tokens = 16;   // the servers' KV block (vLLM default)
+    uint32_t bytes_per_token = 4;       // the emulator's tokenizer
+    uint32_t kv_block_tokens = 16;      // the servers' KV block (vLLM default)
     uint32_t first_flight_cap = 65536;  // bytes of head+body kept (>= any first flight simulated)
 };
 
@@ -45,7 +45,8 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
 Workload make_shared_prefix(const replay::SharedPrefixSpec &s, const WorkloadOptions &o);
 
 // Builds the simulator's view of already-parsed items (tests use this with hand-made items).
-Workload from_items(std::string name, std::vector<replay::WorkItem> items, const WorkloadOptions &o);
+Workload from_items(std::string name, std::vector<replay::WorkItem> items,
+                    const WorkloadOptions &o);
 
 // Arrival times of a run: the source's times divided by `speed`, or Poisson at `qps` when
 // qps > 0 (in the workload's order, deterministic for the seed). Sorted by construction when the

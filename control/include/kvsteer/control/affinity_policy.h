@@ -19,30 +19,31 @@
 namespace kvsteer::control {
 
 struct PolicyParams {
-    std::uint32_t replication = 2;    // K: replicas of a hot prefix (<= KVS_MAX_REPLICAS)
-    double hot_rps = 20.0;            // request rate on one prefix that makes it hot
-    double cool_ratio = 0.5;          // a hot prefix cools below hot_rps * cool_ratio (hysteresis)
+    std::uint32_t replication = 2;  // K: replicas of a hot prefix (<= KVS_MAX_REPLICAS)
+    double hot_rps = 20.0;          // request rate on one prefix that makes it hot
+    double cool_ratio = 0.5;        // a hot prefix cools below hot_rps * cool_ratio (hysteresis)
     // A prefix that became hot stays hot (keeps its replicas) at least this long, whatever its
     // rate and its holders' load say meanwhile: saturated holders hover around the load bound,
     // and without it the entry flips hot/cool on nearly every compute. 0 = off, the default:
     // in the simulator the flipping costs less than holding replicas (control/README.md).
     std::uint64_t min_hot_ns = 0;
-    double rate_tau_s = 5.0;          // time constant of the request-rate average
-    std::uint64_t ttl_ns = 300'000'000'000ull;  // a backend forgets a prefix not requested for this long
-    std::uint32_t max_entries = 32768;          // entries written to the table
-    std::uint32_t index_max = 131072;           // prefixes remembered (LRU beyond); ~150 B each
-    double load_factor = kDefaultLoadFactor;    // bounded load c (load_bound.h)
+    double rate_tau_s = 5.0;  // time constant of the request-rate average
+    std::uint64_t ttl_ns =
+        300'000'000'000ull;             // a backend forgets a prefix not requested for this long
+    std::uint32_t max_entries = 32768;  // entries written to the table
+    std::uint32_t index_max = 131072;   // prefixes remembered (LRU beyond); ~150 B each
+    double load_factor = kDefaultLoadFactor;  // bounded load c (load_bound.h)
 };
 
 // What the policy knows about one backend at a point in time.
 struct BackendSnapshot {
     std::uint16_t id = 0;
-    bool eligible = false;              // up and not draining
-    std::uint64_t in_flight = 0;        // binds - closes
-    std::optional<double> queue;        // backend's own waiting queue (telemetry)
-    std::optional<double> kv_usage;     // 0..1 (telemetry)
-    std::optional<double> hit_rate;     // prefix-cache hit rate over the last window (telemetry)
-    bool cache_reset = false;           // counters went backwards: the backend restarted, cache empty
+    bool eligible = false;           // up and not draining
+    std::uint64_t in_flight = 0;     // binds - closes
+    std::optional<double> queue;     // backend's own waiting queue (telemetry)
+    std::optional<double> kv_usage;  // 0..1 (telemetry)
+    std::optional<double> hit_rate;  // prefix-cache hit rate over the last window (telemetry)
+    bool cache_reset = false;        // counters went backwards: the backend restarted, cache empty
 };
 
 struct DesiredEntry {
@@ -59,27 +60,27 @@ inline constexpr std::uint8_t kPrefixDepth = 0xff;
 
 struct PolicyCounters {
     std::uint64_t reports = 0;
-    std::uint64_t reports_ignored = 0;     // backend id out of range
-    std::uint64_t keys_learned = 0;        // new prefix keys in the index
-    std::uint64_t holders_added = 0;       // a backend newly known to hold a key
+    std::uint64_t reports_ignored = 0;  // backend id out of range
+    std::uint64_t keys_learned = 0;     // new prefix keys in the index
+    std::uint64_t holders_added = 0;    // a backend newly known to hold a key
     std::uint64_t became_hot = 0;
     std::uint64_t cooled = 0;
-    std::uint64_t held_hot = 0;            // computes that kept a prefix hot only for min_hot_ns
-    std::uint64_t replicas_added = 0;      // extra replicas given to hot / overloaded prefixes
+    std::uint64_t held_hot = 0;        // computes that kept a prefix hot only for min_hot_ns
+    std::uint64_t replicas_added = 0;  // extra replicas given to hot / overloaded prefixes
     std::uint64_t replicas_dropped = 0;
-    std::uint64_t over_bound = 0;          // entries whose every holder was over its load bound
+    std::uint64_t over_bound = 0;  // entries whose every holder was over its load bound
     std::uint64_t holders_expired = 0;
     std::uint64_t keys_expired = 0;
-    std::uint64_t keys_evicted = 0;        // LRU beyond index_max
-    std::uint64_t excluded_ineligible = 0; // holder left out because down/draining
-    std::uint64_t entries_no_backend = 0;  // nothing eligible: entry not written
-    std::uint64_t entries_truncated = 0;   // beyond max_entries
-    std::uint64_t holders_flushed = 0;     // dropped because the backend's cache was reset
-    std::uint64_t ttl_shortened = 0;       // backend-rounds with a shortened TTL (cache pressure)
+    std::uint64_t keys_evicted = 0;         // LRU beyond index_max
+    std::uint64_t excluded_ineligible = 0;  // holder left out because down/draining
+    std::uint64_t entries_no_backend = 0;   // nothing eligible: entry not written
+    std::uint64_t entries_truncated = 0;    // beyond max_entries
+    std::uint64_t holders_flushed = 0;      // dropped because the backend's cache was reset
+    std::uint64_t ttl_shortened = 0;        // backend-rounds with a shortened TTL (cache pressure)
 };
 
 class AffinityPolicy {
-public:
+   public:
     explicit AffinityPolicy(const PolicyParams &p = {});
 
     void set_params(const PolicyParams &p) { p_ = p; }
@@ -112,9 +113,11 @@ public:
     const PolicyCounters &counters() const { return c_; }
     std::size_t index_size() const { return nodes_.size(); }
     // Receives one line per decision (for debug logging). Off when empty.
-    void set_decision_sink(std::function<void(const std::string &)> sink) { sink_ = std::move(sink); }
+    void set_decision_sink(std::function<void(const std::string &)> sink) {
+        sink_ = std::move(sink);
+    }
 
-private:
+   private:
     struct Holder {
         std::uint16_t id;
         std::uint64_t last_ns;
@@ -123,7 +126,7 @@ private:
         std::uint8_t depth = 0;
         bool hot = false;
         std::uint8_t n_holders = 0, n_extra = 0;
-        double rate = 0;            // requests/s at rate_ns
+        double rate = 0;  // requests/s at rate_ns
         std::uint64_t rate_ns = 0;
         std::uint64_t hot_since_ns = 0;  // when it last became hot
         std::uint64_t last_ns = 0;

@@ -1,4 +1,5 @@
-// kvsteerd configuration: command line + INI file (Boost.Program_options), validated into one struct.
+// kvsteerd configuration: command line + INI file (Boost.Program_options), validated into one
+// struct.
 #pragma once
 
 #include <array>
@@ -21,7 +22,8 @@ struct BackendSpec {
     std::string model;
     std::optional<Mac> mac;  // absent: resolved from the neighbour table
     std::uint32_t max_load = 0;
-    std::string kv_events;  // vLLM KV events publisher to subscribe to (tcp://HOST:PORT); empty: off
+    std::string
+        kv_events;  // vLLM KV events publisher to subscribe to (tcp://HOST:PORT); empty: off
 };
 
 // How kvsteerd builds the backend lookup table (same format, read the same way by the dataplane).
@@ -69,12 +71,14 @@ struct DaemonConfig {
     std::uint32_t telemetry_interval_ms = 1000;  // 0 disables scraping
     std::string telemetry_path = "/metrics";
 
-    std::uint32_t queue_cap = 0;  // waiting requests that freeze a backend's max_load at its in-flight; 0 = off
+    std::uint32_t queue_cap =
+        0;  // waiting requests that freeze a backend's max_load at its in-flight; 0 = off
 
     std::uint32_t report_interval_ms = 150;
     std::uint32_t affinity_ttl_ms = static_cast<std::uint32_t>(PolicyParams{}.ttl_ns / 1000000);
     // a prefix that became hot stays hot this long (0: off)
-    std::uint32_t affinity_min_hot_ms = static_cast<std::uint32_t>(PolicyParams{}.min_hot_ns / 1000000);
+    std::uint32_t affinity_min_hot_ms =
+        static_cast<std::uint32_t>(PolicyParams{}.min_hot_ns / 1000000);
     std::uint32_t affinity_max_entries = PolicyParams{}.max_entries;
     std::uint32_t affinity_index_max = PolicyParams{}.index_max;
     std::uint32_t table_grace_ms = 20;

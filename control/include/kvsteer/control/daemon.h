@@ -32,13 +32,13 @@ struct BackendRuntime {
     BackendSpec spec;
     bool draining = false;
     HealthState health;
-    std::optional<Mac> mac;           // configured or resolved
-    std::string last_error;           // latest health / resolution problem
+    std::optional<Mac> mac;  // configured or resolved
+    std::string last_error;  // latest health / resolution problem
     std::uint64_t checks_ok = 0, checks_failed = 0, passive_failures = 0;
-    std::uint64_t base_binds = 0, base_closes = 0;   // kvs_be_load values when this id was taken
+    std::uint64_t base_binds = 0, base_closes = 0;  // kvs_be_load values when this id was taken
     std::uint64_t prev_bind_fails = 0, prev_binds = 0;
-    std::uint32_t passive_streak = 0;     // consecutive health intervals with bind failures
-    std::uint32_t passive_hold = 0;       // intervals spent down by passive evidence (checks off)
+    std::uint32_t passive_streak = 0;  // consecutive health intervals with bind failures
+    std::uint32_t passive_hold = 0;    // intervals spent down by passive evidence (checks off)
     // Telemetry.
     Telemetry tel;
     bool tel_valid = false;
@@ -46,7 +46,7 @@ struct BackendRuntime {
     bool tel_problem_logged = false;
     HitRateTracker hit;
     std::optional<double> window_hit_rate;
-    bool cache_reset = false;          // set by telemetry or KV events; consumed by publish_affinity
+    bool cache_reset = false;  // set by telemetry or KV events; consumed by publish_affinity
     std::uint64_t kv_resets_seen = 0;  // KvEventStats::resets already acted on
     std::uint32_t queue_max_load = 0;  // dynamic cap from queue-cap; 0 = none
     std::uint8_t written_state = KVS_BE_EMPTY;
@@ -61,12 +61,13 @@ struct DaemonCounters {
     std::uint64_t backend_up = 0, backend_down = 0;
     std::uint64_t mac_resolve_failed = 0;
     std::uint64_t health_checks = 0, health_failures = 0, passive_failures = 0;
-    std::uint64_t scrapes = 0, scrape_failures = 0, metrics_unknown = 0, metrics_parse_bad_lines = 0;
+    std::uint64_t scrapes = 0, scrape_failures = 0, metrics_unknown = 0,
+                  metrics_parse_bad_lines = 0;
     std::uint64_t kv_cache_resets = 0;  // backend caches marked reset because of KV events
 };
 
 class Daemon {
-public:
+   public:
     Daemon(DaemonConfig cfg, const Tables &maps);
     ~Daemon();
     Daemon(const Daemon &) = delete;
@@ -86,7 +87,7 @@ public:
     // Runs one maintenance round now (rings, passive health, affinity); for tests.
     void tick();
 
-private:
+   private:
     struct ProbeResult {
         bool health;  // else telemetry
         std::uint16_t id;
@@ -135,7 +136,8 @@ private:
     Tables maps_;
     TableWriter writer_;
     std::map<std::uint16_t, BackendRuntime> backends_;
-    std::vector<std::array<std::uint64_t, 3>> maglev_input_;  // (id, identity, weight) last published
+    std::vector<std::array<std::uint64_t, 3>>
+        maglev_input_;  // (id, identity, weight) last published
     bool maglev_published_ = false;
     AffinityPolicy policy_;
     std::vector<DesiredEntry> desired_;  // what the active affinity half holds

@@ -12,7 +12,7 @@ struct HealthParams {
 };
 
 class HealthState {
-public:
+   public:
     // A new backend is down until its first successful check, which brings it up at once (no
     // reason to wait `rise` checks at startup); after it has been up once, rise/fall apply.
     // `assume_up` is for when active checks are off.
@@ -23,8 +23,7 @@ public:
 
     // Passive evidence (the dataplane's binds fail) takes a backend down regardless of the
     // active streaks; it comes back through `rise` active successes.
-    void force_down()
-    {
+    void force_down() {
         up_ = false;
         ok_streak_ = 0;
     }
@@ -34,7 +33,7 @@ public:
     std::uint32_t ok_streak() const { return ok_streak_; }
     std::uint32_t fail_streak() const { return fail_streak_; }
 
-private:
+   private:
     bool up_;
     bool ever_up_;
     bool checked_ = false;

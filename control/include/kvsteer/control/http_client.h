@@ -17,15 +17,17 @@ struct HttpRequest {
 };
 
 struct HttpResult {
-    bool ok = false;   // a complete HTTP response was read (any status)
-    int status = 0;    // HTTP status code
-    std::string body;  // de-chunked
-    std::string error; // when !ok, one line: "connect: Connection refused", "connect timeout",
-                       // "timeout reading the response", "bad response: ...", "response larger than N bytes"
+    bool ok = false;    // a complete HTTP response was read (any status)
+    int status = 0;     // HTTP status code
+    std::string body;   // de-chunked
+    std::string error;  // when !ok, one line: "connect: Connection refused", "connect timeout",
+                        // "timeout reading the response", "bad response: ...", "response larger
+                        // than N bytes"
 };
 
 // Runs every request concurrently; returns when all finished or `timeout` passed.
-std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs, std::chrono::milliseconds timeout,
+std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs,
+                                      std::chrono::milliseconds timeout,
                                       std::size_t max_body = 8u << 20);
 
 // Parses a raw HTTP/1.x response (head + body; `eof`: nothing more will come), with the same

@@ -64,26 +64,29 @@ KvReceived decode_kv_frames(const std::vector<std::string> &frames);
 // backend; tests drive it directly).
 struct KvEventStats {
     std::string endpoint;
-    std::uint64_t messages = 0;          // multipart messages received
-    std::uint64_t decode_errors = 0;     // messages (or frames) that could not be decoded: skipped
-    std::uint64_t seq_gaps = 0;          // times seq jumped forward (batches lost: HWM, reconnect)
-    std::uint64_t missed_batches = 0;    // batches those jumps skipped
+    std::uint64_t messages = 0;        // multipart messages received
+    std::uint64_t decode_errors = 0;   // messages (or frames) that could not be decoded: skipped
+    std::uint64_t seq_gaps = 0;        // times seq jumped forward (batches lost: HWM, reconnect)
+    std::uint64_t missed_batches = 0;  // batches those jumps skipped
     std::uint64_t publisher_restarts = 0;  // seq went backwards: a new publisher, an empty cache
-    std::uint64_t blocks_stored = 0, blocks_removed = 0;  // GPU blocks in BlockStored / BlockRemoved
-    std::uint64_t resident_blocks = 0;   // stored - removed since the last reset, floored at 0
-    std::uint64_t clears = 0;            // AllBlocksCleared events
-    std::uint64_t other_medium_blocks = 0;  // blocks in events of another medium (not counted above)
-    std::uint64_t unknown_events = 0;    // events with a tag this version does not know: skipped
-    std::uint64_t resets = 0;            // clears + publisher restarts (what the daemon acts on)
+    std::uint64_t blocks_stored = 0,
+                  blocks_removed = 0;   // GPU blocks in BlockStored / BlockRemoved
+    std::uint64_t resident_blocks = 0;  // stored - removed since the last reset, floored at 0
+    std::uint64_t clears = 0;           // AllBlocksCleared events
+    std::uint64_t other_medium_blocks =
+        0;                             // blocks in events of another medium (not counted above)
+    std::uint64_t unknown_events = 0;  // events with a tag this version does not know: skipped
+    std::uint64_t resets = 0;          // clears + publisher restarts (what the daemon acts on)
     std::optional<std::uint64_t> last_seq;
     std::optional<double> last_batch_ts;  // ts of the last decoded batch (server clock)
     std::optional<std::chrono::steady_clock::time_point> last_message;  // our clock
-    std::string last_error;               // latest decode / connect problem
+    std::string last_error;  // latest decode / connect problem
 
     // Accounts one received message (decoded or not). Returns true when it says the cache was
     // emptied: an AllBlocksCleared event, or a seq not above the last one (publisher restarted).
     bool account(const KvReceived &m, std::chrono::steady_clock::time_point now);
-    bool on_message(const std::vector<std::string> &frames, std::chrono::steady_clock::time_point now);
+    bool on_message(const std::vector<std::string> &frames,
+                    std::chrono::steady_clock::time_point now);
 };
 
 // kv-events support compiled in (libzmq found at build time).
@@ -93,7 +96,7 @@ bool kv_events_supported();
 // only receives, decodes and counts; the daemon reads the counts with stats() and is woken through
 // `wake` when a server's cache was reset. Nothing here blocks the caller beyond a short mutex.
 class KvEventSubscriber {
-public:
+   public:
     explicit KvEventSubscriber(std::function<void()> wake);
     ~KvEventSubscriber();  // stops and joins the thread
     KvEventSubscriber(const KvEventSubscriber &) = delete;
@@ -111,7 +114,7 @@ public:
 
     struct Impl;
 
-private:
+   private:
     std::unique_ptr<Impl> impl_;
 };
 

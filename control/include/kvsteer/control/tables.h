@@ -15,7 +15,7 @@ namespace kvsteer::control {
 // picked it just before the flip finishes first (the dataplane reads the active half in place,
 // one lookup per choice: microseconds, well within it).
 class TableWriter {
-public:
+   public:
     TableWriter(const Tables &v, std::chrono::milliseconds grace) : v_(v), grace_(grace) {}
 
     // `table` has KVS_MAGLEV_SIZE entries.
@@ -36,7 +36,7 @@ public:
     static std::uint32_t active_maglev(const kvs_config *c);
     static std::uint32_t active_affinity(const kvs_config *c);
 
-private:
+   private:
     void wait_grace(std::chrono::steady_clock::time_point last_flip);
 
     Tables v_;

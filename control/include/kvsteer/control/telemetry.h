@@ -22,7 +22,7 @@ struct Telemetry {
     std::optional<double> prefix_queries;  // vLLM counter (tokens queried), cumulative
     std::optional<double> prefix_hits;     // vLLM counter (tokens hit), cumulative
     std::optional<double> hit_rate;        // SGLang gauge, 0..1
-    std::vector<std::string> problems;     // "name: why", one per metric that was present but unusable
+    std::vector<std::string> problems;  // "name: why", one per metric that was present but unusable
 };
 
 Telemetry extract_telemetry(const PromParse &page);
@@ -30,15 +30,16 @@ Telemetry extract_telemetry(const PromParse &page);
 // Hit rate over the last scrape window from cumulative counters (vLLM) or the gauge (SGLang).
 // Detects counter resets (backend restart: its cache is empty again).
 class HitRateTracker {
-public:
+   public:
     struct Update {
-        std::optional<double> window_hit_rate;  // hits/queries over the window; nullopt if no queries
-        bool reset = false;                     // counters went backwards
+        std::optional<double>
+            window_hit_rate;  // hits/queries over the window; nullopt if no queries
+        bool reset = false;   // counters went backwards
         double window_queries = 0;
     };
     Update update(const Telemetry &t);
 
-private:
+   private:
     std::optional<double> last_q_, last_h_;
 };
 

@@ -17,14 +17,14 @@ const kvs_affinity_entry *affinity_lookup(std::span<const kvs_affinity_entry> ha
 
 // Builds one table half from scratch (the writer fills the inactive half, then flips).
 class AffinityBuilder {
-public:
+   public:
     explicit AffinityBuilder(std::uint32_t slots = KVS_AFFINITY_SLOTS);
     // false when the probe window is full (the entry is dropped; counted by the caller).
     bool insert(std::uint64_t key, std::span<const std::uint16_t> backends, std::uint8_t depth);
     const std::vector<kvs_affinity_entry> &table() const { return table_; }
     std::uint32_t size() const { return used_; }
 
-private:
+   private:
     std::vector<kvs_affinity_entry> table_;
     std::uint32_t used_ = 0;
 };

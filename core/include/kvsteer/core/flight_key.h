@@ -28,8 +28,8 @@ std::uint32_t bind_depth(const HashParams &hp) noexcept;
 // mixed in; for `Expect: 100-continue` without body bytes, the request target and host; for
 // bytes that are not HTTP we understand, their leading bytes; else `five_tuple_hash` (the
 // connection's 5-tuple hash).
-FlightKey key_flight(const HashParams &hp, const RequestView &v, std::span<const std::uint8_t> bytes,
-                     std::uint64_t five_tuple_hash) noexcept;
+FlightKey key_flight(const HashParams &hp, const RequestView &v,
+                     std::span<const std::uint8_t> bytes, std::uint64_t five_tuple_hash) noexcept;
 
 // Locates, then keys.
 FlightKey key_flight(const HashParams &hp, std::span<const std::uint8_t> bytes,

@@ -18,10 +18,10 @@ enum class KeyKind : std::uint8_t {
 };
 
 enum class LocateStatus : std::uint8_t {
-    Ok,             // head parsed; body (or part of it) located
-    NeedMoreHead,   // request line/headers not complete within the bytes given
-    NotHttp,        // not an HTTP/1.x request line
-    BadHeaders,     // malformed header block (bad Content-Length, conflicting lengths, ...)
+    Ok,            // head parsed; body (or part of it) located
+    NeedMoreHead,  // request line/headers not complete within the bytes given
+    NotHttp,       // not an HTTP/1.x request line
+    BadHeaders,    // malformed header block (bad Content-Length, conflicting lengths, ...)
 };
 
 // Everything is a view into the caller's buffer; offsets are from the buffer's start.
@@ -29,7 +29,7 @@ struct RequestView {
     LocateStatus status = LocateStatus::NotHttp;
     KeyKind kind = KeyKind::FiveTuple;
     std::string_view method;
-    std::string_view path;             // request target as sent (no query stripping)
+    std::string_view path;  // request target as sent (no query stripping)
     std::string_view host;
     std::int64_t content_length = -1;  // -1: absent
     bool chunked = false;              // Transfer-Encoding: chunked

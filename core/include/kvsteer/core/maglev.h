@@ -10,9 +10,10 @@
 namespace kvsteer {
 
 struct MaglevBackend {
-    std::uint32_t id;       // backend id (index into kvs_backends)
-    std::uint64_t identity; // stable across rebuilds (e.g. hash of "addr:port"): drives the permutation
-    std::uint32_t weight;   // 0 = not in the table
+    std::uint32_t id;  // backend id (index into kvs_backends)
+    std::uint64_t
+        identity;  // stable across rebuilds (e.g. hash of "addr:port"): drives the permutation
+    std::uint32_t weight;  // 0 = not in the table
 };
 
 // Builds a table of `size` entries (a prime; default KVS_MAGLEV_SIZE) holding backend ids.
@@ -45,9 +46,10 @@ struct LoadView {
 
 // Consistent hashing with bounded loads over a Maglev table: start at slot hash % size and walk
 // successive slots; the first eligible backend whose in_flight + 1 <= load_bound(c, total,
-// n_eligible) (load_bound.h: ceil(c * (total+1) / n_eligible), c at least 1) wins. Always terminates; returns KVS_BACKEND_NONE only if no backend is eligible. If every
-// eligible backend is over its bound, returns the least loaded eligible one.
-// `spilled` (optional) is set when the first eligible candidate was skipped for load.
+// n_eligible) (load_bound.h: ceil(c * (total+1) / n_eligible), c at least 1) wins. Always
+// terminates; returns KVS_BACKEND_NONE only if no backend is eligible. If every eligible backend is
+// over its bound, returns the least loaded eligible one. `spilled` (optional) is set when the first
+// eligible candidate was skipped for load.
 std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
                              const LoadView &load, double load_factor,
                              bool *spilled = nullptr) noexcept;

@@ -12,15 +12,16 @@ namespace kvsteer {
 
 // Defaults are abi.h's: what a zero kvs_config field means (hash_params() in flight_key.h).
 struct HashParams {
-    std::uint64_t seed = KVS_DEFAULT_HASH_SEED;          // configured, never random: same bytes -> same hash
-    std::uint32_t prefix_len = KVS_DEFAULT_PREFIX_LEN;   // bytes in the fixed-length prefix hash
-    std::uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;   // bytes per chained block
+    std::uint64_t seed =
+        KVS_DEFAULT_HASH_SEED;  // configured, never random: same bytes -> same hash
+    std::uint32_t prefix_len = KVS_DEFAULT_PREFIX_LEN;  // bytes in the fixed-length prefix hash
+    std::uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;  // bytes per chained block
     std::uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;
 };
 
 struct PrefixHashes {
-    std::uint64_t prefix = 0;   // hash(seed, model, key[0 .. min(prefix_len, len)))
-    std::uint32_t n_blocks = 0; // full blocks hashed (a trailing partial block is not)
+    std::uint64_t prefix = 0;    // hash(seed, model, key[0 .. min(prefix_len, len)))
+    std::uint32_t n_blocks = 0;  // full blocks hashed (a trailing partial block is not)
     std::array<std::uint64_t, KVS_MAX_REPORT_BLOCKS> blocks{};  // blocks[i] covers blocks 0..i
 };
 

@@ -25,7 +25,7 @@ struct LoaderOptions {
 };
 
 class Loader {
-public:
+   public:
     // Opens and loads the program. nullptr + `err` on failure.
     static std::unique_ptr<Loader> load(const LoaderOptions &opt, std::string *err);
     ~Loader();
@@ -47,7 +47,7 @@ public:
     // Mode the last successful attach() used.
     AttachMode attached_mode() const { return attached_mode_; }
 
-private:
+   private:
     Loader() = default;
     kvsteer_bpf *skel_ = nullptr;
     AttachMode attached_mode_ = AttachMode::kAuto;

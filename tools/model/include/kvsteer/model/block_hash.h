@@ -13,7 +13,9 @@ struct TokenGeometry {
 
     uint64_t block_bytes() const { return uint64_t(block_tokens) * bytes_per_token; }
     // Tokens of a prompt of n bytes: a partial token still counts as one.
-    uint64_t tokens_of(uint64_t bytes) const { return (bytes + bytes_per_token - 1) / bytes_per_token; }
+    uint64_t tokens_of(uint64_t bytes) const {
+        return (bytes + bytes_per_token - 1) / bytes_per_token;
+    }
 };
 
 // Seed of the first block; any fixed value works, it only has to be the same everywhere.

@@ -11,7 +11,7 @@ struct CostConfig {
     // shared calibration/h200-prefill.json, its README table. Worst point is ~39% off, most
     // within 20%. c0 is mostly eager-PyTorch overhead: an upper bound for a serving engine.
     double prefill_c0_s = 24.1e-3;
-    double prefill_a_s = 0.01376e-3;   // per uncached token (~73k tokens/s)
+    double prefill_a_s = 0.01376e-3;      // per uncached token (~73k tokens/s)
     double prefill_b_s = 2.86e-6 * 1e-3;  // per uncached token per token of context before it
 
     // Decode (not in the calibration file; from memory bandwidth): a step reads the weights
@@ -28,7 +28,7 @@ struct CostConfig {
 };
 
 class CostModel {
-public:
+   public:
     CostModel() = default;
     explicit CostModel(CostConfig cfg) : cfg_(cfg) {}
     const CostConfig &config() const { return cfg_; }
@@ -48,7 +48,7 @@ public:
     // plus the prefill work, plus the decode per-sequence and KV-read costs.
     double step_time(double prefill_work_s, uint64_t decode_seqs, uint64_t decode_ctx) const;
 
-private:
+   private:
     CostConfig cfg_;
 };
 

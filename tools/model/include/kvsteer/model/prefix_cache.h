@@ -21,11 +21,11 @@ struct CacheConfig {
 
 // The blocks one request holds while it runs. Owned by the caller, handed back to release().
 struct Allocation {
-    std::vector<uint64_t> hashes;  // the request's full prompt blocks (chained hashes)
-    uint32_t hit_blocks = 0;       // leading blocks found cached at allocation
-    uint32_t committed = 0;        // leading blocks computed (hit or committed since)
+    std::vector<uint64_t> hashes;      // the request's full prompt blocks (chained hashes)
+    uint32_t hit_blocks = 0;           // leading blocks found cached at allocation
+    uint32_t committed = 0;            // leading blocks computed (hit or committed since)
     std::vector<uint64_t> referenced;  // cached hashes this request holds a reference on
-    uint64_t private_blocks = 0;   // blocks only this request uses (pending, duplicates, output)
+    uint64_t private_blocks = 0;  // blocks only this request uses (pending, duplicates, output)
     bool live = false;
 };
 
@@ -33,8 +33,8 @@ struct Allocation {
 struct BlockEvent {
     enum Type : uint8_t { Stored, Removed } type;
     uint64_t hash;
-    uint64_t parent;      // Stored: hash of the previous block in the chain
-    bool has_parent;      // false for a chain's first block
+    uint64_t parent;  // Stored: hash of the previous block in the chain
+    bool has_parent;  // false for a chain's first block
 };
 
 struct CacheStats {
@@ -45,7 +45,7 @@ struct CacheStats {
 };
 
 class PrefixCache {
-public:
+   public:
     explicit PrefixCache(CacheConfig cfg);
 
     const CacheConfig &config() const { return cfg_; }
@@ -90,7 +90,7 @@ public:
         return (tokens + block_tokens - 1) / block_tokens;
     }
 
-private:
+   private:
     struct Entry {
         uint32_t ref = 0;
         std::list<uint64_t>::iterator lru_it;  // valid when ref == 0
@@ -99,11 +99,11 @@ private:
 
     CacheConfig cfg_;
     uint64_t total_blocks_;
-    uint64_t free_blocks_;           // neither cached nor used
-    uint64_t private_blocks_ = 0;    // used, not in the map
-    uint64_t pinned_cached_ = 0;     // map entries with ref > 0
+    uint64_t free_blocks_;         // neither cached nor used
+    uint64_t private_blocks_ = 0;  // used, not in the map
+    uint64_t pinned_cached_ = 0;   // map entries with ref > 0
     std::unordered_map<uint64_t, Entry> map_;
-    std::list<uint64_t> lru_;        // cached, ref == 0; front = evicted first
+    std::list<uint64_t> lru_;  // cached, ref == 0; front = evicted first
     CacheStats stats_;
     bool record_ = false;
     std::vector<BlockEvent> events_;

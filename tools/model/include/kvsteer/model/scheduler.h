@@ -16,8 +16,8 @@
 namespace kvsteer::model {
 
 struct SchedulerConfig {
-    uint32_t max_batch = 256;             // vLLM max_num_seqs
-    uint32_t max_batched_tokens = 8192;   // vLLM max_num_batched_tokens (per step)
+    uint32_t max_batch = 256;            // vLLM max_num_seqs
+    uint32_t max_batched_tokens = 8192;  // vLLM max_num_batched_tokens (per step)
 };
 
 struct RequestSpec {
@@ -38,14 +38,14 @@ struct Event {
     EventType type;
     uint64_t id;
     double time;
-    uint32_t tokens_out = 0;      // output tokens produced so far
-    uint64_t cached_tokens = 0;   // prefix cache hit of this request
+    uint32_t tokens_out = 0;     // output tokens produced so far
+    uint64_t cached_tokens = 0;  // prefix cache hit of this request
 };
 
 enum class SubmitResult : uint8_t { Accepted, DuplicateId, TooLarge };
 
 class Scheduler {
-public:
+   public:
     Scheduler(SchedulerConfig cfg, CacheConfig cache_cfg, CostConfig cost_cfg);
 
     // Runs the model up to `now`, then queues the request. Events up to `now` are appended to
@@ -71,7 +71,7 @@ public:
     uint64_t steps() const { return steps_; }
     double busy_time() const { return busy_time_; }
 
-private:
+   private:
     struct Req {
         RequestSpec spec;
         Allocation alloc;

@@ -12,7 +12,7 @@ struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
 namespace kvsteer::model {
 
 class Sha256 {
-public:
+   public:
     Sha256();
     ~Sha256();
     Sha256(Sha256 &&) noexcept;
@@ -24,7 +24,7 @@ public:
     std::array<uint8_t, 32> finish();  // the digest; the object is then ready for a new message
     std::string hex();                 // finish() as 64 lowercase hex digits
 
-private:
+   private:
     struct Free {
         void operator()(evp_md_ctx_st *c) const;
     };
