@@ -334,16 +334,9 @@ void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
 // bind: answer with a reset so it does not retransmit its FIN into silence.
 void Worker::answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt) {
     const kvs_config &c = *t_.config;
-    kvs_cookie_tuple tup{};
-    kvs_cookie_tuple_of(&pkt, &tup);
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
-    if (!kvs_cookie_check(&c.cookie_key[0][0], &tup, ack - 1,
-                          kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), &co)) {
-        inc(KVS_R_DROP_BAD_COOKIE);
-        rte_pktmbuf_free(m);
-        return;
-    }
+    if (!check_cookie(m, pkt, &co)) return;
     TcpSpec sp{};
     sp.smac = c.appliance_mac;
     sp.dmac = pkt.eth->src;
@@ -358,19 +351,24 @@ void Worker::answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt) {
     rte_pktmbuf_free(m);
 }
 
-void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+// Every segment a client sends before its flow exists acks our cookie + 1: checked with the
+// shared codec; a bad one is dropped here (counted, `m` freed) and false returned.
+bool Worker::check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co) {
     const kvs_config &c = *t_.config;
     kvs_cookie_tuple tup{};
     kvs_cookie_tuple_of(&pkt, &tup);
+    if (kvs_cookie_check(&c.cookie_key[0][0], &tup, kvs_ntohl(pkt.tcp->ack_seq) - 1,
+                         kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), co))
+        return true;
+    inc(KVS_R_DROP_BAD_COOKIE);
+    rte_pktmbuf_free(m);
+    return false;
+}
+
+void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
-    // Every first-flight segment acks our cookie + 1.
-    if (!kvs_cookie_check(&c.cookie_key[0][0], &tup, ack - 1,
-                          kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), &co)) {
-        inc(KVS_R_DROP_BAD_COOKIE);
-        rte_pktmbuf_free(m);
-        return;
-    }
+    if (!check_cookie(m, pkt, &co)) return;
     if (p_.opts.max_held_per_source && held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
         inc(KVS_R_DP_HOLD_SOURCE_CAP);  // this client address holds its share already
         rte_pktmbuf_free(m);

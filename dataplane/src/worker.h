@@ -110,6 +110,7 @@ class Worker {
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     void answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt);
+    bool check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co);
     void add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     void check_ready(std::uint32_t idx, std::uint64_t now, bool gap);
     void free_held(Slot &s);

@@ -247,17 +247,7 @@ slowloris)
     dpe_log "slowloris: $(cat "$DPE_DIR/slowloris.json") (source cap hits $(dpe_counter dp_hold_source_cap)," \
         "evictions $(dpe_counter dp_hold_evicted_incomplete_head))"
     (( $(dpe_counter dp_hold_source_cap) > 0 )) || dpe_fail "the attacker was never held to its share"
-    # The receive-path watchdog: if the port stalled, the dataplane says so, counts it and exits
-    # with status 75 for its supervisor (systemd: Restart=always), which we play here.
-    sleep 3
-    if ! kill -0 "$DPE_DP_PID" 2>/dev/null; then
-        wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
-        (( rc == 75 )) || dpe_fail "dataplane exited with status $rc during the attack (not the watchdog's 75)"
-        grep -q "receive path stalled" "$DPE_DIR/dp.log" || dpe_fail "exit 75 without the watchdog's message"
-        (( $(dpe_counter dp_rx_stall) >= 1 )) || dpe_fail "watchdog exit without dp_rx_stall counted"
-        dpe_log "receive path stalled; the watchdog exited 75: restarting the dataplane as systemd would"
-        dpe_start_dataplane --client-idle-timeout-ms 2000
-    fi
+    dpe_restart_if_stalled --client-idle-timeout-ms 2000 || true
     for c in 1 2; do
         out=$(ip netns exec "${KVS_NS_CLIENTS[$c]}" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
             --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "client $c after the attack: $out"
@@ -273,17 +263,8 @@ slowloris_nocap)
         --port "$KVS_VIP_PORT" --burst 5000 --hold 3 --sustained 4500 --life 1 --seconds 15) \
         || dpe_fail "slowloris client: $out"
     dpe_log "slowloris: $out"
-    for t in $(seq 40); do kill -0 "$DPE_DP_PID" 2>/dev/null || break; sleep 0.25; done
-    if ! kill -0 "$DPE_DP_PID" 2>/dev/null; then
-        wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
-        (( rc == 75 )) || dpe_fail "dataplane exited with status $rc (not the watchdog's 75)"
-        grep -q "receive path stalled" "$DPE_DIR/dp.log" || dpe_fail "exit 75 without the watchdog's message"
-        (( $(dpe_counter dp_rx_stall) >= 1 )) || dpe_fail "watchdog exit without dp_rx_stall counted"
-        dpe_log "receive path stalled; the watchdog exited 75: restarting the dataplane as systemd would"
-        dpe_start_dataplane --client-idle-timeout-ms 2000 --max-held-per-source 0
-    else
-        dpe_log "the receive path did not stall this time"
-    fi
+    dpe_restart_if_stalled --client-idle-timeout-ms 2000 --max-held-per-source 0 \
+        || dpe_log "the receive path did not stall this time"
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "after the attack: $out"
     dpe_log "20 requests after the attack: $out"

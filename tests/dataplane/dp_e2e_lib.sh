@@ -177,3 +177,20 @@ PY
 
 dpe_flows() { "$DPE_BIN/kvsteer-dp-fixture" flows --bpffs "$DPE_BPFFS"; }
 dpe_counter() { "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" | awk -v k="$1" '$1 == k {print $2}'; }
+
+# dpe_restart_if_stalled [dataplane options...]: the receive-path watchdog's contract. Waits up
+# to 3 s for the dataplane to exit (the watchdog fires while traffic still arrives); if it did,
+# it must have been the watchdog (status 75, its message, dp_rx_stall counted), and the
+# dataplane is started again with the options given, as its supervisor (systemd:
+# Restart=always) would. Returns 1 when the dataplane kept running.
+dpe_restart_if_stalled() {
+    local t rc
+    for t in $(seq 12); do kill -0 "$DPE_DP_PID" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$DPE_DP_PID" 2>/dev/null && return 1
+    wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
+    (( rc == 75 )) || dpe_fail "dataplane exited with status $rc (not the watchdog's 75)"
+    grep -q "receive path stalled" "$DPE_DIR/dp.log" || dpe_fail "exit 75 without the watchdog's message"
+    (( $(dpe_counter dp_rx_stall) >= 1 )) || dpe_fail "watchdog exit without dp_rx_stall counted"
+    dpe_log "receive path stalled; the watchdog exited 75: restarting the dataplane as systemd would"
+    dpe_start_dataplane "$@"
+}
