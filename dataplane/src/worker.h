@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "choose.h"
+#include "kvsteer/core/choose.h"
 #include "first_flight.h"
 #include "kvsteer/abi.h"
 #include "kvsteer/cookie.h"
