@@ -22,6 +22,7 @@ FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint
         const std::uint32_t shift = isn_ + 1 - seq;
         if (isn_known_ || shift > 65535) return Add::Stale;
         for (unsigned i = 0; i < n_; ++i) segs_[i].rel += shift;
+        if (fin_) fin_end_ += shift;
         isn_ = seq - 1;
         rel = 0;
     }
@@ -40,6 +41,7 @@ FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint
     segs_[pos] = Seg{pkt, data, rel, len, static_cast<std::uint8_t>(fin ? 1 : 0)};
     ++n_;
     bytes_ += len;
+    if (fin) fin_end_ = rel + len;
     fin_ |= fin;
     return Add::Held;
 }

@@ -47,6 +47,8 @@ class FirstFlight {
     std::uint32_t isn() const { return isn_; }
     bool isn_known() const { return isn_known_; }
     bool has_fin() const { return fin_; }
+    // Every byte up to the client's FIN is held: the client has sent all it ever will.
+    bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
     std::uint32_t bytes() const { return bytes_; }
     unsigned size() const { return n_; }
     const Seg &operator[](unsigned i) const { return segs_[i]; }
@@ -62,7 +64,7 @@ class FirstFlight {
 
    private:
     Seg segs_[kMaxSegs];
-    std::uint32_t isn_ = 0, bytes_ = 0;
+    std::uint32_t isn_ = 0, bytes_ = 0, fin_end_ = 0;
     std::uint8_t n_ = 0;
     bool isn_known_ = false, fin_ = false;
 };

@@ -475,6 +475,14 @@ void Worker::check_ready(std::uint32_t idx, std::uint64_t now, bool gap) {
     if (!sure && now - s.created < unsure_wait_ticks_) return;
     RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
     s.head_incomplete = v.status == LocateStatus::NeedMoreHead;
+    if (s.head_incomplete && s.ff.complete_to_fin() && n == s.ff.contiguous()) {
+        // Closed before its request head was complete (a slowloris connection going away):
+        // nothing to bind, and a backend connection would only carry a broken head.
+        inc(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD);
+        rst_client(s);
+        release(idx, false);
+        return;
+    }
     bool ready = gap || s.ready || s.ff.has_fin() || n + 1460 > max_held();
     if (v.status == LocateStatus::Ok)
         ready |= v.body_complete || v.expect_continue || v.key_len >= bind_depth();

@@ -634,6 +634,23 @@ TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
     EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
 }
 
+// A client that closes before its request head is complete is reset, not bound (a backend
+// connection would only carry a broken head: every closing slowloris connection did that).
+TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
+    make_worker();
+    cookie = cookie_for(cport);
+    Seg s = client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5);
+    s.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, s));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(parse(out[0]).ip4->daddr, client_ip);
+    EXPECT_EQ(stat(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_FIVE_TUPLE), 0u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
 TEST_F(BindTest, BadCookieIsDropped) {
     make_worker();
     cookie = cookie_for(cport) ^ 0x5a5a;

@@ -30,8 +30,9 @@ TEST(FirstFlight, ReordersAbsorbsDuplicatesAndStopsAtHoles) {
     FirstFlight f;
     const std::uint32_t isn = 0xfffffff0u;  // wraps inside the request
     f.start(isn, true);
-    EXPECT_EQ(add(f, isn, 20, 15), FirstFlight::Add::Held);
+    EXPECT_EQ(add(f, isn, 20, 15, true), FirstFlight::Add::Held);
     EXPECT_EQ(assembled(f), "") << "nothing from the start yet";
+    EXPECT_FALSE(f.complete_to_fin()) << "a FIN after a hole";
     EXPECT_EQ(add(f, isn, 0, 10), FirstFlight::Add::Held);
     EXPECT_EQ(assembled(f), kReq.substr(0, 10)) << "a hole stops the assembly";
     EXPECT_EQ(f.contiguous(), 10u);
@@ -40,6 +41,7 @@ TEST(FirstFlight, ReordersAbsorbsDuplicatesAndStopsAtHoles) {
     EXPECT_EQ(add(f, isn, 35, kReq.size() - 35, true), FirstFlight::Add::Held);
     EXPECT_EQ(assembled(f), kReq);
     EXPECT_TRUE(f.has_fin());
+    EXPECT_TRUE(f.complete_to_fin());
     EXPECT_EQ(add(f, isn, 5, 20), FirstFlight::Add::Duplicate) << "every byte already held";
     EXPECT_EQ(f.size(), 4u);
     unsigned n = 0;

@@ -69,7 +69,8 @@
     X(DP_SYN_NOT_OURS, "dp_drop_syn_xdp_mode")            \
     X(DP_RST_BARE_FIN, "dp_rst_fin_without_data")         \
     X(DP_HOLD_SOURCE_CAP, "dp_hold_source_cap")           \
-    X(DP_HOLD_EVICTED, "dp_hold_evicted_incomplete_head")
+    X(DP_HOLD_EVICTED, "dp_hold_evicted_incomplete_head") \
+    X(DP_RST_FIN_INCOMPLETE_HEAD, "dp_rst_fin_incomplete_head")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
