@@ -261,6 +261,16 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             release(idx, p_.opts.mode == Mode::Dpdk);
             return on_client(m, pkt, now);
         }
+        if (pkt.opts.ts_off && s.client_ts && pkt.opts.tsecr != s.ts_ours &&
+            !(pkt.tcp->flags & KVS_TCP_RST)) {
+            // Nothing reaches the client between our SYN-ACK and the bind, so it echoes that
+            // SYN-ACK's TSval, which carries its ISN: another echo is another connection on
+            // the same 4-tuple (the client reused its port). The one being bound is over.
+            inc(KVS_R_FLOW_REUSED);
+            if (s.st == St::SynSent) rst_backend(s);
+            release(idx, true);
+            return on_client(m, pkt, now);
+        }
         if (pkt.tcp->flags & KVS_TCP_RST) {  // client gave up while we were binding
             if (s.st == St::SynSent) rst_backend(s);
             release(idx, true);

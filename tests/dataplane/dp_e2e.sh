@@ -248,11 +248,20 @@ slowloris)
         "evictions $(dpe_counter dp_hold_evicted_incomplete_head))"
     (( $(dpe_counter dp_hold_source_cap) > 0 )) || dpe_fail "the attacker was never held to its share"
     dpe_restart_if_stalled --client-idle-timeout-ms 2000 || true
-    for c in 1 2; do
-        out=$(ip netns exec "${KVS_NS_CLIENTS[$c]}" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
-            --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "client $c after the attack: $out"
-        dpe_log "20 requests from client $c after the attack: $out"
+    out=$(ip netns exec "${KVS_NS_CLIENTS[2]}" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "client 2 after the attack: $out"
+    dpe_log "20 requests from client 2 after the attack: $out"
+    # The attacker's own address stays at its share while its orphaned connections (closed with
+    # unacknowledged data) keep retransmitting their partial heads; once they give up it is
+    # served like anyone else (bounded wait), never locked out for good.
+    t0=$SECONDS
+    until ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 1 --timeout 3 >/dev/null; do
+        (( SECONDS - t0 < 60 )) || dpe_fail "the attacker's address is still refused 60 s after the attack"
     done
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "client 1 after the attack: $out"
+    dpe_log "client 1 (the attacker's address) served again after $((SECONDS - t0)) s: $out"
     ;;
 slowloris_nocap)
     # The same burst-then-churn with no per-source limit: on this kernel and DPDK 22.11 it

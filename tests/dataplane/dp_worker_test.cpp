@@ -147,8 +147,8 @@ class BindTest : public ::testing::Test {
     std::uint64_t hz = 0, now = 0;
     const std::uint32_t client_ip = ip4("10.77.0.10"), vip = ip4("10.77.1.1");
     const std::uint16_t cport = 43210;
-    const std::uint32_t isn = 0xfffffff0u;  // the client's sequence space wraps inside the request
-    std::uint32_t t_ours = 777;  // our SYN-ACK's TSval as the client echoes it (777: not ours)
+    std::uint32_t isn = 0xfffffff0u;  // the client's sequence space wraps inside the request
+    std::uint32_t t_ours = 777;       // our SYN-ACK's TSval as the client echoes it (777: not ours)
     const std::uint32_t bisn = 0x10000000u, tb = 555555;
     std::uint32_t cookie = 0;
     const std::uint8_t backend_mac[6] = {0x02, 0, 0, 0, 9, 9};
@@ -649,6 +649,35 @@ TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
     EXPECT_EQ(stat(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD), 1u);
     EXPECT_EQ(stat(KVS_R_DP_KEY_FIVE_TUPLE), 0u);
     EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+// A client that reuses its port while the old connection's flight is still held (its segments
+// echo another SYN-ACK TSval, one that carries the new ISN) starts a new flight: the old slot's
+// bytes must not be mixed into the new request.
+TEST_F(BindTest, PortReusedWhileHoldingStartsANewFlight) {
+    make_worker();
+    sign_synack();
+    inject(
+        rp.rx,
+        make_seg(rp.pool,
+                 client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5)));
+    EXPECT_TRUE(step(now).empty());
+    ASSERT_EQ(worker->slot_count(), 1u);
+    // The same 4-tuple, a new connection with another ISN: the cookie is the same (same tuple
+    // and time slot), our TSval is not.
+    const std::uint32_t old_isn = isn, old_ts = t_ours;
+    isn = old_isn + 100000;
+    sign_synack();
+    ASSERT_NE(t_ours, old_ts);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(600), 6)));
+    auto out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(ntohl(syn.tcp->seq), isn) << "bound from the new connection's own start";
+    EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_CHAT), 1u);
+    EXPECT_EQ(worker->slot_count(), 1u);
 }
 
 TEST_F(BindTest, BadCookieIsDropped) {
