@@ -50,19 +50,6 @@ std::uint64_t mono_ns_api() {
            static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-const char *state_name(std::uint8_t s) {
-    switch (s) {
-        case KVS_BE_UP:
-            return "up";
-        case KVS_BE_DOWN:
-            return "down";
-        case KVS_BE_DRAIN:
-            return "drain";
-        default:
-            return "empty";
-    }
-}
-
 }  // namespace
 
 BackendRuntime *Daemon::find_backend(const json &sel, std::string *err) {
@@ -162,7 +149,7 @@ json Daemon::backend_json(const BackendRuntime &b) const {
         {"weight", b.spec.weight},
         {"model", b.spec.model},
         {"max_load", b.effective_max_load()},
-        {"state", state_name(b.map_state())},
+        {"state", kvs_backend_state_name(b.map_state())},
         {"healthy", b.health.up()},
         {"draining", b.draining},
         {"mac", b.mac ? json(format_mac(*b.mac)) : json(nullptr)},

@@ -26,19 +26,6 @@ std::string ep_str(const __u32 *addr, __u16 port_be, __u8 family) {
     return e.str();
 }
 
-const char *state_name(std::uint8_t s) {
-    switch (s) {
-        case KVS_BE_UP:
-            return "up";
-        case KVS_BE_DOWN:
-            return "down";
-        case KVS_BE_DRAIN:
-            return "drain";
-        default:
-            return "empty";
-    }
-}
-
 std::uint64_t mono_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -136,7 +123,7 @@ json read_counters(const bpf::PinnedMaps &m, std::string *err) {
         if (b.state == KVS_BE_EMPTY && !l.binds) continue;
         bj.push_back({{"id", i},
                       {"addr", ep_str(b.addr, b.port, b.family)},
-                      {"state", state_name(b.state)},
+                      {"state", kvs_backend_state_name(b.state)},
                       {"weight", b.weight},
                       {"binds", l.binds},
                       {"closes", l.closes},

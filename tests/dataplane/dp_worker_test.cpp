@@ -106,6 +106,16 @@ class BindTest : public ::testing::Test {
                         kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
                         kvs_cookie_pack_opts(1460, 7, 1), isn, &cookie, &t_ours);
     }
+    // n connections from the client address (ports first_port..) that each send an incomplete
+    // request head and then nothing: the slowloris shape.
+    void hold_incomplete_heads(unsigned n, std::uint16_t first_port) {
+        for (unsigned k = 0; k < n; ++k) {
+            Seg s = client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5);
+            s.sport = static_cast<std::uint16_t>(first_port + k);
+            s.ack = cookie_for(s.sport) + 1;
+            inject(rp.rx, make_seg(rp.pool, s));
+        }
+    }
     Seg client_seg(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
         Seg s{};
         s.saddr = client_ip;
@@ -589,13 +599,7 @@ TEST_F(BindTest, FinWithoutDataIsAnsweredWithReset) {
 // One client address may hold only its share of the slots being bound; others are unaffected.
 TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
     make_worker(Mode::Xdp, 64, 3);
-    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le";
-    for (std::uint16_t k = 0; k < 5; ++k) {
-        Seg s = client_seg(0, head, 5);
-        s.sport = static_cast<std::uint16_t>(40000 + k);
-        s.ack = cookie_for(s.sport) + 1;
-        inject(rp.rx, make_seg(rp.pool, s));
-    }
+    hold_incomplete_heads(5, 40000);
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(worker->slot_count(), 3u);
     EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 2u);
@@ -612,13 +616,7 @@ TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
 // silent gap (reset, counted); a complete request is never the one evicted.
 TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
     make_worker(Mode::Xdp, 2, 0);
-    const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le";
-    for (std::uint16_t k = 0; k < 2; ++k) {
-        Seg s = client_seg(0, head, 5);
-        s.sport = static_cast<std::uint16_t>(40000 + k);
-        s.ack = cookie_for(s.sport) + 1;
-        inject(rp.rx, make_seg(rp.pool, s));
-    }
+    hold_incomplete_heads(2, 40000);
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(worker->slot_count(), 2u);
     Seg legit = client_seg(0, request(600), 5);

@@ -144,6 +144,22 @@ enum kvs_backend_state {
     KVS_BE_DRAIN = 3, /* no new flows; existing flows continue */
 };
 
+#if !defined(__bpf__)
+/* Name of a backend state for userspace (API, CLI). */
+static inline const char *kvs_backend_state_name(unsigned s) {
+    switch (s) {
+        case KVS_BE_UP:
+            return "up";
+        case KVS_BE_DOWN:
+            return "down";
+        case KVS_BE_DRAIN:
+            return "drain";
+        default:
+            return "empty";
+    }
+}
+#endif
+
 struct kvs_backend {
     __u32 addr[4];  /* network order */
     __u16 port;     /* network order */
