@@ -49,9 +49,7 @@ class FirstFlight {
     bool has_fin() const { return fin_; }
     // Every byte up to the client's FIN is held: the client has sent all it ever will.
     bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
-    std::uint32_t bytes() const { return bytes_; }
     unsigned size() const { return n_; }
-    const Seg &operator[](unsigned i) const { return segs_[i]; }
 
     // Hands every held packet to f (in sequence order) and empties the flight.
     template <class F>

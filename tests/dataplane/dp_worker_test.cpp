@@ -47,6 +47,10 @@ std::string request(std::size_t body_bytes) {
            std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
+// A request head cut off in the middle of a header name: the slowloris shape.
+constexpr const char *kIncompleteHead =
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le";
+
 class BindTest : public ::testing::Test {
    protected:
     void SetUp() override {
@@ -110,7 +114,7 @@ class BindTest : public ::testing::Test {
     // request head and then nothing: the slowloris shape.
     void hold_incomplete_heads(unsigned n, std::uint16_t first_port) {
         for (unsigned k = 0; k < n; ++k) {
-            Seg s = client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5);
+            Seg s = client_seg(0, kIncompleteHead, 5);
             s.sport = static_cast<std::uint16_t>(first_port + k);
             s.ack = cookie_for(s.sport) + 1;
             inject(rp.rx, make_seg(rp.pool, s));
@@ -397,10 +401,7 @@ TEST_F(BindTest, FindsTheLastFreeSnatPort) {
 TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
     make_worker();
     cookie = cookie_for(cport);
-    inject(
-        rp.rx,
-        make_seg(rp.pool,
-                 client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5)));
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, kIncompleteHead, 5)));
     EXPECT_TRUE(step(now).empty());
     EXPECT_TRUE(step(now + ms(50)).empty()) << "an incomplete head is not bound on the idle gap";
     EXPECT_EQ(worker->slot_count(), 1u);
@@ -637,7 +638,7 @@ TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
 TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
     make_worker();
     cookie = cookie_for(cport);
-    Seg s = client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5);
+    Seg s = client_seg(0, kIncompleteHead, 5);
     s.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
     inject(rp.rx, make_seg(rp.pool, s));
     auto out = step(now);
@@ -655,10 +656,7 @@ TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
 TEST_F(BindTest, PortReusedWhileHoldingStartsANewFlight) {
     make_worker();
     sign_synack();
-    inject(
-        rp.rx,
-        make_seg(rp.pool,
-                 client_seg(0, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Le", 5)));
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, kIncompleteHead, 5)));
     EXPECT_TRUE(step(now).empty());
     ASSERT_EQ(worker->slot_count(), 1u);
     // The same 4-tuple, a new connection with another ISN: the cookie is the same (same tuple
