@@ -7,22 +7,20 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include <bpf/bpf.h>
 #include <fmt/format.h>
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
-#include <rte_hash.h>
-#include <rte_hash_crc.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_ring.h>
 #include <spdlog/spdlog.h>
 
-#include "kvsteer/core/flight_key.h"
-#include "kvsteer/core/locator.h"
-#include "kvsteer/flowpair.h"
 #include "arp.h"
+#include "kvsteer/core/flight_key.h"
+#include "kvsteer/flowpair.h"
 #include "packet.h"
 #include "rewrite_glue.h"
 
@@ -36,9 +34,8 @@ std::uint64_t mono_ns() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
-// Sequence-space comparison: a before b.
-inline bool seq_lt(std::uint32_t a, std::uint32_t b) {
-    return static_cast<std::int32_t>(a - b) < 0;
+std::uint32_t mono_ms() {
+    return static_cast<std::uint32_t>(mono_ns() / 1000000);
 }
 
 void fill_key4(kvs_flow_key *k, const kvs_pkt &pkt) {
@@ -51,56 +48,53 @@ void fill_key4(kvs_flow_key *k, const kvs_pkt &pkt) {
     k->proto = KVS_IPPROTO_TCP;
 }
 
-}  // namespace
-
-Worker::Worker(const Tables &t, const WorkerParams &p)
-    : t_(t), p_(p), slots_(p.opts.max_pending), buf_(64 * 1024) {
-    stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
-                         : local_stats_;
-    free_.reserve(slots_.size());
-    for (std::uint32_t i = static_cast<std::uint32_t>(slots_.size()); i-- > 0;) free_.push_back(i);
-
-    // This worker's share of the SNAT port range.
-    std::uint32_t lo = t_.config->snat_port_lo, hi = t_.config->snat_port_hi;
+// The SNAT port range every worker shares ([lo, hi]) and how many ports each one gets.
+struct PortShare {
+    std::uint32_t lo, hi, per;
+};
+PortShare port_share(const Tables &t, const WorkerParams &p) {
+    std::uint32_t lo = t.config->snat_port_lo, hi = t.config->snat_port_hi;
     if (lo == 0 || hi < lo) {
         lo = KVS_DEFAULT_SNAT_PORT_LO;
         hi = KVS_DEFAULT_SNAT_PORT_HI;
     }
-    std::uint32_t per = (hi - lo + 1) / std::max<std::uint16_t>(p_.n_workers, 1);
-    all_lo_ = lo;
-    all_hi_ = lo + per * std::max<std::uint16_t>(p_.n_workers, 1) - 1;
-    per_worker_ = per;
-    port_lo_ = static_cast<std::uint16_t>(lo + per * p_.index);
-    port_hi_ = static_cast<std::uint16_t>(port_lo_ + per - 1);
-    // Start anywhere in the range: a restarted dataplane should not reuse first the 4-tuples
-    // its previous run just closed (backends keep them in TIME_WAIT).
-    port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (per ? rte_rdtsc() % per : 0));
-    by_port_.assign(per, -1);
+    const std::uint32_t n = std::max<std::uint16_t>(p.n_workers, 1);
+    const std::uint32_t per = (hi - lo + 1) / n;
+    return PortShare{lo, lo + per * n - 1, per};
+}
 
-    auto name = fmt::format("kvs_c{}_{}", p_.port, p_.index);
-    rte_hash_parameters hp{};
-    hp.name = name.c_str();
-    hp.entries = std::max<std::uint32_t>(p_.opts.max_pending * 2, 64);
-    hp.key_len = sizeof(kvs_flow_key);
-    hp.hash_func = rte_hash_crc;
-    hp.socket_id = SOCKET_ID_ANY;
-    by_client_ = rte_hash_create(&hp);
-    if (!by_client_)
-        throw std::runtime_error(
-            fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
-    if (p_.opts.max_held_per_source) {
-        auto sname = fmt::format("kvs_s{}_{}", p_.port, p_.index);
-        rte_hash_parameters sp{};
-        sp.name = sname.c_str();
-        sp.entries = std::max<std::uint32_t>(p_.opts.max_pending * 2, 64);
-        sp.key_len = sizeof(std::uint32_t);
-        sp.hash_func = rte_hash_crc;
-        sp.socket_id = SOCKET_ID_ANY;
-        by_source_ = rte_hash_create(&sp);
-        if (!by_source_)
-            throw std::runtime_error(
-                fmt::format("rte_hash_create {}: {}", sname, rte_strerror(rte_errno)));
-    }
+ClientSeg client_seg(rte_mbuf *m, const kvs_pkt &pkt) {
+    ClientSeg c;
+    c.pkt = m;
+    c.data = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, pkt.l4_off + pkt.tcp_hlen);
+    c.seq = kvs_ntohl(pkt.tcp->seq);
+    c.len = pkt.payload_len;
+    c.window = kvs_ntohs(pkt.tcp->window);
+    c.fin = (pkt.tcp->flags & KVS_TCP_FIN) != 0;
+    c.has_ts = pkt.opts.ts_off != 0;
+    c.tsval = pkt.opts.tsval;
+    c.tsecr = pkt.opts.tsecr;
+    return c;
+}
+
+}  // namespace
+
+Worker::Worker(const Tables &t, const WorkerParams &p)
+    : t_(t),
+      p_(p),
+      slots_(fmt::format("{}_{}", p.port, p.index), p.opts.max_pending,
+             p.opts.max_held_per_source != 0,
+             static_cast<std::uint16_t>(port_share(t, p).lo + port_share(t, p).per * p.index),
+             static_cast<std::uint16_t>(port_share(t, p).lo + port_share(t, p).per * (p.index + 1) -
+                                        1),
+             p.ports),
+      buf_(64 * 1024) {
+    stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
+                         : local_stats_;
+    const PortShare share = port_share(t_, p_);
+    all_lo_ = share.lo;
+    all_hi_ = share.hi;
+    per_worker_ = share.per;
     timer_heap_.reserve(static_cast<std::size_t>(p_.opts.max_pending) * 4);
 
     // Held segments must never starve the port's RX refill (af_xdp stalls without mbufs).
@@ -108,37 +102,34 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
     hz_ = rte_get_tsc_hz();
     auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
-    gap_ticks_ = p_.opts.bind_gap_us * hz_ / 1000000;
-    syn_timeout_ticks_ = ms(p_.opts.backend_syn_timeout_ms);
-    client_idle_ticks_ = ms(p_.opts.client_idle_timeout_ms);
+    bcfg_.gap = p_.opts.bind_gap_us * hz_ / 1000000;
+    bcfg_.syn_timeout = ms(p_.opts.backend_syn_timeout_ms);
+    bcfg_.client_idle = ms(p_.opts.client_idle_timeout_ms);
+    // Never longer than half the idle timeout: the flight must bind before it is reset.
+    bcfg_.unsure_wait = std::min(ms(FirstFlight::kUnsureStartWaitMs), bcfg_.client_idle / 2);
+    bcfg_.syn_retries = p_.opts.backend_syn_retries;
+    bcfg_.max_candidates = p_.opts.max_candidates;
     linger_ticks_ = ms(p_.opts.local_linger_ms);
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
-    // Never longer than half the idle timeout: the flight must bind before it is reset.
-    unsure_wait_ticks_ = std::min(ms(FirstFlight::kUnsureStartWaitMs), client_idle_ticks_ / 2);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
 }
 
 Worker::~Worker() {
-    for (std::uint32_t i = 0; i < slots_.size(); ++i)
-        if (slots_[i].st != St::Free) release(i, false);
+    for (std::uint32_t i = 0; i < slots_.capacity(); ++i)
+        if (slots_[i].used) release(i, false);
     flush_tx();
-    if (by_client_) rte_hash_free(by_client_);
-    if (by_source_) rte_hash_free(by_source_);
 }
 
 std::uint64_t Worker::counter(unsigned reason) const {
     return reason < KVS_STATS_MAX ? stats_[reason] : 0;
 }
 
+// The bytes a flight may hold before it binds: the option, else the published config.
 std::uint32_t Worker::max_held() const {
     std::uint32_t v = p_.opts.max_held_bytes ? p_.opts.max_held_bytes : t_.config->max_held_bytes;
     if (v == 0) v = KVS_DEFAULT_MAX_HELD_BYTES;
     return std::min<std::uint32_t>(v, static_cast<std::uint32_t>(buf_.size()));
-}
-
-std::uint32_t Worker::bind_depth() const {
-    return kvsteer::bind_depth(hash_params(*t_.config));
 }
 
 bool Worker::is_vip(const kvs_pkt &pkt) const {
@@ -216,7 +207,7 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     kvs_pkt pkt;
     int st = parse_mbuf(m, &pkt);
     if (KVS_UNLIKELY(st != KVS_PARSE_OK)) {
-        if (st == KVS_PARSE_NOT_IP && p_.opts.mode == Mode::Dpdk) return on_arp(m);
+        if (st == KVS_PARSE_NOT_IP && dpdk_mode()) return on_arp(m);
         inc(kvs_parse_reason(st, pkt.l4proto));
         rte_pktmbuf_free(m);
         return;
@@ -229,7 +220,7 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     const kvs_config &c = *t_.config;
     if (is_vip(pkt)) return on_client(m, pkt, now);
     std::uint16_t dport = kvs_ntohs(pkt.tcp->dest);
-    if (pkt.ip4->daddr == c.snat_addr[0] && dport >= port_lo_ && dport <= port_hi_)
+    if (pkt.ip4->daddr == c.snat_addr[0] && dport >= slots_.port_lo() && dport <= slots_.port_hi())
         return on_backend(m, pkt, now);
     if (p_.inboxes && pkt.ip4->daddr == c.snat_addr[0] && dport >= all_lo_ && dport <= all_hi_) {
         // Another worker's SNAT port: RSS put the backend's packet on our queue; hand it over.
@@ -250,48 +241,45 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
 void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     kvs_flow_key key;
     fill_key4(&key, pkt);
-    void *data = nullptr;
-    if (rte_hash_lookup_data(by_client_, &key, &data) >= 0) {
-        auto idx = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(data));
+    const std::int32_t found = slots_.find(key);
+    if (found >= 0) {
+        const auto idx = static_cast<std::uint32_t>(found);
         Slot &s = slots_[idx];
-        if (s.st == St::Bound) {
+        if (s.b.phase() == Binder::Phase::Bound) {
             if (!reused_by_new_connection(s, pkt)) return forward(s, m, pkt, true, now);
             // The client has opened a new connection on the same 4-tuple: the old one is over.
             inc(KVS_R_FLOW_REUSED);
-            release(idx, p_.opts.mode == Mode::Dpdk);
+            release(idx, dpdk_mode());
             return on_client(m, pkt, now);
         }
-        if (pkt.opts.ts_off && s.client_ts && pkt.opts.tsecr != s.ts_ours &&
-            !(pkt.tcp->flags & KVS_TCP_RST)) {
-            // Nothing reaches the client between our SYN-ACK and the bind, so it echoes that
-            // SYN-ACK's TSval, which carries its ISN: another echo is another connection on
-            // the same 4-tuple (the client reused its port). The one being bound is over.
-            inc(KVS_R_FLOW_REUSED);
-            if (s.st == St::SynSent) rst_backend(s);
-            release(idx, true);
+        const ClientSeg c = client_seg(m, pkt);
+        const bool rst = (pkt.tcp->flags & KVS_TCP_RST) != 0;
+        if (rst || s.b.from_other_connection(c)) {
+            // A reset: the client gave up while we were binding. Another timestamp echo: nothing
+            // reaches the client between our SYN-ACK and the bind, so it echoes that SYN-ACK's
+            // TSval, which carries its ISN; another echo is another connection on the same
+            // 4-tuple (the client reused its port), and the one being bound is over.
+            inc(rst ? KVS_R_FLOW_RST : KVS_R_FLOW_REUSED);
+            Actions out;
+            s.b.abort(out);
+            execute(idx, out, now);
+            if (rst) {
+                rte_pktmbuf_free(m);
+                return;
+            }
             return on_client(m, pkt, now);
         }
-        if (pkt.tcp->flags & KVS_TCP_RST) {  // client gave up while we were binding
-            if (s.st == St::SynSent) rst_backend(s);
-            release(idx, true);
-            inc(KVS_R_FLOW_RST);
-            rte_pktmbuf_free(m);
-            return;
-        }
-        if (pkt.payload_len > 0 || (pkt.tcp->flags & KVS_TCP_FIN))
-            return add_segment(idx, m, pkt, now);
-        if (pkt.opts.ts_off) s.client_tsval = pkt.opts.tsval;
-        s.client_window = kvs_ntohs(pkt.tcp->window);
-        inc(KVS_R_DP_PURE_ACK_HELD);  // pure ACK: its window and TSval are taken, nothing to hold
+        if (pkt.payload_len > 0 || c.fin) return client_segment(idx, m, pkt, now);
+        s.b.pure_ack(c);
+        inc(KVS_R_DP_PURE_ACK_HELD);  // its window and TSval are taken, nothing to hold
         rte_pktmbuf_free(m);
         return;
     }
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
-        if (p_.opts.mode == Mode::Dpdk && !draining_.load(std::memory_order_relaxed))
-            return answer_syn(m, pkt);
+        if (dpdk_mode() && !draining()) return answer_syn(m, pkt);
         // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.
-        inc(draining_.load(std::memory_order_relaxed) ? KVS_R_DP_DRAINING : KVS_R_DP_SYN_NOT_OURS);
+        inc(draining() ? KVS_R_DP_DRAINING : KVS_R_DP_SYN_NOT_OURS);
         rte_pktmbuf_free(m);
         return;
     }
@@ -304,7 +292,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         pkt.payload_len == 0)
         return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
-        if (!draining_.load(std::memory_order_relaxed)) return new_flow(m, pkt, now);
+        if (!draining()) return new_flow(m, pkt, now);
         inc(KVS_R_DP_DRAINING);
         rte_pktmbuf_free(m);
         return;
@@ -322,7 +310,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
 // the time slot, so a reopened connection gets the same one.)
 bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
     const std::uint8_t fl = pkt.tcp->flags;
-    if (p_.opts.mode == Mode::Dpdk)
+    if (dpdk_mode())
         return (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN && ((s.fin_mask & 1) || s.closed);
     if (t_.flows_fd < 0 || (fl & (KVS_TCP_SYN | KVS_TCP_RST))) return false;
     kvs_flow f{};
@@ -379,210 +367,166 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
     if (!check_cookie(m, pkt, &co)) return;
-    if (p_.opts.max_held_per_source && held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
+    if (p_.opts.max_held_per_source &&
+        slots_.held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
         inc(KVS_R_DP_HOLD_SOURCE_CAP);  // this client address holds its share already
         rte_pktmbuf_free(m);
         return;
     }
-    if ((free_.empty() && !reclaim_lingering() && !evict_stalled(now)) ||
+    if ((slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
         (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now))) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         return;
     }
-    std::uint32_t idx = free_.back();
-    free_.pop_back();
-    Slot &s = slots_[idx];
-    s = Slot{};
-    s.st = St::Holding;
-    fill_key4(&s.ckey, pkt);
-    std::memcpy(s.client_mac, pkt.eth->src, 6);
-    // The client's ISN for sure from its timestamp echo (our SYN-ACK's TSval carries it, see
-    // cookie.h), so a flight whose head was lost is never bound from its body; without
-    // timestamps, the earliest segment seen (moved back if an earlier one arrives).
-    std::uint32_t isn = seq - 1;
-    const bool isn_known =
-        pkt.opts.ts_off && kvs_cookie_client_isn(&co, pkt.opts.tsecr, seq, 2 * max_held(), &isn);
-    if (isn_known) inc(KVS_R_DP_ISN_FROM_TS);
-    s.ff.start(isn, isn_known);
-    s.cookie_isn = ack - 1;
-    s.client_mss = co.mss;
-    s.client_wscale = co.wscale;
-    s.client_sack = co.sack_perm;
-    s.client_ts = pkt.opts.ts_off != 0;
-    s.ts_ours = pkt.opts.tsecr;
-    s.client_tsval = pkt.opts.tsval;
-    s.client_window = kvs_ntohs(pkt.tcp->window);
-    s.created = s.last_seg = s.last_seen = now;
-    s.deadline = now + client_idle_ticks_;
-    if (rte_hash_add_key_data(by_client_, &s.ckey,
-                              reinterpret_cast<void *>(static_cast<std::uintptr_t>(idx))) < 0) {
-        s.st = St::Free;
-        free_.push_back(idx);
+    kvs_flow_key key;
+    fill_key4(&key, pkt);
+    const std::int32_t taken = slots_.take(key);
+    if (taken < 0) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
         return;
     }
-    ++n_used_;
-    list_add(idx);
+    const auto idx = static_cast<std::uint32_t>(taken);
+    Slot &s = slots_[idx];
+    std::memcpy(s.client_mac, pkt.eth->src, 6);
+    ClientHello h;
+    // The client's ISN for sure from its timestamp echo (our SYN-ACK's TSval carries it, see
+    // cookie.h), so a flight whose head was lost is never bound from its body; without
+    // timestamps, the earliest segment seen (moved back if an earlier one arrives).
+    h.isn = seq - 1;
+    h.isn_known =
+        pkt.opts.ts_off && kvs_cookie_client_isn(&co, pkt.opts.tsecr, seq, 2 * max_held(), &h.isn);
+    if (h.isn_known) inc(KVS_R_DP_ISN_FROM_TS);
+    h.cookie_isn = ack - 1;
+    h.mss = co.mss;
+    h.wscale = co.wscale;
+    h.sack = co.sack_perm;
+    h.ts = pkt.opts.ts_off != 0;
+    h.ts_ours = pkt.opts.tsecr;
+    h.tsval = pkt.opts.tsval;
+    h.window = kvs_ntohs(pkt.tcp->window);
+    h.tuple_hash = hash_five_tuple(hash_params(*t_.config), s.ckey);
+    s.b.start(env(), h, now);
     inc(KVS_R_PUNT_FIRST_FLIGHT);
-    add_segment(idx, m, pkt, now);
+    client_segment(idx, m, pkt, now);
 }
 
-void Worker::add_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
-    Slot &s = slots_[idx];
-    const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq);
-    const bool fin = (pkt.tcp->flags & KVS_TCP_FIN) != 0;
-    if (pkt.opts.ts_off && !seq_lt(pkt.opts.tsval, s.client_tsval)) s.client_tsval = pkt.opts.tsval;
-    s.client_window = kvs_ntohs(pkt.tcp->window);
-    // max_held_bytes triggers the bind; segments the client keeps sending while the backend
-    // handshake runs are still held (up to twice that) so they need no retransmission.
-    FirstFlight::Add r =
-        held_mbufs_ >= max_held_mbufs_
-            ? FirstFlight::Add::Full
-            : s.ff.add(m,
-                       rte_pktmbuf_mtod_offset(m, const std::uint8_t *, pkt.l4_off + pkt.tcp_hlen),
-                       seq, pkt.payload_len, fin, 2 * max_held());
-    switch (r) {
-        case FirstFlight::Add::Held:
-            ++held_mbufs_;
-            s.last_seg = now;
-            if (s.st == St::Holding) check_ready(idx, now, false);
-            if (s.st == St::Holding) arm_holding(idx, now);
-            return;
-        case FirstFlight::Add::Duplicate:
-            inc(KVS_R_DP_DUP_SEGMENT);
-            rte_pktmbuf_free(m);
-            return;
-        case FirstFlight::Add::Stale:
-            inc(KVS_R_DP_STALE_SEGMENT);
-            rte_pktmbuf_free(m);
-            return;
-        case FirstFlight::Add::Full:
-            inc(KVS_R_DP_HOLD_FULL);
-            rte_pktmbuf_free(m);
-            if (s.st == St::Holding) {
-                s.ready = 1;
-                check_ready(idx, now, true);
-            }
-            return;
-    }
-}
-
-// Binds the slot's flight once it is worth binding: the contiguous bytes from the stream's
-// start cover the hash depth, the request is complete (or waits for 100-continue), the held
-// bytes reach max_held_bytes, the head is not HTTP; or, after a silent gap (`gap`), on what is
-// held. Never from a flight whose start is unsure (no timestamp proof and no request line)
-// before FirstFlight::kUnsureStartWaitMs: its head was most likely lost and is on its way.
-void Worker::check_ready(std::uint32_t idx, std::uint64_t now, bool gap) {
-    Slot &s = slots_[idx];
-    const std::uint32_t n = s.ff.assemble(buf_.data(), max_held());
-    if (n == 0) {  // nothing from the stream's start yet
-        s.head_incomplete = 1;
-        return;
-    }
-    const bool sure = s.ff.isn_known() || begins_request(buf_.data(), n);
-    if (!sure && now - s.created < unsure_wait_ticks_) return;
-    RequestView v = locate_request(std::span<const std::uint8_t>(buf_.data(), n));
-    s.head_incomplete = v.status == LocateStatus::NeedMoreHead;
-    if (s.head_incomplete && s.ff.complete_to_fin() && n == s.ff.contiguous()) {
-        // Closed before its request head was complete (a slowloris connection going away):
-        // nothing to bind, and a backend connection would only carry a broken head.
-        inc(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD);
-        rst_client(s);
-        release(idx, false);
-        return;
-    }
-    bool ready = gap || s.ready || s.ff.has_fin() || n + 1460 > max_held();
-    if (v.status == LocateStatus::Ok)
-        ready |= v.body_complete || v.expect_continue || v.key_len >= bind_depth();
-    else if (v.status != LocateStatus::NeedMoreHead)
-        ready = true;  // not HTTP: nothing to wait for
-    else if (gap && !s.ready)
-        ready = false;  // silent with an incomplete head: wait for more (or the idle timeout)
-    if (!ready) return;
-    if (!sure) inc(KVS_R_DP_START_UNSURE);
-    start_bind(idx, now, v, n);  // buf_ still holds the assembled bytes
+// A client segment with payload or FIN for a flow being bound: the binder holds it or not.
+void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+    Actions out;
+    const FirstFlight::Add r =
+        slots_[idx].b.segment(env(), client_seg(m, pkt), held_mbufs_ < max_held_mbufs_, now, out);
+    if (r == FirstFlight::Add::Held)
+        ++held_mbufs_;
+    else
+        rte_pktmbuf_free(m);  // counted by the binder (duplicate, stale, full)
+    execute(idx, out, now);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Binding
+// Carrying out the binder's actions
 
-void Worker::start_bind(std::uint32_t idx, std::uint64_t now, const RequestView &v,
-                        std::uint32_t n) {
-    Slot &s = slots_[idx];
-    const HashParams hp = hash_params(*t_.config);
-    const FlightKey k = key_flight(hp, v, std::span<const std::uint8_t>(buf_.data(), n),
-                                   hash_five_tuple(hp, s.ckey));
-    const KeyKind kind = k.kind;
-    s.hashes = k.hashes;
-    s.prompt_bytes = k.prompt_bytes;
-    s.key_kind = static_cast<std::uint8_t>(kind);
-    switch (kind) {
-        case KeyKind::OpenAIPrompt:
-            inc(KVS_R_DP_KEY_OPENAI_PROMPT);
-            break;
-        case KeyKind::OpenAIChat:
-            inc(KVS_R_DP_KEY_OPENAI_CHAT);
-            break;
-        case KeyKind::BodyPrefix:
-            inc(KVS_R_DP_KEY_BODY_PREFIX);
-            break;
-        default:
-            inc(KVS_R_DP_KEY_FIVE_TUPLE);
-            break;
-    }
-    if (!alloc_port(&s.snat_port)) {
-        inc(KVS_R_DP_PORTS_EXHAUSTED);
-        rst_client(s);
-        release(idx, false);
-        return;
-    }
-    by_port_[s.snat_port - port_lo_] = static_cast<std::int32_t>(idx);
-    s.ncand = 0;
-    s.st = St::SynSent;
-    next_candidate(idx, now);
+BindEnv Worker::env() {
+    bcfg_.max_held = max_held();  // the published config may change it
+    return BindEnv{bcfg_, t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &mono_ms};
 }
 
-void Worker::next_candidate(std::uint32_t idx, std::uint64_t now) {
+void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) {
     Slot &s = slots_[idx];
-    if (s.ncand >= p_.opts.max_candidates || s.ncand >= kMaxCand) {
-        inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
-        rst_client(s);
-        release(idx, true);
-        return;
+    const kvs_config &c = *t_.config;
+    for (const Action &a : acts) {
+        switch (a.kind) {
+            case Action::Kind::SynToBackend: {
+                const kvs_backend &b = t_.backends[s.b.backend()];
+                std::memset(&s.bkey, 0, sizeof(s.bkey));
+                s.bkey.saddr[0] = b.addr[0];
+                s.bkey.daddr[0] = c.snat_addr[0];
+                s.bkey.sport = b.port;
+                s.bkey.dport = kvs_htons(s.snat_port);
+                s.bkey.family = KVS_AF_INET;
+                s.bkey.proto = KVS_IPPROTO_TCP;
+                TcpSpec sp = to_backend(s);
+                sp.seq = a.seq;
+                sp.flags = KVS_TCP_SYN;
+                sp.window = 64240;
+                sp.mss = s.b.client_mss();
+                sp.wscale = s.b.client_wscale();
+                sp.sack_perm = s.b.client_sack();
+                sp.ts = a.ts;
+                sp.tsval = a.tsval;
+                send(build_tcp4(p_.pool, sp));
+                break;
+            }
+            case Action::Kind::AckToBackend: {
+                TcpSpec sp = to_backend(s);
+                sp.seq = a.seq;
+                sp.ack = a.ack;
+                sp.flags = KVS_TCP_ACK;
+                sp.window = a.window;
+                sp.ts = a.ts;
+                sp.tsval = a.tsval;
+                sp.tsecr = a.tsecr;
+                send(build_tcp4(p_.pool, sp));
+                break;
+            }
+            case Action::Kind::RstToBackend: {
+                TcpSpec sp = to_backend(s);
+                sp.seq = a.seq;
+                sp.flags = KVS_TCP_RST;
+                send(build_tcp4(p_.pool, sp));
+                break;
+            }
+            case Action::Kind::RstToClient: {
+                TcpSpec sp{};
+                sp.smac = c.appliance_mac;
+                sp.dmac = s.client_mac;
+                sp.saddr = s.ckey.daddr[0];
+                sp.daddr = s.ckey.saddr[0];
+                sp.sport = s.ckey.dport;
+                sp.dport = s.ckey.sport;
+                sp.seq = a.seq;
+                sp.ack = a.ack;
+                sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
+                sp.window = 0;
+                send(build_tcp4(p_.pool, sp));
+                break;
+            }
+            case Action::Kind::Connect: {
+                Actions next;
+                if (slots_.alloc_port(idx))
+                    s.b.connect(env(), now, next);
+                else
+                    s.b.no_port(env(), next);
+                execute(idx, next, now);
+                break;
+            }
+            case Action::Kind::Install:
+                install(idx, now);
+                break;
+            case Action::Kind::Flush:
+                slots_.bound(idx);
+                s.last_seen = now;
+                s.linger_until = now + linger_ticks_;
+                flush_held(s);
+                break;
+            case Action::Kind::Report:
+                report(s);
+                break;
+            case Action::Kind::Arm:
+                arm(idx, a.when);
+                break;
+            case Action::Kind::Release:
+                release(idx, true);
+                break;
+        }
     }
-    Choice ch = choose_backend(t_, s.hashes, s.hashes.prefix,
-                               std::span<const std::uint16_t>(s.tried, s.ncand), scratch_);
-    if (ch.backend == KVS_BACKEND_NONE) {
-        inc(KVS_R_DP_NO_BACKEND);
-        inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
-        rst_client(s);
-        release(idx, true);
-        return;
-    }
-    if (s.ncand > 0) inc(KVS_R_DP_BIND_RETRY);
-    s.tried[s.ncand++] = ch.backend;
-    s.backend = ch.backend;
-    s.via = ch.via;
-    s.syn_tries = 0;
-    const kvs_backend &b = t_.backends[ch.backend];
-    std::memset(&s.bkey, 0, sizeof(s.bkey));
-    s.bkey.saddr[0] = b.addr[0];
-    s.bkey.daddr[0] = t_.config->snat_addr[0];
-    s.bkey.sport = b.port;
-    s.bkey.dport = kvs_htons(s.snat_port);
-    s.bkey.family = KVS_AF_INET;
-    s.bkey.proto = KVS_IPPROTO_TCP;
-    send_backend_syn(s);
-    s.deadline = now + syn_timeout_ticks_;
-    arm(idx, s.deadline);
 }
 
 // Addresses of a segment the appliance sends to the slot's backend from its SNAT port.
 TcpSpec Worker::to_backend(const Slot &s) const {
     const kvs_config &c = *t_.config;
-    const kvs_backend &b = t_.backends[s.backend];
+    const kvs_backend &b = t_.backends[s.b.backend()];
     TcpSpec sp{};
     sp.smac = c.appliance_mac;
     sp.dmac = b.mac;
@@ -593,34 +537,13 @@ TcpSpec Worker::to_backend(const Slot &s) const {
     return sp;
 }
 
-bool Worker::send_backend_syn(Slot &s) {
-    TcpSpec sp = to_backend(s);
-    sp.seq = s.ff.isn();  // the client's own ISN: no sequence translation client -> backend
-    sp.ack = 0;
-    sp.flags = KVS_TCP_SYN;
-    sp.window = 64240;
-    sp.mss = s.client_mss;
-    sp.wscale = s.client_wscale;
-    sp.sack_perm = s.client_sack;
-    sp.ts = s.client_ts;
-    // The backend leg's timestamps run on our monotonic millisecond clock, not the client's:
-    // a backend that still holds this SNAT 4-tuple in TIME_WAIT from an earlier flow accepts a
-    // SYN with a newer timestamp (RFC 6191) instead of answering with a challenge ACK.
-    if (s.syn_tries == 0)
-        s.ts_delta = static_cast<std::uint32_t>(mono_ns() / 1000000) - s.client_tsval;
-    sp.tsval = s.client_tsval + s.ts_delta;
-    ++s.syn_tries;  // a SYN the mempool could not build counts as sent: the timer retries it
-    return send(build_tcp4(p_.pool, sp));
-}
-
-void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
+// The backend accepted: build the flow pair and install it (xdp mode) before anything is sent,
+// so the backend's first reply already finds its flow in XDP; both entries or neither (a half
+// pair would strand the flow). The binder then acknowledges and flushes, or resets both sides.
+void Worker::install(std::uint32_t idx, std::uint64_t now) {
     Slot &s = slots_[idx];
     const kvs_config &c = *t_.config;
-    const kvs_backend &b = t_.backends[s.backend];
-    const std::uint32_t bisn = kvs_ntohl(sa.tcp->seq);
-    const bool ts = s.client_ts && sa.opts.ts_off;
-    const std::uint32_t t_backend = sa.opts.tsval;
-
+    const kvs_backend &b = t_.backends[s.b.backend()];
     kvs_flowpair_params fp{};
     fp.client_addr[0] = s.ckey.saddr[0];
     fp.vip_addr[0] = s.ckey.daddr[0];
@@ -631,85 +554,31 @@ void Worker::complete_bind(std::uint32_t idx, kvs_pkt &sa, std::uint64_t now) {
     fp.snat_port = kvs_htons(s.snat_port);
     fp.backend_port = b.port;
     fp.family = KVS_AF_INET;
-    fp.client_wscale = s.client_wscale;
+    fp.client_wscale = s.b.client_wscale();
     fp.synack_wscale = c.syn_wscale;
-    fp.backend_wscale = sa.opts.wscale;
-    fp.ts = ts;
-    fp.cookie = s.cookie_isn;
-    fp.backend_isn = bisn;
-    fp.synack_tsval = s.ts_ours;
-    fp.backend_tsval = t_backend;
-    fp.client_ts_delta = s.ts_delta;
+    fp.backend_wscale = s.b.backend_wscale();
+    fp.ts = s.b.both_ts();
+    fp.cookie = s.b.cookie_isn();
+    fp.backend_isn = s.b.backend_isn();
+    fp.synack_tsval = s.b.ts_ours();
+    fp.backend_tsval = s.b.backend_tsval();
+    fp.client_ts_delta = s.b.ts_delta();
     std::memcpy(fp.appliance_mac, c.appliance_mac, 6);
     std::memcpy(fp.client_mac, s.client_mac, 6);
     std::memcpy(fp.backend_mac, b.mac, 6);
-    fp.backend_id = s.backend;
+    fp.backend_id = s.b.backend();
     fp.worker = p_.index;
     fp.now_ns = mono_ns();
     kvs_flow_key k_c2s, k_s2c;
     kvs_flowpair_build(&fp, &k_c2s, &s.c2s, &k_s2c, &s.s2c);
-    const kvs_flow &f = s.c2s;
-
-    // Install before anything is sent so the backend's first reply already finds its flow in
-    // XDP; both entries or neither (a half pair would strand the flow).
+    bool ok = true;
     if (t_.flows_fd >= 0) {
-        if (!install_pair(k_c2s, s.c2s, k_s2c, s.s2c)) {
-            inc(KVS_R_DP_FLOW_INSTALL_FAIL);
-            inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
-            rst_backend(s);
-            rst_client(s);
-            release(idx, true);
-            return;
-        }
-        // From now on the sweeper frees the port, when the entries are gone.
-        if (p_.ports) p_.ports->busy[s.snat_port].store(kPortInstalled, std::memory_order_release);
+        ok = install_pair(k_c2s, s.c2s, k_s2c, s.s2c);
+        if (ok) slots_.mark_installed(s.snat_port);
     }
-    // ACK the backend's SYN-ACK as the client would have.
-    TcpSpec sp = to_backend(s);
-    sp.seq = s.ff.isn() + 1;
-    sp.ack = bisn + 1;
-    sp.flags = KVS_TCP_ACK;
-    sp.window = s.client_window;
-    sp.ts = ts;
-    sp.tsval = s.client_tsval + s.ts_delta;
-    sp.tsecr = t_backend;
-    send(build_tcp4(p_.pool, sp));
-
-    list_del(idx);
-    s.st = St::Bound;
-    s.last_seen = now;
-    s.deadline = now + linger_ticks_;
-    held_mbufs_ -= s.ff.size();
-    s.ff.drain([&](void *h) {
-        auto *m = static_cast<rte_mbuf *>(h);
-        kvs_pkt pkt;
-        if (parse_mbuf(m, &pkt) != KVS_PARSE_OK) {  // parsed once already: cannot happen
-            inc(KVS_R_DP_HELD_UNPARSABLE);
-            rte_pktmbuf_free(m);
-            return;
-        }
-        rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
-        tx(m);
-    });
-    if (t_.load) __atomic_fetch_add(&t_.load[s.backend].binds, 1, __ATOMIC_RELAXED);
-    inc(KVS_R_DP_BIND_OK);
-    switch (s.via) {
-        case KVS_VIA_AFFINITY:
-            inc(KVS_R_DP_VIA_AFFINITY);
-            break;
-        case KVS_VIA_MAGLEV:
-            inc(KVS_R_DP_VIA_MAGLEV);
-            break;
-        case KVS_VIA_MAGLEV_SPILL:
-            inc(KVS_R_DP_VIA_MAGLEV_SPILL);
-            break;
-        case KVS_VIA_ROUND_ROBIN:
-            inc(KVS_R_DP_VIA_ROUND_ROBIN);
-            break;
-        default:
-            break;
-    }
-    report(s);
+    Actions out;
+    s.b.installed(env(), ok, out);
+    execute(idx, out, now);
 }
 
 // Both directions in one syscall (half the cost of two updates), all or nothing: a batch stops
@@ -724,6 +593,22 @@ bool Worker::install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs
     if (count >= 1) bpf_map_delete_elem(t_.flows_fd, &keys[0]);
     if (count >= 2) bpf_map_delete_elem(t_.flows_fd, &keys[1]);
     return false;
+}
+
+// Sends what the flight held through the new flow, in sequence order.
+void Worker::flush_held(Slot &s) {
+    held_mbufs_ -= s.b.flight().size();
+    s.b.flight().drain([&](void *h) {
+        auto *m = static_cast<rte_mbuf *>(h);
+        kvs_pkt pkt;
+        if (parse_mbuf(m, &pkt) != KVS_PARSE_OK) {  // parsed once already: cannot happen
+            inc(KVS_R_DP_HELD_UNPARSABLE);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), s.c2s);
+        tx(m);
+    });
 }
 
 // Sends a segment the worker built; a null one (the mempool ran dry) is counted, never lost
@@ -748,55 +633,32 @@ void Worker::report(const Slot &s) {
     }
     kvs_bind_report &r = t_.ring[static_cast<std::size_t>(p_.index) * KVS_BIND_RING_SLOTS +
                                  (ring_head_ & (KVS_BIND_RING_SLOTS - 1))];
+    const PrefixHashes &h = s.b.hashes();
     r.ts_ns = mono_ns();
-    r.prefix_hash = s.hashes.prefix;
-    std::memcpy(r.block_hash, s.hashes.blocks.data(), sizeof(r.block_hash));
-    r.prompt_bytes = s.prompt_bytes;
-    r.n_blocks = static_cast<std::uint16_t>(s.hashes.n_blocks);
-    r.backend_id = s.backend;
-    r.key_kind = s.key_kind;
-    r.via = s.via;
+    r.prefix_hash = h.prefix;
+    std::memcpy(r.block_hash, h.blocks.data(), sizeof(r.block_hash));
+    r.prompt_bytes = s.b.prompt_bytes();
+    r.n_blocks = static_cast<std::uint16_t>(h.n_blocks);
+    r.backend_id = s.b.backend();
+    r.key_kind = static_cast<std::uint8_t>(s.b.key_kind());
+    r.via = s.b.via();
     r.worker = p_.index;
     r.pad = 0;
     ++ring_head_;
     __atomic_store_n(&ctl.head, ring_head_, __ATOMIC_RELEASE);
 }
 
-void Worker::rst_client(Slot &s) {
-    const kvs_config &c = *t_.config;
-    const std::uint32_t n = std::min(s.ff.contiguous(), max_held());
-    TcpSpec sp{};
-    sp.smac = c.appliance_mac;
-    sp.dmac = s.client_mac;
-    sp.saddr = s.ckey.daddr[0];
-    sp.daddr = s.ckey.saddr[0];
-    sp.sport = s.ckey.dport;
-    sp.dport = s.ckey.sport;
-    sp.seq = s.cookie_isn + 1;
-    sp.ack = s.ff.isn() + 1 + n;
-    sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
-    sp.window = 0;
-    send(build_tcp4(p_.pool, sp));
-}
-
-// Aborts our half-open connection to the backend (the client went away while binding).
-void Worker::rst_backend(Slot &s) {
-    TcpSpec sp = to_backend(s);
-    sp.seq = s.ff.isn() + 1;
-    sp.flags = KVS_TCP_RST;
-    send(build_tcp4(p_.pool, sp));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Backend side
 
 void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
-    std::int32_t idx = by_port_[kvs_ntohs(pkt.tcp->dest) - port_lo_];
-    if (idx < 0) {
+    const std::int32_t found = slots_.by_port(kvs_ntohs(pkt.tcp->dest));
+    if (found < 0) {
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);
         return;
     }
+    const auto idx = static_cast<std::uint32_t>(found);
     Slot &s = slots_[idx];
     const bool from_backend = pkt.ip4->saddr == s.bkey.saddr[0] && pkt.tcp->source == s.bkey.sport;
     if (!from_backend) {  // a late answer from a backend this flow already gave up on
@@ -805,55 +667,19 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         return;
     }
     const std::uint8_t fl = pkt.tcp->flags;
-    if (s.st == St::SynSent) {
-        const std::uint32_t ack = kvs_ntohl(pkt.tcp->ack_seq);
-        if ((fl & KVS_TCP_RST) && (fl & KVS_TCP_ACK) && ack == s.ff.isn() + 1) {
-            inc(KVS_R_DP_BACKEND_RST);
-            if (t_.load) __atomic_fetch_add(&t_.load[s.backend].bind_fail_rst, 1, __ATOMIC_RELAXED);
-            rte_pktmbuf_free(m);
-            return next_candidate(static_cast<std::uint32_t>(idx), now);
-        }
-        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK) &&
-            ack == s.ff.isn() + 1) {
-            inc(KVS_R_PUNT_BACKEND_SYNACK);
-            complete_bind(static_cast<std::uint32_t>(idx), pkt, now);
-            rte_pktmbuf_free(m);
-            return;
-        }
-        if ((fl & (KVS_TCP_SYN | KVS_TCP_RST | KVS_TCP_ACK)) == KVS_TCP_ACK) {
-            // A challenge ACK: the backend still holds this 4-tuple in TIME_WAIT (an earlier
-            // flow, or a previous dataplane run). Reset that old connection as a TCP client
-            // does (RFC 793: RST with seq = the ACK's ack) and send our SYN again at once.
-            TcpSpec sp = to_backend(s);
-            sp.seq = ack;
-            sp.flags = KVS_TCP_RST;
-            send(build_tcp4(p_.pool, sp));
-            if (s.syn_tries <= p_.opts.backend_syn_retries + 2) send_backend_syn(s);
-        }
-        inc(KVS_R_PUNT_BACKEND_OTHER);
-        rte_pktmbuf_free(m);
-        return;
-    }
-    if (s.st == St::Bound) {
-        if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK)) {
-            // Our ACK was lost: the backend repeats its SYN-ACK. Acknowledge it again.
-            TcpSpec sp = to_backend(s);
-            sp.seq = s.ff.isn() + 1;
-            sp.ack = kvs_ntohl(pkt.tcp->seq) + 1;
-            sp.flags = KVS_TCP_ACK;
-            sp.window = s.client_window;
-            sp.ts = s.client_ts && pkt.opts.ts_off;
-            sp.tsval = s.client_tsval + s.ts_delta;
-            sp.tsecr = pkt.opts.tsval;
-            send(build_tcp4(p_.pool, sp));
-            inc(KVS_R_PUNT_BACKEND_SYNACK);
-            rte_pktmbuf_free(m);
-            return;
-        }
-        return forward(s, m, pkt, false, now);
-    }
-    inc(KVS_R_PUNT_BACKEND_OTHER);
+    const bool synack = (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK);
+    if (s.b.phase() == Binder::Phase::Bound && !synack) return forward(s, m, pkt, false, now);
+    BackendSeg b;
+    b.flags = fl;
+    b.seq = kvs_ntohl(pkt.tcp->seq);
+    b.ack = kvs_ntohl(pkt.tcp->ack_seq);
+    b.has_ts = pkt.opts.ts_off != 0;
+    b.tsval = pkt.opts.tsval;
+    b.wscale = pkt.opts.wscale;
+    Actions out;
+    s.b.backend_segment(env(), b, now, out);
     rte_pktmbuf_free(m);
+    execute(idx, out, now);
 }
 
 // A bound flow's packet that reached us (dpdk mode always; xdp mode only while the install
@@ -862,7 +688,7 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
     kvs_flow &f = c2s ? s.c2s : s.s2c;
     const std::uint8_t fl = pkt.tcp->flags;
     s.last_seen = now;
-    if (p_.opts.mode == Mode::Dpdk && !s.closed) {
+    if (dpdk_mode() && !s.closed) {
         if (fl & KVS_TCP_RST)
             s.fin_mask = 3;
         else if (fl & KVS_TCP_FIN)
@@ -870,7 +696,7 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
         if (s.fin_mask == 3) {
             s.closed = 1;
             inc(KVS_R_FLOW_CLOSED);
-            if (t_.load) __atomic_fetch_add(&t_.load[s.backend].closes, 1, __ATOMIC_RELAXED);
+            if (t_.load) __atomic_fetch_add(&t_.load[s.b.backend()].closes, 1, __ATOMIC_RELAXED);
         }
     }
     rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
@@ -905,58 +731,26 @@ void Worker::arm(std::uint32_t idx, std::uint64_t when) {
     std::push_heap(timer_heap_.begin(), timer_heap_.end(), Timer::later);
 }
 
-// When a holding slot next needs a look: its idle deadline, the end of its silent gap, or the
-// end of the unsure-start wait, whichever comes first.
-void Worker::arm_holding(std::uint32_t idx, std::uint64_t now) {
-    const Slot &s = slots_[idx];
-    std::uint64_t when = std::min(s.deadline, s.last_seg + gap_ticks_);
-    if (when <= now) when = s.deadline;
-    if (!s.ff.isn_known() && s.created + unsure_wait_ticks_ > now)
-        when = std::min(when, s.created + unsure_wait_ticks_);
-    arm(idx, std::max(when, now + 1));
-}
-
 void Worker::timers(std::uint64_t now) {
     while (!timer_heap_.empty() && timer_heap_.front().when <= now) {
         std::pop_heap(timer_heap_.begin(), timer_heap_.end(), Timer::later);
         const Timer e = timer_heap_.back();
         timer_heap_.pop_back();
         Slot &s = slots_[e.idx];
-        if (s.timer_id != e.id) continue;  // re-armed or released since
-        if (s.st == St::Holding) {
-            if (now >= s.deadline) {
-                inc(KVS_R_DP_CLIENT_IDLE_DROP);
-                rst_client(s);
-                release(e.idx, false);
-                continue;
-            }
-            // The client is window-limited and silent: bind on what we have, unless not even
-            // the request head is complete (or its start is unsure and the wait is not over).
-            if (now - s.last_seg >= gap_ticks_) check_ready(e.idx, now, true);
-            if (s.st == St::Holding) arm_holding(e.idx, now);
-        } else if (s.st == St::SynSent && now >= s.deadline) {
-            if (s.syn_tries <= p_.opts.backend_syn_retries) {
-                send_backend_syn(s);
-                s.deadline = now + syn_timeout_ticks_;
-                arm(e.idx, s.deadline);
-            } else {
-                inc(KVS_R_DP_BACKEND_TIMEOUT);
-                if (t_.load)
-                    __atomic_fetch_add(&t_.load[s.backend].bind_fail_timeout, 1, __ATOMIC_RELAXED);
-                next_candidate(e.idx, now);
-            }
-        }
+        if (!s.used || s.timer_id != e.id || !s.b.binding()) continue;  // stale
+        Actions out;
+        s.b.timer(env(), now, out);
+        execute(e.idx, out, now);
     }
 }
 
 void Worker::sweep_bound(std::uint64_t now) {
-    const std::uint32_t n = static_cast<std::uint32_t>(slots_.size());
-    for (unsigned k = 0; k < 64 && n_used_ > n_binding_; ++k) {
-        std::uint32_t i = sweep_cursor_++ % n;
+    for (unsigned k = 0; k < 64 && slots_.used() > slots_.binding(); ++k) {
+        const std::uint32_t i = slots_.next_cursor();
         Slot &s = slots_[i];
-        if (s.st != St::Bound) continue;
-        if (p_.opts.mode == Mode::Xdp) {
-            if (now >= s.deadline) release(i, false);  // XDP has the flow; the sweeper expires it
+        if (!s.used || s.b.phase() != Binder::Phase::Bound) continue;
+        if (!dpdk_mode()) {
+            if (now >= s.linger_until) release(i, false);  // XDP has the flow; the sweeper ends it
         } else if ((s.closed && now - s.last_seen >= closed_ticks_) ||
                    now - s.last_seen >= flow_idle_ticks_) {
             release(i, true);
@@ -969,11 +763,10 @@ void Worker::sweep_bound(std::uint64_t now) {
 // room for a new flow rather than the new flow being dropped (at thousands of connections/s
 // the lingering slots alone would fill the table).
 bool Worker::reclaim_lingering() {
-    if (p_.opts.mode != Mode::Xdp || n_used_ <= n_binding_) return false;
-    const std::uint32_t n = static_cast<std::uint32_t>(slots_.size());
-    for (std::uint32_t k = 0; k < n; ++k) {
-        std::uint32_t i = sweep_cursor_++ % n;
-        if (slots_[i].st == St::Bound) {
+    if (dpdk_mode() || slots_.used() <= slots_.binding()) return false;
+    for (std::uint32_t k = 0; k < slots_.capacity(); ++k) {
+        const std::uint32_t i = slots_.next_cursor();
+        if (slots_[i].used && slots_[i].b.phase() == Binder::Phase::Bound) {
             release(i, false);
             return true;
         }
@@ -981,110 +774,27 @@ bool Worker::reclaim_lingering() {
     return false;
 }
 
-void Worker::free_held(Slot &s) {
-    held_mbufs_ -= s.ff.size();
-    s.ff.drain([](void *m) { rte_pktmbuf_free(static_cast<rte_mbuf *>(m)); });
-}
-
+// Frees a slot and whatever its flight still holds.
 void Worker::release(std::uint32_t idx, bool free_port) {
     Slot &s = slots_[idx];
-    if (s.st == St::Free) return;
-    if (s.st == St::Holding || s.st == St::SynSent) list_del(idx);
-    free_held(s);
-    rte_hash_del_key(by_client_, &s.ckey);
-    if (s.snat_port) {
-        by_port_[s.snat_port - port_lo_] = -1;
-        // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
-        if ((free_port || s.st != St::Bound) && p_.ports)
-            p_.ports->busy[s.snat_port].store(kPortFree, std::memory_order_release);
-    }
-    s.st = St::Free;
-    free_.push_back(idx);
-    --n_used_;
-}
-
-bool Worker::alloc_port(std::uint16_t *port) {
-    const std::uint32_t span = static_cast<std::uint32_t>(port_hi_ - port_lo_) + 1;
-    // The whole range if need be: after a restart the ports of the previous instance's lingering
-    // flows stay taken until the sweeper sees them go, and the cursor may start among them (a
-    // bounded scan there refused new flows while most of the range was free).
-    for (std::uint32_t k = 0; k < span; ++k) {
-        std::uint16_t p = port_cursor_;
-        port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
-        if (by_port_[p - port_lo_] >= 0) continue;
-        if (p_.ports) {
-            std::uint8_t expect = kPortFree;
-            if (!p_.ports->busy[p].compare_exchange_strong(expect, kPortBinding,
-                                                           std::memory_order_acq_rel))
-                continue;
-        }
-        *port = p;
-        return true;
-    }
-    return false;
-}
-
-// The binding list: slots being bound (Holding/SynSent), oldest first; and how many of them
-// each client address holds.
-void Worker::list_add(std::uint32_t idx) {
-    Slot &s = slots_[idx];
-    s.prev = list_tail_;
-    s.next = -1;
-    if (list_tail_ >= 0)
-        slots_[list_tail_].next = static_cast<std::int32_t>(idx);
-    else
-        list_head_ = static_cast<std::int32_t>(idx);
-    list_tail_ = static_cast<std::int32_t>(idx);
-    ++n_binding_;
-    if (by_source_) {
-        void *d = nullptr;
-        const std::uintptr_t n = rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) >= 0
-                                     ? reinterpret_cast<std::uintptr_t>(d)
-                                     : 0;
-        rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n + 1));
-    }
-}
-
-void Worker::list_del(std::uint32_t idx) {
-    Slot &s = slots_[idx];
-    if (s.prev >= 0)
-        slots_[s.prev].next = s.next;
-    else
-        list_head_ = s.next;
-    if (s.next >= 0)
-        slots_[s.next].prev = s.prev;
-    else
-        list_tail_ = s.prev;
-    s.prev = s.next = -1;
-    --n_binding_;
-    if (by_source_) {
-        void *d = nullptr;
-        if (rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) < 0) return;
-        const auto n = reinterpret_cast<std::uintptr_t>(d);
-        if (n <= 1)
-            rte_hash_del_key(by_source_, &s.ckey.saddr[0]);
-        else
-            rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], reinterpret_cast<void *>(n - 1));
-    }
-}
-
-// Slots a client address holds while they are being bound.
-unsigned Worker::held_by(std::uint32_t saddr) const {
-    void *d = nullptr;
-    if (!by_source_ || rte_hash_lookup_data(by_source_, &saddr, &d) < 0) return 0;
-    return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(d));
+    if (!s.used) return;
+    held_mbufs_ -= s.b.flight().size();
+    s.b.flight().drain([](void *m) { rte_pktmbuf_free(static_cast<rte_mbuf *>(m)); });
+    slots_.release(idx, free_port);
 }
 
 // Full: the oldest holding slot whose request head is still incomplete after a silent gap (the
 // slowloris shape) makes room; a client that sent a complete head is never evicted for another.
 bool Worker::evict_stalled(std::uint64_t now) {
+    const BindEnv e = env();
     unsigned looked = 0;
-    for (std::int32_t i = list_head_; i >= 0 && looked < 64; i = slots_[i].next, ++looked) {
-        Slot &s = slots_[i];
-        if (s.st != St::Holding || !s.head_incomplete || now - s.last_seg < gap_ticks_) continue;
-        inc(KVS_R_DP_HOLD_EVICTED);
-        rst_client(s);
-        release(static_cast<std::uint32_t>(i), false);
+    for (std::int32_t i = slots_.oldest_binding(); i >= 0 && looked < 64;
+         i = slots_.next_binding(static_cast<std::uint32_t>(i)), ++looked) {
+        Slot &s = slots_[static_cast<std::uint32_t>(i)];
+        if (!s.b.evictable(e, now)) continue;
+        Actions out;
+        s.b.evict(e, out);
+        execute(static_cast<std::uint32_t>(i), out, now);
         return true;
     }
     return false;

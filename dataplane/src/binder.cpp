@@ -1,0 +1,341 @@
+#include "binder.h"
+
+#include <algorithm>
+
+#include "kvsteer/core/flight_key.h"
+#include "kvsteer/proto.h"
+#include "kvsteer/reasons.h"
+
+namespace kvsteer::dp {
+
+namespace {
+
+// Sequence-space comparison: a before b.
+inline bool seq_lt(std::uint32_t a, std::uint32_t b) {
+    return static_cast<std::int32_t>(a - b) < 0;
+}
+
+Action act(Action::Kind k) {
+    Action a{};
+    a.kind = k;
+    return a;
+}
+
+}  // namespace
+
+void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) {
+    *this = Binder{};
+    phase_ = Phase::Holding;
+    ff_.start(h.isn, h.isn_known);
+    cookie_isn_ = h.cookie_isn;
+    mss_ = h.mss;
+    wscale_ = h.wscale;
+    sack_ = h.sack;
+    ts_ = h.ts != 0;
+    ts_ours_ = h.ts_ours;
+    tsval_ = h.tsval;
+    window_ = h.window;
+    tuple_hash_ = h.tuple_hash;
+    created_ = last_seg_ = now;
+    deadline_ = now + env.cfg.client_idle;
+}
+
+FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool room,
+                                 std::uint64_t now, Actions &out) {
+    if (c.has_ts && !seq_lt(c.tsval, tsval_)) tsval_ = c.tsval;
+    window_ = c.window;
+    // max_held triggers the bind; segments the client keeps sending while the backend handshake
+    // runs are still held (up to twice that) so they need no retransmission.
+    const FirstFlight::Add r =
+        room ? ff_.add(c.pkt, c.data, c.seq, c.len, c.fin, 2 * env.cfg.max_held)
+             : FirstFlight::Add::Full;
+    switch (r) {
+        case FirstFlight::Add::Held:
+            last_seg_ = now;
+            if (phase_ == Phase::Holding) check_ready(env, now, false, out);
+            if (phase_ == Phase::Holding) arm_holding(env, now, out);
+            break;
+        case FirstFlight::Add::Duplicate:
+            env.inc(KVS_R_DP_DUP_SEGMENT);
+            break;
+        case FirstFlight::Add::Stale:
+            env.inc(KVS_R_DP_STALE_SEGMENT);
+            break;
+        case FirstFlight::Add::Full:
+            env.inc(KVS_R_DP_HOLD_FULL);
+            if (phase_ == Phase::Holding) {
+                full_ = true;
+                check_ready(env, now, true, out);
+            }
+            break;
+    }
+    return r;
+}
+
+void Binder::pure_ack(const ClientSeg &c) {
+    if (c.has_ts && !seq_lt(c.tsval, tsval_)) tsval_ = c.tsval;
+    window_ = c.window;
+}
+
+// Binds the flight once it is worth binding: the contiguous bytes from the stream's start cover
+// the hash depth, the request is complete (or waits for 100-continue), the held bytes reach
+// max_held, the head is not HTTP; or, after a silent gap (`gap`), on what is held. Never from a
+// flight whose start is unsure (no timestamp proof and no request line) before unsure_wait: its
+// head was most likely lost and is on its way.
+void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out) {
+    const std::uint32_t max_held =
+        std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
+    const std::uint32_t n = ff_.assemble(env.buf.data(), max_held);
+    if (n == 0) {  // nothing from the stream's start yet
+        head_incomplete_ = true;
+        return;
+    }
+    const std::span<const std::uint8_t> bytes(env.buf.data(), n);
+    const bool sure = ff_.isn_known() || begins_request(bytes.data(), n);
+    if (!sure && now - created_ < env.cfg.unsure_wait) return;
+    const RequestView v = locate_request(bytes);
+    head_incomplete_ = v.status == LocateStatus::NeedMoreHead;
+    if (head_incomplete_ && ff_.complete_to_fin() && n == ff_.contiguous()) {
+        // Closed before its request head was complete (a slowloris connection going away):
+        // nothing to bind, and a backend connection would only carry a broken head.
+        env.inc(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD);
+        reset_client(env, out);
+        return;
+    }
+    const HashParams hp = hash_params(*env.t.config);
+    bool ready = gap || full_ || ff_.has_fin() || n + 1460 > max_held;
+    if (v.status == LocateStatus::Ok)
+        ready |= v.body_complete || v.expect_continue || v.key_len >= bind_depth(hp);
+    else if (v.status != LocateStatus::NeedMoreHead)
+        ready = true;  // not HTTP: nothing to wait for
+    else if (gap && !full_)
+        ready = false;  // silent with an incomplete head: wait for more (or the idle timeout)
+    if (!ready) return;
+    if (!sure) env.inc(KVS_R_DP_START_UNSURE);
+
+    const FlightKey k = key_flight(hp, v, bytes, tuple_hash_);
+    hashes_ = k.hashes;
+    prompt_bytes_ = k.prompt_bytes;
+    key_kind_ = k.kind;
+    switch (k.kind) {
+        case KeyKind::OpenAIPrompt:
+            env.inc(KVS_R_DP_KEY_OPENAI_PROMPT);
+            break;
+        case KeyKind::OpenAIChat:
+            env.inc(KVS_R_DP_KEY_OPENAI_CHAT);
+            break;
+        case KeyKind::BodyPrefix:
+            env.inc(KVS_R_DP_KEY_BODY_PREFIX);
+            break;
+        default:
+            env.inc(KVS_R_DP_KEY_FIVE_TUPLE);
+            break;
+    }
+    phase_ = Phase::SynSent;
+    ncand_ = 0;
+    out.push(act(Action::Kind::Connect));
+}
+
+void Binder::connect(const BindEnv &env, std::uint64_t now, Actions &out) {
+    next_candidate(env, now, out);
+}
+
+void Binder::no_port(const BindEnv &env, Actions &out) {
+    env.inc(KVS_R_DP_PORTS_EXHAUSTED);
+    reset_client(env, out);
+}
+
+void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out) {
+    if (ncand_ >= env.cfg.max_candidates || ncand_ >= kMaxCand) {
+        env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
+        reset_client(env, out);
+        return;
+    }
+    const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix,
+                                     std::span<const std::uint16_t>(tried_, ncand_), env.scratch);
+    if (ch.backend == KVS_BACKEND_NONE) {
+        env.inc(KVS_R_DP_NO_BACKEND);
+        env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
+        reset_client(env, out);
+        return;
+    }
+    if (ncand_ > 0) env.inc(KVS_R_DP_BIND_RETRY);
+    tried_[ncand_++] = ch.backend;
+    backend_ = ch.backend;
+    via_ = ch.via;
+    syn_tries_ = 0;
+    syn(env, out);
+    deadline_ = now + env.cfg.syn_timeout;
+    Action a = act(Action::Kind::Arm);
+    a.when = deadline_;
+    out.push(a);
+}
+
+void Binder::syn(const BindEnv &env, Actions &out) {
+    // The backend leg's timestamps run on our monotonic millisecond clock, not the client's: a
+    // backend that still holds this SNAT 4-tuple in TIME_WAIT from an earlier flow accepts a SYN
+    // with a newer timestamp (RFC 6191) instead of answering with a challenge ACK.
+    if (syn_tries_ == 0) ts_delta_ = env.clock_ms() - tsval_;
+    ++syn_tries_;  // a SYN the worker could not build counts as sent: the timer retries it
+    Action a = act(Action::Kind::SynToBackend);
+    a.seq = ff_.isn();  // the client's own ISN: no sequence translation client -> backend
+    a.tsval = tsval_ + ts_delta_;
+    a.ts = ts_;
+    out.push(a);
+}
+
+// Acknowledges the backend's SYN-ACK (sequence `backend_seq`) as the client would have.
+Action Binder::ack_to_backend(std::uint32_t backend_seq, bool ts, std::uint32_t tsecr) const {
+    Action a = act(Action::Kind::AckToBackend);
+    a.seq = ff_.isn() + 1;
+    a.ack = backend_seq + 1;
+    a.window = window_;
+    a.ts = ts;
+    a.tsval = tsval_ + ts_delta_;
+    a.tsecr = tsecr;
+    return a;
+}
+
+void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint64_t now,
+                             Actions &out) {
+    const std::uint8_t fl = b.flags;
+    const bool synack = (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK);
+    if (phase_ == Phase::Bound && synack) {
+        // Our ACK was lost: the backend repeats its SYN-ACK. Acknowledge it again.
+        env.inc(KVS_R_PUNT_BACKEND_SYNACK);
+        out.push(ack_to_backend(b.seq, ts_ && b.has_ts, b.tsval));
+        return;
+    }
+    if (phase_ != Phase::SynSent) {
+        env.inc(KVS_R_PUNT_BACKEND_OTHER);
+        return;
+    }
+    if ((fl & KVS_TCP_RST) && (fl & KVS_TCP_ACK) && b.ack == ff_.isn() + 1) {
+        env.inc(KVS_R_DP_BACKEND_RST);
+        if (env.t.load)
+            __atomic_fetch_add(&env.t.load[backend_].bind_fail_rst, 1, __ATOMIC_RELAXED);
+        next_candidate(env, now, out);
+        return;
+    }
+    if (synack && b.ack == ff_.isn() + 1) {
+        env.inc(KVS_R_PUNT_BACKEND_SYNACK);
+        backend_isn_ = b.seq;
+        backend_tsval_ = b.tsval;
+        backend_wscale_ = b.wscale;
+        both_ts_ = ts_ && b.has_ts;
+        out.push(act(Action::Kind::Install));
+        return;
+    }
+    if ((fl & (KVS_TCP_SYN | KVS_TCP_RST | KVS_TCP_ACK)) == KVS_TCP_ACK) {
+        // A challenge ACK: the backend still holds this 4-tuple in TIME_WAIT (an earlier flow,
+        // or a previous dataplane run). Reset that old connection as a TCP client does (RFC 793:
+        // RST with seq = the ACK's ack) and send our SYN again at once.
+        Action r = act(Action::Kind::RstToBackend);
+        r.seq = b.ack;
+        out.push(r);
+        if (syn_tries_ <= env.cfg.syn_retries + 2) syn(env, out);
+    }
+    env.inc(KVS_R_PUNT_BACKEND_OTHER);
+}
+
+void Binder::installed(const BindEnv &env, bool ok, Actions &out) {
+    if (!ok) {
+        env.inc(KVS_R_DP_FLOW_INSTALL_FAIL);
+        env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
+        Action r = act(Action::Kind::RstToBackend);
+        r.seq = ff_.isn() + 1;
+        out.push(r);
+        reset_client(env, out);
+        return;
+    }
+    out.push(ack_to_backend(backend_isn_, both_ts_, backend_tsval_));
+    phase_ = Phase::Bound;
+    out.push(act(Action::Kind::Flush));
+    out.push(act(Action::Kind::Report));
+    if (env.t.load) __atomic_fetch_add(&env.t.load[backend_].binds, 1, __ATOMIC_RELAXED);
+    env.inc(KVS_R_DP_BIND_OK);
+    switch (via_) {
+        case KVS_VIA_AFFINITY:
+            env.inc(KVS_R_DP_VIA_AFFINITY);
+            break;
+        case KVS_VIA_MAGLEV:
+            env.inc(KVS_R_DP_VIA_MAGLEV);
+            break;
+        case KVS_VIA_MAGLEV_SPILL:
+            env.inc(KVS_R_DP_VIA_MAGLEV_SPILL);
+            break;
+        case KVS_VIA_ROUND_ROBIN:
+            env.inc(KVS_R_DP_VIA_ROUND_ROBIN);
+            break;
+        default:
+            break;
+    }
+}
+
+void Binder::timer(const BindEnv &env, std::uint64_t now, Actions &out) {
+    if (phase_ == Phase::Holding) {
+        if (now >= deadline_) {
+            env.inc(KVS_R_DP_CLIENT_IDLE_DROP);
+            reset_client(env, out);
+            return;
+        }
+        // The client is window-limited and silent: bind on what we have, unless not even the
+        // request head is complete (or its start is unsure and the wait is not over).
+        if (now - last_seg_ >= env.cfg.gap) check_ready(env, now, true, out);
+        if (phase_ == Phase::Holding) arm_holding(env, now, out);
+    } else if (phase_ == Phase::SynSent && now >= deadline_) {
+        if (syn_tries_ <= env.cfg.syn_retries) {
+            syn(env, out);
+            deadline_ = now + env.cfg.syn_timeout;
+            Action a = act(Action::Kind::Arm);
+            a.when = deadline_;
+            out.push(a);
+        } else {
+            env.inc(KVS_R_DP_BACKEND_TIMEOUT);
+            if (env.t.load)
+                __atomic_fetch_add(&env.t.load[backend_].bind_fail_timeout, 1, __ATOMIC_RELAXED);
+            next_candidate(env, now, out);
+        }
+    }
+}
+
+// When a holding flight next needs a look: its idle deadline, the end of its silent gap, or the
+// end of the unsure-start wait, whichever comes first.
+void Binder::arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const {
+    std::uint64_t when = std::min(deadline_, last_seg_ + env.cfg.gap);
+    if (when <= now) when = deadline_;
+    if (!ff_.isn_known() && created_ + env.cfg.unsure_wait > now)
+        when = std::min(when, created_ + env.cfg.unsure_wait);
+    Action a = act(Action::Kind::Arm);
+    a.when = std::max(when, now + 1);
+    out.push(a);
+}
+
+void Binder::abort(Actions &out) {
+    if (phase_ == Phase::SynSent) {
+        Action r = act(Action::Kind::RstToBackend);
+        r.seq = ff_.isn() + 1;
+        out.push(r);
+    }
+    phase_ = Phase::Done;
+    out.push(act(Action::Kind::Release));
+}
+
+void Binder::evict(const BindEnv &env, Actions &out) {
+    env.inc(KVS_R_DP_HOLD_EVICTED);
+    reset_client(env, out);
+}
+
+// Resets the client at the end of what it sent that we hold, and ends the flow.
+void Binder::reset_client(const BindEnv &env, Actions &out) {
+    const std::uint32_t max_held =
+        std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
+    Action r = act(Action::Kind::RstToClient);
+    r.seq = cookie_isn_ + 1;
+    r.ack = ff_.isn() + 1 + std::min(ff_.contiguous(), max_held);
+    out.push(r);
+    phase_ = Phase::Done;
+    out.push(act(Action::Kind::Release));
+}
+
+}  // namespace kvsteer::dp

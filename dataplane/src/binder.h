@@ -1,0 +1,204 @@
+// How one client connection becomes a bound flow: hold its first flight, decide when the flight
+// is worth binding, key it, choose a backend, handshake with it (SYN retries, the next candidate
+// on a reset or a timeout), then install and flush. Holding -> SynSent -> Bound (or Done).
+//
+// Pure: no DPDK, no sockets, no clock of its own. Each event returns the actions the worker must
+// carry out, in order (send a SYN, an ACK or a reset, take a SNAT port, install the flow pair,
+// flush the held segments, arm a timer, release the slot); two of them (Connect, Install) need
+// an answer from the worker, which it gives by calling connect()/no_port() or installed().
+// Tests drive it event by event without a port or a mempool.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "first_flight.h"
+#include "kvsteer/abi.h"
+#include "kvsteer/core/choose.h"
+#include "kvsteer/core/locator.h"
+#include "kvsteer/core/prefix_hash.h"
+#include "kvsteer/core/tables.h"
+#include "kvsteer/parse.h"
+
+namespace kvsteer::dp {
+
+// Times in the worker's clock ticks (TSC in the dataplane; anything monotonic in tests).
+struct BinderConfig {
+    std::uint64_t gap = 0;          // client silence after which a flight binds on what it holds
+    std::uint64_t syn_timeout = 0;  // per backend SYN
+    std::uint64_t client_idle = 0;  // a flight still holding after this is reset
+    std::uint64_t unsure_wait = 0;  // a flight whose start is unsure waits this for its head
+    std::uint32_t max_held = 0;     // held bytes that make a flight ready (twice that are kept)
+    std::uint32_t syn_retries = 0;  // SYNs sent again to one backend before the next candidate
+    std::uint32_t max_candidates = 1;
+};
+
+// What the binder reads and writes outside itself, shared by every flow of a worker.
+struct BindEnv {
+    const BinderConfig &cfg;
+    const Tables &t;  // the choice, the per-backend load counters
+    ChooseScratch &scratch;
+    std::uint64_t *stats;         // the worker's counters (KVS_R_*)
+    std::span<std::uint8_t> buf;  // room to assemble a flight: at least cfg.max_held bytes
+    std::uint32_t (*clock_ms)();  // the backend leg's timestamp clock
+    void inc(unsigned reason) const { stats[reason]++; }
+};
+
+// What the client's handshake told us: its first segment and the cookie it acknowledged.
+struct ClientHello {
+    std::uint32_t isn = 0;  // the client's ISN: for sure when isn_known (timestamp echo)
+    bool isn_known = false;
+    std::uint32_t cookie_isn = 0;  // our ISN, the cookie
+    std::uint16_t mss = 0, window = 0;
+    std::uint8_t wscale = KVS_WSCALE_NONE, sack = 0, ts = 0;
+    std::uint32_t ts_ours = 0;  // the TSval of our SYN-ACK, which the client echoes
+    std::uint32_t tsval = 0;
+    std::uint64_t tuple_hash = 0;  // the client 4-tuple's hash (the key when nothing better)
+};
+
+// A client segment as the binder needs it (the worker parsed it).
+struct ClientSeg {
+    void *pkt = nullptr;  // the frame, held by the flight until it is flushed or released
+    const std::uint8_t *data = nullptr;
+    std::uint32_t seq = 0;
+    std::uint16_t len = 0, window = 0;
+    bool fin = false, has_ts = false;
+    std::uint32_t tsval = 0, tsecr = 0;
+};
+
+// A backend segment to our SNAT port, from the backend being bound.
+struct BackendSeg {
+    std::uint8_t flags = 0;  // KVS_TCP_*
+    std::uint32_t seq = 0, ack = 0;
+    bool has_ts = false;
+    std::uint32_t tsval = 0;
+    std::uint8_t wscale = KVS_WSCALE_NONE;
+};
+
+struct Action {
+    enum class Kind : std::uint8_t {
+        SynToBackend,  // to backend(): seq, tsval; the client's handshake options
+        AckToBackend,  // seq, ack, window, ts (with tsval, tsecr)
+        RstToBackend,  // seq
+        RstToClient,   // seq, ack
+        Connect,       // keyed: take a SNAT port, then call connect(), or no_port() if none
+        Install,       // the backend accepted: install the flow pair, then call installed()
+        Flush,         // send every held segment through the bound flow
+        Report,        // a binding report for the daemon
+        Arm,           // call timer() at `when`
+        Release,       // the flow is over here: free its slot and its SNAT port
+    };
+    Kind kind;
+    std::uint8_t ts = 0;
+    std::uint16_t window = 0;
+    std::uint32_t seq = 0, ack = 0, tsval = 0, tsecr = 0;
+    std::uint64_t when = 0;
+};
+
+// The actions of one event, in order (at most kMax: no event needs more).
+class Actions {
+   public:
+    static constexpr unsigned kMax = 6;
+    void push(const Action &a) {
+        if (n_ < kMax) a_[n_++] = a;
+    }
+    const Action *begin() const { return a_; }
+    const Action *end() const { return a_ + n_; }
+    unsigned size() const { return n_; }
+    const Action &operator[](unsigned i) const { return a_[i]; }
+
+   private:
+    Action a_[kMax];
+    unsigned n_ = 0;
+};
+
+class Binder {
+   public:
+    enum class Phase : std::uint8_t { Holding, SynSent, Bound, Done };
+    static constexpr unsigned kMaxCand = 8;
+
+    // A new flow; its first segment goes to segment() next.
+    void start(const BindEnv &env, const ClientHello &h, std::uint64_t now);
+
+    // A client segment with payload or FIN, while Holding or SynSent. `room`: the worker can
+    // hold one more packet. Held: the flight keeps `c.pkt`; otherwise the worker frees it.
+    FirstFlight::Add segment(const BindEnv &env, const ClientSeg &c, bool room, std::uint64_t now,
+                             Actions &out);
+    // A client pure ACK while binding: its window and timestamp are the client's latest.
+    void pure_ack(const ClientSeg &c);
+    // A client segment that echoes another SYN-ACK than ours: a new connection on this 4-tuple.
+    bool from_other_connection(const ClientSeg &c) const {
+        return c.has_ts && ts_ && c.tsecr != ts_ours_;
+    }
+    // The client reset or left (its 4-tuple reused): abort the backend leg if one is open.
+    void abort(Actions &out);
+    // Full: whether this flow is the slowloris shape (holding a head still incomplete after a
+    // silent gap), and making room by resetting it.
+    bool evictable(const BindEnv &env, std::uint64_t now) const {
+        return phase_ == Phase::Holding && head_incomplete_ && now - last_seg_ >= env.cfg.gap;
+    }
+    void evict(const BindEnv &env, Actions &out);
+
+    // The timer armed by the last Arm action is due.
+    void timer(const BindEnv &env, std::uint64_t now, Actions &out);
+
+    // After Connect: the worker took a SNAT port (connect) or has none (no_port).
+    void connect(const BindEnv &env, std::uint64_t now, Actions &out);
+    void no_port(const BindEnv &env, Actions &out);
+
+    // A segment from the backend being bound (SynSent), or its repeated SYN-ACK (Bound).
+    void backend_segment(const BindEnv &env, const BackendSeg &b, std::uint64_t now, Actions &out);
+    // After Install: whether both flow entries are in place.
+    void installed(const BindEnv &env, bool ok, Actions &out);
+
+    Phase phase() const { return phase_; }
+    bool binding() const { return phase_ == Phase::Holding || phase_ == Phase::SynSent; }
+    FirstFlight &flight() { return ff_; }
+    const FirstFlight &flight() const { return ff_; }
+    std::uint32_t isn() const { return ff_.isn(); }
+    std::uint32_t cookie_isn() const { return cookie_isn_; }
+    std::uint16_t backend() const { return backend_; }
+    std::uint8_t via() const { return via_; }
+    KeyKind key_kind() const { return key_kind_; }
+    const PrefixHashes &hashes() const { return hashes_; }
+    std::uint32_t prompt_bytes() const { return prompt_bytes_; }
+    std::uint64_t created() const { return created_; }
+    std::uint16_t client_mss() const { return mss_; }
+    std::uint8_t client_wscale() const { return wscale_; }
+    std::uint8_t client_sack() const { return sack_; }
+    bool client_ts() const { return ts_; }
+    std::uint16_t client_window() const { return window_; }
+    std::uint32_t ts_ours() const { return ts_ours_; }
+    // Client TSval -> the backend leg's (our millisecond clock), fixed at the first SYN.
+    std::uint32_t ts_delta() const { return ts_delta_; }
+    // The accepted backend's handshake (valid from Install on).
+    std::uint32_t backend_isn() const { return backend_isn_; }
+    std::uint32_t backend_tsval() const { return backend_tsval_; }
+    std::uint8_t backend_wscale() const { return backend_wscale_; }
+    bool both_ts() const { return both_ts_; }
+
+   private:
+    void check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out);
+    void next_candidate(const BindEnv &env, std::uint64_t now, Actions &out);
+    void syn(const BindEnv &env, Actions &out);
+    void arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const;
+    void reset_client(const BindEnv &env, Actions &out);
+    Action ack_to_backend(std::uint32_t backend_seq, bool ts, std::uint32_t tsecr) const;
+
+    FirstFlight ff_;  // ff_.isn() is the client's ISN
+    Phase phase_ = Phase::Done;
+    std::uint8_t ncand_ = 0, syn_tries_ = 0, via_ = 0;
+    std::uint8_t wscale_ = KVS_WSCALE_NONE, sack_ = 0, backend_wscale_ = KVS_WSCALE_NONE;
+    bool ts_ = false, both_ts_ = false;
+    bool full_ = false;            // a segment found the flight full: bind on the next look
+    bool head_incomplete_ = true;  // the held bytes do not yet hold a whole request head
+    KeyKind key_kind_ = KeyKind::FiveTuple;
+    std::uint16_t mss_ = 0, window_ = 0, backend_ = KVS_BACKEND_NONE;
+    std::uint32_t cookie_isn_ = 0, tsval_ = 0, ts_ours_ = 0, ts_delta_ = 0;
+    std::uint32_t backend_isn_ = 0, backend_tsval_ = 0, prompt_bytes_ = 0;
+    std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
+    std::uint16_t tried_[kMaxCand]{};
+    PrefixHashes hashes_;
+};
+
+}  // namespace kvsteer::dp

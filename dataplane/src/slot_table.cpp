@@ -1,0 +1,177 @@
+#include "slot_table.h"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+
+namespace kvsteer::dp {
+
+namespace {
+
+rte_hash *make_hash(const std::string &name, std::uint32_t entries, std::uint32_t key_len) {
+    rte_hash_parameters hp{};
+    hp.name = name.c_str();
+    hp.entries = entries;
+    hp.key_len = key_len;
+    hp.hash_func = rte_hash_crc;
+    hp.socket_id = SOCKET_ID_ANY;
+    rte_hash *h = rte_hash_create(&hp);
+    if (!h)
+        throw std::runtime_error(
+            fmt::format("rte_hash_create {}: {}", name, rte_strerror(rte_errno)));
+    return h;
+}
+
+void *as_data(std::uintptr_t v) {
+    return reinterpret_cast<void *>(v);
+}
+
+}  // namespace
+
+SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
+                     std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports)
+    : slots_(capacity), ports_(ports), port_lo_(port_lo), port_hi_(port_hi) {
+    free_.reserve(capacity);
+    for (std::uint32_t i = capacity; i-- > 0;) free_.push_back(i);
+    const std::uint32_t span = port_hi >= port_lo ? std::uint32_t(port_hi - port_lo) + 1 : 0;
+    by_port_.assign(span, -1);
+    // Start anywhere in the range: a restarted dataplane should not reuse first the 4-tuples
+    // its previous run just closed (backends keep them in TIME_WAIT).
+    port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (span ? rte_rdtsc() % span : 0));
+    const std::uint32_t entries = std::max<std::uint32_t>(capacity * 2, 64);
+    by_client_ = make_hash("kvs_c" + name, entries, sizeof(kvs_flow_key));
+    if (count_sources) {
+        try {
+            by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint32_t));
+        } catch (...) {
+            rte_hash_free(by_client_);
+            throw;
+        }
+    }
+}
+
+SlotTable::~SlotTable() {
+    if (by_client_) rte_hash_free(by_client_);
+    if (by_source_) rte_hash_free(by_source_);
+}
+
+std::int32_t SlotTable::find(const kvs_flow_key &ckey) const {
+    void *data = nullptr;
+    if (rte_hash_lookup_data(by_client_, &ckey, &data) < 0) return -1;
+    return static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(data));
+}
+
+std::int32_t SlotTable::take(const kvs_flow_key &ckey) {
+    if (free_.empty()) return -1;
+    const std::uint32_t idx = free_.back();
+    if (rte_hash_add_key_data(by_client_, &ckey, as_data(idx)) < 0) return -1;
+    free_.pop_back();
+    Slot &s = slots_[idx];
+    s = Slot{};
+    s.used = true;
+    s.ckey = ckey;
+    ++n_used_;
+    list_add(idx);
+    return static_cast<std::int32_t>(idx);
+}
+
+void SlotTable::release(std::uint32_t idx, bool free_port) {
+    Slot &s = slots_[idx];
+    if (!s.used) return;
+    const bool bound = s.b.phase() == Binder::Phase::Bound;
+    if (s.listed) list_del(idx);
+    rte_hash_del_key(by_client_, &s.ckey);
+    if (s.snat_port) {
+        by_port_[s.snat_port - port_lo_] = -1;
+        // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
+        if ((free_port || !bound) && ports_)
+            ports_->busy[s.snat_port].store(kPortFree, std::memory_order_release);
+    }
+    s.used = false;
+    free_.push_back(idx);
+    --n_used_;
+}
+
+bool SlotTable::alloc_port(std::uint32_t idx) {
+    const std::uint32_t span = static_cast<std::uint32_t>(by_port_.size());
+    // The whole range if need be: after a restart the ports of the previous instance's lingering
+    // flows stay taken until the sweeper sees them go, and the cursor may start among them (a
+    // bounded scan there refused new flows while most of the range was free).
+    for (std::uint32_t k = 0; k < span; ++k) {
+        const std::uint16_t p = port_cursor_;
+        port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
+        if (by_port_[p - port_lo_] >= 0) continue;
+        if (ports_) {
+            std::uint8_t expect = kPortFree;
+            if (!ports_->busy[p].compare_exchange_strong(expect, kPortBinding,
+                                                         std::memory_order_acq_rel))
+                continue;
+        }
+        slots_[idx].snat_port = p;
+        by_port_[p - port_lo_] = static_cast<std::int32_t>(idx);
+        return true;
+    }
+    return false;
+}
+
+// From now on the sweeper frees the port, when the flow's entries are gone.
+void SlotTable::mark_installed(std::uint16_t port) {
+    if (ports_) ports_->busy[port].store(kPortInstalled, std::memory_order_release);
+}
+
+void SlotTable::list_add(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    s.listed = true;
+    s.prev = list_tail_;
+    s.next = -1;
+    if (list_tail_ >= 0)
+        slots_[list_tail_].next = static_cast<std::int32_t>(idx);
+    else
+        list_head_ = static_cast<std::int32_t>(idx);
+    list_tail_ = static_cast<std::int32_t>(idx);
+    ++n_binding_;
+    if (by_source_) {
+        void *d = nullptr;
+        const std::uintptr_t n = rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) >= 0
+                                     ? reinterpret_cast<std::uintptr_t>(d)
+                                     : 0;
+        rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], as_data(n + 1));
+    }
+}
+
+void SlotTable::list_del(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (!s.listed) return;
+    s.listed = false;
+    if (s.prev >= 0)
+        slots_[s.prev].next = s.next;
+    else
+        list_head_ = s.next;
+    if (s.next >= 0)
+        slots_[s.next].prev = s.prev;
+    else
+        list_tail_ = s.prev;
+    s.prev = s.next = -1;
+    --n_binding_;
+    if (by_source_) {
+        void *d = nullptr;
+        if (rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) < 0) return;
+        const auto n = reinterpret_cast<std::uintptr_t>(d);
+        if (n <= 1)
+            rte_hash_del_key(by_source_, &s.ckey.saddr[0]);
+        else
+            rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], as_data(n - 1));
+    }
+}
+
+unsigned SlotTable::held_by(std::uint32_t saddr) const {
+    void *d = nullptr;
+    if (!by_source_ || rte_hash_lookup_data(by_source_, &saddr, &d) < 0) return 0;
+    return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(d));
+}
+
+}  // namespace kvsteer::dp

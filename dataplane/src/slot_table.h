@@ -1,0 +1,106 @@
+// A worker's flows: fixed slots, found by the client's 4-tuple and by our SNAT port; the list of
+// flows being bound, oldest first, and how many each client address holds; the worker's share
+// of the SNAT port range. One worker owns a table; nothing is locked.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "binder.h"
+#include "kvsteer/abi.h"
+
+struct rte_hash;
+
+namespace kvsteer::dp {
+
+// Shared between workers and the sweeper: which SNAT ports are taken. A worker takes a free
+// port (kPortFree -> kPortBinding) for a flow it is binding, and frees it itself if the bind
+// fails (and, in dpdk mode, when the flow ends). In xdp mode a bound flow's port becomes
+// kPortInstalled: from then on only the sweeper frees it, when the flow's entries are gone from
+// kvs_flows, whoever removed them (its own expiry, XDP on a client's port reuse, LRU eviction).
+enum : std::uint8_t { kPortFree = 0, kPortBinding = 1, kPortInstalled = 2 };
+struct PortBusy {
+    std::atomic<std::uint8_t> busy[65536];
+};
+
+struct Slot {
+    bool used = false;
+    Binder b;             // the binding state machine (and the held first flight)
+    kvs_flow_key ckey{};  // client -> VIP, as it arrives
+    kvs_flow_key bkey{};  // backend -> SNAT, as it arrives
+    std::uint8_t client_mac[6]{};
+    std::uint16_t snat_port = 0;
+    // Bound: the flow pair, and (dpdk mode) how it is closing.
+    kvs_flow c2s{}, s2c{};
+    std::uint8_t closed = 0, fin_mask = 0;
+    std::uint64_t last_seen = 0, linger_until = 0;
+    bool listed = false;                // on the binding list
+    std::int32_t prev = -1, next = -1;  // binding list, oldest first
+    std::uint64_t timer_id = 0;         // the worker's live timer entry (0: none)
+};
+
+class SlotTable {
+   public:
+    // `name` names the DPDK hash tables (unique per process); `ports` is shared (may be null:
+    // then only this table's own bookkeeping says which ports are taken).
+    SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
+              std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports);
+    ~SlotTable();
+    SlotTable(const SlotTable &) = delete;
+    SlotTable &operator=(const SlotTable &) = delete;
+
+    Slot &operator[](std::uint32_t i) { return slots_[i]; }
+    const Slot &operator[](std::uint32_t i) const { return slots_[i]; }
+    std::uint32_t capacity() const { return static_cast<std::uint32_t>(slots_.size()); }
+    unsigned used() const { return n_used_; }
+    unsigned binding() const { return n_binding_; }
+    bool full() const { return free_.empty(); }
+
+    // The slot of a client 4-tuple, or -1.
+    std::int32_t find(const kvs_flow_key &ckey) const;
+    // A fresh slot for `ckey`, on the binding list; -1 when there is none.
+    std::int32_t take(const kvs_flow_key &ckey);
+    // Frees a slot (its held packets must be gone). Its SNAT port returns to the pool unless the
+    // flow is installed in xdp mode and `free_port` is false (the sweeper frees it then).
+    void release(std::uint32_t idx, bool free_port);
+    // Leaves the binding list (the flow is bound).
+    void bound(std::uint32_t idx) { list_del(idx); }
+
+    // A SNAT port for slot `idx` (sets its snat_port); false when the range is exhausted.
+    bool alloc_port(std::uint32_t idx);
+    // The slot using our SNAT port `port`, or -1 (also for ports outside this table's range).
+    std::int32_t by_port(std::uint16_t port) const {
+        return port >= port_lo_ && port <= port_hi_ ? by_port_[port - port_lo_] : -1;
+    }
+    void mark_installed(std::uint16_t port);
+    std::uint16_t port_lo() const { return port_lo_; }
+    std::uint16_t port_hi() const { return port_hi_; }
+
+    // Slots being bound that a client address holds (0 when sources are not counted).
+    unsigned held_by(std::uint32_t saddr) const;
+    // The binding list, oldest first: -1 ends it.
+    std::int32_t oldest_binding() const { return list_head_; }
+    std::int32_t next_binding(std::uint32_t idx) const { return slots_[idx].next; }
+
+    // Round-robin cursor over every slot (the bound-flow sweep, reclaiming a lingering slot).
+    std::uint32_t next_cursor() { return sweep_cursor_++ % capacity(); }
+
+   private:
+    void list_add(std::uint32_t idx);
+    void list_del(std::uint32_t idx);
+
+    std::vector<Slot> slots_;
+    std::vector<std::uint32_t> free_;
+    std::vector<std::int32_t> by_port_;  // snat port - port_lo_ -> slot
+    rte_hash *by_client_ = nullptr;
+    rte_hash *by_source_ = nullptr;  // client address -> slots it holds while binding
+    PortBusy *ports_;
+    std::uint16_t port_lo_, port_hi_, port_cursor_;
+    std::int32_t list_head_ = -1, list_tail_ = -1;
+    unsigned n_binding_ = 0, n_used_ = 0;
+    std::uint32_t sweep_cursor_ = 0;
+};
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,405 @@
+// The binding state machine without DPDK: events in, actions out. Segment handling (duplicates,
+// reordering, stale retransmissions), readiness, backend SYN retries and timeouts, backend
+// resets and challenge ACKs, the next candidate, install success and failure, the client's
+// reset, the idle timeout.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "binder.h"
+#include "kvsteer/core/maglev.h"
+#include "kvsteer/proto.h"
+#include "kvsteer/reasons.h"
+
+namespace kvsteer::dp {
+namespace {
+
+using Kind = Action::Kind;
+using Phase = Binder::Phase;
+
+const std::string kBody = R"({"model":"m","prompt":"tell me a story about a cat","max_tokens":8})";
+const std::string kReq =
+    "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(kBody.size()) +
+    "\r\n\r\n" + kBody;
+// A head that never completes (no blank line): the slowloris shape.
+const std::string kPartialHead = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-A: ";
+
+constexpr std::uint32_t kIsn = 0x10000000u, kCookie = 0xc0c0c0c0u, kBackendIsn = 0x5000u;
+constexpr std::uint32_t kTsOurs = 777, kTsClient = 5000, kClockMs = 100000;
+constexpr std::uint64_t kGap = 100, kSynTimeout = 1000, kIdle = 50000, kUnsure = 1500;
+
+std::uint32_t fake_clock() {
+    return kClockMs;
+}
+
+class BinderTest : public ::testing::Test {
+   protected:
+    BinderTest() : backends_(KVS_MAX_BACKENDS), load_(KVS_MAX_BACKENDS), buf_(64 * 1024) {
+        cfg_.gap = kGap;
+        cfg_.syn_timeout = kSynTimeout;
+        cfg_.client_idle = kIdle;
+        cfg_.unsure_wait = kUnsure;
+        cfg_.max_held = 14600;
+        cfg_.syn_retries = 2;
+        cfg_.max_candidates = 3;
+        config_.steer_mode = KVS_STEER_PREFIX;
+        config_.prefix_len = 16;
+        config_.block_size = 64;
+        config_.max_blocks = 1;
+        config_.load_factor_milli = 1250;
+        config_.max_held_bytes = 14600;
+        config_.hash_seed = 42;
+        std::vector<MaglevBackend> mb;
+        for (std::uint32_t i = 0; i < 4; ++i) {
+            backends_[i].state = KVS_BE_UP;
+            backends_[i].weight = 1;
+            backends_[i].family = KVS_AF_INET;
+            mb.push_back({i, 1000 + i, 1});
+        }
+        config_.n_backends = 4;
+        maglev_ = build_maglev(mb);
+        maglev_.resize(2 * KVS_MAGLEV_SIZE, KVS_BACKEND_NONE);
+        affinity_.resize(2 * KVS_AFFINITY_SLOTS);
+        t_.config = &config_;
+        t_.backends = backends_.data();
+        t_.load = load_.data();
+        t_.maglev = maglev_.data();
+        t_.affinity = affinity_.data();
+    }
+
+    BindEnv env() {
+        return BindEnv{cfg_, t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &fake_clock};
+    }
+
+    // A flow whose ISN came from the timestamp echo (known for sure) unless told otherwise.
+    void start(bool isn_known = true, std::uint64_t now = 0) {
+        ClientHello h;
+        h.isn = kIsn;
+        h.isn_known = isn_known;
+        h.cookie_isn = kCookie;
+        h.mss = 1460;
+        h.wscale = 7;
+        h.sack = 1;
+        h.ts = 1;
+        h.ts_ours = kTsOurs;
+        h.tsval = kTsClient;
+        h.window = 502;
+        h.tuple_hash = 0x1234;
+        b_.start(env(), h, now);
+    }
+
+    // Bytes [off, off+len) of `data` as a client segment (payload pointers stay valid: the
+    // strings are static).
+    FirstFlight::Add seg(const std::string &data, std::uint32_t off, std::uint32_t len,
+                         std::uint64_t now, Actions &out, bool fin = false) {
+        ClientSeg c;
+        c.pkt = reinterpret_cast<void *>(static_cast<std::uintptr_t>(off + 1));  // its offset
+        c.data = reinterpret_cast<const std::uint8_t *>(data.data()) + off;
+        c.seq = kIsn + 1 + off;
+        c.len = static_cast<std::uint16_t>(len);
+        c.window = 502;
+        c.fin = fin;
+        c.has_ts = true;
+        c.tsval = kTsClient + 1;
+        c.tsecr = kTsOurs;
+        return b_.segment(env(), c, true, now, out);
+    }
+
+    // Holding -> Connect -> connect(): the first SYN.
+    Actions bind_whole_request(std::uint64_t now = 10) {
+        Actions out;
+        EXPECT_EQ(seg(kReq, 0, static_cast<std::uint32_t>(kReq.size()), now, out),
+                  FirstFlight::Add::Held);
+        EXPECT_EQ(kinds(out), std::vector<Kind>{Kind::Connect}) << "a whole request binds at once";
+        EXPECT_EQ(b_.phase(), Phase::SynSent);
+        Actions syn;
+        b_.connect(env(), now, syn);
+        return syn;
+    }
+
+    BackendSeg from_backend(std::uint8_t flags, std::uint32_t ack) const {
+        BackendSeg s;
+        s.flags = flags;
+        s.seq = kBackendIsn;
+        s.ack = ack;
+        s.has_ts = true;
+        s.tsval = 424242;
+        s.wscale = 9;
+        return s;
+    }
+
+    static std::vector<Kind> kinds(const Actions &a) {
+        std::vector<Kind> v;
+        for (const Action &x : a) v.push_back(x.kind);
+        return v;
+    }
+    std::uint64_t stat(unsigned r) const { return stats_[r]; }
+
+    BinderConfig cfg_;
+    kvs_config config_{};
+    std::vector<kvs_backend> backends_;
+    std::vector<kvs_backend_load> load_;
+    std::vector<std::uint32_t> maglev_;
+    std::vector<kvs_affinity_entry> affinity_;
+    Tables t_;
+    ChooseScratch scratch_;
+    std::uint64_t stats_[KVS_STATS_MAX]{};
+    std::vector<std::uint8_t> buf_;
+    Binder b_;
+};
+
+TEST_F(BinderTest, WholeRequestBindsInstallsAcksAndFlushes) {
+    start();
+    const Actions syn = bind_whole_request();
+    ASSERT_EQ(kinds(syn), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+    EXPECT_EQ(syn[0].seq, kIsn) << "the backend leg keeps the client's sequence space";
+    EXPECT_EQ(syn[0].tsval, kClockMs) << "backend-leg timestamps run on our clock";
+    EXPECT_EQ(syn[1].when, 10 + kSynTimeout);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_PROMPT), 1u);
+    const std::uint16_t chosen = b_.backend();
+    ASSERT_LT(chosen, 4);
+
+    Actions inst;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 20, inst);
+    ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+    EXPECT_EQ(b_.backend_isn(), kBackendIsn);
+    EXPECT_EQ(b_.backend_wscale(), 9);
+    EXPECT_TRUE(b_.both_ts());
+
+    Actions done;
+    b_.installed(env(), true, done);
+    ASSERT_EQ(kinds(done), (std::vector<Kind>{Kind::AckToBackend, Kind::Flush, Kind::Report}));
+    EXPECT_EQ(done[0].seq, kIsn + 1);
+    EXPECT_EQ(done[0].ack, kBackendIsn + 1);
+    EXPECT_EQ(done[0].tsecr, 424242u);
+    EXPECT_EQ(b_.phase(), Phase::Bound);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 1u);
+    EXPECT_EQ(load_[chosen].binds, 1u);
+
+    // Our ACK was lost: the repeated SYN-ACK is acknowledged again, nothing else changes.
+    Actions again;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 30, again);
+    ASSERT_EQ(kinds(again), std::vector<Kind>{Kind::AckToBackend});
+    EXPECT_EQ(again[0].ack, kBackendIsn + 1);
+    EXPECT_EQ(b_.phase(), Phase::Bound);
+}
+
+TEST_F(BinderTest, DuplicateAndOutOfOrderSegmentsBindOnceInSequence) {
+    start();
+    const std::uint32_t cut = 40, n = static_cast<std::uint32_t>(kReq.size());
+    Actions a1, a2, a3;
+    // The tail first: nothing from the stream's start yet, so nothing binds.
+    EXPECT_EQ(seg(kReq, cut, n - cut, 1, a1), FirstFlight::Add::Held);
+    EXPECT_EQ(kinds(a1), std::vector<Kind>{Kind::Arm}) << "held, waiting for the head";
+    EXPECT_EQ(b_.phase(), Phase::Holding);
+    // The same tail again: a duplicate, counted, not held.
+    EXPECT_EQ(seg(kReq, cut, n - cut, 2, a2), FirstFlight::Add::Duplicate);
+    EXPECT_EQ(a2.size(), 0u);
+    EXPECT_EQ(stat(KVS_R_DP_DUP_SEGMENT), 1u);
+    // The head: the whole request is there, it binds.
+    EXPECT_EQ(seg(kReq, 0, cut, 3, a3), FirstFlight::Add::Held);
+    EXPECT_EQ(kinds(a3), std::vector<Kind>{Kind::Connect});
+    // The flight hands its packets over in sequence order.
+    std::vector<std::uintptr_t> order;
+    b_.flight().drain([&](void *p) { order.push_back(reinterpret_cast<std::uintptr_t>(p)); });
+    EXPECT_EQ(order, (std::vector<std::uintptr_t>{1, cut + 1}));
+}
+
+TEST_F(BinderTest, SegmentBeforeTheKnownStartIsStale) {
+    start();
+    ClientSeg c;
+    c.data = reinterpret_cast<const std::uint8_t *>(kReq.data());
+    c.seq = kIsn - 100;  // an old retransmission
+    c.len = 50;
+    Actions out;
+    EXPECT_EQ(b_.segment(env(), c, true, 1, out), FirstFlight::Add::Stale);
+    EXPECT_EQ(out.size(), 0u);
+    EXPECT_EQ(stat(KVS_R_DP_STALE_SEGMENT), 1u);
+}
+
+TEST_F(BinderTest, NoRoomMeansNotHeldAndBindsOnWhatIsThere) {
+    start();
+    Actions out;
+    ClientSeg c;
+    c.data = reinterpret_cast<const std::uint8_t *>(kReq.data());
+    c.seq = kIsn + 1;
+    c.len = static_cast<std::uint16_t>(kReq.size());
+    EXPECT_EQ(b_.segment(env(), c, false, 1, out), FirstFlight::Add::Full);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 1u);
+    EXPECT_EQ(out.size(), 0u) << "nothing held from the start: nothing to bind yet";
+}
+
+TEST_F(BinderTest, SynRetriesThenTheNextCandidate) {
+    start();
+    const Actions first = bind_whole_request(0);
+    const std::uint16_t b0 = b_.backend();
+    std::uint64_t now = first[1].when;
+    // syn_retries = 2: two more SYNs to the same backend, each re-arming the timer.
+    for (int i = 0; i < 2; ++i) {
+        Actions out;
+        b_.timer(env(), now, out);
+        ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+        EXPECT_EQ(out[0].seq, kIsn);
+        EXPECT_EQ(b_.backend(), b0);
+        now = out[1].when;
+    }
+    EXPECT_EQ(stat(KVS_R_DP_BACKEND_TIMEOUT), 0u);
+    // Then the backend has timed out: the next candidate, never the same one.
+    Actions out;
+    b_.timer(env(), now, out);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+    EXPECT_NE(b_.backend(), b0);
+    EXPECT_EQ(stat(KVS_R_DP_BACKEND_TIMEOUT), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_RETRY), 1u);
+    EXPECT_EQ(load_[b0].bind_fail_timeout, 1u);
+}
+
+TEST_F(BinderTest, BackendResetsTryEachCandidateThenResetTheClient) {
+    start();
+    bind_whole_request(0);
+    std::vector<std::uint16_t> tried{b_.backend()};
+    // A reset that does not answer our SYN (wrong ack) is ignored.
+    Actions stray;
+    b_.backend_segment(env(), from_backend(KVS_TCP_RST | KVS_TCP_ACK, kIsn + 7), 1, stray);
+    EXPECT_EQ(stray.size(), 0u);
+    EXPECT_EQ(stat(KVS_R_PUNT_BACKEND_OTHER), 1u);
+    for (int i = 0; i < 2; ++i) {
+        Actions out;
+        b_.backend_segment(env(), from_backend(KVS_TCP_RST | KVS_TCP_ACK, kIsn + 1), 2, out);
+        ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+        for (std::uint16_t t : tried) EXPECT_NE(b_.backend(), t) << "a refused backend again";
+        tried.push_back(b_.backend());
+    }
+    EXPECT_EQ(stat(KVS_R_DP_BACKEND_RST), 2u);
+    // max_candidates = 3 are used up: the client is reset at the end of what it sent.
+    Actions out;
+    b_.backend_segment(env(), from_backend(KVS_TCP_RST | KVS_TCP_ACK, kIsn + 1), 3, out);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(out[0].seq, kCookie + 1);
+    EXPECT_EQ(out[0].ack, kIsn + 1 + kReq.size());
+    EXPECT_EQ(b_.phase(), Phase::Done);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
+}
+
+TEST_F(BinderTest, ChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
+    start();
+    bind_whole_request(0);
+    Actions out;
+    b_.backend_segment(env(), from_backend(KVS_TCP_ACK, 0xabcdef), 5, out);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstToBackend, Kind::SynToBackend}));
+    EXPECT_EQ(out[0].seq, 0xabcdefu) << "RFC 793: the reset's seq is the ACK's ack";
+    EXPECT_EQ(out[1].seq, kIsn);
+    EXPECT_EQ(b_.phase(), Phase::SynSent);
+}
+
+TEST_F(BinderTest, FailedInstallResetsBothSides) {
+    start();
+    bind_whole_request(0);
+    Actions inst, out;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 1, inst);
+    ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+    b_.installed(env(), false, out);
+    ASSERT_EQ(kinds(out),
+              (std::vector<Kind>{Kind::RstToBackend, Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(out[0].seq, kIsn + 1);
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_FAIL), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 0u);
+    EXPECT_EQ(load_[b_.backend()].binds, 0u);
+}
+
+TEST_F(BinderTest, ClientResetWhileSynSentAbortsTheBackendLeg) {
+    start();
+    bind_whole_request(0);
+    Actions out;
+    b_.abort(out);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstToBackend, Kind::Release}));
+    EXPECT_EQ(out[0].seq, kIsn + 1);
+    Binder holding;
+    Actions out2;
+    holding.abort(out2);
+    EXPECT_EQ(kinds(out2), std::vector<Kind>{Kind::Release}) << "no backend leg yet";
+}
+
+TEST_F(BinderTest, NoSnatPortResetsTheClient) {
+    start();
+    Actions out, np;
+    seg(kReq, 0, static_cast<std::uint32_t>(kReq.size()), 1, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Connect});
+    b_.no_port(env(), np);
+    EXPECT_EQ(kinds(np), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 1u);
+}
+
+TEST_F(BinderTest, IncompleteHeadWaitsThroughGapsThenIsResetWhenIdle) {
+    start();
+    Actions out;
+    seg(kPartialHead, 0, static_cast<std::uint32_t>(kPartialHead.size()), 0, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Arm});
+    EXPECT_EQ(out[0].when, kGap) << "the next look: after the silent gap";
+    Actions gap;
+    b_.timer(env(), kGap, gap);
+    ASSERT_EQ(kinds(gap), std::vector<Kind>{Kind::Arm}) << "an incomplete head does not bind";
+    EXPECT_EQ(gap[0].when, kIdle);
+    EXPECT_TRUE(b_.evictable(env(), kGap));
+    Actions idle;
+    b_.timer(env(), kIdle, idle);
+    ASSERT_EQ(kinds(idle), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(idle[0].ack, kIsn + 1 + kPartialHead.size());
+    EXPECT_EQ(stat(KVS_R_DP_CLIENT_IDLE_DROP), 1u);
+}
+
+TEST_F(BinderTest, CompleteHeadWithPartOfTheBodyBindsAfterTheGap) {
+    config_.prefix_len = 4096;  // the key wants more than the client has sent so far
+    start();
+    const std::uint32_t part = static_cast<std::uint32_t>(kReq.size()) - 10;
+    Actions out;
+    seg(kReq, 0, part, 0, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Arm});
+    EXPECT_FALSE(b_.evictable(env(), kGap)) << "a complete head is never evicted";
+    Actions gap;
+    b_.timer(env(), kGap, gap);
+    EXPECT_EQ(kinds(gap), std::vector<Kind>{Kind::Connect})
+        << "window-limited: bind on what is held";
+}
+
+TEST_F(BinderTest, FinBeforeTheHeadIsCompleteResetsInsteadOfBinding) {
+    start();
+    Actions out;
+    seg(kPartialHead, 0, static_cast<std::uint32_t>(kPartialHead.size()), 0, out, true);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(stat(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD), 1u);
+}
+
+TEST_F(BinderTest, UnsureStartWaitsForTheHead) {
+    start(/*isn_known=*/false);
+    // A body without its head and no proof of the stream's start: not bound before the wait.
+    Actions out;
+    seg(kBody, 0, static_cast<std::uint32_t>(kBody.size()), 0, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Arm});
+    EXPECT_EQ(out[0].when, kGap);
+    Actions gap;
+    b_.timer(env(), kGap, gap);
+    ASSERT_EQ(kinds(gap), std::vector<Kind>{Kind::Arm});
+    EXPECT_EQ(gap[0].when, kUnsure) << "the next look: when the unsure-start wait ends";
+    Actions later;
+    b_.timer(env(), kUnsure, later);
+    EXPECT_EQ(kinds(later), std::vector<Kind>{Kind::Connect});
+    EXPECT_EQ(stat(KVS_R_DP_START_UNSURE), 1u);
+}
+
+TEST_F(BinderTest, AnotherTimestampEchoIsAnotherConnection) {
+    start();
+    ClientSeg c;
+    c.has_ts = true;
+    c.tsecr = kTsOurs;
+    EXPECT_FALSE(b_.from_other_connection(c));
+    c.tsecr = kTsOurs + 99;
+    EXPECT_TRUE(b_.from_other_connection(c));
+    c.has_ts = false;
+    EXPECT_FALSE(b_.from_other_connection(c)) << "no timestamps: cannot tell";
+}
+
+}  // namespace
+}  // namespace kvsteer::dp
