@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kvsteer-gpu-emu over real HTTP on 127.0.0.1: endpoints, SSE framing, vLLM error codes,
-# keep-alive, body digests, large streamed responses, and /metrics counters that move only
-# when the cache really hits.
+# keep-alive, body digests, large streamed responses, /metrics counters that move only when the
+# cache really hits, and the raw HTTP/1.1 layer (pipelining, chunked bodies, 100-continue,
+# malformed and oversized requests, half-close, client aborts).
 # Usage: emu_http_test.sh path/to/kvsteer-gpu-emu
 set -euo pipefail
 EMU=${1:?usage: $0 kvsteer-gpu-emu}
@@ -13,7 +14,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok - $*"; }
 
 "$EMU" --port 0 --port-file "$tmp/port" --server-id t1 --time-scale 200 --model m-one --model m-two \
-    --log-requests "$tmp/req.log" --log-level warn &
+    --log-requests "$tmp/req.log" --max-body-bytes 65536 --log-level warn &
 pid=$!
 for _ in $(seq 100); do [[ -s "$tmp/port" ]] && break; sleep 0.05; done
 [[ -s "$tmp/port" ]] || fail "emulator did not start"
@@ -80,6 +81,190 @@ import socket,sys; s=socket.create_connection(('127.0.0.1', $(cat "$tmp/port")))
 print(s.recv(4096).decode().split('\r\n')[0])")
 [[ "$reply" == "HTTP/1.1 400 Bad Request" ]] || fail "malformed request -> '$reply'"
 pass "error codes"
+
+# --- the HTTP/1.1 layer byte by byte, on raw sockets
+python3 - "$(cat "$tmp/port")" <<'PY' || fail "raw HTTP/1.1"
+import hashlib, json, re, socket, sys, time
+port = int(sys.argv[1])
+
+def conn():
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    return s
+
+def until_close(s):  # everything the server sends until it closes (a hang times out)
+    out = b""
+    while True:
+        b = s.recv(1 << 16)
+        if not b:
+            return out
+        out += b
+
+def exchange(data, half_close=False):
+    s = conn()
+    s.sendall(data)
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    try:
+        return until_close(s)
+    finally:
+        s.close()
+
+def parse(raw):
+    """Splits a byte stream into responses: (status, headers, de-chunked body, raw body)."""
+    out = []
+    while raw:
+        head, sep, raw = raw.partition(b"\r\n\r\n")
+        assert sep, "truncated head: %r" % head[:200]
+        lines = head.decode().split("\r\n")
+        m = re.fullmatch(r"HTTP/1\.1 (\d{3}) [A-Za-z -]+", lines[0])
+        assert m, "status line %r" % lines[0]
+        status = int(m.group(1))
+        hdrs = {}
+        for l in lines[1:]:
+            k, v = l.split(": ", 1)
+            assert k == k.lower(), "header names are lower case (as uvicorn sends them): " + k
+            hdrs[k] = v
+        if status == 100:
+            out.append((status, hdrs, b"", b""))
+            continue
+        if hdrs.get("transfer-encoding") == "chunked":
+            body, start = b"", raw
+            while True:
+                size, _, raw = raw.partition(b"\r\n")
+                n = int(size, 16)
+                if n == 0:
+                    assert raw.startswith(b"\r\n"), "last chunk"
+                    raw = raw[2:]
+                    break
+                body += raw[:n]
+                assert raw[n:n + 2] == b"\r\n", "chunk framing"
+                raw = raw[n + 2:]
+            out.append((status, hdrs, body, start[:len(start) - len(raw)]))
+        else:
+            n = int(hdrs["content-length"])
+            assert len(raw) >= n, "body shorter than content-length: %d < %d" % (len(raw), n)
+            out.append((status, hdrs, raw[:n], raw[:n]))
+            raw = raw[n:]
+    return out
+
+def req(method, path, body=b"", extra=""):
+    h = "%s %s HTTP/1.1\r\nhost: t\r\n%s" % (method, path, extra)
+    if body:
+        h += "content-length: %d\r\n" % len(body)
+    return h.encode() + b"\r\n" + body
+
+def health_ok():
+    r = parse(exchange(req("GET", "/health", extra="connection: close\r\n")))
+    assert [x[0] for x in r] == [200], r
+
+# Date as RFC 9110 IMF-fixdate, the backend header, and close on request.
+(st, h, body, _), = parse(exchange(req("GET", "/health", extra="connection: close\r\n")))
+assert st == 200 and body == b"" and h["content-length"] == "0", (st, h)
+imf_fixdate = (r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+               r"\d{4} \d\d:\d\d:\d\d GMT")
+assert re.fullmatch(imf_fixdate, h["date"]), h["date"]
+assert h["server"] == "uvicorn" and h["x-kvsteer-backend"] == "t1" and h["connection"] == "close", h
+print("ok - date, server, connection: close")
+
+# Pipelining: four requests in one write, a streamed one among them; answers in order.
+comp = json.dumps({"prompt": "pipelined", "max_tokens": 3}).encode()
+sse = json.dumps({"prompt": "pipelined too", "max_tokens": 2, "stream": True}).encode()
+rs = parse(exchange(req("GET", "/health") + req("POST", "/v1/completions", comp) +
+                    req("POST", "/v1/completions", sse) +
+                    req("GET", "/v1/models", extra="connection: close\r\n")))
+assert [r[0] for r in rs] == [200, 200, 200, 200], [r[0] for r in rs]
+assert json.loads(rs[1][2])["usage"]["completion_tokens"] == 3
+assert rs[2][1]["content-type"].startswith("text/event-stream") and rs[2][2].endswith(b"data: [DONE]\n\n")
+assert hashlib.sha256(rs[2][2]).hexdigest() == rs[2][1]["x-response-sha256"]
+assert json.loads(rs[3][2])["object"] == "list" and rs[3][1]["connection"] == "close"
+print("ok - pipelined requests answered in order, then closed")
+
+# A chunked request body is de-chunked before it is parsed and digested.
+body = b'{"prompt":"chunked body","max_tokens":2}'
+wire = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+chunked = "transfer-encoding: chunked\r\n"
+(st, h, out, _), = parse(exchange(req("POST", "/v1/completions", extra=chunked + "connection: close\r\n") +
+                                  wire + b"0\r\n\r\n"))
+assert st == 200 and h["x-body-sha256"] == hashlib.sha256(body).hexdigest() and h["x-body-bytes"] == str(len(body)), h
+print("ok - chunked request body")
+
+# Expect: 100-continue gets an interim 100 before the answer.
+s = conn()
+s.sendall(req("POST", "/v1/completions",
+              extra="expect: 100-continue\r\nconnection: close\r\ncontent-length: %d\r\n" % len(comp)))
+assert s.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+s.sendall(comp)
+rs = parse(until_close(s))
+assert [r[0] for r in rs] == [200], rs
+print("ok - 100-continue")
+
+# Malformed or oversized requests: a clear answer, the connection closed (no hang), and the
+# server keeps serving.
+bad_text = b"Invalid HTTP request received."
+for name, data in [
+        ("broken request line", b"BLAH\r\n\r\n"),
+        ("bad header line", b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n"),
+        ("bad content-length", b"POST /v1/completions HTTP/1.1\r\ncontent-length: zz\r\n\r\n"),
+        ("bad chunk size", b"POST /v1/completions HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+        ("header over 64 KiB", b"GET /health HTTP/1.1\r\nx-big: " + b"a" * 70000 + b"\r\n\r\n")]:
+    rs = parse(exchange(data))
+    assert [(r[0], r[2]) for r in rs] == [(400, bad_text)], (name, rs)
+    assert rs[0][1]["connection"] == "close", name
+    health_ok()
+for name, data in [
+        ("content-length over --max-body-bytes", req("POST", "/v1/completions", b"x" * 70000)),
+        ("chunked body over --max-body-bytes", req("POST", "/v1/completions", extra=chunked) +
+         b"".join(b"4000\r\n" + b"y" * 0x4000 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n")]:
+    rs = parse(exchange(data))
+    assert [(r[0], json.loads(r[2])) for r in rs] == [(413, {"detail": "Request body too large"})], (name, rs)
+    health_ok()
+# A request cut off (the client half-closes mid-body or mid-head) is a bad request too; one
+# that came complete before it on the same connection is answered first.
+rs = parse(exchange(req("POST", "/v1/completions", b'{"prompt":')[:-3], half_close=True))
+assert [(r[0], r[2]) for r in rs] == [(400, bad_text)], rs
+rs = parse(exchange(req("GET", "/health") + b"GET /heal", half_close=True))
+assert [(r[0], r[2]) for r in rs] == [(200, b""), (400, bad_text)], rs
+health_ok()
+# Padding too large to build is refused with vLLM's 400, not a crash.
+for v in ["18446744073709551615", "-1", "12abc"]:
+    extra = "x-kvsteer-echo-bytes: %s\r\nconnection: close\r\n" % v
+    (st, h, out, _), = parse(exchange(req("POST", "/v1/completions", comp, extra=extra)))
+    assert st == 400 and json.loads(out)["type"] == "BadRequestError", (v, st, out)
+health_ok()
+print("ok - malformed, oversized and truncated requests")
+
+# A client that sends its request and half-closes still gets the whole (large) response.
+rq = req("POST", "/v1/completions", comp, extra="x-kvsteer-echo-bytes: 3000000\r\n")
+(st, h, out, _), = parse(exchange(rq, half_close=True))
+assert st == 200 and len(out) > 3000000 and hashlib.sha256(out).hexdigest() == h["x-response-sha256"], (st, len(out))
+print("ok - half-close: the response is written in full before closing")
+
+# A client that closes mid-stream aborts its request in the scheduler.
+def metric(name):
+    (st, h, out, _), = parse(exchange(req("GET", "/metrics", extra="connection: close\r\n")))
+    return sum(float(l.split()[-1]) for l in out.decode().splitlines() if l.startswith(name + "{"))
+a0 = metric("kvsteer_emu:aborted_requests_total")
+s = conn()
+long_stream = {"prompt": "walk away", "max_tokens": 60000, "stream": True}
+s.sendall(req("POST", "/v1/completions", json.dumps(long_stream).encode()))
+got = b""
+while b"data: " not in got:
+    b = s.recv(4096)
+    assert b, "closed before the first token: %r" % got
+    got += b
+s.close()
+for _ in range(100):
+    if metric("kvsteer_emu:aborted_requests_total") == a0 + 1 and metric("vllm:num_requests_running") == 0:
+        break
+    time.sleep(0.05)
+else:
+    raise AssertionError("abort not seen: aborted %s -> %s, running %s" % (
+        a0, metric("kvsteer_emu:aborted_requests_total"), metric("vllm:num_requests_running")))
+print("ok - client abort mid-stream frees the request")
+PY
+grep -q '"status":"aborted"' "$tmp/req.log" || fail "request log lacks the aborted request"
+pass "raw HTTP/1.1: pipelining, chunked bodies, 100-continue, bad requests, half-close, abort"
 
 # --- keep-alive: two requests, one connection
 curl -sv -o /dev/null -o /dev/null "$U/health" "$U/v1/models" 2>"$tmp/v"

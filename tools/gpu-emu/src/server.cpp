@@ -3,9 +3,21 @@
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
 
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <deque>
@@ -13,6 +25,10 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
 
 #include "kvsteer/model/block_hash.h"
 #include "kvsteer/model/sha256.h"
@@ -35,34 +51,45 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-const char *reason(int status) {
-    switch (status) {
-        case 200:
-            return "OK";
-        case 400:
-            return "Bad Request";
-        case 404:
-            return "Not Found";
-        case 405:
-            return "Method Not Allowed";
-        case 413:
-            return "Payload Too Large";
-        case 500:
-            return "Internal Server Error";
-        default:
-            return "Unknown";
-    }
-}
+// A request head (request line + fields) larger than this gets a 400.
+constexpr uint32_t kMaxHead = 64 * 1024;
+// Largest x-kvsteer-echo-bytes honoured: the padding is built in memory.
+constexpr uint64_t kMaxEchoBytes = 1ull << 30;
 
 double wall_now() {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
 
+using Headers = std::vector<std::pair<std::string, std::string>>;
+using Whole = http::response<http::string_body>;
+
+// A streaming response's head; Beast's serializer refers to the message, so the two live
+// together at a fixed address.
+struct StreamHead {
+    http::response<http::empty_body> msg;
+    http::response_serializer<http::empty_body> sr{msg};
+};
+struct Chunk {
+    std::string data;
+};
+struct LastChunk {};
+// What a session writes, in order: whole responses (and 100 Continue), or a streaming
+// response's head, its chunks and its last chunk, each framed by Beast.
+using Out = std::variant<Whole, std::unique_ptr<StreamHead>, Chunk, LastChunk>;
+
+template <class... F>
+struct Overload : F... {
+    using F::operator()...;
+};
+template <class... F>
+Overload(F...) -> Overload<F...>;
+
 }  // namespace
 
-// One client connection: reads one request at a time, writes its response (plain or chunked
-// SSE) from a queue, then reads the next (keep-alive) or closes.
+// One client connection: Beast reads one request at a time (header and body limits enforced
+// by its parser); responses are written from a queue (whole, or a chunked SSE stream); then it
+// reads the next (keep-alive; pipelined requests wait in the read buffer) or closes.
 class Session : public std::enable_shared_from_this<Session> {
    public:
     Session(Server &srv, tcp::socket sock) : srv_(srv), sock_(std::move(sock)) {}
@@ -73,17 +100,19 @@ class Session : public std::enable_shared_from_this<Session> {
     void on_tokens(uint32_t tokens_out) {
         if (!stream_) return;
         while (next_piece_ < pieces_.size() && pieces_[next_piece_].tokens_out <= tokens_out)
-            queue_chunk(pieces_[next_piece_++].data);
+            queue_chunk(std::move(pieces_[next_piece_++].data));
     }
 
     void on_finished() {
         active_ = 0;
         if (stream_) {
-            while (next_piece_ < pieces_.size()) queue_chunk(pieces_[next_piece_++].data);
-            queue("0\r\n\r\n");
+            while (next_piece_ < pieces_.size())
+                queue_chunk(std::move(pieces_[next_piece_++].data));
+            queue(LastChunk{});
             pieces_.clear();
-        } else {
-            queue(std::move(full_));
+        } else if (full_) {
+            queue(std::move(*full_));
+            full_.reset();
         }
         response_done();
     }
@@ -92,7 +121,7 @@ class Session : public std::enable_shared_from_this<Session> {
     void read_header() {
         parser_.emplace();
         parser_->body_limit(srv_.config().max_body_bytes);
-        parser_->header_limit(64 * 1024);
+        parser_->header_limit(kMaxHead);
         http::async_read_header(
             sock_, buf_, *parser_,
             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
@@ -100,53 +129,79 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void on_header(beast::error_code ec) {
         if (ec) return on_read_error(ec);
-        auto &req = parser_->get();
-        if (beast::iequals(req[http::field::expect], "100-continue"))
-            queue("HTTP/1.1 100 Continue\r\n\r\n");
+        if (beast::iequals(parser_->get()[http::field::expect], "100-continue"))
+            queue(Whole{http::status::continue_, 11});
         http::async_read(sock_, buf_, *parser_,
                          [self = shared_from_this()](beast::error_code ec2, size_t) {
                              if (ec2) return self->on_read_error(ec2);
-                             self->handle(self->parser_->release());
+                             self->handle_safely(self->parser_->release());
                          });
     }
 
+    // A failure while answering (an allocation) gets uvicorn's 500 and a closed connection;
+    // the server keeps serving the others.
+    void handle_safely(http::request<http::string_body> req) {
+        try {
+            handle(std::move(req));
+        } catch (const std::exception &e) {
+            spdlog::error("[{}] request failed: {}", srv_.config().server_id, e.what());
+            if (active_) {
+                const uint64_t id = active_;
+                active_ = 0;
+                srv_.abort(id);
+            }
+            pieces_.clear();
+            full_.reset();
+            keep_alive_ = false;
+            send_plain(500, "text/plain; charset=utf-8", "Internal Server Error", {});
+        }
+    }
+
     void on_read_error(beast::error_code ec) {
-        if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-            ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-            close();
+        keep_alive_ = false;
+        if (ec == http::error::end_of_stream || ec == asio::error::eof) {
+            // The client is done sending: finish writing what is queued, then close.
+            close_when_drained_ = true;
+            if (!writing_) close();
             return;
         }
-        keep_alive_ = false;
-        if (ec == http::error::body_limit) {
+        if (ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+            return close();
+        if (ec == http::error::body_limit)
             send_plain(413, "application/json", R"({"detail":"Request body too large"})", {});
-        } else {
+        else  // what uvicorn answers to anything h11 cannot parse
             send_plain(400, "text/plain; charset=utf-8", "Invalid HTTP request received.", {});
-        }
     }
 
-    std::string head(int status, const std::string &ctype,
-                     const std::vector<std::pair<std::string, std::string>> &extra,
-                     std::optional<size_t> content_length) {
-        std::string h = fmt::format("HTTP/1.1 {} {}\r\ndate: {}\r\nserver: uvicorn\r\n", status,
-                                    reason(status), srv_.date_header());
-        if (content_length) h += fmt::format("content-length: {}\r\n", *content_length);
-        if (!ctype.empty()) h += "content-type: " + ctype + "\r\n";
-        if (!content_length) h += "transfer-encoding: chunked\r\n";
-        h += "x-kvsteer-backend: " + srv_.config().server_id + "\r\n";
-        for (const auto &[k, v] : extra) h += k + ": " + v + "\r\n";
-        if (!keep_alive_) h += "connection: close\r\n";
-        h += "\r\n";
-        return h;
+    // A response head as uvicorn writes it: lower-case names in its order, then ours.
+    template <class Body>
+    void fill_head(http::response<Body> &res, int status, beast::string_view ctype,
+                   const Headers &extra, std::optional<size_t> content_length) {
+        res.version(11);
+        res.result(unsigned(status));
+        res.insert("date", srv_.date_header());
+        res.insert("server", "uvicorn");
+        if (content_length) res.insert("content-length", std::to_string(*content_length));
+        if (!ctype.empty()) res.insert("content-type", ctype);
+        if (!content_length) res.insert("transfer-encoding", "chunked");
+        res.insert("x-kvsteer-backend", srv_.config().server_id);
+        for (const auto &[k, v] : extra) res.insert(k, v);
+        if (!keep_alive_) res.insert("connection", "close");
     }
 
-    void send_plain(int status, const std::string &ctype, std::string body,
-                    const std::vector<std::pair<std::string, std::string>> &extra) {
-        queue(head(status, ctype, extra, body.size()) + body);
+    Whole whole(int status, beast::string_view ctype, std::string body, const Headers &extra) {
+        Whole res;
+        fill_head(res, status, ctype, extra, body.size());
+        res.body() = std::move(body);
+        return res;
+    }
+
+    void send_plain(int status, beast::string_view ctype, std::string body, const Headers &extra) {
+        queue(whole(status, ctype, std::move(body), extra));
         response_done();
     }
 
-    void send_error(const ApiError &e,
-                    const std::vector<std::pair<std::string, std::string>> &extra) {
+    void send_error(const ApiError &e, const Headers &extra) {
         send_plain(e.status, "application/json", error_body(e), extra);
     }
 
@@ -157,9 +212,8 @@ class Session : public std::enable_shared_from_this<Session> {
         const bool is_get = req.method() == http::verb::get;
         const bool is_post = req.method() == http::verb::post;
         const std::string &body = req.body();
-        const std::vector<std::pair<std::string, std::string>> digest = {
-            {"x-body-sha256", model::sha256_hex(body)},
-            {"x-body-bytes", std::to_string(body.size())}};
+        const Headers digest = {{"x-body-sha256", model::sha256_hex(body)},
+                                {"x-body-bytes", std::to_string(body.size())}};
         auto not_allowed = [&](const char *allow) {
             send_plain(405, "application/json", R"({"detail":"Method Not Allowed"})",
                        {{"allow", allow}});
@@ -193,12 +247,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
         uint64_t pad = srv_.config().echo_bytes;
         if (auto h = req.find("x-kvsteer-echo-bytes"); h != req.end()) {
-            try {
-                pad = std::stoull(std::string(h->value()));
-            } catch (...) {
+            const auto v = h->value();
+            const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), pad);
+            if (ec != std::errc() || end != v.data() + v.size())
                 return send_error({400, "BadRequestError", "x-kvsteer-echo-bytes must be a number"},
                                   digest);
-            }
+            if (pad > kMaxEchoBytes)
+                return send_error(
+                    {400, "BadRequestError",
+                     fmt::format("x-kvsteer-echo-bytes must be at most {}", kMaxEchoBytes)},
+                    digest);
         }
         ResponseCtx ctx{api,
                         srv_.next_response_id(api),
@@ -210,12 +268,13 @@ class Session : public std::enable_shared_from_this<Session> {
         stream_ = pr.stream;
         next_piece_ = 0;
         model::Sha256 rsha;
+        std::string full;
         if (stream_) {
             pieces_ = stream_pieces(ctx, srv_.config().stream_chunk_tokens, pad);
             for (const auto &p : pieces_) rsha.update(p.data);
         } else {
-            full_ = full_response(ctx, pad);
-            rsha.update(full_);
+            full = full_response(ctx, pad);
+            rsha.update(full);
         }
         auto extra = digest;
         extra.emplace_back("x-response-sha256", rsha.hex());
@@ -224,16 +283,18 @@ class Session : public std::enable_shared_from_this<Session> {
         auto sub = srv_.submit(shared_from_this(), pr, stream_);
         if (!sub.ok) {
             pieces_.clear();
-            full_.clear();
             return send_error({400, "BadRequestError", sub.error}, digest);
         }
         active_ = sub.id;
         // Streaming: headers go out now (as uvicorn's StreamingResponse does); TTFT is the
         // first data chunk. Non-streaming: everything at completion.
-        if (stream_)
-            queue(head(200, "text/event-stream; charset=utf-8", extra, std::nullopt));
-        else
-            full_ = head(200, "application/json", extra, full_.size()) + full_;
+        if (stream_) {
+            auto head = std::make_unique<StreamHead>();
+            fill_head(head->msg, 200, "text/event-stream; charset=utf-8", extra, std::nullopt);
+            queue(std::move(head));
+        } else {
+            full_ = whole(200, "application/json", std::move(full), extra);
+        }
     }
 
     std::string models_json() {
@@ -250,14 +311,14 @@ class Session : public std::enable_shared_from_this<Session> {
         return nlohmann::json{{"object", "list"}, {"data", data}}.dump();
     }
 
-    void queue_chunk(const std::string &data) {
-        if (data.empty()) return;
-        queue(fmt::format("{:x}\r\n", data.size()) + data + "\r\n");
+    void queue_chunk(std::string data) {
+        if (data.empty()) return;  // an empty chunk would end the stream
+        queue(Chunk{std::move(data)});
     }
 
-    void queue(std::string s) {
+    void queue(Out out) {
         if (closed_) return;
-        outq_.push_back(std::move(s));
+        outq_.push_back(std::move(out));
         if (!writing_) write_next();
     }
 
@@ -268,12 +329,23 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         writing_ = true;
-        asio::async_write(sock_, asio::buffer(outq_.front()),
-                          [self = shared_from_this()](beast::error_code ec, size_t) {
-                              if (ec) return self->on_write_error();
-                              self->outq_.pop_front();
-                              self->write_next();
-                          });
+        auto done = [self = shared_from_this()](beast::error_code ec, size_t) {
+            if (ec) return self->on_write_error();
+            self->outq_.pop_front();
+            self->write_next();
+        };
+        std::visit(Overload{[&](Whole &m) { http::async_write(sock_, m, std::move(done)); },
+                            [&](std::unique_ptr<StreamHead> &h) {
+                                http::async_write_header(sock_, h->sr, std::move(done));
+                            },
+                            [&](Chunk &c) {
+                                asio::async_write(sock_, http::make_chunk(asio::buffer(c.data)),
+                                                  std::move(done));
+                            },
+                            [&](LastChunk &) {
+                                asio::async_write(sock_, http::make_chunk_last(), std::move(done));
+                            }},
+                   outq_.front());
     }
 
     void on_write_error() {
@@ -308,13 +380,13 @@ class Session : public std::enable_shared_from_this<Session> {
     tcp::socket sock_;
     beast::flat_buffer buf_;
     std::optional<http::request_parser<http::string_body>> parser_;
-    std::deque<std::string> outq_;
+    std::deque<Out> outq_;
     bool writing_ = false, closed_ = false, close_when_drained_ = false, keep_alive_ = true;
     bool stream_ = false;
     uint64_t active_ = 0;
     std::vector<StreamPiece> pieces_;
     size_t next_piece_ = 0;
-    std::string full_;
+    std::optional<Whole> full_;  // a non-streaming response, sent when the model finishes
 };
 
 Server::Server(asio::io_context &io, EmuConfig cfg)

@@ -1,6 +1,6 @@
-// The emulated GPU server: an HTTP/1.1 server on one single-threaded Asio event loop that
-// sleeps on one timer for the model's next step (no spinning), feeding requests to the
-// kvsteer_model scheduler and streaming tokens at the times it says.
+// The emulated GPU server: an HTTP/1.1 server (Boost.Beast) on one single-threaded Asio event
+// loop that sleeps on one timer for the model's next step (no spinning), feeding requests to
+// the kvsteer_model scheduler and streaming tokens at the times it says.
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
