@@ -230,10 +230,12 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         // A challenge ACK: the backend still holds this 4-tuple in TIME_WAIT (an earlier flow,
         // or a previous dataplane run). Reset that old connection as a TCP client does (RFC 793:
         // RST with seq = the ACK's ack) and send our SYN again at once.
+        env.inc(KVS_R_DP_CHALLENGE_ACK);
         Action r = act(Action::Kind::RstToBackend);
         r.seq = b.ack;
         out.push(r);
         if (syn_tries_ <= env.cfg.syn_retries + 2) syn(env, out);
+        return;
     }
     env.inc(KVS_R_PUNT_BACKEND_OTHER);
 }

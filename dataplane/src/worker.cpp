@@ -207,7 +207,7 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     kvs_pkt pkt;
     int st = parse_mbuf(m, &pkt);
     if (KVS_UNLIKELY(st != KVS_PARSE_OK)) {
-        if (st == KVS_PARSE_NOT_IP && dpdk_mode()) return on_arp(m);
+        if (st == KVS_PARSE_NOT_IP && answers_handshakes()) return on_arp(m);
         inc(kvs_parse_reason(st, pkt.l4proto));
         rte_pktmbuf_free(m);
         return;
@@ -249,7 +249,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             if (!reused_by_new_connection(s, pkt)) return forward(s, m, pkt, true, now);
             // The client has opened a new connection on the same 4-tuple: the old one is over.
             inc(KVS_R_FLOW_REUSED);
-            release(idx, dpdk_mode());
+            release(idx, owns_bound_flows());
             return on_client(m, pkt, now);
         }
         const ClientSeg c = client_seg(m, pkt);
@@ -277,7 +277,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     }
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
-        if (dpdk_mode() && !draining()) return answer_syn(m, pkt);
+        if (answers_handshakes() && !draining()) return answer_syn(m, pkt);
         // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.
         inc(draining() ? KVS_R_DP_DRAINING : KVS_R_DP_SYN_NOT_OURS);
         rte_pktmbuf_free(m);
@@ -310,7 +310,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
 // the time slot, so a reopened connection gets the same one.)
 bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
     const std::uint8_t fl = pkt.tcp->flags;
-    if (dpdk_mode())
+    if (owns_bound_flows())
         return (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN && ((s.fin_mask & 1) || s.closed);
     if (t_.flows_fd < 0 || (fl & (KVS_TCP_SYN | KVS_TCP_RST))) return false;
     kvs_flow f{};
@@ -688,7 +688,7 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
     kvs_flow &f = c2s ? s.c2s : s.s2c;
     const std::uint8_t fl = pkt.tcp->flags;
     s.last_seen = now;
-    if (dpdk_mode() && !s.closed) {
+    if (owns_bound_flows() && !s.closed) {
         if (fl & KVS_TCP_RST)
             s.fin_mask = 3;
         else if (fl & KVS_TCP_FIN)
@@ -749,7 +749,7 @@ void Worker::sweep_bound(std::uint64_t now) {
         const std::uint32_t i = slots_.next_cursor();
         Slot &s = slots_[i];
         if (!s.used || s.b.phase() != Binder::Phase::Bound) continue;
-        if (!dpdk_mode()) {
+        if (!owns_bound_flows()) {
             if (now >= s.linger_until) release(i, false);  // XDP has the flow; the sweeper ends it
         } else if ((s.closed && now - s.last_seen >= closed_ticks_) ||
                    now - s.last_seen >= flow_idle_ticks_) {
@@ -763,7 +763,7 @@ void Worker::sweep_bound(std::uint64_t now) {
 // room for a new flow rather than the new flow being dropped (at thousands of connections/s
 // the lingering slots alone would fill the table).
 bool Worker::reclaim_lingering() {
-    if (dpdk_mode() || slots_.used() <= slots_.binding()) return false;
+    if (owns_bound_flows() || slots_.used() <= slots_.binding()) return false;
     for (std::uint32_t k = 0; k < slots_.capacity(); ++k) {
         const std::uint32_t i = slots_.next_cursor();
         if (slots_[i].used && slots_[i].b.phase() == Binder::Phase::Bound) {

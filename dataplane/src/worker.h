@@ -104,7 +104,12 @@ class Worker {
     void inc(unsigned reason) { stats_[reason]++; }
     std::uint32_t max_held() const;
     bool is_vip(const kvs_pkt &pkt) const;
-    bool dpdk_mode() const { return p_.opts.mode == Mode::Dpdk; }
+    // The two things the mode decides, named once. dpdk mode: the workers own the port, so they
+    // answer SYNs and ARP, and own bound flows (forward them, see them close, free their SNAT
+    // ports). xdp mode: XDP answers SYNs and owns bound flows; a worker's bound slot only
+    // lingers for punts that raced the install, and the sweeper frees ports.
+    bool answers_handshakes() const { return p_.opts.mode == Mode::Dpdk; }
+    bool owns_bound_flows() const { return p_.opts.mode == Mode::Dpdk; }
     bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
     Tables t_;

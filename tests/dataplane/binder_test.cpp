@@ -292,6 +292,7 @@ TEST_F(BinderTest, ChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
     EXPECT_EQ(out[0].seq, 0xabcdefu) << "RFC 793: the reset's seq is the ACK's ack";
     EXPECT_EQ(out[1].seq, kIsn);
     EXPECT_EQ(b_.phase(), Phase::SynSent);
+    EXPECT_EQ(stat(KVS_R_DP_CHALLENGE_ACK), 1u);
 }
 
 TEST_F(BinderTest, FailedInstallResetsBothSides) {

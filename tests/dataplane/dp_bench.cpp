@@ -287,7 +287,8 @@ int main(int argc, char **argv) {
                 "kvsteer-dp-bench: in-process (net_ring) figures of the dataplane: binding in\n"
                 "pure-DPDK mode, binding with the kvs_flows install (needs root), the pure-DPDK\n"
                 "fast path. No options. Env: KVS_BENCH_SMOKE=1 (short run), KVS_BENCH_OUT=<file>\n"
-                "(flat JSON), KVS_DP_BENCH_BIND_ONLY=1 (only the pure-DPDK binding, for profiling).\n");
+                "(flat JSON), KVS_DP_BENCH_BIND_ONLY=1 (only the pure-DPDK binding, for "
+                "profiling).\n");
             return 0;
         }
         std::fprintf(stderr, "kvsteer-dp-bench: unknown argument '%s' (see --help)\n", argv[i]);

@@ -208,7 +208,7 @@ timewait)
         sleep 0.2
     done
     tw=$(ip netns exec "${KVS_BE_NS[1]}" ss -tanH state time-wait | wc -l)
-    other=$(dpe_counter punt_backend_other)
+    other=$(dpe_counter dp_backend_challenge_ack)
     to=$(dpe_counter dp_backend_timeout)
     (( ${to:-0} == 0 )) || dpe_fail "$to backend SYN timeouts (TIME_WAIT waited out)"
     # The backend leg's timestamps run on the appliance's clock, always newer than those the
