@@ -555,6 +555,24 @@ TEST_F(BindTest, FailedInstallLeavesNoHalfPairAndResetsBothSides) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
+// A held segment that no longer parses when it is flushed (its frame was damaged while held)
+// is counted and freed, never sent.
+TEST_F(BindTest, HeldSegmentDamagedWhileHeldIsCountedAtFlush) {
+    make_worker();
+    cookie = cookie_for(cport);
+    rte_mbuf *held = make_seg(rp.pool, client_seg(0, request(600), 5));
+    inject(rp.rx, held);
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    rte_pktmbuf_mtod(held, std::uint8_t *)[14] = 0x00;  // IP version/IHL: no longer IPv4
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u) << "the ACK to the backend, not the damaged segment";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(stat(KVS_R_DP_HELD_UNPARSABLE), 1u);
+}
+
 // A segment the worker must send but cannot build (its mempool is empty) is counted, not lost
 // silently: here every mbuf of the pool is taken before the SYN is due.
 TEST_F(BindTest, EmptyMempoolIsCountedAsNoMbuf) {
@@ -774,6 +792,123 @@ TEST_F(BindTest, DpdkModeAnswersSynAndForwardsBothWays) {
 
 // Two workers: the backend's SYN-ACK arrives on the other worker's queue (RSS does not know
 // our SNAT port split) and is handed to the owner, which completes the binding.
+// Every frame the worker gives up is counted under its own reason; each of these provokes one.
+TEST_F(BindTest, DrainingWorkerRefusesNewFlowsCounted) {
+    make_worker(Mode::Dpdk);
+    worker->drain();
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(300), 5)));
+    Seg syn{};
+    syn.saddr = client_ip;
+    syn.daddr = vip;
+    syn.sport = static_cast<std::uint16_t>(cport + 1);
+    syn.dport = 8000;
+    syn.seq = isn;
+    syn.flags = KVS_TCP_SYN;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_DRAINING), 2u) << "a first flight and a SYN while draining";
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+TEST_F(BindTest, SynReachingTheWorkerInXdpModeIsCounted) {
+    make_worker(Mode::Xdp);
+    Seg syn{};
+    syn.saddr = client_ip;
+    syn.daddr = vip;
+    syn.sport = cport;
+    syn.dport = 8000;
+    syn.seq = isn;
+    syn.flags = KVS_TCP_SYN;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    EXPECT_TRUE(step(now).empty()) << "XDP answers SYNs in xdp mode";
+    EXPECT_EQ(stat(KVS_R_DP_SYN_NOT_OURS), 1u);
+}
+
+TEST_F(BindTest, PureAckWhileHoldingIsCountedAndUpdatesTheWindow) {
+    make_worker();
+    sign_synack();
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, kIncompleteHead, 5)));
+    EXPECT_TRUE(step(now).empty());
+    Seg ack = client_seg(static_cast<std::uint32_t>(std::strlen(kIncompleteHead)), "", 6);
+    ack.flags = KVS_TCP_ACK;
+    ack.window = 4321;
+    inject(rp.rx, make_seg(rp.pool, ack));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_PURE_ACK_HELD), 1u);
+    EXPECT_EQ(worker->slot_count(), 1u) << "the flight is still held";
+}
+
+TEST_F(BindTest, Ipv6FrameIsCountedAsUnsupported) {
+    make_worker(Mode::Dpdk);
+    kvstest::TcpSpec t;
+    t.v6 = true;
+    kvstest::ip6("fd00::10", t.saddr);
+    kvstest::ip6("fd00::1", t.daddr);
+    t.dport = 8000;
+    t.flags = KVS_TCP_SYN;
+    inject(rp.rx, to_mbuf(rp.pool, kvstest::build_tcp(t)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_IPV6_UNSUPPORTED), 1u);
+}
+
+TEST_F(BindTest, ArpForAnotherAddressIsCountedNotAnswered) {
+    make_worker(Mode::Dpdk);
+    std::vector<std::uint8_t> f(42, 0);
+    std::memset(f.data(), 0xff, 6);                 // broadcast
+    std::memcpy(f.data() + 6, kClientMac, 6);       // from the client
+    f[12] = 0x08, f[13] = 0x06;                     // ARP
+    f[14] = 0, f[15] = 1, f[16] = 0x08, f[17] = 0;  // Ethernet / IPv4
+    f[18] = 6, f[19] = 4, f[20] = 0, f[21] = 1;     // request
+    std::memcpy(f.data() + 22, kClientMac, 6);
+    std::memcpy(f.data() + 28, &client_ip, 4);
+    const std::uint32_t other = ip4("10.77.9.9");  // neither a VIP nor the SNAT address
+    std::memcpy(f.data() + 38, &other, 4);
+    inject(rp.rx, to_mbuf(rp.pool, f));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_ARP_NOT_OURS), 1u);
+    // The same request for the VIP is answered.
+    std::memcpy(f.data() + 38, &vip, 4);
+    inject(rp.rx, to_mbuf(rp.pool, f));
+    EXPECT_EQ(step(now).size(), 1u);
+}
+
+TEST_F(BindTest, FullInboxOfAnotherWorkerIsCounted) {
+    WorkerParams wp;
+    wp.opts.max_pending = 64;
+    wp.port = rp.port;
+    wp.pool = rp.pool;
+    wp.n_workers = 2;
+    wp.index = 0;
+    ports = std::make_unique<PortBusy>();
+    for (auto &b : ports->busy) b.store(0);
+    wp.ports = ports.get();
+    rte_ring *in[2] = {rte_ring_create("kvdp_fi0", 4, SOCKET_ID_ANY, RING_F_SC_DEQ),
+                       rte_ring_create("kvdp_fi1", 4, SOCKET_ID_ANY, RING_F_SC_DEQ)};
+    ASSERT_TRUE(in[0] && in[1]);
+    wp.inboxes = in;
+    worker = std::make_unique<Worker>(tables->view(), wp);
+    // Backend packets to worker 1's SNAT ports arriving on worker 0's queue: the inbox (room
+    // for 3) takes three, the rest are counted and freed.
+    const std::uint16_t port1 = static_cast<std::uint16_t>(worker->snat_hi() + 1);
+    for (int k = 0; k < 5; ++k) {
+        Seg b{};
+        b.saddr = tables->backends[0].addr[0];
+        b.daddr = ip4("10.77.0.2");
+        b.sport = 8000;
+        b.dport = port1;
+        b.flags = KVS_TCP_ACK;
+        inject(rp.rx, make_seg(rp.pool, b));
+    }
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(rte_ring_count(in[1]), 3u);
+    EXPECT_EQ(stat(KVS_R_DP_INBOX_FULL), 2u);
+    worker.reset();
+    rte_mbuf *m = nullptr;
+    while (rte_ring_dequeue(in[1], reinterpret_cast<void **>(&m)) == 0) rte_pktmbuf_free(m);
+    for (auto *r : in) rte_ring_free(r);
+}
+
 TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
     MultiRingPort mp = make_multi_ring_port("kvdp_mq", 2);
     std::vector<rte_ring *> inboxes = {
