@@ -154,27 +154,25 @@ bool AffinityPolicy::unpin(std::uint64_t key) {
     return pins_.erase(key) > 0;
 }
 
-std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
-    std::vector<DesiredEntry> out;
-    const unsigned K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
-
+AffinityPolicy::Round AffinityPolicy::begin_round() const {
     // Load bound over eligible backends: the dataplane's rule (load_bound), but over the daemon's
     // view of load, in_flight plus the backend's own waiting queue (the dataplane counts only
     // in_flight), so holders with a queue look fuller here than to the dataplane.
+    Round r;
+    r.K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
     double total = 0;
-    unsigned n_elig = 0;
-    std::vector<std::uint16_t> elig;
     for (std::uint16_t id = 0; id < backends_.size(); id++) {
         if (!eligible(id)) continue;
         total += load_of(id);
-        n_elig++;
-        elig.push_back(id);
+        r.elig.push_back(id);
     }
-    const double bound = static_cast<double>(load_bound(p_.load_factor, total, n_elig));
-    auto over = [&](std::uint16_t id) { return load_of(id) + 1 > bound; };
-    // Replicas planned in this round count as load so hot prefixes spread out.
-    std::vector<double> planned(KVS_MAX_BACKENDS, 0.0);
+    r.bound = static_cast<double>(
+        load_bound(p_.load_factor, total, static_cast<unsigned>(r.elig.size())));
+    r.planned.assign(KVS_MAX_BACKENDS, 0.0);
+    return r;
+}
 
+void AffinityPolicy::add_pinned(std::vector<DesiredEntry> &out) {
     for (const auto &[key, ids] : pins_) {
         DesiredEntry e;
         e.key = key;
@@ -191,8 +189,10 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
         }
         out.push_back(e);
     }
+}
 
-    // Expire from the old end: the LRU tail holds the least recently requested prefixes.
+void AffinityPolicy::expire_idle(std::uint64_t now_ns) {
+    // From the old end: the LRU tail holds the least recently requested prefixes.
     while (!lru_.empty()) {
         Node *n = lru_.back();
         if (!(now_ns > n->last_ns && now_ns - n->last_ns > p_.ttl_ns)) break;
@@ -201,127 +201,148 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
         c_.keys_expired++;
         erase(n);
     }
+}
+
+bool AffinityPolicy::age_holders(Node &n, std::uint64_t now_ns) {
+    // Each holder with its backend's TTL (shorter under cache pressure).
+    for (unsigned i = 0; i < n.n_holders;) {
+        double f = n.holders[i].id < backends_.size() && backends_[n.holders[i].id].present
+                       ? backends_[n.holders[i].id].ttl_factor
+                       : 1.0;
+        auto ttl = static_cast<std::uint64_t>(static_cast<double>(p_.ttl_ns) * f);
+        if (now_ns > n.holders[i].last_ns && now_ns - n.holders[i].last_ns > ttl) {
+            KVS_DECISION("affinity: {:016x} expired on backend {}", n.key, n.holders[i].id);
+            n.holders[i] = n.holders[--n.n_holders];
+            c_.holders_expired++;
+        } else {
+            i++;
+        }
+    }
+    return n.n_holders > 0;
+}
+
+DesiredEntry AffinityPolicy::holders_entry(const Node &n, const Round &r, bool *all_over) {
+    // Holders, most recent first (ties by id; insertion sort of at most 4), that may take new
+    // flows, up to K.
+    std::array<Holder, KVS_MAX_REPLICAS> hs = n.holders;
+    for (unsigned i = 1; i < n.n_holders && i < hs.size(); i++) {
+        Holder h = hs[i];
+        unsigned j = i;
+        for (; j > 0 && (hs[j - 1].last_ns < h.last_ns ||
+                         (hs[j - 1].last_ns == h.last_ns && hs[j - 1].id > h.id));
+             j--)
+            hs[j] = hs[j - 1];
+        hs[j] = h;
+    }
+    DesiredEntry e;
+    e.key = n.key;
+    e.depth = n.depth;
+    *all_over = true;
+    for (unsigned i = 0; i < n.n_holders; i++) {
+        if (!eligible(hs[i].id)) {
+            c_.excluded_ineligible++;
+            continue;
+        }
+        if (e.n < r.K) {
+            e.backends[e.n++] = hs[i].id;
+            *all_over = *all_over && load_of(hs[i].id) + 1 > r.bound;
+        }
+    }
+    return e;
+}
+
+void AffinityPolicy::update_hot(Node &n, const DesiredEntry &e, bool all_over, const Round &r,
+                                std::uint64_t now_ns) {
+    double rate = rate_at(n, now_ns);
+    bool load_hot = e.n > 0 && all_over && r.elig.size() > e.n;
+    bool was_hot = n.hot;
+    n.hot = load_hot || rate >= p_.hot_rps || (was_hot && rate >= p_.hot_rps * p_.cool_ratio);
+    const std::uint64_t hot_for = now_ns > n.hot_since_ns ? now_ns - n.hot_since_ns : 0;
+    if (was_hot && !n.hot && hot_for < p_.min_hot_ns) {
+        // Too soon to cool: at most one hot period per min_hot_ns. No minimum cool time on
+        // the way back: a prefix whose holders are over the bound again needs its replicas now.
+        n.hot = true;
+        c_.held_hot++;
+    }
+    if (load_hot) c_.over_bound++;
+    if (n.hot && !was_hot) {
+        n.hot_since_ns = now_ns;
+        c_.became_hot++;
+        KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", n.key, rate,
+                     load_hot ? ", holders over load bound" : "");
+    } else if (!n.hot && was_hot) {
+        c_.cooled++;
+        KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", n.key,
+                     rate, n.n_extra);
+        c_.replicas_dropped += n.n_extra;
+        n.n_extra = 0;
+    }
+}
+
+void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r) {
+    auto in_entry = [&](std::uint16_t id) {
+        return std::find(e.backends.begin(), e.backends.begin() + e.n, id) !=
+               e.backends.begin() + e.n;
+    };
+    // Keep earlier extra replicas (stable tables), dropping ineligible ones.
+    unsigned keep = 0;
+    for (unsigned i = 0; i < n.n_extra; i++) {
+        auto id = n.extra[i];
+        if (eligible(id) && !in_entry(id) && e.n < r.K) {
+            e.backends[e.n++] = id;
+            n.extra[keep++] = id;
+        } else if (!eligible(id)) {
+            c_.replicas_dropped++;
+        }
+    }
+    n.n_extra = static_cast<std::uint8_t>(keep);
+    while (e.n < r.K) {
+        // Least loaded eligible backend not already in the entry; ties by a per-key hash.
+        // Replicas planned in this round count as load so hot prefixes spread out.
+        std::optional<std::uint16_t> best;
+        double best_load = 0;
+        std::uint64_t best_tie = 0;
+        for (auto id : r.elig) {
+            if (in_entry(id)) continue;
+            double l = load_of(id) + r.planned[id];
+            std::uint64_t tie =
+                (n.key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;
+            if (!best || l < best_load || (l == best_load && tie < best_tie)) {
+                best = id;
+                best_load = l;
+                best_tie = tie;
+            }
+        }
+        if (!best) break;
+        e.backends[e.n++] = *best;
+        n.extra[n.n_extra++] = *best;
+        r.planned[*best] += 1;
+        c_.replicas_added++;
+        KVS_DECISION("affinity: {:016x} replicated to backend {}", n.key, *best);
+    }
+}
+
+std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
+    Round r = begin_round();
+    std::vector<DesiredEntry> out;
+    add_pinned(out);
+    expire_idle(now_ns);
     // Most recently requested first, until the table budget is used; the rest wait their turn.
     auto it = lru_.begin();
     std::size_t passed = 0;  // nodes kept behind the cursor
-    for (; it != lru_.end() && out.size() < p_.max_entries;) {
-        Node &n = **it;
-        const std::uint64_t key = n.key;
-        // Age holders with their backend's TTL (shorter under cache pressure).
-        for (unsigned i = 0; i < n.n_holders;) {
-            double f = n.holders[i].id < backends_.size() && backends_[n.holders[i].id].present
-                           ? backends_[n.holders[i].id].ttl_factor
-                           : 1.0;
-            auto ttl = static_cast<std::uint64_t>(static_cast<double>(p_.ttl_ns) * f);
-            if (now_ns > n.holders[i].last_ns && now_ns - n.holders[i].last_ns > ttl) {
-                KVS_DECISION("affinity: {:016x} expired on backend {}", key, n.holders[i].id);
-                n.holders[i] = n.holders[--n.n_holders];
-                c_.holders_expired++;
-            } else {
-                i++;
-            }
-        }
-        if (n.n_holders == 0) {
+    while (it != lru_.end() && out.size() < p_.max_entries) {
+        Node &n = **it++;
+        if (!age_holders(n, now_ns)) {
             c_.keys_expired++;
-            ++it;
             erase(&n);
             continue;
         }
-        ++it;
         ++passed;
-        if (pins_.count(key)) continue;
-
-        // Holders, most recent first, that may take new flows.
-        std::array<Holder, KVS_MAX_REPLICAS> hs = n.holders;
-        // Insertion sort (at most 4): most recent first, ties by id.
-        for (unsigned i = 1; i < n.n_holders && i < hs.size(); i++) {
-            Holder h = hs[i];
-            unsigned j = i;
-            for (; j > 0 && (hs[j - 1].last_ns < h.last_ns ||
-                             (hs[j - 1].last_ns == h.last_ns && hs[j - 1].id > h.id));
-                 j--)
-                hs[j] = hs[j - 1];
-            hs[j] = h;
-        }
-        DesiredEntry e;
-        e.key = key;
-        e.depth = n.depth;
+        if (pins_.count(n.key)) continue;
         bool all_over = true;
-        for (unsigned i = 0; i < n.n_holders; i++) {
-            if (!eligible(hs[i].id)) {
-                c_.excluded_ineligible++;
-                continue;
-            }
-            if (e.n < K) {
-                e.backends[e.n++] = hs[i].id;
-                all_over = all_over && over(hs[i].id);
-            }
-        }
-        double rate = rate_at(n, now_ns);
-        bool load_hot = e.n > 0 && all_over && n_elig > e.n;
-        bool was_hot = n.hot;
-        n.hot = load_hot || rate >= p_.hot_rps || (was_hot && rate >= p_.hot_rps * p_.cool_ratio);
-        const std::uint64_t hot_for = now_ns > n.hot_since_ns ? now_ns - n.hot_since_ns : 0;
-        if (was_hot && !n.hot && hot_for < p_.min_hot_ns) {
-            // Too soon to cool: at most one hot period per min_hot_ns. No minimum cool time on
-            // the way back: a prefix whose holders are over the bound again needs its replicas now.
-            n.hot = true;
-            c_.held_hot++;
-        }
-        if (load_hot) c_.over_bound++;
-        if (n.hot && !was_hot) {
-            n.hot_since_ns = now_ns;
-            c_.became_hot++;
-            KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", key, rate,
-                         load_hot ? ", holders over load bound" : "");
-        } else if (!n.hot && was_hot) {
-            c_.cooled++;
-            KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", key,
-                         rate, n.n_extra);
-            c_.replicas_dropped += n.n_extra;
-            n.n_extra = 0;
-        }
-        if (n.hot) {
-            auto in_entry = [&](std::uint16_t id) {
-                return std::find(e.backends.begin(), e.backends.begin() + e.n, id) !=
-                       e.backends.begin() + e.n;
-            };
-            // Keep earlier extra replicas (stable tables), dropping ineligible ones.
-            unsigned keep = 0;
-            for (unsigned i = 0; i < n.n_extra; i++) {
-                auto id = n.extra[i];
-                if (eligible(id) && !in_entry(id) && e.n < K) {
-                    e.backends[e.n++] = id;
-                    n.extra[keep++] = id;
-                } else if (!eligible(id)) {
-                    c_.replicas_dropped++;
-                }
-            }
-            n.n_extra = static_cast<std::uint8_t>(keep);
-            while (e.n < K) {
-                // Least loaded eligible backend not already in the entry; ties by a per-key hash.
-                std::optional<std::uint16_t> best;
-                double best_load = 0;
-                std::uint64_t best_tie = 0;
-                for (auto id : elig) {
-                    if (in_entry(id)) continue;
-                    double l = load_of(id) + planned[id];
-                    std::uint64_t tie =
-                        (key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;
-                    if (!best || l < best_load || (l == best_load && tie < best_tie)) {
-                        best = id;
-                        best_load = l;
-                        best_tie = tie;
-                    }
-                }
-                if (!best) break;
-                e.backends[e.n++] = *best;
-                n.extra[n.n_extra++] = *best;
-                planned[*best] += 1;
-                c_.replicas_added++;
-                KVS_DECISION("affinity: {:016x} replicated to backend {}", key, *best);
-            }
-        }
+        DesiredEntry e = holders_entry(n, r, &all_over);
+        update_hot(n, e, all_over, r, now_ns);
+        if (n.hot) add_replicas(n, e, r);
         e.hot = n.hot;
         if (e.n == 0) {
             c_.entries_no_backend++;

@@ -52,14 +52,14 @@ std::uint64_t mono_ns_api() {
 
 }  // namespace
 
-BackendRuntime *Daemon::find_backend(const json &sel, std::string *err) {
+const BackendRuntime *Daemon::find_backend(const json &sel, std::string *err) {
     if (sel.is_number_unsigned()) {
-        auto it = backends_.find(static_cast<std::uint16_t>(sel.get<std::uint64_t>()));
-        if (it == backends_.end() || sel.get<std::uint64_t>() >= KVS_MAX_BACKENDS) {
-            *err = "no backend with id " + sel.dump();
-            return nullptr;
-        }
-        return &it->second;
+        const BackendRuntime *b =
+            sel.get<std::uint64_t>() < KVS_MAX_BACKENDS
+                ? core_.backend(static_cast<std::uint16_t>(sel.get<std::uint64_t>()))
+                : nullptr;
+        if (!b) *err = "no backend with id " + sel.dump();
+        return b;
     }
     if (!sel.is_string()) {
         *err = "backend must be ADDR:PORT or an id";
@@ -74,68 +74,10 @@ BackendRuntime *Daemon::find_backend(const json &sel, std::string *err) {
         *err = "backend: " + e;
         return nullptr;
     }
-    for (auto &[id, b] : backends_)
+    for (const auto &[id, b] : core_.backends())
         if (b.spec.ep == *ep) return &b;
     *err = "no backend " + ep->str();
     return nullptr;
-}
-
-std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err) {
-    for (const auto &[id, b] : backends_) {
-        if (b.spec.ep == spec.ep) {
-            *err = "backend " + spec.ep.str() + " exists (id " + std::to_string(id) + ")";
-            return std::nullopt;
-        }
-        if (!spec.kv_events.empty() && b.spec.kv_events == spec.kv_events) {
-            *err = "kv-events=" + spec.kv_events + " is already backend " + b.spec.ep.str() + "'s";
-            return std::nullopt;
-        }
-    }
-    if (!spec.kv_events.empty() && !kv_events_supported()) {
-        *err =
-            "kv-events: this kvsteerd was built without KV events support (libzmq was not found at "
-            "build time)";
-        return std::nullopt;
-    }
-    std::uint16_t id = 0;
-    while (id < KVS_MAX_BACKENDS && backends_.count(id)) id++;
-    if (id >= KVS_MAX_BACKENDS) {
-        *err = "backend table full (" + std::to_string(KVS_MAX_BACKENDS) + ")";
-        return std::nullopt;
-    }
-    BackendRuntime b;
-    b.id = id;
-    b.spec = spec;
-    b.health = HealthState(cfg_.health_interval_ms == 0);
-    b.mac = spec.mac;
-    if (!b.mac) {
-        std::string e;
-        b.mac = resolve_next_hop_mac(spec.ep, &e);
-    }
-    auto &l = maps_.load[id];
-    b.base_binds = std::atomic_ref<__u64>(l.binds).load(std::memory_order_relaxed);
-    b.base_closes = std::atomic_ref<__u64>(l.closes).load(std::memory_order_relaxed);
-    b.prev_bind_fails = std::atomic_ref<__u64>(l.bind_fail_rst).load(std::memory_order_relaxed) +
-                        std::atomic_ref<__u64>(l.bind_fail_timeout).load(std::memory_order_relaxed);
-    b.prev_binds = b.base_binds;
-    if (!kv_subscribe(b, err)) return std::nullopt;
-    backends_[id] = std::move(b);
-    policy_.forget_backend(id);  // nothing the id's earlier occupant held applies
-    publish_backends(false);
-    publish_affinity(false);
-    update_targets(true);
-    spdlog::info("backend {} {} added (weight {})", id, spec.ep.str(), spec.weight);
-    return id;
-}
-
-void Daemon::remove_backend(std::uint16_t id) {
-    spdlog::info("backend {} {} removed", id, backends_[id].spec.ep.str());
-    backends_.erase(id);
-    if (kv_) kv_->remove(id);
-    policy_.forget_backend(id);
-    publish_backends(false);
-    publish_affinity(false);
-    update_targets(true);
 }
 
 json Daemon::backend_json(const BackendRuntime &b) const {
@@ -153,7 +95,7 @@ json Daemon::backend_json(const BackendRuntime &b) const {
         {"healthy", b.health.up()},
         {"draining", b.draining},
         {"mac", b.mac ? json(format_mac(*b.mac)) : json(nullptr)},
-        {"in_flight", in_flight(b)},
+        {"in_flight", core_.in_flight(b)},
         {"binds", rd(l.binds) - b.base_binds},
         {"closes", rd(l.closes) - b.base_closes},
         {"bind_fail_rst", rd(l.bind_fail_rst)},
@@ -217,41 +159,19 @@ json Daemon::kv_json(const BackendRuntime &b) const {
 
 json Daemon::tunables_json() const {
     return {
-        {"prefix-length", cfg_.prefix_len},
-        {"block-size", cfg_.block_size},
-        {"max-blocks", cfg_.max_blocks},
-        {"load-factor", cfg_.load_factor},
-        {"replication", cfg_.replication},
-        {"hot-threshold", cfg_.hot_threshold},
-        {"steering-mode", steer_mode_name(cfg_.steering_mode)},
-        {"affinity-ttl", cfg_.affinity_ttl_ms},
-        {"max-held-bytes", cfg_.max_held_bytes},
+        {"prefix-length", cfg().prefix_len},
+        {"block-size", cfg().block_size},
+        {"max-blocks", cfg().max_blocks},
+        {"load-factor", cfg().load_factor},
+        {"replication", cfg().replication},
+        {"hot-threshold", cfg().hot_threshold},
+        {"steering-mode", steer_mode_name(cfg().steering_mode)},
+        {"affinity-ttl", cfg().affinity_ttl_ms},
+        {"max-held-bytes", cfg().max_held_bytes},
         // Read-only here (fixed at start): shown so `kvsteerctl status` tells the whole setup.
-        {"table-algorithm", table_algorithm_name(cfg_.table_algorithm)},
-        {"affinity-min-hot", cfg_.affinity_min_hot_ms},
+        {"table-algorithm", table_algorithm_name(cfg().table_algorithm)},
+        {"affinity-min-hot", cfg().affinity_min_hot_ms},
     };
-}
-
-bool Daemon::set_tunable(const std::string &name, const json &value, std::string *err) {
-    std::string v = value_string(value);
-    // The same parse and checks as the config file (config.cc), on the live configuration.
-    const std::uint32_t prefix_len = cfg_.prefix_len, block_size = cfg_.block_size;
-    if (!apply_tunable(cfg_, name, v, err)) return false;
-    bool rehash = cfg_.prefix_len != prefix_len || cfg_.block_size != block_size;
-    write_config();
-    policy_.set_params(policy_params());
-    if (rehash) {
-        // Every prefix and block hash changes: what the index knows no longer matches any request.
-        auto pins = policy_.pins();
-        policy_ = AffinityPolicy(policy_params());
-        if (spdlog::should_log(spdlog::level::debug))
-            policy_.set_decision_sink([](const std::string &s) { spdlog::debug("{}", s); });
-        for (auto &[k, ids] : pins) policy_.pin(k, ids);
-        spdlog::info("tune: {} changed: prefix index cleared", name);
-    }
-    publish_affinity(rehash);
-    spdlog::info("tune: {} = {}", name, v);
-    return true;
 }
 
 json Daemon::handle(const json &req) {
@@ -267,7 +187,7 @@ json Daemon::handle(const json &req) {
     try {
         if (cmd == "status") {
             unsigned up = 0, down = 0, drain = 0;
-            for (const auto &[id, b] : backends_) {
+            for (const auto &[id, b] : core_.backends()) {
                 auto s = b.map_state();
                 up += s == KVS_BE_UP;
                 down += s == KVS_BE_DOWN;
@@ -291,42 +211,45 @@ json Daemon::handle(const json &req) {
                 for (const auto &[id, st] : kv_all) sum += st.*field;
                 kv[name] = sum;
             }
-            return {
-                {"ok", true},
-                {"daemon", "kvsteerd"},
-                {"pid", getpid()},
-                {"uptime_s", uptime},
-                {"bpffs", cfg_.bpffs},
-                {"generation", writer_.generation()},
-                {"maglev_active", TableWriter::active_maglev(maps_.config)},
-                {"affinity_active", TableWriter::active_affinity(maps_.config)},
-                {"maglev_rebuilds", ctr_.maglev_rebuilds},
-                {"affinity_publishes", ctr_.affinity_publishes},
-                {"vips",
-                 [&] {
-                     json a = json::array();
-                     for (auto &v : cfg_.vips) a.push_back(v.str());
-                     return a;
-                 }()},
-                {"snat", cfg_.snat_addr.addr_str() + " ports " + std::to_string(cfg_.snat_port_lo) +
-                             "-" + std::to_string(cfg_.snat_port_hi)},
-                {"appliance_mac", format_mac(cfg_.appliance_mac)},
-                {"backends",
-                 {{"total", backends_.size()}, {"up", up}, {"down", down}, {"drain", drain}}},
-                {"affinity",
-                 {{"entries", desired_.size()},
-                  {"index", policy_.index_size()},
-                  {"pins", policy_.pins().size()}}},
-                {"reports",
-                 {{"consumed", ring_stats_.consumed},
-                  {"invalid", ring_stats_.invalid},
-                  {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
-                {"kv_events", kv},
-                {"tunables", tunables_json()}};
+            return {{"ok", true},
+                    {"daemon", "kvsteerd"},
+                    {"pid", getpid()},
+                    {"uptime_s", uptime},
+                    {"bpffs", cfg().bpffs},
+                    {"generation", core_.writer().generation()},
+                    {"maglev_active", TableWriter::active_maglev(maps_.config)},
+                    {"affinity_active", TableWriter::active_affinity(maps_.config)},
+                    {"maglev_rebuilds", core_.counters().maglev_rebuilds},
+                    {"affinity_publishes", core_.counters().affinity_publishes},
+                    {"vips",
+                     [&] {
+                         json a = json::array();
+                         for (auto &v : cfg().vips) a.push_back(v.str());
+                         return a;
+                     }()},
+                    {"snat", cfg().snat_addr.addr_str() + " ports " +
+                                 std::to_string(cfg().snat_port_lo) + "-" +
+                                 std::to_string(cfg().snat_port_hi)},
+                    {"appliance_mac", format_mac(cfg().appliance_mac)},
+                    {"backends",
+                     {{"total", core_.backends().size()},
+                      {"up", up},
+                      {"down", down},
+                      {"drain", drain}}},
+                    {"affinity",
+                     {{"entries", core_.desired().size()},
+                      {"index", core_.policy().index_size()},
+                      {"pins", core_.policy().pins().size()}}},
+                    {"reports",
+                     {{"consumed", ring_stats_.consumed},
+                      {"invalid", ring_stats_.invalid},
+                      {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                    {"kv_events", kv},
+                    {"tunables", tunables_json()}};
         }
         if (cmd == "backends" || cmd == "backend.list") {
             json a = json::array();
-            for (const auto &[id, b] : backends_) a.push_back(backend_json(b));
+            for (const auto &[id, b] : core_.backends()) a.push_back(backend_json(b));
             return {{"ok", true}, {"backends", a}};
         }
         if (cmd == "backend.add") {
@@ -355,11 +278,11 @@ json Daemon::handle(const json &req) {
             }
             auto id = add_backend(spec, &err);
             if (!id) return fail(err);
-            return {{"ok", true}, {"backend", backend_json(backends_[*id])}};
+            return {{"ok", true}, {"backend", backend_json(*core_.backend(*id))}};
         }
         if (cmd == "backend.remove" || cmd == "backend.drain" || cmd == "backend.weight") {
             if (!req.contains("backend")) return fail(cmd + " needs \"backend\" (ADDR:PORT or id)");
-            BackendRuntime *b = find_backend(req["backend"], &err);
+            const BackendRuntime *b = find_backend(req["backend"], &err);
             if (!b) return fail(err);
             if (cmd == "backend.remove") {
                 json j = backend_json(*b);
@@ -371,18 +294,16 @@ json Daemon::handle(const json &req) {
                          (req["drain"].is_boolean() && req["drain"].get<bool>());
                 if (req.contains("drain") && !req["drain"].is_boolean())
                     return fail("drain must be true or false");
-                b->draining = d;
+                core_.set_draining(b->id, d, mono_ns_api());
                 spdlog::info("backend {} {}: {}", b->id, b->spec.ep.str(),
                              d ? "draining" : "drain cancelled");
             } else {
                 if (!req.contains("weight")) return fail("backend.weight needs \"weight\"");
                 auto w = parse_uint_in("weight", value_string(req["weight"]), {0, 65535}, &err);
                 if (!w) return fail(err);
-                b->spec.weight = static_cast<std::uint16_t>(*w);
+                core_.set_weight(b->id, static_cast<std::uint16_t>(*w), mono_ns_api());
                 spdlog::info("backend {} {}: weight {}", b->id, b->spec.ep.str(), *w);
             }
-            publish_backends(false);
-            publish_affinity(false);
             return {{"ok", true}, {"backend", backend_json(*b)}};
         }
         if (cmd == "affinity.show") {
@@ -391,13 +312,13 @@ json Daemon::handle(const json &req) {
                                     : 100;
             json a = json::array();
             auto now = mono_ns_api();
-            for (const auto &e : desired_) {
+            for (const auto &e : core_.desired()) {
                 if (a.size() >= limit) break;
                 json ids = json::array(), addrs = json::array();
                 for (unsigned i = 0; i < e.n; i++) {
                     ids.push_back(e.backends[i]);
-                    auto it = backends_.find(e.backends[i]);
-                    addrs.push_back(it == backends_.end() ? "?" : it->second.spec.ep.str());
+                    const BackendRuntime *b = core_.backend(e.backends[i]);
+                    addrs.push_back(b ? b->spec.ep.str() : "?");
                 }
                 json j = {{"key", hex_key(e.key)},
                           {"depth", e.depth == kPrefixDepth ? json("prefix") : json(e.depth)},
@@ -405,21 +326,21 @@ json Daemon::handle(const json &req) {
                           {"addrs", addrs},
                           {"pinned", e.pinned},
                           {"hot", e.hot}};
-                if (auto inf = policy_.info(e.key, now)) j["rate"] = inf->rate;
+                if (auto inf = core_.policy().info(e.key, now)) j["rate"] = inf->rate;
                 a.push_back(j);
             }
             return {{"ok", true},
                     {"entries", a},
-                    {"total", desired_.size()},
-                    {"index", policy_.index_size()}};
+                    {"total", core_.desired().size()},
+                    {"index", core_.policy().index_size()}};
         }
         if (cmd == "affinity.pin" || cmd == "affinity.unpin") {
             if (!req.contains("key")) return fail(cmd + " needs \"key\"");
             auto key = json_key(req["key"], &err);
             if (!key) return fail("key: " + err);
             if (cmd == "affinity.unpin") {
-                if (!policy_.unpin(*key)) return fail("key " + hex_key(*key) + " is not pinned");
-                publish_affinity(false);
+                if (!core_.unpin(*key, mono_ns_api()))
+                    return fail("key " + hex_key(*key) + " is not pinned");
                 return {{"ok", true}, {"key", hex_key(*key)}};
             }
             if (!req.contains("backends") || !req["backends"].is_array() ||
@@ -428,47 +349,50 @@ json Daemon::handle(const json &req) {
                             std::to_string(KVS_MAX_REPLICAS) + " backends");
             std::vector<std::uint16_t> ids;
             for (const auto &s : req["backends"]) {
-                BackendRuntime *b = find_backend(s, &err);
+                const BackendRuntime *b = find_backend(s, &err);
                 if (!b) return fail(err);
                 ids.push_back(b->id);
             }
-            policy_.pin(*key, ids);
-            publish_affinity(false);
+            core_.pin(*key, ids, mono_ns_api());
             return {{"ok", true}, {"key", hex_key(*key)}, {"backends", ids}};
         }
         if (cmd == "tune.get") return {{"ok", true}, {"tunables", tunables_json()}};
         if (cmd == "tune.set") {
             if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
                 return fail("tune.set needs \"name\" and \"value\"");
-            if (!set_tunable(req["name"].get<std::string>(), req["value"], &err)) return fail(err);
+            const std::string name = req["name"].get<std::string>(), v = value_string(req["value"]);
+            if (!core_.set_tunable(name, v, &err, mono_ns_api())) return fail(err);
+            spdlog::info("tune: {} = {}", name, v);
             return {{"ok", true}, {"tunables", tunables_json()}};
         }
         if (cmd == "counters") {
-            const auto &p = policy_.counters();
+            const auto &p = core_.policy().counters();
+            const auto &c = core_.counters();
+            const auto &rs = ring_stats_;
             return {{"ok", true},
                     {"daemon",
                      {{"api_requests", ctr_.api_requests},
                       {"api_errors", ctr_.api_errors},
-                      {"maglev_rebuilds", ctr_.maglev_rebuilds},
-                      {"affinity_publishes", ctr_.affinity_publishes},
-                      {"affinity_insert_failed", ctr_.affinity_insert_failed},
-                      {"backend_up", ctr_.backend_up},
-                      {"backend_down", ctr_.backend_down},
-                      {"mac_resolve_failed", ctr_.mac_resolve_failed},
-                      {"health_checks", ctr_.health_checks},
-                      {"health_failures", ctr_.health_failures},
-                      {"passive_failures", ctr_.passive_failures},
-                      {"scrapes", ctr_.scrapes},
-                      {"scrape_failures", ctr_.scrape_failures},
-                      {"metrics_unknown", ctr_.metrics_unknown},
-                      {"metrics_parse_bad_lines", ctr_.metrics_parse_bad_lines},
+                      {"maglev_rebuilds", c.maglev_rebuilds},
+                      {"affinity_publishes", c.affinity_publishes},
+                      {"affinity_insert_failed", c.affinity_insert_failed},
+                      {"backend_up", c.backend_up},
+                      {"backend_down", c.backend_down},
+                      {"mac_resolve_failed", c.mac_resolve_failed},
+                      {"health_checks", c.health_checks},
+                      {"health_failures", c.health_failures},
+                      {"passive_failures", c.passive_failures},
+                      {"scrapes", c.scrapes},
+                      {"scrape_failures", c.scrape_failures},
+                      {"metrics_unknown", c.metrics_unknown},
+                      {"metrics_parse_bad_lines", c.metrics_parse_bad_lines},
                       {"kv_cache_resets", ctr_.kv_cache_resets}}},
                     {"reports",
-                     {{"consumed", ring_stats_.consumed},
-                      {"invalid", ring_stats_.invalid},
-                      {"resets", ring_stats_.resets},
-                      {"overruns", ring_stats_.overruns},
-                      {"dropped_by_dataplane", ring_stats_.producer_dropped}}},
+                     {{"consumed", rs.consumed},
+                      {"invalid", rs.invalid},
+                      {"resets", rs.resets},
+                      {"overruns", rs.overruns},
+                      {"dropped_by_dataplane", rs.producer_dropped}}},
                     {"affinity",
                      {{"reports", p.reports},
                       {"reports_ignored", p.reports_ignored},

@@ -46,7 +46,7 @@ bool flush_out(int fd, std::string &out) {
 }  // namespace
 
 bool Daemon::open_api(std::string *err) {
-    const std::string &path = cfg_.api_socket;
+    const std::string &path = cfg().api_socket;
     auto slash = path.rfind('/');
     if (slash != std::string::npos && slash > 0 && !mkdir_p(path.substr(0, slash))) {
         *err = "api-socket: cannot create directory " + path.substr(0, slash) + ": " +
@@ -77,9 +77,9 @@ bool Daemon::open_api(std::string *err) {
 }
 
 bool Daemon::open_metrics(std::string *err) {
-    if (cfg_.metrics_listen.empty()) return true;
+    if (cfg().metrics_listen.empty()) return true;
     std::string e;
-    auto ep = parse_endpoint(cfg_.metrics_listen, &e);
+    auto ep = parse_endpoint(cfg().metrics_listen, &e);
     if (!ep) {
         *err = "metrics-listen: " + e;
         return false;
@@ -104,11 +104,11 @@ bool Daemon::open_metrics(std::string *err) {
     if (metrics_fd_ >= 0) setsockopt(metrics_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (metrics_fd_ < 0 || bind(metrics_fd_, reinterpret_cast<sockaddr *>(&ss), len) < 0 ||
         listen(metrics_fd_, 16) < 0) {
-        *err =
-            "metrics-listen: cannot listen on " + cfg_.metrics_listen + ": " + std::strerror(errno);
+        *err = "metrics-listen: cannot listen on " + cfg().metrics_listen + ": " +
+               std::strerror(errno);
         return false;
     }
-    spdlog::info("metrics on http://{}/metrics", cfg_.metrics_listen);
+    spdlog::info("metrics on http://{}/metrics", cfg().metrics_listen);
     return true;
 }
 
@@ -205,7 +205,7 @@ void Daemon::serve_metrics_client(std::size_t idx) {
 
 void Daemon::run() {
     auto next_tick = std::chrono::steady_clock::now();
-    const auto tick_every = std::chrono::milliseconds(cfg_.report_interval_ms);
+    const auto tick_every = std::chrono::milliseconds(cfg().report_interval_ms);
     std::vector<pollfd> pfds;
     while (!stop_.load()) {
         pfds.clear();
@@ -234,12 +234,7 @@ void Daemon::run() {
         if (pfds[0].revents) {
             std::uint64_t v;
             [[maybe_unused]] auto r = read(wake_fd_, &v, sizeof v);
-            std::deque<ProbeResult> got;
-            {
-                std::lock_guard lk(mu_);
-                got.swap(results_);
-            }
-            for (auto &r2 : got) apply_probe(r2);
+            apply_results();
             apply_kv_resets();
         }
         if (pfds[1].revents) accept_api();

@@ -8,6 +8,9 @@
 namespace kvsteer::control {
 
 std::string Daemon::metrics_text() {
+    const auto &backends = core_.backends();
+    const auto &c = core_.counters();
+    const auto &rs = ring_stats_;
     std::string o;
     auto head = [&](const char *name, const char *type, const char *help) {
         o += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -20,29 +23,29 @@ std::string Daemon::metrics_text() {
     val("kvsteerd_uptime_seconds", "",
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
     head("kvsteerd_generation", "gauge", "kvs_config generation (bumped on every table change).");
-    val("kvsteerd_generation", "", writer_.generation());
+    val("kvsteerd_generation", "", core_.writer().generation());
 
     head("kvsteerd_backend_up", "gauge",
          "1 when the backend takes new flows (healthy, MAC known, not draining).");
-    for (const auto &[id, b] : backends_)
+    for (const auto &[id, b] : backends)
         val("kvsteerd_backend_up", fmt::format("backend=\"{}\",id=\"{}\"", b.spec.ep.str(), id),
             b.map_state() == KVS_BE_UP);
     head("kvsteerd_backend_draining", "gauge", "1 when the backend is draining.");
-    for (const auto &[id, b] : backends_)
+    for (const auto &[id, b] : backends)
         val("kvsteerd_backend_draining", fmt::format("backend=\"{}\"", b.spec.ep.str()),
             b.draining);
     head("kvsteerd_backend_in_flight", "gauge",
          "Bound flows not yet closed (dataplane binds - closes).");
-    for (const auto &[id, b] : backends_)
+    for (const auto &[id, b] : backends)
         val("kvsteerd_backend_in_flight", fmt::format("backend=\"{}\"", b.spec.ep.str()),
-            static_cast<double>(in_flight(b)));
+            static_cast<double>(core_.in_flight(b)));
     head("kvsteerd_backend_weight", "gauge", "Maglev weight.");
-    for (const auto &[id, b] : backends_)
+    for (const auto &[id, b] : backends)
         val("kvsteerd_backend_weight", fmt::format("backend=\"{}\"", b.spec.ep.str()),
             b.spec.weight);
     head("kvsteerd_backend_telemetry", "gauge",
          "Backend's own metrics as last scraped (absent when unknown).");
-    for (const auto &entry : backends_) {
+    for (const auto &entry : backends) {
         // A named reference, not a structured binding: clang 14 cannot capture bindings in lambdas.
         const auto &b = entry.second;
         if (!b.tel_valid) continue;
@@ -57,7 +60,7 @@ std::string Daemon::metrics_text() {
         one("hit_rate", b.window_hit_rate);
     }
     head("kvsteerd_health_checks_total", "counter", "Active health checks by result.");
-    for (const auto &[id, b] : backends_) {
+    for (const auto &[id, b] : backends) {
         val("kvsteerd_health_checks_total",
             fmt::format("backend=\"{}\",result=\"ok\"", b.spec.ep.str()),
             static_cast<double>(b.checks_ok));
@@ -67,11 +70,11 @@ std::string Daemon::metrics_text() {
     }
     head("kvsteerd_passive_failures_total", "counter",
          "Intervals with dataplane bind failures counted as failed checks.");
-    for (const auto &[id, b] : backends_)
+    for (const auto &[id, b] : backends)
         val("kvsteerd_passive_failures_total", fmt::format("backend=\"{}\"", b.spec.ep.str()),
             static_cast<double>(b.passive_failures));
     head("kvsteerd_scrapes_total", "counter", "Backend /metrics scrapes by result.");
-    for (const auto &[id, b] : backends_) {
+    for (const auto &[id, b] : backends) {
         val("kvsteerd_scrapes_total", fmt::format("backend=\"{}\",result=\"ok\"", b.spec.ep.str()),
             static_cast<double>(b.scrapes_ok));
         val("kvsteerd_scrapes_total",
@@ -80,7 +83,7 @@ std::string Daemon::metrics_text() {
     }
     head("kvsteerd_metrics_unknown_total", "counter",
          "Backend metrics present but unusable, or missing.");
-    for (const auto &[id, b] : backends_)
+    for (const auto &[id, b] : backends)
         val("kvsteerd_metrics_unknown_total", fmt::format("backend=\"{}\"", b.spec.ep.str()),
             static_cast<double>(b.metrics_unknown));
 
@@ -91,9 +94,8 @@ std::string Daemon::metrics_text() {
         auto each = [&](const char *name, const char *type, const char *help, auto get) {
             head(name, type, help);
             for (const auto &[id, st] : kv) {
-                auto it = backends_.find(id);
-                if (it != backends_.end())
-                    val(name, fmt::format("backend=\"{}\"", it->second.spec.ep.str()),
+                if (const BackendRuntime *b = core_.backend(id))
+                    val(name, fmt::format("backend=\"{}\"", b->spec.ep.str()),
                         static_cast<double>(get(st)));
             }
         };
@@ -104,13 +106,13 @@ std::string Daemon::metrics_text() {
         head("kvsteerd_backend_kv_blocks_total", "counter",
              "GPU KV blocks in the server's BlockStored / BlockRemoved events.");
         for (const auto &[id, st] : kv) {
-            auto it = backends_.find(id);
-            if (it == backends_.end()) continue;
+            const BackendRuntime *b = core_.backend(id);
+            if (!b) continue;
             val("kvsteerd_backend_kv_blocks_total",
-                fmt::format("backend=\"{}\",event=\"stored\"", it->second.spec.ep.str()),
+                fmt::format("backend=\"{}\",event=\"stored\"", b->spec.ep.str()),
                 static_cast<double>(st.blocks_stored));
             val("kvsteerd_backend_kv_blocks_total",
-                fmt::format("backend=\"{}\",event=\"removed\"", it->second.spec.ep.str()),
+                fmt::format("backend=\"{}\",event=\"removed\"", b->spec.ep.str()),
                 static_cast<double>(st.blocks_removed));
         }
         each("kvsteerd_backend_kv_clears_total", "counter",
@@ -134,10 +136,10 @@ std::string Daemon::metrics_text() {
              "Seconds since the last KV event message (absent before the first).");
         const auto now = std::chrono::steady_clock::now();
         for (const auto &[id, st] : kv) {
-            auto it = backends_.find(id);
-            if (it != backends_.end() && st.last_message)
+            const BackendRuntime *b = core_.backend(id);
+            if (b && st.last_message)
                 val("kvsteerd_backend_kv_last_event_age_seconds",
-                    fmt::format("backend=\"{}\"", it->second.spec.ep.str()),
+                    fmt::format("backend=\"{}\"", b->spec.ep.str()),
                     std::chrono::duration<double>(now - *st.last_message).count());
         }
     }
@@ -148,30 +150,32 @@ std::string Daemon::metrics_text() {
     };
     counter("kvsteerd_api_requests_total", "API requests.", ctr_.api_requests);
     counter("kvsteerd_api_errors_total", "API requests answered with an error.", ctr_.api_errors);
-    counter("kvsteerd_maglev_rebuilds_total", "Maglev tables published.", ctr_.maglev_rebuilds);
+    counter("kvsteerd_maglev_rebuilds_total", "Maglev tables published.", c.maglev_rebuilds);
     counter("kvsteerd_affinity_publishes_total", "Affinity tables published.",
-            ctr_.affinity_publishes);
+            c.affinity_publishes);
+    counter("kvsteerd_affinity_computes_total",
+            "Affinity policy runs (a table is published only when its entries changed).",
+            c.affinity_computes);
     counter("kvsteerd_affinity_insert_failed_total", "Affinity entries dropped: probe window full.",
-            ctr_.affinity_insert_failed);
+            c.affinity_insert_failed);
     counter("kvsteerd_kv_cache_resets_total",
             "Backend caches marked reset because of KV events (affinity dropped).",
             ctr_.kv_cache_resets);
     counter("kvsteerd_mac_resolve_failed_total", "Backend next-hop MAC lookups that failed.",
-            ctr_.mac_resolve_failed);
+            c.mac_resolve_failed);
     counter("kvsteerd_reports_consumed_total", "Binding reports read from the dataplane rings.",
-            ring_stats_.consumed);
+            rs.consumed);
     counter("kvsteerd_reports_invalid_total", "Binding reports with out-of-range fields.",
-            ring_stats_.invalid);
+            rs.invalid);
     head("kvsteerd_reports_dropped_by_dataplane", "gauge",
          "Reports the dataplane dropped on full rings (its counter).");
-    val("kvsteerd_reports_dropped_by_dataplane", "",
-        static_cast<double>(ring_stats_.producer_dropped));
+    val("kvsteerd_reports_dropped_by_dataplane", "", static_cast<double>(rs.producer_dropped));
     head("kvsteerd_affinity_entries", "gauge", "Entries in the active affinity table half.");
-    val("kvsteerd_affinity_entries", "", static_cast<double>(desired_.size()));
+    val("kvsteerd_affinity_entries", "", static_cast<double>(core_.desired().size()));
     head("kvsteerd_affinity_index_size", "gauge", "Prefixes the daemon remembers.");
-    val("kvsteerd_affinity_index_size", "", static_cast<double>(policy_.index_size()));
+    val("kvsteerd_affinity_index_size", "", static_cast<double>(core_.policy().index_size()));
 
-    const auto &p = policy_.counters();
+    const auto &p = core_.policy().counters();
     head("kvsteerd_affinity_decisions_total", "counter", "Affinity policy decisions by kind.");
     const std::pair<const char *, std::uint64_t> dec[] = {
         {"report", p.reports},
@@ -195,13 +199,13 @@ std::string Daemon::metrics_text() {
         val("kvsteerd_affinity_decisions_total", fmt::format("decision=\"{}\"", k),
             static_cast<double>(v));
 
-    if (maps_.dp_stats) {
+    if (std::uint64_t *dp = maps_.dp_stats) {
         head("kvsteer_dataplane_reason_total", "counter",
              "Dataplane counters by reason, summed over workers.");
         for (unsigned r = 0; r < KVS_R__COUNT && r < KVS_STATS_MAX; r++) {
             std::uint64_t sum = 0;
             for (unsigned w = 0; w < KVS_MAX_WORKERS; w++)
-                sum += std::atomic_ref<std::uint64_t>(maps_.dp_stats[w * KVS_STATS_MAX + r])
+                sum += std::atomic_ref<std::uint64_t>(dp[w * KVS_STATS_MAX + r])
                            .load(std::memory_order_relaxed);
             if (sum)
                 val("kvsteer_dataplane_reason_total",

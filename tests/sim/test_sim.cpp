@@ -1,6 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
+#include "kvsteer/control/daemon_core.h"
 #include "sim_fixtures.h"
+#include "sim_maglev.h"
 
 namespace kvsteer::sim {
 namespace {
@@ -25,6 +30,40 @@ TEST(SimTest, SameInputsAndSeedGiveTheSameResults) {
     const auto arr2 = arrivals(w, 1, 20, 4);
     EXPECT_NE(simulate(w, arr, config("least-loaded", 4)).makespan_s,
               simulate(w, arr2, config("least-loaded", 4)).makespan_s);
+}
+
+// The servers are kvsteerd backends: ch/ch-bl walk the lookup table kvsteerd's DaemonCore
+// publishes for them (kvsteer's own table comes from a DaemonCore).
+TEST(SimTest, LookupTableIsTheOneKvsteerdPublishes) {
+    EXPECT_EQ(sim_endpoint(0).str(), "10.90.1.1:8000");
+    EXPECT_EQ(sim_endpoint(253).str(), "10.90.1.254:8000");
+    EXPECT_EQ(sim_endpoint(255).str(), "10.90.2.0:8000");
+    const uint32_t n = 5;
+    control::DaemonConfig c;
+    c.health_interval_ms = 0;
+    c.table_grace_ms = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        control::BackendSpec b;
+        b.ep = sim_endpoint(i);
+        b.mac = control::Mac{2, 0, 0, 0, 0, uint8_t(i)};
+        c.backends.push_back(b);
+    }
+    kvs_config cfg{};
+    std::vector<kvs_backend> backends(KVS_MAX_BACKENDS);
+    std::vector<kvs_backend_load> load(KVS_MAX_BACKENDS);
+    std::vector<uint32_t> maglev(2 * KVS_MAGLEV_SIZE);
+    std::vector<kvs_affinity_entry> affinity(2 * KVS_AFFINITY_SLOTS);
+    Tables t;
+    t.config = &cfg;
+    t.backends = backends.data();
+    t.load = load.data();
+    t.maglev = maglev.data();
+    t.affinity = affinity.data();
+    control::DaemonCore d(c, t);
+    d.start(1);
+    const auto want = sim_maglev(n);
+    const auto half = maglev.begin() + cfg.maglev_active * KVS_MAGLEV_SIZE;
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), half));
 }
 
 TEST(SimTest, RoundRobinSpreadsEvenly) {

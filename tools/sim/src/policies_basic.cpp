@@ -1,8 +1,9 @@
 // Baselines: round robin, least loaded, consistent hashing (plain and bounded-load), the oracle.
 #include <algorithm>
 #include <fmt/format.h>
-#include <xxhash.h>
 
+#include "kvsteer/control/config.h"
+#include "kvsteer/control/daemon_core.h"
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/core/maglev.h"
 #include "policy.h"
@@ -105,14 +106,17 @@ class Oracle final : public Policy {
 
 }  // namespace
 
+control::Endpoint sim_endpoint(uint32_t i) {
+    std::string err;
+    return *control::parse_endpoint(
+        fmt::format("10.90.{}.{}:8000", 1 + (i + 1) / 256, (i + 1) % 256), &err);
+}
+
 std::vector<uint32_t> sim_maglev(uint32_t servers) {
     std::vector<MaglevBackend> b;
-    for (uint32_t i = 0; i < servers; ++i) {
-        // Identity as the daemon derives it from the endpoint: stable, not the index.
-        const std::string ep = fmt::format("10.90.1.{}:8000", i + 1);
-        b.push_back({i, XXH3_64bits(ep.data(), ep.size()), 1});
-    }
-    return build_rendezvous_table(b, KVS_MAGLEV_SIZE);  // kvsteerd's default table-algorithm
+    for (uint32_t i = 0; i < servers; ++i)
+        b.push_back({i, control::backend_identity(sim_endpoint(i)), 1});
+    return control::build_lookup_table(control::DaemonConfig{}.table_algorithm, b);
 }
 
 std::unique_ptr<Policy> make_round_robin() {

@@ -143,7 +143,24 @@ class AffinityPolicy {
         double load = 0;  // in_flight + queue
     };
 
+    // One compute's view of the backends.
+    struct Round {
+        unsigned K = 1;                   // replicas per entry
+        std::vector<std::uint16_t> elig;  // may take new flows
+        double bound = 0;                 // load bound over them
+        std::vector<double> planned;      // replicas added this round, by id (count as load)
+    };
+
     void touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend, std::uint64_t now_ns);
+    // compute(), step by step.
+    Round begin_round() const;
+    void add_pinned(std::vector<DesiredEntry> &out);
+    void expire_idle(std::uint64_t now_ns);
+    bool age_holders(Node &n, std::uint64_t now_ns);  // false when no holder is left
+    DesiredEntry holders_entry(const Node &n, const Round &r, bool *all_over);
+    void update_hot(Node &n, const DesiredEntry &e, bool all_over, const Round &r,
+                    std::uint64_t now_ns);
+    void add_replicas(Node &n, DesiredEntry &e, Round &r);
     double rate_at(const Node &n, std::uint64_t now_ns) const;
     bool eligible(std::uint16_t id) const;
     double load_of(std::uint16_t id) const;

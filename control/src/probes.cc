@@ -1,0 +1,112 @@
+// kvsteerd's probes: two prober threads (health checks, /metrics scrapes) that only do network
+// I/O and parsing, and the loop's side that hands each result to DaemonCore.
+#include <spdlog/spdlog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "kvsteer/control/daemon.h"
+#include "kvsteer/control/prometheus.h"
+
+namespace kvsteer::control {
+
+namespace {
+
+std::uint64_t mono_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+void Daemon::update_targets(bool kick) {
+    std::lock_guard lk(mu_);
+    if (kick) kick_[0] = kick_[1] = true;
+    targets_.clear();
+    for (const auto &[id, b] : core_.backends()) targets_.push_back({id, b.spec.ep});
+    cv_.notify_all();
+}
+
+void Daemon::prober_loop(Probe kind) {
+    const bool health = kind == Probe::Health;
+    const std::size_t k = health ? 0 : 1;
+    // Copies: the loop thread owns the live configuration.
+    const std::uint32_t health_ms = cfg().health_interval_ms, tel_ms = cfg().telemetry_interval_ms;
+    const auto interval =
+        std::chrono::milliseconds(health ? (health_ms ? health_ms : 1000) : tel_ms);
+    const auto timeout =
+        health ? std::chrono::milliseconds(cfg().health_timeout_ms)
+               : std::chrono::milliseconds(std::clamp<std::uint32_t>(tel_ms * 4 / 5, 100, 5000));
+    const std::string path = health ? cfg().health_path : cfg().telemetry_path;
+    while (!stop_.load()) {
+        std::vector<ProbeTarget> t;
+        {
+            std::lock_guard lk(mu_);
+            t = targets_;
+            kick_[k] = false;
+        }
+        auto begin = std::chrono::steady_clock::now();
+        std::vector<HttpRequest> reqs;
+        for (const auto &x : t) reqs.push_back({x.ep, path});
+        auto res = reqs.empty() ? std::vector<HttpResult>{} : http_get_many(reqs, timeout);
+        std::vector<ProbeResult> out;
+        for (std::size_t i = 0; i < t.size(); i++) {
+            ProbeResult r{kind, t[i].id, t[i].ep, std::move(res[i]), std::nullopt, 0, {}};
+            if (!health && r.http.ok && r.http.status == 200) {
+                auto page = parse_prometheus(r.http.body);
+                r.bad_lines = page.bad_lines;
+                r.parse_error = page.first_error;
+                r.tel = extract_telemetry(page);
+            }
+            out.push_back(std::move(r));
+        }
+        {
+            std::unique_lock lk(mu_);
+            for (auto &r : out) results_.push_back(std::move(r));
+        }
+        std::uint64_t one = 1;
+        [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
+        std::unique_lock lk(mu_);
+        cv_.wait_until(lk, begin + interval, [&] { return stop_.load() || kick_[k]; });
+    }
+}
+
+bool Daemon::still_probed(const ProbeResult &r) const {
+    const BackendRuntime *b = core_.backend(r.id);
+    return b && b->spec.ep == r.ep;  // else removed or replaced meanwhile
+}
+
+void Daemon::on_health_check(const ProbeResult &r) {
+    if (!still_probed(r)) return;
+    const bool ok = r.http.ok && r.http.status >= 200 && r.http.status < 300;
+    core_.health_check(r.id, ok, r.http.ok ? "HTTP " + std::to_string(r.http.status) : r.http.error,
+                       mono_ns());
+}
+
+void Daemon::on_scrape(ProbeResult &r) {
+    if (!still_probed(r)) return;
+    if (!r.http.ok || r.http.status != 200 || !r.tel)
+        core_.scrape_failed(r.id,
+                            r.http.ok ? "HTTP " + std::to_string(r.http.status) : r.http.error);
+    else
+        core_.scrape(r.id, std::move(*r.tel), r.bad_lines, r.parse_error);
+}
+
+void Daemon::apply_results() {
+    std::deque<ProbeResult> got;
+    {
+        std::lock_guard lk(mu_);
+        got.swap(results_);
+    }
+    for (auto &r : got) {
+        if (r.kind == Probe::Health)
+            on_health_check(r);
+        else
+            on_scrape(r);
+    }
+}
+
+}  // namespace kvsteer::control

@@ -1,0 +1,269 @@
+// DaemonCore without sockets or threads: reports, scrapes and health verdicts in, tables out,
+// over tables in ordinary memory and on a clock the test drives.
+#include "kvsteer/control/daemon_core.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "heap_maps.h"
+
+using namespace kvsteer::control;
+
+namespace {
+
+constexpr std::uint64_t kMs = 1000000ull;
+constexpr std::uint64_t kT0 = 1000 * kMs;
+
+class DaemonCoreTest : public ::testing::Test {
+   protected:
+    DaemonConfig config(unsigned n_backends) {
+        DaemonConfig c;
+        std::string err;
+        for (unsigned i = 0; i < n_backends; i++) {
+            BackendSpec b;
+            b.ep = *parse_endpoint("10.0.2." + std::to_string(i + 1) + ":8000", &err);
+            b.mac = Mac{2, 0, 0, 0, 0, static_cast<std::uint8_t>(0x10 + i)};
+            c.backends.push_back(b);
+        }
+        c.health_interval_ms = 0;  // no active checks: configured backends are up
+        c.table_grace_ms = 0;
+        return c;
+    }
+
+    DaemonCore &start(const DaemonConfig &c) {
+        core_ = std::make_unique<DaemonCore>(c, m_.view);
+        core_->start(kT0);
+        return *core_;
+    }
+
+    static kvs_bind_report report(std::uint16_t backend, std::uint64_t prefix,
+                                  std::uint64_t block) {
+        kvs_bind_report r{};
+        r.prefix_hash = prefix;
+        r.n_blocks = 1;
+        r.block_hash[0] = block;
+        r.backend_id = backend;
+        return r;
+    }
+
+    std::uint32_t active() { return TableWriter::active_affinity(m_.view.config); }
+    std::uint32_t generation() { return m_.view.config->generation; }
+    const kvs_affinity_entry *affinity(std::uint64_t key) {
+        const kvs_affinity_entry *half = m_.view.affinity + active() * KVS_AFFINITY_SLOTS;
+        for (std::uint32_t i = 0; i < KVS_AFFINITY_SLOTS; i++)
+            if (half[i].key == key) return &half[i];
+        return nullptr;
+    }
+    std::uint32_t maglev_slots(std::uint32_t id) {
+        const std::uint32_t *half =
+            m_.view.maglev + TableWriter::active_maglev(m_.view.config) * KVS_MAGLEV_SIZE;
+        std::uint32_t n = 0;
+        for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++) n += half[i] == id;
+        return n;
+    }
+
+    HeapMaps m_;
+    std::unique_ptr<DaemonCore> core_;
+};
+
+}  // namespace
+
+TEST_F(DaemonCoreTest, StartWritesEveryTable) {
+    auto c = config(2);
+    c.backends[0].weight = 2;
+    DaemonCore &d = start(c);
+    EXPECT_EQ(m_.view.config->n_backends, 2u);
+    EXPECT_EQ(m_.view.config->prefix_len, c.prefix_len);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP);
+    EXPECT_EQ(m_.view.backends[1].mac[5], 0x11);
+    EXPECT_NEAR(static_cast<double>(maglev_slots(0)) / KVS_MAGLEV_SIZE, 2.0 / 3, 0.03);
+    // The lookup table is build_lookup_table's over the backends' identities.
+    std::vector<kvsteer::MaglevBackend> mb;
+    for (const auto &[id, b] : d.backends())
+        mb.push_back({id, backend_identity(b.spec.ep), b.spec.weight});
+    auto want = build_lookup_table(c.table_algorithm, mb);
+    const std::uint32_t *half =
+        m_.view.maglev + TableWriter::active_maglev(m_.view.config) * KVS_MAGLEV_SIZE;
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), half));
+    // An empty affinity half is published once at start.
+    EXPECT_EQ(d.counters().affinity_publishes, 1u);
+    EXPECT_EQ(d.counters().maglev_rebuilds, 1u);
+}
+
+TEST_F(DaemonCoreTest, ReportsBecomeAnAffinityTableOnTheNextTick) {
+    DaemonCore &d = start(config(2));
+    const auto gen = generation();
+    const auto half = active();
+    d.on_report(report(1, 0xabc, 0x111), kT0 + 10 * kMs);
+    EXPECT_EQ(affinity(0x111), nullptr) << "nothing is published before the tick";
+    d.tick(kT0 + 150 * kMs);
+    ASSERT_NE(affinity(0x111), nullptr);
+    EXPECT_EQ(affinity(0x111)->n_backends, 1);
+    EXPECT_EQ(affinity(0x111)->backends[0], 1);
+    ASSERT_NE(affinity(0xabc), nullptr);
+    EXPECT_EQ(d.desired().size(), 2u);
+    EXPECT_EQ(active(), half ^ 1u) << "written into the inactive half, then flipped";
+    EXPECT_EQ(generation(), gen + 1);
+    EXPECT_EQ(d.counters().affinity_publishes, 2u);
+}
+
+TEST_F(DaemonCoreTest, NoRepublishWhenTheEntriesAreUnchanged) {
+    DaemonCore &d = start(config(2));
+    d.on_report(report(0, 0xabc, 0x111), kT0 + 10 * kMs);
+    d.tick(kT0 + 150 * kMs);
+    const auto gen = generation();
+    const auto half = active();
+    const auto publishes = d.counters().affinity_publishes;
+    const auto computes = d.counters().affinity_computes;
+    // Same prefix, same backend: the policy runs (reports arrived) but the table is the same.
+    d.on_report(report(0, 0xabc, 0x111), kT0 + 200 * kMs);
+    d.tick(kT0 + 300 * kMs);
+    EXPECT_EQ(d.counters().affinity_computes, computes + 1);
+    EXPECT_EQ(d.counters().affinity_publishes, publishes);
+    EXPECT_EQ(active(), half);
+    EXPECT_EQ(generation(), gen);
+}
+
+TEST_F(DaemonCoreTest, WithoutReportsTheTableIsRecomputedOnceASecondAndAges) {
+    auto c = config(2);
+    c.affinity_ttl_ms = 2000;
+    DaemonCore &d = start(c);
+    d.on_report(report(1, 0xabc, 0x111), kT0 + 10 * kMs);
+    d.tick(kT0 + 150 * kMs);  // computes at 150 ms
+    ASSERT_NE(affinity(0x111), nullptr);
+    auto computes = d.counters().affinity_computes;
+    for (std::uint64_t t = 300; t < 1150; t += 150) d.tick(kT0 + t * kMs);
+    EXPECT_EQ(d.counters().affinity_computes, computes) << "no reports, less than a second";
+    d.tick(kT0 + 1200 * kMs);
+    EXPECT_EQ(d.counters().affinity_computes, computes + 1) << "a second since the last compute";
+    EXPECT_NE(affinity(0x111), nullptr);
+    const auto half = active();
+    // Past the TTL (2 s after the report) the next once-a-second compute drops the entries.
+    for (std::uint64_t t = 1350; t <= 3300; t += 150) d.tick(kT0 + t * kMs);
+    EXPECT_EQ(affinity(0x111), nullptr);
+    EXPECT_TRUE(d.desired().empty());
+    EXPECT_EQ(active(), half ^ 1u);
+}
+
+TEST_F(DaemonCoreTest, EachPublishFlipsTheHalvesAndBumpsTheGeneration) {
+    DaemonCore &d = start(config(2));
+    for (std::uint16_t i = 0; i < 4; i++) {
+        const auto half = active();
+        const auto gen = generation();
+        const kvs_affinity_entry *old_half = m_.view.affinity + half * KVS_AFFINITY_SLOTS;
+        std::vector<kvs_affinity_entry> before(old_half, old_half + KVS_AFFINITY_SLOTS);
+        const std::uint64_t block = 0x1000 + i;
+        d.on_report(report(static_cast<std::uint16_t>(i % 2), 0xabc, block),
+                    kT0 + (i + 1) * 100 * kMs);
+        d.tick(kT0 + (i + 1) * 100 * kMs + kMs);
+        EXPECT_EQ(active(), half ^ 1u);
+        EXPECT_EQ(generation(), gen + 1);
+        EXPECT_NE(affinity(block), nullptr);
+        // The half that was active is left as it was: a reader may still be in it.
+        EXPECT_EQ(std::memcmp(before.data(), old_half, before.size() * sizeof(kvs_affinity_entry)),
+                  0);
+    }
+}
+
+TEST_F(DaemonCoreTest, HoldersThatGoDownLeaveTheTable) {
+    auto c = config(2);
+    c.health_interval_ms = 1000;
+    DaemonCore &d = start(c);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_DOWN) << "down until the first good check";
+    d.health_check(0, true, "HTTP 200", kT0 + kMs);
+    d.health_check(1, true, "HTTP 200", kT0 + kMs);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_UP);
+    d.on_report(report(1, 0xabc, 0x111), kT0 + 10 * kMs);
+    d.tick(kT0 + 150 * kMs);
+    ASSERT_NE(affinity(0x111), nullptr);
+    for (int i = 0; i < 3; i++) d.health_check(1, false, "HTTP 503", kT0 + 200 * kMs);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DOWN);
+    EXPECT_EQ(maglev_slots(1), 0u);
+    EXPECT_EQ(affinity(0x111), nullptr) << "republished at once, not at the next tick";
+    EXPECT_EQ(d.backend(1)->last_error, "health: HTTP 503");
+    EXPECT_EQ(d.counters().backend_down, 1u);
+}
+
+TEST_F(DaemonCoreTest, BindFailuresTakeABackendDownAndTheHoldBringsItBack) {
+    auto c = config(2);
+    c.health_fall = 2;
+    c.health_rise = 2;
+    DaemonCore &d = start(c);
+    std::uint64_t t = kT0;
+    for (int i = 0; i < 2; i++) {
+        m_.view.load[0].bind_fail_rst += 3;
+        d.tick(t += 1000 * kMs);
+    }
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_DOWN);
+    EXPECT_EQ(maglev_slots(0), 0u);
+    EXPECT_EQ(d.counters().passive_failures, 2u);
+    // Active checks are off: after `rise` quiet intervals it is tried again.
+    for (int i = 0; i < 2; i++) d.tick(t += 1000 * kMs);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP);
+}
+
+TEST_F(DaemonCoreTest, ScrapesFeedTheLoadMapAndACounterResetForgetsTheBackend) {
+    DaemonCore &d = start(config(2));
+    Telemetry t;
+    t.flavor = ServerFlavor::Vllm;
+    t.running = 3;
+    t.waiting = 7;
+    t.kv_usage = 0.5;
+    t.prefix_queries = 100;
+    t.prefix_hits = 50;
+    d.scrape(1, t, 0, {});
+    EXPECT_EQ(m_.view.load[1].ext_queue, 7u);
+    EXPECT_EQ(m_.view.load[1].ext_running, 3u);
+    t.prefix_queries = 300;
+    t.prefix_hits = 200;
+    d.scrape(1, t, 0, {});
+    auto snaps = d.snapshots();
+    ASSERT_EQ(snaps.size(), 2u);
+    EXPECT_EQ(snaps[1].queue, 7.0);
+    EXPECT_EQ(snaps[1].kv_usage, 0.5);
+    EXPECT_EQ(snaps[1].hit_rate, 0.75);
+
+    d.on_report(report(1, 0xabc, 0x111), kT0 + 10 * kMs);
+    d.tick(kT0 + 150 * kMs);
+    ASSERT_NE(affinity(0x111), nullptr);
+    t.prefix_queries = 10;  // went backwards: the server restarted, its cache is empty
+    t.prefix_hits = 0;
+    d.scrape(1, t, 0, {});
+    d.tick(kT0 + 1200 * kMs);
+    EXPECT_EQ(affinity(0x111), nullptr);
+    EXPECT_GT(d.policy().counters().holders_flushed, 0u);
+    d.scrape_failed(1, "HTTP 500");
+    EXPECT_EQ(m_.view.load[1].ext_queue, 0u);
+    EXPECT_EQ(d.counters().scrape_failures, 1u);
+}
+
+TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
+    DaemonCore &d = start(config(1));
+    std::string err;
+    BackendSpec spec = d.config().backends[0];
+    EXPECT_FALSE(d.free_id(spec.ep, &err));
+    EXPECT_NE(err.find("exists"), std::string::npos);
+    spec.ep = *parse_endpoint("10.0.2.9:8000", &err);
+    m_.view.load[1].binds = 5;  // an earlier occupant's flows
+    auto id = d.free_id(spec.ep, &err);
+    ASSERT_TRUE(id);
+    EXPECT_EQ(*id, 1);
+    d.add_backend(*id, spec, kT0 + kMs);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_UP);
+    EXPECT_EQ(m_.view.config->n_backends, 2u);
+    EXPECT_EQ(d.in_flight(*d.backend(1)), 0u);
+    m_.view.load[1].binds = 7;
+    EXPECT_EQ(d.in_flight(*d.backend(1)), 2u);
+    EXPECT_GT(maglev_slots(1), 0u);
+    d.set_draining(1, true, kT0 + 2 * kMs);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DRAIN);
+    EXPECT_EQ(maglev_slots(1), 0u);
+    d.remove_backend(1, kT0 + 3 * kMs);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_EMPTY);
+    EXPECT_EQ(m_.view.config->n_backends, 1u);
+}
