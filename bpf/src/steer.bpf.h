@@ -147,17 +147,221 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
     return 0;
 }
 
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+
+/* ---- request boundaries (per-request steering) --------------------------------------------
+ * A client segment may start a new request where the connection is quiescent: it is the next
+ * client byte and begins with a method token; no FIN or RST either way; every request got its
+ * response and the current one is complete (Content-Length used up, or the last chunk sent);
+ * the client acknowledged all the backend sent and the backend all the client sent. XDP then
+ * marks both entries REBINDING and hands the segment to the dataplane, which binds the request
+ * again (same backend: flushed through the entry; another: a new backend leg). The per-packet
+ * cost on the fast path is a few stores; the rest runs once per request or response head. */
+
+/* Response-head scan: per CPU, off the stack. */
+#define KVS_RESP_SCAN 512
+struct kvs_resp_scratch {
+    __u8 b[2 * KVS_RESP_SCAN]; /* bytes past those loaded are stale but readable (masked index) */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct kvs_resp_scratch);
+} kvs_resp_scratch SEC(".maps");
+
+static __always_inline __u8 kvs_lc(__u8 c) {
+    return (c >= 'A' && c <= 'Z') ? (__u8)(c | 0x20) : c;
+}
+
+/* Whether the header line starting at b[i] names `name` (lower case, n bytes). */
+static __always_inline int kvs_hdr_is(const __u8 *b, __u32 i, const char *name, __u32 n) {
+    __u32 k;
+
+#pragma unroll
+    for (k = 0; k < 20; k++) {
+        if (k >= n) break;
+        if (kvs_lc(b[(i + k) & (2 * KVS_RESP_SCAN - 1)]) != (__u8)name[k]) return 0;
+    }
+    return 1;
+}
+
+struct kvs_head_scan {
+    const __u8 *b;  /* the loaded bytes (kvs_resp_scratch) */
+    __u32 n;        /* bytes loaded */
+    __u32 hdr_end;  /* offset after the blank line; 0 = not found yet */
+    __u64 clen;     /* Content-Length */
+    __u8 have_len;
+    __u8 chunked;
+};
+
+/* One position of the head scan (a bpf_loop callback, verified once); returns 1 to stop. */
+static long kvs_head_step(__u64 index, void *arg) {
+    const __u32 m = 2 * KVS_RESP_SCAN - 1;
+    struct kvs_head_scan *h = arg;
+    const __u8 *b = h->b;
+    __u32 i = (__u32)index & (KVS_RESP_SCAN - 1);
+    __u32 k;
+
+    if (!b || i + 4 > h->n) return 1;
+    if (b[i & m] == '\r' && b[(i + 1) & m] == '\n' && b[(i + 2) & m] == '\r' &&
+        b[(i + 3) & m] == '\n') {
+        h->hdr_end = i + 4;
+        return 1;
+    }
+    if (i < 2 || b[(i - 2) & m] != '\r' || b[(i - 1) & m] != '\n') return 0;
+    if (kvs_hdr_is(b, i, "content-length:", 15)) {
+        __u64 v = 0;
+        __u32 j = i + 15;
+
+        while (j < h->n && b[j & m] == ' ') {
+            j++;
+            if (j > i + 20) break;
+        }
+#pragma unroll
+        for (k = 0; k < 12; k++) {
+            __u8 c = b[(j + k) & m];
+
+            if (j + k >= h->n || c < '0' || c > '9') break;
+            v = v * 10 + (c - '0');
+        }
+        h->clen = v;
+        h->have_len = 1;
+    } else if (kvs_hdr_is(b, i, "transfer-encoding:", 18)) {
+        h->chunked = 1; /* the one transfer coding a response body carries in practice */
+    }
+    return 0;
+}
+
+/* A server->client segment with payload: a response head at the next byte starts a new
+ * response (its end from Content-Length, or chunked); a chunked body ends with its last chunk.
+ * Global: verified once, off the fast path's stack; runs for response heads and for the
+ * segments of chunked bodies only. */
+__attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 len, __u32 seq,
+                                           struct kvs_flow *f) {
+    struct kvs_resp_scratch *sc;
+    struct kvs_head_scan h = {};
+    __u32 zero = 0, n;
+    __u8 t[8];
+
+    if (!f || len < 5 || len > 0xffff) return 0;
+    off &= 0xff;
+    if (bpf_xdp_load_bytes(ctx, off, t, 5)) return 0;
+    if (seq == f->next_seq && t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' &&
+        t[4] == '/') {
+        sc = bpf_map_lookup_elem(&kvs_resp_scratch, &zero);
+        if (!sc) return 0;
+        n = len < KVS_RESP_SCAN ? len : KVS_RESP_SCAN;
+        if (n < 12 || bpf_xdp_load_bytes(ctx, off, sc->b, n)) return 0;
+        if (sc->b[9] == '1') return 0; /* 1xx: the final response follows */
+        f->resp = 0;
+        f->msgs += 1;
+        h.b = sc->b;
+        h.n = n;
+        bpf_loop(KVS_RESP_SCAN, kvs_head_step, &h, 0);
+        if (!h.hdr_end) return 0; /* a head longer than one segment: its end stays unknown */
+        if (sc->b[9] == '2' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
+        if (sc->b[9] == '3' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
+        if (h.chunked) {
+            f->resp = KVS_RESP_CHUNKED;
+        } else if (h.have_len && h.clen < 0x40000000ull) {
+            f->resp_end = seq + h.hdr_end + (__u32)h.clen;
+            f->resp = KVS_RESP_END;
+            return 0;
+        } else {
+            return 0;
+        }
+    }
+    if ((f->resp & (KVS_RESP_CHUNKED | KVS_RESP_END)) != KVS_RESP_CHUNKED) return 0;
+    /* The last chunk: "0\r\n\r\n" ending the segment, after the previous chunk's CRLF. */
+    if (len >= 7) {
+        if (bpf_xdp_load_bytes(ctx, (off + len - 7) & 0xffff, t, 7)) return 0;
+        if (t[0] != '\r' || t[1] != '\n' || t[2] != '0' || t[3] != '\r' || t[4] != '\n' ||
+            t[5] != '\r' || t[6] != '\n')
+            return 0;
+    } else if (len != 5 || t[0] != '0' || t[1] != '\r' || t[2] != '\n' || t[3] != '\r' ||
+               t[4] != '\n') {
+        return 0;
+    }
+    f->resp_end = seq + len;
+    f->resp |= KVS_RESP_END;
+    return 0;
+}
+
+/* A client segment that may start a request at a quiescent point (see above): 1 when it is a
+ * boundary, both entries then marked REBINDING. */
+__attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, __u32 seq,
+                                               __u32 ack) {
+    const __u32 bit = (__u32)KVS_FLOW_REBINDING << KVS_FLOW_STATE_SHIFT;
+    struct kvs_flow_key rk;
+    struct kvs_config *cfg;
+    struct kvs_flow *f, *rev;
+    __u32 zero = 0;
+
+    if (!key) return 0;
+    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    if (!cfg || !(cfg->flags & KVS_CFG_PER_REQUEST)) return 0;
+    f = bpf_map_lookup_elem(&kvs_flows, key);
+    if (!f || f->dir != KVS_DIR_C2S) return 0;
+    if (f->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_REBINDING)) return 0;
+    kvs_flow_reverse_key(key, f, &rk);
+    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    if (!rev || (rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST))) return 0;
+    if (rev->msgs != f->msgs || !(rev->resp & KVS_RESP_END) || rev->resp_end != rev->next_seq)
+        return 0; /* a response owed or still being sent */
+    if (ack != rev->next_seq + rev->seq_delta || rev->last_ack != seq) return 0;
+    __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bit);
+    __sync_fetch_and_or(KVS_FLOW_STATE_WORD(rev), bit);
+    return 1;
+}
+
+/* Per-packet request tracking: the next byte and last ACK of this direction; returns 1 when a
+ * client segment is a request boundary (the caller hands it to the dataplane). */
+static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *pkt,
+                                     const struct kvs_flow_key *key, struct kvs_flow *f) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    __u32 seq = bpf_ntohl(pkt->tcp->seq), end;
+    __u32 off = pkt->l4_off + pkt->tcp_hlen;
+    __u32 len = pkt->payload_len;
+    __u8 flags = pkt->tcp->flags;
+    const __u8 *p;
+
+    if (flags & KVS_TCP_ACK) f->last_ack = bpf_ntohl(pkt->tcp->ack_seq);
+    if (len) {
+        p = (const __u8 *)data + (off & 0xff);
+        if (f->dir == KVS_DIR_C2S && seq == f->next_seq && (const void *)(p + 3) <= data_end &&
+            p[0] >= 'A' && p[0] <= 'Z' && p[1] >= 'A' && p[1] <= 'Z' && p[2] >= 'A' &&
+            p[2] <= 'Z') {
+            if (kvs_xdp_boundary(key, seq, bpf_ntohl(pkt->tcp->ack_seq))) return 1;
+            f->msgs += 1; /* a request the backend answers in turn */
+        } else if (f->dir == KVS_DIR_S2C && (f->resp & KVS_RESP_CHUNKED ||
+                                              ((const void *)(p + 1) <= data_end && p[0] == 'H'))) {
+            kvs_xdp_resp(ctx, off, len, seq, f);
+        }
+    }
+    end = seq + len + ((flags & KVS_TCP_FIN) ? 1 : 0);
+    if ((__s32)(end - f->next_seq) > 0) f->next_seq = end;
+    return 0;
+}
+
 static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
                                        const struct kvs_flow_key *key, struct kvs_flow *f) {
     void *data_end = (void *)(long)ctx->data_end;
     __u8 flags = pkt->tcp->flags;
 
+    if (f->state & KVS_FLOW_REBINDING) return kvs_punt(ctx, KVS_R_PUNT_REBINDING);
     /* CLOCK_MONOTONIC at tick resolution: the precise clock costs ~30 ns a packet here, and
      * idle expiry needs no better than milliseconds. */
     f->last_seen_ns = bpf_ktime_get_coarse_ns();
     f->packets += 1;
     f->bytes += pkt->frame_len;
     if (flags & (KVS_TCP_FIN | KVS_TCP_RST)) kvs_xdp_fin_rst(key, flags);
+    if (kvs_track(ctx, pkt, key, f)) return kvs_punt(ctx, KVS_R_PUNT_REQUEST_BOUNDARY);
+    if (f->dir == KVS_DIR_S2C && pkt->opts.ts_off) f->ts_last = pkt->opts.tsval + f->tsval_delta;
     if (kvs_flow_rewrite(data_end, pkt, f)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     if (f->tx_ifindex) {
         long r = bpf_redirect_map(&kvs_tx_ports, f->tx_ifindex, XDP_PASS);
@@ -228,9 +432,6 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx) {
     return kvs_punt(ctx, KVS_R_PUNT_FIRST_FLIGHT);
 }
 
-extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
-extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
-extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 
 /* The general TCP option walk, verified once on its own (a global function, so the caller
  * sees only "some options were written" and its states do not multiply per layout), driven by

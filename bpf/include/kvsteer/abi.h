@@ -92,6 +92,9 @@ enum kvs_steer_mode {
 
 enum kvs_config_flags {
     KVS_CFG_SYN_TIMESTAMPS = 1u << 0, /* answer SYN timestamps in the SYN-ACK */
+    /* Steer every request of a kept-alive connection: XDP hands a request that starts at a
+     * quiescent point to the dataplane, which may move the connection to another backend. */
+    KVS_CFG_PER_REQUEST = 1u << 1,
 };
 
 struct kvs_config {
@@ -235,6 +238,15 @@ enum kvs_flow_state_bits {
     KVS_FLOW_FIN_IN = 1u << 0, /* FIN seen in this entry's direction */
     KVS_FLOW_RST = 1u << 1,    /* RST seen */
     KVS_FLOW_CLOSED = 1u << 2, /* close already counted in kvs_be_load.closes */
+    /* A request boundary is being bound again by the dataplane: XDP hands it every packet of
+     * the flow (both entries carry the bit) until the dataplane replaces the entries. */
+    KVS_FLOW_REBINDING = 1u << 3,
+};
+
+/* kvs_flow.resp (server->client entry): what XDP knows of the response being sent. */
+enum kvs_resp_bits {
+    KVS_RESP_CHUNKED = 1u << 0, /* its body is chunked: the last chunk ends it */
+    KVS_RESP_END = 1u << 1,     /* resp_end is where it ends (Content-Length, last chunk seen) */
 };
 
 struct kvs_flow {
@@ -263,6 +275,22 @@ struct kvs_flow {
     __u64 last_seen_ns;
     __u64 packets;
     __u64 bytes;
+    /* Request boundaries (per-request steering). XDP writes these on this entry's own direction
+     * (pre-rewrite sequence space) and reads the reverse entry's at a candidate boundary. */
+    __u32 next_seq; /* after the highest byte (or FIN) this direction sent */
+    __u32 last_ack; /* the acknowledgment this direction last carried */
+    __u32 resp_end; /* server->client: where the current response ends (with KVS_RESP_END) */
+    __u32 ts_last;  /* server->client: the last TSval sent to the client (post-rewrite) */
+    __u8 resp;      /* server->client: enum kvs_resp_bits */
+    /* client->server: the client's handshake (from the cookie), for the SYN of a new backend
+     * leg when a request moves the connection. */
+    __u8 client_wscale;
+    __u8 client_sack;
+    __u8 client_ts;
+    __u16 client_mss;
+    /* Requests started (client->server) / responses started (server->client), counted by XDP
+     * from the first one the dataplane flushed: equal when no response is owed. */
+    __u16 msgs;
 };
 
 /* ---- binding reports: dataplane -> kvsteerd --------------------------------------------- */
