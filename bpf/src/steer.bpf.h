@@ -190,10 +190,10 @@ static __always_inline int kvs_hdr_is(const __u8 *b, __u32 i, const char *name, 
 }
 
 struct kvs_head_scan {
-    const __u8 *b;  /* the loaded bytes (kvs_resp_scratch) */
-    __u32 n;        /* bytes loaded */
-    __u32 hdr_end;  /* offset after the blank line; 0 = not found yet */
-    __u64 clen;     /* Content-Length */
+    const __u8 *b; /* the loaded bytes (kvs_resp_scratch) */
+    __u32 n;       /* bytes loaded */
+    __u32 hdr_end; /* offset after the blank line; 0 = not found yet */
+    __u64 clen;    /* Content-Length */
     __u8 have_len;
     __u8 chunked;
 };
@@ -339,7 +339,7 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
             if (kvs_xdp_boundary(key, seq, bpf_ntohl(pkt->tcp->ack_seq))) return 1;
             f->msgs += 1; /* a request the backend answers in turn */
         } else if (f->dir == KVS_DIR_S2C && (f->resp & KVS_RESP_CHUNKED ||
-                                              ((const void *)(p + 1) <= data_end && p[0] == 'H'))) {
+                                             ((const void *)(p + 1) <= data_end && p[0] == 'H'))) {
             kvs_xdp_resp(ctx, off, len, seq, f);
         }
     }
@@ -431,7 +431,6 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx) {
         return kvs_verdict(KVS_R_DROP_PURE_ACK, XDP_DROP);
     return kvs_punt(ctx, KVS_R_PUNT_FIRST_FLIGHT);
 }
-
 
 /* The general TCP option walk, verified once on its own (a global function, so the caller
  * sees only "some options were written" and its states do not multiply per layout), driven by

@@ -168,6 +168,7 @@ json Daemon::tunables_json() const {
         {"steering-mode", steer_mode_name(cfg().steering_mode)},
         {"affinity-ttl", cfg().affinity_ttl_ms},
         {"max-held-bytes", cfg().max_held_bytes},
+        {"per-request", cfg().per_request ? "on" : "off"},
         // Read-only here (fixed at start): shown so `kvsteerctl status` tells the whole setup.
         {"table-algorithm", table_algorithm_name(cfg().table_algorithm)},
         {"affinity-min-hot", cfg().affinity_min_hot_ms},

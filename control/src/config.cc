@@ -92,6 +92,7 @@ po::options_description make_options() {
         ("replication", s(), dflt(fmt::format("replicas K of a hot prefix, 1..{}", KVS_MAX_REPLICAS), def.replication).c_str())
         ("hot-threshold", s(), dflt("requests/s on one prefix that make it hot", def.hot_threshold).c_str())
         ("steering-mode", s(), "prefix | round-robin | five-tuple (default prefix)")
+        ("per-request", s(), "steer every request of a kept-alive connection: on|off (default on)")
         ("table-algorithm", s(), "backend lookup table: rendezvous (fewer slots move when a backend changes, shares "
                                  "within +5%) | maglev (exact shares) (default rendezvous)")
         ("cookie-key", s(), "SYN-cookie SipHash key, 32 hex digits; same on every appliance (default: random)")
@@ -197,7 +198,7 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
     // prefix-length is checked against it.
     for (const char *k :
          {"max-held-bytes", "prefix-length", "block-size", "max-blocks", "load-factor",
-          "replication", "hot-threshold", "steering-mode", "affinity-ttl"}) {
+          "replication", "hot-threshold", "steering-mode", "affinity-ttl", "per-request"}) {
         if (auto v = opt_str(vm, k); v && !apply_tunable(c, k, *v, &err)) throw ConfigError{err};
     }
     if (auto a = opt_str(vm, "table-algorithm")) {
@@ -360,6 +361,12 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
     if (name == "replication") return set_u32(lim::kReplication, c.replication);
     if (name == "hot-threshold") return set_num(lim::kHotThreshold, c.hot_threshold);
     if (name == "affinity-ttl") return set_u32(lim::kAffinityTtlMs, c.affinity_ttl_ms);
+    if (name == "per-request") {
+        if (value == "on" || value == "true" || value == "1") return c.per_request = true, true;
+        if (value == "off" || value == "false" || value == "0") return !(c.per_request = false);
+        *err = fmt::format("per-request: must be on or off (got '{}')", value);
+        return false;
+    }
     if (name == "steering-mode") {
         auto m = parse_steer_mode(value);
         if (!m) {

@@ -82,7 +82,8 @@ void DaemonCore::write_config() {
     c->cookie_key[1][0] = cfg_.cookie_key_prev[0];
     c->cookie_key[1][1] = cfg_.cookie_key_prev[1];
     c->cookie_period_s = cfg_.cookie_period_s;
-    c->flags = cfg_.syn_timestamps ? static_cast<__u32>(KVS_CFG_SYN_TIMESTAMPS) : 0u;
+    c->flags = (cfg_.syn_timestamps ? static_cast<__u32>(KVS_CFG_SYN_TIMESTAMPS) : 0u) |
+               (cfg_.per_request ? static_cast<__u32>(KVS_CFG_PER_REQUEST) : 0u);
     c->syn_mss = cfg_.syn_mss;
     c->syn_wscale = cfg_.syn_wscale;
     c->syn_window = cfg_.syn_window;

@@ -50,7 +50,7 @@ const char *kTopUsage =
     "  tune [NAME [VALUE]]                 show or set prefix-length, block-size, max-blocks,\n"
     "                                      load-factor, replication, hot-threshold, "
     "steering-mode,\n"
-    "                                      affinity-ttl, max-held-bytes\n"
+    "                                      affinity-ttl, max-held-bytes, per-request (on|off)\n"
     "\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
 

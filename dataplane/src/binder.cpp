@@ -1,6 +1,7 @@
 #include "binder.h"
 
 #include <algorithm>
+#include <string_view>
 
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/proto.h"
@@ -21,6 +22,31 @@ Action act(Action::Kind k) {
     return a;
 }
 
+char lower(char c) {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+}
+
+// Whether the request head (bytes before the blank line) has a header line named `name`
+// (lower case, with its colon).
+bool head_has(std::span<const std::uint8_t> head, std::string_view name) {
+    for (std::size_t i = 2; i + name.size() <= head.size(); ++i) {
+        if (head[i - 2] != '\r' || head[i - 1] != '\n') continue;
+        std::size_t k = 0;
+        while (k < name.size() && lower(static_cast<char>(head[i + k])) == name[k]) ++k;
+        if (k == name.size()) return true;
+    }
+    return false;
+}
+
+// Whether the request line says HTTP/1.0.
+bool http10(std::span<const std::uint8_t> head) {
+    for (std::size_t i = 0; i + 1 < head.size(); ++i)
+        if (head[i] == '\r' && head[i + 1] == '\n')
+            return i >= 8 &&
+                   std::string_view(reinterpret_cast<const char *>(&head[i - 8]), 8) == "HTTP/1.0";
+    return false;
+}
+
 }  // namespace
 
 void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) {
@@ -38,6 +64,12 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     tuple_hash_ = h.tuple_hash;
     created_ = last_seg_ = now;
     deadline_ = now + env.cfg.client_idle;
+}
+
+void Binder::start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_t now) {
+    start(env, r.h, now);
+    rebind_ = true;
+    previous_ = r.backend;
 }
 
 FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool room,
@@ -131,13 +163,83 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
             env.inc(KVS_R_DP_KEY_FIVE_TUPLE);
             break;
     }
+    if (rebind_) {
+        decide_rebind(env, v, bytes, out);
+        return;
+    }
     phase_ = Phase::SynSent;
     ncand_ = 0;
     out.push(act(Action::Kind::Connect));
 }
 
+// A keyed request at a boundary of a bound connection: left on its backend when the protocol
+// ties it there or the choice is the same backend (the common case: no new connection), else
+// moved to a new backend leg.
+void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
+                           std::span<const std::uint8_t> bytes, Actions &out) {
+    // The previous request is complete: it leaves its backend's in-flight count (requests, not
+    // connections, are what the load bound weighs), and this one is counted where it goes.
+    count_close(env);
+    const auto head = bytes.first(v.status == LocateStatus::Ok
+                                      ? std::min<std::size_t>(v.body_offset, bytes.size())
+                                      : bytes.size());
+    if (v.status == LocateStatus::Ok && v.expect_continue) {
+        env.inc(KVS_R_DP_REQ_KEPT_EXPECT);
+        return resume(env, out);
+    }
+    if (head_has(head, "upgrade:")) {
+        env.inc(KVS_R_DP_REQ_KEPT_UPGRADE);
+        return resume(env, out);
+    }
+    if (http10(head)) {
+        env.inc(KVS_R_DP_REQ_KEPT_HTTP10);
+        return resume(env, out);
+    }
+    const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix, {}, env.scratch);
+    if (old_closing_) {
+        env.inc(KVS_R_DP_REQ_BACKEND_CLOSING);  // moves, to a new leg even on the same backend
+    } else if (ch.backend == previous_) {
+        env.inc(KVS_R_DP_REQ_SAME_BACKEND);
+        return resume(env, out);
+    }
+    if (ch.backend == KVS_BACKEND_NONE) {
+        env.inc(KVS_R_DP_NO_BACKEND);
+        reset_client(env, out);
+        return;
+    }
+    tried_[0] = ch.backend;
+    ncand_ = 1;
+    backend_ = ch.backend;
+    via_ = ch.via;
+    prechosen_ = true;
+    phase_ = Phase::SynSent;
+    out.push(act(Action::Kind::Connect));
+}
+
+void Binder::count_close(const BindEnv &env) {
+    if (counted_close_) return;
+    counted_close_ = true;
+    if (env.t.load && previous_ < KVS_MAX_BACKENDS)
+        __atomic_fetch_add(&env.t.load[previous_].closes, 1, __ATOMIC_RELAXED);
+}
+
+void Binder::resume(const BindEnv &env, Actions &out) {
+    if (counted_close_ && env.t.load && previous_ < KVS_MAX_BACKENDS)
+        __atomic_fetch_add(&env.t.load[previous_].binds, 1, __ATOMIC_RELAXED);
+    backend_ = previous_;
+    phase_ = Phase::Bound;
+    out.push(act(Action::Kind::Resume));
+}
+
 void Binder::connect(const BindEnv &env, std::uint64_t now, Actions &out) {
-    next_candidate(env, now, out);
+    if (!prechosen_) return next_candidate(env, now, out);
+    prechosen_ = false;  // rebinding: the candidate decide_rebind chose
+    syn_tries_ = 0;
+    syn(env, out);
+    deadline_ = now + env.cfg.syn_timeout;
+    Action a = act(Action::Kind::Arm);
+    a.when = deadline_;
+    out.push(a);
 }
 
 void Binder::no_port(const BindEnv &env, Actions &out) {
@@ -251,6 +353,13 @@ void Binder::installed(const BindEnv &env, bool ok, Actions &out) {
         return;
     }
     out.push(ack_to_backend(backend_isn_, both_ts_, backend_tsval_));
+    if (rebind_) {
+        // The request moved: the previous leg is reset in its window and no longer counted.
+        Action r = act(Action::Kind::RstOldLeg);
+        r.seq = ff_.isn() + 1;
+        out.push(r);
+        env.inc(KVS_R_DP_REQ_MOVED);
+    }
     phase_ = Phase::Bound;
     out.push(act(Action::Kind::Flush));
     out.push(act(Action::Kind::Report));
@@ -313,9 +422,15 @@ void Binder::arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) co
     out.push(a);
 }
 
-void Binder::abort(Actions &out) {
+void Binder::abort(const BindEnv &env, Actions &out) {
     if (phase_ == Phase::SynSent) {
         Action r = act(Action::Kind::RstToBackend);
+        r.seq = ff_.isn() + 1;
+        out.push(r);
+    }
+    if (rebind_) {  // the whole connection is over: its previous leg too
+        count_close(env);
+        Action r = act(Action::Kind::RstOldLeg);
         r.seq = ff_.isn() + 1;
         out.push(r);
     }
@@ -328,8 +443,20 @@ void Binder::evict(const BindEnv &env, Actions &out) {
     reset_client(env, out);
 }
 
-// Resets the client at the end of what it sent that we hold, and ends the flow.
+// Resets the client at the end of what it sent that we hold, and ends the flow. A request at a
+// boundary is left on its backend instead while that leg is open (nothing is lost: the
+// connection goes on as it would without per-request steering).
 void Binder::reset_client(const BindEnv &env, Actions &out) {
+    if (rebind_) {
+        if (!old_closing_) {
+            env.inc(KVS_R_DP_REQ_MOVE_FAILED);
+            return resume(env, out);
+        }
+        count_close(env);
+        Action o = act(Action::Kind::RstOldLeg);
+        o.seq = ff_.isn() + 1;
+        out.push(o);
+    }
     const std::uint32_t max_held =
         std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
     Action r = act(Action::Kind::RstToClient);

@@ -56,6 +56,15 @@ struct ClientHello {
     std::uint64_t tuple_hash = 0;  // the client 4-tuple's hash (the key when nothing better)
 };
 
+// A kept-alive connection at a request boundary (XDP marked it REBINDING): the bound flow it
+// continues. The client's ISN is the boundary's seq - 1 (known for sure); cookie_isn is the
+// client-space position of the next server byte - 1; ts_ours the TSval the client-facing clock
+// continues from.
+struct RebindHello {
+    ClientHello h;
+    std::uint16_t backend = KVS_BACKEND_NONE;  // the backend the connection is on
+};
+
 // A client segment as the binder needs it (the worker parsed it).
 struct ClientSeg {
     void *pkt = nullptr;  // the frame, held by the flight until it is flushed or released
@@ -87,6 +96,9 @@ struct Action {
         Report,        // a binding report for the daemon
         Arm,           // call timer() at `when`
         Release,       // the flow is over here: free its slot and its SNAT port
+        // Re-binding a kept-alive connection at a request boundary:
+        Resume,     // stay on the backend: flush the held request through the flow, unmark it
+        RstOldLeg,  // moved: reset the previous backend leg (seq), drop its entry
     };
     Kind kind;
     std::uint8_t ts = 0;
@@ -119,6 +131,13 @@ class Binder {
 
     // A new flow; its first segment goes to segment() next.
     void start(const BindEnv &env, const ClientHello &h, std::uint64_t now);
+    // A bound connection at a request boundary: the same machine holds and keys the request,
+    // then resumes on the backend (Resume) or moves it to a new backend leg (Connect...).
+    void start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_t now);
+    // The previous backend leg closed (FIN/RST) while the request was held: it moves.
+    void old_leg_closing() { old_closing_ = true; }
+    bool rebinding() const { return rebind_; }
+    std::uint16_t previous_backend() const { return previous_; }
 
     // A client segment with payload or FIN, while Holding or SynSent. `room`: the worker can
     // hold one more packet. Held: the flight keeps `c.pkt`; otherwise the worker frees it.
@@ -128,10 +147,10 @@ class Binder {
     void pure_ack(const ClientSeg &c);
     // A client segment that echoes another SYN-ACK than ours: a new connection on this 4-tuple.
     bool from_other_connection(const ClientSeg &c) const {
-        return c.has_ts && ts_ && c.tsecr != ts_ours_;
+        return !rebind_ && c.has_ts && ts_ && c.tsecr != ts_ours_;
     }
     // The client reset or left (its 4-tuple reused): abort the backend leg if one is open.
-    void abort(Actions &out);
+    void abort(const BindEnv &env, Actions &out);
     // Full: whether this flow is the slowloris shape (holding a head still incomplete after a
     // silent gap), and making room by resetting it.
     bool evictable(const BindEnv &env, std::uint64_t now) const {
@@ -183,6 +202,11 @@ class Binder {
     void syn(const BindEnv &env, Actions &out);
     void arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const;
     void reset_client(const BindEnv &env, Actions &out);
+    // Rebinding, keyed: resume on the backend or move (Connect to a chosen one).
+    void decide_rebind(const BindEnv &env, const RequestView &v,
+                       std::span<const std::uint8_t> bytes, Actions &out);
+    void resume(const BindEnv &env, Actions &out);
+    void count_close(const BindEnv &env);
     Action ack_to_backend(std::uint32_t backend_seq, bool ts, std::uint32_t tsecr) const;
 
     FirstFlight ff_;  // ff_.isn() is the client's ISN
@@ -191,9 +215,14 @@ class Binder {
     std::uint8_t wscale_ = KVS_WSCALE_NONE, sack_ = 0, backend_wscale_ = KVS_WSCALE_NONE;
     bool ts_ = false, both_ts_ = false;
     bool full_ = false;            // a segment found the flight full: bind on the next look
+    bool rebind_ = false;          // a request boundary of a bound connection
+    bool old_closing_ = false;     // rebinding: the previous backend leg is closing
+    bool prechosen_ = false;       // rebinding: the first candidate is already chosen
+    bool counted_close_ = false;   // rebinding: the previous request left its backend's load
     bool head_incomplete_ = true;  // the held bytes do not yet hold a whole request head
     KeyKind key_kind_ = KeyKind::FiveTuple;
     std::uint16_t mss_ = 0, window_ = 0, backend_ = KVS_BACKEND_NONE;
+    std::uint16_t previous_ = KVS_BACKEND_NONE;  // rebinding: the backend the connection was on
     std::uint32_t cookie_isn_ = 0, tsval_ = 0, ts_ours_ = 0, ts_delta_ = 0;
     std::uint32_t backend_isn_ = 0, backend_tsval_ = 0, prompt_bytes_ = 0;
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;

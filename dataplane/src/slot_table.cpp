@@ -85,6 +85,7 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     const bool bound = s.b.phase() == Binder::Phase::Bound;
     if (s.listed) list_del(idx);
     rte_hash_del_key(by_client_, &s.ckey);
+    if (s.old_port) by_port_[s.old_port - port_lo_] = -1;
     if (s.snat_port) {
         by_port_[s.snat_port - port_lo_] = -1;
         // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
@@ -116,6 +117,20 @@ bool SlotTable::alloc_port(std::uint32_t idx) {
         return true;
     }
     return false;
+}
+
+void SlotTable::attach_old_port(std::uint32_t idx, std::uint16_t port) {
+    if (port < port_lo_ || port > port_hi_ || by_port_[port - port_lo_] >= 0) return;
+    by_port_[port - port_lo_] = static_cast<std::int32_t>(idx);
+    slots_[idx].old_port = port;
+}
+
+void SlotTable::free_port(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (!s.snat_port) return;
+    by_port_[s.snat_port - port_lo_] = -1;
+    if (ports_) ports_->busy[s.snat_port].store(kPortFree, std::memory_order_release);
+    s.snat_port = 0;
 }
 
 // From now on the sweeper frees the port, when the flow's entries are gone.

@@ -32,6 +32,12 @@ struct Slot {
     kvs_flow_key bkey{};  // backend -> SNAT, as it arrives
     std::uint8_t client_mac[6]{};
     std::uint16_t snat_port = 0;
+    // Rebinding a kept-alive connection at a request boundary: its entries as they were, and the
+    // previous leg's SNAT port (also found by by_port while the request is held).
+    bool rebind = false;
+    std::uint16_t old_port = 0;
+    kvs_flow prev_c2s{}, prev_s2c{};
+    kvs_flow_key prev_skey{};
     // Bound: the flow pair, and (dpdk mode) how it is closing.
     kvs_flow c2s{}, s2c{};
     std::uint8_t closed = 0, fin_mask = 0;
@@ -75,6 +81,10 @@ class SlotTable {
         return port >= port_lo_ && port <= port_hi_ ? by_port_[port - port_lo_] : -1;
     }
     void mark_installed(std::uint16_t port);
+    // Rebinding: the previous leg's port finds the slot too (when it is in this table's range).
+    void attach_old_port(std::uint32_t idx, std::uint16_t port);
+    // Gives the slot's SNAT port back (a move that did not happen).
+    void free_port(std::uint32_t idx);
     std::uint16_t port_lo() const { return port_lo_; }
     std::uint16_t port_hi() const { return port_hi_; }
 

@@ -21,6 +21,7 @@
 #include "arp.h"
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/flowpair.h"
+#include "kvsteer/rewrite.h"
 #include "packet.h"
 #include "rewrite_glue.h"
 
@@ -246,6 +247,12 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         const auto idx = static_cast<std::uint32_t>(found);
         Slot &s = slots_[idx];
         if (s.b.phase() == Binder::Phase::Bound) {
+            if (rebinding_now(s)) {
+                // A new request boundary on a connection whose slot still lingers: the
+                // lingering copy is stale; the request is bound again from the flow's entries.
+                release(idx, false);
+                return on_client(m, pkt, now);
+            }
             if (!reused_by_new_connection(s, pkt)) return forward(s, m, pkt, true, now);
             // The client has opened a new connection on the same 4-tuple: the old one is over.
             inc(KVS_R_FLOW_REUSED);
@@ -261,7 +268,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
             // 4-tuple (the client reused its port), and the one being bound is over.
             inc(rst ? KVS_R_FLOW_RST : KVS_R_FLOW_REUSED);
             Actions out;
-            s.b.abort(out);
+            s.b.abort(env(), out);
             execute(idx, out, now);
             if (rst) {
                 rte_pktmbuf_free(m);
@@ -352,20 +359,87 @@ void Worker::answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt) {
 // Every segment a client sends before its flow exists acks our cookie + 1: checked with the
 // shared codec; a bad one is dropped here (counted, `m` freed) and false returned.
 bool Worker::check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co) {
-    const kvs_config &c = *t_.config;
-    kvs_cookie_tuple tup{};
-    kvs_cookie_tuple_of(&pkt, &tup);
-    if (kvs_cookie_check(&c.cookie_key[0][0], &tup, kvs_ntohl(pkt.tcp->ack_seq) - 1,
-                         kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), co))
-        return true;
+    if (cookie_valid(pkt, co)) return true;
     inc(KVS_R_DROP_BAD_COOKIE);
     rte_pktmbuf_free(m);
     return false;
 }
 
+bool Worker::cookie_valid(const kvs_pkt &pkt, kvs_cookie_opts *co) const {
+    const kvs_config &c = *t_.config;
+    kvs_cookie_tuple tup{};
+    kvs_cookie_tuple_of(&pkt, &tup);
+    return kvs_cookie_check(&c.cookie_key[0][0], &tup, kvs_ntohl(pkt.tcp->ack_seq) - 1,
+                            kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), co);
+}
+
+// xdp mode: whether XDP marked the slot's flow REBINDING (a request boundary).
+bool Worker::rebinding_now(const Slot &s) const {
+    if (owns_bound_flows() || t_.flows_fd < 0) return false;
+    kvs_flow f{};
+    return bpf_map_lookup_elem(t_.flows_fd, &s.ckey, &f) == 0 && (f.state & KVS_FLOW_REBINDING);
+}
+
+// A client segment at a request boundary of a bound connection (XDP marked both entries
+// REBINDING and handed it over): hold the request and bind it again, from the flow's entries.
+// False when the segment is no such thing (the caller treats it as a first flight).
+bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+    if (t_.flows_fd < 0) return false;
+    kvs_flow_key key, skey;
+    fill_key4(&key, pkt);
+    kvs_flow c2s{}, s2c{};
+    if (bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) != 0 || c2s.dir != KVS_DIR_C2S ||
+        !(c2s.state & KVS_FLOW_REBINDING))
+        return false;
+    kvs_flow_reverse_key(&key, &c2s, &skey);
+    if (bpf_map_lookup_elem(t_.flows_fd, &skey, &s2c) != 0) {
+        inc(KVS_R_DP_REQ_NO_FLOW);  // half a flow: nothing to continue
+        bpf_map_delete_elem(t_.flows_fd, &key);
+        rte_pktmbuf_free(m);
+        return true;
+    }
+    if ((slots_.full() && !reclaim_lingering()) || held_mbufs_ >= max_held_mbufs_) {
+        inc(KVS_R_DP_HOLD_FULL);  // the client retransmits; the flow stays marked
+        rte_pktmbuf_free(m);
+        return true;
+    }
+    const std::int32_t taken = slots_.take(key);
+    if (taken < 0) {
+        inc(KVS_R_DP_HOLD_FULL);
+        rte_pktmbuf_free(m);
+        return true;
+    }
+    const auto idx = static_cast<std::uint32_t>(taken);
+    Slot &s = slots_[idx];
+    std::memcpy(s.client_mac, pkt.eth->src, 6);
+    s.rebind = true;
+    s.prev_c2s = c2s;
+    s.prev_s2c = s2c;
+    s.prev_skey = skey;
+    slots_.attach_old_port(idx, kvs_ntohs(c2s.new_sport));
+    RebindHello r;
+    r.h.isn = c2s.next_seq - 1;  // XDP checked the boundary is the next client byte
+    r.h.isn_known = true;
+    r.h.cookie_isn = s2c.next_seq + s2c.seq_delta - 1;
+    r.h.mss = c2s.client_mss;
+    r.h.wscale = c2s.client_wscale;
+    r.h.sack = c2s.client_sack;
+    r.h.ts = c2s.client_ts;
+    r.h.ts_ours = s2c.ts_last + 1;  // the client-facing timestamps go on from there
+    r.h.tsval = pkt.opts.tsval;
+    r.h.window = kvs_ntohs(pkt.tcp->window);
+    r.h.tuple_hash = hash_five_tuple(hash_params(*t_.config), key);
+    r.backend = c2s.backend_id;
+    s.b.start_rebind(env(), r, now);
+    client_segment(idx, m, pkt, now);
+    return true;
+}
+
 void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
+    // XDP hands over a request boundary of a bound connection too (no cookie there).
+    if (!cookie_valid(pkt, &co) && rebind_flow(m, pkt, now)) return;
     if (!check_cookie(m, pkt, &co)) return;
     if (p_.opts.max_held_per_source &&
         slots_.held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
@@ -519,6 +593,26 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
             case Action::Kind::Release:
                 release(idx, true);
                 break;
+            case Action::Kind::Resume:
+                resume(idx, now);
+                break;
+            case Action::Kind::RstOldLeg: {
+                const kvs_flow &o = s.prev_c2s;
+                TcpSpec sp{};
+                sp.smac = o.new_smac;
+                sp.dmac = o.new_dmac;
+                sp.saddr = o.new_saddr[0];
+                sp.daddr = o.new_daddr[0];
+                sp.sport = o.new_sport;
+                sp.dport = o.new_dport;
+                sp.seq = a.seq;
+                sp.flags = KVS_TCP_RST;
+                send(build_tcp4(p_.pool, sp));
+                bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
+                // Moved, the client entry was replaced; otherwise the connection is over.
+                if (s.b.phase() != Binder::Phase::Bound) bpf_map_delete_elem(t_.flows_fd, &s.ckey);
+                break;
+            }
         }
     }
 }
@@ -571,6 +665,16 @@ void Worker::install(std::uint32_t idx, std::uint64_t now) {
     fp.now_ns = mono_ns();
     kvs_flow_key k_c2s, k_s2c;
     kvs_flowpair_build(&fp, &k_c2s, &s.c2s, &k_s2c, &s.s2c);
+    // Where XDP's request tracking starts: after the held bytes (flushed from here, not through
+    // XDP), one request owed its response; and the client's handshake for a later move.
+    s.c2s.next_seq = s.b.isn() + 1 + s.b.flight().contiguous();
+    s.c2s.msgs = 1;
+    s.c2s.client_mss = s.b.client_mss();
+    s.c2s.client_wscale = s.b.client_wscale();
+    s.c2s.client_sack = s.b.client_sack();
+    s.c2s.client_ts = s.b.client_ts();
+    s.s2c.next_seq = s.b.backend_isn() + 1;
+    s.s2c.last_ack = s.b.isn() + 1;
     bool ok = true;
     if (t_.flows_fd >= 0) {
         ok = install_pair(k_c2s, s.c2s, k_s2c, s.s2c);
@@ -593,6 +697,29 @@ bool Worker::install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs
     if (count >= 1) bpf_map_delete_elem(t_.flows_fd, &keys[0]);
     if (count >= 2) bpf_map_delete_elem(t_.flows_fd, &keys[1]);
     return false;
+}
+
+// A request at a boundary stays on its backend: flushed through the flow's entries as they
+// were, which then lose their REBINDING mark (whole values written back; XDP left them alone
+// while marked) and track from the end of the flushed bytes.
+void Worker::resume(std::uint32_t idx, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    slots_.free_port(idx);  // a move that was started and given up
+    const std::uint32_t next = s.b.isn() + 1 + s.b.flight().contiguous();
+    s.c2s = s.prev_c2s;
+    s.s2c = s.prev_s2c;
+    s.bkey = s.prev_skey;
+    s.c2s.state = static_cast<std::uint8_t>(s.c2s.state & ~KVS_FLOW_REBINDING);
+    s.s2c.state = static_cast<std::uint8_t>(s.s2c.state & ~KVS_FLOW_REBINDING);
+    s.c2s.next_seq = next;
+    s.c2s.msgs = static_cast<std::uint16_t>(s.c2s.msgs + 1);
+    slots_.bound(idx);
+    s.last_seen = now;
+    s.linger_until = now + linger_ticks_;
+    flush_held(s);
+    if (bpf_map_update_elem(t_.flows_fd, &s.prev_skey, &s.s2c, BPF_EXIST) != 0 ||
+        bpf_map_update_elem(t_.flows_fd, &s.ckey, &s.c2s, BPF_EXIST) != 0)
+        inc(KVS_R_DP_REQ_NO_FLOW);  // expired meanwhile: the client's next segment finds none
 }
 
 // Sends what the flight held through the new flow, in sequence order.
@@ -660,6 +787,16 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     }
     const auto idx = static_cast<std::uint32_t>(found);
     Slot &s = slots_[idx];
+    if (s.rebind && s.b.binding() && kvs_ntohs(pkt.tcp->dest) == s.old_port &&
+        pkt.ip4->saddr == s.prev_skey.saddr[0] && pkt.tcp->source == s.prev_skey.sport) {
+        // The previous leg while its connection's next request is held: a FIN or RST (the
+        // backend closing an idle connection as the request crossed it) makes the request move
+        // to a new leg; nothing of it reaches the client, whose connection goes on.
+        if (pkt.tcp->flags & (KVS_TCP_FIN | KVS_TCP_RST)) s.b.old_leg_closing();
+        inc(KVS_R_PUNT_BACKEND_OTHER);
+        rte_pktmbuf_free(m);
+        return;
+    }
     const bool from_backend = pkt.ip4->saddr == s.bkey.saddr[0] && pkt.tcp->source == s.bkey.sport;
     if (!from_backend) {  // a late answer from a backend this flow already gave up on
         inc(KVS_R_PUNT_BACKEND_OTHER);

@@ -74,6 +74,10 @@ class Worker {
     void answer_syn(rte_mbuf *m, kvs_pkt &pkt);
     void answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt);
     bool check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co);
+    bool cookie_valid(const kvs_pkt &pkt, kvs_cookie_opts *co) const;
+    bool rebinding_now(const Slot &s) const;
+    bool rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
+    void resume(std::uint32_t idx, std::uint64_t now);
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
     void client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);

@@ -314,12 +314,12 @@ TEST_F(BinderTest, ClientResetWhileSynSentAbortsTheBackendLeg) {
     start();
     bind_whole_request(0);
     Actions out;
-    b_.abort(out);
+    b_.abort(env(), out);
     ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstToBackend, Kind::Release}));
     EXPECT_EQ(out[0].seq, kIsn + 1);
     Binder holding;
     Actions out2;
-    holding.abort(out2);
+    holding.abort(env(), out2);
     EXPECT_EQ(kinds(out2), std::vector<Kind>{Kind::Release}) << "no backend leg yet";
 }
 

@@ -216,6 +216,38 @@ timewait)
     (( ${other:-0} == 0 )) || dpe_fail "$other challenge ACKs: the backend refused SYNs on 4-tuples in TIME_WAIT"
     dpe_log "24 flows over 8 SNAT ports: ok; backend TIME_WAIT entries $tw, challenge ACKs answered ${other:-0}"
     ;;
+keepalive)
+    # Kept-alive connections, as SDKs keep them: every request is steered, not only the first.
+    # Each prefix's requests on one connection reach the backend a fresh connection reaches
+    # (the policy's choice), the connection moves between backends, and every body (streams
+    # too) arrives intact; with per-request steering off they all stay on the first backend.
+    dpe_up kvdpk 4
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --prefixes 8 --rounds 2) || dpe_fail "kept-alive requests: $out"
+    dpe_log "plain, 8 prefixes x 2 rounds on one connection: $out"
+    mm=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["mismatches"], d["backends_on_one_connection"])' "$out")
+    read -r mism nbe <<<"$mm"
+    (( mism == 0 )) || dpe_fail "$mism kept-alive requests missed the backend the policy chose: $out"
+    (( nbe >= 2 )) || dpe_fail "one connection stayed on $nbe backend: nothing was re-steered: $out"
+    moved=$(dpe_counter dp_request_moved) same=$(dpe_counter dp_request_same_backend)
+    (( ${moved:-0} >= 1 && ${same:-0} + ${moved:-0} == 15 )) \
+        || dpe_fail "boundaries: moved ${moved:-0}, same backend ${same:-0} (15 expected in all)"
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --prefixes 6 --rounds 2 --stream) || dpe_fail "kept-alive streams: $out"
+    dpe_log "streamed, 6 prefixes x 2 rounds on one connection: $out"
+    (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["mismatches"])' "$out") == 0 )) \
+        || dpe_fail "kept-alive streams missed the policy's backend: $out"
+    # Off: the connection stays where its first request went.
+    "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
+        --snat-ports "${DPE_SNAT_PORTS:-10000-39999}" --app-mac "$KVS_APP_MAC" --per-request false \
+        $(for ((i = 1; i <= 4; i++)); do echo --backend "${KVS_BE_IP[$i]}:8000,${KVS_BE_MAC[$i]}"; done) >/dev/null \
+        || dpe_fail "refilling maps"
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --prefixes 8 --rounds 1) || dpe_fail "kept-alive, steering off: $out"
+    (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["backends_on_one_connection"])' "$out") == 1 )) \
+        || dpe_fail "per-request steering off, yet one connection reached several backends: $out"
+    dpe_log "per-request steering off: one backend per connection: $out"
+    ;;
 portreuse)
     # A client reopens connections from the same port as soon as the previous one closed (the
     # server closed first, so the client holds no TIME_WAIT), well inside the closed-flow

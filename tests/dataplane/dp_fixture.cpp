@@ -52,6 +52,7 @@ int main(int argc, char **argv) {
     std::vector<std::string> backends;
     std::uint32_t prefix_len = 256, block_size = 512, max_blocks = 4, max_held = 14600, be_id = 0;
     bool timestamps = true;
+    bool per_request = true;
     po::options_description d(
         "kvsteer-dp-fixture COMMAND --bpffs DIR [options]\n"
         "Commands: fill (create/overwrite config, backends, Maglev), flows (count kvs_flows\n"
@@ -70,6 +71,8 @@ int main(int argc, char **argv) {
         "max-blocks", po::value(&max_blocks)->default_value(max_blocks), "chained blocks hashed")(
         "max-held", po::value(&max_held)->default_value(max_held), "max_held_bytes")(
         "timestamps", po::value(&timestamps)->default_value(timestamps), "answer SYN timestamps")(
+        "per-request", po::value(&per_request)->default_value(per_request),
+        "steer every request of a kept-alive connection")(
         "id", po::value(&be_id), "backend id (set-state)")("state", po::value(&set_state),
                                                            "up|down|drain (set-state)");
     po::positional_options_description pos;
@@ -112,7 +115,8 @@ int main(int argc, char **argv) {
         c.cookie_key[0][0] = 0x0123456789abcdefULL;
         c.cookie_key[0][1] = 0xfedcba9876543210ULL;
         c.cookie_period_s = 64;
-        c.flags = timestamps ? KVS_CFG_SYN_TIMESTAMPS : 0;
+        c.flags =
+            (timestamps ? KVS_CFG_SYN_TIMESTAMPS : 0) | (per_request ? KVS_CFG_PER_REQUEST : 0);
         c.syn_mss = 1460;
         c.syn_wscale = 7;
         c.syn_window = 64240;

@@ -71,16 +71,16 @@
     X(DP_HOLD_SOURCE_CAP, "dp_hold_source_cap")                 \
     X(DP_HOLD_EVICTED, "dp_hold_evicted_incomplete_head")       \
     X(DP_RST_FIN_INCOMPLETE_HEAD, "dp_rst_fin_incomplete_head") \
-    X(DP_CHALLENGE_ACK, "dp_backend_challenge_ack")                     \
-    X(PUNT_REQUEST_BOUNDARY, "punt_request_boundary")                   \
-    X(PUNT_REBINDING, "punt_rebinding")                                 \
-    X(DP_REQ_SAME_BACKEND, "dp_request_same_backend")                   \
-    X(DP_REQ_MOVED, "dp_request_moved")                                 \
-    X(DP_REQ_KEPT_EXPECT, "dp_request_kept_expect_continue")            \
-    X(DP_REQ_KEPT_UPGRADE, "dp_request_kept_upgrade")                   \
-    X(DP_REQ_KEPT_HTTP10, "dp_request_kept_http10")                     \
-    X(DP_REQ_MOVE_FAILED, "dp_request_move_failed")                     \
-    X(DP_REQ_BACKEND_CLOSING, "dp_request_backend_closing")             \
+    X(DP_CHALLENGE_ACK, "dp_backend_challenge_ack")             \
+    X(PUNT_REQUEST_BOUNDARY, "punt_request_boundary")           \
+    X(PUNT_REBINDING, "punt_rebinding")                         \
+    X(DP_REQ_SAME_BACKEND, "dp_request_same_backend")           \
+    X(DP_REQ_MOVED, "dp_request_moved")                         \
+    X(DP_REQ_KEPT_EXPECT, "dp_request_kept_expect_continue")    \
+    X(DP_REQ_KEPT_UPGRADE, "dp_request_kept_upgrade")           \
+    X(DP_REQ_KEPT_HTTP10, "dp_request_kept_http10")             \
+    X(DP_REQ_MOVE_FAILED, "dp_request_move_failed")             \
+    X(DP_REQ_BACKEND_CLOSING, "dp_request_backend_closing")     \
     X(DP_REQ_NO_FLOW, "dp_request_flow_gone")
 
 enum kvs_reason {

@@ -61,6 +61,8 @@ struct DaemonConfig {
     std::uint8_t syn_wscale = 7;
     std::uint16_t syn_window = 65535;
     bool syn_timestamps = true;
+    // Steer every request of a kept-alive connection, not only its first (live: tune).
+    bool per_request = true;
 
     std::uint32_t health_interval_ms = 1000;  // 0 disables active checks
     std::uint32_t health_timeout_ms = 500;
@@ -133,7 +135,7 @@ inline constexpr UintRange kMaxHeldBytes{KVS_DEFAULT_PREFIX_LEN, 1u << 20};
 // The names apply_tunable accepts, for error and help texts.
 inline constexpr const char *kTunableNames =
     "prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold, "
-    "steering-mode, affinity-ttl, max-held-bytes";
+    "steering-mode, affinity-ttl, max-held-bytes, per-request";
 
 // S as a decimal or 0x-hex integer in R. A sign is never accepted (no "-1" wrapping to a huge
 // value). nullopt + err "KEY: must be an integer in LO..HI (got 'S')" otherwise.
