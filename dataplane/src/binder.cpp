@@ -200,7 +200,10 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
         env.inc(KVS_R_DP_REQ_BACKEND_CLOSING);  // moves, to a new leg even on the same backend
     } else if (ch.backend == previous_) {
         env.inc(KVS_R_DP_REQ_SAME_BACKEND);
-        return resume(env, out);
+        via_ = ch.via;
+        resume(env, out);
+        out.push(act(Action::Kind::Report));  // the daemon learns from every request's binding
+        return;
     }
     if (ch.backend == KVS_BACKEND_NONE) {
         env.inc(KVS_R_DP_NO_BACKEND);

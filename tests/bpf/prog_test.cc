@@ -724,4 +724,140 @@ TEST_F(BpfProg, TruncatedAndMalformedCounted) {
     expect_verdict(b, XDP_DROP_, KVS_R_DROP_MALFORMED);
 }
 
+// ---- request boundaries (per-request steering) --------------------------------------------
+
+class BpfBoundary : public BpfProg {
+   protected:
+    static constexpr std::uint32_t kReqEnd = 5000;  // the first request's bytes end here
+    static constexpr std::uint32_t kBisn = 0x7000aaaa, kCookie = 0x80001234;
+
+    void SetUp() override {
+        BpfProg::SetUp();
+        if (IsSkipped()) return;
+        cfg_.flags |= KVS_CFG_PER_REQUEST;
+        h_->set_config(cfg_);
+        install_pair(&kc, &fc, &ks, &fs);
+        // As the dataplane installs it: the first request flushed, its response owed.
+        fc.next_seq = kReqEnd;
+        fc.msgs = 1;
+        fs.next_seq = kBisn + 1;
+        fs.last_ack = kReqEnd;
+        h_->put_flow(kc, fc);
+        h_->put_flow(ks, fs);
+    }
+    // The backend's response segment at `off` bytes into its stream.
+    Bytes response(std::uint32_t off, const std::string &payload) {
+        TcpSpec b = backend_spec();
+        b.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+        b.seq = kBisn + 1 + off;
+        b.ack = kReqEnd;
+        b.payload.assign(payload.begin(), payload.end());
+        return build_tcp(b);
+    }
+    // The client's next request, having acknowledged `acked` response bytes.
+    Bytes next_request(std::uint32_t acked) {
+        TcpSpec c = client_spec();
+        c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+        c.seq = kReqEnd;
+        c.ack = kCookie + 1 + acked;
+        const std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n";
+        c.payload.assign(req.begin(), req.end());
+        return build_tcp(c);
+    }
+    std::uint8_t state(const kvs_flow_key &k) {
+        kvs_flow f{};
+        EXPECT_TRUE(h_->get_flow(k, &f));
+        return f.state;
+    }
+    kvs_flow_key kc{}, ks{};
+    kvs_flow fc{}, fs{};
+};
+
+TEST_F(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
+    const std::string resp =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: "
+        "5\r\n\r\nhello";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.resp, KVS_RESP_END);
+    EXPECT_EQ(b.resp_end, kBisn + 1 + resp.size()) << "the head and its 5 body bytes";
+    EXPECT_EQ(b.next_seq, b.resp_end);
+    EXPECT_EQ(b.msgs, 1);
+    EXPECT_EQ(b.ts_last, 0u) << "no timestamps on this segment";
+    // No AF_XDP socket in test-run: the hand-over shows as PUNT_NO_XSK.
+    expect_verdict(next_request(static_cast<std::uint32_t>(resp.size())), XDP_DROP_,
+                   KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+    EXPECT_EQ(state(ks), KVS_FLOW_REBINDING);
+    // Marked: every packet of the flow goes to the dataplane, both ways.
+    expect_verdict(response(static_cast<std::uint32_t>(resp.size()), "x"), XDP_DROP_,
+                   KVS_R_PUNT_NO_XSK);
+}
+
+TEST_F(BpfBoundary, ChunkedResponseEndsWithItsLastChunk) {
+    const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    const std::string last = "0\r\n\r\n";
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::uint32_t n1 = static_cast<std::uint32_t>(head.size());
+    // Before the last chunk the client's next request is not a boundary (a pipelined one).
+    expect_verdict(next_request(n1), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), 0);
+    // Another connection's worth of state: the request above counted as started, so reset it.
+    fc.next_seq = kReqEnd;
+    fc.msgs = 1;
+    h_->put_flow(kc, fc);
+    expect_verdict(response(n1, last), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.resp, KVS_RESP_CHUNKED | KVS_RESP_END);
+    EXPECT_EQ(b.resp_end, kBisn + 1 + n1 + last.size());
+    expect_verdict(next_request(n1 + static_cast<std::uint32_t>(last.size())), XDP_DROP_,
+                   KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
+TEST_F(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";  // 5 of 10
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
+    // The response is not complete: the request stays on the connection's backend.
+    expect_verdict(next_request(n), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), 0);
+    EXPECT_EQ(state(ks), 0);
+}
+
+TEST_F(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
+    // The client has not acknowledged the whole response.
+    expect_verdict(next_request(n - 1), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), 0);
+    // Complete and acknowledged, but per-request steering is off.
+    fc.next_seq = kReqEnd;
+    fc.msgs = 1;
+    h_->put_flow(kc, fc);
+    cfg_.flags &= ~KVS_CFG_PER_REQUEST;
+    h_->set_config(cfg_);
+    expect_verdict(next_request(n), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), 0);
+}
+
+TEST_F(BpfBoundary, ClosingConnectionIsNoBoundary) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
+    // The backend closes its side (an idle close): the next request is not re-bound here; it
+    // reaches the closing backend, whose answer (a reset) the client sees at once.
+    TcpSpec fin = backend_spec();
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    fin.seq = kBisn + 1 + n;
+    fin.ack = kReqEnd;
+    RunResult r = h_->run(build_tcp(fin));
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    expect_verdict(next_request(n + 1), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc) & KVS_FLOW_REBINDING, 0);
+}
+
 }  // namespace

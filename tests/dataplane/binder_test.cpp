@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -400,6 +402,153 @@ TEST_F(BinderTest, AnotherTimestampEchoIsAnotherConnection) {
     EXPECT_TRUE(b_.from_other_connection(c));
     c.has_ts = false;
     EXPECT_FALSE(b_.from_other_connection(c)) << "no timestamps: cannot tell";
+}
+
+// ---- per-request steering: a request boundary of a bound connection --------------------------
+
+class RebindTest : public BinderTest {
+   protected:
+    // Where a fresh connection with kReq goes: the policy's choice.
+    std::uint16_t fresh_choice() {
+        Binder fresh;
+        ClientHello h;
+        h.isn = kIsn;
+        h.isn_known = true;
+        fresh.start(env(), h, 0);
+        Actions out, syn;
+        ClientSeg c;
+        c.data = reinterpret_cast<const std::uint8_t *>(kReq.data());
+        c.seq = kIsn + 1;
+        c.len = static_cast<std::uint16_t>(kReq.size());
+        fresh.segment(env(), c, true, 0, out);
+        fresh.connect(env(), 0, syn);
+        std::fill(std::begin(stats_), std::end(stats_), 0);
+        return fresh.backend();
+    }
+    void start_rebind(std::uint16_t on) {
+        RebindHello r;
+        r.h.isn = kIsn;
+        r.h.isn_known = true;
+        r.h.cookie_isn = kCookie;
+        r.h.mss = 1460;
+        r.h.wscale = 7;
+        r.h.ts = 1;
+        r.h.ts_ours = kTsOurs;
+        r.h.tsval = kTsClient;
+        r.h.tuple_hash = 0x1234;
+        r.backend = on;
+        b_.start_rebind(env(), r, 0);
+    }
+    Actions request(const std::string &req) {
+        Actions out;
+        EXPECT_EQ(seg(req, 0, static_cast<std::uint32_t>(req.size()), 1, out),
+                  FirstFlight::Add::Held);
+        return out;
+    }
+};
+
+TEST_F(RebindTest, SameChoiceStaysOnTheConnectionsBackend) {
+    const std::uint16_t b0 = fresh_choice();
+    start_rebind(b0);
+    const Actions out = request(kReq);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::Resume, Kind::Report})) << "no new connection";
+    EXPECT_EQ(b_.phase(), Phase::Bound);
+    EXPECT_EQ(b_.backend(), b0);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_SAME_BACKEND), 1u);
+    // The previous request left the in-flight count and this one joined it: same backend.
+    EXPECT_EQ(load_[b0].closes, 1u);
+    EXPECT_EQ(load_[b0].binds, 1u);
+}
+
+TEST_F(RebindTest, OtherChoiceMovesToANewLegAndResetsTheOldOne) {
+    const std::uint16_t b0 = fresh_choice();
+    const std::uint16_t was = static_cast<std::uint16_t>((b0 + 1) % 4);
+    start_rebind(was);
+    ASSERT_EQ(kinds(request(kReq)), std::vector<Kind>{Kind::Connect});
+    Actions syn;
+    b_.connect(env(), 1, syn);
+    ASSERT_EQ(kinds(syn), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+    EXPECT_EQ(b_.backend(), b0) << "the policy's choice for this request";
+    EXPECT_EQ(syn[0].seq, kIsn) << "the new leg keeps the client's sequence space";
+    Actions inst, done;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 2, inst);
+    ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+    b_.installed(env(), true, done);
+    ASSERT_EQ(kinds(done),
+              (std::vector<Kind>{Kind::AckToBackend, Kind::RstOldLeg, Kind::Flush, Kind::Report}));
+    EXPECT_EQ(done[1].seq, kIsn + 1) << "the old leg's next expected byte: in its window";
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
+    EXPECT_EQ(load_[was].closes, 1u);
+    EXPECT_EQ(load_[was].binds, 0u);
+    EXPECT_EQ(load_[b0].binds, 1u);
+}
+
+TEST_F(RebindTest, ProtocolTiesTheRequestToItsBackend) {
+    const std::uint16_t b0 = fresh_choice();
+    const std::uint16_t was = static_cast<std::uint16_t>((b0 + 1) % 4);
+    const std::string expect =
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: "
+        "500\r\n\r\n";
+    const std::string upgrade =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    const std::string http10 = "GET /v1/models HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    const struct {
+        const std::string &req;
+        unsigned reason;
+    } cases[] = {{expect, KVS_R_DP_REQ_KEPT_EXPECT},
+                 {upgrade, KVS_R_DP_REQ_KEPT_UPGRADE},
+                 {http10, KVS_R_DP_REQ_KEPT_HTTP10}};
+    for (const auto &c : cases) {
+        b_ = Binder{};
+        start_rebind(was);
+        EXPECT_EQ(kinds(request(c.req)), std::vector<Kind>{Kind::Resume}) << c.req;
+        EXPECT_EQ(stat(c.reason), 1u) << c.req;
+        EXPECT_EQ(b_.backend(), was);
+    }
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 0u);
+}
+
+TEST_F(RebindTest, FailedMoveResumesOnTheOldLeg) {
+    cfg_.max_candidates = 1;
+    const std::uint16_t b0 = fresh_choice();
+    const std::uint16_t was = static_cast<std::uint16_t>((b0 + 1) % 4);
+    start_rebind(was);
+    ASSERT_EQ(kinds(request(kReq)), std::vector<Kind>{Kind::Connect});
+    Actions syn, out;
+    b_.connect(env(), 1, syn);
+    b_.backend_segment(env(), from_backend(KVS_TCP_RST | KVS_TCP_ACK, kIsn + 1), 2, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Resume}) << "the request is not lost";
+    EXPECT_EQ(b_.backend(), was);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVE_FAILED), 1u);
+    EXPECT_EQ(load_[was].closes, 1u);
+    EXPECT_EQ(load_[was].binds, 1u) << "back on its backend: counted there again";
+}
+
+TEST_F(RebindTest, OldLegClosingMovesEvenToTheSameBackend) {
+    const std::uint16_t b0 = fresh_choice();
+    start_rebind(b0);
+    b_.old_leg_closing();  // the backend's idle-close FIN crossed the request
+    ASSERT_EQ(kinds(request(kReq)), std::vector<Kind>{Kind::Connect});
+    EXPECT_EQ(stat(KVS_R_DP_REQ_BACKEND_CLOSING), 1u);
+    Actions syn;
+    b_.connect(env(), 1, syn);
+    ASSERT_EQ(kinds(syn), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+    EXPECT_EQ(b_.backend(), b0) << "a new leg to the chosen backend";
+}
+
+TEST_F(RebindTest, ClientResetEndsTheWholeConnection) {
+    start_rebind(2);
+    ClientSeg partial;
+    partial.data = reinterpret_cast<const std::uint8_t *>(kPartialHead.data());
+    partial.seq = kIsn + 1;
+    partial.len = 10;
+    partial.has_ts = true;
+    partial.tsecr = kTsOurs + 12345;  // an old echo: never "another connection" here
+    EXPECT_FALSE(b_.from_other_connection(partial));
+    Actions out;
+    b_.abort(env(), out);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstOldLeg, Kind::Release}));
+    EXPECT_EQ(load_[2].closes, 1u) << "the connection left its backend";
 }
 
 }  // namespace

@@ -248,6 +248,23 @@ keepalive)
         || dpe_fail "per-request steering off, yet one connection reached several backends: $out"
     dpe_log "per-request steering off: one backend per connection: $out"
     ;;
+keepalive_idle)
+    # The idle-close race: the backends close kept-alive connections idle 300 ms (uvicorn's
+    # timeout_keep_alive, 5 s in vLLM), and the client's next request comes 0.2-0.4 s later, so
+    # some cross the backend's FIN. Each must end cleanly: served (re-bound), or a close the
+    # client sees at once and retries; never a hang.
+    DPE_EMU_ARGS="--keep-alive-timeout-ms 300" dpe_up kvdpi 4
+    for pause in 0.2 0.28 0.3 0.32 0.4; do
+        out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
+            --port "$KVS_VIP_PORT" --prefixes 4 --rounds 2 --pause "$pause" --retry --timeout 5) \
+            || dpe_fail "kept-alive requests across idle closes (pause $pause s): $out"
+        dpe_log "pause $pause s: $out"
+        (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["hangs"])' "$out") == 0 )) \
+            || dpe_fail "a request hung across the backend's idle close: $out"
+    done
+    dpe_log "idle-close race: every request served or cleanly closed (moved on a closing leg:" \
+        "$(dpe_counter dp_request_backend_closing))"
+    ;;
 portreuse)
     # A client reopens connections from the same port as soon as the previous one closed (the
     # server closed first, so the client holds no TIME_WAIT), well inside the closed-flow

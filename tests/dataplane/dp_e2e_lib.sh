@@ -78,7 +78,7 @@ dpe_start_kvsteerd() {
 dpe_start_backend() {
     local i=$1
     ip netns exec "${KVS_BE_NS[$i]}" "$DPE_BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
-        --time-scale "${DPE_TIME_SCALE:-1000}" >"$DPE_DIR/be$i.log" 2>&1 &
+        --time-scale "${DPE_TIME_SCALE:-1000}" ${DPE_EMU_ARGS:-} >"$DPE_DIR/be$i.log" 2>&1 &
     DPE_BE_PIDS[$i]=$!
 }
 

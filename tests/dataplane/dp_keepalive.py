@@ -55,9 +55,12 @@ def main():
     ap.add_argument("--stream", action="store_true", help="ask for SSE streams")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds between kept-alive requests")
     ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--retry", action="store_true",
+                    help="a connection the server closed (a clean close: EOF or reset) is opened "
+                         "again and the request sent once more, as SDKs do; a timeout is a hang")
     a = ap.parse_args()
 
-    errors, ref, got, mismatches = [], {}, [], 0
+    errors, ref, got, mismatches, clean_closes, hangs = [], {}, [], 0, 0, 0
     for p in range(a.prefixes):  # where a fresh connection lands: the policy's choice
         c = http.client.HTTPConnection(a.host, a.port, timeout=a.timeout)
         try:
@@ -75,9 +78,25 @@ def main():
     t0 = time.monotonic()
     for rnd in range(a.rounds):
         for p in range(a.prefixes):
+            data = body(p, rnd + 1, a.bytes, a.stream)
             try:
-                be, err = exchange(conn, body(p, rnd + 1, a.bytes, a.stream), a.stream)
+                be, err = exchange(conn, data, a.stream)
                 ports.add(conn.sock.getsockname()[1] if conn.sock else None)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    ConnectionAbortedError) as e:
+                be, err = None, f"{type(e).__name__}: {e}"
+                if a.retry:  # the server closed the idle connection: a clean close, retried
+                    clean_closes += 1
+                    conn.close()
+                    conn = http.client.HTTPConnection(a.host, a.port, timeout=a.timeout)
+                    try:
+                        be, err = exchange(conn, data, a.stream)
+                        ports.add(conn.sock.getsockname()[1] if conn.sock else None)
+                    except Exception as e2:  # noqa: BLE001
+                        be, err = None, f"retry: {type(e2).__name__}: {e2}"
+            except TimeoutError as e:
+                hangs += 1
+                be, err = None, f"hang: {e}"
             except Exception as e:  # noqa: BLE001
                 be, err = None, f"{type(e).__name__}: {e}"
             if err:
@@ -94,9 +113,10 @@ def main():
         "ok": len(got), "errors": len(errors), "first_errors": errors[:5],
         "connections": len(ports), "backends_on_one_connection": len({g["backend"] for g in got}),
         "mismatches": mismatches, "reference": ref, "seconds": round(time.monotonic() - t0, 3),
+        "clean_closes": clean_closes, "hangs": hangs,
     }
     print(json.dumps(summary))
-    return 0 if not errors and len(ports) == 1 else 1
+    return 0 if not errors and (len(ports) == 1 or a.retry) else 1
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ int main(int argc, char **argv) {
          "pad every response with N deterministic bytes (large-response tests)")
         ("max-body-bytes", po::value(&cfg.max_body_bytes)->default_value(256ull << 20),
          "largest request body accepted (larger: 413)")
+        ("keep-alive-timeout-ms", po::value(&cfg.keep_alive_timeout_ms)->default_value(0),
+         "close a kept-alive connection after this long without a request, as uvicorn does "
+         "(vLLM: 5000); 0 = never")
         ("log-requests", po::value(&cfg.log_requests),
          "append one JSON line per finished request: ts (unix s, arrival), server, id, api, model, "
          "prompt_xxh3, first_block, prompt_bytes, prompt_tokens, cached_tokens, output_tokens, "

@@ -92,7 +92,8 @@ Overload(F...) -> Overload<F...>;
 // reads the next (keep-alive; pipelined requests wait in the read buffer) or closes.
 class Session : public std::enable_shared_from_this<Session> {
    public:
-    Session(Server &srv, tcp::socket sock) : srv_(srv), sock_(std::move(sock)) {}
+    Session(Server &srv, tcp::socket sock)
+        : srv_(srv), sock_(std::move(sock)), idle_(sock_.get_executor()) {}
 
     void start() { read_header(); }
 
@@ -119,6 +120,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
    private:
     void read_header() {
+        arm_idle();
         parser_.emplace();
         parser_->body_limit(srv_.config().max_body_bytes);
         parser_->header_limit(kMaxHead);
@@ -127,7 +129,22 @@ class Session : public std::enable_shared_from_this<Session> {
             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
     }
 
+    // uvicorn's timeout_keep_alive: a kept-alive connection with no request for that long is
+    // closed (FIN) by the server; a request crossing that FIN is the client's to retry.
+    void arm_idle() {
+        const uint64_t ms = srv_.config().keep_alive_timeout_ms;
+        if (!ms) return;
+        idle_.expires_after(std::chrono::milliseconds(ms));
+        idle_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->closed_ || self->active_ || !self->outq_.empty() ||
+                self->buf_.size() > 0)
+                return;
+            self->close();
+        });
+    }
+
     void on_header(beast::error_code ec) {
+        idle_.cancel();
         if (ec) return on_read_error(ec);
         if (beast::iequals(parser_->get()[http::field::expect], "100-continue"))
             queue(Whole{http::status::continue_, 11});
@@ -378,6 +395,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     Server &srv_;
     tcp::socket sock_;
+    asio::steady_timer idle_;
     beast::flat_buffer buf_;
     std::optional<http::request_parser<http::string_body>> parser_;
     std::deque<Out> outq_;

@@ -30,7 +30,8 @@ struct EmuConfig {
     uint32_t stream_chunk_tokens = 1;
     uint64_t echo_bytes = 0;  // response padding bytes for every request
     uint64_t max_body_bytes = 256ull << 20;
-    std::string kv_events_endpoint;  // ZMQ PUB endpoint for vLLM-format KV events; empty: off
+    uint64_t keep_alive_timeout_ms = 0;  // close a kept-alive connection idle this long; 0: never
+    std::string kv_events_endpoint;      // ZMQ PUB endpoint for vLLM-format KV events; empty: off
     std::string kv_events_topic;
 };
 
