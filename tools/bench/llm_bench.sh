@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # LLM-level benchmark through the real packet path: 8 emulated GPU servers (kvsteer-gpu-emu), a
-# Mooncake trace replayed (kvsteer-replay) through the appliance with (a) prefix steering and
-# (b) round-robin (kvsteer's own steering-mode round-robin), alternated over repetitions. Each arm
+# Mooncake trace replayed (kvsteer-replay) through the appliance with (a) prefix steering, one
+# connection per request, (b) round-robin (kvsteer's own steering-mode round-robin), (c) prefix
+# steering with the client's connections kept alive (per-request steering), rotated over
+# repetitions. Each arm
 # gets fresh servers (empty caches) and a fresh appliance (kvsteerd + dataplane, empty affinity).
 # Hit rate is counted by the servers' own cache counters (/metrics deltas, see tools/replay).
 #
@@ -115,15 +117,18 @@ PY
 METRICS=()
 for ((i = 1; i <= NBE; i++)); do METRICS+=(--metrics "http://${KVS_BE_IP[$i]}:8000/metrics"); done
 
-run_arm() {  # run_arm ARM(prefix|round-robin) REP
-    local arm=$1 rep=$2 name
+run_arm() {  # run_arm ARM(prefix|round-robin|prefix-keepalive) REP
+    local arm=$1 rep=$2 name ka=()
     name="$arm.$rep"
+    # prefix-keepalive: the same steering, the client keeps its connections alive (a pool, as
+    # the OpenAI SDKs, LiteLLM and gateways do): every request is steered, not only the first.
+    [[ "$arm" == *-keepalive ]] && ka=(--keep-alive)
     start_backends
-    start_appliance "$arm"
+    start_appliance "${arm%-keepalive}"
     log "rep $rep, arm $arm: replaying $LIMIT requests through the appliance"
     # Bounded: a request stuck in the appliance must not hang the benchmark.
     timeout "$REPLAY_LIMIT_S" ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" --timeout 120 "${WORKLOAD[@]}" \
-        --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SCALE" --max-concurrency 128 \
+        --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SCALE" --max-concurrency 128 "${ka[@]}" \
         "${METRICS[@]}" --out "$RAW/$name.requests.jsonl" --summary-json "$RAW/$name.summary.json" \
         >"$RAW/$name.replay.out" 2>"$RAW/$name.replay.log" || log "  replay reported failures (see $RAW/$name.replay.log)"
     "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$RAW/$name.counters.txt" 2>&1 || true
@@ -140,7 +145,11 @@ print("[llm] rep %s %-11s: ok %d/%d  hit rate %s  %.2f req/s  TTFT p50 %.3f s p9
 }
 
 for ((rep = 1; rep <= REPS; rep++)); do
-    if ((rep % 2)); then order=(round-robin prefix); else order=(prefix round-robin); fi
+    case $((rep % 3)) in
+        1) order=(round-robin prefix prefix-keepalive) ;;
+        2) order=(prefix prefix-keepalive round-robin) ;;
+        *) order=(prefix-keepalive round-robin prefix) ;;
+    esac
     for arm in "${order[@]}"; do run_arm "$arm" "$rep"; done
 done
 
@@ -149,7 +158,8 @@ import glob, json, os, statistics, sys
 raw, frag, reps, limit, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 f = {"llm_requests_per_arm": limit, "llm_time_scale": scale, "llm_backends": nbe, "llm_reps": reps}
 summary = {}
-for arm, p in (("prefix", "llm_prefix"), ("round-robin", "llm_rr")):
+for arm, p in (("prefix", "llm_prefix"), ("round-robin", "llm_rr"),
+               ("prefix-keepalive", "llm_prefix_keepalive")):
     ds = []
     for path in sorted(glob.glob(os.path.join(raw, f"{arm}.*.summary.json"))):
         ds.append(json.load(open(path)))
@@ -193,6 +203,10 @@ if trace:
         f["llm_oracle_hit_rate_bound"] = round(hit / tot, 5)
 if "llm_prefix_hit_rate" in f and "llm_rr_hit_rate" in f:
     f["llm_hit_rate_gain_pts"] = round(100 * (f["llm_prefix_hit_rate"] - f["llm_rr_hit_rate"]), 3)
+# Per-request steering: the kept-alive arm against one connection per request (target >= 0.95).
+if f.get("llm_prefix_hit_rate") and "llm_prefix_keepalive_hit_rate" in f:
+    f["llm_keepalive_over_prefix_hit_rate_ratio"] = round(
+        f["llm_prefix_keepalive_hit_rate"] / f["llm_prefix_hit_rate"], 4)
 if "llm_prefix_ttft_p50_s" in f and f.get("llm_rr_ttft_p50_s"):
     f["llm_ttft_p50_ratio_prefix_over_rr"] = round(f["llm_prefix_ttft_p50_s"] / f["llm_rr_ttft_p50_s"], 4)
 json.dump(summary, open(os.path.join(raw, "summary.json"), "w"), indent=1)

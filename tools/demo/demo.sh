@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the same trace through the real packet path, first with prefix steering off
-# (round-robin), then on, against 8 emulated GPU servers in network namespaces. Prints a
+# (round-robin), then on, then on with the client's connections kept alive (per-request
+# steering), against 8 emulated GPU servers in network namespaces. Prints a
 # side-by-side table of backend-counted hit rate, req/s, TTFT and per-server load, and writes
 # the figures (JSON) and a plot (PNG) under $BUILD/demo/.
 #
@@ -99,10 +100,11 @@ log "live state meanwhile, from another terminal: $BIN/kvsteerctl status; $BIN/k
 METRICS=()
 for ((i = 1; i <= NBE; i++)); do METRICS+=(--metrics "http://${KVS_BE_IP[$i]}:8000/metrics"); done
 
-run_arm() {  # run_arm NAME: replays the workload through the VIP, prints progress on stderr
+run_arm() {  # run_arm NAME [REPLAY OPTIONS]: replays the workload through the VIP (progress on stderr)
     local name=$1
+    shift
     log "arm '$name': replaying through the appliance ($WDESC)"
-    ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" "${WORKLOAD[@]}" \
+    ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" "${WORKLOAD[@]}" "$@" \
         --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SPEED" --max-concurrency 128 \
         "${METRICS[@]}" --out "$OUT/$name.requests.jsonl" --summary-json "$OUT/$name.summary.json" \
         2> >(tee "$OUT/$name.replay.log" >&2) >/dev/null \
@@ -115,8 +117,15 @@ start_backends prefix
 "$BIN/kvsteerctl" --socket "$SOCK" tune steering-mode prefix >/dev/null || die "cannot switch steering mode"
 sleep 1.5   # every backend passes health again after its restart
 run_arm kvsteer
+# Third arm: the same steering, the client's connections kept alive (a pool, as the OpenAI SDKs
+# and gateways keep them): every request is steered at its boundary, not only the first.
+stop_backends
+start_backends prefix
+sleep 1.5
+run_arm kvsteer-keep-alive --keep-alive
 
 "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$OUT/counters.txt" 2>&1 || true
 /usr/bin/python3 "$ROOT/tools/demo/report.py" "$OUT/round-robin.summary.json" "$OUT/kvsteer.summary.json" \
+    --keep-alive "$OUT/kvsteer-keep-alive.summary.json" \
     --plot "$OUT/demo.png" --json "$OUT/demo.json" --workload "$WDESC" || die "report failed"
 log "figures: $OUT/demo.json, plot: $OUT/demo.png, logs: $OUT/"

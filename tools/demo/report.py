@@ -29,11 +29,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("baseline", help="summary JSON of the round-robin arm")
     ap.add_argument("kvsteer", help="summary JSON of the prefix-steering arm")
+    ap.add_argument("--keep-alive", help="summary JSON of the prefix-steering arm whose client "
+                    "kept its connections alive (per-request steering)")
     ap.add_argument("--plot", help="write a PNG here")
     ap.add_argument("--json", help="write the combined figures here")
     ap.add_argument("--workload", default="", help="workload description for the title")
     a = ap.parse_args()
     arms = {"round-robin": load(a.baseline), "kvsteer": load(a.kvsteer)}
+    if a.keep_alive:
+        arms["kvsteer keep-alive"] = load(a.keep_alive)
+    names = list(arms)
 
     rows = [
         ("requests ok / sent", lambda s: f"{s['ok']} / {s['sent']}"),
@@ -47,9 +52,9 @@ def main():
     w0 = max(len(r[0]) for r in rows) + 2
     print()
     print(f"kvsteer demo — {a.workload}")
-    print(f"{'':{w0}}{'round-robin':>16}{'kvsteer':>16}")
+    print(f"{'':{w0}}" + "".join(f"{n:>20}" for n in names))
     for name, f in rows:
-        print(f"{name:{w0}}{f(arms['round-robin']):>16}{f(arms['kvsteer']):>16}")
+        print(f"{name:{w0}}" + "".join(f"{f(arms[n]):>20}" for n in names))
 
     # Per-server load and hit rate, as each server counted them.
     def per_server(s):
@@ -59,13 +64,15 @@ def main():
             out[host] = m
         return out
 
-    rr, kv = per_server(arms["round-robin"]), per_server(arms["kvsteer"])
+    per = {n: per_server(arms[n]) for n in names}
+    hosts = sorted(set().union(*(set(p) for p in per.values())))
+    short = {"round-robin": "rr", "kvsteer": "kv", "kvsteer keep-alive": "ka"}
     print()
-    print(f"{'server':<22}{'rr queries':>12}{'rr hit':>9}{'kv queries':>12}{'kv hit':>9}   (prompt tokens looked up / hit rate)")
-    for host in sorted(set(rr) | set(kv)):
-        r, k = rr.get(host, {}), kv.get(host, {})
-        print(f"{host:<22}{r.get('queries', 0):>12.0f}{fmt_pct(r.get('hit_rate')):>9}"
-              f"{k.get('queries', 0):>12.0f}{fmt_pct(k.get('hit_rate')):>9}")
+    print(f"{'server':<22}" + "".join(f"{short[n] + ' queries':>12}{short[n] + ' hit':>9}" for n in names)
+          + "   (prompt tokens looked up / hit rate)")
+    for host in hosts:
+        print(f"{host:<22}" + "".join(f"{per[n].get(host, {}).get('queries', 0):>12.0f}"
+                                      f"{fmt_pct(per[n].get(host, {}).get('hit_rate')):>9}" for n in names))
     fails = {n: s["failed"] for n, s in arms.items() if s.get("failed")}
     if fails:
         print(f"\nfailed requests: {fails}")
@@ -83,23 +90,21 @@ def main():
             print("report: matplotlib missing, no plot", file=sys.stderr)
             return
         fig, ax = plt.subplots(1, 3, figsize=(13, 4))
-        names = list(arms)
-        colors = ["#999999", "#2a7ab9"]
+        colors = ["#999999", "#2a7ab9", "#5fa55a"][: len(names)]
         hit = [100 * (arms[n].get("prefix_cache_hit_rate") or 0) for n in names]
         ax[0].bar(names, hit, color=colors)
         ax[0].set_title("prefix cache hit rate (%)\ncounted by the servers")
         ttft = [[1000 * max(0, arms[n].get(k, 0)) for k in ("ttft_p50_s", "ttft_p99_s")] for n in names]
         x = range(2)
-        ax[1].bar([i - 0.2 for i in x], ttft[0], 0.4, label=names[0], color=colors[0])
-        ax[1].bar([i + 0.2 for i in x], ttft[1], 0.4, label=names[1], color=colors[1])
+        wd = 0.8 / len(names)
+        for j, n in enumerate(names):
+            ax[1].bar([i - 0.4 + wd * (j + 0.5) for i in x], ttft[j], wd, label=n, color=colors[j])
         ax[1].set_xticks(list(x), ["p50", "p99"])
         ax[1].set_title("TTFT (ms, model time)")
         ax[1].legend()
-        hosts = sorted(set(rr) | set(kv))
-        ax[2].bar([i - 0.2 for i in range(len(hosts))], [rr.get(h, {}).get("queries", 0) for h in hosts], 0.4,
-                  color=colors[0], label=names[0])
-        ax[2].bar([i + 0.2 for i in range(len(hosts))], [kv.get(h, {}).get("queries", 0) for h in hosts], 0.4,
-                  color=colors[1], label=names[1])
+        for j, n in enumerate(names):
+            ax[2].bar([i - 0.4 + wd * (j + 0.5) for i in range(len(hosts))],
+                      [per[n].get(h, {}).get("queries", 0) for h in hosts], wd, color=colors[j], label=n)
         ax[2].set_xticks(range(len(hosts)), [h.split(":")[0].split(".")[-1] for h in hosts])
         ax[2].set_title("prompt tokens per server")
         ax[2].legend()
