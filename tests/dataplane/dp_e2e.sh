@@ -222,6 +222,10 @@ keepalive)
     # (the policy's choice), the connection moves between backends, and every body (streams
     # too) arrives intact; with per-request steering off they all stay on the first backend.
     dpe_up kvdpk 4
+    # What the client sees, captured in its namespace and checked after the streams below.
+    ip netns exec "$KVS_NS_CLIENT" timeout 60 tcpdump -i eth0 -U -s 200 -w "$DPE_DIR/client.pcap" \
+        "tcp port $KVS_VIP_PORT" >"$DPE_DIR/tcpdump.log" 2>&1 & cap=$!
+    for _ in $(seq 50); do grep -q "listening on" "$DPE_DIR/tcpdump.log" && break; sleep 0.1; done
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --prefixes 8 --rounds 2) || dpe_fail "kept-alive requests: $out"
     dpe_log "plain, 8 prefixes x 2 rounds on one connection: $out"
@@ -237,6 +241,13 @@ keepalive)
     dpe_log "streamed, 6 prefixes x 2 rounds on one connection: $out"
     (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["mismatches"])' "$out") == 0 )) \
         || dpe_fail "kept-alive streams missed the policy's backend: $out"
+    sleep 0.5
+    kill -INT "$cap" 2>/dev/null; wait "$cap" 2>/dev/null
+    # Across every move: a contiguous stream, TSvals never backwards (PAWS), no RST, no bursts of
+    # challenge ACKs towards the client.
+    pc=$(python3 "$ROOT/tests/dataplane/dp_pcap_check.py" "$DPE_DIR/client.pcap" --server "$KVS_VIP" \
+        --port "$KVS_VIP_PORT") || dpe_fail "what the client saw: $pc"
+    dpe_log "client-side capture: $pc"
     # Off: the connection stays where its first request went.
     "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
         --snat-ports "${DPE_SNAT_PORTS:-10000-39999}" --app-mac "$KVS_APP_MAC" --per-request false \

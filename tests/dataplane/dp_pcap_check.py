@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Checks what a client saw from the appliance, from a capture taken in its namespace (pcap,
+Ethernet, IPv4/TCP): for every connection from SERVER:PORT to the client, the byte stream is
+contiguous (each segment starts at or before the highest byte seen: retransmissions are fine,
+holes are not), TSval never goes backwards, no RST arrives, and no burst of duplicate ACKs
+(challenge ACKs) appears. Prints a JSON summary; exit 1 on any violation."""
+import argparse
+import json
+import struct
+import sys
+
+
+def packets(path):
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+        if len(head) < 24:
+            return
+        magic = struct.unpack("<I", head[:4])[0]
+        endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+        while True:
+            rec = fh.read(16)
+            if len(rec) < 16:
+                return
+            _, _, incl, _ = struct.unpack(endian + "IIII", rec)
+            yield fh.read(incl)
+
+
+def tcp_of(frame):
+    if len(frame) < 14 + 20:
+        return None
+    off = 14
+    etype = struct.unpack("!H", frame[12:14])[0]
+    if etype == 0x8100:
+        etype = struct.unpack("!H", frame[16:18])[0]
+        off = 18
+    if etype != 0x0800:
+        return None
+    ihl = (frame[off] & 0x0F) * 4
+    if frame[off + 9] != 6:
+        return None
+    total = struct.unpack("!H", frame[off + 2:off + 4])[0]
+    src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
+    t = off + ihl
+    sport, dport, seq, ack = struct.unpack("!HHII", frame[t:t + 12])
+    doff = (frame[t + 12] >> 4) * 4
+    flags = frame[t + 13]
+    plen = total - ihl - doff
+    tsval = None
+    o, end = t + 20, t + doff
+    while o < end:
+        kind = frame[o]
+        if kind == 0:
+            break
+        if kind == 1:
+            o += 1
+            continue
+        ln = frame[o + 1] if o + 1 < end else 0
+        if ln < 2:
+            break
+        if kind == 8 and ln == 10:
+            tsval = struct.unpack("!I", frame[o + 2:o + 6])[0]
+        o += ln
+    return {"src": ".".join(map(str, src)), "dst": ".".join(map(str, dst)), "sport": sport,
+            "dport": dport, "seq": seq, "ack": ack, "flags": flags, "len": plen, "tsval": tsval}
+
+
+def after(a, b):
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000 and a != b
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("pcap")
+    ap.add_argument("--server", required=True, help="the VIP")
+    ap.add_argument("--port", type=int, default=8000)
+    a = ap.parse_args()
+
+    conns, problems = {}, []
+    for frame in packets(a.pcap):
+        p = tcp_of(frame)
+        if not p or p["src"] != a.server or p["sport"] != a.port:
+            continue
+        key = (p["dst"], p["dport"])
+        c = conns.setdefault(key, {"next": None, "ts": None, "segments": 0, "bytes": 0,
+                                   "last_ack": None, "dup_acks": 0, "max_dup_acks": 0})
+        if p["flags"] & 0x02:  # SYN-ACK: the stream starts after it
+            c["next"] = (p["seq"] + 1) & 0xFFFFFFFF
+            c["ts"] = p["tsval"]
+            continue
+        if p["flags"] & 0x04:
+            problems.append(f"{key}: RST from the server side")
+        if p["tsval"] is not None and c["ts"] is not None and after(c["ts"], p["tsval"]):
+            problems.append(f"{key}: TSval went backwards {c['ts']} -> {p['tsval']}")
+        if p["tsval"] is not None and (c["ts"] is None or after(p["tsval"], c["ts"])):
+            c["ts"] = p["tsval"]
+        n = p["len"] + (1 if p["flags"] & 0x01 else 0)
+        if n and c["next"] is not None:
+            if after(p["seq"], c["next"]):
+                problems.append(f"{key}: hole: segment at {p['seq']}, stream only up to {c['next']}")
+            end = (p["seq"] + n) & 0xFFFFFFFF
+            if after(end, c["next"]):
+                c["next"] = end
+            c["segments"] += 1
+            c["bytes"] += p["len"]
+        if not n:  # a pure ACK: count repeats (challenge ACKs come in bursts)
+            if p["ack"] == c["last_ack"]:
+                c["dup_acks"] += 1
+                c["max_dup_acks"] = max(c["max_dup_acks"], c["dup_acks"])
+            else:
+                c["dup_acks"] = 0
+            c["last_ack"] = p["ack"]
+    for key, c in conns.items():
+        if c["max_dup_acks"] >= 3:
+            problems.append(f"{key}: {c['max_dup_acks']} duplicate ACKs in a row")
+    print(json.dumps({"connections": len(conns), "segments": sum(c["segments"] for c in conns.values()),
+                      "bytes": sum(c["bytes"] for c in conns.values()), "problems": problems[:10]}))
+    return 1 if problems or not conns else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
