@@ -20,6 +20,7 @@ __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *ke
 #include "kvsteer/reasons.h"
 #include "kvsteer/rewrite.h"
 #include "kvsteer/synack.h"
+#include "kvsteer/synrate.h"
 #include "maps.bpf.h"
 #include "match.bpf.h"
 
@@ -68,6 +69,30 @@ struct {
     __type(value, struct kvs_syn_scratch);
 } kvs_syn_scratch SEC(".maps");
 
+/* SYN-ACK buckets per client /24 or /48 (synrate.h); a private LRU: a reload starts them full. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);
+    __type(value, struct kvs_syn_bucket);
+} kvs_syn_rate SEC(".maps");
+
+/* Whether the SYN's source prefix may get another SYN-ACK now. */
+static __always_inline int kvs_syn_allowed(const struct kvs_pkt *pkt, const struct kvs_config *cfg,
+                                           __u64 now) {
+    struct kvs_syn_bucket *b, fresh;
+    __u64 key;
+
+    if (!cfg->syn_rate_per_prefix) return 1;
+    key = kvs_syn_prefix_key(pkt);
+    b = bpf_map_lookup_elem(&kvs_syn_rate, &key);
+    if (b) return kvs_syn_bucket_take(b, now, cfg->syn_rate_per_prefix, cfg->syn_burst_per_prefix);
+    kvs_syn_bucket_init(&fresh, now, cfg->syn_burst_per_prefix);
+    kvs_syn_bucket_take(&fresh, now, cfg->syn_rate_per_prefix, cfg->syn_burst_per_prefix);
+    bpf_map_update_elem(&kvs_syn_rate, &key, &fresh, BPF_ANY);
+    return 1;
+}
+
 /* A SYN to a VIP: answered in place with a cookie SYN-ACK (the SipHash runs in its own
  * function; the rest is straight-line code). */
 static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt) {
@@ -83,6 +108,8 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
         return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     sc = bpf_map_lookup_elem(&kvs_syn_scratch, &zero);
     if (!sc) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    if (!kvs_syn_allowed(pkt, cfg, bpf_ktime_get_coarse_ns()))
+        return kvs_verdict(KVS_R_DROP_SYN_RATE, XDP_DROP);
     kvs_synack_plan(pkt, cfg, &sc->sa);
     kvs_cookie_tuple_of(pkt, &sc->t);
     now = bpf_ktime_get_tai_ns();

@@ -103,6 +103,10 @@ po::options_description make_options() {
         ("syn-mss", s(), "MSS in our SYN-ACK, 536..9000 (default 1460)")
         ("syn-wscale", s(), "window scale in our SYN-ACK, 0..14 (default 7)")
         ("syn-window", s(), "window field of our SYN-ACK, 1..65535 (default 65535)")
+        ("syn-rate-per-prefix", s(), dflt("SYN-ACKs a second to one client /24 (IPv4) or /48 (IPv6), "
+                                          "0 = no limit", def.syn_rate_per_prefix).c_str())
+        ("syn-burst-per-prefix", s(), dflt("SYN-ACKs one client /24 or /48 may get at once",
+                                           def.syn_burst_per_prefix).c_str())
         ("syn-timestamps", s(), "answer TCP timestamps in the SYN-ACK: true|false (default true)")
         ("health-interval", s(), "active health check interval, ms; 0 = off (default 1000)")
         ("health-timeout", s(), "health check timeout, ms (default 500)")
@@ -230,6 +234,10 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
     c.syn_mss = static_cast<std::uint16_t>(get_uint(vm, "syn-mss", 536, 9000, c.syn_mss));
     c.syn_wscale = static_cast<std::uint8_t>(get_uint(vm, "syn-wscale", 0, 14, c.syn_wscale));
     c.syn_window = static_cast<std::uint16_t>(get_uint(vm, "syn-window", 1, 65535, c.syn_window));
+    c.syn_rate_per_prefix = static_cast<std::uint32_t>(
+        get_uint(vm, "syn-rate-per-prefix", 0, 10000000, c.syn_rate_per_prefix));
+    c.syn_burst_per_prefix = static_cast<std::uint32_t>(
+        get_uint(vm, "syn-burst-per-prefix", 1, 10000000, c.syn_burst_per_prefix));
     c.syn_timestamps = get_bool(vm, "syn-timestamps", c.syn_timestamps);
 
     c.health_interval_ms = static_cast<std::uint32_t>(

@@ -87,6 +87,8 @@ void DaemonCore::write_config() {
     c->syn_mss = cfg_.syn_mss;
     c->syn_wscale = cfg_.syn_wscale;
     c->syn_window = cfg_.syn_window;
+    c->syn_rate_per_prefix = cfg_.syn_rate_per_prefix;
+    c->syn_burst_per_prefix = cfg_.syn_burst_per_prefix;
     std::atomic_ref<__u32>(c->steer_mode).store(cfg_.steering_mode, std::memory_order_relaxed);
     std::atomic_ref<__u32>(c->prefix_len).store(cfg_.prefix_len, std::memory_order_relaxed);
     std::atomic_ref<__u32>(c->block_size).store(cfg_.block_size, std::memory_order_relaxed);

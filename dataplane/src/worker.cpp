@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
+#include <rte_hash_crc.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_ring.h>
@@ -22,6 +23,7 @@
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/flowpair.h"
 #include "kvsteer/rewrite.h"
+#include "kvsteer/synrate.h"
 #include "packet.h"
 #include "rewrite_glue.h"
 
@@ -326,6 +328,20 @@ bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
 
 void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
     const kvs_config &c = *t_.config;
+    if (c.syn_rate_per_prefix) {
+        // The same buckets as XDP's (synrate.h), direct-mapped by prefix: a collision shares one.
+        const std::uint64_t key = kvs_syn_prefix_key(&pkt), now = mono_ns();
+        SynBucket &b = syn_buckets_[rte_hash_crc_8byte(key, 0) % syn_buckets_.size()];
+        if (b.key != key) {
+            b.key = key;
+            kvs_syn_bucket_init(&b.b, now, c.syn_burst_per_prefix);
+        }
+        if (!kvs_syn_bucket_take(&b.b, now, c.syn_rate_per_prefix, c.syn_burst_per_prefix)) {
+            inc(KVS_R_DROP_SYN_RATE);
+            rte_pktmbuf_free(m);
+            return;
+        }
+    }
     rte_mbuf *out = build_cookie_synack(m, c, pkt, kvs_cookie_now_tai_ns());
     if (!out) {
         inc(KVS_R_DROP_NO_CONFIG);

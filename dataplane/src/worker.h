@@ -11,6 +11,7 @@
 #include "kvsteer/cookie.h"
 #include "kvsteer/core/choose.h"
 #include "kvsteer/parse.h"
+#include "kvsteer/synrate.h"
 #include "options.h"
 #include "packet.h"
 #include "slot_table.h"
@@ -134,6 +135,11 @@ class Worker {
     rte_mbuf *txq_[64];
     unsigned ntx_ = 0;
     std::vector<std::uint8_t> buf_;  // an assembled first flight
+    struct SynBucket {
+        std::uint64_t key = 0;
+        kvs_syn_bucket b{};
+    };
+    std::vector<SynBucket> syn_buckets_ = std::vector<SynBucket>(4096);  // dpdk mode
 };
 
 }  // namespace kvsteer::dp

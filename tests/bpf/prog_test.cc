@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
 
 #include "kvsteer/cookie.h"
 #include "kvsteer/flowpair.h"
@@ -858,6 +859,27 @@ TEST_F(BpfBoundary, ClosingConnectionIsNoBoundary) {
     EXPECT_EQ(r.verdict, XDP_TX_);
     expect_verdict(next_request(n + 1), XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(state(kc) & KVS_FLOW_REBINDING, 0);
+}
+
+// A SYN flood spoofing one network's addresses: SYN-ACKs to that /24 are capped (reflection),
+// other networks are answered as usual.
+TEST_F(BpfProg, SynAcksPerSourcePrefixAreRateLimited) {
+    cfg_.syn_rate_per_prefix = 5;  // a second: nothing refills within this test
+    cfg_.syn_burst_per_prefix = 3;
+    h_->set_config(cfg_);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_SYN;
+    s.opts = opt_mss(1460);
+    for (int i = 0; i < 5; ++i) {
+        s.saddr[0] = ip4(("10.66.5." + std::to_string(10 + i)).c_str());
+        s.sport = static_cast<std::uint16_t>(41000 + i);
+        if (i < 3)
+            expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
+        else
+            expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_SYN_RATE);
+    }
+    s.saddr[0] = ip4("10.66.6.10");  // another /24: its own bucket
+    expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
 }
 
 }  // namespace

@@ -53,6 +53,8 @@ int main(int argc, char **argv) {
     std::uint32_t prefix_len = 256, block_size = 512, max_blocks = 4, max_held = 14600, be_id = 0;
     bool timestamps = true;
     bool per_request = true;
+    std::uint32_t syn_rate = KVS_DEFAULT_SYN_RATE_PER_PREFIX,
+                  syn_burst = KVS_DEFAULT_SYN_BURST_PER_PREFIX;
     po::options_description d(
         "kvsteer-dp-fixture COMMAND --bpffs DIR [options]\n"
         "Commands: fill (create/overwrite config, backends, Maglev), flows (count kvs_flows\n"
@@ -73,8 +75,11 @@ int main(int argc, char **argv) {
         "timestamps", po::value(&timestamps)->default_value(timestamps), "answer SYN timestamps")(
         "per-request", po::value(&per_request)->default_value(per_request),
         "steer every request of a kept-alive connection")(
-        "id", po::value(&be_id), "backend id (set-state)")("state", po::value(&set_state),
-                                                           "up|down|drain (set-state)");
+        "syn-rate-per-prefix", po::value(&syn_rate)->default_value(syn_rate),
+        "SYN-ACKs a second to one client /24 (0 = no limit)")(
+        "syn-burst-per-prefix", po::value(&syn_burst)->default_value(syn_burst),
+        "SYN-ACK burst to one client /24")("id", po::value(&be_id), "backend id (set-state)")(
+        "state", po::value(&set_state), "up|down|drain (set-state)");
     po::positional_options_description pos;
     pos.add("command", 1);
     po::variables_map vm;
@@ -120,6 +125,8 @@ int main(int argc, char **argv) {
         c.syn_mss = 1460;
         c.syn_wscale = 7;
         c.syn_window = 64240;
+        c.syn_rate_per_prefix = syn_rate;
+        c.syn_burst_per_prefix = syn_burst;
         c.steer_mode = steer == "rr"       ? KVS_STEER_ROUND_ROBIN
                        : steer == "5tuple" ? KVS_STEER_FIVE_TUPLE
                                            : KVS_STEER_PREFIX;

@@ -37,6 +37,9 @@
     0x6b7673746565720aULL /* hash_seed ("kvsteer\n"): configured, never random */
 /* snat_port_lo..snat_port_hi (inclusive) when kvsteerd is given none. A zero or inverted range
  * in kvs_config is no range: the dataplane refuses to start on it. */
+/* SYN-ACKs per client /24 (or /48): a second, and a burst (kvs_config.syn_*_per_prefix). */
+#define KVS_DEFAULT_SYN_RATE_PER_PREFIX 2000u
+#define KVS_DEFAULT_SYN_BURST_PER_PREFIX 4000u
 #define KVS_DEFAULT_SNAT_PORT_LO 32768u
 #define KVS_DEFAULT_SNAT_PORT_HI 60999u
 
@@ -136,6 +139,9 @@ struct kvs_config {
     __u32 maglev_active;   /* 0 or 1 */
     __u32 affinity_active; /* 0 or 1 */
     __u32 n_backends;      /* highest used backend id + 1 */
+    /* SYN-ACKs a second (and burst) to one client /24 or /48 (synrate.h); 0 = no limit. */
+    __u32 syn_rate_per_prefix;
+    __u32 syn_burst_per_prefix;
     __u32 pad2;
 };
 

@@ -26,6 +26,7 @@
     X(DROP_TRUNCATED, "drop_truncated")                         \
     X(DROP_MALFORMED, "drop_malformed")                         \
     X(DROP_NO_CONFIG, "drop_no_config")                         \
+    X(DROP_SYN_RATE, "drop_syn_rate_per_prefix")                \
     X(DROP_SYN_WITH_DATA, "drop_syn_with_data")                 \
     X(FLOW_FIN, "flow_fin")                                     \
     X(FLOW_RST, "flow_rst")                                     \

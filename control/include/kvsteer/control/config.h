@@ -60,6 +60,9 @@ struct DaemonConfig {
     std::uint16_t syn_mss = 1460;
     std::uint8_t syn_wscale = 7;
     std::uint16_t syn_window = 65535;
+    // SYN-ACKs a second / burst to one client /24 (IPv4) or /48 (IPv6); 0 = no limit.
+    std::uint32_t syn_rate_per_prefix = KVS_DEFAULT_SYN_RATE_PER_PREFIX;
+    std::uint32_t syn_burst_per_prefix = KVS_DEFAULT_SYN_BURST_PER_PREFIX;
     bool syn_timestamps = true;
     // Steer every request of a kept-alive connection, not only its first (live: tune).
     bool per_request = true;
