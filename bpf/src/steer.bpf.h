@@ -332,13 +332,20 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
     if (!cfg || !(cfg->flags & KVS_CFG_PER_REQUEST)) return 0;
     f = bpf_map_lookup_elem(&kvs_flows, key);
-    if (!f || f->dir != KVS_DIR_C2S) return 0;
-    if (f->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_REBINDING)) return 0;
+    if (!f || f->dir != KVS_DIR_C2S || (f->state & KVS_FLOW_REBINDING)) return 0;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
-    if (!rev || (rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST))) return 0;
-    if (rev->msgs != f->msgs || !(rev->resp & KVS_RESP_END) || rev->resp_end != rev->next_seq)
-        return 0; /* a response owed or still being sent */
+    if (!rev) return 0;
+    /* Left on the connection's backend, counted (not verdicts): a client half-close or a
+     * backend closing; a request sent before the previous response ended (pipelining). */
+    if ((f->state | rev->state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) {
+        kvs_count(KVS_R_REQ_KEPT_CLOSING);
+        return 0;
+    }
+    if (rev->msgs != f->msgs || !(rev->resp & KVS_RESP_END) || rev->resp_end != rev->next_seq) {
+        kvs_count(KVS_R_REQ_KEPT_OWED);
+        return 0;
+    }
     if (ack != rev->next_seq + rev->seq_delta || rev->last_ack != seq) return 0;
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bit);
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(rev), bit);

@@ -148,7 +148,8 @@ class BpfProg : public ::testing::Test {
             << "want " << kvs_reason_name(reason) << ", got " << stat_delta(before, after);
         std::uint64_t total = 0;
         for (unsigned i = 0; i < KVS_R__COUNT; i++)
-            if (i != KVS_R_FLOW_FIN && i != KVS_R_FLOW_RST && i != KVS_R_FLOW_CLOSED)
+            if (i != KVS_R_FLOW_FIN && i != KVS_R_FLOW_RST && i != KVS_R_FLOW_CLOSED &&
+                i != KVS_R_REQ_KEPT_OWED && i != KVS_R_REQ_KEPT_CLOSING)
                 total += after[i] - before[i];
         EXPECT_EQ(total, 1u) << "exactly one verdict reason per packet: "
                              << stat_delta(before, after);
@@ -823,7 +824,9 @@ TEST_F(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
     expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
     const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
     // The response is not complete: the request stays on the connection's backend.
+    const auto before = h_->stats();
     expect_verdict(next_request(n), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_OWED] - before[KVS_R_REQ_KEPT_OWED], 1u);
     EXPECT_EQ(state(kc), 0);
     EXPECT_EQ(state(ks), 0);
 }
@@ -857,7 +860,9 @@ TEST_F(BpfBoundary, ClosingConnectionIsNoBoundary) {
     fin.ack = kReqEnd;
     RunResult r = h_->run(build_tcp(fin));
     EXPECT_EQ(r.verdict, XDP_TX_);
+    const auto before = h_->stats();
     expect_verdict(next_request(n + 1), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_CLOSING] - before[KVS_R_REQ_KEPT_CLOSING], 1u);
     EXPECT_EQ(state(kc) & KVS_FLOW_REBINDING, 0);
 }
 

@@ -244,6 +244,31 @@ keepalive)
     dpe_log "streamed, 6 prefixes x 2 rounds on one connection: $out"
     (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["mismatches"])' "$out") == 0 )) \
         || dpe_fail "kept-alive streams missed the policy's backend: $out"
+    # curl fetching several URLs over one connection (--next): two prompts whose fresh
+    # connections land on different backends, alternated on one kept-alive connection.
+    declare -A refbe=()
+    for k in 1 2 3 4 5 6; do
+        dpe_chat_body "$DPE_DIR/c$k.json" "$(printf 'Curl prompt family %s. %.0s' "$k" {1..30})" 1500
+        dpe_post "$DPE_DIR/c$k.json" "$DPE_DIR/cref$k" || dpe_fail "POST c$k"
+        refbe[$k]=$(dpe_header "$DPE_DIR/cref$k.h" x-kvsteer-backend)
+    done
+    a=1 b=""
+    for k in 2 3 4 5 6; do [[ "${refbe[$k]}" != "${refbe[1]}" ]] && { b=$k; break; }; done
+    [[ -n "$b" ]] || dpe_fail "six prompts all landed on ${refbe[1]}"
+    args=() i=0
+    for k in $a $b $a $b; do
+        (( ${#args[@]} )) && args+=(--next)
+        i=$((i + 1))
+        args+=(-sS -m 20 -D "$DPE_DIR/cka$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
+               --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions")
+    done
+    ip netns exec "$KVS_NS_CLIENT" curl -v "${args[@]}" 2>"$DPE_DIR/curl-ka.log" || dpe_fail "curl --next over one connection"
+    reused=$(grep -c "Re-using existing connection" "$DPE_DIR/curl-ka.log")
+    (( reused == 3 )) || dpe_fail "curl opened more than one connection (reused $reused times)"
+    got=$(for i in 1 2 3 4; do dpe_header "$DPE_DIR/cka$i.h" x-kvsteer-backend; done | tr '\n' ' ')
+    want="${refbe[$a]} ${refbe[$b]} ${refbe[$a]} ${refbe[$b]} "
+    [[ "$got" == "$want" ]] || dpe_fail "curl on one connection reached [$got], the policy chose [$want]"
+    dpe_log "curl, 4 requests on one connection: $got"
     sleep 0.5
     kill -INT "$cap" 2>/dev/null; wait "$cap" 2>/dev/null
     # Across every move: a contiguous stream, TSvals never backwards (PAWS), no RST, no bursts of

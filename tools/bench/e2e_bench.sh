@@ -128,6 +128,11 @@ stop_dataplane() {
     done
     log "dataplane restart: cleared $n backend TIME_WAIT entries towards $KVS_APP_IP"
 }
+request_counters() {  # "boundaries moved same-backend": per-request steering so far (cumulative)
+    "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all --all-reasons 2>/dev/null | awk '
+        $1 == "punt_request_boundary" {b += $2} $1 == "dp_request_moved" {m += $2}
+        $1 == "dp_request_same_backend" {s += $2} END {printf "%d %d %d\n", b, m, s}'
+}
 kvsteer_counters() {  # appends the appliance's counters (XDP, dataplane, backends) to the raw folder
     { echo "== after dataplane --idle $1 ($(date +%T))"
       "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all 2>&1
@@ -245,19 +250,26 @@ run_one() {
     local pids url a0 a1 s0 s1 out json
     pids=$(pids_of "$arm")
     url=$(url_of "$arm")
+    local r0="0 0 0" r1="0 0 0"
+    [[ "$arm" == kvsteer* ]] && r0=$(request_counters)
     a0=$(proc_ticks $pids); read -r s0 q0 <<<"$(sys_ticks)"
     out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} taskset -c "$LOAD_CPUS" \
         wrk -t1 -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
     a1=$(proc_ticks $pids); read -r s1 q1 <<<"$(sys_ticks)"
+    [[ "$arm" == kvsteer* ]] && r1=$(request_counters)
     json=$(grep '^KVB_JSON ' <<<"$out" | cut -d' ' -f2-)
     if [[ -z "$json" ]]; then
         log "  $wl/$arm: wrk gave no summary: $(tail -3 <<<"$out" | tr '\n' ' ')"
         return 0
     fi
     [[ "$record" == 1 ]] || return 0
-    python3 - "$json" "$wl" "$arm" "$rep" "$(( a1 - a0 ))" "$(( s1 - s0 ))" "$(( q1 - q0 ))" "$TCK" >>"$RAW/runs.jsonl" <<'PY'
+    python3 - "$json" "$wl" "$arm" "$rep" "$(( a1 - a0 ))" "$(( s1 - s0 ))" "$(( q1 - q0 ))" "$TCK" "$r0" "$r1" >>"$RAW/runs.jsonl" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])
+# Per-request steering on kept-alive connections: boundaries seen, requests moved, kept in place.
+b0, m0, s0 = map(int, sys.argv[9].split())
+b1, m1, s1 = map(int, sys.argv[10].split())
+d.update(boundaries=b1 - b0, moved=m1 - m0, same_backend=s1 - s0)
 wl, arm, rep, app, sysb, sirq, tck = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 d.update(workload=wl, arm=arm, rep=rep, app_cpu_s=app / tck, sys_cpu_s=sysb / tck, softirq_s=sirq / tck)
 d["req_per_s"] = d["requests"] / (d["duration_us"] / 1e6)
@@ -373,6 +385,16 @@ for (wl, arm), c in cell.items():
 def g(wl, arm, k):
     c = cell.get((wl, arm))
     return c.get(k, float("nan")) if c else float("nan")
+# Per-request steering on the kept-alive workload (HAProxy chooses per request too): the share of
+# requests that reached a request boundary and of those moved to another backend.
+for p, arm in (("e2e", "kvsteer"), ("e2e_busy", "kvsteer_busy")):
+    rs = sel("keepalive", arm)
+    reqs = sum(r["requests"] for r in rs)
+    if reqs and any("boundaries" in r for r in rs):
+        bnd = sum(r.get("boundaries", 0) for r in rs)
+        f[f"{p}_keepalive_boundaries_per_request"] = round(bnd / reqs, 4)
+        if bnd:
+            f[f"{p}_keepalive_moved_fraction"] = round(sum(r.get("moved", 0) for r in rs) / bnd, 4)
 for p, arm in (("e2e", "kvsteer"), ("e2e_busy", "kvsteer_busy"), ("haproxy", "haproxy")):
     put(f"{p}_conn_per_s", g("close", arm, "req_per_s"))
     put(f"{p}_req_per_s", g("keepalive", arm, "req_per_s"))

@@ -75,6 +75,8 @@
     X(DP_CHALLENGE_ACK, "dp_backend_challenge_ack")             \
     X(PUNT_REQUEST_BOUNDARY, "punt_request_boundary")           \
     X(PUNT_REBINDING, "punt_rebinding")                         \
+    X(REQ_KEPT_OWED, "request_kept_response_owed")              \
+    X(REQ_KEPT_CLOSING, "request_kept_closing")                 \
     X(DP_REQ_SAME_BACKEND, "dp_request_same_backend")           \
     X(DP_REQ_MOVED, "dp_request_moved")                         \
     X(DP_REQ_KEPT_EXPECT, "dp_request_kept_expect_continue")    \
