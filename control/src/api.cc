@@ -3,11 +3,13 @@
 #include <spdlog/spdlog.h>
 #include <time.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/control/neigh.h"
+#include "kvsteer/reasons.h"
 
 namespace kvsteer::control {
 
@@ -212,8 +214,24 @@ json Daemon::handle(const json &req) {
                 for (const auto &[id, st] : kv_all) sum += st.*field;
                 kv[name] = sum;
             }
+            // The dataplane's own health, from its counters (summed over workers).
+            auto dp_sum = [&](unsigned r) {
+                std::uint64_t sum = 0;
+                if (std::uint64_t *dp = maps_.dp_stats)
+                    for (unsigned w = 0; w < KVS_MAX_WORKERS; w++)
+                        sum += std::atomic_ref<std::uint64_t>(dp[w * KVS_STATS_MAX + r])
+                                   .load(std::memory_order_relaxed);
+                return sum;
+            };
+            json dataplane = {{"rx_stalls", dp_sum(KVS_R_DP_RX_STALL)},
+                              {"binds", dp_sum(KVS_R_DP_BIND_OK)},
+                              {"hold_full", dp_sum(KVS_R_DP_HOLD_FULL)},
+                              {"no_mbuf", dp_sum(KVS_R_DP_NO_MBUF)},
+                              {"requests_moved", dp_sum(KVS_R_DP_REQ_MOVED)},
+                              {"requests_same_backend", dp_sum(KVS_R_DP_REQ_SAME_BACKEND)}};
             return {{"ok", true},
                     {"daemon", "kvsteerd"},
+                    {"dataplane", dataplane},
                     {"pid", getpid()},
                     {"uptime_s", uptime},
                     {"bpffs", cfg().bpffs},

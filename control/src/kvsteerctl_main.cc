@@ -216,6 +216,16 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
             num(k["publisher_restarts"]).c_str(), num(k["cache_resets"]).c_str(),
             num(k["decode_errors"]).c_str(), num(k["seq_gaps"]).c_str());
     }
+    if (j.contains("dataplane")) {
+        const auto &d = j["dataplane"];
+        std::printf(
+            "dataplane: %s binds, %s kept-alive requests moved, %s stayed; receive-path stalls "
+            "%s%s; first flights refused (table full) %s, no mbuf %s\n",
+            num(d["binds"]).c_str(), num(d["requests_moved"]).c_str(),
+            num(d["requests_same_backend"]).c_str(), num(d["rx_stalls"]).c_str(),
+            d["rx_stalls"].get<std::uint64_t>() ? " (the watchdog restarted it: see its log)" : "",
+            num(d["hold_full"]).c_str(), num(d["no_mbuf"]).c_str());
+    }
     std::printf("tunables:");
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)
         std::printf(" %s=%s", it.key().c_str(),

@@ -188,7 +188,14 @@ TEST_F(Integration, CtlCommandsChangeTheMappedTables) {
     ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
     ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
 
+    // The dataplane's health in status, summed over its workers' counters.
+    ASSERT_NE(maps_->dp_stats, nullptr);
+    maps_->dp_stats[KVS_R_DP_RX_STALL] = 2;
+    maps_->dp_stats[KVS_STATS_MAX + KVS_R_DP_RX_STALL] = 1;
+    maps_->dp_stats[KVS_R_DP_REQ_MOVED] = 7;
     auto st = ctl({"status"});
+    EXPECT_EQ(st["dataplane"]["rx_stalls"], 3);
+    EXPECT_EQ(st["dataplane"]["requests_moved"], 7);
     EXPECT_EQ(st["backends"]["total"], 2);
     EXPECT_EQ(st["backends"]["up"], 2);
     EXPECT_EQ(st["vips"][0], "10.77.0.1:8000");
