@@ -1,3 +1,4 @@
+#include "mono_clock.h"
 #include "ctl_maps.h"
 
 #include <arpa/inet.h>
@@ -24,13 +25,6 @@ std::string ep_str(const __u32 *addr, __u16 port_be, __u8 family) {
     std::memcpy(e.addr.data(), addr, 16);
     e.port_be = port_be;
     return e.str();
-}
-
-std::uint64_t mono_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // kvsteerd: DaemonCore wired to its I/O. Startup and shutdown, the maintenance tick and vLLM KV
 // events (probes in probes.cc, sockets and the loop in daemon_io.cc, API commands in api.cc,
 // metrics text in daemon_metrics.cc).
+#include "mono_clock.h"
 #include "kvsteer/control/daemon.h"
 
 #include <spdlog/spdlog.h>
@@ -13,17 +14,6 @@
 #include "kvsteer/control/neigh.h"
 
 namespace kvsteer::control {
-
-namespace {
-
-std::uint64_t mono_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-           static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-}  // namespace
 
 Daemon::Daemon(DaemonConfig cfg, const Tables &maps)
     : core_(std::move(cfg), maps, resolve_next_hop_mac),

@@ -6,21 +6,11 @@
 
 #include <algorithm>
 
+#include "mono_clock.h"
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/control/prometheus.h"
 
 namespace kvsteer::control {
-
-namespace {
-
-std::uint64_t mono_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-           static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-}  // namespace
 
 void Daemon::update_targets(bool kick) {
     std::lock_guard lk(mu_);

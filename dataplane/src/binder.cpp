@@ -238,11 +238,7 @@ void Binder::connect(const BindEnv &env, std::uint64_t now, Actions &out) {
     if (!prechosen_) return next_candidate(env, now, out);
     prechosen_ = false;  // rebinding: the candidate decide_rebind chose
     syn_tries_ = 0;
-    syn(env, out);
-    deadline_ = now + env.cfg.syn_timeout;
-    Action a = act(Action::Kind::Arm);
-    a.when = deadline_;
-    out.push(a);
+    syn_and_arm(env, now, out);
 }
 
 void Binder::no_port(const BindEnv &env, Actions &out) {
@@ -269,6 +265,11 @@ void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out)
     backend_ = ch.backend;
     via_ = ch.via;
     syn_tries_ = 0;
+    syn_and_arm(env, now, out);
+}
+
+// A SYN to the backend (the first or a retry) and the timer for its answer.
+void Binder::syn_and_arm(const BindEnv &env, std::uint64_t now, Actions &out) {
     syn(env, out);
     deadline_ = now + env.cfg.syn_timeout;
     Action a = act(Action::Kind::Arm);
@@ -399,11 +400,7 @@ void Binder::timer(const BindEnv &env, std::uint64_t now, Actions &out) {
         if (phase_ == Phase::Holding) arm_holding(env, now, out);
     } else if (phase_ == Phase::SynSent && now >= deadline_) {
         if (syn_tries_ <= env.cfg.syn_retries) {
-            syn(env, out);
-            deadline_ = now + env.cfg.syn_timeout;
-            Action a = act(Action::Kind::Arm);
-            a.when = deadline_;
-            out.push(a);
+            syn_and_arm(env, now, out);
         } else {
             env.inc(KVS_R_DP_BACKEND_TIMEOUT);
             if (env.t.load)

@@ -200,6 +200,7 @@ class Binder {
     void check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out);
     void next_candidate(const BindEnv &env, std::uint64_t now, Actions &out);
     void syn(const BindEnv &env, Actions &out);
+    void syn_and_arm(const BindEnv &env, std::uint64_t now, Actions &out);
     void arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const;
     void reset_client(const BindEnv &env, Actions &out);
     // Rebinding, keyed: resume on the backend or move (Connect to a chosen one).
