@@ -8,6 +8,9 @@ SANITIZE   ?= OFF
 # Seconds each libFuzzer target runs: `make fuzz`, and the short CI run `make fuzz-smoke`.
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
+# Executions each target runs at most in `make fuzz` (-1: as many as FUZZ_SECONDS allow); e.g.
+# `make fuzz FUZZ_RUNS=10000000 FUZZ_SECONDS=1800` runs 10M each (the report says how many ran).
+FUZZ_RUNS ?= -1
 
 # Every Debian package the project needs to build, test, benchmark and demo.
 PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
@@ -84,19 +87,19 @@ fuzz-build: deps
 # $(call fuzz_run,SECONDS): every test labelled fuzz for SECONDS, then each target's execution
 # count (libFuzzer's final stats, which ctest keeps in its log); a target without one fails.
 define fuzz_run
-	cd $(BUILD)-fuzz && FUZZ_SECONDS=$(1) ctest --output-on-failure --no-tests=error -L fuzz --timeout $$(( $(1) + 300 ))
+	cd $(BUILD)-fuzz && FUZZ_SECONDS=$(1) FUZZ_RUNS=$(2) ctest --output-on-failure --no-tests=error -L fuzz --timeout $$(( $(1) + 300 ))
 	@awk '/^[0-9]+\/[0-9]+ Test: /{t=$$3; all[t]=1} \
 	     /^stat::number_of_executed_units:/{n[t]=$$2} /^stat::average_exec_per_sec:/{r[t]=$$2} \
 	     END{bad=!length(all); for(t in all){if(t in n) printf "[fuzz] %s: %s executions (%s/s)\n", t, n[t], r[t]; \
 	         else {printf "[fuzz] %s: no execution count\n", t > "/dev/stderr"; bad=1}} exit bad}' \
-	    $(BUILD)-fuzz/Testing/Temporary/LastTest.log
+	    $(BUILD)-fuzz/Testing/Temporary/LastTest.log | tee $(BUILD)-fuzz/REPORT.txt
 endef
 
 fuzz: fuzz-build
-	$(call fuzz_run,$(FUZZ_SECONDS))
+	$(call fuzz_run,$(FUZZ_SECONDS),$(FUZZ_RUNS))
 
 fuzz-smoke: fuzz-build
-	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
+	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS),-1)
 
 # Every tracked C/C++ source, formatted by the one .clang-format.
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cc' '*.cpp' 2>/dev/null)

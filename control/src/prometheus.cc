@@ -138,7 +138,10 @@ std::string parse_sample(std::string_view line, PromSample &out) {
         if (ec != std::errc() || p != ts.data() + ts.size()) {
             // OpenMetrics timestamps are float seconds.
             auto f = parse_value(ts);
-            if (!f || !std::isfinite(*f)) return "bad timestamp '" + std::string(ts) + "'";
+            // Out of int64 milliseconds (about 292 million years) is no timestamp either: the
+            // conversion would be undefined.
+            if (!f || !std::isfinite(*f) || std::fabs(*f) >= 9.2e15)
+                return "bad timestamp '" + std::string(ts) + "'";
             t = static_cast<std::int64_t>(*f * 1000.0);
         }
         out.timestamp_ms = t;

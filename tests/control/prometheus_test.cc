@@ -180,10 +180,11 @@ TEST(Prometheus, BadLinesAreSkippedAndCounted) {
         "m 12abc\n"
         "m\n"
         "m 1 notatimestamp\n"
+        "m 1 1.7e+23\n"  // float seconds beyond int64 milliseconds (found by the fuzzer: UB)
         "9bad 1\n"
         "ok2{a=\"1\"} 2\n");
     EXPECT_EQ(p.samples.size(), 2u);
-    EXPECT_EQ(p.bad_lines, 10u);
+    EXPECT_EQ(p.bad_lines, 11u);
     EXPECT_EQ(p.first_error.rfind("line 2:", 0), 0u) << p.first_error;
 }
 
