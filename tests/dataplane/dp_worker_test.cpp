@@ -17,6 +17,7 @@
 
 #include "dp_test_env.h"
 #include "kvsteer/cookie.h"
+#include "kvsteer/rewrite.h"
 
 using namespace kvsteer;
 using namespace kvsteer::dp;
@@ -907,6 +908,123 @@ TEST_F(BindTest, FullInboxOfAnotherWorkerIsCounted) {
     rte_mbuf *m = nullptr;
     while (rte_ring_dequeue(in[1], reinterpret_cast<void **>(&m)) == 0) rte_pktmbuf_free(m);
     for (auto *r : in) rte_ring_free(r);
+}
+
+// Per-request steering, as the worker carries it out against a real flow map: XDP marked a
+// bound connection's entries REBINDING at a request boundary (done here by hand, with the
+// tracking XDP keeps); the next request moves to the backend a fresh connection would reach.
+TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
+    make_worker();
+    // Where a fresh connection with the second request lands (another client port).
+    std::string second = request(700);
+    second[second.size() - 10] = 'Z';  // a distinct prompt tail, same length
+    cookie = cookie_for(cport + 1);
+    {
+        Seg s = client_seg(0, second, 5);
+        s.sport = static_cast<std::uint16_t>(cport + 1);
+        inject(rp.rx, make_seg(rp.pool, s));
+    }
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    const int fresh = backend_of(parse(out[0]));
+    ASSERT_GE(fresh, 0);
+    // The connection under test: bound to another backend than that.
+    cookie = cookie_for(cport);
+    const std::string req1 = request(600);
+    tables->config.steer_mode = KVS_STEER_ROUND_ROBIN;  // first request: any backend but `fresh`
+    int be1 = -1;
+    for (int tries = 0; tries < 3 && be1 < 0; ++tries) {
+        inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
+        out = step(now);
+        ASSERT_EQ(out.size(), 1u);
+        kvs_pkt syn = parse(out[0]);
+        if (backend_of(syn) == fresh) {  // reset by the backend: the next candidate
+            inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_RST | KVS_TCP_ACK)));
+            continue;
+        }
+        be1 = backend_of(syn);
+        Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+        inject(rp.rx, make_seg(rp.pool, sa));
+        out = step(now + ms(1));
+        ASSERT_EQ(out.size(), 2u) << "ACK + the request";
+    }
+    ASSERT_GE(be1, 0);
+    ASSERT_NE(be1, fresh);
+    tables->config.steer_mode = KVS_STEER_PREFIX;
+
+    // XDP's view at the boundary: the response (100 bytes) complete and acknowledged, both
+    // entries marked.
+    kvs_flow_key kc{};
+    kc.saddr[0] = client_ip;
+    kc.daddr[0] = vip;
+    kc.sport = htons(cport);
+    kc.dport = htons(8000);
+    kc.family = KVS_AF_INET;
+    kc.proto = KVS_IPPROTO_TCP;
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
+    EXPECT_EQ(fc.next_seq, S) << "tracking starts after the flushed request";
+    EXPECT_EQ(fc.client_wscale, 7);
+    kvs_flow_key ks;
+    kvs_flow_reverse_key(&kc, &fc, &ks);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    const std::uint16_t old_port = ntohs(fc.new_sport);
+    fs.next_seq = bisn + 1 + 100;
+    fs.ts_last = 90000;
+    fc.state |= KVS_FLOW_REBINDING;
+    fs.state |= KVS_FLOW_REBINDING;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+
+    // The next request, punted by XDP (its ack: the whole response).
+    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7);
+    r2.ack = cookie + 1 + 100;
+    inject(rp.rx, make_seg(rp.pool, r2));
+    out = step(now + ms(100));  // past the first binding's local linger
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn2 = parse(out[0]);
+    EXPECT_EQ(syn2.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(backend_of(syn2), fresh) << "the policy's choice for this request";
+    EXPECT_EQ(ntohl(syn2.tcp->seq), S - 1) << "the new leg keeps the client's sequence space";
+    EXPECT_EQ(syn2.opts.wscale, 7) << "the client's handshake options, kept in its entry";
+    EXPECT_NE(ntohs(syn2.tcp->source), old_port);
+
+    Seg sa2 = backend_seg(syn2, KVS_TCP_SYN | KVS_TCP_ACK);
+    sa2.seq = 0x20000000u;
+    sa2.ack = S;
+    sa2.ts = true;
+    sa2.tsval = 777;
+    sa2.tsecr = syn2.opts.tsval;
+    inject(rp.rx, make_seg(rp.pool, sa2));
+    out = step(now + ms(101));
+    ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
+    kvs_pkt rst = parse(out[1]);
+    EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(backend_of(rst), be1);
+    EXPECT_EQ(ntohs(rst.tcp->source), old_port);
+    EXPECT_EQ(ntohl(rst.tcp->seq), S) << "in the old leg's window";
+    kvs_pkt data = parse(out[2]);
+    EXPECT_EQ(backend_of(data), fresh);
+    EXPECT_EQ(ntohl(data.tcp->seq), S);
+    EXPECT_EQ(ntohl(data.tcp->ack_seq), 0x20000000u + 1) << "acks in the new backend's space";
+
+    // The entries: the client's replaced whole (new leg, unmarked), the old server entry gone,
+    // the new one continuing the client's view (next server byte after the first response).
+    kvs_flow nc{}, ns{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &nc), 0);
+    EXPECT_EQ(nc.backend_id, fresh);
+    EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0);
+    EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0) << "the old leg's entry";
+    kvs_flow_key ks2;
+    kvs_flow_reverse_key(&kc, &nc, &ks2);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks2, &ns), 0);
+    EXPECT_EQ(ns.seq_delta + 0x20000000u + 1, cookie + 1 + 100) << "server bytes continue";
+    EXPECT_EQ(ns.tsval_delta + 777, 90000u + 1) << "TSvals to the client continue, never back";
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
+    EXPECT_EQ(tables->load[be1].closes, 1u) << "the first request left its backend";
+    EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";
 }
 
 TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
