@@ -928,6 +928,13 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     ASSERT_EQ(out.size(), 1u);
     const int fresh = backend_of(parse(out[0]));
     ASSERT_GE(fresh, 0);
+    {  // the probe is done with: its client resets (no SYN retries from it later)
+        Seg r = client_seg(0, "", 5);
+        r.sport = static_cast<std::uint16_t>(cport + 1);
+        r.flags = KVS_TCP_RST;
+        inject(rp.rx, make_seg(rp.pool, r));
+        step(now);
+    }
     // The connection under test: bound to another backend than that.
     cookie = cookie_for(cport);
     const std::string req1 = request(600);
