@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <bpf/bpf.h>
 #include <rte_cycles.h>
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
@@ -23,6 +24,7 @@
 #include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
 #include "kvsteer/csum.h"
+#include "kvsteer/rewrite.h"
 #include "packet.h"
 
 using namespace kvsteer;
@@ -80,7 +82,16 @@ struct BindFigures {
     double flows_per_s = 0, ns_per_flow = 0, responder_ns = 0;
 };
 
-BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag) {
+// Per-request steering: what a request boundary costs the dataplane when the request stays on
+// its backend (flush through the entry; entries read and written back) and when it moves (a new
+// backend leg: SYN, SYN-ACK, install, ACK, RST to the old leg, flush).
+struct RebindFigures {
+    double stay_ns = 0, move_ns = 0;
+    std::uint64_t stays = 0, moves = 0;
+};
+
+BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag,
+                       RebindFigures *rebind = nullptr) {
     auto tables = make_tables(8, mode == Mode::Xdp);
     tables->config.snat_port_lo = 1024;
     tables->config.snat_port_hi = 65535;
@@ -158,6 +169,91 @@ BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag) {
     f.responder_ns = responder_s * 1e9 / n_flows;
     f.ns_per_flow = (secs - responder_s) * 1e9 / bound;
     f.flows_per_s = bound / (secs - responder_s);
+    if (!rebind || mode != Mode::Xdp) return f;
+
+    // Request boundaries on every bound flow: XDP's marking done here (the entries' tracking as
+    // XDP keeps it: a 100-byte response complete), then each flow's next request, punted.
+    // `move`: the entry says another backend than the policy's choice, so every request moves.
+    auto boundaries = [&](bool move, unsigned round) {
+        std::vector<rte_mbuf *> reqs(n_flows);
+        for (unsigned i = 0; i < n_flows; ++i) {
+            kvs_flow_key kc{}, ks;
+            kc.saddr[0] = htonl(ntohl(ip4("10.78.0.0")) + (i >> 14));
+            kc.daddr[0] = ip4("10.77.1.1");
+            kc.sport = htons(static_cast<std::uint16_t>(1024 + (i & 16383)));
+            kc.dport = htons(8000);
+            kc.family = KVS_AF_INET;
+            kc.proto = KVS_IPPROTO_TCP;
+            kvs_flow fc{}, fs{};
+            if (bpf_map_lookup_elem(tables->flows_fd, &kc, &fc) != 0) continue;
+            kvs_flow_reverse_key(&kc, &fc, &ks);
+            if (bpf_map_lookup_elem(tables->flows_fd, &ks, &fs) != 0) continue;
+            fs.next_seq += 100;
+            fs.ts_last = 1000 + round;
+            fc.state |= KVS_FLOW_REBINDING;
+            fs.state |= KVS_FLOW_REBINDING;
+            if (move) fc.backend_id = static_cast<std::uint16_t>((fc.backend_id + 1) % 8);
+            bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST);
+            bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST);
+            Seg s{};
+            s.saddr = kc.saddr[0];
+            s.daddr = kc.daddr[0];
+            s.sport = ntohs(kc.sport);
+            s.dport = 8000;
+            s.seq = fc.next_seq;
+            s.ack = fs.next_seq + fs.seq_delta;  // the whole response acknowledged
+            s.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+            s.ts = true;
+            s.tsval = 10 + round;
+            s.tsecr = 2;
+            s.payload = chat_request(i, 1400);
+            reqs[i] = make_seg(rp.pool, s);
+        }
+        const std::uint64_t stays0 = w.counter(KVS_R_DP_REQ_SAME_BACKEND),
+                            moves0 = w.counter(KVS_R_DP_REQ_MOVED);
+        std::uint64_t resp_cycles = 0;
+        const auto t1 = Clock::now();
+        for (unsigned i = 0; i < n_flows; i += 32) {
+            const unsigned n = std::min(32u, n_flows - i);
+            unsigned k = 0;
+            rte_mbuf *burst[32];
+            for (unsigned j = 0; j < n; ++j)
+                if (reqs[i + j]) burst[k++] = reqs[i + j];
+            rte_ring_enqueue_burst(rp.rx, reinterpret_cast<void **>(burst), k, nullptr);
+            w.poll(rte_rdtsc());  // stays: flushed; moves: SYNs
+            std::uint64_t c0 = rte_rdtsc();
+            unsigned got;
+            if (move) {
+                got = rte_ring_dequeue_burst(rp.tx, objs, 64, nullptr);
+                for (unsigned q = 0; q < got; ++q)
+                    synack_in_place(static_cast<rte_mbuf *>(objs[q]));
+                rte_ring_enqueue_burst(rp.rx, objs, got, nullptr);
+                resp_cycles += rte_rdtsc() - c0;
+                w.poll(rte_rdtsc());  // ACK, RST to the old leg, flush
+                c0 = rte_rdtsc();
+            }
+            while ((got = rte_ring_dequeue_burst(rp.tx, objs, 64, nullptr)) > 0)
+                rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), got);
+            resp_cycles += rte_rdtsc() - c0;
+        }
+        const double s1 = std::chrono::duration<double>(Clock::now() - t1).count() -
+                          static_cast<double>(resp_cycles) / rte_get_tsc_hz();
+        const std::uint64_t stays = w.counter(KVS_R_DP_REQ_SAME_BACKEND) - stays0,
+                            moves = w.counter(KVS_R_DP_REQ_MOVED) - moves0;
+        if (move) {
+            rebind->moves = moves;
+            rebind->move_ns = moves ? s1 * 1e9 / static_cast<double>(moves) : 0;
+        } else {
+            rebind->stays = stays;
+            rebind->stay_ns = stays ? s1 * 1e9 / static_cast<double>(stays) : 0;
+        }
+        if (stays + moves != n_flows)
+            std::fprintf(stderr, "warning: %llu of %u boundaries %s\n",
+                         static_cast<unsigned long long>(move ? moves : stays), n_flows,
+                         move ? "moved" : "stayed");
+    };
+    boundaries(false, 1);
+    boundaries(true, 2);
     return f;
 }
 
@@ -307,7 +403,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     BindFigures dpdk = bench_bind(Mode::Dpdk, flows, "d");
-    BindFigures xdp = bench_bind(Mode::Xdp, flows, "x");
+    RebindFigures rb;
+    BindFigures xdp = bench_bind(Mode::Xdp, flows, "x", &rb);
     Pieces pc = bench_pieces(smoke ? 20000 : 200000);
     double refresh_ns = 0;
     double mpps = bench_fastpath(1000, smoke ? 2000000 : 20000000, &refresh_ns);
@@ -325,6 +422,11 @@ int main(int argc, char **argv) {
     std::printf(
         "fast path, pure DPDK:      %10.2f Mpps     (template refresh %.1f ns/pkt excluded)\n",
         mpps, refresh_ns);
+    std::printf(
+        "request boundary, stays:   %10.0f ns (%llu of them); moves: %.0f ns (%llu; scripted "
+        "backend excluded)\n",
+        rb.stay_ns, static_cast<unsigned long long>(rb.stays), rb.move_ns,
+        static_cast<unsigned long long>(rb.moves));
     if (const char *out = std::getenv("KVS_BENCH_OUT")) {
         FILE *f = std::fopen(out, "w");
         if (!f) {
@@ -336,9 +438,11 @@ int main(int argc, char **argv) {
                      "\"dp_bind_xdp_flows_per_s\": %.0f, \"dp_bind_xdp_ns_per_flow\": %.0f, "
                      "\"dp_bind_flowmap_install_ns\": %.0f, \"dp_bind_locate_ns\": %.0f, "
                      "\"dp_bind_hash_ns\": %.0f, "
-                     "\"dp_fastpath_mpps\": %.3f}\n",
+                     "\"dp_fastpath_mpps\": %.3f, \"dp_request_stay_ns\": %.0f, "
+                     "\"dp_request_move_ns\": %.0f}\n",
                      dpdk.flows_per_s, dpdk.ns_per_flow, xdp.flows_per_s, xdp.ns_per_flow,
-                     xdp.ns_per_flow - dpdk.ns_per_flow, pc.locate_ns, pc.hash_ns, mpps);
+                     xdp.ns_per_flow - dpdk.ns_per_flow, pc.locate_ns, pc.hash_ns, mpps, rb.stay_ns,
+                     rb.move_ns);
         std::fclose(f);
     }
     return 0;
