@@ -66,6 +66,9 @@ kvc_drain() {
     kvc_check "flow table drained (${n:-?} entries left)" [ "${n:-1}" == 0 ]
 }
 
+# kvc_snap NAME: every counter now, into counters.NAME (kept with the scenario's logs).
+kvc_snap() { "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" >"$DPE_DIR/counters.$1" 2>&1; }
+
 kvc_alive() { kill -0 "${DPE_DP_PID:-0}" 2>/dev/null; }
 
 # kvc_fault LEG DROP SLOW: loss/reordering on every veth of the leg, both directions.
@@ -97,7 +100,8 @@ kvc_fault_stats() {
 
 kvc_finish() {
     kvc_rec rss_after_kb "$(kvc_rss)"
-    mkdir -p "$KVC_OUT/../logs/$SCEN" && cp "$DPE_DIR"/*.log "$DPE_DIR"/*.json "$KVC_OUT/../logs/$SCEN/" 2>/dev/null
+    kvc_snap end
+    mkdir -p "$KVC_OUT/../logs/$SCEN" && cp "$DPE_DIR"/*.log "$DPE_DIR"/*.json "$DPE_DIR"/counters.* "$KVC_OUT/../logs/$SCEN/" 2>/dev/null
     kvc_rec failed "$KVC_FAILED"
     local c
     for c in dp_bind_ok dp_hold_full dp_hold_source_cap dp_backend_rst dp_backend_timeout dp_rx_stall xdp_tx_synack; do
@@ -115,6 +119,7 @@ kvc_up() {
     local prefix=$1 nbe=$2; shift 2
     dpe_up "$prefix" "$nbe" "${DP_OPTS[@]}" "$@"
     KVC_DP_ARGS=("${DP_OPTS[@]}" "$@")
+    echo "$DPE_DIR" >"$KVC_OUT/$SCEN.tmpdir"
     kvc_rec rss_before_kb "$(kvc_rss)"
 }
 
@@ -140,7 +145,7 @@ slowloris)
     # measured during each phase. The supervisor's part (restart on the watchdog's exit 75) is
     # played here; restarts are recorded.
     KVS_N_CLIENTS=2 kvc_up kvcs 2
-    if full; then burst=5000 sus=4500 secs=15; else burst=2000 sus=1500 secs=6; fi
+    if full; then burst=5000 sus=4500 secs=15; else burst=2000 sus=1500 secs=5; fi
     restarts=0
     for phase in burst sustained burst_sustained; do
         case $phase in
@@ -155,8 +160,9 @@ slowloris)
         wait "$attack"
         kvc_log "attacker ($phase): $(cat "$DPE_DIR/sl_$phase.json")"
         kvc_measure "$phase" "$out" 0.90
-        if dpe_restart_if_stalled "${KVC_DP_ARGS[@]}"; then restarts=$((restarts + 1)); fi
-        sleep 3 # the attacker's connections time out (--client-idle-timeout-ms 2000)
+        sleep 2.5 # the attacker's held flows time out (--client-idle-timeout-ms 2000)
+        # The supervisor's part: a dataplane that exited (the watchdog's 75) is restarted.
+        if ! kvc_alive && dpe_restart_if_stalled "${KVC_DP_ARGS[@]}"; then restarts=$((restarts + 1)); fi
     done
     kvc_rec dp_restarts "$restarts"
     kvc_check "the attacker was held to its share (dp_hold_source_cap $(dpe_counter dp_hold_source_cap))" \
@@ -225,17 +231,30 @@ backend_kill)
     kvc_drain 30
     ;;
 kvsteerd_kill)
+    # kvsteerd with a fixed SYN-cookie key (as deployments set it: --cookie-key, the same on
+    # every appliance). Cycle 1: kill -9 under load, restarted 2 s later with the same key.
+    # Cycle 2: the same, but restarted with another key, which is what every restart does when
+    # no key is set (a random one): handshakes in flight at the switch carry the old key's cookie.
+    key1=00112233445566778899aabbccddeeff key2=ffeeddccbbaa99887766554433221100
+    KVC_KVSTEERD_EXTRA=(--cookie-key "$key1")
+    eval "$(declare -f dpe_start_kvsteerd | sed 's/--report-interval 100/--report-interval 100 "${KVC_KVSTEERD_EXTRA[@]}"/')"
     DPE_KVSTEERD=1 kvc_up kvcd 3
-    kvc_client 1 --n 100000 --seconds 8 --concurrency 4 --timeout 5 >"$DPE_DIR/during.json" & cl=$!
-    sleep 2
-    kill -9 "$DPE_KVSTEERD_PID"; wait "$DPE_KVSTEERD_PID" 2>/dev/null; DPE_KVSTEERD_PID=""
-    kvc_log "kvsteerd killed (SIGKILL)"
-    sleep 2
-    "${DPE_KVSTEERD_CMD[@]}" >>"$DPE_DIR/kvsteerd.log" 2>&1 & DPE_KVSTEERD_PID=$!
-    kvc_log "kvsteerd restarted"
-    wait "$cl"; out=$(cat "$DPE_DIR/during.json")
-    kvc_measure during "$out" 0.98
-    kvc_check "kvsteerd still running after its restart" kill -0 "$DPE_KVSTEERD_PID"
+    for cycle in same_key new_key; do
+        kvc_snap "$cycle.0"
+        kvc_client 1 --n 100000 --seconds 5 --concurrency 4 --timeout 5 >"$DPE_DIR/$cycle.json" & cl=$!
+        sleep 2
+        kill -9 "$DPE_KVSTEERD_PID"; wait "$DPE_KVSTEERD_PID" 2>/dev/null; DPE_KVSTEERD_PID=""
+        kvc_log "kvsteerd killed (SIGKILL)"
+        sleep 1; kvc_snap "$cycle.dead"; sleep 1
+        cmd=("${DPE_KVSTEERD_CMD[@]}")
+        [[ $cycle == new_key ]] && cmd=("${DPE_KVSTEERD_CMD[@]/$key1/$key2}")
+        "${cmd[@]}" >>"$DPE_DIR/kvsteerd.log" 2>&1 & DPE_KVSTEERD_PID=$!
+        kvc_log "kvsteerd restarted ($cycle)"
+        wait "$cl"; out=$(cat "$DPE_DIR/$cycle.json")
+        kvc_measure "$cycle" "$out" 0.98
+        kvc_snap "$cycle.1"
+        kvc_check "kvsteerd still running after its restart" kill -0 "$DPE_KVSTEERD_PID"
+    done
     out=$(kvc_client 1 --n 40 --seconds 30 --timeout 5)
     kvc_measure after "$out" 1.0
     sleep 1
@@ -279,7 +298,7 @@ flow_full)
     full_n=$(dpe_counter dp_hold_full); ev=$(dpe_counter dp_hold_evicted_incomplete_head)
     kvc_rec hold_full "${full_n:-0}"; kvc_rec evicted "${ev:-0}"
     kvc_check "the slot table was full (dp_hold_full ${full_n:-0}, evictions ${ev:-0})" [ $(( ${full_n:-0} + ${ev:-0} )) -gt 0 ]
-    dpe_restart_if_stalled "${KVC_DP_ARGS[@]}" && kvc_rec dp_restarts 1
+    kvc_alive || { dpe_restart_if_stalled "${KVC_DP_ARGS[@]}" && kvc_rec dp_restarts 1; }
     out=$(kvc_client 2 --n 40 --seconds 30 --timeout 5)
     kvc_measure after "$out" 1.0
     kvc_drain 30

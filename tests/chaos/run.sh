@@ -28,7 +28,7 @@ kvc_procs() {
         exe=$(readlink "$d/exe" 2>/dev/null) || continue
         cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)
         [[ "$cmd" == *tests/chaos/run.sh* || "$cmd" == *ctest* ]] && continue
-        if [[ "$exe" == "$BUILD/bin/"* || "$cmd" == *"$ROOT/tests/"* ]]; then echo "$pid $cmd"; fi
+        if [[ "$exe" == "$BUILD/bin/"* || ("$exe" == */python3* && "$cmd" == *"$ROOT/tests/"*) ]]; then echo "$pid $cmd"; fi
     done
 }
 status=0
@@ -45,14 +45,15 @@ for s in $SCENS; do
     mnt_left=0; mountpoint -q "/run/kvsteer-test-$p" 2>/dev/null && mnt_left=1
     # Processes of this tree still running (its binaries, its test scripts): counted, never killed here.
     proc_left=$(kvc_procs | wc -l)
+    tmp_left=0; [[ -f "$OUT/raw/$s.tmpdir" && -e "$(cat "$OUT/raw/$s.tmpdir")" ]] && tmp_left=1
     {
         echo "rc $rc"; echo "seconds $((SECONDS - t0))"
-        echo "left_namespaces $ns_left"; echo "left_mounts $mnt_left"; echo "left_processes $proc_left"
+        echo "left_namespaces $ns_left"; echo "left_mounts $mnt_left"; echo "left_processes $proc_left"; echo "left_tmpdirs $tmp_left"
     } >>"$OUT/raw/$s.txt"
     verdict=PASS
-    if ((rc != 0 || ns_left + mnt_left + proc_left > 0)); then verdict=FAIL; status=1; fi
+    if ((rc != 0 || ns_left + mnt_left + proc_left + tmp_left > 0)); then verdict=FAIL; status=1; fi
     echo "$verdict" >"$OUT/raw/$s.verdict"
-    echo "[chaos] $s: $verdict (exit $rc, $((SECONDS - t0)) s; left: $ns_left namespaces, $mnt_left mounts, $proc_left processes)"
+    echo "[chaos] $s: $verdict (exit $rc, $((SECONDS - t0)) s; left: $ns_left namespaces, $mnt_left mounts, $proc_left processes, $tmp_left temporary directories)"
     ((rc == 0)) || grep -E "FAILED|FAIL:" "$OUT/logs/$s.log" | head -5
 done
 
@@ -95,18 +96,20 @@ for s, kv in rows.items():
     for p in phases:
         L.append(f"| {s} | {p} | {fmt(kv.get(p + '.sent'))} | {fmt(kv.get(p + '.success'))} | "
                  f"{fmt(kv.get(p + '.p50_ms'))} | {fmt(kv.get(p + '.p99_ms'))} | {fmt(kv.get(p + '.corrupted'))} |")
-L += ["", "| scenario | result | seconds | flows left | namespaces left | mounts left | processes left | dataplane RSS before -> after (kB) |",
-      "|---|---|---|---|---|---|---|---|"]
+L += ["", "State left behind (flows: entries in the XDP flow map once traffic stopped; the rest after the "
+      "scenario's own cleanup) and the dataplane's RSS:", "",
+      "| scenario | result | seconds | flows left | namespaces left | mounts left | processes left | temp dirs left | dataplane RSS before -> after (kB) |",
+      "|---|---|---|---|---|---|---|---|---|"]
 for s, kv in rows.items():
     L.append(f"| {s} | {'PASS' if kv['pass'] else 'FAIL'} | {fmt(kv.get('seconds'))} | {fmt(kv.get('left_flows'))} | "
              f"{fmt(kv.get('left_namespaces'))} | {fmt(kv.get('left_mounts'))} | {fmt(kv.get('left_processes'))} | "
+             f"{fmt(kv.get('left_tmpdirs'))} | "
              f"{fmt(kv.get('rss_before_kb'))} -> {fmt(kv.get('rss_after_kb'))} |")
 L += ["", "## Other figures per scenario", ""]
 for s, kv in rows.items():
     extra = {k: v for k, v in kv.items() if not any(k.endswith(x) for x in
              (".sent", ".success", ".p50_ms", ".p99_ms", ".corrupted"))}
     L.append(f"- **{s}**: " + ", ".join(f"{k} {fmt(v)}" for k, v in extra.items()))
-notes = os.path.join(os.path.dirname(os.path.abspath(__file__)) if False else out, "notes.md")
 open(os.path.join(out, "REPORT.md"), "w").write("\n".join(L) + "\n")
 PY
 echo "[chaos] wrote $OUT/results.json and $OUT/REPORT.md"
