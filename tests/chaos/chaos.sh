@@ -145,7 +145,7 @@ slowloris)
     # measured during each phase. The supervisor's part (restart on the watchdog's exit 75) is
     # played here; restarts are recorded.
     KVS_N_CLIENTS=2 kvc_up kvcs 2
-    if full; then burst=5000 sus=4500 secs=15; else burst=2000 sus=1500 secs=5; fi
+    if full; then burst=5000 sus=4500 secs=15; else burst=2000 sus=1500 secs=4; fi
     restarts=0
     for phase in burst sustained burst_sustained; do
         case $phase in
@@ -190,10 +190,10 @@ synflood)
     ;;
 malformed)
     KVS_N_CLIENTS=2 kvc_up kvcm 2
-    rep=$(full && echo 10 || echo 3)
+    if full; then rep=10 secs=8; else rep=3 secs=5; fi
     ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/chaos/malformed.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --repeat "$rep" >"$DPE_DIR/malformed.json" & bad=$!
-    out=$(kvc_client 2 --n 100000 --seconds 8 --concurrency 2 --timeout 5)
+    out=$(kvc_client 2 --n 100000 --seconds "$secs" --concurrency 2 --timeout 5)
     wait "$bad"
     kvc_log "malformed: $(cat "$DPE_DIR/malformed.json")"
     kvc_rec malformed_sent "$(jget "$(cat "$DPE_DIR/malformed.json")" cases)"
@@ -205,10 +205,12 @@ malformed)
     ;;
 backend_kill)
     DPE_TIME_SCALE=1 kvc_up kvck 3 --backend-syn-timeout-ms 150 --backend-syn-retries 1 --max-candidates 3
-    # Mid-stream: SIGKILL backend 1 while 12 streams (~4 s each, unscaled time) run on all three.
-    kvc_client 1 --n 12 --seconds 60 --concurrency 12 --stream --max-tokens 600 --prefixes 12 --timeout 30 \
+    # Mid-stream: SIGKILL backend 1 while 12 streams (~4 s each full, ~2.5 s short; unscaled
+    # time) run on all three.
+    tokens=$(full && echo 600 || echo 400)
+    kvc_client 1 --n 12 --seconds 60 --concurrency 12 --stream --max-tokens "$tokens" --prefixes 12 --timeout 30 \
         >"$DPE_DIR/streams.json" & cl=$!
-    sleep 1.5
+    sleep 1.2
     kill -9 "${DPE_BE_PIDS[1]}"; kvc_log "backend 1 killed mid-stream"
     wait "$cl"; out=$(cat "$DPE_DIR/streams.json")
     kvc_measure midstream "$out" 0.5
@@ -216,8 +218,8 @@ backend_kill)
     kvc_check "the kill broke the streams on backend 1 ($(jget "$out" errors) errors)" [ "$(jget "$out" errors)" -gt 0 ]
     # Mid-bind: SIGKILL backend 2 during a 3 s run of 32 concurrent new connections.
     DPE_BE_PIDS[1]=""
-    kvc_client 1 --n 100000 --seconds 3 --concurrency 32 --prefixes 30 --timeout 10 >"$DPE_DIR/bind.json" & cl=$!
-    sleep 1.5
+    kvc_client 1 --n 100000 --seconds 2.5 --concurrency 32 --prefixes 30 --timeout 10 >"$DPE_DIR/bind.json" & cl=$!
+    sleep 1.2
     kill -9 "${DPE_BE_PIDS[2]}"; kvc_log "backend 2 killed mid-bind"
     wait "$cl"; out=$(cat "$DPE_DIR/bind.json")
     kvc_measure midbind "$out" 0.95
@@ -232,7 +234,7 @@ backend_kill)
     ;;
 kvsteerd_kill)
     # kvsteerd with a fixed SYN-cookie key (as deployments set it: --cookie-key, the same on
-    # every appliance). Cycle 1: kill -9 under load, restarted 2 s later with the same key.
+    # every appliance). Cycle 1: kill -9 under load, restarted 2 s later (1 s short) with the same key.
     # Cycle 2: the same, but restarted with another key, which is what every restart does when
     # no key is set (a random one): handshakes in flight at the switch carry the old key's cookie.
     key1=00112233445566778899aabbccddeeff key2=ffeeddccbbaa99887766554433221100
@@ -241,11 +243,13 @@ kvsteerd_kill)
     DPE_KVSTEERD=1 kvc_up kvcd 3
     for cycle in same_key new_key; do
         kvc_snap "$cycle.0"
-        kvc_client 1 --n 100000 --seconds 5 --concurrency 4 --timeout 5 >"$DPE_DIR/$cycle.json" & cl=$!
-        sleep 2
+        nb0=$(dpe_counter dp_no_backend)
+        if full; then secs=6 gap=1; else secs=4 gap=0.5; fi
+        kvc_client 1 --n 100000 --seconds "$secs" --concurrency 4 --timeout 5 >"$DPE_DIR/$cycle.json" & cl=$!
+        sleep 1.5
         kill -9 "$DPE_KVSTEERD_PID"; wait "$DPE_KVSTEERD_PID" 2>/dev/null; DPE_KVSTEERD_PID=""
         kvc_log "kvsteerd killed (SIGKILL)"
-        sleep 1; kvc_snap "$cycle.dead"; sleep 1
+        sleep "$gap"; kvc_snap "$cycle.dead"; sleep "$gap"
         cmd=("${DPE_KVSTEERD_CMD[@]}")
         [[ $cycle == new_key ]] && cmd=("${DPE_KVSTEERD_CMD[@]/$key1/$key2}")
         "${cmd[@]}" >>"$DPE_DIR/kvsteerd.log" 2>&1 & DPE_KVSTEERD_PID=$!
@@ -253,6 +257,9 @@ kvsteerd_kill)
         wait "$cl"; out=$(cat "$DPE_DIR/$cycle.json")
         kvc_measure "$cycle" "$out" 0.98
         kvc_snap "$cycle.1"
+        # Flows the dataplane reset for want of a backend (kvsteerd's restart writes backends down
+        # until its first health check: see docs/chaos/README.md).
+        kvc_rec "$cycle.no_backend_rst" $(( $(dpe_counter dp_no_backend) - ${nb0:-0} ))
         kvc_check "kvsteerd still running after its restart" kill -0 "$DPE_KVSTEERD_PID"
     done
     out=$(kvc_client 1 --n 40 --seconds 30 --timeout 5)
@@ -289,10 +296,11 @@ dp_restart)
 flow_full)
     # 16 binding slots; client 1 fills them with heads that never complete, client 2 is measured.
     KVS_N_CLIENTS=2 kvc_up kvct 2 --max-pending 16 --max-held-per-source 0
+    secs=$(full && echo 6 || echo 4)
     ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_slowloris.py" --host "$KVS_VIP" \
-        --port "$KVS_VIP_PORT" --burst 200 --hold 2 --sustained 100 --life 1 --seconds 6 >"$DPE_DIR/sl.json" 2>&1 & attack=$!
+        --port "$KVS_VIP_PORT" --burst 200 --hold 2 --sustained 100 --life 1 --seconds "$secs" >"$DPE_DIR/sl.json" 2>&1 & attack=$!
     sleep 0.5
-    out=$(kvc_client 2 --n 100000 --seconds 7 --concurrency 8 --timeout 5)
+    out=$(kvc_client 2 --n 100000 --seconds "$((secs + 1))" --concurrency 8 --timeout 5)
     wait "$attack"
     kvc_measure during "$out" 0.90
     full_n=$(dpe_counter dp_hold_full); ev=$(dpe_counter dp_hold_evicted_incomplete_head)
