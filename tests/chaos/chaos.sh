@@ -254,7 +254,7 @@ kvsteerd_kill)
     DPE_KVSTEERD=1 kvc_up kvcd 3
     for cycle in same_key new_key; do
         kvc_snap "$cycle.0"
-        nb0=$(dpe_counter dp_no_backend)
+        nb0=$(dpe_counter dp_no_backend); bc0=$(dpe_counter xdp_drop_bad_cookie)
         if full; then secs=6 gap=1; else secs=4 gap=0.5; fi
         kvc_client 1 --n 100000 --seconds "$secs" --concurrency 4 --timeout 5 >"$DPE_DIR/$cycle.json" & cl=$!
         sleep 1.5
@@ -266,11 +266,25 @@ kvsteerd_kill)
         "${cmd[@]}" >>"$DPE_DIR/kvsteerd.log" 2>&1 & DPE_KVSTEERD_PID=$!
         kvc_log "kvsteerd restarted ($cycle)"
         wait "$cl"; out=$(cat "$DPE_DIR/$cycle.json")
-        kvc_measure "$cycle" "$out" 0.98
+        # 0.95, not 1.0: a restarted kvsteerd writes every backend down until its first health
+        # check (docs/chaos/README.md, finding 1); the window grows with CPU contention. Every
+        # failure must be one of those resets (checked below); raise this to 1.0 once fixed.
+        kvc_measure "$cycle" "$out" 0.95
         kvc_snap "$cycle.1"
         # Flows the dataplane reset for want of a backend (kvsteerd's restart writes backends down
         # until its first health check: see docs/chaos/README.md).
-        kvc_rec "$cycle.no_backend_rst" $(( $(dpe_counter dp_no_backend) - ${nb0:-0} ))
+        nb=$(( $(dpe_counter dp_no_backend) - ${nb0:-0} )); bc=$(( $(dpe_counter xdp_drop_bad_cookie) - ${bc0:-0} ))
+        kvc_rec "$cycle.no_backend_rst" "$nb"; kvc_rec "$cycle.bad_cookie_drops" "$bc"
+        if [[ $cycle == same_key ]]; then
+            kvc_check "same key: no cookie refused across the restart ($bc)" [ "$bc" == 0 ]
+            kvc_check "same key: every failed request is a reset for want of a backend ($(jget "$out" errors) errors, $nb resets)" \
+                [ "$(jget "$out" errors)" == "$nb" ]
+        else
+            # A new key strands the handshakes in flight at the switch: their ACKs carry the old
+            # key's cookie (dropped; the client times out). Nothing else may fail.
+            kvc_check "new key: every failed request is a no-backend reset or a refused cookie ($(jget "$out" errors) errors, $nb resets, $bc cookies)" \
+                [ "$(jget "$out" errors)" -le $((nb + bc)) ]
+        fi
         kvc_check "kvsteerd still running after its restart" kill -0 "$DPE_KVSTEERD_PID"
     done
     out=$(kvc_client 1 --n 40 --seconds 30 --timeout 5)
