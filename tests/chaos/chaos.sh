@@ -10,6 +10,8 @@
 # dp_restart flow_full snat_exhaust short_conns. See tests/chaos/README.md.
 set -uo pipefail
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP, tc)"; exit 77; }
+# A signal (ctest's timeout, ^C) exits through the EXIT trap, which removes everything.
+trap 'exit 143' TERM INT
 DPE_BUILD=$(cd "$1" && pwd); SCEN=$2; MODE=${3:-short}; KVC_OUT=$4
 DPE_BIN="$DPE_BUILD/bin"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -38,8 +38,13 @@ for s in $SCENS; do
     [[ -n "$p" ]] || { echo "run.sh: unknown scenario $s" >&2; exit 2; }
     t0=$SECONDS
     echo "[chaos] $s ($MODE) ..."
-    "$ROOT/tests/chaos/chaos.sh" "$BUILD" "$s" "$MODE" "$OUT/raw" >"$OUT/logs/$s.log" 2>&1
+    "$ROOT/tests/chaos/chaos.sh" "$BUILD" "$s" "$MODE" "$OUT/raw" >"$OUT/logs/$s.log" 2>&1 &
+    child=$!
+    # Stopped (ctest's timeout, ^C): the running scenario cleans up before we go.
+    trap 'kill -TERM $child 2>/dev/null; wait $child; exit 143' TERM INT
+    wait $child
     rc=$?
+    trap - TERM INT
     # What the scenario left behind, after its own cleanup ran.
     ns_left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -c "^$p-" || true)
     mnt_left=0; mountpoint -q "/run/kvsteer-test-$p" 2>/dev/null && mnt_left=1
