@@ -254,6 +254,8 @@ kvsteerd_kill)
     KVC_KVSTEERD_EXTRA=(--cookie-key "$key1")
     eval "$(declare -f dpe_start_kvsteerd | sed 's/--report-interval 100/--report-interval 100 "${KVC_KVSTEERD_EXTRA[@]}"/')"
     DPE_KVSTEERD=1 kvc_up kvcd 3
+    [[ " ${DPE_KVSTEERD_CMD[*]} " == *" --cookie-key $key1 "* ]] \
+        || dpe_fail "kvsteerd started without --cookie-key (dpe_start_kvsteerd changed: adapt the patch above)"
     for cycle in same_key new_key; do
         kvc_snap "$cycle.0"
         nb0=$(dpe_counter dp_no_backend); bc0=$(dpe_counter xdp_drop_bad_cookie)
