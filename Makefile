@@ -21,7 +21,7 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib \
         libssl-dev libboost-dev clang-format
 
-.PHONY: all deps configure build test e2e bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help \
+.PHONY: all deps configure build test e2e chaos bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help \
         format format-check
 
 all: build
@@ -31,6 +31,7 @@ help:
 	@echo "make test        install missing packages, build, run every test"
 	@echo "make bench       run the benchmarks, write $(BUILD)/bench/results.json"
 	@echo "make bench-smoke a short benchmark run (what CI checks)"
+	@echo "make chaos       the chaos suite (faults in namespaces), report kept in docs/chaos/ (root)"
 	@echo "make study       regenerate the routing-policy study in docs/study/ (simulator)"
 	@echo "make fuzz        run the libFuzzer targets for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) each)"
 	@echo "make format      apply .clang-format to every C/C++ source"
@@ -63,6 +64,13 @@ test: build
 
 e2e: build
 	cd $(BUILD) && ctest --output-on-failure -L e2e --timeout 600
+
+# The chaos suite, full length (tests/chaos/run.sh; `make test` runs its short form as a ctest).
+# The report is kept in docs/chaos/ whether the run passed or not; the exit status is the run's.
+chaos: build
+	mkdir -p $(BUILD)/chaos docs/chaos
+	BUILD=$(BUILD) tests/chaos/run.sh full; rc=$$?; \
+	    cp $(BUILD)/chaos/REPORT.md $(BUILD)/chaos/results.json docs/chaos/ && exit $$rc
 
 bench: build
 	mkdir -p $(BUILD)/bench
