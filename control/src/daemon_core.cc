@@ -122,6 +122,14 @@ void DaemonCore::resolve_mac(BackendRuntime &b) {
 }
 
 void DaemonCore::start(std::uint64_t now_ns) {
+    // A restart on maps a previous instance filled: a random cookie key (none configured) is
+    // that instance's, so handshakes under way stay valid (a new key drops their ACKs).
+    const kvs_config &was = *maps_.config;
+    if (cfg_.cookie_key_random && (was.cookie_key[0][0] | was.cookie_key[0][1])) {
+        cfg_.cookie_key = {was.cookie_key[0][0], was.cookie_key[0][1]};
+        cfg_.cookie_key_prev = {was.cookie_key[1][0], was.cookie_key[1][1]};
+        spdlog::info("cookie key: the previous instance's (none configured)");
+    }
     write_config();
     std::map<std::uint16_t, bool> taken;
     std::vector<std::pair<BackendSpec, std::optional<std::uint16_t>>> plan;
@@ -148,9 +156,13 @@ void DaemonCore::start(std::uint64_t now_ns) {
             taken[i] = true;
             b = fresh_backend(i, spec);
         } else {
-            // The slot's flows are this backend's: in-flight counts from zero, as they did.
+            // The slot's flows are this backend's: in-flight counts from zero, as they did. A
+            // backend the previous instance had up stays up until our own checks say otherwise
+            // (starting it down would make the dataplane refuse new flows until the first check).
+            const std::uint8_t was_state = maps_.backends[*id].state;
             b = fresh_backend(*id, spec);
             b.base_binds = b.base_closes = 0;
+            if (was_state == KVS_BE_UP || was_state == KVS_BE_DRAIN) b.health = HealthState(true);
         }
         resolve_mac(b);
         backends_[*id] = std::move(b);

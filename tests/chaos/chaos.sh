@@ -270,10 +270,10 @@ kvsteerd_kill)
         "${cmd[@]}" >>"$DPE_DIR/kvsteerd.log" 2>&1 & DPE_KVSTEERD_PID=$!
         kvc_log "kvsteerd restarted ($cycle)"
         wait "$cl"; out=$(cat "$DPE_DIR/$cycle.json")
-        # 0.95, not 1.0: a restarted kvsteerd writes every backend down until its first health
-        # check (docs/chaos/README.md, finding 1); the window grows with CPU contention. Every
-        # failure must be one of those resets (checked below); raise this to 1.0 once fixed.
-        kvc_measure "$cycle" "$out" 0.95
+        # The same key: nothing may fail (a restarted kvsteerd keeps the backends the previous
+        # one had up, finding 1 of docs/chaos/README.md, fixed). Another key strands the
+        # handshakes in flight at the switch, by design of a key change.
+        if [[ $cycle == same_key ]]; then kvc_measure "$cycle" "$out" 1.0; else kvc_measure "$cycle" "$out" 0.95; fi
         kvc_snap "$cycle.1"
         # Flows the dataplane reset for want of a backend (kvsteerd's restart writes backends down
         # until its first health check: see docs/chaos/README.md).
@@ -281,8 +281,7 @@ kvsteerd_kill)
         kvc_rec "$cycle.no_backend_rst" "$nb"; kvc_rec "$cycle.bad_cookie_drops" "$bc"
         if [[ $cycle == same_key ]]; then
             kvc_check "same key: no cookie refused across the restart ($bc)" [ "$bc" == 0 ]
-            kvc_check "same key: every failed request is a reset for want of a backend ($(jget "$out" errors) errors, $nb resets)" \
-                [ "$(jget "$out" errors)" == "$nb" ]
+            kvc_check "same key: no flow reset for want of a backend across the restart ($nb)" [ "$nb" == 0 ]
         else
             # A new key strands the handshakes in flight at the switch: their ACKs carry the old
             # key's cookie (dropped; the client times out). Nothing else may fail.

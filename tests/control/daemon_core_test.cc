@@ -267,3 +267,36 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
     EXPECT_EQ(m_.view.backends[1].state, KVS_BE_EMPTY);
     EXPECT_EQ(m_.view.config->n_backends, 1u);
 }
+
+// A restart on the maps a previous instance filled (kvsteerd killed and started again): the
+// backends it had up stay up (a new instance starting them down made the dataplane reset new
+// connections until the first health check), and a random cookie key is the previous one (a
+// new key dropped the ACKs of handshakes under way).
+TEST_F(DaemonCoreTest, RestartKeepsBackendsUpAndTheCookieKey) {
+    auto c = config(2);
+    c.health_interval_ms = 1000;  // active checks on: a fresh backend starts down
+    c.cookie_key = {0x1111, 0x2222};
+    c.cookie_key_prev = c.cookie_key;
+    c.cookie_key_random = true;
+    start(c);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_DOWN) << "unchecked, nothing known before";
+    m_.view.backends[0].state = KVS_BE_UP;  // what the first instance's checks concluded
+    m_.view.backends[1].state = KVS_BE_DOWN;
+    core_.reset();
+
+    auto again = c;
+    again.cookie_key = {0x3333, 0x4444};  // the new instance's own random draw
+    again.cookie_key_prev = again.cookie_key;
+    start(again);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP) << "up before stays up until checked";
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DOWN);
+    EXPECT_EQ(m_.view.config->cookie_key[0][0], 0x1111u) << "the previous instance's key";
+    EXPECT_EQ(m_.view.config->cookie_key[0][1], 0x2222u);
+
+    // A configured key always wins.
+    core_.reset();
+    auto fixed = again;
+    fixed.cookie_key_random = false;
+    start(fixed);
+    EXPECT_EQ(m_.view.config->cookie_key[0][0], 0x3333u);
+}
