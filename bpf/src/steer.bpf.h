@@ -277,18 +277,23 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
     if (!f || len < 5 || len > 0xffff) return 0;
     off &= 0xff;
     if (bpf_xdp_load_bytes(ctx, off, t, 5)) return 0;
-    if (seq == f->next_seq && t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' &&
+    /* A response head starts where the previous response ended (resp_end; the dataplane sets
+     * it to the first byte at install): found there even when segments arrive reordered. */
+    if (seq == f->resp_end && t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' &&
         t[4] == '/') {
         sc = bpf_map_lookup_elem(&kvs_resp_scratch, &zero);
         if (!sc) return 0;
         n = len < KVS_RESP_SCAN ? len : KVS_RESP_SCAN;
         if (n < 12 || bpf_xdp_load_bytes(ctx, off, sc->b, n)) return 0;
-        if (sc->b[9] == '1') return 0; /* 1xx: the final response follows */
-        f->resp = 0;
-        f->msgs += 1;
         h.b = sc->b;
         h.n = n;
         bpf_loop(KVS_RESP_SCAN, kvs_head_step, &h, 0);
+        if (sc->b[9] == '1') { /* 1xx: the final response follows it */
+            if (h.hdr_end) f->resp_end = seq + h.hdr_end;
+            return 0;
+        }
+        f->resp = 0;
+        f->msgs += 1;
         if (!h.hdr_end) return 0; /* a head longer than one segment: its end stays unknown */
         if (sc->b[9] == '2' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
         if (sc->b[9] == '3' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
@@ -342,7 +347,10 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
         kvs_count(KVS_R_REQ_KEPT_CLOSING);
         return 0;
     }
-    if (rev->msgs != f->msgs || !(rev->resp & KVS_RESP_END) || rev->resp_end != rev->next_seq) {
+    /* Responses started >= requests started: none owed (a request head the client's side saw
+     * out of order is not counted; that errs towards boundaries no later than the response). */
+    if ((__s16)(rev->msgs - f->msgs) < 0 || !(rev->resp & KVS_RESP_END) ||
+        rev->resp_end != rev->next_seq) {
         kvs_count(KVS_R_REQ_KEPT_OWED);
         return 0;
     }

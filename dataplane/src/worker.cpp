@@ -690,6 +690,7 @@ void Worker::install(std::uint32_t idx, std::uint64_t now) {
     s.c2s.client_sack = s.b.client_sack();
     s.c2s.client_ts = s.b.client_ts();
     s.s2c.next_seq = s.b.backend_isn() + 1;
+    s.s2c.resp_end = s.b.backend_isn() + 1;  // where the first response starts
     s.s2c.last_ack = s.b.isn() + 1;
     bool ok = true;
     if (t_.flows_fd >= 0) {

@@ -743,6 +743,7 @@ class BpfBoundary : public BpfProg {
         fc.next_seq = kReqEnd;
         fc.msgs = 1;
         fs.next_seq = kBisn + 1;
+        fs.resp_end = kBisn + 1;
         fs.last_ack = kReqEnd;
         h_->put_flow(kc, fc);
         h_->put_flow(ks, fs);
@@ -885,6 +886,22 @@ TEST_F(BpfProg, SynAcksPerSourcePrefixAreRateLimited) {
     }
     s.saddr[0] = ip4("10.66.6.10");  // another /24: its own bucket
     expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
+}
+
+// Loss before the appliance: the response head is retransmitted after its body's tail passed.
+// The head is still found where the response starts, so the next request is a boundary.
+TEST_F(BpfBoundary, ResponseHeadArrivingAfterItsBodyIsStillFound) {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";
+    const std::uint32_t n1 = static_cast<std::uint32_t>(head.size());
+    expect_verdict(response(n1, "world"), XDP_TX_, KVS_R_TX_FWD_S2C);  // the tail first
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);      // then the head
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.resp, KVS_RESP_END);
+    EXPECT_EQ(b.resp_end, b.next_seq);
+    EXPECT_EQ(b.msgs, 1);
+    expect_verdict(next_request(n1 + 5), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
 }
 
 }  // namespace
