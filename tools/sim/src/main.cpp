@@ -120,9 +120,10 @@ int main(int argc, char **argv) {
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")
         ("bound-slack", po::value(&pp.bound_slack)->default_value(4), "kvsteer-slack (a proposal, not shipped): the daemon keeps the live load factor high enough that the bound is >= mean + this many requests")
-        ("cache-threshold", po::value(&pp.cache_threshold)->default_value(0.5), "radix: match fraction that routes to the matched worker")
-        ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(32), "radix: imbalance when max - min load exceeds this ...")
-        ("balance-rel-threshold", po::value(&pp.balance_rel_threshold)->default_value(1.0001), "radix: ... and max > this x min")
+        ("cache-threshold", po::value(&pp.cache_threshold)->default_value(pp.cache_threshold), "radix: match fraction that routes to the matched worker")
+        ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(pp.balance_abs_threshold), "radix: imbalance when max - min load exceeds this ...")
+        ("balance-rel-threshold", po::value(&pp.balance_rel_threshold)->default_value(pp.balance_rel_threshold), "radix: ... and max > this x min")
+        ("radix-weak-to-smallest-tree", po::bool_switch(&pp.radix_weak_to_smallest_tree), "radix: send a weak match to the worker with the smallest tree (the older sgl-router) instead of the least loaded (the gateway)")
         ("eviction-interval", po::value(&eviction_s)->default_value(60), "radix: seconds between tree evictions")
         ("max-tree-size", po::value(&pp.max_tree_size)->default_value(uint64_t(1) << 24), "radix: characters kept per worker tree")
         ("cache-tokens", po::value(&sc.cache.capacity_tokens)->default_value(430000), "server: KV cache capacity in tokens")
@@ -318,7 +319,11 @@ int main(int argc, char **argv) {
                          {"max_batch", sc.sched.max_batch},
                          {"max_batched_tokens", sc.sched.max_batched_tokens},
                          {"cost_scale", sc.cost.scale},
-                         {"api", api_s}};
+                         {"api", api_s},
+                         {"radix_cache_threshold", pp.cache_threshold},
+                         {"radix_balance_abs_threshold", pp.balance_abs_threshold},
+                         {"radix_balance_rel_threshold", pp.balance_rel_threshold},
+                         {"radix_weak_to_smallest_tree", pp.radix_weak_to_smallest_tree}};
         if (!sw.param.empty()) out["sweep"] = {{"param", sw.param}, {"values", sw.values}};
         out["runs"] = nlohmann::json::array();
         for (size_t k = 0; k < points; ++k) {
