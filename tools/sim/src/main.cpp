@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
     double speed = 1, qps = 0;
     uint32_t servers = 8, threads = 2;
     replay::SharedPrefixSpec sp;
+    ConversationSpec cv;
     PolicyParams pp;
     ServerConfig sc;
     uint32_t bytes_per_token = 4, report_ms = 150, telemetry_ms = 1000;
@@ -94,14 +95,18 @@ int main(int argc, char **argv) {
     // clang-format off
     o.add_options()
         ("help,h", "show this help")
-        ("workload", po::value(&workload_kind)->default_value("mooncake"), "mooncake (a trace file) or shared-prefix (SGLang generated-shared-prefix)")
+        ("workload", po::value(&workload_kind)->default_value("mooncake"), "mooncake (a trace file), shared-prefix (SGLang generated-shared-prefix) or conversation (multi-turn sessions sharing one system prompt)")
         ("trace", po::value(&trace)->default_value("../shared/traces/mooncake/synthetic_trace.jsonl"), "Mooncake-format trace (JSON lines)")
         ("limit", po::value(&limit)->default_value(0), "use only the first N requests (0: all)")
         ("groups", po::value(&sp.groups)->default_value(64), "shared-prefix: groups (system prompts)")
         ("prompts-per-group", po::value(&sp.prompts_per_group)->default_value(16), "shared-prefix: questions per group")
-        ("system-prompt-len", po::value(&sp.system_prompt_len)->default_value(2048), "shared-prefix: system prompt tokens")
-        ("question-len", po::value(&sp.question_len)->default_value(128), "shared-prefix: question tokens")
-        ("output-len", po::value(&sp.output_len)->default_value(256), "shared-prefix: output tokens")
+        ("system-prompt-len", po::value(&sp.system_prompt_len)->default_value(2048), "shared-prefix, conversation: system prompt tokens")
+        ("question-len", po::value(&sp.question_len)->default_value(128), "shared-prefix: question tokens; conversation: mean tokens of a user turn")
+        ("output-len", po::value(&sp.output_len)->default_value(256), "shared-prefix, conversation: output tokens (conversation: each reply, kept in the history)")
+        ("sessions", po::value(&cv.sessions)->default_value(cv.sessions), "conversation: sessions")
+        ("turns", po::value(&cv.turns)->default_value(cv.turns), "conversation: mean turns per session (uniform 1 .. 2x-1)")
+        ("session-rate", po::value(&cv.session_rate)->default_value(cv.session_rate), "conversation: sessions started per second (Poisson; --speed scales it)")
+        ("think-s", po::value(&cv.think_s)->default_value(cv.think_s), "conversation: mean seconds between a session's turns (exponential; --speed scales it)")
         ("speed", po::value(&speed)->default_value(1.0), "divide trace timestamps by this (load factor on the trace)")
         ("qps", po::value(&qps)->default_value(0), "Poisson arrivals at this rate instead of the trace times (0: trace times; shared-prefix without it: all at t=0)")
         ("seed", po::value(&seed)->default_value(1), "seed of Poisson arrivals and the shared-prefix shuffle")
@@ -206,9 +211,18 @@ int main(int argc, char **argv) {
             sp.seed = seed;
             wl = make_shared_prefix(sp, wo);
             if (limit && wl.reqs.size() > limit) wl.reqs.resize(limit);
+        } else if (workload_kind == "conversation") {
+            cv.system_prompt_len = sp.system_prompt_len;
+            cv.user_len = sp.question_len;
+            cv.output_len = sp.output_len;
+            cv.seed = seed;
+            if (!(cv.session_rate > 0) || !(cv.think_s >= 0))
+                throw std::runtime_error("--session-rate must be > 0 and --think-s >= 0");
+            wl = make_conversation(cv, wo);
+            if (limit && wl.reqs.size() > limit) wl.reqs.resize(limit);
         } else {
-            throw std::runtime_error(
-                fmt::format("--workload '{}': mooncake or shared-prefix", workload_kind));
+            throw std::runtime_error(fmt::format(
+                "--workload '{}': mooncake, shared-prefix or conversation", workload_kind));
         }
         uint64_t tokens = 0;
         for (const auto &r : wl.reqs) tokens += r.prompt_tokens;
@@ -324,6 +338,11 @@ int main(int argc, char **argv) {
                          {"radix_balance_abs_threshold", pp.balance_abs_threshold},
                          {"radix_balance_rel_threshold", pp.balance_rel_threshold},
                          {"radix_weak_to_smallest_tree", pp.radix_weak_to_smallest_tree}};
+        if (workload_kind == "conversation")
+            out["workload"]["conversation"] = {{"sessions", cv.sessions},
+                                               {"turns", cv.turns},
+                                               {"session_rate", cv.session_rate},
+                                               {"think_s", cv.think_s}};
         if (!sw.param.empty()) out["sweep"] = {{"param", sw.param}, {"values", sw.values}};
         out["runs"] = nlohmann::json::array();
         for (size_t k = 0; k < points; ++k) {
