@@ -22,7 +22,7 @@ namespace {
 
 const char *kSweepParams =
     "servers, speed, qps, load (speed, or qps when --qps is set), prefix-len, block-size, "
-    "load-factor, replication, first-flight, cache-tokens";
+    "load-factor, load-slack, replication, first-flight, cache-tokens";
 
 struct Sweep {
     std::string param;  // canonical name; empty: no sweep
@@ -37,9 +37,9 @@ Sweep parse_sweep(const std::string &s, bool qps_mode) {
         throw std::runtime_error(fmt::format("--sweep '{}': expected PARAM=v1,v2,...", s));
     sw.param = s.substr(0, eq);
     if (sw.param == "load") sw.param = qps_mode ? "qps" : "speed";
-    static const std::vector<std::string> ok = {"servers",     "speed",        "qps",
-                                                "prefix-len",  "block-size",   "load-factor",
-                                                "replication", "first-flight", "cache-tokens"};
+    static const std::vector<std::string> ok = {
+        "servers",     "speed",      "qps",         "prefix-len",   "block-size",
+        "load-factor", "load-slack", "replication", "first-flight", "cache-tokens"};
     if (std::find(ok.begin(), ok.end(), sw.param) == ok.end())
         throw std::runtime_error(
             fmt::format("--sweep: unknown parameter '{}' (one of: {})", sw.param, kSweepParams));
@@ -118,6 +118,7 @@ int main(int argc, char **argv) {
         ("max-blocks", po::value(&pp.max_blocks)->default_value(pp.max_blocks), fmt::format("kvsteer: chained blocks hashed (<= {})", KVS_MAX_REPORT_BLOCKS).c_str())
         ("first-flight", po::value(&pp.first_flight)->default_value(pp.first_flight), "kvsteer: request bytes held before binding")
         ("load-factor", po::value(&pp.load_factor)->default_value(pp.load_factor), "kvsteer/ch-bl: bounded load c")
+        ("load-slack", po::value(&pp.load_slack)->default_value(pp.load_slack), "kvsteer: an affinity holder keeps new requests while within this many of the least loaded server (bound max(c x mean, least + 1 + slack))")
         ("replication", po::value(&pp.replication)->default_value(pp.replication), "kvsteer daemon: replicas of a hot prefix (1..4)")
         ("hot-rps", po::value(&pp.hot_rps)->default_value(pp.hot_rps), "kvsteer daemon: request rate that makes a prefix hot")
         ("min-hot-s", po::value(&pp.min_hot_s)->default_value(pp.min_hot_s),
@@ -168,6 +169,7 @@ int main(int argc, char **argv) {
         if (pp.replication < 1 || pp.replication > KVS_MAX_REPLICAS)
             throw std::runtime_error("--replication must be 1..4");
         if (pp.load_factor < 1) throw std::runtime_error("--load-factor must be >= 1");
+        if (pp.load_slack < 1) throw std::runtime_error("--load-slack must be >= 1");
         if (bytes_per_token == 0 || sc.cache.block_tokens == 0)
             throw std::runtime_error("--bytes-per-token and --kv-block-tokens must be > 0");
         if (pp.block_size == 0 || pp.prefix_len == 0 || pp.first_flight == 0)
@@ -256,6 +258,8 @@ int main(int argc, char **argv) {
                         j.cfg.params.block_size = uint32_t(v);
                     else if (sw.param == "load-factor")
                         j.cfg.params.load_factor = v;
+                    else if (sw.param == "load-slack")
+                        j.cfg.params.load_slack = uint32_t(v);
                     else if (sw.param == "replication")
                         j.cfg.params.replication =
                             std::min<uint32_t>(uint32_t(v), KVS_MAX_REPLICAS);
@@ -324,6 +328,7 @@ int main(int argc, char **argv) {
                          {"max_blocks", pp.max_blocks},
                          {"first_flight", pp.first_flight},
                          {"load_factor", pp.load_factor},
+                         {"load_slack", pp.load_slack},
                          {"replication", pp.replication},
                          {"min_hot_s", pp.min_hot_s},
                          {"report_interval_ms", report_ms},

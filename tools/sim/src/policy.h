@@ -41,6 +41,7 @@ struct PolicyParams {
     uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;         // chained blocks hashed (kvsteer)
     uint32_t first_flight = KVS_DEFAULT_MAX_HELD_BYTES;  // bytes kvsteer holds before binding
     double load_factor = kDefaultLoadFactor;             // bounded load c (kvsteer, CH-BL)
+    uint32_t load_slack = KVS_DEFAULT_LOAD_SLACK;  // kvsteer: affinity bound >= least + 1 + this
     uint32_t replication =
         control::PolicyParams{}.replication;  // K replicas of a hot prefix (kvsteer daemon)
     double hot_rps =
