@@ -243,6 +243,7 @@ int main(int argc, char **argv) {
         c.block_size = live->block_size;
         c.max_blocks = live->max_blocks;
         c.load_factor_milli = live->load_factor_milli;
+        c.load_slack = live->load_slack;
         c.max_held_bytes = live->max_held_bytes;
         c.hash_seed = live->hash_seed;
         c.maglev_active = live->maglev_active;

@@ -155,19 +155,21 @@ bool AffinityPolicy::unpin(std::uint64_t key) {
 }
 
 AffinityPolicy::Round AffinityPolicy::begin_round() const {
-    // Load bound over eligible backends: the dataplane's rule (load_bound), but over the daemon's
-    // view of load, in_flight plus the backend's own waiting queue (the dataplane counts only
-    // in_flight), so holders with a queue look fuller here than to the dataplane.
+    // Load bound over eligible backends: the dataplane's rule for an affinity choice
+    // (affinity_bound: c x the mean, never below the least load + 1 + slack), but over the
+    // daemon's view of load, in_flight plus the backend's own waiting queue (the dataplane counts
+    // only in_flight), so holders with a queue look fuller here than to the dataplane.
     Round r;
     r.K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
-    double total = 0;
+    double total = 0, least = 0;
     for (std::uint16_t id = 0; id < backends_.size(); id++) {
         if (!eligible(id)) continue;
         total += load_of(id);
+        least = r.elig.empty() ? load_of(id) : std::min(least, load_of(id));
         r.elig.push_back(id);
     }
-    r.bound = static_cast<double>(
-        load_bound(p_.load_factor, total, static_cast<unsigned>(r.elig.size())));
+    r.bound = static_cast<double>(affinity_bound(p_.load_factor, p_.load_slack, total,
+                                                 static_cast<unsigned>(r.elig.size()), least));
     r.planned.assign(KVS_MAX_BACKENDS, 0.0);
     return r;
 }

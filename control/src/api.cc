@@ -165,6 +165,7 @@ json Daemon::tunables_json() const {
         {"block-size", cfg().block_size},
         {"max-blocks", cfg().max_blocks},
         {"load-factor", cfg().load_factor},
+        {"load-slack", cfg().load_slack},
         {"replication", cfg().replication},
         {"hot-threshold", cfg().hot_threshold},
         {"steering-mode", steer_mode_name(cfg().steering_mode)},

@@ -89,6 +89,7 @@ po::options_description make_options() {
         ("max-blocks", s(), dflt(fmt::format("chained blocks hashed per request, 0..{}", KVS_MAX_REPORT_BLOCKS),
                                  def.max_blocks).c_str())
         ("load-factor", s(), dflt("bounded-load factor c >= 1.0", def.load_factor).c_str())
+        ("load-slack", s(), dflt("an affinity holder keeps new flows while within this many of the least loaded backend (bound: max(c x mean, least + 1 + slack)), 1..1000000", def.load_slack).c_str())
         ("replication", s(), dflt(fmt::format("replicas K of a hot prefix, 1..{}", KVS_MAX_REPLICAS), def.replication).c_str())
         ("hot-threshold", s(), dflt("requests/s on one prefix that make it hot", def.hot_threshold).c_str())
         ("steering-mode", s(), "prefix | round-robin | five-tuple (default prefix)")
@@ -200,9 +201,9 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
 
     // The live tunables: the same checks as `kvsteerctl tune`. max-held-bytes comes first:
     // prefix-length is checked against it.
-    for (const char *k :
-         {"max-held-bytes", "prefix-length", "block-size", "max-blocks", "load-factor",
-          "replication", "hot-threshold", "steering-mode", "affinity-ttl", "per-request"}) {
+    for (const char *k : {"max-held-bytes", "prefix-length", "block-size", "max-blocks",
+                          "load-factor", "load-slack", "replication", "hot-threshold",
+                          "steering-mode", "affinity-ttl", "per-request"}) {
         if (auto v = opt_str(vm, k); v && !apply_tunable(c, k, *v, &err)) throw ConfigError{err};
     }
     if (auto a = opt_str(vm, "table-algorithm")) {
@@ -366,6 +367,7 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
     if (name == "block-size") return set_u32(lim::kBlockSize, c.block_size);
     if (name == "max-blocks") return set_u32(lim::kMaxBlocks, c.max_blocks);
     if (name == "load-factor") return set_num(lim::kLoadFactor, c.load_factor);
+    if (name == "load-slack") return set_u32(lim::kLoadSlack, c.load_slack);
     if (name == "replication") return set_u32(lim::kReplication, c.replication);
     if (name == "hot-threshold") return set_num(lim::kHotThreshold, c.hot_threshold);
     if (name == "affinity-ttl") return set_u32(lim::kAffinityTtlMs, c.affinity_ttl_ms);

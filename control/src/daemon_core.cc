@@ -39,6 +39,7 @@ PolicyParams policy_params(const DaemonConfig &cfg) {
     p.max_entries = cfg.affinity_max_entries;
     p.index_max = cfg.affinity_index_max;
     p.load_factor = cfg.load_factor;
+    p.load_slack = cfg.load_slack;
     return p;
 }
 
@@ -96,6 +97,7 @@ void DaemonCore::write_config() {
     std::atomic_ref<__u32>(c->load_factor_milli)
         .store(static_cast<__u32>(std::lround(cfg_.load_factor * 1000)), std::memory_order_relaxed);
     std::atomic_ref<__u32>(c->max_held_bytes).store(cfg_.max_held_bytes, std::memory_order_relaxed);
+    std::atomic_ref<__u32>(c->load_slack).store(cfg_.load_slack, std::memory_order_relaxed);
     std::atomic_ref<__u64>(c->hash_seed).store(cfg_.hash_seed, std::memory_order_relaxed);
     writer_.bump_generation();
 }

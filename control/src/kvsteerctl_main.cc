@@ -48,7 +48,7 @@ const char *kTopUsage =
     "  counters [xdp|dp|backends|all] [--all-reasons]   per-reason and per-backend counters "
     "(maps)\n"
     "  tune [NAME [VALUE]]                 show or set prefix-length, block-size, max-blocks,\n"
-    "                                      load-factor, replication, hot-threshold, "
+    "                                      load-factor, load-slack, replication, hot-threshold, "
     "steering-mode,\n"
     "                                      affinity-ttl, max-held-bytes, per-request (on|off)\n"
     "\n"
@@ -471,8 +471,9 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
     const std::string usage =
         "Usage: kvsteerctl tune [NAME [VALUE]]\n"
         "Without NAME: all tunables. With NAME: its value. With VALUE: set it (live).\n"
-        "Names: prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold,\n"
-        "steering-mode (prefix|round-robin|five-tuple), affinity-ttl (ms), max-held-bytes.";
+        "Names: prefix-length, block-size, max-blocks, load-factor, load-slack, replication,\n"
+        "hot-threshold, steering-mode (prefix|round-robin|five-tuple), affinity-ttl (ms),\n"
+        "max-held-bytes.";
     auto vm = parse_sub(args, po::options_description("Options"), {"name", "value"}, false, usage);
     json req = vm.count("value") ? json{{"cmd", "tune.set"},
                                         {"name", vm["name"].as<std::string>()},

@@ -23,6 +23,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     std::uint32_t n = n_published < KVS_MAX_BACKENDS ? n_published : KVS_MAX_BACKENDS;
     std::uint32_t n_up = 0;
     std::uint64_t total = 0;
+    std::uint32_t min_load = UINT32_MAX;  // least in_flight of an eligible backend
     for (std::uint32_t i = 0; i < n; ++i) {
         const kvs_backend_load &l = t.load[i];
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
@@ -33,6 +34,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         if (s.eligible[i]) {
             ++n_up;
             total += s.in_flight[i];
+            if (s.in_flight[i] < min_load) min_load = s.in_flight[i];
         }
     }
     Choice ch;
@@ -67,12 +69,18 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         return ch;
     }
 
-    // PREFIX: the deepest affinity match's least-loaded replica within its bound.
+    // PREFIX: the deepest affinity match's least-loaded replica within its bound (affinity_bound:
+    // c x the mean, never below the least load + 1 + slack); else, a prefix no backend is known to
+    // hold, the first backend of the consistent-hash walk on the prefix hash within
+    // miss_tolerance() of the least loaded: the least loaded when idle or lightly loaded (a shared
+    // preamble no longer sends every miss to one backend), the hash's own backend while loads are
+    // within (c - 1) x the mean of each other (a burst of one new prefix stays together).
     const std::uint32_t affinity_half = __atomic_load_n(&cfg.affinity_active, __ATOMIC_ACQUIRE) & 1;
     std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS,
                                              KVS_AFFINITY_SLOTS);
     if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
-        const std::uint64_t bound = load_bound(c, static_cast<double>(total), n_up);
+        const std::uint64_t bound = affinity_bound(c, load_slack(cfg), static_cast<double>(total),
+                                                   n_up, static_cast<double>(min_load));
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
@@ -91,7 +99,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         }
     }
     bool spilled = false;
-    std::uint32_t id = choose_bounded(table, h.prefix, view, c, &spilled);
+    std::uint32_t id = choose_least_loaded(
+        table, h.prefix, view, miss_tolerance(c, static_cast<double>(total), n_up), &spilled);
     if (id < n) {
         ch.backend = static_cast<std::uint16_t>(id);
         ch.via = retry ? KVS_VIA_RETRY : spilled ? KVS_VIA_MAGLEV_SPILL : KVS_VIA_MAGLEV;

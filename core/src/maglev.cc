@@ -141,4 +141,37 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     return best;
 }
 
+std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                                  const LoadView &load, std::uint32_t tolerance,
+                                  bool *spilled) noexcept {
+    if (spilled != nullptr) *spilled = false;
+    const std::size_t n_ids = std::min(load.in_flight.size(), load.eligible.size());
+    std::uint32_t argmin = KVS_BACKEND_NONE;
+    std::uint32_t min_load = 0;
+    for (std::size_t id = 0; id < n_ids; ++id) {
+        if (load.eligible[id] != 0 &&
+            (argmin == KVS_BACKEND_NONE || load.in_flight[id] < min_load)) {
+            argmin = static_cast<std::uint32_t>(id);
+            min_load = load.in_flight[id];
+        }
+    }
+    if (argmin == KVS_BACKEND_NONE) return KVS_BACKEND_NONE;
+    if (!table.empty()) {
+        bool first = true;
+        std::size_t slot = static_cast<std::size_t>(hash % table.size());
+        for (std::size_t step = 0; step < table.size(); ++step) {
+            const std::uint32_t id = table[slot];
+            if (++slot == table.size()) slot = 0;
+            if (id >= n_ids || load.eligible[id] == 0) continue;
+            if (load.in_flight[id] <= std::uint64_t{min_load} + tolerance) {
+                if (spilled != nullptr) *spilled = !first;
+                return id;
+            }
+            first = false;
+        }
+    }
+    if (spilled != nullptr) *spilled = true;
+    return argmin;
+}
+
 }  // namespace kvsteer

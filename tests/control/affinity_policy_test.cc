@@ -154,6 +154,24 @@ TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica) {
     EXPECT_EQ(ids(*find(out, 0x55)), std::set<std::uint16_t>{0});
 }
 
+// The bound's absolute slack: at light load a holder is over its bound only once it holds more
+// than `load_slack` above the least loaded backend (the dataplane's affinity_bound), not as soon
+// as it passes c x the mean.
+TEST(AffinityPolicy, HolderWithinTheSlackOfTheLeastLoadedIsNotOverItsBound) {
+    auto b = backends(3);
+    b[0].in_flight = 8;  // c x mean: ceil(1.25 x 9 / 3) = 4; least 0 + 1 + slack
+    for (const std::uint32_t slack : {8u, 7u}) {
+        auto p = params();
+        p.load_slack = slack;
+        AffinityPolicy pol(p);
+        pol.update_backends(b, 0);
+        pol.on_report(report(0x55, {}, 0), 1 * kSec);  // one request: not hot by rate
+        auto *e = find(pol.compute(1 * kSec), 0x55);
+        ASSERT_NE(e, nullptr);
+        EXPECT_EQ(e->hot, slack == 7) << slack;  // 8 + 1 > 0 + 1 + 7 only with slack 7
+    }
+}
+
 // With a minimum hot time the same drop leaves the replicas in place until it is over.
 TEST(AffinityPolicy, HotPrefixHeldForMinHotTime) {
     auto p = params();

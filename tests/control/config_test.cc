@@ -315,29 +315,19 @@ TEST(Config, TunablesAreCheckedByTheTuneFunction) {
     // Every live tunable: the config's error is apply_tunable's (what tune.set answers) on the
     // same configuration, word for word.
     const std::vector<std::pair<std::string, std::string>> bad = {
-        {"prefix-length", "0"},
-        {"prefix-length", "-1"},
-        {"prefix-length", "20000"},
-        {"block-size", "15"},
-        {"block-size", "-16"},
-        {"block-size", "1048577"},
-        {"max-blocks", "29"},
-        {"max-blocks", "-1"},
-        {"load-factor", "0.99"},
-        {"load-factor", "-1"},
-        {"load-factor", "inf"},
-        {"replication", "0"},
-        {"replication", "-1"},
-        {"replication", "5"},
-        {"hot-threshold", "0"},
-        {"hot-threshold", "-5"},
-        {"steering-mode", "random"},
-        {"affinity-ttl", "99"},
-        {"affinity-ttl", "-100"},
-        {"max-held-bytes", "255"},
-        {"max-held-bytes", "-1"},
-        {"max-held-bytes", "1048577"},
-        {"max-held-bytes", "18446744073709551615"},
+        {"prefix-length", "0"},        {"prefix-length", "-1"},
+        {"prefix-length", "20000"},    {"block-size", "15"},
+        {"block-size", "-16"},         {"block-size", "1048577"},
+        {"max-blocks", "29"},          {"max-blocks", "-1"},
+        {"load-factor", "0.99"},       {"load-factor", "-1"},
+        {"load-factor", "inf"},        {"load-slack", "0"},
+        {"load-slack", "-1"},          {"load-slack", "1000001"},
+        {"replication", "0"},          {"replication", "-1"},
+        {"replication", "5"},          {"hot-threshold", "0"},
+        {"hot-threshold", "-5"},       {"steering-mode", "random"},
+        {"affinity-ttl", "99"},        {"affinity-ttl", "-100"},
+        {"max-held-bytes", "255"},     {"max-held-bytes", "-1"},
+        {"max-held-bytes", "1048577"}, {"max-held-bytes", "18446744073709551615"},
     };
     for (const auto &[k, v] : bad) {
         DaemonConfig c;
@@ -356,6 +346,7 @@ TEST(Config, TunablesAreCheckedByTheTuneFunction) {
         {"max-blocks", "28"},      {"load-factor", "1"},          {"load-factor", "100"},
         {"replication", "1"},      {"replication", "4"},          {"hot-threshold", "0.001"},
         {"affinity-ttl", "100"},   {"affinity-ttl", "86400000"},  {"steering-mode", "five-tuple"},
+        {"load-slack", "1"},       {"load-slack", "1000000"},
     };
     for (const auto &[k, v] : ok) {
         DaemonConfig c;

@@ -187,6 +187,7 @@ TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev) {
     EXPECT_EQ(c->prefix_len, 256u);
     EXPECT_EQ(c->block_size, 512u);
     EXPECT_EQ(c->load_factor_milli, 1250u);
+    EXPECT_EQ(c->load_slack, KVS_DEFAULT_LOAD_SLACK);
     EXPECT_EQ(c->steer_mode, static_cast<__u32>(KVS_STEER_PREFIX));
     EXPECT_EQ(c->flags & KVS_CFG_SYN_TIMESTAMPS, static_cast<__u32>(KVS_CFG_SYN_TIMESTAMPS));
     EXPECT_EQ(c->n_backends, 2u);
@@ -423,6 +424,9 @@ TEST_F(DaemonTest, LiveTuningWritesConfig) {
     EXPECT_TRUE(
         call({{"cmd", "tune.set"}, {"name", "load-factor"}, {"value", 1.5}})["ok"].get<bool>());
     EXPECT_EQ(m_.view.config->load_factor_milli, 1500u);
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "load-slack"}, {"value", 8}})["ok"].get<bool>());
+    EXPECT_EQ(m_.view.config->load_slack, 8u);
     EXPECT_TRUE(
         call({{"cmd", "tune.set"}, {"name", "block-size"}, {"value", 256}})["ok"].get<bool>());
     EXPECT_EQ(m_.view.config->block_size, 256u);

@@ -1,6 +1,7 @@
 // Consistent hashing with bounded loads over a Maglev table, checked against a plain reference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -143,6 +144,85 @@ TEST(CoreBounded, IgnoresIdsOutsideTheLoadView) {
     f.load.resize(4);  // ids 4..7 unknown: treated as ineligible
     for (std::uint64_t h = 0; h < 200; ++h)
         EXPECT_LT(choose_bounded(f.table, h * 977, f.view(), 1.25), 4u);
+}
+
+// choose_least_loaded as stated in maglev.h, walked naively.
+Expected reference_least(const Fixture &f, std::uint64_t hash, std::uint32_t tolerance) {
+    std::uint32_t argmin = KVS_BACKEND_NONE;
+    for (std::uint32_t i = 0; i < f.load.size(); ++i)
+        if (f.eligible[i] && (argmin == KVS_BACKEND_NONE || f.load[i] < f.load[argmin])) argmin = i;
+    if (argmin == KVS_BACKEND_NONE) return {KVS_BACKEND_NONE, false};
+    bool first = true;
+    for (std::size_t k = 0; k < f.table.size(); ++k) {
+        const std::uint32_t id = f.table[(hash + k) % f.table.size()];
+        if (!f.eligible[id]) continue;
+        if (std::uint64_t{f.load[id]} <= std::uint64_t{f.load[argmin]} + tolerance)
+            return {id, !first};
+        first = false;
+    }
+    return {argmin, true};
+}
+
+TEST(CoreLeastLoaded, IdleClusterIsTheTablesChoice) {
+    Fixture f = make(16);
+    for (std::uint64_t hash : {1ull, 42ull, 0xdeadbeefull, ~0ull}) {
+        bool spilled = true;
+        EXPECT_EQ(choose_least_loaded(f.table, hash, f.view(), 0, &spilled),
+                  choose_bounded(f.table, hash, f.view(), 1.25));
+        EXPECT_FALSE(spilled);
+    }
+}
+
+TEST(CoreLeastLoaded, MatchesReferenceOnRandomStates) {
+    std::mt19937_64 rng(7);
+    for (const std::uint32_t n : {1u, 2u, 8u, 64u, 300u}) {
+        Fixture f = make(n);
+        for (int iter = 0; iter < 400; ++iter) {
+            for (std::uint32_t i = 0; i < n; ++i) {
+                f.load[i] = static_cast<std::uint32_t>(rng() % 20);
+                f.eligible[i] = (rng() % 5) != 0;
+            }
+            const std::uint64_t hash = rng();
+            const auto tolerance = static_cast<std::uint32_t>(iter % 3 == 0 ? 0 : rng() % 6);
+            bool spilled = false;
+            const std::uint32_t got =
+                choose_least_loaded(f.table, hash, f.view(), tolerance, &spilled);
+            const Expected want = reference_least(f, hash, tolerance);
+            ASSERT_EQ(got, want.id) << "n=" << n << " iter=" << iter;
+            if (got != KVS_BACKEND_NONE) {
+                EXPECT_EQ(spilled, want.spilled);
+            }
+        }
+    }
+}
+
+TEST(CoreLeastLoaded, OneHashSpreadsEvenly) {
+    // Many flows on one hash (a shared preamble): each takes the least loaded backend, so the
+    // loads never differ by more than one (tolerance 0) or 1 + tolerance.
+    for (const std::uint32_t tolerance : {0u, 3u}) {
+        Fixture f = make(8);
+        for (int i = 0; i < 200; ++i) {
+            const std::uint32_t id = choose_least_loaded(f.table, 0x5eed, f.view(), tolerance);
+            ASSERT_LT(id, 8u);
+            ++f.load[id];
+            const auto [lo, hi] = std::minmax_element(f.load.begin(), f.load.end());
+            ASSERT_LE(*hi - *lo, 1 + tolerance) << i;
+        }
+    }
+}
+
+TEST(CoreLeastLoaded, NoneOnlyWhenNothingEligible) {
+    Fixture f = make(8);
+    f.eligible.assign(8, 0);
+    bool spilled = true;
+    EXPECT_EQ(choose_least_loaded(f.table, 42, f.view(), 0, &spilled), KVS_BACKEND_NONE);
+    EXPECT_FALSE(spilled);
+    EXPECT_EQ(choose_least_loaded({}, 42, LoadView{}), KVS_BACKEND_NONE);
+    // Eligible but absent from the table (weight 0): still chosen rather than NONE.
+    f.load.push_back(3);
+    f.eligible.push_back(1);
+    EXPECT_EQ(choose_least_loaded(f.table, 7, f.view(), 0, &spilled), 8u);
+    EXPECT_TRUE(spilled);
 }
 
 }  // namespace

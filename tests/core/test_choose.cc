@@ -7,6 +7,7 @@
 
 #include "kvsteer/core/affinity.h"
 #include "kvsteer/core/choose.h"
+#include "kvsteer/core/load_bound.h"
 #include "kvsteer/core/maglev.h"
 
 namespace kvsteer {
@@ -73,17 +74,115 @@ TEST(CoreChoose, AffinityLeastLoadedReplica) {
 }
 
 TEST(CoreChoose, AffinityRespectsTheLoadBoundAndItsDefault) {
-    // Two backends holding 3 and 2: (total + 1) / n = 3, so c = 1 bounds at 3 and c = 1.25 at 4.
-    Mem m(2);
+    // Three backends holding 4, 1 and 4: (total + 1) / n = 10 / 3, so c = 1 bounds at 4 and
+    // c = 1.25 at 5; a slack of 1 puts the floor at 1 + 1 + 1 = 3, below both.
+    Mem m(3);
     m.pin(0x1234, {0});
-    m.set_in_flight(0, 3);
-    m.set_in_flight(1, 2);
-    m.config.load_factor_milli = 0;  // the default, 1.25: backend 0 may take a 4th
+    m.set_in_flight(0, 4);
+    m.set_in_flight(1, 1);
+    m.set_in_flight(2, 4);
+    m.config.load_slack = 1;
+    m.config.load_factor_milli = 0;  // the default, 1.25: backend 0 may take a 5th
     EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
-    m.config.load_factor_milli = 1000;  // c = 1: it may not; Maglev places the flow
+    m.config.load_factor_milli = 1000;  // c = 1: it may not; the least loaded takes the flow
     Choice c = m.choose(0x1234);
     EXPECT_NE(c.via, KVS_VIA_AFFINITY);
-    EXPECT_EQ(c.backend, 1);  // the only backend within the bound
+    EXPECT_EQ(c.backend, 1);
+}
+
+TEST(CoreChoose, AffinityHolderKeepsFlowsWithinTheSlackOfTheLeastLoaded) {
+    // Four backends, the holder at 5 and the rest at 1: c x the mean alone bounds at
+    // ceil(1.25 x 9 / 4) = 3, which would move the prefix off its cache on a blip of load.
+    Mem m(4);
+    m.pin(0x1234, {0});
+    m.set_in_flight(0, 5);
+    for (std::uint32_t i = 1; i < 4; ++i) m.set_in_flight(i, 1);
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);  // default slack: bound 1 + 1 + 32
+    m.config.load_slack = 4;                            // bound max(3, 1 + 1 + 4) = 6
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    m.set_in_flight(0, 6);  // a 7th would pass 6: the least loaded backends take it
+    Choice c = m.choose(0x1234);
+    EXPECT_NE(c.via, KVS_VIA_AFFINITY);
+    EXPECT_GE(c.backend, 1);
+    EXPECT_LT(c.backend, 4);
+    // 0 in kvs_config is the default (KVS_DEFAULT_LOAD_SLACK), not "no slack".
+    m.config.load_slack = 0;
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    m.set_in_flight(0, 1 + KVS_DEFAULT_LOAD_SLACK + 1);  // more than slack above the least
+    EXPECT_NE(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+}
+
+TEST(CoreChoose, AffinityBoundIsCTimesTheMeanUnderLoad) {
+    // Holder at 130, the other at 100: c = 1.25 bounds at ceil(1.25 x 231 / 2) = 145, far above
+    // the slack's floor (100 + 1 + 4); c = 1 at 116, which the holder has passed.
+    Mem m(2);
+    m.pin(0x1234, {0});
+    m.set_in_flight(0, 130);
+    m.set_in_flight(1, 100);
+    m.config.load_slack = 4;
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    m.config.load_factor_milli = 1000;
+    Choice c = m.choose(0x1234);
+    EXPECT_NE(c.via, KVS_VIA_AFFINITY);
+    EXPECT_EQ(c.backend, 1);
+}
+
+TEST(CoreChoose, MissGoesToTheLeastLoadedTiesByConsistentHash) {
+    Mem m(8);
+    // Idle: the table's choice for the prefix, every time.
+    const Choice first = m.choose(0xabcdef);
+    ASSERT_LT(first.backend, 8);
+    EXPECT_EQ(first.via, KVS_VIA_MAGLEV);
+    EXPECT_EQ(m.choose(0xabcdef).backend, first.backend);
+    // It holds one more than the others: the next backend of the walk, counted as a spill.
+    m.set_in_flight(first.backend, 1);
+    const Choice second = m.choose(0xabcdef);
+    EXPECT_NE(second.backend, first.backend);
+    EXPECT_EQ(second.via, KVS_VIA_MAGLEV_SPILL);
+    // Equal again: back to the table's choice.
+    for (std::uint32_t i = 0; i < 8; ++i) m.set_in_flight(i, 1);
+    EXPECT_EQ(m.choose(0xabcdef).backend, first.backend);
+    // The least loaded wins wherever it is in the walk.
+    m.set_in_flight(5, 0);
+    EXPECT_EQ(m.choose(0xabcdef).backend, 5);
+}
+
+TEST(CoreChoose, UnderLoadAMissKeepsItsHashsBackendWithinTheTolerance) {
+    // Loads around 100: (c - 1) x mean = 25 of tolerance, so the hash's own backend keeps a new
+    // prefix while it is within 25 of the least loaded, and the least loaded takes it after.
+    Mem m(8);
+    const std::uint16_t own = m.choose(0xabcdef).backend;
+    ASSERT_LT(own, 8);
+    for (std::uint32_t i = 0; i < 8; ++i) m.set_in_flight(i, 100);
+    m.set_in_flight(3 == own ? 4 : 3, 90);  // the least loaded: 90
+    m.set_in_flight(own, 110);              // 20 above it, within floor(0.25 x 790 / 8) = 24
+    Choice c = m.choose(0xabcdef);
+    EXPECT_EQ(c.backend, own);
+    EXPECT_EQ(c.via, KVS_VIA_MAGLEV);
+    m.set_in_flight(own, 120);  // 30 above: past floor(0.25 x 800 / 8) = 25
+    c = m.choose(0xabcdef);
+    EXPECT_NE(c.backend, own);
+    EXPECT_EQ(c.via, KVS_VIA_MAGLEV_SPILL);
+    // c = 1: no tolerance, always the least loaded.
+    m.set_in_flight(own, 100);
+    m.config.load_factor_milli = 1000;
+    EXPECT_EQ(m.choose(0xabcdef).backend, 3 == own ? 4 : 3);
+}
+
+TEST(CoreChoose, MissesOfASharedPreambleSpreadOverEveryBackend) {
+    // Every request opens with the same bytes (one prefix hash) and no affinity entry matches:
+    // the misses no longer all land on one backend until it passes its bound.
+    // The loads stay within 1 + miss_tolerance (floor(0.25 x mean)) of each other.
+    Mem m(8);
+    std::vector<std::uint64_t> held(8, 0);
+    for (int i = 0; i < 64; ++i) {
+        const Choice c = m.choose(0x5eed);
+        ASSERT_LT(c.backend, 8);
+        m.set_in_flight(c.backend, ++held[c.backend]);
+        const auto [lo, hi] = std::minmax_element(held.begin(), held.end());
+        ASSERT_LE(*hi - *lo, 1 + miss_tolerance(1.25, static_cast<double>(i), 8)) << i;
+    }
+    for (std::uint32_t i = 0; i < 8; ++i) EXPECT_GE(held[i], 6u) << i;
 }
 
 TEST(CoreChoose, MaxLoadReplacesTheBoundForAffinity) {

@@ -71,5 +71,40 @@ TEST(CoreLoadBound, LoadFactorFromConfig) {
     EXPECT_DOUBLE_EQ(load_factor(c), 1.001);
 }
 
+TEST(CoreLoadBound, AffinityBoundHasAnAbsoluteSlack) {
+    // Light load: c x the mean gives ceil(1.25 x 16 / 8) = 3; the floor least + 1 + slack rules.
+    EXPECT_EQ(affinity_bound(1.25, 32, 15, 8, 1), 34u);
+    EXPECT_EQ(affinity_bound(1.25, 4, 15, 8, 1), 6u);
+    EXPECT_EQ(affinity_bound(1.25, 4, 15, 8, 1.9), 6u);  // the least load rounds down
+    // Heavy load: c x the mean, ceil(1.25 x 800 / 8) = 125, is above 90 + 1 + 4 and rules.
+    EXPECT_EQ(affinity_bound(1.25, 4, 799, 8, 90), 125u);
+    EXPECT_EQ(affinity_bound(1.25, 4, 799, 8, 90), load_bound(1.25, 799, 8));
+    // Edges: no eligible backend, a bad least load, saturation.
+    EXPECT_EQ(affinity_bound(1.25, 32, 10, 0, 1), 0u);
+    EXPECT_EQ(affinity_bound(1.25, 4, 0, 2, std::nan("")), 5u);
+    EXPECT_EQ(affinity_bound(1.25, 4, 0, 2, -3), 5u);
+    EXPECT_EQ(affinity_bound(1.25, UINT32_MAX, 0, 1, 1e30), UINT64_MAX);
+}
+
+TEST(CoreLoadBound, MissToleranceIsWhatCGrantsAboveTheMean) {
+    EXPECT_EQ(miss_tolerance(1.25, 0, 8), 0u);
+    EXPECT_EQ(miss_tolerance(1.25, 24, 8), 0u);    // mean 3: floor(0.75)
+    EXPECT_EQ(miss_tolerance(1.25, 32, 8), 1u);    // mean 4
+    EXPECT_EQ(miss_tolerance(1.25, 800, 8), 25u);  // mean 100
+    EXPECT_EQ(miss_tolerance(2.0, 80, 8), 10u);
+    EXPECT_EQ(miss_tolerance(1.0, 800, 8), 0u);   // c = 1: always the least loaded
+    EXPECT_EQ(miss_tolerance(0.5, 800, 8), 0u);   // below 1 counts as 1
+    EXPECT_EQ(miss_tolerance(1.25, 800, 0), 0u);  // nothing eligible
+    EXPECT_EQ(miss_tolerance(1.25, -5, 8), 0u);
+    EXPECT_EQ(miss_tolerance(1e30, 1e30, 1), UINT32_MAX);
+}
+
+TEST(CoreLoadBound, LoadSlackZeroIsTheDefault) {
+    kvs_config c{};
+    EXPECT_EQ(load_slack(c), KVS_DEFAULT_LOAD_SLACK);
+    c.load_slack = 7;
+    EXPECT_EQ(load_slack(c), 7u);
+}
+
 }  // namespace
 }  // namespace kvsteer

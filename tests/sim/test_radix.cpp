@@ -26,21 +26,40 @@ TEST(RadixPolicyTest, RepeatedPromptGoesToTheSameWorkerWhenBalanced) {
     EXPECT_EQ(p->counters().at("cache_routes"), 4);
 }
 
-TEST(RadixPolicyTest, NewPromptGoesToTheSmallestTreeAndImbalanceToTheLeastLoaded) {
+TEST(RadixPolicyTest, WeakMatchGoesToTheLeastLoadedAndImbalanceToTheLeastLoaded) {
     const Workload w = test::small_shared_prefix(4, 1);
     auto p = make_radix(3, PolicyParams{});
+    FakeCluster c(3);
+    c.in_flight = {3, 1, 2};
+    const uint32_t a = p->choose(0, w.reqs[0], 0.0, c.view());
+    EXPECT_EQ(a, 1u);  // nothing matched: the least loaded worker
+    c.in_flight = {3, 4, 2};
+    EXPECT_EQ(p->choose(1, w.reqs[1], 0.0, c.view()), 2u);  // another group: least loaded again
+    EXPECT_EQ(p->choose(2, w.reqs[0], 0.0, c.view()), a);   // a strong match: its worker
+    EXPECT_EQ(p->counters().at("weak_match_routes"), 2);
+    // Imbalanced: (max - min) > 64 and max > 1.5 * min -> least loaded, even for a cached prompt.
+    c.in_flight = {40, 40, 40};
+    c.in_flight[a] = 100;
+    const uint32_t least = a == 0 ? 2 : 0;
+    c.in_flight[least] = 5;
+    EXPECT_EQ(p->choose(0, w.reqs[0], 1.0, c.view()), least);
+    EXPECT_EQ(p->counters().at("balance_routes"), 1);
+    // Not imbalanced when max <= 1.5 x min, however large the difference: the strong match goes
+    // to its most recent worker (the balance route above inserted the prompt there).
+    c.in_flight = {200, 200, 200};
+    c.in_flight[least] = 290;
+    EXPECT_EQ(p->choose(0, w.reqs[0], 2.0, c.view()), least);
+}
+
+TEST(RadixPolicyTest, OlderRouterSendsAWeakMatchToTheSmallestTree) {
+    const Workload w = test::small_shared_prefix(4, 1);
+    PolicyParams pp;
+    pp.radix_weak_to_smallest_tree = true;
+    auto p = make_radix(3, pp);
     FakeCluster c(3);
     const uint32_t a = p->choose(0, w.reqs[0], 0.0, c.view());
     const uint32_t b = p->choose(1, w.reqs[1], 0.0, c.view());
     EXPECT_NE(a, b);  // the second group's prompt shares nothing: smallest tree
-    // Imbalanced: (max - min) > 32 and max > 1.0001 * min -> least loaded, even for a cached
-    // prompt.
-    c.in_flight = {40, 40, 40};
-    c.in_flight[a] = 80;
-    const uint32_t least = a == 0 ? 1 : 0;
-    c.in_flight[least] = 5;
-    EXPECT_EQ(p->choose(0, w.reqs[0], 1.0, c.view()), least);
-    EXPECT_EQ(p->counters().at("balance_routes"), 1);
 }
 
 TEST(RadixTreeTest, MatchSplitAndEvict) {

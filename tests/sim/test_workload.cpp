@@ -76,5 +76,71 @@ TEST(WorkloadTest, FirstFlightIsCutAndLocatable) {
     EXPECT_GE(k.hashes.n_blocks, 27u);
 }
 
+TEST(WorkloadTest, ConversationTurnsExtendTheirSessionAndShareTheFirstBlock) {
+    ConversationSpec s;
+    s.sessions = 12;
+    s.turns = 3;
+    s.system_prompt_len = 256;
+    s.user_len = 32;
+    s.output_len = 16;
+    s.session_rate = 2.0;
+    s.think_s = 1.0;
+    s.seed = 5;
+    replay::TextGeometry g;
+    const auto items = conversation_items(s, g);
+    ASSERT_FALSE(items.empty());
+    // Seeded: the same spec gives the same items; another seed, other ones.
+    const auto again = conversation_items(s, g);
+    ASSERT_EQ(again.size(), items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+        EXPECT_EQ(again[i].t_s, items[i].t_s);
+        EXPECT_EQ(replay::prompt_text(again[i]), replay::prompt_text(items[i]));
+    }
+    ConversationSpec other = s;
+    other.seed = 6;
+    const auto o = conversation_items(other, g);
+    EXPECT_TRUE(o.size() != items.size() || o[1].t_s != items[1].t_s);
+
+    // Sorted by arrival; every request opens with the same system prompt; a later turn of a
+    // session holds the earlier turn (its user message and the reply) as its prefix.
+    const uint64_t sys_bytes = uint64_t(s.system_prompt_len) * g.bytes_per_token;
+    const std::string sys = replay::prompt_text(items[0]).substr(0, sys_bytes);
+    size_t extended = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+        if (i > 0) {
+            EXPECT_GE(items[i].t_s, items[i - 1].t_s);
+        }
+        EXPECT_EQ(items[i].line, i);
+        const std::string p = replay::prompt_text(items[i]);
+        EXPECT_EQ(p.compare(0, sys_bytes, sys), 0);
+        EXPECT_EQ(items[i].input_tokens * g.bytes_per_token, p.size());
+        const auto &seg = items[i].segments;
+        ASSERT_GE(seg.size(), 2u);
+        EXPECT_EQ(seg.size() % 2, 0u);  // system, then (user, reply) pairs, then the new user turn
+        if (seg.size() > 2) {
+            // The previous turn of this session is an earlier item, and a prefix of this prompt.
+            bool found = false;
+            for (size_t j = 0; j < i && !found; ++j) {
+                const auto &prev = items[j].segments;
+                if (prev.size() + 2 != seg.size() || prev.back().id != seg[seg.size() - 3].id)
+                    continue;
+                found = p.compare(0, replay::prompt_text(items[j]).size(),
+                                  replay::prompt_text(items[j])) == 0;
+            }
+            EXPECT_TRUE(found) << "item " << i;
+            ++extended;
+        }
+    }
+    EXPECT_GT(extended, 0u);
+
+    // The simulator's view: all first KV blocks equal; sessions differ after the system prompt.
+    const Workload w = make_conversation(s, WorkloadOptions{});
+    ASSERT_EQ(w.reqs.size(), items.size());
+    for (const auto &r : w.reqs) EXPECT_EQ(r.blocks.front(), w.reqs[0].blocks.front());
+    ConversationSpec none = s;
+    none.sessions = 0;
+    EXPECT_THROW(make_conversation(none, WorkloadOptions{}), std::runtime_error);
+}
+
 }  // namespace
 }  // namespace kvsteer::sim

@@ -31,6 +31,8 @@
 #define KVS_DEFAULT_PREFIX_LEN 256u         /* prefix_len */
 #define KVS_DEFAULT_BLOCK_SIZE 512u         /* block_size */
 #define KVS_DEFAULT_LOAD_FACTOR_MILLI 1250u /* load_factor_milli: bounded load c = 1.25 */
+/* load_slack: an affinity holder keeps taking flows while within 32 of the least loaded backend */
+#define KVS_DEFAULT_LOAD_SLACK 32u
 #define KVS_DEFAULT_MAX_HELD_BYTES \
     14600u /* max_held_bytes: ~10 segments, a client's initial window */
 #define KVS_DEFAULT_HASH_SEED \
@@ -142,7 +144,8 @@ struct kvs_config {
     /* SYN-ACKs a second (and burst) to one client /24 or /48 (synrate.h); 0 = no limit. */
     __u32 syn_rate_per_prefix;
     __u32 syn_burst_per_prefix;
-    __u32 pad2;
+    __u32 load_slack; /* affinity bound never below the least eligible in_flight + 1 + this, however
+                         low c x the mean (0: KVS_DEFAULT_LOAD_SLACK) */
 };
 
 /* ---- backends ------------------------------------------------------------------------- */

@@ -129,6 +129,7 @@ class Kvsteer final : public Policy {
         d.max_blocks = std::min<uint32_t>(p.max_blocks, KVS_MAX_REPORT_BLOCKS);
         d.max_held_bytes = p.first_flight;
         d.load_factor = p.load_factor;
+        d.load_slack = p.load_slack;
         d.replication = p.replication;
         d.hot_threshold = p.hot_rps;
         d.affinity_min_hot_ms = uint32_t(std::lround(p.min_hot_s * 1000));

@@ -22,7 +22,7 @@ namespace {
 
 const char *kSweepParams =
     "servers, speed, qps, load (speed, or qps when --qps is set), prefix-len, block-size, "
-    "load-factor, replication, first-flight, cache-tokens";
+    "load-factor, load-slack, replication, first-flight, cache-tokens";
 
 struct Sweep {
     std::string param;  // canonical name; empty: no sweep
@@ -37,9 +37,9 @@ Sweep parse_sweep(const std::string &s, bool qps_mode) {
         throw std::runtime_error(fmt::format("--sweep '{}': expected PARAM=v1,v2,...", s));
     sw.param = s.substr(0, eq);
     if (sw.param == "load") sw.param = qps_mode ? "qps" : "speed";
-    static const std::vector<std::string> ok = {"servers",     "speed",        "qps",
-                                                "prefix-len",  "block-size",   "load-factor",
-                                                "replication", "first-flight", "cache-tokens"};
+    static const std::vector<std::string> ok = {
+        "servers",     "speed",      "qps",         "prefix-len",   "block-size",
+        "load-factor", "load-slack", "replication", "first-flight", "cache-tokens"};
     if (std::find(ok.begin(), ok.end(), sw.param) == ok.end())
         throw std::runtime_error(
             fmt::format("--sweep: unknown parameter '{}' (one of: {})", sw.param, kSweepParams));
@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
     double speed = 1, qps = 0;
     uint32_t servers = 8, threads = 2;
     replay::SharedPrefixSpec sp;
+    ConversationSpec cv;
     PolicyParams pp;
     ServerConfig sc;
     uint32_t bytes_per_token = 4, report_ms = 150, telemetry_ms = 1000;
@@ -94,14 +95,18 @@ int main(int argc, char **argv) {
     // clang-format off
     o.add_options()
         ("help,h", "show this help")
-        ("workload", po::value(&workload_kind)->default_value("mooncake"), "mooncake (a trace file) or shared-prefix (SGLang generated-shared-prefix)")
+        ("workload", po::value(&workload_kind)->default_value("mooncake"), "mooncake (a trace file), shared-prefix (SGLang generated-shared-prefix) or conversation (multi-turn sessions sharing one system prompt)")
         ("trace", po::value(&trace)->default_value("../shared/traces/mooncake/synthetic_trace.jsonl"), "Mooncake-format trace (JSON lines)")
         ("limit", po::value(&limit)->default_value(0), "use only the first N requests (0: all)")
         ("groups", po::value(&sp.groups)->default_value(64), "shared-prefix: groups (system prompts)")
         ("prompts-per-group", po::value(&sp.prompts_per_group)->default_value(16), "shared-prefix: questions per group")
-        ("system-prompt-len", po::value(&sp.system_prompt_len)->default_value(2048), "shared-prefix: system prompt tokens")
-        ("question-len", po::value(&sp.question_len)->default_value(128), "shared-prefix: question tokens")
-        ("output-len", po::value(&sp.output_len)->default_value(256), "shared-prefix: output tokens")
+        ("system-prompt-len", po::value(&sp.system_prompt_len)->default_value(2048), "shared-prefix, conversation: system prompt tokens")
+        ("question-len", po::value(&sp.question_len)->default_value(128), "shared-prefix: question tokens; conversation: mean tokens of a user turn")
+        ("output-len", po::value(&sp.output_len)->default_value(256), "shared-prefix, conversation: output tokens (conversation: each reply, kept in the history)")
+        ("sessions", po::value(&cv.sessions)->default_value(cv.sessions), "conversation: sessions")
+        ("turns", po::value(&cv.turns)->default_value(cv.turns), "conversation: mean turns per session (uniform 1 .. 2x-1)")
+        ("session-rate", po::value(&cv.session_rate)->default_value(cv.session_rate), "conversation: sessions started per second (Poisson; --speed scales it)")
+        ("think-s", po::value(&cv.think_s)->default_value(cv.think_s), "conversation: mean seconds between a session's turns (exponential; --speed scales it)")
         ("speed", po::value(&speed)->default_value(1.0), "divide trace timestamps by this (load factor on the trace)")
         ("qps", po::value(&qps)->default_value(0), "Poisson arrivals at this rate instead of the trace times (0: trace times; shared-prefix without it: all at t=0)")
         ("seed", po::value(&seed)->default_value(1), "seed of Poisson arrivals and the shared-prefix shuffle")
@@ -113,6 +118,7 @@ int main(int argc, char **argv) {
         ("max-blocks", po::value(&pp.max_blocks)->default_value(pp.max_blocks), fmt::format("kvsteer: chained blocks hashed (<= {})", KVS_MAX_REPORT_BLOCKS).c_str())
         ("first-flight", po::value(&pp.first_flight)->default_value(pp.first_flight), "kvsteer: request bytes held before binding")
         ("load-factor", po::value(&pp.load_factor)->default_value(pp.load_factor), "kvsteer/ch-bl: bounded load c")
+        ("load-slack", po::value(&pp.load_slack)->default_value(pp.load_slack), "kvsteer: an affinity holder keeps new requests while within this many of the least loaded server (bound max(c x mean, least + 1 + slack))")
         ("replication", po::value(&pp.replication)->default_value(pp.replication), "kvsteer daemon: replicas of a hot prefix (1..4)")
         ("hot-rps", po::value(&pp.hot_rps)->default_value(pp.hot_rps), "kvsteer daemon: request rate that makes a prefix hot")
         ("min-hot-s", po::value(&pp.min_hot_s)->default_value(pp.min_hot_s),
@@ -120,9 +126,10 @@ int main(int argc, char **argv) {
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")
         ("bound-slack", po::value(&pp.bound_slack)->default_value(4), "kvsteer-slack (a proposal, not shipped): the daemon keeps the live load factor high enough that the bound is >= mean + this many requests")
-        ("cache-threshold", po::value(&pp.cache_threshold)->default_value(0.5), "radix: match fraction that routes to the matched worker")
-        ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(32), "radix: imbalance when max - min load exceeds this ...")
-        ("balance-rel-threshold", po::value(&pp.balance_rel_threshold)->default_value(1.0001), "radix: ... and max > this x min")
+        ("cache-threshold", po::value(&pp.cache_threshold)->default_value(pp.cache_threshold), "radix: match fraction that routes to the matched worker")
+        ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(pp.balance_abs_threshold), "radix: imbalance when max - min load exceeds this ...")
+        ("balance-rel-threshold", po::value(&pp.balance_rel_threshold)->default_value(pp.balance_rel_threshold), "radix: ... and max > this x min")
+        ("radix-weak-to-smallest-tree", po::bool_switch(&pp.radix_weak_to_smallest_tree), "radix: send a weak match to the worker with the smallest tree (the older sgl-router) instead of the least loaded (the gateway)")
         ("eviction-interval", po::value(&eviction_s)->default_value(60), "radix: seconds between tree evictions")
         ("max-tree-size", po::value(&pp.max_tree_size)->default_value(uint64_t(1) << 24), "radix: characters kept per worker tree")
         ("cache-tokens", po::value(&sc.cache.capacity_tokens)->default_value(430000), "server: KV cache capacity in tokens")
@@ -162,6 +169,7 @@ int main(int argc, char **argv) {
         if (pp.replication < 1 || pp.replication > KVS_MAX_REPLICAS)
             throw std::runtime_error("--replication must be 1..4");
         if (pp.load_factor < 1) throw std::runtime_error("--load-factor must be >= 1");
+        if (pp.load_slack < 1) throw std::runtime_error("--load-slack must be >= 1");
         if (bytes_per_token == 0 || sc.cache.block_tokens == 0)
             throw std::runtime_error("--bytes-per-token and --kv-block-tokens must be > 0");
         if (pp.block_size == 0 || pp.prefix_len == 0 || pp.first_flight == 0)
@@ -205,9 +213,18 @@ int main(int argc, char **argv) {
             sp.seed = seed;
             wl = make_shared_prefix(sp, wo);
             if (limit && wl.reqs.size() > limit) wl.reqs.resize(limit);
+        } else if (workload_kind == "conversation") {
+            cv.system_prompt_len = sp.system_prompt_len;
+            cv.user_len = sp.question_len;
+            cv.output_len = sp.output_len;
+            cv.seed = seed;
+            if (!(cv.session_rate > 0) || !(cv.think_s >= 0))
+                throw std::runtime_error("--session-rate must be > 0 and --think-s >= 0");
+            wl = make_conversation(cv, wo);
+            if (limit && wl.reqs.size() > limit) wl.reqs.resize(limit);
         } else {
-            throw std::runtime_error(
-                fmt::format("--workload '{}': mooncake or shared-prefix", workload_kind));
+            throw std::runtime_error(fmt::format(
+                "--workload '{}': mooncake, shared-prefix or conversation", workload_kind));
         }
         uint64_t tokens = 0;
         for (const auto &r : wl.reqs) tokens += r.prompt_tokens;
@@ -241,6 +258,8 @@ int main(int argc, char **argv) {
                         j.cfg.params.block_size = uint32_t(v);
                     else if (sw.param == "load-factor")
                         j.cfg.params.load_factor = v;
+                    else if (sw.param == "load-slack")
+                        j.cfg.params.load_slack = uint32_t(v);
                     else if (sw.param == "replication")
                         j.cfg.params.replication =
                             std::min<uint32_t>(uint32_t(v), KVS_MAX_REPLICAS);
@@ -309,6 +328,7 @@ int main(int argc, char **argv) {
                          {"max_blocks", pp.max_blocks},
                          {"first_flight", pp.first_flight},
                          {"load_factor", pp.load_factor},
+                         {"load_slack", pp.load_slack},
                          {"replication", pp.replication},
                          {"min_hot_s", pp.min_hot_s},
                          {"report_interval_ms", report_ms},
@@ -318,7 +338,16 @@ int main(int argc, char **argv) {
                          {"max_batch", sc.sched.max_batch},
                          {"max_batched_tokens", sc.sched.max_batched_tokens},
                          {"cost_scale", sc.cost.scale},
-                         {"api", api_s}};
+                         {"api", api_s},
+                         {"radix_cache_threshold", pp.cache_threshold},
+                         {"radix_balance_abs_threshold", pp.balance_abs_threshold},
+                         {"radix_balance_rel_threshold", pp.balance_rel_threshold},
+                         {"radix_weak_to_smallest_tree", pp.radix_weak_to_smallest_tree}};
+        if (workload_kind == "conversation")
+            out["workload"]["conversation"] = {{"sessions", cv.sessions},
+                                               {"turns", cv.turns},
+                                               {"session_rate", cv.session_rate},
+                                               {"think_s", cv.think_s}};
         if (!sw.param.empty()) out["sweep"] = {{"param", sw.param}, {"values", sw.values}};
         out["runs"] = nlohmann::json::array();
         for (size_t k = 0; k < points; ++k) {

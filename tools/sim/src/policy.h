@@ -41,6 +41,7 @@ struct PolicyParams {
     uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;         // chained blocks hashed (kvsteer)
     uint32_t first_flight = KVS_DEFAULT_MAX_HELD_BYTES;  // bytes kvsteer holds before binding
     double load_factor = kDefaultLoadFactor;             // bounded load c (kvsteer, CH-BL)
+    uint32_t load_slack = KVS_DEFAULT_LOAD_SLACK;  // kvsteer: affinity bound >= least + 1 + this
     uint32_t replication =
         control::PolicyParams{}.replication;  // K replicas of a hot prefix (kvsteer daemon)
     double hot_rps =
@@ -51,10 +52,13 @@ struct PolicyParams {
     double telemetry_interval_s = 1.0;  // kvsteer daemon: backend /metrics scrape
     bool affinity = true;    // kvsteer: run the daemon's affinity policy (else Maglev only)
     double bound_slack = 0;  // kvsteer-slack (a proposal): bound >= mean + this many requests
-    // Radix-tree (SGLang router cache_aware) parameters, its defaults.
-    double cache_threshold = 0.5;
-    uint32_t balance_abs_threshold = 32;
-    double balance_rel_threshold = 1.0001;
+    // Radix-tree (SGLang Model Gateway cache_aware) parameters, the gateway's current defaults.
+    double cache_threshold = 0.3;
+    uint32_t balance_abs_threshold = 64;
+    double balance_rel_threshold = 1.5;
+    // A weak match (<= cache_threshold) goes to the least loaded worker (the gateway's rule);
+    // true: to the worker with the smallest tree (the older sgl-router's rule).
+    bool radix_weak_to_smallest_tree = false;
     double eviction_interval_s = 60.0;
     uint64_t max_tree_size = uint64_t(1) << 24;  // characters per worker tree
     uint32_t kv_block_bytes = 64;  // bytes per server KV block (radix tree symbol size)

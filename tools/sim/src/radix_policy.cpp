@@ -1,9 +1,12 @@
-// The strong baseline: SGLang router's cache_aware policy. It sees the whole prompt. If the load
-// is imbalanced ((max - min) > abs threshold and max > rel threshold * min, load = the router's
-// running count) it routes to the least loaded worker; otherwise to the worker of the longest
-// prefix match in its approximate tree when the matched fraction exceeds cache_threshold, else to
-// the worker with the smallest tree. The prompt is then inserted for the chosen worker. Every
-// eviction interval each worker's tree is cut to max_tree_size by LRU leaves.
+// The strong baseline: SGLang Model Gateway's cache_aware policy. It sees the whole prompt. If the
+// load is imbalanced ((max - min) > abs threshold and max > rel threshold * min, load = the
+// router's running count) it routes to the least loaded worker; otherwise to the worker of the
+// longest prefix match in its approximate tree when the matched fraction exceeds cache_threshold,
+// else (a weak match) to the least loaded worker (the gateway's current rule; the older router sent
+// it to the worker with the smallest tree: `radix_weak_to_smallest_tree`). Least loaded: the
+// first worker of the fewest running requests, as the gateway's min_by_key. The prompt is then
+// inserted for the chosen worker. Every eviction interval each worker's tree is cut to
+// max_tree_size by LRU leaves.
 #include <algorithm>
 #include <cmath>
 
@@ -48,7 +51,7 @@ class Radix final : public Policy {
                 pick = uint32_t(m.tenant);
                 ++cache_hit_;
             } else {
-                pick = tree_.smallest_tenant();
+                pick = p_.radix_weak_to_smallest_tree ? tree_.smallest_tenant() : argmin;
                 ++cache_miss_;
             }
         }
@@ -67,7 +70,7 @@ class Radix final : public Policy {
     std::map<std::string, double> counters() const override {
         return {{"balance_routes", double(balance_)},
                 {"cache_routes", double(cache_hit_)},
-                {"smallest_tree_routes", double(cache_miss_)},
+                {"weak_match_routes", double(cache_miss_)},
                 {"tree_evicted_blocks", double(evicted_)},
                 {"tree_nodes", double(tree_.nodes())}};
     }

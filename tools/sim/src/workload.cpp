@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 #include <fstream>
+#include <random>
 #include <stdexcept>
 #include <thread>
 #include <xxhash.h>
@@ -113,6 +114,66 @@ Workload make_shared_prefix(const replay::SharedPrefixSpec &s, const WorkloadOpt
     return from_items(
         fmt::format("shared-prefix {}x{} sys{} q{} out{}", s.groups, s.prompts_per_group,
                     s.system_prompt_len, s.question_len, s.output_len),
+        std::move(items), o);
+}
+
+std::vector<replay::WorkItem> conversation_items(const ConversationSpec &s,
+                                                 const replay::TextGeometry &g) {
+    // Segment ids: both top bits set (apart from the trace's ids and the shared-prefix tags),
+    // then the session, the turn and user (0) or reply (1).
+    constexpr uint64_t kTag = 3ULL << 62;
+    auto seg_id = [&](uint64_t session, uint64_t turn, uint64_t reply) {
+        return kTag | (session << 24) | (turn << 1) | reply;
+    };
+    std::vector<replay::WorkItem> v;
+    if (s.sessions == 0 || s.turns == 0) return v;
+    std::mt19937_64 rng(s.seed);
+    std::exponential_distribution<double> session_gap(s.session_rate > 0 ? s.session_rate : 1.0);
+    std::exponential_distribution<double> think(s.think_s > 0 ? 1.0 / s.think_s : 1.0);
+    std::uniform_int_distribution<uint32_t> n_turns(1, 2 * s.turns - 1);
+    const uint32_t ulo = std::max<uint32_t>(1, s.user_len / 2);
+    std::uniform_int_distribution<uint32_t> user_tokens(ulo,
+                                                        std::max(ulo, s.user_len + s.user_len / 2));
+    const uint64_t bpt = g.bytes_per_token;
+    double start = 0;
+    for (uint32_t sess = 0; sess < s.sessions; ++sess) {
+        if (sess > 0) start += session_gap(rng);
+        const uint32_t turns = std::min<uint32_t>(n_turns(rng), 1u << 22);
+        std::vector<replay::Segment> history{{kTag, uint64_t(s.system_prompt_len) * bpt}};
+        uint64_t tokens = s.system_prompt_len;
+        double t = start;
+        for (uint32_t turn = 0; turn < turns; ++turn) {
+            if (turn > 0) t += s.think_s > 0 ? think(rng) : 0.0;
+            const uint32_t u = user_tokens(rng);
+            history.push_back({seg_id(sess, turn, 0), u * bpt});
+            tokens += u;
+            replay::WorkItem w;
+            w.t_s = t;
+            w.input_tokens = tokens;
+            w.output_tokens = std::max<uint32_t>(s.output_len, 1);
+            w.segments = history;
+            v.push_back(std::move(w));
+            // The reply becomes part of the next turn's prompt.
+            history.push_back({seg_id(sess, turn, 1), uint64_t(s.output_len) * bpt});
+            tokens += s.output_len;
+        }
+    }
+    std::stable_sort(v.begin(), v.end(), [](const replay::WorkItem &a, const replay::WorkItem &b) {
+        return a.t_s < b.t_s;
+    });
+    for (size_t i = 0; i < v.size(); ++i) v[i].line = i;
+    return v;
+}
+
+Workload make_conversation(const ConversationSpec &s, const WorkloadOptions &o) {
+    replay::TextGeometry g;
+    g.bytes_per_token = o.bytes_per_token;
+    auto items = conversation_items(s, g);
+    if (items.empty())
+        throw std::runtime_error("conversation workload is empty (sessions or turns is 0)");
+    return from_items(
+        fmt::format("conversation {} sessions x{} turns sys{} user{} out{}", s.sessions, s.turns,
+                    s.system_prompt_len, s.user_len, s.output_len),
         std::move(items), o);
 }
 

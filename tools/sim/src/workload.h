@@ -44,6 +44,27 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
 // SGLang's generated-shared-prefix shape (all at t = 0; give arrivals with --qps).
 Workload make_shared_prefix(const replay::SharedPrefixSpec &s, const WorkloadOptions &o);
 
+// Multi-turn conversations (chat sessions): every request opens with the same system prompt (so
+// all share their first block), then its session's history (each earlier user turn and the
+// reply to it) and a new user turn. Sessions start as a Poisson process; a session's turns follow
+// each other after exponential think times. Deterministic for the seed; arrivals in base_t (give
+// load with --speed).
+struct ConversationSpec {
+    uint32_t sessions = 256;
+    uint32_t turns = 6;                 // mean turns per session: uniform in 1 .. 2 x turns - 1
+    uint32_t system_prompt_len = 2048;  // tokens, identical in every request
+    uint32_t user_len = 128;            // mean tokens of a user turn: uniform in 0.5x .. 1.5x
+    uint32_t output_len = 256;          // tokens of each reply (and of its text in the history)
+    double session_rate = 1.0;          // sessions started per second
+    double think_s = 10.0;              // mean seconds from one turn's arrival to the next's
+    uint64_t seed = 1;
+};
+
+// The conversation workload as replay items, sorted by arrival (line: the index).
+std::vector<replay::WorkItem> conversation_items(const ConversationSpec &s,
+                                                 const replay::TextGeometry &g);
+Workload make_conversation(const ConversationSpec &s, const WorkloadOptions &o);
+
 // Builds the simulator's view of already-parsed items (tests use this with hand-made items).
 Workload from_items(std::string name, std::vector<replay::WorkItem> items,
                     const WorkloadOptions &o);

@@ -33,6 +33,9 @@ struct PolicyParams {
     std::uint32_t max_entries = 32768;  // entries written to the table
     std::uint32_t index_max = 131072;   // prefixes remembered (LRU beyond); ~150 B each
     double load_factor = kDefaultLoadFactor;  // bounded load c (load_bound.h)
+    // The bound's absolute slack: a holder counts as over the bound only past the least loaded
+    // backend's load + 1 + this (affinity_bound, load_bound.h; abi.h holds the default).
+    std::uint32_t load_slack = KVS_DEFAULT_LOAD_SLACK;
 };
 
 // What the policy knows about one backend at a point in time.

@@ -47,6 +47,7 @@ struct DaemonConfig {
     std::uint32_t block_size = KVS_DEFAULT_BLOCK_SIZE;
     std::uint32_t max_blocks = KVS_MAX_REPORT_BLOCKS;
     double load_factor = kDefaultLoadFactor;
+    std::uint32_t load_slack = KVS_DEFAULT_LOAD_SLACK;  // affinity bound >= least load + 1 + this
     std::uint32_t replication = PolicyParams{}.replication;
     double hot_threshold = PolicyParams{}.hot_rps;  // requests/s on one prefix that make it hot
     std::uint32_t steering_mode = KVS_STEER_PREFIX;
@@ -128,6 +129,8 @@ inline constexpr UintRange kPrefixLength{1, 1u << 20};
 inline constexpr UintRange kBlockSize{16, 1u << 20};
 inline constexpr UintRange kMaxBlocks{0, KVS_MAX_REPORT_BLOCKS};
 inline constexpr NumberRange kLoadFactor{1.0, 100.0};
+// 0 is kvs_config's "default" marker, so the least slack is 1.
+inline constexpr UintRange kLoadSlack{1, 1000000};
 inline constexpr UintRange kReplication{1, KVS_MAX_REPLICAS};
 inline constexpr NumberRange kHotThreshold{0.001, 1e9};
 inline constexpr UintRange kAffinityTtlMs{100, 86400000};
@@ -137,7 +140,7 @@ inline constexpr UintRange kMaxHeldBytes{KVS_DEFAULT_PREFIX_LEN, 1u << 20};
 
 // The names apply_tunable accepts, for error and help texts.
 inline constexpr const char *kTunableNames =
-    "prefix-length, block-size, max-blocks, load-factor, replication, hot-threshold, "
+    "prefix-length, block-size, max-blocks, load-factor, load-slack, replication, hot-threshold, "
     "steering-mode, affinity-ttl, max-held-bytes, per-request";
 
 // S as a decimal or 0x-hex integer in R. A sign is never accepted (no "-1" wrapping to a huge

@@ -28,7 +28,11 @@ struct ChooseScratch {
 // KVS_BE_UP and not in `exclude` (the backends this flow already tried; non-empty makes `via`
 // KVS_VIA_RETRY). In-flight: binds - closes. PREFIX mode: the least loaded replica of the
 // deepest affinity match whose in_flight + 1 stays within its backend's max_load, or, when that
-// is 0, within load_bound(); else choose_bounded() over the active Maglev half on h.prefix.
+// is 0, within affinity_bound() (load_bound.h: c x the mean, never below the least in_flight + 1
+// + load_slack); else choose_least_loaded() over the active Maglev half on h.prefix with
+// miss_tolerance(c, total, n) (the first backend of the walk within floor((c - 1) x mean) of the
+// least loaded: the least loaded at light load; via MAGLEV when that is the walk's first
+// candidate, else MAGLEV_SPILL).
 // FIVE_TUPLE: Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id.
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
                       std::span<const std::uint16_t> exclude, ChooseScratch &s) noexcept;

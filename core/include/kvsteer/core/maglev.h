@@ -54,4 +54,15 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
                              const LoadView &load, double load_factor,
                              bool *spilled = nullptr) noexcept;
 
+// Least loaded, ties by consistent hashing: the least in_flight of any eligible backend, then the
+// first eligible backend with that in_flight on the walk from slot hash % size. With equal loads
+// (an idle cluster) it is the table's choice for the hash, so a prefix keeps its backend; a hash
+// shared by many requests (a common preamble) no longer sends them all to one backend. Returns
+// KVS_BACKEND_NONE only if no backend is eligible; a least loaded backend that is in no slot (all
+// weight 0) is still chosen (lowest id). `spilled` (optional) is set when the first eligible
+// candidate of the walk was not the one chosen. load.n_eligible / total_in_flight are not used.
+std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                                  const LoadView &load, std::uint32_t tolerance = 0,
+                                  bool *spilled = nullptr) noexcept;
+
 }  // namespace kvsteer
