@@ -50,7 +50,15 @@ bool http10(std::span<const std::uint8_t> head) {
 }  // namespace
 
 void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) {
-    *this = Binder{};
+    // Every field a flow reads, reset one by one (not a whole-object copy: the held segments'
+    // table and the hashes are large and are written before they are read).
+    ncand_ = syn_tries_ = via_ = 0;
+    backend_wscale_ = KVS_WSCALE_NONE;
+    both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = false;
+    head_incomplete_ = true;
+    key_kind_ = KeyKind::FiveTuple;
+    backend_ = previous_ = KVS_BACKEND_NONE;
+    ts_delta_ = backend_isn_ = backend_tsval_ = prompt_bytes_ = 0;
     phase_ = Phase::Holding;
     ff_.start(h.isn, h.isn_known);
     cookie_isn_ = h.cookie_isn;

@@ -1,5 +1,6 @@
 #include "slot_table.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -71,9 +72,16 @@ std::int32_t SlotTable::take(const kvs_flow_key &ckey) {
     if (rte_hash_add_key_data(by_client_, &ckey, as_data(idx)) < 0) return -1;
     free_.pop_back();
     Slot &s = slots_[idx];
-    s = Slot{};
+    // Field by field: the binder (its held-segment table) and the flow entries are large and
+    // are written before they are read.
     s.used = true;
     s.ckey = ckey;
+    s.bkey = kvs_flow_key{};
+    std::memset(s.client_mac, 0, sizeof s.client_mac);
+    s.snat_port = s.old_port = 0;
+    s.rebind = false;
+    s.closed = s.fin_mask = 0;
+    s.last_seen = s.linger_until = s.timer_id = 0;
     ++n_used_;
     list_add(idx);
     return static_cast<std::int32_t>(idx);

@@ -454,9 +454,13 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
 void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
-    // XDP hands over a request boundary of a bound connection too (no cookie there).
-    if (!cookie_valid(pkt, &co) && rebind_flow(m, pkt, now)) return;
-    if (!check_cookie(m, pkt, &co)) return;
+    if (!cookie_valid(pkt, &co)) {
+        // XDP hands over a request boundary of a bound connection too (no cookie there).
+        if (rebind_flow(m, pkt, now)) return;
+        inc(KVS_R_DROP_BAD_COOKIE);
+        rte_pktmbuf_free(m);
+        return;
+    }
     if (p_.opts.max_held_per_source &&
         slots_.held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
         inc(KVS_R_DP_HOLD_SOURCE_CAP);  // this client address holds its share already
