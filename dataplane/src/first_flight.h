@@ -51,6 +51,12 @@ class FirstFlight {
     bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
     unsigned size() const { return n_; }
 
+    // Shows every held packet to f (the flight keeps them).
+    template <class F>
+    void each(F &&f) const {
+        for (unsigned i = 0; i < n_; ++i) f(segs_[i].pkt);
+    }
+
     // Hands every held packet to f (in sequence order) and empties the flight.
     template <class F>
     void drain(F &&f) {

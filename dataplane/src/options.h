@@ -35,7 +35,9 @@ struct Options {
     std::uint32_t sweep_interval_ms = 1000;
     std::uint32_t stats_interval_s = 0;  // 0: no periodic counter log
     std::uint32_t rx_stall_ms =
-        2000;                     // receive-path watchdog: stalled this long -> exit 75 (0: off)
+        2000;  // receive-path watchdog: stalled this long -> re-create the port (0: off)
+    std::uint32_t rx_recoveries = 8;  // in-process re-creations before exiting 75 instead
+    bool fault_rx_signal = false;     // tests: SIGUSR2 stops receiving until the port is re-created
     std::uint32_t mbufs = 16383;  // per port mempool
     std::uint32_t wait_config_s = 30;  // wait this long for kvsteerd's first kvs_config
     bool create_maps = false;          // create missing pinned maps (tests without kvsteerd)

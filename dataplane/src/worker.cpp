@@ -164,7 +164,9 @@ void Worker::flush_tx() {
 
 unsigned Worker::poll(std::uint64_t now) {
     rte_mbuf *rx[32];
-    unsigned n = rte_eth_rx_burst(p_.port, p_.queue, rx, 32);
+    unsigned n = KVS_UNLIKELY(p_.rx_off && p_.rx_off->load(std::memory_order_relaxed))
+                     ? 0
+                     : rte_eth_rx_burst(p_.port, p_.queue, rx, 32);
     for (unsigned i = 0; i < n; ++i) {
         if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
         handle(rx[i], now);
@@ -191,6 +193,7 @@ void Worker::run(const std::atomic<bool> &stop) {
     // slack would stretch each one, adding that to the first packet after an idle spell.
     if (p_.opts.idle == IdlePolicy::Adaptive) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     while (!stop.load(std::memory_order_relaxed)) {
+        park_if_asked();
         if (poll(rte_rdtsc()) > 0 || p_.opts.idle == IdlePolicy::Busy) {
             idle = 0;
             continue;
@@ -204,6 +207,33 @@ void Worker::run(const std::atomic<bool> &stop) {
             usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
     }
     flush_tx();
+}
+
+void Worker::park_if_asked() {
+    if (KVS_LIKELY(!park_.load(std::memory_order_acquire))) return;
+    flush_tx();
+    parked_.store(true, std::memory_order_release);
+    while (park_.load(std::memory_order_acquire)) usleep(500);
+    parked_.store(false, std::memory_order_release);
+}
+
+void Worker::held_mbufs(std::vector<rte_mbuf *> &out) {
+    auto chain = [&out](rte_mbuf *m) {
+        for (; m; m = m->next) out.push_back(m);
+    };
+    for (std::uint32_t i = 0; i < slots_.capacity(); ++i)
+        slots_[i].b.flight().each([&](void *pkt) { chain(static_cast<rte_mbuf *>(pkt)); });
+    if (!p_.inboxes) return;
+    // Single consumer (us, parked): take the inbox's contents and put them back in order.
+    rte_ring *r = p_.inboxes[p_.index];
+    std::vector<void *> q(rte_ring_count(r));
+    const unsigned n = rte_ring_dequeue_bulk(r, q.data(), static_cast<unsigned>(q.size()), nullptr);
+    for (unsigned i = 0; i < n; ++i) chain(static_cast<rte_mbuf *>(q[i]));
+    if (n && rte_ring_enqueue_bulk(r, q.data(), n, nullptr) != n) {
+        // Cannot happen with every producer parked; should it, nothing is lost silently.
+        for (unsigned i = 0; i < n; ++i) rte_pktmbuf_free(static_cast<rte_mbuf *>(q[i]));
+        stats_[KVS_R_DP_INBOX_FULL] += n;
+    }
 }
 
 void Worker::handle(rte_mbuf *m, std::uint64_t now) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <bpf/bpf.h>
@@ -16,6 +17,7 @@
 #include <rte_ring.h>
 
 #include "dp_test_env.h"
+#include "port_recovery.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/rewrite.h"
 
@@ -1077,3 +1079,46 @@ TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
 }
 
 }  // namespace
+
+// The receive-path watchdog's in-process recovery (port_recovery.h), the parts that need no
+// af_xdp port: a worker parks on request, reports every mbuf it holds, and the mbufs that the
+// old socket's rings had (here: allocated and forgotten) go back to the pool, nothing else.
+TEST_F(BindTest, ParkedWorkerReportsHeldMbufsAndStrandedOnesReturnToThePool) {
+    make_worker();
+    hold_incomplete_heads(3, 41000);
+    EXPECT_TRUE(step(now).empty());
+    ASSERT_EQ(worker->slot_count(), 3u);
+    const unsigned size = rp.pool->size;
+    std::vector<rte_mbuf *> lost(20);
+    ASSERT_EQ(rte_pktmbuf_alloc_bulk(rp.pool, lost.data(), 20), 0);
+    lost.clear();  // what a dead socket's fill ring had: owned by nobody any more
+
+    std::atomic<bool> stop{false};
+    std::thread runner([&] { worker->run(stop); });
+    worker->request_park();
+    for (int i = 0; i < 2000 && !worker->parked(); ++i) usleep(1000);
+    ASSERT_TRUE(worker->parked());
+    std::vector<rte_mbuf *> held;
+    worker->held_mbufs(held);
+    EXPECT_EQ(held.size(), 3u) << "one incomplete head per held flight";
+    EXPECT_EQ(rte_mempool_in_use_count(rp.pool), 3u + 20u);
+    EXPECT_EQ(reclaim_stranded_mbufs(rp.pool, held), 20u);
+    EXPECT_EQ(rte_mempool_in_use_count(rp.pool), 3u) << "only the held heads are still out";
+    EXPECT_EQ(rte_mempool_avail_count(rp.pool), size - 3);
+    worker->unpark(rp.port);
+    for (int i = 0; i < 2000 && worker->parked(); ++i) usleep(1000);
+    EXPECT_FALSE(worker->parked());
+    stop = true;
+    runner.join();
+
+    // The held flights survived the park and still end as they would have: reset when idle.
+    auto out = step(now + ms(1001));
+    EXPECT_EQ(out.size(), 3u);
+    EXPECT_EQ(stat(KVS_R_DP_CLIENT_IDLE_DROP), 3u);
+    EXPECT_EQ(rte_mempool_in_use_count(rp.pool), 0u) << "nothing lost, nothing freed twice";
+    // Every reclaimed mbuf is usable again.
+    std::vector<rte_mbuf *> all(size);
+    ASSERT_EQ(rte_pktmbuf_alloc_bulk(rp.pool, all.data(), size), 0);
+    for (rte_mbuf *m : all) EXPECT_EQ(rte_mbuf_refcnt_read(m), 1u);
+    rte_pktmbuf_free_bulk(all.data(), size);
+}

@@ -84,7 +84,9 @@
     X(DP_REQ_KEPT_HTTP10, "dp_request_kept_http10")             \
     X(DP_REQ_MOVE_FAILED, "dp_request_move_failed")             \
     X(DP_REQ_BACKEND_CLOSING, "dp_request_backend_closing")     \
-    X(DP_REQ_NO_FLOW, "dp_request_flow_gone")
+    X(DP_REQ_NO_FLOW, "dp_request_flow_gone")                   \
+    X(DP_RX_RECOVERED, "dp_rx_recovered")                       \
+    X(DP_RX_MBUFS_RECLAIMED, "dp_rx_mbufs_reclaimed")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
