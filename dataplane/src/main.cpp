@@ -352,8 +352,8 @@ int main(int argc, char **argv) {
                 "port {}: receive path re-created in process as port {} in {} ms ({} probe(s), "
                 "{} old socket(s) closed): {} mbufs the old socket's rings kept returned to the "
                 "pool (free {} -> {} of {}), {} held by first flights kept",
-                opts->port, r.port, ms, r.probes, r.sockets_closed, r.reclaimed, free_before, rte_mempool_avail_count(pool),
-                pool->size, held.size());
+                opts->port, r.port, ms, r.probes, r.sockets_closed, r.reclaimed, free_before,
+                rte_mempool_avail_count(pool), pool->size, held.size());
             opts->port = r.port;
             g_fault_rx_off.store(false);  // an injected stall ends with the port it was on
             count(KVS_R_DP_RX_RECOVERED, 1);

@@ -78,10 +78,10 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "fault-rx-signal", po::bool_switch(&o.fault_rx_signal),
         "fault injection for tests: SIGUSR2 makes every worker stop receiving (what a stalled "
         "port looks like: the kernel drops for it while nothing is received) until the watchdog "
-        "re-creates the port")(
-        "stats-interval-s", po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
-        "log counters this often (0: never)")("mbufs", po::value(&o.mbufs)->default_value(o.mbufs),
-                                              "mbufs in the port's mempool")(
+        "re-creates the port")("stats-interval-s",
+                               po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
+                               "log counters this often (0: never)")(
+        "mbufs", po::value(&o.mbufs)->default_value(o.mbufs), "mbufs in the port's mempool")(
         "guard-prog", po::value(&o.guard_prog),
         "xdp mode: tc ingress guard object that drops the VIP's and SNAT range's TCP while no XDP "
         "program is attached (a restart), so the appliance kernel cannot reset bound flows "

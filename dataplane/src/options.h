@@ -38,7 +38,7 @@ struct Options {
         2000;  // receive-path watchdog: stalled this long -> re-create the port (0: off)
     std::uint32_t rx_recoveries = 8;  // in-process re-creations before exiting 75 instead
     bool fault_rx_signal = false;     // tests: SIGUSR2 stops receiving until the port is re-created
-    std::uint32_t mbufs = 16383;  // per port mempool
+    std::uint32_t mbufs = 16383;      // per port mempool
     std::uint32_t wait_config_s = 30;  // wait this long for kvsteerd's first kvs_config
     bool create_maps = false;          // create missing pinned maps (tests without kvsteerd)
     std::string guard_prog;            // tc guard object ("": guard.bpf.o beside xdp_prog; "none")

@@ -27,11 +27,11 @@ namespace kvsteer::dp {
 unsigned reclaim_stranded_mbufs(rte_mempool *pool, const std::vector<rte_mbuf *> &held);
 
 struct PortRecovery {
-    std::uint16_t port = 0;  // the re-created port (the id may differ from the old one)
-    unsigned reclaimed = 0;  // mbufs the old socket's rings had, returned to the pool
+    std::uint16_t port = 0;       // the re-created port (the id may differ from the old one)
+    unsigned reclaimed = 0;       // mbufs the old socket's rings had, returned to the pool
     unsigned sockets_closed = 0;  // old sockets the PMD's close left open (closed here)
-    unsigned probes = 0;     // probes it took (the kernel frees the old socket's queue late)
-    bool port_gone = false;  // failed after the old port was removed: nothing may touch it
+    unsigned probes = 0;          // probes it took (the kernel frees the old socket's queue late)
+    bool port_gone = false;       // failed after the old port was removed: nothing may touch it
 };
 
 // Re-creates the net_af_xdp vdev behind `port` as described above, with `queues` queue pairs
