@@ -447,6 +447,14 @@ void Binder::abort(const BindEnv &env, Actions &out) {
 }
 
 void Binder::evict(const BindEnv &env, Actions &out) {
+    if (!rebind_ && waits_for_retransmission()) {
+        // The client retransmits what is missing and, once we no longer ACK anything, the rest:
+        // dropping what we hold loses nothing, a reset would lose the connection.
+        env.inc(KVS_R_DP_HOLD_EVICTED_GAP);
+        phase_ = Phase::Done;
+        out.push(act(Action::Kind::Release));
+        return;
+    }
     env.inc(KVS_R_DP_HOLD_EVICTED);
     reset_client(env, out);
 }

@@ -152,10 +152,14 @@ class Binder {
     // The client reset or left (its 4-tuple reused): abort the backend leg if one is open.
     void abort(const BindEnv &env, Actions &out);
     // Full: whether this flow is the slowloris shape (holding a head still incomplete after a
-    // silent gap), and making room by resetting it.
+    // silent gap), and making room by resetting it. A flight that holds bytes beyond a hole
+    // (a segment lost or refused, e.g. its head while the table was full) is a client waiting
+    // to retransmit, not a slow one: it is evicted second, and silently (its segments are
+    // dropped and come again with the retransmission), never reset.
     bool evictable(const BindEnv &env, std::uint64_t now) const {
         return phase_ == Phase::Holding && head_incomplete_ && now - last_seg_ >= env.cfg.gap;
     }
+    bool waits_for_retransmission() const { return ff_.held_bytes() > ff_.contiguous(); }
     void evict(const BindEnv &env, Actions &out);
 
     // The timer armed by the last Arm action is due.

@@ -50,6 +50,8 @@ class FirstFlight {
     // Every byte up to the client's FIN is held: the client has sent all it ever will.
     bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
     unsigned size() const { return n_; }
+    // Payload bytes held (contiguous or not).
+    std::uint32_t held_bytes() const { return bytes_; }
 
     // Shows every held packet to f (the flight keeps them).
     template <class F>

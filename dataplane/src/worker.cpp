@@ -973,19 +973,29 @@ void Worker::release(std::uint32_t idx, bool free_port) {
 
 // Full: the oldest holding slot whose request head is still incomplete after a silent gap (the
 // slowloris shape) makes room; a client that sent a complete head is never evicted for another.
+// A flight waiting for a retransmission (bytes beyond a hole) goes only when no slow one is
+// found, and silently (Binder::evict).
 bool Worker::evict_stalled(std::uint64_t now) {
     const BindEnv e = env();
     unsigned looked = 0;
+    std::int32_t victim = -1, fallback = -1;
     for (std::int32_t i = slots_.oldest_binding(); i >= 0 && looked < 64;
          i = slots_.next_binding(static_cast<std::uint32_t>(i)), ++looked) {
         Slot &s = slots_[static_cast<std::uint32_t>(i)];
         if (!s.b.evictable(e, now)) continue;
-        Actions out;
-        s.b.evict(e, out);
-        execute(static_cast<std::uint32_t>(i), out, now);
-        return true;
+        if (s.b.waits_for_retransmission()) {
+            if (fallback < 0) fallback = i;
+            continue;
+        }
+        victim = i;
+        break;
     }
-    return false;
+    if (victim < 0) victim = fallback;
+    if (victim < 0) return false;
+    Actions out;
+    slots_[static_cast<std::uint32_t>(victim)].b.evict(e, out);
+    execute(static_cast<std::uint32_t>(victim), out, now);
+    return true;
 }
 
 }  // namespace kvsteer::dp

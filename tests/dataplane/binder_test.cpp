@@ -353,6 +353,38 @@ TEST_F(BinderTest, IncompleteHeadWaitsThroughGapsThenIsResetWhenIdle) {
     EXPECT_EQ(stat(KVS_R_DP_CLIENT_IDLE_DROP), 1u);
 }
 
+TEST_F(BinderTest, FullTableResetsASlowHeadButDropsAFlightMissingItsHeadSilently) {
+    // The slowloris shape: a head that stays incomplete. Evicted with a reset.
+    start();
+    Actions out;
+    seg(kPartialHead, 0, static_cast<std::uint32_t>(kPartialHead.size()), 0, out);
+    Actions gap;
+    b_.timer(env(), kGap, gap);
+    ASSERT_TRUE(b_.evictable(env(), kGap));
+    EXPECT_FALSE(b_.waits_for_retransmission());
+    Actions ev;
+    b_.evict(env(), ev);
+    EXPECT_EQ(kinds(ev), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u);
+
+    // A client whose head segment was refused (the table was full) and whose body got in: the
+    // bytes held start after a hole. It waits for its retransmission; evicting it must not
+    // reset it (a reset loses a legitimate request), only drop what is held.
+    b_ = Binder{};
+    start();
+    Actions body;
+    seg(kReq, 60, static_cast<std::uint32_t>(kReq.size() - 60), 0, body);
+    Actions gap2;
+    b_.timer(env(), kGap, gap2);
+    ASSERT_TRUE(b_.evictable(env(), kGap)) << "nothing from the stream's start: head incomplete";
+    EXPECT_TRUE(b_.waits_for_retransmission());
+    Actions ev2;
+    b_.evict(env(), ev2);
+    EXPECT_EQ(kinds(ev2), std::vector<Kind>{Kind::Release}) << "no RstToClient";
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED_GAP), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u) << "only the slow head was reset";
+}
+
 TEST_F(BinderTest, CompleteHeadWithPartOfTheBodyBindsAfterTheGap) {
     config_.prefix_len = 4096;  // the key wants more than the client has sent so far
     start();

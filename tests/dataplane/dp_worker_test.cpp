@@ -656,6 +656,41 @@ TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
 
 // A client that closes before its request head is complete is reset, not bound (a backend
 // connection would only carry a broken head: every closing slowloris connection did that).
+TEST_F(BindTest, FullTableEvictsTheSlowHeadFirstAndAFlightMissingItsHeadOnlySilently) {
+    make_worker(Mode::Xdp, 2, 0);
+    sign_synack();
+    // The older flight: a client whose head segment was refused (table full) and whose body got
+    // in. It waits for its head's retransmission.
+    const std::string req = request(1000);
+    const std::size_t head = req.find("\r\n\r\n") + 4;
+    inject(rp.rx, make_seg(rp.pool, client_seg(head, req.substr(head), 10)));
+    hold_incomplete_heads(1, 40000);  // the younger: a head that stays incomplete
+    EXPECT_TRUE(step(now).empty());
+    ASSERT_EQ(worker->slot_count(), 2u);
+
+    auto newcomer = [&](std::uint16_t port) {
+        Seg s = client_seg(0, request(600), 5);
+        s.sport = port;
+        s.ack = cookie_for(port) + 1;
+        s.tsecr = 777;
+        inject(rp.rx, make_seg(rp.pool, s));
+    };
+    newcomer(41000);
+    auto out = step(now + ms(5));
+    ASSERT_EQ(out.size(), 2u) << "a reset for the slow head, a SYN for the newcomer";
+    EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(ntohs(parse(out[0]).tcp->dest), 40000) << "the slow head goes, though younger";
+    EXPECT_EQ(parse(out[1]).tcp->flags, KVS_TCP_SYN);
+
+    newcomer(41001);
+    out = step(now + ms(10));
+    ASSERT_EQ(out.size(), 1u) << "only the newcomer's SYN: the waiting client is not reset";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED_GAP), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
+}
+
 TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
     make_worker();
     cookie = cookie_for(cport);
