@@ -45,10 +45,14 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
         "flows being bound at once, per worker")(
         "bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),
-        "bind when no client segment arrived for this long")(
-        "backend-syn-timeout-ms",
-        po::value(&o.backend_syn_timeout_ms)->default_value(o.backend_syn_timeout_ms),
-        "wait this long for a backend's SYN-ACK before retrying")(
+        "bind when no client segment arrived for this long (a client that filled its initial "
+        "window and waits for our ACK)")(
+        "slow-bind-gap-ms", po::value(&o.slow_bind_gap_ms)->default_value(o.slow_bind_gap_ms),
+        "the same for a flight below the client's initial window (10 x MSS), which could have "
+        "sent more: a slow writer or a lost segment; binding it early would key it on a partial "
+        "request")("backend-syn-timeout-ms",
+                   po::value(&o.backend_syn_timeout_ms)->default_value(o.backend_syn_timeout_ms),
+                   "wait this long for a backend's SYN-ACK before retrying")(
         "backend-syn-retries",
         po::value(&o.backend_syn_retries)->default_value(o.backend_syn_retries),
         "SYN retransmissions to one backend before trying the next candidate")(

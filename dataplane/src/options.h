@@ -23,6 +23,7 @@ struct Options {
     std::uint32_t max_pending = 4096;         // flows being bound, per worker
     std::uint32_t max_held_per_source = 256;  // of those, per client address (0: no limit)
     std::uint32_t bind_gap_us = 1000;         // bind after this long without a new segment
+    std::uint32_t slow_bind_gap_ms = 20;      // the same below the client's initial window
     std::uint32_t idle_sleep_us = 200;        // adaptive idle: longest sleep between polls
     std::uint32_t backend_syn_timeout_ms = 300;
     std::uint32_t backend_syn_retries = 1;        // SYN retransmissions to one backend

@@ -106,6 +106,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     hz_ = rte_get_tsc_hz();
     auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
     bcfg_.gap = p_.opts.bind_gap_us * hz_ / 1000000;
+    bcfg_.slow_gap = std::max(bcfg_.gap, ms(p_.opts.slow_bind_gap_ms));
     bcfg_.syn_timeout = ms(p_.opts.backend_syn_timeout_ms);
     bcfg_.client_idle = ms(p_.opts.client_idle_timeout_ms);
     // Never longer than half the idle timeout: the flight must bind before it is reset.

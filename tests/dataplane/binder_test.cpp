@@ -399,6 +399,26 @@ TEST_F(BinderTest, CompleteHeadWithPartOfTheBodyBindsAfterTheGap) {
         << "window-limited: bind on what is held";
 }
 
+TEST_F(BinderTest, PartialBodyBelowTheInitialWindowWaitsTheSlowGap) {
+    // A complete head with part of the body, far below the client's initial window: the client
+    // could have sent more (its writes came apart on a busy host, or a segment was lost), so a
+    // short silence does not bind it on a partial request; the slow gap does.
+    config_.prefix_len = 4096;
+    cfg_.slow_gap = 20 * kGap;
+    start();
+    const std::uint32_t part = static_cast<std::uint32_t>(kReq.size()) - 10;
+    Actions out;
+    seg(kReq, 0, part, 0, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Arm});
+    EXPECT_EQ(out[0].when, 20 * kGap);
+    Actions early;
+    b_.timer(env(), kGap, early);
+    EXPECT_EQ(kinds(early), std::vector<Kind>{Kind::Arm}) << "not bound after the short gap";
+    Actions late;
+    b_.timer(env(), 20 * kGap, late);
+    EXPECT_EQ(kinds(late), std::vector<Kind>{Kind::Connect}) << "bound after the slow gap";
+}
+
 TEST_F(BinderTest, FinBeforeTheHeadIsCompleteResetsInsteadOfBinding) {
     start();
     Actions out;

@@ -415,14 +415,18 @@ TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
-TEST_F(BindTest, WindowLimitedClientBindsAfterIdleGap) {
+TEST_F(BindTest, SilentClientBindsOnWhatItSentAfterTheSlowGap) {
+    // Head and part of the body, far below the client's initial window, then silence: not
+    // after the short gap (the rest may be a slow write away; binding would key a partial
+    // request) but after --slow-bind-gap-ms (20).
     make_worker();
     cookie = cookie_for(cport);
     const std::string req = request(3000);
     inject(rp.rx,
            make_seg(rp.pool, client_seg(0, req.substr(0, 1200), 5)));  // head + part of the body
     EXPECT_TRUE(step(now).empty());
-    auto out = step(now + ms(3));
+    EXPECT_TRUE(step(now + ms(3)).empty()) << "not bound after the short gap";
+    auto out = step(now + ms(21));
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
 }
