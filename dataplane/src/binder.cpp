@@ -320,6 +320,10 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         out.push(ack_to_backend(b.seq, ts_ && b.has_ts, b.tsval));
         return;
     }
+    if (phase_ == Phase::Installing && synack) {
+        env.inc(KVS_R_PUNT_BACKEND_SYNACK);  // the ACK that follows the install answers it too
+        return;
+    }
     if (phase_ != Phase::SynSent) {
         env.inc(KVS_R_PUNT_BACKEND_OTHER);
         return;
@@ -337,6 +341,7 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         backend_tsval_ = b.tsval;
         backend_wscale_ = b.wscale;
         both_ts_ = ts_ && b.has_ts;
+        phase_ = Phase::Installing;
         out.push(act(Action::Kind::Install));
         return;
     }
@@ -431,7 +436,7 @@ void Binder::arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) co
 }
 
 void Binder::abort(const BindEnv &env, Actions &out) {
-    if (phase_ == Phase::SynSent) {
+    if (phase_ == Phase::SynSent || phase_ == Phase::Installing) {
         Action r = act(Action::Kind::RstToBackend);
         r.seq = ff_.isn() + 1;
         out.push(r);
