@@ -311,6 +311,13 @@ class ScalingRig {
     ScalingRig(Mode mode, unsigned max_workers, unsigned flows)
         : mode_(mode), flows_(flows), tables_(make_tables(8, false)) {
         set_bind_config(tables_->config);
+        // A row of counters and a report ring per worker: room for more workers than the
+        // dataplane takes today (KVS_MAX_WORKERS), to see how far binding would scale.
+        tables_->dp_stats.resize(std::max<std::size_t>(
+            static_cast<std::size_t>(max_workers) * KVS_STATS_MAX, tables_->dp_stats.size()));
+        tables_->ring_ctl.resize(std::max<std::size_t>(max_workers, tables_->ring_ctl.size()));
+        tables_->ring.resize(std::max<std::size_t>(
+            static_cast<std::size_t>(max_workers) * KVS_BIND_RING_SLOTS, tables_->ring.size()));
         for (unsigned w = 0; w < max_workers; ++w) {
             ports_.push_back(make_ring_port(
                 "kvdp_s" + std::string(mode == Mode::Xdp ? "x" : "d") + std::to_string(w),
@@ -372,6 +379,10 @@ class ScalingRig {
                 unsigned got;
                 while ((got = rte_ring_dequeue_burst(rp.tx, objs, 64, nullptr)) > 0)
                     rte_pktmbuf_free_bulk(reinterpret_cast<rte_mbuf **>(objs), got);
+                // The next run's thread may get another lcore id: leave no mbuf in this one's
+                // cache.
+                if (rte_mempool_cache *c = rte_mempool_default_cache(rp.pool, rte_lcore_id()))
+                    rte_mempool_cache_flush(c, rp.pool);
                 rte_thread_unregister();
             });
         for (auto &t : threads) t.join();
