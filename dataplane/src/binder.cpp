@@ -125,12 +125,12 @@ void Binder::pure_ack(const ClientSeg &c) {
 void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out) {
     const std::uint32_t max_held =
         std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
-    const std::uint32_t n = ff_.assemble(env.buf.data(), max_held);
+    const std::span<const std::uint8_t> bytes = ff_.bytes(env.buf.data(), max_held);
+    const auto n = static_cast<std::uint32_t>(bytes.size());
     if (n == 0) {  // nothing from the stream's start yet
         head_incomplete_ = true;
         return;
     }
-    const std::span<const std::uint8_t> bytes(env.buf.data(), n);
     const bool sure = ff_.isn_known() || begins_request(bytes.data(), n);
     if (!sure && now - created_ < env.cfg.unsure_wait) return;
     const RequestView v = locate_request(bytes);
