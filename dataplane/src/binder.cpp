@@ -125,12 +125,12 @@ void Binder::pure_ack(const ClientSeg &c) {
 void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out) {
     const std::uint32_t max_held =
         std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
-    const std::uint32_t n = ff_.assemble(env.buf.data(), max_held);
+    const std::span<const std::uint8_t> bytes = ff_.bytes(env.buf.data(), max_held);
+    const auto n = static_cast<std::uint32_t>(bytes.size());
     if (n == 0) {  // nothing from the stream's start yet
         head_incomplete_ = true;
         return;
     }
-    const std::span<const std::uint8_t> bytes(env.buf.data(), n);
     const bool sure = ff_.isn_known() || begins_request(bytes.data(), n);
     if (!sure && now - created_ < env.cfg.unsure_wait) return;
     const RequestView v = locate_request(bytes);
@@ -320,6 +320,10 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         out.push(ack_to_backend(b.seq, ts_ && b.has_ts, b.tsval));
         return;
     }
+    if (phase_ == Phase::Installing && synack) {
+        env.inc(KVS_R_PUNT_BACKEND_SYNACK);  // the ACK that follows the install answers it too
+        return;
+    }
     if (phase_ != Phase::SynSent) {
         env.inc(KVS_R_PUNT_BACKEND_OTHER);
         return;
@@ -337,6 +341,7 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         backend_tsval_ = b.tsval;
         backend_wscale_ = b.wscale;
         both_ts_ = ts_ && b.has_ts;
+        phase_ = Phase::Installing;
         out.push(act(Action::Kind::Install));
         return;
     }
@@ -437,7 +442,7 @@ void Binder::arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) co
 }
 
 void Binder::abort(const BindEnv &env, Actions &out) {
-    if (phase_ == Phase::SynSent) {
+    if (phase_ == Phase::SynSent || phase_ == Phase::Installing) {
         Action r = act(Action::Kind::RstToBackend);
         r.seq = ff_.isn() + 1;
         out.push(r);

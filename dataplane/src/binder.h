@@ -1,12 +1,15 @@
 // How one client connection becomes a bound flow: hold its first flight, decide when the flight
 // is worth binding, key it, choose a backend, handshake with it (SYN retries, the next candidate
-// on a reset or a timeout), then install and flush. Holding -> SynSent -> Bound (or Done).
+// on a reset or a timeout), then install and flush. Holding -> SynSent -> Installing -> Bound
+// (or Done).
 //
 // Pure: no DPDK, no sockets, no clock of its own. Each event returns the actions the worker must
 // carry out, in order (send a SYN, an ACK or a reset, take a SNAT port, install the flow pair,
 // flush the held segments, arm a timer, release the slot); two of them (Connect, Install) need
-// an answer from the worker, which it gives by calling connect()/no_port() or installed().
-// Tests drive it event by event without a port or a mempool.
+// an answer from the worker, which it gives by calling connect()/no_port() or installed(); the
+// worker may answer an Install later (it installs a burst's accepted flows together), and until
+// then the flow is Installing: its client segments are held, a repeated SYN-ACK waits for the
+// ACK that follows the install. Tests drive it event by event without a port or a mempool.
 #pragma once
 
 #include <cstdint>
@@ -97,6 +100,7 @@ struct Action {
         RstToClient,   // seq, ack
         Connect,       // keyed: take a SNAT port, then call connect(), or no_port() if none
         Install,       // the backend accepted: install the flow pair, then call installed()
+                       // (at once or later: the flow is Installing until then)
         Flush,         // send every held segment through the bound flow
         Report,        // a binding report for the daemon
         Arm,           // call timer() at `when`
@@ -131,7 +135,7 @@ class Actions {
 
 class Binder {
    public:
-    enum class Phase : std::uint8_t { Holding, SynSent, Bound, Done };
+    enum class Phase : std::uint8_t { Holding, SynSent, Installing, Bound, Done };
     static constexpr unsigned kMaxCand = 8;
 
     // A new flow; its first segment goes to segment() next.
@@ -144,8 +148,9 @@ class Binder {
     bool rebinding() const { return rebind_; }
     std::uint16_t previous_backend() const { return previous_; }
 
-    // A client segment with payload or FIN, while Holding or SynSent. `room`: the worker can
-    // hold one more packet. Held: the flight keeps `c.pkt`; otherwise the worker frees it.
+    // A client segment with payload or FIN, while binding (Holding to Installing). `room`: the
+    // worker can hold one more packet. Held: the flight keeps `c.pkt`; otherwise the worker frees
+    // it.
     FirstFlight::Add segment(const BindEnv &env, const ClientSeg &c, bool room, std::uint64_t now,
                              Actions &out);
     // A client pure ACK while binding: its window and timestamp are the client's latest.
@@ -178,11 +183,13 @@ class Binder {
 
     // A segment from the backend being bound (SynSent), or its repeated SYN-ACK (Bound).
     void backend_segment(const BindEnv &env, const BackendSeg &b, std::uint64_t now, Actions &out);
-    // After Install: whether both flow entries are in place.
+    // After Install (Installing): whether both flow entries are in place.
     void installed(const BindEnv &env, bool ok, Actions &out);
 
     Phase phase() const { return phase_; }
-    bool binding() const { return phase_ == Phase::Holding || phase_ == Phase::SynSent; }
+    bool binding() const {
+        return phase_ == Phase::Holding || phase_ == Phase::SynSent || phase_ == Phase::Installing;
+    }
     FirstFlight &flight() { return ff_; }
     const FirstFlight &flight() const { return ff_; }
     std::uint32_t isn() const { return ff_.isn(); }

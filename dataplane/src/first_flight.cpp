@@ -60,6 +60,17 @@ std::uint32_t FirstFlight::assemble(std::uint8_t *buf, std::uint32_t cap) const 
     return pos;
 }
 
+std::span<const std::uint8_t> FirstFlight::bytes(std::uint8_t *buf, std::uint32_t cap) const {
+    if (n_ > 0 && segs_[0].rel == 0) {
+        const Seg &g = segs_[0];
+        // Segments are in order and none lies wholly inside another: the next one continues
+        // the stream only if it starts within or right after the first.
+        if (n_ == 1 || segs_[1].rel > g.len || g.len >= cap)
+            return {g.data, std::min<std::uint32_t>(g.len, cap)};
+    }
+    return {buf, assemble(buf, cap)};
+}
+
 std::uint32_t FirstFlight::contiguous() const {
     std::uint32_t pos = 0;
     for (unsigned i = 0; i < n_; ++i) {

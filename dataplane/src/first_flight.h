@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 namespace kvsteer::dp {
 
@@ -41,6 +42,10 @@ class FirstFlight {
     // Copies the contiguous bytes from the first data byte (at most cap) into buf; returns how
     // many.
     std::uint32_t assemble(std::uint8_t *buf, std::uint32_t cap) const;
+    // The contiguous bytes from the first data byte (at most cap): the first segment's own
+    // payload when it holds all of them (the common one-segment request: no copy), else a copy
+    // in buf (assemble). Valid while the flight holds its segments and buf is not reused.
+    std::span<const std::uint8_t> bytes(std::uint8_t *buf, std::uint32_t cap) const;
     // Contiguous bytes held from the first data byte (no copy).
     std::uint32_t contiguous() const;
 

@@ -81,7 +81,7 @@ std::int32_t SlotTable::take(const kvs_flow_key &ckey) {
     s.snat_port = s.old_port = 0;
     s.rebind = false;
     s.closed = s.fin_mask = 0;
-    s.last_seen = s.linger_until = s.timer_id = 0;
+    s.last_seen = s.linger_until = s.timer_id = s.install_id = 0;
     ++n_used_;
     list_add(idx);
     return static_cast<std::int32_t>(idx);

@@ -45,6 +45,7 @@ struct Slot {
     bool listed = false;                // on the binding list
     std::int32_t prev = -1, next = -1;  // binding list, oldest first
     std::uint64_t timer_id = 0;         // the worker's live timer entry (0: none)
+    std::uint64_t install_id = 0;       // the worker's pending install (0: none)
 };
 
 class SlotTable {

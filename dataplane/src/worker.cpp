@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "arp.h"
+#include "flow_install.h"
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/flowpair.h"
 #include "kvsteer/rewrite.h"
@@ -178,6 +179,7 @@ unsigned Worker::poll(std::uint64_t now) {
         for (unsigned i = 0; i < k; ++i) handle(rx[i], now);
         n += k;
     }
+    install_accepted(now);  // before the timers: a flow Installing has no live timer
     // Timers at most every ~100 us; the bound-flow sweep is incremental.
     if (now - last_timer_ >= hz_ / 10000) {
         last_timer_ = now;
@@ -627,7 +629,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 break;
             }
             case Action::Kind::Install:
-                install(idx, now);
+                accept_install(idx, now);
                 break;
             case Action::Kind::Flush:
                 slots_.bound(idx);
@@ -682,11 +684,50 @@ TcpSpec Worker::to_backend(const Slot &s) const {
     return sp;
 }
 
-// The backend accepted: build the flow pair and install it (xdp mode) before anything is sent,
-// so the backend's first reply already finds its flow in XDP; both entries or neither (a half
-// pair would strand the flow). The binder then acknowledges and flushes, or resets both sides.
-void Worker::install(std::uint32_t idx, std::uint64_t now) {
+// The backend accepted. Nothing of the flow is sent before its pair is installed (xdp mode), so
+// the backend's first reply already finds its flow in XDP: the pair joins this burst's batch,
+// and the ACK and the flush follow the install (install_accepted). dpdk mode has nothing to
+// install: the flow is bound at once.
+void Worker::accept_install(std::uint32_t idx, std::uint64_t now) {
     Slot &s = slots_[idx];
+    if (t_.flows_fd < 0) {
+        kvs_flow_key k_c2s, k_s2c;
+        build_pair(s, mono_ns(), &k_c2s, &k_s2c);
+        return installed(idx, true, now);
+    }
+    if (n_accepted_ == kMaxInstalls) install_accepted(now);
+    s.install_id = ++install_seq_;
+    accepted_[n_accepted_++] = Accepted{idx, s.install_id};
+}
+
+// One bpf_map_update_batch for every pair accepted since the last call, each pair all or
+// nothing (install_pairs); then each binder hears whether its pair is in place and acknowledges
+// and flushes, or resets both sides. A flow that ended meanwhile (the client reset) is skipped.
+void Worker::install_accepted(std::uint64_t now) {
+    if (n_accepted_ == 0) return;
+    const unsigned n_in = n_accepted_;
+    n_accepted_ = 0;
+    const std::uint64_t now_ns = mono_ns();
+    std::uint32_t idxs[kMaxInstalls];
+    unsigned n = 0;
+    for (unsigned i = 0; i < n_in; ++i) {
+        Slot &s = slots_[accepted_[i].idx];
+        if (!s.used || s.install_id != accepted_[i].id) continue;
+        s.install_id = 0;
+        build_pair(s, now_ns, &install_keys_[2 * n], &install_keys_[2 * n + 1]);
+        install_vals_[2 * n] = s.c2s;
+        install_vals_[2 * n + 1] = s.s2c;
+        idxs[n++] = accepted_[i].idx;
+    }
+    bool ok[kMaxInstalls];
+    if (n > 0)
+        stats_[KVS_R_DP_FLOW_INSTALL_BATCH] +=
+            install_pairs(t_.flows_fd, install_keys_.data(), install_vals_.data(), n, ok);
+    for (unsigned i = 0; i < n; ++i) installed(idxs[i], ok[i], now);
+}
+
+// The flow pair of a slot whose backend accepted: into s.c2s/s.s2c, keys into k_c2s/k_s2c.
+void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_flow_key *k_s2c) {
     const kvs_config &c = *t_.config;
     const kvs_backend &b = t_.backends[s.b.backend()];
     kvs_flowpair_params fp{};
@@ -713,9 +754,8 @@ void Worker::install(std::uint32_t idx, std::uint64_t now) {
     std::memcpy(fp.backend_mac, b.mac, 6);
     fp.backend_id = s.b.backend();
     fp.worker = p_.index;
-    fp.now_ns = mono_ns();
-    kvs_flow_key k_c2s, k_s2c;
-    kvs_flowpair_build(&fp, &k_c2s, &s.c2s, &k_s2c, &s.s2c);
+    fp.now_ns = now_ns;
+    kvs_flowpair_build(&fp, k_c2s, &s.c2s, k_s2c, &s.s2c);
     // Where XDP's request tracking starts: after the held bytes (flushed from here, not through
     // XDP), one request owed its response; and the client's handshake for a later move.
     s.c2s.next_seq = s.b.isn() + 1 + s.b.flight().contiguous();
@@ -727,28 +767,15 @@ void Worker::install(std::uint32_t idx, std::uint64_t now) {
     s.s2c.next_seq = s.b.backend_isn() + 1;
     s.s2c.resp_end = s.b.backend_isn() + 1;  // where the first response starts
     s.s2c.last_ack = s.b.isn() + 1;
-    bool ok = true;
-    if (t_.flows_fd >= 0) {
-        ok = install_pair(k_c2s, s.c2s, k_s2c, s.s2c);
-        if (ok) slots_.mark_installed(s.snat_port);
-    }
+}
+
+// After the install: the binder acknowledges the backend and flushes, or resets both sides.
+void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    if (ok && t_.flows_fd >= 0) slots_.mark_installed(s.snat_port);
     Actions out;
     s.b.installed(env(), ok, out);
     execute(idx, out, now);
-}
-
-// Both directions in one syscall (half the cost of two updates), all or nothing: a batch stops
-// at its first failure, so an entry it did write is removed again.
-bool Worker::install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks,
-                          const kvs_flow &s2c) {
-    kvs_flow_key keys[2] = {kc, ks};
-    kvs_flow vals[2] = {c2s, s2c};
-    __u32 count = 2;
-    if (bpf_map_update_batch(t_.flows_fd, keys, vals, &count, nullptr) == 0 && count == 2)
-        return true;
-    if (count >= 1) bpf_map_delete_elem(t_.flows_fd, &keys[0]);
-    if (count >= 2) bpf_map_delete_elem(t_.flows_fd, &keys[1]);
-    return false;
 }
 
 // A request at a boundary stays on its backend: flushed through the flow's entries as they

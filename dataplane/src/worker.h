@@ -74,8 +74,12 @@ class Worker {
     // Parks if asked to (run() calls it; tests that drive poll() may too).
     void park_if_asked();
 
-    // Processes one received frame (takes ownership). Public for the benchmark/tests.
+    // Processes one received frame (takes ownership). The flows it completes are installed by
+    // install_accepted() (poll() calls it after each burst). Public for the benchmark/tests.
     void handle(rte_mbuf *m, std::uint64_t now);
+    // Installs the flow pairs of the bindings whose backend accepted since the last call, in one
+    // bpf_map_update_batch (a few when some fail), then acknowledges and flushes each of them.
+    void install_accepted(std::uint64_t now);
     void flush_tx();
 
    private:
@@ -105,10 +109,10 @@ class Worker {
     BindEnv env();
     void execute(std::uint32_t idx, const Actions &acts, std::uint64_t now);
     TcpSpec to_backend(const Slot &s) const;
-    void install(std::uint32_t idx, std::uint64_t now);
+    void accept_install(std::uint32_t idx, std::uint64_t now);
+    void build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_flow_key *k_s2c);
+    void installed(std::uint32_t idx, bool ok, std::uint64_t now);
     void flush_held(Slot &s);
-    bool install_pair(const kvs_flow_key &kc, const kvs_flow &c2s, const kvs_flow_key &ks,
-                      const kvs_flow &s2c);
     void report(const Slot &s);
 
     // Bound flows.
@@ -151,6 +155,18 @@ class Worker {
     std::atomic<bool> park_{false}, parked_{false};
     std::uint64_t ring_head_ = 0;
     ChooseScratch scratch_;
+    // Bindings whose backend accepted, waiting for the burst's install (xdp mode): the slot and
+    // its install_id (a slot released meanwhile, or reused, no longer matches); their pairs.
+    static constexpr unsigned kMaxInstalls = 64;
+    struct Accepted {
+        std::uint32_t idx;
+        std::uint64_t id;
+    };
+    Accepted accepted_[kMaxInstalls];
+    unsigned n_accepted_ = 0;
+    std::uint64_t install_seq_ = 0;
+    std::vector<kvs_flow_key> install_keys_ = std::vector<kvs_flow_key>(2 * kMaxInstalls);
+    std::vector<kvs_flow> install_vals_ = std::vector<kvs_flow>(2 * kMaxInstalls);
     rte_mbuf *txq_[64];
     unsigned ntx_ = 0;
     std::vector<std::uint8_t> buf_;  // an assembled first flight

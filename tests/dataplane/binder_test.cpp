@@ -312,6 +312,32 @@ TEST_F(BinderTest, FailedInstallResetsBothSides) {
     EXPECT_EQ(load_[b_.backend()].binds, 0u);
 }
 
+// Between Install and installed() (the worker installs a burst's flows together) the flow is
+// Installing: a repeated SYN-ACK is counted and waits for the ACK after the install, a timer
+// does nothing, a client segment is still held, and a client reset aborts the backend leg.
+TEST_F(BinderTest, InstallingWaitsForTheInstallAndAbortsOnAClientReset) {
+    start();
+    bind_whole_request(0);
+    Actions inst, again, tick, more, out;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 1, inst);
+    ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+    EXPECT_EQ(b_.phase(), Phase::Installing);
+    EXPECT_TRUE(b_.binding());
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 2, again);
+    EXPECT_EQ(again.size(), 0u);
+    EXPECT_EQ(stat(KVS_R_PUNT_BACKEND_SYNACK), 2u);
+    b_.timer(env(), 10 + kSynTimeout * 10, tick);
+    EXPECT_EQ(tick.size(), 0u) << "no SYN retry, no next candidate while installing";
+    const std::string longer = kReq + " trailing";
+    EXPECT_EQ(seg(longer, static_cast<std::uint32_t>(kReq.size()), 9, 3, more),
+              FirstFlight::Add::Held);
+    EXPECT_EQ(more.size(), 0u);
+    b_.abort(env(), out);
+    ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstToBackend, Kind::Release}));
+    EXPECT_EQ(out[0].seq, kIsn + 1);
+    EXPECT_EQ(b_.phase(), Phase::Done);
+}
+
 TEST_F(BinderTest, ClientResetWhileSynSentAbortsTheBackendLeg) {
     start();
     bind_whole_request(0);

@@ -13,10 +13,13 @@
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <rte_cycles.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <rte_mempool.h>
 #include <rte_ring.h>
 
 #include "dp_test_env.h"
+#include "flow_install.h"
 #include "port_recovery.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/rewrite.h"
@@ -62,10 +65,18 @@ class BindTest : public ::testing::Test {
         tables->config.prefix_len = 256;  // hash depth beyond the request: binds on completion
         tables->config.block_size = 512;
         tables->config.max_blocks = 4;
-        rp = make_ring_port("kvdp_t" + std::to_string(n++),
-                            2047);  // small: every test keeps its port
+        rp = make_ring_port("kvdp_t" + std::to_string(n++), 2047);
         hz = rte_get_tsc_hz();
         now = rte_rdtsc();
+    }
+    // The port and its mempool go back: DPDK has only RTE_MAX_ETHPORTS ports, and a port id's
+    // next user names its mempool after it.
+    void TearDown() override {
+        worker.reset();
+        drain(rp.tx);
+        rte_eth_dev_stop(rp.port);
+        rte_eth_dev_close(rp.port);
+        rte_mempool_free(rp.pool);
     }
     void make_worker(Mode mode = Mode::Xdp, std::uint32_t max_pending = 64,
                      std::uint32_t per_source = 256) {
@@ -122,6 +133,17 @@ class BindTest : public ::testing::Test {
             s.ack = cookie_for(s.sport) + 1;
             inject(rp.rx, make_seg(rp.pool, s));
         }
+    }
+    // n first flights from the client address (ports first_port..), each a whole request: the
+    // SYNs the worker sends for them, in the flights' order.
+    std::vector<std::vector<std::uint8_t>> open_flows(unsigned n, std::uint16_t first_port) {
+        for (unsigned k = 0; k < n; ++k) {
+            Seg s = client_seg(0, request(600), 5);
+            s.sport = static_cast<std::uint16_t>(first_port + k);
+            s.ack = cookie_for(s.sport) + 1;
+            inject(rp.rx, make_seg(rp.pool, s));
+        }
+        return step(now);
     }
     Seg client_seg(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
         Seg s{};
@@ -560,6 +582,222 @@ TEST_F(BindTest, FailedInstallLeavesNoHalfPairAndResetsBothSides) {
     EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
     EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 0u);
     EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Installing a burst's flows together
+
+// n pairs of distinct keys/values for install_pairs (pair i: keys 2i and 2i + 1).
+struct Pairs {
+    std::vector<kvs_flow_key> keys;
+    std::vector<kvs_flow> vals;
+    explicit Pairs(unsigned n) : keys(2 * n), vals(2 * n) {
+        for (unsigned i = 0; i < 2 * n; ++i) {
+            keys[i].saddr[0] = htonl(0x0a4e0000u + i);
+            keys[i].sport = htons(static_cast<std::uint16_t>(1000 + i));
+            keys[i].family = KVS_AF_INET;
+            keys[i].proto = KVS_IPPROTO_TCP;
+            vals[i].backend_id = static_cast<std::uint16_t>(i);
+        }
+    }
+};
+
+unsigned entries(int fd) {
+    kvs_flow_key k{}, next{};
+    unsigned n = 0;
+    for (const kvs_flow_key *prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; ++n) {
+        k = next;
+        prev = &k;
+    }
+    return n;
+}
+
+// Whether both entries of pair i hold pair i's values (in) or neither is there (out).
+bool pair_in(int fd, const Pairs &p, unsigned i) {
+    kvs_flow a{}, b{};
+    return bpf_map_lookup_elem(fd, &p.keys[2 * i], &a) == 0 &&
+           bpf_map_lookup_elem(fd, &p.keys[2 * i + 1], &b) == 0 &&
+           a.backend_id == p.vals[2 * i].backend_id && b.backend_id == p.vals[2 * i + 1].backend_id;
+}
+bool pair_out(int fd, const Pairs &p, unsigned i) {
+    kvs_flow f{};
+    return bpf_map_lookup_elem(fd, &p.keys[2 * i], &f) != 0 &&
+           bpf_map_lookup_elem(fd, &p.keys[2 * i + 1], &f) != 0;
+}
+
+int hash_map(const char *name, unsigned max_entries) {
+    return bpf_map_create(BPF_MAP_TYPE_HASH, name, sizeof(kvs_flow_key), sizeof(kvs_flow),
+                          max_entries, nullptr);
+}
+
+// A hash map of max_entries that already holds pair 3's keys (other values): rewriting them
+// needs no room, so pair 3 goes in whatever happened to the pairs before it. -1 on failure.
+int map_holding_pair3(const char *name, unsigned max_entries, const Pairs &p) {
+    const int fd = hash_map(name, max_entries);
+    kvs_flow old{};
+    old.backend_id = 999;
+    if (fd >= 0 && (bpf_map_update_elem(fd, &p.keys[6], &old, BPF_ANY) != 0 ||
+                    bpf_map_update_elem(fd, &p.keys[7], &old, BPF_ANY) != 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+TEST(InstallPairs, ManyPairsInOneCall) {
+    const int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_ip_lru", sizeof(kvs_flow_key),
+                                  sizeof(kvs_flow), 1024, nullptr);
+    ASSERT_GE(fd, 0);
+    Pairs p(32);
+    bool ok[32];
+    EXPECT_EQ(install_pairs(fd, p.keys.data(), p.vals.data(), 32, ok), 1u);
+    for (unsigned i = 0; i < 32; ++i) {
+        EXPECT_TRUE(ok[i]) << i;
+        EXPECT_TRUE(pair_in(fd, p, i)) << i;
+    }
+    EXPECT_EQ(entries(fd), 64u);
+    close(fd);
+}
+
+// A full map refuses the first entry of a pair: that pair fails, nothing of it is written, and a
+// second call installs the pair after it.
+TEST(InstallPairs, PairRefusedWholeThenTheRestGoOn) {
+    Pairs p(4);
+    const int fd = map_holding_pair3("kvdp_ip_even", 6, p);
+    ASSERT_GE(fd, 0);
+    bool ok[4];
+    EXPECT_EQ(install_pairs(fd, p.keys.data(), p.vals.data(), 4, ok), 2u);
+    EXPECT_TRUE(ok[0] && ok[1] && ok[3]);
+    EXPECT_FALSE(ok[2]);
+    EXPECT_TRUE(pair_in(fd, p, 0) && pair_in(fd, p, 1) && pair_in(fd, p, 3));
+    EXPECT_TRUE(pair_out(fd, p, 2));
+    EXPECT_EQ(entries(fd), 6u);
+    close(fd);
+}
+
+// A full map refuses the second entry of a pair: its first entry is removed again (no half pair
+// is left), and each later batch starts after the pair that failed.
+TEST(InstallPairs, HalfWrittenPairIsRemovedAgain) {
+    Pairs p(4);
+    const int fd = map_holding_pair3("kvdp_ip_odd", 5, p);
+    ASSERT_GE(fd, 0);
+    bool ok[4];
+    // Pair 0 fits (4 entries), pair 1 half (5: full), removed; pair 2 the same; pair 3 replaces.
+    EXPECT_EQ(install_pairs(fd, p.keys.data(), p.vals.data(), 4, ok), 3u);
+    EXPECT_TRUE(ok[0] && ok[3]);
+    EXPECT_FALSE(ok[1] || ok[2]);
+    EXPECT_TRUE(pair_in(fd, p, 0) && pair_in(fd, p, 3));
+    EXPECT_TRUE(pair_out(fd, p, 1) && pair_out(fd, p, 2));
+    EXPECT_EQ(entries(fd), 4u);
+    close(fd);
+}
+
+// Flows whose backends accept in one receive burst: their pairs go in with one call, and each
+// flow is acknowledged and flushed after it.
+TEST_F(BindTest, FlowsAcceptedInOneBurstAreInstalledWithOneCall) {
+    make_worker();
+    const unsigned n = 8;
+    std::vector<std::vector<std::uint8_t>> syns = open_flows(n, 30000);
+    ASSERT_EQ(syns.size(), n);
+    for (auto &f : syns)
+        inject(rp.rx, make_seg(rp.pool, backend_seg(parse(f), KVS_TCP_SYN | KVS_TCP_ACK)));
+    auto out = step(now + ms(1));
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_BATCH), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), n);
+    EXPECT_EQ(entries(tables->flows_fd), 2 * n);
+    EXPECT_EQ(worker->binding_count(), 0u);
+    ASSERT_EQ(out.size(), 2 * n) << "an ACK and the held segment per flow";
+    for (unsigned i = 0; i < n; ++i) {
+        kvs_pkt ack = parse(out[2 * i]), data = parse(out[2 * i + 1]);
+        EXPECT_EQ(ack.tcp->flags, KVS_TCP_ACK) << i;
+        EXPECT_EQ(ack.payload_len, 0) << i;
+        EXPECT_GT(data.payload_len, 0) << i;
+        EXPECT_EQ(ack.tcp->source, data.tcp->source) << "the same flow's SNAT port";
+        EXPECT_EQ(ntohl(data.tcp->seq), isn + 1);
+    }
+}
+
+// A batch that fails part way: the flows whose pair failed are reset both ways and nothing they
+// held is sent, exactly as a failed single install; the others bind; no half pair is left.
+TEST_F(BindTest, PartialBatchFailureResetsOnlyTheFailedFlows) {
+    close(tables->flows_fd);
+    tables->flows_fd = hash_map("kvdp_small", 5);
+    ASSERT_GE(tables->flows_fd, 0);
+    make_worker();
+    std::vector<std::vector<std::uint8_t>> syns = open_flows(4, 31000);
+    ASSERT_EQ(syns.size(), 4u);
+    for (auto &f : syns)
+        inject(rp.rx, make_seg(rp.pool, backend_seg(parse(f), KVS_TCP_SYN | KVS_TCP_ACK)));
+    auto out = step(now + ms(1));
+    // Pairs 0 and 1 fit; pair 2's second entry finds the map full (its first is removed); pair
+    // 3 the same in a second call.
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_BATCH), 2u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 2u);
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_FAIL), 2u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 2u);
+    EXPECT_EQ(entries(tables->flows_fd), 4u);
+    for (unsigned i = 0; i < 4; ++i) {
+        const std::uint16_t snat = parse(syns[i]).tcp->source, client = htons(31000 + i);
+        unsigned data = 0, rst_backend = 0, rst_client = 0, acks = 0;
+        for (auto &f : out) {
+            kvs_pkt p = parse(f);
+            if (p.tcp->source == snat && p.payload_len > 0) ++data;
+            if (p.tcp->source == snat && p.tcp->flags == KVS_TCP_ACK) ++acks;
+            if (p.tcp->source == snat && (p.tcp->flags & KVS_TCP_RST)) ++rst_backend;
+            if (p.tcp->dest == client && (p.tcp->flags & KVS_TCP_RST)) ++rst_client;
+        }
+        if (i < 2) {
+            EXPECT_EQ(acks, 1u) << i;
+            EXPECT_EQ(data, 1u) << i;
+            EXPECT_EQ(rst_backend + rst_client, 0u) << i;
+        } else {
+            EXPECT_EQ(acks + data, 0u) << i << ": nothing sent before (or without) the install";
+            EXPECT_EQ(rst_backend, 1u) << i;
+            EXPECT_EQ(rst_client, 1u) << i;
+        }
+    }
+}
+
+// The client resets in the burst that brought its backend's SYN-ACK: the flow ends before the
+// install, so nothing of it is installed or flushed, and its backend leg is reset.
+TEST_F(BindTest, ClientResetWhileInstallingLeavesNothingInstalled) {
+    make_worker();
+    std::vector<std::vector<std::uint8_t>> syns = open_flows(1, 32000);
+    ASSERT_EQ(syns.size(), 1u);
+    kvs_pkt syn = parse(syns[0]);
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+    Seg rst = client_seg(0, "", 5);
+    rst.sport = 32000;
+    rst.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, rst));
+    auto out = step(now + ms(1));
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_BATCH), 0u);
+    EXPECT_EQ(stat(KVS_R_FLOW_RST), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 0u);
+    EXPECT_EQ(entries(tables->flows_fd), 0u);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt p = parse(out[0]);
+    EXPECT_EQ(p.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(p.tcp->source, syn.tcp->source);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+// A SYN-ACK repeated in the same burst finds the flow Installing: counted, and the one ACK that
+// follows the install answers both.
+TEST_F(BindTest, SynAckRepeatedWhileInstallingIsAnsweredByTheOneAck) {
+    make_worker();
+    std::vector<std::vector<std::uint8_t>> syns = open_flows(1, 33000);
+    ASSERT_EQ(syns.size(), 1u);
+    kvs_pkt syn = parse(syns[0]);
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+    inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+    auto out = step(now + ms(1));
+    EXPECT_EQ(stat(KVS_R_PUNT_BACKEND_SYNACK), 2u);
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_INSTALL_BATCH), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 1u);
+    ASSERT_EQ(out.size(), 2u) << "one ACK, the held segment";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
+    EXPECT_GT(parse(out[1]).payload_len, 0);
 }
 
 // A held segment that no longer parses when it is flushed (its frame was damaged while held)

@@ -1,6 +1,7 @@
 // The held first flight, without DPDK: order, duplicates, holes, the stream start.
 #include <gtest/gtest.h>
 
+#include <span>
 #include <string>
 
 #include "first_flight.h"
@@ -48,6 +49,38 @@ TEST(FirstFlight, ReordersAbsorbsDuplicatesAndStopsAtHoles) {
     f.drain([&](void *) { ++n; });
     EXPECT_EQ(n, 4u);
     EXPECT_EQ(f.size(), 0u);
+}
+
+// bytes(): the first segment's own payload when it holds every contiguous byte (no copy), the
+// assembled copy once another segment continues it; the same bytes either way.
+TEST(FirstFlight, BytesAreTheFirstSegmentUntilAnotherContinuesIt) {
+    FirstFlight f;
+    const std::uint32_t isn = 500;
+    f.start(isn, true);
+    std::string buf(kReq.size(), '\0');
+    auto *b = reinterpret_cast<std::uint8_t *>(buf.data());
+    const auto cap = static_cast<std::uint32_t>(buf.size());
+    auto text = [](std::span<const std::uint8_t> v) {
+        return std::string(reinterpret_cast<const char *>(v.data()), v.size());
+    };
+    EXPECT_TRUE(f.bytes(b, cap).empty());
+    EXPECT_EQ(add(f, isn, 30, 10), FirstFlight::Add::Held);
+    EXPECT_TRUE(f.bytes(b, cap).empty()) << "nothing from the start yet";
+    EXPECT_EQ(add(f, isn, 0, 20), FirstFlight::Add::Held);
+    auto v = f.bytes(b, cap);
+    EXPECT_EQ(v.data(), kData) << "one segment, a hole after it: its own payload";
+    EXPECT_EQ(text(v), kReq.substr(0, 20));
+    v = f.bytes(b, 8);
+    EXPECT_EQ(v.data(), kData);
+    EXPECT_EQ(v.size(), 8u) << "at most cap";
+    EXPECT_EQ(add(f, isn, 20, 10), FirstFlight::Add::Held);
+    v = f.bytes(b, cap);
+    EXPECT_EQ(v.data(), b) << "continued by another segment: assembled in buf";
+    EXPECT_EQ(text(v), kReq.substr(0, 40));
+    EXPECT_EQ(v.size(), f.contiguous());
+    v = f.bytes(b, 15);
+    EXPECT_EQ(v.data(), kData) << "the first segment alone covers cap";
+    EXPECT_EQ(text(v), kReq.substr(0, 15));
 }
 
 TEST(FirstFlight, KnownStartRefusesEarlierBytes) {

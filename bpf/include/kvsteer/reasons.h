@@ -87,7 +87,8 @@
     X(DP_REQ_NO_FLOW, "dp_request_flow_gone")                   \
     X(DP_RX_RECOVERED, "dp_rx_recovered")                       \
     X(DP_RX_MBUFS_RECLAIMED, "dp_rx_mbufs_reclaimed")           \
-    X(DP_HOLD_EVICTED_GAP, "dp_hold_evicted_gap_dropped")
+    X(DP_HOLD_EVICTED_GAP, "dp_hold_evicted_gap_dropped")       \
+    X(DP_FLOW_INSTALL_BATCH, "dp_flow_install_batches")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

@@ -1,0 +1,35 @@
+#include "flow_install.h"
+
+#include <bpf/bpf.h>
+
+namespace kvsteer::dp {
+
+// A hash map's batch update writes entries in order and stops at the first that fails (the
+// map full, no memory), reporting how many it wrote: that entry's pair fails, its first entry
+// is removed again if it was written, and a new batch starts with the next pair. A call refused
+// as a whole (a bad argument) writes nothing and leaves the count as it was: the first pair is
+// charged with the failure and the rest go on without it (at worst one call a pair, as before).
+unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, unsigned n,
+                       bool *ok) {
+    unsigned calls = 0;
+    for (unsigned first = 0; first < n;) {
+        const __u32 want = 2 * (n - first);
+        __u32 count = want;
+        ++calls;
+        const int rc =
+            bpf_map_update_batch(fd, keys + 2 * first, vals + 2 * first, &count, nullptr);
+        if (rc == 0 && count == want) {
+            for (unsigned i = first; i < n; ++i) ok[i] = true;
+            return calls;
+        }
+        if (count >= want) count = 0;  // refused as a whole: nothing written
+        const unsigned failed = first + count / 2;
+        for (unsigned i = first; i < failed; ++i) ok[i] = true;
+        ok[failed] = false;
+        if (count % 2 == 1) bpf_map_delete_elem(fd, &keys[2 * failed]);  // half a pair
+        first = failed + 1;
+    }
+    return calls;
+}
+
+}  // namespace kvsteer::dp
