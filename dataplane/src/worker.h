@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "binder.h"
@@ -132,6 +133,9 @@ class Worker {
     std::atomic<bool> draining_{false};
     std::uint64_t ring_head_ = 0;
     ChooseScratch scratch_;
+    // Session affinity's per-key in-flight counts (null without a shared port table: the counts
+    // go back when ports are freed, so there is nowhere to keep them).
+    std::unique_ptr<SessionLimiter> sessions_;
     rte_mbuf *txq_[64];
     unsigned ntx_ = 0;
     std::vector<std::uint8_t> buf_;  // an assembled first flight

@@ -114,8 +114,10 @@ TEST(ReplayTrace, HashIdRangesExpandToTheSameBlocks) {
         "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[9, 7]]}\n"
         "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[0, "
         "4000000000000]]}\n"
-        "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[1, 2, 3]]}\n"
-        "{\"timestamp\": 0, \"input_length\": 2500, \"output_length\": 2, \"hash_ids\": [[7, 9]]}\n");
+        "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[1, 2, "
+        "3]]}\n"
+        "{\"timestamp\": 0, \"input_length\": 2500, \"output_length\": 2, \"hash_ids\": [[7, "
+        "9]]}\n");
     ASSERT_EQ(r.items.size(), 2u);
     EXPECT_EQ(prompt_text(r.items[0]), prompt_text(r.items[1]));
     ASSERT_EQ(r.items[1].segments.size(), 5u);

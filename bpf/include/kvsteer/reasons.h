@@ -84,7 +84,10 @@
     X(DP_REQ_KEPT_HTTP10, "dp_request_kept_http10")             \
     X(DP_REQ_MOVE_FAILED, "dp_request_move_failed")             \
     X(DP_REQ_BACKEND_CLOSING, "dp_request_backend_closing")     \
-    X(DP_REQ_NO_FLOW, "dp_request_flow_gone")
+    X(DP_REQ_NO_FLOW, "dp_request_flow_gone")                   \
+    X(DP_SESSION_KEY, "dp_session_key")                         \
+    X(DP_SESSION_OVER_CAP, "dp_session_over_cap")               \
+    X(DP_SESSION_BAD, "dp_session_bad_value")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
