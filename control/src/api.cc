@@ -227,6 +227,8 @@ json Daemon::handle(const json &req) {
                 return sum;
             };
             json dataplane = {{"rx_stalls", dp_sum(KVS_R_DP_RX_STALL)},
+                              {"rx_recoveries", dp_sum(KVS_R_DP_RX_RECOVERED)},
+                              {"rx_mbufs_reclaimed", dp_sum(KVS_R_DP_RX_MBUFS_RECLAIMED)},
                               {"binds", dp_sum(KVS_R_DP_BIND_OK)},
                               {"hold_full", dp_sum(KVS_R_DP_HOLD_FULL)},
                               {"no_mbuf", dp_sum(KVS_R_DP_NO_MBUF)},

@@ -220,13 +220,20 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
     }
     if (j.contains("dataplane")) {
         const auto &d = j["dataplane"];
+        const std::uint64_t stalls = d["rx_stalls"].get<std::uint64_t>();
+        const std::uint64_t recovered = d.value("rx_recoveries", std::uint64_t{0});
+        std::string stall_note;
+        if (stalls)
+            stall_note = fmt::format(
+                " ({} re-created in process, {} mbufs reclaimed; {} meant a restart: see its log)",
+                recovered, d.value("rx_mbufs_reclaimed", std::uint64_t{0}),
+                stalls > recovered ? stalls - recovered : 0);
         std::printf(
             "dataplane: %s binds, %s kept-alive requests moved, %s stayed; receive-path stalls "
             "%s%s; first flights refused (table full) %s, no mbuf %s\n",
             num(d["binds"]).c_str(), num(d["requests_moved"]).c_str(),
             num(d["requests_same_backend"]).c_str(), num(d["rx_stalls"]).c_str(),
-            d["rx_stalls"].get<std::uint64_t>() ? " (the watchdog restarted it: see its log)" : "",
-            num(d["hold_full"]).c_str(), num(d["no_mbuf"]).c_str());
+            stall_note.c_str(), num(d["hold_full"]).c_str(), num(d["no_mbuf"]).c_str());
     }
     std::printf("tunables:");
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)

@@ -414,7 +414,7 @@ void Binder::timer(const BindEnv &env, std::uint64_t now, Actions &out) {
         }
         // The client is window-limited and silent: bind on what we have, unless not even the
         // request head is complete (or its start is unsure and the wait is not over).
-        if (now - last_seg_ >= env.cfg.gap) check_ready(env, now, true, out);
+        if (now - last_seg_ >= bind_gap(env)) check_ready(env, now, true, out);
         if (phase_ == Phase::Holding) arm_holding(env, now, out);
     } else if (phase_ == Phase::SynSent && now >= deadline_) {
         if (syn_tries_ <= env.cfg.syn_retries) {
@@ -428,10 +428,16 @@ void Binder::timer(const BindEnv &env, std::uint64_t now, Actions &out) {
     }
 }
 
+std::uint64_t Binder::bind_gap(const BindEnv &env) const {
+    const std::uint32_t initial_window = 10u * (mss_ ? mss_ : 536u);
+    if (env.cfg.slow_gap <= env.cfg.gap || ff_.contiguous() >= initial_window) return env.cfg.gap;
+    return env.cfg.slow_gap;
+}
+
 // When a holding flight next needs a look: its idle deadline, the end of its silent gap, or the
 // end of the unsure-start wait, whichever comes first.
 void Binder::arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const {
-    std::uint64_t when = std::min(deadline_, last_seg_ + env.cfg.gap);
+    std::uint64_t when = std::min(deadline_, last_seg_ + bind_gap(env));
     if (when <= now) when = deadline_;
     if (!ff_.isn_known() && created_ + env.cfg.unsure_wait > now)
         when = std::min(when, created_ + env.cfg.unsure_wait);
@@ -457,6 +463,14 @@ void Binder::abort(const BindEnv &env, Actions &out) {
 }
 
 void Binder::evict(const BindEnv &env, Actions &out) {
+    if (!rebind_ && waits_for_retransmission()) {
+        // The client retransmits what is missing and, once we no longer ACK anything, the rest:
+        // dropping what we hold loses nothing, a reset would lose the connection.
+        env.inc(KVS_R_DP_HOLD_EVICTED_GAP);
+        phase_ = Phase::Done;
+        out.push(act(Action::Kind::Release));
+        return;
+    }
     env.inc(KVS_R_DP_HOLD_EVICTED);
     reset_client(env, out);
 }

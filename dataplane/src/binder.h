@@ -25,7 +25,12 @@ namespace kvsteer::dp {
 
 // Times in the worker's clock ticks (TSC in the dataplane; anything monotonic in tests).
 struct BinderConfig {
-    std::uint64_t gap = 0;          // client silence after which a flight binds on what it holds
+    std::uint64_t gap =
+        0;  // client silence after which a window-limited flight binds on what it holds
+    // The same for a flight below the client's initial window (10 x MSS), which could have sent
+    // more: a slow writer (e.g. head and body written apart on a busy host) or a lost segment.
+    // 0: same as gap.
+    std::uint64_t slow_gap = 0;
     std::uint64_t syn_timeout = 0;  // per backend SYN
     std::uint64_t client_idle = 0;  // a flight still holding after this is reset
     std::uint64_t unsure_wait = 0;  // a flight whose start is unsure waits this for its head
@@ -156,10 +161,16 @@ class Binder {
     // The client reset or left (its 4-tuple reused): abort the backend leg if one is open.
     void abort(const BindEnv &env, Actions &out);
     // Full: whether this flow is the slowloris shape (holding a head still incomplete after a
-    // silent gap), and making room by resetting it.
+    // silent gap), and making room by resetting it. A flight that holds bytes beyond a hole
+    // (a segment lost or refused, e.g. its head while the table was full) is a client waiting
+    // to retransmit, not a slow one: it is evicted second, and silently (its segments are
+    // dropped and come again with the retransmission), never reset.
     bool evictable(const BindEnv &env, std::uint64_t now) const {
         return phase_ == Phase::Holding && head_incomplete_ && now - last_seg_ >= env.cfg.gap;
     }
+    bool waits_for_retransmission() const { return ff_.held_bytes() > ff_.contiguous(); }
+    // The silence after which this flight binds on what it holds (BinderConfig::slow_gap).
+    std::uint64_t bind_gap(const BindEnv &env) const;
     void evict(const BindEnv &env, Actions &out);
 
     // The timer armed by the last Arm action is due.

@@ -168,6 +168,21 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
                            rte_eth_dev_count_avail());
         return false;
     }
+    auto name = fmt::format("kvs_pool_p{}", port);
+    rte_mempool *pool = rte_pktmbuf_pool_create(
+        name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+        rte_eth_dev_socket_id(port) < 0 ? SOCKET_ID_ANY : rte_eth_dev_socket_id(port));
+    if (!pool) {
+        *err = fmt::format("mempool for port {} ({} mbufs): {} (more -m memory?)", port, mbufs,
+                           rte_strerror(rte_errno));
+        return false;
+    }
+    if (!setup_port(port, queues, pool, err)) return false;
+    *pool_out = pool;
+    return true;
+}
+
+bool setup_port(std::uint16_t port, std::uint16_t queues, rte_mempool *pool, std::string *err) {
     rte_eth_dev_info info{};
     if (int rc = rte_eth_dev_info_get(port, &info); rc != 0) {
         *err = fmt::format("port {}: dev_info: {}", port, rte_strerror(-rc));
@@ -176,15 +191,6 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
     if (queues > info.max_rx_queues || queues > info.max_tx_queues) {
         *err = fmt::format("port {} ({}) has {} rx / {} tx queues, {} workers need one each", port,
                            info.driver_name, info.max_rx_queues, info.max_tx_queues, queues);
-        return false;
-    }
-    auto name = fmt::format("kvs_pool_p{}", port);
-    rte_mempool *pool = rte_pktmbuf_pool_create(
-        name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-        rte_eth_dev_socket_id(port) < 0 ? SOCKET_ID_ANY : rte_eth_dev_socket_id(port));
-    if (!pool) {
-        *err = fmt::format("mempool for port {} ({} mbufs): {} (more -m memory?)", port, mbufs,
-                           rte_strerror(rte_errno));
         return false;
     }
     rte_eth_conf conf{};
@@ -215,8 +221,17 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
         return false;
     }
     rte_eth_promiscuous_enable(port);
-    *pool_out = pool;
     return true;
+}
+
+std::optional<std::string> vdev_args(const std::vector<std::string> &eal_args,
+                                     const std::string &name) {
+    for (const auto &v : vdev_values(eal_args)) {
+        if (v == name) return std::string();
+        if (v.size() > name.size() && v.compare(0, name.size(), name) == 0 && v[name.size()] == ',')
+            return v.substr(name.size() + 1);
+    }
+    return std::nullopt;
 }
 
 }  // namespace kvsteer::dp

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,5 +40,13 @@ bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err
 // (af_xdp loses TX with a pool shared between ports). false + err.
 bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
                 rte_mempool **pool_out, std::string *err);
+// The configure / queues / start half of start_port, on a pool that exists (also used to
+// bring a re-created port up on the pool it had).
+bool setup_port(std::uint16_t port, std::uint16_t queues, rte_mempool *pool, std::string *err);
+
+// The driver arguments of the --vdev named `name` ("iface=...,xdp_prog=..."), "" when it has
+// none; nullopt when no --vdev has that name.
+std::optional<std::string> vdev_args(const std::vector<std::string> &eal_args,
+                                     const std::string &name);
 
 }  // namespace kvsteer::dp

@@ -50,6 +50,14 @@ class FirstFlight {
     // Every byte up to the client's FIN is held: the client has sent all it ever will.
     bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
     unsigned size() const { return n_; }
+    // Payload bytes held (contiguous or not).
+    std::uint32_t held_bytes() const { return bytes_; }
+
+    // Shows every held packet to f (the flight keeps them).
+    template <class F>
+    void each(F &&f) const {
+        for (unsigned i = 0; i < n_; ++i) f(segs_[i].pkt);
+    }
 
     // Hands every held packet to f (in sequence order) and empties the flight.
     template <class F>

@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "eal_setup.h"
+#include "port_recovery.h"
 #include "guard.h"
 #include "kvsteer/bpf/maps.h"
 #include "options.h"
@@ -34,37 +35,56 @@ namespace {
 
 std::atomic<bool> g_term{false};
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_fault_rx_off{false};  // --fault-rx-signal: set by SIGUSR2
 int g_exit_status = 0;
 
 // Receive-path watchdog. net_af_xdp refills its fill ring only with what it receives; once the
 // ring has run empty (seen after a slowloris burst: the kernel kept buffers the PMD never got
 // back), the port receives nothing ever again while the kernel drops every frame for it. The
-// signature: imissed rising while ipackets stands still.
+// signature: imissed rising while ipackets stands still. The control thread then re-creates the
+// port in process (port_recovery.h).
 class RxWatchdog {
    public:
     // Returns true when the port has been stalled for `stall_ms` (called every `period_ms`).
+    // A stall starts at a drop seen while nothing is received and lasts until something is;
+    // it counts once the kernel has dropped at least kMinDrops frames in it for `stall_ms`
+    // (frames come in bursts, e.g. retransmissions; an isolated drop before a quiet spell is
+    // not a stall).
     bool check(std::uint16_t port, std::uint32_t period_ms, std::uint32_t stall_ms) {
         rte_eth_stats st{};
         if (stall_ms == 0 || rte_eth_stats_get(port, &st) != 0) return false;
-        const bool stalled = st.imissed > missed_ && st.ipackets == rx_;
-        stalled_ms_ = stalled ? stalled_ms_ + period_ms : 0;
-        if (stalled && stalled_ms_ == period_ms)
-            spdlog::warn(
-                "port {}: receiving nothing while the kernel drops for it (rx {}, missed {} -> {})",
-                port, st.ipackets, missed_, st.imissed);
+        if (st.ipackets != rx_) {
+            stalled_ms_ = 0;
+        } else if (stalled_ms_ > 0 || st.imissed > missed_) {
+            if (stalled_ms_ == 0) {
+                start_missed_ = missed_;
+                spdlog::warn(
+                    "port {}: receiving nothing while the kernel drops for it (rx {}, missed {} "
+                    "-> {})",
+                    port, st.ipackets, missed_, st.imissed);
+            }
+            stalled_ms_ += period_ms;
+        }
         rx_ = st.ipackets;
         missed_ = st.imissed;
-        return stalled_ms_ >= stall_ms;
+        return stalled_ms_ >= stall_ms && missed_ - start_missed_ >= kMinDrops;
     }
+    // A re-created port counts from zero.
+    void reset() { *this = RxWatchdog{}; }
 
    private:
-    std::uint64_t rx_ = 0, missed_ = 0;
+    static constexpr std::uint64_t kMinDrops = 32;
+    std::uint64_t rx_ = 0, missed_ = 0, start_missed_ = 0;
     std::uint32_t stalled_ms_ = 0;
 };
 std::vector<std::unique_ptr<Worker>> g_workers;
 
 void on_signal(int) {
     g_term.store(true);
+}
+
+void on_fault_signal(int) {
+    g_fault_rx_off.store(true);
 }
 
 int lcore_main(void *arg) {
@@ -251,6 +271,7 @@ int main(int argc, char **argv) {
             wp.pool = pool;
             wp.ports = ports.get();
             wp.inboxes = inboxes.empty() ? nullptr : inboxes.data();
+            wp.rx_off = opts->fault_rx_signal ? &g_fault_rx_off : nullptr;
             g_workers.push_back(std::make_unique<Worker>(tables, wp));
         }
     } catch (const std::exception &e) {
@@ -268,6 +289,12 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
+    if (opts->fault_rx_signal) {
+        struct sigaction fa {};
+        fa.sa_handler = on_fault_signal;
+        sigaction(SIGUSR2, &fa, nullptr);
+        spdlog::warn("fault injection on: SIGUSR2 stops receiving until the port is re-created");
+    }
 
     // Control thread: flow expiry, counter logs, graceful shutdown. Never on the packet path.
     auto control_loop = [&] {
@@ -276,22 +303,88 @@ int main(int argc, char **argv) {
         auto next_watch = next_sweep;
         RxWatchdog watchdog;
         constexpr std::uint32_t kWatchMs = 250;
+        std::uint32_t recoveries = 0;
+        auto count = [&](unsigned reason, std::uint64_t n) {
+            if (tables.dp_stats) __atomic_fetch_add(&tables.dp_stats[reason], n, __ATOMIC_RELAXED);
+        };
+        // Re-creates the port with every worker parked; true when the workers run again on a
+        // fresh port. A failure after the old port was removed leaves nothing to run on: exit.
+        auto recover_port = [&]() -> bool {
+            const auto t0 = std::chrono::steady_clock::now();
+            for (auto &w : g_workers) w->request_park();
+            auto unpark_all = [&](std::uint16_t port) {
+                for (auto &w : g_workers) w->unpark(port);
+            };
+            for (auto &w : g_workers)
+                while (!w->parked()) {
+                    if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2)) {
+                        spdlog::error("port recovery: a worker did not park within 2 s");
+                        unpark_all(opts->port);
+                        return false;
+                    }
+                    std::this_thread::sleep_for(std::chrono::microseconds(200));
+                }
+            std::vector<rte_mbuf *> held;
+            for (auto &w : g_workers) w->held_mbufs(held);
+            const unsigned free_before = rte_mempool_avail_count(pool);
+            auto before_probe = [&] {
+                if (opts->mode != Mode::Xdp) return;
+                // As at start: the PMD's program load pins a fresh tx-ports map, and attaches
+                // only where no program is (closing the port detached ours).
+                std::string pin = opts->bpffs + "/" KVS_MAP_TX_PORTS;
+                unlink(pin.c_str());
+                detach_previous_xdp(xdp_prog_interfaces(eal_args));
+            };
+            PortRecovery r;
+            std::string rerr;
+            if (!recreate_af_xdp_port(opts->port, eal_args, static_cast<std::uint16_t>(n_workers),
+                                      pool, held, before_probe, &r, &rerr)) {
+                spdlog::error("port recovery: {}", rerr);
+                if (r.port_gone) {
+                    spdlog::error("the port is gone: exiting with status 75");
+                    _exit(75);
+                }
+                unpark_all(opts->port);
+                return false;
+            }
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now() - t0)
+                                .count();
+            spdlog::warn(
+                "port {}: receive path re-created in process as port {} in {} ms ({} probe(s), "
+                "{} old socket(s) closed): {} mbufs the old socket's rings kept returned to the "
+                "pool (free {} -> {} of {}), {} held by first flights kept",
+                opts->port, r.port, ms, r.probes, r.sockets_closed, r.reclaimed, free_before,
+                rte_mempool_avail_count(pool), pool->size, held.size());
+            opts->port = r.port;
+            g_fault_rx_off.store(false);  // an injected stall ends with the port it was on
+            count(KVS_R_DP_RX_RECOVERED, 1);
+            count(KVS_R_DP_RX_MBUFS_RECLAIMED, r.reclaimed);
+            unpark_all(r.port);
+            return true;
+        };
         while (!g_term.load()) {
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
             auto now = std::chrono::steady_clock::now();
             if (now >= next_watch) {
                 next_watch = now + std::chrono::milliseconds(kWatchMs);
                 if (watchdog.check(opts->port, kWatchMs, opts->rx_stall_ms)) {
-                    // The worker never writes this reason: the control thread is its one writer.
-                    if (tables.dp_stats)
-                        __atomic_fetch_add(&tables.dp_stats[KVS_R_DP_RX_STALL], 1,
-                                           __ATOMIC_RELAXED);
+                    // The worker never writes these reasons: the control thread is their writer.
+                    count(KVS_R_DP_RX_STALL, 1);
                     spdlog::error(
                         "port {}: receive path stalled for {} ms (the AF_XDP fill ring ran empty "
-                        "and is "
-                        "never refilled); exiting with status 75 for the supervisor to restart the "
-                        "dataplane (bound flows keep flowing in XDP)",
+                        "and is never refilled)",
                         opts->port, opts->rx_stall_ms);
+                    if (recoveries < opts->rx_recoveries && recover_port()) {
+                        ++recoveries;
+                        watchdog.reset();
+                        continue;
+                    }
+                    spdlog::error(
+                        "port {}: exiting with status 75 for the supervisor to restart the "
+                        "dataplane (bound flows keep flowing in XDP; {} of {} in-process "
+                        "recoveries used)",
+                        opts->port, recoveries, opts->rx_recoveries);
                     g_exit_status = 75;
                     break;
                 }

@@ -45,10 +45,14 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
         "flows being bound at once, per worker")(
         "bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),
-        "bind when no client segment arrived for this long")(
-        "backend-syn-timeout-ms",
-        po::value(&o.backend_syn_timeout_ms)->default_value(o.backend_syn_timeout_ms),
-        "wait this long for a backend's SYN-ACK before retrying")(
+        "bind when no client segment arrived for this long (a client that filled its initial "
+        "window and waits for our ACK)")(
+        "slow-bind-gap-ms", po::value(&o.slow_bind_gap_ms)->default_value(o.slow_bind_gap_ms),
+        "the same for a flight below the client's initial window (10 x MSS), which could have "
+        "sent more: a slow writer or a lost segment; binding it early would key it on a partial "
+        "request")("backend-syn-timeout-ms",
+                   po::value(&o.backend_syn_timeout_ms)->default_value(o.backend_syn_timeout_ms),
+                   "wait this long for a backend's SYN-ACK before retrying")(
         "backend-syn-retries",
         po::value(&o.backend_syn_retries)->default_value(o.backend_syn_retries),
         "SYN retransmissions to one backend before trying the next candidate")(
@@ -65,16 +69,23 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "local-linger-ms", po::value(&o.local_linger_ms)->default_value(o.local_linger_ms),
         "xdp mode: keep a local copy of a just-bound flow this long (packets punted in flight)")(
         "sweep-interval-ms", po::value(&o.sweep_interval_ms)->default_value(o.sweep_interval_ms),
-        "flow table sweep period")("rx-stall-ms",
-                                   po::value(&o.rx_stall_ms)->default_value(o.rx_stall_ms),
-                                   "receive-path watchdog: when the kernel drops for the port "
-                                   "(missed) while it receives nothing "
-                                   "for this long, log it, count dp_rx_stall and exit with status "
-                                   "75 so the supervisor restarts "
-                                   "the dataplane (bound flows keep flowing in XDP); 0 = off")(
-        "stats-interval-s", po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
-        "log counters this often (0: never)")("mbufs", po::value(&o.mbufs)->default_value(o.mbufs),
-                                              "mbufs in the port's mempool")(
+        "flow table sweep period")(
+        "rx-stall-ms", po::value(&o.rx_stall_ms)->default_value(o.rx_stall_ms),
+        "receive-path watchdog: when the kernel drops for the port (missed) while it receives "
+        "nothing for this long, log it, count dp_rx_stall and re-create the port in process "
+        "(net_af_xdp: new socket and rings, stranded mbufs returned to the pool, held first "
+        "flights kept); 0 = off")(
+        "rx-recoveries", po::value(&o.rx_recoveries)->default_value(o.rx_recoveries),
+        "in-process port re-creations allowed; after that (or when one fails, or for a driver "
+        "other than net_af_xdp) a stall exits with status 75 for the supervisor to restart the "
+        "dataplane (bound flows keep flowing in XDP)")(
+        "fault-rx-signal", po::bool_switch(&o.fault_rx_signal),
+        "fault injection for tests: SIGUSR2 makes every worker stop receiving (what a stalled "
+        "port looks like: the kernel drops for it while nothing is received) until the watchdog "
+        "re-creates the port")("stats-interval-s",
+                               po::value(&o.stats_interval_s)->default_value(o.stats_interval_s),
+                               "log counters this often (0: never)")(
+        "mbufs", po::value(&o.mbufs)->default_value(o.mbufs), "mbufs in the port's mempool")(
         "guard-prog", po::value(&o.guard_prog),
         "xdp mode: tc ingress guard object that drops the VIP's and SNAT range's TCP while no XDP "
         "program is attached (a restart), so the appliance kernel cannot reset bound flows "

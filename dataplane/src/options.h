@@ -23,6 +23,7 @@ struct Options {
     std::uint32_t max_pending = 4096;         // flows being bound, per worker
     std::uint32_t max_held_per_source = 256;  // of those, per client address (0: no limit)
     std::uint32_t bind_gap_us = 1000;         // bind after this long without a new segment
+    std::uint32_t slow_bind_gap_ms = 20;      // the same below the client's initial window
     std::uint32_t idle_sleep_us = 200;        // adaptive idle: longest sleep between polls
     std::uint32_t backend_syn_timeout_ms = 300;
     std::uint32_t backend_syn_retries = 1;        // SYN retransmissions to one backend
@@ -35,8 +36,10 @@ struct Options {
     std::uint32_t sweep_interval_ms = 1000;
     std::uint32_t stats_interval_s = 0;  // 0: no periodic counter log
     std::uint32_t rx_stall_ms =
-        2000;                     // receive-path watchdog: stalled this long -> exit 75 (0: off)
-    std::uint32_t mbufs = 16383;  // per port mempool
+        2000;  // receive-path watchdog: stalled this long -> re-create the port (0: off)
+    std::uint32_t rx_recoveries = 8;  // in-process re-creations before exiting 75 instead
+    bool fault_rx_signal = false;     // tests: SIGUSR2 stops receiving until the port is re-created
+    std::uint32_t mbufs = 16383;      // per port mempool
     std::uint32_t wait_config_s = 30;  // wait this long for kvsteerd's first kvs_config
     bool create_maps = false;          // create missing pinned maps (tests without kvsteerd)
     std::string guard_prog;            // tc guard object ("": guard.bpf.o beside xdp_prog; "none")

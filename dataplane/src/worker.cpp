@@ -106,6 +106,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     hz_ = rte_get_tsc_hz();
     auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
     bcfg_.gap = p_.opts.bind_gap_us * hz_ / 1000000;
+    bcfg_.slow_gap = std::max(bcfg_.gap, ms(p_.opts.slow_bind_gap_ms));
     bcfg_.syn_timeout = ms(p_.opts.backend_syn_timeout_ms);
     bcfg_.client_idle = ms(p_.opts.client_idle_timeout_ms);
     // Never longer than half the idle timeout: the flight must bind before it is reset.
@@ -169,7 +170,9 @@ void Worker::flush_tx() {
 
 unsigned Worker::poll(std::uint64_t now) {
     rte_mbuf *rx[32];
-    unsigned n = rte_eth_rx_burst(p_.port, p_.queue, rx, 32);
+    unsigned n = KVS_UNLIKELY(p_.rx_off && p_.rx_off->load(std::memory_order_relaxed))
+                     ? 0
+                     : rte_eth_rx_burst(p_.port, p_.queue, rx, 32);
     for (unsigned i = 0; i < n; ++i) {
         if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
         handle(rx[i], now);
@@ -196,6 +199,7 @@ void Worker::run(const std::atomic<bool> &stop) {
     // slack would stretch each one, adding that to the first packet after an idle spell.
     if (p_.opts.idle == IdlePolicy::Adaptive) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     while (!stop.load(std::memory_order_relaxed)) {
+        park_if_asked();
         if (poll(rte_rdtsc()) > 0 || p_.opts.idle == IdlePolicy::Busy) {
             idle = 0;
             continue;
@@ -209,6 +213,33 @@ void Worker::run(const std::atomic<bool> &stop) {
             usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
     }
     flush_tx();
+}
+
+void Worker::park_if_asked() {
+    if (KVS_LIKELY(!park_.load(std::memory_order_acquire))) return;
+    flush_tx();
+    parked_.store(true, std::memory_order_release);
+    while (park_.load(std::memory_order_acquire)) usleep(500);
+    parked_.store(false, std::memory_order_release);
+}
+
+void Worker::held_mbufs(std::vector<rte_mbuf *> &out) {
+    auto chain = [&out](rte_mbuf *m) {
+        for (; m; m = m->next) out.push_back(m);
+    };
+    for (std::uint32_t i = 0; i < slots_.capacity(); ++i)
+        slots_[i].b.flight().each([&](void *pkt) { chain(static_cast<rte_mbuf *>(pkt)); });
+    if (!p_.inboxes) return;
+    // Single consumer (us, parked): take the inbox's contents and put them back in order.
+    rte_ring *r = p_.inboxes[p_.index];
+    std::vector<void *> q(rte_ring_count(r));
+    const unsigned n = rte_ring_dequeue_bulk(r, q.data(), static_cast<unsigned>(q.size()), nullptr);
+    for (unsigned i = 0; i < n; ++i) chain(static_cast<rte_mbuf *>(q[i]));
+    if (n && rte_ring_enqueue_bulk(r, q.data(), n, nullptr) != n) {
+        // Cannot happen with every producer parked; should it, nothing is lost silently.
+        for (unsigned i = 0; i < n; ++i) rte_pktmbuf_free(static_cast<rte_mbuf *>(q[i]));
+        stats_[KVS_R_DP_INBOX_FULL] += n;
+    }
 }
 
 void Worker::handle(rte_mbuf *m, std::uint64_t now) {
@@ -961,19 +992,29 @@ void Worker::release(std::uint32_t idx, bool free_port) {
 
 // Full: the oldest holding slot whose request head is still incomplete after a silent gap (the
 // slowloris shape) makes room; a client that sent a complete head is never evicted for another.
+// A flight waiting for a retransmission (bytes beyond a hole) goes only when no slow one is
+// found, and silently (Binder::evict).
 bool Worker::evict_stalled(std::uint64_t now) {
     const BindEnv e = env();
     unsigned looked = 0;
+    std::int32_t victim = -1, fallback = -1;
     for (std::int32_t i = slots_.oldest_binding(); i >= 0 && looked < 64;
          i = slots_.next_binding(static_cast<std::uint32_t>(i)), ++looked) {
         Slot &s = slots_[static_cast<std::uint32_t>(i)];
         if (!s.b.evictable(e, now)) continue;
-        Actions out;
-        s.b.evict(e, out);
-        execute(static_cast<std::uint32_t>(i), out, now);
-        return true;
+        if (s.b.waits_for_retransmission()) {
+            if (fallback < 0) fallback = i;
+            continue;
+        }
+        victim = i;
+        break;
     }
-    return false;
+    if (victim < 0) victim = fallback;
+    if (victim < 0) return false;
+    Actions out;
+    slots_[static_cast<std::uint32_t>(victim)].b.evict(e, out);
+    execute(static_cast<std::uint32_t>(victim), out, now);
+    return true;
 }
 
 }  // namespace kvsteer::dp

@@ -33,6 +33,9 @@ struct WorkerParams {
     // Several workers: inboxes[w] takes backend packets that RSS delivered to another worker
     // than the owner of their SNAT port (multi-producer, single-consumer). Null with one worker.
     rte_ring **inboxes = nullptr;
+    // Fault injection (--fault-rx-signal): while set, the worker does not receive, which is
+    // what a stalled net_af_xdp port looks like from the outside. Null: never.
+    const std::atomic<bool> *rx_off = nullptr;
 };
 
 class Worker {
@@ -56,6 +59,21 @@ class Worker {
     std::uint64_t counter(unsigned reason) const;
     std::uint16_t snat_lo() const { return slots_.port_lo(); }
     std::uint16_t snat_hi() const { return slots_.port_hi(); }
+
+    // Port re-creation (the receive-path watchdog). The control thread asks every worker to
+    // park; a parked worker has sent what it queued and touches neither the port nor the pool
+    // until unparked, with the port (whose id may change) to use from then on.
+    void request_park() { park_.store(true, std::memory_order_release); }
+    bool parked() const { return parked_.load(std::memory_order_acquire); }
+    void unpark(std::uint16_t port) {
+        p_.port = port;
+        park_.store(false, std::memory_order_release);
+    }
+    // Only while parked: appends every mbuf this worker holds (held first flights, whole
+    // chains, and its inbox's contents, which are put back in order).
+    void held_mbufs(std::vector<rte_mbuf *> &out);
+    // Parks if asked to (run() calls it; tests that drive poll() may too).
+    void park_if_asked();
 
     // Processes one received frame (takes ownership). Public for the benchmark/tests.
     void handle(rte_mbuf *m, std::uint64_t now);
@@ -131,6 +149,7 @@ class Worker {
     std::uint64_t hz_ = 0, last_timer_ = 0;
     std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_;
     std::atomic<bool> draining_{false};
+    std::atomic<bool> park_{false}, parked_{false};
     std::uint64_t ring_head_ = 0;
     ChooseScratch scratch_;
     // Session affinity's per-key in-flight counts (null without a shared port table: the counts

@@ -330,10 +330,14 @@ flow_full)
     sleep 0.5
     # Requests of ~1.5 KB (two segments: the head, then the rest of the body), then of ~0.7 KB
     # (one segment). See docs/chaos/README.md (finding 3) for why both are measured.
+    # A legitimate flight whose head segment was refused while the table was full, and whose
+    # body got in, waits for its head's retransmission: it is evicted (if at all) after the slow
+    # heads and silently, never reset (docs/chaos/README.md, finding 3: 0.7-5% of these clients
+    # were reset before; 0 since).
     out=$(kvc_client 2 --n 100000 --seconds "$secs" --concurrency 8 --timeout 5)
-    kvc_measure during "$out" 0.90
+    kvc_measure during "$out" 0.99
     out=$(kvc_client 2 --n 100000 --seconds "$secs" --concurrency 8 --timeout 5 --size 600)
-    kvc_measure during_one_segment "$out" 0.90
+    kvc_measure during_one_segment "$out" 0.99
     wait "$attack"
     full_n=$(dpe_counter dp_hold_full); ev=$(dpe_counter dp_hold_evicted_incomplete_head)
     kvc_rec hold_full "${full_n:-0}"; kvc_rec evicted "${ev:-0}"

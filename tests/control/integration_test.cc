@@ -192,9 +192,13 @@ TEST_F(Integration, CtlCommandsChangeTheMappedTables) {
     ASSERT_NE(maps_->dp_stats, nullptr);
     maps_->dp_stats[KVS_R_DP_RX_STALL] = 2;
     maps_->dp_stats[KVS_STATS_MAX + KVS_R_DP_RX_STALL] = 1;
+    maps_->dp_stats[KVS_R_DP_RX_RECOVERED] = 2;
+    maps_->dp_stats[KVS_R_DP_RX_MBUFS_RECLAIMED] = 4100;
     maps_->dp_stats[KVS_R_DP_REQ_MOVED] = 7;
     auto st = ctl({"status"});
     EXPECT_EQ(st["dataplane"]["rx_stalls"], 3);
+    EXPECT_EQ(st["dataplane"]["rx_recoveries"], 2);
+    EXPECT_EQ(st["dataplane"]["rx_mbufs_reclaimed"], 4100);
     EXPECT_EQ(st["dataplane"]["requests_moved"], 7);
     EXPECT_EQ(st["backends"]["total"], 2);
     EXPECT_EQ(st["backends"]["up"], 2);

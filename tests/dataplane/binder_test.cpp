@@ -357,6 +357,38 @@ TEST_F(BinderTest, IncompleteHeadWaitsThroughGapsThenIsResetWhenIdle) {
     EXPECT_EQ(stat(KVS_R_DP_CLIENT_IDLE_DROP), 1u);
 }
 
+TEST_F(BinderTest, FullTableResetsASlowHeadButDropsAFlightMissingItsHeadSilently) {
+    // The slowloris shape: a head that stays incomplete. Evicted with a reset.
+    start();
+    Actions out;
+    seg(kPartialHead, 0, static_cast<std::uint32_t>(kPartialHead.size()), 0, out);
+    Actions gap;
+    b_.timer(env(), kGap, gap);
+    ASSERT_TRUE(b_.evictable(env(), kGap));
+    EXPECT_FALSE(b_.waits_for_retransmission());
+    Actions ev;
+    b_.evict(env(), ev);
+    EXPECT_EQ(kinds(ev), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u);
+
+    // A client whose head segment was refused (the table was full) and whose body got in: the
+    // bytes held start after a hole. It waits for its retransmission; evicting it must not
+    // reset it (a reset loses a legitimate request), only drop what is held.
+    b_ = Binder{};
+    start();
+    Actions body;
+    seg(kReq, 60, static_cast<std::uint32_t>(kReq.size() - 60), 0, body);
+    Actions gap2;
+    b_.timer(env(), kGap, gap2);
+    ASSERT_TRUE(b_.evictable(env(), kGap)) << "nothing from the stream's start: head incomplete";
+    EXPECT_TRUE(b_.waits_for_retransmission());
+    Actions ev2;
+    b_.evict(env(), ev2);
+    EXPECT_EQ(kinds(ev2), std::vector<Kind>{Kind::Release}) << "no RstToClient";
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED_GAP), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u) << "only the slow head was reset";
+}
+
 TEST_F(BinderTest, CompleteHeadWithPartOfTheBodyBindsAfterTheGap) {
     config_.prefix_len = 4096;  // the key wants more than the client has sent so far
     start();
@@ -369,6 +401,26 @@ TEST_F(BinderTest, CompleteHeadWithPartOfTheBodyBindsAfterTheGap) {
     b_.timer(env(), kGap, gap);
     EXPECT_EQ(kinds(gap), std::vector<Kind>{Kind::Connect})
         << "window-limited: bind on what is held";
+}
+
+TEST_F(BinderTest, PartialBodyBelowTheInitialWindowWaitsTheSlowGap) {
+    // A complete head with part of the body, far below the client's initial window: the client
+    // could have sent more (its writes came apart on a busy host, or a segment was lost), so a
+    // short silence does not bind it on a partial request; the slow gap does.
+    config_.prefix_len = 4096;
+    cfg_.slow_gap = 20 * kGap;
+    start();
+    const std::uint32_t part = static_cast<std::uint32_t>(kReq.size()) - 10;
+    Actions out;
+    seg(kReq, 0, part, 0, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Arm});
+    EXPECT_EQ(out[0].when, 20 * kGap);
+    Actions early;
+    b_.timer(env(), kGap, early);
+    EXPECT_EQ(kinds(early), std::vector<Kind>{Kind::Arm}) << "not bound after the short gap";
+    Actions late;
+    b_.timer(env(), 20 * kGap, late);
+    EXPECT_EQ(kinds(late), std::vector<Kind>{Kind::Connect}) << "bound after the slow gap";
 }
 
 TEST_F(BinderTest, FinBeforeTheHeadIsCompleteResetsInsteadOfBinding) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <bpf/bpf.h>
@@ -16,6 +17,7 @@
 #include <rte_ring.h>
 
 #include "dp_test_env.h"
+#include "port_recovery.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/rewrite.h"
 
@@ -413,14 +415,18 @@ TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
-TEST_F(BindTest, WindowLimitedClientBindsAfterIdleGap) {
+TEST_F(BindTest, SilentClientBindsOnWhatItSentAfterTheSlowGap) {
+    // Head and part of the body, far below the client's initial window, then silence: not
+    // after the short gap (the rest may be a slow write away; binding would key a partial
+    // request) but after --slow-bind-gap-ms (20).
     make_worker();
     cookie = cookie_for(cport);
     const std::string req = request(3000);
     inject(rp.rx,
            make_seg(rp.pool, client_seg(0, req.substr(0, 1200), 5)));  // head + part of the body
     EXPECT_TRUE(step(now).empty());
-    auto out = step(now + ms(3));
+    EXPECT_TRUE(step(now + ms(3)).empty()) << "not bound after the short gap";
+    auto out = step(now + ms(21));
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
 }
@@ -654,6 +660,41 @@ TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
 
 // A client that closes before its request head is complete is reset, not bound (a backend
 // connection would only carry a broken head: every closing slowloris connection did that).
+TEST_F(BindTest, FullTableEvictsTheSlowHeadFirstAndAFlightMissingItsHeadOnlySilently) {
+    make_worker(Mode::Xdp, 2, 0);
+    sign_synack();
+    // The older flight: a client whose head segment was refused (table full) and whose body got
+    // in. It waits for its head's retransmission.
+    const std::string req = request(1000);
+    const std::size_t head = req.find("\r\n\r\n") + 4;
+    inject(rp.rx, make_seg(rp.pool, client_seg(head, req.substr(head), 10)));
+    hold_incomplete_heads(1, 40000);  // the younger: a head that stays incomplete
+    EXPECT_TRUE(step(now).empty());
+    ASSERT_EQ(worker->slot_count(), 2u);
+
+    auto newcomer = [&](std::uint16_t port) {
+        Seg s = client_seg(0, request(600), 5);
+        s.sport = port;
+        s.ack = cookie_for(port) + 1;
+        s.tsecr = 777;
+        inject(rp.rx, make_seg(rp.pool, s));
+    };
+    newcomer(41000);
+    auto out = step(now + ms(5));
+    ASSERT_EQ(out.size(), 2u) << "a reset for the slow head, a SYN for the newcomer";
+    EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(ntohs(parse(out[0]).tcp->dest), 40000) << "the slow head goes, though younger";
+    EXPECT_EQ(parse(out[1]).tcp->flags, KVS_TCP_SYN);
+
+    newcomer(41001);
+    out = step(now + ms(10));
+    ASSERT_EQ(out.size(), 1u) << "only the newcomer's SYN: the waiting client is not reset";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_EVICTED_GAP), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
+}
+
 TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
     make_worker();
     cookie = cookie_for(cport);
@@ -1077,3 +1118,46 @@ TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
 }
 
 }  // namespace
+
+// The receive-path watchdog's in-process recovery (port_recovery.h), the parts that need no
+// af_xdp port: a worker parks on request, reports every mbuf it holds, and the mbufs that the
+// old socket's rings had (here: allocated and forgotten) go back to the pool, nothing else.
+TEST_F(BindTest, ParkedWorkerReportsHeldMbufsAndStrandedOnesReturnToThePool) {
+    make_worker();
+    hold_incomplete_heads(3, 41000);
+    EXPECT_TRUE(step(now).empty());
+    ASSERT_EQ(worker->slot_count(), 3u);
+    const unsigned size = rp.pool->size;
+    std::vector<rte_mbuf *> lost(20);
+    ASSERT_EQ(rte_pktmbuf_alloc_bulk(rp.pool, lost.data(), 20), 0);
+    lost.clear();  // what a dead socket's fill ring had: owned by nobody any more
+
+    std::atomic<bool> stop{false};
+    std::thread runner([&] { worker->run(stop); });
+    worker->request_park();
+    for (int i = 0; i < 2000 && !worker->parked(); ++i) usleep(1000);
+    ASSERT_TRUE(worker->parked());
+    std::vector<rte_mbuf *> held;
+    worker->held_mbufs(held);
+    EXPECT_EQ(held.size(), 3u) << "one incomplete head per held flight";
+    EXPECT_EQ(rte_mempool_in_use_count(rp.pool), 3u + 20u);
+    EXPECT_EQ(reclaim_stranded_mbufs(rp.pool, held), 20u);
+    EXPECT_EQ(rte_mempool_in_use_count(rp.pool), 3u) << "only the held heads are still out";
+    EXPECT_EQ(rte_mempool_avail_count(rp.pool), size - 3);
+    worker->unpark(rp.port);
+    for (int i = 0; i < 2000 && worker->parked(); ++i) usleep(1000);
+    EXPECT_FALSE(worker->parked());
+    stop = true;
+    runner.join();
+
+    // The held flights survived the park and still end as they would have: reset when idle.
+    auto out = step(now + ms(1001));
+    EXPECT_EQ(out.size(), 3u);
+    EXPECT_EQ(stat(KVS_R_DP_CLIENT_IDLE_DROP), 3u);
+    EXPECT_EQ(rte_mempool_in_use_count(rp.pool), 0u) << "nothing lost, nothing freed twice";
+    // Every reclaimed mbuf is usable again.
+    std::vector<rte_mbuf *> all(size);
+    ASSERT_EQ(rte_pktmbuf_alloc_bulk(rp.pool, all.data(), size), 0);
+    for (rte_mbuf *m : all) EXPECT_EQ(rte_mbuf_refcnt_read(m), 1u);
+    rte_pktmbuf_free_bulk(all.data(), size);
+}

@@ -85,6 +85,9 @@
     X(DP_REQ_MOVE_FAILED, "dp_request_move_failed")             \
     X(DP_REQ_BACKEND_CLOSING, "dp_request_backend_closing")     \
     X(DP_REQ_NO_FLOW, "dp_request_flow_gone")                   \
+    X(DP_RX_RECOVERED, "dp_rx_recovered")                       \
+    X(DP_RX_MBUFS_RECLAIMED, "dp_rx_mbufs_reclaimed")           \
+    X(DP_HOLD_EVICTED_GAP, "dp_hold_evicted_gap_dropped")       \
     X(DP_SESSION_KEY, "dp_session_key")                         \
     X(DP_SESSION_OVER_CAP, "dp_session_over_cap")               \
     X(DP_SESSION_BAD, "dp_session_bad_value")
