@@ -172,6 +172,8 @@ json Daemon::tunables_json() const {
         {"affinity-ttl", cfg().affinity_ttl_ms},
         {"max-held-bytes", cfg().max_held_bytes},
         {"per-request", cfg().per_request ? "on" : "off"},
+        {"session-headers", cfg().session_headers},
+        {"session-cap", cfg().session_cap},
         // Read-only here (fixed at start): shown so `kvsteerctl status` tells the whole setup.
         {"table-algorithm", table_algorithm_name(cfg().table_algorithm)},
         {"affinity-min-hot", cfg().affinity_min_hot_ms},

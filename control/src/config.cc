@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -94,6 +95,10 @@ po::options_description make_options() {
         ("hot-threshold", s(), dflt("requests/s on one prefix that make it hot", def.hot_threshold).c_str())
         ("steering-mode", s(), "prefix | round-robin | five-tuple (default prefix)")
         ("per-request", s(), "steer every request of a kept-alive connection: on|off (default on)")
+        ("session-headers", s(), "request headers whose value is the affinity key instead of the prompt (session "
+                                 "affinity), comma-separated, e.g. X-Session-ID; empty = off (default off)")
+        ("session-cap", s(), dflt("requests of one session key in flight that follow the key; more are steered by "
+                                  "their prompt, 1..1000000", def.session_cap).c_str())
         ("table-algorithm", s(), "backend lookup table: rendezvous (fewer slots move when a backend changes, shares "
                                  "within +5%) | maglev (exact shares) (default rendezvous)")
         ("cookie-key", s(), "SYN-cookie SipHash key, 32 hex digits; same on every appliance (default: random)")
@@ -201,9 +206,10 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
 
     // The live tunables: the same checks as `kvsteerctl tune`. max-held-bytes comes first:
     // prefix-length is checked against it.
-    for (const char *k : {"max-held-bytes", "prefix-length", "block-size", "max-blocks",
-                          "load-factor", "load-slack", "replication", "hot-threshold",
-                          "steering-mode", "affinity-ttl", "per-request"}) {
+    for (const char *k :
+         {"max-held-bytes", "prefix-length", "block-size", "max-blocks", "load-factor",
+          "load-slack", "replication", "hot-threshold", "steering-mode", "affinity-ttl",
+          "per-request", "session-headers", "session-cap"}) {
         if (auto v = opt_str(vm, k); v && !apply_tunable(c, k, *v, &err)) throw ConfigError{err};
     }
     if (auto a = opt_str(vm, "table-algorithm")) {
@@ -330,6 +336,53 @@ std::optional<double> parse_number_in(std::string_view key, std::string_view s, 
     return v;
 }
 
+std::optional<std::string> parse_session_headers(std::string_view s, std::string *err) {
+    auto tchar = [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) ||
+               std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
+    };
+    std::string out;
+    std::vector<std::string> names;
+    std::size_t start = 0;
+    while (start <= s.size()) {
+        std::size_t end = std::min(s.find(',', start), s.size());
+        std::string_view name = s.substr(start, end - start);
+        while (!name.empty() && (name.front() == ' ' || name.front() == '\t'))
+            name.remove_prefix(1);
+        while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+        start = end + 1;
+        if (name.empty()) {
+            if (s.find_first_not_of(" \t") == std::string_view::npos) break;  // "": off
+            *err = fmt::format("session-headers: an empty name (got '{}')", s);
+            return std::nullopt;
+        }
+        if (!std::all_of(name.begin(), name.end(), tchar)) {
+            *err =
+                fmt::format("session-headers: '{}' is not an HTTP header name (got '{}')", name, s);
+            return std::nullopt;
+        }
+        std::string lower(name);
+        for (auto &ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (std::find(names.begin(), names.end(), lower) != names.end()) {
+            *err = fmt::format("session-headers: '{}' is listed twice (got '{}')", name, s);
+            return std::nullopt;
+        }
+        names.push_back(lower);
+        out += (out.empty() ? "" : ",") + lower;
+    }
+    if (names.size() > KVS_SESSION_MAX_HEADERS) {
+        *err =
+            fmt::format("session-headers: at most {} names (got '{}')", KVS_SESSION_MAX_HEADERS, s);
+        return std::nullopt;
+    }
+    if (out.size() >= KVS_SESSION_HEADERS_LEN) {
+        *err = fmt::format("session-headers: at most {} characters in all (got '{}')",
+                           KVS_SESSION_HEADERS_LEN - 1, s);
+        return std::nullopt;
+    }
+    return out;
+}
+
 bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view value,
                    std::string *err) {
     namespace lim = tunable_limits;
@@ -371,6 +424,12 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
     if (name == "replication") return set_u32(lim::kReplication, c.replication);
     if (name == "hot-threshold") return set_num(lim::kHotThreshold, c.hot_threshold);
     if (name == "affinity-ttl") return set_u32(lim::kAffinityTtlMs, c.affinity_ttl_ms);
+    if (name == "session-cap") return set_u32(lim::kSessionCap, c.session_cap);
+    if (name == "session-headers") {
+        auto v = parse_session_headers(value, err);
+        if (v) c.session_headers = *v;
+        return v.has_value();
+    }
     if (name == "per-request") {
         if (value == "on" || value == "true" || value == "1") return c.per_request = true, true;
         if (value == "off" || value == "false" || value == "0") return !(c.per_request = false);

@@ -98,6 +98,13 @@ void DaemonCore::write_config() {
         .store(static_cast<__u32>(std::lround(cfg_.load_factor * 1000)), std::memory_order_relaxed);
     std::atomic_ref<__u32>(c->max_held_bytes).store(cfg_.max_held_bytes, std::memory_order_relaxed);
     std::atomic_ref<__u32>(c->load_slack).store(cfg_.load_slack, std::memory_order_relaxed);
+    std::atomic_ref<__u32>(c->session_cap).store(cfg_.session_cap, std::memory_order_relaxed);
+    // Byte by byte (the dataplane copies it the same way): a flight read during a change may see
+    // a mix of the two lists, never bytes outside the field (the last stays NUL).
+    for (std::size_t i = 0; i + 1 < sizeof c->session_headers; ++i)
+        std::atomic_ref<char>(c->session_headers[i])
+            .store(i < cfg_.session_headers.size() ? cfg_.session_headers[i] : '\0',
+                   std::memory_order_relaxed);
     std::atomic_ref<__u64>(c->hash_seed).store(cfg_.hash_seed, std::memory_order_relaxed);
     writer_.bump_generation();
 }

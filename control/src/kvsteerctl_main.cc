@@ -50,7 +50,9 @@ const char *kTopUsage =
     "  tune [NAME [VALUE]]                 show or set prefix-length, block-size, max-blocks,\n"
     "                                      load-factor, load-slack, replication, hot-threshold, "
     "steering-mode,\n"
-    "                                      affinity-ttl, max-held-bytes, per-request (on|off)\n"
+    "                                      affinity-ttl, max-held-bytes, per-request (on|off),\n"
+    "                                      session-headers (names, comma-separated; \"\" = off), "
+    "session-cap\n"
     "\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
 
@@ -480,7 +482,8 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
         "Without NAME: all tunables. With NAME: its value. With VALUE: set it (live).\n"
         "Names: prefix-length, block-size, max-blocks, load-factor, load-slack, replication,\n"
         "hot-threshold, steering-mode (prefix|round-robin|five-tuple), affinity-ttl (ms),\n"
-        "max-held-bytes.";
+        "max-held-bytes, per-request (on|off), session-headers (header names, comma-separated;\n"
+        "\"\" turns session affinity off), session-cap.";
     auto vm = parse_sub(args, po::options_description("Options"), {"name", "value"}, false, usage);
     json req = vm.count("value") ? json{{"cmd", "tune.set"},
                                         {"name", vm["name"].as<std::string>()},

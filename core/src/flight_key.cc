@@ -45,6 +45,20 @@ FlightKey key_flight(const HashParams &hp, const RequestView &v,
     return k;
 }
 
+FlightKey key_flight(const HashParams &hp, const SessionHeaders &hs, const RequestView &v,
+                     std::span<const std::uint8_t> bytes, std::uint64_t five_tuple_hash) noexcept {
+    FlightKey k = key_flight(hp, v, bytes, five_tuple_hash);
+    k.session = find_session_key(hp, hs, v, bytes);
+    return k;
+}
+
+PrefixHashes steering_hashes(const FlightKey &k, SessionLimiter &limiter, std::uint32_t cap,
+                             std::uint32_t &slot) noexcept {
+    slot = k.session.status == SessionStatus::Key ? limiter.acquire(k.session.hash, cap)
+                                                  : SessionLimiter::kNone;
+    return slot != SessionLimiter::kNone ? session_hashes(k.session.hash) : k.hashes;
+}
+
 FlightKey key_flight(const HashParams &hp, std::span<const std::uint8_t> bytes,
                      std::uint64_t five_tuple_hash) noexcept {
     return key_flight(hp, locate_request(bytes), bytes, five_tuple_hash);

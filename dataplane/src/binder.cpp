@@ -59,6 +59,7 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     key_kind_ = KeyKind::FiveTuple;
     backend_ = previous_ = KVS_BACKEND_NONE;
     ts_delta_ = backend_isn_ = backend_tsval_ = prompt_bytes_ = 0;
+    session_slot_ = SessionLimiter::kNone;
     phase_ = Phase::Holding;
     ff_.start(h.isn, h.isn_known);
     cookie_isn_ = h.cookie_isn;
@@ -153,8 +154,17 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
     if (!ready) return;
     if (!sure) env.inc(KVS_R_DP_START_UNSURE);
 
-    const FlightKey k = key_flight(hp, v, bytes, tuple_hash_);
-    hashes_ = k.hashes;
+    const kvs_config &cfg = *env.t.config;
+    const FlightKey k = key_flight(hp, session_headers(cfg), v, bytes, tuple_hash_);
+    // A session header's key steers this request while its key has room under session-cap.
+    hashes_ = env.sessions ? steering_hashes(k, *env.sessions, session_cap(cfg), session_slot_)
+                           : k.hashes;
+    report_ = k.hashes;
+    report_.prefix = hashes_.prefix;
+    if (k.session.status == SessionStatus::Bad) env.inc(KVS_R_DP_SESSION_BAD);
+    if (k.session.status == SessionStatus::Key)
+        env.inc(session_slot_ != SessionLimiter::kNone ? KVS_R_DP_SESSION_KEY
+                                                       : KVS_R_DP_SESSION_OVER_CAP);
     prompt_bytes_ = k.prompt_bytes;
     key_kind_ = k.kind;
     switch (k.kind) {

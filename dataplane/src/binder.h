@@ -20,6 +20,7 @@
 #include "kvsteer/core/choose.h"
 #include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
+#include "kvsteer/core/session.h"
 #include "kvsteer/core/tables.h"
 #include "kvsteer/parse.h"
 
@@ -49,6 +50,9 @@ struct BindEnv {
     std::uint64_t *stats;         // the worker's counters (KVS_R_*)
     std::span<std::uint8_t> buf;  // room to assemble a flight: at least cfg.max_held bytes
     std::uint32_t (*clock_ms)();  // the backend leg's timestamp clock
+    // The worker's per-session-key in-flight counts (session affinity by header); null: the
+    // feature is off here whatever kvs_config says.
+    SessionLimiter *sessions = nullptr;
     void inc(unsigned reason) const { stats[reason]++; }
 };
 
@@ -197,7 +201,15 @@ class Binder {
     std::uint16_t backend() const { return backend_; }
     std::uint8_t via() const { return via_; }
     KeyKind key_kind() const { return key_kind_; }
+    // The hashes the choice used (a session key's, or the prompt's), and what the binding report
+    // carries: that prefix, with the prompt's chained blocks (the backend now caches them).
     const PrefixHashes &hashes() const { return hashes_; }
+    const PrefixHashes &report_hashes() const { return report_; }
+    // The session count this request holds in env.sessions (SessionLimiter::kNone: none). The
+    // worker takes it over once the request is on a backend (hand_over_session), and releases it
+    // itself when the slot goes before that.
+    std::uint32_t session_slot() const { return session_slot_; }
+    void hand_over_session() { session_slot_ = SessionLimiter::kNone; }
     std::uint32_t prompt_bytes() const { return prompt_bytes_; }
     std::uint64_t created() const { return created_; }
     std::uint16_t client_mss() const { return mss_; }
@@ -246,7 +258,8 @@ class Binder {
     std::uint32_t backend_isn_ = 0, backend_tsval_ = 0, prompt_bytes_ = 0;
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
     std::uint16_t tried_[kMaxCand]{};
-    PrefixHashes hashes_;
+    std::uint32_t session_slot_ = SessionLimiter::kNone;
+    PrefixHashes hashes_, report_;
 };
 
 }  // namespace kvsteer::dp

@@ -97,8 +97,7 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     if (s.snat_port) {
         by_port_[s.snat_port - port_lo_] = -1;
         // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
-        if ((free_port || !bound) && ports_)
-            ports_->busy[s.snat_port].store(kPortFree, std::memory_order_release);
+        if ((free_port || !bound) && ports_) ports_->free(s.snat_port);
     }
     s.used = false;
     free_.push_back(idx);
@@ -137,7 +136,7 @@ void SlotTable::free_port(std::uint32_t idx) {
     Slot &s = slots_[idx];
     if (!s.snat_port) return;
     by_port_[s.snat_port - port_lo_] = -1;
-    if (ports_) ports_->busy[s.snat_port].store(kPortFree, std::memory_order_release);
+    if (ports_) ports_->free(s.snat_port);
     s.snat_port = 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include "binder.h"
 #include "kvsteer/abi.h"
+#include "kvsteer/core/session.h"
 
 struct rte_hash;
 
@@ -23,6 +24,28 @@ namespace kvsteer::dp {
 enum : std::uint8_t { kPortFree = 0, kPortBinding = 1, kPortInstalled = 2 };
 struct PortBusy {
     std::atomic<std::uint8_t> busy[65536];
+    // Session affinity: the session count a port's request holds, (worker << 16) | (slot + 1) in
+    // that worker's SessionLimiter (0: none). It goes back when the port is freed, whoever frees
+    // it, or when a kept-alive connection's request ends at a boundary.
+    std::atomic<std::uint32_t> session[65536];
+    std::atomic<SessionLimiter *> limiters[KVS_MAX_WORKERS];
+
+    void hold_session(std::uint16_t port, std::uint32_t worker, std::uint32_t slot) {
+        release_session(port);
+        if (slot != SessionLimiter::kNone && worker < KVS_MAX_WORKERS)
+            session[port].store((worker << 16) | (slot + 1), std::memory_order_release);
+    }
+    void release_session(std::uint16_t port) {
+        const std::uint32_t v = session[port].exchange(0, std::memory_order_acq_rel);
+        if (v == 0 || (v >> 16) >= KVS_MAX_WORKERS) return;
+        if (SessionLimiter *l = limiters[v >> 16].load(std::memory_order_acquire))
+            l->release((v & 0xffff) - 1);
+    }
+    // The port's session count first: once the port is free another flow may take it.
+    void free(std::uint16_t port) {
+        release_session(port);
+        busy[port].store(kPortFree, std::memory_order_release);
+    }
 };
 
 struct Slot {

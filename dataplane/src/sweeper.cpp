@@ -109,10 +109,13 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         kvs_flow_reverse_key(&dk, &df, &rk);
         if (bpf_map_delete_elem(fd, &dk) == 0) ++r.deleted;
         if (bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
-        if (ports) ports->busy[snat_port_of(dk, df)].store(kPortFree, std::memory_order_release);
+        if (ports) ports->free(snat_port_of(dk, df));
     }
     for (std::uint32_t p = 0; p < candidate.size(); ++p) {
         if (!candidate[p] || seen[p]) continue;
+        // Only the sweeper frees an installed port, so its session count can go first.
+        if (ports->busy[p].load(std::memory_order_acquire) != kPortInstalled) continue;
+        ports->release_session(static_cast<std::uint16_t>(p));
         std::uint8_t expect = kPortInstalled;
         if (ports->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel))
             ++r.reclaimed;

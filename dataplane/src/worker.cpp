@@ -118,12 +118,17 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
+    if (p_.ports && p_.index < KVS_MAX_WORKERS) {
+        sessions_ = std::make_unique<SessionLimiter>();
+        p_.ports->limiters[p_.index].store(sessions_.get(), std::memory_order_release);
+    }
 }
 
 Worker::~Worker() {
     for (std::uint32_t i = 0; i < slots_.capacity(); ++i)
         if (slots_[i].used) release(i, false);
     flush_tx();
+    if (sessions_) p_.ports->limiters[p_.index].store(nullptr, std::memory_order_release);
 }
 
 std::uint64_t Worker::counter(unsigned reason) const {
@@ -466,6 +471,8 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     s.prev_s2c = s2c;
     s.prev_skey = skey;
     slots_.attach_old_port(idx, kvs_ntohs(c2s.new_sport));
+    // The previous request is complete (a quiescent boundary): its session count goes back.
+    if (p_.ports) p_.ports->release_session(kvs_ntohs(c2s.new_sport));
     RebindHello r;
     r.h.isn = c2s.next_seq - 1;  // XDP checked the boundary is the next client byte
     r.h.isn_known = true;
@@ -556,7 +563,8 @@ void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::u
 
 BindEnv Worker::env() {
     bcfg_.max_held = max_held();  // the published config may change it
-    return BindEnv{bcfg_, t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &mono_ms};
+    return BindEnv{bcfg_,          t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &mono_ms,
+                   sessions_.get()};
 }
 
 void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) {
@@ -773,6 +781,10 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
 void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
     Slot &s = slots_[idx];
     if (ok && t_.flows_fd >= 0) slots_.mark_installed(s.snat_port);
+    if (ok && p_.ports) {  // the port holds the request's session count from now on
+        p_.ports->hold_session(s.snat_port, p_.index, s.b.session_slot());
+        s.b.hand_over_session();
+    }
     Actions out;
     s.b.installed(env(), ok, out);
     execute(idx, out, now);
@@ -792,6 +804,10 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     s.s2c.state = static_cast<std::uint8_t>(s.s2c.state & ~KVS_FLOW_REBINDING);
     s.c2s.next_seq = next;
     s.c2s.msgs = static_cast<std::uint16_t>(s.c2s.msgs + 1);
+    if (p_.ports) {  // the request stays on the previous leg: that port holds its session count
+        p_.ports->hold_session(kvs_ntohs(s.prev_c2s.new_sport), p_.index, s.b.session_slot());
+        s.b.hand_over_session();
+    }
     slots_.bound(idx);
     s.last_seen = now;
     s.linger_until = now + linger_ticks_;
@@ -839,7 +855,7 @@ void Worker::report(const Slot &s) {
     }
     kvs_bind_report &r = t_.ring[static_cast<std::size_t>(p_.index) * KVS_BIND_RING_SLOTS +
                                  (ring_head_ & (KVS_BIND_RING_SLOTS - 1))];
-    const PrefixHashes &h = s.b.hashes();
+    const PrefixHashes &h = s.b.report_hashes();
     r.ts_ns = mono_ns();
     r.prefix_hash = h.prefix;
     std::memcpy(r.block_hash, h.blocks.data(), sizeof(r.block_hash));
@@ -996,6 +1012,8 @@ void Worker::release(std::uint32_t idx, bool free_port) {
     if (!s.used) return;
     held_mbufs_ -= s.b.flight().size();
     s.b.flight().drain([](void *m) { rte_pktmbuf_free(static_cast<rte_mbuf *>(m)); });
+    if (sessions_) sessions_->release(s.b.session_slot());  // never handed to a port
+    s.b.hand_over_session();
     slots_.release(idx, free_port);
 }
 

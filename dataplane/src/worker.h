@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "binder.h"
@@ -167,6 +168,9 @@ class Worker {
     std::uint64_t install_seq_ = 0;
     std::vector<kvs_flow_key> install_keys_ = std::vector<kvs_flow_key>(2 * kMaxInstalls);
     std::vector<kvs_flow> install_vals_ = std::vector<kvs_flow>(2 * kMaxInstalls);
+    // Session affinity's per-key in-flight counts (null without a shared port table: the counts
+    // go back when ports are freed, so there is nowhere to keep them).
+    std::unique_ptr<SessionLimiter> sessions_;
     rte_mbuf *txq_[64];
     unsigned ntx_ = 0;
     std::vector<std::uint8_t> buf_;  // an assembled first flight

@@ -315,19 +315,42 @@ TEST(Config, TunablesAreCheckedByTheTuneFunction) {
     // Every live tunable: the config's error is apply_tunable's (what tune.set answers) on the
     // same configuration, word for word.
     const std::vector<std::pair<std::string, std::string>> bad = {
-        {"prefix-length", "0"},        {"prefix-length", "-1"},
-        {"prefix-length", "20000"},    {"block-size", "15"},
-        {"block-size", "-16"},         {"block-size", "1048577"},
-        {"max-blocks", "29"},          {"max-blocks", "-1"},
-        {"load-factor", "0.99"},       {"load-factor", "-1"},
-        {"load-factor", "inf"},        {"load-slack", "0"},
-        {"load-slack", "-1"},          {"load-slack", "1000001"},
-        {"replication", "0"},          {"replication", "-1"},
-        {"replication", "5"},          {"hot-threshold", "0"},
-        {"hot-threshold", "-5"},       {"steering-mode", "random"},
-        {"affinity-ttl", "99"},        {"affinity-ttl", "-100"},
-        {"max-held-bytes", "255"},     {"max-held-bytes", "-1"},
-        {"max-held-bytes", "1048577"}, {"max-held-bytes", "18446744073709551615"},
+        {"prefix-length", "0"},
+        {"prefix-length", "-1"},
+        {"prefix-length", "20000"},
+        {"block-size", "15"},
+        {"block-size", "-16"},
+        {"block-size", "1048577"},
+        {"max-blocks", "29"},
+        {"max-blocks", "-1"},
+        {"load-factor", "0.99"},
+        {"load-factor", "-1"},
+        {"load-factor", "inf"},
+        {"load-slack", "0"},
+        {"load-slack", "-1"},
+        {"load-slack", "1000001"},
+        {"replication", "0"},
+        {"replication", "-1"},
+        {"replication", "5"},
+        {"hot-threshold", "0"},
+        {"hot-threshold", "-5"},
+        {"steering-mode", "random"},
+        {"affinity-ttl", "99"},
+        {"affinity-ttl", "-100"},
+        {"max-held-bytes", "255"},
+        {"max-held-bytes", "-1"},
+        {"max-held-bytes", "1048577"},
+        {"max-held-bytes", "18446744073709551615"},
+        {"session-cap", "0"},
+        {"session-cap", "-1"},
+        {"session-cap", "1000001"},
+        {"session-headers", "x-session-id,"},
+        {"session-headers", "a,,b"},
+        {"session-headers", "x session"},
+        {"session-headers", "x:y"},
+        {"session-headers", "X-Session-ID,x-session-id"},
+        {"session-headers", "a,b,c,d,e,f,g,h,i"},
+        {"session-headers", std::string(128, 'x')},
     };
     for (const auto &[k, v] : bad) {
         DaemonConfig c;
@@ -341,12 +364,27 @@ TEST(Config, TunablesAreCheckedByTheTuneFunction) {
     }
     // The bounds themselves are accepted by both.
     const std::vector<std::pair<std::string, std::string>> ok = {
-        {"max-held-bytes", "256"}, {"max-held-bytes", "1048576"}, {"prefix-length", "1"},
-        {"block-size", "16"},      {"block-size", "1048576"},     {"max-blocks", "0"},
-        {"max-blocks", "28"},      {"load-factor", "1"},          {"load-factor", "100"},
-        {"replication", "1"},      {"replication", "4"},          {"hot-threshold", "0.001"},
-        {"affinity-ttl", "100"},   {"affinity-ttl", "86400000"},  {"steering-mode", "five-tuple"},
-        {"load-slack", "1"},       {"load-slack", "1000000"},
+        {"max-held-bytes", "256"},
+        {"max-held-bytes", "1048576"},
+        {"prefix-length", "1"},
+        {"block-size", "16"},
+        {"block-size", "1048576"},
+        {"max-blocks", "0"},
+        {"max-blocks", "28"},
+        {"load-factor", "1"},
+        {"load-factor", "100"},
+        {"replication", "1"},
+        {"replication", "4"},
+        {"hot-threshold", "0.001"},
+        {"affinity-ttl", "100"},
+        {"affinity-ttl", "86400000"},
+        {"steering-mode", "five-tuple"},
+        {"load-slack", "1"},
+        {"load-slack", "1000000"},
+        {"session-cap", "1"},
+        {"session-cap", "1000000"},
+        {"session-headers", "a,b,c,d,e,f,g,h"},
+        {"session-headers", std::string(127, 'x')},
     };
     for (const auto &[k, v] : ok) {
         DaemonConfig c;
@@ -365,6 +403,25 @@ TEST(Config, TunablesAreCheckedByTheTuneFunction) {
     EXPECT_EQ(err, "max-held-bytes: must not be below prefix-length (300) (got '280')");
     EXPECT_EQ(c.max_held_bytes, 14600u);
     EXPECT_EQ(c.prefix_len, 300u);
+}
+
+TEST(Config, SessionHeaders) {
+    // Off by default; names kept lower-case without blanks (what the dataplane compares with).
+    DaemonConfig d;
+    EXPECT_EQ(d.session_headers, "");
+    EXPECT_EQ(d.session_cap, KVS_DEFAULT_SESSION_CAP);
+    auto r = parse(with({"--session-headers", " X-Session-ID , x-user ", "--session-cap", "2"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.session_headers, "x-session-id,x-user");
+    EXPECT_EQ(r.cfg.session_cap, 2u);
+    std::string err;
+    ASSERT_TRUE(apply_tunable(r.cfg, "session-headers", "", &err)) << err;  // "" turns it off
+    EXPECT_EQ(r.cfg.session_headers, "");
+    EXPECT_FALSE(apply_tunable(r.cfg, "session-headers", "x-a,x a", &err));
+    EXPECT_EQ(err, "session-headers: 'x a' is not an HTTP header name (got 'x-a,x a')");
+    EXPECT_EQ(r.cfg.session_headers, "");  // refused: unchanged
+    EXPECT_FALSE(apply_tunable(r.cfg, "session-headers", "a,A", &err));
+    EXPECT_EQ(err, "session-headers: 'A' is listed twice (got 'a,A')");
 }
 
 TEST(Config, NoNegativeNumberBecomesAHugeUnsignedOne) {

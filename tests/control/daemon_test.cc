@@ -427,6 +427,17 @@ TEST_F(DaemonTest, LiveTuningWritesConfig) {
     EXPECT_TRUE(
         call({{"cmd", "tune.set"}, {"name", "load-slack"}, {"value", 8}})["ok"].get<bool>());
     EXPECT_EQ(m_.view.config->load_slack, 8u);
+    EXPECT_EQ(std::string(m_.view.config->session_headers), "");  // off by default
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "session-headers"}, {"value", "X-Session-ID"}})["ok"]
+            .get<bool>());
+    EXPECT_EQ(std::string(m_.view.config->session_headers), "x-session-id");
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "session-cap"}, {"value", 2}})["ok"].get<bool>());
+    EXPECT_EQ(m_.view.config->session_cap, 2u);
+    EXPECT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "session-headers"}, {"value", ""}})["ok"].get<bool>());
+    EXPECT_EQ(std::string(m_.view.config->session_headers), "");
     EXPECT_TRUE(
         call({{"cmd", "tune.set"}, {"name", "block-size"}, {"value", 256}})["ok"].get<bool>());
     EXPECT_EQ(m_.view.config->block_size, 256u);

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <iterator>
 #include <string>
 #include <vector>
 
 #include "binder.h"
+#include "kvsteer/core/flight_key.h"
 #include "kvsteer/core/maglev.h"
 #include "kvsteer/proto.h"
 #include "kvsteer/reasons.h"
@@ -72,7 +74,8 @@ class BinderTest : public ::testing::Test {
     }
 
     BindEnv env() {
-        return BindEnv{cfg_, t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &fake_clock};
+        return BindEnv{cfg_,        t_,       scratch_, stats_, std::span<std::uint8_t>(buf_),
+                       &fake_clock, sessions_};
     }
 
     // A flow whose ISN came from the timestamp echo (known for sure) unless told otherwise.
@@ -147,6 +150,7 @@ class BinderTest : public ::testing::Test {
     std::vector<kvs_affinity_entry> affinity_;
     Tables t_;
     ChooseScratch scratch_;
+    SessionLimiter *sessions_ = nullptr;  // session affinity off unless a test sets it
     std::uint64_t stats_[KVS_STATS_MAX]{};
     std::vector<std::uint8_t> buf_;
     Binder b_;
@@ -627,6 +631,82 @@ TEST_F(RebindTest, ClientResetEndsTheWholeConnection) {
     b_.abort(env(), out);
     ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::RstOldLeg, Kind::Release}));
     EXPECT_EQ(load_[2].closes, 1u) << "the connection left its backend";
+}
+
+// Session affinity by header: with session-headers configured, a request carrying one is
+// steered by the header's key while the key has room under session-cap, and by its prompt
+// beyond; the binding report carries the key with the prompt's blocks; a slot whose request never
+// reached a backend still holds the count (the worker gives it back).
+TEST_F(BinderTest, SessionHeaderKeysTheChoiceUpToTheCap) {
+    // A prompt over one 64-byte block, so the report has a block to carry.
+    static const std::string body =
+        R"({"model":"m","prompt":"tell me a story about a cat who sails around the world in a )"
+        R"(small boat with a parrot","max_tokens":8})";
+    static const std::string req =
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Session-Id: conv-9\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    SessionLimiter lim;
+    sessions_ = &lim;
+    std::strcpy(config_.session_headers, "x-session-id");
+    config_.session_cap = 1;
+    const auto bytes = std::span<const std::uint8_t>(
+        reinterpret_cast<const std::uint8_t *>(req.data()), req.size());
+    const FlightKey k = key_flight(hash_params(config_), session_headers(config_),
+                                   locate_request(bytes), bytes, 0x1234);
+    ASSERT_EQ(k.session.status, SessionStatus::Key);
+    ASSERT_GT(k.hashes.n_blocks, 0u);
+
+    start();
+    Actions out;
+    seg(req, 0, static_cast<std::uint32_t>(req.size()), 10, out);
+    EXPECT_EQ(kinds(out), std::vector<Kind>{Kind::Connect});
+    EXPECT_EQ(b_.hashes().prefix, k.session.hash);
+    EXPECT_EQ(b_.hashes().n_blocks, 0u);
+    EXPECT_EQ(b_.report_hashes().prefix, k.session.hash);
+    EXPECT_EQ(b_.report_hashes().n_blocks, k.hashes.n_blocks);
+    EXPECT_EQ(b_.report_hashes().blocks[0], k.hashes.blocks[0]);
+    const std::uint32_t held = b_.session_slot();
+    ASSERT_NE(held, SessionLimiter::kNone);
+    EXPECT_EQ(lim.in_flight(k.session.hash), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_SESSION_KEY), 1u);
+
+    // A second request of the key while the first is in flight: over the cap of 1.
+    Binder second;
+    ClientHello h;
+    h.isn = kIsn;
+    h.isn_known = true;
+    h.tuple_hash = 0x99;
+    second.start(env(), h, 0);
+    ClientSeg c;
+    c.pkt = reinterpret_cast<void *>(std::uintptr_t{1});
+    c.data = reinterpret_cast<const std::uint8_t *>(req.data());
+    c.seq = kIsn + 1;
+    c.len = static_cast<std::uint16_t>(req.size());
+    Actions out2;
+    second.segment(env(), c, true, 10, out2);
+    EXPECT_EQ(kinds(out2), std::vector<Kind>{Kind::Connect});
+    EXPECT_EQ(second.session_slot(), SessionLimiter::kNone);
+    EXPECT_EQ(second.hashes().prefix, k.hashes.prefix);
+    EXPECT_EQ(second.hashes().n_blocks, k.hashes.n_blocks);
+    EXPECT_EQ(stat(KVS_R_DP_SESSION_OVER_CAP), 1u);
+
+    // The first completes (the worker releases what the slot or its port held): room again.
+    lim.release(held);
+    b_.hand_over_session();
+    start();
+    EXPECT_EQ(b_.session_slot(), SessionLimiter::kNone);  // a reused binder starts with none
+    Actions out3;
+    seg(req, 0, static_cast<std::uint32_t>(req.size()), 10, out3);
+    EXPECT_EQ(b_.session_slot(), held);
+    EXPECT_EQ(b_.hashes().prefix, k.session.hash);
+
+    // Without the limiter (no shared port table), the header is not used.
+    sessions_ = nullptr;
+    start();
+    Actions out4;
+    seg(req, 0, static_cast<std::uint32_t>(req.size()), 10, out4);
+    EXPECT_EQ(b_.session_slot(), SessionLimiter::kNone);
+    EXPECT_EQ(b_.hashes().prefix, k.hashes.prefix);
 }
 
 }  // namespace

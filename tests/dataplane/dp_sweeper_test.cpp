@@ -129,6 +129,50 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
     close(fd);
 }
 
+// Session affinity: a port holds its request's session count in a worker's limiter; the count
+// goes back when the port is freed, by the sweeper's delete or its reclaim, and only then.
+TEST(Sweeper, FreedPortsGiveTheirSessionCountsBack) {
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_sess", sizeof(kvs_flow_key),
+                            sizeof(kvs_flow), 1024, nullptr);
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair closed = make_pair(3001, 22001, now - 5 * s, KVS_FLOW_CLOSED);
+    Pair live = make_pair(3002, 22002, now - 1 * s, 0);
+    Pair gone = make_pair(3003, 22003, now - 1 * s, 0);
+    for (auto *p : {&closed, &live}) {
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
+    }
+    auto ports = std::make_unique<PortBusy>();
+    auto lim = std::make_unique<kvsteer::SessionLimiter>();
+    ports->limiters[3].store(lim.get());
+    const std::uint64_t key = 0xabcdef;
+    for (std::uint16_t p : {22001, 22002, 22003}) {
+        ports->busy[p].store(kPortInstalled);
+        ports->hold_session(p, 3, lim->acquire(key, 8));
+    }
+    EXPECT_EQ(lim->in_flight(key), 3u);
+    (void)gone;  // never installed in the map: its entries are "gone", the port reclaimed
+
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    EXPECT_EQ(r.deleted, 2u);
+    EXPECT_EQ(r.reclaimed, 1u);
+    EXPECT_EQ(lim->in_flight(key), 1u) << "the live flow's port still holds its count";
+    EXPECT_EQ(ports->session[22001].load(), 0u);
+    EXPECT_EQ(ports->session[22003].load(), 0u);
+    EXPECT_NE(ports->session[22002].load(), 0u);
+    ports->release_session(22002);  // a kept-alive connection's request ends at a boundary
+    ports->release_session(22002);  // nothing held any more: nothing released twice
+    EXPECT_EQ(lim->in_flight(key), 0u);
+    // A worker gone (its limiter unregistered): a port's count is dropped, not released into it.
+    ports->hold_session(22002, 3, lim->acquire(key, 8));
+    ports->limiters[3].store(nullptr);
+    ports->free(22002);
+    EXPECT_EQ(lim->in_flight(key), 1u);
+    EXPECT_EQ(ports->busy[22002].load(), kPortFree);
+    close(fd);
+}
+
 }  // namespace
 
 namespace {

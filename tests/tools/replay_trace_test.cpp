@@ -3,6 +3,7 @@
 // Prometheus parsing behind the reported hit rate.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -97,8 +98,62 @@ TEST(ReplayTrace, ErrorsNameTheLine) {
     EXPECT_EQ(r.errors[1], "line 4: missing \"input_length\"");
     EXPECT_NE(r.errors[2].find("line 5: 1 hash_ids for input_length 600"), std::string::npos);
     EXPECT_EQ(r.errors[3].rfind("line 6: ", 0), 0u);
-    EXPECT_EQ(r.errors[4], "line 7: hash_ids[0] is not a non-negative integer");
+    EXPECT_EQ(r.errors[4],
+              "line 7: hash_ids[0] is neither a non-negative integer nor a range [first, last]");
     EXPECT_EQ(r.errors[5], "line 8: not a JSON object");
+}
+
+// The shipped demo trace writes runs of consecutive ids as inclusive ranges [first, last]: the
+// same prompts as the ids written out, and bad or oversized ranges are reported, not expanded.
+TEST(ReplayTrace, HashIdRangesExpandToTheSameBlocks) {
+    const auto r = parse(
+        "{\"timestamp\": 0, \"input_length\": 2500, \"output_length\": 2, \"hash_ids\": [7, 8, 9, "
+        "4, 11]}\n"
+        "{\"timestamp\": 0, \"input_length\": 2500, \"output_length\": 2, \"hash_ids\": [[7, 9], "
+        "4, [11, 11]]}\n"
+        "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[9, 7]]}\n"
+        "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[0, "
+        "4000000000000]]}\n"
+        "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 2, \"hash_ids\": [[1, 2, "
+        "3]]}\n"
+        "{\"timestamp\": 0, \"input_length\": 2500, \"output_length\": 2, \"hash_ids\": [[7, "
+        "9]]}\n");
+    ASSERT_EQ(r.items.size(), 2u);
+    EXPECT_EQ(prompt_text(r.items[0]), prompt_text(r.items[1]));
+    ASSERT_EQ(r.items[1].segments.size(), 5u);
+    EXPECT_EQ(r.items[1].segments[2].id, 9u);
+    EXPECT_EQ(r.items[1].segments[3].id, 4u);
+    ASSERT_EQ(r.errors.size(), 4u);
+    EXPECT_NE(r.errors[0].find("line 3: hash_ids[0] is neither"), std::string::npos);
+    EXPECT_EQ(r.errors[1], "line 4: hash_ids[0]: range longer than input");
+    EXPECT_NE(r.errors[2].find("line 5: hash_ids[0] is neither"), std::string::npos);
+    EXPECT_NE(r.errors[3].find("line 6: 3 hash_ids for input_length 2500"), std::string::npos);
+}
+
+// The trace `make demo` replays parses whole, and stands for exactly the requests of the public
+// trace it was derived from: same times, lengths and block ids.
+TEST(ReplayTrace, ShippedDemoTraceIsTheMooncakeTrace) {
+    std::ifstream demo(KVS_DEMO_TRACE);
+    ASSERT_TRUE(demo) << KVS_DEMO_TRACE;
+    const auto d = parse_mooncake(demo, {});
+    EXPECT_TRUE(d.errors.empty()) << d.errors.front();
+    EXPECT_EQ(d.items.size(), 3993u);
+    std::ifstream src(KVS_MOONCAKE_TRACE);
+    if (!src) GTEST_SKIP() << KVS_MOONCAKE_TRACE << " absent: comparison with the source skipped";
+    const auto s = parse_mooncake(src, {});
+    ASSERT_EQ(s.items.size(), d.items.size());
+    const double t0 = s.items.front().t_s;
+    for (size_t i = 0; i < s.items.size(); ++i) {
+        const auto &a = s.items[i], &b = d.items[i];
+        ASSERT_DOUBLE_EQ(a.t_s - t0, b.t_s) << "request " << i;
+        ASSERT_EQ(a.input_tokens, b.input_tokens) << "request " << i;
+        ASSERT_EQ(a.output_tokens, b.output_tokens) << "request " << i;
+        ASSERT_EQ(a.segments.size(), b.segments.size()) << "request " << i;
+        for (size_t k = 0; k < a.segments.size(); ++k) {
+            ASSERT_EQ(a.segments[k].id, b.segments[k].id) << "request " << i;
+            ASSERT_EQ(a.segments[k].bytes, b.segments[k].bytes) << "request " << i;
+        }
+    }
 }
 
 TEST(ReplayTrace, SharedPrefixWorkloadShape) {

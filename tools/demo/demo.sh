@@ -6,8 +6,9 @@
 # the figures (JSON) and a plot (PNG) under $BUILD/demo/.
 #
 # Environment: BUILD (default build), DEMO_SCALE (default 1: the whole trace, ~4-5 minutes; 0.25 is a quick
-# look), DEMO_SPEED (10: emulated GPUs run 10x faster than real time), DEMO_TRACE (a Mooncake-format file; default the shipped
-# trace in ../shared/traces, else SGLang's generated-shared-prefix workload), DEMO_BACKENDS (8).
+# look), DEMO_SPEED (10: emulated GPUs run 10x faster than real time), DEMO_TRACE (a Mooncake-format file; default the
+# trace shipped in tools/demo/traces, derived from the Mooncake synthetic trace; 'generated' for SGLang's
+# generated-shared-prefix workload), DEMO_BACKENDS (8).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -20,7 +21,7 @@ P=kvdemo
 RUN=/run/kvsteer-demo
 BPFFS=$RUN/bpf
 SOCK=/run/kvsteer/kvsteerd.sock
-TRACE=${DEMO_TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
+TRACE=${DEMO_TRACE:-$ROOT/tools/demo/traces/mooncake-demo.jsonl}
 
 log() { printf '[demo %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -58,7 +59,8 @@ rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl
 # servers see the trace's recorded load in 1/SPEED of its duration; DEMO_SCALE sets how much of
 # the trace is replayed.
 SPEED=${DEMO_SPEED:-10}    # emulated-GPU speed-up (wall clock runs SPEED times faster than model time)
-if [[ -f "$TRACE" ]]; then
+if [[ "$TRACE" != generated ]]; then
+    [[ -f "$TRACE" ]] || die "no trace at $TRACE (DEMO_TRACE=generated runs the generated workload)"
     total=$(wc -l <"$TRACE")
     LIMIT=$(python3 -c "print(max(50, min($total, int($total * $SCALE))))")
     WORKLOAD=(--trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
@@ -67,7 +69,7 @@ else
     groups=$(python3 -c "print(max(4, int(32 * $SCALE)))")
     WORKLOAD=(--synthetic --groups "$groups" --prompts-per-group 16 --system-prompt-len 2048
               --question-len 128 --output-len 64 --qps 40)
-    WDESC="generated shared prefix: $groups groups x 16 prompts (no trace found at $TRACE)"
+    WDESC="generated shared prefix: $groups groups x 16 prompts"
 fi
 log "workload: $WDESC"
 

@@ -21,9 +21,12 @@
 #define KVS_AFFINITY_MAX_PROBE 8u
 #define KVS_FLOW_MAX 1048576u /* LRU flow map entries (both directions count) */
 #define KVS_MAX_WORKERS 8u
-#define KVS_BIND_RING_SLOTS 4096u /* per worker; power of two */
-#define KVS_MAX_REPORT_BLOCKS 28u /* chained block hashes carried in one binding report */
-#define KVS_STATS_MAX 128u        /* size of the per-reason counter array */
+#define KVS_BIND_RING_SLOTS 4096u    /* per worker; power of two */
+#define KVS_MAX_REPORT_BLOCKS 28u    /* chained block hashes carried in one binding report */
+#define KVS_STATS_MAX 128u           /* size of the per-reason counter array */
+#define KVS_SESSION_HEADERS_LEN 128u /* kvs_config.session_headers, NUL included */
+#define KVS_SESSION_MAX_HEADERS 8u   /* names in that list */
+#define KVS_SESSION_VALUE_MAX 256u   /* longer session header values are not keys */
 
 /* ---- defaults ------------------------------------------------------------------------- */
 /* The one definition of each kvs_config default: what a reader applies when the field is 0,
@@ -33,6 +36,8 @@
 #define KVS_DEFAULT_LOAD_FACTOR_MILLI 1250u /* load_factor_milli: bounded load c = 1.25 */
 /* load_slack: an affinity holder keeps taking flows while within 32 of the least loaded backend */
 #define KVS_DEFAULT_LOAD_SLACK 32u
+/* session_cap: requests of one session key in flight at once that follow the key */
+#define KVS_DEFAULT_SESSION_CAP 4u
 #define KVS_DEFAULT_MAX_HELD_BYTES \
     14600u /* max_held_bytes: ~10 segments, a client's initial window */
 #define KVS_DEFAULT_HASH_SEED \
@@ -146,6 +151,14 @@ struct kvs_config {
     __u32 syn_burst_per_prefix;
     __u32 load_slack; /* affinity bound never below the least eligible in_flight + 1 + this, however
                          low c x the mean (0: KVS_DEFAULT_LOAD_SLACK) */
+
+    /* Session affinity by header (userspace only: XDP never reads these). When a request head
+     * carries one of these headers, its value is the affinity key instead of the prompt, for at
+     * most session_cap requests of one key in flight at once. */
+    __u32 session_cap; /* 0: KVS_DEFAULT_SESSION_CAP */
+    __u32 pad2;
+    /* Lower-case header names separated by ',', NUL-terminated; empty: off (the default). */
+    char session_headers[KVS_SESSION_HEADERS_LEN];
 };
 
 /* ---- backends ------------------------------------------------------------------------- */

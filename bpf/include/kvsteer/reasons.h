@@ -88,7 +88,10 @@
     X(DP_RX_RECOVERED, "dp_rx_recovered")                       \
     X(DP_RX_MBUFS_RECLAIMED, "dp_rx_mbufs_reclaimed")           \
     X(DP_HOLD_EVICTED_GAP, "dp_hold_evicted_gap_dropped")       \
-    X(DP_FLOW_INSTALL_BATCH, "dp_flow_install_batches")
+    X(DP_FLOW_INSTALL_BATCH, "dp_flow_install_batches")         \
+    X(DP_SESSION_KEY, "dp_session_key")                         \
+    X(DP_SESSION_OVER_CAP, "dp_session_over_cap")               \
+    X(DP_SESSION_BAD, "dp_session_bad_value")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

@@ -26,6 +26,29 @@ constexpr const char *kWords[] = {
 constexpr uint64_t kSystemTag = 1ULL << 62;
 constexpr uint64_t kQuestionTag = 1ULL << 63;
 
+// The block ids of "hash_ids": integers, or inclusive ranges [first, last] standing for
+// first, first+1, ..., last (the compact form of the shipped demo trace). Stops past `max`
+// ids so a huge range cannot allocate unbounded memory. Returns "" or what is wrong.
+std::string expand_hash_ids(const nlohmann::json &h, uint64_t max, std::vector<uint64_t> &ids) {
+    for (size_t i = 0; i < h.size(); ++i) {
+        const auto &e = h[i];
+        if (e.is_number_integer() && e.get<int64_t>() >= 0) {
+            ids.push_back(e.get<uint64_t>());
+        } else if (e.is_array() && e.size() == 2 && e[0].is_number_integer() &&
+                   e[1].is_number_integer() && e[0].get<int64_t>() >= 0 &&
+                   e[1].get<int64_t>() >= e[0].get<int64_t>()) {
+            const uint64_t first = e[0].get<uint64_t>(), last = e[1].get<uint64_t>();
+            if (last - first >= max) return fmt::format("hash_ids[{}]: range longer than input", i);
+            for (uint64_t id = first; id <= last; ++id) ids.push_back(id);
+        } else {
+            return fmt::format(
+                "hash_ids[{}] is neither a non-negative integer nor a range [first, last]", i);
+        }
+        if (ids.size() > max) break;
+    }
+    return "";
+}
+
 }  // namespace
 
 void append_block_text(std::string &out, uint64_t id, uint64_t n) {
@@ -114,21 +137,21 @@ ParseResult parse_mooncake(std::istream &in, const TextGeometry &g, uint64_t lim
         w.output_tokens = uint32_t(std::max<int64_t>(j["output_length"].get<int64_t>(), 1));
         const uint64_t total = w.input_tokens * g.bytes_per_token;
         const uint64_t nblocks = (w.input_tokens + g.block_tokens - 1) / g.block_tokens;
-        if (h.size() != nblocks) {
-            err(fmt::format("{} hash_ids for input_length {} (expected ceil({}/{}) = {})", h.size(),
-                            w.input_tokens, w.input_tokens, g.block_tokens, nblocks));
+        std::vector<uint64_t> ids;
+        const std::string bad = expand_hash_ids(h, nblocks, ids);
+        if (!bad.empty()) {
+            err(bad);
             continue;
         }
-        for (size_t i = 0; i < h.size() && ok; ++i) {
-            if (!h[i].is_number_integer() || h[i].get<int64_t>() < 0) {
-                err(fmt::format("hash_ids[{}] is not a non-negative integer", i));
-                ok = false;
-                break;
-            }
-            const uint64_t off = i * block_bytes;
-            w.segments.push_back({h[i].get<uint64_t>(), std::min(block_bytes, total - off)});
+        if (ids.size() != nblocks) {
+            err(fmt::format("{} hash_ids for input_length {} (expected ceil({}/{}) = {})",
+                            ids.size(), w.input_tokens, w.input_tokens, g.block_tokens, nblocks));
+            continue;
         }
-        if (!ok) continue;
+        for (size_t i = 0; i < ids.size(); ++i) {
+            const uint64_t off = i * block_bytes;
+            w.segments.push_back({ids[i], std::min(block_bytes, total - off)});
+        }
         r.items.push_back(std::move(w));
     }
     return r;

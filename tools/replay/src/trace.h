@@ -20,6 +20,7 @@ struct WorkItem {
     uint32_t output_tokens = 0;
     std::vector<Segment> segments;  // the prompt, in order
     uint64_t line = 0;              // source line (trace) or index (synthetic)
+    uint64_t session = 0;           // conversation it belongs to, 1-based (0: none known)
 };
 
 struct TextGeometry {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <unordered_map>
 
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/daemon_core.h"
@@ -33,21 +34,32 @@ class Kvsteer final : public Policy {
     }
 
     std::string name() const override {
-        return !p_.affinity ? "kvsteer-maglev" : p_.bound_slack > 0 ? "kvsteer-slack" : "kvsteer";
+        if (!p_.affinity) return "kvsteer-maglev";
+        if (p_.bound_slack > 0) return "kvsteer-slack";
+        return p_.session_headers.empty() ? "kvsteer" : "kvsteer-session";
     }
 
     uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &) override {
         const uint64_t tuple_hash = (uint64_t(idx) + 1) * 0x9e3779b97f4a7c15ULL;
+        const auto bytes = flight_bytes(r.first_flight, cfg_.max_held_bytes);
         const FlightKey k =
-            key_flight(hp_, flight_bytes(r.first_flight, cfg_.max_held_bytes), tuple_hash | 1);
-        const Choice ch = choose_backend(t_, k.hashes, tuple_hash, {}, *scratch_);
+            key_flight(hp_, session_headers(cfg_), locate_request(bytes), bytes, tuple_hash | 1);
+        std::uint32_t slot = SessionLimiter::kNone;
+        const PrefixHashes h = steering_hashes(k, limiter_, session_cap(cfg_), slot);
+        const bool counted = slot != SessionLimiter::kNone;
+        if (counted) session_of_[idx] = slot;
+        const Choice ch = choose_backend(t_, h, tuple_hash, {}, *scratch_);
         const uint32_t id = ch.backend < n_ ? ch.backend : 0;
         ++via_[std::min<uint32_t>(ch.via, 4)];
         ++kinds_[std::min<uint32_t>(uint32_t(k.kind), 3)];
+        ++session_[uint32_t(k.session.status)];
+        session_counted_ += counted;
         if (p_.affinity) {
+            // Steered by its session key: the key is learnt as the prefix, and the prompt's
+            // blocks too (that backend now caches them, for requests without the header).
             kvs_bind_report rep{};
             rep.ts_ns = ns(now);
-            rep.prefix_hash = k.hashes.prefix;
+            rep.prefix_hash = h.prefix;
             std::copy(k.hashes.blocks.begin(), k.hashes.blocks.end(), rep.block_hash);
             rep.prompt_bytes = k.prompt_bytes;
             rep.n_blocks = uint16_t(k.hashes.n_blocks);
@@ -61,7 +73,13 @@ class Kvsteer final : public Policy {
 
     // The dataplane counts binds, XDP counts closes.
     void on_bound(uint32_t, uint32_t s, double) override { ++load_[s].binds; }
-    void on_finished(uint32_t, uint32_t s, double) override { ++load_[s].closes; }
+    void on_finished(uint32_t idx, uint32_t s, double) override {
+        ++load_[s].closes;
+        if (auto it = session_of_.find(idx); it != session_of_.end()) {
+            limiter_.release(it->second);
+            session_of_.erase(it);
+        }
+    }
 
     double next_tick() const override {
         if (!p_.affinity) return Policy::next_tick();
@@ -90,6 +108,11 @@ class Kvsteer final : public Policy {
                                         {"via_maglev_spill", double(via_[KVS_VIA_MAGLEV_SPILL])},
                                         {"key_openai", double(kinds_[0] + kinds_[1])},
                                         {"key_fallback", double(kinds_[2] + kinds_[3])}};
+        if (!p_.session_headers.empty()) {
+            m["session_key"] = double(session_[uint32_t(SessionStatus::Key)]);
+            m["session_bad"] = double(session_[uint32_t(SessionStatus::Bad)]);
+            m["session_steered"] = double(session_counted_);
+        }
         if (p_.affinity) {
             const auto &pc = daemon_.policy().counters();
             const auto &dc = daemon_.counters();
@@ -130,6 +153,8 @@ class Kvsteer final : public Policy {
         d.max_held_bytes = p.first_flight;
         d.load_factor = p.load_factor;
         d.load_slack = p.load_slack;
+        d.session_headers = p.session_headers;
+        d.session_cap = p.session_cap;
         d.replication = p.replication;
         d.hot_threshold = p.hot_rps;
         d.affinity_min_hot_ms = uint32_t(std::lround(p.min_hot_s * 1000));
@@ -187,6 +212,13 @@ class Kvsteer final : public Policy {
     HashParams hp_;
     uint64_t via_[5] = {};
     uint64_t kinds_[4] = {};
+    // Session affinity: requests of one key in flight (the dataplane's SessionLimiter), and the
+    // key each counted request holds until it finishes.
+    std::unique_ptr<SessionLimiter> limiter_holder_ = std::make_unique<SessionLimiter>();
+    SessionLimiter &limiter_ = *limiter_holder_;
+    std::unordered_map<uint32_t, uint32_t> session_of_;  // request -> limiter slot
+    uint64_t session_[3] = {};
+    uint64_t session_counted_ = 0;
     // Daemon side.
     control::DaemonCore daemon_;
     std::vector<kvs_bind_report> pending_;  // the report rings

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "kvsteer/abi.h"
+#include "kvsteer/control/config.h"
 #include "report.h"
 #include "simulator.h"
 #include "workload.h"
@@ -88,7 +89,7 @@ int main(int argc, char **argv) {
     ServerConfig sc;
     uint32_t bytes_per_token = 4, report_ms = 150, telemetry_ms = 1000;
     double eviction_s = 60;
-    bool quiet = false, verbose = false;
+    bool quiet = false, verbose = false, session_per_request = false;
 
     po::options_description o(
         "kvsteer-sim: simulate routing policies over N emulated GPU servers\n\nOptions");
@@ -112,7 +113,10 @@ int main(int argc, char **argv) {
         ("seed", po::value(&seed)->default_value(1), "seed of Poisson arrivals and the shared-prefix shuffle")
         ("servers", po::value(&servers)->default_value(8), "GPU servers")
         ("policies", po::value(&policies_s)->default_value("rr,least-loaded,ch,ch-bl,kvsteer,radix,oracle"),
-            "comma list of: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev (no daemon), kvsteer-slack (proposal), radix, oracle")
+            "comma list of: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev (no daemon), kvsteer-slack (proposal), kvsteer-session (session-headers = --session-header), radix, oracle")
+        ("session-header", po::value(&pp.session_header_sent), "conversation: send each request's session id in this header (e.g. X-Session-ID); kvsteer-session steers by it, kvsteer ignores it")
+        ("session-per-request", po::bool_switch(&session_per_request), "with --session-header: every request sends its own value (a request id), on any workload: what session affinity costs when the header does not name a conversation")
+        ("session-cap", po::value(&pp.session_cap)->default_value(pp.session_cap), "kvsteer-session: requests of one session in flight that follow the session (kvsteerd's session-cap)")
         ("prefix-len", po::value(&pp.prefix_len)->default_value(pp.prefix_len), "kvsteer/ch/ch-bl: prompt bytes in the fixed-prefix hash")
         ("block-size", po::value(&pp.block_size)->default_value(pp.block_size), "kvsteer: bytes per chained block hash")
         ("max-blocks", po::value(&pp.max_blocks)->default_value(pp.max_blocks), fmt::format("kvsteer: chained blocks hashed (<= {})", KVS_MAX_REPORT_BLOCKS).c_str())
@@ -170,6 +174,14 @@ int main(int argc, char **argv) {
             throw std::runtime_error("--replication must be 1..4");
         if (pp.load_factor < 1) throw std::runtime_error("--load-factor must be >= 1");
         if (pp.load_slack < 1) throw std::runtime_error("--load-slack must be >= 1");
+        if (pp.session_cap < 1) throw std::runtime_error("--session-cap must be >= 1");
+        {
+            std::string err;
+            if (!control::parse_session_headers(pp.session_header_sent, &err))
+                throw std::runtime_error("--session-header: " + err);
+            if (pp.session_header_sent.find(',') != std::string::npos)
+                throw std::runtime_error("--session-header: one header name");
+        }
         if (bytes_per_token == 0 || sc.cache.block_tokens == 0)
             throw std::runtime_error("--bytes-per-token and --kv-block-tokens must be > 0");
         if (pp.block_size == 0 || pp.prefix_len == 0 || pp.first_flight == 0)
@@ -191,6 +203,9 @@ int main(int argc, char **argv) {
             if (std::find(policy_names().begin(), policy_names().end(), p) == policy_names().end())
                 throw std::runtime_error(fmt::format("--policies: unknown policy '{}'", p));
         const Sweep sw = parse_sweep(sweep_s, qps > 0);
+        if (pp.session_header_sent.empty() &&
+            std::find(policies.begin(), policies.end(), "kvsteer-session") != policies.end())
+            throw std::runtime_error("kvsteer-session needs --session-header");
 
         WorkloadOptions wo;
         wo.api = api_s == "chat" ? replay::ApiKind::Chat : replay::ApiKind::Completions;
@@ -204,6 +219,8 @@ int main(int argc, char **argv) {
             if (sw.param == "prefix-len") cap = std::max(cap, v + 2048);
         }
         wo.first_flight_cap = uint32_t(cap);
+        wo.session_header = pp.session_header_sent;
+        wo.session_per_request = session_per_request;
 
         const auto t0 = std::chrono::steady_clock::now();
         Workload wl;
@@ -329,6 +346,9 @@ int main(int argc, char **argv) {
                          {"first_flight", pp.first_flight},
                          {"load_factor", pp.load_factor},
                          {"load_slack", pp.load_slack},
+                         {"session_header", pp.session_header_sent},
+                         {"session_cap", pp.session_cap},
+                         {"session_per_request", session_per_request},
                          {"replication", pp.replication},
                          {"min_hot_s", pp.min_hot_s},
                          {"report_interval_ms", report_ms},

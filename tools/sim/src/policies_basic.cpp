@@ -134,9 +134,16 @@ std::unique_ptr<Policy> make_oracle() {
 }
 
 const std::vector<std::string> &policy_names() {
-    static const std::vector<std::string> v = {
-        "rr",    "least-loaded", "ch", "ch-bl", "kvsteer", "kvsteer-maglev", "kvsteer-slack",
-        "radix", "oracle"};
+    static const std::vector<std::string> v = {"rr",
+                                               "least-loaded",
+                                               "ch",
+                                               "ch-bl",
+                                               "kvsteer",
+                                               "kvsteer-maglev",
+                                               "kvsteer-slack",
+                                               "kvsteer-session",
+                                               "radix",
+                                               "oracle"};
     return v;
 }
 
@@ -149,12 +156,20 @@ std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers,
     if (name == "kvsteer") {
         PolicyParams q = p;
         q.bound_slack = 0;  // exactly what ships
+        q.session_headers.clear();
+        return make_kvsteer(servers, q);
+    }
+    if (name == "kvsteer-session") {  // as shipped, with session-headers = the header sent
+        PolicyParams q = p;
+        q.bound_slack = 0;
+        q.session_headers = p.session_header_sent;
         return make_kvsteer(servers, q);
     }
     if (name == "kvsteer-maglev") {
         PolicyParams q = p;
         q.affinity = false;
         q.bound_slack = 0;
+        q.session_headers.clear();
         return make_kvsteer(servers, q);
     }
     if (name == "kvsteer-slack") {

@@ -52,6 +52,11 @@ struct PolicyParams {
     double telemetry_interval_s = 1.0;  // kvsteer daemon: backend /metrics scrape
     bool affinity = true;    // kvsteer: run the daemon's affinity policy (else Maglev only)
     double bound_slack = 0;  // kvsteer-slack (a proposal): bound >= mean + this many requests
+    // kvsteer: session affinity by header (kvsteerd's session-headers / session-cap); the
+    // kvsteer-session policy sets session_headers to the workload's header, kvsteer leaves it off.
+    std::string session_headers;
+    std::string session_header_sent;  // the header the workload sends (--session-header)
+    uint32_t session_cap = KVS_DEFAULT_SESSION_CAP;
     // Radix-tree (SGLang Model Gateway cache_aware) parameters, the gateway's current defaults.
     double cache_threshold = 0.3;
     uint32_t balance_abs_threshold = 64;
@@ -80,7 +85,8 @@ class Policy {
     virtual std::map<std::string, double> counters() const { return {}; }
 };
 
-// Names: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev, kvsteer-slack, radix, oracle.
+// Names: rr, least-loaded, ch, ch-bl, kvsteer, kvsteer-maglev, kvsteer-slack, kvsteer-session,
+// radix, oracle.
 const std::vector<std::string> &policy_names();
 // nullptr for an unknown name.
 std::unique_ptr<Policy> make_policy(const std::string &name, uint32_t servers,

@@ -15,13 +15,15 @@ namespace {
 
 // The replayer's request head (tools/replay/src/replayer.cpp), so the first flight has the same
 // bytes in front of the body as on the wire.
-std::string request_head(replay::ApiKind api, size_t body_bytes) {
+// `session_header`: a header line ("X-Session-ID: conv-7\r\n") or empty.
+std::string request_head(replay::ApiKind api, size_t body_bytes,
+                         const std::string &session_header) {
     const char *path = api == replay::ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
     return fmt::format(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kvsteer-replay\r\n"
-        "Content-Type: application/json\r\nAccept: */*\r\n"
+        "Content-Type: application/json\r\nAccept: */*\r\n{}"
         "Content-Length: {}\r\nConnection: {}\r\n\r\n",
-        path, "10.90.0.1:8000", body_bytes, "keep-alive");
+        path, "10.90.0.1:8000", session_header, body_bytes, "keep-alive");
 }
 
 // What the emulated server hashes: the raw "messages" value (chat) or the prompt string.
@@ -55,7 +57,12 @@ void build_one(const replay::WorkItem &w, const WorkloadOptions &o, SimRequest &
         const uint64_t seed = r.blocks.empty() ? model::kChainSeed : r.blocks.back();
         r.tail = XXH3_64bits_withSeed(prompt.data() + full, prompt.size() - full, seed) | 1;
     }
-    std::string head = request_head(o.api, body.size());
+    std::string session;
+    if (!o.session_header.empty() && o.session_per_request)
+        session = fmt::format("{}: req-{}\r\n", o.session_header, w.line);
+    else if (!o.session_header.empty() && w.session != 0)
+        session = fmt::format("{}: conv-{}\r\n", o.session_header, w.session);
+    std::string head = request_head(o.api, body.size(), session);
     r.first_flight = std::move(head);
     const size_t room =
         o.first_flight_cap > r.first_flight.size() ? o.first_flight_cap - r.first_flight.size() : 0;
@@ -152,6 +159,7 @@ std::vector<replay::WorkItem> conversation_items(const ConversationSpec &s,
             w.input_tokens = tokens;
             w.output_tokens = std::max<uint32_t>(s.output_len, 1);
             w.segments = history;
+            w.session = uint64_t(sess) + 1;
             v.push_back(std::move(w));
             // The reply becomes part of the next turn's prompt.
             history.push_back({seg_id(sess, turn, 1), uint64_t(s.output_len) * bpt});

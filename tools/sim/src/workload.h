@@ -29,6 +29,12 @@ struct WorkloadOptions {
     uint32_t bytes_per_token = 4;       // the emulator's tokenizer
     uint32_t kv_block_tokens = 16;      // the servers' KV block (vLLM default)
     uint32_t first_flight_cap = 65536;  // bytes of head+body kept (>= any first flight simulated)
+    // Header carrying each request's conversation id ("X-Session-ID: conv-N"), for workloads
+    // that know it (conversation); empty: none sent.
+    std::string session_header;
+    // true: every request sends its own value in that header (a client that puts a request id
+    // there), whatever the workload; false: the conversation id, where the workload has one.
+    bool session_per_request = false;
 };
 
 struct Workload {

@@ -67,6 +67,9 @@ struct DaemonConfig {
     bool syn_timestamps = true;
     // Steer every request of a kept-alive connection, not only its first (live: tune).
     bool per_request = true;
+    // Session affinity by header (live: tune): lower-case names, comma-separated; empty = off.
+    std::string session_headers;
+    std::uint32_t session_cap = KVS_DEFAULT_SESSION_CAP;  // requests of one key in flight
 
     std::uint32_t health_interval_ms = 1000;  // 0 disables active checks
     std::uint32_t health_timeout_ms = 500;
@@ -136,12 +139,14 @@ inline constexpr NumberRange kHotThreshold{0.001, 1e9};
 inline constexpr UintRange kAffinityTtlMs{100, 86400000};
 // Never below the default prefix-length: a held first flight must be able to hold the prefix.
 inline constexpr UintRange kMaxHeldBytes{KVS_DEFAULT_PREFIX_LEN, 1u << 20};
+// 0 is kvs_config's "default" marker, so the least cap is 1.
+inline constexpr UintRange kSessionCap{1, 1000000};
 }  // namespace tunable_limits
 
 // The names apply_tunable accepts, for error and help texts.
 inline constexpr const char *kTunableNames =
     "prefix-length, block-size, max-blocks, load-factor, load-slack, replication, hot-threshold, "
-    "steering-mode, affinity-ttl, max-held-bytes, per-request";
+    "steering-mode, affinity-ttl, max-held-bytes, per-request, session-headers, session-cap";
 
 // S as a decimal or 0x-hex integer in R. A sign is never accepted (no "-1" wrapping to a huge
 // value). nullopt + err "KEY: must be an integer in LO..HI (got 'S')" otherwise.
@@ -150,6 +155,11 @@ std::optional<std::uint64_t> parse_uint_in(std::string_view key, std::string_vie
 // S as a finite number in R. nullopt + err "KEY: must be a number in LO..HI (got 'S')" otherwise.
 std::optional<double> parse_number_in(std::string_view key, std::string_view s, NumberRange r,
                                       std::string *err);
+
+// A session-headers value: HTTP field names (RFC 9110 tokens) separated by ',', at most
+// KVS_SESSION_MAX_HEADERS, no repeats, fitting kvs_config.session_headers; "" turns the feature
+// off. The list lower-cased and without blanks, or nullopt + err (one line).
+std::optional<std::string> parse_session_headers(std::string_view s, std::string *err);
 
 // Sets the live tunable NAME (one of kTunableNames) in c from its text VALUE: parsed,
 // range-checked and checked against the rest of c (prefix-length <= max-held-bytes). false + err

@@ -8,6 +8,7 @@
 #include "kvsteer/abi.h"
 #include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
+#include "kvsteer/core/session.h"
 
 namespace kvsteer {
 
@@ -15,6 +16,7 @@ struct FlightKey {
     PrefixHashes hashes;
     KeyKind kind = KeyKind::FiveTuple;
     std::uint32_t prompt_bytes = 0;  // prompt bytes hashed (what the binding report carries)
+    SessionKey session;              // the session header's key, when one is configured and sent
 };
 
 // Hash parameters from the published config: a zero field takes HashParams' default (abi.h's
@@ -30,6 +32,16 @@ std::uint32_t bind_depth(const HashParams &hp) noexcept;
 // connection's 5-tuple hash).
 FlightKey key_flight(const HashParams &hp, const RequestView &v,
                      std::span<const std::uint8_t> bytes, std::uint64_t five_tuple_hash) noexcept;
+
+// The same, and the session key of the head when `hs` names headers (find_session_key).
+FlightKey key_flight(const HashParams &hp, const SessionHeaders &hs, const RequestView &v,
+                     std::span<const std::uint8_t> bytes, std::uint64_t five_tuple_hash) noexcept;
+
+// The hashes a request is steered by: its session key's (session_hashes) when it has one and
+// `limiter` admits one more request of that key (`cap`); else its prompt's. `slot`: the
+// limiter's slot that counted it (release it when the request completes), or kNone.
+PrefixHashes steering_hashes(const FlightKey &k, SessionLimiter &limiter, std::uint32_t cap,
+                             std::uint32_t &slot) noexcept;
 
 // Locates, then keys.
 FlightKey key_flight(const HashParams &hp, std::span<const std::uint8_t> bytes,
