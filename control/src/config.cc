@@ -584,9 +584,13 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
     return b;
 }
 
-ParseResult parse_daemon_config(int argc, const char *const argv[]) {
+namespace {
+
+// Both forms of parse_daemon_config: CONFIG_TEXT, when given, stands for the --config file.
+ParseResult parse_config(int argc, const char *const argv[], std::istream *config_text) {
     ParseResult r;
-    auto desc = make_options();
+    // Built once: it does not depend on the input (and building it is most of a parse's cost).
+    static const po::options_description desc = make_options();
     try {
         po::variables_map vm;
         po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -597,7 +601,9 @@ ParseResult parse_daemon_config(int argc, const char *const argv[]) {
             r.message = os.str();
             return r;
         }
-        if (vm.count("config")) {
+        if (config_text) {
+            po::store(po::parse_config_file(*config_text, desc, false), vm);
+        } else if (vm.count("config")) {
             auto path = vm["config"].as<std::string>();
             std::ifstream f(path);
             if (!f) {
@@ -615,6 +621,16 @@ ParseResult parse_daemon_config(int argc, const char *const argv[]) {
         r.message = e.what();
     }
     return r;
+}
+
+}  // namespace
+
+ParseResult parse_daemon_config(int argc, const char *const argv[]) {
+    return parse_config(argc, argv, nullptr);
+}
+
+ParseResult parse_daemon_config(int argc, const char *const argv[], std::istream &config_text) {
+    return parse_config(argc, argv, &config_text);
 }
 
 }  // namespace kvsteer::control

@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -189,6 +190,42 @@ TEST(Config, ExampleFileParses) {
     EXPECT_EQ(r.cfg.metrics_listen, "127.0.0.1:9108");
     EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Rendezvous);
     EXPECT_EQ(r.cfg.affinity_min_hot_ms, 0u);
+}
+
+TEST(Config, FileTextInMemory) {
+    // The text given in memory reads as the same file named by --config does.
+    std::ifstream f(KVS_EXAMPLE_CONF);
+    ASSERT_TRUE(f) << KVS_EXAMPLE_CONF;
+    std::string text((std::istreambuf_iterator<char>(f)), {});
+    text = std::regex_replace(text, std::regex("\ninterface = eth0"), "\ninterface = lo");
+    std::string path = temp_file(text);
+    auto from_file = parse({"--config", path});
+    unlink(path.c_str());
+    ASSERT_EQ(from_file.outcome, ParseOutcome::Ok) << from_file.message;
+    const char *argv[] = {"kvsteerd"};
+    std::istringstream in(text);
+    auto from_text = parse_daemon_config(1, argv, in);
+    ASSERT_EQ(from_text.outcome, ParseOutcome::Ok) << from_text.message;
+    // No cookie-key in the example: each parse draws its own random key.
+    from_text.cfg.cookie_key = from_file.cfg.cookie_key;
+    from_text.cfg.cookie_key_prev = from_file.cfg.cookie_key_prev;
+    EXPECT_TRUE(from_text.cfg == from_file.cfg);
+
+    // The command line still wins, and a --config in argv is not opened.
+    const char *over[] = {"kvsteerd", "--log-level", "debug", "--config", "/nonexistent/x.conf"};
+    std::istringstream in2(text);
+    auto r = parse_daemon_config(5, over, in2);
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.log_level, "debug");
+    EXPECT_EQ(r.cfg.backends, from_file.cfg.backends);
+
+    // Errors are the file's: one line naming the key.
+    std::istringstream bad(text + "\ncookie-key = 12\n");
+    r = parse_daemon_config(1, argv, bad);
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message,
+              "cookie-key: must be 32 hex digits (a 128-bit SipHash key): expected 32 hex digits, "
+              "got 2");
 }
 
 TEST(Config, TableAlgorithmAndMinHot) {

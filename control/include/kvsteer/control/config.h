@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,7 @@ struct BackendSpec {
     std::uint32_t max_load = 0;
     std::string
         kv_events;  // vLLM KV events publisher to subscribe to (tcp://HOST:PORT); empty: off
+    bool operator==(const BackendSpec &) const = default;
 };
 
 // How kvsteerd builds the backend lookup table (same format, read the same way by the dataplane).
@@ -96,6 +98,7 @@ struct DaemonConfig {
     std::string api_socket = "/run/kvsteer/kvsteerd.sock";
     std::string metrics_listen;  // ADDR:PORT; empty = off
     std::string log_level = "info";
+    bool operator==(const DaemonConfig &) const = default;
 };
 
 enum class ParseOutcome { Ok, Help, Error };
@@ -108,6 +111,9 @@ struct ParseResult {
 
 // Parses argv (and the file named by --config; the command line wins). Never throws.
 ParseResult parse_daemon_config(int argc, const char *const argv[]);
+// The same with the config file's text in memory: CONFIG_TEXT is read as the --config file would be
+// (the command line still wins; a --config in argv is not opened). Never throws.
+ParseResult parse_daemon_config(int argc, const char *const argv[], std::istream &config_text);
 
 // "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT]"
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err);
