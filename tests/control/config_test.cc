@@ -228,6 +228,24 @@ TEST(Config, FileTextInMemory) {
               "got 2");
 }
 
+TEST(Config, TokenWithPlaceholderDoesNotHang) {
+    // Boost substitutes the offending token into its message until no placeholder is left; one
+    // that holds a placeholder itself looped for ever (found by the config fuzzer).
+    const char *argv[] = {"kvsteerd"};
+    std::istringstream unknown("x%canonical_option% = 1\n");
+    auto r = parse_daemon_config(1, argv, unknown);
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "unrecognised option 'x?canonical_option?'");
+    std::istringstream line("%invalid_line%\n");
+    r = parse_daemon_config(1, argv, line);
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message,
+              "the options configuration file contains an invalid line '?invalid_line?'");
+    r = parse({"--x%canonical_option%", "1"});
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "unrecognised option '--x?canonical_option?'");
+}
+
 TEST(Config, TableAlgorithmAndMinHot) {
     auto r = parse(with({"--table-algorithm", "maglev", "--affinity-min-hot", "0"}));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
