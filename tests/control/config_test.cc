@@ -41,6 +41,13 @@ std::string temp_file(const std::string &content) {
     return path;
 }
 
+// The example config, with loopback for the eth0 it names (every namespace has one).
+std::string example_text() {
+    std::ifstream f(KVS_EXAMPLE_CONF);
+    std::string text((std::istreambuf_iterator<char>(f)), {});
+    return std::regex_replace(text, std::regex("\ninterface = eth0"), "\ninterface = lo");
+}
+
 }  // namespace
 
 TEST(Config, MinimalDefaults) {
@@ -177,11 +184,8 @@ TEST(Config, InterfaceMacFromSysfs) {
 }
 
 TEST(Config, ExampleFileParses) {
-    // The example names eth0; swap it for loopback, which every namespace has.
-    std::ifstream f(KVS_EXAMPLE_CONF);
-    ASSERT_TRUE(f) << KVS_EXAMPLE_CONF;
-    std::string text((std::istreambuf_iterator<char>(f)), {});
-    text = std::regex_replace(text, std::regex("\ninterface = eth0"), "\ninterface = lo");
+    const std::string text = example_text();
+    ASSERT_FALSE(text.empty()) << KVS_EXAMPLE_CONF;
     std::string path = temp_file(text);
     auto r = parse({"--config", path});
     unlink(path.c_str());
@@ -190,36 +194,31 @@ TEST(Config, ExampleFileParses) {
     EXPECT_EQ(r.cfg.metrics_listen, "127.0.0.1:9108");
     EXPECT_EQ(r.cfg.table_algorithm, TableAlgorithm::Rendezvous);
     EXPECT_EQ(r.cfg.affinity_min_hot_ms, 0u);
-}
 
-TEST(Config, FileTextInMemory) {
     // The text given in memory reads as the same file named by --config does.
-    std::ifstream f(KVS_EXAMPLE_CONF);
-    ASSERT_TRUE(f) << KVS_EXAMPLE_CONF;
-    std::string text((std::istreambuf_iterator<char>(f)), {});
-    text = std::regex_replace(text, std::regex("\ninterface = eth0"), "\ninterface = lo");
-    std::string path = temp_file(text);
-    auto from_file = parse({"--config", path});
-    unlink(path.c_str());
-    ASSERT_EQ(from_file.outcome, ParseOutcome::Ok) << from_file.message;
     const char *argv[] = {"kvsteerd"};
     std::istringstream in(text);
     auto from_text = parse_daemon_config(1, argv, in);
     ASSERT_EQ(from_text.outcome, ParseOutcome::Ok) << from_text.message;
     // No cookie-key in the example: each parse draws its own random key.
-    from_text.cfg.cookie_key = from_file.cfg.cookie_key;
-    from_text.cfg.cookie_key_prev = from_file.cfg.cookie_key_prev;
-    EXPECT_TRUE(from_text.cfg == from_file.cfg);
+    from_text.cfg.cookie_key = r.cfg.cookie_key;
+    from_text.cfg.cookie_key_prev = r.cfg.cookie_key_prev;
+    EXPECT_TRUE(from_text.cfg == r.cfg);
+}
 
+TEST(Config, FileTextFromStream) {
+    const std::string text = example_text();
+    ASSERT_FALSE(text.empty()) << KVS_EXAMPLE_CONF;
     // The command line still wins, and a --config in argv is not opened.
     const char *over[] = {"kvsteerd", "--log-level", "debug", "--config", "/nonexistent/x.conf"};
-    std::istringstream in2(text);
-    auto r = parse_daemon_config(5, over, in2);
+    std::istringstream in(text);
+    auto r = parse_daemon_config(5, over, in);
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.log_level, "debug");
-    EXPECT_EQ(r.cfg.backends, from_file.cfg.backends);
+    EXPECT_EQ(r.cfg.backends.size(), 2u);
 
     // Errors are the file's: one line naming the key.
+    const char *argv[] = {"kvsteerd"};
     std::istringstream bad(text + "\ncookie-key = 12\n");
     r = parse_daemon_config(1, argv, bad);
     EXPECT_EQ(r.outcome, ParseOutcome::Error);
