@@ -3,7 +3,8 @@
 // (apply_tunable), backend specs and the ADDR:PORT / [ADDR]:PORT, MAC and kv-events forms.
 //
 // The input is a config file. Every KEY = VALUE line of it is also tried as a `tune` on a running
-// configuration and its VALUE as a backend spec, an endpoint, a MAC and a kv-events endpoint.
+// configuration, and its VALUE alone as the form KEY takes (backend spec, endpoint, address, MAC,
+// 64-bit number, kv-events endpoint).
 // Besides memory safety (ASan/UBSan), it checks the promises:
 //  - no exception escapes; a parse is Ok with every value inside its documented range (the
 //    ranges of the help text and config.h's tunable_limits), or an Error with a non-empty,
@@ -17,7 +18,6 @@
 //    a failure says why on one line.
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <sstream>
 #include <string>
 #include <string_view>
