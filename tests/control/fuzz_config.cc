@@ -58,6 +58,9 @@ void check_tunables(const DaemonConfig &c) {
     check(in(c.replication, lim::kReplication) && in(c.hot_threshold, lim::kHotThreshold));
     check(in(c.affinity_ttl_ms, lim::kAffinityTtlMs));
     check(parse_steer_mode(steer_mode_name(c.steering_mode)) == c.steering_mode);
+    check(in(c.session_cap, lim::kSessionCap));
+    std::string err;  // the canonical list reads back as itself
+    check(parse_session_headers(c.session_headers, &err) == c.session_headers);
 }
 
 bool http_path(const std::string &p) {
@@ -119,12 +122,15 @@ std::vector<std::pair<const char *, std::string>> tunables_text(const DaemonConf
             {"hot-threshold", fmt::format("{}", c.hot_threshold)},
             {"steering-mode", steer_mode_name(c.steering_mode)},
             {"affinity-ttl", std::to_string(c.affinity_ttl_ms)},
-            {"per-request", c.per_request ? "on" : "off"}};
+            {"per-request", c.per_request ? "on" : "off"},
+            {"session-headers", c.session_headers},
+            {"session-cap", std::to_string(c.session_cap)}};
 }
 
 constexpr std::string_view kTunables[] = {
-    "max-held-bytes", "prefix-length", "block-size",    "max-blocks",   "load-factor", "load-slack",
-    "replication",    "hot-threshold", "steering-mode", "affinity-ttl", "per-request"};
+    "max-held-bytes", "prefix-length",   "block-size",    "max-blocks",    "load-factor",
+    "load-slack",     "replication",     "hot-threshold", "steering-mode", "affinity-ttl",
+    "per-request",    "session-headers", "session-cap"};
 
 bool is_tunable(std::string_view name) {
     for (auto n : kTunables)
@@ -132,12 +138,13 @@ bool is_tunable(std::string_view name) {
     return false;
 }
 
-// The tunables alone (the members named as DaemonConfig's), cheap to copy and compare.
+// The tunables alone (the members named as DaemonConfig's), cheaper to copy and compare.
 struct Tunables {
     std::uint32_t max_held_bytes, prefix_len, block_size, max_blocks, load_slack, replication,
-        steering_mode, affinity_ttl_ms;
+        steering_mode, affinity_ttl_ms, session_cap;
     double load_factor, hot_threshold;
     bool per_request;
+    std::string session_headers;
     bool operator==(const Tunables &) const = default;
 };
 
@@ -155,6 +162,8 @@ bool copy_tunable(std::string_view name, const From &src, To &dst) {
     if (name == "steering-mode") return dst.steering_mode = src.steering_mode, true;
     if (name == "affinity-ttl") return dst.affinity_ttl_ms = src.affinity_ttl_ms, true;
     if (name == "per-request") return dst.per_request = src.per_request, true;
+    if (name == "session-headers") return dst.session_headers = src.session_headers, true;
+    if (name == "session-cap") return dst.session_cap = src.session_cap, true;
     return false;
 }
 
