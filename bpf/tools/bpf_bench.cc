@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/bpf/loader.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/flowpair.h"
@@ -133,7 +134,8 @@ int main(int argc, char **argv) {
         po::store(po::parse_command_line(argc, argv, desc), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "kvsteer-bpf-bench: %s (see --help)\n", e.what());
+        std::fprintf(stderr, "kvsteer-bpf-bench: %s (see --help)\n",
+                     kvsteer::error_text(e).c_str());
         return 2;
     }
     if (vm.count("help")) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/bpf/loader.h"
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/reasons.h"
@@ -114,7 +115,7 @@ int main(int argc, char **argv) {
         po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        return usage_error(e.what());
+        return usage_error(kvsteer::error_text(e));
     }
     if (vm.count("help") || cmd.empty()) {
         std::cout << desc << "\n";

@@ -1,3 +1,4 @@
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/control/config.h"
 
 #include <sys/random.h>
@@ -586,17 +587,6 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
 
 namespace {
 
-// Boost.Program_options (1.74) writes the offending token into its message by replacing
-// placeholders until none is left: a token that itself contains one (an unknown option named
-// "x%canonical_option%", a line "%invalid_line%") never ends, and kvsteerd would hang on its
-// config. The tokens are shown with '%' as '?' instead. (Found by fuzz_config.)
-struct BoostErrorTokens : po::error_with_option_name {
-    static void defuse(po::error_with_option_name &e) {
-        auto tokens = &BoostErrorTokens::m_substitutions;  // protected: reached through a subclass
-        for (auto &[name, value] : e.*tokens) std::replace(value.begin(), value.end(), '%', '?');
-    }
-};
-
 // Both forms of parse_daemon_config: CONFIG_TEXT, when given, stands for the --config file.
 ParseResult parse_config(int argc, const char *const argv[], std::istream *config_text) {
     ParseResult r;
@@ -628,11 +618,9 @@ ParseResult parse_config(int argc, const char *const argv[], std::istream *confi
         r.outcome = ParseOutcome::Ok;
     } catch (const ConfigError &e) {
         r.message = e.msg;
-    } catch (po::error_with_option_name &e) {
-        BoostErrorTokens::defuse(e);
-        r.message = e.what();
     } catch (const po::error &e) {
-        r.message = e.what();
+        r.message =
+            kvsteer::error_text(e);  // never e.what(): see po_error.h (found by fuzz_config)
     }
     return r;
 }

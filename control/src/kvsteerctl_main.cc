@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "kvsteer/core/po_error.h"
 #include "ctl_maps.h"
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/control/config.h"
@@ -87,7 +88,7 @@ po::variables_map parse_sub(const std::vector<std::string> &args, po::options_de
                   vm);
         po::notify(vm);
     } catch (const po::error &e) {
-        throw Usage{std::string(e.what()) + "\n" + usage};
+        throw Usage{kvsteer::error_text(e) + "\n" + usage};
     }
     if (vm.count("help")) {
         std::cout << usage << "\n" << opts;
@@ -548,7 +549,7 @@ int main(int argc, char **argv) {
             return vm.count("help") ? kOk : kUsage;
         }
     } catch (const po::error &e) {
-        std::fprintf(stderr, "kvsteerctl: %s\n%s", e.what(), kTopUsage);
+        std::fprintf(stderr, "kvsteerctl: %s\n%s", kvsteer::error_text(e).c_str(), kTopUsage);
         return kUsage;
     }
     std::string cmd = argv[cmd_at];

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
 
@@ -76,7 +77,7 @@ int main(int argc, char **argv) {
         po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        spdlog::error("kvsteer-locate: {} (see --help)", e.what());
+        spdlog::error("kvsteer-locate: {} (see --help)", kvsteer::error_text(e));
         return 2;
     }
     if (!seed_str.empty()) {

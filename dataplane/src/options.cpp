@@ -1,3 +1,4 @@
+#include "kvsteer/core/po_error.h"
 #include "options.h"
 
 #include <boost/program_options.hpp>
@@ -97,7 +98,7 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::cerr << "kvsteer-dataplane: " << e.what() << "\n(see --help)\n";
+        std::cerr << "kvsteer-dataplane: " << kvsteer::error_text(e) << "\n(see --help)\n";
         *exit_code = 2;
         return std::nullopt;
     }

@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <boost/program_options.hpp>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/core/maglev.h"
 #include "kvsteer/reasons.h"
@@ -87,7 +88,7 @@ int main(int argc, char **argv) {
         po::store(po::command_line_parser(argc, argv).options(d).positional(pos).run(), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        return die(e.what());
+        return die(kvsteer::error_text(e));
     }
     if (vm.count("help") || cmd.empty()) {
         std::cout << d << "\n";

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/core/maglev.h"
 
 namespace po = boost::program_options;
@@ -61,7 +62,8 @@ int main(int argc, char **argv) {
         po::store(po::parse_command_line(argc, argv, desc), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "kvsteer-scale-bench: %s (see --help)\n", e.what());
+        std::fprintf(stderr, "kvsteer-scale-bench: %s (see --help)\n",
+                     kvsteer::error_text(e).c_str());
         return 2;
     }
     if (vm.count("help")) {

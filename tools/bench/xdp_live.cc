@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/abi.h"
 #include "kvsteer/bpf/loader.h"
 #include "kvsteer/csum.h"
@@ -249,7 +250,7 @@ int main(int argc, char **argv) {
         po::store(po::parse_command_line(argc, argv, desc), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "kvsteer-xdp-live: %s (see --help)\n", e.what());
+        std::fprintf(stderr, "kvsteer-xdp-live: %s (see --help)\n", kvsteer::error_text(e).c_str());
         return 2;
     }
     if (vm.count("help")) {

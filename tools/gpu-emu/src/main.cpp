@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sys/resource.h>
 
+#include "kvsteer/core/po_error.h"
 #include "server.h"
 
 namespace po = boost::program_options;
@@ -88,7 +89,7 @@ int main(int argc, char **argv) {
         po::store(po::parse_command_line(argc, argv, desc), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::cerr << "kvsteer-gpu-emu: " << e.what() << "\n(see --help)\n";
+        std::cerr << "kvsteer-gpu-emu: " << kvsteer::error_text(e) << "\n(see --help)\n";
         return 2;
     }
     if (vm.count("help")) {

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sys/resource.h>
 
+#include "kvsteer/core/po_error.h"
 #include "prom.h"
 #include "replayer.h"
 #include "summary.h"
@@ -106,7 +107,7 @@ int main(int argc, char **argv) {
         po::store(po::parse_command_line(argc, argv, desc), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::cerr << "kvsteer-replay: " << e.what() << " (see --help)\n";
+        std::cerr << "kvsteer-replay: " << kvsteer::error_text(e) << " (see --help)\n";
         return 2;
     }
     if (vm.count("help")) {

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kvsteer/core/po_error.h"
 #include "kvsteer/abi.h"
 #include "kvsteer/control/config.h"
 #include "report.h"
@@ -155,7 +156,7 @@ int main(int argc, char **argv) {
         po::store(po::parse_command_line(argc, argv, o), vm);
         po::notify(vm);
     } catch (const std::exception &e) {
-        std::cerr << "kvsteer-sim: " << e.what() << "\n(try --help)\n";
+        std::cerr << "kvsteer-sim: " << kvsteer::error_text(e) << "\n(try --help)\n";
         return 2;
     }
     if (vm.count("help")) {
