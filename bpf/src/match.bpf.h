@@ -37,10 +37,14 @@ __attribute__((noinline)) int kvs_xdp_is_snat(const struct kvs_flow_key *k) {
 
     if (!cfg || !k) return 0;
     port = bpf_ntohs(k->dport);
-    return cfg->snat_family == k->family && port >= cfg->snat_port_lo &&
-           port <= cfg->snat_port_hi && cfg->snat_addr[0] == k->daddr[0] &&
-           cfg->snat_addr[1] == k->daddr[1] && cfg->snat_addr[2] == k->daddr[2] &&
-           cfg->snat_addr[3] == k->daddr[3];
+    if (port < cfg->snat_port_lo || port > cfg->snat_port_hi) return 0;
+    /* Either SNAT address (dual stack: one per family). */
+    return (cfg->snat_family == k->family && cfg->snat_addr[0] == k->daddr[0] &&
+            cfg->snat_addr[1] == k->daddr[1] && cfg->snat_addr[2] == k->daddr[2] &&
+            cfg->snat_addr[3] == k->daddr[3]) ||
+           (cfg->snat2_family == k->family && cfg->snat2_addr[0] == k->daddr[0] &&
+            cfg->snat2_addr[1] == k->daddr[1] && cfg->snat2_addr[2] == k->daddr[2] &&
+            cfg->snat2_addr[3] == k->daddr[3]);
 }
 
 #endif /* KVSTEER_MATCH_BPF_H */

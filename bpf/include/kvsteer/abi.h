@@ -159,7 +159,22 @@ struct kvs_config {
     __u32 pad2;
     /* Lower-case header names separated by ',', NUL-terminated; empty: off (the default). */
     char session_headers[KVS_SESSION_HEADERS_LEN];
+
+    /* Dual stack: a second SNAT address, of the other family than snat_addr. A flow leaves
+     * towards its backend from the SNAT address of its own family (kvs_snat_addr); both share
+     * the port range. snat2_family KVS_AF_NONE: none (one family only). */
+    __u32 snat2_addr[4]; /* network order */
+    __u8 snat2_family;
+    __u8 pad3[7];
 };
+
+/* The SNAT address flows of `family` leave from (snat_addr or snat2_addr), or NULL when the
+ * appliance has none of that family. */
+static inline const __u32 *kvs_snat_addr(const struct kvs_config *c, __u8 family) {
+    if (c->snat_family == family) return c->snat_addr;
+    if (c->snat2_family == family) return c->snat2_addr;
+    return 0;
+}
 
 /* ---- backends ------------------------------------------------------------------------- */
 enum kvs_backend_state {
