@@ -15,7 +15,8 @@ bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
 }  // namespace
 
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
-                      std::span<const std::uint16_t> exclude, ChooseScratch &s) noexcept {
+                      std::span<const std::uint16_t> exclude, ChooseScratch &s,
+                      std::uint8_t family) noexcept {
     const kvs_config &cfg = *t.config;
     // kvsteerd publishes n_backends, backend states and the active table halves with release
     // stores (control/tables.h): acquire loads here, so what they point at is seen complete.
@@ -30,6 +31,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
         s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
         s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP &&
+                        (family == KVS_AF_NONE || t.backends[i].family == family) &&
                         !excluded(exclude, i);
         if (s.eligible[i]) {
             ++n_up;

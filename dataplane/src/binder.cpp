@@ -71,6 +71,7 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     tsval_ = h.tsval;
     window_ = h.window;
     tuple_hash_ = h.tuple_hash;
+    family_ = h.family;
     created_ = last_seg_ = now;
     deadline_ = now + env.cfg.client_idle;
 }
@@ -213,7 +214,7 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
         env.inc(KVS_R_DP_REQ_KEPT_HTTP10);
         return resume(env, out);
     }
-    const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix, {}, env.scratch);
+    const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix, {}, env.scratch, family_);
     if (old_closing_) {
         env.inc(KVS_R_DP_REQ_BACKEND_CLOSING);  // moves, to a new leg even on the same backend
     } else if (ch.backend == previous_) {
@@ -271,7 +272,8 @@ void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out)
         return;
     }
     const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix,
-                                     std::span<const std::uint16_t>(tried_, ncand_), env.scratch);
+                                     std::span<const std::uint16_t>(tried_, ncand_), env.scratch,
+                                     family_);
     if (ch.backend == KVS_BACKEND_NONE) {
         env.inc(KVS_R_DP_NO_BACKEND);
         env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);

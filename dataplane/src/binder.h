@@ -66,6 +66,7 @@ struct ClientHello {
     std::uint32_t ts_ours = 0;  // the TSval of our SYN-ACK, which the client echoes
     std::uint32_t tsval = 0;
     std::uint64_t tuple_hash = 0;  // the client 4-tuple's hash (the key when nothing better)
+    std::uint8_t family = KVS_AF_INET;  // the client's address family: backends of it only
 };
 
 // A kept-alive connection at a request boundary (XDP marked it REBINDING): the bound flow it
@@ -217,6 +218,7 @@ class Binder {
     std::uint8_t client_sack() const { return sack_; }
     bool client_ts() const { return ts_; }
     std::uint16_t client_window() const { return window_; }
+    std::uint8_t family() const { return family_; }
     std::uint32_t ts_ours() const { return ts_ours_; }
     // Client TSval -> the backend leg's (our millisecond clock), fixed at the first SYN.
     std::uint32_t ts_delta() const { return ts_delta_; }
@@ -244,6 +246,7 @@ class Binder {
     Phase phase_ = Phase::Done;
     std::uint8_t ncand_ = 0, syn_tries_ = 0, via_ = 0;
     std::uint8_t wscale_ = KVS_WSCALE_NONE, sack_ = 0, backend_wscale_ = KVS_WSCALE_NONE;
+    std::uint8_t family_ = KVS_AF_INET;
     bool ts_ = false, both_ts_ = false;
     bool full_ = false;            // a segment found the flight full: bind on the next look
     bool rebind_ = false;          // a request boundary of a bound connection

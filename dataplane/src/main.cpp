@@ -171,10 +171,18 @@ int main(int argc, char **argv) {
                          opts->wait_config_s);
         usleep(100000);
     }
-    if (cfg.snat_family != KVS_AF_INET || cfg.snat_addr[0] == 0) {
-        spdlog::error("bad kvs_config: no IPv4 SNAT address (snat family {})", cfg.snat_family);
+    if ((cfg.snat_family != KVS_AF_INET && cfg.snat_family != KVS_AF_INET6) ||
+        (cfg.snat2_family != KVS_AF_NONE && cfg.snat2_family == cfg.snat_family)) {
+        spdlog::error("bad kvs_config: SNAT address families {} and {} (one of each at most)",
+                      cfg.snat_family, cfg.snat2_family);
         return 1;
     }
+    for (std::uint32_t i = 0; i < cfg.n_vips && i < KVS_MAX_VIPS; ++i)
+        if (!kvs_snat_addr(&cfg, cfg.vips[i].family)) {
+            spdlog::error("bad kvs_config: VIP {} is IPv{} but no SNAT address is of that family",
+                          i, cfg.vips[i].family);
+            return 1;
+        }
     if (cfg.snat_port_lo == 0 || cfg.snat_port_hi < cfg.snat_port_lo ||
         cfg.snat_port_hi - cfg.snat_port_lo + 1u < KVS_MAX_WORKERS) {
         spdlog::error("bad kvs_config: SNAT port range {}-{}", cfg.snat_port_lo, cfg.snat_port_hi);

@@ -13,16 +13,23 @@ int parse_mbuf(rte_mbuf *m, kvs_pkt *pkt) {
     return kvs_parse(data, data + rte_pktmbuf_data_len(m), pkt);
 }
 
-void fix_checksums4(kvs_pkt *pkt) {
-    auto *ip = pkt->ip4;
-    ip->check = 0;
-    ip->check = kvs_csum_finish(kvs_csum_partial(ip, (ip->ver_ihl & 0x0f) * 4u, 0));
+void fix_checksums(kvs_pkt *pkt) {
+    std::uint64_t s;
+    if (auto *ip = pkt->ip4) {
+        ip->check = 0;
+        ip->check = kvs_csum_finish(kvs_csum_partial(ip, (ip->ver_ihl & 0x0f) * 4u, 0));
+        s = kvs_csum_pseudo4(ip->saddr, ip->daddr, KVS_IPPROTO_TCP, pkt->l4_len);
+    } else {
+        std::uint32_t sa[4], da[4];  // the header is packed: aligned copies
+        std::memcpy(sa, pkt->ip6->saddr, 16);
+        std::memcpy(da, pkt->ip6->daddr, 16);
+        s = kvs_csum_pseudo6(sa, da, KVS_IPPROTO_TCP, pkt->l4_len);
+    }
     pkt->tcp->check = 0;
-    std::uint64_t s = kvs_csum_pseudo4(ip->saddr, ip->daddr, KVS_IPPROTO_TCP, pkt->l4_len);
     pkt->tcp->check = kvs_csum_finish(kvs_csum_partial(pkt->tcp, pkt->l4_len, s));
 }
 
-rte_mbuf *build_tcp4(rte_mempool *pool, const TcpSpec &s) {
+rte_mbuf *build_tcp(rte_mempool *pool, const TcpSpec &s) {
     std::uint8_t opt[40];
     unsigned ol = 0;
     if (s.mss) {
@@ -62,7 +69,9 @@ rte_mbuf *build_tcp4(rte_mempool *pool, const TcpSpec &s) {
     rte_mbuf *m = rte_pktmbuf_alloc(pool);
     if (!m) return nullptr;
     const unsigned l4 = sizeof(kvs_tcphdr) + ol;
-    const unsigned len = sizeof(kvs_ethhdr) + sizeof(kvs_iphdr) + l4;
+    const bool v6 = s.family == KVS_AF_INET6;
+    const unsigned l3 = v6 ? sizeof(kvs_ipv6hdr) : sizeof(kvs_iphdr);
+    const unsigned len = sizeof(kvs_ethhdr) + l3 + l4;
     auto *p = reinterpret_cast<std::uint8_t *>(rte_pktmbuf_append(m, len));
     if (!p) {
         rte_pktmbuf_free(m);
@@ -71,18 +80,32 @@ rte_mbuf *build_tcp4(rte_mempool *pool, const TcpSpec &s) {
     auto *eth = reinterpret_cast<kvs_ethhdr *>(p);
     std::memcpy(eth->dst, s.dmac, 6);
     std::memcpy(eth->src, s.smac, 6);
-    eth->proto = kvs_htons(KVS_ETH_P_IP);
-    auto *ip = reinterpret_cast<kvs_iphdr *>(eth + 1);
-    ip->ver_ihl = 0x45;
-    ip->tos = 0;
-    ip->tot_len = kvs_htons(static_cast<std::uint16_t>(sizeof(kvs_iphdr) + l4));
-    ip->id = 0;
-    ip->frag_off = kvs_htons(0x4000);  // DF
-    ip->ttl = 64;
-    ip->protocol = KVS_IPPROTO_TCP;
-    ip->saddr = s.saddr;
-    ip->daddr = s.daddr;
-    auto *tcp = reinterpret_cast<kvs_tcphdr *>(ip + 1);
+    kvs_pkt pkt{};
+    if (v6) {
+        eth->proto = kvs_htons(KVS_ETH_P_IPV6);
+        auto *ip6 = reinterpret_cast<kvs_ipv6hdr *>(eth + 1);
+        ip6->ver_tc_flow = kvs_htonl(0x60000000u);
+        ip6->payload_len = kvs_htons(static_cast<std::uint16_t>(l4));
+        ip6->nexthdr = KVS_IPPROTO_TCP;
+        ip6->hop_limit = 64;
+        std::memcpy(ip6->saddr, s.saddr, 16);
+        std::memcpy(ip6->daddr, s.daddr, 16);
+        pkt.ip6 = ip6;
+    } else {
+        eth->proto = kvs_htons(KVS_ETH_P_IP);
+        auto *ip = reinterpret_cast<kvs_iphdr *>(eth + 1);
+        ip->ver_ihl = 0x45;
+        ip->tos = 0;
+        ip->tot_len = kvs_htons(static_cast<std::uint16_t>(sizeof(kvs_iphdr) + l4));
+        ip->id = 0;
+        ip->frag_off = kvs_htons(0x4000);  // DF
+        ip->ttl = 64;
+        ip->protocol = KVS_IPPROTO_TCP;
+        ip->saddr = s.saddr[0];
+        ip->daddr = s.daddr[0];
+        pkt.ip4 = ip;
+    }
+    auto *tcp = reinterpret_cast<kvs_tcphdr *>(p + sizeof(kvs_ethhdr) + l3);
     tcp->source = s.sport;
     tcp->dest = s.dport;
     tcp->seq = kvs_htonl(s.seq);
@@ -92,11 +115,9 @@ rte_mbuf *build_tcp4(rte_mempool *pool, const TcpSpec &s) {
     tcp->window = kvs_htons(s.window);
     tcp->urg_ptr = 0;
     std::memcpy(tcp + 1, opt, ol);
-    kvs_pkt pkt{};
-    pkt.ip4 = ip;
     pkt.tcp = tcp;
     pkt.l4_len = static_cast<std::uint16_t>(l4);
-    fix_checksums4(&pkt);
+    fix_checksums(&pkt);
     return m;
 }
 

@@ -47,7 +47,7 @@ SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count
     by_client_ = make_hash("kvs_c" + name, entries, sizeof(kvs_flow_key));
     if (count_sources) {
         try {
-            by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint32_t));
+            by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
         } catch (...) {
             rte_hash_free(by_client_);
             throw;
@@ -157,11 +157,12 @@ void SlotTable::list_add(std::uint32_t idx) {
     list_tail_ = static_cast<std::int32_t>(idx);
     ++n_binding_;
     if (by_source_) {
+        const std::uint64_t src = source_key(s.ckey);
         void *d = nullptr;
-        const std::uintptr_t n = rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) >= 0
+        const std::uintptr_t n = rte_hash_lookup_data(by_source_, &src, &d) >= 0
                                      ? reinterpret_cast<std::uintptr_t>(d)
                                      : 0;
-        rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], as_data(n + 1));
+        rte_hash_add_key_data(by_source_, &src, as_data(n + 1));
     }
 }
 
@@ -180,19 +181,28 @@ void SlotTable::list_del(std::uint32_t idx) {
     s.prev = s.next = -1;
     --n_binding_;
     if (by_source_) {
+        const std::uint64_t src = source_key(s.ckey);
         void *d = nullptr;
-        if (rte_hash_lookup_data(by_source_, &s.ckey.saddr[0], &d) < 0) return;
+        if (rte_hash_lookup_data(by_source_, &src, &d) < 0) return;
         const auto n = reinterpret_cast<std::uintptr_t>(d);
         if (n <= 1)
-            rte_hash_del_key(by_source_, &s.ckey.saddr[0]);
+            rte_hash_del_key(by_source_, &src);
         else
-            rte_hash_add_key_data(by_source_, &s.ckey.saddr[0], as_data(n - 1));
+            rte_hash_add_key_data(by_source_, &src, as_data(n - 1));
     }
 }
 
-unsigned SlotTable::held_by(std::uint32_t saddr) const {
+std::uint64_t SlotTable::source_key(const kvs_flow_key &k) {
+    // IPv4: the address (tagged above any IPv4 value). IPv6: its /64, one subnet's share, as an
+    // IPv6 client controls the low 64 bits of its own address.
+    if (k.family != KVS_AF_INET6) return (1ull << 32) | k.saddr[0];
+    return (static_cast<std::uint64_t>(k.saddr[1]) << 32 | k.saddr[0]) ^ (1ull << 33);
+}
+
+unsigned SlotTable::held_by(const kvs_flow_key &ckey) const {
+    const std::uint64_t src = source_key(ckey);
     void *d = nullptr;
-    if (!by_source_ || rte_hash_lookup_data(by_source_, &saddr, &d) < 0) return 0;
+    if (!by_source_ || rte_hash_lookup_data(by_source_, &src, &d) < 0) return 0;
     return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(d));
 }
 

@@ -55,6 +55,7 @@ struct Slot {
     kvs_flow_key bkey{};  // backend -> SNAT, as it arrives
     std::uint8_t client_mac[6]{};
     std::uint16_t snat_port = 0;
+    std::uint32_t snat_addr[4]{};  // the SNAT address of the client's family, at the flow's start
     // Rebinding a kept-alive connection at a request boundary: its entries as they were, and the
     // previous leg's SNAT port (also found by by_port while the request is held).
     bool rebind = false;
@@ -112,8 +113,10 @@ class SlotTable {
     std::uint16_t port_lo() const { return port_lo_; }
     std::uint16_t port_hi() const { return port_hi_; }
 
-    // Slots being bound that a client address holds (0 when sources are not counted).
-    unsigned held_by(std::uint32_t saddr) const;
+    // Slots being bound that a client source holds (0 when sources are not counted): its IPv4
+    // address, or its IPv6 /64 (source_key).
+    unsigned held_by(const kvs_flow_key &ckey) const;
+    static std::uint64_t source_key(const kvs_flow_key &ckey);
     // The binding list, oldest first: -1 ends it.
     std::int32_t oldest_binding() const { return list_head_; }
     std::int32_t next_binding(std::uint32_t idx) const { return slots_[idx].next; }

@@ -42,16 +42,6 @@ std::uint32_t mono_ms() {
     return static_cast<std::uint32_t>(mono_ns() / 1000000);
 }
 
-void fill_key4(kvs_flow_key *k, const kvs_pkt &pkt) {
-    std::memset(k, 0, sizeof(*k));
-    k->saddr[0] = pkt.ip4->saddr;
-    k->daddr[0] = pkt.ip4->daddr;
-    k->sport = pkt.tcp->source;
-    k->dport = pkt.tcp->dest;
-    k->family = KVS_AF_INET;
-    k->proto = KVS_IPPROTO_TCP;
-}
-
 // The SNAT port range every worker shares ([lo, hi]) and how many ports each one gets.
 struct PortShare {
     std::uint32_t lo, hi, per;
@@ -142,11 +132,11 @@ std::uint32_t Worker::max_held() const {
     return std::min<std::uint32_t>(v, static_cast<std::uint32_t>(buf_.size()));
 }
 
-bool Worker::is_vip(const kvs_pkt &pkt) const {
+bool Worker::is_vip(const kvs_flow_key &k) const {
     const kvs_config &c = *t_.config;
     for (std::uint32_t i = 0; i < c.n_vips && i < KVS_MAX_VIPS; ++i) {
         const kvs_vip &v = c.vips[i];
-        if (v.family == KVS_AF_INET && v.addr[0] == pkt.ip4->daddr && v.port == pkt.tcp->dest)
+        if (v.family == k.family && v.port == k.dport && std::memcmp(v.addr, k.daddr, 16) == 0)
             return true;
     }
     return false;
@@ -249,21 +239,25 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     int st = parse_mbuf(m, &pkt);
     if (KVS_UNLIKELY(st != KVS_PARSE_OK)) {
         if (st == KVS_PARSE_NOT_IP && answers_handshakes()) return on_arp(m);
+        if (st == KVS_PARSE_NOT_TCP && pkt.l4proto == KVS_IPPROTO_ICMPV6 && answers_handshakes() &&
+            answer_nd(m, *t_.config) == ArpVerdict::Answered) {
+            inc(KVS_R_DP_ND_ANSWERED);
+            return tx(m);
+        }
         inc(kvs_parse_reason(st, pkt.l4proto));
         rte_pktmbuf_free(m);
         return;
     }
-    if (pkt.family != 4) {  // IPv6: structures are ready, the binding path is IPv4 only for now
-        inc(KVS_R_DP_IPV6_UNSUPPORTED);
-        rte_pktmbuf_free(m);
-        return;
-    }
-    const kvs_config &c = *t_.config;
-    if (is_vip(pkt)) return on_client(m, pkt, now);
+    kvs_flow_key key;
+    kvs_flow_key_of(&pkt, &key);
+    if (is_vip(key)) return on_client(m, pkt, key, now);
+    // The SNAT address of the packet's family (dual stack: one per family, one port range).
+    const std::uint32_t *snat = kvs_snat_addr(t_.config, key.family);
+    const bool to_snat = snat && std::memcmp(snat, key.daddr, 16) == 0;
     std::uint16_t dport = kvs_ntohs(pkt.tcp->dest);
-    if (pkt.ip4->daddr == c.snat_addr[0] && dport >= slots_.port_lo() && dport <= slots_.port_hi())
-        return on_backend(m, pkt, now);
-    if (p_.inboxes && pkt.ip4->daddr == c.snat_addr[0] && dport >= all_lo_ && dport <= all_hi_) {
+    if (to_snat && dport >= slots_.port_lo() && dport <= slots_.port_hi())
+        return on_backend(m, pkt, key, now);
+    if (p_.inboxes && to_snat && dport >= all_lo_ && dport <= all_hi_) {
         // Another worker's SNAT port: RSS put the backend's packet on our queue; hand it over.
         const std::uint32_t owner = (dport - all_lo_) / per_worker_;
         if (rte_ring_enqueue(p_.inboxes[owner], m) != 0) {
@@ -279,9 +273,7 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
 // ---------------------------------------------------------------------------------------------
 // Client side
 
-void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
-    kvs_flow_key key;
-    fill_key4(&key, pkt);
+void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::int32_t found = slots_.find(key);
     if (found >= 0) {
         const auto idx = static_cast<std::uint32_t>(found);
@@ -291,13 +283,13 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
                 // A new request boundary on a connection whose slot still lingers: the
                 // lingering copy is stale; the request is bound again from the flow's entries.
                 release(idx, false);
-                return on_client(m, pkt, now);
+                return on_client(m, pkt, key, now);
             }
             if (!reused_by_new_connection(s, pkt)) return forward(s, m, pkt, true, now);
             // The client has opened a new connection on the same 4-tuple: the old one is over.
             inc(KVS_R_FLOW_REUSED);
             release(idx, owns_bound_flows());
-            return on_client(m, pkt, now);
+            return on_client(m, pkt, key, now);
         }
         const ClientSeg c = client_seg(m, pkt);
         const bool rst = (pkt.tcp->flags & KVS_TCP_RST) != 0;
@@ -314,7 +306,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
                 rte_pktmbuf_free(m);
                 return;
             }
-            return on_client(m, pkt, now);
+            return on_client(m, pkt, key, now);
         }
         if (pkt.payload_len > 0 || c.fin) return client_segment(idx, m, pkt, now);
         s.b.pure_ack(c);
@@ -339,7 +331,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         pkt.payload_len == 0)
         return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
-        if (!draining()) return new_flow(m, pkt, now);
+        if (!draining()) return new_flow(m, pkt, key, now);
         inc(KVS_R_DP_DRAINING);
         rte_pktmbuf_free(m);
         return;
@@ -397,16 +389,19 @@ void Worker::answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt) {
     kvs_cookie_opts co{};
     if (!check_cookie(m, pkt, &co)) return;
     TcpSpec sp{};
+    kvs_flow_key key;
+    kvs_flow_key_of(&pkt, &key);
     sp.smac = c.appliance_mac;
     sp.dmac = pkt.eth->src;
-    sp.saddr = pkt.ip4->daddr;
-    sp.daddr = pkt.ip4->saddr;
+    sp.saddr = key.daddr;
+    sp.daddr = key.saddr;
+    sp.family = key.family;
     sp.sport = pkt.tcp->dest;
     sp.dport = pkt.tcp->source;
     sp.seq = ack;
     sp.ack = seq + 1;  // the FIN
     sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
-    if (send(build_tcp4(p_.pool, sp))) inc(KVS_R_DP_RST_BARE_FIN);
+    if (send(build_tcp(p_.pool, sp))) inc(KVS_R_DP_RST_BARE_FIN);
     rte_pktmbuf_free(m);
 }
 
@@ -437,10 +432,9 @@ bool Worker::rebinding_now(const Slot &s) const {
 // A client segment at a request boundary of a bound connection (XDP marked both entries
 // REBINDING and handed it over): hold the request and bind it again, from the flow's entries.
 // False when the segment is no such thing (the caller treats it as a first flight).
-bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     if (t_.flows_fd < 0) return false;
-    kvs_flow_key key, skey;
-    fill_key4(&key, pkt);
+    kvs_flow_key skey;
     kvs_flow c2s{}, s2c{};
     if (bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) != 0 || c2s.dir != KVS_DIR_C2S ||
         !(c2s.state & KVS_FLOW_REBINDING))
@@ -466,6 +460,7 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const auto idx = static_cast<std::uint32_t>(taken);
     Slot &s = slots_[idx];
     std::memcpy(s.client_mac, pkt.eth->src, 6);
+    std::memcpy(s.snat_addr, c2s.new_saddr, 16);  // a new leg leaves from the same address
     s.rebind = true;
     s.prev_c2s = c2s;
     s.prev_s2c = s2c;
@@ -485,24 +480,31 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     r.h.tsval = pkt.opts.tsval;
     r.h.window = kvs_ntohs(pkt.tcp->window);
     r.h.tuple_hash = hash_five_tuple(hash_params(*t_.config), key);
+    r.h.family = key.family;
     r.backend = c2s.backend_id;
     s.b.start_rebind(env(), r, now);
     client_segment(idx, m, pkt, now);
     return true;
 }
 
-void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
     if (!cookie_valid(pkt, &co)) {
         // XDP hands over a request boundary of a bound connection too (no cookie there).
-        if (rebind_flow(m, pkt, now)) return;
+        if (rebind_flow(m, pkt, key, now)) return;
         inc(KVS_R_DROP_BAD_COOKIE);
         rte_pktmbuf_free(m);
         return;
     }
+    const std::uint32_t *snat = kvs_snat_addr(t_.config, key.family);
+    if (!snat) {  // a VIP of a family the appliance has no SNAT address of (kvsteerd refuses it)
+        inc(KVS_R_DP_NO_SNAT_FAMILY);
+        rte_pktmbuf_free(m);
+        return;
+    }
     if (p_.opts.max_held_per_source &&
-        slots_.held_by(pkt.ip4->saddr) >= p_.opts.max_held_per_source) {
+        slots_.held_by(key) >= p_.opts.max_held_per_source) {
         inc(KVS_R_DP_HOLD_SOURCE_CAP);  // this client address holds its share already
         rte_pktmbuf_free(m);
         return;
@@ -513,8 +515,6 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    kvs_flow_key key;
-    fill_key4(&key, pkt);
     const std::int32_t taken = slots_.take(key);
     if (taken < 0) {
         inc(KVS_R_DP_HOLD_FULL);
@@ -524,7 +524,9 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const auto idx = static_cast<std::uint32_t>(taken);
     Slot &s = slots_[idx];
     std::memcpy(s.client_mac, pkt.eth->src, 6);
+    std::memcpy(s.snat_addr, snat, 16);
     ClientHello h;
+    h.family = key.family;
     // The client's ISN for sure from its timestamp echo (our SYN-ACK's TSval carries it, see
     // cookie.h), so a flight whose head was lost is never bound from its body; without
     // timestamps, the earliest segment seen (moved back if an earlier one arrives).
@@ -573,15 +575,14 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
     for (const Action &a : acts) {
         switch (a.kind) {
             case Action::Kind::SynToBackend: {
-                const kvs_backend &b = t_.backends[s.b.backend()];
-                std::memset(&s.bkey, 0, sizeof(s.bkey));
-                s.bkey.saddr[0] = b.addr[0];
-                s.bkey.daddr[0] = c.snat_addr[0];
-                s.bkey.sport = b.port;
-                s.bkey.dport = kvs_htons(s.snat_port);
-                s.bkey.family = KVS_AF_INET;
-                s.bkey.proto = KVS_IPPROTO_TCP;
                 TcpSpec sp = to_backend(s);
+                std::memset(&s.bkey, 0, sizeof(s.bkey));
+                std::memcpy(s.bkey.saddr, sp.daddr, 16);
+                std::memcpy(s.bkey.daddr, sp.saddr, 16);
+                s.bkey.sport = sp.dport;
+                s.bkey.dport = sp.sport;
+                s.bkey.family = sp.family;
+                s.bkey.proto = KVS_IPPROTO_TCP;
                 sp.seq = a.seq;
                 sp.flags = KVS_TCP_SYN;
                 sp.window = 64240;
@@ -590,7 +591,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 sp.sack_perm = s.b.client_sack();
                 sp.ts = a.ts;
                 sp.tsval = a.tsval;
-                send(build_tcp4(p_.pool, sp));
+                send(build_tcp(p_.pool, sp));
                 break;
             }
             case Action::Kind::AckToBackend: {
@@ -602,29 +603,30 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 sp.ts = a.ts;
                 sp.tsval = a.tsval;
                 sp.tsecr = a.tsecr;
-                send(build_tcp4(p_.pool, sp));
+                send(build_tcp(p_.pool, sp));
                 break;
             }
             case Action::Kind::RstToBackend: {
                 TcpSpec sp = to_backend(s);
                 sp.seq = a.seq;
                 sp.flags = KVS_TCP_RST;
-                send(build_tcp4(p_.pool, sp));
+                send(build_tcp(p_.pool, sp));
                 break;
             }
             case Action::Kind::RstToClient: {
                 TcpSpec sp{};
                 sp.smac = c.appliance_mac;
                 sp.dmac = s.client_mac;
-                sp.saddr = s.ckey.daddr[0];
-                sp.daddr = s.ckey.saddr[0];
+                sp.saddr = s.ckey.daddr;
+                sp.daddr = s.ckey.saddr;
+                sp.family = s.ckey.family;
                 sp.sport = s.ckey.dport;
                 sp.dport = s.ckey.sport;
                 sp.seq = a.seq;
                 sp.ack = a.ack;
                 sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
                 sp.window = 0;
-                send(build_tcp4(p_.pool, sp));
+                send(build_tcp(p_.pool, sp));
                 break;
             }
             case Action::Kind::Connect: {
@@ -662,13 +664,14 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 TcpSpec sp{};
                 sp.smac = o.new_smac;
                 sp.dmac = o.new_dmac;
-                sp.saddr = o.new_saddr[0];
-                sp.daddr = o.new_daddr[0];
+                sp.saddr = o.new_saddr;
+                sp.daddr = o.new_daddr;
+                sp.family = s.ckey.family;
                 sp.sport = o.new_sport;
                 sp.dport = o.new_dport;
                 sp.seq = a.seq;
                 sp.flags = KVS_TCP_RST;
-                send(build_tcp4(p_.pool, sp));
+                send(build_tcp(p_.pool, sp));
                 bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
                 // Moved, the client entry was replaced; otherwise the connection is over.
                 if (s.b.phase() != Binder::Phase::Bound) bpf_map_delete_elem(t_.flows_fd, &s.ckey);
@@ -685,8 +688,9 @@ TcpSpec Worker::to_backend(const Slot &s) const {
     TcpSpec sp{};
     sp.smac = c.appliance_mac;
     sp.dmac = b.mac;
-    sp.saddr = c.snat_addr[0];
-    sp.daddr = b.addr[0];
+    sp.saddr = s.snat_addr;  // of the flow's family, as the backend chosen (choose_backend)
+    sp.daddr = b.addr;
+    sp.family = s.ckey.family;
     sp.sport = kvs_htons(s.snat_port);
     sp.dport = b.port;
     return sp;
@@ -739,15 +743,15 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     const kvs_config &c = *t_.config;
     const kvs_backend &b = t_.backends[s.b.backend()];
     kvs_flowpair_params fp{};
-    fp.client_addr[0] = s.ckey.saddr[0];
-    fp.vip_addr[0] = s.ckey.daddr[0];
-    fp.snat_addr[0] = c.snat_addr[0];
-    fp.backend_addr[0] = b.addr[0];
+    std::memcpy(fp.client_addr, s.ckey.saddr, 16);
+    std::memcpy(fp.vip_addr, s.ckey.daddr, 16);
+    std::memcpy(fp.snat_addr, s.snat_addr, 16);
+    std::memcpy(fp.backend_addr, b.addr, 16);
     fp.client_port = s.ckey.sport;
     fp.vip_port = s.ckey.dport;
     fp.snat_port = kvs_htons(s.snat_port);
     fp.backend_port = b.port;
-    fp.family = KVS_AF_INET;
+    fp.family = s.ckey.family;
     fp.client_wscale = s.b.client_wscale();
     fp.synack_wscale = c.syn_wscale;
     fp.backend_wscale = s.b.backend_wscale();
@@ -873,7 +877,7 @@ void Worker::report(const Slot &s) {
 // ---------------------------------------------------------------------------------------------
 // Backend side
 
-void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::int32_t found = slots_.by_port(kvs_ntohs(pkt.tcp->dest));
     if (found < 0) {
         inc(KVS_R_PUNT_BACKEND_OTHER);
@@ -883,7 +887,7 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     const auto idx = static_cast<std::uint32_t>(found);
     Slot &s = slots_[idx];
     if (s.rebind && s.b.binding() && kvs_ntohs(pkt.tcp->dest) == s.old_port &&
-        pkt.ip4->saddr == s.prev_skey.saddr[0] && pkt.tcp->source == s.prev_skey.sport) {
+        std::memcmp(key.saddr, s.prev_skey.saddr, 16) == 0 && key.sport == s.prev_skey.sport) {
         // The previous leg while its connection's next request is held: a FIN or RST (the
         // backend closing an idle connection as the request crossed it) makes the request move
         // to a new leg; nothing of it reaches the client, whose connection goes on.
@@ -892,7 +896,9 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
         rte_pktmbuf_free(m);
         return;
     }
-    const bool from_backend = pkt.ip4->saddr == s.bkey.saddr[0] && pkt.tcp->source == s.bkey.sport;
+    const bool from_backend = key.family == s.bkey.family &&
+                              std::memcmp(key.saddr, s.bkey.saddr, 16) == 0 &&
+                              key.sport == s.bkey.sport;
     if (!from_backend) {  // a late answer from a backend this flow already gave up on
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);

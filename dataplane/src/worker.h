@@ -92,18 +92,18 @@ class Worker {
     };
 
     // Classifying what arrives.
-    void on_client(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
-    void on_backend(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
+    void on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
+    void on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void on_arp(rte_mbuf *m);
     void answer_syn(rte_mbuf *m, kvs_pkt &pkt);
     void answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt);
     bool check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co);
     bool cookie_valid(const kvs_pkt &pkt, kvs_cookie_opts *co) const;
     bool rebinding_now(const Slot &s) const;
-    bool rebind_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
+    bool rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void resume(std::uint32_t idx, std::uint64_t now);
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
-    void new_flow(rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
+    void new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
 
     // Carrying out the binder's actions.
@@ -131,7 +131,7 @@ class Worker {
     bool send(rte_mbuf *m);
     void inc(unsigned reason) { stats_[reason]++; }
     std::uint32_t max_held() const;
-    bool is_vip(const kvs_pkt &pkt) const;
+    bool is_vip(const kvs_flow_key &k) const;
     // The two things the mode decides, named once. dpdk mode: the workers own the port, so they
     // answer SYNs and ARP, and own bound flows (forward them, see them close, free their SNAT
     // ports). xdp mode: XDP answers SYNs and owns bound flows; a worker's bound slot only

@@ -2,6 +2,8 @@
 //   dp_bind_flows_per_s       binding path, pure-DPDK mode: 1.4 KB first flight -> SYN ->
 //                             scripted SYN-ACK -> ACK + flush (flows stay in the worker)
 //   dp_bind_xdp_flows_per_s   the same with both kvs_flows entries installed in a BPF map
+//   dp_bind_v6_flows_per_s, dp_bind_xdp_v6_flows_per_s   both over IPv6 (clients, VIP, SNAT
+//                             address and backends all IPv6)
 //   dp_fastpath_mpps          established-flow forwarding in pure-DPDK mode (64 B payloads)
 //   dp_flowmap_install_*      the flow-pair install alone: a pair a call vs 32 pairs a call
 //   dp_bind_scaling_w{N}_*    XDP-mode binding with N workers at once (threads, one per CPU):
@@ -69,9 +71,16 @@ void synack_in_place(rte_mbuf *m) {
     std::memcpy(mac, p.eth->dst, 6);
     std::memcpy(p.eth->dst, p.eth->src, 6);
     std::memcpy(p.eth->src, mac, 6);
-    const std::uint32_t a = p.ip4->saddr;
-    p.ip4->saddr = p.ip4->daddr;
-    p.ip4->daddr = a;
+    if (p.ip4) {
+        const std::uint32_t a = p.ip4->saddr;
+        p.ip4->saddr = p.ip4->daddr;
+        p.ip4->daddr = a;
+    } else {
+        std::uint32_t a[4];
+        std::memcpy(a, p.ip6->saddr, 16);
+        std::memcpy(p.ip6->saddr, p.ip6->daddr, 16);
+        std::memcpy(p.ip6->daddr, a, 16);
+    }
     const std::uint16_t port = p.tcp->source;
     p.tcp->source = p.tcp->dest;
     p.tcp->dest = port;
@@ -79,7 +88,7 @@ void synack_in_place(rte_mbuf *m) {
     p.tcp->seq = htonl(0x20000000u ^ cseq);
     p.tcp->ack_seq = htonl(cseq + 1);
     p.tcp->flags = KVS_TCP_SYN | KVS_TCP_ACK;
-    fix_checksums4(&p);
+    fix_checksums(&p);
 }
 
 // --no-huge memory faults in on first touch: touch every mbuf once so the timed loops measure
@@ -105,10 +114,28 @@ struct RebindFigures {
     std::uint64_t stays = 0, moves = 0;
 };
 
+// The IPv6 twin of make_tables' addressing: VIP [fd77:1::1]:8000, SNAT fd77::2, backends
+// fd77::101.. (the same ports and MACs).
+void make_v6(MemTables &t) {
+    kvs_config &c = t.config;
+    std::memset(c.vips[0].addr, 0, 16);
+    kvstest::ip6("fd77:1::1", c.vips[0].addr);
+    c.vips[0].family = KVS_AF_INET6;
+    kvstest::ip6("fd77::2", c.snat_addr);
+    c.snat_family = KVS_AF_INET6;
+    for (unsigned i = 0; i < c.n_backends; ++i) {
+        kvs_backend &b = t.backends[i];
+        kvstest::ip6("fd77::101", b.addr);
+        b.addr[3] = htonl(ntohl(b.addr[3]) + i);
+        b.family = KVS_AF_INET6;
+    }
+}
+
 // Prebuilt first flights: one 1.4 KB segment each, a distinct client address/port (clients
-// 10.<net>.x.y), a valid cookie. Null when the pool is too small.
+// 10.<net>.x.y, or fd<net>::x:y to the IPv6 VIP of make_v6), a valid cookie. Null when the pool
+// is too small.
 std::vector<rte_mbuf *> make_flights(const kvs_config &c, rte_mempool *pool, unsigned n_flows,
-                                     std::uint8_t net = 78) {
+                                     std::uint8_t net = 78, bool v6 = false) {
     std::vector<rte_mbuf *> flights(n_flows);
     const std::uint64_t slot = kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64);
     const std::uint32_t base = (10u << 24) | (static_cast<std::uint32_t>(net) << 16);
@@ -121,6 +148,14 @@ std::vector<rte_mbuf *> make_flights(const kvs_config &c, rte_mempool *pool, uns
         kvs_cookie_tuple t{};
         t.saddr[0] = s.saddr;
         t.daddr[0] = s.daddr;
+        if (v6) {
+            s.v6 = true;
+            s.saddr6[0] = htonl(0xfd000000u | (static_cast<std::uint32_t>(net) << 16));
+            s.saddr6[3] = htonl(i >> 14);
+            std::memcpy(s.daddr6, c.vips[0].addr, 16);
+            std::memcpy(t.saddr, s.saddr6, 16);
+            std::memcpy(t.daddr, s.daddr6, 16);
+        }
         t.sport = htons(s.sport);
         t.dport = htons(8000);
         std::uint32_t cookie =
@@ -197,15 +232,17 @@ void set_bind_config(kvs_config &c) {
 }
 
 BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag,
-                       RebindFigures *rebind = nullptr) {
+                       RebindFigures *rebind = nullptr, bool v6 = false) {
     auto tables = make_tables(8, mode == Mode::Xdp);
     set_bind_config(tables->config);
+    if (v6) make_v6(*tables);
     RingPort rp = make_ring_port("kvdp_b" + tag, n_flows + 4095);
     auto ports = std::make_unique<PortBusy>();
     for (auto &b : ports->busy) b.store(0);
     Worker w(tables->view(), bind_params(mode, n_flows, rp, ports.get()));
     warm_pool(rp.pool);
-    const BindFigures f = bind_flights(w, rp, make_flights(tables->config, rp.pool, n_flows));
+    const BindFigures f =
+        bind_flights(w, rp, make_flights(tables->config, rp.pool, n_flows, 78, v6));
     void *objs[64];
     if (!rebind || mode != Mode::Xdp) return f;
 
@@ -661,6 +698,8 @@ int main(int argc, char **argv) {
     BindFigures dpdk = bench_bind(Mode::Dpdk, flows, "d");
     RebindFigures rb;
     BindFigures xdp = bench_bind(Mode::Xdp, flows, "x", &rb);
+    BindFigures dpdk6 = bench_bind(Mode::Dpdk, flows, "d6", nullptr, true);
+    BindFigures xdp6 = bench_bind(Mode::Xdp, flows, "x6", nullptr, true);
     InstallFigures inst = bench_install(smoke ? 200 : 2000);
     Pieces pc = bench_pieces(smoke ? 20000 : 200000);
     double refresh_ns = 0;
@@ -673,6 +712,11 @@ int main(int argc, char **argv) {
         "binding, XDP flow map:     %10.0f flows/s  (%.0f ns/flow; of which %.0f ns: installing "
         "both entries, a burst's pairs in one bpf_map_update_batch)\n",
         xdp.flows_per_s, xdp.ns_per_flow, xdp.ns_per_flow - dpdk.ns_per_flow);
+    std::printf(
+        "binding over IPv6:         %10.0f flows/s pure DPDK (%.2fx IPv4), %.0f flows/s with the "
+        "XDP flow map (%.2fx IPv4)\n",
+        dpdk6.flows_per_s, dpdk6.flows_per_s / dpdk.flows_per_s, xdp6.flows_per_s,
+        xdp6.flows_per_s / xdp.flows_per_s);
     std::printf(
         "  flow-pair install alone: %.0f ns a pair in its own call, %.0f ns a pair in a call of "
         "32\n",
@@ -692,6 +736,10 @@ int main(int argc, char **argv) {
            {"dp_bind_ns_per_flow", dpdk.ns_per_flow},
            {"dp_bind_xdp_flows_per_s", xdp.flows_per_s},
            {"dp_bind_xdp_ns_per_flow", xdp.ns_per_flow},
+           {"dp_bind_v6_flows_per_s", dpdk6.flows_per_s},
+           {"dp_bind_xdp_v6_flows_per_s", xdp6.flows_per_s},
+           {"dp_bind_v6_vs_v4_ratio", dpdk6.flows_per_s / dpdk.flows_per_s},
+           {"dp_bind_xdp_v6_vs_v4_ratio", xdp6.flows_per_s / xdp.flows_per_s},
            {"dp_bind_flowmap_install_ns", xdp.ns_per_flow - dpdk.ns_per_flow},
            {"dp_flowmap_install_pair_call_ns", inst.pair_call_ns},
            {"dp_flowmap_install_batch32_ns_per_pair", inst.batch32_ns},

@@ -48,7 +48,7 @@ def one_from_port(host, port, body, i, timeout, source_port):
     s = None
     try:
         for _ in range(100):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
             s.settimeout(timeout)
             try:
                 s.bind(("", source_port))

@@ -25,6 +25,17 @@ basic)
     [[ "$be" == be1 || "$be" == be2 ]] || dpe_fail "no backend id in the response"
     [[ "$(dpe_counter dp_bind_ok)" == 1 ]] || dpe_fail "dp_bind_ok != 1"
     dpe_log "one POST through the appliance: ok (backend $be)"
+    if [[ "$KVS_VIP" == *:* ]]; then
+        # Dual stack: the same appliance serves its IPv4 VIP too, each family on its own backends.
+        KVS_VIP_HOST=$KVS_VIP4 dpe_post "$DPE_DIR/req.json" "$DPE_DIR/r4" || dpe_fail "curl to the IPv4 VIP"
+        dpe_check_digests "$DPE_DIR/r4" "$DPE_DIR/req.json"
+        [[ "$(dpe_counter dp_bind_ok)" == 2 ]] || dpe_fail "dp_bind_ok != 2 after the IPv4 POST"
+        # Backends 0-1 are the IPv6 addresses, 2-3 the IPv4 ones (dpe_backend_args).
+        loads=$("$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" | sed -nE 's/^backend([0-9]+) binds=([0-9]+).*/\1 \2/p')
+        v6=$(awk '$1 < 2 {s += $2} END {print s + 0}' <<<"$loads"); v4=$(awk '$1 >= 2 {s += $2} END {print s + 0}' <<<"$loads")
+        (( v6 == 1 && v4 == 1 )) || dpe_fail "binds on IPv6 backends $v6, on IPv4 backends $v4 (1 and 1 expected): $loads"
+        dpe_log "the IPv4 VIP of the same appliance: ok (backend $(dpe_header "$DPE_DIR/r4.h" x-kvsteer-backend))"
+    fi
     ;;
 bodies)
     dpe_up kvdpd 2
@@ -260,7 +271,7 @@ keepalive)
         (( ${#args[@]} )) && args+=(--next)
         i=$((i + 1))
         args+=(-sS -m 20 -D "$DPE_DIR/cka$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
-               --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions")
+               --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions")
     done
     ip netns exec "$KVS_NS_CLIENT" curl -v "${args[@]}" 2>"$DPE_DIR/curl-ka.log" || dpe_fail "curl --next over one connection"
     reused=$(grep -c "Re-using existing connection" "$DPE_DIR/curl-ka.log")
@@ -277,10 +288,8 @@ keepalive)
         --port "$KVS_VIP_PORT") || dpe_fail "what the client saw: $pc"
     dpe_log "client-side capture: $pc"
     # Off: the connection stays where its first request went.
-    "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
-        --snat-ports "${DPE_SNAT_PORTS:-10000-39999}" --app-mac "$KVS_APP_MAC" --per-request false \
-        $(for ((i = 1; i <= 4; i++)); do echo --backend "${KVS_BE_IP[$i]}:8000,${KVS_BE_MAC[$i]}"; done) >/dev/null \
-        || dpe_fail "refilling maps"
+    dpe_backend_args 4
+    dpe_fill --per-request false "${DPE_BE_ARGS[@]}" || dpe_fail "refilling maps"
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --prefixes 8 --rounds 1) || dpe_fail "kept-alive, steering off: $out"
     (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["backends_on_one_connection"])' "$out") == 1 )) \

@@ -2,6 +2,8 @@
 # Shared setup of the dataplane end-to-end tests: the namespace topology, a bpffs for the maps,
 # emulated GPU backends and kvsteer-dataplane (af_xdp, xdp mode) in the appliance namespace.
 # Sourced by dp_e2e.sh; everything it starts is stopped by dpe_cleanup (trap EXIT).
+# KVS_FAMILY=6: the IPv6 twin. The topology is dual stack, the tests' VIP, backends and clients
+# are IPv6, and the appliance is configured with both VIPs and both SNAT addresses.
 
 dpe_log() { echo "[dp-e2e $(date +%T.%3N)] $*"; }
 dpe_fail() { echo "FAIL: $*"; dpe_dump; exit 1; }
@@ -36,8 +38,8 @@ dpe_up() {
     kvs_topo_up "$DPE_PREFIX" "$nbe" || dpe_fail "topology"
     mkdir -p "$DPE_BPFFS"
     mountpoint -q "$DPE_BPFFS" || mount -t bpf bpf "$DPE_BPFFS" || dpe_fail "mount bpffs"
-    local args=() i
-    for ((i = 1; i <= nbe; i++)); do args+=(--backend "${KVS_BE_IP[$i]}:8000,${KVS_BE_MAC[$i]}"); done
+    local i
+    dpe_backend_args "$nbe"
     if [[ -n "${DPE_KVSTEERD:-}" ]]; then
         for ((i = 1; i <= nbe; i++)); do dpe_start_backend "$i"; done
         for ((i = 1; i <= nbe; i++)); do dpe_wait_backend "$i"; done
@@ -45,20 +47,39 @@ dpe_up() {
         dpe_start_dataplane "$@"
         return 0
     fi
-    "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT" --snat "$KVS_APP_IP" \
-        --snat-ports "${DPE_SNAT_PORTS:-10000-39999}" --app-mac "$KVS_APP_MAC" "${args[@]}" ${DPE_FILL_ARGS:-} >/dev/null \
-        || dpe_fail "filling maps"
+    dpe_fill "${DPE_BE_ARGS[@]}" ${DPE_FILL_ARGS:-} || dpe_fail "filling maps"
     for ((i = 1; i <= nbe; i++)); do dpe_start_backend "$i"; done
     for ((i = 1; i <= nbe; i++)); do dpe_wait_backend "$i"; done
     dpe_start_dataplane "$@"
 }
 
+# dpe_backend_args N [MAC_PREFIX]: DPE_BE_ARGS, the --backend options of backends 1..N (the
+# topology's family first, ids 0..N-1; in the IPv6 twin then their IPv4 addresses, N..2N-1).
+dpe_backend_args() {
+    local n=$1 pre=${2:-} i
+    DPE_BE_ARGS=()
+    for ((i = 1; i <= n; i++)); do DPE_BE_ARGS+=(--backend "$(kvs_ep "${KVS_BE_IP[$i]}" 8000),$pre${KVS_BE_MAC[$i]}"); done
+    [[ "$KVS_VIP" == *:* ]] || return 0
+    for ((i = 1; i <= n; i++)); do DPE_BE_ARGS+=(--backend "$(kvs_ep "${KVS_BE_IP4[$i]}" 8000),$pre${KVS_BE_MAC[$i]}"); done
+}
+
+# dpe_fill [fixture options...]: the fixture writes the config (the VIPs and SNAT addresses of the
+# topology's families: both in the IPv6 twin) and the options given (backends, flags).
+dpe_fill() {
+    local fam=()
+    [[ "$KVS_VIP" == *:* ]] && fam=(--vip "$(kvs_ep "$KVS_VIP4" "$KVS_VIP_PORT")" --snat "$KVS_APP_IP4")
+    "$DPE_BIN/kvsteer-dp-fixture" fill --bpffs "$DPE_BPFFS" --vip "$KVS_VIP_EP" --snat "$KVS_APP_IP" "${fam[@]}" \
+        --snat-ports "${DPE_SNAT_PORTS:-10000-39999}" --app-mac "$KVS_APP_MAC" "$@" >/dev/null
+}
+
 # The control daemon fills the maps (config, backends, Maglev, affinity) and consumes the
 # dataplane's binding reports.
 dpe_start_kvsteerd() {
-    local nbe=$1 i args=()
-    for ((i = 1; i <= nbe; i++)); do args+=(--backend "${KVS_BE_IP[$i]}:8000,mac=${KVS_BE_MAC[$i]}"); done
-    DPE_KVSTEERD_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteerd" --bpffs "$DPE_BPFFS" --vip "$KVS_VIP:$KVS_VIP_PORT"
+    local nbe=$1 args=()
+    dpe_backend_args "$nbe" mac=
+    args=("${DPE_BE_ARGS[@]}")
+    [[ "$KVS_VIP" == *:* ]] && args+=(--vip "$(kvs_ep "$KVS_VIP4" "$KVS_VIP_PORT")" --snat-addr "$KVS_APP_IP4")
+    DPE_KVSTEERD_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteerd" --bpffs "$DPE_BPFFS" --vip "$KVS_VIP_EP"
         --snat-addr "$KVS_APP_IP" --snat-ports 10000-39999 --interface "$KVS_APP_IF" "${args[@]}"
         --api-socket "$DPE_DIR/kvsteerd.sock" --health-interval 200 --health-timeout 150 --report-interval 100)
     dpe_log "${DPE_KVSTEERD_CMD[*]}"
@@ -77,7 +98,7 @@ dpe_start_kvsteerd() {
 
 dpe_start_backend() {
     local i=$1
-    ip netns exec "${KVS_BE_NS[$i]}" "$DPE_BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
+    ip netns exec "${KVS_BE_NS[$i]}" "$DPE_BIN/kvsteer-gpu-emu" --host :: --port 8000 --server-id "be$i" \
         --time-scale "${DPE_TIME_SCALE:-1000}" ${DPE_EMU_ARGS:-} >"$DPE_DIR/be$i.log" 2>&1 &
     DPE_BE_PIDS[$i]=$!
 }
@@ -139,7 +160,7 @@ dpe_stream_intact() {
 dpe_post() {
     local file=$1 out=$2; shift 2
     ip netns exec "$KVS_NS_CLIENT" curl -sS -m 20 -o "$out.b" -D "$out.h" -H 'content-type: application/json' -H 'Expect:' \
-        --data-binary "@$file" "$@" "http://$KVS_VIP:$KVS_VIP_PORT/v1/chat/completions"
+        --data-binary "@$file" "$@" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions"
 }
 
 dpe_header() { grep -i "^$2:" "$1" | tail -1 | cut -d' ' -f2 | tr -d '\r'; }

@@ -29,16 +29,28 @@ bool parse_mac(const std::string &s, std::uint8_t mac[6]) {
     return true;
 }
 
-bool parse_ip(const std::string &s, std::uint32_t *out) {
-    return inet_pton(AF_INET, s.c_str(), out) == 1;
+// An IPv4 or IPv6 address into kvs_flow_key's layout (IPv4 in [0]); its family, or 0.
+std::uint8_t parse_ip(const std::string &s, std::uint32_t out[4]) {
+    std::memset(out, 0, 16);
+    if (inet_pton(AF_INET, s.c_str(), out) == 1) return KVS_AF_INET;
+    if (inet_pton(AF_INET6, s.c_str(), out) == 1) return KVS_AF_INET6;
+    return 0;
 }
 
-// "IP:PORT"
-bool parse_ep(const std::string &s, std::uint32_t *ip, std::uint16_t *port) {
-    auto c = s.rfind(':');
-    if (c == std::string::npos || !parse_ip(s.substr(0, c), ip)) return false;
-    *port = htons(static_cast<std::uint16_t>(std::stoi(s.substr(c + 1))));
-    return true;
+// "IPv4:PORT" or "[IPv6]:PORT"; the address's family, or 0.
+std::uint8_t parse_ep(const std::string &s, std::uint32_t ip[4], std::uint16_t *port) {
+    const auto c = s.rfind(':');
+    if (c == std::string::npos || c + 1 == s.size()) return 0;
+    std::string host = s.substr(0, c);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    else if (host.find(':') != std::string::npos)
+        return 0;  // IPv6 needs brackets
+    const std::uint8_t fam = parse_ip(host, ip);
+    const unsigned long p = std::strtoul(s.c_str() + c + 1, nullptr, 10);
+    if (!fam || p == 0 || p > 65535) return 0;
+    *port = htons(static_cast<std::uint16_t>(p));
+    return fam;
 }
 
 int die(const std::string &m) {
@@ -49,8 +61,8 @@ int die(const std::string &m) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string cmd, bpffs, vip, snat, ports = "10000-39999", app_mac, steer = "prefix", set_state;
-    std::vector<std::string> backends;
+    std::string cmd, bpffs, ports = "10000-39999", app_mac, steer = "prefix", set_state;
+    std::vector<std::string> backends, vips, snats;
     std::uint32_t prefix_len = 256, block_size = 512, max_blocks = 4, max_held = 14600, be_id = 0;
     bool timestamps = true;
     bool per_request = true;
@@ -63,10 +75,12 @@ int main(int argc, char **argv) {
     d.add_options()("help,h", "show this help")("command", po::value(&cmd),
                                                 "fill|flows|counters|set-state")(
         "bpffs", po::value(&bpffs), "bpffs directory of the pinned maps")(
-        "vip", po::value(&vip), "VIP IP:PORT")("snat", po::value(&snat), "SNAT IPv4 address")(
+        "vip", po::value(&vips), "VIP IP:PORT or [IPv6]:PORT (repeatable)")(
+        "snat", po::value(&snats), "SNAT address (repeatable: one per family)")(
         "snat-ports", po::value(&ports)->default_value(ports), "SNAT port range LO-HI")(
         "app-mac", po::value(&app_mac), "appliance MAC")(
-        "backend", po::value(&backends), "IP:PORT,MAC (repeatable; ids in order from 0)")(
+        "backend", po::value(&backends),
+        "IP:PORT,MAC or [IPv6]:PORT,MAC (repeatable; ids in order from 0)")(
         "steer", po::value(&steer)->default_value(steer), "prefix|rr|5tuple")(
         "prefix-len", po::value(&prefix_len)->default_value(prefix_len),
         "bytes in the prefix hash")("block-size", po::value(&block_size)->default_value(block_size),
@@ -101,16 +115,23 @@ int main(int argc, char **argv) {
 
     if (cmd == "fill") {
         kvs_config &c = *m->config;
-        std::uint32_t a = 0;
-        std::uint16_t p = 0;
-        if (!parse_ep(vip, &a, &p)) return die("bad --vip " + vip);
-        c.n_vips = 1;
+        if (vips.empty() || vips.size() > KVS_MAX_VIPS) return die("--vip: 1 to 16 are needed");
         std::memset(c.vips, 0, sizeof(c.vips));
-        c.vips[0].addr[0] = a;
-        c.vips[0].port = p;
-        c.vips[0].family = KVS_AF_INET;
-        if (!parse_ip(snat, &c.snat_addr[0])) return die("bad --snat " + snat);
-        c.snat_family = KVS_AF_INET;
+        for (std::size_t i = 0; i < vips.size(); ++i) {
+            c.vips[i].family = parse_ep(vips[i], c.vips[i].addr, &c.vips[i].port);
+            if (!c.vips[i].family) return die("bad --vip " + vips[i]);
+        }
+        c.n_vips = static_cast<std::uint32_t>(vips.size());
+        if (snats.empty() || snats.size() > 2) return die("--snat: one or two (one per family)");
+        c.snat_family = parse_ip(snats[0], c.snat_addr);
+        if (!c.snat_family) return die("bad --snat " + snats[0]);
+        c.snat2_family = KVS_AF_NONE;
+        std::memset(c.snat2_addr, 0, sizeof(c.snat2_addr));
+        if (snats.size() == 2) {
+            c.snat2_family = parse_ip(snats[1], c.snat2_addr);
+            if (!c.snat2_family || c.snat2_family == c.snat_family)
+                return die("bad --snat " + snats[1] + " (the other family than the first)");
+        }
         unsigned lo = 0, hi = 0;
         if (std::sscanf(ports.c_str(), "%u-%u", &lo, &hi) != 2 || lo == 0 || hi < lo || hi > 65535)
             return die("bad --snat-ports " + ports);
@@ -143,18 +164,14 @@ int main(int argc, char **argv) {
             if (comma == std::string::npos) return die("bad --backend " + backends[i]);
             kvs_backend &b = m->backends[i];
             std::memset(&b, 0, sizeof(b));
-            std::uint32_t ip = 0;
-            std::uint16_t port = 0;
-            if (!parse_ep(backends[i].substr(0, comma), &ip, &port) ||
-                !parse_mac(backends[i].substr(comma + 1), b.mac))
+            b.family = parse_ep(backends[i].substr(0, comma), b.addr, &b.port);
+            if (!b.family || !parse_mac(backends[i].substr(comma + 1), b.mac))
                 return die("bad --backend " + backends[i]);
-            b.addr[0] = ip;
-            b.port = port;
-            b.family = KVS_AF_INET;
             b.state = KVS_BE_UP;
             b.weight = 1;
+            const std::uint64_t ip = b.addr[0] ^ b.addr[1] ^ b.addr[2] ^ b.addr[3];
             mb.push_back({static_cast<std::uint32_t>(i),
-                          0x9e3779b97f4a7c15ULL * (ip ^ (std::uint64_t(port) << 32)) + i, 1});
+                          0x9e3779b97f4a7c15ULL * (ip ^ (std::uint64_t(b.port) << 32)) + i, 1});
         }
         auto table = build_maglev(mb);
         std::uint32_t half = c.maglev_active ^ 1;
@@ -163,7 +180,7 @@ int main(int argc, char **argv) {
         c.n_backends = static_cast<std::uint32_t>(backends.size());
         __atomic_store_n(&c.maglev_active, half, __ATOMIC_RELEASE);
         __atomic_fetch_add(&c.generation, 1, __ATOMIC_RELEASE);
-        std::cout << "filled: 1 VIP, " << backends.size() << " backends\n";
+        std::cout << "filled: " << vips.size() << " VIPs, " << backends.size() << " backends\n";
         return 0;
     }
     if (cmd == "set-state") {

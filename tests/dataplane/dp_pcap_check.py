@@ -6,6 +6,7 @@ holes are not), TSval never goes backwards, no RST arrives, and no burst of dupl
 (challenge ACKs) appears. Prints a JSON summary; exit 1 on any violation."""
 import argparse
 import json
+import socket
 import struct
 import sys
 
@@ -33,13 +34,22 @@ def tcp_of(frame):
     if etype == 0x8100:
         etype = struct.unpack("!H", frame[16:18])[0]
         off = 18
-    if etype != 0x0800:
+    if etype == 0x0800:
+        ihl = (frame[off] & 0x0F) * 4
+        if frame[off + 9] != 6:
+            return None
+        total = struct.unpack("!H", frame[off + 2:off + 4])[0]
+        src = socket.inet_ntop(socket.AF_INET, frame[off + 12:off + 16])
+        dst = socket.inet_ntop(socket.AF_INET, frame[off + 16:off + 20])
+    elif etype == 0x86DD:  # IPv6 without extension headers (what the appliance forwards)
+        ihl = 40
+        if frame[off + 6] != 6:
+            return None
+        total = 40 + struct.unpack("!H", frame[off + 4:off + 6])[0]
+        src = socket.inet_ntop(socket.AF_INET6, frame[off + 8:off + 24])
+        dst = socket.inet_ntop(socket.AF_INET6, frame[off + 24:off + 40])
+    else:
         return None
-    ihl = (frame[off] & 0x0F) * 4
-    if frame[off + 9] != 6:
-        return None
-    total = struct.unpack("!H", frame[off + 2:off + 4])[0]
-    src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
     t = off + ihl
     sport, dport, seq, ack = struct.unpack("!HHII", frame[t:t + 12])
     doff = (frame[t + 12] >> 4) * 4
@@ -60,7 +70,7 @@ def tcp_of(frame):
         if kind == 8 and ln == 10:
             tsval = struct.unpack("!I", frame[o + 2:o + 6])[0]
         o += ln
-    return {"src": ".".join(map(str, src)), "dst": ".".join(map(str, dst)), "sport": sport,
+    return {"src": src, "dst": dst, "sport": sport,
             "dport": dport, "seq": seq, "ack": ack, "flags": flags, "len": plen, "tsval": tsval}
 
 

@@ -37,7 +37,7 @@ def main():
     born = {}
 
     def open_one():
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         try:
             s.connect((a.host, a.port))

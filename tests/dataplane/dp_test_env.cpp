@@ -146,6 +146,11 @@ rte_mbuf *make_seg(rte_mempool *pool, const Seg &s) {
     std::memcpy(sp.dmac, s.dmac, 6);
     sp.saddr[0] = s.saddr;
     sp.daddr[0] = s.daddr;
+    if (s.v6) {
+        sp.v6 = true;
+        std::memcpy(sp.saddr, s.saddr6, 16);
+        std::memcpy(sp.daddr, s.daddr6, 16);
+    }
     sp.sport = s.sport;
     sp.dport = s.dport;
     sp.seq = s.seq;
@@ -204,7 +209,7 @@ kvs_pkt parse(std::vector<std::uint8_t> &f) {
 
 bool checksums_ok(std::vector<std::uint8_t> &f) {
     kvs_pkt pkt = parse(f);
-    return pkt.ip4 && pkt.tcp && kvstest::check_checksums(f).empty();
+    return (pkt.ip4 || pkt.ip6) && pkt.tcp && kvstest::check_checksums(f).empty();
 }
 
 }  // namespace kvsteer::dp::test

@@ -61,7 +61,7 @@ constexpr std::uint8_t kAppMac[6] = {0x02, 0, 0, 0, 0, 0x02};
 
 using kvstest::ip4;  // network order
 
-// A TCP/IPv4 frame with payload and valid checksums, as the dataplane's own segments look (IP id
+// A TCP/IPv4 (or IPv6) frame with payload and valid checksums, as the dataplane's own segments look (IP id
 // 0, DF, options in Linux's order); built by kvsteer_pktgen.
 struct Seg {
     std::uint32_t saddr, daddr;  // network order
@@ -76,6 +76,9 @@ struct Seg {
     bool sack_perm = false;
     std::string payload;
     const std::uint8_t *smac = kClientMac, *dmac = kAppMac;
+    // IPv6 instead: these addresses (network order), saddr/daddr unused.
+    bool v6 = false;
+    std::uint32_t saddr6[4]{}, daddr6[4]{};
 };
 rte_mbuf *make_seg(rte_mempool *pool, const Seg &s);
 // A copy of a built frame in a fresh mbuf, or nullptr when the pool is empty or it does not fit.

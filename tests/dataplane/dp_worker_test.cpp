@@ -22,6 +22,8 @@
 #include "flow_install.h"
 #include "port_recovery.h"
 #include "kvsteer/cookie.h"
+#include "kvsteer/csum.h"
+#include "kvsteer/core/maglev.h"
 #include "kvsteer/rewrite.h"
 
 using namespace kvsteer;
@@ -1119,17 +1121,236 @@ TEST_F(BindTest, PureAckWhileHoldingIsCountedAndUpdatesTheWindow) {
     EXPECT_EQ(worker->slot_count(), 1u) << "the flight is still held";
 }
 
-TEST_F(BindTest, Ipv6FrameIsCountedAsUnsupported) {
+// Dual stack: an IPv6 VIP beside the IPv4 one, an IPv6 SNAT address (snat2) and two IPv6
+// backends (ids 3 and 4) beside the three IPv4 ones.
+class Bind6Test : public BindTest {
+   protected:
+    void SetUp() override {
+        BindTest::SetUp();
+        kvs_config &c = tables->config;
+        kvstest::ip6("fd77:1::1", c.vips[1].addr);
+        c.vips[1].port = htons(8000);
+        c.vips[1].family = KVS_AF_INET6;
+        c.n_vips = 2;
+        kvstest::ip6("fd77::2", c.snat2_addr);
+        c.snat2_family = KVS_AF_INET6;
+        std::vector<MaglevBackend> mb;
+        for (unsigned i = 0; i < 5; ++i) {
+            if (i >= 3) {
+                kvs_backend &b = tables->backends[i];
+                b = tables->backends[0];
+                std::memset(b.addr, 0, sizeof(b.addr));
+                kvstest::ip6(i == 3 ? "fd77::101" : "fd77::102", b.addr);
+                b.family = KVS_AF_INET6;
+                b.mac[5] = static_cast<std::uint8_t>(i + 1);
+            }
+            mb.push_back({i, 1000 + i, 1});
+        }
+        auto table = build_maglev(mb);
+        std::memcpy(tables->maglev.data(), table.data(), KVS_MAGLEV_SIZE * sizeof(std::uint32_t));
+        c.n_backends = 5;
+        kvstest::ip6("fd77::10", client6);
+        std::memcpy(vip6, c.vips[1].addr, 16);
+    }
+    // Our cookie and SYN-ACK TSval for the IPv6 client's connection (as sign_synack).
+    void sign_synack6() {
+        kvs_cookie_tuple t{};
+        std::memcpy(t.saddr, client6, 16);
+        std::memcpy(t.daddr, vip6, 16);
+        t.sport = htons(cport);
+        t.dport = htons(8000);
+        kvs_cookie_sign(tables->config.cookie_key[0], &t,
+                        kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
+                        kvs_cookie_pack_opts(1460, 7, 1), isn, &cookie, &t_ours);
+    }
+    Seg client_seg6(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
+        Seg s = client_seg(off, payload, tsval);
+        s.v6 = true;
+        std::memcpy(s.saddr6, client6, 16);
+        std::memcpy(s.daddr6, vip6, 16);
+        return s;
+    }
+    int backend6_of(const kvs_pkt &p) const {
+        for (unsigned i = 3; i < 5; ++i)
+            if (p.ip6 && !std::memcmp(tables->backends[i].addr, p.ip6->daddr, 16))
+                return static_cast<int>(i);
+        return -1;
+    }
+    std::uint32_t client6[4]{}, vip6[4]{};
+};
+
+TEST_F(Bind6Test, Ipv6FlowBindsToAnIpv6BackendFromTheIpv6SnatAddress) {
+    make_worker();
+    sign_synack6();
+    const std::string req = request(900);
+    inject(rp.rx, make_seg(rp.pool, client_seg6(0, req, 3000)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    ASSERT_NE(syn.ip6, nullptr) << "the backend leg of an IPv6 client is IPv6";
+    ASSERT_NE(syn.tcp, nullptr);
+    EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(ntohl(syn.tcp->seq), isn);
+    EXPECT_EQ(0, std::memcmp(syn.ip6->saddr, tables->config.snat2_addr, 16))
+        << "from the IPv6 SNAT address";
+    const int be = backend6_of(syn);
+    ASSERT_GE(be, 3) << "only IPv6 backends are eligible for an IPv6 flow";
+    EXPECT_EQ(syn.ip6->hop_limit, 64);
+    EXPECT_EQ(syn.opts.mss, 1460);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_EQ(0, std::memcmp(syn.eth->dst, tables->backends[be].mac, 6));
+
+    // The backend accepts: ACK, the held request flushed over IPv6, both entries installed.
+    Seg sa{};
+    sa.v6 = true;
+    std::memcpy(sa.saddr6, syn.ip6->daddr, 16);
+    std::memcpy(sa.daddr6, syn.ip6->saddr, 16);
+    sa.sport = ntohs(syn.tcp->dest);
+    sa.dport = ntohs(syn.tcp->source);
+    sa.seq = bisn;
+    sa.ack = isn + 1;
+    sa.flags = KVS_TCP_SYN | KVS_TCP_ACK;
+    sa.smac = backend_mac;
+    sa.mss = 1440;
+    sa.wscale = 7;
+    sa.ts = true;
+    sa.tsval = tb;
+    sa.tsecr = syn.opts.tsval;
+    inject(rp.rx, make_seg(rp.pool, sa));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u) << "ACK + the held segment";
+    kvs_pkt ack = parse(out[0]);
+    ASSERT_NE(ack.ip6, nullptr);
+    EXPECT_EQ(ack.tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(ntohl(ack.tcp->ack_seq), bisn + 1);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    kvs_pkt data = parse(out[1]);
+    ASSERT_NE(data.ip6, nullptr);
+    EXPECT_TRUE(checksums_ok(out[1]));
+    EXPECT_EQ(0, std::memcmp(data.ip6->saddr, tables->config.snat2_addr, 16));
+    EXPECT_EQ(0, std::memcmp(data.ip6->daddr, tables->backends[be].addr, 16));
+    EXPECT_EQ(std::string(reinterpret_cast<const char *>(data.tcp) + data.tcp_hlen,
+                          data.payload_len),
+              req);
+
+    kvs_flow_key kc{}, ks{};
+    std::memcpy(kc.saddr, client6, 16);
+    std::memcpy(kc.daddr, vip6, 16);
+    kc.sport = htons(cport);
+    kc.dport = htons(8000);
+    kc.family = KVS_AF_INET6;
+    kc.proto = KVS_IPPROTO_TCP;
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    EXPECT_EQ(fc.dir, KVS_DIR_C2S);
+    EXPECT_EQ(0, std::memcmp(fc.new_saddr, tables->config.snat2_addr, 16));
+    EXPECT_EQ(0, std::memcmp(fc.new_daddr, tables->backends[be].addr, 16));
+    kvs_flow_reverse_key(&kc, &fc, &ks);
+    EXPECT_EQ(ks.family, KVS_AF_INET6);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    EXPECT_EQ(fs.dir, KVS_DIR_S2C);
+    EXPECT_EQ(0, std::memcmp(fs.new_saddr, vip6, 16));
+    EXPECT_EQ(0, std::memcmp(fs.new_daddr, client6, 16));
+    EXPECT_EQ(tables->load[be].binds, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 1u);
+}
+
+TEST_F(Bind6Test, Ipv4FlowsStayOnIpv4BackendsBesideIpv6Ones) {
+    make_worker();
+    for (std::uint16_t k = 0; k < 16; ++k) {
+        Seg s = client_seg(0, request(600 + 37 * k), 5);
+        s.sport = static_cast<std::uint16_t>(20000 + k);
+        s.ack = cookie_for(s.sport) + 1;
+        inject(rp.rx, make_seg(rp.pool, s));
+    }
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 16u);
+    for (auto &f : out) {
+        kvs_pkt syn = parse(f);
+        ASSERT_NE(syn.ip4, nullptr);
+        EXPECT_EQ(syn.ip4->saddr, ip4("10.77.0.2"));
+        EXPECT_GE(backend_of(syn), 0) << "an IPv4 backend";
+    }
+}
+
+TEST_F(Bind6Test, Ipv6VipWithoutIpv6SnatAddressIsCountedAndDropped) {
+    tables->config.snat2_family = KVS_AF_NONE;
+    make_worker();
+    sign_synack6();
+    inject(rp.rx, make_seg(rp.pool, client_seg6(0, request(600), 5)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_NO_SNAT_FAMILY), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+TEST_F(Bind6Test, DpdkModeAnswersIpv6SynWithCookieAndNeighborSolicitation) {
     make_worker(Mode::Dpdk);
     kvstest::TcpSpec t;
     t.v6 = true;
-    kvstest::ip6("fd00::10", t.saddr);
-    kvstest::ip6("fd00::1", t.daddr);
+    std::memcpy(t.saddr, client6, 16);
+    std::memcpy(t.daddr, vip6, 16);
+    t.sport = cport;
     t.dport = 8000;
+    t.seq = isn;
     t.flags = KVS_TCP_SYN;
+    t.opts = kvstest::opt_mss(1440);
     inject(rp.rx, to_mbuf(rp.pool, kvstest::build_tcp(t)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt sa = parse(out[0]);
+    ASSERT_NE(sa.ip6, nullptr);
+    EXPECT_EQ(sa.tcp->flags, KVS_TCP_SYN | KVS_TCP_ACK);
+    EXPECT_EQ(0, std::memcmp(sa.ip6->saddr, vip6, 16));
+    EXPECT_EQ(0, std::memcmp(sa.ip6->daddr, client6, 16));
+    EXPECT_EQ(ntohl(sa.tcp->ack_seq), isn + 1);
+    EXPECT_TRUE(checksums_ok(out[0]));
+
+    // Neighbor Solicitation for the IPv6 SNAT address -> solicited advertisement with our MAC;
+    // one for another address is left alone (counted as ICMP passed).
+    auto ns = [&](const char *target) {
+        std::vector<std::uint8_t> f(14 + 40 + 32, 0);
+        const std::uint8_t mcast[6] = {0x33, 0x33, 0xff, 0, 0, 2};
+        std::memcpy(f.data(), mcast, 6);
+        std::memcpy(f.data() + 6, kClientMac, 6);
+        f[12] = 0x86, f[13] = 0xdd;
+        std::uint8_t *ip = f.data() + 14;
+        ip[0] = 0x60;
+        ip[5] = 32;    // payload length
+        ip[6] = 58;    // ICMPv6
+        ip[7] = 255;   // hop limit
+        std::memcpy(ip + 8, client6, 16);
+        kvstest::ip6("ff02::1:ff00:2", reinterpret_cast<std::uint32_t *>(ip + 24));
+        std::uint8_t *icmp = ip + 40;
+        icmp[0] = 135;
+        kvstest::ip6(target, reinterpret_cast<std::uint32_t *>(icmp + 8));
+        icmp[24] = 1, icmp[25] = 1;  // source link-layer address
+        std::memcpy(icmp + 26, kClientMac, 6);
+        return f;
+    };
+    inject(rp.rx, to_mbuf(rp.pool, ns("fd77::2")));
+    out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    const std::vector<std::uint8_t> &na = out[0];
+    ASSERT_EQ(na.size(), 14u + 40 + 32);
+    EXPECT_EQ(0, std::memcmp(na.data(), kClientMac, 6));
+    EXPECT_EQ(0, std::memcmp(na.data() + 6, kAppMac, 6));
+    const std::uint8_t *ip = na.data() + 14, *icmp = ip + 40;
+    EXPECT_EQ(ip[7], 255);
+    EXPECT_EQ(0, std::memcmp(ip + 8, tables->config.snat2_addr, 16)) << "from the target";
+    EXPECT_EQ(0, std::memcmp(ip + 24, client6, 16)) << "to the soliciting node";
+    EXPECT_EQ(icmp[0], 136);
+    EXPECT_EQ(icmp[4], 0x60) << "solicited + override";
+    EXPECT_EQ(icmp[24], 2) << "target link-layer address option";
+    EXPECT_EQ(0, std::memcmp(icmp + 26, kAppMac, 6));
+    // The ICMPv6 checksum over the pseudo-header verifies (sums to 0xffff).
+    std::uint64_t sum = kvs_csum_pseudo6(reinterpret_cast<const std::uint32_t *>(ip + 8),
+                                         reinterpret_cast<const std::uint32_t *>(ip + 24), 58, 32);
+    sum = kvs_csum_partial(icmp, 32, sum);
+    EXPECT_EQ(kvs_csum_fold(sum), 0xffff);
+    EXPECT_EQ(stat(KVS_R_DP_ND_ANSWERED), 1u);
+    inject(rp.rx, to_mbuf(rp.pool, ns("fd77::99")));
     EXPECT_TRUE(step(now).empty());
-    EXPECT_EQ(stat(KVS_R_DP_IPV6_UNSUPPORTED), 1u);
+    EXPECT_EQ(stat(KVS_R_PASS_ICMP), 1u);
 }
 
 TEST_F(BindTest, ArpForAnotherAddressIsCountedNotAnswered) {

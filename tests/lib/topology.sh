@@ -20,13 +20,28 @@
 #                    with an L4-hashed multipath route (ECMP), as an upstream router would:
 #     client i (10.78.i.2/24) -- router (10.78.i.1, and .254 on the bridge) -- bridge
 #   KVS_ROUTER=1     the router namespace even with one appliance
+#   KVS_FAMILY=6     dual stack: every interface also gets an IPv6 address on KVS_TOPO_NET6::/64
+#                    (default fd77), the VIP is KVS_VIP6 (default fd77:1::1), and the exported
+#                    addresses below (VIP, appliance, clients, backends) are the IPv6 ones; the
+#                    IPv4 ones stay in KVS_VIP4 KVS_APP_IP4 KVS_CLIENT_IP4[i] KVS_BE_IP4[i].
+#                    Not with a router (one appliance only).
 # Exports: KVS_NS_BRIDGE KVS_NS_CLIENT (first client) KVS_NS_CLIENTS[i] KVS_CLIENT_IP[i]
 #   KVS_NS_APP KVS_APP_IF KVS_APP_IP KVS_APP_MAC KVS_VIP KVS_VIP_PORT
 #   KVS_BE_NS[i] KVS_BE_IP[i] KVS_BE_MAC[i] (i = 1..N)  KVS_N_BACKENDS
 #   KVS_APP_NS[j] KVS_APP_IPS[j] KVS_APP_MACS[j] (j = 1..M; j = 1 is KVS_NS_APP)  KVS_NS_ROUTER
+#   KVS_VIP_HOST (the VIP as a URL host: [addr] for IPv6)  KVS_VIP_EP ([addr]:port or addr:port)
+#   kvs_ep ADDR PORT prints ADDR:PORT, bracketing an IPv6 ADDR.
 # Addresses live only inside the namespaces made here; nothing is sent from the root namespace.
 
 kvs__die() { echo "topology: $*" >&2; return 1; }
+
+kvs_ep() { if [[ "$1" == *:* ]]; then echo "[$1]:$2"; else echo "$1:$2"; fi; }
+
+# kvs__addr6 NS IF ADDR: an IPv6 address usable at once (no duplicate address detection).
+kvs__addr6() {
+    ip netns exec "$1" sysctl -qw "net.ipv6.conf.$2.disable_ipv6=0" || return 1
+    ip -n "$1" -6 addr add "$3/64" dev "$2" nodad
+}
 
 kvs__ns_list() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$1-(br|rt|app[0-9]*|cl[0-9]+|be[0-9]+)$" || true; }
 
@@ -71,8 +86,13 @@ kvs_topo_up() {
     ip -n "$KVS_NS_BRIDGE" link set lo up
 
     local napp=${KVS_N_APPLIANCES:-1} router=${KVS_ROUTER:-0} j ns_app ifp
+    local fam=${KVS_FAMILY:-4} net6=${KVS_TOPO_NET6:-fd77}
     (( napp >= 1 && napp <= 4 )) || { kvs__die "appliances must be 1..4"; return 1; }
     (( napp > 1 )) && router=1
+    [[ "$fam" == 4 || "$fam" == 6 ]] || { kvs__die "KVS_FAMILY must be 4 or 6"; return 1; }
+    (( fam == 6 && router )) && { kvs__die "KVS_FAMILY=6 has no router topology"; return 1; }
+    [[ "$KVS_VIP" == *:* ]] && KVS_VIP=${KVS_VIP4:-10.77.1.1}  # an earlier KVS_FAMILY=6 run's
+    export KVS_VIP4=$KVS_VIP KVS_VIP6=${KVS_VIP6:-$net6:1::1}
     # Appliances: one-armed; each kernel owns its address (ARP, health checks), XDP owns the VIP
     # and that appliance's SNAT ports.
     KVS_APP_NS=(); KVS_APP_IPS=(); KVS_APP_MACS=()
@@ -84,6 +104,7 @@ kvs_topo_up() {
         kvs__link "$ns_app" app0 "$KVS_NS_BRIDGE" "$ifp" || return 1
         ip -n "$KVS_NS_BRIDGE" link set "$ifp" master br0
         ip -n "$ns_app" addr add "$net.$((1 + j))/24" dev app0
+        if (( fam == 6 )); then kvs__addr6 "$ns_app" app0 "$net6::$((1 + j))" || return 1; fi
         kvs__no_offload "$ns_app" app0
         # The kernel's own ephemeral ports stay clear of the SNAT range the dataplane owns.
         ip netns exec "$ns_app" sysctl -qw net.ipv4.ip_local_port_range="40000 60999"
@@ -143,6 +164,10 @@ kvs_topo_up() {
         ip -n "$ns" route add "$KVS_VIP/32" via "$KVS_APP_IP"
         kvs__no_offload "$ns" eth0
         KVS_NS_CLIENTS[$i]=$ns; KVS_CLIENT_IP[$i]="$net.$((9 + i))"
+        if (( fam == 6 )); then
+            kvs__addr6 "$ns" eth0 "$net6::$((9 + i))" || return 1
+            ip -n "$ns" -6 route add "$KVS_VIP6/128" via "$net6::2" || return 1
+        fi
     done
     export KVS_NS_CLIENT="${KVS_NS_CLIENTS[1]}"
 
@@ -157,8 +182,22 @@ kvs_topo_up() {
         kvs__no_offload "$ns" eth0
         KVS_BE_NS[$i]=$ns; KVS_BE_IP[$i]="$net.$((100 + i))"
         KVS_BE_MAC[$i]=$(ip netns exec "$ns" cat /sys/class/net/eth0/address)
+        if (( fam == 6 )); then kvs__addr6 "$ns" eth0 "$net6::$((100 + i))" || return 1; fi
     done
-    export KVS_NS_CLIENTS KVS_CLIENT_IP KVS_BE_NS KVS_BE_IP KVS_BE_MAC
+    KVS_APP_IP4=$KVS_APP_IP
+    if (( fam == 6 )); then
+        # The IPv6 addresses are the ones the tests use (the index bases match the IPv4 arrays).
+        KVS_VIP=$KVS_VIP6 KVS_APP_IP="$net6::2" KVS_APP_IPS[1]="$net6::2"
+        for ((i = 1; i <= ncl; i++)); do KVS_CLIENT_IP[$i]="$net6::$((9 + i))"; done
+        for ((i = 1; i <= nbe; i++)); do KVS_BE_IP[$i]="$net6::$((100 + i))"; done
+    fi
+    KVS_CLIENT_IP4=(); KVS_BE_IP4=()
+    for ((i = 1; i <= ncl; i++)); do KVS_CLIENT_IP4[$i]="$net.$((9 + i))"; done
+    for ((i = 1; i <= nbe; i++)); do KVS_BE_IP4[$i]="$net.$((100 + i))"; done
+    KVS_VIP_HOST=$KVS_VIP; [[ "$KVS_VIP" == *:* ]] && KVS_VIP_HOST="[$KVS_VIP]"
+    KVS_VIP_EP=$(kvs_ep "$KVS_VIP" "$KVS_VIP_PORT")
+    export KVS_NS_CLIENTS KVS_CLIENT_IP KVS_BE_NS KVS_BE_IP KVS_BE_MAC KVS_VIP KVS_APP_IP KVS_APP_IPS
+    export KVS_APP_IP4 KVS_CLIENT_IP4 KVS_BE_IP4 KVS_VIP_HOST KVS_VIP_EP
     return 0
 }
 

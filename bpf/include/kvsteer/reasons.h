@@ -63,7 +63,7 @@
     X(DP_NO_MBUF, "dp_no_mbuf")                                 \
     X(DP_HELD_UNPARSABLE, "dp_drop_held_unparsable")            \
     X(DP_DRAINING, "dp_drop_draining")                          \
-    X(DP_IPV6_UNSUPPORTED, "dp_drop_ipv6_unsupported")          \
+    X(DP_NO_SNAT_FAMILY, "dp_drop_no_snat_address_of_family")   \
     X(DP_ARP_NOT_OURS, "dp_drop_arp_not_ours")                  \
     X(DP_RX_STALL, "dp_rx_stall")                               \
     X(DP_PURE_ACK_HELD, "dp_pure_ack_held_flow")                \
@@ -91,7 +91,8 @@
     X(DP_FLOW_INSTALL_BATCH, "dp_flow_install_batches")         \
     X(DP_SESSION_KEY, "dp_session_key")                         \
     X(DP_SESSION_OVER_CAP, "dp_session_over_cap")               \
-    X(DP_SESSION_BAD, "dp_session_bad_value")
+    X(DP_SESSION_BAD, "dp_session_bad_value")                   \
+    X(DP_ND_ANSWERED, "dp_nd_answered")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

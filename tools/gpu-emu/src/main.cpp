@@ -39,7 +39,8 @@ int main(int argc, char **argv) {
     // clang-format off
     desc.add_options()
         ("help,h", "show this help")
-        ("host", po::value(&cfg.host)->default_value("127.0.0.1"), "listen address")
+        ("host", po::value(&cfg.host)->default_value("127.0.0.1"),
+         "listen address (IPv4 or IPv6; \"::\" takes both families)")
         ("port", po::value(&cfg.port)->default_value(8000), "listen port (0: any free port)")
         ("port-file", po::value(&port_file), "write the bound port to this file once listening")
         ("model", po::value(&models)->composing(),

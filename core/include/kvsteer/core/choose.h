@@ -34,7 +34,10 @@ struct ChooseScratch {
 // least loaded: the least loaded at light load; via MAGLEV when that is the walk's first
 // candidate, else MAGLEV_SPILL).
 // FIVE_TUPLE: Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id.
+// `family` (enum kvs_family): only backends of that address family are eligible (a flow is
+// never translated between IPv4 and IPv6); KVS_AF_NONE: any.
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
-                      std::span<const std::uint16_t> exclude, ChooseScratch &s) noexcept;
+                      std::span<const std::uint16_t> exclude, ChooseScratch &s,
+                      std::uint8_t family = KVS_AF_NONE) noexcept;
 
 }  // namespace kvsteer
