@@ -177,14 +177,11 @@ KVS_INLINE int kvs_icmp_flow_key(void *data_end, const struct kvs_pkt *pkt,
         k->daddr[0] = e->ip4->saddr;
         k->family = KVS_AF_INET;
     } else if (pkt->ip6 && e->ip6) {
-        const __u32 *od, *qs;
         int i;
 
         if ((void *)(pkt->ip6 + 1) > data_end || (void *)(e->ip6 + 1) > data_end) return -1;
-        od = pkt->ip6->daddr;
-        qs = e->ip6->saddr;
         for (i = 0; i < 4; i++)
-            if (od[i] != qs[i]) return -1;
+            if (pkt->ip6->daddr[i] != e->ip6->saddr[i]) return -1;
         __builtin_memcpy(k->saddr, e->ip6->daddr, 16);
         __builtin_memcpy(k->daddr, e->ip6->saddr, 16);
         k->family = KVS_AF_INET6;
