@@ -16,6 +16,7 @@ __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *ke
     kvs_xdp_cookie_hash((const struct kvs_sip_key *)(const void *)(key), (t), (slot))
 
 #include "kvsteer/cookie.h"
+#include "kvsteer/icmp.h"
 #include "kvsteer/parse.h"
 #include "kvsteer/reasons.h"
 #include "kvsteer/rewrite.h"
@@ -390,6 +391,19 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     return 0;
 }
 
+/* Sends a rewritten frame where `f` says: out of its tx_ifindex (XDP_REDIRECT, through
+ * kvs_tx_ports when the port is there, bpf_redirect() otherwise), else back out (XDP_TX). */
+static __always_inline int kvs_send(const struct kvs_flow *f, __u32 tx_reason,
+                                    __u32 redirect_reason) {
+    if (f->tx_ifindex) {
+        long r = bpf_redirect_map(&kvs_tx_ports, f->tx_ifindex, XDP_PASS);
+
+        if (r != XDP_REDIRECT) r = bpf_redirect(f->tx_ifindex, 0);
+        return kvs_verdict(r == XDP_REDIRECT ? redirect_reason : KVS_R_DROP_NO_TX_PORT, (int)r);
+    }
+    return kvs_verdict(tx_reason, XDP_TX);
+}
+
 static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
                                        const struct kvs_flow_key *key, struct kvs_flow *f) {
     void *data_end = (void *)(long)ctx->data_end;
@@ -405,13 +419,40 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     if (kvs_track(ctx, pkt, key, f)) return kvs_punt(ctx, KVS_R_PUNT_REQUEST_BOUNDARY);
     if (f->dir == KVS_DIR_S2C && pkt->opts.ts_off) f->ts_last = pkt->opts.tsval + f->tsval_delta;
     if (kvs_flow_rewrite(data_end, pkt, f)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
-    if (f->tx_ifindex) {
-        long r = bpf_redirect_map(&kvs_tx_ports, f->tx_ifindex, XDP_PASS);
+    return kvs_send(f, f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S,
+                    KVS_R_REDIRECT_FWD);
+}
 
-        if (r != XDP_REDIRECT) r = bpf_redirect(f->tx_ifindex, 0);
-        return kvs_verdict(r == XDP_REDIRECT ? KVS_R_REDIRECT_FWD : KVS_R_DROP_NO_TX_PORT, (int)r);
-    }
-    return kvs_verdict(f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S, XDP_TX);
+/* An ICMP or ICMPv6 packet: an error about a packet a bound flow sent goes on to the host on the
+ * other leg, rewritten (icmp.h); anything else goes to the kernel. Global, with its own parse:
+ * errors are rare, and this is verified once, off the fast path's stack. */
+__attribute__((noinline)) int kvs_xdp_icmp(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct kvs_icmp_err e;
+    struct kvs_flow_key k;
+    struct kvs_flow *f, *r;
+    struct kvs_pkt pkt;
+    __u32 reason;
+    int st;
+
+    if (kvs_parse(data, data_end, &pkt) != KVS_PARSE_NOT_TCP)
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    st = kvs_icmp_parse(data_end, &pkt, &e);
+    if (st == KVS_ICMP_BAD_QUOTE) return kvs_verdict(KVS_R_PASS_ICMP_BAD_QUOTE, XDP_PASS);
+    if (st != KVS_ICMP_OK) return kvs_verdict(KVS_R_PASS_ICMP, XDP_PASS);
+    /* F answers the quoted packet; R (its reverse) produced it. Both or nothing. */
+    if (kvs_icmp_flow_key(data_end, &pkt, &e, &k))
+        return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
+    f = bpf_map_lookup_elem(&kvs_flows, &k);
+    if (!f) return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
+    kvs_flow_reverse_key(&k, f, &k);
+    r = bpf_map_lookup_elem(&kvs_flows, &k);
+    if (!r) return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
+    if (kvs_icmp_rewrite(data_end, &pkt, &e, f, r->seq_delta))
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    reason = f->dir == KVS_DIR_S2C ? KVS_R_ICMP_FWD_TO_CLIENT : KVS_R_ICMP_FWD_TO_BACKEND;
+    return kvs_send(f, reason, reason);
 }
 
 /* A client SYN to a VIP whose 4-tuple still has a flow entry. Clients reuse a port as soon as
@@ -512,6 +553,7 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
     if (st != KVS_PARSE_OK) {
         __u32 r = kvs_parse_reason(st, pkt.l4proto);
 
+        if (r == KVS_R_PASS_ICMP) return kvs_xdp_icmp(ctx);
         return kvs_verdict(
             r, (r == KVS_R_DROP_TRUNCATED || r == KVS_R_DROP_MALFORMED) ? XDP_DROP : XDP_PASS);
     }

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvsteer/core/po_error.h"
@@ -224,6 +225,25 @@ int main(int argc, char **argv) {
         frame(backend, snat, 8000, 20001, 0x7000ab00, 5500, KVS_TCP_ACK | KVS_TCP_PSH, true, 1400);
     res["xdp_fastpath_s2c_ns"] = r.repeat_median_ns(s2c, repeat, 5, &v);
     if (v != 3) spdlog::warn("s2c verdict {} (want XDP_TX)", v);
+
+    // An ICMP frag-needed about a segment sent SNAT -> backend, forwarded. Sent by the backend
+    // itself, so the S2C entry (rewriting onto its own key) maps the frame onto itself; the
+    // entry that sent the quoted segment (its reverse) is added at SNAT -> backend.
+    {
+        kvs_flow_key kq = ks;
+        kvs_flow fq = fc;
+        std::swap(kq.saddr, kq.daddr);
+        std::swap(kq.sport, kq.dport);
+        bpf_map_update_elem(flows, &kq, &fq, BPF_ANY);
+        kvstest::IcmpSpec e;
+        e.saddr[0] = backend;
+        e.daddr[0] = snat;
+        e.rest = 1400;
+        e.quote = kvstest::ip_packet(
+            frame(snat, backend, 20001, 8000, 5000, 0x7000ab00, KVS_TCP_ACK, true, 1400), 548);
+        res["xdp_icmp_error_fwd_ns"] = r.repeat_median_ns(kvstest::build_icmp(e), repeat, 5, &v);
+        if (v != 3) spdlog::warn("ICMP error verdict {} (want XDP_TX)", v);
+    }
 
     // First-flight data with a valid cookie: SipHash check + punt (no socket here: dropped).
     kvs_cookie_tuple t{};

@@ -8,9 +8,11 @@
 
 #include "kvsteer/cookie.h"
 #include "kvsteer/flowpair.h"
+#include "kvsteer/icmp.h"
 #include "kvsteer/rewrite.h"
 #include "kvsteer/synack.h"
 #include "prog_fixture.h"
+#include "test_pairs.h"
 
 using namespace kvstest;
 
@@ -18,10 +20,6 @@ namespace {
 
 constexpr std::uint32_t XDP_ABORTED_ = 0, XDP_DROP_ = 1, XDP_PASS_ = 2, XDP_TX_ = 3,
                         XDP_REDIRECT_ = 4;
-
-const std::uint8_t kApplMac[6] = {0x02, 0xaa, 0, 0, 0, 0x01};
-const std::uint8_t kClientMac[6] = {0x02, 0xcc, 0, 0, 0, 0x02};
-const std::uint8_t kBackendMac[6] = {0x02, 0xbb, 0, 0, 0, 0x07};
 
 class BpfProg : public ::testing::Test {
    protected:
@@ -160,31 +158,20 @@ class BpfProg : public ::testing::Test {
     // backend 10.2.0.7:8000.
     void install_pair(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks, kvs_flow *fs,
                       std::uint8_t backend_ws = 10) {
-        kvs_flowpair_params p{};
-        p.client_addr[0] = ip4("10.1.0.2");
-        p.vip_addr[0] = ip4("10.9.0.1");
-        p.snat_addr[0] = ip4("10.2.0.1");
-        p.backend_addr[0] = ip4("10.2.0.7");
-        p.client_port = htons(40001);
-        p.vip_port = htons(80);
-        p.snat_port = htons(20001);
-        p.backend_port = htons(8000);
-        p.family = KVS_AF_INET;
-        p.client_wscale = 7;
-        p.synack_wscale = 8;
-        p.backend_wscale = backend_ws;
-        p.ts = 1;
-        p.cookie = 0x80001234;
-        p.backend_isn = 0x7000aaaa;
-        p.synack_tsval = 100000;
-        p.backend_tsval = 5;
-        std::memcpy(p.appliance_mac, kApplMac, 6);
-        std::memcpy(p.client_mac, kClientMac, 6);
-        std::memcpy(p.backend_mac, kBackendMac, 6);
-        p.backend_id = 3;
+        kvs_flowpair_params p = pair4_params(backend_ws);
         kvs_flowpair_build(&p, kc, fc, ks, fs);
         h_->put_flow(*kc, *fc);
         h_->put_flow(*ks, *fs);
+    }
+
+    // The IPv6 connection of pair6_params(), installed; returns its parameters.
+    kvs_flowpair_params install_pair6(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks,
+                                      kvs_flow *fs) {
+        kvs_flowpair_params p = pair6_params();
+        kvs_flowpair_build(&p, kc, fc, ks, fs);
+        h_->put_flow(*kc, *fc);
+        h_->put_flow(*ks, *fs);
+        return p;
     }
 
     static TcpSpec backend_spec() {
@@ -417,33 +404,9 @@ TEST_F(BpfProg, EstablishedBackendToClient) {
 }
 
 TEST_F(BpfProg, EstablishedIpv6BothWays) {
-    kvs_flowpair_params p{};
-    ip6("fd00::2", p.client_addr);
-    std::memcpy(p.vip_addr, cfg_.vips[1].addr, 16);
-    ip6("fd02::1", p.snat_addr);
-    ip6("fd02::7", p.backend_addr);
-    p.client_port = htons(40001);
-    p.vip_port = htons(80);
-    p.snat_port = htons(20001);
-    p.backend_port = htons(8000);
-    p.family = KVS_AF_INET6;
-    p.client_wscale = 7;
-    p.synack_wscale = 8;
-    p.backend_wscale = 7;
-    p.ts = 1;
-    p.cookie = 0x11112222;
-    p.backend_isn = 0x99990000;
-    p.synack_tsval = 70;
-    p.backend_tsval = 1234567;
-    std::memcpy(p.appliance_mac, kApplMac, 6);
-    std::memcpy(p.client_mac, kClientMac, 6);
-    std::memcpy(p.backend_mac, kBackendMac, 6);
-    p.backend_id = 4;
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
-    kvs_flowpair_build(&p, &kc, &fc, &ks, &fs);
-    h_->put_flow(kc, fc);
-    h_->put_flow(ks, fs);
+    kvs_flowpair_params p = install_pair6(&kc, &fc, &ks, &fs);
 
     TcpSpec c = client_spec();
     c.v6 = true;
@@ -692,6 +655,213 @@ TEST_F(BpfProg, OtherTrafficPassedWithReason) {
     Bytes e = build_tcp(v6);
     e[14 + 6] = 60;  // destination options header
     expect_verdict(e, XDP_PASS_, KVS_R_PASS_IPV6_EXT);
+}
+
+// Userspace run of icmp.h on the same frame, with F and R's seq_delta as the program finds them.
+Bytes cxx_icmp(const Bytes &in, const kvs_flow &f, std::uint32_t seq_delta) {
+    Bytes b = in;
+    kvs_pkt p;
+    kvs_icmp_err e;
+    EXPECT_EQ(kvs_parse(b.data(), b.data() + b.size(), &p), KVS_PARSE_NOT_TCP);
+    EXPECT_EQ(kvs_icmp_parse(b.data() + b.size(), &p, &e), KVS_ICMP_OK);
+    EXPECT_EQ(kvs_icmp_rewrite(b.data() + b.size(), &p, &e, &f, seq_delta), 0);
+    return b;
+}
+
+TEST_F(BpfProg, IcmpFragNeededFromBackendLegReachesClient) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    // A client->backend seq_delta (kvs_flowpair_build makes 0) shows the quote's seq moved back
+    // by the delta of the entry that sent it.
+    fc.seq_delta = 0x1000;
+    h_->put_flow(kc, fc);
+    std::uint32_t client[4] = {ip4("10.1.0.2")}, vip[4] = {ip4("10.9.0.1")};
+    std::uint32_t snat[4] = {ip4("10.2.0.1")}, backend[4] = {ip4("10.2.0.7")};
+    // What the appliance sent the backend, quoted as Linux quotes: up to 576 bytes in all.
+    TcpSpec sent = data_segment(false, snat, backend, 20001, 8000, 5000 + 0x1000);
+    Bytes q = ip_packet(build_tcp(sent), 548);
+    IcmpSpec err;
+    std::memcpy(err.smac, kBackendMac, 6);  // the backend-side next hop
+    std::memcpy(err.dmac, kApplMac, 6);
+    err.saddr[0] = ip4("10.2.0.254");
+    err.daddr[0] = snat[0];
+    err.type = KVS_ICMP_DEST_UNREACH;
+    err.code = KVS_ICMP_FRAG_NEEDED;
+    err.rest = 1400;
+    err.quote = q;
+    Bytes in = build_icmp(err);
+    RunResult r = expect_verdict(in, XDP_TX_, KVS_R_ICMP_FWD_TO_CLIENT);
+
+    // Built independently: VIP -> client out of the appliance to the client's MAC, quoting the
+    // segment as the client sent it (its seq 5000), the MTU unchanged.
+    Bytes expect = build_icmp(
+        readdressed(err, kApplMac, kClientMac, vip, client,
+                    translated_quote(data_segment(false, client, vip, 40001, 80, 5000), q)));
+    EXPECT_EQ(r.out, expect) << "got:\n" << hex(r.out) << "\nwant:\n" << hex(expect);
+    EXPECT_EQ(check_icmp_checksums(r.out), "");
+    EXPECT_EQ(r.out, cxx_icmp(in, fs, fc.seq_delta));
+    EXPECT_EQ(rd32(&r.out[34 + 4]), 1400u);
+    kvs_flow after{};
+    ASSERT_TRUE(h_->get_flow(ks, &after));
+    EXPECT_EQ(after.packets, 0u);  // an error is not the flow's traffic
+}
+
+TEST_F(BpfProg, IcmpPacketTooBigBothWaysIpv6) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    kvs_flowpair_params p = install_pair6(&kc, &fc, &ks, &fs);
+
+    // Backend leg: a router there cannot forward what we sent SNAT -> backend.
+    TcpSpec sent = data_segment(true, p.snat_addr, p.backend_addr, 20001, 8000, 77);
+    Bytes q = ip_packet(build_tcp(sent), 1232);  // as much as fits in 1280
+    IcmpSpec err;
+    err.v6 = true;
+    std::memcpy(err.smac, kBackendMac, 6);
+    std::memcpy(err.dmac, kApplMac, 6);
+    ip6("fd02::fe", err.saddr);
+    std::memcpy(err.daddr, p.snat_addr, 16);
+    err.type = KVS_ICMPV6_PKT_TOOBIG;
+    err.code = 0;
+    err.rest = 1280;
+    err.quote = q;
+    Bytes in = build_icmp(err);
+    RunResult r = expect_verdict(in, XDP_TX_, KVS_R_ICMP_FWD_TO_CLIENT);
+    Bytes expect = build_icmp(readdressed(
+        err, kApplMac, kClientMac, p.vip_addr, p.client_addr,
+        translated_quote(data_segment(true, p.client_addr, p.vip_addr, 40001, 80, 77), q)));
+    EXPECT_EQ(r.out, expect) << "got:\n" << hex(r.out) << "\nwant:\n" << hex(expect);
+    EXPECT_EQ(check_icmp_checksums(r.out), "");
+    EXPECT_EQ(r.out, cxx_icmp(in, fs, fc.seq_delta));
+
+    // Client leg, tagged: a router there cannot forward what we sent VIP -> client, whose seq
+    // is the backend's moved into our SYN-ACK's space.
+    std::uint32_t backend_seq = p.backend_isn + 1 + 4000;
+    sent = data_segment(true, p.vip_addr, p.client_addr, 80, 40001, backend_seq + fs.seq_delta);
+    q = ip_packet(build_tcp(sent), 1232);
+    err.vlan = true;
+    std::memcpy(err.smac, kClientMac, 6);
+    ip6("fd00::fe", err.saddr);
+    std::memcpy(err.daddr, p.vip_addr, 16);
+    err.rest = 1400;
+    err.quote = q;
+    in = build_icmp(err);
+    r = expect_verdict(in, XDP_TX_, KVS_R_ICMP_FWD_TO_BACKEND);
+    expect = build_icmp(readdressed(
+        err, kApplMac, kBackendMac, p.snat_addr, p.backend_addr,
+        translated_quote(data_segment(true, p.backend_addr, p.snat_addr, 8000, 20001, backend_seq),
+                         q)));
+    EXPECT_EQ(r.out, expect) << "got:\n" << hex(r.out) << "\nwant:\n" << hex(expect);
+    EXPECT_EQ(check_icmp_checksums(r.out), "");
+    EXPECT_EQ(r.out, cxx_icmp(in, fc, fs.seq_delta));
+}
+
+TEST_F(BpfProg, IcmpErrorFollowsTheFlowsEgress) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    fs.tx_ifindex = 12345;  // two-armed: the client side is another interface
+    h_->put_flow(ks, fs);
+    std::uint32_t snat[4] = {ip4("10.2.0.1")}, backend[4] = {ip4("10.2.0.7")};
+    IcmpSpec err;
+    err.saddr[0] = ip4("10.2.0.254");
+    err.daddr[0] = snat[0];
+    err.type = KVS_ICMP_TIME_EXCEEDED;
+    err.code = 0;
+    err.quote = ip_packet(build_tcp(data_segment(false, snat, backend, 20001, 8000, 9)), 28);
+    Bytes in = build_icmp(err);
+    RunResult r = expect_verdict(in, XDP_REDIRECT_, KVS_R_ICMP_FWD_TO_CLIENT);
+    EXPECT_EQ(r.out, cxx_icmp(in, fs, fc.seq_delta));  // rewritten before the redirect
+    EXPECT_EQ(check_icmp_checksums(r.out), "");
+}
+
+TEST_F(BpfProg, IcmpErrorsWithoutAFlowPassedAndCounted) {
+    std::uint32_t snat[4] = {ip4("10.2.0.1")}, backend[4] = {ip4("10.2.0.7")};
+    IcmpSpec err;
+    err.saddr[0] = ip4("10.2.0.254");
+    err.daddr[0] = snat[0];
+    err.rest = 1400;
+    err.quote = ip_packet(build_tcp(data_segment(false, snat, backend, 20001, 8000, 9)), 548);
+    Bytes in = build_icmp(err);
+    RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_ICMP_NO_FLOW);  // no flows at all
+    EXPECT_EQ(r.out, in);
+
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    IcmpSpec other = err;  // another SNAT port
+    other.quote = ip_packet(build_tcp(data_segment(false, snat, backend, 20002, 8000, 9)), 548);
+    in = build_icmp(other);
+    r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_ICMP_NO_FLOW);
+    EXPECT_EQ(r.out, in);
+    other = err;  // addressed to someone other than the quote's source
+    other.daddr[0] = ip4("10.2.0.99");
+    expect_verdict(build_icmp(other), XDP_PASS_, KVS_R_PASS_ICMP_NO_FLOW);
+    h_->clear_flows();  // half a pair: the entry that sent the quote is gone
+    h_->put_flow(ks, fs);
+    expect_verdict(build_icmp(err), XDP_PASS_, KVS_R_PASS_ICMP_NO_FLOW);
+
+    // ICMP that is no error about TCP stays the kernel's, as before.
+    other = err;
+    other.type = 8;  // echo request
+    other.code = 0;
+    expect_verdict(build_icmp(other), XDP_PASS_, KVS_R_PASS_ICMP);
+    other = err;
+    other.quote[9] = 17;  // about UDP
+    expect_verdict(build_icmp(other), XDP_PASS_, KVS_R_PASS_ICMP);
+    IcmpSpec v6;
+    v6.v6 = true;
+    ip6("fd00::2", v6.saddr);
+    ip6("fd00::9", v6.daddr);
+    v6.type = 128;  // echo request
+    v6.code = 0;
+    expect_verdict(build_icmp(v6), XDP_PASS_, KVS_R_PASS_ICMP);
+}
+
+TEST_F(BpfProg, IcmpErrorWithShortQuotePassedAndCounted) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    std::uint32_t snat[4] = {ip4("10.2.0.1")}, backend[4] = {ip4("10.2.0.7")};
+    Bytes whole = ip_packet(build_tcp(data_segment(false, snat, backend, 20001, 8000, 9)));
+    IcmpSpec err;
+    err.saddr[0] = ip4("10.2.0.254");
+    err.daddr[0] = snat[0];
+    err.rest = 1400;
+    for (std::size_t n : {0, 1, 19, 20, 24, 27}) {  // never the IP header and 8 TCP bytes
+        err.quote = Bytes(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(n));
+        Bytes in = build_icmp(err);
+        RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_ICMP_BAD_QUOTE);
+        EXPECT_EQ(r.out, in) << n;
+    }
+    // The ICMP header itself cut short by the IP length (the frame padded on).
+    err.quote.clear();
+    Bytes in = build_icmp(err);
+    in[14 + 3] = 20 + 4;
+    in.resize(60, 0);
+    expect_verdict(in, XDP_PASS_, KVS_R_PASS_ICMP_BAD_QUOTE);
+    // An IP length past the frame is a truncated frame, like any other.
+    err.quote = Bytes(whole.begin(), whole.begin() + 28);
+    in = build_icmp(err);
+    in.resize(in.size() - 1);
+    expect_verdict(in, XDP_DROP_, KVS_R_DROP_TRUNCATED);
+
+    kvs_flowpair_params p = install_pair6(&kc, &fc, &ks, &fs);
+    IcmpSpec e6;
+    e6.v6 = true;
+    ip6("fd02::fe", e6.saddr);
+    std::memcpy(e6.daddr, p.snat_addr, 16);
+    e6.type = KVS_ICMPV6_PKT_TOOBIG;
+    e6.code = 0;
+    e6.rest = 1280;
+    e6.quote = ip_packet(build_tcp(data_segment(true, p.snat_addr, p.backend_addr, 20001, 8000, 9)),
+                         40 + 7);
+    Bytes in6 = build_icmp(e6);
+    RunResult r = expect_verdict(in6, XDP_PASS_, KVS_R_PASS_ICMP_BAD_QUOTE);
+    EXPECT_EQ(r.out, in6);
+    e6.quote = ip_packet(build_tcp(data_segment(true, p.snat_addr, p.backend_addr, 20001, 8000, 9)),
+                         40 + 8);  // the minimum: forwarded
+    expect_verdict(build_icmp(e6), XDP_TX_, KVS_R_ICMP_FWD_TO_CLIENT);
 }
 
 TEST_F(BpfProg, TruncatedAndMalformedCounted) {

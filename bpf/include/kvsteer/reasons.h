@@ -92,7 +92,11 @@
     X(DP_SESSION_KEY, "dp_session_key")                         \
     X(DP_SESSION_OVER_CAP, "dp_session_over_cap")               \
     X(DP_SESSION_BAD, "dp_session_bad_value")                   \
-    X(DP_ND_ANSWERED, "dp_nd_answered")
+    X(DP_ND_ANSWERED, "dp_nd_answered")                         \
+    X(PASS_ICMP_NO_FLOW, "pass_icmp_error_no_flow")             \
+    X(PASS_ICMP_BAD_QUOTE, "pass_icmp_error_bad_quote")         \
+    X(ICMP_FWD_TO_CLIENT, "icmp_error_fwd_to_client")           \
+    X(ICMP_FWD_TO_BACKEND, "icmp_error_fwd_to_backend")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

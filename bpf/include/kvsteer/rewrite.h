@@ -124,16 +124,19 @@ KVS_INLINE void kvs_flow_key_of(const struct kvs_pkt *pkt, struct kvs_flow_key *
     k->proto = KVS_IPPROTO_TCP;
 }
 
-/* Key of the opposite direction's entry: what a packet rewritten by `f` is answered with. */
+/* Key of the opposite direction's entry: what a packet rewritten by `f` is answered with. `rk`
+ * may be `k` (turned around in place, one key less on a BPF stack). */
 KVS_INLINE void kvs_flow_reverse_key(const struct kvs_flow_key *k, const struct kvs_flow *f,
                                      struct kvs_flow_key *rk) {
+    __u8 family = k->family, proto = k->proto;
+
     __builtin_memset(rk, 0, sizeof(*rk));
     __builtin_memcpy(rk->saddr, f->new_daddr, 16);
     __builtin_memcpy(rk->daddr, f->new_saddr, 16);
     rk->sport = f->new_dport;
     rk->dport = f->new_sport;
-    rk->family = k->family;
-    rk->proto = k->proto;
+    rk->family = family;
+    rk->proto = proto;
 }
 
 #endif /* KVSTEER_REWRITE_H */
