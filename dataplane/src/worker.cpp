@@ -23,6 +23,7 @@
 #include "flow_install.h"
 #include "kvsteer/core/flight_key.h"
 #include "kvsteer/flowpair.h"
+#include "kvsteer/icmp.h"
 #include "kvsteer/rewrite.h"
 #include "kvsteer/synrate.h"
 #include "packet.h"
@@ -244,6 +245,9 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
             inc(KVS_R_DP_ND_ANSWERED);
             return tx(m);
         }
+        if (st == KVS_PARSE_NOT_TCP && owns_bound_flows() &&
+            (pkt.l4proto == KVS_IPPROTO_ICMP || pkt.l4proto == KVS_IPPROTO_ICMPV6))
+            return on_icmp(m, pkt);
         inc(kvs_parse_reason(st, pkt.l4proto));
         rte_pktmbuf_free(m);
         return;
@@ -940,6 +944,42 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
     rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
     inc(c2s ? KVS_R_TX_FWD_C2S : KVS_R_TX_FWD_S2C);
     tx(m);
+}
+
+// dpdk mode: an ICMP/ICMPv6 error about a packet a bound flow sent goes on to the host on the
+// other leg, rewritten as XDP does it in xdp mode (icmp.h); anything else is counted and freed.
+void Worker::on_icmp(rte_mbuf *m, kvs_pkt &pkt) {
+    auto *end = rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m);
+    kvs_icmp_err e{};
+    kvs_flow_key k;
+    const int st = kvs_icmp_parse(end, &pkt, &e);
+    unsigned reason = st == KVS_ICMP_BAD_QUOTE ? KVS_R_PASS_ICMP_BAD_QUOTE : KVS_R_PASS_ICMP;
+    if (st == KVS_ICMP_OK) {
+        reason = KVS_R_PASS_ICMP_NO_FLOW;
+        // F answers the quoted packet, R (the slot's other entry) produced it: F is the slot's
+        // client entry when the key is its client tuple, its backend entry when it is the
+        // backend leg's tuple to our SNAT port.
+        const kvs_flow *f = nullptr, *r = nullptr;
+        if (kvs_icmp_flow_key(end, &pkt, &e, &k) == 0) {
+            std::int32_t i = slots_.find(k);
+            if (i >= 0 && slots_[static_cast<std::uint32_t>(i)].b.phase() == Binder::Phase::Bound) {
+                f = &slots_[static_cast<std::uint32_t>(i)].c2s;
+                r = &slots_[static_cast<std::uint32_t>(i)].s2c;
+            } else if ((i = slots_.by_port(kvs_ntohs(k.dport))) >= 0) {
+                const Slot &s = slots_[static_cast<std::uint32_t>(i)];
+                if (s.b.phase() == Binder::Phase::Bound && !std::memcmp(&s.bkey, &k, sizeof k)) {
+                    f = &s.s2c;
+                    r = &s.c2s;
+                }
+            }
+        }
+        if (f && kvs_icmp_rewrite(end, &pkt, &e, f, r->seq_delta) == 0) {
+            inc(f->dir == KVS_DIR_S2C ? KVS_R_ICMP_FWD_TO_CLIENT : KVS_R_ICMP_FWD_TO_BACKEND);
+            return tx(m);
+        }
+    }
+    inc(reason);
+    rte_pktmbuf_free(m);
 }
 
 void Worker::on_arp(rte_mbuf *m) {

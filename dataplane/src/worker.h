@@ -95,6 +95,7 @@ class Worker {
     void on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void on_arp(rte_mbuf *m);
+    void on_icmp(rte_mbuf *m, kvs_pkt &pkt);
     void answer_syn(rte_mbuf *m, kvs_pkt &pkt);
     void answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt);
     bool check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co);

@@ -36,6 +36,7 @@ dpe_up() {
     trap dpe_cleanup EXIT
     export KVS_XDP_PASS_OBJ="$DPE_BUILD/bpf/xdp_pass.bpf.o"
     kvs_topo_up "$DPE_PREFIX" "$nbe" || dpe_fail "topology"
+    [[ "$KVS_VIP" == *:* ]] && dpe_log "IPv6 twin: VIP $KVS_VIP_EP, backends ${KVS_BE_IP[*]}, clients ${KVS_CLIENT_IP[*]}"
     mkdir -p "$DPE_BPFFS"
     mountpoint -q "$DPE_BPFFS" || mount -t bpf bpf "$DPE_BPFFS" || dpe_fail "mount bpffs"
     local i

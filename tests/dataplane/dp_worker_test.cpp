@@ -985,54 +985,78 @@ TEST_F(BindTest, BadCookieIsDropped) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
-TEST_F(BindTest, DpdkModeAnswersSynAndForwardsBothWays) {
-    make_worker(Mode::Dpdk);
-    Seg syn{};
-    syn.saddr = client_ip;
-    syn.daddr = vip;
-    syn.sport = cport;
-    syn.dport = 8000;
-    syn.seq = isn;
-    syn.flags = KVS_TCP_SYN;
-    syn.mss = 1460;
-    syn.wscale = 7;
-    syn.sack_perm = true;
-    syn.ts = true;
-    syn.tsval = 99;
-    inject(rp.rx, make_seg(rp.pool, syn));
-    auto out = step(now);
-    ASSERT_EQ(out.size(), 1u);
-    kvs_pkt sa = parse(out[0]);
-    ASSERT_EQ(sa.tcp->flags, KVS_TCP_SYN | KVS_TCP_ACK);
-    EXPECT_EQ(ntohl(sa.tcp->ack_seq), isn + 1);
-    EXPECT_TRUE(checksums_ok(out[0]));
-    cookie = ntohl(sa.tcp->seq);
-    kvs_cookie_tuple t{};
-    t.saddr[0] = client_ip;
-    t.daddr[0] = vip;
-    t.sport = htons(cport);
-    t.dport = htons(8000);
-    kvs_cookie_opts co{};
-    ASSERT_TRUE(kvs_cookie_check(&tables->config.cookie_key[0][0], &t, cookie,
-                                 kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), &co));
-    EXPECT_EQ(co.wscale, 7);
-    const std::uint32_t our_ts = sa.opts.tsval;
+// Pure-DPDK mode: the worker answers the client's SYN (checked), then binds `req` through a
+// scripted backend. What the binding left: the backend SYN and the request as it was sent to
+// the backend, our cookie and SYN-ACK TSval.
+struct DpdkBound {
+    std::vector<std::uint8_t> bsyn, sent_req;
+    std::uint32_t cookie = 0, our_ts = 0;
+};
 
+class DpdkBindTest : public BindTest {
+   protected:
+    DpdkBound bind_in_dpdk_mode(const std::string &req) {
+        DpdkBound b;
+        make_worker(Mode::Dpdk);
+        Seg syn{};
+        syn.saddr = client_ip;
+        syn.daddr = vip;
+        syn.sport = cport;
+        syn.dport = 8000;
+        syn.seq = isn;
+        syn.flags = KVS_TCP_SYN;
+        syn.mss = 1460;
+        syn.wscale = 7;
+        syn.sack_perm = true;
+        syn.ts = true;
+        syn.tsval = 99;
+        inject(rp.rx, make_seg(rp.pool, syn));
+        auto out = step(now);
+        EXPECT_EQ(out.size(), 1u);
+        if (out.size() != 1) return b;
+        kvs_pkt sa = parse(out[0]);
+        EXPECT_EQ(sa.tcp->flags, KVS_TCP_SYN | KVS_TCP_ACK);
+        EXPECT_EQ(ntohl(sa.tcp->ack_seq), isn + 1);
+        EXPECT_TRUE(checksums_ok(out[0]));
+        cookie = b.cookie = ntohl(sa.tcp->seq);
+        kvs_cookie_tuple t{};
+        t.saddr[0] = client_ip;
+        t.daddr[0] = vip;
+        t.sport = htons(cport);
+        t.dport = htons(8000);
+        kvs_cookie_opts co{};
+        EXPECT_TRUE(kvs_cookie_check(&tables->config.cookie_key[0][0], &t, cookie,
+                                     kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), &co));
+        EXPECT_EQ(co.wscale, 7);
+        b.our_ts = sa.opts.tsval;
+
+        Seg d = client_seg(0, req, 100);
+        d.tsecr = b.our_ts;
+        inject(rp.rx, make_seg(rp.pool, d));
+        out = step(now);
+        EXPECT_EQ(out.size(), 1u);
+        if (out.size() != 1) return b;
+        b.bsyn = out[0];
+        Seg bsa = backend_seg(parse(b.bsyn), KVS_TCP_SYN | KVS_TCP_ACK);
+        bsa.ts = true;
+        bsa.tsval = tb;
+        bsa.tsecr = 100;
+        bsa.wscale = 7;
+        inject(rp.rx, make_seg(rp.pool, bsa));
+        out = step(now + ms(1));
+        EXPECT_EQ(out.size(), 2u);  // ACK + the request
+        if (out.size() == 2) b.sent_req = out[1];
+        return b;
+    }
+};
+
+TEST_F(DpdkBindTest, DpdkModeAnswersSynAndForwardsBothWays) {
     const std::string req = request(600);
-    Seg d = client_seg(0, req, 100);
-    d.tsecr = our_ts;
-    inject(rp.rx, make_seg(rp.pool, d));
-    out = step(now);
-    ASSERT_EQ(out.size(), 1u);
-    kvs_pkt bsyn = parse(out[0]);
-    Seg bsa = backend_seg(bsyn, KVS_TCP_SYN | KVS_TCP_ACK);
-    bsa.ts = true;
-    bsa.tsval = tb;
-    bsa.tsecr = 100;
-    bsa.wscale = 7;
-    inject(rp.rx, make_seg(rp.pool, bsa));
-    out = step(now + ms(1));
-    ASSERT_EQ(out.size(), 2u);  // ACK + the request
+    DpdkBound b = bind_in_dpdk_mode(req);
+    ASSERT_FALSE(b.sent_req.empty());
+    const std::uint32_t our_ts = b.our_ts;
+    kvs_pkt bsyn = parse(b.bsyn);
+    std::vector<std::vector<std::uint8_t>> out;
 
     // Backend response: forwarded to the client in the client's sequence space.
     Seg resp = backend_seg(bsyn, KVS_TCP_ACK | KVS_TCP_PSH);
@@ -1070,6 +1094,49 @@ TEST_F(BindTest, DpdkModeAnswersSynAndForwardsBothWays) {
     const int be = backend_of(bsyn);
     EXPECT_EQ(tables->load[be].binds, 1u);
     EXPECT_EQ(tables->load[be].closes, 1u);
+}
+
+// A router on the backend leg cannot forward the request (fragmentation needed): its error
+// goes on to the client as if about the segment the client sent (icmp.h, as XDP does it).
+TEST_F(DpdkBindTest, DpdkModeForwardsIcmpErrorAboutABoundFlowToTheClient) {
+    DpdkBound b = bind_in_dpdk_mode(request(600));
+    ASSERT_FALSE(b.sent_req.empty());
+    kvs_pkt q = parse(b.sent_req);
+    const std::size_t ip_off = q.l3_off;
+    kvstest::IcmpSpec err;
+    std::memcpy(err.smac, backend_mac, 6);
+    std::memcpy(err.dmac, kAppMac, 6);
+    err.saddr[0] = ip4("10.0.0.254");  // the router
+    err.daddr[0] = q.ip4->saddr;       // our SNAT address
+    err.rest = 1400;                   // next-hop MTU
+    err.quote.assign(b.sent_req.begin() + static_cast<std::ptrdiff_t>(ip_off),
+                     b.sent_req.begin() + static_cast<std::ptrdiff_t>(ip_off + 20 + 8));
+    inject(rp.rx, to_mbuf(rp.pool, kvstest::build_icmp(err)));
+    auto out = step(now + ms(2));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(kvstest::check_icmp_checksums(out[0]), "");
+    const std::uint8_t *f = out[0].data();
+    EXPECT_EQ(0, std::memcmp(f, kClientMac, 6)) << "to the client";
+    const std::uint8_t *ip = f + 14, *icmp = ip + 20, *qip = icmp + 8, *qtcp = qip + 20;
+    EXPECT_EQ(0, std::memcmp(ip + 12, &vip, 4)) << "outer source: the VIP";
+    EXPECT_EQ(0, std::memcmp(ip + 16, &client_ip, 4));
+    EXPECT_EQ(icmp[0], 3);
+    EXPECT_EQ(icmp[1], 4);
+    EXPECT_EQ((icmp[6] << 8) | icmp[7], 1400) << "the MTU as the router gave it";
+    EXPECT_EQ(0, std::memcmp(qip + 12, &client_ip, 4)) << "quote: the client's own segment";
+    EXPECT_EQ(0, std::memcmp(qip + 16, &vip, 4));
+    EXPECT_EQ((qtcp[0] << 8) | qtcp[1], cport);
+    EXPECT_EQ((qtcp[2] << 8) | qtcp[3], 8000);
+    std::uint32_t seq;
+    std::memcpy(&seq, qtcp + 4, 4);
+    EXPECT_EQ(ntohl(seq), isn + 1);
+    EXPECT_EQ(stat(KVS_R_ICMP_FWD_TO_CLIENT), 1u);
+
+    // An error about no flow of ours is counted and goes nowhere.
+    err.quote[20] ^= 0x55;  // another source port
+    inject(rp.rx, to_mbuf(rp.pool, kvstest::build_icmp(err)));
+    EXPECT_TRUE(step(now + ms(3)).empty());
+    EXPECT_EQ(stat(KVS_R_PASS_ICMP_NO_FLOW), 1u);
 }
 
 // Two workers: the backend's SYN-ACK arrives on the other worker's queue (RSS does not know
