@@ -78,7 +78,9 @@ po::options_description make_options() {
         ("help,h", "show this help and exit")
         ("config,c", s(), "INI-style configuration file (KEY = VALUE); the command line wins")
         ("vip", multi(), "virtual service ADDR:PORT (repeatable, at most 16)")
-        ("snat-addr", s(), "appliance-owned source address towards backends")
+        ("snat-addr", po::value<std::vector<std::string>>(),
+         "appliance-owned source address towards backends; dual stack: give it twice, one IPv4 and "
+         "one IPv6 address (at most one per family; a flow leaves from the one of its family)")
         ("snat-ports", s(), dflt("source port range LO-HI towards backends",
                                  fmt::format("{}-{}", def.snat_port_lo, def.snat_port_hi)).c_str())
         ("workers", s(), "dataplane workers sharing the SNAT port range (default 1)")
@@ -153,11 +155,28 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
     if (c.vips.size() > KVS_MAX_VIPS)
         fail("vip", "at most " + std::to_string(KVS_MAX_VIPS) + " are supported");
 
-    auto snat = opt_str(vm, "snat-addr");
-    if (!snat) fail("snat-addr", "required (the appliance's source address towards backends)");
-    auto sa = parse_address(*snat, &err);
-    if (!sa) fail("snat-addr", err);
-    c.snat_addr = *sa;
+    // Repeatable but not composing: the command line's addresses replace the file's.
+    if (!vm.count("snat-addr"))
+        fail("snat-addr", "required (the appliance's source address towards backends)");
+    std::optional<Endpoint> snat4, snat6;
+    for (const auto &a : vm["snat-addr"].as<std::vector<std::string>>()) {
+        auto sa = parse_address(a, &err);
+        if (!sa) fail("snat-addr", err);
+        auto &slot = sa->family == KVS_AF_INET ? snat4 : snat6;
+        if (slot)
+            fail("snat-addr",
+                 fmt::format("two {} addresses ({} and {}): give at most one per family",
+                             family_name(sa->family), slot->addr_str(), sa->addr_str()));
+        slot = *sa;
+    }
+    if (!snat4 && !snat6)
+        fail("snat-addr", "required (the appliance's source address towards backends)");
+    c.snat_addr = snat4 ? *snat4 : *snat6;
+    if (snat4 && snat6) c.snat2_addr = *snat6;
+    for (const auto &v : c.vips)
+        if (!snat_for(c, v.family))
+            fail("vip", fmt::format("{} is {} but no {} --snat-addr is given", v.str(),
+                                    family_name(v.family), family_name(v.family)));
     c.workers = static_cast<std::uint8_t>(get_uint(vm, "workers", 1, KVS_MAX_WORKERS, 1));
     if (auto pr = opt_str(vm, "snat-ports")) {
         auto dash = pr->find('-');
@@ -199,6 +218,7 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
                     fail("backend", "kv-events=" + spec->kv_events + " is given for both " +
                                         o.ep.str() + " and " + spec->ep.str());
             }
+            if (auto why = backend_unreachable(c, spec->ep)) fail("backend", *why);
             c.backends.push_back(*spec);
         }
     }
@@ -310,6 +330,34 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
 }
 
 }  // namespace
+
+const Endpoint *snat_for(const DaemonConfig &c, std::uint8_t family) {
+    if (family == KVS_AF_NONE) return nullptr;
+    if (c.snat_addr.family == family) return &c.snat_addr;
+    if (c.snat2_addr.family == family) return &c.snat2_addr;
+    return nullptr;
+}
+
+std::optional<std::string> backend_unreachable(const DaemonConfig &c, const Endpoint &ep) {
+    if (snat_for(c, ep.family)) return std::nullopt;
+    // No NAT46/64: a flow binds only to backends of its own family, from the SNAT address of it.
+    return fmt::format("{} is {} but no {} --snat-addr is given", ep.str(), family_name(ep.family),
+                       family_name(ep.family));
+}
+
+std::vector<std::string> config_warnings(const DaemonConfig &c) {
+    std::vector<std::string> w;
+    for (const auto &v : c.vips) {
+        bool served = false;
+        for (const auto &b : c.backends) served |= b.ep.family == v.family;
+        if (!served)
+            w.push_back(fmt::format(
+                "vip {} is {} but no {} backend is configured: its clients are not served until "
+                "one is added (kvsteerctl backends add)",
+                v.str(), family_name(v.family), family_name(v.family)));
+    }
+    return w;
+}
 
 std::optional<std::uint64_t> parse_uint_in(std::string_view key, std::string_view s, UintRange r,
                                            std::string *err) {

@@ -23,6 +23,10 @@ std::string Endpoint::addr_str() const {
     return buf;
 }
 
+const char *family_name(std::uint8_t family) {
+    return family == KVS_AF_INET ? "IPv4" : family == KVS_AF_INET6 ? "IPv6" : "no";
+}
+
 std::string Endpoint::str() const {
     if (family == KVS_AF_INET6) return "[" + addr_str() + "]:" + std::to_string(port());
     return addr_str() + ":" + std::to_string(port());

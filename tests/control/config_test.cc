@@ -74,6 +74,7 @@ TEST(Config, EveryKeyFromFileAndCommandLineWins) {
 vip = 10.0.0.1:80
 vip = [2001:db8::1]:443
 snat-addr = 10.0.1.1
+snat-addr = 2001:db8::2
 snat-ports = 40000-40999
 workers = 2
 appliance-mac = 02:aa:bb:cc:dd:ee
@@ -123,6 +124,8 @@ log-level = debug
     ASSERT_EQ(c.vips.size(), 2u);
     EXPECT_EQ(c.vips[1].str(), "[2001:db8::1]:443");
     EXPECT_EQ(c.vips[1].family, KVS_AF_INET6);
+    EXPECT_EQ(c.snat_addr.addr_str(), "10.0.1.1");
+    EXPECT_EQ(c.snat2_addr.addr_str(), "2001:db8::2");
     EXPECT_EQ(c.snat_port_lo, 40000);
     EXPECT_EQ(c.snat_port_hi, 40999);
     EXPECT_EQ(c.workers, 2);
@@ -174,6 +177,109 @@ log-level = debug
     EXPECT_EQ(c.api_socket, "/tmp/x.sock");
     EXPECT_EQ(c.metrics_listen, "127.0.0.1:9999");
     EXPECT_EQ(c.log_level, "debug");
+}
+
+// Dual stack: one SNAT address per family, the IPv4 one in snat_addr whatever the order given,
+// as kvs_config holds them; a single IPv6 one in snat_addr.
+TEST(Config, DualStackSnatAddresses) {
+    const std::vector<std::string> base = {
+        "--vip", "10.0.0.1:80", "--vip", "[fd00::1]:8000", "--appliance-mac", "02:00:00:00:00:01"};
+    auto args = [&](std::vector<std::string> extra) {
+        auto a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    for (auto order : {std::vector<std::string>{"10.0.1.1", "fd02::1"},
+                       std::vector<std::string>{"fd02::1", "10.0.1.1"}}) {
+        auto r = parse(args({"--snat-addr", order[0], "--snat-addr", order[1], "--backend",
+                             "[fd02::7]:8000", "--backend", "10.0.2.7:8000"}));
+        ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+        EXPECT_EQ(r.cfg.snat_addr.family, KVS_AF_INET);
+        EXPECT_EQ(r.cfg.snat_addr.addr_str(), "10.0.1.1");
+        EXPECT_EQ(r.cfg.snat2_addr.family, KVS_AF_INET6);
+        EXPECT_EQ(r.cfg.snat2_addr.addr_str(), "fd02::1");
+        EXPECT_EQ(snat_for(r.cfg, KVS_AF_INET6), &r.cfg.snat2_addr);
+        EXPECT_EQ(snat_for(r.cfg, KVS_AF_INET), &r.cfg.snat_addr);
+        EXPECT_EQ(r.cfg.backends[0].ep.str(), "[fd02::7]:8000");
+        EXPECT_TRUE(config_warnings(r.cfg).empty());
+    }
+    // IPv6 only.
+    auto r = parse({"--vip", "[fd00::1]:8000", "--snat-addr", "fd02::1", "--appliance-mac",
+                    "02:00:00:00:00:01", "--backend", "[fd02::7]:8000"});
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.snat_addr.addr_str(), "fd02::1");
+    EXPECT_EQ(r.cfg.snat2_addr.family, KVS_AF_NONE);
+    EXPECT_EQ(snat_for(r.cfg, KVS_AF_INET), nullptr);
+
+    // In the file, one line per family; the command line's addresses replace the file's.
+    std::string path = temp_file(
+        "vip = 10.0.0.1:80\nsnat-addr = 10.0.1.1\nsnat-addr = fd02::1\n"
+        "appliance-mac = 02:00:00:00:00:01\n");
+    r = parse({"--config", path});
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.snat2_addr.addr_str(), "fd02::1");
+    r = parse({"--config", path, "--snat-addr", "10.0.9.9"});
+    unlink(path.c_str());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.snat_addr.addr_str(), "10.0.9.9");
+    EXPECT_EQ(r.cfg.snat2_addr.family, KVS_AF_NONE);
+}
+
+TEST(Config, SnatAddressPerFamilyErrors) {
+    auto r = parse(with({"--snat-addr", "10.0.1.2"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message,
+              "snat-addr: two IPv4 addresses (10.0.1.1 and 10.0.1.2): give at most one per family");
+    r = parse(with({"--snat-addr", "fd02::1", "--snat-addr", "fd02::2"}));
+    EXPECT_EQ(r.message,
+              "snat-addr: two IPv6 addresses (fd02::1 and fd02::2): give at most one per family");
+    r = parse(with({"--vip", "[fd00::1]:8000"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "vip: [fd00::1]:8000 is IPv6 but no IPv6 --snat-addr is given");
+    r = parse(
+        {"--vip", "10.0.0.1:80", "--snat-addr", "fd02::1", "--appliance-mac", "02:00:00:00:00:01"});
+    EXPECT_EQ(r.message, "vip: 10.0.0.1:80 is IPv4 but no IPv4 --snat-addr is given");
+    r = parse(with({"--backend", "[fd02::7]:8000,weight=2"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "backend: [fd02::7]:8000 is IPv6 but no IPv6 --snat-addr is given");
+    r = parse(with({"--snat-addr", "fd02::1", "--snat-addr", "nope"}));
+    EXPECT_EQ(r.message, "snat-addr: 'nope' is not an IPv4 or IPv6 address");
+}
+
+// A VIP family without a backend of it is a warning only: backends come through the API.
+TEST(Config, VipFamilyWithoutBackendsIsAWarning) {
+    auto r = parse(
+        with({"--vip", "[fd00::1]:8000", "--snat-addr", "fd02::1", "--backend", "10.0.2.7:8000"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    auto w = config_warnings(r.cfg);
+    ASSERT_EQ(w.size(), 1u);
+    EXPECT_EQ(w[0],
+              "vip [fd00::1]:8000 is IPv6 but no IPv6 backend is configured: its clients are not "
+              "served until one is added (kvsteerctl backends add)");
+    EXPECT_EQ(config_warnings(parse(minimal()).cfg).size(), 1u) << "no backend at all";
+    r = parse(with({"--backend", "10.0.2.7:8000"}));
+    EXPECT_TRUE(config_warnings(r.cfg).empty());
+    EXPECT_EQ(backend_unreachable(r.cfg, *parse_endpoint("[fd02::9]:80", nullptr)),
+              "[fd02::9]:80 is IPv6 but no IPv6 --snat-addr is given");
+    EXPECT_EQ(backend_unreachable(r.cfg, *parse_endpoint("10.0.2.9:80", nullptr)), std::nullopt);
+}
+
+// Every address the operator gives takes IPv6 as [ADDR]:PORT and reads back in that form.
+TEST(Config, Ipv6EverywhereAnAddressIsGiven) {
+    auto r = parse({"--vip", "[fd00::1]:8000", "--snat-addr", "fd02::1", "--appliance-mac",
+                    "02:00:00:00:00:01", "--backend",
+                    "[fd02::7]:8000,kv-events=tcp://[fd02::7]:5557,mac=02:00:00:00:00:07",
+                    "--metrics-listen", "[::1]:9108"});
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.vips[0].str(), "[fd00::1]:8000");
+    EXPECT_EQ(r.cfg.backends[0].ep.str(), "[fd02::7]:8000");
+    EXPECT_EQ(r.cfg.backends[0].kv_events, "tcp://[fd02::7]:5557");
+    EXPECT_EQ(r.cfg.metrics_listen, "[::1]:9108");
+    EXPECT_EQ(parse_endpoint(r.cfg.metrics_listen, nullptr)->family, KVS_AF_INET6);
+    // Without brackets an IPv6 endpoint is refused, saying how to write it.
+    r = parse(with({"--snat-addr", "fd02::1", "--vip", "fd00::1:8000"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_NE(r.message.find("IPv6 needs [ADDR]:PORT"), std::string::npos) << r.message;
 }
 
 TEST(Config, InterfaceMacFromSysfs) {

@@ -7,8 +7,9 @@
 // 64-bit number, kv-events endpoint).
 // Besides memory safety (ASan/UBSan), it checks the promises:
 //  - no exception escapes; a parse is Ok with every value inside its documented range (the
-//    ranges of the help text and config.h's tunable_limits), or an Error with a non-empty,
-//    one-line message (never Help: that is the command line's);
+//    ranges of the help text and config.h's tunable_limits; at most one SNAT address per family,
+//    the IPv4 one first, and one of every VIP's and backend's family), or an Error with a
+//    non-empty, one-line message (never Help: that is the command line's);
 //  - an Ok configuration's tunables, written back as text, apply to it unchanged, and the command
 //    line still wins over the file;
 //  - a tune either changes the named tunable alone, to a value within its range (prefix-length
@@ -71,7 +72,16 @@ bool http_path(const std::string &p) {
 void check_config(const DaemonConfig &c) {
     check(!c.vips.empty() && c.vips.size() <= KVS_MAX_VIPS);
     for (const auto &v : c.vips) check(valid_endpoint(v));
+    // One SNAT address per family: snat_addr the IPv4 one when there are two, snat2_addr the
+    // other family's or none; every VIP and backend has one of its own family (no NAT46).
     check(c.snat_addr.family == KVS_AF_INET || c.snat_addr.family == KVS_AF_INET6);
+    check(c.snat2_addr.family == KVS_AF_NONE ||
+          (c.snat_addr.family == KVS_AF_INET && c.snat2_addr.family == KVS_AF_INET6));
+    check(c.snat2_addr.family != KVS_AF_NONE || c.snat2_addr == Endpoint{});
+    check(c.snat_addr.port_be == 0 && c.snat2_addr.port_be == 0);
+    for (const auto &v : c.vips) check(snat_for(c, v.family) != nullptr);
+    for (const auto &b : c.backends) check(!backend_unreachable(c, b.ep));
+    for (const auto &w : config_warnings(c)) check(one_line(w));
     check(c.workers >= 1 && c.workers <= KVS_MAX_WORKERS);
     check(c.snat_port_lo >= 1 && c.snat_port_lo <= c.snat_port_hi);
     check(static_cast<unsigned>(c.snat_port_hi - c.snat_port_lo + 1) >= c.workers);

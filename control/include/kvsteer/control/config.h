@@ -38,7 +38,10 @@ enum class TableAlgorithm : std::uint8_t {
 // the affinity policy's take PolicyParams' (affinity_policy.h); each is defined there only.
 struct DaemonConfig {
     std::vector<Endpoint> vips;
-    Endpoint snat_addr;
+    // The appliance's source addresses towards backends, as kvs_config holds them: snat_addr is
+    // the IPv4 one when there is one; snat2_addr the other family's on a dual-stack appliance
+    // (family KVS_AF_NONE: none). A flow leaves from the one of its own family.
+    Endpoint snat_addr, snat2_addr;
     std::uint16_t snat_port_lo = KVS_DEFAULT_SNAT_PORT_LO, snat_port_hi = KVS_DEFAULT_SNAT_PORT_HI;
     std::string interface;
     Mac appliance_mac{};
@@ -114,6 +117,17 @@ ParseResult parse_daemon_config(int argc, const char *const argv[]);
 // The same with the config file's text in memory: CONFIG_TEXT is read as the --config file would be
 // (the command line still wins; a --config in argv is not opened). Never throws.
 ParseResult parse_daemon_config(int argc, const char *const argv[], std::istream &config_text);
+
+// The SNAT address of FAMILY (snat_addr or snat2_addr), or nullptr when c has none.
+const Endpoint *snat_for(const DaemonConfig &c, std::uint8_t family);
+
+// Why an appliance configured as c cannot serve a backend at EP (one line, as the API and the
+// config file report it): no SNAT address of EP's family. nullopt when it can.
+std::optional<std::string> backend_unreachable(const DaemonConfig &c, const Endpoint &ep);
+
+// What a valid configuration may still get wrong, one line each, for the log at startup: a VIP
+// family without a backend of that family (backends come and go through the API, so no error).
+std::vector<std::string> config_warnings(const DaemonConfig &c);
 
 // "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT]"
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err);

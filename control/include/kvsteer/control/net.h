@@ -25,6 +25,9 @@ struct Endpoint {
 
 using Mac = std::array<std::uint8_t, 6>;
 
+// "IPv4", "IPv6" or "no" (KVS_AF_NONE), for messages.
+const char *family_name(std::uint8_t family);
+
 // "1.2.3.4:80", "[fe80::1]:8000". nullopt + err (reason only) on failure.
 std::optional<Endpoint> parse_endpoint(std::string_view s, std::string *err);
 // An address without a port ("1.2.3.4", "::1").
