@@ -251,9 +251,18 @@ json Daemon::handle(const json &req) {
                          for (auto &v : cfg().vips) a.push_back(v.str());
                          return a;
                      }()},
-                    {"snat", cfg().snat_addr.addr_str() + " ports " +
-                                 std::to_string(cfg().snat_port_lo) + "-" +
+                    // Both addresses on a dual-stack appliance: "10.0.1.1, fd00::1 ports LO-HI".
+                    {"snat", cfg().snat_addr.addr_str() +
+                                 (cfg().snat2_addr.family ? ", " + cfg().snat2_addr.addr_str()
+                                                          : std::string()) +
+                                 " ports " + std::to_string(cfg().snat_port_lo) + "-" +
                                  std::to_string(cfg().snat_port_hi)},
+                    {"snat_addrs",
+                     [&] {
+                         json a = json::array({cfg().snat_addr.addr_str()});
+                         if (cfg().snat2_addr.family) a.push_back(cfg().snat2_addr.addr_str());
+                         return a;
+                     }()},
                     {"appliance_mac", format_mac(cfg().appliance_mac)},
                     {"backends",
                      {{"total", core_.backends().size()},

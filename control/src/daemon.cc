@@ -51,6 +51,7 @@ bool Daemon::start(std::string *err) {
             return false;
         }
     }
+    for (const auto &w : config_warnings(cfg())) spdlog::warn("{}", w);
     if (cfg().cookie_key_random)
         spdlog::warn(
             "cookie-key not set: using a random key (set the same cookie-key on every appliance)");
@@ -96,6 +97,10 @@ void Daemon::tick() {
 }
 
 std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err) {
+    if (auto why = backend_unreachable(cfg(), spec.ep)) {
+        *err = "backend " + *why;
+        return std::nullopt;
+    }
     if (!spec.kv_events.empty()) {
         for (const auto &[id, b] : core_.backends()) {
             if (b.spec.kv_events == spec.kv_events) {

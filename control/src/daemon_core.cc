@@ -74,6 +74,9 @@ void DaemonCore::write_config() {
     }
     std::memcpy(c->snat_addr, cfg_.snat_addr.addr.data(), sizeof c->snat_addr);
     c->snat_family = cfg_.snat_addr.family;
+    // Dual stack: the other family's address (family KVS_AF_NONE and zeros when single-stack).
+    std::memcpy(c->snat2_addr, cfg_.snat2_addr.addr.data(), sizeof c->snat2_addr);
+    c->snat2_family = cfg_.snat2_addr.family;
     c->snat_port_lo = cfg_.snat_port_lo;
     c->snat_port_hi = cfg_.snat_port_hi;
     std::memcpy(c->appliance_mac, cfg_.appliance_mac.data(), 6);

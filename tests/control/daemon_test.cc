@@ -267,6 +267,75 @@ TEST_F(DaemonTest, ApiChangesBackendsAndTables) {
     EXPECT_EQ(list["backends"][0]["state"], "up");
 }
 
+// A dual-stack appliance: both SNAT addresses in kvs_config and in the API's status; an IPv6
+// backend added through the API (a server on ::1) is health-checked up over IPv6, shown, selected
+// and removed as [ADDR]:PORT, and the metrics listener takes an IPv6 address.
+TEST_F(DaemonTest, DualStackConfigAndIpv6BackendThroughTheApi) {
+    std::unique_ptr<TestHttpServer> v6;
+    try {
+        v6 = std::make_unique<TestHttpServer>(true);
+    } catch (const std::exception &e) {
+        GTEST_SKIP() << e.what();
+    }
+    v6->set("/health", 200, "ok");
+    v6->set("/metrics", 200, kVllmPage);
+    auto c = config(1);
+    std::string err;
+    c.vips.push_back(*parse_endpoint("[fd00::9]:8000", &err));
+    c.snat2_addr = *parse_address("fd02::1", &err);
+    c.metrics_listen = "[::1]:" + std::to_string(kvtest::free_tcp_port());
+    start(c);
+    const kvs_config *k = m_.view.config;
+    std::uint32_t fd02_1[4];
+    ASSERT_EQ(inet_pton(AF_INET6, "fd02::1", fd02_1), 1);
+    EXPECT_EQ(k->snat_family, KVS_AF_INET);
+    EXPECT_EQ(k->snat_addr[0], inet_addr("10.0.1.1"));
+    EXPECT_EQ(k->snat2_family, KVS_AF_INET6);
+    EXPECT_EQ(0, std::memcmp(k->snat2_addr, fd02_1, 16));
+    EXPECT_EQ(kvs_snat_addr(k, KVS_AF_INET6), k->snat2_addr);
+    EXPECT_EQ(k->n_vips, 2u);
+    EXPECT_EQ(k->vips[1].family, KVS_AF_INET6);
+
+    auto st = call({{"cmd", "status"}});
+    EXPECT_EQ(st["snat"], "10.0.1.1, fd02::1 ports 32768-60999");
+    EXPECT_EQ(st["snat_addrs"], json::array({"10.0.1.1", "fd02::1"}));
+    EXPECT_EQ(st["vips"], json::array({"10.0.0.1:80", "[fd00::9]:8000"}));
+
+    const std::string addr = "[::1]:" + std::to_string(v6->port());
+    auto r = call({{"cmd", "backend.add"}, {"addr", addr}, {"mac", "02:00:00:00:00:66"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["backend"]["addr"], addr);
+    const auto id = r["backend"]["id"].get<unsigned>();
+    ASSERT_TRUE(wait_for([&] { return state(id) == KVS_BE_UP; })) << "health check over IPv6";
+    const kvs_backend &b = m_.view.backends[id];
+    EXPECT_EQ(b.family, KVS_AF_INET6);
+    EXPECT_EQ(0, std::memcmp(b.addr, &in6addr_loopback, 16));
+    EXPECT_EQ(b.port, htons(v6->port()));
+    EXPECT_EQ(call({{"cmd", "backends"}})["backends"][1]["addr"], addr);
+    r = call({{"cmd", "backend.weight"}, {"backend", addr}, {"weight", 3}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(m_.view.backends[id].weight, 3);
+
+    auto page = http_get_many({{*parse_endpoint(c.metrics_listen, &err), "/metrics"}}, 1000ms);
+    ASSERT_TRUE(page[0].ok) << page[0].error;
+    EXPECT_NE(page[0].body.find("kvsteerd_backend_up{backend=\"" + addr + "\","),
+              std::string::npos);
+
+    r = call({{"cmd", "backend.remove"}, {"backend", addr}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["removed"]["addr"], addr);
+    EXPECT_EQ(state(id), KVS_BE_EMPTY);
+}
+
+// No NAT46: a backend of a family the appliance has no SNAT address of is refused, naming it.
+TEST_F(DaemonTest, BackendOfAFamilyWithoutSnatAddressIsRefused) {
+    start(config(1));  // IPv4 only
+    auto r = call({{"cmd", "backend.add"}, {"spec", "[fd00::7]:8000,mac=02:00:00:00:00:77"}});
+    EXPECT_FALSE(r["ok"].get<bool>());
+    EXPECT_EQ(r["error"], "backend [fd00::7]:8000 is IPv6 but no IPv6 --snat-addr is given");
+    EXPECT_EQ(call({{"cmd", "backends"}})["backends"].size(), 1u);
+}
+
 TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine) {
     start(config(1));
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);

@@ -9,18 +9,31 @@
 
 #include <cstdio>
 #include <stdexcept>
+#include <string>
 
-TestHttpServer::TestHttpServer() {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 ||
+TestHttpServer::TestHttpServer(bool ipv6) {
+    listen_fd_ = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage ss{};
+    socklen_t len = ipv6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (ipv6) {
+        auto *sa = reinterpret_cast<sockaddr_in6 *>(&ss);
+        sa->sin6_family = AF_INET6;
+        sa->sin6_addr = in6addr_loopback;
+    } else {
+        auto *sa = reinterpret_cast<sockaddr_in *>(&ss);
+        sa->sin_family = AF_INET;
+        sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    }
+    const socklen_t bind_len = len;
+    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr *>(&ss), bind_len) < 0 ||
         listen(listen_fd_, 64) < 0 ||
-        getsockname(listen_fd_, reinterpret_cast<sockaddr *>(&sa), &len) < 0)
-        throw std::runtime_error("test http server: cannot listen on 127.0.0.1");
-    port_ = ntohs(sa.sin_port);
+        getsockname(listen_fd_, reinterpret_cast<sockaddr *>(&ss), &len) < 0) {
+        if (listen_fd_ >= 0) close(listen_fd_);
+        throw std::runtime_error(std::string("test http server: cannot listen on ") +
+                                 (ipv6 ? "::1" : "127.0.0.1"));
+    }
+    // sin_port and sin6_port sit at the same offset.
+    port_ = ntohs(reinterpret_cast<sockaddr_in *>(&ss)->sin_port);
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     thr_ = std::thread([this] { loop(); });
 }

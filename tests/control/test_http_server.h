@@ -1,4 +1,4 @@
-// A tiny HTTP/1.1 server on 127.0.0.1 (ephemeral port) for tests: per-path status and body,
+// A tiny HTTP/1.1 server on 127.0.0.1 or ::1 (ephemeral port) for tests: per-path status and body,
 // and a "hang" mode that accepts but never answers.
 #pragma once
 
@@ -12,7 +12,8 @@
 
 class TestHttpServer {
    public:
-    TestHttpServer();
+    // On ::1 with IPV6 (throws std::runtime_error where the host has no IPv6 loopback).
+    explicit TestHttpServer(bool ipv6 = false);
     ~TestHttpServer();
     std::uint16_t port() const { return port_; }
     void set(const std::string &path, int status, const std::string &body, bool chunked = false);
