@@ -2,6 +2,8 @@
 // maps directly for `flows` and `counters` (works while the daemon is down).
 // Exit codes: 0 ok, 1 the operation failed, 2 usage error, 3 daemon or maps unreachable.
 #include <boost/program_options.hpp>
+#include <algorithm>
+#include <initializer_list>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -55,6 +57,7 @@ const char *kTopUsage =
     "                                      session-headers (names, comma-separated; \"\" = off), "
     "session-cap\n"
     "\n"
+    "ADDR:PORT is [ADDR]:PORT for IPv6 (e.g. [fd00::7]:8000), here and in every answer.\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
 
 struct Usage {
@@ -159,8 +162,18 @@ std::string num(const json &v, int prec = 2) {
     return v.dump();
 }
 
+// Width of an address column: 22, or the longest of FIELDS in LIST ("[IPv6]:PORT" is up to 47).
+int addr_width(const json &list, std::initializer_list<const char *> fields) {
+    std::size_t w = 22;
+    for (const auto &e : list)
+        for (const char *f : fields)
+            if (e.contains(f) && e[f].is_string()) w = std::max(w, e[f].get<std::string>().size());
+    return static_cast<int>(w);
+}
+
 void print_backends(const json &list) {
-    std::printf("%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", "ADDRESS",
+    const int aw = addr_width(list, {"addr"});
+    std::printf("%-4s %-*s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", aw, "ADDRESS",
                 "STATE", "WEIGHT", "INFLIGHT", "BINDS", "RUN", "WAIT", "KV", "HIT", "BLOCKS", "MAC",
                 "LAST ERROR");
     for (const auto &b : list) {
@@ -171,7 +184,7 @@ void print_backends(const json &list) {
         if (err.empty() && kv.is_object() && !kv["last_error"].get<std::string>().empty())
             err = "kv-events: " + kv["last_error"].get<std::string>();
         std::printf(
-            "%-4s %-22s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(),
+            "%-4s %-*s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(), aw,
             b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
             num(b["weight"]).c_str(), num(b["in_flight"]).c_str(), num(b["binds"]).c_str(),
             num(t["running"], 0).c_str(), num(t["waiting"], 0).c_str(), num(t["kv_usage"]).c_str(),
@@ -258,7 +271,8 @@ int cmd_backends(Ctl &c, std::vector<std::string> args) {
             "Usage: kvsteerctl backends add ADDR:PORT [--weight W] [--model M] [--mac MAC] "
             "[--max-load N]"
             " [--kv-events tcp://HOST:PORT]\n"
-            "Adds a backend; it takes flows after its first successful health check.";
+            "Adds a backend; it takes flows after its first successful health check.\n"
+            "IPv6: [ADDR]:PORT; refused when kvsteerd has no --snat-addr of the backend's family.";
         po::options_description o("Options");
         o.add_options()("weight", po::value<std::string>(), "Maglev weight (default 1)")(
             "model", po::value<std::string>(), "model served")(
@@ -410,12 +424,14 @@ int cmd_flows(Ctl &c, std::vector<std::string> args) {
                     num(r["entries"]).c_str());
         return kOk;
     }
-    std::printf("%-4s %-22s %-22s %-22s %-22s %4s %3s %8s %10s %7s\n", "DIR", "SRC", "DST",
-                "NEW SRC", "NEW DST", "BE", "WK", "PACKETS", "BYTES", "AGE");
+    const int aw = addr_width(r["list"], {"src", "dst", "new_src", "new_dst"});
+    std::printf("%-4s %-*s %-*s %-*s %-*s %4s %3s %8s %10s %7s\n", "DIR", aw, "SRC", aw, "DST", aw,
+                "NEW SRC", aw, "NEW DST", "BE", "WK", "PACKETS", "BYTES", "AGE");
     for (const auto &f : r["list"])
-        std::printf("%-4s %-22s %-22s %-22s %-22s %4s %3s %8s %10s %6.1fs\n",
-                    f["dir"].get<std::string>().c_str(), f["src"].get<std::string>().c_str(),
-                    f["dst"].get<std::string>().c_str(), f["new_src"].get<std::string>().c_str(),
+        std::printf("%-4s %-*s %-*s %-*s %-*s %4s %3s %8s %10s %6.1fs\n",
+                    f["dir"].get<std::string>().c_str(), aw, f["src"].get<std::string>().c_str(),
+                    aw, f["dst"].get<std::string>().c_str(), aw,
+                    f["new_src"].get<std::string>().c_str(), aw,
                     f["new_dst"].get<std::string>().c_str(), num(f["backend"]).c_str(),
                     num(f["worker"]).c_str(), num(f["packets"]).c_str(), num(f["bytes"]).c_str(),
                     f["age_s"].get<double>());
@@ -464,10 +480,12 @@ int cmd_counters(Ctl &c, const std::vector<std::string> &args) {
                             static_cast<unsigned long long>(it.value().get<std::uint64_t>()));
     }
     if (r.contains("backends")) {
-        std::printf("backends:\n  %-4s %-22s %-6s %9s %9s %8s %8s %8s %6s %6s\n", "ID", "ADDRESS",
-                    "STATE", "BINDS", "CLOSES", "INFLIGHT", "FAIL_RST", "FAIL_TMO", "QUEUE", "RUN");
+        const int aw = addr_width(r["backends"], {"addr"});
+        std::printf("backends:\n  %-4s %-*s %-6s %9s %9s %8s %8s %8s %6s %6s\n", "ID", aw,
+                    "ADDRESS", "STATE", "BINDS", "CLOSES", "INFLIGHT", "FAIL_RST", "FAIL_TMO",
+                    "QUEUE", "RUN");
         for (const auto &b : r["backends"])
-            std::printf("  %-4s %-22s %-6s %9s %9s %8s %8s %8s %6s %6s\n", num(b["id"]).c_str(),
+            std::printf("  %-4s %-*s %-6s %9s %9s %8s %8s %8s %6s %6s\n", num(b["id"]).c_str(), aw,
                         b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
                         num(b["binds"]).c_str(), num(b["closes"]).c_str(),
                         num(b["in_flight"]).c_str(), num(b["bind_fail_rst"]).c_str(),
