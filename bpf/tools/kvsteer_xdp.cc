@@ -72,8 +72,8 @@ bool parse_mode(const std::string &s, AttachMode *m) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string cmd, iface, dir, mode_s, snat, snat_ports, cookie_key;
-    std::vector<std::string> vips;
+    std::string cmd, iface, dir, mode_s, snat_ports, cookie_key;
+    std::vector<std::string> vips, snats;
     unsigned syn_mss = 0, syn_wscale = 7, syn_window = 0, cookie_period = 64;
     bool json = false, all = false, syn_ts = false;
     po::options_description desc(
@@ -96,8 +96,10 @@ int main(int argc, char **argv) {
                                                                     "stats as one JSON object")(
         "all", po::bool_switch(&all), "stats: print zero counters too")(
         "vip", po::value(&vips)->composing(), "config: VIP ADDR:PORT or [ADDR6]:PORT (repeatable)")(
-        "snat", po::value(&snat), "config: appliance-owned backend-side source address")(
-        "snat-ports", po::value(&snat_ports), "config: SNAT port range LO-HI")(
+        "snat", po::value(&snats)->composing(),
+        "config: appliance-owned backend-side source address; dual stack: give it twice, one "
+        "IPv4 and one IPv6 (at most one per family)")("snat-ports", po::value(&snat_ports),
+                                                      "config: SNAT port range LO-HI")(
         "cookie-key", po::value(&cookie_key)->default_value("random"),
         "config: 32 hex digits, or 'random'; the old key becomes the previous one")(
         "cookie-period", po::value(&cookie_period)->default_value(64),
@@ -197,13 +199,28 @@ int main(int argc, char **argv) {
             if (!parse_vip(vips[i], &c.vips[i]))
                 return usage_error("bad --vip '" + vips[i] + "' (want ADDR:PORT)");
         c.n_vips = static_cast<std::uint32_t>(vips.size());
-        if (!snat.empty()) {
-            if (inet_pton(AF_INET, snat.c_str(), &c.snat_addr[0]) == 1)
-                c.snat_family = KVS_AF_INET;
-            else if (inet_pton(AF_INET6, snat.c_str(), c.snat_addr) == 1)
-                c.snat_family = KVS_AF_INET6;
-            else
-                return usage_error("bad --snat '" + snat + "'");
+        if (!snats.empty()) {
+            // As kvsteerd writes them: the IPv4 address in snat_addr when there is one, the
+            // other family's in snat2_addr.
+            std::uint32_t a4[4] = {}, a6[4] = {};
+            bool have4 = false, have6 = false;
+            for (const auto &snat : snats) {
+                std::uint32_t a[4] = {};
+                const bool v4 = inet_pton(AF_INET, snat.c_str(), a) == 1;
+                if (!v4 && inet_pton(AF_INET6, snat.c_str(), a) != 1)
+                    return usage_error("bad --snat '" + snat + "'");
+                if (v4 ? have4 : have6)
+                    return usage_error(std::string("two ") + (v4 ? "IPv4" : "IPv6") +
+                                       " --snat addresses: give at most one per family");
+                std::memcpy(v4 ? a4 : a6, a, sizeof a);
+                (v4 ? have4 : have6) = true;
+            }
+            std::memcpy(c.snat_addr, have4 ? a4 : a6, sizeof c.snat_addr);
+            c.snat_family = have4 ? KVS_AF_INET : KVS_AF_INET6;
+            if (have4 && have6) {
+                std::memcpy(c.snat2_addr, a6, sizeof c.snat2_addr);
+                c.snat2_family = KVS_AF_INET6;
+            }
             unsigned lo = 0, hi = 0;
             if (std::sscanf(snat_ports.c_str(), "%u-%u", &lo, &hi) != 2 || lo == 0 || lo > hi ||
                 hi > 65535)
