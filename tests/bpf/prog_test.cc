@@ -46,6 +46,9 @@ class BpfProg : public ::testing::Test {
         cfg_.vips[1].family = KVS_AF_INET6;
         cfg_.snat_addr[0] = ip4("10.2.0.1");
         cfg_.snat_family = KVS_AF_INET;
+        // Dual stack: the IPv6 backend leg leaves from (and comes back to) snat2_addr.
+        ip6("fd02::1", cfg_.snat2_addr);
+        cfg_.snat2_family = KVS_AF_INET6;
         cfg_.snat_port_lo = 20000;
         cfg_.snat_port_hi = 29999;
         std::memcpy(cfg_.appliance_mac, kApplMac, 6);
@@ -60,16 +63,27 @@ class BpfProg : public ::testing::Test {
         h_->clear_load();
     }
 
-    static TcpSpec client_spec() {
+    // The client's segment to the VIP: 10.1.0.2:40001 -> 10.9.0.1:80, or with v6_
+    // [fd00::2]:40001 -> [fd00::9]:80.
+    TcpSpec client_spec() const {
         TcpSpec s;
         std::memcpy(s.smac, kClientMac, 6);
         std::memcpy(s.dmac, kApplMac, 6);
-        s.saddr[0] = ip4("10.1.0.2");
-        s.daddr[0] = ip4("10.9.0.1");
+        s.v6 = v6_;
+        if (v6_) {
+            ip6("fd00::2", s.saddr);
+            ip6("fd00::9", s.daddr);
+        } else {
+            s.saddr[0] = ip4("10.1.0.2");
+            s.daddr[0] = ip4("10.9.0.1");
+        }
         s.sport = 40001;
         s.dport = 80;
         return s;
     }
+
+    // Where the TCP header of a frame of ours starts (no VLAN, no IPv4 options).
+    std::size_t tcp_off() const { return 14 + (v6_ ? 40 : 20); }
 
     std::uint32_t cookie_for(const TcpSpec &s, std::uint8_t data) {
         kvs_cookie_tuple t{};
@@ -155,10 +169,18 @@ class BpfProg : public ::testing::Test {
     }
 
     // A bound connection: client 10.1.0.2:40001 -> VIP 10.9.0.1:80, SNAT 10.2.0.1:20001 ->
-    // backend 10.2.0.7:8000.
+    // backend 10.2.0.7:8000; with v6_ fd00::2 -> fd00::9, SNAT fd02::1 (snat2_addr) -> fd02::7.
     void install_pair(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks, kvs_flow *fs,
                       std::uint8_t backend_ws = 10) {
         kvs_flowpair_params p = pair4_params(backend_ws);
+        if (v6_) {  // the same connection (ISNs, backend 3) between pair6_params()'s addresses
+            const kvs_flowpair_params a6 = pair6_params();
+            p.family = KVS_AF_INET6;
+            std::memcpy(p.client_addr, a6.client_addr, 16);
+            std::memcpy(p.vip_addr, a6.vip_addr, 16);
+            std::memcpy(p.snat_addr, a6.snat_addr, 16);
+            std::memcpy(p.backend_addr, a6.backend_addr, 16);
+        }
         kvs_flowpair_build(&p, kc, fc, ks, fs);
         h_->put_flow(*kc, *fc);
         h_->put_flow(*ks, *fs);
@@ -174,12 +196,20 @@ class BpfProg : public ::testing::Test {
         return p;
     }
 
-    static TcpSpec backend_spec() {
+    // The backend's segment to the SNAT address: 10.2.0.7:8000 -> 10.2.0.1:20001, or with v6_
+    // [fd02::7]:8000 -> [fd02::1]:20001 (snat2_addr).
+    TcpSpec backend_spec() const {
         TcpSpec s;
         std::memcpy(s.smac, kBackendMac, 6);
         std::memcpy(s.dmac, kApplMac, 6);
-        s.saddr[0] = ip4("10.2.0.7");
-        s.daddr[0] = ip4("10.2.0.1");
+        s.v6 = v6_;
+        if (v6_) {
+            ip6("fd02::7", s.saddr);
+            ip6("fd02::1", s.daddr);
+        } else {
+            s.saddr[0] = ip4("10.2.0.7");
+            s.daddr[0] = ip4("10.2.0.1");
+        }
         s.sport = 8000;
         s.dport = 20001;
         return s;
@@ -197,10 +227,26 @@ class BpfProg : public ::testing::Test {
     static ProgHarness *h_;
     static std::string load_err_;
     kvs_config cfg_{};
+    bool v6_ = false;  // client_spec, backend_spec and install_pair in IPv6
 };
 
 ProgHarness *BpfProg::h_ = nullptr;
 std::string BpfProg::load_err_;
+
+// The tests that run once per family: the same packets and expectations in IPv4 and IPv6.
+class BpfProgFamily : public BpfProg, public ::testing::WithParamInterface<bool> {
+   protected:
+    void SetUp() override {
+        v6_ = GetParam();
+        BpfProg::SetUp();
+    }
+};
+
+std::string family_name(const ::testing::TestParamInfo<bool> &i) {
+    return i.param ? "ipv6" : "ipv4";
+}
+
+INSTANTIATE_TEST_SUITE_P(Family, BpfProgFamily, ::testing::Bool(), family_name);
 
 std::uint32_t rd32(const std::uint8_t *p) {
     return (std::uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
@@ -284,7 +330,7 @@ TEST_F(BpfProg, SynToOtherAddressPassed) {
     EXPECT_EQ(r.out, in);
 }
 
-TEST_F(BpfProg, AckWithBadCookieDropped) {
+TEST_P(BpfProgFamily, AckWithBadCookieDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK;
     s.seq = 1001;
@@ -298,7 +344,7 @@ TEST_F(BpfProg, AckWithBadCookieDropped) {
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_BAD_COOKIE);
 }
 
-TEST_F(BpfProg, PureAckWithGoodCookieDropped) {
+TEST_P(BpfProgFamily, PureAckWithGoodCookieDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK;
     s.seq = 1001;
@@ -307,7 +353,7 @@ TEST_F(BpfProg, PureAckWithGoodCookieDropped) {
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_PURE_ACK);
 }
 
-TEST_F(BpfProg, FirstFlightPuntedToXsk) {
+TEST_P(BpfProgFamily, FirstFlightPuntedToXsk) {
     // No AF_XDP socket is bound in test-run: the redirect to xsks_map fails over to XDP_DROP
     // and is counted as PUNT_NO_XSK (with a socket it is XDP_REDIRECT + PUNT_FIRST_FLIGHT).
     TcpSpec s = client_spec();
@@ -327,7 +373,7 @@ TEST_F(BpfProg, FirstFlightPuntedToXsk) {
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_PUNT_NO_XSK);
 }
 
-TEST_F(BpfProg, RstWithoutFlowDropped) {
+TEST_P(BpfProgFamily, RstWithoutFlowDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_RST;
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_RST_NO_FLOW);
@@ -443,7 +489,7 @@ TEST_F(BpfProg, EstablishedIpv6BothWays) {
     EXPECT_EQ((r.out[54 + 14] << 8) | r.out[54 + 15], 2000);  // backend shift 7, ours 8
 }
 
-TEST_F(BpfProg, SackBlocksAllShifted) {
+TEST_P(BpfProgFamily, SackBlocksAllShifted) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -461,13 +507,13 @@ TEST_F(BpfProg, SackBlocksAllShifted) {
     RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(check_checksums(r.out), "");
     for (int i = 0; i < 4; i++) {
-        EXPECT_EQ(rd32(&r.out[54 + 4 + 8 * i]), bl[i].first + fc.ack_delta) << i;
-        EXPECT_EQ(rd32(&r.out[54 + 8 + 8 * i]), bl[i].second + fc.ack_delta) << i;
+        EXPECT_EQ(rd32(&r.out[tcp_off() + 20 + 4 + 8 * i]), bl[i].first + fc.ack_delta) << i;
+        EXPECT_EQ(rd32(&r.out[tcp_off() + 20 + 8 + 8 * i]), bl[i].second + fc.ack_delta) << i;
     }
     EXPECT_EQ(r.out, cxx_rewrite(in, fc));
 }
 
-TEST_F(BpfProg, FinClosesBothEntriesOnce) {
+TEST_P(BpfProgFamily, FinClosesBothEntriesOnce) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -475,10 +521,13 @@ TEST_F(BpfProg, FinClosesBothEntriesOnce) {
     s.flags = KVS_TCP_ACK | KVS_TCP_FIN;
     s.seq = 9000;
     s.ack = 0x80001235;
+    Bytes in = build_tcp(s);
     auto before = h_->stats();
-    RunResult r = h_->run(build_tcp(s));
+    RunResult r = h_->run(in);
     auto after = h_->stats();
     EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fc)) << hex(r.out);
+    EXPECT_EQ(check_checksums(r.out), "");
     EXPECT_EQ(after[KVS_R_FLOW_FIN] - before[KVS_R_FLOW_FIN], 1u);
     EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
     EXPECT_EQ(after[KVS_R_TX_FWD_C2S] - before[KVS_R_TX_FWD_C2S], 1u);
@@ -495,10 +544,12 @@ TEST_F(BpfProg, FinClosesBothEntriesOnce) {
     bs.flags = KVS_TCP_ACK | KVS_TCP_FIN;
     bs.seq = 0x7000aaab;
     bs.ack = 9001;
+    in = build_tcp(bs);
     before = h_->stats();
-    r = h_->run(build_tcp(bs));
+    r = h_->run(in);
     after = h_->stats();
     EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fs)) << hex(r.out);
     EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 0u);
     EXPECT_EQ(h_->load(3).closes, 1u);
     ASSERT_TRUE(h_->get_flow(ks, &b));
@@ -507,7 +558,7 @@ TEST_F(BpfProg, FinClosesBothEntriesOnce) {
     EXPECT_EQ(b.win_shl, fs.win_shl);
 }
 
-TEST_F(BpfProg, RstFromBackendClosesOnce) {
+TEST_P(BpfProgFamily, RstFromBackendClosesOnce) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -515,8 +566,10 @@ TEST_F(BpfProg, RstFromBackendClosesOnce) {
     bs.flags = KVS_TCP_RST | KVS_TCP_ACK;
     bs.seq = 0x7000aaab;
     bs.ack = 9001;
-    RunResult r = h_->run(build_tcp(bs));
+    Bytes in = build_tcp(bs);
+    RunResult r = h_->run(in);
     EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(r.out, cxx_rewrite(in, fs)) << hex(r.out);
     EXPECT_EQ(check_checksums(r.out), "");
     EXPECT_EQ(h_->load(3).closes, 1u);
     kvs_flow c{}, b{};
@@ -535,7 +588,7 @@ TEST_F(BpfProg, RstFromBackendClosesOnce) {
 // A client reopens a connection on the 4-tuple of one that just closed, its entries still
 // lingering: the old entries go and the SYN gets a cookie (before, the new connection's
 // segments went to the old backend connection and stalled until the flow expired).
-TEST_F(BpfProg, SynReusesTupleOfClosedFlow) {
+TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
     for (bool backend_rst : {false, true}) {
         SCOPED_TRACE(backend_rst ? "closed by the backend's RST" : "closed by the client's FIN");
         kvs_flow_key kc, ks;
@@ -562,7 +615,7 @@ TEST_F(BpfProg, SynReusesTupleOfClosedFlow) {
         Bytes out = expect_synack(build_tcp(syn));
         auto after = h_->stats();
         ASSERT_FALSE(out.empty());
-        EXPECT_EQ(rd32(&out[34 + 8]), 0x2468ace1u);
+        EXPECT_EQ(rd32(&out[tcp_off() + 8]), 0x2468ace1u);
         EXPECT_EQ(after[KVS_R_FLOW_REUSED] - before[KVS_R_FLOW_REUSED], 1u)
             << stat_delta(before, after);
         kvs_flow f{};
@@ -573,7 +626,7 @@ TEST_F(BpfProg, SynReusesTupleOfClosedFlow) {
 
 // A SYN on a flow that is still open goes to its backend (whose challenge ACK makes the client
 // reset the old connection), rewritten like any other segment of the flow.
-TEST_F(BpfProg, SynOnLiveFlowForwarded) {
+TEST_P(BpfProgFamily, SynOnLiveFlowForwarded) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
@@ -611,7 +664,7 @@ TEST_F(BpfProg, TwoArmedFlowRedirected) {
     EXPECT_EQ(r.out, cxx_rewrite(in, fc));  // rewritten before the redirect
 }
 
-TEST_F(BpfProg, BackendPacketsWithoutFlowPunted) {
+TEST_P(BpfProgFamily, BackendPacketsWithoutFlowPunted) {
     TcpSpec s = backend_spec();
     s.flags = KVS_TCP_SYN | KVS_TCP_ACK;
     s.opts = cat({opt_mss(1460), opt_nop(), opt_ws(7)});
@@ -625,6 +678,43 @@ TEST_F(BpfProg, BackendPacketsWithoutFlowPunted) {
     Bytes in = build_tcp(s);
     RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_NOT_OURS);
     EXPECT_EQ(r.out, in);
+}
+
+// Dual stack: a backend's packet without a flow is ours when it comes to either SNAT address of
+// its own family within the port range (kvs_xdp_is_snat), whichever of snat_addr/snat2_addr
+// holds it; any other address (or the right bytes in the other family) is passed untouched.
+TEST_F(BpfProg, DualStackSnatMatchesEitherAddress) {
+    auto backend_packet = [&](bool v6, const char *dst) {
+        v6_ = v6;
+        TcpSpec s = backend_spec();
+        if (dst) ip6(dst, s.daddr);
+        s.flags = KVS_TCP_ACK;
+        s.payload = Bytes(20, 'z');
+        return build_tcp(s);
+    };
+    auto passed = [&](const Bytes &in) {
+        RunResult r = expect_verdict(in, XDP_PASS_, KVS_R_PASS_NOT_OURS);
+        EXPECT_EQ(r.out, in);
+    };
+    for (bool swapped : {false, true}) {
+        SCOPED_TRACE(swapped ? "IPv6 in snat_addr, IPv4 in snat2_addr" : "IPv4 first");
+        if (swapped) {
+            std::swap(cfg_.snat_addr, cfg_.snat2_addr);
+            std::swap(cfg_.snat_family, cfg_.snat2_family);
+            h_->set_config(cfg_);
+        }
+        expect_verdict(backend_packet(false, nullptr), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+        expect_verdict(backend_packet(true, nullptr), XDP_DROP_, KVS_R_PUNT_NO_XSK);  // fd02::1
+        passed(backend_packet(true, "fd02::99"));
+        passed(backend_packet(true, "a02:1::"));  // 10.2.0.1's bytes, but IPv6
+    }
+    // Single stack (IPv4): nothing of IPv6 is a SNAT address.
+    cfg_.snat2_family = KVS_AF_NONE;
+    std::swap(cfg_.snat_addr, cfg_.snat2_addr);
+    cfg_.snat_family = KVS_AF_INET;
+    h_->set_config(cfg_);
+    expect_verdict(backend_packet(false, nullptr), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    passed(backend_packet(true, nullptr));
 }
 
 TEST_F(BpfProg, OtherTrafficPassedWithReason) {
@@ -898,13 +988,13 @@ TEST_F(BpfProg, TruncatedAndMalformedCounted) {
 
 // ---- request boundaries (per-request steering) --------------------------------------------
 
-class BpfBoundary : public BpfProg {
+class BpfBoundary : public BpfProgFamily {
    protected:
     static constexpr std::uint32_t kReqEnd = 5000;  // the first request's bytes end here
     static constexpr std::uint32_t kBisn = 0x7000aaaa, kCookie = 0x80001234;
 
     void SetUp() override {
-        BpfProg::SetUp();
+        BpfProgFamily::SetUp();
         if (IsSkipped()) return;
         cfg_.flags |= KVS_CFG_PER_REQUEST;
         h_->set_config(cfg_);
@@ -946,7 +1036,9 @@ class BpfBoundary : public BpfProg {
     kvs_flow fc{}, fs{};
 };
 
-TEST_F(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
+INSTANTIATE_TEST_SUITE_P(Family, BpfBoundary, ::testing::Bool(), family_name);
+
+TEST_P(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
     const std::string resp =
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: "
         "5\r\n\r\nhello";
@@ -968,7 +1060,7 @@ TEST_F(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
                    KVS_R_PUNT_NO_XSK);
 }
 
-TEST_F(BpfBoundary, ChunkedResponseEndsWithItsLastChunk) {
+TEST_P(BpfBoundary, ChunkedResponseEndsWithItsLastChunk) {
     const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
     const std::string last = "0\r\n\r\n";
     expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
@@ -990,7 +1082,7 @@ TEST_F(BpfBoundary, ChunkedResponseEndsWithItsLastChunk) {
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
 }
 
-TEST_F(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
+TEST_P(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
     const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";  // 5 of 10
     expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
     const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
@@ -1002,7 +1094,7 @@ TEST_F(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
     EXPECT_EQ(state(ks), 0);
 }
 
-TEST_F(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {
+TEST_P(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {
     const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
     const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
@@ -1019,7 +1111,7 @@ TEST_F(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {
     EXPECT_EQ(state(kc), 0);
 }
 
-TEST_F(BpfBoundary, ClosingConnectionIsNoBoundary) {
+TEST_P(BpfBoundary, ClosingConnectionIsNoBoundary) {
     const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
     const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
@@ -1037,30 +1129,39 @@ TEST_F(BpfBoundary, ClosingConnectionIsNoBoundary) {
     EXPECT_EQ(state(kc) & KVS_FLOW_REBINDING, 0);
 }
 
-// A SYN flood spoofing one network's addresses: SYN-ACKs to that /24 are capped (reflection),
-// other networks are answered as usual.
-TEST_F(BpfProg, SynAcksPerSourcePrefixAreRateLimited) {
+// A SYN flood spoofing one network's addresses: SYN-ACKs to that /24 or /48 are capped
+// (reflection), other networks are answered as usual.
+TEST_P(BpfProgFamily, SynAcksPerSourcePrefixAreRateLimited) {
     cfg_.syn_rate_per_prefix = 5;  // a second: nothing refills within this test
     cfg_.syn_burst_per_prefix = 3;
     h_->set_config(cfg_);
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_SYN;
     s.opts = opt_mss(1460);
+    // Five addresses of one /24 (IPv4) or /48 (IPv6: the /64s differ, the /48 is the same).
+    auto source = [&](int net, int i) {
+        if (v6_)
+            ip6(("fd66:0:" + std::to_string(net) + ":" + std::to_string(i) + "::10").c_str(),
+                s.saddr);
+        else
+            s.saddr[0] =
+                ip4(("10.66." + std::to_string(net) + "." + std::to_string(10 + i)).c_str());
+    };
     for (int i = 0; i < 5; ++i) {
-        s.saddr[0] = ip4(("10.66.5." + std::to_string(10 + i)).c_str());
+        source(5, i);
         s.sport = static_cast<std::uint16_t>(41000 + i);
         if (i < 3)
             expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
         else
             expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_SYN_RATE);
     }
-    s.saddr[0] = ip4("10.66.6.10");  // another /24: its own bucket
+    source(6, 0);  // another /24 or /48: its own bucket
     expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
 }
 
 // Loss before the appliance: the response head is retransmitted after its body's tail passed.
 // The head is still found where the response starts, so the next request is a boundary.
-TEST_F(BpfBoundary, ResponseHeadArrivingAfterItsBodyIsStillFound) {
+TEST_P(BpfBoundary, ResponseHeadArrivingAfterItsBodyIsStillFound) {
     const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";
     const std::uint32_t n1 = static_cast<std::uint32_t>(head.size());
     expect_verdict(response(n1, "world"), XDP_TX_, KVS_R_TX_FWD_S2C);  // the tail first
