@@ -31,13 +31,33 @@ namespace {
 
 using kvstest::Bytes;
 
-// A TCP/IPv4 frame with NOP NOP TS options and `payload` bytes, valid checksums.
-Bytes frame(std::uint32_t saddr, std::uint32_t daddr, std::uint16_t sport, std::uint16_t dport,
+// An IPv4 or IPv6 address, network order (IPv4 in a[0]).
+struct Addr {
+    bool v6 = false;
+    std::uint32_t a[4] = {};
+};
+
+Addr addr4(const char *s) {
+    Addr a;
+    a.a[0] = inet_addr(s);
+    return a;
+}
+
+Addr addr6(const char *s) {
+    Addr a;
+    a.v6 = true;
+    inet_pton(AF_INET6, s, a.a);
+    return a;
+}
+
+// A TCP/IPv4 or IPv6 frame with NOP NOP TS options and `payload` bytes, valid checksums.
+Bytes frame(const Addr &saddr, const Addr &daddr, std::uint16_t sport, std::uint16_t dport,
             std::uint32_t seq, std::uint32_t ack, std::uint8_t flags, bool ts,
             std::size_t payload) {
     kvstest::TcpSpec s;
-    s.saddr[0] = saddr;
-    s.daddr[0] = daddr;
+    s.v6 = saddr.v6;
+    std::memcpy(s.saddr, saddr.a, 16);
+    std::memcpy(s.daddr, daddr.a, 16);
     s.sport = sport;
     s.dport = dport;
     s.seq = seq;
@@ -55,10 +75,11 @@ Bytes frame(std::uint32_t saddr, std::uint32_t daddr, std::uint16_t sport, std::
     return kvstest::build_tcp(s);
 }
 
-Bytes syn_frame(std::uint32_t saddr, std::uint32_t daddr) {
+Bytes syn_frame(const Addr &saddr, const Addr &daddr) {
     kvstest::TcpSpec s;
-    s.saddr[0] = saddr;
-    s.daddr[0] = daddr;
+    s.v6 = saddr.v6;
+    std::memcpy(s.saddr, saddr.a, 16);
+    std::memcpy(s.daddr, daddr.a, 16);
     s.sport = 40000;
     s.dport = 80;
     s.seq = 0x1000;
@@ -160,15 +181,23 @@ int main(int argc, char **argv) {
     }
     Runner r{l->prog_fd()};
 
-    const std::uint32_t client = inet_addr("10.1.0.2"), vip = inet_addr("10.9.0.1");
-    const std::uint32_t snat = inet_addr("10.2.0.1"), backend = inet_addr("10.2.0.7");
+    const Addr client = addr4("10.1.0.2"), vip = addr4("10.9.0.1");
+    const Addr snat = addr4("10.2.0.1"), backend = addr4("10.2.0.7");
+    // The IPv6 twins: a dual-stack appliance, the IPv6 backend leg from snat2_addr.
+    const Addr client6 = addr6("fd00::2"), vip6 = addr6("fd00::9");
+    const Addr snat6 = addr6("fd02::1"), backend6 = addr6("fd02::7");
     kvs_config cfg{};
-    cfg.n_vips = 1;
-    cfg.vips[0].addr[0] = vip;
+    cfg.n_vips = 2;
+    std::memcpy(cfg.vips[0].addr, vip.a, 16);
     cfg.vips[0].port = htons(80);
     cfg.vips[0].family = KVS_AF_INET;
-    cfg.snat_addr[0] = snat;
+    std::memcpy(cfg.vips[1].addr, vip6.a, 16);
+    cfg.vips[1].port = htons(80);
+    cfg.vips[1].family = KVS_AF_INET6;
+    std::memcpy(cfg.snat_addr, snat.a, 16);
     cfg.snat_family = KVS_AF_INET;
+    std::memcpy(cfg.snat2_addr, snat6.a, 16);
+    cfg.snat2_family = KVS_AF_INET6;
     cfg.snat_port_lo = 20000;
     cfg.snat_port_hi = 29999;
     cfg.cookie_key[0][0] = 0x0123456789abcdefull;
@@ -181,63 +210,80 @@ int main(int argc, char **argv) {
     // Flow entries shaped like a real pair (deltas, window scaling, MACs) but rewriting each
     // packet onto its own key, so repeated runs keep hitting the flow (test-run does not reset
     // the frame between repetitions). The rewrite does the same work either way.
-    kvs_flowpair_params p{};
-    p.client_addr[0] = client;
-    p.vip_addr[0] = vip;
-    p.snat_addr[0] = snat;
-    p.backend_addr[0] = backend;
-    p.client_port = htons(40001);
-    p.vip_port = htons(80);
-    p.snat_port = htons(20001);
-    p.backend_port = htons(8000);
-    p.family = KVS_AF_INET;
-    p.client_wscale = 7;
-    p.synack_wscale = 7;
-    p.backend_wscale = 9;
-    p.ts = 1;
-    p.cookie = 0x80001234;
-    p.backend_isn = 0x7000aaaa;
-    p.synack_tsval = 100000;
-    p.backend_tsval = 5;
-    p.backend_id = 1;
-    kvs_flow_key kc, ks;
-    kvs_flow fc, fs;
-    kvs_flowpair_build(&p, &kc, &fc, &ks, &fs);
-    std::memcpy(fc.new_saddr, kc.saddr, 16);
-    std::memcpy(fc.new_daddr, kc.daddr, 16);
-    fc.new_sport = kc.sport;
-    fc.new_dport = kc.dport;
-    std::memcpy(fs.new_saddr, ks.saddr, 16);
-    std::memcpy(fs.new_daddr, ks.daddr, 16);
-    fs.new_sport = ks.sport;
-    fs.new_dport = ks.dport;
     int flows = l->map_fd(KVS_MAP_FLOWS);
-    bpf_map_update_elem(flows, &kc, &fc, BPF_ANY);
-    bpf_map_update_elem(flows, &ks, &fs, BPF_ANY);
+    // Installs the pair client -> vip, snat -> backend (one family) and returns its entries.
+    struct Pair {
+        kvs_flow_key kc, ks;
+        kvs_flow fc, fs;
+    };
+    auto install_pair = [&](const Addr &cl, const Addr &vi, const Addr &sn, const Addr &be) {
+        kvs_flowpair_params p{};
+        std::memcpy(p.client_addr, cl.a, 16);
+        std::memcpy(p.vip_addr, vi.a, 16);
+        std::memcpy(p.snat_addr, sn.a, 16);
+        std::memcpy(p.backend_addr, be.a, 16);
+        p.client_port = htons(40001);
+        p.vip_port = htons(80);
+        p.snat_port = htons(20001);
+        p.backend_port = htons(8000);
+        p.family = cl.v6 ? KVS_AF_INET6 : KVS_AF_INET;
+        p.client_wscale = 7;
+        p.synack_wscale = 7;
+        p.backend_wscale = 9;
+        p.ts = 1;
+        p.cookie = 0x80001234;
+        p.backend_isn = 0x7000aaaa;
+        p.synack_tsval = 100000;
+        p.backend_tsval = 5;
+        p.backend_id = 1;
+        kvs_flow_key kc, ks;
+        kvs_flow fc, fs;
+        kvs_flowpair_build(&p, &kc, &fc, &ks, &fs);
+        std::memcpy(fc.new_saddr, kc.saddr, 16);
+        std::memcpy(fc.new_daddr, kc.daddr, 16);
+        fc.new_sport = kc.sport;
+        fc.new_dport = kc.dport;
+        std::memcpy(fs.new_saddr, ks.saddr, 16);
+        std::memcpy(fs.new_daddr, ks.daddr, 16);
+        fs.new_sport = ks.sport;
+        fs.new_dport = ks.dport;
+        bpf_map_update_elem(flows, &kc, &fc, BPF_ANY);
+        bpf_map_update_elem(flows, &ks, &fs, BPF_ANY);
+        return Pair{kc, ks, fc, fs};
+    };
+    const Pair pair4 = install_pair(client, vip, snat, backend);
+    const kvs_flow &fc = pair4.fc;
+    install_pair(client6, vip6, snat6, backend6);
 
     std::map<std::string, double> res;
     std::uint32_t v = 0;
-    Bytes c2s =
-        frame(client, vip, 40001, 80, 5000, 0x80001300, KVS_TCP_ACK | KVS_TCP_PSH, true, 512);
-    res["xdp_fastpath_c2s_ns"] = r.repeat_median_ns(c2s, repeat, 5, &v);
-    if (v != 3) spdlog::warn("c2s verdict {} (want XDP_TX)", v);
-    Bytes s2c =
-        frame(backend, snat, 8000, 20001, 0x7000ab00, 5500, KVS_TCP_ACK | KVS_TCP_PSH, true, 1400);
-    res["xdp_fastpath_s2c_ns"] = r.repeat_median_ns(s2c, repeat, 5, &v);
-    if (v != 3) spdlog::warn("s2c verdict {} (want XDP_TX)", v);
+    // The fast path both ways, IPv4 and (same segments, "_v6") IPv6.
+    Bytes c2s;
+    for (bool v6 : {false, true}) {
+        const std::string sfx = v6 ? "_v6" : "";
+        Bytes c = frame(v6 ? client6 : client, v6 ? vip6 : vip, 40001, 80, 5000, 0x80001300,
+                        KVS_TCP_ACK | KVS_TCP_PSH, true, 512);
+        res["xdp_fastpath_c2s" + sfx + "_ns"] = r.repeat_median_ns(c, repeat, 5, &v);
+        if (v != 3) spdlog::warn("c2s{} verdict {} (want XDP_TX)", sfx, v);
+        Bytes s = frame(v6 ? backend6 : backend, v6 ? snat6 : snat, 8000, 20001, 0x7000ab00, 5500,
+                        KVS_TCP_ACK | KVS_TCP_PSH, true, 1400);
+        res["xdp_fastpath_s2c" + sfx + "_ns"] = r.repeat_median_ns(s, repeat, 5, &v);
+        if (v != 3) spdlog::warn("s2c{} verdict {} (want XDP_TX)", sfx, v);
+        if (!v6) c2s = c;
+    }
 
     // An ICMP frag-needed about a segment sent SNAT -> backend, forwarded. Sent by the backend
     // itself, so the S2C entry (rewriting onto its own key) maps the frame onto itself; the
     // entry that sent the quoted segment (its reverse) is added at SNAT -> backend.
     {
-        kvs_flow_key kq = ks;
+        kvs_flow_key kq = pair4.ks;
         kvs_flow fq = fc;
         std::swap(kq.saddr, kq.daddr);
         std::swap(kq.sport, kq.dport);
         bpf_map_update_elem(flows, &kq, &fq, BPF_ANY);
         kvstest::IcmpSpec e;
-        e.saddr[0] = backend;
-        e.daddr[0] = snat;
+        e.saddr[0] = backend.a[0];
+        e.daddr[0] = snat.a[0];
         e.rest = 1400;
         e.quote = kvstest::ip_packet(
             frame(snat, backend, 20001, 8000, 5000, 0x7000ab00, KVS_TCP_ACK, true, 1400), 548);
@@ -247,8 +293,8 @@ int main(int argc, char **argv) {
 
     // First-flight data with a valid cookie: SipHash check + punt (no socket here: dropped).
     kvs_cookie_tuple t{};
-    t.saddr[0] = client;
-    t.daddr[0] = vip;
+    std::memcpy(t.saddr, client.a, 16);
+    std::memcpy(t.daddr, vip.a, 16);
     t.sport = htons(40002);
     t.dport = htons(80);
     std::uint32_t cookie =
@@ -333,7 +379,7 @@ int main(int argc, char **argv) {
         std::snprintf(b, sizeof b, "%s\"%s\": %.2f", first ? "" : ", ", k.c_str(), val);
         json += b;
         first = false;
-        std::printf("%-24s %8.2f ns\n", k.c_str(), val);
+        std::printf("%-26s %8.2f ns\n", k.c_str(), val);
     }
     json += "}\n";
     if (const char *out = std::getenv("KVS_BENCH_OUT"); out && *out) {

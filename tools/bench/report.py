@@ -188,7 +188,8 @@ else:
     w("_not run_\n")
 w("Kernel-timed cost of one packet (`BPF_PROG_TEST_RUN` repeat, no transmit), from kvsteer-bpf-bench: "
   + ", ".join(f"{k} = {fmt(res[k])} ns (~{1000 / res[k]:.1f} Mpps per core)" for k in
-              ("xdp_fastpath_c2s_ns", "xdp_fastpath_s2c_ns", "xdp_syncookie_ns", "xdp_punt_ns", "xdp_pass_floor_ns")
+              ("xdp_fastpath_c2s_ns", "xdp_fastpath_s2c_ns", "xdp_fastpath_c2s_v6_ns", "xdp_fastpath_s2c_v6_ns",
+               "xdp_syncookie_ns", "xdp_punt_ns", "xdp_pass_floor_ns")
               if k in res and res[k] > 0) + ".\n")
 
 # ---- 2. e2e vs HAProxy ---------------------------------------------------------------------
