@@ -158,7 +158,7 @@ if live:
     # cost does not depend on the frame size.
     prog = {}
     for r in testrun:
-        if r["all_forwarded"] and r["flows"] in (1, 1000000):
+        if r["all_forwarded"] and r["flows"] in (1, 1000000) and r.get("family", 4) == 4:
             prog[(r["dir"], r["flows"])] = r["ns_per_pkt"]
     if prog:
         w("Program-only bound (kernel-timed test-run ns/packet below, no receive/transmit cost): cores needed for "
@@ -424,19 +424,21 @@ w("**Cores**: section 1 (XDP live, 1..N injecting cores; on this 2-CPU machine 2
 if testrun:
     w("**Flows in the table** (kernel-timed ns/packet, 66 B ACK/data on an established flow, the packet walking a random "
       "cycle through every flow of the LRU map, so lookups miss the caches as real traffic of many flows would):\n")
-    w("| flows | c2s ns/packet | s2c ns/packet | c2s Mpps/core equivalent |")
-    w("|---|---|---|---|")
+    w("| flows | c2s ns/packet | s2c ns/packet | c2s IPv6 | s2c IPv6 | c2s Mpps/core equivalent |")
+    w("|---|---|---|---|---|---|")
     by = {}
     for r in testrun:
         if r["all_forwarded"]:
-            by.setdefault(r["flows"], {})[r["dir"]] = r["ns_per_pkt"]
+            v6 = "_v6" if r.get("family", 4) == 6 else ""
+            by.setdefault(r["flows"], {})[r["dir"] + v6] = r["ns_per_pkt"]
     for fl in sorted(by):
         c = by[fl].get("c2s")
-        w(f"| {fl:,} | {fmt(c)} | {fmt(by[fl].get('s2c'))} | {fmt(1000 / c) if c else '–'} |")
+        w(f"| {fl:,} | {fmt(c)} | {fmt(by[fl].get('s2c'))} | {fmt(by[fl].get('c2s_v6'))} | "
+          f"{fmt(by[fl].get('s2c_v6'))} | {fmt(1000 / c) if c else '–'} |")
     w("")
     if plt and by:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for d in ("c2s", "s2c"):
+        for d in ("c2s", "s2c", "c2s_v6", "s2c_v6"):
             xs = [fl for fl in sorted(by) if d in by[fl]]
             ax.plot(xs, [by[fl][d] for fl in xs], "o-", label=d)
         ax.set_xscale("log")

@@ -91,18 +91,21 @@ print("[xdp] floor (XDP_TX only) %s %4dB %d core(s) rep %s: %6.2f Mpps received 
     done
 done
 
-# Flows in the table: kernel-timed ns/packet while walking N flows.
+# Flows in the table: kernel-timed ns/packet while walking N flows, IPv4 and IPv6 (the same
+# flows through the dual-stack configuration; figures with "_v6" after the direction).
 for flows in $TR_FLOWS; do
+    for family in 4 6; do
     for dir in c2s s2c; do
         out=$("$BIN/kvsteer-xdp-live" --mode testrun --cpus 0 --flows "$flows" --dir "$dir" --size 66 \
-            --repeat "$TR_REPEAT" --reps "$REPS" 2>"$RAW/testrun.err") \
-            || { log "testrun $flows flows failed: $(tail -2 "$RAW/testrun.err")"; continue; }
+            --family "$family" --repeat "$TR_REPEAT" --reps "$REPS" 2>"$RAW/testrun.err") \
+            || { log "testrun IPv$family $flows flows failed: $(tail -2 "$RAW/testrun.err")"; continue; }
         echo "$out" >>"$RAW/testrun.jsonl"
         python3 -c '
 import json, sys
 d = json.loads(sys.argv[1])
-print("[xdp] test-run %s %8d flows: %6.1f ns/packet (min %.1f max %.1f)%s, table filled in %.2f s" % (
-    d["dir"], d["flows"], d["ns_per_pkt"], d["ns_min"], d["ns_max"], "" if d["all_forwarded"] else " NOT ALL FORWARDED", d["fill_s"]))' "$out" >&2
+print("[xdp] test-run %s IPv%d %8d flows: %6.1f ns/packet (min %.1f max %.1f)%s, table filled in %.2f s" % (
+    d["dir"], d.get("family", 4), d["flows"], d["ns_per_pkt"], d["ns_min"], d["ns_max"], "" if d["all_forwarded"] else " NOT ALL FORWARDED", d["fill_s"]))' "$out" >&2
+    done
     done
 done
 
@@ -129,7 +132,8 @@ if os.path.exists(os.path.join(raw, "testrun.jsonl")):
     for line in open(os.path.join(raw, "testrun.jsonl")):
         r = json.loads(line)
         if r["all_forwarded"]:
-            f[f"xdp_testrun_{r['dir']}_ns_{r['flows']}flows"] = round(r["ns_per_pkt"], 2)
+            v6 = "_v6" if r.get("family", 4) == 6 else ""
+            f[f"xdp_testrun_{r['dir']}{v6}_ns_{r['flows']}flows"] = round(r["ns_per_pkt"], 2)
 json.dump(f, open(frag, "w"), indent=1, sort_keys=True)
 print(f"[xdp] {len(f)} figures -> {frag}", file=sys.stderr)
 PY

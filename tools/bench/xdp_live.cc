@@ -4,7 +4,8 @@
 //                   peer (--peer), where a counting XDP program drops them. One injector thread per
 //                   CPU in --cpus. Reports frames/s injected, forwarded (the program's counters)
 //                   and received at the peer.
-//   --mode testrun: BPF_PROG_TEST_RUN with repeat (no transmit): kernel-timed ns/packet.
+//   --mode testrun: BPF_PROG_TEST_RUN with repeat (no transmit): kernel-timed ns/packet; IPv4 or
+//                   (--family 6) IPv6 flows through a dual-stack configuration.
 // Both modes install --flows established flows and chain them: flow i rewrites the packet onto
 // the key of flow i+1 (a random cycle), so consecutive packets walk the whole table the way
 // traffic of many flows would, instead of hitting one hot entry.
@@ -49,29 +50,41 @@ using Clock = std::chrono::steady_clock;
 const std::uint8_t kMacA[6] = {0x02, 0x6b, 0x76, 0, 0, 1};
 const std::uint8_t kMacB[6] = {0x02, 0x6b, 0x76, 0, 0, 2};
 
-// TCP/IPv4 frame of exactly `size` bytes (no FCS) with NOP NOP TS options, ACK|PSH, valid sums.
+// TCP/IPv4 or IPv6 (k.family) frame of exactly `size` bytes (no FCS) with NOP NOP TS options,
+// ACK|PSH, valid sums.
 Bytes tcp_frame(const kvs_flow_key &k, std::uint32_t seq, std::uint32_t ack, std::size_t size) {
-    const std::size_t hdr = 14 + 20 + 32;
+    const bool v6 = k.family == KVS_AF_INET6;
+    const std::size_t l3 = v6 ? 40 : 20, hdr = 14 + l3 + 32;
     Bytes b(std::max(size, hdr), 0x61);
     std::memcpy(&b[0], kMacB, 6);
     std::memcpy(&b[6], kMacA, 6);
-    b[12] = 0x08;
-    b[13] = 0x00;
+    b[12] = v6 ? 0x86 : 0x08;
+    b[13] = v6 ? 0xdd : 0x00;
     std::uint8_t *ip = &b[14];
-    std::memset(ip, 0, 20 + 32);  // headers start zeroed (id, fragment offset, urgent pointer)
-    const auto l4 = static_cast<std::uint32_t>(b.size() - 14 - 20);
-    ip[0] = 0x45;
-    const std::uint16_t tot = htons(static_cast<std::uint16_t>(20 + l4));
-    std::memcpy(ip + 2, &tot, 2);
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    std::memset(ip + 10, 0, 2);
-    std::memcpy(ip + 12, &k.saddr[0], 4);
-    std::memcpy(ip + 16, &k.daddr[0], 4);
-    std::uint16_t c = kvs_csum_finish(kvs_csum_partial(ip, 20, 0));
-    std::memcpy(ip + 10, &c, 2);
-    std::uint8_t *th = ip + 20;
+    std::memset(ip, 0, l3 + 32);  // headers start zeroed (id, fragment offset, urgent pointer)
+    const auto l4 = static_cast<std::uint32_t>(b.size() - 14 - l3);
+    std::uint16_t c = 0;
+    if (v6) {
+        ip[0] = 0x60;
+        const std::uint16_t plen = htons(static_cast<std::uint16_t>(l4));
+        std::memcpy(ip + 4, &plen, 2);
+        ip[6] = 6;
+        ip[7] = 64;
+        std::memcpy(ip + 8, k.saddr, 16);
+        std::memcpy(ip + 24, k.daddr, 16);
+    } else {
+        ip[0] = 0x45;
+        const std::uint16_t tot = htons(static_cast<std::uint16_t>(20 + l4));
+        std::memcpy(ip + 2, &tot, 2);
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 6;
+        std::memcpy(ip + 12, &k.saddr[0], 4);
+        std::memcpy(ip + 16, &k.daddr[0], 4);
+        c = kvs_csum_finish(kvs_csum_partial(ip, 20, 0));
+        std::memcpy(ip + 10, &c, 2);
+    }
+    std::uint8_t *th = ip + l3;
     const std::uint32_t s = htonl(seq), a = htonl(ack);
     std::memcpy(th, &k.sport, 2);
     std::memcpy(th + 2, &k.dport, 2);
@@ -84,24 +97,36 @@ Bytes tcp_frame(const kvs_flow_key &k, std::uint32_t seq, std::uint32_t ack, std
     std::memset(th + 16, 0, 4);
     const std::uint8_t o[12] = {1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0};
     std::memcpy(th + 20, o, 12);
-    const std::uint64_t sum = kvs_csum_pseudo4(k.saddr[0], k.daddr[0], 6, l4);
+    const std::uint64_t sum = v6 ? kvs_csum_pseudo6(k.saddr, k.daddr, 6, l4)
+                                 : kvs_csum_pseudo4(k.saddr[0], k.daddr[0], 6, l4);
     c = kvs_csum_finish(kvs_csum_partial(th, l4, sum));
     std::memcpy(th + 16, &c, 2);
     return b;
 }
 
-kvs_flow_key key_of(bool s2c, std::uint32_t i) {
+// Flow i's key: client 10.1/16 + i (IPv6 fd01::i) -> VIP 10.9.0.1 (fd00::9), or backend
+// 10.128/16 + i (fd80::i) -> SNAT 10.2.0.1 (fd02::1, snat2_addr).
+kvs_flow_key key_of(bool v6, bool s2c, std::uint32_t i) {
     kvs_flow_key k{};
-    k.family = KVS_AF_INET;
+    k.family = v6 ? KVS_AF_INET6 : KVS_AF_INET;
     k.proto = 6;
+    auto addr = [&](std::uint32_t *a, std::uint32_t v4_base, std::uint32_t v6_top,
+                    std::uint32_t n) {
+        if (!v6) {
+            a[0] = htonl(v4_base + n);
+            return;
+        }
+        a[0] = htonl(v6_top);
+        a[3] = htonl(n);
+    };
     if (!s2c) {  // client -> VIP
-        k.saddr[0] = htonl(0x0a010000u + i);
-        k.daddr[0] = inet_addr("10.9.0.1");
+        addr(k.saddr, 0x0a010000u, 0xfd010000u, i);
+        addr(k.daddr, 0x0a090000u, 0xfd000000u, v6 ? 9 : 1);
         k.sport = htons(static_cast<std::uint16_t>(40000 + (i & 0x3fff)));
         k.dport = htons(80);
     } else {  // backend -> SNAT address
-        k.saddr[0] = htonl(0x0a800000u + i);
-        k.daddr[0] = inet_addr("10.2.0.1");
+        addr(k.saddr, 0x0a800000u, 0xfd800000u, i);
+        addr(k.daddr, 0x0a020000u, 0xfd020000u, 1);
         k.sport = htons(8000);
         k.dport = htons(static_cast<std::uint16_t>(20000 + (i % 10000)));
     }
@@ -131,7 +156,7 @@ kvs_flow flow_to(bool s2c, const kvs_flow_key &next) {
     return f;
 }
 
-bool fill_flows(int fd, bool s2c, std::uint32_t n, std::uint32_t seed, std::string *err) {
+bool fill_flows(int fd, bool v6, bool s2c, std::uint32_t n, std::uint32_t seed, std::string *err) {
     std::vector<std::uint32_t> perm(n);
     std::iota(perm.begin(), perm.end(), 0u);
     std::mt19937 rng(seed);
@@ -145,8 +170,8 @@ bool fill_flows(int fd, bool s2c, std::uint32_t n, std::uint32_t seed, std::stri
         keys.clear();
         vals.clear();
         for (std::uint32_t j = base; j < std::min(n, base + chunk); j++) {
-            keys.push_back(key_of(s2c, perm[j]));
-            vals.push_back(flow_to(s2c, key_of(s2c, perm[(j + 1) % n])));
+            keys.push_back(key_of(v6, s2c, perm[j]));
+            vals.push_back(flow_to(s2c, key_of(v6, s2c, perm[(j + 1) % n])));
         }
         auto cnt = static_cast<std::uint32_t>(keys.size());
         LIBBPF_OPTS(bpf_map_batch_opts, bo);
@@ -221,7 +246,8 @@ int main(int argc, char **argv) {
         "Prints one JSON object (also to --json FILE).\nOptions");
     std::string mode, iface, peer, cpus_s, dir, json_path, count_obj;
     double seconds = 2;
-    std::uint32_t flows = 1, size = 66, batch = 64, repeat = 1000000, reps = 3, seed = 1;
+    std::uint32_t flows = 1, size = 66, batch = 64, repeat = 1000000, reps = 3, seed = 1,
+                  family = 4;
     desc.add_options()("help,h", "show this help")("mode", po::value(&mode)->default_value("live"),
                                                    "live | testrun")(
         "iface", po::value(&iface), "live: interface the frames arrive on and leave by (XDP_TX)")(
@@ -229,6 +255,8 @@ int main(int argc, char **argv) {
         "cpus", po::value(&cpus_s)->default_value("0"),
         "CPUs to run on, one injector thread each (e.g. 0,1)")(
         "seconds", po::value(&seconds)->default_value(2), "live: how long to inject")(
+        "family", po::value(&family)->default_value(4),
+        "testrun: 4 | 6 (IPv6 flows through the dual-stack configuration)")(
         "flows", po::value(&flows)->default_value(1),
         "established flows in the flow table (chained)")(
         "dir", po::value(&dir)->default_value("c2s"),
@@ -272,7 +300,12 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "kvsteer-xdp-live: --size 66..3000, --flows 1..4M, --batch 1..256\n");
         return 2;
     }
-    const bool s2c = dir == "s2c";
+    // The peer's counting program counts IPv4 frames only: IPv6 is measured in test-run.
+    if ((family != 4 && family != 6) || (live && family != 4)) {
+        std::fprintf(stderr, "kvsteer-xdp-live: --family 4 | 6 (6: --mode testrun only)\n");
+        return 2;
+    }
+    const bool s2c = dir == "s2c", v6 = family == 6;
     std::vector<int> cpus;
     try {
         cpus = parse_cpus(cpus_s);
@@ -305,28 +338,36 @@ int main(int argc, char **argv) {
         return 1;
     }
     kvs_config cfg{};
-    cfg.n_vips = 1;
-    cfg.vips[0].addr[0] = inet_addr("10.9.0.1");
+    // Dual stack, as key_of's addresses: VIPs 10.9.0.1 and fd00::9, SNAT 10.2.0.1 and fd02::1.
+    const kvs_flow_key c4 = key_of(false, false, 0), c6 = key_of(true, false, 0);
+    const kvs_flow_key s4 = key_of(false, true, 0), s6 = key_of(true, true, 0);
+    cfg.n_vips = 2;
+    std::memcpy(cfg.vips[0].addr, c4.daddr, 16);
     cfg.vips[0].port = htons(80);
     cfg.vips[0].family = KVS_AF_INET;
-    cfg.snat_addr[0] = inet_addr("10.2.0.1");
+    std::memcpy(cfg.vips[1].addr, c6.daddr, 16);
+    cfg.vips[1].port = htons(80);
+    cfg.vips[1].family = KVS_AF_INET6;
+    std::memcpy(cfg.snat_addr, s4.daddr, 16);
     cfg.snat_family = KVS_AF_INET;
+    std::memcpy(cfg.snat2_addr, s6.daddr, 16);
+    cfg.snat2_family = KVS_AF_INET6;
     cfg.snat_port_lo = 20000;
     cfg.snat_port_hi = 29999;
     std::uint32_t zero = 0;
     bpf_map_update_elem(l->map_fd(KVS_MAP_CONFIG), &zero, &cfg, BPF_ANY);
     auto t_fill = Clock::now();
-    if (!fill_flows(l->map_fd(KVS_MAP_FLOWS), s2c, flows, seed, &err)) {
+    if (!fill_flows(l->map_fd(KVS_MAP_FLOWS), v6, s2c, flows, seed, &err)) {
         spdlog::error("{}", err);
         return 1;
     }
     const double fill_s = std::chrono::duration<double>(Clock::now() - t_fill).count();
-    const Bytes pkt = tcp_frame(key_of(s2c, 0), 5000, 0x80001300, size);
+    const Bytes pkt = tcp_frame(key_of(v6, s2c, 0), 5000, 0x80001300, size);
 
     std::ostringstream js;
     js << "{\"mode\": \"" << (floor ? "live-floor" : mode) << "\", \"dir\": \"" << dir
-       << "\", \"size\": " << size << ", \"flows\": " << flows << ", \"cpus\": " << cpus.size()
-       << ", \"fill_s\": " << fill_s;
+       << "\", \"family\": " << family << ", \"size\": " << size << ", \"flows\": " << flows
+       << ", \"cpus\": " << cpus.size() << ", \"fill_s\": " << fill_s;
 
     if (!live) {
         pin_to(cpus[0]);
