@@ -1,4 +1,4 @@
-// kvsteerctl's command-line parsing: negative numbers are values, not short options.
+// kvsteerctl's command-line parsing: negative numbers and [IPv6]:PORT are values, not options.
 #include <gtest/gtest.h>
 
 #include <boost/program_options.hpp>
@@ -40,6 +40,16 @@ TEST(CtlArgs, NegativeNumbersArePositionalValues) {
     vm = parse({"--limit=-5", "load-factor", "-2"});
     EXPECT_EQ(vm["limit"].as<std::string>(), "-5");
     EXPECT_EQ(vm["value"].as<std::string>(), "-2");
+}
+
+TEST(CtlArgs, Ipv6EndpointsArePositionalValues) {
+    // `backends weight [fd00::7]:8000 3`, `backends add [fd00::7]:8000 --weight 2`.
+    auto vm = parse({"[fd00::7]:8000", "3"});
+    EXPECT_EQ(vm["name"].as<std::string>(), "[fd00::7]:8000");
+    EXPECT_EQ(vm["value"].as<std::string>(), "3");
+    vm = parse({"[::1]:9000", "--limit", "2"});
+    EXPECT_EQ(vm["name"].as<std::string>(), "[::1]:9000");
+    EXPECT_EQ(vm["limit"].as<std::string>(), "2");
 }
 
 TEST(CtlArgs, OptionsStayOptions) {
