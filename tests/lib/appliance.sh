@@ -58,7 +58,7 @@ kvs_kvsteerd_conf() {
         -e '/^bpffs *=/d' -e '/^api-socket *=/d' -e '/^steering-mode *=/d' -e '/^snat-ports *=/d' \
         "$root/deploy/demo.conf"
     echo "snat-ports = 10000-39999"
-    echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+    echo "vip = $(kvs_ep "$KVS_VIP" "$KVS_VIP_PORT")"
     echo "snat-addr = $KVS_APP_IP"
     echo "interface = $KVS_APP_IF"
     echo "bpffs = $KVS_BPFFS"
@@ -66,7 +66,7 @@ kvs_kvsteerd_conf() {
     echo "steering-mode = $steer"
     echo "log-level = warn"
     for ((i = 1; i <= ${KVS_APP_BACKENDS:-$KVS_N_BACKENDS}; i++)); do
-        echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"
+        echo "backend = $(kvs_ep "${KVS_BE_IP[$i]}" 8000),weight=1,mac=${KVS_BE_MAC[$i]}"
     done
 }
 
