@@ -54,8 +54,7 @@ ArpVerdict answer_nd(rte_mbuf *m, const kvs_config &c) {
     static constexpr std::uint32_t kUnspecified[4] = {};
     std::uint32_t target[4];
     std::memcpy(target, nd->target, 16);
-    if (!ours6(c, target) || !std::memcmp(ip6->saddr, kUnspecified, 16))
-        return ArpVerdict::NotOurs;
+    if (!ours6(c, target) || !std::memcmp(ip6->saddr, kUnspecified, 16)) return ArpVerdict::NotOurs;
     // The advertisement, from the target address to the soliciting node (RFC 4861 7.2.4).
     constexpr std::uint32_t kLen = sizeof(kvs_ethhdr) + sizeof(kvs_ipv6hdr) + sizeof(Nd);
     if (have > kLen)

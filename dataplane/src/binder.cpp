@@ -271,9 +271,9 @@ void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out)
         reset_client(env, out);
         return;
     }
-    const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix,
-                                     std::span<const std::uint16_t>(tried_, ncand_), env.scratch,
-                                     family_);
+    const Choice ch =
+        choose_backend(env.t, hashes_, hashes_.prefix,
+                       std::span<const std::uint16_t>(tried_, ncand_), env.scratch, family_);
     if (ch.backend == KVS_BACKEND_NONE) {
         env.inc(KVS_R_DP_NO_BACKEND);
         env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);

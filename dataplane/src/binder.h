@@ -65,7 +65,7 @@ struct ClientHello {
     std::uint8_t wscale = KVS_WSCALE_NONE, sack = 0, ts = 0;
     std::uint32_t ts_ours = 0;  // the TSval of our SYN-ACK, which the client echoes
     std::uint32_t tsval = 0;
-    std::uint64_t tuple_hash = 0;  // the client 4-tuple's hash (the key when nothing better)
+    std::uint64_t tuple_hash = 0;       // the client 4-tuple's hash (the key when nothing better)
     std::uint8_t family = KVS_AF_INET;  // the client's address family: backends of it only
 };
 

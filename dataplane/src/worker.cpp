@@ -507,8 +507,7 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
         rte_pktmbuf_free(m);
         return;
     }
-    if (p_.opts.max_held_per_source &&
-        slots_.held_by(key) >= p_.opts.max_held_per_source) {
+    if (p_.opts.max_held_per_source && slots_.held_by(key) >= p_.opts.max_held_per_source) {
         inc(KVS_R_DP_HOLD_SOURCE_CAP);  // this client address holds its share already
         rte_pktmbuf_free(m);
         return;

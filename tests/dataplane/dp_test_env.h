@@ -61,8 +61,8 @@ constexpr std::uint8_t kAppMac[6] = {0x02, 0, 0, 0, 0, 0x02};
 
 using kvstest::ip4;  // network order
 
-// A TCP/IPv4 (or IPv6) frame with payload and valid checksums, as the dataplane's own segments look (IP id
-// 0, DF, options in Linux's order); built by kvsteer_pktgen.
+// A TCP/IPv4 (or IPv6) frame with payload and valid checksums, as the dataplane's own segments look
+// (IP id 0, DF, options in Linux's order); built by kvsteer_pktgen.
 struct Seg {
     std::uint32_t saddr, daddr;  // network order
     std::uint16_t sport, dport;  // host order

@@ -1296,9 +1296,9 @@ TEST_F(Bind6Test, Ipv6FlowBindsToAnIpv6BackendFromTheIpv6SnatAddress) {
     EXPECT_TRUE(checksums_ok(out[1]));
     EXPECT_EQ(0, std::memcmp(data.ip6->saddr, tables->config.snat2_addr, 16));
     EXPECT_EQ(0, std::memcmp(data.ip6->daddr, tables->backends[be].addr, 16));
-    EXPECT_EQ(std::string(reinterpret_cast<const char *>(data.tcp) + data.tcp_hlen,
-                          data.payload_len),
-              req);
+    EXPECT_EQ(
+        std::string(reinterpret_cast<const char *>(data.tcp) + data.tcp_hlen, data.payload_len),
+        req);
 
     kvs_flow_key kc{}, ks{};
     std::memcpy(kc.saddr, client6, 16);
@@ -1382,9 +1382,9 @@ TEST_F(Bind6Test, DpdkModeAnswersIpv6SynWithCookieAndNeighborSolicitation) {
         f[12] = 0x86, f[13] = 0xdd;
         std::uint8_t *ip = f.data() + 14;
         ip[0] = 0x60;
-        ip[5] = 32;    // payload length
-        ip[6] = 58;    // ICMPv6
-        ip[7] = 255;   // hop limit
+        ip[5] = 32;   // payload length
+        ip[6] = 58;   // ICMPv6
+        ip[7] = 255;  // hop limit
         std::memcpy(ip + 8, client6, 16);
         kvstest::ip6("ff02::1:ff00:2", reinterpret_cast<std::uint32_t *>(ip + 24));
         std::uint8_t *icmp = ip + 40;
