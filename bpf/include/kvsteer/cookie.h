@@ -45,8 +45,8 @@ KVS_INLINE void kvs_cookie_tuple_of(const struct kvs_pkt *pkt, struct kvs_cookie
         t->saddr[0] = pkt->ip4->saddr;
         t->daddr[0] = pkt->ip4->daddr;
     } else if (pkt->ip6) {
-        __builtin_memcpy(t->saddr, (const __u8 *)pkt->ip6 + 8, 16);
-        __builtin_memcpy(t->daddr, (const __u8 *)pkt->ip6 + 24, 16);
+        kvs_copy_addr6(t->saddr, pkt->ip6->saddr);
+        kvs_copy_addr6(t->daddr, pkt->ip6->daddr);
     }
     t->sport = pkt->tcp->source;
     t->dport = pkt->tcp->dest;

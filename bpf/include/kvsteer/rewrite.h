@@ -115,8 +115,8 @@ KVS_INLINE void kvs_flow_key_of(const struct kvs_pkt *pkt, struct kvs_flow_key *
         k->daddr[0] = pkt->ip4->daddr;
         k->family = KVS_AF_INET;
     } else if (pkt->ip6) {
-        __builtin_memcpy(k->saddr, (const __u8 *)pkt->ip6 + 8, 16);
-        __builtin_memcpy(k->daddr, (const __u8 *)pkt->ip6 + 24, 16);
+        kvs_copy_addr6(k->saddr, pkt->ip6->saddr);
+        kvs_copy_addr6(k->daddr, pkt->ip6->daddr);
         k->family = KVS_AF_INET6;
     }
     k->sport = pkt->tcp->source;

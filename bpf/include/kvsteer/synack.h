@@ -51,8 +51,8 @@ KVS_INLINE void kvs_synack_plan(const struct kvs_pkt *pkt, const struct kvs_conf
         sa->family = 4;
         iplen = sizeof(struct kvs_iphdr);
     } else if (pkt->ip6) {
-        __builtin_memcpy(sa->saddr, (const __u8 *)pkt->ip6 + 24, 16);
-        __builtin_memcpy(sa->daddr, (const __u8 *)pkt->ip6 + 8, 16);
+        kvs_copy_addr6(sa->saddr, pkt->ip6->daddr);
+        kvs_copy_addr6(sa->daddr, pkt->ip6->saddr);
         sa->family = 6;
         iplen = sizeof(struct kvs_ipv6hdr);
     } else {
@@ -120,8 +120,8 @@ KVS_INLINE int kvs_synack_write(void *data, void *data_end, const struct kvs_syn
         ip6->payload_len = kvs_htons((__u16)tcplen);
         ip6->nexthdr = KVS_IPPROTO_TCP;
         ip6->hop_limit = KVS_SYNACK_TTL;
-        __builtin_memcpy((__u8 *)ip6 + 8, sa->saddr, 16);
-        __builtin_memcpy((__u8 *)ip6 + 24, sa->daddr, 16);
+        kvs_copy_addr6(ip6->saddr, sa->saddr);
+        kvs_copy_addr6(ip6->daddr, sa->daddr);
         sum = kvs_csum_pseudo6(sa->saddr, sa->daddr, KVS_IPPROTO_TCP, tcplen);
         th = (struct kvs_tcphdr *)(ip6 + 1);
     }
