@@ -80,6 +80,10 @@
 #define KVS_MAX_TX_PORTS 64u
 #define KVS_MAX_XSKS 64u /* xsks_map entries: one per RX queue */
 #define KVS_DEFAULT_BPFFS "/sys/fs/bpf/kvsteer"
+/* ARRAY[1] of struct kvs_fleet, MMAPABLE: the appliances of a fleet (see there) */
+#define KVS_MAP_FLEET "kvs_fleet"
+/* ARRAY[2*KVS_OWNER_BUCKETS] of struct kvs_owner_entry, MMAPABLE, double-buffered like Maglev */
+#define KVS_MAP_OWNER "kvs_owner"
 
 /* Values that never change meaning: 0 is always "empty/unset". */
 #define KVS_BACKEND_NONE 0xffffu
@@ -370,5 +374,61 @@ struct kvs_ring_ctl {
     __u64 tail;
     __u64 pad1[7];
 };
+
+/* ---- a fleet of appliances (several announce one VIP; the router spreads flows) ------- */
+/* Every appliance computes the same owner table from the fleet's membership epochs (fleet.h):
+ * bucket of the client 4-tuple -> the appliance that binds its new flows (owner) and the ones
+ * that owned the bucket in the previous epochs (prev, newest first). Any appliance answers SYNs
+ * (shared cookie key). A client packet that misses the local flow map is sent on, encapsulated
+ * (struct kvs_fleet_hdr), to the owner; on a miss there to prev[0], then prev[1], ...: each
+ * appliance sends a packet on at most once, the hop number says which one is next, so nothing
+ * loops. A packet nobody has a flow for, once every owner was asked, is answered with a RST.
+ * Return traffic needs nothing: each appliance's own SNAT address pins it. */
+#define KVS_MAX_APPLIANCES 16u
+#define KVS_OWNER_BUCKETS 65536u /* power of two; one table half */
+#define KVS_OWNER_PREV 3u        /* previous owners kept per bucket */
+#define KVS_APPLIANCE_NONE 0xffu
+/* EtherType of the encapsulation between appliances (IEEE 802 local experimental 1). */
+#define KVS_ETH_P_FLEET 0x88B5
+
+enum kvs_appliance_state {
+    KVS_APP_EMPTY = 0,    /* no such member */
+    KVS_APP_UP = 1,       /* owns buckets */
+    KVS_APP_DRAINING = 2, /* owns nothing, still serves its flows (a previous owner) */
+};
+
+struct kvs_appliance {
+    __u8 mac[6]; /* where packets sent on to it go (the appliances share an L2 segment) */
+    __u8 state;  /* enum kvs_appliance_state */
+    __u8 pad;
+};
+
+struct kvs_fleet {
+    __u32 generation;  /* bumped by the writer after every change */
+    __u8 self;         /* this appliance's id; KVS_APPLIANCE_NONE: no fleet (no redirects) */
+    __u8 owner_active; /* 0 or 1: the kvs_owner half readers use */
+    __u16 pad;
+    __u64 digest; /* of the active owner table and the members (kvsteerctl fleet status) */
+    __u64 epoch;  /* the newest membership epoch the table was computed from */
+    struct kvs_appliance members[KVS_MAX_APPLIANCES]; /* by id */
+};
+
+/* One bucket. 8 bytes: mmapped BPF arrays have an 8-byte stride. */
+struct kvs_owner_entry {
+    __u8 owner;                /* KVS_APPLIANCE_NONE: no owner (no fleet, or nobody up) */
+    __u8 prev[KVS_OWNER_PREV]; /* newest first; KVS_APPLIANCE_NONE ends the list */
+    __u32 pad;
+};
+
+/* Between appliances: Ethernet (dst: the next appliance, src: the sender, proto
+ * KVS_ETH_P_FLEET), this header, then the frame's IP packet as it reached the fleet. The
+ * receiver restores the Ethernet header (source orig_src, proto orig_proto) before anything else
+ * reads the frame. 10 bytes: the appliances' segment needs an MTU 10 bytes above the clients'. */
+struct kvs_fleet_hdr {
+    __u8 hop;         /* 1: sent to the owner; 2 + i: to prev[i] */
+    __u8 from;        /* sender's appliance id */
+    __u8 orig_src[6]; /* source MAC of the frame as it reached the fleet (the router's) */
+    __u16 orig_proto; /* its EtherType, network order */
+} __attribute__((packed));
 
 #endif /* KVSTEER_ABI_H */

@@ -85,12 +85,12 @@ struct kvs_ipv6hdr {
  * loads and stores (a memcpy from a byte pointer becomes 16 one-byte loads, which made the IPv6
  * fast path ~1.6x IPv4's); in userspace, where the wire structs are packed, the compiler
  * handles each word's alignment. */
-#define kvs_copy_addr6(dst, src)  \
-    do {                          \
-        (dst)[0] = (src)[0];      \
-        (dst)[1] = (src)[1];      \
-        (dst)[2] = (src)[2];      \
-        (dst)[3] = (src)[3];      \
+#define kvs_copy_addr6(dst, src) \
+    do {                         \
+        (dst)[0] = (src)[0];     \
+        (dst)[1] = (src)[1];     \
+        (dst)[2] = (src)[2];     \
+        (dst)[3] = (src)[3];     \
     } while (0)
 
 struct kvs_tcphdr {
