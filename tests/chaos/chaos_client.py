@@ -10,12 +10,16 @@ was visible but nothing wrong was delivered); corrupted (a complete 200 response
 or response digest does not match: wrong bytes delivered as if right, must never happen).
 Prints one JSON object: sent, ok, errors, corrupted, success (ok / sent), p50_ms, p99_ms,
 max_ms (latency of successful requests, connection included), rps, first_errors; with --rounds R,
-the run is repeated R times and per-round figures are added (rounds: [...])."""
+the run is repeated R times and per-round figures are added (rounds: [...]). error_times: when each
+error was seen (seconds since the round started); with --keepalive-s the connections send TCP
+keepalive probes once idle that long (a client waiting on a stream whose appliance died learns
+only when it next sends something)."""
 import argparse
 import concurrent.futures as cf
 import hashlib
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
@@ -39,6 +43,13 @@ def one(a, body):
     t = time.monotonic()
     conn = http.client.HTTPConnection(a.host, a.port, timeout=a.timeout)
     try:
+        if a.keepalive_s:
+            conn.connect()
+            k = max(1, int(a.keepalive_s))
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, k)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, k)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
         hdrs = {"content-type": "application/json"}
         if a.echo_bytes:
             hdrs["x-kvsteer-echo-bytes"] = str(a.echo_bytes)
@@ -70,7 +81,7 @@ def pct(xs, q):
 
 def run_round(a, bodies):
     res = {"ok": 0, "error": 0, "corrupted": 0}
-    lat, errs, backends = [], [], {}
+    lat, errs, backends, err_t = [], [], {}, []
     lock = threading.Lock()
     nxt = [0]
     t0 = time.monotonic()
@@ -89,8 +100,10 @@ def run_round(a, bodies):
                 if kind == "ok":
                     lat.append(dt)
                     backends[detail] = backends.get(detail, 0) + 1
-                elif len(errs) < 5:
-                    errs.append(f"{i}: {kind}: {detail}")
+                else:
+                    err_t.append(round(time.monotonic() - t0, 2))
+                    if len(errs) < 5:
+                        errs.append(f"{i}: {kind}: {detail}")
 
     threads = [threading.Thread(target=worker) for _ in range(max(1, a.concurrency))]
     for th in threads:
@@ -104,7 +117,7 @@ def run_round(a, bodies):
             "success": round(res["ok"] / sent, 4) if sent else 0.0,
             "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0),
             "rps": round(res["ok"] / el, 1) if el > 0 else 0.0, "seconds": round(el, 2),
-            "backends": len(backends), "first_errors": errs}
+            "backends": len(backends), "first_errors": errs, "error_times": sorted(err_t)}
 
 
 def main():
@@ -121,6 +134,8 @@ def main():
     ap.add_argument("--echo-bytes", type=int, default=0, help="response padding asked of the backend")
     ap.add_argument("--timeout", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--keepalive-s", type=float, default=0,
+                    help="TCP keepalive: probe after this many idle seconds, then as often")
     a = ap.parse_args()
     if a.n > 200000 or a.seconds > 600 or a.concurrency > 256 or a.rounds > 10:
         ap.error("refusing: at most 200000 requests, 600 s, 256 in parallel, 10 rounds")

@@ -20,6 +20,8 @@
 #                    with an L4-hashed multipath route (ECMP), as an upstream router would:
 #     client i (10.78.i.2/24) -- router (10.78.i.1, and .254 on the bridge) -- bridge
 #   KVS_ROUTER=1     the router namespace even with one appliance
+#   KVS_APP_MTU      MTU of each appliance's link and its bridge port (default 1500): a fleet
+#                    sends frames on between appliances with 10 bytes more (struct kvs_fleet_hdr)
 #   KVS_FAMILY=6     dual stack: every interface also gets an IPv6 address on KVS_TOPO_NET6::/64
 #                    (default fd77), the VIP is KVS_VIP6 (default fd77:1::1), and the exported
 #                    addresses below (VIP, appliance, clients, backends) are the IPv6 ones; the
@@ -102,6 +104,10 @@ kvs_topo_up() {
         ip netns add "$ns_app" || return 1
         ip -n "$ns_app" link set lo up
         kvs__link "$ns_app" app0 "$KVS_NS_BRIDGE" "$ifp" || return 1
+        if [[ -n "${KVS_APP_MTU:-}" ]]; then
+            ip -n "$ns_app" link set app0 mtu "$KVS_APP_MTU" && ip -n "$KVS_NS_BRIDGE" link set "$ifp" mtu "$KVS_APP_MTU" \
+                || { kvs__die "cannot set MTU $KVS_APP_MTU"; return 1; }
+        fi
         ip -n "$KVS_NS_BRIDGE" link set "$ifp" master br0
         ip -n "$ns_app" addr add "$net.$((1 + j))/24" dev app0
         if (( fam == 6 )); then kvs__addr6 "$ns_app" app0 "$net6::$((1 + j))" || return 1; fi

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# A fleet of three appliances behind a router namespace whose route to the VIP is plain
+# hash-threshold multipath over the appliances announced (issue #19's proof, without etcd: the
+# same membership operations are given to every appliance's kvsteerd through kvsteerctl).
+#  1. 60 long streams bound on appliance 1; then 1 -> 2 -> 3 appliances, then 3 -> 2 by a planned
+#     drain, while they run: none broken, every one byte-identical (the backend's digests). The
+#     router re-hashes them to appliances that have no state for them: the owner table and the
+#     second chance send each packet on to the appliance that bound it.
+#  2. New flows after the changes are bound by their bucket's owner (each appliance binds some).
+#  3. One appliance crashes mid-stream (processes killed, its link gone): only its own streams
+#     break, each client learns at its next packet (TCP keepalive, 1 s) with a RST, not a hang;
+#     the other streams complete intact.
+# Usage: fleet_test.sh BUILD_DIR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=$(cd "${1:?build dir}" && pwd)
+BIN=$BUILD/bin
+source tests/lib/topology.sh
+
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
+P=kvfl$$; P=${P:0:8}
+DIR=$(mktemp -d /tmp/kvs-fleet.XXXXXX)
+NAPP=3 NBE=3
+PIDS=()
+declare -A DP_PID KD_PID
+log() { echo "[fleet $(date +%T)] $*"; }
+fail() {
+    echo "FAIL: $*"
+    for ((j = 1; j <= NAPP; j++)); do
+        echo "---- appliance $j dataplane log (tail)"; tail -8 "$DIR/dp$j.log" 2>/dev/null
+        echo "---- appliance $j kvsteerd log (tail)"; tail -5 "$DIR/kvsteerd$j.log" 2>/dev/null
+        echo "---- appliance $j fleet counters"; counters "$j" | grep -i fleet
+    done
+    exit 1
+}
+cleanup() {
+    set +e
+    for p in "${DP_PID[@]:-}"; do [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+    for p in "${KD_PID[@]:-}" "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    kvs_topo_down "$P"
+    for ((j = 1; j <= NAPP; j++)); do mountpoint -q "$DIR/bpf$j" && umount "$DIR/bpf$j"; done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+ctl() { local j=$1; shift; "$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" "$@"; }
+counters() { "$BIN/kvsteerctl" --bpffs "$DIR/bpf$1" --json counters 2>/dev/null; }
+counter() {  # counter J SECTION NAME
+    counters "$1" | /usr/bin/python3 -c 'import json,sys; print(int(json.load(sys.stdin)[sys.argv[1]].get(sys.argv[2], 0)))' "$2" "$3"
+}
+# fleet OP ARGS: the same membership operation on every live appliance (etcd's job, later).
+fleet() { local j; for j in "${LIVE[@]}"; do ctl "$j" fleet "$@" >/dev/null || fail "appliance $j: fleet $*"; done; }
+# route J...: the router's multipath route to the VIP over appliances J... (BGP's job).
+route() {
+    local hops=() j
+    for j in "$@"; do hops+=(nexthop via "${KVS_APP_IPS[$j]}" dev eth0 weight 1); done
+    if (( $# == 1 )); then
+        ip -n "$KVS_NS_ROUTER" route replace "$KVS_VIP/32" via "${KVS_APP_IPS[$1]}" dev eth0
+    else
+        ip -n "$KVS_NS_ROUTER" route replace "$KVS_VIP/32" "${hops[@]}"
+    fi || fail "route over $*"
+}
+digests_agree() {
+    local j d first=""
+    for j in "${LIVE[@]}"; do
+        d=$(ctl "$j" --json fleet status | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])') \
+            || fail "fleet status of appliance $j"
+        [[ -z "$first" ]] && first=$d
+        [[ "$d" == "$first" ]] || fail "appliances disagree on the owner table: $first vs $d (appliance $j)"
+    done
+}
+
+for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu; do [[ -x "$BIN/$b" ]] || fail "$BIN/$b missing"; done
+export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
+KVS_N_APPLIANCES=$NAPP KVS_APP_MTU=1600 kvs_topo_up "$P" "$NBE" || fail "topology"
+route 1
+
+for ((i = 1; i <= NBE; i++)); do
+    ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
+        --time-scale 1 --max-batch 256 --log-level warn >"$DIR/be$i.log" 2>&1 &
+    PIDS+=("$!")
+done
+# Identical steering settings and cookie key; each appliance its own SNAT address; the fleet's
+# members (ids 0..2 = appliances 1..3) and the first epoch: appliance 1 alone.
+for ((j = 1; j <= NAPP; j++)); do
+    mkdir -p "$DIR/bpf$j" && mount -t bpf bpf "$DIR/bpf$j" || fail "bpffs"
+    {
+        echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+        echo "snat-addr = ${KVS_APP_IPS[$j]}"
+        echo "snat-ports = 20000-29999"
+        echo "interface = app0"
+        echo "cookie-key = 00112233445566778899aabbccddeeff"
+        echo "hash-seed = 0x1234"
+        echo "health-interval = 200"
+        echo "health-timeout = 150"
+        echo "health-rise = 1"
+        echo "telemetry-interval = 0"
+        echo "metrics-listen ="
+        echo "bpffs = $DIR/bpf$j"
+        echo "api-socket = $DIR/kvsteerd$j.sock"
+        echo "fleet-self = $((j - 1))"
+        for ((k = 1; k <= NAPP; k++)); do echo "fleet-member = $((k - 1)),${KVS_APP_MACS[$k]}"; done
+        echo "fleet-epoch = 0"
+        for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
+    } >"$DIR/kvsteerd$j.conf"
+    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteerd" --config "$DIR/kvsteerd$j.conf" >"$DIR/kvsteerd$j.log" 2>&1 &
+    KD_PID[$j]=$!
+done
+for ((j = 1; j <= NAPP; j++)); do
+    for _ in $(seq 100); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
+    [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start"
+    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
+        --file-prefix "kvfl$j" --log-level=lib.eal:error \
+        --vdev "net_af_xdp$j,iface=app0,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
+        -- --bpffs "$DIR/bpf$j" --mode xdp --idle adaptive >"$DIR/dp$j.log" 2>&1 &
+    DP_PID[$j]=$!
+done
+for ((j = 1; j <= NAPP; j++)); do
+    for _ in $(seq 100); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
+    grep -q "worker 0: queue" "$DIR/dp$j.log" || fail "dataplane $j did not start"
+    for _ in $(seq 100); do
+        up=$(ctl "$j" --json backends 2>/dev/null |
+            /usr/bin/python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null)
+        [[ "$up" == "$NBE" ]] && break
+        sleep 0.1
+    done
+    [[ "$up" == "$NBE" ]] || fail "appliance $j sees ${up:-0}/$NBE backends up"
+done
+LIVE=(1 2 3)
+digests_agree
+
+streams() {  # streams N OUT [client options]: N long SSE streams at once, in the background
+    local n=$1 out=$2; shift 2
+    ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n "$n" --concurrency "$n" --prefixes "$n" --stream --max-tokens "${STREAM_TOKENS:-700}" \
+        --timeout 60 --seconds 60 "$@" >"$out" 2>&1 &
+    STREAMS=$!
+}
+field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+short_requests() {  # short_requests N: N one-request connections, all must succeed
+    local out
+    out=$(ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n "$1" --concurrency 4 --prefixes 16 --max-tokens 2 --timeout 10) || fail "short requests: $out"
+    (( $(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["ok"] == d["sent"])' "$out" | grep -c True) == 1 )) \
+        || fail "short requests failed: $out"
+}
+
+log "1. 60 long streams on appliance 1, then 1 -> 2 -> 3 appliances and a planned drain of appliance 3"
+streams 60 "$DIR/s1.json"
+t0=$SECONDS
+sleep 3
+fleet push 0,1; route 1 2; digests_agree; log "2 appliances (t=$((SECONDS - t0)) s)"
+short_requests 20
+sleep 3
+fleet push 0,1,2; route 1 2 3; digests_agree; log "3 appliances (t=$((SECONDS - t0)) s)"
+short_requests 30
+sleep 3
+fleet push 0,1; route 1 2; digests_agree; log "appliance 3 drained: withdrawn, still a previous owner (t=$((SECONDS - t0)) s)"
+kill -0 "$STREAMS" 2>/dev/null || fail "the streams ended before the last change: make them longer (STREAM_TOKENS)"
+wait "$STREAMS"
+log "streams: $(cat "$DIR/s1.json")"
+[[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 ]] \
+    || fail "streams broken across the membership changes: $(cat "$DIR/s1.json")"
+redirects=0
+for j in 1 2 3; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_owner) + $(counter "$j" xdp fleet_redirect_prev))); done
+(( redirects > 0 )) || fail "no packet was sent on between appliances: the router never moved a stream (nothing proven)"
+b2=$(counter 2 dataplane dp_bind_ok) b3=$(counter 3 dataplane dp_bind_ok)
+(( b2 > 0 && b3 > 0 )) || fail "new flows were not bound by their owners (appliance 2: $b2, 3: $b3)"
+log "60/60 streams intact across 1 -> 2 -> 3 -> 2; $redirects packets sent on; new flows bound by appliance 2: $b2, 3: $b3"
+
+log "2. appliance 3 crashes mid-stream"
+fleet settle
+fleet push 0,1,2; route 1 2 3; digests_agree
+before3=$(counter 3 dataplane dp_bind_ok)
+t_start=$(date +%s.%N)
+streams 40 "$DIR/s2.json" --keepalive-s 1
+sleep 3
+mine=$(( $(counter 3 dataplane dp_bind_ok) - before3 ))
+(( mine > 0 && mine < 40 )) || fail "appliance 3 bound $mine of the 40 streams (need some, not all)"
+t_crash=$(date +%s.%N)
+kill -9 "${DP_PID[3]}" "${KD_PID[3]}" 2>/dev/null; DP_PID[3]=""; KD_PID[3]=""
+ip -n "${KVS_APP_NS[3]}" link set app0 down
+LIVE=(1 2)
+route 1 2
+fleet forget 2
+digests_agree
+wait "$STREAMS"
+log "streams: $(cat "$DIR/s2.json")"
+ok=$(field "$DIR/s2.json" ok) err=$(field "$DIR/s2.json" errors) bad=$(field "$DIR/s2.json" corrupted)
+(( bad == 0 )) || fail "corrupted streams after the crash: $(cat "$DIR/s2.json")"
+(( err == mine && ok == 40 - mine )) || fail "appliance 3 had $mine streams; $err broke, $ok completed"
+# Each broken client learned within a few seconds of the crash (its keepalive probe after 1 s of
+# silence, answered with a RST), not at its 60 s timeout.
+late=$(/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); lim=float(sys.argv[3])-float(sys.argv[2])+4
+print(sum(1 for t in d["error_times"] if t > lim))' "$DIR/s2.json" "$t_start" "$t_crash")
+(( late == 0 )) || fail "$late broken clients learned more than 4 s after the crash: $(cat "$DIR/s2.json")"
+rst=$(( $(counter 1 xdp fleet_rst_orphan) + $(counter 2 xdp fleet_rst_orphan) ))
+(( rst > 0 )) || fail "no RST sent to a client whose appliance crashed"
+log "crash: appliance 3's $mine streams reset ($rst RSTs), the other $ok intact"
+echo "fleet: ok"
