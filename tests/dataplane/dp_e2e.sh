@@ -211,8 +211,11 @@ dpdk)
 timewait)
     # Eight SNAT ports, backends closing first (Connection: close): every new flow reuses a
     # 4-tuple the backend holds in TIME_WAIT. The SYN must be accepted at once (a challenge ACK
-    # would cost an RST + SYN round trip; a SYN timeout far more).
-    DPE_SNAT_PORTS=10000-10007 dpe_up kvdpw 1 --closed-linger-s 0 --sweep-interval-ms 50 --local-linger-ms 50 \
+    # would cost an RST + SYN round trip; a SYN timeout far more). A closed flow lingers 1 s:
+    # with 0 its entries could go before the last ACK of the close crossed the appliance (on a
+    # loaded host), leaving the backend in LAST_ACK, which answers the next SYN with a challenge
+    # ACK (seen in CI). Ports come round again after ~1.6 s (8 ports, a flow every 0.2 s).
+    DPE_SNAT_PORTS=10000-10007 dpe_up kvdpw 1 --closed-linger-s 1 --sweep-interval-ms 50 --local-linger-ms 50 \
         --backend-syn-timeout-ms 1000
     dpe_chat_body "$DPE_DIR/req.json" "Time wait." 700
     for k in $(seq 1 24); do
