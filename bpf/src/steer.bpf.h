@@ -42,6 +42,17 @@ __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *ke
     return kvs_cookie_hash(key->k, t, slot);
 }
 
+/* After a helper moved the frame (bpf_xdp_adjust_head/tail) its bounds are read afresh from the
+ * context (a barrier keeps clang from reusing an offset context pointer, which the verifier
+ * rejects). */
+#define KVS_RELOAD_FRAME(ctx, data, data_end)       \
+    do {                                            \
+        barrier_var(ctx);                           \
+        (data) = (void *)(long)(ctx)->data;         \
+        barrier_var(ctx);                           \
+        (data_end) = (void *)(long)(ctx)->data_end; \
+    } while (0)
+
 static __always_inline int kvs_verdict(__u32 reason, int action) {
     kvs_count(reason);
     return action;
@@ -123,12 +134,7 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     delta = (int)sc->sa.frame_len - (int)pkt->frame_len;
     if (delta && bpf_xdp_adjust_tail(ctx, delta))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
-    /* The helper moved the frame end: the context is read afresh (a barrier keeps clang from
-     * reusing an offset context pointer, which the verifier rejects). */
-    barrier_var(ctx);
-    data = (void *)(long)ctx->data;
-    barrier_var(ctx);
-    data_end = (void *)(long)ctx->data_end;
+    KVS_RELOAD_FRAME(ctx, data, data_end);
     if (kvs_synack_write(data, data_end, &sc->sa))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_verdict(KVS_R_TX_SYNACK, XDP_TX);
@@ -532,10 +538,7 @@ __attribute__((noinline)) int kvs_xdp_fleet_send(struct xdp_md *ctx, __u32 to, _
     if (!fl || !cfg || to >= KVS_MAX_APPLIANCES) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct kvs_fleet_hdr)))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
-    barrier_var(ctx);
-    data = (void *)(long)ctx->data;
-    barrier_var(ctx);
-    data_end = (void *)(long)ctx->data_end;
+    KVS_RELOAD_FRAME(ctx, data, data_end);
     if (kvs_fleet_encap(data, data_end, fl->members[to].mac, cfg->appliance_mac, (__u8)hop,
                         fl->self))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
@@ -563,10 +566,7 @@ __attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx) {
     delta = (int)r.frame_len - (int)pkt.frame_len;
     if (delta && bpf_xdp_adjust_tail(ctx, delta))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
-    barrier_var(ctx);
-    data = (void *)(long)ctx->data;
-    barrier_var(ctx);
-    data_end = (void *)(long)ctx->data_end;
+    KVS_RELOAD_FRAME(ctx, data, data_end);
     if (kvs_fleet_rst_write(data, data_end, &r)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_verdict(KVS_R_FLEET_RST_ORPHAN, XDP_TX);
 }
@@ -681,10 +681,7 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
         ((struct kvs_ethhdr *)data)->proto == bpf_htons(KVS_ETH_P_FLEET)) {
         at = (__u32)kvs_xdp_fleet_decap(ctx);
         if (!at) return XDP_DROP; /* counted there */
-        barrier_var(ctx);
-        data = (void *)(long)ctx->data;
-        barrier_var(ctx);
-        data_end = (void *)(long)ctx->data_end;
+        KVS_RELOAD_FRAME(ctx, data, data_end);
     }
     st = kvs_parse(data, data_end, &pkt);
     if (st == KVS_PARSE_OK && pkt.opts_pending)

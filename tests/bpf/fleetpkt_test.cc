@@ -9,14 +9,15 @@
 #include "fleet_frames.h"
 #include "kvsteer/fleetpkt.h"
 #include "pktgen.h"
+#include "test_pairs.h"
 
 using namespace kvstest;
 
 namespace {
 
 constexpr std::uint8_t N = KVS_APPLIANCE_NONE;
-const std::uint8_t kUs[6] = {0x02, 0xaa, 0, 0, 0, 0x01};
-const std::uint8_t kRouter[6] = {0x02, 0xcc, 0, 0, 0, 0x02};
+const std::uint8_t *const kUs = kApplMac;
+const std::uint8_t *const kRouter = kClientMac;  // the router, as the fleet sees it
 
 kvs_fleet fleet_of(std::uint8_t self, unsigned n_up) {
     kvs_fleet f{};
@@ -39,19 +40,7 @@ kvs_owner_entry entry(std::uint8_t owner, std::uint8_t p0, std::uint8_t p1, std:
 }
 
 TcpSpec client(bool v6) {
-    TcpSpec s;
-    s.v6 = v6;
-    std::memcpy(s.smac, kRouter, 6);
-    std::memcpy(s.dmac, kUs, 6);
-    if (v6) {
-        ip6("fd00::2", s.saddr);
-        ip6("fd00::9", s.daddr);
-    } else {
-        s.saddr[0] = ip4("10.1.0.2");
-        s.daddr[0] = ip4("10.9.0.1");
-    }
-    s.sport = 40001;
-    s.dport = 80;
+    TcpSpec s = client_segment(v6);
     s.seq = 0xfffffff0;  // the ack wraps
     s.ack = 0x31337;
     s.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
