@@ -3,7 +3,6 @@
 // decapsulation of frames from other appliances; and nothing of it with the fleet off.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -24,21 +23,11 @@ constexpr std::uint32_t XDP_DROP_ = 1, XDP_TX_ = 3;
 constexpr std::uint8_t kSelf = 1;
 constexpr std::uint8_t N = KVS_APPLIANCE_NONE;
 
-class BpfFleet : public ::testing::TestWithParam<bool> {
+class BpfFleet : public ProgSuite, public ::testing::WithParamInterface<bool> {
    protected:
-    static void SetUpTestSuite() {
-        if (geteuid() != 0) return;
-        std::string err;
-        h_ = ProgHarness::create(4096, &err).release();
-        load_err_ = err;
-    }
-    static void TearDownTestSuite() {
-        delete h_;
-        h_ = nullptr;
-    }
     void SetUp() override {
-        if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
-        ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
+        ProgSuite::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         v6_ = GetParam();
         cfg_ = prog_config();
         h_->set_config(cfg_);
@@ -174,15 +163,10 @@ class BpfFleet : public ::testing::TestWithParam<bool> {
         return r;
     }
 
-    static ProgHarness *h_;
-    static std::string load_err_;
     kvs_config cfg_{};
     kvs_fleet fleet_{};
     bool v6_ = false;
 };
-
-ProgHarness *BpfFleet::h_ = nullptr;
-std::string BpfFleet::load_err_;
 
 TEST_P(BpfFleet, FleetOffIsASingleAppliance) {
     set_owner(2, 3);

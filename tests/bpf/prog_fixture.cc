@@ -4,6 +4,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -76,6 +78,26 @@ void ProgHarness::clear_load() {
     kvs_backend_load zero{};
     for (std::uint32_t i = 0; i < 8; i++)
         bpf_map_update_elem(l_->map_fd(KVS_MAP_BACKEND_LOAD), &i, &zero, BPF_ANY);
+}
+
+ProgHarness *ProgSuite::h_ = nullptr;
+std::string ProgSuite::load_err_;
+
+void ProgSuite::SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    std::string err;
+    h_ = ProgHarness::create(4096, &err).release();
+    load_err_ = err;
+}
+
+void ProgSuite::TearDownTestSuite() {
+    delete h_;
+    h_ = nullptr;
+}
+
+void ProgSuite::SetUp() {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
+    ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
 }
 
 bool is_event_reason(unsigned r) {

@@ -1,7 +1,6 @@
 // XDP program fixtures through BPF_PROG_TEST_RUN: input frame -> expected verdict, expected
 // output bytes (from the same C headers run in userspace) and counters.
 #include <arpa/inet.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -21,21 +20,11 @@ namespace {
 constexpr std::uint32_t XDP_ABORTED_ = 0, XDP_DROP_ = 1, XDP_PASS_ = 2, XDP_TX_ = 3,
                         XDP_REDIRECT_ = 4;
 
-class BpfProg : public ::testing::Test {
+class BpfProg : public ProgSuite {
    protected:
-    static void SetUpTestSuite() {
-        if (geteuid() != 0) return;
-        std::string err;
-        h_ = ProgHarness::create(4096, &err).release();
-        load_err_ = err;
-    }
-    static void TearDownTestSuite() {
-        delete h_;
-        h_ = nullptr;
-    }
     void SetUp() override {
-        if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
-        ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
+        ProgSuite::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
         cfg_ = prog_config();
         h_->set_config(cfg_);
         h_->clear_flows();
@@ -175,14 +164,9 @@ class BpfProg : public ::testing::Test {
         return b;
     }
 
-    static ProgHarness *h_;
-    static std::string load_err_;
     kvs_config cfg_{};
     bool v6_ = false;  // client_spec, backend_spec and install_pair in IPv6
 };
-
-ProgHarness *BpfProg::h_ = nullptr;
-std::string BpfProg::load_err_;
 
 // The tests that run once per family: the same packets and expectations in IPv4 and IPv6.
 class BpfProgFamily : public BpfProg, public ::testing::WithParamInterface<bool> {
