@@ -78,6 +78,25 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_dp_stats SEC(".maps");
 
+/* The fleet (kvsteerd writes both; see abi.h, "a fleet of appliances"). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct kvs_fleet);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvs_fleet SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 2 * KVS_OWNER_BUCKETS);
+    __type(key, __u32);
+    __type(value, struct kvs_owner_entry);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvs_owner SEC(".maps");
+
 /* Name and shape fixed by DPDK's af_xdp PMD, which fills it; never pinned. */
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);

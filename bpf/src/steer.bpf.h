@@ -16,6 +16,8 @@ __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *ke
     kvs_xdp_cookie_hash((const struct kvs_sip_key *)(const void *)(key), (t), (slot))
 
 #include "kvsteer/cookie.h"
+#include "kvsteer/fleet.h"
+#include "kvsteer/fleetpkt.h"
 #include "kvsteer/icmp.h"
 #include "kvsteer/parse.h"
 #include "kvsteer/reasons.h"
@@ -39,6 +41,17 @@ __attribute__((noinline)) __u64 kvs_xdp_cookie_hash(const struct kvs_sip_key *ke
     if (!key || !t) return 0;
     return kvs_cookie_hash(key->k, t, slot);
 }
+
+/* After a helper moved the frame (bpf_xdp_adjust_head/tail) its bounds are read afresh from the
+ * context (a barrier keeps clang from reusing an offset context pointer, which the verifier
+ * rejects). */
+#define KVS_RELOAD_FRAME(ctx, data, data_end)       \
+    do {                                            \
+        barrier_var(ctx);                           \
+        (data) = (void *)(long)(ctx)->data;         \
+        barrier_var(ctx);                           \
+        (data_end) = (void *)(long)(ctx)->data_end; \
+    } while (0)
 
 static __always_inline int kvs_verdict(__u32 reason, int action) {
     kvs_count(reason);
@@ -121,12 +134,7 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     delta = (int)sc->sa.frame_len - (int)pkt->frame_len;
     if (delta && bpf_xdp_adjust_tail(ctx, delta))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
-    /* The helper moved the frame end: the context is read afresh (a barrier keeps clang from
-     * reusing an offset context pointer, which the verifier rejects). */
-    barrier_var(ctx);
-    data = (void *)(long)ctx->data;
-    barrier_var(ctx);
-    data_end = (void *)(long)ctx->data_end;
+    KVS_RELOAD_FRAME(ctx, data, data_end);
     if (kvs_synack_write(data, data_end, &sc->sa))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_verdict(KVS_R_TX_SYNACK, XDP_TX);
@@ -483,23 +491,143 @@ __attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key
     return 0;
 }
 
+/* ---- a fleet of appliances (abi.h; bpf/README.md "Fleet") ---------------------------------
+ * A frame between appliances is decapsulated first thing; a client packet to a VIP that misses
+ * the flow map is sent on to the bucket's owner, then to its previous owners, and answered with
+ * a RST once nobody is left. Global functions: off the fast path, verified once. */
+
+static __always_inline struct kvs_fleet *kvs_fleet_get(void) {
+    __u32 zero = 0;
+    struct kvs_fleet *fl = bpf_map_lookup_elem(&kvs_fleet, &zero);
+
+    return kvs_fleet_on(fl) ? fl : 0;
+}
+
+/* A KVS_ETH_P_FLEET frame: checked and decapsulated in place (the frame then starts with its
+ * restored Ethernet header). Returns KVS_FLEET_AT(hop, from), or 0: dropped and counted. */
+__attribute__((noinline)) int kvs_xdp_fleet_decap(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct kvs_fleet *fl = kvs_fleet_get();
+    struct kvs_config *cfg;
+    __u32 zero = 0, at;
+
+    if (!fl) {
+        kvs_count(KVS_R_FLEET_DROP_NOT_IN_FLEET);
+        return 0;
+    }
+    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    at = cfg ? kvs_fleet_decap(data, data_end, fl, cfg->appliance_mac) : 0;
+    if (!at || bpf_xdp_adjust_head(ctx, (int)sizeof(struct kvs_fleet_hdr))) {
+        kvs_count(KVS_R_FLEET_DROP_BAD_HEADER);
+        return 0;
+    }
+    kvs_count(KVS_R_FLEET_DECAP);
+    return (int)at;
+}
+
+/* Sends the (untagged) frame on to appliance `to`, encapsulated with `hop`; XDP_TX (the
+ * appliances share a segment). */
+__attribute__((noinline)) int kvs_xdp_fleet_send(struct xdp_md *ctx, __u32 to, __u32 hop) {
+    struct kvs_fleet *fl = kvs_fleet_get();
+    struct kvs_config *cfg;
+    void *data, *data_end;
+    __u32 zero = 0;
+
+    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    if (!fl || !cfg || to >= KVS_MAX_APPLIANCES) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct kvs_fleet_hdr)))
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    KVS_RELOAD_FRAME(ctx, data, data_end);
+    if (kvs_fleet_encap(data, data_end, fl->members[to].mac, cfg->appliance_mac, (__u8)hop,
+                        fl->self))
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    return kvs_verdict(hop == 1 ? KVS_R_FLEET_TO_OWNER : KVS_R_FLEET_TO_PREV, XDP_TX);
+}
+
+/* A client packet no appliance has a flow for: answered with a RST built in place (a RST is
+ * never answered, only dropped). */
+__attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct kvs_fleet_rst r;
+    struct kvs_config *cfg;
+    struct kvs_pkt pkt;
+    __u32 zero = 0;
+    int delta;
+
+    if (kvs_parse(data, data_end, &pkt) != KVS_PARSE_OK || !pkt.tcp)
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    if (pkt.tcp->flags & KVS_TCP_RST) return kvs_verdict(KVS_R_FLEET_DROP_RST_ORPHAN, XDP_DROP);
+    cfg = bpf_map_lookup_elem(&kvs_config, &zero);
+    if (!cfg) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    if (kvs_fleet_rst_plan(&pkt, cfg->appliance_mac, &r))
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    delta = (int)r.frame_len - (int)pkt.frame_len;
+    if (delta && bpf_xdp_adjust_tail(ctx, delta))
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    KVS_RELOAD_FRAME(ctx, data, data_end);
+    if (kvs_fleet_rst_write(data, data_end, &r)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    return kvs_verdict(KVS_R_FLEET_RST_ORPHAN, XDP_TX);
+}
+
+/* The owner (or prev[i]) missed too: on to the next previous owner, or the orphan's RST. */
+__attribute__((noinline)) int kvs_xdp_fleet_chase(struct xdp_md *ctx, __u32 at, __u32 bucket) {
+    struct kvs_fleet *fl = kvs_fleet_get();
+    struct kvs_owner_entry *e;
+    __u32 idx, next;
+
+    if (!fl) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    idx = kvs_fleet_owner_index(fl, bucket);
+    e = bpf_map_lookup_elem(&kvs_owner, &idx);
+    next = e ? kvs_fleet_next_prev(fl, e, at) : 0;
+    if (next) return kvs_xdp_fleet_send(ctx, KVS_FLEET_FROM(next), KVS_FLEET_HOP(next));
+    return kvs_xdp_fleet_orphan(ctx);
+}
+
 /* A client segment to a VIP with no flow: only a valid cookie lets it through to the
  * dataplane (data or FIN); a valid pure ACK carries no state and is dropped. Global, with its
- * own parse (options were validated by the caller), so the two SipHash checks are verified once. */
-__attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx) {
+ * own parse (options were validated by the caller), so the two SipHash checks are verified once.
+ * In a fleet (`at`: where the frame is, KVS_FLEET_ROUTER when it came from the router) the
+ * packet goes to the bucket's owner first; only the owner binds; what the owner cannot bind
+ * goes on to the previous owners (kvs_xdp_fleet_chase). Tagged frames stay local. */
+__attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx, __u32 at) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct kvs_cookie_tuple t;
     struct kvs_cookie_opts co;
     struct kvs_config *cfg;
+    struct kvs_fleet *fl;
     struct kvs_pkt pkt;
-    __u32 zero = 0;
+    __u32 zero = 0, bucket = 0, hop = KVS_FLEET_HOP(at);
     __u8 flags;
     __u64 slot;
 
     if (kvs_parse(data, data_end, &pkt) != KVS_PARSE_OK || !pkt.tcp)
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     flags = pkt.tcp->flags;
+    fl = kvs_fleet_get();
+    if (fl && pkt.vlan) {
+        kvs_count(KVS_R_FLEET_VLAN_LOCAL);
+        fl = 0;
+    }
+    if (fl) {
+        struct kvs_owner_entry *e;
+        struct kvs_flow_key k;
+        __u32 idx, owner;
+
+        kvs_flow_key_of(&pkt, &k);
+        bucket = kvs_fleet_bucket(&k);
+        if (hop == 0) {
+            idx = kvs_fleet_owner_index(fl, bucket);
+            e = bpf_map_lookup_elem(&kvs_owner, &idx);
+            owner = e ? kvs_fleet_remote_owner(fl, e) : KVS_APPLIANCE_NONE;
+            if (owner != KVS_APPLIANCE_NONE && !(flags & KVS_TCP_SYN))
+                return kvs_xdp_fleet_send(ctx, owner, 1);
+        }
+        if (flags & KVS_TCP_RST) return kvs_xdp_fleet_chase(ctx, at, bucket);
+        if (hop >= 2 && !(flags & KVS_TCP_SYN)) return kvs_xdp_fleet_chase(ctx, at, bucket);
+    }
     if (flags & KVS_TCP_RST) return kvs_verdict(KVS_R_DROP_RST_NO_FLOW, XDP_DROP);
     if ((flags & KVS_TCP_SYN) || !(flags & KVS_TCP_ACK))
         return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
@@ -509,7 +637,8 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx) {
     kvs_cookie_tuple_of(&pkt, &t);
     slot = kvs_cookie_slot(bpf_ktime_get_tai_ns(), cfg->cookie_period_s);
     if (!kvs_cookie_check(&cfg->cookie_key[0][0], &t, bpf_ntohl(pkt.tcp->ack_seq) - 1, slot, &co))
-        return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
+        return fl ? kvs_xdp_fleet_chase(ctx, at, bucket)
+                  : kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
     if (pkt.payload_len == 0 && !(flags & KVS_TCP_FIN))
         return kvs_verdict(KVS_R_DROP_PURE_ACK, XDP_DROP);
     return kvs_punt(ctx, KVS_R_PUNT_FIRST_FLIGHT);
@@ -543,9 +672,17 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
     struct kvs_flow_key key;
     struct kvs_flow *f;
     struct kvs_pkt pkt;
+    __u32 at = KVS_FLEET_ROUTER;
     __u8 flags;
     int st;
 
+    /* Between appliances (a fleet): the frame is decapsulated before anything reads it. */
+    if ((void *)((struct kvs_ethhdr *)data + 1) <= data_end &&
+        ((struct kvs_ethhdr *)data)->proto == bpf_htons(KVS_ETH_P_FLEET)) {
+        at = (__u32)kvs_xdp_fleet_decap(ctx);
+        if (!at) return XDP_DROP; /* counted there */
+        KVS_RELOAD_FRAME(ctx, data, data_end);
+    }
     st = kvs_parse(data, data_end, &pkt);
     if (st == KVS_PARSE_OK && pkt.opts_pending)
         st = kvs_xdp_parse_opts(ctx, pkt.l4_off + sizeof(struct kvs_tcphdr),
@@ -577,7 +714,7 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
 
     f = bpf_map_lookup_elem(&kvs_flows, &key);
     if (f) return kvs_forward(ctx, &pkt, &key, f);
-    if (kvs_xdp_is_vip(&key)) return kvs_xdp_vip_no_flow(ctx);
+    if (kvs_xdp_is_vip(&key)) return kvs_xdp_vip_no_flow(ctx, at);
     if (kvs_xdp_is_snat(&key)) return kvs_punt(ctx, KVS_R_PUNT_BACKEND_OTHER);
     return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
 }

@@ -40,9 +40,9 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     std::string err;
     auto m = kvsteer::bpf::open_pinned_maps(dir_, true, &err);
     ASSERT_NE(m, nullptr) << err;
-    for (const char *name :
-         {KVS_MAP_CONFIG, KVS_MAP_BACKENDS, KVS_MAP_BACKEND_LOAD, KVS_MAP_MAGLEV, KVS_MAP_AFFINITY,
-          KVS_MAP_FLOWS, KVS_MAP_STATS, KVS_MAP_RING_CTL, KVS_MAP_BIND_RING, KVS_MAP_DP_STATS})
+    for (const char *name : {KVS_MAP_CONFIG, KVS_MAP_BACKENDS, KVS_MAP_BACKEND_LOAD, KVS_MAP_MAGLEV,
+                             KVS_MAP_AFFINITY, KVS_MAP_FLOWS, KVS_MAP_STATS, KVS_MAP_RING_CTL,
+                             KVS_MAP_BIND_RING, KVS_MAP_DP_STATS, KVS_MAP_FLEET, KVS_MAP_OWNER})
         EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + name)) << name;
 
     // Writes through the mmaps land where the kernel (and the XDP program) index them.
@@ -55,6 +55,9 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     m->ring[KVS_MAX_WORKERS * KVS_BIND_RING_SLOTS - 1].backend_id = 11;
     m->ring_ctl[3].head = 99;
     m->dp_stats[KVS_STATS_MAX + 4] = 55;
+    m->fleet->self = 2;
+    m->fleet->members[15].mac[5] = 0x0f;
+    m->owner[2 * KVS_OWNER_BUCKETS - 1].prev[2] = 6;
 
     std::uint32_t k = 0;
     kvs_config c{};
@@ -89,6 +92,15 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     std::uint64_t v = 0;
     ASSERT_EQ(bpf_map_lookup_elem(m->dp_stats_fd, &k, &v), 0);
     EXPECT_EQ(v, 55u);
+    k = 0;
+    kvs_fleet fl{};
+    ASSERT_EQ(bpf_map_lookup_elem(m->fleet_fd, &k, &fl), 0);
+    EXPECT_EQ(fl.self, 2);
+    EXPECT_EQ(fl.members[15].mac[5], 0x0f);
+    k = 2 * KVS_OWNER_BUCKETS - 1;
+    kvs_owner_entry oe{};
+    ASSERT_EQ(bpf_map_lookup_elem(m->owner_fd, &k, &oe), 0);
+    EXPECT_EQ(oe.prev[2], 6);
 
     // A second opener (another process) sees the same memory.
     auto m2 = kvsteer::bpf::open_pinned_maps(dir_, false, &err);

@@ -4,6 +4,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -76,6 +78,46 @@ void ProgHarness::clear_load() {
     kvs_backend_load zero{};
     for (std::uint32_t i = 0; i < 8; i++)
         bpf_map_update_elem(l_->map_fd(KVS_MAP_BACKEND_LOAD), &i, &zero, BPF_ANY);
+}
+
+ProgHarness *ProgSuite::h_ = nullptr;
+std::string ProgSuite::load_err_;
+
+void ProgSuite::SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    std::string err;
+    h_ = ProgHarness::create(4096, &err).release();
+    load_err_ = err;
+}
+
+void ProgSuite::TearDownTestSuite() {
+    delete h_;
+    h_ = nullptr;
+}
+
+void ProgSuite::SetUp() {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
+    ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
+}
+
+bool is_event_reason(unsigned r) {
+    return r == KVS_R_FLOW_FIN || r == KVS_R_FLOW_RST || r == KVS_R_FLOW_CLOSED ||
+           r == KVS_R_REQ_KEPT_OWED || r == KVS_R_REQ_KEPT_CLOSING || r == KVS_R_FLEET_DECAP ||
+           r == KVS_R_FLEET_VLAN_LOCAL;
+}
+
+RunResult expect_verdict(ProgHarness &h, const Bytes &in, std::uint32_t verdict, unsigned reason) {
+    auto before = h.stats();
+    RunResult r = h.run(in);
+    auto after = h.stats();
+    EXPECT_EQ(r.verdict, verdict);
+    EXPECT_EQ(after[reason] - before[reason], 1u)
+        << "want " << kvs_reason_name(reason) << ", got " << stat_delta(before, after);
+    std::uint64_t total = 0;
+    for (unsigned i = 0; i < KVS_R__COUNT; i++)
+        if (!is_event_reason(i)) total += after[i] - before[i];
+    EXPECT_EQ(total, 1u) << "exactly one verdict reason per packet: " << stat_delta(before, after);
+    return r;
 }
 
 std::string stat_delta(const std::vector<std::uint64_t> &a, const std::vector<std::uint64_t> &b) {

@@ -40,6 +40,26 @@ class ProgHarness {
     std::unique_ptr<kvsteer::bpf::Loader> l_;
 };
 
+// A fixture whose tests share one loaded program (private maps), loaded once per suite. A derived
+// SetUp() calls ProgSuite::SetUp() first and returns when IsSkipped() (no root) or
+// HasFatalFailure() (the program did not load).
+class ProgSuite : public ::testing::Test {
+   protected:
+    static void SetUpTestSuite();
+    static void TearDownTestSuite();
+    void SetUp() override;
+
+    static ProgHarness *h_;
+    static std::string load_err_;
+};
+
+// Whether reason `r` counts an event besides a packet's one verdict reason (FIN/RST seen, a
+// request kept on its backend, a frame decapsulated, a tagged frame kept local in a fleet).
+bool is_event_reason(unsigned r);
+
+// Runs `in`, expects `verdict`, exactly one count of `reason` and no other verdict reason.
+RunResult expect_verdict(ProgHarness &h, const Bytes &in, std::uint32_t verdict, unsigned reason);
+
 // Counter deltas between two stats() snapshots, as "name=+n" for every non-zero one.
 std::string stat_delta(const std::vector<std::uint64_t> &a, const std::vector<std::uint64_t> &b);
 

@@ -1,7 +1,6 @@
 // XDP program fixtures through BPF_PROG_TEST_RUN: input frame -> expected verdict, expected
 // output bytes (from the same C headers run in userspace) and counters.
 #include <arpa/inet.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -21,43 +20,12 @@ namespace {
 constexpr std::uint32_t XDP_ABORTED_ = 0, XDP_DROP_ = 1, XDP_PASS_ = 2, XDP_TX_ = 3,
                         XDP_REDIRECT_ = 4;
 
-class BpfProg : public ::testing::Test {
+class BpfProg : public ProgSuite {
    protected:
-    static void SetUpTestSuite() {
-        if (geteuid() != 0) return;
-        std::string err;
-        h_ = ProgHarness::create(4096, &err).release();
-        load_err_ = err;
-    }
-    static void TearDownTestSuite() {
-        delete h_;
-        h_ = nullptr;
-    }
     void SetUp() override {
-        if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_TEST_RUN); CI runs as root";
-        ASSERT_NE(h_, nullptr) << "loading kvsteer.bpf.o failed: " << load_err_;
-        cfg_ = kvs_config{};
-        cfg_.n_vips = 2;
-        cfg_.vips[0].addr[0] = ip4("10.9.0.1");
-        cfg_.vips[0].port = htons(80);
-        cfg_.vips[0].family = KVS_AF_INET;
-        ip6("fd00::9", cfg_.vips[1].addr);
-        cfg_.vips[1].port = htons(80);
-        cfg_.vips[1].family = KVS_AF_INET6;
-        cfg_.snat_addr[0] = ip4("10.2.0.1");
-        cfg_.snat_family = KVS_AF_INET;
-        // Dual stack: the IPv6 backend leg leaves from (and comes back to) snat2_addr.
-        ip6("fd02::1", cfg_.snat2_addr);
-        cfg_.snat2_family = KVS_AF_INET6;
-        cfg_.snat_port_lo = 20000;
-        cfg_.snat_port_hi = 29999;
-        std::memcpy(cfg_.appliance_mac, kApplMac, 6);
-        cfg_.cookie_key[0][0] = 0x0123456789abcdefull;
-        cfg_.cookie_key[0][1] = 0x1122334455667788ull;
-        cfg_.cookie_period_s = 64;
-        cfg_.flags = KVS_CFG_SYN_TIMESTAMPS;
-        cfg_.syn_mss = 1400;
-        cfg_.syn_wscale = 8;
+        ProgSuite::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
+        cfg_ = prog_config();
         h_->set_config(cfg_);
         h_->clear_flows();
         h_->clear_load();
@@ -65,22 +33,7 @@ class BpfProg : public ::testing::Test {
 
     // The client's segment to the VIP: 10.1.0.2:40001 -> 10.9.0.1:80, or with v6_
     // [fd00::2]:40001 -> [fd00::9]:80.
-    TcpSpec client_spec() const {
-        TcpSpec s;
-        std::memcpy(s.smac, kClientMac, 6);
-        std::memcpy(s.dmac, kApplMac, 6);
-        s.v6 = v6_;
-        if (v6_) {
-            ip6("fd00::2", s.saddr);
-            ip6("fd00::9", s.daddr);
-        } else {
-            s.saddr[0] = ip4("10.1.0.2");
-            s.daddr[0] = ip4("10.9.0.1");
-        }
-        s.sport = 40001;
-        s.dport = 80;
-        return s;
-    }
+    TcpSpec client_spec() const { return client_segment(v6_); }
 
     // Where the TCP header of a frame of ours starts (no VLAN, no IPv4 options).
     std::size_t tcp_off() const { return 14 + (v6_ ? 40 : 20); }
@@ -152,20 +105,7 @@ class BpfProg : public ::testing::Test {
 
     // Runs `in`, expects `verdict` and exactly one count of `reason`.
     RunResult expect_verdict(const Bytes &in, std::uint32_t verdict, unsigned reason) {
-        auto before = h_->stats();
-        RunResult r = h_->run(in);
-        auto after = h_->stats();
-        EXPECT_EQ(r.verdict, verdict);
-        EXPECT_EQ(after[reason] - before[reason], 1u)
-            << "want " << kvs_reason_name(reason) << ", got " << stat_delta(before, after);
-        std::uint64_t total = 0;
-        for (unsigned i = 0; i < KVS_R__COUNT; i++)
-            if (i != KVS_R_FLOW_FIN && i != KVS_R_FLOW_RST && i != KVS_R_FLOW_CLOSED &&
-                i != KVS_R_REQ_KEPT_OWED && i != KVS_R_REQ_KEPT_CLOSING)
-                total += after[i] - before[i];
-        EXPECT_EQ(total, 1u) << "exactly one verdict reason per packet: "
-                             << stat_delta(before, after);
-        return r;
+        return kvstest::expect_verdict(*h_, in, verdict, reason);
     }
 
     // A bound connection: client 10.1.0.2:40001 -> VIP 10.9.0.1:80, SNAT 10.2.0.1:20001 ->
@@ -224,14 +164,9 @@ class BpfProg : public ::testing::Test {
         return b;
     }
 
-    static ProgHarness *h_;
-    static std::string load_err_;
     kvs_config cfg_{};
     bool v6_ = false;  // client_spec, backend_spec and install_pair in IPv6
 };
-
-ProgHarness *BpfProg::h_ = nullptr;
-std::string BpfProg::load_err_;
 
 // The tests that run once per family: the same packets and expectations in IPv4 and IPv6.
 class BpfProgFamily : public BpfProg, public ::testing::WithParamInterface<bool> {

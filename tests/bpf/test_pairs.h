@@ -1,5 +1,5 @@
-// The bound connections the BPF tests install (one IPv4, one IPv6) as kvs_flowpair_params, and the
-// MACs of the hosts around the appliance.
+// The bound connections the BPF tests install (one IPv4, one IPv6) as kvs_flowpair_params, the
+// MACs of the hosts around the appliance, its configuration and the client's segment.
 #pragma once
 
 #include <arpa/inet.h>
@@ -65,6 +65,53 @@ inline kvs_flowpair_params pair6_params() {
     p.backend_tsval = 1234567;
     p.backend_id = 4;
     return p;
+}
+
+// The appliance the XDP program tests configure: VIPs 10.9.0.1:80 and [fd00::9]:80, SNAT
+// 10.2.0.1 and (dual stack) fd02::1 ports 20000..29999, a cookie key, SYN timestamps.
+inline kvs_config prog_config() {
+    kvs_config c{};
+    c.n_vips = 2;
+    c.vips[0].addr[0] = ip4("10.9.0.1");
+    c.vips[0].port = htons(80);
+    c.vips[0].family = KVS_AF_INET;
+    ip6("fd00::9", c.vips[1].addr);
+    c.vips[1].port = htons(80);
+    c.vips[1].family = KVS_AF_INET6;
+    c.snat_addr[0] = ip4("10.2.0.1");
+    c.snat_family = KVS_AF_INET;
+    // Dual stack: the IPv6 backend leg leaves from (and comes back to) snat2_addr.
+    ip6("fd02::1", c.snat2_addr);
+    c.snat2_family = KVS_AF_INET6;
+    c.snat_port_lo = 20000;
+    c.snat_port_hi = 29999;
+    std::memcpy(c.appliance_mac, kApplMac, 6);
+    c.cookie_key[0][0] = 0x0123456789abcdefull;
+    c.cookie_key[0][1] = 0x1122334455667788ull;
+    c.cookie_period_s = 64;
+    c.flags = KVS_CFG_SYN_TIMESTAMPS;
+    c.syn_mss = 1400;
+    c.syn_wscale = 8;
+    return c;
+}
+
+// The client's segment to the VIP: 10.1.0.2:40001 -> 10.9.0.1:80, or [fd00::2]:40001 ->
+// [fd00::9]:80, from the client's MAC to the appliance's.
+inline TcpSpec client_segment(bool v6) {
+    TcpSpec s;
+    std::memcpy(s.smac, kClientMac, 6);
+    std::memcpy(s.dmac, kApplMac, 6);
+    s.v6 = v6;
+    if (v6) {
+        ip6("fd00::2", s.saddr);
+        ip6("fd00::9", s.daddr);
+    } else {
+        s.saddr[0] = ip4("10.1.0.2");
+        s.daddr[0] = ip4("10.9.0.1");
+    }
+    s.sport = 40001;
+    s.dport = 80;
+    return s;
 }
 
 }  // namespace kvstest

@@ -96,7 +96,15 @@
     X(PASS_ICMP_NO_FLOW, "pass_icmp_error_no_flow")             \
     X(PASS_ICMP_BAD_QUOTE, "pass_icmp_error_bad_quote")         \
     X(ICMP_FWD_TO_CLIENT, "icmp_error_fwd_to_client")           \
-    X(ICMP_FWD_TO_BACKEND, "icmp_error_fwd_to_backend")
+    X(ICMP_FWD_TO_BACKEND, "icmp_error_fwd_to_backend")         \
+    X(FLEET_DECAP, "fleet_decap")                               \
+    X(FLEET_DROP_BAD_HEADER, "fleet_drop_bad_header")           \
+    X(FLEET_DROP_NOT_IN_FLEET, "fleet_drop_not_in_fleet")       \
+    X(FLEET_TO_OWNER, "fleet_redirect_owner")                   \
+    X(FLEET_TO_PREV, "fleet_redirect_prev")                     \
+    X(FLEET_RST_ORPHAN, "fleet_rst_orphan")                     \
+    X(FLEET_DROP_RST_ORPHAN, "fleet_drop_rst_orphan")           \
+    X(FLEET_VLAN_LOCAL, "fleet_vlan_not_redirected")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

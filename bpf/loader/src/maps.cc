@@ -52,6 +52,9 @@ const MapSpec kSpecs[] = {
      &PinnedMaps::ring_fd, KVS_MEM(ring)},
     {KVS_MAP_DP_STATS, sizeof(std::uint64_t), KVS_MAX_WORKERS *KVS_STATS_MAX,
      &PinnedMaps::dp_stats_fd, KVS_MEM(dp_stats)},
+    {KVS_MAP_FLEET, sizeof(kvs_fleet), 1, &PinnedMaps::fleet_fd, KVS_MEM(fleet)},
+    {KVS_MAP_OWNER, sizeof(kvs_owner_entry), 2 * KVS_OWNER_BUCKETS, &PinnedMaps::owner_fd,
+     KVS_MEM(owner)},
 };
 #undef KVS_MEM
 
@@ -68,6 +71,8 @@ static_assert(sizeof(kvs_affinity_entry) % 8 == 0, "mmapped array values need 8-
 static_assert(sizeof(kvs_bind_report) % 8 == 0, "mmapped array values need 8-byte size");
 static_assert(sizeof(kvs_ring_ctl) % 8 == 0, "mmapped array values need 8-byte size");
 static_assert(sizeof(kvs_backend_load) % 8 == 0, "mmapped array values need 8-byte size");
+static_assert(sizeof(kvs_fleet) % 8 == 0, "mmapped array values need 8-byte size");
+static_assert(sizeof(kvs_owner_entry) % 8 == 0, "mmapped array values need 8-byte size");
 
 bool on_bpffs(const std::string &dir) {
     struct statfs st {};

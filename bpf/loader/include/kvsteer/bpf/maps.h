@@ -18,6 +18,11 @@ struct PinnedMaps : Tables {
     std::string dir;
     int config_fd = -1, backends_fd = -1, load_fd = -1, maglev_fd = -1, affinity_fd = -1;
     int stats_fd = -1, ring_ctl_fd = -1, ring_fd = -1, dp_stats_fd = -1;
+    // The fleet (abi.h, "a fleet of appliances"), mmapped: kvs_fleet[1] and
+    // kvs_owner[2 * KVS_OWNER_BUCKETS].
+    kvs_fleet *fleet = nullptr;
+    kvs_owner_entry *owner = nullptr;
+    int fleet_fd = -1, owner_fd = -1;
 
     PinnedMaps() = default;
     PinnedMaps(const PinnedMaps &) = delete;
