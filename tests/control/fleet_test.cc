@@ -1,0 +1,274 @@
+// The fleet's owner table (control/fleet.h): owners and previous owners from membership epochs,
+// member states, the digest, and publishing into map-shaped memory.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "kvsteer/control/fleet.h"
+#include "kvsteer/fleet.h"
+
+using namespace kvsteer::control;
+
+namespace {
+
+constexpr MemberSet ids(std::initializer_list<int> l) {
+    MemberSet s = 0;
+    for (int i : l) s |= static_cast<MemberSet>(1u << i);
+    return s;
+}
+
+Mac mac_of(int id) {
+    return Mac{2, 0, 0, 0, 0xf1, static_cast<std::uint8_t>(id)};
+}
+
+// Members 0..n-1 with MACs, self 0, one epoch per set given (oldest first) pushed in order.
+FleetState fleet(unsigned n, std::initializer_list<MemberSet> epochs, std::uint8_t self = 0) {
+    FleetState s;
+    std::string err;
+    for (unsigned i = 0; i < n; i++)
+        EXPECT_TRUE(s.set_mac(static_cast<std::uint8_t>(i), mac_of(i), &err)) << err;
+    s.self = self;
+    for (MemberSet e : epochs) EXPECT_TRUE(s.push(e, &err)) << err;
+    return s;
+}
+
+// The owner of bucket b among `set`, written out: the highest score, the lower id on a tie.
+std::uint8_t by_hand_owner(std::initializer_list<int> set, std::uint32_t b) {
+    int best = -1;
+    for (int id : set)
+        if (best < 0 ||
+            kvs_fleet_score(static_cast<__u8>(id), b) > kvs_fleet_score(static_cast<__u8>(best), b))
+            best = id;
+    return best < 0 ? KVS_APPLIANCE_NONE : static_cast<std::uint8_t>(best);
+}
+
+}  // namespace
+
+TEST(Fleet, DeterministicAndIndependentOfSelf) {
+    const auto a = compute_fleet_table(fleet(3, {ids({0, 1}), ids({0, 1, 2})}, 0));
+    const auto b = compute_fleet_table(fleet(3, {ids({0, 1}), ids({0, 1, 2})}, 2));
+    ASSERT_EQ(a.owner.size(), KVS_OWNER_BUCKETS);
+    EXPECT_EQ(a.digest, b.digest);
+    EXPECT_EQ(0,
+              std::memcmp(a.owner.data(), b.owner.data(), KVS_OWNER_BUCKETS * sizeof a.owner[0]));
+    EXPECT_EQ(a.owned, b.owned);
+    for (std::uint32_t bk = 0; bk < KVS_OWNER_BUCKETS; bk += 997)
+        EXPECT_EQ(a.owner[bk].owner, by_hand_owner({0, 1, 2}, bk));
+    // Roughly a third each.
+    for (int id = 0; id < 3; id++) {
+        EXPECT_GT(a.owned[id], KVS_OWNER_BUCKETS / 3 * 9 / 10) << id;
+        EXPECT_LT(a.owned[id], KVS_OWNER_BUCKETS / 3 * 11 / 10) << id;
+    }
+}
+
+TEST(Fleet, NoFleetOwnsNothing) {
+    FleetState s;
+    const auto t = compute_fleet_table(s);
+    for (const auto &e : t.owner) {
+        ASSERT_EQ(e.owner, KVS_APPLIANCE_NONE);
+        ASSERT_EQ(e.prev[0], KVS_APPLIANCE_NONE);
+    }
+    for (const auto &m : t.members) EXPECT_EQ(m.state, KVS_APP_EMPTY);
+}
+
+TEST(Fleet, JoinMovesAboutOneInNPlusOneOnlyToTheJoiner) {
+    const auto before = compute_fleet_table(fleet(4, {ids({0, 1, 2})}));
+    const auto after = compute_fleet_table(fleet(4, {ids({0, 1, 2}), ids({0, 1, 2, 3})}));
+    unsigned moved = 0;
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++) {
+        const auto &o = before.owner[b], &n = after.owner[b];
+        if (o.owner == n.owner) {
+            // Unmoved: nobody else to ask.
+            EXPECT_EQ(n.prev[0], KVS_APPLIANCE_NONE) << b;
+            continue;
+        }
+        moved++;
+        ASSERT_EQ(n.owner, 3u) << b;
+        EXPECT_EQ(n.prev[0], o.owner) << b;
+        EXPECT_EQ(n.prev[1], KVS_APPLIANCE_NONE) << b;
+    }
+    EXPECT_EQ(moved, after.owned[3]);
+    EXPECT_GT(moved, KVS_OWNER_BUCKETS / 4 * 9 / 10);
+    EXPECT_LT(moved, KVS_OWNER_BUCKETS / 4 * 11 / 10);
+}
+
+TEST(Fleet, DrainedMemberOwnsNothingAndIsPrevForExactlyItsBuckets) {
+    const auto before = compute_fleet_table(fleet(3, {ids({0, 1, 2})}));
+    auto s = fleet(3, {ids({0, 1, 2}), ids({0, 2})});
+    const auto after = compute_fleet_table(s);
+    EXPECT_EQ(after.owned[1], 0u);
+    EXPECT_EQ(s.state(1), KVS_APP_DRAINING);
+    EXPECT_EQ(after.members[1].state, KVS_APP_DRAINING);
+    EXPECT_EQ(after.members[0].state, KVS_APP_UP);
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++) {
+        const auto &e = after.owner[b];
+        ASSERT_NE(e.owner, 1u);
+        const bool had = before.owner[b].owner == 1;
+        ASSERT_EQ(e.prev[0] == 1, had) << b;
+        if (!had) {
+            ASSERT_EQ(e.owner, before.owner[b].owner) << b;  // nothing else moved
+        }
+        for (unsigned i = 1; i < KVS_OWNER_PREV; i++) ASSERT_NE(e.prev[i], 1u);
+    }
+    // Settled: member 1 is out, and nobody is asked second.
+    s.settle();
+    const auto settled = compute_fleet_table(s);
+    EXPECT_EQ(s.state(1), KVS_APP_EMPTY);
+    EXPECT_EQ(settled.members[1].state, KVS_APP_EMPTY);
+    for (const auto &e : settled.owner) ASSERT_EQ(e.prev[0], KVS_APPLIANCE_NONE);
+}
+
+// 1 -> 2 -> 3 members, then member 1 drained: {0}, {0,1}, {0,1,2}, {0,2}.
+TEST(Fleet, PrevListsMatchByHandOverFourEpochs) {
+    const auto t =
+        compute_fleet_table(fleet(3, {ids({0}), ids({0, 1}), ids({0, 1, 2}), ids({0, 2})}));
+    unsigned with_two = 0;
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b += 61) {
+        const std::uint8_t owner = by_hand_owner({0, 2}, b);
+        // Newest first: under {0,1,2}, {0,1}, {0}.
+        const std::uint8_t older[3] = {by_hand_owner({0, 1, 2}, b), by_hand_owner({0, 1}, b), 0};
+        std::vector<std::uint8_t> want;
+        for (std::uint8_t o : older)
+            if (o != owner && std::find(want.begin(), want.end(), o) == want.end())
+                want.push_back(o);
+        want.resize(KVS_OWNER_PREV, KVS_APPLIANCE_NONE);
+        with_two += want[1] != KVS_APPLIANCE_NONE;
+        const auto &e = t.owner[b];
+        ASSERT_EQ(e.owner, owner) << b;
+        for (unsigned i = 0; i < KVS_OWNER_PREV; i++)
+            ASSERT_EQ(e.prev[i], want[i]) << b << " " << i;
+    }
+    EXPECT_GT(with_two, 0u);  // the sample reaches two previous owners somewhere
+    // One bucket written out in full: the first whose owners were 0, then 1, then 2, then 0
+    // again after the drain would list 2 then 1 (0, the owner, skipped).
+    bool found = false;
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS && !found; b++) {
+        if (by_hand_owner({0, 1}, b) != 1 || by_hand_owner({0, 1, 2}, b) != 2 ||
+            by_hand_owner({0, 2}, b) != 0)
+            continue;
+        EXPECT_EQ(t.owner[b].owner, 0u);
+        EXPECT_EQ(t.owner[b].prev[0], 2u);
+        EXPECT_EQ(t.owner[b].prev[1], 1u);
+        EXPECT_EQ(t.owner[b].prev[2], KVS_APPLIANCE_NONE);
+        found = true;
+    }
+    EXPECT_TRUE(found);
+}
+
+TEST(Fleet, ForgetClearsTheIdEverywhere) {
+    auto s = fleet(4, {ids({0, 1, 2}), ids({0, 1, 2, 3}), ids({0, 2, 3})});
+    ASSERT_GT(compute_fleet_table(s).owner.size(), 0u);
+    std::string err;
+    ASSERT_TRUE(s.forget(1, &err)) << err;
+    EXPECT_FALSE(s.forget(9, &err));
+    EXPECT_EQ(s.state(1), KVS_APP_EMPTY);
+    const auto t = compute_fleet_table(s);
+    EXPECT_EQ(t.members[1].state, KVS_APP_EMPTY);
+    EXPECT_EQ(t.owned[1], 0u);
+    for (const auto &e : t.owner) {
+        ASSERT_NE(e.owner, 1u);
+        for (unsigned i = 0; i < KVS_OWNER_PREV; i++) ASSERT_NE(e.prev[i], 1u);
+    }
+    // Forgetting an up member: its buckets go to the others, and it is nobody's previous owner.
+    ASSERT_TRUE(s.forget(3, &err));
+    const auto t2 = compute_fleet_table(s);
+    EXPECT_EQ(t2.owned[0] + t2.owned[2], KVS_OWNER_BUCKETS);
+    for (const auto &e : t2.owner)
+        for (unsigned i = 0; i < KVS_OWNER_PREV; i++) ASSERT_NE(e.prev[i], 3u);
+}
+
+TEST(Fleet, DigestChangesIffInputsChange) {
+    const auto base = fleet(3, {ids({0, 1}), ids({0, 1, 2})});
+    const std::uint64_t d = compute_fleet_table(base).digest;
+    std::string err;
+    // Same inputs reached another way: the same digest.
+    auto other = fleet(3, {ids({0, 1})}, 1);
+    ASSERT_TRUE(other.push(ids({0, 1, 2}), &err));
+    ASSERT_TRUE(other.push(ids({0, 1, 2}), &err));  // the newest again: no new epoch
+    EXPECT_EQ(other.epochs, base.epochs);
+    EXPECT_EQ(compute_fleet_table(other).digest, d);
+
+    auto mac = base;
+    ASSERT_TRUE(mac.set_mac(2, Mac{2, 0, 0, 0, 0xee, 2}, &err));
+    EXPECT_NE(compute_fleet_table(mac).digest, d);
+    auto settled = base;
+    settled.settle();
+    EXPECT_NE(compute_fleet_table(settled).digest, d);
+    auto pushed = base;
+    ASSERT_TRUE(pushed.push(ids({0, 2}), &err));
+    EXPECT_NE(compute_fleet_table(pushed).digest, d);
+    auto forgot = base;
+    ASSERT_TRUE(forgot.forget(2, &err));
+    EXPECT_NE(compute_fleet_table(forgot).digest, d);
+    // A member with a MAC but in no epoch is part of the members, so part of the digest.
+    auto added = base;
+    ASSERT_TRUE(added.set_mac(5, mac_of(5), &err));
+    EXPECT_NE(compute_fleet_table(added).digest, d);
+}
+
+TEST(Fleet, OperationsRefuseBadInput) {
+    auto s = fleet(3, {ids({0, 1, 2})});
+    const auto before = s;
+    std::string err;
+    EXPECT_FALSE(s.push(ids({0, 4}), &err));
+    EXPECT_NE(err.find("appliance 4 is not a member"), std::string::npos) << err;
+    EXPECT_FALSE(s.push(0, &err));
+    EXPECT_FALSE(s.set_mac(16, mac_of(1), &err));
+    EXPECT_FALSE(s.set_mac(1, Mac{}, &err));
+    EXPECT_FALSE(s.set_mac(1, Mac{1, 0, 0, 0, 0, 1}, &err));  // multicast
+    EXPECT_EQ(s, before);
+    for (unsigned i = 1; i < kMaxFleetEpochs; i++)
+        ASSERT_TRUE(s.push(i % 2 ? ids({0, 1}) : ids({0, 1, 2}), &err)) << err;
+    EXPECT_FALSE(s.push(ids({0}), &err));
+    EXPECT_NE(err.find("settle first"), std::string::npos) << err;
+    EXPECT_EQ(s.epoch_no, kMaxFleetEpochs);
+}
+
+TEST(Fleet, MemberSetText) {
+    std::string err;
+    EXPECT_EQ(parse_member_set("3,0,15", &err), ids({0, 3, 15}));
+    EXPECT_EQ(member_set_str(ids({0, 3, 15})), "0,3,15");
+    for (const char *bad : {"", "1,", ",1", "16", "1,1", "a", "-1", "1 ,2", "0x1"})
+        EXPECT_FALSE(parse_member_set(bad, &err)) << bad;
+    EXPECT_FALSE(parse_member_set("2,2", &err));
+    EXPECT_NE(err.find("twice"), std::string::npos);
+    EXPECT_EQ(parse_appliance_id("15", &err), 15);
+    EXPECT_FALSE(parse_appliance_id("16", &err));
+    EXPECT_NE(err.find("0..15"), std::string::npos);
+}
+
+TEST(Fleet, WriterFillsTheInactiveHalfThenFlips) {
+    auto fl = std::make_unique<kvs_fleet>();
+    auto owner = std::make_unique<kvs_owner_entry[]>(2 * KVS_OWNER_BUCKETS);
+    FleetWriter w(FleetMaps{fl.get(), owner.get()}, std::chrono::milliseconds(0));
+    auto s = fleet(3, {ids({0, 1, 2})}, 1);
+    auto t = compute_fleet_table(s);
+    w.publish(s, t);
+    EXPECT_EQ(fl->owner_active, 1u);
+    EXPECT_EQ(fl->generation, 1u);
+    EXPECT_EQ(fl->self, 1u);
+    EXPECT_EQ(fl->digest, t.digest);
+    EXPECT_EQ(fl->epoch, 1u);
+    EXPECT_EQ(0, std::memcmp(owner.get() + KVS_OWNER_BUCKETS, t.owner.data(),
+                             KVS_OWNER_BUCKETS * sizeof(kvs_owner_entry)));
+    EXPECT_EQ(fl->members[2].state, KVS_APP_UP);
+    EXPECT_EQ(0, std::memcmp(fl->members[2].mac, mac_of(2).data(), 6));
+
+    std::string err;
+    ASSERT_TRUE(s.forget(2, &err));
+    auto t2 = compute_fleet_table(s);
+    w.publish(s, t2);
+    EXPECT_EQ(fl->owner_active, 0u);
+    EXPECT_EQ(fl->generation, 2u);
+    EXPECT_EQ(fl->members[2].state, KVS_APP_EMPTY);
+    EXPECT_EQ(
+        0, std::memcmp(owner.get(), t2.owner.data(), KVS_OWNER_BUCKETS * sizeof(kvs_owner_entry)));
+    // No fleet: self none, every bucket without owner.
+    w.publish(FleetState{}, compute_fleet_table(FleetState{}));
+    EXPECT_EQ(fl->self, KVS_APPLIANCE_NONE);
+    EXPECT_EQ(fl->generation, 3u);
+    EXPECT_EQ(owner[KVS_OWNER_BUCKETS + 7].owner, KVS_APPLIANCE_NONE);
+}
