@@ -137,10 +137,19 @@ po::options_description make_options() {
         ("bpffs", s(), "bpffs directory of the pinned maps; created if missing (default /sys/fs/bpf/kvsteer)")
         ("api-socket", s(), "Unix socket of the local API (default /run/kvsteer/kvsteerd.sock)")
         ("metrics-listen", s(), "ADDR:PORT for the daemon's Prometheus /metrics; empty = off (default off)")
-        ("log-level", s(), "trace | debug | info | warn | error | off (default info)");
+        ("log-level", s(), "trace | debug | info | warn | error | off (default info)")
+        ("fleet-self", s(), "this appliance's id in its fleet, 0..15 (default: no fleet)")
+        ("fleet-member", po::value<std::vector<std::string>>(),
+         "ID,MAC: an appliance of the fleet and the MAC packets sent on to it go to (repeatable; "
+         "the same list on every appliance)")
+        ("fleet-epoch", po::value<std::vector<std::string>>(),
+         "ID[,ID...]: a membership epoch, the members owning buckets in it (repeatable, oldest "
+         "first; default: one epoch of every fleet-member)");
     // clang-format on
     return d;
 }
+
+void build_fleet(const po::variables_map &vm, DaemonConfig &c);
 
 void build(const po::variables_map &vm, DaemonConfig &c) {
     std::string err;
@@ -327,6 +336,56 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
             fail("log-level", "must be trace, debug, info, warn, error or off (got '" + *l + "')");
         c.log_level = *l;
     }
+    build_fleet(vm, c);
+}
+
+// fleet-self, fleet-member, fleet-epoch. Repeatable but not composing: the command line's lists
+// replace the file's (epochs are an ordered list).
+void build_fleet(const po::variables_map &vm, DaemonConfig &c) {
+    std::string err;
+    auto self = opt_str(vm, "fleet-self");
+    if (!self) {
+        for (const char *k : {"fleet-member", "fleet-epoch"})
+            if (vm.count(k)) fail(k, "given without fleet-self (this appliance's id)");
+        return;
+    }
+    FleetState &f = c.fleet;
+    auto id = parse_appliance_id(*self, &err);
+    if (!id) fail("fleet-self", err);
+    if (vm.count("fleet-member")) {
+        for (const auto &m : vm["fleet-member"].as<std::vector<std::string>>()) {
+            const auto comma = m.find(',');
+            if (comma == std::string::npos)
+                fail("fleet-member", "must be ID,MAC (got '" + m + "')");
+            auto mid = parse_appliance_id(std::string_view(m).substr(0, comma), &err);
+            if (!mid) fail("fleet-member", err);
+            if (f.macs[*mid])
+                fail("fleet-member", "appliance " + std::to_string(*mid) + " is listed twice");
+            auto mac = parse_mac(m.substr(comma + 1), &err);
+            if (!mac) fail("fleet-member", "appliance " + std::to_string(*mid) + ": " + err);
+            if (!f.set_mac(*mid, *mac, &err)) fail("fleet-member", err);
+        }
+    }
+    if (!f.macs[*id])
+        fail("fleet-self", "appliance " + *self + " is not among the fleet-member ids");
+    f.self = *id;
+    MemberSet all = 0;
+    for (std::uint8_t i = 0; i < KVS_MAX_APPLIANCES; i++)
+        if (f.macs[i]) all |= static_cast<MemberSet>(1u << i);
+    std::vector<std::string> epochs = {member_set_str(all)};
+    if (vm.count("fleet-epoch")) epochs = vm["fleet-epoch"].as<std::vector<std::string>>();
+    if (epochs.size() > kMaxFleetEpochs)
+        fail("fleet-epoch", "at most " + std::to_string(kMaxFleetEpochs) + " epochs");
+    for (const auto &e : epochs) {
+        auto set = parse_member_set(e, &err);
+        if (!set) fail("fleet-epoch", "'" + e + "': " + err);
+        const MemberSet unknown = static_cast<MemberSet>(*set & ~all);
+        if (unknown)
+            fail("fleet-epoch", "'" + e + "' names " + member_set_str(unknown) +
+                                    ", not among the fleet-member ids");
+        f.epochs.push_back(*set);
+    }
+    f.epoch_no = f.epochs.size();
 }
 
 }  // namespace

@@ -677,3 +677,64 @@ TEST(Config, BackendKvEvents) {
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.backends[1].kv_events, "tcp://10.0.2.2:5557");
 }
+
+TEST(Config, FleetOptions) {
+    auto r = parse(minimal());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_FALSE(r.cfg.fleet.enabled());
+    EXPECT_TRUE(r.cfg.fleet.epochs.empty());
+
+    r = parse(with({"--fleet-self", "1", "--fleet-member", "0,02:00:00:00:f1:00", "--fleet-member",
+                    "1,02:00:00:00:f1:01", "--fleet-member", "3,02:00:00:00:f1:03"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.fleet.self, 1u);
+    ASSERT_TRUE(r.cfg.fleet.macs[3]);
+    EXPECT_EQ(format_mac(*r.cfg.fleet.macs[3]), "02:00:00:00:f1:03");
+    EXPECT_FALSE(r.cfg.fleet.macs[2]);
+    // Default: one epoch of every member.
+    EXPECT_EQ(r.cfg.fleet.epochs, std::vector<MemberSet>{0b1011});
+    EXPECT_EQ(r.cfg.fleet.epoch_no, 1u);
+
+    r = parse(with({"--fleet-self", "0", "--fleet-member", "0,02:00:00:00:f1:00", "--fleet-member",
+                    "1,02:00:00:00:f1:01", "--fleet-epoch", "0", "--fleet-epoch", "1,0"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.fleet.epochs, (std::vector<MemberSet>{0b01, 0b11}));
+    EXPECT_EQ(r.cfg.fleet.epoch_no, 2u);
+    EXPECT_EQ(r.cfg.fleet.state(1), KVS_APP_UP);
+}
+
+TEST(Config, FleetErrorsNameTheKey) {
+    const std::vector<std::string> m0 = {"--fleet-member", "0,02:00:00:00:f1:00"};
+    auto err = [&](std::vector<std::string> extra) {
+        auto r = parse(with(extra));
+        EXPECT_EQ(r.outcome, ParseOutcome::Error);
+        return r.message;
+    };
+    auto cat = [](std::vector<std::string> a, const std::vector<std::string> &b) {
+        a.insert(a.end(), b.begin(), b.end());
+        return a;
+    };
+    EXPECT_EQ(err(cat({"--fleet-self", "1"}, m0)),
+              "fleet-self: appliance 1 is not among the fleet-member ids");
+    EXPECT_EQ(err({"--fleet-self", "16"}).rfind("fleet-self: appliance id must be in 0..15", 0),
+              0u);
+    EXPECT_EQ(err(m0), "fleet-member: given without fleet-self (this appliance's id)");
+    EXPECT_EQ(err({"--fleet-epoch", "0"}),
+              "fleet-epoch: given without fleet-self (this appliance's id)");
+    EXPECT_EQ(err({"--fleet-self", "0", "--fleet-member", "0,zz:00:00:00:f1:00"})
+                  .rfind("fleet-member: appliance 0: ", 0),
+              0u);
+    EXPECT_EQ(err({"--fleet-self", "0", "--fleet-member", "0,01:00:00:00:f1:00"}),
+              "fleet-member: appliance 0: MAC 01:00:00:00:f1:00 is not a unicast address");
+    EXPECT_EQ(err({"--fleet-self", "0", "--fleet-member", "0"}),
+              "fleet-member: must be ID,MAC (got '0')");
+    EXPECT_EQ(err({"--fleet-self", "0", "--fleet-member", "17,02:00:00:00:f1:00"})
+                  .rfind("fleet-member: appliance id must be in 0..15", 0),
+              0u);
+    EXPECT_EQ(err(cat(cat({"--fleet-self", "0"}, m0), m0)),
+              "fleet-member: appliance 0 is listed twice");
+    EXPECT_EQ(err(cat({"--fleet-self", "0", "--fleet-epoch", "0,2"}, m0)),
+              "fleet-epoch: '0,2' names 2, not among the fleet-member ids");
+    EXPECT_EQ(err(cat({"--fleet-self", "0", "--fleet-epoch", "0,0"}, m0)),
+              "fleet-epoch: '0,0': appliance 0 is listed twice");
+}

@@ -12,6 +12,7 @@
 
 #include "kvsteer/abi.h"
 #include "kvsteer/control/affinity_policy.h"
+#include "kvsteer/control/fleet.h"
 #include "kvsteer/control/net.h"
 #include "kvsteer/core/load_bound.h"
 
@@ -101,6 +102,9 @@ struct DaemonConfig {
     std::string api_socket = "/run/kvsteer/kvsteerd.sock";
     std::string metrics_listen;  // ADDR:PORT; empty = off
     std::string log_level = "info";
+    // A fleet of appliances (fleet-self, fleet-member, fleet-epoch): the state the daemon starts
+    // from; fleet.self KVS_APPLIANCE_NONE: no fleet.
+    FleetState fleet;
     bool operator==(const DaemonConfig &) const = default;
 };
 
