@@ -445,13 +445,21 @@ json Daemon::handle(const json &req) {
                       {"holders_flushed", p.holders_flushed},
                       {"ttl_shortened", p.ttl_shortened}}}};
         }
+        if (cmd.starts_with("fleet.")) {
+            if (auto r = handle_fleet(cmd, req)) {
+                if (!(*r)["ok"].get<bool>()) ctr_.api_errors++;
+                return *r;
+            }
+        }
     } catch (const json::exception &e) {
         return fail(std::string("bad request: ") + e.what());
     }
-    return fail("unknown command '" + cmd +
-                "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, "
-                "affinity.show, "
-                "affinity.pin, affinity.unpin, tune.get, tune.set, counters)");
+    return fail(
+        "unknown command '" + cmd +
+        "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, "
+        "affinity.show, "
+        "affinity.pin, affinity.unpin, tune.get, tune.set, counters, fleet.status, fleet.push, "
+        "fleet.settle, fleet.forget, fleet.member)");
 }
 
 }  // namespace kvsteer::control

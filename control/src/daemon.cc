@@ -15,9 +15,12 @@
 
 namespace kvsteer::control {
 
-Daemon::Daemon(DaemonConfig cfg, const Tables &maps)
+Daemon::Daemon(DaemonConfig cfg, const Tables &maps, const FleetMaps &fleet)
     : core_(std::move(cfg), maps, resolve_next_hop_mac),
       maps_(maps),
+      fleet_maps_(fleet),
+      fleet_(core_.config().fleet),
+      fleet_writer_(fleet, std::chrono::milliseconds(core_.config().table_grace_ms)),
       started_(std::chrono::steady_clock::now()) {
     if (spdlog::should_log(spdlog::level::debug))
         core_.set_decision_sink([](const std::string &s) { spdlog::debug("{}", s); });
@@ -56,6 +59,7 @@ bool Daemon::start(std::string *err) {
         spdlog::warn(
             "cookie-key not set: using a random key (set the same cookie-key on every appliance)");
     core_.start(mono_ns());
+    publish_fleet();
     for (const auto &[id, b] : core_.backends())
         spdlog::info("backend {} {} weight {}{}", id, b.spec.ep.str(), b.spec.weight,
                      b.spec.model.empty() ? "" : " model " + b.spec.model);

@@ -81,7 +81,7 @@ class DaemonTest : public ::testing::Test {
     }
 
     void start(const DaemonConfig &c) {
-        d_ = std::make_unique<Daemon>(c, m_.view);
+        d_ = std::make_unique<Daemon>(c, m_.view, m_.fleet);
         std::string err;
         ASSERT_TRUE(d_->start(&err)) << err;
         loop_ = std::thread([this] { d_->run(); });
@@ -548,6 +548,145 @@ TEST_F(DaemonTest, TuneChecksAsTheConfigDoes) {
     EXPECT_EQ(m_.view.config->max_held_bytes, 256u);
     r = call({{"cmd", "tune.set"}, {"name", "prefix-length"}, {"value", "257"}});
     EXPECT_EQ(r["error"], "prefix-length: must not exceed max-held-bytes (256) (got '257')");
+}
+
+// Members 0, 1, 2 (MACs 02:00:00:00:f1:0N), one epoch of all three, this appliance `self`.
+void with_fleet(DaemonConfig &c, std::uint8_t self) {
+    std::string err;
+    for (std::uint8_t i = 0; i < 3; i++)
+        ASSERT_TRUE(c.fleet.set_mac(i, Mac{2, 0, 0, 0, 0xf1, i}, &err)) << err;
+    c.fleet.self = self;
+    ASSERT_TRUE(c.fleet.push(0b111, &err)) << err;
+}
+
+// The active kvs_owner half.
+const kvs_owner_entry *active_owner(const FleetMaps &m) {
+    return m.owner + static_cast<std::size_t>(m.fleet->owner_active & 1u) * KVS_OWNER_BUCKETS;
+}
+
+TEST_F(DaemonTest, WithoutFleetXdpSeesNone) {
+    start(config(1));
+    EXPECT_EQ(m_.fleet.fleet->self, KVS_APPLIANCE_NONE);
+    EXPECT_EQ(m_.fleet.fleet->generation, 1u);
+    EXPECT_EQ(active_owner(m_.fleet)[123].owner, KVS_APPLIANCE_NONE);
+    auto r = call({{"cmd", "fleet.status"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_FALSE(r["fleet"]["enabled"].get<bool>());
+    EXPECT_TRUE(r["fleet"]["self"].is_null());
+    r = call({{"cmd", "fleet.push"}, {"members", "0"}});
+    EXPECT_FALSE(r["ok"].get<bool>());
+    EXPECT_NE(r["error"].get<std::string>().find("fleet-self"), std::string::npos) << r.dump();
+}
+
+TEST_F(DaemonTest, FleetApiRewritesTheOwnerTable) {
+    auto c = config(1);
+    with_fleet(c, 0);
+    start(c);
+    kvs_fleet &f = *m_.fleet.fleet;
+    EXPECT_EQ(f.self, 0u);
+    EXPECT_EQ(f.generation, 1u);
+    EXPECT_EQ(f.epoch, 1u);
+    EXPECT_EQ(f.members[2].state, KVS_APP_UP);
+    const FleetTable want = compute_fleet_table(c.fleet);
+    EXPECT_EQ(f.digest, want.digest);
+    EXPECT_EQ(0, std::memcmp(active_owner(m_.fleet), want.owner.data(),
+                             KVS_OWNER_BUCKETS * sizeof(kvs_owner_entry)));
+
+    auto r = call({{"cmd", "fleet.status"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    const json &st = r["fleet"];
+    EXPECT_EQ(st["self"], 0);
+    EXPECT_EQ(st["epochs"], json::parse("[[0,1,2]]"));
+    ASSERT_EQ(st["members"].size(), 3u);
+    std::uint64_t total = 0;
+    for (const auto &m : st["members"]) {
+        EXPECT_EQ(m["state"], "up");
+        total += m["buckets"].get<std::uint64_t>();
+    }
+    EXPECT_EQ(total, KVS_OWNER_BUCKETS);
+    EXPECT_EQ(st["members"][2]["mac"], "02:00:00:00:f1:02");
+    EXPECT_EQ(st["generation"], 1);
+
+    // A second appliance (self 1) given the same operations: the same table and digest.
+    auto c2 = c;
+    c2.fleet.self = 1;
+    c2.api_socket = sock_ + ".2";
+    HeapMaps m2;
+    Daemon d2(c2, m2.view, m2.fleet);
+    std::string err;
+    ASSERT_TRUE(d2.start(&err)) << err;
+    EXPECT_EQ(m2.fleet.fleet->self, 1u);
+    auto both = [&](const json &req) {
+        auto a = call(req), b = d2.handle(req);
+        EXPECT_EQ(a["ok"], b["ok"]) << req.dump() << a.dump() << b.dump();
+        if (a["ok"].get<bool>()) {
+            EXPECT_EQ(a["fleet"]["digest"], b["fleet"]["digest"]) << req.dump();
+        }
+        return a;
+    };
+
+    // Drain 2: it owns nothing, and is asked second for exactly the buckets it owned.
+    r = both({{"cmd", "fleet.push"}, {"members", "0,1"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_TRUE(r["changed"].get<bool>());
+    EXPECT_EQ(f.generation, 2u);
+    EXPECT_EQ(f.epoch, 2u);
+    EXPECT_EQ(f.members[2].state, KVS_APP_DRAINING);
+    EXPECT_EQ(r["fleet"]["members"][2]["state"], "draining");
+    EXPECT_EQ(r["fleet"]["members"][2]["buckets"], 0);
+    const kvs_owner_entry *now = active_owner(m_.fleet);
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++) {
+        ASSERT_NE(now[b].owner, 2u);
+        ASSERT_EQ(now[b].prev[0] == 2, want.owner[b].owner == 2) << b;
+    }
+    EXPECT_EQ(f.digest, std::stoull(r["fleet"]["digest"].get<std::string>(), nullptr, 16));
+    EXPECT_EQ(m2.fleet.fleet->digest, f.digest);
+
+    // Join 3, settle, forget 1: the two stay equal.
+    ASSERT_TRUE(
+        both({{"cmd", "fleet.member"}, {"id", 3}, {"mac", "02:00:00:00:f1:03"}})["ok"].get<bool>());
+    ASSERT_TRUE(
+        both({{"cmd", "fleet.push"}, {"members", json::array({0, 1, 3})}})["ok"].get<bool>());
+    EXPECT_EQ(f.members[3].state, KVS_APP_UP);
+    r = both({{"cmd", "fleet.settle"}});
+    EXPECT_EQ(r["fleet"]["epochs"], json::parse("[[0,1,3]]"));
+    EXPECT_EQ(f.members[2].state, KVS_APP_EMPTY);
+    r = both({{"cmd", "fleet.forget"}, {"id", "1"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["fleet"]["members"][1]["state"], "empty");
+    now = active_owner(m_.fleet);
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++) {
+        ASSERT_TRUE(now[b].owner == 0 || now[b].owner == 3) << b;
+        ASSERT_EQ(now[b].prev[0], KVS_APPLIANCE_NONE) << b;
+    }
+    EXPECT_EQ(m2.fleet.fleet->digest, f.digest);
+    EXPECT_EQ(0, std::memcmp(active_owner(m_.fleet), active_owner(m2.fleet),
+                             KVS_OWNER_BUCKETS * sizeof(kvs_owner_entry)));
+    // Settling again changes nothing: nothing is rewritten.
+    const auto gen = f.generation;
+    r = both({{"cmd", "fleet.settle"}});
+    EXPECT_FALSE(r["changed"].get<bool>());
+    EXPECT_EQ(f.generation, gen);
+
+    // Refusals leave everything as it was.
+    const std::string digest = r["fleet"]["digest"];
+    for (const auto &[req, msg] : std::vector<std::pair<json, std::string>>{
+             {{{"cmd", "fleet.push"}, {"members", "0,9"}},
+              "fleet.push: appliance 9 is not a member (give its MAC first: fleet member ID MAC)"},
+             {{{"cmd", "fleet.push"}, {"members", "0,0"}},
+              "fleet.push: appliance 0 is listed twice"},
+             {{{"cmd", "fleet.push"}}, "fleet.push needs \"members\" (ID[,ID...])"},
+             {{{"cmd", "fleet.forget"}, {"id", 16}},
+              "fleet.forget: appliance id must be in 0..15 (got '16')"},
+             {{{"cmd", "fleet.forget"}, {"id", 7}}, "fleet.forget: appliance 7 is not a member"},
+             {{{"cmd", "fleet.member"}, {"id", 4}, {"mac", "ff:ff:ff:ff:ff:ff"}},
+              "fleet.member: appliance 4: MAC ff:ff:ff:ff:ff:ff is not a unicast address"}}) {
+        r = call(req);
+        EXPECT_FALSE(r["ok"].get<bool>()) << req.dump();
+        EXPECT_EQ(r["error"], msg) << req.dump();
+    }
+    EXPECT_EQ(call({{"cmd", "fleet.status"}})["fleet"]["digest"], digest);
+    EXPECT_EQ(f.generation, gen);
 }
 
 TEST_F(DaemonTest, ExportsPrometheusMetrics) {

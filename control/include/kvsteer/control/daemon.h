@@ -19,6 +19,7 @@
 
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/daemon_core.h"
+#include "kvsteer/control/fleet.h"
 #include "kvsteer/control/http_client.h"
 #include "kvsteer/control/kv_events.h"
 #include "kvsteer/control/ring.h"
@@ -33,7 +34,8 @@ struct DaemonCounters {
 
 class Daemon {
    public:
-    Daemon(DaemonConfig cfg, const Tables &maps);
+    // `fleet`: the kvs_fleet / kvs_owner maps (none: the fleet is computed but not written).
+    Daemon(DaemonConfig cfg, const Tables &maps, const FleetMaps &fleet = {});
     ~Daemon();
     Daemon(const Daemon &) = delete;
     Daemon &operator=(const Daemon &) = delete;
@@ -85,6 +87,11 @@ class Daemon {
     bool kv_subscribe(std::uint16_t id, const BackendSpec &spec, std::string *err);
     void apply_kv_resets();
     nlohmann::json kv_json(const BackendRuntime &b) const;
+    // The fleet (daemon_fleet.cc): the owner table recomputed and written; the fleet.* commands
+    // (nullopt: not one of them).
+    void publish_fleet();
+    nlohmann::json fleet_json() const;
+    std::optional<nlohmann::json> handle_fleet(const std::string &cmd, const nlohmann::json &req);
 
     // Sockets.
     bool open_api(std::string *err);
@@ -98,6 +105,10 @@ class Daemon {
     DaemonCounters ctr_;
     Tables maps_;  // for the report rings and the dataplane's counters
     RingStats ring_stats_;
+    FleetMaps fleet_maps_;
+    FleetState fleet_;
+    FleetTable fleet_table_;  // as last published
+    FleetWriter fleet_writer_;
     std::chrono::steady_clock::time_point started_;
 
     struct Client {
