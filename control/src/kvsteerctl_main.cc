@@ -17,6 +17,7 @@
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/ctl_client.h"
+#include "kvsteer/control/ctl_fleet.h"
 
 namespace po = boost::program_options;
 using nlohmann::json;
@@ -56,6 +57,8 @@ const char *kTopUsage =
     "                                      affinity-ttl, max-held-bytes, per-request (on|off),\n"
     "                                      session-headers (names, comma-separated; \"\" = off), "
     "session-cap\n"
+    "  fleet [status]                      the fleet of appliances: members, epochs, owner table\n"
+    "  fleet push ID[,ID...] | settle | forget ID | member ID MAC   change the membership\n"
     "\n"
     "ADDR:PORT is [ADDR]:PORT for IPv6 (e.g. [fd00::7]:8000), here and in every answer.\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
@@ -530,6 +533,49 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
     return kOk;
 }
 
+void print_fleet(const json &f) {
+    if (!f["enabled"].get<bool>()) {
+        std::printf("no fleet (kvsteerd runs without fleet-self): XDP redirects nothing\n");
+        return;
+    }
+    std::printf("fleet: self %s, epoch %s (%zu retained), owner table generation %s, digest %s\n",
+                num(f["self"]).c_str(), num(f["epoch"]).c_str(), f["epochs"].size(),
+                num(f["generation"]).c_str(), f["digest"].get<std::string>().c_str());
+    std::printf("%-3s %-17s %-8s %8s\n", "ID", "MAC", "STATE", "BUCKETS");
+    for (const auto &m : f["members"])
+        std::printf("%-3s %-17s %-8s %8s%s\n", num(m["id"]).c_str(),
+                    m["mac"].get<std::string>().c_str(), m["state"].get<std::string>().c_str(),
+                    num(m["buckets"]).c_str(), m["self"].get<bool>() ? "  (self)" : "");
+    std::printf("epochs, oldest first:");
+    for (const auto &e : f["epochs"]) {
+        std::string ids;
+        for (const auto &id : e) ids += (ids.empty() ? "" : ",") + id.dump();
+        std::printf(" {%s}", ids.c_str());
+    }
+    std::printf("\n");
+}
+
+int cmd_fleet(Ctl &c, const std::vector<std::string> &args) {
+    using kvsteer::control::FleetCommand;
+    const FleetCommand fc = kvsteer::control::parse_fleet_command(args);
+    if (fc.outcome == FleetCommand::Outcome::Help) {
+        std::cout << fc.text << "\n";
+        return kOk;
+    }
+    if (fc.outcome == FleetCommand::Outcome::Usage) throw Usage{fc.text};
+    auto r = c.call(fc.request);
+    if (!r) return c.code();
+    if (c.g().json) {
+        std::cout << r->dump(2) << "\n";
+        return kOk;
+    }
+    if (fc.sub != "status")
+        std::printf("fleet %s: %s\n", fc.sub.c_str(),
+                    (*r)["changed"].get<bool>() ? "owner table rewritten" : "nothing changed");
+    print_fleet((*r)["fleet"]);
+    return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -580,6 +626,7 @@ int main(int argc, char **argv) {
         if (cmd == "flows") return cmd_flows(c, args);
         if (cmd == "counters") return cmd_counters(c, args);
         if (cmd == "tune") return cmd_tune(c, args);
+        if (cmd == "fleet") return cmd_fleet(c, args);
         if (cmd == "help") {
             std::cout << kTopUsage;
             return kOk;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kvsteer/control/ctl_client.h"
+#include "kvsteer/control/ctl_fleet.h"
 
 namespace po = boost::program_options;
 
@@ -60,3 +61,53 @@ TEST(CtlArgs, OptionsStayOptions) {
 }
 
 }  // namespace
+
+namespace {
+
+using kvsteer::control::FleetCommand;
+using kvsteer::control::parse_fleet_command;
+
+FleetCommand fleet(std::vector<std::string> args) {
+    return parse_fleet_command(args);
+}
+
+}  // namespace
+
+TEST(CtlArgs, FleetCommandsBecomeRequests) {
+    auto c = fleet({});
+    ASSERT_EQ(c.outcome, FleetCommand::Outcome::Request) << c.text;
+    EXPECT_EQ(c.request, nlohmann::json({{"cmd", "fleet.status"}}));
+    EXPECT_EQ(fleet({"status"}).request, nlohmann::json({{"cmd", "fleet.status"}}));
+    EXPECT_EQ(fleet({"settle"}).request, nlohmann::json({{"cmd", "fleet.settle"}}));
+    c = fleet({"push", "2,0,1"});
+    ASSERT_EQ(c.outcome, FleetCommand::Outcome::Request) << c.text;
+    EXPECT_EQ(c.sub, "push");
+    EXPECT_EQ(c.request, nlohmann::json({{"cmd", "fleet.push"}, {"members", "2,0,1"}}));
+    EXPECT_EQ(fleet({"forget", "15"}).request,
+              nlohmann::json({{"cmd", "fleet.forget"}, {"id", 15}}));
+    EXPECT_EQ(fleet({"member", "3", "02:AA:bb:cc:dd:ee"}).request,
+              nlohmann::json({{"cmd", "fleet.member"}, {"id", 3}, {"mac", "02:aa:bb:cc:dd:ee"}}));
+    EXPECT_EQ(fleet({"push", "--help"}).outcome, FleetCommand::Outcome::Help);
+    EXPECT_EQ(fleet({"-h"}).outcome, FleetCommand::Outcome::Help);
+}
+
+TEST(CtlArgs, FleetUsageErrorsSayWhy) {
+    auto why = [](std::vector<std::string> args) {
+        auto c = fleet(args);
+        EXPECT_EQ(c.outcome, FleetCommand::Outcome::Usage);
+        return c.text.substr(0, c.text.find('\n'));
+    };
+    EXPECT_EQ(why({"push"}), "fleet push: missing ID[,ID...]");
+    EXPECT_EQ(why({"push", "0,16"}), "fleet push: appliance id must be in 0..15 (got '16')");
+    EXPECT_EQ(why({"push", "1,1"}), "fleet push: appliance 1 is listed twice");
+    EXPECT_EQ(why({"push", "0", "1"}), "fleet push: unexpected '1'");
+    EXPECT_EQ(why({"forget"}), "fleet forget: missing ID");
+    EXPECT_EQ(why({"forget", "-1"}), "unknown option '-1'");
+    EXPECT_EQ(why({"forget", "x"}), "fleet forget: appliance id must be in 0..15 (got 'x')");
+    EXPECT_EQ(why({"member", "3"}), "fleet member: missing MAC");
+    EXPECT_EQ(why({"member", "3", "02:00"}).rfind("fleet member: ", 0), 0u);
+    EXPECT_EQ(why({"settle", "now"}), "fleet settle: unexpected 'now'");
+    EXPECT_EQ(why({"join", "1"}),
+              "unknown fleet subcommand 'join' (status, push, settle, forget, member)");
+    EXPECT_EQ(why({"status", "--all"}), "unknown option '--all'");
+}
