@@ -142,16 +142,15 @@ TEST(Fleet, PrevListsMatchByHandOverFourEpochs) {
             ASSERT_EQ(e.prev[i], want[i]) << b << " " << i;
     }
     EXPECT_GT(with_two, 0u);  // the sample reaches two previous owners somewhere
-    // One bucket written out in full: the first whose owners were 0, then 1, then 2, then 0
-    // again after the drain would list 2 then 1 (0, the owner, skipped).
+    // One bucket written out in full: scores 1 > 2 > 0. Its owners were 0, 1, 1, and 2 after
+    // the drain of 1: 2 owns it, 1 is asked second, then 0.
     bool found = false;
     for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS && !found; b++) {
-        if (by_hand_owner({0, 1}, b) != 1 || by_hand_owner({0, 1, 2}, b) != 2 ||
-            by_hand_owner({0, 2}, b) != 0)
-            continue;
-        EXPECT_EQ(t.owner[b].owner, 0u);
-        EXPECT_EQ(t.owner[b].prev[0], 2u);
-        EXPECT_EQ(t.owner[b].prev[1], 1u);
+        const auto sc = [b](int id) { return kvs_fleet_score(static_cast<__u8>(id), b); };
+        if (!(sc(1) > sc(2) && sc(2) > sc(0))) continue;
+        EXPECT_EQ(t.owner[b].owner, 2u);
+        EXPECT_EQ(t.owner[b].prev[0], 1u);
+        EXPECT_EQ(t.owner[b].prev[1], 0u);
         EXPECT_EQ(t.owner[b].prev[2], KVS_APPLIANCE_NONE);
         found = true;
     }
