@@ -7,7 +7,6 @@
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/daemon.h"
-#include "fleet_maps.h"
 
 namespace {
 kvsteer::control::Daemon *g_daemon = nullptr;
@@ -36,12 +35,8 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "kvsteerd: bpffs: %s\n", err.c_str());
         return 1;
     }
-    auto fleet = open_fleet_maps(r.cfg.bpffs, true, &err);
-    if (!fleet) {
-        std::fprintf(stderr, "kvsteerd: bpffs: %s\n", err.c_str());
-        return 1;
-    }
-    Daemon d(r.cfg, *maps, *fleet);  // views of the maps; `maps` and `fleet` outlive it
+    // Views of the maps; `maps` outlives them.
+    Daemon d(r.cfg, *maps, FleetMaps{maps->fleet, maps->owner});
     if (!d.start(&err)) {
         std::fprintf(stderr, "kvsteerd: %s\n", err.c_str());
         return 1;

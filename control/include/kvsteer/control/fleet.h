@@ -73,8 +73,8 @@ std::optional<MemberSet> parse_member_set(std::string_view s, std::string *err);
 std::optional<std::uint8_t> parse_appliance_id(std::string_view s, std::string *err);
 const char *appliance_state_name(std::uint8_t state);
 
-// A view of the two fleet maps (kvs_fleet[1], kvs_owner[2 * KVS_OWNER_BUCKETS]), like Tables
-// (core/tables.h); null pointers: no fleet maps.
+// A view of the two fleet maps (kvs_fleet[1], kvs_owner[2 * KVS_OWNER_BUCKETS]; in kvsteerd those
+// of bpf::PinnedMaps), like Tables (core/tables.h); null pointers: no fleet maps.
 struct FleetMaps {
     kvs_fleet *fleet = nullptr;
     kvs_owner_entry *owner = nullptr;
