@@ -65,7 +65,7 @@ route() {
 digests_agree() {
     local j d first=""
     for j in "${LIVE[@]}"; do
-        d=$(ctl "$j" --json fleet status | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])') \
+        d=$(ctl "$j" --json fleet status | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("fleet", d)["digest"])') \
             || fail "fleet status of appliance $j"
         [[ -z "$first" ]] && first=$d
         [[ "$d" == "$first" ]] || fail "appliances disagree on the owner table: $first vs $d (appliance $j)"
@@ -134,7 +134,7 @@ digests_agree
 streams() {  # streams N OUT [client options]: N long SSE streams at once, in the background
     local n=$1 out=$2; shift 2
     ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
-        --port "$KVS_VIP_PORT" --n "$n" --concurrency "$n" --prefixes "$n" --stream --max-tokens "${STREAM_TOKENS:-700}" \
+        --port "$KVS_VIP_PORT" --n "$n" --concurrency "$n" --prefixes "$n" --stream --max-tokens "${STREAM_TOKENS:-2500}" \
         --timeout 60 --seconds 60 "$@" >"$out" 2>&1 &
     STREAMS=$!
 }
@@ -158,7 +158,7 @@ fleet push 0,1,2; route 1 2 3; digests_agree; log "3 appliances (t=$((SECONDS - 
 short_requests 30
 sleep 3
 fleet push 0,1; route 1 2; digests_agree; log "appliance 3 drained: withdrawn, still a previous owner (t=$((SECONDS - t0)) s)"
-kill -0 "$STREAMS" 2>/dev/null || fail "the streams ended before the last change: make them longer (STREAM_TOKENS)"
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the last change (make them longer: STREAM_TOKENS): $(cat "$DIR/s1.json")"; }
 wait "$STREAMS"
 log "streams: $(cat "$DIR/s1.json")"
 [[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 ]] \
