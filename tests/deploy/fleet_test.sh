@@ -168,7 +168,14 @@ for j in 1 2 3; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_ow
 (( redirects > 0 )) || fail "no packet was sent on between appliances: the router never moved a stream (nothing proven)"
 b2=$(counter 2 dataplane dp_bind_ok) b3=$(counter 3 dataplane dp_bind_ok)
 (( b2 > 0 && b3 > 0 )) || fail "new flows were not bound by their owners (appliance 2: $b2, 3: $b3)"
-log "60/60 streams intact across 1 -> 2 -> 3 -> 2; $redirects packets sent on; new flows bound by appliance 2: $b2, 3: $b3"
+fwd=0
+for j in 1 2 3; do fwd=$((fwd + $(counter "$j" xdp tx_fwd_c2s))); done
+log "60/60 streams intact across 1 -> 2 -> 3 -> 2; $redirects packets sent on between appliances for" \
+    "$fwd client packets forwarded to backends; new flows bound by appliance 2: $b2, 3: $b3"
+if [[ -n "${KVS_FLEET_FIGURES:-}" ]]; then  # tools/bench/fleet_bench.sh
+    printf '{"fleet_scaleout_streams": 60, "fleet_scaleout_streams_broken": %d, "fleet_scaleout_sends_on": %d, "fleet_scaleout_client_packets": %d, "fleet_scaleout_sends_on_per_client_packet": %.4f}\n' \
+        $((60 - $(field "$DIR/s1.json" ok))) "$redirects" "$fwd" "$(/usr/bin/python3 -c "print($redirects / max(1, $fwd))")" >"$KVS_FLEET_FIGURES"
+fi
 
 log "2. appliance 3 crashes mid-stream"
 fleet settle
