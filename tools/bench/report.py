@@ -191,6 +191,23 @@ w("Kernel-timed cost of one packet (`BPF_PROG_TEST_RUN` repeat, no transmit), fr
               ("xdp_fastpath_c2s_ns", "xdp_fastpath_s2c_ns", "xdp_fastpath_c2s_v6_ns", "xdp_fastpath_s2c_v6_ns",
                "xdp_syncookie_ns", "xdp_punt_ns", "xdp_pass_floor_ns")
               if k in res and res[k] > 0) + ".\n")
+v6 = [(k, k.replace("_ns", "_v6_ns")) for k in ("xdp_fastpath_c2s_ns", "xdp_fastpath_s2c_ns")]
+v6 = [(a, b) for a, b in v6 if res.get(a, 0) > 0 and res.get(b, 0) > 0]
+if v6 or "dp_bind_v6_vs_v4_ratio" in res:
+    parts = [f"{b} {res[b] / res[a]:.2f}x {a}" for a, b in v6]
+    for k in ("dp_bind_v6_vs_v4_ratio", "dp_bind_xdp_v6_vs_v4_ratio"):
+        if k in res:
+            parts.append(f"{k} = {fmt(res[k])}")
+    w("IPv6 beside IPv4 (target: within 10%): " + ", ".join(parts) + ".\n")
+if "xdp_fleet_redirect_ns" in res or "fleet_scaleout_sends_on_per_client_packet" in res:
+    parts = []
+    if "xdp_fleet_redirect_ns" in res:
+        parts.append(f"one send-on between appliances (second chance) {fmt(res['xdp_fleet_redirect_ns'])} ns")
+    if "fleet_scaleout_sends_on_per_client_packet" in res:
+        parts.append(f"during a 1 -> 2 -> 3 -> 2 scale-out under {fmt(res.get('fleet_scaleout_streams'))} streams: "
+                     f"{fmt(res['fleet_scaleout_sends_on_per_client_packet'])} sends-on per client packet, "
+                     f"{fmt(res.get('fleet_scaleout_streams_broken'))} streams broken")
+    w("Fleet: " + "; ".join(parts) + ".\n")
 
 # ---- 2. e2e vs HAProxy ---------------------------------------------------------------------
 w("## 2. Requests: kvsteer vs HAProxy 2.6 (L7, hash on the body prefix)\n")
