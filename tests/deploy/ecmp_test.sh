@@ -14,11 +14,11 @@ ROOT=$(pwd)
 BUILD=$(cd "${1:?build dir}" && pwd)
 BIN=$BUILD/bin
 source tests/lib/topology.sh
+source tests/deploy/appliances_lib.sh
 
 P=kvec$$; P=${P:0:8}
 DIR=$(mktemp -d /tmp/kvs-ecmp.XXXXXX)
 PIDS=()
-DP_PIDS=()
 log() { echo "[ecmp $(date +%T)] $*"; }
 fail() {
     echo "FAIL: $*"
@@ -30,11 +30,10 @@ fail() {
 }
 cleanup() {
     set +e
-    for p in "${DP_PIDS[@]:-}"; do [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+    apps_down 2
     for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
     wait 2>/dev/null
     kvs_topo_down "$P"
-    for j in 1 2; do mountpoint -q "$DIR/bpf$j" && umount "$DIR/bpf$j"; done
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -51,51 +50,7 @@ for ((i = 1; i <= NBE; i++)); do
 done
 
 # Identical steering settings on both appliances (the ECMP.md table); each has its own SNAT address.
-for j in 1 2; do
-    mkdir -p "$DIR/bpf$j" && mount -t bpf bpf "$DIR/bpf$j" || fail "bpffs"
-    {
-        echo "vip = $KVS_VIP:$KVS_VIP_PORT"
-        echo "snat-addr = ${KVS_APP_IPS[$j]}"
-        echo "snat-ports = 20000-29999"
-        echo "interface = app0"
-        echo "steering-mode = prefix"
-        echo "cookie-key = 00112233445566778899aabbccddeeff"
-        echo "hash-seed = 0x1234"
-        echo "health-interval = 200"
-        echo "health-timeout = 150"
-        echo "health-rise = 1"
-        echo "telemetry-interval = 0"
-        echo "metrics-listen ="
-        echo "bpffs = $DIR/bpf$j"
-        echo "api-socket = $DIR/kvsteerd$j.sock"
-        for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
-    } >"$DIR/kvsteerd$j.conf"
-    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteerd" --config "$DIR/kvsteerd$j.conf" >"$DIR/kvsteerd$j.log" 2>&1 &
-    PIDS+=("$!")
-done
-for j in 1 2; do
-    for _ in $(seq 100); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
-    [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start"
-    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
-        --file-prefix "kvec$j" --log-level=lib.eal:error \
-        --vdev "net_af_xdp$j,iface=app0,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-        -- --bpffs "$DIR/bpf$j" --mode xdp --idle adaptive >"$DIR/dp$j.log" 2>&1 &
-    DP_PIDS+=("$!")
-done
-for j in 1 2; do
-    for _ in $(seq 100); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
-    grep -q "worker 0: queue" "$DIR/dp$j.log" || fail "dataplane $j did not start"
-done
-# Both daemons see every backend up.
-for j in 1 2; do
-    for _ in $(seq 100); do
-        up=$("$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" --json backends 2>/dev/null |
-            /usr/bin/python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null)
-        [[ "$up" == "$NBE" ]] && break
-        sleep 0.1
-    done
-    [[ "$up" == "$NBE" ]] || fail "appliance $j sees ${up:-0}/$NBE backends up"
-done
+apps_up 2
 
 binds() {  # binds J: flows appliance J has bound
     "$BIN/kvsteerctl" --bpffs "$DIR/bpf$1" --json counters dp 2>/dev/null |

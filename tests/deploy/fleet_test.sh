@@ -17,13 +17,13 @@ ROOT=$(pwd)
 BUILD=$(cd "${1:?build dir}" && pwd)
 BIN=$BUILD/bin
 source tests/lib/topology.sh
+source tests/deploy/appliances_lib.sh
 
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
 P=kvfl$$; P=${P:0:8}
 DIR=$(mktemp -d /tmp/kvs-fleet.XXXXXX)
 NAPP=3 NBE=3
 PIDS=()
-declare -A DP_PID KD_PID
 log() { echo "[fleet $(date +%T)] $*"; }
 fail() {
     echo "FAIL: $*"
@@ -36,11 +36,10 @@ fail() {
 }
 cleanup() {
     set +e
-    for p in "${DP_PID[@]:-}"; do [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-    for p in "${KD_PID[@]:-}" "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
+    apps_down "$NAPP"
+    for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
     wait 2>/dev/null
     kvs_topo_down "$P"
-    for ((j = 1; j <= NAPP; j++)); do mountpoint -q "$DIR/bpf$j" && umount "$DIR/bpf$j"; done
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -82,52 +81,14 @@ for ((i = 1; i <= NBE; i++)); do
         --time-scale 1 --max-batch 256 --log-level warn >"$DIR/be$i.log" 2>&1 &
     PIDS+=("$!")
 done
-# Identical steering settings and cookie key; each appliance its own SNAT address; the fleet's
-# members (ids 0..2 = appliances 1..3) and the first epoch: appliance 1 alone.
-for ((j = 1; j <= NAPP; j++)); do
-    mkdir -p "$DIR/bpf$j" && mount -t bpf bpf "$DIR/bpf$j" || fail "bpffs"
-    {
-        echo "vip = $KVS_VIP:$KVS_VIP_PORT"
-        echo "snat-addr = ${KVS_APP_IPS[$j]}"
-        echo "snat-ports = 20000-29999"
-        echo "interface = app0"
-        echo "cookie-key = 00112233445566778899aabbccddeeff"
-        echo "hash-seed = 0x1234"
-        echo "health-interval = 200"
-        echo "health-timeout = 150"
-        echo "health-rise = 1"
-        echo "telemetry-interval = 0"
-        echo "metrics-listen ="
-        echo "bpffs = $DIR/bpf$j"
-        echo "api-socket = $DIR/kvsteerd$j.sock"
-        echo "fleet-self = $((j - 1))"
-        for ((k = 1; k <= NAPP; k++)); do echo "fleet-member = $((k - 1)),${KVS_APP_MACS[$k]}"; done
-        echo "fleet-epoch = 0"
-        for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
-    } >"$DIR/kvsteerd$j.conf"
-    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteerd" --config "$DIR/kvsteerd$j.conf" >"$DIR/kvsteerd$j.log" 2>&1 &
-    KD_PID[$j]=$!
-done
-for ((j = 1; j <= NAPP; j++)); do
-    for _ in $(seq 100); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
-    [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start"
-    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
-        --file-prefix "kvfl$j" --log-level=lib.eal:error \
-        --vdev "net_af_xdp$j,iface=app0,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-        -- --bpffs "$DIR/bpf$j" --mode xdp --idle adaptive >"$DIR/dp$j.log" 2>&1 &
-    DP_PID[$j]=$!
-done
-for ((j = 1; j <= NAPP; j++)); do
-    for _ in $(seq 100); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
-    grep -q "worker 0: queue" "$DIR/dp$j.log" || fail "dataplane $j did not start"
-    for _ in $(seq 100); do
-        up=$(ctl "$j" --json backends 2>/dev/null |
-            /usr/bin/python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null)
-        [[ "$up" == "$NBE" ]] && break
-        sleep 0.1
-    done
-    [[ "$up" == "$NBE" ]] || fail "appliance $j sees ${up:-0}/$NBE backends up"
-done
+# The fleet's members (ids 0..2 = appliances 1..3) and the first epoch: appliance 1 alone.
+fleet_conf() {
+    local k
+    echo "fleet-self = $(($1 - 1))"
+    for ((k = 1; k <= NAPP; k++)); do echo "fleet-member = $((k - 1)),${KVS_APP_MACS[$k]}"; done
+    echo "fleet-epoch = 0"
+}
+apps_up "$NAPP" fleet_conf
 LIVE=(1 2 3)
 digests_agree
 
