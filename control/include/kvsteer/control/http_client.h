@@ -1,5 +1,6 @@
-// HTTP/1.1 GET client for health checks and metric scrapes (Boost.Beast): many requests at once
-// on one io_context in the calling thread, one deadline for all; no extra threads.
+// HTTP/1.1 client for health checks, metric scrapes (GET) and etcd's JSON gateway (POST) on
+// Boost.Beast: many requests at once on one io_context in the calling thread, one deadline for
+// all; no extra threads.
 #pragma once
 
 #include <chrono>
@@ -14,6 +15,8 @@ namespace kvsteer::control {
 struct HttpRequest {
     Endpoint ep;
     std::string path;
+    std::string body;  // sent with POST (Content-Type: application/json) when `post`
+    bool post = false;
 };
 
 struct HttpResult {
@@ -26,6 +29,7 @@ struct HttpResult {
 };
 
 // Runs every request concurrently; returns when all finished or `timeout` passed.
+// (Named for its first users; a request with `post` is a POST.)
 std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs,
                                       std::chrono::milliseconds timeout,
                                       std::size_t max_body = 8u << 20);
