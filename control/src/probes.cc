@@ -40,7 +40,7 @@ void Daemon::prober_loop(Probe kind) {
         }
         auto begin = std::chrono::steady_clock::now();
         std::vector<HttpRequest> reqs;
-        for (const auto &x : t) reqs.push_back({x.ep, path, {}, false});
+        for (const auto &x : t) reqs.push_back({x.ep, path});
         auto res = reqs.empty() ? std::vector<HttpResult>{} : http_get_many(reqs, timeout);
         std::vector<ProbeResult> out;
         for (std::size_t i = 0; i < t.size(); i++) {

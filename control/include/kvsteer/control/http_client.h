@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvsteer/control/net.h"
@@ -13,6 +14,9 @@
 namespace kvsteer::control {
 
 struct HttpRequest {
+    // A constructor (not an aggregate): {ep, path} stays a GET without missing-initializer noise.
+    HttpRequest(Endpoint e, std::string p, std::string b = {}, bool is_post = false)
+        : ep(e), path(std::move(p)), body(std::move(b)), post(is_post) {}
     Endpoint ep;
     std::string path;
     std::string body;  // sent with POST (Content-Type: application/json) when `post`
