@@ -65,8 +65,8 @@ class FleetEtcd {
     std::int64_t lease() const { return lease_.load(); }
 
     // fleet.push / settle / forget: `op` applied to the state etcd holds now, written back with
-    // a txn on the epochs key's mod_revision, retried on conflict. Blocks (at most ~3 s). false +
-    // err (one line); `changed` false when `op` left the epochs as they were.
+    // a txn on the epochs key's mod_revision, retried on conflict. Blocks (500 ms a call; 5
+    // attempts). false + err (one line); `changed` false when `op` left the epochs as they were.
     bool update_epochs(const std::function<bool(FleetState &, std::string *)> &op, bool *changed,
                        std::string *err);
     // A fresh random cookie key becomes the current one, the current one the previous (none in
