@@ -459,7 +459,7 @@ json Daemon::handle(const json &req) {
         "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, "
         "affinity.show, "
         "affinity.pin, affinity.unpin, tune.get, tune.set, counters, fleet.status, fleet.push, "
-        "fleet.settle, fleet.forget, fleet.member)");
+        "fleet.settle, fleet.forget, fleet.member, fleet.rotate_cookie)");
 }
 
 }  // namespace kvsteer::control

@@ -144,7 +144,11 @@ po::options_description make_options() {
          "the same list on every appliance)")
         ("fleet-epoch", po::value<std::vector<std::string>>(),
          "ID[,ID...]: a membership epoch, the members owning buckets in it (repeatable, oldest "
-         "first; default: one epoch of every fleet-member)");
+         "first; default: one epoch of every fleet-member)")
+        ("fleet-etcd", s(), "http://ADDR:PORT: etcd (v3 JSON gateway) carrying the fleet's members, "
+         "epochs and cookie keys (needs fleet-self; default: none, the fleet from this config and "
+         "the API)")
+        ("fleet-etcd-prefix", s(), "key prefix of the fleet in etcd (default /kvsteer/)");
     // clang-format on
     return d;
 }
@@ -345,7 +349,7 @@ void build_fleet(const po::variables_map &vm, DaemonConfig &c) {
     std::string err;
     auto self = opt_str(vm, "fleet-self");
     if (!self) {
-        for (const char *k : {"fleet-member", "fleet-epoch"})
+        for (const char *k : {"fleet-member", "fleet-epoch", "fleet-etcd", "fleet-etcd-prefix"})
             if (vm.count(k)) fail(k, "given without fleet-self (this appliance's id)");
         return;
     }
@@ -386,6 +390,22 @@ void build_fleet(const po::variables_map &vm, DaemonConfig &c) {
         f.epochs.push_back(*set);
     }
     f.epoch_no = f.epochs.size();
+    if (auto e = opt_str(vm, "fleet-etcd")) {
+        std::string_view u = *e;
+        if (!u.starts_with("http://"))
+            fail("fleet-etcd", "must be http://ADDR:PORT (got '" + *e + "')");
+        u.remove_prefix(7);
+        if (u.ends_with("/")) u.remove_suffix(1);
+        auto ep = parse_endpoint(u, &err);
+        if (!ep) fail("fleet-etcd", "'" + *e + "': " + err);
+        c.fleet_etcd = *ep;
+    }
+    if (auto p = opt_str(vm, "fleet-etcd-prefix")) {
+        if (!c.fleet_etcd) fail("fleet-etcd-prefix", "given without fleet-etcd");
+        if (p->empty() || p->find_first_of(" \t\n") != std::string::npos)
+            fail("fleet-etcd-prefix", "must be a non-empty key prefix without spaces");
+        c.fleet_etcd_prefix = *p;
+    }
 }
 
 }  // namespace

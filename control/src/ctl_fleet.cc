@@ -17,8 +17,10 @@ const char *const kFleetUsage =
     "                                          the older ones have ended)\n"
     "       kvsteerctl fleet forget ID         remove ID from every epoch (it crashed)\n"
     "       kvsteerctl fleet member ID MAC     set (or add) a member's MAC\n"
-    "Every appliance of the fleet must be given the same operations in the same order; their\n"
-    "`fleet status` digests then agree. IDs are 0..15.";
+    "       kvsteerctl fleet rotate-cookie     a fresh cookie key for the fleet (fleet-etcd)\n"
+    "Without fleet-etcd, every appliance of the fleet must be given the same operations in the\n"
+    "same order; their `fleet status` digests then agree. With it, one appliance's kvsteerctl\n"
+    "changes the whole fleet (etcd carries it). IDs are 0..15.";
 
 FleetCommand parse_fleet_command(const std::vector<std::string> &args) {
     FleetCommand c;
@@ -38,9 +40,9 @@ FleetCommand parse_fleet_command(const std::vector<std::string> &args) {
     c.sub = args.empty() ? "status" : args[0];
     const std::size_t want = c.sub == "push" || c.sub == "forget" ? 2 : c.sub == "member" ? 3 : 1;
     if (c.sub != "status" && c.sub != "push" && c.sub != "settle" && c.sub != "forget" &&
-        c.sub != "member")
+        c.sub != "member" && c.sub != "rotate-cookie")
         return usage("unknown fleet subcommand '" + c.sub +
-                     "' (status, push, settle, forget, member)");
+                     "' (status, push, settle, forget, member, rotate-cookie)");
     if (args.size() > want && !args.empty())
         return usage("fleet " + c.sub + ": unexpected '" + args[want] + "'");
     if (args.size() < want && c.sub != "status")
@@ -49,7 +51,7 @@ FleetCommand parse_fleet_command(const std::vector<std::string> &args) {
                       : args.size() < 2 ? "ID"
                                         : "MAC"));
     std::string err;
-    c.request = {{"cmd", "fleet." + c.sub}};
+    c.request = {{"cmd", c.sub == "rotate-cookie" ? "fleet.rotate_cookie" : "fleet." + c.sub}};
     if (c.sub == "push") {
         auto set = parse_member_set(args[1], &err);
         if (!set) return usage("fleet push: " + err);

@@ -28,7 +28,8 @@ Daemon::Daemon(DaemonConfig cfg, const Tables &maps, const FleetMaps &fleet)
 
 Daemon::~Daemon() {
     stop();
-    kv_.reset();  // its thread writes wake_fd_: gone before the fd is closed
+    etcd_.reset();  // its thread writes wake_fd_ too
+    kv_.reset();    // its thread writes wake_fd_: gone before the fd is closed
     {
         std::lock_guard lk(mu_);
         cv_.notify_all();
@@ -70,6 +71,16 @@ bool Daemon::start(std::string *err) {
         return false;
     }
     if (!open_api(err) || !open_metrics(err)) return false;
+    if (cfg().fleet_etcd) {
+        etcd_ = std::make_unique<FleetEtcd>(
+            *cfg().fleet_etcd, cfg().fleet_etcd_prefix, cfg().fleet, [this] {
+                std::uint64_t one = 1;
+                [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
+            });
+        etcd_->start();
+        spdlog::info("fleet: etcd {} prefix {} carries the fleet (polled every 200 ms)",
+                     cfg().fleet_etcd->str(), cfg().fleet_etcd_prefix);
+    }
     for (const auto &[id, b] : core_.backends())
         if (!kv_subscribe(id, b.spec, err)) return false;
     update_targets(false);

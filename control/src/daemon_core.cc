@@ -112,6 +112,15 @@ void DaemonCore::write_config() {
     writer_.bump_generation();
 }
 
+void DaemonCore::set_cookie_keys(const std::array<std::uint64_t, 2> &cur,
+                                 const std::array<std::uint64_t, 2> &prev) {
+    if (cfg_.cookie_key == cur && cfg_.cookie_key_prev == prev) return;
+    cfg_.cookie_key = cur;
+    cfg_.cookie_key_prev = prev;
+    cfg_.cookie_key_random = false;
+    write_config();
+}
+
 BackendRuntime DaemonCore::fresh_backend(std::uint16_t id, const BackendSpec &spec) const {
     BackendRuntime b;
     b.id = id;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <xxhash.h>
+
 #include <cstdio>
 
 #include "kvsteer/control/daemon.h"
@@ -50,7 +52,59 @@ std::optional<MemberSet> json_members(const json &j, std::string *err) {
     return parse_member_set(s, err);
 }
 
+// A fingerprint of a cookie key (the key itself stays out of the API).
+std::string key_fingerprint(const __u64 (&k)[2]) {
+    return hex64(XXH3_64bits(k, sizeof k));
+}
+
 }  // namespace
+
+void Daemon::apply_fleet_etcd() {
+    if (!etcd_) return;
+    const FleetEtcdView v = etcd_->view();
+    if (v.seq == etcd_seq_) return;
+    etcd_seq_ = v.seq;
+    FleetState next = fleet_state_from_etcd(cfg().fleet, v);
+    if (!(next == fleet_)) {
+        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+            const bool was = fleet_.alive() & (1u << id), is = next.alive() & (1u << id);
+            if (was && !is && !v.alive[id])
+                spdlog::warn(
+                    "fleet: appliance {} has no key in etcd (stopped renewing its "
+                    "lease): removed from every epoch",
+                    id);
+        }
+        fleet_ = std::move(next);
+        publish_fleet();
+    }
+    if (v.cookie_key) {
+        const auto prev = v.cookie_key_prev ? *v.cookie_key_prev : cfg().cookie_key;
+        if (cfg().cookie_key != *v.cookie_key || cfg().cookie_key_prev != prev) {
+            core_.set_cookie_keys(*v.cookie_key, prev);
+            spdlog::info("fleet: cookie keys from etcd (current {}, previous {})",
+                         key_fingerprint(maps_.config->cookie_key[0]),
+                         key_fingerprint(maps_.config->cookie_key[1]));
+        }
+    }
+}
+
+json Daemon::fleet_etcd_json() const {
+    if (!etcd_) return nullptr;
+    const FleetEtcdView v = etcd_->view();
+    json alive = json::array();
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if (v.alive[id]) alive.push_back({{"id", id}, {"mac", format_mac(*v.alive[id])}});
+    return {{"endpoint", "http://" + etcd_->endpoint().str()},
+            {"prefix", etcd_->prefix()},
+            {"reachable", v.reachable},
+            {"read", v.read},
+            {"revision", v.revision},
+            {"alive", alive},
+            {"epochs_version", v.epochs_version},
+            {"lease", etcd_->lease() ? json(hex64(static_cast<std::uint64_t>(etcd_->lease())))
+                                     : json(nullptr)},
+            {"error", v.reachable ? json(nullptr) : json(v.error)}};
+}
 
 void Daemon::publish_fleet() {
     fleet_table_ = compute_fleet_table(fleet_);
@@ -86,18 +140,27 @@ json Daemon::fleet_json() const {
             {"digest", hex64(fleet_table_.digest)},
             {"mapped", mapped},
             {"generation", mapped ? json(fleet_writer_.generation()) : json(nullptr)},
-            {"owner_active", mapped ? json(fleet_writer_.active()) : json(nullptr)}};
+            {"owner_active", mapped ? json(fleet_writer_.active()) : json(nullptr)},
+            {"etcd", fleet_etcd_json()},
+            {"cookie_keys",
+             {{"current", key_fingerprint(maps_.config->cookie_key[0])},
+              {"previous", key_fingerprint(maps_.config->cookie_key[1])}}}};
 }
 
 std::optional<json> Daemon::handle_fleet(const std::string &cmd, const json &req) {
     auto fail = [](const std::string &e) { return json{{"ok", false}, {"error", e}}; };
     if (cmd == "fleet.status") return json{{"ok", true}, {"fleet", fleet_json()}};
     if (cmd != "fleet.push" && cmd != "fleet.settle" && cmd != "fleet.forget" &&
-        cmd != "fleet.member")
+        cmd != "fleet.member" && cmd != "fleet.rotate_cookie")
         return std::nullopt;
     if (!fleet_.enabled())
         return fail("no fleet: kvsteerd was started without fleet-self (and fleet-member)");
     std::string err;
+    if (etcd_) return handle_fleet_etcd(cmd, req);
+    if (cmd == "fleet.rotate_cookie")
+        return fail(
+            "fleet.rotate_cookie needs fleet-etcd (without it: set cookie-key and "
+            "cookie-key-previous on every appliance)");
     FleetState next = fleet_;
     if (cmd == "fleet.push") {
         if (!req.contains("members")) return fail("fleet.push needs \"members\" (ID[,ID...])");
@@ -127,6 +190,52 @@ std::optional<json> Daemon::handle_fleet(const std::string &cmd, const json &req
         fleet_ = std::move(next);
         publish_fleet();
     }
+    return json{{"ok", true}, {"changed", changed}, {"fleet", fleet_json()}};
+}
+
+// The same operations on the epochs etcd holds; every appliance (this one included) applies
+// the result when it reads it.
+json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
+    auto fail = [](const std::string &e) { return json{{"ok", false}, {"error", e}}; };
+    std::string err;
+    bool changed = false;
+    if (cmd == "fleet.member")
+        return fail(
+            "fleet.member: with fleet-etcd every appliance puts its own MAC (its fleet-member) "
+            "into etcd");
+    if (cmd == "fleet.rotate_cookie") {
+        if (!etcd_->rotate_cookie(cfg().cookie_key, &err)) return fail(cmd + ": " + err);
+        changed = true;
+    } else {
+        std::function<bool(FleetState &, std::string *)> op;
+        if (cmd == "fleet.push") {
+            if (!req.contains("members")) return fail("fleet.push needs \"members\" (ID[,ID...])");
+            auto set = json_members(req["members"], &err);
+            if (!set) return fail("fleet.push: " + err);
+            op = [s = *set](FleetState &f, std::string *e) { return f.push(s, e); };
+        } else if (cmd == "fleet.settle") {
+            op = [](FleetState &f, std::string *) {
+                f.settle();
+                return true;
+            };
+        } else {
+            if (!req.contains("id")) return fail(cmd + " needs \"id\"");
+            auto id = json_id(req["id"], &err);
+            if (!id) return fail(cmd + ": " + err);
+            // A dead member has no MAC in etcd's view any more: its id is removed all the same.
+            op = [id = *id](FleetState &f, std::string *) {
+                for (MemberSet &e : f.epochs) e &= static_cast<MemberSet>(~(1u << id));
+                return true;
+            };
+        }
+        if (!etcd_->update_epochs(op, &changed, &err)) return fail(cmd + ": " + err);
+    }
+    if (changed)
+        spdlog::info("fleet: {} {} written to etcd", cmd,
+                     req.contains("members") ? req["members"].dump()
+                     : req.contains("id")    ? req["id"].dump()
+                                             : std::string());
+    apply_fleet_etcd();
     return json{{"ok", true}, {"changed", changed}, {"fleet", fleet_json()}};
 }
 

@@ -236,6 +236,7 @@ void Daemon::run() {
             [[maybe_unused]] auto r = read(wake_fd_, &v, sizeof v);
             apply_results();
             apply_kv_resets();
+            apply_fleet_etcd();
         }
         if (pfds[1].revents) accept_api();
         if (pfds[2].revents) accept_metrics();

@@ -8,7 +8,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -94,7 +93,7 @@ struct Fetch {
     }
 
     tcp::socket sock;
-    http::request<http::empty_body> req;
+    http::request<http::string_body> req;
     beast::flat_buffer buf;
     Parser parser;
     HttpResult *res;
@@ -235,13 +234,18 @@ std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs,
         pending++;
         auto &f =
             *fetches.emplace_back(std::make_unique<Fetch>(io, &res[i], max_body, &pending, &timer));
-        f.req.method(http::verb::get);
+        f.req.method(reqs[i].post ? http::verb::post : http::verb::get);
         f.req.target(reqs[i].path);
         f.req.version(11);
         f.req.set(http::field::host, reqs[i].ep.str());
         f.req.set(http::field::user_agent, "kvsteerd");
-        f.req.set(http::field::accept, "text/plain");
+        f.req.set(http::field::accept, reqs[i].post ? "application/json" : "text/plain");
         f.req.set(http::field::connection, "close");
+        if (reqs[i].post) {
+            f.req.set(http::field::content_type, "application/json");
+            f.req.body() = reqs[i].body;
+            f.req.prepare_payload();
+        }
         f.start(ep);
     }
     if (!pending) return res;

@@ -58,7 +58,8 @@ const char *kTopUsage =
     "                                      session-headers (names, comma-separated; \"\" = off), "
     "session-cap\n"
     "  fleet [status]                      the fleet of appliances: members, epochs, owner table\n"
-    "  fleet push ID[,ID...] | settle | forget ID | member ID MAC   change the membership\n"
+    "  fleet push ID[,ID...] | settle | forget ID | member ID MAC | rotate-cookie   change the "
+    "membership (fleet-etcd: the whole fleet's)\n"
     "\n"
     "ADDR:PORT is [ADDR]:PORT for IPv6 (e.g. [fd00::7]:8000), here and in every answer.\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
@@ -553,6 +554,22 @@ void print_fleet(const json &f) {
         std::printf(" {%s}", ids.c_str());
     }
     std::printf("\n");
+    const json &e = f.contains("etcd") ? f["etcd"] : json();
+    if (e.is_null()) {
+        std::printf("etcd: not used (the fleet comes from the config and this API)\n");
+        return;
+    }
+    std::string alive;
+    for (const auto &m : e["alive"]) alive += (alive.empty() ? "" : ",") + m["id"].dump();
+    std::printf("etcd: %s prefix %s, %s, revision %s, alive {%s}\n",
+                e["endpoint"].get<std::string>().c_str(), e["prefix"].get<std::string>().c_str(),
+                e["reachable"].get<bool>()
+                    ? "reachable"
+                    : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
+                num(e["revision"]).c_str(), alive.c_str());
+    std::printf("cookie keys: current %s, previous %s (fingerprints)\n",
+                f["cookie_keys"]["current"].get<std::string>().c_str(),
+                f["cookie_keys"]["previous"].get<std::string>().c_str());
 }
 
 int cmd_fleet(Ctl &c, const std::vector<std::string> &args) {
@@ -571,7 +588,9 @@ int cmd_fleet(Ctl &c, const std::vector<std::string> &args) {
     }
     if (fc.sub != "status")
         std::printf("fleet %s: %s\n", fc.sub.c_str(),
-                    (*r)["changed"].get<bool>() ? "owner table rewritten" : "nothing changed");
+                    !(*r)["changed"].get<bool>()      ? "nothing changed"
+                    : (*r)["fleet"]["etcd"].is_null() ? "owner table rewritten"
+                                                      : "written to etcd (the whole fleet)");
     print_fleet((*r)["fleet"]);
     return kOk;
 }

@@ -79,6 +79,7 @@ TEST(CtlArgs, FleetCommandsBecomeRequests) {
     EXPECT_EQ(c.request, nlohmann::json({{"cmd", "fleet.status"}}));
     EXPECT_EQ(fleet({"status"}).request, nlohmann::json({{"cmd", "fleet.status"}}));
     EXPECT_EQ(fleet({"settle"}).request, nlohmann::json({{"cmd", "fleet.settle"}}));
+    EXPECT_EQ(fleet({"rotate-cookie"}).request, nlohmann::json({{"cmd", "fleet.rotate_cookie"}}));
     c = fleet({"push", "2,0,1"});
     ASSERT_EQ(c.outcome, FleetCommand::Outcome::Request) << c.text;
     EXPECT_EQ(c.sub, "push");
@@ -107,7 +108,8 @@ TEST(CtlArgs, FleetUsageErrorsSayWhy) {
     EXPECT_EQ(why({"member", "3"}), "fleet member: missing MAC");
     EXPECT_EQ(why({"member", "3", "02:00"}).rfind("fleet member: ", 0), 0u);
     EXPECT_EQ(why({"settle", "now"}), "fleet settle: unexpected 'now'");
-    EXPECT_EQ(why({"join", "1"}),
-              "unknown fleet subcommand 'join' (status, push, settle, forget, member)");
+    EXPECT_EQ(
+        why({"join", "1"}),
+        "unknown fleet subcommand 'join' (status, push, settle, forget, member, rotate-cookie)");
     EXPECT_EQ(why({"status", "--all"}), "unknown option '--all'");
 }

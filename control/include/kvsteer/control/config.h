@@ -105,6 +105,9 @@ struct DaemonConfig {
     // A fleet of appliances (fleet-self, fleet-member, fleet-epoch): the state the daemon starts
     // from; fleet.self KVS_APPLIANCE_NONE: no fleet.
     FleetState fleet;
+    // fleet-etcd http://ADDR:PORT (etcd's v3 JSON gateway; unset: no etcd) and fleet-etcd-prefix.
+    std::optional<Endpoint> fleet_etcd;
+    std::string fleet_etcd_prefix = "/kvsteer/";
     bool operator==(const DaemonConfig &) const = default;
 };
 

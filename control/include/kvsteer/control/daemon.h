@@ -20,6 +20,7 @@
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/daemon_core.h"
 #include "kvsteer/control/fleet.h"
+#include "kvsteer/control/fleet_etcd.h"
 #include "kvsteer/control/http_client.h"
 #include "kvsteer/control/kv_events.h"
 #include "kvsteer/control/ring.h"
@@ -92,6 +93,10 @@ class Daemon {
     void publish_fleet();
     nlohmann::json fleet_json() const;
     std::optional<nlohmann::json> handle_fleet(const std::string &cmd, const nlohmann::json &req);
+    // fleet-etcd: what the poller read last applied (table and cookie keys) when it changed.
+    void apply_fleet_etcd();
+    nlohmann::json handle_fleet_etcd(const std::string &cmd, const nlohmann::json &req);
+    nlohmann::json fleet_etcd_json() const;
 
     // Sockets.
     bool open_api(std::string *err);
@@ -109,6 +114,8 @@ class Daemon {
     FleetState fleet_;
     FleetTable fleet_table_;  // as last published
     FleetWriter fleet_writer_;
+    std::unique_ptr<FleetEtcd> etcd_;  // fleet-etcd
+    std::uint64_t etcd_seq_ = 0;       // FleetEtcdView::seq applied
     std::chrono::steady_clock::time_point started_;
 
     struct Client {

@@ -87,6 +87,9 @@ class DaemonCore {
     // What the active affinity half holds, by key.
     const std::vector<DesiredEntry> &desired() const { return desired_; }
     const CoreCounters &counters() const { return ctr_; }
+    // Sets kvs_config's cookie keys (current, previous) and bumps generation (fleet-etcd).
+    void set_cookie_keys(const std::array<std::uint64_t, 2> &cur,
+                         const std::array<std::uint64_t, 2> &prev);
     // Receives AffinityPolicy's decision lines (kept across a rehash). Off when empty.
     void set_decision_sink(std::function<void(const std::string &)> sink);
 

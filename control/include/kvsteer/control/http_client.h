@@ -1,10 +1,12 @@
-// HTTP/1.1 GET client for health checks and metric scrapes (Boost.Beast): many requests at once
-// on one io_context in the calling thread, one deadline for all; no extra threads.
+// HTTP/1.1 client for health checks, metric scrapes (GET) and etcd's JSON gateway (POST) on
+// Boost.Beast: many requests at once on one io_context in the calling thread, one deadline for
+// all; no extra threads.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvsteer/control/net.h"
@@ -12,8 +14,13 @@
 namespace kvsteer::control {
 
 struct HttpRequest {
+    // A constructor (not an aggregate): {ep, path} stays a GET without missing-initializer noise.
+    HttpRequest(Endpoint e, std::string p, std::string b = {}, bool is_post = false)
+        : ep(e), path(std::move(p)), body(std::move(b)), post(is_post) {}
     Endpoint ep;
     std::string path;
+    std::string body;  // sent with POST (Content-Type: application/json) when `post`
+    bool post = false;
 };
 
 struct HttpResult {
@@ -26,6 +33,7 @@ struct HttpResult {
 };
 
 // Runs every request concurrently; returns when all finished or `timeout` passed.
+// (Named for its first users; a request with `post` is a POST.)
 std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs,
                                       std::chrono::milliseconds timeout,
                                       std::size_t max_body = 8u << 20);

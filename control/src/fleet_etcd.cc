@@ -1,0 +1,338 @@
+// The fleet kept in etcd (fleet_etcd.h): the poller thread, the lease and the txns.
+#include "kvsteer/control/fleet_etcd.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/random.h>
+
+#include <nlohmann/json.hpp>
+
+#include "kvsteer/control/etcd.h"
+
+namespace kvsteer::control {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::int64_t kLeaseTtlS = 3;
+constexpr auto kKeepaliveEvery = std::chrono::seconds(1);
+constexpr auto kPollEvery = std::chrono::milliseconds(200);
+constexpr auto kCallTimeout = std::chrono::milliseconds(500);
+constexpr int kTxnAttempts = 5;
+
+MemberSet bit(std::uint8_t id) {
+    return static_cast<MemberSet>(1u << id);
+}
+
+}  // namespace
+
+std::string fleet_epochs_value(const std::vector<MemberSet> &epochs) {
+    json a = json::array();
+    for (MemberSet e : epochs) {
+        json ids = json::array();
+        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+            if (e & bit(id)) ids.push_back(id);
+        a.push_back(ids);
+    }
+    return a.dump();
+}
+
+std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string &v,
+                                                               std::string *err) {
+    json a = json::parse(v, nullptr, false);
+    if (!a.is_array() || a.size() > kMaxFleetEpochs) {
+        *err = "epochs: not a list of at most " + std::to_string(kMaxFleetEpochs) + " id lists";
+        return std::nullopt;
+    }
+    std::vector<MemberSet> out;
+    for (const auto &e : a) {
+        if (!e.is_array()) {
+            *err = "epochs: an epoch is not a list of ids";
+            return std::nullopt;
+        }
+        MemberSet s = 0;
+        for (const auto &id : e) {
+            if (!id.is_number_unsigned() || id.get<unsigned>() >= KVS_MAX_APPLIANCES) {
+                *err = "epochs: " + id.dump() + " is not an appliance id";
+                return std::nullopt;
+            }
+            s |= bit(static_cast<std::uint8_t>(id.get<unsigned>()));
+        }
+        out.push_back(s);
+    }
+    return out;
+}
+
+std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k) {
+    static const char d[] = "0123456789abcdef";
+    std::string s;
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < 8; i++) {
+            const unsigned b = (k[w] >> (8 * i)) & 0xff;
+            s += d[b >> 4];
+            s += d[b & 15];
+        }
+    return s;
+}
+
+std::optional<std::array<std::uint64_t, 2>> parse_cookie_key_hex(const std::string &s,
+                                                                 std::string *err) {
+    auto bytes = parse_hex_bytes(s, 16, err);
+    if (!bytes) return std::nullopt;
+    std::array<std::uint64_t, 2> k{};
+    for (int w = 0; w < 2; w++)
+        for (int i = 7; i >= 0; i--)
+            k[w] = (k[w] << 8) | static_cast<std::uint8_t>((*bytes)[w * 8 + i]);
+    return k;
+}
+
+FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v) {
+    if (!v.read) return local;
+    FleetState s;
+    s.self = local.self;
+    s.macs = v.alive;
+    s.epochs = v.epochs ? *v.epochs : local.epochs;
+    s.epoch_no = v.epochs ? static_cast<std::uint64_t>(v.epochs_version) : local.epoch_no;
+    for (MemberSet &e : s.epochs)
+        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+            if (!s.macs[id]) e &= static_cast<MemberSet>(~bit(id));
+    return s;
+}
+
+FleetEtcd::FleetEtcd(Endpoint ep, std::string prefix, FleetState local,
+                     std::function<void()> changed)
+    : ep_(ep), prefix_(std::move(prefix)), local_(std::move(local)), changed_(std::move(changed)) {}
+
+FleetEtcd::~FleetEtcd() {
+    {
+        std::lock_guard lk(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thr_.joinable()) thr_.join();
+}
+
+void FleetEtcd::start() {
+    thr_ = std::thread([this] { loop(); });
+}
+
+FleetEtcdView FleetEtcd::view() const {
+    std::lock_guard lk(mu_);
+    return view_;
+}
+
+std::string FleetEtcd::member_key(std::uint8_t id) const {
+    return prefix_ + "fleet/members/" + std::to_string(id);
+}
+
+// A lease, renewed every second; a lost lease (expired during an outage) is granted again and
+// the member key put under it.
+bool FleetEtcd::keep_lease(std::string *err) {
+    const auto now = std::chrono::steady_clock::now();
+    if (lease_ && now - last_keepalive_ < kKeepaliveEvery) return true;
+    if (lease_) {
+        auto r = etcd_call(ep_, "/v3/lease/keepalive", etcd_lease_keepalive_request(lease_),
+                           kCallTimeout);
+        if (!r.ok()) {
+            *err = r.error;
+            return false;
+        }
+        last_keepalive_ = now;
+        if (etcd_keepalive_ttl(*r.json) > 0) return true;
+        spdlog::warn("fleet: etcd lease {:x} expired: granting a new one", lease_.load());
+        lease_ = 0;
+    }
+    auto g = etcd_call(ep_, "/v3/lease/grant", etcd_lease_grant_request(kLeaseTtlS), kCallTimeout);
+    if (!g.ok()) {
+        *err = g.error;
+        return false;
+    }
+    auto id = etcd_lease_id(*g.json, err);
+    if (!id) return false;
+    const json mac{{"mac", format_mac(*local_.macs[local_.self])}};
+    auto p = etcd_call(ep_, "/v3/kv/put",
+                       etcd_put_request(member_key(local_.self), mac.dump(), *id), kCallTimeout);
+    if (!p.ok()) {
+        *err = p.error;
+        return false;
+    }
+    lease_ = *id;
+    last_keepalive_ = now;
+    spdlog::info("fleet: member {} in etcd under lease {:x} (TTL {} s)", local_.self, *id,
+                 kLeaseTtlS);
+    return true;
+}
+
+bool FleetEtcd::poll(std::string *err) {
+    auto r = etcd_call(ep_, "/v3/kv/range", etcd_range_request(prefix_, true), kCallTimeout);
+    if (!r.ok()) {
+        *err = r.error;
+        return false;
+    }
+    auto kvs = etcd_range_kvs(*r.json, err);
+    if (!kvs) {
+        *err = "etcd " + ep_.str() + ": " + *err;
+        return false;
+    }
+    FleetEtcdView v;
+    v.read = v.reachable = true;
+    v.revision = r.revision;
+    const std::string members = prefix_ + "fleet/members/";
+    for (const auto &kv : *kvs) {
+        std::string e;
+        if (kv.key.starts_with(members)) {
+            auto id = parse_appliance_id(std::string_view(kv.key).substr(members.size()), &e);
+            json j = json::parse(kv.value, nullptr, false);
+            auto mac = j.is_object() && j.contains("mac") && j["mac"].is_string()
+                           ? parse_mac(j["mac"].get<std::string>(), &e)
+                           : std::nullopt;
+            if (id && mac)
+                v.alive[*id] = *mac;
+            else
+                spdlog::debug("fleet: etcd key {} ignored (not a member)", kv.key);
+        } else if (kv.key == prefix_ + "fleet/epochs") {
+            if (auto ep = parse_fleet_epochs_value(kv.value, &e)) {
+                v.epochs = std::move(ep);
+                v.epochs_version = kv.version;
+                v.epochs_mod = kv.mod_revision;
+            } else {
+                spdlog::debug("fleet: etcd {}: {}", kv.key, e);
+            }
+        } else if (kv.key == prefix_ + "config/cookie-key") {
+            v.cookie_key = parse_cookie_key_hex(kv.value, &e);
+        } else if (kv.key == prefix_ + "config/cookie-key-previous") {
+            v.cookie_key_prev = parse_cookie_key_hex(kv.value, &e);
+        }
+    }
+    // Our own key gone (etcd lost it, or the lease expired): put it again at once.
+    if (!v.alive[local_.self]) lease_ = 0;
+    bool changed;
+    {
+        std::lock_guard lk(mu_);
+        changed = v.revision != view_.revision || !view_.reachable;
+        v.seq = view_.seq + (changed ? 1 : 0);
+        view_ = std::move(v);
+    }
+    if (changed && changed_) changed_();
+    return true;
+}
+
+void FleetEtcd::loop() {
+    bool outage = false;
+    for (;;) {
+        std::string err;
+        bool ok = keep_lease(&err);
+        if (ok) {
+            ok = poll(&err);
+            if (ok) {
+                auto v = view();
+                if (!v.epochs) {
+                    // The first appliance up puts the configured epochs (a txn: only if none yet).
+                    auto t = etcd_call(ep_, "/v3/kv/txn",
+                                       etcd_txn_request({{prefix_ + "fleet/epochs", 0}},
+                                                        {{prefix_ + "fleet/epochs",
+                                                          fleet_epochs_value(local_.epochs)}}),
+                                       kCallTimeout);
+                    if (t.ok() && etcd_txn_succeeded(*t.json))
+                        spdlog::info("fleet: etcd had no epochs: put the configured ones ({})",
+                                     fleet_epochs_value(local_.epochs));
+                }
+            }
+        }
+        if (ok && outage) {
+            spdlog::info("fleet: etcd {} reachable again (revision {})", ep_.str(),
+                         view().revision);
+            outage = false;
+        } else if (!ok) {
+            bool notify = false;
+            {
+                std::lock_guard lk(mu_);
+                notify = view_.reachable || view_.error != err;
+                view_.reachable = false;
+                view_.error = err;
+                if (notify) view_.seq++;
+            }
+            if (!outage)
+                spdlog::warn("fleet: {}: keeping the last fleet state, retrying every {} ms", err,
+                             kPollEvery.count());
+            outage = true;
+            if (notify && changed_) changed_();
+        }
+        std::unique_lock lk(mu_);
+        if (cv_.wait_for(lk, kPollEvery, [this] { return stop_; })) return;
+    }
+}
+
+bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string *)> &op,
+                              bool *changed, std::string *err) {
+    const std::string key = prefix_ + "fleet/epochs";
+    for (int attempt = 0; attempt < kTxnAttempts; attempt++) {
+        // The state as the fleet sees it, but with etcd's epochs as they are (dead members in).
+        if (!poll(err)) return false;
+        FleetEtcdView v = view();
+        FleetState s = fleet_state_from_etcd(local_, v);
+        if (v.epochs) s.epochs = *v.epochs;
+        const std::vector<MemberSet> before = s.epochs;
+        if (!op(s, err)) return false;
+        *changed = s.epochs != before;
+        if (!*changed) return true;
+        auto t = etcd_call(ep_, "/v3/kv/txn",
+                           etcd_txn_request({{key, v.epochs ? v.epochs_mod : 0}},
+                                            {{key, fleet_epochs_value(s.epochs)}}),
+                           kCallTimeout);
+        if (!t.ok()) {
+            *err = t.error;
+            return false;
+        }
+        if (etcd_txn_succeeded(*t.json)) {
+            std::string e;
+            poll(&e);  // the answer shows the new state
+            return true;
+        }
+        spdlog::info("fleet: the epochs changed in etcd meanwhile: retrying");
+    }
+    *err = "etcd: the epochs kept changing under " + std::to_string(kTxnAttempts) + " attempts";
+    return false;
+}
+
+bool FleetEtcd::rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::string *err) {
+    const std::string cur = prefix_ + "config/cookie-key",
+                      prev = prefix_ + "config/cookie-key-previous";
+    for (int attempt = 0; attempt < kTxnAttempts; attempt++) {
+        auto r = etcd_call(ep_, "/v3/kv/range", etcd_range_request(cur, false), kCallTimeout);
+        if (!r.ok()) {
+            *err = r.error;
+            return false;
+        }
+        auto kvs = etcd_range_kvs(*r.json, err);
+        if (!kvs) return false;
+        std::int64_t mod = 0;
+        std::string old = cookie_key_hex(local_current);
+        if (!kvs->empty()) {
+            mod = (*kvs)[0].mod_revision;
+            old = (*kvs)[0].value;
+        }
+        std::array<std::uint64_t, 2> fresh{};
+        if (getrandom(fresh.data(), sizeof fresh, 0) != static_cast<ssize_t>(sizeof fresh)) {
+            *err = "no random bytes for a cookie key";
+            return false;
+        }
+        auto t =
+            etcd_call(ep_, "/v3/kv/txn",
+                      etcd_txn_request({{cur, mod}}, {{cur, cookie_key_hex(fresh)}, {prev, old}}),
+                      kCallTimeout);
+        if (!t.ok()) {
+            *err = t.error;
+            return false;
+        }
+        if (etcd_txn_succeeded(*t.json)) {
+            std::string e;
+            poll(&e);
+            return true;
+        }
+    }
+    *err = "etcd: the cookie key kept changing under " + std::to_string(kTxnAttempts) + " attempts";
+    return false;
+}
+
+}  // namespace kvsteer::control

@@ -1,0 +1,157 @@
+#!/bin/bash
+# Two kvsteerd sharing their fleet through etcd (fleet-etcd), in one network namespace of this
+# test's own (etcd and both daemons on its loopback; no dataplane needed):
+#   a push through A is seen by B; B killed (-9) is dead for A within ~5 s and out of its table;
+#   a cookie rotation through A gives both the same kvs_config keys; etcd stopped: both keep
+#   serving the last table; etcd restarted: a new push reaches both.
+# Processes are started with `ip netns exec` directly (never through a shell function), so $! is
+# the daemon itself and kill -9 reaches it. Usage: fleet_etcd_test.sh BIN_DIR. Root; exit 77 (skip) without root or without etcd.
+set -u
+BIN=${1:?usage: fleet_etcd_test.sh BIN_DIR}
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (a network namespace, bpffs mounts)"; exit 77; }
+ETCD=$(command -v etcd || true)
+[[ -n $ETCD ]] || { echo "SKIP: etcd not installed (apt-get install etcd-server)"; exit 77; }
+for b in kvsteerd kvsteerctl; do [[ -x $BIN/$b ]] || { echo "FAIL: $BIN/$b missing"; exit 1; }; done
+
+NS=kvet-$$-$RANDOM
+DIR=$(mktemp -d /tmp/kvet-fleet.XXXXXX) || exit 1
+PIDS=()
+ETCD_PID=
+cleanup() {
+    local rc=$?
+    # What this test started (ip netns exec execs them: $! is theirs), and anything still in its
+    # namespace.
+    for p in "${PIDS[@]}" $ETCD_PID $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}" $ETCD_PID; do wait "$p" 2>/dev/null; done
+    for j in a b; do umount "$DIR/bpf$j" 2>/dev/null || umount -l "$DIR/bpf$j" 2>/dev/null; done
+    ip netns del "$NS" 2>/dev/null
+    if ((rc != 0)); then
+        for f in etcd kvsteerd_a kvsteerd_b; do
+            echo "---- $f log (tail)"; tail -15 "$DIR/$f.log" 2>/dev/null
+        done
+    fi
+    rm -rf "$DIR"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail() { echo "FAIL: $*"; exit 1; }
+inns() { ip netns exec "$NS" "$@"; }
+ctl() { local j=$1; shift; "$BIN/kvsteerctl" --socket "$DIR/kvsteerd_$j.sock" "$@"; }
+fstatus() { ctl "$1" --json fleet status 2>/dev/null; }
+field() { fstatus "$1" | python3 -c "import json,sys; f=json.load(sys.stdin)['fleet']; print($2)" 2>/dev/null; }
+# until SECONDS CMD...: runs CMD every 0.1 s until it succeeds; false after SECONDS.
+until_ok() {
+    local deadline=$((SECONDS + $1)); shift
+    while ((SECONDS <= deadline)); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+
+ip netns add "$NS" || fail "ip netns add $NS"
+inns ip link set lo up || fail "lo up"
+PORT=23790
+start_etcd() {
+    ip netns exec "$NS" "$ETCD" --name kvet --data-dir "$DIR/etcd" \
+        --listen-client-urls http://127.0.0.1:$PORT --advertise-client-urls http://127.0.0.1:$PORT \
+        --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
+        --initial-cluster kvet=http://127.0.0.1:23800 >>"$DIR/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    until_ok 15 inns curl -sf -o /dev/null -X POST -d '{"key":"AA=="}' http://127.0.0.1:$PORT/v3/kv/range ||
+        fail "etcd did not come up"
+}
+start_etcd
+
+declare -A ID=([a]=0 [b]=1) MAC=([a]=02:00:00:00:00:0a [b]=02:00:00:00:00:0b) SNAT=([a]=127.0.0.2 [b]=127.0.0.3)
+for j in a b; do
+    mkdir -p "$DIR/bpf$j" && mount -t bpf bpf "$DIR/bpf$j" || fail "bpffs"
+    {
+        echo "vip = 127.0.0.100:80"
+        echo "snat-addr = ${SNAT[$j]}"
+        echo "appliance-mac = ${MAC[$j]}"
+        echo "backend = 127.0.0.9:8000,mac=02:00:00:00:00:99"
+        echo "health-interval = 1000"
+        echo "telemetry-interval = 0"
+        echo "metrics-listen ="
+        echo "bpffs = $DIR/bpf$j"
+        echo "api-socket = $DIR/kvsteerd_$j.sock"
+        echo "fleet-self = ${ID[$j]}"
+        echo "fleet-member = ${ID[$j]},${MAC[$j]}"
+        echo "fleet-etcd = http://127.0.0.1:$PORT"
+        echo "fleet-etcd-prefix = /kvet-test/"
+    } >"$DIR/kvsteerd_$j.conf"
+    ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_$j.conf" >"$DIR/kvsteerd_$j.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_$j=$!"
+done
+for j in a b; do until_ok 10 test -S "$DIR/kvsteerd_$j.sock" || fail "kvsteerd $j did not start"; done
+
+alive_is() { [[ $(field "$1" "','.join(str(m['id']) for m in f['etcd']['alive'])") == "$2" ]]; }
+until_ok 5 alive_is a 0,1 || fail "A does not list both members alive: $(fstatus a)"
+until_ok 5 alive_is b 0,1 || fail "B does not list both members alive"
+echo "ok: both members alive in etcd"
+
+digest() { field "$1" "f['digest']"; }
+epochs() { field "$1" "f['epochs']"; }
+same_digest() { local da db; da=$(digest a); db=$(digest b); [[ -n $da && $da == "$db" ]]; }
+epochs_are() { [[ $(epochs a) == "$1" && $(epochs b) == "$1" ]]; }
+
+# 1. A push through A reaches B.
+ctl a fleet push 0,1 >/dev/null || fail "fleet push through A: $(ctl a fleet push 0,1 2>&1)"
+until_ok 2 epochs_are "[[0], [0, 1]]" || epochs_are "[[0, 1]]" || true
+until_ok 2 same_digest || fail "digests differ after the push: A $(digest a) B $(digest b)"
+[[ $(field b "f['members'][1]['state'] if len(f['members'])>1 else ''") == up ]] ||
+    fail "B does not see member 1 up: $(fstatus b)"
+D2=$(digest a)
+echo "ok: a push through A is seen by B (digest $D2, epochs $(epochs b))"
+
+# 2. A cookie rotation through A: both get the same kvs_config keys.
+keys() { field "$1" "f['cookie_keys']['current']+'/'+f['cookie_keys']['previous']"; }
+same_keys() { local ka kb; ka=$(keys a); kb=$(keys b); [[ -n $ka && $ka == "$kb" ]]; }
+ctl a fleet rotate-cookie >/dev/null || fail "rotate-cookie: $(ctl a fleet rotate-cookie 2>&1)"
+until_ok 2 same_keys || fail "cookie keys differ: A $(keys a) B $(keys b)"
+K1=$(keys a)
+ctl a fleet rotate-cookie >/dev/null || fail "second rotate-cookie"
+until_ok 2 same_keys || fail "cookie keys differ after the second rotation"
+K2=$(keys a)
+[[ ${K2#*/} == "${K1%/*}" ]] || fail "the old current key is not the previous one ($K1 -> $K2)"
+echo "ok: cookie rotation through A gives both the same keys ($K2)"
+
+# 3. B killed: A lists it dead within ~5 s and drops it from its table.
+kill -9 "$PID_b"
+wait "$PID_b" 2>/dev/null
+t0=$SECONDS
+until_ok 6 alive_is a 0 || fail "A still lists B alive 6 s after kill -9: $(fstatus a)"
+owned() { field a "[m['buckets'] for m in f['members'] if m['id']==0][0]"; }
+[[ $(owned) == 65536 ]] || fail "A does not own every bucket after B died: $(fstatus a)"
+echo "ok: B dead for A after $((SECONDS - t0)) s, A owns every bucket"
+
+# B back: rejoins (it is still in etcd's epochs).
+ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_b.conf" >>"$DIR/kvsteerd_b.log" 2>&1 &
+PIDS+=($!)
+until_ok 10 test -S "$DIR/kvsteerd_b.sock" && until_ok 5 alive_is a 0,1 || fail "B did not rejoin"
+until_ok 3 same_digest || fail "digests differ after B's restart"
+[[ $(digest a) == "$D2" ]] || fail "the table after B's return differs from before ($(digest a) vs $D2)"
+echo "ok: B restarted, back in the table (same digest as before)"
+
+# 4. etcd stopped: both keep serving the last table.
+kill -9 "$ETCD_PID"
+wait "$ETCD_PID" 2>/dev/null
+ETCD_PID=
+unreachable() { [[ $(field "$1" "f['etcd']['reachable']") == False ]]; }
+until_ok 3 unreachable a || fail "A does not notice etcd is gone"
+until_ok 3 unreachable b || fail "B does not notice etcd is gone"
+sleep 4  # past the lease TTL: nothing may change without etcd
+[[ $(digest a) == "$D2" && $(digest b) == "$D2" ]] || fail "the table changed without etcd"
+ctl a fleet push 0 >/dev/null 2>&1 && fail "a push without etcd succeeded"
+n=$(grep -c "keeping the last fleet state" "$DIR/kvsteerd_a.log")
+[[ $n == 1 ]] || fail "the outage was logged $n times by A (want once)"
+echo "ok: etcd down: both serve the last table ($D2), the outage logged once"
+
+# 5. etcd back: a new push reaches both.
+start_etcd
+until_ok 5 alive_is a 0,1 || fail "A did not catch up after etcd's restart: $(fstatus a)"
+ctl a fleet push 1 >/dev/null || fail "push after etcd's restart: $(ctl a fleet push 1 2>&1)"
+until_ok 2 same_digest || fail "digests differ after the push following etcd's restart"
+[[ $(digest b) != "$D2" ]] || fail "B's table did not change"
+echo "ok: etcd back: a push through A is seen by B (digest $(digest b))"
+echo "PASS"
