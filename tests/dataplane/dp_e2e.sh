@@ -389,8 +389,15 @@ slowloris)
         --port "$KVS_VIP_PORT" --n 1 --timeout 3 >/dev/null; do
         (( SECONDS - t0 < 60 )) || dpe_fail "the attacker's address is still refused 60 s after the attack"
     done
-    # Its orphaned connections may still take part of its share for a while: a request may wait
-    # for a retransmission or two (hence 10 s), none may fail.
+    # Its orphaned connections keep retransmitting their partial heads with growing gaps, each
+    # held (and counted against the address's share) until the idle timeout: wait (bounded) for a
+    # 3 s spell without a source-cap refusal, so the share has room. A request may still wait for
+    # a retransmission or two (hence 10 s); none may fail.
+    quiet=0 last=$(dpe_counter dp_hold_source_cap)
+    while (( quiet < 3 && SECONDS - t0 < 90 )); do
+        sleep 1; now=$(dpe_counter dp_hold_source_cap)
+        if [[ "$now" == "$last" ]]; then quiet=$((quiet + 1)); else quiet=0; last=$now; fi
+    done
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 10) || dpe_fail "client 1 after the attack: $out"
     dpe_log "client 1 (the attacker's address) served again after $((SECONDS - t0)) s: $out"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Checks what a client saw from the appliance, from a capture taken in its namespace (pcap,
-Ethernet, IPv4/TCP): for every connection from SERVER:PORT to the client, the byte stream is
-contiguous (each segment starts at or before the highest byte seen: retransmissions are fine,
-holes are not), TSval never goes backwards, no RST arrives, and no burst of duplicate ACKs
-(challenge ACKs) appears. Prints a JSON summary; exit 1 on any violation."""
+Ethernet, IPv4 or IPv6/TCP): for every connection from SERVER:PORT to the client, the byte
+stream has no hole that nothing fills (a segment past the stream's end is counted,
+early_segments: a loss or reordering that a retransmission repairs is normal TCP), TSval never
+goes backwards, no RST arrives, and no burst of duplicate ACKs (challenge ACKs) appears. Prints a
+JSON summary; exit 1 on any violation."""
 import argparse
 import json
 import socket
@@ -105,8 +106,15 @@ def main():
             c["ts"] = p["tsval"]
         n = p["len"] + (1 if p["flags"] & 0x01 else 0)
         if n and c["next"] is not None:
+            # Stream offsets from the SYN-ACK: what arrived, to find gaps never filled. A segment
+            # past the stream's end (a loss or a reordering on the way) is normal TCP when a
+            # retransmission fills the gap later; a gap nothing fills (a sequence translated
+            # wrong at a move) is the problem.
+            base = c.setdefault("base", c["next"])
+            start = (p["seq"] - base) & 0xFFFFFFFF
+            c.setdefault("got", []).append((start, start + n))
             if after(p["seq"], c["next"]):
-                problems.append(f"{key}: hole: segment at {p['seq']}, stream only up to {c['next']}")
+                c["early"] = c.get("early", 0) + 1
             end = (p["seq"] + n) & 0xFFFFFFFF
             if after(end, c["next"]):
                 c["next"] = end
@@ -120,9 +128,16 @@ def main():
                 c["dup_acks"] = 0
             c["last_ack"] = p["ack"]
     for key, c in conns.items():
+        reach = 0
+        for a, b in sorted(c.get("got", [])):
+            if a > reach:
+                problems.append(f"{key}: hole never filled: stream bytes {reach}..{a} missing")
+                break
+            reach = max(reach, b)
         if c["max_dup_acks"] >= 3:
             problems.append(f"{key}: {c['max_dup_acks']} duplicate ACKs in a row")
     print(json.dumps({"connections": len(conns), "segments": sum(c["segments"] for c in conns.values()),
+                      "early_segments": sum(c.get("early", 0) for c in conns.values()),
                       "bytes": sum(c["bytes"] for c in conns.values()), "problems": problems[:10]}))
     return 1 if problems or not conns else 0
 
