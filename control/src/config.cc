@@ -53,14 +53,9 @@ bool get_bool(const po::variables_map &vm, const char *key, bool def) {
 
 std::array<std::uint64_t, 2> parse_cookie_key(const std::string &key, const std::string &s) {
     std::string err;
-    auto bytes = parse_hex_bytes(s, 16, &err);
-    if (!bytes) fail(key, "must be 32 hex digits (a 128-bit SipHash key): " + err);
-    // SipHash reads its key as two little-endian 64-bit words.
-    std::array<std::uint64_t, 2> k{};
-    for (int w = 0; w < 2; w++)
-        for (int i = 7; i >= 0; i--)
-            k[w] = (k[w] << 8) | static_cast<std::uint8_t>((*bytes)[w * 8 + i]);
-    return k;
+    auto k = parse_cookie_key_hex(s, &err);
+    if (!k) fail(key, "must be 32 hex digits (a 128-bit SipHash key): " + err);
+    return *k;
 }
 
 po::options_description make_options() {

@@ -75,17 +75,6 @@ std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k) {
     return s;
 }
 
-std::optional<std::array<std::uint64_t, 2>> parse_cookie_key_hex(const std::string &s,
-                                                                 std::string *err) {
-    auto bytes = parse_hex_bytes(s, 16, err);
-    if (!bytes) return std::nullopt;
-    std::array<std::uint64_t, 2> k{};
-    for (int w = 0; w < 2; w++)
-        for (int i = 7; i >= 0; i--)
-            k[w] = (k[w] << 8) | static_cast<std::uint8_t>((*bytes)[w * 8 + i]);
-    return k;
-}
-
 FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v) {
     if (!v.read) return local;
     FleetState s;

@@ -129,6 +129,18 @@ std::optional<std::uint64_t> parse_u64(std::string_view s, std::string *err) {
     return v;
 }
 
+std::optional<std::array<std::uint64_t, 2>> parse_cookie_key_hex(const std::string &s,
+                                                                 std::string *err) {
+    auto bytes = parse_hex_bytes(s, 16, err);
+    if (!bytes) return std::nullopt;
+    // SipHash reads its key as two little-endian 64-bit words.
+    std::array<std::uint64_t, 2> k{};
+    for (int w = 0; w < 2; w++)
+        for (int i = 7; i >= 0; i--)
+            k[w] = (k[w] << 8) | static_cast<std::uint8_t>((*bytes)[w * 8 + i]);
+    return k;
+}
+
 std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, std::string *err) {
     std::string_view d = s;
     if (d.size() > 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) d.remove_prefix(2);

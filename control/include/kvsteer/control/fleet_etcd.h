@@ -44,10 +44,9 @@ FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v
 std::string fleet_epochs_value(const std::vector<MemberSet> &epochs);
 std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string &v,
                                                                std::string *err);
-// A cookie key as kvs_config holds it (two little-endian words) <-> 32 hex digits.
+// A cookie key as kvs_config holds it (two little-endian words) -> 32 hex digits (the reverse is
+// parse_cookie_key_hex, net.h).
 std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k);
-std::optional<std::array<std::uint64_t, 2>> parse_cookie_key_hex(const std::string &s,
-                                                                 std::string *err);
 
 class FleetEtcd {
    public:

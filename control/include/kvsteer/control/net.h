@@ -38,6 +38,9 @@ std::string format_mac(const Mac &m);
 std::optional<std::uint64_t> parse_u64(std::string_view s, std::string *err);
 // Exactly `n` bytes as 2n hex digits (an optional 0x prefix allowed).
 std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, std::string *err);
+// A 128-bit SipHash key (32 hex digits) as kvs_config holds it: two little-endian words.
+std::optional<std::array<std::uint64_t, 2>> parse_cookie_key_hex(const std::string &s,
+                                                                 std::string *err);
 
 // Stable identity of a backend for Maglev: the same "addr:port" always gives the same number.
 std::uint64_t backend_identity(const Endpoint &ep);
