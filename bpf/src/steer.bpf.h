@@ -539,19 +539,20 @@ __attribute__((noinline)) int kvs_xdp_fleet_send(struct xdp_md *ctx, __u32 to, _
     if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct kvs_fleet_hdr)))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     KVS_RELOAD_FRAME(ctx, data, data_end);
-    if (kvs_fleet_encap(data, data_end, fl->members[to].mac, cfg->appliance_mac, (__u8)hop,
-                        fl->self))
+    if (kvs_fleet_encap(data, data_end, fl->members[to].mac, cfg->appliance_mac,
+                        (__u8)(hop | KVS_FLEET_TAG(fl->digest)), fl->self))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_verdict(hop == 1 ? KVS_R_FLEET_TO_OWNER : KVS_R_FLEET_TO_PREV, XDP_TX);
 }
 
 /* A client packet no appliance has a flow for: answered with a RST built in place (a RST is
  * never answered, only dropped). */
-__attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx) {
+__attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx, __u32 at) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct kvs_fleet_rst r;
     struct kvs_config *cfg;
+    struct kvs_fleet *fl;
     struct kvs_pkt pkt;
     __u32 zero = 0;
     int delta;
@@ -559,6 +560,10 @@ __attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx) {
     if (kvs_parse(data, data_end, &pkt) != KVS_PARSE_OK || !pkt.tcp)
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     if (pkt.tcp->flags & KVS_TCP_RST) return kvs_verdict(KVS_R_FLEET_DROP_RST_ORPHAN, XDP_DROP);
+    fl = kvs_fleet_get();
+    if ((at & KVS_FLEET_UNSURE) ||
+        (fl && bpf_ktime_get_ns() - fl->changed_ns < KVS_FLEET_SETTLE_NS))
+        return kvs_verdict(KVS_R_FLEET_DROP_ORPHAN_UNSETTLED, XDP_DROP);
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
     if (!cfg) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     if (kvs_fleet_rst_plan(&pkt, cfg->appliance_mac, &r))
@@ -582,7 +587,7 @@ __attribute__((noinline)) int kvs_xdp_fleet_chase(struct xdp_md *ctx, __u32 at, 
     e = bpf_map_lookup_elem(&kvs_owner, &idx);
     next = e ? kvs_fleet_next_prev(fl, e, at) : 0;
     if (next) return kvs_xdp_fleet_send(ctx, KVS_FLEET_FROM(next), KVS_FLEET_HOP(next));
-    return kvs_xdp_fleet_orphan(ctx);
+    return kvs_xdp_fleet_orphan(ctx, at);
 }
 
 /* A client segment to a VIP with no flow: only a valid cookie lets it through to the

@@ -234,9 +234,16 @@ json Daemon::handle(const json &req) {
                               {"no_mbuf", dp_sum(KVS_R_DP_NO_MBUF)},
                               {"requests_moved", dp_sum(KVS_R_DP_REQ_MOVED)},
                               {"requests_same_backend", dp_sum(KVS_R_DP_REQ_SAME_BACKEND)}};
+            const json ann = announce_json();
+            dataplane["healthy"] = ann["dataplane"]["healthy"];
+            dataplane["workers_alive"] = ann["dataplane"]["workers_alive"];
+            dataplane["workers_stale"] = ann["dataplane"]["workers_stale"];
+            dataplane["health_reason"] = ann["dataplane"]["reason"];
             return {{"ok", true},
                     {"daemon", "kvsteerd"},
                     {"dataplane", dataplane},
+                    {"announce", ann["announce"]},
+                    {"drain", ann["drain"]},
                     {"pid", getpid()},
                     {"uptime_s", uptime},
                     {"bpffs", cfg().bpffs},
@@ -445,6 +452,12 @@ json Daemon::handle(const json &req) {
                       {"holders_flushed", p.holders_flushed},
                       {"ttl_shortened", p.ttl_shortened}}}};
         }
+        if (cmd.starts_with("drain.")) {
+            if (auto r = handle_drain(cmd, req)) {
+                if (!(*r)["ok"].get<bool>()) ctr_.api_errors++;
+                return *r;
+            }
+        }
         if (cmd.starts_with("fleet.")) {
             if (auto r = handle_fleet(cmd, req)) {
                 if (!(*r)["ok"].get<bool>()) ctr_.api_errors++;
@@ -459,7 +472,8 @@ json Daemon::handle(const json &req) {
         "' (status, backends, backend.add, backend.remove, backend.drain, backend.weight, "
         "affinity.show, "
         "affinity.pin, affinity.unpin, tune.get, tune.set, counters, fleet.status, fleet.push, "
-        "fleet.settle, fleet.forget, fleet.member, fleet.rotate_cookie)");
+        "fleet.settle, fleet.forget, fleet.member, fleet.rotate_cookie, drain.start, drain.status, "
+        "drain.cancel)");
 }
 
 }  // namespace kvsteer::control

@@ -143,7 +143,15 @@ po::options_description make_options() {
         ("fleet-etcd", s(), "http://ADDR:PORT: etcd (v3 JSON gateway) carrying the fleet's members, "
          "epochs and cookie keys (needs fleet-self; default: none, the fleet from this config and "
          "the API)")
-        ("fleet-etcd-prefix", s(), "key prefix of the fleet in etcd (default /kvsteer/)");
+        ("fleet-etcd-prefix", s(), "key prefix of the fleet in etcd (default /kvsteer/)")
+        ("announce-bird-socket", s(), "BIRD's control socket: the VIP's routes are announced (the "
+         "announce-protocol enabled) while the local dataplane is healthy and not draining, withdrawn "
+         "(disabled) otherwise; default: none (nothing announced)")
+        ("announce-protocol", po::value<std::vector<std::string>>(),
+         "a BIRD protocol carrying the VIP's routes, e.g. a static protocol exported to BGP "
+         "(repeatable; default kvs_vip)")
+        ("dataplane-stale", s(), dflt("ms without a heartbeat after which a dataplane worker counts "
+                                      "as dead, 100..60000", def.dataplane_stale_ms).c_str());
     // clang-format on
     return d;
 }
@@ -336,6 +344,24 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
         c.log_level = *l;
     }
     build_fleet(vm, c);
+    c.dataplane_stale_ms = static_cast<std::uint32_t>(
+        get_uint(vm, "dataplane-stale", 100, 60000, c.dataplane_stale_ms));
+    if (auto b = opt_str(vm, "announce-bird-socket")) c.announce_bird_socket = *b;
+    if (vm.count("announce-protocol")) {
+        if (c.announce_bird_socket.empty())
+            fail("announce-protocol", "given without announce-bird-socket");
+        c.announce_protocols.clear();
+        for (const auto &p : vm["announce-protocol"].as<std::vector<std::string>>()) {
+            const bool ok = !p.empty() && p.size() <= 64 &&
+                            p.find_first_not_of(
+                                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                "0123456789_") == std::string::npos;
+            if (!ok)
+                fail("announce-protocol",
+                     "'" + p + "' is not a BIRD protocol name (letters, digits, _)");
+            c.announce_protocols.push_back(p);
+        }
+    }
 }
 
 // fleet-self, fleet-member, fleet-epoch. Repeatable but not composing: the command line's lists

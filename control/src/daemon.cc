@@ -28,8 +28,9 @@ Daemon::Daemon(DaemonConfig cfg, const Tables &maps, const FleetMaps &fleet)
 
 Daemon::~Daemon() {
     stop();
-    etcd_.reset();  // its thread writes wake_fd_ too
-    kv_.reset();    // its thread writes wake_fd_: gone before the fd is closed
+    announcer_.reset();  // its thread (BIRD left as it is: run() withdrew on a clean stop)
+    etcd_.reset();       // its thread writes wake_fd_ too
+    kv_.reset();         // its thread writes wake_fd_: gone before the fd is closed
     {
         std::lock_guard lk(mu_);
         cv_.notify_all();
@@ -84,6 +85,7 @@ bool Daemon::start(std::string *err) {
     for (const auto &[id, b] : core_.backends())
         if (!kv_subscribe(id, b.spec, err)) return false;
     update_targets(false);
+    start_announcer();
     health_thr_ = std::thread([this] { prober_loop(Probe::Health); });
     if (cfg().telemetry_interval_ms)
         tel_thr_ = std::thread([this] { prober_loop(Probe::Telemetry); });
@@ -109,6 +111,7 @@ void Daemon::tick() {
             maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS,
             [&](const kvs_bind_report &r) { core_.on_report(r, now); }, ring_stats_);
     core_.tick(now);
+    check_dataplane(now);
 }
 
 std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err) {

@@ -77,15 +77,47 @@ void Daemon::apply_fleet_etcd() {
         fleet_ = std::move(next);
         publish_fleet();
     }
-    if (v.cookie_key) {
-        const auto prev = v.cookie_key_prev ? *v.cookie_key_prev : cfg().cookie_key;
-        if (cfg().cookie_key != *v.cookie_key || cfg().cookie_key_prev != prev) {
-            core_.set_cookie_keys(*v.cookie_key, prev);
-            spdlog::info("fleet: cookie keys from etcd (current {}, previous {})",
-                         key_fingerprint(maps_.config->cookie_key[0]),
-                         key_fingerprint(maps_.config->cookie_key[1]));
-        }
+    apply_fleet_cookie(v);
+}
+
+// Also every tick: a rotation's key starts signing at a time, not at a change of etcd.
+void Daemon::apply_fleet_cookie(const FleetEtcdView &v) {
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    const auto k = fleet_cookie_keys(v, now, cfg().cookie_key);
+    if (!k || (cfg().cookie_key == k->sign && cfg().cookie_key_prev == k->accept)) return;
+    core_.set_cookie_keys(k->sign, k->accept);
+    spdlog::info("fleet: cookie keys from etcd (signing {}, also accepted {})",
+                 key_fingerprint(maps_.config->cookie_key[0]),
+                 key_fingerprint(maps_.config->cookie_key[1]));
+}
+
+std::string Daemon::fleet_digest_hex() const {
+    return hex64(fleet_table_.digest);
+}
+
+std::string Daemon::fleet_cookie_fingerprint() const {
+    return key_fingerprint(maps_.config->cookie_key[0]);
+}
+
+// Each alive member as it reports itself in etcd, and whether the fleet agrees: every member
+// reports the owner-table digest and cookie key this appliance has.
+json Daemon::fleet_members_view(const FleetEtcdView &v) const {
+    json out = json::array();
+    bool agree = true;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+        if (!v.alive[id]) continue;
+        json r = json::parse(v.reports[id], nullptr, false);
+        if (!r.is_object()) r = json::object();
+        r["id"] = id;
+        const bool same = r.value("digest", "") == fleet_digest_hex() &&
+                          r.value("cookie", "") == fleet_cookie_fingerprint();
+        r["agrees"] = same;
+        agree = agree && same;
+        out.push_back(r);
     }
+    return {{"members", out}, {"agree", agree}};
 }
 
 json Daemon::fleet_etcd_json() const {
@@ -100,6 +132,7 @@ json Daemon::fleet_etcd_json() const {
             {"read", v.read},
             {"revision", v.revision},
             {"alive", alive},
+            {"reported", fleet_members_view(v)},
             {"epochs_version", v.epochs_version},
             {"lease", etcd_->lease() ? json(hex64(static_cast<std::uint64_t>(etcd_->lease())))
                                      : json(nullptr)},

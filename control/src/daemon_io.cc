@@ -266,6 +266,7 @@ void Daemon::run() {
             next_tick = now + tick_every;
         }
     }
+    stop_announcer();  // nobody watches the dataplane any more: withdraw
     spdlog::info("kvsteerd: stopping (tables stay pinned; the dataplane keeps the last ones)");
 }
 

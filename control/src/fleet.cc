@@ -1,6 +1,8 @@
 // The fleet's owner table from membership epochs (fleet.h), and its publishing into the maps.
 #include "kvsteer/control/fleet.h"
 
+#include <time.h>
+
 #include <xxhash.h>
 
 #include <algorithm>
@@ -222,6 +224,14 @@ void FleetWriter::publish(const FleetState &s, const FleetTable &t) {
         if (t.members[id].state == KVS_APP_EMPTY)
             aref(*reinterpret_cast<std::uint64_t *>(&f.members[id]))
                 .store(appliance_word(t.members[id]), std::memory_order_release);
+    if (aref(f.digest).load(std::memory_order_relaxed) != t.digest) {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+        aref(f.changed_ns)
+            .store(static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+                       static_cast<std::uint64_t>(ts.tv_nsec),
+                   std::memory_order_relaxed);
+    }
     aref(f.digest).store(t.digest, std::memory_order_relaxed);
     aref(f.epoch).store(s.epoch_no, std::memory_order_relaxed);
     aref(f.generation).fetch_add(1, std::memory_order_acq_rel);

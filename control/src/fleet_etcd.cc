@@ -4,8 +4,12 @@
 #include <spdlog/spdlog.h>
 #include <sys/random.h>
 
+#include <chrono>
+#include <cstdint>
+
 #include <nlohmann/json.hpp>
 
+#include "kvsteer/control/config.h"
 #include "kvsteer/control/etcd.h"
 
 namespace kvsteer::control {
@@ -75,6 +79,16 @@ std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k) {
     return s;
 }
 
+std::optional<CookieKeys> fleet_cookie_keys(const FleetEtcdView &v, std::int64_t now_unix_ms,
+                                            const std::array<std::uint64_t, 2> &fallback_prev) {
+    if (!v.cookie_key) return std::nullopt;
+    if (v.cookie_key_next && v.cookie_next_at_ms > 0) {
+        if (now_unix_ms < v.cookie_next_at_ms) return CookieKeys{*v.cookie_key, *v.cookie_key_next};
+        return CookieKeys{*v.cookie_key_next, *v.cookie_key};
+    }
+    return CookieKeys{*v.cookie_key, v.cookie_key_prev ? *v.cookie_key_prev : fallback_prev};
+}
+
 FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v) {
     if (!v.read) return local;
     FleetState s;
@@ -82,9 +96,14 @@ FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v
     s.macs = v.alive;
     s.epochs = v.epochs ? *v.epochs : local.epochs;
     s.epoch_no = v.epochs ? static_cast<std::uint64_t>(v.epochs_version) : local.epoch_no;
+    MemberSet sick = 0;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if (s.macs[id] && v.unhealthy[id]) sick |= bit(id);
     for (MemberSet &e : s.epochs)
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
             if (!s.macs[id]) e &= static_cast<MemberSet>(~bit(id));
+    const MemberSet healthy = static_cast<MemberSet>(s.newest() & ~sick);
+    if ((s.newest() & sick) && healthy) s.epochs.push_back(healthy);
     return s;
 }
 
@@ -138,17 +157,48 @@ bool FleetEtcd::keep_lease(std::string *err) {
     }
     auto id = etcd_lease_id(*g.json, err);
     if (!id) return false;
-    const json mac{{"mac", format_mac(*local_.macs[local_.self])}};
-    auto p = etcd_call(ep_, "/v3/kv/put",
-                       etcd_put_request(member_key(local_.self), mac.dump(), *id), kCallTimeout);
+    const std::string value = member_value();
+    auto p = etcd_call(ep_, "/v3/kv/put", etcd_put_request(member_key(local_.self), value, *id),
+                       kCallTimeout);
     if (!p.ok()) {
         *err = p.error;
         return false;
     }
+    report_put_ = value;
     lease_ = *id;
     last_keepalive_ = now;
     spdlog::info("fleet: member {} in etcd under lease {:x} (TTL {} s)", local_.self, *id,
                  kLeaseTtlS);
+    return true;
+}
+
+std::string FleetEtcd::member_value() const {
+    json v;
+    {
+        std::lock_guard lk(mu_);
+        v = report_;
+    }
+    v["mac"] = format_mac(*local_.macs[local_.self]);
+    return v.dump();
+}
+
+void FleetEtcd::set_report(const json &report) {
+    if (!report.is_object()) return;
+    std::lock_guard lk(mu_);
+    report_ = report;  // put by the thread at its next round (200 ms)
+}
+
+bool FleetEtcd::put_report(std::string *err) {
+    const std::string value = member_value();
+    if (!lease_ || value == report_put_) return true;
+    auto p =
+        etcd_call(ep_, "/v3/kv/put",
+                  etcd_put_request(member_key(local_.self), value, lease_.load()), kCallTimeout);
+    if (!p.ok()) {
+        *err = p.error;
+        return false;
+    }
+    report_put_ = value;
     return true;
 }
 
@@ -175,9 +225,12 @@ bool FleetEtcd::poll(std::string *err) {
             auto mac = j.is_object() && j.contains("mac") && j["mac"].is_string()
                            ? parse_mac(j["mac"].get<std::string>(), &e)
                            : std::nullopt;
-            if (id && mac)
+            if (id && mac) {
                 v.alive[*id] = *mac;
-            else
+                v.reports[*id] = kv.value;
+                v.unhealthy[*id] =
+                    j.contains("healthy") && j["healthy"].is_boolean() && !j["healthy"].get<bool>();
+            } else
                 spdlog::debug("fleet: etcd key {} ignored (not a member)", kv.key);
         } else if (kv.key == prefix_ + "fleet/epochs") {
             if (auto ep = parse_fleet_epochs_value(kv.value, &e)) {
@@ -189,8 +242,14 @@ bool FleetEtcd::poll(std::string *err) {
             }
         } else if (kv.key == prefix_ + "config/cookie-key") {
             v.cookie_key = parse_cookie_key_hex(kv.value, &e);
+            v.cookie_mod = kv.mod_revision;
         } else if (kv.key == prefix_ + "config/cookie-key-previous") {
             v.cookie_key_prev = parse_cookie_key_hex(kv.value, &e);
+        } else if (kv.key == prefix_ + "config/cookie-key-next") {
+            v.cookie_key_next = parse_cookie_key_hex(kv.value, &e);
+        } else if (kv.key == prefix_ + "config/cookie-key-next-at") {
+            auto at = parse_uint_in("cookie-key-next-at", kv.value, {0, INT64_MAX}, &e);
+            v.cookie_next_at_ms = at ? static_cast<std::int64_t>(*at) : 0;
         }
     }
     // Our own key gone (etcd lost it, or the lease expired): put it again at once.
@@ -210,7 +269,7 @@ void FleetEtcd::loop() {
     bool outage = false;
     for (;;) {
         std::string err;
-        bool ok = keep_lease(&err);
+        bool ok = keep_lease(&err) && put_report(&err);
         if (ok) {
             ok = poll(&err);
             if (ok) {
@@ -286,30 +345,37 @@ bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string
 
 bool FleetEtcd::rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::string *err) {
     const std::string cur = prefix_ + "config/cookie-key",
-                      prev = prefix_ + "config/cookie-key-previous";
+                      prev = prefix_ + "config/cookie-key-previous",
+                      next = prefix_ + "config/cookie-key-next",
+                      next_at = prefix_ + "config/cookie-key-next-at";
     for (int attempt = 0; attempt < kTxnAttempts; attempt++) {
-        auto r = etcd_call(ep_, "/v3/kv/range", etcd_range_request(cur, false), kCallTimeout);
-        if (!r.ok()) {
-            *err = r.error;
-            return false;
-        }
-        auto kvs = etcd_range_kvs(*r.json, err);
-        if (!kvs) return false;
-        std::int64_t mod = 0;
-        std::string old = cookie_key_hex(local_current);
-        if (!kvs->empty()) {
-            mod = (*kvs)[0].mod_revision;
-            old = (*kvs)[0].value;
-        }
+        if (!poll(err)) return false;
+        const FleetEtcdView v = view();
+        const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count();
+        // The keys as they are in force now: the current one stays current until the fresh one
+        // signs; an earlier rotation not in force yet is replaced (its key never signed).
+        const CookieKeys k = fleet_cookie_keys(v, now, local_current)
+                                 .value_or(CookieKeys{local_current, local_current});
+        const bool pending =
+            v.cookie_key_next && v.cookie_next_at_ms > 0 && now < v.cookie_next_at_ms;
+        const std::array<std::uint64_t, 2> in_force = k.sign;
+        // For the record (fleet_cookie_keys reads the next key while there is one).
+        const std::array<std::uint64_t, 2> before =
+            pending ? v.cookie_key_prev.value_or(k.sign) : k.accept;
         std::array<std::uint64_t, 2> fresh{};
         if (getrandom(fresh.data(), sizeof fresh, 0) != static_cast<ssize_t>(sizeof fresh)) {
             *err = "no random bytes for a cookie key";
             return false;
         }
-        auto t =
-            etcd_call(ep_, "/v3/kv/txn",
-                      etcd_txn_request({{cur, mod}}, {{cur, cookie_key_hex(fresh)}, {prev, old}}),
-                      kCallTimeout);
+        auto t = etcd_call(ep_, "/v3/kv/txn",
+                           etcd_txn_request({{cur, v.cookie_key ? v.cookie_mod : 0}},
+                                            {{cur, cookie_key_hex(in_force)},
+                                             {prev, cookie_key_hex(before)},
+                                             {next, cookie_key_hex(fresh)},
+                                             {next_at, std::to_string(now + kCookieActivateMs)}}),
+                           kCallTimeout);
         if (!t.ok()) {
             *err = t.error;
             return false;

@@ -3,6 +3,8 @@
 // Exit codes: 0 ok, 1 the operation failed, 2 usage error, 3 daemon or maps unreachable.
 #include <boost/program_options.hpp>
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <initializer_list>
 #include <cstdio>
 #include <cstdlib>
@@ -60,6 +62,8 @@ const char *kTopUsage =
     "  fleet [status]                      the fleet of appliances: members, epochs, owner table\n"
     "  fleet push ID[,ID...] | settle | forget ID | member ID MAC | rotate-cookie   change the "
     "membership (fleet-etcd: the whole fleet's)\n"
+    "  drain [--timeout S] | --status | --cancel   withdraw the VIP (BIRD), leave the fleet's "
+    "owners, wait for this appliance's flows to end\n"
     "\n"
     "ADDR:PORT is [ADDR]:PORT for IPv6 (e.g. [fd00::7]:8000), here and in every answer.\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
@@ -197,6 +201,92 @@ void print_backends(const json &list) {
     }
 }
 
+void print_announce(const json &a, const json &d) {
+    if (a.is_null()) {
+        std::printf("announce: off (no announce-bird-socket)\n");
+    } else {
+        std::string protos;
+        for (const auto &p : a["protocols"])
+            protos += (protos.empty() ? "" : ",") + p.get<std::string>();
+        std::printf(
+            "announce: VIP %s via BIRD %s (%s)%s%s\n",
+            a["announced"].get<bool>() ? "announced" : "withdrawn",
+            a["bird_socket"].get<std::string>().c_str(), protos.c_str(),
+            a["want"].get<bool>() != a["announced"].get<bool>() ? ", changing" : "",
+            a["error"].is_null() ? "" : (", BIRD: " + a["error"].get<std::string>()).c_str());
+    }
+    if (!d.is_null() && d.value("active", false))
+        std::printf("drain: %s, %s flow(s) left after %.1f s; fleet: %s\n",
+                    d["done"].get<bool>() ? "DONE" : "in progress", num(d["flows_left"]).c_str(),
+                    d["elapsed_s"].get<double>(), d["fleet"].get<std::string>().c_str());
+}
+
+int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
+    const std::string usage =
+        "Usage: kvsteerctl drain [--timeout S] | --status | --cancel\n"
+        "Takes this appliance out of service without breaking a stream: withdraws the VIP's\n"
+        "routes (BIRD), leaves the fleet's owners (the others bind the new flows and send this\n"
+        "appliance's flows on to it), then waits until no flow is left here. Exit 0 once drained:\n"
+        "stop kvsteerd and the dataplane then. It stays withdrawn until --cancel or a restart.";
+    po::options_description o("Options");
+    o.add_options()("timeout", po::value<std::string>()->default_value("300"),
+                    "seconds to wait for the flows to end; 0 = start it and return")(
+        "status", "show the drain's progress")("cancel",
+                                               "announce again (the fleet's owners: "
+                                               "push this appliance back yourself)");
+    auto vm = parse_sub(args, o, {}, false, usage);
+    std::string err;
+    auto timeout = kvsteer::control::parse_uint_in("--timeout", vm["timeout"].as<std::string>(),
+                                                   {0, 86400}, &err);
+    if (!timeout) throw Usage{err + "\n" + usage};
+    if (vm.count("status") && vm.count("cancel"))
+        throw Usage{"--status or --cancel, not both\n" + usage};
+    const std::string cmd = vm.count("status")   ? "drain.status"
+                            : vm.count("cancel") ? "drain.cancel"
+                                                 : "drain.start";
+    auto r = c.call({{"cmd", cmd}});
+    if (!r) return c.code();
+    auto show = [&](const json &j) {
+        if (c.g().json)
+            std::cout << j.dump(2) << "\n";
+        else
+            print_announce(j["announce"], j["drain"]);
+    };
+    if (cmd != "drain.start" || *timeout == 0) {
+        show(*r);
+        return kOk;
+    }
+    if (!c.g().json) print_announce((*r)["announce"], (*r)["drain"]);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t last = UINT64_MAX;
+    for (;;) {
+        const json &d = (*r)["drain"];
+        if (d.value("done", false)) {
+            if (c.g().json)
+                show(*r);
+            else
+                std::printf("drained: no flow left on this appliance; stop it now\n");
+            return kOk;
+        }
+        const std::uint64_t left = d.value("flows_left", std::uint64_t{0});
+        if (left != last && !c.g().json)
+            std::printf("waiting: %llu flow(s) left\n", static_cast<unsigned long long>(left));
+        std::fflush(stdout);
+        last = left;
+        if (std::chrono::steady_clock::now() - t0 >= std::chrono::seconds(*timeout)) {
+            std::fprintf(
+                stderr,
+                "kvsteerctl: drain: %llu flow(s) still here after %llu s; the appliance stays "
+                "withdrawn (kvsteerctl drain --status to follow, --cancel to announce again)\n",
+                static_cast<unsigned long long>(left), static_cast<unsigned long long>(*timeout));
+            return kFailed;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        r = c.call({{"cmd", "drain.status"}});
+        if (!r) return c.code();
+    }
+}
+
 int cmd_status(Ctl &c, const std::vector<std::string> &args) {
     const std::string usage =
         "Usage: kvsteerctl status\nDaemon state, table generation, backend summary, tunables.";
@@ -253,6 +343,14 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
             num(d["requests_same_backend"]).c_str(), num(d["rx_stalls"]).c_str(),
             stall_note.c_str(), num(d["hold_full"]).c_str(), num(d["no_mbuf"]).c_str());
     }
+    if (j.contains("dataplane") && j["dataplane"].contains("healthy")) {
+        const auto &d = j["dataplane"];
+        std::printf("dataplane health: %s", d["healthy"].get<bool>() ? "healthy" : "NOT healthy");
+        if (!d["health_reason"].is_null())
+            std::printf(" (%s)", d["health_reason"].get<std::string>().c_str());
+        std::printf(", %s worker(s) beating\n", num(d["workers_alive"]).c_str());
+    }
+    if (j.contains("announce")) print_announce(j["announce"], j["drain"]);
     std::printf("tunables:");
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)
         std::printf(" %s=%s", it.key().c_str(),
@@ -567,6 +665,27 @@ void print_fleet(const json &f) {
                     ? "reachable"
                     : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
                 num(e["revision"]).c_str(), alive.c_str());
+    if (e.contains("reported")) {
+        const auto &rep = e["reported"];
+        std::printf(
+            "fleet agrees: %s (owner-table digest and cookie key of every alive member "
+            "as it reports them in etcd)\n",
+            rep["agree"].get<bool>() ? "yes" : "NO");
+        for (const auto &m : rep["members"]) {
+            auto str = [&](const char *k) {
+                return m.contains(k) && m[k].is_string() ? m[k].get<std::string>()
+                                                         : std::string("?");
+            };
+            auto flag = [&](const char *k, const char *yes, const char *no) {
+                return m.contains(k) && m[k].is_boolean() ? (m[k].get<bool>() ? yes : no) : "?";
+            };
+            std::printf("  %2s  dataplane %-9s %-9s %-11s digest %s cookie %s%s\n",
+                        num(m["id"]).c_str(), flag("healthy", "healthy", "UNHEALTHY"),
+                        flag("draining", "draining", ""),
+                        flag("announced", "announced", "withdrawn"), str("digest").c_str(),
+                        str("cookie").c_str(), m["agrees"].get<bool>() ? "" : "  <- differs");
+        }
+    }
     std::printf("cookie keys: current %s, previous %s (fingerprints)\n",
                 f["cookie_keys"]["current"].get<std::string>().c_str(),
                 f["cookie_keys"]["previous"].get<std::string>().c_str());
@@ -646,6 +765,7 @@ int main(int argc, char **argv) {
         if (cmd == "counters") return cmd_counters(c, args);
         if (cmd == "tune") return cmd_tune(c, args);
         if (cmd == "fleet") return cmd_fleet(c, args);
+        if (cmd == "drain") return cmd_drain(c, args);
         if (cmd == "help") {
             std::cout << kTopUsage;
             return kOk;

@@ -181,6 +181,10 @@ unsigned Worker::poll(std::uint64_t now) {
         last_timer_ = now;
         timers(now);
         sweep_bound(now);
+        if (now - last_beat_ >= hz_ / 100) {
+            last_beat_ = now;
+            heartbeat(mono_ns());
+        }
     }
     flush_tx();
     return n;
@@ -206,6 +210,12 @@ void Worker::run(const std::atomic<bool> &stop) {
             usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
     }
     flush_tx();
+    heartbeat(0);  // stopped cleanly: kvsteerd need not wait for the heartbeat to go stale
+}
+
+void Worker::heartbeat(std::uint64_t now_ns) {
+    if (t_.ring_ctl && p_.index < KVS_MAX_WORKERS)
+        __atomic_store_n(&t_.ring_ctl[p_.index].alive_ns, now_ns, __ATOMIC_RELAXED);
 }
 
 void Worker::park_if_asked() {

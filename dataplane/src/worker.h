@@ -124,6 +124,8 @@ class Worker {
     void timers(std::uint64_t now);
     void arm(std::uint32_t idx, std::uint64_t when);
     void sweep_bound(std::uint64_t now);
+    // Stores the heartbeat kvsteerd watches (kvs_ring_ctl.alive_ns); 0: stopped.
+    void heartbeat(std::uint64_t now_ns);
     void release(std::uint32_t idx, bool free_port);
     bool reclaim_lingering();
     bool evict_stalled(std::uint64_t now);
@@ -151,7 +153,7 @@ class Worker {
     std::vector<Timer> timer_heap_;
     std::uint64_t timer_seq_ = 0;
     std::uint32_t held_mbufs_ = 0, max_held_mbufs_ = 0;
-    std::uint64_t hz_ = 0, last_timer_ = 0;
+    std::uint64_t hz_ = 0, last_timer_ = 0, last_beat_ = 0;
     std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_;
     std::atomic<bool> draining_{false};
     std::atomic<bool> park_{false}, parked_{false};

@@ -139,6 +139,27 @@ TEST(FleetPkt, EncapsulationAndBackByteForByte) {
     }
 }
 
+// The hop byte's high nibble carries the sender's table tag: the same tag as the receiver's is a
+// sure hop; another one (the tables disagree for now) is marked unsure, which forbids a RST.
+TEST(FleetPkt, TableTagMarksDisagreement) {
+    Bytes in = build_tcp(client(false));
+    std::uint8_t to[6];
+    member_mac(2, to);
+    kvs_fleet f2 = fleet_of(2, 4);
+    f2.digest = 0x1234567890abcdeaull;
+    for (std::uint64_t sender_digest : {f2.digest, f2.digest ^ 0x3ull, f2.digest ^ 0x10ull}) {
+        Bytes buf = in;
+        buf.insert(buf.begin(), 10, 0xEE);
+        const auto hop = static_cast<std::uint8_t>(3 | KVS_FLEET_TAG(sender_digest));
+        ASSERT_EQ(kvs_fleet_encap(buf.data(), buf.data() + buf.size(), to, kUs, hop, 1), 0);
+        EXPECT_EQ(buf[14], hop);
+        const bool same = (sender_digest & 0xf) == (f2.digest & 0xf);
+        EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, to),
+                  KVS_FLEET_AT(3, 1) | (same ? 0u : KVS_FLEET_UNSURE))
+            << std::hex << sender_digest;
+    }
+}
+
 TEST(FleetPkt, RstAnswersTheSegment) {
     for (bool v6 : {false, true}) {
         TcpSpec c = client(v6);

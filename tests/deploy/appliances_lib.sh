@@ -9,50 +9,63 @@ declare -A KD_PID DP_PID
 # apps_up N EXTRA_FN: kvsteerd and kvsteer-dataplane on appliances 1..N, waits until every
 # kvsteerd sees all NBE backends up. EXTRA_FN J, if given, prints more config lines for appliance J.
 apps_up() {
-    local n=$1 extra=${2:-} j i up
-    for ((j = 1; j <= n; j++)); do
-        mkdir -p "$DIR/bpf$j" && mount -t bpf bpf "$DIR/bpf$j" || fail "bpffs"
-        {
-            echo "vip = $KVS_VIP:$KVS_VIP_PORT"
-            echo "snat-addr = ${KVS_APP_IPS[$j]}"
-            echo "snat-ports = 20000-29999"
-            echo "interface = app0"
-            echo "steering-mode = prefix"
-            echo "cookie-key = 00112233445566778899aabbccddeeff"
-            echo "hash-seed = 0x1234"
-            echo "health-interval = 200"
-            echo "health-timeout = 150"
-            echo "health-rise = 1"
-            echo "telemetry-interval = 0"
-            echo "metrics-listen ="
-            echo "bpffs = $DIR/bpf$j"
-            echo "api-socket = $DIR/kvsteerd$j.sock"
-            [[ -n "$extra" ]] && "$extra" "$j"
-            for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
-        } >"$DIR/kvsteerd$j.conf"
-        ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteerd" --config "$DIR/kvsteerd$j.conf" >"$DIR/kvsteerd$j.log" 2>&1 &
-        KD_PID[$j]=$!
+    local n=$1 extra=${2:-} j
+    for ((j = 1; j <= n; j++)); do app__kvsteerd "$j" "$extra"; done
+    for ((j = 1; j <= n; j++)); do app__dataplane "$j"; done
+    for ((j = 1; j <= n; j++)); do app__wait "$j"; done
+}
+
+# app_up J EXTRA_FN: the same for appliance J alone (one joining a running fleet).
+app_up() { app__kvsteerd "$1" "${2:-}" && app__dataplane "$1" && app__wait "$1"; }
+
+app__kvsteerd() {
+    local j=$1 extra=${2:-} i
+    mkdir -p "$DIR/bpf$j" && { mountpoint -q "$DIR/bpf$j" || mount -t bpf bpf "$DIR/bpf$j"; } || fail "bpffs"
+    {
+        echo "vip = $KVS_VIP:$KVS_VIP_PORT"
+        echo "snat-addr = ${KVS_APP_IPS[$j]}"
+        echo "snat-ports = 20000-29999"
+        echo "interface = app0"
+        echo "steering-mode = prefix"
+        echo "cookie-key = 00112233445566778899aabbccddeeff"
+        echo "hash-seed = 0x1234"
+        echo "health-interval = 200"
+        echo "health-timeout = 150"
+        echo "health-rise = 1"
+        echo "telemetry-interval = 0"
+        echo "metrics-listen ="
+        echo "bpffs = $DIR/bpf$j"
+        echo "api-socket = $DIR/kvsteerd$j.sock"
+        [[ -n "$extra" ]] && "$extra" "$j"
+        for ((i = 1; i <= NBE; i++)); do echo "backend = ${KVS_BE_IP[$i]}:8000,weight=1,mac=${KVS_BE_MAC[$i]}"; done
+    } >"$DIR/kvsteerd$j.conf"
+    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteerd" --config "$DIR/kvsteerd$j.conf" >>"$DIR/kvsteerd$j.log" 2>&1 &
+    KD_PID[$j]=$!
+}
+
+app__dataplane() {
+    local j=$1
+    for _ in $(seq 100); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
+    [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start"
+    : >"$DIR/dp$j.log"
+    ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
+        --file-prefix "kvap$j" --log-level=lib.eal:error \
+        --vdev "net_af_xdp$j,iface=app0,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
+        -- --bpffs "$DIR/bpf$j" --mode xdp --idle adaptive >"$DIR/dp$j.log" 2>&1 &
+    DP_PID[$j]=$!
+}
+
+app__wait() {
+    local j=$1 up
+    for _ in $(seq 100); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
+    grep -q "worker 0: queue" "$DIR/dp$j.log" || fail "dataplane $j did not start"
+    for _ in $(seq 100); do
+        up=$("$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" --json backends 2>/dev/null |
+            /usr/bin/python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null)
+        [[ "$up" == "$NBE" ]] && break
+        sleep 0.1
     done
-    for ((j = 1; j <= n; j++)); do
-        for _ in $(seq 100); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
-        [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start"
-        ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
-            --file-prefix "kvap$j" --log-level=lib.eal:error \
-            --vdev "net_af_xdp$j,iface=app0,xdp_prog=$BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-            -- --bpffs "$DIR/bpf$j" --mode xdp --idle adaptive >"$DIR/dp$j.log" 2>&1 &
-        DP_PID[$j]=$!
-    done
-    for ((j = 1; j <= n; j++)); do
-        for _ in $(seq 100); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
-        grep -q "worker 0: queue" "$DIR/dp$j.log" || fail "dataplane $j did not start"
-        for _ in $(seq 100); do
-            up=$("$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" --json backends 2>/dev/null |
-                /usr/bin/python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["backends"] if b.get("state")=="up"))' 2>/dev/null)
-            [[ "$up" == "$NBE" ]] && break
-            sleep 0.1
-        done
-        [[ "$up" == "$NBE" ]] || fail "appliance $j sees ${up:-0}/$NBE backends up"
-    done
+    [[ "$up" == "$NBE" ]] || fail "appliance $j sees ${up:-0}/$NBE backends up"
 }
 
 # apps_down N: stops what apps_up started (dataplanes first: SIGTERM detaches XDP) and unmounts.
@@ -62,4 +75,49 @@ apps_down() {
     for p in "${KD_PID[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     for ((j = 1; j <= $1; j++)); do mountpoint -q "$DIR/bpf$j" && umount "$DIR/bpf$j"; done
     return 0
+}
+
+# Helpers of the fleet tests (tests/deploy/fleet*_test.sh); they also need ROOT.
+ctl() { local j=$1; shift; "$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" "$@"; }
+counters() { "$BIN/kvsteerctl" --bpffs "$DIR/bpf$1" --json counters 2>/dev/null; }
+counter() {  # counter J SECTION NAME
+    counters "$1" | /usr/bin/python3 -c 'import json,sys; print(int(json.load(sys.stdin)[sys.argv[1]].get(sys.argv[2], 0)))' "$2" "$3"
+}
+field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+# backends_up: an emulated GPU server on every backend (pids in PIDS).
+backends_up() {
+    local i
+    for ((i = 1; i <= NBE; i++)); do
+        ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
+            --time-scale 1 --max-batch 256 --log-level warn >"$DIR/be$i.log" 2>&1 &
+        PIDS+=("$!")
+    done
+}
+
+# fleet_members J: the fleet's config lines for appliance J (ids 0..NAPP-1 = appliances 1..NAPP),
+# the first epoch appliance 1 alone.
+fleet_members() {
+    local k
+    echo "fleet-self = $(($1 - 1))"
+    for ((k = 1; k <= NAPP; k++)); do echo "fleet-member = $((k - 1)),${KVS_APP_MACS[$k]}"; done
+    echo "fleet-epoch = 0"
+}
+
+# streams N OUT [client options]: N long SSE streams at once, in the background (pid: STREAMS).
+streams() {
+    local n=$1 out=$2; shift 2
+    ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n "$n" --concurrency "$n" --prefixes "$n" --stream --max-tokens "${STREAM_TOKENS:-2500}" \
+        --timeout 60 --seconds 60 "$@" >"$out" 2>&1 &
+    STREAMS=$!
+}
+
+# short_requests N [CONCURRENCY]: N one-request connections; all must succeed.
+short_requests() {
+    local out
+    out=$(ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n "$1" --concurrency "${2:-4}" --prefixes 16 --max-tokens 2 --timeout 10) || fail "short requests: $out"
+    [[ $(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["ok"] == d["sent"])' "$out") == True ]] \
+        || fail "short requests failed: $out"
 }

@@ -44,11 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ctl() { local j=$1; shift; "$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" "$@"; }
-counters() { "$BIN/kvsteerctl" --bpffs "$DIR/bpf$1" --json counters 2>/dev/null; }
-counter() {  # counter J SECTION NAME
-    counters "$1" | /usr/bin/python3 -c 'import json,sys; print(int(json.load(sys.stdin)[sys.argv[1]].get(sys.argv[2], 0)))' "$2" "$3"
-}
 # fleet OP ARGS: the same membership operation on every live appliance (etcd's job, later).
 fleet() { local j; for j in "${LIVE[@]}"; do ctl "$j" fleet "$@" >/dev/null || fail "appliance $j: fleet $*"; done; }
 # route J...: the router's multipath route to the VIP over appliances J... (BGP's job).
@@ -76,37 +71,10 @@ export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
 KVS_N_APPLIANCES=$NAPP KVS_APP_MTU=1600 kvs_topo_up "$P" "$NBE" || fail "topology"
 route 1
 
-for ((i = 1; i <= NBE; i++)); do
-    ip netns exec "${KVS_BE_NS[$i]}" "$BIN/kvsteer-gpu-emu" --host 0.0.0.0 --port 8000 --server-id "be$i" \
-        --time-scale 1 --max-batch 256 --log-level warn >"$DIR/be$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-# The fleet's members (ids 0..2 = appliances 1..3) and the first epoch: appliance 1 alone.
-fleet_conf() {
-    local k
-    echo "fleet-self = $(($1 - 1))"
-    for ((k = 1; k <= NAPP; k++)); do echo "fleet-member = $((k - 1)),${KVS_APP_MACS[$k]}"; done
-    echo "fleet-epoch = 0"
-}
-apps_up "$NAPP" fleet_conf
+backends_up
+apps_up "$NAPP" fleet_members
 LIVE=(1 2 3)
 digests_agree
-
-streams() {  # streams N OUT [client options]: N long SSE streams at once, in the background
-    local n=$1 out=$2; shift 2
-    ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
-        --port "$KVS_VIP_PORT" --n "$n" --concurrency "$n" --prefixes "$n" --stream --max-tokens "${STREAM_TOKENS:-2500}" \
-        --timeout 60 --seconds 60 "$@" >"$out" 2>&1 &
-    STREAMS=$!
-}
-field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
-short_requests() {  # short_requests N: N one-request connections, all must succeed
-    local out
-    out=$(ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
-        --port "$KVS_VIP_PORT" --n "$1" --concurrency 4 --prefixes 16 --max-tokens 2 --timeout 10) || fail "short requests: $out"
-    (( $(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["ok"] == d["sent"])' "$out" | grep -c True) == 1 )) \
-        || fail "short requests failed: $out"
-}
 
 log "1. 60 long streams on appliance 1, then 1 -> 2 -> 3 appliances and a planned drain of appliance 3"
 streams 60 "$DIR/s1.json"

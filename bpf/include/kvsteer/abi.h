@@ -370,7 +370,11 @@ struct kvs_bind_report {
 struct kvs_ring_ctl {
     __u64 head;
     __u64 dropped;
-    __u64 pad0[6];
+    /* The worker's heartbeat: CLOCK_MONOTONIC ns, stored (relaxed) about every 10 ms while it
+     * polls, 0 once it stopped cleanly. kvsteerd takes a stale one as a dead dataplane (and
+     * withdraws the VIP's announcement). Not written by a worker parked for port recovery. */
+    __u64 alive_ns;
+    __u64 pad0[5];
     __u64 tail;
     __u64 pad1[7];
 };
@@ -411,7 +415,12 @@ struct kvs_fleet {
     __u64 digest; /* of the active owner table and the members (kvsteerctl fleet status) */
     __u64 epoch;  /* the newest membership epoch the table was computed from */
     struct kvs_appliance members[KVS_MAX_APPLIANCES]; /* by id */
+    /* CLOCK_MONOTONIC ns (bpf_ktime_get_ns) when the owner table last changed. For
+     * KVS_FLEET_SETTLE_NS after it the appliances' tables may disagree (each reads the change on
+     * its own), so a packet every owner missed is dropped (the client retransmits), not reset. */
+    __u64 changed_ns;
 };
+#define KVS_FLEET_SETTLE_NS 1000000000ull
 
 /* One bucket. 8 bytes: mmapped BPF arrays have an 8-byte stride. */
 struct kvs_owner_entry {
@@ -425,7 +434,8 @@ struct kvs_owner_entry {
  * receiver restores the Ethernet header (source orig_src, proto orig_proto) before anything else
  * reads the frame. 10 bytes: the appliances' segment needs an MTU 10 bytes above the clients'. */
 struct kvs_fleet_hdr {
-    __u8 hop;         /* 1: sent to the owner; 2 + i: to prev[i] */
+    __u8 hop;         /* low 4 bits: 1 sent to the owner, 2 + i to prev[i]; high 4: the low 4
+                       * bits of the sender's owner-table digest (fleetpkt.h KVS_FLEET_TAG) */
     __u8 from;        /* sender's appliance id */
     __u8 orig_src[6]; /* source MAC of the frame as it reached the fleet (the router's) */
     __u16 orig_proto; /* its EtherType, network order */

@@ -16,7 +16,13 @@
 #define KVS_FLEET_HOP(at) (((at) >> 8) & 0xff)
 #define KVS_FLEET_FROM(at) ((at)&0xff)
 #define KVS_FLEET_HOP_MAX (1 + KVS_OWNER_PREV) /* hop 2 + i for prev[i] */
-#define KVS_FLEET_TTL 64                       /* IPv4 TTL / IPv6 hop limit of our RSTs */
+/* In `at`: the sender's owner table differs from ours (kvs_fleet_hdr.hop's tag), so the hop
+ * number may not mean the same previous owner here: such a packet is never answered with a RST. */
+#define KVS_FLEET_UNSURE (1u << 16)
+/* kvs_fleet_hdr.hop: the hop in the low 4 bits, the sender's table tag (the low 4 bits of its
+ * owner-table digest) in the high 4. */
+#define KVS_FLEET_TAG(digest) ((__u8)(((digest)&0xf) << 4))
+#define KVS_FLEET_TTL 64 /* IPv4 TTL / IPv6 hop limit of our RSTs */
 
 /* Whether `id` is a member (up or draining: either may hold flows). */
 KVS_INLINE int kvs_fleet_member(const struct kvs_fleet *fl, __u32 id) {
@@ -66,7 +72,8 @@ KVS_INLINE __u32 kvs_fleet_next_prev(const struct kvs_fleet *fl, const struct kv
  * that is a member and not us, an IP EtherType, room for an IP header), then writes the restored
  * Ethernet header (dst `our_mac`, src orig_src, proto orig_proto) just before the IP packet, at
  * data + sizeof(struct kvs_fleet_hdr), where the frame then starts (bpf_xdp_adjust_head).
- * Returns KVS_FLEET_AT(hop, from), or 0 for a bad header (nothing written). */
+ * Returns KVS_FLEET_AT(hop, from) (| KVS_FLEET_UNSURE when the sender's table tag is not ours),
+ * or 0 for a bad header (nothing written). */
 KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fleet *fl,
                                  const __u8 *our_mac) {
     struct kvs_ethhdr *eth = (struct kvs_ethhdr *)data;
@@ -74,10 +81,11 @@ KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fl
     struct kvs_ethhdr *out = (struct kvs_ethhdr *)((__u8 *)data + sizeof(struct kvs_fleet_hdr));
     __u8 src[KVS_ETH_ALEN];
     __u16 proto;
-    __u8 hop, from;
+    __u8 hop, tag, from;
 
     if ((__u8 *)(fh + 1) + sizeof(struct kvs_iphdr) > (__u8 *)data_end) return 0;
-    hop = fh->hop;
+    hop = fh->hop & 0xf;
+    tag = fh->hop & 0xf0; /* read now: the restored header overwrites the fleet header */
     from = fh->from;
     proto = fh->orig_proto;
     if (hop < 1 || hop > KVS_FLEET_HOP_MAX || from == fl->self || !kvs_fleet_member(fl, from))
@@ -87,7 +95,7 @@ KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fl
     __builtin_memcpy(out->dst, our_mac, KVS_ETH_ALEN);
     __builtin_memcpy(out->src, src, KVS_ETH_ALEN);
     out->proto = proto;
-    return KVS_FLEET_AT(hop, from);
+    return KVS_FLEET_AT(hop, from) | (tag != KVS_FLEET_TAG(fl->digest) ? KVS_FLEET_UNSURE : 0);
 }
 
 /* Encapsulates a frame in place: `data` is its new start, sizeof(struct kvs_fleet_hdr) bytes

@@ -104,7 +104,8 @@
     X(FLEET_TO_PREV, "fleet_redirect_prev")                     \
     X(FLEET_RST_ORPHAN, "fleet_rst_orphan")                     \
     X(FLEET_DROP_RST_ORPHAN, "fleet_drop_rst_orphan")           \
-    X(FLEET_VLAN_LOCAL, "fleet_vlan_not_redirected")
+    X(FLEET_VLAN_LOCAL, "fleet_vlan_not_redirected")            \
+    X(FLEET_DROP_ORPHAN_UNSETTLED, "fleet_drop_orphan_unsettled")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

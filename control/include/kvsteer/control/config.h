@@ -108,6 +108,10 @@ struct DaemonConfig {
     // fleet-etcd http://ADDR:PORT (etcd's v3 JSON gateway; unset: no etcd) and fleet-etcd-prefix.
     std::optional<Endpoint> fleet_etcd;
     std::string fleet_etcd_prefix = "/kvsteer/";
+    // announce-bird-socket (empty: nothing announced), announce-protocol, dataplane-stale.
+    std::string announce_bird_socket;
+    std::vector<std::string> announce_protocols = {"kvs_vip"};
+    std::uint32_t dataplane_stale_ms = 1000;
     bool operator==(const DaemonConfig &) const = default;
 };
 

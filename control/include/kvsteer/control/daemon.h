@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "kvsteer/control/announce.h"
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/daemon_core.h"
 #include "kvsteer/control/fleet.h"
@@ -95,8 +96,20 @@ class Daemon {
     std::optional<nlohmann::json> handle_fleet(const std::string &cmd, const nlohmann::json &req);
     // fleet-etcd: what the poller read last applied (table and cookie keys) when it changed.
     void apply_fleet_etcd();
+    void apply_fleet_cookie(const FleetEtcdView &v);
     nlohmann::json handle_fleet_etcd(const std::string &cmd, const nlohmann::json &req);
     nlohmann::json fleet_etcd_json() const;
+    nlohmann::json fleet_members_view(const FleetEtcdView &v) const;
+    std::string fleet_digest_hex() const;
+    std::string fleet_cookie_fingerprint() const;
+    // The VIP's announcement and the drain (daemon_announce.cc): the dataplane's health checked
+    // every tick, BIRD told; the drain.* commands (nullopt: not one of them).
+    void start_announcer();
+    void stop_announcer();
+    void check_dataplane(std::uint64_t now_ns);
+    std::uint64_t flows_in_flight() const;
+    nlohmann::json announce_json() const;
+    std::optional<nlohmann::json> handle_drain(const std::string &cmd, const nlohmann::json &req);
 
     // Sockets.
     bool open_api(std::string *err);
@@ -117,6 +130,17 @@ class Daemon {
     std::unique_ptr<FleetEtcd> etcd_;  // fleet-etcd
     std::uint64_t etcd_seq_ = 0;       // FleetEtcdView::seq applied
     std::chrono::steady_clock::time_point started_;
+    std::unique_ptr<Announcer> announcer_;  // announce-bird-socket
+    DataplaneHealth dp_health_;
+    bool dp_healthy_logged_ = false;
+    bool announce_ok_ = false;  // serving, and the fleet knows this appliance
+    std::uint64_t serving_since_ns_ = 0;
+    static constexpr std::uint64_t kAnnounceWaitNs = 3'000'000'000ull;
+    struct Drain {
+        bool active = false, done = false;
+        std::uint64_t started_ns = 0, flows_left = 0;
+        std::string fleet_note;
+    } drain_;
 
     struct Client {
         int fd = -1;

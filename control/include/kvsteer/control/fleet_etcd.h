@@ -4,6 +4,8 @@
 //   P fleet/members/<id>        {"mac": "..."}, under the member's lease (TTL 3 s, renewed 1/s)
 //   P fleet/epochs              [[ids...], ...], oldest first
 //   P config/cookie-key         32 hex digits (current), P config/cookie-key-previous
+//   P config/cookie-key-next    a rotation's new key, and P config/cookie-key-next-at (Unix ms):
+//                               accepted by every appliance at once, signed with from next-at on
 #pragma once
 
 #include <array>
@@ -12,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
@@ -30,7 +33,13 @@ struct FleetEtcdView {
     std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> alive{};  // members whose key exists
     std::optional<std::vector<MemberSet>> epochs;                // nullopt: no key yet
     std::int64_t epochs_version = 0, epochs_mod = 0;
-    std::optional<std::array<std::uint64_t, 2>> cookie_key, cookie_key_prev;
+    std::optional<std::array<std::uint64_t, 2>> cookie_key, cookie_key_prev, cookie_key_next;
+    std::int64_t cookie_next_at_ms = 0;  // Unix ms
+    std::int64_t cookie_mod = 0;         // cookie-key's mod_revision
+    // What each alive member says of itself (its member key's value: mac, healthy, digest, ...),
+    // and whether it says its dataplane is unhealthy (such a member owns no bucket).
+    std::array<std::string, KVS_MAX_APPLIANCES> reports{};
+    std::array<bool, KVS_MAX_APPLIANCES> unhealthy{};
     std::string error;      // the last error while unreachable
     std::uint64_t seq = 0;  // bumped whenever anything above changes
 };
@@ -38,12 +47,29 @@ struct FleetEtcdView {
 // The fleet every appliance computes from the same view: the members are those alive in etcd
 // (their MACs), the epochs etcd's without the dead ones (as fleet.forget), epoch_no the epochs
 // key's version; only `self` comes from `local`. Before the first read: `local` itself.
+// Members that say their dataplane is unhealthy own nothing while they say so: an epoch without
+// them is appended (they stay previous owners, for the flows their XDP still carries), unless
+// that would leave no owner at all.
 FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v);
 
 // The epochs key's value and back.
 std::string fleet_epochs_value(const std::vector<MemberSet> &epochs);
 std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string &v,
                                                                std::string *err);
+// The cookie keys an appliance uses at `now_unix_ms` (wall clock: the cookies' time slots assume
+// the appliances' clocks agree already): [0] signs, [1] is accepted too. A rotation is two-phase
+// so that no handshake fails however the polls of the appliances interleave: until next-at every
+// appliance signs with the current key and accepts the next one; from next-at it signs with the
+// next one and accepts the current one. `fallback_prev`: the accepted key when etcd has no
+// previous. nullopt: etcd has no cookie key.
+struct CookieKeys {
+    std::array<std::uint64_t, 2> sign{}, accept{};
+};
+std::optional<CookieKeys> fleet_cookie_keys(const FleetEtcdView &v, std::int64_t now_unix_ms,
+                                            const std::array<std::uint64_t, 2> &fallback_prev);
+// How long after a rotation its key signs (every appliance reads etcd every 200 ms).
+inline constexpr std::int64_t kCookieActivateMs = 2000;
+
 // A cookie key as kvs_config holds it (two little-endian words) -> 32 hex digits (the reverse is
 // parse_cookie_key_hex, net.h).
 std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k);
@@ -68,15 +94,21 @@ class FleetEtcd {
     // attempts). false + err (one line); `changed` false when `op` left the epochs as they were.
     bool update_epochs(const std::function<bool(FleetState &, std::string *)> &op, bool *changed,
                        std::string *err);
-    // A fresh random cookie key becomes the current one, the current one the previous (none in
+    // A fresh random cookie key becomes the next one, signing kCookieActivateMs from now (the
+    // effective current one then the previous; fleet_cookie_keys). None in
     // etcd yet: `local_current`).
     bool rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::string *err);
+    // What this appliance says of itself in its member key besides its MAC (an object: healthy,
+    // digest, ...); put again (same lease) when it changes.
+    void set_report(const nlohmann::json &report);
 
    private:
     void loop();
     bool poll(std::string *err);  // one range of the prefix into view_
     bool keep_lease(std::string *err);
     std::string member_key(std::uint8_t id) const;
+    std::string member_value() const;   // mac + report_
+    bool put_report(std::string *err);  // when report_ changed since the last put
 
     Endpoint ep_;
     std::string prefix_;
@@ -89,6 +121,8 @@ class FleetEtcd {
     std::condition_variable cv_;
     FleetEtcdView view_;
     bool stop_ = false;
+    nlohmann::json report_ = nlohmann::json::object();  // guarded by mu_
+    std::string report_put_;                            // member_value() last put (thread)
     std::thread thr_;
 };
 

@@ -1,0 +1,163 @@
+// kvsteerd's announcement of the VIP (BIRD, from the local dataplane's heartbeats) and the drain:
+// withdraw, leave the fleet's owners, wait for this appliance's flows to end (control/API.md).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "kvsteer/control/daemon.h"
+#include "mono_clock.h"
+
+namespace kvsteer::control {
+
+using nlohmann::json;
+
+void Daemon::start_announcer() {
+    if (cfg().announce_bird_socket.empty()) return;
+    announcer_ = std::make_unique<Announcer>(cfg().announce_bird_socket, cfg().announce_protocols);
+    spdlog::info("announce: BIRD {} protocol(s) {}: announced while the dataplane is healthy",
+                 cfg().announce_bird_socket, fmt::join(cfg().announce_protocols, ", "));
+}
+
+void Daemon::stop_announcer() {
+    if (announcer_) announcer_->stop();
+}
+
+void Daemon::check_dataplane(std::uint64_t now) {
+    dp_health_ = dataplane_health(maps_.ring_ctl, KVS_MAX_WORKERS, std::max(now, mono_ns()),
+                                  std::uint64_t{cfg().dataplane_stale_ms} * 1000000);
+    if (dp_health_.healthy != dp_healthy_logged_) {
+        dp_healthy_logged_ = dp_health_.healthy;
+        if (dp_health_.healthy)
+            spdlog::info("dataplane: healthy ({} worker(s) beating)", dp_health_.workers_alive);
+        else
+            spdlog::warn("dataplane: not healthy: {}", dp_health_.reason);
+    }
+    // In a fleet through etcd, a (re)joining appliance is announced once every member has read
+    // its key (they all report this appliance's digest), so that the others accept what it sends
+    // on; or after kAnnounceWaitNs whatever they report.
+    const bool serving = dp_health_.healthy && !drain_.active;
+    if (!serving) {
+        announce_ok_ = false;
+        serving_since_ns_ = 0;
+    } else if (!announce_ok_) {
+        if (!serving_since_ns_) serving_since_ns_ = now;
+        announce_ok_ = !etcd_ || now - serving_since_ns_ >= kAnnounceWaitNs;
+        if (!announce_ok_) {
+            const FleetEtcdView v = etcd_->view();
+            announce_ok_ =
+                v.reachable && v.alive[fleet_.self] && fleet_members_view(v)["agree"].get<bool>();
+        }
+    }
+    if (announcer_) announcer_->set(announce_ok_);
+    if (etcd_) apply_fleet_cookie(etcd_->view());
+    // What the fleet reads of this appliance (fleet status; an unhealthy one owns nothing).
+    if (etcd_)
+        etcd_->set_report(
+            {{"healthy", dp_health_.healthy},
+             {"draining", drain_.active},
+             {"announced", announcer_ ? json(announcer_->status().announced) : json(nullptr)},
+             {"digest", fleet_digest_hex()},
+             {"epoch", fleet_.epoch_no},
+             {"cookie", fleet_cookie_fingerprint()}});
+    if (drain_.active && !drain_.done) {
+        drain_.flows_left = flows_in_flight();
+        if (drain_.flows_left == 0) {
+            drain_.done = true;
+            spdlog::info("drain: done after {:.1f} s: no flow left on this appliance",
+                         static_cast<double>(now - drain_.started_ns) / 1e9);
+        }
+    }
+}
+
+std::uint64_t Daemon::flows_in_flight() const {
+    if (!maps_.load) return 0;
+    std::uint64_t n = 0;
+    for (const auto &[id, b] : core_.backends()) {
+        const auto &l = maps_.load[id];
+        auto rd = [](const __u64 &x) {
+            return std::atomic_ref<__u64>(const_cast<__u64 &>(x)).load(std::memory_order_relaxed);
+        };
+        const std::uint64_t binds = rd(l.binds), closes = rd(l.closes);
+        if (binds > closes) n += binds - closes;
+    }
+    return n;
+}
+
+json Daemon::announce_json() const {
+    json dp = {{"healthy", dp_health_.healthy},
+               {"workers_alive", dp_health_.workers_alive},
+               {"workers_stale", dp_health_.workers_stale},
+               {"reason", dp_health_.healthy ? json(nullptr) : json(dp_health_.reason)},
+               {"stale_ms", cfg().dataplane_stale_ms}};
+    json a = nullptr;
+    if (announcer_) {
+        const AnnounceStatus s = announcer_->status();
+        a = {{"bird_socket", announcer_->socket()},
+             {"protocols", announcer_->protocols()},
+             {"want", s.want},
+             {"announced", s.announced},
+             {"confirmed", s.confirmed},
+             {"changes", s.changes},
+             {"errors", s.errors},
+             {"error", s.last_error.empty() ? json(nullptr) : json(s.last_error)}};
+    }
+    json d = {{"active", drain_.active}};
+    if (drain_.active) {
+        d["done"] = drain_.done;
+        d["flows_left"] = drain_.flows_left;
+        d["elapsed_s"] = static_cast<double>(mono_ns() - drain_.started_ns) / 1e9;
+        d["fleet"] = drain_.fleet_note;
+    }
+    return {{"dataplane", dp}, {"announce", a}, {"drain", d}};
+}
+
+std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
+    auto ok = [this](json extra) {
+        json r = announce_json();
+        r["ok"] = true;
+        for (auto &[k, v] : extra.items()) r[k] = v;
+        return r;
+    };
+    if (cmd == "drain.status") return ok(json::object());
+    if (cmd == "drain.cancel") {
+        if (!drain_.active) return json{{"ok", false}, {"error", "no drain in progress"}};
+        drain_ = {};
+        spdlog::info("drain: cancelled: announced again while the dataplane is healthy{}",
+                     fleet_.enabled() ? " (push this appliance back into the fleet's owners)" : "");
+        check_dataplane(mono_ns());
+        return ok(json::object());
+    }
+    if (cmd != "drain.start") return std::nullopt;
+    if (drain_.active) return ok({{"started", false}});
+    drain_ = {};
+    drain_.active = true;
+    drain_.started_ns = mono_ns();
+    // Leave the fleet's owners: the others bind the new flows of this appliance's buckets and
+    // send this appliance's flows on to it (a previous owner) while they last.
+    if (fleet_.enabled()) {
+        const MemberSet self = static_cast<MemberSet>(1u << fleet_.self);
+        const MemberSet now = fleet_.epochs.empty() ? MemberSet{0} : fleet_.epochs.back();
+        if (!(now & self)) {
+            drain_.fleet_note = "not an owner";
+        } else if (!(now & ~self)) {
+            drain_.fleet_note = "the last owner: stays one";
+        } else {
+            const json req = {{"members", member_set_str(static_cast<MemberSet>(now & ~self))}};
+            const json r = *handle_fleet("fleet.push", req);
+            drain_.fleet_note = r.value("ok", false)
+                                    ? "left the owners: " + req["members"].get<std::string>()
+                                    : "leaving the owners failed: " + r.value("error", "");
+        }
+    } else {
+        drain_.fleet_note = "no fleet";
+    }
+    spdlog::info("drain: started: VIP withdrawn{}; fleet: {}; waiting for {} flow(s) to end",
+                 announcer_ ? "" : " (nothing announced here: no announce-bird-socket)",
+                 drain_.fleet_note, flows_in_flight());
+    check_dataplane(mono_ns());
+    return ok({{"started", true}});
+}
+
+}  // namespace kvsteer::control

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# A fleet of three appliances as it runs in production (issue #19's proof through BGP and etcd):
+# the router namespace runs BIRD 2 and learns the VIP over BGP (+ BFD) from each appliance's
+# BIRD, which announces it only while kvsteerd sees that appliance's dataplane healthy; the
+# router installs plain hash-threshold multipath over the appliances announcing. The fleet's
+# membership, epochs and cookie keys live in etcd (in the router namespace): one kvsteerctl
+# command changes every appliance.
+#  1. 60 long streams on appliance 1; appliances 2 and 3 start, announce themselves (the router's
+#     route grows by itself) and are pushed into the owners through etcd by one command each.
+#  2. The cookie key is rotated through etcd while clients connect: no handshake fails.
+#  3. etcd stopped: the appliances serve on with the last state; it returns: they catch up.
+#  4. `kvsteerctl drain` on appliance 3: withdrawn over BGP, out of the owners (etcd), waits for
+#     its flows, exits 0; then it is stopped. The 60 streams: none broken, byte-identical.
+#  5. Appliance 2's dataplane killed (kvsteerd alive): kvsteerd withdraws the VIP within ~1 s and
+#     says so in etcd, so the others take its buckets (new connections succeed); restarted:
+#     announced again, an owner again, the fleet agrees.
+#  6. Appliance 2's link cut: BFD takes it out of the router's route within ~1 s.
+# Usage: fleet_bgp_test.sh BUILD_DIR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=$(cd "${1:?build dir}" && pwd)
+BIN=$BUILD/bin
+source tests/lib/topology.sh
+source tests/deploy/appliances_lib.sh
+
+[[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
+ETCD=$(command -v etcd || true) BIRD=$(command -v bird || true)
+[[ -n $ETCD ]] || { echo "SKIP: etcd not installed (apt-get install etcd-server)"; exit 77; }
+[[ -n $BIRD ]] || { echo "SKIP: BIRD 2 not installed (apt-get install bird2)"; exit 77; }
+P=kvbg$$; P=${P:0:8}
+DIR=$(mktemp -d /tmp/kvs-bgp.XXXXXX)
+NAPP=3 NBE=3
+PIDS=() ETCD_PID=""
+declare -A BIRD_PID
+log() { echo "[fleet-bgp $(date +%T)] $*"; }
+fail() {
+    echo "FAIL: $*"
+    echo "---- router: route to the VIP"; ip -n "$KVS_NS_ROUTER" route show "$KVS_VIP" 2>/dev/null
+    echo "---- router BIRD"; birdc_rt show protocols 2>/dev/null
+    for ((j = 1; j <= NAPP; j++)); do
+        echo "---- appliance $j dataplane log (tail)"; tail -5 "$DIR/dp$j.log" 2>/dev/null
+        echo "---- appliance $j kvsteerd log (tail)"; tail -8 "$DIR/kvsteerd$j.log" 2>/dev/null
+        echo "---- appliance $j counters (fleet, drops)"
+        counters "$j" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print({k: v for s in ("xdp", "dataplane") for k, v in d.get(s, {}).items() if v and ("fleet" in k or "drop" in k or "rst" in k)})' 2>/dev/null
+    done
+    echo "---- etcd log (tail)"; tail -3 "$DIR/etcd.log" 2>/dev/null
+    exit 1
+}
+cleanup() {
+    set +e
+    apps_down "$NAPP"
+    for p in "${BIRD_PID[@]:-}" "$ETCD_PID" "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    kvs_topo_down "$P"
+    [[ -n ${KVS_KEEP_DIR:-} ]] && echo "kept $DIR" || rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+fjson() {  # fjson J EXPR: EXPR over appliance J's fleet status (f)
+    ctl "$1" --json fleet status 2>/dev/null | /usr/bin/python3 -c "import json,sys; f=json.load(sys.stdin)['fleet']; print($2)" 2>/dev/null
+}
+until_ok() {  # until_ok SECONDS CMD...: CMD every 0.1 s until it succeeds
+    local deadline=$((SECONDS + $1)); shift
+    while ((SECONDS <= deadline)); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+birdc_rt() { birdc -s "$DIR/bird-rt.ctl" "$@"; }
+
+# The router's next hops for the VIP, as appliance numbers ("1 2"), from its kernel route.
+hops() {
+    local r j out=""
+    r=$(ip -n "$KVS_NS_ROUTER" route show "$KVS_VIP/32" 2>/dev/null)
+    for ((j = 1; j <= NAPP; j++)); do grep -qw "via ${KVS_APP_IPS[$j]}" <<<"$r" && out+="$j "; done
+    echo "${out% }"
+}
+hops_are() { [[ "$(hops)" == "$*" ]]; }
+digests_agree() {
+    local j d first=""
+    for j in "$@"; do
+        d=$(fjson "$j" "f['digest']") || return 1
+        [[ -n "$d" ]] || return 1
+        [[ -z "$first" ]] && first=$d
+        [[ "$d" == "$first" ]] || return 1
+    done
+}
+owners_are() {  # owners_are IDS J...: the newest epoch is IDS on every appliance J
+    local want=$1 j; shift
+    for j in "$@"; do [[ "$(fjson "$j" "','.join(map(str, f['epochs'][-1]))")" == "$want" ]] || return 1; done
+}
+
+for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu; do [[ -x "$BIN/$b" ]] || fail "$BIN/$b missing"; done
+export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
+KVS_N_APPLIANCES=$NAPP KVS_APP_MTU=1600 kvs_topo_up "$P" "$NBE" || fail "topology"
+# BGP installs the route now, not the topology.
+ip -n "$KVS_NS_ROUTER" route del "$KVS_VIP/32" || fail "removing the topology's static route"
+RT=${KVS_TOPO_NET:-10.77.0}.254
+
+# etcd in the router namespace, on the appliances' segment.
+ip netns exec "$KVS_NS_ROUTER" "$ETCD" --name kvbgp --data-dir "$DIR/etcd" \
+    --listen-client-urls "http://$RT:2379" --advertise-client-urls "http://$RT:2379" \
+    --listen-peer-urls http://127.0.0.1:23801 --initial-advertise-peer-urls http://127.0.0.1:23801 \
+    --initial-cluster kvbgp=http://127.0.0.1:23801 >>"$DIR/etcd.log" 2>&1 &
+ETCD_PID=$!
+etcd_up() { ip netns exec "$KVS_NS_ROUTER" curl -sf -o /dev/null -X POST -d '{"key":"AA=="}' "http://$RT:2379/v3/kv/range"; }
+until_ok 15 etcd_up || fail "etcd did not come up"
+
+# BIRD on the router: a BGP session (with BFD) to each appliance, multipath into the kernel.
+{
+    echo "router id $RT;"
+    echo "protocol device { }"
+    echo "protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }"
+    echo "protocol bfd { interface \"eth0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }"
+    for ((j = 1; j <= NAPP; j++)); do
+        echo "protocol bgp app$j { local $RT as 65000; neighbor ${KVS_APP_IPS[$j]} as 65010;"
+        echo "  ipv4 { import all; export none; }; bfd on; hold time 6; connect retry time 1; error wait time 1, 2; }"
+    done
+} >"$DIR/bird-rt.conf"
+ip netns exec "$KVS_NS_ROUTER" "$BIRD" -f -c "$DIR/bird-rt.conf" -s "$DIR/bird-rt.ctl" >"$DIR/bird-rt.log" 2>&1 &
+BIRD_PID[rt]=$!
+# BIRD on each appliance: the VIP in a static protocol kvsteerd enables (deploy/bird).
+bird_app() {
+    local j=$1 ip=${KVS_APP_IPS[$1]}
+    sed -e "s/192.0.2.11/$ip/g" -e "s/neighbor 192.0.2.1 /neighbor $RT /" -e "s#198.51.100.10/32#$KVS_VIP/32#g" \
+        -e 's/interface "eth0"/interface "app0"/' deploy/bird/bird.conf.example >"$DIR/bird$j.conf"
+    ip netns exec "${KVS_APP_NS[$j]}" "$BIRD" -f -c "$DIR/bird$j.conf" -s "$DIR/bird$j.ctl" >"$DIR/bird$j.log" 2>&1 &
+    BIRD_PID[$j]=$!
+}
+for ((j = 1; j <= NAPP; j++)); do bird_app "$j"; done
+sessions_up() { (( $(birdc_rt show protocols 2>/dev/null | grep -c "Established") == NAPP )); }
+until_ok 20 sessions_up || fail "BGP sessions did not come up: $(birdc_rt show protocols 2>&1)"
+hops_are "" || fail "a route to the VIP before any appliance runs: $(hops)"
+log "router: BGP up with $NAPP appliances, nothing announced yet"
+
+backends_up
+fleet_conf() {
+    fleet_members "$1"
+    echo "fleet-etcd = http://$RT:2379"
+    echo "announce-bird-socket = $DIR/bird$1.ctl"
+    echo "dataplane-stale = 500"
+}
+app_up 1 fleet_conf
+until_ok 5 hops_are 1 || fail "appliance 1 is not announced: route over '$(hops)'"
+log "appliance 1 up and announced"
+
+log "1. 60 long streams on appliance 1; appliances 2 and 3 join"
+STREAM_TOKENS=${STREAM_TOKENS:-3000} streams 60 "$DIR/s1.json"
+t0=$SECONDS
+sleep 2
+app_up 2 fleet_conf
+until_ok 5 hops_are 1 2 || fail "appliance 2 started but the route is over '$(hops)'"
+ctl 1 fleet push 0,1 >/dev/null || fail "fleet push 0,1 through appliance 1"
+until_ok 3 owners_are 0,1 1 2 || fail "the push did not reach both appliances"
+until_ok 3 digests_agree 1 2 || fail "digests disagree after the push"
+log "2 appliances: announced by BGP, owners through etcd (t=$((SECONDS - t0)) s)"
+short_requests 20
+app_up 3 fleet_conf
+until_ok 5 hops_are 1 2 3 || fail "appliance 3 started but the route is over '$(hops)'"
+ctl 3 fleet push 0,1,2 >/dev/null || fail "fleet push 0,1,2 through appliance 3"
+until_ok 3 owners_are 0,1,2 1 2 3 || fail "the push did not reach every appliance"
+until_ok 3 digests_agree 1 2 3 || fail "digests disagree after the second push"
+log "3 appliances (t=$((SECONDS - t0)) s)"
+
+log "2. cookie key rotated through etcd while clients connect"
+bad_handshakes() {  # ACKs whose cookie no appliance accepted (in a fleet: chased, then a RST)
+    local n=0 j
+    for j in "$@"; do n=$((n + $(counter "$j" xdp fleet_rst_orphan))); done
+    echo "$n"
+}
+ck0=$(bad_handshakes 1 2 3)
+key0=$(fjson 1 "f['cookie_keys']['current']")
+ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+    --port "$KVS_VIP_PORT" --n 300 --concurrency 6 --prefixes 16 --max-tokens 2 --timeout 10 >"$DIR/rot.json" 2>&1 &
+ROT=$!
+sleep 0.5
+ctl 2 fleet rotate-cookie >/dev/null || fail "fleet rotate-cookie"
+rotated() { local j; for j in 1 2 3; do [[ "$(fjson "$j" "f['cookie_keys']['previous']")" == "$key0" ]] || return 1; done; }
+until_ok 6 rotated || fail "the rotation did not reach every appliance"
+wait "$ROT"
+[[ "$(field "$DIR/rot.json" ok)" == 300 ]] || fail "connections failed across the rotation: $(cat "$DIR/rot.json")"
+ck=$(( $(bad_handshakes 1 2 3) - ck0 ))
+(( ck == 0 )) || fail "$ck ACKs with a cookie no appliance accepted across the rotation"
+log "300/300 connections across the rotation, every appliance on the new key, no bad cookie"
+
+log "3. etcd stopped while serving"
+kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null
+d_before=$(fjson 1 "f['digest']")
+unreachable() { local j; for j in 1 2 3; do [[ "$(fjson "$j" "f['etcd']['reachable']")" == False ]] || return 1; done; }
+until_ok 3 unreachable || fail "the appliances did not notice etcd is gone"
+short_requests 30
+sleep 3  # past the member leases' TTL: nothing may change without etcd
+digests_agree 1 2 3 && [[ "$(fjson 1 "f['digest']")" == "$d_before" ]] || fail "the tables changed without etcd"
+ip netns exec "$KVS_NS_ROUTER" "$ETCD" --name kvbgp --data-dir "$DIR/etcd" \
+    --listen-client-urls "http://$RT:2379" --advertise-client-urls "http://$RT:2379" \
+    --listen-peer-urls http://127.0.0.1:23801 --initial-advertise-peer-urls http://127.0.0.1:23801 \
+    --initial-cluster kvbgp=http://127.0.0.1:23801 >>"$DIR/etcd.log" 2>&1 &
+ETCD_PID=$!
+reachable() { local j; for j in 1 2 3; do [[ "$(fjson "$j" "f['etcd']['reachable']")" == True ]] || return 1; done; }
+until_ok 15 reachable || fail "the appliances did not reach etcd again"
+until_ok 5 owners_are 0,1,2 1 2 3 || fail "the owners changed across the outage"
+until_ok 5 digests_agree 1 2 3 || fail "digests disagree after etcd's return"
+log "etcd down: 30/30 requests served on the last state; back: every appliance reads it again"
+
+log "4. appliance 3 drained while it carries streams of its own"
+b3=$(counter 3 dataplane dp_bind_ok)
+STREAMS1=$STREAMS
+STREAM_TOKENS=700 streams 30 "$DIR/s2.json"
+STREAMS2=$STREAMS STREAMS=$STREAMS1
+sleep 1.5
+mine=$(( $(counter 3 dataplane dp_bind_ok) - b3 ))
+(( mine > 0 )) || fail "appliance 3 bound none of the 30 new streams: the drain would prove nothing"
+ctl 3 drain --timeout 30 >"$DIR/drain.out" 2>&1 || fail "drain: $(cat "$DIR/drain.out")"
+grep -q "^drained" "$DIR/drain.out" || fail "drain did not finish: $(cat "$DIR/drain.out")"
+waited=$(grep -m1 -o "waiting: [0-9]* flow" "$DIR/drain.out" | grep -o "[0-9]*")
+(( ${waited:-0} > 0 )) || fail "the drain did not wait for appliance 3's flows: $(cat "$DIR/drain.out")"
+kill -0 "$STREAMS2" 2>/dev/null && fail "the drain ended while appliance 3's streams still ran"
+wait "$STREAMS2"
+[[ "$(field "$DIR/s2.json" ok)" == 30 && "$(field "$DIR/s2.json" corrupted)" == 0 ]] \
+    || fail "streams broken by the drain: $(cat "$DIR/s2.json")"
+log "the drain waited for $waited flow(s) of appliance 3 ($mine of 30 streams bound there): 30/30 intact"
+hops_are 1 2 || fail "appliance 3 drained but still announced: route over '$(hops)'"
+until_ok 3 owners_are 0,1 1 2 || fail "appliance 3 is still an owner after its drain"
+kill -TERM "${DP_PID[3]}"; wait "${DP_PID[3]}" 2>/dev/null; DP_PID[3]=""
+kill "${KD_PID[3]}"; wait "${KD_PID[3]}" 2>/dev/null; KD_PID[3]=""
+log "drained and stopped: $(tr '\n' ' ' <"$DIR/drain.out")"
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the drain (make them longer: STREAM_TOKENS): $(cat "$DIR/s1.json")"; }
+wait "$STREAMS"
+log "streams: $(cat "$DIR/s1.json")"
+[[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 && "$(field "$DIR/s1.json" corrupted)" == 0 ]] \
+    || fail "streams broken across the membership changes: $(cat "$DIR/s1.json")"
+redirects=0
+for j in 1 2; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_owner) + $(counter "$j" xdp fleet_redirect_prev))); done
+(( redirects > 0 )) || fail "no packet was sent on between appliances: the router never moved a stream (nothing proven)"
+log "60/60 streams intact across 1 -> 2 -> 3 -> 2 driven by BGP and etcd ($redirects packets sent on)"
+
+log "5. appliance 2's dataplane dies; kvsteerd withdraws the VIP"
+t_kill=$(date +%s.%N)
+kill -9 "${DP_PID[2]}"; wait "${DP_PID[2]}" 2>/dev/null; DP_PID[2]=""
+until_ok 5 hops_are 1 || fail "appliance 2's dataplane is dead but it is still announced: route over '$(hops)'"
+t_gone=$(date +%s.%N)
+[[ "$(ctl 2 --json status | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["dataplane"]["healthy"])')" == False ]] \
+    || fail "kvsteerd 2 does not report its dataplane unhealthy"
+# It said so in etcd: the others take its buckets (it stays a previous owner).
+until_ok 3 owners_are 0 1 || fail "appliance 2 (dataplane dead) still owns buckets: $(fjson 1 "f['epochs']")"
+short_requests 20
+app__dataplane 2; app__wait 2
+until_ok 5 hops_are 1 2 || fail "appliance 2's dataplane is back but it is not announced: route over '$(hops)'"
+until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
+until_ok 3 digests_agree 1 2 || fail "digests disagree after appliance 2's return"
+[[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]] || fail "fleet status says the fleet disagrees: $(fjson 1 "f['etcd']['reported']")"
+log "withdrawn $(/usr/bin/python3 -c "print(f'{$t_gone - $t_kill:.2f}')") s after the kill; announced again once it restarted"
+
+log "6. appliance 2's link cut: BFD"
+t_cut=$(date +%s.%N)
+ip -n "${KVS_APP_NS[2]}" link set app0 down
+until_ok 3 hops_are 1 || fail "appliance 2's link is down but the router still routes to it: '$(hops)'"
+t_gone=$(date +%s.%N)
+dt=$(/usr/bin/python3 -c "print(f'{$t_gone - $t_cut:.2f}')")
+/usr/bin/python3 -c "import sys; sys.exit(0 if $dt < 1.5 else 1)" || fail "BFD took $dt s to withdraw appliance 2 (want < 1.5 s)"
+short_requests 10
+log "the router dropped appliance 2 $dt s after its link went down"
+echo "fleet-bgp: ok"
