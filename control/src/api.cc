@@ -159,6 +159,32 @@ json Daemon::kv_json(const BackendRuntime &b) const {
     };
 }
 
+std::optional<BackendSpec> backend_spec_from_request(const json &req, std::string *err) {
+    std::string s;
+    if (req.contains("spec")) {
+        if (!req["spec"].is_string()) {
+            *err =
+                "spec must be a string ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
+                "[,kv-events=tcp://HOST:PORT]";
+            return std::nullopt;
+        }
+        s = req["spec"].get<std::string>();
+    } else if (req.contains("addr") && req["addr"].is_string()) {
+        s = req["addr"].get<std::string>();
+        if (req.contains("weight")) s += ",weight=" + value_string(req["weight"]);
+        if (req.contains("model")) s += ",model=" + value_string(req["model"]);
+        if (req.contains("mac")) s += ",mac=" + value_string(req["mac"]);
+        if (req.contains("max_load")) s += ",max_load=" + value_string(req["max_load"]);
+        if (req.contains("kv_events")) s += ",kv-events=" + value_string(req["kv_events"]);
+    } else {
+        *err = "backend.add needs \"spec\" or \"addr\"";
+        return std::nullopt;
+    }
+    auto spec = parse_backend_spec(s, err);
+    if (!spec) *err = "backend: " + *err;
+    return spec;
+}
+
 json Daemon::tunables_json() const {
     return {
         {"prefix-length", cfg().prefix_len},
@@ -292,31 +318,17 @@ json Daemon::handle(const json &req) {
             for (const auto &[id, b] : core_.backends()) a.push_back(backend_json(b));
             return {{"ok", true}, {"backends", a}};
         }
+        // In a fleet through etcd, the shared configuration changes there (every appliance).
+        if (etcd_ && (cmd == "backend.add" || cmd == "backend.remove" || cmd == "backend.drain" ||
+                      cmd == "backend.weight" || cmd == "tune.set")) {
+            json r = handle_config_etcd(cmd, req);
+            if (!r["ok"].get<bool>()) ctr_.api_errors++;
+            return r;
+        }
         if (cmd == "backend.add") {
-            BackendSpec spec;
-            if (req.contains("spec")) {
-                if (!req["spec"].is_string())
-                    return fail(
-                        "spec must be a string "
-                        "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
-                        "[,kv-events=tcp://HOST:PORT]");
-                auto s = parse_backend_spec(req["spec"].get<std::string>(), &err);
-                if (!s) return fail("backend: " + err);
-                spec = *s;
-            } else if (req.contains("addr") && req["addr"].is_string()) {
-                std::string s = req["addr"].get<std::string>();
-                if (req.contains("weight")) s += ",weight=" + value_string(req["weight"]);
-                if (req.contains("model")) s += ",model=" + value_string(req["model"]);
-                if (req.contains("mac")) s += ",mac=" + value_string(req["mac"]);
-                if (req.contains("max_load")) s += ",max_load=" + value_string(req["max_load"]);
-                if (req.contains("kv_events")) s += ",kv-events=" + value_string(req["kv_events"]);
-                auto sp = parse_backend_spec(s, &err);
-                if (!sp) return fail("backend: " + err);
-                spec = *sp;
-            } else {
-                return fail("backend.add needs \"spec\" or \"addr\"");
-            }
-            auto id = add_backend(spec, &err);
+            auto spec = backend_spec_from_request(req, &err);
+            if (!spec) return fail(err);
+            auto id = add_backend(*spec, &err);
             if (!id) return fail(err);
             return {{"ok", true}, {"backend", backend_json(*core_.backend(*id))}};
         }

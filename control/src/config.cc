@@ -733,6 +733,15 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
     return b;
 }
 
+std::string backend_spec_str(const BackendSpec &b) {
+    std::string s = b.ep.str() + ",weight=" + std::to_string(b.weight);
+    if (!b.model.empty()) s += ",model=" + b.model;
+    if (b.mac) s += ",mac=" + format_mac(*b.mac);
+    if (b.max_load) s += ",max_load=" + std::to_string(b.max_load);
+    if (!b.kv_events.empty()) s += ",kv-events=" + b.kv_events;
+    return s;
+}
+
 namespace {
 
 // Both forms of parse_daemon_config: CONFIG_TEXT, when given, stands for the --config file.

@@ -78,6 +78,7 @@ bool Daemon::start(std::string *err) {
                 std::uint64_t one = 1;
                 [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
             });
+        etcd_->set_seed(config_seed());
         etcd_->start();
         spdlog::info("fleet: etcd {} prefix {} carries the fleet (polled every 200 ms)",
                      cfg().fleet_etcd->str(), cfg().fleet_etcd_prefix);

@@ -78,6 +78,7 @@ void Daemon::apply_fleet_etcd() {
         publish_fleet();
     }
     apply_fleet_cookie(v);
+    apply_fleet_config(v);
 }
 
 // Also every tick: a rotation's key starts signing at a time, not at a change of etcd.

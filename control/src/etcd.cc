@@ -97,6 +97,10 @@ json etcd_put_request(std::string_view key, std::string_view value, std::int64_t
     return j;
 }
 
+json etcd_delete_request(std::string_view key) {
+    return {{"key", base64_encode(key)}};
+}
+
 json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &compares,
                       const std::vector<std::pair<std::string, std::string>> &puts) {
     json cmp = json::array(), ops = json::array();

@@ -182,6 +182,34 @@ std::string FleetEtcd::member_value() const {
     return v.dump();
 }
 
+void FleetEtcd::set_seed(std::vector<std::pair<std::string, std::string>> config) {
+    seed_ = std::move(config);
+}
+
+bool FleetEtcd::put_config(const std::string &suffix, const std::string &value, std::string *err) {
+    auto r = etcd_call(ep_, "/v3/kv/put", etcd_put_request(prefix_ + "config/" + suffix, value),
+                       kCallTimeout);
+    if (!r.ok()) {
+        *err = r.error;
+        return false;
+    }
+    std::string e;
+    poll(&e);
+    return true;
+}
+
+bool FleetEtcd::delete_config(const std::string &suffix, std::string *err) {
+    auto r = etcd_call(ep_, "/v3/kv/deleterange", etcd_delete_request(prefix_ + "config/" + suffix),
+                       kCallTimeout);
+    if (!r.ok()) {
+        *err = r.error;
+        return false;
+    }
+    std::string e;
+    poll(&e);
+    return true;
+}
+
 void FleetEtcd::set_report(const json &report) {
     if (!report.is_object()) return;
     std::lock_guard lk(mu_);
@@ -245,6 +273,12 @@ bool FleetEtcd::poll(std::string *err) {
             v.cookie_mod = kv.mod_revision;
         } else if (kv.key == prefix_ + "config/cookie-key-previous") {
             v.cookie_key_prev = parse_cookie_key_hex(kv.value, &e);
+        } else if (kv.key.starts_with(prefix_ + "config/backends/")) {
+            v.backends[kv.key.substr(prefix_.size() + 16)] = kv.value;
+        } else if (kv.key.starts_with(prefix_ + "config/tunables/")) {
+            v.tunables[kv.key.substr(prefix_.size() + 16)] = kv.value;
+        } else if (kv.key == prefix_ + "config/seeded") {
+            v.config_seeded = true;
         } else if (kv.key == prefix_ + "config/cookie-key-next") {
             v.cookie_key_next = parse_cookie_key_hex(kv.value, &e);
         } else if (kv.key == prefix_ + "config/cookie-key-next-at") {
@@ -274,6 +308,20 @@ void FleetEtcd::loop() {
             ok = poll(&err);
             if (ok) {
                 auto v = view();
+                if (!v.config_seeded && !seed_.empty()) {
+                    // The first appliance up puts its backends and tunables (only if none yet).
+                    std::vector<std::pair<std::string, std::string>> puts = {
+                        {prefix_ + "config/seeded", "1"}};
+                    for (const auto &[k, val] : seed_)
+                        puts.emplace_back(prefix_ + "config/" + k, val);
+                    auto t = etcd_call(ep_, "/v3/kv/txn",
+                                       etcd_txn_request({{prefix_ + "config/seeded", 0}}, puts),
+                                       kCallTimeout);
+                    if (t.ok() && etcd_txn_succeeded(*t.json))
+                        spdlog::info(
+                            "fleet: etcd had no configuration: put this appliance's ({} keys)",
+                            seed_.size());
+                }
                 if (!v.epochs) {
                     // The first appliance up puts the configured epochs (a txn: only if none yet).
                     auto t = etcd_call(ep_, "/v3/kv/txn",

@@ -2,7 +2,7 @@
 # Two kvsteerd sharing their fleet through etcd (fleet-etcd), in one network namespace of this
 # test's own (etcd and both daemons on its loopback; no dataplane needed):
 #   a push through A is seen by B; B killed (-9) is dead for A within ~5 s and out of its table;
-#   a cookie rotation through A gives both the same kvs_config keys; etcd stopped: both keep
+#   a cookie rotation through A reaches both in two phases (accepted, then signing); etcd stopped: both keep
 #   serving the last table; etcd restarted: a new push reaches both.
 # Processes are started with `ip netns exec` directly (never through a shell function), so $! is
 # the daemon itself and kill -9 reaches it. Usage: fleet_etcd_test.sh BIN_DIR. Root; exit 77 (skip) without root or without etcd.
@@ -104,17 +104,24 @@ until_ok 2 same_digest || fail "digests differ after the push: A $(digest a) B $
 D2=$(digest a)
 echo "ok: a push through A is seen by B (digest $D2, epochs $(epochs b))"
 
-# 2. A cookie rotation through A: both get the same kvs_config keys.
+# 2. A cookie rotation through A, two-phase: at once both still sign with the current key and
+#    accept the new one; ~2 s later both sign with the new one and accept the old one.
 keys() { field "$1" "f['cookie_keys']['current']+'/'+f['cookie_keys']['previous']"; }
 same_keys() { local ka kb; ka=$(keys a); kb=$(keys b); [[ -n $ka && $ka == "$kb" ]]; }
+keys_are() { [[ $(keys a) == "$1" && $(keys b) == "$1" ]]; }
+K0=$(keys a)
 ctl a fleet rotate-cookie >/dev/null || fail "rotate-cookie: $(ctl a fleet rotate-cookie 2>&1)"
 until_ok 2 same_keys || fail "cookie keys differ: A $(keys a) B $(keys b)"
 K1=$(keys a)
+[[ ${K1%/*} == "${K0%/*}" && ${K1#*/} != "${K0%/*}" ]] ||
+    fail "the new key signs before every appliance accepts it ($K0 -> $K1)"
+until_ok 4 keys_are "${K1#*/}/${K0%/*}" || fail "the new key does not sign on both 2 s later: A $(keys a) B $(keys b) (want ${K1#*/}/${K0%/*})"
+K2=$(keys a)
 ctl a fleet rotate-cookie >/dev/null || fail "second rotate-cookie"
 until_ok 2 same_keys || fail "cookie keys differ after the second rotation"
-K2=$(keys a)
-[[ ${K2#*/} == "${K1%/*}" ]] || fail "the old current key is not the previous one ($K1 -> $K2)"
-echo "ok: cookie rotation through A gives both the same keys ($K2)"
+[[ $(keys a) == "${K2%/*}/"* ]] || fail "the second rotation changed the signing key at once ($K2 -> $(keys a))"
+until_ok 4 keys_are "$(keys a | cut -d/ -f2)/${K2%/*}" || fail "the second rotation's key does not sign 2 s later"
+echo "ok: cookie rotation through A: accepted by both first, then signing on both ($(keys a))"
 
 # 3. B killed: A lists it dead within ~5 s and drops it from its table.
 kill -9 "$PID_b"

@@ -7,6 +7,7 @@
 # command changes every appliance.
 #  1. 60 long streams on appliance 1; appliances 2 and 3 start, announce themselves (the router's
 #     route grows by itself) and are pushed into the owners through etcd by one command each.
+#     A backend's weight and a tunable changed through one appliance reach all (and the joiner).
 #  2. The cookie key is rotated through etcd while clients connect: no handshake fails.
 #  3. etcd stopped: the appliances serve on with the last state; it returns: they catch up.
 #  4. `kvsteerctl drain` on appliance 3: withdrawn over BGP, out of the owners (etcd), waits for
@@ -154,12 +155,29 @@ until_ok 3 owners_are 0,1 1 2 || fail "the push did not reach both appliances"
 until_ok 3 digests_agree 1 2 || fail "digests disagree after the push"
 log "2 appliances: announced by BGP, owners through etcd (t=$((SECONDS - t0)) s)"
 short_requests 20
+# The shared configuration: one command on one appliance changes every appliance's.
+BE1="${KVS_BE_IP[1]}:8000"
+weight_is() {  # weight_is W J...: backend 1's weight on appliances J...
+    local w=$1 j; shift
+    for j in "$@"; do
+        [[ "$(ctl "$j" --json backends | /usr/bin/python3 -c 'import json,sys; print([b["weight"] for b in json.load(sys.stdin)["backends"] if b["addr"] == sys.argv[1]])' "$BE1")" == "[$w]" ]] || return 1
+    done
+}
+factor_is() {  # factor_is F J...: load-factor on appliances J...
+    local f=$1 j; shift
+    for j in "$@"; do [[ "$(ctl "$j" --json tune | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["load-factor"])')" == "$f" ]] || return 1; done
+}
+ctl 1 backends weight "$BE1" 3 >/dev/null || fail "backends weight through appliance 1"
+ctl 2 tune load-factor 1.5 >/dev/null || fail "tune load-factor through appliance 2"
+until_ok 3 weight_is 3 1 2 || fail "the weight written through appliance 1 did not reach both"
+until_ok 3 factor_is 1.5 1 2 || fail "the load-factor written through appliance 2 did not reach both"
 app_up 3 fleet_conf
 until_ok 5 hops_are 1 2 3 || fail "appliance 3 started but the route is over '$(hops)'"
 ctl 3 fleet push 0,1,2 >/dev/null || fail "fleet push 0,1,2 through appliance 3"
 until_ok 3 owners_are 0,1,2 1 2 3 || fail "the push did not reach every appliance"
 until_ok 3 digests_agree 1 2 3 || fail "digests disagree after the second push"
-log "3 appliances (t=$((SECONDS - t0)) s)"
+until_ok 3 weight_is 3 3 && until_ok 3 factor_is 1.5 3 || fail "appliance 3 did not take the fleet's configuration from etcd"
+log "3 appliances (t=$((SECONDS - t0)) s); a weight and a tunable set by one command reached all three"
 
 log "2. cookie key rotated through etcd while clients connect"
 bad_handshakes() {  # ACKs whose cookie no appliance accepted (in a fleet: chased, then a RST)
@@ -247,7 +265,8 @@ app__dataplane 2; app__wait 2
 until_ok 5 hops_are 1 2 || fail "appliance 2's dataplane is back but it is not announced: route over '$(hops)'"
 until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
 until_ok 3 digests_agree 1 2 || fail "digests disagree after appliance 2's return"
-[[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]] || fail "fleet status says the fleet disagrees: $(fjson 1 "f['etcd']['reported']")"
+agrees() { [[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]]; }
+until_ok 3 agrees || fail "fleet status says the fleet disagrees: $(fjson 1 "f['etcd']['reported']")"
 log "withdrawn $(/usr/bin/python3 -c "print(f'{$t_gone - $t_kill:.2f}')") s after the kill; announced again once it restarted"
 
 log "6. appliance 2's link cut: BFD"

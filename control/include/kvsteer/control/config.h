@@ -142,6 +142,8 @@ std::vector<std::string> config_warnings(const DaemonConfig &c);
 
 // "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT]"
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err);
+// The spec as parse_backend_spec reads it back (weight always written).
+std::string backend_spec_str(const BackendSpec &b);
 
 // A ZMQ endpoint kvsteerd can connect a SUB socket to: tcp://HOST:PORT (HOST an IPv4 address,
 // [IPv6] or a DNS name) or ipc://PATH. false + err (one line) otherwise.

@@ -34,6 +34,9 @@ struct DaemonCounters {
     std::uint64_t kv_cache_resets = 0;  // backend caches marked reset because of KV events
 };
 
+// backend.add's request ("spec", or "addr" with "weight", "model", ...) as a spec; err (one line).
+std::optional<BackendSpec> backend_spec_from_request(const nlohmann::json &req, std::string *err);
+
 class Daemon {
    public:
     // `fleet`: the kvs_fleet / kvs_owner maps (none: the fleet is computed but not written).
@@ -97,6 +100,11 @@ class Daemon {
     // fleet-etcd: what the poller read last applied (table and cookie keys) when it changed.
     void apply_fleet_etcd();
     void apply_fleet_cookie(const FleetEtcdView &v);
+    // The shared configuration in etcd (daemon_shared_config.cc): what this appliance puts when
+    // etcd has none, etcd's applied here, and the backend.* / tune.set commands written there.
+    std::vector<std::pair<std::string, std::string>> config_seed() const;
+    void apply_fleet_config(const FleetEtcdView &v);
+    nlohmann::json handle_config_etcd(const std::string &cmd, const nlohmann::json &req);
     nlohmann::json handle_fleet_etcd(const std::string &cmd, const nlohmann::json &req);
     nlohmann::json fleet_etcd_json() const;
     nlohmann::json fleet_members_view(const FleetEtcdView &v) const;
@@ -127,8 +135,10 @@ class Daemon {
     FleetState fleet_;
     FleetTable fleet_table_;  // as last published
     FleetWriter fleet_writer_;
-    std::unique_ptr<FleetEtcd> etcd_;  // fleet-etcd
-    std::uint64_t etcd_seq_ = 0;       // FleetEtcdView::seq applied
+    std::unique_ptr<FleetEtcd> etcd_;                                  // fleet-etcd
+    std::uint64_t etcd_seq_ = 0;                                       // FleetEtcdView::seq applied
+    std::map<std::string, std::string> etcd_tunables_;                 // values applied
+    std::optional<std::map<std::string, std::string>> etcd_backends_;  // nullopt: none yet
     std::chrono::steady_clock::time_point started_;
     std::unique_ptr<Announcer> announcer_;  // announce-bird-socket
     DataplaneHealth dp_health_;

@@ -28,6 +28,8 @@ std::string etcd_prefix_end(std::string_view prefix);
 nlohmann::json etcd_range_request(std::string_view key, bool prefix);
 nlohmann::json etcd_put_request(std::string_view key, std::string_view value,
                                 std::int64_t lease = 0);
+// POST /v3/kv/deleterange of one key.
+nlohmann::json etcd_delete_request(std::string_view key);
 // A txn that puts every `puts` (key, value) only if every `compares` key's mod_revision is the
 // one given (0: the key does not exist).
 nlohmann::json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &compares,

@@ -4,6 +4,10 @@
 //   P fleet/members/<id>        {"mac": "..."}, under the member's lease (TTL 3 s, renewed 1/s)
 //   P fleet/epochs              [[ids...], ...], oldest first
 //   P config/cookie-key         32 hex digits (current), P config/cookie-key-previous
+//   P config/backends/<ADDR:PORT>  {"spec": "ADDR:PORT,weight=W...", "drain": false}
+//   P config/tunables/<name>    its value (kvsteerctl tune's names)
+//   P config/seeded             put with the first appliance's backends and tunables; from then
+//                               on etcd's are every appliance's (kvsteerctl changes go there)
 //   P config/cookie-key-next    a rotation's new key, and P config/cookie-key-next-at (Unix ms):
 //                               accepted by every appliance at once, signed with from next-at on
 #pragma once
@@ -13,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -36,6 +41,10 @@ struct FleetEtcdView {
     std::optional<std::array<std::uint64_t, 2>> cookie_key, cookie_key_prev, cookie_key_next;
     std::int64_t cookie_next_at_ms = 0;  // Unix ms
     std::int64_t cookie_mod = 0;         // cookie-key's mod_revision
+    // The shared configuration (config/...): meaningful once config_seeded.
+    bool config_seeded = false;
+    std::map<std::string, std::string> backends;  // ADDR:PORT -> its value
+    std::map<std::string, std::string> tunables;  // name -> value
     // What each alive member says of itself (its member key's value: mac, healthy, digest, ...),
     // and whether it says its dataplane is unhealthy (such a member owns no bucket).
     std::array<std::string, KVS_MAX_APPLIANCES> reports{};
@@ -98,6 +107,12 @@ class FleetEtcd {
     // effective current one then the previous; fleet_cookie_keys). None in
     // etcd yet: `local_current`).
     bool rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::string *err);
+    // The configuration put under P config/ (key suffix, value) when etcd has none yet (no
+    // config/seeded): call before start().
+    void set_seed(std::vector<std::pair<std::string, std::string>> config);
+    // One key under P config/ put or deleted (a kvsteerctl change in a fleet), then read back.
+    bool put_config(const std::string &suffix, const std::string &value, std::string *err);
+    bool delete_config(const std::string &suffix, std::string *err);
     // What this appliance says of itself in its member key besides its MAC (an object: healthy,
     // digest, ...); put again (same lease) when it changes.
     void set_report(const nlohmann::json &report);
@@ -121,8 +136,9 @@ class FleetEtcd {
     std::condition_variable cv_;
     FleetEtcdView view_;
     bool stop_ = false;
-    nlohmann::json report_ = nlohmann::json::object();  // guarded by mu_
-    std::string report_put_;                            // member_value() last put (thread)
+    std::vector<std::pair<std::string, std::string>> seed_;  // set before start()
+    nlohmann::json report_ = nlohmann::json::object();       // guarded by mu_
+    std::string report_put_;                                 // member_value() last put (thread)
     std::thread thr_;
 };
 

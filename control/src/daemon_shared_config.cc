@@ -1,0 +1,195 @@
+// kvsteerd's share of the fleet's configuration in etcd (fleet_etcd.h, keys under P config/):
+// the backends and the tunables. The first appliance puts its own; from then on etcd's are
+// applied on every appliance, and kvsteerctl's backends / tune changes are written to etcd, so
+// one command changes the whole fleet. Bindings and learned prefixes never go through etcd.
+#include <spdlog/spdlog.h>
+
+#include "kvsteer/control/daemon.h"
+#include "mono_clock.h"
+
+namespace kvsteer::control {
+
+using nlohmann::json;
+
+namespace {
+
+// Tunables shared through etcd: those tune.set changes (table-algorithm and affinity-min-hot
+// are fixed at start).
+bool shared_tunable(const std::string &name) {
+    return name != "table-algorithm" && name != "affinity-min-hot";
+}
+
+std::string tunable_text(const json &v) {
+    return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+std::string backend_value(const BackendSpec &spec, bool drain) {
+    return json{{"spec", backend_spec_str(spec)}, {"drain", drain}}.dump();
+}
+
+struct SharedBackend {
+    BackendSpec spec;
+    bool drain = false;
+};
+
+std::optional<SharedBackend> parse_backend_value(const std::string &v, std::string *err) {
+    json j = json::parse(v, nullptr, false);
+    if (!j.is_object() || !j.contains("spec") || !j["spec"].is_string()) {
+        *err = "not {\"spec\": \"ADDR:PORT,...\", \"drain\": BOOL}";
+        return std::nullopt;
+    }
+    auto spec = parse_backend_spec(j["spec"].get<std::string>(), err);
+    if (!spec) return std::nullopt;
+    return SharedBackend{*spec, j.value("drain", false)};
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> Daemon::config_seed() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto &[id, b] : core_.backends())
+        out.emplace_back("backends/" + b.spec.ep.str(), backend_value(b.spec, b.draining));
+    const json tunables = tunables_json();
+    for (const auto &[name, v] : tunables.items())
+        if (shared_tunable(name)) out.emplace_back("tunables/" + name, tunable_text(v));
+    return out;
+}
+
+void Daemon::apply_fleet_config(const FleetEtcdView &v) {
+    if (!v.config_seeded) return;
+    const std::uint64_t now = mono_ns();
+    std::string err;
+    for (const auto &[name, value] : v.tunables) {
+        auto &seen = etcd_tunables_[name];
+        if (seen == value) continue;
+        seen = value;
+        if (tunable_text(tunables_json().value(name, json())) == value) continue;
+        if (core_.set_tunable(name, value, &err, now))
+            spdlog::info("fleet: tune {} = {} (etcd)", name, value);
+        else
+            spdlog::warn("fleet: etcd's tunable {} = '{}' not applied: {}", name, value, err);
+    }
+    if (etcd_backends_ && v.backends == *etcd_backends_) return;
+    etcd_backends_ = v.backends;
+    std::map<std::string, SharedBackend> want;
+    for (const auto &[ep, value] : v.backends) {
+        auto b = parse_backend_value(value, &err);
+        if (!b || b->spec.ep.str() != ep) {
+            spdlog::warn("fleet: etcd's backend {} ignored: {}", ep,
+                         b ? "its key and its address differ" : err);
+            continue;
+        }
+        want.emplace(ep, std::move(*b));
+    }
+    std::vector<std::uint16_t> gone;
+    for (const auto &[id, b] : core_.backends()) {
+        auto w = want.find(b.spec.ep.str());
+        if (w == want.end()) {
+            gone.push_back(id);
+            continue;
+        }
+        BackendSpec same_weight = w->second.spec;
+        same_weight.weight = b.spec.weight;
+        if (!(same_weight == b.spec)) gone.push_back(id);  // re-added below with the new spec
+    }
+    for (std::uint16_t id : gone) remove_backend(id);
+    for (const auto &[ep, w] : want) {
+        const BackendRuntime *b = nullptr;
+        for (const auto &[id, r] : core_.backends())
+            if (r.spec.ep == w.spec.ep) b = &r;
+        if (!b) {
+            auto id = add_backend(w.spec, &err);
+            if (!id) {
+                spdlog::warn("fleet: etcd's backend {} not added here: {}", ep, err);
+                continue;
+            }
+            b = core_.backend(*id);
+        }
+        if (b->spec.weight != w.spec.weight) {
+            core_.set_weight(b->id, w.spec.weight, now);
+            spdlog::info("fleet: backend {} weight {} (etcd)", ep, w.spec.weight);
+        }
+        if (b->draining != w.drain) {
+            core_.set_draining(b->id, w.drain, now);
+            spdlog::info("fleet: backend {} {} (etcd)", ep,
+                         w.drain ? "draining" : "drain cancelled");
+        }
+    }
+}
+
+json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
+    auto fail = [](const std::string &e) { return json{{"ok", false}, {"error", e}}; };
+    std::string err;
+    const FleetEtcdView v = etcd_->view();
+    if (!v.reachable) return fail(cmd + ": etcd is unreachable (" + v.error + "): nothing changed");
+    if (!v.config_seeded)
+        return fail(cmd +
+                    ": etcd has no configuration yet (the first appliance puts its own within a "
+                    "second): try again");
+    if (cmd == "tune.set") {
+        if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
+            return fail("tune.set needs \"name\" and \"value\"");
+        const std::string name = req["name"].get<std::string>(), value = tunable_text(req["value"]);
+        DaemonConfig check = cfg();
+        if (!shared_tunable(name) || !apply_tunable(check, name, value, &err))
+            return fail(err.empty() ? name + " cannot be changed at run time" : err);
+        if (!etcd_->put_config("tunables/" + name, value, &err)) return fail("tune.set: " + err);
+        spdlog::info("fleet: tune {} = {} written to etcd", name, value);
+        apply_fleet_etcd();
+        return {{"ok", true}, {"etcd", true}, {"tunables", tunables_json()}};
+    }
+    if (cmd == "backend.add") {
+        auto spec = backend_spec_from_request(req, &err);
+        if (!spec) return fail(err);
+        if (auto why = backend_unreachable(cfg(), spec->ep)) return fail("backend " + *why);
+        const std::string ep = spec->ep.str();
+        if (v.backends.count(ep)) return fail("backend " + ep + " exists already");
+        if (!etcd_->put_config("backends/" + ep, backend_value(*spec, false), &err))
+            return fail("backend.add: " + err);
+        spdlog::info("fleet: backend {} added in etcd", ep);
+        apply_fleet_etcd();
+        for (const auto &[id, b] : core_.backends())
+            if (b.spec.ep == spec->ep)
+                return {{"ok", true}, {"etcd", true}, {"backend", backend_json(b)}};
+        return fail("backend " + ep + " written to etcd but not added here (see kvsteerd's log)");
+    }
+    // remove, drain, weight: the backend named by address or by this appliance's id.
+    if (!req.contains("backend")) return fail(cmd + " needs \"backend\" (ADDR:PORT or id)");
+    const BackendRuntime *b = find_backend(req["backend"], &err);
+    if (!b) return fail(err);
+    const std::string ep = b->spec.ep.str();
+    auto it = v.backends.find(ep);
+    if (it == v.backends.end()) return fail("backend " + ep + " is not in etcd's configuration");
+    auto shared = parse_backend_value(it->second, &err);
+    if (!shared) return fail("etcd's backend " + ep + ": " + err);
+    const std::uint16_t id = b->id;
+    if (cmd == "backend.remove") {
+        json j = backend_json(*b);
+        if (!etcd_->delete_config("backends/" + ep, &err)) return fail("backend.remove: " + err);
+        spdlog::info("fleet: backend {} removed from etcd", ep);
+        apply_fleet_etcd();
+        return {{"ok", true}, {"etcd", true}, {"removed", j}};
+    }
+    if (cmd == "backend.drain") {
+        if (req.contains("drain") && !req["drain"].is_boolean())
+            return fail("drain must be true or false");
+        shared->drain = !req.contains("drain") || req["drain"].get<bool>();
+    } else {
+        if (!req.contains("weight")) return fail("backend.weight needs \"weight\"");
+        const json &w = req["weight"];
+        auto n = parse_uint_in("weight", w.is_string() ? w.get<std::string>() : w.dump(),
+                               {0, 65535}, &err);
+        if (!n) return fail(err);
+        shared->spec.weight = static_cast<std::uint16_t>(*n);
+    }
+    if (!etcd_->put_config("backends/" + ep, backend_value(shared->spec, shared->drain), &err))
+        return fail(cmd + ": " + err);
+    spdlog::info("fleet: backend {} {} written to etcd", ep,
+                 cmd == "backend.drain" ? (shared->drain ? "draining" : "drain cancelled")
+                                        : "weight " + std::to_string(shared->spec.weight));
+    apply_fleet_etcd();
+    const BackendRuntime *now = core_.backend(id);
+    return {{"ok", true}, {"etcd", true}, {"backend", now ? backend_json(*now) : json(nullptr)}};
+}
+
+}  // namespace kvsteer::control
