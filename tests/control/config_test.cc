@@ -609,6 +609,7 @@ TEST(Config, NoNegativeNumberBecomesAHugeUnsignedOne) {
                           "affinity-max-entries",
                           "affinity-index-max",
                           "table-grace",
+                          "dataplane-stale",
                           "hash-seed"}) {
         for (const char *v : {"-1", "-0", "-0x10", "0x-10", "+1"}) {
             auto r = parse(with({std::string("--") + k, v}));
@@ -737,4 +738,90 @@ TEST(Config, FleetErrorsNameTheKey) {
               "fleet-epoch: '0,2' names 2, not among the fleet-member ids");
     EXPECT_EQ(err(cat({"--fleet-self", "0", "--fleet-epoch", "0,0"}, m0)),
               "fleet-epoch: '0,0': appliance 0 is listed twice");
+}
+
+TEST(Config, AnnounceOptions) {
+    // Defaults: nothing announced, kvs_vip when a socket is given, 1 s without a heartbeat.
+    auto r = parse(minimal());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_TRUE(r.cfg.announce_bird_socket.empty());
+    EXPECT_EQ(r.cfg.announce_protocols, std::vector<std::string>{"kvs_vip"});
+    EXPECT_EQ(r.cfg.dataplane_stale_ms, 1000u);
+
+    r = parse(with({"--announce-bird-socket", "/run/bird/bird.ctl"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.announce_bird_socket, "/run/bird/bird.ctl");
+    EXPECT_EQ(r.cfg.announce_protocols, std::vector<std::string>{"kvs_vip"});
+
+    // Repeatable: the list replaces the default, in order.
+    r = parse(with({"--announce-bird-socket", "/run/bird/bird.ctl", "--announce-protocol",
+                    "vip4_static", "--announce-protocol", "VIP6_2", "--dataplane-stale", "250"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.announce_protocols, (std::vector<std::string>{"vip4_static", "VIP6_2"}));
+    EXPECT_EQ(r.cfg.dataplane_stale_ms, 250u);
+
+    // The bounds of dataplane-stale, and a name of 64 characters.
+    for (const char *v : {"100", "60000"}) {
+        r = parse(with({"--dataplane-stale", v}));
+        ASSERT_EQ(r.outcome, ParseOutcome::Ok) << v << ": " << r.message;
+        EXPECT_EQ(r.cfg.dataplane_stale_ms, std::stoul(v));
+    }
+    r = parse(
+        with({"--announce-bird-socket", "/b.ctl", "--announce-protocol", std::string(64, 'p')}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.announce_protocols, std::vector<std::string>{std::string(64, 'p')});
+
+    // From a file, the protocol repeated; the socket may come from the command line.
+    std::string path = temp_file(
+        "vip = 10.0.0.1:80\nsnat-addr = 10.0.1.1\nappliance-mac = 02:00:00:00:00:01\n"
+        "announce-protocol = kvs_vip\nannounce-protocol = kvs_vip6\ndataplane-stale = 3000\n");
+    r = parse({"--config", path, "--announce-bird-socket", "/run/bird/bird.ctl"});
+    unlink(path.c_str());
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(r.cfg.announce_bird_socket, "/run/bird/bird.ctl");
+    EXPECT_EQ(r.cfg.announce_protocols, (std::vector<std::string>{"kvs_vip", "kvs_vip6"}));
+    EXPECT_EQ(r.cfg.dataplane_stale_ms, 3000u);
+}
+
+TEST(Config, AnnounceErrorsNameTheKey) {
+    const std::vector<std::string> sock = {"--announce-bird-socket", "/run/bird/bird.ctl"};
+    auto with_sock = [&](std::vector<std::string> extra) {
+        auto a = sock;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return with(a);
+    };
+    const std::vector<BadCase> cases = {
+        {with({"--announce-protocol", "kvs_vip"}), "announce-protocol",
+         "given without announce-bird-socket"},
+        {with_sock({"--announce-protocol", "kvs-vip"}), "announce-protocol",
+         "'kvs-vip' is not a BIRD protocol name (letters, digits, _)"},
+        {with_sock({"--announce-protocol", "kvs vip"}), "announce-protocol", "'kvs vip'"},
+        {with_sock({"--announce-protocol", "kvs_vip\ndisable x"}), "announce-protocol",
+         "not a BIRD protocol name"},
+        {with_sock({"--announce-protocol", ""}), "announce-protocol", "not a BIRD protocol name"},
+        {with_sock({"--announce-protocol", std::string(65, 'p')}), "announce-protocol",
+         "not a BIRD protocol name"},
+        {with_sock({"--announce-protocol", "kvs_vip", "--announce-protocol", "x;y"}),
+         "announce-protocol", "'x;y'"},
+        {with({"--dataplane-stale", "99"}), "dataplane-stale", "100..60000"},
+        {with({"--dataplane-stale", "60001"}), "dataplane-stale", "100..60000"},
+        {with({"--dataplane-stale", "0"}), "dataplane-stale", "100..60000"},
+        {with({"--dataplane-stale", "1s"}), "dataplane-stale", "'1s'"},
+        {with({"--dataplane-stale", "-1"}), "dataplane-stale", "'-1'"},
+    };
+    for (const auto &c : cases) {
+        auto r = parse(c.args);
+        EXPECT_EQ(r.outcome, ParseOutcome::Error) << c.fragment;
+        EXPECT_EQ(r.message.rfind(c.key + ":", 0), 0u)
+            << "error should start with '" << c.key << ":': " << r.message;
+        EXPECT_NE(r.message.find(c.fragment), std::string::npos) << r.message;
+    }
+    // In a file: the same.
+    std::string path = temp_file(
+        "vip = 10.0.0.1:80\nsnat-addr = 10.0.1.1\nappliance-mac = 02:00:00:00:00:01\n"
+        "announce-protocol = kvs_vip\n");
+    auto r = parse({"--config", path});
+    unlink(path.c_str());
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "announce-protocol: given without announce-bird-socket");
 }

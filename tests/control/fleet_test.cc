@@ -1,5 +1,6 @@
 // The fleet's owner table (control/fleet.h): owners and previous owners from membership epochs,
-// member states, the digest, and publishing into map-shaped memory.
+// member states, the digest, and publishing into map-shaped memory. The fleet and the cookie
+// keys as read from etcd (control/fleet_etcd.h): unhealthy members, two-phase key rotation.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <set>
 
 #include "kvsteer/control/fleet.h"
+#include "kvsteer/control/fleet_etcd.h"
 #include "kvsteer/fleet.h"
 
 using namespace kvsteer::control;
@@ -270,4 +272,231 @@ TEST(Fleet, WriterFillsTheInactiveHalfThenFlips) {
     EXPECT_EQ(fl->self, KVS_APPLIANCE_NONE);
     EXPECT_EQ(fl->generation, 3u);
     EXPECT_EQ(owner[KVS_OWNER_BUCKETS + 7].owner, KVS_APPLIANCE_NONE);
+}
+
+// ---- the fleet as read from etcd (fleet_etcd.h) ------------------------------------------------
+
+namespace {
+
+// What an appliance read from etcd: `alive` members with their key (MACs as fleet()), the epochs
+// key at `version`, and the members that say their dataplane is unhealthy (whether alive or not).
+FleetEtcdView etcd_view(MemberSet alive, std::vector<MemberSet> epochs, MemberSet unhealthy = 0,
+                        std::int64_t version = 7) {
+    FleetEtcdView v;
+    v.read = v.reachable = true;
+    for (int id = 0; id < static_cast<int>(KVS_MAX_APPLIANCES); id++) {
+        if (alive & ids({id})) v.alive[id] = mac_of(id);
+        v.unhealthy[id] = unhealthy & ids({id});
+    }
+    v.epochs = std::move(epochs);
+    v.epochs_version = version;
+    return v;
+}
+
+using Key = std::array<std::uint64_t, 2>;
+constexpr Key kKeyPrev{0x1111, 0x1112}, kKey0{0x2221, 0x2222}, kKey1{0x3331, 0x3332},
+    kKey2{0x4441, 0x4442}, kFallback{0x5551, 0x5552};
+
+FleetEtcdView cookie_view(std::optional<Key> cur, std::optional<Key> prev,
+                          std::optional<Key> next = std::nullopt, std::int64_t next_at = 0) {
+    FleetEtcdView v;
+    v.read = v.reachable = true;
+    v.cookie_key = cur;
+    v.cookie_key_prev = prev;
+    v.cookie_key_next = next;
+    v.cookie_next_at_ms = next_at;
+    return v;
+}
+
+}  // namespace
+
+TEST(FleetCookieKeys, NoneWithoutACurrentKey) {
+    EXPECT_FALSE(fleet_cookie_keys(FleetEtcdView{}, 1000, kFallback));
+    // Even with the other keys there: the current one is what says etcd holds the keys.
+    EXPECT_FALSE(
+        fleet_cookie_keys(cookie_view(std::nullopt, kKeyPrev, kKey1, 5000), 1000, kFallback));
+}
+
+TEST(FleetCookieKeys, CurrentSignsPreviousOrFallbackAccepted) {
+    auto k = fleet_cookie_keys(cookie_view(kKey0, kKeyPrev), 1000, kFallback);
+    ASSERT_TRUE(k);
+    EXPECT_EQ(k->sign, kKey0);
+    EXPECT_EQ(k->accept, kKeyPrev);
+    k = fleet_cookie_keys(cookie_view(kKey0, std::nullopt), 1000, kFallback);
+    ASSERT_TRUE(k);
+    EXPECT_EQ(k->sign, kKey0);
+    EXPECT_EQ(k->accept, kFallback);
+}
+
+TEST(FleetCookieKeys, TwoPhaseRotation) {
+    constexpr std::int64_t at = 1700000002000;
+    const auto v = cookie_view(kKey0, kKeyPrev, kKey1, at);
+    // Before next-at: the current key signs, the next one is accepted already.
+    for (std::int64_t now : {std::int64_t{0}, at - kCookieActivateMs, at - 1}) {
+        const auto k = fleet_cookie_keys(v, now, kFallback);
+        ASSERT_TRUE(k);
+        EXPECT_EQ(k->sign, kKey0) << now;
+        EXPECT_EQ(k->accept, kKey1) << now;
+    }
+    // From next-at on: the next key signs, the current one is still accepted.
+    for (std::int64_t now : {at, at + 1, at + 3600000}) {
+        const auto k = fleet_cookie_keys(v, now, kFallback);
+        ASSERT_TRUE(k);
+        EXPECT_EQ(k->sign, kKey1) << now;
+        EXPECT_EQ(k->accept, kKey0) << now;
+    }
+}
+
+TEST(FleetCookieKeys, HalfARotationIsNoRotation) {
+    // A next key without its time, or a time without a key: current + previous.
+    for (const auto &v : {cookie_view(kKey0, kKeyPrev, kKey1, 0),
+                          cookie_view(kKey0, kKeyPrev, std::nullopt, 5000)}) {
+        const auto k = fleet_cookie_keys(v, 10000, kFallback);
+        ASSERT_TRUE(k);
+        EXPECT_EQ(k->sign, kKey0);
+        EXPECT_EQ(k->accept, kKeyPrev);
+    }
+}
+
+TEST(FleetCookieKeys, NoHandshakeFailsHoweverThePollsInterleave) {
+    // Two rotations as rotate_cookie writes them: the first at w1 (signing from t1 = w1 + 2 s),
+    // the second at w2, just after t1 (the key in force then, K1, stays current, K0 becomes the
+    // previous). Every appliance reads etcd within kPoll of a write. At any instant an appliance
+    // holds the newest view or, for kPoll after a write, the one before; its clock may be off by
+    // a millisecond. The key any appliance signs with must be one every other accepts.
+    constexpr std::int64_t kPoll = 200;
+    constexpr std::int64_t w1 = 1700000000000, t1 = w1 + kCookieActivateMs, w2 = t1 + 100,
+                           t2 = w2 + kCookieActivateMs;
+    struct Written {
+        std::int64_t at;
+        FleetEtcdView v;
+    };
+    const std::vector<Written> history = {
+        {0, cookie_view(kKey0, kKeyPrev)},
+        {w1, cookie_view(kKey0, kKeyPrev, kKey1, t1)},
+        {w2, cookie_view(kKey1, kKey0, kKey2, t2)},
+    };
+    unsigned checked = 0;
+    for (std::int64_t base : {w1 - 1, w1, w1 + 1, w1 + kPoll - 1, t1 - 1, t1, t1 + 1, w2 - 1, w2,
+                              w2 + 1, w2 + kPoll - 1, t2 - 1, t2, t2 + 1, t2 + 60000}) {
+        std::vector<const FleetEtcdView *> held;
+        for (std::size_t i = 0; i < history.size(); i++) {
+            const bool newest = i + 1 == history.size() || history[i + 1].at > base;
+            const bool lagging = i + 1 < history.size() && history[i + 1].at <= base &&
+                                 base < history[i + 1].at + kPoll;
+            if (history[i].at <= base && (newest || lagging)) held.push_back(&history[i].v);
+        }
+        ASSERT_FALSE(held.empty()) << base;
+        for (const auto *a : held)
+            for (const auto *b : held)
+                for (std::int64_t skew_a : {-1, 0, 1})
+                    for (std::int64_t skew_b : {-1, 0, 1}) {
+                        const auto ka = fleet_cookie_keys(*a, base + skew_a, kFallback);
+                        const auto kb = fleet_cookie_keys(*b, base + skew_b, kFallback);
+                        ASSERT_TRUE(ka && kb);
+                        EXPECT_TRUE(ka->sign == kb->sign || ka->sign == kb->accept)
+                            << "at " << base - w1 << " ms after the first rotation";
+                        checked++;
+                    }
+    }
+    EXPECT_GT(checked, 100u);
+}
+
+TEST(FleetFromEtcd, BeforeTheFirstReadTheLocalState) {
+    const auto local = fleet(3, {ids({0, 1, 2})});
+    auto v = etcd_view(ids({0, 1}), {ids({0, 1})}, ids({1}));
+    v.read = false;
+    EXPECT_EQ(fleet_state_from_etcd(local, v), local);
+}
+
+TEST(FleetFromEtcd, UnhealthyMemberOwnsNothingButStaysAPreviousOwner) {
+    const auto local = fleet(3, {ids({0, 1, 2})});
+    const auto s =
+        fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), {ids({0, 1, 2})}, ids({1}), 5));
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({0, 1, 2}), ids({0, 2})}));
+    EXPECT_EQ(s.epoch_no, 5u);  // etcd's epochs key's version
+    EXPECT_EQ(s.self, 0u);
+    ASSERT_TRUE(s.macs[1]);  // still a member
+    EXPECT_EQ(s.state(1), KVS_APP_DRAINING);
+    EXPECT_EQ(s.state(0), KVS_APP_UP);
+    const auto t = compute_fleet_table(s);
+    EXPECT_EQ(t.owned[1], 0u);
+    EXPECT_EQ(t.owned[0] + t.owned[2], KVS_OWNER_BUCKETS);
+    // Its buckets went to the others, which consult it for its flows.
+    unsigned its = 0;
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++) {
+        if (fleet_owner(ids({0, 1, 2}), b) != 1) continue;
+        its++;
+        ASSERT_NE(t.owner[b].owner, 1u) << b;
+        ASSERT_EQ(t.owner[b].prev[0], 1u) << b;
+    }
+    EXPECT_GT(its, 0u);
+    // Healthy again: etcd's epochs as they are.
+    const auto back =
+        fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), {ids({0, 1, 2})}, 0, 5));
+    EXPECT_EQ(back.epochs, std::vector<MemberSet>{ids({0, 1, 2})});
+}
+
+TEST(FleetFromEtcd, SeveralUnhealthyOneEpochWithoutAllOfThem) {
+    const auto local = fleet(4, {ids({0})});
+    const auto s = fleet_state_from_etcd(
+        local, etcd_view(ids({0, 1, 2, 3}), {ids({0}), ids({0, 1, 2, 3})}, ids({1, 3})));
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({0}), ids({0, 1, 2, 3}), ids({0, 2})}));
+}
+
+TEST(FleetFromEtcd, UnhealthyOutsideTheNewestEpochChangesNothing) {
+    // 1 was drained already: it owns nothing anyway.
+    const auto local = fleet(3, {ids({0, 1, 2})});
+    const std::vector<MemberSet> epochs = {ids({0, 1}), ids({0, 2})};
+    const auto s = fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), epochs, ids({1})));
+    EXPECT_EQ(s.epochs, epochs);
+}
+
+TEST(FleetFromEtcd, DeadAndUnhealthyIsJustDead) {
+    // 1 reported unhealthy, then its key expired: removed from every epoch, no extra epoch.
+    const auto local = fleet(3, {ids({0, 1, 2})});
+    const auto s = fleet_state_from_etcd(
+        local, etcd_view(ids({0, 2}), {ids({0, 1}), ids({0, 1, 2})}, ids({1})));
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({0}), ids({0, 2})}));
+    EXPECT_FALSE(s.macs[1]);
+    EXPECT_EQ(s.state(1), KVS_APP_EMPTY);
+}
+
+TEST(FleetFromEtcd, NoOwnerLeftMeansNoExtraEpoch) {
+    const auto local = fleet(3, {ids({0, 1, 2})});
+    // Every member of the newest epoch unhealthy: they keep owning (better than no owner).
+    auto s = fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), {ids({0, 1})}, ids({0, 1})));
+    EXPECT_EQ(s.epochs, std::vector<MemberSet>{ids({0, 1})});
+    EXPECT_GT(compute_fleet_table(s).owned[0], 0u);
+    // The only owner unhealthy, a healthy member outside the newest epoch: still no extra epoch.
+    s = fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), {ids({0, 2}), ids({1})}, ids({1})));
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({0, 2}), ids({1})}));
+    EXPECT_EQ(compute_fleet_table(s).owned[1], KVS_OWNER_BUCKETS);
+}
+
+TEST(FleetFromEtcd, WithoutAnEpochsKeyTheLocalEpochs) {
+    const auto local = fleet(3, {ids({0, 1, 2})});
+    auto v = etcd_view(ids({0, 1}), {}, ids({1}));
+    v.epochs = std::nullopt;
+    const auto s = fleet_state_from_etcd(local, v);
+    // 2 has no key: dead; 1 unhealthy.
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({0, 1}), ids({0})}));
+    EXPECT_EQ(s.epoch_no, local.epoch_no);
+}
+
+TEST(FleetFromEtcd, EveryApplianceComputesTheSameTable) {
+    const auto v = etcd_view(ids({0, 1, 2, 3}), {ids({0, 1, 2}), ids({0, 1, 2, 3})}, ids({2}));
+    const auto a = fleet_state_from_etcd(fleet(4, {ids({0, 1, 2, 3})}, 0), v);
+    const auto b = fleet_state_from_etcd(fleet(2, {ids({0, 1})}, 3), v);
+    EXPECT_EQ(a.self, 0u);
+    EXPECT_EQ(b.self, 3u);
+    EXPECT_EQ(a.epochs, b.epochs);
+    const auto ta = compute_fleet_table(a), tb = compute_fleet_table(b);
+    EXPECT_EQ(ta.digest, tb.digest);
+    EXPECT_EQ(ta.owned[2], 0u);
+    // The member's health is part of what the fleet agrees on.
+    const auto healthy = fleet_state_from_etcd(
+        fleet(4, {ids({0})}, 0), etcd_view(ids({0, 1, 2, 3}), {ids({0, 1, 2}), ids({0, 1, 2, 3})}));
+    EXPECT_NE(compute_fleet_table(healthy).digest, ta.digest);
+    EXPECT_GT(compute_fleet_table(healthy).owned[2], 0u);
 }
