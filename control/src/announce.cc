@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -107,8 +108,13 @@ bool bird_command(const std::string &socket, const std::string &cmd, std::string
         int fd;
         ~Closer() { ::close(fd); }
     } closer{fd};
+    // connect() on a Unix socket blocks while the listener's queue is full (a stuck BIRD): bound
+    // it by the same deadline (SO_SNDTIMEO; it then fails with EAGAIN).
+    timeval tv{timeout_ms / 1000, static_cast<suseconds_t>((timeout_ms % 1000) * 1000)};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
-        *err = fmt::format("BIRD control socket {}: {}", socket, std::strerror(errno));
+        *err = fmt::format("BIRD control socket {}: {}", socket,
+                           errno == EAGAIN ? "BIRD did not accept in time" : std::strerror(errno));
         return false;
     }
     int code = 0;
@@ -162,9 +168,19 @@ void Announcer::stop() {
     cv_.notify_all();
     if (thr_.joinable()) thr_.join();
     std::string err;
-    if (!apply(false, &err)) spdlog::warn("announce: withdrawing on shutdown: {}", err);
+    const bool ok = apply(false, &err);
+    if (!ok) spdlog::warn("announce: withdrawing on shutdown: {}", err);
     std::lock_guard lk(mu_);
-    st_.want = st_.announced = false;
+    st_.want = false;
+    if (ok) {
+        st_.announced = false;
+        st_.confirmed = true;
+        st_.last_error.clear();
+    } else {
+        st_.errors++;
+        st_.confirmed = false;
+        st_.last_error = err;
+    }
 }
 
 AnnounceStatus Announcer::status() const {

@@ -367,7 +367,8 @@ bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string
         if (!poll(err)) return false;
         FleetEtcdView v = view();
         FleetState s = fleet_state_from_etcd(local_, v);
-        if (v.epochs) s.epochs = *v.epochs;
+        // Etcd's epochs as they are (an epoch computed for unhealthy members is never written).
+        s.epochs = v.epochs ? *v.epochs : local_.epochs;
         const std::vector<MemberSet> before = s.epochs;
         if (!op(s, err)) return false;
         *changed = s.epochs != before;
@@ -402,16 +403,20 @@ bool FleetEtcd::rotate_cookie(const std::array<std::uint64_t, 2> &local_current,
         const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count();
-        // The keys as they are in force now: the current one stays current until the fresh one
-        // signs; an earlier rotation not in force yet is replaced (its key never signed).
+        // Not while the last rotation may still be under way somewhere: before its key signs,
+        // and for as long again after (an appliance switches at its own tick and reads etcd at
+        // its own poll): replacing the keys then could fail a handshake signed by a late one.
+        if (v.cookie_key_next && v.cookie_next_at_ms > 0 &&
+            now < v.cookie_next_at_ms + kCookieActivateMs) {
+            *err = "the last rotation is still under way: try again in " +
+                   std::to_string(v.cookie_next_at_ms + kCookieActivateMs - now) + " ms";
+            return false;
+        }
+        // The keys in force now: the signing one stays current until the fresh one signs, the
+        // accepted one is kept as the previous (for the record: the next key is read first).
         const CookieKeys k = fleet_cookie_keys(v, now, local_current)
                                  .value_or(CookieKeys{local_current, local_current});
-        const bool pending =
-            v.cookie_key_next && v.cookie_next_at_ms > 0 && now < v.cookie_next_at_ms;
-        const std::array<std::uint64_t, 2> in_force = k.sign;
-        // For the record (fleet_cookie_keys reads the next key while there is one).
-        const std::array<std::uint64_t, 2> before =
-            pending ? v.cookie_key_prev.value_or(k.sign) : k.accept;
+        const std::array<std::uint64_t, 2> in_force = k.sign, before = k.accept;
         std::array<std::uint64_t, 2> fresh{};
         if (getrandom(fresh.data(), sizeof fresh, 0) != static_cast<ssize_t>(sizeof fresh)) {
             *err = "no random bytes for a cookie key";

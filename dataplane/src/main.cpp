@@ -286,6 +286,10 @@ int main(int argc, char **argv) {
         spdlog::error("worker setup: {}", e.what());
         return 1;
     }
+    // Heartbeats of workers this run does not have (an earlier run's, killed): not ours to leave
+    // stale, or kvsteerd would take this dataplane for a dead one forever.
+    for (unsigned w = n_workers; tables.ring_ctl && w < KVS_MAX_WORKERS; ++w)
+        __atomic_store_n(&tables.ring_ctl[w].alive_ns, 0, __ATOMIC_RELAXED);
     spdlog::info("kvsteer-dataplane: mode {}, port {} ({}), {} worker(s), maps {}, idle {}",
                  mode_name(opts->mode), opts->port, info.driver_name ? info.driver_name : "?",
                  n_workers, opts->bpffs, opts->idle == IdlePolicy::Busy ? "busy" : "adaptive");
