@@ -59,6 +59,7 @@ void Daemon::check_dataplane(std::uint64_t now) {
              {"draining", drain_.active},
              {"announced", announcer_ ? json(announcer_->status().announced) : json(nullptr)},
              {"digest", fleet_digest_hex()},
+             {"tables", tables_digest_hex()},
              {"epoch", fleet_.epoch_no},
              {"cookie", fleet_cookie_fingerprint()}});
     if (drain_.active && !drain_.done) {

@@ -5,6 +5,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "kvsteer/control/daemon.h"
@@ -98,6 +99,19 @@ std::string Daemon::fleet_digest_hex() const {
     return hex64(fleet_table_.digest);
 }
 
+// What the backend lookup table is computed from, independent of the local backend ids: every
+// backend's spec, weight, drain and health state (sorted by address), and the tunables.
+std::string Daemon::tables_digest_hex() const {
+    std::vector<std::string> parts;
+    for (const auto &[id, b] : core_.backends())
+        parts.push_back(
+            fmt::format("{}|{}|{}", backend_spec_str(b.spec), b.draining, b.map_state()));
+    std::sort(parts.begin(), parts.end());
+    std::string all = tunables_json().dump();
+    for (const auto &p : parts) all += "\n" + p;
+    return hex64(XXH3_64bits(all.data(), all.size()));
+}
+
 std::string Daemon::fleet_cookie_fingerprint() const {
     return key_fingerprint(maps_.config->cookie_key[0]);
 }
@@ -113,7 +127,8 @@ json Daemon::fleet_members_view(const FleetEtcdView &v) const {
         if (!r.is_object()) r = json::object();
         r["id"] = id;
         const bool same = r.value("digest", "") == fleet_digest_hex() &&
-                          r.value("cookie", "") == fleet_cookie_fingerprint();
+                          r.value("cookie", "") == fleet_cookie_fingerprint() &&
+                          r.value("tables", "") == tables_digest_hex();
         r["agrees"] = same;
         agree = agree && same;
         out.push_back(r);

@@ -668,8 +668,8 @@ void print_fleet(const json &f) {
     if (e.contains("reported")) {
         const auto &rep = e["reported"];
         std::printf(
-            "fleet agrees: %s (owner-table digest and cookie key of every alive member "
-            "as it reports them in etcd)\n",
+            "fleet agrees: %s (owner table, lookup-table inputs and cookie key of every alive "
+            "member as it reports them in etcd)\n",
             rep["agree"].get<bool>() ? "yes" : "NO");
         for (const auto &m : rep["members"]) {
             auto str = [&](const char *k) {
@@ -679,11 +679,12 @@ void print_fleet(const json &f) {
             auto flag = [&](const char *k, const char *yes, const char *no) {
                 return m.contains(k) && m[k].is_boolean() ? (m[k].get<bool>() ? yes : no) : "?";
             };
-            std::printf("  %2s  dataplane %-9s %-9s %-11s digest %s cookie %s%s\n",
+            std::printf("  %2s  dataplane %-9s %-9s %-11s owners %s tables %s cookie %s%s\n",
                         num(m["id"]).c_str(), flag("healthy", "healthy", "UNHEALTHY"),
                         flag("draining", "draining", ""),
                         flag("announced", "announced", "withdrawn"), str("digest").c_str(),
-                        str("cookie").c_str(), m["agrees"].get<bool>() ? "" : "  <- differs");
+                        str("tables").c_str(), str("cookie").c_str(),
+                        m["agrees"].get<bool>() ? "" : "  <- differs");
         }
     }
     std::printf("cookie keys: current %s, previous %s (fingerprints)\n",

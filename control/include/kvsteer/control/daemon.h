@@ -110,6 +110,7 @@ class Daemon {
     nlohmann::json fleet_members_view(const FleetEtcdView &v) const;
     std::string fleet_digest_hex() const;
     std::string fleet_cookie_fingerprint() const;
+    std::string tables_digest_hex() const;
     // The VIP's announcement and the drain (daemon_announce.cc): the dataplane's health checked
     // every tick, BIRD told; the drain.* commands (nullopt: not one of them).
     void start_announcer();
