@@ -187,26 +187,22 @@ void FleetEtcd::set_seed(std::vector<std::pair<std::string, std::string>> config
 }
 
 bool FleetEtcd::put_config(const std::string &suffix, const std::string &value, std::string *err) {
-    auto r = etcd_call(ep_, "/v3/kv/put", etcd_put_request(prefix_ + "config/" + suffix, value),
-                       kCallTimeout);
-    if (!r.ok()) {
-        *err = r.error;
-        return false;
-    }
-    std::string e;
-    poll(&e);
-    return true;
+    return change_config("/v3/kv/put", etcd_put_request(prefix_ + "config/" + suffix, value), err);
 }
 
 bool FleetEtcd::delete_config(const std::string &suffix, std::string *err) {
-    auto r = etcd_call(ep_, "/v3/kv/deleterange", etcd_delete_request(prefix_ + "config/" + suffix),
-                       kCallTimeout);
+    return change_config("/v3/kv/deleterange", etcd_delete_request(prefix_ + "config/" + suffix),
+                         err);
+}
+
+bool FleetEtcd::change_config(const std::string &path, const json &body, std::string *err) {
+    auto r = etcd_call(ep_, path, body, kCallTimeout);
     if (!r.ok()) {
         *err = r.error;
         return false;
     }
     std::string e;
-    poll(&e);
+    poll(&e);  // the answer shows the change
     return true;
 }
 

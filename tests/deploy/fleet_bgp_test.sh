@@ -145,7 +145,7 @@ until_ok 5 hops_are 1 || fail "appliance 1 is not announced: route over '$(hops)
 log "appliance 1 up and announced"
 
 log "1. 60 long streams on appliance 1; appliances 2 and 3 join"
-STREAM_TOKENS=${STREAM_TOKENS:-3000} streams 60 "$DIR/s1.json"
+STREAM_TOKENS=${STREAM_TOKENS:-5000} streams 60 "$DIR/s1.json"
 t0=$SECONDS
 sleep 2
 app_up 2 fleet_conf
