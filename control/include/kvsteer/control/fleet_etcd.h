@@ -122,7 +122,7 @@ class FleetEtcd {
     bool poll(std::string *err);  // one range of the prefix into view_
     bool keep_lease(std::string *err);
     std::string member_key(std::uint8_t id) const;
-    std::string member_value() const;   // mac + report_
+    std::string member_value() const;  // mac + report_
     // One put or delete under P config/, then a poll.
     bool change_config(const std::string &path, const nlohmann::json &body, std::string *err);
     bool put_report(std::string *err);  // when report_ changed since the last put
