@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "kvsteer/control/daemon.h"
 #include "mono_clock.h"
@@ -75,14 +74,7 @@ void Daemon::check_dataplane(std::uint64_t now) {
 std::uint64_t Daemon::flows_in_flight() const {
     if (!maps_.load) return 0;
     std::uint64_t n = 0;
-    for (const auto &[id, b] : core_.backends()) {
-        const auto &l = maps_.load[id];
-        auto rd = [](const __u64 &x) {
-            return std::atomic_ref<__u64>(const_cast<__u64 &>(x)).load(std::memory_order_relaxed);
-        };
-        const std::uint64_t binds = rd(l.binds), closes = rd(l.closes);
-        if (binds > closes) n += binds - closes;
-    }
+    for (const auto &[id, b] : core_.backends()) n += core_.in_flight(b);
     return n;
 }
 
