@@ -97,6 +97,16 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_owner SEC(".maps");
 
+/* Liveness: the sequence number each member's newest pong echoed (abi.h). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, KVS_MAX_APPLIANCES);
+    __type(key, __u32);
+    __type(value, __u64);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} kvs_fleet_heard SEC(".maps");
+
 /* Name and shape fixed by DPDK's af_xdp PMD, which fills it; never pinned. */
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);

@@ -526,6 +526,28 @@ __attribute__((noinline)) int kvs_xdp_fleet_decap(struct xdp_md *ctx) {
     return (int)at;
 }
 
+/* A ping from another member is answered in place (XDP_TX); a pong's sequence number is stored
+ * in kvs_fleet_heard (abi.h, "liveness"). Returns the verdict, or -1: not a ping or pong. */
+__attribute__((noinline)) int kvs_xdp_fleet_beat(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct kvs_fleet *fl = kvs_fleet_get();
+    __u64 seq = 0, *h;
+    __u8 from = 0;
+    __u32 id;
+    int b;
+
+    if (!fl) return -1; /* decap counts it */
+    b = kvs_fleet_beat(data, data_end, fl, &from, &seq);
+    if (b == KVS_FLEET_BEAT_NONE) return -1;
+    if (b == KVS_FLEET_BEAT_ANSWER) return kvs_verdict(KVS_R_FLEET_PING_ANSWERED, XDP_TX);
+    if (b != KVS_FLEET_BEAT_HEARD) return kvs_verdict(KVS_R_FLEET_DROP_BAD_PING, XDP_DROP);
+    id = from;
+    h = bpf_map_lookup_elem(&kvs_fleet_heard, &id);
+    if (h) *h = seq;
+    return kvs_verdict(KVS_R_FLEET_PONG_HEARD, XDP_DROP);
+}
+
 /* Sends the (untagged) frame on to appliance `to`, encapsulated with `hop`; XDP_TX (the
  * appliances share a segment). */
 __attribute__((noinline)) int kvs_xdp_fleet_send(struct xdp_md *ctx, __u32 to, __u32 hop) {
@@ -684,6 +706,8 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
     /* Between appliances (a fleet): the frame is decapsulated before anything reads it. */
     if ((void *)((struct kvs_ethhdr *)data + 1) <= data_end &&
         ((struct kvs_ethhdr *)data)->proto == bpf_htons(KVS_ETH_P_FLEET)) {
+        st = kvs_xdp_fleet_beat(ctx);
+        if (st >= 0) return st;
         at = (__u32)kvs_xdp_fleet_decap(ctx);
         if (!at) return XDP_DROP; /* counted there */
         KVS_RELOAD_FRAME(ctx, data, data_end);

@@ -140,6 +140,11 @@ po::options_description make_options() {
         ("fleet-epoch", po::value<std::vector<std::string>>(),
          "ID[,ID...]: a membership epoch, the members owning buckets in it (repeatable, oldest "
          "first; default: one epoch of every fleet-member)")
+        ("fleet-ping", s(), "ms between pings to every other appliance's XDP program, sent on "
+         "interface; 0 = off (default 50)")
+        ("fleet-ping-misses", s(), "pings in a row an appliance that answered before may leave "
+         "unanswered; then it is left out of the owner table, so its orphaned clients get RSTs "
+         "(default 4)")
         ("fleet-etcd", s(), "http://ADDR:PORT: etcd (v3 JSON gateway) carrying the fleet's members, "
          "epochs and cookie keys (needs fleet-self; default: none, the fleet from this config and "
          "the API)")
@@ -370,7 +375,8 @@ void build_fleet(const po::variables_map &vm, DaemonConfig &c) {
     std::string err;
     auto self = opt_str(vm, "fleet-self");
     if (!self) {
-        for (const char *k : {"fleet-member", "fleet-epoch", "fleet-etcd", "fleet-etcd-prefix"})
+        for (const char *k : {"fleet-member", "fleet-epoch", "fleet-etcd", "fleet-etcd-prefix",
+                              "fleet-ping", "fleet-ping-misses"})
             if (vm.count(k)) fail(k, "given without fleet-self (this appliance's id)");
         return;
     }
@@ -411,6 +417,10 @@ void build_fleet(const po::variables_map &vm, DaemonConfig &c) {
         f.epochs.push_back(*set);
     }
     f.epoch_no = f.epochs.size();
+    c.fleet_ping_ms =
+        static_cast<std::uint32_t>(get_uint(vm, "fleet-ping", 0, 10000, c.fleet_ping_ms));
+    c.fleet_ping_misses =
+        static_cast<std::uint32_t>(get_uint(vm, "fleet-ping-misses", 2, 1000, c.fleet_ping_misses));
     if (auto e = opt_str(vm, "fleet-etcd")) {
         std::string_view u = *e;
         if (!u.starts_with("http://"))

@@ -30,6 +30,7 @@ Daemon::~Daemon() {
     stop();
     announcer_.reset();  // its thread (BIRD left as it is: run() withdrew on a clean stop)
     etcd_.reset();       // its thread writes wake_fd_ too
+    pinger_.reset();     // and so does this one's
     kv_.reset();         // its thread writes wake_fd_: gone before the fd is closed
     {
         std::lock_guard lk(mu_);
@@ -86,6 +87,7 @@ bool Daemon::start(std::string *err) {
     for (const auto &[id, b] : core_.backends())
         if (!kv_subscribe(id, b.spec, err)) return false;
     update_targets(false);
+    start_pinger();
     start_announcer();
     health_thr_ = std::thread([this] { prober_loop(Probe::Health); });
     if (cfg().telemetry_interval_ms)
@@ -112,6 +114,7 @@ void Daemon::tick() {
             maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS,
             [&](const kvs_bind_report &r) { core_.on_report(r, now); }, ring_stats_);
     core_.tick(now);
+    apply_fleet_silence();
     check_dataplane(now);
 }
 

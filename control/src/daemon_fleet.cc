@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -155,29 +156,87 @@ json Daemon::fleet_etcd_json() const {
             {"error", v.reachable ? json(nullptr) : json(v.error)}};
 }
 
+// The table is computed from the shared state less the members that stopped answering pings:
+// every appliance that hears the same silence computes the same table. A silent member keeps its
+// MAC (so its pongs are still heard) and comes back when it answers again.
 void Daemon::publish_fleet() {
-    fleet_table_ = compute_fleet_table(fleet_);
-    if (fleet_maps_.fleet && fleet_maps_.owner) fleet_writer_.publish(fleet_, fleet_table_);
+    FleetState eff = fleet_;
+    for (MemberSet &e : eff.epochs) e &= static_cast<MemberSet>(~fleet_silent_);
+    fleet_table_ = compute_fleet_table(eff);
+    if (fleet_maps_.fleet && fleet_maps_.owner) fleet_writer_.publish(eff, fleet_table_);
+    if (pinger_) pinger_->set_members(fleet_.self, fleet_.macs);
     if (!fleet_.enabled()) return;
     std::string members;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if (fleet_.macs[id])
-            members += fmt::format("{}{}={}", members.empty() ? "" : " ", id,
-                                   appliance_state_name(fleet_.state(id)));
+            members += fmt::format("{}{}={}{}", members.empty() ? "" : " ", id,
+                                   appliance_state_name(eff.state(id)),
+                                   (fleet_silent_ & (1u << id)) ? "(silent)" : "");
     spdlog::info("fleet: self {}, epoch {} ({} retained), members {}, digest {}", fleet_.self,
                  fleet_.epoch_no, fleet_.epochs.size(), members, hex64(fleet_table_.digest));
+}
+
+void Daemon::start_pinger() {
+    if (!fleet_.enabled() || !cfg().fleet_ping_ms) return;
+    if (cfg().interface.empty()) {
+        spdlog::warn(
+            "fleet: no pings (fleet-ping needs interface, not appliance-mac): a crashed appliance "
+            "is noticed only when its etcd lease expires or by fleet forget");
+        return;
+    }
+    if (!fleet_maps_.heard) return;  // no maps (tests): nothing would hear the pongs
+    auto p = std::make_unique<FleetPinger>(
+        cfg().interface, std::chrono::milliseconds(cfg().fleet_ping_ms), cfg().fleet_ping_misses,
+        fleet_maps_.heard, [this] {
+            std::uint64_t one = 1;
+            [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
+        });
+    p->set_members(fleet_.self, fleet_.macs);
+    std::string err;
+    if (!p->start(&err)) {
+        spdlog::warn(
+            "{}: a crashed appliance is noticed only when its etcd lease expires or by "
+            "fleet forget",
+            err);
+        return;
+    }
+    pinger_ = std::move(p);
+    spdlog::info("fleet: pinging the other appliances on {} every {} ms ({} unanswered: silent)",
+                 cfg().interface, cfg().fleet_ping_ms, cfg().fleet_ping_misses);
+}
+
+void Daemon::apply_fleet_silence() {
+    if (!pinger_) return;
+    const MemberSet s = pinger_->silent();
+    if (s == fleet_silent_) return;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+        const bool was = fleet_silent_ & (1u << id), is = s & (1u << id);
+        if (is && !was)
+            spdlog::warn(
+                "fleet: appliance {} left {} pings in a row unanswered: out of the owner table "
+                "(clients of its flows get RSTs)",
+                id, cfg().fleet_ping_misses);
+        else if (was && !is)
+            spdlog::info("fleet: appliance {} answers pings again: back in the owner table", id);
+    }
+    fleet_silent_ = s;
+    publish_fleet();
 }
 
 json Daemon::fleet_json() const {
     const bool mapped = fleet_maps_.fleet && fleet_maps_.owner;
     json members = json::array(), epochs = json::array();
+    const PingStatus ps = pinger_ ? pinger_->status() : PingStatus{};
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!fleet_.macs[id]) continue;
-        members.push_back({{"id", id},
-                           {"mac", format_mac(*fleet_.macs[id])},
-                           {"state", appliance_state_name(fleet_.state(id))},
-                           {"buckets", fleet_table_.owned[id]},
-                           {"self", id == fleet_.self}});
+        members.push_back(
+            {{"id", id},
+             {"mac", format_mac(*fleet_.macs[id])},
+             {"state", appliance_state_name(fleet_table_.members[id].state)},
+             {"buckets", fleet_table_.owned[id]},
+             {"self", id == fleet_.self},
+             {"silent", static_cast<bool>(fleet_silent_ & (1u << id))},
+             {"unanswered", ps.unanswered[id] ? json(*ps.unanswered[id]) : json(nullptr)}});
     }
     for (MemberSet e : fleet_.epochs) epochs.push_back(ids_json(e));
     return {{"enabled", fleet_.enabled()},
@@ -191,6 +250,13 @@ json Daemon::fleet_json() const {
             {"generation", mapped ? json(fleet_writer_.generation()) : json(nullptr)},
             {"owner_active", mapped ? json(fleet_writer_.active()) : json(nullptr)},
             {"etcd", fleet_etcd_json()},
+            {"ping", pinger_ ? json{{"every_ms", cfg().fleet_ping_ms},
+                                    {"misses", cfg().fleet_ping_misses},
+                                    {"rounds", ps.rounds},
+                                    {"send_errors", ps.send_errors},
+                                    {"last_error",
+                                     ps.last_error.empty() ? json(nullptr) : json(ps.last_error)}}
+                             : json(nullptr)},
             {"cookie_keys",
              {{"current", key_fingerprint(maps_.config->cookie_key[0])},
               {"previous", key_fingerprint(maps_.config->cookie_key[1])}}}};

@@ -237,6 +237,7 @@ void Daemon::run() {
             apply_results();
             apply_kv_resets();
             apply_fleet_etcd();
+            apply_fleet_silence();
         }
         if (pfds[1].revents) accept_api();
         if (pfds[2].revents) accept_metrics();

@@ -36,7 +36,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     // Views of the maps; `maps` outlives them.
-    Daemon d(r.cfg, *maps, FleetMaps{maps->fleet, maps->owner});
+    Daemon d(r.cfg, *maps, FleetMaps{maps->fleet, maps->owner, maps->fleet_heard});
     if (!d.start(&err)) {
         std::fprintf(stderr, "kvsteerd: %s\n", err.c_str());
         return 1;

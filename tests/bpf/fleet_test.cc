@@ -10,6 +10,7 @@
 #include "fleet_frames.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/fleet.h"
+#include "kvsteer/fleetpkt.h"
 #include "kvsteer/flowpair.h"
 #include "kvsteer/rewrite.h"
 #include "prog_fixture.h"
@@ -339,7 +340,7 @@ TEST_P(BpfFleet, BadHeadersAreDropped) {
         SCOPED_TRACE(what);
         expect_verdict(f, XDP_DROP_, KVS_R_FLEET_DROP_BAD_HEADER);
     };
-    bad(to_us(in, 0, 2), "hop 0");
+    bad(to_us(in, 0x10, 2), "hop 0 with a table tag (hop 0 alone is a ping)");
     bad(to_us(in, 2 + KVS_OWNER_PREV, 2), "hop past the last previous owner");
     bad(to_us(in, 1, kSelf), "from ourselves");
     bad(to_us(in, 1, 7), "from a non-member");
@@ -381,6 +382,84 @@ TEST_P(BpfFleet, TaggedFramesStayLocal) {
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_BAD_COOKIE);
     auto after = h_->stats();
     EXPECT_EQ(after[KVS_R_FLEET_VLAN_LOCAL] - before[KVS_R_FLEET_VLAN_LOCAL], 1u);
+}
+
+// A ping (struct kvs_fleet_ping), laid out here independently of fleetpkt.h: Ethernet to `to`
+// from `from`'s MAC, 0x88B5, hop byte, sender id, 8 bytes of sequence number, zero padding.
+Bytes ping_frame(std::uint8_t hop, std::uint8_t from, std::uint8_t to, std::uint64_t seq) {
+    Bytes b(60, 0);
+    member_mac(to, &b[0]);
+    member_mac(from, &b[6]);
+    b[12] = 0x88;
+    b[13] = 0xB5;
+    b[14] = hop;
+    b[15] = from;
+    std::memcpy(&b[16], &seq, 8);
+    return b;
+}
+
+TEST(FleetPing, WriterLaysOutThePing) {
+    std::uint8_t to[6], ours[6];
+    member_mac(3, to);
+    member_mac(kSelf, ours);
+    Bytes b(KVS_FLEET_PING_LEN, 0xee);
+    EXPECT_EQ(kvs_fleet_ping_write(b.data(), to, ours, kSelf, 0x0102030405060708ull),
+              KVS_FLEET_PING_LEN);
+    EXPECT_EQ(b, ping_frame(KVS_FLEET_HOP_PING, kSelf, 3, 0x0102030405060708ull));
+}
+
+TEST_P(BpfFleet, PingsAreAnsweredInPlaceAndPongsRecorded) {
+    const int heard_fd = h_->loader().map_fd(KVS_MAP_FLEET_HEARD);
+    ASSERT_GE(heard_fd, 0);
+    // A ping from member 2: the same frame back, to 2 from us, hop PONG, from us, seq unchanged.
+    RunResult r = expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 0xabcdef0123ull), XDP_TX_,
+                                 KVS_R_FLEET_PING_ANSWERED);
+    Bytes want = ping_frame(KVS_FLEET_HOP_PONG, kSelf, 2, 0xabcdef0123ull);
+    EXPECT_EQ(r.out, want) << "got:\n" << hex(r.out);
+    // A member that owns nothing (no state, MAC known) is answered too: it must hear us.
+    kvs_fleet f = fleet_;
+    f.members[2].state = KVS_APP_EMPTY;
+    set_fleet(f);
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 7), XDP_TX_, KVS_R_FLEET_PING_ANSWERED);
+    // A pong from member 3: its sequence number stored, the frame dropped.
+    std::uint32_t k = 3;
+    std::uint64_t v = 0;
+    EXPECT_EQ(bpf_map_update_elem(heard_fd, &k, &v, BPF_ANY), 0);
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 0x77665544ull), XDP_DROP_,
+                   KVS_R_FLEET_PONG_HEARD);
+    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 0x77665544ull);
+    // Pongs of the silent member 2 are heard too (it comes back when it answers).
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 2, kSelf, 9), XDP_DROP_, KVS_R_FLEET_PONG_HEARD);
+    k = 2;
+    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 9u);
+    set_fleet(fleet_);
+
+    auto bad = [&](Bytes in, const char *what) {
+        SCOPED_TRACE(what);
+        expect_verdict(in, XDP_DROP_, KVS_R_FLEET_DROP_BAD_PING);
+    };
+    bad(ping_frame(KVS_FLEET_HOP_PING, kSelf, kSelf, 1), "from ourselves");
+    bad(ping_frame(KVS_FLEET_HOP_PING, 9, kSelf, 1), "from an appliance with no MAC here");
+    Bytes spoofed = ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1);
+    member_mac(3, &spoofed[6]);
+    bad(spoofed, "source MAC not the sender's");
+    bad(ping_frame(KVS_FLEET_HOP_PING, 2, 3, 1), "to another appliance's MAC");
+    Bytes pong = ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 1);
+    member_mac(2, &pong[6]);
+    bad(pong, "pong with a source MAC not the sender's");
+    k = 3;
+    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 0x77665544ull) << "a refused pong must not be recorded";
+    // Too short for the header: not a ping; the decapsulation refuses it.
+    Bytes shortp = ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1);
+    shortp.resize(14 + 5);
+    expect_verdict(shortp, XDP_DROP_, KVS_R_FLEET_DROP_BAD_HEADER);
+    // Fleet off: not answered.
+    set_fleet(kvs_fleet{});
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1), XDP_DROP_,
+                   KVS_R_FLEET_DROP_NOT_IN_FLEET);
 }
 
 INSTANTIATE_TEST_SUITE_P(Family, BpfFleet, ::testing::Values(false, true),

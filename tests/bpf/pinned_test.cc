@@ -40,9 +40,10 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     std::string err;
     auto m = kvsteer::bpf::open_pinned_maps(dir_, true, &err);
     ASSERT_NE(m, nullptr) << err;
-    for (const char *name : {KVS_MAP_CONFIG, KVS_MAP_BACKENDS, KVS_MAP_BACKEND_LOAD, KVS_MAP_MAGLEV,
-                             KVS_MAP_AFFINITY, KVS_MAP_FLOWS, KVS_MAP_STATS, KVS_MAP_RING_CTL,
-                             KVS_MAP_BIND_RING, KVS_MAP_DP_STATS, KVS_MAP_FLEET, KVS_MAP_OWNER})
+    for (const char *name :
+         {KVS_MAP_CONFIG, KVS_MAP_BACKENDS, KVS_MAP_BACKEND_LOAD, KVS_MAP_MAGLEV, KVS_MAP_AFFINITY,
+          KVS_MAP_FLOWS, KVS_MAP_STATS, KVS_MAP_RING_CTL, KVS_MAP_BIND_RING, KVS_MAP_DP_STATS,
+          KVS_MAP_FLEET, KVS_MAP_OWNER, KVS_MAP_FLEET_HEARD})
         EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + name)) << name;
 
     // Writes through the mmaps land where the kernel (and the XDP program) index them.
@@ -58,6 +59,7 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     m->fleet->self = 2;
     m->fleet->members[15].mac[5] = 0x0f;
     m->owner[2 * KVS_OWNER_BUCKETS - 1].prev[2] = 6;
+    m->fleet_heard[KVS_MAX_APPLIANCES - 1] = 0x1234567890ull;
 
     std::uint32_t k = 0;
     kvs_config c{};
@@ -101,6 +103,9 @@ TEST_F(BpfPinned, CreateOpenAndMmapLayout) {
     kvs_owner_entry oe{};
     ASSERT_EQ(bpf_map_lookup_elem(m->owner_fd, &k, &oe), 0);
     EXPECT_EQ(oe.prev[2], 6);
+    k = KVS_MAX_APPLIANCES - 1;
+    ASSERT_EQ(bpf_map_lookup_elem(m->fleet_heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 0x1234567890ull);
 
     // A second opener (another process) sees the same memory.
     auto m2 = kvsteer::bpf::open_pinned_maps(dir_, false, &err);

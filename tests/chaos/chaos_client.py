@@ -11,7 +11,7 @@ or response digest does not match: wrong bytes delivered as if right, must never
 Prints one JSON object: sent, ok, errors, corrupted, success (ok / sent), p50_ms, p99_ms,
 max_ms (latency of successful requests, connection included), rps, first_errors; with --rounds R,
 the run is repeated R times and per-round figures are added (rounds: [...]). error_times: when each
-error was seen (seconds since the round started); with --keepalive-s the connections send TCP
+error was seen (seconds since the round started, at the wall-clock time started_at); with --keepalive-s the connections send TCP
 keepalive probes once idle that long (a client waiting on a stream whose appliance died learns
 only when it next sends something)."""
 import argparse
@@ -85,6 +85,7 @@ def run_round(a, bodies):
     lock = threading.Lock()
     nxt = [0]
     t0 = time.monotonic()
+    t0_wall = time.time()
     deadline = t0 + a.seconds
 
     def worker():
@@ -117,7 +118,8 @@ def run_round(a, bodies):
             "success": round(res["ok"] / sent, 4) if sent else 0.0,
             "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0),
             "rps": round(res["ok"] / el, 1) if el > 0 else 0.0, "seconds": round(el, 2),
-            "backends": len(backends), "first_errors": errs, "error_times": sorted(err_t)}
+            "backends": len(backends), "first_errors": errs, "error_times": sorted(err_t),
+            "started_at": round(t0_wall, 3)}
 
 
 def main():

@@ -10,6 +10,7 @@
 
 #include "kvsteer/control/fleet.h"
 #include "kvsteer/control/fleet_etcd.h"
+#include "kvsteer/control/fleet_ping.h"
 #include "kvsteer/fleet.h"
 
 using namespace kvsteer::control;
@@ -499,4 +500,46 @@ TEST(FleetFromEtcd, EveryApplianceComputesTheSameTable) {
         fleet(4, {ids({0})}, 0), etcd_view(ids({0, 1, 2, 3}), {ids({0, 1, 2}), ids({0, 1, 2, 3})}));
     EXPECT_NE(compute_fleet_table(healthy).digest, ta.digest);
     EXPECT_GT(compute_fleet_table(healthy).owned[2], 0u);
+}
+
+// Liveness (fleet_ping.h): sequence numbers from `base`, `sent` the newest sent.
+TEST(FleetPing, SilentAfterMissesInARowOnlyIfItAnsweredBefore) {
+    const std::uint64_t base = 1000;
+    std::uint64_t heard[KVS_MAX_APPLIANCES] = {};
+    heard[1] = 1009;  // answered the newest ping
+    heard[2] = 1006;  // 3 unanswered since
+    heard[3] = 1005;  // 4 unanswered: silent at misses 4
+    heard[4] = 999;   // an answer from before this pinger's life: never answered, not silent
+    heard[5] = 0;     // never answered
+    heard[6] = 1000;  // answered the first ping only
+    heard[7] = 5000;  // not one of ours (later than the newest sent): ignored
+    const MemberSet all = ids({1, 2, 3, 4, 5, 6, 7});
+    EXPECT_EQ(silent_members(all, base, 1009, heard, 4), ids({3, 6}));
+    EXPECT_EQ(silent_members(all, base, 1009, heard, 3), ids({2, 3, 6}));
+    EXPECT_EQ(silent_members(all, base, 1009, heard, 10), 0);
+    // Only members are considered.
+    EXPECT_EQ(silent_members(ids({1, 2, 4}), base, 1009, heard, 3), ids({2}));
+    // It answers again: back.
+    heard[3] = 1009;
+    EXPECT_EQ(silent_members(all, base, 1009, heard, 4), ids({6}));
+}
+
+TEST(FleetPing, SilentMembersLeaveTheTableAsAForget) {
+    // What the daemon publishes (daemon_fleet.cc): the epochs less the silent members, MACs kept.
+    auto s = fleet(4, {ids({0, 1, 2}), ids({0, 1, 2, 3})}, 0);
+    auto eff = s;
+    for (MemberSet &e : eff.epochs) e &= static_cast<MemberSet>(~ids({2}));
+    auto forgot = s;
+    std::string err;
+    ASSERT_TRUE(forgot.forget(2, &err)) << err;
+    const auto te = compute_fleet_table(eff), tf = compute_fleet_table(forgot);
+    EXPECT_EQ(te.owned[2], 0u);
+    EXPECT_EQ(te.digest, tf.digest);
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b += 97) {
+        EXPECT_NE(te.owner[b].owner, 2);
+        for (unsigned i = 0; i < KVS_OWNER_PREV; i++) EXPECT_NE(te.owner[b].prev[i], 2);
+    }
+    // Its MAC stays in kvs_fleet (its pongs are heard), with no state.
+    EXPECT_EQ(te.members[2].state, KVS_APP_EMPTY);
+    EXPECT_EQ(te.members[2].mac[5], (*s.macs[2])[5]);
 }

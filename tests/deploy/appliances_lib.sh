@@ -121,3 +121,20 @@ short_requests() {
     [[ $(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["ok"] == d["sent"])' "$out") == True ]] \
         || fail "short requests failed: $out"
 }
+
+# crash_streams_check OUT T_CRASH MINE N: after a crash at T_CRASH (date +%s.%N) under the N
+# streams of OUT (started with --keepalive-s 1), of which the crashed appliance had bound MINE:
+# exactly its MINE broke, none corrupted, and each of its clients learned at its first packet
+# after the crash (the keepalive probe after 1 s of silence), answered with a RST. A probe
+# answered later (the next one is 1 s after) or not at all (a hang until the 60 s timeout) fails.
+# Sets CRASH_LATEST (s after the crash, the latest reset) and CRASH_OK.
+crash_streams_check() {
+    local out=$1 t_crash=$2 mine=$3 n=$4 ok err bad late
+    ok=$(field "$out" ok) err=$(field "$out" errors) bad=$(field "$out" corrupted)
+    (( bad == 0 )) || fail "corrupted streams after the crash: $(cat "$out")"
+    (( err == mine && ok == n - mine )) || fail "the crashed appliance had $mine streams; $err broke, $ok completed"
+    late=$(/usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); at=float(sys.argv[2])-d["started_at"]
+t=[x - at for x in d["error_times"]]; print(sum(1 for x in t if x > 1.6), f"{max(t, default=0):.2f}")' "$out" "$t_crash")
+    CRASH_LATEST=${late#* } CRASH_OK=$ok
+    (( ${late% *} == 0 )) || fail "${late% *} broken clients learned later than their first probe after the crash (latest $CRASH_LATEST s): $(cat "$out")"
+}

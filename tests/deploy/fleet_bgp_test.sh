@@ -15,7 +15,10 @@
 #  5. Appliance 2's dataplane killed (kvsteerd alive): kvsteerd withdraws the VIP within ~1 s and
 #     says so in etcd, so the others take its buckets (new connections succeed); restarted:
 #     announced again, an owner again, the fleet agrees.
-#  6. Appliance 2's link cut: BFD takes it out of the router's route within ~1 s.
+#  6. Appliance 2 crashes mid-stream (kill -9 of its processes, its link cut): BFD takes it out
+#     of the router's route within ~1 s; appliance 1's pings go unanswered and it leaves it out of
+#     its owner table before its etcd lease runs out; each of its clients gets a RST at its first
+#     keepalive probe; appliance 1's streams complete intact.
 # Usage: fleet_bgp_test.sh BUILD_DIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -269,13 +272,30 @@ agrees() { [[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]]; }
 until_ok 3 agrees || fail "fleet status says the fleet disagrees: $(fjson 1 "f['etcd']['reported']")"
 log "withdrawn $(/usr/bin/python3 -c "print(f'{$t_gone - $t_kill:.2f}')") s after the kill; announced again once it restarted"
 
-log "6. appliance 2's link cut: BFD"
+log "6. appliance 2 crashes mid-stream (kill -9, link cut): BFD withdraws it, appliance 1's pings notice"
+b2=$(counter 2 dataplane dp_bind_ok)
+streams 30 "$DIR/s3.json" --keepalive-s 1
+sleep 2
+mine=$(( $(counter 2 dataplane dp_bind_ok) - b2 ))
+(( mine > 0 && mine < 30 )) || fail "appliance 2 bound $mine of the 30 streams (need some, not all)"
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the crash: $(cat "$DIR/s3.json")"; }
 t_cut=$(date +%s.%N)
+kill -9 "${DP_PID[2]}" "${KD_PID[2]}" 2>/dev/null; DP_PID[2]=""; KD_PID[2]=""
 ip -n "${KVS_APP_NS[2]}" link set app0 down
+silent1() { [[ "$(fjson 1 "[m['silent'] for m in f['members'] if m['id'] == 1][0]")" == True ]]; }
+until_ok 3 silent1 || fail "appliance 1 did not notice appliance 2's silence: $(fjson 1 "f['members']")"
+t_silent=$(date +%s.%N)
+lease=$(fjson 1 "any(m['id'] == 1 for m in f['etcd']['alive'])")
 until_ok 3 hops_are 1 || fail "appliance 2's link is down but the router still routes to it: '$(hops)'"
 t_gone=$(date +%s.%N)
 dt=$(/usr/bin/python3 -c "print(f'{$t_gone - $t_cut:.2f}')")
 /usr/bin/python3 -c "import sys; sys.exit(0 if $dt < 1.5 else 1)" || fail "BFD took $dt s to withdraw appliance 2 (want < 1.5 s)"
+log "the router dropped appliance 2 $dt s after the crash; appliance 1 left it out of its owner table" \
+    "$(/usr/bin/python3 -c "print(f'{$t_silent - $t_cut:.2f}')") s after (its etcd key still there then: $lease)"
+wait "$STREAMS"
+log "streams: $(cat "$DIR/s3.json")"
+crash_streams_check "$DIR/s3.json" "$t_cut" "$mine" 30
+(( $(counter 1 xdp fleet_rst_orphan) > 0 )) || fail "no RST sent to a client whose appliance crashed"
 short_requests 10
-log "the router dropped appliance 2 $dt s after its link went down"
+log "crash: appliance 2's $mine streams reset, the latest $CRASH_LATEST s after the crash; the other $CRASH_OK intact"
 echo "fleet-bgp: ok"

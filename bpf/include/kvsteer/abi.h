@@ -84,6 +84,9 @@
 #define KVS_MAP_FLEET "kvs_fleet"
 /* ARRAY[2*KVS_OWNER_BUCKETS] of struct kvs_owner_entry, MMAPABLE, double-buffered like Maglev */
 #define KVS_MAP_OWNER "kvs_owner"
+/* ARRAY[KVS_MAX_APPLIANCES] of __u64, MMAPABLE: per member, the sequence number its newest pong
+ * echoed (XDP writes, kvsteerd's pinger reads; abi.h "liveness between appliances") */
+#define KVS_MAP_FLEET_HEARD "kvs_fleet_heard"
 
 /* Values that never change meaning: 0 is always "empty/unset". */
 #define KVS_BACKEND_NONE 0xffffu
@@ -420,7 +423,7 @@ struct kvs_fleet {
      * its own), so a packet every owner missed is dropped (the client retransmits), not reset. */
     __u64 changed_ns;
 };
-#define KVS_FLEET_SETTLE_NS 1000000000ull
+#define KVS_FLEET_SETTLE_NS 500000000ull
 
 /* One bucket. 8 bytes: mmapped BPF arrays have an 8-byte stride. */
 struct kvs_owner_entry {
@@ -439,6 +442,22 @@ struct kvs_fleet_hdr {
     __u8 from;        /* sender's appliance id */
     __u8 orig_src[6]; /* source MAC of the frame as it reached the fleet (the router's) */
     __u16 orig_proto; /* its EtherType, network order */
+} __attribute__((packed));
+
+/* Liveness between appliances. Every kvsteerd sends each other member a ping every few tens of
+ * ms: a KVS_ETH_P_FLEET frame whose header is struct kvs_fleet_ping (hop KVS_FLEET_HOP_PING). The
+ * member's XDP program answers it in place (hop KVS_FLEET_HOP_PONG, XDP_TX): no process of the
+ * member is involved, so a pong says its kernel path is up. The pinger's XDP program stores the
+ * echoed sequence number in kvs_fleet_heard[from]. A member that answered before and leaves
+ * several pings in a row unanswered (crashed, its link gone) is left out of the pinger's owner
+ * table, so packets of its orphaned flows are answered with RSTs well within a second. Hop 0 and
+ * 15 are never those of a frame sent on (1..KVS_OWNER_PREV + 1). */
+#define KVS_FLEET_HOP_PING 0x00
+#define KVS_FLEET_HOP_PONG 0x0f
+struct kvs_fleet_ping {
+    __u8 hop;    /* KVS_FLEET_HOP_PING or KVS_FLEET_HOP_PONG (the whole byte: no table tag) */
+    __u8 from;   /* sender's appliance id */
+    __u8 seq[8]; /* the pinger's sequence number, in its byte order; a pong echoes it unchanged */
 } __attribute__((packed));
 
 #endif /* KVSTEER_ABI_H */

@@ -232,4 +232,76 @@ KVS_INLINE int kvs_fleet_rst_write(void *data, void *data_end, const struct kvs_
     return 0;
 }
 
+/* ---- liveness: pings and pongs between appliances (abi.h, struct kvs_fleet_ping) ---------- */
+#define KVS_FLEET_PING_LEN 60 /* Ethernet's minimum frame (the header is zero-padded) */
+
+/* Writes a ping from appliance `from` (MAC `our_mac`) to `to_mac` with sequence number `seq`
+ * into `buf` (KVS_FLEET_PING_LEN bytes). Returns the frame's length. */
+KVS_INLINE __u32 kvs_fleet_ping_write(void *buf, const __u8 *to_mac, const __u8 *our_mac, __u8 from,
+                                      __u64 seq) {
+    struct kvs_ethhdr *eth = (struct kvs_ethhdr *)buf;
+    struct kvs_fleet_ping *p = (struct kvs_fleet_ping *)(eth + 1);
+
+    __builtin_memset(buf, 0, KVS_FLEET_PING_LEN);
+    __builtin_memcpy(eth->dst, to_mac, KVS_ETH_ALEN);
+    __builtin_memcpy(eth->src, our_mac, KVS_ETH_ALEN);
+    eth->proto = kvs_htons(KVS_ETH_P_FLEET);
+    p->hop = KVS_FLEET_HOP_PING;
+    p->from = from;
+    __builtin_memcpy(p->seq, &seq, sizeof(seq));
+    return KVS_FLEET_PING_LEN;
+}
+
+/* Whether two MACs are equal (no memcmp in BPF). */
+KVS_INLINE int kvs_fleet_mac_eq(const __u8 *a, const __u8 *b) {
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
+            (a[5] ^ b[5])) == 0;
+}
+
+KVS_INLINE int kvs_fleet_mac_zero(const __u8 *a) {
+    return (a[0] | a[1] | a[2] | a[3] | a[4] | a[5]) == 0;
+}
+
+enum kvs_fleet_beat {
+    KVS_FLEET_BEAT_NONE = 0,   /* not a ping or pong: a frame sent on (kvs_fleet_decap) */
+    KVS_FLEET_BEAT_BAD = 1,    /* a ping or pong not from a member of ours (dropped) */
+    KVS_FLEET_BEAT_ANSWER = 2, /* a ping, turned into its pong in place: send it back (XDP_TX) */
+    KVS_FLEET_BEAT_HEARD = 3,  /* a pong: *from and *seq say who answered which ping */
+};
+
+/* A KVS_ETH_P_FLEET frame at `data`: when its header is a ping or a pong, checks it (the sender
+ * is another appliance with a MAC in kvs_fleet, the frame's source MAC is that one, a ping is
+ * addressed to our MAC) and
+ * answers a ping in place. Returns enum kvs_fleet_beat. */
+KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet *fl, __u8 *from,
+                              __u64 *seq) {
+    struct kvs_ethhdr *eth = (struct kvs_ethhdr *)data;
+    struct kvs_fleet_ping *p = (struct kvs_fleet_ping *)(eth + 1);
+    const __u8 *ours, *theirs;
+    __u32 f;
+
+    if ((void *)(p + 1) > data_end) return KVS_FLEET_BEAT_NONE; /* decap refuses it */
+    if (p->hop != KVS_FLEET_HOP_PING && p->hop != KVS_FLEET_HOP_PONG) return KVS_FLEET_BEAT_NONE;
+    f = p->from;
+    if (f == fl->self || f >= KVS_MAX_APPLIANCES || fl->self >= KVS_MAX_APPLIANCES)
+        return KVS_FLEET_BEAT_BAD;
+    ours = fl->members[fl->self & (KVS_MAX_APPLIANCES - 1)].mac;
+    theirs = fl->members[f & (KVS_MAX_APPLIANCES - 1)].mac;
+    /* Any appliance with a MAC here, whatever its state: one left out of the owner table for
+     * silence must be heard again when it answers, and must hear us. */
+    if (kvs_fleet_mac_zero(theirs) || !kvs_fleet_mac_eq(eth->src, theirs))
+        return KVS_FLEET_BEAT_BAD;
+    if (p->hop == KVS_FLEET_HOP_PONG) {
+        *from = (__u8)f;
+        __builtin_memcpy(seq, p->seq, sizeof(*seq));
+        return KVS_FLEET_BEAT_HEARD;
+    }
+    if (!kvs_fleet_mac_eq(eth->dst, ours)) return KVS_FLEET_BEAT_BAD;
+    __builtin_memcpy(eth->dst, theirs, KVS_ETH_ALEN);
+    __builtin_memcpy(eth->src, ours, KVS_ETH_ALEN);
+    p->hop = KVS_FLEET_HOP_PONG;
+    p->from = fl->self;
+    return KVS_FLEET_BEAT_ANSWER;
+}
+
 #endif /* KVSTEER_FLEETPKT_H */

@@ -108,6 +108,9 @@ struct DaemonConfig {
     // fleet-etcd http://ADDR:PORT (etcd's v3 JSON gateway; unset: no etcd) and fleet-etcd-prefix.
     std::optional<Endpoint> fleet_etcd;
     std::string fleet_etcd_prefix = "/kvsteer/";
+    // fleet-ping (ms between pings, 0: off) and fleet-ping-misses (fleet_ping.h).
+    std::uint32_t fleet_ping_ms = 50;
+    std::uint32_t fleet_ping_misses = 4;
     // announce-bird-socket (empty: nothing announced), announce-protocol, dataplane-stale.
     std::string announce_bird_socket;
     std::vector<std::string> announce_protocols = {"kvs_vip"};

@@ -22,6 +22,7 @@
 #include "kvsteer/control/daemon_core.h"
 #include "kvsteer/control/fleet.h"
 #include "kvsteer/control/fleet_etcd.h"
+#include "kvsteer/control/fleet_ping.h"
 #include "kvsteer/control/http_client.h"
 #include "kvsteer/control/kv_events.h"
 #include "kvsteer/control/ring.h"
@@ -100,6 +101,9 @@ class Daemon {
     // fleet-etcd: what the poller read last applied (table and cookie keys) when it changed.
     void apply_fleet_etcd();
     void apply_fleet_cookie(const FleetEtcdView &v);
+    // fleet-ping: the members that stopped answering left out of the owner table, and back.
+    void start_pinger();
+    void apply_fleet_silence();
     // The shared configuration in etcd (daemon_shared_config.cc): what this appliance puts when
     // etcd has none, etcd's applied here, and the backend.* / tune.set commands written there.
     std::vector<std::pair<std::string, std::string>> config_seed() const;
@@ -134,7 +138,9 @@ class Daemon {
     RingStats ring_stats_;
     FleetMaps fleet_maps_;
     FleetState fleet_;
-    FleetTable fleet_table_;  // as last published
+    FleetTable fleet_table_;               // as last published
+    MemberSet fleet_silent_ = 0;           // left out of fleet_table_ (fleet_ping.h)
+    std::unique_ptr<FleetPinger> pinger_;  // fleet-ping
     FleetWriter fleet_writer_;
     std::unique_ptr<FleetEtcd> etcd_;                                  // fleet-etcd
     std::uint64_t etcd_seq_ = 0;                                       // FleetEtcdView::seq applied

@@ -1,0 +1,83 @@
+// Liveness between the appliances of a fleet (abi.h, "liveness between appliances"): kvsteerd
+// pings every other appliance's XDP program through a packet socket on the fleet's interface,
+// the XDP program of this appliance stores the sequence number each pong echoes in
+// kvs_fleet_heard, and a member that answered before and leaves the last few pings unanswered is
+// silent: the daemon leaves it out of its owner table (daemon_fleet.cc), so its orphaned clients
+// get RSTs at their next packet instead of waiting for its etcd lease (or an operator) to expire.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "kvsteer/abi.h"
+#include "kvsteer/control/fleet.h"
+#include "kvsteer/control/net.h"
+
+namespace kvsteer::control {
+
+// The members (bits of `members`) that answered a ping of this pinger's life (heard[id] >= base)
+// but none of the last `misses` sent (sent - heard[id] >= misses, where `sent` is the newest
+// sequence number sent). A member that never answered is not silent: a new one may not run its
+// XDP program yet, and its etcd lease (or the operator) decides.
+MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
+                         const std::uint64_t *heard, unsigned misses);
+
+struct PingStatus {
+    bool running = false;
+    std::uint64_t rounds = 0, send_errors = 0;
+    std::string last_error;
+    // Per member: pings sent since its newest answer; nullopt: not pinged or never answered.
+    std::array<std::optional<std::uint64_t>, KVS_MAX_APPLIANCES> unanswered{};
+    MemberSet silent = 0;
+};
+
+class FleetPinger {
+   public:
+    // `heard`: kvs_fleet_heard (mmapped, KVS_MAX_APPLIANCES). `changed` runs on the pinger's
+    // thread whenever the silent set changes.
+    FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
+                const std::uint64_t *heard, std::function<void()> changed);
+    ~FleetPinger();
+    FleetPinger(const FleetPinger &) = delete;
+    FleetPinger &operator=(const FleetPinger &) = delete;
+
+    // Opens the packet socket on the interface and starts the thread. false + err.
+    bool start(std::string *err);
+    // Who to ping: every member with a MAC but `self` (whose MAC is the pings' source).
+    void set_members(std::uint8_t self,
+                     const std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> &macs);
+    MemberSet silent() const { return silent_.load(std::memory_order_acquire); }
+    PingStatus status() const;
+
+   private:
+    void loop();
+    void round();
+
+    std::string ifname_;
+    std::chrono::milliseconds every_;
+    unsigned misses_;
+    const std::uint64_t *heard_;
+    std::function<void()> changed_;
+    int fd_ = -1;
+    int ifindex_ = 0;
+    std::uint64_t base_ = 0, sent_ = 0;
+    std::atomic<MemberSet> silent_{0};
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;
+    std::uint8_t self_ = KVS_APPLIANCE_NONE;
+    std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> macs_{};
+    PingStatus st_;
+    std::thread thr_;
+};
+
+}  // namespace kvsteer::control
