@@ -112,6 +112,7 @@ void Daemon::tick() {
             maps_.ring_ctl, maps_.ring, KVS_MAX_WORKERS,
             [&](const kvs_bind_report &r) { core_.on_report(r, now); }, ring_stats_);
     core_.tick(now);
+    share_hot(now);
     check_dataplane(now);
 }
 

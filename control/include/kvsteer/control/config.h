@@ -108,6 +108,8 @@ struct DaemonConfig {
     // fleet-etcd http://ADDR:PORT (etcd's v3 JSON gateway; unset: no etcd) and fleet-etcd-prefix.
     std::optional<Endpoint> fleet_etcd;
     std::string fleet_etcd_prefix = "/kvsteer/";
+    // fleet-share-hot: busiest prefixes shared through etcd (only with fleet-etcd).
+    bool fleet_share_hot = true;
     // announce-bird-socket (empty: nothing announced), announce-protocol, dataplane-stale.
     std::string announce_bird_socket;
     std::vector<std::string> announce_protocols = {"kvs_vip"};
