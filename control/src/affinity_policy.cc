@@ -254,24 +254,36 @@ DesiredEntry AffinityPolicy::holders_entry(const Node &n, const Round &r, bool *
 }
 
 void AffinityPolicy::update_hot(Node &n, const DesiredEntry &e, bool all_over, const Round &r,
-                                std::uint64_t now_ns) {
-    double rate = rate_at(n, now_ns);
+                                const RemoteKey *rk, std::uint64_t now_ns) {
+    const double local = rate_at(n, now_ns);
+    // The other appliances' requests count as ours: together they may make a prefix hot that
+    // none of them sees enough of alone.
+    const double rate = rk ? local + rk->rate : local;
     bool load_hot = e.n > 0 && all_over && r.elig.size() > e.n;
     bool was_hot = n.hot;
-    n.hot = load_hot || rate >= p_.hot_rps || (was_hot && rate >= p_.hot_rps * p_.cool_ratio);
+    // own_hot: this appliance's evidence, with its hysteresis and hold; what it shares. A remote
+    // "hot" only adds to it here (never shared on: two appliances would keep each other hot).
+    const bool was_own = n.own_hot;
+    n.own_hot = load_hot || rate >= p_.hot_rps || (was_own && rate >= p_.hot_rps * p_.cool_ratio);
     const std::uint64_t hot_for = now_ns > n.hot_since_ns ? now_ns - n.hot_since_ns : 0;
-    if (was_hot && !n.hot && hot_for < p_.min_hot_ns) {
+    if (was_own && !n.own_hot && hot_for < p_.min_hot_ns) {
         // Too soon to cool: at most one hot period per min_hot_ns. No minimum cool time on
         // the way back: a prefix whose holders are over the bound again needs its replicas now.
-        n.hot = true;
+        n.own_hot = true;
         c_.held_hot++;
     }
+    n.hot = n.own_hot || (rk && rk->hot);
     if (load_hot) c_.over_bound++;
     if (n.hot && !was_hot) {
         n.hot_since_ns = now_ns;
         c_.became_hot++;
-        KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{})", n.key, rate,
-                     load_hot ? ", holders over load bound" : "");
+        const bool remote_made = !load_hot && local < p_.hot_rps;
+        if (remote_made) c_.remote_became_hot++;
+        KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{}{})", n.key, rate,
+                     load_hot ? ", holders over load bound" : "",
+                     remote_made ? fmt::format(", {:.1f}/s of it and hot={} from the fleet",
+                                               rk ? rk->rate : 0.0, rk && rk->hot)
+                                 : "");
     } else if (!n.hot && was_hot) {
         c_.cooled++;
         KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", n.key,
@@ -281,7 +293,7 @@ void AffinityPolicy::update_hot(Node &n, const DesiredEntry &e, bool all_over, c
     }
 }
 
-void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r) {
+void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r, const RemoteKey *rk) {
     auto in_entry = [&](std::uint16_t id) {
         return std::find(e.backends.begin(), e.backends.begin() + e.n, id) !=
                e.backends.begin() + e.n;
@@ -298,6 +310,8 @@ void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r) {
         }
     }
     n.n_extra = static_cast<std::uint8_t>(keep);
+    // The fleet's holders before any new replica: fewer copies of the prefix across the fleet.
+    if (rk) add_remote(e, *rk, r);
     while (e.n < r.K) {
         // Least loaded eligible backend not already in the entry; ties by a per-key hash.
         // Replicas planned in this round count as load so hot prefixes spread out.
@@ -343,8 +357,12 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
         if (pins_.count(n.key)) continue;
         bool all_over = true;
         DesiredEntry e = holders_entry(n, r, &all_over);
-        update_hot(n, e, all_over, r, now_ns);
-        if (n.hot) add_replicas(n, e, r);
+        const RemoteKey *rk = remote(n.key);
+        update_hot(n, e, all_over, r, rk, now_ns);
+        if (n.hot)
+            add_replicas(n, e, r, rk);
+        else if (rk)
+            add_remote(e, *rk, r);
         e.hot = n.hot;
         if (e.n == 0) {
             c_.entries_no_backend++;
@@ -353,6 +371,97 @@ std::vector<DesiredEntry> AffinityPolicy::compute(std::uint64_t now_ns) {
         out.push_back(e);
     }
     c_.entries_truncated += lru_.size() - passed;
+    add_remote_only(out, r);
+    return out;
+}
+
+const RemoteKey *AffinityPolicy::remote(std::uint64_t key) const {
+    if (remote_.empty()) return nullptr;
+    auto it = remote_.find(key);
+    return it == remote_.end() ? nullptr : &remote_keys_[it->second];
+}
+
+void AffinityPolicy::add_remote(DesiredEntry &e, const RemoteKey &rk, const Round &r) {
+    for (std::uint16_t id : rk.holders) {
+        if (e.n >= r.K) break;
+        if (!eligible(id) ||
+            std::find(e.backends.begin(), e.backends.begin() + e.n, id) != e.backends.begin() + e.n)
+            continue;
+        e.backends[e.n++] = id;
+        c_.remote_holders_used++;
+    }
+}
+
+void AffinityPolicy::add_remote_only(std::vector<DesiredEntry> &out, const Round &r) {
+    // Prefixes other appliances see but this one has not (yet): its first request goes where the
+    // prefix is cached already. Learned only from this appliance's own reports.
+    for (const RemoteKey &k : remote_keys_) {
+        if (out.size() >= p_.max_entries) break;
+        if ((!k.hot && k.holders.empty()) || nodes_.count(k.key) || pins_.count(k.key)) continue;
+        DesiredEntry e;
+        e.key = k.key;
+        e.depth = k.depth;
+        e.hot = k.hot;
+        add_remote(e, k, r);
+        if (e.n == 0) continue;
+        c_.remote_entries++;
+        out.push_back(e);
+    }
+}
+
+void AffinityPolicy::set_remote(std::vector<RemoteKey> keys) {
+    std::unordered_map<std::uint64_t, std::size_t> at;
+    std::vector<RemoteKey> merged;
+    for (auto &k : keys) {
+        if (k.key == 0) continue;
+        auto [it, fresh] = at.try_emplace(k.key, merged.size());
+        if (fresh) {
+            merged.push_back(std::move(k));
+            continue;
+        }
+        // The same key twice: one view of it.
+        RemoteKey &m = merged[it->second];
+        m.rate += k.rate;
+        m.hot = m.hot || k.hot;
+        for (std::uint16_t id : k.holders)
+            if (std::find(m.holders.begin(), m.holders.end(), id) == m.holders.end())
+                m.holders.push_back(id);
+    }
+    std::sort(merged.begin(), merged.end(), [](const RemoteKey &a, const RemoteKey &b) {
+        return a.rate != b.rate ? a.rate > b.rate : a.key < b.key;
+    });
+    remote_.clear();
+    for (std::size_t i = 0; i < merged.size(); i++) remote_[merged[i].key] = i;
+    remote_keys_ = std::move(merged);
+}
+
+std::vector<AffinityPolicy::KeyInfo> AffinityPolicy::top(std::size_t max, double min_rate,
+                                                         std::uint64_t now_ns) const {
+    std::vector<std::pair<double, const Node *>> c;
+    for (const auto &kv : nodes_) {
+        const Node &n = kv.second;
+        const double rate = rate_at(n, now_ns);
+        if ((rate >= min_rate || n.own_hot) && (n.n_holders + n.n_extra > 0 || n.own_hot))
+            c.emplace_back(rate, &n);
+    }
+    auto by_rate = [](const auto &a, const auto &b) {
+        return a.first != b.first ? a.first > b.first : a.second->key < b.second->key;
+    };
+    if (c.size() > max) {
+        std::partial_sort(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(max), c.end(),
+                          by_rate);
+        c.resize(max);
+    } else {
+        std::sort(c.begin(), c.end(), by_rate);
+    }
+    std::vector<KeyInfo> out;
+    out.reserve(c.size());
+    for (const auto &[rate, n] : c) {
+        KeyInfo k{n->key, n->depth, rate, n->hot, {}, {}, n->own_hot};
+        for (unsigned i = 0; i < n->n_holders; i++) k.holders.push_back(n->holders[i].id);
+        for (unsigned i = 0; i < n->n_extra; i++) k.extra.push_back(n->extra[i]);
+        out.push_back(std::move(k));
+    }
     return out;
 }
 
@@ -361,7 +470,7 @@ std::optional<AffinityPolicy::KeyInfo> AffinityPolicy::info(std::uint64_t key,
     auto it = nodes_.find(key);
     if (it == nodes_.end()) return std::nullopt;
     const Node &n = it->second;
-    KeyInfo k{key, n.depth, rate_at(n, now_ns), n.hot, {}, {}};
+    KeyInfo k{key, n.depth, rate_at(n, now_ns), n.hot, {}, {}, n.own_hot};
     for (unsigned i = 0; i < n.n_holders; i++) k.holders.push_back(n.holders[i].id);
     for (unsigned i = 0; i < n.n_extra; i++) k.extra.push_back(n.extra[i]);
     return k;

@@ -462,7 +462,10 @@ json Daemon::handle(const json &req) {
                       {"entries_no_backend", p.entries_no_backend},
                       {"entries_truncated", p.entries_truncated},
                       {"holders_flushed", p.holders_flushed},
-                      {"ttl_shortened", p.ttl_shortened}}}};
+                      {"ttl_shortened", p.ttl_shortened},
+                      {"remote_became_hot", p.remote_became_hot},
+                      {"remote_holders_used", p.remote_holders_used},
+                      {"remote_entries", p.remote_entries}}}};
         }
         if (cmd.starts_with("drain.")) {
             if (auto r = handle_drain(cmd, req)) {

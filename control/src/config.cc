@@ -149,6 +149,8 @@ po::options_description make_options() {
          "epochs and cookie keys (needs fleet-self; default: none, the fleet from this config and "
          "the API)")
         ("fleet-etcd-prefix", s(), "key prefix of the fleet in etcd (default /kvsteer/)")
+        ("fleet-share-hot", s(), "share this appliance's busiest prefixes (rate, hot, holders by address) "
+         "with the fleet through etcd and use the others': true|false (default true with fleet-etcd)")
         ("announce-bird-socket", s(), "BIRD's control socket: the VIP's routes are announced (the "
          "announce-protocol enabled) while the local dataplane is healthy and not draining, withdrawn "
          "(disabled) otherwise; default: none (nothing announced)")
@@ -349,6 +351,9 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
         c.log_level = *l;
     }
     build_fleet(vm, c);
+    c.fleet_share_hot = get_bool(vm, "fleet-share-hot", c.fleet_share_hot);
+    if (vm.count("fleet-share-hot") && !c.fleet_etcd)
+        fail("fleet-share-hot", "given without fleet-etcd");
     c.dataplane_stale_ms = static_cast<std::uint32_t>(
         get_uint(vm, "dataplane-stale", 100, 60000, c.dataplane_stale_ms));
     if (auto b = opt_str(vm, "announce-bird-socket")) c.announce_bird_socket = *b;

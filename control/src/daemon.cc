@@ -115,6 +115,7 @@ void Daemon::tick() {
             [&](const kvs_bind_report &r) { core_.on_report(r, now); }, ring_stats_);
     core_.tick(now);
     apply_fleet_silence();
+    share_hot(now);
     check_dataplane(now);
 }
 

@@ -81,6 +81,7 @@ void Daemon::apply_fleet_etcd() {
     }
     apply_fleet_cookie(v);
     apply_fleet_config(v);
+    apply_fleet_hot(v);
 }
 
 // Also every tick: a rotation's key starts signing at a time, not at a change of etcd.
@@ -151,6 +152,7 @@ json Daemon::fleet_etcd_json() const {
             {"alive", alive},
             {"reported", fleet_members_view(v)},
             {"epochs_version", v.epochs_version},
+            {"hot", hot_share_json(v)},
             {"lease", etcd_->lease() ? json(hex64(static_cast<std::uint64_t>(etcd_->lease())))
                                      : json(nullptr)},
             {"error", v.reachable ? json(nullptr) : json(v.error)}};

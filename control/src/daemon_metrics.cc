@@ -194,7 +194,10 @@ std::string Daemon::metrics_text() {
         {"entry_no_backend", p.entries_no_backend},
         {"entry_truncated", p.entries_truncated},
         {"holder_flushed", p.holders_flushed},
-        {"ttl_shortened", p.ttl_shortened}};
+        {"ttl_shortened", p.ttl_shortened},
+        {"remote_became_hot", p.remote_became_hot},
+        {"remote_holder_used", p.remote_holders_used},
+        {"remote_entry", p.remote_entries}};
     for (const auto &[k, v] : dec)
         val("kvsteerd_affinity_decisions_total", fmt::format("decision=\"{}\"", k),
             static_cast<double>(v));

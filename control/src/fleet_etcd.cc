@@ -5,7 +5,9 @@
 #include <sys/random.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 
 #include <nlohmann/json.hpp>
 
@@ -65,6 +67,102 @@ std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string
         out.push_back(s);
     }
     return out;
+}
+
+std::string fleet_hot_value(const std::vector<FleetHotKey> &keys) {
+    nlohmann::ordered_json a = nlohmann::ordered_json::array();
+    for (const FleetHotKey &k : keys) {
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(k.key));
+        const double rate = std::isfinite(k.rate) && k.rate > 0 ? std::round(k.rate * 10) / 10 : 0;
+        a.push_back({{"key", hex},
+                     {"depth", k.depth},
+                     {"rate", rate},
+                     {"hot", k.hot},
+                     {"holders", k.holders}});
+    }
+    return a.dump();
+}
+
+std::optional<std::vector<FleetHotKey>> parse_fleet_hot_value(const std::string &v,
+                                                              std::string *err) {
+    json a = json::parse(v, nullptr, false);
+    if (!a.is_array() || a.size() > kFleetHotMax) {
+        *err = "hot: not a list of at most " + std::to_string(kFleetHotMax) + " prefixes";
+        return std::nullopt;
+    }
+    std::vector<FleetHotKey> out;
+    for (const auto &e : a) {
+        auto bad = [&](const std::string &why) {
+            *err = "hot: " + why + " in " + e.dump().substr(0, 120);
+            return std::nullopt;
+        };
+        if (!e.is_object()) return bad("a prefix is not an object");
+        FleetHotKey k;
+        auto key = e.find("key");
+        if (key == e.end() || !key->is_string() || key->get_ref<const std::string &>().size() != 16)
+            return bad("\"key\" is not 16 hex digits");
+        for (char c : key->get_ref<const std::string &>()) {
+            const int d = c >= '0' && c <= '9'   ? c - '0'
+                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                 : -1;
+            if (d < 0) return bad("\"key\" is not 16 hex digits");
+            k.key = (k.key << 4) | static_cast<std::uint64_t>(d);
+        }
+        if (k.key == 0) return bad("\"key\" is 0");
+        auto depth = e.find("depth");
+        if (depth == e.end() || !depth->is_number_unsigned() || depth->get<std::uint64_t>() > 255)
+            return bad("\"depth\" is not 0..255");
+        k.depth = static_cast<std::uint8_t>(depth->get<std::uint64_t>());
+        auto rate = e.find("rate");
+        if (rate == e.end() || !rate->is_number() || !std::isfinite(rate->get<double>()) ||
+            rate->get<double>() < 0)
+            return bad("\"rate\" is not a number >= 0");
+        k.rate = rate->get<double>();
+        auto hot = e.find("hot");
+        if (hot == e.end() || !hot->is_boolean()) return bad("\"hot\" is not true or false");
+        k.hot = hot->get<bool>();
+        auto holders = e.find("holders");
+        if (holders == e.end() || !holders->is_array() ||
+            holders->size() > 2 * static_cast<std::size_t>(KVS_MAX_REPLICAS))
+            return bad("\"holders\" is not a list of at most " +
+                       std::to_string(2 * KVS_MAX_REPLICAS) + " addresses");
+        for (const auto &h : *holders) {
+            if (!h.is_string() || h.get_ref<const std::string &>().empty() ||
+                h.get_ref<const std::string &>().size() > 64)
+                return bad("a holder is not an ADDR:PORT string");
+            k.holders.push_back(h.get<std::string>());
+        }
+        out.push_back(std::move(k));
+    }
+    return out;
+}
+
+std::vector<RemoteKey> fleet_remote_keys(
+    const std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> &lists,
+    std::uint8_t self, const std::map<std::string, std::uint16_t> &by_addr, std::size_t *unknown) {
+    std::vector<RemoteKey> keys;
+    *unknown = 0;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+        if (id == self || !lists[id]) continue;
+        for (const FleetHotKey &h : *lists[id]) {
+            RemoteKey k;
+            k.key = h.key;
+            k.depth = h.depth;
+            k.rate = h.rate;
+            k.hot = h.hot;
+            for (const std::string &addr : h.holders) {
+                auto it = by_addr.find(addr);
+                if (it == by_addr.end())
+                    ++*unknown;
+                else
+                    k.holders.push_back(it->second);
+            }
+            keys.push_back(std::move(k));
+        }
+    }
+    return keys;
 }
 
 std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k) {
@@ -165,6 +263,7 @@ bool FleetEtcd::keep_lease(std::string *err) {
         return false;
     }
     report_put_ = value;
+    hot_put_.clear();  // the old lease's hot key went with it
     lease_ = *id;
     last_keepalive_ = now;
     spdlog::info("fleet: member {} in etcd under lease {:x} (TTL {} s)", local_.self, *id,
@@ -226,6 +325,30 @@ bool FleetEtcd::put_report(std::string *err) {
     return true;
 }
 
+void FleetEtcd::set_hot(std::string value) {
+    std::lock_guard lk(mu_);
+    hot_ = std::move(value);  // put by the thread at its next round (200 ms)
+}
+
+bool FleetEtcd::put_hot(std::string *err) {
+    std::string value;
+    {
+        std::lock_guard lk(mu_);
+        value = hot_;
+    }
+    if (!lease_ || value.empty() || value == hot_put_) return true;
+    auto p = etcd_call(ep_, "/v3/kv/put",
+                       etcd_put_request(prefix_ + "fleet/hot/" + std::to_string(local_.self), value,
+                                        lease_.load()),
+                       kCallTimeout);
+    if (!p.ok()) {
+        *err = p.error;
+        return false;
+    }
+    hot_put_ = std::move(value);
+    return true;
+}
+
 bool FleetEtcd::poll(std::string *err) {
     auto r = etcd_call(ep_, "/v3/kv/range", etcd_range_request(prefix_, true), kCallTimeout);
     if (!r.ok()) {
@@ -240,7 +363,8 @@ bool FleetEtcd::poll(std::string *err) {
     FleetEtcdView v;
     v.read = v.reachable = true;
     v.revision = r.revision;
-    const std::string members = prefix_ + "fleet/members/";
+    const std::string members = prefix_ + "fleet/members/", hot = prefix_ + "fleet/hot/";
+    std::vector<std::string> hot_bad;  // refused values, logged once each (key and version)
     for (const auto &kv : *kvs) {
         std::string e;
         if (kv.key.starts_with(members)) {
@@ -256,6 +380,20 @@ bool FleetEtcd::poll(std::string *err) {
                     j.contains("healthy") && j["healthy"].is_boolean() && !j["healthy"].get<bool>();
             } else
                 spdlog::debug("fleet: etcd key {} ignored (not a member)", kv.key);
+        } else if (kv.key.starts_with(hot)) {
+            auto id = parse_appliance_id(std::string_view(kv.key).substr(hot.size()), &e);
+            auto list = id ? parse_fleet_hot_value(kv.value, &e) : std::nullopt;
+            if (list) {
+                v.hot[*id] = std::move(list);
+            } else {
+                std::lock_guard lk(mu_);
+                auto [seen, fresh] = hot_bad_seen_.try_emplace(kv.key, kv.mod_revision);
+                if (fresh || seen->second != kv.mod_revision) {
+                    seen->second = kv.mod_revision;
+                    hot_bad_++;
+                    hot_bad.push_back(kv.key + ": " + e);
+                }
+            }
         } else if (kv.key == prefix_ + "fleet/epochs") {
             if (auto ep = parse_fleet_epochs_value(kv.value, &e)) {
                 v.epochs = std::move(ep);
@@ -289,8 +427,10 @@ bool FleetEtcd::poll(std::string *err) {
         std::lock_guard lk(mu_);
         changed = v.revision != view_.revision || !view_.reachable;
         v.seq = view_.seq + (changed ? 1 : 0);
+        v.hot_bad = hot_bad_;
         view_ = std::move(v);
     }
+    for (const auto &b : hot_bad) spdlog::warn("fleet: etcd {} (ignored)", b);
     if (changed && changed_) changed_();
     return true;
 }
@@ -299,7 +439,7 @@ void FleetEtcd::loop() {
     bool outage = false;
     for (;;) {
         std::string err;
-        bool ok = keep_lease(&err) && put_report(&err);
+        bool ok = keep_lease(&err) && put_report(&err) && put_hot(&err);
         if (ok) {
             ok = poll(&err);
             if (ok) {

@@ -665,6 +665,18 @@ void print_fleet(const json &f) {
                     ? "reachable"
                     : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
                 num(e["revision"]).c_str(), alive.c_str());
+    if (e.contains("hot") && e["hot"].is_object()) {
+        const json &h = e["hot"];
+        if (h.value("enabled", false))
+            std::printf(
+                "hot prefixes: %s shared, %s remote in use from %s member(s) (%s holder "
+                "address(es) not backends here, %s bad value(s) ignored)\n",
+                num(h["shared"]).c_str(), num(h["remote_keys"]).c_str(),
+                num(h["from_members"]).c_str(), num(h["unknown_holders"]).c_str(),
+                num(h["bad_values"]).c_str());
+        else
+            std::printf("hot prefixes: not shared (fleet-share-hot false)\n");
+    }
     if (e.contains("reported")) {
         const auto &rep = e["reported"];
         std::printf(

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "kvsteer/control/affinity_policy.h"
+#include "kvsteer/control/fleet_etcd.h"
 
 using namespace kvsteer::control;
 
@@ -388,4 +389,246 @@ TEST(AffinityPolicy, DecisionsAreLogged) {
         rep |= l.find("replicated") != std::string::npos;
     }
     EXPECT_TRUE(hot && rep);
+}
+
+// Remote state (fleet-share-hot): what the other appliances of a fleet know.
+
+namespace {
+
+// `n` requests spread over the second before `t` on prefix `key` (no blocks), to `backend`.
+void requests(AffinityPolicy &pol, std::uint64_t key, int n, std::uint16_t backend,
+              std::uint64_t t) {
+    for (int i = 0; i < n; i++)
+        pol.on_report(report(key, {}, backend),
+                      t - kSec + static_cast<std::uint64_t>(i) * (kSec / static_cast<unsigned>(n)));
+}
+
+RemoteKey remote(std::uint64_t key, double rate, bool hot, std::vector<std::uint16_t> holders,
+                 std::uint8_t depth = kPrefixDepth) {
+    RemoteKey k;
+    k.key = key;
+    k.depth = depth;
+    k.rate = rate;
+    k.hot = hot;
+    k.holders = std::move(holders);
+    return k;
+}
+
+}  // namespace
+
+TEST(AffinityPolicyRemote, RemoteRateMakesAPrefixHotThatLocalRateAloneDoesNot) {
+    const std::uint64_t t = 2 * kSec;
+    AffinityPolicy alone(params()), fleet(params());
+    for (auto *pol : {&alone, &fleet}) {
+        pol->update_backends(backends(4), 0);
+        requests(*pol, 0x77, 6, 0, t);  // ~3.5 req/s here: below 10
+    }
+    // Two other appliances see 4 and 5 req/s of it: 3.5 + 9 > 10 together.
+    fleet.set_remote({remote(0x77, 4, false, {}), remote(0x77, 5, false, {})});
+    EXPECT_EQ(fleet.remote_size(), 1u);  // one key, the rates summed
+    auto a = alone.compute(t), f = fleet.compute(t);
+    ASSERT_NE(find(a, 0x77), nullptr);
+    EXPECT_FALSE(find(a, 0x77)->hot);
+    EXPECT_EQ(find(a, 0x77)->n, 1);
+    ASSERT_NE(find(f, 0x77), nullptr);
+    EXPECT_TRUE(find(f, 0x77)->hot);
+    EXPECT_EQ(find(f, 0x77)->n, 3);  // replicated to K
+    EXPECT_EQ(fleet.counters().became_hot, 1u);
+    EXPECT_EQ(fleet.counters().remote_became_hot, 1u);
+    EXPECT_EQ(alone.counters().became_hot, 0u);
+    // Hot by this appliance's own evidence (the fleet's rate counts): shared as hot.
+    auto info = fleet.info(0x77, t);
+    ASSERT_TRUE(info);
+    EXPECT_TRUE(info->own_hot);
+    EXPECT_LT(info->rate, 10.0);  // the local rate alone
+}
+
+TEST(AffinityPolicyRemote, RemoteHotFlagIsUsedButNotSharedOn) {
+    const std::uint64_t t = 2 * kSec;
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(4), 0);
+    requests(pol, 0x77, 3, 0, t);
+    pol.set_remote({remote(0x77, 0.5, true, {})});
+    auto out = pol.compute(t);
+    ASSERT_NE(find(out, 0x77), nullptr);
+    EXPECT_TRUE(find(out, 0x77)->hot);
+    EXPECT_EQ(find(out, 0x77)->n, 3);
+    auto info = pol.info(0x77, t);
+    ASSERT_TRUE(info);
+    EXPECT_TRUE(info->hot);
+    EXPECT_FALSE(info->own_hot);  // two appliances must not keep each other hot
+    // The remote state goes: the prefix cools, its replicas go.
+    pol.set_remote({});
+    out = pol.compute(t + kSec / 10);
+    EXPECT_FALSE(find(out, 0x77)->hot);
+    EXPECT_EQ(ids(*find(out, 0x77)), std::set<std::uint16_t>{0});
+    EXPECT_EQ(pol.counters().cooled, 1u);
+}
+
+TEST(AffinityPolicyRemote, RemoteHoldersMappedByAddressFollowTheLocalOnes) {
+    // Two other appliances' lists; their backend ids differ from ours, their addresses do not.
+    std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> lists{};
+    lists[1] = std::vector<FleetHotKey>{
+        {0x11, kPrefixDepth, 2.0, false, {"10.0.0.3:8000", "10.9.9.9:8000"}}};  // 10.9.9.9: unknown
+    lists[2] = std::vector<FleetHotKey>{{0x11, kPrefixDepth, 1.0, false, {"10.0.0.2:8000"}}};
+    lists[0] = std::vector<FleetHotKey>{{0x11, kPrefixDepth, 9.0, true, {"10.0.0.1:8000"}}};
+    const std::map<std::string, std::uint16_t> by_addr = {
+        {"10.0.0.1:8000", 1}, {"10.0.0.2:8000", 2}, {"10.0.0.3:8000", 3}};
+    std::size_t unknown = 0;
+    auto keys = fleet_remote_keys(lists, /*self=*/0, by_addr, &unknown);
+    EXPECT_EQ(unknown, 1u);
+    ASSERT_EQ(keys.size(), 2u);  // self's own list left out
+    EXPECT_EQ(keys[0].holders, std::vector<std::uint16_t>{3});
+    EXPECT_EQ(keys[1].holders, std::vector<std::uint16_t>{2});
+
+    const std::uint64_t t = 2 * kSec;
+    AffinityPolicy pol(params());  // K = 3
+    pol.update_backends(backends(4), 0);
+    requests(pol, 0x11, 2, 0, t);
+    pol.set_remote(keys);
+    auto out = pol.compute(t);
+    auto *e = find(out, 0x11);
+    ASSERT_NE(e, nullptr);
+    EXPECT_FALSE(e->hot);  // 2 + 3 req/s
+    ASSERT_EQ(e->n, 3);
+    EXPECT_EQ(e->backends[0], 0);  // the local holder first
+    EXPECT_EQ(e->backends[1], 3);  // then the remote ones, in member order
+    EXPECT_EQ(e->backends[2], 2);
+    EXPECT_EQ(pol.counters().remote_holders_used, 2u);
+
+    // Only eligible ones, and within K (K = 2: the local holder and one remote holder).
+    PolicyParams p = params();
+    p.replication = 2;
+    AffinityPolicy two(p);
+    two.update_backends(backends(4, {3}), 0);
+    requests(two, 0x11, 2, 0, t);
+    two.set_remote(keys);
+    out = two.compute(t);
+    EXPECT_EQ(ids(*find(out, 0x11)), (std::set<std::uint16_t>{0, 2}));
+}
+
+TEST(AffinityPolicyRemote, HotPrefixTakesRemoteHoldersBeforeNewReplicas) {
+    const std::uint64_t t = 2 * kSec;
+    AffinityPolicy pol(params());  // K = 3
+    auto b = backends(5);
+    b[4].in_flight = 40;  // the busiest: never a new replica here
+    pol.update_backends(b, 0);
+    requests(pol, 0x77, 20, 0, t);  // hot on its own
+    pol.set_remote({remote(0x77, 5, true, {4})});
+    auto out = pol.compute(t);
+    auto *e = find(out, 0x77);
+    ASSERT_NE(e, nullptr);
+    EXPECT_TRUE(e->hot);
+    ASSERT_EQ(e->n, 3);
+    EXPECT_EQ(e->backends[0], 0);
+    EXPECT_EQ(e->backends[1], 4);  // cached there already (another appliance's replica)
+    EXPECT_EQ(pol.counters().replicas_added, 1u);
+}
+
+TEST(AffinityPolicyRemote, RemoteOnlyKeyGetsAnEntry) {
+    const std::uint64_t t = 2 * kSec;
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(4, {2}), 0);
+    requests(pol, 0x11, 2, 0, t);
+    pol.set_remote({
+        remote(0x77, 30, true, {1, 3, 2}, 3),  // hot elsewhere: cached on 1 and 3 (2 is down)
+        remote(0x88, 1, false, {3}),           // cached on 3: this appliance's first request too
+        remote(0x99, 8, false, {}),            // neither hot nor held: nothing to write
+        remote(0xaa, 40, true, {2}),           // only an ineligible holder: nothing to write
+    });
+    auto out = pol.compute(t);
+    auto *e = find(out, 0x77);
+    ASSERT_NE(e, nullptr);
+    EXPECT_TRUE(e->hot);
+    EXPECT_EQ(e->depth, 3);
+    EXPECT_EQ(ids(*e), (std::set<std::uint16_t>{1, 3}));
+    ASSERT_NE(find(out, 0x88), nullptr);
+    EXPECT_FALSE(find(out, 0x88)->hot);
+    EXPECT_EQ(ids(*find(out, 0x88)), std::set<std::uint16_t>{3});
+    EXPECT_EQ(find(out, 0x99), nullptr);
+    EXPECT_EQ(find(out, 0xaa), nullptr);
+    EXPECT_EQ(pol.counters().remote_entries, 2u);
+    EXPECT_EQ(pol.counters().keys_learned, 1u);  // nothing remote is learned into the index
+    EXPECT_EQ(pol.index_size(), 1u);
+    EXPECT_EQ(out.size(), 3u);
+    // The local entries come first within max_entries.
+    PolicyParams p = params();
+    p.max_entries = 2;
+    pol.set_params(p);
+    out = pol.compute(t);
+    ASSERT_EQ(out.size(), 2u);
+    EXPECT_EQ(out[0].key, 0x11u);
+    EXPECT_EQ(out[1].key, 0x77u);  // the highest remote rate first
+    // The first local request: an index entry, the remote holders after it.
+    pol.set_params(params());
+    pol.on_report(report(0x88, {}, 0), t);
+    out = pol.compute(t);
+    EXPECT_EQ(ids(*find(out, 0x88)), (std::set<std::uint16_t>{0, 3}));
+    EXPECT_EQ(find(out, 0x88)->backends[0], 0);
+}
+
+TEST(AffinityPolicyRemote, TopListsBusiestPrefixesByLocalRate) {
+    const std::uint64_t t = 2 * kSec;
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(4), 0);
+    requests(pol, 0x11, 4, 1, t);
+    requests(pol, 0x22, 20, 2, t);
+    requests(pol, 0x33, 1, 3, t);
+    // Hot only because another appliance says so: not shared on (own_hot false), and the
+    // remote rate is not this appliance's own to list by.
+    pol.set_remote({remote(0x33, 0, true, {})});
+    pol.compute(t);
+    auto top = pol.top(64, 1.5, t);  // 0x22 ~12.9 req/s, 0x11 ~2.2, 0x33 ~0.4
+    ASSERT_EQ(top.size(), 2u);
+    EXPECT_EQ(top[0].key, 0x22u);
+    EXPECT_TRUE(top[0].own_hot);
+    EXPECT_EQ(top[0].holders, std::vector<std::uint16_t>{2});
+    EXPECT_EQ(top[0].extra.size(), 2u);  // K = 3
+    EXPECT_EQ(top[1].key, 0x11u);
+    EXPECT_FALSE(top[1].own_hot);
+    EXPECT_EQ(pol.top(1, 0, t).size(), 1u);
+    EXPECT_EQ(pol.top(64, 0, t).size(), 3u);
+}
+
+TEST(AffinityPolicyRemote, NoRemoteStateChangesNothing) {
+    // The same reports, backends and computes into a policy without remote state, one given an
+    // empty remote state, one given remote keys that neither make anything hot, nor hold, nor
+    // add a rate: same entries and counters every round.
+    PolicyParams p = params();
+    p.min_hot_ns = 2 * kSec;
+    AffinityPolicy a(p), b(p), c(p);
+    b.set_remote({});
+    c.set_remote({remote(0x77, 0, false, {}), remote(0x1234, 0, false, {})});
+    auto bs = backends(5, {4});
+    bs[1].in_flight = 7;
+    for (auto *pol : {&a, &b, &c}) pol->update_backends(bs, 0);
+    std::uint64_t t = kSec;
+    for (int round = 0; round < 40; round++) {
+        const int n = round < 10 ? 30 : round < 20 ? 4 : 0;  // hot, then cooling, then idle
+        for (auto *pol : {&a, &b, &c}) {
+            for (int i = 0; i < n; i++) {
+                const auto at = t + static_cast<std::uint64_t>(i) *
+                                        (kSec / 4 / static_cast<std::uint64_t>(n + 1));
+                pol->on_report(report(0x77, {0xb0 + static_cast<std::uint64_t>(i % 3)},
+                                      static_cast<std::uint16_t>(i % 4)),
+                               at);
+            }
+        }
+        auto oa = a.compute(t), ob = b.compute(t), oc = c.compute(t);
+        EXPECT_EQ(oa, ob) << round;
+        EXPECT_EQ(oa, oc) << round;
+        t += kSec / 4;
+    }
+    const auto &ca = a.counters(), &cb = b.counters(), &cc = c.counters();
+    EXPECT_GT(ca.became_hot, 0u);
+    EXPECT_GT(ca.cooled, 0u);
+    for (const auto *x : {&cb, &cc}) {
+        EXPECT_EQ(ca.became_hot, x->became_hot);
+        EXPECT_EQ(ca.cooled, x->cooled);
+        EXPECT_EQ(ca.held_hot, x->held_hot);
+        EXPECT_EQ(ca.replicas_added, x->replicas_added);
+        EXPECT_EQ(ca.replicas_dropped, x->replicas_dropped);
+        EXPECT_EQ(ca.over_bound, x->over_bound);
+        EXPECT_EQ(x->remote_became_hot + x->remote_holders_used + x->remote_entries, 0u);
+    }
 }

@@ -825,3 +825,25 @@ TEST(Config, AnnounceErrorsNameTheKey) {
     EXPECT_EQ(r.outcome, ParseOutcome::Error);
     EXPECT_EQ(r.message, "announce-protocol: given without announce-bird-socket");
 }
+
+TEST(Config, FleetShareHot) {
+    const std::vector<std::string> etcd = {"--fleet-self",   "0",
+                                           "--fleet-member", "0,02:00:00:00:f1:00",
+                                           "--fleet-etcd",   "http://127.0.0.1:2379"};
+    auto r = parse(with(etcd));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_TRUE(r.cfg.fleet_share_hot);  // on by default with fleet-etcd
+    auto off = etcd;
+    off.insert(off.end(), {"--fleet-share-hot", "false"});
+    r = parse(with(off));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_FALSE(r.cfg.fleet_share_hot);
+    r = parse(with({"--fleet-share-hot", "true"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "fleet-share-hot: given without fleet-etcd");
+    auto bad = etcd;
+    bad.insert(bad.end(), {"--fleet-share-hot", "maybe"});
+    r = parse(with(bad));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "fleet-share-hot: must be true or false (got 'maybe')");
+}

@@ -127,6 +127,75 @@ TEST(FleetEtcdValues, EpochsAndCookieKeys) {
     EXPECT_FALSE(parse_cookie_key_hex("0011", &err));
 }
 
+TEST(FleetEtcdValues, HotListEncodesCompactAndRoundTrips) {
+    const std::vector<FleetHotKey> keys = {
+        {0x0123456789abcdefull, 0xff, 12.34, true, {"10.0.0.5:8000", "[fd00::1]:8000"}},
+        {0x11, 2, 3.05, false, {}},
+    };
+    const std::string v = fleet_hot_value(keys);
+    EXPECT_EQ(v,
+              "[{\"key\":\"0123456789abcdef\",\"depth\":255,\"rate\":12.3,\"hot\":true,"
+              "\"holders\":[\"10.0.0.5:8000\",\"[fd00::1]:8000\"]},"
+              "{\"key\":\"0000000000000011\",\"depth\":2,\"rate\":3.1,\"hot\":false,"
+              "\"holders\":[]}]");
+    std::string err;
+    auto back = parse_fleet_hot_value(v, &err);
+    ASSERT_TRUE(back) << err;
+    ASSERT_EQ(back->size(), 2u);
+    EXPECT_EQ((*back)[0].key, 0x0123456789abcdefull);
+    EXPECT_EQ((*back)[0].depth, 0xff);
+    EXPECT_DOUBLE_EQ((*back)[0].rate, 12.3);
+    EXPECT_TRUE((*back)[0].hot);
+    EXPECT_EQ((*back)[0].holders, keys[0].holders);
+    EXPECT_EQ((*back)[1].key, 0x11u);
+    EXPECT_DOUBLE_EQ((*back)[1].rate, 3.1);
+    EXPECT_EQ(fleet_hot_value({}), "[]");
+    EXPECT_EQ(parse_fleet_hot_value("[]", &err), std::vector<FleetHotKey>{});
+    // Upper-case hex and fields this version does not know are accepted.
+    auto up = parse_fleet_hot_value(
+        R"([{"key":"00000000000000AB","depth":0,"rate":0,"hot":false,"holders":[],"x":1}])", &err);
+    ASSERT_TRUE(up) << err;
+    EXPECT_EQ((*up)[0].key, 0xabu);
+}
+
+TEST(FleetEtcdValues, BadHotListsAreRefused) {
+    std::string err;
+    const std::string ok = R"("depth":1,"rate":2.5,"hot":false,"holders":["10.0.0.1:80"])";
+    ASSERT_TRUE(parse_fleet_hot_value(R"([{"key":"00000000000000aa",)" + ok + "}]", &err)) << err;
+    for (const std::string &bad : {
+             std::string("not json"),
+             std::string("{}"),
+             std::string("[1]"),
+             R"([{"key":"aa",)" + ok + "}]",                // not 16 digits
+             R"([{"key":"00000000000000ag",)" + ok + "}]",  // not hex
+             R"([{"key":"0000000000000000",)" + ok + "}]",  // 0 marks an empty slot
+             R"([{"key":170,)" + ok + "}]",                 // a number
+             std::string(R"([{"key":"00000000000000aa","rate":1,"hot":false,"holders":[]}])"),
+             std::string(R"([{"key":"00000000000000aa","depth":256,"rate":1,"hot":false,)"
+                         R"("holders":[]}])"),
+             std::string(R"([{"key":"00000000000000aa","depth":1,"rate":-1,"hot":false,)"
+                         R"("holders":[]}])"),
+             std::string(R"([{"key":"00000000000000aa","depth":1,"rate":"1","hot":false,)"
+                         R"("holders":[]}])"),
+             std::string(R"([{"key":"00000000000000aa","depth":1,"rate":1,"hot":1,)"
+                         R"("holders":[]}])"),
+             std::string(R"([{"key":"00000000000000aa","depth":1,"rate":1,"hot":true,)"
+                         R"("holders":[7]}])"),
+             std::string(R"([{"key":"00000000000000aa","depth":1,"rate":1,"hot":true,)"
+                         R"("holders":"10.0.0.1:80"}])"),
+         }) {
+        err.clear();
+        EXPECT_FALSE(parse_fleet_hot_value(bad, &err)) << bad;
+        EXPECT_FALSE(err.empty()) << bad;
+        EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    }
+    // At most kFleetHotMax prefixes.
+    std::vector<FleetHotKey> many(kFleetHotMax + 1, FleetHotKey{0x1, 0, 1, false, {}});
+    EXPECT_FALSE(parse_fleet_hot_value(fleet_hot_value(many), &err));
+    many.pop_back();
+    EXPECT_TRUE(parse_fleet_hot_value(fleet_hot_value(many), &err));
+}
+
 TEST(FleetEtcdValues, DeadMembersLeaveTheTable) {
     FleetState local;
     local.self = 0;

@@ -3,7 +3,10 @@
 # test's own (etcd and both daemons on its loopback; no dataplane needed):
 #   a push through A is seen by B; B killed (-9) is dead for A within ~5 s and out of its table;
 #   a cookie rotation through A reaches both in two phases (accepted, then signing); etcd stopped: both keep
-#   serving the last table; etcd restarted: a new push reaches both.
+#   serving the last table; etcd restarted: a new push reaches both. Hot prefixes
+#   (fleet-share-hot): each puts its list under its lease and reads the other's; a bad value is
+#   ignored and counted; the list of a dead member is gone. (Empty lists: without a dataplane no
+#   kvsteerd learns a prefix; what the lists hold is covered by the unit tests.)
 # Processes are started with `ip netns exec` directly (never through a shell function), so $! is
 # the daemon itself and kill -9 reaches it. Usage: fleet_etcd_test.sh BIN_DIR. Root; exit 77 (skip) without root or without etcd.
 set -u
@@ -90,6 +93,34 @@ until_ok 5 alive_is a 0,1 || fail "A does not list both members alive: $(fstatus
 until_ok 5 alive_is b 0,1 || fail "B does not list both members alive"
 echo "ok: both members alive in etcd"
 
+# 0. Hot prefixes: P fleet/hot/<id> of both, under a lease; each uses the other's list.
+b64() { printf '%s' "$1" | base64 -w0; }
+# etcdkey KEY: "VALUE LEASE" of KEY (nothing when missing).
+etcdkey() {
+    inns curl -sf -X POST -d "{\"key\":\"$(b64 "$1")\"}" http://127.0.0.1:$PORT/v3/kv/range |
+        python3 -c "import json,sys,base64; kv=json.load(sys.stdin).get('kvs',[]); kv and print(base64.b64decode(kv[0]['value']).decode(), kv[0].get('lease','0'))"
+}
+hot() { field "$1" "f['etcd']['hot']['$2']"; }
+hot_put() { local v; v=$(etcdkey "/kvet-test/fleet/hot/$1"); [[ ${v%% *} == "[]" && ${v##* } != 0 ]]; }
+hot_from_is() { [[ $(hot "$1" from_members) == "$2" ]]; }
+until_ok 3 hot_put 0 || fail "A's hot list is not in etcd under a lease: '$(etcdkey /kvet-test/fleet/hot/0)'"
+until_ok 3 hot_put 1 || fail "B's hot list is not in etcd under a lease"
+until_ok 3 hot_from_is a 1 || fail "A does not use B's hot list: $(fstatus a)"
+until_ok 3 hot_from_is b 1 || fail "B does not use A's hot list"
+inns curl -sf -o /dev/null -X POST -d "{\"key\":\"$(b64 /kvet-test/fleet/hot/5)\",\"value\":\"$(b64 '[{"key":1}')\"}" \
+    http://127.0.0.1:$PORT/v3/kv/put || fail "put a bad hot list"
+bad_is() { [[ $(hot "$1" bad_values) == "$2" ]]; }
+until_ok 3 bad_is a 1 || fail "A did not count the bad hot list: $(fstatus a)"
+until_ok 3 bad_is b 1 || fail "B did not count the bad hot list"
+sleep 0.5
+bad_is a 1 && hot_from_is a 1 && alive_is a 0,1 || fail "A after the bad hot list: $(fstatus a)"
+[[ $(grep -c "fleet/hot/5" "$DIR/kvsteerd_a.log") == 1 ]] || fail "the bad hot list not logged exactly once by A"
+inns curl -sf -o /dev/null -X POST -d "{\"key\":\"$(b64 /kvet-test/fleet/hot/5)\"}" \
+    http://127.0.0.1:$PORT/v3/kv/deleterange || fail "delete the bad hot list"
+ctl b fleet status | grep -q "^hot prefixes: 0 shared, 0 remote in use from 1 member" ||
+    fail "kvsteerctl fleet status: $(ctl b fleet status)"
+echo "ok: hot lists under the leases, each appliance uses the other's, a bad one ignored (logged once)"
+
 digest() { field "$1" "f['digest']"; }
 epochs() { field "$1" "f['epochs']"; }
 same_digest() { local da db; da=$(digest a); db=$(digest b); [[ -n $da && $da == "$db" ]]; }
@@ -129,9 +160,11 @@ kill -9 "$PID_b"
 wait "$PID_b" 2>/dev/null
 t0=$SECONDS
 until_ok 6 alive_is a 0 || fail "A still lists B alive 6 s after kill -9: $(fstatus a)"
+until_ok 2 hot_from_is a 0 || fail "A still uses dead B's hot list"
+[[ -z $(etcdkey /kvet-test/fleet/hot/1) ]] || fail "B's hot list outlived its lease"
 owned() { field a "[m['buckets'] for m in f['members'] if m['id']==0][0]"; }
 [[ $(owned) == 65536 ]] || fail "A does not own every bucket after B died: $(fstatus a)"
-echo "ok: B dead for A after $((SECONDS - t0)) s, A owns every bucket"
+echo "ok: B dead for A after $((SECONDS - t0)) s, A owns every bucket and no longer uses its hot list"
 
 # B back: rejoins (it is still in etcd's epochs).
 ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_b.conf" >>"$DIR/kvsteerd_b.log" 2>&1 &

@@ -58,6 +58,16 @@ struct DesiredEntry {
     bool operator==(const DesiredEntry &) const = default;
 };
 
+// What the other appliances of a fleet know of one prefix (fleet-share-hot, control/README.md),
+// their holders mapped to this appliance's backend ids.
+struct RemoteKey {
+    std::uint64_t key = 0;
+    std::uint8_t depth = 0;
+    double rate = 0;                     // requests/s, summed over the other appliances
+    bool hot = false;                    // one of them says it is hot
+    std::vector<std::uint16_t> holders;  // local backend ids, in the order given
+};
+
 // Depth recorded for the fixed-length prefix hash (it covers no whole block).
 inline constexpr std::uint8_t kPrefixDepth = 0xff;
 
@@ -80,6 +90,13 @@ struct PolicyCounters {
     std::uint64_t entries_truncated = 0;    // beyond max_entries
     std::uint64_t holders_flushed = 0;      // dropped because the backend's cache was reset
     std::uint64_t ttl_shortened = 0;        // backend-rounds with a shortened TTL (cache pressure)
+    // Remote state (set_remote). Prefixes that became hot only thanks to the other appliances
+    // (their rate added to ours, or one of them says hot); remote holders written into entries
+    // (counted each compute); entries written for prefixes this appliance has not seen itself
+    // (counted each compute).
+    std::uint64_t remote_became_hot = 0;
+    std::uint64_t remote_holders_used = 0;
+    std::uint64_t remote_entries = 0;
 };
 
 class AffinityPolicy {
@@ -107,11 +124,26 @@ class AffinityPolicy {
     struct KeyInfo {
         std::uint64_t key;
         std::uint8_t depth;
-        double rate;
+        double rate;  // this appliance's requests only
         bool hot;
         std::vector<std::uint16_t> holders, extra;
+        bool own_hot = false;  // hot by this appliance's evidence (not only because remote says so)
     };
     std::optional<KeyInfo> info(std::uint64_t key, std::uint64_t now_ns) const;
+    // At most `max` prefixes by this appliance's own rate, highest first (ties by key), of those
+    // with a rate >= min_rate or own_hot and something to say (a holder, an extra or own_hot):
+    // what this appliance shares with the fleet.
+    std::vector<KeyInfo> top(std::size_t max, double min_rate, std::uint64_t now_ns) const;
+
+    // What the other appliances know (replaces the previous remote state; empty: none). At the
+    // next compute(): a prefix's rate for the hot decision is the local one plus the remote one;
+    // it is hot if remote says so; the remote holders (eligible ones, not there already) follow
+    // the local holders (and a hot prefix's replicas kept from before) in its entry, up to K,
+    // before any new replica is chosen; a remote prefix unknown here that is hot or has holders
+    // gets an entry of its remote holders (after the local entries, highest remote rate first).
+    // Nothing remote is learned into the index: remote state is never shared on.
+    void set_remote(std::vector<RemoteKey> keys);
+    std::size_t remote_size() const { return remote_keys_.size(); }
 
     const PolicyCounters &counters() const { return c_; }
     std::size_t index_size() const { return nodes_.size(); }
@@ -128,6 +160,7 @@ class AffinityPolicy {
     struct Node {
         std::uint8_t depth = 0;
         bool hot = false;
+        bool own_hot = false;  // hot without counting a remote "hot" (what is shared)
         std::uint8_t n_holders = 0, n_extra = 0;
         double rate = 0;  // requests/s at rate_ns
         std::uint64_t rate_ns = 0;
@@ -162,8 +195,11 @@ class AffinityPolicy {
     bool age_holders(Node &n, std::uint64_t now_ns);  // false when no holder is left
     DesiredEntry holders_entry(const Node &n, const Round &r, bool *all_over);
     void update_hot(Node &n, const DesiredEntry &e, bool all_over, const Round &r,
-                    std::uint64_t now_ns);
-    void add_replicas(Node &n, DesiredEntry &e, Round &r);
+                    const RemoteKey *rk, std::uint64_t now_ns);
+    void add_replicas(Node &n, DesiredEntry &e, Round &r, const RemoteKey *rk);
+    void add_remote(DesiredEntry &e, const RemoteKey &rk, const Round &r);
+    void add_remote_only(std::vector<DesiredEntry> &out, const Round &r);
+    const RemoteKey *remote(std::uint64_t key) const;
     double rate_at(const Node &n, std::uint64_t now_ns) const;
     bool eligible(std::uint16_t id) const;
     double load_of(std::uint16_t id) const;
@@ -176,6 +212,8 @@ class AffinityPolicy {
     std::map<std::uint64_t, std::vector<std::uint16_t>> pins_;
     std::vector<BackendState> backends_ = std::vector<BackendState>(KVS_MAX_BACKENDS);  // by id
     std::function<void(const std::string &)> sink_;
+    std::vector<RemoteKey> remote_keys_;                     // set_remote, highest rate first
+    std::unordered_map<std::uint64_t, std::size_t> remote_;  // key -> its index in remote_keys_
 };
 
 }  // namespace kvsteer::control

@@ -111,6 +111,8 @@ struct DaemonConfig {
     // fleet-ping (ms between pings, 0: off) and fleet-ping-misses (fleet_ping.h).
     std::uint32_t fleet_ping_ms = 50;
     std::uint32_t fleet_ping_misses = 4;
+    // fleet-share-hot: busiest prefixes shared through etcd (only with fleet-etcd).
+    bool fleet_share_hot = true;
     // announce-bird-socket (empty: nothing announced), announce-protocol, dataplane-stale.
     std::string announce_bird_socket;
     std::vector<std::string> announce_protocols = {"kvs_vip"};

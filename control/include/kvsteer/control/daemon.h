@@ -115,6 +115,15 @@ class Daemon {
     std::string fleet_digest_hex() const;
     std::string fleet_cookie_fingerprint() const;
     std::string tables_digest_hex() const;
+    // fleet-share-hot (daemon_hot_share.cc): this appliance's busiest prefixes handed to FleetEtcd
+    // (at most once a second, from the tick), the other members' lists as read from etcd mapped
+    // to local backend ids for the policy (when the view changes, and once a second: backends
+    // may have come or gone).
+    bool hot_share_on() const;
+    void share_hot(std::uint64_t now_ns);
+    void apply_fleet_hot(const FleetEtcdView &v);
+    void map_remote_hot();
+    nlohmann::json hot_share_json(const FleetEtcdView &v) const;
     // The VIP's announcement and the drain (daemon_announce.cc): the dataplane's health checked
     // every tick, BIRD told; the drain.* commands (nullopt: not one of them).
     void start_announcer();
@@ -146,6 +155,13 @@ class Daemon {
     std::uint64_t etcd_seq_ = 0;                                       // FleetEtcdView::seq applied
     std::map<std::string, std::string> etcd_tunables_;                 // values applied
     std::optional<std::map<std::string, std::string>> etcd_backends_;  // nullopt: none yet
+    struct HotShare {
+        std::uint64_t next_ns = 0;  // next share_hot round
+        std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> lists{};  // others'
+        std::size_t shared = 0;           // prefixes in this appliance's last list
+        std::size_t from = 0;             // members whose lists are used
+        std::size_t unknown_holders = 0;  // holder addresses with no backend here (last mapping)
+    } hot_;
     std::chrono::steady_clock::time_point started_;
     std::unique_ptr<Announcer> announcer_;  // announce-bird-socket
     DataplaneHealth dp_health_;

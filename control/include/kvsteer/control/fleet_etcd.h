@@ -10,6 +10,9 @@
 //                               on etcd's are every appliance's (kvsteerctl changes go there)
 //   P config/cookie-key-next    a rotation's new key, and P config/cookie-key-next-at (Unix ms):
 //                               accepted by every appliance at once, signed with from next-at on
+//   P fleet/hot/<id>            the member's busiest prefixes (fleet-share-hot), under its lease:
+//                               [{"key": "16 hex", "depth": d, "rate": r, "hot": b,
+//                                 "holders": ["ADDR:PORT", ...]}, ...]
 #pragma once
 
 #include <array>
@@ -25,10 +28,39 @@
 #include <thread>
 #include <vector>
 
+#include "kvsteer/control/affinity_policy.h"
 #include "kvsteer/control/fleet.h"
 #include "kvsteer/control/net.h"
 
 namespace kvsteer::control {
+
+// One prefix of an appliance's P fleet/hot/<id> (fleet-share-hot): its hash, depth (kPrefixDepth
+// for the prefix hash), the appliance's own decayed request rate (1 decimal), whether it is hot by
+// the appliance's own evidence, and its holders and extra replicas as backend addresses (backend
+// ids are each appliance's own).
+struct FleetHotKey {
+    std::uint64_t key = 0;
+    std::uint8_t depth = 0;
+    double rate = 0;
+    bool hot = false;
+    std::vector<std::string> holders;  // ADDR:PORT (BackendSpec.ep.str())
+    bool operator==(const FleetHotKey &) const = default;
+};
+// The most prefixes one appliance shares.
+inline constexpr std::size_t kFleetHotMax = 64;
+// The list as P fleet/hot/<id> holds it (compact JSON) and back. The parser refuses anything but
+// an array of at most kFleetHotMax such objects (unknown fields are ignored).
+std::string fleet_hot_value(const std::vector<FleetHotKey> &keys);
+std::optional<std::vector<FleetHotKey>> parse_fleet_hot_value(const std::string &v,
+                                                              std::string *err);
+
+// The other members' hot lists (all but `self`'s) as AffinityPolicy's remote state: holders mapped
+// by address to this appliance's backend ids (`by_addr`), addresses it has no backend for skipped
+// and counted in *unknown. One RemoteKey per member and prefix, in member order (set_remote
+// merges them: rates summed, holders in that order).
+std::vector<RemoteKey> fleet_remote_keys(
+    const std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> &lists,
+    std::uint8_t self, const std::map<std::string, std::uint16_t> &by_addr, std::size_t *unknown);
 
 // What the appliance last read from etcd.
 struct FleetEtcdView {
@@ -49,8 +81,11 @@ struct FleetEtcdView {
     // and whether it says its dataplane is unhealthy (such a member owns no bucket).
     std::array<std::string, KVS_MAX_APPLIANCES> reports{};
     std::array<bool, KVS_MAX_APPLIANCES> unhealthy{};
-    std::string error;      // the last error while unreachable
-    std::uint64_t seq = 0;  // bumped whenever anything above changes
+    // Each member's P fleet/hot/<id>, parsed (nullopt: none, or a value that did not parse).
+    std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> hot{};
+    std::uint64_t hot_bad = 0;  // hot values refused so far (each key and version once)
+    std::string error;          // the last error while unreachable
+    std::uint64_t seq = 0;      // bumped whenever anything above changes
 };
 
 // The fleet every appliance computes from the same view: the members are those alive in etcd
@@ -116,6 +151,9 @@ class FleetEtcd {
     // What this appliance says of itself in its member key besides its MAC (an object: healthy,
     // digest, ...); put again (same lease) when it changes.
     void set_report(const nlohmann::json &report);
+    // This appliance's P fleet/hot/<self> (fleet_hot_value), put under its lease by the thread at
+    // its next round when it differs from the last put (again after a new lease). Empty: none.
+    void set_hot(std::string value);
 
    private:
     void loop();
@@ -126,6 +164,7 @@ class FleetEtcd {
     // One put or delete under P config/, then a poll.
     bool change_config(const std::string &path, const nlohmann::json &body, std::string *err);
     bool put_report(std::string *err);  // when report_ changed since the last put
+    bool put_hot(std::string *err);     // when hot_ changed since the last put
 
     Endpoint ep_;
     std::string prefix_;
@@ -141,6 +180,10 @@ class FleetEtcd {
     std::vector<std::pair<std::string, std::string>> seed_;  // set before start()
     nlohmann::json report_ = nlohmann::json::object();       // guarded by mu_
     std::string report_put_;                                 // member_value() last put (thread)
+    std::string hot_;                                        // guarded by mu_
+    std::string hot_put_;                                    // hot_ last put (thread)
+    std::map<std::string, std::int64_t> hot_bad_seen_;       // key -> mod_revision (mu_)
+    std::uint64_t hot_bad_ = 0;                              // guarded by mu_
     std::thread thr_;
 };
 
