@@ -12,6 +12,7 @@
 #  3. etcd stopped: the appliances serve on with the last state; it returns: they catch up.
 #  4. `kvsteerctl drain` on appliance 3: withdrawn over BGP, out of the owners (etcd), waits for
 #     its flows, exits 0; then it is stopped. The 60 streams: none broken, byte-identical.
+#     Hot prefixes: both owners put what they learned into etcd and use each other's.
 #  5. Appliance 2's dataplane killed (kvsteerd alive): kvsteerd withdraws the VIP within ~1 s and
 #     says so in etcd, so the others take its buckets (new connections succeed); restarted:
 #     announced again, an owner again, the fleet agrees.
@@ -253,6 +254,21 @@ redirects=0
 for j in 1 2; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_owner) + $(counter "$j" xdp fleet_redirect_prev))); done
 (( redirects > 0 )) || fail "no packet was sent on between appliances: the router never moved a stream (nothing proven)"
 log "60/60 streams intact across 1 -> 2 -> 3 -> 2 driven by BGP and etcd ($redirects packets sent on)"
+
+log "hot prefixes: the owners' learned prefixes shared through etcd"
+out=$(ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+    --port "$KVS_VIP_PORT" --n 120 --concurrency 4 --prefixes 1 --max-tokens 2 --timeout 10) || fail "requests: $out"
+[[ $(field <(echo "$out") ok) == 120 ]] || fail "requests of one prefix failed: $out"
+# Each owner learned the prefix from its own bindings (about half of them: a rate above
+# hot-threshold / 4), put it in etcd, and uses the other's (remote keys in its table).
+hot_shared() {
+    local j
+    for j in 1 2; do
+        (( $(fjson "$j" "f['etcd']['hot']['shared']") > 0 && $(fjson "$j" "f['etcd']['hot']['remote_keys']") > 0 )) || return 1
+    done
+}
+until_ok 4 hot_shared || fail "hot prefixes not shared: $(fjson 1 "f['etcd']['hot']") / $(fjson 2 "f['etcd']['hot']")"
+log "appliance 1 shares $(fjson 1 "f['etcd']['hot']['shared']") and uses $(fjson 1 "f['etcd']['hot']['remote_keys']") remote keys; appliance 2: $(fjson 2 "f['etcd']['hot']['shared']") / $(fjson 2 "f['etcd']['hot']['remote_keys']")"
 
 log "5. appliance 2's dataplane dies; kvsteerd withdraws the VIP"
 t_kill=$(date +%s.%N)
