@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "kvsteer/control/daemon.h"
 #include "mono_clock.h"
@@ -33,6 +34,8 @@ void Daemon::check_dataplane(std::uint64_t now) {
         else
             spdlog::warn("dataplane: not healthy: {}", dp_health_.reason);
     }
+    if (dp_health_.healthy) dp_was_healthy_ = true;
+    if (etcd_ && fleet_.enabled()) fleet_follow_health(now);
     // In a fleet through etcd, a (re)joining appliance is announced once every member has read
     // its key (they all report this appliance's digest), so that the others accept what it sends
     // on; or after kAnnounceWaitNs whatever they report.
@@ -69,6 +72,52 @@ void Daemon::check_dataplane(std::uint64_t now) {
                          static_cast<double>(now - drain_.started_ns) / 1e9);
         }
     }
+}
+
+// With etcd, an appliance whose dataplane stops beating leaves the owners by a real epoch in etcd
+// (as a drain does) and re-enters by another one when it beats again. The spell's epoch then stays
+// a previous epoch, so the flows its buckets' interim owners bound meanwhile are still found after
+// its return. Every appliance also computes an epoch without a member that reports itself
+// unhealthy (fleet_state_from_etcd): the fallback while this one cannot write to etcd, and at
+// startup (a dataplane that never beat yet leaves nothing).
+void Daemon::fleet_follow_health(std::uint64_t now) {
+    if (drain_.active) {
+        left_unhealthy_ = false;  // the drain decides; a recovery must not undo it
+        return;
+    }
+    if (now < health_push_retry_ns_) return;
+    const MemberSet self = static_cast<MemberSet>(1u << fleet_.self), cur = fleet_.newest();
+    std::function<bool(FleetState &, std::string *)> op;
+    const char *what;
+    if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ && (cur & self) &&
+        (cur & ~self)) {
+        op = [self](FleetState &f, std::string *e) {
+            const MemberSet n = static_cast<MemberSet>(f.newest() & ~self);
+            return !(f.newest() & self) || !n || f.push(n, e);
+        };
+        what = "not healthy: left the owners";
+    } else if (dp_health_.healthy && left_unhealthy_) {
+        op = [self](FleetState &f, std::string *e) {
+            return (f.newest() & self) || f.push(static_cast<MemberSet>(f.newest() | self), e);
+        };
+        what = "healthy again: back among the owners";
+    } else {
+        return;
+    }
+    bool changed = false;
+    std::string err;
+    if (!etcd_->update_epochs(op, &changed, &err)) {
+        health_push_retry_ns_ = now + 1'000'000'000ull;
+        spdlog::warn(
+            "fleet: dataplane {}: the epoch through etcd failed: {} (retrying every second; "
+            "meanwhile the others compute one from this appliance's report)",
+            what, err);
+        return;
+    }
+    left_unhealthy_ = !dp_health_.healthy;
+    spdlog::info("fleet: dataplane {} (an epoch through etcd{})", what,
+                 changed ? "" : ": nothing to change");
+    apply_fleet_etcd();
 }
 
 std::uint64_t Daemon::flows_in_flight() const {

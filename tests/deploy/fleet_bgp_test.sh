@@ -14,8 +14,9 @@
 #     its flows, exits 0; then it is stopped. The 60 streams: none broken, byte-identical.
 #     Hot prefixes: both owners put what they learned into etcd and use each other's.
 #  5. Appliance 2's dataplane killed (kvsteerd alive): kvsteerd withdraws the VIP within ~1 s and
-#     says so in etcd, so the others take its buckets (new connections succeed); restarted:
-#     announced again, an owner again, the fleet agrees.
+#     leaves the owners through etcd (an epoch without it), so the others take its buckets (new
+#     connections succeed); restarted: announced again, an owner again by another epoch, the
+#     fleet agrees; streams bound by the interim owner meanwhile survive its return.
 #  6. Appliance 2 crashes mid-stream (kill -9 of its processes, its link cut): BFD takes it out
 #     of the router's route within ~1 s; appliance 1's pings go unanswered and it leaves it out of
 #     its owner table before its etcd lease runs out; each of its clients gets a RST at its first
@@ -271,18 +272,34 @@ until_ok 4 hot_shared || fail "hot prefixes not shared: $(fjson 1 "f['etcd']['ho
 log "appliance 1 shares $(fjson 1 "f['etcd']['hot']['shared']") and uses $(fjson 1 "f['etcd']['hot']['remote_keys']") remote keys; appliance 2: $(fjson 2 "f['etcd']['hot']['shared']") / $(fjson 2 "f['etcd']['hot']['remote_keys']")"
 
 log "5. appliance 2's dataplane dies; kvsteerd withdraws the VIP"
+# Settled first: no older epoch makes appliance 1 a previous owner of appliance 2's buckets.
+ctl 1 fleet settle >/dev/null || fail "fleet settle"
+until_ok 3 owners_are 0,1 1 2 && [[ "$(fjson 1 "len(f['epochs'])")" == 1 ]] || fail "not settled: $(fjson 1 "f['epochs']")"
 t_kill=$(date +%s.%N)
 kill -9 "${DP_PID[2]}"; wait "${DP_PID[2]}" 2>/dev/null; DP_PID[2]=""
 until_ok 5 hops_are 1 || fail "appliance 2's dataplane is dead but it is still announced: route over '$(hops)'"
 t_gone=$(date +%s.%N)
 [[ "$(ctl 2 --json status | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["dataplane"]["healthy"])')" == False ]] \
     || fail "kvsteerd 2 does not report its dataplane unhealthy"
-# It said so in etcd: the others take its buckets (it stays a previous owner).
-until_ok 3 owners_are 0 1 || fail "appliance 2 (dataplane dead) still owns buckets: $(fjson 1 "f['epochs']")"
+# Its kvsteerd left the owners through etcd (an epoch without it; it stays a previous owner).
+until_ok 3 owners_are 0 1 2 || fail "appliance 2 (dataplane dead) still owns buckets: $(fjson 1 "f['epochs']")"
 short_requests 20
+# Streams bound meanwhile by appliance 1, the interim owner of every bucket.
+STREAM_TOKENS=1200 streams 20 "$DIR/s4.json"
+sleep 1
+sent_on=$(counter 2 xdp fleet_redirect_prev)
 app__dataplane 2; app__wait 2
 until_ok 5 hops_are 1 2 || fail "appliance 2's dataplane is back but it is not announced: route over '$(hops)'"
 until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
+# Back by another epoch: the spell's epoch stays, appliance 1 a previous owner of its buckets.
+[[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$DIR/s4.json")"; }
+wait "$STREAMS"
+[[ "$(field "$DIR/s4.json" ok)" == 20 && "$(field "$DIR/s4.json" corrupted)" == 0 ]] \
+    || fail "streams bound during appliance 2's outage broke at its return: $(cat "$DIR/s4.json")"
+sent_on=$(( $(counter 2 xdp fleet_redirect_prev) - sent_on ))
+(( sent_on > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
+log "20/20 streams bound during the outage intact after appliance 2's return ($sent_on packets sent on to their binder)"
 until_ok 3 digests_agree 1 2 || fail "digests disagree after appliance 2's return"
 agrees() { [[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]]; }
 until_ok 3 agrees || fail "fleet status says the fleet disagrees: $(fjson 1 "f['etcd']['reported']")"

@@ -129,6 +129,7 @@ class Daemon {
     void start_announcer();
     void stop_announcer();
     void check_dataplane(std::uint64_t now_ns);
+    void fleet_follow_health(std::uint64_t now_ns);
     std::uint64_t flows_in_flight() const;
     nlohmann::json announce_json() const;
     std::optional<nlohmann::json> handle_drain(const std::string &cmd, const nlohmann::json &req);
@@ -166,6 +167,11 @@ class Daemon {
     std::unique_ptr<Announcer> announcer_;  // announce-bird-socket
     DataplaneHealth dp_health_;
     bool dp_healthy_logged_ = false;
+    // fleet_follow_health: the dataplane beat at least once; this appliance left the owners
+    // through etcd because it stopped (and re-enters when it beats again); next try after a
+    // failed etcd write.
+    bool dp_was_healthy_ = false, left_unhealthy_ = false;
+    std::uint64_t health_push_retry_ns_ = 0;
     bool announce_ok_ = false;  // serving, and the fleet knows this appliance
     std::uint64_t serving_since_ns_ = 0;
     static constexpr std::uint64_t kAnnounceWaitNs = 3'000'000'000ull;
