@@ -62,6 +62,8 @@ void Daemon::check_dataplane(std::uint64_t now) {
              {"announced", announcer_ ? json(announcer_->status().announced) : json(nullptr)},
              {"digest", fleet_digest_hex()},
              {"tables", tables_digest_hex()},
+             {"lookup", lookup_digest_hex()},
+             {"config_generation", config_generation_},
              {"epoch", fleet_.epoch_no},
              {"cookie", fleet_cookie_fingerprint()}});
     if (drain_.active && !drain_.done) {

@@ -114,6 +114,10 @@ std::string Daemon::tables_digest_hex() const {
     return hex64(XXH3_64bits(all.data(), all.size()));
 }
 
+std::string Daemon::lookup_digest_hex() const {
+    return hex64(core_.lookup_digest());
+}
+
 std::string Daemon::fleet_cookie_fingerprint() const {
     return key_fingerprint(maps_.config->cookie_key[0]);
 }
@@ -130,7 +134,9 @@ json Daemon::fleet_members_view(const FleetEtcdView &v) const {
         r["id"] = id;
         const bool same = r.value("digest", "") == fleet_digest_hex() &&
                           r.value("cookie", "") == fleet_cookie_fingerprint() &&
-                          r.value("tables", "") == tables_digest_hex();
+                          r.value("tables", "") == tables_digest_hex() &&
+                          r.value("lookup", "") == lookup_digest_hex() &&
+                          r.value("config_generation", std::int64_t{-2}) == config_generation_;
         r["agrees"] = same;
         agree = agree && same;
         out.push_back(r);
@@ -241,27 +247,30 @@ json Daemon::fleet_json() const {
              {"unanswered", ps.unanswered[id] ? json(*ps.unanswered[id]) : json(nullptr)}});
     }
     for (MemberSet e : fleet_.epochs) epochs.push_back(ids_json(e));
-    return {{"enabled", fleet_.enabled()},
-            {"self", fleet_.enabled() ? json(fleet_.self) : json(nullptr)},
-            {"epoch", fleet_.epoch_no},
-            {"epochs", epochs},
-            {"members", members},
-            {"buckets", KVS_OWNER_BUCKETS},
-            {"digest", hex64(fleet_table_.digest)},
-            {"mapped", mapped},
-            {"generation", mapped ? json(fleet_writer_.generation()) : json(nullptr)},
-            {"owner_active", mapped ? json(fleet_writer_.active()) : json(nullptr)},
-            {"etcd", fleet_etcd_json()},
-            {"ping", pinger_ ? json{{"every_ms", cfg().fleet_ping_ms},
-                                    {"misses", cfg().fleet_ping_misses},
-                                    {"rounds", ps.rounds},
-                                    {"send_errors", ps.send_errors},
-                                    {"last_error",
-                                     ps.last_error.empty() ? json(nullptr) : json(ps.last_error)}}
-                             : json(nullptr)},
-            {"cookie_keys",
-             {{"current", key_fingerprint(maps_.config->cookie_key[0])},
-              {"previous", key_fingerprint(maps_.config->cookie_key[1])}}}};
+    return {
+        {"enabled", fleet_.enabled()},
+        {"self", fleet_.enabled() ? json(fleet_.self) : json(nullptr)},
+        {"epoch", fleet_.epoch_no},
+        {"epochs", epochs},
+        {"members", members},
+        {"buckets", KVS_OWNER_BUCKETS},
+        {"digest", hex64(fleet_table_.digest)},
+        {"lookup_digest", lookup_digest_hex()},
+        {"config_generation", config_generation_ >= 0 ? json(config_generation_) : json(nullptr)},
+        {"mapped", mapped},
+        {"generation", mapped ? json(fleet_writer_.generation()) : json(nullptr)},
+        {"owner_active", mapped ? json(fleet_writer_.active()) : json(nullptr)},
+        {"etcd", fleet_etcd_json()},
+        {"ping",
+         pinger_ ? json{{"every_ms", cfg().fleet_ping_ms},
+                        {"misses", cfg().fleet_ping_misses},
+                        {"rounds", ps.rounds},
+                        {"send_errors", ps.send_errors},
+                        {"last_error", ps.last_error.empty() ? json(nullptr) : json(ps.last_error)}}
+                 : json(nullptr)},
+        {"cookie_keys",
+         {{"current", key_fingerprint(maps_.config->cookie_key[0])},
+          {"previous", key_fingerprint(maps_.config->cookie_key[1])}}}};
 }
 
 std::optional<json> Daemon::handle_fleet(const std::string &cmd, const json &req) {

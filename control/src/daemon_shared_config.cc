@@ -57,6 +57,7 @@ std::vector<std::pair<std::string, std::string>> Daemon::config_seed() const {
 
 void Daemon::apply_fleet_config(const FleetEtcdView &v) {
     if (!v.config_seeded) return;
+    config_generation_ = v.config_generation;
     const std::uint64_t now = mono_ns();
     std::string err;
     for (const auto &[name, value] : v.tunables) {

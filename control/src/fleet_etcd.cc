@@ -300,6 +300,10 @@ bool FleetEtcd::change_config(const std::string &path, const json &body, std::st
         *err = r.error;
         return false;
     }
+    // One more version of config/generation: the configuration's generation number.
+    auto g = etcd_call(ep_, "/v3/kv/put", etcd_put_request(prefix_ + "config/generation", path, 0),
+                       kCallTimeout);
+    if (!g.ok()) spdlog::warn("fleet: etcd: bumping config/generation: {}", g.error);
     std::string e;
     poll(&e);  // the answer shows the change
     return true;
@@ -413,6 +417,8 @@ bool FleetEtcd::poll(std::string *err) {
             v.tunables[kv.key.substr(prefix_.size() + 16)] = kv.value;
         } else if (kv.key == prefix_ + "config/seeded") {
             v.config_seeded = true;
+        } else if (kv.key == prefix_ + "config/generation") {
+            v.config_generation = kv.version;
         } else if (kv.key == prefix_ + "config/cookie-key-next") {
             v.cookie_key_next = parse_cookie_key_hex(kv.value, &e);
         } else if (kv.key == prefix_ + "config/cookie-key-next-at") {

@@ -640,11 +640,29 @@ void print_fleet(const json &f) {
     std::printf("fleet: self %s, epoch %s (%zu retained), owner table generation %s, digest %s\n",
                 num(f["self"]).c_str(), num(f["epoch"]).c_str(), f["epochs"].size(),
                 num(f["generation"]).c_str(), f["digest"].get<std::string>().c_str());
-    std::printf("%-3s %-17s %-8s %8s\n", "ID", "MAC", "STATE", "BUCKETS");
-    for (const auto &m : f["members"])
-        std::printf("%-3s %-17s %-8s %8s%s\n", num(m["id"]).c_str(),
+    std::printf("lookup table digest %s, config generation %s\n",
+                f.value("lookup_digest", std::string("?")).c_str(),
+                f.contains("config_generation") && !f["config_generation"].is_null()
+                    ? num(f["config_generation"]).c_str()
+                    : "- (no etcd)");
+    if (f.contains("ping") && f["ping"].is_object())
+        std::printf("pings: every %s ms, silent after %s unanswered; %s rounds, %s send errors%s\n",
+                    num(f["ping"]["every_ms"]).c_str(), num(f["ping"]["misses"]).c_str(),
+                    num(f["ping"]["rounds"]).c_str(), num(f["ping"]["send_errors"]).c_str(),
+                    f["ping"]["last_error"].is_string()
+                        ? (" (" + f["ping"]["last_error"].get<std::string>() + ")").c_str()
+                        : "");
+    std::printf("%-3s %-17s %-8s %8s %10s\n", "ID", "MAC", "STATE", "BUCKETS", "UNANSWERED");
+    for (const auto &m : f["members"]) {
+        const bool silent = m.value("silent", false);
+        std::printf("%-3s %-17s %-8s %8s %10s%s%s\n", num(m["id"]).c_str(),
                     m["mac"].get<std::string>().c_str(), m["state"].get<std::string>().c_str(),
-                    num(m["buckets"]).c_str(), m["self"].get<bool>() ? "  (self)" : "");
+                    num(m["buckets"]).c_str(),
+                    m.contains("unanswered") && !m["unanswered"].is_null()
+                        ? num(m["unanswered"]).c_str()
+                        : "-",
+                    m["self"].get<bool>() ? "  (self)" : "", silent ? "  SILENT (left out)" : "");
+    }
     std::printf("epochs, oldest first:");
     for (const auto &e : f["epochs"]) {
         std::string ids;
@@ -680,8 +698,8 @@ void print_fleet(const json &f) {
     if (e.contains("reported")) {
         const auto &rep = e["reported"];
         std::printf(
-            "fleet agrees: %s (owner table, lookup-table inputs and cookie key of every alive "
-            "member as it reports them in etcd)\n",
+            "fleet agrees: %s (owner table, lookup table, its inputs, config generation and "
+            "cookie key of every alive member as it reports them in etcd)\n",
             rep["agree"].get<bool>() ? "yes" : "NO");
         for (const auto &m : rep["members"]) {
             auto str = [&](const char *k) {
@@ -691,12 +709,14 @@ void print_fleet(const json &f) {
             auto flag = [&](const char *k, const char *yes, const char *no) {
                 return m.contains(k) && m[k].is_boolean() ? (m[k].get<bool>() ? yes : no) : "?";
             };
-            std::printf("  %2s  dataplane %-9s %-9s %-11s owners %s tables %s cookie %s%s\n",
-                        num(m["id"]).c_str(), flag("healthy", "healthy", "UNHEALTHY"),
-                        flag("draining", "draining", ""),
-                        flag("announced", "announced", "withdrawn"), str("digest").c_str(),
-                        str("tables").c_str(), str("cookie").c_str(),
-                        m["agrees"].get<bool>() ? "" : "  <- differs");
+            std::printf(
+                "  %2s  dataplane %-9s %-9s %-11s owners %s lookup %s tables %s config %s "
+                "cookie %s%s\n",
+                num(m["id"]).c_str(), flag("healthy", "healthy", "UNHEALTHY"),
+                flag("draining", "draining", ""), flag("announced", "announced", "withdrawn"),
+                str("digest").c_str(), str("lookup").c_str(), str("tables").c_str(),
+                m.contains("config_generation") ? num(m["config_generation"]).c_str() : "?",
+                str("cookie").c_str(), m["agrees"].get<bool>() ? "" : "  <- differs");
         }
     }
     std::printf("cookie keys: current %s, previous %s (fingerprints)\n",

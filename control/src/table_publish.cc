@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <unordered_map>
+#include <xxhash.h>
 
 #include "kvsteer/control/daemon_core.h"
 #include "kvsteer/core/affinity.h"
@@ -111,6 +113,16 @@ void DaemonCore::publish_backends(bool force_maglev) {
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                 .count();
         writer_.publish_maglev(table);  // bumps the generation
+        {
+            std::unordered_map<std::uint32_t, std::uint64_t> ident;
+            for (const auto &b : mb) ident.emplace(b.id, b.identity);
+            std::vector<std::uint64_t> by_addr(table.size());
+            for (std::size_t i = 0; i < table.size(); i++) {
+                auto it = ident.find(table[i]);
+                by_addr[i] = it == ident.end() ? 0 : it->second;
+            }
+            lookup_digest_ = XXH3_64bits(by_addr.data(), by_addr.size() * sizeof(std::uint64_t));
+        }
         maglev_input_ = std::move(input);
         maglev_published_ = true;
         ctr_.maglev_rebuilds++;

@@ -300,3 +300,22 @@ TEST_F(DaemonCoreTest, RestartKeepsBackendsUpAndTheCookieKey) {
     start(fixed);
     EXPECT_EQ(m_.view.config->cookie_key[0][0], 0x3333u);
 }
+
+// The lookup table's digest names backends by address: two appliances whose backends got
+// different local ids (added in another order) show the same digest; a weight change shows.
+TEST_F(DaemonCoreTest, LookupDigestIsIndependentOfLocalIds) {
+    DaemonConfig c = config(3);
+    DaemonCore &a = start(c);
+    const std::uint64_t da = a.lookup_digest();
+    EXPECT_NE(da, 0u);
+    HeapMaps other;
+    std::reverse(c.backends.begin(), c.backends.end());
+    DaemonCore b(c, other.view);
+    b.start(kT0);
+    EXPECT_EQ(b.backend(0)->spec.ep.str(), "10.0.2.3:8000");  // ids differ from a's
+    EXPECT_EQ(b.lookup_digest(), da);
+    b.set_weight(0, 5, kT0 + kMs);
+    EXPECT_NE(b.lookup_digest(), da);
+    b.set_weight(0, 1, kT0 + 2 * kMs);
+    EXPECT_EQ(b.lookup_digest(), da);
+}

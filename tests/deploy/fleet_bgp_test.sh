@@ -182,7 +182,21 @@ ctl 3 fleet push 0,1,2 >/dev/null || fail "fleet push 0,1,2 through appliance 3"
 until_ok 3 owners_are 0,1,2 1 2 3 || fail "the push did not reach every appliance"
 until_ok 3 digests_agree 1 2 3 || fail "digests disagree after the second push"
 until_ok 3 weight_is 3 3 && until_ok 3 factor_is 1.5 3 || fail "appliance 3 did not take the fleet's configuration from etcd"
-log "3 appliances (t=$((SECONDS - t0)) s); a weight and a tunable set by one command reached all three"
+# The configuration's generation (two changes since the seed) and the lookup table itself (its
+# digest by backend address, whatever the local ids) are the same on all three, and each says so.
+same_tables() {
+    local j g l g1 l1
+    g1=$(fjson 1 "f['config_generation']") l1=$(fjson 1 "f['lookup_digest']")
+    (( g1 >= 2 )) || return 1
+    for j in 2 3; do
+        g=$(fjson "$j" "f['config_generation']") l=$(fjson "$j" "f['lookup_digest']")
+        [[ "$g" == "$g1" && "$l" == "$l1" ]] || return 1
+    done
+    [[ "$(fjson 3 "f['etcd']['reported']['agree']")" == True ]]
+}
+until_ok 5 same_tables || fail "config generation / lookup digest differ: $(for j in 1 2 3; do fjson "$j" "(f['config_generation'], f['lookup_digest'])"; done) $(fjson 3 "f['etcd']['reported']")"
+log "3 appliances (t=$((SECONDS - t0)) s); a weight and a tunable set by one command reached all three" \
+    "(config generation $(fjson 1 "f['config_generation']"), lookup table $(fjson 1 "f['lookup_digest']") on each)"
 
 log "2. cookie key rotated through etcd while clients connect"
 bad_handshakes() {  # ACKs whose cookie no appliance accepted (in a fleet: chased, then a RST)

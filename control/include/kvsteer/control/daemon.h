@@ -115,6 +115,7 @@ class Daemon {
     std::string fleet_digest_hex() const;
     std::string fleet_cookie_fingerprint() const;
     std::string tables_digest_hex() const;
+    std::string lookup_digest_hex() const;
     // fleet-share-hot (daemon_hot_share.cc): this appliance's busiest prefixes handed to FleetEtcd
     // (at most once a second, from the tick), the other members' lists as read from etcd mapped
     // to local backend ids for the policy (when the view changes, and once a second: backends
@@ -156,6 +157,7 @@ class Daemon {
     std::uint64_t etcd_seq_ = 0;                                       // FleetEtcdView::seq applied
     std::map<std::string, std::string> etcd_tunables_;                 // values applied
     std::optional<std::map<std::string, std::string>> etcd_backends_;  // nullopt: none yet
+    std::int64_t config_generation_ = -1;  // FleetEtcdView::config_generation applied (-1: none)
     struct HotShare {
         std::uint64_t next_ns = 0;  // next share_hot round
         std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> lists{};  // others'

@@ -84,6 +84,10 @@ class DaemonCore {
     const Tables &tables() const { return maps_; }
     const TableWriter &writer() const { return writer_; }
     const AffinityPolicy &policy() const { return policy_; }
+    // XXH3-64 of the published lookup table (Maglev or rendezvous) with every slot's backend id
+    // replaced by the backend's identity (its address): independent of the local ids, so
+    // appliances with the same backends, weights and health show the same digest. 0: none yet.
+    std::uint64_t lookup_digest() const { return lookup_digest_; }
     // What the active affinity half holds, by key.
     const std::vector<DesiredEntry> &desired() const { return desired_; }
     const CoreCounters &counters() const { return ctr_; }
@@ -160,6 +164,7 @@ class DaemonCore {
     std::vector<std::array<std::uint64_t, 3>>
         maglev_input_;  // (id, identity, weight) last published
     bool maglev_published_ = false;
+    std::uint64_t lookup_digest_ = 0;  // lookup_digest()
     AffinityPolicy policy_;
     std::function<void(const std::string &)> sink_;
     std::vector<DesiredEntry> desired_;

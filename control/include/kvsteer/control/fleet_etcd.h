@@ -77,6 +77,9 @@ struct FleetEtcdView {
     bool config_seeded = false;
     std::map<std::string, std::string> backends;  // ADDR:PORT -> its value
     std::map<std::string, std::string> tunables;  // name -> value
+    // The configuration's generation: the version of P config/generation, put after every change
+    // of the shared configuration (0: none since it was seeded). The same number everywhere.
+    std::int64_t config_generation = 0;
     // What each alive member says of itself (its member key's value: mac, healthy, digest, ...),
     // and whether it says its dataplane is unhealthy (such a member owns no bucket).
     std::array<std::string, KVS_MAX_APPLIANCES> reports{};
