@@ -2,7 +2,9 @@
 #include "options.h"
 
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <iostream>
+#include <string_view>
 
 namespace po = boost::program_options;
 
@@ -93,6 +95,20 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "(default: guard.bpf.o beside the vdev's xdp_prog; none: no guard)")(
         "log-level", po::value(&o.log_level)->default_value(o.log_level),
         "trace|debug|info|warn|error");
+    // Every numeric option is unsigned, and Boost reads "--port=-1" as a wrapped huge value:
+    // refuse a negative value by its spelling first.
+    for (int i = 1; i < argc; i++) {
+        const std::string_view a = argv[i];
+        const auto eq = a.find('=');
+        if (!a.starts_with("--") || eq == std::string_view::npos) continue;
+        const std::string_view v = a.substr(eq + 1);
+        if (v.size() >= 2 && v[0] == '-' && std::isdigit(static_cast<unsigned char>(v[1]))) {
+            std::cerr << "kvsteer-dataplane: " << a.substr(0, eq) << ": must not be negative (got "
+                      << v << ")\n(see --help)\n";
+            *exit_code = 2;
+            return std::nullopt;
+        }
+    }
     po::variables_map vm;
     try {
         po::store(po::command_line_parser(argc, argv).options(d).run(), vm);

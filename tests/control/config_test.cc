@@ -847,3 +847,10 @@ TEST(Config, FleetShareHot) {
     EXPECT_EQ(r.outcome, ParseOutcome::Error);
     EXPECT_EQ(r.message, "fleet-share-hot: must be true or false (got 'maybe')");
 }
+
+// parse_session_headers without an error string: the answer alone, no crash.
+TEST(ConfigSessionHeaders, ParsesWithoutAnErrorString) {
+    EXPECT_EQ(parse_session_headers("X-Session-ID, x-user", nullptr), "x-session-id,x-user");
+    EXPECT_FALSE(parse_session_headers("a,,b", nullptr));
+    EXPECT_FALSE(parse_session_headers("x session", nullptr));
+}
