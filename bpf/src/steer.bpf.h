@@ -531,13 +531,15 @@ __attribute__((noinline)) int kvs_xdp_fleet_decap(struct xdp_md *ctx) {
 __attribute__((noinline)) int kvs_xdp_fleet_beat(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
-    struct kvs_fleet *fl = kvs_fleet_get();
+    __u32 zero = 0, id;
+    /* Not kvs_fleet_get(): an appliance not yet in any epoch (a joiner before its push) answers
+     * too, once kvsteerd wrote the fleet with its MAC (kvs_fleet_beat checks). */
+    struct kvs_fleet *fl = bpf_map_lookup_elem(&kvs_fleet, &zero);
     __u64 seq = 0, *h;
     __u8 from = 0;
-    __u32 id;
     int b;
 
-    if (!fl) return -1; /* decap counts it */
+    if (!fl || !fl->generation) return -1; /* decap counts it */
     b = kvs_fleet_beat(data, data_end, fl, &from, &seq);
     if (b == KVS_FLEET_BEAT_NONE) return -1;
     if (b == KVS_FLEET_BEAT_ANSWER) return kvs_verdict(KVS_R_FLEET_PING_ANSWERED, XDP_TX);

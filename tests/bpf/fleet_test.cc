@@ -456,7 +456,18 @@ TEST_P(BpfFleet, PingsAreAnsweredInPlaceAndPongsRecorded) {
     Bytes shortp = ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1);
     shortp.resize(14 + 5);
     expect_verdict(shortp, XDP_DROP_, KVS_R_FLEET_DROP_BAD_HEADER);
-    // Fleet off: not answered.
+    // Not yet in any epoch (a joiner before its push: no fleet for the data path), but the fleet
+    // is written with our MAC: answered.
+    kvs_fleet joiner = fleet_;
+    joiner.members[kSelf].state = KVS_APP_EMPTY;
+    set_fleet(joiner);
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1), XDP_TX_, KVS_R_FLEET_PING_ANSWERED);
+    // Our own MAC unknown: refused.
+    joiner.members[kSelf] = kvs_appliance{};
+    set_fleet(joiner);
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1), XDP_DROP_,
+                   KVS_R_FLEET_DROP_BAD_PING);
+    // Fleet never written (generation 0): not answered.
     set_fleet(kvs_fleet{});
     expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 1), XDP_DROP_,
                    KVS_R_FLEET_DROP_NOT_IN_FLEET);

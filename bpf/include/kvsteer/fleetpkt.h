@@ -289,7 +289,8 @@ KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet
     theirs = fl->members[f & (KVS_MAX_APPLIANCES - 1)].mac;
     /* Any appliance with a MAC here, whatever its state: one left out of the owner table for
      * silence must be heard again when it answers, and must hear us. */
-    if (kvs_fleet_mac_zero(theirs) || !kvs_fleet_mac_eq(eth->src, theirs))
+    if (kvs_fleet_mac_zero(ours) || kvs_fleet_mac_zero(theirs) ||
+        !kvs_fleet_mac_eq(eth->src, theirs))
         return KVS_FLEET_BEAT_BAD;
     if (p->hop == KVS_FLEET_HOP_PONG) {
         *from = (__u8)f;
