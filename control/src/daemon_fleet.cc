@@ -195,7 +195,7 @@ void Daemon::start_pinger() {
     if (!fleet_maps_.heard) return;  // no maps (tests): nothing would hear the pongs
     auto p = std::make_unique<FleetPinger>(
         cfg().interface, std::chrono::milliseconds(cfg().fleet_ping_ms), cfg().fleet_ping_misses,
-        fleet_maps_.heard, [this] {
+        fleet_maps_.heard, fleet_maps_.fleet, [this] {
             std::uint64_t one = 1;
             [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
         });
@@ -266,6 +266,8 @@ json Daemon::fleet_json() const {
                         {"misses", cfg().fleet_ping_misses},
                         {"rounds", ps.rounds},
                         {"send_errors", ps.send_errors},
+                        {"answered_by_kvsteerd", ps.answered_here},
+                        {"heard_by_kvsteerd", ps.heard_here},
                         {"last_error", ps.last_error.empty() ? json(nullptr) : json(ps.last_error)}}
                  : json(nullptr)},
         {"cookie_keys",

@@ -1,7 +1,9 @@
 #include "kvsteer/control/fleet_ping.h"
 
 #include <linux/if_packet.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,11 +29,13 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
 }
 
 FleetPinger::FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
-                         const std::uint64_t *heard, std::function<void()> changed)
+                         std::uint64_t *heard, const kvs_fleet *fleet,
+                         std::function<void()> changed)
     : ifname_(std::move(ifname)),
       every_(every),
       misses_(misses),
       heard_(heard),
+      fleet_(fleet),
       changed_(std::move(changed)) {}
 
 FleetPinger::~FleetPinger() {
@@ -39,9 +43,9 @@ FleetPinger::~FleetPinger() {
         std::lock_guard lk(mu_);
         stop_ = true;
     }
-    cv_.notify_all();
     if (thr_.joinable()) thr_.join();
     if (fd_ >= 0) close(fd_);
+    if (rx_fd_ >= 0) close(rx_fd_);
 }
 
 bool FleetPinger::start(std::string *err) {
@@ -62,6 +66,16 @@ bool FleetPinger::start(std::string *err) {
     sa.sll_ifindex = ifindex_;
     if (bind(fd_, reinterpret_cast<const sockaddr *>(&sa), sizeof sa) != 0) {
         *err = "fleet ping: binding to " + ifname_ + ": " + std::strerror(errno);
+        return false;
+    }
+    // The fleet's frames that no XDP program took (none attached: the dataplane restarting).
+    rx_fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(KVS_ETH_P_FLEET));
+    sockaddr_ll rx{};
+    rx.sll_family = AF_PACKET;
+    rx.sll_protocol = htons(KVS_ETH_P_FLEET);
+    rx.sll_ifindex = ifindex_;
+    if (rx_fd_ < 0 || bind(rx_fd_, reinterpret_cast<const sockaddr *>(&rx), sizeof rx) != 0) {
+        *err = "fleet ping: receive socket on " + ifname_ + ": " + std::strerror(errno);
         return false;
     }
     // Sequence numbers start at the monotonic clock: above whatever an earlier kvsteerd of this
@@ -89,12 +103,49 @@ PingStatus FleetPinger::status() const {
 }
 
 void FleetPinger::loop() {
-    std::unique_lock lk(mu_);
-    while (!stop_) {
-        lk.unlock();
+    for (;;) {
+        {
+            std::lock_guard lk(mu_);
+            if (stop_) return;
+        }
         round();
-        lk.lock();
-        cv_.wait_for(lk, every_, [this] { return stop_; });
+        // Until the next round: what reaches the kernel (at most every_ between stop checks).
+        const auto next = std::chrono::steady_clock::now() + every_;
+        for (auto now = std::chrono::steady_clock::now(); now < next;
+             now = std::chrono::steady_clock::now()) {
+            pollfd p{rx_fd_, POLLIN, 0};
+            const int ms = static_cast<int>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1);
+            if (poll(&p, 1, ms) > 0 && (p.revents & POLLIN)) receive();
+            std::lock_guard lk(mu_);
+            if (stop_) return;
+        }
+    }
+}
+
+void FleetPinger::receive() {
+    std::uint8_t buf[256];
+    for (int i = 0; i < 64; i++) {  // bounded: the rest waits for the next wake-up
+        const ssize_t n = recv(rx_fd_, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0) return;
+        if (static_cast<std::size_t>(n) > sizeof buf || !fleet_ ||
+            !__atomic_load_n(&fleet_->generation, __ATOMIC_ACQUIRE))
+            continue;
+        kvs_fleet fl;
+        std::memcpy(&fl, fleet_, sizeof fl);  // a snapshot: kvsteerd may be writing it
+        std::uint8_t from = 0;
+        __u64 seq = 0;
+        const int b = kvs_fleet_beat(buf, buf + n, &fl, &from, &seq);
+        if (b == KVS_FLEET_BEAT_ANSWER) {
+            if (send(fd_, buf, static_cast<std::size_t>(n), MSG_DONTWAIT) == n) {
+                std::lock_guard lk(mu_);
+                st_.answered_here++;
+            }
+        } else if (b == KVS_FLEET_BEAT_HEARD && from < KVS_MAX_APPLIANCES) {
+            __atomic_store_n(&heard_[from], seq, __ATOMIC_RELAXED);
+            std::lock_guard lk(mu_);
+            st_.heard_here++;
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 // kvs_fleet_heard, and a member that answered before and leaves the last few pings unanswered is
 // silent: the daemon leaves it out of its owner table (daemon_fleet.cc), so its orphaned clients
 // get RSTs at their next packet instead of waiting for its etcd lease (or an operator) to expire.
+// While no XDP program is attached (the dataplane restarting swaps it), the fleet's frames reach
+// the kernel: the pinger answers pings and records pongs itself through a second packet socket,
+// so a planned restart does not make the appliance silent; a crash of the machine or its link
+// silences both.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -33,6 +36,8 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
 struct PingStatus {
     bool running = false;
     std::uint64_t rounds = 0, send_errors = 0;
+    // Handled here because no XDP program took them (the dataplane restarting).
+    std::uint64_t answered_here = 0, heard_here = 0;
     std::string last_error;
     // Per member: pings sent since its newest answer; nullopt: not pinged or never answered.
     std::array<std::optional<std::uint64_t>, KVS_MAX_APPLIANCES> unanswered{};
@@ -41,10 +46,10 @@ struct PingStatus {
 
 class FleetPinger {
    public:
-    // `heard`: kvs_fleet_heard (mmapped, KVS_MAX_APPLIANCES). `changed` runs on the pinger's
-    // thread whenever the silent set changes.
+    // `heard`: kvs_fleet_heard (mmapped, KVS_MAX_APPLIANCES); `fleet`: kvs_fleet (mmapped; who
+    // may ping us). `changed` runs on the pinger's thread whenever the silent set changes.
     FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
-                const std::uint64_t *heard, std::function<void()> changed);
+                std::uint64_t *heard, const kvs_fleet *fleet, std::function<void()> changed);
     ~FleetPinger();
     FleetPinger(const FleetPinger &) = delete;
     FleetPinger &operator=(const FleetPinger &) = delete;
@@ -60,19 +65,20 @@ class FleetPinger {
    private:
     void loop();
     void round();
+    void receive();  // what reached the kernel: pings answered, pongs recorded
 
     std::string ifname_;
     std::chrono::milliseconds every_;
     unsigned misses_;
-    const std::uint64_t *heard_;
+    std::uint64_t *heard_;
+    const kvs_fleet *fleet_;
     std::function<void()> changed_;
-    int fd_ = -1;
+    int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
     std::uint64_t base_ = 0, sent_ = 0;
     std::atomic<MemberSet> silent_{0};
 
     mutable std::mutex mu_;
-    std::condition_variable cv_;
     bool stop_ = false;
     std::uint8_t self_ = KVS_APPLIANCE_NONE;
     std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> macs_{};
