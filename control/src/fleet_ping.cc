@@ -153,16 +153,20 @@ void FleetPinger::receive() {
 // the next ping to every member.
 void FleetPinger::round() {
     std::uint8_t self;
-    std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> macs;
+    std::array<Mac, KVS_MAX_APPLIANCES> macs{};
+    MemberSet known = 0;  // ids with a MAC
     {
         std::lock_guard lk(mu_);
         self = self_;
-        macs = macs_;
+        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+            if (macs_[id]) {
+                macs[id] = *macs_[id];
+                known |= static_cast<MemberSet>(1u << id);
+            }
     }
     MemberSet members = 0;
-    if (self < KVS_MAX_APPLIANCES && macs[self])
-        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
-            if (id != self && macs[id]) members |= static_cast<MemberSet>(1u << id);
+    if (self < KVS_MAX_APPLIANCES && (known & (1u << self)))
+        members = static_cast<MemberSet>(known & ~(1u << self));
     const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_);
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
 
@@ -173,7 +177,7 @@ void FleetPinger::round() {
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!(members & (1u << id))) continue;
         const std::uint32_t len =
-            kvs_fleet_ping_write(frame, macs[id]->data(), macs[self]->data(), self, seq);
+            kvs_fleet_ping_write(frame, macs[id].data(), macs[self].data(), self, seq);
         if (send(fd_, frame, len, MSG_DONTWAIT) != static_cast<ssize_t>(len)) {
             errors++;
             last_error = std::string("sending a ping on ") + ifname_ + ": " + std::strerror(errno);
