@@ -98,6 +98,11 @@ void FleetPinger::loop() {
     }
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+// GCC 12 at -O2: a false "may be used uninitialized" on the copied optionals of `macs`.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // One round: what the last pings told (answers arrive within microseconds on a segment), then
 // the next ping to every member.
 void FleetPinger::round() {
@@ -146,5 +151,8 @@ void FleetPinger::round() {
     if (first_error) spdlog::warn("fleet ping: {}", last_error);
     if (silent != was && changed_) changed_();
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace kvsteer::control
