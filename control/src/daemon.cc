@@ -81,8 +81,10 @@ bool Daemon::start(std::string *err) {
             });
         etcd_->set_seed(config_seed());
         etcd_->start();
-        spdlog::info("fleet: etcd {} prefix {} carries the fleet (polled every 200 ms)",
-                     cfg().fleet_etcd->str(), cfg().fleet_etcd_prefix);
+        spdlog::info(
+            "fleet: etcd {} prefix {} carries the fleet (watched; read at each change, every 1 s "
+            "anyway, every 200 ms while the watch is down)",
+            cfg().fleet_etcd->str(), cfg().fleet_etcd_prefix);
     }
     for (const auto &[id, b] : core_.backends())
         if (!kv_subscribe(id, b.spec, err)) return false;

@@ -150,6 +150,12 @@ json Daemon::fleet_etcd_json() const {
     json alive = json::array();
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if (v.alive[id]) alive.push_back({{"id", id}, {"mac", format_mac(*v.alive[id])}});
+    const FleetEtcdWatch w = etcd_->watch_status();
+    const json watch = {{"active", w.active},
+                        {"events", w.events},
+                        {"reopened", w.reopened},
+                        {"refused", w.refused},
+                        {"error", w.error.empty() ? json(nullptr) : json(w.error)}};
     return {{"endpoint", "http://" + etcd_->endpoint().str()},
             {"prefix", etcd_->prefix()},
             {"reachable", v.reachable},
@@ -161,7 +167,8 @@ json Daemon::fleet_etcd_json() const {
             {"hot", hot_share_json(v)},
             {"lease", etcd_->lease() ? json(hex64(static_cast<std::uint64_t>(etcd_->lease())))
                                      : json(nullptr)},
-            {"error", v.reachable ? json(nullptr) : json(v.error)}};
+            {"error", v.reachable ? json(nullptr) : json(v.error)},
+            {"watch", watch}};
 }
 
 // The table is computed from the shared state less the members that stopped answering pings:

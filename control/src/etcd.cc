@@ -1,7 +1,17 @@
 // etcd's v3 JSON gateway: bodies and answers (etcd.h).
 #include "kvsteer/control/etcd.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 
 namespace kvsteer::control {
 
@@ -229,6 +239,408 @@ EtcdReply etcd_call(const Endpoint &ep, const std::string &path, const json &bod
     EtcdReply r = etcd_reply(res[0]);
     if (!r.ok()) r.error = "etcd " + ep.str() + " " + path + ": " + r.error;
     return r;
+}
+
+json etcd_watch_request(std::string_view prefix, std::int64_t start_revision) {
+    json c{{"key", base64_encode(prefix)}, {"range_end", base64_encode(etcd_prefix_end(prefix))}};
+    if (start_revision > 0) c["start_revision"] = std::to_string(start_revision);
+    return {{"create_request", c}};
+}
+
+bool EtcdWatchStream::fail(std::string why) {
+    error_ = std::move(why);
+    state_ = State::Ended;
+    return false;
+}
+
+bool EtcdWatchStream::feed(std::string_view bytes, std::vector<std::string> *objects) {
+    if (!error_.empty()) return false;
+    // A line of the framing (a chunk size, the CRLF after a chunk, a trailer) longer than this is
+    // not one.
+    constexpr std::size_t kMaxLine = 256;
+    std::size_t i = 0;
+    while (i < bytes.size()) {
+        switch (state_) {
+            case State::Size:
+            case State::DataEnd:
+            case State::Trailer: {
+                const std::size_t nl = bytes.find('\n', i);
+                const std::size_t end = nl == std::string_view::npos ? bytes.size() : nl;
+                line_.append(bytes.substr(i, end - i));
+                if (line_.size() > kMaxLine) return fail("a chunk framing line is too long");
+                if (nl == std::string_view::npos) return true;  // the rest of the line later
+                i = nl + 1;
+                std::string line = std::move(line_);
+                line_.clear();
+                if (!line.empty() && line.back() == '\r') line.pop_back();
+                if (state_ == State::DataEnd) {
+                    if (!line.empty()) return fail("no CRLF after a chunk's data");
+                    state_ = State::Size;
+                } else if (state_ == State::Trailer) {
+                    if (line.empty()) {
+                        state_ = State::Ended;
+                        ended_ = true;
+                    }
+                } else {
+                    line = line.substr(0, line.find(';'));  // chunk extensions
+                    while (!line.empty() && (line.back() == ' ' || line.back() == '\t'))
+                        line.pop_back();
+                    if (line.empty() || line.size() > 15)
+                        return fail("bad chunk size '" + line.substr(0, 32) + "'");
+                    std::size_t size = 0;
+                    for (char c : line) {
+                        const int d = c >= '0' && c <= '9'   ? c - '0'
+                                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                             : -1;
+                        if (d < 0) return fail("bad chunk size '" + line + "'");
+                        size = size * 16 + static_cast<std::size_t>(d);
+                    }
+                    if (size > max_)
+                        return fail("a chunk of " + std::to_string(size) + " bytes (more than " +
+                                    std::to_string(max_) + ")");
+                    left_ = size;
+                    state_ = size ? State::Data : State::Trailer;
+                }
+                break;
+            }
+            case State::Data: {
+                const std::size_t n = std::min(left_, bytes.size() - i);
+                data_.append(bytes.substr(i, n));
+                i += n;
+                left_ -= n;
+                if (!left_) state_ = State::DataEnd;
+                if (!split(objects)) return false;
+                break;
+            }
+            case State::Ended:
+                return true;  // nothing is read after the last chunk
+        }
+    }
+    return true;
+}
+
+bool EtcdWatchStream::split(std::vector<std::string> *objects) {
+    std::size_t start = 0, i = scan_;
+    for (; i < data_.size(); i++) {
+        const char c = data_[i];
+        if (depth_ == 0) {
+            if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+                start = i + 1;
+                continue;
+            }
+            if (c != '{') {
+                std::string at = data_.substr(i, 32);
+                for (char &ch : at)
+                    if (static_cast<unsigned char>(ch) < 0x20) ch = ' ';
+                return fail("not a JSON object at '" + at + "'");
+            }
+            depth_ = 1;
+            start = i;
+            continue;
+        }
+        if (in_string_) {
+            if (escape_)
+                escape_ = false;
+            else if (c == '\\')
+                escape_ = true;
+            else if (c == '"')
+                in_string_ = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string_ = true;
+        } else if (c == '{' || c == '[') {
+            depth_++;
+        } else if (c == '}' || c == ']') {
+            if (--depth_ == 0) {
+                objects->push_back(data_.substr(start, i + 1 - start));
+                start = i + 1;
+            }
+        }
+    }
+    data_.erase(0, start);
+    scan_ = i - start;
+    if (data_.size() > max_)
+        return fail("a message of more than " + std::to_string(max_) + " bytes");
+    return true;
+}
+
+std::optional<HttpHead> parse_http_head(std::string_view head, std::string *err) {
+    HttpHead h;
+    std::size_t eol = head.find("\r\n");
+    const std::string_view status_line = head.substr(0, eol);
+    if (!status_line.starts_with("HTTP/1.") || status_line.size() < 12 || status_line[8] != ' ' ||
+        !std::all_of(status_line.begin() + 9, status_line.begin() + 12,
+                     [](char c) { return c >= '0' && c <= '9'; })) {
+        *err = "bad status line '" + std::string(status_line.substr(0, 64)) + "'";
+        return std::nullopt;
+    }
+    h.status =
+        (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
+    auto lower = [](std::string_view v) {
+        std::string s(v);
+        for (char &c : s)
+            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+        return s;
+    };
+    while (eol != std::string_view::npos) {
+        const std::size_t from = eol + 2;
+        eol = head.find("\r\n", from);
+        const std::string_view line =
+            head.substr(from, eol == std::string_view::npos ? std::string_view::npos : eol - from);
+        if (line.empty()) continue;
+        const std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos) {
+            *err = "bad header line '" + std::string(line.substr(0, 64)) + "'";
+            return std::nullopt;
+        }
+        if (lower(line.substr(0, colon)) == "transfer-encoding" &&
+            lower(line.substr(colon + 1)).find("chunked") != std::string::npos)
+            h.chunked = true;
+    }
+    return h;
+}
+
+EtcdWatchMessage etcd_watch_message(std::string_view object) {
+    EtcdWatchMessage m;
+    auto bad = [&](std::string why) {
+        m.kind = EtcdWatchMessage::Kind::Bad;
+        m.error = std::move(why);
+        return m;
+    };
+    const json j = json::parse(object, nullptr, false);
+    if (!j.is_object()) return bad("a message is not a JSON object");
+    if (auto e = j.find("error"); e != j.end()) {
+        m.kind = EtcdWatchMessage::Kind::Error;
+        m.error = e->is_object() && e->contains("message") && (*e)["message"].is_string()
+                      ? (*e)["message"].get<std::string>()
+                      : e->dump().substr(0, 200);
+        return m;
+    }
+    auto r = j.find("result");
+    if (r == j.end() || !r->is_object()) return bad("a message without a result");
+    if (auto h = r->find("header"); h != r->end() && h->is_object()) {
+        auto rev = int64_field(*h, "revision");
+        if (!rev) return bad("header.revision is not a number");
+        m.revision = *rev;
+    }
+    auto flag = [&](const char *name) {
+        auto it = r->find(name);
+        return it != r->end() && it->is_boolean() && it->get<bool>();
+    };
+    const auto compacted = int64_field(*r, "compact_revision");
+    if (!compacted) return bad("compact_revision is not a number");
+    if (*compacted > 0) {
+        m.kind = EtcdWatchMessage::Kind::Canceled;
+        m.error = "compacted at revision " + std::to_string(*compacted);
+        return m;
+    }
+    if (flag("canceled")) {
+        m.kind = EtcdWatchMessage::Kind::Canceled;
+        auto why = r->find("cancel_reason");
+        m.error = "canceled" + (why != r->end() && why->is_string() && !why->empty()
+                                    ? ": " + why->get<std::string>()
+                                    : std::string());
+        return m;
+    }
+    if (flag("created")) {
+        m.kind = EtcdWatchMessage::Kind::Created;
+        return m;
+    }
+    m.kind = EtcdWatchMessage::Kind::Events;
+    if (auto ev = r->find("events"); ev != r->end() && !ev->is_null()) {
+        if (!ev->is_array()) return bad("events is not a list");
+        m.events = ev->size();
+    }
+    return m;
+}
+
+void EtcdWatchConn::close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+int EtcdWatchConn::wait_fd(short events, std::chrono::steady_clock::time_point deadline,
+                           std::string *err) {
+    for (;;) {
+        if (stop_ && stop_->load()) return 0;
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return 0;
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+        pollfd p{fd_, events, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left, 100)));
+        if (r > 0) return 1;  // readable, writable, or an error that recv / SO_ERROR reports
+        if (r < 0 && errno != EINTR) {
+            *err = std::string("poll: ") + std::strerror(errno);
+            return -1;
+        }
+    }
+}
+
+bool EtcdWatchConn::open(const Endpoint &ep, const std::string &body,
+                         std::chrono::milliseconds timeout, std::vector<EtcdWatchMessage> *out,
+                         std::string *err) {
+    close();
+    head_done_ = refused_ = false;
+    head_.clear();
+    stream_ = EtcdWatchStream();
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    where_ = "etcd " + ep.str() + " /v3/watch: ";
+    auto fail = [&](std::string why) {
+        *err = where_ + why;
+        close();
+        return false;
+    };
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (ep.family == KVS_AF_INET) {
+        auto *sin = reinterpret_cast<sockaddr_in *>(&ss);
+        sin->sin_family = AF_INET;
+        sin->sin_port = ep.port_be;
+        std::memcpy(&sin->sin_addr, ep.addr.data(), 4);
+        len = sizeof *sin;
+    } else if (ep.family == KVS_AF_INET6) {
+        auto *sin6 = reinterpret_cast<sockaddr_in6 *>(&ss);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = ep.port_be;
+        std::memcpy(&sin6->sin6_addr, ep.addr.data(), 16);
+        len = sizeof *sin6;
+    } else {
+        return fail("no address");
+    }
+    fd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return fail(std::string("socket: ") + std::strerror(errno));
+    // A watch is silent while nothing changes: a peer gone without a word (its host down, the
+    // path cut) is noticed by TCP keepalives within ~11 s, unacknowledged data within 10 s.
+    const int one = 1, idle = 5, intvl = 2, cnt = 3;
+    const unsigned user_timeout_ms = 10000;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd_, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd_, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    setsockopt(fd_, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    if (::connect(fd_, reinterpret_cast<sockaddr *>(&ss), len) < 0) {
+        if (errno != EINPROGRESS) return fail(std::string("connect: ") + std::strerror(errno));
+        const int w = wait_fd(POLLOUT, deadline, err);
+        if (w < 0) return fail(*err);
+        if (w == 0) return fail("connect timeout");
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+        if (soerr) return fail(std::string("connect: ") + std::strerror(soerr));
+    }
+    const std::string req = "POST /v3/watch HTTP/1.1\r\nHost: " + ep.str() +
+                            "\r\nUser-Agent: kvsteerd\r\nAccept: application/json\r\n"
+                            "Content-Type: application/json\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+    for (std::size_t sent = 0; sent < req.size();) {
+        const ssize_t n = ::send(fd_, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return fail(std::string("send: ") + std::strerror(errno));
+        const int w = wait_fd(POLLOUT, deadline, err);
+        if (w < 0) return fail(*err);
+        if (w == 0) return fail("timeout sending the request");
+    }
+    std::vector<EtcdWatchMessage> msgs;
+    while (msgs.empty()) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline || (stop_ && stop_->load()))
+            return fail(head_done_ ? "timeout waiting for the watch to be created"
+                                   : "timeout reading the response");
+        std::string e;
+        if (!fill(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now), &msgs, &e))
+            return fail(e);
+    }
+    if (msgs[0].kind != EtcdWatchMessage::Kind::Created) {
+        // etcd's error or cancel is an answer; anything else before the creation is not one.
+        if (msgs[0].kind == EtcdWatchMessage::Kind::Events) refused_ = true;
+        return fail("the first message is not the watch's creation" +
+                    (msgs[0].error.empty() ? std::string() : ": " + msgs[0].error));
+    }
+    out->insert(out->end(), msgs.begin(), msgs.end());
+    return true;
+}
+
+bool EtcdWatchConn::read(std::chrono::milliseconds wait, std::vector<EtcdWatchMessage> *out,
+                         std::string *err) {
+    if (fd_ < 0) {
+        *err = where_ + "the watch is not open";
+        return false;
+    }
+    if (!fill(wait, out, err)) {
+        *err = where_ + *err;
+        close();
+        return false;
+    }
+    return true;
+}
+
+bool EtcdWatchConn::fill(std::chrono::milliseconds wait, std::vector<EtcdWatchMessage> *out,
+                         std::string *err) {
+    // A response head (status line + headers) larger than this is refused.
+    constexpr std::size_t kMaxHead = 16 * 1024;
+    auto refuse = [&](const std::string &why) {
+        refused_ = true;
+        *err = "bad watch answer: " + why;
+        return false;
+    };
+    const int w = wait_fd(POLLIN, std::chrono::steady_clock::now() + wait, err);
+    if (w < 0) return false;
+    if (w == 0) return true;
+    char buf[16384];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n == 0) {
+        *err = "etcd closed the watch";
+        return false;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return true;
+        *err = std::string("recv: ") + std::strerror(errno);
+        return false;
+    }
+    std::string rest;
+    std::string_view data(buf, static_cast<std::size_t>(n));
+    if (!head_done_) {
+        head_.append(data);
+        const std::size_t end = head_.find("\r\n\r\n");
+        if (end == std::string::npos) {
+            if (head_.size() > kMaxHead) return refuse("response head too long");
+            return true;
+        }
+        std::string why;
+        auto h = parse_http_head(std::string_view(head_).substr(0, end + 2), &why);
+        if (!h) return refuse(why);
+        rest = head_.substr(end + 4);
+        if (h->status != 200) {
+            std::string b = rest.substr(0, 200);
+            for (char &c : b)
+                if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+            return refuse("HTTP " + std::to_string(h->status) + (b.empty() ? "" : ": " + b));
+        }
+        if (!h->chunked) return refuse("not a chunked (streaming) answer");
+        head_done_ = true;
+        head_.clear();
+        data = rest;
+    }
+    std::vector<std::string> objects;
+    const bool framed = stream_.feed(data, &objects);
+    for (const auto &o : objects) {
+        EtcdWatchMessage m = etcd_watch_message(o);
+        if (m.kind == EtcdWatchMessage::Kind::Bad) return refuse(m.error);
+        out->push_back(std::move(m));
+    }
+    if (!framed) return refuse(stream_.error());
+    if (stream_.ended()) {
+        *err = "etcd ended the watch";
+        return false;
+    }
+    return true;
 }
 
 }  // namespace kvsteer::control

@@ -1,4 +1,5 @@
-// The fleet kept in etcd (fleet_etcd.h): the poller thread, the lease and the txns.
+// The fleet kept in etcd (fleet_etcd.h): the poller thread, the watch thread, the lease and the
+// txns.
 #include "kvsteer/control/fleet_etcd.h"
 
 #include <spdlog/spdlog.h>
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -22,7 +24,11 @@ namespace {
 
 constexpr std::int64_t kLeaseTtlS = 3;
 constexpr auto kKeepaliveEvery = std::chrono::seconds(1);
-constexpr auto kPollEvery = std::chrono::milliseconds(200);
+constexpr auto kPollEvery = std::chrono::milliseconds(200);  // a round; the reads without a watch
+constexpr auto kSafetyPollEvery = std::chrono::seconds(1);   // the reads while a watch is open
+constexpr auto kWatchOpenTimeout = std::chrono::seconds(2);  // connect + head + created
+constexpr auto kWatchRetryEvery = std::chrono::seconds(1);
+constexpr auto kWatchReadSlice = std::chrono::milliseconds(500);
 constexpr auto kCallTimeout = std::chrono::milliseconds(500);
 constexpr int kTxnAttempts = 5;
 
@@ -213,13 +219,108 @@ FleetEtcd::~FleetEtcd() {
     {
         std::lock_guard lk(mu_);
         stop_ = true;
+        stopping_ = true;  // the watch's socket waits end within 100 ms
     }
     cv_.notify_all();
+    if (watch_thr_.joinable()) watch_thr_.join();
     if (thr_.joinable()) thr_.join();
 }
 
 void FleetEtcd::start() {
     thr_ = std::thread([this] { loop(); });
+    watch_thr_ = std::thread([this] { watch_loop(); });
+}
+
+FleetEtcdWatch FleetEtcd::watch_status() const {
+    std::lock_guard lk(mu_);
+    return watch_;
+}
+
+// One watch of the prefix at a time, from just after the revision last read. Every message with
+// events wakes the poller (which reads the prefix as ever: the view is never built from events).
+// Lost (closed, etcd gone, canceled or compacted, a refused answer): the poller falls back to a
+// read every 200 ms, and the watch is opened again every second; logged once per outage.
+void FleetEtcd::watch_loop() {
+    bool down_logged = false, opened_before = false;
+    auto wake = [this] {
+        {
+            std::lock_guard lk(mu_);
+            wake_ = true;
+        }
+        cv_.notify_all();
+    };
+    while (!stopping_) {
+        std::int64_t from;
+        {
+            std::lock_guard lk(mu_);
+            from = view_.read ? view_.revision + 1 : 0;
+        }
+        EtcdWatchConn conn(&stopping_);
+        std::vector<EtcdWatchMessage> msgs;
+        std::string err;
+        bool ok = conn.open(ep_, etcd_watch_request(prefix_, from).dump(), kWatchOpenTimeout, &msgs,
+                            &err);
+        if (ok && from > 0 && msgs[0].revision > 0 && msgs[0].revision + 1 < from) {
+            // The store is behind what was read (etcd's data replaced): a watch from `from` would
+            // be silent until etcd caught up. Watch from now (the wake below reads it again).
+            spdlog::warn("fleet: etcd revision {} is behind the {} read: watching from now",
+                         msgs[0].revision, from - 1);
+            msgs.clear();
+            ok = conn.open(ep_, etcd_watch_request(prefix_, 0).dump(), kWatchOpenTimeout, &msgs,
+                           &err);
+        }
+        if (ok) {
+            {
+                std::lock_guard lk(mu_);
+                watch_.active = true;
+                if (opened_before) watch_.reopened++;
+            }
+            watch_active_ = true;
+            if (down_logged)
+                spdlog::info("fleet: etcd {} watch of {} open again (from revision {})", ep_.str(),
+                             prefix_, from);
+            down_logged = false;
+            opened_before = true;
+            wake();  // anything between the last read and the watch's start
+            while (ok && !stopping_) {
+                std::size_t events = 0;
+                for (const auto &m : msgs) {
+                    if (m.kind == EtcdWatchMessage::Kind::Events) events += m.events;
+                    if (m.kind == EtcdWatchMessage::Kind::Canceled ||
+                        m.kind == EtcdWatchMessage::Kind::Error) {
+                        err = "etcd " + ep_.str() + " /v3/watch: " + m.error;
+                        ok = false;
+                    }
+                }
+                msgs.clear();
+                if (events) {
+                    {
+                        std::lock_guard lk(mu_);
+                        watch_.events += events;
+                    }
+                    wake();
+                }
+                if (ok) ok = conn.read(kWatchReadSlice, &msgs, &err);
+            }
+            if (stopping_) break;
+        }
+        conn.close();
+        {
+            std::lock_guard lk(mu_);
+            watch_.active = false;
+            watch_.error = err;
+            if (conn.refused()) watch_.refused++;
+        }
+        watch_active_ = false;
+        wake();  // back to a read every 200 ms from now on
+        if (!down_logged && !stopping_)
+            spdlog::warn("fleet: {}: reading etcd every {} ms, reopening the watch every {} s", err,
+                         kPollEvery.count(), kWatchRetryEvery.count());
+        down_logged = true;
+        std::unique_lock lk(mu_);
+        if (cv_.wait_for(lk, kWatchRetryEvery, [this] { return stop_; })) break;
+    }
+    watch_active_ = false;
 }
 
 FleetEtcdView FleetEtcd::view() const {
@@ -442,11 +543,16 @@ bool FleetEtcd::poll(std::string *err) {
 }
 
 void FleetEtcd::loop() {
-    bool outage = false;
+    bool outage = false, woken = false;
+    std::chrono::steady_clock::time_point last_poll{};
     for (;;) {
         std::string err;
         bool ok = keep_lease(&err) && put_report(&err) && put_hot(&err);
-        if (ok) {
+        // The lease and the puts every round; the prefix read at a change the watch reports, every
+        // second anyway, and every round while there is no watch (or etcd was unreachable).
+        const auto now = std::chrono::steady_clock::now();
+        if (ok && (woken || outage || !watch_active_ || now - last_poll >= kSafetyPollEvery)) {
+            last_poll = now;
             ok = poll(&err);
             if (ok) {
                 auto v = view();
@@ -497,7 +603,8 @@ void FleetEtcd::loop() {
             if (notify && changed_) changed_();
         }
         std::unique_lock lk(mu_);
-        if (cv_.wait_for(lk, kPollEvery, [this] { return stop_; })) return;
+        if (cv_.wait_for(lk, kPollEvery, [this] { return stop_ || wake_; }) && stop_) return;
+        woken = std::exchange(wake_, false);
     }
 }
 

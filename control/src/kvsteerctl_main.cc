@@ -683,6 +683,18 @@ void print_fleet(const json &f) {
                     ? "reachable"
                     : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
                 num(e["revision"]).c_str(), alive.c_str());
+    if (e.contains("watch") && e["watch"].is_object()) {
+        const json &w = e["watch"];
+        const bool active = w.value("active", false);
+        std::string why;
+        if (w.contains("error") && w["error"].is_string())
+            why = (active ? "; last error: " : "; error: ") + w["error"].get<std::string>();
+        std::printf("etcd watch: %s, %s event(s), reopened %s time(s), %s answer(s) refused%s\n",
+                    active ? "active (changes read at once, the prefix every 1 s anyway)"
+                           : "DOWN (reading the prefix every 200 ms)",
+                    num(w["events"]).c_str(), num(w["reopened"]).c_str(), num(w["refused"]).c_str(),
+                    why.c_str());
+    }
     if (e.contains("hot") && e["hot"].is_object()) {
         const json &h = e["hot"];
         if (h.value("enabled", false))

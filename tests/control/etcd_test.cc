@@ -1,7 +1,18 @@
 // etcd's v3 JSON gateway: request bodies, answers (including errors), and the fleet's values.
 #include "kvsteer/control/etcd.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
 
 #include "kvsteer/control/fleet_etcd.h"
 
@@ -219,6 +230,278 @@ TEST(FleetEtcdValues, DeadMembersLeaveTheTable) {
     other.epochs = {4};
     EXPECT_EQ(compute_fleet_table(s).digest,
               compute_fleet_table(fleet_state_from_etcd(other, v)).digest);
+}
+
+// The watch: its request, the chunked stream split into messages, the messages, the connection.
+
+TEST(EtcdWatch, Request) {
+    EXPECT_EQ(etcd_watch_request("/k/", 42), (json{{"create_request",
+                                                    {{"key", base64_encode("/k/")},
+                                                     {"range_end", base64_encode("/k0")},
+                                                     {"start_revision", "42"}}}}));
+    EXPECT_FALSE(etcd_watch_request("/k/", 0)["create_request"].contains("start_revision"));
+}
+
+// `body` as one chunk.
+std::string chunk(const std::string &body) {
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", body.size());
+    return size + body + "\r\n";
+}
+
+TEST(EtcdWatch, StreamSplitsObjectsAcrossAndWithinChunks) {
+    const std::string a = R"({"result":{"header":{"revision":"5"},"created":true}})",
+                      b = R"({"result":{"events":[{"kv":{"key":"e30="}}],"x":"}{\"["}})",
+                      c = R"({"result":{"events":[]}})";
+    // Two objects in one chunk (with the gateway's newline), one across three, one across a chunk
+    // with an extension, then the last chunk.
+    const std::string wire = chunk(a + "\n" + b.substr(0, 10)) + chunk(b.substr(10, 7)) +
+                             chunk(b.substr(17) + "\n") + "a;ext=1\r\n" + c.substr(0, 10) + "\r\n" +
+                             chunk(c.substr(10)) + "0\r\n\r\n";
+    // Fed at once, byte by byte, 7 bytes at a time: the same objects.
+    for (std::size_t step : {wire.size(), std::size_t{1}, std::size_t{7}}) {
+        EtcdWatchStream s;
+        std::vector<std::string> objs;
+        for (std::size_t i = 0; i < wire.size(); i += step)
+            ASSERT_TRUE(s.feed(std::string_view(wire).substr(i, step), &objs)) << s.error();
+        ASSERT_EQ(objs.size(), 3u) << step;
+        EXPECT_EQ(objs[0], a);
+        EXPECT_EQ(objs[1], b);
+        EXPECT_EQ(objs[2], c);
+        EXPECT_TRUE(s.ended());
+    }
+    EtcdWatchStream open;
+    std::vector<std::string> objs;
+    EXPECT_TRUE(open.feed(chunk(a), &objs));
+    EXPECT_FALSE(open.ended());  // the watch stays open
+    EXPECT_EQ(objs.size(), 1u);
+}
+
+TEST(EtcdWatch, StreamRefusesBadFramingGarbageAndHugeInput) {
+    auto refused = [](const std::string &wire, std::size_t max = kEtcdWatchMaxObject) {
+        EtcdWatchStream s(max);
+        std::vector<std::string> objs;
+        const bool ok = s.feed(wire, &objs);
+        EXPECT_EQ(ok, s.error().empty());
+        if (!ok) {
+            EXPECT_FALSE(s.feed(chunk("{}"), &objs));  // once refused, nothing is taken
+        }
+        return ok ? std::string() : s.error();
+    };
+    EXPECT_NE(refused("zz\r\n{}\r\n"), "");            // not a hex size
+    EXPECT_NE(refused("\r\n"), "");                    // an empty size line
+    EXPECT_NE(refused("2\r\n{}XX3\r\n{}\n\r\n"), "");  // no CRLF after the data
+    EXPECT_NE(refused(chunk("{} hello")), "");         // garbage after one
+    EXPECT_NE(refused(chunk("[1,2]")), "");            // not an object
+    EXPECT_NE(refused(std::string(300, '1')), "");     // an endless size line
+    EXPECT_NE(refused("ffffffffffffffffff\r\n"), "");  // a size that overflows
+    EXPECT_NE(refused("fffffff\r\n").find("chunk of"), std::string::npos);   // over the limit
+    EXPECT_NE(refused(chunk("{\"a\":\"" + std::string(100, 'x')), 64), "");  // an object over it
+    EXPECT_EQ(refused(chunk("{\"a\":\"" + std::string(40, 'x') + "\"}"), 64), "");
+    // An object over the limit across many chunks is refused as soon as it passes it.
+    EtcdWatchStream s(1000);
+    std::vector<std::string> objs;
+    ASSERT_TRUE(s.feed(chunk("{\"a\":["), &objs));
+    bool ok = true;
+    for (int i = 0; i < 100 && ok; i++) ok = s.feed(chunk("1,2,3,4,5,6,7,8,9,"), &objs);
+    EXPECT_FALSE(ok);
+    EXPECT_NE(s.error().find("more than 1000 bytes"), std::string::npos) << s.error();
+    EXPECT_TRUE(objs.empty());
+}
+
+TEST(EtcdWatch, Head) {
+    std::string err;
+    auto h = parse_http_head(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: Chunked\r\n",
+        &err);
+    ASSERT_TRUE(h) << err;
+    EXPECT_EQ(h->status, 200);
+    EXPECT_TRUE(h->chunked);
+    h = parse_http_head("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n", &err);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 404);
+    EXPECT_FALSE(h->chunked);
+    EXPECT_FALSE(parse_http_head("SSH-2.0-OpenSSH_9.6\r\n", &err));
+    EXPECT_FALSE(parse_http_head("HTTP/1.1 200 OK\r\nno colon\r\n", &err));
+}
+
+TEST(EtcdWatch, Messages) {
+    using K = EtcdWatchMessage::Kind;
+    auto m = etcd_watch_message(R"({"result":{"header":{"revision":"7"},"created":true}})");
+    EXPECT_EQ(m.kind, K::Created);
+    EXPECT_EQ(m.revision, 7);
+    m = etcd_watch_message(
+        R"({"result":{"header":{"revision":"9"},"events":[{},{"type":"DELETE"}]}})");
+    EXPECT_EQ(m.kind, K::Events);
+    EXPECT_EQ(m.events, 2u);
+    EXPECT_EQ(m.revision, 9);
+    m = etcd_watch_message(R"({"result":{"header":{"revision":"9"}}})");  // progress
+    EXPECT_EQ(m.kind, K::Events);
+    EXPECT_EQ(m.events, 0u);
+    m = etcd_watch_message(R"({"result":{"compact_revision":"3","canceled":true}})");
+    EXPECT_EQ(m.kind, K::Canceled);
+    EXPECT_EQ(m.error, "compacted at revision 3");
+    m = etcd_watch_message(R"({"result":{"canceled":true,"cancel_reason":"no leader"}})");
+    EXPECT_EQ(m.kind, K::Canceled);
+    EXPECT_EQ(m.error, "canceled: no leader");
+    m = etcd_watch_message(R"({"error":{"grpc_code":14,"message":"etcdserver: no leader"}})");
+    EXPECT_EQ(m.kind, K::Error);
+    EXPECT_EQ(m.error, "etcdserver: no leader");
+    EXPECT_EQ(etcd_watch_message("{nope").kind, K::Bad);
+    EXPECT_EQ(etcd_watch_message(R"({"other":1})").kind, K::Bad);
+    EXPECT_EQ(etcd_watch_message(R"({"result":{"events":{}}})").kind, K::Bad);
+    EXPECT_EQ(etcd_watch_message(R"({"result":{"header":{"revision":"x"}}})").kind, K::Bad);
+}
+
+// A one-connection server on 127.0.0.1: reads the request head, writes `answer`, and keeps the
+// connection open until destroyed.
+class OneShotServer {
+   public:
+    explicit OneShotServer(std::string answer) : answer_(std::move(answer)) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr *>(&a), len) || ::listen(fd_, 1) ||
+            ::getsockname(fd_, reinterpret_cast<sockaddr *>(&a), &len))
+            throw std::runtime_error("listen on 127.0.0.1");
+        port_ = ntohs(a.sin_port);
+        thr_ = std::thread([this] {
+            const int c = ::accept(fd_, nullptr, nullptr);
+            if (c < 0) return;
+            std::string req;
+            char buf[4096];
+            while (req.find("\r\n\r\n") == std::string::npos) {
+                const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+                if (n <= 0) break;
+                req.append(buf, static_cast<std::size_t>(n));
+            }
+            {
+                std::lock_guard lk(mu_);
+                request_ = req;
+            }
+            (void)!::send(c, answer_.data(), answer_.size(), MSG_NOSIGNAL);
+            while (!done_) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            ::close(c);
+        });
+    }
+    ~OneShotServer() {
+        done_ = true;
+        ::shutdown(fd_, SHUT_RDWR);  // an accept() still waiting returns
+        thr_.join();
+        ::close(fd_);
+    }
+    OneShotServer(const OneShotServer &) = delete;
+    OneShotServer &operator=(const OneShotServer &) = delete;
+    Endpoint ep() const {
+        std::string err;
+        return *parse_endpoint("127.0.0.1:" + std::to_string(port_), &err);
+    }
+    std::string request() {
+        std::lock_guard lk(mu_);
+        return request_;
+    }
+
+   private:
+    std::string answer_;
+    int fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::atomic<bool> done_{false};
+    std::mutex mu_;
+    std::string request_;
+    std::thread thr_;
+};
+
+const std::string kWatchHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+const std::string kCreated = R"({"result":{"header":{"revision":"5"},"created":true}})";
+
+TEST(EtcdWatchConn, OpensReadsEventsAndStopsPromptly) {
+    OneShotServer srv(kWatchHead + chunk(kCreated + "\n") +
+                      chunk(R"({"result":{"header":{"revision":"6"},"events":[{},{}]}})"));
+    std::atomic<bool> stop{false};
+    EtcdWatchConn conn(&stop);
+    std::vector<EtcdWatchMessage> msgs;
+    std::string err;
+    const std::string body = etcd_watch_request("/k/", 5).dump();
+    ASSERT_TRUE(conn.open(srv.ep(), body, std::chrono::seconds(2), &msgs, &err)) << err;
+    ASSERT_GE(msgs.size(), 1u);
+    EXPECT_EQ(msgs[0].kind, EtcdWatchMessage::Kind::Created);
+    EXPECT_EQ(msgs[0].revision, 5);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (msgs.size() < 2 && std::chrono::steady_clock::now() < until)
+        ASSERT_TRUE(conn.read(std::chrono::milliseconds(100), &msgs, &err)) << err;
+    ASSERT_EQ(msgs.size(), 2u);
+    EXPECT_EQ(msgs[1].kind, EtcdWatchMessage::Kind::Events);
+    EXPECT_EQ(msgs[1].events, 2u);
+    const std::string req = srv.request();
+    EXPECT_TRUE(req.starts_with("POST /v3/watch HTTP/1.1\r\n")) << req;
+    EXPECT_NE(req.find("Content-Length: " + std::to_string(body.size())), std::string::npos);
+    // Nothing more comes: a long read returns soon after stop is set.
+    std::thread t([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        stop = true;
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(conn.read(std::chrono::seconds(30), &msgs, &err));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+    t.join();
+    EXPECT_EQ(msgs.size(), 2u);
+    EXPECT_FALSE(conn.refused());
+}
+
+// Opens a watch on a server that answers `answer`, reads until the connection fails or etcd
+// cancels; whether the answer was refused, the last error in *err.
+bool refused_answer(const std::string &answer, std::string *err) {
+    OneShotServer srv(answer);
+    std::atomic<bool> stop{false};
+    EtcdWatchConn conn(&stop);
+    std::vector<EtcdWatchMessage> msgs;
+    err->clear();
+    bool ok = conn.open(srv.ep(), "{}", std::chrono::seconds(2), &msgs, err);
+    for (int i = 0; ok && i < 10; i++) {
+        ok = conn.read(std::chrono::milliseconds(200), &msgs, err);
+        for (const auto &m : msgs)
+            if (m.kind == EtcdWatchMessage::Kind::Canceled) {
+                *err = m.error;
+                return conn.refused();
+            }
+    }
+    EXPECT_FALSE(ok) << "the watch on '" << answer << "' stayed open";
+    return conn.refused();
+}
+
+TEST(EtcdWatchConn, RefusesBadAnswers) {
+    std::string err;
+    EXPECT_TRUE(
+        refused_answer("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found", &err));
+    EXPECT_NE(err.find("HTTP 404: not found"), std::string::npos) << err;
+    EXPECT_TRUE(refused_answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", &err));
+    EXPECT_NE(err.find("not a chunked"), std::string::npos) << err;
+    EXPECT_TRUE(refused_answer("garbage\r\n\r\n", &err));
+    EXPECT_TRUE(refused_answer("HTTP/1.1 200 OK\r\n" + std::string(20000, 'x'), &err));
+    EXPECT_NE(err.find("head too long"), std::string::npos) << err;
+    EXPECT_TRUE(refused_answer(kWatchHead + chunk(kCreated) + "7fffffff\r\n", &err));
+    EXPECT_NE(err.find("chunk of"), std::string::npos) << err;
+    EXPECT_TRUE(refused_answer(kWatchHead + chunk(kCreated) + chunk("not json"), &err));
+    EXPECT_TRUE(refused_answer(kWatchHead + chunk(R"({"result":{"events":[]}})"), &err));
+    EXPECT_NE(err.find("not the watch's creation"), std::string::npos) << err;
+    // etcd's own ends of a watch are not refusals.
+    EXPECT_FALSE(refused_answer(
+        kWatchHead + chunk(kCreated) + chunk(R"({"result":{"compact_revision":"3"}})"), &err));
+    EXPECT_EQ(err, "compacted at revision 3");
+    EXPECT_FALSE(refused_answer(kWatchHead + chunk(kCreated) + "0\r\n\r\n", &err));
+    EXPECT_NE(err.find("ended the watch"), std::string::npos) << err;
+    // Nobody listening.
+    std::atomic<bool> stop{false};
+    EtcdWatchConn conn(&stop);
+    std::vector<EtcdWatchMessage> msgs;
+    std::string e;
+    EXPECT_FALSE(
+        conn.open(*parse_endpoint("127.0.0.1:1", &e), "{}", std::chrono::seconds(1), &msgs, &e));
+    EXPECT_NE(e.find("connect"), std::string::npos) << e;
+    EXPECT_FALSE(conn.refused());
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Two kvsteerd sharing their fleet through etcd (fleet-etcd), in one network namespace of this
 # test's own (etcd and both daemons on its loopback; no dataplane needed):
-#   a push through A is seen by B; B killed (-9) is dead for A within ~5 s and out of its table;
+#   both watch the prefix (watch.active); a push through A is seen by B, and B's watch reported
+#   it (watch.events grew); B killed (-9) is dead for A within ~5 s and out of its table;
 #   a cookie rotation through A reaches both in two phases (accepted, then signing); etcd stopped: both keep
-#   serving the last table; etcd restarted: a new push reaches both. Hot prefixes
+#   serving the last table, their watches down (logged once); etcd restarted: the watches open
+#   again and a new push reaches both. Hot prefixes
 #   (fleet-share-hot): each puts its list under its lease and reads the other's; a bad value is
 #   ignored and counted; the list of a dead member is gone. (Empty lists: without a dataplane no
 #   kvsteerd learns a prefix; what the lists hold is covered by the unit tests.)
@@ -93,6 +95,13 @@ until_ok 5 alive_is a 0,1 || fail "A does not list both members alive: $(fstatus
 until_ok 5 alive_is b 0,1 || fail "B does not list both members alive"
 echo "ok: both members alive in etcd"
 
+watch() { field "$1" "f['etcd']['watch']['$2']"; }
+watch_is() { [[ $(watch "$1" active) == "$2" ]]; }
+until_ok 5 watch_is a True || fail "A does not watch etcd: $(fstatus a)"
+until_ok 5 watch_is b True || fail "B does not watch etcd: $(fstatus b)"
+ctl a fleet status | grep -q "^etcd watch: active" || fail "kvsteerctl fleet status: $(ctl a fleet status)"
+echo "ok: both appliances watch the prefix"
+
 # 0. Hot prefixes: P fleet/hot/<id> of both, under a lease; each uses the other's list.
 b64() { printf '%s' "$1" | base64 -w0; }
 # etcdkey KEY: "VALUE LEASE" of KEY (nothing when missing).
@@ -126,14 +135,17 @@ epochs() { field "$1" "f['epochs']"; }
 same_digest() { local da db; da=$(digest a); db=$(digest b); [[ -n $da && $da == "$db" ]]; }
 epochs_are() { [[ $(epochs a) == "$1" && $(epochs b) == "$1" ]]; }
 
-# 1. A push through A reaches B.
+# 1. A push through A reaches B (B's watch reports it).
+EVB=$(watch b events)
 ctl a fleet push 0,1 >/dev/null || fail "fleet push through A: $(ctl a fleet push 0,1 2>&1)"
+events_grew() { local n; n=$(watch "$1" events); [[ -n $n && $n -gt $2 ]]; }
+until_ok 3 events_grew b "$EVB" || fail "B's watch saw no event after the push ($EVB -> $(watch b events))"
 until_ok 2 epochs_are "[[0], [0, 1]]" || epochs_are "[[0, 1]]" || true
 until_ok 2 same_digest || fail "digests differ after the push: A $(digest a) B $(digest b)"
 [[ $(field b "f['members'][1]['state'] if len(f['members'])>1 else ''") == up ]] ||
     fail "B does not see member 1 up: $(fstatus b)"
 D2=$(digest a)
-echo "ok: a push through A is seen by B (digest $D2, epochs $(epochs b))"
+echo "ok: a push through A is seen by B (digest $D2, epochs $(epochs b), B's watch events $EVB -> $(watch b events))"
 
 # 2. A cookie rotation through A, two-phase: at once both still sign with the current key and
 #    accept the new one; ~2 s later both sign with the new one and accept the old one.
@@ -181,18 +193,27 @@ ETCD_PID=
 unreachable() { [[ $(field "$1" "f['etcd']['reachable']") == False ]]; }
 until_ok 3 unreachable a || fail "A does not notice etcd is gone"
 until_ok 3 unreachable b || fail "B does not notice etcd is gone"
+until_ok 3 watch_is a False || fail "A's watch still active without etcd: $(fstatus a)"
+until_ok 3 watch_is b False || fail "B's watch still active without etcd"
 sleep 4  # past the lease TTL: nothing may change without etcd
 [[ $(digest a) == "$D2" && $(digest b) == "$D2" ]] || fail "the table changed without etcd"
 ctl a fleet push 0 >/dev/null 2>&1 && fail "a push without etcd succeeded"
 n=$(grep -c "keeping the last fleet state" "$DIR/kvsteerd_a.log")
 [[ $n == 1 ]] || fail "the outage was logged $n times by A (want once)"
-echo "ok: etcd down: both serve the last table ($D2), the outage logged once"
+n=$(grep -c "reopening the watch" "$DIR/kvsteerd_a.log")
+[[ $n == 1 ]] || fail "the lost watch was logged $n times by A (want once)"
+echo "ok: etcd down: both serve the last table ($D2), the watches down, the outage logged once"
 
 # 5. etcd back: a new push reaches both.
 start_etcd
 until_ok 5 alive_is a 0,1 || fail "A did not catch up after etcd's restart: $(fstatus a)"
+until_ok 5 watch_is a True || fail "A's watch did not open again after etcd's restart: $(fstatus a)"
+until_ok 5 watch_is b True || fail "B's watch did not open again after etcd's restart: $(fstatus b)"
+[[ $(watch a reopened) -ge 1 ]] || fail "A's watch.reopened is $(watch a reopened)"
+EVB=$(watch b events)
 ctl a fleet push 1 >/dev/null || fail "push after etcd's restart: $(ctl a fleet push 1 2>&1)"
 until_ok 2 same_digest || fail "digests differ after the push following etcd's restart"
 [[ $(digest b) != "$D2" ]] || fail "B's table did not change"
+until_ok 3 events_grew b "$EVB" || fail "B's reopened watch saw no event after the push"
 echo "ok: etcd back: a push through A is seen by B (digest $(digest b))"
 echo "PASS"

@@ -1,5 +1,6 @@
 // The fleet kept in etcd (fleet-etcd): this appliance's member key under a lease, the epochs and
-// the cookie keys read back every 200 ms by a thread of its own, and the fleet's operations as
+// the cookie keys read back by a thread of its own (at once when a watch of the prefix reports a
+// change, every 1 s anyway, every 200 ms while the watch is down), and the fleet's operations as
 // compare-and-swap txns. Keys under the prefix P (default /kvsteer/):
 //   P fleet/members/<id>        {"mac": "..."}, under the member's lease (TTL 3 s, renewed 1/s)
 //   P fleet/epochs              [[ids...], ...], oldest first
@@ -114,12 +115,24 @@ struct CookieKeys {
 };
 std::optional<CookieKeys> fleet_cookie_keys(const FleetEtcdView &v, std::int64_t now_unix_ms,
                                             const std::array<std::uint64_t, 2> &fallback_prev);
-// How long after a rotation its key signs (every appliance reads etcd every 200 ms).
+// How long after a rotation its key signs (every appliance reads etcd at a change it watches, and
+// every 1 s anyway; every 200 ms while its watch is down).
 inline constexpr std::int64_t kCookieActivateMs = 2000;
 
 // A cookie key as kvs_config holds it (two little-endian words) -> 32 hex digits (the reverse is
 // parse_cookie_key_hex, net.h).
 std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k);
+
+// The watch of the prefix (a second thread): while it is open, a change is read at once and the
+// prefix is otherwise read every second; while it is not, every 200 ms (and it is reopened every
+// second).
+struct FleetEtcdWatch {
+    bool active = false;         // a watch is open (etcd said it is created)
+    std::uint64_t events = 0;    // events it delivered
+    std::uint64_t reopened = 0;  // opened again after one was lost
+    std::uint64_t refused = 0;   // answers refused (bad head or framing, oversized, not JSON)
+    std::string error;           // the last reason one was lost or could not be opened ("": none)
+};
 
 class FleetEtcd {
    public:
@@ -135,6 +148,7 @@ class FleetEtcd {
     const Endpoint &endpoint() const { return ep_; }
     const std::string &prefix() const { return prefix_; }
     std::int64_t lease() const { return lease_.load(); }
+    FleetEtcdWatch watch_status() const;
 
     // fleet.push / settle / forget: `op` applied to the state etcd holds now, written back with
     // a txn on the epochs key's mod_revision, retried on conflict. Blocks (500 ms a call; 5
@@ -160,6 +174,7 @@ class FleetEtcd {
 
    private:
     void loop();
+    void watch_loop();            // the watch thread
     bool poll(std::string *err);  // one range of the prefix into view_
     bool keep_lease(std::string *err);
     std::string member_key(std::uint8_t id) const;
@@ -188,6 +203,13 @@ class FleetEtcd {
     std::map<std::string, std::int64_t> hot_bad_seen_;       // key -> mod_revision (mu_)
     std::uint64_t hot_bad_ = 0;                              // guarded by mu_
     std::thread thr_;
+    // The watch: wake_ (mu_) asks the poller to read the prefix now; stopping_ ends the watch's
+    // waits (its socket is polled in slices).
+    bool wake_ = false;
+    std::atomic<bool> stopping_{false};
+    std::atomic<bool> watch_active_{false};
+    FleetEtcdWatch watch_;  // guarded by mu_
+    std::thread watch_thr_;
 };
 
 }  // namespace kvsteer::control
