@@ -87,7 +87,8 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
         left_unhealthy_ = false;  // the drain decides; a recovery must not undo it
         return;
     }
-    if (now < health_push_retry_ns_) return;
+    // Not while etcd is unreachable: each try would block the loop for a call's timeout.
+    if (now < health_push_retry_ns_ || !etcd_->view().reachable) return;
     const MemberSet self = static_cast<MemberSet>(1u << fleet_.self), cur = fleet_.newest();
     std::function<bool(FleetState &, std::string *)> op;
     const char *what;
