@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "kvsteer/fleet.h"
+#include "mono_clock.h"  // CLOCK_MONOTONIC: bpf_ktime_get_ns()'s clock
 
 namespace kvsteer::control {
 
@@ -199,17 +200,6 @@ const char *appliance_state_name(std::uint8_t state) {
     }
 }
 
-namespace {
-
-std::uint64_t monotonic_ns() {  // bpf_ktime_get_ns()'s clock
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-           static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-}  // namespace
-
 void FleetWriter::publish(const FleetState &s, const FleetTable &t) {
     kvs_fleet &f = *m_.fleet;
     // A change starts the settle time before XDP can see any part of it (a member's new state,
@@ -217,7 +207,7 @@ void FleetWriter::publish(const FleetState &s, const FleetTable &t) {
     // whose table tag happens to equal ours, made this appliance reset a live flow. Set again
     // after the flip: the settle time counts from the whole change.
     const bool changes = aref(f.digest).load(std::memory_order_relaxed) != t.digest;
-    if (changes) aref(f.changed_ns).store(monotonic_ns(), std::memory_order_release);
+    if (changes) aref(f.changed_ns).store(mono_ns(), std::memory_order_release);
     // Members that become or stay alive first: the new half may send packets to them.
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if (t.members[id].state != KVS_APP_EMPTY)
@@ -241,7 +231,7 @@ void FleetWriter::publish(const FleetState &s, const FleetTable &t) {
         if (t.members[id].state == KVS_APP_EMPTY)
             aref(*reinterpret_cast<std::uint64_t *>(&f.members[id]))
                 .store(appliance_word(t.members[id]), std::memory_order_release);
-    if (changes) aref(f.changed_ns).store(monotonic_ns(), std::memory_order_relaxed);
+    if (changes) aref(f.changed_ns).store(mono_ns(), std::memory_order_relaxed);
     aref(f.digest).store(t.digest, std::memory_order_relaxed);
     aref(f.epoch).store(s.epoch_no, std::memory_order_relaxed);
     aref(f.generation).fetch_add(1, std::memory_order_acq_rel);
