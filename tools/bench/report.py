@@ -433,6 +433,42 @@ if llm:
 else:
     w("_not run_\n")
 
+# ---- 3b. saturated, closed loop ---------------------------------------------------------------
+w("## 3b. Saturated, closed loop: the founding experiment through the real packet path\n")
+sat_wls = [wl for wl in ("shared", "mooncake") if f"sat_{wl}_rr_req_per_s" in res]
+if sat_wls:
+    w(f"`saturation_bench.sh`: {fmt(res.get('sat_backends'))} kvsteer-gpu-emu servers, "
+      f"{fmt(res.get('sat_concurrency'))} requests in flight at all times (closed loop: req/s is what the "
+      f"routing lets the servers do), time scale {fmt(res.get('sat_time_scale'))}, "
+      f"{fmt(res.get('sat_reps'))} repetition(s) with the arms' order rotated, fresh servers for every arm; "
+      f"medians. `shared`: 128 groups x 8 requests sharing a 4,096-token system prompt (the groups' prefixes "
+      f"overflow one server's cache, not the fleet's); `mooncake`: the demo's Mooncake trace, timestamps "
+      f"ignored. HAProxy hashes the body's first bytes (`balance hash req.body`, consistent).\n")
+    w("| workload | arm | hit rate | req/s | vs round-robin | vs HAProxy | TTFT p50 s | TTFT p99 s | failed |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for wl in sat_wls:
+        for arm in ("rr", "kvsteer", "kvsteer_keepalive", "haproxy"):
+            p = f"sat_{wl}_{arm}"
+            if f"{p}_req_per_s" not in res:
+                continue
+            g = res.get(f"{p}_req_gain_over_rr")
+            h = res.get(f"{p}_over_haproxy_req_ratio")
+            w(f"| {wl} | {arm} | {fmt(res.get(f'{p}_hit_rate'))} | {fmt(res.get(f'{p}_req_per_s'))} | "
+              f"{'–' if g is None else f'{100 * g:+.1f}%'} | {'–' if h is None else f'{h:.3f}x'} | "
+              f"{fmt(res.get(f'{p}_ttft_p50_s'))} | {fmt(res.get(f'{p}_ttft_p99_s'))} | {fmt(res.get(f'{p}_failed'))} |")
+    w("")
+    for wl in sat_wls:
+        g = res.get(f"sat_{wl}_kvsteer_req_gain_over_rr")
+        h = res.get(f"sat_{wl}_kvsteer_over_haproxy_req_ratio")
+        if g is None:
+            continue
+        w(f"- {wl}: kvsteer's req/s gain over round-robin is {100 * g:+.1f}% (target >= +22% where requests "
+          f"share prefixes: {'met' if g >= 0.22 else 'not met'})"
+          + ("" if h is None else f"; {h:.3f}x HAProxy's (target > 1: {'met' if h > 1 else 'not met'})") + ".")
+    w("")
+else:
+    w("_not run_\n")
+
 # ---- 4. scaling ----------------------------------------------------------------------------
 w("## 4. Scaling\n")
 w("**Cores**: section 1 (XDP live, 1..N injecting cores; on this 2-CPU machine 2 cores also carry everything "

@@ -26,7 +26,8 @@ echo "[bench] $mode run, load average $load_start"
 
 # Each benchmark writes a flat JSON fragment to $KVS_BENCH_OUT.
 benches=(kvsteer-core-bench kvsteer-bpf-bench kvsteer-dp-bench kvsteer-scale-bench)
-scripts=(tools/bench/xdp_bench.sh tools/bench/e2e_bench.sh tools/bench/llm_bench.sh tools/bench/fleet_bench.sh)
+scripts=(tools/bench/xdp_bench.sh tools/bench/e2e_bench.sh tools/bench/llm_bench.sh tools/bench/saturation_bench.sh
+         tools/bench/fleet_bench.sh)
 failed=0 ran=0
 for b in "${benches[@]}"; do
     wanted "$b" || continue

@@ -35,7 +35,7 @@ run load-mooncake-8 "${MC[@]}" --servers 8 --sweep speed=0.5,1,1.5,2.5 --policie
 run load-mooncake-32 "${MC[@]}" --servers 32 --sweep speed=2,4,6,10 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
 run load-sglang-8 "${SG[@]}" --servers 8 --sweep qps=30,60,120,480 --policies "$ALL"
 run load-sglang-32 "${SG[@]}" --servers 32 --groups 256 --sweep qps=120,240,480,1920 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
-run load-sglang-short-8 "${SG[@]}" --output-len 16 --servers 8 --sweep qps=100,400,2000 --policies rr,least-loaded,ch-bl,kvsteer,kvsteer-slack,radix,oracle
+run load-sglang-short-8 "${SG[@]}" --output-len 16 --servers 8 --sweep qps=100,400,2000 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
 #    Conversations: every request opens with one shared system prompt (seeded; 1024 sessions).
 run load-conversation-8 --workload conversation --sessions 1024 --servers 8 --sweep speed=4,8,16,32 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
 # 2. kvsteer's defaults, one knob at a time around the shipped values (first 2000 trace requests).
@@ -49,10 +49,9 @@ run knob-first-flight "${KV[@]}" --sweep first-flight=4380,14600,29200
 SGK=("${SG[@]}" --servers 8 --qps 120 --policies kvsteer,radix)
 run knob-load-factor-sglang "${SGK[@]}" --sweep load-factor=1.1,1.25,2,4
 run knob-replication-sglang "${SGK[@]}" --sweep replication=1,2,4
-# 3. A proposal, not shipped: the daemon keeps the bound >= mean + 4 requests (kvsteer-slack).
-run proposal-slack-mooncake-32 --trace "$TRACE" --limit "$([[ $LIMIT == 0 ]] && echo 2000 || echo "$LIMIT")" --servers 32 --sweep speed=2,6 --policies kvsteer,kvsteer-slack,radix
 
-for f in "$OUT"/load-*.json "$OUT"/knob-*.json "$OUT"/proposal-*.json; do
+rm -f "$OUT"/proposal-*.json "$OUT"/proposal-*.png  # a superseded proposal (kvsteer-slack) of earlier runs
+for f in "$OUT"/load-*.json "$OUT"/knob-*.json; do
     n=$(basename "$f" .json)
     "$PY" "$ROOT/tools/sim/plot.py" "$f" "$OUT/$n.png"
 done
