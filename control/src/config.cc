@@ -474,6 +474,54 @@ std::vector<std::string> config_warnings(const DaemonConfig &c) {
     return w;
 }
 
+std::optional<std::string> snat_port_overlap(const DaemonConfig &c, std::string_view local_range,
+                                             std::string_view reserved) {
+    auto trim = [](std::string_view s) {
+        while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+            s.remove_prefix(1);
+        while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+        return s;
+    };
+    // "LO<ws>HI" or "LO-HI" (or "P"): the inclusive range, or nullopt.
+    auto range = [&](std::string_view s) -> std::optional<std::pair<unsigned, unsigned>> {
+        s = trim(s);
+        std::size_t cut = s.find_first_of(" \t-");
+        std::string_view a = s.substr(0, cut), b = a;
+        if (cut != std::string_view::npos) b = trim(s.substr(cut + 1));
+        auto lo = parse_u64(a, nullptr), hi = parse_u64(b, nullptr);
+        if (!lo || !hi || *lo > *hi || *hi > 65535) return std::nullopt;
+        return std::pair<unsigned, unsigned>(static_cast<unsigned>(*lo),
+                                             static_cast<unsigned>(*hi));
+    };
+    const auto eph = range(local_range);
+    if (!eph)
+        return fmt::format(
+            "cannot read the kernel's ip_local_port_range ('{}'): make sure it "
+            "stays out of snat-ports {}-{}",
+            trim(local_range), c.snat_port_lo, c.snat_port_hi);
+    std::vector<std::pair<unsigned, unsigned>> res;
+    for (std::string_view rest = trim(reserved); !rest.empty();) {
+        const std::size_t comma = rest.find(',');
+        if (auto r = range(rest.substr(0, comma))) res.push_back(*r);
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+    const unsigned lo = std::max<unsigned>(eph->first, c.snat_port_lo);
+    const unsigned hi = std::min<unsigned>(eph->second, c.snat_port_hi);
+    unsigned n = 0;
+    for (unsigned p = lo; p <= hi && lo <= hi; ++p) {
+        bool kept = false;
+        for (const auto &r : res) kept |= p >= r.first && p <= r.second;
+        n += !kept;
+    }
+    if (n == 0) return std::nullopt;
+    return fmt::format(
+        "snat-ports {}-{} overlaps the kernel's ephemeral ports {}-{} ({} ports not reserved): a "
+        "reply to the appliance's own connections (health checks, scrapes) on one of them is "
+        "taken for a SNAT flow's and lost; move one range (sysctl net.ipv4.ip_local_port_range, "
+        "or reserve the SNAT range in net.ipv4.ip_local_reserved_ports)",
+        c.snat_port_lo, c.snat_port_hi, eph->first, eph->second, n);
+}
+
 std::optional<std::uint64_t> parse_uint_in(std::string_view key, std::string_view s, UintRange r,
                                            std::string *err) {
     // parse_u64 (std::from_chars on an unsigned type) takes no sign: "-1" and "+1" fail here.

@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include "kvsteer/control/neigh.h"
 
@@ -58,6 +61,16 @@ bool Daemon::start(std::string *err) {
         }
     }
     for (const auto &w : config_warnings(cfg())) spdlog::warn("{}", w);
+    {
+        auto slurp = [](const char *path) {
+            std::ifstream f(path);
+            return std::string((std::istreambuf_iterator<char>(f)),
+                               std::istreambuf_iterator<char>());
+        };
+        if (auto w = snat_port_overlap(cfg(), slurp("/proc/sys/net/ipv4/ip_local_port_range"),
+                                       slurp("/proc/sys/net/ipv4/ip_local_reserved_ports")))
+            spdlog::warn("{}", *w);
+    }
     if (cfg().cookie_key_random)
         spdlog::warn(
             "cookie-key not set: using a random key (set the same cookie-key on every appliance)");

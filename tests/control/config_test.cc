@@ -854,3 +854,35 @@ TEST(ConfigSessionHeaders, ParsesWithoutAnErrorString) {
     EXPECT_FALSE(parse_session_headers("a,,b", nullptr));
     EXPECT_FALSE(parse_session_headers("x session", nullptr));
 }
+
+// The default SNAT range stays out of the kernel's default ephemeral ports and out of the range
+// deploy/setup-host.sh moves them to; an overlap is named with its size, reserved ports aside.
+TEST(Config, SnatPortsOverlappingTheKernelsEphemeralPortsAreNamed) {
+    auto r = parse(with({"--backend", "10.0.2.7:8000"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    EXPECT_EQ(snat_port_overlap(r.cfg, "32768\t60999\n", "\n"), std::nullopt) << "kernel default";
+    EXPECT_EQ(snat_port_overlap(r.cfg, "40000\t60999\n", ""), std::nullopt) << "setup-host.sh";
+    EXPECT_EQ(snat_port_overlap(r.cfg, "32767 60999", ""),
+              "snat-ports 10000-32767 overlaps the kernel's ephemeral ports 32767-60999 (1 ports "
+              "not reserved): a reply to the appliance's own connections (health checks, scrapes) "
+              "on one of them is taken for a SNAT flow's and lost; move one range (sysctl "
+              "net.ipv4.ip_local_port_range, or reserve the SNAT range in "
+              "net.ipv4.ip_local_reserved_ports)");
+    r = parse(with({"--backend", "10.0.2.7:8000", "--snat-ports", "32768-60999"}));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    auto w = snat_port_overlap(r.cfg, "40000\t60999\n", "");
+    ASSERT_TRUE(w);
+    EXPECT_NE(w->find("overlaps the kernel's ephemeral ports 40000-60999 (21000 ports"),
+              std::string::npos)
+        << *w;
+    // Reserved ports are never picked by the kernel: all of them reserved is no overlap.
+    EXPECT_EQ(snat_port_overlap(r.cfg, "40000 60999", "40000-50000,50001-60999\n"), std::nullopt);
+    w = snat_port_overlap(r.cfg, "40000 60999", "8080,40000-59999");
+    ASSERT_TRUE(w);
+    EXPECT_NE(w->find("(1000 ports not reserved)"), std::string::npos) << *w;
+    // Unreadable: said, not guessed.
+    w = snat_port_overlap(r.cfg, "", "");
+    ASSERT_TRUE(w);
+    EXPECT_NE(w->find("cannot read the kernel's ip_local_port_range"), std::string::npos) << *w;
+    EXPECT_TRUE(snat_port_overlap(r.cfg, "60999 40000", ""));
+}

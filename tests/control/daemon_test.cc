@@ -181,7 +181,7 @@ TEST_F(DaemonTest, FillsConfigBackendsAndWeightedMaglev) {
     EXPECT_EQ(c->vips[0].port, htons(80));
     EXPECT_EQ(c->vips[0].family, KVS_AF_INET);
     EXPECT_EQ(c->snat_addr[0], inet_addr("10.0.1.1"));
-    EXPECT_EQ(c->snat_port_lo, 32768);
+    EXPECT_EQ(c->snat_port_lo, 10000);
     EXPECT_EQ(c->appliance_mac[5], 1);
     EXPECT_EQ(c->cookie_key[0][1], 2u);
     EXPECT_EQ(c->prefix_len, 256u);
@@ -297,7 +297,7 @@ TEST_F(DaemonTest, DualStackConfigAndIpv6BackendThroughTheApi) {
     EXPECT_EQ(k->vips[1].family, KVS_AF_INET6);
 
     auto st = call({{"cmd", "status"}});
-    EXPECT_EQ(st["snat"], "10.0.1.1, fd02::1 ports 32768-60999");
+    EXPECT_EQ(st["snat"], "10.0.1.1, fd02::1 ports 10000-32767");
     EXPECT_EQ(st["snat_addrs"], json::array({"10.0.1.1", "fd02::1"}));
     EXPECT_EQ(st["vips"], json::array({"10.0.0.1:80", "[fd00::9]:8000"}));
 

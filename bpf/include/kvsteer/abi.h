@@ -47,8 +47,11 @@
 /* SYN-ACKs per client /24 (or /48): a second, and a burst (kvs_config.syn_*_per_prefix). */
 #define KVS_DEFAULT_SYN_RATE_PER_PREFIX 2000u
 #define KVS_DEFAULT_SYN_BURST_PER_PREFIX 4000u
-#define KVS_DEFAULT_SNAT_PORT_LO 32768u
-#define KVS_DEFAULT_SNAT_PORT_HI 60999u
+/* Below the kernel's default ephemeral range (ip_local_port_range 32768-60999): a reply to one
+ * of the appliance kernel's own connections (kvsteerd's health checks and scrapes leave from
+ * the same address) inside the SNAT range would be taken for a SNAT flow's. */
+#define KVS_DEFAULT_SNAT_PORT_LO 10000u
+#define KVS_DEFAULT_SNAT_PORT_HI 32767u
 
 /* ---- pinned map names (all under the bpffs dir, default /sys/fs/bpf/kvsteer) ----------- */
 /* ARRAY[1] of kvs_config, MMAPABLE */

@@ -145,6 +145,15 @@ std::optional<std::string> backend_unreachable(const DaemonConfig &c, const Endp
 // family without a backend of that family (backends come and go through the API, so no error).
 std::vector<std::string> config_warnings(const DaemonConfig &c);
 
+// The kernel's ephemeral ports overlapping the SNAT range, one line for the log, or nullopt when
+// none do. `local_range` is /proc/sys/net/ipv4/ip_local_port_range ("LO HI"), `reserved`
+// ip_local_reserved_ports ("" or "P,LO-HI,..."; reserved ports are never picked, so they do not
+// count). A reply to one of the appliance kernel's own connections (health checks, scrapes:
+// they leave from the same address) to a port in the SNAT range is taken for a SNAT flow's and
+// never reaches the socket. Unreadable text: a line saying so.
+std::optional<std::string> snat_port_overlap(const DaemonConfig &c, std::string_view local_range,
+                                             std::string_view reserved);
+
 // "ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N][,kv-events=tcp://HOST:PORT]"
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err);
 // The spec as parse_backend_spec reads it back (weight always written).
