@@ -77,7 +77,7 @@ def print_sim(cmp):
         d = a["real_minus_sim_points"]
         label = arm if arm in ("round-robin", "kvsteer") else f"{arm} (sim: {a['sim_policy']})"
         print(f"{label:<36}{fmt_pct(a['sim_hit_rate']):>11}{fmt_pct(a['real_hit_rate']):>11}"
-              + f"{'n/a' if d is None else f'{d:+.2f} points':>15}")
+              + f"{'n/a' if d is None else f'{round(d, 2) + 0.0:+.2f} points':>15}")
     mism = [f"{arm}: {a['real_requests']} sent, simulator {cmp['requests'][a['sim_policy']]}"
             for arm, a in cmp["arms"].items() if a["real_requests"] != cmp["requests"][a["sim_policy"]]]
     if mism:
