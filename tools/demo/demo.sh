@@ -2,8 +2,9 @@
 # make demo: the same trace through the real packet path, first with prefix steering off
 # (round-robin), then on, then on with the client's connections kept alive (per-request
 # steering), against 8 emulated GPU servers in network namespaces. Prints a
-# side-by-side table of backend-counted hit rate, req/s, TTFT and per-server load, and writes
-# the figures (JSON) and a plot (PNG) under $BUILD/demo/.
+# side-by-side table of backend-counted hit rate, req/s, TTFT and per-server load, then the
+# simulator's hit rates (kvsteer-sim) on the same requests, load, servers and kvsteerd settings
+# beside the real path's, and writes the figures (JSON) and a plot (PNG) under $BUILD/demo/.
 #
 # Environment: BUILD (default build), DEMO_SCALE (default 1: the whole trace, ~4-5 minutes; 0.25 is a quick
 # look), DEMO_SPEED (10: emulated GPUs run 10x faster than real time), DEMO_TRACE (a Mooncake-format file; default the
@@ -52,23 +53,28 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 mkdir -p "$OUT" "$RUN" "$(dirname "$SOCK")"
-rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl
+rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl "$OUT"/*.txt
 
 # ---- workload ---------------------------------------------------------------------------------
 # The emulated GPUs and the replayer's clock both run SPEED times faster than model time, so the
 # servers see the trace's recorded load in 1/SPEED of its duration; DEMO_SCALE sets how much of
 # the trace is replayed.
 SPEED=${DEMO_SPEED:-10}    # emulated-GPU speed-up (wall clock runs SPEED times faster than model time)
+# SIM_WORKLOAD: the same requests at the same model-time load for kvsteer-sim (it reads the trace
+# with the replayer's own parser and request bodies; --max-input-tokens skips the same requests).
 if [[ "$TRACE" != generated ]]; then
     [[ -f "$TRACE" ]] || die "no trace at $TRACE (DEMO_TRACE=generated runs the generated workload)"
     total=$(wc -l <"$TRACE")
     LIMIT=$(python3 -c "print(max(50, min($total, int($total * $SCALE))))")
     WORKLOAD=(--trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
+    SIM_WORKLOAD=(--workload mooncake --trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
     WDESC="Mooncake trace $(basename "$TRACE"), first $LIMIT of $total requests at recorded load"
 else
     groups=$(python3 -c "print(max(4, int(32 * $SCALE)))")
     WORKLOAD=(--synthetic --groups "$groups" --prompts-per-group 16 --system-prompt-len 2048
               --question-len 128 --output-len 64 --qps 40)
+    SIM_WORKLOAD=(--workload shared-prefix --groups "$groups" --prompts-per-group 16 --system-prompt-len 2048
+                  --question-len 128 --output-len 64 --qps 40)
     WDESC="generated shared prefix: $groups groups x 16 prompts"
 fi
 log "workload: $WDESC"
@@ -127,7 +133,46 @@ sleep 1.5
 run_arm kvsteer-keep-alive --keep-alive
 
 "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$OUT/counters.txt" 2>&1 || true
+
+# ---- the simulator on the same workload --------------------------------------------------------
+# kvsteer-sim with the servers the emulators model (same defaults), $NBE of them, and kvsteerd's
+# settings read back from this run's configuration (each key the simulator has). kvsteerd runs on
+# the wall clock while the emulated GPUs run SPEED times faster, so its intervals, TTLs and rates
+# last SPEED times longer in model time: --daemon-time-scale gives the simulated daemon the same
+# clock. A simulator that is missing or fails leaves the real-path figures alone: the report says
+# why there is no comparison.
+SIM_ARGS=()
+sim_conf_opts() {  # appends to SIM_ARGS the simulator option of each kvsteerd key set in $CONF
+    local key opt v
+    local -A opts=([prefix-length]=--prefix-len [block-size]=--block-size [max-blocks]=--max-blocks
+                   [max-held-bytes]=--first-flight [load-factor]=--load-factor [load-slack]=--load-slack
+                   [replication]=--replication [hot-threshold]=--hot-rps
+                   [report-interval]=--report-interval-ms [telemetry-interval]=--telemetry-interval-ms)
+    for key in "${!opts[@]}"; do
+        v=$(sed -n "s/^$key *= *//p" "$CONF" | tail -n 1)
+        [[ -n "$v" ]] && SIM_ARGS+=("${opts[$key]}" "$v")
+    done
+    v=$(sed -n 's/^affinity-min-hot *= *//p' "$CONF" | tail -n 1)   # ms; the simulator takes s
+    [[ -n "$v" ]] && SIM_ARGS+=(--min-hot-s "$(python3 -c "print($v / 1000)")")
+    return 0
+}
+SIM_REPORT=()
+if [[ ! -x "$BIN/kvsteer-sim" ]]; then
+    SIM_REPORT=(--sim-error "$BIN/kvsteer-sim is missing (build the kvsteer-sim target)")
+else
+    sim_conf_opts
+    SIM_ARGS=("${SIM_WORKLOAD[@]}" --servers "$NBE" --policies rr,kvsteer "${SIM_ARGS[@]}"
+              --daemon-time-scale "$SPEED" --json "$OUT/sim.json")
+    log "simulator: kvsteer-sim ${SIM_ARGS[*]}"
+    if "$BIN/kvsteer-sim" "${SIM_ARGS[@]}" >"$OUT/sim.txt" 2>"$OUT/sim.log"; then
+        SIM_REPORT=(--sim "$OUT/sim.json")
+    else
+        rc=$?
+        SIM_REPORT=(--sim-error "kvsteer-sim exited with status $rc: $(tail -n 1 "$OUT/sim.log")")
+    fi
+fi
+
 /usr/bin/python3 "$ROOT/tools/demo/report.py" "$OUT/round-robin.summary.json" "$OUT/kvsteer.summary.json" \
-    --keep-alive "$OUT/kvsteer-keep-alive.summary.json" \
+    --keep-alive "$OUT/kvsteer-keep-alive.summary.json" "${SIM_REPORT[@]}" \
     --plot "$OUT/demo.png" --json "$OUT/demo.json" --workload "$WDESC" || die "report failed"
 log "figures: $OUT/demo.json, plot: $OUT/demo.png, logs: $OUT/"

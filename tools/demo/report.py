@@ -2,7 +2,9 @@
 """Side-by-side table (and plot) of two replay summaries: round-robin vs kvsteer.
 
 Hit rates come from the backends' own prefix-cache counters (delta of vllm:prefix_cache_hits /
-vllm:prefix_cache_queries scraped before and after each arm), never from routing.
+vllm:prefix_cache_queries scraped before and after each arm), never from routing. With --sim, the
+simulator's hit rates on the same workload (kvsteer-sim --json: its servers' own counters) are
+printed beside them, with the difference in points.
 """
 import argparse
 import json
@@ -25,6 +27,73 @@ def fmt_ms(x):
     return "n/a" if x is None or x < 0 else f"{1000 * x:.0f} ms"
 
 
+# The issue's bar: kvsteer's real-path hit rate within this many points of the simulator's.
+SIM_TOLERANCE_POINTS = 2.0
+# Real-path arm -> the simulator policy it is compared with (keep-alive: the same policy, each
+# request steered at its boundary instead of at its connection's first flight).
+SIM_POLICY = {"round-robin": "rr", "kvsteer": "kvsteer", "kvsteer keep-alive": "kvsteer"}
+
+
+def sim_comparison(arms, sim_path, sim_error):
+    """The simulator block's figures: {"available": False, "reason"} or the hit rates and the
+    differences (points, real minus simulator). Never raises on a bad or partial file."""
+    if not sim_path:
+        return {"available": False, "reason": sim_error or "the simulator was not run"}
+    try:
+        with open(sim_path) as f:
+            sim = json.load(f)
+        runs = {r["policy"]: r for r in sim["runs"]}
+        hit = {p: float(runs[p]["hit_rate"]) for p in ("rr", "kvsteer")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {"available": False, "reason": f"cannot read the simulator's results {sim_path}: {e!r}"}
+    out = {"available": True, "file": sim_path, "workload": sim.get("workload"),
+           "config": sim.get("config"), "tolerance_points": SIM_TOLERANCE_POINTS,
+           "hit_rate": hit, "requests": {p: runs[p].get("requests") for p in hit},
+           "arms": {}}
+    for arm, s in arms.items():
+        real = s.get("prefix_cache_hit_rate")
+        simv = hit[SIM_POLICY[arm]]
+        out["arms"][arm] = {
+            "sim_policy": SIM_POLICY[arm], "sim_hit_rate": simv, "real_hit_rate": real,
+            "real_minus_sim_points": None if real is None else 100 * (real - simv),
+            "real_requests": s.get("sent")}
+    d = out["arms"]["kvsteer"]["real_minus_sim_points"]
+    out["kvsteer_within_tolerance"] = None if d is None else abs(d) <= SIM_TOLERANCE_POINTS
+    return out
+
+
+def print_sim(cmp):
+    print()
+    if not cmp["available"]:
+        print(f"simulator (same trace, same scale): comparison unavailable: {cmp['reason']}")
+        return
+    w = cmp.get("workload") or {}
+    c = cmp.get("config") or {}
+    print(f"simulator (same trace, same scale): kvsteer-sim, {w.get('requests', '?')} requests, "
+          f"{c.get('servers', '?')} servers, speed {w.get('speed', '?')}, qps {w.get('qps', '?')}")
+    head = "hit rate (servers' counters)"
+    print(f"{head:<36}{'simulator':>11}{'real path':>11}{'real - sim':>15}")
+    for arm, a in cmp["arms"].items():
+        d = a["real_minus_sim_points"]
+        label = arm if arm in ("round-robin", "kvsteer") else f"{arm} (sim: {a['sim_policy']})"
+        print(f"{label:<36}{fmt_pct(a['sim_hit_rate']):>11}{fmt_pct(a['real_hit_rate']):>11}"
+              + f"{'n/a' if d is None else f'{round(d, 2) + 0.0:+.2f} points':>15}")
+    mism = [f"{arm}: {a['real_requests']} sent, simulator {cmp['requests'][a['sim_policy']]}"
+            for arm, a in cmp["arms"].items() if a["real_requests"] != cmp["requests"][a["sim_policy"]]]
+    if mism:
+        print("note: the request counts differ (" + "; ".join(mism) + ")")
+    d = cmp["arms"]["kvsteer"]["real_minus_sim_points"]
+    tol = cmp["tolerance_points"]
+    if d is None:
+        print("kvsteer: no real-path hit rate (backend metrics missing): cannot compare")
+    elif cmp["kvsteer_within_tolerance"]:
+        print(f"kvsteer: the real path's hit rate is within {tol:g} points of the simulator's "
+              f"({abs(d):.2f} points apart)")
+    else:
+        print(f"kvsteer: the real path's hit rate is NOT within {tol:g} points of the simulator's "
+              f"({abs(d):.2f} points apart)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("baseline", help="summary JSON of the round-robin arm")
@@ -34,6 +103,8 @@ def main():
     ap.add_argument("--plot", help="write a PNG here")
     ap.add_argument("--json", help="write the combined figures here")
     ap.add_argument("--workload", default="", help="workload description for the title")
+    ap.add_argument("--sim", help="kvsteer-sim --json output on the same workload (policies rr, kvsteer)")
+    ap.add_argument("--sim-error", help="why there is no simulator output (printed instead)")
     a = ap.parse_args()
     arms = {"round-robin": load(a.baseline), "kvsteer": load(a.kvsteer)}
     if a.keep_alive:
@@ -77,7 +148,10 @@ def main():
     if fails:
         print(f"\nfailed requests: {fails}")
 
-    combined = {"workload": a.workload, "arms": arms}
+    sim = sim_comparison(arms, a.sim, a.sim_error)
+    print_sim(sim)
+
+    combined = {"workload": a.workload, "arms": arms, "simulator": sim}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(combined, f, indent=1)
@@ -93,6 +167,10 @@ def main():
         colors = ["#999999", "#2a7ab9", "#5fa55a"][: len(names)]
         hit = [100 * (arms[n].get("prefix_cache_hit_rate") or 0) for n in names]
         ax[0].bar(names, hit, color=colors)
+        if sim["available"]:
+            ax[0].scatter(names, [100 * sim["arms"][n]["sim_hit_rate"] for n in names], marker="_",
+                          s=900, color="black", zorder=3, label="simulator")
+            ax[0].legend(loc="best", fontsize=8)
         ax[0].set_title("prefix cache hit rate (%)\ncounted by the servers")
         ttft = [[1000 * max(0, arms[n].get(k, 0)) for k in ("ttft_p50_s", "ttft_p99_s")] for n in names]
         x = range(2)

@@ -29,7 +29,7 @@ class Kvsteer final : public Policy {
           t_(tables()),
           scratch_(std::make_unique<ChooseScratch>()),
           daemon_(daemon_config(servers, p), t_) {
-        daemon_.start(ns(0));     // kvs_config, backend slots, lookup table, an empty affinity half
+        daemon_.start(dns(0));    // kvs_config, backend slots, lookup table, an empty affinity half
         hp_ = hash_params(cfg_);  // as the dataplane reads kvs_config
     }
 
@@ -58,7 +58,7 @@ class Kvsteer final : public Policy {
             // Steered by its session key: the key is learnt as the prefix, and the prompt's
             // blocks too (that backend now caches them, for requests without the header).
             kvs_bind_report rep{};
-            rep.ts_ns = ns(now);
+            rep.ts_ns = dns(now);
             rep.prefix_hash = h.prefix;
             std::copy(k.hashes.blocks.begin(), k.hashes.blocks.end(), rep.block_hash);
             rep.prompt_bytes = k.prompt_bytes;
@@ -91,14 +91,14 @@ class Kvsteer final : public Policy {
     void tick(double now, const Cluster &c) override {
         if (now >= next_scrape_) {
             scrape(c);
-            next_scrape_ += p_.telemetry_interval_s;
+            next_scrape_ += p_.telemetry_interval_s * p_.daemon_time_scale;
         }
         if (now >= next_report_) {
             if (p_.bound_slack > 0) retune_load_factor();
-            for (const auto &r : pending_) daemon_.on_report(r, ns(now));
+            for (const auto &r : pending_) daemon_.on_report(r, dns(now));
             pending_.clear();
-            next_report_ += p_.report_interval_s;
-            daemon_.tick(ns(now));
+            next_report_ += p_.report_interval_s * p_.daemon_time_scale;
+            daemon_.tick(dns(now));
         }
     }
 
@@ -131,6 +131,8 @@ class Kvsteer final : public Policy {
 
    private:
     static uint64_t ns(double s) { return uint64_t(std::llround(s * 1e9)) + 1; }
+    // The daemon's clock at simulated time `s` (its intervals are in its own time).
+    uint64_t dns(double s) const { return ns(s / p_.daemon_time_scale); }
 
     // The pinned maps' shape in ordinary memory (no report rings: reports go straight in).
     Tables tables() {

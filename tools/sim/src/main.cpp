@@ -81,7 +81,7 @@ struct Job {
 
 int main(int argc, char **argv) {
     std::string trace, workload_kind, policies_s, sweep_s, json_path, api_s, model;
-    uint64_t limit = 0, seed = 1;
+    uint64_t limit = 0, seed = 1, max_input = 0;
     double speed = 1, qps = 0;
     uint32_t servers = 8, threads = 2;
     replay::SharedPrefixSpec sp;
@@ -100,6 +100,7 @@ int main(int argc, char **argv) {
         ("workload", po::value(&workload_kind)->default_value("mooncake"), "mooncake (a trace file), shared-prefix (SGLang generated-shared-prefix) or conversation (multi-turn sessions sharing one system prompt)")
         ("trace", po::value(&trace)->default_value("../shared/traces/mooncake/synthetic_trace.jsonl"), "Mooncake-format trace (JSON lines)")
         ("limit", po::value(&limit)->default_value(0), "use only the first N requests (0: all)")
+        ("max-input-tokens", po::value(&max_input)->default_value(0), "mooncake: skip requests with more input tokens, then take --limit (kvsteer-replay's option; 0: keep all)")
         ("groups", po::value(&sp.groups)->default_value(64), "shared-prefix: groups (system prompts)")
         ("prompts-per-group", po::value(&sp.prompts_per_group)->default_value(16), "shared-prefix: questions per group")
         ("system-prompt-len", po::value(&sp.system_prompt_len)->default_value(2048), "shared-prefix, conversation: system prompt tokens")
@@ -130,6 +131,7 @@ int main(int argc, char **argv) {
          "kvsteer daemon: a prefix that became hot stays hot at least this long (kvsteerd's affinity-min-hot)")
         ("report-interval-ms", po::value(&report_ms)->default_value(150), "kvsteer daemon: binding reports drained, table published")
         ("telemetry-interval-ms", po::value(&telemetry_ms)->default_value(1000), "kvsteer daemon: backend metrics scraped")
+        ("daemon-time-scale", po::value(&pp.daemon_time_scale)->default_value(1.0), "kvsteer daemon: its clock runs N times slower than the servers' (kvsteerd in front of kvsteer-gpu-emu --time-scale N): its intervals, TTLs and rates (in its own time) last N times longer")
         ("bound-slack", po::value(&pp.bound_slack)->default_value(4), "kvsteer-slack (a proposal, not shipped): the daemon keeps the live load factor high enough that the bound is >= mean + this many requests")
         ("cache-threshold", po::value(&pp.cache_threshold)->default_value(pp.cache_threshold), "radix: match fraction that routes to the matched worker")
         ("balance-abs-threshold", po::value(&pp.balance_abs_threshold)->default_value(pp.balance_abs_threshold), "radix: imbalance when max - min load exceeds this ...")
@@ -197,6 +199,8 @@ int main(int argc, char **argv) {
         pp.seed = seed;
         if (pp.report_interval_s <= 0 || pp.telemetry_interval_s <= 0)
             throw std::runtime_error("daemon intervals must be > 0 ms");
+        if (!(pp.daemon_time_scale > 0))
+            throw std::runtime_error("--daemon-time-scale must be > 0");
 
         const auto policies = split_list(policies_s);
         if (policies.empty()) throw std::runtime_error("--policies is empty");
@@ -222,6 +226,7 @@ int main(int argc, char **argv) {
         wo.first_flight_cap = uint32_t(cap);
         wo.session_header = pp.session_header_sent;
         wo.session_per_request = session_per_request;
+        wo.max_input_tokens = max_input;
 
         const auto t0 = std::chrono::steady_clock::now();
         Workload wl;
@@ -336,6 +341,8 @@ int main(int argc, char **argv) {
         out["workload"] = {{"name", wl.name},
                            {"kind", workload_kind},
                            {"requests", wl.reqs.size()},
+                           {"limit", limit},
+                           {"max_input_tokens", max_input},
                            {"prompt_tokens", tokens},
                            {"speed", speed},
                            {"qps", qps},
@@ -354,6 +361,7 @@ int main(int argc, char **argv) {
                          {"min_hot_s", pp.min_hot_s},
                          {"report_interval_ms", report_ms},
                          {"telemetry_interval_ms", telemetry_ms},
+                         {"daemon_time_scale", pp.daemon_time_scale},
                          {"cache_tokens", sc.cache.capacity_tokens},
                          {"kv_block_tokens", sc.cache.block_tokens},
                          {"max_batch", sc.sched.max_batch},

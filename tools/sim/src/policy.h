@@ -50,6 +50,10 @@ struct PolicyParams {
     double min_hot_s = double(control::PolicyParams{}.min_hot_ns) / 1e9;
     double report_interval_s = 0.150;   // kvsteer daemon: binding reports drained + table published
     double telemetry_interval_s = 1.0;  // kvsteer daemon: backend /metrics scrape
+    // kvsteer daemon: its clock runs this many times slower than the servers' (a kvsteerd in front
+    // of servers emulated N times faster than real time): its intervals, TTLs and rates, in its own
+    // seconds, last N times longer in the servers' time.
+    double daemon_time_scale = 1.0;
     bool affinity = true;    // kvsteer: run the daemon's affinity policy (else Maglev only)
     double bound_slack = 0;  // kvsteer-slack (a proposal): bound >= mean + this many requests
     // kvsteer: session affinity by header (kvsteerd's session-headers / session-cap); the

@@ -95,7 +95,9 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
     replay::TextGeometry g;
     g.block_tokens = 512;
     g.bytes_per_token = o.bytes_per_token;
-    replay::ParseResult pr = replay::parse_mooncake(in, g, limit);
+    // With a token cap, the whole file is read: which requests make the first `limit` depends on
+    // the ones skipped.
+    replay::ParseResult pr = replay::parse_mooncake(in, g, o.max_input_tokens ? 0 : limit);
     if (!pr.errors.empty()) {
         std::string msg =
             fmt::format("trace file '{}' is not a Mooncake trace: {}", path, pr.errors.front());
@@ -103,6 +105,21 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
         if (pr.errors.size() > 3)
             msg += fmt::format("; ... ({} bad lines or more)", pr.errors.size());
         throw std::runtime_error(msg);
+    }
+    if (o.max_input_tokens) {
+        // kvsteer-replay's order (tools/replay/src/main.cpp): skip, sort by arrival, limit, and
+        // times relative to the first request.
+        auto &v = pr.items;
+        std::erase_if(
+            v, [&](const replay::WorkItem &w) { return w.input_tokens > o.max_input_tokens; });
+        std::stable_sort(
+            v.begin(), v.end(),
+            [](const replay::WorkItem &a, const replay::WorkItem &b) { return a.t_s < b.t_s; });
+        if (limit && v.size() > limit) v.resize(limit);
+        if (!v.empty()) {
+            const double t0 = v.front().t_s;
+            for (auto &w : v) w.t_s -= t0;
+        }
     }
     if (pr.items.empty())
         throw std::runtime_error(fmt::format("trace file '{}' holds no request", path));

@@ -35,6 +35,9 @@ struct WorkloadOptions {
     // true: every request sends its own value in that header (a client that puts a request id
     // there), whatever the workload; false: the conversation id, where the workload has one.
     bool session_per_request = false;
+    // Mooncake traces: skip requests with more input tokens than this (0: keep all), then take
+    // the first `limit` by arrival, as kvsteer-replay's --max-input-tokens does.
+    uint64_t max_input_tokens = 0;
 };
 
 struct Workload {
@@ -43,7 +46,9 @@ struct Workload {
     double span_s = 0;  // last base arrival
 };
 
-// Reads a Mooncake-format trace. Throws std::runtime_error naming the file and the first bad
+// Reads a Mooncake-format trace (the first `limit` requests; with o.max_input_tokens, the
+// replayer's request set: the longer ones skipped, the first `limit` of the rest by arrival,
+// times relative to the first). Throws std::runtime_error naming the file and the first bad
 // lines when the file cannot be read, has bad lines, or holds no request.
 Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOptions &o);
 
