@@ -62,6 +62,30 @@ TEST(WorkloadTest, MooncakeItemsShareBytesExactlyAsFarAsTheirBlockIds) {
     EXPECT_DOUBLE_EQ(t[1], 0.25);
 }
 
+// --max-input-tokens takes kvsteer-replay's request set: the longer requests skipped first, then
+// the first `limit` of the rest by arrival, times relative to the first one kept.
+TEST(WorkloadTest, MaxInputTokensSkipsBeforeTheLimitAsTheReplayerDoes) {
+    const auto p = temp_file(
+        "sim_cap.jsonl",
+        "{\"timestamp\": 100, \"input_length\": 500, \"output_length\": 2, \"hash_ids\": [1]}\n"
+        "{\"timestamp\": 300, \"input_length\": 100, \"output_length\": 2, \"hash_ids\": [2]}\n"
+        "{\"timestamp\": 200, \"input_length\": 200, \"output_length\": 2, \"hash_ids\": [3]}\n"
+        "{\"timestamp\": 400, \"input_length\": 300, \"output_length\": 2, \"hash_ids\": [4]}\n");
+    WorkloadOptions o;
+    o.max_input_tokens = 400;
+    const Workload w = load_mooncake(p, 2, o);
+    ASSERT_EQ(w.reqs.size(), 2u);
+    EXPECT_EQ(w.reqs[0].source_line, 3u) << "sorted by arrival";
+    EXPECT_EQ(w.reqs[1].source_line, 2u);
+    EXPECT_DOUBLE_EQ(w.reqs[0].base_t, 0.0);
+    EXPECT_DOUBLE_EQ(w.reqs[1].base_t, 0.1);
+    // Without the cap, the first 2 lines as they come.
+    const Workload all = load_mooncake(p, 2, WorkloadOptions{});
+    ASSERT_EQ(all.reqs.size(), 2u);
+    EXPECT_EQ(all.reqs[0].source_line, 1u);
+    EXPECT_EQ(all.reqs[1].source_line, 2u);
+}
+
 TEST(WorkloadTest, FirstFlightIsCutAndLocatable) {
     const Workload w = test::small_shared_prefix(1, 1, 8192);  // a 32 KiB system prompt
     const SimRequest &r = w.reqs[0];
