@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -835,4 +836,80 @@ TEST_F(DaemonTest, KvEventsWithoutSupportIsAStartupError) {
     EXPECT_FALSE(d.start(&err));
     EXPECT_NE(err.find("built without KV events support"), std::string::npos) << err;
     EXPECT_NE(err.find("kv-events=tcp://127.0.0.1:5557"), std::string::npos) << err;
+}
+
+// Whatever a control client sends (wrong types, out-of-range numbers, huge or deeply nested
+// values, in any field of any command), the answer is an object with a boolean "ok" and, when
+// false, a non-empty error; the daemon keeps answering, and the errors are counted.
+TEST_F(DaemonTest, HostileApiRequestsGetErrorsAndTheDaemonGoesOn) {
+    auto c = config(2);
+    Daemon d(c, m_.view, m_.fleet);
+    std::string err;
+    ASSERT_TRUE(d.start(&err)) << err;
+    const char *cmds[] = {
+        "status",        "backends",       "backend.list",  "backend.add",         "backend.remove",
+        "backend.drain", "backend.weight", "affinity.show", "affinity.pin",        "affinity.unpin",
+        "tune.get",      "tune.set",       "counters",      "fleet.status",        "fleet.push",
+        "fleet.settle",  "fleet.forget",   "fleet.member",  "fleet.rotate_cookie", "drain.start",
+        "drain.status",  "drain.cancel",   "no.such"};
+    const char *fields[] = {"backend", "backends", "drain",    "weight",   "limit", "key",
+                            "name",    "value",    "members",  "id",       "mac",   "addr",
+                            "spec",    "model",    "max_load", "kv_events"};
+    json deep = json::array();
+    for (int i = 0; i < 200; ++i) deep = json::array({deep});
+    const std::vector<json> values = {nullptr,
+                                      true,
+                                      -1,
+                                      0,
+                                      65536,
+                                      std::numeric_limits<std::uint64_t>::max(),
+                                      std::numeric_limits<std::int64_t>::min(),
+                                      1e308,
+                                      -0.5,
+                                      "",
+                                      "-5",
+                                      "99999999999999999999",
+                                      "0x",
+                                      "10.0.9.9:0",
+                                      "[::1]:99999",
+                                      "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1",
+                                      std::string("a\x01\xff", 3),
+                                      std::string(100000, '7'),
+                                      json::array(),
+                                      json::array({1, 2, 3, 4, 5, 6, 7, 8, 9}),
+                                      json::array({"x", nullptr, -1}),
+                                      json::object({{"a", 1}}),
+                                      deep};
+    std::size_t asked = 0, refused = 0;
+    auto check = [&](const json &req) {
+        const json r = d.handle(req);
+        ++asked;
+        ASSERT_TRUE(r.is_object()) << req.dump().substr(0, 200);
+        ASSERT_TRUE(r.contains("ok") && r["ok"].is_boolean()) << r.dump().substr(0, 200);
+        if (!r["ok"].get<bool>()) {
+            ++refused;
+            ASSERT_TRUE(r.contains("error") && r["error"].is_string() &&
+                        !r["error"].get<std::string>().empty())
+                << req.dump().substr(0, 200) << " -> " << r.dump().substr(0, 200);
+        }
+    };
+    for (const json &v : values) check(v);  // not even an object
+    for (const json &v : values) check(json{{"cmd", v}});
+    for (const char *cmd : cmds) {
+        check(json{{"cmd", cmd}});
+        for (const json &v : values) {
+            json all{{"cmd", cmd}};
+            for (const char *f : fields) {
+                check(json{{"cmd", cmd}, {f, v}});
+                all[f] = v;
+            }
+            check(all);
+        }
+    }
+    EXPECT_GT(refused, asked / 2) << "most of these must be refused";
+    const json st = d.handle(json{{"cmd", "status"}});
+    ASSERT_TRUE(st["ok"].get<bool>()) << st.dump();
+    const json ctr = d.handle(json{{"cmd", "counters"}});
+    ASSERT_TRUE(ctr["ok"].get<bool>()) << ctr.dump().substr(0, 300);
+    EXPECT_GE(ctr.dump().size(), 2u);
 }
