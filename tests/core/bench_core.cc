@@ -105,7 +105,21 @@ void BM_AffinityLookup(benchmark::State &st) {
     for (auto _ : st) benchmark::DoNotOptimize(affinity_lookup(b.table(), h));
 }
 
+// The chained block hashes alone over a full first flight: 28 blocks of 512 bytes.
+void BM_HashPrompt28Blocks(benchmark::State &st) {
+    std::vector<std::uint8_t> key(28 * 512 + 100);
+    for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>('a' + i % 26);
+    HashParams p;
+    p.max_blocks = 28;
+    for (auto _ : st) {
+        const PrefixHashes h = hash_prompt(p, "m", key);
+        benchmark::DoNotOptimize(h);
+    }
+    if (hash_prompt(p, "m", key).n_blocks != 28) st.SkipWithError("not 28 blocks");
+}
+
 BENCHMARK(BM_LocateHash)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_HashPrompt28Blocks)->Unit(benchmark::kNanosecond);
 BENCHMARK(BM_MaglevLookup)->Unit(benchmark::kNanosecond);
 BENCHMARK(BM_BoundedChoice)->Arg(8)->Arg(1024)->Unit(benchmark::kNanosecond);
 BENCHMARK(BM_BoundedChoiceGivenTotals)->Arg(1024)->Unit(benchmark::kNanosecond);
@@ -137,6 +151,7 @@ class Collector : public benchmark::ConsoleReporter {
 
 const std::map<std::string, std::string> kKeys = {
     {"BM_LocateHash", "core_locate_hash_ns"},
+    {"BM_HashPrompt28Blocks", "core_hash_prompt_28_blocks_ns"},
     {"BM_MaglevLookup", "core_maglev_lookup_ns"},
     {"BM_BoundedChoice/8", "core_bounded_choice_8_ns"},
     {"BM_BoundedChoice/1024", "core_bounded_choice_1024_ns"},

@@ -1,6 +1,7 @@
 // Prefix and chained block hashes: the construction, stability, seeds, lengths, the chain.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -202,4 +203,55 @@ TEST(CorePrefixHash, FiveTupleUsesFieldsNotPadding) {
 }
 
 }  // namespace
+}  // namespace kvsteer
+
+namespace kvsteer {
+namespace {
+// The construction streamed, as hash_prompt computed every block before the one-shot path.
+std::vector<std::uint64_t> streamed_blocks(const HashParams &p, std::string_view model,
+                                           std::span<const std::uint8_t> key) {
+    XXH3_state_t st;
+    XXH3_INITSTATE(&st);
+    std::uint64_t prev = XXH3_64bits_withSeed(model.data(), model.size(), p.seed);
+    std::vector<std::uint64_t> out;
+    const std::size_t full = std::min<std::size_t>(
+        key.size() / p.block_size, std::min<std::size_t>(p.max_blocks, KVS_MAX_REPORT_BLOCKS));
+    for (std::size_t i = 0; i < full; ++i) {
+        std::uint8_t le[8];
+        for (int k = 0; k < 8; ++k) le[k] = static_cast<std::uint8_t>(prev >> (8 * k));
+        XXH3_64bits_reset_withSeed(&st, p.seed);
+        XXH3_64bits_update(&st, le, 8);
+        XXH3_64bits_update(&st, key.data() + i * p.block_size, p.block_size);
+        prev = XXH3_64bits_digest(&st);
+        if (prev == 0) prev = 0x9e3779b97f4a7c15ULL;
+        out.push_back(prev);
+    }
+    return out;
+}
+}  // namespace
+
+// Blocks hashed in one call (up to 4 KiB) or streamed (larger) give the same chain, whatever the
+// block size and seed, and a second seed on the same thread does not reuse the first's secret.
+TEST(CorePrefixHash, OneShotBlocksEqualTheStreamedConstruction) {
+    std::vector<std::uint8_t> key(70000);
+    std::uint64_t x = 0x1234567;
+    for (auto &b : key) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        b = static_cast<std::uint8_t>(x >> 56);
+    }
+    for (std::uint64_t seed : {0ULL, 1ULL, 0x6b7673746565720aULL, 0xffffffffffffffffULL, 1ULL}) {
+        for (std::uint32_t bs : {16u, 100u, 233u, 240u, 241u, 512u, 4096u, 4097u, 8192u}) {
+            HashParams p;
+            p.seed = seed;
+            p.block_size = bs;
+            p.max_blocks = KVS_MAX_REPORT_BLOCKS;
+            const auto h = hash_prompt(p, "m", key);
+            const auto want = streamed_blocks(p, "m", key);
+            ASSERT_EQ(h.n_blocks, want.size()) << "seed " << seed << " block " << bs;
+            for (std::size_t i = 0; i < want.size(); ++i)
+                ASSERT_EQ(h.blocks[i], want[i]) << "seed " << seed << " block " << bs << " #" << i;
+        }
+    }
+}
+
 }  // namespace kvsteer
