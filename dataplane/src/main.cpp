@@ -296,6 +296,18 @@ int main(int argc, char **argv) {
     for (unsigned w = 0; w < n_workers; ++w)
         spdlog::info("worker {}: queue {}, SNAT ports {}-{}", w, w, g_workers[w]->snat_lo(),
                      g_workers[w]->snat_hi());
+    // One worker on one AF_XDP socket: its idle sleeps end when a frame arrives. (Several: which
+    // socket is whose queue is not known here; they sleep as before.)
+    auto set_wake = [&] {
+        const int fd = opts->mode == Mode::Xdp && n_workers == 1 &&
+                               opts->idle == IdlePolicy::Adaptive && opts->idle_wake
+                           ? sole_xdp_socket()
+                           : -1;
+        g_workers[0]->set_wake_fd(fd);
+        return fd;
+    };
+    if (const int fd = set_wake(); fd >= 0)
+        spdlog::info("worker 0: idle sleeps wake on the AF_XDP socket's next frame (fd {})", fd);
 
     struct sigaction sa {};
     sa.sa_handler = on_signal;
@@ -325,6 +337,7 @@ int main(int argc, char **argv) {
             const auto t0 = std::chrono::steady_clock::now();
             for (auto &w : g_workers) w->request_park();
             auto unpark_all = [&](std::uint16_t port) {
+                set_wake();  // the socket of the port the workers go on with
                 for (auto &w : g_workers) w->unpark(port);
             };
             for (auto &w : g_workers)
@@ -336,6 +349,7 @@ int main(int argc, char **argv) {
                     }
                     std::this_thread::sleep_for(std::chrono::microseconds(200));
                 }
+            g_workers[0]->set_wake_fd(-1);  // its socket goes with the old port
             std::vector<rte_mbuf *> held;
             for (auto &w : g_workers) w->held_mbufs(held);
             const unsigned free_before = rte_mempool_avail_count(pool);

@@ -37,6 +37,9 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "adaptive: back off (pause, then sleep) when no packets; busy: always poll")(
         "idle-sleep-us", po::value(&o.idle_sleep_us)->default_value(o.idle_sleep_us),
         "adaptive idle: longest sleep between polls (latency added to a first packet after idle)")(
+        "idle-wake", po::value(&o.idle_wake)->default_value(o.idle_wake),
+        "adaptive idle, xdp mode, one worker: sleep in poll() on the AF_XDP socket, so the next "
+        "frame ends the sleep (false: plain sleeps)")(
         "port", po::value(&o.port)->default_value(o.port), "DPDK port id to serve")(
         "max-held-bytes", po::value(&o.max_held_bytes)->default_value(o.max_held_bytes),
         "first-flight bytes held per flow before binding (0: kvs_config.max_held_bytes)")(

@@ -64,6 +64,15 @@ std::vector<std::pair<int, ino_t>> xdp_sockets() {
     return out;
 }
 
+}  // namespace
+
+int sole_xdp_socket() {
+    const auto s = xdp_sockets();
+    return s.size() == 1 ? s.front().first : -1;
+}
+
+namespace {
+
 // DPDK 22.11's net_af_xdp does not delete the umem of a closed port's first socket (the two
 // share one fd), so that socket stays open, its fill and completion rings stay mapped and the
 // queue stays bound: a new socket on it is refused (EBUSY). Unmaps those rings and closes the

@@ -44,4 +44,9 @@ bool recreate_af_xdp_port(std::uint16_t port, const std::vector<std::string> &ea
                           const std::function<void()> &before_probe, PortRecovery *out,
                           std::string *err);
 
+// The one AF_XDP socket this process has open (its fd), or -1 when it has none or several. A
+// single-worker dataplane sleeps on it when idle: poll() wakes as soon as a frame lands in its
+// receive ring.
+int sole_xdp_socket();
+
 }  // namespace kvsteer::dp

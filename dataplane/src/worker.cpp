@@ -1,5 +1,6 @@
 #include "worker.h"
 
+#include <poll.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -204,10 +205,20 @@ void Worker::run(const std::atomic<bool> &stop) {
         // Adaptive: spin briefly, then sleep longer the longer it stays idle (up to
         // --idle-sleep-us) so a 2-CPU box keeps room for the backends and the client.
         ++idle;
-        if (idle < 64)
+        if (idle < 64) {
             rte_pause();
-        else
-            usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
+            continue;
+        }
+        const unsigned us = std::min(p_.opts.idle_sleep_us, (idle - 63) * 10);
+        // On the AF_XDP socket: the same sleep, cut short by the next frame (first flights and
+        // backend SYN-ACKs no longer wait out the rest of it). Timers keep the same pace.
+        if (const int fd = wake_fd_.load(std::memory_order_relaxed); fd >= 0) {
+            pollfd pfd{fd, POLLIN, 0};
+            const timespec ts{0, static_cast<long>(us) * 1000};
+            if (ppoll(&pfd, 1, &ts, nullptr) > 0) ++stats_[KVS_R_DP_IDLE_WOKEN];
+        } else {
+            usleep(us);
+        }
     }
     flush_tx();
     heartbeat(0);  // stopped cleanly: kvsteerd need not wait for the heartbeat to go stale

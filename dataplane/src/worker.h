@@ -48,8 +48,12 @@ class Worker {
     // One iteration at time `now` (TSC ticks): RX burst, timers, TX flush. Returns packets
     // received.
     unsigned poll(std::uint64_t now);
-    // Polls until `stop` is set; adaptive idle backs off with pause, then short sleeps.
+    // Polls until `stop` is set; adaptive idle backs off with pause, then short sleeps: on
+    // the wake fd (poll(), woken by a frame arriving) when one is set, else plain ones.
     void run(const std::atomic<bool> &stop);
+    // The AF_XDP socket of this worker's queue to sleep on when idle (-1: none). Set while the
+    // worker is parked or before it runs.
+    void set_wake_fd(int fd) { wake_fd_.store(fd, std::memory_order_relaxed); }
     // Stops taking new flows (graceful shutdown); flows being bound finish.
     void drain() { draining_.store(true, std::memory_order_relaxed); }
 
@@ -157,6 +161,7 @@ class Worker {
     std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_;
     std::atomic<bool> draining_{false};
     std::atomic<bool> park_{false}, parked_{false};
+    std::atomic<int> wake_fd_{-1};
     std::uint64_t ring_head_ = 0;
     ChooseScratch scratch_;
     // Bindings whose backend accepted, waiting for the burst's install (xdp mode): the slot and

@@ -108,7 +108,8 @@
     X(FLEET_DROP_ORPHAN_UNSETTLED, "fleet_drop_orphan_unsettled") \
     X(FLEET_PING_ANSWERED, "fleet_ping_answered")                 \
     X(FLEET_PONG_HEARD, "fleet_pong_heard")                       \
-    X(FLEET_DROP_BAD_PING, "fleet_drop_bad_ping")
+    X(FLEET_DROP_BAD_PING, "fleet_drop_bad_ping")                 \
+    X(DP_IDLE_WOKEN, "dp_idle_woken")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
