@@ -215,7 +215,11 @@ void Worker::run(const std::atomic<bool> &stop) {
         if (const int fd = wake_fd_.load(std::memory_order_relaxed); fd >= 0) {
             pollfd pfd{fd, POLLIN, 0};
             const timespec ts{0, static_cast<long>(us) * 1000};
-            if (ppoll(&pfd, 1, &ts, nullptr) > 0) ++stats_[KVS_R_DP_IDLE_WOKEN];
+            const int r = ppoll(&pfd, 1, &ts, nullptr);
+            if (r > 0 && (pfd.revents & POLLIN))
+                ++stats_[KVS_R_DP_IDLE_WOKEN];
+            else if (r != 0)
+                usleep(us);  // an error on the socket (or a signal): no busy loop on it
         } else {
             usleep(us);
         }
