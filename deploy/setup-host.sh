@@ -45,7 +45,8 @@ if (( hugepages > 0 )); then
 fi
 
 # The kernel's ephemeral ports must stay clear of the SNAT port range the dataplane owns
-# (default 20000-29999), or replies to the appliance's own health checks would be taken by XDP.
+# (kvsteerd's default 10000-32767, the demo's 20000-29999), or replies to the appliance's own health
+# checks would be taken by XDP (kvsteerd warns at start when they overlap).
 run sysctl -qw net.ipv4.ip_local_port_range="40000 60999"
 # Many flows in TIME_WAIT on the backends are normal; nothing here depends on the appliance's
 # conntrack (the appliance is stateless for SYNs and keeps flows in its BPF flow map).
