@@ -54,23 +54,11 @@ def targets(d):
     rows = ["| workload | load | kvsteer / radix hit | target >= 0.95 | kvsteer / radix P50 TTFT | target <= 1.1 | "
             "kvsteer / least-loaded P99 TTFT | target <= 1.0 | kvsteer / radix req/s | target >= 1.0 at saturation |",
             "|---|---|---:|:-:|---:|:-:|---:|:-:|---:|:-:|"]
-    for name, title, _ in LOADS:
-        j = load(d, name)
-        if not j:
-            continue
-        vals = j["sweep"]["values"]
-        for i, v in enumerate(vals):
-            kv, rx, ll = (by(j["runs"], p, v) for p in ("kvsteer", "radix", "least-loaded"))
-            if not (kv and rx and ll):
-                continue
-            hr = kv["hit_rate"] / rx["hit_rate"] if rx["hit_rate"] > 0 else float("inf")
-            p50 = kv["ttft_p50_s"] / rx["ttft_p50_s"] if rx["ttft_p50_s"] > 0 else float("inf")
-            p99 = kv["ttft_p99_s"] / ll["ttft_p99_s"] if ll["ttft_p99_s"] > 0 else float("inf")
-            thr = kv["req_per_s"] / rx["req_per_s"] if rx["req_per_s"] > 0 else float("inf")
-            sat = i == len(vals) - 1
-            rows.append(f"| {title} | {j['sweep']['param']}={v:g}{' (saturated)' if sat else ''} | {hr:.2f} | {'yes' if hr >= 0.95 else '**no**'} | "
-                        f"{p50:.2f} | {'yes' if p50 <= 1.1 else '**no**'} | "
-                        f"{p99:.2f} | {'yes' if p99 <= 1.0 else '**no**'} | {thr:.2f} | {('yes' if thr >= 1.0 else '**no**') if sat else '-'} |")
+    for c in checks(d):
+        hr, p50, p99, thr, sat = c["hit"], c["p50"], c["p99"], c["req"], c["sat"]
+        rows.append(f"| {c['title']} | {c['load']} | {hr:.2f} | {'yes' if hr >= 0.95 else '**no**'} | "
+                    f"{p50:.2f} | {'yes' if p50 <= 1.1 else '**no**'} | "
+                    f"{p99:.2f} | {'yes' if p99 <= 1.0 else '**no**'} | {thr:.2f} | {('yes' if thr >= 1.0 else '**no**') if sat else '-'} |")
     return "\n".join(rows)
 
 
@@ -91,8 +79,9 @@ def checks(d):
             if not (kv and rx and ll):
                 continue
             sat = i == len(vals) - 1
+            load_ = f"{j['sweep']['param']}={v:g}{' (saturated)' if sat else ''}"
             out.append({
-                "where": f"{title}, {j['sweep']['param']}={v:g}{' (saturated)' if sat else ''}",
+                "title": title, "load": load_, "where": f"{title}, {load_}",
                 "sat": sat, "kv": kv, "rx": rx, "ll": ll, "rr": rr,
                 "hit": ratio(kv["hit_rate"], rx["hit_rate"]),
                 "p50": ratio(kv["ttft_p50_s"], rx["ttft_p50_s"]),
