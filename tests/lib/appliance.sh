@@ -121,3 +121,63 @@ kvs_backends_up_wait() {
     echo "only $up/$want backends up" >&2
     return 1
 }
+
+# kvs_haproxy_up NS IP HASH_BYTES TIMEOUT_S CPU DIR N: HAProxy (the L7 peer the benchmarks
+# compare with) in namespace NS on IP:8000, HTTP mode, body buffered, consistent hashing of the
+# body's first HASH_BYTES bytes over the first N backend namespaces' servers (KVS_BE_IP[1..N]),
+# client/server timeouts TIMEOUT_S, one thread pinned to CPU; config and log in DIR. Sets
+# KVS_HAPROXY_PID; non-zero with a message when it does not come up.
+kvs_haproxy_up() {
+    local ns=$1 ip=$2 hash_bytes=$3 tmo=$4 cpu=$5 dir=$6 n=$7 i
+    {
+        cat <<CFG
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client ${tmo}s
+    timeout server ${tmo}s
+    option http-buffer-request
+frontend fe
+    bind $ip:8000
+    default_backend gpus
+backend gpus
+    balance hash req.body,bytes(0,$hash_bytes)
+    hash-type consistent
+CFG
+        for ((i = 1; i <= n; i++)); do echo "    server be$i ${KVS_BE_IP[$i]}:8000"; done
+    } >"$dir/haproxy.cfg"
+    haproxy -c -f "$dir/haproxy.cfg" >"$dir/haproxy-check.log" 2>&1 ||
+        { cat "$dir/haproxy-check.log" >&2; echo "haproxy rejects its config" >&2; return 1; }
+    ip netns exec "$ns" taskset -c "$cpu" haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    KVS_HAPROXY_PID=$!
+    sleep 0.5
+    kill -0 "$KVS_HAPROXY_PID" 2>/dev/null || { cat "$dir/haproxy.log" >&2; echo "haproxy exited" >&2; return 1; }
+}
+
+# kvs_appliance_up STEERING_MODE CONF LOGDIR CPU N: a fresh appliance for one benchmark arm:
+# the bpffs (KVS_BPFFS) mounted, kvsteerd with kvs_kvsteerd_conf STEERING_MODE written to CONF,
+# the dataplane (--idle adaptive) on CPU, logs in LOGDIR; waits until N backends are up.
+# Non-zero with a message when something does not come up. kvs_appliance_down stops it.
+kvs_appliance_up() {
+    local steer=$1 conf=$2 dir=$3 cpu=$4 n=$5
+    mountpoint -q "$KVS_BPFFS" || mount -t bpf bpf "$KVS_BPFFS" || { echo "cannot mount bpffs at $KVS_BPFFS" >&2; return 1; }
+    kvs_kvsteerd_conf "$steer" >"$conf"
+    kvs_kvsteerd_up "$conf" "$dir/kvsteerd.log" || { echo "kvsteerd did not start" >&2; return 1; }
+    kvs_dataplane_up "$dir/dataplane.$steer.log" "$cpu" --idle adaptive || { echo "dataplane did not start" >&2; return 1; }
+    kvs_backends_up_wait "$n" || { echo "backends not up (see $dir/kvsteerd.log)" >&2; return 1; }
+    sleep 1
+}
+
+# kvs_appliance_down: stops what kvs_appliance_up started; the next one gets fresh maps (flows,
+# affinity) and attaches its own XDP program.
+kvs_appliance_down() {
+    [[ -n "${KVS_DP_PID:-}" ]] && { kill -TERM "$KVS_DP_PID" 2>/dev/null; wait "$KVS_DP_PID" 2>/dev/null; KVS_DP_PID=""; }
+    [[ -n "${KVS_KVSTEERD_PID:-}" ]] && { kill "$KVS_KVSTEERD_PID" 2>/dev/null; wait "$KVS_KVSTEERD_PID" 2>/dev/null; KVS_KVSTEERD_PID=""; }
+    [[ -n "${KVS_NS_APP:-}" ]] && ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null
+    mountpoint -q "$KVS_BPFFS" 2>/dev/null && umount "$KVS_BPFFS"
+    rm -f "$KVS_API_SOCK"
+    return 0
+}

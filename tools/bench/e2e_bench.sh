@@ -160,33 +160,9 @@ ensure_dataplane() {  # ensure_dataplane ARM
 start_dataplane adaptive
 
 # ---- HAProxy 2.6: the L7 peer ---------------------------------------------------------------
-HCFG="$RUN/haproxy.cfg"
-{
-    cat <<EOF
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    option http-buffer-request
-frontend fe
-    bind $HAP_IP:8000
-    default_backend gpus
-backend gpus
-    balance hash req.body,bytes(0,$HASH_BYTES)
-    hash-type consistent
-EOF
-    for ((i = 1; i <= NBE; i++)); do echo "    server be$i ${KVS_BE_IP[$i]}:8000"; done
-} >"$HCFG"
-haproxy -c -f "$HCFG" >"$RAW/haproxy-check.log" 2>&1 || { cat "$RAW/haproxy-check.log" >&2; die "haproxy rejects its config"; }
-ip netns exec "$HAP_NS" taskset -c "$LB_CPU" haproxy -db -f "$HCFG" >"$RAW/haproxy.log" 2>&1 &
-HAP_PID=$!
+kvs_haproxy_up "$HAP_NS" "$HAP_IP" "$HASH_BYTES" 30 "$LB_CPU" "$RAW" "$NBE" || die "haproxy did not start"
+HAP_PID=$KVS_HAPROXY_PID
 PIDS+=("$HAP_PID")
-sleep 0.5
-kill -0 "$HAP_PID" 2>/dev/null || { cat "$RAW/haproxy.log" >&2; die "haproxy exited"; }
 HAP_VER=$(haproxy -v | head -1 | awk '{print $3}')
 log "HAProxy $HAP_VER on $HAP_IP:8000 (pid $HAP_PID); kvsteer on $KVS_VIP:$KVS_VIP_PORT (dataplane $DP_PID, kvsteerd $KVSTEERD_PID)"
 

@@ -80,24 +80,9 @@ start_backends() {  # fresh emulated GPUs: empty caches
 stop_backends() { kvs_emulators_down; }
 
 start_appliance() {  # start_appliance STEERING_MODE: fresh maps, daemon and dataplane
-    local steer=$1
-    mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
-    kvs_kvsteerd_conf "$steer" >"$RUN/kvsteerd.conf"
-    kvs_kvsteerd_up "$RUN/kvsteerd.conf" "$RAW/kvsteerd.log" || die "kvsteerd did not start"
-    KVSTEERD_PID=$KVS_KVSTEERD_PID
-    kvs_dataplane_up "$RAW/dataplane.$steer.log" "$LB_CPU" --idle adaptive || die "dataplane did not start"
-    DP_PID=$KVS_DP_PID
-    kvs_backends_up_wait "$NBE" || die "backends not up (see $RAW/kvsteerd.log)"
-    sleep 1
+    kvs_appliance_up "$1" "$RUN/kvsteerd.conf" "$RAW" "$LB_CPU" "$NBE" || die "the appliance did not come up"
 }
-stop_appliance() {
-    [[ -n "${DP_PID:-}" ]] && { kill -TERM "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null; DP_PID=""; }
-    [[ -n "${KVSTEERD_PID:-}" ]] && { kill "$KVSTEERD_PID" 2>/dev/null; wait "$KVSTEERD_PID" 2>/dev/null; KVSTEERD_PID=""; }
-    # The next dataplane attaches its own program; fresh maps for the next arm (flows, affinity).
-    [[ -n "${KVS_NS_APP:-}" ]] && ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null
-    mountpoint -q "$BPFFS" 2>/dev/null && umount "$BPFFS"
-    rm -f "$SOCK"
-}
+stop_appliance() { kvs_appliance_down; }
 
 # Wall-clock cap of one replay: the trace span of LIMIT requests at this time scale, plus margin.
 REPLAY_LIMIT_S=$(python3 - "$TRACE" "$LIMIT" "$SCALE" <<'PY'

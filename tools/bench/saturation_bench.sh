@@ -116,52 +116,16 @@ mkdir -p "$BPFFS"
 
 # ---- HAProxy: the L7 peer, hashing the body's first HASH_BYTES bytes --------------------------
 if [[ " $ARMS " == *" haproxy "* ]] && ((HAVE_HAPROXY)); then
-    HCFG="$RUN/haproxy.cfg"
-    {
-        cat <<EOF
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 300s
-    timeout server 300s
-    option http-buffer-request
-frontend fe
-    bind $HAP_IP:8000
-    default_backend gpus
-backend gpus
-    balance hash req.body,bytes(0,$HASH_BYTES)
-    hash-type consistent
-EOF
-        for ((i = 1; i <= NBE; i++)); do echo "    server be$i ${KVS_BE_IP[$i]}:8000"; done
-    } >"$HCFG"
-    haproxy -c -f "$HCFG" >"$RAW/haproxy-check.log" 2>&1 || { cat "$RAW/haproxy-check.log" >&2; die "haproxy rejects its config"; }
-    ip netns exec "$HAP_NS" taskset -c "$LB_CPU" haproxy -db -f "$HCFG" >"$RAW/haproxy.log" 2>&1 &
-    HAP_PID=$!
-    sleep 0.5
-    kill -0 "$HAP_PID" 2>/dev/null || { cat "$RAW/haproxy.log" >&2; die "haproxy exited"; }
+    kvs_haproxy_up "$HAP_NS" "$HAP_IP" "$HASH_BYTES" 300 "$LB_CPU" "$RAW" "$NBE" || die "haproxy did not start"
+    HAP_PID=$KVS_HAPROXY_PID
     log "HAProxy $(haproxy -v | head -1 | awk '{print $3}') on $HAP_IP:8000, balance hash req.body,bytes(0,$HASH_BYTES)"
 fi
 
 start_appliance() {  # start_appliance STEERING_MODE: fresh maps, daemon and dataplane
-    local steer=$1
-    mountpoint -q "$BPFFS" || mount -t bpf bpf "$BPFFS" || die "cannot mount bpffs at $BPFFS"
-    kvs_kvsteerd_conf "$steer" >"$RUN/kvsteerd.conf"
-    kvs_kvsteerd_up "$RUN/kvsteerd.conf" "$RAW/kvsteerd.log" || die "kvsteerd did not start"
-    KVSTEERD_PID=$KVS_KVSTEERD_PID
-    kvs_dataplane_up "$RAW/dataplane.$steer.log" "$LB_CPU" --idle adaptive || die "dataplane did not start"
-    DP_PID=$KVS_DP_PID
-    kvs_backends_up_wait "$NBE" || die "backends not up (see $RAW/kvsteerd.log)"
-    sleep 1
+    kvs_appliance_up "$1" "$RUN/kvsteerd.conf" "$RAW" "$LB_CPU" "$NBE" || die "the appliance did not come up"
 }
 stop_appliance() {
-    [[ -n "${DP_PID:-}" ]] && { kill -TERM "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null; DP_PID=""; }
-    [[ -n "${KVSTEERD_PID:-}" ]] && { kill "$KVSTEERD_PID" 2>/dev/null; wait "$KVSTEERD_PID" 2>/dev/null; KVSTEERD_PID=""; }
-    [[ -n "${KVS_NS_APP:-}" ]] && ip -n "$KVS_NS_APP" link set dev "$KVS_APP_IF" xdp off 2>/dev/null
-    mountpoint -q "$BPFFS" 2>/dev/null && umount "$BPFFS"
-    rm -f "$SOCK"
+    kvs_appliance_down
     # The next arm's dataplane may reuse SNAT 4-tuples the servers still hold in TIME_WAIT.
     local i
     for ((i = 1; i <= NBE; i++)); do
