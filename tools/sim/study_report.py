@@ -91,7 +91,7 @@ def checks(d):
     return out
 
 
-def listing(rows, key, fmt_row):
+def listing(rows, fmt_row):
     return "; ".join(fmt_row(r) for r in rows) if rows else "none"
 
 
@@ -118,7 +118,7 @@ def conclusions(d):
         lo = min(r[key] for r in rows)
         hi = max(r[key] for r in rows)
         p.append(f"- **{what}**: holds at {len(rows) - len(miss)} of {len(rows)} load points "
-                 f"(kvsteer / baseline {lo:.2f}-{hi:.2f}). Missed at: {listing(miss, key, fmt_row)}.")
+                 f"(kvsteer / baseline {lo:.2f}-{hi:.2f}). Missed at: {listing(miss, fmt_row)}.")
     n_checks = sum(len(rows) for _, _, _, rows, _ in targets_)
     p.append(f"\nIn all, {n_checks - total_fail} of {n_checks} checks hold.\n")
 
