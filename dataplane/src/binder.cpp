@@ -54,7 +54,8 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     // table and the hashes are large and are written before they are read).
     ncand_ = syn_tries_ = via_ = 0;
     backend_wscale_ = KVS_WSCALE_NONE;
-    both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = false;
+    both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = syn_sent_ = false;
+    first_syn_at_ = synack_at_ = 0;
     head_incomplete_ = true;
     key_kind_ = KeyKind::FiveTuple;
     backend_ = previous_ = KVS_BACKEND_NONE;
@@ -290,6 +291,8 @@ void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out)
 
 // A SYN to the backend (the first or a retry) and the timer for its answer.
 void Binder::syn_and_arm(const BindEnv &env, std::uint64_t now, Actions &out) {
+    if (!syn_sent_) first_syn_at_ = now;
+    syn_sent_ = true;
     syn(env, out);
     deadline_ = now + env.cfg.syn_timeout;
     Action a = act(Action::Kind::Arm);
@@ -353,6 +356,7 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         backend_tsval_ = b.tsval;
         backend_wscale_ = b.wscale;
         both_ts_ = ts_ && b.has_ts;
+        synack_at_ = now;
         phase_ = Phase::Installing;
         out.push(act(Action::Kind::Install));
         return;

@@ -213,6 +213,10 @@ class Binder {
     void hand_over_session() { session_slot_ = SessionLimiter::kNone; }
     std::uint32_t prompt_bytes() const { return prompt_bytes_; }
     std::uint64_t created() const { return created_; }
+    // Where the binding's time went (worker clock): when its first backend SYN (of any
+    // candidate) was sent and when the SYN-ACK it accepted came; valid from Install on.
+    std::uint64_t first_syn_at() const { return first_syn_at_; }
+    std::uint64_t synack_at() const { return synack_at_; }
     std::uint16_t client_mss() const { return mss_; }
     std::uint8_t client_wscale() const { return wscale_; }
     std::uint8_t client_sack() const { return sack_; }
@@ -260,6 +264,8 @@ class Binder {
     std::uint32_t cookie_isn_ = 0, tsval_ = 0, ts_ours_ = 0, ts_delta_ = 0;
     std::uint32_t backend_isn_ = 0, backend_tsval_ = 0, prompt_bytes_ = 0;
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
+    std::uint64_t first_syn_at_ = 0, synack_at_ = 0;
+    bool syn_sent_ = false;
     std::uint16_t tried_[kMaxCand]{};
     std::uint32_t session_slot_ = SessionLimiter::kNone;
     PrefixHashes hashes_, report_;

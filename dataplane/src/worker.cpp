@@ -817,6 +817,18 @@ void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
         p_.ports->hold_session(s.snat_port, p_.index, s.b.session_slot());
         s.b.hand_over_session();
     }
+    if (ok) {  // where this binding's time went, in ns summed over the worker's bindings
+        auto ns = [this](std::uint64_t from, std::uint64_t to) {
+            return to > from ? static_cast<std::uint64_t>(static_cast<double>(to - from) * 1e9 /
+                                                          static_cast<double>(hz_))
+                             : 0;
+        };
+        ++stats_[KVS_R_DP_BIND_TIMED];
+        stats_[KVS_R_DP_BIND_HOLD_NS] += ns(s.b.created(), s.b.first_syn_at());
+        stats_[KVS_R_DP_BIND_HANDSHAKE_NS] += ns(s.b.first_syn_at(), s.b.synack_at());
+        // The poll's clock would read 0 here for an install in the SYN-ACK's own poll.
+        stats_[KVS_R_DP_BIND_INSTALL_NS] += ns(s.b.synack_at(), rte_rdtsc());
+    }
     Actions out;
     s.b.installed(env(), ok, out);
     execute(idx, out, now);

@@ -262,6 +262,40 @@ TEST_F(BinderTest, SynRetriesThenTheNextCandidate) {
     EXPECT_EQ(load_[b0].bind_fail_timeout, 1u);
 }
 
+// The worker sums where each binding's time went (dp_bind_hold_ns, _handshake_ns, _install_ns):
+// from the flight's start to the first SYN, from it to the SYN-ACK accepted (SYNs repeated and
+// other candidates included), from that to the install.
+TEST_F(BinderTest, TheBindingsTimesAreItsFirstSynAndTheSynAckItAccepted) {
+    start(true, 3);
+    EXPECT_EQ(b_.created(), 3u);
+    const Actions first = bind_whole_request(10);
+    EXPECT_EQ(b_.first_syn_at(), 10u);
+    std::uint64_t now = first[1].when;
+    for (int i = 0; i < 3; ++i) {  // two more SYNs, then the next candidate's
+        Actions out;
+        b_.timer(env(), now, out);
+        ASSERT_EQ(kinds(out), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+        now = out[1].when;
+    }
+    EXPECT_EQ(stat(KVS_R_DP_BIND_RETRY), 1u);
+    EXPECT_EQ(b_.first_syn_at(), 10u) << "the binding's first SYN, not the candidate's";
+    Actions stray;  // a segment that is not the SYN-ACK leaves the times alone
+    b_.backend_segment(env(), from_backend(KVS_TCP_RST | KVS_TCP_ACK, kIsn + 7), now - 5, stray);
+    EXPECT_EQ(b_.synack_at(), 0u);
+    Actions inst;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), now - 2, inst);
+    ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+    EXPECT_EQ(b_.synack_at(), now - 2);
+    EXPECT_EQ(b_.first_syn_at(), 10u);
+
+    // A new flow on the same binder starts with no times of the last one.
+    start(true, now + 100);
+    EXPECT_EQ(b_.first_syn_at(), 0u);
+    EXPECT_EQ(b_.synack_at(), 0u);
+    bind_whole_request(now + 150);
+    EXPECT_EQ(b_.first_syn_at(), now + 150);
+}
+
 TEST_F(BinderTest, BackendResetsTryEachCandidateThenResetTheClient) {
     start();
     bind_whole_request(0);

@@ -138,10 +138,15 @@ stop_dataplane() {
     done
     log "dataplane restart: cleared $n backend TIME_WAIT entries towards $KVS_APP_IP"
 }
-request_counters() {  # "boundaries moved same-backend": per-request steering so far (cumulative)
+# "boundaries moved same-backend timed hold handshake install": per-request steering and where
+# the bindings' time went (the dataplane's sums, ns), so far (cumulative)
+request_counters() {
     "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all --all-reasons 2>/dev/null | awk '
         $1 == "punt_request_boundary" {b += $2} $1 == "dp_request_moved" {m += $2}
-        $1 == "dp_request_same_backend" {s += $2} END {printf "%d %d %d\n", b, m, s}'
+        $1 == "dp_request_same_backend" {s += $2} $1 == "dp_bind_timed" {t += $2}
+        $1 == "dp_bind_hold_ns" {h += $2} $1 == "dp_bind_handshake_ns" {k += $2}
+        $1 == "dp_bind_install_ns" {i += $2}
+        END {printf "%.0f %.0f %.0f %.0f %.0f %.0f %.0f\n", b, m, s, t, h, k, i}'
 }
 kvsteer_counters() {  # appends the appliance's counters (XDP, dataplane, backends) to the raw folder
     { echo "== after dataplane --idle $1 ($(date +%T))"
@@ -237,7 +242,7 @@ run_one() {
     local pids url a0 a1 s0 s1 out json
     pids=$(pids_of "$arm")
     url=$(url_of "$arm")
-    local r0="0 0 0" r1="0 0 0"
+    local r0="0 0 0 0 0 0 0" r1="0 0 0 0 0 0 0"
     [[ "$arm" == kvsteer* ]] && r0=$(request_counters)
     a0=$(proc_ticks $pids); read -r s0 q0 <<<"$(sys_ticks)"
     out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} taskset -c "$LOAD_CPUS" \
@@ -253,10 +258,12 @@ run_one() {
     python3 - "$json" "$wl" "$arm" "$rep" "$(( a1 - a0 ))" "$(( s1 - s0 ))" "$(( q1 - q0 ))" "$TCK" "$r0" "$r1" >>"$RAW/runs.jsonl" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])
-# Per-request steering on kept-alive connections: boundaries seen, requests moved, kept in place.
-b0, m0, s0 = map(int, sys.argv[9].split())
-b1, m1, s1 = map(int, sys.argv[10].split())
-d.update(boundaries=b1 - b0, moved=m1 - m0, same_backend=s1 - s0)
+# Per-request steering on kept-alive connections: boundaries seen, requests moved, kept in place;
+# bindings timed and their summed phases (ns).
+c0 = list(map(int, sys.argv[9].split()))
+c1 = list(map(int, sys.argv[10].split()))
+d.update(zip(("boundaries", "moved", "same_backend", "binds_timed", "bind_hold_ns", "bind_handshake_ns",
+              "bind_install_ns"), (b - a for a, b in zip(c0, c1))))
 wl, arm, rep, app, sysb, sirq, tck = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 d.update(workload=wl, arm=arm, rep=rep, app_cpu_s=app / tck, sys_cpu_s=sysb / tck, softirq_s=sirq / tck)
 d["req_per_s"] = d["requests"] / (d["duration_us"] / 1e6)
@@ -319,6 +326,13 @@ for wl in ("close", "keepalive", "latency", "large"):
             # latency (request written -> response read) leaves out.
             "cycle_us": med([1e6 / r["req_per_s"] for r in rs if r["req_per_s"] > 0]) if wl == "latency" else None,
         }
+        # Where kvsteer's bindings spent their time (the dataplane's own clock, means per binding):
+        # holding the first flight until the first backend SYN, that SYN to the SYN-ACK taken (the
+        # backend round trip a pool of open backend connections would save), then the install.
+        timed = sum(r.get("binds_timed", 0) for r in rs)
+        if timed:
+            for ph in ("hold", "handshake", "install"):
+                c[f"bind_{ph}_us"] = sum(r.get(f"bind_{ph}_ns", 0) for r in rs) / timed / 1000
         cell[(wl, arm)] = c
         summary["cells"][f"{wl}/{arm}"] = c
 for (wl, arm), c in cell.items():
@@ -369,6 +383,9 @@ for (wl, arm), c in cell.items():
         put(f"{p}_{wl}_added_lat_p99_us", c.get("added_p99_us", float("nan")))
     if wl == "large":
         put(f"{p}_large_gbit_per_s", c["gbit_per_s"])
+    for ph in ("hold", "handshake", "install"):
+        if f"bind_{ph}_us" in c:
+            put(f"{p}_{wl}_bind_{ph}_us", c[f"bind_{ph}_us"])
 # Headline names.
 def g(wl, arm, k):
     c = cell.get((wl, arm))
@@ -389,6 +406,10 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", 
     put(f"{p}_added_latency_p50_us", g("latency", arm, "added_p50_us"))
     put(f"{p}_added_latency_p99_us", g("latency", arm, "added_p99_us"))
     put(f"{p}_added_conn_cycle_us", g("latency", arm, "added_cycle_us"))
+    # The backend handshake's share of the added latency (one connection per request, in turn).
+    hs, added = g("latency", arm, "bind_handshake_us"), g("latency", arm, "added_p50_us")
+    if hs == hs and added == added and added > 0:
+        put(f"{p}_bind_handshake_share_of_added_p50", hs / added)
     put(f"{p}_cpu_s_per_1k_req", g("close", arm, "app_cpu_s_per_1k"))
     put(f"{p}_marginal_cpu_s_per_1k_req", g("close", arm, "marginal_cpu_s_per_1k"))
     cpu = g("close", arm, "app_cpu_s_per_1k")

@@ -109,7 +109,11 @@
     X(FLEET_PING_ANSWERED, "fleet_ping_answered")                 \
     X(FLEET_PONG_HEARD, "fleet_pong_heard")                       \
     X(FLEET_DROP_BAD_PING, "fleet_drop_bad_ping")                 \
-    X(DP_IDLE_WOKEN, "dp_idle_woken")
+    X(DP_IDLE_WOKEN, "dp_idle_woken")                             \
+    X(DP_BIND_TIMED, "dp_bind_timed")                             \
+    X(DP_BIND_HOLD_NS, "dp_bind_hold_ns")                         \
+    X(DP_BIND_HANDSHAKE_NS, "dp_bind_handshake_ns")               \
+    X(DP_BIND_INSTALL_NS, "dp_bind_install_ns")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
