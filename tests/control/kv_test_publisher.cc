@@ -5,7 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <random>
 
 #ifdef KVS_TEST_ZMQ
 #include <zmq.h>
@@ -75,7 +78,52 @@ std::vector<std::string> frames(std::uint64_t seq, const std::string &payload,
     return {topic, s, payload};
 }
 
+namespace {
+// Whether a listening socket could bind `port` on the loopback address of `family` now.
+bool bindable(int family, std::uint16_t port) {
+    const int fd = socket(family, SOCK_STREAM, 0);
+    if (fd < 0) return false;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc;
+    if (family == AF_INET) {
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons(port);
+        rc = bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+    } else {
+        sockaddr_in6 sa{};
+        sa.sin6_family = AF_INET6;
+        sa.sin6_addr = in6addr_loopback;
+        sa.sin6_port = htons(port);
+        rc = bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+    }
+    close(fd);
+    return rc == 0;
+}
+}  // namespace
+
+// Not from the ephemeral range: a port the kernel hands out there may be taken by an outgoing
+// connection (the daemon's own health checks) between this call and the server's bind, which
+// made tests fail now and then on a busy machine. Ports below the range are only ever bound on
+// purpose; the one returned is free on both 127.0.0.1 and ::1.
 std::uint16_t free_tcp_port() {
+    unsigned lo = 32768, hi = 60999;
+    if (std::FILE *f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+        if (std::fscanf(f, "%u %u", &lo, &hi) != 2) lo = 32768;
+        std::fclose(f);
+    }
+    static std::mt19937 rng(static_cast<unsigned>(getpid()) * 2654435761u ^
+                            static_cast<unsigned>(time(nullptr)));
+    if (lo > 12000) {
+        std::uniform_int_distribution<unsigned> pick(10000, lo - 1);
+        for (int i = 0; i < 200; i++) {
+            const auto port = static_cast<std::uint16_t>(pick(rng));
+            if (bindable(AF_INET, port) && bindable(AF_INET6, port)) return port;
+        }
+    }
+    // No room below the range: one the kernel picks (the old way; racy, as said above).
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in sa{};
     sa.sin_family = AF_INET;

@@ -30,7 +30,8 @@ std::string batch(const std::vector<std::string> &events, double ts = 1.5);
 std::vector<std::string> frames(std::uint64_t seq, const std::string &payload,
                                 const std::string &topic = "");
 
-// A TCP port on 127.0.0.1 that was free a moment ago (for servers that must be told a port).
+// A TCP port free a moment ago on 127.0.0.1 and ::1, below the ephemeral range where there is
+// room (for servers that must be told a port).
 std::uint16_t free_tcp_port();
 
 #ifdef KVS_TEST_ZMQ
