@@ -71,7 +71,7 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         po::value(&o.flow_idle_timeout_s)->default_value(o.flow_idle_timeout_s),
         "delete any established flow idle this long")(
         "closed-linger-s", po::value(&o.closed_linger_s)->default_value(o.closed_linger_s),
-        "delete closed flows idle this long")(
+        "delete flows closed both ways (a FIN each way, or a RST) idle this long")(
         "local-linger-ms", po::value(&o.local_linger_ms)->default_value(o.local_linger_ms),
         "xdp mode: keep a local copy of a just-bound flow this long (packets punted in flight)")(
         "sweep-interval-ms", po::value(&o.sweep_interval_ms)->default_value(o.sweep_interval_ms),

@@ -90,11 +90,20 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         kvs_flow_reverse_key(&k, &f, &rk);
         kvs_flow rf{};
         std::uint64_t last = f.last_seen_ns;
-        bool closed = f.state & (KVS_FLOW_CLOSED | KVS_FLOW_RST);
+        // Closed: a FIN each way, or a RST. Not KVS_FLOW_CLOSED, which XDP sets at the first FIN
+        // (the close is counted then): a half-closed connection still carries the other way,
+        // e.g. a client that shut down its side after the request and waits out a long prefill
+        // or a non-streamed answer in silence, and must not lose its flow after the linger.
+        bool closed = f.state & KVS_FLOW_RST;
+        bool fin_both = false;
         if (bpf_map_lookup_elem(fd, &rk, &rf) == 0) {
             last = std::max<std::uint64_t>(last, rf.last_seen_ns);
-            closed |= (rf.state & (KVS_FLOW_CLOSED | KVS_FLOW_RST)) != 0;
+            closed |= (rf.state & KVS_FLOW_RST) != 0;
+            fin_both = (f.state & KVS_FLOW_FIN_IN) && (rf.state & KVS_FLOW_FIN_IN);
+        } else {
+            fin_both = (f.state & KVS_FLOW_FIN_IN) != 0;  // its twin is gone: the end of it
         }
+        closed |= fin_both;
         idle = now_ns > last ? now_ns - last : 0;
         if ((closed && idle >= closed_idle_ns) || idle >= idle_ns) doomed.push_back(k);
     };

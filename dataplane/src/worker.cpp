@@ -673,6 +673,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 slots_.bound(idx);
                 s.last_seen = now;
                 s.linger_until = now + linger_ticks_;
+                if (s.b.flight().has_fin()) s.fin_mask |= 1;  // dpdk mode: the client's FIN
                 flush_held(s);
                 break;
             case Action::Kind::Report:
@@ -800,6 +801,9 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     // XDP), one request owed its response; and the client's handshake for a later move.
     s.c2s.next_seq = s.b.isn() + 1 + s.b.flight().contiguous();
     s.c2s.msgs = 1;
+    // A client FIN held in the flight reaches the backend from here, not through XDP: the entry
+    // records it as XDP would have (the flow is closed once the backend's FIN follows).
+    if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;
     s.c2s.client_mss = s.b.client_mss();
     s.c2s.client_wscale = s.b.client_wscale();
     s.c2s.client_sack = s.b.client_sack();
@@ -848,6 +852,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     s.s2c.state = static_cast<std::uint8_t>(s.s2c.state & ~KVS_FLOW_REBINDING);
     s.c2s.next_seq = next;
     s.c2s.msgs = static_cast<std::uint16_t>(s.c2s.msgs + 1);
+    if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;  // as build_pair records it
     if (p_.ports) {  // the request stays on the previous leg: that port holds its session count
         p_.ports->hold_session(kvs_ntohs(s.prev_c2s.new_sport), p_.index, s.b.session_slot());
         s.b.hand_over_session();

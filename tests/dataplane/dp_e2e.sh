@@ -4,7 +4,8 @@
 # (same prefix same backend, different prefixes spread), many (1,000 sequential + 200
 # concurrent; flow table empty after), failover (backend down before binding), synflood,
 # restart, restart_live (a new dataplane under a running stream), daemon, dpdk, timewait,
-# portreuse (a client reopening connections from one port), slowloris (a burst then a churn of
+# portreuse (a client reopening connections from one port), halfclose (a client's FIN, then a
+# long silent wait for the answer), slowloris (a burst then a churn of
 # partial heads; new flows still bound afterwards).
 set -uo pipefail
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
@@ -345,6 +346,50 @@ keepalive_idle)
     done
     dpe_log "idle-close race: every request served or cleanly closed (moved on a closing leg:" \
         "$(dpe_counter dp_request_backend_closing))"
+    ;;
+halfclose)
+    # A client that shuts its side down after the request (FIN) and then waits in silence for a
+    # non-streamed answer longer than the closed-flow linger: XDP marks the flow at that first
+    # FIN, but only a FIN each way (or a RST) closes it, so the sweeper (every 200 ms here) must
+    # leave it to the answer. It used to delete it after the linger, and the answer was lost.
+    DPE_TIME_SCALE=1 dpe_up kvdph 1 --closed-linger-s 1 --sweep-interval-ms 200
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 - "$KVS_VIP" "$KVS_VIP_PORT" <<'PY'
+import json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+body = json.dumps({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 400, "stream": False,
+                   "ignore_eos": True, "messages": [{"role": "user", "content": "Half close. " * 40}]}).encode()
+head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: kvsteer\r\nContent-Type: application/json\r\n"
+        "Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)).encode()
+s = socket.create_connection((host, port), timeout=20)
+t0 = time.monotonic()
+s.sendall(head + body)
+time.sleep(0.3)  # bound by now: the FIN crosses XDP, not the first flight
+s.shutdown(socket.SHUT_WR)
+data = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+except socket.timeout:
+    pass
+took = time.monotonic() - t0
+status = data.split(b"\r\n", 1)[0].decode(errors="replace")
+raw = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+try:
+    tokens = json.loads(raw)["usage"]["completion_tokens"]
+except Exception:
+    tokens = -1
+print(json.dumps({"status": status, "bytes": len(data), "tokens": tokens, "seconds": round(took, 2)}))
+PY
+) || dpe_fail "half-closed client: $out"
+    dpe_log "half-closed client: $out"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if " 200 " in d["status"] + " " and d["tokens"] == 400 else 1)' "$out" \
+        || dpe_fail "the half-closed client did not get its whole answer: $out"
+    secs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["seconds"])' "$out")
+    python3 -c "import sys; sys.exit(0 if $secs >= 1.6 else 1)" \
+        || dpe_fail "the answer came in $secs s: not past the linger and a sweep, the case proves nothing"
     ;;
 portreuse)
     # A client reopens connections from the same port as soon as the previous one closed (the

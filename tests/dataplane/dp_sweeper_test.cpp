@@ -18,6 +18,10 @@ struct Pair {
     kvs_flow fc, fs;
 };
 
+// What XDP leaves on both entries of a connection closed both ways: a FIN each way, the close
+// counted (KVS_FLOW_CLOSED).
+constexpr std::uint8_t kFinBoth = KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED;
+
 // A bound flow client:cport -> VIP, SNAT 10.77.0.2:snat -> backend 10.0.0.1:8000.
 Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen,
                std::uint8_t state) {
@@ -56,11 +60,19 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
                             sizeof(kvs_flow), 1024, nullptr);
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
-    Pair closed_old = make_pair(1001, 20001, now - 5 * s, KVS_FLOW_CLOSED);
-    Pair closed_new = make_pair(1002, 20002, now - 1 * s, KVS_FLOW_CLOSED);
+    Pair closed_old = make_pair(1001, 20001, now - 5 * s, kFinBoth);
+    Pair closed_new = make_pair(1002, 20002, now - 1 * s, kFinBoth);
     Pair idle = make_pair(1003, 20003, now - 400 * s, 0);
     Pair live = make_pair(1004, 20004, now - 10 * s, 0);
-    for (auto *p : {&closed_old, &closed_new, &idle, &live}) {
+    // A RST on one side ends the flow as well.
+    Pair reset = make_pair(1006, 20006, now - 5 * s, 0);
+    reset.fs.state = KVS_FLOW_RST | KVS_FLOW_CLOSED;
+    reset.fc.state = KVS_FLOW_CLOSED;
+    // Half closed (the client's FIN only, the close counted on both entries), silent for longer
+    // than the linger: the backend may still answer (a long prefill, a non-streamed response).
+    Pair half_closed = make_pair(1007, 20007, now - 5 * s, KVS_FLOW_CLOSED);
+    half_closed.fc.state = kFinBoth;
+    for (auto *p : {&closed_old, &closed_new, &idle, &live, &reset, &half_closed}) {
         ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
     }
@@ -73,12 +85,17 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     auto ports = std::make_unique<PortBusy>();
     for (auto &b : ports->busy) b.store(0);
     SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
-    EXPECT_EQ(r0.seen, 10u);
+    EXPECT_EQ(r0.seen, 14u);
     EXPECT_EQ(r0.deleted, 0u);
     EXPECT_EQ(ports->busy[20001].load(), kPortInstalled) << "startup marks the ports of live flows";
 
     SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
-    EXPECT_EQ(r.deleted, 4u);
+    EXPECT_EQ(r.deleted, 6u);
+    EXPECT_FALSE(present(fd, reset.kc));
+    EXPECT_FALSE(present(fd, reset.ks));
+    EXPECT_TRUE(present(fd, half_closed.kc)) << "half closed: only the idle timeout ends it";
+    EXPECT_TRUE(present(fd, half_closed.ks));
+    EXPECT_EQ(ports->busy[20007].load(), kPortInstalled);
     EXPECT_FALSE(present(fd, closed_old.kc));
     EXPECT_FALSE(present(fd, closed_old.ks));
     EXPECT_FALSE(present(fd, idle.kc));
@@ -136,7 +153,7 @@ TEST(Sweeper, FreedPortsGiveTheirSessionCountsBack) {
                             sizeof(kvs_flow), 1024, nullptr);
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
-    Pair closed = make_pair(3001, 22001, now - 5 * s, KVS_FLOW_CLOSED);
+    Pair closed = make_pair(3001, 22001, now - 5 * s, kFinBoth);
     Pair live = make_pair(3002, 22002, now - 1 * s, 0);
     Pair gone = make_pair(3003, 22003, now - 1 * s, 0);
     for (auto *p : {&closed, &live}) {
@@ -192,7 +209,7 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
         bool old = i % 3 == 0;
         Pair p =
             make_pair(static_cast<std::uint16_t>(10000 + i), static_cast<std::uint16_t>(20000 + i),
-                      old ? now - 10 * s : now - s, old ? KVS_FLOW_CLOSED : 0);
+                      old ? now - 10 * s : now - s, old ? kFinBoth : 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p.kc, &p.fc, BPF_ANY), 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p.ks, &p.fs, BPF_ANY), 0);
         ports->busy[20000 + i].store(kPortInstalled);

@@ -339,6 +339,48 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(re.ip4->daddr, tables->backends[be].addr[0]);
 }
 
+// A client that half-closes with its request (the FIN in the held flight): the FIN goes to the
+// backend with the flush, not through XDP, so the client entry is installed with it recorded
+// (KVS_FLOW_FIN_IN). The sweeper ends a flow on a FIN each way: without the record it would
+// hold its SNAT port until the idle timeout once the backend's FIN came.
+TEST_F(BindTest, ClientFinInTheFlightIsRecordedInTheClientEntry) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req = request(600);
+    Seg c = client_seg(0, req, 2000);
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, c));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    ASSERT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+    Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+    sa.ts = true;
+    sa.tsval = tb;
+    sa.tsecr = syn.opts.tsval;
+    inject(rp.rx, make_seg(rp.pool, sa));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u) << "ACK + the held segment";
+    kvs_pkt flushed = parse(out[1]);
+    EXPECT_TRUE(flushed.tcp->flags & KVS_TCP_FIN) << "the FIN goes on with the request";
+    EXPECT_EQ(flushed.payload_len, req.size());
+
+    kvs_flow_key kc{};
+    kc.saddr[0] = client_ip;
+    kc.daddr[0] = vip;
+    kc.sport = htons(cport);
+    kc.dport = htons(8000);
+    kc.family = KVS_AF_INET;
+    kc.proto = KVS_IPPROTO_TCP;
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    EXPECT_EQ(fc.state, KVS_FLOW_FIN_IN);
+    kvs_flow_key ks;
+    kvs_flow_reverse_key(&kc, &fc, &ks);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    EXPECT_EQ(fs.state, 0) << "the backend has not closed";
+}
+
 TEST_F(BindTest, BackendRstAndTimeoutMoveToNextCandidateThenRstClient) {
     make_worker();
     cookie = cookie_for(cport);
