@@ -417,12 +417,14 @@ int main(int argc, char **argv) {
             }
             if (tables.flows_fd >= 0 && now >= next_sweep) {
                 next_sweep = now + std::chrono::milliseconds(opts->sweep_interval_ms);
-                auto r =
-                    sweep_flows(tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
-                                opts->flow_idle_timeout_s * 1000000000ull, ports.get());
+                auto r = sweep_flows(
+                    tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
+                    opts->flow_idle_timeout_s * 1000000000ull, ports.get(), false, tables.load);
                 if (r.deleted || r.reclaimed)
-                    spdlog::debug("sweep: {} entries, {} deleted, {} SNAT ports reclaimed", r.seen,
-                                  r.deleted, r.reclaimed);
+                    spdlog::debug(
+                        "sweep: {} entries, {} deleted ({} closes counted), {} SNAT ports "
+                        "reclaimed",
+                        r.seen, r.deleted, r.closes, r.reclaimed);
             }
             if (opts->stats_interval_s && now >= next_stats) {
                 next_stats = now + std::chrono::seconds(opts->stats_interval_s);

@@ -63,7 +63,8 @@ void walk_by_key(int fd, Visit &&visit) {
 }  // namespace
 
 SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
-                        std::uint64_t idle_ns, PortBusy *ports, bool mark_busy) {
+                        std::uint64_t idle_ns, PortBusy *ports, bool mark_busy,
+                        kvs_backend_load *load) {
     SweepResult r;
     std::vector<kvs_flow_key> doomed;
     // Ports installed before the pass starts: an entry present then is visited by the walk
@@ -116,8 +117,16 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         if (bpf_map_lookup_elem(fd, &dk, &df) != 0) continue;  // deleted with its twin already
         kvs_flow_key rk;
         kvs_flow_reverse_key(&dk, &df, &rk);
-        if (bpf_map_delete_elem(fd, &dk) == 0) ++r.deleted;
+        kvs_flow rf{};
+        const bool twin = bpf_map_lookup_elem(fd, &rk, &rf) == 0;
+        const bool counted = ((df.state | (twin ? rf.state : 0)) & KVS_FLOW_CLOSED) != 0;
+        const bool gone = bpf_map_delete_elem(fd, &dk) == 0;
+        if (gone) ++r.deleted;
         if (bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
+        if (gone && !counted && load && df.backend_id < KVS_MAX_BACKENDS) {
+            __atomic_fetch_add(&load[df.backend_id].closes, 1, __ATOMIC_RELAXED);
+            ++r.closes;
+        }
         if (ports) ports->free(snat_port_of(dk, df));
     }
     for (std::uint32_t p = 0; p < candidate.size(); ++p) {

@@ -10,14 +10,19 @@ namespace kvsteer::dp {
 struct SweepResult {
     std::uint32_t seen = 0, deleted = 0;
     std::uint32_t reclaimed = 0;  // installed ports whose entries someone else removed
+    std::uint32_t closes = 0;     // deleted flows XDP never saw close, counted closed here
 };
 
 // One pass over kvs_flows at CLOCK_MONOTONIC time `now_ns`. Frees the SNAT ports of deleted
 // flows in `ports` (may be null), and every port that was kPortInstalled before the pass but
 // has no entry in the map any more (removed by XDP or evicted by the LRU). `mark_busy` marks
 // the ports of every live flow installed (at startup, so a restarted dataplane does not reuse
-// a port an XDP flow still holds).
+// a port an XDP flow still holds). A flow deleted without the close XDP counts at its first FIN
+// or RST (idle past the timeout: its client or backend vanished, or half closed) has its close
+// counted in `load` (kvs_be_load, may be null) instead, so its backend's in-flight count
+// (binds - closes) does not keep it forever.
 SweepResult sweep_flows(int flows_fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
-                        std::uint64_t idle_ns, PortBusy *ports, bool mark_busy = false);
+                        std::uint64_t idle_ns, PortBusy *ports, bool mark_busy = false,
+                        kvs_backend_load *load = nullptr);
 
 }  // namespace kvsteer::dp

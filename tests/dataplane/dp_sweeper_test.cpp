@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <vector>
+
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 
@@ -63,6 +65,7 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     Pair closed_old = make_pair(1001, 20001, now - 5 * s, kFinBoth);
     Pair closed_new = make_pair(1002, 20002, now - 1 * s, kFinBoth);
     Pair idle = make_pair(1003, 20003, now - 400 * s, 0);
+    idle.fc.backend_id = idle.fs.backend_id = 3;
     Pair live = make_pair(1004, 20004, now - 10 * s, 0);
     // A RST on one side ends the flow as well.
     Pair reset = make_pair(1006, 20006, now - 5 * s, 0);
@@ -89,8 +92,14 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     EXPECT_EQ(r0.deleted, 0u);
     EXPECT_EQ(ports->busy[20001].load(), kPortInstalled) << "startup marks the ports of live flows";
 
-    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    // In-flight accounting: XDP counted the closes of the closed and reset flows (CLOSED);
+    // the idle one never closed, so the sweeper counts its close on its backend.
+    std::vector<kvs_backend_load> load(KVS_MAX_BACKENDS);
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get(), false, load.data());
     EXPECT_EQ(r.deleted, 6u);
+    EXPECT_EQ(r.closes, 1u);
+    EXPECT_EQ(load[3].closes, 1u) << "the idle flow's backend";
+    EXPECT_EQ(load[0].closes, 0u) << "closes XDP counted are not counted again";
     EXPECT_FALSE(present(fd, reset.kc));
     EXPECT_FALSE(present(fd, reset.ks));
     EXPECT_TRUE(present(fd, half_closed.kc)) << "half closed: only the idle timeout ends it";
