@@ -4,9 +4,23 @@
 #include "kvsteer/core/load_bound.h"
 #include "kvsteer/core/maglev.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace kvsteer {
 
 namespace {
+// The depth kvsteerd gives a fixed-prefix entry (control's kPrefixDepth): shallower than any block.
+constexpr std::uint8_t kFixedPrefixDepth = 0xff;
+
+// load_slack scaled by the share of the flight's `n_blocks` blocks an affinity match of `depth`
+// covers (a fixed-prefix match: all of it), at least 1.
+std::uint32_t depth_slack(std::uint32_t slack, std::uint8_t depth, std::uint32_t n_blocks) {
+    if (n_blocks == 0 || depth == kFixedPrefixDepth) return slack;
+    const double f = std::min(1.0, (depth + 1.0) / n_blocks);
+    return static_cast<std::uint32_t>(std::max(1.0, std::floor(slack * f)));
+}
+
 bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
     for (auto e : ex)
         if (e == id) return true;
@@ -71,23 +85,76 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         return ch;
     }
 
-    // PREFIX: the deepest affinity match's least-loaded replica within its bound (affinity_bound:
-    // c x the mean, never below the least load + 1 + slack); else, a prefix no backend is known to
-    // hold, the first backend of the consistent-hash walk on the prefix hash within
-    // miss_tolerance() of the least loaded: the least loaded when idle or lightly loaded (a shared
-    // preamble no longer sends every miss to one backend), the hash's own backend while loads are
-    // within (c - 1) x the mean of each other (a burst of one new prefix stays together).
+    // PREFIX: the recent choice (shared by the workers) for a block deeper than the table knows (a
+    // new prefix's burst follows its first request before kvsteerd publishes it); else the deepest
+    // affinity match's least-loaded replica within its bound (affinity_bound: c x the mean, never
+    // below the least load + 1 + slack); else, a prefix no backend is known to hold, the first
+    // backend of the consistent-hash walk on the prefix hash within miss_tolerance() of the
+    // least loaded: the least loaded when idle or lightly loaded (a shared preamble no longer
+    // sends every miss to one backend), the hash's own backend while loads are within a tenth of
+    // the mean of each other.
     const std::uint32_t affinity_half = __atomic_load_n(&cfg.affinity_active, __ATOMIC_ACQUIRE) & 1;
     std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS,
                                              KVS_AFFINITY_SLOTS);
-    if (const kvs_affinity_entry *e = affinity_lookup(half, h)) {
-        const std::uint64_t bound = affinity_bound(c, load_slack(cfg), static_cast<double>(total),
-                                                   n_up, static_cast<double>(min_load));
+    const std::uint64_t bound = affinity_bound(c, load_slack(cfg), static_cast<double>(total), n_up,
+                                               static_cast<double>(min_load));
+    const std::uint32_t generation = __atomic_load_n(&cfg.generation, __ATOMIC_ACQUIRE);
+    const std::uint32_t n_blocks = std::min<std::uint32_t>(h.n_blocks, KVS_MAX_REPORT_BLOCKS);
+    RecentChoices &rc = s.recent != nullptr ? *s.recent : s.own;
+    constexpr std::uint32_t kRecentMask = RecentChoices::kSlots - 1;
+    // The backend recently chosen for `key`, or KVS_BACKEND_NONE (none, or too old).
+    auto recent = [&](std::uint64_t key) -> std::uint32_t {
+        const RecentChoices::Slot &r = rc.slot[key & kRecentMask];
+        if (key == 0 || __atomic_load_n(&r.key, __ATOMIC_RELAXED) != key) return KVS_BACKEND_NONE;
+        const std::uint64_t v = __atomic_load_n(&r.value, __ATOMIC_RELAXED);
+        if (generation - static_cast<std::uint32_t>(v) > kRecentGenerations)
+            return KVS_BACKEND_NONE;
+        return static_cast<std::uint32_t>(v >> 32);
+    };
+    auto remember = [&](std::uint32_t id) {
+        if (retry) return;
+        const std::uint64_t v = std::uint64_t{id} << 32 | generation;
+        for (std::uint32_t i = 0; i < n_blocks; ++i) {
+            RecentChoices::Slot &r = rc.slot[h.blocks[i] & kRecentMask];
+            __atomic_store_n(&r.key, h.blocks[i], __ATOMIC_RELAXED);
+            __atomic_store_n(&r.value, v, __ATOMIC_RELAXED);
+        }
+    };
+    auto within = [&](std::uint32_t id) {
+        const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : bound;
+        return std::uint64_t{s.in_flight[id]} + 1 <= lim;
+    };
+    const kvs_affinity_entry *e = affinity_lookup(half, h);
+    {
+        int depth = -1;  // deepest block sent recently
+        std::uint32_t id = KVS_BACKEND_NONE;
+        for (std::uint32_t i = n_blocks; i-- > 0;) {
+            id = recent(h.blocks[i]);
+            if (id != KVS_BACKEND_NONE) {
+                depth = static_cast<int>(i);
+                break;
+            }
+        }
+        const int table_depth = e != nullptr && e->depth != kFixedPrefixDepth ? e->depth : -1;
+        if (depth > table_depth && id < n && s.eligible[id] && within(id)) {
+            ch.backend = static_cast<std::uint16_t>(id);
+            ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_AFFINITY;
+            remember(id);
+            return ch;
+        }
+    }
+    if (e != nullptr) {
+        // The slack in proportion to the share of the flight's blocks the match covers (at least
+        // 1): a holder of only a shared preamble keeps few requests above the least loaded.
+        const std::uint64_t table_bound =
+            affinity_bound(c, depth_slack(load_slack(cfg), e->depth, n_blocks),
+                           static_cast<double>(total), n_up, static_cast<double>(min_load));
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
             if (id >= n || !s.eligible[id]) continue;
-            const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : bound;
+            const std::uint64_t lim =
+                t.backends[id].max_load ? t.backends[id].max_load : table_bound;
             if (std::uint64_t{s.in_flight[id]} + 1 > lim) continue;
             if (s.in_flight[id] < best_load) {
                 best = id;
@@ -97,15 +164,17 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         if (best != KVS_BACKEND_NONE) {
             ch.backend = static_cast<std::uint16_t>(best);
             ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_AFFINITY;
+            remember(best);
             return ch;
         }
     }
     bool spilled = false;
     std::uint32_t id = choose_least_loaded(
-        table, h.prefix, view, miss_tolerance(c, static_cast<double>(total), n_up), &spilled);
+        table, h.prefix, view, miss_tolerance(static_cast<double>(total), n_up), &spilled);
     if (id < n) {
         ch.backend = static_cast<std::uint16_t>(id);
         ch.via = retry ? KVS_VIA_RETRY : spilled ? KVS_VIA_MAGLEV_SPILL : KVS_VIA_MAGLEV;
+        remember(id);
     }
     return ch;
 }

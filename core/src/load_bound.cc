@@ -12,11 +12,11 @@ std::uint32_t load_slack(const kvs_config &c) noexcept {
     return c.load_slack ? c.load_slack : KVS_DEFAULT_LOAD_SLACK;
 }
 
-std::uint32_t miss_tolerance(double c, double total, std::uint32_t n) noexcept {
+std::uint32_t miss_tolerance(double total, std::uint32_t n) noexcept {
     if (n == 0) return 0;
-    if (!(c >= 1.0)) c = 1.0;
     if (!(total >= 0.0)) total = 0.0;
-    const double t = std::floor((c - 1.0) * total / n);
+    const double mean = total / n;
+    const double t = std::floor(kMissToleranceShare * mean);
     if (!(t < 4294967295.0)) return UINT32_MAX;
     return static_cast<std::uint32_t>(t);
 }

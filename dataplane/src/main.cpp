@@ -268,9 +268,13 @@ int main(int argc, char **argv) {
         }
         inboxes.push_back(r);
     }
+    // One table of recent choices for every worker: a burst of one new prefix that RSS spreads
+    // over the workers follows its first request on any of them (tools/sim/README.md).
+    static auto recent = std::make_unique<RecentChoices>();
     try {
         for (unsigned idx = 0; idx < n_workers; ++idx) {
             WorkerParams wp;
+            wp.recent = recent.get();
             wp.opts = *opts;
             wp.port = opts->port;
             wp.queue = static_cast<std::uint16_t>(idx);

@@ -87,6 +87,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
       buf_(64 * 1024) {
     stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
                          : local_stats_;
+    scratch_.recent = p_.recent;
     const PortShare share = port_share(t_, p_);
     all_lo_ = share.lo;
     all_hi_ = share.hi;

@@ -36,6 +36,9 @@ struct WorkerParams {
     // Fault injection (--fault-rx-signal): while set, the worker does not receive, which is
     // what a stalled net_af_xdp port looks like from the outside. Null: never.
     const std::atomic<bool> *rx_off = nullptr;
+    // The recent PREFIX choices every worker of this dataplane shares (choose.h); null: the
+    // worker keeps its own.
+    RecentChoices *recent = nullptr;
 };
 
 class Worker {

@@ -86,17 +86,15 @@ TEST(CoreLoadBound, AffinityBoundHasAnAbsoluteSlack) {
     EXPECT_EQ(affinity_bound(1.25, UINT32_MAX, 0, 1, 1e30), UINT64_MAX);
 }
 
-TEST(CoreLoadBound, MissToleranceIsWhatCGrantsAboveTheMean) {
-    EXPECT_EQ(miss_tolerance(1.25, 0, 8), 0u);
-    EXPECT_EQ(miss_tolerance(1.25, 24, 8), 0u);    // mean 3: floor(0.75)
-    EXPECT_EQ(miss_tolerance(1.25, 32, 8), 1u);    // mean 4
-    EXPECT_EQ(miss_tolerance(1.25, 800, 8), 25u);  // mean 100
-    EXPECT_EQ(miss_tolerance(2.0, 80, 8), 10u);
-    EXPECT_EQ(miss_tolerance(1.0, 800, 8), 0u);   // c = 1: always the least loaded
-    EXPECT_EQ(miss_tolerance(0.5, 800, 8), 0u);   // below 1 counts as 1
-    EXPECT_EQ(miss_tolerance(1.25, 800, 0), 0u);  // nothing eligible
-    EXPECT_EQ(miss_tolerance(1.25, -5, 8), 0u);
-    EXPECT_EQ(miss_tolerance(1e30, 1e30, 1), UINT32_MAX);
+TEST(CoreLoadBound, MissToleranceIsATenthOfTheMean) {
+    EXPECT_EQ(miss_tolerance(0, 8), 0u);
+    EXPECT_EQ(miss_tolerance(72, 8), 0u);    // mean 9: floor(0.9)
+    EXPECT_EQ(miss_tolerance(80, 8), 1u);    // mean 10
+    EXPECT_EQ(miss_tolerance(800, 8), 10u);  // mean 100
+    EXPECT_EQ(miss_tolerance(799, 8), 9u);   // mean 99.875
+    EXPECT_EQ(miss_tolerance(800, 0), 0u);   // nothing eligible
+    EXPECT_EQ(miss_tolerance(-5, 8), 0u);
+    EXPECT_EQ(miss_tolerance(1e30, 1), UINT32_MAX);
 }
 
 TEST(CoreLoadBound, LoadSlackZeroIsTheDefault) {

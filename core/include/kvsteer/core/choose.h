@@ -17,25 +17,53 @@ struct Choice {
     std::uint8_t via = KVS_VIA_MAGLEV;         // enum kvs_choice_via
 };
 
+// Recent PREFIX choices stay valid for this many affinity publishes (kvs_config generations)
+// after the one current when they were made: long enough to cover kvsteerd's next report round,
+// after which its table knows the prefix.
+inline constexpr std::uint32_t kRecentGenerations = 2;
+
+// The dataplane's recent PREFIX choices: chained block hash -> the backend its flight was sent
+// to, with kvs_config.generation at the time; direct-mapped by the hash's low bits (a newer key
+// overwrites). Lets a burst of one new prefix follow its first request before kvsteerd has learnt
+// and published it (the daemon's table lags by a report round). One table is shared by every
+// worker of a dataplane (threads of one process): each slot is two relaxed 64-bit atomics, so a
+// reader may pair a key with the backend of the slot's previous key; that misleads one choice at
+// most, and the backend is still checked for eligibility and load like any affinity holder.
+struct RecentChoices {
+    static constexpr std::uint32_t kSlots = 4096;  // a power of two
+    struct Slot {
+        std::uint64_t key = 0;    // 0: empty (hashes are never 0)
+        std::uint64_t value = 0;  // backend << 32 | generation
+    };
+    Slot slot[kSlots];
+};
+
 // Per-worker scratch so a choice allocates nothing.
 struct ChooseScratch {
     std::uint32_t in_flight[KVS_MAX_BACKENDS];
     std::uint8_t eligible[KVS_MAX_BACKENDS];
     std::uint32_t rr_cursor = 0;
+    // Where recent choices are kept: the dataplane's shared table, or (null) `own`.
+    RecentChoices *recent = nullptr;
+    RecentChoices own;
 };
 
 // Reads t.config, t.backends, t.load, t.maglev and t.affinity (nothing else). Eligible: state
 // KVS_BE_UP and not in `exclude` (the backends this flow already tried; non-empty makes `via`
-// KVS_VIA_RETRY). In-flight: binds - closes. PREFIX mode: the least loaded replica of the
-// deepest affinity match whose in_flight + 1 stays within its backend's max_load, or, when that
-// is 0, within affinity_bound() (load_bound.h: c x the mean, never below the least in_flight + 1
-// + load_slack); else choose_least_loaded() over the active Maglev half on h.prefix with
-// miss_tolerance(c, total, n) (the first backend of the walk within floor((c - 1) x mean) of the
-// least loaded: the least loaded at light load; via MAGLEV when that is the walk's first
-// candidate, else MAGLEV_SPILL).
-// FIVE_TUPLE: Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id.
-// `family` (enum kvs_family): only backends of that address family are eligible (a flow is
-// never translated between IPv4 and IPv6); KVS_AF_NONE: any.
+// KVS_VIA_RETRY). In-flight: binds - closes. PREFIX mode: first the recent choice (RecentChoices:
+// s.recent, else s.own) for the deepest of the flight's blocks it holds, made at most
+// kRecentGenerations generations ago, when that block is deeper than the affinity table's match (a
+// fixed-prefix match counts as shallower than any block) and its backend is eligible and within its
+// bound (as below; via AFFINITY); else the least loaded replica of the deepest affinity match whose
+// in_flight + 1 stays within its backend's max_load, or, when that is 0, within affinity_bound()
+// (load_bound.h: c x the mean, never below the least in_flight + 1 + load_slack x the share of
+// the flight's blocks the match covers, at least 1; a fixed-prefix match: the whole slack); else
+// choose_least_loaded() over the active Maglev half on h.prefix with miss_tolerance(total, n) (the
+// first backend of the walk within floor(mean / 10) of the least loaded: the least loaded at light
+// load; via MAGLEV when that is the walk's first candidate, else MAGLEV_SPILL). Every PREFIX choice
+// but a retry is recorded in the recent choices. FIVE_TUPLE: Maglev on `five_tuple_hash`, load
+// ignored. ROUND_ROBIN: the next eligible id. `family` (enum kvs_family): only backends of that
+// address family are eligible (a flow is never translated between IPv4 and IPv6); KVS_AF_NONE: any.
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
                       std::span<const std::uint16_t> exclude, ChooseScratch &s,
                       std::uint8_t family = KVS_AF_NONE) noexcept;

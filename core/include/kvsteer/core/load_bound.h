@@ -26,13 +26,17 @@ std::uint32_t load_slack(const kvs_config &c) noexcept;
 // n == 0 gives 0 (no backend may take anything). The result saturates at UINT64_MAX.
 std::uint64_t load_bound(double c, double total, std::uint32_t n) noexcept;
 
+// Share of the mean load that miss_tolerance() grants above the least loaded backend.
+inline constexpr double kMissToleranceShare = 0.1;
+
 // How far above the least loaded eligible backend a backend may be and still take a flow whose
-// prefix no backend is known to hold (choose_least_loaded's tolerance): floor((c - 1) x the mean),
-// the slack that c grants above the mean, measured from the least loaded instead. 0 at light
-// load (the least loaded takes it), proportional under load (the consistent-hash choice keeps a
-// new prefix's burst together). c below 1 (or NaN) counts as 1; n == 0 or a negative total
-// gives 0; saturates at UINT32_MAX.
-std::uint32_t miss_tolerance(double c, double total, std::uint32_t n) noexcept;
+// prefix no backend is known to hold (choose_least_loaded's tolerance): floor(mean / 10)
+// (kMissToleranceShare x the mean of the `n` eligible backends holding `total`). 0 at light load
+// (the least loaded takes it), proportional under load (the consistent-hash choice keeps a new
+// prefix's burst together). n == 0 or a negative total gives 0; saturates at UINT32_MAX.
+// (Until round 3 of tools/sim/README.md it was floor((c - 1) x mean), 0.25 x the mean
+// at c = 1.25.)
+std::uint32_t miss_tolerance(double total, std::uint32_t n) noexcept;
 
 // The bound of an affinity choice (a backend that holds the prefix): load_bound(c, total, n), but
 // never below floor(min_load) + 1 + slack, `min_load` being the least load of the `n` eligible
