@@ -140,10 +140,19 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     return kvs_verdict(KVS_R_TX_SYNACK, XDP_TX);
 }
 
-/* First FIN or RST of a flow: state bits on this entry; CLOSED on both entries; the backend's
- * closes counter bumped exactly once, by whoever flips CLOSED on the arbiter entry (the
- * client->server one, or this one if that is gone). Global: rare, and off the fast path's
- * stack. */
+/* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both
+ * entries, the backend's closes counter bumped exactly once, by whoever flips CLOSED on the
+ * arbiter entry: the client->server one, or this one if that is gone) at its first FIN or RST,
+ * except a client's FIN while a response is still owed (a half-close after the request: the
+ * backend is still working on it): that one waits for the backend's FIN or a RST. Global: rare,
+ * and off the fast path's stack. */
+/* Whether the backend still owes the client a response (request tracking, below): fewer
+ * responses started than requests, or the current one not known to be complete. */
+static __always_inline int kvs_resp_owed(const struct kvs_flow *c2s, const struct kvs_flow *s2c) {
+    return (__s16)(s2c->msgs - c2s->msgs) < 0 || !(s2c->resp & KVS_RESP_END) ||
+           s2c->resp_end != s2c->next_seq;
+}
+
 __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags) {
     const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;
@@ -165,6 +174,9 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
     if (old & closed) return 0;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    if (!(bits & KVS_FLOW_RST) && f->dir == KVS_DIR_C2S && rev &&
+        !(rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) && kvs_resp_owed(f, rev))
+        return 0;
     arb = f;
     other = rev;
     if (rev && f->dir != KVS_DIR_C2S) {
@@ -358,8 +370,7 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     }
     /* Responses started >= requests started: none owed (a request head the client's side saw
      * out of order is not counted; that errs towards boundaries no later than the response). */
-    if ((__s16)(rev->msgs - f->msgs) < 0 || !(rev->resp & KVS_RESP_END) ||
-        rev->resp_end != rev->next_seq) {
+    if (kvs_resp_owed(f, rev)) {
         kvs_count(KVS_R_REQ_KEPT_OWED);
         return 0;
     }

@@ -452,6 +452,10 @@ TEST_P(BpfProgFamily, FinClosesBothEntriesOnce) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
+    // The request was answered in full: the client's FIN closes the flow at once.
+    fs.resp = KVS_RESP_END;
+    fs.resp_end = fs.next_seq;
+    h_->put_flow(ks, fs);
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_ACK | KVS_TCP_FIN;
     s.seq = 9000;
@@ -491,6 +495,48 @@ TEST_P(BpfProgFamily, FinClosesBothEntriesOnce) {
     EXPECT_EQ(b.state, KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
     EXPECT_EQ(b.dir, KVS_DIR_S2C);
     EXPECT_EQ(b.win_shl, fs.win_shl);
+}
+
+// A client that half-closes while its response is still owed (the backend is still working on
+// the request): its FIN does not end the request in flight; the backend's FIN does.
+TEST_P(BpfProgFamily, ClientFinWhileTheResponseIsOwedWaitsForTheBackend) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    fc.msgs = 1;  // as the dataplane installs it: one request, no response started yet
+    h_->put_flow(kc, fc);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    s.seq = 9000;
+    s.ack = 0x80001235;
+    auto before = h_->stats();
+    RunResult r = h_->run(build_tcp(s));
+    auto after = h_->stats();
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(after[KVS_R_FLOW_FIN] - before[KVS_R_FLOW_FIN], 1u);
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 0u);
+    EXPECT_EQ(h_->load(3).closes, 0u) << "the backend is still answering";
+    kvs_flow c{}, b{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(c.state, KVS_FLOW_FIN_IN);
+    EXPECT_EQ(b.state, 0);
+    h_->run(build_tcp(s));  // retransmitted: still nothing
+    EXPECT_EQ(h_->load(3).closes, 0u);
+    // The backend answers and closes: now the flow is closed, once.
+    TcpSpec bs = backend_spec();
+    bs.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    bs.seq = 0x7000aaab;
+    bs.ack = 9001;
+    h_->run(build_tcp(bs));
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(c.state, KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
+    EXPECT_EQ(b.state, KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
+    h_->run(build_tcp(s));
+    h_->run(build_tcp(bs));
+    EXPECT_EQ(h_->load(3).closes, 1u);
 }
 
 TEST_P(BpfProgFamily, RstFromBackendClosesOnce) {
