@@ -91,8 +91,8 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         kvs_flow_reverse_key(&k, &f, &rk);
         kvs_flow rf{};
         std::uint64_t last = f.last_seen_ns;
-        // Closed: a FIN each way, or a RST. Not KVS_FLOW_CLOSED, which XDP sets at the first FIN
-        // (the close is counted then): a half-closed connection still carries the other way,
+        // Closed: a FIN each way, or a RST. Not KVS_FLOW_CLOSED, which XDP sets when it counts
+        // the close, often at the first FIN: a half-closed connection still carries the other way,
         // e.g. a client that shut down its side after the request and waits out a long prefill
         // or a non-streamed answer in silence, and must not lose its flow after the linger.
         bool closed = f.state & KVS_FLOW_RST;
