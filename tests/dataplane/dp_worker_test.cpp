@@ -147,6 +147,17 @@ class BindTest : public ::testing::Test {
         }
         return step(now);
     }
+    // The client entry's key in kvs_flows: client_ip:cport -> the VIP (IPv4).
+    kvs_flow_key client_key() const {
+        kvs_flow_key k{};
+        k.saddr[0] = client_ip;
+        k.daddr[0] = vip;
+        k.sport = htons(cport);
+        k.dport = htons(8000);
+        k.family = KVS_AF_INET;
+        k.proto = KVS_IPPROTO_TCP;
+        return k;
+    }
     Seg client_seg(std::uint32_t off, const std::string &payload, std::uint32_t tsval) {
         Seg s{};
         s.saddr = client_ip;
@@ -289,13 +300,7 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     }
     EXPECT_EQ(flushed, req) << "held bytes flushed byte-identical, in order";
 
-    kvs_flow_key kc{};
-    kc.saddr[0] = client_ip;
-    kc.daddr[0] = vip;
-    kc.sport = htons(cport);
-    kc.dport = htons(8000);
-    kc.family = KVS_AF_INET;
-    kc.proto = KVS_IPPROTO_TCP;
+    const kvs_flow_key kc = client_key();
     kvs_flow fc{}, fs{};
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
     EXPECT_EQ(fc.dir, KVS_DIR_C2S);
@@ -365,13 +370,7 @@ TEST_F(BindTest, ClientFinInTheFlightIsRecordedInTheClientEntry) {
     EXPECT_TRUE(flushed.tcp->flags & KVS_TCP_FIN) << "the FIN goes on with the request";
     EXPECT_EQ(flushed.payload_len, req.size());
 
-    kvs_flow_key kc{};
-    kc.saddr[0] = client_ip;
-    kc.daddr[0] = vip;
-    kc.sport = htons(cport);
-    kc.dport = htons(8000);
-    kc.family = KVS_AF_INET;
-    kc.proto = KVS_IPPROTO_TCP;
+    const kvs_flow_key kc = client_key();
     kvs_flow fc{}, fs{};
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
     EXPECT_EQ(fc.state, KVS_FLOW_FIN_IN);
@@ -1570,13 +1569,7 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
 
     // XDP's view at the boundary: the response (100 bytes) complete and acknowledged, both
     // entries marked.
-    kvs_flow_key kc{};
-    kc.saddr[0] = client_ip;
-    kc.daddr[0] = vip;
-    kc.sport = htons(cport);
-    kc.dport = htons(8000);
-    kc.family = KVS_AF_INET;
-    kc.proto = KVS_IPPROTO_TCP;
+    const kvs_flow_key kc = client_key();
     kvs_flow fc{}, fs{};
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
     const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
