@@ -140,12 +140,6 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     return kvs_verdict(KVS_R_TX_SYNACK, XDP_TX);
 }
 
-/* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both
- * entries, the backend's closes counter bumped exactly once, by whoever flips CLOSED on the
- * arbiter entry: the client->server one, or this one if that is gone) at its first FIN or RST,
- * except a client's FIN while a response is still owed (a half-close after the request: the
- * backend is still working on it): that one waits for the backend's FIN or a RST. Global: rare,
- * and off the fast path's stack. */
 /* Whether the backend still owes the client a response (request tracking, below): fewer
  * responses started than requests, or the current one not known to be complete. */
 static __always_inline int kvs_resp_owed(const struct kvs_flow *c2s, const struct kvs_flow *s2c) {
@@ -153,6 +147,12 @@ static __always_inline int kvs_resp_owed(const struct kvs_flow *c2s, const struc
            s2c->resp_end != s2c->next_seq;
 }
 
+/* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both
+ * entries, the backend's closes counter bumped exactly once, by whoever flips CLOSED on the
+ * arbiter entry: the client->server one, or this one if that is gone) at its first FIN or RST,
+ * except a client's FIN while a response is still owed (a half-close after the request: the
+ * backend is still working on it): that one waits for the backend's FIN or a RST. Global: rare,
+ * and off the fast path's stack. */
 __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags) {
     const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;

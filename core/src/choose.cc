@@ -120,8 +120,9 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             __atomic_store_n(&r.value, v, __ATOMIC_RELAXED);
         }
     };
-    auto within = [&](std::uint32_t id) {
-        const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : bound;
+    // Whether `id` may take one more flow: its own max_load when set, else `limit`.
+    auto within = [&](std::uint32_t id, std::uint64_t limit) {
+        const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : limit;
         return std::uint64_t{s.in_flight[id]} + 1 <= lim;
     };
     const kvs_affinity_entry *e = affinity_lookup(half, h);
@@ -136,7 +137,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             }
         }
         const int table_depth = e != nullptr && e->depth != kFixedPrefixDepth ? e->depth : -1;
-        if (depth > table_depth && id < n && s.eligible[id] && within(id)) {
+        if (depth > table_depth && id < n && s.eligible[id] && within(id, bound)) {
             ch.backend = static_cast<std::uint16_t>(id);
             ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_AFFINITY;
             remember(id);
@@ -152,10 +153,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
-            if (id >= n || !s.eligible[id]) continue;
-            const std::uint64_t lim =
-                t.backends[id].max_load ? t.backends[id].max_load : table_bound;
-            if (std::uint64_t{s.in_flight[id]} + 1 > lim) continue;
+            if (id >= n || !s.eligible[id] || !within(id, table_bound)) continue;
             if (s.in_flight[id] < best_load) {
                 best = id;
                 best_load = s.in_flight[id];
