@@ -374,7 +374,7 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
         kvs_count(KVS_R_REQ_KEPT_OWED);
         return 0;
     }
-    if (ack != rev->next_seq + rev->seq_delta || rev->last_ack != seq) return 0;
+    if (ack != rev->next_seq + rev->seq_delta || rev->last_ack != seq + f->seq_delta) return 0;
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bit);
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(rev), bit);
     return 1;

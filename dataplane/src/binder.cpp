@@ -55,6 +55,9 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     ncand_ = syn_tries_ = via_ = 0;
     backend_wscale_ = KVS_WSCALE_NONE;
     both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = syn_sent_ = false;
+    pooled_ = false;
+    leg_wscale_ = KVS_WSCALE_NONE;
+    leg_isn_ = 0;
     first_syn_at_ = synack_at_ = 0;
     head_incomplete_ = true;
     key_kind_ = KeyKind::FiveTuple;
@@ -258,7 +261,7 @@ void Binder::connect(const BindEnv &env, std::uint64_t now, Actions &out) {
     if (!prechosen_) return next_candidate(env, now, out);
     prechosen_ = false;  // rebinding: the candidate decide_rebind chose
     syn_tries_ = 0;
-    syn_and_arm(env, now, out);
+    open_leg(env, now, out);
 }
 
 void Binder::no_port(const BindEnv &env, Actions &out) {
@@ -286,7 +289,38 @@ void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out)
     backend_ = ch.backend;
     via_ = ch.via;
     syn_tries_ = 0;
+    open_leg(env, now, out);
+}
+
+// A leg to the chosen backend: a pooled one if the worker has one, else a SYN.
+void Binder::open_leg(const BindEnv &env, std::uint64_t now, Actions &out) {
+    if (env.pool) {
+        out.push(act(Action::Kind::TryPool));
+        return;
+    }
     syn_and_arm(env, now, out);
+}
+
+void Binder::not_pooled(const BindEnv &env, std::uint64_t now, Actions &out) {
+    syn_and_arm(env, now, out);
+}
+
+// A pooled leg: its handshake is done, so the flow installs at once. Its own sequence space is
+// spliced to the client's (leg_seq_delta); the client's timestamps move onto our clock as a
+// SYN's would.
+void Binder::pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, Actions &out) {
+    pooled_ = true;
+    leg_isn_ = leg.isn;
+    leg_wscale_ = leg.wscale;
+    ts_delta_ = env.clock_ms() - tsval_;
+    backend_isn_ = leg.backend_isn;
+    backend_tsval_ = leg.backend_tsval;
+    backend_wscale_ = leg.backend_wscale;
+    both_ts_ = ts_ && leg.ts;
+    if (!syn_sent_) first_syn_at_ = now;
+    synack_at_ = now;
+    phase_ = Phase::Installing;
+    out.push(act(Action::Kind::Install));
 }
 
 // A SYN to the backend (the first or a retry) and the timer for its answer.
@@ -316,7 +350,7 @@ void Binder::syn(const BindEnv &env, Actions &out) {
 // Acknowledges the backend's SYN-ACK (sequence `backend_seq`) as the client would have.
 Action Binder::ack_to_backend(std::uint32_t backend_seq, bool ts, std::uint32_t tsecr) const {
     Action a = act(Action::Kind::AckToBackend);
-    a.seq = ff_.isn() + 1;
+    a.seq = ff_.isn() + 1 + leg_seq_delta();
     a.ack = backend_seq + 1;
     a.window = window_;
     a.ts = ts;
@@ -336,7 +370,9 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         return;
     }
     if (phase_ == Phase::Installing && synack) {
-        env.inc(KVS_R_PUNT_BACKEND_SYNACK);  // the ACK that follows the install answers it too
+        env.inc(KVS_R_PUNT_BACKEND_SYNACK);
+        // The ACK that follows the install answers it too; a pooled leg has none to follow.
+        if (pooled_) out.push(ack_to_backend(b.seq, ts_ && b.has_ts, b.tsval));
         return;
     }
     if (phase_ != Phase::SynSent) {
@@ -380,12 +416,13 @@ void Binder::installed(const BindEnv &env, bool ok, Actions &out) {
         env.inc(KVS_R_DP_FLOW_INSTALL_FAIL);
         env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
         Action r = act(Action::Kind::RstToBackend);
-        r.seq = ff_.isn() + 1;
+        r.seq = ff_.isn() + 1 + leg_seq_delta();
         out.push(r);
         reset_client(env, out);
         return;
     }
-    out.push(ack_to_backend(backend_isn_, both_ts_, backend_tsval_));
+    // A pooled leg acknowledged its SYN-ACK when it was opened.
+    if (!pooled_) out.push(ack_to_backend(backend_isn_, both_ts_, backend_tsval_));
     if (rebind_) {
         // The request moved: the previous leg is reset in its window and no longer counted.
         Action r = act(Action::Kind::RstOldLeg);
@@ -460,7 +497,7 @@ void Binder::arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) co
 void Binder::abort(const BindEnv &env, Actions &out) {
     if (phase_ == Phase::SynSent || phase_ == Phase::Installing) {
         Action r = act(Action::Kind::RstToBackend);
-        r.seq = ff_.isn() + 1;
+        r.seq = ff_.isn() + 1 + leg_seq_delta();
         out.push(r);
     }
     if (rebind_) {  // the whole connection is over: its previous leg too

@@ -53,6 +53,9 @@ struct BindEnv {
     // The worker's per-session-key in-flight counts (session affinity by header); null: the
     // feature is off here whatever kvs_config says.
     SessionLimiter *sessions = nullptr;
+    // The worker keeps a backend connection pool: a chosen backend is first asked for a pooled
+    // leg (TryPool) before a SYN is sent.
+    bool pool = false;
     void inc(unsigned reason) const { stats[reason]++; }
 };
 
@@ -88,6 +91,16 @@ struct ClientSeg {
     std::uint32_t tsval = 0, tsecr = 0;
 };
 
+// A pooled backend leg the worker drew for the chosen backend (backend_pool.h): its handshake
+// is done, with the pool's options and its own ISN.
+struct LegHello {
+    std::uint32_t isn = 0;  // our ISN on the leg
+    std::uint32_t backend_isn = 0, backend_tsval = 0;
+    std::uint8_t backend_wscale = KVS_WSCALE_NONE;
+    std::uint8_t wscale = KVS_WSCALE_NONE;  // what the leg's SYN offered
+    bool ts = false;                        // the backend answered with timestamps
+};
+
 // A backend segment to our SNAT port, from the backend being bound.
 struct BackendSeg {
     std::uint8_t flags = 0;  // KVS_TCP_*
@@ -113,6 +126,9 @@ struct Action {
         // Re-binding a kept-alive connection at a request boundary:
         Resume,     // stay on the backend: flush the held request through the flow, unmark it
         RstOldLeg,  // moved: reset the previous backend leg (seq), drop its entry
+        // The backend is chosen (backend()): draw a pooled leg to it, then call pooled(), or
+        // not_pooled() when there is none (the binder sends a SYN).
+        TryPool,
     };
     Kind kind;
     std::uint8_t ts = 0;
@@ -185,6 +201,9 @@ class Binder {
     // After Connect: the worker took a SNAT port (connect) or has none (no_port).
     void connect(const BindEnv &env, std::uint64_t now, Actions &out);
     void no_port(const BindEnv &env, Actions &out);
+    // After TryPool: the worker drew a leg (the flow installs at once) or has none.
+    void pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, Actions &out);
+    void not_pooled(const BindEnv &env, std::uint64_t now, Actions &out);
 
     // A segment from the backend being bound (SynSent), or its repeated SYN-ACK (Bound).
     void backend_segment(const BindEnv &env, const BackendSeg &b, std::uint64_t now, Actions &out);
@@ -231,12 +250,18 @@ class Binder {
     std::uint32_t backend_tsval() const { return backend_tsval_; }
     std::uint8_t backend_wscale() const { return backend_wscale_; }
     bool both_ts() const { return both_ts_; }
+    // A pooled leg: its ISN less the client's (added to the client's sequence numbers on the
+    // backend leg; 0 otherwise), and the window scale its SYN offered.
+    bool pooled() const { return pooled_; }
+    std::uint32_t leg_seq_delta() const { return pooled_ ? leg_isn_ - ff_.isn() : 0; }
+    std::uint8_t leg_wscale() const { return leg_wscale_; }
 
    private:
     void check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out);
     void next_candidate(const BindEnv &env, std::uint64_t now, Actions &out);
     void syn(const BindEnv &env, Actions &out);
     void syn_and_arm(const BindEnv &env, std::uint64_t now, Actions &out);
+    void open_leg(const BindEnv &env, std::uint64_t now, Actions &out);
     void arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const;
     void reset_client(const BindEnv &env, Actions &out);
     // Rebinding, keyed: resume on the backend or move (Connect to a chosen one).
@@ -266,6 +291,9 @@ class Binder {
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
     std::uint64_t first_syn_at_ = 0, synack_at_ = 0;
     bool syn_sent_ = false;
+    bool pooled_ = false;  // the backend leg came from the pool
+    std::uint8_t leg_wscale_ = KVS_WSCALE_NONE;
+    std::uint32_t leg_isn_ = 0;
     std::uint16_t tried_[kMaxCand]{};
     std::uint32_t session_slot_ = SessionLimiter::kNone;
     PrefixHashes hashes_, report_;

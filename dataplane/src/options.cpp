@@ -64,6 +64,14 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "SYN retransmissions to one backend before trying the next candidate")(
         "max-candidates", po::value(&o.max_candidates)->default_value(o.max_candidates),
         "backends tried per flow before the client gets a RST")(
+        "backend-pool", po::value(&o.backend_pool)->default_value(o.backend_pool),
+        "xdp mode: backend connections each worker keeps open per backend, handshake done, so "
+        "a new flow skips the backend's round trip (0: none; clients without SACK, timestamps "
+        "or window scaling, or with an MSS below the pool's, are bound with their own SYN)")(
+        "backend-pool-max-age-ms",
+        po::value(&o.backend_pool_max_age_ms)->default_value(o.backend_pool_max_age_ms),
+        "replace a pooled backend connection unused this long (keep it well below the "
+        "backends' idle timeout: uvicorn's is 5 s)")(
         "client-idle-timeout-ms",
         po::value(&o.client_idle_timeout_ms)->default_value(o.client_idle_timeout_ms),
         "drop a held flow whose request head stays incomplete this long")(
@@ -141,6 +149,17 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         o.idle = IdlePolicy::Busy;
     else {
         std::cerr << "kvsteer-dataplane: --idle must be adaptive or busy, not '" << idle << "'\n";
+        *exit_code = 2;
+        return std::nullopt;
+    }
+    if (o.backend_pool > 16 || (o.backend_pool && o.backend_pool_max_age_ms == 0)) {
+        std::cerr << "kvsteer-dataplane: --backend-pool must be 0..16, with "
+                     "--backend-pool-max-age-ms > 0\n";
+        *exit_code = 2;
+        return std::nullopt;
+    }
+    if (o.backend_pool && o.mode != Mode::Xdp) {
+        std::cerr << "kvsteer-dataplane: --backend-pool needs --mode xdp\n";
         *exit_code = 2;
         return std::nullopt;
     }

@@ -27,8 +27,12 @@ struct Options {
     std::uint32_t idle_sleep_us = 200;        // adaptive idle: longest sleep between polls
     bool idle_wake = true;  // adaptive idle, one worker, xdp mode: sleep on the AF_XDP socket
     std::uint32_t backend_syn_timeout_ms = 300;
-    std::uint32_t backend_syn_retries = 1;        // SYN retransmissions to one backend
-    std::uint32_t max_candidates = 3;             // backends tried per flow
+    std::uint32_t backend_syn_retries = 1;  // SYN retransmissions to one backend
+    std::uint32_t max_candidates = 3;       // backends tried per flow
+    // The backend connection pool (xdp mode): legs kept open per backend and worker (0: none),
+    // and how long an unused one may wait before it is replaced.
+    std::uint32_t backend_pool = 0;
+    std::uint32_t backend_pool_max_age_ms = 2000;
     std::uint32_t client_idle_timeout_ms = 5000;  // incomplete request head: drop state after
     std::uint32_t flow_idle_timeout_s = 300;      // any established flow idle this long is deleted
     std::uint32_t closed_linger_s = 3;            // closed (FIN both ways/RST) flows kept this long

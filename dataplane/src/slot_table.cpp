@@ -39,7 +39,7 @@ SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count
     free_.reserve(capacity);
     for (std::uint32_t i = capacity; i-- > 0;) free_.push_back(i);
     const std::uint32_t span = port_hi >= port_lo ? std::uint32_t(port_hi - port_lo) + 1 : 0;
-    by_port_.assign(span, -1);
+    by_port_.assign(span, kNoSlot);
     // Start anywhere in the range: a restarted dataplane should not reuse first the 4-tuples
     // its previous run just closed (backends keep them in TIME_WAIT).
     port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (span ? rte_rdtsc() % span : 0));
@@ -93,9 +93,9 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     const bool bound = s.b.phase() == Binder::Phase::Bound;
     if (s.listed) list_del(idx);
     rte_hash_del_key(by_client_, &s.ckey);
-    if (s.old_port) by_port_[s.old_port - port_lo_] = -1;
+    if (s.old_port) by_port_[s.old_port - port_lo_] = kNoSlot;
     if (s.snat_port) {
-        by_port_[s.snat_port - port_lo_] = -1;
+        by_port_[s.snat_port - port_lo_] = kNoSlot;
         // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
         if ((free_port || !bound) && ports_) ports_->free(s.snat_port);
     }
@@ -105,6 +105,14 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
 }
 
 bool SlotTable::alloc_port(std::uint32_t idx) {
+    std::uint16_t p = 0;
+    if (!find_port(p)) return false;
+    slots_[idx].snat_port = p;
+    by_port_[p - port_lo_] = static_cast<std::int32_t>(idx);
+    return true;
+}
+
+bool SlotTable::find_port(std::uint16_t &port) {
     const std::uint32_t span = static_cast<std::uint32_t>(by_port_.size());
     // The whole range if need be: after a restart the ports of the previous instance's lingering
     // flows stay taken until the sweeper sees them go, and the cursor may start among them (a
@@ -112,22 +120,39 @@ bool SlotTable::alloc_port(std::uint32_t idx) {
     for (std::uint32_t k = 0; k < span; ++k) {
         const std::uint16_t p = port_cursor_;
         port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
-        if (by_port_[p - port_lo_] >= 0) continue;
+        if (by_port_[p - port_lo_] != kNoSlot) continue;
         if (ports_) {
             std::uint8_t expect = kPortFree;
             if (!ports_->busy[p].compare_exchange_strong(expect, kPortBinding,
                                                          std::memory_order_acq_rel))
                 continue;
         }
-        slots_[idx].snat_port = p;
-        by_port_[p - port_lo_] = static_cast<std::int32_t>(idx);
+        port = p;
         return true;
     }
     return false;
 }
 
+bool SlotTable::take_port(std::uint16_t &port) {
+    if (!find_port(port)) return false;
+    by_port_[port - port_lo_] = kUnslotted;
+    return true;
+}
+
+void SlotTable::give_port(std::uint16_t port) {
+    if (port < port_lo_ || port > port_hi_) return;
+    by_port_[port - port_lo_] = kNoSlot;
+    if (ports_) ports_->free(port);
+}
+
+void SlotTable::adopt_port(std::uint32_t idx, std::uint16_t port) {
+    free_port(idx);
+    slots_[idx].snat_port = port;
+    by_port_[port - port_lo_] = static_cast<std::int32_t>(idx);
+}
+
 void SlotTable::attach_old_port(std::uint32_t idx, std::uint16_t port) {
-    if (port < port_lo_ || port > port_hi_ || by_port_[port - port_lo_] >= 0) return;
+    if (port < port_lo_ || port > port_hi_ || by_port_[port - port_lo_] != kNoSlot) return;
     by_port_[port - port_lo_] = static_cast<std::int32_t>(idx);
     slots_[idx].old_port = port;
 }
@@ -135,7 +160,7 @@ void SlotTable::attach_old_port(std::uint32_t idx, std::uint16_t port) {
 void SlotTable::free_port(std::uint32_t idx) {
     Slot &s = slots_[idx];
     if (!s.snat_port) return;
-    by_port_[s.snat_port - port_lo_] = -1;
+    by_port_[s.snat_port - port_lo_] = kNoSlot;
     if (ports_) ports_->free(s.snat_port);
     s.snat_port = 0;
 }

@@ -106,6 +106,13 @@ class SlotTable {
         return port >= port_lo_ && port <= port_hi_ ? by_port_[port - port_lo_] : -1;
     }
     void mark_installed(std::uint16_t port);
+    // A port no slot uses yet (the backend pool's legs; by_port() gives kUnslotted for it):
+    // false when the range is exhausted. give_port() returns it; adopt_port() hands it to a slot
+    // (whose own port, if any, goes back).
+    bool take_port(std::uint16_t &port);
+    void give_port(std::uint16_t port);
+    void adopt_port(std::uint32_t idx, std::uint16_t port);
+    static constexpr std::int32_t kNoSlot = -1, kUnslotted = -2;
     // Rebinding: the previous leg's port finds the slot too (when it is in this table's range).
     void attach_old_port(std::uint32_t idx, std::uint16_t port);
     // Gives the slot's SNAT port back (a move that did not happen).
@@ -125,6 +132,7 @@ class SlotTable {
     std::uint32_t next_cursor() { return sweep_cursor_++ % capacity(); }
 
    private:
+    bool find_port(std::uint16_t &port);
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
 

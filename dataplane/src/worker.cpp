@@ -17,6 +17,7 @@
 #include <rte_hash_crc.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
+#include <rte_random.h>
 #include <rte_ring.h>
 #include <spdlog/spdlog.h>
 
@@ -59,6 +60,17 @@ PortShare port_share(const Tables &t, const WorkerParams &p) {
     return PortShare{lo, lo + per * n - 1, per};
 }
 
+BackendSeg backend_seg(const kvs_pkt &pkt) {
+    BackendSeg b;
+    b.flags = pkt.tcp->flags;
+    b.seq = kvs_ntohl(pkt.tcp->seq);
+    b.ack = kvs_ntohl(pkt.tcp->ack_seq);
+    b.has_ts = pkt.opts.ts_off != 0;
+    b.tsval = pkt.opts.tsval;
+    b.wscale = pkt.opts.wscale;
+    return b;
+}
+
 ClientSeg client_seg(rte_mbuf *m, const kvs_pkt &pkt) {
     ClientSeg c;
     c.pkt = m;
@@ -74,6 +86,53 @@ ClientSeg client_seg(rte_mbuf *m, const kvs_pkt &pkt) {
 }
 
 }  // namespace
+
+// What the backend pool takes ports from and sends through: this worker.
+struct PoolGlue final : PoolHost {
+    explicit PoolGlue(Worker &w) : w(w) {}
+    bool take_port(std::uint16_t &port) override { return w.slots_.take_port(port); }
+    void give_port(std::uint16_t port) override { w.slots_.give_port(port); }
+    std::uint32_t clock_ms() override { return mono_ms(); }
+    std::uint32_t new_isn() override { return static_cast<std::uint32_t>(rte_rand()); }
+    void inc(unsigned reason) override { w.inc(reason); }
+    void send(const PoolLeg &l, const PoolSend &ps) override {
+        const kvs_config &c = *w.t_.config;
+        const std::uint32_t *snat = kvs_snat_addr(&c, l.family);
+        if (!snat) return;  // the family's SNAT address is gone: the leg is dropped unsent
+        TcpSpec sp{};
+        sp.smac = c.appliance_mac;
+        sp.dmac = w.t_.backends[l.backend].mac;
+        sp.saddr = snat;
+        sp.daddr = l.addr;
+        sp.family = l.family;
+        sp.sport = kvs_htons(l.port);
+        sp.dport = l.bport;
+        sp.seq = ps.seq;
+        sp.ack = ps.ack;
+        sp.window = ps.window;
+        sp.ts = ps.ts;
+        sp.tsval = ps.tsval;
+        sp.tsecr = ps.tsecr;
+        switch (ps.kind) {
+            case PoolSend::Kind::Syn:
+                sp.flags = KVS_TCP_SYN;
+                sp.mss = ps.mss;
+                sp.wscale = ps.wscale;
+                sp.sack_perm = true;
+                break;
+            case PoolSend::Kind::Ack:
+                sp.flags = KVS_TCP_ACK;
+                break;
+            case PoolSend::Kind::Rst:
+                sp.flags = KVS_TCP_RST;
+                sp.window = 0;
+                sp.ts = false;
+                break;
+        }
+        w.send(build_tcp(w.p_.pool, sp));
+    }
+    Worker &w;
+};
 
 Worker::Worker(const Tables &t, const WorkerParams &p)
     : t_(t),
@@ -111,6 +170,16 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
+    if (p_.opts.backend_pool && p_.opts.mode == Mode::Xdp) {
+        PoolConfig pc;
+        pc.per_backend = p_.opts.backend_pool;
+        pc.max_age = ms(p_.opts.backend_pool_max_age_ms);
+        pc.syn_timeout = bcfg_.syn_timeout;
+        pc.syn_retries = bcfg_.syn_retries;
+        pc.retry_after = ms(1000);
+        pool_ = std::make_unique<BackendPool>(pc, slots_.port_lo(), slots_.port_hi());
+        pool_host_ = std::make_unique<PoolGlue>(*this);
+    }
     if (p_.ports && p_.index < KVS_MAX_WORKERS) {
         sessions_ = std::make_unique<SessionLimiter>();
         p_.ports->limiters[p_.index].store(sessions_.get(), std::memory_order_release);
@@ -120,6 +189,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
 Worker::~Worker() {
     for (std::uint32_t i = 0; i < slots_.capacity(); ++i)
         if (slots_[i].used) release(i, false);
+    if (pool_) pool_->close_all(*pool_host_);  // the backends keep no idle connection of ours
     flush_tx();
     if (sessions_) p_.ports->limiters[p_.index].store(nullptr, std::memory_order_release);
 }
@@ -183,6 +253,10 @@ unsigned Worker::poll(std::uint64_t now) {
         last_timer_ = now;
         timers(now);
         sweep_bound(now);
+        if (pool_ && now - last_pool_ >= hz_ / 1000) {
+            last_pool_ = now;
+            pool_->upkeep(t_, now, *pool_host_);
+        }
         if (now - last_beat_ >= hz_ / 100) {
             last_beat_ = now;
             heartbeat(mono_ns());
@@ -594,8 +668,10 @@ void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::u
 
 BindEnv Worker::env() {
     bcfg_.max_held = max_held();  // the published config may change it
-    return BindEnv{bcfg_,          t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &mono_ms,
-                   sessions_.get()};
+    BindEnv e{bcfg_,          t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &mono_ms,
+              sessions_.get()};
+    e.pool = pool_ != nullptr;
+    return e;
 }
 
 void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) {
@@ -670,6 +746,9 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
             case Action::Kind::Install:
                 accept_install(idx, now);
                 break;
+            case Action::Kind::TryPool:
+                try_pool(idx, now);
+                break;
             case Action::Kind::Flush:
                 slots_.bound(idx);
                 s.last_seen = now;
@@ -699,7 +778,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 sp.family = s.ckey.family;
                 sp.sport = o.new_sport;
                 sp.dport = o.new_dport;
-                sp.seq = a.seq;
+                sp.seq = a.seq + o.seq_delta;  // into the old leg's space (a pooled leg's)
                 sp.flags = KVS_TCP_RST;
                 send(build_tcp(p_.pool, sp));
                 bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
@@ -791,6 +870,9 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     fp.synack_tsval = s.b.ts_ours();
     fp.backend_tsval = s.b.backend_tsval();
     fp.client_ts_delta = s.b.ts_delta();
+    fp.leg_pooled = s.b.pooled();
+    fp.leg_wscale = s.b.leg_wscale();
+    fp.leg_seq_delta = s.b.leg_seq_delta();
     std::memcpy(fp.appliance_mac, c.appliance_mac, 6);
     std::memcpy(fp.client_mac, s.client_mac, 6);
     std::memcpy(fp.backend_mac, b.mac, 6);
@@ -810,8 +892,8 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.client_sack = s.b.client_sack();
     s.c2s.client_ts = s.b.client_ts();
     s.s2c.next_seq = s.b.backend_isn() + 1;
-    s.s2c.resp_end = s.b.backend_isn() + 1;  // where the first response starts
-    s.s2c.last_ack = s.b.isn() + 1;
+    s.s2c.resp_end = s.b.backend_isn() + 1;                // where the first response starts
+    s.s2c.last_ack = s.b.isn() + 1 + s.b.leg_seq_delta();  // in the backend leg's space
 }
 
 // After the install: the binder acknowledges the backend and flushes, or resets both sides.
@@ -925,6 +1007,8 @@ void Worker::report(const Slot &s) {
 
 void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::int32_t found = slots_.by_port(kvs_ntohs(pkt.tcp->dest));
+    if (found < 0 && pool_ && pool_->owns(kvs_ntohs(pkt.tcp->dest)))
+        return pool_segment(m, pkt, now);
     if (found < 0) {
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);
@@ -953,17 +1037,51 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
     const std::uint8_t fl = pkt.tcp->flags;
     const bool synack = (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK);
     if (s.b.phase() == Binder::Phase::Bound && !synack) return forward(s, m, pkt, false, now);
-    BackendSeg b;
-    b.flags = fl;
-    b.seq = kvs_ntohl(pkt.tcp->seq);
-    b.ack = kvs_ntohl(pkt.tcp->ack_seq);
-    b.has_ts = pkt.opts.ts_off != 0;
-    b.tsval = pkt.opts.tsval;
-    b.wscale = pkt.opts.wscale;
     Actions out;
-    s.b.backend_segment(env(), b, now, out);
+    s.b.backend_segment(env(), backend_seg(pkt), now, out);
     rte_pktmbuf_free(m);
     execute(idx, out, now);
+}
+
+// A backend segment to a pooled leg's port (its SYN-ACK, an idle close): the pool's.
+void Worker::pool_segment(rte_mbuf *m, const kvs_pkt &pkt, std::uint64_t now) {
+    pool_->segment(kvs_ntohs(pkt.tcp->dest), backend_seg(pkt), now, *pool_host_);
+    rte_pktmbuf_free(m);  // counted by the pool
+}
+
+// The binder chose a backend: a ready pooled leg to it, if the client's options fit the pool's,
+// becomes the flow's backend leg (its port the slot's); otherwise the binder sends a SYN.
+void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    Actions next;
+    PoolLeg leg;
+    if (!pool_->fits(s.ckey.family, s.b.client_mss(), s.b.client_wscale(), s.b.client_sack(),
+                     s.b.client_ts())) {
+        inc(KVS_R_DP_POOL_OPTIONS_MISMATCH);
+        s.b.not_pooled(env(), now, next);
+    } else if (!pool_->draw(t_, s.b.backend(), now, leg)) {
+        inc(KVS_R_DP_POOL_EMPTY);
+        s.b.not_pooled(env(), now, next);
+    } else {
+        inc(KVS_R_DP_POOL_DRAWN);
+        slots_.adopt_port(idx, leg.port);
+        std::memset(&s.bkey, 0, sizeof(s.bkey));
+        std::memcpy(s.bkey.saddr, leg.addr, 16);
+        std::memcpy(s.bkey.daddr, s.snat_addr, 16);
+        s.bkey.sport = leg.bport;
+        s.bkey.dport = kvs_htons(leg.port);
+        s.bkey.family = leg.family;
+        s.bkey.proto = KVS_IPPROTO_TCP;
+        LegHello h;
+        h.isn = leg.isn;
+        h.backend_isn = leg.backend_isn;
+        h.backend_tsval = leg.backend_tsval;
+        h.backend_wscale = leg.backend_wscale;
+        h.wscale = pool_->config().wscale;
+        h.ts = leg.ts;
+        s.b.pooled(env(), h, now, next);
+    }
+    execute(idx, next, now);
 }
 
 // A bound flow's packet that reached us (dpdk mode always; xdp mode only while the install

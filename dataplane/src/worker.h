@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend_pool.h"
 #include "binder.h"
 #include "kvsteer/abi.h"
 #include "kvsteer/cookie.h"
@@ -23,6 +24,8 @@ struct rte_mempool;
 struct rte_ring;
 
 namespace kvsteer::dp {
+
+struct PoolGlue;
 
 struct WorkerParams {
     Options opts;
@@ -150,6 +153,11 @@ class Worker {
     bool owns_bound_flows() const { return p_.opts.mode == Mode::Dpdk; }
     bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
+    // The backend connection pool (null without --backend-pool) and what it sends through.
+    friend struct PoolGlue;
+    void pool_segment(rte_mbuf *m, const kvs_pkt &pkt, std::uint64_t now);
+    void try_pool(std::uint32_t idx, std::uint64_t now);
+
     Tables t_;
     WorkerParams p_;
     std::uint64_t *stats_;
@@ -182,6 +190,9 @@ class Worker {
     // Session affinity's per-key in-flight counts (null without a shared port table: the counts
     // go back when ports are freed, so there is nowhere to keep them).
     std::unique_ptr<SessionLimiter> sessions_;
+    std::unique_ptr<BackendPool> pool_;
+    std::unique_ptr<PoolGlue> pool_host_;
+    std::uint64_t last_pool_ = 0;
     rte_mbuf *txq_[64];
     unsigned ntx_ = 0;
     std::vector<std::uint8_t> buf_;  // an assembled first flight

@@ -74,8 +74,10 @@ class BinderTest : public ::testing::Test {
     }
 
     BindEnv env() {
-        return BindEnv{cfg_,        t_,       scratch_, stats_, std::span<std::uint8_t>(buf_),
-                       &fake_clock, sessions_};
+        BindEnv e{cfg_,        t_,       scratch_, stats_, std::span<std::uint8_t>(buf_),
+                  &fake_clock, sessions_};
+        e.pool = pool_;
+        return e;
     }
 
     // A flow whose ISN came from the timestamp echo (known for sure) unless told otherwise.
@@ -151,6 +153,7 @@ class BinderTest : public ::testing::Test {
     Tables t_;
     ChooseScratch scratch_;
     SessionLimiter *sessions_ = nullptr;  // session affinity off unless a test sets it
+    bool pool_ = false;                   // the worker keeps a backend pool
     std::uint64_t stats_[KVS_STATS_MAX]{};
     std::vector<std::uint8_t> buf_;
     Binder b_;
@@ -190,6 +193,75 @@ TEST_F(BinderTest, WholeRequestBindsInstallsAcksAndFlushes) {
     ASSERT_EQ(kinds(again), std::vector<Kind>{Kind::AckToBackend});
     EXPECT_EQ(again[0].ack, kBackendIsn + 1);
     EXPECT_EQ(b_.phase(), Phase::Bound);
+}
+
+// A pooled leg: no SYN, the flow installs at once, and the backend leg's sequence space is the
+// leg's own (its ISN), not the client's.
+TEST_F(BinderTest, PooledLegInstallsAtOnceInItsOwnSequenceSpace) {
+    pool_ = true;
+    start();
+    const Actions tp = bind_whole_request(10);
+    ASSERT_EQ(kinds(tp), std::vector<Kind>{Kind::TryPool}) << "the pool is asked before a SYN";
+    const std::uint16_t chosen = b_.backend();
+    ASSERT_LT(chosen, 4);
+    LegHello leg;
+    leg.isn = 0x90000000u;
+    leg.backend_isn = 0x7000u;
+    leg.backend_tsval = 31337;
+    leg.backend_wscale = 9;
+    leg.wscale = 7;
+    leg.ts = true;
+    Actions inst;
+    b_.pooled(env(), leg, 15, inst);
+    ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+    EXPECT_TRUE(b_.pooled());
+    EXPECT_EQ(b_.leg_seq_delta(), 0x90000000u - kIsn);
+    EXPECT_EQ(b_.leg_wscale(), 7);
+    EXPECT_EQ(b_.backend_isn(), 0x7000u);
+    EXPECT_EQ(b_.backend_tsval(), 31337u);
+    EXPECT_TRUE(b_.both_ts());
+    EXPECT_EQ(b_.ts_delta(), kClockMs - kTsClient - 1) << "the client's TSvals onto our clock";
+    EXPECT_EQ(b_.synack_at() - b_.first_syn_at(), 0u) << "no handshake to wait for";
+
+    Actions done;
+    b_.installed(env(), true, done);
+    ASSERT_EQ(kinds(done), (std::vector<Kind>{Kind::Flush, Kind::Report}))
+        << "the leg acknowledged its SYN-ACK when it was opened";
+    EXPECT_EQ(load_[chosen].binds, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 1u);
+
+    // The backend repeats the leg's SYN-ACK (the pool's ACK was lost): acknowledged in the
+    // leg's space.
+    Actions again;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, 0x90000001u), 30, again);
+    ASSERT_EQ(kinds(again), std::vector<Kind>{Kind::AckToBackend});
+    EXPECT_EQ(again[0].seq, 0x90000001u);
+}
+
+TEST_F(BinderTest, NoPooledLegSendsTheSynAndAFailedPooledInstallResetsTheLeg) {
+    pool_ = true;
+    start();
+    ASSERT_EQ(kinds(bind_whole_request(10)), std::vector<Kind>{Kind::TryPool});
+    Actions syn;
+    b_.not_pooled(env(), 12, syn);
+    ASSERT_EQ(kinds(syn), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+    EXPECT_EQ(syn[0].seq, kIsn);
+    EXPECT_FALSE(b_.pooled());
+    EXPECT_EQ(b_.leg_seq_delta(), 0u);
+
+    // Another flow: a pooled leg whose install fails is reset at the leg's next sequence.
+    start();
+    ASSERT_EQ(kinds(bind_whole_request(20)), std::vector<Kind>{Kind::TryPool});
+    LegHello leg;
+    leg.isn = 0x1234u;
+    leg.ts = true;
+    Actions inst, fail;
+    b_.pooled(env(), leg, 21, inst);
+    b_.installed(env(), false, fail);
+    ASSERT_FALSE(fail.size() == 0);
+    EXPECT_EQ(fail[0].kind, Kind::RstToBackend);
+    EXPECT_EQ(fail[0].seq, 0x1235u);
+    EXPECT_EQ(fail[1].kind, Kind::RstToClient);
 }
 
 TEST_F(BinderTest, DuplicateAndOutOfOrderSegmentsBindOnceInSequence) {

@@ -15,7 +15,10 @@ struct kvs_flowpair_params {
     __u8 synack_wscale;  /* what our SYN-ACK advertised (cfg syn_wscale) */
     __u8 backend_wscale; /* from the backend's SYN-ACK; KVS_WSCALE_NONE = none */
     __u8 ts;             /* 1 if timestamps are in use on both legs */
-    __u8 pad[3];
+    __u8 leg_pooled;     /* 1: the backend leg was opened before its client (a pooled leg) */
+    __u8 leg_wscale;     /* pooled: the window scale its SYN offered (else the client's) */
+    __u8 pad;
+    __u32 leg_seq_delta;   /* pooled: its ISN - the client's ISN (else 0: the SYN carried it) */
     __u32 cookie;          /* our ISN towards the client */
     __u32 backend_isn;     /* the backend's ISN (its SYN-ACK's seq) */
     __u32 synack_tsval;    /* TSval of our SYN-ACK to the client */
@@ -32,10 +35,11 @@ struct kvs_flowpair_params {
 };
 
 /* The client->backend leg keeps the client's sequence space (the backend SYN carried the
- * client's ISN), so only ACKs/SACKs and timestamps move: the client's TSvals by
- * client_ts_delta (the backend leg runs on the appliance's clock, so a backend still holding
- * the SNAT 4-tuple in TIME_WAIT sees a newer timestamp and accepts the next SYN), echoed ones
- * into the backend's clock; the backend->client leg moves seq by (cookie - backend_isn), TSval
+ * client's ISN; a pooled leg, opened before its client, moves seq by leg_seq_delta and the
+ * backend's ACKs and SACK edges back by it), so only ACKs/SACKs and timestamps move: the client's
+ * TSvals by client_ts_delta (the backend leg runs on the appliance's clock, so a backend still
+ * holding the SNAT 4-tuple in TIME_WAIT sees a newer timestamp and accepts the next SYN), echoed
+ * ones into the backend's clock; the backend->client leg moves seq by (cookie - backend_isn), TSval
  * into our SYN-ACK's clock, TSecr back into the client's, and rescales the window from the
  * backend's shift to the one our SYN-ACK announced. */
 KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p, struct kvs_flow_key *k_c2s,
@@ -60,7 +64,7 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p, struct k
     f_c2s->new_dport = p->backend_port;
     __builtin_memcpy(f_c2s->new_smac, p->appliance_mac, 6);
     __builtin_memcpy(f_c2s->new_dmac, p->backend_mac, 6);
-    f_c2s->seq_delta = 0;
+    f_c2s->seq_delta = p->leg_seq_delta;
     f_c2s->ack_delta = p->backend_isn - p->cookie;
     f_c2s->tsval_delta = p->ts ? p->client_ts_delta : 0;
     f_c2s->tsecr_delta = p->ts ? p->backend_tsval - p->synack_tsval : 0;
@@ -80,23 +84,29 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p, struct k
     __builtin_memcpy(f_s2c->new_smac, p->appliance_mac, 6);
     __builtin_memcpy(f_s2c->new_dmac, p->client_mac, 6);
     f_s2c->seq_delta = p->cookie - p->backend_isn;
-    f_s2c->ack_delta = 0;
+    f_s2c->ack_delta = 0u - p->leg_seq_delta;
     f_s2c->tsval_delta = p->ts ? p->synack_tsval - p->backend_tsval : 0;
     f_s2c->tsecr_delta = p->ts ? 0u - p->client_ts_delta : 0;
     /* Window scaling is on with the client only if it offered it; then our SYN-ACK carried WS
      * and the client scales every window the backend sends by synack_wscale. A backend that did
      * not answer WS sends unscaled windows (shift 0) and reads the client's unscaled, so the
-     * client's scaled windows are widened for it (saturating at 0xffff). */
+     * client's scaled windows are widened for it (saturating at 0xffff). The backend reads the
+     * client's windows with the shift the leg's SYN offered: the client's own, or a pooled
+     * leg's, from which they are rescaled. */
     if (p->client_wscale != KVS_WSCALE_NONE) {
         __u8 bs = p->backend_wscale == KVS_WSCALE_NONE
                       ? 0
                       : (p->backend_wscale > 14 ? 14 : p->backend_wscale);
         __u8 os = p->synack_wscale > 14 ? 14 : p->synack_wscale;
+        __u8 cs = p->client_wscale > 14 ? 14 : p->client_wscale;
+        __u8 ls = p->backend_wscale == KVS_WSCALE_NONE
+                      ? 0
+                      : (!p->leg_pooled ? cs : (p->leg_wscale > 14 ? 14 : p->leg_wscale));
 
         f_s2c->win_shl = bs > os ? (__u8)(bs - os) : 0;
         f_s2c->win_shr = os > bs ? (__u8)(os - bs) : 0;
-        if (p->backend_wscale == KVS_WSCALE_NONE)
-            f_c2s->win_shl = p->client_wscale > 14 ? 14 : p->client_wscale;
+        f_c2s->win_shl = cs > ls ? (__u8)(cs - ls) : 0;
+        f_c2s->win_shr = ls > cs ? (__u8)(ls - cs) : 0;
     }
     f_s2c->dir = KVS_DIR_S2C;
     f_s2c->tx_ifindex = p->client_ifindex;

@@ -113,7 +113,14 @@
     X(DP_BIND_TIMED, "dp_bind_timed")                             \
     X(DP_BIND_HOLD_NS, "dp_bind_hold_ns")                         \
     X(DP_BIND_HANDSHAKE_NS, "dp_bind_handshake_ns")               \
-    X(DP_BIND_INSTALL_NS, "dp_bind_install_ns")
+    X(DP_BIND_INSTALL_NS, "dp_bind_install_ns")                   \
+    X(DP_POOL_OPENED, "dp_pool_opened")                           \
+    X(DP_POOL_DRAWN, "dp_pool_drawn")                             \
+    X(DP_POOL_EMPTY, "dp_pool_empty")                             \
+    X(DP_POOL_OPTIONS_MISMATCH, "dp_pool_options_mismatch")       \
+    X(DP_POOL_RETIRED, "dp_pool_retired")                         \
+    X(DP_POOL_CLOSED_BY_BACKEND, "dp_pool_closed_by_backend")     \
+    X(DP_POOL_OPEN_FAILED, "dp_pool_open_failed")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

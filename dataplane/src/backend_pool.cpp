@@ -1,0 +1,217 @@
+#include "backend_pool.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kvsteer/proto.h"
+#include "kvsteer/reasons.h"
+
+namespace kvsteer::dp {
+
+BackendPool::BackendPool(const PoolConfig &cfg, std::uint16_t port_lo, std::uint16_t port_hi)
+    : cfg_(cfg), lo_(port_lo), hi_(port_hi) {
+    if (!enabled()) return;
+    legs_.resize(static_cast<std::size_t>(KVS_MAX_BACKENDS) * cfg_.per_backend);
+    by_port_.assign(port_hi >= port_lo ? std::size_t(port_hi - port_lo) + 1 : 0, -1);
+}
+
+bool BackendPool::same_backend(const PoolLeg &l, const kvs_backend &b) {
+    return b.family == l.family && b.port == l.bport && std::memcmp(b.addr, l.addr, 16) == 0;
+}
+
+void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
+    if (!enabled() || !t.config || !t.backends) return;
+    const std::uint32_t n = std::min<std::uint32_t>(t.config->n_backends, KVS_MAX_BACKENDS);
+    std::uint32_t opens = 0;
+    // Backends past the used ones are looked at only while they still have legs (opened before
+    // the table shrank).
+    const std::uint32_t span = std::max(n, span_);
+    span_ = n;
+    for (std::uint32_t b = 0; b < span; ++b) {
+        const kvs_backend &be = t.backends[b];
+        // A backend that cannot be chosen now keeps no legs (a gone one's legs are retired).
+        const bool wanted =
+            b < n && be.state == KVS_BE_UP && kvs_snat_addr(t.config, be.family) != nullptr;
+        for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
+            PoolLeg &l = leg(static_cast<std::uint16_t>(b), i);
+            switch (l.state) {
+                case PoolLeg::State::Ready:
+                    if (!wanted || !same_backend(l, be) || now - l.since >= cfg_.max_age) {
+                        host.inc(KVS_R_DP_POOL_RETIRED);
+                        drop(l, 0, host, true);
+                    }
+                    break;
+                case PoolLeg::State::SynSent:
+                    if (!wanted || !same_backend(l, be)) {
+                        drop(l, 0, host, true);
+                    } else if (now - l.since >= cfg_.syn_timeout) {
+                        if (l.tries <= cfg_.syn_retries) {
+                            syn(l, now, host);
+                        } else {
+                            host.inc(KVS_R_DP_POOL_OPEN_FAILED);
+                            drop(l, now + cfg_.retry_after, host, true);
+                        }
+                    }
+                    break;
+                case PoolLeg::State::Free:
+                    break;
+            }
+            if (l.state != PoolLeg::State::Free) span_ = std::max(span_, b + 1);
+            if (l.state == PoolLeg::State::Free && wanted && now >= l.since &&
+                opens < cfg_.opens_per_tick) {
+                start(t, l, static_cast<std::uint16_t>(b), now, host);
+                ++opens;
+            }
+        }
+    }
+}
+
+void BackendPool::start(const Tables &t, PoolLeg &l, std::uint16_t backend, std::uint64_t now,
+                        PoolHost &host) {
+    std::uint16_t port = 0;
+    if (!host.take_port(port)) return;  // no port now: the next upkeep tries again
+    const kvs_backend &be = t.backends[backend];
+    l = PoolLeg{};
+    l.backend = backend;
+    l.port = port;
+    std::memcpy(l.addr, be.addr, 16);
+    l.bport = be.port;
+    l.family = be.family;
+    l.isn = host.new_isn();
+    by_port_[port - lo_] = static_cast<std::int32_t>(&l - legs_.data());
+    syn(l, now, host);
+}
+
+void BackendPool::syn(PoolLeg &l, std::uint64_t now, PoolHost &host) {
+    l.state = PoolLeg::State::SynSent;
+    l.since = now;
+    ++l.tries;
+    PoolSend s{PoolSend::Kind::Syn};
+    s.seq = l.isn;
+    s.mss = mss(l.family);
+    s.window = 64240;
+    s.wscale = cfg_.wscale;
+    s.ts = true;
+    s.tsval = host.clock_ms();
+    host.send(l, s);
+}
+
+// Ends a leg: a reset (its SYN or the connection; the backend keeps no TIME_WAIT for it), the
+// port back, and no new open before `not_before`.
+void BackendPool::drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, bool rst) {
+    if (rst) {
+        PoolSend s{PoolSend::Kind::Rst};
+        s.seq = l.isn + 1;
+        host.send(l, s);
+    }
+    by_port_[l.port - lo_] = -1;
+    host.give_port(l.port);
+    l.state = PoolLeg::State::Free;
+    l.port = 0;
+    l.since = not_before;
+}
+
+bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out) {
+    if (!enabled() || backend >= KVS_MAX_BACKENDS) return false;
+    const kvs_backend &be = t.backends[backend];
+    for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
+        PoolLeg &l = leg(backend, i);
+        if (l.state != PoolLeg::State::Ready || now - l.since >= cfg_.max_age ||
+            !same_backend(l, be))
+            continue;
+        out = l;
+        by_port_[l.port - lo_] = -1;  // the port goes with the leg
+        l.state = PoolLeg::State::Free;
+        l.port = 0;
+        l.since = 0;  // replaced at the next upkeep
+        return true;
+    }
+    return false;
+}
+
+void BackendPool::segment(std::uint16_t port, const BackendSeg &b, std::uint64_t now,
+                          PoolHost &host) {
+    PoolLeg &l = legs_[static_cast<std::size_t>(by_port_[port - lo_])];
+    const std::uint8_t fl = b.flags;
+    const bool synack = (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK);
+    if (l.state == PoolLeg::State::SynSent) {
+        if ((fl & KVS_TCP_RST) && (fl & KVS_TCP_ACK) && b.ack == l.isn + 1) {
+            host.inc(KVS_R_DP_POOL_OPEN_FAILED);  // refused
+            drop(l, now + cfg_.retry_after, host, false);
+            return;
+        }
+        if (synack && b.ack == l.isn + 1) {
+            l.backend_isn = b.seq;
+            l.backend_tsval = b.tsval;
+            l.backend_wscale = b.wscale;
+            l.ts = b.has_ts;
+            l.state = PoolLeg::State::Ready;
+            l.since = now;
+            PoolSend s{PoolSend::Kind::Ack};
+            s.seq = l.isn + 1;
+            s.ack = b.seq + 1;
+            s.window = 502;  // ~64 KB at the pool's shift; the client's own windows follow
+            s.ts = b.has_ts;
+            s.tsval = host.clock_ms();
+            s.tsecr = b.tsval;
+            host.send(l, s);
+            host.inc(KVS_R_DP_POOL_OPENED);
+            return;
+        }
+        if ((fl & (KVS_TCP_SYN | KVS_TCP_RST | KVS_TCP_ACK)) == KVS_TCP_ACK) {
+            // A challenge ACK (the backend holds this 4-tuple in TIME_WAIT): reset that old
+            // connection as a TCP client does and send the SYN again.
+            host.inc(KVS_R_DP_CHALLENGE_ACK);
+            PoolSend r{PoolSend::Kind::Rst};
+            r.seq = b.ack;
+            host.send(l, r);
+            syn(l, now, host);
+            return;
+        }
+    } else if (l.state == PoolLeg::State::Ready) {
+        if (fl & KVS_TCP_RST) {
+            host.inc(KVS_R_DP_POOL_CLOSED_BY_BACKEND);
+            drop(l, 0, host, false);
+            return;
+        }
+        if (fl & KVS_TCP_FIN) {  // an idle close: answered with a reset, and the leg replaced
+            host.inc(KVS_R_DP_POOL_CLOSED_BY_BACKEND);
+            drop(l, 0, host, true);
+            return;
+        }
+        if (synack) {  // our ACK was lost: the backend repeats its SYN-ACK
+            host.inc(KVS_R_PUNT_BACKEND_SYNACK);
+            PoolSend s{PoolSend::Kind::Ack};
+            s.seq = l.isn + 1;
+            s.ack = l.backend_isn + 1;
+            s.window = 502;
+            s.ts = l.ts;
+            s.tsval = host.clock_ms();
+            s.tsecr = b.tsval;
+            host.send(l, s);
+            return;
+        }
+    }
+    host.inc(KVS_R_PUNT_BACKEND_OTHER);
+}
+
+void BackendPool::close_all(PoolHost &host) {
+    for (PoolLeg &l : legs_)
+        if (l.state != PoolLeg::State::Free) drop(l, 0, host, true);
+}
+
+unsigned BackendPool::ready(std::uint16_t backend) const {
+    unsigned n = 0;
+    for (std::uint32_t i = 0; enabled() && i < cfg_.per_backend; ++i)
+        n += legs_[static_cast<std::size_t>(backend) * cfg_.per_backend + i].state ==
+             PoolLeg::State::Ready;
+    return n;
+}
+
+unsigned BackendPool::open() const {
+    unsigned n = 0;
+    for (const PoolLeg &l : legs_) n += l.state != PoolLeg::State::Free;
+    return n;
+}
+
+}  // namespace kvsteer::dp

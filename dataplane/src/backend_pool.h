@@ -1,0 +1,130 @@
+// The backend connection pool: per worker and backend, a few backend connections opened before
+// any client needs them, so a binding whose backend has a ready one skips the backend's
+// handshake (its round trip is most of what binding adds to a request's latency:
+// dataplane/README.md, "Backend connection pool"). A drawn leg is spliced to its client with
+// sequence deltas on both directions (kvs_flowpair_params.leg_*).
+//
+// One option profile: the pool's SYNs offer MSS (per family), SACK, timestamps and window
+// scaling, so a client is served from it only if it negotiated SACK, timestamps and window
+// scaling with us and an MSS no smaller than the pool's (else the backend could send it larger
+// segments than it takes); other clients are bound as before, with their own SYN.
+//
+// Upkeep: a drawn leg is replaced at the next upkeep; a ready leg older than max_age is reset
+// and replaced (backends close idle connections: uvicorn after 5 s by default); a backend that
+// closes or resets a ready leg gets a reset back (never a half-close) and the leg is replaced;
+// a leg whose SYN goes unanswered or is refused waits retry_after before the next try.
+//
+// Pure: no DPDK, no clock of its own. What it sends and which SNAT ports it takes go through a
+// PoolHost the worker implements (tests use a fake).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "binder.h"
+#include "kvsteer/abi.h"
+
+namespace kvsteer::dp {
+
+struct PoolConfig {
+    std::uint32_t per_backend = 0;   // ready legs kept per backend (0: no pool)
+    std::uint64_t max_age = 0;       // ticks a ready leg may wait before it is replaced
+    std::uint64_t syn_timeout = 0;   // ticks per SYN
+    std::uint64_t retry_after = 0;   // ticks after a failed open before the next
+    std::uint32_t syn_retries = 0;   // SYNs sent again before an open fails
+    std::uint32_t opens_per_tick = 8;  // SYNs a single upkeep may start (no burst at start-up)
+    std::uint8_t wscale = 7;
+    std::uint16_t mss4 = 1460, mss6 = 1440;
+};
+
+// One pooled backend connection (a leg).
+struct PoolLeg {
+    enum class State : std::uint8_t { Free, SynSent, Ready };
+    State state = State::Free;
+    std::uint16_t backend = KVS_BACKEND_NONE;
+    std::uint16_t port = 0;  // our SNAT port
+    // The backend as it was when the leg was opened (a changed address retires the leg).
+    std::uint32_t addr[4]{};
+    std::uint16_t bport = 0;  // network order
+    std::uint8_t family = KVS_AF_INET;
+    std::uint8_t tries = 0;
+    std::uint8_t backend_wscale = KVS_WSCALE_NONE;
+    bool ts = false;  // the backend answered with timestamps
+    std::uint32_t isn = 0, backend_isn = 0, backend_tsval = 0;
+    std::uint64_t since = 0;  // SynSent: the last SYN; Ready: ready since; Free: not before
+};
+
+// What the pool sends (the worker builds it from the leg's addresses and its SNAT port).
+struct PoolSend {
+    enum class Kind : std::uint8_t { Syn, Ack, Rst };
+    Kind kind;
+    std::uint32_t seq = 0, ack = 0, tsval = 0, tsecr = 0;
+    std::uint16_t mss = 0, window = 0;
+    std::uint8_t wscale = KVS_WSCALE_NONE;
+    bool ts = false;
+};
+
+class PoolHost {
+   public:
+    virtual ~PoolHost() = default;
+    // A free SNAT port of this worker's range, or false.
+    virtual bool take_port(std::uint16_t &port) = 0;
+    virtual void give_port(std::uint16_t port) = 0;
+    virtual void send(const PoolLeg &leg, const PoolSend &s) = 0;
+    virtual std::uint32_t clock_ms() = 0;  // the backend legs' timestamp clock
+    virtual std::uint32_t new_isn() = 0;
+    virtual void inc(unsigned reason) = 0;
+};
+
+class BackendPool {
+   public:
+    BackendPool(const PoolConfig &cfg, std::uint16_t port_lo, std::uint16_t port_hi);
+
+    bool enabled() const { return cfg_.per_backend > 0; }
+    const PoolConfig &config() const { return cfg_; }
+    // The pool's MSS for a family: a client's MSS must be at least this to draw.
+    std::uint16_t mss(std::uint8_t family) const {
+        return family == KVS_AF_INET6 ? cfg_.mss6 : cfg_.mss4;
+    }
+    // Whether a client with these options can be served from the pool.
+    bool fits(std::uint8_t family, std::uint16_t client_mss, std::uint8_t client_wscale,
+              bool client_sack, bool client_ts) const {
+        return client_ts && client_sack && client_wscale != KVS_WSCALE_NONE &&
+               client_mss >= mss(family);
+    }
+
+    // Opens, retries, retires and replaces legs against the backends as `t` has them now.
+    void upkeep(const Tables &t, std::uint64_t now, PoolHost &host);
+    // A ready leg to `backend` (as `t` has it now), taken out of the pool with its port (the
+    // caller owns the port from now on); false when there is none.
+    bool draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out);
+    // Whether `port` is one of the pool's (a backend segment to it goes to segment()).
+    bool owns(std::uint16_t port) const {
+        return port >= lo_ && port <= hi_ && by_port_[port - lo_] >= 0;
+    }
+    // A segment from the backend to one of the pool's ports.
+    void segment(std::uint16_t port, const BackendSeg &b, std::uint64_t now, PoolHost &host);
+    // Resets every open leg and gives its port back (shutdown).
+    void close_all(PoolHost &host);
+
+    unsigned ready(std::uint16_t backend) const;
+    unsigned open() const;  // legs SynSent or Ready
+
+   private:
+    PoolLeg &leg(std::uint16_t backend, std::uint32_t i) {
+        return legs_[static_cast<std::size_t>(backend) * cfg_.per_backend + i];
+    }
+    void start(const Tables &t, PoolLeg &l, std::uint16_t backend, std::uint64_t now,
+               PoolHost &host);
+    void syn(PoolLeg &l, std::uint64_t now, PoolHost &host);
+    void drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, bool rst);
+    static bool same_backend(const PoolLeg &l, const kvs_backend &b);
+
+    PoolConfig cfg_;
+    std::uint16_t lo_, hi_;
+    std::vector<PoolLeg> legs_;
+    std::vector<std::int32_t> by_port_;  // port - lo_ -> index in legs_
+    std::uint32_t span_ = 0;             // backends [0, span_) may have legs
+};
+
+}  // namespace kvsteer::dp

@@ -1,0 +1,330 @@
+// The backend connection pool without DPDK: a fake host hands out ports and records what the
+// pool sends. Opening legs to the backends that can be chosen, the handshake, drawing, refilling,
+// retiring old legs, a backend's idle close, unanswered and refused SYNs, a backend that changed.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "backend_pool.h"
+#include "kvsteer/proto.h"
+#include "kvsteer/reasons.h"
+
+namespace kvsteer::dp {
+namespace {
+
+constexpr std::uint16_t kLo = 30000, kHi = 30099;
+constexpr std::uint64_t kMaxAge = 2000, kSynTimeout = 300, kRetryAfter = 1000;
+
+struct Sent {
+    PoolLeg leg;
+    PoolSend s;
+};
+
+class FakeHost : public PoolHost {
+   public:
+    bool take_port(std::uint16_t &port) override {
+        for (std::uint16_t p = kLo; p <= kHi; ++p)
+            if (!taken.count(p) && p < port_limit) {
+                taken.insert(p);
+                port = p;
+                return true;
+            }
+        return false;
+    }
+    void give_port(std::uint16_t port) override {
+        EXPECT_EQ(taken.erase(port), 1u) << "a port given back that was not taken: " << port;
+    }
+    void send(const PoolLeg &leg, const PoolSend &s) override { sent.push_back({leg, s}); }
+    std::uint32_t clock_ms() override { return 5000; }
+    std::uint32_t new_isn() override { return next_isn += 0x01000000u; }
+    void inc(unsigned reason) override { stats[reason]++; }
+
+    std::vector<Sent> take_sent() {
+        std::vector<Sent> v;
+        v.swap(sent);
+        return v;
+    }
+    std::set<std::uint16_t> taken;
+    std::uint16_t port_limit = kHi + 1;
+    std::vector<Sent> sent;
+    std::uint32_t next_isn = 0;
+    std::uint64_t stats[KVS_STATS_MAX]{};
+};
+
+class PoolTest : public ::testing::Test {
+   protected:
+    PoolTest() : backends_(KVS_MAX_BACKENDS) {
+        for (std::uint32_t i = 0; i < 3; ++i) {
+            backends_[i].state = KVS_BE_UP;
+            backends_[i].family = KVS_AF_INET;
+            backends_[i].addr[0] = 0x0a000000u + i;
+            backends_[i].port = 0x5000;
+        }
+        config_.n_backends = 3;
+        config_.snat_family = KVS_AF_INET;  // an IPv4 SNAT address only
+        config_.snat_addr[0] = 0x0a0000feu;
+        t_.config = &config_;
+        t_.backends = backends_.data();
+        cfg_.per_backend = 2;
+        cfg_.max_age = kMaxAge;
+        cfg_.syn_timeout = kSynTimeout;
+        cfg_.syn_retries = 1;
+        cfg_.retry_after = kRetryAfter;
+    }
+
+    // The backend answers every SYN in `sent` with a SYN-ACK.
+    void answer_all(BackendPool &pool, const std::vector<Sent> &sent, std::uint64_t now) {
+        for (const Sent &x : sent) {
+            if (x.s.kind != PoolSend::Kind::Syn) continue;
+            BackendSeg b;
+            b.flags = KVS_TCP_SYN | KVS_TCP_ACK;
+            b.seq = 0x700 + x.leg.port;
+            b.ack = x.s.seq + 1;
+            b.has_ts = true;
+            b.tsval = 99;
+            b.wscale = 9;
+            pool.segment(x.leg.port, b, now, host_);
+        }
+    }
+
+    BackendSeg seg(std::uint8_t flags, std::uint32_t ack = 0) {
+        BackendSeg b;
+        b.flags = flags;
+        b.ack = ack;
+        return b;
+    }
+
+    kvs_config config_{};
+    std::vector<kvs_backend> backends_;
+    Tables t_;
+    PoolConfig cfg_;
+    FakeHost host_;
+};
+
+TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
+    backends_[2].state = KVS_BE_DOWN;  // not chosen: no legs
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    std::vector<Sent> syns = host_.take_sent();
+    ASSERT_EQ(syns.size(), 4u) << "2 legs to each of the 2 backends that are up";
+    for (const Sent &x : syns) {
+        EXPECT_EQ(x.s.kind, PoolSend::Kind::Syn);
+        EXPECT_LT(x.leg.backend, 2);
+        EXPECT_EQ(x.s.mss, 1460);
+        EXPECT_EQ(x.s.wscale, 7);
+        EXPECT_TRUE(x.s.ts);
+        EXPECT_EQ(x.s.tsval, 5000u) << "the leg's timestamps run on our clock";
+        EXPECT_TRUE(pool.owns(x.leg.port));
+    }
+    EXPECT_EQ(pool.open(), 4u);
+    EXPECT_EQ(pool.ready(0), 0u);
+    PoolLeg leg;
+    EXPECT_FALSE(pool.draw(t_, 0, 10, leg)) << "none ready before the SYN-ACK";
+
+    answer_all(pool, syns, 20);
+    const std::vector<Sent> acks = host_.take_sent();
+    ASSERT_EQ(acks.size(), 4u);
+    for (const Sent &x : acks) {
+        EXPECT_EQ(x.s.kind, PoolSend::Kind::Ack);
+        EXPECT_EQ(x.s.ack, 0x700u + x.leg.port + 1);
+        EXPECT_EQ(x.s.tsecr, 99u);
+    }
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_OPENED], 4u);
+    EXPECT_EQ(pool.ready(0), 2u);
+
+    ASSERT_TRUE(pool.draw(t_, 1, 30, leg));
+    EXPECT_EQ(leg.backend, 1);
+    EXPECT_EQ(leg.backend_isn, 0x700u + leg.port);
+    EXPECT_EQ(leg.backend_wscale, 9);
+    EXPECT_TRUE(leg.ts);
+    EXPECT_FALSE(pool.owns(leg.port)) << "the port went with the leg";
+    EXPECT_TRUE(host_.taken.count(leg.port)) << "and is still taken: the flow has it";
+    ASSERT_TRUE(pool.draw(t_, 1, 30, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 30, leg)) << "backend 1 has no third leg";
+    EXPECT_FALSE(pool.draw(t_, 2, 30, leg)) << "a backend that is down has none";
+
+    pool.upkeep(t_, 40, host_);  // refills backend 1
+    const std::vector<Sent> refill = host_.take_sent();
+    ASSERT_EQ(refill.size(), 2u);
+    for (const Sent &x : refill) EXPECT_EQ(x.leg.backend, 1);
+}
+
+TEST_F(PoolTest, FitsOnlyClientsWithThePoolsOptions) {
+    BackendPool pool(cfg_, kLo, kHi);
+    EXPECT_TRUE(pool.fits(KVS_AF_INET, 1460, 7, true, true));
+    EXPECT_TRUE(pool.fits(KVS_AF_INET, 8960, 0, true, true));
+    EXPECT_FALSE(pool.fits(KVS_AF_INET, 1440, 7, true, true)) << "the backend could send 1460";
+    EXPECT_TRUE(pool.fits(KVS_AF_INET6, 1440, 7, true, true));
+    EXPECT_FALSE(pool.fits(KVS_AF_INET, 1460, KVS_WSCALE_NONE, true, true));
+    EXPECT_FALSE(pool.fits(KVS_AF_INET, 1460, 7, false, true));
+    EXPECT_FALSE(pool.fits(KVS_AF_INET, 1460, 7, true, false));
+}
+
+TEST_F(PoolTest, OldLegsAreResetAndReplaced) {
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    answer_all(pool, host_.take_sent(), 10);
+    host_.take_sent();
+    pool.upkeep(t_, 10 + kMaxAge - 1, host_);
+    EXPECT_TRUE(host_.take_sent().empty()) << "young enough";
+    PoolLeg leg;
+    EXPECT_FALSE(pool.draw(t_, 0, 10 + kMaxAge, leg)) << "too old to draw";
+    pool.upkeep(t_, 10 + kMaxAge, host_);
+    const std::vector<Sent> v = host_.take_sent();
+    unsigned rst = 0, syn = 0;
+    for (const Sent &x : v) {
+        if (x.s.kind == PoolSend::Kind::Rst) {
+            ++rst;
+            EXPECT_EQ(x.s.seq, x.leg.isn + 1) << "reset at the leg's next sequence";
+        }
+        syn += x.s.kind == PoolSend::Kind::Syn;
+    }
+    EXPECT_EQ(rst, 6u);
+    EXPECT_EQ(syn, 6u);
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_RETIRED], 6u);
+    EXPECT_EQ(host_.taken.size(), 6u) << "old ports back, new ones taken";
+}
+
+TEST_F(PoolTest, BackendClosingAnIdleLegGetsAResetAndTheLegIsReplaced) {
+    cfg_.per_backend = 1;
+    config_.n_backends = 1;
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    std::vector<Sent> syns = host_.take_sent();
+    ASSERT_EQ(syns.size(), 1u);
+    answer_all(pool, syns, 1);
+    host_.take_sent();
+    const std::uint16_t port = syns[0].leg.port;
+
+    BackendSeg fin = seg(KVS_TCP_FIN | KVS_TCP_ACK, syns[0].s.seq + 1);
+    pool.segment(port, fin, 50, host_);
+    std::vector<Sent> v = host_.take_sent();
+    ASSERT_EQ(v.size(), 1u);
+    EXPECT_EQ(v[0].s.kind, PoolSend::Kind::Rst) << "never half-closed";
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 1u);
+    EXPECT_FALSE(pool.owns(port));
+    EXPECT_TRUE(host_.taken.empty());
+
+    pool.upkeep(t_, 51, host_);  // replaced at once
+    syns = host_.take_sent();
+    ASSERT_EQ(syns.size(), 1u);
+    answer_all(pool, syns, 52);
+    host_.take_sent();
+    pool.segment(syns[0].leg.port, seg(KVS_TCP_RST), 60, host_);  // a reset: nothing to answer
+    EXPECT_TRUE(host_.take_sent().empty());
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 2u);
+    EXPECT_TRUE(host_.taken.empty());
+
+    // Anything else on a ready leg is counted and dropped.
+    pool.upkeep(t_, 61, host_);
+    syns = host_.take_sent();
+    answer_all(pool, syns, 62);
+    host_.take_sent();
+    pool.segment(syns[0].leg.port, seg(KVS_TCP_ACK), 63, host_);
+    EXPECT_EQ(host_.stats[KVS_R_PUNT_BACKEND_OTHER], 1u);
+    EXPECT_EQ(pool.ready(0), 1u);
+}
+
+TEST_F(PoolTest, UnansweredAndRefusedSynsWaitBeforeTheNextTry) {
+    cfg_.per_backend = 1;
+    config_.n_backends = 2;
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    std::vector<Sent> syns = host_.take_sent();
+    ASSERT_EQ(syns.size(), 2u);
+    // Backend 1 refuses.
+    const Sent &to1 = syns[0].leg.backend == 1 ? syns[0] : syns[1];
+    pool.segment(to1.leg.port, seg(KVS_TCP_RST | KVS_TCP_ACK, to1.s.seq + 1), 5, host_);
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_OPEN_FAILED], 1u);
+    EXPECT_TRUE(host_.take_sent().empty()) << "a refused SYN needs no reset";
+    // Backend 0 never answers: one retry, then the open fails and is reset.
+    pool.upkeep(t_, kSynTimeout, host_);
+    std::vector<Sent> v = host_.take_sent();
+    ASSERT_EQ(v.size(), 1u);
+    EXPECT_EQ(v[0].s.kind, PoolSend::Kind::Syn);
+    EXPECT_EQ(v[0].leg.backend, 0);
+    pool.upkeep(t_, 2 * kSynTimeout, host_);
+    v = host_.take_sent();
+    ASSERT_EQ(v.size(), 1u);
+    EXPECT_EQ(v[0].s.kind, PoolSend::Kind::Rst);
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_OPEN_FAILED], 2u);
+    EXPECT_TRUE(host_.taken.empty());
+    // Neither is tried again before retry_after.
+    pool.upkeep(t_, 5 + kRetryAfter - 1, host_);
+    EXPECT_TRUE(host_.take_sent().empty());
+    pool.upkeep(t_, 2 * kSynTimeout + kRetryAfter, host_);
+    EXPECT_EQ(host_.take_sent().size(), 2u);
+}
+
+TEST_F(PoolTest, AChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
+    cfg_.per_backend = 1;
+    config_.n_backends = 1;
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    const std::vector<Sent> syns = host_.take_sent();
+    ASSERT_EQ(syns.size(), 1u);
+    pool.segment(syns[0].leg.port, seg(KVS_TCP_ACK, 0xabcd), 1, host_);
+    const std::vector<Sent> v = host_.take_sent();
+    ASSERT_EQ(v.size(), 2u);
+    EXPECT_EQ(v[0].s.kind, PoolSend::Kind::Rst);
+    EXPECT_EQ(v[0].s.seq, 0xabcdu);
+    EXPECT_EQ(v[1].s.kind, PoolSend::Kind::Syn);
+    EXPECT_EQ(host_.stats[KVS_R_DP_CHALLENGE_ACK], 1u);
+}
+
+TEST_F(PoolTest, ABackendThatChangedOrWentAwayLosesItsLegs) {
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    answer_all(pool, host_.take_sent(), 1);
+    host_.take_sent();
+    backends_[0].addr[0] = 0x0b000001u;  // backend 0 moved
+    PoolLeg leg;
+    EXPECT_FALSE(pool.draw(t_, 0, 2, leg)) << "never a leg to the old address";
+    config_.n_backends = 1;  // backend 1 and 2 are gone
+    pool.upkeep(t_, 3, host_);
+    std::vector<Sent> v = host_.take_sent();
+    unsigned rst = 0, syn = 0;
+    for (const Sent &x : v) {
+        rst += x.s.kind == PoolSend::Kind::Rst;
+        if (x.s.kind == PoolSend::Kind::Syn) {
+            ++syn;
+            EXPECT_EQ(x.leg.backend, 0);
+            EXPECT_EQ(x.leg.addr[0], 0x0b000001u);
+        }
+    }
+    EXPECT_EQ(rst, 6u) << "backend 0's two old legs and the gone backends' four";
+    EXPECT_EQ(syn, 2u);
+    EXPECT_EQ(pool.open(), 2u);
+}
+
+TEST_F(PoolTest, OpensArePacedAndBoundedByPortsAndCloseAllResetsEverything) {
+    cfg_.per_backend = 4;
+    cfg_.opens_per_tick = 5;
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    EXPECT_EQ(host_.take_sent().size(), 5u);
+    host_.port_limit = kLo + 8;  // only 8 ports in all
+    pool.upkeep(t_, 1, host_);
+    pool.upkeep(t_, 2, host_);
+    EXPECT_EQ(host_.take_sent().size(), 3u);
+    EXPECT_EQ(pool.open(), 8u);
+    pool.close_all(host_);
+    const std::vector<Sent> v = host_.take_sent();
+    EXPECT_EQ(v.size(), 8u);
+    for (const Sent &x : v) EXPECT_EQ(x.s.kind, PoolSend::Kind::Rst);
+    EXPECT_TRUE(host_.taken.empty());
+    EXPECT_EQ(pool.open(), 0u);
+}
+
+TEST_F(PoolTest, NoSnatAddressOfTheBackendsFamilyNoLegs) {
+    backends_[0].family = KVS_AF_INET6;
+    config_.n_backends = 1;
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 0, host_);
+    EXPECT_TRUE(host_.take_sent().empty());
+}
+
+}  // namespace
+}  // namespace kvsteer::dp
