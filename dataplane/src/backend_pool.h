@@ -27,11 +27,11 @@
 namespace kvsteer::dp {
 
 struct PoolConfig {
-    std::uint32_t per_backend = 0;   // ready legs kept per backend (0: no pool)
-    std::uint64_t max_age = 0;       // ticks a ready leg may wait before it is replaced
-    std::uint64_t syn_timeout = 0;   // ticks per SYN
-    std::uint64_t retry_after = 0;   // ticks after a failed open before the next
-    std::uint32_t syn_retries = 0;   // SYNs sent again before an open fails
+    std::uint32_t per_backend = 0;     // ready legs kept per backend (0: no pool)
+    std::uint64_t max_age = 0;         // ticks a ready leg may wait before it is replaced
+    std::uint64_t syn_timeout = 0;     // ticks per SYN
+    std::uint64_t retry_after = 0;     // ticks after a failed open before the next
+    std::uint32_t syn_retries = 0;     // SYNs sent again before an open fails
     std::uint32_t opens_per_tick = 8;  // SYNs a single upkeep may start (no burst at start-up)
     std::uint8_t wscale = 7;
     std::uint16_t mss4 = 1460, mss6 = 1440;

@@ -55,9 +55,9 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     ncand_ = syn_tries_ = via_ = 0;
     backend_wscale_ = KVS_WSCALE_NONE;
     both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = syn_sent_ = false;
-    pooled_ = false;
+    pooled_ = settling_ = false;
     leg_wscale_ = KVS_WSCALE_NONE;
-    leg_isn_ = 0;
+    leg_isn_ = req_end_ = 0;
     first_syn_at_ = synack_at_ = 0;
     head_incomplete_ = true;
     key_kind_ = KeyKind::FiveTuple;
@@ -72,7 +72,7 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     sack_ = h.sack;
     ts_ = h.ts != 0;
     ts_ours_ = h.ts_ours;
-    tsval_ = h.tsval;
+    tsval_ = tsval_first_ = h.tsval;
     window_ = h.window;
     tuple_hash_ = h.tuple_hash;
     family_ = h.family;
@@ -89,6 +89,7 @@ void Binder::start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_
 FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool room,
                                  std::uint64_t now, Actions &out) {
     if (c.has_ts && !seq_lt(c.tsval, tsval_)) tsval_ = c.tsval;
+    if (c.has_ts && seq_lt(c.tsval, tsval_first_)) tsval_first_ = c.tsval;
     window_ = c.window;
     // max_held triggers the bind; segments the client keeps sending while the backend handshake
     // runs are still held (up to twice that) so they need no retransmission.
@@ -98,6 +99,7 @@ FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool ro
     switch (r) {
         case FirstFlight::Add::Held:
             last_seg_ = now;
+            if (settling_ && flight_settled()) settle(now, out);
             if (phase_ == Phase::Holding) check_ready(env, now, false, out);
             if (phase_ == Phase::Holding) arm_holding(env, now, out);
             break;
@@ -158,6 +160,12 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
         ready = false;  // silent with an incomplete head: wait for more (or the idle timeout)
     if (!ready) return;
     if (!sure) env.inc(KVS_R_DP_START_UNSURE);
+    // Where the request ends in the stream, when its head says (a pooled leg waits for it).
+    if (v.status == LocateStatus::Ok && v.expect_continue)
+        req_end_ = static_cast<std::uint32_t>(v.body_offset);
+    else if (v.status == LocateStatus::Ok && !v.chunked && v.content_length >= 0)
+        req_end_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+            v.body_offset + static_cast<std::uint64_t>(v.content_length), 0xffffffffu));
 
     const kvs_config &cfg = *env.t.config;
     const FlightKey k = key_flight(hp, session_headers(cfg), v, bytes, tuple_hash_);
@@ -305,19 +313,43 @@ void Binder::not_pooled(const BindEnv &env, std::uint64_t now, Actions &out) {
     syn_and_arm(env, now, out);
 }
 
-// A pooled leg: its handshake is done, so the flow installs at once. Its own sequence space is
-// spliced to the client's (leg_seq_delta); the client's timestamps move onto our clock as a
-// SYN's would.
+// A pooled leg: its handshake is done, so the flow installs as soon as the client's first
+// flight is all here. Its own sequence space is spliced to the client's (leg_seq_delta); the
+// client's timestamps move onto our clock as a SYN's would.
+//
+// Why wait for the flight: once the pair is installed XDP forwards the client's segments
+// itself, while the flight's segments still on their way to the worker are forwarded by it,
+// later; the backend then sees the client's next window overtake them (a burst of duplicate
+// ACKs and a spurious retransmission). Without a pool the backend's round trip covers that
+// wait. Settled: the request is whole, the client's FIN, or its initial window (10 segments) is
+// here; else after the bind gap.
 void Binder::pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, Actions &out) {
     pooled_ = true;
     leg_isn_ = leg.isn;
     leg_wscale_ = leg.wscale;
-    ts_delta_ = env.clock_ms() - tsval_;
+    ts_delta_ = env.clock_ms() - tsval_first_;  // as syn() maps them
     backend_isn_ = leg.backend_isn;
     backend_tsval_ = leg.backend_tsval;
     backend_wscale_ = leg.backend_wscale;
     both_ts_ = ts_ && leg.ts;
     if (!syn_sent_) first_syn_at_ = now;
+    if (flight_settled()) return settle(now, out);
+    settling_ = true;  // SynSent until then: segments are held, the timer bounds the wait
+    deadline_ = now + env.cfg.gap;
+    Action a = act(Action::Kind::Arm);
+    a.when = deadline_;
+    out.push(a);
+}
+
+bool Binder::flight_settled() const {
+    if (ff_.has_fin() || ff_.size() >= 10) return true;
+    if (req_end_ && ff_.contiguous() >= req_end_) return true;
+    const std::uint32_t seg = mss_ > 100 ? mss_ - 40u : 536u;  // payload, less any options
+    return ff_.contiguous() >= 10u * seg;
+}
+
+void Binder::settle(std::uint64_t now, Actions &out) {
+    settling_ = false;
     synack_at_ = now;
     phase_ = Phase::Installing;
     out.push(act(Action::Kind::Install));
@@ -338,11 +370,15 @@ void Binder::syn(const BindEnv &env, Actions &out) {
     // The backend leg's timestamps run on our monotonic millisecond clock, not the client's: a
     // backend that still holds this SNAT 4-tuple in TIME_WAIT from an earlier flow accepts a SYN
     // with a newer timestamp (RFC 6191) instead of answering with a challenge ACK.
-    if (syn_tries_ == 0) ts_delta_ = env.clock_ms() - tsval_;
+    //
+    // The flight's earliest TSval maps to now, and the SYN carries it: the backend's ts_recent
+    // must not pass the held segments' TSvals, or it drops the older ones as PAWS failures (a
+    // head written a few ms before its body).
+    if (syn_tries_ == 0) ts_delta_ = env.clock_ms() - tsval_first_;
     ++syn_tries_;  // a SYN the worker could not build counts as sent: the timer retries it
     Action a = act(Action::Kind::SynToBackend);
     a.seq = ff_.isn();  // the client's own ISN: no sequence translation client -> backend
-    a.tsval = tsval_ + ts_delta_;
+    a.tsval = tsval_first_ + ts_delta_;
     a.ts = ts_;
     out.push(a);
 }
@@ -354,7 +390,8 @@ Action Binder::ack_to_backend(std::uint32_t backend_seq, bool ts, std::uint32_t 
     a.ack = backend_seq + 1;
     a.window = window_;
     a.ts = ts;
-    a.tsval = tsval_ + ts_delta_;
+    // Before the flush, no later than the held segments' TSvals (see syn()).
+    a.tsval = (phase_ == Phase::Bound ? tsval_ : tsval_first_) + ts_delta_;
     a.tsecr = tsecr;
     return a;
 }
@@ -376,6 +413,23 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
         return;
     }
     if (phase_ != Phase::SynSent) {
+        env.inc(KVS_R_PUNT_BACKEND_OTHER);
+        return;
+    }
+    if (settling_) {
+        if (fl & (KVS_TCP_FIN | KVS_TCP_RST)) {
+            // The pooled leg closed under us (a backend's idle close crossing the draw): reset
+            // it, and this backend gets a SYN of its own from the same port.
+            env.inc(KVS_R_DP_POOL_CLOSED_BY_BACKEND);
+            if (!(fl & KVS_TCP_RST)) {
+                Action r = act(Action::Kind::RstToBackend);
+                r.seq = ff_.isn() + 1 + leg_seq_delta();
+                out.push(r);
+            }
+            pooled_ = settling_ = false;
+            syn_and_arm(env, now, out);
+            return;
+        }
         env.inc(KVS_R_PUNT_BACKEND_OTHER);
         return;
     }
@@ -464,6 +518,8 @@ void Binder::timer(const BindEnv &env, std::uint64_t now, Actions &out) {
         // request head is complete (or its start is unsure and the wait is not over).
         if (now - last_seg_ >= bind_gap(env)) check_ready(env, now, true, out);
         if (phase_ == Phase::Holding) arm_holding(env, now, out);
+    } else if (phase_ == Phase::SynSent && settling_) {
+        if (now >= deadline_) settle(now, out);  // the rest of the flight never came
     } else if (phase_ == Phase::SynSent && now >= deadline_) {
         if (syn_tries_ <= env.cfg.syn_retries) {
             syn_and_arm(env, now, out);

@@ -262,6 +262,8 @@ class Binder {
     void syn(const BindEnv &env, Actions &out);
     void syn_and_arm(const BindEnv &env, std::uint64_t now, Actions &out);
     void open_leg(const BindEnv &env, std::uint64_t now, Actions &out);
+    bool flight_settled() const;
+    void settle(std::uint64_t now, Actions &out);
     void arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const;
     void reset_client(const BindEnv &env, Actions &out);
     // Rebinding, keyed: resume on the backend or move (Connect to a chosen one).
@@ -287,11 +289,14 @@ class Binder {
     std::uint16_t mss_ = 0, window_ = 0, backend_ = KVS_BACKEND_NONE;
     std::uint16_t previous_ = KVS_BACKEND_NONE;  // rebinding: the backend the connection was on
     std::uint32_t cookie_isn_ = 0, tsval_ = 0, ts_ours_ = 0, ts_delta_ = 0;
+    std::uint32_t tsval_first_ = 0;  // the earliest TSval of the flight (the backend leg's start)
     std::uint32_t backend_isn_ = 0, backend_tsval_ = 0, prompt_bytes_ = 0;
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
     std::uint64_t first_syn_at_ = 0, synack_at_ = 0;
     bool syn_sent_ = false;
-    bool pooled_ = false;  // the backend leg came from the pool
+    bool pooled_ = false;        // the backend leg came from the pool
+    bool settling_ = false;      // pooled, SynSent: waiting for the rest of the client's flight
+    std::uint32_t req_end_ = 0;  // the request's end in the stream (0: unknown)
     std::uint8_t leg_wscale_ = KVS_WSCALE_NONE;
     std::uint32_t leg_isn_ = 0;
     std::uint16_t tried_[kMaxCand]{};

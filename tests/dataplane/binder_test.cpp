@@ -220,7 +220,7 @@ TEST_F(BinderTest, PooledLegInstallsAtOnceInItsOwnSequenceSpace) {
     EXPECT_EQ(b_.backend_isn(), 0x7000u);
     EXPECT_EQ(b_.backend_tsval(), 31337u);
     EXPECT_TRUE(b_.both_ts());
-    EXPECT_EQ(b_.ts_delta(), kClockMs - kTsClient - 1) << "the client's TSvals onto our clock";
+    EXPECT_EQ(b_.ts_delta(), kClockMs - kTsClient) << "the flight's earliest TSval onto our clock";
     EXPECT_EQ(b_.synack_at() - b_.first_syn_at(), 0u) << "no handshake to wait for";
 
     Actions done;
@@ -236,6 +236,47 @@ TEST_F(BinderTest, PooledLegInstallsAtOnceInItsOwnSequenceSpace) {
     b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, 0x90000001u), 30, again);
     ASSERT_EQ(kinds(again), std::vector<Kind>{Kind::AckToBackend});
     EXPECT_EQ(again[0].seq, 0x90000001u);
+}
+
+// A pooled leg installs once the client's first flight is all here, never while part of it is
+// still on its way (XDP would forward the next segments ahead of it).
+TEST_F(BinderTest, PooledLegWaitsForTheRestOfTheFlight) {
+    static const std::string body = R"({"model":"m","prompt":")" + std::string(3000, 'x') + R"("})";
+    static const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                   std::to_string(body.size()) + "\r\n\r\n" + body;
+    pool_ = true;
+    for (int via_timer = 0; via_timer < 2; ++via_timer) {
+        start();
+        Actions a;
+        ASSERT_EQ(seg(req, 0, 1400, 10, a), FirstFlight::Add::Held);
+        ASSERT_EQ(kinds(a), std::vector<Kind>{Kind::Connect}) << "the key's depth is here";
+        Actions tp;
+        b_.connect(env(), 10, tp);
+        ASSERT_EQ(kinds(tp), std::vector<Kind>{Kind::TryPool});
+        LegHello leg;
+        leg.isn = 0x42;
+        leg.ts = true;
+        Actions wait;
+        b_.pooled(env(), leg, 11, wait);
+        ASSERT_EQ(kinds(wait), std::vector<Kind>{Kind::Arm}) << "1,400 of " << req.size();
+        EXPECT_EQ(wait[0].when, 11 + kGap);
+        EXPECT_EQ(b_.phase(), Phase::SynSent);
+        Actions more;
+        ASSERT_EQ(seg(req, 1400, 1400, 12, more), FirstFlight::Add::Held);
+        EXPECT_EQ(more.size(), 0u);
+        Actions inst;
+        if (via_timer) {
+            b_.timer(env(), 11 + kGap - 1, inst);
+            EXPECT_EQ(inst.size(), 0u);
+            b_.timer(env(), 11 + kGap, inst);
+        } else {
+            const auto rest = static_cast<std::uint32_t>(req.size() - 2800);
+            ASSERT_EQ(seg(req, 2800, rest, 13, inst), FirstFlight::Add::Held);
+        }
+        ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install}) << "via timer " << via_timer;
+        EXPECT_EQ(b_.phase(), Phase::Installing);
+        EXPECT_EQ(b_.first_syn_at(), 11u);
+    }
 }
 
 TEST_F(BinderTest, NoPooledLegSendsTheSynAndAFailedPooledInstallResetsTheLeg) {
@@ -262,6 +303,47 @@ TEST_F(BinderTest, NoPooledLegSendsTheSynAndAFailedPooledInstallResetsTheLeg) {
     EXPECT_EQ(fail[0].kind, Kind::RstToBackend);
     EXPECT_EQ(fail[0].seq, 0x1235u);
     EXPECT_EQ(fail[1].kind, Kind::RstToClient);
+}
+
+// A head written a few ms before its body: the backend leg starts from the flight's earliest
+// TSval, so the held head is not older than what the SYN and the ACK told the backend (PAWS).
+TEST_F(BinderTest, TheBackendLegStartsFromTheFlightsEarliestTimestamp) {
+    start();
+    const std::size_t head = kReq.find("\r\n\r\n") + 4;
+    ClientSeg c;
+    c.pkt = reinterpret_cast<void *>(std::uintptr_t{1});
+    c.data = reinterpret_cast<const std::uint8_t *>(kReq.data());
+    c.seq = kIsn + 1;
+    c.len = static_cast<std::uint16_t>(head);
+    c.window = 502;
+    c.has_ts = true;
+    c.tsval = kTsClient + 1;
+    c.tsecr = kTsOurs;
+    Actions a1;
+    ASSERT_EQ(b_.segment(env(), c, true, 1, a1), FirstFlight::Add::Held);
+    ASSERT_EQ(a1.size() > 0 ? a1[0].kind : Kind::Release, Kind::Arm) << "the head alone waits";
+    c.pkt = reinterpret_cast<void *>(std::uintptr_t{2});
+    c.data += head;
+    c.seq += static_cast<std::uint32_t>(head);
+    c.len = static_cast<std::uint16_t>(kReq.size() - head);
+    c.tsval = kTsClient + 6;  // 5 ms later
+    Actions a2;
+    ASSERT_EQ(b_.segment(env(), c, true, 6, a2), FirstFlight::Add::Held);
+    ASSERT_EQ(kinds(a2), std::vector<Kind>{Kind::Connect});
+    Actions syn;
+    b_.connect(env(), 6, syn);
+    ASSERT_EQ(syn[0].kind, Kind::SynToBackend);
+    EXPECT_EQ(syn[0].tsval, kClockMs) << "the SYN carries our clock";
+    EXPECT_EQ(b_.ts_delta(), kClockMs - kTsClient) << "mapped from the earliest TSval, the start's";
+    Actions inst, done;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 7, inst);
+    b_.installed(env(), true, done);
+    ASSERT_EQ(done[0].kind, Kind::AckToBackend);
+    EXPECT_EQ(done[0].tsval, kClockMs) << "the ACK before the flush is no later than the head";
+    // Later (bound): the repeated SYN-ACK is answered with the client's latest, mapped.
+    Actions again;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 8, again);
+    EXPECT_EQ(again[0].tsval, kClockMs + 6);
 }
 
 TEST_F(BinderTest, DuplicateAndOutOfOrderSegmentsBindOnceInSequence) {

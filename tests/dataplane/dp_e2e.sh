@@ -5,7 +5,7 @@
 # concurrent; flow table empty after), failover (backend down before binding), synflood,
 # restart, restart_live (a new dataplane under a running stream), daemon, dpdk, timewait,
 # portreuse (a client reopening connections from one port), halfclose (a client's FIN, then a
-# long silent wait for the answer), slowloris (a burst then a churn of
+# long silent wait for the answer), pool (new flows on pre-opened backend legs), slowloris (a burst then a churn of
 # partial heads; new flows still bound afterwards).
 set -uo pipefail
 [[ $(id -u) == 0 ]] || { echo "SKIP: needs root (namespaces, XDP)"; exit 77; }
@@ -346,6 +346,60 @@ keepalive_idle)
     done
     dpe_log "idle-close race: every request served or cleanly closed (moved on a closing leg:" \
         "$(dpe_counter dp_request_backend_closing))"
+    ;;
+pool)
+    # The backend connection pool: a new flow takes a backend leg opened ahead (its own ISN,
+    # spliced to the client's with sequence deltas both ways, the client's windows rescaled to
+    # the leg's shift), so it waits for no backend handshake. Bodies of every size, multi-MB and
+    # streamed answers arrive byte-identical; kept-alive connections move between backends onto
+    # pooled legs; what the client sees is one contiguous stream (no RST, TSvals never
+    # backwards); unused legs are replaced before the backends' idle timeout closes them.
+    DPE_EMU_ARGS="--keep-alive-timeout-ms 1500" dpe_up kvdpp 4 --backend-pool 2 --backend-pool-max-age-ms 1000
+    for _ in $(seq 50); do (( $(dpe_n dp_pool_opened) >= 8 )) && break; sleep 0.1; done
+    (( $(dpe_n dp_pool_opened) >= 8 )) || dpe_fail "the pool opened $(dpe_n dp_pool_opened) legs (8 expected)"
+    ip netns exec "$KVS_NS_CLIENT" timeout 60 tcpdump -i eth0 -U -s 200 -w "$DPE_DIR/client.pcap" \
+        "tcp port $KVS_VIP_PORT" >"$DPE_DIR/tcpdump.log" 2>&1 & cap=$!
+    for _ in $(seq 50); do grep -q "listening on" "$DPE_DIR/tcpdump.log" && break; sleep 0.1; done
+    for size in 200 3000 14000 200000; do
+        dpe_chat_body "$DPE_DIR/req$size.json" "Pooled leg, size $size." "$size"
+        dpe_post "$DPE_DIR/req$size.json" "$DPE_DIR/r$size" || dpe_fail "POST of $size bytes"
+        dpe_check_digests "$DPE_DIR/r$size" "$DPE_DIR/req$size.json"
+    done
+    dpe_chat_body "$DPE_DIR/big.json" "Big response." 800
+    dpe_post "$DPE_DIR/big.json" "$DPE_DIR/rb" -H "x-kvsteer-echo-bytes: 3000000" || dpe_fail "3 MB response"
+    dpe_check_digests "$DPE_DIR/rb" "$DPE_DIR/big.json"
+    dpe_chat_body "$DPE_DIR/bigs.json" "Big stream." 800 stream
+    dpe_post "$DPE_DIR/bigs.json" "$DPE_DIR/rs" -H "x-kvsteer-echo-bytes: 2000000" || dpe_fail "2 MB stream"
+    dpe_check_digests "$DPE_DIR/rs" "$DPE_DIR/bigs.json"
+    drawn=$(dpe_n dp_pool_drawn) binds=$(dpe_n dp_bind_ok)
+    (( binds == 6 && drawn >= 5 )) || dpe_fail "6 POSTs: $binds bound, $drawn on pooled legs (5+ expected)"
+    dpe_log "6 POSTs (200 B .. 200 KB, 3 MB answer, 2 MB stream) byte-identical, $drawn on pooled legs"
+    for mode in "" --stream; do
+        out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
+            --port "$KVS_VIP_PORT" --prefixes 8 --rounds 2 $mode) || dpe_fail "kept-alive requests ${mode:-plain}: $out"
+        (( $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["mismatches"])' "$out") == 0 )) \
+            || dpe_fail "kept-alive requests missed the policy's backend: $out"
+        dpe_log "kept-alive, ${mode:-plain}: $out"
+    done
+    moved=$(dpe_n dp_request_moved) drawn2=$(dpe_n dp_pool_drawn)
+    (( ${moved:-0} >= 1 && drawn2 > drawn )) || dpe_fail "kept-alive: moved ${moved:-0}, pooled legs drawn $drawn -> $drawn2"
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 300 --concurrency 16 --prefixes 30 --size 3000) || dpe_fail "300 connections, 16 at once: $out"
+    dpe_log "300 connections, 16 at once: $out (pooled legs drawn $(dpe_n dp_pool_drawn), pool empty $(dpe_n dp_pool_empty))"
+    sleep 0.5
+    kill -INT "$cap" 2>/dev/null; wait "$cap" 2>/dev/null
+    # --late-tx-ok: veth's late AF_XDP transmits (dataplane/README.md) are counted, not failed.
+    pc=$(python3 "$ROOT/tests/dataplane/dp_pcap_check.py" "$DPE_DIR/client.pcap" --server "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --late-tx-ok) || dpe_fail "what the client saw: $pc"
+    dpe_log "client-side capture: $pc"
+    # Idle: every leg is replaced at its max age (1 s), before the backends' 1.5 s timeout.
+    r0=$(dpe_n dp_pool_retired)
+    sleep 2.5
+    r1=$(dpe_n dp_pool_retired) closed=$(dpe_n dp_pool_closed_by_backend)
+    (( r1 - r0 >= 8 && ${closed:-0} == 0 )) || dpe_fail "idle: $((r1 - r0)) legs retired (8+ expected), ${closed:-0} closed by a backend (0 expected)"
+    dpe_post "$DPE_DIR/req200.json" "$DPE_DIR/rlast" || dpe_fail "POST after the idle spell"
+    dpe_check_digests "$DPE_DIR/rlast" "$DPE_DIR/req200.json"
+    dpe_log "idle 2.5 s: $((r1 - r0)) legs replaced at their max age, none closed by a backend; next POST ok"
     ;;
 halfclose)
     # A client that shuts its side down after the request (FIN) and then waits in silence for a

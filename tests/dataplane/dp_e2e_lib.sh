@@ -199,6 +199,8 @@ PY
 
 dpe_flows() { "$DPE_BIN/kvsteer-dp-fixture" flows --bpffs "$DPE_BPFFS"; }
 dpe_counter() { "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" | awk -v k="$1" '$1 == k {print $2}'; }
+# dpe_n NAME: the same, 0 when the counter is not listed.
+dpe_n() { local v; v=$(dpe_counter "$1"); echo "${v:-0}"; }
 
 # dpe_restart_if_stalled [dataplane options...]: the receive-path watchdog's contract. Waits up
 # to 3 s for the dataplane to exit (the watchdog fires while traffic still arrives); if it did,
