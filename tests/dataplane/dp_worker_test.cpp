@@ -81,7 +81,7 @@ class BindTest : public ::testing::Test {
         rte_mempool_free(rp.pool);
     }
     void make_worker(Mode mode = Mode::Xdp, std::uint32_t max_pending = 64,
-                     std::uint32_t per_source = 256) {
+                     std::uint32_t per_source = 256, std::uint32_t backend_pool = 0) {
         WorkerParams wp;
         wp.opts.mode = mode;
         wp.opts.max_pending = max_pending;
@@ -91,6 +91,7 @@ class BindTest : public ::testing::Test {
         wp.opts.max_candidates = 3;
         wp.opts.client_idle_timeout_ms = 1000;
         wp.opts.bind_gap_us = 2000;
+        wp.opts.backend_pool = backend_pool;
         wp.port = rp.port;
         wp.pool = rp.pool;
         ports = std::make_unique<PortBusy>();
@@ -278,9 +279,10 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(ntohl(ack.tcp->ack_seq), bisn + 1);
     EXPECT_EQ(ntohs(ack.tcp->window), 1234);
     EXPECT_EQ(ack.opts.tsecr, tb);
-    // Client TSvals 2000..2002 (latest 2002 when the SYN left) moved onto the SYN's clock.
-    const std::uint32_t ts_delta = syn.opts.tsval - 2002;
-    EXPECT_EQ(ack.opts.tsval, 2002 + ts_delta);
+    // Client TSvals 2000..2002 moved onto the SYN's clock from the flight's earliest (2000): no
+    // held segment is older than what the SYN and the ACK told the backend (PAWS).
+    const std::uint32_t ts_delta = syn.opts.tsval - 2000;
+    EXPECT_EQ(ack.opts.tsval, 2000 + ts_delta);
     std::string flushed;
     for (int i = 1; i <= 3; ++i) {
         kvs_pkt p = parse(out[i]);
@@ -342,6 +344,94 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     kvs_pkt re = parse(out[0]);
     EXPECT_EQ(re.tcp->flags, KVS_TCP_ACK);
     EXPECT_EQ(re.ip4->daddr, tables->backends[be].addr[0]);
+}
+
+// The backend pool: the worker opens a leg to each backend ahead of any client; a first flight
+// then takes the chosen backend's leg (no SYN), spliced with sequence deltas both ways.
+TEST_F(BindTest, PooledLegCarriesTheFlightWithSequenceDeltasBothWays) {
+    make_worker(Mode::Xdp, 64, 256, 1);
+    cookie = cookie_for(cport);
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 3u) << "one leg to each of the 3 backends";
+    std::uint32_t leg_isn[3]{};
+    std::uint16_t leg_port[3]{};
+    for (auto &f : out) {
+        kvs_pkt syn = parse(f);
+        ASSERT_NE(syn.tcp, nullptr);
+        EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
+        EXPECT_EQ(syn.opts.mss, 1460);
+        EXPECT_EQ(syn.opts.wscale, 7);
+        EXPECT_EQ(syn.opts.sack_perm, 1);
+        EXPECT_NE(syn.opts.ts_off, 0);
+        const int be = backend_of(syn);
+        ASSERT_GE(be, 0);
+        leg_isn[be] = ntohl(syn.tcp->seq);
+        leg_port[be] = ntohs(syn.tcp->source);
+        Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+        sa.ack = leg_isn[be] + 1;
+        sa.seq = bisn + static_cast<std::uint32_t>(be);
+        sa.mss = 1460;
+        sa.wscale = 9;
+        sa.sack_perm = true;
+        sa.ts = true;
+        sa.tsval = tb;
+        sa.tsecr = syn.opts.tsval;
+        inject(rp.rx, make_seg(rp.pool, sa));
+    }
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 3u) << "each SYN-ACK acknowledged";
+    for (auto &f : out) EXPECT_EQ(parse(f).tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(stat(KVS_R_DP_POOL_OPENED), 3u);
+
+    const std::string req = request(2000);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, req.substr(0, 1400), 3000)));
+    inject(rp.rx, make_seg(rp.pool, client_seg(1400, req.substr(1400), 3001)));
+    out = step(now + ms(1) + hz / 5000);  // before the next upkeep (every ms)
+    ASSERT_EQ(out.size(), 2u) << "no SYN, no ACK: the two held segments, flushed";
+    EXPECT_EQ(stat(KVS_R_DP_POOL_DRAWN), 1u);
+    kvs_pkt p0 = parse(out[0]);
+    const int be = backend_of(p0);
+    ASSERT_GE(be, 0);
+    const std::uint32_t delta = leg_isn[be] - isn;
+    std::string flushed;
+    for (int i = 0; i < 2; ++i) {
+        kvs_pkt p = parse(out[i]);
+        EXPECT_TRUE(checksums_ok(out[i]));
+        EXPECT_EQ(ntohs(p.tcp->source), leg_port[be]) << "the leg's own port";
+        EXPECT_EQ(ntohl(p.tcp->seq), isn + 1 + (i ? 1400u : 0u) + delta)
+            << "the client's bytes in the leg's sequence space";
+        EXPECT_EQ(ntohl(p.tcp->ack_seq), bisn + static_cast<std::uint32_t>(be) + 1);
+        flushed.append(reinterpret_cast<const char *>(p.tcp) + p.tcp_hlen, p.payload_len);
+    }
+    EXPECT_EQ(flushed, req);
+    kvs_flow_key kc = client_key();
+    kvs_flow fc{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    EXPECT_EQ(fc.seq_delta, delta);
+    EXPECT_EQ(ntohs(fc.new_sport), leg_port[be]);
+    EXPECT_EQ(fc.win_shl, 0);  // the client's shift (7) is the leg's
+    EXPECT_EQ(fc.win_shr, 0);
+    kvs_flow_key ks{};
+    ks.saddr[0] = tables->backends[be].addr[0];
+    ks.daddr[0] = ip4("10.77.0.2");
+    ks.sport = htons(8000);
+    ks.dport = htons(leg_port[be]);
+    ks.family = KVS_AF_INET;
+    ks.proto = KVS_IPPROTO_TCP;
+    kvs_flow fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    EXPECT_EQ(fs.ack_delta, 0u - delta) << "the backend's ACKs back into the client's space";
+    EXPECT_EQ(fs.seq_delta, cookie - (bisn + static_cast<std::uint32_t>(be)));
+    EXPECT_EQ(fs.last_ack, isn + 1 + delta) << "the boundary check compares in the leg's space";
+    EXPECT_EQ(tables->load[be].binds, 1u);
+
+    // The drawn leg is replaced at the next upkeep: one SYN, to the same backend.
+    out = step(now + ms(4));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt re = parse(out[0]);
+    EXPECT_EQ(re.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(backend_of(re), be);
+    EXPECT_NE(ntohs(re.tcp->source), leg_port[be]);
 }
 
 // A client that half-closes with its request (the FIN in the held flight): the FIN goes to the

@@ -8,7 +8,8 @@
 # backend 1, the baseline for added latency and CPU), kvsteer (client -> VIP: XDP + DPDK dataplane
 # with --idle adaptive + kvsteerd), kvsteer_busy (the same, dataplane --idle busy: a dedicated
 # polling core), kvsteer_sleep (full mode: --idle adaptive with --idle-wake false, the plain
-# sleeps the adaptive mode had before it slept on the AF_XDP socket), haproxy (client -> HAProxy,
+# sleeps the adaptive mode had before it slept on the AF_XDP socket), kvsteer_pool (kvsteer with
+# --backend-pool 4: new flows take a backend connection opened ahead), haproxy (client -> HAProxy,
 # nbthread 1). Workloads (wrk + tools/bench/wrk_post.lua):
 #   close      small chat bodies (512 B), one request per connection: new connections/s
 #   keepalive  the same bodies on kept-alive connections: requests/s
@@ -103,10 +104,11 @@ PIDS+=("$KVSTEERD_PID")
 # a dedicated core as DPDK is usually run). It is restarted only when the idle mode changes, so
 # a busy poller never shares the balancer CPU with HAProxy's runs.
 DP_IDLE=""
-start_dataplane() {  # start_dataplane adaptive|busy|sleep (sleep: adaptive, plain sleeps)
+start_dataplane() {  # start_dataplane adaptive|busy|sleep|pool (sleep: adaptive, plain sleeps)
     local idle=$1 t
     local -a args=(--idle "$idle")
     [[ "$idle" == sleep ]] && args=(--idle adaptive --idle-wake false)
+    [[ "$idle" == pool ]] && args=(--idle adaptive --backend-pool 4)
     kvs_dataplane_up "$RAW/dataplane.$idle.log" "$LB_CPU" "${args[@]}" || die "dataplane (${args[*]}) did not start"
     DP_PID=$KVS_DP_PID
     DP_IDLE=$idle
@@ -158,6 +160,7 @@ ensure_dataplane() {  # ensure_dataplane ARM
     local want=adaptive
     [[ "$1" == kvsteer_busy ]] && want=busy
     [[ "$1" == kvsteer_sleep ]] && want=sleep
+    [[ "$1" == kvsteer_pool ]] && want=pool
     [[ "$DP_IDLE" == "$want" ]] && return 0
     stop_dataplane
     start_dataplane "$want"
@@ -213,14 +216,14 @@ sys_ticks() {  # busy softirq (all CPUs)
 url_of() {
     case $1 in
         direct) echo "http://${KVS_BE_IP[1]}:8000/" ;;
-        kvsteer|kvsteer_busy|kvsteer_sleep) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
+        kvsteer|kvsteer_busy|kvsteer_sleep|kvsteer_pool) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
         haproxy) echo "http://$HAP_IP:8000/" ;;
     esac
 }
 pids_of() {
     case $1 in
         direct) echo "" ;;
-        kvsteer|kvsteer_busy|kvsteer_sleep) echo "$DP_PID $KVSTEERD_PID" ;;
+        kvsteer|kvsteer_busy|kvsteer_sleep|kvsteer_pool) echo "$DP_PID $KVSTEERD_PID" ;;
         haproxy) echo "$HAP_PID" ;;
     esac
 }
@@ -233,7 +236,7 @@ declare -A WL_ENV=(
     [large]="KVB_BODY_BYTES=16384 KVB_CLOSE=1 KVB_STREAM=1 KVB_MAX_TOKENS=8 KVB_ECHO_BYTES=2097152")
 read -r -a WORKLOADS <<<"${KVB_E2E_WORKLOADS:-close keepalive latency large}"
 # Smoke (CI) leaves the busy-poll arm out: it needs two dataplane restarts.
-if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_sleep kvsteer_busy haproxy"; fi
+if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_pool kvsteer_sleep kvsteer_busy haproxy"; fi
 read -r -a ARMS <<<"${KVB_E2E_ARMS:-$default_arms}"
 
 # run_one WORKLOAD ARM REP SECONDS [record]
@@ -309,7 +312,7 @@ summary = {"balancer_cpu": lb_cpu, "load_cpus": load_cpus, "haproxy_version": ha
            "haproxy_hash_bytes": hash_bytes, "cells": {}}
 cell = {}
 for wl in ("close", "keepalive", "latency", "large"):
-    for arm in ("direct", "kvsteer", "kvsteer_sleep", "kvsteer_busy", "haproxy"):
+    for arm in ("direct", "kvsteer", "kvsteer_pool", "kvsteer_sleep", "kvsteer_busy", "haproxy"):
         rs = sel(wl, arm)
         if not rs:
             continue
@@ -366,7 +369,8 @@ for k, name in (("dp_bind_ok", "binds"), ("dp_backend_timeout", "backend_syn_tim
                 ("dp_dup_segment", "dup_first_segments"), ("dp_snat_ports_exhausted", "snat_ports_exhausted"),
                 ("dp_client_idle_drop", "client_idle_drops"), ("drop_syn_rate_per_prefix", "syn_rate_drops")):
     f[f"e2e_kvsteer_{name}"] = counters.get(k, 0)
-names = {"kvsteer": "e2e", "kvsteer_sleep": "e2e_sleep", "kvsteer_busy": "e2e_busy", "haproxy": "haproxy",
+names = {"kvsteer": "e2e", "kvsteer_pool": "e2e_pool", "kvsteer_sleep": "e2e_sleep", "kvsteer_busy": "e2e_busy",
+         "haproxy": "haproxy",
          "direct": "direct"}
 for (wl, arm), c in cell.items():
     p = names[arm]
@@ -392,7 +396,8 @@ def g(wl, arm, k):
     return c.get(k, float("nan")) if c else float("nan")
 # Per-request steering on the kept-alive workload (HAProxy chooses per request too): the share of
 # requests that reached a request boundary and of those moved to another backend.
-for p, arm in (("e2e", "kvsteer"), ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", "kvsteer_busy")):
+for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_sleep", "kvsteer_sleep"),
+               ("e2e_busy", "kvsteer_busy")):
     rs = sel("keepalive", arm)
     reqs = sum(r["requests"] for r in rs)
     if reqs and any("boundaries" in r for r in rs):
@@ -400,7 +405,8 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", 
         f[f"{p}_keepalive_boundaries_per_request"] = round(bnd / reqs, 4)
         if bnd:
             f[f"{p}_keepalive_moved_fraction"] = round(sum(r.get("moved", 0) for r in rs) / bnd, 4)
-for p, arm in (("e2e", "kvsteer"), ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", "kvsteer_busy"), ("haproxy", "haproxy")):
+for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_sleep", "kvsteer_sleep"),
+               ("e2e_busy", "kvsteer_busy"), ("haproxy", "haproxy")):
     put(f"{p}_conn_per_s", g("close", arm, "req_per_s"))
     put(f"{p}_req_per_s", g("keepalive", arm, "req_per_s"))
     put(f"{p}_added_latency_p50_us", g("latency", arm, "added_p50_us"))
@@ -418,7 +424,7 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", 
     m = g("close", arm, "marginal_cpu_s_per_1k")
     if m == m and m > 0:
         put(f"{p}_req_per_marginal_cpu_s", 1000 / m)
-for p in ("e2e", "e2e_sleep", "e2e_busy"):
+for p in ("e2e", "e2e_pool", "e2e_sleep", "e2e_busy"):
     for k in ("req_per_balancer_cpu_s", "req_per_marginal_cpu_s"):
         if f"{p}_{k}" in f and f"haproxy_{k}" in f:
             put(f"{p}_vs_haproxy_{k.replace('req_per_', 'req_per_')}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
@@ -427,6 +433,14 @@ for p in ("e2e", "e2e_sleep", "e2e_busy"):
             put(f"{p}_vs_haproxy_{k}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
     if f.get("haproxy_added_latency_p50_us") and f"{p}_added_latency_p50_us" in f:
         put(f"{p}_vs_haproxy_added_latency_p50_ratio", f[f"{p}_added_latency_p50_us"] / f["haproxy_added_latency_p50_us"])
+# The backend pool against the same dataplane without it, same run: added latency and the
+# binding's wait for its backend (a drawn leg: none).
+for wl in ("latency", "close"):
+    a, b = cell.get((wl, "kvsteer_pool")), cell.get((wl, "kvsteer"))
+    if a and b and "added_p50_us" in a and "added_p50_us" in b:
+        put(f"e2e_pool_{wl}_added_lat_p50_minus_no_pool_us", a["added_p50_us"] - b["added_p50_us"])
+f["e2e_pool_legs_drawn"] = counters.get("dp_pool_drawn", 0)
+f["e2e_pool_empty"] = counters.get("dp_pool_empty", 0)
 json.dump(f, open(frag_path, "w"), indent=1, sort_keys=True)
 print(f"[e2e] {len(f)} figures -> {frag_path}", file=sys.stderr)
 PY
