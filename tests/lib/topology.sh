@@ -59,8 +59,10 @@ kvs_topo_down() {
 }
 
 # kvs__link NS_A IF_A NS_B IF_B: a veth pair created directly in both namespaces.
-kvs__link() {
-    ip link add name "$2" netns "$1" type veth peer name "$4" netns "$3" || return 1
+kvs__link() {  # kvs__link NS1 IF1 NS2 IF2 [QUEUES]
+    local -a q=()
+    [[ -n "${5:-}" ]] && q=(numtxqueues "$5" numrxqueues "$5")
+    ip link add name "$2" netns "$1" "${q[@]}" type veth peer name "$4" netns "$3" "${q[@]}" || return 1
     ip -n "$1" link set "$2" up && ip -n "$3" link set "$4" up
 }
 
@@ -103,7 +105,7 @@ kvs_topo_up() {
         (( j > 1 )) && { ns_app="$prefix-app$j"; ifp="p-app$j"; }
         ip netns add "$ns_app" || return 1
         ip -n "$ns_app" link set lo up
-        kvs__link "$ns_app" app0 "$KVS_NS_BRIDGE" "$ifp" || return 1
+        kvs__link "$ns_app" app0 "$KVS_NS_BRIDGE" "$ifp" ${KVS_APP_QUEUES:-1} || return 1
         if [[ -n "${KVS_APP_MTU:-}" ]]; then
             ip -n "$ns_app" link set app0 mtu "$KVS_APP_MTU" && ip -n "$KVS_NS_BRIDGE" link set "$ifp" mtu "$KVS_APP_MTU" \
                 || { kvs__die "cannot set MTU $KVS_APP_MTU"; return 1; }
@@ -120,6 +122,14 @@ kvs_topo_up() {
         else
             echo "topology: warning: $pass_obj missing; XDP_TX from the appliance will be lost" >&2
         fi
+        # With an XDP program there, everything the appliance sends waits in the peer's NAPI
+        # ring, frames from its AF_XDP socket too. In softirq mode that NAPI runs on whichever CPU
+        # scheduled it first (most often the one receiving the appliance's XDP_TX), so a burst
+        # the dataplane sends could wait 0.5-10 ms behind that CPU's load and arrive after
+        # segments XDP forwarded later (dataplane/README.md, "Late AF_XDP transmits on veth").
+        # A NAPI thread is scheduled like any task: closer to a NIC, which sends from its own ring.
+        ip netns exec "$KVS_NS_BRIDGE" sh -c "echo 1 > /sys/class/net/$ifp/threaded" 2>/dev/null \
+            || echo "topology: warning: no threaded NAPI on $ifp; AF_XDP transmits may leave late" >&2
         KVS_APP_NS[$j]=$ns_app; KVS_APP_IPS[$j]="$net.$((1 + j))"
         KVS_APP_MACS[$j]=$(ip netns exec "$ns_app" cat /sys/class/net/app0/address)
     done
