@@ -128,8 +128,12 @@ kvs_topo_up() {
         # the dataplane sends could wait 0.5-10 ms behind that CPU's load and arrive after
         # segments XDP forwarded later (dataplane/README.md, "Late AF_XDP transmits on veth").
         # A NAPI thread is scheduled like any task: closer to a NIC, which sends from its own ring.
-        ip netns exec "$KVS_NS_BRIDGE" sh -c "echo 1 > /sys/class/net/$ifp/threaded" 2>/dev/null \
-            || echo "topology: warning: no threaded NAPI on $ifp; AF_XDP transmits may leave late" >&2
+        if ip netns exec "$KVS_NS_BRIDGE" sh -c "echo 1 > /sys/class/net/$ifp/threaded" 2>/dev/null; then
+            local pid
+            for pid in $(pgrep "^napi/$ifp-"); do chrt -f -p 50 "$pid" >/dev/null 2>&1; done
+        else
+            echo "topology: warning: no threaded NAPI on $ifp; AF_XDP transmits may leave late" >&2
+        fi
         KVS_APP_NS[$j]=$ns_app; KVS_APP_IPS[$j]="$net.$((1 + j))"
         KVS_APP_MACS[$j]=$(ip netns exec "$ns_app" cat /sys/class/net/app0/address)
     done
