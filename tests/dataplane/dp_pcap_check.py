@@ -116,16 +116,20 @@ def main():
             c["fin"] = True
         n = p["len"] + (1 if p["flags"] & 0x01 else 0)
         if p["tsval"] is not None and c["ts"] is not None and after(c["ts"], p["tsval"]):
-            if n and c["next"] is not None and after(c["next"], p["seq"]):
-                # Bytes from before the stream's furthest point: an older segment overtaken on
-                # the way (the kernel's per-CPU queues on veth reorder now and then), which
-                # carries its older TSval. Only new bytes with an older TSval are a translation
-                # error.
+            older_bytes = n and c["next"] is not None and after(c["next"], p["seq"])
+            older_ack = not n and c.get("max_ack") is not None and after(c["max_ack"], p["ack"])
+            if older_bytes or older_ack:
+                # Bytes from before the stream's furthest point, or an ACK older than one seen:
+                # an older segment overtaken on the way (the kernel's per-CPU queues on veth
+                # reorder now and then), which carries its older TSval. Only new bytes or ACKs
+                # with an older TSval are a translation error.
                 c["reordered"] = c.get("reordered", 0) + 1
             else:
                 problems.append(f"{key}: TSval went backwards {c['ts']} -> {p['tsval']}")
         if p["tsval"] is not None and (c["ts"] is None or after(p["tsval"], c["ts"])):
             c["ts"] = p["tsval"]
+        if p["flags"] & 0x10 and (c.get("max_ack") is None or after(p["ack"], c["max_ack"])):
+            c["max_ack"] = p["ack"]
         if n and c["next"] is not None:
             # Stream offsets from the SYN-ACK: what arrived, to find gaps never filled. A segment
             # past the stream's end (a loss or a reordering on the way) is normal TCP when a
