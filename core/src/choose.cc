@@ -113,44 +113,44 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             return KVS_BACKEND_NONE;
         return static_cast<std::uint32_t>(v >> 32);
     };
-    // Each backend's estimated prompt blocks in flight (RecentChoices::Work), shrunk in proportion
-    // where its in-flight count shows closes since the last update; the least and the total over
-    // the eligible backends.
-    std::uint64_t work_min = UINT64_MAX, work_total = 0;
-    for (std::uint32_t i = 0; i < n; ++i) {
-        RecentChoices::Work &w = rc.work[i];
+    // Backend `id`'s estimated prompt blocks in flight (RecentChoices::Work), shrunk in
+    // proportion where its in-flight count shows closes since the last update.
+    auto work_of = [&](std::uint32_t id) -> std::uint64_t {
+        const RecentChoices::Work &w = rc.work[id];
         const std::uint64_t flows = __atomic_load_n(&w.flows, __ATOMIC_RELAXED);
-        std::uint64_t blocks = __atomic_load_n(&w.blocks, __ATOMIC_RELAXED);
-        if (s.in_flight[i] < flows) {
-            blocks = s.in_flight[i] == 0 ? 0
-                                         : blocks / flows * s.in_flight[i] +
-                                               blocks % flows * s.in_flight[i] / flows;
-            __atomic_store_n(&w.blocks, blocks, __ATOMIC_RELAXED);
-            __atomic_store_n(&w.flows, std::uint64_t{s.in_flight[i]}, __ATOMIC_RELAXED);
-        }
-        s.work[i] = blocks;
-        if (s.eligible[i]) {
-            work_total += blocks;
-            if (blocks < work_min) work_min = blocks;
-        }
-    }
+        const std::uint64_t blocks = __atomic_load_n(&w.blocks, __ATOMIC_RELAXED);
+        const std::uint64_t now = s.in_flight[id];
+        if (now >= flows) return blocks;
+        return blocks / flows * now + blocks % flows * now / flows;
+    };
     const std::uint64_t flow_blocks = std::max<std::uint64_t>({1, n_blocks, h.prompt_blocks});
     // The work gate of an affinity holder whose match covers every block of the flight, while the
     // slack, not c x the mean, sets the bound (light load): the holder takes the flow if its work
     // is within c x the mean work, or within kWorkGateRatio x the flow's prompt blocks (what the
     // match may save: the flight says nothing past itself) of the least. A shorter match is not
-    // gated (the flow bound alone, as before).
+    // gated (the flow bound alone, as before). The least and the total work are summed only here
+    // (once per choice), so a choice that needs no gate pays nothing for it.
     const bool light = load_bound(c, static_cast<double>(total), n_up) < bound;
+    std::uint64_t work_min = UINT64_MAX, work_total = 0;
     auto work_ok = [&](std::uint32_t id, std::uint8_t depth) {
         if (!light || depth == kFixedPrefixDepth || depth + 1u < n_blocks) return true;
-        if (static_cast<double>(s.work[id] + flow_blocks) <=
+        if (work_min == UINT64_MAX) {
+            for (std::uint32_t i = 0; i < n; ++i) {
+                if (!s.eligible[i]) continue;
+                const std::uint64_t w = work_of(i);
+                work_total += w;
+                if (w < work_min) work_min = w;
+            }
+        }
+        const std::uint64_t w = work_of(id);
+        if (static_cast<double>(w + flow_blocks) <=
             c * static_cast<double>(work_total + flow_blocks) / n_up)
             return true;
-        return s.work[id] <= work_min + std::uint64_t{kWorkGateRatio} * flow_blocks;
+        return w <= work_min + std::uint64_t{kWorkGateRatio} * flow_blocks;
     };
     auto remember = [&](std::uint32_t id) {
         if (retry) return;
-        __atomic_store_n(&rc.work[id].blocks, s.work[id] + flow_blocks, __ATOMIC_RELAXED);
+        __atomic_store_n(&rc.work[id].blocks, work_of(id) + flow_blocks, __ATOMIC_RELAXED);
         __atomic_store_n(&rc.work[id].flows, std::uint64_t{s.in_flight[id]} + 1, __ATOMIC_RELAXED);
         const std::uint64_t v = std::uint64_t{id} << 32 | generation;
         for (std::uint32_t i = 0; i < n_blocks; ++i) {

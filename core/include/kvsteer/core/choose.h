@@ -46,8 +46,8 @@ struct RecentChoices {
     Slot slot[kSlots];
     // Prompt blocks (PrefixHashes::prompt_blocks, else n_blocks; at least 1) of the PREFIX flows
     // bound to a backend and not yet closed, estimated: each choice adds its flow's blocks; when
-    // the backend's in-flight count is found below `flows` (the count after the last update),
-    // closes happened and `blocks` shrinks in proportion (to 0 when none is in flight).
+    // the backend's in-flight count is below `flows` (the count after the last update), closes
+    // happened and `blocks` counts as shrunk in proportion (0 when none is in flight).
     struct Work {
         std::uint64_t blocks = 0;
         std::uint64_t flows = 0;
@@ -59,7 +59,6 @@ struct RecentChoices {
 struct ChooseScratch {
     std::uint32_t in_flight[KVS_MAX_BACKENDS];
     std::uint8_t eligible[KVS_MAX_BACKENDS];
-    std::uint64_t work[KVS_MAX_BACKENDS];  // RecentChoices::Work's estimate, as this choice saw it
     std::uint32_t rr_cursor = 0;
     // Where recent choices are kept: the dataplane's shared table, or (null) `own`.
     RecentChoices *recent = nullptr;
