@@ -88,7 +88,9 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     // PREFIX: the recent choice (shared by the workers) for a block deeper than the table knows (a
     // new prefix's burst follows its first request before kvsteerd publishes it); else the deepest
     // affinity match's least-loaded replica within its bound (affinity_bound: c x the mean, never
-    // below the least load + 1 + slack); else, a prefix no backend is known to hold, the first
+    // below the least load + 1 + slack; at light load, a holder whose estimated prompt work in
+    // flight is far above the least's loses a flow whose whole flight it matches: a work gate);
+    // else, a prefix no backend is known to hold, the first
     // backend of the consistent-hash walk on the prefix hash within miss_tolerance() of the
     // least loaded: the least loaded when idle or lightly loaded (a shared preamble no longer
     // sends every miss to one backend), the hash's own backend while loads are within a tenth of
@@ -111,8 +113,45 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             return KVS_BACKEND_NONE;
         return static_cast<std::uint32_t>(v >> 32);
     };
+    // Backend `id`'s estimated prompt blocks in flight (RecentChoices::Work), shrunk in
+    // proportion where its in-flight count shows closes since the last update.
+    auto work_of = [&](std::uint32_t id) -> std::uint64_t {
+        const RecentChoices::Work &w = rc.work[id];
+        const std::uint64_t flows = __atomic_load_n(&w.flows, __ATOMIC_RELAXED);
+        const std::uint64_t blocks = __atomic_load_n(&w.blocks, __ATOMIC_RELAXED);
+        const std::uint64_t now = s.in_flight[id];
+        if (now >= flows) return blocks;
+        return blocks / flows * now + blocks % flows * now / flows;
+    };
+    const std::uint64_t flow_blocks = std::max<std::uint64_t>({1, n_blocks, h.prompt_blocks});
+    // The work gate of an affinity holder whose match covers every block of the flight, while the
+    // slack, not c x the mean, sets the bound (light load): the holder takes the flow if its work
+    // is within c x the mean work, or within kWorkGateRatio x the flow's prompt blocks (what the
+    // match may save: the flight says nothing past itself) of the least. A shorter match is not
+    // gated (the flow bound alone, as before). The least and the total work are summed only here
+    // (once per choice), so a choice that needs no gate pays nothing for it.
+    const bool light = load_bound(c, static_cast<double>(total), n_up) < bound;
+    std::uint64_t work_min = UINT64_MAX, work_total = 0;
+    auto work_ok = [&](std::uint32_t id, std::uint8_t depth) {
+        if (!light || depth == kFixedPrefixDepth || depth + 1u < n_blocks) return true;
+        if (work_min == UINT64_MAX) {
+            for (std::uint32_t i = 0; i < n; ++i) {
+                if (!s.eligible[i]) continue;
+                const std::uint64_t w = work_of(i);
+                work_total += w;
+                if (w < work_min) work_min = w;
+            }
+        }
+        const std::uint64_t w = work_of(id);
+        if (static_cast<double>(w + flow_blocks) <=
+            c * static_cast<double>(work_total + flow_blocks) / n_up)
+            return true;
+        return w <= work_min + std::uint64_t{kWorkGateRatio} * flow_blocks;
+    };
     auto remember = [&](std::uint32_t id) {
         if (retry) return;
+        __atomic_store_n(&rc.work[id].blocks, work_of(id) + flow_blocks, __ATOMIC_RELAXED);
+        __atomic_store_n(&rc.work[id].flows, std::uint64_t{s.in_flight[id]} + 1, __ATOMIC_RELAXED);
         const std::uint64_t v = std::uint64_t{id} << 32 | generation;
         for (std::uint32_t i = 0; i < n_blocks; ++i) {
             RecentChoices::Slot &r = rc.slot[h.blocks[i] & kRecentMask];
@@ -153,7 +192,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
-            if (id >= n || !s.eligible[id] || !within(id, table_bound)) continue;
+            if (id >= n || !s.eligible[id] || !within(id, table_bound) || !work_ok(id, e->depth))
+                continue;
             if (s.in_flight[id] < best_load) {
                 best = id;
                 best_load = s.in_flight[id];

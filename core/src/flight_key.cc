@@ -25,6 +25,14 @@ FlightKey key_flight(const HashParams &hp, const RequestView &v,
         k.kind = v.kind;
         k.hashes = hash_prompt(hp, v.hash_model(), bytes.subspan(v.key_offset, v.key_len));
         k.prompt_bytes = static_cast<std::uint32_t>(v.key_len);
+        // The prompt's declared extent: the body from the key's first byte to Content-Length.
+        if (v.content_length > 0 && hp.block_size > 0 && v.key_offset >= v.body_offset) {
+            const std::uint64_t start = v.key_offset - v.body_offset;
+            const std::uint64_t len = static_cast<std::uint64_t>(v.content_length);
+            const std::uint64_t blocks = len > start ? (len - start) / hp.block_size : 0;
+            k.hashes.prompt_blocks =
+                static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, UINT32_MAX));
+        }
     } else if (v.status == LocateStatus::Ok && v.expect_continue) {
         // Expect: 100-continue: no body comes before the server answers; the request target
         // (with the host mixed in) is all the flight says.

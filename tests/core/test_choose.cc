@@ -54,10 +54,13 @@ struct Mem {
         h.prefix = prefix;
         return choose_backend(tables(), h, prefix, exclude, *scratch);
     }
-    // A flight of `blocks` chained block hashes (and a fixed-prefix hash).
-    Choice choose_blocks(std::uint64_t prefix, std::vector<std::uint64_t> blocks) {
+    // A flight of `blocks` chained block hashes (and a fixed-prefix hash), of a prompt of
+    // `prompt_blocks` blocks in all (0: unknown).
+    Choice choose_blocks(std::uint64_t prefix, std::vector<std::uint64_t> blocks,
+                         std::uint32_t prompt_blocks = 0) {
         PrefixHashes h;
         h.prefix = prefix;
+        h.prompt_blocks = prompt_blocks;
         h.n_blocks = static_cast<std::uint32_t>(blocks.size());
         std::copy(blocks.begin(), blocks.end(), h.blocks.begin());
         return choose_backend(tables(), h, prefix, {}, *scratch);
@@ -273,6 +276,40 @@ TEST(CoreChoose, AShallowMatchGetsAShareOfTheSlack) {
     m.pin(0xb3, {2}, 3);
     m.set_in_flight(2, 20);  // 21 <= 0 + 1 + 32
     EXPECT_EQ(m.choose_blocks(0xabc, flight).backend, 2);
+}
+
+TEST(CoreChoose, AtLightLoadAHolderBusyWithALongPromptLosesAWholeFlightMatch) {
+    // Backend 2 holds the whole 4-block flight. A 1000-block prompt bound there makes its
+    // estimated work 1000 blocks while its count of flows (1) is well within the slack.
+    const std::vector<std::uint64_t> flight = {0xc0, 0xc1, 0xc2, 0xc3};
+    Mem m(4);
+    m.pin(0xc3, {2}, 3);
+    EXPECT_EQ(m.choose_blocks(0xabc, flight, 1000).backend, 2);
+    m.set_in_flight(2, 1);
+    // A 10-block prompt would save at most 10 blocks: 1000 > 0 + 16 x 10, and 1010 is above
+    // c x the mean work (1.25 x 1010 / 4): it goes elsewhere.
+    Choice c = m.choose_blocks(0xabc, flight, 10);
+    EXPECT_NE(c.backend, 2);
+    m.set_in_flight(c.backend, 1);
+    // A 100-block prompt may save 100: 1000 <= 10 + 16 x 100, the holder keeps it.
+    EXPECT_EQ(m.choose_blocks(0xabc, flight, 100).backend, 2);
+    m.set_in_flight(2, 2);
+    // A match of only part of the flight is not gated by work (the flow bound alone).
+    m.pin(0xc1, {2}, 1);
+    EXPECT_EQ(m.choose_blocks(0xabd, {0xc0, 0xc1, 0xd2, 0xd3}, 10).backend, 2);
+    m.set_in_flight(2, 3);
+    // Under load (c x the mean above the least + 1 + slack) the gate does not apply.
+    m.pin(0xc3, {2}, 3);
+    for (std::uint32_t i = 0; i < 4; ++i) m.set_in_flight(i, 200);
+    EXPECT_EQ(m.choose_blocks(0xabc, flight, 10).backend, 2);
+    // Once the holder's flows have all closed, its estimated work is 0 again.
+    m.scratch = std::make_unique<ChooseScratch>();
+    for (std::uint32_t i = 0; i < 4; ++i) m.set_in_flight(i, 0);
+    EXPECT_EQ(m.choose_blocks(0xabc, flight, 1000).backend, 2);
+    m.set_in_flight(2, 1);
+    EXPECT_NE(m.choose_blocks(0xabc, flight, 10).backend, 2);
+    m.set_in_flight(2, 0);  // closed
+    EXPECT_EQ(m.choose_blocks(0xabc, flight, 10).backend, 2);
 }
 
 TEST(CoreChoose, MaxLoadReplacesTheBoundForAffinity) {

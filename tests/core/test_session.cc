@@ -35,6 +35,23 @@ FlightKey key_of(const kvs_config &c, const std::string &req) {
     return key_flight(hash_params(c), session_headers(c), locate_request(b), b, 77);
 }
 
+TEST(CoreFlightKey, PromptBlocksComeFromTheDeclaredLength) {
+    // The prompt's blocks in all: the body from the key's first byte to Content-Length, even
+    // when the flight holds only its start (kvs_config{}: 512-byte blocks).
+    const std::string req = chat("", std::string(5000, 'a'));
+    const std::size_t body = req.find("\r\n\r\n") + 4;
+    const std::size_t key = req.find("[{");
+    const std::uint32_t want = static_cast<std::uint32_t>((req.size() - key) / 512);
+    EXPECT_EQ(key_of(kvs_config{}, req).hashes.prompt_blocks, want);
+    EXPECT_EQ(key_of(kvs_config{}, req.substr(0, body + 1200)).hashes.prompt_blocks, want);
+    EXPECT_GT(want, key_of(kvs_config{}, req.substr(0, body + 1200)).hashes.n_blocks);
+    // No Content-Length (chunked): unknown.
+    const std::string chunked =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "40\r\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    EXPECT_EQ(key_of(kvs_config{}, chunked).hashes.prompt_blocks, 0u);
+}
+
 TEST(CoreSession, HeaderListParsed) {
     auto h = session_headers(with_headers("x-session-id, x-user ,,"));
     ASSERT_EQ(h.n, 2u);

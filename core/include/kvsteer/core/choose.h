@@ -22,6 +22,13 @@ struct Choice {
 // after which its table knows the prefix.
 inline constexpr std::uint32_t kRecentGenerations = 2;
 
+// An affinity holder whose match covers every block of the flight may hold at most this many
+// times the flow's prompt blocks (PrefixHashes::prompt_blocks) of estimated work in flight more
+// than the backend holding the least, while the slack rules its bound (light load) and its work
+// is above c x the mean work: a holder busy with very long prompts (whose count of flows looks
+// light) loses the requests that would wait behind them (tools/sim/README.md, round 4).
+inline constexpr std::uint32_t kWorkGateRatio = 16;
+
 // The dataplane's recent PREFIX choices: chained block hash -> the backend its flight was sent
 // to, with kvs_config.generation at the time; direct-mapped by the hash's low bits (a newer key
 // overwrites). Lets a burst of one new prefix follow its first request before kvsteerd has learnt
@@ -29,6 +36,7 @@ inline constexpr std::uint32_t kRecentGenerations = 2;
 // worker of a dataplane (threads of one process): each slot is two relaxed 64-bit atomics, so a
 // reader may pair a key with the backend of the slot's previous key; that misleads one choice at
 // most, and the backend is still checked for eligibility and load like any affinity holder.
+// Also each backend's estimated work in flight (`work`), kept the same way.
 struct RecentChoices {
     static constexpr std::uint32_t kSlots = 4096;  // a power of two
     struct Slot {
@@ -36,6 +44,15 @@ struct RecentChoices {
         std::uint64_t value = 0;  // backend << 32 | generation
     };
     Slot slot[kSlots];
+    // Prompt blocks (PrefixHashes::prompt_blocks, else n_blocks; at least 1) of the PREFIX flows
+    // bound to a backend and not yet closed, estimated: each choice adds its flow's blocks; when
+    // the backend's in-flight count is below `flows` (the count after the last update), closes
+    // happened and `blocks` counts as shrunk in proportion (0 when none is in flight).
+    struct Work {
+        std::uint64_t blocks = 0;
+        std::uint64_t flows = 0;
+    };
+    Work work[KVS_MAX_BACKENDS];
 };
 
 // Per-worker scratch so a choice allocates nothing.
@@ -57,7 +74,10 @@ struct ChooseScratch {
 // bound (as below; via AFFINITY); else the least loaded replica of the deepest affinity match whose
 // in_flight + 1 stays within its backend's max_load, or, when that is 0, within affinity_bound()
 // (load_bound.h: c x the mean, never below the least in_flight + 1 + load_slack x the share of
-// the flight's blocks the match covers, at least 1; a fixed-prefix match: the whole slack); else
+// the flight's blocks the match covers, at least 1; a fixed-prefix match: the whole slack) and,
+// for a match covering every block of the flight while that bound is the slack's rather than
+// c x the mean, whose estimated work in flight (RecentChoices::Work) is within c x the mean work
+// or within kWorkGateRatio x the flow's prompt blocks of the least; else
 // choose_least_loaded() over the active Maglev half on h.prefix with miss_tolerance(total, n) (the
 // first backend of the walk within floor(mean / 10) of the least loaded: the least loaded at light
 // load; via MAGLEV when that is the walk's first candidate, else MAGLEV_SPILL). Every PREFIX choice

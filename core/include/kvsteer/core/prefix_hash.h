@@ -23,6 +23,9 @@ struct PrefixHashes {
     std::uint64_t prefix = 0;    // hash(seed, model, key[0 .. min(prefix_len, len)))
     std::uint32_t n_blocks = 0;  // full blocks hashed (a trailing partial block is not)
     std::array<std::uint64_t, KVS_MAX_REPORT_BLOCKS> blocks{};  // blocks[i] covers blocks 0..i
+    // Blocks the whole prompt spans as the request declares it (Content-Length), of which the
+    // first n_blocks were hashed; 0: unknown (no length, chunked, not a prompt).
+    std::uint32_t prompt_blocks = 0;
 };
 
 // Hashes never return 0 (0 marks an empty affinity slot).
