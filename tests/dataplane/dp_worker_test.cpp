@@ -186,6 +186,17 @@ class BindTest : public ::testing::Test {
         s.smac = backend_mac;
         return s;
     }
+    // The backend's SYN-ACK to `syn`: MSS 1460, window scale 9, SACK, timestamps (TSval tb).
+    Seg synack_to(const kvs_pkt &syn) {
+        Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+        sa.mss = 1460;
+        sa.wscale = 9;
+        sa.sack_perm = true;
+        sa.ts = true;
+        sa.tsval = tb;
+        sa.tsecr = syn.opts.tsval;
+        return sa;
+    }
     int backend_of(const kvs_pkt &p) const {
         for (unsigned i = 0; i < 3; ++i)
             if (tables->backends[i].addr[0] == p.ip4->daddr) return static_cast<int>(i);
@@ -263,13 +274,7 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     ASSERT_GE(be, 0);
     const std::uint16_t snat_port = ntohs(syn.tcp->source);
 
-    Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
-    sa.mss = 1460;
-    sa.wscale = 9;
-    sa.sack_perm = true;
-    sa.ts = true;
-    sa.tsval = tb;
-    sa.tsecr = syn.opts.tsval;
+    const Seg sa = synack_to(syn);
     inject(rp.rx, make_seg(rp.pool, sa));
     out = step(now + ms(1));
     ASSERT_EQ(out.size(), 4u) << "ACK + three held segments";
@@ -367,15 +372,9 @@ TEST_F(BindTest, PooledLegCarriesTheFlightWithSequenceDeltasBothWays) {
         ASSERT_GE(be, 0);
         leg_isn[be] = ntohl(syn.tcp->seq);
         leg_port[be] = ntohs(syn.tcp->source);
-        Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
+        Seg sa = synack_to(syn);
         sa.ack = leg_isn[be] + 1;
         sa.seq = bisn + static_cast<std::uint32_t>(be);
-        sa.mss = 1460;
-        sa.wscale = 9;
-        sa.sack_perm = true;
-        sa.ts = true;
-        sa.tsval = tb;
-        sa.tsecr = syn.opts.tsval;
         inject(rp.rx, make_seg(rp.pool, sa));
     }
     out = step(now + ms(1));

@@ -89,6 +89,15 @@ class PoolTest : public ::testing::Test {
         }
     }
 
+    // Opens the pool's legs at `now` and answers them: the SYNs sent (their ACKs drained).
+    std::vector<Sent> open_ready(BackendPool &pool, std::uint64_t now) {
+        pool.upkeep(t_, now, host_);
+        std::vector<Sent> syns = host_.take_sent();
+        answer_all(pool, syns, now + 1);
+        host_.take_sent();
+        return syns;
+    }
+
     BackendSeg seg(std::uint8_t flags, std::uint32_t ack = 0) {
         BackendSeg b;
         b.flags = flags;
@@ -164,9 +173,7 @@ TEST_F(PoolTest, FitsOnlyClientsWithThePoolsOptions) {
 
 TEST_F(PoolTest, OldLegsAreResetAndReplaced) {
     BackendPool pool(cfg_, kLo, kHi);
-    pool.upkeep(t_, 0, host_);
-    answer_all(pool, host_.take_sent(), 10);
-    host_.take_sent();
+    open_ready(pool, 9);  // ready at 10
     pool.upkeep(t_, 10 + kMaxAge - 1, host_);
     EXPECT_TRUE(host_.take_sent().empty()) << "young enough";
     PoolLeg leg;
@@ -191,11 +198,8 @@ TEST_F(PoolTest, BackendClosingAnIdleLegGetsAResetAndTheLegIsReplaced) {
     cfg_.per_backend = 1;
     config_.n_backends = 1;
     BackendPool pool(cfg_, kLo, kHi);
-    pool.upkeep(t_, 0, host_);
-    std::vector<Sent> syns = host_.take_sent();
+    std::vector<Sent> syns = open_ready(pool, 0);
     ASSERT_EQ(syns.size(), 1u);
-    answer_all(pool, syns, 1);
-    host_.take_sent();
     const std::uint16_t port = syns[0].leg.port;
 
     BackendSeg fin = seg(KVS_TCP_FIN | KVS_TCP_ACK, syns[0].s.seq + 1);
@@ -207,21 +211,16 @@ TEST_F(PoolTest, BackendClosingAnIdleLegGetsAResetAndTheLegIsReplaced) {
     EXPECT_FALSE(pool.owns(port));
     EXPECT_TRUE(host_.taken.empty());
 
-    pool.upkeep(t_, 51, host_);  // replaced at once
-    syns = host_.take_sent();
+    syns = open_ready(pool, 51);  // replaced at once
     ASSERT_EQ(syns.size(), 1u);
-    answer_all(pool, syns, 52);
-    host_.take_sent();
     pool.segment(syns[0].leg.port, seg(KVS_TCP_RST), 60, host_);  // a reset: nothing to answer
     EXPECT_TRUE(host_.take_sent().empty());
     EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 2u);
     EXPECT_TRUE(host_.taken.empty());
 
     // Anything else on a ready leg is counted and dropped.
-    pool.upkeep(t_, 61, host_);
-    syns = host_.take_sent();
-    answer_all(pool, syns, 62);
-    host_.take_sent();
+    syns = open_ready(pool, 61);
+    ASSERT_EQ(syns.size(), 1u);
     pool.segment(syns[0].leg.port, seg(KVS_TCP_ACK), 63, host_);
     EXPECT_EQ(host_.stats[KVS_R_PUNT_BACKEND_OTHER], 1u);
     EXPECT_EQ(pool.ready(0), 1u);
@@ -276,9 +275,7 @@ TEST_F(PoolTest, AChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
 
 TEST_F(PoolTest, ABackendThatChangedOrWentAwayLosesItsLegs) {
     BackendPool pool(cfg_, kLo, kHi);
-    pool.upkeep(t_, 0, host_);
-    answer_all(pool, host_.take_sent(), 1);
-    host_.take_sent();
+    open_ready(pool, 0);
     backends_[0].addr[0] = 0x0b000001u;  // backend 0 moved
     PoolLeg leg;
     EXPECT_FALSE(pool.draw(t_, 0, 2, leg)) << "never a leg to the old address";
