@@ -37,6 +37,9 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "adaptive: back off (pause, then sleep) when no packets; busy: always poll")(
         "idle-sleep-us", po::value(&o.idle_sleep_us)->default_value(o.idle_sleep_us),
         "adaptive idle: longest sleep between polls (latency added to a first packet after idle)")(
+        "idle-spin-us", po::value(&o.idle_spin_us)->default_value(o.idle_spin_us),
+        "adaptive idle: keep polling this long after the last packet before sleeping (lower "
+        "latency on a shared CPU for up to this much polling per packet; 0: off)")(
         "idle-wake", po::value(&o.idle_wake)->default_value(o.idle_wake),
         "adaptive idle, xdp mode, one worker: sleep in poll() on the AF_XDP socket, so the next "
         "frame ends the sleep (false: plain sleeps)")(

@@ -25,6 +25,7 @@ struct Options {
     std::uint32_t bind_gap_us = 1000;         // bind after this long without a new segment
     std::uint32_t slow_bind_gap_ms = 20;      // the same below the client's initial window
     std::uint32_t idle_sleep_us = 200;        // adaptive idle: longest sleep between polls
+    std::uint32_t idle_spin_us = 0;  // adaptive idle: keep polling this long after a packet
     bool idle_wake = true;  // adaptive idle, one worker, xdp mode: sleep on the AF_XDP socket
     std::uint32_t backend_syn_timeout_ms = 300;
     std::uint32_t backend_syn_retries = 1;  // SYN retransmissions to one backend

@@ -271,14 +271,23 @@ void Worker::run(const std::atomic<bool> &stop) {
     // The adaptive sleeps are short (10..--idle-sleep-us): the kernel's default 50 us timer
     // slack would stretch each one, adding that to the first packet after an idle spell.
     if (p_.opts.idle == IdlePolicy::Adaptive) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    const std::uint64_t spin = hz_ * p_.opts.idle_spin_us / 1000000;
+    std::uint64_t last_rx = 0;
     while (!stop.load(std::memory_order_relaxed)) {
         park_if_asked();
-        if (poll(rte_rdtsc()) > 0 || p_.opts.idle == IdlePolicy::Busy) {
+        const std::uint64_t now = rte_rdtsc();
+        if (poll(now) > 0 || p_.opts.idle == IdlePolicy::Busy) {
             idle = 0;
+            last_rx = now;
             continue;
         }
-        // Adaptive: spin briefly, then sleep longer the longer it stays idle (up to
-        // --idle-sleep-us) so a 2-CPU box keeps room for the backends and the client.
+        // Adaptive: keep polling --idle-spin-us after the last packet (0 by default), then spin
+        // briefly (64 polls), then sleep longer the longer it stays idle (up to --idle-sleep-us)
+        // so a 2-CPU box keeps room for the backends and the client.
+        if (now - last_rx < spin) {
+            rte_pause();
+            continue;
+        }
         ++idle;
         if (idle < 64) {
             rte_pause();

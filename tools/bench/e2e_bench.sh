@@ -10,7 +10,8 @@
 # polling core), kvsteer_sleep (full mode: --idle adaptive with --idle-wake false, the plain
 # sleeps the adaptive mode had before it slept on the AF_XDP socket), kvsteer_pool (kvsteer with
 # --backend-pool 4: new flows take a backend connection opened ahead), haproxy (client -> HAProxy,
-# nbthread 1). Workloads (wrk + tools/bench/wrk_post.lua):
+# nbthread 1), kvsteer_spin (kvsteer with --idle-spin-us KVB_SPIN_US, 100: the dataplane keeps
+# polling that long after its last packet before it sleeps). Workloads (wrk + tools/bench/wrk_post.lua):
 #   close      small chat bodies (512 B), one request per connection: new connections/s
 #   keepalive  the same bodies on kept-alive connections: requests/s
 #   latency    one connection at a time, one request per connection: added latency
@@ -109,6 +110,7 @@ start_dataplane() {  # start_dataplane adaptive|busy|sleep|pool (sleep: adaptive
     local -a args=(--idle "$idle")
     [[ "$idle" == sleep ]] && args=(--idle adaptive --idle-wake false)
     [[ "$idle" == pool ]] && args=(--idle adaptive --backend-pool 4)
+    [[ "$idle" == spin ]] && args=(--idle adaptive --idle-spin-us "${KVB_SPIN_US:-100}")
     kvs_dataplane_up "$RAW/dataplane.$idle.log" "$LB_CPU" "${args[@]}" || die "dataplane (${args[*]}) did not start"
     DP_PID=$KVS_DP_PID
     DP_IDLE=$idle
@@ -161,6 +163,7 @@ ensure_dataplane() {  # ensure_dataplane ARM
     [[ "$1" == kvsteer_busy ]] && want=busy
     [[ "$1" == kvsteer_sleep ]] && want=sleep
     [[ "$1" == kvsteer_pool ]] && want=pool
+    [[ "$1" == kvsteer_spin ]] && want=spin
     [[ "$DP_IDLE" == "$want" ]] && return 0
     stop_dataplane
     start_dataplane "$want"
@@ -216,14 +219,14 @@ sys_ticks() {  # busy softirq (all CPUs)
 url_of() {
     case $1 in
         direct) echo "http://${KVS_BE_IP[1]}:8000/" ;;
-        kvsteer|kvsteer_busy|kvsteer_sleep|kvsteer_pool) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
+        kvsteer|kvsteer_busy|kvsteer_sleep|kvsteer_pool|kvsteer_spin) echo "http://$KVS_VIP:$KVS_VIP_PORT/" ;;
         haproxy) echo "http://$HAP_IP:8000/" ;;
     esac
 }
 pids_of() {
     case $1 in
         direct) echo "" ;;
-        kvsteer|kvsteer_busy|kvsteer_sleep|kvsteer_pool) echo "$DP_PID $KVSTEERD_PID" ;;
+        kvsteer|kvsteer_busy|kvsteer_sleep|kvsteer_pool|kvsteer_spin) echo "$DP_PID $KVSTEERD_PID" ;;
         haproxy) echo "$HAP_PID" ;;
     esac
 }
@@ -236,7 +239,7 @@ declare -A WL_ENV=(
     [large]="KVB_BODY_BYTES=16384 KVB_CLOSE=1 KVB_STREAM=1 KVB_MAX_TOKENS=8 KVB_ECHO_BYTES=2097152")
 read -r -a WORKLOADS <<<"${KVB_E2E_WORKLOADS:-close keepalive latency large}"
 # Smoke (CI) leaves the busy-poll arm out: it needs two dataplane restarts.
-if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_pool kvsteer_sleep kvsteer_busy haproxy"; fi
+if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_pool kvsteer_spin kvsteer_sleep kvsteer_busy haproxy"; fi
 read -r -a ARMS <<<"${KVB_E2E_ARMS:-$default_arms}"
 
 # run_one WORKLOAD ARM REP SECONDS [record]
@@ -293,6 +296,32 @@ for ((rep = 1; rep <= REPS; rep++)); do
         for wl in "${WORKLOADS[@]}"; do run_one "$wl" "$arm" "$rep" "$SECS"; done
     done
 done
+# On the wire (full mode, latency workload): a capture on the bridge that every namespace hangs
+# off while each balancer arm runs the one-connection workload once more (not recorded above),
+# read by wire_latency.py: the balancer's own request and response paths per request, from one
+# clock, with no direct run subtracted.
+if [[ "$mode" == full && " ${WORKLOADS[*]} " == *" latency "* ]] && command -v tcpdump >/dev/null; then
+    for arm in "${ARMS[@]}"; do
+        [[ "$arm" == direct ]] && continue
+        front="$KVS_VIP.$KVS_VIP_PORT" bal="$KVS_APP_IP"
+        [[ "$arm" == haproxy ]] && front="$HAP_IP.8000" bal="$HAP_IP"
+        [[ "$arm" == kvsteer* ]] && ensure_dataplane "$arm"
+        rm -f "$RAW/wire.$arm.pcap"
+        ip netns exec "$KVS_NS_BRIDGE" tcpdump -Z root -i br0 -nn --immediate-mode -s 96 -c 400000 \
+            -w "$RAW/wire.$arm.pcap" tcp >/dev/null 2>&1 &
+        tpid=$!
+        sleep 0.5
+        run_one latency "$arm" 0 "${KVB_WIRE_SECONDS:-3}" 0
+        sleep 0.2
+        kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
+        tcpdump -r "$RAW/wire.$arm.pcap" -tt -nn -S 2>/dev/null >"$RAW/wire.$arm.txt"
+        if w=$(python3 "$ROOT/tools/bench/wire_latency.py" "$RAW/wire.$arm.txt" "$front" "$bal"); then
+            echo "{\"arm\": \"$arm\", \"r\": $w}" >>"$RAW/wire.jsonl"
+            log "on the wire, $arm: $w"
+        fi
+        rm -f "$RAW/wire.$arm.pcap"
+    done
+fi
 kill -0 "$DP_PID" 2>/dev/null || log "WARNING: the dataplane died during the run"
 stop_dataplane
 
@@ -312,7 +341,7 @@ summary = {"balancer_cpu": lb_cpu, "load_cpus": load_cpus, "haproxy_version": ha
            "haproxy_hash_bytes": hash_bytes, "cells": {}}
 cell = {}
 for wl in ("close", "keepalive", "latency", "large"):
-    for arm in ("direct", "kvsteer", "kvsteer_pool", "kvsteer_sleep", "kvsteer_busy", "haproxy"):
+    for arm in ("direct", "kvsteer", "kvsteer_pool", "kvsteer_spin", "kvsteer_sleep", "kvsteer_busy", "haproxy"):
         rs = sel(wl, arm)
         if not rs:
             continue
@@ -369,7 +398,7 @@ for k, name in (("dp_bind_ok", "binds"), ("dp_backend_timeout", "backend_syn_tim
                 ("dp_dup_segment", "dup_first_segments"), ("dp_snat_ports_exhausted", "snat_ports_exhausted"),
                 ("dp_client_idle_drop", "client_idle_drops"), ("drop_syn_rate_per_prefix", "syn_rate_drops")):
     f[f"e2e_kvsteer_{name}"] = counters.get(k, 0)
-names = {"kvsteer": "e2e", "kvsteer_pool": "e2e_pool", "kvsteer_sleep": "e2e_sleep", "kvsteer_busy": "e2e_busy",
+names = {"kvsteer": "e2e", "kvsteer_pool": "e2e_pool", "kvsteer_spin": "e2e_spin", "kvsteer_sleep": "e2e_sleep", "kvsteer_busy": "e2e_busy",
          "haproxy": "haproxy",
          "direct": "direct"}
 for (wl, arm), c in cell.items():
@@ -396,8 +425,8 @@ def g(wl, arm, k):
     return c.get(k, float("nan")) if c else float("nan")
 # Per-request steering on the kept-alive workload (HAProxy chooses per request too): the share of
 # requests that reached a request boundary and of those moved to another backend.
-for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_sleep", "kvsteer_sleep"),
-               ("e2e_busy", "kvsteer_busy")):
+for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_spin", "kvsteer_spin"),
+               ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", "kvsteer_busy")):
     rs = sel("keepalive", arm)
     reqs = sum(r["requests"] for r in rs)
     if reqs and any("boundaries" in r for r in rs):
@@ -405,8 +434,8 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_sleep", "
         f[f"{p}_keepalive_boundaries_per_request"] = round(bnd / reqs, 4)
         if bnd:
             f[f"{p}_keepalive_moved_fraction"] = round(sum(r.get("moved", 0) for r in rs) / bnd, 4)
-for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_sleep", "kvsteer_sleep"),
-               ("e2e_busy", "kvsteer_busy"), ("haproxy", "haproxy")):
+for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_spin", "kvsteer_spin"),
+               ("e2e_sleep", "kvsteer_sleep"), ("e2e_busy", "kvsteer_busy"), ("haproxy", "haproxy")):
     put(f"{p}_conn_per_s", g("close", arm, "req_per_s"))
     put(f"{p}_req_per_s", g("keepalive", arm, "req_per_s"))
     put(f"{p}_added_latency_p50_us", g("latency", arm, "added_p50_us"))
@@ -424,7 +453,7 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_sleep", "
     m = g("close", arm, "marginal_cpu_s_per_1k")
     if m == m and m > 0:
         put(f"{p}_req_per_marginal_cpu_s", 1000 / m)
-for p in ("e2e", "e2e_pool", "e2e_sleep", "e2e_busy"):
+for p in ("e2e", "e2e_pool", "e2e_spin", "e2e_sleep", "e2e_busy"):
     for k in ("req_per_balancer_cpu_s", "req_per_marginal_cpu_s"):
         if f"{p}_{k}" in f and f"haproxy_{k}" in f:
             put(f"{p}_vs_haproxy_{k.replace('req_per_', 'req_per_')}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
@@ -441,6 +470,23 @@ for wl in ("latency", "close"):
         put(f"e2e_pool_{wl}_added_lat_p50_minus_no_pool_us", a["added_p50_us"] - b["added_p50_us"])
 f["e2e_pool_legs_drawn"] = counters.get("dp_pool_drawn", 0)
 f["e2e_pool_empty"] = counters.get("dp_pool_empty", 0)
+# On the wire: per request, the balancer's request path + response path (wire_latency.py).
+try:
+    wire = {json.loads(l)["arm"]: json.loads(l)["r"] for l in open(runs_path.replace("runs.jsonl", "wire.jsonl"))}
+except OSError:
+    wire = {}
+for arm, w in wire.items():
+    if not w.get("matched"):
+        continue
+    p = names[arm]
+    for k in ("added_p50_us", "added_p90_us", "added_p99_us", "req_path_p50_us", "req_path_p90_us", "resp_path_p50_us"):
+        if k in w:
+            put(f"{p}_wire_{k}", w[k])
+    summary["cells"][f"wire/{arm}"] = w
+for p in ("e2e", "e2e_pool", "e2e_spin", "e2e_sleep", "e2e_busy"):
+    if f.get("haproxy_wire_added_p50_us") and f"{p}_wire_added_p50_us" in f:
+        put(f"{p}_vs_haproxy_wire_added_p50_ratio", f[f"{p}_wire_added_p50_us"] / f["haproxy_wire_added_p50_us"])
+json.dump(summary, open(summ_path, "w"), indent=1)
 json.dump(f, open(frag_path, "w"), indent=1, sort_keys=True)
 print(f"[e2e] {len(f)} figures -> {frag_path}", file=sys.stderr)
 PY
