@@ -4,7 +4,8 @@
 #           as if received on a veth; XDP_TX sends them to the veth peer, where a counting XDP
 #           program drops them. Frames/s forwarded per core, for 1..N cores (KVB_XDP_CORES).
 #  testrun: kernel-timed ns/packet (BPF_PROG_TEST_RUN repeat) with 1 .. 1M flows in the LRU flow
-#           map, the packet walking a random cycle through all of them.
+#           map, the packet walking a random cycle through all of them; and the memory floor
+#           under it (kvsteer-lookup-floor: one cache line read by index, a bare hash lookup).
 # Usage: tools/bench/xdp_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_XDP_CORES ("1 2" on 2 CPUs: 1..nproc), KVB_XDP_REPS, KVB_XDP_SECONDS
 set -uo pipefail
@@ -109,6 +110,17 @@ print("[xdp] test-run %s IPv%d %8d flows: %6.1f ns/packet (min %.1f max %.1f)%s,
     done
 done
 
+# The memory floor under those lookups, same flow counts: one cache line read by index (what a
+# flow table read by index would cost at best) and a bare LRU hash lookup sized like kvs_flows.
+if [[ -x "$BIN/kvsteer-lookup-floor" ]]; then
+    for flows in $TR_FLOWS; do
+        out=$("$BIN/kvsteer-lookup-floor" --entries "$flows" --repeat "$TR_REPEAT" --reps "$REPS" 2>"$RAW/floor.err") \
+            || { log "lookup floor $flows entries failed: $(tail -2 "$RAW/floor.err")"; continue; }
+        echo "$out" >>"$RAW/floor.jsonl"
+        log "lookup floor $flows entries: $out"
+    done
+fi
+
 python3 - "$RAW" "$FRAG" <<'PY'
 import json, os, statistics, sys
 raw, frag = sys.argv[1], sys.argv[2]
@@ -134,6 +146,11 @@ if os.path.exists(os.path.join(raw, "testrun.jsonl")):
         if r["all_forwarded"]:
             v6 = "_v6" if r.get("family", 4) == 6 else ""
             f[f"xdp_testrun_{r['dir']}{v6}_ns_{r['flows']}flows"] = round(r["ns_per_pkt"], 2)
+if os.path.exists(os.path.join(raw, "floor.jsonl")):
+    for line in open(os.path.join(raw, "floor.jsonl")):
+        r = json.loads(line)
+        f[f"xdp_testrun_floor_array_ns_{r['entries']}flows"] = r["array_ns_per_pkt"]
+        f[f"xdp_testrun_floor_hash_ns_{r['entries']}flows"] = r["hash_ns_per_pkt"]
 json.dump(f, open(frag, "w"), indent=1, sort_keys=True)
 print(f"[xdp] {len(f)} figures -> {frag}", file=sys.stderr)
 PY
