@@ -305,7 +305,8 @@ if e2e:
           + "Between arms that restart the dataplane (adaptive <-> busy) the benchmark clears the backends' TIME_WAIT "
             "entries towards the appliance (`ss -K`), so every arm starts from the same state.\n")
     goal = []
-    for p, label in (("e2e", "kvsteer (adaptive idle)"), ("e2e_busy", "kvsteer (busy poll)")):
+    for p, label in (("e2e", "kvsteer (adaptive idle)"), ("e2e_pool", "kvsteer (adaptive idle, backend pool)"),
+                     ("e2e_busy", "kvsteer (busy poll)")):
         parts = []
         r = res.get(f"{p}_vs_haproxy_req_per_balancer_cpu_s_ratio")
         if r is not None:
@@ -319,6 +320,11 @@ if e2e:
         a, b = res.get(f"{p}_added_latency_p50_us"), res.get("haproxy_added_latency_p50_us")
         if a is not None and b:
             parts.append(f"added p50 latency {a:.0f} vs {b:.0f} us = {a / b:.2f} of HAProxy's (goal <= 0.2)")
+        a, b = res.get(f"{p}_wire_added_p50_us"), res.get("haproxy_wire_added_p50_us")
+        if a is not None and b:
+            parts.append(f"on the wire {a:.0f} vs {b:.0f} us = {a / b:.2f} (request path "
+                         f"{res.get(f'{p}_wire_req_path_p50_us', float('nan')):.0f} us, response path "
+                         f"{res.get(f'{p}_wire_resp_path_p50_us', float('nan')):.0f} us)")
         if parts:
             goal.append(f"**{label}**: " + "; ".join(parts))
     if goal:
