@@ -12,6 +12,8 @@ BackendPool::BackendPool(const PoolConfig &cfg, std::uint16_t port_lo, std::uint
     : cfg_(cfg), lo_(port_lo), hi_(port_hi) {
     if (!enabled()) return;
     legs_.resize(static_cast<std::size_t>(KVS_MAX_BACKENDS) * cfg_.per_backend);
+    demand_.assign(KVS_MAX_BACKENDS, 0);
+    demand_prev_.assign(KVS_MAX_BACKENDS, 0);
     by_port_.assign(port_hi >= port_lo ? std::size_t(port_hi - port_lo) + 1 : 0, -1);
 }
 
@@ -19,8 +21,19 @@ bool BackendPool::same_backend(const PoolLeg &l, const kvs_backend &b) {
     return b.family == l.family && b.port == l.bport && std::memcmp(b.addr, l.addr, 16) == 0;
 }
 
+std::uint32_t BackendPool::target(std::uint16_t backend) const {
+    if (!enabled() || backend >= KVS_MAX_BACKENDS) return 0;
+    const std::uint32_t want = std::max(demand_[backend], demand_prev_[backend]);
+    return std::min(cfg_.per_backend, std::max(want, cfg_.min_per_backend));
+}
+
 void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
     if (!enabled() || !t.config || !t.backends) return;
+    if (now - period_start_ >= cfg_.max_age) {  // a new demand period
+        demand_prev_.swap(demand_);
+        std::fill(demand_.begin(), demand_.end(), 0u);
+        period_start_ = now;
+    }
     const std::uint32_t n = std::min<std::uint32_t>(t.config->n_backends, KVS_MAX_BACKENDS);
     std::uint32_t opens = 0;
     // Backends past the used ones are looked at only while they still have legs (opened before
@@ -32,6 +45,11 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
         // A backend that cannot be chosen now keeps no legs (a gone one's legs are retired).
         const bool wanted =
             b < n && be.state == KVS_BE_UP && kvs_snat_addr(t.config, be.family) != nullptr;
+        // Legs open or opening, against the demand: only that many are (re)opened.
+        const std::uint32_t goal = wanted ? target(static_cast<std::uint16_t>(b)) : 0;
+        std::uint32_t live = 0;
+        for (std::uint32_t i = 0; i < cfg_.per_backend; ++i)
+            live += leg(static_cast<std::uint16_t>(b), i).state != PoolLeg::State::Free;
         for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
             PoolLeg &l = leg(static_cast<std::uint16_t>(b), i);
             switch (l.state) {
@@ -39,17 +57,20 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
                     if (!wanted || !same_backend(l, be) || now - l.since >= cfg_.max_age) {
                         host.inc(KVS_R_DP_POOL_RETIRED);
                         drop(l, 0, host, true);
+                        --live;
                     }
                     break;
                 case PoolLeg::State::SynSent:
                     if (!wanted || !same_backend(l, be)) {
                         drop(l, 0, host, true);
+                        --live;
                     } else if (now - l.since >= cfg_.syn_timeout) {
                         if (l.tries <= cfg_.syn_retries) {
                             syn(l, now, host);
                         } else {
                             host.inc(KVS_R_DP_POOL_OPEN_FAILED);
                             drop(l, now + cfg_.retry_after, host, true);
+                            --live;
                         }
                     }
                     break;
@@ -57,9 +78,10 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
                     break;
             }
             if (l.state != PoolLeg::State::Free) span_ = std::max(span_, b + 1);
-            if (l.state == PoolLeg::State::Free && wanted && now >= l.since &&
+            if (l.state == PoolLeg::State::Free && live < goal && now >= l.since &&
                 opens < cfg_.opens_per_tick) {
                 start(t, l, static_cast<std::uint16_t>(b), now, host);
+                live += l.state != PoolLeg::State::Free;
                 ++opens;
             }
         }
@@ -113,6 +135,7 @@ void BackendPool::drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, boo
 
 bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out) {
     if (!enabled() || backend >= KVS_MAX_BACKENDS) return false;
+    if (demand_[backend] < ~0u) ++demand_[backend];
     const kvs_backend &be = t.backends[backend];
     for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
         PoolLeg &l = leg(backend, i);

@@ -9,8 +9,14 @@
 // scaling with us and an MSS no smaller than the pool's (else the backend could send it larger
 // segments than it takes); other clients are bound as before, with their own SYN.
 //
-// Upkeep: a drawn leg is replaced at the next upkeep; a ready leg older than max_age is reset
-// and replaced (backends close idle connections: uvicorn after 5 s by default); a backend that
+// How many legs a backend gets follows its demand: the bindings that asked it for a leg (drawn
+// or not) in the current or the previous max_age period, at least min_per_backend and at most
+// per_backend. A backend nobody asked for in two periods keeps min_per_backend legs (0 by
+// default: an idle backend costs no connections and no churn); min = max is a fixed pool.
+//
+// Upkeep: a drawn leg is replaced at the next upkeep while the demand holds; a ready leg older
+// than max_age is reset (and replaced while the demand holds: backends close idle connections,
+// uvicorn after 5 s by default); a backend that
 // closes or resets a ready leg gets a reset back (never a half-close) and the leg is replaced;
 // a leg whose SYN goes unanswered or is refused waits retry_after before the next try.
 //
@@ -27,7 +33,10 @@
 namespace kvsteer::dp {
 
 struct PoolConfig {
-    std::uint32_t per_backend = 0;     // ready legs kept per backend (0: no pool)
+    std::uint32_t per_backend = 0;  // legs kept per backend at most (0: no pool)
+    // Legs kept per backend without demand (clamped to per_backend; the default keeps all:
+    // a fixed pool).
+    std::uint32_t min_per_backend = ~0u;
     std::uint64_t max_age = 0;         // ticks a ready leg may wait before it is replaced
     std::uint64_t syn_timeout = 0;     // ticks per SYN
     std::uint64_t retry_after = 0;     // ticks after a failed open before the next
@@ -96,8 +105,11 @@ class BackendPool {
     // Opens, retries, retires and replaces legs against the backends as `t` has them now.
     void upkeep(const Tables &t, std::uint64_t now, PoolHost &host);
     // A ready leg to `backend` (as `t` has it now), taken out of the pool with its port (the
-    // caller owns the port from now on); false when there is none.
+    // caller owns the port from now on); false when there is none. Either way it counts as
+    // the backend's demand.
     bool draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out);
+    // Legs the backend should have now (its demand, clamped to the configured bounds).
+    std::uint32_t target(std::uint16_t backend) const;
     // Whether `port` is one of the pool's (a backend segment to it goes to segment()).
     bool owns(std::uint16_t port) const {
         return port >= lo_ && port <= hi_ && by_port_[port - lo_] >= 0;
@@ -125,6 +137,9 @@ class BackendPool {
     std::vector<PoolLeg> legs_;
     std::vector<std::int32_t> by_port_;  // port - lo_ -> index in legs_
     std::uint32_t span_ = 0;             // backends [0, span_) may have legs
+    // Draws asked of each backend in the current and the previous max_age period.
+    std::vector<std::uint32_t> demand_, demand_prev_;
+    std::uint64_t period_start_ = 0;
 };
 
 }  // namespace kvsteer::dp

@@ -68,9 +68,14 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "max-candidates", po::value(&o.max_candidates)->default_value(o.max_candidates),
         "backends tried per flow before the client gets a RST")(
         "backend-pool", po::value(&o.backend_pool)->default_value(o.backend_pool),
-        "xdp mode: backend connections each worker keeps open per backend, handshake done, so "
-        "a new flow skips the backend's round trip (0: none; clients without SACK, timestamps "
-        "or window scaling, or with an MSS below the pool's, are bound with their own SYN)")(
+        "xdp mode: backend connections each worker keeps open per backend at most, handshake "
+        "done, so a new flow skips the backend's round trip; how many follows the flows that "
+        "asked the backend for one in the last two max-age periods (0: no pool; clients "
+        "without SACK, timestamps or window scaling, or with an MSS below the pool's, are "
+        "bound with their own SYN)")(
+        "backend-pool-min", po::value(&o.backend_pool_min)->default_value(o.backend_pool_min),
+        "pooled connections kept per backend even without demand (up to --backend-pool; equal "
+        "to it: a fixed pool)")(
         "backend-pool-max-age-ms",
         po::value(&o.backend_pool_max_age_ms)->default_value(o.backend_pool_max_age_ms),
         "replace a pooled backend connection unused this long (keep it well below the "
@@ -158,6 +163,11 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
     if (o.backend_pool > 16 || (o.backend_pool && o.backend_pool_max_age_ms == 0)) {
         std::cerr << "kvsteer-dataplane: --backend-pool must be 0..16, with "
                      "--backend-pool-max-age-ms > 0\n";
+        *exit_code = 2;
+        return std::nullopt;
+    }
+    if (o.backend_pool_min > o.backend_pool) {
+        std::cerr << "kvsteer-dataplane: --backend-pool-min must not exceed --backend-pool\n";
         *exit_code = 2;
         return std::nullopt;
     }

@@ -173,6 +173,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     if (p_.opts.backend_pool && p_.opts.mode == Mode::Xdp) {
         PoolConfig pc;
         pc.per_backend = p_.opts.backend_pool;
+        pc.min_per_backend = p_.opts.backend_pool_min;
         pc.max_age = ms(p_.opts.backend_pool_max_age_ms);
         pc.syn_timeout = bcfg_.syn_timeout;
         pc.syn_retries = bcfg_.syn_retries;

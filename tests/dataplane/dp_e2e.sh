@@ -353,8 +353,10 @@ pool)
     # the leg's shift), so it waits for no backend handshake. Bodies of every size, multi-MB and
     # streamed answers arrive byte-identical; kept-alive connections move between backends onto
     # pooled legs; what the client sees is one contiguous stream (no RST, TSvals never
-    # backwards); unused legs are replaced before the backends' idle timeout closes them.
-    DPE_EMU_ARGS="--keep-alive-timeout-ms 1500" dpe_up kvdpp 4 --backend-pool 2 --backend-pool-max-age-ms 1000
+    # backwards); unused legs are replaced before the backends' idle timeout closes them. A fixed
+    # pool (--backend-pool-min = --backend-pool): legs opened ahead of any demand (the pool's
+    # unit tests cover the sizing by demand).
+    DPE_EMU_ARGS="--keep-alive-timeout-ms 1500" dpe_up kvdpp 4 --backend-pool 2 --backend-pool-min 2 --backend-pool-max-age-ms 1000
     for _ in $(seq 50); do (( $(dpe_n dp_pool_opened) >= 8 )) && break; sleep 0.1; done
     (( $(dpe_n dp_pool_opened) >= 8 )) || dpe_fail "the pool opened $(dpe_n dp_pool_opened) legs (8 expected)"
     ip netns exec "$KVS_NS_CLIENT" timeout 60 tcpdump -i eth0 -U -s 200 -w "$DPE_DIR/client.pcap" \

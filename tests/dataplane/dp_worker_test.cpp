@@ -92,6 +92,7 @@ class BindTest : public ::testing::Test {
         wp.opts.client_idle_timeout_ms = 1000;
         wp.opts.bind_gap_us = 2000;
         wp.opts.backend_pool = backend_pool;
+        wp.opts.backend_pool_min = backend_pool;  // a fixed pool: legs opened ahead
         wp.port = rp.port;
         wp.pool = rp.pool;
         ports = std::make_unique<PortBusy>();

@@ -5,6 +5,8 @@
 
 #include <cstring>
 #include <set>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "backend_pool.h"
@@ -98,6 +100,16 @@ class PoolTest : public ::testing::Test {
         return syns;
     }
 
+    // How many resets and SYNs the pool sent.
+    static std::pair<unsigned, unsigned> resets_and_syns(const std::vector<Sent> &v) {
+        unsigned rst = 0, syn = 0;
+        for (const Sent &x : v) {
+            rst += x.s.kind == PoolSend::Kind::Rst;
+            syn += x.s.kind == PoolSend::Kind::Syn;
+        }
+        return {rst, syn};
+    }
+
     BackendSeg seg(std::uint8_t flags, std::uint32_t ack = 0) {
         BackendSeg b;
         b.flags = flags;
@@ -158,6 +170,64 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     const std::vector<Sent> refill = host_.take_sent();
     ASSERT_EQ(refill.size(), 2u);
     for (const Sent &x : refill) EXPECT_EQ(x.leg.backend, 1);
+}
+
+TEST_F(PoolTest, LegsFollowTheDemandBetweenTheBounds) {
+    cfg_.per_backend = 3;
+    cfg_.min_per_backend = 0;
+    BackendPool pool(cfg_, kLo, kHi);
+    pool.upkeep(t_, 1, host_);
+    EXPECT_TRUE(host_.take_sent().empty()) << "nobody asked: no legs";
+    PoolLeg leg;
+    EXPECT_FALSE(pool.draw(t_, 1, 2, leg)) << "the first flow to backend 1 finds none";
+    EXPECT_EQ(pool.target(1), 1u);
+    EXPECT_EQ(pool.target(0), 0u);
+    std::vector<Sent> syns = open_ready(pool, 3);
+    ASSERT_EQ(syns.size(), 1u) << "one leg for the one flow that asked";
+    EXPECT_EQ(syns[0].leg.backend, 1);
+    ASSERT_TRUE(pool.draw(t_, 1, 10, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 10, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 10, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 10, leg));
+    EXPECT_EQ(pool.target(1), 3u) << "four asked this period; three at most";
+    syns = open_ready(pool, 11);
+    EXPECT_EQ(syns.size(), 3u);
+    EXPECT_EQ(pool.ready(1), 3u);
+    EXPECT_EQ(pool.open(), 3u) << "the other backends still have none";
+
+    // A period with no demand: the last period's still counts, so old legs are replaced.
+    pool.upkeep(t_, kMaxAge + 12, host_);  // ready since 12
+    std::vector<Sent> v = host_.take_sent();
+    auto [rst, syn] = resets_and_syns(v);
+    EXPECT_EQ(rst, 3u) << "retired at their max age";
+    EXPECT_EQ(syn, 3u) << "and replaced: backend 1 was asked for legs in the last period";
+    EXPECT_EQ(pool.target(1), 3u);
+    answer_all(pool, v, kMaxAge + 12);
+    host_.take_sent();
+
+    // A second period with no demand: retired and not replaced.
+    pool.upkeep(t_, 2 * kMaxAge + 12, host_);
+    std::tie(rst, syn) = resets_and_syns(host_.take_sent());
+    EXPECT_EQ(pool.target(1), 0u);
+    EXPECT_EQ(rst, 3u);
+    EXPECT_EQ(syn, 0u) << "two quiet periods: an idle backend costs no connections";
+    EXPECT_EQ(pool.open(), 0u);
+    EXPECT_EQ(host_.taken.size(), 1u) << "every port back but the drawn leg's (its flow has it)";
+}
+
+TEST_F(PoolTest, AFloorKeepsLegsWithoutDemand) {
+    cfg_.per_backend = 3;
+    cfg_.min_per_backend = 1;
+    BackendPool pool(cfg_, kLo, kHi);
+    std::vector<Sent> syns = open_ready(pool, 1);
+    ASSERT_EQ(syns.size(), 3u) << "one leg to each of the 3 backends, nobody asked";
+    PoolLeg leg;
+    ASSERT_TRUE(pool.draw(t_, 0, 5, leg));
+    ASSERT_FALSE(pool.draw(t_, 0, 5, leg));
+    syns = open_ready(pool, 6);
+    EXPECT_EQ(syns.size(), 2u) << "backend 0 asked twice: two legs";
+    EXPECT_EQ(pool.ready(0), 2u);
+    EXPECT_EQ(pool.ready(1), 1u);
 }
 
 TEST_F(PoolTest, FitsOnlyClientsWithThePoolsOptions) {

@@ -9,7 +9,8 @@
 # with --idle adaptive + kvsteerd), kvsteer_busy (the same, dataplane --idle busy: a dedicated
 # polling core), kvsteer_sleep (full mode: --idle adaptive with --idle-wake false, the plain
 # sleeps the adaptive mode had before it slept on the AF_XDP socket), kvsteer_pool (kvsteer with
-# --backend-pool 4: new flows take a backend connection opened ahead), haproxy (client -> HAProxy,
+# --backend-pool 4: new flows take a backend connection opened ahead, as many per backend as
+# recent flows asked for), haproxy (client -> HAProxy,
 # nbthread 1), kvsteer_spin (kvsteer with --idle-spin-us KVB_SPIN_US, 100: the dataplane keeps
 # polling that long after its last packet before it sleeps). Workloads (wrk + tools/bench/wrk_post.lua):
 #   close      small chat bodies (512 B), one request per connection: new connections/s
