@@ -166,6 +166,11 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         *exit_code = 2;
         return std::nullopt;
     }
+    if (o.idle_spin_us > 1000000) {
+        std::cerr << "kvsteer-dataplane: --idle-spin-us must be 0..1000000\n";
+        *exit_code = 2;
+        return std::nullopt;
+    }
     if (o.backend_pool_min > o.backend_pool) {
         std::cerr << "kvsteer-dataplane: --backend-pool-min must not exceed --backend-pool\n";
         *exit_code = 2;
