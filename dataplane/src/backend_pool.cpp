@@ -91,7 +91,10 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
 void BackendPool::start(const Tables &t, PoolLeg &l, std::uint16_t backend, std::uint64_t now,
                         PoolHost &host) {
     std::uint16_t port = 0;
+    // The flows' ports come first: the pool holds at most max_ports of them.
+    if (cfg_.max_ports && held_ >= cfg_.max_ports) return;
     if (!host.take_port(port)) return;  // no port now: the next upkeep tries again
+    ++held_;
     const kvs_backend &be = t.backends[backend];
     l = PoolLeg{};
     l.backend = backend;
@@ -128,6 +131,7 @@ void BackendPool::drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, boo
     }
     by_port_[l.port - lo_] = -1;
     host.give_port(l.port);
+    --held_;
     l.state = PoolLeg::State::Free;
     l.port = 0;
     l.since = not_before;
@@ -144,6 +148,7 @@ bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now
             continue;
         out = l;
         by_port_[l.port - lo_] = -1;  // the port goes with the leg
+        --held_;
         l.state = PoolLeg::State::Free;
         l.port = 0;
         l.since = 0;  // replaced at the next upkeep
@@ -228,12 +233,6 @@ unsigned BackendPool::ready(std::uint16_t backend) const {
     for (std::uint32_t i = 0; enabled() && i < cfg_.per_backend; ++i)
         n += legs_[static_cast<std::size_t>(backend) * cfg_.per_backend + i].state ==
              PoolLeg::State::Ready;
-    return n;
-}
-
-unsigned BackendPool::open() const {
-    unsigned n = 0;
-    for (const PoolLeg &l : legs_) n += l.state != PoolLeg::State::Free;
     return n;
 }
 

@@ -42,6 +42,7 @@ struct PoolConfig {
     std::uint64_t retry_after = 0;     // ticks after a failed open before the next
     std::uint32_t syn_retries = 0;     // SYNs sent again before an open fails
     std::uint32_t opens_per_tick = 8;  // SYNs a single upkeep may start (no burst at start-up)
+    std::uint32_t max_ports = 0;       // SNAT ports the pool's legs may hold at once (0: any)
     std::uint8_t wscale = 7;
     std::uint16_t mss4 = 1460, mss6 = 1440;
 };
@@ -120,7 +121,7 @@ class BackendPool {
     void close_all(PoolHost &host);
 
     unsigned ready(std::uint16_t backend) const;
-    unsigned open() const;  // legs SynSent or Ready
+    unsigned open() const { return held_; }  // legs SynSent or Ready (each holds a port)
 
    private:
     PoolLeg &leg(std::uint16_t backend, std::uint32_t i) {
@@ -140,6 +141,7 @@ class BackendPool {
     // Draws asked of each backend in the current and the previous max_age period.
     std::vector<std::uint32_t> demand_, demand_prev_;
     std::uint64_t period_start_ = 0;
+    std::uint32_t held_ = 0;  // legs SynSent or Ready
 };
 
 }  // namespace kvsteer::dp

@@ -174,6 +174,9 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         PoolConfig pc;
         pc.per_backend = p_.opts.backend_pool;
         pc.min_per_backend = p_.opts.backend_pool_min;
+        // A quarter of the worker's SNAT ports at most: a flow never waits for a port a
+        // pooled leg holds.
+        pc.max_ports = std::max(1u, (slots_.port_hi() - slots_.port_lo() + 1u) / 4u);
         pc.max_age = ms(p_.opts.backend_pool_max_age_ms);
         pc.syn_timeout = bcfg_.syn_timeout;
         pc.syn_retries = bcfg_.syn_retries;

@@ -115,11 +115,14 @@ dpe_wait_backend() {
 
 dpe_start_dataplane() {
     # Test runs: no PCI, no hugepages, private runtime state; one lcore shared with everything.
-    # DPE_DP_VDEV overrides the port (pure-DPDK mode runs on net_af_packet).
+    # DPE_DP_VDEV overrides the port (pure-DPDK mode runs on net_af_packet). DPE_DP_XDP_EXTRA:
+    # options added to every xdp-mode start (e.g. "--backend-pool 4": the suite with the pool on).
     local vdev=${DPE_DP_VDEV:-"net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0"}
+    local -a extra=()
+    [[ "${DPE_DP_MODE:-xdp}" == xdp ]] && read -r -a extra <<<"${DPE_DP_XDP_EXTRA:-}"
     DPE_DP_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf
         -l 0 --log-level=lib.eal:error --vdev "$vdev"
-        -- --bpffs "$DPE_BPFFS" --mode "${DPE_DP_MODE:-xdp}" --idle adaptive "$@")
+        -- --bpffs "$DPE_BPFFS" --mode "${DPE_DP_MODE:-xdp}" --idle adaptive "${extra[@]}" "$@")
     dpe_log "${DPE_DP_CMD[*]}"
     "${DPE_DP_CMD[@]}" >>"$DPE_DIR/dp.log" 2>&1 &
     DPE_DP_PID=$!

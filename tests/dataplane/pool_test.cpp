@@ -230,6 +230,22 @@ TEST_F(PoolTest, AFloorKeepsLegsWithoutDemand) {
     EXPECT_EQ(pool.ready(1), 1u);
 }
 
+TEST_F(PoolTest, HoldsNoMorePortsThanItsShare) {
+    cfg_.max_ports = 3;  // 2 legs to each of 3 backends would hold 6
+    BackendPool pool(cfg_, kLo, kHi);
+    std::vector<Sent> syns = open_ready(pool, 1);
+    EXPECT_EQ(syns.size(), 3u);
+    EXPECT_EQ(pool.open(), 3u);
+    EXPECT_EQ(host_.taken.size(), 3u);
+    PoolLeg leg;
+    ASSERT_TRUE(pool.draw(t_, syns[0].leg.backend, 5, leg));
+    EXPECT_EQ(pool.open(), 2u) << "a drawn leg's port is the flow's, not the pool's";
+    syns = open_ready(pool, 6);
+    EXPECT_EQ(syns.size(), 1u) << "one more, back to the share";
+    EXPECT_EQ(pool.open(), 3u);
+    EXPECT_EQ(host_.taken.size(), 4u) << "3 legs' ports and the drawn one";
+}
+
 TEST_F(PoolTest, FitsOnlyClientsWithThePoolsOptions) {
     BackendPool pool(cfg_, kLo, kHi);
     EXPECT_TRUE(pool.fits(KVS_AF_INET, 1460, 7, true, true));

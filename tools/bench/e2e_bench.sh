@@ -232,10 +232,12 @@ pids_of() {
     esac
 }
 # Workload table: name connections env...
-declare -A WL_CONN=([close]=16 [keepalive]=16 [latency]=1 [large]=4)
+# (ka1, one kept-alive connection whose requests take turns, runs only in the on-the-wire pass)
+declare -A WL_CONN=([close]=16 [keepalive]=16 [latency]=1 [large]=4 [ka1]=1)
 declare -A WL_ENV=(
     [close]="KVB_BODY_BYTES=512 KVB_CLOSE=1"
     [keepalive]="KVB_BODY_BYTES=512 KVB_CLOSE=0"
+    [ka1]="KVB_BODY_BYTES=512 KVB_CLOSE=0"
     [latency]="KVB_BODY_BYTES=512 KVB_CLOSE=1"
     [large]="KVB_BODY_BYTES=16384 KVB_CLOSE=1 KVB_STREAM=1 KVB_MAX_TOKENS=8 KVB_ECHO_BYTES=2097152")
 read -r -a WORKLOADS <<<"${KVB_E2E_WORKLOADS:-close keepalive latency large}"
@@ -297,30 +299,35 @@ for ((rep = 1; rep <= REPS; rep++)); do
         for wl in "${WORKLOADS[@]}"; do run_one "$wl" "$arm" "$rep" "$SECS"; done
     done
 done
-# On the wire (full mode, latency workload): a capture on the bridge that every namespace hangs
-# off while each balancer arm runs the one-connection workload once more (not recorded above),
-# read by wire_latency.py: the balancer's own request and response paths per request, from one
-# clock, with no direct run subtracted.
+# On the wire (full mode, with the latency workload): a capture on the bridge that every
+# namespace hangs off while each balancer arm runs, once more (not recorded above), the
+# one-connection workload (latency: a connection per request) and one kept-alive connection
+# whose requests take turns (ka1: every request after the first is steered at its request
+# boundary), read by wire_latency.py: the balancer's own request and response paths per request,
+# from one clock, with no direct run subtracted.
 if [[ "$mode" == full && " ${WORKLOADS[*]} " == *" latency "* ]] && command -v tcpdump >/dev/null; then
     for arm in "${ARMS[@]}"; do
         [[ "$arm" == direct ]] && continue
         front="$KVS_VIP.$KVS_VIP_PORT" bal="$KVS_APP_IP"
         [[ "$arm" == haproxy ]] && front="$HAP_IP.8000" bal="$HAP_IP"
         [[ "$arm" == kvsteer* ]] && ensure_dataplane "$arm"
-        rm -f "$RAW/wire.$arm.pcap"
-        ip netns exec "$KVS_NS_BRIDGE" tcpdump -Z root -i br0 -nn --immediate-mode -s 96 -c 400000 \
-            -w "$RAW/wire.$arm.pcap" tcp >/dev/null 2>&1 &
-        tpid=$!
-        sleep 0.5
-        run_one latency "$arm" 0 "${KVB_WIRE_SECONDS:-3}" 0
-        sleep 0.2
-        kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
-        tcpdump -r "$RAW/wire.$arm.pcap" -tt -nn -S 2>/dev/null >"$RAW/wire.$arm.txt"
-        if w=$(python3 "$ROOT/tools/bench/wire_latency.py" "$RAW/wire.$arm.txt" "$front" "$bal"); then
-            echo "{\"arm\": \"$arm\", \"r\": $w}" >>"$RAW/wire.jsonl"
-            log "on the wire, $arm: $w"
-        fi
-        rm -f "$RAW/wire.$arm.pcap"
+        for wl in latency ka1; do
+            cap="$RAW/wire.$arm.$wl"
+            rm -f "$cap.pcap"
+            ip netns exec "$KVS_NS_BRIDGE" tcpdump -Z root -i br0 -nn --immediate-mode -s 96 -c 400000 \
+                -w "$cap.pcap" tcp >/dev/null 2>&1 &
+            tpid=$!
+            sleep 0.5
+            run_one "$wl" "$arm" 0 "${KVB_WIRE_SECONDS:-3}" 0
+            sleep 0.2
+            kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
+            tcpdump -r "$cap.pcap" -tt -nn -S 2>/dev/null >"$cap.txt"
+            if w=$(python3 "$ROOT/tools/bench/wire_latency.py" "$cap.txt" "$front" "$bal"); then
+                echo "{\"arm\": \"$arm\", \"workload\": \"$wl\", \"r\": $w}" >>"$RAW/wire.jsonl"
+                log "on the wire, $arm, $wl: $w"
+            fi
+            rm -f "$cap.pcap"
+        done
     done
 fi
 kill -0 "$DP_PID" 2>/dev/null || log "WARNING: the dataplane died during the run"
@@ -472,21 +479,24 @@ for wl in ("latency", "close"):
 f["e2e_pool_legs_drawn"] = counters.get("dp_pool_drawn", 0)
 f["e2e_pool_empty"] = counters.get("dp_pool_empty", 0)
 # On the wire: per request, the balancer's request path + response path (wire_latency.py).
+# (latency workload: {p}_wire_*; one kept-alive connection, requests in turn: {p}_wire_ka_*)
 try:
-    wire = {json.loads(l)["arm"]: json.loads(l)["r"] for l in open(runs_path.replace("runs.jsonl", "wire.jsonl"))}
+    wire = [json.loads(l) for l in open(runs_path.replace("runs.jsonl", "wire.jsonl"))]
 except OSError:
-    wire = {}
-for arm, w in wire.items():
+    wire = []
+for rec in wire:
+    arm, wl, w = rec["arm"], rec["workload"], rec["r"]
     if not w.get("matched"):
         continue
-    p = names[arm]
+    p = names[arm] + ("_wire" if wl == "latency" else "_wire_ka")
     for k in ("added_p50_us", "added_p90_us", "added_p99_us", "req_path_p50_us", "req_path_p90_us", "resp_path_p50_us"):
         if k in w:
-            put(f"{p}_wire_{k}", w[k])
-    summary["cells"][f"wire/{arm}"] = w
+            put(f"{p}_{k}", w[k])
+    summary["cells"][f"wire-{wl}/{arm}"] = w
 for p in ("e2e", "e2e_pool", "e2e_spin", "e2e_sleep", "e2e_busy"):
-    if f.get("haproxy_wire_added_p50_us") and f"{p}_wire_added_p50_us" in f:
-        put(f"{p}_vs_haproxy_wire_added_p50_ratio", f[f"{p}_wire_added_p50_us"] / f["haproxy_wire_added_p50_us"])
+    for w in ("wire", "wire_ka"):
+        if f.get(f"haproxy_{w}_added_p50_us") and f"{p}_{w}_added_p50_us" in f:
+            put(f"{p}_vs_haproxy_{w}_added_p50_ratio", f[f"{p}_{w}_added_p50_us"] / f[f"haproxy_{w}_added_p50_us"])
 json.dump(summary, open(summ_path, "w"), indent=1)
 json.dump(f, open(frag_path, "w"), indent=1, sort_keys=True)
 print(f"[e2e] {len(f)} figures -> {frag_path}", file=sys.stderr)

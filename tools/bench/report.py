@@ -325,6 +325,9 @@ if e2e:
             parts.append(f"on the wire {a:.0f} vs {b:.0f} us = {a / b:.2f} (request path "
                          f"{res.get(f'{p}_wire_req_path_p50_us', float('nan')):.0f} us, response path "
                          f"{res.get(f'{p}_wire_resp_path_p50_us', float('nan')):.0f} us)")
+        a, b = res.get(f"{p}_wire_ka_added_p50_us"), res.get("haproxy_wire_ka_added_p50_us")
+        if a is not None and b:
+            parts.append(f"on a kept-alive connection {a:.0f} vs {b:.0f} us = {a / b:.2f}")
         if parts:
             goal.append(f"**{label}**: " + "; ".join(parts))
     if goal:

@@ -1,25 +1,26 @@
 #!/usr/bin/env python3
 """Where a balancer's added latency goes, read off the wire.
 
-Input: `tcpdump -tt -nn -S` text (absolute sequence numbers) of a capture on the bridge every namespace of the benchmark
-topology hangs off, taken while one connection at a time sends one request (the e2e bench's
-latency workload). Every frame between the client, the balancer and the backends crosses that
-bridge once per hop, and every timestamp comes from one kernel clock.
+Input: `tcpdump -tt -nn -S` text (absolute sequence numbers) of a capture on the bridge every
+namespace of the benchmark topology hangs off, taken while one connection at a time sends its
+requests in turn (the e2e bench's latency workload, or one kept-alive connection). Every frame
+between the client, the balancer and the backends crosses that bridge once per hop, and every
+timestamp comes from one kernel clock.
 
-For each client request (its first data segment to FRONT) the request the balancer sent on to a
-backend is its first data segment from BALANCER to a backend port between the client's request
-and the client's answer (one of the same length first: the balancer forwards the request
-unchanged; health checks differ), the backend's
-answer is the first data segment back on that backend connection, and the client's the first
-data segment from FRONT back to the client. Per request:
+A request starts where a connection's data turns towards the server (its first data after the
+SYN, or the first after the other side's data), a response where it turns back. For each client
+request to FRONT, the request the balancer sent on to a backend is the first request start from
+BALANCER to a backend port between the client's request and the client's response (one of the
+same length first: the balancer forwards the request unchanged; health checks differ), the
+backend's response the first response start on that backend connection after it, and the
+client's the first response start from FRONT on the client's connection. Per request:
   request path    client's request -> the balancer's request to the backend
   response path   the backend's first answer byte -> the client's
   added           the two together: what the balancer adds to the request's latency, without
                   subtracting a separate direct run (whose machine state differs)
-A connection counts from its SYN (each side's first data segment is the byte after its SYN);
-retransmissions and connections whose SYN was not captured are skipped. Prints one JSON object.
+Retransmissions (data below what the direction already sent) are skipped. Prints one JSON object.
 
-Usage: wire_latency.py CAPTURE.txt FRONT_ADDR:PORT BALANCER_ADDR [BACKEND_PORT]
+Usage: wire_latency.py CAPTURE.txt FRONT_ADDR.PORT BALANCER_ADDR [BACKEND_PORT]
 """
 import bisect
 import json
@@ -46,7 +47,8 @@ def main():
     be_port = sys.argv[4] if len(sys.argv) == 5 else "8000"
     front = front.replace(":", ".") if front.count(":") == 1 else front
     creq, breq, bresp, cresp = [], [], {}, {}
-    isn = {}  # (src, dst) -> the sequence number of its last SYN: the next byte is its first
+    last = {}  # connection -> the direction of its last data ("up": towards the server)
+    high = {}  # (src, dst) -> the end of the highest data sent that way
     with open(path) as f:
         for line in f:
             m = LINE.match(line)
@@ -54,27 +56,37 @@ def main():
                 continue
             t = float(m.group(1))
             src, dst, flags, rest = m.group(2), m.group(3), m.group(4), m.group(5)
-            sq = re.search(r"seq (\d+)", rest)
+            if dst == front or (split_ep(src)[0] == bal and split_ep(dst)[1] == be_port):
+                conn, up = (src, dst), True
+            elif src == front or (split_ep(src)[1] == be_port and split_ep(dst)[0] == bal):
+                conn, up = (dst, src), False
+            else:
+                continue
+            if "S" in flags:  # a new connection on these ports
+                last.pop(conn, None)
+                high.pop((src, dst), None)
+                continue
+            sq = re.search(r"seq (\d+):(\d+)", rest)
             if not sq:
                 continue
-            if "S" in flags:
-                isn[(src, dst)] = int(sq.group(1))
+            end = int(sq.group(2))
+            prev = high.get((src, dst))
+            if prev is not None and (end == prev or (end - prev) % (1 << 32) >= 1 << 31):
+                continue  # nothing new: a retransmission
+            high[(src, dst)] = end
+            turn = last.get(conn) != up
+            last[conn] = up
+            if not turn:
                 continue
-            ln = re.search(r"length (\d+)", rest)
-            # Only a connection's first data segment (its SYN's sequence number + 1), once: a
-            # retransmission of it is skipped, and so is anything whose SYN was not captured.
-            if not ln or int(ln.group(1)) == 0 or isn.get((src, dst)) != int(sq.group(1)) - 1:
-                continue
-            del isn[(src, dst)]
-            n = int(ln.group(1))
+            n = int(sq.group(2)) - int(sq.group(1))
             if dst == front:
                 creq.append((t, src, n))
             elif src == front:
                 cresp.setdefault(dst, []).append(t)
-            elif split_ep(src)[0] == bal and split_ep(dst)[1] == be_port:
-                breq.append((t, (src, dst), n))
-            elif split_ep(src)[1] == be_port and split_ep(dst)[0] == bal:
-                bresp.setdefault((dst, src), []).append(t)
+            elif up:
+                breq.append((t, conn, n))
+            else:
+                bresp.setdefault(conn, []).append(t)
 
     def after(lst, t):
         i = bisect.bisect_left(lst, t)
