@@ -89,7 +89,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     // new prefix's burst follows its first request before kvsteerd publishes it); else the deepest
     // affinity match's least-loaded replica within its bound (affinity_bound: c x the mean, never
     // below the least load + 1 + slack; at light load, a holder whose estimated prompt work in
-    // flight is far above the least's loses a flow whose whole flight it matches: a work gate);
+    // flight is far above the least's loses a flow it matches: a work gate);
     // else, a prefix no backend is known to hold, the first
     // backend of the consistent-hash walk on the prefix hash within miss_tolerance() of the
     // least loaded: the least loaded when idle or lightly loaded (a shared preamble no longer
@@ -124,29 +124,33 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         return blocks / flows * now + blocks % flows * now / flows;
     };
     const std::uint64_t flow_blocks = std::max<std::uint64_t>({1, n_blocks, h.prompt_blocks});
-    // The work gate of an affinity holder whose match covers every block of the flight, while the
-    // slack, not c x the mean, sets the bound (light load): the holder takes the flow if its work
-    // is within c x the mean work, or within kWorkGateRatio x the flow's prompt blocks (what the
-    // match may save: the flight says nothing past itself) of the least. A shorter match is not
-    // gated (the flow bound alone, as before). The least and the total work are summed only here
-    // (once per choice), so a choice that needs no gate pays nothing for it.
+    // The work gate of an affinity-table holder while the slack, not c x the mean, sets the bound
+    // (light load): the holder takes the flow if its work is within c x the mean work, or within
+    // kWorkGateRatio (a match covering every block of the flight) or kWorkGatePartialRatio (a
+    // shorter one) x the flow's prompt blocks (what the match may save: the flight says nothing
+    // past itself) of the least. A fixed-prefix match is not gated. The least and the total work
+    // are summed only here (once per choice, and only when the holder's work is above R x the
+    // flow's blocks), so a choice that needs no gate pays nothing for it.
     const bool light = load_bound(c, static_cast<double>(total), n_up) < bound;
     std::uint64_t work_min = UINT64_MAX, work_total = 0;
     auto work_ok = [&](std::uint32_t id, std::uint8_t depth) {
-        if (!light || depth == kFixedPrefixDepth || depth + 1u < n_blocks) return true;
+        if (!light || depth == kFixedPrefixDepth) return true;
+        const std::uint64_t ratio = depth + 1u < n_blocks ? kWorkGatePartialRatio : kWorkGateRatio;
+        const std::uint64_t w = work_of(id);
+        // Within ratio x the flow's blocks of 0, so of the least: no need to sum.
+        if (w <= ratio * flow_blocks) return true;
         if (work_min == UINT64_MAX) {
             for (std::uint32_t i = 0; i < n; ++i) {
                 if (!s.eligible[i]) continue;
-                const std::uint64_t w = work_of(i);
-                work_total += w;
-                if (w < work_min) work_min = w;
+                const std::uint64_t wi = work_of(i);
+                work_total += wi;
+                if (wi < work_min) work_min = wi;
             }
         }
-        const std::uint64_t w = work_of(id);
         if (static_cast<double>(w + flow_blocks) <=
             c * static_cast<double>(work_total + flow_blocks) / n_up)
             return true;
-        return w <= work_min + std::uint64_t{kWorkGateRatio} * flow_blocks;
+        return w <= work_min + ratio * flow_blocks;
     };
     auto remember = [&](std::uint32_t id) {
         if (retry) return;

@@ -278,7 +278,7 @@ TEST(CoreChoose, AShallowMatchGetsAShareOfTheSlack) {
     EXPECT_EQ(m.choose_blocks(0xabc, flight).backend, 2);
 }
 
-TEST(CoreChoose, AtLightLoadAHolderBusyWithALongPromptLosesAWholeFlightMatch) {
+TEST(CoreChoose, AtLightLoadAHolderBusyWithALongPromptLosesAMatch) {
     // Backend 2 holds the whole 4-block flight. A 1000-block prompt bound there makes its
     // estimated work 1000 blocks while its count of flows (1) is well within the slack.
     const std::vector<std::uint64_t> flight = {0xc0, 0xc1, 0xc2, 0xc3};
@@ -286,17 +286,20 @@ TEST(CoreChoose, AtLightLoadAHolderBusyWithALongPromptLosesAWholeFlightMatch) {
     m.pin(0xc3, {2}, 3);
     EXPECT_EQ(m.choose_blocks(0xabc, flight, 1000).backend, 2);
     m.set_in_flight(2, 1);
-    // A 10-block prompt would save at most 10 blocks: 1000 > 0 + 16 x 10, and 1010 is above
+    // A 10-block prompt would save at most 10 blocks: 1000 > 0 + 12 x 10, and 1010 is above
     // c x the mean work (1.25 x 1010 / 4): it goes elsewhere.
     Choice c = m.choose_blocks(0xabc, flight, 10);
     EXPECT_NE(c.backend, 2);
     m.set_in_flight(c.backend, 1);
-    // A 100-block prompt may save 100: 1000 <= 10 + 16 x 100, the holder keeps it.
+    // A 100-block prompt may save 100: 1000 <= 10 + 12 x 100, the holder keeps it.
     EXPECT_EQ(m.choose_blocks(0xabc, flight, 100).backend, 2);
     m.set_in_flight(2, 2);
-    // A match of only part of the flight is not gated by work (the flow bound alone).
+    // A match of only part of the flight is gated with kWorkGatePartialRatio (24): a 10-block
+    // prompt goes elsewhere (1100 > 0 + 24 x 10), a 50-block one stays (1100 <= 0 + 24 x 50,
+    // where a whole-flight match would allow only 12 x 50).
     m.pin(0xc1, {2}, 1);
-    EXPECT_EQ(m.choose_blocks(0xabd, {0xc0, 0xc1, 0xd2, 0xd3}, 10).backend, 2);
+    EXPECT_NE(m.choose_blocks(0xabd, {0xc0, 0xc1, 0xd2, 0xd3}, 10).backend, 2);
+    EXPECT_EQ(m.choose_blocks(0xabe, {0xc0, 0xc1, 0xe2, 0xe3}, 50).backend, 2);
     m.set_in_flight(2, 3);
     // Under load (c x the mean above the least + 1 + slack) the gate does not apply.
     m.pin(0xc3, {2}, 3);

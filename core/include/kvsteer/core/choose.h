@@ -22,12 +22,15 @@ struct Choice {
 // after which its table knows the prefix.
 inline constexpr std::uint32_t kRecentGenerations = 2;
 
-// An affinity holder whose match covers every block of the flight may hold at most this many
-// times the flow's prompt blocks (PrefixHashes::prompt_blocks) of estimated work in flight more
-// than the backend holding the least, while the slack rules its bound (light load) and its work
-// is above c x the mean work: a holder busy with very long prompts (whose count of flows looks
-// light) loses the requests that would wait behind them (tools/sim/README.md, round 4).
-inline constexpr std::uint32_t kWorkGateRatio = 16;
+// An affinity-table holder whose match covers every block of the flight may hold at most this
+// many times the flow's prompt blocks (PrefixHashes::prompt_blocks) of estimated work in flight
+// more than the backend holding the least, while the slack rules its bound (light load) and its
+// work is above c x the mean work: a holder busy with very long prompts (whose count of flows
+// looks light) loses the requests that would wait behind them (tools/sim/README.md, rounds 4-5).
+inline constexpr std::uint32_t kWorkGateRatio = 12;
+// The same for a match shorter than the flight (not a fixed-prefix match): looser, since a burst
+// of one shared prefix (SGLang's shape: 16 of a flight's 17 blocks) is many flows of one size.
+inline constexpr std::uint32_t kWorkGatePartialRatio = 24;
 
 // The dataplane's recent PREFIX choices: chained block hash -> the backend its flight was sent
 // to, with kvs_config.generation at the time; direct-mapped by the hash's low bits (a newer key
@@ -75,9 +78,10 @@ struct ChooseScratch {
 // in_flight + 1 stays within its backend's max_load, or, when that is 0, within affinity_bound()
 // (load_bound.h: c x the mean, never below the least in_flight + 1 + load_slack x the share of
 // the flight's blocks the match covers, at least 1; a fixed-prefix match: the whole slack) and,
-// for a match covering every block of the flight while that bound is the slack's rather than
+// for a match other than a fixed-prefix one while that bound is the slack's rather than
 // c x the mean, whose estimated work in flight (RecentChoices::Work) is within c x the mean work
-// or within kWorkGateRatio x the flow's prompt blocks of the least; else
+// or within kWorkGateRatio (a match covering every block of the flight; else
+// kWorkGatePartialRatio) x the flow's prompt blocks of the least; else
 // choose_least_loaded() over the active Maglev half on h.prefix with miss_tolerance(total, n) (the
 // first backend of the walk within floor(mean / 10) of the least loaded: the least loaded at light
 // load; via MAGLEV when that is the walk's first candidate, else MAGLEV_SPILL). Every PREFIX choice
