@@ -15,7 +15,12 @@ import re
 import statistics
 import sys
 
+if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+    print(__doc__.strip())
+    sys.exit(0)
 out = sys.argv[1] if len(sys.argv) > 1 else "build/bench"
+if not os.path.isdir(out):
+    sys.exit(f"report.py: no benchmark directory {out} (run make bench first)")
 try:
     import matplotlib
 

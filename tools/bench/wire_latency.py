@@ -24,6 +24,7 @@ Usage: wire_latency.py CAPTURE.txt FRONT_ADDR.PORT BALANCER_ADDR [BACKEND_PORT]
 """
 import bisect
 import json
+import os
 import re
 import sys
 
@@ -41,8 +42,13 @@ def pct(xs, p):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return
     if len(sys.argv) not in (4, 5):
         sys.exit(__doc__.strip().splitlines()[-1])
+    if not os.path.isfile(sys.argv[1]):
+        sys.exit(f"wire_latency.py: cannot read {sys.argv[1]}")
     path, front, bal = sys.argv[1], sys.argv[2], sys.argv[3]
     be_port = sys.argv[4] if len(sys.argv) == 5 else "8000"
     front = front.replace(":", ".") if front.count(":") == 1 else front

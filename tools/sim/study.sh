@@ -55,7 +55,11 @@ for f in "$OUT"/load-*.json "$OUT"/knob-*.json; do
     n=$(basename "$f" .json)
     "$PY" "$ROOT/tools/sim/plot.py" "$f" "$OUT/$n.png"
 done
-cpu=$(times | tail -1 | awk '{print $1}')  # children's user CPU time
+# The simulators' CPU time: `times` run in this shell (in a pipe or $(...) it would report a
+# subshell's children, none).
+times >"$OUT/times.txt"
+cpu=$(tail -1 "$OUT/times.txt" | awk '{print $1}')  # children's user CPU time
+rm -f "$OUT/times.txt"
 "$PY" "$ROOT/tools/sim/study_report.py" "$OUT" --seconds $((SECONDS - start)) --cpu "$cpu" > "$OUT/README.md"
 rm -f "$OUT"/*.txt
 echo "[study] wrote $OUT/README.md in $((SECONDS - start)) s" >&2
