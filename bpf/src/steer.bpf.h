@@ -284,15 +284,31 @@ static long kvs_head_step(__u64 index, void *arg) {
     return 0;
 }
 
+/* Whether a server->client segment ends with a chunked body's last chunk: "0\r\n\r\n" ending
+ * the segment, after the previous chunk's CRLF (or alone in it). `t` holds its first 5 bytes. */
+static __always_inline int kvs_ends_last_chunk(struct xdp_md *ctx, __u32 off, __u32 len, __u8 *t) {
+    if (len >= 7) {
+        if (bpf_xdp_load_bytes(ctx, (off + len - 7) & 0xffff, t, 7)) return 0;
+        return t[0] == '\r' && t[1] == '\n' && t[2] == '0' && t[3] == '\r' && t[4] == '\n' &&
+               t[5] == '\r' && t[6] == '\n';
+    }
+    return len == 5 && t[0] == '0' && t[1] == '\r' && t[2] == '\n' && t[3] == '\r' && t[4] == '\n';
+}
+
 /* A server->client segment with payload: a response head at the next byte starts a new
  * response (its end from Content-Length, or chunked); a chunked body ends with its last chunk.
- * Global: verified once, off the fast path's stack; runs for response heads and for the
- * segments of chunked bodies only. */
+ * Loss or reordering before the appliance can bring a chunked response's last chunk before its
+ * head (the head retransmitted after the rest passed): while the previous response is complete,
+ * a segment past its end that ends with a last chunk leaves that end in chunk_end, taken when
+ * the head arrives (else the response would never end for XDP, and no later request on the
+ * connection would be a boundary).
+ * Global: verified once, off the fast path's stack; runs for response heads, for the segments
+ * of chunked bodies, and for segments that arrive before their response's head. */
 __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 len, __u32 seq,
                                            struct kvs_flow *f) {
     struct kvs_resp_scratch *sc;
     struct kvs_head_scan h = {};
-    __u32 zero = 0, n;
+    __u32 zero = 0, n, hint;
     __u8 t[8];
 
     if (!f || len < 5 || len > 0xffff) return 0;
@@ -313,6 +329,8 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
             if (h.hdr_end) f->resp_end = seq + h.hdr_end;
             return 0;
         }
+        hint = f->chunk_end;
+        f->chunk_end = 0;
         f->resp = 0;
         f->msgs += 1;
         if (!h.hdr_end) return 0; /* a head longer than one segment: its end stays unknown */
@@ -320,6 +338,11 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
         if (sc->b[9] == '3' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
         if (h.chunked) {
             f->resp = KVS_RESP_CHUNKED;
+            if (hint && (__s32)(hint - seq) > 0) { /* its last chunk overtook it */
+                f->resp_end = hint;
+                f->resp |= KVS_RESP_END;
+                return 0;
+            }
         } else if (h.have_len && h.clen < 0x40000000ull) {
             f->resp_end = seq + h.hdr_end + (__u32)h.clen;
             f->resp = KVS_RESP_END;
@@ -327,18 +350,15 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
         } else {
             return 0;
         }
-    }
-    if ((f->resp & (KVS_RESP_CHUNKED | KVS_RESP_END)) != KVS_RESP_CHUNKED) return 0;
-    /* The last chunk: "0\r\n\r\n" ending the segment, after the previous chunk's CRLF. */
-    if (len >= 7) {
-        if (bpf_xdp_load_bytes(ctx, (off + len - 7) & 0xffff, t, 7)) return 0;
-        if (t[0] != '\r' || t[1] != '\n' || t[2] != '0' || t[3] != '\r' || t[4] != '\n' ||
-            t[5] != '\r' || t[6] != '\n')
-            return 0;
-    } else if (len != 5 || t[0] != '0' || t[1] != '\r' || t[2] != '\n' || t[3] != '\r' ||
-               t[4] != '\n') {
+    } else if ((f->resp & KVS_RESP_END) && (__s32)(seq - f->resp_end) > 0) {
+        /* Past the end of a complete response: the next one's, ahead of its head. */
+        if (kvs_ends_last_chunk(ctx, off, len, t) &&
+            (!f->chunk_end || (__s32)(seq + len - f->chunk_end) > 0))
+            f->chunk_end = seq + len;
         return 0;
     }
+    if ((f->resp & (KVS_RESP_CHUNKED | KVS_RESP_END)) != KVS_RESP_CHUNKED) return 0;
+    if (!kvs_ends_last_chunk(ctx, off, len, t)) return 0;
     f->resp_end = seq + len;
     f->resp |= KVS_RESP_END;
     return 0;
@@ -363,7 +383,8 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
     if (!rev) return 0;
     /* Left on the connection's backend, counted (not verdicts): a client half-close or a
-     * backend closing; a request sent before the previous response ended (pipelining). */
+     * backend closing; a request sent before the previous response ended (pipelining); either
+     * side's bytes not all acknowledged. */
     if ((f->state | rev->state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) {
         kvs_count(KVS_R_REQ_KEPT_CLOSING);
         return 0;
@@ -374,7 +395,12 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
         kvs_count(KVS_R_REQ_KEPT_OWED);
         return 0;
     }
-    if (ack != rev->next_seq + rev->seq_delta || rev->last_ack != seq + f->seq_delta) return 0;
+    /* Either side not yet acknowledging all the other sent (loss, or the client's request
+     * before the last response bytes' acknowledgment reached us): not quiescent. */
+    if (ack != rev->next_seq + rev->seq_delta || rev->last_ack != seq + f->seq_delta) {
+        kvs_count(KVS_R_REQ_KEPT_UNACKED);
+        return 0;
+    }
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bit);
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(rev), bit);
     return 1;
@@ -392,7 +418,9 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     __u8 flags = pkt->tcp->flags;
     const __u8 *p;
 
-    if (flags & KVS_TCP_ACK) f->last_ack = bpf_ntohl(pkt->tcp->ack_seq);
+    /* Never backwards: a segment the network delayed must not undo a later acknowledgment. */
+    if ((flags & KVS_TCP_ACK) && (__s32)(bpf_ntohl(pkt->tcp->ack_seq) - f->last_ack) > 0)
+        f->last_ack = bpf_ntohl(pkt->tcp->ack_seq);
     if (len) {
         p = (const __u8 *)data + (off & 0xff);
         if (f->dir == KVS_DIR_C2S && seq == f->next_seq && (const void *)(p + 3) <= data_end &&
@@ -400,8 +428,10 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
             p[2] <= 'Z') {
             if (kvs_xdp_boundary(key, seq, bpf_ntohl(pkt->tcp->ack_seq))) return 1;
             f->msgs += 1; /* a request the backend answers in turn */
-        } else if (f->dir == KVS_DIR_S2C && (f->resp & KVS_RESP_CHUNKED ||
-                                             ((const void *)(p + 1) <= data_end && p[0] == 'H'))) {
+        } else if (f->dir == KVS_DIR_S2C &&
+                   (f->resp & KVS_RESP_CHUNKED ||
+                    ((const void *)(p + 1) <= data_end && p[0] == 'H') ||
+                    ((f->resp & KVS_RESP_END) && (__s32)(seq - f->resp_end) > 0))) {
             kvs_xdp_resp(ctx, off, len, seq, f);
         }
     }

@@ -174,8 +174,8 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         PoolConfig pc;
         pc.per_backend = p_.opts.backend_pool;
         pc.min_per_backend = p_.opts.backend_pool_min;
-        // A quarter of the worker's SNAT ports at most: a flow never waits for a port a
-        // pooled leg holds.
+        // A quarter of the worker's SNAT ports at most: flows keep at least three quarters
+        // (idle legs are not given back when the flows' share runs out; they age out).
         pc.max_ports = std::max(1u, (slots_.port_hi() - slots_.port_lo() + 1u) / 4u);
         pc.max_age = ms(p_.opts.backend_pool_max_age_ms);
         pc.syn_timeout = bcfg_.syn_timeout;
@@ -905,7 +905,8 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.client_sack = s.b.client_sack();
     s.c2s.client_ts = s.b.client_ts();
     s.s2c.next_seq = s.b.backend_isn() + 1;
-    s.s2c.resp_end = s.b.backend_isn() + 1;                // where the first response starts
+    s.s2c.resp_end = s.b.backend_isn() + 1;  // where the first response starts
+    s.s2c.resp = KVS_RESP_END;  // as if one had ended there: its segments ahead of its head count
     s.s2c.last_ack = s.b.isn() + 1 + s.b.leg_seq_delta();  // in the backend leg's space
 }
 

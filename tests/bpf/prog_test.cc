@@ -985,6 +985,7 @@ class BpfBoundary : public BpfProgFamily {
         fc.msgs = 1;
         fs.next_seq = kBisn + 1;
         fs.resp_end = kBisn + 1;
+        fs.resp = KVS_RESP_END;
         fs.last_ack = kReqEnd;
         h_->put_flow(kc, fc);
         h_->put_flow(ks, fs);
@@ -1080,8 +1081,10 @@ TEST_P(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {
     expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
     const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
     // The client has not acknowledged the whole response.
+    const auto before = h_->stats();
     expect_verdict(next_request(n - 1), XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(state(kc), 0);
+    EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_UNACKED] - before[KVS_R_REQ_KEPT_UNACKED], 1u);
     // Complete and acknowledged, but per-request steering is off.
     fc.next_seq = kReqEnd;
     fc.msgs = 1;
@@ -1154,6 +1157,71 @@ TEST_P(BpfBoundary, ResponseHeadArrivingAfterItsBodyIsStillFound) {
     EXPECT_EQ(b.msgs, 1);
     expect_verdict(next_request(n1 + 5), XDP_DROP_, KVS_R_PUNT_NO_XSK);
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
+// The same for a chunked response, whose end only its last chunk tells: that chunk passed
+// before the head did, and the head still ends the response there.
+TEST_P(BpfBoundary, ChunkedResponseWhoseLastChunkOvertookItsHeadStillEnds) {
+    const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string mid = "5\r\nhello\r\n";
+    const std::string last = "5\r\nworld\r\n0\r\n\r\n";
+    const auto n1 = static_cast<std::uint32_t>(head.size());
+    const auto n2 = n1 + static_cast<std::uint32_t>(mid.size());
+    const auto n3 = n2 + static_cast<std::uint32_t>(last.size());
+    expect_verdict(response(n2, last), XDP_TX_, KVS_R_TX_FWD_S2C);  // the last chunk first
+    expect_verdict(response(n1, mid), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.chunk_end, kBisn + 1 + n3);
+    EXPECT_EQ(b.msgs, 0) << "no head yet";
+    // Not a boundary yet: the head has not passed, so the response has not started for XDP.
+    const auto before = h_->stats();
+    expect_verdict(next_request(n3), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_OWED] - before[KVS_R_REQ_KEPT_OWED], 1u);
+    fc.next_seq = kReqEnd;  // the request above counted as started: back to one owed
+    fc.msgs = 1;
+    h_->put_flow(kc, fc);
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);  // the head, retransmitted
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.resp, KVS_RESP_CHUNKED | KVS_RESP_END);
+    EXPECT_EQ(b.resp_end, kBisn + 1 + n3);
+    EXPECT_EQ(b.chunk_end, 0u);
+    EXPECT_EQ(b.msgs, 1);
+    expect_verdict(next_request(n3), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
+// Reordering: the backend's earlier segment, delayed, arrives after the whole response with an
+// older acknowledgment; the next request is still a boundary (the backend did acknowledge it).
+TEST_P(BpfBoundary, DelayedSegmentDoesNotUndoTheBackendsAcknowledgment) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const auto n = static_cast<std::uint32_t>(resp.size());
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    TcpSpec late = backend_spec();
+    late.flags = KVS_TCP_ACK;
+    late.seq = kBisn + 1;
+    late.ack = kReqEnd - 100;  // sent before the request's last bytes had arrived
+    expect_verdict(build_tcp(late), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.last_ack, kReqEnd);
+    expect_verdict(next_request(n), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
+// A segment ending like a last chunk inside a response that is still going (not past a
+// complete response's end) leaves no hint.
+TEST_P(BpfBoundary, LastChunkHintOnlyPastACompleteResponse) {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n";
+    const auto n1 = static_cast<std::uint32_t>(head.size());
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    // Body bytes that happen to end like a last chunk: inside the response, no hint.
+    expect_verdict(response(n1, "abcdefghijklm\r\n0\r\n\r\n"), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.chunk_end, 0u);
+    EXPECT_EQ(b.resp, KVS_RESP_END);
+    EXPECT_EQ(b.resp_end, kBisn + 1 + n1 + 20);
 }
 
 }  // namespace

@@ -252,6 +252,8 @@ keepalive)
     (( mism == 0 )) || dpe_fail "$mism kept-alive requests missed the backend the policy chose: $out"
     (( nbe >= 2 )) || dpe_fail "one connection stayed on $nbe backend: nothing was re-steered: $out"
     moved=$(dpe_counter dp_request_moved) same=$(dpe_counter dp_request_same_backend)
+    owed=$(dpe_n xdp_request_kept_response_owed) unacked=$(dpe_n xdp_request_kept_unacknowledged)
+    found=$(dpe_n xdp_punt_request_boundary)
     (( ${moved:-0} >= 1 && ${same:-0} + ${moved:-0} == 15 )) \
         || dpe_fail "boundaries: moved ${moved:-0}, same backend ${same:-0} (15 expected in all)"
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
@@ -325,10 +327,12 @@ keepalive_loss)
     done
     dropped=$("${tc_[@]}" stats "$KVS_NS_BRIDGE" p-cl1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["dropped"])')
     moved=$(dpe_counter dp_request_moved) same=$(dpe_counter dp_request_same_backend)
+    owed=$(dpe_n xdp_request_kept_response_owed) unacked=$(dpe_n xdp_request_kept_unacknowledged)
+    found=$(dpe_n xdp_punt_request_boundary)
     (( ${dropped:-0} > 0 && ${moved:-0} > 0 )) || dpe_fail "no loss injected ($dropped) or nothing moved ($moved)"
     # 2 x 31 boundaries on the kept-alive connections: at least 80% of them re-bound.
     (( ${moved:-0} + ${same:-0} >= 50 )) || dpe_fail "only $((moved + same)) of 62 request boundaries re-bound under loss"
-    dpe_log "loss on both legs: $dropped segments dropped on the client leg alone; $((moved + same)) of 62 boundaries re-bound ($moved moved), all intact"
+    dpe_log "loss on both legs: $dropped segments dropped on the client leg alone; $((moved + same)) of 62 boundaries re-bound ($moved moved; $found found by XDP; kept: $owed a response owed, $unacked not all acknowledged), all intact"
     ;;
 keepalive_idle)
     # The idle-close race: the backends close kept-alive connections idle 300 ms (uvicorn's

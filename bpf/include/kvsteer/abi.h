@@ -315,7 +315,7 @@ struct kvs_flow {
     __u16 backend_id;
     __u16 worker;     /* dataplane worker that owns the flow */
     __u32 tx_ifindex; /* 0 = XDP_TX, else XDP_REDIRECT via kvs_tx_ports */
-    __u32 pad;
+    __u32 chunk_end;  /* server->client: the end of a last chunk seen before its response's head */
     /* Bookkeeping updated by XDP (racy across CPUs; informational). last_seen_ns is
      * CLOCK_MONOTONIC read at tick resolution (bpf_ktime_get_coarse_ns): up to one tick old. */
     __u64 created_ns;
@@ -325,7 +325,7 @@ struct kvs_flow {
     /* Request boundaries (per-request steering). XDP writes these on this entry's own direction
      * (pre-rewrite sequence space) and reads the reverse entry's at a candidate boundary. */
     __u32 next_seq; /* after the highest byte (or FIN) this direction sent */
-    __u32 last_ack; /* the acknowledgment this direction last carried */
+    __u32 last_ack; /* the highest acknowledgment this direction carried */
     __u32 resp_end; /* server->client: where the current response ends (with KVS_RESP_END) */
     __u32 ts_last;  /* server->client: the last TSval sent to the client (post-rewrite) */
     __u8 resp;      /* server->client: enum kvs_resp_bits */
