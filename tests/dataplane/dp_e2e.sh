@@ -307,7 +307,8 @@ keepalive_loss)
     # 4% of TCP segments dropped and 5% sent through a slow queue (reordered), both ways, on the
     # client's leg and every backend's (tools/chaos: this kernel has no netem). Every request
     # and stream arrives intact and nothing hangs; boundaries are still found and re-bound (a
-    # request whose head is overtaken by its own next segment stays put: counted, not lost).
+    # request whose head is overtaken by its own next segment stays put, not lost: that segment
+    # already reached the connection's backend; XDP never sees that head at the stream's end).
     # (Which backend the policy picks may differ from an unloaded run: delayed closes leave
     # connections in flight, and the bounded load spills.)
     dpe_up kvdpo 4
