@@ -144,13 +144,14 @@ void DaemonCore::publish_affinity(bool force, std::uint64_t now_ns) {
               [](const DesiredEntry &a, const DesiredEntry &b) { return a.key < b.key; });
     if (!force && affinity_published_ && want == desired_) return;
     AffinityBuilder builder(KVS_AFFINITY_SLOTS);
-    for (const auto &e : want) {
-        if (!builder.insert(e.key, std::span<const std::uint16_t>(e.backends.data(), e.n),
-                            e.depth)) {
-            ctr_.affinity_insert_failed++;
-            spdlog::debug("affinity: {:016x} not written (probe window full)", e.key);
-        }
-    }
+    std::vector<AffinityItem> items;
+    items.reserve(want.size());
+    for (const auto &e : want)
+        items.push_back({e.key, std::span<const std::uint16_t>(e.backends.data(), e.n), e.depth});
+    std::vector<std::uint64_t> dropped;
+    ctr_.affinity_insert_failed += builder.insert_all(items, &dropped);
+    for (const std::uint64_t k : dropped)
+        spdlog::debug("affinity: {:016x} not written (probe window full)", k);
     writer_.publish_affinity(builder.table());
     desired_ = std::move(want);
     affinity_published_ = true;

@@ -61,4 +61,21 @@ bool AffinityBuilder::insert(std::uint64_t key, std::span<const std::uint16_t> b
     return false;
 }
 
+std::size_t AffinityBuilder::insert_all(std::span<const AffinityItem> items,
+                                        std::vector<std::uint64_t> *dropped) {
+    std::vector<std::uint32_t> order(items.size());
+    for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    const std::size_t size = table_.size();
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+        return home_slot(items[a].key, size) < home_slot(items[b].key, size);
+    });
+    std::size_t n = 0;
+    for (const std::uint32_t i : order) {
+        if (insert(items[i].key, items[i].backends, items[i].depth)) continue;
+        ++n;
+        if (dropped) dropped->push_back(items[i].key);
+    }
+    return n;
+}
+
 }  // namespace kvsteer

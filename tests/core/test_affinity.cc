@@ -90,6 +90,70 @@ TEST(CoreAffinity, ProbeWindowAndWrapAround) {
               nullptr);
 }
 
+// One key whose home is slot 1, inserted before eight whose home is slot 0, takes slot 1; the
+// eight then have seven free slots in their window and one is dropped. A batch takes them in
+// home order: the eight fill slots 0-7 and the ninth key finds slot 8 in its window.
+TEST(CoreAffinity, BatchPlacesWhatOneByOneDrops) {
+    const std::uint32_t slots = 64;
+    std::vector<std::uint64_t> keys = {slots + 1};  // home 1
+    for (std::uint64_t j = 1; j <= KVS_AFFINITY_MAX_PROBE; ++j) keys.push_back(j * slots);
+    const auto one = ids({1});
+    AffinityBuilder seq(slots);
+    std::size_t failed = 0;
+    for (const std::uint64_t k : keys) failed += seq.insert(k, one, 0) ? 0 : 1;
+    EXPECT_EQ(failed, 1u) << "one by one, in this order";
+
+    AffinityBuilder batch(slots);
+    std::vector<AffinityItem> items;
+    for (std::size_t i = 0; i < keys.size(); ++i)
+        items.push_back({keys[i], one, static_cast<std::uint8_t>(i)});
+    std::vector<std::uint64_t> dropped;
+    EXPECT_EQ(batch.insert_all(items, &dropped), 0u);
+    EXPECT_TRUE(dropped.empty());
+    EXPECT_EQ(batch.size(), keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        const kvs_affinity_entry *e = affinity_lookup(batch.table(), hashes(keys[i], {}));
+        ASSERT_NE(e, nullptr) << i;
+        EXPECT_EQ(e->depth, i);
+    }
+    EXPECT_EQ(batch.table()[8].key, slots + 1u);
+    // A window that is really full still drops, and says which key: another key of home 1
+    // (slots 1-8 all taken), while one of home 2 finds slot 9.
+    const std::uint64_t over = (KVS_AFFINITY_MAX_PROBE + 1) * std::uint64_t{slots} + 1;
+    const std::uint64_t next = (KVS_AFFINITY_MAX_PROBE + 2) * std::uint64_t{slots} + 2;
+    items.push_back({over, one, 0});
+    items.push_back({next, one, 0});
+    AffinityBuilder full(slots);
+    dropped.clear();
+    EXPECT_EQ(full.insert_all(items, &dropped), 1u);
+    ASSERT_EQ(dropped.size(), 1u);
+    EXPECT_EQ(dropped[0], over);
+    EXPECT_EQ(affinity_lookup(full.table(), hashes(over, {})), nullptr);
+    EXPECT_NE(affinity_lookup(full.table(), hashes(next, {})), nullptr);
+}
+
+// At half load (the policy's default 32,768 entries in 65,536 slots), random keys: the batch
+// drops far fewer than one by one.
+TEST(CoreAffinity, BatchAtHalfLoadDropsAlmostNothing) {
+    std::vector<std::uint64_t> keys;
+    std::uint64_t x = 0x243f6a8885a308d3ULL;
+    for (int i = 0; i < 32768; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;  // xorshift64
+        keys.push_back(x | 1);
+    }
+    const auto one = ids({2});
+    AffinityBuilder seq;
+    std::size_t failed = 0;
+    for (const std::uint64_t k : keys) failed += seq.insert(k, one, 0) ? 0 : 1;
+    AffinityBuilder batch;
+    std::vector<AffinityItem> items;
+    for (const std::uint64_t k : keys) items.push_back({k, one, 0});
+    const std::size_t dropped = batch.insert_all(items);
+    EXPECT_GT(failed, 50u) << "one by one";
+    EXPECT_LE(dropped * 20, failed) << "batch " << dropped << ", one by one " << failed;
+    EXPECT_EQ(batch.size() + dropped, keys.size());
+}
+
 TEST(CoreAffinity, EntryWithoutReplicasDoesNotMatch) {
     std::vector<kvs_affinity_entry> t(16, kvs_affinity_entry{});
     t[3].key = 3;  // written by hand: key set, no backends
