@@ -364,6 +364,25 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
     return 0;
 }
 
+/* A response head at the next byte of the server's stream that is not where XDP expected the
+ * next response (the previous one's end unknown to it: a head longer than it scans, the
+ * Content-Length of a response to HEAD, a chunked body ending in trailers): taken as the next
+ * response when the client has a request waiting for one (more requests started than
+ * responses), so the tracking resumes after one request kept on its backend instead of never.
+ * Body bytes that merely begin with "HTTP/" are not taken: no request waits then. 1 when
+ * taken. Global: rare. */
+__attribute__((noinline)) int kvs_xdp_resync(const struct kvs_flow_key *key, struct kvs_flow *f) {
+    struct kvs_flow_key rk;
+    struct kvs_flow *c;
+
+    if (!key || !f) return 0;
+    kvs_flow_reverse_key(key, f, &rk);
+    c = bpf_map_lookup_elem(&kvs_flows, &rk);
+    if (!c || c->dir != KVS_DIR_C2S || (__s16)(f->msgs - c->msgs) >= 0) return 0;
+    kvs_count(KVS_R_RESP_RESYNC);
+    return 1;
+}
+
 /* A client segment that may start a request at a quiescent point (see above): 1 when it is a
  * boundary, both entries then marked REBINDING. */
 __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, __u32 seq,
@@ -428,11 +447,16 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
             p[2] <= 'Z') {
             if (kvs_xdp_boundary(key, seq, bpf_ntohl(pkt->tcp->ack_seq))) return 1;
             f->msgs += 1; /* a request the backend answers in turn */
-        } else if (f->dir == KVS_DIR_S2C &&
-                   (f->resp & KVS_RESP_CHUNKED ||
-                    ((const void *)(p + 1) <= data_end && p[0] == 'H') ||
-                    ((f->resp & KVS_RESP_END) && (__s32)(seq - f->resp_end) > 0))) {
-            kvs_xdp_resp(ctx, off, len, seq, f);
+        } else if (f->dir == KVS_DIR_S2C) {
+            const int h = (const void *)(p + 5) <= data_end && p[0] == 'H';
+
+            /* A head at the stream's end where the previous response was not seen to end. */
+            if (h && seq == f->next_seq && seq != f->resp_end && p[1] == 'T' && p[2] == 'T' &&
+                p[3] == 'P' && p[4] == '/' && kvs_xdp_resync(key, f))
+                f->resp_end = seq;
+            if (h || f->resp & KVS_RESP_CHUNKED ||
+                ((f->resp & KVS_RESP_END) && (__s32)(seq - f->resp_end) > 0))
+                kvs_xdp_resp(ctx, off, len, seq, f);
         }
     }
     end = seq + len + ((flags & KVS_TCP_FIN) ? 1 : 0);

@@ -1209,6 +1209,60 @@ TEST_P(BpfBoundary, DelayedSegmentDoesNotUndoTheBackendsAcknowledgment) {
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
 }
 
+// A response whose end XDP cannot know (a response to HEAD: Content-Length and no body): the
+// next request is kept (a response owed), and the next response's head, at the stream's end
+// while that request waits, puts the tracking back in step: the request after it is a boundary.
+TEST_P(BpfBoundary, TrackingResumesAtTheNextHeadAfterAnUnknownEnd) {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";  // no body
+    const auto n1 = static_cast<std::uint32_t>(head.size());
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n";
+    const auto rl = static_cast<std::uint32_t>(req.size());
+    auto before = h_->stats();
+    expect_verdict(next_request(n1), XDP_TX_, KVS_R_TX_FWD_C2S);  // kept: a response owed
+    EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_OWED] - before[KVS_R_REQ_KEPT_OWED], 1u);
+    // Its response, at the stream's end (not where the first one's Content-Length ends).
+    const std::string resp2 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    TcpSpec b = backend_spec();
+    b.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    b.seq = kBisn + 1 + n1;
+    b.ack = kReqEnd + rl;
+    b.payload.assign(resp2.begin(), resp2.end());
+    before = h_->stats();
+    expect_verdict(build_tcp(b), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(h_->stats()[KVS_R_RESP_RESYNC] - before[KVS_R_RESP_RESYNC], 1u);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(ks, &f));
+    EXPECT_EQ(f.resp, KVS_RESP_END);
+    EXPECT_EQ(f.resp_end, kBisn + 1 + n1 + static_cast<std::uint32_t>(resp2.size()));
+    EXPECT_EQ(f.resp_end, f.next_seq);
+    EXPECT_EQ(f.msgs, 2);
+    // The third request, everything acknowledged both ways: a boundary again.
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.seq = kReqEnd + rl;
+    c.ack = kCookie + 1 + n1 + static_cast<std::uint32_t>(resp2.size());
+    c.payload.assign(req.begin(), req.end());
+    expect_verdict(build_tcp(c), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
+// Body bytes that begin with "HTTP/" at the stream's end while no request waits (the response
+// in progress is the one the client asked for) are not a new response.
+TEST_P(BpfBoundary, BodyThatLooksLikeAHeadIsNoResync) {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n";
+    const auto n1 = static_cast<std::uint32_t>(head.size());
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const auto before = h_->stats();
+    expect_verdict(response(n1, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"), XDP_TX_,
+                   KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(h_->stats()[KVS_R_RESP_RESYNC] - before[KVS_R_RESP_RESYNC], 0u);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(ks, &f));
+    EXPECT_EQ(f.msgs, 1);
+    EXPECT_EQ(f.resp_end, kBisn + 1 + n1 + 40);
+}
+
 // A segment ending like a last chunk inside a response that is still going (not past a
 // complete response's end) leaves no hint.
 TEST_P(BpfBoundary, LastChunkHintOnlyPastACompleteResponse) {

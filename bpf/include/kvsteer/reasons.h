@@ -121,7 +121,8 @@
     X(DP_POOL_RETIRED, "dp_pool_retired")                         \
     X(DP_POOL_CLOSED_BY_BACKEND, "dp_pool_closed_by_backend")     \
     X(DP_POOL_OPEN_FAILED, "dp_pool_open_failed")                 \
-    X(REQ_KEPT_UNACKED, "request_kept_unacknowledged")
+    X(REQ_KEPT_UNACKED, "request_kept_unacknowledged")            \
+    X(RESP_RESYNC, "response_head_resync")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
