@@ -215,7 +215,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void send_plain(int status, beast::string_view ctype, std::string body, const Headers &extra) {
-        queue(whole(status, ctype, std::move(body), extra));
+        Whole res = whole(status, ctype, std::move(body), extra);
+        // HEAD: the head a GET would get, its Content-Length included, and no body (as
+        // Starlette answers HEAD on every GET route).
+        if (head_only_) res.body().clear();
+        queue(std::move(res));
         response_done();
     }
 
@@ -227,7 +231,8 @@ class Session : public std::enable_shared_from_this<Session> {
         keep_alive_ = req.keep_alive();
         std::string_view target(req.target().data(), req.target().size());
         if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-        const bool is_get = req.method() == http::verb::get;
+        head_only_ = req.method() == http::verb::head;
+        const bool is_get = req.method() == http::verb::get || head_only_;
         const bool is_post = req.method() == http::verb::post;
         const std::string &body = req.body();
         const Headers digest = {{"x-body-sha256", model::sha256_hex(body)},
@@ -401,6 +406,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<http::request_parser<http::string_body>> parser_;
     std::deque<Out> outq_;
     bool writing_ = false, closed_ = false, close_when_drained_ = false, keep_alive_ = true;
+    bool head_only_ = false;  // the request being answered is a HEAD
     bool stream_ = false;
     uint64_t active_ = 0;
     std::vector<StreamPiece> pieces_;
