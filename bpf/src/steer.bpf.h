@@ -209,7 +209,7 @@ extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
  * cost on the fast path is a few stores; the rest runs once per request or response head. */
 
 /* Response-head scan: per CPU, off the stack. */
-#define KVS_RESP_SCAN 512
+#define KVS_RESP_SCAN 2048 /* a whole 1500-byte segment's head; the scan stops at its end */
 struct kvs_resp_scratch {
     __u8 b[2 * KVS_RESP_SCAN]; /* bytes past those loaded are stale but readable (masked index) */
 };

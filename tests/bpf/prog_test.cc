@@ -1247,6 +1247,25 @@ TEST_P(BpfBoundary, TrackingResumesAtTheNextHeadAfterAnUnknownEnd) {
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
 }
 
+// A head as long as a whole segment (a gateway's many headers): its end is still found, and
+// the response ends where its Content-Length says.
+TEST_P(BpfBoundary, HeadFillingASegmentIsParsed) {
+    std::string head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
+    for (int i = 0; head.size() < 1300; ++i)
+        head += "x-gateway-header-" + std::to_string(i) + ": " + std::string(40, 'v') + "\r\n";
+    head += "Content-Length: 2\r\n\r\nok";
+    ASSERT_GT(head.size(), 1300u);
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(ks, &f));
+    EXPECT_EQ(f.resp, KVS_RESP_END);
+    EXPECT_EQ(f.resp_end, kBisn + 1 + static_cast<std::uint32_t>(head.size()));
+    EXPECT_EQ(f.resp_end, f.next_seq);
+    expect_verdict(next_request(static_cast<std::uint32_t>(head.size())), XDP_DROP_,
+                   KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
 // Body bytes that begin with "HTTP/" at the stream's end while no request waits (the response
 // in progress is the one the client asked for) are not a new response.
 TEST_P(BpfBoundary, BodyThatLooksLikeAHeadIsNoResync) {
