@@ -3,8 +3,10 @@
 Ethernet, IPv4 or IPv6/TCP): for every connection from SERVER:PORT to the client, the byte
 stream has no hole that nothing fills (a segment past the stream's end is counted,
 early_segments: a loss or reordering that a retransmission repairs is normal TCP), TSval never
-goes backwards (on new bytes: an older segment overtaken on the way keeps its older TSval and is
-counted, reordered_segments), no RST arrives, and no burst of duplicate ACKs (challenge ACKs) appears. Prints a
+goes backwards on a segment sent after everything seen before it (an older segment overtaken on
+the way keeps its older TSval and is counted, reordered_segments: bytes, or an ACK, from before
+the furthest sequence point a segment seen was sent at, since a pure ACK carries the sender's
+next byte; or an ACK older than one seen), no RST arrives, and no burst of duplicate ACKs (challenge ACKs) appears. Prints a
 JSON summary; exit 1 on any violation.
 
 --late-tx-ok: on veth, a segment the dataplane sends through AF_XDP sometimes leaves ms late
@@ -104,7 +106,7 @@ def main():
         c = conns.setdefault(key, {"next": None, "ts": None, "segments": 0, "bytes": 0,
                                    "last_ack": None, "dup_acks": 0, "max_dup_acks": 0})
         if p["flags"] & 0x02:  # SYN-ACK: the stream starts after it
-            c["next"] = (p["seq"] + 1) & 0xFFFFFFFF
+            c["next"] = c["sent_to"] = (p["seq"] + 1) & 0xFFFFFFFF
             c["ts"] = p["tsval"]
             continue
         if p["flags"] & 0x04:
@@ -116,16 +118,21 @@ def main():
             c["fin"] = True
         n = p["len"] + (1 if p["flags"] & 0x01 else 0)
         if p["tsval"] is not None and c["ts"] is not None and after(c["ts"], p["tsval"]):
-            older_bytes = n and c["next"] is not None and after(c["next"], p["seq"])
+            # Sent before something already seen: it starts before the furthest sequence point
+            # a segment seen so far was sent at (a pure ACK carries the sender's next byte, so
+            # data sent before an ACK that overtook it counts too), or an ACK older than one seen.
+            older_bytes = c.get("sent_to") is not None and after(c["sent_to"], p["seq"])
             older_ack = not n and c.get("max_ack") is not None and after(c["max_ack"], p["ack"])
             if older_bytes or older_ack:
-                # Bytes from before the stream's furthest point, or an ACK older than one seen:
-                # an older segment overtaken on the way (the kernel's per-CPU queues on veth
-                # reorder now and then), which carries its older TSval. Only new bytes or ACKs
-                # with an older TSval are a translation error.
+                # An older segment overtaken on the way (the kernel's per-CPU queues on veth
+                # reorder now and then), which carries its older TSval. Only a segment sent after
+                # everything seen with an older TSval is a translation error.
                 c["reordered"] = c.get("reordered", 0) + 1
             else:
                 problems.append(f"{key}: TSval went backwards {c['ts']} -> {p['tsval']}")
+        sent_end = (p["seq"] + n) & 0xFFFFFFFF
+        if c.get("sent_to") is None or after(sent_end, c["sent_to"]):
+            c["sent_to"] = sent_end
         if p["tsval"] is not None and (c["ts"] is None or after(p["tsval"], c["ts"])):
             c["ts"] = p["tsval"]
         if p["flags"] & 0x10 and (c.get("max_ack") is None or after(p["ack"], c["max_ack"])):
