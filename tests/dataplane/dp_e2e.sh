@@ -270,17 +270,29 @@ keepalive)
     a=1 b=""
     for k in 2 3 4 5 6; do [[ "${refbe[$k]}" != "${refbe[1]}" ]] && { b=$k; break; }; done
     [[ -n "$b" ]] || dpe_fail "six prompts all landed on ${refbe[1]}"
-    args=() i=0
-    for k in $a $b $a $b; do
-        (( ${#args[@]} )) && args+=(--next)
-        i=$((i + 1))
-        args+=(-sS -m 20 -D "$DPE_DIR/cka$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
-               --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions")
-    done
-    ip netns exec "$KVS_NS_CLIENT" curl -v "${args[@]}" 2>"$DPE_DIR/curl-ka.log" || dpe_fail "curl --next over one connection"
-    reused=$(grep -c "Re-using existing connection" "$DPE_DIR/curl-ka.log")
-    (( reused == 3 )) || dpe_fail "curl opened more than one connection (reused $reused times)"
-    got=$(for i in 1 2 3 4; do dpe_header "$DPE_DIR/cka$i.h" x-kvsteer-backend; done | tr '\n' ' ')
+    # ka_curl TAG ITEM...: one curl, one connection, a request per ITEM (a prompt's number: its
+    # POST; "head": HEAD /v1/models), each response's head in $DPE_DIR/TAG<i>.h; fails unless curl
+    # reused the connection for every request after the first. KA_GOT: the backends, in order.
+    ka_curl() {
+        local tag=$1 k i=0 reused args=()
+        shift
+        for k in "$@"; do
+            (( ${#args[@]} )) && args+=(--next)
+            i=$((i + 1))
+            if [[ $k == head ]]; then
+                args+=(-sS -m 20 -I -o "$DPE_DIR/$tag$i.h" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/models")
+            else
+                args+=(-sS -m 20 -D "$DPE_DIR/$tag$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
+                       --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions")
+            fi
+        done
+        ip netns exec "$KVS_NS_CLIENT" curl -v "${args[@]}" 2>"$DPE_DIR/curl-$tag.log" || dpe_fail "curl --next ($tag: $*)"
+        reused=$(grep -c "Re-using existing connection" "$DPE_DIR/curl-$tag.log")
+        (( reused == $# - 1 )) || dpe_fail "curl opened more than one connection ($tag: $*; reused $reused times)"
+        KA_GOT=$(for ((i = 1; i <= $#; i++)); do dpe_header "$DPE_DIR/$tag$i.h" x-kvsteer-backend; done | tr '\n' ' ')
+    }
+    ka_curl cka $a $b $a $b
+    got=$KA_GOT
     want="${refbe[$a]} ${refbe[$b]} ${refbe[$a]} ${refbe[$b]} "
     [[ "$got" == "$want" ]] || dpe_fail "curl on one connection reached [$got], the policy chose [$want]"
     dpe_log "curl, 4 requests on one connection: $got"
@@ -289,21 +301,8 @@ keepalive)
     # it stays on the HEAD's backend (a response owed, for XDP); its response puts the tracking
     # back in step (response_head_resync), and the requests after it are steered again.
     r0=$(dpe_n xdp_response_head_resync)
-    args=() i=0
-    for k in $a head $b $a $b; do
-        (( ${#args[@]} )) && args+=(--next)
-        i=$((i + 1))
-        if [[ $k == head ]]; then
-            args+=(-sS -m 20 -I -o "$DPE_DIR/ckh$i.h" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/models")
-        else
-            args+=(-sS -m 20 -D "$DPE_DIR/ckh$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
-                   --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions")
-        fi
-    done
-    ip netns exec "$KVS_NS_CLIENT" curl -v "${args[@]}" 2>"$DPE_DIR/curl-head.log" || dpe_fail "curl --next with a HEAD"
-    reused=$(grep -c "Re-using existing connection" "$DPE_DIR/curl-head.log")
-    (( reused == 4 )) || dpe_fail "curl opened more than one connection around the HEAD (reused $reused times)"
-    got=$(for i in 1 2 3 4 5; do dpe_header "$DPE_DIR/ckh$i.h" x-kvsteer-backend; done | tr '\n' ' ')
+    ka_curl ckh $a head $b $a $b
+    got=$KA_GOT
     read -r g1 gh g3 g4 g5 <<<"$got"
     [[ "$g1 $g3 $g4 $g5" == "${refbe[$a]} $gh ${refbe[$a]} ${refbe[$b]}" ]] \
         || dpe_fail "around a HEAD: [$got]; expected ${refbe[$a]}, any, the HEAD's ($gh), ${refbe[$a]}, ${refbe[$b]}"
