@@ -8,13 +8,35 @@
 
 namespace kvsteer::dp {
 
-BackendPool::BackendPool(const PoolConfig &cfg, std::uint16_t port_lo, std::uint16_t port_hi)
-    : cfg_(cfg), lo_(port_lo), hi_(port_hi) {
+BackendPool::BackendPool(const PoolConfig &cfg) : cfg_(cfg) {
     if (!enabled()) return;
     legs_.resize(static_cast<std::size_t>(KVS_MAX_BACKENDS) * cfg_.per_backend);
     demand_.assign(KVS_MAX_BACKENDS, 0);
     demand_prev_.assign(KVS_MAX_BACKENDS, 0);
-    by_port_.assign(port_hi >= port_lo ? std::size_t(port_hi - port_lo) + 1 : 0, -1);
+}
+
+BackendPool::LegKey BackendPool::LegKey::of(const kvs_flow_key &k) {
+    LegKey r{};
+    std::memcpy(r.addr, k.saddr, sizeof r.addr);
+    r.bport = k.sport;
+    r.port = kvs_ntohs(k.dport);
+    r.family = k.family;
+    return r;
+}
+
+BackendPool::LegKey BackendPool::LegKey::of(const PoolLeg &l) {
+    LegKey r{};
+    std::memcpy(r.addr, l.addr, sizeof r.addr);
+    r.bport = l.bport;
+    r.port = l.port;
+    r.family = l.family;
+    return r;
+}
+
+std::size_t BackendPool::LegKeyHash::operator()(const LegKey &k) const {
+    std::uint64_t h = (std::uint64_t{k.port} << 24) ^ (std::uint64_t{k.bport} << 8) ^ k.family;
+    for (std::uint32_t a : k.addr) h = (h ^ a) * 0x9e3779b97f4a7c15ull;
+    return static_cast<std::size_t>(h ^ (h >> 29));
 }
 
 bool BackendPool::same_backend(const PoolLeg &l, const kvs_backend &b) {
@@ -93,7 +115,7 @@ void BackendPool::start(const Tables &t, PoolLeg &l, std::uint16_t backend, std:
     std::uint16_t port = 0;
     // The flows' ports come first: the pool holds at most max_ports of them.
     if (cfg_.max_ports && held_ >= cfg_.max_ports) return;
-    if (!host.take_port(port)) return;  // no port now: the next upkeep tries again
+    if (!host.take_port(backend, port)) return;  // no port now: the next upkeep tries again
     ++held_;
     const kvs_backend &be = t.backends[backend];
     l = PoolLeg{};
@@ -103,7 +125,7 @@ void BackendPool::start(const Tables &t, PoolLeg &l, std::uint16_t backend, std:
     l.bport = be.port;
     l.family = be.family;
     l.isn = host.new_isn();
-    by_port_[port - lo_] = static_cast<std::int32_t>(&l - legs_.data());
+    by_leg_[LegKey::of(l)] = static_cast<std::int32_t>(&l - legs_.data());
     syn(l, now, host);
 }
 
@@ -129,8 +151,8 @@ void BackendPool::drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, boo
         s.seq = l.isn + 1;
         host.send(l, s);
     }
-    by_port_[l.port - lo_] = -1;
-    host.give_port(l.port);
+    by_leg_.erase(LegKey::of(l));
+    host.give_port(l.backend, l.port);
     --held_;
     l.state = PoolLeg::State::Free;
     l.port = 0;
@@ -147,7 +169,7 @@ bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now
             !same_backend(l, be))
             continue;
         out = l;
-        by_port_[l.port - lo_] = -1;  // the port goes with the leg
+        by_leg_.erase(LegKey::of(l));  // the port goes with the leg
         --held_;
         l.state = PoolLeg::State::Free;
         l.port = 0;
@@ -157,9 +179,14 @@ bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now
     return false;
 }
 
-void BackendPool::segment(std::uint16_t port, const BackendSeg &b, std::uint64_t now,
+void BackendPool::segment(const kvs_flow_key &k, const BackendSeg &b, std::uint64_t now,
                           PoolHost &host) {
-    PoolLeg &l = legs_[static_cast<std::size_t>(by_port_[port - lo_])];
+    const auto it = by_leg_.find(LegKey::of(k));
+    if (it == by_leg_.end()) {
+        host.inc(KVS_R_PUNT_BACKEND_OTHER);
+        return;
+    }
+    PoolLeg &l = legs_[static_cast<std::size_t>(it->second)];
     const std::uint8_t fl = b.flags;
     const bool synack = (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK);
     if (l.state == PoolLeg::State::SynSent) {

@@ -25,6 +25,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <unordered_map>
 #include <vector>
 
 #include "binder.h"
@@ -77,9 +79,9 @@ struct PoolSend {
 class PoolHost {
    public:
     virtual ~PoolHost() = default;
-    // A free SNAT port of this worker's range, or false.
-    virtual bool take_port(std::uint16_t &port) = 0;
-    virtual void give_port(std::uint16_t port) = 0;
+    // A free SNAT port of this worker's range towards `backend`, or false.
+    virtual bool take_port(std::uint16_t backend, std::uint16_t &port) = 0;
+    virtual void give_port(std::uint16_t backend, std::uint16_t port) = 0;
     virtual void send(const PoolLeg &leg, const PoolSend &s) = 0;
     virtual std::uint32_t clock_ms() = 0;  // the backend legs' timestamp clock
     virtual std::uint32_t new_isn() = 0;
@@ -88,7 +90,7 @@ class PoolHost {
 
 class BackendPool {
    public:
-    BackendPool(const PoolConfig &cfg, std::uint16_t port_lo, std::uint16_t port_hi);
+    explicit BackendPool(const PoolConfig &cfg);
 
     bool enabled() const { return cfg_.per_backend > 0; }
     const PoolConfig &config() const { return cfg_; }
@@ -111,12 +113,11 @@ class BackendPool {
     bool draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out);
     // Legs the backend should have now (its demand, clamped to the configured bounds).
     std::uint32_t target(std::uint16_t backend) const;
-    // Whether `port` is one of the pool's (a backend segment to it goes to segment()).
-    bool owns(std::uint16_t port) const {
-        return port >= lo_ && port <= hi_ && by_port_[port - lo_] >= 0;
-    }
-    // A segment from the backend to one of the pool's ports.
-    void segment(std::uint16_t port, const BackendSeg &b, std::uint64_t now, PoolHost &host);
+    // Whether a backend segment with this key (backend -> SNAT) is to one of the pool's legs
+    // (it goes to segment() then).
+    bool owns(const kvs_flow_key &k) const { return by_leg_.count(LegKey::of(k)) != 0; }
+    // A segment from the backend to one of the pool's legs.
+    void segment(const kvs_flow_key &k, const BackendSeg &b, std::uint64_t now, PoolHost &host);
     // Resets every open leg and gives its port back (shutdown).
     void close_all(PoolHost &host);
 
@@ -133,10 +134,26 @@ class BackendPool {
     void drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, bool rst);
     static bool same_backend(const PoolLeg &l, const kvs_backend &b);
 
+    // A leg as the backend's segments name it: its address and port, our SNAT port (ports are
+    // unique per backend only).
+    struct LegKey {
+        std::uint32_t addr[4];
+        std::uint16_t bport, port;  // network order, host order
+        std::uint8_t family;
+        static LegKey of(const kvs_flow_key &k);
+        static LegKey of(const PoolLeg &l);
+        bool operator==(const LegKey &o) const {
+            return bport == o.bport && port == o.port && family == o.family &&
+                   std::memcmp(addr, o.addr, sizeof addr) == 0;
+        }
+    };
+    struct LegKeyHash {
+        std::size_t operator()(const LegKey &k) const;
+    };
+
     PoolConfig cfg_;
-    std::uint16_t lo_, hi_;
     std::vector<PoolLeg> legs_;
-    std::vector<std::int32_t> by_port_;  // port - lo_ -> index in legs_
+    std::unordered_map<LegKey, std::int32_t, LegKeyHash> by_leg_;  // -> index in legs_
     std::uint32_t span_ = 0;             // backends [0, span_) may have legs
     // Draws asked of each backend in the current and the previous max_age period.
     std::vector<std::uint32_t> demand_, demand_prev_;

@@ -247,9 +247,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     auto ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(0, std::memory_order_relaxed);
-    for (auto &v : ports->session) v.store(0, std::memory_order_relaxed);
-    for (auto &l : ports->limiters) l.store(nullptr, std::memory_order_relaxed);
     if (tables.flows_fd >= 0) {
         // A restart keeps the flows XDP still forwards: their SNAT ports stay taken.
         auto r = sweep_flows(tables.flows_fd, mono_ns(), ~0ull, ~0ull, ports.get(), true);

@@ -1,5 +1,6 @@
 #include "slot_table.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -33,30 +34,52 @@ void *as_data(std::uintptr_t v) {
 
 }  // namespace
 
+PortBlock *PortBusy::block(std::uint16_t backend) {
+    if (backend >= KVS_MAX_BACKENDS) return nullptr;
+    PortBlock *b = blocks[backend].load(std::memory_order_acquire);
+    if (b) return b;
+    auto fresh = std::make_unique<PortBlock>();
+    if (blocks[backend].compare_exchange_strong(b, fresh.get(), std::memory_order_acq_rel))
+        return fresh.release();
+    return b;  // another thread's, published first
+}
+
+bool PortBusy::take(std::uint16_t backend, std::uint16_t port) {
+    PortBlock *b = block(backend);
+    std::uint8_t expect = kPortFree;
+    return b && b->busy[port].compare_exchange_strong(expect, kPortBinding,
+                                                      std::memory_order_acq_rel);
+}
+
 SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
                      std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports)
-    : slots_(capacity), ports_(ports), port_lo_(port_lo), port_hi_(port_hi) {
+    : slots_(capacity),
+      own_ports_(ports ? nullptr : std::make_unique<PortBusy>()),
+      ports_(ports ? ports : own_ports_.get()),
+      port_lo_(port_lo),
+      port_hi_(port_hi) {
     free_.reserve(capacity);
     for (std::uint32_t i = capacity; i-- > 0;) free_.push_back(i);
     const std::uint32_t span = port_hi >= port_lo ? std::uint32_t(port_hi - port_lo) + 1 : 0;
-    by_port_.assign(span, kNoSlot);
     // Start anywhere in the range: a restarted dataplane should not reuse first the 4-tuples
     // its previous run just closed (backends keep them in TIME_WAIT).
     port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (span ? rte_rdtsc() % span : 0));
     const std::uint32_t entries = std::max<std::uint32_t>(capacity * 2, 64);
     by_client_ = make_hash("kvs_c" + name, entries, sizeof(kvs_flow_key));
-    if (count_sources) {
-        try {
-            by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
-        } catch (...) {
-            rte_hash_free(by_client_);
-            throw;
-        }
+    try {
+        // A slot's leg, and its previous one while it rebinds: at most two keys a slot.
+        by_leg_ = make_hash("kvs_l" + name, entries * 2, sizeof(kvs_flow_key));
+        if (count_sources) by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
+    } catch (...) {
+        rte_hash_free(by_client_);
+        if (by_leg_) rte_hash_free(by_leg_);
+        throw;
     }
 }
 
 SlotTable::~SlotTable() {
     if (by_client_) rte_hash_free(by_client_);
+    if (by_leg_) rte_hash_free(by_leg_);
     if (by_source_) rte_hash_free(by_source_);
 }
 
@@ -78,8 +101,9 @@ std::int32_t SlotTable::take(const kvs_flow_key &ckey) {
     s.ckey = ckey;
     s.bkey = kvs_flow_key{};
     std::memset(s.client_mac, 0, sizeof s.client_mac);
-    s.snat_port = s.old_port = 0;
-    s.rebind = false;
+    s.snat_port = 0;
+    s.port_backend = KVS_BACKEND_NONE;
+    s.rebind = s.leg_keyed = s.old_keyed = false;
     s.closed = s.fin_mask = 0;
     s.last_seen = s.linger_until = s.timer_id = s.install_id = 0;
     ++n_used_;
@@ -93,81 +117,98 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     const bool bound = s.b.phase() == Binder::Phase::Bound;
     if (s.listed) list_del(idx);
     rte_hash_del_key(by_client_, &s.ckey);
-    if (s.old_port) by_port_[s.old_port - port_lo_] = kNoSlot;
-    if (s.snat_port) {
-        by_port_[s.snat_port - port_lo_] = kNoSlot;
-        // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
-        if ((free_port || !bound) && ports_) ports_->free(s.snat_port);
-    }
+    if (s.old_keyed) unkey(s.prev_skey, idx);
+    s.old_keyed = false;
+    if (s.leg_keyed) unkey(s.bkey, idx);
+    s.leg_keyed = false;
+    // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
+    if (s.snat_port && (free_port || !bound)) ports_->free(s.port_backend, s.snat_port);
+    s.snat_port = 0;
     s.used = false;
     free_.push_back(idx);
     --n_used_;
 }
 
-bool SlotTable::alloc_port(std::uint32_t idx) {
+// Only while it is still this slot's: a slot lingering after its install may outlive its port
+// (the sweeper frees it once XDP's entries are gone), and a new flow may key the same leg.
+void SlotTable::unkey(const kvs_flow_key &k, std::uint32_t idx) {
+    if (by_leg(k) == static_cast<std::int32_t>(idx)) rte_hash_del_key(by_leg_, &k);
+}
+
+bool SlotTable::alloc_port(std::uint32_t idx, std::uint16_t backend) {
+    free_port(idx);
     std::uint16_t p = 0;
-    if (!find_port(p)) return false;
+    if (!find_port(backend, p)) return false;
     slots_[idx].snat_port = p;
-    by_port_[p - port_lo_] = static_cast<std::int32_t>(idx);
+    slots_[idx].port_backend = backend;
     return true;
 }
 
-bool SlotTable::find_port(std::uint16_t &port) {
-    const std::uint32_t span = static_cast<std::uint32_t>(by_port_.size());
+bool SlotTable::key_leg(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (s.leg_keyed) unkey(s.bkey, idx);
+    s.leg_keyed = rte_hash_add_key_data(by_leg_, &s.bkey, as_data(idx)) >= 0;
+    return s.leg_keyed;
+}
+
+std::int32_t SlotTable::by_leg(const kvs_flow_key &bkey) const {
+    void *data = nullptr;
+    if (rte_hash_lookup_data(by_leg_, &bkey, &data) < 0) return kNoSlot;
+    return static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(data));
+}
+
+bool SlotTable::find_port(std::uint16_t backend, std::uint16_t &port) {
+    const std::uint32_t span = port_hi_ >= port_lo_ ? std::uint32_t(port_hi_ - port_lo_) + 1 : 0;
     // The whole range if need be: after a restart the ports of the previous instance's lingering
     // flows stay taken until the sweeper sees them go, and the cursor may start among them (a
     // bounded scan there refused new flows while most of the range was free).
     for (std::uint32_t k = 0; k < span; ++k) {
         const std::uint16_t p = port_cursor_;
         port_cursor_ = p == port_hi_ ? port_lo_ : static_cast<std::uint16_t>(p + 1);
-        if (by_port_[p - port_lo_] != kNoSlot) continue;
-        if (ports_) {
-            std::uint8_t expect = kPortFree;
-            if (!ports_->busy[p].compare_exchange_strong(expect, kPortBinding,
-                                                         std::memory_order_acq_rel))
-                continue;
-        }
+        if (!ports_->take(backend, p)) continue;
         port = p;
         return true;
     }
     return false;
 }
 
-bool SlotTable::take_port(std::uint16_t &port) {
-    if (!find_port(port)) return false;
-    by_port_[port - port_lo_] = kUnslotted;
-    return true;
+bool SlotTable::take_port(std::uint16_t backend, std::uint16_t &port) {
+    return find_port(backend, port);
 }
 
-void SlotTable::give_port(std::uint16_t port) {
+void SlotTable::give_port(std::uint16_t backend, std::uint16_t port) {
     if (port < port_lo_ || port > port_hi_) return;
-    by_port_[port - port_lo_] = kNoSlot;
-    if (ports_) ports_->free(port);
+    ports_->free(backend, port);
 }
 
-void SlotTable::adopt_port(std::uint32_t idx, std::uint16_t port) {
+void SlotTable::adopt_port(std::uint32_t idx, std::uint16_t backend, std::uint16_t port) {
     free_port(idx);
     slots_[idx].snat_port = port;
-    by_port_[port - port_lo_] = static_cast<std::int32_t>(idx);
+    slots_[idx].port_backend = backend;
 }
 
-void SlotTable::attach_old_port(std::uint32_t idx, std::uint16_t port) {
-    if (port < port_lo_ || port > port_hi_ || by_port_[port - port_lo_] != kNoSlot) return;
-    by_port_[port - port_lo_] = static_cast<std::int32_t>(idx);
-    slots_[idx].old_port = port;
+void SlotTable::attach_old_leg(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (s.old_keyed) return;
+    // The key is absent unless another slot still holds that leg (a slot lingering after its
+    // install): that one keeps it.
+    if (by_leg(s.prev_skey) != kNoSlot) return;
+    s.old_keyed = rte_hash_add_key_data(by_leg_, &s.prev_skey, as_data(idx)) >= 0;
 }
 
 void SlotTable::free_port(std::uint32_t idx) {
     Slot &s = slots_[idx];
+    if (s.leg_keyed) unkey(s.bkey, idx);
+    s.leg_keyed = false;
     if (!s.snat_port) return;
-    by_port_[s.snat_port - port_lo_] = kNoSlot;
-    if (ports_) ports_->free(s.snat_port);
+    ports_->free(s.port_backend, s.snat_port);
     s.snat_port = 0;
+    s.port_backend = KVS_BACKEND_NONE;
 }
 
 // From now on the sweeper frees the port, when the flow's entries are gone.
-void SlotTable::mark_installed(std::uint16_t port) {
-    if (ports_) ports_->busy[port].store(kPortInstalled, std::memory_order_release);
+void SlotTable::mark_installed(std::uint16_t backend, std::uint16_t port) {
+    ports_->set_state(backend, port, kPortInstalled);
 }
 
 void SlotTable::list_add(std::uint32_t idx) {

@@ -1,10 +1,11 @@
-// A worker's flows: fixed slots, found by the client's 4-tuple and by our SNAT port; the list of
+// A worker's flows: fixed slots, found by the client's 4-tuple and by the backend leg's; the list of
 // flows being bound, oldest first, and how many each client address holds; the worker's share
 // of the SNAT port range. One worker owns a table; nothing is locked.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,35 +17,81 @@ struct rte_hash;
 
 namespace kvsteer::dp {
 
-// Shared between workers and the sweeper: which SNAT ports are taken. A worker takes a free
-// port (kPortFree -> kPortBinding) for a flow it is binding, and frees it itself if the bind
-// fails (and, in dpdk mode, when the flow ends). In xdp mode a bound flow's port becomes
-// kPortInstalled: from then on only the sweeper frees it, when the flow's entries are gone from
-// kvs_flows, whoever removed them (its own expiry, XDP on a client's port reuse, LRU eviction).
+// Shared between workers and the sweeper: which SNAT ports are taken, per backend. A backend
+// leg's 4-tuple is (SNAT address, SNAT port, backend address, backend port), so a port only has
+// to be unique per backend: bound flows are limited by the range times the backends, not by the
+// range alone. A worker takes a free port of the backend it connects to (kPortFree ->
+// kPortBinding) for a flow it is binding, and frees it itself if the bind fails (and, in dpdk
+// mode, when the flow ends). In xdp mode a bound flow's port becomes kPortInstalled: from then
+// on only the sweeper frees it, when the flow's entries are gone from kvs_flows, whoever
+// removed them (its own expiry, XDP on a client's port reuse, LRU eviction).
+//
+// A backend's table (320 KiB) is allocated the first time one of its ports is taken, and kept
+// for the process's life: backend ids are the daemon's, reused when a backend comes back.
 enum : std::uint8_t { kPortFree = 0, kPortBinding = 1, kPortInstalled = 2 };
-struct PortBusy {
+struct PortBlock {
     std::atomic<std::uint8_t> busy[65536];
     // Session affinity: the session count a port's request holds, (worker << 16) | (slot + 1) in
     // that worker's SessionLimiter (0: none). It goes back when the port is freed, whoever frees
     // it, or when a kept-alive connection's request ends at a boundary.
     std::atomic<std::uint32_t> session[65536];
+    PortBlock() {
+        for (auto &b : busy) b.store(kPortFree, std::memory_order_relaxed);
+        for (auto &v : session) v.store(0, std::memory_order_relaxed);
+    }
+};
+struct PortBusy {
+    std::atomic<PortBlock *> blocks[KVS_MAX_BACKENDS];
     std::atomic<SessionLimiter *> limiters[KVS_MAX_WORKERS];
 
-    void hold_session(std::uint16_t port, std::uint32_t worker, std::uint32_t slot) {
-        release_session(port);
-        if (slot != SessionLimiter::kNone && worker < KVS_MAX_WORKERS)
-            session[port].store((worker << 16) | (slot + 1), std::memory_order_release);
+    PortBusy() {
+        for (auto &b : blocks) b.store(nullptr, std::memory_order_relaxed);
+        for (auto &l : limiters) l.store(nullptr, std::memory_order_relaxed);
     }
-    void release_session(std::uint16_t port) {
-        const std::uint32_t v = session[port].exchange(0, std::memory_order_acq_rel);
+    ~PortBusy() {
+        for (auto &b : blocks) delete b.load(std::memory_order_relaxed);
+    }
+    PortBusy(const PortBusy &) = delete;
+    PortBusy &operator=(const PortBusy &) = delete;
+
+    // The backend's table, or null when none of its ports was ever taken (or the id is bad).
+    PortBlock *find(std::uint16_t backend) const {
+        return backend < KVS_MAX_BACKENDS ? blocks[backend].load(std::memory_order_acquire)
+                                          : nullptr;
+    }
+    // The backend's table, allocated on first use (null only for a bad id).
+    PortBlock *block(std::uint16_t backend);
+
+    // kPortFree -> kPortBinding; false when the port is taken.
+    bool take(std::uint16_t backend, std::uint16_t port);
+    std::uint8_t state(std::uint16_t backend, std::uint16_t port) const {
+        const PortBlock *b = find(backend);
+        return b ? b->busy[port].load(std::memory_order_acquire) : std::uint8_t{kPortFree};
+    }
+    void set_state(std::uint16_t backend, std::uint16_t port, std::uint8_t st) {
+        if (PortBlock *b = block(backend)) b->busy[port].store(st, std::memory_order_release);
+    }
+    void hold_session(std::uint16_t backend, std::uint16_t port, std::uint32_t worker,
+                      std::uint32_t slot) {
+        release_session(backend, port);
+        PortBlock *b = find(backend);
+        if (b && slot != SessionLimiter::kNone && worker < KVS_MAX_WORKERS)
+            b->session[port].store((worker << 16) | (slot + 1), std::memory_order_release);
+    }
+    void release_session(std::uint16_t backend, std::uint16_t port) {
+        PortBlock *b = find(backend);
+        if (!b) return;
+        const std::uint32_t v = b->session[port].exchange(0, std::memory_order_acq_rel);
         if (v == 0 || (v >> 16) >= KVS_MAX_WORKERS) return;
         if (SessionLimiter *l = limiters[v >> 16].load(std::memory_order_acquire))
             l->release((v & 0xffff) - 1);
     }
     // The port's session count first: once the port is free another flow may take it.
-    void free(std::uint16_t port) {
-        release_session(port);
-        busy[port].store(kPortFree, std::memory_order_release);
+    void free(std::uint16_t backend, std::uint16_t port) {
+        PortBlock *b = find(backend);
+        if (!b) return;
+        release_session(backend, port);
+        b->busy[port].store(kPortFree, std::memory_order_release);
     }
 };
 
@@ -54,12 +101,15 @@ struct Slot {
     kvs_flow_key ckey{};  // client -> VIP, as it arrives
     kvs_flow_key bkey{};  // backend -> SNAT, as it arrives
     std::uint8_t client_mac[6]{};
+    // Our SNAT port towards port_backend (0: none); while leg_keyed, bkey finds the slot.
     std::uint16_t snat_port = 0;
+    std::uint16_t port_backend = KVS_BACKEND_NONE;
+    bool leg_keyed = false;
     std::uint32_t snat_addr[4]{};  // the SNAT address of the client's family, at the flow's start
-    // Rebinding a kept-alive connection at a request boundary: its entries as they were, and the
-    // previous leg's SNAT port (also found by by_port while the request is held).
+    // Rebinding a kept-alive connection at a request boundary: its entries as they were; while
+    // old_keyed, the previous leg's key (prev_skey) finds the slot too.
     bool rebind = false;
-    std::uint16_t old_port = 0;
+    bool old_keyed = false;
     kvs_flow prev_c2s{}, prev_s2c{};
     kvs_flow_key prev_skey{};
     // Bound: the flow pair, and (dpdk mode) how it is closing.
@@ -74,8 +124,8 @@ struct Slot {
 
 class SlotTable {
    public:
-    // `name` names the DPDK hash tables (unique per process); `ports` is shared (may be null:
-    // then only this table's own bookkeeping says which ports are taken).
+    // `name` names the DPDK hash tables (unique per process); `ports` is shared between the
+    // workers and the sweeper (null: the table keeps its own).
     SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
               std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports);
     ~SlotTable();
@@ -99,23 +149,26 @@ class SlotTable {
     // Leaves the binding list (the flow is bound).
     void bound(std::uint32_t idx) { list_del(idx); }
 
-    // A SNAT port for slot `idx` (sets its snat_port); false when the range is exhausted.
-    bool alloc_port(std::uint32_t idx);
-    // The slot using our SNAT port `port`, or -1 (also for ports outside this table's range).
-    std::int32_t by_port(std::uint16_t port) const {
-        return port >= port_lo_ && port <= port_hi_ ? by_port_[port - port_lo_] : -1;
-    }
-    void mark_installed(std::uint16_t port);
-    // A port no slot uses yet (the backend pool's legs; by_port() gives kUnslotted for it):
-    // false when the range is exhausted. give_port() returns it; adopt_port() hands it to a slot
-    // (whose own port, if any, goes back).
-    bool take_port(std::uint16_t &port);
-    void give_port(std::uint16_t port);
-    void adopt_port(std::uint32_t idx, std::uint16_t port);
-    static constexpr std::int32_t kNoSlot = -1, kUnslotted = -2;
-    // Rebinding: the previous leg's port finds the slot too (when it is in this table's range).
-    void attach_old_port(std::uint32_t idx, std::uint16_t port);
-    // Gives the slot's SNAT port back (a move that did not happen).
+    // A SNAT port towards `backend` for slot `idx` (its snat_port and port_backend; a port it
+    // held goes back first): false when that backend's share of the range is exhausted. Unique
+    // per backend only: key_leg() then makes the leg's 4-tuple find the slot.
+    bool alloc_port(std::uint32_t idx, std::uint16_t backend);
+    // The slot's backend leg (s.bkey, as the backend's segments arrive, with s.snat_port) finds
+    // it from now on; false when the lookup table has no room (the caller gives the port back).
+    bool key_leg(std::uint32_t idx);
+    // The slot whose backend leg (current, or previous while rebinding) is `bkey`, or -1.
+    std::int32_t by_leg(const kvs_flow_key &bkey) const;
+    void mark_installed(std::uint16_t backend, std::uint16_t port);
+    // A port towards `backend` no slot uses yet (the backend pool's legs): false when that
+    // backend's share is exhausted. give_port() returns it; adopt_port() hands it to a slot
+    // (whose own port, if any, goes back; the caller sets bkey and keys the leg).
+    bool take_port(std::uint16_t backend, std::uint16_t &port);
+    void give_port(std::uint16_t backend, std::uint16_t port);
+    void adopt_port(std::uint32_t idx, std::uint16_t backend, std::uint16_t port);
+    static constexpr std::int32_t kNoSlot = -1;
+    // Rebinding: the previous leg's key (s.prev_skey) finds the slot too.
+    void attach_old_leg(std::uint32_t idx);
+    // Gives the slot's SNAT port back (a move that did not happen; the next candidate).
     void free_port(std::uint32_t idx);
     std::uint16_t port_lo() const { return port_lo_; }
     std::uint16_t port_hi() const { return port_hi_; }
@@ -132,15 +185,17 @@ class SlotTable {
     std::uint32_t next_cursor() { return sweep_cursor_++ % capacity(); }
 
    private:
-    bool find_port(std::uint16_t &port);
+    bool find_port(std::uint16_t backend, std::uint16_t &port);
+    void unkey(const kvs_flow_key &k, std::uint32_t idx);
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
 
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_;
-    std::vector<std::int32_t> by_port_;  // snat port - port_lo_ -> slot
     rte_hash *by_client_ = nullptr;
+    rte_hash *by_leg_ = nullptr;     // backend leg (backend -> SNAT, as it arrives) -> slot
     rte_hash *by_source_ = nullptr;  // client address -> slots it holds while binding
+    std::unique_ptr<PortBusy> own_ports_;  // when none is shared
     PortBusy *ports_;
     std::uint16_t port_lo_, port_hi_, port_cursor_;
     std::int32_t list_head_ = -1, list_tail_ = -1;

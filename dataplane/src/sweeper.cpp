@@ -1,6 +1,7 @@
 #include "sweeper.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <vector>
 
@@ -67,21 +68,34 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
                         kvs_backend_load *load) {
     SweepResult r;
     std::vector<kvs_flow_key> doomed;
-    // Ports installed before the pass starts: an entry present then is visited by the walk
-    // (a hash walk may repeat keys when entries go, it does not skip ones that stay), so a
-    // candidate the walk never meets has lost its entries.
-    std::vector<std::uint8_t> candidate, seen;
+    // Ports installed before the pass starts, per backend with a port table: an entry present
+    // then is visited by the walk (a hash walk may repeat keys when entries go, it does not skip
+    // ones that stay), so a candidate the walk never meets has lost its entries.
+    std::vector<std::uint16_t> backends;  // those with a table; bits below in their order
+    std::vector<std::int32_t> row(KVS_MAX_BACKENDS, -1);
+    std::vector<std::uint64_t> candidate, seen;
+    constexpr std::size_t kWords = 65536 / 64;
     if (ports && !mark_busy) {
-        candidate.assign(65536, 0);
-        seen.assign(65536, 0);
-        for (std::uint32_t p = 0; p < 65536; ++p)
-            candidate[p] = ports->busy[p].load(std::memory_order_acquire) == kPortInstalled;
+        for (std::uint16_t b = 0; b < KVS_MAX_BACKENDS; ++b)
+            if (ports->find(b)) {
+                row[b] = static_cast<std::int32_t>(backends.size());
+                backends.push_back(b);
+            }
+        candidate.assign(backends.size() * kWords, 0);
+        seen.assign(backends.size() * kWords, 0);
+        for (std::size_t i = 0; i < backends.size(); ++i) {
+            const PortBlock *blk = ports->find(backends[i]);
+            for (std::uint32_t p = 0; p < 65536; ++p)
+                if (blk->busy[p].load(std::memory_order_acquire) == kPortInstalled)
+                    candidate[i * kWords + p / 64] |= 1ull << (p % 64);
+        }
     }
     auto visit = [&](const kvs_flow_key &k, const kvs_flow &f) {
         ++r.seen;
         const std::uint16_t sp = snat_port_of(k, f);
-        if (mark_busy && ports) ports->busy[sp].store(kPortInstalled, std::memory_order_relaxed);
-        if (!seen.empty()) seen[sp] = 1;
+        if (mark_busy && ports) ports->set_state(f.backend_id, sp, kPortInstalled);
+        if (!seen.empty() && f.backend_id < KVS_MAX_BACKENDS && row[f.backend_id] >= 0)
+            seen[std::size_t(row[f.backend_id]) * kWords + sp / 64] |= 1ull << (sp % 64);
         // A flow's idle time is that of its most recently used direction: only an entry idle
         // long enough on its own needs its twin read (one lookup per expiring entry, not per
         // entry in the table).
@@ -127,16 +141,22 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
             __atomic_fetch_add(&load[df.backend_id].closes, 1, __ATOMIC_RELAXED);
             ++r.closes;
         }
-        if (ports) ports->free(snat_port_of(dk, df));
+        if (ports) ports->free(df.backend_id, snat_port_of(dk, df));
     }
-    for (std::uint32_t p = 0; p < candidate.size(); ++p) {
-        if (!candidate[p] || seen[p]) continue;
-        // Only the sweeper frees an installed port, so its session count can go first.
-        if (ports->busy[p].load(std::memory_order_acquire) != kPortInstalled) continue;
-        ports->release_session(static_cast<std::uint16_t>(p));
-        std::uint8_t expect = kPortInstalled;
-        if (ports->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel))
-            ++r.reclaimed;
+    for (std::size_t w = 0; w < candidate.size(); ++w) {
+        std::uint64_t lost = candidate[w] & ~seen[w];
+        const std::uint16_t be = backends[w / kWords];
+        PortBlock *blk = ports->find(be);
+        while (lost) {
+            const auto p = static_cast<std::uint16_t>((w % kWords) * 64 + std::countr_zero(lost));
+            lost &= lost - 1;
+            // Only the sweeper frees an installed port, so its session count can go first.
+            if (blk->busy[p].load(std::memory_order_acquire) != kPortInstalled) continue;
+            ports->release_session(be, p);
+            std::uint8_t expect = kPortInstalled;
+            if (blk->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel))
+                ++r.reclaimed;
+        }
     }
     return r;
 }

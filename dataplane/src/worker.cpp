@@ -90,8 +90,12 @@ ClientSeg client_seg(rte_mbuf *m, const kvs_pkt &pkt) {
 // What the backend pool takes ports from and sends through: this worker.
 struct PoolGlue final : PoolHost {
     explicit PoolGlue(Worker &w) : w(w) {}
-    bool take_port(std::uint16_t &port) override { return w.slots_.take_port(port); }
-    void give_port(std::uint16_t port) override { w.slots_.give_port(port); }
+    bool take_port(std::uint16_t backend, std::uint16_t &port) override {
+        return w.slots_.take_port(backend, port);
+    }
+    void give_port(std::uint16_t backend, std::uint16_t port) override {
+        w.slots_.give_port(backend, port);
+    }
     std::uint32_t clock_ms() override { return mono_ms(); }
     std::uint32_t new_isn() override { return static_cast<std::uint32_t>(rte_rand()); }
     void inc(unsigned reason) override { w.inc(reason); }
@@ -181,7 +185,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         pc.syn_timeout = bcfg_.syn_timeout;
         pc.syn_retries = bcfg_.syn_retries;
         pc.retry_after = ms(1000);
-        pool_ = std::make_unique<BackendPool>(pc, slots_.port_lo(), slots_.port_hi());
+        pool_ = std::make_unique<BackendPool>(pc);
         pool_host_ = std::make_unique<PoolGlue>(*this);
     }
     if (p_.ports && p_.index < KVS_MAX_WORKERS) {
@@ -582,9 +586,9 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     s.prev_c2s = c2s;
     s.prev_s2c = s2c;
     s.prev_skey = skey;
-    slots_.attach_old_port(idx, kvs_ntohs(c2s.new_sport));
+    slots_.attach_old_leg(idx);
     // The previous request is complete (a quiescent boundary): its session count goes back.
-    if (p_.ports) p_.ports->release_session(kvs_ntohs(c2s.new_sport));
+    if (p_.ports) p_.ports->release_session(c2s.backend_id, kvs_ntohs(c2s.new_sport));
     RebindHello r;
     r.h.isn = c2s.next_seq - 1;  // XDP checked the boundary is the next client byte
     r.h.isn_known = true;
@@ -693,14 +697,17 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
     for (const Action &a : acts) {
         switch (a.kind) {
             case Action::Kind::SynToBackend: {
+                // A port towards this backend: the first SYN to a candidate takes one (ports are
+                // unique per backend only); a retry reuses it.
+                if (!s.snat_port || s.port_backend != s.b.backend()) {
+                    if (!take_leg(idx)) {
+                        Actions next;
+                        s.b.no_port(env(), next);
+                        execute(idx, next, now);
+                        return;  // the flow is reset, or kept on its old leg: nothing else
+                    }
+                }
                 TcpSpec sp = to_backend(s);
-                std::memset(&s.bkey, 0, sizeof(s.bkey));
-                std::memcpy(s.bkey.saddr, sp.daddr, 16);
-                std::memcpy(s.bkey.daddr, sp.saddr, 16);
-                s.bkey.sport = sp.dport;
-                s.bkey.dport = sp.sport;
-                s.bkey.family = sp.family;
-                s.bkey.proto = KVS_IPPROTO_TCP;
                 sp.seq = a.seq;
                 sp.flags = KVS_TCP_SYN;
                 sp.window = 64240;
@@ -749,10 +756,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
             }
             case Action::Kind::Connect: {
                 Actions next;
-                if (slots_.alloc_port(idx))
-                    s.b.connect(env(), now, next);
-                else
-                    s.b.no_port(env(), next);
+                s.b.connect(env(), now, next);
                 execute(idx, next, now);
                 break;
             }
@@ -801,6 +805,24 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
             }
         }
     }
+}
+
+// A SNAT port towards the slot's backend, and its leg (backend -> SNAT, as the backend's
+// segments arrive) keyed to the slot; false when that backend's ports are all taken.
+bool Worker::take_leg(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (!slots_.alloc_port(idx, s.b.backend())) return false;
+    const TcpSpec sp = to_backend(s);
+    std::memset(&s.bkey, 0, sizeof(s.bkey));
+    std::memcpy(s.bkey.saddr, sp.daddr, 16);
+    std::memcpy(s.bkey.daddr, sp.saddr, 16);
+    s.bkey.sport = sp.dport;
+    s.bkey.dport = sp.sport;
+    s.bkey.family = sp.family;
+    s.bkey.proto = KVS_IPPROTO_TCP;
+    if (slots_.key_leg(idx)) return true;
+    slots_.free_port(idx);
+    return false;
 }
 
 // Addresses of a segment the appliance sends to the slot's backend from its SNAT port.
@@ -913,9 +935,9 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
 // After the install: the binder acknowledges the backend and flushes, or resets both sides.
 void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
     Slot &s = slots_[idx];
-    if (ok && t_.flows_fd >= 0) slots_.mark_installed(s.snat_port);
+    if (ok && t_.flows_fd >= 0) slots_.mark_installed(s.port_backend, s.snat_port);
     if (ok && p_.ports) {  // the port holds the request's session count from now on
-        p_.ports->hold_session(s.snat_port, p_.index, s.b.session_slot());
+        p_.ports->hold_session(s.port_backend, s.snat_port, p_.index, s.b.session_slot());
         s.b.hand_over_session();
     }
     if (ok) {  // where this binding's time went, in ns summed over the worker's bindings
@@ -951,7 +973,8 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     s.c2s.msgs = static_cast<std::uint16_t>(s.c2s.msgs + 1);
     if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;  // as build_pair records it
     if (p_.ports) {  // the request stays on the previous leg: that port holds its session count
-        p_.ports->hold_session(kvs_ntohs(s.prev_c2s.new_sport), p_.index, s.b.session_slot());
+        p_.ports->hold_session(s.prev_c2s.backend_id, kvs_ntohs(s.prev_c2s.new_sport), p_.index,
+                               s.b.session_slot());
         s.b.hand_over_session();
     }
     slots_.bound(idx);
@@ -1020,9 +1043,8 @@ void Worker::report(const Slot &s) {
 // Backend side
 
 void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
-    const std::int32_t found = slots_.by_port(kvs_ntohs(pkt.tcp->dest));
-    if (found < 0 && pool_ && pool_->owns(kvs_ntohs(pkt.tcp->dest)))
-        return pool_segment(m, pkt, now);
+    const std::int32_t found = slots_.by_leg(key);
+    if (found < 0 && pool_ && pool_->owns(key)) return pool_segment(m, pkt, key, now);
     if (found < 0) {
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);
@@ -1030,8 +1052,8 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
     }
     const auto idx = static_cast<std::uint32_t>(found);
     Slot &s = slots_[idx];
-    if (s.rebind && s.b.binding() && kvs_ntohs(pkt.tcp->dest) == s.old_port &&
-        std::memcmp(key.saddr, s.prev_skey.saddr, 16) == 0 && key.sport == s.prev_skey.sport) {
+    if (s.rebind && s.b.binding() && s.old_keyed &&
+        std::memcmp(&key, &s.prev_skey, sizeof key) == 0) {
         // The previous leg while its connection's next request is held: a FIN or RST (the
         // backend closing an idle connection as the request crossed it) makes the request move
         // to a new leg; nothing of it reaches the client, whose connection goes on.
@@ -1058,8 +1080,9 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
 }
 
 // A backend segment to a pooled leg's port (its SYN-ACK, an idle close): the pool's.
-void Worker::pool_segment(rte_mbuf *m, const kvs_pkt &pkt, std::uint64_t now) {
-    pool_->segment(kvs_ntohs(pkt.tcp->dest), backend_seg(pkt), now, *pool_host_);
+void Worker::pool_segment(rte_mbuf *m, const kvs_pkt &pkt, const kvs_flow_key &key,
+                          std::uint64_t now) {
+    pool_->segment(key, backend_seg(pkt), now, *pool_host_);
     rte_pktmbuf_free(m);  // counted by the pool
 }
 
@@ -1078,7 +1101,7 @@ void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
         s.b.not_pooled(env(), now, next);
     } else {
         inc(KVS_R_DP_POOL_DRAWN);
-        slots_.adopt_port(idx, leg.port);
+        slots_.adopt_port(idx, leg.backend, leg.port);
         std::memset(&s.bkey, 0, sizeof(s.bkey));
         std::memcpy(s.bkey.saddr, leg.addr, 16);
         std::memcpy(s.bkey.daddr, s.snat_addr, 16);
@@ -1086,6 +1109,14 @@ void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
         s.bkey.dport = kvs_htons(leg.port);
         s.bkey.family = leg.family;
         s.bkey.proto = KVS_IPPROTO_TCP;
+        if (!slots_.key_leg(idx)) {  // nowhere to find it by: the leg is reset, its port back
+            PoolSend rst{PoolSend::Kind::Rst};
+            rst.seq = leg.isn + 1;
+            pool_host_->send(leg, rst);
+            slots_.free_port(idx);
+            s.b.no_port(env(), next);
+            return execute(idx, next, now);
+        }
         LegHello h;
         h.isn = leg.isn;
         h.backend_isn = leg.backend_isn;
@@ -1139,7 +1170,7 @@ void Worker::on_icmp(rte_mbuf *m, kvs_pkt &pkt) {
             if (i >= 0 && slots_[static_cast<std::uint32_t>(i)].b.phase() == Binder::Phase::Bound) {
                 f = &slots_[static_cast<std::uint32_t>(i)].c2s;
                 r = &slots_[static_cast<std::uint32_t>(i)].s2c;
-            } else if ((i = slots_.by_port(kvs_ntohs(k.dport))) >= 0) {
+            } else if ((i = slots_.by_leg(k)) >= 0) {
                 const Slot &s = slots_[static_cast<std::uint32_t>(i)];
                 if (s.b.phase() == Binder::Phase::Bound && !std::memcmp(&s.bkey, &k, sizeof k)) {
                     f = &s.s2c;

@@ -121,6 +121,7 @@ class Worker {
     BindEnv env();
     void execute(std::uint32_t idx, const Actions &acts, std::uint64_t now);
     TcpSpec to_backend(const Slot &s) const;
+    bool take_leg(std::uint32_t idx);
     void accept_install(std::uint32_t idx, std::uint64_t now);
     void build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_flow_key *k_s2c);
     void installed(std::uint32_t idx, bool ok, std::uint64_t now);
@@ -155,7 +156,7 @@ class Worker {
 
     // The backend connection pool (null without --backend-pool) and what it sends through.
     friend struct PoolGlue;
-    void pool_segment(rte_mbuf *m, const kvs_pkt &pkt, std::uint64_t now);
+    void pool_segment(rte_mbuf *m, const kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void try_pool(std::uint32_t idx, std::uint64_t now);
 
     Tables t_;

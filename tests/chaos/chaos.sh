@@ -348,12 +348,13 @@ flow_full)
     kvc_drain 30
     ;;
 snat_exhaust)
-    # 16 SNAT ports for 32 concurrent clients. A port stays taken while its closed flow lingers
+    # 16 SNAT ports for 32 concurrent clients, one backend (a port is unique per backend: with
+    # two, each would have its own 16). A port stays taken while its closed flow lingers
     # (--closed-linger-s 1, then the sweeper): capacity is about 16 new flows a second. Flows
     # beyond it are refused (reset) at once, by design: the threshold during the fault is that
     # each port served at least once (16 of the first 600); afterwards, with the ports back,
     # everyone is served again.
-    DPE_SNAT_PORTS=10000-10015 kvc_up kvcp 2 --local-linger-ms 50
+    DPE_SNAT_PORTS=10000-10015 kvc_up kvcp 1 --local-linger-ms 50
     n=$(full && echo 2000 || echo 600)
     out=$(kvc_client 1 --n "$n" --seconds 40 --concurrency 32 --prefixes 16 --timeout 10)
     kvc_measure exhausted "$out" "$(python3 -c "print(16 / $n)")"

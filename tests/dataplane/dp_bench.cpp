@@ -248,7 +248,6 @@ BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag,
         }
     } port_back{rp};
     auto ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(0);
     Worker w(tables->view(), bind_params(mode, n_flows, rp, ports.get()));
     warm_pool(rp.pool);
     const BindFigures f =
@@ -424,7 +423,6 @@ class ScalingRig {
         }
         tables_->config.n_workers = n_workers;
         auto busy = std::make_unique<PortBusy>();
-        for (auto &b : busy->busy) b.store(0);
         const Tables view = tables_->view();
         std::barrier start(static_cast<std::ptrdiff_t>(n_workers));
         ScalingRun r;

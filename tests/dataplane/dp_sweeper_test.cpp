@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include <bpf/bpf.h>
@@ -24,9 +26,9 @@ struct Pair {
 // counted (KVS_FLOW_CLOSED).
 constexpr std::uint8_t kFinBoth = KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED;
 
-// A bound flow client:cport -> VIP, SNAT 10.77.0.2:snat -> backend 10.0.0.1:8000.
+// A bound flow client:cport -> VIP, SNAT 10.77.0.2:snat -> backend 10.0.0.(1 + backend):8000.
 Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen,
-               std::uint8_t state) {
+               std::uint8_t state, std::uint16_t backend = 0) {
     Pair p{};
     p.kc.saddr[0] = htonl(0x0a4d000a);
     p.kc.daddr[0] = htonl(0x0a4d0101);
@@ -35,7 +37,8 @@ Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen,
     p.kc.family = KVS_AF_INET;
     p.kc.proto = 6;
     p.fc.new_saddr[0] = htonl(0x0a4d0002);
-    p.fc.new_daddr[0] = htonl(0x0a000001);
+    p.fc.new_daddr[0] = htonl(0x0a000001 + backend);
+    p.fc.backend_id = p.fs.backend_id = backend;
     p.fc.new_sport = htons(snat);
     p.fc.new_dport = htons(8000);
     p.fc.dir = KVS_DIR_C2S;
@@ -86,11 +89,10 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     ASSERT_EQ(bpf_map_update_elem(fd, &half.ks, &half.fs, BPF_ANY), 0);
 
     auto ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(0);
     SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
     EXPECT_EQ(r0.seen, 14u);
     EXPECT_EQ(r0.deleted, 0u);
-    EXPECT_EQ(ports->busy[20001].load(), kPortInstalled) << "startup marks the ports of live flows";
+    EXPECT_EQ(ports->state(0, 20001), kPortInstalled) << "startup marks the ports of live flows";
 
     // In-flight accounting: XDP counted the closes of the closed and reset flows (CLOSED);
     // the idle one never closed, so the sweeper counts its close on its backend.
@@ -104,7 +106,7 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     EXPECT_FALSE(present(fd, reset.ks));
     EXPECT_TRUE(present(fd, half_closed.kc)) << "half closed: only the idle timeout ends it";
     EXPECT_TRUE(present(fd, half_closed.ks));
-    EXPECT_EQ(ports->busy[20007].load(), kPortInstalled);
+    EXPECT_EQ(ports->state(0, 20007), kPortInstalled);
     EXPECT_FALSE(present(fd, closed_old.kc));
     EXPECT_FALSE(present(fd, closed_old.ks));
     EXPECT_FALSE(present(fd, idle.kc));
@@ -113,9 +115,9 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     EXPECT_TRUE(present(fd, live.kc));
     EXPECT_TRUE(present(fd, live.ks));
     EXPECT_TRUE(present(fd, half.kc));
-    EXPECT_EQ(ports->busy[20001].load(), 0);
-    EXPECT_EQ(ports->busy[20003].load(), 0);
-    EXPECT_EQ(ports->busy[20004].load(), kPortInstalled);
+    EXPECT_EQ(ports->state(0, 20001), 0);
+    EXPECT_EQ(ports->state(3, 20003), 0);
+    EXPECT_EQ(ports->state(0, 20004), kPortInstalled);
     EXPECT_EQ(r.reclaimed, 0u);
     close(fd);
 }
@@ -136,11 +138,10 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
         ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
     }
     auto ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(kPortFree);
-    ports->busy[21001].store(kPortInstalled);
-    ports->busy[21002].store(kPortInstalled);
-    ports->busy[21003].store(kPortInstalled);
-    ports->busy[21004].store(kPortBinding);  // a worker is binding with it: no entry yet
+    ports->set_state(0, 21001, kPortInstalled);
+    ports->set_state(0, 21002, kPortInstalled);
+    ports->set_state(0, 21003, kPortInstalled);
+    ports->set_state(0, 21004, kPortBinding);  // a worker is binding with it: no entry yet
     ASSERT_EQ(bpf_map_delete_elem(fd, &gone.kc), 0);
     ASSERT_EQ(bpf_map_delete_elem(fd, &gone.ks), 0);
     ASSERT_EQ(bpf_map_delete_elem(fd, &half_gone.kc), 0);  // one direction left: still taken
@@ -148,10 +149,47 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
     SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
     EXPECT_EQ(r.deleted, 0u);
     EXPECT_EQ(r.reclaimed, 1u);
-    EXPECT_EQ(ports->busy[21001].load(), kPortInstalled);
-    EXPECT_EQ(ports->busy[21002].load(), kPortFree);
-    EXPECT_EQ(ports->busy[21003].load(), kPortInstalled);
-    EXPECT_EQ(ports->busy[21004].load(), kPortBinding);
+    EXPECT_EQ(ports->state(0, 21001), kPortInstalled);
+    EXPECT_EQ(ports->state(0, 21002), kPortFree);
+    EXPECT_EQ(ports->state(0, 21003), kPortInstalled);
+    EXPECT_EQ(ports->state(0, 21004), kPortBinding);
+    close(fd);
+}
+
+// A SNAT port is unique per backend only: flows to two backends share one, and each backend's
+// use of it is freed (or reclaimed) on its own.
+TEST(Sweeper, PortsArePerBackend) {
+    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_perbe", sizeof(kvs_flow_key),
+                            sizeof(kvs_flow), 1024, nullptr);
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair closed0 = make_pair(4001, 23001, now - 5 * s, kFinBoth, 0);
+    Pair live1 = make_pair(4002, 23001, now - 1 * s, 0, 1);
+    Pair live0 = make_pair(4003, 23002, now - 1 * s, 0, 0);
+    ASSERT_NE(std::memcmp(&closed0.ks, &live1.ks, sizeof closed0.ks), 0);
+    for (auto *p : {&closed0, &live1, &live0}) {
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
+        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
+    }
+    auto ports = std::make_unique<PortBusy>();
+    SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
+    EXPECT_EQ(r0.seen, 6u);
+    EXPECT_EQ(ports->state(0, 23001), kPortInstalled);
+    EXPECT_EQ(ports->state(1, 23001), kPortInstalled);
+    EXPECT_EQ(ports->state(0, 23002), kPortInstalled);
+    EXPECT_EQ(ports->state(1, 23002), kPortFree) << "no flow to backend 1 uses it";
+    EXPECT_FALSE(ports->take(1, 23001)) << "taken towards backend 1";
+    EXPECT_TRUE(ports->take(1, 23002)) << "free towards backend 1, taken towards backend 0";
+    ports->set_state(1, 23002, kPortInstalled);  // installed, then its entries went
+    EXPECT_EQ(ports->find(2), nullptr) << "a backend's table only once one of its ports is taken";
+
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
+    EXPECT_EQ(r.deleted, 2u);
+    EXPECT_EQ(r.reclaimed, 1u);
+    EXPECT_EQ(ports->state(0, 23001), kPortFree) << "the closed flow's";
+    EXPECT_EQ(ports->state(1, 23001), kPortInstalled) << "the same port, the live flow's";
+    EXPECT_EQ(ports->state(0, 23002), kPortInstalled);
+    EXPECT_EQ(ports->state(1, 23002), kPortFree) << "reclaimed: no entry to backend 1 with it";
     close(fd);
 }
 
@@ -174,8 +212,8 @@ TEST(Sweeper, FreedPortsGiveTheirSessionCountsBack) {
     ports->limiters[3].store(lim.get());
     const std::uint64_t key = 0xabcdef;
     for (std::uint16_t p : {22001, 22002, 22003}) {
-        ports->busy[p].store(kPortInstalled);
-        ports->hold_session(p, 3, lim->acquire(key, 8));
+        ports->set_state(0, p, kPortInstalled);
+        ports->hold_session(0, p, 3, lim->acquire(key, 8));
     }
     EXPECT_EQ(lim->in_flight(key), 3u);
     (void)gone;  // never installed in the map: its entries are "gone", the port reclaimed
@@ -184,18 +222,18 @@ TEST(Sweeper, FreedPortsGiveTheirSessionCountsBack) {
     EXPECT_EQ(r.deleted, 2u);
     EXPECT_EQ(r.reclaimed, 1u);
     EXPECT_EQ(lim->in_flight(key), 1u) << "the live flow's port still holds its count";
-    EXPECT_EQ(ports->session[22001].load(), 0u);
-    EXPECT_EQ(ports->session[22003].load(), 0u);
-    EXPECT_NE(ports->session[22002].load(), 0u);
-    ports->release_session(22002);  // a kept-alive connection's request ends at a boundary
-    ports->release_session(22002);  // nothing held any more: nothing released twice
+    EXPECT_EQ(ports->find(0)->session[22001].load(), 0u);
+    EXPECT_EQ(ports->find(0)->session[22003].load(), 0u);
+    EXPECT_NE(ports->find(0)->session[22002].load(), 0u);
+    ports->release_session(0, 22002);  // a kept-alive connection's request ends at a boundary
+    ports->release_session(0, 22002);  // nothing held any more: nothing released twice
     EXPECT_EQ(lim->in_flight(key), 0u);
     // A worker gone (its limiter unregistered): a port's count is dropped, not released into it.
-    ports->hold_session(22002, 3, lim->acquire(key, 8));
+    ports->hold_session(0, 22002, 3, lim->acquire(key, 8));
     ports->limiters[3].store(nullptr);
-    ports->free(22002);
+    ports->free(0, 22002);
     EXPECT_EQ(lim->in_flight(key), 1u);
-    EXPECT_EQ(ports->busy[22002].load(), kPortFree);
+    EXPECT_EQ(ports->state(0, 22002), kPortFree);
     close(fd);
 }
 
@@ -212,7 +250,6 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     auto ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(kPortFree);
     for (unsigned i = 0; i < kFlows; ++i) {
         // Every third flow closed long ago; the rest live.
         bool old = i % 3 == 0;
@@ -221,7 +258,7 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
                       old ? now - 10 * s : now - s, old ? kFinBoth : 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p.kc, &p.fc, BPF_ANY), 0);
         ASSERT_EQ(bpf_map_update_elem(fd, &p.ks, &p.fs, BPF_ANY), 0);
-        ports->busy[20000 + i].store(kPortInstalled);
+        ports->set_state(0, 20000 + i, kPortInstalled);
     }
     SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
     EXPECT_EQ(r.seen, 2 * kFlows);
@@ -229,7 +266,7 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
     EXPECT_EQ(r.reclaimed, 0u);
     unsigned freed = 0, kept = 0;
     for (unsigned i = 0; i < kFlows; ++i) {
-        auto st = ports->busy[20000 + i].load();
+        auto st = ports->state(0, 20000 + i);
         if (i % 3 == 0)
             freed += st == kPortFree;
         else

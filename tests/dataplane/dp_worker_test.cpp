@@ -96,7 +96,6 @@ class BindTest : public ::testing::Test {
         wp.port = rp.port;
         wp.pool = rp.pool;
         ports = std::make_unique<PortBusy>();
-        for (auto &b : ports->busy) b.store(0);
         wp.ports = ports.get();
         if (mode == Mode::Dpdk) tables->flows_fd = -1;
         worker = std::make_unique<Worker>(tables->view(), wp);
@@ -476,9 +475,12 @@ TEST_F(BindTest, BackendRstAndTimeoutMoveToNextCandidateThenRstClient) {
     inject(rp.rx, make_seg(rp.pool, client_seg(0, request(400), 5)));
     auto out = step(now);
     ASSERT_EQ(out.size(), 1u);
-    kvs_pkt syn1 = parse(out[0]);
+    auto frame1 = out[0];  // the parsed view points into it
+    kvs_pkt syn1 = parse(frame1);
     const int b1 = backend_of(syn1);
     ASSERT_GE(b1, 0);
+    const std::uint16_t p1 = ntohs(syn1.tcp->source);
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b1), p1), kPortBinding);
 
     inject(rp.rx, make_seg(rp.pool, backend_seg(syn1, KVS_TCP_RST | KVS_TCP_ACK)));
     out = step(now + ms(1));
@@ -489,6 +491,14 @@ TEST_F(BindTest, BackendRstAndTimeoutMoveToNextCandidateThenRstClient) {
     EXPECT_EQ(ntohl(syn2.tcp->seq), isn);
     EXPECT_EQ(tables->load[b1].bind_fail_rst, 1u);
     EXPECT_EQ(stat(KVS_R_DP_BACKEND_RST), 1u);
+    // Ports are per backend: the next candidate takes one towards its backend, the first
+    // candidate's goes back, and a late answer from it finds no flow.
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b1), p1), kPortFree);
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b2), ntohs(syn2.tcp->source)),
+              kPortBinding);
+    inject(rp.rx, make_seg(rp.pool, synack_to(syn1)));
+    EXPECT_TRUE(step(now + ms(1)).empty());
+    EXPECT_EQ(stat(KVS_R_PUNT_BACKEND_OTHER), 1u);
 
     out = step(now + ms(102));  // first timeout: the SYN is retransmitted to the same backend
     ASSERT_EQ(out.size(), 1u);
@@ -542,10 +552,12 @@ TEST_F(BindTest, FindsTheLastFreeSnatPort) {
     make_worker();
     const std::uint16_t lo = worker->snat_lo(), hi = worker->snat_hi();
     ASSERT_GT(hi - lo, 300) << "the test needs a range wider than one bounded scan";
-    for (std::uint32_t p = lo; p <= hi; ++p) ports->busy[p].store(kPortInstalled);
-    // The one free port: just before the range's middle, so it is far from most cursors.
+    // The one free port (towards each backend): just before the range's middle, so it is far
+    // from most cursors.
     const std::uint16_t free_port = static_cast<std::uint16_t>(lo + (hi - lo) / 2);
-    ports->busy[free_port].store(kPortFree);
+    for (std::uint16_t be = 0; be < 3; ++be)
+        for (std::uint32_t p = lo; p <= hi; ++p)
+            if (p != free_port) ports->set_state(be, static_cast<std::uint16_t>(p), kPortInstalled);
     cookie = cookie_for(cport);
     inject(rp.rx, make_seg(rp.pool, client_seg(0, request(400), 5)));
     auto out = step(now);
@@ -554,6 +566,82 @@ TEST_F(BindTest, FindsTheLastFreeSnatPort) {
     EXPECT_EQ(syn.tcp->flags, KVS_TCP_SYN);
     EXPECT_EQ(ntohs(syn.tcp->source), free_port);
     EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 0u);
+}
+
+// A backend leg's 4-tuple includes the backend: flows to two backends share one SNAT port, the
+// backends' answers reach their own flows, and each pair is installed with it. A third flow to
+// a backend whose ports are all taken is refused, counted.
+TEST_F(BindTest, FlowsToDifferentBackendsShareASnatPort) {
+    make_worker();
+    const std::uint16_t lo = worker->snat_lo(), hi = worker->snat_hi();
+    const std::uint16_t shared = static_cast<std::uint16_t>(lo + (hi - lo) / 2);
+    for (std::uint16_t be = 0; be < 3; ++be)
+        for (std::uint32_t p = lo; p <= hi; ++p)
+            if (p != shared) ports->set_state(be, static_cast<std::uint16_t>(p), kPortInstalled);
+    auto flight = [&](std::uint16_t sport) {
+        Seg c = client_seg(0, request(400), 5);
+        c.sport = sport;
+        c.ack = cookie_for(sport) + 1;
+        inject(rp.rx, make_seg(rp.pool, c));
+    };
+    flight(cport);
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    auto frame1 = out[0];  // the parsed view points into it
+    const kvs_pkt syn1 = parse(frame1);
+    const int b1 = backend_of(syn1);
+    ASSERT_GE(b1, 0);
+    EXPECT_EQ(ntohs(syn1.tcp->source), shared);
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b1), shared), kPortBinding);
+
+    // The second flow cannot have the first one's backend (down for its choice).
+    tables->backends[b1].state = KVS_BE_DOWN;
+    const std::uint16_t cport2 = cport + 1;
+    flight(cport2);
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u);
+    auto frame2 = out[0];
+    const kvs_pkt syn2 = parse(frame2);
+    const int b2 = backend_of(syn2);
+    ASSERT_GE(b2, 0);
+    EXPECT_NE(b2, b1);
+    EXPECT_EQ(ntohs(syn2.tcp->source), shared) << "the same port, towards another backend";
+    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 0u);
+    tables->backends[b1].state = KVS_BE_UP;
+
+    // Each SYN-ACK reaches its own flow: the ACK and the held request go to its backend.
+    for (const kvs_pkt *syn : {&syn2, &syn1}) {
+        inject(rp.rx, make_seg(rp.pool, synack_to(*syn)));
+        out = step(now + ms(2));
+        ASSERT_EQ(out.size(), 2u) << "ACK + the held request";
+        for (auto &o : out) {
+            const kvs_pkt p = parse(o);
+            EXPECT_EQ(p.ip4->daddr, syn->ip4->daddr);
+            EXPECT_EQ(ntohs(p.tcp->source), shared);
+        }
+    }
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 2u);
+    EXPECT_EQ(stat(KVS_R_PUNT_BACKEND_OTHER), 0u);
+    for (auto [sport, be] : {std::pair{cport, b1}, std::pair{cport2, b2}}) {
+        kvs_flow_key kc = client_key();
+        kc.sport = htons(sport);
+        kvs_flow fc{};
+        ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+        EXPECT_EQ(fc.backend_id, be);
+        EXPECT_EQ(ntohs(fc.new_sport), shared);
+        EXPECT_EQ(fc.new_daddr[0], tables->backends[be].addr[0]);
+        EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be), shared), kPortInstalled);
+    }
+
+    // A third flow to the first backend: its only port is taken.
+    const int b3_down = 3 - b1 - b2;  // the backend neither flow has: kept out of the choice
+    tables->backends[b2].state = KVS_BE_DOWN;
+    tables->backends[b3_down].state = KVS_BE_DOWN;
+    flight(static_cast<std::uint16_t>(cport + 2));
+    out = step(now + ms(3));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST) << "the client is reset";
+    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 1u);
 }
 
 TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
@@ -1580,7 +1668,6 @@ TEST_F(BindTest, FullInboxOfAnotherWorkerIsCounted) {
     wp.n_workers = 2;
     wp.index = 0;
     ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(0);
     wp.ports = ports.get();
     rte_ring *in[2] = {rte_ring_create("kvdp_fi0", 4, SOCKET_ID_ANY, RING_F_SC_DEQ),
                        rte_ring_create("kvdp_fi1", 4, SOCKET_ID_ANY, RING_F_SC_DEQ)};
@@ -1732,7 +1819,6 @@ TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
         rte_ring_create("kvdp_mq_in0", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ),
         rte_ring_create("kvdp_mq_in1", 1024, SOCKET_ID_ANY, RING_F_SC_DEQ)};
     ports = std::make_unique<PortBusy>();
-    for (auto &b : ports->busy) b.store(0);
     std::vector<std::unique_ptr<Worker>> ws;
     for (std::uint16_t w = 0; w < 2; ++w) {
         WorkerParams wp;

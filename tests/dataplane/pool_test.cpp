@@ -26,17 +26,20 @@ struct Sent {
 
 class FakeHost : public PoolHost {
    public:
-    bool take_port(std::uint16_t &port) override {
+    // Ports are unique per backend: each backend's legs take the lowest free ones (so legs to
+    // different backends share ports, as the worker's may).
+    bool take_port(std::uint16_t backend, std::uint16_t &port) override {
+        if (taken.size() >= max_taken) return false;
         for (std::uint16_t p = kLo; p <= kHi; ++p)
-            if (!taken.count(p) && p < port_limit) {
-                taken.insert(p);
+            if (taken.insert({backend, p}).second) {
                 port = p;
                 return true;
             }
         return false;
     }
-    void give_port(std::uint16_t port) override {
-        EXPECT_EQ(taken.erase(port), 1u) << "a port given back that was not taken: " << port;
+    void give_port(std::uint16_t backend, std::uint16_t port) override {
+        EXPECT_EQ(taken.erase({backend, port}), 1u)
+            << "a port given back that was not taken: " << backend << ":" << port;
     }
     void send(const PoolLeg &leg, const PoolSend &s) override { sent.push_back({leg, s}); }
     std::uint32_t clock_ms() override { return 5000; }
@@ -48,12 +51,23 @@ class FakeHost : public PoolHost {
         v.swap(sent);
         return v;
     }
-    std::set<std::uint16_t> taken;
-    std::uint16_t port_limit = kHi + 1;
+    std::set<std::pair<std::uint16_t, std::uint16_t>> taken;  // (backend, port)
+    std::size_t max_taken = ~std::size_t{0};
     std::vector<Sent> sent;
     std::uint32_t next_isn = 0;
     std::uint64_t stats[KVS_STATS_MAX]{};
 };
+
+// A backend segment's key to a leg (backend -> SNAT, as it arrives).
+kvs_flow_key key_of(const PoolLeg &l) {
+    kvs_flow_key k{};
+    std::memcpy(k.saddr, l.addr, 16);
+    k.sport = l.bport;
+    k.dport = kvs_htons(l.port);
+    k.family = l.family;
+    k.proto = KVS_IPPROTO_TCP;
+    return k;
+}
 
 class PoolTest : public ::testing::Test {
    protected:
@@ -87,7 +101,7 @@ class PoolTest : public ::testing::Test {
             b.has_ts = true;
             b.tsval = 99;
             b.wscale = 9;
-            pool.segment(x.leg.port, b, now, host_);
+            pool.segment(key_of(x.leg), b, now, host_);
         }
     }
 
@@ -126,7 +140,7 @@ class PoolTest : public ::testing::Test {
 
 TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     backends_[2].state = KVS_BE_DOWN;  // not chosen: no legs
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
     std::vector<Sent> syns = host_.take_sent();
     ASSERT_EQ(syns.size(), 4u) << "2 legs to each of the 2 backends that are up";
@@ -137,8 +151,11 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
         EXPECT_EQ(x.s.wscale, 7);
         EXPECT_TRUE(x.s.ts);
         EXPECT_EQ(x.s.tsval, 5000u) << "the leg's timestamps run on our clock";
-        EXPECT_TRUE(pool.owns(x.leg.port));
+        EXPECT_TRUE(pool.owns(key_of(x.leg)));
     }
+    std::set<std::uint16_t> distinct;
+    for (const Sent &x : syns) distinct.insert(x.leg.port);
+    EXPECT_EQ(distinct.size(), 2u) << "ports are unique per backend: both backends' legs share two";
     EXPECT_EQ(pool.open(), 4u);
     EXPECT_EQ(pool.ready(0), 0u);
     PoolLeg leg;
@@ -160,8 +177,8 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     EXPECT_EQ(leg.backend_isn, 0x700u + leg.port);
     EXPECT_EQ(leg.backend_wscale, 9);
     EXPECT_TRUE(leg.ts);
-    EXPECT_FALSE(pool.owns(leg.port)) << "the port went with the leg";
-    EXPECT_TRUE(host_.taken.count(leg.port)) << "and is still taken: the flow has it";
+    EXPECT_FALSE(pool.owns(key_of(leg))) << "the port went with the leg";
+    EXPECT_TRUE(host_.taken.count({leg.backend, leg.port})) << "and is still taken: the flow has it";
     ASSERT_TRUE(pool.draw(t_, 1, 30, leg));
     EXPECT_FALSE(pool.draw(t_, 1, 30, leg)) << "backend 1 has no third leg";
     EXPECT_FALSE(pool.draw(t_, 2, 30, leg)) << "a backend that is down has none";
@@ -175,7 +192,7 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
 TEST_F(PoolTest, LegsFollowTheDemandBetweenTheBounds) {
     cfg_.per_backend = 3;
     cfg_.min_per_backend = 0;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     pool.upkeep(t_, 1, host_);
     EXPECT_TRUE(host_.take_sent().empty()) << "nobody asked: no legs";
     PoolLeg leg;
@@ -218,7 +235,7 @@ TEST_F(PoolTest, LegsFollowTheDemandBetweenTheBounds) {
 TEST_F(PoolTest, AFloorKeepsLegsWithoutDemand) {
     cfg_.per_backend = 3;
     cfg_.min_per_backend = 1;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     std::vector<Sent> syns = open_ready(pool, 1);
     ASSERT_EQ(syns.size(), 3u) << "one leg to each of the 3 backends, nobody asked";
     PoolLeg leg;
@@ -232,7 +249,7 @@ TEST_F(PoolTest, AFloorKeepsLegsWithoutDemand) {
 
 TEST_F(PoolTest, HoldsNoMorePortsThanItsShare) {
     cfg_.max_ports = 3;  // 2 legs to each of 3 backends would hold 6
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     std::vector<Sent> syns = open_ready(pool, 1);
     EXPECT_EQ(syns.size(), 3u);
     EXPECT_EQ(pool.open(), 3u);
@@ -247,7 +264,7 @@ TEST_F(PoolTest, HoldsNoMorePortsThanItsShare) {
 }
 
 TEST_F(PoolTest, FitsOnlyClientsWithThePoolsOptions) {
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     EXPECT_TRUE(pool.fits(KVS_AF_INET, 1460, 7, true, true));
     EXPECT_TRUE(pool.fits(KVS_AF_INET, 8960, 0, true, true));
     EXPECT_FALSE(pool.fits(KVS_AF_INET, 1440, 7, true, true)) << "the backend could send 1460";
@@ -258,7 +275,7 @@ TEST_F(PoolTest, FitsOnlyClientsWithThePoolsOptions) {
 }
 
 TEST_F(PoolTest, OldLegsAreResetAndReplaced) {
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     open_ready(pool, 9);  // ready at 10
     pool.upkeep(t_, 10 + kMaxAge - 1, host_);
     EXPECT_TRUE(host_.take_sent().empty()) << "young enough";
@@ -283,23 +300,23 @@ TEST_F(PoolTest, OldLegsAreResetAndReplaced) {
 TEST_F(PoolTest, BackendClosingAnIdleLegGetsAResetAndTheLegIsReplaced) {
     cfg_.per_backend = 1;
     config_.n_backends = 1;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     std::vector<Sent> syns = open_ready(pool, 0);
     ASSERT_EQ(syns.size(), 1u);
-    const std::uint16_t port = syns[0].leg.port;
+    const kvs_flow_key first = key_of(syns[0].leg);
 
     BackendSeg fin = seg(KVS_TCP_FIN | KVS_TCP_ACK, syns[0].s.seq + 1);
-    pool.segment(port, fin, 50, host_);
+    pool.segment(first, fin, 50, host_);
     std::vector<Sent> v = host_.take_sent();
     ASSERT_EQ(v.size(), 1u);
     EXPECT_EQ(v[0].s.kind, PoolSend::Kind::Rst) << "never half-closed";
     EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 1u);
-    EXPECT_FALSE(pool.owns(port));
+    EXPECT_FALSE(pool.owns(first));
     EXPECT_TRUE(host_.taken.empty());
 
     syns = open_ready(pool, 51);  // replaced at once
     ASSERT_EQ(syns.size(), 1u);
-    pool.segment(syns[0].leg.port, seg(KVS_TCP_RST), 60, host_);  // a reset: nothing to answer
+    pool.segment(key_of(syns[0].leg), seg(KVS_TCP_RST), 60, host_);  // a reset: nothing to answer
     EXPECT_TRUE(host_.take_sent().empty());
     EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 2u);
     EXPECT_TRUE(host_.taken.empty());
@@ -307,7 +324,7 @@ TEST_F(PoolTest, BackendClosingAnIdleLegGetsAResetAndTheLegIsReplaced) {
     // Anything else on a ready leg is counted and dropped.
     syns = open_ready(pool, 61);
     ASSERT_EQ(syns.size(), 1u);
-    pool.segment(syns[0].leg.port, seg(KVS_TCP_ACK), 63, host_);
+    pool.segment(key_of(syns[0].leg), seg(KVS_TCP_ACK), 63, host_);
     EXPECT_EQ(host_.stats[KVS_R_PUNT_BACKEND_OTHER], 1u);
     EXPECT_EQ(pool.ready(0), 1u);
 }
@@ -315,13 +332,13 @@ TEST_F(PoolTest, BackendClosingAnIdleLegGetsAResetAndTheLegIsReplaced) {
 TEST_F(PoolTest, UnansweredAndRefusedSynsWaitBeforeTheNextTry) {
     cfg_.per_backend = 1;
     config_.n_backends = 2;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
     std::vector<Sent> syns = host_.take_sent();
     ASSERT_EQ(syns.size(), 2u);
     // Backend 1 refuses.
     const Sent &to1 = syns[0].leg.backend == 1 ? syns[0] : syns[1];
-    pool.segment(to1.leg.port, seg(KVS_TCP_RST | KVS_TCP_ACK, to1.s.seq + 1), 5, host_);
+    pool.segment(key_of(to1.leg), seg(KVS_TCP_RST | KVS_TCP_ACK, to1.s.seq + 1), 5, host_);
     EXPECT_EQ(host_.stats[KVS_R_DP_POOL_OPEN_FAILED], 1u);
     EXPECT_TRUE(host_.take_sent().empty()) << "a refused SYN needs no reset";
     // Backend 0 never answers: one retry, then the open fails and is reset.
@@ -346,11 +363,11 @@ TEST_F(PoolTest, UnansweredAndRefusedSynsWaitBeforeTheNextTry) {
 TEST_F(PoolTest, AChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
     cfg_.per_backend = 1;
     config_.n_backends = 1;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
     const std::vector<Sent> syns = host_.take_sent();
     ASSERT_EQ(syns.size(), 1u);
-    pool.segment(syns[0].leg.port, seg(KVS_TCP_ACK, 0xabcd), 1, host_);
+    pool.segment(key_of(syns[0].leg), seg(KVS_TCP_ACK, 0xabcd), 1, host_);
     const std::vector<Sent> v = host_.take_sent();
     ASSERT_EQ(v.size(), 2u);
     EXPECT_EQ(v[0].s.kind, PoolSend::Kind::Rst);
@@ -360,7 +377,7 @@ TEST_F(PoolTest, AChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
 }
 
 TEST_F(PoolTest, ABackendThatChangedOrWentAwayLosesItsLegs) {
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     open_ready(pool, 0);
     backends_[0].addr[0] = 0x0b000001u;  // backend 0 moved
     PoolLeg leg;
@@ -385,10 +402,10 @@ TEST_F(PoolTest, ABackendThatChangedOrWentAwayLosesItsLegs) {
 TEST_F(PoolTest, OpensArePacedAndBoundedByPortsAndCloseAllResetsEverything) {
     cfg_.per_backend = 4;
     cfg_.opens_per_tick = 5;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
     EXPECT_EQ(host_.take_sent().size(), 5u);
-    host_.port_limit = kLo + 8;  // only 8 ports in all
+    host_.max_taken = 8;  // only 8 ports in all
     pool.upkeep(t_, 1, host_);
     pool.upkeep(t_, 2, host_);
     EXPECT_EQ(host_.take_sent().size(), 3u);
@@ -404,7 +421,7 @@ TEST_F(PoolTest, OpensArePacedAndBoundedByPortsAndCloseAllResetsEverything) {
 TEST_F(PoolTest, NoSnatAddressOfTheBackendsFamilyNoLegs) {
     backends_[0].family = KVS_AF_INET6;
     config_.n_backends = 1;
-    BackendPool pool(cfg_, kLo, kHi);
+    BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
     EXPECT_TRUE(host_.take_sent().empty());
 }
