@@ -154,7 +154,7 @@ class BackendPool {
     PoolConfig cfg_;
     std::vector<PoolLeg> legs_;
     std::unordered_map<LegKey, std::int32_t, LegKeyHash> by_leg_;  // -> index in legs_
-    std::uint32_t span_ = 0;             // backends [0, span_) may have legs
+    std::uint32_t span_ = 0;  // backends [0, span_) may have legs
     // Draws asked of each backend in the current and the previous max_age period.
     std::vector<std::uint32_t> demand_, demand_prev_;
     std::uint64_t period_start_ = 0;

@@ -47,8 +47,8 @@ PortBlock *PortBusy::block(std::uint16_t backend) {
 bool PortBusy::take(std::uint16_t backend, std::uint16_t port) {
     PortBlock *b = block(backend);
     std::uint8_t expect = kPortFree;
-    return b && b->busy[port].compare_exchange_strong(expect, kPortBinding,
-                                                      std::memory_order_acq_rel);
+    return b &&
+           b->busy[port].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel);
 }
 
 SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,

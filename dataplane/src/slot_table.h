@@ -1,6 +1,6 @@
-// A worker's flows: fixed slots, found by the client's 4-tuple and by the backend leg's; the list of
-// flows being bound, oldest first, and how many each client address holds; the worker's share
-// of the SNAT port range. One worker owns a table; nothing is locked.
+// A worker's flows: fixed slots, found by the client's 4-tuple and by the backend leg's; the list
+// of flows being bound, oldest first, and how many each client address holds; the worker's share of
+// the SNAT port range. One worker owns a table; nothing is locked.
 #pragma once
 
 #include <atomic>
@@ -193,8 +193,8 @@ class SlotTable {
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_;
     rte_hash *by_client_ = nullptr;
-    rte_hash *by_leg_ = nullptr;     // backend leg (backend -> SNAT, as it arrives) -> slot
-    rte_hash *by_source_ = nullptr;  // client address -> slots it holds while binding
+    rte_hash *by_leg_ = nullptr;           // backend leg (backend -> SNAT, as it arrives) -> slot
+    rte_hash *by_source_ = nullptr;        // client address -> slots it holds while binding
     std::unique_ptr<PortBusy> own_ports_;  // when none is shared
     PortBusy *ports_;
     std::uint16_t port_lo_, port_hi_, port_cursor_;

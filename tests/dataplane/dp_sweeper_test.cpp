@@ -27,8 +27,8 @@ struct Pair {
 constexpr std::uint8_t kFinBoth = KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED;
 
 // A bound flow client:cport -> VIP, SNAT 10.77.0.2:snat -> backend 10.0.0.(1 + backend):8000.
-Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen,
-               std::uint8_t state, std::uint16_t backend = 0) {
+Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen, std::uint8_t state,
+               std::uint16_t backend = 0) {
     Pair p{};
     p.kc.saddr[0] = htonl(0x0a4d000a);
     p.kc.daddr[0] = htonl(0x0a4d0101);

@@ -494,8 +494,7 @@ TEST_F(BindTest, BackendRstAndTimeoutMoveToNextCandidateThenRstClient) {
     // Ports are per backend: the next candidate takes one towards its backend, the first
     // candidate's goes back, and a late answer from it finds no flow.
     EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b1), p1), kPortFree);
-    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b2), ntohs(syn2.tcp->source)),
-              kPortBinding);
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b2), ntohs(syn2.tcp->source)), kPortBinding);
     inject(rp.rx, make_seg(rp.pool, synack_to(syn1)));
     EXPECT_TRUE(step(now + ms(1)).empty());
     EXPECT_EQ(stat(KVS_R_PUNT_BACKEND_OTHER), 1u);

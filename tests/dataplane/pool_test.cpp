@@ -178,7 +178,8 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     EXPECT_EQ(leg.backend_wscale, 9);
     EXPECT_TRUE(leg.ts);
     EXPECT_FALSE(pool.owns(key_of(leg))) << "the port went with the leg";
-    EXPECT_TRUE(host_.taken.count({leg.backend, leg.port})) << "and is still taken: the flow has it";
+    EXPECT_TRUE(host_.taken.count({leg.backend, leg.port}))
+        << "and is still taken: the flow has it";
     ASSERT_TRUE(pool.draw(t_, 1, 30, leg));
     EXPECT_FALSE(pool.draw(t_, 1, 30, leg)) << "backend 1 has no third leg";
     EXPECT_FALSE(pool.draw(t_, 2, 30, leg)) << "a backend that is down has none";
