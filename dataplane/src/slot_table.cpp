@@ -10,6 +10,8 @@
 #include <rte_hash.h>
 #include <rte_hash_crc.h>
 
+#include "kvsteer/proto.h"
+
 namespace kvsteer::dp {
 
 namespace {
@@ -46,9 +48,9 @@ PortBlock *PortBusy::block(std::uint16_t backend) {
 
 bool PortBusy::take(std::uint16_t backend, std::uint16_t port) {
     PortBlock *b = block(backend);
-    std::uint8_t expect = kPortFree;
-    return b &&
-           b->busy[port].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel);
+    if (!b || b->busy[port].load(std::memory_order_relaxed) != kPortFree) return false;
+    std::uint8_t expect = kPortFree;  // a plain read first: a scan passes taken ports unlocked
+    return b->busy[port].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel);
 }
 
 SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
@@ -61,25 +63,24 @@ SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count
     free_.reserve(capacity);
     for (std::uint32_t i = capacity; i-- > 0;) free_.push_back(i);
     const std::uint32_t span = port_hi >= port_lo ? std::uint32_t(port_hi - port_lo) + 1 : 0;
+    by_port_.assign(span, -1);
     // Start anywhere in the range: a restarted dataplane should not reuse first the 4-tuples
     // its previous run just closed (backends keep them in TIME_WAIT).
     port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (span ? rte_rdtsc() % span : 0));
     const std::uint32_t entries = std::max<std::uint32_t>(capacity * 2, 64);
     by_client_ = make_hash("kvs_c" + name, entries, sizeof(kvs_flow_key));
-    try {
-        // A slot's leg, and its previous one while it rebinds: at most two keys a slot.
-        by_leg_ = make_hash("kvs_l" + name, entries * 2, sizeof(kvs_flow_key));
-        if (count_sources) by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
-    } catch (...) {
-        rte_hash_free(by_client_);
-        if (by_leg_) rte_hash_free(by_leg_);
-        throw;
+    if (count_sources) {
+        try {
+            by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
+        } catch (...) {
+            rte_hash_free(by_client_);
+            throw;
+        }
     }
 }
 
 SlotTable::~SlotTable() {
     if (by_client_) rte_hash_free(by_client_);
-    if (by_leg_) rte_hash_free(by_leg_);
     if (by_source_) rte_hash_free(by_source_);
 }
 
@@ -104,6 +105,7 @@ std::int32_t SlotTable::take(const kvs_flow_key &ckey) {
     s.snat_port = 0;
     s.port_backend = KVS_BACKEND_NONE;
     s.rebind = s.leg_keyed = s.old_keyed = false;
+    s.leg_next[0] = s.leg_next[1] = -1;
     s.closed = s.fin_mask = 0;
     s.last_seen = s.linger_until = s.timer_id = s.install_id = 0;
     ++n_used_;
@@ -117,9 +119,9 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     const bool bound = s.b.phase() == Binder::Phase::Bound;
     if (s.listed) list_del(idx);
     rte_hash_del_key(by_client_, &s.ckey);
-    if (s.old_keyed) unkey(s.prev_skey, idx);
+    if (s.old_keyed) unlink(idx, 1);
     s.old_keyed = false;
-    if (s.leg_keyed) unkey(s.bkey, idx);
+    if (s.leg_keyed) unlink(idx, 0);
     s.leg_keyed = false;
     // In xdp mode a bound flow keeps its port until the sweeper deletes the flow.
     if (s.snat_port && (free_port || !bound)) ports_->free(s.port_backend, s.snat_port);
@@ -129,10 +131,29 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     --n_used_;
 }
 
-// Only while it is still this slot's: a slot lingering after its install may outlive its port
-// (the sweeper frees it once XDP's entries are gone), and a new flow may key the same leg.
-void SlotTable::unkey(const kvs_flow_key &k, std::uint32_t idx) {
-    if (by_leg(k) == static_cast<std::int32_t>(idx)) rte_hash_del_key(by_leg_, &k);
+std::int32_t *SlotTable::chain(const kvs_flow_key &k) {
+    const std::uint16_t port = kvs_ntohs(k.dport);
+    return port >= port_lo_ && port <= port_hi_ ? &by_port_[port - port_lo_] : nullptr;
+}
+
+bool SlotTable::link(std::uint32_t idx, int which) {
+    const std::int32_t e = static_cast<std::int32_t>(idx << 1) | which;
+    std::int32_t *head = chain(entry_key(e));
+    if (!head) return false;
+    entry_next(e) = *head;
+    *head = e;
+    return true;
+}
+
+void SlotTable::unlink(std::uint32_t idx, int which) {
+    const std::int32_t e = static_cast<std::int32_t>(idx << 1) | which;
+    std::int32_t *p = chain(entry_key(e));
+    for (; p && *p >= 0; p = &entry_next(*p))
+        if (*p == e) {
+            *p = entry_next(e);
+            break;
+        }
+    entry_next(e) = -1;
 }
 
 bool SlotTable::alloc_port(std::uint32_t idx, std::uint16_t backend) {
@@ -146,15 +167,21 @@ bool SlotTable::alloc_port(std::uint32_t idx, std::uint16_t backend) {
 
 bool SlotTable::key_leg(std::uint32_t idx) {
     Slot &s = slots_[idx];
-    if (s.leg_keyed) unkey(s.bkey, idx);
-    s.leg_keyed = rte_hash_add_key_data(by_leg_, &s.bkey, as_data(idx)) >= 0;
+    if (s.leg_keyed) unlink(idx, 0);
+    s.leg_keyed = link(idx, 0);
     return s.leg_keyed;
 }
 
+// The newest entry with this key: a new flow's leg before a lingering slot's that held the
+// same 4-tuple until the sweeper freed its port.
 std::int32_t SlotTable::by_leg(const kvs_flow_key &bkey) const {
-    void *data = nullptr;
-    if (rte_hash_lookup_data(by_leg_, &bkey, &data) < 0) return kNoSlot;
-    return static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(data));
+    const std::uint16_t port = kvs_ntohs(bkey.dport);
+    if (port < port_lo_ || port > port_hi_) return kNoSlot;
+    for (std::int32_t e = by_port_[port - port_lo_]; e >= 0;
+         e = slots_[static_cast<std::uint32_t>(e) >> 1].leg_next[e & 1])
+        if (std::memcmp(&entry_key(e), &bkey, sizeof bkey) == 0)
+            return static_cast<std::int32_t>(static_cast<std::uint32_t>(e) >> 1);
+    return kNoSlot;
 }
 
 bool SlotTable::find_port(std::uint16_t backend, std::uint16_t &port) {
@@ -193,12 +220,12 @@ void SlotTable::attach_old_leg(std::uint32_t idx) {
     // The key is absent unless another slot still holds that leg (a slot lingering after its
     // install): that one keeps it.
     if (by_leg(s.prev_skey) != kNoSlot) return;
-    s.old_keyed = rte_hash_add_key_data(by_leg_, &s.prev_skey, as_data(idx)) >= 0;
+    s.old_keyed = link(idx, 1);
 }
 
 void SlotTable::free_port(std::uint32_t idx) {
     Slot &s = slots_[idx];
-    if (s.leg_keyed) unkey(s.bkey, idx);
+    if (s.leg_keyed) unlink(idx, 0);
     s.leg_keyed = false;
     if (!s.snat_port) return;
     ports_->free(s.port_backend, s.snat_port);

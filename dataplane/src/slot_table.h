@@ -110,6 +110,9 @@ struct Slot {
     // old_keyed, the previous leg's key (prev_skey) finds the slot too.
     bool rebind = false;
     bool old_keyed = false;
+    // The chains of slots by backend leg port (SlotTable::by_port_): next entry after this
+    // slot's current leg [0] and previous leg [1].
+    std::int32_t leg_next[2] = {-1, -1};
     kvs_flow prev_c2s{}, prev_s2c{};
     kvs_flow_key prev_skey{};
     // Bound: the flow pair, and (dpdk mode) how it is closing.
@@ -186,14 +189,27 @@ class SlotTable {
 
    private:
     bool find_port(std::uint16_t backend, std::uint16_t &port);
-    void unkey(const kvs_flow_key &k, std::uint32_t idx);
+    // Legs by SNAT port: by_port_[port - port_lo_] heads a chain of entries (slot << 1 | 0 for
+    // its current leg, | 1 for its previous one), newest first. A port is unique per backend, so
+    // a chain holds at most one live leg per backend (plus slots lingering after their install):
+    // a lookup is an array read and a key compare or two, cheaper than a hash of the 4-tuple.
+    const kvs_flow_key &entry_key(std::int32_t e) const {
+        const Slot &s = slots_[static_cast<std::uint32_t>(e) >> 1];
+        return (e & 1) ? s.prev_skey : s.bkey;
+    }
+    std::int32_t &entry_next(std::int32_t e) {
+        return slots_[static_cast<std::uint32_t>(e) >> 1].leg_next[e & 1];
+    }
+    std::int32_t *chain(const kvs_flow_key &k);
+    bool link(std::uint32_t idx, int which);
+    void unlink(std::uint32_t idx, int which);
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
 
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_;
+    std::vector<std::int32_t> by_port_;  // SNAT port - port_lo_ -> first leg entry (-1: none)
     rte_hash *by_client_ = nullptr;
-    rte_hash *by_leg_ = nullptr;           // backend leg (backend -> SNAT, as it arrives) -> slot
     rte_hash *by_source_ = nullptr;        // client address -> slots it holds while binding
     std::unique_ptr<PortBusy> own_ports_;  // when none is shared
     PortBusy *ports_;

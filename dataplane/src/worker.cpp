@@ -812,13 +812,13 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
 bool Worker::take_leg(std::uint32_t idx) {
     Slot &s = slots_[idx];
     if (!slots_.alloc_port(idx, s.b.backend())) return false;
-    const TcpSpec sp = to_backend(s);
+    const kvs_backend &b = t_.backends[s.b.backend()];
     std::memset(&s.bkey, 0, sizeof(s.bkey));
-    std::memcpy(s.bkey.saddr, sp.daddr, 16);
-    std::memcpy(s.bkey.daddr, sp.saddr, 16);
-    s.bkey.sport = sp.dport;
-    s.bkey.dport = sp.sport;
-    s.bkey.family = sp.family;
+    std::memcpy(s.bkey.saddr, b.addr, 16);
+    std::memcpy(s.bkey.daddr, s.snat_addr, 16);
+    s.bkey.sport = b.port;
+    s.bkey.dport = kvs_htons(s.snat_port);
+    s.bkey.family = s.ckey.family;
     s.bkey.proto = KVS_IPPROTO_TCP;
     if (slots_.key_leg(idx)) return true;
     slots_.free_port(idx);
