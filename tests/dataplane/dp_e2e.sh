@@ -475,6 +475,31 @@ PY
     python3 -c "import sys; sys.exit(0 if $secs >= 1.6 else 1)" \
         || dpe_fail "the answer came in $secs s: not past the linger and a sweep, the case proves nothing"
     ;;
+snat_share)
+    # SNAT ports are unique per backend, not per appliance: 8 ports and 3 backends, round robin.
+    # A closed flow keeps its port for the closed-flow linger (30 s here, past the test's end),
+    # so every flow bound holds its port to the end: 20 flows, more than the range, all fit (7,
+    # 7 and 6 of the 8 ports towards each backend; with one port space for all backends the 9th
+    # was reset). Then the range towards each backend runs out: at most 24 flows in all.
+    DPE_SNAT_PORTS=10000-10007 DPE_FILL_ARGS="--steer rr" dpe_up kvdpq 3 --closed-linger-s 30 --local-linger-ms 50
+    out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 20 --size 800 --timeout 5) || dpe_fail "20 flows over 8 SNAT ports and 3 backends: $out"
+    nbe=$(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])["backends"]))' "$out")
+    (( nbe == 3 )) || dpe_fail "round robin reached $nbe backends, expected 3: $out"
+    exh=$(dpe_counter dp_snat_ports_exhausted)
+    (( ${exh:-0} == 0 )) || dpe_fail "$exh flows refused for want of a SNAT port (20 flows, 8 ports towards each of 3 backends)"
+    binds=$(dpe_counter dp_bind_ok)
+    (( binds == 20 )) || dpe_fail "dp_bind_ok $binds, expected 20"
+    flows=$(dpe_flows)
+    (( flows == 40 )) || dpe_fail "$flows flow entries, expected 40: every closed flow lingers with its port"
+    dpe_log "20 flows over 8 SNAT ports towards 3 backends, every port still held: $out"
+    more=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 8 --prefixes 8 --size 800 --timeout 5) || true
+    binds=$(dpe_counter dp_bind_ok); exh=$(dpe_counter dp_snat_ports_exhausted)
+    (( binds == 24 )) || dpe_fail "dp_bind_ok $binds after 8 more flows, expected 24 (8 ports x 3 backends): $more"
+    (( ${exh:-0} == 4 )) || dpe_fail "${exh:-0} flows refused for want of a port, expected 4: $more"
+    dpe_log "8 more: $more; refused $exh (every port towards every backend held)"
+    ;;
 portreuse)
     # A client reopens connections from the same port as soon as the previous one closed (the
     # server closed first, so the client holds no TIME_WAIT), well inside the closed-flow
