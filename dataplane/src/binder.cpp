@@ -272,8 +272,12 @@ void Binder::connect(const BindEnv &env, std::uint64_t now, Actions &out) {
     open_leg(env, now, out);
 }
 
-void Binder::no_port(const BindEnv &env, Actions &out) {
+// Ports are unique per backend: none left towards this candidate, the next one may have some
+// (a request at a boundary stays on its old leg instead, unless that leg is closing).
+void Binder::no_port(const BindEnv &env, std::uint64_t now, Actions &out) {
     env.inc(KVS_R_DP_PORTS_EXHAUSTED);
+    if (phase_ == Phase::SynSent && (!rebind_ || old_closing_))
+        return next_candidate(env, now, out);
     reset_client(env, out);
 }
 

@@ -4,9 +4,10 @@
 // (or Done).
 //
 // Pure: no DPDK, no sockets, no clock of its own. Each event returns the actions the worker must
-// carry out, in order (send a SYN, an ACK or a reset, take a SNAT port, install the flow pair,
-// flush the held segments, arm a timer, release the slot); two of them (Connect, Install) need
-// an answer from the worker, which it gives by calling connect()/no_port() or installed(); the
+// carry out, in order (send a SYN, an ACK or a reset, install the flow pair, flush the held
+// segments, arm a timer, release the slot); two of them (Connect, Install) need an answer from
+// the worker, which it gives by calling connect() or installed(), and a SYN to a new candidate
+// for which the worker has no SNAT port towards that backend is answered with no_port(); the
 // worker may answer an Install later (it installs a burst's accepted flows together), and until
 // then the flow is Installing: its client segments are held, a repeated SYN-ACK waits for the
 // ACK that follows the install. Tests drive it event by event without a port or a mempool.
@@ -112,11 +113,12 @@ struct BackendSeg {
 
 struct Action {
     enum class Kind : std::uint8_t {
-        SynToBackend,  // to backend(): seq, tsval; the client's handshake options
+        SynToBackend,  // to backend(): seq, tsval; the client's handshake options. A new
+                       // candidate's first SYN takes a SNAT port towards it, or no_port()
         AckToBackend,  // seq, ack, window, ts (with tsval, tsecr)
         RstToBackend,  // seq
         RstToClient,   // seq, ack
-        Connect,       // keyed: take a SNAT port, then call connect(), or no_port() if none
+        Connect,       // keyed: call connect() (the binder picks the candidate)
         Install,       // the backend accepted: install the flow pair, then call installed()
                        // (at once or later: the flow is Installing until then)
         Flush,         // send every held segment through the bound flow
@@ -198,9 +200,11 @@ class Binder {
     // The timer armed by the last Arm action is due.
     void timer(const BindEnv &env, std::uint64_t now, Actions &out);
 
-    // After Connect: the worker took a SNAT port (connect) or has none (no_port).
+    // After Connect: the first candidate (or the one a request boundary chose).
     void connect(const BindEnv &env, std::uint64_t now, Actions &out);
-    void no_port(const BindEnv &env, Actions &out);
+    // The worker has no SNAT port towards backend(): counted; the next candidate, or the
+    // client is reset when none is left (a request at a boundary stays on its old leg).
+    void no_port(const BindEnv &env, std::uint64_t now, Actions &out);
     // After TryPool: the worker drew a leg (the flow installs at once) or has none.
     void pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, Actions &out);
     void not_pooled(const BindEnv &env, std::uint64_t now, Actions &out);

@@ -165,11 +165,10 @@ bool SlotTable::alloc_port(std::uint32_t idx, std::uint16_t backend) {
     return true;
 }
 
-bool SlotTable::key_leg(std::uint32_t idx) {
+void SlotTable::key_leg(std::uint32_t idx) {
     Slot &s = slots_[idx];
     if (s.leg_keyed) unlink(idx, 0);
-    s.leg_keyed = link(idx, 0);
-    return s.leg_keyed;
+    s.leg_keyed = link(idx, 0);  // the port is one of ours: always in range
 }
 
 // The newest entry with this key: a new flow's leg before a lingering slot's that held the

@@ -156,9 +156,9 @@ class SlotTable {
     // held goes back first): false when that backend's share of the range is exhausted. Unique
     // per backend only: key_leg() then makes the leg's 4-tuple find the slot.
     bool alloc_port(std::uint32_t idx, std::uint16_t backend);
-    // The slot's backend leg (s.bkey, as the backend's segments arrive, with s.snat_port) finds
-    // it from now on; false when the lookup table has no room (the caller gives the port back).
-    bool key_leg(std::uint32_t idx);
+    // The slot's backend leg (s.bkey, as the backend's segments arrive, with s.snat_port, a port
+    // of this table's range) finds it from now on.
+    void key_leg(std::uint32_t idx);
     // The slot whose backend leg (current, or previous while rebinding) is `bkey`, or -1.
     std::int32_t by_leg(const kvs_flow_key &bkey) const;
     void mark_installed(std::uint16_t backend, std::uint16_t port);

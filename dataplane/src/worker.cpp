@@ -702,7 +702,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 if (!s.snat_port || s.port_backend != s.b.backend()) {
                     if (!take_leg(idx)) {
                         Actions next;
-                        s.b.no_port(env(), next);
+                        s.b.no_port(env(), now, next);
                         execute(idx, next, now);
                         return;  // the flow is reset, or kept on its old leg: nothing else
                     }
@@ -820,9 +820,8 @@ bool Worker::take_leg(std::uint32_t idx) {
     s.bkey.dport = kvs_htons(s.snat_port);
     s.bkey.family = s.ckey.family;
     s.bkey.proto = KVS_IPPROTO_TCP;
-    if (slots_.key_leg(idx)) return true;
-    slots_.free_port(idx);
-    return false;
+    slots_.key_leg(idx);
+    return true;
 }
 
 // Addresses of a segment the appliance sends to the slot's backend from its SNAT port.
@@ -1109,14 +1108,7 @@ void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
         s.bkey.dport = kvs_htons(leg.port);
         s.bkey.family = leg.family;
         s.bkey.proto = KVS_IPPROTO_TCP;
-        if (!slots_.key_leg(idx)) {  // nowhere to find it by: the leg is reset, its port back
-            PoolSend rst{PoolSend::Kind::Rst};
-            rst.seq = leg.isn + 1;
-            pool_host_->send(leg, rst);
-            slots_.free_port(idx);
-            s.b.no_port(env(), next);
-            return execute(idx, next, now);
-        }
+        slots_.key_leg(idx);
         LegHello h;
         h.isn = leg.isn;
         h.backend_isn = leg.backend_isn;

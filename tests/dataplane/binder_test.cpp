@@ -543,14 +543,29 @@ TEST_F(BinderTest, ClientResetWhileSynSentAbortsTheBackendLeg) {
     EXPECT_EQ(kinds(out2), std::vector<Kind>{Kind::Release}) << "no backend leg yet";
 }
 
-TEST_F(BinderTest, NoSnatPortResetsTheClient) {
+// Ports are per backend: no port towards a candidate sends the SYN to the next one (counted),
+// and the client is reset only when the candidates (max_candidates = 3) are used up.
+TEST_F(BinderTest, NoSnatPortTriesTheNextCandidateThenResetsTheClient) {
     start();
-    Actions out, np;
+    Actions out, c;
     seg(kReq, 0, static_cast<std::uint32_t>(kReq.size()), 1, out);
     ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Connect});
-    b_.no_port(env(), np);
-    EXPECT_EQ(kinds(np), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
-    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 1u);
+    b_.connect(env(), 1, c);
+    ASSERT_EQ(kinds(c), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+    std::vector<std::uint16_t> tried{b_.backend()};
+    for (int k = 0; k < 2; ++k) {
+        Actions np;
+        b_.no_port(env(), 2, np);
+        ASSERT_EQ(kinds(np), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm}));
+        EXPECT_EQ(std::count(tried.begin(), tried.end(), b_.backend()), 0) << "a new candidate";
+        tried.push_back(b_.backend());
+    }
+    Actions last;
+    b_.no_port(env(), 3, last);
+    EXPECT_EQ(kinds(last), (std::vector<Kind>{Kind::RstToClient, Kind::Release}));
+    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 3u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_RETRY), 2u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
 }
 
 TEST_F(BinderTest, IncompleteHeadWaitsThroughGapsThenIsResetWhenIdle) {

@@ -568,8 +568,8 @@ TEST_F(BindTest, FindsTheLastFreeSnatPort) {
 }
 
 // A backend leg's 4-tuple includes the backend: flows to two backends share one SNAT port, the
-// backends' answers reach their own flows, and each pair is installed with it. A third flow to
-// a backend whose ports are all taken is refused, counted.
+// backends' answers reach their own flows, and each pair is installed with it. A flow whose
+// candidate has no port left goes to the next; with none anywhere it is refused, counted.
 TEST_F(BindTest, FlowsToDifferentBackendsShareASnatPort) {
     make_worker();
     const std::uint16_t lo = worker->snat_lo(), hi = worker->snat_hi();
@@ -632,15 +632,25 @@ TEST_F(BindTest, FlowsToDifferentBackendsShareASnatPort) {
         EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be), shared), kPortInstalled);
     }
 
-    // A third flow to the first backend: its only port is taken.
-    const int b3_down = 3 - b1 - b2;  // the backend neither flow has: kept out of the choice
-    tables->backends[b2].state = KVS_BE_DOWN;
-    tables->backends[b3_down].state = KVS_BE_DOWN;
+    // A third flow: whichever backend the policy picks first, only the one neither flow has
+    // still has a port, and the SYN goes there (a candidate without a port is passed over).
+    const int b3 = 3 - b1 - b2;
     flight(static_cast<std::uint16_t>(cport + 2));
     out = step(now + ms(3));
     ASSERT_EQ(out.size(), 1u);
+    const kvs_pkt syn3 = parse(out[0]);
+    EXPECT_EQ(syn3.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(backend_of(syn3), b3);
+    EXPECT_EQ(ntohs(syn3.tcp->source), shared);
+    const std::uint64_t passed_over = stat(KVS_R_DP_PORTS_EXHAUSTED);
+    EXPECT_LE(passed_over, 2u);
+    // A fourth: no backend has a port left; every candidate is tried, then the client is reset.
+    flight(static_cast<std::uint16_t>(cport + 3));
+    out = step(now + ms(4));
+    ASSERT_EQ(out.size(), 1u);
     EXPECT_TRUE(parse(out[0]).tcp->flags & KVS_TCP_RST) << "the client is reset";
-    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_PORTS_EXHAUSTED), passed_over + 3);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 1u);
 }
 
 TEST_F(BindTest, SilentClientWithIncompleteHeadIsDropped) {
