@@ -55,14 +55,25 @@ Pair make_pair(std::uint16_t cport, std::uint16_t snat, std::uint64_t last_seen,
     return p;
 }
 
+// A flow map like kvs_flows (LRU hash); -1 without CAP_BPF.
+int flow_map(const char *name, unsigned entries = 1024) {
+    return bpf_map_create(BPF_MAP_TYPE_LRU_HASH, name, sizeof(kvs_flow_key), sizeof(kvs_flow),
+                          entries, nullptr);
+}
+
+// Both entries of a pair into the map.
+bool put(int fd, const Pair &p) {
+    return bpf_map_update_elem(fd, &p.kc, &p.fc, BPF_ANY) == 0 &&
+           bpf_map_update_elem(fd, &p.ks, &p.fs, BPF_ANY) == 0;
+}
+
 bool present(int fd, const kvs_flow_key &k) {
     kvs_flow f;
     return bpf_map_lookup_elem(fd, &k, &f) == 0;
 }
 
 TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_sweep", sizeof(kvs_flow_key),
-                            sizeof(kvs_flow), 1024, nullptr);
+    int fd = flow_map("kvdp_sweep");
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     Pair closed_old = make_pair(1001, 20001, now - 5 * s, kFinBoth);
@@ -78,15 +89,12 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     // than the linger: the backend may still answer (a long prefill, a non-streamed response).
     Pair half_closed = make_pair(1007, 20007, now - 5 * s, KVS_FLOW_CLOSED);
     half_closed.fc.state = kFinBoth;
-    for (auto *p : {&closed_old, &closed_new, &idle, &live, &reset, &half_closed}) {
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
-    }
+    for (const Pair *p : {&closed_old, &closed_new, &idle, &live, &reset, &half_closed})
+        ASSERT_TRUE(put(fd, *p));
     // The client side of `live` was seen recently even though its entry is old: the flow lives.
     Pair half = make_pair(1005, 20005, now - 400 * s, 0);
     half.fs.last_seen_ns = now - 1 * s;
-    ASSERT_EQ(bpf_map_update_elem(fd, &half.kc, &half.fc, BPF_ANY), 0);
-    ASSERT_EQ(bpf_map_update_elem(fd, &half.ks, &half.fs, BPF_ANY), 0);
+    ASSERT_TRUE(put(fd, half));
 
     auto ports = std::make_unique<PortBusy>();
     SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
@@ -126,17 +134,13 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
 // evicting them) give their SNAT port back at the next pass; a port a worker is still binding
 // with (no entry yet) is left alone, as is one whose entry is present.
 TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_reclaim", sizeof(kvs_flow_key),
-                            sizeof(kvs_flow), 1024, nullptr);
+    int fd = flow_map("kvdp_reclaim");
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     Pair kept = make_pair(2001, 21001, now - 1 * s, 0);
     Pair gone = make_pair(2002, 21002, now - 1 * s, KVS_FLOW_CLOSED);
     Pair half_gone = make_pair(2003, 21003, now - 1 * s, 0);
-    for (auto *p : {&kept, &gone, &half_gone}) {
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
-    }
+    for (const Pair *p : {&kept, &gone, &half_gone}) ASSERT_TRUE(put(fd, *p));
     auto ports = std::make_unique<PortBusy>();
     ports->set_state(0, 21001, kPortInstalled);
     ports->set_state(0, 21002, kPortInstalled);
@@ -159,18 +163,14 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
 // A SNAT port is unique per backend only: flows to two backends share one, and each backend's
 // use of it is freed (or reclaimed) on its own.
 TEST(Sweeper, PortsArePerBackend) {
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_perbe", sizeof(kvs_flow_key),
-                            sizeof(kvs_flow), 1024, nullptr);
+    int fd = flow_map("kvdp_perbe");
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     Pair closed0 = make_pair(4001, 23001, now - 5 * s, kFinBoth, 0);
     Pair live1 = make_pair(4002, 23001, now - 1 * s, 0, 1);
     Pair live0 = make_pair(4003, 23002, now - 1 * s, 0, 0);
     ASSERT_NE(std::memcmp(&closed0.ks, &live1.ks, sizeof closed0.ks), 0);
-    for (auto *p : {&closed0, &live1, &live0}) {
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
-    }
+    for (const Pair *p : {&closed0, &live1, &live0}) ASSERT_TRUE(put(fd, *p));
     auto ports = std::make_unique<PortBusy>();
     SweepResult r0 = sweep_flows(fd, now, ~0ull, ~0ull, ports.get(), true);
     EXPECT_EQ(r0.seen, 6u);
@@ -196,17 +196,13 @@ TEST(Sweeper, PortsArePerBackend) {
 // Session affinity: a port holds its request's session count in a worker's limiter; the count
 // goes back when the port is freed, by the sweeper's delete or its reclaim, and only then.
 TEST(Sweeper, FreedPortsGiveTheirSessionCountsBack) {
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_sess", sizeof(kvs_flow_key),
-                            sizeof(kvs_flow), 1024, nullptr);
+    int fd = flow_map("kvdp_sess");
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     Pair closed = make_pair(3001, 22001, now - 5 * s, kFinBoth);
     Pair live = make_pair(3002, 22002, now - 1 * s, 0);
     Pair gone = make_pair(3003, 22003, now - 1 * s, 0);
-    for (auto *p : {&closed, &live}) {
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->kc, &p->fc, BPF_ANY), 0);
-        ASSERT_EQ(bpf_map_update_elem(fd, &p->ks, &p->fs, BPF_ANY), 0);
-    }
+    for (const Pair *p : {&closed, &live}) ASSERT_TRUE(put(fd, *p));
     auto ports = std::make_unique<PortBusy>();
     auto lim = std::make_unique<kvsteer::SessionLimiter>();
     ports->limiters[3].store(lim.get());
@@ -245,8 +241,7 @@ namespace {
 // they) go, with their ports.
 TEST(Sweeper, WalksTablesLargerThanOneBatch) {
     constexpr unsigned kFlows = 3000;  // 6,000 entries: several batches of 1,024
-    int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_many", sizeof(kvs_flow_key),
-                            sizeof(kvs_flow), 16384, nullptr);
+    int fd = flow_map("kvdp_many", 16384);
     ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
     const std::uint64_t s = 1000000000ull, now = 1000 * s;
     auto ports = std::make_unique<PortBusy>();
@@ -256,8 +251,7 @@ TEST(Sweeper, WalksTablesLargerThanOneBatch) {
         Pair p =
             make_pair(static_cast<std::uint16_t>(10000 + i), static_cast<std::uint16_t>(20000 + i),
                       old ? now - 10 * s : now - s, old ? kFinBoth : 0);
-        ASSERT_EQ(bpf_map_update_elem(fd, &p.kc, &p.fc, BPF_ANY), 0);
-        ASSERT_EQ(bpf_map_update_elem(fd, &p.ks, &p.fs, BPF_ANY), 0);
+        ASSERT_TRUE(put(fd, p));
         ports->set_state(0, 20000 + i, kPortInstalled);
     }
     SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get());
