@@ -165,9 +165,17 @@ bool SlotTable::alloc_port(std::uint32_t idx, std::uint16_t backend) {
     return true;
 }
 
-void SlotTable::key_leg(std::uint32_t idx) {
+void SlotTable::key_leg(std::uint32_t idx, const std::uint32_t *backend_addr,
+                        std::uint16_t backend_port, std::uint8_t family) {
     Slot &s = slots_[idx];
     if (s.leg_keyed) unlink(idx, 0);
+    s.bkey = kvs_flow_key{};
+    std::memcpy(s.bkey.saddr, backend_addr, sizeof s.bkey.saddr);
+    std::memcpy(s.bkey.daddr, s.snat_addr, sizeof s.bkey.daddr);
+    s.bkey.sport = backend_port;
+    s.bkey.dport = kvs_htons(s.snat_port);
+    s.bkey.family = family;
+    s.bkey.proto = KVS_IPPROTO_TCP;
     s.leg_keyed = link(idx, 0);  // the port is one of ours: always in range
 }
 

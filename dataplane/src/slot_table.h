@@ -156,15 +156,17 @@ class SlotTable {
     // held goes back first): false when that backend's share of the range is exhausted. Unique
     // per backend only: key_leg() then makes the leg's 4-tuple find the slot.
     bool alloc_port(std::uint32_t idx, std::uint16_t backend);
-    // The slot's backend leg (s.bkey, as the backend's segments arrive, with s.snat_port, a port
-    // of this table's range) finds it from now on.
-    void key_leg(std::uint32_t idx);
+    // The slot's backend leg finds it from now on: s.bkey becomes the leg's key as the backend's
+    // segments arrive (backend address and port, network order, -> s.snat_addr:s.snat_port, a
+    // port of this table's range).
+    void key_leg(std::uint32_t idx, const std::uint32_t *backend_addr, std::uint16_t backend_port,
+                 std::uint8_t family);
     // The slot whose backend leg (current, or previous while rebinding) is `bkey`, or -1.
     std::int32_t by_leg(const kvs_flow_key &bkey) const;
     void mark_installed(std::uint16_t backend, std::uint16_t port);
     // A port towards `backend` no slot uses yet (the backend pool's legs): false when that
     // backend's share is exhausted. give_port() returns it; adopt_port() hands it to a slot
-    // (whose own port, if any, goes back; the caller sets bkey and keys the leg).
+    // (whose own port, if any, goes back; the caller keys the leg).
     bool take_port(std::uint16_t backend, std::uint16_t &port);
     void give_port(std::uint16_t backend, std::uint16_t port);
     void adopt_port(std::uint32_t idx, std::uint16_t backend, std::uint16_t port);

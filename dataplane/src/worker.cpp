@@ -813,14 +813,7 @@ bool Worker::take_leg(std::uint32_t idx) {
     Slot &s = slots_[idx];
     if (!slots_.alloc_port(idx, s.b.backend())) return false;
     const kvs_backend &b = t_.backends[s.b.backend()];
-    std::memset(&s.bkey, 0, sizeof(s.bkey));
-    std::memcpy(s.bkey.saddr, b.addr, 16);
-    std::memcpy(s.bkey.daddr, s.snat_addr, 16);
-    s.bkey.sport = b.port;
-    s.bkey.dport = kvs_htons(s.snat_port);
-    s.bkey.family = s.ckey.family;
-    s.bkey.proto = KVS_IPPROTO_TCP;
-    slots_.key_leg(idx);
+    slots_.key_leg(idx, b.addr, b.port, s.ckey.family);
     return true;
 }
 
@@ -1101,14 +1094,7 @@ void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
     } else {
         inc(KVS_R_DP_POOL_DRAWN);
         slots_.adopt_port(idx, leg.backend, leg.port);
-        std::memset(&s.bkey, 0, sizeof(s.bkey));
-        std::memcpy(s.bkey.saddr, leg.addr, 16);
-        std::memcpy(s.bkey.daddr, s.snat_addr, 16);
-        s.bkey.sport = leg.bport;
-        s.bkey.dport = kvs_htons(leg.port);
-        s.bkey.family = leg.family;
-        s.bkey.proto = KVS_IPPROTO_TCP;
-        slots_.key_leg(idx);
+        slots_.key_leg(idx, leg.addr, leg.bport, leg.family);
         LegHello h;
         h.isn = leg.isn;
         h.backend_isn = leg.backend_isn;
