@@ -683,6 +683,26 @@ TEST_F(BindTest, SilentClientBindsOnWhatItSentAfterTheSlowGap) {
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
 }
 
+// An idle worker sleeps on its socket until its first timer is due (here the slow bind gap of a
+// held flight), 10 ms at most with none, 1 ms with a backend pool to keep up.
+TEST_F(BindTest, IdleSleepLastsUntilTheFirstTimerIsDue) {
+    make_worker();
+    EXPECT_EQ(worker->wake_sleep_us(now), 10000u) << "nothing due: a heartbeat period";
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(3000).substr(0, 1200), 5)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_TRUE(step(now + ms(15)).empty());
+    const unsigned us = worker->wake_sleep_us(now + ms(15));
+    EXPECT_GT(us, 4000u) << "the flight binds at 20 ms";
+    EXPECT_LE(us, 5000u);
+    EXPECT_EQ(worker->wake_sleep_us(now + ms(20)), 10u) << "due now: the shortest sleep";
+    ASSERT_EQ(step(now + ms(21)).size(), 1u);  // the SYN; its timeout is 100 ms away
+    EXPECT_EQ(worker->wake_sleep_us(now + ms(21)), 10000u);
+    worker.reset();
+    make_worker(Mode::Xdp, 64, 256, 2);
+    EXPECT_EQ(worker->wake_sleep_us(now), 1000u) << "a pool to keep up";
+}
+
 // The client's head segment is lost and its body arrives first: the body must wait for the
 // retransmitted head, never be bound as the start of the stream (the backend would get a request
 // without its head). With timestamps the ISN comes from the echo of our SYN-ACK's TSval.

@@ -18,14 +18,17 @@
 #   latency    one connection at a time, one request per connection: added latency
 #   large      16 KB bodies, streamed 2 MB responses (x-kvsteer-echo-bytes), one per connection
 # CPU, per run: utime+stime of the balancer's processes from /proc/PID/stat (kvsteer:
-# kvsteer-dataplane + kvsteerd; haproxy: haproxy), and machine-wide busy time from /proc/stat
-# (all CPUs, user+nice+system+irq+softirq+steal), from which the direct arm's is subtracted per
-# request: the "marginal" CPU that catches XDP and kernel TCP work wherever it runs.
+# kvsteer-dataplane + kvsteerd; haproxy: haproxy); everything that ran on the balancer's CPU
+# (elapsed minus its /proc/stat idle time: the like-for-like figure, tools/bench/README.md "CPU
+# accounting"); and machine-wide busy time (elapsed x CPUs minus idle), from which the direct
+# arm's is subtracted per request: the "marginal" CPU that catches XDP and kernel TCP work
+# wherever it runs.
 #
 # kvsteerd runs with syn-rate-per-prefix = 0 (the one client address would hit the per-/24
 # SYN-flood limit); drop_syn_rate_per_prefix is in the raw counters.
 # Usage: tools/bench/e2e_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_E2E_BACKENDS (4), KVB_LB_CPU (last CPU), KVB_LOAD_CPUS (the other CPUs), KVB_E2E_REPS,
+#      KVB_NAPI_CPU (the appliance veth peer's NAPI thread: KVB_LB_CPU; any), KVB_E2E_DIAG, KVB_E2E_PERF,
 #      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256), KVB_E2E_ARMS (subset/order),
 #      KVB_E2E_WORKLOADS (subset/order of close keepalive latency large)
 set -uo pipefail
@@ -83,6 +86,22 @@ log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # ---- topology: client, appliance, NBE backends, and one more namespace for HAProxy ------------
 export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
 kvs_topo_up "$P" $((NBE + 1)) || die "topology"
+# The appliance veth's peer has an XDP program (XDP_TX into a veth needs one), so every frame the
+# appliance sends (XDP_TX and its AF_XDP socket's) is passed on by that peer's NAPI, in a thread
+# (tests/lib/topology.sh): the bridge, and the receiving namespace's TCP stack, run there. Left to
+# the scheduler, that thread settled on one CPU or the other for a whole run: on the balancer's
+# CPU, kvsteer served ~6,500-7,100 req/s with ~0.5 s of its own CPU per 3 s; on the load CPU, which
+# the client and backends already fill, ~3,600-4,100 req/s with ~1.0 s (tools/bench/README.md).
+# It is pinned to the balancer's CPU (KVB_NAPI_CPU; "any" leaves it free): what HAProxy sends is
+# passed on in its own system calls, on that CPU too, so both balancers' CPUs carry the transmit
+# half of what they send, and the balancer-CPU figures count it (lb_cpu_busy_s).
+NAPI_CPU=${KVB_NAPI_CPU:-$LB_CPU}
+if [[ "$NAPI_CPU" != any ]]; then
+    napi=$(pgrep '^napi/p-app-' || true)
+    [[ -n "$napi" ]] || log "WARNING: no NAPI thread for the appliance veth's peer (threaded NAPI: Linux 5.12+); not pinned"
+    for t in $napi; do taskset -p -c "$NAPI_CPU" "$t" >/dev/null || die "cannot pin NAPI thread $t to CPU $NAPI_CPU"; done
+    [[ -n "$napi" ]] && log "NAPI thread(s) of the appliance veth's peer ($(tr '\n' ' ' <<<"$napi")) pinned to CPU $NAPI_CPU"
+fi
 HAP_NS=${KVS_BE_NS[$((NBE + 1))]}
 HAP_IP=${KVS_BE_IP[$((NBE + 1))]}
 mkdir -p "$BPFFS"
@@ -211,11 +230,32 @@ log "affinity: haproxy same-prefix->same-server=$HAP_CONSISTENT ($HAP_DISTINCT o
 
 # ---- measurement -----------------------------------------------------------------------------
 TCK=$(getconf CLK_TCK)
-proc_ticks() { local t=0 p f; for p in "$@"; do read -r -a f <"/proc/$p/stat" || return 1; t=$((t + f[13] + f[14])); done; echo "$t"; }
-sys_ticks() {  # busy softirq (all CPUs)
-    local cpu u n s idle io irq sirq steal rest
-    read -r cpu u n s idle io irq sirq steal rest </proc/stat
-    echo "$((u + n + s + irq + sirq + steal)) $sirq"
+proc_ticks() {  # user and system ticks of the given processes
+    local u=0 s=0 p f
+    for p in "$@"; do read -r -a f <"/proc/$p/stat" || return 1; u=$((u + f[13])); s=$((s + f[14])); done
+    echo "$u $s"
+}
+# Ticks of the kernel's softirq threads (ksoftirqd/N), all CPUs: receive work the kernel deferred
+# there instead of running it where it was raised (in the sender's system call, for a veth).
+ksoftirqd_ticks() {
+    local t=0 p f
+    for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do read -r -a f <"/proc/$p/stat" 2>/dev/null && t=$((t + f[13] + f[14])); done
+    echo "$t"
+}
+# CPU time from /proc/stat's idle counters, which the kernel keeps exactly (its busy counters are
+# sampled at the scheduler tick, and a task that sleeps and wakes thousands of times a second is
+# often asleep when the tick comes): busy = elapsed - idle - iowait.
+# sys_ticks -> "NOW_NS IDLE_ALL SOFTIRQ_ALL IDLE_LB" (idle: idle + iowait ticks; LB: the balancer's CPU)
+sys_ticks() {
+    local now cpu u n s idle io irq sirq rest all sirq_all lb=0
+    now=$(date +%s%N)
+    while read -r cpu u n s idle io irq sirq rest; do
+        case $cpu in
+            cpu) all=$((idle + io)); sirq_all=$sirq ;;
+            "cpu$LB_CPU") lb=$((idle + io)) ;;
+        esac
+    done < <(grep '^cpu' /proc/stat)
+    echo "$now $all $sirq_all $lb"
 }
 url_of() {
     case $1 in
@@ -245,18 +285,64 @@ read -r -a WORKLOADS <<<"${KVB_E2E_WORKLOADS:-close keepalive latency large}"
 if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_pool kvsteer_spin kvsteer_sleep kvsteer_busy haproxy"; fi
 read -r -a ARMS <<<"${KVB_E2E_ARMS:-$default_arms}"
 
+# KVB_E2E_DIAG=1: per-CPU time, softirqs, IPIs and the balancer threads' context switches and
+# CPUs, before and after each recorded run, into $RAW/diag.WORKLOAD.ARM.REP.{0,1}
+diag_snapshot() {  # diag_snapshot FILE PIDS...
+    local f=$1 p t; shift
+    { grep '^cpu[0-9]' /proc/stat
+      grep -E 'NET_RX|NET_TX|TIMER|SCHED' /proc/softirqs
+      grep -E '^ *(RES|CAL|LOC|TLB|IWI):' /proc/interrupts
+      for p in "$@"; do
+          for t in /proc/$p/task/*; do
+              printf 'task %s %s cpu %s ticks %s vol %s invol %s\n' "${t##*/}" "$(cat "$t/comm")" \
+                  "$(awk '{print $39}' "$t/stat")" "$(awk '{print $14 + $15}' "$t/stat")" \
+                  "$(awk '/^voluntary_ctxt/ {print $2}' "$t/status")" "$(awk '/^nonvoluntary_ctxt/ {print $2}' "$t/status")"
+          done
+      done
+      for p in $(pgrep -x 'ksoftirqd/[0-9]+') $(pgrep -f kvsteer-gpu-emu); do
+          printf 'task %s %s cpu %s ticks %s\n' "$p" "$(cat /proc/$p/comm)" "$(awk '{print $39}' /proc/$p/stat)" "$(awk '{print $14 + $15}' /proc/$p/stat)"
+      done; } >"$f" 2>/dev/null
+}
+
+# Every recorded run starts with no TIME_WAIT entries in the backends, HAProxy and the client:
+# a close run leaves ~25,000 on the backend (it closes first), and a later run whose client port
+# meets one of them waits for a SYN retransmission (a direct run once fell from ~6,000 to 249
+# req/s that way). ss -K needs CONFIG_INET_DIAG_DESTROY; what it could not clear is logged.
+clear_time_wait() {
+    local ns left=0
+    for ns in "${KVS_BE_NS[@]}" "$KVS_NS_CLIENT"; do
+        ip netns exec "$ns" ss -K -t state time-wait >/dev/null 2>&1 || true
+        left=$((left + $(ip netns exec "$ns" ss -tanH state time-wait | wc -l)))
+    done
+    # A few closing in the meantime are normal; thousands mean ss -K cannot clear them here.
+    (( left < 100 )) || log "  $left TIME_WAIT entries could not be cleared (ss -K)"
+}
+
 # run_one WORKLOAD ARM REP SECONDS [record]
 run_one() {
     local wl=$1 arm=$2 rep=$3 secs=$4 record=${5:-1}
-    local pids url a0 a1 s0 s1 out json
+    local pids url au0 as0 au1 as1 t0 t1 i0 i1 q0 q1 l0 l1 k0 k1 out json
     pids=$(pids_of "$arm")
     url=$(url_of "$arm")
     local r0="0 0 0 0 0 0 0" r1="0 0 0 0 0 0 0"
+    [[ "$record" == 1 ]] && clear_time_wait
     [[ "$arm" == kvsteer* ]] && r0=$(request_counters)
-    a0=$(proc_ticks $pids); read -r s0 q0 <<<"$(sys_ticks)"
+    [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.0" $pids
+    read -r au0 as0 <<<"$(proc_ticks $pids)"; read -r t0 i0 q0 l0 <<<"$(sys_ticks)"; k0=$(ksoftirqd_ticks)
+    local perf_pid=""
+    if [[ -n "${KVB_E2E_PERF:-}" && "$record" == 1 && -n "$pids" ]] && command -v perf >/dev/null; then
+        # KVB_E2E_PERF=1: a profile of the balancer's processes (their CPU: -p) through the run;
+        # KVB_E2E_PERF=cpu: of everything on the balancer's CPU (softirqs, NAPI thread included)
+        local -a target=(-p "$(tr ' ' ',' <<<"$pids")")
+        [[ "$KVB_E2E_PERF" == cpu ]] && target=(-a -C "$LB_CPU")
+        perf record -q -g "${target[@]}" -o "$RAW/perf.$wl.$arm.$rep.data" -- sleep "$secs" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} taskset -c "$LOAD_CPUS" \
         wrk -t1 -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
-    a1=$(proc_ticks $pids); read -r s1 q1 <<<"$(sys_ticks)"
+    read -r au1 as1 <<<"$(proc_ticks $pids)"; read -r t1 i1 q1 l1 <<<"$(sys_ticks)"; k1=$(ksoftirqd_ticks)
+    [[ -n "$perf_pid" ]] && wait "$perf_pid"
+    [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.1" $pids
     [[ "$arm" == kvsteer* ]] && r1=$(request_counters)
     json=$(grep '^KVB_JSON ' <<<"$out" | cut -d' ' -f2-)
     if [[ -z "$json" ]]; then
@@ -264,7 +350,9 @@ run_one() {
         return 0
     fi
     [[ "$record" == 1 ]] || return 0
-    python3 - "$json" "$wl" "$arm" "$rep" "$(( a1 - a0 ))" "$(( s1 - s0 ))" "$(( q1 - q0 ))" "$TCK" "$r0" "$r1" >>"$RAW/runs.jsonl" <<'PY'
+    python3 - "$json" "$wl" "$arm" "$rep" "$(( au1 + as1 - au0 - as0 ))" \
+        "$(( (t1 - t0) * NCPU * TCK / 1000000000 - (i1 - i0) ))" "$(( q1 - q0 ))" "$TCK" "$r0" "$r1" \
+        "$(( as1 - as0 ))" "$(( k1 - k0 ))" "$(( (t1 - t0) * TCK / 1000000000 - (l1 - l0) ))" >>"$RAW/runs.jsonl" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])
 # Per-request steering on kept-alive connections: boundaries seen, requests moved, kept in place;
@@ -275,6 +363,12 @@ d.update(zip(("boundaries", "moved", "same_backend", "binds_timed", "bind_hold_n
               "bind_install_ns"), (b - a for a, b in zip(c0, c1))))
 wl, arm, rep, app, sysb, sirq, tck = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 d.update(workload=wl, arm=arm, rep=rep, app_cpu_s=app / tck, sys_cpu_s=sysb / tck, softirq_s=sirq / tck)
+# The balancer's CPU in the kernel (system calls, and the receive work a veth transmit runs in
+# them), and the softirq threads' CPU (receive work deferred there).
+d.update(app_kernel_s=int(sys.argv[11]) / tck, ksoftirqd_s=int(sys.argv[12]) / tck)
+# Everything that ran on the balancer's CPU: its processes, and the kernel's work there (softirqs,
+# the NAPI thread of the appliance veth's peer, pinned there: the transmit half of what it sends).
+d["lb_cpu_busy_s"] = max(0, int(sys.argv[13])) / tck
 d["req_per_s"] = d["requests"] / (d["duration_us"] / 1e6)
 d["errors"] = d["err_connect"] + d["err_read"] + d["err_write"] + d["err_status"] + d["err_timeout"]
 print(json.dumps(d))
@@ -282,8 +376,9 @@ PY
     tail -1 "$RAW/runs.jsonl" | python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
-print("[e2e] %-9s %-12s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s  machine CPU %.2f s" % (
-    d["workload"], d["arm"], d["rep"], d["req_per_s"], d["lat_p50_us"], d["lat_p99_us"], d["errors"], d["app_cpu_s"], d["sys_cpu_s"]))' >&2
+print("[e2e] %-9s %-12s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s (kernel %.2f; its CPU busy %.2f s)  machine CPU %.2f s" % (
+    d["workload"], d["arm"], d["rep"], d["req_per_s"], d["lat_p50_us"], d["lat_p99_us"], d["errors"], d["app_cpu_s"],
+    d["app_kernel_s"], d["lb_cpu_busy_s"], d["sys_cpu_s"]))' >&2
 }
 
 log "warm-up"
@@ -361,6 +456,9 @@ for wl in ("close", "keepalive", "latency", "large"):
             "errors": sum(r["errors"] for r in rs), "requests": reqs,
             "app_cpu_s_per_1k": 1000 * sum(r["app_cpu_s"] for r in rs) / max(1, reqs),
             "sys_cpu_s_per_1k": 1000 * sum(r["sys_cpu_s"] for r in rs) / max(1, reqs),
+            # Everything that ran on the balancer's CPU (runs before this field: none)
+            "lb_busy_s_per_1k": (1000 * sum(r["lb_cpu_busy_s"] for r in rs) / max(1, reqs)
+                                 if all("lb_cpu_busy_s" in r for r in rs) else float("nan")),
             "gbit_per_s": med([r["bytes"] * 8 / (r["duration_us"] / 1e6) / 1e9 for r in rs]),
             # Per connection of the one-connection workload: connect + request + close, which wrk's
             # latency (request written -> response read) leaves out.
@@ -419,6 +517,7 @@ for (wl, arm), c in cell.items():
     put(f"{p}_{wl}_machine_cpu_s_per_1k_req", c["sys_cpu_s_per_1k"])
     if arm != "direct":
         put(f"{p}_{wl}_cpu_s_per_1k_req", c["app_cpu_s_per_1k"])
+        put(f"{p}_{wl}_balancer_cpu_busy_s_per_1k_req", c["lb_busy_s_per_1k"])
         put(f"{p}_{wl}_marginal_cpu_s_per_1k_req", c.get("marginal_cpu_s_per_1k", float("nan")))
         put(f"{p}_{wl}_added_lat_p50_us", c.get("added_p50_us", float("nan")))
         put(f"{p}_{wl}_added_lat_p99_us", c.get("added_p99_us", float("nan")))
@@ -461,10 +560,13 @@ for p, arm in (("e2e", "kvsteer"), ("e2e_pool", "kvsteer_pool"), ("e2e_spin", "k
     m = g("close", arm, "marginal_cpu_s_per_1k")
     if m == m and m > 0:
         put(f"{p}_req_per_marginal_cpu_s", 1000 / m)
+    b = g("close", arm, "lb_busy_s_per_1k")
+    if b == b and b > 0:
+        put(f"{p}_req_per_balancer_cpu_busy_s", 1000 / b)
 for p in ("e2e", "e2e_pool", "e2e_spin", "e2e_sleep", "e2e_busy"):
-    for k in ("req_per_balancer_cpu_s", "req_per_marginal_cpu_s"):
+    for k in ("req_per_balancer_cpu_s", "req_per_balancer_cpu_busy_s", "req_per_marginal_cpu_s"):
         if f"{p}_{k}" in f and f"haproxy_{k}" in f:
-            put(f"{p}_vs_haproxy_{k.replace('req_per_', 'req_per_')}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
+            put(f"{p}_vs_haproxy_{k}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
     for k in ("conn_per_s", "req_per_s"):
         if f.get(f"haproxy_{k}") and f"{p}_{k}" in f:
             put(f"{p}_vs_haproxy_{k}_ratio", f[f"{p}_{k}"] / f[f"haproxy_{k}"])
