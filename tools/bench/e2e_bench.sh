@@ -285,6 +285,12 @@ read -r -a WORKLOADS <<<"${KVB_E2E_WORKLOADS:-close keepalive latency large}"
 if [[ "$mode" == smoke ]]; then default_arms="direct kvsteer haproxy"; else default_arms="direct kvsteer kvsteer_pool kvsteer_spin kvsteer_sleep kvsteer_busy haproxy"; fi
 read -r -a ARMS <<<"${KVB_E2E_ARMS:-$default_arms}"
 
+# XDP_TX frames the appliance veth's peer had no room for (its ring holds 256): dropped by the
+# veth, after our program counted them forwarded. The rig's, not a NIC's (tools/bench/README.md).
+veth_tx_errors() {
+    ip netns exec "$KVS_NS_APP" ethtool -S app0 2>/dev/null | awk '$1 ~ /xdp_tx_errors:$/ {n += $2} END {print n + 0}'
+}
+
 # KVB_E2E_DIAG=1: per-CPU time, softirqs, IPIs and the balancer threads' context switches and
 # CPUs, before and after each recorded run, into $RAW/diag.WORKLOAD.ARM.REP.{0,1}
 diag_snapshot() {  # diag_snapshot FILE PIDS...
@@ -292,6 +298,11 @@ diag_snapshot() {  # diag_snapshot FILE PIDS...
     { grep '^cpu[0-9]' /proc/stat
       grep -E 'NET_RX|NET_TX|TIMER|SCHED' /proc/softirqs
       grep -E '^ *(RES|CAL|LOC|TLB|IWI):' /proc/interrupts
+      # veth drops (an XDP_TX or AF_XDP frame the peer's ring had no room for) and retransmissions
+      ip netns exec "$KVS_NS_BRIDGE" ethtool -S p-app | sed 's/^/p-app /'
+      ip netns exec "$KVS_NS_APP" ethtool -S app0 | sed 's/^/app0 /'
+      ip netns exec "$KVS_NS_CLIENT" nstat -az TcpRetransSegs TcpExtTCPTimeouts | sed 's/^/client /'
+      ip netns exec "${KVS_BE_NS[1]}" nstat -az TcpRetransSegs TcpExtTCPTimeouts | sed 's/^/backend1 /' 
       for p in "$@"; do
           for t in /proc/$p/task/*; do
               printf 'task %s %s cpu %s ticks %s vol %s invol %s\n' "${t##*/}" "$(cat "$t/comm")" \
@@ -321,12 +332,13 @@ clear_time_wait() {
 # run_one WORKLOAD ARM REP SECONDS [record]
 run_one() {
     local wl=$1 arm=$2 rep=$3 secs=$4 record=${5:-1}
-    local pids url au0 as0 au1 as1 t0 t1 i0 i1 q0 q1 l0 l1 k0 k1 out json
+    local pids url au0 as0 au1 as1 t0 t1 i0 i1 q0 q1 l0 l1 k0 k1 v0 v1 out json
     pids=$(pids_of "$arm")
     url=$(url_of "$arm")
     local r0="0 0 0 0 0 0 0" r1="0 0 0 0 0 0 0"
     [[ "$record" == 1 ]] && clear_time_wait
     [[ "$arm" == kvsteer* ]] && r0=$(request_counters)
+    v0=$(veth_tx_errors)
     [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.0" $pids
     read -r au0 as0 <<<"$(proc_ticks $pids)"; read -r t0 i0 q0 l0 <<<"$(sys_ticks)"; k0=$(ksoftirqd_ticks)
     local perf_pid=""
@@ -344,6 +356,7 @@ run_one() {
     [[ -n "$perf_pid" ]] && wait "$perf_pid"
     [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.1" $pids
     [[ "$arm" == kvsteer* ]] && r1=$(request_counters)
+    v1=$(veth_tx_errors)
     json=$(grep '^KVB_JSON ' <<<"$out" | cut -d' ' -f2-)
     if [[ -z "$json" ]]; then
         log "  $wl/$arm: wrk gave no summary: $(tail -3 <<<"$out" | tr '\n' ' ')"
@@ -352,7 +365,7 @@ run_one() {
     [[ "$record" == 1 ]] || return 0
     python3 - "$json" "$wl" "$arm" "$rep" "$(( au1 + as1 - au0 - as0 ))" \
         "$(( (t1 - t0) * NCPU * TCK / 1000000000 - (i1 - i0) ))" "$(( q1 - q0 ))" "$TCK" "$r0" "$r1" \
-        "$(( as1 - as0 ))" "$(( k1 - k0 ))" "$(( (t1 - t0) * TCK / 1000000000 - (l1 - l0) ))" >>"$RAW/runs.jsonl" <<'PY'
+        "$(( as1 - as0 ))" "$(( k1 - k0 ))" "$(( (t1 - t0) * TCK / 1000000000 - (l1 - l0) ))" "$(( v1 - v0 ))" >>"$RAW/runs.jsonl" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])
 # Per-request steering on kept-alive connections: boundaries seen, requests moved, kept in place;
@@ -369,6 +382,7 @@ d.update(app_kernel_s=int(sys.argv[11]) / tck, ksoftirqd_s=int(sys.argv[12]) / t
 # Everything that ran on the balancer's CPU: its processes, and the kernel's work there (softirqs,
 # the NAPI thread of the appliance veth's peer, pinned there: the transmit half of what it sends).
 d["lb_cpu_busy_s"] = max(0, int(sys.argv[13])) / tck
+d["veth_xdp_tx_errors"] = int(sys.argv[14])
 d["req_per_s"] = d["requests"] / (d["duration_us"] / 1e6)
 d["errors"] = d["err_connect"] + d["err_read"] + d["err_write"] + d["err_status"] + d["err_timeout"]
 print(json.dumps(d))
@@ -376,9 +390,10 @@ PY
     tail -1 "$RAW/runs.jsonl" | python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
-print("[e2e] %-9s %-12s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s (kernel %.2f; its CPU busy %.2f s)  machine CPU %.2f s" % (
+print("[e2e] %-9s %-12s rep %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  balancer CPU %.2f s (kernel %.2f; its CPU busy %.2f s)  machine CPU %.2f s%s" % (
     d["workload"], d["arm"], d["rep"], d["req_per_s"], d["lat_p50_us"], d["lat_p99_us"], d["errors"], d["app_cpu_s"],
-    d["app_kernel_s"], d["lb_cpu_busy_s"], d["sys_cpu_s"]))' >&2
+    d["app_kernel_s"], d["lb_cpu_busy_s"], d["sys_cpu_s"],
+    "  veth XDP_TX drops %d" % d["veth_xdp_tx_errors"] if d["veth_xdp_tx_errors"] else ""))' >&2
 }
 
 log "warm-up"
@@ -454,6 +469,7 @@ for wl in ("close", "keepalive", "latency", "large"):
             "n": len(rs), "req_per_s": med(rps), "req_per_s_min": min(rps), "req_per_s_max": max(rps),
             "lat_p50_us": med([r["lat_p50_us"] for r in rs]), "lat_p99_us": med([r["lat_p99_us"] for r in rs]),
             "errors": sum(r["errors"] for r in rs), "requests": reqs,
+            "veth_xdp_tx_errors": sum(r.get("veth_xdp_tx_errors", 0) for r in rs),
             "app_cpu_s_per_1k": 1000 * sum(r["app_cpu_s"] for r in rs) / max(1, reqs),
             "sys_cpu_s_per_1k": 1000 * sum(r["sys_cpu_s"] for r in rs) / max(1, reqs),
             # Everything that ran on the balancer's CPU (runs before this field: none)
@@ -518,6 +534,8 @@ for (wl, arm), c in cell.items():
     if arm != "direct":
         put(f"{p}_{wl}_cpu_s_per_1k_req", c["app_cpu_s_per_1k"])
         put(f"{p}_{wl}_balancer_cpu_busy_s_per_1k_req", c["lb_busy_s_per_1k"])
+        if arm.startswith("kvsteer"):
+            put(f"{p}_{wl}_veth_xdp_tx_errors", c["veth_xdp_tx_errors"])
         put(f"{p}_{wl}_marginal_cpu_s_per_1k_req", c.get("marginal_cpu_s_per_1k", float("nan")))
         put(f"{p}_{wl}_added_lat_p50_us", c.get("added_p50_us", float("nan")))
         put(f"{p}_{wl}_added_lat_p99_us", c.get("added_p99_us", float("nan")))

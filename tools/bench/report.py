@@ -268,6 +268,12 @@ if e2e:
     if "large/kvsteer" in cells:
         w("Large workload throughput (response bytes, Gbit/s): " + ", ".join(
             f"{arm} {cells[f'large/{arm}']['gbit_per_s']:.2f}" for arm in ("direct", "kvsteer", "kvsteer_busy", "haproxy") if f"large/{arm}" in cells) + ".\n")
+        drops = cells["large/kvsteer"].get("veth_xdp_tx_errors", 0)
+        if drops:
+            w(f"In the kvsteer arm the appliance veth dropped {drops:,} XDP_TX frames in the large workload: its peer's "
+              "ring (256 frames) filled while the NAPI thread that empties it, pinned to the balancer's CPU, also ran the "
+              "client's TCP receive; the backend's retransmissions make the tail (tools/bench/README.md, \"CPU "
+              "accounting\"). A NIC's transmit ring is not emptied by the appliance's CPU.\n")
     # Delivery to the dataplane: everything XDP redirected to the AF_XDP socket (its punt_* counters,
     # cumulative in the pinned map over the whole run) against what the dataplane's port received
     # (one "dataplane port" line per dataplane instance, logged when it stopped). The dataplane's
