@@ -82,7 +82,8 @@ MemTables::~MemTables() {
     if (flows_fd >= 0) close(flows_fd);
 }
 
-std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map) {
+std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map,
+                                       unsigned flow_entries) {
     auto t = std::make_unique<MemTables>();
     t->backends.resize(KVS_MAX_BACKENDS);
     t->load.resize(KVS_MAX_BACKENDS);
@@ -134,7 +135,7 @@ std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map) 
     c.n_backends = n_backends;
     if (with_flow_map) {
         t->flows_fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "kvdp_test_flows", sizeof(kvs_flow_key),
-                                     sizeof(kvs_flow), 65536, nullptr);
+                                     sizeof(kvs_flow), flow_entries, nullptr);
         if (t->flows_fd < 0) throw std::runtime_error("bpf_map_create kvs_flows");
     }
     return t;

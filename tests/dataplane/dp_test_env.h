@@ -53,8 +53,10 @@ struct MemTables {
     Tables view();
     ~MemTables();
 };
-// n_backends backends at 10.0.0.101.. port 8000; VIP 10.77.1.1:8000; SNAT 10.77.0.2.
-std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map);
+// n_backends backends at 10.0.0.101.. port 8000; VIP 10.77.1.1:8000; SNAT 10.77.0.2. The flow
+// map (an LRU hash, both directions of a flow count) holds flow_entries.
+std::unique_ptr<MemTables> make_tables(unsigned n_backends, bool with_flow_map,
+                                       unsigned flow_entries = 65536);
 
 constexpr std::uint8_t kClientMac[6] = {0x02, 0, 0, 0, 0, 0x10};
 constexpr std::uint8_t kAppMac[6] = {0x02, 0, 0, 0, 0, 0x02};
