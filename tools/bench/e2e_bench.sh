@@ -28,7 +28,7 @@
 # SYN-flood limit); drop_syn_rate_per_prefix is in the raw counters.
 # Usage: tools/bench/e2e_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
 # Env: KVB_E2E_BACKENDS (4), KVB_LB_CPU (last CPU), KVB_LOAD_CPUS (the other CPUs), KVB_E2E_REPS,
-#      KVB_NAPI_CPU (the appliance veth peer's NAPI thread: KVB_LB_CPU; any), KVB_E2E_DIAG, KVB_E2E_PERF,
+#      KVB_NAPI_CPU (the appliance veth peer's NAPI thread: KVB_LB_CPU; any), KVB_RPS, KVB_E2E_DIAG, KVB_E2E_PERF,
 #      KVB_E2E_SECONDS, KVB_HASH_BYTES (HAProxy's hashed body bytes, 256), KVB_E2E_ARMS (subset/order),
 #      KVB_E2E_WORKLOADS (subset/order of close keepalive latency large)
 set -uo pipefail
@@ -95,6 +95,18 @@ kvs_topo_up "$P" $((NBE + 1)) || die "topology"
 # It is pinned to the balancer's CPU (KVB_NAPI_CPU; "any" leaves it free): what HAProxy sends is
 # passed on in its own system calls, on that CPU too, so both balancers' CPUs carry the transmit
 # half of what they send, and the balancer-CPU figures count it (lb_cpu_busy_s).
+# KVB_RPS=1: the client's and backends' receive (their TCP stacks) steered to the load CPUs
+# (RPS on their eth0), wherever the frame was sent from: off the balancer's CPU for both
+# balancers, so its CPU carries the balancer's own work and the bridge, not the receivers'.
+if [[ "${KVB_RPS:-0}" == 1 ]]; then
+    mask=0
+    for c in ${LOAD_CPUS//,/ }; do mask=$((mask | (1 << c))); done
+    for ns in "$KVS_NS_CLIENT" "${KVS_BE_NS[@]:0:NBE}"; do
+        ip netns exec "$ns" sh -c "printf '%x' $mask > /sys/class/net/eth0/queues/rx-0/rps_cpus" \
+            || die "cannot set RPS in $ns"
+    done
+    log "RPS: the client's and backends' receive on CPU(s) $LOAD_CPUS (mask $(printf '%x' $mask))"
+fi
 NAPI_CPU=${KVB_NAPI_CPU:-$LB_CPU}
 if [[ "$NAPI_CPU" != any ]]; then
     napi=$(pgrep '^napi/p-app-' || true)
