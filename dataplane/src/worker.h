@@ -70,12 +70,12 @@ class Worker {
     std::uint16_t snat_lo() const { return slots_.port_lo(); }
     std::uint16_t snat_hi() const { return slots_.port_hi(); }
 
-    // Port re-creation (the receive-path watchdog). The control thread asks every worker to
-    // park; a parked worker has sent what it queued and touches neither the port nor the pool
-    // until unparked, with the port (whose id may change) to use from then on.
     // How long run() sleeps when idle on its AF_XDP socket (a frame ends it sooner): until its
     // first timer is due, at most 10 ms (1 ms with a backend pool), at least 10 us.
     unsigned wake_sleep_us(std::uint64_t now) const;
+    // Port re-creation (the receive-path watchdog). The control thread asks every worker to
+    // park; a parked worker has sent what it queued and touches neither the port nor the pool
+    // until unparked, with the port (whose id may change) to use from then on.
     void request_park() { park_.store(true, std::memory_order_release); }
     bool parked() const { return parked_.load(std::memory_order_acquire); }
     void unpark(std::uint16_t port) {

@@ -62,7 +62,7 @@ std::string chat_request(unsigned i, std::size_t bytes) {
            std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-// Turns the worker's SYN into the backend's SYN-ACK in place (what a backend would answer).
+// A SYN of the worker's (to a backend), not a SYN-ACK or a data segment.
 bool is_syn(rte_mbuf *m) {
     kvs_pkt p;
     auto *d = rte_pktmbuf_mtod(m, std::uint8_t *);
@@ -70,6 +70,7 @@ bool is_syn(rte_mbuf *m) {
            (p.tcp->flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN;
 }
 
+// Turns the worker's SYN into the backend's SYN-ACK in place (what a backend would answer).
 void synack_in_place(rte_mbuf *m) {
     kvs_pkt p;
     auto *d = rte_pktmbuf_mtod(m, std::uint8_t *);
@@ -215,7 +216,6 @@ BindFigures bind_flights(Worker &w, const RingPort &rp, const std::vector<rte_mb
     if (bound != n_flows)
         std::fprintf(stderr, "warning: %llu of %u flows bound\n", (unsigned long long)bound,
                      n_flows);
-
     BindFigures f;
     double responder_s = static_cast<double>(responder_cycles) / rte_get_tsc_hz();
     f.responder_ns = responder_s * 1e9 / n_flows;
@@ -322,7 +322,7 @@ BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag,
             w.poll(rte_rdtsc());  // stays: flushed; moves: SYNs
             std::uint64_t c0 = rte_rdtsc();
             // SYNs answered in place, whatever the round: in the "stay" round the load bound
-            // moves a few requests (~0.8%) to another backend; left unanswered they were still
+            // moves a few requests (~0.6%) to another backend; left unanswered they were still
             // binding when the next round's request came (counted duplicate, never bound).
             unsigned got = 0, syns = 0;
             void *back[64];
