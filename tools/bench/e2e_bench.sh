@@ -247,13 +247,6 @@ proc_ticks() {  # user and system ticks of the given processes
     for p in "$@"; do read -r -a f <"/proc/$p/stat" || return 1; u=$((u + f[13])); s=$((s + f[14])); done
     echo "$u $s"
 }
-# Ticks of the kernel's softirq threads (ksoftirqd/N), all CPUs: receive work the kernel deferred
-# there instead of running it where it was raised (in the sender's system call, for a veth).
-ksoftirqd_ticks() {
-    local t=0 p f
-    for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do read -r -a f <"/proc/$p/stat" 2>/dev/null && t=$((t + f[13] + f[14])); done
-    echo "$t"
-}
 # CPU time from /proc/stat's idle counters, which the kernel keeps exactly (its busy counters are
 # sampled at the scheduler tick, and a task that sleeps and wakes thousands of times a second is
 # often asleep when the tick comes): busy = elapsed - idle - iowait.
@@ -314,7 +307,7 @@ diag_snapshot() {  # diag_snapshot FILE PIDS...
       ip netns exec "$KVS_NS_BRIDGE" ethtool -S p-app | sed 's/^/p-app /'
       ip netns exec "$KVS_NS_APP" ethtool -S app0 | sed 's/^/app0 /'
       ip netns exec "$KVS_NS_CLIENT" nstat -az TcpRetransSegs TcpExtTCPTimeouts | sed 's/^/client /'
-      ip netns exec "${KVS_BE_NS[1]}" nstat -az TcpRetransSegs TcpExtTCPTimeouts | sed 's/^/backend1 /' 
+      ip netns exec "${KVS_BE_NS[1]}" nstat -az TcpRetransSegs TcpExtTCPTimeouts | sed 's/^/backend1 /'
       for p in "$@"; do
           for t in /proc/$p/task/*; do
               printf 'task %s %s cpu %s ticks %s vol %s invol %s\n' "${t##*/}" "$(cat "$t/comm")" \
@@ -344,7 +337,7 @@ clear_time_wait() {
 # run_one WORKLOAD ARM REP SECONDS [record]
 run_one() {
     local wl=$1 arm=$2 rep=$3 secs=$4 record=${5:-1}
-    local pids url au0 as0 au1 as1 t0 t1 i0 i1 q0 q1 l0 l1 k0 k1 v0 v1 out json
+    local pids url au0 as0 au1 as1 t0 t1 i0 i1 q0 q1 l0 l1 v0 v1 out json
     pids=$(pids_of "$arm")
     url=$(url_of "$arm")
     local r0="0 0 0 0 0 0 0" r1="0 0 0 0 0 0 0"
@@ -352,7 +345,7 @@ run_one() {
     [[ "$arm" == kvsteer* ]] && r0=$(request_counters)
     v0=$(veth_tx_errors)
     [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.0" $pids
-    read -r au0 as0 <<<"$(proc_ticks $pids)"; read -r t0 i0 q0 l0 <<<"$(sys_ticks)"; k0=$(ksoftirqd_ticks)
+    read -r au0 as0 <<<"$(proc_ticks $pids)"; read -r t0 i0 q0 l0 <<<"$(sys_ticks)"
     local perf_pid=""
     if [[ -n "${KVB_E2E_PERF:-}" && "$record" == 1 && -n "$pids" ]] && command -v perf >/dev/null; then
         # KVB_E2E_PERF=1: a profile of the balancer's processes (their CPU: -p) through the run;
@@ -364,7 +357,7 @@ run_one() {
     fi
     out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} taskset -c "$LOAD_CPUS" \
         wrk -t1 -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
-    read -r au1 as1 <<<"$(proc_ticks $pids)"; read -r t1 i1 q1 l1 <<<"$(sys_ticks)"; k1=$(ksoftirqd_ticks)
+    read -r au1 as1 <<<"$(proc_ticks $pids)"; read -r t1 i1 q1 l1 <<<"$(sys_ticks)"
     [[ -n "$perf_pid" ]] && wait "$perf_pid"
     [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.1" $pids
     [[ "$arm" == kvsteer* ]] && r1=$(request_counters)
@@ -377,7 +370,7 @@ run_one() {
     [[ "$record" == 1 ]] || return 0
     python3 - "$json" "$wl" "$arm" "$rep" "$(( au1 + as1 - au0 - as0 ))" \
         "$(( (t1 - t0) * NCPU * TCK / 1000000000 - (i1 - i0) ))" "$(( q1 - q0 ))" "$TCK" "$r0" "$r1" \
-        "$(( as1 - as0 ))" "$(( k1 - k0 ))" "$(( (t1 - t0) * TCK / 1000000000 - (l1 - l0) ))" "$(( v1 - v0 ))" >>"$RAW/runs.jsonl" <<'PY'
+        "$(( as1 - as0 ))" "$(( (t1 - t0) * TCK / 1000000000 - (l1 - l0) ))" "$(( v1 - v0 ))" >>"$RAW/runs.jsonl" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])
 # Per-request steering on kept-alive connections: boundaries seen, requests moved, kept in place;
@@ -388,13 +381,12 @@ d.update(zip(("boundaries", "moved", "same_backend", "binds_timed", "bind_hold_n
               "bind_install_ns"), (b - a for a, b in zip(c0, c1))))
 wl, arm, rep, app, sysb, sirq, tck = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 d.update(workload=wl, arm=arm, rep=rep, app_cpu_s=app / tck, sys_cpu_s=sysb / tck, softirq_s=sirq / tck)
-# The balancer's CPU in the kernel (system calls, and the receive work a veth transmit runs in
-# them), and the softirq threads' CPU (receive work deferred there).
-d.update(app_kernel_s=int(sys.argv[11]) / tck, ksoftirqd_s=int(sys.argv[12]) / tck)
+# The balancer's CPU in the kernel (system calls, and the receive work a veth transmit runs in them)
+d["app_kernel_s"] = int(sys.argv[11]) / tck
 # Everything that ran on the balancer's CPU: its processes, and the kernel's work there (softirqs,
 # the NAPI thread of the appliance veth's peer, pinned there: the transmit half of what it sends).
-d["lb_cpu_busy_s"] = max(0, int(sys.argv[13])) / tck
-d["veth_xdp_tx_errors"] = int(sys.argv[14])
+d["lb_cpu_busy_s"] = max(0, int(sys.argv[12])) / tck
+d["veth_xdp_tx_errors"] = int(sys.argv[13])
 d["req_per_s"] = d["requests"] / (d["duration_us"] / 1e6)
 d["errors"] = d["err_connect"] + d["err_read"] + d["err_write"] + d["err_status"] + d["err_timeout"]
 print(json.dumps(d))
