@@ -68,7 +68,8 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
         const bool wanted =
             b < n && be.state == KVS_BE_UP && kvs_snat_addr(t.config, be.family) != nullptr;
         // Legs open or opening, against the demand: only that many are (re)opened.
-        const std::uint32_t goal = wanted ? target(static_cast<std::uint16_t>(b)) : 0;
+        const std::uint32_t goal =
+            wanted && cfg_.open_legs ? target(static_cast<std::uint16_t>(b)) : 0;
         std::uint32_t live = 0;
         for (std::uint32_t i = 0; i < cfg_.per_backend; ++i)
             live += leg(static_cast<std::uint16_t>(b), i).state != PoolLeg::State::Free;
@@ -125,6 +126,8 @@ void BackendPool::start(const Tables &t, PoolLeg &l, std::uint16_t backend, std:
     l.bport = be.port;
     l.family = be.family;
     l.isn = host.new_isn();
+    l.wscale = cfg_.wscale;
+    l.mss = mss(l.family);
     by_leg_[LegKey::of(l)] = static_cast<std::int32_t>(&l - legs_.data());
     syn(l, now, host);
 }
@@ -159,14 +162,15 @@ void BackendPool::drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, boo
     l.since = not_before;
 }
 
-bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out) {
+bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint16_t client_mss,
+                       std::uint64_t now, PoolLeg &out) {
     if (!enabled() || backend >= KVS_MAX_BACKENDS) return false;
     if (demand_[backend] < ~0u) ++demand_[backend];
     const kvs_backend &be = t.backends[backend];
     for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
         PoolLeg &l = leg(backend, i);
         if (l.state != PoolLeg::State::Ready || now - l.since >= cfg_.max_age ||
-            !same_backend(l, be))
+            !same_backend(l, be) || l.mss > client_mss)
             continue;
         out = l;
         by_leg_.erase(LegKey::of(l));  // the port goes with the leg
@@ -174,6 +178,28 @@ bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint64_t now
         l.state = PoolLeg::State::Free;
         l.port = 0;
         l.since = 0;  // replaced at the next upkeep
+        return true;
+    }
+    return false;
+}
+
+bool BackendPool::park(const Tables &t, const PoolLeg &in, std::uint64_t now) {
+    if (!enabled() || in.backend >= KVS_MAX_BACKENDS || !t.config || !t.backends) return false;
+    if (in.backend >= std::min<std::uint32_t>(t.config->n_backends, KVS_MAX_BACKENDS)) return false;
+    const kvs_backend &be = t.backends[in.backend];
+    if (be.state != KVS_BE_UP || !same_backend(in, be)) return false;
+    if (cfg_.max_ports && held_ >= cfg_.max_ports) return false;
+    for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
+        PoolLeg &l = leg(in.backend, i);
+        if (l.state != PoolLeg::State::Free) continue;
+        l = in;
+        l.state = PoolLeg::State::Ready;
+        l.reused = true;
+        l.tries = 0;
+        l.since = now;
+        by_leg_[LegKey::of(l)] = static_cast<std::int32_t>(&l - legs_.data());
+        ++held_;
+        span_ = std::max<std::uint32_t>(span_, in.backend + 1u);
         return true;
     }
     return false;

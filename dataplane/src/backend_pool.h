@@ -45,6 +45,8 @@ struct PoolConfig {
     std::uint32_t syn_retries = 0;     // SYNs sent again before an open fails
     std::uint32_t opens_per_tick = 8;  // SYNs a single upkeep may start (no burst at start-up)
     std::uint32_t max_ports = 0;       // SNAT ports the pool's legs may hold at once (0: any)
+    // Whether the pool opens legs itself; false: it only keeps legs requests moved off (park()).
+    bool open_legs = true;
     std::uint8_t wscale = 7;
     std::uint16_t mss4 = 1460, mss6 = 1440;
 };
@@ -61,9 +63,14 @@ struct PoolLeg {
     std::uint8_t family = KVS_AF_INET;
     std::uint8_t tries = 0;
     std::uint8_t backend_wscale = KVS_WSCALE_NONE;
-    bool ts = false;  // the backend answered with timestamps
+    bool ts = false;      // the backend answered with timestamps
+    bool reused = false;  // parked by a request that moved off it (else opened by the pool)
+    std::uint8_t wscale = KVS_WSCALE_NONE;  // what its SYN offered
+    std::uint16_t mss = 0;                  // what its SYN offered
+    // isn and backend_isn: a parked leg's are the bytes before each side's next one.
     std::uint32_t isn = 0, backend_isn = 0, backend_tsval = 0;
-    std::uint64_t since = 0;  // SynSent: the last SYN; Ready: ready since; Free: not before
+    std::uint32_t ts_floor = 0;  // parked: the newest TSval it may have carried
+    std::uint64_t since = 0;     // SynSent: the last SYN; Ready: ready since; Free: not before
 };
 
 // What the pool sends (the worker builds it from the leg's addresses and its SNAT port).
@@ -98,19 +105,26 @@ class BackendPool {
     std::uint16_t mss(std::uint8_t family) const {
         return family == KVS_AF_INET6 ? cfg_.mss6 : cfg_.mss4;
     }
-    // Whether a client with these options can be served from the pool.
+    // Whether a client with these options can be served from the pool (a pool that only keeps
+    // parked legs leaves the MSS to draw(): each leg's is the client's that opened it).
     bool fits(std::uint8_t family, std::uint16_t client_mss, std::uint8_t client_wscale,
               bool client_sack, bool client_ts) const {
         return client_ts && client_sack && client_wscale != KVS_WSCALE_NONE &&
-               client_mss >= mss(family);
+               (!cfg_.open_legs || client_mss >= mss(family));
     }
 
     // Opens, retries, retires and replaces legs against the backends as `t` has them now.
     void upkeep(const Tables &t, std::uint64_t now, PoolHost &host);
-    // A ready leg to `backend` (as `t` has it now), taken out of the pool with its port (the
-    // caller owns the port from now on); false when there is none. Either way it counts as
-    // the backend's demand.
-    bool draw(const Tables &t, std::uint16_t backend, std::uint64_t now, PoolLeg &out);
+    // A ready leg to `backend` (as `t` has it now) whose SYN offered an MSS no larger than
+    // `client_mss`, taken out of the pool with its port (the caller owns the port from now on);
+    // false when there is none. Either way it counts as the backend's demand.
+    bool draw(const Tables &t, std::uint16_t backend, std::uint16_t client_mss, std::uint64_t now,
+              PoolLeg &out);
+    // Keeps a leg a request moved off (Ready, at a quiescent point: each side's next byte is one
+    // past isn / backend_isn) for a later draw, with its port (the pool owns it from now on);
+    // false when the backend has no free place or cannot be chosen now (the caller resets the
+    // leg and keeps its port).
+    bool park(const Tables &t, const PoolLeg &leg, std::uint64_t now);
     // Legs the backend should have now (its demand, clamped to the configured bounds).
     std::uint32_t target(std::uint16_t backend) const;
     // Whether a backend segment with this key (backend -> SNAT) is to one of the pool's legs

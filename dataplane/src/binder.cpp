@@ -331,7 +331,11 @@ void Binder::pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, 
     pooled_ = true;
     leg_isn_ = leg.isn;
     leg_wscale_ = leg.wscale;
-    ts_delta_ = env.clock_ms() - tsval_first_;  // as syn() maps them
+    leg_mss_ = leg.mss;
+    // As syn() maps them, onto our clock; a reused leg's never below what it already carried.
+    std::uint32_t start = env.clock_ms();
+    if (leg.reused && seq_lt(start, leg.ts_floor + 1)) start = leg.ts_floor + 1;
+    ts_delta_ = start - tsval_first_;
     backend_isn_ = leg.backend_isn;
     backend_tsval_ = leg.backend_tsval;
     backend_wscale_ = leg.backend_wscale;

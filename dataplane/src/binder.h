@@ -99,7 +99,12 @@ struct LegHello {
     std::uint32_t backend_isn = 0, backend_tsval = 0;
     std::uint8_t backend_wscale = KVS_WSCALE_NONE;
     std::uint8_t wscale = KVS_WSCALE_NONE;  // what the leg's SYN offered
+    std::uint16_t mss = 0;                  // what the leg's SYN offered
     bool ts = false;                        // the backend answered with timestamps
+    // A leg that served another client: the newest TSval it may have carried (our timestamps
+    // on it must not go back: the backend's PAWS check would drop them).
+    std::uint32_t ts_floor = 0;
+    bool reused = false;
 };
 
 // A backend segment to our SNAT port, from the backend being bound.
@@ -168,6 +173,8 @@ class Binder {
     void start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_t now);
     // The previous backend leg closed (FIN/RST) while the request was held: it moves.
     void old_leg_closing() { old_closing_ = true; }
+    // Rebinding: the previous backend leg sent a FIN or RST meanwhile.
+    bool old_leg_closed() const { return old_closing_; }
     bool rebinding() const { return rebind_; }
     std::uint16_t previous_backend() const { return previous_; }
 
@@ -259,6 +266,8 @@ class Binder {
     bool pooled() const { return pooled_; }
     std::uint32_t leg_seq_delta() const { return pooled_ ? leg_isn_ - ff_.isn() : 0; }
     std::uint8_t leg_wscale() const { return leg_wscale_; }
+    // The MSS the backend leg's SYN offered (the client's, or a pooled leg's).
+    std::uint16_t leg_mss() const { return pooled_ ? leg_mss_ : mss_; }
 
    private:
     void check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out);
@@ -302,6 +311,7 @@ class Binder {
     bool settling_ = false;      // pooled, SynSent: waiting for the rest of the client's flight
     std::uint32_t req_end_ = 0;  // the request's end in the stream (0: unknown)
     std::uint8_t leg_wscale_ = KVS_WSCALE_NONE;
+    std::uint16_t leg_mss_ = 0;
     std::uint32_t leg_isn_ = 0;
     std::uint16_t tried_[kMaxCand]{};
     std::uint32_t session_slot_ = SessionLimiter::kNone;

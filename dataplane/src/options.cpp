@@ -76,6 +76,12 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "backend-pool-min", po::value(&o.backend_pool_min)->default_value(o.backend_pool_min),
         "pooled connections kept per backend even without demand (up to --backend-pool; equal "
         "to it: a fixed pool)")(
+        "backend-reuse", po::value(&o.backend_reuse)->default_value(o.backend_reuse),
+        "xdp mode without --backend-pool: when a kept-alive connection's request moves to "
+        "another backend, keep up to this many of the connections it leaves per backend, "
+        "handshake done, for a later request to that backend (a moved request then skips the "
+        "backend's handshake, as with the pool, which keeps them in its own places); they are "
+        "reset after --backend-pool-max-age-ms unused (0: reset each at once)")(
         "backend-pool-max-age-ms",
         po::value(&o.backend_pool_max_age_ms)->default_value(o.backend_pool_max_age_ms),
         "replace a pooled backend connection unused this long (keep it well below the "
@@ -163,6 +169,11 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
     if (o.backend_pool > 16 || (o.backend_pool && o.backend_pool_max_age_ms == 0)) {
         std::cerr << "kvsteer-dataplane: --backend-pool must be 0..16, with "
                      "--backend-pool-max-age-ms > 0\n";
+        *exit_code = 2;
+        return std::nullopt;
+    }
+    if (o.backend_reuse > 64) {
+        std::cerr << "kvsteer-dataplane: --backend-reuse must be 0..64\n";
         *exit_code = 2;
         return std::nullopt;
     }

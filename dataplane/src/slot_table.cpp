@@ -230,6 +230,16 @@ void SlotTable::attach_old_leg(std::uint32_t idx) {
     s.old_keyed = link(idx, 1);
 }
 
+void SlotTable::detach_old_leg(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (s.old_keyed) unlink(idx, 1);
+    s.old_keyed = false;
+}
+
+bool SlotTable::reclaim_port(std::uint16_t backend, std::uint16_t port) {
+    return port >= port_lo_ && port <= port_hi_ && ports_->reclaim(backend, port);
+}
+
 void SlotTable::free_port(std::uint32_t idx) {
     Slot &s = slots_[idx];
     if (s.leg_keyed) unlink(idx, 0);

@@ -86,6 +86,14 @@ struct PortBusy {
         if (SessionLimiter *l = limiters[v >> 16].load(std::memory_order_acquire))
             l->release((v & 0xffff) - 1);
     }
+    // kPortInstalled -> kPortBinding: an installed flow's port passes to the worker (a leg the
+    // backend pool keeps); false when it is not installed (the sweeper may have freed it).
+    bool reclaim(std::uint16_t backend, std::uint16_t port) {
+        PortBlock *b = block(backend);
+        std::uint8_t expect = kPortInstalled;
+        return b && b->busy[port].compare_exchange_strong(expect, kPortBinding,
+                                                          std::memory_order_acq_rel);
+    }
     // The port's session count first: once the port is free another flow may take it.
     void free(std::uint16_t backend, std::uint16_t port) {
         PortBlock *b = find(backend);
@@ -114,6 +122,7 @@ struct Slot {
     // slot's current leg [0] and previous leg [1].
     std::int32_t leg_next[2] = {-1, -1};
     kvs_flow prev_c2s{}, prev_s2c{};
+    std::uint32_t prev_tsval = 0;  // the newest TSval the previous leg may have carried
     kvs_flow_key prev_skey{};
     // Bound: the flow pair, and (dpdk mode) how it is closing.
     kvs_flow c2s{}, s2c{};
@@ -173,6 +182,10 @@ class SlotTable {
     static constexpr std::int32_t kNoSlot = -1;
     // Rebinding: the previous leg's key (s.prev_skey) finds the slot too.
     void attach_old_leg(std::uint32_t idx);
+    // The previous leg no longer finds the slot (it went to the backend pool).
+    void detach_old_leg(std::uint32_t idx);
+    // An installed flow's port (this table's range) back to binding: the pool keeps its leg.
+    bool reclaim_port(std::uint16_t backend, std::uint16_t port);
     // Gives the slot's SNAT port back (a move that did not happen; the next candidate).
     void free_port(std::uint32_t idx);
     std::uint16_t port_lo() const { return port_lo_; }

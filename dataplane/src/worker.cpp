@@ -174,9 +174,12 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
-    if (p_.opts.backend_pool && p_.opts.mode == Mode::Xdp) {
+    const bool reuse_only =
+        !p_.opts.backend_pool && p_.opts.backend_reuse && p_.opts.backend_pool_max_age_ms > 0;
+    if ((p_.opts.backend_pool || reuse_only) && p_.opts.mode == Mode::Xdp) {
         PoolConfig pc;
-        pc.per_backend = p_.opts.backend_pool;
+        pc.per_backend = reuse_only ? p_.opts.backend_reuse : p_.opts.backend_pool;
+        pc.open_legs = !reuse_only;
         pc.min_per_backend = p_.opts.backend_pool_min;
         // A quarter of the worker's SNAT ports at most: flows keep at least three quarters
         // (idle legs are not given back when the flows' share runs out; they age out).
@@ -261,7 +264,7 @@ unsigned Worker::poll(std::uint64_t now) {
         last_timer_ = now;
         timers(now);
         sweep_bound(now);
-        if (pool_ && now - last_pool_ >= hz_ / 1000) {
+        if (pool_ && now - last_pool_ >= pool_period()) {
             last_pool_ = now;
             pool_->upkeep(t_, now, *pool_host_);
         }
@@ -323,10 +326,14 @@ void Worker::run(const std::atomic<bool> &stop) {
 // How long an idle worker woken by its socket's next frame may sleep: until its first timer is
 // due, at most a heartbeat period (10 ms, well inside kvsteerd's 1 s staleness; lingering slots
 // are then swept 64 per 10 ms, and reclaimed at once when the table fills), 1 ms while a backend
-// pool is kept up, at least 10 us. Timed sleeps cost a context switch each: when they grew from
+// pool opens legs, at least 10 us. Timed sleeps cost a context switch each: when they grew from
 // 10 us to 200 us, every idle gap of half a millisecond between connections took ~10.
+std::uint64_t Worker::pool_period() const {
+    return pool_ && pool_->config().open_legs ? hz_ / 1000 : hz_ / 100;
+}
+
 unsigned Worker::wake_sleep_us(std::uint64_t now) const {
-    std::uint64_t ticks = pool_ ? hz_ / 1000 : hz_ / 100;
+    std::uint64_t ticks = pool_period();
     if (!timer_heap_.empty()) {
         const std::uint64_t due = timer_heap_.front().when;
         ticks = std::min(ticks, due > now ? due - now : 0);
@@ -600,6 +607,9 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     s.prev_c2s = c2s;
     s.prev_s2c = s2c;
     s.prev_skey = skey;
+    // The boundary segment is held, not sent on the old leg: the newest TSval that leg carried
+    // is at most this one's, moved as the leg moved them.
+    s.prev_tsval = pkt.opts.tsval + c2s.tsval_delta;
     slots_.attach_old_leg(idx);
     // The previous request is complete (a quiescent boundary): its session count goes back.
     if (p_.ports) p_.ports->release_session(c2s.backend_id, kvs_ntohs(c2s.new_sport));
@@ -800,6 +810,10 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 resume(idx, now);
                 break;
             case Action::Kind::RstOldLeg: {
+                // Moved: the leg it left may serve a later request (a reset otherwise).
+                if (pool_ && s.b.phase() == Binder::Phase::Bound && !s.b.old_leg_closed() &&
+                    park_old_leg(idx, a.seq, now))
+                    break;
                 const kvs_flow &o = s.prev_c2s;
                 TcpSpec sp{};
                 sp.smac = o.new_smac;
@@ -932,6 +946,10 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.client_wscale = s.b.client_wscale();
     s.c2s.client_sack = s.b.client_sack();
     s.c2s.client_ts = s.b.client_ts();
+    s.c2s.leg_mss = s.b.leg_mss();
+    s.c2s.leg_wscale = s.b.pooled() ? s.b.leg_wscale() : s.b.client_wscale();
+    s.c2s.leg_backend_wscale = s.b.backend_wscale();
+    s.c2s.leg_ts = s.b.both_ts();
     s.s2c.next_seq = s.b.backend_isn() + 1;
     s.s2c.resp_end = s.b.backend_isn() + 1;  // where the first response starts
     s.s2c.resp = KVS_RESP_END;  // as if one had ended there: its segments ahead of its head count
@@ -1102,7 +1120,7 @@ void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
                      s.b.client_ts())) {
         inc(KVS_R_DP_POOL_OPTIONS_MISMATCH);
         s.b.not_pooled(env(), now, next);
-    } else if (!pool_->draw(t_, s.b.backend(), now, leg)) {
+    } else if (!pool_->draw(t_, s.b.backend(), s.b.client_mss(), now, leg)) {
         inc(KVS_R_DP_POOL_EMPTY);
         s.b.not_pooled(env(), now, next);
     } else {
@@ -1114,11 +1132,70 @@ void Worker::try_pool(std::uint32_t idx, std::uint64_t now) {
         h.backend_isn = leg.backend_isn;
         h.backend_tsval = leg.backend_tsval;
         h.backend_wscale = leg.backend_wscale;
-        h.wscale = pool_->config().wscale;
+        h.wscale = leg.wscale;
+        h.mss = leg.mss;
         h.ts = leg.ts;
+        h.ts_floor = leg.ts_floor;
+        h.reused = leg.reused;
         s.b.pooled(env(), h, now, next);
     }
     execute(idx, next, now);
+}
+
+// A request moved to another backend; the leg it left was at a quiescent point when XDP handed
+// the request over (every byte either side sent acknowledged, no FIN or RST, no response owed),
+// and the backend has not closed it since: the pool keeps it, ready, for a later request to that
+// backend, as if its handshake had just ended (our next byte one past isn, the backend's one past
+// backend_isn). Only legs of the pool's option profile (timestamps, SACK, window scaling), on a
+// port of this worker's range. The client's acknowledgment of the last response bytes was in
+// the held boundary segment, which the leg never carried: it is sent on the leg now.
+bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uint64_t now) {
+    Slot &s = slots_[idx];
+    const kvs_flow &o = s.prev_c2s, &os = s.prev_s2c;
+    const std::uint16_t port = kvs_ntohs(o.new_sport);
+    const auto refuse = [this] {
+        inc(KVS_R_DP_POOL_PARK_REFUSED);
+        return false;
+    };
+    if (!o.leg_ts || !o.client_sack || o.leg_wscale == KVS_WSCALE_NONE || o.leg_mss == 0 ||
+        ((o.state | os.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_CLOSED)) ||
+        o.backend_id >= KVS_MAX_BACKENDS || !slots_.reclaim_port(o.backend_id, port))
+        return refuse();
+    PoolLeg l;
+    l.backend = o.backend_id;
+    l.port = port;
+    std::memcpy(l.addr, o.new_daddr, sizeof l.addr);
+    l.bport = o.new_dport;
+    l.family = s.ckey.family;
+    l.backend_wscale = o.leg_backend_wscale;
+    l.wscale = o.leg_wscale;
+    l.mss = o.leg_mss;
+    l.ts = true;
+    l.isn = client_next + o.seq_delta - 1;
+    l.backend_isn = os.next_seq - 1;
+    l.backend_tsval = os.ts_last - os.tsval_delta;  // the newest the client was sent
+    const std::uint32_t clock = mono_ms();
+    l.ts_floor = static_cast<std::int32_t>(clock - s.prev_tsval) > 0 ? clock : s.prev_tsval;
+    if (!pool_->park(t_, l, now)) {
+        slots_.mark_installed(o.backend_id, port);  // the sweeper frees it once the leg is reset
+        return refuse();
+    }
+    // The client's window, moved from its scale to the one the leg's SYN offered.
+    const std::uint8_t cs = o.client_wscale > 14 ? 14 : o.client_wscale;
+    const std::uint8_t ls = l.wscale > 14 ? 14 : l.wscale;
+    const std::uint64_t bytes = std::uint64_t{s.b.client_window()} << cs;
+    PoolSend ack{PoolSend::Kind::Ack};
+    ack.seq = l.isn + 1;
+    ack.ack = l.backend_isn + 1;
+    ack.window = static_cast<std::uint16_t>(std::clamp<std::uint64_t>(bytes >> ls, 1, 0xffff));
+    ack.ts = true;
+    ack.tsval = l.ts_floor;
+    ack.tsecr = l.backend_tsval;
+    pool_host_->send(l, ack);
+    bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);  // its segments go to the pool from now on
+    slots_.detach_old_leg(idx);
+    inc(KVS_R_DP_POOL_PARKED);
+    return true;
 }
 
 // A bound flow's packet that reached us (dpdk mode always; xdp mode only while the install

@@ -71,7 +71,7 @@ class Worker {
     std::uint16_t snat_hi() const { return slots_.port_hi(); }
 
     // How long run() sleeps when idle on its AF_XDP socket (a frame ends it sooner): until its
-    // first timer is due, at most 10 ms (1 ms with a backend pool), at least 10 us.
+    // first timer is due, at most 10 ms (1 ms with a backend pool that opens legs), at least 10 us.
     unsigned wake_sleep_us(std::uint64_t now) const;
     // Port re-creation (the receive-path watchdog). The control thread asks every worker to
     // park; a parked worker has sent what it queued and touches neither the port nor the pool
@@ -157,10 +157,16 @@ class Worker {
     bool owns_bound_flows() const { return p_.opts.mode == Mode::Dpdk; }
     bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
-    // The backend connection pool (null without --backend-pool) and what it sends through.
+    // The backend connection pool (null without --backend-pool and --backend-reuse) and what it
+    // sends through.
     friend struct PoolGlue;
     void pool_segment(rte_mbuf *m, const kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void try_pool(std::uint32_t idx, std::uint64_t now);
+    // A request moved off the slot's previous leg: that leg into the pool for a later request
+    // to its backend; false when it cannot be (the caller resets it).
+    bool park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uint64_t now);
+    // Ticks between pool upkeeps: 1 ms while it opens legs, 10 ms when it only keeps parked ones.
+    std::uint64_t pool_period() const;
 
     Tables t_;
     WorkerParams p_;

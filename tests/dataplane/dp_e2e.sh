@@ -247,6 +247,7 @@ keepalive)
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --prefixes 8 --rounds 2) || dpe_fail "kept-alive requests: $out"
     dpe_log "plain, 8 prefixes x 2 rounds on one connection: $out"
+    dpe_log "counters after it: moved $(dpe_counter dp_request_moved), legs kept $(dpe_counter dp_pool_parked), refused $(dpe_counter dp_pool_park_refused), taken again $(dpe_counter dp_pool_drawn)"
     mm=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["mismatches"], d["backends_on_one_connection"])' "$out")
     read -r mism nbe <<<"$mm"
     (( mism == 0 )) || dpe_fail "$mism kept-alive requests missed the backend the policy chose: $out"
@@ -254,6 +255,12 @@ keepalive)
     moved=$(dpe_counter dp_request_moved) same=$(dpe_counter dp_request_same_backend)
     (( ${moved:-0} >= 1 && ${same:-0} + ${moved:-0} == 15 )) \
         || dpe_fail "boundaries: moved ${moved:-0}, same backend ${same:-0} (15 expected in all)"
+    # The legs requests moved off are kept (--backend-reuse, on by default) and taken again by a
+    # later request to their backend: the connection came back to a backend it had left (the
+    # second round repeats the first's backends), so at least one move skipped the handshake.
+    parked=$(dpe_counter dp_pool_parked) drawn=$(dpe_counter dp_pool_drawn)
+    (( ${parked:-0} >= 1 && ${drawn:-0} >= 1 )) \
+        || dpe_fail "moved legs kept ${parked:-0}, taken again ${drawn:-0} (>= 1 each expected)"
     out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_keepalive.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --prefixes 6 --rounds 2 --stream) || dpe_fail "kept-alive streams: $out"
     dpe_log "streamed, 6 prefixes x 2 rounds on one connection: $out"

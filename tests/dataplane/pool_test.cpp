@@ -159,7 +159,7 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     EXPECT_EQ(pool.open(), 4u);
     EXPECT_EQ(pool.ready(0), 0u);
     PoolLeg leg;
-    EXPECT_FALSE(pool.draw(t_, 0, 10, leg)) << "none ready before the SYN-ACK";
+    EXPECT_FALSE(pool.draw(t_, 0, 1460, 10, leg)) << "none ready before the SYN-ACK";
 
     answer_all(pool, syns, 20);
     const std::vector<Sent> acks = host_.take_sent();
@@ -172,7 +172,7 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     EXPECT_EQ(host_.stats[KVS_R_DP_POOL_OPENED], 4u);
     EXPECT_EQ(pool.ready(0), 2u);
 
-    ASSERT_TRUE(pool.draw(t_, 1, 30, leg));
+    ASSERT_TRUE(pool.draw(t_, 1, 1460, 30, leg));
     EXPECT_EQ(leg.backend, 1);
     EXPECT_EQ(leg.backend_isn, 0x700u + leg.port);
     EXPECT_EQ(leg.backend_wscale, 9);
@@ -180,9 +180,9 @@ TEST_F(PoolTest, OpensLegsToChoosableBackendsAndDrawsReadyOnes) {
     EXPECT_FALSE(pool.owns(key_of(leg))) << "the port went with the leg";
     EXPECT_TRUE(host_.taken.count({leg.backend, leg.port}))
         << "and is still taken: the flow has it";
-    ASSERT_TRUE(pool.draw(t_, 1, 30, leg));
-    EXPECT_FALSE(pool.draw(t_, 1, 30, leg)) << "backend 1 has no third leg";
-    EXPECT_FALSE(pool.draw(t_, 2, 30, leg)) << "a backend that is down has none";
+    ASSERT_TRUE(pool.draw(t_, 1, 1460, 30, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 1460, 30, leg)) << "backend 1 has no third leg";
+    EXPECT_FALSE(pool.draw(t_, 2, 1460, 30, leg)) << "a backend that is down has none";
 
     pool.upkeep(t_, 40, host_);  // refills backend 1
     const std::vector<Sent> refill = host_.take_sent();
@@ -197,16 +197,16 @@ TEST_F(PoolTest, LegsFollowTheDemandBetweenTheBounds) {
     pool.upkeep(t_, 1, host_);
     EXPECT_TRUE(host_.take_sent().empty()) << "nobody asked: no legs";
     PoolLeg leg;
-    EXPECT_FALSE(pool.draw(t_, 1, 2, leg)) << "the first flow to backend 1 finds none";
+    EXPECT_FALSE(pool.draw(t_, 1, 1460, 2, leg)) << "the first flow to backend 1 finds none";
     EXPECT_EQ(pool.target(1), 1u);
     EXPECT_EQ(pool.target(0), 0u);
     std::vector<Sent> syns = open_ready(pool, 3);
     ASSERT_EQ(syns.size(), 1u) << "one leg for the one flow that asked";
     EXPECT_EQ(syns[0].leg.backend, 1);
-    ASSERT_TRUE(pool.draw(t_, 1, 10, leg));
-    EXPECT_FALSE(pool.draw(t_, 1, 10, leg));
-    EXPECT_FALSE(pool.draw(t_, 1, 10, leg));
-    EXPECT_FALSE(pool.draw(t_, 1, 10, leg));
+    ASSERT_TRUE(pool.draw(t_, 1, 1460, 10, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 1460, 10, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 1460, 10, leg));
+    EXPECT_FALSE(pool.draw(t_, 1, 1460, 10, leg));
     EXPECT_EQ(pool.target(1), 3u) << "four asked this period; three at most";
     syns = open_ready(pool, 11);
     EXPECT_EQ(syns.size(), 3u);
@@ -240,8 +240,8 @@ TEST_F(PoolTest, AFloorKeepsLegsWithoutDemand) {
     std::vector<Sent> syns = open_ready(pool, 1);
     ASSERT_EQ(syns.size(), 3u) << "one leg to each of the 3 backends, nobody asked";
     PoolLeg leg;
-    ASSERT_TRUE(pool.draw(t_, 0, 5, leg));
-    ASSERT_FALSE(pool.draw(t_, 0, 5, leg));
+    ASSERT_TRUE(pool.draw(t_, 0, 1460, 5, leg));
+    ASSERT_FALSE(pool.draw(t_, 0, 1460, 5, leg));
     syns = open_ready(pool, 6);
     EXPECT_EQ(syns.size(), 2u) << "backend 0 asked twice: two legs";
     EXPECT_EQ(pool.ready(0), 2u);
@@ -256,7 +256,7 @@ TEST_F(PoolTest, HoldsNoMorePortsThanItsShare) {
     EXPECT_EQ(pool.open(), 3u);
     EXPECT_EQ(host_.taken.size(), 3u);
     PoolLeg leg;
-    ASSERT_TRUE(pool.draw(t_, syns[0].leg.backend, 5, leg));
+    ASSERT_TRUE(pool.draw(t_, syns[0].leg.backend, 1460, 5, leg));
     EXPECT_EQ(pool.open(), 2u) << "a drawn leg's port is the flow's, not the pool's";
     syns = open_ready(pool, 6);
     EXPECT_EQ(syns.size(), 1u) << "one more, back to the share";
@@ -281,7 +281,7 @@ TEST_F(PoolTest, OldLegsAreResetAndReplaced) {
     pool.upkeep(t_, 10 + kMaxAge - 1, host_);
     EXPECT_TRUE(host_.take_sent().empty()) << "young enough";
     PoolLeg leg;
-    EXPECT_FALSE(pool.draw(t_, 0, 10 + kMaxAge, leg)) << "too old to draw";
+    EXPECT_FALSE(pool.draw(t_, 0, 1460, 10 + kMaxAge, leg)) << "too old to draw";
     pool.upkeep(t_, 10 + kMaxAge, host_);
     const std::vector<Sent> v = host_.take_sent();
     unsigned rst = 0, syn = 0;
@@ -382,7 +382,7 @@ TEST_F(PoolTest, ABackendThatChangedOrWentAwayLosesItsLegs) {
     open_ready(pool, 0);
     backends_[0].addr[0] = 0x0b000001u;  // backend 0 moved
     PoolLeg leg;
-    EXPECT_FALSE(pool.draw(t_, 0, 2, leg)) << "never a leg to the old address";
+    EXPECT_FALSE(pool.draw(t_, 0, 1460, 2, leg)) << "never a leg to the old address";
     config_.n_backends = 1;  // backend 1 and 2 are gone
     pool.upkeep(t_, 3, host_);
     std::vector<Sent> v = host_.take_sent();

@@ -338,6 +338,14 @@ struct kvs_flow {
     /* Requests started (client->server) / responses started (server->client), counted by XDP
      * from the first one the dataplane flushed: equal when no response is owed. */
     __u16 msgs;
+    /* client->server, written by the dataplane: the backend leg's handshake as the backend saw
+     * it, so that a leg a request moved off can serve another client (the backend pool): the
+     * MSS and window scale our SYN offered, the backend's window scale (KVS_WSCALE_NONE: none),
+     * whether both ends of the leg use timestamps. */
+    __u16 leg_mss;
+    __u8 leg_wscale;
+    __u8 leg_backend_wscale;
+    __u8 leg_ts;
 };
 
 /* ---- binding reports: dataplane -> kvsteerd --------------------------------------------- */

@@ -122,7 +122,9 @@
     X(DP_POOL_CLOSED_BY_BACKEND, "dp_pool_closed_by_backend")     \
     X(DP_POOL_OPEN_FAILED, "dp_pool_open_failed")                 \
     X(REQ_KEPT_UNACKED, "request_kept_unacknowledged")            \
-    X(RESP_RESYNC, "response_head_resync")
+    X(RESP_RESYNC, "response_head_resync")                        \
+    X(DP_POOL_PARKED, "dp_pool_parked")                           \
+    X(DP_POOL_PARK_REFUSED, "dp_pool_park_refused")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
