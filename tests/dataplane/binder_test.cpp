@@ -195,6 +195,38 @@ TEST_F(BinderTest, WholeRequestBindsInstallsAcksAndFlushes) {
     EXPECT_EQ(b_.phase(), Phase::Bound);
 }
 
+// A reused leg (one a request moved off, kept by the pool): the client's timestamps move onto
+// our clock as for any pooled leg, but never below what the leg already carried (the backend
+// would drop segments older than its last TSval: PAWS); its MSS is the one its SYN offered.
+TEST_F(BinderTest, AReusedLegsTimestampsNeverGoBack) {
+    for (const std::uint32_t floor : {kClockMs - 100, kClockMs + 5000}) {
+        pool_ = true;
+        start();
+        const Actions tp = bind_whole_request(10);
+        ASSERT_EQ(kinds(tp), std::vector<Kind>{Kind::TryPool});
+        LegHello leg;
+        leg.isn = 0x90000000u;
+        leg.backend_isn = 0x7000u;
+        leg.backend_tsval = 31337;
+        leg.backend_wscale = 9;
+        leg.wscale = 8;
+        leg.mss = 1400;
+        leg.ts = true;
+        leg.reused = true;
+        leg.ts_floor = floor;
+        Actions inst;
+        b_.pooled(env(), leg, 15, inst);
+        ASSERT_EQ(kinds(inst), std::vector<Kind>{Kind::Install});
+        const std::uint32_t first = kTsClient + b_.ts_delta();  // the flight's earliest, moved
+        if (floor < kClockMs)
+            EXPECT_EQ(first, kClockMs) << "a floor behind our clock changes nothing";
+        else
+            EXPECT_EQ(first, floor + 1) << "past the newest TSval the leg carried";
+        EXPECT_EQ(b_.leg_mss(), 1400);
+        EXPECT_EQ(b_.leg_wscale(), 8);
+    }
+}
+
 // A pooled leg: no SYN, the flow installs at once, and the backend leg's sequence space is the
 // leg's own (its ISN), not the client's.
 TEST_F(BinderTest, PooledLegInstallsAtOnceInItsOwnSequenceSpace) {

@@ -1820,6 +1820,8 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(backend_of(rst), be1);
     EXPECT_EQ(ntohs(rst.tcp->source), old_port);
     EXPECT_EQ(ntohl(rst.tcp->seq), S) << "in the old leg's window";
+    EXPECT_EQ(stat(KVS_R_DP_POOL_PARK_REFUSED), 1u)
+        << "the old leg has no timestamps (its SYN-ACK had none): reset, not kept for reuse";
     kvs_pkt data = parse(out[2]);
     EXPECT_EQ(backend_of(data), fresh);
     EXPECT_EQ(ntohl(data.tcp->seq), S);
@@ -1840,6 +1842,134 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
     EXPECT_EQ(tables->load[be1].closes, 1u) << "the first request left its backend";
     EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";
+}
+
+// The same move, the old leg now of the pool's option profile (timestamps, SACK, window
+// scaling): instead of a reset it is acknowledged up to the response's end and kept ready by the
+// pool (--backend-reuse), its port passing from the flow to the pool; the backend's later close
+// of it reaches the pool, which resets it and frees the port.
+TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
+    make_worker();
+    // Where a fresh connection with the second request lands (another client port).
+    std::string second = request(700);
+    second[second.size() - 10] = 'Z';  // a distinct prompt tail, same length
+    cookie = cookie_for(cport + 1);
+    {
+        Seg s = client_seg(0, second, 5);
+        s.sport = static_cast<std::uint16_t>(cport + 1);
+        inject(rp.rx, make_seg(rp.pool, s));
+    }
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    const int fresh = backend_of(parse(out[0]));
+    ASSERT_GE(fresh, 0);
+    {  // the probe is done with: its client resets (no SYN retries from it later)
+        Seg r = client_seg(0, "", 5);
+        r.sport = static_cast<std::uint16_t>(cport + 1);
+        r.flags = KVS_TCP_RST;
+        inject(rp.rx, make_seg(rp.pool, r));
+        step(now);
+    }
+    // The connection under test: bound to another backend than that.
+    cookie = cookie_for(cport);
+    const std::string req1 = request(600);
+    tables->config.steer_mode = KVS_STEER_ROUND_ROBIN;  // first request: any backend but `fresh`
+    int be1 = -1;
+    for (int tries = 0; tries < 3 && be1 < 0; ++tries) {
+        inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
+        out = step(now);
+        ASSERT_EQ(out.size(), 1u);
+        kvs_pkt syn = parse(out[0]);
+        if (backend_of(syn) == fresh) {  // reset by the backend: the next candidate
+            inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_RST | KVS_TCP_ACK)));
+            continue;
+        }
+        be1 = backend_of(syn);
+        inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
+        out = step(now + ms(1));
+        ASSERT_EQ(out.size(), 2u) << "ACK + the request";
+    }
+    ASSERT_GE(be1, 0);
+    ASSERT_NE(be1, fresh);
+    tables->config.steer_mode = KVS_STEER_PREFIX;
+
+    // XDP's view at the boundary: the response (100 bytes) complete and acknowledged, both
+    // entries marked.
+    const kvs_flow_key kc = client_key();
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
+    EXPECT_EQ(fc.next_seq, S) << "tracking starts after the flushed request";
+    EXPECT_EQ(fc.client_wscale, 7);
+    kvs_flow_key ks;
+    kvs_flow_reverse_key(&kc, &fc, &ks);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    const std::uint16_t old_port = ntohs(fc.new_sport);
+    fs.next_seq = bisn + 1 + 100;
+    fs.ts_last = 90000;
+    fc.state |= KVS_FLOW_REBINDING;
+    fs.state |= KVS_FLOW_REBINDING;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+
+    // The next request, punted by XDP (its ack: the whole response).
+    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7);
+    r2.ack = cookie + 1 + 100;
+    inject(rp.rx, make_seg(rp.pool, r2));
+    out = step(now + ms(100));  // past the first binding's local linger
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn2 = parse(out[0]);
+    EXPECT_EQ(syn2.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(backend_of(syn2), fresh) << "the policy's choice for this request";
+    EXPECT_EQ(ntohl(syn2.tcp->seq), S - 1) << "the new leg keeps the client's sequence space";
+    EXPECT_EQ(syn2.opts.wscale, 7) << "the client's handshake options, kept in its entry";
+    EXPECT_NE(ntohs(syn2.tcp->source), old_port);
+
+    Seg sa2 = backend_seg(syn2, KVS_TCP_SYN | KVS_TCP_ACK);
+    sa2.seq = 0x20000000u;
+    sa2.ack = S;
+    sa2.ts = true;
+    sa2.tsval = 777;
+    sa2.tsecr = syn2.opts.tsval;
+    inject(rp.rx, make_seg(rp.pool, sa2));
+    out = step(now + ms(101));
+    ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, ACK to the old one, the request";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(backend_of(parse(out[0])), fresh);
+    kvs_pkt kept = parse(out[1]);
+    EXPECT_EQ(kept.tcp->flags, KVS_TCP_ACK);
+    EXPECT_EQ(backend_of(kept), be1);
+    EXPECT_EQ(ntohs(kept.tcp->source), old_port);
+    EXPECT_EQ(ntohl(kept.tcp->seq), S) << "our next byte on the old leg";
+    EXPECT_EQ(ntohl(kept.tcp->ack_seq), bisn + 1 + 100) << "the whole response acknowledged";
+    ASSERT_NE(kept.opts.ts_off, 0);
+    EXPECT_EQ(kept.opts.tsecr, 90000u - fs.tsval_delta) << "the backend's newest TSval echoed";
+    EXPECT_GE(static_cast<std::int32_t>(kept.opts.tsval - (7 + fc.tsval_delta)), 0)
+        << "never below what the client's timestamps became on that leg";
+    EXPECT_EQ(backend_of(parse(out[2])), fresh);
+    EXPECT_EQ(stat(KVS_R_DP_POOL_PARKED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
+    EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0) << "the old leg's entry";
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be1), old_port), kPortBinding)
+        << "the pool holds the port now: the sweeper does not free it";
+
+    // The backend closes the idle kept leg: the pool answers with a reset and frees the port.
+    Seg fin = backend_seg(kept, KVS_TCP_FIN | KVS_TCP_ACK);
+    fin.saddr = kept.ip4->daddr;
+    fin.daddr = kept.ip4->saddr;
+    fin.sport = ntohs(kept.tcp->dest);
+    fin.dport = old_port;
+    fin.seq = bisn + 1 + 100;
+    fin.ack = S;
+    inject(rp.rx, make_seg(rp.pool, fin));
+    out = step(now + ms(102));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt rst = parse(out[0]);
+    EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(ntohs(rst.tcp->source), old_port);
+    EXPECT_EQ(ntohl(rst.tcp->seq), S) << "in its window";
+    EXPECT_EQ(stat(KVS_R_DP_POOL_CLOSED_BY_BACKEND), 1u);
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be1), old_port), kPortFree);
 }
 
 TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {

@@ -427,5 +427,110 @@ TEST_F(PoolTest, NoSnatAddressOfTheBackendsFamilyNoLegs) {
     EXPECT_TRUE(host_.take_sent().empty());
 }
 
+// A leg a request moved off, as the worker parks it: at a quiescent point of its connection.
+PoolLeg parked_leg(const kvs_backend &b, std::uint16_t backend, std::uint16_t port) {
+    PoolLeg l;
+    l.backend = backend;
+    l.port = port;
+    std::memcpy(l.addr, b.addr, 16);
+    l.bport = b.port;
+    l.family = b.family;
+    l.backend_wscale = 9;
+    l.wscale = 8;  // the client's that opened it, not the pool's
+    l.mss = 1400;
+    l.ts = true;
+    l.isn = 0x11110000u;  // our next byte on it is 0x11110001
+    l.backend_isn = 0x22220000u;
+    l.backend_tsval = 777;
+    l.ts_floor = 6000;
+    return l;
+}
+
+TEST_F(PoolTest, AParkedLegIsDrawnAsItWasParked) {
+    cfg_.open_legs = false;  // --backend-reuse without a pool: keeps parked legs, opens none
+    BackendPool pool(cfg_);
+    pool.upkeep(t_, 0, host_);
+    EXPECT_TRUE(host_.take_sent().empty()) << "a pool that only keeps parked legs opens none";
+    host_.taken.insert({1, 30050});  // the worker reclaimed the flow's port for the pool
+    const PoolLeg in = parked_leg(backends_[1], 1, 30050);
+    ASSERT_TRUE(pool.park(t_, in, 10));
+    EXPECT_TRUE(pool.owns(key_of(in))) << "the backend's segments to it reach the pool";
+    EXPECT_EQ(pool.ready(1), 1u);
+    PoolLeg leg;
+    EXPECT_FALSE(pool.draw(t_, 0, 1460, 20, leg)) << "another backend's";
+    EXPECT_FALSE(pool.draw(t_, 1, 1380, 20, leg)) << "a client whose MSS is below the leg's";
+    ASSERT_TRUE(pool.draw(t_, 1, 1400, 20, leg));
+    EXPECT_TRUE(leg.reused);
+    EXPECT_EQ(leg.port, 30050);
+    EXPECT_EQ(leg.isn, in.isn);
+    EXPECT_EQ(leg.backend_isn, in.backend_isn);
+    EXPECT_EQ(leg.backend_tsval, 777u);
+    EXPECT_EQ(leg.ts_floor, 6000u);
+    EXPECT_EQ(leg.wscale, 8) << "the window scale its own SYN offered";
+    EXPECT_EQ(leg.backend_wscale, 9);
+    EXPECT_FALSE(pool.owns(key_of(in))) << "drawn: the port went with it";
+    EXPECT_FALSE(pool.draw(t_, 1, 1460, 20, leg));
+    pool.upkeep(t_, 100, host_);
+    EXPECT_TRUE(host_.take_sent().empty()) << "a drawn parked leg is not replaced";
+    EXPECT_EQ(host_.taken.count({1, 30050}), 1u) << "the drawing flow owns the port";
+}
+
+TEST_F(PoolTest, AParkedLegAgesOutOrClosesWithAResetInItsWindow) {
+    cfg_.open_legs = false;
+    BackendPool pool(cfg_);
+    host_.taken.insert({0, 30001});
+    host_.taken.insert({1, 30002});
+    const PoolLeg a = parked_leg(backends_[0], 0, 30001), b = parked_leg(backends_[1], 1, 30002);
+    ASSERT_TRUE(pool.park(t_, a, 10));
+    ASSERT_TRUE(pool.park(t_, b, 10 + kMaxAge / 2));
+    pool.upkeep(t_, 10 + kMaxAge, host_);  // a is max_age old, b is not
+    std::vector<Sent> sent = host_.take_sent();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].s.kind, PoolSend::Kind::Rst);
+    EXPECT_EQ(sent[0].leg.backend, 0);
+    EXPECT_EQ(sent[0].s.seq, a.isn + 1) << "the reset is at our next byte: in the backend's window";
+    EXPECT_EQ(host_.taken.count({0, 30001}), 0u) << "its port given back";
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_RETIRED], 1u);
+    // The backend closes b while it waits (an idle close): a reset back, the port given back.
+    BackendSeg fin = seg(KVS_TCP_FIN | KVS_TCP_ACK, b.isn + 1);
+    pool.segment(key_of(b), fin, 10 + kMaxAge, host_);
+    sent = host_.take_sent();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].s.kind, PoolSend::Kind::Rst);
+    EXPECT_EQ(sent[0].s.seq, b.isn + 1);
+    EXPECT_TRUE(host_.taken.empty());
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 1u);
+    EXPECT_EQ(pool.open(), 0u);
+}
+
+TEST_F(PoolTest, ParkingIsRefusedWhenTheBackendHasNoPlaceOrCannotBeChosen) {
+    cfg_.open_legs = false;
+    cfg_.per_backend = 2;
+    BackendPool pool(cfg_);
+    for (std::uint16_t p = 30000; p < 30003; ++p) host_.taken.insert({0, p});
+    EXPECT_TRUE(pool.park(t_, parked_leg(backends_[0], 0, 30000), 1));
+    EXPECT_TRUE(pool.park(t_, parked_leg(backends_[0], 0, 30001), 1));
+    EXPECT_FALSE(pool.park(t_, parked_leg(backends_[0], 0, 30002), 1)) << "two places a backend";
+    backends_[1].state = KVS_BE_DOWN;
+    host_.taken.insert({1, 30000});
+    EXPECT_FALSE(pool.park(t_, parked_leg(backends_[1], 1, 30000), 1)) << "not up: not kept";
+    PoolLeg moved = parked_leg(backends_[2], 2, 30000);
+    moved.addr[0] ^= 1;  // the backend's address changed since the leg was opened
+    EXPECT_FALSE(pool.park(t_, moved, 1));
+    EXPECT_EQ(pool.open(), 2u);
+    // A pool that opens its own legs keeps parked ones in the same places: it opens fewer.
+    PoolConfig opening = cfg_;
+    opening.open_legs = true;
+    BackendPool mixed(opening);
+    FakeHost h2;
+    h2.taken.insert({2, 30010});
+    ASSERT_TRUE(mixed.park(t_, parked_leg(backends_[2], 2, 30010), 0));
+    mixed.upkeep(t_, 0, h2);
+    unsigned to2 = 0;
+    for (const Sent &x : h2.take_sent()) to2 += x.leg.backend == 2;
+    EXPECT_EQ(to2, 1u) << "backend 2 had one of its two places taken by the parked leg";
+    mixed.close_all(h2);
+}
+
 }  // namespace
 }  // namespace kvsteer::dp
