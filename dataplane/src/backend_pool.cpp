@@ -46,7 +46,8 @@ bool BackendPool::same_backend(const PoolLeg &l, const kvs_backend &b) {
 std::uint32_t BackendPool::target(std::uint16_t backend) const {
     if (!enabled() || backend >= KVS_MAX_BACKENDS) return 0;
     const std::uint32_t want = std::max(demand_[backend], demand_prev_[backend]);
-    return std::min(cfg_.per_backend, std::max(want, cfg_.min_per_backend));
+    return std::min(std::min(cfg_.per_backend, cfg_.open_per_backend),
+                    std::max(want, cfg_.min_per_backend));
 }
 
 void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
@@ -68,8 +69,7 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
         const bool wanted =
             b < n && be.state == KVS_BE_UP && kvs_snat_addr(t.config, be.family) != nullptr;
         // Legs open or opening, against the demand: only that many are (re)opened.
-        const std::uint32_t goal =
-            wanted && cfg_.open_legs ? target(static_cast<std::uint16_t>(b)) : 0;
+        const std::uint32_t goal = wanted ? target(static_cast<std::uint16_t>(b)) : 0;
         std::uint32_t live = 0;
         for (std::uint32_t i = 0; i < cfg_.per_backend; ++i)
             live += leg(static_cast<std::uint16_t>(b), i).state != PoolLeg::State::Free;

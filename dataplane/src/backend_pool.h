@@ -35,7 +35,8 @@
 namespace kvsteer::dp {
 
 struct PoolConfig {
-    std::uint32_t per_backend = 0;  // legs kept per backend at most (0: no pool)
+    // Places per backend, for legs it opened and legs requests moved off alike (0: no pool).
+    std::uint32_t per_backend = 0;
     // Legs kept per backend without demand (clamped to per_backend; the default keeps all:
     // a fixed pool).
     std::uint32_t min_per_backend = ~0u;
@@ -45,8 +46,9 @@ struct PoolConfig {
     std::uint32_t syn_retries = 0;     // SYNs sent again before an open fails
     std::uint32_t opens_per_tick = 8;  // SYNs a single upkeep may start (no burst at start-up)
     std::uint32_t max_ports = 0;       // SNAT ports the pool's legs may hold at once (0: any)
-    // Whether the pool opens legs itself; false: it only keeps legs requests moved off (park()).
-    bool open_legs = true;
+    // Legs it opens per backend at most (clamped to per_backend; 0: it only keeps legs requests
+    // moved off, park()). Parked legs count against it: the pool opens none while they suffice.
+    std::uint32_t open_per_backend = ~0u;
     std::uint8_t wscale = 7;
     std::uint16_t mss4 = 1460, mss6 = 1440;
 };
@@ -100,6 +102,7 @@ class BackendPool {
     explicit BackendPool(const PoolConfig &cfg);
 
     bool enabled() const { return cfg_.per_backend > 0; }
+    bool opens_legs() const { return enabled() && cfg_.open_per_backend > 0; }
     const PoolConfig &config() const { return cfg_; }
     // The pool's MSS for a family: a client's MSS must be at least this to draw.
     std::uint16_t mss(std::uint8_t family) const {
@@ -110,7 +113,7 @@ class BackendPool {
     bool fits(std::uint8_t family, std::uint16_t client_mss, std::uint8_t client_wscale,
               bool client_sack, bool client_ts) const {
         return client_ts && client_sack && client_wscale != KVS_WSCALE_NONE &&
-               (!cfg_.open_legs || client_mss >= mss(family));
+               (!opens_legs() || client_mss >= mss(family));
     }
 
     // Opens, retries, retires and replaces legs against the backends as `t` has them now.

@@ -77,15 +77,14 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "pooled connections kept per backend even without demand (up to --backend-pool; equal "
         "to it: a fixed pool)")(
         "backend-reuse", po::value(&o.backend_reuse)->default_value(o.backend_reuse),
-        "xdp mode without --backend-pool: when a kept-alive connection's request moves to "
-        "another backend, keep up to this many of the connections it leaves per backend, "
-        "handshake done, for a later request to that backend (a moved request then skips the "
-        "backend's handshake, as with the pool, which keeps them in its own places); they are "
-        "reset after --backend-pool-max-age-ms unused (0: reset each at once)")(
-        "backend-pool-max-age-ms",
-        po::value(&o.backend_pool_max_age_ms)->default_value(o.backend_pool_max_age_ms),
-        "replace a pooled backend connection unused this long (keep it well below the "
-        "backends' idle timeout: uvicorn's is 5 s)")(
+        "xdp mode: when a kept-alive connection's request moves to another backend, keep up to "
+        "this many of the connections it leaves per backend (beside --backend-pool's), "
+        "handshake done, for a later request to that backend, which then skips the backend's "
+        "handshake; each is reset after --backend-pool-max-age-ms unused (0: reset each at "
+        "once)")("backend-pool-max-age-ms",
+                 po::value(&o.backend_pool_max_age_ms)->default_value(o.backend_pool_max_age_ms),
+                 "replace a pooled backend connection unused this long (keep it well below the "
+                 "backends' idle timeout: uvicorn's is 5 s)")(
         "client-idle-timeout-ms",
         po::value(&o.client_idle_timeout_ms)->default_value(o.client_idle_timeout_ms),
         "drop a held flow whose request head stays incomplete this long")(

@@ -35,8 +35,8 @@ struct Options {
     std::uint32_t backend_pool = 0;
     std::uint32_t backend_pool_max_age_ms = 2000;
     std::uint32_t backend_pool_min = 0;  // legs kept per backend nobody drew from lately
-    // xdp mode, no --backend-pool: legs a request moved off kept per backend and worker for a
-    // later request to that backend (0: each is reset); with a pool, its places keep them.
+    // xdp mode: legs a request moved off kept per backend and worker (places beside the pool's)
+    // for a later request to that backend (0: each is reset).
     std::uint32_t backend_reuse = 8;
     std::uint32_t client_idle_timeout_ms = 5000;  // incomplete request head: drop state after
     std::uint32_t flow_idle_timeout_s = 300;      // any established flow idle this long is deleted

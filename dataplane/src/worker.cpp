@@ -174,12 +174,12 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
-    const bool reuse_only =
-        !p_.opts.backend_pool && p_.opts.backend_reuse && p_.opts.backend_pool_max_age_ms > 0;
-    if ((p_.opts.backend_pool || reuse_only) && p_.opts.mode == Mode::Xdp) {
+    const bool reuse = p_.opts.backend_reuse && p_.opts.backend_pool_max_age_ms > 0;
+    if ((p_.opts.backend_pool || reuse) && p_.opts.mode == Mode::Xdp) {
         PoolConfig pc;
-        pc.per_backend = reuse_only ? p_.opts.backend_reuse : p_.opts.backend_pool;
-        pc.open_legs = !reuse_only;
+        // Places for the legs it opens and for those requests move off.
+        pc.per_backend = p_.opts.backend_pool + (reuse ? p_.opts.backend_reuse : 0);
+        pc.open_per_backend = p_.opts.backend_pool;
         pc.min_per_backend = p_.opts.backend_pool_min;
         // A quarter of the worker's SNAT ports at most: flows keep at least three quarters
         // (idle legs are not given back when the flows' share runs out; they age out).
@@ -329,7 +329,7 @@ void Worker::run(const std::atomic<bool> &stop) {
 // pool opens legs, at least 10 us. Timed sleeps cost a context switch each: when they grew from
 // 10 us to 200 us, every idle gap of half a millisecond between connections took ~10.
 std::uint64_t Worker::pool_period() const {
-    return pool_ && pool_->config().open_legs ? hz_ / 1000 : hz_ / 100;
+    return pool_ && pool_->opens_legs() ? hz_ / 1000 : hz_ / 100;
 }
 
 unsigned Worker::wake_sleep_us(std::uint64_t now) const {

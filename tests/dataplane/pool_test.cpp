@@ -447,7 +447,7 @@ PoolLeg parked_leg(const kvs_backend &b, std::uint16_t backend, std::uint16_t po
 }
 
 TEST_F(PoolTest, AParkedLegIsDrawnAsItWasParked) {
-    cfg_.open_legs = false;  // --backend-reuse without a pool: keeps parked legs, opens none
+    cfg_.open_per_backend = 0;  // --backend-reuse without a pool: keeps parked legs, opens none
     BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
     EXPECT_TRUE(host_.take_sent().empty()) << "a pool that only keeps parked legs opens none";
@@ -476,7 +476,7 @@ TEST_F(PoolTest, AParkedLegIsDrawnAsItWasParked) {
 }
 
 TEST_F(PoolTest, AParkedLegAgesOutOrClosesWithAResetInItsWindow) {
-    cfg_.open_legs = false;
+    cfg_.open_per_backend = 0;
     BackendPool pool(cfg_);
     host_.taken.insert({0, 30001});
     host_.taken.insert({1, 30002});
@@ -504,7 +504,7 @@ TEST_F(PoolTest, AParkedLegAgesOutOrClosesWithAResetInItsWindow) {
 }
 
 TEST_F(PoolTest, ParkingIsRefusedWhenTheBackendHasNoPlaceOrCannotBeChosen) {
-    cfg_.open_legs = false;
+    cfg_.open_per_backend = 0;
     cfg_.per_backend = 2;
     BackendPool pool(cfg_);
     for (std::uint16_t p = 30000; p < 30003; ++p) host_.taken.insert({0, p});
@@ -518,9 +518,9 @@ TEST_F(PoolTest, ParkingIsRefusedWhenTheBackendHasNoPlaceOrCannotBeChosen) {
     moved.addr[0] ^= 1;  // the backend's address changed since the leg was opened
     EXPECT_FALSE(pool.park(t_, moved, 1));
     EXPECT_EQ(pool.open(), 2u);
-    // A pool that opens its own legs keeps parked ones in the same places: it opens fewer.
+    // A pool that opens its own legs counts parked ones against what it opens: it opens fewer.
     PoolConfig opening = cfg_;
-    opening.open_legs = true;
+    opening.open_per_backend = 2;
     BackendPool mixed(opening);
     FakeHost h2;
     h2.taken.insert({2, 30010});
