@@ -363,7 +363,7 @@ keepalive_loss)
     (( ${dropped:-0} > 0 && ${moved:-0} > 0 )) || dpe_fail "no loss injected ($dropped) or nothing moved ($moved)"
     # 2 x 31 boundaries on the kept-alive connections: at least 80% of them re-bound.
     (( ${moved:-0} + ${same:-0} >= 50 )) || dpe_fail "only $((moved + same)) of 62 request boundaries re-bound under loss"
-    dpe_log "loss on both legs: $dropped segments dropped on the client leg alone; $((moved + same)) of 62 boundaries re-bound ($moved moved; $found found by XDP; kept: $owed a response owed, $unacked not all acknowledged), all intact"
+    dpe_log "loss on both legs: $dropped segments dropped on the client leg alone; $((moved + same)) of 62 boundaries re-bound ($moved moved; $found found by XDP; kept: $owed a response owed, $unacked not all acknowledged), all intact; legs kept for reuse $(dpe_counter dp_pool_parked) (refused $(dpe_counter dp_pool_park_refused)), taken again $(dpe_counter dp_pool_drawn)"
     ;;
 keepalive_idle)
     # The idle-close race: the backends close kept-alive connections idle 300 ms (uvicorn's
