@@ -20,6 +20,14 @@
 // closes or resets a ready leg gets a reset back (never a half-close) and the leg is replaced;
 // a leg whose SYN goes unanswered or is refused waits retry_after before the next try.
 //
+// Parked legs: a kept-alive connection's request that moves to another backend leaves its leg at
+// a quiescent point (every byte either side sent acknowledged); the worker parks it here (park())
+// as a Ready leg whose isn and backend_isn are the bytes before each side's next one, and a later
+// binding to that backend draws it like one the pool opened (`reused`, with the MSS and window
+// scale its own SYN offered and the newest TSval it carried). Places per backend are shared: the
+// pool opens legs into at most open_per_backend of them, counting parked legs (0: it opens none
+// and only keeps parked ones, --backend-reuse without --backend-pool).
+//
 // Pure: no DPDK, no clock of its own. What it sends and which SNAT ports it takes go through a
 // PoolHost the worker implements (tests use a fake).
 #pragma once
