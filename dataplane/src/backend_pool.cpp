@@ -260,6 +260,24 @@ void BackendPool::segment(const kvs_flow_key &k, const BackendSeg &b, std::uint6
             drop(l, 0, host, true);
             return;
         }
+        if (!synack && static_cast<std::int32_t>(b.seq - (l.backend_isn + 1)) < 0) {
+            // Before the byte it owes next: a retransmission (the ACK that parked the leg was
+            // lost) or a keepalive probe. Acknowledged again, so the backend stops resending.
+            host.inc(KVS_R_PUNT_BACKEND_OTHER);
+            PoolSend s{PoolSend::Kind::Ack};
+            s.seq = l.isn + 1;
+            s.ack = l.backend_isn + 1;
+            s.window = static_cast<std::uint16_t>(
+                l.wscale == KVS_WSCALE_NONE ? 0xffff
+                                            : std::max(1, 0xffff >> std::min<int>(l.wscale, 14)));
+            s.ts = l.ts;
+            const std::uint32_t clock = host.clock_ms();
+            s.tsval =
+                l.reused && static_cast<std::int32_t>(clock - l.ts_floor) < 0 ? l.ts_floor : clock;
+            s.tsecr = b.tsval;
+            host.send(l, s);
+            return;
+        }
         if (synack) {  // our ACK was lost: the backend repeats its SYN-ACK
             host.inc(KVS_R_PUNT_BACKEND_SYNACK);
             PoolSend s{PoolSend::Kind::Ack};

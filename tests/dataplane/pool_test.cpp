@@ -503,6 +503,35 @@ TEST_F(PoolTest, AParkedLegAgesOutOrClosesWithAResetInItsWindow) {
     EXPECT_EQ(pool.open(), 0u);
 }
 
+// The ACK that parked a leg was lost: the backend resends its last bytes (or probes the idle
+// connection); the pool acknowledges them again in the leg's spaces, timestamps never back.
+TEST_F(PoolTest, AParkedLegAcknowledgesARetransmissionAgain) {
+    cfg_.open_per_backend = 0;
+    BackendPool pool(cfg_);
+    host_.taken.insert({0, 30001});
+    const PoolLeg in = parked_leg(backends_[0], 0, 30001);  // ts_floor 6000, ahead of the clock
+    ASSERT_TRUE(pool.park(t_, in, 10));
+    BackendSeg again = seg(KVS_TCP_ACK | KVS_TCP_PSH, in.isn + 1);
+    again.seq = in.backend_isn - 99;  // its last 100 bytes, again
+    again.has_ts = true;
+    again.tsval = 800;
+    pool.segment(key_of(in), again, 20, host_);
+    std::vector<Sent> sent = host_.take_sent();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].s.kind, PoolSend::Kind::Ack);
+    EXPECT_EQ(sent[0].s.seq, in.isn + 1);
+    EXPECT_EQ(sent[0].s.ack, in.backend_isn + 1);
+    EXPECT_TRUE(sent[0].s.ts);
+    EXPECT_EQ(sent[0].s.tsval, 6000u) << "the leg's newest TSval, our clock (5000) being behind";
+    EXPECT_EQ(sent[0].s.tsecr, 800u);
+    EXPECT_EQ(pool.ready(0), 1u) << "still kept";
+    BackendSeg ahead = seg(KVS_TCP_ACK, in.isn + 1);
+    ahead.seq = in.backend_isn + 1;  // nothing owed: not answered
+    pool.segment(key_of(in), ahead, 30, host_);
+    EXPECT_TRUE(host_.take_sent().empty());
+    pool.close_all(host_);
+}
+
 TEST_F(PoolTest, ParkingIsRefusedWhenTheBackendHasNoPlaceOrCannotBeChosen) {
     cfg_.open_per_backend = 0;
     cfg_.per_backend = 2;
