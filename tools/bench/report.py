@@ -229,7 +229,10 @@ if e2e:
       f"{'passed' if res.get('e2e_same_prefix_same_server') else 'FAILED'} "
       f"({fmt(res.get('e2e_servers_used_by_8_prefixes'))} servers used).\n")
     w("Workloads: **close** 512 B chat bodies, one request per connection (16 connections) = new connections/s; "
-      "**keepalive** the same on 16 kept-alive connections (kvsteer binds per connection, HAProxy per request); "
+      "**keepalive** the same on 16 kept-alive connections (both steer every request: kvsteer moved "
+      f"{fmt(100 * res['e2e_keepalive_moved_fraction']) + '%' if isinstance(res.get('e2e_keepalive_moved_fraction'), (int, float)) else 'some'} "
+      "of them to another backend, onto backend connections earlier requests left when it had one, "
+      "HAProxy hashes each onto its reused server connections); "
       "**latency** one connection at a time, one request each; **large** 16 KB bodies with 2 MB streamed "
       "responses, one per connection (4 connections). wrk's latency runs from writing the request to the last "
       "response byte (connect time excluded for every arm). Arms alternate within each repetition (the first arm "
