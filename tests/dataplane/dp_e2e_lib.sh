@@ -118,8 +118,20 @@ dpe_start_dataplane() {
     # DPE_DP_VDEV overrides the port (pure-DPDK mode runs on net_af_packet). DPE_DP_XDP_EXTRA:
     # options added to every xdp-mode start (e.g. "--backend-pool 4": the suite with the pool on).
     local vdev=${DPE_DP_VDEV:-"net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0"}
-    local -a extra=()
-    [[ "${DPE_DP_MODE:-xdp}" == xdp ]] && read -r -a extra <<<"${DPE_DP_XDP_EXTRA:-}"
+    local -a extra=() given=() kept=()
+    [[ "${DPE_DP_MODE:-xdp}" == xdp ]] && read -r -a given <<<"${DPE_DP_XDP_EXTRA:-}"
+    # An option the scenario names itself wins (the dataplane refuses one named twice): the
+    # extra one is dropped with its value.
+    local i=0 opt a
+    while (( i < ${#given[@]} )); do
+        opt=${given[$i]} kept=("$opt")
+        if (( i + 1 < ${#given[@]} )) && [[ ${given[$((i + 1))]} != --* ]]; then
+            kept+=("${given[$((i + 1))]}")
+        fi
+        i=$((i + ${#kept[@]}))
+        for a in "$@"; do [[ "$a" == "$opt" ]] && { kept=(); break; }; done
+        extra+=("${kept[@]}")
+    done
     DPE_DP_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf
         -l 0 --log-level=lib.eal:error --vdev "$vdev"
         -- --bpffs "$DPE_BPFFS" --mode "${DPE_DP_MODE:-xdp}" --idle adaptive "${extra[@]}" "$@")
