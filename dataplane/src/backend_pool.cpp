@@ -260,6 +260,14 @@ void BackendPool::segment(const kvs_flow_key &k, const BackendSeg &b, std::uint6
             drop(l, 0, host, true);
             return;
         }
+        if (!synack && b.len &&
+            static_cast<std::int32_t>(b.seq + b.len - (l.backend_isn + 1)) > 0) {
+            // Bytes nobody asked for (a server's greeting, a late 408): the next request would
+            // read them as its response. Reset, and replaced like an idle close.
+            host.inc(KVS_R_DP_POOL_CLOSED_BY_BACKEND);
+            drop(l, 0, host, true);
+            return;
+        }
         if (!synack && static_cast<std::int32_t>(b.seq - (l.backend_isn + 1)) < 0) {
             // Before the byte it owes next: a retransmission (the ACK that parked the leg was
             // lost) or a keepalive probe. Acknowledged again, so the backend stops resending.
@@ -267,9 +275,9 @@ void BackendPool::segment(const kvs_flow_key &k, const BackendSeg &b, std::uint6
             PoolSend s{PoolSend::Kind::Ack};
             s.seq = l.isn + 1;
             s.ack = l.backend_isn + 1;
+            const bool scaled = l.wscale != KVS_WSCALE_NONE && l.backend_wscale != KVS_WSCALE_NONE;
             s.window = static_cast<std::uint16_t>(
-                l.wscale == KVS_WSCALE_NONE ? 0xffff
-                                            : std::max(1, 0xffff >> std::min<int>(l.wscale, 14)));
+                scaled ? std::max(1, 0xffff >> std::min<int>(l.wscale, 14)) : 0xffff);
             s.ts = l.ts;
             const std::uint32_t clock = host.clock_ms();
             s.tsval =

@@ -114,6 +114,7 @@ struct BackendSeg {
     bool has_ts = false;
     std::uint32_t tsval = 0;
     std::uint8_t wscale = KVS_WSCALE_NONE;
+    std::uint32_t len = 0;  // payload bytes
 };
 
 struct Action {

@@ -94,6 +94,15 @@ struct PortBusy {
         return b && b->busy[port].compare_exchange_strong(expect, kPortBinding,
                                                           std::memory_order_acq_rel);
     }
+    // kPortInstalled -> kPortFree (the sweeper, for a flow it deleted), its session count first;
+    // a port the worker took back meanwhile (reclaim: the backend pool keeps its leg) stays.
+    void free_installed(std::uint16_t backend, std::uint16_t port) {
+        PortBlock *b = find(backend);
+        if (!b || b->busy[port].load(std::memory_order_acquire) != kPortInstalled) return;
+        release_session(backend, port);
+        std::uint8_t expect = kPortInstalled;
+        b->busy[port].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel);
+    }
     // The port's session count first: once the port is free another flow may take it.
     void free(std::uint16_t backend, std::uint16_t port) {
         PortBlock *b = find(backend);

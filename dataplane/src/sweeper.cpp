@@ -141,7 +141,7 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
             __atomic_fetch_add(&load[df.backend_id].closes, 1, __ATOMIC_RELAXED);
             ++r.closes;
         }
-        if (ports) ports->free(df.backend_id, snat_port_of(dk, df));
+        if (ports) ports->free_installed(df.backend_id, snat_port_of(dk, df));
     }
     for (std::size_t w = 0; w < candidate.size(); ++w) {
         std::uint64_t lost = candidate[w] & ~seen[w];

@@ -68,6 +68,7 @@ BackendSeg backend_seg(const kvs_pkt &pkt) {
     b.has_ts = pkt.opts.ts_off != 0;
     b.tsval = pkt.opts.tsval;
     b.wscale = pkt.opts.wscale;
+    b.len = pkt.payload_len;
     return b;
 }
 
@@ -1081,7 +1082,12 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
         // The previous leg while its connection's next request is held: a FIN or RST (the
         // backend closing an idle connection as the request crossed it) makes the request move
         // to a new leg; nothing of it reaches the client, whose connection goes on.
-        if (pkt.tcp->flags & (KVS_TCP_FIN | KVS_TCP_RST)) s.b.old_leg_closing();
+        // Bytes past the response it completed (a 408 written before closing, say) end it too:
+        // that leg is not one to keep for another request.
+        const std::uint32_t end = kvs_ntohl(pkt.tcp->seq) + pkt.payload_len;
+        if ((pkt.tcp->flags & (KVS_TCP_FIN | KVS_TCP_RST)) ||
+            (pkt.payload_len && static_cast<std::int32_t>(end - s.prev_s2c.next_seq) > 0))
+            s.b.old_leg_closing();
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);
         return;
@@ -1157,8 +1163,15 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
         inc(KVS_R_DP_POOL_PARK_REFUSED);
         return false;
     };
+    // The backend's idle timer runs from the leg's last segment, not from now: the leg is as
+    // old as that (a leg about to be closed by the backend is not kept).
+    const std::uint64_t now_ns = mono_ns();
+    const std::uint64_t last_ns = std::max(o.last_seen_ns, os.last_seen_ns);
+    const std::uint64_t idle = now_ns > last_ns ? (now_ns - last_ns) * hz_ / 1000000000ull : 0;
+    // Only a leg the slot alone reaches (attach_old_leg): no other slot may take its segments.
     if (!o.leg_ts || !o.client_sack || o.leg_wscale == KVS_WSCALE_NONE || o.leg_mss == 0 ||
         ((o.state | os.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_CLOSED)) ||
+        !s.old_keyed || idle >= pool_->config().max_age || idle > now ||
         o.backend_id >= KVS_MAX_BACKENDS || !slots_.reclaim_port(o.backend_id, port))
         return refuse();
     PoolLeg l;
@@ -1176,13 +1189,13 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     l.backend_tsval = os.ts_last - os.tsval_delta;  // the newest the client was sent
     const std::uint32_t clock = mono_ms();
     l.ts_floor = static_cast<std::int32_t>(clock - s.prev_tsval) > 0 ? clock : s.prev_tsval;
-    if (!pool_->park(t_, l, now)) {
+    if (!pool_->park(t_, l, now - idle)) {
         slots_.mark_installed(o.backend_id, port);  // the sweeper frees it once the leg is reset
         return refuse();
     }
     // The client's window, moved from its scale to the one the leg's SYN offered.
     const std::uint8_t cs = o.client_wscale > 14 ? 14 : o.client_wscale;
-    const std::uint8_t ls = l.wscale > 14 ? 14 : l.wscale;
+    const std::uint8_t ls = l.backend_wscale == KVS_WSCALE_NONE ? 0 : l.wscale > 14 ? 14 : l.wscale;
     const std::uint64_t bytes = std::uint64_t{s.b.client_window()} << cs;
     PoolSend ack{PoolSend::Kind::Ack};
     ack.seq = l.isn + 1;

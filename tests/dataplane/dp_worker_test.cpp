@@ -1913,8 +1913,12 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
 
     // The next request, punted by XDP (its ack: the whole response).
-    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7);
+    // Its TSval far ahead (a client clock faster than ours): the old leg carried up to this one,
+    // moved, so our ACK on it must not go below that (the backend's PAWS check).
+    constexpr std::uint32_t kAhead = 600000;  // ten minutes of milliseconds
+    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7 + kAhead);
     r2.ack = cookie + 1 + 100;
+    r2.window = 1000;
     inject(rp.rx, make_seg(rp.pool, r2));
     out = step(now + ms(100));  // past the first binding's local linger
     ASSERT_EQ(out.size(), 1u);
@@ -1944,8 +1948,9 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     EXPECT_EQ(ntohl(kept.tcp->ack_seq), bisn + 1 + 100) << "the whole response acknowledged";
     ASSERT_NE(kept.opts.ts_off, 0);
     EXPECT_EQ(kept.opts.tsecr, 90000u - fs.tsval_delta) << "the backend's newest TSval echoed";
-    EXPECT_GE(static_cast<std::int32_t>(kept.opts.tsval - (7 + fc.tsval_delta)), 0)
-        << "never below what the client's timestamps became on that leg";
+    EXPECT_EQ(kept.opts.tsval, 7 + kAhead + fc.tsval_delta)
+        << "the newest TSval the leg carried, our clock being behind it";
+    EXPECT_EQ(ntohs(kept.tcp->window), 1000) << "the client's window (the leg's shift is its own)";
     EXPECT_EQ(backend_of(parse(out[2])), fresh);
     EXPECT_EQ(stat(KVS_R_DP_POOL_PARKED), 1u);
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);

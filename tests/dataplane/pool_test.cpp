@@ -470,9 +470,30 @@ TEST_F(PoolTest, AParkedLegIsDrawnAsItWasParked) {
     EXPECT_EQ(leg.backend_wscale, 9);
     EXPECT_FALSE(pool.owns(key_of(in))) << "drawn: the port went with it";
     EXPECT_FALSE(pool.draw(t_, 1, 1460, 20, leg));
-    pool.upkeep(t_, 100, host_);
-    EXPECT_TRUE(host_.take_sent().empty()) << "a drawn parked leg is not replaced";
-    EXPECT_EQ(host_.taken.count({1, 30050}), 1u) << "the drawing flow owns the port";
+    EXPECT_EQ(pool.open(), 0u) << "the port went with the drawn leg";
+    host_.taken.erase({1, 30050});  // the drawing flow's now
+}
+
+// Bytes a kept leg's backend sends unasked would be read by the next request as its response:
+// the leg is reset and given up instead.
+TEST_F(PoolTest, AParkedLegThatReceivesNewBytesIsReset) {
+    cfg_.open_per_backend = 0;
+    BackendPool pool(cfg_);
+    host_.taken.insert({0, 30001});
+    const PoolLeg in = parked_leg(backends_[0], 0, 30001);
+    ASSERT_TRUE(pool.park(t_, in, 10));
+    BackendSeg late = seg(KVS_TCP_ACK | KVS_TCP_PSH, in.isn + 1);
+    late.seq = in.backend_isn + 1;  // the byte it owes next, and more
+    late.len = 120;
+    pool.segment(key_of(in), late, 20, host_);
+    const std::vector<Sent> sent = host_.take_sent();
+    ASSERT_EQ(sent.size(), 1u);
+    EXPECT_EQ(sent[0].s.kind, PoolSend::Kind::Rst);
+    EXPECT_EQ(pool.open(), 0u);
+    EXPECT_TRUE(host_.taken.empty());
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 1u);
+    PoolLeg leg;
+    EXPECT_FALSE(pool.draw(t_, 0, 1460, 30, leg));
 }
 
 TEST_F(PoolTest, AParkedLegAgesOutOrClosesWithAResetInItsWindow) {
@@ -513,6 +534,7 @@ TEST_F(PoolTest, AParkedLegAcknowledgesARetransmissionAgain) {
     ASSERT_TRUE(pool.park(t_, in, 10));
     BackendSeg again = seg(KVS_TCP_ACK | KVS_TCP_PSH, in.isn + 1);
     again.seq = in.backend_isn - 99;  // its last 100 bytes, again
+    again.len = 100;
     again.has_ts = true;
     again.tsval = 800;
     pool.segment(key_of(in), again, 20, host_);
