@@ -174,7 +174,8 @@ class Binder {
     void start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_t now);
     // The previous backend leg closed (FIN/RST) while the request was held: it moves.
     void old_leg_closing() { old_closing_ = true; }
-    // Rebinding: the previous backend leg sent a FIN or RST meanwhile.
+    // Rebinding: the previous backend leg sent a FIN, a RST or bytes past its response meanwhile
+    // (the request moves to a new leg, and that one is not kept for reuse).
     bool old_leg_closed() const { return old_closing_; }
     bool rebinding() const { return rebind_; }
     std::uint16_t previous_backend() const { return previous_; }

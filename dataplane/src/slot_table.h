@@ -89,7 +89,7 @@ struct PortBusy {
     // kPortInstalled -> kPortBinding: an installed flow's port passes to the worker (a leg the
     // backend pool keeps); false when it is not installed (the sweeper may have freed it).
     bool reclaim(std::uint16_t backend, std::uint16_t port) {
-        PortBlock *b = block(backend);
+        PortBlock *b = find(backend);
         std::uint8_t expect = kPortInstalled;
         return b && b->busy[port].compare_exchange_strong(expect, kPortBinding,
                                                           std::memory_order_acq_rel);
