@@ -203,6 +203,85 @@ class BindTest : public ::testing::Test {
         return -1;
     }
     std::uint64_t stat(unsigned r) const { return worker->counter(r); }
+    // Per-request steering, up to a request boundary: a connection bound (round robin) to a
+    // backend other than the one a fresh connection with `second` reaches (`fresh`, probed from
+    // another client port), its entries then marked REBINDING as XDP marks them at a boundary
+    // (the 100-byte response complete and acknowledged, TSval 90000 the last sent to the client).
+    // `leg_ts`: the backend's SYN-ACK to the first request has timestamps, SACK, window scaling.
+    struct Boundary {
+        std::string req1, second;
+        int fresh = -1, be1 = -1;
+        kvs_flow_key kc{}, ks{};
+        kvs_flow fc{}, fs{};
+        std::uint32_t S = 0;  // the client's next byte: the boundary
+        std::uint16_t old_port = 0;
+    };
+    void bind_to_boundary(bool leg_ts, Boundary &b) {
+        // Where a fresh connection with the second request lands (another client port).
+        std::string &second = b.second;
+        second = request(700);
+        second[second.size() - 10] = 'Z';  // a distinct prompt tail, same length
+        cookie = cookie_for(cport + 1);
+        {
+            Seg s = client_seg(0, second, 5);
+            s.sport = static_cast<std::uint16_t>(cport + 1);
+            inject(rp.rx, make_seg(rp.pool, s));
+        }
+        auto out = step(now);
+        ASSERT_EQ(out.size(), 1u);
+        const int fresh = b.fresh = backend_of(parse(out[0]));
+        ASSERT_GE(fresh, 0);
+        {  // the probe is done with: its client resets (no SYN retries from it later)
+            Seg r = client_seg(0, "", 5);
+            r.sport = static_cast<std::uint16_t>(cport + 1);
+            r.flags = KVS_TCP_RST;
+            inject(rp.rx, make_seg(rp.pool, r));
+            step(now);
+        }
+        // The connection under test: bound to another backend than that.
+        cookie = cookie_for(cport);
+        const std::string &req1 = b.req1 = request(600);
+        tables->config.steer_mode =
+            KVS_STEER_ROUND_ROBIN;  // first request: any backend but `fresh`
+        int &be1 = b.be1;
+        for (int tries = 0; tries < 3 && be1 < 0; ++tries) {
+            inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
+            out = step(now);
+            ASSERT_EQ(out.size(), 1u);
+            kvs_pkt syn = parse(out[0]);
+            if (backend_of(syn) == fresh) {  // reset by the backend: the next candidate
+                inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_RST | KVS_TCP_ACK)));
+                continue;
+            }
+            be1 = backend_of(syn);
+            inject(rp.rx, make_seg(rp.pool, leg_ts ? synack_to(syn)
+                                                   : backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK)));
+            out = step(now + ms(1));
+            ASSERT_EQ(out.size(), 2u) << "ACK + the request";
+        }
+        ASSERT_GE(be1, 0);
+        ASSERT_NE(be1, fresh);
+        tables->config.steer_mode = KVS_STEER_PREFIX;
+
+        // XDP's view at the boundary: the response (100 bytes) complete and acknowledged, both
+        // entries marked.
+        const kvs_flow_key kc = b.kc = client_key();
+        kvs_flow &fc = b.fc, &fs = b.fs;
+        ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+        const std::uint32_t S = b.S = isn + 1 + static_cast<std::uint32_t>(req1.size());
+        EXPECT_EQ(fc.next_seq, S) << "tracking starts after the flushed request";
+        EXPECT_EQ(fc.client_wscale, 7);
+        kvs_flow_key &ks = b.ks;
+        kvs_flow_reverse_key(&kc, &fc, &ks);
+        ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+        b.old_port = ntohs(fc.new_sport);
+        fs.next_seq = bisn + 1 + 100;
+        fs.ts_last = 90000;
+        fc.state |= KVS_FLOW_REBINDING;
+        fs.state |= KVS_FLOW_REBINDING;
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+    }
 
     std::unique_ptr<MemTables> tables;
     RingPort rp;
@@ -1729,68 +1808,15 @@ TEST_F(BindTest, FullInboxOfAnotherWorkerIsCounted) {
 // tracking XDP keeps); the next request moves to the backend a fresh connection would reach.
 TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     make_worker();
-    // Where a fresh connection with the second request lands (another client port).
-    std::string second = request(700);
-    second[second.size() - 10] = 'Z';  // a distinct prompt tail, same length
-    cookie = cookie_for(cport + 1);
-    {
-        Seg s = client_seg(0, second, 5);
-        s.sport = static_cast<std::uint16_t>(cport + 1);
-        inject(rp.rx, make_seg(rp.pool, s));
-    }
-    auto out = step(now);
-    ASSERT_EQ(out.size(), 1u);
-    const int fresh = backend_of(parse(out[0]));
-    ASSERT_GE(fresh, 0);
-    {  // the probe is done with: its client resets (no SYN retries from it later)
-        Seg r = client_seg(0, "", 5);
-        r.sport = static_cast<std::uint16_t>(cport + 1);
-        r.flags = KVS_TCP_RST;
-        inject(rp.rx, make_seg(rp.pool, r));
-        step(now);
-    }
-    // The connection under test: bound to another backend than that.
-    cookie = cookie_for(cport);
-    const std::string req1 = request(600);
-    tables->config.steer_mode = KVS_STEER_ROUND_ROBIN;  // first request: any backend but `fresh`
-    int be1 = -1;
-    for (int tries = 0; tries < 3 && be1 < 0; ++tries) {
-        inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
-        out = step(now);
-        ASSERT_EQ(out.size(), 1u);
-        kvs_pkt syn = parse(out[0]);
-        if (backend_of(syn) == fresh) {  // reset by the backend: the next candidate
-            inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_RST | KVS_TCP_ACK)));
-            continue;
-        }
-        be1 = backend_of(syn);
-        Seg sa = backend_seg(syn, KVS_TCP_SYN | KVS_TCP_ACK);
-        inject(rp.rx, make_seg(rp.pool, sa));
-        out = step(now + ms(1));
-        ASSERT_EQ(out.size(), 2u) << "ACK + the request";
-    }
-    ASSERT_GE(be1, 0);
-    ASSERT_NE(be1, fresh);
-    tables->config.steer_mode = KVS_STEER_PREFIX;
-
-    // XDP's view at the boundary: the response (100 bytes) complete and acknowledged, both
-    // entries marked.
-    const kvs_flow_key kc = client_key();
-    kvs_flow fc{}, fs{};
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
-    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
-    EXPECT_EQ(fc.next_seq, S) << "tracking starts after the flushed request";
-    EXPECT_EQ(fc.client_wscale, 7);
-    kvs_flow_key ks;
-    kvs_flow_reverse_key(&kc, &fc, &ks);
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
-    const std::uint16_t old_port = ntohs(fc.new_sport);
-    fs.next_seq = bisn + 1 + 100;
-    fs.ts_last = 90000;
-    fc.state |= KVS_FLOW_REBINDING;
-    fs.state |= KVS_FLOW_REBINDING;
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(false, b));
+    const std::string &req1 = b.req1, &second = b.second;
+    const int fresh = b.fresh, be1 = b.be1;
+    const kvs_flow_key kc = b.kc, ks = b.ks;
+    kvs_flow fs = b.fs;
+    const std::uint32_t S = b.S;
+    const std::uint16_t old_port = b.old_port;
+    std::vector<std::vector<std::uint8_t>> out;
 
     // The next request, punted by XDP (its ack: the whole response).
     Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7);
@@ -1850,67 +1876,15 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
 // of it reaches the pool, which resets it and frees the port.
 TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     make_worker();
-    // Where a fresh connection with the second request lands (another client port).
-    std::string second = request(700);
-    second[second.size() - 10] = 'Z';  // a distinct prompt tail, same length
-    cookie = cookie_for(cport + 1);
-    {
-        Seg s = client_seg(0, second, 5);
-        s.sport = static_cast<std::uint16_t>(cport + 1);
-        inject(rp.rx, make_seg(rp.pool, s));
-    }
-    auto out = step(now);
-    ASSERT_EQ(out.size(), 1u);
-    const int fresh = backend_of(parse(out[0]));
-    ASSERT_GE(fresh, 0);
-    {  // the probe is done with: its client resets (no SYN retries from it later)
-        Seg r = client_seg(0, "", 5);
-        r.sport = static_cast<std::uint16_t>(cport + 1);
-        r.flags = KVS_TCP_RST;
-        inject(rp.rx, make_seg(rp.pool, r));
-        step(now);
-    }
-    // The connection under test: bound to another backend than that.
-    cookie = cookie_for(cport);
-    const std::string req1 = request(600);
-    tables->config.steer_mode = KVS_STEER_ROUND_ROBIN;  // first request: any backend but `fresh`
-    int be1 = -1;
-    for (int tries = 0; tries < 3 && be1 < 0; ++tries) {
-        inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
-        out = step(now);
-        ASSERT_EQ(out.size(), 1u);
-        kvs_pkt syn = parse(out[0]);
-        if (backend_of(syn) == fresh) {  // reset by the backend: the next candidate
-            inject(rp.rx, make_seg(rp.pool, backend_seg(syn, KVS_TCP_RST | KVS_TCP_ACK)));
-            continue;
-        }
-        be1 = backend_of(syn);
-        inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
-        out = step(now + ms(1));
-        ASSERT_EQ(out.size(), 2u) << "ACK + the request";
-    }
-    ASSERT_GE(be1, 0);
-    ASSERT_NE(be1, fresh);
-    tables->config.steer_mode = KVS_STEER_PREFIX;
-
-    // XDP's view at the boundary: the response (100 bytes) complete and acknowledged, both
-    // entries marked.
-    const kvs_flow_key kc = client_key();
-    kvs_flow fc{}, fs{};
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
-    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
-    EXPECT_EQ(fc.next_seq, S) << "tracking starts after the flushed request";
-    EXPECT_EQ(fc.client_wscale, 7);
-    kvs_flow_key ks;
-    kvs_flow_reverse_key(&kc, &fc, &ks);
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
-    const std::uint16_t old_port = ntohs(fc.new_sport);
-    fs.next_seq = bisn + 1 + 100;
-    fs.ts_last = 90000;
-    fc.state |= KVS_FLOW_REBINDING;
-    fs.state |= KVS_FLOW_REBINDING;
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    const std::string &req1 = b.req1, &second = b.second;
+    const int fresh = b.fresh, be1 = b.be1;
+    const kvs_flow_key ks = b.ks;
+    kvs_flow fc = b.fc, fs = b.fs;
+    const std::uint32_t S = b.S;
+    const std::uint16_t old_port = b.old_port;
+    std::vector<std::vector<std::uint8_t>> out;
 
     // The next request, punted by XDP (its ack: the whole response).
     // Its TSval far ahead (a client clock faster than ours): the old leg carried up to this one,
