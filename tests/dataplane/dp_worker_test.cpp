@@ -216,6 +216,29 @@ class BindTest : public ::testing::Test {
         std::uint32_t S = 0;  // the client's next byte: the boundary
         std::uint16_t old_port = 0;
     };
+    // The request at the boundary `b` (its segment `r2`, punted by XDP) moves to `b.fresh`: its
+    // SYN there (the client's sequence space and options, a new SNAT port), answered with a
+    // SYN-ACK (ISN 0x20000000, TSval 777); what the worker sends then is in `out`.
+    void move_request(const Boundary &b, const Seg &r2,
+                      std::vector<std::vector<std::uint8_t>> &out) {
+        inject(rp.rx, make_seg(rp.pool, r2));
+        out = step(now + ms(100));  // past the first binding's local linger
+        ASSERT_EQ(out.size(), 1u);
+        kvs_pkt syn2 = parse(out[0]);
+        EXPECT_EQ(syn2.tcp->flags, KVS_TCP_SYN);
+        EXPECT_EQ(backend_of(syn2), b.fresh) << "the policy's choice for this request";
+        EXPECT_EQ(ntohl(syn2.tcp->seq), b.S - 1) << "the new leg keeps the client's sequence space";
+        EXPECT_EQ(syn2.opts.wscale, 7) << "the client's handshake options, kept in its entry";
+        EXPECT_NE(ntohs(syn2.tcp->source), b.old_port);
+        Seg sa2 = backend_seg(syn2, KVS_TCP_SYN | KVS_TCP_ACK);
+        sa2.seq = 0x20000000u;
+        sa2.ack = b.S;
+        sa2.ts = true;
+        sa2.tsval = 777;
+        sa2.tsecr = syn2.opts.tsval;
+        inject(rp.rx, make_seg(rp.pool, sa2));
+        out = step(now + ms(101));
+    }
     void bind_to_boundary(bool leg_ts, Boundary &b) {
         // Where a fresh connection with the second request lands (another client port).
         std::string &second = b.second;
@@ -1821,24 +1844,7 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     // The next request, punted by XDP (its ack: the whole response).
     Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7);
     r2.ack = cookie + 1 + 100;
-    inject(rp.rx, make_seg(rp.pool, r2));
-    out = step(now + ms(100));  // past the first binding's local linger
-    ASSERT_EQ(out.size(), 1u);
-    kvs_pkt syn2 = parse(out[0]);
-    EXPECT_EQ(syn2.tcp->flags, KVS_TCP_SYN);
-    EXPECT_EQ(backend_of(syn2), fresh) << "the policy's choice for this request";
-    EXPECT_EQ(ntohl(syn2.tcp->seq), S - 1) << "the new leg keeps the client's sequence space";
-    EXPECT_EQ(syn2.opts.wscale, 7) << "the client's handshake options, kept in its entry";
-    EXPECT_NE(ntohs(syn2.tcp->source), old_port);
-
-    Seg sa2 = backend_seg(syn2, KVS_TCP_SYN | KVS_TCP_ACK);
-    sa2.seq = 0x20000000u;
-    sa2.ack = S;
-    sa2.ts = true;
-    sa2.tsval = 777;
-    sa2.tsecr = syn2.opts.tsval;
-    inject(rp.rx, make_seg(rp.pool, sa2));
-    out = step(now + ms(101));
+    ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
     ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
     kvs_pkt rst = parse(out[1]);
@@ -1893,24 +1899,7 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7 + kAhead);
     r2.ack = cookie + 1 + 100;
     r2.window = 1000;
-    inject(rp.rx, make_seg(rp.pool, r2));
-    out = step(now + ms(100));  // past the first binding's local linger
-    ASSERT_EQ(out.size(), 1u);
-    kvs_pkt syn2 = parse(out[0]);
-    EXPECT_EQ(syn2.tcp->flags, KVS_TCP_SYN);
-    EXPECT_EQ(backend_of(syn2), fresh) << "the policy's choice for this request";
-    EXPECT_EQ(ntohl(syn2.tcp->seq), S - 1) << "the new leg keeps the client's sequence space";
-    EXPECT_EQ(syn2.opts.wscale, 7) << "the client's handshake options, kept in its entry";
-    EXPECT_NE(ntohs(syn2.tcp->source), old_port);
-
-    Seg sa2 = backend_seg(syn2, KVS_TCP_SYN | KVS_TCP_ACK);
-    sa2.seq = 0x20000000u;
-    sa2.ack = S;
-    sa2.ts = true;
-    sa2.tsval = 777;
-    sa2.tsecr = syn2.opts.tsval;
-    inject(rp.rx, make_seg(rp.pool, sa2));
-    out = step(now + ms(101));
+    ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
     ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, ACK to the old one, the request";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
     EXPECT_EQ(backend_of(parse(out[0])), fresh);
