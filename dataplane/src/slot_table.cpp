@@ -72,6 +72,7 @@ SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count
     if (count_sources) {
         try {
             by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
+            source_count_.assign(static_cast<std::size_t>(rte_hash_max_key_id(by_source_)) + 1, 0);
         } catch (...) {
             rte_hash_free(by_client_);
             throw;
@@ -268,11 +269,8 @@ void SlotTable::list_add(std::uint32_t idx) {
     ++n_binding_;
     if (by_source_) {
         const std::uint64_t src = source_key(s.ckey);
-        void *d = nullptr;
-        const std::uintptr_t n = rte_hash_lookup_data(by_source_, &src, &d) >= 0
-                                     ? reinterpret_cast<std::uintptr_t>(d)
-                                     : 0;
-        rte_hash_add_key_data(by_source_, &src, as_data(n + 1));
+        const std::int32_t pos = rte_hash_add_key(by_source_, &src);  // the key's position
+        if (pos >= 0) ++source_count_[static_cast<std::uint32_t>(pos)];
     }
 }
 
@@ -292,13 +290,16 @@ void SlotTable::list_del(std::uint32_t idx) {
     --n_binding_;
     if (by_source_) {
         const std::uint64_t src = source_key(s.ckey);
-        void *d = nullptr;
-        if (rte_hash_lookup_data(by_source_, &src, &d) < 0) return;
-        const auto n = reinterpret_cast<std::uintptr_t>(d);
-        if (n <= 1)
-            rte_hash_del_key(by_source_, &src);
-        else
-            rte_hash_add_key_data(by_source_, &src, as_data(n - 1));
+        const hash_sig_t sig = rte_hash_hash(by_source_, &src);
+        const std::int32_t pos = rte_hash_lookup_with_hash(by_source_, &src, sig);
+        if (pos < 0) return;
+        std::uint32_t &n = source_count_[static_cast<std::uint32_t>(pos)];
+        if (n <= 1) {
+            n = 0;  // a free position counts 0: a key added there later starts from it
+            rte_hash_del_key_with_hash(by_source_, &src, sig);
+        } else {
+            --n;
+        }
     }
 }
 
@@ -311,9 +312,8 @@ std::uint64_t SlotTable::source_key(const kvs_flow_key &k) {
 
 unsigned SlotTable::held_by(const kvs_flow_key &ckey) const {
     const std::uint64_t src = source_key(ckey);
-    void *d = nullptr;
-    if (!by_source_ || rte_hash_lookup_data(by_source_, &src, &d) < 0) return 0;
-    return static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(d));
+    const std::int32_t pos = by_source_ ? rte_hash_lookup(by_source_, &src) : -1;
+    return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)];
 }
 
 }  // namespace kvsteer::dp

@@ -234,8 +234,9 @@ class SlotTable {
     std::vector<std::uint32_t> free_;
     std::vector<std::int32_t> by_port_;  // SNAT port - port_lo_ -> first leg entry (-1: none)
     rte_hash *by_client_ = nullptr;
-    rte_hash *by_source_ = nullptr;        // client address -> slots it holds while binding
-    std::unique_ptr<PortBusy> own_ports_;  // when none is shared
+    rte_hash *by_source_ = nullptr;            // client address -> its position in source_count_
+    std::vector<std::uint32_t> source_count_;  // slots each client address holds while binding
+    std::unique_ptr<PortBusy> own_ports_;      // when none is shared
     PortBusy *ports_;
     std::uint16_t port_lo_, port_hi_, port_cursor_;
     std::int32_t list_head_ = -1, list_tail_ = -1;

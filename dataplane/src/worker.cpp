@@ -245,6 +245,7 @@ void Worker::flush_tx() {
 }
 
 unsigned Worker::poll(std::uint64_t now) {
+    poll_ns_ = 0;  // the monotonic clock is read once a poll, when first asked (clock_ns)
     rte_mbuf *rx[32];
     unsigned n = KVS_UNLIKELY(p_.rx_off && p_.rx_off->load(std::memory_order_relaxed))
                      ? 0
@@ -275,7 +276,13 @@ unsigned Worker::poll(std::uint64_t now) {
         }
     }
     flush_tx();
+    poll_ns_ = 0;
     return n;
+}
+
+std::uint64_t Worker::clock_ns() {
+    if (!poll_ns_) return poll_ns_ = mono_ns();
+    return poll_ns_;
 }
 
 void Worker::run(const std::atomic<bool> &stop) {
@@ -503,7 +510,7 @@ void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
     const kvs_config &c = *t_.config;
     if (c.syn_rate_per_prefix) {
         // The same buckets as XDP's (synrate.h), direct-mapped by prefix: a collision shares one.
-        const std::uint64_t key = kvs_syn_prefix_key(&pkt), now = mono_ns();
+        const std::uint64_t key = kvs_syn_prefix_key(&pkt), now = clock_ns();
         SynBucket &b = syn_buckets_[rte_hash_crc_8byte(key, 0) % syn_buckets_.size()];
         if (b.key != key) {
             b.key = key;
@@ -869,7 +876,7 @@ void Worker::accept_install(std::uint32_t idx, std::uint64_t now) {
     Slot &s = slots_[idx];
     if (t_.flows_fd < 0) {
         kvs_flow_key k_c2s, k_s2c;
-        build_pair(s, mono_ns(), &k_c2s, &k_s2c);
+        build_pair(s, clock_ns(), &k_c2s, &k_s2c);
         return installed(idx, true, now);
     }
     if (n_accepted_ == kMaxInstalls) install_accepted(now);
@@ -884,7 +891,7 @@ void Worker::install_accepted(std::uint64_t now) {
     if (n_accepted_ == 0) return;
     const unsigned n_in = n_accepted_;
     n_accepted_ = 0;
-    const std::uint64_t now_ns = mono_ns();
+    const std::uint64_t now_ns = clock_ns();
     std::uint32_t idxs[kMaxInstalls];
     unsigned n = 0;
     for (unsigned i = 0; i < n_in; ++i) {
@@ -1050,7 +1057,7 @@ void Worker::report(const Slot &s) {
     kvs_bind_report &r = t_.ring[static_cast<std::size_t>(p_.index) * KVS_BIND_RING_SLOTS +
                                  (ring_head_ & (KVS_BIND_RING_SLOTS - 1))];
     const PrefixHashes &h = s.b.report_hashes();
-    r.ts_ns = mono_ns();
+    r.ts_ns = clock_ns();
     r.prefix_hash = h.prefix;
     std::memcpy(r.block_hash, h.blocks.data(), sizeof(r.block_hash));
     r.prompt_bytes = s.b.prompt_bytes();
@@ -1165,7 +1172,7 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     };
     // The backend's idle timer runs from the leg's last segment, not from now: the leg is as
     // old as that (a leg about to be closed by the backend is not kept).
-    const std::uint64_t now_ns = mono_ns();
+    const std::uint64_t now_ns = clock_ns();
     const std::uint64_t last_ns = std::max(o.last_seen_ns, os.last_seen_ns);
     const std::uint64_t idle = now_ns > last_ns ? (now_ns - last_ns) * hz_ / 1000000000ull : 0;
     // Only a leg the slot alone reaches (attach_old_leg): no other slot may take its segments.
