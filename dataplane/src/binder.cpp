@@ -333,7 +333,7 @@ void Binder::pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, 
     leg_wscale_ = leg.wscale;
     leg_mss_ = leg.mss;
     // As syn() maps them, onto our clock; a reused leg's never below what it already carried.
-    std::uint32_t start = env.clock_ms();
+    std::uint32_t start = env.clock_ms;
     if (leg.reused && seq_lt(start, leg.ts_floor + 1)) start = leg.ts_floor + 1;
     ts_delta_ = start - tsval_first_;
     backend_isn_ = leg.backend_isn;
@@ -382,7 +382,7 @@ void Binder::syn(const BindEnv &env, Actions &out) {
     // The flight's earliest TSval maps to now, and the SYN carries it: the backend's ts_recent
     // must not pass the held segments' TSvals, or it drops the older ones as PAWS failures (a
     // head written a few ms before its body).
-    if (syn_tries_ == 0) ts_delta_ = env.clock_ms() - tsval_first_;
+    if (syn_tries_ == 0) ts_delta_ = env.clock_ms - tsval_first_;
     ++syn_tries_;  // a SYN the worker could not build counts as sent: the timer retries it
     Action a = act(Action::Kind::SynToBackend);
     a.seq = ff_.isn();  // the client's own ISN: no sequence translation client -> backend

@@ -52,7 +52,7 @@ struct BindEnv {
     ChooseScratch &scratch;
     std::uint64_t *stats;         // the worker's counters (KVS_R_*)
     std::span<std::uint8_t> buf;  // room to assemble a flight: at least cfg.max_held bytes
-    std::uint32_t (*clock_ms)();  // the backend leg's timestamp clock
+    std::uint32_t clock_ms;       // the backend leg's timestamp clock, now (ms)
     // The worker's per-session-key in-flight counts (session affinity by header); null: the
     // feature is off here whatever kvs_config says.
     SessionLimiter *sessions = nullptr;

@@ -41,10 +41,6 @@ std::uint64_t mono_ns() {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
-std::uint32_t mono_ms() {
-    return static_cast<std::uint32_t>(mono_ns() / 1000000);
-}
-
 // The SNAT port range every worker shares ([lo, hi]) and how many ports each one gets.
 struct PortShare {
     std::uint32_t lo, hi, per;
@@ -97,7 +93,7 @@ struct PoolGlue final : PoolHost {
     void give_port(std::uint16_t backend, std::uint16_t port) override {
         w.slots_.give_port(backend, port);
     }
-    std::uint32_t clock_ms() override { return mono_ms(); }
+    std::uint32_t clock_ms() override { return w.clock_ms(); }
     std::uint32_t new_isn() override { return static_cast<std::uint32_t>(rte_rand()); }
     void inc(unsigned reason) override { w.inc(reason); }
     void send(const PoolLeg &l, const PoolSend &ps) override {
@@ -245,13 +241,13 @@ void Worker::flush_tx() {
 }
 
 unsigned Worker::poll(std::uint64_t now) {
-    poll_ns_ = 0;  // the monotonic clock is read once a poll, when first asked (clock_ns)
+    poll_ns_ = poll_tai_ns_ = 0;  // the clocks are read once a poll, when first asked (clock_ns)
     rte_mbuf *rx[32];
     unsigned n = KVS_UNLIKELY(p_.rx_off && p_.rx_off->load(std::memory_order_relaxed))
                      ? 0
                      : rte_eth_rx_burst(p_.port, p_.queue, rx, 32);
     for (unsigned i = 0; i < n; ++i) {
-        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
+        if (i + 1 < n) prefetch_frame(rx[i + 1]);
         handle(rx[i], now);
     }
     if (p_.inboxes) {
@@ -276,13 +272,28 @@ unsigned Worker::poll(std::uint64_t now) {
         }
     }
     flush_tx();
-    poll_ns_ = 0;
+    poll_ns_ = poll_tai_ns_ = 0;
     return n;
 }
 
-std::uint64_t Worker::clock_ns() {
-    if (!poll_ns_) return poll_ns_ = mono_ns();
+// The next frame's bytes, while this one is handled. A new flow's first segment is read whole
+// (the request's head and the JSON up to the prompt, then the prompt hashed): fetch every line
+// of it, up to 2 KB; a frame of a bound flow needs only its headers, and is rarely this long
+// here (XDP forwards those).
+void Worker::prefetch_frame(const rte_mbuf *m) {
+    const auto *p = rte_pktmbuf_mtod(m, const char *);
+    const std::uint32_t len = std::min<std::uint32_t>(rte_pktmbuf_data_len(m), 2048);
+    for (std::uint32_t off = 0; off < len; off += RTE_CACHE_LINE_SIZE) rte_prefetch0(p + off);
+}
+
+std::uint64_t Worker::clock_ns() const {
+    if (!poll_ns_) poll_ns_ = mono_ns();
     return poll_ns_;
+}
+
+std::uint64_t Worker::clock_tai_ns() const {
+    if (!poll_tai_ns_) poll_tai_ns_ = kvs_cookie_now_tai_ns();
+    return poll_tai_ns_;
 }
 
 void Worker::run(const std::atomic<bool> &stop) {
@@ -522,7 +533,7 @@ void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
             return;
         }
     }
-    rte_mbuf *out = build_cookie_synack(m, c, pkt, kvs_cookie_now_tai_ns());
+    rte_mbuf *out = build_cookie_synack(m, c, pkt, clock_tai_ns());
     if (!out) {
         inc(KVS_R_DROP_NO_CONFIG);
         return;
@@ -569,7 +580,7 @@ bool Worker::cookie_valid(const kvs_pkt &pkt, kvs_cookie_opts *co) const {
     kvs_cookie_tuple tup{};
     kvs_cookie_tuple_of(&pkt, &tup);
     return kvs_cookie_check(&c.cookie_key[0][0], &tup, kvs_ntohl(pkt.tcp->ack_seq) - 1,
-                            kvs_cookie_slot(kvs_cookie_now_tai_ns(), c.cookie_period_s), co);
+                            kvs_cookie_slot(clock_tai_ns(), c.cookie_period_s), co);
 }
 
 // xdp mode: whether XDP marked the slot's flow REBINDING (a request boundary).
@@ -717,7 +728,7 @@ void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::u
 
 BindEnv Worker::env() {
     bcfg_.max_held = max_held();  // the published config may change it
-    BindEnv e{bcfg_,          t_, scratch_, stats_, std::span<std::uint8_t>(buf_), &mono_ms,
+    BindEnv e{bcfg_,          t_, scratch_, stats_, std::span<std::uint8_t>(buf_), clock_ms(),
               sessions_.get()};
     e.pool = pool_ != nullptr;
     return e;
@@ -1194,7 +1205,7 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     l.isn = client_next + o.seq_delta - 1;
     l.backend_isn = os.next_seq - 1;
     l.backend_tsval = os.ts_last - os.tsval_delta;  // the newest the client was sent
-    const std::uint32_t clock = mono_ms();
+    const std::uint32_t clock = clock_ms();
     l.ts_floor = static_cast<std::int32_t>(clock - s.prev_tsval) > 0 ? clock : s.prev_tsval;
     if (!pool_->park(t_, l, now - idle)) {
         slots_.mark_installed(o.backend_id, port);  // the sweeper frees it once the leg is reset

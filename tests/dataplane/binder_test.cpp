@@ -34,10 +34,6 @@ constexpr std::uint32_t kIsn = 0x10000000u, kCookie = 0xc0c0c0c0u, kBackendIsn =
 constexpr std::uint32_t kTsOurs = 777, kTsClient = 5000, kClockMs = 100000;
 constexpr std::uint64_t kGap = 100, kSynTimeout = 1000, kIdle = 50000, kUnsure = 1500;
 
-std::uint32_t fake_clock() {
-    return kClockMs;
-}
-
 class BinderTest : public ::testing::Test {
    protected:
     BinderTest() : backends_(KVS_MAX_BACKENDS), load_(KVS_MAX_BACKENDS), buf_(64 * 1024) {
@@ -74,8 +70,7 @@ class BinderTest : public ::testing::Test {
     }
 
     BindEnv env() {
-        BindEnv e{cfg_,        t_,       scratch_, stats_, std::span<std::uint8_t>(buf_),
-                  &fake_clock, sessions_};
+        BindEnv e{cfg_, t_, scratch_, stats_, std::span<std::uint8_t>(buf_), kClockMs, sessions_};
         e.pool = pool_;
         return e;
     }
