@@ -1185,7 +1185,12 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     // old as that (a leg about to be closed by the backend is not kept).
     const std::uint64_t now_ns = clock_ns();
     const std::uint64_t last_ns = std::max(o.last_seen_ns, os.last_seen_ns);
-    const std::uint64_t idle = now_ns > last_ns ? (now_ns - last_ns) * hz_ / 1000000000ull : 0;
+    // In 128 bits: nanoseconds times the TSC rate overflow 64 bits past ~6 s of idle, and a wrapped
+    // idle time could pass a leg idle for longer as fresh.
+    const std::uint64_t idle =
+        now_ns > last_ns ? static_cast<std::uint64_t>(
+                               static_cast<unsigned __int128>(now_ns - last_ns) * hz_ / 1000000000u)
+                         : 0;
     // Only a leg the slot alone reaches (attach_old_leg): no other slot may take its segments.
     if (!o.leg_ts || !o.client_sack || o.leg_wscale == KVS_WSCALE_NONE || o.leg_mss == 0 ||
         ((o.state | os.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_CLOSED)) ||

@@ -239,6 +239,7 @@ class BindTest : public ::testing::Test {
         inject(rp.rx, make_seg(rp.pool, sa2));
         out = step(now + ms(101));
     }
+    void expect_idle_leg_reset(std::uint64_t idle_s);
     void bind_to_boundary(bool leg_ts, Boundary &b) {
         // Where a fresh connection with the second request lands (another client port).
         std::string &second = b.second;
@@ -1938,6 +1939,132 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     EXPECT_EQ(ntohl(rst.tcp->seq), S) << "in its window";
     EXPECT_EQ(stat(KVS_R_DP_POOL_CLOSED_BY_BACKEND), 1u);
     EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be1), old_port), kPortFree);
+}
+
+// A leg its backend has not heard from for `idle_s` (its entries' last_seen) is not kept when its
+// request moves: the backend's idle timer runs from there, and the pool's max age (2 s here)
+// bounds it. It is reset as a leg that cannot be kept.
+void BindTest::expect_idle_leg_reset(std::uint64_t idle_s) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const std::uint64_t mono = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+    b.fc.last_seen_ns = b.fs.last_seen_ns = mono - idle_s * 1000000000ull;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.kc, &b.fc, BPF_EXIST), 0);
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7);
+    r2.ack = cookie + 1 + 100;
+    std::vector<std::vector<std::uint8_t>> out;
+    ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
+    ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
+    kvs_pkt rst = parse(out[1]);
+    EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(backend_of(rst), b.be1);
+    EXPECT_EQ(ntohs(rst.tcp->source), b.old_port);
+    EXPECT_EQ(stat(KVS_R_DP_POOL_PARK_REFUSED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_POOL_PARKED), 0u);
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b.be1), b.old_port), kPortInstalled)
+        << "still the flow's: the sweeper frees it with the entries";
+}
+
+TEST_F(BindTest, ALegIdlePastTheMaxAgeIsNotKept) {
+    expect_idle_leg_reset(3);
+}
+
+// Long idle: nanoseconds times the TSC rate overflow 64 bits past ~6 s, and a wrapped idle time
+// used to pass such a leg as fresh. The idle time taken is one whose 64-bit product with this
+// machine's TSC rate wraps to under a second.
+TEST_F(BindTest, ALegIdleLongEnoughToWrapIsNotKept) {
+    const std::uint64_t hz = rte_get_tsc_hz();
+    std::uint64_t idle_s = 0;
+    for (std::uint64_t sec = 7; sec < 100000 && !idle_s; ++sec) {
+        const std::uint64_t wrapped = sec * 1000000000ull * hz;  // mod 2^64, as the old code did
+        if (wrapped / 1000000000ull < hz) idle_s = sec;
+    }
+    ASSERT_NE(idle_s, 0u);
+    expect_idle_leg_reset(idle_s);
+}
+
+// A kept leg taken again: after the move above, a new connection whose request goes to the old
+// backend is spliced onto the kept leg instead of opening one. Its request goes out on the old
+// SNAT port at the leg's next byte, acknowledging the whole first response, with a TSval above
+// the newest the leg carried; the flow pair installed maps the leg's bytes onto the new client's.
+TEST_F(BindTest, AKeptLegCarriesTheNextConnectionsRequest) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    const kvs_flow fc = b.fc, fs = b.fs;
+    std::vector<std::vector<std::uint8_t>> out;
+    constexpr std::uint32_t kAhead = 600000;  // the client's clock ahead of ours: the TS floor
+    Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7 + kAhead);
+    r2.ack = cookie + 1 + 100;
+    ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
+    ASSERT_EQ(stat(KVS_R_DP_POOL_PARKED), 1u);
+    const std::uint32_t floor = 7 + kAhead + fc.tsval_delta;
+
+    // New connections, round robin, until one goes to the old backend (at most one per backend).
+    tables->config.steer_mode = KVS_STEER_ROUND_ROBIN;
+    const std::string req3 = request(650);
+    std::uint16_t port3 = 0;
+    std::uint32_t cookie3 = 0;
+    kvs_pkt data{};
+    for (std::uint16_t k = 0; k < 3 && !port3; ++k) {
+        const auto p = static_cast<std::uint16_t>(cport + 10 + k);
+        const std::uint32_t ck = cookie_for(p);
+        Seg s = client_seg(0, req3, 9);
+        s.sport = p;
+        s.ack = ck + 1;
+        inject(rp.rx, make_seg(rp.pool, s));
+        out = step(now + ms(110 + k));
+        ASSERT_FALSE(out.empty());
+        kvs_pkt first = parse(out[0]);
+        if (first.tcp->flags == KVS_TCP_SYN) {  // another backend: a new leg; drop this one
+            EXPECT_NE(backend_of(first), b.be1) << "the old backend has a kept leg: no SYN to it";
+            Seg r = client_seg(0, "", 9);
+            r.sport = p;
+            r.ack = ck + 1;
+            r.flags = KVS_TCP_RST;
+            inject(rp.rx, make_seg(rp.pool, r));
+            step(now + ms(110 + k));
+            continue;
+        }
+        ASSERT_EQ(out.size(), 1u) << "the request alone: the leg's handshake is long done";
+        port3 = p;
+        cookie3 = ck;
+        data = parse(out[0]);
+    }
+    ASSERT_NE(port3, 0) << "round robin reached the old backend";
+    EXPECT_EQ(stat(KVS_R_DP_POOL_DRAWN), 1u);
+    EXPECT_EQ(backend_of(data), b.be1);
+    EXPECT_EQ(ntohs(data.tcp->source), b.old_port) << "the kept leg's SNAT port";
+    EXPECT_EQ(ntohl(data.tcp->seq), b.S) << "the leg's next byte";
+    EXPECT_EQ(ntohl(data.tcp->ack_seq), bisn + 1 + 100) << "the whole first response acknowledged";
+    EXPECT_EQ(data.payload_len, req3.size());
+    ASSERT_NE(data.opts.ts_off, 0);
+    EXPECT_GT(static_cast<std::int32_t>(data.opts.tsval - floor), 0)
+        << "above the newest TSval the leg carried (the backend's PAWS check)";
+    EXPECT_EQ(data.opts.tsecr, 90000u - fs.tsval_delta) << "the backend's newest TSval echoed";
+    EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b.be1), b.old_port), kPortInstalled)
+        << "the port is the new flow's";
+
+    // The pair: the new client's entry onto the leg, and the leg's entry back to that client.
+    kvs_flow_key k3 = client_key();
+    k3.sport = htons(port3);
+    kvs_flow c3{}, s3{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &k3, &c3), 0);
+    EXPECT_EQ(c3.backend_id, b.be1);
+    EXPECT_EQ(ntohs(c3.new_sport), b.old_port);
+    EXPECT_EQ(c3.seq_delta + isn + 1 + static_cast<std::uint32_t>(req3.size()),
+              b.S + static_cast<std::uint32_t>(req3.size()))
+        << "the client's bytes continue the leg's";
+    kvs_flow_key ks3;
+    kvs_flow_reverse_key(&k3, &c3, &ks3);
+    EXPECT_EQ(std::memcmp(&ks3, &b.ks, sizeof ks3), 0) << "the kept leg's own 4-tuple";
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks3, &s3), 0);
+    EXPECT_EQ(s3.seq_delta + bisn + 1 + 100, cookie3 + 1)
+        << "the backend's next byte is the new client's first";
 }
 
 TEST_F(BindTest, BackendReplyOnAnotherQueueReachesTheOwningWorker) {
