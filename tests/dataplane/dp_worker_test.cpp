@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -239,6 +240,7 @@ class BindTest : public ::testing::Test {
         inject(rp.rx, make_seg(rp.pool, sa2));
         out = step(now + ms(101));
     }
+    void expect_old_leg_reset(const std::function<void(Boundary &)> &before_move);
     void expect_idle_leg_reset(std::uint64_t idle_s);
     void bind_to_boundary(bool leg_ts, Boundary &b) {
         // Where a fresh connection with the second request lands (another client port).
@@ -1941,19 +1943,13 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be1), old_port), kPortFree);
 }
 
-// A leg its backend has not heard from for `idle_s` (its entries' last_seen) is not kept when its
-// request moves: the backend's idle timer runs from there, and the pool's max age (2 s here)
-// bounds it. It is reset as a leg that cannot be kept.
-void BindTest::expect_idle_leg_reset(std::uint64_t idle_s) {
+// A move whose old leg is not kept: `before_move` sets up why, at the boundary. The old leg is
+// reset as before reuse, and its port stays the flow's (the sweeper frees it with the entries).
+void BindTest::expect_old_leg_reset(const std::function<void(Boundary &)> &before_move) {
     make_worker();
     Boundary b;
     ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    const std::uint64_t mono = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-    b.fc.last_seen_ns = b.fs.last_seen_ns = mono - idle_s * 1000000000ull;
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.kc, &b.fc, BPF_EXIST), 0);
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    before_move(b);
     Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7);
     r2.ack = cookie + 1 + 100;
     std::vector<std::vector<std::uint8_t>> out;
@@ -1967,6 +1963,20 @@ void BindTest::expect_idle_leg_reset(std::uint64_t idle_s) {
     EXPECT_EQ(stat(KVS_R_DP_POOL_PARKED), 0u);
     EXPECT_EQ(ports->state(static_cast<std::uint16_t>(b.be1), b.old_port), kPortInstalled)
         << "still the flow's: the sweeper frees it with the entries";
+}
+
+// The backend has not heard from the leg for `idle_s` (its entries' last_seen): its idle timer
+// runs from there, and the pool's max age (2 s here) bounds it.
+void BindTest::expect_idle_leg_reset(std::uint64_t idle_s) {
+    expect_old_leg_reset([&](Boundary &b) {
+        timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        const std::uint64_t mono =
+            static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+        b.fc.last_seen_ns = b.fs.last_seen_ns = mono - idle_s * 1000000000ull;
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.kc, &b.fc, BPF_EXIST), 0);
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    });
 }
 
 TEST_F(BindTest, ALegIdlePastTheMaxAgeIsNotKept) {
@@ -1985,6 +1995,12 @@ TEST_F(BindTest, ALegIdleLongEnoughToWrapIsNotKept) {
     }
     ASSERT_NE(idle_s, 0u);
     expect_idle_leg_reset(idle_s);
+}
+
+// The pool refuses the leg after its port was taken back (its backend draining): the port goes
+// back to the flow, and the leg is reset.
+TEST_F(BindTest, ALegOfADrainingBackendIsNotKept) {
+    expect_old_leg_reset([&](Boundary &b) { tables->backends[b.be1].state = KVS_BE_DRAIN; });
 }
 
 // A kept leg taken again: after the move above, a new connection whose request goes to the old
