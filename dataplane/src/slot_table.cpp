@@ -36,18 +36,19 @@ void *as_data(std::uintptr_t v) {
 
 }  // namespace
 
-PortBlock *PortBusy::block(std::uint16_t backend) {
+PortBlock *PortBusy::block(std::uint16_t backend, bool nothrow) {
     if (backend >= KVS_MAX_BACKENDS) return nullptr;
     PortBlock *b = blocks[backend].load(std::memory_order_acquire);
     if (b) return b;
-    auto fresh = std::make_unique<PortBlock>();
+    std::unique_ptr<PortBlock> fresh(nothrow ? new (std::nothrow) PortBlock : new PortBlock);
+    if (!fresh) return nullptr;
     if (blocks[backend].compare_exchange_strong(b, fresh.get(), std::memory_order_acq_rel))
         return fresh.release();
     return b;  // another thread's, published first
 }
 
 bool PortBusy::take(std::uint16_t backend, std::uint16_t port) {
-    PortBlock *b = block(backend);
+    PortBlock *b = block(backend, true);
     if (!b || b->busy[port].load(std::memory_order_relaxed) != kPortFree) return false;
     std::uint8_t expect = kPortFree;  // a plain read first: a scan passes taken ports unlocked
     return b->busy[port].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel);

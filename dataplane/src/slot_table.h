@@ -59,10 +59,14 @@ struct PortBusy {
         return backend < KVS_MAX_BACKENDS ? blocks[backend].load(std::memory_order_acquire)
                                           : nullptr;
     }
-    // The backend's table, allocated on first use (null only for a bad id).
-    PortBlock *block(std::uint16_t backend);
+    // The backend's table, allocated on first use (null for a bad id, or when `nothrow` and the
+    // allocation fails). Workers allocate their backends' tables off the packet path
+    // (Worker::prepare_port_tables): 320 KB written and faulted in for the first binding to a new
+    // backend would stall that burst.
+    PortBlock *block(std::uint16_t backend, bool nothrow = false);
 
-    // kPortFree -> kPortBinding; false when the port is taken.
+    // kPortFree -> kPortBinding; false when the port is taken (or the backend's table cannot be
+    // allocated).
     bool take(std::uint16_t backend, std::uint16_t port);
     std::uint8_t state(std::uint16_t backend, std::uint16_t port) const {
         const PortBlock *b = find(backend);
@@ -203,6 +207,7 @@ class SlotTable {
     // Slots being bound that a client source holds (0 when sources are not counted): its IPv4
     // address, or its IPv6 /64 (source_key).
     unsigned held_by(const kvs_flow_key &ckey) const;
+    PortBusy &ports() { return *ports_; }  // shared between workers, or this table's own
     static std::uint64_t source_key(const kvs_flow_key &ckey);
     // The binding list, oldest first: -1 ends it.
     std::int32_t oldest_binding() const { return list_head_; }

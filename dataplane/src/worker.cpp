@@ -192,6 +192,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
         sessions_ = std::make_unique<SessionLimiter>();
         p_.ports->limiters[p_.index].store(sessions_.get(), std::memory_order_release);
     }
+    prepare_port_tables();
 }
 
 Worker::~Worker() {
@@ -269,6 +270,7 @@ unsigned Worker::poll(std::uint64_t now) {
         if (now - last_beat_ >= hz_ / 100) {
             last_beat_ = now;
             heartbeat(mono_ns());
+            prepare_port_tables();
         }
     }
     flush_tx();
@@ -284,6 +286,18 @@ void Worker::prefetch_frame(const rte_mbuf *m) {
     const auto *p = rte_pktmbuf_mtod(m, const char *);
     const std::uint32_t len = std::min<std::uint32_t>(rte_pktmbuf_data_len(m), 2048);
     for (std::uint32_t off = 0; off < len; off += RTE_CACHE_LINE_SIZE) rte_prefetch0(p + off);
+}
+
+// Every configured backend's SNAT port table, allocated here (every 10 ms) rather than by the
+// first binding to it. nothrow: a failed allocation is tried again at the next tick, and a
+// binding meanwhile finds no port (dp_no_port) rather than throwing.
+void Worker::prepare_port_tables() {
+    if (!t_.backends) return;
+    PortBusy &ports = slots_.ports();
+    const std::uint32_t n = std::min<std::uint32_t>(t_.config->n_backends, KVS_MAX_BACKENDS);
+    for (std::uint32_t b = 0; b < n; ++b)
+        if (t_.backends[b].state != KVS_BE_EMPTY && !ports.find(static_cast<std::uint16_t>(b)))
+            ports.block(static_cast<std::uint16_t>(b), true);
 }
 
 std::uint64_t Worker::clock_ns() const {

@@ -186,6 +186,7 @@ class Worker {
     mutable std::uint64_t poll_ns_ = 0, poll_tai_ns_ = 0;
     std::uint64_t clock_ns() const;
     static void prefetch_frame(const rte_mbuf *m);
+    void prepare_port_tables();
     std::uint64_t clock_tai_ns() const;
     std::uint32_t clock_ms() const { return static_cast<std::uint32_t>(clock_ns() / 1000000); }
     std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_;
