@@ -502,8 +502,9 @@ else:
 # ---- 4. scaling ----------------------------------------------------------------------------
 w("## 4. Scaling\n")
 w("**Cores**: section 1 (XDP live, 1..N injecting cores; on this 2-CPU machine 2 cores also carry everything "
-  "else). The end-to-end and LLM runs use one balancer core; the dataplane's per-core scaling on one veth "
-  "queue is not measured.\n")
+  "else). The end-to-end and LLM runs use one balancer core and one dataplane worker: on veth with DPDK 22.11 no "
+  "end-to-end path with several AF_XDP workers exists (dataplane/README.md, \"Several workers end to end\"); the "
+  "binding with 1..N workers in one process is in section 5 (`dp_bind_scaling_w*`, `dp_bind_dpdk_scaling_w*`).\n")
 if testrun:
     w("**Flows in the table** (kernel-timed ns/packet, 66 B ACK/data on an established flow, the packet walking a random "
       "cycle through every flow of the LRU map, so lookups miss the caches as real traffic of many flows would):\n")
