@@ -13,6 +13,7 @@ BackendPool::BackendPool(const PoolConfig &cfg) : cfg_(cfg) {
     legs_.resize(static_cast<std::size_t>(KVS_MAX_BACKENDS) * cfg_.per_backend);
     demand_.assign(KVS_MAX_BACKENDS, 0);
     demand_prev_.assign(KVS_MAX_BACKENDS, 0);
+    live_.assign(KVS_MAX_BACKENDS, 0);
 }
 
 BackendPool::LegKey BackendPool::LegKey::of(const kvs_flow_key &k) {
@@ -64,15 +65,16 @@ void BackendPool::upkeep(const Tables &t, std::uint64_t now, PoolHost &host) {
     const std::uint32_t span = std::max(n, span_);
     span_ = n;
     for (std::uint32_t b = 0; b < span; ++b) {
+        // Nothing to age and nothing to open: the backend's legs are not read (with reuse alone,
+        // or a pool sized by demand, most backends of a large table are so at any time).
+        if (live_[b] == 0 && target(static_cast<std::uint16_t>(b)) == 0) continue;
         const kvs_backend &be = t.backends[b];
         // A backend that cannot be chosen now keeps no legs (a gone one's legs are retired).
         const bool wanted =
             b < n && be.state == KVS_BE_UP && kvs_snat_addr(t.config, be.family) != nullptr;
         // Legs open or opening, against the demand: only that many are (re)opened.
         const std::uint32_t goal = wanted ? target(static_cast<std::uint16_t>(b)) : 0;
-        std::uint32_t live = 0;
-        for (std::uint32_t i = 0; i < cfg_.per_backend; ++i)
-            live += leg(static_cast<std::uint16_t>(b), i).state != PoolLeg::State::Free;
+        std::uint32_t live = live_[b];
         for (std::uint32_t i = 0; i < cfg_.per_backend; ++i) {
             PoolLeg &l = leg(static_cast<std::uint16_t>(b), i);
             switch (l.state) {
@@ -118,6 +120,7 @@ void BackendPool::start(const Tables &t, PoolLeg &l, std::uint16_t backend, std:
     if (cfg_.max_ports && held_ >= cfg_.max_ports) return;
     if (!host.take_port(backend, port)) return;  // no port now: the next upkeep tries again
     ++held_;
+    ++live_[backend];
     const kvs_backend &be = t.backends[backend];
     l = PoolLeg{};
     l.backend = backend;
@@ -157,6 +160,7 @@ void BackendPool::drop(PoolLeg &l, std::uint64_t not_before, PoolHost &host, boo
     by_leg_.erase(LegKey::of(l));
     host.give_port(l.backend, l.port);
     --held_;
+    --live_[l.backend];
     l.state = PoolLeg::State::Free;
     l.port = 0;
     l.since = not_before;
@@ -175,6 +179,7 @@ bool BackendPool::draw(const Tables &t, std::uint16_t backend, std::uint16_t cli
         out = l;
         by_leg_.erase(LegKey::of(l));  // the port goes with the leg
         --held_;
+        --live_[backend];
         l.state = PoolLeg::State::Free;
         l.port = 0;
         l.since = 0;  // replaced at the next upkeep
@@ -199,6 +204,7 @@ bool BackendPool::park(const Tables &t, const PoolLeg &in, std::uint64_t now) {
         l.since = now;
         by_leg_[LegKey::of(l)] = static_cast<std::int32_t>(&l - legs_.data());
         ++held_;
+        ++live_[in.backend];
         span_ = std::max<std::uint32_t>(span_, in.backend + 1u);
         return true;
     }

@@ -183,7 +183,8 @@ class BackendPool {
     // Draws asked of each backend in the current and the previous max_age period.
     std::vector<std::uint32_t> demand_, demand_prev_;
     std::uint64_t period_start_ = 0;
-    std::uint32_t held_ = 0;  // legs SynSent or Ready
+    std::uint32_t held_ = 0;           // legs SynSent or Ready
+    std::vector<std::uint16_t> live_;  // the same per backend: upkeep skips backends at 0
 };
 
 }  // namespace kvsteer::dp

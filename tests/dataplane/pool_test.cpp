@@ -72,13 +72,7 @@ kvs_flow_key key_of(const PoolLeg &l) {
 class PoolTest : public ::testing::Test {
    protected:
     PoolTest() : backends_(KVS_MAX_BACKENDS) {
-        for (std::uint32_t i = 0; i < 3; ++i) {
-            backends_[i].state = KVS_BE_UP;
-            backends_[i].family = KVS_AF_INET;
-            backends_[i].addr[0] = 0x0a000000u + i;
-            backends_[i].port = 0x5000;
-        }
-        config_.n_backends = 3;
+        use_backends(3);
         config_.snat_family = KVS_AF_INET;  // an IPv4 SNAT address only
         config_.snat_addr[0] = 0x0a0000feu;
         t_.config = &config_;
@@ -88,6 +82,17 @@ class PoolTest : public ::testing::Test {
         cfg_.syn_timeout = kSynTimeout;
         cfg_.syn_retries = 1;
         cfg_.retry_after = kRetryAfter;
+    }
+
+    // Backends 0..n-1 up (IPv4 10.0.0.i, port 0x5000 in network order), n in the table.
+    void use_backends(std::uint32_t n) {
+        for (std::uint32_t i = 0; i < n; ++i) {
+            backends_[i].state = KVS_BE_UP;
+            backends_[i].family = KVS_AF_INET;
+            backends_[i].addr[0] = 0x0a000000u + i;
+            backends_[i].port = 0x5000;
+        }
+        config_.n_backends = n;
     }
 
     // The backend answers every SYN in `sent` with a SYN-ACK.
@@ -522,6 +527,40 @@ TEST_F(PoolTest, AParkedLegAgesOutOrClosesWithAResetInItsWindow) {
     EXPECT_TRUE(host_.taken.empty());
     EXPECT_EQ(host_.stats[KVS_R_DP_POOL_CLOSED_BY_BACKEND], 1u);
     EXPECT_EQ(pool.open(), 0u);
+}
+
+// A large table, reuse only: the upkeep passes over backends with no leg and nothing to open,
+// and still reaches every backend that has one, wherever it is (a leg drawn and one parked again
+// on the same backend are counted right).
+TEST_F(PoolTest, UpkeepOfALargeTableReachesEveryBackendWithALeg) {
+    cfg_.open_per_backend = 0;
+    use_backends(1000);
+    BackendPool pool(cfg_);
+    for (std::uint16_t b : {2, 500, 999}) host_.taken.insert({b, 30001});
+    host_.taken.insert({999, 30002});
+    ASSERT_TRUE(pool.park(t_, parked_leg(backends_[2], 2, 30001), 10));
+    ASSERT_TRUE(pool.park(t_, parked_leg(backends_[500], 500, 30001), 10));
+    ASSERT_TRUE(pool.park(t_, parked_leg(backends_[999], 999, 30001), 10));
+    PoolLeg got;
+    ASSERT_TRUE(pool.draw(t_, 999, 1460, 20, got));
+    EXPECT_EQ(got.port, 30001);
+    host_.taken.erase({999, 30001});  // the drawn leg's port is the flow's now
+    ASSERT_TRUE(pool.park(t_, parked_leg(backends_[999], 999, 30002), 30));
+    EXPECT_EQ(pool.open(), 3u);
+    pool.upkeep(t_, 10 + kMaxAge / 2, host_);
+    EXPECT_TRUE(host_.take_sent().empty()) << "nothing old yet, nothing opened";
+    pool.upkeep(t_, 30 + kMaxAge, host_);
+    std::vector<Sent> sent = host_.take_sent();
+    ASSERT_EQ(sent.size(), 3u) << "every kept leg aged out, wherever its backend is";
+    std::set<std::uint16_t> where;
+    for (const Sent &x : sent) {
+        EXPECT_EQ(x.s.kind, PoolSend::Kind::Rst);
+        where.insert(x.leg.backend);
+    }
+    EXPECT_EQ(where, (std::set<std::uint16_t>{2, 500, 999}));
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_RETIRED], 3u);
+    EXPECT_EQ(pool.open(), 0u);
+    EXPECT_TRUE(host_.taken.empty());
 }
 
 // The ACK that parked a leg was lost: the backend resends its last bytes (or probes the idle
