@@ -333,6 +333,10 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
         f->chunk_end = 0;
         f->resp = 0;
         f->msgs += 1;
+        /* Counted once: until its end is known, resp_end is one past the head's first byte, where
+         * no segment of the stream starts with "HTTP/" (a retransmission of this head would
+         * otherwise match resp_end again and count a second response). */
+        f->resp_end = seq + 1;
         if (!h.hdr_end) return 0; /* a head longer than one segment: its end stays unknown */
         if (sc->b[9] == '2' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
         if (sc->b[9] == '3' && sc->b[10] == '0' && sc->b[11] == '4') h.have_len = 1, h.clen = 0;
@@ -361,6 +365,40 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
     if (!kvs_ends_last_chunk(ctx, off, len, t)) return 0;
     f->resp_end = seq + len;
     f->resp |= KVS_RESP_END;
+    return 0;
+}
+
+/* A request head XDP counted on the client->server entry (a request it left on the
+ * connection's backend): where the request ends, from its head, into that entry's resp_end
+ * (END set), as the dataplane writes it for the requests it binds. A head longer than the
+ * segment, a chunked body or an absurd length leave the end unknown (END clear): no later
+ * request of the connection is then taken for a start, and none is re-bound
+ * (request_end_unknown). A request without Content-Length or Transfer-Encoding has no body.
+ * Global: runs once per request XDP keeps. */
+__attribute__((noinline)) int kvs_xdp_req(struct xdp_md *ctx, __u32 off, __u32 len, __u32 seq,
+                                          struct kvs_flow *f) {
+    struct kvs_resp_scratch *sc;
+    struct kvs_head_scan h = {};
+    __u32 zero = 0, n;
+
+    if (!f) return 0;
+    f->resp = 0;
+    sc = bpf_map_lookup_elem(&kvs_resp_scratch, &zero);
+    n = len < KVS_RESP_SCAN ? len : KVS_RESP_SCAN;
+    if (!sc || n < 16 || len > 0xffff || bpf_xdp_load_bytes(ctx, off & 0xff, sc->b, n)) {
+        kvs_count(KVS_R_REQ_END_UNKNOWN);
+        return 0;
+    }
+    h.b = sc->b;
+    h.n = n;
+    bpf_loop(KVS_RESP_SCAN, kvs_head_step, &h, 0);
+    if (!h.have_len) h.clen = 0;
+    if (!h.hdr_end || h.chunked || h.clen >= 0x40000000ull) {
+        kvs_count(KVS_R_REQ_END_UNKNOWN);
+        return 0;
+    }
+    f->resp_end = seq + h.hdr_end + (__u32)h.clen;
+    f->resp = KVS_RESP_END;
     return 0;
 }
 
@@ -426,9 +464,16 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
 }
 
 /* Per-packet request tracking: the next byte and last ACK of this direction; returns 1 when a
- * client segment is a request boundary (the caller hands it to the dataplane). */
+ * client segment is a request boundary (the caller hands it to the dataplane). A request starts
+ * only where the previous one ended (the client->server entry's resp_end, END set: written by
+ * the dataplane for the requests it binds, by kvs_xdp_req for those XDP keeps). A body segment
+ * that merely begins with capitals is none; a request head that arrives after later bytes (its
+ * first segment lost before the appliance) is counted but is no boundary: those bytes already
+ * went to the connection's backend. `no_boundary`: count only (the segment carries the client's
+ * FIN). */
 static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *pkt,
-                                     const struct kvs_flow_key *key, struct kvs_flow *f) {
+                                     const struct kvs_flow_key *key, struct kvs_flow *f,
+                                     int no_boundary) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     __u32 seq = bpf_ntohl(pkt->tcp->seq), end;
@@ -442,11 +487,14 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
         f->last_ack = bpf_ntohl(pkt->tcp->ack_seq);
     if (len) {
         p = (const __u8 *)data + (off & 0xff);
-        if (f->dir == KVS_DIR_C2S && seq == f->next_seq && (const void *)(p + 3) <= data_end &&
-            p[0] >= 'A' && p[0] <= 'Z' && p[1] >= 'A' && p[1] <= 'Z' && p[2] >= 'A' &&
-            p[2] <= 'Z') {
-            if (kvs_xdp_boundary(key, seq, bpf_ntohl(pkt->tcp->ack_seq))) return 1;
+        if (f->dir == KVS_DIR_C2S && seq == f->resp_end && (f->resp & KVS_RESP_END) &&
+            (const void *)(p + 3) <= data_end && p[0] >= 'A' && p[0] <= 'Z' && p[1] >= 'A' &&
+            p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z') {
+            if (seq == f->next_seq && !no_boundary &&
+                kvs_xdp_boundary(key, seq, bpf_ntohl(pkt->tcp->ack_seq)))
+                return 1;
             f->msgs += 1; /* a request the backend answers in turn */
+            kvs_xdp_req(ctx, off, len, seq, f);
         } else if (f->dir == KVS_DIR_S2C) {
             const int h = (const void *)(p + 5) <= data_end && p[0] == 'H';
 
@@ -481,6 +529,7 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
                                        const struct kvs_flow_key *key, struct kvs_flow *f) {
     void *data_end = (void *)(long)ctx->data_end;
     __u8 flags = pkt->tcp->flags;
+    int fin_after;
 
     if (f->state & KVS_FLOW_REBINDING) return kvs_punt(ctx, KVS_R_PUNT_REBINDING);
     /* CLOCK_MONOTONIC at tick resolution: the precise clock costs ~30 ns a packet here, and
@@ -488,9 +537,20 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     f->last_seen_ns = bpf_ktime_get_coarse_ns();
     f->packets += 1;
     f->bytes += pkt->frame_len;
-    if (flags & (KVS_TCP_FIN | KVS_TCP_RST)) kvs_xdp_fin_rst(key, flags);
-    if (kvs_track(ctx, pkt, key, f)) return kvs_punt(ctx, KVS_R_PUNT_REQUEST_BOUNDARY);
-    if (f->dir == KVS_DIR_S2C && pkt->opts.ts_off) f->ts_last = pkt->opts.tsval + f->tsval_delta;
+    /* A client FIN on a segment with bytes: the bytes (a request in them is counted, never a
+     * boundary) before the FIN, whose close waits while that request's response is owed. */
+    fin_after = (flags & (KVS_TCP_FIN | KVS_TCP_RST)) == KVS_TCP_FIN && f->dir == KVS_DIR_C2S &&
+                pkt->payload_len;
+    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !fin_after) kvs_xdp_fin_rst(key, flags);
+    if (kvs_track(ctx, pkt, key, f, fin_after)) return kvs_punt(ctx, KVS_R_PUNT_REQUEST_BOUNDARY);
+    if (fin_after) kvs_xdp_fin_rst(key, flags);
+    /* The newest TSval the client was sent (a moved connection's timestamps go on from it): a
+     * delayed segment's older one does not take it back. The dataplane starts it at install. */
+    if (f->dir == KVS_DIR_S2C && pkt->opts.ts_off) {
+        __u32 tsv = pkt->opts.tsval + f->tsval_delta;
+
+        if ((__s32)(tsv - f->ts_last) > 0) f->ts_last = tsv;
+    }
     if (kvs_flow_rewrite(data_end, pkt, f)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_send(f, f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S,
                     KVS_R_REDIRECT_FWD);

@@ -57,7 +57,7 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = syn_sent_ = false;
     pooled_ = settling_ = false;
     leg_wscale_ = KVS_WSCALE_NONE;
-    leg_isn_ = req_end_ = 0;
+    leg_isn_ = req_end_ = request_end_ = 0;
     first_syn_at_ = synack_at_ = 0;
     head_incomplete_ = true;
     key_kind_ = KeyKind::FiveTuple;
@@ -166,6 +166,11 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
     else if (v.status == LocateStatus::Ok && !v.chunked && v.content_length >= 0)
         req_end_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(
             v.body_offset + static_cast<std::uint64_t>(v.content_length), 0xffffffffu));
+    request_end_ = 0;
+    if (v.status == LocateStatus::Ok && !v.chunked && v.content_length < (1ll << 30))
+        request_end_ = static_cast<std::uint32_t>(
+            v.body_offset +
+            static_cast<std::uint64_t>(std::max<std::int64_t>(v.content_length, 0)));
 
     const kvs_config &cfg = *env.t.config;
     const FlightKey k = key_flight(hp, session_headers(cfg), v, bytes, tuple_hash_);

@@ -253,6 +253,10 @@ class Binder {
     std::uint32_t session_slot() const { return session_slot_; }
     void hand_over_session() { session_slot_ = SessionLimiter::kNone; }
     std::uint32_t prompt_bytes() const { return prompt_bytes_; }
+    // Where the bound request ends in the client's stream, bytes from its first one (its head's
+    // Content-Length; a request without one or Transfer-Encoding has no body); 0 when unknown
+    // (chunked, not HTTP, a head not read whole). XDP takes the next request to start there.
+    std::uint32_t request_end() const { return request_end_; }
     std::uint64_t created() const { return created_; }
     // Where the binding's time went (worker clock): when its first backend SYN (of any
     // candidate) was sent and when the SYN-ACK it accepted came; valid from Install on.
@@ -318,9 +322,10 @@ class Binder {
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
     std::uint64_t first_syn_at_ = 0, synack_at_ = 0;
     bool syn_sent_ = false;
-    bool pooled_ = false;        // the backend leg came from the pool
-    bool settling_ = false;      // pooled, SynSent: waiting for the rest of the client's flight
-    std::uint32_t req_end_ = 0;  // the request's end in the stream (0: unknown)
+    bool pooled_ = false;            // the backend leg came from the pool
+    bool settling_ = false;          // pooled, SynSent: waiting for the rest of the client's flight
+    std::uint32_t req_end_ = 0;      // the request's end in the stream (0: unknown)
+    std::uint32_t request_end_ = 0;  // the same for XDP's tracking (request_end())
     std::uint8_t leg_wscale_ = KVS_WSCALE_NONE;
     std::uint16_t leg_mss_ = 0;
     std::uint32_t leg_isn_ = 0;

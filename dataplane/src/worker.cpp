@@ -972,6 +972,7 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     // XDP), one request owed its response; and the client's handshake for a later move.
     s.c2s.next_seq = s.b.isn() + 1 + s.b.flight().contiguous();
     s.c2s.msgs = 1;
+    track_request(s);
     // A client FIN held in the flight reaches the backend from here, not through XDP: the entry
     // records it as XDP would have (the flow is closed once the backend's FIN follows).
     if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;
@@ -1014,6 +1015,20 @@ void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
     execute(idx, out, now);
 }
 
+// Where the request just bound ends in the client's sequence space, for XDP's tracking: the
+// next request starts there (the client->server entry's resp_end, END set), and nowhere else.
+// Unknown (a chunked body, not HTTP): no later request of the connection is re-bound.
+void Worker::track_request(Slot &s) {
+    if (const std::uint32_t end = s.b.request_end()) {
+        s.c2s.resp_end = s.b.isn() + 1 + end;
+        s.c2s.resp = KVS_RESP_END;
+        return;
+    }
+    s.c2s.resp_end = s.b.isn() + 1;
+    s.c2s.resp = 0;
+    if (t_.config->flags & KVS_CFG_PER_REQUEST) inc(KVS_R_REQ_END_UNKNOWN);
+}
+
 // A request at a boundary stays on its backend: flushed through the flow's entries as they
 // were, which then lose their REBINDING mark (whole values written back; XDP left them alone
 // while marked) and track from the end of the flushed bytes.
@@ -1028,6 +1043,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     s.s2c.state = static_cast<std::uint8_t>(s.s2c.state & ~KVS_FLOW_REBINDING);
     s.c2s.next_seq = next;
     s.c2s.msgs = static_cast<std::uint16_t>(s.c2s.msgs + 1);
+    track_request(s);
     if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;  // as build_pair records it
     if (p_.ports) {  // the request stays on the previous leg: that port holds its session count
         p_.ports->hold_session(s.prev_c2s.backend_id, kvs_ntohs(s.prev_c2s.new_sport), p_.index,

@@ -187,6 +187,7 @@ class Worker {
     std::uint64_t clock_ns() const;
     static void prefetch_frame(const rte_mbuf *m);
     void prepare_port_tables();
+    void track_request(Slot &s);
     std::uint64_t clock_tai_ns() const;
     std::uint32_t clock_ms() const { return static_cast<std::uint32_t>(clock_ns() / 1000000); }
     std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_;

@@ -973,6 +973,9 @@ class BpfBoundary : public BpfProgFamily {
    protected:
     static constexpr std::uint32_t kReqEnd = 5000;  // the first request's bytes end here
     static constexpr std::uint32_t kBisn = 0x7000aaaa, kCookie = 0x80001234;
+    // A whole request in one segment (XDP reads where it ends from its head).
+    static inline const std::string kRequest =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
 
     void SetUp() override {
         BpfProgFamily::SetUp();
@@ -980,15 +983,23 @@ class BpfBoundary : public BpfProgFamily {
         cfg_.flags |= KVS_CFG_PER_REQUEST;
         h_->set_config(cfg_);
         install_pair(&kc, &fc, &ks, &fs);
-        // As the dataplane installs it: the first request flushed, its response owed.
-        fc.next_seq = kReqEnd;
-        fc.msgs = 1;
+        // As the dataplane installs it: the first request flushed (it ends at kReqEnd), its
+        // response owed.
+        reset_request();
         fs.next_seq = kBisn + 1;
         fs.resp_end = kBisn + 1;
         fs.resp = KVS_RESP_END;
         fs.last_ack = kReqEnd;
         h_->put_flow(kc, fc);
         h_->put_flow(ks, fs);
+    }
+    // The client's entry as the dataplane leaves it after binding the first request: tracking
+    // from kReqEnd, where that request ends and the next may start; one request started.
+    void reset_request() {
+        fc.next_seq = kReqEnd;
+        fc.resp_end = kReqEnd;
+        fc.resp = KVS_RESP_END;
+        fc.msgs = 1;
     }
     // The backend's response segment at `off` bytes into its stream.
     Bytes response(std::uint32_t off, const std::string &payload) {
@@ -1005,8 +1016,7 @@ class BpfBoundary : public BpfProgFamily {
         c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
         c.seq = kReqEnd;
         c.ack = kCookie + 1 + acked;
-        const std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n";
-        c.payload.assign(req.begin(), req.end());
+        c.payload.assign(kRequest.begin(), kRequest.end());
         return build_tcp(c);
     }
     std::uint8_t state(const kvs_flow_key &k) {
@@ -1031,7 +1041,7 @@ TEST_P(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
     EXPECT_EQ(b.resp_end, kBisn + 1 + resp.size()) << "the head and its 5 body bytes";
     EXPECT_EQ(b.next_seq, b.resp_end);
     EXPECT_EQ(b.msgs, 1);
-    EXPECT_EQ(b.ts_last, 0u) << "no timestamps on this segment";
+    EXPECT_EQ(b.ts_last, fs.ts_last) << "no timestamps on this segment: the install's stays";
     // No AF_XDP socket in test-run: the hand-over shows as PUNT_NO_XSK.
     expect_verdict(next_request(static_cast<std::uint32_t>(resp.size())), XDP_DROP_,
                    KVS_R_PUNT_NO_XSK);
@@ -1051,8 +1061,7 @@ TEST_P(BpfBoundary, ChunkedResponseEndsWithItsLastChunk) {
     expect_verdict(next_request(n1), XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(state(kc), 0);
     // Another connection's worth of state: the request above counted as started, so reset it.
-    fc.next_seq = kReqEnd;
-    fc.msgs = 1;
+    reset_request();
     h_->put_flow(kc, fc);
     expect_verdict(response(n1, last), XDP_TX_, KVS_R_TX_FWD_S2C);
     kvs_flow b{};
@@ -1086,8 +1095,7 @@ TEST_P(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {
     EXPECT_EQ(state(kc), 0);
     EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_UNACKED] - before[KVS_R_REQ_KEPT_UNACKED], 1u);
     // Complete and acknowledged, but per-request steering is off.
-    fc.next_seq = kReqEnd;
-    fc.msgs = 1;
+    reset_request();
     h_->put_flow(kc, fc);
     cfg_.flags &= ~KVS_CFG_PER_REQUEST;
     h_->set_config(cfg_);
@@ -1111,6 +1119,166 @@ TEST_P(BpfBoundary, ClosingConnectionIsNoBoundary) {
     expect_verdict(next_request(n + 1), XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_CLOSING] - before[KVS_R_REQ_KEPT_CLOSING], 1u);
     EXPECT_EQ(state(kc) & KVS_FLOW_REBINDING, 0);
+}
+
+// A segment of a request's body that begins with capitals (base64, an upper-case prompt) is
+// not a request: requests start only where the previous one ends. Before, it counted one, the
+// connection then looked one response short forever, and no later request was re-bound.
+TEST_P(BpfBoundary, BodyThatBeginsWithCapitalsIsNoRequest) {
+    fc.resp_end = kReqEnd + 20;  // the first request's last 20 body bytes still to come via XDP
+    h_->put_flow(kc, fc);
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.seq = kReqEnd;
+    c.ack = kCookie + 1;
+    const std::string body = "ABCDEFGHIJKLMNOPQRS}";
+    c.payload.assign(body.begin(), body.end());
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.msgs, 1) << "no request counted";
+    EXPECT_EQ(f.next_seq, kReqEnd + 20);
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    TcpSpec b = backend_spec();
+    b.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    b.seq = kBisn + 1;
+    b.ack = kReqEnd + 20;
+    b.payload.assign(resp.begin(), resp.end());
+    expect_verdict(build_tcp(b), XDP_TX_, KVS_R_TX_FWD_S2C);
+    // The next request, where the first one ends, everything acknowledged: a boundary.
+    c.seq = kReqEnd + 20;
+    c.ack = kCookie + 1 + static_cast<std::uint32_t>(resp.size());
+    c.payload.assign(kRequest.begin(), kRequest.end());
+    expect_verdict(build_tcp(c), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+}
+
+// A request whose first segment was lost before the appliance while a later one passed: its
+// head, retransmitted, is counted and its end read (the tracking goes on), but it is no
+// boundary (the later bytes already reached the connection's backend), and no later segment of
+// its body is one either, whatever it begins with.
+TEST_P(BpfBoundary, RequestWhoseHeadCameLateIsNoBoundaryNorIsItsBody) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const auto n = static_cast<std::uint32_t>(resp.size());
+    const std::string head =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n0123456789";
+    const auto hl = static_cast<std::uint32_t>(head.size());
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.ack = kCookie + 1 + n;
+    // The second segment first (its head lost upstream).
+    c.seq = kReqEnd + hl;
+    const std::string b2 = "XYZ4567890";
+    c.payload.assign(b2.begin(), b2.end());
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    // The head, retransmitted: counted, forwarded, no boundary.
+    c.seq = kReqEnd;
+    c.payload.assign(head.begin(), head.end());
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.msgs, 2);
+    EXPECT_EQ(f.resp, KVS_RESP_END);
+    EXPECT_EQ(f.resp_end, kReqEnd + hl + 20) << "its Content-Length: 30 body bytes";
+    EXPECT_EQ(state(kc), 0);
+    // The backend acknowledges both; the body's last segment begins with capitals: still none.
+    fs.last_ack = 0;
+    ASSERT_TRUE(h_->get_flow(ks, &fs));
+    TcpSpec a = backend_spec();
+    a.flags = KVS_TCP_ACK;
+    a.seq = kBisn + 1 + n;
+    a.ack = kReqEnd + hl + 10;
+    expect_verdict(build_tcp(a), XDP_TX_, KVS_R_TX_FWD_S2C);
+    c.seq = kReqEnd + hl + 10;
+    const std::string b3 = "QRS4567890";
+    c.payload.assign(b3.begin(), b3.end());
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), 0);
+    EXPECT_EQ(state(ks), 0);
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.msgs, 2);
+}
+
+// A kept request whose end XDP cannot read (a chunked body): counted, and no later request of
+// the connection is re-bound (its start is unknown), counted as request_end_unknown.
+TEST_P(BpfBoundary, KeptRequestOfUnknownEndEndsTheSteering) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";  // 5 of 10
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::string chunked =
+        "POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: "
+        "chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.seq = kReqEnd;
+    c.ack = kCookie + 1 + static_cast<std::uint32_t>(resp.size());
+    c.payload.assign(chunked.begin(), chunked.end());
+    const auto before = h_->stats();
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);  // kept: a response owed
+    EXPECT_EQ(h_->stats()[KVS_R_REQ_END_UNKNOWN] - before[KVS_R_REQ_END_UNKNOWN], 1u);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.msgs, 2);
+    EXPECT_EQ(f.resp & KVS_RESP_END, 0);
+}
+
+// A chunked response's head retransmitted (lost between the appliance and the client) is one
+// response, not two.
+TEST_P(BpfBoundary, RetransmittedChunkedHeadCountsOnce) {
+    const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.msgs, 1);
+    EXPECT_EQ(b.resp, KVS_RESP_CHUNKED);
+    const auto n1 = static_cast<std::uint32_t>(head.size());
+    const std::string last = "0\r\n\r\n";
+    expect_verdict(response(n1, last), XDP_TX_, KVS_R_TX_FWD_S2C);
+    expect_verdict(next_request(n1 + static_cast<std::uint32_t>(last.size())), XDP_DROP_,
+                   KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING) << "the counts agree: the next request re-binds";
+}
+
+// The newest TSval the client was sent never goes back: a delayed segment's older one does not
+// lower it (a moved connection's timestamps go on from it: the client's PAWS check).
+TEST_P(BpfBoundary, NewestTimestampToTheClientNeverGoesBack) {
+    kvs_flow f0{};
+    ASSERT_TRUE(h_->get_flow(ks, &f0));
+    TcpSpec b = backend_spec();
+    b.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    b.seq = kBisn + 1;
+    b.ack = kReqEnd;
+    b.payload = {'x'};
+    b.opts = cat({opt_nop(2), opt_ts(1300, 7)});
+    expect_verdict(build_tcp(b), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(ks, &f));
+    EXPECT_EQ(f.ts_last, 1300 + f0.tsval_delta);
+    b.opts = cat({opt_nop(2), opt_ts(1000, 7)});  // an older segment, delayed
+    expect_verdict(build_tcp(b), XDP_TX_, KVS_R_TX_FWD_S2C);
+    ASSERT_TRUE(h_->get_flow(ks, &f));
+    EXPECT_EQ(f.ts_last, 1300 + f0.tsval_delta);
+}
+
+// A request and the client's FIN in one segment (a client that half-closes after its last
+// request): the request is counted first, so the FIN waits for the response like any client
+// FIN while one is owed; no boundary is taken with it.
+TEST_P(BpfBoundary, RequestWithTheClientsFinWaitsForTheResponse) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
+    c.seq = kReqEnd;
+    c.ack = kCookie + 1 + static_cast<std::uint32_t>(resp.size());
+    c.payload.assign(kRequest.begin(), kRequest.end());
+    const std::uint32_t closes = h_->load(fc.backend_id).closes;
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.msgs, 2);
+    EXPECT_EQ(f.state, KVS_FLOW_FIN_IN) << "not closed: the response is owed";
+    EXPECT_EQ(h_->load(fc.backend_id).closes, closes);
 }
 
 // A SYN flood spoofing one network's addresses: SYN-ACKs to that /24 or /48 are capped
@@ -1178,8 +1346,7 @@ TEST_P(BpfBoundary, ChunkedResponseWhoseLastChunkOvertookItsHeadStillEnds) {
     const auto before = h_->stats();
     expect_verdict(next_request(n3), XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_OWED] - before[KVS_R_REQ_KEPT_OWED], 1u);
-    fc.next_seq = kReqEnd;  // the request above counted as started: back to one owed
-    fc.msgs = 1;
+    reset_request();  // the request above counted as started: back to one owed
     h_->put_flow(kc, fc);
     expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);  // the head, retransmitted
     ASSERT_TRUE(h_->get_flow(ks, &b));
@@ -1216,7 +1383,7 @@ TEST_P(BpfBoundary, TrackingResumesAtTheNextHeadAfterAnUnknownEnd) {
     const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";  // no body
     const auto n1 = static_cast<std::uint32_t>(head.size());
     expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
-    const std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n";
+    const std::string req = kRequest;
     const auto rl = static_cast<std::uint32_t>(req.size());
     auto before = h_->stats();
     expect_verdict(next_request(n1), XDP_TX_, KVS_R_TX_FWD_C2S);  // kept: a response owed

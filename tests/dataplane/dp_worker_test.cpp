@@ -296,6 +296,8 @@ class BindTest : public ::testing::Test {
         ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
         const std::uint32_t S = b.S = isn + 1 + static_cast<std::uint32_t>(req1.size());
         EXPECT_EQ(fc.next_seq, S) << "tracking starts after the flushed request";
+        EXPECT_EQ(fc.resp_end, S) << "where the request ends: the next one may start there only";
+        EXPECT_EQ(fc.resp, KVS_RESP_END);
         EXPECT_EQ(fc.client_wscale, 7);
         kvs_flow_key &ks = b.ks;
         kvs_flow_reverse_key(&kc, &fc, &ks);
@@ -1884,6 +1886,9 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &nc), 0);
     EXPECT_EQ(nc.backend_id, fresh);
     EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0);
+    EXPECT_EQ(nc.resp_end, S + static_cast<std::uint32_t>(second.size()))
+        << "the moved request's end, for XDP's tracking";
+    EXPECT_EQ(nc.resp, KVS_RESP_END);
     EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0) << "the old leg's entry";
     kvs_flow_key ks2;
     kvs_flow_reverse_key(&kc, &nc, &ks2);
@@ -1893,6 +1898,57 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
     EXPECT_EQ(tables->load[be1].closes, 1u) << "the first request left its backend";
     EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";
+}
+
+// A request at a boundary whose choice is the connection's backend (the same prompt again):
+// flushed through the flow's own entries, which are written back unmarked, tracking from the
+// end of the flushed bytes, where the request also ends (the next one may start there only).
+TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req1 = request(600);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    const int be = backend_of(syn);
+    inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u) << "ACK + the request";
+    const kvs_flow_key kc = client_key();
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    kvs_flow_key ks;
+    kvs_flow_reverse_key(&kc, &fc, &ks);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
+    fs.next_seq = bisn + 1 + 100;  // XDP's view: the 100-byte response complete, acknowledged
+    fs.resp_end = fs.next_seq;
+    fc.state |= KVS_FLOW_REBINDING;
+    fs.state |= KVS_FLOW_REBINDING;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+
+    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), req1, 7);  // the same prompt
+    r2.ack = cookie + 1 + 100;
+    inject(rp.rx, make_seg(rp.pool, r2));
+    out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u) << "the request, through the flow: no new leg";
+    kvs_pkt data = parse(out[0]);
+    EXPECT_EQ(backend_of(data), be);
+    EXPECT_EQ(ntohs(data.tcp->source), ntohs(fc.new_sport));
+    EXPECT_EQ(ntohl(data.tcp->seq), S + fc.seq_delta);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_SAME_BACKEND), 1u);
+    kvs_flow nc{}, ns{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &nc), 0);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &ns), 0);
+    EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0);
+    EXPECT_EQ(ns.state & KVS_FLOW_REBINDING, 0);
+    const std::uint32_t end = S + static_cast<std::uint32_t>(req1.size());
+    EXPECT_EQ(nc.next_seq, end);
+    EXPECT_EQ(nc.resp_end, end);
+    EXPECT_EQ(nc.resp, KVS_RESP_END);
+    EXPECT_EQ(nc.msgs, 2);
 }
 
 // The same move, the old leg now of the pool's option profile (timestamps, SACK, window

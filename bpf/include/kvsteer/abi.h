@@ -290,7 +290,10 @@ enum kvs_flow_state_bits {
     KVS_FLOW_REBINDING = 1u << 3,
 };
 
-/* kvs_flow.resp (server->client entry): what XDP knows of the response being sent. */
+/* kvs_flow.resp (server->client entry): what XDP knows of the response being sent. On the
+ * client->server entry resp and resp_end track the current request the same way: END set, it
+ * ends at resp_end (where the next request may start); clear, its end is unknown (a chunked
+ * body, a head XDP could not read) and no later request of the connection is re-bound. */
 enum kvs_resp_bits {
     KVS_RESP_CHUNKED = 1u << 0, /* its body is chunked: the last chunk ends it */
     KVS_RESP_END = 1u << 1,     /* resp_end is where it ends (Content-Length, last chunk seen) */
@@ -326,9 +329,9 @@ struct kvs_flow {
      * (pre-rewrite sequence space) and reads the reverse entry's at a candidate boundary. */
     __u32 next_seq; /* after the highest byte (or FIN) this direction sent */
     __u32 last_ack; /* the highest acknowledgment this direction carried */
-    __u32 resp_end; /* server->client: where the current response ends (with KVS_RESP_END) */
-    __u32 ts_last;  /* server->client: the last TSval sent to the client (post-rewrite) */
-    __u8 resp;      /* server->client: enum kvs_resp_bits */
+    __u32 resp_end; /* where the current response (or, client->server, request) ends */
+    __u32 ts_last;  /* server->client: the newest TSval sent to the client (post-rewrite) */
+    __u8 resp;      /* enum kvs_resp_bits (server->client; client->server: the request) */
     /* client->server: the client's handshake (from the cookie), for the SYN of a new backend
      * leg when a request moves the connection. */
     __u8 client_wscale;

@@ -86,6 +86,7 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p, struct k
     f_s2c->seq_delta = p->cookie - p->backend_isn;
     f_s2c->ack_delta = 0u - p->leg_seq_delta;
     f_s2c->tsval_delta = p->ts ? p->synack_tsval - p->backend_tsval : 0;
+    f_s2c->ts_last = p->ts ? p->synack_tsval : 0; /* the newest the client has seen */
     f_s2c->tsecr_delta = p->ts ? 0u - p->client_ts_delta : 0;
     /* Window scaling is on with the client only if it offered it; then our SYN-ACK carried WS
      * and the client scales every window the backend sends by synack_wscale. A backend that did

@@ -124,7 +124,8 @@
     X(REQ_KEPT_UNACKED, "request_kept_unacknowledged")            \
     X(RESP_RESYNC, "response_head_resync")                        \
     X(DP_POOL_PARKED, "dp_pool_parked")                           \
-    X(DP_POOL_PARK_REFUSED, "dp_pool_park_refused")
+    X(DP_POOL_PARK_REFUSED, "dp_pool_park_refused")               \
+    X(REQ_END_UNKNOWN, "request_end_unknown")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
