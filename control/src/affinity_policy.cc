@@ -149,6 +149,24 @@ void AffinityPolicy::pin(std::uint64_t key, std::vector<std::uint16_t> backends)
     pins_[key] = std::move(backends);
 }
 
+std::size_t AffinityPolicy::unpin_backend(std::uint16_t id) {
+    std::size_t changed = 0;
+    for (auto it = pins_.begin(); it != pins_.end();) {
+        auto &ids = it->second;
+        const auto n = ids.size();
+        ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+        if (ids.size() == n) {
+            ++it;
+            continue;
+        }
+        changed++;
+        KVS_DECISION("affinity: pin {:016x} loses backend {}{}", it->first, id,
+                     ids.empty() ? " (no backend left: unpinned)" : "");
+        it = ids.empty() ? pins_.erase(it) : std::next(it);
+    }
+    return changed;
+}
+
 bool AffinityPolicy::unpin(std::uint64_t key) {
     KVS_DECISION("affinity: unpin {:016x}", key);
     return pins_.erase(key) > 0;

@@ -23,8 +23,21 @@ std::string hex_key(std::uint64_t k) {
     return b;
 }
 
+// A JSON integer >= 0, whichever way it was built (parsed text gives unsigned; a json made from
+// an int in C++ is signed).
+bool is_non_negative_integer(const json &j) {
+    return j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0);
+}
+
 std::optional<std::uint64_t> json_key(const json &j, std::string *err) {
-    if (j.is_number_unsigned()) return j.get<std::uint64_t>();
+    if (is_non_negative_integer(j)) {
+        // As the string "0" is: the dataplane's empty slot, never a key.
+        if (j.get<std::uint64_t>() == 0) {
+            *err = "key 0 marks an empty slot";
+            return std::nullopt;
+        }
+        return j.get<std::uint64_t>();
+    }
     if (j.is_string()) {
         std::string s = j.get<std::string>();
         // Keys are printed as 0x-hex; accept bare hex too.
@@ -54,26 +67,51 @@ std::uint64_t mono_ns_api() {
 
 }  // namespace
 
+std::optional<std::uint16_t> parse_backend_id(std::string_view s, std::string *err) {
+    const std::string shown = s.size() > 24 ? std::string(s.substr(0, 24)) + "..." : std::string(s);
+    const std::string range = "0.." + std::to_string(KVS_MAX_BACKENDS - 1);
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) {
+        *err = "backend id '" + shown + "' is not a number " + range;
+        return std::nullopt;
+    }
+    // Every digit counts (leading zeros included: "0012" is 12); no overflow however long.
+    std::uint64_t v = 0;
+    for (char c : s) {
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');
+        if (v >= KVS_MAX_BACKENDS) {
+            *err = "backend id " + shown + " is out of range " + range;
+            return std::nullopt;
+        }
+    }
+    return static_cast<std::uint16_t>(v);
+}
+
 const BackendRuntime *Daemon::find_backend(const json &sel, std::string *err) {
-    if (sel.is_number_unsigned()) {
+    if (is_non_negative_integer(sel)) {
+        if (sel.get<std::uint64_t>() >= KVS_MAX_BACKENDS) {
+            *err = "backend id " + sel.dump() + " is out of range 0.." +
+                   std::to_string(KVS_MAX_BACKENDS - 1);
+            return nullptr;
+        }
         const BackendRuntime *b =
-            sel.get<std::uint64_t>() < KVS_MAX_BACKENDS
-                ? core_.backend(static_cast<std::uint16_t>(sel.get<std::uint64_t>()))
-                : nullptr;
+            core_.backend(static_cast<std::uint16_t>(sel.get<std::uint64_t>()));
         if (!b) *err = "no backend with id " + sel.dump();
         return b;
     }
     if (!sel.is_string()) {
-        *err = "backend must be ADDR:PORT or an id";
+        *err = "backend must be ADDR:PORT or an id 0.." + std::to_string(KVS_MAX_BACKENDS - 1);
         return nullptr;
     }
     std::string s = sel.get<std::string>();
-    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos)
-        return find_backend(json(std::stoull(s.substr(0, 6))), err);
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) {
+        auto id = parse_backend_id(s, err);
+        return id ? find_backend(json(*id), err) : nullptr;
+    }
     std::string e;
     auto ep = parse_endpoint(s, &e);
     if (!ep) {
-        *err = "backend: " + e;
+        *err = "backend must be ADDR:PORT or an id 0.." + std::to_string(KVS_MAX_BACKENDS - 1) +
+               ": " + e;
         return nullptr;
     }
     for (const auto &[id, b] : core_.backends())

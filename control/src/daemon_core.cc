@@ -218,13 +218,21 @@ void DaemonCore::add_backend(std::uint16_t id, const BackendSpec &spec, std::uin
     resolve_mac(b);
     backends_[id] = std::move(b);
     policy_.forget_backend(id);  // nothing the id's earlier occupant held applies
+    unpin_backend(id);           // nor its pins (a remove already dropped them)
     republish(now_ns);
 }
 
 void DaemonCore::remove_backend(std::uint16_t id, std::uint64_t now_ns) {
     backends_.erase(id);
     policy_.forget_backend(id);
+    unpin_backend(id);
     republish(now_ns);
+}
+
+void DaemonCore::unpin_backend(std::uint16_t id) {
+    if (const std::size_t n = policy_.unpin_backend(id))
+        spdlog::info("affinity: backend id {} left {} pin(s) (a pin with no backend left is gone)",
+                     id, n);
 }
 
 void DaemonCore::set_draining(std::uint16_t id, bool draining, std::uint64_t now_ns) {

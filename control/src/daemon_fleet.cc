@@ -127,16 +127,15 @@ std::string Daemon::fleet_cookie_fingerprint() const {
 json Daemon::fleet_members_view(const FleetEtcdView &v) const {
     json out = json::array();
     bool agree = true;
+    const FleetReportWant want{fleet_digest_hex(), fleet_cookie_fingerprint(), tables_digest_hex(),
+                               lookup_digest_hex(), config_generation_};
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!v.alive[id]) continue;
         json r = json::parse(v.reports[id], nullptr, false);
         if (!r.is_object()) r = json::object();
+        // Typed look-ups (not json::value(), which throws on a field of another type).
+        const bool same = fleet_report_agrees(r, want);
         r["id"] = id;
-        const bool same = r.value("digest", "") == fleet_digest_hex() &&
-                          r.value("cookie", "") == fleet_cookie_fingerprint() &&
-                          r.value("tables", "") == tables_digest_hex() &&
-                          r.value("lookup", "") == lookup_digest_hex() &&
-                          r.value("config_generation", std::int64_t{-2}) == config_generation_;
         r["agrees"] = same;
         agree = agree && same;
         out.push_back(r);

@@ -20,6 +20,18 @@ namespace kvsteer::control {
 namespace {
 
 constexpr std::size_t kMaxRequest = 1u << 20;
+// A client's answers not yet sent: above this, nothing more is read or handled from it until it
+// reads them (a client that pipelines requests and never reads made kvsteerd's memory grow
+// without bound). One answer may still take it past.
+constexpr std::size_t kMaxPendingOut = 8u << 20;
+// Requests handled from one client per turn of the loop: the others, the probes' results and the
+// tick are not starved by one client's pipeline (the rest waits for the next turn, at once).
+constexpr std::size_t kMaxRequestsPerTurn = 64;
+
+// Reads more of the client's requests: it reads its answers, and no overlong line is building.
+bool wants_input(const std::string &in, const std::string &out, bool closing) {
+    return !closing && out.size() < kMaxPendingOut && in.size() <= kMaxRequest;
+}
 
 bool mkdir_p(const std::string &dir) {
     if (dir.empty()) return true;
@@ -139,10 +151,10 @@ void Daemon::accept_metrics() {
 void Daemon::serve_api_client(std::size_t idx) {
     Client &c = api_clients_[idx];
     char buf[8192];
-    for (;;) {
+    while (wants_input(c.in, c.out, c.closing)) {
         ssize_t n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n == 0) {
-            c.closing = true;
+            c.closing = true;  // after the requests already read are answered
             break;
         }
         if (n < 0) {
@@ -150,18 +162,13 @@ void Daemon::serve_api_client(std::size_t idx) {
             break;
         }
         c.in.append(buf, static_cast<std::size_t>(n));
-        if (c.in.size() > kMaxRequest) {
-            c.out += R"({"ok":false,"error":"request line longer than 1 MiB"})"
-                     "\n";
-            c.in.clear();
-            c.closing = true;
-            break;
-        }
     }
-    std::size_t nl;
-    while ((nl = c.in.find('\n')) != std::string::npos) {
-        std::string line = c.in.substr(0, nl);
-        c.in.erase(0, nl + 1);
+    std::size_t from = 0, nl, handled = 0;
+    while (handled < kMaxRequestsPerTurn && c.out.size() < kMaxPendingOut &&
+           (nl = c.in.find('\n', from)) != std::string::npos) {
+        const std::string line = c.in.substr(from, nl - from);
+        from = nl + 1;
+        handled++;  // blank lines too: a turn's work stays bounded
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         nlohmann::json resp;
         auto req = nlohmann::json::parse(line, nullptr, false);
@@ -173,6 +180,14 @@ void Daemon::serve_api_client(std::size_t idx) {
             resp = handle(req);
         }
         c.out += resp.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    }
+    c.in.erase(0, from);
+    c.backlog = c.in.find('\n') != std::string::npos;
+    if (!c.backlog && c.in.size() > kMaxRequest) {
+        c.out += R"({"ok":false,"error":"request line longer than 1 MiB"})"
+                 "\n";
+        c.in.clear();
+        c.closing = true;
     }
 }
 
@@ -203,6 +218,20 @@ void Daemon::serve_metrics_client(std::size_t idx) {
     c.closing = true;  // after the response is flushed
 }
 
+void Daemon::loop_step(const char *what, const std::function<void()> &step) {
+    try {
+        step();
+    } catch (const std::exception &e) {
+        const std::string msg = std::string(what) + ": " + e.what();
+        const auto now = std::chrono::steady_clock::now();
+        if (msg != loop_error_ || now - loop_error_at_ >= std::chrono::seconds(10)) {
+            spdlog::error("{} (skipped; kvsteerd goes on)", msg);
+            loop_error_ = msg;
+            loop_error_at_ = now;
+        }
+    }
+}
+
 void Daemon::run() {
     auto next_tick = std::chrono::steady_clock::now();
     const auto tick_every = std::chrono::milliseconds(cfg().report_interval_ms);
@@ -212,14 +241,23 @@ void Daemon::run() {
         pfds.push_back({wake_fd_, POLLIN, 0});
         pfds.push_back({api_fd_, POLLIN, 0});
         pfds.push_back({metrics_fd_, static_cast<short>(metrics_fd_ >= 0 ? POLLIN : 0), 0});
-        for (auto &c : api_clients_)
-            pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+        // A client is read only while its answers are taken (wants_input); one with requests
+        // left from the last turn is served again at once.
+        bool backlog = false;
+        for (auto &c : api_clients_) {
+            pfds.push_back({c.fd,
+                            static_cast<short>((wants_input(c.in, c.out, c.closing) ? POLLIN : 0) |
+                                               (c.out.empty() ? 0 : POLLOUT)),
+                            0});
+            backlog = backlog || (c.backlog && c.out.size() < kMaxPendingOut);
+        }
         for (auto &c : metrics_clients_)
             pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
         const std::size_t api_polled = api_clients_.size(),
                           metrics_polled = metrics_clients_.size();
         auto now = std::chrono::steady_clock::now();
-        int timeout = next_tick > now
+        int timeout = backlog ? 0
+                      : next_tick > now
                           ? static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                  next_tick - now)
                                                  .count()) +
@@ -234,16 +272,19 @@ void Daemon::run() {
         if (pfds[0].revents) {
             std::uint64_t v;
             [[maybe_unused]] auto r = read(wake_fd_, &v, sizeof v);
-            apply_results();
-            apply_kv_resets();
-            apply_fleet_etcd();
-            apply_fleet_silence();
+            loop_step("probe results", [this] { apply_results(); });
+            loop_step("KV events", [this] { apply_kv_resets(); });
+            loop_step("fleet from etcd", [this] { apply_fleet_etcd(); });
+            loop_step("fleet pings", [this] { apply_fleet_silence(); });
         }
         if (pfds[1].revents) accept_api();
         if (pfds[2].revents) accept_metrics();
         const std::size_t base = 3;
         for (std::size_t i = 0; i < api_polled; i++) {
-            if (pfds[base + i].revents & (POLLIN | POLLHUP | POLLERR)) serve_api_client(i);
+            const Client &c = api_clients_[i];
+            if ((pfds[base + i].revents & (POLLIN | POLLHUP | POLLERR)) ||
+                (c.backlog && c.out.size() < kMaxPendingOut))
+                serve_api_client(i);
         }
         for (std::size_t i = 0; i < metrics_polled; i++) {
             if (pfds[base + api_polled + i].revents & (POLLIN | POLLHUP | POLLERR))
@@ -253,7 +294,7 @@ void Daemon::run() {
             for (std::size_t i = 0; i < list->size();) {
                 Client &c = (*list)[i];
                 bool alive = flush_out(c.fd, c.out);
-                if (!alive || (c.closing && c.out.empty())) {
+                if (!alive || (c.closing && c.out.empty() && !c.backlog)) {
                     close(c.fd);
                     list->erase(list->begin() + static_cast<long>(i));
                 } else {
@@ -263,7 +304,7 @@ void Daemon::run() {
         }
         now = std::chrono::steady_clock::now();
         if (now >= next_tick) {
-            tick();
+            loop_step("tick", [this] { tick(); });
             next_tick = now + tick_every;
         }
     }

@@ -27,12 +27,11 @@ std::string backend_value(const BackendSpec &spec, bool drain) {
     return json{{"spec", backend_spec_str(spec)}, {"drain", drain}}.dump();
 }
 
-struct SharedBackend {
-    BackendSpec spec;
-    bool drain = false;
-};
+}  // namespace
 
-std::optional<SharedBackend> parse_backend_value(const std::string &v, std::string *err) {
+std::optional<SharedBackend> parse_shared_backend_value(const std::string &v, std::string *err,
+                                                        std::string *warning) {
+    warning->clear();
     json j = json::parse(v, nullptr, false);
     if (!j.is_object() || !j.contains("spec") || !j["spec"].is_string()) {
         *err = "not {\"spec\": \"ADDR:PORT,...\", \"drain\": BOOL}";
@@ -40,10 +39,19 @@ std::optional<SharedBackend> parse_backend_value(const std::string &v, std::stri
     }
     auto spec = parse_backend_spec(j["spec"].get<std::string>(), err);
     if (!spec) return std::nullopt;
-    return SharedBackend{*spec, j.value("drain", false)};
+    SharedBackend b{*spec, false};
+    if (auto d = j.find("drain"); d != j.end()) {
+        if (d->is_boolean()) {
+            b.drain = d->get<bool>();
+        } else {
+            // Not json::value(): it throws on another type, on every appliance at once.
+            b.drain = std::nullopt;
+            *warning = "\"drain\": " + d->dump().substr(0, 40) +
+                       " is not true or false (ignored: the drain state stays as it is)";
+        }
+    }
+    return b;
 }
-
-}  // namespace
 
 std::vector<std::pair<std::string, std::string>> Daemon::config_seed() const {
     std::vector<std::pair<std::string, std::string>> out;
@@ -74,12 +82,14 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
     etcd_backends_ = v.backends;
     std::map<std::string, SharedBackend> want;
     for (const auto &[ep, value] : v.backends) {
-        auto b = parse_backend_value(value, &err);
+        std::string warning;
+        auto b = parse_shared_backend_value(value, &err, &warning);
         if (!b || b->spec.ep.str() != ep) {
             spdlog::warn("fleet: etcd's backend {} ignored: {}", ep,
                          b ? "its key and its address differ" : err);
             continue;
         }
+        if (!warning.empty()) spdlog::warn("fleet: etcd's backend {}: {}", ep, warning);
         want.emplace(ep, std::move(*b));
     }
     std::vector<std::uint16_t> gone;
@@ -110,10 +120,10 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
             core_.set_weight(b->id, w.spec.weight, now);
             spdlog::info("fleet: backend {} weight {} (etcd)", ep, w.spec.weight);
         }
-        if (b->draining != w.drain) {
-            core_.set_draining(b->id, w.drain, now);
+        if (w.drain && b->draining != *w.drain) {
+            core_.set_draining(b->id, *w.drain, now);
             spdlog::info("fleet: backend {} {} (etcd)", ep,
-                         w.drain ? "draining" : "drain cancelled");
+                         *w.drain ? "draining" : "drain cancelled");
         }
     }
 }
@@ -161,8 +171,11 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     const std::string ep = b->spec.ep.str();
     auto it = v.backends.find(ep);
     if (it == v.backends.end()) return fail("backend " + ep + " is not in etcd's configuration");
-    auto shared = parse_backend_value(it->second, &err);
+    std::string warning;
+    auto shared = parse_shared_backend_value(it->second, &err, &warning);
     if (!shared) return fail("etcd's backend " + ep + ": " + err);
+    // A "drain" of the wrong type in etcd: this appliance's state is written back in its place.
+    if (!shared->drain) shared->drain = b->draining;
     const std::uint16_t id = b->id;
     if (cmd == "backend.remove") {
         json j = backend_json(*b);
@@ -183,10 +196,10 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
         if (!n) return fail(err);
         shared->spec.weight = static_cast<std::uint16_t>(*n);
     }
-    if (!etcd_->put_config("backends/" + ep, backend_value(shared->spec, shared->drain), &err))
+    if (!etcd_->put_config("backends/" + ep, backend_value(shared->spec, *shared->drain), &err))
         return fail(cmd + ": " + err);
     spdlog::info("fleet: backend {} {} written to etcd", ep,
-                 cmd == "backend.drain" ? (shared->drain ? "draining" : "drain cancelled")
+                 cmd == "backend.drain" ? (*shared->drain ? "draining" : "drain cancelled")
                                         : "weight " + std::to_string(shared->spec.weight));
     apply_fleet_etcd();
     const BackendRuntime *now = core_.backend(id);

@@ -64,11 +64,13 @@ std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string
         }
         MemberSet s = 0;
         for (const auto &id : e) {
-            if (!id.is_number_unsigned() || id.get<unsigned>() >= KVS_MAX_APPLIANCES) {
-                *err = "epochs: " + id.dump() + " is not an appliance id";
+            // Read as 64 bits: get<unsigned>() would wrap 4294967296 to appliance 0.
+            if (!id.is_number_unsigned() || id.get<std::uint64_t>() >= KVS_MAX_APPLIANCES) {
+                *err = "epochs: " + id.dump().substr(0, 40) + " is not an appliance id 0.." +
+                       std::to_string(KVS_MAX_APPLIANCES - 1);
                 return std::nullopt;
             }
-            s |= bit(static_cast<std::uint8_t>(id.get<unsigned>()));
+            s |= bit(static_cast<std::uint8_t>(id.get<std::uint64_t>()));
         }
         out.push_back(s);
     }
@@ -169,6 +171,46 @@ std::vector<RemoteKey> fleet_remote_keys(
         }
     }
     return keys;
+}
+
+namespace {
+
+constexpr const char *kReportStrings[] = {"digest", "cookie", "tables", "lookup"};
+constexpr const char *kReportBools[] = {"healthy", "draining"};
+
+}  // namespace
+
+bool fleet_report_agrees(const json &report, const FleetReportWant &want) {
+    if (!report.is_object()) return false;
+    auto same = [&](const char *key, const std::string &v) {
+        auto it = report.find(key);
+        return it != report.end() && it->is_string() && it->get_ref<const std::string &>() == v;
+    };
+    auto gen = report.find("config_generation");
+    return same("digest", want.digest) && same("cookie", want.cookie) &&
+           same("tables", want.tables) && same("lookup", want.lookup) && gen != report.end() &&
+           gen->is_number_integer() && gen->get<std::int64_t>() == want.config_generation;
+}
+
+std::string fleet_report_problems(const json &report) {
+    if (!report.is_object()) return "not a JSON object";
+    std::string out;
+    auto bad = [&](const char *key, const char *want) {
+        auto it = report.find(key);
+        out += (out.empty() ? "" : ", ") + std::string("\"") + key +
+               "\": " + it->dump().substr(0, 40) + " is not " + want;
+    };
+    for (const char *k : kReportStrings)
+        if (report.contains(k) && !report[k].is_string()) bad(k, "a string");
+    for (const char *k : kReportBools)
+        if (report.contains(k) && !report[k].is_boolean()) bad(k, "true or false");
+    if (report.contains("config_generation") && !report["config_generation"].is_number_integer())
+        bad("config_generation", "an integer");
+    if (report.contains("epoch") &&
+        !(report["epoch"].is_number_unsigned() ||
+          (report["epoch"].is_number_integer() && report["epoch"].get<std::int64_t>() >= 0)))
+        bad("epoch", "a number >= 0");
+    return out;
 }
 
 std::string cookie_key_hex(const std::array<std::uint64_t, 2> &k) {
@@ -469,7 +511,8 @@ bool FleetEtcd::poll(std::string *err) {
     v.read = v.reachable = true;
     v.revision = r.revision;
     const std::string members = prefix_ + "fleet/members/", hot = prefix_ + "fleet/hot/";
-    std::vector<std::string> hot_bad;  // refused values, logged once each (key and version)
+    std::vector<std::string> hot_bad;     // refused values, logged once each (key and version)
+    std::vector<std::string> report_bad;  // member reports with wrongly typed fields (each once)
     for (const auto &kv : *kvs) {
         std::string e;
         if (kv.key.starts_with(members)) {
@@ -483,6 +526,13 @@ bool FleetEtcd::poll(std::string *err) {
                 v.reports[*id] = kv.value;
                 v.unhealthy[*id] =
                     j.contains("healthy") && j["healthy"].is_boolean() && !j["healthy"].get<bool>();
+                // Wrongly typed fields disagree (fleet_report_agrees): said once per value.
+                const std::string why = fleet_report_problems(j);
+                std::lock_guard lk(mu_);
+                auto [seen, fresh] = report_bad_seen_.try_emplace(kv.key);
+                if (!why.empty() && (fresh || seen->second != kv.value))
+                    report_bad.push_back(kv.key + ": " + why);
+                seen->second = why.empty() ? std::string() : kv.value;
             } else
                 spdlog::debug("fleet: etcd key {} ignored (not a member)", kv.key);
         } else if (kv.key.starts_with(hot)) {
@@ -538,6 +588,8 @@ bool FleetEtcd::poll(std::string *err) {
         view_ = std::move(v);
     }
     for (const auto &b : hot_bad) spdlog::warn("fleet: etcd {} (ignored)", b);
+    for (const auto &b : report_bad)
+        spdlog::warn("fleet: etcd {} (the fleet does not agree with that member)", b);
     if (changed && changed_) changed_();
     return true;
 }

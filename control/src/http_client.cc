@@ -14,8 +14,12 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -129,6 +133,10 @@ struct Fetch {
     }
 
     void on_connect(const beast::error_code &ec) {
+        // asio opens the socket in async_connect: its errno arrives here too.
+        if (ec && ec.category() == boost::system::system_category() &&
+            local_resource_error(ec.value()))
+            res->local = true;
         if (ec) return finish("connect: " + ec.message());
         connected = true;
         http::async_write(sock, req, [this](const beast::error_code &ec, std::size_t) {
@@ -216,11 +224,53 @@ HttpResult parse_http_response(const std::string &raw, bool eof) {
     return r;
 }
 
+bool local_resource_error(int e) {
+    return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
+std::uint64_t raise_nofile_limit(std::string *err) {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        *err = std::string("getrlimit(RLIMIT_NOFILE): ") + std::strerror(errno);
+        return 0;
+    }
+    rlim_t want = rl.rlim_max;
+    if (want == RLIM_INFINITY) {
+        // The kernel refuses an unlimited soft limit for files: its own ceiling (fs.nr_open).
+        std::ifstream f("/proc/sys/fs/nr_open");
+        unsigned long long nr_open = 0;
+        want = f >> nr_open && nr_open ? static_cast<rlim_t>(nr_open) : rlim_t{1u << 20};
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= want) return rl.rlim_cur;
+    const rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        *err = "setrlimit(RLIMIT_NOFILE, " + std::to_string(want) + "): " + std::strerror(errno);
+        return was;
+    }
+    return want;
+}
+
 std::vector<HttpResult> http_get_many(const std::vector<HttpRequest> &reqs,
                                       std::chrono::milliseconds timeout, std::size_t max_body) {
     std::vector<HttpResult> res(reqs.size());
-    asio::io_context io(1);
-    asio::steady_timer timer(io, std::chrono::steady_clock::now() + timeout);
+    // The io_context and its timer take descriptors of their own (epoll, eventfd, timerfd): out of
+    // them asio throws, and the prober thread must not die of it. Every request then failed here,
+    // not at the backend.
+    std::optional<asio::io_context> io_ctx;
+    std::optional<asio::steady_timer> deadline;
+    try {
+        io_ctx.emplace(1);
+        deadline.emplace(*io_ctx, std::chrono::steady_clock::now() + timeout);
+    } catch (const std::exception &e) {
+        for (auto &r : res) {
+            r.error = std::string("no I/O context: ") + e.what();
+            r.local = true;
+        }
+        return res;
+    }
+    asio::io_context &io = *io_ctx;
+    asio::steady_timer &timer = *deadline;
     std::size_t pending = 0;
     std::vector<std::unique_ptr<Fetch>> fetches;
     fetches.reserve(reqs.size());

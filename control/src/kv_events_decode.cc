@@ -7,9 +7,11 @@
 // before it has seen the elements, and its unpack_limit caps each count but not the sum over the
 // containers still open (a few bytes of nested headers can claim gigabytes). The visitor
 // allocates nothing per declared count: it keeps a frame for each container it decodes (at most
-// four deep), counts its way through the fields it skips (any depth, no recursion, no frames),
-// and grows the event list only by events actually read. msgpack-c's own parse stack holds one
-// small entry per open container, each backed by at least one byte of the message.
+// four deep), counts its way through the fields it skips (no recursion, no frames), and grows the
+// event list only by events actually read. msgpack-c's own parse stack holds an entry per open
+// container, each backed by only one byte of the message: a hostile publisher's megabytes of
+// nested array headers made it hundreds of MB. So a message nesting more than kMaxNesting
+// containers is refused at the first one too many (a real batch nests four or five).
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -24,6 +26,9 @@
 namespace kvsteer::control {
 
 namespace {
+
+// Containers open at once (decoded and skipped together), the batch itself included.
+constexpr std::size_t kMaxNesting = 16;
 
 // What the next value is, from where it sits in the batch.
 enum class Role : std::uint8_t {
@@ -222,6 +227,10 @@ class BatchVisitor {
     }
 
     bool container(bool map, std::uint32_t n) {
+        // false stops msgpack-c before it pushes the container onto its own stack.
+        if (frames_.size() + skipping_ >= kMaxNesting)
+            return fail("msgpack nested deeper than " + std::to_string(kMaxNesting) +
+                        " lists or maps");
         if (skipping_ || next_ == Role::BatchField || next_ == Role::EventField)
             return skip_container();
         switch (next_) {

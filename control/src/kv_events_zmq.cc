@@ -16,8 +16,15 @@ namespace kvsteer::control {
 namespace {
 
 // A message is at most this big: libzmq drops the connection of a peer that sends more (it
-// reconnects; what was lost shows as a sequence gap). Far above a real batch.
-constexpr std::int64_t kMaxMessage = 64ll << 20;
+// reconnects; what was lost shows as a sequence gap). Still far above a real batch (a few KB to a
+// few hundred: a hash is at most 9 bytes). It bounds what one hostile message makes kvsteerd
+// hold and decode, and with kRcvHwm what a publisher can queue while this thread is busy (at
+// most 1000 x 4 MiB per socket; it was 10000 x 64 MiB, far past the appliance's memory).
+constexpr std::int64_t kMaxMessage = 4ll << 20;
+// Messages libzmq queues per socket before it drops new ones (a sequence gap, as an overrun):
+// vLLM publishes a batch per engine step, so 1000 is seconds of events; the loop reads kBurst at a
+// time and a gap only costs an approximation of the cache, never a wrong route.
+constexpr int kRcvHwm = 1000;
 // Messages read from one socket before looking at the others and at subscription changes.
 constexpr int kBurst = 256;
 // Frames kept per message: a well-formed one has 3; more are read, counted and dropped.
@@ -57,7 +64,7 @@ void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::
         im.report(id, serial, std::string("zmq_socket: ") + zmq_strerror(zmq_errno()));
         return nullptr;
     }
-    const int linger = 0, hwm = 10000, ivl = 100, ivl_max = 5000, ipv6 = 1;
+    const int linger = 0, hwm = kRcvHwm, ivl = 100, ivl_max = 5000, ipv6 = 1;
     const std::int64_t max_msg = kMaxMessage;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);

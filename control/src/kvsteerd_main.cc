@@ -7,6 +7,7 @@
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/control/config.h"
 #include "kvsteer/control/daemon.h"
+#include "kvsteer/control/http_client.h"
 
 namespace {
 kvsteer::control::Daemon *g_daemon = nullptr;
@@ -28,6 +29,16 @@ int main(int argc, char **argv) {
     }
     spdlog::set_level(spdlog::level::from_str(r.cfg.log_level));
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    {
+        // A socket per backend per probe round, all at once: the usual soft limit (1024) is not
+        // enough for many backends (deploy/systemd/kvsteerd.service sets LimitNOFILE too).
+        std::string e;
+        const std::uint64_t nofile = raise_nofile_limit(&e);
+        if (e.empty())
+            spdlog::info("open files: soft limit {}", nofile);
+        else
+            spdlog::warn("open files: soft limit stays {}: {}", nofile, e);
+    }
 
     std::string err;
     auto maps = kvsteer::bpf::open_pinned_maps(r.cfg.bpffs, true, &err);

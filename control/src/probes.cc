@@ -91,11 +91,28 @@ void Daemon::apply_results() {
         std::lock_guard lk(mu_);
         got.swap(results_);
     }
+    std::size_t local = 0;
+    std::string why;
     for (auto &r : got) {
+        // This host could not make the request (out of descriptors or buffers): nothing is known
+        // of the backend, so no verdict (a failed check here took healthy backends down).
+        if (r.http.local) {
+            local++;
+            why = r.http.error;
+            continue;
+        }
         if (r.kind == Probe::Health)
             on_health_check(r);
         else
             on_scrape(r);
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (local && now - local_probe_logged_ >= std::chrono::seconds(10)) {
+        local_probe_logged_ = now;
+        spdlog::warn(
+            "probes: {} health check(s) or scrape(s) not made: this host is short of sockets or "
+            "buffers ({}); no verdict for them (raise LimitNOFILE / RLIMIT_NOFILE)",
+            local, why);
     }
 }
 

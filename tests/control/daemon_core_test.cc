@@ -268,6 +268,37 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
     EXPECT_EQ(m_.view.config->n_backends, 1u);
 }
 
+// A pin names a backend, not its slot: a backend that later gets the removed one's id does not
+// inherit the pin; a pin naming others too keeps them.
+TEST_F(DaemonCoreTest, PinsDoNotFollowAReusedId) {
+    DaemonCore &d = start(config(3));
+    std::string err;
+    d.pin(0xabc, {1}, kT0 + kMs);
+    d.pin(0xdef, {1, 2}, kT0 + kMs);
+    ASSERT_NE(affinity(0xabc), nullptr);
+    EXPECT_EQ(affinity(0xabc)->backends[0], 1);
+    d.remove_backend(1, kT0 + 2 * kMs);
+    EXPECT_EQ(d.policy().pins().count(0xabc), 0u) << "its only backend is gone";
+    ASSERT_EQ(d.policy().pins().count(0xdef), 1u);
+    EXPECT_EQ(d.policy().pins().at(0xdef), (std::vector<std::uint16_t>{2}));
+    BackendSpec spec = d.config().backends[0];
+    spec.ep = *parse_endpoint("10.0.2.9:8000", &err);
+    auto id = d.free_id(spec.ep, &err);
+    ASSERT_TRUE(id) << err;
+    ASSERT_EQ(*id, 1) << "the lowest free id: the removed backend's";
+    d.add_backend(*id, spec, kT0 + 3 * kMs);
+    EXPECT_EQ(affinity(0xabc), nullptr) << "the new backend 1 is not pinned to 0xabc";
+    ASSERT_NE(affinity(0xdef), nullptr);
+    EXPECT_EQ(affinity(0xdef)->n_backends, 1);
+    EXPECT_EQ(affinity(0xdef)->backends[0], 2);
+    // A cache reset is the same backend: its pins stay (the recompute a second later sees it).
+    d.pin(0x456, {2}, kT0 + 6 * kMs);
+    d.mark_cache_reset(2);
+    d.tick(kT0 + 2000 * kMs);
+    ASSERT_NE(affinity(0x456), nullptr);
+    EXPECT_EQ(affinity(0x456)->backends[0], 2);
+}
+
 // A restart on the maps a previous instance filled (kvsteerd killed and started again): the
 // backends it had up stay up (a new instance starting them down made the dataplane reset new
 // connections until the first health check), and a random cookie key is the previous one (a

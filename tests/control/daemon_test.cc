@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -358,6 +359,77 @@ TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine) {
     EXPECT_FALSE(first["ok"].get<bool>());
     auto second = json::parse(in.substr(in.find('\n') + 1));
     EXPECT_TRUE(second["ok"].get<bool>());
+}
+
+// A client that pipelines requests and does not read its answers: kvsteerd stops reading it
+// once about 8 MiB of answers wait (its memory no longer grows with the client's requests), goes
+// on serving the others meanwhile, and resumes when the client reads: every answer arrives, in
+// order.
+TEST_F(DaemonTest, ClientThatDoesNotReadIsThrottledNotBuffered) {
+    start(config(1));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, sock_.c_str(), sizeof sa.sun_path - 1);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    // "counters" answers are about 1.5 KB: 20000 of them are some 30 MB.
+    constexpr std::size_t kRequests = 20000;
+    std::string reqs;
+    for (std::size_t i = 0; i < kRequests; i++) reqs += "{\"cmd\":\"counters\"}\n";
+    std::thread writer([&] {  // blocks once kvsteerd stops reading
+        for (std::size_t off = 0; off < reqs.size();) {
+            const ssize_t n = send(fd, reqs.data() + off, reqs.size() - off, MSG_NOSIGNAL);
+            if (n <= 0) return;
+            off += static_cast<std::size_t>(n);
+        }
+    });
+    // The hog's requests handled so far: the daemon's count less this test's own calls.
+    std::size_t own = 0;
+    auto hog_handled = [&]() -> std::uint64_t {
+        const json r = call({{"cmd", "counters"}});
+        own++;
+        if (!r.value("ok", false)) return 0;
+        return r["daemon"]["api_requests"].get<std::uint64_t>() - own;
+    };
+    std::uint64_t stalled_at = 0;
+    EXPECT_TRUE(wait_for(
+        [&] {
+            const std::uint64_t a = hog_handled();
+            std::this_thread::sleep_for(300ms);
+            const std::uint64_t b = hog_handled();
+            stalled_at = b;
+            // Past 1000 (~1.5 MB): a writer thread descheduled for a moment is no stall.
+            return a > 1000 && a == b;
+        },
+        15000ms))
+        << "the hog's requests kept being handled: " << stalled_at;
+    EXPECT_LT(stalled_at, kRequests) << "every request was answered into memory";
+
+    // Reading resumes it: all the answers, each a whole JSON line.
+    std::string in;
+    std::size_t lines = 0, ok = 0;
+    char buf[65536];
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (lines < kRequests && std::chrono::steady_clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 1000) <= 0) continue;
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+        std::size_t from = 0, nl;
+        while ((nl = in.find('\n', from)) != std::string::npos) {
+            const json r = json::parse(in.substr(from, nl - from), nullptr, false);
+            ok += r.is_object() && r.value("ok", false);
+            lines++;
+            from = nl + 1;
+        }
+        in.erase(0, from);
+    }
+    shutdown(fd, SHUT_RDWR);  // a writer still blocked (a failure above) returns
+    writer.join();
+    close(fd);
+    EXPECT_EQ(lines, kRequests);
+    EXPECT_EQ(ok, kRequests);
 }
 
 TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns) {
@@ -841,6 +913,65 @@ TEST_F(DaemonTest, KvEventsWithoutSupportIsAStartupError) {
 // Whatever a control client sends (wrong types, out-of-range numbers, huge or deeply nested
 // values, in any field of any command), the answer is an object with a boolean "ok" and, when
 // false, a non-empty error; the daemon keeps answering, and the errors are counted.
+// A backend named by its id as a string: every digit counts (no cut after six), anything else in
+// it is an error naming the problem.
+TEST_F(DaemonTest, BackendIdStringsAreParsedWhole) {
+    Daemon d(config(2), m_.view, m_.fleet);
+    std::string err;
+    ASSERT_TRUE(d.start(&err)) << err;
+    auto drain = [&](const json &sel) {
+        return d.handle({{"cmd", "backend.drain"}, {"backend", sel}, {"drain", false}});
+    };
+    json r = drain("1");
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["backend"]["id"], 1);
+    r = drain("0000001");
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["backend"]["id"], 1) << "leading zeros: still id 1";
+    r = drain("0000012");  // cut to six digits it was "000001": backend 1
+    EXPECT_FALSE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["error"], "no backend with id 12");
+    r = drain("1234567");
+    EXPECT_FALSE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(r["error"], "backend id 1234567 is out of range 0..1023");
+    r = drain(std::string(100000, '0') + "1");  // every digit read, however many
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump().substr(0, 200);
+    EXPECT_EQ(r["backend"]["id"], 1);
+    r = drain(std::string(100000, '9'));
+    EXPECT_FALSE(r["ok"].get<bool>());
+    EXPECT_NE(r["error"].get<std::string>().find("out of range"), std::string::npos);
+    EXPECT_LT(r["error"].get<std::string>().size(), 100u) << "the id is not echoed whole";
+    r = drain("12abc");
+    EXPECT_FALSE(r["ok"].get<bool>()) << r.dump();
+    EXPECT_EQ(
+        r["error"].get<std::string>().rfind("backend must be ADDR:PORT or an id 0..1023: ", 0), 0u)
+        << r.dump();
+    r = drain(json(5000));
+    EXPECT_EQ(r["error"], "backend id 5000 is out of range 0..1023");
+    EXPECT_EQ(parse_backend_id("0000012", &err), std::optional<std::uint16_t>(12));
+    EXPECT_EQ(parse_backend_id("1023", &err), std::optional<std::uint16_t>(1023));
+    EXPECT_FALSE(parse_backend_id("1024", &err));
+    EXPECT_FALSE(parse_backend_id("", &err));
+    EXPECT_FALSE(parse_backend_id("-1", &err));
+    EXPECT_FALSE(parse_backend_id("1 ", &err));
+}
+
+// Key 0 marks an empty affinity slot: refused as a number as it is as a string.
+TEST_F(DaemonTest, AffinityKeyZeroIsRefusedAsNumberAndString) {
+    Daemon d(config(2), m_.view, m_.fleet);
+    std::string err;
+    ASSERT_TRUE(d.start(&err)) << err;
+    for (const json &k : {json(0), json("0"), json("0x0"), json("0000")}) {
+        for (const char *cmd : {"affinity.pin", "affinity.unpin"}) {
+            const json r = d.handle({{"cmd", cmd}, {"key", k}, {"backends", {0}}});
+            EXPECT_FALSE(r["ok"].get<bool>()) << cmd << " " << k.dump();
+            EXPECT_EQ(r["error"], "key: key 0 marks an empty slot") << cmd << " " << k.dump();
+        }
+    }
+    const json ok = d.handle({{"cmd", "affinity.pin"}, {"key", 1}, {"backends", {0}}});
+    EXPECT_TRUE(ok["ok"].get<bool>()) << ok.dump();
+}
+
 TEST_F(DaemonTest, HostileApiRequestsGetErrorsAndTheDaemonGoesOn) {
     auto c = config(2);
     Daemon d(c, m_.view, m_.fleet);

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "kvsteer/control/daemon.h"
 #include "kvsteer/control/fleet_etcd.h"
 
 namespace kvsteer::control {
@@ -131,6 +132,13 @@ TEST(FleetEtcdValues, EpochsAndCookieKeys) {
     std::string err;
     EXPECT_EQ(parse_fleet_epochs_value("[[0],[0,1]]", &err), (std::vector<MemberSet>{1, 3}));
     EXPECT_FALSE(parse_fleet_epochs_value("[[16]]", &err));
+    // 2^32 (and 2^32 + 1) are not appliance 0 (1): read as 64 bits, refused.
+    EXPECT_FALSE(parse_fleet_epochs_value("[[4294967296]]", &err));
+    EXPECT_NE(err.find("4294967296 is not an appliance id"), std::string::npos) << err;
+    EXPECT_FALSE(parse_fleet_epochs_value("[[0],[4294967297]]", &err));
+    EXPECT_FALSE(parse_fleet_epochs_value("[[18446744073709551615]]", &err));
+    EXPECT_FALSE(parse_fleet_epochs_value("[[-1]]", &err));
+    EXPECT_FALSE(parse_fleet_epochs_value("[[1.0]]", &err));
     EXPECT_FALSE(parse_fleet_epochs_value("{}", &err));
     const std::array<std::uint64_t, 2> k{0x7766554433221100ull, 0xffeeddccbbaa9988ull};
     EXPECT_EQ(cookie_key_hex(k), "00112233445566778899aabbccddeeff");
@@ -230,6 +238,84 @@ TEST(FleetEtcdValues, DeadMembersLeaveTheTable) {
     other.epochs = {4};
     EXPECT_EQ(compute_fleet_table(s).digest,
               compute_fleet_table(fleet_state_from_etcd(other, v)).digest);
+}
+
+// Every appliance reads the same etcd: a wrongly typed value there must not throw (it would
+// crash-loop kvsteerd on all of them at once).
+TEST(FleetEtcdValues, WronglyTypedBackendValuesDoNotThrow) {
+    std::string err, warning;
+    auto ok =
+        parse_shared_backend_value(R"({"spec":"10.0.0.1:8000","drain":true})", &err, &warning);
+    ASSERT_TRUE(ok) << err;
+    EXPECT_EQ(ok->spec.ep.str(), "10.0.0.1:8000");
+    EXPECT_EQ(ok->drain, std::optional<bool>(true));
+    EXPECT_TRUE(warning.empty());
+    auto missing = parse_shared_backend_value(R"({"spec":"10.0.0.1:8000"})", &err, &warning);
+    ASSERT_TRUE(missing) << err;
+    EXPECT_EQ(missing->drain, std::optional<bool>(false));
+    // A "drain" of another type: the backend is kept, its drain state left as it is, with a reason.
+    for (const char *v :
+         {R"({"spec":"10.0.0.1:8000","drain":"yes"})", R"({"spec":"10.0.0.1:8000","drain":1})",
+          R"({"spec":"10.0.0.1:8000","drain":null})",
+          R"({"spec":"10.0.0.1:8000","drain":[true]})"}) {
+        std::optional<SharedBackend> b;
+        ASSERT_NO_THROW(b = parse_shared_backend_value(v, &err, &warning)) << v;
+        ASSERT_TRUE(b) << v << ": " << err;
+        EXPECT_FALSE(b->drain) << v;
+        EXPECT_NE(warning.find("drain"), std::string::npos) << v;
+        EXPECT_EQ(warning.find('\n'), std::string::npos) << warning;
+    }
+    // Not a backend at all: refused with a reason.
+    for (const char *v : {"", "nope", "[]", "7", R"({"spec":7})", R"({"spec":["10.0.0.1:8000"]})",
+                          R"({"drain":true})", R"({"spec":"not an address"})"}) {
+        err.clear();
+        std::optional<SharedBackend> b;
+        ASSERT_NO_THROW(b = parse_shared_backend_value(v, &err, &warning)) << v;
+        EXPECT_FALSE(b) << v;
+        EXPECT_FALSE(err.empty()) << v;
+    }
+}
+
+TEST(FleetEtcdValues, WronglyTypedMemberReportsDisagreeWithoutThrowing) {
+    const FleetReportWant want{"0xd", "0xc", "0xt", "0xl", 3};
+    const json good = {{"mac", "02:00:00:00:00:01"},
+                       {"healthy", true},
+                       {"digest", "0xd"},
+                       {"cookie", "0xc"},
+                       {"tables", "0xt"},
+                       {"lookup", "0xl"},
+                       {"config_generation", 3},
+                       {"epoch", 2}};
+    EXPECT_TRUE(fleet_report_agrees(good, want));
+    EXPECT_EQ(fleet_report_problems(good), "");
+    // Each field of the comparison missing, of another value, or of another type.
+    for (const char *k : {"digest", "cookie", "tables", "lookup", "config_generation"}) {
+        json r = good;
+        r.erase(k);
+        EXPECT_FALSE(fleet_report_agrees(r, want)) << k;
+        for (const json &bad : {json(7), json("3"), json(nullptr), json::array(), json::object(),
+                                json(true), json(2.5)}) {
+            r[k] = bad;
+            bool agrees = true;
+            ASSERT_NO_THROW(agrees = fleet_report_agrees(r, want)) << k << " " << bad.dump();
+            EXPECT_FALSE(agrees) << k << " " << bad.dump();
+            if (bad.is_string() && std::string(k) != "config_generation") continue;
+            if (bad.is_number_integer() && std::string(k) == "config_generation") continue;
+            const std::string why = fleet_report_problems(r);
+            EXPECT_NE(why.find(k), std::string::npos) << k << " " << bad.dump() << ": " << why;
+            EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+        }
+    }
+    json r = good;
+    r["healthy"] = "no";
+    r["epoch"] = -1;
+    EXPECT_TRUE(fleet_report_agrees(r, want));  // not compared
+    const std::string why = fleet_report_problems(r);
+    EXPECT_NE(why.find("healthy"), std::string::npos) << why;
+    EXPECT_NE(why.find("epoch"), std::string::npos) << why;
+    EXPECT_FALSE(fleet_report_agrees(json::array(), want));
+    EXPECT_FALSE(fleet_report_agrees(json("x"), want));
+    EXPECT_EQ(fleet_report_problems(json(7)), "not a JSON object");
 }
 
 // The watch: its request, the chunked stream split into messages, the messages, the connection.

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <thread>
 
@@ -185,6 +188,76 @@ TEST(HttpClient, BodyLimitAndNoAddress) {
     auto ok = http_get_many({{ep, "/metrics"}}, 1000ms, 5000);
     EXPECT_TRUE(ok[0].ok) << ok[0].error;
     EXPECT_EQ(ok[0].body.size(), 5000u);
+}
+
+// This host out of file descriptors is not the backend's failure: such results are marked
+// local (the probers give no verdict for them), a refused connection is not.
+TEST(HttpClient, OutOfDescriptorsIsALocalErrorNotTheBackends) {
+    for (int e : {EMFILE, ENFILE, ENOBUFS, ENOMEM}) EXPECT_TRUE(local_resource_error(e)) << e;
+    for (int e : {0, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EACCES})
+        EXPECT_FALSE(local_resource_error(e)) << e;
+
+    // A port nothing listens on: every connection that gets a socket is refused.
+    int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(probe, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    ASSERT_EQ(bind(probe, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    ASSERT_EQ(getsockname(probe, reinterpret_cast<sockaddr *>(&sa), &len), 0);
+    close(probe);
+    const Endpoint closed = loopback(ntohs(sa.sin_port));
+
+    std::size_t open_fds = 0;
+    if (DIR *d = opendir("/proc/self/fd")) {
+        while (readdir(d)) open_fds++;  // ".", ".." and the DIR's own: a little room to spare
+        closedir(d);
+    }
+    ASSERT_GT(open_fds, 0u);
+    rlimit was{};
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &was), 0);
+    rlimit low = was;
+    low.rlim_cur = static_cast<rlim_t>(open_fds + 8);  // asio's own descriptors and a few sockets
+    if (was.rlim_cur != RLIM_INFINITY && low.rlim_cur > was.rlim_cur) {
+        GTEST_SKIP() << "the soft limit is already this low";
+    }
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    const std::vector<HttpRequest> reqs(32, HttpRequest{closed, "/health"});
+    const auto r = http_get_many(reqs, 1000ms);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &was), 0);
+    std::size_t local = 0, refused = 0;
+    for (const auto &x : r) {
+        EXPECT_FALSE(x.ok);
+        EXPECT_FALSE(x.error.empty());
+        if (x.local) {
+            local++;
+        } else {
+            EXPECT_EQ(x.error, "connect: Connection refused");
+            refused++;
+        }
+    }
+    EXPECT_GT(local, 0u) << "32 sockets do not fit in " << low.rlim_cur << " descriptors";
+    EXPECT_EQ(local + refused, reqs.size());
+    // With descriptors again: every one is the backend's answer.
+    for (const auto &x : http_get_many(reqs, 1000ms)) {
+        EXPECT_FALSE(x.local) << x.error;
+        EXPECT_EQ(x.error, "connect: Connection refused");
+    }
+
+    // kvsteerd raises its soft limit to the hard one at start.
+    std::string err;
+    const std::uint64_t now = raise_nofile_limit(&err);
+    rlimit after{};
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &after), 0);
+    if (err.empty()) {
+        EXPECT_EQ(static_cast<std::uint64_t>(after.rlim_cur), now);
+        EXPECT_GE(after.rlim_cur, was.rlim_cur);
+        if (after.rlim_max != RLIM_INFINITY) {
+            EXPECT_EQ(after.rlim_cur, after.rlim_max);
+        }
+    }
+    setrlimit(RLIMIT_NOFILE, &was);
 }
 
 TEST(HttpClient, ParsesRawResponses) {

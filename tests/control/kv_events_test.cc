@@ -260,19 +260,39 @@ TEST(KvEventsDecode, MalformedInputIsRejectedWithAReason) {
     }
 }
 
-TEST(KvEventsDecode, DeepNestingIsSkippedWithoutRecursion) {
+TEST(KvEventsDecode, DeepNestingIsSkippedWithoutRecursionUpToALimit) {
     using namespace kvtest;
-    // An unknown event whose field nests 200000 lists deep: skipped iteratively (a recursive
-    // skip would overflow the stack); the same without its innermost value is truncated.
-    const std::string deep(200000, '\x91');
-    const std::string ok =
-        arr(2) + std::string(1, '\0') + arr(1) + arr(2) + str("FutureEvent") + deep + nil();
+    // An unknown event's field nesting lists: skipped iteratively while the whole message nests
+    // at most 16 containers (batch, events, event: 13 more); the same without its innermost value
+    // is truncated.
+    auto nested = [](std::size_t depth) {
+        return arr(2) + std::string(1, '\0') + arr(1) + arr(2) + str("FutureEvent") +
+               std::string(depth, '\x91') + nil();
+    };
     KvBatch b;
     std::string err;
-    ASSERT_TRUE(decode(ok, &b, &err)) << err;
+    ASSERT_TRUE(decode(nested(13), &b, &err)) << err;
     ASSERT_EQ(b.events.size(), 1u);
     EXPECT_EQ(b.events[0].kind, Kind::Unknown);
-    EXPECT_FALSE(decode(ok.substr(0, ok.size() - 1), &b, &err));
+    EXPECT_FALSE(decode(nested(13).substr(0, nested(13).size() - 1), &b, &err));
+    EXPECT_FALSE(decode(nested(14), &b, &err));
+    EXPECT_NE(err.find("nested deeper than 16"), std::string::npos) << err;
+
+    // A hostile publisher's megabytes of nested list headers (msgpack-c's parse stack took an
+    // entry per byte: hundreds of MB): refused at once, with the reason, the event named.
+    const std::string ts0(1, '\0'), headers(4u << 20, '\x91');
+    for (const std::string &deep :
+         {nested(4u << 20),                                 // an event field
+          arr(4) + ts0 + arr(0) + nil() + headers + nil(),  // a batch field
+          map(3) + str("ts") + ts0 + str("events") + arr(0) + str("x") + headers + nil()}) {
+        const auto t0 = std::chrono::steady_clock::now();
+        err.clear();
+        EXPECT_FALSE(decode(deep, &b, &err));
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms) << "stops at the 17th container";
+        EXPECT_NE(err.find("msgpack nested deeper than 16 lists or maps"), std::string::npos)
+            << err;
+        EXPECT_EQ(err.find('\n'), std::string::npos);
+    }
 }
 
 TEST(KvEventsDecode, EveryPrefixAndRandomBytesFailCleanly) {

@@ -116,6 +116,10 @@ class AffinityPolicy {
     const std::map<std::uint64_t, std::vector<std::uint16_t>> &pins() const { return pins_; }
     // A backend was removed (or its id reused): forget everything it held.
     void forget_backend(std::uint16_t id);
+    // A backend was removed or its id taken by another: the id leaves every pin (a pin names a
+    // backend, not a slot: another backend given the id must not inherit it); a pin left with no
+    // backend is dropped. Returns the pins changed. (A cache reset keeps the pins: same backend.)
+    std::size_t unpin_backend(std::uint16_t id);
 
     // Ages the index and returns the entries the table should hold, pins first, then most
     // recently requested prefixes.

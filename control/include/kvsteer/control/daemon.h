@@ -9,11 +9,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -37,6 +39,21 @@ struct DaemonCounters {
 
 // backend.add's request ("spec", or "addr" with "weight", "model", ...) as a spec; err (one line).
 std::optional<BackendSpec> backend_spec_from_request(const nlohmann::json &req, std::string *err);
+
+// A backend named by its id in the API ("12"; what kvsteerctl sends): decimal digits only,
+// every one of them ("0012" is 12), 0..KVS_MAX_BACKENDS-1; else nullopt + err (one line).
+std::optional<std::uint16_t> parse_backend_id(std::string_view s, std::string *err);
+
+// A backend's value under P config/backends/ in etcd (fleet_etcd.h): {"spec": "ADDR:PORT,...",
+// "drain": BOOL}. Every appliance reads it, so a bad value must never throw: nullopt + err (one
+// line) when it is not an object with a string "spec" that parses. "drain" missing: false; of
+// another type: nullopt (the drain state is left as it is) and *warning says why.
+struct SharedBackend {
+    BackendSpec spec;
+    std::optional<bool> drain = false;
+};
+std::optional<SharedBackend> parse_shared_backend_value(const std::string &v, std::string *err,
+                                                        std::string *warning);
 
 class Daemon {
    public:
@@ -135,6 +152,12 @@ class Daemon {
     nlohmann::json announce_json() const;
     std::optional<nlohmann::json> handle_drain(const std::string &cmd, const nlohmann::json &req);
 
+    // One step of the event loop (the wake-up's apply_* steps, tick) run so that an exception
+    // escaping it (data from etcd or a peer that a check missed) is logged and the loop goes on:
+    // every appliance reads the same etcd, so a throw there would crash-loop them all. The same
+    // error is logged at most every 10 s.
+    void loop_step(const char *what, const std::function<void()> &step);
+
     // Sockets.
     bool open_api(std::string *err);
     bool open_metrics(std::string *err);
@@ -183,10 +206,14 @@ class Daemon {
         std::string fleet_note;
     } drain_;
 
+    std::string loop_error_;  // loop_step: the last error logged, and when
+    std::chrono::steady_clock::time_point loop_error_at_{};
+
     struct Client {
         int fd = -1;
         std::string in, out;
         bool closing = false;
+        bool backlog = false;  // API: complete requests in `in` left for the next turn
     };
     int api_fd_ = -1, metrics_fd_ = -1, wake_fd_ = -1;
     std::vector<Client> api_clients_, metrics_clients_;
@@ -198,6 +225,8 @@ class Daemon {
     bool kick_[2] = {false, false};  // [Probe]: probe now (backend set changed)
     std::atomic<bool> stop_{false};
     std::thread health_thr_, tel_thr_;
+    // apply_results: probes this host could not make (HttpResult::local) last logged.
+    std::chrono::steady_clock::time_point local_probe_logged_{};
 
     // vLLM KV events (backends with kv-events=): its own thread; created on first use.
     std::unique_ptr<KvEventSubscriber> kv_;

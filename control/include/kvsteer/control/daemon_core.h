@@ -155,6 +155,8 @@ class DaemonCore {
     void log_transition(const BackendRuntime &b, bool up, const std::string &why);
     void republish(std::uint64_t now_ns);
     void new_policy();
+    // The id leaves the operator's pins (its backend is gone, or another took the id); logged.
+    void unpin_backend(std::uint16_t id);
 
     DaemonConfig cfg_;
     Tables maps_;

@@ -92,6 +92,19 @@ struct FleetEtcdView {
     std::uint64_t seq = 0;      // bumped whenever anything above changes
 };
 
+// What a member reports of itself besides its MAC (its member key's value; Daemon's
+// check_dataplane sets it) compared with this appliance's own: the fleet agrees when every alive
+// member reports the same owner-table digest, cookie fingerprint, tables and lookup digests
+// (strings) and configuration generation (an integer). Any member can put anything there, so
+// neither function throws: a field missing or of another type disagrees.
+struct FleetReportWant {
+    std::string digest, cookie, tables, lookup;
+    std::int64_t config_generation = -1;
+};
+bool fleet_report_agrees(const nlohmann::json &report, const FleetReportWant &want);
+// The fields of a report that have the wrong type, one line ("" when none): logged when read.
+std::string fleet_report_problems(const nlohmann::json &report);
+
 // The fleet every appliance computes from the same view: the members are those alive in etcd
 // (their MACs), the epochs etcd's without the dead ones (as fleet.forget), epoch_no the epochs
 // key's version; only `self` comes from `local`. Before the first read: `local` itself.
@@ -201,6 +214,7 @@ class FleetEtcd {
     std::string hot_;                                        // guarded by mu_
     std::string hot_put_;                                    // hot_ last put (thread)
     std::map<std::string, std::int64_t> hot_bad_seen_;       // key -> mod_revision (mu_)
+    std::map<std::string, std::string> report_bad_seen_;     // member key -> value logged (mu_)
     std::uint64_t hot_bad_ = 0;                              // guarded by mu_
     std::thread thr_;
     // The watch: wake_ (mu_) asks the poller to read the prefix now; stopping_ ends the watch's

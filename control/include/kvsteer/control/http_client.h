@@ -30,7 +30,20 @@ struct HttpResult {
     std::string error;  // when !ok, one line: "connect: Connection refused", "connect timeout",
                         // "timeout reading the response", "bad response: ...", "response larger
                         // than N bytes"
+    // !ok because this host ran short (no file descriptor or buffer for the socket or its
+    // connect: local_resource_error): the request never reached the backend, so it says nothing
+    // of the backend's health (the probers give no verdict for it).
+    bool local = false;
 };
+
+// An errno from socket() or connect() that is this host's shortage, not the peer's answer:
+// EMFILE, ENFILE (file descriptors), ENOBUFS, ENOMEM (kernel memory).
+bool local_resource_error(int errno_value);
+
+// Raises the soft RLIMIT_NOFILE to the hard limit (the probers open a socket per backend at once:
+// with many backends the usual soft limit of 1024 runs out). Returns the soft limit in force
+// afterwards; *err set when it could not be raised (the limit is then as it was).
+std::uint64_t raise_nofile_limit(std::string *err);
 
 // Runs every request concurrently; returns when all finished or `timeout` passed.
 // (Named for its first users; a request with `post` is a POST.)

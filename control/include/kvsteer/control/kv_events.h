@@ -46,8 +46,9 @@ struct KvBatch {
 
 // Decodes one msgpack KVEventBatch (kv_events_decode.cc: msgpack-c's parser driving a visitor).
 // Never throws; on malformed input returns false with a one-line reason. Bounded: nothing is
-// allocated for a declared length, only for events actually read; any nesting depth is skipped
-// without recursion.
+// allocated for a declared length, only for events actually read; unknown fields are skipped
+// without recursion, and a message nesting more than 16 lists or maps (the batch included) is
+// refused.
 bool decode_kv_batch(std::span<const std::uint8_t> payload, KvBatch *out, std::string *err);
 
 // One multipart message (its frames, in order), decoded. A readable seq frame is kept even when
