@@ -49,9 +49,7 @@ PortBlock *PortBusy::block(std::uint16_t backend, bool nothrow) {
 
 bool PortBusy::take(std::uint16_t backend, std::uint16_t port) {
     PortBlock *b = block(backend, true);
-    if (!b || b->busy[port].load(std::memory_order_relaxed) != kPortFree) return false;
-    std::uint8_t expect = kPortFree;  // a plain read first: a scan passes taken ports unlocked
-    return b->busy[port].compare_exchange_strong(expect, kPortBinding, std::memory_order_acq_rel);
+    return b && move_port(b->busy[port], kPortFree, kPortBinding);
 }
 
 SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,

@@ -29,6 +29,23 @@ namespace kvsteer::dp {
 // A backend's table (320 KiB) is allocated the first time one of its ports is taken, and kept
 // for the process's life: backend ids are the daemon's, reused when a backend comes back.
 enum : std::uint8_t { kPortFree = 0, kPortBinding = 1, kPortInstalled = 2 };
+// A port's byte: its state in the low two bits; above them a generation, bumped each time the
+// port becomes kPortInstalled. The sweeper frees a port it saw installed at a pass's start, whose
+// entries the pass then did not meet, only if the byte is still the one it saw: a leg a request
+// moved off goes back to the worker (kPortBinding) and a later flow that draws it installs the
+// port again, all within one pass, under a new generation.
+inline constexpr std::uint8_t kPortStateMask = 3;
+inline constexpr std::uint8_t port_state(std::uint8_t v) {
+    return v & kPortStateMask;
+}
+// from -> to, its generation kept; false when the port is not in `from` (a plain read first: a
+// scan passes taken ports unlocked).
+inline bool move_port(std::atomic<std::uint8_t> &a, std::uint8_t from, std::uint8_t to) {
+    std::uint8_t v = a.load(std::memory_order_acquire);
+    return port_state(v) == from &&
+           a.compare_exchange_strong(v, static_cast<std::uint8_t>((v & ~kPortStateMask) | to),
+                                     std::memory_order_acq_rel);
+}
 struct PortBlock {
     std::atomic<std::uint8_t> busy[65536];
     // Session affinity: the session count a port's request holds, (worker << 16) | (slot + 1) in
@@ -69,11 +86,23 @@ struct PortBusy {
     // allocated).
     bool take(std::uint16_t backend, std::uint16_t port);
     std::uint8_t state(std::uint16_t backend, std::uint16_t port) const {
+        return port_state(raw(backend, port));
+    }
+    // The whole byte (state and generation).
+    std::uint8_t raw(std::uint16_t backend, std::uint16_t port) const {
         const PortBlock *b = find(backend);
         return b ? b->busy[port].load(std::memory_order_acquire) : std::uint8_t{kPortFree};
     }
     void set_state(std::uint16_t backend, std::uint16_t port, std::uint8_t st) {
-        if (PortBlock *b = block(backend)) b->busy[port].store(st, std::memory_order_release);
+        PortBlock *b = block(backend);
+        if (!b) return;
+        std::uint8_t v = b->busy[port].load(std::memory_order_relaxed), nv;
+        do {  // a new installation is a new generation
+            nv = static_cast<std::uint8_t>(
+                ((v & ~kPortStateMask) +
+                 (st == kPortInstalled && port_state(v) != kPortInstalled ? 4 : 0)) |
+                st);
+        } while (!b->busy[port].compare_exchange_weak(v, nv, std::memory_order_acq_rel));
     }
     void hold_session(std::uint16_t backend, std::uint16_t port, std::uint32_t worker,
                       std::uint32_t slot) {
@@ -94,25 +123,30 @@ struct PortBusy {
     // backend pool keeps); false when it is not installed (the sweeper may have freed it).
     bool reclaim(std::uint16_t backend, std::uint16_t port) {
         PortBlock *b = find(backend);
-        std::uint8_t expect = kPortInstalled;
-        return b && b->busy[port].compare_exchange_strong(expect, kPortBinding,
-                                                          std::memory_order_acq_rel);
+        return b && move_port(b->busy[port], kPortInstalled, kPortBinding);
     }
     // kPortInstalled -> kPortFree (the sweeper, for a flow it deleted), its session count first;
     // a port the worker took back meanwhile (reclaim: the backend pool keeps its leg) stays.
     void free_installed(std::uint16_t backend, std::uint16_t port) {
+        const std::uint8_t v = raw(backend, port);
+        if (port_state(v) == kPortInstalled) free_if(backend, port, v);
+    }
+    // Frees the port only while its byte is still `seen` (one installation, state and generation:
+    // the sweeper's view at a pass's start), its session count first; false when it changed.
+    bool free_if(std::uint16_t backend, std::uint16_t port, std::uint8_t seen) {
         PortBlock *b = find(backend);
-        if (!b || b->busy[port].load(std::memory_order_acquire) != kPortInstalled) return;
+        if (!b || b->busy[port].load(std::memory_order_acquire) != seen) return false;
         release_session(backend, port);
-        std::uint8_t expect = kPortInstalled;
-        b->busy[port].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel);
+        return b->busy[port].compare_exchange_strong(
+            seen, static_cast<std::uint8_t>(seen & ~kPortStateMask), std::memory_order_acq_rel);
     }
     // The port's session count first: once the port is free another flow may take it.
     void free(std::uint16_t backend, std::uint16_t port) {
         PortBlock *b = find(backend);
         if (!b) return;
         release_session(backend, port);
-        b->busy[port].store(kPortFree, std::memory_order_release);
+        b->busy[port].fetch_and(static_cast<std::uint8_t>(~kPortStateMask),
+                                std::memory_order_acq_rel);  // kPortFree, its generation kept
     }
 };
 

@@ -1,7 +1,6 @@
 #include "sweeper.h"
 
 #include <algorithm>
-#include <bit>
 #include <cerrno>
 #include <vector>
 
@@ -65,7 +64,7 @@ void walk_by_key(int fd, Visit &&visit) {
 
 SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy,
-                        kvs_backend_load *load) {
+                        kvs_backend_load *load, const std::function<void()> &after_snapshot) {
     SweepResult r;
     std::vector<kvs_flow_key> doomed;
     // Ports installed before the pass starts, per backend with a port table: an entry present
@@ -73,7 +72,13 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
     // ones that stay), so a candidate the walk never meets has lost its entries.
     std::vector<std::uint16_t> backends;  // those with a table; bits below in their order
     std::vector<std::int32_t> row(KVS_MAX_BACKENDS, -1);
-    std::vector<std::uint64_t> candidate, seen;
+    std::vector<std::uint64_t> seen;
+    // Each candidate's byte as it was (PortBusy::free_if frees only that installation).
+    struct Candidate {
+        std::uint32_t at;  // row * 65536 + port
+        std::uint8_t v;
+    };
+    std::vector<Candidate> candidate;
     constexpr std::size_t kWords = 65536 / 64;
     if (ports && !mark_busy) {
         for (std::uint16_t b = 0; b < KVS_MAX_BACKENDS; ++b)
@@ -81,15 +86,17 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
                 row[b] = static_cast<std::int32_t>(backends.size());
                 backends.push_back(b);
             }
-        candidate.assign(backends.size() * kWords, 0);
         seen.assign(backends.size() * kWords, 0);
         for (std::size_t i = 0; i < backends.size(); ++i) {
             const PortBlock *blk = ports->find(backends[i]);
-            for (std::uint32_t p = 0; p < 65536; ++p)
-                if (blk->busy[p].load(std::memory_order_acquire) == kPortInstalled)
-                    candidate[i * kWords + p / 64] |= 1ull << (p % 64);
+            for (std::uint32_t p = 0; p < 65536; ++p) {
+                const std::uint8_t v = blk->busy[p].load(std::memory_order_acquire);
+                if (port_state(v) == kPortInstalled)
+                    candidate.push_back({static_cast<std::uint32_t>(i * 65536 + p), v});
+            }
         }
     }
+    if (after_snapshot) after_snapshot();
     auto visit = [&](const kvs_flow_key &k, const kvs_flow &f) {
         ++r.seen;
         const std::uint16_t sp = snat_port_of(k, f);
@@ -143,20 +150,11 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         }
         if (ports) ports->free_installed(df.backend_id, snat_port_of(dk, df));
     }
-    for (std::size_t w = 0; w < candidate.size(); ++w) {
-        std::uint64_t lost = candidate[w] & ~seen[w];
-        const std::uint16_t be = backends[w / kWords];
-        PortBlock *blk = ports->find(be);
-        while (lost) {
-            const auto p = static_cast<std::uint16_t>((w % kWords) * 64 + std::countr_zero(lost));
-            lost &= lost - 1;
-            // Only the sweeper frees an installed port, so its session count can go first.
-            if (blk->busy[p].load(std::memory_order_acquire) != kPortInstalled) continue;
-            ports->release_session(be, p);
-            std::uint8_t expect = kPortInstalled;
-            if (blk->busy[p].compare_exchange_strong(expect, kPortFree, std::memory_order_acq_rel))
-                ++r.reclaimed;
-        }
+    for (const Candidate &c : candidate) {
+        if (seen[c.at / 64] & (1ull << (c.at % 64))) continue;
+        const std::uint16_t be = backends[c.at / 65536];
+        // Only while it is the installation seen at the start (not one a flow drew since).
+        if (ports->free_if(be, static_cast<std::uint16_t>(c.at % 65536), c.v)) ++r.reclaimed;
     }
     return r;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "worker.h"
 
@@ -21,8 +22,10 @@ struct SweepResult {
 // or RST (idle past the timeout: its client or backend vanished, or half closed) has its close
 // counted in `load` (kvs_be_load, may be null) instead, so its backend's in-flight count
 // (binds - closes) does not keep it forever.
+// `after_snapshot` (tests): called once the installed ports are noted, before the walk.
 SweepResult sweep_flows(int flows_fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy = false,
-                        kvs_backend_load *load = nullptr);
+                        kvs_backend_load *load = nullptr,
+                        const std::function<void()> &after_snapshot = {});
 
 }  // namespace kvsteer::dp

@@ -158,7 +158,12 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     max_held_mbufs_ =
         std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
     hz_ = rte_get_tsc_hz();
-    auto ms = [this](std::uint64_t v) { return v * hz_ / 1000; };
+    // In 128 bits: an option in seconds times 1000 times the TSC rate passes 64 bits at a few
+    // million seconds (a huge idle timeout must not wrap into a short one).
+    auto ms = [this](std::uint64_t v) {
+        const unsigned __int128 t = static_cast<unsigned __int128>(v) * hz_ / 1000;
+        return t > ~std::uint64_t{0} ? ~std::uint64_t{0} : static_cast<std::uint64_t>(t);
+    };
     bcfg_.gap = p_.opts.bind_gap_us * hz_ / 1000000;
     bcfg_.slow_gap = std::max(bcfg_.gap, ms(p_.opts.slow_bind_gap_ms));
     bcfg_.syn_timeout = ms(p_.opts.backend_syn_timeout_ms);
@@ -860,6 +865,9 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 sp.flags = KVS_TCP_RST;
                 send(build_tcp(p_.pool, sp));
                 bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
+                // Its late segments are nobody's (its port goes back once the sweeper sees the
+                // entry gone; a pool leg opened on it must get its own SYN-ACK).
+                slots_.detach_old_leg(idx);
                 // Moved, the client entry was replaced; otherwise the connection is over.
                 if (s.b.phase() != Binder::Phase::Bound) bpf_map_delete_elem(t_.flows_fd, &s.ckey);
                 break;
@@ -1140,9 +1148,11 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
         rte_pktmbuf_free(m);
         return;
     }
+    // The slot's current leg, SNAT port included (a move to a new leg on the same backend
+    // leaves the old leg's segments to nobody).
     const bool from_backend = key.family == s.bkey.family &&
                               std::memcmp(key.saddr, s.bkey.saddr, 16) == 0 &&
-                              key.sport == s.bkey.sport;
+                              key.sport == s.bkey.sport && key.dport == s.bkey.dport;
     if (!from_backend) {  // a late answer from a backend this flow already gave up on
         inc(KVS_R_PUNT_BACKEND_OTHER);
         rte_pktmbuf_free(m);

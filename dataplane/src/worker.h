@@ -66,6 +66,8 @@ class Worker {
     // Introspection for tests and the control thread.
     unsigned binding_count() const { return slots_.binding(); }
     unsigned slot_count() const { return slots_.used(); }
+    // Whether a slot takes the segments of the backend leg `bkey` names (tests).
+    bool keyed_by_leg(const kvs_flow_key &bkey) const { return slots_.by_leg(bkey) >= 0; }
     std::uint64_t counter(unsigned reason) const;
     std::uint16_t snat_lo() const { return slots_.port_lo(); }
     std::uint16_t snat_hi() const { return slots_.port_hi(); }

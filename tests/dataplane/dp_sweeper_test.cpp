@@ -160,6 +160,50 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
     close(fd);
 }
 
+// A port the pass saw installed and entry-less at its start, which meanwhile went back to the
+// worker (a leg the backend pool keeps: kPortBinding) and was installed again by the flow that
+// drew the leg (its entries in buckets the walk had passed): not freed, its session count kept.
+// A port that stays the installation the pass saw is freed as before.
+TEST(Sweeper, APortInstalledAgainDuringThePassIsNotFreed) {
+    int fd = flow_map("kvdp_regen");
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    auto ports = std::make_unique<PortBusy>();
+    auto lim = std::make_unique<kvsteer::SessionLimiter>();
+    ports->limiters[2].store(lim.get());
+    const std::uint64_t key = 0x5e55;
+    ports->set_state(0, 23001, kPortInstalled);  // its leg parked meanwhile, then drawn
+    ports->set_state(0, 23002, kPortInstalled);  // lost, and stays so
+    const std::uint8_t before = ports->raw(0, 23001);
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get(), false, nullptr, [&] {
+        ASSERT_TRUE(ports->reclaim(0, 23001));  // parked: the pool's
+        EXPECT_EQ(ports->state(0, 23001), kPortBinding);
+        ports->set_state(0, 23001, kPortInstalled);  // drawn by a new flow, installed
+        ports->hold_session(0, 23001, 2, lim->acquire(key, 8));
+    });
+    EXPECT_NE(ports->raw(0, 23001), before) << "a new installation, a new generation";
+    EXPECT_EQ(r.reclaimed, 1u);
+    EXPECT_EQ(ports->state(0, 23001), kPortInstalled) << "the drawn leg's flow keeps its port";
+    EXPECT_EQ(lim->in_flight(key), 1u) << "and its session count";
+    EXPECT_EQ(ports->state(0, 23002), kPortFree);
+    // The generation survives freeing and taking: the byte never repeats an installation's
+    // within the next 63 ones.
+    ports->free(0, 23002);
+    EXPECT_TRUE(ports->take(0, 23002));
+    EXPECT_EQ(ports->state(0, 23002), kPortBinding);
+    ports->set_state(0, 23002, kPortInstalled);
+    const std::uint8_t first = ports->raw(0, 23002);
+    ports->set_state(0, 23002, kPortInstalled);  // already installed: the same installation
+    EXPECT_EQ(ports->raw(0, 23002), first);
+    ASSERT_TRUE(ports->reclaim(0, 23002));
+    ports->set_state(0, 23002, kPortInstalled);
+    EXPECT_NE(ports->raw(0, 23002), first);
+    EXPECT_FALSE(ports->free_if(0, 23002, first)) << "an earlier installation's byte";
+    EXPECT_EQ(ports->state(0, 23002), kPortInstalled);
+    ports->limiters[2].store(nullptr);
+    close(fd);
+}
+
 // A SNAT port is unique per backend only: flows to two backends share one, and each backend's
 // use of it is freed (or reclaimed) on its own.
 TEST(Sweeper, PortsArePerBackend) {

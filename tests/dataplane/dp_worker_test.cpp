@@ -1890,6 +1890,7 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
         << "the moved request's end, for XDP's tracking";
     EXPECT_EQ(nc.resp, KVS_RESP_END);
     EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0) << "the old leg's entry";
+    EXPECT_FALSE(worker->keyed_by_leg(ks)) << "the reset leg's late segments are nobody's";
     kvs_flow_key ks2;
     kvs_flow_reverse_key(&kc, &nc, &ks2);
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks2, &ns), 0);
