@@ -626,6 +626,30 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
         rte_pktmbuf_free(m);
         return true;
     }
+    // XDP marked the boundary on one CPU while the backend's FIN, a RST or more of its bytes
+    // crossed on another (the two entries are read without a lock): the connection was not
+    // quiescent. The request stays on its backend, as XDP keeps a closing connection's: both
+    // entries unmarked, the segment sent on through the flow, the tracking told the request's
+    // end is unknown (no later boundary on this connection).
+    if (((c2s.state | s2c.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
+        kvs_ntohl(pkt.tcp->ack_seq) != s2c.next_seq + s2c.seq_delta) {
+        inc(KVS_R_DP_REQ_BOUNDARY_RACED);
+        c2s.state = static_cast<std::uint8_t>(c2s.state & ~KVS_FLOW_REBINDING);
+        s2c.state = static_cast<std::uint8_t>(s2c.state & ~KVS_FLOW_REBINDING);
+        c2s.msgs = static_cast<std::uint16_t>(c2s.msgs + 1);
+        c2s.next_seq = kvs_ntohl(pkt.tcp->seq) + pkt.payload_len;
+        c2s.resp = 0;
+        if (bpf_map_update_elem(t_.flows_fd, &skey, &s2c, BPF_EXIST) != 0 ||
+            bpf_map_update_elem(t_.flows_fd, &key, &c2s, BPF_EXIST) != 0) {
+            inc(KVS_R_DP_REQ_NO_FLOW);
+            rte_pktmbuf_free(m);
+            return true;
+        }
+        rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), c2s);
+        inc(KVS_R_TX_FWD_C2S);
+        tx(m);
+        return true;
+    }
     if ((slots_.full() && !reclaim_lingering()) || held_mbufs_ >= max_held_mbufs_) {
         inc(KVS_R_DP_HOLD_FULL);  // the client retransmits; the flow stays marked
         rte_pktmbuf_free(m);

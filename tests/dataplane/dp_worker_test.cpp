@@ -1901,6 +1901,36 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";
 }
 
+// XDP marked a boundary while the backend's FIN crossed it on another CPU (its entry shows the
+// FIN by the time the worker reads it): not quiescent after all. The request stays on its
+// backend: sent on through the old leg, both entries unmarked, no new leg.
+TEST_F(BindTest, BoundaryRacedByTheBackendsFinStaysOnItsBackend) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    b.fs.state |= KVS_FLOW_FIN_IN;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7);
+    r2.ack = cookie + 1 + 100;
+    inject(rp.rx, make_seg(rp.pool, r2));
+    auto out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u) << "the request on its old leg, nothing else";
+    kvs_pkt data = parse(out[0]);
+    EXPECT_EQ(backend_of(data), b.be1);
+    EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
+    EXPECT_EQ(ntohl(data.tcp->seq), b.S + b.fc.seq_delta);
+    EXPECT_EQ(data.payload_len, b.second.size());
+    EXPECT_EQ(stat(KVS_R_DP_REQ_BOUNDARY_RACED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 0u);
+    EXPECT_EQ(worker->slot_count(), 0u) << "nothing held";
+    kvs_flow nc{}, ns{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.ks, &ns), 0);
+    EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0);
+    EXPECT_EQ(ns.state & KVS_FLOW_REBINDING, 0);
+    EXPECT_EQ(nc.resp & KVS_RESP_END, 0) << "no later boundary on this connection";
+}
+
 // A request at a boundary whose choice is the connection's backend (the same prompt again):
 // flushed through the flow's own entries, which are written back unmarked, tracking from the
 // end of the flushed bytes, where the request also ends (the next one may start there only).

@@ -125,7 +125,8 @@
     X(RESP_RESYNC, "response_head_resync")                        \
     X(DP_POOL_PARKED, "dp_pool_parked")                           \
     X(DP_POOL_PARK_REFUSED, "dp_pool_park_refused")               \
-    X(REQ_END_UNKNOWN, "request_end_unknown")
+    X(REQ_END_UNKNOWN, "request_end_unknown")                     \
+    X(DP_REQ_BOUNDARY_RACED, "dp_request_boundary_raced")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
