@@ -125,7 +125,7 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
 
 std::uint64_t Daemon::flows_in_flight() const {
     if (!maps_.load) return 0;
-    std::uint64_t n = 0;
+    std::uint64_t n = core_.retired_in_flight();  // removed backends' flows are still ours
     for (const auto &[id, b] : core_.backends()) n += core_.in_flight(b);
     return n;
 }

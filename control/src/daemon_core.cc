@@ -205,6 +205,10 @@ std::optional<std::uint16_t> DaemonCore::free_id(const Endpoint &ep, std::string
         }
     }
     std::uint16_t id = 0;
+    while (id < KVS_MAX_BACKENDS && (backends_.count(id) || retired_.count(id))) id++;
+    if (id < KVS_MAX_BACKENDS) return id;
+    // Only retired ids left: the lowest (its old flows' closes then count against the new one).
+    id = 0;
     while (id < KVS_MAX_BACKENDS && backends_.count(id)) id++;
     if (id >= KVS_MAX_BACKENDS) {
         *err = "backend table full (" + std::to_string(KVS_MAX_BACKENDS) + ")";
@@ -214,6 +218,11 @@ std::optional<std::uint16_t> DaemonCore::free_id(const Endpoint &ep, std::string
 }
 
 void DaemonCore::add_backend(std::uint16_t id, const BackendSpec &spec, std::uint64_t now_ns) {
+    if (retired_.erase(id))
+        spdlog::warn(
+            "backend id {} reused while flows of its removed backend are open (no other "
+            "id free): their closes count against {}",
+            id, spec.ep.str());
     BackendRuntime b = fresh_backend(id, spec);
     resolve_mac(b);
     backends_[id] = std::move(b);
@@ -223,7 +232,10 @@ void DaemonCore::add_backend(std::uint16_t id, const BackendSpec &spec, std::uin
 }
 
 void DaemonCore::remove_backend(std::uint16_t id, std::uint64_t now_ns) {
-    backends_.erase(id);
+    auto it = backends_.find(id);
+    if (it != backends_.end() && in_flight(it->second) > 0)
+        retired_[id] = Retired{it->second.base_binds, it->second.base_closes};
+    if (it != backends_.end()) backends_.erase(it);
     policy_.forget_backend(id);
     unpin_backend(id);
     republish(now_ns);
@@ -260,6 +272,7 @@ void DaemonCore::on_report(const kvs_bind_report &r, std::uint64_t now_ns) {
 }
 
 void DaemonCore::tick(std::uint64_t now_ns) {
+    expire_retired();
     if (now_ns >= next_passive_ns_) {
         passive_health(now_ns);
         next_passive_ns_ =

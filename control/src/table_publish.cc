@@ -48,10 +48,33 @@ std::vector<std::uint32_t> build_lookup_table(TableAlgorithm a,
 }
 
 std::uint64_t DaemonCore::in_flight(const BackendRuntime &b) const {
-    auto &l = maps_.load[b.id];
-    std::uint64_t binds = load_relaxed(l.binds) - b.base_binds;
-    std::uint64_t closes = load_relaxed(l.closes) - b.base_closes;
+    return in_flight_since(b.id, b.base_binds, b.base_closes);
+}
+
+std::uint64_t DaemonCore::in_flight_since(std::uint16_t id, std::uint64_t base_binds,
+                                          std::uint64_t base_closes) const {
+    auto &l = maps_.load[id];
+    std::uint64_t binds = load_relaxed(l.binds) - base_binds;
+    std::uint64_t closes = load_relaxed(l.closes) - base_closes;
     return binds > closes ? binds - closes : 0;
+}
+
+std::uint64_t DaemonCore::retired_in_flight() const {
+    std::uint64_t n = 0;
+    for (const auto &[id, r] : retired_) n += in_flight_since(id, r.base_binds, r.base_closes);
+    return n;
+}
+
+void DaemonCore::expire_retired() {
+    for (auto it = retired_.begin(); it != retired_.end();) {
+        if (in_flight_since(it->first, it->second.base_binds, it->second.base_closes) == 0) {
+            spdlog::info("backend id {}: the removed backend's last flow closed; the id is free",
+                         it->first);
+            it = retired_.erase(it);
+        } else {
+            ++it;
+        }
+    }
 }
 
 std::vector<BackendSnapshot> DaemonCore::snapshots() const {

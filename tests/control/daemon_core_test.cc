@@ -299,6 +299,43 @@ TEST_F(DaemonCoreTest, PinsDoNotFollowAReusedId) {
     EXPECT_EQ(affinity(0x456)->backends[0], 2);
 }
 
+// A removed backend's flows stay open in the dataplane and close against its id: the id is
+// retired, not given to the next backend, until they are closed, and they count as in flight
+// (a drain must wait for them). Before, the next backend took the id and the old flows' closes
+// hid its own flows (its in-flight count clamped at 0).
+TEST_F(DaemonCoreTest, ARemovedBackendsIdWaitsForItsFlows) {
+    DaemonCore &d = start(config(3));
+    std::string err;
+    m_.view.load[1].binds += 100;  // 100 flows bound to backend 1, none closed
+    EXPECT_EQ(d.in_flight(*d.backend(1)), 100u);
+    d.remove_backend(1, kT0 + kMs);
+    ASSERT_EQ(d.retired().count(1), 1u);
+    EXPECT_EQ(d.retired_in_flight(), 100u);
+    BackendSpec spec = d.config().backends[0];
+    spec.ep = *parse_endpoint("10.0.2.9:8000", &err);
+    auto id = d.free_id(spec.ep, &err);
+    ASSERT_TRUE(id) << err;
+    EXPECT_EQ(*id, 3) << "not the retired id 1";
+    d.add_backend(*id, spec, kT0 + 2 * kMs);
+    m_.view.load[3].binds += 50;
+    m_.view.load[1].closes += 60;  // most of the old flows close
+    d.tick(kT0 + 3 * kMs);
+    EXPECT_EQ(d.retired_in_flight(), 40u);
+    EXPECT_EQ(d.in_flight(*d.backend(3)), 50u) << "the new backend's own flows, untouched";
+    m_.view.load[1].closes += 40;
+    d.tick(kT0 + 4 * kMs);
+    EXPECT_TRUE(d.retired().empty()) << "its last flow closed: the id is free again";
+    spec.ep = *parse_endpoint("10.0.2.10:8000", &err);
+    id = d.free_id(spec.ep, &err);
+    ASSERT_TRUE(id) << err;
+    EXPECT_EQ(*id, 1);
+    d.add_backend(*id, spec, kT0 + 5 * kMs);
+    EXPECT_EQ(d.in_flight(*d.backend(1)), 0u) << "counted from its own start";
+    // A backend removed with nothing open frees its id at once.
+    d.remove_backend(2, kT0 + 6 * kMs);
+    EXPECT_EQ(d.retired().count(2), 0u);
+}
+
 // A restart on the maps a previous instance filled (kvsteerd killed and started again): the
 // backends it had up stay up (a new instance starting them down made the dataplane reset new
 // connections until the first health check), and a random cookie key is the previous one (a

@@ -104,6 +104,7 @@ class DaemonCore {
     const std::map<std::uint16_t, BackendRuntime> &backends() const { return backends_; }
     const BackendRuntime *backend(std::uint16_t id) const;
     // The id a new backend `ep` would take; nullopt + err when it exists or the table is full.
+    // Not a retired id (below) while another is free.
     std::optional<std::uint16_t> free_id(const Endpoint &ep, std::string *err) const;
     // Adds `spec` as `id` (from free_id) and publishes.
     void add_backend(std::uint16_t id, const BackendSpec &spec, std::uint64_t now_ns);
@@ -112,6 +113,15 @@ class DaemonCore {
     void set_weight(std::uint16_t id, std::uint16_t weight, std::uint64_t now_ns);
     // Bound flows not yet closed: the dataplane's binds - closes since this id was taken.
     std::uint64_t in_flight(const BackendRuntime &b) const;
+    // A removed backend whose flows are still open (the dataplane keeps them; they close against
+    // its id's counters): its id is retired, not given to a new backend, until they are closed
+    // (tick), so the new one's in-flight count is not eaten by the old one's closes, and a drain
+    // counts them (retired_in_flight).
+    struct Retired {
+        std::uint64_t base_binds = 0, base_closes = 0;
+    };
+    const std::map<std::uint16_t, Retired> &retired() const { return retired_; }
+    std::uint64_t retired_in_flight() const;
     // What AffinityPolicy is told about every backend.
     std::vector<BackendSnapshot> snapshots() const;
 
@@ -163,6 +173,10 @@ class DaemonCore {
     TableWriter writer_;
     MacResolver resolve_mac_;
     std::map<std::uint16_t, BackendRuntime> backends_;
+    std::map<std::uint16_t, Retired> retired_;
+    std::uint64_t in_flight_since(std::uint16_t id, std::uint64_t base_binds,
+                                  std::uint64_t base_closes) const;
+    void expire_retired();
     std::vector<std::array<std::uint64_t, 3>>
         maglev_input_;  // (id, identity, weight) last published
     bool maglev_published_ = false;
