@@ -284,6 +284,22 @@ static long kvs_head_step(__u64 index, void *arg) {
     return 0;
 }
 
+/* A head at `off` (at most KVS_RESP_SCAN bytes of the segment's `len`) loaded into the per-CPU
+ * scratch and scanned into *h (its end, Content-Length, chunked); the scratch, or 0 when fewer
+ * than `min` bytes are there or the load fails. */
+static __always_inline struct kvs_resp_scratch *kvs_scan_head(struct xdp_md *ctx, __u32 off,
+                                                              __u32 len, __u32 min,
+                                                              struct kvs_head_scan *h) {
+    __u32 zero = 0, n = len < KVS_RESP_SCAN ? len : KVS_RESP_SCAN;
+    struct kvs_resp_scratch *sc = bpf_map_lookup_elem(&kvs_resp_scratch, &zero);
+
+    if (!sc || n < min || bpf_xdp_load_bytes(ctx, off, sc->b, n)) return 0;
+    h->b = sc->b;
+    h->n = n;
+    bpf_loop(KVS_RESP_SCAN, kvs_head_step, h, 0);
+    return sc;
+}
+
 /* Whether a server->client segment ends with a chunked body's last chunk: "0\r\n\r\n" ending
  * the segment, after the previous chunk's CRLF (or alone in it). `t` holds its first 5 bytes. */
 static __always_inline int kvs_ends_last_chunk(struct xdp_md *ctx, __u32 off, __u32 len, __u8 *t) {
@@ -308,7 +324,7 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
                                            struct kvs_flow *f) {
     struct kvs_resp_scratch *sc;
     struct kvs_head_scan h = {};
-    __u32 zero = 0, n, hint;
+    __u32 hint;
     __u8 t[8];
 
     if (!f || len < 5 || len > 0xffff) return 0;
@@ -318,13 +334,8 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
      * it to the first byte at install): found there even when segments arrive reordered. */
     if (seq == f->resp_end && t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' &&
         t[4] == '/') {
-        sc = bpf_map_lookup_elem(&kvs_resp_scratch, &zero);
+        sc = kvs_scan_head(ctx, off, len, 12, &h);
         if (!sc) return 0;
-        n = len < KVS_RESP_SCAN ? len : KVS_RESP_SCAN;
-        if (n < 12 || bpf_xdp_load_bytes(ctx, off, sc->b, n)) return 0;
-        h.b = sc->b;
-        h.n = n;
-        bpf_loop(KVS_RESP_SCAN, kvs_head_step, &h, 0);
         if (sc->b[9] == '1') { /* 1xx: the final response follows it */
             if (h.hdr_end) f->resp_end = seq + h.hdr_end;
             return 0;
@@ -377,21 +388,14 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
  * Global: runs once per request XDP keeps. */
 __attribute__((noinline)) int kvs_xdp_req(struct xdp_md *ctx, __u32 off, __u32 len, __u32 seq,
                                           struct kvs_flow *f) {
-    struct kvs_resp_scratch *sc;
     struct kvs_head_scan h = {};
-    __u32 zero = 0, n;
 
     if (!f) return 0;
     f->resp = 0;
-    sc = bpf_map_lookup_elem(&kvs_resp_scratch, &zero);
-    n = len < KVS_RESP_SCAN ? len : KVS_RESP_SCAN;
-    if (!sc || n < 16 || len > 0xffff || bpf_xdp_load_bytes(ctx, off & 0xff, sc->b, n)) {
+    if (len > 0xffff || !kvs_scan_head(ctx, off & 0xff, len, 16, &h)) {
         kvs_count(KVS_R_REQ_END_UNKNOWN);
         return 0;
     }
-    h.b = sc->b;
-    h.n = n;
-    bpf_loop(KVS_RESP_SCAN, kvs_head_step, &h, 0);
     if (!h.have_len) h.clen = 0;
     if (!h.hdr_end || h.chunked || h.clen >= 0x40000000ull) {
         kvs_count(KVS_R_REQ_END_UNKNOWN);

@@ -35,6 +35,13 @@ namespace kvsteer::dp {
 
 namespace {
 
+// `amount` units of 1/per_second s in TSC ticks, in 128 bits (saturating): ns or ms times the TSC
+// rate passes 64 bits within seconds or millions of seconds, and a wrapped time is a short one.
+std::uint64_t to_ticks(std::uint64_t amount, std::uint64_t per_second, std::uint64_t hz) {
+    const unsigned __int128 t = static_cast<unsigned __int128>(amount) * hz / per_second;
+    return t > ~std::uint64_t{0} ? ~std::uint64_t{0} : static_cast<std::uint64_t>(t);
+}
+
 std::uint64_t mono_ns() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -158,12 +165,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     max_held_mbufs_ =
         std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
     hz_ = rte_get_tsc_hz();
-    // In 128 bits: an option in seconds times 1000 times the TSC rate passes 64 bits at a few
-    // million seconds (a huge idle timeout must not wrap into a short one).
-    auto ms = [this](std::uint64_t v) {
-        const unsigned __int128 t = static_cast<unsigned __int128>(v) * hz_ / 1000;
-        return t > ~std::uint64_t{0} ? ~std::uint64_t{0} : static_cast<std::uint64_t>(t);
-    };
+    auto ms = [this](std::uint64_t v) { return to_ticks(v, 1000, hz_); };
     bcfg_.gap = p_.opts.bind_gap_us * hz_ / 1000000;
     bcfg_.slow_gap = std::max(bcfg_.gap, ms(p_.opts.slow_bind_gap_ms));
     bcfg_.syn_timeout = ms(p_.opts.backend_syn_timeout_ms);
@@ -1249,12 +1251,7 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     // old as that (a leg about to be closed by the backend is not kept).
     const std::uint64_t now_ns = clock_ns();
     const std::uint64_t last_ns = std::max(o.last_seen_ns, os.last_seen_ns);
-    // In 128 bits: nanoseconds times the TSC rate overflow 64 bits past ~6 s of idle, and a wrapped
-    // idle time could pass a leg idle for longer as fresh.
-    const std::uint64_t idle =
-        now_ns > last_ns ? static_cast<std::uint64_t>(
-                               static_cast<unsigned __int128>(now_ns - last_ns) * hz_ / 1000000000u)
-                         : 0;
+    const std::uint64_t idle = now_ns > last_ns ? to_ticks(now_ns - last_ns, 1000000000, hz_) : 0;
     // Only a leg the slot alone reaches (attach_old_leg): no other slot may take its segments.
     if (!o.leg_ts || !o.client_sack || o.leg_wscale == KVS_WSCALE_NONE || o.leg_mss == 0 ||
         ((o.state | os.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_CLOSED)) ||
