@@ -112,14 +112,16 @@ static __always_inline int kvs_syn_allowed(const struct kvs_pkt *pkt, const stru
 static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt) {
     struct kvs_syn_scratch *sc;
     struct kvs_config *cfg;
+    const __u64 *key;
     void *data, *data_end;
     __u32 zero = 0;
     __u64 now;
     int delta;
 
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
-    if (!cfg || !kvs_cookie_key_set(&cfg->cookie_key[0][0]))
-        return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    if (!cfg) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    key = kvs_config_sign_key(cfg);
+    if (!kvs_cookie_key_set(key)) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     sc = bpf_map_lookup_elem(&kvs_syn_scratch, &zero);
     if (!sc) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     if (!kvs_syn_allowed(pkt, cfg, bpf_ktime_get_coarse_ns()))
@@ -128,8 +130,8 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     kvs_cookie_tuple_of(pkt, &sc->t);
     now = bpf_ktime_get_tai_ns();
     /* The TSval carries the client's ISN under the cookie's hash (see cookie.h). */
-    kvs_cookie_sign(&cfg->cookie_key[0][0], &sc->t, kvs_cookie_slot(now, cfg->cookie_period_s),
-                    sc->sa.cookie_data, sc->sa.client_isn, &sc->sa.cookie, &sc->sa.tsval);
+    kvs_cookie_sign(key, &sc->t, kvs_cookie_slot(now, cfg->cookie_period_s), sc->sa.cookie_data,
+                    sc->sa.client_isn, &sc->sa.cookie, &sc->sa.tsval);
 
     delta = (int)sc->sa.frame_len - (int)pkt->frame_len;
     if (delta && bpf_xdp_adjust_tail(ctx, delta))
@@ -790,7 +792,7 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx, __u32 at) 
     if ((flags & KVS_TCP_SYN) || !(flags & KVS_TCP_ACK))
         return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
-    if (!cfg || !kvs_cookie_key_set(&cfg->cookie_key[0][0]))
+    if (!cfg || !kvs_cookie_key_set(kvs_config_sign_key(cfg)))
         return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     kvs_cookie_tuple_of(&pkt, &t);
     slot = kvs_cookie_slot(bpf_ktime_get_tai_ns(), cfg->cookie_period_s);

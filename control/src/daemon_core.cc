@@ -81,10 +81,7 @@ void DaemonCore::write_config() {
     c->snat_port_hi = cfg_.snat_port_hi;
     std::memcpy(c->appliance_mac, cfg_.appliance_mac.data(), 6);
     c->n_workers = cfg_.workers;
-    c->cookie_key[0][0] = cfg_.cookie_key[0];
-    c->cookie_key[0][1] = cfg_.cookie_key[1];
-    c->cookie_key[1][0] = cfg_.cookie_key_prev[0];
-    c->cookie_key[1][1] = cfg_.cookie_key_prev[1];
+    write_cookie_keys(c);
     c->cookie_period_s = cfg_.cookie_period_s;
     c->flags = (cfg_.syn_timestamps ? static_cast<__u32>(KVS_CFG_SYN_TIMESTAMPS) : 0u) |
                (cfg_.per_request ? static_cast<__u32>(KVS_CFG_PER_REQUEST) : 0u);
@@ -110,6 +107,33 @@ void DaemonCore::write_config() {
                    std::memory_order_relaxed);
     std::atomic_ref<__u64>(c->hash_seed).store(cfg_.hash_seed, std::memory_order_relaxed);
     writer_.bump_generation();
+}
+
+// XDP and the dataplane sign SYN-ACKs with cookie_key[cookie_sign] while this runs, word by word:
+// the signing slot is never rewritten in place. A rotation (the new previous key is the one
+// signing now) writes the other slot, then flips cookie_sign; checks accept either slot
+// throughout. When both keys are new (a reload with other keys), the old signing slot is
+// rewritten after the flip, once nothing should start signing with it.
+void DaemonCore::write_cookie_keys(kvs_config *c) const {
+    using Key = std::array<std::uint64_t, 2>;
+    const auto slot = [c](unsigned i) {
+        return Key{load_relaxed(c->cookie_key[i][0]), load_relaxed(c->cookie_key[i][1])};
+    };
+    const auto put = [c](unsigned i, const Key &k) {
+        std::atomic_ref<__u64>(c->cookie_key[i][0]).store(k[0], std::memory_order_relaxed);
+        std::atomic_ref<__u64>(c->cookie_key[i][1]).store(k[1], std::memory_order_relaxed);
+    };
+    std::atomic_ref<__u8> sign(c->cookie_sign);
+    const unsigned s = sign.load(std::memory_order_relaxed) & 1u;
+    const Key &cur = cfg_.cookie_key, &prev = cfg_.cookie_key_prev;
+    if (slot(s) == cur || slot(s) == Key{}) {  // no change of the signing key, or none yet
+        if (slot(s) != cur) put(s, cur);
+        if (slot(s ^ 1u) != prev) put(s ^ 1u, prev);
+        return;
+    }
+    put(s ^ 1u, cur);
+    sign.store(static_cast<__u8>(s ^ 1u), std::memory_order_release);
+    if (slot(s) != prev) put(s, prev);
 }
 
 void DaemonCore::set_cookie_keys(const std::array<std::uint64_t, 2> &cur,
@@ -146,9 +170,11 @@ void DaemonCore::start(std::uint64_t now_ns) {
     // A restart on maps a previous instance filled: a random cookie key (none configured) is
     // that instance's, so handshakes under way stay valid (a new key drops their ACKs).
     const kvs_config &was = *maps_.config;
-    if (cfg_.cookie_key_random && (was.cookie_key[0][0] | was.cookie_key[0][1])) {
-        cfg_.cookie_key = {was.cookie_key[0][0], was.cookie_key[0][1]};
-        cfg_.cookie_key_prev = {was.cookie_key[1][0], was.cookie_key[1][1]};
+    const __u64 *was_key = kvs_config_sign_key(&was);
+    if (cfg_.cookie_key_random && (was_key[0] | was_key[1])) {
+        const __u64 *was_prev = kvs_config_prev_key(&was);
+        cfg_.cookie_key = {was_key[0], was_key[1]};
+        cfg_.cookie_key_prev = {was_prev[0], was_prev[1]};
         spdlog::info("cookie key: the previous instance's (none configured)");
     }
     write_config();

@@ -55,8 +55,8 @@ std::optional<MemberSet> json_members(const json &j, std::string *err) {
 }
 
 // A fingerprint of a cookie key (the key itself stays out of the API).
-std::string key_fingerprint(const __u64 (&k)[2]) {
-    return hex64(XXH3_64bits(k, sizeof k));
+std::string key_fingerprint(const __u64 *k) {
+    return hex64(XXH3_64bits(k, 2 * sizeof *k));
 }
 
 }  // namespace
@@ -93,8 +93,8 @@ void Daemon::apply_fleet_cookie(const FleetEtcdView &v) {
     if (!k || (cfg().cookie_key == k->sign && cfg().cookie_key_prev == k->accept)) return;
     core_.set_cookie_keys(k->sign, k->accept);
     spdlog::info("fleet: cookie keys from etcd (signing {}, also accepted {})",
-                 key_fingerprint(maps_.config->cookie_key[0]),
-                 key_fingerprint(maps_.config->cookie_key[1]));
+                 key_fingerprint(kvs_config_sign_key(maps_.config)),
+                 key_fingerprint(kvs_config_prev_key(maps_.config)));
 }
 
 std::string Daemon::fleet_digest_hex() const {
@@ -119,7 +119,7 @@ std::string Daemon::lookup_digest_hex() const {
 }
 
 std::string Daemon::fleet_cookie_fingerprint() const {
-    return key_fingerprint(maps_.config->cookie_key[0]);
+    return key_fingerprint(kvs_config_sign_key(maps_.config));
 }
 
 // Each alive member as it reports itself in etcd, and whether the fleet agrees: every member
@@ -277,8 +277,8 @@ json Daemon::fleet_json() const {
                         {"last_error", ps.last_error.empty() ? json(nullptr) : json(ps.last_error)}}
                  : json(nullptr)},
         {"cookie_keys",
-         {{"current", key_fingerprint(maps_.config->cookie_key[0])},
-          {"previous", key_fingerprint(maps_.config->cookie_key[1])}}}};
+         {{"current", key_fingerprint(kvs_config_sign_key(maps_.config))},
+          {"previous", key_fingerprint(kvs_config_prev_key(maps_.config))}}}};
 }
 
 std::optional<json> Daemon::handle_fleet(const std::string &cmd, const json &req) {

@@ -14,7 +14,8 @@ void rewrite_packet(kvs_pkt *pkt, void *data_end, const kvs_flow &f) {
 
 rte_mbuf *build_cookie_synack(rte_mbuf *syn, const kvs_config &cfg, const kvs_pkt &pkt,
                               std::uint64_t tai_ns) {
-    if (!kvs_cookie_key_set(cfg.cookie_key[0])) {
+    const __u64 *key = kvs_config_sign_key(&cfg);
+    if (!kvs_cookie_key_set(key)) {
         rte_pktmbuf_free(syn);
         return nullptr;
     }
@@ -22,8 +23,8 @@ rte_mbuf *build_cookie_synack(rte_mbuf *syn, const kvs_config &cfg, const kvs_pk
     kvs_synack_plan(&pkt, &cfg, &sa);
     kvs_cookie_tuple t{};
     kvs_cookie_tuple_of(&pkt, &t);
-    kvs_cookie_sign(cfg.cookie_key[0], &t, kvs_cookie_slot(tai_ns, cfg.cookie_period_s),
-                    sa.cookie_data, sa.client_isn, &sa.cookie, &sa.tsval);
+    kvs_cookie_sign(key, &t, kvs_cookie_slot(tai_ns, cfg.cookie_period_s), sa.cookie_data,
+                    sa.client_isn, &sa.cookie, &sa.tsval);
     const std::uint32_t have = rte_pktmbuf_data_len(syn);
     if (have > sa.frame_len)
         rte_pktmbuf_trim(syn, static_cast<std::uint16_t>(have - sa.frame_len));

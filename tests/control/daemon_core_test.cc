@@ -1,13 +1,16 @@
-// DaemonCore without sockets or threads: reports, scrapes and health verdicts in, tables out,
-// over tables in ordinary memory and on a clock the test drives.
+// DaemonCore without sockets (one test adds a reader thread): reports, scrapes and health verdicts
+// in, tables out, over tables in ordinary memory and on a clock the test drives.
 #include "kvsteer/control/daemon_core.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "heap_maps.h"
@@ -358,15 +361,101 @@ TEST_F(DaemonCoreTest, RestartKeepsBackendsUpAndTheCookieKey) {
     start(again);
     EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP) << "up before stays up until checked";
     EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DOWN);
-    EXPECT_EQ(m_.view.config->cookie_key[0][0], 0x1111u) << "the previous instance's key";
-    EXPECT_EQ(m_.view.config->cookie_key[0][1], 0x2222u);
+    EXPECT_EQ(kvs_config_sign_key(m_.view.config)[0], 0x1111u) << "the previous instance's key";
+    EXPECT_EQ(kvs_config_sign_key(m_.view.config)[1], 0x2222u);
 
     // A configured key always wins.
     core_.reset();
     auto fixed = again;
     fixed.cookie_key_random = false;
     start(fixed);
-    EXPECT_EQ(m_.view.config->cookie_key[0][0], 0x3333u);
+    EXPECT_EQ(kvs_config_sign_key(m_.view.config)[0], 0x3333u);
+    EXPECT_EQ(kvs_config_prev_key(m_.view.config)[0], 0x3333u);
+
+    // After a rotation, a restart with a random key takes both of the previous instance's keys,
+    // whichever slot signs.
+    core_->set_cookie_keys({0x5555, 0x6666}, {0x3333, 0x4444});
+    core_.reset();
+    start(again);
+    EXPECT_EQ(kvs_config_sign_key(m_.view.config)[0], 0x5555u);
+    EXPECT_EQ(kvs_config_prev_key(m_.view.config)[0], 0x3333u);
+}
+
+// A cookie key rotation never rewrites the key SYN-ACKs are being signed with: the new key goes
+// into the other slot, then the signing index flips (before, the current key's two words were
+// overwritten in place while XDP read them: a SYN answered in that window got a cookie of half
+// of each key, which no key checks).
+TEST_F(DaemonCoreTest, CookieRotationWritesTheOtherSlotThenFlips) {
+    auto c = config(1);
+    c.cookie_key = {0xa0, 0xa1};
+    c.cookie_key_prev = c.cookie_key;
+    start(c);
+    kvs_config *cfg = m_.view.config;
+    const __u64 *a = kvs_config_sign_key(cfg);
+    EXPECT_EQ(a[0], 0xa0u);
+    EXPECT_EQ(a[1], 0xa1u);
+
+    core_->set_cookie_keys({0xb0, 0xb1}, {0xa0, 0xa1});  // rotation: A becomes the previous key
+    const __u64 *b = kvs_config_sign_key(cfg);
+    EXPECT_NE(b, a) << "the other slot signs";
+    EXPECT_EQ(b[0], 0xb0u);
+    EXPECT_EQ(b[1], 0xb1u);
+    EXPECT_EQ(kvs_config_prev_key(cfg), a);
+    EXPECT_EQ(a[0], 0xa0u) << "A's slot untouched";
+
+    core_->set_cookie_keys({0xc0, 0xc1}, {0xb0, 0xb1});
+    EXPECT_EQ(kvs_config_sign_key(cfg), a) << "back to the first slot";
+    EXPECT_EQ(a[0], 0xc0u);
+    EXPECT_EQ(b[0], 0xb0u);
+
+    // Only the previous key changes: the signing slot stays.
+    core_->set_cookie_keys({0xc0, 0xc1}, {0xd0, 0xd1});
+    EXPECT_EQ(kvs_config_sign_key(cfg), a);
+    EXPECT_EQ(kvs_config_prev_key(cfg)[0], 0xd0u);
+
+    // Both new (a reload with other keys): still a flip to the new signing key.
+    core_->set_cookie_keys({0xe0, 0xe1}, {0xf0, 0xf1});
+    EXPECT_EQ(kvs_config_sign_key(cfg), b);
+    EXPECT_EQ(b[0], 0xe0u);
+    EXPECT_EQ(a[0], 0xf0u);
+}
+
+// The same, with a reader signing concurrently: every key it reads is a whole key, never half of
+// two. Each rotation waits for one read to finish after it (real rotations are a period apart:
+// a writer lapping a reader stopped between the index and the key is not the race under test).
+// Bounded: 20,000 rotations and 10 s.
+TEST_F(DaemonCoreTest, ConcurrentSignerNeverReadsAHalfWrittenKey) {
+    auto c = config(1);
+    c.cookie_key = {1, ~1ull};
+    c.cookie_key_prev = c.cookie_key;
+    start(c);
+    const kvs_config *cfg = m_.view.config;
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> torn{0}, reads{0};
+    std::thread signer([&] {
+        while (!done.load(std::memory_order_relaxed)) {
+            const __u64 *k = kvs_config_sign_key(cfg);
+            const std::uint64_t w0 = __atomic_load_n(&k[0], __ATOMIC_RELAXED);
+            const std::uint64_t w1 = __atomic_load_n(&k[1], __ATOMIC_RELAXED);
+            if (w1 != ~w0) torn.fetch_add(1, std::memory_order_relaxed);
+            reads.fetch_add(1, std::memory_order_relaxed);
+        }
+    });
+    std::array<std::uint64_t, 2> prev = c.cookie_key;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (std::uint64_t i = 2; i < 20002 && std::chrono::steady_clock::now() < deadline; ++i) {
+        const std::array<std::uint64_t, 2> next{i, ~i};  // each key: word 1 = ~word 0
+        core_->set_cookie_keys(next, prev);
+        prev = next;
+        const std::uint64_t seen = reads.load(std::memory_order_relaxed);
+        while (reads.load(std::memory_order_relaxed) == seen &&
+               std::chrono::steady_clock::now() < deadline)
+            std::this_thread::yield();
+    }
+    done = true;
+    signer.join();
+    EXPECT_GT(reads.load(), 0u);
+    EXPECT_EQ(torn.load(), 0u) << "reads of a half-written signing key";
 }
 
 // The lookup table's digest names backends by address: two appliances whose backends got

@@ -130,14 +130,18 @@ struct kvs_config {
     __u8 snat_family;
     __u8 n_workers;
 
-    /* SYN cookies: SipHash-2-4 keys, [0] current, [1] previous (validation accepts both). */
+    /* SYN cookies: SipHash-2-4 keys, [cookie_sign] signs (the current key), the other is the
+     * previous one; validation accepts both. */
     __u64 cookie_key[2][2];
     __u32 cookie_period_s; /* length of one time slot, seconds (0: KVS_COOKIE_DEFAULT_PERIOD_S,
                               cookie.h) */
     __u32 flags;           /* enum kvs_config_flags */
     __u16 syn_mss;         /* MSS advertised in our SYN-ACK */
     __u8 syn_wscale;       /* window scale advertised in our SYN-ACK */
-    __u8 pad0;
+    /* Which cookie_key signs (bit 0; read it through kvs_config_sign_key). A writer never
+     * rewrites the signing key in place: it writes the other slot, then flips this byte, so a
+     * SYN answered during a rotation is never signed with half of each key. */
+    __u8 cookie_sign;
     __u16 syn_window; /* raw window field of our SYN-ACK (non-zero) */
     __u16 pad1;
 
@@ -184,6 +188,17 @@ static inline const __u32 *kvs_snat_addr(const struct kvs_config *c, __u8 family
     if (c->snat_family == family) return c->snat_addr;
     if (c->snat2_family == family) return c->snat2_addr;
     return 0;
+}
+
+/* The cookie key that signs SYN-ACKs now (cookie_sign read once: a writer flips it after
+ * writing the key it names). The other slot is the previous key; checks accept both. */
+static inline const __u64 *kvs_config_sign_key(const struct kvs_config *c) {
+    return c->cookie_key[*(const volatile __u8 *)&c->cookie_sign & 1];
+}
+
+/* The other cookie key (the previous one, still accepted). */
+static inline const __u64 *kvs_config_prev_key(const struct kvs_config *c) {
+    return c->cookie_key[(*(const volatile __u8 *)&c->cookie_sign & 1) ^ 1];
 }
 
 /* ---- backends ------------------------------------------------------------------------- */

@@ -128,7 +128,7 @@ KVS_INLINE void kvs_cookie_sign(const __u64 *key, const struct kvs_cookie_tuple 
 }
 
 /* Our ISN for a SYN of tuple `t` in time slot `slot`, carrying option byte `data` (from
- * kvs_cookie_pack_opts). `key` is one SipHash key (2 words), normally cfg->cookie_key[0]. */
+ * kvs_cookie_pack_opts). `key` is one SipHash key (2 words), normally kvs_config_sign_key(cfg). */
 KVS_INLINE __u32 kvs_cookie_make(const __u64 *key, const struct kvs_cookie_tuple *t, __u64 slot,
                                  __u8 data) {
     __u32 cookie, tsval;

@@ -158,6 +158,7 @@ class DaemonCore {
 
    private:
     void write_config();
+    void write_cookie_keys(kvs_config *c) const;
     BackendRuntime fresh_backend(std::uint16_t id, const BackendSpec &spec) const;
     void resolve_mac(BackendRuntime &b);
     void passive_health(std::uint64_t now_ns);
