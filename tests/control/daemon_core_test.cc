@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,6 +69,18 @@ class DaemonCoreTest : public ::testing::Test {
         std::uint32_t n = 0;
         for (std::uint32_t i = 0; i < KVS_MAGLEV_SIZE; i++) n += half[i] == id;
         return n;
+    }
+
+    // Adds a backend at `addr` (otherwise backend 0's spec) under the id free_id gives it.
+    static std::optional<std::uint16_t> add(DaemonCore &d, const std::string &addr,
+                                            std::uint64_t now_ns) {
+        std::string err;
+        BackendSpec spec = d.config().backends[0];
+        spec.ep = *parse_endpoint(addr, &err);
+        const auto id = d.free_id(spec.ep, &err);
+        EXPECT_TRUE(id) << err;
+        if (id) d.add_backend(*id, spec, now_ns);
+        return id;
     }
 
     HeapMaps m_;
@@ -251,12 +264,10 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
     BackendSpec spec = d.config().backends[0];
     EXPECT_FALSE(d.free_id(spec.ep, &err));
     EXPECT_NE(err.find("exists"), std::string::npos);
-    spec.ep = *parse_endpoint("10.0.2.9:8000", &err);
     m_.view.load[1].binds = 5;  // an earlier occupant's flows
-    auto id = d.free_id(spec.ep, &err);
+    const auto id = add(d, "10.0.2.9:8000", kT0 + kMs);
     ASSERT_TRUE(id);
     EXPECT_EQ(*id, 1);
-    d.add_backend(*id, spec, kT0 + kMs);
     EXPECT_EQ(m_.view.backends[1].state, KVS_BE_UP);
     EXPECT_EQ(m_.view.config->n_backends, 2u);
     EXPECT_EQ(d.in_flight(*d.backend(1)), 0u);
@@ -275,7 +286,6 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
 // inherit the pin; a pin naming others too keeps them.
 TEST_F(DaemonCoreTest, PinsDoNotFollowAReusedId) {
     DaemonCore &d = start(config(3));
-    std::string err;
     d.pin(0xabc, {1}, kT0 + kMs);
     d.pin(0xdef, {1, 2}, kT0 + kMs);
     ASSERT_NE(affinity(0xabc), nullptr);
@@ -284,12 +294,9 @@ TEST_F(DaemonCoreTest, PinsDoNotFollowAReusedId) {
     EXPECT_EQ(d.policy().pins().count(0xabc), 0u) << "its only backend is gone";
     ASSERT_EQ(d.policy().pins().count(0xdef), 1u);
     EXPECT_EQ(d.policy().pins().at(0xdef), (std::vector<std::uint16_t>{2}));
-    BackendSpec spec = d.config().backends[0];
-    spec.ep = *parse_endpoint("10.0.2.9:8000", &err);
-    auto id = d.free_id(spec.ep, &err);
-    ASSERT_TRUE(id) << err;
+    const auto id = add(d, "10.0.2.9:8000", kT0 + 3 * kMs);
+    ASSERT_TRUE(id);
     ASSERT_EQ(*id, 1) << "the lowest free id: the removed backend's";
-    d.add_backend(*id, spec, kT0 + 3 * kMs);
     EXPECT_EQ(affinity(0xabc), nullptr) << "the new backend 1 is not pinned to 0xabc";
     ASSERT_NE(affinity(0xdef), nullptr);
     EXPECT_EQ(affinity(0xdef)->n_backends, 1);
@@ -308,18 +315,14 @@ TEST_F(DaemonCoreTest, PinsDoNotFollowAReusedId) {
 // hid its own flows (its in-flight count clamped at 0).
 TEST_F(DaemonCoreTest, ARemovedBackendsIdWaitsForItsFlows) {
     DaemonCore &d = start(config(3));
-    std::string err;
     m_.view.load[1].binds += 100;  // 100 flows bound to backend 1, none closed
     EXPECT_EQ(d.in_flight(*d.backend(1)), 100u);
     d.remove_backend(1, kT0 + kMs);
     ASSERT_EQ(d.retired().count(1), 1u);
     EXPECT_EQ(d.retired_in_flight(), 100u);
-    BackendSpec spec = d.config().backends[0];
-    spec.ep = *parse_endpoint("10.0.2.9:8000", &err);
-    auto id = d.free_id(spec.ep, &err);
-    ASSERT_TRUE(id) << err;
+    auto id = add(d, "10.0.2.9:8000", kT0 + 2 * kMs);
+    ASSERT_TRUE(id);
     EXPECT_EQ(*id, 3) << "not the retired id 1";
-    d.add_backend(*id, spec, kT0 + 2 * kMs);
     m_.view.load[3].binds += 50;
     m_.view.load[1].closes += 60;  // most of the old flows close
     d.tick(kT0 + 3 * kMs);
@@ -328,11 +331,9 @@ TEST_F(DaemonCoreTest, ARemovedBackendsIdWaitsForItsFlows) {
     m_.view.load[1].closes += 40;
     d.tick(kT0 + 4 * kMs);
     EXPECT_TRUE(d.retired().empty()) << "its last flow closed: the id is free again";
-    spec.ep = *parse_endpoint("10.0.2.10:8000", &err);
-    id = d.free_id(spec.ep, &err);
-    ASSERT_TRUE(id) << err;
+    id = add(d, "10.0.2.10:8000", kT0 + 5 * kMs);
+    ASSERT_TRUE(id);
     EXPECT_EQ(*id, 1);
-    d.add_backend(*id, spec, kT0 + 5 * kMs);
     EXPECT_EQ(d.in_flight(*d.backend(1)), 0u) << "counted from its own start";
     // A backend removed with nothing open frees its id at once.
     d.remove_backend(2, kT0 + 6 * kMs);

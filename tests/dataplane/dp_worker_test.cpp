@@ -240,6 +240,13 @@ class BindTest : public ::testing::Test {
         inject(rp.rx, make_seg(rp.pool, sa2));
         out = step(now + ms(101));
     }
+    // The connection's next request at the boundary `b`, as XDP punts it (its ack: the whole
+    // 100-byte response), with TSval `tsval`.
+    Seg next_request(const Boundary &b, std::uint32_t tsval = 7) {
+        Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, tsval);
+        r2.ack = cookie + 1 + 100;
+        return r2;
+    }
     void expect_old_leg_reset(const std::function<void(Boundary &)> &before_move);
     void expect_idle_leg_reset(std::uint64_t idle_s);
     void bind_to_boundary(bool leg_ts, Boundary &b) {
@@ -1854,7 +1861,7 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     make_worker();
     Boundary b;
     ASSERT_NO_FATAL_FAILURE(bind_to_boundary(false, b));
-    const std::string &req1 = b.req1, &second = b.second;
+    const std::string &second = b.second;
     const int fresh = b.fresh, be1 = b.be1;
     const kvs_flow_key kc = b.kc, ks = b.ks;
     kvs_flow fs = b.fs;
@@ -1862,9 +1869,7 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     const std::uint16_t old_port = b.old_port;
     std::vector<std::vector<std::uint8_t>> out;
 
-    // The next request, punted by XDP (its ack: the whole response).
-    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7);
-    r2.ack = cookie + 1 + 100;
+    Seg r2 = next_request(b);  // punted by XDP
     ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
     ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
@@ -1910,8 +1915,7 @@ TEST_F(BindTest, BoundaryRacedByTheBackendsFinStaysOnItsBackend) {
     ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
     b.fs.state |= KVS_FLOW_FIN_IN;
     ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
-    Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7);
-    r2.ack = cookie + 1 + 100;
+    Seg r2 = next_request(b);
     inject(rp.rx, make_seg(rp.pool, r2));
     auto out = step(now + ms(100));
     ASSERT_EQ(out.size(), 1u) << "the request on its old leg, nothing else";
@@ -1990,7 +1994,6 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     make_worker();
     Boundary b;
     ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
-    const std::string &req1 = b.req1, &second = b.second;
     const int fresh = b.fresh, be1 = b.be1;
     const kvs_flow_key ks = b.ks;
     kvs_flow fc = b.fc, fs = b.fs;
@@ -2002,8 +2005,7 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     // Its TSval far ahead (a client clock faster than ours): the old leg carried up to this one,
     // moved, so our ACK on it must not go below that (the backend's PAWS check).
     constexpr std::uint32_t kAhead = 600000;  // ten minutes of milliseconds
-    Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), second, 7 + kAhead);
-    r2.ack = cookie + 1 + 100;
+    Seg r2 = next_request(b, 7 + kAhead);
     r2.window = 1000;
     ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
     ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, ACK to the old one, the request";
@@ -2053,8 +2055,7 @@ void BindTest::expect_old_leg_reset(const std::function<void(Boundary &)> &befor
     Boundary b;
     ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
     before_move(b);
-    Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7);
-    r2.ack = cookie + 1 + 100;
+    Seg r2 = next_request(b);
     std::vector<std::vector<std::uint8_t>> out;
     ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
     ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
@@ -2117,8 +2118,7 @@ TEST_F(BindTest, AKeptLegCarriesTheNextConnectionsRequest) {
     const kvs_flow fc = b.fc, fs = b.fs;
     std::vector<std::vector<std::uint8_t>> out;
     constexpr std::uint32_t kAhead = 600000;  // the client's clock ahead of ours: the TS floor
-    Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, 7 + kAhead);
-    r2.ack = cookie + 1 + 100;
+    Seg r2 = next_request(b, 7 + kAhead);
     ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
     ASSERT_EQ(stat(KVS_R_DP_POOL_PARKED), 1u);
     const std::uint32_t floor = 7 + kAhead + fc.tsval_delta;
