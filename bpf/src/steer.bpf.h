@@ -149,6 +149,46 @@ static __always_inline int kvs_resp_owed(const struct kvs_flow *c2s, const struc
            s2c->resp_end != s2c->next_seq;
 }
 
+/* Closes the flow pair (CLOSED on both entries); the backend's closes counter is bumped by
+ * whoever flips CLOSED on the arbiter entry (the client->server one, or `f` if that is gone):
+ * exactly once, however many CPUs and paths close it at once. */
+static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *rev) {
+    const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
+    struct kvs_flow *arb = f, *other = rev;
+    __u32 old;
+
+    if (rev && f->dir != KVS_DIR_C2S) {
+        arb = rev;
+        other = f;
+    }
+    old = __sync_fetch_and_or(KVS_FLOW_STATE_WORD(arb), closed);
+    if (other) __sync_fetch_and_or(KVS_FLOW_STATE_WORD(other), closed);
+    if (!(old & closed)) {
+        __u32 be = f->backend_id;
+        struct kvs_backend_load *ld = bpf_map_lookup_elem(&kvs_be_load, &be);
+
+        if (ld) __sync_fetch_and_add(&ld->closes, 1);
+        kvs_count(KVS_R_FLOW_CLOSED);
+    }
+}
+
+/* How far from the bytes a direction was seen to send a FIN or RST may lie and still close the
+ * flow (and how far one segment may move the bytes seen, kvs_track): a RST's seq is the sender's
+ * next byte or an acknowledgment it was sent (at most a receive window behind); a FIN ends the
+ * sender's bytes (ahead only by bytes lost before the appliance). Outside, the segment is sent on
+ * (the endpoint judges it, RFC 5961) but closes nothing here: before, a forged RST or FIN with any
+ * sequence number (only the client's address and port guessed) closed the flow's accounting, and
+ * the next SYN on its tuple deleted it. */
+#define KVS_SEQ_SLACK (1u << 22)
+
+static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
+                                               const struct kvs_flow *f) {
+    __u32 at = bpf_ntohl(pkt->tcp->seq);
+
+    if (!(pkt->tcp->flags & KVS_TCP_RST)) at += pkt->payload_len + 1; /* a FIN: after it */
+    return (__u32)(at - f->next_seq + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
+}
+
 /* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both
  * entries, the backend's closes counter bumped exactly once, by whoever flips CLOSED on the
  * arbiter entry: the client->server one, or this one if that is gone) at its first FIN or RST,
@@ -158,7 +198,7 @@ static __always_inline int kvs_resp_owed(const struct kvs_flow *c2s, const struc
 __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags) {
     const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;
-    struct kvs_flow *f, *rev, *arb, *other;
+    struct kvs_flow *f, *rev;
     __u32 bits = 0, old;
 
     if (!key) return 0;
@@ -179,21 +219,7 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
     if (!(bits & KVS_FLOW_RST) && f->dir == KVS_DIR_C2S && rev &&
         !(rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) && kvs_resp_owed(f, rev))
         return 0;
-    arb = f;
-    other = rev;
-    if (rev && f->dir != KVS_DIR_C2S) {
-        arb = rev;
-        other = f;
-    }
-    old = __sync_fetch_and_or(KVS_FLOW_STATE_WORD(arb), closed);
-    if (other) __sync_fetch_and_or(KVS_FLOW_STATE_WORD(other), closed);
-    if (!(old & closed)) {
-        __u32 be = f->backend_id;
-        struct kvs_backend_load *ld = bpf_map_lookup_elem(&kvs_be_load, &be);
-
-        if (ld) __sync_fetch_and_add(&ld->closes, 1);
-        kvs_count(KVS_R_FLOW_CLOSED);
-    }
+    kvs_close_pair(f, rev);
     return 0;
 }
 
@@ -514,7 +540,11 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
         }
     }
     end = seq + len + ((flags & KVS_TCP_FIN) ? 1 : 0);
-    if ((__s32)(end - f->next_seq) > 0) f->next_seq = end;
+    /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
+     * forged or stale segment far ahead stopped the connection's boundaries for good. */
+    if ((__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
+        !(flags & KVS_TCP_SYN))
+        f->next_seq = end;
     return 0;
 }
 
@@ -545,6 +575,10 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     f->bytes += pkt->frame_len;
     /* A client FIN on a segment with bytes: the bytes (a request in them is counted, never a
      * boundary) before the FIN, whose close waits while that request's response is owed. */
+    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !kvs_close_plausible(pkt, f)) {
+        kvs_count(KVS_R_CLOSE_OUT_OF_WINDOW);
+        flags &= (__u8) ~(KVS_TCP_FIN | KVS_TCP_RST);
+    }
     fin_after = (flags & (KVS_TCP_FIN | KVS_TCP_RST)) == KVS_TCP_FIN && f->dir == KVS_DIR_C2S &&
                 pkt->payload_len;
     if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !fin_after) kvs_xdp_fin_rst(key, flags);
@@ -616,6 +650,9 @@ __attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key
         kvs_count(KVS_R_SYN_ON_LIVE_FLOW);
         return 1;
     }
+    /* A client FIN whose response was still owed left the flow open (kvs_xdp_fin_rst): it ends
+     * here, counted once, before its entries go (the sweeper never sees entries deleted here). */
+    kvs_close_pair(f, rev);
     bpf_map_delete_elem(&kvs_flows, key);
     if (rev) bpf_map_delete_elem(&kvs_flows, &rk);
     kvs_count(KVS_R_FLOW_REUSED);

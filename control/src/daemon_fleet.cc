@@ -163,6 +163,7 @@ json Daemon::fleet_etcd_json() const {
             {"alive", alive},
             {"reported", fleet_members_view(v)},
             {"epochs_version", v.epochs_version},
+            {"epochs_error", v.epochs_error.empty() ? json(nullptr) : json(v.epochs_error)},
             {"hot", hot_share_json(v)},
             {"lease", etcd_->lease() ? json(hex64(static_cast<std::uint64_t>(etcd_->lease())))
                                      : json(nullptr)},

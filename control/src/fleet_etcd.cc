@@ -52,14 +52,18 @@ std::string fleet_epochs_value(const std::vector<MemberSet> &epochs) {
 std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string &v,
                                                                std::string *err) {
     json a = json::parse(v, nullptr, false);
-    if (!a.is_array() || a.size() > kMaxFleetEpochs) {
-        *err = "epochs: not a list of at most " + std::to_string(kMaxFleetEpochs) + " id lists";
+    if (!a.is_array() || a.empty() || a.size() > kMaxFleetEpochs) {
+        *err = "epochs: not a list of 1 to " + std::to_string(kMaxFleetEpochs) + " id lists";
         return std::nullopt;
     }
     std::vector<MemberSet> out;
     for (const auto &e : a) {
         if (!e.is_array()) {
             *err = "epochs: an epoch is not a list of ids";
+            return std::nullopt;
+        }
+        if (e.empty() && &e == &a.back()) {
+            *err = "epochs: the newest epoch is empty (the fleet would have no owner)";
             return std::nullopt;
         }
         MemberSet s = 0;
@@ -550,12 +554,15 @@ bool FleetEtcd::poll(std::string *err) {
                 }
             }
         } else if (kv.key == prefix_ + "fleet/epochs") {
+            // A value that does not parse keeps the last good epochs (below), not the config's:
+            // every appliance falling back to its own configured epochs made each the owner of
+            // every bucket. Its mod_revision is kept so that push/settle/forget can replace it.
+            v.epochs_mod = kv.mod_revision;
             if (auto ep = parse_fleet_epochs_value(kv.value, &e)) {
                 v.epochs = std::move(ep);
                 v.epochs_version = kv.version;
-                v.epochs_mod = kv.mod_revision;
             } else {
-                spdlog::debug("fleet: etcd {}: {}", kv.key, e);
+                v.epochs_error = kv.key + ": " + e;
             }
         } else if (kv.key == prefix_ + "config/cookie-key") {
             v.cookie_key = parse_cookie_key_hex(kv.value, &e);
@@ -579,14 +586,27 @@ bool FleetEtcd::poll(std::string *err) {
     }
     // Our own key gone (etcd lost it, or the lease expired): put it again at once.
     if (!v.alive[local_.self]) lease_ = 0;
-    bool changed;
+    bool changed, epochs_warn = false;
     {
         std::lock_guard lk(mu_);
+        if (!v.epochs) {  // a bad value, or the key deleted: the last good epochs stay in force
+            v.epochs = view_.epochs;  // (none read yet: the configured ones are used)
+            v.epochs_version = view_.epochs_version;
+            epochs_warn = !v.epochs_error.empty() &&
+                          (v.epochs_mod != view_.epochs_mod || view_.epochs_error.empty());
+        }
         changed = v.revision != view_.revision || !view_.reachable;
         v.seq = view_.seq + (changed ? 1 : 0);
         v.hot_bad = hot_bad_;
         view_ = std::move(v);
     }
+    if (epochs_warn)
+        spdlog::warn(
+            "fleet: etcd {} (keeping {}; `kvsteerctl fleet push|settle` writes a good "
+            "value)",
+            view().epochs_error,
+            view().epochs ? "the last good epochs " + fleet_epochs_value(*view().epochs)
+                          : std::string("the configured epochs: none read yet"));
     for (const auto &b : hot_bad) spdlog::warn("fleet: etcd {} (ignored)", b);
     for (const auto &b : report_bad)
         spdlog::warn("fleet: etcd {} (the fleet does not agree with that member)", b);
@@ -622,16 +642,18 @@ void FleetEtcd::loop() {
                             "fleet: etcd had no configuration: put this appliance's ({} keys)",
                             seed_.size());
                 }
-                if (!v.epochs) {
-                    // The first appliance up puts the configured epochs (a txn: only if none yet).
+                if (!v.epochs_mod) {
+                    // No epochs key: the first appliance up puts the configured epochs, or, when
+                    // the key was deleted, the last ones read (a txn: only if none yet).
+                    const std::string value =
+                        fleet_epochs_value(v.epochs ? *v.epochs : local_.epochs);
                     auto t = etcd_call(ep_, "/v3/kv/txn",
                                        etcd_txn_request({{prefix_ + "fleet/epochs", 0}},
-                                                        {{prefix_ + "fleet/epochs",
-                                                          fleet_epochs_value(local_.epochs)}}),
+                                                        {{prefix_ + "fleet/epochs", value}}),
                                        kCallTimeout);
                     if (t.ok() && etcd_txn_succeeded(*t.json))
-                        spdlog::info("fleet: etcd had no epochs: put the configured ones ({})",
-                                     fleet_epochs_value(local_.epochs));
+                        spdlog::info("fleet: etcd had no epochs: put {} ones ({})",
+                                     v.epochs ? "the last read" : "the configured", value);
                 }
             }
         }
@@ -673,9 +695,10 @@ bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string
         const std::vector<MemberSet> before = s.epochs;
         if (!op(s, err)) return false;
         *changed = s.epochs != before;
-        if (!*changed) return true;
+        // Unchanged, but etcd's value did not parse (the last good epochs stood in): write them.
+        if (!*changed && v.epochs_error.empty()) return true;
         auto t = etcd_call(ep_, "/v3/kv/txn",
-                           etcd_txn_request({{key, v.epochs ? v.epochs_mod : 0}},
+                           etcd_txn_request({{key, v.epochs_mod}},  // 0: no key yet
                                             {{key, fleet_epochs_value(s.epochs)}}),
                            kCallTimeout);
         if (!t.ok()) {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,12 +18,13 @@
 namespace kvsteer::control {
 
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
-                         const std::uint64_t *heard, unsigned misses) {
+                         const std::uint64_t *heard, unsigned misses, const std::uint64_t *since) {
     MemberSet s = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!(members & (1u << id))) continue;
         const std::uint64_t h = __atomic_load_n(&heard[id], __ATOMIC_RELAXED);
-        if (h < base || h > sent) continue;  // never answered (or not one of our pings)
+        const std::uint64_t from = since ? std::max(base, since[id]) : base;
+        if (h < from || h > sent) continue;  // never answered (or not one of our pings)
         if (sent - h >= misses) s |= static_cast<MemberSet>(1u << id);
     }
     return s;
@@ -167,7 +169,10 @@ void FleetPinger::round() {
     MemberSet members = 0;
     if (self < KVS_MAX_APPLIANCES && (known & (1u << self)))
         members = static_cast<MemberSet>(known & ~(1u << self));
-    const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_);
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
+    pinged_ = members;
+    const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_, since_.data());
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
 
     const std::uint64_t seq = ++sent_;
@@ -193,9 +198,10 @@ void FleetPinger::round() {
         st_.silent = silent;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
             const std::uint64_t h = __atomic_load_n(&heard_[id], __ATOMIC_RELAXED);
-            st_.unanswered[id] = (members & (1u << id)) && h >= base_ && h < seq
-                                     ? std::optional<std::uint64_t>(seq - 1 - h)
-                                     : std::nullopt;
+            st_.unanswered[id] =
+                (members & (1u << id)) && h >= std::max(base_, since_[id]) && h < seq
+                    ? std::optional<std::uint64_t>(seq - 1 - h)
+                    : std::nullopt;
         }
     }
     if (first_error) spdlog::warn("fleet ping: {}", last_error);

@@ -1018,9 +1018,6 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.leg_wscale = s.b.pooled() ? s.b.leg_wscale() : s.b.client_wscale();
     s.c2s.leg_backend_wscale = s.b.backend_wscale();
     s.c2s.leg_ts = s.b.both_ts();
-    s.s2c.next_seq = s.b.backend_isn() + 1;
-    s.s2c.resp_end = s.b.backend_isn() + 1;  // where the first response starts
-    s.s2c.resp = KVS_RESP_END;  // as if one had ended there: its segments ahead of its head count
     s.s2c.last_ack = s.b.isn() + 1 + s.b.leg_seq_delta();  // in the backend leg's space
 }
 

@@ -566,15 +566,93 @@ TEST_P(BpfProgFamily, RstFromBackendClosesOnce) {
     EXPECT_EQ(h_->load(3).closes, 1u);
 }
 
+// A RST or FIN whose sequence number lies far from the bytes its sender was seen to send (a
+// forged one: only the client's address and port guessed) is sent on, for the endpoint to judge,
+// but closes nothing here; a SYN on the tuple then finds the flow live. Before, it closed the
+// flow's accounting and the next SYN deleted both entries (the connection hung). A segment that
+// far ahead does not move the bytes seen either (it stopped the connection's boundaries).
+TEST_P(BpfProgFamily, CloseOutOfWindowClosesNothing) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    fc.next_seq = 9001;
+    h_->put_flow(kc, fc);
+    const auto run_one = [&](const TcpSpec &spec) {
+        Bytes in = build_tcp(spec);
+        auto before = h_->stats();
+        RunResult r = h_->run(in);
+        auto after = h_->stats();
+        EXPECT_EQ(r.verdict, XDP_TX_) << "sent on all the same";
+        EXPECT_EQ(after[KVS_R_CLOSE_OUT_OF_WINDOW] - before[KVS_R_CLOSE_OUT_OF_WINDOW], 1u)
+            << stat_delta(before, after);
+        EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 0u);
+    };
+    TcpSpec rst = client_spec();
+    rst.flags = KVS_TCP_RST;
+    rst.seq = 9001 + 0x40000000u;
+    run_one(rst);
+    TcpSpec fin = client_spec();
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    fin.seq = 9001 - 0x10000000u;
+    fin.ack = 0x80001235;
+    run_one(fin);
+    TcpSpec brst = backend_spec();
+    brst.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    brst.seq = 0x7000aaab + 0x20000000u;
+    brst.ack = 9001;
+    run_one(brst);
+    EXPECT_EQ(h_->load(3).closes, 0u);
+    kvs_flow c{}, b{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(c.state, 0);
+    EXPECT_EQ(b.state, 0);
+    // Bytes far ahead: sent on, the bytes seen unmoved.
+    TcpSpec far = client_spec();
+    far.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    far.seq = 9001 + 0x30000000u;
+    far.ack = 0x80001235;
+    far.payload = Bytes(10, 'x');
+    EXPECT_EQ(h_->run(build_tcp(far)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9001u);
+    // A SYN on the tuple: the flow is live (its backend's challenge ACK answers).
+    TcpSpec syn = client_spec();
+    syn.flags = KVS_TCP_SYN;
+    syn.seq = 0x2468ace0;
+    auto before = h_->stats();
+    EXPECT_EQ(h_->run(build_tcp(syn)).verdict, XDP_TX_);
+    auto after = h_->stats();
+    EXPECT_EQ(after[KVS_R_SYN_ON_LIVE_FLOW] - before[KVS_R_SYN_ON_LIVE_FLOW], 1u);
+    ASSERT_TRUE(h_->get_flow(kc, &c)) << "the SYN did not delete the live flow";
+    // The client's real RST (at its next byte) closes it, once.
+    rst.seq = 9001;
+    before = h_->stats();
+    EXPECT_EQ(h_->run(build_tcp(rst)).verdict, XDP_TX_);
+    after = h_->stats();
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
+    EXPECT_EQ(h_->load(3).closes, 1u);
+}
+
 // A client reopens a connection on the 4-tuple of one that just closed, its entries still
 // lingering: the old entries go and the SYN gets a cookie (before, the new connection's
-// segments went to the old backend connection and stalled until the flow expired).
+// segments went to the old backend connection and stalled until the flow expired). The close is
+// counted once, also when the client's FIN had closed nothing yet (its response owed: before,
+// that close was lost with the entries, which the sweeper never sees, and the backend's in-flight
+// count stayed one too high for good).
 TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
-    for (bool backend_rst : {false, true}) {
-        SCOPED_TRACE(backend_rst ? "closed by the backend's RST" : "closed by the client's FIN");
+    for (int how = 0; how < 3; how++) {
+        const bool backend_rst = how == 1, owed = how == 2;
+        SCOPED_TRACE(backend_rst ? "closed by the backend's RST"
+                     : owed      ? "the client's FIN while its response was owed"
+                                 : "closed by the client's FIN");
         kvs_flow_key kc, ks;
         kvs_flow fc, fs;
         install_pair(&kc, &fc, &ks, &fs);
+        if (owed) {
+            fc.msgs = 1;  // one request, no response started yet
+            h_->put_flow(kc, fc);
+        }
         if (backend_rst) {
             TcpSpec bs = backend_spec();
             bs.flags = KVS_TCP_RST | KVS_TCP_ACK;
@@ -588,6 +666,7 @@ TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
             fin.ack = 0x80001235;
             ASSERT_EQ(h_->run(build_tcp(fin)).verdict, XDP_TX_);
         }
+        EXPECT_EQ(h_->load(3).closes, owed ? 0u : 1u);
         TcpSpec syn = client_spec();
         syn.flags = KVS_TCP_SYN;
         syn.seq = 0x2468ace0;
@@ -602,6 +681,8 @@ TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
         kvs_flow f{};
         EXPECT_FALSE(h_->get_flow(kc, &f)) << "client->VIP entry left behind";
         EXPECT_FALSE(h_->get_flow(ks, &f)) << "backend->SNAT entry left behind";
+        EXPECT_EQ(h_->load(3).closes, 1u) << "closed once";
+        h_->clear_load();
     }
 }
 

@@ -140,6 +140,12 @@ TEST(FleetEtcdValues, EpochsAndCookieKeys) {
     EXPECT_FALSE(parse_fleet_epochs_value("[[-1]]", &err));
     EXPECT_FALSE(parse_fleet_epochs_value("[[1.0]]", &err));
     EXPECT_FALSE(parse_fleet_epochs_value("{}", &err));
+    // No epoch, or an empty newest one: no owner anywhere (the fleet off on every appliance).
+    EXPECT_FALSE(parse_fleet_epochs_value("[]", &err));
+    EXPECT_FALSE(parse_fleet_epochs_value("[[0],[]]", &err));
+    EXPECT_NE(err.find("newest epoch is empty"), std::string::npos) << err;
+    EXPECT_EQ(parse_fleet_epochs_value("[[],[1]]", &err), (std::vector<MemberSet>{0, 2}))
+        << "an older epoch may be empty (a forget)";
     const std::array<std::uint64_t, 2> k{0x7766554433221100ull, 0xffeeddccbbaa9988ull};
     EXPECT_EQ(cookie_key_hex(k), "00112233445566778899aabbccddeeff");
     EXPECT_EQ(parse_cookie_key_hex("00112233445566778899aabbccddeeff", &err), k);

@@ -147,6 +147,34 @@ until_ok 2 same_digest || fail "digests differ after the push: A $(digest a) B $
 D2=$(digest a)
 echo "ok: a push through A is seen by B (digest $D2, epochs $(epochs b), B's watch events $EVB -> $(watch b events))"
 
+# 1b. A malformed epochs value (a hand edit, another version's format): both keep the last good
+#     epochs (the same table; before, each fell back to its configured epochs and owned every
+#     bucket), fleet status says why, and a push writes a good value again. The key deleted: the
+#     last epochs read are put back, not the configured ones.
+etcdput() {
+    inns curl -sf -o /dev/null -X POST -d "{\"key\":\"$(b64 "$1")\",\"value\":\"$(b64 "$2")\"}" \
+        http://127.0.0.1:$PORT/v3/kv/put
+}
+epochs_bad() { [[ -n $(field "$1" "f['etcd']['epochs_error'] or ''") ]]; }
+EP_GOOD=$(epochs a)
+EP_ETCD=$(etcdkey /kvet-test/fleet/epochs)
+EP_ETCD=${EP_ETCD%% *}
+etcdput /kvet-test/fleet/epochs '[[0,1]' || fail "putting a malformed epochs value"
+until_ok 3 epochs_bad a && until_ok 3 epochs_bad b ||
+    fail "a malformed epochs value is not reported: $(field a "f['etcd']")"
+[[ $(digest a) == "$D2" && $(digest b) == "$D2" && $(epochs a) == "$EP_GOOD" ]] ||
+    fail "a malformed epochs value changed the table: A $(digest a) B $(digest b) (was $D2), epochs $(epochs a)"
+grep -q "fleet/epochs: epochs: .*keeping the last good epochs" "$DIR/kvsteerd_a.log" ||
+    fail "no warning about the malformed epochs in A's log"
+ctl b fleet push 0,1 >/dev/null || fail "a push over a malformed epochs value: $(ctl b fleet push 0,1 2>&1)"
+until_ok 3 eval '! epochs_bad a' || fail "the push did not replace the malformed value: $(etcdkey /kvet-test/fleet/epochs)"
+inns curl -sf -o /dev/null -X POST -d "{\"key\":\"$(b64 /kvet-test/fleet/epochs)\"}" \
+    http://127.0.0.1:$PORT/v3/kv/deleterange || fail "deleting the epochs key"
+until_ok 3 eval '[[ -n $(etcdkey /kvet-test/fleet/epochs) ]]' || fail "the deleted epochs key was not put back"
+[[ $(etcdkey /kvet-test/fleet/epochs) == "$EP_ETCD "* && $(digest a) == "$D2" && $(digest b) == "$D2" ]] ||
+    fail "the epochs put back are not the last read: $(etcdkey /kvet-test/fleet/epochs), digests A $(digest a) B $(digest b)"
+echo "ok: a malformed epochs value: the last good table kept on both, reported, replaced by a push; deleted: put back as last read"
+
 # 2. A cookie rotation through A, two-phase: at once both still sign with the current key and
 #    accept the new one; ~2 s later both sign with the new one and accept the old one.
 keys() { field "$1" "f['cookie_keys']['current']+'/'+f['cookie_keys']['previous']"; }

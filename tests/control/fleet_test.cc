@@ -182,6 +182,18 @@ TEST(Fleet, ForgetClearsTheIdEverywhere) {
         for (unsigned i = 0; i < KVS_OWNER_PREV; i++) ASSERT_NE(e.prev[i], 3u);
 }
 
+// Forgetting the newest epoch's only owner is refused: an empty newest epoch turns the fleet off
+// on every appliance (nobody owns a bucket; each serves as a single appliance).
+TEST(Fleet, ForgetRefusesToEmptyTheNewestEpoch) {
+    auto s = fleet(4, {ids({0, 2}), ids({2})});
+    std::string err;
+    EXPECT_FALSE(s.forget(2, &err));
+    EXPECT_NE(err.find("only owner"), std::string::npos) << err;
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({0, 2}), ids({2})})) << "unchanged";
+    ASSERT_TRUE(s.forget(0, &err)) << err;  // an older epoch may empty: the newest still owns
+    EXPECT_EQ(s.epochs, (std::vector<MemberSet>{ids({2}), ids({2})}));
+}
+
 TEST(Fleet, DigestChangesIffInputsChange) {
     const auto base = fleet(3, {ids({0, 1}), ids({0, 1, 2})});
     const std::uint64_t d = compute_fleet_table(base).digest;
@@ -522,6 +534,25 @@ TEST(FleetPing, SilentAfterMissesInARowOnlyIfItAnsweredBefore) {
     // It answers again: back.
     heard[3] = 1009;
     EXPECT_EQ(silent_members(all, base, 1009, heard, 4), ids({6}));
+}
+
+// A member back in the ping set (its etcd key expired, then came back) is judged on the pings
+// sent since: its answer from before it left is none. Before, that old answer was `misses` or
+// more pings old, so it was silent at once, before its first new ping (the table flapped: in,
+// out, in).
+TEST(FleetPing, AMemberBackInThePingSetIsJudgedOnNewPingsOnly) {
+    const std::uint64_t base = 1000;
+    std::uint64_t heard[KVS_MAX_APPLIANCES] = {};
+    std::uint64_t since[KVS_MAX_APPLIANCES] = {};
+    heard[2] = 1003;  // answered, then left the ping set at 1004
+    since[2] = 1010;  // back: the first ping to it since is 1010
+    EXPECT_EQ(silent_members(ids({2}), base, 1009, heard, 4), ids({2})) << "without since";
+    EXPECT_EQ(silent_members(ids({2}), base, 1009, heard, 4, since), 0) << "not pinged yet";
+    EXPECT_EQ(silent_members(ids({2}), base, 1013, heard, 4, since), 0)
+        << "never answered since it came back: not silent (as a new member)";
+    heard[2] = 1010;  // answers the first new ping, then falls silent
+    EXPECT_EQ(silent_members(ids({2}), base, 1013, heard, 4, since), 0);
+    EXPECT_EQ(silent_members(ids({2}), base, 1014, heard, 4, since), ids({2}));
 }
 
 TEST(FleetPing, SilentMembersLeaveTheTableAsAForget) {

@@ -28,6 +28,8 @@
 
 #include "kvsteer/control/config.h"
 
+#include "../fuzz_help.h"
+
 namespace {
 
 using namespace kvsteer::control;
@@ -297,6 +299,10 @@ void run(std::string_view text) {
 }
 
 }  // namespace
+
+KVS_FUZZ_HELP(
+    "kvsteerd's operator input: the config file, `kvsteerctl tune NAME VALUE`, backend "
+    "specs,\naddresses, MACs and kv-events forms (ASan + UBSan; the parser's promises checked).")
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     try {

@@ -11,6 +11,8 @@
 
 #include "kvsteer/control/http_client.h"
 
+#include "../fuzz_help.h"
+
 namespace {
 
 void check(bool ok) {
@@ -18,6 +20,10 @@ void check(bool ok) {
 }
 
 }  // namespace
+
+KVS_FUZZ_HELP(
+    "kvsteerd's parse of a backend's HTTP responses (health checks, metric scrapes;\nASan + UBSan; "
+    "limits and error wording checked).")
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     using namespace kvsteer::control;

@@ -8,6 +8,8 @@
 
 #include "kvsteer/control/kv_events.h"
 
+#include "../fuzz_help.h"
+
 namespace {
 
 void check(bool ok) {
@@ -15,6 +17,10 @@ void check(bool ok) {
 }
 
 }  // namespace
+
+KVS_FUZZ_HELP(
+    "The vLLM KV event decoder (msgpack) over arbitrary payloads (ASan + UBSan; bounded\nmemory; "
+    "every failure has a one-line reason).")
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     using namespace kvsteer::control;

@@ -15,6 +15,8 @@
 
 #include "kvsteer/control/prometheus.h"
 
+#include "../fuzz_help.h"
+
 namespace {
 
 void check(bool ok) {
@@ -45,6 +47,10 @@ std::size_t count_lines(const char *p, std::size_t n) {
 }
 
 }  // namespace
+
+KVS_FUZZ_HELP(
+    "The Prometheus text-exposition parser kvsteerd runs on every backend's /metrics\n(ASan + "
+    "UBSan; the parser's promises checked).")
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     using namespace kvsteer::control;

@@ -6,6 +6,8 @@
 #include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
 
+#include "../fuzz_help.h"
+
 namespace {
 
 void check(bool ok) {
@@ -18,6 +20,10 @@ bool inside(std::string_view v, const std::uint8_t *data, std::size_t size) {
 }
 
 }  // namespace
+
+KVS_FUZZ_HELP(
+    "locate_request over arbitrary first flights, then the prefix hash of what it located\n(ASan + "
+    "UBSan; every returned view lies in the input).")
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
     using namespace kvsteer;

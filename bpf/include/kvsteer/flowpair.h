@@ -83,6 +83,11 @@ KVS_INLINE void kvs_flowpair_build(const struct kvs_flowpair_params *p, struct k
     f_s2c->new_dport = p->client_port;
     __builtin_memcpy(f_s2c->new_smac, p->appliance_mac, 6);
     __builtin_memcpy(f_s2c->new_dmac, p->client_mac, 6);
+    /* The backend's bytes start after its SYN; the first response starts there, as if one had
+     * ended there (its segments ahead of its head count). */
+    f_s2c->next_seq = p->backend_isn + 1;
+    f_s2c->resp_end = p->backend_isn + 1;
+    f_s2c->resp = KVS_RESP_END;
     f_s2c->seq_delta = p->cookie - p->backend_isn;
     f_s2c->ack_delta = 0u - p->leg_seq_delta;
     f_s2c->tsval_delta = p->ts ? p->synack_tsval - p->backend_tsval : 0;

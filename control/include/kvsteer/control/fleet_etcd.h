@@ -69,8 +69,11 @@ struct FleetEtcdView {
     bool reachable = false;  // the last poll succeeded
     std::int64_t revision = 0;
     std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> alive{};  // members whose key exists
-    std::optional<std::vector<MemberSet>> epochs;                // nullopt: no key yet
+    // nullopt: no key yet (or none that parsed so far). A value that does not parse keeps the
+    // last good epochs here, its error in epochs_error; epochs_mod is the key's own (0: no key).
+    std::optional<std::vector<MemberSet>> epochs;
     std::int64_t epochs_version = 0, epochs_mod = 0;
+    std::string epochs_error;
     std::optional<std::array<std::uint64_t, 2>> cookie_key, cookie_key_prev, cookie_key_next;
     std::int64_t cookie_next_at_ms = 0;  // Unix ms
     std::int64_t cookie_mod = 0;         // cookie-key's mod_revision

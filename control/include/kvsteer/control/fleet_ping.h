@@ -29,9 +29,13 @@ namespace kvsteer::control {
 // The members (bits of `members`) that answered a ping of this pinger's life (heard[id] >= base)
 // but none of the last `misses` sent (sent - heard[id] >= misses, where `sent` is the newest
 // sequence number sent). A member that never answered is not silent: a new one may not run its
-// XDP program yet, and its etcd lease (or the operator) decides.
+// XDP program yet, and its etcd lease (or the operator) decides. `since` (optional, per id): the
+// first sequence number sent to that member since it last entered the ping set; an answer from
+// before counts as none (a member back after its etcd key expired is judged on new pings, not
+// on the answer it gave before it left: that made it silent before its first new ping).
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
-                         const std::uint64_t *heard, unsigned misses);
+                         const std::uint64_t *heard, unsigned misses,
+                         const std::uint64_t *since = nullptr);
 
 struct PingStatus {
     bool running = false;
@@ -76,6 +80,8 @@ class FleetPinger {
     int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
     std::uint64_t base_ = 0, sent_ = 0;
+    MemberSet pinged_ = 0;                                   // the members the last round pinged
+    std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};  // silent_members' `since`
     std::atomic<MemberSet> silent_{0};
 
     mutable std::mutex mu_;
