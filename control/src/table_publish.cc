@@ -82,7 +82,7 @@ std::vector<BackendSnapshot> DaemonCore::snapshots() const {
     for (const auto &[id, b] : backends_) {
         BackendSnapshot s;
         s.id = id;
-        s.eligible = b.map_state() == KVS_BE_UP;
+        s.eligible = b.map_state() == KVS_BE_UP && b.spec.weight != 0;  // weight 0: no new flows
         s.in_flight = in_flight(b);
         if (b.tel_valid) {
             s.queue = b.tel.waiting;

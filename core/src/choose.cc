@@ -44,7 +44,10 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
         s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
+        // Weight 0 is out of rotation, as kvsteerd's tables leave it (before, such a backend was
+        // still chosen as the least loaded, after a walk of the whole Maglev table for it).
         s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP &&
+                        __atomic_load_n(&t.backends[i].weight, __ATOMIC_RELAXED) != 0 &&
                         (family == KVS_AF_NONE || t.backends[i].family == family) &&
                         !excluded(exclude, i);
         if (s.eligible[i]) {

@@ -29,6 +29,7 @@ struct Mem {
         std::vector<MaglevBackend> mb;
         for (std::uint32_t i = 0; i < n; ++i) {
             backends[i].state = KVS_BE_UP;
+            backends[i].weight = 1;
             mb.push_back({i, 0x5000 + i * 0x9e3779b97f4a7c15ULL, 1});
         }
         const auto table = build_maglev(mb);
@@ -334,6 +335,28 @@ TEST(CoreChoose, ExcludedBackendsAreRetries) {
     EXPECT_NE(c.backend, 1);
     EXPECT_LT(c.backend, 3);
     EXPECT_EQ(c.via, KVS_VIA_RETRY);
+}
+
+// A backend of weight 0 is out of rotation (kvsteerd's tables leave it out): no choice takes it,
+// whatever its load. Before, it was chosen as the least loaded backend (after a walk of the
+// whole Maglev table, which has no slot for it), and made a replica of hot prefixes.
+TEST(CoreChoose, WeightZeroIsNeverChosen) {
+    Mem m(4);
+    std::vector<MaglevBackend> mb;
+    for (std::uint32_t i = 0; i < 3; ++i) mb.push_back({i, 0x5000 + i * 0x9e3779b97f4a7c15ULL, 1});
+    const auto table = build_maglev(mb);  // backend 3 in no slot, as kvsteerd publishes it
+    std::copy(table.begin(), table.end(), m.maglev.begin());
+    m.backends[3].weight = 0;
+    for (std::uint32_t i = 0; i < 3; ++i) m.set_in_flight(i, 5);  // 3 is the least loaded
+    m.pin(0x77, {3, 1});
+    for (std::uint64_t p = 1; p <= 200; ++p) {
+        const Choice c = m.choose(p * 0x9e3779b97f4a7c15ULL);
+        ASSERT_NE(c.backend, KVS_BACKEND_NONE);
+        ASSERT_NE(c.backend, 3) << "prefix " << p;
+    }
+    EXPECT_EQ(m.choose(0x77).backend, 1) << "an affinity entry naming it too";
+    m.config.steer_mode = KVS_STEER_ROUND_ROBIN;
+    for (int i = 0; i < 8; ++i) ASSERT_NE(m.choose(0).backend, 3);
 }
 
 TEST(CoreChoose, RoundRobinSkipsDownBackends) {
