@@ -39,7 +39,18 @@ void Daemon::check_dataplane(std::uint64_t now) {
     // In a fleet through etcd, a (re)joining appliance is announced once every member has read
     // its key (they all report this appliance's digest), so that the others accept what it sends
     // on; or after kAnnounceWaitNs whatever they report.
-    const bool serving = dp_health_.healthy && !drain_.active;
+    // In a fleet, only an owner of the newest epoch is announced: a joiner not pushed yet (or one
+    // pushed out) runs its XDP with the fleet off, so the live connections the router moved onto
+    // it were dropped as bad cookies until someone pushed it in.
+    const bool member = !fleet_.enabled() || (fleet_.newest() & (1u << fleet_.self));
+    if (member != member_logged_) {
+        member_logged_ = member;
+        if (!member)
+            spdlog::info(
+                "announce: not an owner in the fleet's newest epoch: not announced "
+                "(`kvsteerctl fleet push` adds it)");
+    }
+    const bool serving = dp_health_.healthy && !drain_.active && member;
     if (!serving) {
         announce_ok_ = false;
         serving_since_ns_ = 0;

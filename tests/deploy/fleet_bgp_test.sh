@@ -5,8 +5,9 @@
 # router installs plain hash-threshold multipath over the appliances announcing. The fleet's
 # membership, epochs and cookie keys live in etcd (in the router namespace): one kvsteerctl
 # command changes every appliance.
-#  1. 60 long streams on appliance 1; appliances 2 and 3 start, announce themselves (the router's
-#     route grows by itself) and are pushed into the owners through etcd by one command each.
+#  1. 60 long streams on appliance 1; appliances 2 and 3 start (not announced while they are no
+#     owners), are pushed into the owners through etcd by one command each, then announce
+#     themselves (the router's route grows by itself).
 #     A backend's weight and a tunable changed through one appliance reach all (and the joiner).
 #  2. The cookie key is rotated through etcd while clients connect: no handshake fails.
 #  3. etcd stopped: the appliances serve on with the last state; it returns: they catch up.
@@ -154,11 +155,17 @@ STREAM_TOKENS=${STREAM_TOKENS:-5000} streams 60 "$DIR/s1.json"
 t0=$SECONDS
 sleep 2
 app_up 2 fleet_conf
-until_ok 5 hops_are 1 2 || fail "appliance 2 started but the route is over '$(hops)'"
+# Not an owner yet: not announced (its XDP runs with the fleet off, so connections the router
+# moved onto it would be dropped), however healthy.
+until_ok 10 eval '[[ $(ctl 2 --json status 2>/dev/null | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)[\"dataplane\"][\"healthy\"])" 2>/dev/null) == True ]]' ||
+    fail "appliance 2's dataplane is not healthy"
+sleep 2
+hops_are 1 || fail "appliance 2 is announced before it is an owner: route over '$(hops)'"
 ctl 1 fleet push 0,1 >/dev/null || fail "fleet push 0,1 through appliance 1"
+until_ok 5 hops_are 1 2 || fail "appliance 2 pushed in but the route is over '$(hops)'"
 until_ok 3 owners_are 0,1 1 2 || fail "the push did not reach both appliances"
 until_ok 3 digests_agree 1 2 || fail "digests disagree after the push"
-log "2 appliances: announced by BGP, owners through etcd (t=$((SECONDS - t0)) s)"
+log "2 appliances: owners through etcd, then announced by BGP (t=$((SECONDS - t0)) s)"
 short_requests 20
 # The shared configuration: one command on one appliance changes every appliance's.
 BE1="${KVS_BE_IP[1]}:8000"
@@ -177,8 +184,8 @@ ctl 2 tune load-factor 1.5 >/dev/null || fail "tune load-factor through applianc
 until_ok 3 weight_is 3 1 2 || fail "the weight written through appliance 1 did not reach both"
 until_ok 3 factor_is 1.5 1 2 || fail "the load-factor written through appliance 2 did not reach both"
 app_up 3 fleet_conf
-until_ok 5 hops_are 1 2 3 || fail "appliance 3 started but the route is over '$(hops)'"
 ctl 3 fleet push 0,1,2 >/dev/null || fail "fleet push 0,1,2 through appliance 3"
+until_ok 5 hops_are 1 2 3 || fail "appliance 3 pushed in but the route is over '$(hops)'"
 until_ok 3 owners_are 0,1,2 1 2 3 || fail "the push did not reach every appliance"
 until_ok 3 digests_agree 1 2 3 || fail "digests disagree after the second push"
 until_ok 3 weight_is 3 3 && until_ok 3 factor_is 1.5 3 || fail "appliance 3 did not take the fleet's configuration from etcd"

@@ -197,7 +197,8 @@ class Daemon {
     // failed etcd write.
     bool dp_was_healthy_ = false, left_unhealthy_ = false;
     std::uint64_t health_push_retry_ns_ = 0;
-    bool announce_ok_ = false;  // serving, and the fleet knows this appliance
+    bool announce_ok_ = false;   // serving, and the fleet knows this appliance
+    bool member_logged_ = true;  // last said: an owner of the fleet's newest epoch (or no fleet)
     std::uint64_t serving_since_ns_ = 0;
     static constexpr std::uint64_t kAnnounceWaitNs = 3'000'000'000ull;
     struct Drain {
