@@ -75,7 +75,18 @@ bool Daemon::start(std::string *err) {
         spdlog::warn(
             "cookie-key not set: using a random key (set the same cookie-key on every appliance)");
     core_.start(mono_ns());
-    publish_fleet();
+    // A restart over live maps in a fleet through etcd: the maps hold the fleet the previous
+    // instance read from etcd; the configuration's (often this appliance alone) is not written
+    // over them before etcd is read (it made this appliance the owner of every bucket and zeroed
+    // the others' MACs: their frames dropped, their flows reset, for as long as etcd was away).
+    fleet_publish_pending_ = cfg().fleet_etcd && fleet_maps_.fleet && fleet_.enabled() &&
+                             __atomic_load_n(&fleet_maps_.fleet->generation, __ATOMIC_ACQUIRE) &&
+                             fleet_maps_.fleet->self == fleet_.self;
+    if (fleet_publish_pending_)
+        spdlog::info("fleet: the maps hold this appliance's fleet (a restart): kept until etcd "
+                     "is read");
+    else
+        publish_fleet();
     for (const auto &[id, b] : core_.backends())
         spdlog::info("backend {} {} weight {}{}", id, b.spec.ep.str(), b.spec.weight,
                      b.spec.model.empty() ? "" : " model " + b.spec.model);

@@ -67,7 +67,8 @@ void Daemon::apply_fleet_etcd() {
     if (v.seq == etcd_seq_) return;
     etcd_seq_ = v.seq;
     FleetState next = fleet_state_from_etcd(cfg().fleet, v);
-    if (!(next == fleet_)) {
+    if (!(next == fleet_) || (fleet_publish_pending_ && v.read)) {
+        fleet_publish_pending_ = false;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
             const bool was = fleet_.alive() & (1u << id), is = next.alive() & (1u << id);
             if (was && !is && !v.alive[id])

@@ -211,6 +211,8 @@ ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_b.conf" >>"$DIR/kvst
 PIDS+=($!)
 until_ok 10 test -S "$DIR/kvsteerd_b.sock" && until_ok 5 alive_is a 0,1 || fail "B did not rejoin"
 until_ok 3 same_digest || fail "digests differ after B's restart"
+grep -q "the maps hold this appliance's fleet (a restart): kept until etcd is read" "$DIR/kvsteerd_b.log" ||
+    fail "B's restart wrote its configured fleet over the live maps before reading etcd"
 [[ $(digest a) == "$D2" ]] || fail "the table after B's return differs from before ($(digest a) vs $D2)"
 echo "ok: B restarted, back in the table (same digest as before)"
 

@@ -171,6 +171,7 @@ class Daemon {
     Tables maps_;  // for the report rings and the dataplane's counters
     RingStats ring_stats_;
     FleetMaps fleet_maps_;
+    bool fleet_publish_pending_ = false;  // the maps kept as found until etcd is read (start)
     FleetState fleet_;
     FleetTable fleet_table_;               // as last published
     MemberSet fleet_silent_ = 0;           // left out of fleet_table_ (fleet_ping.h)
