@@ -351,6 +351,14 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
         c.log_level = *l;
     }
     build_fleet(vm, c);
+    // Several appliances, no etcd to share a key through: each would draw its own, and the owner
+    // of a flow would refuse most handshakes another appliance answered (about (n-1)/n of them).
+    if (c.fleet.enabled() && !c.fleet_etcd && c.cookie_key_random &&
+        std::count_if(c.fleet.macs.begin(), c.fleet.macs.end(),
+                      [](const auto &m) { return m.has_value(); }) > 1)
+        fail("cookie-key",
+             "a fleet without fleet-etcd needs the same cookie-key on every appliance (not set: "
+             "each would draw its own)");
     c.fleet_share_hot = get_bool(vm, "fleet-share-hot", c.fleet_share_hot);
     if (vm.count("fleet-share-hot") && !c.fleet_etcd)
         fail("fleet-share-hot", "given without fleet-etcd");

@@ -83,8 +83,9 @@ bool Daemon::start(std::string *err) {
                              __atomic_load_n(&fleet_maps_.fleet->generation, __ATOMIC_ACQUIRE) &&
                              fleet_maps_.fleet->self == fleet_.self;
     if (fleet_publish_pending_)
-        spdlog::info("fleet: the maps hold this appliance's fleet (a restart): kept until etcd "
-                     "is read");
+        spdlog::info(
+            "fleet: the maps hold this appliance's fleet (a restart): kept until etcd "
+            "is read");
     else
         publish_fleet();
     for (const auto &[id, b] : core_.backends())
@@ -104,6 +105,7 @@ bool Daemon::start(std::string *err) {
                 [[maybe_unused]] auto w = write(wake_fd_, &one, sizeof one);
             });
         etcd_->set_seed(config_seed());
+        etcd_->set_cookie_seed(cfg().cookie_key);
         etcd_->start();
         spdlog::info(
             "fleet: etcd {} prefix {} carries the fleet (watched; read at each change, every 1 s "

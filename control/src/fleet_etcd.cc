@@ -642,6 +642,16 @@ void FleetEtcd::loop() {
                             "fleet: etcd had no configuration: put this appliance's ({} keys)",
                             seed_.size());
                 }
+                if (!v.cookie_key && cookie_seed_) {
+                    // No fleet cookie key yet: this appliance's (a txn: only if none yet).
+                    const std::string ck = prefix_ + "config/cookie-key";
+                    auto t = etcd_call(
+                        ep_, "/v3/kv/txn",
+                        etcd_txn_request({{ck, 0}}, {{ck, cookie_key_hex(*cookie_seed_)}}),
+                        kCallTimeout);
+                    if (t.ok() && etcd_txn_succeeded(*t.json))
+                        spdlog::info("fleet: etcd had no cookie key: put this appliance's");
+                }
                 if (!v.epochs_mod) {
                     // No epochs key: the first appliance up puts the configured epochs, or, when
                     // the key was deleted, the last ones read (a txn: only if none yet).

@@ -685,8 +685,23 @@ TEST(Config, FleetOptions) {
     EXPECT_FALSE(r.cfg.fleet.enabled());
     EXPECT_TRUE(r.cfg.fleet.epochs.empty());
 
-    r = parse(with({"--fleet-self", "1", "--fleet-member", "0,02:00:00:00:f1:00", "--fleet-member",
-                    "1,02:00:00:00:f1:01", "--fleet-member", "3,02:00:00:00:f1:03"}));
+    const auto cat = [](std::vector<std::string> a, const std::vector<std::string> &b) {
+        a.insert(a.end(), b.begin(), b.end());
+        return a;
+    };
+    const std::vector<std::string> fleet3 = {"--fleet-self",   "1",
+                                             "--fleet-member", "0,02:00:00:00:f1:00",
+                                             "--fleet-member", "1,02:00:00:00:f1:01",
+                                             "--fleet-member", "3,02:00:00:00:f1:03"};
+    // Several appliances without etcd: each would draw its own cookie key.
+    r = parse(with(fleet3));
+    ASSERT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(
+        r.message.rfind("cookie-key: a fleet without fleet-etcd needs the same cookie-key", 0), 0u)
+        << r.message;
+    r = parse(with(cat(fleet3, {"--fleet-etcd", "http://127.0.0.1:2379"})));
+    ASSERT_EQ(r.outcome, ParseOutcome::Ok) << "etcd shares one: " << r.message;
+    r = parse(with(cat(fleet3, {"--cookie-key", "00112233445566778899aabbccddeeff"})));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.fleet.self, 1u);
     ASSERT_TRUE(r.cfg.fleet.macs[3]);
@@ -697,7 +712,8 @@ TEST(Config, FleetOptions) {
     EXPECT_EQ(r.cfg.fleet.epoch_no, 1u);
 
     r = parse(with({"--fleet-self", "0", "--fleet-member", "0,02:00:00:00:f1:00", "--fleet-member",
-                    "1,02:00:00:00:f1:01", "--fleet-epoch", "0", "--fleet-epoch", "1,0"}));
+                    "1,02:00:00:00:f1:01", "--fleet-epoch", "0", "--fleet-epoch", "1,0",
+                    "--cookie-key", "00112233445566778899aabbccddeeff"}));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(r.cfg.fleet.epochs, (std::vector<MemberSet>{0b01, 0b11}));
     EXPECT_EQ(r.cfg.fleet.epoch_no, 2u);

@@ -180,6 +180,11 @@ echo "ok: a malformed epochs value: the last good table kept on both, reported, 
 keys() { field "$1" "f['cookie_keys']['current']+'/'+f['cookie_keys']['previous']"; }
 same_keys() { local ka kb; ka=$(keys a); kb=$(keys b); [[ -n $ka && $ka == "$kb" ]]; }
 keys_are() { [[ $(keys a) == "$1" && $(keys b) == "$1" ]]; }
+# Neither configures cookie-key: the first up put its key into etcd and both sign with it (random
+# keys of their own made the owner refuse the handshakes the other answered).
+same_signing() { local a b; a=$(keys a); b=$(keys b); [[ -n $a && ${a%/*} == "${b%/*}" ]]; }
+until_ok 3 same_signing || fail "A and B sign with different cookie keys: A $(keys a) B $(keys b)"
+[[ -n $(etcdkey /kvet-test/config/cookie-key) ]] || fail "no cookie key was put into etcd"
 K0=$(keys a)
 ctl a fleet rotate-cookie >/dev/null || fail "rotate-cookie: $(ctl a fleet rotate-cookie 2>&1)"
 until_ok 2 same_keys || fail "cookie keys differ: A $(keys a) B $(keys b)"

@@ -178,6 +178,10 @@ class FleetEtcd {
     // The configuration put under P config/ (key suffix, value) when etcd has none yet (no
     // config/seeded): call before start().
     void set_seed(std::vector<std::pair<std::string, std::string>> config);
+    // The cookie key put as P config/cookie-key when etcd has none (this appliance's, configured
+    // or drawn): every appliance then signs with the same one (random keys of their own made the
+    // owner refuse most handshakes another appliance answered). Call before start().
+    void set_cookie_seed(const std::array<std::uint64_t, 2> &key) { cookie_seed_ = key; }
     // One key under P config/ put or deleted (a kvsteerctl change in a fleet), then read back.
     bool put_config(const std::string &suffix, const std::string &value, std::string *err);
     bool delete_config(const std::string &suffix, std::string *err);
@@ -211,14 +215,15 @@ class FleetEtcd {
     std::condition_variable cv_;
     FleetEtcdView view_;
     bool stop_ = false;
-    std::vector<std::pair<std::string, std::string>> seed_;  // set before start()
-    nlohmann::json report_ = nlohmann::json::object();       // guarded by mu_
-    std::string report_put_;                                 // member_value() last put (thread)
-    std::string hot_;                                        // guarded by mu_
-    std::string hot_put_;                                    // hot_ last put (thread)
-    std::map<std::string, std::int64_t> hot_bad_seen_;       // key -> mod_revision (mu_)
-    std::map<std::string, std::string> report_bad_seen_;     // member key -> value logged (mu_)
-    std::uint64_t hot_bad_ = 0;                              // guarded by mu_
+    std::vector<std::pair<std::string, std::string>> seed_;    // set before start()
+    std::optional<std::array<std::uint64_t, 2>> cookie_seed_;  // set before start()
+    nlohmann::json report_ = nlohmann::json::object();         // guarded by mu_
+    std::string report_put_;                                   // member_value() last put (thread)
+    std::string hot_;                                          // guarded by mu_
+    std::string hot_put_;                                      // hot_ last put (thread)
+    std::map<std::string, std::int64_t> hot_bad_seen_;         // key -> mod_revision (mu_)
+    std::map<std::string, std::string> report_bad_seen_;       // member key -> value logged (mu_)
+    std::uint64_t hot_bad_ = 0;                                // guarded by mu_
     std::thread thr_;
     // The watch: wake_ (mu_) asks the poller to read the prefix now; stopping_ ends the watch's
     // waits (its socket is polled in slices).
