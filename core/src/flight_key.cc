@@ -30,8 +30,11 @@ FlightKey key_flight(const HashParams &hp, const RequestView &v,
             const std::uint64_t start = v.key_offset - v.body_offset;
             const std::uint64_t len = static_cast<std::uint64_t>(v.content_length);
             const std::uint64_t blocks = len > start ? (len - start) / hp.block_size : 0;
+            // At most kMaxPromptBlocks: the length is the client's word (999999999999999 made
+            // one request weigh 4e9 blocks in the chosen backend's work estimate, steering its
+            // cached prefixes away).
             k.hashes.prompt_blocks =
-                static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, UINT32_MAX));
+                static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, kMaxPromptBlocks));
         }
     } else if (v.status == LocateStatus::Ok && v.expect_continue) {
         // Expect: 100-continue: no body comes before the server answers; the request target

@@ -199,6 +199,9 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
             env.inc(KVS_R_DP_KEY_FIVE_TUPLE);
             break;
     }
+    // Keyed: where the stream starts is settled (a backend SYN carries it); an inferred start that
+    // moved back afterwards no longer matched the backend's SYN-ACK.
+    ff_.fix_start();
     if (rebind_) {
         decide_rebind(env, v, bytes, out);
         return;

@@ -15,24 +15,46 @@ void FirstFlight::start(std::uint32_t isn, bool known) {
 
 FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint32_t seq,
                                   std::uint16_t len, bool fin, std::uint32_t max_bytes) {
-    std::uint32_t rel = seq - (isn_ + 1);
+    std::uint32_t rel = seq - (isn_ + 1), shift = 0;
     if (rel >= (1u << 30)) {
         // Before the first data byte. With an inferred ISN and nothing bound yet, an earlier
         // segment than the first one seen (reordering) starts the stream; otherwise it is old.
-        const std::uint32_t shift = isn_ + 1 - seq;
+        // The shift is only committed once the segment is kept (a refused one moved the start
+        // and left a hole at the front).
+        shift = isn_ + 1 - seq;
         if (isn_known_ || shift > 65535) return Add::Stale;
+        rel = 0;
+    }
+    std::uint32_t covered = rel, front = 0;  // front: the contiguous bytes from the start
+    for (unsigned i = 0; i < n_; ++i) {
+        const Seg &g = segs_[i];
+        const std::uint32_t r = g.rel + shift;
+        if (r <= covered && r + g.len > covered) covered = r + g.len;
+        if (r <= front) front = std::max(front, r + g.len);
+    }
+    if (n_ > 0 && covered >= rel + len && (!fin || fin_)) return Add::Duplicate;
+    if (n_ == kMaxSegs || bytes_ + len > max_bytes) {
+        // A segment at the front (a lost head retransmitted, while what followed it filled the
+        // flight) takes the place of the farthest held segments, which the client sends again:
+        // refused, it never fitted and the connection was reset at the idle timeout.
+        if (rel > front) return Add::Full;
+        unsigned keep = n_;
+        std::uint32_t bytes = bytes_;
+        while (keep > 0 && segs_[keep - 1].rel + shift > rel &&
+               (keep == kMaxSegs || bytes + len > max_bytes))
+            bytes -= segs_[--keep].len;
+        if (keep == kMaxSegs || bytes + len > max_bytes) return Add::Full;
+        for (unsigned i = keep; i < n_; ++i) evicted_[n_evicted_++] = segs_[i].pkt;
+        n_ = static_cast<std::uint8_t>(keep);
+        bytes_ = bytes;
+        fin_ = false;
+        for (unsigned i = 0; i < n_; ++i) fin_ |= segs_[i].fin != 0;
+    }
+    if (shift) {
         for (unsigned i = 0; i < n_; ++i) segs_[i].rel += shift;
         if (fin_) fin_end_ += shift;
         isn_ = seq - 1;
-        rel = 0;
     }
-    std::uint32_t covered = rel;
-    for (unsigned i = 0; i < n_; ++i) {
-        const Seg &g = segs_[i];
-        if (g.rel <= covered && g.rel + g.len > covered) covered = g.rel + g.len;
-    }
-    if (n_ > 0 && covered >= rel + len && (!fin || fin_)) return Add::Duplicate;
-    if (n_ == kMaxSegs || bytes_ + len > max_bytes) return Add::Full;
     unsigned pos = n_;
     while (pos > 0 && segs_[pos - 1].rel > rel) {
         segs_[pos] = segs_[pos - 1];
@@ -85,7 +107,10 @@ bool begins_request(const std::uint8_t *data, std::uint32_t n) {
     std::uint32_t i = 0;
     while (i < n && i < 17 && data[i] >= 'A' && data[i] <= 'Z') ++i;
     if (i == n) return i <= 16;  // a prefix of a method token (or nothing yet)
-    return i >= 3 && i <= 16 && data[i] == ' ';
+    if (i < 3 || i > 16 || data[i] != ' ') return false;
+    // Then the request target: origin form (/...), asterisk (OPTIONS *) or absolute (http...).
+    // Body text such as "THE END of ..." is no request line.
+    return i + 1 == n || data[i + 1] == '/' || data[i + 1] == '*' || data[i + 1] == 'h';
 }
 
 }  // namespace kvsteer::dp

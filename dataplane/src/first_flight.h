@@ -36,8 +36,16 @@ class FirstFlight {
     void start(std::uint32_t isn, bool known);
 
     // Holds a segment unless it is a duplicate or stale or the flight is full (max_bytes held).
+    // A segment at the front of a full flight is held in place of the farthest segments, which
+    // the caller then frees (take_evicted): the client sends them again.
     Add add(void *pkt, const std::uint8_t *data, std::uint32_t seq, std::uint16_t len, bool fin,
             std::uint32_t max_bytes);
+    // Hands the packets add() gave up to f and forgets them.
+    template <class F>
+    void take_evicted(F &&f) {
+        for (unsigned i = 0; i < n_evicted_; ++i) f(evicted_[i]);
+        n_evicted_ = 0;
+    }
 
     // Copies the contiguous bytes from the first data byte (at most cap) into buf; returns how
     // many.
@@ -51,6 +59,9 @@ class FirstFlight {
 
     std::uint32_t isn() const { return isn_; }
     bool isn_known() const { return isn_known_; }
+    // The flight is keyed (a SYN carries its ISN): its start no longer moves; an earlier segment
+    // is stale.
+    void fix_start() { isn_known_ = true; }
     bool has_fin() const { return fin_; }
     // Every byte up to the client's FIN is held: the client has sent all it ever will.
     bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
@@ -75,6 +86,8 @@ class FirstFlight {
 
    private:
     Seg segs_[kMaxSegs];
+    void *evicted_[kMaxSegs];
+    std::uint8_t n_evicted_ = 0;
     std::uint32_t isn_ = 0, bytes_ = 0, fin_end_ = 0;
     std::uint8_t n_ = 0;
     bool isn_known_ = false, fin_ = false;

@@ -303,10 +303,12 @@ void SlotTable::list_del(std::uint32_t idx) {
 }
 
 std::uint64_t SlotTable::source_key(const kvs_flow_key &k) {
-    // IPv4: the address (tagged above any IPv4 value). IPv6: its /64, one subnet's share, as an
-    // IPv6 client controls the low 64 bits of its own address.
+    // IPv4: the address (tagged above any IPv4 value; bit 63 clear). IPv6: its /64, one subnet's
+    // share, as an IPv6 client controls the low 64 bits of its own address, with bit 63 set: the
+    // families never share a count (an XOR tag let the /64 whose bytes 4..7 are 03 00 00 00 take
+    // the quota of a chosen IPv4 address). The /64s that differ only in that bit share one.
     if (k.family != KVS_AF_INET6) return (1ull << 32) | k.saddr[0];
-    return (static_cast<std::uint64_t>(k.saddr[1]) << 32 | k.saddr[0]) ^ (1ull << 33);
+    return (static_cast<std::uint64_t>(k.saddr[1]) << 32 | k.saddr[0]) | (1ull << 63);
 }
 
 unsigned SlotTable::held_by(const kvs_flow_key &ckey) const {

@@ -633,9 +633,20 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     // quiescent. The request stays on its backend, as XDP keeps a closing connection's: both
     // entries unmarked, the segment sent on through the flow, the tracking told the request's
     // end is unknown (no later boundary on this connection).
-    if (((c2s.state | s2c.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
-        kvs_ntohl(pkt.tcp->ack_seq) != s2c.next_seq + s2c.seq_delta) {
-        inc(KVS_R_DP_REQ_BOUNDARY_RACED);
+    //
+    // The same when there is no room to hold the request (this client source holds its share of
+    // the slots, or the table or the held packets are full and nothing can be evicted): before,
+    // the segment was dropped with the flow still marked, so the connection stalled (every packet
+    // punted, every retransmission dropped) until a slot freed up, seconds under slowloris.
+    const bool raced = ((c2s.state | s2c.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
+                       kvs_ntohl(pkt.tcp->ack_seq) != s2c.next_seq + s2c.seq_delta;
+    const bool no_room =
+        !raced &&
+        ((p_.opts.max_held_per_source && slots_.held_by(key) >= p_.opts.max_held_per_source) ||
+         (slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
+         (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now)));
+    if (raced || no_room) {
+        inc(raced ? KVS_R_DP_REQ_BOUNDARY_RACED : KVS_R_DP_REQ_KEPT_NO_ROOM);
         c2s.state = static_cast<std::uint8_t>(c2s.state & ~KVS_FLOW_REBINDING);
         s2c.state = static_cast<std::uint8_t>(s2c.state & ~KVS_FLOW_REBINDING);
         c2s.msgs = static_cast<std::uint16_t>(c2s.msgs + 1);
@@ -650,11 +661,6 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
         rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), c2s);
         inc(KVS_R_TX_FWD_C2S);
         tx(m);
-        return true;
-    }
-    if ((slots_.full() && !reclaim_lingering()) || held_mbufs_ >= max_held_mbufs_) {
-        inc(KVS_R_DP_HOLD_FULL);  // the client retransmits; the flow stays marked
-        rte_pktmbuf_free(m);
         return true;
     }
     const std::int32_t taken = slots_.take(key);
@@ -759,12 +765,18 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
 // A client segment with payload or FIN for a flow being bound: the binder holds it or not.
 void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     Actions out;
+    Binder &b = slots_[idx].b;
     const FirstFlight::Add r =
-        slots_[idx].b.segment(env(), client_seg(m, pkt), held_mbufs_ < max_held_mbufs_, now, out);
+        b.segment(env(), client_seg(m, pkt), held_mbufs_ < max_held_mbufs_, now, out);
     if (r == FirstFlight::Add::Held)
         ++held_mbufs_;
     else
-        rte_pktmbuf_free(m);  // counted by the binder (duplicate, stale, full)
+        rte_pktmbuf_free(m);                   // counted by the binder (duplicate, stale, full)
+    b.flight().take_evicted([this](void *p) {  // gave way to the flight's front (resent)
+        rte_pktmbuf_free(static_cast<rte_mbuf *>(p));
+        --held_mbufs_;
+        inc(KVS_R_DP_HOLD_FULL);
+    });
     execute(idx, out, now);
 }
 

@@ -50,6 +50,11 @@ TEST(CoreFlightKey, PromptBlocksComeFromTheDeclaredLength) {
         "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         "40\r\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     EXPECT_EQ(key_of(kvs_config{}, chunked).hashes.prompt_blocks, 0u);
+    // A declared length beyond reason (the client's word) counts kMaxPromptBlocks, not 4e9.
+    std::string huge = req.substr(0, body + 1200);
+    const std::size_t cl = huge.find("Content-Length: ") + 16;
+    huge.replace(cl, huge.find("\r\n", cl) - cl, "999999999999999");
+    EXPECT_EQ(key_of(kvs_config{}, huge).hashes.prompt_blocks, kMaxPromptBlocks);
 }
 
 TEST(CoreSession, HeaderListParsed) {

@@ -1256,6 +1256,27 @@ TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
 }
 
+// The per-source count's key: an IPv4 address, or an IPv6 /64; the families never share one.
+// Before, the /64 whose bytes 4..7 are 03 00 00 00 shared the count of the IPv4 address equal to
+// its bytes 0..3: one IPv6 subnet could use up a chosen IPv4 client's share.
+TEST(SlotTableSource, FamiliesNeverShareACount) {
+    kvs_flow_key v4{}, v6{}, v6b{};
+    v4.family = KVS_AF_INET;
+    v4.saddr[0] = ip4("32.1.171.205");
+    v6.family = KVS_AF_INET6;
+    v6.saddr[0] = v4.saddr[0];
+    v6.saddr[1] = 3;  // the colliding /64
+    EXPECT_NE(kvsteer::dp::SlotTable::source_key(v4), kvsteer::dp::SlotTable::source_key(v6));
+    for (std::uint32_t w : {0u, 1u, 2u, 3u, 0x80000000u, 0xffffffffu}) {
+        v6.saddr[1] = w;
+        ASSERT_NE(kvsteer::dp::SlotTable::source_key(v4), kvsteer::dp::SlotTable::source_key(v6));
+    }
+    v6b = v6;
+    v6b.saddr[2] = 0x12345678;  // the same /64, another host
+    v6b.saddr[3] = 9;
+    EXPECT_EQ(kvsteer::dp::SlotTable::source_key(v6), kvsteer::dp::SlotTable::source_key(v6b));
+}
+
 // A full table makes room by evicting the oldest slot whose head is still incomplete after a
 // silent gap (reset, counted); a complete request is never the one evicted.
 TEST_F(BindTest, FullTableEvictsASilentIncompleteHead) {
@@ -1933,6 +1954,33 @@ TEST_F(BindTest, BoundaryRacedByTheBackendsFinStaysOnItsBackend) {
     EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0);
     EXPECT_EQ(ns.state & KVS_FLOW_REBINDING, 0);
     EXPECT_EQ(nc.resp & KVS_RESP_END, 0) << "no later boundary on this connection";
+}
+
+// A boundary with no room to hold its request (here: the client's address holds its share of
+// the slots being bound, three incomplete heads) stays on its backend, sent on through the flow.
+// Before, the segment was dropped with the flow still marked: the connection stalled until a slot
+// freed up (every retransmission dropped).
+TEST_F(BindTest, BoundaryWithoutRoomStaysOnItsBackend) {
+    make_worker(Mode::Xdp, 64, 3);
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    step(now + ms(100));
+    hold_incomplete_heads(3, 40000);
+    EXPECT_TRUE(step(now + ms(100)).empty());
+    const std::uint32_t held = worker->slot_count();
+    inject(rp.rx, make_seg(rp.pool, next_request(b)));
+    auto out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u) << "the request on its old leg, nothing else";
+    kvs_pkt data = parse(out[0]);
+    EXPECT_EQ(backend_of(data), b.be1);
+    EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
+    EXPECT_EQ(data.payload_len, b.second.size());
+    EXPECT_EQ(stat(KVS_R_DP_REQ_KEPT_NO_ROOM), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_BOUNDARY_RACED), 0u);
+    EXPECT_LE(worker->slot_count(), held) << "no slot taken";
+    kvs_flow nc{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0);
+    EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0) << "unmarked: the connection goes on";
 }
 
 // A request at a boundary whose choice is the connection's backend (the same prompt again):

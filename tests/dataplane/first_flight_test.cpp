@@ -3,6 +3,7 @@
 
 #include <span>
 #include <string>
+#include <vector>
 
 #include "first_flight.h"
 
@@ -128,6 +129,63 @@ TEST(FirstFlight, BeginsRequest) {
     EXPECT_FALSE(b("ab cdef"));
     EXPECT_FALSE(b("X /"));
     EXPECT_FALSE(b("POST/"));
+    // Then a request target: body text in capitals is no request line.
+    EXPECT_TRUE(b("OPTIONS * HTTP/1.1"));
+    EXPECT_TRUE(b("GET http://h/ HTTP/1.1"));
+    EXPECT_TRUE(b("POST ")) << "the target not here yet";
+    EXPECT_FALSE(b("THE END of the story"));
+    EXPECT_FALSE(b("SQL query: SELECT"));
+}
+
+// A lost head retransmitted while the segments after it fill the flight: it takes the place of
+// the farthest ones (handed back to be freed; the client sends them again). Before, it was
+// refused every time (Full) and the connection was reset at the idle timeout.
+TEST(FirstFlight, AHeadAtTheFrontOfAFullFlightEvictsTheFarthest) {
+    FirstFlight f;
+    const std::uint32_t isn = 1000;
+    f.start(isn, true);
+    int pk[4];
+    for (unsigned i = 1; i < 4; ++i)  // segments 1..3 of 10 bytes; segment 0 lost
+        ASSERT_EQ(f.add(&pk[i], kData + 10 * i, isn + 1 + 10 * i, 10, false, 30),
+                  FirstFlight::Add::Held);
+    EXPECT_EQ(f.add(&pk[3], kData + 40, isn + 41, 10, false, 30), FirstFlight::Add::Full)
+        << "past the front: refused as before";
+    std::vector<void *> gone;
+    f.take_evicted([&](void *p) { gone.push_back(p); });
+    EXPECT_TRUE(gone.empty());
+    EXPECT_EQ(f.add(&pk[0], kData, isn + 1, 10, false, 30), FirstFlight::Add::Held);
+    f.take_evicted([&](void *p) { gone.push_back(p); });
+    EXPECT_EQ(gone, std::vector<void *>{&pk[3]}) << "the farthest segment gave way";
+    EXPECT_EQ(f.contiguous(), 30u);
+    EXPECT_EQ(f.held_bytes(), 30u);
+    EXPECT_EQ(assembled(f), kReq.substr(0, 30));
+    f.take_evicted([&](void *p) { gone.push_back(p); });
+    EXPECT_EQ(gone.size(), 1u) << "handed back once";
+    // A head too long for the budget even alone: refused, nothing evicted.
+    FirstFlight g;
+    g.start(isn, true);
+    ASSERT_EQ(g.add(&pk[1], kData + 10, isn + 11, 10, false, 30), FirstFlight::Add::Held);
+    EXPECT_EQ(g.add(&pk[0], kData, isn + 1, 40, false, 30), FirstFlight::Add::Full);
+    g.take_evicted([&](void *p) { gone.push_back(p); });
+    EXPECT_EQ(gone.size(), 1u);
+    EXPECT_EQ(g.size(), 1u);
+}
+
+// An inferred start moves back only for a segment that is kept (a refused one left a hole at the
+// front), and not at all once the flight is keyed (fix_start: a backend SYN carries it).
+TEST(FirstFlight, TheInferredStartMovesOnlyForAKeptSegmentAndUntilKeyed) {
+    FirstFlight f;
+    f.start(1009, false);  // first seen: the byte at 1010
+    ASSERT_EQ(f.add(nullptr, kData + 10, 1010, 10, false, 30), FirstFlight::Add::Held);
+    EXPECT_EQ(f.add(nullptr, kData, 1000, 40, false, 30), FirstFlight::Add::Full);
+    EXPECT_EQ(f.isn(), 1009u) << "refused: the start did not move";
+    EXPECT_EQ(f.contiguous(), 10u);
+    EXPECT_EQ(f.add(nullptr, kData, 1005, 5, false, 30), FirstFlight::Add::Held);
+    EXPECT_EQ(f.isn(), 1004u);
+    EXPECT_EQ(f.contiguous(), 15u);
+    f.fix_start();
+    EXPECT_EQ(f.add(nullptr, kData, 1000, 5, false, 30), FirstFlight::Add::Stale);
+    EXPECT_EQ(f.isn(), 1004u);
 }
 
 }  // namespace

@@ -127,7 +127,8 @@
     X(DP_POOL_PARK_REFUSED, "dp_pool_park_refused")               \
     X(REQ_END_UNKNOWN, "request_end_unknown")                     \
     X(DP_REQ_BOUNDARY_RACED, "dp_request_boundary_raced")         \
-    X(CLOSE_OUT_OF_WINDOW, "close_out_of_window")
+    X(CLOSE_OUT_OF_WINDOW, "close_out_of_window")                 \
+    X(DP_REQ_KEPT_NO_ROOM, "dp_request_kept_no_room")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

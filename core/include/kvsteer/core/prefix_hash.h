@@ -24,9 +24,14 @@ struct PrefixHashes {
     std::uint32_t n_blocks = 0;  // full blocks hashed (a trailing partial block is not)
     std::array<std::uint64_t, KVS_MAX_REPORT_BLOCKS> blocks{};  // blocks[i] covers blocks 0..i
     // Blocks the whole prompt spans as the request declares it (Content-Length), of which the
-    // first n_blocks were hashed; 0: unknown (no length, chunked, not a prompt).
+    // first n_blocks were hashed; 0: unknown (no length, chunked, not a prompt). At most
+    // kMaxPromptBlocks.
     std::uint32_t prompt_blocks = 0;
 };
+
+// The most prompt blocks one request may declare (8 MiB of body at the default 512-byte block):
+// its Content-Length is the client's word, and the estimate weighs the chosen backend's work.
+inline constexpr std::uint32_t kMaxPromptBlocks = 1u << 14;
 
 // Hashes never return 0 (0 marks an empty affinity slot).
 PrefixHashes hash_prompt(const HashParams &p, std::string_view model,
