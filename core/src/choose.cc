@@ -43,7 +43,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         const kvs_backend_load &l = t.load[i];
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
-        s.in_flight[i] = b > c ? static_cast<std::uint32_t>(b - c) : 0;
+        s.in_flight[i] = (b > c ? static_cast<std::uint32_t>(b - c) : 0) + s.pending[i];
         // Weight 0 is out of rotation, as kvsteerd's tables leave it (before, such a backend was
         // still chosen as the least loaded, after a walk of the whole Maglev table for it).
         s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP &&

@@ -50,6 +50,7 @@ bool http10(std::span<const std::uint8_t> head) {
 }  // namespace
 
 void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) {
+    clear_pending(env.scratch);  // (released with the previous flow: nothing, normally)
     // Every field a flow reads, reset one by one (not a whole-object copy: the held segments'
     // table and the hashes are large and are written before they are read).
     ncand_ = syn_tries_ = via_ = 0;
@@ -253,9 +254,22 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
     ncand_ = 1;
     backend_ = ch.backend;
     via_ = ch.via;
+    set_pending(env.scratch, ch.backend);
     prechosen_ = true;
     phase_ = Phase::SynSent;
     out.push(act(Action::Kind::Connect));
+}
+
+void Binder::set_pending(ChooseScratch &s, std::uint16_t backend) {
+    clear_pending(s);
+    if (backend >= KVS_MAX_BACKENDS) return;
+    ++s.pending[backend];
+    pending_ = backend;
+}
+
+void Binder::clear_pending(ChooseScratch &s) {
+    if (pending_ < KVS_MAX_BACKENDS && s.pending[pending_]) --s.pending[pending_];
+    pending_ = KVS_BACKEND_NONE;
 }
 
 void Binder::count_close(const BindEnv &env) {
@@ -266,6 +280,7 @@ void Binder::count_close(const BindEnv &env) {
 }
 
 void Binder::resume(const BindEnv &env, Actions &out) {
+    clear_pending(env.scratch);
     if (counted_close_ && env.t.load && previous_ < KVS_MAX_BACKENDS)
         __atomic_fetch_add(&env.t.load[previous_].binds, 1, __ATOMIC_RELAXED);
     backend_ = previous_;
@@ -308,6 +323,7 @@ void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out)
     tried_[ncand_++] = ch.backend;
     backend_ = ch.backend;
     via_ = ch.via;
+    set_pending(env.scratch, ch.backend);
     syn_tries_ = 0;
     open_leg(env, now, out);
 }
@@ -504,6 +520,7 @@ void Binder::installed(const BindEnv &env, bool ok, Actions &out) {
     out.push(act(Action::Kind::Flush));
     out.push(act(Action::Kind::Report));
     if (env.t.load) __atomic_fetch_add(&env.t.load[backend_].binds, 1, __ATOMIC_RELAXED);
+    clear_pending(env.scratch);  // counted in its binds now
     env.inc(KVS_R_DP_BIND_OK);
     switch (via_) {
         case KVS_VIA_AFFINITY:

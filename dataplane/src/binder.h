@@ -196,6 +196,10 @@ class Binder {
                              Actions &out);
     // A client pure ACK while binding: its window and timestamp are the client's latest.
     void pure_ack(const ClientSeg &c);
+    // The flow's pending count (ChooseScratch::pending) moves to `backend` / goes: set at each
+    // choice, cleared when the backend's binds count it, or when the flow ends here.
+    void set_pending(ChooseScratch &s, std::uint16_t backend);
+    void clear_pending(ChooseScratch &s);
     // A client segment that echoes another SYN-ACK than ours: a new connection on this 4-tuple.
     bool from_other_connection(const ClientSeg &c) const {
         return !rebind_ && c.has_ts && ts_ && c.tsecr != ts_ours_;
@@ -307,11 +311,14 @@ class Binder {
     std::uint8_t wscale_ = KVS_WSCALE_NONE, sack_ = 0, backend_wscale_ = KVS_WSCALE_NONE;
     std::uint8_t family_ = KVS_AF_INET;
     bool ts_ = false, both_ts_ = false;
-    bool full_ = false;            // a segment found the flight full: bind on the next look
-    bool rebind_ = false;          // a request boundary of a bound connection
-    bool old_closing_ = false;     // rebinding: the previous backend leg is closing
-    bool prechosen_ = false;       // rebinding: the first candidate is already chosen
-    bool counted_close_ = false;   // rebinding: the previous request left its backend's load
+    bool full_ = false;           // a segment found the flight full: bind on the next look
+    bool rebind_ = false;         // a request boundary of a bound connection
+    bool old_closing_ = false;    // rebinding: the previous backend leg is closing
+    bool prechosen_ = false;      // rebinding: the first candidate is already chosen
+    bool counted_close_ = false;  // rebinding: the previous request left its backend's load
+    // The backend this flow counts as pending in the worker's ChooseScratch (chosen, not yet in
+    // its binds), or KVS_BACKEND_NONE.
+    std::uint16_t pending_ = KVS_BACKEND_NONE;
     bool head_incomplete_ = true;  // the held bytes do not yet hold a whole request head
     KeyKind key_kind_ = KeyKind::FiveTuple;
     std::uint16_t mss_ = 0, window_ = 0, backend_ = KVS_BACKEND_NONE;

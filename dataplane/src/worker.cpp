@@ -1438,6 +1438,7 @@ void Worker::release(std::uint32_t idx, bool free_port) {
     if (!s.used) return;
     held_mbufs_ -= s.b.flight().size();
     s.b.flight().drain([](void *m) { rte_pktmbuf_free(static_cast<rte_mbuf *>(m)); });
+    s.b.clear_pending(scratch_);  // chosen but never counted in its backend's binds
     if (sessions_) sessions_->release(s.b.session_slot());  // never handed to a port
     s.b.hand_over_session();
     slots_.release(idx, free_port);

@@ -68,6 +68,8 @@ class Worker {
     unsigned slot_count() const { return slots_.used(); }
     // Whether a slot takes the segments of the backend leg `bkey` names (tests).
     bool keyed_by_leg(const kvs_flow_key &bkey) const { return slots_.by_leg(bkey) >= 0; }
+    // Flows chosen for `backend` and not yet counted in its binds (ChooseScratch::pending).
+    std::uint32_t pending(std::uint16_t backend) const { return scratch_.pending[backend]; }
     std::uint64_t counter(unsigned reason) const;
     std::uint16_t snat_lo() const { return slots_.port_lo(); }
     std::uint16_t snat_hi() const { return slots_.port_hi(); }

@@ -359,6 +359,16 @@ TEST(CoreChoose, WeightZeroIsNeverChosen) {
     for (int i = 0; i < 8; ++i) ASSERT_NE(m.choose(0).backend, 3);
 }
 
+// The caller's pending flows (chosen, not yet in the binds) count as in flight.
+TEST(CoreChoose, PendingFlowsCountAsInFlight) {
+    Mem m(2);
+    m.scratch->pending[0] = 50;
+    for (std::uint64_t p = 1; p <= 50; ++p)
+        ASSERT_EQ(m.choose(p * 0x9e3779b97f4a7c15ULL).backend, 1) << "prefix " << p;
+    m.pin(0x99, {0});
+    EXPECT_NE(m.choose(0x99).backend, 0) << "beyond the bound by its pending flows alone";
+}
+
 TEST(CoreChoose, RoundRobinSkipsDownBackends) {
     Mem m(3);
     m.config.steer_mode = KVS_STEER_ROUND_ROBIN;

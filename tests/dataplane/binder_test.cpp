@@ -735,6 +735,7 @@ class RebindTest : public BinderTest {
         fresh.segment(env(), c, true, 0, out);
         fresh.connect(env(), 0, syn);
         std::fill(std::begin(stats_), std::end(stats_), 0);
+        fresh.clear_pending(scratch_);  // the probe goes (as the worker releases a flow)
         return fresh.backend();
     }
     void start_rebind(std::uint16_t on) {

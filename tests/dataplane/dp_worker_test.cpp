@@ -1072,6 +1072,33 @@ TEST(InstallPairs, HalfWrittenPairIsRemovedAgain) {
     close(fd);
 }
 
+// A flow the worker chose a backend for counts in that backend's in-flight (for the worker's own
+// later choices) until the backend's binds count it: a burst chosen within one round trip sees its
+// own earlier choices. The count goes when the flow binds, or when it ends without binding.
+TEST_F(BindTest, ChosenFlowsArePendingUntilTheirBackendsCountThem) {
+    make_worker();
+    const auto pending = [&] {
+        std::uint32_t n = 0;
+        for (std::uint16_t b = 0; b < KVS_MAX_BACKENDS; ++b) n += worker->pending(b);
+        return n;
+    };
+    std::vector<std::vector<std::uint8_t>> syns = open_flows(3, 31000);
+    ASSERT_EQ(syns.size(), 3u);
+    EXPECT_EQ(pending(), 3u);
+    const kvs_pkt first = parse(syns[0]);
+    EXPECT_GE(worker->pending(static_cast<std::uint16_t>(backend_of(first))), 1u);
+    inject(rp.rx, make_seg(rp.pool, backend_seg(first, KVS_TCP_SYN | KVS_TCP_ACK)));
+    step(now + ms(1));
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 1u);
+    EXPECT_EQ(pending(), 2u) << "bound: counted in its backend's binds instead";
+    Seg rst = client_seg(0, "", 5);
+    rst.sport = 31001;
+    rst.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, rst));
+    step(now + ms(2));
+    EXPECT_EQ(pending(), 1u) << "ended without binding";
+}
+
 // Flows whose backends accept in one receive burst: their pairs go in with one call, and each
 // flow is acknowledged and flushed after it.
 TEST_F(BindTest, FlowsAcceptedInOneBurstAreInstalledWithOneCall) {

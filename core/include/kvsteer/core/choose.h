@@ -62,6 +62,12 @@ struct RecentChoices {
 struct ChooseScratch {
     std::uint32_t in_flight[KVS_MAX_BACKENDS];
     std::uint8_t eligible[KVS_MAX_BACKENDS];
+    // Flows this caller chose a backend for and has not counted in its binds yet (the dataplane
+    // counts a flow once its backend answered): part of each backend's in-flight here, so that a
+    // burst chosen within one round trip sees its own earlier choices (it all went to one backend,
+    // where the simulator, counting at the choice, spread it). The caller keeps it; zero for one
+    // that counts at the choice.
+    std::uint32_t pending[KVS_MAX_BACKENDS]{};
     std::uint32_t rr_cursor = 0;
     // Where recent choices are kept: the dataplane's shared table, or (null) `own`.
     RecentChoices *recent = nullptr;
