@@ -475,7 +475,22 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         }
         const ClientSeg c = client_seg(m, pkt);
         const bool rst = (pkt.tcp->flags & KVS_TCP_RST) != 0;
-        if (rst || s.b.from_other_connection(c)) {
+        // Only what the client could have sent ends a binding: a RST near its stream, another
+        // connection's segment with a valid cookie (or a SYN). Before, a blind RST or a segment
+        // with any other timestamp echo from the client's address and port aborted it.
+        kvs_cookie_opts co{};
+        if (rst && !s.b.rst_in_window(c.seq)) {
+            inc(KVS_R_CLOSE_OUT_OF_WINDOW);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        const bool other = !rst && s.b.from_other_connection(c);
+        if (other && !(pkt.tcp->flags & KVS_TCP_SYN) && !cookie_valid(pkt, &co)) {
+            inc(KVS_R_DROP_BAD_COOKIE);  // neither this connection's (its echo) nor a new one
+            rte_pktmbuf_free(m);
+            return;
+        }
+        if (rst || other) {
             // A reset: the client gave up while we were binding. Another timestamp echo: nothing
             // reaches the client between our SYN-ACK and the bind, so it echoes that SYN-ACK's
             // TSval, which carries its ISN; another echo is another connection on the same
@@ -778,6 +793,11 @@ void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::u
         inc(KVS_R_DP_HOLD_FULL);
     });
     execute(idx, out, now);
+    // A new flow whose first segment was not held holds nothing and has no timer: its slot would
+    // wait for an eviction. It goes; the client's retransmission starts it again.
+    if (r != FirstFlight::Add::Held && slots_[idx].used && !b.rebinding() &&
+        b.phase() == Binder::Phase::Holding && b.flight().size() == 0)
+        release(idx, true);
 }
 
 // ---------------------------------------------------------------------------------------------

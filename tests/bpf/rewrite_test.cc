@@ -156,6 +156,7 @@ TEST(BpfRewrite, RandomPacketsMatchFullRecompute) {
         EXPECT_EQ(rd32(&out[th + 4]), rc.spec.seq + f.seq_delta);
         EXPECT_EQ(rd32(&out[th + 8]), rc.spec.ack + f.ack_delta);
         std::uint64_t w = (std::uint64_t(rc.spec.win) << f.win_shl) >> f.win_shr;
+        if (w == 0 && rc.spec.win) w = 1;  // an open window stays open
         EXPECT_EQ(rd16(&out[th + 14]), w > 0xffff ? 0xffff : w);
         if (opts.ts_off) {
             with_ts++;
@@ -186,6 +187,11 @@ TEST(BpfRewrite, WindowSaturates) {
     EXPECT_EQ(kvs_window_xlate(1000, 2, 0), 4000);
     EXPECT_EQ(kvs_window_xlate(1000, 0, 3), 125);
     EXPECT_EQ(kvs_window_xlate(0xffff, 14, 14), 0xffff);
+    // An open window stays open; a closed one stays closed.
+    EXPECT_EQ(kvs_window_xlate(100, 0, 7), 1);
+    EXPECT_EQ(kvs_window_xlate(1, 0, 14), 1);
+    EXPECT_EQ(kvs_window_xlate(0, 0, 7), 0);
+    EXPECT_EQ(kvs_window_xlate(0, 3, 0), 0);
 }
 
 TEST(BpfFlowPair, KeysAndDeltasAreConsistent) {

@@ -1376,6 +1376,51 @@ TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
+// A new flow whose first segment does not fit (here: a flight budget below one segment) holds
+// nothing: its slot goes at once (it had no timer and waited for an eviction); the client's
+// retransmission starts it again.
+TEST_F(BindTest, AFirstSegmentNotHeldLeavesNoSlot) {
+    make_worker();
+    sign_synack();
+    tables->config.max_held_bytes = 100;  // a flight holds at most 200 bytes
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(600), 5)));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
+// Only what the client could have sent ends a binding: a RST far from its stream (blind, off
+// path: only the address and port guessed) and a segment echoing another timestamp without a
+// valid cookie are dropped, counted; the client's own RST ends it. Before, either aborted it.
+TEST_F(BindTest, BlindResetOrForeignEchoDoesNotEndABinding) {
+    make_worker();
+    sign_synack();
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, kIncompleteHead, 5)));
+    EXPECT_TRUE(step(now).empty());
+    ASSERT_EQ(worker->slot_count(), 1u);
+    Seg blind = client_seg(0x40000000u, "", 5);
+    blind.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, blind));
+    EXPECT_TRUE(step(now + ms(1)).empty());
+    EXPECT_EQ(stat(KVS_R_CLOSE_OUT_OF_WINDOW), 1u);
+    EXPECT_EQ(stat(KVS_R_FLOW_RST), 0u);
+    EXPECT_EQ(worker->slot_count(), 1u);
+    Seg foreign = client_seg(static_cast<std::uint32_t>(std::strlen(kIncompleteHead)), "x", 5);
+    foreign.tsecr ^= 0x5a5a5a5a;  // another SYN-ACK's echo
+    foreign.ack ^= 0x00ff0000;    // and no cookie of ours
+    inject(rp.rx, make_seg(rp.pool, foreign));
+    step(now + ms(2));
+    EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 0u);
+    EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 1u) << "not held either";
+    EXPECT_EQ(worker->slot_count(), 1u) << "still binding";
+    Seg rst = client_seg(static_cast<std::uint32_t>(std::strlen(kIncompleteHead)), "", 5);
+    rst.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, rst));
+    step(now + ms(3));
+    EXPECT_EQ(stat(KVS_R_FLOW_RST), 1u);
+    EXPECT_EQ(worker->slot_count(), 0u);
+}
+
 // A client that reuses its port while the old connection's flight is still held (its segments
 // echo another SYN-ACK TSval, one that carries the new ISN) starts a new flight: the old slot's
 // bytes must not be mixed into the new request.

@@ -7,9 +7,13 @@
 #include "kvsteer/csum.h"
 #include "kvsteer/parse.h"
 
-/* Window field translation: (win << shl) >> shr, saturated to 0xffff. */
+/* Window field translation: (win << shl) >> shr, saturated to 0xffff; a window that is open
+ * stays open (at least 1: a small window rounded down to 0 sent the client into zero-window
+ * probing while the receiver still had room). */
 KVS_INLINE __u16 kvs_window_xlate(__u16 win_host, __u8 shl, __u8 shr) {
     __u64 w = ((__u64)win_host << (shl & 31)) >> (shr & 31);
+
+    if (!w && win_host) return 1;
     return w > 0xffff ? (__u16)0xffff : (__u16)w;
 }
 
