@@ -27,10 +27,10 @@ char lower(char c) {
 }
 
 // Whether the request head (bytes before the blank line) has a header line named `name`
-// (lower case, with its colon).
+// (lower case, with its colon). Lines end in LF, CRLF or not: as the locator reads them.
 bool head_has(std::span<const std::uint8_t> head, std::string_view name) {
-    for (std::size_t i = 2; i + name.size() <= head.size(); ++i) {
-        if (head[i - 2] != '\r' || head[i - 1] != '\n') continue;
+    for (std::size_t i = 1; i + name.size() <= head.size(); ++i) {
+        if (head[i - 1] != '\n') continue;
         std::size_t k = 0;
         while (k < name.size() && lower(static_cast<char>(head[i + k])) == name[k]) ++k;
         if (k == name.size()) return true;
@@ -38,12 +38,14 @@ bool head_has(std::span<const std::uint8_t> head, std::string_view name) {
     return false;
 }
 
-// Whether the request line says HTTP/1.0.
+// Whether the request line (ending in LF or CRLF) says HTTP/1.0.
 bool http10(std::span<const std::uint8_t> head) {
-    for (std::size_t i = 0; i + 1 < head.size(); ++i)
-        if (head[i] == '\r' && head[i + 1] == '\n')
-            return i >= 8 &&
-                   std::string_view(reinterpret_cast<const char *>(&head[i - 8]), 8) == "HTTP/1.0";
+    for (std::size_t i = 0; i < head.size(); ++i)
+        if (head[i] == '\n') {
+            const std::size_t end = (i > 0 && head[i - 1] == '\r') ? i - 1 : i;
+            return end >= 8 && std::string_view(reinterpret_cast<const char *>(&head[end - 8]),
+                                                8) == "HTTP/1.0";
+        }
     return false;
 }
 
