@@ -95,10 +95,12 @@ FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool ro
     if (c.has_ts && seq_lt(c.tsval, tsval_first_)) tsval_first_ = c.tsval;
     window_ = c.window;
     // max_held triggers the bind; segments the client keeps sending while the backend handshake
-    // runs are still held (up to twice that) so they need no retransmission.
+    // runs are still held (up to twice that, and at least an initial window of 10 segments of the
+    // client's MSS: with jumbo frames twice the default held 3, and the rest of the window was
+    // dropped and retransmitted) so they need no retransmission.
+    const std::uint32_t budget = std::max<std::uint32_t>(2 * env.cfg.max_held, 10u * mss_);
     const FirstFlight::Add r =
-        room ? ff_.add(c.pkt, c.data, c.seq, c.len, c.fin, 2 * env.cfg.max_held)
-             : FirstFlight::Add::Full;
+        room ? ff_.add(c.pkt, c.data, c.seq, c.len, c.fin, budget) : FirstFlight::Add::Full;
     switch (r) {
         case FirstFlight::Add::Held:
             last_seg_ = now;

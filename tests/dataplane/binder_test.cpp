@@ -406,6 +406,24 @@ TEST_F(BinderTest, SegmentBeforeTheKnownStartIsStale) {
     EXPECT_EQ(stat(KVS_R_DP_STALE_SEGMENT), 1u);
 }
 
+// The flight holds at least an initial window (10 segments of the client's MSS) however small
+// max_held is: with jumbo frames twice the default held 3 segments, and the rest of the window
+// was dropped and retransmitted after the bind.
+TEST_F(BinderTest, TheFlightHoldsAnInitialWindowOfTheClientsMss) {
+    cfg_.max_held = 1000;  // twice that holds one 1400-byte segment
+    start();               // the client's MSS: 1460
+    static const std::string big = [] {
+        const std::string body(16000, 'a');
+        return "POST /v1/completions HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) +
+               "\r\n\r\n" + body;
+    }();
+    Actions out;
+    for (std::uint32_t i = 0; i < 10; ++i)
+        ASSERT_EQ(seg(big, 1400 * i, 1400, 1 + i, out), FirstFlight::Add::Held) << i;
+    EXPECT_EQ(seg(big, 14000, 1400, 20, out), FirstFlight::Add::Full) << "beyond 10 x 1460";
+    EXPECT_EQ(b_.flight().size(), 10u);
+}
+
 TEST_F(BinderTest, NoRoomMeansNotHeldAndBindsOnWhatIsThere) {
     start();
     Actions out;

@@ -1376,19 +1376,6 @@ TEST_F(BindTest, FinBeforeTheHeadIsCompleteIsResetNotBound) {
     EXPECT_EQ(worker->slot_count(), 0u);
 }
 
-// A new flow whose first segment does not fit (here: a flight budget below one segment) holds
-// nothing: its slot goes at once (it had no timer and waited for an eviction); the client's
-// retransmission starts it again.
-TEST_F(BindTest, AFirstSegmentNotHeldLeavesNoSlot) {
-    make_worker();
-    sign_synack();
-    tables->config.max_held_bytes = 100;  // a flight holds at most 200 bytes
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(600), 5)));
-    EXPECT_TRUE(step(now).empty());
-    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 1u);
-    EXPECT_EQ(worker->slot_count(), 0u);
-}
-
 // Only what the client could have sent ends a binding: a RST far from its stream (blind, off
 // path: only the address and port guessed) and a segment echoing another timestamp without a
 // valid cookie are dropped, counted; the client's own RST ends it. Before, either aborted it.
