@@ -64,9 +64,14 @@ void walk_by_key(int fd, Visit &&visit) {
 
 SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy,
-                        kvs_backend_load *load, const std::function<void()> &after_snapshot) {
+                        kvs_backend_load *load, const std::function<void()> &after_snapshot,
+                        const std::function<void()> &after_walk) {
     SweepResult r;
-    std::vector<kvs_flow_key> doomed;
+    struct Doomed {
+        kvs_flow_key key;
+        std::uint64_t created_ns;  // the installation the walk saw
+    };
+    std::vector<Doomed> doomed;
     // Ports installed before the pass starts, per backend with a port table: an entry present
     // then is visited by the walk (a hash walk may repeat keys when entries go, it does not skip
     // ones that stay), so a candidate the walk never meets has lost its entries.
@@ -97,6 +102,27 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         }
     }
     if (after_snapshot) after_snapshot();
+    // Whether a flow (an entry and its twin, when there is one) has expired: idle as long as its
+    // most recently used direction, closed when a FIN went each way or either side sent a RST.
+    // Not KVS_FLOW_CLOSED, which XDP sets when it counts the close, often at the first FIN: a
+    // half-closed connection still carries the other way, e.g. a client that shut down its side
+    // after the request and waits out a long prefill or a non-streamed answer in silence, and
+    // must not lose its flow after the linger.
+    auto expired = [&](const kvs_flow &f, const kvs_flow *rf) {
+        std::uint64_t last = f.last_seen_ns;
+        bool closed = f.state & KVS_FLOW_RST;
+        bool fin_both = false;
+        if (rf) {
+            last = std::max<std::uint64_t>(last, rf->last_seen_ns);
+            closed |= (rf->state & KVS_FLOW_RST) != 0;
+            fin_both = (f.state & KVS_FLOW_FIN_IN) && (rf->state & KVS_FLOW_FIN_IN);
+        } else {
+            fin_both = (f.state & KVS_FLOW_FIN_IN) != 0;  // its twin is gone: the end of it
+        }
+        closed |= fin_both;
+        const std::uint64_t idle = now_ns > last ? now_ns - last : 0;
+        return (closed && idle >= closed_idle_ns) || idle >= idle_ns;
+    };
     auto visit = [&](const kvs_flow_key &k, const kvs_flow &f) {
         ++r.seen;
         const std::uint16_t sp = snat_port_of(k, f);
@@ -106,40 +132,29 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         // A flow's idle time is that of its most recently used direction: only an entry idle
         // long enough on its own needs its twin read (one lookup per expiring entry, not per
         // entry in the table).
-        std::uint64_t idle = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
+        const std::uint64_t idle = now_ns > f.last_seen_ns ? now_ns - f.last_seen_ns : 0;
         if (idle < closed_idle_ns && idle < idle_ns) return;
         kvs_flow_key rk;
         kvs_flow_reverse_key(&k, &f, &rk);
         kvs_flow rf{};
-        std::uint64_t last = f.last_seen_ns;
-        // Closed: a FIN each way, or a RST. Not KVS_FLOW_CLOSED, which XDP sets when it counts
-        // the close, often at the first FIN: a half-closed connection still carries the other way,
-        // e.g. a client that shut down its side after the request and waits out a long prefill
-        // or a non-streamed answer in silence, and must not lose its flow after the linger.
-        bool closed = f.state & KVS_FLOW_RST;
-        bool fin_both = false;
-        if (bpf_map_lookup_elem(fd, &rk, &rf) == 0) {
-            last = std::max<std::uint64_t>(last, rf.last_seen_ns);
-            closed |= (rf.state & KVS_FLOW_RST) != 0;
-            fin_both = (f.state & KVS_FLOW_FIN_IN) && (rf.state & KVS_FLOW_FIN_IN);
-        } else {
-            fin_both = (f.state & KVS_FLOW_FIN_IN) != 0;  // its twin is gone: the end of it
-        }
-        closed |= fin_both;
-        idle = now_ns > last ? now_ns - last : 0;
-        if ((closed && idle >= closed_idle_ns) || idle >= idle_ns) doomed.push_back(k);
+        if (expired(f, bpf_map_lookup_elem(fd, &rk, &rf) == 0 ? &rf : nullptr))
+            doomed.push_back({k, f.created_ns});
     };
     Walk w = walk_batched(fd, visit);
     if (w == Walk::Unsupported) walk_by_key(fd, visit);
     if (w == Walk::Broken)
         candidate.clear();  // the walk may have missed live entries: reclaim nothing
-    for (const auto &dk : doomed) {
+    if (after_walk) after_walk();
+    for (const Doomed &d : doomed) {
+        const kvs_flow_key &dk = d.key;
         kvs_flow df{};
         if (bpf_map_lookup_elem(fd, &dk, &df) != 0) continue;  // deleted with its twin already
         kvs_flow_key rk;
         kvs_flow_reverse_key(&dk, &df, &rk);
         kvs_flow rf{};
         const bool twin = bpf_map_lookup_elem(fd, &rk, &rf) == 0;
+        // Another installation on the key since the walk, or used again: not the one doomed.
+        if (df.created_ns != d.created_ns || !expired(df, twin ? &rf : nullptr)) continue;
         const bool counted = ((df.state | (twin ? rf.state : 0)) & KVS_FLOW_CLOSED) != 0;
         const bool gone = bpf_map_delete_elem(fd, &dk) == 0;
         if (gone) ++r.deleted;

@@ -22,10 +22,15 @@ struct SweepResult {
 // or RST (idle past the timeout: its client or backend vanished, or half closed) has its close
 // counted in `load` (kvs_be_load, may be null) instead, so its backend's in-flight count
 // (binds - closes) does not keep it forever.
-// `after_snapshot` (tests): called once the installed ports are noted, before the walk.
+// An entry doomed by the walk is deleted only if, read again, it is still the installation the
+// walk saw (created_ns) and still expired: the walk of a large table takes long, and meanwhile a
+// flow may carry a packet again, or a client reuse its tuple for a new connection.
+// `after_snapshot` (tests): called once the installed ports are noted, before the walk;
+// `after_walk` (tests): called after the walk, before the deletions.
 SweepResult sweep_flows(int flows_fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy = false,
                         kvs_backend_load *load = nullptr,
-                        const std::function<void()> &after_snapshot = {});
+                        const std::function<void()> &after_snapshot = {},
+                        const std::function<void()> &after_walk = {});
 
 }  // namespace kvsteer::dp

@@ -160,6 +160,35 @@ TEST(Sweeper, ReclaimsInstalledPortsWhoseEntriesAreGone) {
     close(fd);
 }
 
+// An entry the walk doomed is deleted only if, read again, it is the same installation and still
+// expired: one that carried a packet after the walk, or whose tuple a new connection took (a new
+// installation), stays. Before, the walk's verdict was final (a live flow deleted).
+TEST(Sweeper, AnEntryUsedOrReinstalledAfterTheWalkStays) {
+    int fd = flow_map("kvdp_recheck");
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair woke = make_pair(2101, 21101, now - 400 * s, 0);    // idle past 300 s
+    Pair reused = make_pair(2102, 21102, now - 400 * s, 0);  // idle past 300 s
+    Pair dead = make_pair(2103, 21103, now - 400 * s, 0);    // idle past 300 s, and stays so
+    for (Pair *p : {&woke, &reused, &dead}) {
+        p->fc.created_ns = p->fs.created_ns = now - 500 * s;
+        ASSERT_TRUE(put(fd, *p));
+    }
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, nullptr, false, nullptr, {}, [&] {
+        woke.fc.last_seen_ns = now;  // a packet after the walk
+        ASSERT_EQ(bpf_map_update_elem(fd, &woke.kc, &woke.fc, BPF_EXIST), 0);
+        reused.fc.created_ns = reused.fs.created_ns = now - 400 * s;  // installed anew, old clock
+        ASSERT_TRUE(put(fd, reused));
+    });
+    EXPECT_EQ(r.deleted, 2u) << "only the flow that stayed dead";
+    kvs_flow f{};
+    EXPECT_EQ(bpf_map_lookup_elem(fd, &woke.kc, &f), 0);
+    EXPECT_EQ(bpf_map_lookup_elem(fd, &woke.ks, &f), 0);
+    EXPECT_EQ(bpf_map_lookup_elem(fd, &reused.kc, &f), 0);
+    EXPECT_NE(bpf_map_lookup_elem(fd, &dead.kc, &f), 0);
+    close(fd);
+}
+
 // A port the pass saw installed and entry-less at its start, which meanwhile went back to the
 // worker (a leg the backend pool keeps: kPortBinding) and was installed again by the flow that
 // drew the leg (its entries in buckets the walk had passed): not freed, its session count kept.
