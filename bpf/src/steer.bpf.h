@@ -178,9 +178,7 @@ static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *
  * sender's bytes (ahead only by bytes lost before the appliance). Outside, the segment is sent on
  * (the endpoint judges it, RFC 5961) but closes nothing here: before, a forged RST or FIN with any
  * sequence number (only the client's address and port guessed) closed the flow's accounting, and
- * the next SYN on its tuple deleted it. */
-#define KVS_SEQ_SLACK (1u << 22)
-
+ * the next SYN on its tuple deleted it. KVS_SEQ_SLACK: abi.h. */
 static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
                                                const struct kvs_flow *f) {
     __u32 at = bpf_ntohl(pkt->tcp->seq);

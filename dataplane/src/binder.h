@@ -204,10 +204,10 @@ class Binder {
     bool from_other_connection(const ClientSeg &c) const {
         return !rebind_ && c.has_ts && ts_ && c.tsecr != ts_ours_;
     }
-    // A client RST's seq could be the client's: within 4 MiB past the stream's start (the client
-    // cannot have sent further; its RST carries its next byte). One from anywhere else (blind,
-    // off path) does not end the binding.
-    bool rst_in_window(std::uint32_t seq) const { return seq - (ff_.isn() + 1) <= (1u << 22); }
+    // A client RST's seq could be the client's: within KVS_SEQ_SLACK past the stream's start (the
+    // client cannot have sent further; its RST carries its next byte), XDP's bound for a close.
+    // One from anywhere else (blind, off path) does not end the binding.
+    bool rst_in_window(std::uint32_t seq) const { return seq - (ff_.isn() + 1) <= KVS_SEQ_SLACK; }
     // The client reset or left (its 4-tuple reused): abort the backend leg if one is open.
     void abort(const BindEnv &env, Actions &out);
     // Full: whether this flow is the slowloris shape (holding a head still incomplete after a

@@ -20,6 +20,10 @@
 #define KVS_AFFINITY_SLOTS 65536u /* one table half; power of two, open addressing */
 #define KVS_AFFINITY_MAX_PROBE 8u
 #define KVS_FLOW_MAX 1048576u /* LRU flow map entries (both directions count) */
+/* How far from the bytes a connection's side was seen to send its FIN or RST may lie and still
+ * be taken for that side's (XDP's close accounting and request tracking, the dataplane's binding):
+ * 4 MiB, at least a receive window. */
+#define KVS_SEQ_SLACK (1u << 22)
 #define KVS_MAX_WORKERS 8u
 #define KVS_BIND_RING_SLOTS 4096u    /* per worker; power of two */
 #define KVS_MAX_REPORT_BLOCKS 28u    /* chained block hashes carried in one binding report */
