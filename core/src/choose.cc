@@ -38,7 +38,10 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     std::uint32_t n = n_published < KVS_MAX_BACKENDS ? n_published : KVS_MAX_BACKENDS;
     std::uint32_t n_up = 0;
     std::uint64_t total = 0;
-    std::uint32_t min_load = UINT32_MAX;  // least in_flight of an eligible backend
+    std::uint64_t weight_sum = 0;
+    std::uint32_t first_weight = 0;
+    bool weighted = false;                 // the eligible backends' weights differ
+    std::uint32_t min_flows = UINT32_MAX;  // least in_flight of an eligible backend
     for (std::uint32_t i = 0; i < n; ++i) {
         const kvs_backend_load &l = t.load[i];
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
@@ -46,18 +49,37 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         s.in_flight[i] = (b > c ? static_cast<std::uint32_t>(b - c) : 0) + s.pending[i];
         // Weight 0 is out of rotation, as kvsteerd's tables leave it (before, such a backend was
         // still chosen as the least loaded, after a walk of the whole Maglev table for it).
+        const std::uint32_t w = __atomic_load_n(&t.backends[i].weight, __ATOMIC_RELAXED);
         s.eligible[i] = __atomic_load_n(&t.backends[i].state, __ATOMIC_ACQUIRE) == KVS_BE_UP &&
-                        __atomic_load_n(&t.backends[i].weight, __ATOMIC_RELAXED) != 0 &&
-                        (family == KVS_AF_NONE || t.backends[i].family == family) &&
+                        w != 0 && (family == KVS_AF_NONE || t.backends[i].family == family) &&
                         !excluded(exclude, i);
         if (s.eligible[i]) {
-            ++n_up;
+            if (n_up++ == 0) first_weight = w;
+            weighted |= w != first_weight;
             total += s.in_flight[i];
-            if (s.in_flight[i] < min_load) min_load = s.in_flight[i];
+            if (s.in_flight[i] < min_flows) min_flows = s.in_flight[i];
+            weight_sum += w;
+            s.share[i] = w;
         }
     }
     Choice ch;
     if (n_up == 0) return ch;
+    // Loads count per unit of weight where the weights differ (LoadView::share): a backend of
+    // twice the mean weight is as loaded as the mean's with twice its flows.
+    if (weighted) {
+        const double mean_weight = static_cast<double>(weight_sum) / n_up;
+        for (std::uint32_t i = 0; i < n; ++i)
+            if (s.eligible[i]) s.share[i] /= mean_weight;
+    }
+    LoadView view{std::span<const std::uint32_t>(s.in_flight, n),
+                  std::span<const std::uint8_t>(s.eligible, n)};
+    if (weighted) view.share = std::span<const double>(s.share, n);
+    double min_load = min_flows;  // least load of an eligible backend (per unit of weight)
+    if (weighted) {
+        min_load = -1;
+        for (std::uint32_t i = 0; i < n; ++i)
+            if (s.eligible[i] && (min_load < 0 || view.norm(i) < min_load)) min_load = view.norm(i);
+    }
     const bool retry = !exclude.empty();
     const double c = load_factor(cfg);
 
@@ -74,8 +96,6 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         return ch;
     }
 
-    LoadView view{std::span<const std::uint32_t>(s.in_flight, n),
-                  std::span<const std::uint8_t>(s.eligible, n)};
     const std::uint32_t maglev_half = __atomic_load_n(&cfg.maglev_active, __ATOMIC_ACQUIRE) & 1;
     std::span<const std::uint32_t> table(t.maglev + maglev_half * KVS_MAGLEV_SIZE, KVS_MAGLEV_SIZE);
 
@@ -101,8 +121,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     const std::uint32_t affinity_half = __atomic_load_n(&cfg.affinity_active, __ATOMIC_ACQUIRE) & 1;
     std::span<const kvs_affinity_entry> half(t.affinity + affinity_half * KVS_AFFINITY_SLOTS,
                                              KVS_AFFINITY_SLOTS);
-    const std::uint64_t bound = affinity_bound(c, load_slack(cfg), static_cast<double>(total), n_up,
-                                               static_cast<double>(min_load));
+    const std::uint64_t bound =
+        affinity_bound(c, load_slack(cfg), static_cast<double>(total), n_up, min_load);
     const std::uint32_t generation = __atomic_load_n(&cfg.generation, __ATOMIC_ACQUIRE);
     const std::uint32_t n_blocks = std::min<std::uint32_t>(h.n_blocks, KVS_MAX_REPORT_BLOCKS);
     RecentChoices &rc = s.recent != nullptr ? *s.recent : s.own;
@@ -135,25 +155,30 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     // are summed only here (once per choice, and only when the holder's work is above R x the
     // flow's blocks), so a choice that needs no gate pays nothing for it.
     const bool light = load_bound(c, static_cast<double>(total), n_up) < bound;
-    std::uint64_t work_min = UINT64_MAX, work_total = 0;
+    // Work compares per unit of weight, as loads do (weight / mean weight: 1 when equal).
+    auto share = [&](std::uint32_t id) { return weighted ? s.share[id] : 1.0; };
+    double work_min = -1;
+    std::uint64_t work_total = 0;
     auto work_ok = [&](std::uint32_t id, std::uint8_t depth) {
         if (!light || depth == kFixedPrefixDepth) return true;
         const std::uint64_t ratio = depth + 1u < n_blocks ? kWorkGatePartialRatio : kWorkGateRatio;
-        const std::uint64_t w = work_of(id);
+        const double w = static_cast<double>(work_of(id)) / share(id);
+        const double allowance = static_cast<double>(ratio * flow_blocks);
         // Within ratio x the flow's blocks of 0, so of the least: no need to sum.
-        if (w <= ratio * flow_blocks) return true;
-        if (work_min == UINT64_MAX) {
+        if (w <= allowance) return true;
+        if (work_min < 0) {
             for (std::uint32_t i = 0; i < n; ++i) {
                 if (!s.eligible[i]) continue;
                 const std::uint64_t wi = work_of(i);
                 work_total += wi;
-                if (wi < work_min) work_min = wi;
+                const double wn = static_cast<double>(wi) / share(i);
+                if (work_min < 0 || wn < work_min) work_min = wn;
             }
         }
-        if (static_cast<double>(w + flow_blocks) <=
+        if (w + static_cast<double>(flow_blocks) / share(id) <=
             c * static_cast<double>(work_total + flow_blocks) / n_up)
             return true;
-        return w <= work_min + ratio * flow_blocks;
+        return w <= work_min + allowance;
     };
     auto remember = [&](std::uint32_t id) {
         if (retry) return;
@@ -166,10 +191,12 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             __atomic_store_n(&r.value, v, __ATOMIC_RELAXED);
         }
     };
-    // Whether `id` may take one more flow: its own max_load when set, else `limit`.
+    // Whether `id` may take one more flow: its own max_load when set, else `limit` (per unit of
+    // weight).
     auto within = [&](std::uint32_t id, std::uint64_t limit) {
-        const std::uint64_t lim = t.backends[id].max_load ? t.backends[id].max_load : limit;
-        return std::uint64_t{s.in_flight[id]} + 1 <= lim;
+        if (t.backends[id].max_load)
+            return std::uint64_t{s.in_flight[id]} + 1 <= t.backends[id].max_load;
+        return view.fits(id, limit);
     };
     const kvs_affinity_entry *e = affinity_lookup(half, h);
     {
@@ -195,15 +222,16 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         // 1): a holder of only a shared preamble keeps few requests above the least loaded.
         const std::uint64_t table_bound =
             affinity_bound(c, depth_slack(load_slack(cfg), e->depth, n_blocks),
-                           static_cast<double>(total), n_up, static_cast<double>(min_load));
-        std::uint32_t best = KVS_BACKEND_NONE, best_load = UINT32_MAX;
+                           static_cast<double>(total), n_up, min_load);
+        std::uint32_t best = KVS_BACKEND_NONE;
+        double best_load = 0;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
             if (id >= n || !s.eligible[id] || !within(id, table_bound) || !work_ok(id, e->depth))
                 continue;
-            if (s.in_flight[id] < best_load) {
+            if (best == KVS_BACKEND_NONE || view.norm(id) < best_load) {
                 best = id;
-                best_load = s.in_flight[id];
+                best_load = view.norm(id);
             }
         }
         if (best != KVS_BACKEND_NONE) {

@@ -101,7 +101,7 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     const std::uint64_t bound = load_bound(load_factor, static_cast<double>(total), n_eligible);
 
     std::uint32_t best = KVS_BACKEND_NONE;  // least loaded eligible backend seen in the walk
-    std::uint64_t best_load = 0;
+    double best_load = 0;
     bool first = true;
     if (!table.empty()) {
         // Distinct eligible backends seen, to stop once every one has been tried.
@@ -112,12 +112,12 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
             const std::uint32_t id = table[slot];
             if (++slot == table.size()) slot = 0;
             if (id >= n_ids || load.eligible[id] == 0) continue;
-            const std::uint64_t l = load.in_flight[id];
-            if (l + 1 <= bound) {
+            if (load.fits(id, bound)) {
                 if (spilled != nullptr) *spilled = !first;
                 return id;
             }
             first = false;
+            const double l = load.norm(id);
             if (best == KVS_BACKEND_NONE || l < best_load) {
                 best = id;
                 best_load = l;
@@ -132,10 +132,9 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     if (best != KVS_BACKEND_NONE) return best;
     // Eligible backends exist but none is in the table (e.g. all weight 0): still pick one.
     for (std::size_t id = 0; id < n_ids; ++id) {
-        if (load.eligible[id] != 0 &&
-            (best == KVS_BACKEND_NONE || load.in_flight[id] < best_load)) {
+        if (load.eligible[id] != 0 && (best == KVS_BACKEND_NONE || load.norm(id) < best_load)) {
             best = static_cast<std::uint32_t>(id);
-            best_load = load.in_flight[id];
+            best_load = load.norm(id);
         }
     }
     return best;
@@ -147,12 +146,11 @@ std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uin
     if (spilled != nullptr) *spilled = false;
     const std::size_t n_ids = std::min(load.in_flight.size(), load.eligible.size());
     std::uint32_t argmin = KVS_BACKEND_NONE;
-    std::uint32_t min_load = 0;
+    double min_load = 0;
     for (std::size_t id = 0; id < n_ids; ++id) {
-        if (load.eligible[id] != 0 &&
-            (argmin == KVS_BACKEND_NONE || load.in_flight[id] < min_load)) {
+        if (load.eligible[id] != 0 && (argmin == KVS_BACKEND_NONE || load.norm(id) < min_load)) {
             argmin = static_cast<std::uint32_t>(id);
-            min_load = load.in_flight[id];
+            min_load = load.norm(id);
         }
     }
     if (argmin == KVS_BACKEND_NONE) return KVS_BACKEND_NONE;
@@ -163,7 +161,7 @@ std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uin
             const std::uint32_t id = table[slot];
             if (++slot == table.size()) slot = 0;
             if (id >= n_ids || load.eligible[id] == 0) continue;
-            if (load.in_flight[id] <= std::uint64_t{min_load} + tolerance) {
+            if (load.norm(id) <= min_load + tolerance) {
                 if (spilled != nullptr) *spilled = !first;
                 return id;
             }

@@ -211,6 +211,35 @@ TEST(CoreLeastLoaded, OneHashSpreadsEvenly) {
     }
 }
 
+// With weight shares the loads compare per unit of weight: flows on one hash split in proportion
+// to the shares (least loaded), and the bounded walk lets a heavier backend hold more.
+TEST(CoreLeastLoaded, SharesSplitFlowsByWeight) {
+    Fixture f = make(3);
+    const std::vector<double> share{0.5, 1.0, 1.5};  // weights 1:2:3
+    for (int i = 0; i < 600; ++i) {
+        LoadView v = f.view();
+        v.share = share;
+        const std::uint32_t id = choose_least_loaded(f.table, 0x5eed, v, 0);
+        ASSERT_LT(id, 3u);
+        ++f.load[id];
+    }
+    EXPECT_EQ(f.load, (std::vector<std::uint32_t>{100, 200, 300}));
+
+    Fixture g = make(2);
+    const std::vector<double> g_share{0.5, 1.5};
+    g.load = {0, 0};
+    // Every flow's hash: the bound ceil(1.0 x (total + 1) / 2) x share, so a walk from any slot
+    // fills backend 1 to three times backend 0.
+    for (std::uint64_t h = 0; h < 400; ++h) {
+        LoadView v = g.view();
+        v.share = g_share;
+        const std::uint32_t id = choose_bounded(g.table, h * 0x9e3779b97f4a7c15ULL, v, 1.0);
+        ASSERT_LT(id, 2u);
+        ++g.load[id];
+    }
+    EXPECT_NEAR(g.load[1], 300.0, 2.0) << g.load[0] << " / " << g.load[1];
+}
+
 TEST(CoreLeastLoaded, NoneOnlyWhenNothingEligible) {
     Fixture f = make(8);
     f.eligible.assign(8, 0);

@@ -359,6 +359,42 @@ TEST(CoreChoose, WeightZeroIsNeverChosen) {
     for (int i = 0; i < 8; ++i) ASSERT_NE(m.choose(0).backend, 3);
 }
 
+// Weights set each backend's share of the flows, not only the order of the Maglev walk: loads
+// compare per unit of weight. Before, the least-loaded rule for misses and the bounded-load rule
+// split flows equally whatever the weights (1:3 gave 52-55% to the heavier, not 75%).
+TEST(CoreChoose, WeightsSetEachBackendsShareOfTheFlows) {
+    Mem m(2);
+    std::vector<MaglevBackend> mb{{0, 0x5000, 1}, {1, 0x5000 + 0x9e3779b97f4a7c15ULL, 3}};
+    const auto table = build_maglev(mb);
+    std::copy(table.begin(), table.end(), m.maglev.begin());
+    m.backends[1].weight = 3;
+    // Flows that stay (nothing closes): each choice adds one to its backend.
+    std::uint32_t got[2] = {0, 0};
+    for (std::uint64_t p = 1; p <= 400; ++p) {
+        const Choice c = m.choose(p * 0x9e3779b97f4a7c15ULL);
+        ASSERT_LT(c.backend, 2u);
+        ++got[c.backend];
+        ++m.load[c.backend].binds;
+    }
+    // 300 exactly but for the miss rule's tolerance (a tenth of the mean, per unit of weight).
+    EXPECT_NEAR(got[1], 300.0, 10.0) << "backend 1 of weight 3 took " << got[1] << " of 400";
+    // The affinity bound scales too: under load (slack 1, so c x the mean rules) a holder of
+    // weight 3 among three of weight 1 (mean 1.5: shares 2, 2/3, 2/3, 2/3) keeps a prefix up to
+    // twice c x the mean flows.
+    Mem a(4);
+    a.config.load_slack = 1;
+    a.backends[0].weight = 3;
+    for (std::uint32_t i = 1; i < 4; ++i) a.set_in_flight(i, 60);
+    a.pin(0x77, {0});
+    a.set_in_flight(0, 119);  // c x mean = ceil(1.25 x 300 / 4) = 94, x 2 = 188
+    EXPECT_EQ(a.choose(0x77).backend, 0);
+    a.set_in_flight(0, 310);  // ceil(1.25 x 491 / 4) = 154, x 2 = 308 < 311
+    EXPECT_NE(a.choose(0x77).backend, 0);
+    a.backends[0].weight = 1;
+    a.set_in_flight(0, 119);
+    EXPECT_NE(a.choose(0x77).backend, 0) << "the same load on an equal-weight holder is over";
+}
+
 // The caller's pending flows (chosen, not yet in the binds) count as in flight.
 TEST(CoreChoose, PendingFlowsCountAsInFlight) {
     Mem m(2);

@@ -62,6 +62,9 @@ struct RecentChoices {
 struct ChooseScratch {
     std::uint32_t in_flight[KVS_MAX_BACKENDS];
     std::uint8_t eligible[KVS_MAX_BACKENDS];
+    // Each eligible backend's weight over their mean weight (LoadView::share), filled only when the
+    // eligible backends' weights differ.
+    double share[KVS_MAX_BACKENDS];
     // Flows this caller chose a backend for and has not counted in its binds yet (the dataplane
     // counts a flow once its backend answered): part of each backend's in-flight here, so that a
     // burst chosen within one round trip sees its own earlier choices (it all went to one backend,
@@ -76,26 +79,28 @@ struct ChooseScratch {
 
 // Reads t.config, t.backends, t.load, t.maglev and t.affinity (nothing else). Eligible: state
 // KVS_BE_UP and not in `exclude` (the backends this flow already tried; non-empty makes `via`
-// KVS_VIA_RETRY). In-flight: binds - closes. PREFIX mode: first the recent choice (RecentChoices:
-// s.recent, else s.own) for the deepest of the flight's blocks it holds, made at most
-// kRecentGenerations generations ago, when that block is deeper than the affinity table's match (a
-// fixed-prefix match counts as shallower than any block) and its backend is eligible and within
-// affinity_bound() with the whole slack (not the depth's share, and no work gate: a burst of one
-// prefix follows its first request; tools/sim/README round 5; via AFFINITY); else the least loaded
-// replica of the deepest affinity match whose in_flight + 1 stays within its backend's max_load,
-// or, when that is 0, within affinity_bound() (load_bound.h: c x the mean, never below the least
-// in_flight + 1 + load_slack x the share of the flight's blocks the match covers, at least 1; a
-// fixed-prefix match: the whole slack) and, for a match other than a fixed-prefix one while that
-// bound is the slack's rather than c x the mean, whose estimated work in flight
-// (RecentChoices::Work) is within c x the mean work or within kWorkGateRatio (a match covering
-// every block of the flight; else kWorkGatePartialRatio) x the flow's prompt blocks of the least;
-// else choose_least_loaded() over the active Maglev half on h.prefix with miss_tolerance(total, n)
-// (the first backend of the walk within floor(mean / 10) of the least loaded: the least loaded at
-// light load; via MAGLEV when that is the walk's first candidate, else MAGLEV_SPILL). Every PREFIX
-// choice but a retry is recorded in the recent choices. FIVE_TUPLE: Maglev on `five_tuple_hash`,
-// load ignored. ROUND_ROBIN: the next eligible id. `family` (enum kvs_family): only backends of
-// that address family are eligible (a flow is never translated between IPv4 and IPv6); KVS_AF_NONE:
-// any.
+// KVS_VIA_RETRY). In-flight: binds - closes (+ s.pending), compared per unit of weight where the
+// eligible backends' weights differ (LoadView::share: every bound below scales by the backend's
+// weight over the mean, and the least loaded is the least in-flight per weight). PREFIX mode: first
+// the recent choice (RecentChoices: s.recent, else s.own) for the deepest of the flight's blocks it
+// holds, made at most kRecentGenerations generations ago, when that block is deeper than the
+// affinity table's match (a fixed-prefix match counts as shallower than any block) and its backend
+// is eligible and within affinity_bound() with the whole slack (not the depth's share, and no work
+// gate: a burst of one prefix follows its first request; tools/sim/README round 5; via AFFINITY);
+// else the least loaded replica of the deepest affinity match whose in_flight + 1 stays within its
+// backend's max_load, or, when that is 0, within affinity_bound() (load_bound.h: c x the mean,
+// never below the least in_flight + 1 + load_slack x the share of the flight's blocks the match
+// covers, at least 1; a fixed-prefix match: the whole slack) and, for a match other than a
+// fixed-prefix one while that bound is the slack's rather than c x the mean, whose estimated work
+// in flight (RecentChoices::Work) is within c x the mean work or within kWorkGateRatio (a match
+// covering every block of the flight; else kWorkGatePartialRatio) x the flow's prompt blocks of the
+// least; else choose_least_loaded() over the active Maglev half on h.prefix with
+// miss_tolerance(total, n) (the first backend of the walk within floor(mean / 10) of the least
+// loaded: the least loaded at light load; via MAGLEV when that is the walk's first candidate, else
+// MAGLEV_SPILL). Every PREFIX choice but a retry is recorded in the recent choices. FIVE_TUPLE:
+// Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id. `family` (enum
+// kvs_family): only backends of that address family are eligible (a flow is never translated
+// between IPv4 and IPv6); KVS_AF_NONE: any.
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
                       std::span<const std::uint16_t> exclude, ChooseScratch &s,
                       std::uint8_t family = KVS_AF_NONE) noexcept;

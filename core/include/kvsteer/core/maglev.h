@@ -1,6 +1,7 @@
 // Weighted Maglev table and the bounded-load choice over it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -42,20 +43,38 @@ struct LoadView {
     // caller that keeps it per burst: skips an O(ids) pass. n_eligible == 0: not given.
     std::uint32_t n_eligible = 0;
     std::uint64_t total_in_flight = 0;
+    // Optional, by backend id: the backend's weight over the mean weight of the eligible backends.
+    // Empty: all equal (1). Loads are then compared per unit of weight: a backend's load is
+    // in_flight / share, and it may take a flow while in_flight + 1 <= bound x share, so a backend
+    // of twice the mean weight holds twice the mean's flows (before, weights only ordered the walk
+    // and the bounded-load rule split flows equally).
+    std::span<const double> share{};
+
+    // in_flight[id] per unit of weight.
+    double norm(std::size_t id) const noexcept {
+        return share.empty() ? static_cast<double>(in_flight[id]) : in_flight[id] / share[id];
+    }
+    // Whether `id` may take one more flow under `bound` (in units of the mean weight).
+    bool fits(std::size_t id, std::uint64_t bound) const noexcept {
+        if (share.empty()) return std::uint64_t{in_flight[id]} + 1 <= bound;
+        return static_cast<double>(in_flight[id]) + 1 <= static_cast<double>(bound) * share[id];
+    }
 };
 
 // Consistent hashing with bounded loads over a Maglev table: start at slot hash % size and walk
 // successive slots; the first eligible backend whose in_flight + 1 <= load_bound(c, total,
-// n_eligible) (load_bound.h: ceil(c * (total+1) / n_eligible), c at least 1) wins. Always
-// terminates; returns KVS_BACKEND_NONE only if no backend is eligible. If every eligible backend is
-// over its bound, returns the least loaded eligible one. `spilled` (optional) is set when the first
+// n_eligible) (load_bound.h: ceil(c * (total+1) / n_eligible), c at least 1; x its share when
+// load.share is given) wins. Always terminates; returns KVS_BACKEND_NONE only if no backend is
+// eligible. If every eligible backend is over its bound, returns the least loaded eligible one
+// (per unit of weight). `spilled` (optional) is set when the first
 // eligible candidate was skipped for load.
 std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
                              const LoadView &load, double load_factor,
                              bool *spilled = nullptr) noexcept;
 
-// Least loaded, ties by consistent hashing: the least in_flight of any eligible backend, then the
-// first eligible backend with that in_flight on the walk from slot hash % size. With equal loads
+// Least loaded, ties by consistent hashing: the least in_flight (per unit of weight when
+// load.share is given) of any eligible backend, then the first eligible backend within
+// `tolerance` of it on the walk from slot hash % size. With equal loads
 // (an idle cluster) it is the table's choice for the hash, so a prefix keeps its backend; a hash
 // shared by many requests (a common preamble) no longer sends them all to one backend. Returns
 // KVS_BACKEND_NONE only if no backend is eligible; a least loaded backend that is in no slot (all
