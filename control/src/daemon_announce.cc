@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <tuple>
 
 #include "kvsteer/control/daemon.h"
 #include "mono_clock.h"
@@ -92,8 +93,14 @@ void Daemon::check_dataplane(std::uint64_t now) {
 // a previous epoch, so the flows its buckets' interim owners bound meanwhile are still found after
 // its return. Every appliance also computes an epoch without a member that reports itself
 // unhealthy (fleet_state_from_etcd): the fallback while this one cannot write to etcd, and at
-// startup (a dataplane that never beat yet leaves nothing).
+// startup (a dataplane that never beat yet leaves nothing). An appliance that left the owners at
+// its lease grant (FleetEtcd::take_left: at its start, or back after its lease expired) re-enters
+// the same way once its dataplane beats.
 void Daemon::fleet_follow_health(std::uint64_t now) {
+    if (auto left = etcd_->take_left()) {
+        left_unhealthy_ = true;
+        std::tie(left_from_, left_to_) = *left;
+    }
     if (drain_.active) {
         left_unhealthy_ = false;  // the drain decides; a recovery must not undo it
         return;
@@ -105,16 +112,23 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
     const char *what;
     if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ && (cur & self) &&
         (cur & ~self)) {
-        op = [self](FleetState &f, std::string *e) {
+        // Members dead now stay in (they have no MAC in the view, so push() refused the leave
+        // while one was dead); a full history drops its oldest epoch rather than refuse.
+        op = [this, self](FleetState &f, std::string *) {
             const MemberSet n = static_cast<MemberSet>(f.newest() & ~self);
-            return !(f.newest() & self) || !n || f.push(n, e);
+            if (!(f.newest() & self) || !n) return true;
+            left_from_ = f.newest();
+            left_to_ = n;
+            return append_epoch(f.epochs, n);
         };
         what = "not healthy: left the owners";
     } else if (dp_health_.healthy && left_unhealthy_) {
-        op = [self](FleetState &f, std::string *e) {
-            return (f.newest() & self) || f.push(static_cast<MemberSet>(f.newest() | self), e);
+        op = [this](FleetState &f, std::string *) {
+            const MemberSet back =
+                fleet_return_epoch(f.newest(), fleet_.self, left_from_, left_to_);
+            return !back || append_epoch(f.epochs, back);
         };
-        what = "healthy again: back among the owners";
+        what = "healthy: back among the owners";
     } else {
         return;
     }

@@ -72,6 +72,27 @@ bool FleetState::push(MemberSet s, std::string *err) {
     return true;
 }
 
+bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s) {
+    if (s == 0) return false;
+    if (!epochs.empty() && epochs.back() == s) return true;
+    if (epochs.size() >= kMaxFleetEpochs)
+        epochs.erase(epochs.begin(), epochs.begin() + static_cast<std::ptrdiff_t>(
+                                                          epochs.size() - kMaxFleetEpochs + 1));
+    epochs.push_back(s);
+    return true;
+}
+
+MemberSet fleet_leave_epoch(MemberSet newest, std::uint8_t self, MemberSet alive) {
+    if (self >= KVS_MAX_APPLIANCES || !(newest & bit(self))) return 0;
+    return static_cast<MemberSet>(newest & alive & ~bit(self));
+}
+
+MemberSet fleet_return_epoch(MemberSet newest, std::uint8_t self, MemberSet from, MemberSet to) {
+    if (self >= KVS_MAX_APPLIANCES || (newest & bit(self))) return 0;
+    if (newest == to && (from & bit(self))) return from;
+    return static_cast<MemberSet>(newest | bit(self));
+}
+
 void FleetState::settle() {
     if (epochs.size() > 1) epochs.erase(epochs.begin(), epochs.end() - 1);
 }

@@ -395,6 +395,40 @@ bool FleetEtcd::keep_lease(std::string *err) {
         spdlog::warn("fleet: etcd lease {:x} expired: granting a new one", lease_.load());
         lease_ = 0;
     }
+    // Before the member key is put again after it was gone (a start after a crash, or back after
+    // the lease expired: the others computed the table without this appliance meanwhile and bound
+    // its buckets' new flows), it
+    // leaves the owners by a real epoch, the newest without it of the members alive. The key then
+    // brings it back as a previous owner only, and the daemon re-enters by another epoch once its
+    // dataplane beats (Daemon::fleet_follow_health): the interim owners stay previous owners, so
+    // the flows they bound are still found after its return. Before, the key alone made it the
+    // owner again at once, and those flows were reset as orphans.
+    MemberSet from = 0, to = 0;
+    bool left = false;
+    const auto leave = [&](FleetState &f, std::string *e) {
+        from = to = 0;
+        // Its key still there (a restart within the TTL): the others never left it out.
+        if (f.macs[local_.self]) return true;
+        MemberSet alive = 0;
+        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+            if (f.macs[id]) alive |= bit(id);
+        from = f.newest();
+        to = fleet_leave_epoch(from, local_.self, alive);
+        if (to && !append_epoch(f.epochs, to)) {
+            *e = "no epoch to leave by";
+            return false;
+        }
+        return true;
+    };
+    if (!update_epochs(leave, &left, err)) return false;
+    if (to) {
+        spdlog::info(
+            "fleet: member {} left the owners before its key is put (epoch {}; it re-enters "
+            "when its dataplane beats)",
+            local_.self, member_set_str(to));
+        std::lock_guard lk(mu_);
+        left_ = std::make_pair(from, to);
+    }
     auto g = etcd_call(ep_, "/v3/lease/grant", etcd_lease_grant_request(kLeaseTtlS), kCallTimeout);
     if (!g.ok()) {
         *err = g.error;
@@ -454,6 +488,11 @@ bool FleetEtcd::change_config(const std::string &path, const json &body, std::st
     std::string e;
     poll(&e);  // the answer shows the change
     return true;
+}
+
+std::optional<std::pair<MemberSet, MemberSet>> FleetEtcd::take_left() {
+    std::lock_guard lk(mu_);
+    return std::exchange(left_, std::nullopt);
 }
 
 void FleetEtcd::set_report(const json &report) {

@@ -497,6 +497,64 @@ TEST(FleetFromEtcd, WithoutAnEpochsKeyTheLocalEpochs) {
     EXPECT_EQ(s.epoch_no, local.epoch_no);
 }
 
+// An appliance back in the fleet (a restart, or its lease expired): before its key is put it
+// leaves by the epoch the others computed while it was away, and re-enters by another, so the
+// interim owners of its buckets are its previous owners there. Before, its key alone made it the
+// owner again with no previous owner: the flows the others bound meanwhile were orphaned.
+TEST(FleetFromEtcd, AMemberBackAfterAnAbsenceKeepsItsInterimOwnersAsPrevious) {
+    const auto local = fleet(3, {ids({0, 1, 2})}, 1);
+    std::vector<MemberSet> etcd = {ids({0, 1, 2})};
+    // Away (no key): the others computed {0, 2} and bound 1's buckets' new flows.
+    const auto away = fleet_state_from_etcd(local, etcd_view(ids({0, 2}), etcd));
+    EXPECT_EQ(away.newest(), ids({0, 2}));
+    // Its return, in the order kvsteerd takes: the leave (members alive: 0, 2), the key, then the
+    // re-entry when its dataplane beats.
+    const MemberSet to = fleet_leave_epoch(etcd.back(), 1, ids({0, 2}));
+    ASSERT_EQ(to, ids({0, 2}));
+    ASSERT_TRUE(append_epoch(etcd, to));
+    const auto keyed = fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), etcd));
+    EXPECT_EQ(compute_fleet_table(keyed).owned[1], 0u) << "an owner before its dataplane beats";
+    const auto interim = compute_fleet_table(away);
+    const auto before = compute_fleet_table(keyed);
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++)
+        ASSERT_EQ(before.owner[b].owner, interim.owner[b].owner) << "nothing moves at the key";
+    const MemberSet back = fleet_return_epoch(etcd.back(), 1, ids({0, 1, 2}), to);
+    ASSERT_EQ(back, ids({0, 1, 2}));
+    ASSERT_TRUE(append_epoch(etcd, back));
+    const auto t =
+        compute_fleet_table(fleet_state_from_etcd(local, etcd_view(ids({0, 1, 2}), etcd)));
+    unsigned its = 0;
+    for (std::uint32_t b = 0; b < KVS_OWNER_BUCKETS; b++) {
+        if (t.owner[b].owner != 1) continue;
+        its++;
+        ASSERT_EQ(t.owner[b].prev[0], interim.owner[b].owner) << "bucket " << b;
+    }
+    EXPECT_GT(its, 0u);
+    // Nothing to record: alone, not an owner in the newest epoch, or no other member alive.
+    EXPECT_EQ(fleet_leave_epoch(ids({1}), 1, ids({1})), 0u);
+    EXPECT_EQ(fleet_leave_epoch(ids({0, 2}), 1, ids({0, 2})), 0u);
+    EXPECT_EQ(fleet_leave_epoch(ids({0, 1}), 1, ids({2})), 0u);
+    // A member dead meanwhile (2, no MAC in the view) stays in the epoch it re-enters by; the
+    // epochs changed meanwhile: the newest plus itself.
+    EXPECT_EQ(fleet_return_epoch(ids({0}), 1, ids({0, 1, 2}), ids({0})), ids({0, 1, 2}));
+    EXPECT_EQ(fleet_return_epoch(ids({0, 3}), 1, ids({0, 1, 2}), ids({0})), ids({0, 1, 3}));
+    EXPECT_EQ(fleet_return_epoch(ids({0, 1}), 1, ids({0, 1, 2}), ids({0})), 0u);
+}
+
+// append_epoch needs no MAC (etcd's epochs keep dead members) and, full, drops the oldest.
+TEST(Fleet, AppendEpochDropsTheOldestWhenFull) {
+    std::vector<MemberSet> e;
+    EXPECT_FALSE(append_epoch(e, 0));
+    for (unsigned i = 0; i < kMaxFleetEpochs; i++)
+        ASSERT_TRUE(append_epoch(e, static_cast<MemberSet>(i + 1)));
+    ASSERT_TRUE(append_epoch(e, static_cast<MemberSet>(kMaxFleetEpochs)));  // the newest again
+    EXPECT_EQ(e.size(), kMaxFleetEpochs);
+    ASSERT_TRUE(append_epoch(e, ids({9, 15})));
+    EXPECT_EQ(e.size(), kMaxFleetEpochs);
+    EXPECT_EQ(e.front(), 2u);
+    EXPECT_EQ(e.back(), ids({9, 15}));
+}
+
 TEST(FleetFromEtcd, EveryApplianceComputesTheSameTable) {
     const auto v = etcd_view(ids({0, 1, 2, 3}), {ids({0, 1, 2}), ids({0, 1, 2, 3})}, ids({2}));
     const auto a = fleet_state_from_etcd(fleet(4, {ids({0, 1, 2, 3})}, 0), v);

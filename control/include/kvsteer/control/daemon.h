@@ -194,9 +194,11 @@ class Daemon {
     DataplaneHealth dp_health_;
     bool dp_healthy_logged_ = false;
     // fleet_follow_health: the dataplane beat at least once; this appliance left the owners
-    // through etcd because it stopped (and re-enters when it beats again); next try after a
-    // failed etcd write.
+    // through etcd (its dataplane stopped, or at its lease grant: FleetEtcd::take_left) and
+    // re-enters when it beats (again), by `left_from_` when the newest epoch is still
+    // `left_to_`; next try after a failed etcd write.
     bool dp_was_healthy_ = false, left_unhealthy_ = false;
+    MemberSet left_from_ = 0, left_to_ = 0;
     std::uint64_t health_push_retry_ns_ = 0;
     bool announce_ok_ = false;   // serving, and the fleet knows this appliance
     bool member_logged_ = true;  // last said: an owner of the fleet's newest epoch (or no fleet)

@@ -50,6 +50,26 @@ struct FleetState {
     bool set_mac(std::uint8_t id, const Mac &mac, std::string *err);
 };
 
+// Appends `s` as the newest epoch, for kvsteerd's own moves through etcd (leaving the owners and
+// coming back: Daemon::fleet_follow_health, FleetEtcd's lease grant). Unlike push, its members
+// need no MAC (etcd's epochs keep members dead now, which have none in the view), and with
+// kMaxFleetEpochs retained the oldest goes: a refused leave orphans every flow its buckets' interim
+// owners bind, while the oldest epoch only names previous owners of flows that old. s == the
+// newest: unchanged, true. s empty: false (an empty newest epoch turns the fleet off).
+bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s);
+
+// The epoch appliance `self` leaves the owners by before its member key is put in etcd (at its
+// start, or back after its lease expired): the newest epoch without it, of the other members
+// alive (`alive`), when it owns in the newest epoch and another alive member does; else 0
+// (nothing to record). The others computed that set while it was away, and bound its buckets' new
+// flows: recorded, they stay previous owners when it re-enters by another epoch.
+MemberSet fleet_leave_epoch(MemberSet newest, std::uint8_t self, MemberSet alive);
+
+// The epoch an appliance that left the owners by `to` (from `from`) re-enters by: `from` when the
+// newest epoch is still `to` and `from` holds it (members dead meanwhile stay in, to rejoin where
+// they were), else the newest with it added; 0 when it already owns in the newest.
+MemberSet fleet_return_epoch(MemberSet newest, std::uint8_t self, MemberSet from, MemberSet to);
+
 // The table and kvs_fleet's contents (less generation and owner_active) computed from a state.
 struct FleetTable {
     std::vector<kvs_owner_entry> owner;  // KVS_OWNER_BUCKETS

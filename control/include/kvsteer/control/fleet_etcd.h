@@ -191,6 +191,10 @@ class FleetEtcd {
     // This appliance's P fleet/hot/<self> (fleet_hot_value), put under its lease by the thread at
     // its next round when it differs from the last put (again after a new lease). Empty: none.
     void set_hot(std::string value);
+    // The epochs this appliance's leave at its lease grant moved from and to (keep_lease), once:
+    // the daemon re-enters by another epoch when its dataplane beats. nullopt: none since the
+    // last call.
+    std::optional<std::pair<MemberSet, MemberSet>> take_left();
 
    private:
     void loop();
@@ -224,6 +228,7 @@ class FleetEtcd {
     std::map<std::string, std::int64_t> hot_bad_seen_;         // key -> mod_revision (mu_)
     std::map<std::string, std::string> report_bad_seen_;       // member key -> value logged (mu_)
     std::uint64_t hot_bad_ = 0;                                // guarded by mu_
+    std::optional<std::pair<MemberSet, MemberSet>> left_;      // take_left (mu_)
     std::thread thr_;
     // The watch: wake_ (mu_) asks the poller to read the prefix now; stopping_ ends the watch's
     // waits (its socket is polled in slices).
