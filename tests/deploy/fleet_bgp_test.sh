@@ -22,6 +22,10 @@
 #     of the router's route within ~1 s; appliance 1's pings go unanswered and it leaves it out of
 #     its owner table before its etcd lease runs out; each of its clients gets a RST at its first
 #     keepalive probe; appliance 1's streams complete intact.
+#  7. Appliance 2 back after its etcd lease ran out (settled first: appliance 1 is no previous
+#     owner of its buckets by an older epoch): before its key is put it leaves the owners by the
+#     epoch of its absence, and re-enters by another once its dataplane beats, so the streams
+#     appliance 1 bound for its buckets meanwhile survive the router moving them onto it.
 # Usage: fleet_bgp_test.sh BUILD_DIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -352,4 +356,29 @@ crash_streams_check "$DIR/s3.json" "$t_cut" "$mine" 30
 (( $(counter 1 xdp fleet_rst_orphan) > 0 )) || fail "no RST sent to a client whose appliance crashed"
 short_requests 10
 log "crash: appliance 2's $mine streams reset, the latest $CRASH_LATEST s after the crash; the other $CRASH_OK intact"
+
+log "7. appliance 2 back after its lease ran out: streams bound meanwhile by appliance 1 survive its return"
+dead2() { [[ "$(fjson 1 "any(m['id'] == 1 for m in f['etcd']['alive'])")" == False ]]; }
+until_ok 6 dead2 || fail "appliance 2's etcd key outlived its lease: $(fjson 1 "f['etcd']['alive']")"
+# Settled: etcd's epochs are [[0, 1]] alone (appliance 1 computes [[0]] while 2 is dead), so only
+# the return's own epoch can make appliance 1 a previous owner of appliance 2's buckets.
+ctl 1 fleet settle >/dev/null || fail "fleet settle"
+settled() { [[ "$(fjson 1 "len(f['epochs'])")" == 1 ]]; }
+until_ok 3 settled || fail "not settled: $(fjson 1 "f['epochs']")"
+streams 20 "$DIR/s5.json"
+sleep 1
+sent_on=$(counter 2 xdp fleet_redirect_prev)
+ip -n "${KVS_APP_NS[2]}" link set app0 up
+app__kvsteerd 2 fleet_conf; app__dataplane 2; app__wait 2
+until_ok 10 hops_are 1 2 || fail "appliance 2 is back but not announced: route over '$(hops)'"
+until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$DIR/s5.json")"; }
+wait "$STREAMS"
+[[ "$(field "$DIR/s5.json" ok)" == 20 && "$(field "$DIR/s5.json" corrupted)" == 0 ]] \
+    || fail "streams bound while appliance 2 was away broke at its return: $(cat "$DIR/s5.json")"
+sent_on=$(( $(counter 2 xdp fleet_redirect_prev) - sent_on ))
+(( sent_on > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
+grep -q "member 1 left the owners before its key is put" "$DIR/kvsteerd2.log" || fail "appliance 2 did not leave before its key was put"
+[[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
+log "20/20 streams bound while appliance 2 was away intact after its return ($sent_on packets sent on to their binder)"
 echo "fleet-bgp: ok"
