@@ -90,7 +90,7 @@ void Binder::start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_
 }
 
 FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool room,
-                                 std::uint64_t now, Actions &out) {
+                                 std::uint64_t now, Actions &out, std::uint16_t no_room) {
     if (c.has_ts && !seq_lt(c.tsval, tsval_)) tsval_ = c.tsval;
     if (c.has_ts && seq_lt(c.tsval, tsval_first_)) tsval_first_ = c.tsval;
     window_ = c.window;
@@ -115,7 +115,7 @@ FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool ro
             env.inc(KVS_R_DP_STALE_SEGMENT);
             break;
         case FirstFlight::Add::Full:
-            env.inc(KVS_R_DP_HOLD_FULL);
+            env.inc(room ? unsigned{KVS_R_DP_HOLD_FULL} : no_room);
             if (phase_ == Phase::Holding) {
                 full_ = true;
                 check_ready(env, now, true, out);

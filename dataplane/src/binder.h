@@ -190,10 +190,11 @@ class Binder {
     std::uint16_t previous_backend() const { return previous_; }
 
     // A client segment with payload or FIN, while binding (Holding to Installing). `room`: the
-    // worker can hold one more packet. Held: the flight keeps `c.pkt`; otherwise the worker frees
-    // it.
+    // worker can hold one more packet (else Full, counted as `no_room`: the worker's packets, or
+    // the client source's share of them). Held: the flight keeps `c.pkt`; otherwise the worker
+    // frees it.
     FirstFlight::Add segment(const BindEnv &env, const ClientSeg &c, bool room, std::uint64_t now,
-                             Actions &out);
+                             Actions &out, std::uint16_t no_room = KVS_R_DP_HOLD_FULL);
     // A client pure ACK while binding: its window and timestamp are the client's latest.
     void pure_ack(const ClientSeg &c);
     // The flow's pending count (ChooseScratch::pending) moves to `backend` / goes: set at each

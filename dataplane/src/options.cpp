@@ -51,6 +51,11 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "flows one client address may have being bound at once, per worker (0 = no limit); more "
         "are "
         "dropped (dp_hold_source_cap) and retransmitted by the client")(
+        "max-held-packets-per-source",
+        po::value(&o.max_held_packets_per_source)->default_value(o.max_held_packets_per_source),
+        "first-flight packets the flows of one client address may hold at once, per worker (0 = "
+        "an eighth of the worker's, at least one full flight; no limit with "
+        "max-held-per-source 0); more are dropped (dp_hold_source_cap) and retransmitted")(
         "max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
         "flows being bound at once, per worker")(
         "bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),

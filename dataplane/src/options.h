@@ -22,10 +22,13 @@ struct Options {
     std::uint32_t max_held_bytes = 0;         // 0: kvs_config.max_held_bytes
     std::uint32_t max_pending = 4096;         // flows being bound, per worker
     std::uint32_t max_held_per_source = 256;  // of those, per client address (0: no limit)
-    std::uint32_t bind_gap_us = 1000;         // bind after this long without a new segment
-    std::uint32_t slow_bind_gap_ms = 20;      // the same below the client's initial window
-    std::uint32_t idle_sleep_us = 200;        // adaptive idle: longest sleep between polls
-    std::uint32_t idle_spin_us = 0;  // adaptive idle: keep polling this long after a packet
+    // Packets the flights of one client address may hold, of the worker's (0: an eighth of them,
+    // at least one full flight); with max_held_per_source 0, no limit.
+    std::uint32_t max_held_packets_per_source = 0;
+    std::uint32_t bind_gap_us = 1000;     // bind after this long without a new segment
+    std::uint32_t slow_bind_gap_ms = 20;  // the same below the client's initial window
+    std::uint32_t idle_sleep_us = 200;    // adaptive idle: longest sleep between polls
+    std::uint32_t idle_spin_us = 0;       // adaptive idle: keep polling this long after a packet
     bool idle_wake = true;  // adaptive idle, one worker, xdp mode: sleep on the AF_XDP socket
     std::uint32_t backend_syn_timeout_ms = 300;
     std::uint32_t backend_syn_retries = 1;  // SYN retransmissions to one backend

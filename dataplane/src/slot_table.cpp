@@ -71,7 +71,8 @@ SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count
     if (count_sources) {
         try {
             by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
-            source_count_.assign(static_cast<std::size_t>(rte_hash_max_key_id(by_source_)) + 1, 0);
+            source_count_.assign(static_cast<std::size_t>(rte_hash_max_key_id(by_source_)) + 1,
+                                 SourceCount{});
         } catch (...) {
             rte_hash_free(by_client_);
             throw;
@@ -269,7 +270,8 @@ void SlotTable::list_add(std::uint32_t idx) {
     if (by_source_) {
         const std::uint64_t src = source_key(s.ckey);
         const std::int32_t pos = rte_hash_add_key(by_source_, &src);  // the key's position
-        if (pos >= 0) ++source_count_[static_cast<std::uint32_t>(pos)];
+        s.src_pos = pos;
+        if (pos >= 0) ++source_count_[static_cast<std::uint32_t>(pos)].slots;
     }
 }
 
@@ -287,17 +289,17 @@ void SlotTable::list_del(std::uint32_t idx) {
         list_tail_ = s.prev;
     s.prev = s.next = -1;
     --n_binding_;
-    if (by_source_) {
-        const std::uint64_t src = source_key(s.ckey);
-        const hash_sig_t sig = rte_hash_hash(by_source_, &src);
-        const std::int32_t pos = rte_hash_lookup_with_hash(by_source_, &src, sig);
-        if (pos < 0) return;
-        std::uint32_t &n = source_count_[static_cast<std::uint32_t>(pos)];
-        if (n <= 1) {
-            n = 0;  // a free position counts 0: a key added there later starts from it
-            rte_hash_del_key_with_hash(by_source_, &src, sig);
+    if (by_source_ && s.src_pos >= 0) {
+        SourceCount &n = source_count_[static_cast<std::uint32_t>(s.src_pos)];
+        s.src_pos = -1;
+        if (n.slots <= 1) {
+            // A free position counts 0: a key added there later starts from it. Its packets are
+            // 0 by now (the worker gives a flight's back before the slot).
+            n = SourceCount{};
+            const std::uint64_t src = source_key(s.ckey);
+            rte_hash_del_key(by_source_, &src);
         } else {
-            --n;
+            --n.slots;
         }
     }
 }
@@ -314,7 +316,22 @@ std::uint64_t SlotTable::source_key(const kvs_flow_key &k) {
 unsigned SlotTable::held_by(const kvs_flow_key &ckey) const {
     const std::uint64_t src = source_key(ckey);
     const std::int32_t pos = by_source_ ? rte_hash_lookup(by_source_, &src) : -1;
-    return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)];
+    return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)].slots;
+}
+
+unsigned SlotTable::packets_held_by_source_of(std::uint32_t idx) const {
+    const std::int32_t pos = slots_[idx].src_pos;
+    return by_source_ && pos >= 0 ? source_count_[static_cast<std::uint32_t>(pos)].packets : 0;
+}
+
+void SlotTable::source_packets(std::uint32_t idx, std::int32_t delta) {
+    const std::int32_t pos = slots_[idx].src_pos;
+    if (!by_source_ || pos < 0) return;
+    std::uint32_t &n = source_count_[static_cast<std::uint32_t>(pos)].packets;
+    if (delta < 0)
+        n -= std::min(n, static_cast<std::uint32_t>(-delta));
+    else
+        n += static_cast<std::uint32_t>(delta);
 }
 
 }  // namespace kvsteer::dp

@@ -176,6 +176,7 @@ struct Slot {
     std::uint8_t closed = 0, fin_mask = 0;
     std::uint64_t last_seen = 0, linger_until = 0;
     bool listed = false;                // on the binding list
+    std::int32_t src_pos = -1;          // its source's position in source_count_ while listed
     std::int32_t prev = -1, next = -1;  // binding list, oldest first
     std::uint64_t timer_id = 0;         // the worker's live timer entry (0: none)
     std::uint64_t install_id = 0;       // the worker's pending install (0: none)
@@ -193,6 +194,9 @@ class SlotTable {
 
     Slot &operator[](std::uint32_t i) { return slots_[i]; }
     const Slot &operator[](std::uint32_t i) const { return slots_[i]; }
+    std::uint32_t index_of(const Slot &s) const {
+        return static_cast<std::uint32_t>(&s - slots_.data());
+    }
     std::uint32_t capacity() const { return static_cast<std::uint32_t>(slots_.size()); }
     unsigned used() const { return n_used_; }
     unsigned binding() const { return n_binding_; }
@@ -241,6 +245,10 @@ class SlotTable {
     // Slots being bound that a client source holds (0 when sources are not counted): its IPv4
     // address, or its IPv6 /64 (source_key).
     unsigned held_by(const kvs_flow_key &ckey) const;
+    // Packets the flights of slot `idx`'s source hold, and their change by `delta` (the worker
+    // counts each packet a flight keeps or lets go). 0 / nothing when sources are not counted.
+    unsigned packets_held_by_source_of(std::uint32_t idx) const;
+    void source_packets(std::uint32_t idx, std::int32_t delta);
     PortBusy &ports() { return *ports_; }  // shared between workers, or this table's own
     static std::uint64_t source_key(const kvs_flow_key &ckey);
     // The binding list, oldest first: -1 ends it.
@@ -273,9 +281,13 @@ class SlotTable {
     std::vector<std::uint32_t> free_;
     std::vector<std::int32_t> by_port_;  // SNAT port - port_lo_ -> first leg entry (-1: none)
     rte_hash *by_client_ = nullptr;
-    rte_hash *by_source_ = nullptr;            // client address -> its position in source_count_
-    std::vector<std::uint32_t> source_count_;  // slots each client address holds while binding
-    std::unique_ptr<PortBusy> own_ports_;      // when none is shared
+    rte_hash *by_source_ = nullptr;  // client address -> its position in source_count_
+    struct SourceCount {
+        std::uint32_t slots = 0;    // slots the client address holds
+        std::uint32_t packets = 0;  // packets their flights hold
+    };
+    std::vector<SourceCount> source_count_;
+    std::unique_ptr<PortBusy> own_ports_;  // when none is shared
     PortBusy *ports_;
     std::uint16_t port_lo_, port_hi_, port_cursor_;
     std::int32_t list_head_ = -1, list_tail_ = -1;

@@ -164,6 +164,12 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     // Held segments must never starve the port's RX refill (af_xdp stalls without mbufs).
     max_held_mbufs_ =
         std::max<std::uint32_t>(64, p_.opts.mbufs / (2 * std::max<std::uint16_t>(p_.n_workers, 1)));
+    // One client address may fill only its share of them (its flights of up to kMaxSegs segments
+    // each, times max_held_per_source slots, could hold them all): the others' new flows then
+    // find room without evicting anyone.
+    max_source_mbufs_ = p_.opts.max_held_packets_per_source
+                            ? p_.opts.max_held_packets_per_source
+                            : std::max<std::uint32_t>(FirstFlight::kMaxSegs, max_held_mbufs_ / 8);
     hz_ = rte_get_tsc_hz();
     auto ms = [this](std::uint64_t v) { return to_ticks(v, 1000, hz_); };
     bcfg_.gap = p_.opts.bind_gap_us * hz_ / 1000000;
@@ -781,15 +787,20 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
 void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
     Actions out;
     Binder &b = slots_[idx].b;
+    const bool source_room = slots_.packets_held_by_source_of(idx) < max_source_mbufs_;
     const FirstFlight::Add r =
-        b.segment(env(), client_seg(m, pkt), held_mbufs_ < max_held_mbufs_, now, out);
-    if (r == FirstFlight::Add::Held)
+        b.segment(env(), client_seg(m, pkt), held_mbufs_ < max_held_mbufs_ && source_room, now, out,
+                  source_room ? KVS_R_DP_HOLD_FULL : KVS_R_DP_HOLD_SOURCE_CAP);
+    if (r == FirstFlight::Add::Held) {
         ++held_mbufs_;
-    else
-        rte_pktmbuf_free(m);                   // counted by the binder (duplicate, stale, full)
-    b.flight().take_evicted([this](void *p) {  // gave way to the flight's front (resent)
+        slots_.source_packets(idx, 1);
+    } else {
+        rte_pktmbuf_free(m);  // counted by the binder (duplicate, stale, full, source's share)
+    }
+    b.flight().take_evicted([this, idx](void *p) {  // gave way to the flight's front (resent)
         rte_pktmbuf_free(static_cast<rte_mbuf *>(p));
         --held_mbufs_;
+        slots_.source_packets(idx, -1);
         inc(KVS_R_DP_HOLD_FULL);
     });
     execute(idx, out, now);
@@ -1125,6 +1136,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
 // Sends what the flight held through the new flow, in sequence order.
 void Worker::flush_held(Slot &s) {
     held_mbufs_ -= s.b.flight().size();
+    slots_.source_packets(slots_.index_of(s), -static_cast<std::int32_t>(s.b.flight().size()));
     s.b.flight().drain([&](void *h) {
         auto *m = static_cast<rte_mbuf *>(h);
         kvs_pkt pkt;
@@ -1457,6 +1469,7 @@ void Worker::release(std::uint32_t idx, bool free_port) {
     Slot &s = slots_[idx];
     if (!s.used) return;
     held_mbufs_ -= s.b.flight().size();
+    slots_.source_packets(idx, -static_cast<std::int32_t>(s.b.flight().size()));
     s.b.flight().drain([](void *m) { rte_pktmbuf_free(static_cast<rte_mbuf *>(m)); });
     s.b.clear_pending(scratch_);  // chosen but never counted in its backend's binds
     if (sessions_) sessions_->release(s.b.session_slot());  // never handed to a port

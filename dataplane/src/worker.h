@@ -182,6 +182,7 @@ class Worker {
     std::vector<Timer> timer_heap_;
     std::uint64_t timer_seq_ = 0;
     std::uint32_t held_mbufs_ = 0, max_held_mbufs_ = 0;
+    std::uint32_t max_source_mbufs_ = 0;  // of those, the flights of one client address
     std::uint64_t hz_ = 0, last_timer_ = 0, last_beat_ = 0;
     // CLOCK_MONOTONIC read once per poll (clock_ns): flow entries' last_seen, reports' times and
     // the backend legs' timestamps need no finer grain than a burst, and the clock_gettime calls

@@ -87,6 +87,7 @@ class BindTest : public ::testing::Test {
         wp.opts.mode = mode;
         wp.opts.max_pending = max_pending;
         wp.opts.max_held_per_source = per_source;
+        wp.opts.max_held_packets_per_source = packets_per_source;
         wp.opts.backend_syn_timeout_ms = 100;
         wp.opts.backend_syn_retries = 1;
         wp.opts.max_candidates = 3;
@@ -102,6 +103,7 @@ class BindTest : public ::testing::Test {
         worker = std::make_unique<Worker>(tables->view(), wp);
     }
     std::uint64_t ms(std::uint64_t v) const { return v * hz / 1000; }
+    std::uint32_t packets_per_source = 0;  // make_worker's max_held_packets_per_source
     std::vector<std::vector<std::uint8_t>> step(std::uint64_t at) {
         worker->poll(at);
         return drain(rp.tx);
@@ -1281,6 +1283,51 @@ TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
     auto out = step(now + ms(1));
     ASSERT_EQ(out.size(), 1u) << "another address binds at once";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+}
+
+// One client address's flights may hold only their share of the worker's held packets: the
+// packets beyond are dropped (dp_hold_source_cap; the client resends them), another address's are
+// held and bound at once, and the share comes back as the flights go. Before, one address's
+// flights (up to 32 segments in each of its 256 slots) could hold every packet the worker may.
+TEST_F(BindTest, PerSourcePacketCapHoldsOneAddressToItsShareOfThePackets) {
+    packets_per_source = 4;
+    make_worker();
+    const std::string head = kIncompleteHead;  // never completes
+    auto slow = [&](std::uint16_t port, unsigned segs) {
+        for (unsigned k = 0; k < segs; ++k) {
+            Seg s = client_seg(k * 10, head.substr(k * 10, 10), 5);
+            s.sport = port;
+            s.ack = cookie_for(port) + 1;
+            inject(rp.rx, make_seg(rp.pool, s));
+        }
+    };
+    slow(40000, 3);
+    slow(40001, 3);
+    // The second flight, refused, binds on what it holds (as when the worker's packets are full).
+    auto first = step(now);
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(parse(first[0]).tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 2u) << "4 of the address's 6 segments held";
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
+    Seg other = client_seg(0, request(600), 5);
+    other.saddr = ip4("10.77.0.11");
+    other.ack = cookie_for(other.sport, other.saddr) + 1;
+    inject(rp.rx, make_seg(rp.pool, other));
+    auto out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u) << "another address binds at once";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    // A third connection of the address: its first segment finds no room, and its slot goes.
+    const unsigned slots = worker->slot_count();
+    slow(40002, 1);
+    EXPECT_TRUE(step(now + ms(1)).empty());
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 3u);
+    EXPECT_EQ(worker->slot_count(), slots);
+    // The client idle timeout (1 s) resets the first slow flow: its 3 packets are the address's
+    // again (the second, binding, still holds its one).
+    step(now + ms(1500));
+    slow(40003, 4);
+    step(now + ms(1501));
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 4u) << "3 of 4 held";
 }
 
 // The per-source count's key: an IPv4 address, or an IPv6 /64; the families never share one.
