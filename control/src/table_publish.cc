@@ -98,6 +98,14 @@ std::vector<BackendSnapshot> DaemonCore::snapshots() const {
 void DaemonCore::publish_backends(bool force_maglev) {
     bool changed = false;
     std::uint32_t n = 0;
+    // A slot that becomes eligible (UP with a weight) is written after the lookup table that
+    // includes it is published: the least-loaded choice then finds it in the table. Before, a
+    // backend come up was the least loaded (none in flight) and absent from the table still in
+    // force, so every miss walked all 65,537 slots (~70 us a choice) for as long as the rebuild
+    // took (0.14-0.27 s at 1024 backends). A slot leaving rotation is written first, before the
+    // table drops it.
+    std::vector<std::pair<std::uint32_t, kvs_backend>> after_table;
+    auto eligible = [](const kvs_backend &b) { return b.state == KVS_BE_UP && b.weight != 0; };
     for (std::uint32_t i = 0; i < KVS_MAX_BACKENDS; i++) {
         auto it = backends_.find(static_cast<std::uint16_t>(i));
         if (it == backends_.end()) {
@@ -110,7 +118,10 @@ void DaemonCore::publish_backends(bool force_maglev) {
         n = i + 1;
         kvs_backend want = make_slot(it->second);
         if (!same_slot(want, maps_.backends[i])) {
-            writer_.write_backend(i, want);
+            if (eligible(want) && !eligible(maps_.backends[i]))
+                after_table.emplace_back(i, want);
+            else
+                writer_.write_backend(i, want);
             changed = true;
         }
         it->second.written_state = want.state;
@@ -152,8 +163,12 @@ void DaemonCore::publish_backends(bool force_maglev) {
         spdlog::debug("maglev: {} table rebuilt over {} backends in {:.1f} ms (flip {})",
                       table_algorithm_name(cfg_.table_algorithm), mb.size(), build_ms,
                       writer_.maglev_flips());
-    } else if (changed) {
-        writer_.bump_generation();
+        if (on_lookup_published) on_lookup_published();
+        for (const auto &[i, want] : after_table) writer_.write_backend(i, want);
+        if (!after_table.empty()) writer_.bump_generation();
+    } else {
+        for (const auto &[i, want] : after_table) writer_.write_backend(i, want);
+        if (changed) writer_.bump_generation();
     }
 }
 

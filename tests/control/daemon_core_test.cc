@@ -205,6 +205,29 @@ TEST_F(DaemonCoreTest, HoldersThatGoDownLeaveTheTable) {
     EXPECT_EQ(d.counters().backend_down, 1u);
 }
 
+// A backend that comes up is UP in its slot only once the lookup table that includes it is in
+// force (before, the least-loaded choice met it first, absent from the table, and walked all
+// 65,537 slots at every miss while the table was rebuilt); one that goes down leaves rotation in
+// its slot before the table drops it.
+TEST_F(DaemonCoreTest, ABackendIsUpOnlyOnceTheTableHasIt) {
+    auto c = config(2);
+    c.health_interval_ms = 1000;
+    DaemonCore &d = start(c);
+    d.health_check(0, true, "HTTP 200", kT0 + kMs);
+    std::vector<std::pair<std::uint8_t, std::uint32_t>> seen;  // (slot 1's state, its slots)
+    d.on_lookup_published = [&] { seen.emplace_back(m_.view.backends[1].state, maglev_slots(1)); };
+    d.health_check(1, true, "HTTP 200", kT0 + 2 * kMs);
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_NE(seen[0].first, KVS_BE_UP) << "UP before the table that has it";
+    EXPECT_GT(seen[0].second, 0u);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_UP);
+    seen.clear();
+    for (int i = 0; i < 3; i++) d.health_check(1, false, "HTTP 503", kT0 + 200 * kMs);
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].first, KVS_BE_DOWN) << "down in its slot before the table drops it";
+    EXPECT_EQ(seen[0].second, 0u);
+}
+
 TEST_F(DaemonCoreTest, BindFailuresTakeABackendDownAndTheHoldBringsItBack) {
     auto c = config(2);
     c.health_fall = 2;

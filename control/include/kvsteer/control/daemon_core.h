@@ -96,6 +96,9 @@ class DaemonCore {
                          const std::array<std::uint64_t, 2> &prev);
     // Receives AffinityPolicy's decision lines (kept across a rehash). Off when empty.
     void set_decision_sink(std::function<void(const std::string &)> sink);
+    // Tests: called right after a new lookup table is published, before the backend slots that
+    // became eligible with it are written.
+    std::function<void()> on_lookup_published;
     // What the other appliances of the fleet know (AffinityPolicy::set_remote; fleet-share-hot):
     // used from the next compute on.
     void set_remote_hot(std::vector<RemoteKey> keys) { policy_.set_remote(std::move(keys)); }
