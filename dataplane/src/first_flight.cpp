@@ -24,6 +24,10 @@ FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint
         shift = isn_ + 1 - seq;
         if (isn_known_ || shift > 65535) return Add::Stale;
         rel = 0;
+    } else if (rel > KVS_SEQ_SLACK) {
+        // Past any window the client could have been given (our SYN-ACK's is 64 KiB; a kept-alive
+        // connection's, its backend's): not this stream's (before, up to 1 GiB ahead was held).
+        return Add::Stale;
     }
     std::uint32_t covered = rel, front = 0;  // front: the contiguous bytes from the start
     for (unsigned i = 0; i < n_; ++i) {

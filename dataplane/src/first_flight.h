@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <span>
 
+#include "kvsteer/abi.h"
+
 namespace kvsteer::dp {
 
 class FirstFlight {

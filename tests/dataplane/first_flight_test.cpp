@@ -93,6 +93,20 @@ TEST(FirstFlight, KnownStartRefusesEarlierBytes) {
     EXPECT_EQ(f.isn(), 1000u) << "a known ISN never moves";
 }
 
+// A segment beyond any window the client could have (KVS_SEQ_SLACK past the start) is not this
+// stream's: stale, not held (before, up to 1 GiB ahead was).
+TEST(FirstFlight, SegmentsPastAnyWindowAreStale) {
+    FirstFlight f;
+    f.start(1000, true);
+    EXPECT_EQ(add(f, 1000, 0, 5), FirstFlight::Add::Held);
+    EXPECT_EQ(f.add(nullptr, kData, 1001 + KVS_SEQ_SLACK + 1, 5, false, 1 << 20),
+              FirstFlight::Add::Stale);
+    EXPECT_EQ(f.add(nullptr, kData, 1001 + (1u << 29), 5, false, 1 << 20), FirstFlight::Add::Stale);
+    EXPECT_EQ(f.add(nullptr, kData, 1001 + KVS_SEQ_SLACK, 5, false, 1 << 20),
+              FirstFlight::Add::Held);
+    EXPECT_EQ(f.size(), 2u);
+}
+
 TEST(FirstFlight, InferredStartMovesBackForAnEarlierSegment) {
     FirstFlight f;
     const std::uint32_t real_isn = 5000;
