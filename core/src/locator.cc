@@ -3,6 +3,7 @@
 // bracket depth and strings by their closing quote (odd runs of '\' escape it).
 #include "kvsteer/core/locator.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -315,6 +316,33 @@ void locate_chunked(Buf b, RequestView &r, std::size_t &key_begin, std::size_t &
     }
 }
 
+// The key in the body bytes [key_begin, key_end) of `buf`: the prompt's value or the messages
+// array of an OpenAI request (and "model"), else the bytes themselves; none: the 5-tuple.
+void locate_key(Buf buf, std::size_t key_begin, std::size_t key_end, RequestView &r) {
+    if (key_end == key_begin) {
+        r.kind = KeyKind::FiveTuple;  // no body bytes to hash
+        return;
+    }
+    const std::string_view path = target_path(r.path);
+    const bool completions = path == "/v1/completions";
+    const bool chat = path == "/v1/chat/completions";
+    if (completions || chat) {
+        const JsonTopScan s = scan_top_level(buf.subspan(key_begin, key_end - key_begin),
+                                             completions ? "prompt" : "messages", completions);
+        if (s.model_len > 0) r.model = view(buf, key_begin + s.model_off, s.model_len);
+        if (s.found_key) {
+            r.kind = completions ? KeyKind::OpenAIPrompt : KeyKind::OpenAIChat;
+            r.key_offset = key_begin + s.key_off;
+            r.key_len = s.key_end - s.key_off;
+            r.model_before_key = s.model_len > 0 && s.model_off < s.key_off;
+            return;
+        }
+    }
+    r.kind = KeyKind::BodyPrefix;
+    r.key_offset = key_begin;
+    r.key_len = key_end - key_begin;
+}
+
 }  // namespace
 
 RequestView locate_request(std::span<const std::uint8_t> buf) noexcept {
@@ -370,30 +398,37 @@ RequestView locate_request(std::span<const std::uint8_t> buf) noexcept {
         r.body_complete = true;  // no Content-Length and no chunked: the body is empty
     }
 
-    if (key_end == key_begin) {
-        r.kind = KeyKind::FiveTuple;  // no body bytes to hash
-        return r;
-    }
-
-    const std::string_view path = target_path(r.path);
-    const bool completions = path == "/v1/completions";
-    const bool chat = path == "/v1/chat/completions";
-    if (completions || chat) {
-        const JsonTopScan s = scan_top_level(buf.subspan(key_begin, key_end - key_begin),
-                                             completions ? "prompt" : "messages", completions);
-        if (s.model_len > 0) r.model = view(buf, key_begin + s.model_off, s.model_len);
-        if (s.found_key) {
-            r.kind = completions ? KeyKind::OpenAIPrompt : KeyKind::OpenAIChat;
-            r.key_offset = key_begin + s.key_off;
-            r.key_len = s.key_end - s.key_off;
-            r.model_before_key = s.model_len > 0 && s.model_off < s.key_off;
-            return r;
-        }
-    }
-    r.kind = KeyKind::BodyPrefix;
-    r.key_offset = key_begin;
-    r.key_len = key_end - key_begin;
+    locate_key(buf, key_begin, key_end, r);
     return r;
+}
+
+std::size_t dechunk_request(std::span<std::uint8_t> buf, RequestView &r) noexcept {
+    if (r.status != LocateStatus::Ok || !r.chunked || r.body_offset >= buf.size()) return 0;
+    const Buf b(buf.data(), buf.size());
+    const std::size_t n = buf.size();
+    std::size_t pos = r.body_offset, out = r.body_offset;
+    while (true) {
+        std::uint64_t size = 0;
+        std::size_t data = 0;
+        if (parse_chunk_header(b, pos, size, data) != Step::Ok || size == 0) break;
+        // Each chunk's data moves left over the framing before it (a chunk-size line is at
+        // least 3 bytes, so `out` never passes `data`).
+        const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(size, n - data));
+        std::memmove(buf.data() + out, buf.data() + data, take);
+        out += take;
+        if (size > n - data) break;  // cut off by the buffer's end
+        pos = data + static_cast<std::size_t>(size);
+        std::size_t end = 0, next = 0;
+        if (read_line(b, pos, end, next) != Step::Ok || end != pos) break;
+        pos = next;
+    }
+    if (out == r.body_offset) return 0;  // no chunk data (or a malformed first chunk): as located
+    r.model = {};
+    r.model_before_key = false;
+    r.key_offset = r.key_len = 0;
+    r.dechunked = true;
+    locate_key(b.first(out), r.body_offset, out, r);
+    return out - r.body_offset;
 }
 
 const char *key_kind_name(KeyKind k) noexcept {

@@ -102,9 +102,11 @@ int main(int argc, char **argv) {
             rc = 1;
             continue;
         }
-        const std::vector<std::uint8_t> buf((std::istreambuf_iterator<char>(in)),
-                                            std::istreambuf_iterator<char>());
-        const kvsteer::RequestView r = kvsteer::locate_request(buf);
+        std::vector<std::uint8_t> buf((std::istreambuf_iterator<char>(in)),
+                                      std::istreambuf_iterator<char>());
+        const std::size_t raw = buf.size();
+        kvsteer::RequestView r = kvsteer::locate_request(buf);
+        kvsteer::dechunk_request(buf, r);  // a chunked body: keyed without its framing
         const std::string_view model = raw_model ? r.model : r.hash_model();
         const kvsteer::PrefixHashes h =
             kvsteer::hash_prompt(hp, model, std::span(buf).subspan(r.key_offset, r.key_len));
@@ -115,16 +117,18 @@ int main(int argc, char **argv) {
             "{\"file\": %s, \"bytes\": %zu, \"status\": \"%s\", \"kind\": \"%s\", \"method\": %s, "
             "\"path\": %s, "
             "\"host\": %s, \"content_length\": %lld, \"chunked\": %s, \"expect_continue\": %s, "
-            "\"body_offset\": %zu, \"body_available\": %zu, \"body_complete\": %s, \"model\": %s, "
+            "\"body_offset\": %zu, \"body_available\": %zu, \"body_complete\": %s, \"dechunked\": "
+            "%s, "
+            "\"model\": %s, "
             "\"model_before_key\": %s, \"key_offset\": %zu, \"key_len\": %zu, \"prefix_hash\": %s, "
             "\"block_hashes\": %s}\n",
-            json_str(f).c_str(), buf.size(), kvsteer::locate_status_name(r.status),
+            json_str(f).c_str(), raw, kvsteer::locate_status_name(r.status),
             kvsteer::key_kind_name(r.kind), json_str(r.method).c_str(), json_str(r.path).c_str(),
             json_str(r.host).c_str(), static_cast<long long>(r.content_length),
             r.chunked ? "true" : "false", r.expect_continue ? "true" : "false", r.body_offset,
-            r.body_available, r.body_complete ? "true" : "false", json_str(r.model).c_str(),
-            r.model_before_key ? "true" : "false", r.key_offset, r.key_len,
-            r.key_len ? hex(h.prefix).c_str() : "null", blocks.c_str());
+            r.body_available, r.body_complete ? "true" : "false", r.dechunked ? "true" : "false",
+            json_str(r.model).c_str(), r.model_before_key ? "true" : "false", r.key_offset,
+            r.key_len, r.key_len ? hex(h.prefix).c_str() : "null", blocks.c_str());
     }
     return rc;
 }

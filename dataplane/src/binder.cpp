@@ -146,7 +146,10 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
     }
     const bool sure = ff_.isn_known() || begins_request(bytes.data(), n);
     if (!sure && now - created_ < env.cfg.unsure_wait) return;
-    const RequestView v = locate_request(bytes);
+    RequestView v = locate_request(bytes);
+    // A chunked body is keyed on its chunks' data with the framing taken out (in env.buf, the
+    // assembled copy; the held packets are untouched).
+    if (v.chunked) dechunk_request(std::span<std::uint8_t>(env.buf.data(), bytes.size()), v);
     head_incomplete_ = v.status == LocateStatus::NeedMoreHead;
     if (head_incomplete_ && ff_.complete_to_fin() && n == ff_.contiguous()) {
         // Closed before its request head was complete (a slowloris connection going away):

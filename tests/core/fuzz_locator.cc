@@ -2,6 +2,7 @@
 // Besides memory safety (ASan/UBSan), it checks that every returned view lies in the input.
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kvsteer/core/locator.h"
 #include "kvsteer/core/prefix_hash.h"
@@ -43,6 +44,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     p.prefix_len = 64;
     p.block_size = 16;
     const PrefixHashes h = hash_prompt(p, r.hash_model(), {data + r.key_offset, r.key_len});
+    // The chunk framing taken out of a copy: the key and model stay inside it.
+    std::vector<std::uint8_t> copy(data, data + size);
+    RequestView d = r;
+    const std::size_t body = dechunk_request(copy, d);
+    check(body <= size && d.key_offset <= size && d.key_len <= size - d.key_offset);
+    check(inside(d.model, body ? copy.data() : data, size) && d.dechunked == (body > 0));
+    if (body)
+        check(d.key_offset >= d.body_offset && d.key_offset + d.key_len <= d.body_offset + body);
+    hash_prompt(p, d.hash_model(), {copy.data() + d.key_offset, d.key_len});
     check(r.hash_model().empty() || r.hash_model() == r.model);
     check(h.prefix != 0 && h.n_blocks <= KVS_MAX_REPORT_BLOCKS);
     for (std::uint32_t i = 0; i < h.n_blocks; ++i) check(h.blocks[i] != 0);

@@ -3,6 +3,7 @@
 
 #include <random>
 #include <string>
+#include <vector>
 
 #include "kvsteer/core/locator.h"
 
@@ -370,6 +371,76 @@ TEST(CoreLocator, ChunkedKeyIsFirstChunkData) {
     // gzip, chunked is still chunked framing.
     EXPECT_EQ(loc("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").status,
               LocateStatus::Ok);
+}
+
+// A chunked body keyed without its framing (dechunk_request, in place): the same prompt in any
+// chunking, or with Content-Length, has the same key bytes; a client that writes `{` first is
+// keyed on its whole JSON, not on "{" (before, every such prompt shared one key).
+TEST(CoreLocator, DechunkedBodyKeyedLikeAContentLengthOne) {
+    const std::string json =
+        R"({"model":"m","messages":[{"role":"user","content":"summarise the attached report"}]})";
+    auto hex = [](std::size_t n) {
+        char b[32];
+        snprintf(b, sizeof b, "%zx", n);
+        return std::string(b);
+    };
+    const RequestView cl = loc(post("/v1/chat/completions", json));
+    const std::string want = post("/v1/chat/completions", json).substr(cl.key_offset, cl.key_len);
+    const std::string head =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (const std::vector<std::size_t> &cuts :
+         {std::vector<std::size_t>{1}, {1, 7, 30}, {json.size()}, {5, 6}}) {
+        std::string body;
+        std::size_t at = 0;
+        for (std::size_t c : cuts) {
+            body +=
+                hex(c - at) + (at == 0 ? ";ext=a" : "") + "\r\n" + json.substr(at, c - at) + "\r\n";
+            at = c;
+        }
+        if (at < json.size()) body += hex(json.size() - at) + "\r\n" + json.substr(at) + "\r\n";
+        for (const bool complete : {true, false}) {
+            std::string req = head + body + (complete ? "0\r\n\r\n" : "");
+            if (!complete) req.resize(req.size() - 2);  // the last chunk's CRLF not here yet
+            std::vector<std::uint8_t> buf(req.begin(), req.end());
+            RequestView r = locate_request(buf);
+            SCOPED_TRACE(req);
+            ASSERT_TRUE(r.chunked);
+            if (cuts[0] == 1) {
+                EXPECT_EQ(r.kind, KeyKind::BodyPrefix) << "the first chunk is \"{\"";
+            }
+            const std::size_t n = dechunk_request(buf, r);
+            EXPECT_EQ(n, json.size());
+            EXPECT_TRUE(r.dechunked);
+            EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+            EXPECT_EQ(r.model, "m");
+            EXPECT_TRUE(r.model_before_key);
+            EXPECT_EQ(
+                std::string(buf.begin() + static_cast<std::ptrdiff_t>(r.key_offset),
+                            buf.begin() + static_cast<std::ptrdiff_t>(r.key_offset + r.key_len)),
+                want);
+            EXPECT_EQ(r.body_complete, complete);
+            EXPECT_EQ(r.path, "/v1/chat/completions") << "the head's views stay";
+        }
+    }
+    // A chunk cut off by the buffer's end: its present bytes count.
+    std::string cut = head + hex(json.size()) + "\r\n" + json.substr(0, 40);
+    std::vector<std::uint8_t> buf(cut.begin(), cut.end());
+    RequestView r = locate_request(buf);
+    EXPECT_EQ(dechunk_request(buf, r), 40u);
+    // Nothing to take out: not chunked, no chunk data yet, a malformed first chunk.
+    std::string plain = post("/v1/chat/completions", json);
+    std::vector<std::uint8_t> pb(plain.begin(), plain.end());
+    RequestView p = locate_request(pb);
+    EXPECT_EQ(dechunk_request(pb, p), 0u);
+    EXPECT_FALSE(p.dechunked);
+    for (const std::string &bad : {head + "3", head + "zz\r\nabc"}) {
+        std::vector<std::uint8_t> b(bad.begin(), bad.end());
+        RequestView v = locate_request(b);
+        const RequestView before = v;
+        EXPECT_EQ(dechunk_request(b, v), 0u) << bad;
+        EXPECT_EQ(v.kind, before.kind);
+        EXPECT_EQ(v.key_offset, before.key_offset);
+    }
 }
 
 TEST(CoreLocator, ExpectContinue) {

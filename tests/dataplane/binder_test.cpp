@@ -889,6 +889,63 @@ TEST_F(RebindTest, ClientResetEndsTheWholeConnection) {
     EXPECT_EQ(load_[2].closes, 1u) << "the connection left its backend";
 }
 
+// A chunked request binds on the same key as the same request with Content-Length, however it
+// is chunked: its framing is taken out of the assembled flight (the held packets are untouched).
+// Before, a client that wrote "{" first was keyed on "{": every prompt one key.
+TEST_F(BinderTest, AChunkedRequestIsKeyedLikeItsContentLengthTwin) {
+    static const std::string body =
+        R"({"model":"m","prompt":"tell me a story about a cat who sails around the world in a )"
+        R"(small boat with a parrot","max_tokens":8})";
+    static const std::string cl = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                                  std::to_string(body.size()) + "\r\n\r\n" + body;
+    auto hex = [](std::size_t n) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%zx", n);
+        return std::string(b);
+    };
+    static const std::string chunked =
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n" +
+        hex(20) + "\r\n" + body.substr(1, 20) + "\r\n" + hex(body.size() - 21) + "\r\n" +
+        body.substr(21) + "\r\n0\r\n\r\n";
+    start();
+    Actions out;
+    seg(cl, 0, static_cast<std::uint32_t>(cl.size()), 10, out);
+    ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Connect});
+    const PrefixHashes want = b_.hashes();
+    ASSERT_GT(want.n_blocks, 0u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_PROMPT), 1u);
+
+    Binder second;
+    ClientHello h;
+    h.isn = kIsn;
+    h.isn_known = true;
+    h.cookie_isn = kCookie;
+    h.mss = 1460;
+    h.ts = 1;
+    h.tuple_hash = 0x1234;
+    second.start(env(), h, 0);
+    Actions out2;
+    // Two segments: the head with the "{" chunk, then the rest.
+    const std::size_t first = chunked.find("{\r\n") + 3;
+    for (const auto &[off, len] :
+         {std::pair<std::size_t, std::size_t>{0, first}, {first, chunked.size() - first}}) {
+        ClientSeg c;
+        c.pkt = reinterpret_cast<void *>(static_cast<std::uintptr_t>(off + 1));
+        c.data = reinterpret_cast<const std::uint8_t *>(chunked.data()) + off;
+        c.seq = kIsn + 1 + static_cast<std::uint32_t>(off);
+        c.len = static_cast<std::uint16_t>(len);
+        c.window = 502;
+        ASSERT_EQ(second.segment(env(), c, true, 10, out2), FirstFlight::Add::Held);
+    }
+    ASSERT_FALSE(kinds(out2).empty());
+    ASSERT_EQ(kinds(out2).back(), Kind::Connect) << "bound once the whole request is held";
+    EXPECT_EQ(stat(KVS_R_DP_KEY_OPENAI_PROMPT), 2u) << "the prompt found past the \"{\" chunk";
+    EXPECT_EQ(second.hashes().prefix, want.prefix);
+    EXPECT_EQ(second.hashes().n_blocks, want.n_blocks);
+    EXPECT_EQ(second.hashes().blocks[0], want.blocks[0]);
+    second.clear_pending(scratch_);  // its choice never reaches a backend here
+}
+
 // Session affinity by header: with session-headers configured, a request carrying one is
 // steered by the header's key while the key has room under session-cap, and by its prompt
 // beyond; the binding report carries the key with the prompt's blocks; a slot whose request never

@@ -41,9 +41,14 @@ class Kvsteer final : public Policy {
 
     uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &) override {
         const uint64_t tuple_hash = (uint64_t(idx) + 1) * 0x9e3779b97f4a7c15ULL;
-        const auto bytes = flight_bytes(r.first_flight, cfg_.max_held_bytes);
-        const FlightKey k =
-            key_flight(hp_, session_headers(cfg_), locate_request(bytes), bytes, tuple_hash | 1);
+        auto bytes = flight_bytes(r.first_flight, cfg_.max_held_bytes);
+        RequestView v = locate_request(bytes);
+        if (v.chunked) {  // keyed without the chunk framing, as the dataplane does
+            dechunked_.assign(bytes.begin(), bytes.end());
+            dechunk_request(dechunked_, v);
+            bytes = dechunked_;
+        }
+        const FlightKey k = key_flight(hp_, session_headers(cfg_), v, bytes, tuple_hash | 1);
         std::uint32_t slot = SessionLimiter::kNone;
         const PrefixHashes h = steering_hashes(k, limiter_, session_cap(cfg_), slot);
         const bool counted = slot != SessionLimiter::kNone;
@@ -211,6 +216,7 @@ class Kvsteer final : public Policy {
     std::vector<kvs_affinity_entry> affinity_;
     Tables t_;
     std::unique_ptr<ChooseScratch> scratch_;
+    std::vector<std::uint8_t> dechunked_;  // a chunked flight, its framing taken out
     HashParams hp_;
     uint64_t via_[5] = {};
     uint64_t kinds_[4] = {};

@@ -42,6 +42,7 @@ struct RequestView {
     std::size_t key_offset = 0;        // first byte to hash: prompt value / messages '[' / body
     std::size_t key_len = 0;           // bytes from key_offset available in the buffer
     bool model_before_key = false;     // OpenAI kinds: "model" came before the key member
+    bool dechunked = false;            // dechunk_request took the body's chunk framing out
 
     // The model to mix into hash_prompt: only one that precedes the key. A trailing "model"
     // (openai-python sends "messages" first) is seen only when the whole prompt fits the first
@@ -51,7 +52,18 @@ struct RequestView {
 
 // Bounded scan, no allocation, never reads outside `buf`. `buf` is the concatenation of the
 // held segments' payloads in sequence order (possibly truncated anywhere).
+// A chunked body's key is the first chunk's data.
 RequestView locate_request(std::span<const std::uint8_t> buf) noexcept;
+
+// For a chunked body (`r` = locate_request(buf), status Ok, chunked): takes the chunk framing out
+// of the body in place (buf from r.body_offset becomes the data of the chunks present, in order,
+// a chunk cut off by the buffer's end with its present bytes; leftovers follow), then locates the
+// key in those bytes as in a Content-Length body: r.kind, key_offset, key_len and model index the
+// de-chunked body, and r.dechunked is set. Returns its length; 0 (r unchanged) when there is
+// nothing to take out (not chunked, no chunk data, a malformed first chunk). Before, only the
+// first chunk's data was keyed: a client that writes `{` first sent every prompt to one key, and
+// one prompt chunked two ways hashed two ways. The head, and r's views into it, are untouched.
+std::size_t dechunk_request(std::span<std::uint8_t> buf, RequestView &r) noexcept;
 
 const char *key_kind_name(KeyKind k) noexcept;
 const char *locate_status_name(LocateStatus s) noexcept;
