@@ -1,6 +1,7 @@
 #include "binder.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string_view>
 
 #include "kvsteer/core/flight_key.h"
@@ -138,7 +139,7 @@ void Binder::pure_ack(const ClientSeg &c) {
 void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Actions &out) {
     const std::uint32_t max_held =
         std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
-    const std::span<const std::uint8_t> bytes = ff_.bytes(env.buf.data(), max_held);
+    std::span<const std::uint8_t> bytes = ff_.bytes(env.buf.data(), max_held);
     const auto n = static_cast<std::uint32_t>(bytes.size());
     if (n == 0) {  // nothing from the stream's start yet
         head_incomplete_ = true;
@@ -147,9 +148,17 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
     const bool sure = ff_.isn_known() || begins_request(bytes.data(), n);
     if (!sure && now - created_ < env.cfg.unsure_wait) return;
     RequestView v = locate_request(bytes);
-    // A chunked body is keyed on its chunks' data with the framing taken out (in env.buf, the
-    // assembled copy; the held packets are untouched).
-    if (v.chunked) dechunk_request(std::span<std::uint8_t>(env.buf.data(), bytes.size()), v);
+    // A chunked body is keyed on its chunks' data with the framing taken out, in env.buf: a flight
+    // whose first segment holds it all is read in place (a held packet's payload), so it is copied
+    // there first; the held packets are never touched.
+    if (v.chunked) {
+        if (bytes.data() != env.buf.data()) {
+            std::memcpy(env.buf.data(), bytes.data(), bytes.size());
+            bytes = {env.buf.data(), bytes.size()};
+            v = locate_request(bytes);
+        }
+        dechunk_request(std::span<std::uint8_t>(env.buf.data(), bytes.size()), v);
+    }
     head_incomplete_ = v.status == LocateStatus::NeedMoreHead;
     if (head_incomplete_ && ff_.complete_to_fin() && n == ff_.contiguous()) {
         // Closed before its request head was complete (a slowloris connection going away):
