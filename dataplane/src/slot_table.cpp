@@ -292,6 +292,9 @@ void SlotTable::list_del(std::uint32_t idx) {
     if (by_source_ && s.src_pos >= 0) {
         SourceCount &n = source_count_[static_cast<std::uint32_t>(s.src_pos)];
         s.src_pos = -1;
+        // What its flight still holds stops counting for the source here (a bound flow's flight
+        // is sent on after this; a released one's was given back already).
+        n.packets -= std::min<std::uint32_t>(n.packets, s.b.flight().size());
         if (n.slots <= 1) {
             // A free position counts 0: a key added there later starts from it. Its packets are
             // 0 by now (the worker gives a flight's back before the slot).
@@ -317,6 +320,12 @@ unsigned SlotTable::held_by(const kvs_flow_key &ckey) const {
     const std::uint64_t src = source_key(ckey);
     const std::int32_t pos = by_source_ ? rte_hash_lookup(by_source_, &src) : -1;
     return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)].slots;
+}
+
+unsigned SlotTable::packets_held_by(const kvs_flow_key &ckey) const {
+    const std::uint64_t src = source_key(ckey);
+    const std::int32_t pos = by_source_ ? rte_hash_lookup(by_source_, &src) : -1;
+    return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)].packets;
 }
 
 unsigned SlotTable::packets_held_by_source_of(std::uint32_t idx) const {

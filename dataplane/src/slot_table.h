@@ -248,6 +248,7 @@ class SlotTable {
     // Packets the flights of slot `idx`'s source hold, and their change by `delta` (the worker
     // counts each packet a flight keeps or lets go). 0 / nothing when sources are not counted.
     unsigned packets_held_by_source_of(std::uint32_t idx) const;
+    unsigned packets_held_by(const kvs_flow_key &ckey) const;
     void source_packets(std::uint32_t idx, std::int32_t delta);
     PortBusy &ports() { return *ports_; }  // shared between workers, or this table's own
     static std::uint64_t source_key(const kvs_flow_key &ckey);

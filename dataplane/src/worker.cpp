@@ -656,14 +656,16 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     // end is unknown (no later boundary on this connection).
     //
     // The same when there is no room to hold the request (this client source holds its share of
-    // the slots, or the table or the held packets are full and nothing can be evicted): before,
+    // the slots or of the held packets, or the table or the held packets are full and nothing can
+    // be evicted): before,
     // the segment was dropped with the flow still marked, so the connection stalled (every packet
     // punted, every retransmission dropped) until a slot freed up, seconds under slowloris.
     const bool raced = ((c2s.state | s2c.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
                        kvs_ntohl(pkt.tcp->ack_seq) != s2c.next_seq + s2c.seq_delta;
     const bool no_room =
         !raced &&
-        ((p_.opts.max_held_per_source && slots_.held_by(key) >= p_.opts.max_held_per_source) ||
+        ((p_.opts.max_held_per_source && (slots_.held_by(key) >= p_.opts.max_held_per_source ||
+                                          slots_.packets_held_by(key) >= max_source_mbufs_)) ||
          (slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
          (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now)));
     if (raced || no_room) {
@@ -1135,8 +1137,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
 
 // Sends what the flight held through the new flow, in sequence order.
 void Worker::flush_held(Slot &s) {
-    held_mbufs_ -= s.b.flight().size();
-    slots_.source_packets(slots_.index_of(s), -static_cast<std::int32_t>(s.b.flight().size()));
+    held_mbufs_ -= s.b.flight().size();  // its source's count: given back when bound (list_del)
     s.b.flight().drain([&](void *h) {
         auto *m = static_cast<rte_mbuf *>(h);
         kvs_pkt pkt;

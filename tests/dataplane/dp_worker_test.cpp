@@ -1330,6 +1330,34 @@ TEST_F(BindTest, PerSourcePacketCapHoldsOneAddressToItsShareOfThePackets) {
     EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 4u) << "3 of 4 held";
 }
 
+// The address's held packets go back when its flows bind (the flight is sent on), with other
+// flows of the address still binding. Before, a bound flow's packets stayed counted: a gateway
+// always binding two flows from one address reached the cap after a few hundred binds, and every
+// new connection of it stalled.
+TEST_F(BindTest, PerSourcePacketCapCountsOnlyPacketsStillHeld) {
+    packets_per_source = 4;
+    make_worker();
+    Seg slow = client_seg(0, std::string(kIncompleteHead).substr(0, 10), 5);
+    slow.sport = 40000;
+    slow.ack = cookie_for(slow.sport) + 1;
+    inject(rp.rx, make_seg(rp.pool, slow));  // keeps a slot of the address binding throughout
+    EXPECT_TRUE(step(now).empty());
+    for (std::uint16_t k = 0; k < 8; ++k) {
+        Seg s = client_seg(0, request(600), 5);
+        s.sport = static_cast<std::uint16_t>(41000 + k);
+        s.ack = cookie_for(s.sport) + 1;
+        inject(rp.rx, make_seg(rp.pool, s));
+        auto out = step(now + ms(1));
+        ASSERT_EQ(out.size(), 1u) << "bind " << k;
+        const kvs_pkt syn = parse(out[0]);
+        ASSERT_EQ(syn.tcp->flags, KVS_TCP_SYN) << "bind " << k;
+        inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
+        out = step(now + ms(2));
+        ASSERT_FALSE(out.empty()) << "the held request sent on, bind " << k;
+    }
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 0u) << "8 binds of one packet each under a cap of 4";
+}
+
 // The per-source count's key: an IPv4 address, or an IPv6 /64; the families never share one.
 // Before, the /64 whose bytes 4..7 are 03 00 00 00 shared the count of the IPv4 address equal to
 // its bytes 0..3: one IPv6 subnet could use up a chosen IPv4 client's share.
@@ -2087,6 +2115,24 @@ TEST_F(BindTest, BoundaryWithoutRoomStaysOnItsBackend) {
     kvs_flow nc{};
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0);
     EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0) << "unmarked: the connection goes on";
+}
+
+// The same when the address holds its share of the held packets (one here, an incomplete head's):
+// the boundary's segment stays on its backend instead of being refused on every retransmission.
+TEST_F(BindTest, BoundaryOverThePacketShareStaysOnItsBackend) {
+    packets_per_source = 1;
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    step(now + ms(100));
+    hold_incomplete_heads(1, 40000);
+    EXPECT_TRUE(step(now + ms(100)).empty());
+    inject(rp.rx, make_seg(rp.pool, next_request(b)));
+    auto out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u) << "the request on its old leg, nothing else";
+    EXPECT_EQ(backend_of(parse(out[0])), b.be1);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_KEPT_NO_ROOM), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 0u);
 }
 
 // A request at a boundary whose choice is the connection's backend (the same prompt again):
