@@ -59,17 +59,21 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             total += s.in_flight[i];
             if (s.in_flight[i] < min_flows) min_flows = s.in_flight[i];
             weight_sum += w;
-            s.share[i] = w;
         }
     }
     Choice ch;
     if (n_up == 0) return ch;
     // Loads count per unit of weight where the weights differ (LoadView::share): a backend of
     // twice the mean weight is as loaded as the mean's with twice its flows.
+    // Filled only then (a pass of its own: equal weights, the common case, pay nothing for it).
+    // A weight read 0 now (changed since the pass above) counts as 1: never a division by 0.
     if (weighted) {
         const double mean_weight = static_cast<double>(weight_sum) / n_up;
-        for (std::uint32_t i = 0; i < n; ++i)
-            if (s.eligible[i]) s.share[i] /= mean_weight;
+        for (std::uint32_t i = 0; i < n; ++i) {
+            if (!s.eligible[i]) continue;
+            const std::uint32_t w = __atomic_load_n(&t.backends[i].weight, __ATOMIC_RELAXED);
+            s.share[i] = std::max<std::uint32_t>(w, 1) / mean_weight;
+        }
     }
     LoadView view{std::span<const std::uint32_t>(s.in_flight, n),
                   std::span<const std::uint8_t>(s.eligible, n)};

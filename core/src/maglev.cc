@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bitset>
+#include <type_traits>
 #include <numeric>
 
 #include <xxhash.h>
@@ -80,9 +81,27 @@ std::vector<std::uint32_t> build_maglev(std::span<const MaglevBackend> backends,
     }
 }
 
-std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
-                             const LoadView &load, double load_factor, bool *spilled) noexcept {
-    if (spilled != nullptr) *spilled = false;
+namespace {
+
+// Loads compared as in-flight counts (W false: the integer path, as before weights counted) or
+// per unit of weight (W true: in_flight / share).
+template <bool W>
+struct Loads {
+    const LoadView &v;
+    using T = std::conditional_t<W, double, std::uint64_t>;
+    T at(std::size_t id) const {
+        if constexpr (W)
+            return v.in_flight[id] / v.share[id];
+        else
+            return v.in_flight[id];
+    }
+    bool fits(std::size_t id, std::uint64_t bound) const { return v.fits(id, bound); }
+};
+
+template <bool W>
+std::uint32_t bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                      const LoadView &load, double load_factor, bool *spilled) noexcept {
+    const Loads<W> L{load};
     const std::size_t n_ids = std::min(load.in_flight.size(), load.eligible.size());
     std::uint64_t total = load.total_in_flight;
     std::uint32_t n_eligible = load.n_eligible;
@@ -101,7 +120,7 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     const std::uint64_t bound = load_bound(load_factor, static_cast<double>(total), n_eligible);
 
     std::uint32_t best = KVS_BACKEND_NONE;  // least loaded eligible backend seen in the walk
-    double best_load = 0;
+    typename Loads<W>::T best_load = 0;
     bool first = true;
     if (!table.empty()) {
         // Distinct eligible backends seen, to stop once every one has been tried.
@@ -112,15 +131,14 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
             const std::uint32_t id = table[slot];
             if (++slot == table.size()) slot = 0;
             if (id >= n_ids || load.eligible[id] == 0) continue;
-            if (load.fits(id, bound)) {
+            if (L.fits(id, bound)) {
                 if (spilled != nullptr) *spilled = !first;
                 return id;
             }
             first = false;
-            const double l = load.norm(id);
-            if (best == KVS_BACKEND_NONE || l < best_load) {
+            if (best == KVS_BACKEND_NONE || L.at(id) < best_load) {
                 best = id;
-                best_load = l;
+                best_load = L.at(id);
             }
             if (id < KVS_MAX_BACKENDS && !seen.test(id)) {
                 seen.set(id);
@@ -132,25 +150,25 @@ std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t
     if (best != KVS_BACKEND_NONE) return best;
     // Eligible backends exist but none is in the table (e.g. all weight 0): still pick one.
     for (std::size_t id = 0; id < n_ids; ++id) {
-        if (load.eligible[id] != 0 && (best == KVS_BACKEND_NONE || load.norm(id) < best_load)) {
+        if (load.eligible[id] != 0 && (best == KVS_BACKEND_NONE || L.at(id) < best_load)) {
             best = static_cast<std::uint32_t>(id);
-            best_load = load.norm(id);
+            best_load = L.at(id);
         }
     }
     return best;
 }
 
-std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uint64_t hash,
-                                  const LoadView &load, std::uint32_t tolerance,
-                                  bool *spilled) noexcept {
-    if (spilled != nullptr) *spilled = false;
+template <bool W>
+std::uint32_t least_loaded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                           const LoadView &load, std::uint32_t tolerance, bool *spilled) noexcept {
+    const Loads<W> L{load};
     const std::size_t n_ids = std::min(load.in_flight.size(), load.eligible.size());
     std::uint32_t argmin = KVS_BACKEND_NONE;
-    double min_load = 0;
+    typename Loads<W>::T min_load = 0;
     for (std::size_t id = 0; id < n_ids; ++id) {
-        if (load.eligible[id] != 0 && (argmin == KVS_BACKEND_NONE || load.norm(id) < min_load)) {
+        if (load.eligible[id] != 0 && (argmin == KVS_BACKEND_NONE || L.at(id) < min_load)) {
             argmin = static_cast<std::uint32_t>(id);
-            min_load = load.norm(id);
+            min_load = L.at(id);
         }
     }
     if (argmin == KVS_BACKEND_NONE) return KVS_BACKEND_NONE;
@@ -161,7 +179,7 @@ std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uin
             const std::uint32_t id = table[slot];
             if (++slot == table.size()) slot = 0;
             if (id >= n_ids || load.eligible[id] == 0) continue;
-            if (load.norm(id) <= min_load + tolerance) {
+            if (L.at(id) <= min_load + tolerance) {
                 if (spilled != nullptr) *spilled = !first;
                 return id;
             }
@@ -170,6 +188,23 @@ std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uin
     }
     if (spilled != nullptr) *spilled = true;
     return argmin;
+}
+
+}  // namespace
+
+std::uint32_t choose_bounded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                             const LoadView &load, double load_factor, bool *spilled) noexcept {
+    if (spilled != nullptr) *spilled = false;
+    return load.share.empty() ? bounded<false>(table, hash, load, load_factor, spilled)
+                              : bounded<true>(table, hash, load, load_factor, spilled);
+}
+
+std::uint32_t choose_least_loaded(std::span<const std::uint32_t> table, std::uint64_t hash,
+                                  const LoadView &load, std::uint32_t tolerance,
+                                  bool *spilled) noexcept {
+    if (spilled != nullptr) *spilled = false;
+    return load.share.empty() ? least_loaded<false>(table, hash, load, tolerance, spilled)
+                              : least_loaded<true>(table, hash, load, tolerance, spilled);
 }
 
 }  // namespace kvsteer

@@ -390,6 +390,13 @@ TEST(CoreChoose, WeightsSetEachBackendsShareOfTheFlows) {
     EXPECT_EQ(a.choose(0x77).backend, 0);
     a.set_in_flight(0, 310);  // ceil(1.25 x 491 / 4) = 154, x 2 = 308 < 311
     EXPECT_NE(a.choose(0x77).backend, 0);
+    // A holder far below the mean weight (1 beside 100s: bound x share < 1) still takes a flow
+    // with none in flight: not out of rotation.
+    Mem low(3);
+    low.backends[1].weight = 100;
+    low.backends[2].weight = 100;
+    low.pin(0x88, {0});
+    EXPECT_EQ(low.choose(0x88).backend, 0);
     a.backends[0].weight = 1;
     a.set_in_flight(0, 119);
     EXPECT_NE(a.choose(0x77).backend, 0) << "the same load on an equal-weight holder is over";

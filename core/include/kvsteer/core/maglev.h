@@ -1,6 +1,7 @@
 // Weighted Maglev table and the bounded-load choice over it.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -54,10 +55,12 @@ struct LoadView {
     double norm(std::size_t id) const noexcept {
         return share.empty() ? static_cast<double>(in_flight[id]) : in_flight[id] / share[id];
     }
-    // Whether `id` may take one more flow under `bound` (in units of the mean weight).
+    // Whether `id` may take one more flow under `bound` (in units of the mean weight; one flow at
+    // least: a backend far below the mean weight, bound x share < 1, is not out of rotation).
     bool fits(std::size_t id, std::uint64_t bound) const noexcept {
         if (share.empty()) return std::uint64_t{in_flight[id]} + 1 <= bound;
-        return static_cast<double>(in_flight[id]) + 1 <= static_cast<double>(bound) * share[id];
+        return static_cast<double>(in_flight[id]) + 1 <=
+               std::max(1.0, static_cast<double>(bound) * share[id]);
     }
 };
 
