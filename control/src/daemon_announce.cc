@@ -94,39 +94,58 @@ void Daemon::check_dataplane(std::uint64_t now) {
 // its return. Every appliance also computes an epoch without a member that reports itself
 // unhealthy (fleet_state_from_etcd): the fallback while this one cannot write to etcd, and at
 // startup (a dataplane that never beat yet leaves nothing). An appliance that left the owners at
-// its lease grant (FleetEtcd::take_left: at its start, or back after its lease expired) re-enters
-// the same way once its dataplane beats.
+// its lease grant (FleetEtcd::keep_lease: at its start after a crash, or back after its lease
+// expired) re-enters the same way once its dataplane beats. Each leave of its own puts
+// P fleet/returning/<self> beside its epoch (the re-entry deletes it in the same txn), so a
+// kvsteerd restarted in between still re-enters (before, the state was the process's only).
 void Daemon::fleet_follow_health(std::uint64_t now) {
-    if (auto left = etcd_->take_left()) {
-        left_unhealthy_ = true;
-        std::tie(left_from_, left_to_) = *left;
-    }
     if (drain_.active) {
         left_unhealthy_ = false;  // the drain decides; a recovery must not undo it
         return;
     }
+    const FleetEtcdView v = etcd_->view();
     // Not while etcd is unreachable: each try would block the loop for a call's timeout.
-    if (now < health_push_retry_ns_ || !etcd_->view().reachable) return;
+    if (now < health_push_retry_ns_ || !v.reachable) return;
+    if (!left_unhealthy_ && v.returning[fleet_.self]) {
+        left_unhealthy_ = true;
+        std::tie(left_from_, left_to_) = *v.returning[fleet_.self];
+    }
     const MemberSet self = static_cast<MemberSet>(1u << fleet_.self), cur = fleet_.newest();
     std::function<bool(FleetState &, std::string *)> op;
+    FleetEtcd::TxnExtra extra;
     const char *what;
     if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ && (cur & self) &&
         (cur & ~self)) {
         // Members dead now stay in (they have no MAC in the view, so push() refused the leave
         // while one was dead); a full history drops its oldest epoch rather than refuse.
-        op = [this, self](FleetState &f, std::string *) {
+        op = [this, self, &extra](FleetState &f, std::string *) {
+            extra = {};
             const MemberSet n = static_cast<MemberSet>(f.newest() & ~self);
             if (!(f.newest() & self) || !n) return true;
             left_from_ = f.newest();
             left_to_ = n;
-            return append_epoch(f.epochs, n);
+            bool dropped = false;
+            if (!append_epoch(f.epochs, n, &dropped)) return false;
+            if (dropped)
+                spdlog::warn("fleet: {} epochs retained: the oldest dropped", kMaxFleetEpochs);
+            extra.puts.emplace_back(FleetEtcd::returning_key(fleet_.self),
+                                    FleetEtcd::returning_value(left_from_, left_to_));
+            return true;
         };
         what = "not healthy: left the owners";
-    } else if (dp_health_.healthy && left_unhealthy_) {
-        op = [this](FleetState &f, std::string *) {
+    } else if (dp_health_.healthy && left_unhealthy_ && v.alive[fleet_.self]) {
+        // Only with its member key back: a re-entry while the key could not be put would leave
+        // again at the next lease grant, two epochs a round.
+        op = [this, &extra](FleetState &f, std::string *) {
+            extra = {};
+            extra.deletes.push_back(FleetEtcd::returning_key(fleet_.self));
             const MemberSet back =
                 fleet_return_epoch(f.newest(), fleet_.self, left_from_, left_to_);
-            return !back || append_epoch(f.epochs, back);
+            bool dropped = false;
+            if (back && !append_epoch(f.epochs, back, &dropped)) return false;
+            if (dropped)
+                spdlog::warn("fleet: {} epochs retained: the oldest dropped", kMaxFleetEpochs);
+            return true;
         };
         what = "healthy: back among the owners";
     } else {
@@ -134,7 +153,7 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
     }
     bool changed = false;
     std::string err;
-    if (!etcd_->update_epochs(op, &changed, &err)) {
+    if (!etcd_->update_epochs(op, &changed, &err, &extra)) {
         health_push_retry_ns_ = now + 1'000'000'000ull;
         spdlog::warn(
             "fleet: dataplane {}: the epoch through etcd failed: {} (retrying every second; "

@@ -150,6 +150,13 @@ json Daemon::fleet_etcd_json() const {
     json alive = json::array();
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if (v.alive[id]) alive.push_back({{"id", id}, {"mac", format_mac(*v.alive[id])}});
+    // Members that left the owners by an epoch of their own and re-enter when their dataplane
+    // beats (P fleet/returning/<id>): "FROM;TO".
+    json returning = json::object();
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if (v.returning[id])
+            returning[std::to_string(id)] =
+                FleetEtcd::returning_value(v.returning[id]->first, v.returning[id]->second);
     const FleetEtcdWatch w = etcd_->watch_status();
     const json watch = {{"active", w.active},
                         {"events", w.events},
@@ -162,6 +169,7 @@ json Daemon::fleet_etcd_json() const {
             {"read", v.read},
             {"revision", v.revision},
             {"alive", alive},
+            {"returning", returning},
             {"reported", fleet_members_view(v)},
             {"epochs_version", v.epochs_version},
             {"epochs_error", v.epochs_error.empty() ? json(nullptr) : json(v.epochs_error)},

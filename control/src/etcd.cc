@@ -112,7 +112,8 @@ json etcd_delete_request(std::string_view key) {
 }
 
 json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &compares,
-                      const std::vector<std::pair<std::string, std::string>> &puts) {
+                      const std::vector<std::pair<std::string, std::string>> &puts,
+                      const std::vector<std::string> &deletes) {
     json cmp = json::array(), ops = json::array();
     for (const auto &[k, rev] : compares)
         cmp.push_back({{"key", base64_encode(k)},
@@ -120,6 +121,8 @@ json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &c
                        {"result", "EQUAL"},
                        {"mod_revision", std::to_string(rev)}});
     for (const auto &[k, v] : puts) ops.push_back({{"request_put", etcd_put_request(k, v)}});
+    for (const auto &k : deletes)
+        ops.push_back({{"request_delete_range", {{"key", base64_encode(k)}}}});
     return {{"compare", cmp}, {"success", ops}};
 }
 

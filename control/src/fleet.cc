@@ -72,9 +72,11 @@ bool FleetState::push(MemberSet s, std::string *err) {
     return true;
 }
 
-bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s) {
+bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s, bool *dropped) {
+    if (dropped) *dropped = false;
     if (s == 0) return false;
     if (!epochs.empty() && epochs.back() == s) return true;
+    if (dropped) *dropped = epochs.size() >= kMaxFleetEpochs;
     if (epochs.size() >= kMaxFleetEpochs)
         epochs.erase(epochs.begin(), epochs.begin() + static_cast<std::ptrdiff_t>(
                                                           epochs.size() - kMaxFleetEpochs + 1));
@@ -84,7 +86,9 @@ bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s) {
 
 MemberSet fleet_leave_epoch(MemberSet newest, std::uint8_t self, MemberSet alive) {
     if (self >= KVS_MAX_APPLIANCES || !(newest & bit(self))) return 0;
-    return static_cast<MemberSet>(newest & alive & ~bit(self));
+    // Members dead now stay in (each computes them out while it is away; taking them out of
+    // etcd's newest epoch left them out for good when they came back).
+    return newest & alive & ~bit(self) ? static_cast<MemberSet>(newest & ~bit(self)) : 0;
 }
 
 MemberSet fleet_return_epoch(MemberSet newest, std::uint8_t self, MemberSet from, MemberSet to) {

@@ -405,8 +405,10 @@ bool FleetEtcd::keep_lease(std::string *err) {
     // owner again at once, and those flows were reset as orphans.
     MemberSet from = 0, to = 0;
     bool left = false;
+    TxnExtra marker;
     const auto leave = [&](FleetState &f, std::string *e) {
         from = to = 0;
+        marker = {};
         // Its key still there (a restart within the TTL): the others never left it out.
         if (f.macs[local_.self]) return true;
         MemberSet alive = 0;
@@ -414,21 +416,22 @@ bool FleetEtcd::keep_lease(std::string *err) {
             if (f.macs[id]) alive |= bit(id);
         from = f.newest();
         to = fleet_leave_epoch(from, local_.self, alive);
-        if (to && !append_epoch(f.epochs, to)) {
+        if (!to) return true;
+        bool dropped = false;
+        if (!append_epoch(f.epochs, to, &dropped)) {
             *e = "no epoch to leave by";
             return false;
         }
+        if (dropped) spdlog::warn("fleet: {} epochs retained: the oldest dropped", kMaxFleetEpochs);
+        marker.puts.emplace_back(returning_key(local_.self), returning_value(from, to));
         return true;
     };
-    if (!update_epochs(leave, &left, err)) return false;
-    if (to) {
+    if (!update_epochs(leave, &left, err, &marker)) return false;
+    if (to)
         spdlog::info(
             "fleet: member {} left the owners before its key is put (epoch {}; it re-enters "
             "when its dataplane beats)",
             local_.self, member_set_str(to));
-        std::lock_guard lk(mu_);
-        left_ = std::make_pair(from, to);
-    }
     auto g = etcd_call(ep_, "/v3/lease/grant", etcd_lease_grant_request(kLeaseTtlS), kCallTimeout);
     if (!g.ok()) {
         *err = g.error;
@@ -490,9 +493,12 @@ bool FleetEtcd::change_config(const std::string &path, const json &body, std::st
     return true;
 }
 
-std::optional<std::pair<MemberSet, MemberSet>> FleetEtcd::take_left() {
-    std::lock_guard lk(mu_);
-    return std::exchange(left_, std::nullopt);
+std::string FleetEtcd::returning_key(std::uint8_t id) {
+    return "fleet/returning/" + std::to_string(id);
+}
+
+std::string FleetEtcd::returning_value(MemberSet from, MemberSet to) {
+    return member_set_str(from) + ";" + member_set_str(to);
 }
 
 void FleetEtcd::set_report(const json &report) {
@@ -592,6 +598,15 @@ bool FleetEtcd::poll(std::string *err) {
                     hot_bad.push_back(kv.key + ": " + e);
                 }
             }
+        } else if (kv.key.starts_with(prefix_ + "fleet/returning/")) {
+            auto id = parse_appliance_id(std::string_view(kv.key).substr(prefix_.size() + 16), &e);
+            const std::size_t semi = kv.value.find(';');
+            auto from = semi == std::string::npos
+                            ? std::nullopt
+                            : parse_member_set(std::string_view(kv.value).substr(0, semi), &e);
+            auto to = from ? parse_member_set(std::string_view(kv.value).substr(semi + 1), &e)
+                           : std::nullopt;
+            if (id && from && to) v.returning[*id] = std::make_pair(*from, *to);
         } else if (kv.key == prefix_ + "fleet/epochs") {
             // A value that does not parse keeps the last good epochs (below), not the config's:
             // every appliance falling back to its own configured epochs made each the owner of
@@ -732,7 +747,7 @@ void FleetEtcd::loop() {
 }
 
 bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string *)> &op,
-                              bool *changed, std::string *err) {
+                              bool *changed, std::string *err, TxnExtra *extra) {
     const std::string key = prefix_ + "fleet/epochs";
     for (int attempt = 0; attempt < kTxnAttempts; attempt++) {
         // The state as the fleet sees it, but with etcd's epochs as they are (dead members in).
@@ -745,10 +760,18 @@ bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string
         if (!op(s, err)) return false;
         *changed = s.epochs != before;
         // Unchanged, but etcd's value did not parse (the last good epochs stood in): write them.
-        if (!*changed && v.epochs_error.empty()) return true;
+        const bool write = *changed || !v.epochs_error.empty();
+        if (!write && (!extra || extra->empty())) return true;
+        std::vector<std::pair<std::string, std::string>> puts;
+        std::vector<std::string> deletes;
+        if (write) puts.emplace_back(key, fleet_epochs_value(s.epochs));
+        if (extra) {
+            for (const auto &[k, val] : extra->puts) puts.emplace_back(prefix_ + k, val);
+            for (const auto &k : extra->deletes) deletes.push_back(prefix_ + k);
+        }
         auto t = etcd_call(ep_, "/v3/kv/txn",
                            etcd_txn_request({{key, v.epochs_mod}},  // 0: no key yet
-                                            {{key, fleet_epochs_value(s.epochs)}}),
+                                            puts, deletes),
                            kCallTimeout);
         if (!t.ok()) {
             *err = t.error;

@@ -217,6 +217,7 @@ echo "ok: B dead for A after $((SECONDS - t0)) s, A owns every bucket and no lon
 # stays out (before, its key alone made it the owner again, and A's flows of its buckets were
 # reset as orphans).
 ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_b.conf" >>"$DIR/kvsteerd_b.log" 2>&1 &
+PID_b=$!
 PIDS+=($!)
 until_ok 10 test -S "$DIR/kvsteerd_b.sock" && until_ok 5 alive_is a 0,1 || fail "B did not rejoin"
 until_ok 3 same_digest || fail "digests differ after B's restart"
@@ -226,6 +227,19 @@ grep -q "the maps hold this appliance's fleet (a restart): kept until etcd is re
 owned_by() { field "$1" "[m['buckets'] for m in f['members'] if m['id']==$2][0]"; }
 [[ $(owned_by a 1) == 0 && $(owned_by b 1) == 0 ]] || fail "B owns buckets before its dataplane beats: $(fstatus a)"
 grep -q "member 1 left the owners before its key is put" "$DIR/kvsteerd_b.log" || fail "B did not say it left"
+# The leave is kept in etcd (fleet/returning/1), so a kvsteerd restarted before its dataplane beats
+# still re-enters: B restarted again leaves nothing new and stays out, the marker still there.
+returning() { field a "f['etcd']['returning'].get('1')"; }
+[[ $(returning) == "0,1;0" ]] || fail "no returning marker for B: $(fstatus a)"
+EP_LEFT=$(epochs a)
+kill "$PID_b"; wait "$PID_b" 2>/dev/null
+rm -f "$DIR/kvsteerd_b.sock"
+ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_b.conf" >>"$DIR/kvsteerd_b.log" 2>&1 &
+PID_b=$!
+PIDS+=($!)
+until_ok 10 test -S "$DIR/kvsteerd_b.sock" && until_ok 5 alive_is a 0,1 || fail "B did not come back"
+sleep 1
+[[ $(epochs a) == "$EP_LEFT" && $(returning) == "0,1;0" ]] || fail "B's second restart: epochs $(epochs a) (was $EP_LEFT), marker $(returning)"
 D2=$(digest a)
 echo "ok: B restarted: back as a previous owner only, by an epoch of its absence (epochs $(epochs a))"
 

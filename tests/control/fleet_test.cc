@@ -534,6 +534,9 @@ TEST(FleetFromEtcd, AMemberBackAfterAnAbsenceKeepsItsInterimOwnersAsPrevious) {
     EXPECT_EQ(fleet_leave_epoch(ids({1}), 1, ids({1})), 0u);
     EXPECT_EQ(fleet_leave_epoch(ids({0, 2}), 1, ids({0, 2})), 0u);
     EXPECT_EQ(fleet_leave_epoch(ids({0, 1}), 1, ids({2})), 0u);
+    // A member dead now (2) stays in the epoch left by: taken out of etcd's newest epoch, it
+    // found itself no owner when it came back, and stayed out.
+    EXPECT_EQ(fleet_leave_epoch(ids({0, 1, 2}), 1, ids({0})), ids({0, 2}));
     // A member dead meanwhile (2, no MAC in the view) stays in the epoch it re-enters by; the
     // epochs changed meanwhile: the newest plus itself.
     EXPECT_EQ(fleet_return_epoch(ids({0}), 1, ids({0, 1, 2}), ids({0})), ids({0, 1, 2}));

@@ -16,8 +16,9 @@
 #     Hot prefixes: both owners put what they learned into etcd and use each other's.
 #  5. Appliance 2's dataplane killed (kvsteerd alive): kvsteerd withdraws the VIP within ~1 s and
 #     leaves the owners through etcd (an epoch without it), so the others take its buckets (new
-#     connections succeed); restarted: announced again, an owner again by another epoch, the
-#     fleet agrees; streams bound by the interim owner meanwhile survive its return.
+#     connections succeed); kvsteerd and the dataplane restarted: announced again, an owner again
+#     by another epoch (the leave kept in etcd), the fleet agrees; streams bound by the interim
+#     owner meanwhile survive its return.
 #  6. Appliance 2 crashes mid-stream (kill -9 of its processes, its link cut): BFD takes it out
 #     of the router's route within ~1 s; appliance 1's pings go unanswered and it leaves it out of
 #     its owner table before its etcd lease runs out; each of its clients gets a RST at its first
@@ -313,9 +314,16 @@ short_requests 20
 STREAM_TOKENS=1200 streams 20 "$DIR/s4.json"
 sleep 1
 sent_on=$(counter 2 xdp fleet_redirect_prev)
+# Its kvsteerd restarted meanwhile too: the leave is kept in etcd (fleet/returning/1), so the new
+# process still re-enters (before, that state was the process's only, and it stayed out).
+[[ "$(fjson 1 "f['etcd']['returning'].get('1')")" == "0,1;0" ]] || fail "no returning marker: $(fjson 1 "f['etcd']['returning']")"
+kill "${KD_PID[2]}"; wait "${KD_PID[2]}" 2>/dev/null
+rm -f "$DIR/kvsteerd2.sock"
+app__kvsteerd 2 fleet_conf
 app__dataplane 2; app__wait 2
 until_ok 5 hops_are 1 2 || fail "appliance 2's dataplane is back but it is not announced: route over '$(hops)'"
 until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
+[[ "$(fjson 1 "f['etcd']['returning']")" == "{}" ]] || fail "the returning marker outlived the re-entry: $(fjson 1 "f['etcd']['returning']")"
 # Back by another epoch: the spell's epoch stays, appliance 1 a previous owner of its buckets.
 [[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
 kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$DIR/s4.json")"; }
@@ -380,5 +388,6 @@ sent_on=$(( $(counter 2 xdp fleet_redirect_prev) - sent_on ))
 (( sent_on > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
 grep -q "member 1 left the owners before its key is put" "$DIR/kvsteerd2.log" || fail "appliance 2 did not leave before its key was put"
 [[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
+[[ "$(fjson 1 "f['etcd']['returning']")" == "{}" ]] || fail "the returning marker outlived the re-entry: $(fjson 1 "f['etcd']['returning']")"
 log "20/20 streams bound while appliance 2 was away intact after its return ($sent_on packets sent on to their binder)"
 echo "fleet-bgp: ok"

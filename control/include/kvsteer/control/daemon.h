@@ -194,7 +194,7 @@ class Daemon {
     DataplaneHealth dp_health_;
     bool dp_healthy_logged_ = false;
     // fleet_follow_health: the dataplane beat at least once; this appliance left the owners
-    // through etcd (its dataplane stopped, or at its lease grant: FleetEtcd::take_left) and
+    // through etcd (its dataplane stopped, or at its lease grant: P fleet/returning/<self>) and
     // re-enters when it beats (again), by `left_from_` when the newest epoch is still
     // `left_to_`; next try after a failed etcd write.
     bool dp_was_healthy_ = false, left_unhealthy_ = false;

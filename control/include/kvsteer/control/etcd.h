@@ -32,10 +32,11 @@ nlohmann::json etcd_put_request(std::string_view key, std::string_view value,
                                 std::int64_t lease = 0);
 // POST /v3/kv/deleterange of one key.
 nlohmann::json etcd_delete_request(std::string_view key);
-// A txn that puts every `puts` (key, value) only if every `compares` key's mod_revision is the
-// one given (0: the key does not exist).
+// A txn that puts every `puts` (key, value) and deletes every `deletes` key only if every
+// `compares` key's mod_revision is the one given (0: the key does not exist).
 nlohmann::json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &compares,
-                                const std::vector<std::pair<std::string, std::string>> &puts);
+                                const std::vector<std::pair<std::string, std::string>> &puts,
+                                const std::vector<std::string> &deletes = {});
 nlohmann::json etcd_lease_grant_request(std::int64_t ttl_s);
 nlohmann::json etcd_lease_keepalive_request(std::int64_t lease);
 

@@ -56,11 +56,12 @@ struct FleetState {
 // kMaxFleetEpochs retained the oldest goes: a refused leave orphans every flow its buckets' interim
 // owners bind, while the oldest epoch only names previous owners of flows that old. s == the
 // newest: unchanged, true. s empty: false (an empty newest epoch turns the fleet off).
-bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s);
+// `dropped` (optional): set when the oldest epoch went.
+bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s, bool *dropped = nullptr);
 
 // The epoch appliance `self` leaves the owners by before its member key is put in etcd (at its
-// start, or back after its lease expired): the newest epoch without it, of the other members
-// alive (`alive`), when it owns in the newest epoch and another alive member does; else 0
+// start, or back after its lease expired): the newest epoch without it (members dead now stay
+// in), when it owns in the newest epoch and another member alive (`alive`) does; else 0
 // (nothing to record). The others computed that set while it was away, and bound its buckets' new
 // flows: recorded, they stay previous owners when it re-enters by another epoch.
 MemberSet fleet_leave_epoch(MemberSet newest, std::uint8_t self, MemberSet alive);

@@ -90,6 +90,10 @@ struct FleetEtcdView {
     std::array<bool, KVS_MAX_APPLIANCES> unhealthy{};
     // Each member's P fleet/hot/<id>, parsed (nullopt: none, or a value that did not parse).
     std::array<std::optional<std::vector<FleetHotKey>>, KVS_MAX_APPLIANCES> hot{};
+    // P fleet/returning/<id>: the member left the owners by its own epoch (`to`, from `from`) and
+    // re-enters when its dataplane beats; kept in etcd so that a kvsteerd restarted meanwhile
+    // still re-enters (Daemon::fleet_follow_health). Value "FROM;TO" (member_set_str each).
+    std::array<std::optional<std::pair<MemberSet, MemberSet>>, KVS_MAX_APPLIANCES> returning{};
     std::uint64_t hot_bad = 0;  // hot values refused so far (each key and version once)
     std::string error;          // the last error while unreachable
     std::uint64_t seq = 0;      // bumped whenever anything above changes
@@ -169,8 +173,18 @@ class FleetEtcd {
     // fleet.push / settle / forget: `op` applied to the state etcd holds now, written back with
     // a txn on the epochs key's mod_revision, retried on conflict. Blocks (500 ms a call; 5
     // attempts). false + err (one line); `changed` false when `op` left the epochs as they were.
+    // `extra` (optional), which `op` may fill: more puts and deletes (keys under the prefix) in
+    // the same txn, made even when the epochs are unchanged.
+    struct TxnExtra {
+        std::vector<std::pair<std::string, std::string>> puts;
+        std::vector<std::string> deletes;
+        bool empty() const { return puts.empty() && deletes.empty(); }
+    };
     bool update_epochs(const std::function<bool(FleetState &, std::string *)> &op, bool *changed,
-                       std::string *err);
+                       std::string *err, TxnExtra *extra = nullptr);
+    // The returning marker's key suffix and value (FleetEtcdView::returning).
+    static std::string returning_key(std::uint8_t id);
+    static std::string returning_value(MemberSet from, MemberSet to);
     // A fresh random cookie key becomes the next one, signing kCookieActivateMs from now (the
     // effective current one then the previous; fleet_cookie_keys). None in
     // etcd yet: `local_current`).
@@ -191,10 +205,6 @@ class FleetEtcd {
     // This appliance's P fleet/hot/<self> (fleet_hot_value), put under its lease by the thread at
     // its next round when it differs from the last put (again after a new lease). Empty: none.
     void set_hot(std::string value);
-    // The epochs this appliance's leave at its lease grant moved from and to (keep_lease), once:
-    // the daemon re-enters by another epoch when its dataplane beats. nullopt: none since the
-    // last call.
-    std::optional<std::pair<MemberSet, MemberSet>> take_left();
 
    private:
     void loop();
@@ -228,7 +238,6 @@ class FleetEtcd {
     std::map<std::string, std::int64_t> hot_bad_seen_;         // key -> mod_revision (mu_)
     std::map<std::string, std::string> report_bad_seen_;       // member key -> value logged (mu_)
     std::uint64_t hot_bad_ = 0;                                // guarded by mu_
-    std::optional<std::pair<MemberSet, MemberSet>> left_;      // take_left (mu_)
     std::thread thr_;
     // The watch: wake_ (mu_) asks the poller to read the prefix now; stopping_ ends the watch's
     // waits (its socket is polled in slices).
