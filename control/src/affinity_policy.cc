@@ -31,6 +31,12 @@ double AffinityPolicy::load_of(std::uint16_t id) const {
     return id < backends_.size() && backends_[id].present ? backends_[id].load : 0.0;
 }
 
+double AffinityPolicy::share_of(std::uint16_t id) const {
+    return id < backends_.size() && backends_[id].present && backends_[id].snap.share > 0
+               ? backends_[id].snap.share
+               : 1.0;
+}
+
 void AffinityPolicy::erase(Node *n) {
     lru_.erase(n->lru);
     nodes_.erase(n->key);
@@ -179,11 +185,13 @@ AffinityPolicy::Round AffinityPolicy::begin_round() const {
     // only in_flight), so holders with a queue look fuller here than to the dataplane.
     Round r;
     r.K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
+    // The least per unit of weight (the dataplane's rule; equal weights: the least load).
     double total = 0, least = 0;
     for (std::uint16_t id = 0; id < backends_.size(); id++) {
         if (!eligible(id)) continue;
         total += load_of(id);
-        least = r.elig.empty() ? load_of(id) : std::min(least, load_of(id));
+        const double per = load_of(id) / share_of(id);
+        least = r.elig.empty() ? per : std::min(least, per);
         r.elig.push_back(id);
     }
     r.bound = static_cast<double>(affinity_bound(p_.load_factor, p_.load_slack, total,
@@ -265,7 +273,9 @@ DesiredEntry AffinityPolicy::holders_entry(const Node &n, const Round &r, bool *
         }
         if (e.n < r.K) {
             e.backends[e.n++] = hs[i].id;
-            *all_over = *all_over && load_of(hs[i].id) + 1 > r.bound;
+            // Over its bound x its share (LoadView::fits: one flow at least).
+            *all_over =
+                *all_over && load_of(hs[i].id) + 1 > std::max(1.0, r.bound * share_of(hs[i].id));
         }
     }
     return e;
@@ -338,7 +348,7 @@ void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r, const Remo
         std::uint64_t best_tie = 0;
         for (auto id : r.elig) {
             if (in_entry(id)) continue;
-            double l = load_of(id) + r.planned[id];
+            double l = (load_of(id) + r.planned[id]) / share_of(id);
             std::uint64_t tie =
                 (n.key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;
             if (!best || l < best_load || (l == best_load && tie < best_tie)) {

@@ -79,10 +79,18 @@ void DaemonCore::expire_retired() {
 
 std::vector<BackendSnapshot> DaemonCore::snapshots() const {
     std::vector<BackendSnapshot> v;
+    double weights = 0;
+    unsigned n_eligible = 0;
+    for (const auto &[id, b] : backends_)
+        if (b.map_state() == KVS_BE_UP && b.spec.weight != 0) {
+            weights += b.spec.weight;
+            ++n_eligible;
+        }
     for (const auto &[id, b] : backends_) {
         BackendSnapshot s;
         s.id = id;
         s.eligible = b.map_state() == KVS_BE_UP && b.spec.weight != 0;  // weight 0: no new flows
+        if (s.eligible) s.share = b.spec.weight * n_eligible / weights;
         s.in_flight = in_flight(b);
         if (b.tel_valid) {
             s.queue = b.tel.waiting;

@@ -173,6 +173,47 @@ TEST(AffinityPolicy, HolderWithinTheSlackOfTheLeastLoadedIsNotOverItsBound) {
     }
 }
 
+// Loads compare per unit of weight, as the dataplane's choice does: a holder of 1.5 times the
+// mean weight is over its bound only past 1.5 times it, and a new replica goes to the least
+// loaded per unit of weight.
+TEST(AffinityPolicy, BoundsAndReplicasFollowTheWeights) {
+    auto p = params();
+    p.load_slack = 1;
+    p.replication = 2;
+    auto hot = [&](const std::vector<BackendSnapshot> &b) {
+        AffinityPolicy pol(p);
+        pol.update_backends(b, 0);
+        pol.on_report(report(0x55, {}, 0), 1 * kSec);  // one request: not hot by rate
+        const auto out = pol.compute(1 * kSec);
+        const DesiredEntry *e = find(out, 0x55);
+        EXPECT_NE(e, nullptr);
+        return e ? std::make_pair(e->hot, ids(*e))
+                 : std::make_pair(false, std::set<std::uint16_t>{});
+    };
+    auto b = backends(3);
+    b[0].in_flight = 12;  // c x mean: ceil(1.25 x 23 / 3) = 10
+    b[1].in_flight = 6;
+    b[2].in_flight = 4;
+    EXPECT_TRUE(hot(b).first) << "equal weights: 12 + 1 > 10";
+    b[0].share = 1.5;  // weights 3, 1.5, 1.5
+    b[1].share = b[2].share = 0.75;
+    EXPECT_FALSE(hot(b).first) << "12 + 1 <= 10 x 1.5";
+
+    // The replica: per unit of weight backend 2 (6 / 1.5 = 4) is less loaded than 1 (4 / 0.5 =
+    // 8), though it holds more flows.
+    b[0].in_flight = 40;
+    b[1].in_flight = 4;
+    b[2].in_flight = 6;
+    b[0].share = 1.0;  // weights 2, 1, 3
+    b[1].share = 0.5;
+    b[2].share = 1.5;
+    auto [h, holders] = hot(b);
+    EXPECT_TRUE(h);
+    EXPECT_EQ(holders, (std::set<std::uint16_t>{0, 2}));
+    b[0].share = b[1].share = b[2].share = 1.0;
+    EXPECT_EQ(hot(b).second, (std::set<std::uint16_t>{0, 1})) << "equal weights: the fewest flows";
+}
+
 // With a minimum hot time the same drop leaves the replicas in place until it is over.
 TEST(AffinityPolicy, HotPrefixHeldForMinHotTime) {
     auto p = params();

@@ -47,6 +47,9 @@ struct BackendSnapshot {
     std::optional<double> kv_usage;  // 0..1 (telemetry)
     std::optional<double> hit_rate;  // prefix-cache hit rate over the last window (telemetry)
     bool cache_reset = false;        // counters went backwards: the backend restarted, cache empty
+    // Its weight over the eligible backends' mean weight (core's LoadView::share): loads compare
+    // per unit of weight, as the dataplane's choice does. 1 when the weights are equal.
+    double share = 1.0;
 };
 
 struct DesiredEntry {
@@ -206,6 +209,7 @@ class AffinityPolicy {
     const RemoteKey *remote(std::uint64_t key) const;
     double rate_at(const Node &n, std::uint64_t now_ns) const;
     bool eligible(std::uint16_t id) const;
+    double share_of(std::uint16_t id) const;  // BackendSnapshot::share (1 when not known)
     double load_of(std::uint16_t id) const;
     void erase(Node *n);
 
