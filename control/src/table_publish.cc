@@ -172,8 +172,9 @@ void DaemonCore::publish_backends(bool force_maglev) {
                       table_algorithm_name(cfg_.table_algorithm), mb.size(), build_ms,
                       writer_.maglev_flips());
         if (on_lookup_published) on_lookup_published();
+        // No second generation bump for them: readers read slot states at every choice, and
+        // each bump ages the recent choices (kRecentGenerations).
         for (const auto &[i, want] : after_table) writer_.write_backend(i, want);
-        if (!after_table.empty()) writer_.bump_generation();
     } else {
         for (const auto &[i, want] : after_table) writer_.write_backend(i, want);
         if (changed) writer_.bump_generation();
