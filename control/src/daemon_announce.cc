@@ -99,11 +99,24 @@ void Daemon::check_dataplane(std::uint64_t now) {
 // P fleet/returning/<self> beside its epoch (the re-entry deletes it in the same txn), so a
 // kvsteerd restarted in between still re-enters (before, the state was the process's only).
 void Daemon::fleet_follow_health(std::uint64_t now) {
+    const FleetEtcdView v = etcd_->view();
     if (drain_.active) {
         left_unhealthy_ = false;  // the drain decides; a recovery must not undo it
+        // Nor a restart: an earlier leave's marker goes (else a drained appliance restarted
+        // would re-enter by it).
+        if (v.reachable && v.returning[fleet_.self] && now >= health_push_retry_ns_) {
+            FleetEtcd::TxnExtra extra;
+            extra.deletes.push_back(FleetEtcd::returning_key(fleet_.self));
+            bool changed = false;
+            std::string err;
+            if (!etcd_->update_epochs([](FleetState &, std::string *) { return true; }, &changed,
+                                      &err, &extra)) {
+                health_push_retry_ns_ = now + 1'000'000'000ull;
+                spdlog::warn("fleet: drain: removing this appliance's returning marker: {}", err);
+            }
+        }
         return;
     }
-    const FleetEtcdView v = etcd_->view();
     // Not while etcd is unreachable: each try would block the loop for a call's timeout.
     if (now < health_push_retry_ns_ || !v.reachable) return;
     if (!left_unhealthy_ && v.returning[fleet_.self]) {

@@ -240,6 +240,11 @@ PIDS+=($!)
 until_ok 10 test -S "$DIR/kvsteerd_b.sock" && until_ok 5 alive_is a 0,1 || fail "B did not come back"
 sleep 1
 [[ $(epochs a) == "$EP_LEFT" && $(returning) == "0,1;0" ]] || fail "B's second restart: epochs $(epochs a) (was $EP_LEFT), marker $(returning)"
+# A drain decides instead: the marker goes (a drained appliance restarted must not re-enter by it).
+ctl b drain --timeout 0 >/dev/null || fail "drain of B"
+marker_gone() { [[ $(returning) == None ]]; }
+until_ok 3 marker_gone || fail "B's drain left its returning marker: $(returning)"
+ctl b drain --cancel >/dev/null || fail "drain --cancel of B"
 D2=$(digest a)
 echo "ok: B restarted: back as a previous owner only, by an epoch of its absence (epochs $(epochs a))"
 
