@@ -123,18 +123,28 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
         left_unhealthy_ = true;
         std::tie(left_from_, left_to_) = *v.returning[fleet_.self];
     }
-    const MemberSet self = static_cast<MemberSet>(1u << fleet_.self), cur = fleet_.newest();
+    // etcd's newest epoch as it is: the computed one leaves out a member that reports itself
+    // unhealthy, this one included once its report is read (the leave was then never written).
+    const MemberSet self = static_cast<MemberSet>(1u << fleet_.self);
+    const MemberSet cur = v.epochs && !v.epochs->empty() ? v.epochs->back() : fleet_.newest();
+    MemberSet alive = 0;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if (v.alive[id]) alive |= static_cast<MemberSet>(1u << id);
     std::function<bool(FleetState &, std::string *)> op;
     FleetEtcd::TxnExtra extra;
     const char *what;
     if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ && (cur & self) &&
-        (cur & ~self)) {
+        (cur & alive & ~self)) {
         // Members dead now stay in (they have no MAC in the view, so push() refused the leave
         // while one was dead); a full history drops its oldest epoch rather than refuse.
         op = [this, self, &extra](FleetState &f, std::string *) {
             extra = {};
+            MemberSet alive_now = 0;
+            for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+                if (f.macs[id]) alive_now |= static_cast<MemberSet>(1u << id);
             const MemberSet n = static_cast<MemberSet>(f.newest() & ~self);
-            if (!(f.newest() & self) || !n) return true;
+            // Not to an epoch of dead members only (every appliance computes it empty: no owner).
+            if (!(f.newest() & self) || !(n & alive_now)) return true;
             left_from_ = f.newest();
             left_to_ = n;
             bool dropped = false;
@@ -149,8 +159,12 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
     } else if (dp_health_.healthy && left_unhealthy_ && v.alive[fleet_.self]) {
         // Only with its member key back: a re-entry while the key could not be put would leave
         // again at the next lease grant, two epochs a round.
-        op = [this, &extra](FleetState &f, std::string *) {
+        op = [this, &extra](FleetState &f, std::string *e) {
             extra = {};
+            if (!f.macs[fleet_.self]) {  // the key went since the view above: later
+                *e = "this appliance's member key is not in etcd";
+                return false;
+            }
             extra.deletes.push_back(FleetEtcd::returning_key(fleet_.self));
             const MemberSet back =
                 fleet_return_epoch(f.newest(), fleet_.self, left_from_, left_to_);
@@ -245,6 +259,24 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
             drain_.fleet_note = "not an owner";
         } else if (!(now & ~self)) {
             drain_.fleet_note = "the last owner: stays one";
+        } else if (etcd_) {
+            // etcd's newest epoch less this appliance, members dead now kept (a push of the
+            // computed one took them out, and they stayed out when they came back).
+            MemberSet to = 0;
+            bool changed = false;
+            std::string err;
+            const auto op = [&](FleetState &f, std::string *) {
+                MemberSet alive_now = 0;
+                for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+                    if (f.macs[id]) alive_now |= static_cast<MemberSet>(1u << id);
+                to = fleet_leave_epoch(f.newest(), fleet_.self, alive_now);
+                return !to || append_epoch(f.epochs, to);
+            };
+            drain_.fleet_note = !etcd_->update_epochs(op, &changed, &err)
+                                    ? "leaving the owners failed: " + err
+                                : to ? "left the owners: " + member_set_str(to)
+                                     : std::string("not an owner, or the last one alive: stays");
+            apply_fleet_etcd();
         } else {
             const json req = {{"members", member_set_str(static_cast<MemberSet>(now & ~self))}};
             const json r = *handle_fleet("fleet.push", req);

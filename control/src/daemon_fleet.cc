@@ -352,6 +352,7 @@ json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
         changed = true;
     } else {
         std::function<bool(FleetState &, std::string *)> op;
+        FleetEtcd::TxnExtra extra;
         if (cmd == "fleet.push") {
             if (!req.contains("members")) return fail("fleet.push needs \"members\" (ID[,ID...])");
             auto set = json_members(req["members"], &err);
@@ -366,13 +367,16 @@ json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
             if (!req.contains("id")) return fail(cmd + " needs \"id\"");
             auto id = json_id(req["id"], &err);
             if (!id) return fail(cmd + ": " + err);
-            // A dead member has no MAC in etcd's view any more: its id is removed all the same.
+            // A dead member has no MAC in etcd's view any more: its id is removed all the same,
+            // and its returning marker with it (else a box later started under that id would
+            // re-enter the owners by it, without the push a new member needs).
+            extra.deletes.push_back(FleetEtcd::returning_key(*id));
             op = [id = *id](FleetState &f, std::string *) {
                 for (MemberSet &e : f.epochs) e &= static_cast<MemberSet>(~(1u << id));
                 return true;
             };
         }
-        if (!etcd_->update_epochs(op, &changed, &err)) return fail(cmd + ": " + err);
+        if (!etcd_->update_epochs(op, &changed, &err, &extra)) return fail(cmd + ": " + err);
     }
     if (changed)
         spdlog::info("fleet: {} {} written to etcd", cmd,

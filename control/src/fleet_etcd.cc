@@ -546,6 +546,10 @@ bool FleetEtcd::put_hot(std::string *err) {
 }
 
 bool FleetEtcd::poll(std::string *err) {
+    // The etcd thread and the event loop (update_epochs) both poll: a read that started before
+    // the one stored last is older than it and is not stored (the view never goes backwards: an
+    // older read showed a returning marker the re-entry had just deleted).
+    const std::uint64_t ticket = ++poll_ticket_;
     auto r = etcd_call(ep_, "/v3/kv/range", etcd_range_request(prefix_, true), kCallTimeout);
     if (!r.ok()) {
         *err = r.error;
@@ -643,6 +647,8 @@ bool FleetEtcd::poll(std::string *err) {
     bool changed, epochs_warn = false;
     {
         std::lock_guard lk(mu_);
+        if (ticket < stored_ticket_) return true;
+        stored_ticket_ = ticket;
         if (!v.epochs) {  // a bad value, or the key deleted: the last good epochs stay in force
             v.epochs = view_.epochs;  // (none read yet: the configured ones are used)
             v.epochs_version = view_.epochs_version;

@@ -238,6 +238,8 @@ class FleetEtcd {
     std::map<std::string, std::int64_t> hot_bad_seen_;         // key -> mod_revision (mu_)
     std::map<std::string, std::string> report_bad_seen_;       // member key -> value logged (mu_)
     std::uint64_t hot_bad_ = 0;                                // guarded by mu_
+    std::atomic<std::uint64_t> poll_ticket_{0};  // poll(): each read's place in start order
+    std::uint64_t stored_ticket_ = 0;            // the read view_ holds (mu_)
     std::thread thr_;
     // The watch: wake_ (mu_) asks the poller to read the prefix now; stopping_ ends the watch's
     // waits (its socket is polled in slices).
