@@ -245,6 +245,17 @@ ctl b drain --timeout 0 >/dev/null || fail "drain of B"
 marker_gone() { [[ $(returning) == None ]]; }
 until_ok 3 marker_gone || fail "B's drain left its returning marker: $(returning)"
 ctl b drain --cancel >/dev/null || fail "drain --cancel of B"
+# fleet forget of B's id deletes its marker too (a box later started under that id must not
+# re-enter the owners by it without a push).
+put_marker() {
+    inns curl -sf -o /dev/null -X POST -d "{\"key\":\"$(printf %s /kvet-test/fleet/returning/1 | base64 -w0)\",\"value\":\"$(printf %s '0,1;0' | base64 -w0)\"}" \
+        "http://127.0.0.1:$PORT/v3/kv/put"
+}
+put_marker || fail "putting a returning marker"
+marker_back() { [[ $(returning) == "0,1;0" ]]; }
+until_ok 3 marker_back || fail "A does not see the marker put: $(returning)"
+ctl a fleet forget 1 >/dev/null || fail "fleet forget 1: $(ctl a fleet forget 1 2>&1)"
+until_ok 3 marker_gone || fail "fleet forget left B's returning marker: $(returning)"
 D2=$(digest a)
 echo "ok: B restarted: back as a previous owner only, by an epoch of its absence (epochs $(epochs a))"
 
