@@ -75,8 +75,9 @@ class BinderTest : public ::testing::Test {
         return e;
     }
 
-    // A flow whose ISN came from the timestamp echo (known for sure) unless told otherwise.
-    void start(bool isn_known = true, std::uint64_t now = 0) {
+    // The client's handshake: its ISN from the timestamp echo (known for sure) unless told
+    // otherwise.
+    static ClientHello hello(bool isn_known = true) {
         ClientHello h;
         h.isn = kIsn;
         h.isn_known = isn_known;
@@ -89,13 +90,16 @@ class BinderTest : public ::testing::Test {
         h.tsval = kTsClient;
         h.window = 502;
         h.tuple_hash = 0x1234;
-        b_.start(env(), h, now);
+        return h;
+    }
+    void start(bool isn_known = true, std::uint64_t now = 0) {
+        b_.start(env(), hello(isn_known), now);
     }
 
     // Bytes [off, off+len) of `data` as a client segment (payload pointers stay valid: the
     // strings are static).
-    FirstFlight::Add seg(const std::string &data, std::uint32_t off, std::uint32_t len,
-                         std::uint64_t now, Actions &out, bool fin = false) {
+    static ClientSeg client(const std::string &data, std::uint32_t off, std::uint32_t len,
+                            bool fin = false) {
         ClientSeg c;
         c.pkt = reinterpret_cast<void *>(static_cast<std::uintptr_t>(off + 1));  // its offset
         c.data = reinterpret_cast<const std::uint8_t *>(data.data()) + off;
@@ -106,7 +110,11 @@ class BinderTest : public ::testing::Test {
         c.has_ts = true;
         c.tsval = kTsClient + 1;
         c.tsecr = kTsOurs;
-        return b_.segment(env(), c, true, now, out);
+        return c;
+    }
+    FirstFlight::Add seg(const std::string &data, std::uint32_t off, std::uint32_t len,
+                         std::uint64_t now, Actions &out, bool fin = false) {
+        return b_.segment(env(), client(data, off, len, fin), true, now, out);
     }
 
     // Holding -> Connect -> connect(): the first SYN.
@@ -923,25 +931,15 @@ TEST_F(BinderTest, AChunkedRequestIsKeyedLikeItsContentLengthTwin) {
     for (const std::vector<std::size_t> &cuts :
          {std::vector<std::size_t>{0}, std::vector<std::size_t>{0, first}}) {
         Binder second;
-        ClientHello h;
-        h.isn = kIsn;
-        h.isn_known = true;
-        h.cookie_isn = kCookie;
-        h.mss = 1460;
-        h.ts = 1;
-        h.tuple_hash = 0x1234;
-        second.start(env(), h, 0);
+        second.start(env(), hello(), 0);
         Actions out2;
         for (std::size_t i = 0; i < cuts.size(); ++i) {
-            const std::size_t off = cuts[i];
+            const auto off = static_cast<std::uint32_t>(cuts[i]);
             const std::size_t end = i + 1 < cuts.size() ? cuts[i + 1] : chunked.size();
-            ClientSeg c;
-            c.pkt = reinterpret_cast<void *>(static_cast<std::uintptr_t>(off + 1));
-            c.data = reinterpret_cast<const std::uint8_t *>(chunked.data()) + off;
-            c.seq = kIsn + 1 + static_cast<std::uint32_t>(off);
-            c.len = static_cast<std::uint16_t>(end - off);
-            c.window = 502;
-            ASSERT_EQ(second.segment(env(), c, true, 10, out2), FirstFlight::Add::Held);
+            ASSERT_EQ(
+                second.segment(env(), client(chunked, off, static_cast<std::uint32_t>(end - off)),
+                               true, 10, out2),
+                FirstFlight::Add::Held);
         }
         SCOPED_TRACE(cuts.size());
         ASSERT_FALSE(kinds(out2).empty());

@@ -140,6 +140,16 @@ class BindTest : public ::testing::Test {
             inject(rp.rx, make_seg(rp.pool, s));
         }
     }
+    // A whole request from another client address binds at once (a SYN at `at`).
+    void expect_another_address_binds(std::uint64_t at) {
+        Seg other = client_seg(0, request(600), 5);
+        other.saddr = ip4("10.77.0.11");
+        other.ack = cookie_for(other.sport, other.saddr) + 1;
+        inject(rp.rx, make_seg(rp.pool, other));
+        auto out = step(at);
+        ASSERT_EQ(out.size(), 1u) << "another address binds at once";
+        EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    }
     // n first flights from the client address (ports first_port..), each a whole request: the
     // SYNs the worker sends for them, in the flights' order.
     std::vector<std::vector<std::uint8_t>> open_flows(unsigned n, std::uint16_t first_port) {
@@ -1276,13 +1286,7 @@ TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(worker->slot_count(), 3u);
     EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 2u);
-    Seg other = client_seg(0, request(600), 5);
-    other.saddr = ip4("10.77.0.11");
-    other.ack = cookie_for(other.sport, other.saddr) + 1;
-    inject(rp.rx, make_seg(rp.pool, other));
-    auto out = step(now + ms(1));
-    ASSERT_EQ(out.size(), 1u) << "another address binds at once";
-    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    ASSERT_NO_FATAL_FAILURE(expect_another_address_binds(now + ms(1)));
 }
 
 // One client address's flights may hold only their share of the worker's held packets: the
@@ -1309,13 +1313,7 @@ TEST_F(BindTest, PerSourcePacketCapHoldsOneAddressToItsShareOfThePackets) {
     EXPECT_EQ(parse(first[0]).tcp->flags, KVS_TCP_SYN);
     EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 2u) << "4 of the address's 6 segments held";
     EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
-    Seg other = client_seg(0, request(600), 5);
-    other.saddr = ip4("10.77.0.11");
-    other.ack = cookie_for(other.sport, other.saddr) + 1;
-    inject(rp.rx, make_seg(rp.pool, other));
-    auto out = step(now + ms(1));
-    ASSERT_EQ(out.size(), 1u) << "another address binds at once";
-    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+    ASSERT_NO_FATAL_FAILURE(expect_another_address_binds(now + ms(1)));
     // A third connection of the address: its first segment finds no room, and its slot goes.
     const unsigned slots = worker->slot_count();
     slow(40002, 1);

@@ -297,6 +297,20 @@ hot_shared() {
 until_ok 4 hot_shared || fail "hot prefixes not shared: $(fjson 1 "f['etcd']['hot']") / $(fjson 2 "f['etcd']['hot']")"
 log "appliance 1 shares $(fjson 1 "f['etcd']['hot']['shared']") and uses $(fjson 1 "f['etcd']['hot']['remote_keys']") remote keys; appliance 2: $(fjson 2 "f['etcd']['hot']['shared']") / $(fjson 2 "f['etcd']['hot']['remote_keys']")"
 
+# streams_survived OUT SENT_BEFORE WHEN: the 20 streams of OUT (pid STREAMS), bound by appliance 1
+# while appliance 2 was out, outlived its return intact, and appliance 2 sent some on to appliance
+# 1 (its fleet_redirect_prev counter was SENT_BEFORE): else the router moved none, nothing proven.
+streams_survived() {
+    local out=$1 before=$2 when=$3 sent
+    kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$out")"; }
+    wait "$STREAMS"
+    [[ "$(field "$out" ok)" == 20 && "$(field "$out" corrupted)" == 0 ]] \
+        || fail "streams bound $when broke at appliance 2's return: $(cat "$out")"
+    sent=$(( $(counter 2 xdp fleet_redirect_prev) - before ))
+    (( sent > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
+    log "20/20 streams bound $when intact after appliance 2's return ($sent packets sent on to their binder)"
+}
+
 log "5. appliance 2's dataplane dies; kvsteerd withdraws the VIP"
 # Settled first: no older epoch makes appliance 1 a previous owner of appliance 2's buckets.
 ctl 1 fleet settle >/dev/null || fail "fleet settle"
@@ -326,13 +340,7 @@ until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $
 [[ "$(fjson 1 "f['etcd']['returning']")" == "{}" ]] || fail "the returning marker outlived the re-entry: $(fjson 1 "f['etcd']['returning']")"
 # Back by another epoch: the spell's epoch stays, appliance 1 a previous owner of its buckets.
 [[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
-kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$DIR/s4.json")"; }
-wait "$STREAMS"
-[[ "$(field "$DIR/s4.json" ok)" == 20 && "$(field "$DIR/s4.json" corrupted)" == 0 ]] \
-    || fail "streams bound during appliance 2's outage broke at its return: $(cat "$DIR/s4.json")"
-sent_on=$(( $(counter 2 xdp fleet_redirect_prev) - sent_on ))
-(( sent_on > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
-log "20/20 streams bound during the outage intact after appliance 2's return ($sent_on packets sent on to their binder)"
+streams_survived "$DIR/s4.json" "$sent_on" "during the outage"
 until_ok 3 digests_agree 1 2 || fail "digests disagree after appliance 2's return"
 agrees() { [[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]]; }
 until_ok 3 agrees || fail "fleet status says the fleet disagrees: $(fjson 1 "f['etcd']['reported']")"
@@ -380,14 +388,8 @@ ip -n "${KVS_APP_NS[2]}" link set app0 up
 app__kvsteerd 2 fleet_conf; app__dataplane 2; app__wait 2
 until_ok 10 hops_are 1 2 || fail "appliance 2 is back but not announced: route over '$(hops)'"
 until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
-kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$DIR/s5.json")"; }
-wait "$STREAMS"
-[[ "$(field "$DIR/s5.json" ok)" == 20 && "$(field "$DIR/s5.json" corrupted)" == 0 ]] \
-    || fail "streams bound while appliance 2 was away broke at its return: $(cat "$DIR/s5.json")"
-sent_on=$(( $(counter 2 xdp fleet_redirect_prev) - sent_on ))
-(( sent_on > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
+streams_survived "$DIR/s5.json" "$sent_on" "while appliance 2 was away"
 grep -q "member 1 left the owners before its key is put" "$DIR/kvsteerd2.log" || fail "appliance 2 did not leave before its key was put"
 [[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
 [[ "$(fjson 1 "f['etcd']['returning']")" == "{}" ]] || fail "the returning marker outlived the re-entry: $(fjson 1 "f['etcd']['returning']")"
-log "20/20 streams bound while appliance 2 was away intact after its return ($sent_on packets sent on to their binder)"
 echo "fleet-bgp: ok"
