@@ -149,6 +149,49 @@ static __always_inline int kvs_resp_owed(const struct kvs_flow *c2s, const struc
            s2c->resp_end != s2c->next_seq;
 }
 
+/* An idle connection's end (its client sent again, or it closed): KVS_FLOW_IDLE cleared on its
+ * client->server entry `c`, and counted in the backend's idle_ends by whoever clears it. */
+static __always_inline void kvs_idle_end(struct kvs_flow *c) {
+    const __u32 idle = (__u32)KVS_FLOW_IDLE << KVS_FLOW_STATE_SHIFT;
+
+    if (__sync_fetch_and_and(KVS_FLOW_STATE_WORD(c), ~idle) & idle) {
+        __u32 be = c->backend_id;
+        struct kvs_backend_load *ld = bpf_map_lookup_elem(&kvs_be_load, &be);
+
+        if (ld) __sync_fetch_and_add(&ld->idle_ends, 1);
+    }
+}
+
+/* A response's last byte just passed (`s`, the server->client entry, reached its end for the
+ * first time): the connection is idle when nothing is owed (every request started has its
+ * response) and the client sent nothing past its last request's end (a request XDP could not
+ * delimit leaves it in flight). KVS_FLOW_IDLE is set only on an entry neither closed nor being
+ * bound again (compare-and-swap: a close or a boundary on another CPU wins), and counted in the
+ * backend's idle_starts once. Global: once per response. */
+__attribute__((noinline)) int kvs_xdp_idle(const struct kvs_flow_key *key, struct kvs_flow *s) {
+    const __u32 idle = (__u32)KVS_FLOW_IDLE << KVS_FLOW_STATE_SHIFT;
+    const __u32 busy = (__u32)(KVS_FLOW_IDLE | KVS_FLOW_CLOSED | KVS_FLOW_REBINDING)
+                       << KVS_FLOW_STATE_SHIFT;
+    struct kvs_backend_load *ld;
+    struct kvs_flow_key rk;
+    struct kvs_flow *c;
+    __u32 old, be;
+
+    if (!key || !s) return 0;
+    kvs_flow_reverse_key(key, s, &rk);
+    c = bpf_map_lookup_elem(&kvs_flows, &rk);
+    if (!c || c->dir != KVS_DIR_C2S || (__s16)(s->msgs - c->msgs) < 0 ||
+        !(c->resp & KVS_RESP_END) || c->next_seq != c->resp_end)
+        return 0;
+    old = *(volatile __u32 *)KVS_FLOW_STATE_WORD(c);
+    if (old & busy) return 0;
+    if (__sync_val_compare_and_swap(KVS_FLOW_STATE_WORD(c), old, old | idle) != old) return 0;
+    be = c->backend_id;
+    ld = bpf_map_lookup_elem(&kvs_be_load, &be);
+    if (ld) __sync_fetch_and_add(&ld->idle_starts, 1);
+    return 0;
+}
+
 /* Closes the flow pair (CLOSED on both entries); the backend's closes counter is bumped by
  * whoever flips CLOSED on the arbiter entry (the client->server one, or `f` if that is gone):
  * exactly once, however many CPUs and paths close it at once. */
@@ -169,6 +212,7 @@ static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *
 
         if (ld) __sync_fetch_and_add(&ld->closes, 1);
         kvs_count(KVS_R_FLOW_CLOSED);
+        kvs_idle_end(arb); /* closed while idle: no longer idle either */
     }
 }
 
@@ -517,6 +561,11 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
         f->last_ack = bpf_ntohl(pkt->tcp->ack_seq);
     if (len) {
         p = (const __u8 *)data + (off & 0xff);
+        /* The client's new bytes end its connection's idleness (before a boundary hands the
+         * connection to the dataplane: its entries are replaced there). */
+        if (f->dir == KVS_DIR_C2S && (f->state & KVS_FLOW_IDLE) &&
+            (__s32)(seq + len - f->next_seq) > 0)
+            kvs_idle_end(f);
         if (f->dir == KVS_DIR_C2S && seq == f->resp_end && (f->resp & KVS_RESP_END) &&
             (const void *)(p + 3) <= data_end && p[0] >= 'A' && p[0] <= 'Z' && p[1] >= 'A' &&
             p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z') {
@@ -541,8 +590,12 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
      * forged or stale segment far ahead stopped the connection's boundaries for good. */
     if ((__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
-        !(flags & KVS_TCP_SYN))
+        !(flags & KVS_TCP_SYN)) {
         f->next_seq = end;
+        /* This segment brought the response to its end: the connection may be idle now. */
+        if (f->dir == KVS_DIR_S2C && end == f->resp_end && (f->resp & KVS_RESP_END))
+            kvs_xdp_idle(key, f);
+    }
     return 0;
 }
 

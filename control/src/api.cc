@@ -136,6 +136,7 @@ json Daemon::backend_json(const BackendRuntime &b) const {
         {"draining", b.draining},
         {"mac", b.mac ? json(format_mac(*b.mac)) : json(nullptr)},
         {"in_flight", core_.in_flight(b)},
+        {"idle", core_.idle(b)},
         {"binds", rd(l.binds) - b.base_binds},
         {"closes", rd(l.closes) - b.base_closes},
         {"bind_fail_rst", rd(l.bind_fail_rst)},

@@ -170,10 +170,10 @@ void DaemonCore::after_scrape(BackendRuntime &b) {
     std::atomic_ref<__u64>(l.ext_queue).store(q, std::memory_order_relaxed);
     std::atomic_ref<__u64>(l.ext_running).store(run, std::memory_order_relaxed);
     // queue-cap: a backend that queues requests itself takes no new affinity flows beyond
-    // what it has (max_load = in-flight, at least 1) until its queue drains.
+    // what it has (max_load = its requests in flight, at least 1) until its queue drains.
     std::uint32_t cap = 0;
     if (cfg_.queue_cap && b.tel_valid && b.tel.waiting && *b.tel.waiting >= cfg_.queue_cap)
-        cap = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(in_flight(b), 1, 0xffffffffu));
+        cap = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(active(b), 1, 0xffffffffu));
     if (cap != b.queue_max_load) {
         spdlog::debug("backend {} {}: queue {} -> max_load {}", b.id, b.spec.ep.str(), q,
                       cap ? std::to_string(cap) : "bound");

@@ -125,26 +125,19 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
     }
     // etcd's newest epoch as it is: the computed one leaves out a member that reports itself
     // unhealthy, this one included once its report is read (the leave was then never written).
-    const MemberSet self = static_cast<MemberSet>(1u << fleet_.self);
     const MemberSet cur = v.epochs && !v.epochs->empty() ? v.epochs->back() : fleet_.newest();
-    MemberSet alive = 0;
-    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
-        if (v.alive[id]) alive |= static_cast<MemberSet>(1u << id);
     std::function<bool(FleetState &, std::string *)> op;
     FleetEtcd::TxnExtra extra;
     const char *what;
-    if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ && (cur & self) &&
-        (cur & alive & ~self)) {
+    if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ &&
+        fleet_leave_epoch(cur, fleet_.self, member_set_of(v.alive))) {
         // Members dead now stay in (they have no MAC in the view, so push() refused the leave
         // while one was dead); a full history drops its oldest epoch rather than refuse.
-        op = [this, self, &extra](FleetState &f, std::string *) {
+        op = [this, &extra](FleetState &f, std::string *) {
             extra = {};
-            MemberSet alive_now = 0;
-            for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
-                if (f.macs[id]) alive_now |= static_cast<MemberSet>(1u << id);
-            const MemberSet n = static_cast<MemberSet>(f.newest() & ~self);
             // Not to an epoch of dead members only (every appliance computes it empty: no owner).
-            if (!(f.newest() & self) || !(n & alive_now)) return true;
+            const MemberSet n = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
+            if (!n) return true;
             left_from_ = f.newest();
             left_to_ = n;
             bool dropped = false;
@@ -266,10 +259,7 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
             bool changed = false;
             std::string err;
             const auto op = [&](FleetState &f, std::string *) {
-                MemberSet alive_now = 0;
-                for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
-                    if (f.macs[id]) alive_now |= static_cast<MemberSet>(1u << id);
-                to = fleet_leave_epoch(f.newest(), fleet_.self, alive_now);
+                to = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
                 return !to || append_epoch(f.epochs, to);
             };
             drain_.fleet_note = !etcd_->update_epochs(op, &changed, &err)

@@ -155,6 +155,8 @@ BackendRuntime DaemonCore::fresh_backend(std::uint16_t id, const BackendSpec &sp
     auto &l = maps_.load[id];
     b.base_binds = load_relaxed(l.binds);
     b.base_closes = load_relaxed(l.closes);
+    b.base_idle_starts = load_relaxed(l.idle_starts);
+    b.base_idle_ends = load_relaxed(l.idle_ends);
     b.prev_bind_fails = load_relaxed(l.bind_fail_rst) + load_relaxed(l.bind_fail_timeout);
     b.prev_binds = b.base_binds;
     return b;
@@ -208,7 +210,7 @@ void DaemonCore::start(std::uint64_t now_ns) {
             // (starting it down would make the dataplane refuse new flows until the first check).
             const std::uint8_t was_state = maps_.backends[*id].state;
             b = fresh_backend(*id, spec);
-            b.base_binds = b.base_closes = 0;
+            b.base_binds = b.base_closes = b.base_idle_starts = b.base_idle_ends = 0;
             if (was_state == KVS_BE_UP || was_state == KVS_BE_DRAIN) b.health = HealthState(true);
         }
         resolve_mac(b);

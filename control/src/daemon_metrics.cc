@@ -39,6 +39,11 @@ std::string Daemon::metrics_text() {
     for (const auto &[id, b] : backends)
         val("kvsteerd_backend_in_flight", fmt::format("backend=\"{}\"", b.spec.ep.str()),
             static_cast<double>(core_.in_flight(b)));
+    head("kvsteerd_backend_idle", "gauge",
+         "Of those, kept-alive connections idle between requests (not counted as load).");
+    for (const auto &[id, b] : backends)
+        val("kvsteerd_backend_idle", fmt::format("backend=\"{}\"", b.spec.ep.str()),
+            static_cast<double>(core_.idle(b)));
     head("kvsteerd_backend_weight", "gauge", "Maglev weight.");
     for (const auto &[id, b] : backends)
         val("kvsteerd_backend_weight", fmt::format("backend=\"{}\"", b.spec.ep.str()),

@@ -411,11 +411,8 @@ bool FleetEtcd::keep_lease(std::string *err) {
         marker = {};
         // Its key still there (a restart within the TTL): the others never left it out.
         if (f.macs[local_.self]) return true;
-        MemberSet alive = 0;
-        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
-            if (f.macs[id]) alive |= bit(id);
         from = f.newest();
-        to = fleet_leave_epoch(from, local_.self, alive);
+        to = fleet_leave_epoch(from, local_.self, member_set_of(f.macs));
         if (!to) return true;
         bool dropped = false;
         if (!append_epoch(f.epochs, to, &dropped)) {

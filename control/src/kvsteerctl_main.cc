@@ -181,9 +181,9 @@ int addr_width(const json &list, std::initializer_list<const char *> fields) {
 
 void print_backends(const json &list) {
     const int aw = addr_width(list, {"addr"});
-    std::printf("%-4s %-*s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", aw, "ADDRESS",
-                "STATE", "WEIGHT", "INFLIGHT", "BINDS", "RUN", "WAIT", "KV", "HIT", "BLOCKS", "MAC",
-                "LAST ERROR");
+    std::printf("%-4s %-*s %-6s %6s %8s %6s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", aw,
+                "ADDRESS", "STATE", "WEIGHT", "INFLIGHT", "IDLE", "BINDS", "RUN", "WAIT", "KV",
+                "HIT", "BLOCKS", "MAC", "LAST ERROR");
     for (const auto &b : list) {
         const auto &t = b["telemetry"];
         // BLOCKS: GPU blocks the server holds by its KV events ("-" without kv-events=).
@@ -192,11 +192,12 @@ void print_backends(const json &list) {
         if (err.empty() && kv.is_object() && !kv["last_error"].get<std::string>().empty())
             err = "kv-events: " + kv["last_error"].get<std::string>();
         std::printf(
-            "%-4s %-*s %-6s %6s %8s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(), aw,
-            b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
-            num(b["weight"]).c_str(), num(b["in_flight"]).c_str(), num(b["binds"]).c_str(),
-            num(t["running"], 0).c_str(), num(t["waiting"], 0).c_str(), num(t["kv_usage"]).c_str(),
-            num(t["hit_rate"]).c_str(), kv.is_object() ? num(kv["resident_blocks"]).c_str() : "-",
+            "%-4s %-*s %-6s %6s %8s %6s %8s %6s %6s %6s %6s %8s  %-17s %s\n", num(b["id"]).c_str(),
+            aw, b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
+            num(b["weight"]).c_str(), num(b["in_flight"]).c_str(), num(b["idle"]).c_str(),
+            num(b["binds"]).c_str(), num(t["running"], 0).c_str(), num(t["waiting"], 0).c_str(),
+            num(t["kv_usage"]).c_str(), num(t["hit_rate"]).c_str(),
+            kv.is_object() ? num(kv["resident_blocks"]).c_str() : "-",
             b["mac"].is_null() ? "unresolved" : b["mac"].get<std::string>().c_str(), err.c_str());
     }
 }
@@ -583,14 +584,15 @@ int cmd_counters(Ctl &c, const std::vector<std::string> &args) {
     }
     if (r.contains("backends")) {
         const int aw = addr_width(r["backends"], {"addr"});
-        std::printf("backends:\n  %-4s %-*s %-6s %9s %9s %8s %8s %8s %6s %6s\n", "ID", aw,
-                    "ADDRESS", "STATE", "BINDS", "CLOSES", "INFLIGHT", "FAIL_RST", "FAIL_TMO",
-                    "QUEUE", "RUN");
+        std::printf("backends:\n  %-4s %-*s %-6s %9s %9s %8s %6s %8s %8s %6s %6s\n", "ID", aw,
+                    "ADDRESS", "STATE", "BINDS", "CLOSES", "INFLIGHT", "IDLE", "FAIL_RST",
+                    "FAIL_TMO", "QUEUE", "RUN");
         for (const auto &b : r["backends"])
-            std::printf("  %-4s %-*s %-6s %9s %9s %8s %8s %8s %6s %6s\n", num(b["id"]).c_str(), aw,
-                        b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
-                        num(b["binds"]).c_str(), num(b["closes"]).c_str(),
-                        num(b["in_flight"]).c_str(), num(b["bind_fail_rst"]).c_str(),
+            std::printf("  %-4s %-*s %-6s %9s %9s %8s %6s %8s %8s %6s %6s\n", num(b["id"]).c_str(),
+                        aw, b["addr"].get<std::string>().c_str(),
+                        b["state"].get<std::string>().c_str(), num(b["binds"]).c_str(),
+                        num(b["closes"]).c_str(), num(b["in_flight"]).c_str(),
+                        num(b["idle"]).c_str(), num(b["bind_fail_rst"]).c_str(),
                         num(b["bind_fail_timeout"]).c_str(), num(b["ext_queue"]).c_str(),
                         num(b["ext_running"]).c_str());
     }

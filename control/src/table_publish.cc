@@ -51,6 +51,18 @@ std::uint64_t DaemonCore::in_flight(const BackendRuntime &b) const {
     return in_flight_since(b.id, b.base_binds, b.base_closes);
 }
 
+std::uint64_t DaemonCore::idle(const BackendRuntime &b) const {
+    auto &l = maps_.load[b.id];
+    std::uint64_t ends = load_relaxed(l.idle_ends) - b.base_idle_ends;
+    std::uint64_t starts = load_relaxed(l.idle_starts) - b.base_idle_starts;
+    return starts > ends ? starts - ends : 0;
+}
+
+std::uint64_t DaemonCore::active(const BackendRuntime &b) const {
+    const std::uint64_t n = in_flight(b), i = idle(b);
+    return n > i ? n - i : 0;
+}
+
 std::uint64_t DaemonCore::in_flight_since(std::uint16_t id, std::uint64_t base_binds,
                                           std::uint64_t base_closes) const {
     auto &l = maps_.load[id];
@@ -91,7 +103,7 @@ std::vector<BackendSnapshot> DaemonCore::snapshots() const {
         s.id = id;
         s.eligible = b.map_state() == KVS_BE_UP && b.spec.weight != 0;  // weight 0: no new flows
         if (s.eligible) s.share = b.spec.weight * n_eligible / weights;
-        s.in_flight = in_flight(b);
+        s.in_flight = active(b);  // as the dataplane's choice counts it
         if (b.tel_valid) {
             s.queue = b.tel.waiting;
             s.kv_usage = b.tel.kv_usage;

@@ -162,6 +162,9 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         if (gone && !counted && load && df.backend_id < KVS_MAX_BACKENDS) {
             __atomic_fetch_add(&load[df.backend_id].closes, 1, __ATOMIC_RELAXED);
             ++r.closes;
+            // An idle kept-alive connection expired: no longer counted idle either.
+            if (((df.dir == KVS_DIR_C2S ? df.state : twin ? rf.state : 0) & KVS_FLOW_IDLE) != 0)
+                __atomic_fetch_add(&load[df.backend_id].idle_ends, 1, __ATOMIC_RELAXED);
         }
         if (ports) ports->free_installed(df.backend_id, snat_port_of(dk, df));
     }

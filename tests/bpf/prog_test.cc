@@ -1133,6 +1133,58 @@ TEST_P(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
                    KVS_R_PUNT_NO_XSK);
 }
 
+// A kept-alive connection between requests carries no load: XDP counts it idle once its response
+// ended with nothing owed (idle_starts), and no longer at the client's next request or the close
+// (idle_ends); the choice's load is binds - closes - (idle_starts - idle_ends).
+TEST_P(BpfBoundary, IdleBetweenRequestsIsCountedUntilTheNextRequest) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    const auto n = static_cast<std::uint32_t>(resp.size());
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(state(kc), KVS_FLOW_IDLE);
+    EXPECT_EQ(state(ks), 0) << "marked on the client's entry only";
+    EXPECT_EQ(h_->load(3).idle_starts, 1u);
+    EXPECT_EQ(h_->load(3).idle_ends, 0u);
+    // Its last segment again (a retransmission): counted once.
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(h_->load(3).idle_starts, 1u);
+    // The next request: no longer idle, before the dataplane takes the connection over.
+    expect_verdict(next_request(n), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+    EXPECT_EQ(h_->load(3).idle_starts, 1u);
+    EXPECT_EQ(h_->load(3).idle_ends, 1u);
+}
+
+TEST_P(BpfBoundary, IdleConnectionClosedIsNoLongerIdle) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const auto n = static_cast<std::uint32_t>(resp.size());
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    ASSERT_EQ(state(kc), KVS_FLOW_IDLE);
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    c.seq = kReqEnd;
+    c.ack = kCookie + 1 + n;
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    EXPECT_EQ(h_->load(3).idle_starts, 1u);
+    EXPECT_EQ(h_->load(3).idle_ends, 1u);
+    // A closed connection is never idle again (its last segment retransmitted).
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(h_->load(3).idle_starts, 1u);
+}
+
+TEST_P(BpfBoundary, ResponseEndingWithARequestOwedIsNotIdle) {
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello";  // 5 of 10
+    const auto n = static_cast<std::uint32_t>(head.size());
+    expect_verdict(response(0, head), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(state(kc), 0) << "half a response: in flight";
+    // A pipelined request before the response ended: kept on the backend, a response owed.
+    expect_verdict(next_request(n), XDP_TX_, KVS_R_TX_FWD_C2S);
+    expect_verdict(response(n, "world"), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(state(kc), 0) << "the second request is still being answered";
+    EXPECT_EQ(h_->load(3).idle_starts, 0u);
+}
+
 TEST_P(BpfBoundary, ChunkedResponseEndsWithItsLastChunk) {
     const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
     const std::string last = "0\r\n\r\n";

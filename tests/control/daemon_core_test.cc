@@ -287,7 +287,9 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
     BackendSpec spec = d.config().backends[0];
     EXPECT_FALSE(d.free_id(spec.ep, &err));
     EXPECT_NE(err.find("exists"), std::string::npos);
-    m_.view.load[1].binds = 5;  // an earlier occupant's flows
+    m_.view.load[1].binds = 5;        // an earlier occupant's flows
+    m_.view.load[1].idle_starts = 3;  // two of them idle
+    m_.view.load[1].idle_ends = 1;
     const auto id = add(d, "10.0.2.9:8000", kT0 + kMs);
     ASSERT_TRUE(id);
     EXPECT_EQ(*id, 1);
@@ -296,6 +298,20 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
     EXPECT_EQ(d.in_flight(*d.backend(1)), 0u);
     m_.view.load[1].binds = 7;
     EXPECT_EQ(d.in_flight(*d.backend(1)), 2u);
+    // One of the two connections idle between requests: still in flight (a drain waits for it),
+    // no longer load (what the policy is told); an earlier occupant's idle counts are not its.
+    EXPECT_EQ(d.idle(*d.backend(1)), 0u);
+    m_.view.load[1].idle_starts = 4;
+    EXPECT_EQ(d.idle(*d.backend(1)), 1u);
+    EXPECT_EQ(d.active(*d.backend(1)), 1u);
+    EXPECT_EQ(d.in_flight(*d.backend(1)), 2u);
+    for (const BackendSnapshot &s : d.snapshots()) {
+        if (s.id == 1) {
+            EXPECT_EQ(s.in_flight, 1u) << "the policy's load";
+        }
+    }
+    m_.view.load[1].idle_ends = 2;
+    EXPECT_EQ(d.active(*d.backend(1)), 2u);
     EXPECT_GT(maglev_slots(1), 0u);
     d.set_draining(1, true, kT0 + 2 * kMs);
     EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DRAIN);

@@ -412,6 +412,27 @@ TEST(CoreChoose, PendingFlowsCountAsInFlight) {
     EXPECT_NE(m.choose(0x99).backend, 0) << "beyond the bound by its pending flows alone";
 }
 
+// Kept-alive connections idle between requests (XDP's idle_starts - idle_ends) are no load: a
+// backend holding 40 such connections and one request is less loaded than one with 2 requests.
+TEST(CoreChoose, IdleConnectionsAreNotInFlight) {
+    Mem m(2);
+    m.set_in_flight(0, 41);
+    m.load[0].idle_starts = 45;  // 40 of its connections idle now
+    m.load[0].idle_ends = 5;
+    m.set_in_flight(1, 2);
+    for (std::uint64_t p = 1; p <= 20; ++p)
+        ASSERT_EQ(m.choose(p * 0x9e3779b97f4a7c15ULL).backend, 0) << "prefix " << p;
+    EXPECT_EQ(m.scratch->in_flight[0], 1u);
+    // All 40 back to work: the other is the less loaded.
+    m.load[0].idle_ends = 45;
+    for (std::uint64_t p = 1; p <= 20; ++p)
+        ASSERT_EQ(m.choose(p * 0x9e3779b97f4a7c15ULL).backend, 1) << "prefix " << p;
+    // The two counters read torn (ends ahead of starts): never below zero idle.
+    m.load[0].idle_ends = 46;
+    m.choose(0x1234);
+    EXPECT_EQ(m.scratch->in_flight[0], 41u);
+}
+
 TEST(CoreChoose, RoundRobinSkipsDownBackends) {
     Mem m(3);
     m.config.steer_mode = KVS_STEER_ROUND_ROBIN;

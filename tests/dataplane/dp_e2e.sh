@@ -323,6 +323,51 @@ keepalive)
     pc=$(python3 "$ROOT/tests/dataplane/dp_pcap_check.py" "$DPE_DIR/client.pcap" --server "$KVS_VIP" \
         --port "$KVS_VIP_PORT") || dpe_fail "what the client saw: $pc"
     dpe_log "client-side capture: $pc"
+    # Pooled connections idle between requests are no load (bpf/README.md "Idle connections are
+    # no load"): 6 connections, one request each, held open. XDP counts each idle once its
+    # response ended (idle_starts - idle_ends, summed over the backends), and not once closed.
+    idle_sum() {
+        "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" |
+            sed -n 's/^backend.* idle=\(-\{0,1\}[0-9]*\).*/\1/p' | awk '{s += $1} END {print s + 0}'
+    }
+    i0=$(idle_sum)
+    rm -f "$DPE_DIR/release"
+    ip netns exec "$KVS_NS_CLIENT" timeout 40 python3 - "$KVS_VIP" "$KVS_VIP_PORT" "$DPE_DIR/release" \
+        >"$DPE_DIR/hold.log" 2>&1 <<'PYEOF' &
+import http.client, json, os, sys, time
+host, port, release = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+conns = []
+for i in range(6):
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    data = json.dumps({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 4,
+                       "messages": [{"role": "user", "content": f"Held connection {i}. " * 20}]})
+    c.request("POST", "/v1/chat/completions", body=data.encode(),
+              headers={"content-type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"status {r.status}")
+    conns.append(c)
+print("ready", flush=True)
+deadline = time.time() + 20
+while not os.path.exists(release) and time.time() < deadline:
+    time.sleep(0.05)
+for c in conns:
+    c.close()
+print("closed", flush=True)
+PYEOF
+    hold=$!
+    for _ in $(seq 150); do grep -q ready "$DPE_DIR/hold.log" && break; sleep 0.1; done
+    grep -q ready "$DPE_DIR/hold.log" || dpe_fail "held connections: $(cat "$DPE_DIR/hold.log")"
+    for _ in $(seq 30); do (( $(idle_sum) - i0 == 6 )) && break; sleep 0.1; done
+    i1=$(idle_sum)
+    (( i1 - i0 == 6 )) || dpe_fail "6 connections idle between requests, $((i1 - i0)) counted idle"
+    touch "$DPE_DIR/release"
+    wait "$hold" || dpe_fail "held connections: $(cat "$DPE_DIR/hold.log")"
+    for _ in $(seq 30); do (( $(idle_sum) == i0 )) && break; sleep 0.1; done
+    i2=$(idle_sum)
+    (( i2 == i0 )) || dpe_fail "closed, the 6 idle connections still count: idle $i0 -> $i1 -> $i2"
+    dpe_log "6 kept-alive connections held idle: counted idle $i0 -> $i1, closed -> $i2"
     # Off: the connection stays where its first request went.
     dpe_backend_args 4
     dpe_fill --per-request false "${DPE_BE_ARGS[@]}" || dpe_fail "refilling maps"

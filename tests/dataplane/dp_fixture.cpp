@@ -225,7 +225,7 @@ int main(int argc, char **argv) {
             const kvs_backend_load &l = m->load[i];
             std::cout << "backend" << i << " binds=" << l.binds << " closes=" << l.closes
                       << " fail_rst=" << l.bind_fail_rst << " fail_timeout=" << l.bind_fail_timeout
-                      << "\n";
+                      << " idle=" << static_cast<std::int64_t>(l.idle_starts - l.idle_ends) << "\n";
         }
         return 0;
     }

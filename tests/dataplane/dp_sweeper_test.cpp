@@ -80,6 +80,7 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     Pair closed_new = make_pair(1002, 20002, now - 1 * s, kFinBoth);
     Pair idle = make_pair(1003, 20003, now - 400 * s, 0);
     idle.fc.backend_id = idle.fs.backend_id = 3;
+    idle.fc.state = KVS_FLOW_IDLE;  // a kept-alive connection XDP counted idle between requests
     Pair live = make_pair(1004, 20004, now - 10 * s, 0);
     // A RST on one side ends the flow as well.
     Pair reset = make_pair(1006, 20006, now - 5 * s, 0);
@@ -109,6 +110,8 @@ TEST(Sweeper, DeletesClosedAndIdleFlowsBothWaysAndFreesPorts) {
     EXPECT_EQ(r.deleted, 6u);
     EXPECT_EQ(r.closes, 1u);
     EXPECT_EQ(load[3].closes, 1u) << "the idle flow's backend";
+    EXPECT_EQ(load[3].idle_ends, 1u) << "expired idle: no longer counted idle either";
+    EXPECT_EQ(load[0].idle_ends, 0u);
     EXPECT_EQ(load[0].closes, 0u) << "closes XDP counted are not counted again";
     EXPECT_FALSE(present(fd, reset.kc));
     EXPECT_FALSE(present(fd, reset.ks));

@@ -264,7 +264,12 @@ struct kvs_backend_load {
     __u64 bind_fail_timeout; /* backend SYN timed out (dataplane workers) */
     __u64 ext_queue;         /* backend's own waiting queue, from telemetry (kvsteerd) */
     __u64 ext_running;       /* backend's running requests, from telemetry (kvsteerd) */
-    __u64 pad[2];
+    /* Bound connections idle between requests (their responses all ended, the client sent
+     * nothing since: a kept-alive connection in a pool): idle_starts - idle_ends of them now,
+     * counted by XDP (KVS_FLOW_IDLE) and by the sweeper for an idle flow it expires. The
+     * choice's load is the requests in flight: binds - closes - that. */
+    __u64 idle_starts;
+    __u64 idle_ends;
 };
 
 /* The Maglev map holds ONE value with both halves, so its mmap is a flat __u32 array exactly as
@@ -307,6 +312,10 @@ enum kvs_flow_state_bits {
     /* A request boundary is being bound again by the dataplane: XDP hands it every packet of
      * the flow (both entries carry the bit) until the dataplane replaces the entries. */
     KVS_FLOW_REBINDING = 1u << 3,
+    /* Client->server entry: the connection is idle (every response ended, the client sent
+     * nothing since), counted once in kvs_be_load.idle_starts; cleared, and counted in
+     * idle_ends, by the client's next bytes, the close or the sweeper's expiry. */
+    KVS_FLOW_IDLE = 1u << 4,
 };
 
 /* kvs_flow.resp (server->client entry): what XDP knows of the response being sent. On the

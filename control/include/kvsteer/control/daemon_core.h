@@ -31,6 +31,7 @@ struct BackendRuntime {
     std::string last_error;  // latest health / resolution problem
     std::uint64_t checks_ok = 0, checks_failed = 0, passive_failures = 0;
     std::uint64_t base_binds = 0, base_closes = 0;  // kvs_be_load values when this id was taken
+    std::uint64_t base_idle_starts = 0, base_idle_ends = 0;  // the same
     std::uint64_t prev_bind_fails = 0, prev_binds = 0;
     std::uint32_t passive_streak = 0;  // consecutive health intervals with bind failures
     std::uint32_t passive_hold = 0;    // intervals spent down by passive evidence (checks off)
@@ -116,6 +117,10 @@ class DaemonCore {
     void set_weight(std::uint16_t id, std::uint16_t weight, std::uint64_t now_ns);
     // Bound flows not yet closed: the dataplane's binds - closes since this id was taken.
     std::uint64_t in_flight(const BackendRuntime &b) const;
+    // Of those, the kept-alive connections idle between requests (XDP's idle_starts - idle_ends
+    // since this id was taken), and the rest: requests in flight, the load the choice compares.
+    std::uint64_t idle(const BackendRuntime &b) const;
+    std::uint64_t active(const BackendRuntime &b) const;
     // A removed backend whose flows are still open (the dataplane keeps them; they close against
     // its id's counters): its id is retired, not given to a new backend, until they are closed
     // (tick), so the new one's in-flight count is not eaten by the old one's closes, and a drain

@@ -87,6 +87,15 @@ FleetTable compute_fleet_table(const FleetState &s);
 // The owner of `bucket` among `set` (KVS_APPLIANCE_NONE when empty).
 std::uint8_t fleet_owner(MemberSet set, std::uint32_t bucket);
 
+// The members with a MAC in `macs` (a FleetState's macs, an etcd view's alive): those alive.
+template <class Macs>
+MemberSet member_set_of(const Macs &macs) {
+    MemberSet s = 0;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES && id < macs.size(); id++)
+        if (macs[id]) s |= static_cast<MemberSet>(1u << id);
+    return s;
+}
+
 // "0,1,3" (ascending ids) and back: ids 0..KVS_MAX_APPLIANCES-1, no repeats. nullopt + err.
 std::string member_set_str(MemberSet s);
 std::optional<MemberSet> parse_member_set(std::string_view s, std::string *err);

@@ -79,7 +79,8 @@ struct ChooseScratch {
 
 // Reads t.config, t.backends, t.load, t.maglev and t.affinity (nothing else). Eligible: state
 // KVS_BE_UP and not in `exclude` (the backends this flow already tried; non-empty makes `via`
-// KVS_VIA_RETRY). In-flight: binds - closes (+ s.pending), compared per unit of weight where the
+// KVS_VIA_RETRY). In-flight: binds - closes - idle connections (idle_starts - idle_ends: kept-alive
+// connections between requests) (+ s.pending), compared per unit of weight where the
 // eligible backends' weights differ (LoadView::share: every bound below scales by the backend's
 // weight over the mean, and the least loaded is the least in-flight per weight). PREFIX mode: first
 // the recent choice (RecentChoices: s.recent, else s.own) for the deepest of the flight's blocks it
