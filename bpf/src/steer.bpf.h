@@ -945,6 +945,8 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
             r, (r == KVS_R_DROP_TRUNCATED || r == KVS_R_DROP_MALFORMED) ? XDP_DROP : XDP_PASS);
     }
     if (!pkt.tcp) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+    /* Odd options Linux leaves unread too: the segment goes on, counted (not a verdict). */
+    if (pkt.opts.ignored) kvs_count(KVS_R_TCP_OPTS_IGNORED);
     flags = pkt.tcp->flags;
     kvs_flow_key_of(&pkt, &key);
 

@@ -214,28 +214,36 @@ TEST(BpfParse, BadDoff) {
 }
 
 TEST(BpfParse, HostileOptionLengths) {
+    // As Linux's tcp_parse_options: a length below 2, past the option space or with no room is
+    // where the walk stops (what came before stands); a known kind of the wrong length is
+    // skipped by its length; neither makes the segment bad (`ignored` says so).
     struct Case {
         Bytes opts;
-        int want;
+        std::uint8_t ignored;
+        std::uint16_t mss;  // what the walk read: MSS 1400 where a case has it after the odd one
     } cases[] = {
-        {{2, 0, 0, 0}, KVS_PARSE_BAD_OPTION},     // length 0
-        {{2, 1, 0, 0}, KVS_PARSE_BAD_OPTION},     // length 1
-        {{1, 1, 1, 99}, KVS_PARSE_BAD_OPTION},    // kind without room for a length
-        {{30, 200, 0, 0}, KVS_PARSE_BAD_OPTION},  // overflowing unknown option
-        {{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},  // TS wrong length
-        {{2, 5, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},               // MSS wrong length
-        {{5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, KVS_PARSE_BAD_OPTION},   // SACK not 2+8n
-        {{5, 2, 1, 1}, KVS_PARSE_BAD_OPTION},                           // SACK with no block
-        {{0, 2, 0, 0}, KVS_PARSE_OK},                                   // EOL ends parsing
-        {{1, 1, 1, 1}, KVS_PARSE_OK},                                   // all NOPs
-        {{99, 4, 0, 0}, KVS_PARSE_OK},                                  // unknown kind skipped
+        {{2, 0, 0, 0}, 1, 0},                           // length 0: stop
+        {{2, 1, 0, 0}, 1, 0},                           // length 1: stop
+        {{1, 1, 1, 99}, 1, 0},                          // no room for a length: stop
+        {{30, 200, 0, 0}, 1, 0},                        // past the option space: stop
+        {{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 1, 0},  // TS wrong length: skipped
+        {{2, 3, 0, 1, 2, 4, 5, 0x78}, 1, 1400},         // MSS wrong length, then MSS
+        {{5, 9, 0, 0, 0, 0, 0, 0, 0, 2, 4, 5, 0x78, 0, 0, 0}, 1, 1400},  // SACK not 2+8n
+        {{5, 2, 2, 4, 5, 0x78, 1, 1}, 1, 1400},                          // SACK with no block
+        {{2, 4, 5, 0x78, 2, 1, 2, 4}, 1, 1400},                          // MSS, then a stop
+        {{2, 1, 2, 4, 5, 0x78, 1, 1}, 1, 0},                             // a stop, then MSS unread
+        {{0, 2, 0, 0}, 0, 0},                                            // EOL ends parsing
+        {{1, 1, 1, 1}, 0, 0},                                            // all NOPs
+        {{99, 4, 0, 0}, 0, 0},                                           // unknown kind skipped
     };
     for (const auto &c : cases) {
         TcpSpec s = base_spec();
         s.opts = c.opts;
         Bytes b = build_tcp(s);
         kvs_pkt p;
-        EXPECT_EQ(parse(b, &p), c.want) << hex(c.opts);
+        EXPECT_EQ(parse(b, &p), KVS_PARSE_OK) << hex(c.opts);
+        EXPECT_EQ(p.opts.ignored, c.ignored) << hex(c.opts);
+        EXPECT_EQ(p.opts.mss, c.mss) << hex(c.opts);
     }
     // Forty bytes of options, the maximum: four SACK blocks + NOP NOP.
     TcpSpec s = base_spec();

@@ -424,6 +424,34 @@ TEST_F(BpfProg, EstablishedIpv6BothWays) {
     EXPECT_EQ((r.out[54 + 14] << 8) | r.out[54 + 15], 2000);  // backend shift 7, ours 8
 }
 
+// Options Linux reads past or stops at (tcp_parse_options) are no reason to drop a segment: a
+// bound flow's segment whose TS is followed by a length-1 option, or whose SACK has the wrong
+// length, goes on rewritten as far as Linux reads it (before: dropped as malformed).
+TEST_P(BpfProgFamily, OptionsLinuxToleratesAreForwarded) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_ACK;
+    s.seq = 5000;
+    s.ack = 0x80001235;
+    for (const Bytes &odd : {Bytes{2, 1, 0, 0}, Bytes{30, 200, 0, 0}, Bytes{1, 1, 1, 99},
+                             Bytes{5, 6, 0, 0, 0, 0, 1, 1}}) {
+        s.opts = cat({opt_nop(2), opt_ts(777, 0x1234), odd});
+        const Bytes in = build_tcp(s);
+        const auto before = h_->stats();
+        RunResult r = expect_verdict(in, XDP_TX_, KVS_R_TX_FWD_C2S);
+        EXPECT_EQ(h_->stats()[KVS_R_TCP_OPTS_IGNORED] - before[KVS_R_TCP_OPTS_IGNORED], 1u)
+            << hex(odd);
+        EXPECT_EQ(r.out, cxx_rewrite(in, fc)) << hex(odd);
+        EXPECT_EQ(check_checksums(r.out), "");
+        const std::size_t ts = tcp_off() + 20 + 2 + 2;
+        EXPECT_EQ(rd32(&r.out[ts + 4]), 0x1234 + fc.tsecr_delta) << "TSecr read and rewritten";
+        const auto at = r.out.begin() + static_cast<long>(tcp_off() + 20 + 12);
+        EXPECT_EQ(Bytes(at, at + static_cast<long>(odd.size())), odd) << "the odd option as it was";
+    }
+}
+
 TEST_P(BpfProgFamily, SackBlocksAllShifted) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
@@ -1031,13 +1059,23 @@ TEST_F(BpfProg, TruncatedAndMalformedCounted) {
     }
     auto after = h_->stats();
     EXPECT_EQ(after[KVS_R_DROP_TRUNCATED] - before[KVS_R_DROP_TRUNCATED], full.size() - 14);
-    // Hostile option lengths (the general option walk in its own verified function).
+    // Hostile option lengths (the general option walk in its own verified function): read as
+    // Linux reads them (the walk stops, or skips a known kind of the wrong length), counted, and
+    // the segment judged as one without them.
+    TcpSpec plain = s;
+    plain.opts.clear();
+    before = h_->stats();
+    const RunResult want = h_->run(build_tcp(plain));
+    const std::string want_delta = stat_delta(before, h_->stats());
     for (Bytes opts : {Bytes{2, 0, 0, 0}, Bytes{2, 1, 0, 0}, Bytes{30, 200, 0, 0},
                        Bytes{8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
                        Bytes{5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, Bytes{1, 1, 1, 99}}) {
         TcpSpec m = s;
         m.opts = opts;
-        expect_verdict(build_tcp(m), XDP_DROP_, KVS_R_DROP_MALFORMED);
+        before = h_->stats();
+        EXPECT_EQ(h_->run(build_tcp(m)).verdict, want.verdict) << hex(opts);
+        EXPECT_EQ(stat_delta(before, h_->stats()), want_delta + "tcp_options_ignored=+1 ")
+            << hex(opts);
     }
     // Bad IHL, bad doff.
     Bytes b = full;

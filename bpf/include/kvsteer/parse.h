@@ -16,7 +16,7 @@ enum kvs_parse_status {
     KVS_PARSE_TRUNCATED,  /* a header or its options run past the end of the frame */
     KVS_PARSE_BAD_IP,     /* IP version/IHL/total length inconsistent */
     KVS_PARSE_BAD_DOFF,   /* TCP data offset < 5 or beyond the IP payload */
-    KVS_PARSE_BAD_OPTION, /* TCP option with length 0/1, overflowing, or wrong for its kind */
+    KVS_PARSE_BAD_OPTION, /* TCP option space over 40 bytes (odd options are ignored, not bad) */
 };
 
 #define KVS_WSCALE_NONE 0xff
@@ -37,7 +37,10 @@ struct kvs_tcp_opts {
     __u8 sack_n;    /* SACK blocks present, 0..4 */
     __u8 sack_off;  /* offset of the first SACK block's left edge */
     __u8 ts_off;    /* offset of TSval (TSecr follows) */
-    __u8 pad;
+    /* 1: options Linux's tcp_parse_options also leaves unread: a known kind of the wrong length
+     * (skipped by its length), or a length below 2 or past the option space (the walk stops
+     * there). The segment is otherwise valid (XDP counts tcp_options_ignored). */
+    __u8 ignored;
     __u32 tsval; /* host order; valid when ts_off != 0 */
     __u32 tsecr;
 };
@@ -102,32 +105,42 @@ KVS_INLINE int kvs_tcp_opt_step(const __u8 *opt, const void *data_end, __u32 opt
         *offp = off + 1;
         return KVS_OPT_MORE;
     }
-    if (off + 2 > optlen) return KVS_PARSE_BAD_OPTION;
+    /* As Linux's tcp_parse_options: no room for a length, a length below 2 or past the option
+     * space ends the walk (what was read stands); a known kind of the wrong length is skipped.
+     * The endpoint then reads the same options we rewrite (before, such a segment was dropped
+     * as malformed, where Linux accepts it). */
+    if (off + 2 > optlen) {
+        o->ignored = 1;
+        return KVS_PARSE_OK;
+    }
     if ((const void *)(p + 2) > data_end) return KVS_PARSE_TRUNCATED;
     len = p[1];
-    if (len < 2 || off + len > optlen) return KVS_PARSE_BAD_OPTION;
+    if (len < 2 || off + len > optlen) {
+        o->ignored = 1;
+        return KVS_PARSE_OK;
+    }
     switch (kind) {
         case KVS_TCPOPT_MSS:
-            if (len != KVS_TCPOLEN_MSS) return KVS_PARSE_BAD_OPTION;
+            if (len != KVS_TCPOLEN_MSS) goto ignored;
             if ((const void *)(p + KVS_TCPOLEN_MSS) > data_end) return KVS_PARSE_TRUNCATED;
             o->mss = kvs_ntohs(kvs_load16(p + 2));
             break;
         case KVS_TCPOPT_WS:
-            if (len != KVS_TCPOLEN_WS) return KVS_PARSE_BAD_OPTION;
+            if (len != KVS_TCPOLEN_WS) goto ignored;
             if ((const void *)(p + KVS_TCPOLEN_WS) > data_end) return KVS_PARSE_TRUNCATED;
             o->wscale = p[2];
             break;
         case KVS_TCPOPT_SACK_PERM:
-            if (len != KVS_TCPOLEN_SACK_PERM) return KVS_PARSE_BAD_OPTION;
+            if (len != KVS_TCPOLEN_SACK_PERM) goto ignored;
             o->sack_perm = 1;
             break;
         case KVS_TCPOPT_SACK:
-            if (len < 10 || len > 34 || ((len - 2) & 7) != 0) return KVS_PARSE_BAD_OPTION;
+            if (len < 10 || len > 34 || ((len - 2) & 7) != 0) goto ignored;
             o->sack_n = (__u8)((len - 2) >> 3);
             o->sack_off = (__u8)(sizeof(struct kvs_tcphdr) + off + 2);
             break;
         case KVS_TCPOPT_TS:
-            if (len != KVS_TCPOLEN_TS) return KVS_PARSE_BAD_OPTION;
+            if (len != KVS_TCPOLEN_TS) goto ignored;
             if ((const void *)(p + KVS_TCPOLEN_TS) > data_end) return KVS_PARSE_TRUNCATED;
             o->tsval = kvs_ntohl(kvs_load32(p + 2));
             o->tsecr = kvs_ntohl(kvs_load32(p + 6));
@@ -136,6 +149,10 @@ KVS_INLINE int kvs_tcp_opt_step(const __u8 *opt, const void *data_end, __u32 opt
         default:
             break; /* unknown kinds are skipped by their length */
     }
+    *offp = off + len;
+    return KVS_OPT_MORE;
+ignored:
+    o->ignored = 1;
     *offp = off + len;
     return KVS_OPT_MORE;
 }

@@ -128,7 +128,8 @@
     X(REQ_END_UNKNOWN, "request_end_unknown")                     \
     X(DP_REQ_BOUNDARY_RACED, "dp_request_boundary_raced")         \
     X(CLOSE_OUT_OF_WINDOW, "close_out_of_window")                 \
-    X(DP_REQ_KEPT_NO_ROOM, "dp_request_kept_no_room")
+    X(DP_REQ_KEPT_NO_ROOM, "dp_request_kept_no_room")             \
+    X(TCP_OPTS_IGNORED, "tcp_options_ignored")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
