@@ -136,6 +136,15 @@ class BpfProg : public ProgSuite {
         return p;
     }
 
+    // The client's pure ACK on the installed pair (seq 5000, acking the SYN-ACK).
+    TcpSpec client_ack_spec() const {
+        TcpSpec s = client_spec();
+        s.flags = KVS_TCP_ACK;
+        s.seq = 5000;
+        s.ack = 0x80001235;
+        return s;
+    }
+
     // The backend's segment to the SNAT address: 10.2.0.7:8000 -> 10.2.0.1:20001, or with v6_
     // [fd02::7]:8000 -> [fd02::1]:20001 (snat2_addr).
     TcpSpec backend_spec() const {
@@ -431,10 +440,7 @@ TEST_P(BpfProgFamily, OptionsLinuxToleratesAreForwarded) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
-    TcpSpec s = client_spec();
-    s.flags = KVS_TCP_ACK;
-    s.seq = 5000;
-    s.ack = 0x80001235;
+    TcpSpec s = client_ack_spec();
     for (const Bytes &odd : {Bytes{2, 1, 0, 0}, Bytes{30, 200, 0, 0}, Bytes{1, 1, 1, 99},
                              Bytes{5, 6, 0, 0, 0, 0, 1, 1}}) {
         s.opts = cat({opt_nop(2), opt_ts(777, 0x1234), odd});
@@ -456,10 +462,7 @@ TEST_P(BpfProgFamily, SackBlocksAllShifted) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;
     install_pair(&kc, &fc, &ks, &fs);
-    TcpSpec s = client_spec();
-    s.flags = KVS_TCP_ACK;
-    s.seq = 5000;
-    s.ack = 0x80001235;
+    TcpSpec s = client_ack_spec();
     // Four blocks (no TS), wrapping around 2^32 on the way.
     std::vector<std::pair<std::uint32_t, std::uint32_t>> bl = {{0x80001234 + 10, 0x80001234 + 20},
                                                                {0xffffff00, 0xfffffff0},
