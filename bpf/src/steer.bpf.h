@@ -189,6 +189,9 @@ __attribute__((noinline)) int kvs_xdp_idle(const struct kvs_flow_key *key, struc
     be = c->backend_id;
     ld = bpf_map_lookup_elem(&kvs_be_load, &be);
     if (ld) __sync_fetch_and_add(&ld->idle_starts, 1);
+    /* A request the client's side counted on another CPU between the reads above and the
+     * swap (pipelined behind this response): not idle after all. */
+    if ((__s16)(s->msgs - c->msgs) < 0 || c->next_seq != c->resp_end) kvs_idle_end(c);
     return 0;
 }
 
@@ -534,6 +537,8 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     }
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bit);
     __sync_fetch_and_or(KVS_FLOW_STATE_WORD(rev), bit);
+    /* The dataplane replaces these entries: an idleness still marked would be lost uncounted. */
+    kvs_idle_end(f);
     return 1;
 }
 

@@ -1077,8 +1077,10 @@ TEST_F(BpfProg, TruncatedAndMalformedCounted) {
         m.opts = opts;
         before = h_->stats();
         EXPECT_EQ(h_->run(build_tcp(m)).verdict, want.verdict) << hex(opts);
-        EXPECT_EQ(stat_delta(before, h_->stats()), want_delta + "tcp_options_ignored=+1 ")
-            << hex(opts);
+        auto after = h_->stats();
+        EXPECT_EQ(after[KVS_R_TCP_OPTS_IGNORED] - before[KVS_R_TCP_OPTS_IGNORED], 1u) << hex(opts);
+        after[KVS_R_TCP_OPTS_IGNORED] = before[KVS_R_TCP_OPTS_IGNORED];
+        EXPECT_EQ(stat_delta(before, after), want_delta) << hex(opts);
     }
     // Bad IHL, bad doff.
     Bytes b = full;

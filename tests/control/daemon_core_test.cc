@@ -305,11 +305,11 @@ TEST_F(DaemonCoreTest, RegistryAddsAndRemovesBackends) {
     EXPECT_EQ(d.idle(*d.backend(1)), 1u);
     EXPECT_EQ(d.active(*d.backend(1)), 1u);
     EXPECT_EQ(d.in_flight(*d.backend(1)), 2u);
-    for (const BackendSnapshot &s : d.snapshots()) {
-        if (s.id == 1) {
-            EXPECT_EQ(s.in_flight, 1u) << "the policy's load";
-        }
-    }
+    const auto snaps = d.snapshots();
+    const auto one = std::find_if(snaps.begin(), snaps.end(),
+                                  [](const BackendSnapshot &s) { return s.id == 1; });
+    ASSERT_NE(one, snaps.end());
+    EXPECT_EQ(one->in_flight, 1u) << "the policy's load";
     m_.view.load[1].idle_ends = 2;
     EXPECT_EQ(d.active(*d.backend(1)), 2u);
     EXPECT_GT(maglev_slots(1), 0u);
