@@ -324,50 +324,84 @@ keepalive)
         --port "$KVS_VIP_PORT") || dpe_fail "what the client saw: $pc"
     dpe_log "client-side capture: $pc"
     # Pooled connections idle between requests are no load (bpf/README.md "Idle connections are
-    # no load"): 6 connections, one request each, held open. XDP counts each idle once its
-    # response ended (idle_starts - idle_ends, summed over the backends), and not once closed.
+    # no load"): 30 connections, one request each (one prompt: they follow its first request to
+    # its backend), held open. XDP counts each idle once its response ended (idle_starts -
+    # idle_ends, summed over the backends), and not once closed. While they are held, 40 new
+    # prompts (a connection each) are spread as if they were not there: some reach the backend
+    # holding them (before, its 30 idle connections counted in flight and the least-loaded rule
+    # sent every new prompt elsewhere).
     idle_sum() {
         "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" |
             sed -n 's/^backend.* idle=\(-\{0,1\}[0-9]*\).*/\1/p' | awk '{s += $1} END {print s + 0}'
     }
-    i0=$(idle_sum)
-    rm -f "$DPE_DIR/release"
-    ip netns exec "$KVS_NS_CLIENT" timeout 40 python3 - "$KVS_VIP" "$KVS_VIP_PORT" "$DPE_DIR/release" \
-        >"$DPE_DIR/hold.log" 2>&1 <<'PYEOF' &
+    cat >"$DPE_DIR/hold.py" <<'PYEOF'
 import http.client, json, os, sys, time
-host, port, release = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-conns = []
-for i in range(6):
-    c = http.client.HTTPConnection(host, port, timeout=10)
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+def ask(c, text):
     data = json.dumps({"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 4,
-                       "messages": [{"role": "user", "content": f"Held connection {i}. " * 20}]})
+                       "messages": [{"role": "user", "content": text}]})
     c.request("POST", "/v1/chat/completions", body=data.encode(),
               headers={"content-type": "application/json"})
     r = c.getresponse()
     r.read()
     if r.status != 200:
         sys.exit(f"status {r.status}")
-    conns.append(c)
-print("ready", flush=True)
-deadline = time.time() + 20
-while not os.path.exists(release) and time.time() < deadline:
-    time.sleep(0.05)
-for c in conns:
-    c.close()
-print("closed", flush=True)
+    return r.getheader("x-kvsteer-backend")
+
+
+if mode == "hold":  # 30 connections held open until the release file appears
+    conns, got = [], []
+    for i in range(30):
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        got.append(ask(c, "A pooled client's one system prompt. " * 20 + f"Question {i}."))
+        conns.append(c)
+    print(json.dumps(got), flush=True)
+    print("ready", flush=True)
+    deadline = time.time() + 30
+    while not os.path.exists(sys.argv[4]) and time.time() < deadline:
+        time.sleep(0.05)
+    for c in conns:
+        c.close()
+    print("closed", flush=True)
+else:  # 40 new prompts, a connection each
+    got = []
+    for i in range(40):
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        got.append(ask(c, f"Fresh prompt number {i * 7919}. " * 20))
+        c.close()
+    print(json.dumps(got))
 PYEOF
+    i0=$(idle_sum)
+    rm -f "$DPE_DIR/release"
+    ip netns exec "$KVS_NS_CLIENT" timeout 60 python3 "$DPE_DIR/hold.py" "$KVS_VIP" "$KVS_VIP_PORT" hold \
+        "$DPE_DIR/release" >"$DPE_DIR/hold.log" 2>&1 &
     hold=$!
-    for _ in $(seq 150); do grep -q ready "$DPE_DIR/hold.log" && break; sleep 0.1; done
+    for _ in $(seq 200); do grep -q ready "$DPE_DIR/hold.log" && break; sleep 0.1; done
     grep -q ready "$DPE_DIR/hold.log" || dpe_fail "held connections: $(cat "$DPE_DIR/hold.log")"
-    for _ in $(seq 30); do (( $(idle_sum) - i0 == 6 )) && break; sleep 0.1; done
+    for _ in $(seq 30); do (( $(idle_sum) - i0 == 30 )) && break; sleep 0.1; done
     i1=$(idle_sum)
-    (( i1 - i0 == 6 )) || dpe_fail "6 connections idle between requests, $((i1 - i0)) counted idle"
+    (( i1 - i0 == 30 )) || dpe_fail "30 connections idle between requests, $((i1 - i0)) counted idle"
+    fresh=$(ip netns exec "$KVS_NS_CLIENT" timeout 60 python3 "$DPE_DIR/hold.py" "$KVS_VIP" "$KVS_VIP_PORT" fresh) \
+        || dpe_fail "fresh prompts beside the held connections: $fresh"
+    spread=$(python3 -c '
+import collections, json, sys
+held = json.loads(open(sys.argv[1]).readline())
+fresh = json.loads(sys.argv[2])
+on = set(held)
+print(sum(b in on for b in fresh), len(on), dict(collections.Counter(held)), dict(collections.Counter(fresh)))' \
+        "$DPE_DIR/hold.log" "$fresh") || dpe_fail "reading the backends: $fresh"
+    read -r n_on n_held _ <<<"$spread"
+    # 4 backends, the held ones 1-2 of them: ~10-20 of 40 expected there, 0 when idle was load.
+    (( n_on >= 4 )) || dpe_fail "$n_on of 40 new prompts reached the $n_held backend(s) holding 30 idle connections: $spread"
     touch "$DPE_DIR/release"
     wait "$hold" || dpe_fail "held connections: $(cat "$DPE_DIR/hold.log")"
     for _ in $(seq 30); do (( $(idle_sum) == i0 )) && break; sleep 0.1; done
     i2=$(idle_sum)
-    (( i2 == i0 )) || dpe_fail "closed, the 6 idle connections still count: idle $i0 -> $i1 -> $i2"
-    dpe_log "6 kept-alive connections held idle: counted idle $i0 -> $i1, closed -> $i2"
+    (( i2 == i0 )) || dpe_fail "closed, the 30 idle connections still count: idle $i0 -> $i1 -> $i2"
+    dpe_log "30 kept-alive connections held idle: counted idle $i0 -> $i1, closed -> $i2;" \
+        "new prompts meanwhile on their backend(s): $spread"
     # Off: the connection stays where its first request went.
     dpe_backend_args 4
     dpe_fill --per-request false "${DPE_BE_ARGS[@]}" || dpe_fail "refilling maps"
