@@ -177,17 +177,25 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
         ready = false;  // silent with an incomplete head: wait for more (or the idle timeout)
     if (!ready) return;
     if (!sure) env.inc(KVS_R_DP_START_UNSURE);
-    // Where the request ends in the stream, when its head says (a pooled leg waits for it).
+    // Where the request ends in the stream, when its head says (a pooled leg waits for it), or,
+    // chunked, when its last chunk and trailers are in the flight (the locator walked them: the
+    // framed body is body_available bytes; before, a chunked request's end was always unknown,
+    // so no later request of its connection was steered).
+    const bool chunked_whole = v.status == LocateStatus::Ok && v.chunked && v.body_complete;
     if (v.status == LocateStatus::Ok && v.expect_continue)
         req_end_ = static_cast<std::uint32_t>(v.body_offset);
     else if (v.status == LocateStatus::Ok && !v.chunked && v.content_length >= 0)
         req_end_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(
             v.body_offset + static_cast<std::uint64_t>(v.content_length), 0xffffffffu));
+    else if (chunked_whole)
+        req_end_ = static_cast<std::uint32_t>(v.body_offset + v.body_available);
     request_end_ = 0;
     if (v.status == LocateStatus::Ok && !v.chunked && v.content_length < (1ll << 30))
         request_end_ = static_cast<std::uint32_t>(
             v.body_offset +
             static_cast<std::uint64_t>(std::max<std::int64_t>(v.content_length, 0)));
+    else if (chunked_whole)
+        request_end_ = static_cast<std::uint32_t>(v.body_offset + v.body_available);
 
     const kvs_config &cfg = *env.t.config;
     const FlightKey k = key_flight(hp, session_headers(cfg), v, bytes, tuple_hash_);

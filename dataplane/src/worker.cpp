@@ -1093,7 +1093,8 @@ void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
 
 // Where the request just bound ends in the client's sequence space, for XDP's tracking: the
 // next request starts there (the client->server entry's resp_end, END set), and nowhere else.
-// Unknown (a chunked body, not HTTP): no later request of the connection is re-bound.
+// Unknown (a chunked body whose last chunk is not in the flight, not HTTP): no later request of
+// the connection is re-bound.
 void Worker::track_request(Slot &s) {
     if (const std::uint32_t end = s.b.request_end()) {
         s.c2s.resp_end = s.b.isn() + 1 + end;

@@ -949,8 +949,25 @@ TEST_F(BinderTest, AChunkedRequestIsKeyedLikeItsContentLengthTwin) {
         EXPECT_EQ(second.hashes().n_blocks, want.n_blocks);
         EXPECT_EQ(second.hashes().blocks[0], want.blocks[0]);
         EXPECT_EQ(chunked, sent) << "the held payload is untouched";
+        // Its end in the stream (after the last chunk's empty line), for XDP's tracking of the
+        // next request: before, a chunked request's end was unknown and nothing after it was
+        // steered.
+        EXPECT_EQ(second.request_end(), chunked.size());
         second.clear_pending(scratch_);  // its choice never reaches a backend here
     }
+    // The last chunk not yet in the flight: the end stays unknown.
+    Binder third;
+    third.start(env(), hello(), 0);
+    Actions out3;
+    const auto cut = static_cast<std::uint32_t>(chunked.size() - 5);  // without "0\r\n\r\n"
+    ASSERT_EQ(third.segment(env(), client(chunked, 0, cut), true, 10, out3),
+              FirstFlight::Add::Held);
+    if (kinds(out3).empty() || kinds(out3).back() != Kind::Connect)
+        third.timer(env(), 10 + 60'000'000'000ull, out3);  // binds on what it holds
+    ASSERT_FALSE(kinds(out3).empty());
+    ASSERT_EQ(kinds(out3).back(), Kind::Connect);
+    EXPECT_EQ(third.request_end(), 0u);
+    third.clear_pending(scratch_);
 }
 
 // Session affinity by header: with session-headers configured, a request carrying one is

@@ -288,6 +288,10 @@ keepalive)
             i=$((i + 1))
             if [[ $k == head ]]; then
                 args+=(-sS -m 20 -I -o "$DPE_DIR/$tag$i.h" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/models")
+            elif [[ $k == ch* ]]; then  # the same prompt's POST with a chunked body
+                args+=(-sS -m 20 -D "$DPE_DIR/$tag$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
+                       -H 'Transfer-Encoding: chunked' --data-binary "@$DPE_DIR/c${k#ch}.json"
+                       "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions")
             else
                 args+=(-sS -m 20 -D "$DPE_DIR/$tag$i.h" -o /dev/null -H 'content-type: application/json' -H 'Expect:'
                        --data-binary "@$DPE_DIR/c$k.json" "http://$KVS_VIP_HOST:$KVS_VIP_PORT/v1/chat/completions")
@@ -303,6 +307,18 @@ keepalive)
     want="${refbe[$a]} ${refbe[$b]} ${refbe[$a]} ${refbe[$b]} "
     [[ "$got" == "$want" ]] || dpe_fail "curl on one connection reached [$got], the policy chose [$want]"
     dpe_log "curl, 4 requests on one connection: $got"
+    # A chunked request body (curl sends its file as one chunk and the last chunk): keyed like
+    # its Content-Length twin, and where it ends is known once its last chunk is in the flight,
+    # so the request after it is steered too (before: its end unknown, the next request stayed
+    # on its backend, counted request_end_unknown).
+    u0=$(dpe_n request_end_unknown)
+    ka_curl ckc ch$a $b ch$b $a
+    got=$KA_GOT
+    want="${refbe[$a]} ${refbe[$b]} ${refbe[$b]} ${refbe[$a]} "
+    [[ "$got" == "$want" ]] || dpe_fail "chunked bodies on one connection reached [$got], the policy chose [$want]"
+    u1=$(dpe_n request_end_unknown)
+    (( u1 == u0 )) || dpe_fail "request_end_unknown counted for whole chunked requests ($u0 -> $u1)"
+    dpe_log "curl, chunked POST, POST, chunked POST, POST on one connection: $got"
     # A HEAD between them (a gateway's health check on a pooled connection): its response
     # declares a Content-Length and sends no body, so XDP cannot see it end. The request after
     # it stays on the HEAD's backend (a response owed, for XDP); its response puts the tracking
