@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "kvsteer/control/daemon.h"
+#include "kvsteer/control/json_bounded.h"
 
 namespace kvsteer::control {
 
@@ -132,7 +133,8 @@ json Daemon::fleet_members_view(const FleetEtcdView &v) const {
                                lookup_digest_hex(), config_generation_};
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!v.alive[id]) continue;
-        json r = json::parse(v.reports[id], nullptr, false);
+        // A member's report, from etcd, is answered back in fleet.status: bounded in depth.
+        json r = parse_json_bounded(v.reports[id]);
         if (!r.is_object()) r = json::object();
         // Typed look-ups (not json::value(), which throws on a field of another type).
         const bool same = fleet_report_agrees(r, want);

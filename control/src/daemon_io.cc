@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "kvsteer/control/daemon.h"
+#include "kvsteer/control/json_bounded.h"
 
 namespace kvsteer::control {
 
@@ -171,11 +172,15 @@ void Daemon::serve_api_client(std::size_t idx) {
         handled++;  // blank lines too: a turn's work stays bounded
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         nlohmann::json resp;
-        auto req = nlohmann::json::parse(line, nullptr, false);
+        bool too_deep = false;
+        auto req = parse_json_bounded(line, &too_deep);
         if (req.is_discarded()) {
             ctr_.api_requests++;
             ctr_.api_errors++;
-            resp = {{"ok", false}, {"error", "request is not valid JSON"}};
+            resp = {{"ok", false},
+                    {"error",
+                     too_deep ? fmt::format("request nested deeper than {} levels", kMaxJsonDepth)
+                              : std::string("request is not valid JSON")}};
         } else {
             resp = handle(req);
         }

@@ -338,13 +338,23 @@ TEST_F(DaemonTest, BackendOfAFamilyWithoutSnatAddressIsRefused) {
     EXPECT_EQ(call({{"cmd", "backends"}})["backends"].size(), 1u);
 }
 
-TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine) {
-    start(config(1));
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+// A raw connection to the API socket at `path` (-1 on failure).
+static int connect_unix(const std::string &path) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, sock_.c_str(), sizeof sa.sun_path - 1);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine) {
+    start(config(1));
+    const int fd = connect_unix(sock_);
+    ASSERT_GE(fd, 0);
     std::string req = "this is not json\n{\"cmd\":\"tune.get\"}\n";
     ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
     std::string in;
@@ -357,6 +367,38 @@ TEST_F(DaemonTest, GarbageOnTheSocketGetsAnErrorLine) {
     close(fd);
     auto first = json::parse(in.substr(0, in.find('\n')));
     EXPECT_FALSE(first["ok"].get<bool>());
+    auto second = json::parse(in.substr(in.find('\n') + 1));
+    EXPECT_TRUE(second["ok"].get<bool>());
+}
+
+// A request nested 100,000 levels deep (200 KB, under the 1 MiB line limit) is refused with an
+// error line, and the daemon answers the next: before, a handler quoting the value back
+// (tune.set's error) recursed once per level in dump() and overflowed the stack (a segfault).
+TEST_F(DaemonTest, DeeplyNestedRequestGetsAnErrorLine) {
+    start(config(1));
+    const int fd = connect_unix(sock_);
+    ASSERT_GE(fd, 0);
+    const std::string req = R"({"cmd":"tune.set","name":"load-factor","value":)" +
+                            std::string(100000, '[') + std::string(100000, ']') +
+                            "}\n{\"cmd\":\"tune.get\"}\n";
+    std::size_t sent = 0;
+    while (sent < req.size()) {
+        const ssize_t n = send(fd, req.data() + sent, req.size() - sent, 0);
+        ASSERT_GT(n, 0);
+        sent += static_cast<std::size_t>(n);
+    }
+    std::string in;
+    char buf[4096];
+    while (std::count(in.begin(), in.end(), '\n') < 2) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        ASSERT_GT(n, 0) << "the daemon went away";
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    close(fd);
+    auto first = json::parse(in.substr(0, in.find('\n')));
+    EXPECT_FALSE(first["ok"].get<bool>());
+    EXPECT_NE(first["error"].get<std::string>().find("nested deeper than 64"), std::string::npos)
+        << first.dump();
     auto second = json::parse(in.substr(in.find('\n') + 1));
     EXPECT_TRUE(second["ok"].get<bool>());
 }
