@@ -58,6 +58,23 @@ std::string value_string(const json &v) {
     return v.dump();
 }
 
+// A request field that becomes one option of a text spec ("ADDR,weight=W,..."): a string or a
+// number, without the spec's separator (a "model" of "m,weight=0" added a weight of 0). Empty +
+// err otherwise.
+std::optional<std::string> spec_field(const json &req, const char *name, std::string *err) {
+    const json &v = req[name];
+    if (!v.is_string() && !v.is_number()) {
+        *err = std::string(name) + " must be a string or a number";
+        return std::nullopt;
+    }
+    std::string s = value_string(v);
+    if (s.find(',') != std::string::npos) {
+        *err = std::string(name) + " must not contain ','";
+        return std::nullopt;
+    }
+    return s;
+}
+
 std::uint64_t mono_ns_api() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -209,12 +226,17 @@ std::optional<BackendSpec> backend_spec_from_request(const json &req, std::strin
         }
         s = req["spec"].get<std::string>();
     } else if (req.contains("addr") && req["addr"].is_string()) {
-        s = req["addr"].get<std::string>();
-        if (req.contains("weight")) s += ",weight=" + value_string(req["weight"]);
-        if (req.contains("model")) s += ",model=" + value_string(req["model"]);
-        if (req.contains("mac")) s += ",mac=" + value_string(req["mac"]);
-        if (req.contains("max_load")) s += ",max_load=" + value_string(req["max_load"]);
-        if (req.contains("kv_events")) s += ",kv-events=" + value_string(req["kv_events"]);
+        auto addr = spec_field(req, "addr", err);
+        if (!addr) return std::nullopt;
+        s = *addr;
+        for (const auto &[field, option] :
+             {std::pair{"weight", "weight"}, std::pair{"model", "model"}, std::pair{"mac", "mac"},
+              std::pair{"max_load", "max_load"}, std::pair{"kv_events", "kv-events"}}) {
+            if (!req.contains(field)) continue;
+            auto v = spec_field(req, field, err);
+            if (!v) return std::nullopt;
+            s += std::string(",") + option + "=" + *v;
+        }
     } else {
         *err = "backend.add needs \"spec\" or \"addr\"";
         return std::nullopt;
@@ -398,9 +420,10 @@ json Daemon::handle(const json &req) {
             return {{"ok", true}, {"backend", backend_json(*b)}};
         }
         if (cmd == "affinity.show") {
-            std::size_t limit = req.contains("limit") && req["limit"].is_number_unsigned()
-                                    ? req["limit"].get<std::size_t>()
-                                    : 100;
+            if (req.contains("limit") && !req["limit"].is_number_unsigned())
+                return fail("affinity.show: \"limit\" must be a whole number >= 0");
+            const std::size_t limit =
+                req.contains("limit") ? req["limit"].get<std::size_t>() : std::size_t{100};
             json a = json::array();
             auto now = mono_ns_api();
             for (const auto &e : core_.desired()) {
@@ -442,6 +465,8 @@ json Daemon::handle(const json &req) {
             for (const auto &s : req["backends"]) {
                 const BackendRuntime *b = find_backend(s, &err);
                 if (!b) return fail(err);
+                if (std::find(ids.begin(), ids.end(), b->id) != ids.end())
+                    return fail("affinity.pin: backend " + std::to_string(b->id) + " listed twice");
                 ids.push_back(b->id);
             }
             core_.pin(*key, ids, mono_ns_api());
@@ -451,6 +476,10 @@ json Daemon::handle(const json &req) {
         if (cmd == "tune.set") {
             if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
                 return fail("tune.set needs \"name\" and \"value\"");
+            // A string or a number (null, meant as "off", turned session affinity on, keyed on a
+            // header named "null").
+            if (!req["value"].is_string() && !req["value"].is_number())
+                return fail("tune.set: \"value\" must be a string or a number");
             const std::string name = req["name"].get<std::string>(), v = value_string(req["value"]);
             if (!core_.set_tunable(name, v, &err, mono_ns_api())) return fail(err);
             spdlog::info("tune: {} = {}", name, v);

@@ -373,8 +373,15 @@ json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
             // and its returning marker with it (else a box later started under that id would
             // re-enter the owners by it, without the push a new member needs).
             extra.deletes.push_back(FleetEtcd::returning_key(*id));
-            op = [id = *id](FleetState &f, std::string *) {
-                for (MemberSet &e : f.epochs) e &= static_cast<MemberSet>(~(1u << id));
+            op = [id = *id](FleetState &f, std::string *e) {
+                // As FleetState::forget refuses it: an empty newest epoch, which every appliance
+                // refuses to read (before, it was written and answered as done).
+                if (!f.epochs.empty() && f.epochs.back() == static_cast<MemberSet>(1u << id)) {
+                    *e = "appliance " + std::to_string(id) +
+                         " is the only owner in the newest epoch: push the new members first";
+                    return false;
+                }
+                for (MemberSet &m : f.epochs) m &= static_cast<MemberSet>(~(1u << id));
                 return true;
             };
         }

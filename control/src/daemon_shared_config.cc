@@ -140,6 +140,8 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     if (cmd == "tune.set") {
         if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
             return fail("tune.set needs \"name\" and \"value\"");
+        if (!req["value"].is_string() && !req["value"].is_number())
+            return fail("tune.set: \"value\" must be a string or a number");
         const std::string name = req["name"].get<std::string>(), value = tunable_text(req["value"]);
         DaemonConfig check = cfg();
         if (!shared_tunable(name) || !apply_tunable(check, name, value, &err))

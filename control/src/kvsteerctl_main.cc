@@ -385,13 +385,12 @@ int cmd_backends(Ctl &c, std::vector<std::string> args) {
             "kv-events", po::value<std::string>(),
             "the server's vLLM KV events publisher, tcp://HOST:PORT");
         auto vm = parse_sub(args, o, {"addr"}, false, usage);
-        std::string spec = need(vm, "addr", usage);
-        if (vm.count("weight")) spec += ",weight=" + vm["weight"].as<std::string>();
-        if (vm.count("model")) spec += ",model=" + vm["model"].as<std::string>();
-        if (vm.count("mac")) spec += ",mac=" + vm["mac"].as<std::string>();
-        if (vm.count("max-load")) spec += ",max_load=" + vm["max-load"].as<std::string>();
-        if (vm.count("kv-events")) spec += ",kv-events=" + vm["kv-events"].as<std::string>();
-        req = {{"cmd", "backend.add"}, {"spec", spec}};
+        // Field by field: kvsteerd checks each (a ',' in one no longer adds options).
+        req = {{"cmd", "backend.add"}, {"addr", need(vm, "addr", usage)}};
+        for (const auto &[opt, field] :
+             {std::pair{"weight", "weight"}, std::pair{"model", "model"}, std::pair{"mac", "mac"},
+              std::pair{"max-load", "max_load"}, std::pair{"kv-events", "kv_events"}})
+            if (vm.count(opt)) req[field] = vm[opt].as<std::string>();
     } else if (sub == "remove" || sub == "drain") {
         const std::string usage =
             sub == "remove" ? "Usage: kvsteerctl backends remove BACKEND\nBACKEND: ADDR:PORT or id."

@@ -636,6 +636,41 @@ TEST_F(DaemonTest, LiveTuningWritesConfig) {
     EXPECT_EQ(t["steering-mode"], "round-robin");
 }
 
+// Request fields are checked, not coerced: tune.set's value must be a string or a number (null,
+// meant as "off", turned session affinity on keyed on a header named "null"); a backend.add
+// field cannot carry more options through the spec's ',' (a model "m,weight=0" added weight 0);
+// affinity.pin refuses a backend listed twice; affinity.show refuses a limit that is no count.
+TEST_F(DaemonTest, RequestFieldsAreCheckedNotCoerced) {
+    start(config(1));
+    auto refused = [&](const json &req, const std::string &why) {
+        const json r = call(req);
+        EXPECT_FALSE(r["ok"].get<bool>()) << req.dump();
+        EXPECT_NE(r.value("error", "").find(why), std::string::npos) << r.dump();
+    };
+    for (const json &v : {json(nullptr), json(false), json::array({"x"}), json::object()})
+        refused({{"cmd", "tune.set"}, {"name", "session-headers"}, {"value", v}},
+                "must be a string or a number");
+    EXPECT_EQ(std::string(m_.view.config->session_headers), "");
+    refused({{"cmd", "backend.add"}, {"addr", "10.0.2.9:8000"}, {"model", "m,weight=0"}},
+            "model must not contain ','");
+    refused({{"cmd", "backend.add"}, {"addr", "10.0.2.9:8000,weight=9"}, {"weight", 1}},
+            "addr must not contain ','");
+    refused({{"cmd", "backend.add"}, {"addr", "10.0.2.9:8000"}, {"weight", json::array({1})}},
+            "weight must be a string or a number");
+    EXPECT_EQ(m_.view.config->n_backends, 1u) << "nothing added";
+    refused({{"cmd", "affinity.pin"}, {"key", "0x1234"}, {"backends", json::array({0, "0"})}},
+            "listed twice");
+    for (const json &l : {json(-1), json("5"), json(5.5)})
+        refused({{"cmd", "affinity.show"}, {"limit", l}}, "limit");
+    // What is right still goes through.
+    EXPECT_TRUE(call({{"cmd", "backend.add"},
+                      {"addr", "10.0.2.9:8000"},
+                      {"model", "m"},
+                      {"weight", "3"}})["ok"]
+                    .get<bool>());
+    EXPECT_TRUE(call({{"cmd", "affinity.show"}, {"limit", 5}})["ok"].get<bool>());
+}
+
 TEST_F(DaemonTest, TuneChecksAsTheConfigDoes) {
     start(config(1));
     // tune.set answers with the config's own check (apply_tunable), word for word.

@@ -256,6 +256,12 @@ marker_back() { [[ $(returning) == "0,1;0" ]]; }
 until_ok 3 marker_back || fail "A does not see the marker put: $(returning)"
 ctl a fleet forget 1 >/dev/null || fail "fleet forget 1: $(ctl a fleet forget 1 2>&1)"
 until_ok 3 marker_gone || fail "fleet forget left B's returning marker: $(returning)"
+# Forgetting the newest epoch's only owner is refused through etcd as without it (before, the
+# empty epoch every appliance refuses to read was written, and the answer said done).
+EP_NOW=$(epochs a)
+out=$(ctl a fleet forget 0 2>&1) && fail "fleet forget of the only owner succeeded: $out"
+[[ $out == *"only owner in the newest epoch"* ]] || fail "fleet forget 0: $out"
+[[ $(epochs a) == "$EP_NOW" ]] || fail "a refused forget changed the epochs: $EP_NOW -> $(epochs a)"
 D2=$(digest a)
 echo "ok: B restarted: back as a previous owner only, by an epoch of its absence (epochs $(epochs a))"
 
