@@ -269,6 +269,14 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
                 std::printf("drained: no flow left on this appliance; stop it now\n");
             return kOk;
         }
+        // Cancelled meanwhile (drain --cancel) or kvsteerd restarted (a drain is not kept):
+        // nothing is draining any more; waiting would only run into the timeout.
+        if (d.is_object() && !d.value("active", true)) {
+            std::fprintf(stderr,
+                         "kvsteerctl: drain: no longer in progress (cancelled, or kvsteerd "
+                         "restarted); the appliance announces as before\n");
+            return kFailed;
+        }
         const std::uint64_t left = d.value("flows_left", std::uint64_t{0});
         if (left != last && !c.g().json)
             std::printf("waiting: %llu flow(s) left\n", static_cast<unsigned long long>(left));
