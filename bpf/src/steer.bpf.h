@@ -847,7 +847,7 @@ __attribute__((noinline)) int kvs_xdp_fleet_chase(struct xdp_md *ctx, __u32 at, 
 __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx, __u32 at) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
-    struct kvs_cookie_tuple t;
+    struct kvs_syn_scratch *sc; /* its tuple: off this frame (the 512-byte stack of the chain) */
     struct kvs_cookie_opts co;
     struct kvs_config *cfg;
     struct kvs_fleet *fl;
@@ -881,20 +881,31 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx, __u32 at) 
         if (flags & KVS_TCP_RST) return kvs_xdp_fleet_chase(ctx, at, bucket);
         if (hop >= 2 && !(flags & KVS_TCP_SYN)) return kvs_xdp_fleet_chase(ctx, at, bucket);
     }
-    if (flags & KVS_TCP_RST) return kvs_verdict(KVS_R_DROP_RST_NO_FLOW, XDP_DROP);
+    /* A client's RST with the ACK of a valid cookie (RST|ACK: how Linux aborts a connection) may
+     * end a binding in progress: the dataplane holds its flight (no flow entry yet) and checks
+     * the RST's window itself (none held: counted dropped there). Before, XDP dropped every RST
+     * without a flow: a client that gave up while its flight was held still had its request
+     * bound and computed, and a slow head held its slot until the idle timeout. */
+    if ((flags & KVS_TCP_RST) && !(flags & KVS_TCP_ACK))
+        return kvs_verdict(KVS_R_DROP_RST_NO_FLOW, XDP_DROP);
     if ((flags & KVS_TCP_SYN) || !(flags & KVS_TCP_ACK))
         return kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
     if (!cfg || !kvs_cookie_key_set(kvs_config_sign_key(cfg)))
         return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
-    kvs_cookie_tuple_of(&pkt, &t);
+    sc = bpf_map_lookup_elem(&kvs_syn_scratch, &zero);
+    if (!sc) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
+    kvs_cookie_tuple_of(&pkt, &sc->t);
     slot = kvs_cookie_slot(bpf_ktime_get_tai_ns(), cfg->cookie_period_s);
-    if (!kvs_cookie_check(&cfg->cookie_key[0][0], &t, bpf_ntohl(pkt.tcp->ack_seq) - 1, slot, &co))
+    if (!kvs_cookie_check(&cfg->cookie_key[0][0], &sc->t, bpf_ntohl(pkt.tcp->ack_seq) - 1, slot,
+                          &co))
         return fl ? kvs_xdp_fleet_chase(ctx, at, bucket)
-                  : kvs_verdict(KVS_R_DROP_BAD_COOKIE, XDP_DROP);
-    if (pkt.payload_len == 0 && !(flags & KVS_TCP_FIN))
+                  : kvs_verdict(
+                        (flags & KVS_TCP_RST) ? KVS_R_DROP_RST_NO_FLOW : KVS_R_DROP_BAD_COOKIE,
+                        XDP_DROP);
+    if (pkt.payload_len == 0 && !(flags & (KVS_TCP_FIN | KVS_TCP_RST)))
         return kvs_verdict(KVS_R_DROP_PURE_ACK, XDP_DROP);
-    return kvs_punt(ctx, KVS_R_PUNT_FIRST_FLIGHT);
+    return kvs_punt(ctx, (flags & KVS_TCP_RST) ? KVS_R_PUNT_CLIENT_RST : KVS_R_PUNT_FIRST_FLIGHT);
 }
 
 /* The general TCP option walk, verified once on its own (a global function, so the caller

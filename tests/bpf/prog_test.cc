@@ -321,6 +321,24 @@ TEST_P(BpfProgFamily, RstWithoutFlowDropped) {
     TcpSpec s = client_spec();
     s.flags = KVS_TCP_RST;
     expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_RST_NO_FLOW);
+    // RST|ACK acknowledging no cookie of ours: dropped the same.
+    s.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    s.seq = 1001;
+    s.ack = 0x12345678;
+    expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_RST_NO_FLOW);
+}
+
+// A client's RST|ACK with a valid cookie (Linux aborting a connection whose flight the dataplane
+// holds, no flow entry yet) goes to the dataplane, which ends the binding (in test-run no AF_XDP
+// socket: PUNT_NO_XSK; with one, XDP_REDIRECT + punt_client_rst). Before, it was dropped.
+TEST_P(BpfProgFamily, RstOfAConnectionBeingBoundIsPunted) {
+    TcpSpec s = client_spec();
+    s.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    s.seq = 1001 + 300;
+    s.ack = cookie_for(s, kvs_cookie_pack_opts(1460, 7, 1)) + 1;
+    const Bytes in = build_tcp(s);
+    RunResult r = expect_verdict(in, XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(r.out, in);
 }
 
 TEST_F(BpfProg, EstablishedClientToBackend) {

@@ -26,6 +26,25 @@ basic)
     [[ "$be" == be1 || "$be" == be2 ]] || dpe_fail "no backend id in the response"
     [[ "$(dpe_counter dp_bind_ok)" == 1 ]] || dpe_fail "dp_bind_ok != 1"
     dpe_log "one POST through the appliance: ok (backend $be)"
+    # Clients that give up while their flight is held (half a head, then close with SO_LINGER 0:
+    # Linux's RST|ACK): XDP hands the RST to the dataplane, which ends the binding at once (before,
+    # XDP dropped it; the slot waited for the idle timeout and a complete request was still bound).
+    r0=$(dpe_n flow_rst) p0=$(dpe_n xdp_punt_client_rst)
+    ip netns exec "$KVS_NS_CLIENT" timeout 20 python3 - "$KVS_VIP" "$KVS_VIP_PORT" <<'PYEOF' || dpe_fail "aborting clients"
+import socket, struct, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+for i in range(5):
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Len")
+    time.sleep(0.1)  # held by the dataplane: the head is incomplete
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST|ACK
+PYEOF
+    for _ in $(seq 30); do (( $(dpe_n flow_rst) - r0 >= 5 )) && break; sleep 0.1; done
+    r1=$(dpe_n flow_rst) p1=$(dpe_n xdp_punt_client_rst)
+    (( r1 - r0 == 5 && p1 - p0 >= 5 )) \
+        || dpe_fail "5 clients reset while held: bindings ended $((r1 - r0)), RSTs handed over $((p1 - p0))"
+    dpe_log "5 clients reset while their flights were held: 5 bindings ended at their RST"
     if [[ "$KVS_VIP" == *:* ]]; then
         # Dual stack: the same appliance serves its IPv4 VIP too, each family on its own backends.
         KVS_VIP_HOST=$KVS_VIP4 dpe_post "$DPE_DIR/req.json" "$DPE_DIR/r4" || dpe_fail "curl to the IPv4 VIP"
