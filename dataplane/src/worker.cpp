@@ -587,25 +587,39 @@ void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
 // A client that closes before sending anything (FIN right after the handshake) has nothing to
 // bind: answer with a reset so it does not retransmit its FIN into silence.
 void Worker::answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt) {
-    const kvs_config &c = *t_.config;
-    const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
     if (!check_cookie(m, pkt, &co)) return;
+    const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq);
+    // With timestamps the client's ISN is known (its echo of our SYN-ACK's TSval): a FIN past
+    // ISN + 1 follows data we never held (lost before the appliance, or refused here: the hold
+    // full, the source's share, an eviction). Dropped, for the client to send its data again; a
+    // reset ended a connection whose request was merely late. Without timestamps: no telling.
+    std::uint32_t isn = 0;
+    if (pkt.opts.ts_off && kvs_cookie_client_isn(&co, pkt.opts.tsecr, seq, 2 * max_held(), &isn) &&
+        seq != isn + 1) {
+        inc(KVS_R_DP_FIN_AFTER_MISSING_DATA);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (rst_to_client(pkt, seq + 1)) inc(KVS_R_DP_RST_BARE_FIN);  // acknowledges the FIN
+    rte_pktmbuf_free(m);
+}
+
+bool Worker::rst_to_client(const kvs_pkt &pkt, std::uint32_t ack) {
     TcpSpec sp{};
     kvs_flow_key key;
     kvs_flow_key_of(&pkt, &key);
-    sp.smac = c.appliance_mac;
+    sp.smac = t_.config->appliance_mac;
     sp.dmac = pkt.eth->src;
     sp.saddr = key.daddr;
     sp.daddr = key.saddr;
     sp.family = key.family;
     sp.sport = pkt.tcp->dest;
     sp.dport = pkt.tcp->source;
-    sp.seq = ack;
-    sp.ack = seq + 1;  // the FIN
+    sp.seq = kvs_ntohl(pkt.tcp->ack_seq);
+    sp.ack = ack;
     sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
-    if (send(build_tcp(p_.pool, sp))) inc(KVS_R_DP_RST_BARE_FIN);
-    rte_pktmbuf_free(m);
+    return send(build_tcp(p_.pool, sp));
 }
 
 // Every segment a client sends before its flow exists acks our cookie + 1: checked with the
@@ -644,8 +658,12 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
         return false;
     kvs_flow_reverse_key(&key, &c2s, &skey);
     if (bpf_map_lookup_elem(t_.flows_fd, &skey, &s2c) != 0) {
-        inc(KVS_R_DP_REQ_NO_FLOW);  // half a flow: nothing to continue
+        // Half a flow (its server entry evicted): nothing to continue. The client is reset, so
+        // that it retries on a new connection (before, the segment was dropped silently and the
+        // connection hung until the client's own timeout): RST|ACK in its own sequence space.
+        inc(KVS_R_DP_REQ_NO_FLOW);
         bpf_map_delete_elem(t_.flows_fd, &key);
+        rst_to_client(pkt, kvs_ntohl(pkt.tcp->seq) + pkt.payload_len);
         rte_pktmbuf_free(m);
         return true;
     }
@@ -1106,9 +1124,9 @@ void Worker::track_request(Slot &s) {
     if (t_.config->flags & KVS_CFG_PER_REQUEST) inc(KVS_R_REQ_END_UNKNOWN);
 }
 
-// A request at a boundary stays on its backend: flushed through the flow's entries as they
-// were, which then lose their REBINDING mark (whole values written back; XDP left them alone
-// while marked) and track from the end of the flushed bytes.
+// A request at a boundary stays on its backend: the flow's entries as they were lose their
+// REBINDING mark (whole values written back; XDP left them alone while marked) and track from
+// the end of the held bytes, which are then flushed through them.
 void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     Slot &s = slots_[idx];
     slots_.free_port(idx);  // a move that was started and given up
@@ -1130,10 +1148,15 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     slots_.bound(idx);
     s.last_seen = now;
     s.linger_until = now + linger_ticks_;
-    flush_held(s);
+    // The entries unmarked before the request goes (as a new flow's install precedes its
+    // flush): sent first, a fast response was punted while both were still REBINDING and
+    // forwarded from the worker's copy, which XDP never tracks, so the next boundary raced
+    // (dp_request_boundary_raced) and the connection's steering stopped. tx() flushes as soon as
+    // 64 frames wait, and a flight holds up to 32.
     if (bpf_map_update_elem(t_.flows_fd, &s.prev_skey, &s.s2c, BPF_EXIST) != 0 ||
         bpf_map_update_elem(t_.flows_fd, &s.ckey, &s.c2s, BPF_EXIST) != 0)
         inc(KVS_R_DP_REQ_NO_FLOW);  // expired meanwhile: the client's next segment finds none
+    flush_held(s);
 }
 
 // Sends what the flight held through the new flow, in sequence order.

@@ -115,6 +115,9 @@ class Worker {
     void on_icmp(rte_mbuf *m, kvs_pkt &pkt);
     void answer_syn(rte_mbuf *m, kvs_pkt &pkt);
     void answer_bare_fin(rte_mbuf *m, kvs_pkt &pkt);
+    // RST|ACK answering a client's segment, in its sequence space: seq = what it acknowledged,
+    // ack = `ack`. Whether it was queued.
+    bool rst_to_client(const kvs_pkt &pkt, std::uint32_t ack);
     bool check_cookie(rte_mbuf *m, const kvs_pkt &pkt, kvs_cookie_opts *co);
     bool cookie_valid(const kvs_pkt &pkt, kvs_cookie_opts *co) const;
     bool rebinding_now(const Slot &s) const;

@@ -1279,6 +1279,42 @@ TEST_F(BindTest, FinWithoutDataIsAnsweredWithReset) {
     EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 1u);
 }
 
+// A client that sent its request and half-closed, whose data segment never reached the worker
+// (lost, or refused here under hold pressure): its FIN lies past its ISN + 1, which timestamps
+// prove. It is dropped, not answered with a reset, and the data sent again is bound as usual.
+TEST_F(BindTest, FinAfterMissingDataWaitsForTheData) {
+    make_worker();
+    sign_synack();
+    const std::string req = request(700);
+    Seg fin = client_seg(static_cast<std::uint32_t>(req.size()), "", 10);
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, fin));
+    EXPECT_TRUE(step(now).empty()) << "no reset";
+    EXPECT_EQ(stat(KVS_R_DP_FIN_AFTER_MISSING_DATA), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_RST_BARE_FIN), 0u);
+    // The request, retransmitted with its FIN: bound (the backend's SYN goes out).
+    Seg data = client_seg(0, req, 11);
+    data.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, data));
+    auto out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+}
+
+// The same proof for a FIN at ISN + 1 (no data ever): still answered with a reset.
+TEST_F(BindTest, FinAtTheStreamsStartIsStillAnsweredWithReset) {
+    make_worker();
+    sign_synack();
+    Seg bare = client_seg(0, "", 12);
+    bare.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, bare));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_RST | KVS_TCP_ACK);
+    EXPECT_EQ(stat(KVS_R_DP_RST_BARE_FIN), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_FIN_AFTER_MISSING_DATA), 0u);
+}
+
 // One client address may hold only its share of the slots being bound; others are unaffected.
 TEST_F(BindTest, PerSourceCapHoldsOneAddressToItsShare) {
     make_worker(Mode::Xdp, 64, 3);
@@ -2086,6 +2122,30 @@ TEST_F(BindTest, BoundaryRacedByTheBackendsFinStaysOnItsBackend) {
     EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0);
     EXPECT_EQ(ns.state & KVS_FLOW_REBINDING, 0);
     EXPECT_EQ(nc.resp & KVS_RESP_END, 0) << "no later boundary on this connection";
+}
+
+// A boundary whose server entry is gone (evicted from the LRU map): nothing to continue. The
+// client gets a RST in its own sequence space, so it retries on a new connection; before, the
+// segment was dropped silently and the connection hung until the client's own timeout.
+TEST_F(BindTest, BoundaryOfHalfAFlowResetsTheClient) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    ASSERT_EQ(bpf_map_delete_elem(tables->flows_fd, &b.ks), 0);
+    const Seg r2 = next_request(b);
+    inject(rp.rx, make_seg(rp.pool, r2));
+    auto out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u) << "a RST, nothing else";
+    kvs_pkt rst = parse(out[0]);
+    ASSERT_NE(rst.tcp, nullptr);
+    EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST | KVS_TCP_ACK);
+    EXPECT_EQ(rst.ip4->daddr, r2.saddr) << "to the client";
+    EXPECT_EQ(ntohs(rst.tcp->dest), r2.sport);
+    EXPECT_EQ(ntohl(rst.tcp->seq), r2.ack) << "what the client acknowledged";
+    EXPECT_EQ(ntohl(rst.tcp->ack_seq), r2.seq + static_cast<std::uint32_t>(r2.payload.size()));
+    EXPECT_EQ(stat(KVS_R_DP_REQ_NO_FLOW), 1u);
+    kvs_flow nc{};
+    EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0) << "its half deleted";
 }
 
 // A boundary with no room to hold its request (here: the client's address holds its share of

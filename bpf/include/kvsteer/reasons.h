@@ -130,7 +130,8 @@
     X(CLOSE_OUT_OF_WINDOW, "close_out_of_window")                 \
     X(DP_REQ_KEPT_NO_ROOM, "dp_request_kept_no_room")             \
     X(TCP_OPTS_IGNORED, "tcp_options_ignored")                    \
-    X(PUNT_CLIENT_RST, "punt_client_rst")
+    X(PUNT_CLIENT_RST, "punt_client_rst")                         \
+    X(DP_FIN_AFTER_MISSING_DATA, "dp_fin_after_missing_data")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
