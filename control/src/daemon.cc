@@ -147,26 +147,31 @@ void Daemon::tick() {
     check_dataplane(now);
 }
 
-std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err) {
+bool Daemon::backend_addable(const BackendSpec &spec, std::string *err) const {
     if (auto why = backend_unreachable(cfg(), spec.ep)) {
         *err = "backend " + *why;
-        return std::nullopt;
+        return false;
     }
     if (!spec.kv_events.empty()) {
         for (const auto &[id, b] : core_.backends()) {
             if (b.spec.kv_events == spec.kv_events) {
                 *err =
                     "kv-events=" + spec.kv_events + " is already backend " + b.spec.ep.str() + "'s";
-                return std::nullopt;
+                return false;
             }
         }
         if (!kv_events_supported()) {
             *err =
                 "kv-events: this kvsteerd was built without KV events support (libzmq was not "
                 "found at build time)";
-            return std::nullopt;
+            return false;
         }
     }
+    return core_.free_id(spec.ep, err).has_value();
+}
+
+std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::string *err) {
+    if (!backend_addable(spec, err)) return std::nullopt;
     auto id = core_.free_id(spec.ep, err);
     if (!id || !kv_subscribe(*id, spec, err)) return std::nullopt;
     kv_resets_seen_.erase(*id);

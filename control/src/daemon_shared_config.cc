@@ -154,9 +154,9 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     if (cmd == "backend.add") {
         auto spec = backend_spec_from_request(req, &err);
         if (!spec) return fail(err);
-        if (auto why = backend_unreachable(cfg(), spec->ep)) return fail("backend " + *why);
         const std::string ep = spec->ep.str();
         if (v.backends.count(ep)) return fail("backend " + ep + " exists already");
+        if (!backend_addable(*spec, &err)) return fail(err);
         if (!etcd_->put_config("backends/" + ep, backend_value(*spec, false), &err))
             return fail("backend.add: " + err);
         spdlog::info("fleet: backend {} added in etcd", ep);

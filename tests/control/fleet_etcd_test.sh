@@ -295,4 +295,16 @@ until_ok 2 same_digest || fail "digests differ after the push following etcd's r
 [[ $(digest b) != "$D2" ]] || fail "B's table did not change"
 until_ok 3 events_grew b "$EVB" || fail "B's reopened watch saw no event after the push"
 echo "ok: etcd back: a push through A is seen by B (digest $(digest b))"
+
+# 6. A backend no appliance could add (its kv-events endpoint already another backend's, or no KV
+# events support in this build) is refused before anything is written to etcd: its address stays
+# free for a plain add. Before, its key was written anyway: every appliance failed to add it,
+# a second add said "exists already" and a remove "no backend" (only etcdctl cleared it).
+ctl a backends add 127.0.0.10:8000 --mac 02:00:00:00:00:9a --kv-events tcp://127.0.0.1:5999 >/dev/null 2>&1
+out=$(ctl a backends add 127.0.0.11:8000 --mac 02:00:00:00:00:9b --kv-events tcp://127.0.0.1:5999 2>&1) &&
+    fail "a backend with another's kv-events endpoint was added: $out"
+[[ -z $(etcdkey /kvet-test/config/backends/127.0.0.11:8000) ]] || fail "the refused backend was written to etcd"
+out=$(ctl a backends add 127.0.0.11:8000 --mac 02:00:00:00:00:9b 2>&1) || fail "a plain add after the refusal: $out"
+ctl a backends remove 127.0.0.11:8000 >/dev/null || fail "removing 127.0.0.11:8000: $(ctl a backends remove 127.0.0.11:8000 2>&1)"
+echo "ok: a backend no appliance could add is refused before etcd holds it"
 echo "PASS"

@@ -104,6 +104,10 @@ class Daemon {
 
     const BackendRuntime *find_backend(const nlohmann::json &sel, std::string *err);
     std::optional<std::uint16_t> add_backend(const BackendSpec &spec, std::string *err);
+    // What add_backend refuses before it changes anything (the address's family or route, a
+    // kv-events endpoint in use or unsupported, no free id): checked before a backend is written
+    // to etcd too, where no appliance could then add it and neither add nor remove clear it.
+    bool backend_addable(const BackendSpec &spec, std::string *err) const;
     void remove_backend(std::uint16_t id);
     nlohmann::json backend_json(const BackendRuntime &b) const;
     nlohmann::json tunables_json() const;
