@@ -45,7 +45,7 @@ const char *kTopUsage =
     "EP]\n"
     "  backends remove BACKEND             BACKEND is ADDR:PORT or an id\n"
     "  backends drain BACKEND [--undo]     no new flows; existing flows continue\n"
-    "  backends weight BACKEND W           Maglev weight (0 = out of the Maglev table)\n"
+    "  backends weight BACKEND W           weight in the lookup table (0 = out of it)\n"
     "  affinity show [--limit N]           affinity table as the daemon wrote it\n"
     "  affinity pin KEY BACKEND...         force a prefix/block hash onto 1..4 backends\n"
     "  affinity unpin KEY\n"
@@ -385,13 +385,14 @@ int cmd_backends(Ctl &c, std::vector<std::string> args) {
             "Adds a backend; it takes flows after its first successful health check.\n"
             "IPv6: [ADDR]:PORT; refused when kvsteerd has no --snat-addr of the backend's family.";
         po::options_description o("Options");
-        o.add_options()("weight", po::value<std::string>(), "Maglev weight (default 1)")(
-            "model", po::value<std::string>(), "model served")(
+        o.add_options()("weight", po::value<std::string>(),
+                        "weight in the lookup table (default 1)")("model", po::value<std::string>(),
+                                                                  "model served")(
             "mac", po::value<std::string>(), "next-hop MAC (default: neighbour table)")(
             "max-load", po::value<std::string>(),
             "bound on in-flight flows (0 = load factor only)")(
             "kv-events", po::value<std::string>(),
-            "the server's vLLM KV events publisher, tcp://HOST:PORT");
+            "the server's vLLM KV events publisher, tcp://HOST:PORT or ipc://PATH");
         auto vm = parse_sub(args, o, {"addr"}, false, usage);
         // Field by field: kvsteerd checks each (a ',' in one no longer adds options).
         req = {{"cmd", "backend.add"}, {"addr", need(vm, "addr", usage)}};
@@ -411,7 +412,8 @@ int cmd_backends(Ctl &c, std::vector<std::string> args) {
         if (sub == "drain") req["drain"] = !vm.count("undo");
     } else if (sub == "weight") {
         const std::string usage =
-            "Usage: kvsteerctl backends weight BACKEND WEIGHT\nSets the Maglev weight (0..65535).";
+            "Usage: kvsteerctl backends weight BACKEND WEIGHT\nSets the weight in the lookup table "
+            "(Maglev or rendezvous; 0..65535, 0 = no new flows).";
         auto vm = parse_sub(args, po::options_description("Options"), {"backend", "weight"}, false,
                             usage);
         req = {{"cmd", "backend.weight"},
