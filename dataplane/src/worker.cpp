@@ -535,6 +535,10 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
         if (!draining()) return new_flow(m, pkt, key, now);
+        // Draining takes no new flows, but a request boundary of a bound connection goes on on
+        // its backend (before, it was dropped with its entries still marked: the connection
+        // stalled through the shutdown and after it).
+        if (rebind_flow(m, pkt, key, now)) return;
         inc(KVS_R_DP_DRAINING);
         rte_pktmbuf_free(m);
         return;
@@ -673,21 +677,24 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     // entries unmarked, the segment sent on through the flow, the tracking told the request's
     // end is unknown (no later boundary on this connection).
     //
-    // The same when there is no room to hold the request (this client source holds its share of
-    // the slots or of the held packets, or the table or the held packets are full and nothing can
-    // be evicted): before,
-    // the segment was dropped with the flow still marked, so the connection stalled (every packet
-    // punted, every retransmission dropped) until a slot freed up, seconds under slowloris.
+    // The same while draining (no new binding), and when there is no room to hold the request (this
+    // client source holds its share of the slots or of the held packets, or the table or the held
+    // packets are full and nothing can be evicted): before, the segment was dropped with the flow
+    // still marked, so the connection stalled (every packet punted, every retransmission dropped)
+    // until a slot freed up, seconds under slowloris.
     const bool raced = ((c2s.state | s2c.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
                        kvs_ntohl(pkt.tcp->ack_seq) != s2c.next_seq + s2c.seq_delta;
+    const bool keep_draining = !raced && draining();
     const bool no_room =
-        !raced &&
+        !raced && !keep_draining &&
         ((p_.opts.max_held_per_source && (slots_.held_by(key) >= p_.opts.max_held_per_source ||
                                           slots_.packets_held_by(key) >= max_source_mbufs_)) ||
          (slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
          (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now)));
-    if (raced || no_room) {
-        inc(raced ? KVS_R_DP_REQ_BOUNDARY_RACED : KVS_R_DP_REQ_KEPT_NO_ROOM);
+    if (raced || no_room || keep_draining) {
+        inc(raced           ? KVS_R_DP_REQ_BOUNDARY_RACED
+            : keep_draining ? KVS_R_DP_REQ_KEPT_DRAINING
+                            : KVS_R_DP_REQ_KEPT_NO_ROOM);
         c2s.state = static_cast<std::uint8_t>(c2s.state & ~KVS_FLOW_REBINDING);
         s2c.state = static_cast<std::uint8_t>(s2c.state & ~KVS_FLOW_REBINDING);
         c2s.msgs = static_cast<std::uint16_t>(c2s.msgs + 1);

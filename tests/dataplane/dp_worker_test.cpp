@@ -260,6 +260,14 @@ class BindTest : public ::testing::Test {
         return r2;
     }
     void expect_old_leg_reset(const std::function<void(Boundary &)> &before_move);
+    // What the worker sent (`out`) is the request at boundary `b` alone, on its old leg.
+    void expect_on_old_leg(const Boundary &b, std::vector<std::vector<std::uint8_t>> &out) {
+        ASSERT_EQ(out.size(), 1u) << "the request on its old leg, nothing else";
+        kvs_pkt data = parse(out[0]);
+        EXPECT_EQ(backend_of(data), b.be1);
+        EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
+        EXPECT_EQ(data.payload_len, b.second.size());
+    }
     void expect_idle_leg_reset(std::uint64_t idle_s);
     void bind_to_boundary(bool leg_ts, Boundary &b) {
         // Where a fresh connection with the second request lands (another client port).
@@ -2148,6 +2156,25 @@ TEST_F(BindTest, BoundaryOfHalfAFlowResetsTheClient) {
     EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0) << "its half deleted";
 }
 
+// A draining worker binds nothing new, but a request boundary of a bound connection goes on on
+// its backend, its entries unmarked; before, the segment was dropped as a new flow refused with
+// the entries still marked, and the connection stalled through the shutdown.
+TEST_F(BindTest, BoundaryWhileDrainingStaysOnItsBackend) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    step(now + ms(100));
+    worker->drain();
+    inject(rp.rx, make_seg(rp.pool, next_request(b)));
+    auto out = step(now + ms(100));
+    ASSERT_NO_FATAL_FAILURE(expect_on_old_leg(b, out));
+    EXPECT_EQ(stat(KVS_R_DP_REQ_KEPT_DRAINING), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_DRAINING), 0u);
+    kvs_flow nc{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0);
+    EXPECT_EQ(nc.state & KVS_FLOW_REBINDING, 0) << "unmarked: the connection goes on";
+}
+
 // A boundary with no room to hold its request (here: the client's address holds its share of
 // the slots being bound, three incomplete heads) stays on its backend, sent on through the flow.
 // Before, the segment was dropped with the flow still marked: the connection stalled until a slot
@@ -2162,11 +2189,7 @@ TEST_F(BindTest, BoundaryWithoutRoomStaysOnItsBackend) {
     const std::uint32_t held = worker->slot_count();
     inject(rp.rx, make_seg(rp.pool, next_request(b)));
     auto out = step(now + ms(100));
-    ASSERT_EQ(out.size(), 1u) << "the request on its old leg, nothing else";
-    kvs_pkt data = parse(out[0]);
-    EXPECT_EQ(backend_of(data), b.be1);
-    EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
-    EXPECT_EQ(data.payload_len, b.second.size());
+    ASSERT_NO_FATAL_FAILURE(expect_on_old_leg(b, out));
     EXPECT_EQ(stat(KVS_R_DP_REQ_KEPT_NO_ROOM), 1u);
     EXPECT_EQ(stat(KVS_R_DP_REQ_BOUNDARY_RACED), 0u);
     EXPECT_LE(worker->slot_count(), held) << "no slot taken";

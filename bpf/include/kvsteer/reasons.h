@@ -131,7 +131,8 @@
     X(DP_REQ_KEPT_NO_ROOM, "dp_request_kept_no_room")             \
     X(TCP_OPTS_IGNORED, "tcp_options_ignored")                    \
     X(PUNT_CLIENT_RST, "punt_client_rst")                         \
-    X(DP_FIN_AFTER_MISSING_DATA, "dp_fin_after_missing_data")
+    X(DP_FIN_AFTER_MISSING_DATA, "dp_fin_after_missing_data")     \
+    X(DP_REQ_KEPT_DRAINING, "dp_request_kept_draining")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
