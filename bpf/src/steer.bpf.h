@@ -617,13 +617,22 @@ static __always_inline int kvs_send(const struct kvs_flow *f, __u32 tx_reason,
     return kvs_verdict(tx_reason, XDP_TX);
 }
 
+/* A segment of a bound connection handed to the dataplane (a request boundary, or any segment
+ * while one is being bound again): the client's is tagged (KVS_TCP_RES_PUNT_BOUND), so that the
+ * dataplane never takes it for a new connection whatever its ACK says of the cookie. */
+static __always_inline int kvs_punt_bound(struct xdp_md *ctx, struct kvs_pkt *pkt,
+                                          const struct kvs_flow *f, __u32 reason) {
+    if (f->dir == KVS_DIR_C2S) kvs_tcp_res_bits(pkt->tcp, KVS_TCP_RES_PUNT_BOUND, 1);
+    return kvs_punt(ctx, reason);
+}
+
 static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
                                        const struct kvs_flow_key *key, struct kvs_flow *f) {
     void *data_end = (void *)(long)ctx->data_end;
     __u8 flags = pkt->tcp->flags;
     int fin_after;
 
-    if (f->state & KVS_FLOW_REBINDING) return kvs_punt(ctx, KVS_R_PUNT_REBINDING);
+    if (f->state & KVS_FLOW_REBINDING) return kvs_punt_bound(ctx, pkt, f, KVS_R_PUNT_REBINDING);
     /* CLOCK_MONOTONIC at tick resolution: the precise clock costs ~30 ns a packet here, and
      * idle expiry needs no better than milliseconds. */
     f->last_seen_ns = bpf_ktime_get_coarse_ns();
@@ -638,7 +647,8 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     fin_after = (flags & (KVS_TCP_FIN | KVS_TCP_RST)) == KVS_TCP_FIN && f->dir == KVS_DIR_C2S &&
                 pkt->payload_len;
     if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !fin_after) kvs_xdp_fin_rst(key, flags);
-    if (kvs_track(ctx, pkt, key, f, fin_after)) return kvs_punt(ctx, KVS_R_PUNT_REQUEST_BOUNDARY);
+    if (kvs_track(ctx, pkt, key, f, fin_after))
+        return kvs_punt_bound(ctx, pkt, f, KVS_R_PUNT_REQUEST_BOUNDARY);
     if (fin_after) kvs_xdp_fin_rst(key, flags);
     /* The newest TSval the client was sent (a moved connection's timestamps go on from it): a
      * delayed segment's older one does not take it back. The dataplane starts it at install. */

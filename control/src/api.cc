@@ -215,6 +215,18 @@ json Daemon::kv_json(const BackendRuntime &b) const {
     };
 }
 
+std::optional<TuneSetRequest> tune_set_from_request(const json &req, std::string *err) {
+    if (!req.contains("name") || !req["name"].is_string() || !req.contains("value")) {
+        *err = "tune.set needs \"name\" and \"value\"";
+        return std::nullopt;
+    }
+    if (!req["value"].is_string() && !req["value"].is_number()) {
+        *err = "tune.set: \"value\" must be a string or a number";
+        return std::nullopt;
+    }
+    return TuneSetRequest{req["name"].get<std::string>(), value_string(req["value"])};
+}
+
 std::optional<BackendSpec> backend_spec_from_request(const json &req, std::string *err) {
     std::string s;
     if (req.contains("spec")) {
@@ -474,15 +486,10 @@ json Daemon::handle(const json &req) {
         }
         if (cmd == "tune.get") return {{"ok", true}, {"tunables", tunables_json()}};
         if (cmd == "tune.set") {
-            if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
-                return fail("tune.set needs \"name\" and \"value\"");
-            // A string or a number (null, meant as "off", turned session affinity on, keyed on a
-            // header named "null").
-            if (!req["value"].is_string() && !req["value"].is_number())
-                return fail("tune.set: \"value\" must be a string or a number");
-            const std::string name = req["name"].get<std::string>(), v = value_string(req["value"]);
-            if (!core_.set_tunable(name, v, &err, mono_ns_api())) return fail(err);
-            spdlog::info("tune: {} = {}", name, v);
+            auto t = tune_set_from_request(req, &err);
+            if (!t) return fail(err);
+            if (!core_.set_tunable(t->name, t->value, &err, mono_ns_api())) return fail(err);
+            spdlog::info("tune: {} = {}", t->name, t->value);
             return {{"ok", true}, {"tunables", tunables_json()}};
         }
         if (cmd == "counters") {

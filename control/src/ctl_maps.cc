@@ -122,7 +122,7 @@ json read_counters(const bpf::PinnedMaps &m, std::string *err) {
                       {"binds", l.binds},
                       {"closes", l.closes},
                       {"in_flight", l.binds > l.closes ? l.binds - l.closes : 0},
-                      {"idle", l.idle_starts > l.idle_ends ? l.idle_starts - l.idle_ends : 0},
+                      {"idle", backend_idle(l)},
                       {"bind_fail_rst", l.bind_fail_rst},
                       {"bind_fail_timeout", l.bind_fail_timeout},
                       {"ext_queue", l.ext_queue},

@@ -252,6 +252,9 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
             drain_.fleet_note = "not an owner";
         } else if (!(now & ~self)) {
             drain_.fleet_note = "the last owner: stays one";
+        } else if (etcd_ && !etcd_->view().reachable) {
+            // Not waited for on the event loop (etcd's timeouts, while it hangs).
+            drain_.fleet_note = "leaving the owners failed: etcd is unreachable";
         } else if (etcd_) {
             // etcd's newest epoch less this appliance, members dead now kept (a push of the
             // computed one took them out, and they stayed out when they came back).

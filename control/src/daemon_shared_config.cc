@@ -138,14 +138,13 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
                     ": etcd has no configuration yet (the first appliance puts its own within a "
                     "second): try again");
     if (cmd == "tune.set") {
-        if (!req.contains("name") || !req["name"].is_string() || !req.contains("value"))
-            return fail("tune.set needs \"name\" and \"value\"");
-        if (!req["value"].is_string() && !req["value"].is_number())
-            return fail("tune.set: \"value\" must be a string or a number");
-        const std::string name = req["name"].get<std::string>(), value = tunable_text(req["value"]);
+        auto t = tune_set_from_request(req, &err);
+        if (!t) return fail(err);
+        const std::string &name = t->name, &value = t->value;
         DaemonConfig check = cfg();
-        if (!shared_tunable(name) || !apply_tunable(check, name, value, &err))
-            return fail(err.empty() ? name + " cannot be changed at run time" : err);
+        // The local handler's check and error (what it refuses, table-algorithm and
+        // affinity-min-hot among them, is refused here the same way).
+        if (!apply_tunable(check, name, value, &err)) return fail(err);
         if (!etcd_->put_config("tunables/" + name, value, &err)) return fail("tune.set: " + err);
         spdlog::info("fleet: tune {} = {} written to etcd", name, value);
         apply_fleet_etcd();
@@ -178,7 +177,6 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     if (!shared) return fail("etcd's backend " + ep + ": " + err);
     // A "drain" of the wrong type in etcd: this appliance's state is written back in its place.
     if (!shared->drain) shared->drain = b->draining;
-    const std::uint16_t id = b->id;
     if (cmd == "backend.remove") {
         json j = backend_json(*b);
         if (!etcd_->delete_config("backends/" + ep, &err)) return fail("backend.remove: " + err);
@@ -204,8 +202,12 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
                  cmd == "backend.drain" ? (*shared->drain ? "draining" : "drain cancelled")
                                         : "weight " + std::to_string(shared->spec.weight));
     apply_fleet_etcd();
-    const BackendRuntime *now = core_.backend(id);
-    return {{"ok", true}, {"etcd", true}, {"backend", now ? backend_json(*now) : json(nullptr)}};
+    // Found by address: where etcd's spec differed from this appliance's in more than the field
+    // written, the backend was re-added, maybe under another id (the answer said "backend": null).
+    for (const auto &[bid, now] : core_.backends())
+        if (now.spec.ep.str() == ep)
+            return {{"ok", true}, {"etcd", true}, {"backend", backend_json(now)}};
+    return fail("backend " + ep + " written to etcd but not kept here (see kvsteerd's log)");
 }
 
 }  // namespace kvsteer::control

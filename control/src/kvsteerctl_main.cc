@@ -812,6 +812,17 @@ int main(int argc, char **argv) {
     }
     std::string cmd = argv[cmd_at];
     std::vector<std::string> args(argv + cmd_at + 1, argv + argc);
+    // Arguments travel to kvsteerd as JSON strings, which must be UTF-8: one that is not is the
+    // user's error (it was reported as an unexpected answer from kvsteerd).
+    for (std::size_t i = 0; i < args.size(); i++) {
+        try {
+            (void)json(args[i]).dump();
+        } catch (const json::type_error &) {
+            std::fprintf(stderr, "kvsteerctl: %s: argument %zu is not valid UTF-8\n", cmd.c_str(),
+                         i + 1);
+            return kUsage;
+        }
+    }
     Ctl c(g);
     try {
         if (cmd == "status") return cmd_status(c, args);

@@ -47,9 +47,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
         std::uint64_t c = __atomic_load_n(&l.closes, __ATOMIC_RELAXED);
         // Kept-alive connections idle between requests carry no load (XDP counts them).
-        const std::uint64_t idle = __atomic_load_n(&l.idle_starts, __ATOMIC_RELAXED) -
-                                   __atomic_load_n(&l.idle_ends, __ATOMIC_RELAXED);
-        c += idle < (std::uint64_t{1} << 63) ? idle : 0;  // a torn read of the two is never < 0
+        c += backend_idle(l);
         s.in_flight[i] = (b > c ? static_cast<std::uint32_t>(b - c) : 0) + s.pending[i];
         // Weight 0 is out of rotation, as kvsteerd's tables leave it (before, such a backend was
         // still chosen as the least loaded, after a walk of the whole Maglev table for it).

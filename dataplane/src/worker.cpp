@@ -438,7 +438,16 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
     }
     kvs_flow_key key;
     kvs_flow_key_of(&pkt, &key);
-    if (is_vip(key)) return on_client(m, pkt, key, now);
+    if (is_vip(key)) {
+        // XDP's tag (xdp mode; proto.h): taken off before anything is done with the segment. A
+        // client that set the reserved bit itself only costs the flow-map lookups below.
+        punt_bound_ = false;
+        if (!owns_bound_flows() && (pkt.tcp->doff_res & KVS_TCP_RES_PUNT_BOUND)) {
+            kvs_tcp_res_bits(pkt.tcp, KVS_TCP_RES_PUNT_BOUND, 0);
+            punt_bound_ = true;
+        }
+        return on_client(m, pkt, key, now);
+    }
     // The SNAT address of the packet's family (dual stack: one per family, one port range).
     const std::uint32_t *snat = kvs_snat_addr(t_.config, key.family);
     const bool to_snat = snat && std::memcmp(snat, key.daddr, 16) == 0;
@@ -467,7 +476,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         const auto idx = static_cast<std::uint32_t>(found);
         Slot &s = slots_[idx];
         if (s.b.phase() == Binder::Phase::Bound) {
-            if (rebinding_now(s)) {
+            if (punt_bound_ && rebinding_now(s)) {
                 // A new request boundary on a connection whose slot still lingers: the
                 // lingering copy is stale; the request is bound again from the flow's entries.
                 release(idx, false);
@@ -534,11 +543,10 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         pkt.payload_len == 0)
         return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
+        // A request boundary of a bound connection, whatever its ACK says of the cookie (draining
+        // too: it goes on on its backend there).
+        if (punt_bound_ && rebind_flow(m, pkt, key, now)) return;
         if (!draining()) return new_flow(m, pkt, key, now);
-        // Draining takes no new flows, but a request boundary of a bound connection goes on on
-        // its backend (before, it was dropped with its entries still marked: the connection
-        // stalled through the shutdown and after it).
-        if (rebind_flow(m, pkt, key, now)) return;
         inc(KVS_R_DP_DRAINING);
         rte_pktmbuf_free(m);
         return;
@@ -754,8 +762,6 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
     const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
     kvs_cookie_opts co{};
     if (!cookie_valid(pkt, &co)) {
-        // XDP hands over a request boundary of a bound connection too (no cookie there).
-        if (rebind_flow(m, pkt, key, now)) return;
         inc(KVS_R_DROP_BAD_COOKIE);
         rte_pktmbuf_free(m);
         return;

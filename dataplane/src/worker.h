@@ -185,6 +185,10 @@ class Worker {
     std::vector<Timer> timer_heap_;
     std::uint64_t timer_seq_ = 0;
     std::uint32_t held_mbufs_ = 0, max_held_mbufs_ = 0;
+    // The client segment being handled carried XDP's tag for a bound connection's segment
+    // (KVS_TCP_RES_PUNT_BOUND, taken off it in handle()): a request boundary, or a segment of a
+    // connection being bound again; never a new connection's first flight.
+    bool punt_bound_ = false;
     std::uint32_t max_source_mbufs_ = 0;  // of those, the flights of one client address
     std::uint64_t hz_ = 0, last_timer_ = 0, last_beat_ = 0;
     // CLOCK_MONOTONIC read once per poll (clock_ns): flow entries' last_seen, reports' times and

@@ -1185,13 +1185,29 @@ TEST_P(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
     EXPECT_EQ(b.msgs, 1);
     EXPECT_EQ(b.ts_last, fs.ts_last) << "no timestamps on this segment: the install's stays";
     // No AF_XDP socket in test-run: the hand-over shows as PUNT_NO_XSK.
-    expect_verdict(next_request(static_cast<std::uint32_t>(resp.size())), XDP_DROP_,
-                   KVS_R_PUNT_NO_XSK);
+    const Bytes req = next_request(static_cast<std::uint32_t>(resp.size()));
+    RunResult r = expect_verdict(req, XDP_DROP_, KVS_R_PUNT_NO_XSK);
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
     EXPECT_EQ(state(ks), KVS_FLOW_REBINDING);
-    // Marked: every packet of the flow goes to the dataplane, both ways.
-    expect_verdict(response(static_cast<std::uint32_t>(resp.size()), "x"), XDP_DROP_,
-                   KVS_R_PUNT_NO_XSK);
+    // Tagged for the dataplane (a bound connection's segment, never a new connection's first
+    // flight, whatever its ACK says of the cookie), the checksum still valid.
+    auto tag = [](Bytes b) {
+        kvs_pkt p;
+        EXPECT_EQ(kvs_parse(b.data(), b.data() + b.size(), &p), KVS_PARSE_OK);
+        return p.tcp ? p.tcp->doff_res & KVS_TCP_RES_PUNT_BOUND : -1;
+    };
+    EXPECT_EQ(tag(r.out), KVS_TCP_RES_PUNT_BOUND);
+    EXPECT_EQ(check_checksums(r.out), "");
+    EXPECT_EQ(tag(req), 0);
+    // Marked: every packet of the flow goes to the dataplane, both ways; the client's tagged (its
+    // retransmitted request here), the server's not.
+    r = expect_verdict(req, XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(tag(r.out), KVS_TCP_RES_PUNT_BOUND);
+    EXPECT_EQ(check_checksums(r.out), "");
+    r = expect_verdict(response(static_cast<std::uint32_t>(resp.size()), "x"), XDP_DROP_,
+                       KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(tag(r.out), 0);
+    EXPECT_EQ(check_checksums(r.out), "");
 }
 
 // A kept-alive connection between requests carries no load: XDP counts it idle once its response

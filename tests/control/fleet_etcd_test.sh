@@ -276,7 +276,8 @@ until_ok 3 watch_is a False || fail "A's watch still active without etcd: $(fsta
 until_ok 3 watch_is b False || fail "B's watch still active without etcd"
 sleep 4  # past the lease TTL: nothing may change without etcd
 [[ $(digest a) == "$D2" && $(digest b) == "$D2" ]] || fail "the table changed without etcd"
-ctl a fleet push 0 >/dev/null 2>&1 && fail "a push without etcd succeeded"
+out=$(ctl a fleet push 0 2>&1) && fail "a push without etcd succeeded"
+[[ $out == *"etcd is unreachable"* ]] || fail "a push without etcd: $out"
 n=$(grep -c "keeping the last fleet state" "$DIR/kvsteerd_a.log")
 [[ $n == 1 ]] || fail "the outage was logged $n times by A (want once)"
 n=$(grep -c "reopening the watch" "$DIR/kvsteerd_a.log")
@@ -307,4 +308,17 @@ out=$(ctl a backends add 127.0.0.11:8000 --mac 02:00:00:00:00:9b --kv-events tcp
 out=$(ctl a backends add 127.0.0.11:8000 --mac 02:00:00:00:00:9b 2>&1) || fail "a plain add after the refusal: $out"
 ctl a backends remove 127.0.0.11:8000 >/dev/null || fail "removing 127.0.0.11:8000: $(ctl a backends remove 127.0.0.11:8000 2>&1)"
 echo "ok: a backend no appliance could add is refused before etcd holds it"
+
+# 7. tune through etcd: a shared tunable is written to etcd and reaches B; one fixed at start
+# (table-algorithm) is refused in the local handler's words (it said "cannot be changed at run
+# time" through etcd and "unknown tunable" without).
+tunable() { ctl "$1" --json tune "$2" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+ctl a tune load-slack 7 >/dev/null || fail "tune load-slack through A: $(ctl a tune load-slack 7 2>&1)"
+[[ $(etcdkey /kvet-test/config/tunables/load-slack) == "7 "* ]] ||
+    fail "load-slack in etcd: '$(etcdkey /kvet-test/config/tunables/load-slack)'"
+tunable_is() { [[ $(tunable "$1" "$2") == "$3" ]]; }
+until_ok 3 tunable_is b load-slack 7 || fail "B's load-slack: $(tunable b load-slack)"
+out=$(ctl a tune table-algorithm maglev 2>&1) && fail "table-algorithm changed through etcd: $out"
+[[ $out == *"unknown tunable 'table-algorithm'"* ]] || fail "table-algorithm's refusal through etcd: $out"
+echo "ok: tune through etcd reaches B; a start-only tunable is refused as without etcd"
 echo "PASS"

@@ -297,6 +297,11 @@ TEST_F(Integration, NegativeTuneValuesGetTheRangeError) {
     EXPECT_NE(bad["stderr"].get<std::string>().find("--limit: must be an integer in 0.."),
               std::string::npos)
         << bad["stderr"];
+    // An argument JSON cannot carry (not UTF-8) is the user's error, not kvsteerd's answer.
+    bad = ctl({"tune", "session-headers", "X-\xff"}, 2);
+    EXPECT_NE(bad["stderr"].get<std::string>().find("argument 2 is not valid UTF-8"),
+              std::string::npos)
+        << bad["stderr"];
     // Short options are still options.
     ctl({"tune", "-x"}, 2);
     auto help = run({kvsteerctl_, "tune", "-h"});

@@ -306,6 +306,7 @@ BindFigures bench_bind(Mode mode, unsigned n_flows, const std::string &tag,
             s.tsval = 10 + round;
             s.tsecr = 2;
             s.payload = chat_request(i, 1400);
+            s.punt_bound = true;  // as XDP hands a boundary over
             reqs[i] = make_seg(rp.pool, s);
         }
         const std::uint64_t stays0 = w.counter(KVS_R_DP_REQ_SAME_BACKEND),

@@ -14,6 +14,7 @@
 #include <rte_ring.h>
 
 #include "eal_setup.h"
+#include "kvsteer/csum.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/core/maglev.h"
 
@@ -168,7 +169,9 @@ rte_mbuf *make_seg(rte_mempool *pool, const Seg &s) {
     o.tsecr = s.tsecr;
     sp.opts = kvstest::opt_linux(o);
     sp.payload.assign(s.payload.begin(), s.payload.end());
-    return to_mbuf(pool, kvstest::build_tcp(sp));
+    std::vector<std::uint8_t> frame = kvstest::build_tcp(sp);
+    if (s.punt_bound) kvs_tcp_res_bits(parse(frame).tcp, KVS_TCP_RES_PUNT_BOUND, 1);
+    return to_mbuf(pool, frame);
 }
 
 rte_mbuf *to_mbuf(rte_mempool *pool, const std::vector<std::uint8_t> &frame) {

@@ -81,6 +81,9 @@ struct Seg {
     // IPv6 instead: these addresses (network order), saddr/daddr unused.
     bool v6 = false;
     std::uint32_t saddr6[4]{}, daddr6[4]{};
+    // XDP's tag on a bound connection's client segment it hands over (KVS_TCP_RES_PUNT_BOUND: a
+    // request boundary, or a segment while the connection is bound again), checksum updated.
+    bool punt_bound = false;
 };
 rte_mbuf *make_seg(rte_mempool *pool, const Seg &s);
 // A copy of a built frame in a fresh mbuf, or nullptr when the pool is empty or it does not fit.

@@ -108,12 +108,24 @@ class BindTest : public ::testing::Test {
         worker->poll(at);
         return drain(rp.tx);
     }
-    std::uint32_t cookie_for(std::uint16_t cport, std::uint32_t from = 0) {
+    // The connection from client port `port` (and address `from`, else the client's) to the VIP,
+    // as the cookie hashes it.
+    kvs_cookie_tuple cookie_tuple(std::uint16_t port, std::uint32_t from = 0) const {
         kvs_cookie_tuple t{};
         t.saddr[0] = from ? from : client_ip;
         t.daddr[0] = vip;
-        t.sport = htons(cport);
+        t.sport = htons(port);
         t.dport = htons(8000);
+        return t;
+    }
+    // Whether `c` passes the cookie check for the client's connection now (`co`: its options).
+    bool cookie_passes(std::uint32_t c, kvs_cookie_opts *co) const {
+        const kvs_cookie_tuple t = cookie_tuple(cport);
+        return kvs_cookie_check(&tables->config.cookie_key[0][0], &t, c,
+                                kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), co) == 1;
+    }
+    std::uint32_t cookie_for(std::uint16_t cport, std::uint32_t from = 0) {
+        const kvs_cookie_tuple t = cookie_tuple(cport, from);
         return kvs_cookie_make(tables->config.cookie_key[0], &t,
                                kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
                                kvs_cookie_pack_opts(1460, 7, 1));
@@ -121,11 +133,7 @@ class BindTest : public ::testing::Test {
     // The cookie and the TSval our SYN-ACK carried (the client's ISN under the cookie's hash),
     // which every first-flight segment then echoes.
     void sign_synack() {
-        kvs_cookie_tuple t{};
-        t.saddr[0] = client_ip;
-        t.daddr[0] = vip;
-        t.sport = htons(cport);
-        t.dport = htons(8000);
+        const kvs_cookie_tuple t = cookie_tuple(cport);
         kvs_cookie_sign(tables->config.cookie_key[0], &t,
                         kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64),
                         kvs_cookie_pack_opts(1460, 7, 1), isn, &cookie, &t_ours);
@@ -257,6 +265,7 @@ class BindTest : public ::testing::Test {
     Seg next_request(const Boundary &b, std::uint32_t tsval = 7) {
         Seg r2 = client_seg(static_cast<std::uint32_t>(b.req1.size()), b.second, tsval);
         r2.ack = cookie + 1 + 100;
+        r2.punt_bound = true;  // XDP's tag on what it hands over at a boundary
         return r2;
     }
     void expect_old_leg_reset(const std::function<void(Boundary &)> &before_move);
@@ -267,6 +276,8 @@ class BindTest : public ::testing::Test {
         EXPECT_EQ(backend_of(data), b.be1);
         EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
         EXPECT_EQ(data.payload_len, b.second.size());
+        EXPECT_EQ(data.tcp->doff_res & KVS_TCP_RES_PUNT_BOUND, 0) << "XDP's tag is not sent on";
+        EXPECT_TRUE(checksums_ok(out[0]));
     }
     void expect_idle_leg_reset(std::uint64_t idle_s);
     void bind_to_boundary(bool leg_ts, Boundary &b) {
@@ -1594,14 +1605,8 @@ class DpdkBindTest : public BindTest {
         EXPECT_EQ(ntohl(sa.tcp->ack_seq), isn + 1);
         EXPECT_TRUE(checksums_ok(out[0]));
         cookie = b.cookie = ntohl(sa.tcp->seq);
-        kvs_cookie_tuple t{};
-        t.saddr[0] = client_ip;
-        t.daddr[0] = vip;
-        t.sport = htons(cport);
-        t.dport = htons(8000);
         kvs_cookie_opts co{};
-        EXPECT_TRUE(kvs_cookie_check(&tables->config.cookie_key[0][0], &t, cookie,
-                                     kvs_cookie_slot(kvs_cookie_now_tai_ns(), 64), &co));
+        EXPECT_TRUE(cookie_passes(cookie, &co));
         EXPECT_EQ(co.wscale, 7);
         b.our_ts = sa.opts.tsval;
 
@@ -2081,6 +2086,8 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(backend_of(data), fresh);
     EXPECT_EQ(ntohl(data.tcp->seq), S);
     EXPECT_EQ(ntohl(data.tcp->ack_seq), 0x20000000u + 1) << "acks in the new backend's space";
+    EXPECT_EQ(data.tcp->doff_res & KVS_TCP_RES_PUNT_BOUND, 0) << "XDP's tag is not sent on";
+    EXPECT_TRUE(checksums_ok(out[2]));
 
     // The entries: the client's replaced whole (new leg, unmarked), the old server entry gone,
     // the new one continuing the client's view (next server byte after the first response).
@@ -2103,6 +2110,36 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";
 }
 
+// A boundary whose ACK happens to pass the SYN-cookie check (here: the response D bytes long, D a
+// multiple of 2^22 that moves only the cookie's option byte, every value of which is valid) is
+// still the bound connection's next request: XDP's tag says so. Before, the worker checked the
+// cookie first and took such a boundary (about 2^-22 of them) for a new connection's first
+// flight: bound anew with options from the cookie's bits, the old leg left open and counted in
+// flight for good.
+TEST_F(BindTest, BoundaryWhoseAckPassesTheCookieCheckStaysTheConnections) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(false, b));
+    const std::uint32_t ob = (cookie >> KVS_COOKIE_MAC_BITS) & 0xff;
+    const std::uint32_t D = ((ob == 0xff ? 0u : ob + 1) - ob) << KVS_COOKIE_MAC_BITS;  // mod 2^32
+    kvs_cookie_opts co{};
+    ASSERT_TRUE(cookie_passes(cookie + D, &co)) << "the boundary's ACK passes the cookie check";
+    b.fs.next_seq = bisn + 1 + D;  // XDP's view: the D-byte response complete, acknowledged
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    Seg r2 = next_request(b);
+    r2.ack = cookie + 1 + D;
+    std::vector<std::vector<std::uint8_t>> out;
+    ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
+    ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
+    kvs_pkt rst = parse(out[1]);
+    EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(backend_of(rst), b.be1) << "the old leg is reset";
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
+    EXPECT_EQ(tables->load[b.be1].closes, 1u) << "the first request left its backend";
+    kvs_flow ns{};
+    EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &b.ks, &ns), 0) << "the old leg's entry";
+}
+
 // XDP marked a boundary while the backend's FIN crossed it on another CPU (its entry shows the
 // FIN by the time the worker reads it): not quiescent after all. The request stays on its
 // backend: sent on through the old leg, both entries unmarked, no new leg.
@@ -2121,6 +2158,8 @@ TEST_F(BindTest, BoundaryRacedByTheBackendsFinStaysOnItsBackend) {
     EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
     EXPECT_EQ(ntohl(data.tcp->seq), b.S + b.fc.seq_delta);
     EXPECT_EQ(data.payload_len, b.second.size());
+    EXPECT_EQ(data.tcp->doff_res & KVS_TCP_RES_PUNT_BOUND, 0) << "XDP's tag is not sent on";
+    EXPECT_TRUE(checksums_ok(out[0]));
     EXPECT_EQ(stat(KVS_R_DP_REQ_BOUNDARY_RACED), 1u);
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 0u);
     EXPECT_EQ(worker->slot_count(), 0u) << "nothing held";
@@ -2247,6 +2286,7 @@ TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
 
     Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), req1, 7);  // the same prompt
     r2.ack = cookie + 1 + 100;
+    r2.punt_bound = true;
     inject(rp.rx, make_seg(rp.pool, r2));
     out = step(now + ms(100));
     ASSERT_EQ(out.size(), 1u) << "the request, through the flow: no new leg";

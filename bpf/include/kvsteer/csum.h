@@ -87,4 +87,15 @@ KVS_INLINE __u16 kvs_csum_finish(__u64 sum) {
     return (__u16)~kvs_csum_fold(sum);
 }
 
+/* Sets (`on`) or clears `bits` in a TCP header's doff_res byte (reserved bits), its checksum
+ * updated (the byte shares its 16-bit word with the flags). */
+KVS_INLINE void kvs_tcp_res_bits(struct kvs_tcphdr *t, __u8 bits, int on) {
+    __u16 old_w, new_w;
+
+    __builtin_memcpy(&old_w, &t->doff_res, 2);
+    t->doff_res = on ? (__u8)(t->doff_res | bits) : (__u8)(t->doff_res & ~bits);
+    __builtin_memcpy(&new_w, &t->doff_res, 2);
+    t->check = kvs_csum_replace16(t->check, old_w, new_w);
+}
+
 #endif /* KVSTEER_CSUM_H */

@@ -33,6 +33,14 @@
 #define KVS_TCP_ACK 0x10
 #define KVS_TCP_URG 0x20
 
+/* A reserved bit of the TCP header (RFC 9293's Rsrvd, the highest of the four; AccECN's AE is
+ * the lowest), in the 12th byte (kvs_tcphdr.doff_res). XDP sets it on a client segment of a bound
+ * connection it hands the dataplane: at a request boundary, or while the connection is being
+ * bound again. The dataplane (xdp mode) takes it off before anything else, checksum and all.
+ * Without it a boundary whose ACK happened to pass the SYN-cookie check (about 2^-22 of them) was
+ * taken for a new connection's first flight. */
+#define KVS_TCP_RES_PUNT_BOUND 0x08
+
 /* TCP option kinds and lengths. */
 #define KVS_TCPOPT_EOL 0
 #define KVS_TCPOPT_NOP 1

@@ -40,6 +40,14 @@ struct DaemonCounters {
 // backend.add's request ("spec", or "addr" with "weight", "model", ...) as a spec; err (one line).
 std::optional<BackendSpec> backend_spec_from_request(const nlohmann::json &req, std::string *err);
 
+// tune.set's request: the name, and the value's text (a string as is, a number as printed).
+// nullopt + err (one line) without either, or for a value neither a string nor a number (null,
+// meant as "off", turned session affinity on, keyed on a header named "null").
+struct TuneSetRequest {
+    std::string name, value;
+};
+std::optional<TuneSetRequest> tune_set_from_request(const nlohmann::json &req, std::string *err);
+
 // A backend named by its id in the API ("12"; what kvsteerctl sends): decimal digits only,
 // every one of them ("0012" is 12), 0..KVS_MAX_BACKENDS-1; else nullopt + err (one line).
 std::optional<std::uint16_t> parse_backend_id(std::string_view s, std::string *err);

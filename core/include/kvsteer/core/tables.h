@@ -25,4 +25,13 @@ struct Tables {
     int flows_fd = -1;
 };
 
+// Kept-alive connections of a backend idle now (XDP's idle_starts - idle_ends, counted on other
+// CPUs, read relaxed): 0 where a read of the two, torn by a count between them, puts the ends
+// ahead. The choice subtracts it from the bound connections (binds - closes).
+inline std::uint64_t backend_idle(const kvs_backend_load &l) {
+    const std::uint64_t starts = __atomic_load_n(&l.idle_starts, __ATOMIC_RELAXED);
+    const std::uint64_t ends = __atomic_load_n(&l.idle_ends, __ATOMIC_RELAXED);
+    return starts > ends ? starts - ends : 0;
+}
+
 }  // namespace kvsteer
