@@ -168,7 +168,10 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
         return;
     }
     const HashParams hp = hash_params(*env.t.config);
-    bool ready = gap || full_ || ff_.has_fin() || n + 1460 > max_held;
+    // The client's FIN makes the flight ready only with every byte before it held: a FIN behind a
+    // hole (a segment lost before the appliance) waits for the retransmission, as any hole does
+    // (before, it bound at once on the bytes before the hole: a head or prompt cut short).
+    bool ready = gap || full_ || ff_.complete_to_fin() || n + 1460 > max_held;
     if (v.status == LocateStatus::Ok)
         ready |= v.body_complete || v.expect_continue || v.key_len >= bind_depth(hp);
     else if (v.status != LocateStatus::NeedMoreHead)
@@ -398,7 +401,7 @@ void Binder::pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, 
 }
 
 bool Binder::flight_settled() const {
-    if (ff_.has_fin() || ff_.size() >= 10) return true;
+    if (ff_.complete_to_fin() || ff_.size() >= 10) return true;
     if (req_end_ && ff_.contiguous() >= req_end_) return true;
     const std::uint32_t seg = mss_ > 100 ? mss_ - 40u : 536u;  // payload, less any options
     return ff_.contiguous() >= 10u * seg;

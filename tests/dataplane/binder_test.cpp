@@ -713,6 +713,24 @@ TEST_F(BinderTest, FinBeforeTheHeadIsCompleteResetsInsteadOfBinding) {
     EXPECT_EQ(stat(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD), 1u);
 }
 
+// A FIN behind a hole (a middle segment lost before the appliance): the flight waits for the
+// retransmission instead of binding on the bytes before the hole. Before, the FIN made it ready at
+// once: bound on a head cut short (the request keyed on nothing), the rest sent on after.
+TEST_F(BinderTest, FinBehindAHoleWaitsForTheMissingBytes) {
+    start();
+    const auto n = static_cast<std::uint32_t>(kReq.size());
+    const std::uint32_t a = 40, b = 80;  // [a, b) lost: inside the request head
+    Actions a1, a2, a3;
+    seg(kReq, 0, a, 0, a1);
+    EXPECT_EQ(kinds(a1), std::vector<Kind>{Kind::Arm});
+    seg(kReq, b, n - b, 1, a2, true);  // the rest, with the client's FIN
+    EXPECT_EQ(kinds(a2), std::vector<Kind>{Kind::Arm}) << "held: the hole comes again";
+    EXPECT_EQ(b_.phase(), Phase::Holding);
+    EXPECT_EQ(stat(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD), 0u);
+    seg(kReq, a, b - a, 2, a3);  // the retransmission
+    EXPECT_EQ(kinds(a3), std::vector<Kind>{Kind::Connect}) << "the whole request: it binds";
+}
+
 TEST_F(BinderTest, UnsureStartWaitsForTheHead) {
     start(/*isn_known=*/false);
     // A body without its head and no proof of the stream's start: not bound before the wait.
