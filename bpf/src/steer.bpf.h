@@ -881,15 +881,20 @@ __attribute__((noinline)) int kvs_xdp_vip_no_flow(struct xdp_md *ctx, __u32 at) 
 
         kvs_flow_key_of(&pkt, &k);
         bucket = kvs_fleet_bucket(&k);
+        idx = kvs_fleet_owner_index(fl, bucket);
+        e = bpf_map_lookup_elem(&kvs_owner, &idx);
         if (hop == 0) {
-            idx = kvs_fleet_owner_index(fl, bucket);
-            e = bpf_map_lookup_elem(&kvs_owner, &idx);
             owner = e ? kvs_fleet_remote_owner(fl, e) : KVS_APPLIANCE_NONE;
             if (owner != KVS_APPLIANCE_NONE && !(flags & KVS_TCP_SYN))
                 return kvs_xdp_fleet_send(ctx, owner, 1);
         }
-        if (flags & KVS_TCP_RST) return kvs_xdp_fleet_chase(ctx, at, bucket);
         if (hop >= 2 && !(flags & KVS_TCP_SYN)) return kvs_xdp_fleet_chase(ctx, at, bucket);
+        /* The owner's miss of a client RST: the previous owners first (they hold the flows bound
+         * before the last change); with none left, its own dataplane may be binding the flow
+         * (no entry yet), so the RST goes on as on a single appliance (below). Before, it was
+         * always chased, and with nobody to ask dropped: the binding went on. */
+        if ((flags & KVS_TCP_RST) && e && kvs_fleet_next_prev(fl, e, at))
+            return kvs_xdp_fleet_chase(ctx, at, bucket);
     }
     /* A client's RST with the ACK of a valid cookie (RST|ACK: how Linux aborts a connection) may
      * end a binding in progress: the dataplane holds its flight (no flow entry yet) and checks
