@@ -338,7 +338,8 @@ static long kvs_head_step(__u64 index, void *arg) {
         __u64 v = 0;
         __u32 j = i + 15;
 
-        while (j < h->n && b[j & m] == ' ') {
+        /* Optional whitespace: spaces or tabs (a tab read as the value's end made it 0). */
+        while (j < h->n && (b[j & m] == ' ' || b[j & m] == '\t')) {
             j++;
             if (j > i + 20) break;
         }
@@ -349,8 +350,11 @@ static long kvs_head_step(__u64 index, void *arg) {
             if (j + k >= h->n || c < '0' || c > '9') break;
             v = v * 10 + (c - '0');
         }
-        h->clen = v;
-        h->have_len = 1;
+        /* No digit: no length known (was taken as 0, a response ending at its head). */
+        if (k > 0) {
+            h->clen = v;
+            h->have_len = 1;
+        }
     } else if (kvs_hdr_is(b, i, "transfer-encoding:", 18)) {
         h->chunked = 1; /* the one transfer coding a response body carries in practice */
     }

@@ -527,6 +527,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         return;
     }
     const std::uint8_t fl = pkt.tcp->flags;
+    if (punt_bound_ && !(fl & KVS_TCP_SYN)) return bound_punt(m, pkt, key, now);
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
         if (answers_handshakes() && !draining()) return answer_syn(m, pkt);
         // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.
@@ -543,15 +544,38 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         pkt.payload_len == 0)
         return answer_bare_fin(m, pkt);
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_SYN) && pkt.payload_len > 0) {
-        // A request boundary of a bound connection, whatever its ACK says of the cookie (draining
-        // too: it goes on on its backend there).
-        if (punt_bound_ && rebind_flow(m, pkt, key, now)) return;
         if (!draining()) return new_flow(m, pkt, key, now);
         inc(KVS_R_DP_DRAINING);
         rte_pktmbuf_free(m);
         return;
     }
     inc(KVS_R_DROP_PURE_ACK);
+    rte_pktmbuf_free(m);
+}
+
+// A client segment XDP tagged as a bound connection's (KVS_TCP_RES_PUNT_BOUND) with no binding of
+// it here: never taken for a new connection's, whatever its ACK says of the cookie. A request
+// boundary (the entries marked) is bound again, or kept on its backend (rebind_flow: draining
+// too); with the entries no longer marked (the boundary's first segment was kept on its backend:
+// raced, draining, no room) it goes on through them, as XDP now sends the connection's segments.
+// Anything else is dropped, counted (the client sends it again). Before, such a segment went on
+// to the cookie check: dropped, or with a valid-looking ACK (about 2^-22) bound as a new
+// connection, a bare FIN answered as one.
+void Worker::bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
+    const std::uint8_t fl = pkt.tcp->flags;
+    if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_RST) && pkt.payload_len > 0 &&
+        rebind_flow(m, pkt, key, now))
+        return;
+    kvs_flow c2s{};
+    if (t_.flows_fd >= 0 && bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) == 0 &&
+        c2s.dir == KVS_DIR_C2S && !(c2s.state & KVS_FLOW_REBINDING)) {
+        rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), c2s);
+        inc(KVS_R_TX_FWD_C2S);
+        return tx(m);
+    }
+    inc((fl & KVS_TCP_RST)                            ? KVS_R_DROP_RST_NO_FLOW
+        : (pkt.payload_len > 0 || (fl & KVS_TCP_FIN)) ? KVS_R_DP_REQ_NO_FLOW
+                                                      : KVS_R_DROP_PURE_ACK);
     rte_pktmbuf_free(m);
 }
 

@@ -122,6 +122,7 @@ class Worker {
     bool cookie_valid(const kvs_pkt &pkt, kvs_cookie_opts *co) const;
     bool rebinding_now(const Slot &s) const;
     bool rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
+    void bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void resume(std::uint32_t idx, std::uint64_t now);
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);

@@ -2171,6 +2171,43 @@ TEST_F(BindTest, BoundaryRacedByTheBackendsFinStaysOnItsBackend) {
     EXPECT_EQ(nc.resp & KVS_RESP_END, 0) << "no later boundary on this connection";
 }
 
+// A boundary request in two segments, the first kept on its backend (raced by the backend's FIN):
+// the entries are unmarked by then, and the second, which XDP tagged while they were marked, goes
+// on through them too. Before, a tagged segment the worker could not re-bind went on to the
+// cookie check: dropped (the client waited out a retransmission), or with an ACK passing the
+// check (about 2^-22) bound as a new connection.
+TEST_F(BindTest, TaggedSegmentAfterAKeptBoundaryGoesOnThroughTheFlow) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    b.fs.state |= KVS_FLOW_FIN_IN;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    const auto half = static_cast<std::uint32_t>(b.second.size() / 2);
+    const auto off = static_cast<std::uint32_t>(b.req1.size());
+    Seg r2a = client_seg(off, b.second.substr(0, half), 7);
+    Seg r2b = client_seg(off + half, b.second.substr(half), 7);
+    for (Seg *r : {&r2a, &r2b}) {
+        r->ack = cookie + 1 + 100;
+        r->punt_bound = true;
+    }
+    inject(rp.rx, make_seg(rp.pool, r2a));
+    auto out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_BOUNDARY_RACED), 1u);
+    inject(rp.rx, make_seg(rp.pool, r2b));
+    out = step(now + ms(101));
+    ASSERT_EQ(out.size(), 1u) << "the second half on the old leg too";
+    kvs_pkt data = parse(out[0]);
+    EXPECT_EQ(backend_of(data), b.be1);
+    EXPECT_EQ(ntohs(data.tcp->source), b.old_port);
+    EXPECT_EQ(ntohl(data.tcp->seq), b.S + half + b.fc.seq_delta);
+    EXPECT_EQ(data.payload_len, b.second.size() - half);
+    EXPECT_EQ(data.tcp->doff_res & KVS_TCP_RES_PUNT_BOUND, 0) << "XDP's tag is not sent on";
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 0u);
+    EXPECT_EQ(worker->slot_count(), 0u) << "nothing held, nothing bound";
+}
+
 // A boundary whose server entry is gone (evicted from the LRU map): nothing to continue. The
 // client gets a RST in its own sequence space, so it retries on a new connection; before, the
 // segment was dropped silently and the connection hung until the client's own timeout.
