@@ -500,6 +500,8 @@ json Daemon::handle(const json &req) {
                     {"daemon",
                      {{"api_requests", ctr_.api_requests},
                       {"api_errors", ctr_.api_errors},
+                      {"clients_evicted", ctr_.clients_evicted},
+                      {"clients_refused", ctr_.clients_refused},
                       {"maglev_rebuilds", c.maglev_rebuilds},
                       {"affinity_publishes", c.affinity_publishes},
                       {"affinity_insert_failed", c.affinity_insert_failed},

@@ -178,7 +178,10 @@ void DaemonCore::after_scrape(BackendRuntime &b) {
         spdlog::debug("backend {} {}: queue {} -> max_load {}", b.id, b.spec.ep.str(), q,
                       cap ? std::to_string(cap) : "bound");
         b.queue_max_load = cap;
-        publish_backends(false);
+        if (batch_depth_)
+            batch_backends_ = true;
+        else
+            publish_backends(false);
     }
 }
 

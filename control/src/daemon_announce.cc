@@ -252,9 +252,6 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
             drain_.fleet_note = "not an owner";
         } else if (!(now & ~self)) {
             drain_.fleet_note = "the last owner: stays one";
-        } else if (etcd_ && !etcd_->view().reachable) {
-            // Not waited for on the event loop (etcd's timeouts, while it hangs).
-            drain_.fleet_note = "leaving the owners failed: etcd is unreachable";
         } else if (etcd_) {
             // etcd's newest epoch less this appliance, members dead now kept (a push of the
             // computed one took them out, and they stayed out when they came back).
@@ -265,7 +262,12 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
                 to = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
                 return !to || append_epoch(f.epochs, to);
             };
-            drain_.fleet_note = !etcd_->update_epochs(op, &changed, &err)
+            // Known unreachable (read before, the last poll failed): not waited for on the event
+            // loop (etcd's timeouts, while it hangs).
+            const FleetEtcdView v = etcd_->view();
+            const bool down = v.read && !v.reachable;
+            if (down) err = "etcd is unreachable (" + v.error + ")";
+            drain_.fleet_note = down || !etcd_->update_epochs(op, &changed, &err)
                                     ? "leaving the owners failed: " + err
                                 : to ? "left the owners: " + member_set_str(to)
                                      : std::string("not an owner, or the last one alive: stays");

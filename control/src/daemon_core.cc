@@ -289,7 +289,21 @@ void DaemonCore::set_weight(std::uint16_t id, std::uint16_t weight, std::uint64_
     republish(now_ns);
 }
 
+void DaemonCore::end_batch(std::uint64_t now_ns) {
+    if (batch_depth_ == 0 || --batch_depth_ > 0) return;
+    if (batch_republish_) {
+        republish(now_ns);
+    } else if (batch_backends_) {
+        publish_backends(false);
+    }
+    batch_republish_ = batch_backends_ = false;
+}
+
 void DaemonCore::republish(std::uint64_t now_ns) {
+    if (batch_depth_) {
+        batch_republish_ = true;
+        return;
+    }
     publish_backends(false);
     publish_affinity(false, now_ns);
 }

@@ -125,15 +125,44 @@ bool Daemon::open_metrics(std::string *err) {
     return true;
 }
 
+void Daemon::admit(std::vector<Client> &list, std::size_t slots, int fd, const char *what) {
+    const auto now = std::chrono::steady_clock::now();
+    bool evicted = false;
+    if (list.size() >= slots) {
+        auto oldest = list.end();
+        for (auto it = list.begin(); it != list.end(); ++it)
+            if (it->out.empty() && !it->backlog &&
+                (oldest == list.end() || it->opened < oldest->opened))
+                oldest = it;
+        if (oldest == list.end()) {
+            ctr_.clients_refused++;
+            close(fd);
+        } else {
+            ctr_.clients_evicted++;
+            close(oldest->fd);
+            list.erase(oldest);
+            evicted = true;
+        }
+        if (now - admit_logged_ >= std::chrono::seconds(10)) {
+            admit_logged_ = now;
+            spdlog::warn("{}: all {} connection slots taken: {} ({} evicted, {} refused so far)",
+                         what, slots,
+                         evicted ? "the oldest idle one closed" : "the new one refused",
+                         ctr_.clients_evicted, ctr_.clients_refused);
+        }
+        if (!evicted) return;
+    }
+    Client c;
+    c.fd = fd;
+    c.opened = now;
+    list.push_back(std::move(c));
+}
+
 void Daemon::accept_api() {
     for (;;) {
         int fd = accept4(api_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
-        if (api_clients_.size() >= 64) {
-            close(fd);
-            continue;
-        }
-        api_clients_.push_back({fd, {}, {}, false});
+        admit(api_clients_, 64, fd, "API socket");
     }
 }
 
@@ -141,11 +170,7 @@ void Daemon::accept_metrics() {
     for (;;) {
         int fd = accept4(metrics_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
-        if (metrics_clients_.size() >= 32) {
-            close(fd);
-            continue;
-        }
-        metrics_clients_.push_back({fd, {}, {}, false});
+        admit(metrics_clients_, 32, fd, "metrics listener");
     }
 }
 
@@ -204,6 +229,7 @@ void Daemon::serve_metrics_client(std::size_t idx) {
         if (n == 0 || (errno != EAGAIN && errno != EINTR)) c.closing = true;
         return;
     }
+    if (c.closing) return;  // answered: what comes after is ignored (it overwrote the reply)
     c.in.append(buf, static_cast<std::size_t>(n));
     if (c.in.find("\r\n\r\n") == std::string::npos && c.in.find("\n\n") == std::string::npos) {
         if (c.in.size() > 16384) c.closing = true;
@@ -295,11 +321,16 @@ void Daemon::run() {
             if (pfds[base + api_polled + i].revents & (POLLIN | POLLHUP | POLLERR))
                 serve_metrics_client(i);
         }
+        const auto flushed_at = std::chrono::steady_clock::now();
         for (auto *list : {&api_clients_, &metrics_clients_}) {
             for (std::size_t i = 0; i < list->size();) {
                 Client &c = (*list)[i];
                 bool alive = flush_out(c.fd, c.out);
-                if (!alive || (c.closing && c.out.empty() && !c.backlog)) {
+                // A metrics exchange is one request and its reply: a connection older than 10 s
+                // is a stuck or idle one, and it holds a slot.
+                const bool stale =
+                    list == &metrics_clients_ && flushed_at - c.opened > std::chrono::seconds(10);
+                if (!alive || stale || (c.closing && c.out.empty() && !c.backlog)) {
                     close(c.fd);
                     list->erase(list->begin() + static_cast<long>(i));
                 } else {

@@ -51,6 +51,8 @@ std::string too_large(std::size_t max_body) {
 std::string read_error(const beast::error_code &ec, std::size_t max_body) {
     if (ec == http::error::body_limit) return too_large(max_body);
     if (ec == http::error::header_limit) return "response head too long";
+    if (ec == http::error::buffer_overflow)
+        return "bad response: a chunk's size line, extension or trailer too long";
     if (ec == http::error::end_of_stream) return "connection closed before the response head";
     if (ec == http::error::partial_message)
         return "connection closed before the end of the response";
@@ -98,7 +100,10 @@ struct Fetch {
 
     tcp::socket sock;
     http::request<http::string_body> req;
-    beast::flat_buffer buf;
+    // Bounded: what the parser has not consumed yet (the head, within kMaxHead; a chunk's size
+    // line, extension or trailer) never exceeds it. Unbounded, a backend that sent an endless
+    // chunk extension grew it by hundreds of MB within one scrape's deadline.
+    beast::flat_buffer buf{2 * kMaxHead};
     Parser parser;
     HttpResult *res;
     std::size_t max_body;

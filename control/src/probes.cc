@@ -93,6 +93,13 @@ void Daemon::apply_results() {
     }
     std::size_t local = 0;
     std::string why;
+    // The round's health transitions and queue-cap changes are published once, after it (also
+    // when a result's handling throws).
+    core_.begin_batch();
+    struct EndBatch {
+        DaemonCore &core;
+        ~EndBatch() { core.end_batch(mono_ns()); }
+    } end_batch{core_};
     for (auto &r : got) {
         // This host could not make the request (out of descriptors or buffers): nothing is known
         // of the backend, so no verdict (a failed check here took healthy backends down).

@@ -861,6 +861,38 @@ TEST_F(DaemonTest, ExportsPrometheusMetrics) {
     EXPECT_EQ(nf[0].status, 404);
 }
 
+// 32 idle connections hold every metrics slot: a scrape still gets its page, the oldest idle
+// connection closed to make room (counted). Before, the new connection was closed silently and
+// every scrape failed while they stayed.
+TEST_F(DaemonTest, IdleMetricsConnectionsDoNotStopScrapes) {
+    auto c = config(1);
+    auto port = kvtest::free_tcp_port();
+    c.metrics_listen = "127.0.0.1:" + std::to_string(port);
+    start(c);
+    std::vector<int> idle;
+    for (int i = 0; i < 32; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+        idle.push_back(fd);
+    }
+    std::string err;
+    const Endpoint ep = *parse_endpoint(c.metrics_listen, &err);
+    // The daemon accepts them on its loop: wait until all 32 hold their slots.
+    ASSERT_TRUE(wait_for([&] { return call({{"cmd", "counters"}})["ok"].get<bool>(); }));
+    std::this_thread::sleep_for(200ms);
+    auto r = http_get_many({{ep, "/metrics"}}, 2000ms);
+    EXPECT_TRUE(r[0].ok) << r[0].error;
+    EXPECT_EQ(r[0].status, 200);
+    auto counters = call({{"cmd", "counters"}});
+    EXPECT_GE(counters["daemon"]["clients_evicted"].get<std::uint64_t>(), 1u) << counters.dump();
+    EXPECT_EQ(counters["daemon"]["clients_refused"].get<std::uint64_t>(), 0u);
+    for (int fd : idle) close(fd);
+}
+
 TEST_F(DaemonTest, RestartKeepsBackendIds) {
     // A daemon restarted over the same maps keeps each backend's slot (flows and load stay
     // attributed), whatever the order in the new configuration.

@@ -184,6 +184,24 @@ TEST(HttpClient, BodyLimitAndNoAddress) {
         EXPECT_FALSE(rp[0].ok);
         EXPECT_NE(rp[0].error.find("closed before the end"), std::string::npos) << rp[0].error;
     }
+    {
+        // An endless chunk extension (1 MiB of it here): refused once the read buffer's bound is
+        // reached, not buffered (before, kvsteerd kept reading it into memory: ~520 MB within a
+        // scrape's deadline on loopback).
+        RawOnce raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=" +
+                    std::string(1 << 20, 'e'));
+        auto rx = http_get_many({{loopback(raw.port()), "/metrics"}}, 2000ms);
+        EXPECT_FALSE(rx[0].ok);
+        EXPECT_NE(rx[0].error.find("too long"), std::string::npos) << rx[0].error;
+    }
+    {
+        // The bound is on what waits to be parsed, not on the body: a 6 MiB chunked body is whole.
+        TestHttpServer big;
+        big.set("/chunked", 200, std::string(6 << 20, 'c'), true);
+        auto rb = http_get_many({{loopback(big.port()), "/chunked"}}, 5000ms, 8 << 20);
+        EXPECT_TRUE(rb[0].ok) << rb[0].error;
+        EXPECT_EQ(rb[0].body.size(), std::size_t{6} << 20);
+    }
     // Within the limit: whole.
     auto ok = http_get_many({{ep, "/metrics"}}, 1000ms, 5000);
     EXPECT_TRUE(ok[0].ok) << ok[0].error;

@@ -34,6 +34,9 @@ namespace kvsteer::control {
 // What only the I/O side counts: the API, and KV events (the core counts the rest).
 struct DaemonCounters {
     std::uint64_t api_requests = 0, api_errors = 0;
+    // Connections to the API socket / metrics listener over their slots (64 / 32): the oldest
+    // one with nothing pending closed to make room, or, none such, the new one refused.
+    std::uint64_t clients_evicted = 0, clients_refused = 0;
     std::uint64_t kv_cache_resets = 0;  // backend caches marked reset because of KV events
 };
 
@@ -230,7 +233,14 @@ class Daemon {
         std::string in, out;
         bool closing = false;
         bool backlog = false;  // API: complete requests in `in` left for the next turn
+        std::chrono::steady_clock::time_point opened{};
     };
+    // A new connection on a listener whose `slots` are taken: the oldest client with nothing
+    // pending (no reply queued, no request left) makes room, else the new one is refused; both
+    // counted, logged at most once in 10 s. Before, the new one was closed silently: 32 idle
+    // connections to the metrics listener stopped every scrape.
+    void admit(std::vector<Client> &list, std::size_t slots, int fd, const char *what);
+    std::chrono::steady_clock::time_point admit_logged_{};
     int api_fd_ = -1, metrics_fd_ = -1, wake_fd_ = -1;
     std::vector<Client> api_clients_, metrics_clients_;
 
