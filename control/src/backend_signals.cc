@@ -18,6 +18,10 @@ T load_relaxed(T &x) {
     return std::atomic_ref<T>(x).load(std::memory_order_relaxed);
 }
 
+// A passive health interval fails only with failures at least 1/kPassiveFailShare of the flows
+// bound in it.
+constexpr std::uint64_t kPassiveFailShare = 10;
+
 }  // namespace
 
 void DaemonCore::log_transition(const BackendRuntime &b, bool up, const std::string &why) {
@@ -80,6 +84,7 @@ void DaemonCore::passive_health(std::uint64_t now_ns) {
         b.prev_binds = binds;
         if (!cfg_.health_passive_fails) continue;
         if (!b.health.up()) {
+            b.passive_streak = 0;  // a streak from before it went down is not carried past it
             // With active checks off nothing else can bring it back: retry after `rise` intervals.
             if (!cfg_.health_interval_ms && ++b.passive_hold >= cfg_.health_rise) {
                 b.passive_hold = 0;
@@ -89,7 +94,9 @@ void DaemonCore::passive_health(std::uint64_t now_ns) {
             }
             continue;
         }
-        if (delta >= cfg_.health_passive_fails) {
+        // Failed: at least health-passive-fails failures, and at least a tenth of the flows it
+        // bound meanwhile (a busy backend's rare SYN timeout, one in thousands, took it down).
+        if (delta >= cfg_.health_passive_fails && delta * kPassiveFailShare >= bound) {
             b.passive_streak++;
             b.passive_failures++;
             ctr_.passive_failures++;

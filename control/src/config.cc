@@ -118,7 +118,8 @@ po::options_description make_options() {
         ("health-fall", s(), "consecutive failures to mark a backend down (default 3)")
         ("health-path", s(), "HTTP path of the health check (default /health)")
         ("health-passive-fails", s(), "dataplane bind failures (RST/timeout) that make a health interval "
-                                      "failed; health-fall failed intervals in a row take the backend down; 0 = off (default 1)")
+                                      "failed (and at least a tenth of the flows bound in it); health-fall failed intervals in a "
+                                      "row take the backend down; 0 = off (default 1)")
         ("telemetry-interval", s(), "backend /metrics scrape interval, ms; 0 = off (default 1000)")
         ("telemetry-path", s(), "HTTP path of backend metrics (default /metrics)")
         ("queue-cap", s(), "a backend whose own waiting queue (telemetry) reaches this gets kvs_backends.max_load = its "

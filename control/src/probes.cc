@@ -27,8 +27,12 @@ void Daemon::prober_loop(Probe kind) {
     const std::uint32_t health_ms = cfg().health_interval_ms, tel_ms = cfg().telemetry_interval_ms;
     const auto interval =
         std::chrono::milliseconds(health ? (health_ms ? health_ms : 1000) : tel_ms);
+    // Never past the interval: with checks off (health-interval 0, the probes only retry MAC
+    // lookups every 1 s) health-timeout is not bounded by it in the configuration, and a hung
+    // backend held the shutdown (which joins this thread) for up to 600 s.
     const auto timeout =
-        health ? std::chrono::milliseconds(cfg().health_timeout_ms)
+        health ? std::chrono::milliseconds(
+                     std::min<std::uint32_t>(cfg().health_timeout_ms, health_ms ? health_ms : 1000))
                : std::chrono::milliseconds(std::clamp<std::uint32_t>(tel_ms * 4 / 5, 100, 5000));
     const std::string path = health ? cfg().health_path : cfg().telemetry_path;
     while (!stop_.load()) {
@@ -49,7 +53,14 @@ void Daemon::prober_loop(Probe kind) {
                 auto page = parse_prometheus(r.http.body);
                 r.bad_lines = page.bad_lines;
                 r.parse_error = page.first_error;
-                r.tel = extract_telemetry(page);
+                if (page.truncated) {
+                    // Not read whole: sums over part of it would be wrong values, not unknown
+                    // ones (before, the cut was neither counted nor logged).
+                    r.http.ok = false;
+                    r.http.error = "metrics page too large (over 200,000 samples): not used";
+                } else {
+                    r.tel = extract_telemetry(page);
+                }
             }
             out.push_back(std::move(r));
         }

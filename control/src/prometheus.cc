@@ -198,10 +198,14 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
                 rest.remove_prefix(j);
                 while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t'))
                     rest.remove_suffix(1);
-                if (name.empty() || rest.empty())
+                if (name.empty() || rest.empty()) {
                     bad("malformed TYPE line");
-                else
+                } else if (r.types.size() >= max_samples) {
+                    r.truncated = true;  // as many as samples at most (each costs ~10x its line)
+                    break;
+                } else {
                     r.types.emplace_back(std::move(name), std::string(rest));
+                }
             }
             continue;
         }

@@ -11,12 +11,15 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+
+#include "kvsteer/prog_abi.h"
 
 namespace kvsteer::dp {
 
@@ -109,6 +112,40 @@ bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string
             if (access(path.c_str(), R_OK) != 0) {
                 *err = fmt::format("--vdev {}: xdp_prog '{}' not readable: {}", v, path,
                                    std::strerror(errno));
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+bool check_xdp_prog_abi(const std::vector<std::string> &eal_args, std::string *err) {
+    for (const auto &v : vdev_values(eal_args)) {
+        for (const auto &path : vdev_fields(v, "xdp_prog")) {
+            std::ifstream in(path, std::ios::binary);
+            const std::string bytes((std::istreambuf_iterator<char>(in)),
+                                    std::istreambuf_iterator<char>());
+            if (!in.good() && !in.eof()) {
+                *err = fmt::format("--vdev {}: xdp_prog '{}' cannot be read", v, path);
+                return false;
+            }
+            const std::size_t at = bytes.find(KVS_XDP_ABI_MARKER);
+            if (at == std::string::npos) {
+                *err = fmt::format(
+                    "--vdev {}: xdp_prog '{}' is not a kvsteer XDP object of this build (no "
+                    "'{}' marker; this dataplane needs XDP ABI {}): install the kvsteer.bpf.o "
+                    "built with it",
+                    v, path, KVS_XDP_ABI_MARKER, KVS_XDP_ABI);
+                return false;
+            }
+            const std::size_t from = at + std::strlen(KVS_XDP_ABI_MARKER);
+            const std::size_t end = bytes.find('\0', from);
+            const std::string num = bytes.substr(from, end == std::string::npos ? 8 : end - from);
+            if (num != KVS_XDP_ABI_STR(KVS_XDP_ABI)) {
+                *err = fmt::format(
+                    "--vdev {}: xdp_prog '{}' is of kvsteer XDP ABI {}, this dataplane needs {}: "
+                    "install the kvsteer.bpf.o built with it",
+                    v, path, num, KVS_XDP_ABI);
                 return false;
             }
         }

@@ -20,6 +20,12 @@ bool bind_bpffs_as_default_root(const std::string &dir, std::string *err);
 // reported as such instead of as a PMD probe failure. false + err naming the interface.
 bool check_vdev_interfaces(const std::vector<std::string> &eal_args, std::string *err);
 
+// xdp mode: every `xdp_prog=` of the --vdev arguments is a kvsteer XDP object of this
+// dataplane's KVS_XDP_ABI (prog_abi.h: the marker in its file). false + err naming the file and
+// both numbers (or the missing marker): an object of another build hands segments over in a way
+// this dataplane does not read.
+bool check_xdp_prog_abi(const std::vector<std::string> &eal_args, std::string *err);
+
 // The --vdev arguments that carry both `iface=` and `xdp_prog=`.
 struct XdpVdev {
     std::string iface, prog;

@@ -144,7 +144,8 @@ int main(int argc, char **argv) {
     spdlog::set_level(spdlog::level::from_str(opts->log_level));
 
     std::string err;
-    if (!hugepages_usable(eal_args, &err) || !check_vdev_interfaces(eal_args, &err)) {
+    if (!hugepages_usable(eal_args, &err) || !check_vdev_interfaces(eal_args, &err) ||
+        (opts->mode == Mode::Xdp && !check_xdp_prog_abi(eal_args, &err))) {
         spdlog::error("{}", err);
         return 1;
     }

@@ -104,7 +104,8 @@ bool is_event_reason(unsigned r) {
     return r == KVS_R_FLOW_FIN || r == KVS_R_FLOW_RST || r == KVS_R_FLOW_CLOSED ||
            r == KVS_R_REQ_KEPT_OWED || r == KVS_R_REQ_KEPT_CLOSING || r == KVS_R_REQ_KEPT_UNACKED ||
            r == KVS_R_RESP_RESYNC || r == KVS_R_REQ_END_UNKNOWN || r == KVS_R_FLEET_DECAP ||
-           r == KVS_R_FLEET_VLAN_LOCAL || r == KVS_R_TCP_OPTS_IGNORED;
+           r == KVS_R_FLEET_VLAN_LOCAL || r == KVS_R_TCP_OPTS_IGNORED ||
+           r == KVS_R_CLOSE_OUT_OF_WINDOW || r == KVS_R_SYN_ON_LIVE_FLOW || r == KVS_R_FLOW_REUSED;
 }
 
 RunResult expect_verdict(ProgHarness &h, const Bytes &in, std::uint32_t verdict, unsigned reason) {

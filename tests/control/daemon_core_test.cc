@@ -271,6 +271,31 @@ TEST_F(DaemonCoreTest, BindFailuresTakeABackendDownAndTheHoldBringsItBack) {
     EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP);
 }
 
+// A busy backend with rare bind failures (one SYN timeout among 2,000 flows a second) stays up:
+// an interval fails only when its failures are at least a tenth of the flows bound in it. Before,
+// any failure failed the interval, and `fall` seconds of them took a healthy busy backend down.
+TEST_F(DaemonCoreTest, RareBindFailuresOfABusyBackendAreNoFailedInterval) {
+    auto c = config(2);
+    c.health_fall = 2;
+    DaemonCore &d = start(c);
+    std::uint64_t t = kT0;
+    for (int i = 0; i < 5; i++) {
+        m_.view.load[0].bind_fail_timeout += 1;
+        m_.view.load[0].binds += 2000;
+        d.tick(t += 1000 * kMs);
+    }
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP);
+    EXPECT_EQ(d.counters().passive_failures, 0u);
+    // A tenth and more of them failing: down after `fall` intervals.
+    for (int i = 0; i < 2; i++) {
+        m_.view.load[0].bind_fail_rst += 300;
+        m_.view.load[0].binds += 2000;
+        d.tick(t += 1000 * kMs);
+    }
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_DOWN);
+    EXPECT_EQ(d.counters().passive_failures, 2u);
+}
+
 TEST_F(DaemonCoreTest, ScrapesFeedTheLoadMapAndACounterResetForgetsTheBackend) {
     DaemonCore &d = start(config(2));
     Telemetry t;

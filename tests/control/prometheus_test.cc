@@ -228,6 +228,10 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash) {
     EXPECT_EQ(p.bad_lines, 1u);
     EXPECT_EQ(extract_telemetry(p).running, 4.0);
     EXPECT_TRUE(parse_prometheus("a 1\nb 2\nc 3\n", 2).truncated);
+    // TYPE lines are bounded the same way (each kept one costs ~10x its line).
+    auto t = parse_prometheus("# TYPE a gauge\n# TYPE b gauge\n# TYPE c gauge\nd 1\n", 2);
+    EXPECT_TRUE(t.truncated);
+    EXPECT_EQ(t.types.size(), 2u);
 
     std::mt19937 rng(7);
     const std::string alphabet =

@@ -25,6 +25,16 @@ expect "no hugepages" "no hugepages configured: pass --no-huge" "$BIN" --no-pci 
 expect "no such interface" "no such interface 'kvdp-nosuch0'" "$BIN" "${EAL[@]}" \
     --vdev net_af_xdp0,iface=kvdp-nosuch0 -- --bpffs /nonexistent
 expect "maps missing" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" -- --bpffs /nonexistent-kvdp
+# xdp mode: the XDP object must be kvsteer's of this build (prog_abi.h), checked before anything.
+expect "not a kvsteer XDP object" "is not a kvsteer XDP object of this build" "$BIN" "${EAL[@]}" \
+    --vdev "net_af_xdp0,iface=lo,xdp_prog=$1/bpf/xdp_pass.bpf.o" -- --mode xdp --bpffs /nonexistent-kvdp
+abi_tmp=$(mktemp)
+printf 'ELF...kvsteer-xdp-abi:999\0...' >"$abi_tmp"
+expect "another XDP ABI" "is of kvsteer XDP ABI 999, this dataplane needs" "$BIN" "${EAL[@]}" \
+    --vdev "net_af_xdp0,iface=lo,xdp_prog=$abi_tmp" -- --mode xdp --bpffs /nonexistent-kvdp
+rm -f "$abi_tmp"
+expect "this build's XDP object passes" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" \
+    --vdev "net_af_xdp0,iface=lo,xdp_prog=$1/bpf/kvsteer.bpf.o" -- --mode xdp --bpffs /nonexistent-kvdp
 if [[ $(id -u) == 0 ]]; then
     dir=/run/kvsteer-test-kvdpst
     mkdir -p "$dir" && mount -t bpf bpf "$dir" && trap 'umount "$dir"; rmdir "$dir"' EXIT
