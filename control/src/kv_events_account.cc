@@ -91,9 +91,9 @@ KvEventSubscriber::Impl::Delivered KvEventSubscriber::Impl::deliver(
     return reset ? Delivered::Reset : Delivered::Counted;
 }
 
-void KvEventSubscriber::Impl::report(std::uint16_t id, std::uint64_t serial,
-                                     const std::string &err) {
-    spdlog::warn("kv-events: backend {}: {}", id, err);
+void KvEventSubscriber::Impl::report(std::uint16_t id, std::uint64_t serial, const std::string &err,
+                                     bool log) {
+    if (log) spdlog::warn("kv-events: backend {}: {}", id, err);
     std::lock_guard lk(mu);
     auto it = subs.find(id);
     if (it != subs.end() && it->second.serial == serial) it->second.st.last_error = err;

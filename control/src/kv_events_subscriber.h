@@ -45,8 +45,9 @@ struct KvEventSubscriber::Impl {
     enum class Delivered { Counted, Reset, Gone };
     Delivered deliver(std::uint16_t id, std::uint64_t serial,
                       const std::vector<std::string> &frames, std::size_t extra_frames);
-    // Records a transport problem (connect failed) on subscription (id, serial).
-    void report(std::uint16_t id, std::uint64_t serial, const std::string &err);
+    // Records a transport problem (connect failed) on subscription (id, serial); logged unless
+    // `log` is false (a retry failing again the same way).
+    void report(std::uint16_t id, std::uint64_t serial, const std::string &err, bool log = true);
 };
 
 }  // namespace kvsteer::control

@@ -4,12 +4,17 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <tuple>
 
+#include <spdlog/spdlog.h>
+
 #include "kv_events_subscriber.h"
+#include "kvsteer/abi.h"
 
 namespace kvsteer::control {
 
@@ -43,7 +48,8 @@ struct KvEventSubscriber::Impl::Transport {
     std::thread thr;
 
     void loop(Impl &im);
-    void *open(Impl &im, std::uint16_t id, std::uint64_t serial, const std::string &ep);
+    void *open(Impl &im, std::uint16_t id, std::uint64_t serial, const std::string &ep,
+               bool log = true);
 };
 
 KvEventSubscriber::Impl::Impl() = default;
@@ -56,12 +62,12 @@ void KvEventSubscriber::Impl::poke() {
 }
 
 // A SUB socket connected to `ep`, subscribed to every topic (vLLM's default topic is ""); null
-// when it cannot be made (reported on the subscription, not retried until it changes).
+// when it cannot be made (reported on the subscription, logged when `log`; the loop retries).
 void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::uint64_t serial,
-                                               const std::string &ep) {
+                                               const std::string &ep, bool log) {
     void *s = zmq_socket(ctx, ZMQ_SUB);
     if (!s) {
-        im.report(id, serial, std::string("zmq_socket: ") + zmq_strerror(zmq_errno()));
+        im.report(id, serial, std::string("zmq_socket: ") + zmq_strerror(zmq_errno()), log);
         return nullptr;
     }
     const int linger = 0, hwm = kRcvHwm, ivl = 100, ivl_max = 5000, ipv6 = 1;
@@ -74,7 +80,7 @@ void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::
     zmq_setsockopt(s, ZMQ_IPV6, &ipv6, sizeof ipv6);  // tcp://[v6]:port (v4 still works)
     zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
     if (zmq_connect(s, ep.c_str()) != 0) {
-        im.report(id, serial, "connect " + ep + ": " + zmq_strerror(zmq_errno()));
+        im.report(id, serial, "connect " + ep + ": " + zmq_strerror(zmq_errno()), log);
         zmq_close(s);
         return nullptr;
     }
@@ -85,7 +91,9 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
     struct Sock {
         std::uint16_t id;
         std::uint64_t serial;
-        void *s;  // null: could not be made (reported), not retried until the subscription changes
+        void *s;  // null: could not be made (reported): tried again after `backoff`
+        std::chrono::steady_clock::time_point tried{};
+        std::chrono::milliseconds backoff{1000};
     };
     std::vector<Sock> socks;
     std::vector<zmq_pollitem_t> items;
@@ -110,10 +118,32 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
                 i++;
             }
         }
+        // A socket that could not be made (a transient EMFILE, libzmq's socket limit) is tried
+        // again, 1 s after the failure and doubling to 60 s, logged only when the error changes
+        // or it comes back. Before, the subscription stayed dead until it was re-added.
+        const auto now = std::chrono::steady_clock::now();
+        std::chrono::milliseconds wait{-1};
         for (const auto &[id, serial, ep] : want) {
-            bool have = false;
-            for (const auto &s : socks) have |= s.id == id && s.serial == serial;
-            if (!have) socks.push_back({id, serial, open(im, id, serial, ep)});
+            Sock *have = nullptr;
+            for (auto &s : socks)
+                if (s.id == id && s.serial == serial) have = &s;
+            if (!have) {
+                socks.push_back({id, serial, open(im, id, serial, ep), now});
+                have = &socks.back();
+            } else if (!have->s && now - have->tried >= have->backoff) {
+                have->s = open(im, id, serial, ep, false);
+                have->tried = now;
+                if (have->s)
+                    spdlog::info("kv-events: backend {}: subscribed to {} again", id, ep);
+                else
+                    have->backoff = std::min(have->backoff * 2, std::chrono::milliseconds(60000));
+            }
+            if (!have->s) {
+                const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    have->tried + have->backoff - now);
+                const auto ms = std::max(left, std::chrono::milliseconds(1));
+                if (wait.count() < 0 || ms < wait) wait = ms;
+            }
         }
 
         items.clear();
@@ -125,7 +155,8 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
                 polled.push_back(k);
             }
         }
-        if (zmq_poll(items.data(), static_cast<int>(items.size()), -1) < 0) {
+        if (zmq_poll(items.data(), static_cast<int>(items.size()),
+                     static_cast<long>(wait.count())) < 0) {
             if (zmq_errno() == ETERM) break;
             continue;  // EINTR
         }
@@ -194,6 +225,8 @@ bool KvEventSubscriber::start(std::string *err) {
         return false;
     }
     zmq_ctx_set(t->ctx, ZMQ_IO_THREADS, 1);
+    // One SUB socket a backend: libzmq's default limit (1023) is below KVS_MAX_BACKENDS.
+    zmq_ctx_set(t->ctx, ZMQ_MAX_SOCKETS, KVS_MAX_BACKENDS + 64);
     impl_->transport = std::move(t);
     auto *tp = impl_->transport.get();
     tp->thr = std::thread([tp, im = impl_.get()] { tp->loop(*im); });

@@ -152,6 +152,7 @@ std::string parse_sample(std::string_view line, PromSample &out) {
 }  // namespace
 
 PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
+    constexpr std::size_t kMaxTypes = 200000;  // TYPE lines kept, whatever the sample cap
     PromParse r;
     std::size_t lineno = 0, pos = 0;
     constexpr std::size_t kMaxLine = 64 * 1024;
@@ -200,8 +201,8 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
                     rest.remove_suffix(1);
                 if (name.empty() || rest.empty()) {
                     bad("malformed TYPE line");
-                } else if (r.types.size() >= max_samples) {
-                    r.truncated = true;  // as many as samples at most (each costs ~10x its line)
+                } else if (r.types.size() >= kMaxTypes) {
+                    r.truncated = true;  // each kept one costs ~10x its line
                     break;
                 } else {
                     r.types.emplace_back(std::move(name), std::string(rest));

@@ -228,10 +228,13 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash) {
     EXPECT_EQ(p.bad_lines, 1u);
     EXPECT_EQ(extract_telemetry(p).running, 4.0);
     EXPECT_TRUE(parse_prometheus("a 1\nb 2\nc 3\n", 2).truncated);
-    // TYPE lines are bounded the same way (each kept one costs ~10x its line).
-    auto t = parse_prometheus("# TYPE a gauge\n# TYPE b gauge\n# TYPE c gauge\nd 1\n", 2);
+    // TYPE lines are bounded too (200,000: each kept one costs ~10x its line).
+    std::string types;
+    for (int i = 0; i < 200001; i++) types += "# TYPE m" + std::to_string(i) + " gauge\n";
+    auto t = parse_prometheus(types + "d 1\n");
     EXPECT_TRUE(t.truncated);
-    EXPECT_EQ(t.types.size(), 2u);
+    EXPECT_EQ(t.types.size(), 200000u);
+    EXPECT_TRUE(t.samples.empty()) << "the rest skipped";
 
     std::mt19937 rng(7);
     const std::string alphabet =

@@ -26,7 +26,7 @@ struct PromParse {
     bool truncated = false;   // input exceeded the line or size limit; the rest was skipped
 };
 
-// Never throws; bad lines are skipped and counted. At most `max_samples` samples (and as many
+// Never throws; bad lines are skipped and counted. At most `max_samples` samples (and 200,000
 // TYPE lines) are kept: past them the rest is skipped and `truncated` set.
 PromParse parse_prometheus(std::string_view text, std::size_t max_samples = 200000);
 
