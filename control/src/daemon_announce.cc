@@ -262,10 +262,10 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
                 to = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
                 return !to || append_epoch(f.epochs, to);
             };
-            // Known unreachable (read before, the last poll failed): not waited for on the event
-            // loop (etcd's timeouts, while it hangs).
+            // Known unreachable (its last poll failed): not waited for on the event loop (etcd's
+            // timeouts, while it hangs).
             const FleetEtcdView v = etcd_->view();
-            const bool down = v.read && !v.reachable;
+            const bool down = !v.reachable && !v.error.empty();
             if (down) err = "etcd is unreachable (" + v.error + ")";
             drain_.fleet_note = down || !etcd_->update_epochs(op, &changed, &err)
                                     ? "leaving the owners failed: " + err

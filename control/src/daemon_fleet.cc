@@ -345,10 +345,11 @@ json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
     auto fail = [](const std::string &e) { return json{{"ok", false}, {"error", e}}; };
     std::string err;
     bool changed = false;
-    // etcd known unreachable (read before, the last poll failed): refused at once. Before, each
-    // call waited out etcd's timeouts on the event loop (0.5-5.5 s while etcd hangs), every other
-    // API call, health check and report with it. Before the first read, tried as before.
-    if (const FleetEtcdView v = etcd_->view(); v.read && !v.reachable && cmd != "fleet.member")
+    // etcd known unreachable (its last poll failed): refused at once. Before, each call waited
+    // out etcd's timeouts on the event loop (0.5-5.5 s while etcd hangs), every other API call,
+    // health check and report with it. Before the first poll ended, tried as before.
+    if (const FleetEtcdView v = etcd_->view();
+        !v.reachable && !v.error.empty() && cmd != "fleet.member")
         return fail(cmd + ": etcd is unreachable (" + v.error + "): nothing changed");
     if (cmd == "fleet.member")
         return fail(

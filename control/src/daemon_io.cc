@@ -131,8 +131,9 @@ void Daemon::admit(std::vector<Client> &list, std::size_t slots, int fd, const c
     if (list.size() >= slots) {
         auto oldest = list.end();
         for (auto it = list.begin(); it != list.end(); ++it)
-            if (it->out.empty() && !it->backlog &&
-                (oldest == list.end() || it->opened < oldest->opened))
+            if (it->in.empty() && it->out.empty() && !it->backlog && !it->closing &&
+                now - it->active >= std::chrono::seconds(1) &&
+                (oldest == list.end() || it->active < oldest->active))
                 oldest = it;
         if (oldest == list.end()) {
             ctr_.clients_refused++;
@@ -154,7 +155,7 @@ void Daemon::admit(std::vector<Client> &list, std::size_t slots, int fd, const c
     }
     Client c;
     c.fd = fd;
-    c.opened = now;
+    c.opened = c.active = now;
     list.push_back(std::move(c));
 }
 
@@ -188,6 +189,7 @@ void Daemon::serve_api_client(std::size_t idx) {
             break;
         }
         c.in.append(buf, static_cast<std::size_t>(n));
+        c.active = std::chrono::steady_clock::now();
     }
     std::size_t from = 0, nl, handled = 0;
     while (handled < kMaxRequestsPerTurn && c.out.size() < kMaxPendingOut &&
@@ -231,6 +233,7 @@ void Daemon::serve_metrics_client(std::size_t idx) {
     }
     if (c.closing) return;  // answered: what comes after is ignored (it overwrote the reply)
     c.in.append(buf, static_cast<std::size_t>(n));
+    c.active = std::chrono::steady_clock::now();
     if (c.in.find("\r\n\r\n") == std::string::npos && c.in.find("\n\n") == std::string::npos) {
         if (c.in.size() > 16384) c.closing = true;
         return;
@@ -326,10 +329,15 @@ void Daemon::run() {
             for (std::size_t i = 0; i < list->size();) {
                 Client &c = (*list)[i];
                 bool alive = flush_out(c.fd, c.out);
-                // A metrics exchange is one request and its reply: a connection older than 10 s
-                // is a stuck or idle one, and it holds a slot.
+                // A metrics exchange is one request and its reply: a connection without a
+                // request after 10 s, or still replying after 60 s, is a stuck or idle one holding
+                // a slot (closed, counted with the evicted).
+                const auto age = flushed_at - c.opened;
                 const bool stale =
-                    list == &metrics_clients_ && flushed_at - c.opened > std::chrono::seconds(10);
+                    list == &metrics_clients_ &&
+                    ((c.out.empty() && !c.closing && age > std::chrono::seconds(10)) ||
+                     age > std::chrono::seconds(60));
+                if (stale) ctr_.clients_evicted++;
                 if (!alive || stale || (c.closing && c.out.empty() && !c.backlog)) {
                     close(c.fd);
                     list->erase(list->begin() + static_cast<long>(i));

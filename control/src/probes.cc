@@ -109,7 +109,13 @@ void Daemon::apply_results() {
     core_.begin_batch();
     struct EndBatch {
         DaemonCore &core;
-        ~EndBatch() { core.end_batch(mono_ns()); }
+        ~EndBatch() {
+            try {
+                core.end_batch(mono_ns());
+            } catch (const std::exception &e) {  // a destructor must not throw
+                spdlog::error("probe results: publishing failed: {} (kvsteerd goes on)", e.what());
+            }
+        }
     } end_batch{core_};
     for (auto &r : got) {
         // This host could not make the request (out of descriptors or buffers): nothing is known

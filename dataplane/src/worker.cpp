@@ -557,18 +557,22 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
 // it here: never taken for a new connection's, whatever its ACK says of the cookie. A request
 // boundary (the entries marked) is bound again, or kept on its backend (rebind_flow: draining
 // too); with the entries no longer marked (the boundary's first segment was kept on its backend:
-// raced, draining, no room) it goes on through them, as XDP now sends the connection's segments.
-// Anything else is dropped, counted (the client sends it again). Before, such a segment went on
-// to the cookie check: dropped, or with a valid-looking ACK (about 2^-22) bound as a new
-// connection, a bare FIN answered as one.
+// raced, draining, no room) its bytes or a RST go on through them, as XDP now sends the
+// connection's segments. A FIN is not sent on so (XDP's close bookkeeping, the entry's FIN and
+// the backend's closes, would be skipped): dropped, it comes again and takes XDP's path. Anything
+// else is dropped, counted (dp_request_flow_gone for bytes or a FIN, drop_rst_no_flow,
+// drop_pure_ack_no_state: the client sends it again). Before, such a
+// segment went on to the cookie check: dropped, or with a valid-looking ACK (about 2^-22) bound
+// as a new connection, a bare FIN answered as one.
 void Worker::bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_RST) && pkt.payload_len > 0 &&
         rebind_flow(m, pkt, key, now))
         return;
     kvs_flow c2s{};
-    if (t_.flows_fd >= 0 && bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) == 0 &&
-        c2s.dir == KVS_DIR_C2S && !(c2s.state & KVS_FLOW_REBINDING)) {
+    if (!(fl & KVS_TCP_FIN) && t_.flows_fd >= 0 &&
+        bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) == 0 && c2s.dir == KVS_DIR_C2S &&
+        !(c2s.state & KVS_FLOW_REBINDING)) {
         rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), c2s);
         inc(KVS_R_TX_FWD_C2S);
         return tx(m);

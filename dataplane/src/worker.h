@@ -155,6 +155,9 @@ class Worker {
     void tx(rte_mbuf *m);
     bool send(rte_mbuf *m);
     void inc(unsigned reason) { stats_[reason]++; }
+    // Every reason has its counter in a worker's row (KVS_STATS_MAX of them): one more reason
+    // than that wrote into the next row (or past the map).
+    static_assert(KVS_R__COUNT <= KVS_STATS_MAX, "more reasons than counters: raise KVS_STATS_MAX");
     std::uint32_t max_held() const;
     bool is_vip(const kvs_flow_key &k) const;
     // The two things the mode decides, named once. dpdk mode: the workers own the port, so they

@@ -2206,6 +2206,16 @@ TEST_F(BindTest, TaggedSegmentAfterAKeptBoundaryGoesOnThroughTheFlow) {
     EXPECT_TRUE(checksums_ok(out[0]));
     EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 0u);
     EXPECT_EQ(worker->slot_count(), 0u) << "nothing held, nothing bound";
+    // The client's FIN, tagged too: not sent on through the entries (XDP's close bookkeeping
+    // would be skipped) but dropped, counted (dp_request_flow_gone); its retransmission takes
+    // XDP's path.
+    Seg fin = client_seg(off + static_cast<std::uint32_t>(b.second.size()), "", 7);
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    fin.ack = cookie + 1 + 100;
+    fin.punt_bound = true;
+    inject(rp.rx, make_seg(rp.pool, fin));
+    EXPECT_EQ(step(now + ms(102)).size(), 0u);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_NO_FLOW), 1u);
 }
 
 // A boundary whose server entry is gone (evicted from the LRU map): nothing to continue. The

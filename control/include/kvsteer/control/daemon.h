@@ -233,12 +233,12 @@ class Daemon {
         std::string in, out;
         bool closing = false;
         bool backlog = false;  // API: complete requests in `in` left for the next turn
-        std::chrono::steady_clock::time_point opened{};
+        std::chrono::steady_clock::time_point opened{}, active{};  // accepted; last bytes read
     };
-    // A new connection on a listener whose `slots` are taken: the oldest client with nothing
-    // pending (no reply queued, no request left) makes room, else the new one is refused; both
-    // counted, logged at most once in 10 s. Before, the new one was closed silently: 32 idle
-    // connections to the metrics listener stopped every scrape.
+    // A new connection on a listener whose `slots` are taken: the client idle longest (nothing
+    // read for 1 s at least, nothing pending: no request bytes, no reply queued) makes room, else
+    // the new one is refused; both counted, logged at most once in 10 s. Before, the new one was
+    // closed silently: 32 idle connections to the metrics listener stopped every scrape.
     void admit(std::vector<Client> &list, std::size_t slots, int fd, const char *what);
     std::chrono::steady_clock::time_point admit_logged_{};
     int api_fd_ = -1, metrics_fd_ = -1, wake_fd_ = -1;
