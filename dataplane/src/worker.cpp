@@ -561,9 +561,8 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
 // connection's segments. A FIN is not sent on so (XDP's close bookkeeping, the entry's FIN and
 // the backend's closes, would be skipped): dropped, it comes again and takes XDP's path. Anything
 // else is dropped, counted (dp_request_flow_gone for bytes or a FIN, drop_rst_no_flow,
-// drop_pure_ack_no_state: the client sends it again). Before, such a
-// segment went on to the cookie check: dropped, or with a valid-looking ACK (about 2^-22) bound
-// as a new connection, a bare FIN answered as one.
+// drop_pure_ack_no_state). Before, such a segment went on to the cookie check: dropped, or with
+// a valid-looking ACK (about 2^-22) bound as a new connection, a bare FIN answered as one.
 void Worker::bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_RST) && pkt.payload_len > 0 &&

@@ -279,19 +279,19 @@ TEST_F(DaemonCoreTest, RareBindFailuresOfABusyBackendAreNoFailedInterval) {
     c.health_fall = 2;
     DaemonCore &d = start(c);
     std::uint64_t t = kT0;
-    for (int i = 0; i < 5; i++) {
-        m_.view.load[0].bind_fail_timeout += 1;
-        m_.view.load[0].binds += 2000;
-        d.tick(t += 1000 * kMs);
-    }
+    // `n` health intervals in which backend 0 bound `binds` flows and failed `fails` binds.
+    auto intervals = [&](int n, std::uint64_t fails, std::uint64_t binds) {
+        for (int i = 0; i < n; i++) {
+            m_.view.load[0].bind_fail_timeout += fails;
+            m_.view.load[0].binds += binds;
+            d.tick(t += 1000 * kMs);
+        }
+    };
+    intervals(5, 1, 2000);
     EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP);
     EXPECT_EQ(d.counters().passive_failures, 0u);
     // A tenth and more of them failing: down after `fall` intervals.
-    for (int i = 0; i < 2; i++) {
-        m_.view.load[0].bind_fail_rst += 300;
-        m_.view.load[0].binds += 2000;
-        d.tick(t += 1000 * kMs);
-    }
+    intervals(2, 300, 2000);
     EXPECT_EQ(m_.view.backends[0].state, KVS_BE_DOWN);
     EXPECT_EQ(d.counters().passive_failures, 2u);
 }
