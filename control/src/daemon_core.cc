@@ -145,9 +145,10 @@ void DaemonCore::set_cookie_keys(const std::array<std::uint64_t, 2> &cur,
     write_config();
 }
 
-BackendRuntime DaemonCore::fresh_backend(std::uint16_t id, const BackendSpec &spec) const {
+BackendRuntime DaemonCore::fresh_backend(std::uint16_t id, const BackendSpec &spec) {
     BackendRuntime b;
     b.id = id;
+    b.incarnation = ++incarnations_;
     b.spec = spec;
     b.health = HealthState(cfg_.health_interval_ms == 0);
     b.mac = spec.mac;

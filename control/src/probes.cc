@@ -16,7 +16,7 @@ void Daemon::update_targets(bool kick) {
     std::lock_guard lk(mu_);
     if (kick) kick_[0] = kick_[1] = true;
     targets_.clear();
-    for (const auto &[id, b] : core_.backends()) targets_.push_back({id, b.spec.ep});
+    for (const auto &[id, b] : core_.backends()) targets_.push_back({id, b.incarnation, b.spec.ep});
     cv_.notify_all();
 }
 
@@ -48,7 +48,8 @@ void Daemon::prober_loop(Probe kind) {
         auto res = reqs.empty() ? std::vector<HttpResult>{} : http_get_many(reqs, timeout);
         std::vector<ProbeResult> out;
         for (std::size_t i = 0; i < t.size(); i++) {
-            ProbeResult r{kind, t[i].id, t[i].ep, std::move(res[i]), std::nullopt, 0, {}};
+            ProbeResult r{kind, t[i].id, t[i].incarnation, t[i].ep, std::move(res[i]), std::nullopt,
+                          0,    {}};
             if (!health && r.http.ok && r.http.status == 200) {
                 auto page = parse_prometheus(r.http.body);
                 r.bad_lines = page.bad_lines;
@@ -77,7 +78,9 @@ void Daemon::prober_loop(Probe kind) {
 
 bool Daemon::still_probed(const ProbeResult &r) const {
     const BackendRuntime *b = core_.backend(r.id);
-    return b && b->spec.ep == r.ep;  // else removed or replaced meanwhile
+    // Else removed or replaced meanwhile (also when re-added under the same id and address: the
+    // result was made for the earlier one, the new one starts from its own checks).
+    return b && b->incarnation == r.incarnation && b->spec.ep == r.ep;
 }
 
 void Daemon::on_health_check(const ProbeResult &r) {

@@ -269,6 +269,38 @@ TEST_F(DaemonTest, ApiChangesBackendsAndTables) {
     EXPECT_EQ(list["backends"][0]["state"], "up");
 }
 
+// A health check in flight when its backend is removed and added again (same id, same address)
+// was made for the earlier backend: its verdict is not the new one's.
+TEST_F(DaemonTest, ProbeResultOfARemovedBackendIsNotAppliedToItsSuccessor) {
+    auto c = config(2);
+    c.health_interval_ms = 1500;
+    c.health_timeout_ms = 800;
+    start(c);
+    const std::string third = "127.0.0.1:" + std::to_string(servers_[2].port());
+    const json add = {{"cmd", "backend.add"}, {"spec", third + ",mac=02:00:00:00:00:33"}};
+    auto checks = [&](const char *what) {
+        return call({{"cmd", "backends"}})["backends"][2]["health"][what].get<int>();
+    };
+    ASSERT_TRUE(call(add)["ok"].get<bool>());
+    ASSERT_TRUE(wait_for([&] { return checks("checks_ok") >= 1; }, 3000ms));
+    // The next round's check of it hangs (answered by its timeout, a failure)...
+    servers_[2].set_hang(true);
+    const int h0 = servers_[2].hits("/health");
+    ASSERT_TRUE(wait_for([&] { return servers_[2].hits("/health") > h0; }, 3000ms));
+    // ... while the backend is removed and added again: the same id and address.
+    ASSERT_TRUE(call({{"cmd", "backend.remove"}, {"backend", third}})["ok"].get<bool>());
+    auto r = call(add);
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    ASSERT_EQ(r["backend"]["id"], 2);
+    servers_[2].set_hang(false);
+    // The hung check's failure comes back first, then the new backend's own check (the re-add
+    // starts a round at once).
+    ASSERT_TRUE(wait_for([&] { return checks("checks_ok") >= 1; }, 4000ms));
+    auto b = call({{"cmd", "backends"}})["backends"][2];
+    EXPECT_EQ(b["health"]["checks_failed"], 0) << b.dump();
+    EXPECT_EQ(b["health"]["last_error"], "") << b.dump();
+}
+
 // A dual-stack appliance: both SNAT addresses in kvs_config and in the API's status; an IPv6
 // backend added through the API (a server on ::1) is health-checked up over IPv6, shown, selected
 // and removed as [ADDR]:PORT, and the metrics listener takes an IPv6 address.

@@ -93,6 +93,7 @@ class Daemon {
     struct ProbeResult {
         Probe kind;
         std::uint16_t id;
+        std::uint64_t incarnation;  // BackendRuntime::incarnation when it was a target
         Endpoint ep;
         HttpResult http;
         std::optional<Telemetry> tel;  // scrapes: the parsed page
@@ -101,6 +102,7 @@ class Daemon {
     };
     struct ProbeTarget {
         std::uint16_t id;
+        std::uint64_t incarnation;
         Endpoint ep;
     };
 

@@ -24,6 +24,9 @@ namespace kvsteer::control {
 
 struct BackendRuntime {
     std::uint16_t id = 0;
+    // Which add this is (DaemonCore counts them): a probe result carries it, so a result made
+    // for a backend removed meanwhile is not applied to one re-added under its id and address.
+    std::uint64_t incarnation = 0;
     BackendSpec spec;
     bool draining = false;
     HealthState health;
@@ -174,7 +177,7 @@ class DaemonCore {
    private:
     void write_config();
     void write_cookie_keys(kvs_config *c) const;
-    BackendRuntime fresh_backend(std::uint16_t id, const BackendSpec &spec) const;
+    BackendRuntime fresh_backend(std::uint16_t id, const BackendSpec &spec);
     void resolve_mac(BackendRuntime &b);
     void passive_health(std::uint64_t now_ns);
     void after_scrape(BackendRuntime &b);
@@ -197,6 +200,7 @@ class DaemonCore {
         maglev_input_;  // (id, identity, weight) last published
     bool maglev_published_ = false;
     std::uint64_t lookup_digest_ = 0;  // lookup_digest()
+    std::uint64_t incarnations_ = 0;   // backends added (BackendRuntime::incarnation)
     AffinityPolicy policy_;
     std::function<void(const std::string &)> sink_;
     std::vector<DesiredEntry> desired_;
