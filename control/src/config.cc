@@ -758,6 +758,33 @@ bool valid_kv_events_endpoint(std::string_view ep, std::string *err) {
     return true;
 }
 
+namespace {
+// Why no backend can have this address (nullptr: it can). An IPv6 link-local address names no
+// interface here (kvsteerd's checks and scrapes could never connect: the backend stayed down);
+// unspecified and multicast addresses are no server's.
+const char *unusable_backend_address(const Endpoint &ep) {
+    unsigned char a[16];  // network order
+    std::memcpy(a, ep.addr.data(), sizeof a);
+    if (ep.family == KVS_AF_INET) {
+        if (a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0)
+            return "0.0.0.0 is no backend's address";
+        if ((a[0] & 0xf0) == 0xe0 || (a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255))
+            return "a multicast or broadcast address is no backend's address";
+        return nullptr;
+    }
+    if (ep.family != KVS_AF_INET6) return nullptr;
+    bool zero = true;
+    for (auto x : a) zero = zero && x == 0;
+    if (zero) return ":: is no backend's address";
+    if (a[0] == 0xff) return "a multicast address is no backend's address";
+    if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+        return "an IPv6 link-local address (fe80::/10) cannot be a backend: it names no interface, "
+               "so kvsteerd's health checks and scrapes could never reach it (use a global or "
+               "unique-local address)";
+    return nullptr;
+}
+}  // namespace
+
 std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *err) {
     BackendSpec b;
     std::string str(s);
@@ -769,6 +796,10 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
         return std::nullopt;
     }
     b.ep = *ep;
+    if (const char *why = unusable_backend_address(b.ep)) {
+        if (err) *err = "'" + str + "': " + why;
+        return std::nullopt;
+    }
     while (comma != std::string::npos) {
         std::size_t next = str.find(',', comma + 1);
         std::string kv =
