@@ -564,6 +564,14 @@ std::optional<std::string> parse_session_headers(std::string_view s, std::string
         return std::isalnum(static_cast<unsigned char>(ch)) ||
                std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
     };
+    // Refused before any parsing when longer than any valid list with generous blanks could be
+    // (a 1 MiB API value took seconds of the event loop to be refused for its count).
+    constexpr std::size_t kMaxText = 4 * KVS_SESSION_HEADERS_LEN;
+    if (s.size() > kMaxText) {
+        *err = fmt::format("session-headers: at most {} characters in all (got {})",
+                           KVS_SESSION_HEADERS_LEN - 1, s.size());
+        return std::nullopt;
+    }
     std::string out;
     std::vector<std::string> names;
     std::size_t start = 0;
@@ -590,13 +598,13 @@ std::optional<std::string> parse_session_headers(std::string_view s, std::string
             *err = fmt::format("session-headers: '{}' is listed twice (got '{}')", name, s);
             return std::nullopt;
         }
+        if (names.size() == KVS_SESSION_MAX_HEADERS) {
+            *err = fmt::format("session-headers: at most {} names (got '{}')",
+                               KVS_SESSION_MAX_HEADERS, s);
+            return std::nullopt;
+        }
         names.push_back(lower);
         out += (out.empty() ? "" : ",") + lower;
-    }
-    if (names.size() > KVS_SESSION_MAX_HEADERS) {
-        *err =
-            fmt::format("session-headers: at most {} names (got '{}')", KVS_SESSION_MAX_HEADERS, s);
-        return std::nullopt;
     }
     if (out.size() >= KVS_SESSION_HEADERS_LEN) {
         *err = fmt::format("session-headers: at most {} characters in all (got '{}')",

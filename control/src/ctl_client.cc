@@ -11,6 +11,12 @@
 
 namespace kvsteer::control {
 
+namespace {
+// The longest answer read (the largest real ones, `affinity show` of every entry or 1024
+// backends, are a few MiB).
+constexpr std::size_t kMaxAnswerBytes = 256u << 20;
+}  // namespace
+
 std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlohmann::json &req,
                                        std::chrono::milliseconds timeout, std::string *err) {
     sockaddr_un sa{};
@@ -20,7 +26,9 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
         return std::nullopt;
     }
     std::strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // Non-blocking throughout: the timeout covers the connect (a Unix socket's connect blocks
+    // while the listener's queue is full: a stuck kvsteerd hung every call) and every send.
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         *err = std::string("socket: ") + std::strerror(errno);
         return std::nullopt;
@@ -29,21 +37,31 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
         int fd;
         ~Closer() { close(fd); }
     } closer{fd};
-    if (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {  // the queue is full: no wakeup to wait for, so try again
+            if (std::chrono::steady_clock::now() >= deadline) {
+                *err = "timeout connecting to kvsteerd at " + socket_path +
+                       ": its connection queue stays full (is it stuck?)";
+                return std::nullopt;
+            }
+            usleep(5000);
+            continue;
+        }
         *err = "cannot connect to kvsteerd at " + socket_path + ": " + std::strerror(errno) +
                " (is it running?)";
         return std::nullopt;
     }
     std::string out = req.dump() + "\n";
     std::size_t sent = 0;
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string in;
+    std::string in, send_error;
     while (true) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                         deadline - std::chrono::steady_clock::now())
                         .count();
         if (left <= 0) {
-            *err = "timeout waiting for kvsteerd";
+            *err = send_error.empty() ? "timeout waiting for kvsteerd" : send_error;
             return std::nullopt;
         }
         pollfd p{fd, static_cast<short>(sent < out.size() ? POLLOUT : POLLIN), 0};
@@ -56,8 +74,15 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
             ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EINTR || errno == EAGAIN) continue;
-                *err = std::string("send: ") + std::strerror(errno);
-                return std::nullopt;
+                if (errno != EPIPE && errno != ECONNRESET) {
+                    *err = std::string("send: ") + std::strerror(errno);
+                    return std::nullopt;
+                }
+                // kvsteerd closed while the request was still going out (a request it refuses
+                // by its length): its answer, when it gave one, is waiting to be read.
+                send_error = std::string("send: ") + std::strerror(errno);
+                sent = out.size();
+                continue;
             }
             sent += static_cast<std::size_t>(n);
             continue;
@@ -66,15 +91,22 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
         ssize_t n = recv(fd, buf, sizeof buf, 0);
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN) continue;
-            *err = std::string("recv: ") + std::strerror(errno);
+            *err = send_error.empty() ? std::string("recv: ") + std::strerror(errno) : send_error;
             return std::nullopt;
         }
         if (n == 0) {
-            *err = "kvsteerd closed the connection without an answer";
+            *err = send_error.empty() ? "kvsteerd closed the connection without an answer"
+                                      : send_error + " (kvsteerd closed the connection)";
             return std::nullopt;
         }
+        const std::size_t seen = in.size();
         in.append(buf, static_cast<std::size_t>(n));
-        auto nl = in.find('\n');
+        auto nl = in.find('\n', seen);
+        if (nl == std::string::npos && in.size() > kMaxAnswerBytes) {
+            *err = "kvsteerd's answer is longer than " + std::to_string(kMaxAnswerBytes >> 20) +
+                   " MiB: not read";
+            return std::nullopt;
+        }
         if (nl != std::string::npos) {
             auto j = nlohmann::json::parse(in.substr(0, nl), nullptr, false);
             if (j.is_discarded() || !j.is_object()) {

@@ -69,9 +69,11 @@ bool Daemon::open_api(std::string *err) {
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-    // Refuse to steal the socket of a running daemon; remove a stale one.
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0 && connect(probe, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0) {
+    // Refuse to steal the socket of a running daemon; remove a stale one. Non-blocking: a
+    // listener whose queue is full (a stuck daemon) answers EAGAIN, and is one too.
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (probe >= 0 &&
+        (connect(probe, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0 || errno == EAGAIN)) {
         close(probe);
         *err = "api-socket: another kvsteerd is listening on " + path;
         return false;
@@ -155,7 +157,7 @@ void Daemon::admit(std::vector<Client> &list, std::size_t slots, int fd, const c
     }
     Client c;
     c.fd = fd;
-    c.opened = c.active = now;
+    c.opened = c.active = c.drained = now;
     list.push_back(std::move(c));
 }
 
@@ -182,6 +184,8 @@ void Daemon::serve_api_client(std::size_t idx) {
         ssize_t n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n == 0) {
             c.closing = true;  // after the requests already read are answered
+            // A last request without its newline is one too (it was dropped unanswered).
+            if (!c.in.empty() && c.in.back() != '\n') c.in += '\n';
             break;
         }
         if (n < 0) {
@@ -311,8 +315,6 @@ void Daemon::run() {
             loop_step("fleet from etcd", [this] { apply_fleet_etcd(); });
             loop_step("fleet pings", [this] { apply_fleet_silence(); });
         }
-        if (pfds[1].revents) accept_api();
-        if (pfds[2].revents) accept_metrics();
         const std::size_t base = 3;
         for (std::size_t i = 0; i < api_polled; i++) {
             const Client &c = api_clients_[i];
@@ -324,19 +326,30 @@ void Daemon::run() {
             if (pfds[base + api_polled + i].revents & (POLLIN | POLLHUP | POLLERR))
                 serve_metrics_client(i);
         }
+        // Accepted after the clients are served: an eviction reorders the lists (the poll results
+        // went to the wrong clients), and a request read this turn keeps its client.
+        if (pfds[1].revents) accept_api();
+        if (pfds[2].revents) accept_metrics();
         const auto flushed_at = std::chrono::steady_clock::now();
         for (auto *list : {&api_clients_, &metrics_clients_}) {
             for (std::size_t i = 0; i < list->size();) {
                 Client &c = (*list)[i];
+                const std::size_t queued = c.out.size();
                 bool alive = flush_out(c.fd, c.out);
+                if (c.out.empty() || c.out.size() != queued) c.drained = flushed_at;
                 // A metrics exchange is one request and its reply: a connection without a
                 // request after 10 s, or still replying after 60 s, is a stuck or idle one holding
-                // a slot (closed, counted with the evicted).
+                // a slot (closed, counted with the evicted). An API client holds one while it
+                // sends a request line (10 s without a byte of it) or takes its answers (60 s
+                // without one taken): 64 half-sent requests took every slot for good.
                 const auto age = flushed_at - c.opened;
                 const bool stale =
-                    list == &metrics_clients_ &&
-                    ((c.out.empty() && !c.closing && age > std::chrono::seconds(10)) ||
-                     age > std::chrono::seconds(60));
+                    list == &metrics_clients_
+                        ? (c.out.empty() && !c.closing && age > std::chrono::seconds(10)) ||
+                              age > std::chrono::seconds(60)
+                        : (!c.in.empty() && !c.backlog &&
+                           flushed_at - c.active > std::chrono::seconds(10)) ||
+                              (!c.out.empty() && flushed_at - c.drained > std::chrono::seconds(60));
                 if (stale) ctr_.clients_evicted++;
                 if (!alive || stale || (c.closing && c.out.empty() && !c.backlog)) {
                     close(c.fd);

@@ -888,6 +888,22 @@ TEST(ConfigSessionHeaders, ParsesWithoutAnErrorString) {
     EXPECT_FALSE(parse_session_headers("x session", nullptr));
 }
 
+// A huge list is refused by its size before it is parsed, and the error does not echo it (a
+// 1 MiB tune.set value of distinct names took the event loop seconds to be refused, its error
+// line as long as it); the name count is checked name by name.
+TEST(ConfigSessionHeaders, HugeListsAreRefusedByTheirSize) {
+    std::string many;
+    for (int i = 0; i < 150000; i++) many += (i ? ",h" : "h") + std::to_string(i);
+    std::string err;
+    EXPECT_FALSE(parse_session_headers(many, &err));
+    EXPECT_EQ(err.rfind("session-headers: at most 127 characters in all (got ", 0), 0u) << err;
+    EXPECT_LT(err.size(), 100u);
+    EXPECT_FALSE(parse_session_headers(std::string(513, ' ') + "a", &err));
+    EXPECT_TRUE(parse_session_headers(std::string(500, ' ') + "a", &err)) << err;
+    EXPECT_FALSE(parse_session_headers("a,b,c,d,e,f,g,h,i,j,k,l", &err));
+    EXPECT_NE(err.find("at most 8 names"), std::string::npos) << err;
+}
+
 // The default SNAT range stays out of the kernel's default ephemeral ports and out of the range
 // deploy/setup-host.sh moves them to; an overlap is named with its size, reserved ports aside.
 TEST(Config, SnatPortsOverlappingTheKernelsEphemeralPortsAreNamed) {

@@ -1,8 +1,16 @@
-// kvsteerctl's command-line parsing: negative numbers and [IPv6]:PORT are values, not options.
+// kvsteerctl's command-line parsing (negative numbers and [IPv6]:PORT are values, not options) and
+// its API client (timeouts, answers read after a refused send).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvsteer/control/ctl_client.h"
@@ -112,4 +120,75 @@ TEST(CtlArgs, FleetUsageErrorsSayWhy) {
         why({"join", "1"}),
         "unknown fleet subcommand 'join' (status, push, settle, forget, member, rotate-cookie)");
     EXPECT_EQ(why({"status", "--all"}), "unknown option '--all'");
+}
+
+namespace {
+// A Unix listener on a fresh path (removed with it).
+struct UnixListener {
+    std::string path;
+    int fd = -1;
+    explicit UnixListener(int backlog) {
+        path = "/tmp/kvsctl-args-" + std::to_string(getpid()) + ".sock";
+        unlink(path.c_str());
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 ||
+            listen(fd, backlog) < 0)
+            throw std::runtime_error("listener");
+    }
+    ~UnixListener() {
+        close(fd);
+        unlink(path.c_str());
+    }
+};
+}  // namespace
+
+// A kvsteerd that takes no connection (its loop stuck, its queue full): the call gives up at its
+// timeout (connect blocked before, past any --timeout).
+TEST(CtlClient, TimeoutCoversAConnectionQueueThatStaysFull) {
+    UnixListener l(0);
+    std::vector<int> queued;  // fill the queue: connects stop succeeding
+    for (int i = 0; i < 8; i++) {
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        ASSERT_GE(c, 0);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::strncpy(sa.sun_path, l.path.c_str(), sizeof sa.sun_path - 1);
+        const bool ok = connect(c, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0;
+        queued.push_back(c);
+        if (!ok) break;
+    }
+    std::string err;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = kvsteer::control::api_call(l.path, {{"cmd", "status"}}, std::chrono::milliseconds(300),
+                                        &err);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    for (int c : queued) close(c);
+    EXPECT_FALSE(r);
+    EXPECT_NE(err.find("timeout connecting"), std::string::npos) << err;
+    EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+// A daemon that refuses a request while it is still being sent (by its length) and closes: its
+// answer is read and returned (the call failed with "send: Broken pipe").
+TEST(CtlClient, AnAnswerSentBeforeTheCloseIsRead) {
+    UnixListener l(4);
+    std::thread daemon([&] {
+        int c = accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        char buf[4096];
+        [[maybe_unused]] auto n = recv(c, buf, sizeof buf, 0);
+        const std::string answer = "{\"ok\":false,\"error\":\"request line longer than 1 MiB\"}\n";
+        [[maybe_unused]] auto w = send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+        close(c);  // unread bytes: the peer's next send gets a reset
+    });
+    std::string err;
+    auto r = kvsteer::control::api_call(l.path,
+                                        {{"cmd", "tune.set"}, {"value", std::string(4 << 20, 'x')}},
+                                        std::chrono::milliseconds(5000), &err);
+    daemon.join();
+    ASSERT_TRUE(r) << err;
+    EXPECT_EQ((*r)["error"], "request line longer than 1 MiB");
 }

@@ -925,6 +925,75 @@ TEST_F(DaemonTest, IdleMetricsConnectionsDoNotStopScrapes) {
     for (int fd : idle) close(fd);
 }
 
+namespace {
+// One line read from fd (up to its newline), or "" after `timeout`.
+std::string read_line(int fd, std::chrono::milliseconds timeout) {
+    std::string in;
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (in.find('\n') == std::string::npos && std::chrono::steady_clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    return in.substr(0, in.find('\n'));
+}
+}  // namespace
+
+// The last request of a client that shuts its sending side after it, without a newline, is
+// answered (it was dropped unanswered).
+TEST_F(DaemonTest, ALastRequestWithoutItsNewlineIsAnswered) {
+    start(config(1));
+    int fd = connect_unix(sock_);
+    ASSERT_GE(fd, 0);
+    const std::string req = R"({"cmd":"status"})";
+    ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    shutdown(fd, SHUT_WR);
+    auto j = json::parse(read_line(fd, 3000ms), nullptr, false);
+    close(fd);
+    ASSERT_TRUE(j.is_object()) << "no answer";
+    EXPECT_EQ(j["ok"], true) << j.dump();
+    EXPECT_TRUE(j.contains("pid")) << j.dump();
+}
+
+// 64 clients each stopped in the middle of a request line took every API slot for good (none is
+// evictable: each holds request bytes): after 10 s without a byte they are closed and the API
+// answers again.
+TEST_F(DaemonTest, ClientsStuckInTheMiddleOfARequestLoseTheirSlots) {
+    start(config(1));
+    std::vector<int> stuck;
+    for (int i = 0; i < 64; i++) {
+        int fd = connect_unix(sock_);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(send(fd, "{", 1, MSG_NOSIGNAL), 1);
+        stuck.push_back(fd);
+    }
+    // Every slot taken by a half-sent request: a new client is refused.
+    ASSERT_TRUE(wait_for(
+        [&] {
+            int fd = connect_unix(sock_);
+            const std::string req = "{\"cmd\":\"status\"}\n";
+            bool answered = fd >= 0 && send(fd, req.data(), req.size(), MSG_NOSIGNAL) > 0 &&
+                            !read_line(fd, 500ms).empty();
+            if (fd >= 0) close(fd);
+            return !answered;
+        },
+        3000ms));
+    std::string err;
+    auto r = wait_for(
+        [&] {
+            return api_call(sock_, {{"cmd", "counters"}}, 500ms, &err).has_value();
+        },
+        14000ms);
+    EXPECT_TRUE(r) << err;
+    auto counters = call({{"cmd", "counters"}});
+    EXPECT_GE(counters["daemon"]["clients_refused"].get<std::uint64_t>(), 1u) << counters.dump();
+    EXPECT_GE(counters["daemon"]["clients_evicted"].get<std::uint64_t>(), 64u) << counters.dump();
+    for (int fd : stuck) close(fd);
+}
+
 TEST_F(DaemonTest, RestartKeepsBackendIds) {
     // A daemon restarted over the same maps keeps each backend's slot (flows and load stay
     // attributed), whatever the order in the new configuration.
