@@ -38,14 +38,14 @@ if (( hugepages > 0 )); then
     if (( cur < hugepages )); then
         run sh -c "echo $hugepages > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
     fi
-    if ! mount | grep -q ' type hugetlbfs '; then
+    if ! grep -qs ' hugetlbfs ' /proc/mounts; then  # no pipe: under pipefail grep -q's early exit failed it
         run mkdir -p /dev/hugepages
         run mount -t hugetlbfs nodev /dev/hugepages
     fi
 fi
 
 # The kernel's ephemeral ports must stay clear of the SNAT port range the dataplane owns
-# (kvsteerd's default 10000-32767, the demo's 20000-29999), or replies to the appliance's own health
+# (kvsteerd's default 10000-32767, the demo's 10000-39999), or replies to the appliance's own health
 # checks would be taken by XDP (kvsteerd warns at start when they overlap).
 run sysctl -qw net.ipv4.ip_local_port_range="40000 60999"
 # Many flows in TIME_WAIT on the backends are normal; nothing here depends on the appliance's

@@ -149,7 +149,18 @@ int main(int argc, char **argv) {
         spdlog::error("{}", err);
         return 1;
     }
-    auto maps = bpf::open_pinned_maps(opts->bpffs, opts->create_maps, &err);
+    // kvsteerd may not have made the maps yet (systemd starts both at once): wait for them as for
+    // kvs_config below, within the same --wait-config-s. A pin of another layout fails at once.
+    bool missing = false;
+    auto maps = bpf::open_pinned_maps(opts->bpffs, opts->create_maps, &err, &missing);
+    for (unsigned waited = 0; !maps && missing && waited < opts->wait_config_s * 1000;
+         waited += 100) {
+        if (waited == 0)
+            spdlog::info("waiting up to {} s for kvsteerd to create the pinned maps under {} ({})",
+                         opts->wait_config_s, opts->bpffs, err);
+        usleep(100000);
+        maps = bpf::open_pinned_maps(opts->bpffs, opts->create_maps, &err, &missing);
+    }
     if (!maps) {
         spdlog::error("pinned maps under {}: {}{}", opts->bpffs, err,
                       opts->create_maps ? "" : " (start kvsteerd first, or pass --create-maps)");
@@ -220,6 +231,11 @@ int main(int argc, char **argv) {
         spdlog::error("{} lcores but at most {} workers", n_workers, KVS_MAX_WORKERS);
         return 1;
     }
+    if (cfg.n_workers != n_workers)
+        spdlog::warn(
+            "kvsteerd's workers = {}, this dataplane runs {} (one per lcore beyond the "
+            "main one; the SNAT range is split between these): set workers = {}",
+            cfg.n_workers, n_workers, n_workers);
     rte_mempool *pool = nullptr;
     if (opts->mode == Mode::Xdp && opts->guard_prog != "none") {
         // Before the XDP program is swapped: from now on the appliance kernel drops, instead of

@@ -24,7 +24,8 @@ expect "too many kept legs" "--backend-reuse must be 0..64" "$BIN" -- --mode xdp
 expect "no hugepages" "no hugepages configured: pass --no-huge" "$BIN" --no-pci -- --bpffs /nonexistent
 expect "no such interface" "no such interface 'kvdp-nosuch0'" "$BIN" "${EAL[@]}" \
     --vdev net_af_xdp0,iface=kvdp-nosuch0 -- --bpffs /nonexistent
-expect "maps missing" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" -- --bpffs /nonexistent-kvdp
+expect "maps missing" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" -- --bpffs /nonexistent-kvdp \
+    --wait-config-s 1
 # xdp mode: the XDP object must be kvsteer's of this build (prog_abi.h), checked before anything.
 expect "not a kvsteer XDP object" "is not a kvsteer XDP object of this build" "$BIN" "${EAL[@]}" \
     --vdev "net_af_xdp0,iface=lo,xdp_prog=$1/bpf/xdp_pass.bpf.o" -- --mode xdp --bpffs /nonexistent-kvdp
@@ -34,7 +35,8 @@ expect "another XDP ABI" "is of kvsteer XDP ABI 999, this dataplane needs" "$BIN
     --vdev "net_af_xdp0,iface=lo,xdp_prog=$abi_tmp" -- --mode xdp --bpffs /nonexistent-kvdp
 rm -f "$abi_tmp"
 expect "this build's XDP object passes" "pinned maps under /nonexistent-kvdp" "$BIN" "${EAL[@]}" \
-    --vdev "net_af_xdp0,iface=lo,xdp_prog=$1/bpf/kvsteer.bpf.o" -- --mode xdp --bpffs /nonexistent-kvdp
+    --vdev "net_af_xdp0,iface=lo,xdp_prog=$1/bpf/kvsteer.bpf.o" -- --mode xdp --bpffs /nonexistent-kvdp \
+    --wait-config-s 1
 if [[ $(id -u) == 0 ]]; then
     dir=/run/kvsteer-test-kvdpst
     mkdir -p "$dir" && mount -t bpf bpf "$dir" && trap 'umount "$dir"; rmdir "$dir"' EXIT
@@ -45,5 +47,19 @@ if [[ $(id -u) == 0 ]]; then
         --app-mac 02:00:00:00:00:02 >/dev/null || { echo "FAIL: fixture"; fails=$((fails + 1)); }
     # Configured, but no port was given: the error names the port.
     expect "no port" "port 0 does not exist" "$BIN" "${EAL[@]}" -- --bpffs "$dir" --mode dpdk
+    # Started before kvsteerd made the maps (systemd starts both at once): it waits for them, then
+    # goes on (here to the missing port). It exited at once before.
+    late=$dir/late
+    ( sleep 1.5; "$1/bin/kvsteer-dp-fixture" fill --bpffs "$late" --vip 10.77.1.1:8000 --snat 10.77.0.2 \
+        --app-mac 02:00:00:00:00:02 >/dev/null ) &
+    out=$("$BIN" "${EAL[@]}" -- --bpffs "$late" --mode dpdk --wait-config-s 10 2>&1)
+    wait
+    if grep -q "waiting up to 10 s for kvsteerd to create the pinned maps" <<<"$out" &&
+        grep -q "port 0 does not exist" <<<"$out"; then
+        echo "ok: maps made while it waits"
+    else
+        echo "FAIL: maps made while it waits:"; echo "$out" | tail -5; fails=$((fails + 1))
+    fi
+    rm -rf "$late"
 fi
 (( fails == 0 )) && echo PASS || exit 1

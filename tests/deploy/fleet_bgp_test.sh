@@ -133,7 +133,7 @@ BIRD_PID[rt]=$!
 # BIRD on each appliance: the VIP in a static protocol kvsteerd enables (deploy/bird).
 bird_app() {
     local j=$1 ip=${KVS_APP_IPS[$1]}
-    sed -e "s/192.0.2.11/$ip/g" -e "s/neighbor 192.0.2.1 /neighbor $RT /" -e "s#198.51.100.10/32#$KVS_VIP/32#g" \
+    sed -e "s/192.0.2.11/$ip/g" -e "s/neighbor 192.0.2.1 /neighbor $RT /" -e "s#192.0.2.10/32#$KVS_VIP/32#g" \
         -e 's/interface "eth0"/interface "app0"/' deploy/bird/bird.conf.example >"$DIR/bird$j.conf"
     ip netns exec "${KVS_APP_NS[$j]}" "$BIRD" -f -c "$DIR/bird$j.conf" -s "$DIR/bird$j.ctl" >"$DIR/bird$j.log" 2>&1 &
     BIRD_PID[$j]=$!

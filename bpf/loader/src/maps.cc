@@ -120,9 +120,10 @@ int open_checked(const std::string &dir, const MapSpec &s, std::string *err) {
 
 }  // namespace
 
-std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create,
-                                             std::string *err) {
+std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create, std::string *err,
+                                             bool *missing) {
     std::string e;
+    if (missing) *missing = false;
     auto fail = [err](std::string msg) -> std::unique_ptr<PinnedMaps> {
         if (err) *err = std::move(msg);
         return nullptr;
@@ -132,6 +133,7 @@ std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create
         std::filesystem::create_directories(dir, ec);
         if (ec) return fail("creating " + dir + ": " + ec.message());
     } else if (access(dir.c_str(), F_OK) != 0) {
+        if (missing) *missing = errno == ENOENT;
         return fail(std::string("no pinned maps: ") + dir + " does not exist (" + KVS_MAP_CONFIG +
                     " and the others are created by kvsteer-xdp load/attach or kvsteerd)");
     }
@@ -161,7 +163,11 @@ std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create
     m->dir = dir;
     for (const auto &s : kSpecs) {
         int fd = open_checked(dir, s, &e);
-        if (fd < 0) return fail(e);
+        if (fd < 0) {
+            if (missing)
+                *missing = access((dir + "/" + s.name).c_str(), F_OK) != 0 && errno == ENOENT;
+            return fail(e);
+        }
         m.get()->*s.fd = fd;
         if (!s.mem) continue;
         void *p = mmap(nullptr, mmap_len(s), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

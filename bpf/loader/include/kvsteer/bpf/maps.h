@@ -36,8 +36,10 @@ struct PinnedMaps : Tables {
 // Opens the pinned maps under `dir`. With `create`, missing maps are created with exactly the
 // definitions of the XDP object (so the XDP program, DPDK's af_xdp PMD and every process reuse
 // them) and pinned there; `dir` must be on a bpffs (created if missing). nullptr + `err` on
-// failure, naming the map and the reason.
-std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create, std::string *err);
+// failure, naming the map and the reason; `missing` (when given) is then set when the failure is
+// only that `dir` or a pin does not exist yet (another process may be about to create them).
+std::unique_ptr<PinnedMaps> open_pinned_maps(const std::string &dir, bool create, std::string *err,
+                                             bool *missing = nullptr);
 
 // Sums the per-CPU kvs_stats counter of each reason (one syscall per call; not for packet paths).
 bool read_xdp_stats(const PinnedMaps &m, std::uint64_t *out, unsigned n, std::string *err);
