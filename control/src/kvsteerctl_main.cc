@@ -164,6 +164,12 @@ class Ctl {
     int code_ = kOk;
 };
 
+// kvsteerd's answers are read through non-const json: a field missing from an answer (a kvsteerd
+// of another version, anything else on the socket) reads as null, which get<>() refuses with a
+// json::exception ("unexpected answer", exit 1) and num() prints as "-". A const json's
+// operator[] with a missing key is undefined behaviour (it printed garbage). The list an answer
+// exists for is taken with at(): an answer without it is unexpected too (it printed an empty
+// table, exit 0).
 std::string num(const json &v, int prec = 2) {
     if (v.is_null()) return "-";
     if (v.is_number_float()) return fmt::format("{:.{}f}", v.get<double>(), prec);
@@ -179,13 +185,13 @@ int addr_width(const json &list, std::initializer_list<const char *> fields) {
     return static_cast<int>(w);
 }
 
-void print_backends(const json &list) {
+void print_backends(json list) {
     const int aw = addr_width(list, {"addr"});
     std::printf("%-4s %-*s %-6s %6s %8s %6s %8s %6s %6s %6s %6s %8s  %-17s %s\n", "ID", aw,
                 "ADDRESS", "STATE", "WEIGHT", "INFLIGHT", "IDLE", "BINDS", "RUN", "WAIT", "KV",
                 "HIT", "BLOCKS", "MAC", "LAST ERROR");
-    for (const auto &b : list) {
-        const auto &t = b["telemetry"];
+    for (auto &b : list) {
+        auto &t = b["telemetry"];
         // BLOCKS: GPU blocks the server holds by its KV events ("-" without kv-events=).
         const json kv = b.contains("kv_events") ? b["kv_events"] : json(nullptr);
         std::string err = b["health"]["last_error"].get<std::string>();
@@ -202,13 +208,12 @@ void print_backends(const json &list) {
     }
 }
 
-void print_announce(const json &a, const json &d) {
+void print_announce(json a, json d) {
     if (a.is_null()) {
         std::printf("announce: off (no announce-bird-socket)\n");
     } else {
         std::string protos;
-        for (const auto &p : a["protocols"])
-            protos += (protos.empty() ? "" : ",") + p.get<std::string>();
+        for (auto &p : a["protocols"]) protos += (protos.empty() ? "" : ",") + p.get<std::string>();
         std::printf(
             "announce: VIP %s via BIRD %s (%s)%s%s\n",
             a["announced"].get<bool>() ? "announced" : "withdrawn",
@@ -247,7 +252,7 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
                                                  : "drain.start";
     auto r = c.call({{"cmd", cmd}});
     if (!r) return c.code();
-    auto show = [&](const json &j) {
+    auto show = [&](json j) {
         if (c.g().json)
             std::cout << j.dump(2) << "\n";
         else
@@ -261,7 +266,7 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
     const auto t0 = std::chrono::steady_clock::now();
     std::uint64_t last = UINT64_MAX;
     for (;;) {
-        const json &d = (*r)["drain"];
+        json &d = (*r)["drain"];
         if (d.value("done", false)) {
             if (c.g().json)
                 show(*r);
@@ -306,27 +311,27 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
         std::cout << r->dump(2) << "\n";
         return kOk;
     }
-    const auto &j = *r;
+    auto &j = *r;
     std::printf("kvsteerd pid %s, up %.0f s, maps %s, generation %s\n", num(j["pid"]).c_str(),
                 j["uptime_s"].get<double>(), j["bpffs"].get<std::string>().c_str(),
                 num(j["generation"]).c_str());
     std::printf("vips:");
-    for (const auto &v : j["vips"]) std::printf(" %s", v.get<std::string>().c_str());
+    for (auto &v : j["vips"]) std::printf(" %s", v.get<std::string>().c_str());
     std::printf("\nsnat: %s, appliance mac %s\n", j["snat"].get<std::string>().c_str(),
                 j["appliance_mac"].get<std::string>().c_str());
-    const auto &b = j["backends"];
+    auto &b = j["backends"];
     std::printf("backends: %s (%s up, %s down, %s draining)\n", num(b["total"]).c_str(),
                 num(b["up"]).c_str(), num(b["down"]).c_str(), num(b["drain"]).c_str());
-    const auto &a = j["affinity"];
+    auto &a = j["affinity"];
     std::printf("affinity: %s entries, %s prefixes known, %s pinned; maglev rebuilds %s\n",
                 num(a["entries"]).c_str(), num(a["index"]).c_str(), num(a["pins"]).c_str(),
                 num(j["maglev_rebuilds"]).c_str());
-    const auto &rp = j["reports"];
+    auto &rp = j["reports"];
     std::printf("binding reports: %s consumed, %s invalid, %s dropped by the dataplane\n",
                 num(rp["consumed"]).c_str(), num(rp["invalid"]).c_str(),
                 num(rp["dropped_by_dataplane"]).c_str());
     if (j.contains("kv_events") && j["kv_events"]["backends"].get<std::uint64_t>() > 0) {
-        const auto &k = j["kv_events"];
+        auto &k = j["kv_events"];
         std::printf(
             "kv events: %s backends, %s resident blocks, %s clears, %s publisher restarts, %s "
             "caches reset; "
@@ -336,7 +341,7 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
             num(k["decode_errors"]).c_str(), num(k["seq_gaps"]).c_str());
     }
     if (j.contains("dataplane")) {
-        const auto &d = j["dataplane"];
+        auto &d = j["dataplane"];
         const std::uint64_t stalls = d["rx_stalls"].get<std::uint64_t>();
         const std::uint64_t recovered = d.value("rx_recoveries", std::uint64_t{0});
         std::string stall_note;
@@ -353,7 +358,7 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
             stall_note.c_str(), num(d["hold_full"]).c_str(), num(d["no_mbuf"]).c_str());
     }
     if (j.contains("dataplane") && j["dataplane"].contains("healthy")) {
-        const auto &d = j["dataplane"];
+        auto &d = j["dataplane"];
         std::printf("dataplane health: %s", d["healthy"].get<bool>() ? "healthy" : "NOT healthy");
         if (!d["health_reason"].is_null())
             std::printf(" (%s)", d["health_reason"].get<std::string>().c_str());
@@ -429,13 +434,13 @@ int cmd_backends(Ctl &c, std::vector<std::string> args) {
         return kOk;
     }
     if (sub == "list") {
-        print_backends((*r)["backends"]);
+        print_backends(r->at("backends"));
     } else if (sub == "remove") {
-        const auto &b = (*r)["removed"];
+        auto &b = (*r)["removed"];
         std::printf("backend %s %s removed\n", num(b["id"]).c_str(),
                     b["addr"].get<std::string>().c_str());
     } else {
-        const auto &b = (*r)["backend"];
+        auto &b = (*r)["backend"];
         std::printf("backend %s %s: state %s, weight %s%s\n", num(b["id"]).c_str(),
                     b["addr"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
                     num(b["weight"]).c_str(),
@@ -484,10 +489,9 @@ int cmd_affinity(Ctl &c, std::vector<std::string> args) {
         std::printf("%s entries (%s prefixes known)\n", num((*r)["total"]).c_str(),
                     num((*r)["index"]).c_str());
         std::printf("%-18s %-6s %-6s %8s  %s\n", "KEY", "DEPTH", "FLAGS", "RATE/S", "BACKENDS");
-        for (const auto &e : (*r)["entries"]) {
+        for (auto &e : r->at("entries")) {
             std::string addrs;
-            for (const auto &a : e["addrs"])
-                addrs += (addrs.empty() ? "" : ",") + a.get<std::string>();
+            for (auto &a : e["addrs"]) addrs += (addrs.empty() ? "" : ",") + a.get<std::string>();
             std::string flags =
                 std::string(e["pinned"].get<bool>() ? "P" : "") + (e["hot"].get<bool>() ? "H" : "");
             std::printf("%-18s %-6s %-6s %8s  %s\n", e["key"].get<std::string>().c_str(),
@@ -539,7 +543,7 @@ int cmd_flows(Ctl &c, std::vector<std::string> args) {
     const int aw = addr_width(r["list"], {"src", "dst", "new_src", "new_dst"});
     std::printf("%-4s %-*s %-*s %-*s %-*s %4s %3s %8s %10s %7s\n", "DIR", aw, "SRC", aw, "DST", aw,
                 "NEW SRC", aw, "NEW DST", "BE", "WK", "PACKETS", "BYTES", "AGE");
-    for (const auto &f : r["list"])
+    for (auto &f : r["list"])
         std::printf("%-4s %-*s %-*s %-*s %-*s %4s %3s %8s %10s %6.1fs\n",
                     f["dir"].get<std::string>().c_str(), aw, f["src"].get<std::string>().c_str(),
                     aw, f["dst"].get<std::string>().c_str(), aw,
@@ -596,7 +600,7 @@ int cmd_counters(Ctl &c, const std::vector<std::string> &args) {
         std::printf("backends:\n  %-4s %-*s %-6s %9s %9s %8s %6s %8s %8s %6s %6s\n", "ID", aw,
                     "ADDRESS", "STATE", "BINDS", "CLOSES", "INFLIGHT", "IDLE", "FAIL_RST",
                     "FAIL_TMO", "QUEUE", "RUN");
-        for (const auto &b : r["backends"])
+        for (auto &b : r["backends"])
             std::printf("  %-4s %-*s %-6s %9s %9s %8s %6s %8s %8s %6s %6s\n", num(b["id"]).c_str(),
                         aw, b["addr"].get<std::string>().c_str(),
                         b["state"].get<std::string>().c_str(), num(b["binds"]).c_str(),
@@ -623,7 +627,7 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
                                  : json{{"cmd", "tune.get"}};
     auto r = c.call(req);
     if (!r) return c.code();
-    json t = (*r)["tunables"];
+    json t = r->at("tunables");
     if (vm.count("name") && !vm.count("value")) {
         std::string n = vm["name"].as<std::string>();
         if (!t.contains(n)) {
@@ -643,7 +647,7 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
     return kOk;
 }
 
-void print_fleet(const json &f) {
+void print_fleet(json f) {
     if (!f["enabled"].get<bool>()) {
         std::printf("no fleet (kvsteerd runs without fleet-self): XDP redirects nothing\n");
         return;
@@ -664,7 +668,7 @@ void print_fleet(const json &f) {
                         ? (" (" + f["ping"]["last_error"].get<std::string>() + ")").c_str()
                         : "");
     std::printf("%-3s %-17s %-8s %8s %10s\n", "ID", "MAC", "STATE", "BUCKETS", "UNANSWERED");
-    for (const auto &m : f["members"]) {
+    for (auto &m : f["members"]) {
         const bool silent = m.value("silent", false);
         std::printf("%-3s %-17s %-8s %8s %10s%s%s\n", num(m["id"]).c_str(),
                     m["mac"].get<std::string>().c_str(), m["state"].get<std::string>().c_str(),
@@ -675,19 +679,19 @@ void print_fleet(const json &f) {
                     m["self"].get<bool>() ? "  (self)" : "", silent ? "  SILENT (left out)" : "");
     }
     std::printf("epochs, oldest first:");
-    for (const auto &e : f["epochs"]) {
+    for (auto &e : f["epochs"]) {
         std::string ids;
-        for (const auto &id : e) ids += (ids.empty() ? "" : ",") + id.dump();
+        for (auto &id : e) ids += (ids.empty() ? "" : ",") + id.dump();
         std::printf(" {%s}", ids.c_str());
     }
     std::printf("\n");
-    const json &e = f.contains("etcd") ? f["etcd"] : json();
+    json e = f.contains("etcd") ? f["etcd"] : json();
     if (e.is_null()) {
         std::printf("etcd: not used (the fleet comes from the config and this API)\n");
         return;
     }
     std::string alive;
-    for (const auto &m : e["alive"]) alive += (alive.empty() ? "" : ",") + m["id"].dump();
+    for (auto &m : e["alive"]) alive += (alive.empty() ? "" : ",") + m["id"].dump();
     std::printf("etcd: %s prefix %s, %s, revision %s, alive {%s}\n",
                 e["endpoint"].get<std::string>().c_str(), e["prefix"].get<std::string>().c_str(),
                 e["reachable"].get<bool>()
@@ -695,7 +699,7 @@ void print_fleet(const json &f) {
                     : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
                 num(e["revision"]).c_str(), alive.c_str());
     if (e.contains("watch") && e["watch"].is_object()) {
-        const json &w = e["watch"];
+        json &w = e["watch"];
         const bool active = w.value("active", false);
         std::string why;
         if (w.contains("error") && w["error"].is_string())
@@ -707,7 +711,7 @@ void print_fleet(const json &f) {
                     why.c_str());
     }
     if (e.contains("hot") && e["hot"].is_object()) {
-        const json &h = e["hot"];
+        json &h = e["hot"];
         if (h.value("enabled", false))
             std::printf(
                 "hot prefixes: %s shared, %s remote in use from %s member(s) (%s holder "
@@ -719,12 +723,12 @@ void print_fleet(const json &f) {
             std::printf("hot prefixes: not shared (fleet-share-hot false)\n");
     }
     if (e.contains("reported")) {
-        const auto &rep = e["reported"];
+        auto &rep = e["reported"];
         std::printf(
             "fleet agrees: %s (owner table, lookup table, its inputs, config generation and "
             "cookie key of every alive member as it reports them in etcd)\n",
             rep["agree"].get<bool>() ? "yes" : "NO");
-        for (const auto &m : rep["members"]) {
+        for (auto &m : rep["members"]) {
             auto str = [&](const char *k) {
                 return m.contains(k) && m[k].is_string() ? m[k].get<std::string>()
                                                          : std::string("?");
@@ -766,7 +770,7 @@ int cmd_fleet(Ctl &c, const std::vector<std::string> &args) {
                     !(*r)["changed"].get<bool>()      ? "nothing changed"
                     : (*r)["fleet"]["etcd"].is_null() ? "owner table rewritten"
                                                       : "written to etcd (the whole fleet)");
-    print_fleet((*r)["fleet"]);
+    print_fleet(r->at("fleet"));
     return kOk;
 }
 
@@ -821,6 +825,15 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "kvsteerctl: %s: argument %zu is not valid UTF-8\n", cmd.c_str(),
                          i + 1);
             return kUsage;
+        }
+    }
+    // --json after the command too (README: "--json, --help on each"; it was a usage error there).
+    for (auto it = args.begin(); it != args.end();) {
+        if (*it == "--json") {
+            g.json = true;
+            it = args.erase(it);
+        } else {
+            ++it;
         }
     }
     Ctl c(g);

@@ -9,11 +9,13 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -263,6 +265,55 @@ TEST_F(Integration, CtlCommandsChangeTheMappedTables) {
     ctl({"tune", "replication", "99"}, 1);
     auto unreachable = run({kvsteerctl_, "--socket", "/tmp/kvsctl-no-such.sock", "status"});
     EXPECT_EQ(unreachable.rc, 3);
+    // --json after the command as before it (it was a usage error there).
+    for (const char *sub : {"status", "backends", "tune"}) {
+        auto after = run({kvsteerctl_, "--socket", sock_, sub, "--json"});
+        EXPECT_EQ(after.rc, 0) << sub << ": " << after.err;
+        auto j = json::parse(after.out, nullptr, false);
+        EXPECT_TRUE(j.is_object()) << sub << ": " << after.out;
+    }
+}
+
+// Answers kvsteerctl does not expect (another kvsteerd version, anything else on the socket): a
+// missing field is an "unexpected answer", exit 1. Before, a const json read a missing key
+// (undefined behaviour: garbage printed) and an answer without its list printed an empty table,
+// exit 0.
+TEST_F(Integration, AnswersWithoutTheirFieldsAreUnexpected) {
+    const std::string fake = "/tmp/kvsctl-fake-" + std::to_string(getpid()) + ".sock";
+    unlink(fake.c_str());
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, fake.c_str(), sizeof sa.sun_path - 1);
+    ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    ASSERT_EQ(listen(lfd, 8), 0);
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{"status"}, R"({"ok":true,"pid":1,"uptime_s":2.0})"},  {{"backends"}, R"({"ok":true})"},
+        {{"backends"}, R"({"ok":true,"backends":[{"id":1}]})"}, {{"tune"}, R"({"ok":true})"},
+        {{"affinity", "show"}, R"({"ok":true,"total":3})"},
+    };
+    std::thread daemon([&] {
+        for (const auto &c : cases) {
+            int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) return;
+            char buf[4096];
+            [[maybe_unused]] auto n = recv(fd, buf, sizeof buf, 0);
+            const std::string answer = c.second + "\n";
+            [[maybe_unused]] auto w = send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
+            close(fd);
+        }
+    });
+    for (const auto &c : cases) {
+        std::vector<std::string> argv{kvsteerctl_, "--socket", fake, "--timeout", "3000"};
+        argv.insert(argv.end(), c.first.begin(), c.first.end());
+        auto r = run(argv);
+        EXPECT_EQ(r.rc, 1) << c.first[0] << " answered " << c.second << ": " << r.out << r.err;
+        EXPECT_NE(r.err.find("unexpected answer from kvsteerd"), std::string::npos)
+            << c.first[0] << " answered " << c.second << ": " << r.err;
+    }
+    daemon.join();
+    close(lfd);
+    unlink(fake.c_str());
 }
 
 TEST_F(Integration, NegativeTuneValuesGetTheRangeError) {
