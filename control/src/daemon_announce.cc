@@ -218,6 +218,7 @@ json Daemon::announce_json() const {
         d["flows_left"] = drain_.flows_left;
         d["elapsed_s"] = static_cast<double>(mono_ns() - drain_.started_ns) / 1e9;
         d["fleet"] = drain_.fleet_note;
+        d["fleet_failed"] = drain_.fleet_failed;
     }
     return {{"dataplane", dp}, {"announce", a}, {"drain", d}};
 }
@@ -267,21 +268,27 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
             const FleetEtcdView v = etcd_->view();
             const bool down = !v.reachable && !v.error.empty();
             if (down) err = "etcd is unreachable (" + v.error + ")";
-            drain_.fleet_note = down || !etcd_->update_epochs(op, &changed, &err)
-                                    ? "leaving the owners failed: " + err
-                                : to ? "left the owners: " + member_set_str(to)
+            drain_.fleet_failed = down || !etcd_->update_epochs(op, &changed, &err);
+            drain_.fleet_note = drain_.fleet_failed ? "leaving the owners failed: " + err
+                                : to                ? "left the owners: " + member_set_str(to)
                                      : std::string("not an owner, or the last one alive: stays");
             apply_fleet_etcd();
         } else {
             const json req = {{"members", member_set_str(static_cast<MemberSet>(now & ~self))}};
             const json r = *handle_fleet("fleet.push", req);
-            drain_.fleet_note = r.value("ok", false)
-                                    ? "left the owners: " + req["members"].get<std::string>()
-                                    : "leaving the owners failed: " + r.value("error", "");
+            drain_.fleet_failed = !r.value("ok", false);
+            drain_.fleet_note = drain_.fleet_failed
+                                    ? "leaving the owners failed: " + r.value("error", "")
+                                    : "left the owners: " + req.at("members").get<std::string>();
         }
     } else {
         drain_.fleet_note = "no fleet";
     }
+    if (drain_.fleet_failed)
+        spdlog::warn(
+            "drain: {}: the other appliances still send new flows of this one's buckets "
+            "here (fix it, then push the fleet without it; drain --cancel announces again)",
+            drain_.fleet_note);
     spdlog::info("drain: started: VIP withdrawn{}; fleet: {}; waiting for {} flow(s) to end",
                  announcer_ ? "" : " (nothing announced here: no announce-bird-socket)",
                  drain_.fleet_note, flows_in_flight());

@@ -263,6 +263,19 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
         return kOk;
     }
     if (!c.g().json) print_announce((*r)["announce"], (*r)["drain"]);
+    // Still an owner (etcd unreachable, a push refused): the others keep sending this appliance
+    // new flows of its buckets, so the drain would not finish, or a quiet appliance would be
+    // stopped while an owner. Said at once, exit 1 (it printed "drained ... stop it now").
+    if ((*r)["drain"].value("fleet_failed", false)) {
+        if (c.g().json) show(*r);
+        std::fprintf(
+            stderr,
+            "kvsteerctl: drain: %s; the VIP is withdrawn but this appliance is still one "
+            "of the fleet's owners: do not stop it (fix that and push the fleet without "
+            "it, or drain --cancel)\n",
+            (*r)["drain"].value("fleet", std::string("leaving the owners failed")).c_str());
+        return kFailed;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     std::uint64_t last = UINT64_MAX;
     for (;;) {

@@ -760,6 +760,33 @@ TEST_F(DaemonTest, WithoutFleetXdpSeesNone) {
     EXPECT_NE(r["error"].get<std::string>().find("fleet-self"), std::string::npos) << r.dump();
 }
 
+// A drain that cannot leave the fleet's owners (here: every epoch slot taken, the push refused)
+// says so in its status (kvsteerctl drain exits 1 on it); it was only a note, and the drain went
+// on to "drained, stop it now" while the appliance was still an owner.
+TEST_F(DaemonTest, ADrainThatCannotLeaveTheOwnersSaysSo) {
+    auto c = config(1);
+    with_fleet(c, 0);
+    start(c);
+    bool full = false;
+    for (int i = 0; i < 20 && !full; i++)
+        full =
+            !call({{"cmd", "fleet.push"}, {"members", i % 2 ? "0,1,2" : "0,1"}})["ok"].get<bool>();
+    ASSERT_TRUE(full) << "the epochs never filled up";
+    auto r = call({{"cmd", "drain.start"}});
+    ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+    auto d = call({{"cmd", "drain.status"}})["drain"];
+    EXPECT_EQ(d["fleet_failed"], true) << d.dump();
+    EXPECT_EQ(d["fleet"].get<std::string>().rfind("leaving the owners failed: ", 0), 0u)
+        << d.dump();
+    ASSERT_TRUE(call({{"cmd", "drain.cancel"}})["ok"].get<bool>());
+    ASSERT_TRUE(call({{"cmd", "fleet.settle"}})["ok"].get<bool>());
+    ASSERT_TRUE(call({{"cmd", "fleet.push"}, {"members", "0,1,2"}})["ok"].get<bool>());
+    r = call({{"cmd", "drain.start"}});
+    d = call({{"cmd", "drain.status"}})["drain"];
+    EXPECT_EQ(d["fleet_failed"], false) << d.dump();
+    EXPECT_EQ(d["fleet"], "left the owners: 1,2") << d.dump();
+}
+
 TEST_F(DaemonTest, FleetApiRewritesTheOwnerTable) {
     auto c = config(1);
     with_fleet(c, 0);

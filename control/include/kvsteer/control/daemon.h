@@ -223,6 +223,7 @@ class Daemon {
     static constexpr std::uint64_t kAnnounceWaitNs = 3'000'000'000ull;
     struct Drain {
         bool active = false, done = false;
+        bool fleet_failed = false;  // leaving the fleet's owners failed (fleet_note says why)
         std::uint64_t started_ns = 0, flows_left = 0;
         std::string fleet_note;
     } drain_;
