@@ -344,4 +344,54 @@ for j in "${pids[@]}"; do wait "$j" && wait_ok=$((wait_ok + 1)); done
 [[ $wait_ok == 40 ]] || fail "concurrent: only $wait_ok of 40 succeeded"
 for i in $(seq 40); do tail -c 14 "$tmp/cc.$i" | grep -q 'DONE' || fail "concurrent response $i incomplete"; done
 pass "40 concurrent streams"
+
+# --- stalled requests (--request-timeout-ms) and an endless chunk-size line: the connection is
+# closed (each held its connection, and its bytes, for good); an idle connection is not.
+"$EMU" --port 0 --port-file "$tmp/port2" --server-id t2 --time-scale 200 --request-timeout-ms 600 \
+    --log-level error &
+pid2=$!
+for _ in $(seq 100); do [[ -s "$tmp/port2" ]] && break; sleep 0.05; done
+[[ -s "$tmp/port2" ]] || fail "second emulator did not start"
+python3 - "$(cat "$tmp/port2")" <<'PY' || { kill "$pid2"; fail "stalled requests"; }
+import socket, sys, time
+port = int(sys.argv[1])
+def closed_within(s, seconds):
+    """True when the server closes (or answers 4xx and closes) within `seconds`."""
+    s.settimeout(seconds)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            d = s.recv(65536)
+            if not d:
+                return True
+            if not d.startswith(b"HTTP/1.1 4"):
+                return False
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+    return False
+s = socket.create_connection(("127.0.0.1", port)); s.sendall(b"GET /he")
+assert closed_within(s, 3), "a partial head stayed open"
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+assert closed_within(s, 3), "a stalled body stayed open"
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;")
+sent = 0
+try:
+    for _ in range(64):  # 4 MiB at most, of one endless chunk extension
+        s.sendall(b"ab=cd;" * 10923)
+        sent += 65538
+except (BrokenPipeError, ConnectionResetError):
+    pass
+assert closed_within(s, 3), "an endless chunk-size line was read on (%d bytes sent)" % sent
+# Idle between requests (no keep-alive timeout set): kept, and served after the deadline.
+s = socket.create_connection(("127.0.0.1", port)); time.sleep(1.5)
+s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+s.settimeout(3)
+assert s.recv(100).startswith(b"HTTP/1.1 200"), "an idle connection was closed"
+PY
+kill "$pid2"
+pass "stalled requests closed after --request-timeout-ms, an endless chunk-size line refused"
 echo "all emulator HTTP checks passed"

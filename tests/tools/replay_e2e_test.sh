@@ -95,4 +95,40 @@ set -e
 [[ $rc == 1 ]] || fail "dead target exit status $rc"
 [[ $(jq_ "$tmp/sum3.json" 'd["failed"]') == 2 ]] || fail "dead target failures"
 pass "connection refused counted as failures"
+
+# --- --duration ends the run at the duration, not at the next request's time (it spun a core
+# until then: 20 s here)
+printf '{"timestamp": 0, "input_length": 64, "output_length": 2, "hash_ids": [0]}\n{"timestamp": 20000, "input_length": 64, "output_length": 2, "hash_ids": [1]}\n' >"$tmp/gap.jsonl"
+t0=$(date +%s.%N)
+set +e
+"$REPLAY" --trace "$tmp/gap.jsonl" --target 127.0.0.1:$P1 --duration 1 --summary-json "$tmp/sum4.json" \
+    --quiet >/dev/null 2>&1
+set -e
+took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)")
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 5 else 1)" "$took" || fail "--duration 1 ran $took s"
+[[ $(jq_ "$tmp/sum4.json" 'd["ok"]') == 1 ]] || fail "--duration: $(cat "$tmp/sum4.json")"
+pass "--duration 1 stops after ${took} s"
+
+# --- a metrics endpoint that accepts and never answers: the scrape gives up (it hung for good)
+python3 -c '
+import socket, sys, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(4)
+open(sys.argv[1], "w").write(str(l.getsockname()[1]))
+conns = []
+end = time.monotonic() + 30
+l.settimeout(1)
+while time.monotonic() < end:
+    try: conns.append(l.accept()[0])
+    except socket.timeout: pass
+' "$tmp/bh_port" &
+pids+=($!)
+for _ in $(seq 100); do [[ -s "$tmp/bh_port" ]] && break; sleep 0.05; done
+set +e
+timeout 25 "$REPLAY" --synthetic --groups 1 --prompts-per-group 1 --target 127.0.0.1:$P1 \
+    --metrics "http://127.0.0.1:$(cat "$tmp/bh_port")/metrics" --quiet >"$tmp/bh.out" 2>&1
+rc=$?
+set -e
+[[ $rc != 124 ]] || fail "the replayer hung on a metrics endpoint that never answers"
+grep -q "no answer within" "$tmp/bh.out" || fail "no scrape timeout named: rc $rc: $(tail -3 "$tmp/bh.out")"
+pass "a silent metrics endpoint times out (rc $rc)"
 echo "all replay checks passed"

@@ -94,7 +94,10 @@ Overload(F...) -> Overload<F...>;
 class Session : public std::enable_shared_from_this<Session> {
    public:
     Session(Server &srv, tcp::socket sock)
-        : srv_(srv), sock_(std::move(sock)), idle_(sock_.get_executor()) {}
+        : srv_(srv),
+          sock_(std::move(sock)),
+          idle_(sock_.get_executor()),
+          request_timer_(sock_.get_executor()) {}
 
     void start() { read_header(); }
 
@@ -122,6 +125,9 @@ class Session : public std::enable_shared_from_this<Session> {
    private:
     void read_header() {
         arm_idle();
+        reading_ = true;
+        in_body_ = false;
+        arm_request_deadline();
         parser_.emplace();
         parser_->body_limit(srv_.config().max_body_bytes);
         parser_->header_limit(kMaxHead);
@@ -144,13 +150,36 @@ class Session : public std::enable_shared_from_this<Session> {
         });
     }
 
+    // A request being received (its first bytes read, or its head): closed when it is not
+    // whole within --request-timeout-ms of the deadline's start (each stalled upload held its
+    // connection and up to --max-body-bytes for good). Between requests the deadline waits on
+    // (the keep-alive timeout, when set, closes an idle connection).
+    void arm_request_deadline() {
+        const uint64_t ms = srv_.config().request_timeout_ms;
+        if (!ms) return;
+        request_timer_.expires_after(std::chrono::milliseconds(ms));
+        request_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->closed_ || !self->reading_) return;
+            if (self->in_body_ || self->buf_.size() > 0) {
+                spdlog::warn("[{}] a request not received whole within {} ms: connection closed",
+                             self->srv_.config().server_id, self->srv_.config().request_timeout_ms);
+                self->keep_alive_ = false;
+                return self->close();
+            }
+            self->arm_request_deadline();
+        });
+    }
+
     void on_header(beast::error_code ec) {
         idle_.cancel();
         if (ec) return on_read_error(ec);
+        in_body_ = true;
         if (beast::iequals(parser_->get()[http::field::expect], "100-continue"))
             queue(Whole{http::status::continue_, 11});
         http::async_read(sock_, buf_, *parser_,
                          [self = shared_from_this()](beast::error_code ec2, size_t) {
+                             self->reading_ = false;
+                             self->request_timer_.cancel();
                              if (ec2) return self->on_read_error(ec2);
                              self->handle_safely(self->parser_->release());
                          });
@@ -394,6 +423,8 @@ class Session : public std::enable_shared_from_this<Session> {
     void close() {
         if (closed_) return;
         closed_ = true;
+        idle_.cancel();  // their handlers hold the session
+        request_timer_.cancel();
         beast::error_code ec;
         sock_.shutdown(tcp::socket::shutdown_send, ec);
         sock_.close(ec);
@@ -402,7 +433,12 @@ class Session : public std::enable_shared_from_this<Session> {
     Server &srv_;
     tcp::socket sock_;
     asio::steady_timer idle_;
-    beast::flat_buffer buf_;
+    asio::steady_timer request_timer_;  // arm_request_deadline
+    bool reading_ = false, in_body_ = false;
+    // Bounded: Beast 1.74 reads a chunk-size line or the trailers whole before any limit
+    // applies, and an endless one grew an unbounded buffer (body bytes move into the body as
+    // they are parsed: a head and one read are all it ever needs).
+    beast::flat_buffer buf_{kMaxHead + 64 * 1024};
     std::optional<http::request_parser<http::string_body>> parser_;
     std::deque<Out> outq_;
     bool writing_ = false, closed_ = false, close_when_drained_ = false, keep_alive_ = true;

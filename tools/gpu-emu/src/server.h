@@ -31,7 +31,9 @@ struct EmuConfig {
     uint64_t echo_bytes = 0;  // response padding bytes for every request
     uint64_t max_body_bytes = 256ull << 20;
     uint64_t keep_alive_timeout_ms = 0;  // close a kept-alive connection idle this long; 0: never
-    std::string kv_events_endpoint;      // ZMQ PUB endpoint for vLLM-format KV events; empty: off
+    uint64_t request_timeout_ms =
+        30000;                       // a request begun and not whole this long: closed; 0: never
+    std::string kv_events_endpoint;  // ZMQ PUB endpoint for vLLM-format KV events; empty: off
     std::string kv_events_topic;
 };
 

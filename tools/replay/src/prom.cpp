@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 
 namespace kvsteer::replay {
@@ -96,20 +97,42 @@ std::optional<std::string> http_get(const Url &u, double timeout_s, std::string 
     namespace http = beast::http;
     using tcp = boost::asio::ip::tcp;
     try {
+        // Asynchronous operations: tcp_stream's expiry bounds only those (the synchronous ones
+        // had no timeout, and a backend that accepted and never answered hung the replayer).
         boost::asio::io_context io;
         tcp::resolver res(io);
         beast::tcp_stream stream(io);
-        stream.expires_after(std::chrono::milliseconds(int64_t(timeout_s * 1000)));
-        stream.connect(res.resolve(u.host, u.port));
+        const auto results = res.resolve(u.host, u.port);
         http::request<http::empty_body> req{http::verb::get, u.target, 11};
         req.set(http::field::host, u.host);
         req.set(http::field::user_agent, "kvsteer-replay");
         req.set(http::field::connection, "close");
-        http::write(stream, req);
         beast::flat_buffer buf;
         http::response_parser<http::string_body> p;
         p.body_limit(64 << 20);
-        http::read(stream, buf, p);
+        beast::error_code failed;
+        const char *stage = "connect";
+        stream.expires_after(std::chrono::milliseconds(int64_t(timeout_s * 1000)));
+        stream.async_connect(results, [&](beast::error_code ec, const tcp::endpoint &) {
+            if (ec) return void(failed = ec);
+            stage = "write";
+            http::async_write(stream, req, [&](beast::error_code ec2, std::size_t) {
+                if (ec2) return void(failed = ec2);
+                stage = "read";
+                http::async_read(stream, buf, p, [&](beast::error_code ec3, std::size_t) {
+                    if (ec3) failed = ec3;
+                });
+            });
+        });
+        io.run();
+        if (failed) {
+            char limit[32];
+            std::snprintf(limit, sizeof limit, "%.1f", timeout_s);
+            err = std::string(stage) + ": " +
+                  (failed == beast::error::timeout ? "no answer within " + std::string(limit) + " s"
+                                                   : failed.message());
+            return std::nullopt;
+        }
         beast::error_code ec;
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);
         if (p.get().result_int() != 200) {

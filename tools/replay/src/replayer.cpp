@@ -2,11 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <functional>
 #include <limits>
@@ -119,11 +122,20 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         });
 
         auto &pool = im.idle[target];
-        if (im.cfg.keep_alive && !pool.empty()) {
+        while (im.cfg.keep_alive && !pool.empty()) {
             sock = std::move(pool.back());
             pool.pop_back();
-            reused = true;
-            return write();
+            // A pooled connection the server closed meanwhile (its idle timeout: uvicorn's 5 s)
+            // has its FIN, or stray bytes, waiting: not reused (the request written into it
+            // failed, counted as the server's). A FIN crossing the request stays possible.
+            char probe;
+            const ssize_t n = ::recv(sock->native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                reused = true;
+                return write();
+            }
+            beast::error_code ig;
+            sock->close(ig);
         }
         sock = std::make_unique<tcp::socket>(im.io);
         sock->async_connect(im.cfg.targets[target].ep,
@@ -251,11 +263,13 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
 
 void Replayer::Impl::schedule_next() {
     const double now = now_s();
+    // Checked before any item is due: with the next one after the end the timer (woken at the
+    // end) fired again at once until that item's time, spinning a core past --duration.
+    if (cfg.duration_s > 0 && now >= cfg.duration_s) {
+        stopped_sending = true;
+        backlog.clear();  // due but never sent: reported as not sent
+    }
     while (!stopped_sending && next_item < items.size() && sched_of(next_item) <= now) {
-        if (cfg.duration_s > 0 && now >= cfg.duration_s) {
-            stopped_sending = true;
-            break;
-        }
         const size_t i = next_item++;
         results[i].sched_s = sched_of(i);
         if (inflight < cfg.max_concurrency)
