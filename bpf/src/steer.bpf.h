@@ -699,11 +699,14 @@ __attribute__((noinline)) int kvs_xdp_icmp(struct xdp_md *ctx) {
 }
 
 /* A client SYN to a VIP whose 4-tuple still has a flow entry. Clients reuse a port as soon as
- * their old connection on it is gone, well inside the closed-flow linger: an entry whose client
- * sent FIN or either side RST belongs to a finished connection, so both directions are deleted
- * (the dataplane's sweeper returns the SNAT port) and the SYN gets a cookie like any other.
- * Returns 1 for a live flow: the SYN goes to its backend, whose challenge ACK makes the client
- * reset the old connection (RFC 5961), after which its next SYN finds the flow closed. */
+ * their old connection on it is gone, well inside the closed-flow linger: an entry closed by
+ * the client's FIN or by either side's RST belongs to a finished connection, so both directions
+ * are deleted (the dataplane's sweeper returns the SNAT port) and the SYN gets a cookie like any
+ * other. Returns 1 for a live flow: the SYN goes to its backend, whose challenge ACK makes the
+ * client reset the old connection (RFC 5961), after which its next SYN finds the flow closed.
+ * A client FIN whose response is still owed left the flow open (kvs_xdp_fin_rst): live too (the
+ * client still holds its half-closed socket, so no SYN of its own reuses the port; a spoofed one
+ * deleted the flow, and the response was lost). */
 __attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key) {
     struct kvs_flow_key rk;
     struct kvs_flow *f, *rev;
@@ -716,12 +719,13 @@ __attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
     if (rev && (rev->state & KVS_FLOW_RST)) st |= KVS_FLOW_RST;
-    if (!(st & (KVS_FLOW_FIN_IN | KVS_FLOW_RST))) {
+    if (!(st & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
+        (!(st & KVS_FLOW_RST) && !(st & KVS_FLOW_CLOSED))) {
         kvs_count(KVS_R_SYN_ON_LIVE_FLOW);
         return 1;
     }
-    /* A client FIN whose response was still owed left the flow open (kvs_xdp_fin_rst): it ends
-     * here, counted once, before its entries go (the sweeper never sees entries deleted here). */
+    /* Closed by now; kvs_close_pair counts a close only once (the sweeper never sees entries
+     * deleted here). */
     kvs_close_pair(f, rev);
     bpf_map_delete_elem(&kvs_flows, key);
     if (rev) bpf_map_delete_elem(&kvs_flows, &rk);

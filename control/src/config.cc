@@ -677,6 +677,11 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
         c.steering_mode = *m;
         return true;
     }
+    if (name == "table-algorithm" || name == "affinity-min-hot") {  // shown by tune, not tunable
+        *err =
+            fmt::format("'{}' is set at start only (kvsteerd.conf or --{}), not live", name, name);
+        return false;
+    }
     *err = fmt::format("unknown tunable '{}' ({})", name, kTunableNames);
     return false;
 }

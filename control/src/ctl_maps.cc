@@ -32,47 +32,57 @@ std::string ep_str(const __u32 *addr, __u16 port_be, __u8 family) {
 json read_flows(const bpf::PinnedMaps &m, std::size_t limit, bool list, std::string *err) {
     json out = {{"entries", 0}, {"flows", 0}};
     json arr = json::array();
-    kvs_flow_key key{}, next{};
-    bool first = true;
     std::uint64_t entries = 0, c2s = 0;
     std::uint64_t now = mono_ns();
-    for (;;) {
-        int rc = bpf_map_get_next_key(m.flows_fd, first ? nullptr : &key, &next);
-        if (rc != 0) {
-            if (errno == ENOENT) break;
+    // In batches, bucket by bucket: a key-by-key walk started over from the first entry whenever
+    // its current key was evicted or closed meanwhile (the kernel's get_next_key of a missing
+    // key), counting entries twice and running on for long on a busy appliance.
+    constexpr __u32 kBatch = 4096;  // above any bucket's length: ENOSPC otherwise
+    std::vector<kvs_flow_key> keys(kBatch);
+    std::vector<kvs_flow> vals(kBatch);
+    kvs_flow_key token{};  // the kernel's position (a bucket index for a hash map)
+    bool first = true, last = false;
+    while (!last) {
+        __u32 count = kBatch;
+        LIBBPF_OPTS(bpf_map_batch_opts, opts);
+        int rc = bpf_map_lookup_batch(m.flows_fd, first ? nullptr : &token, &token, keys.data(),
+                                      vals.data(), &count, &opts);
+        first = false;
+        if (rc != 0 && errno != ENOENT) {
             *err = std::string("kvs_flows: ") + std::strerror(errno);
             return nullptr;
         }
-        first = false;
-        key = next;
-        kvs_flow f{};
-        if (bpf_map_lookup_elem(m.flows_fd, &key, &f) != 0) continue;  // evicted meanwhile
-        entries++;
-        c2s += f.dir == KVS_DIR_C2S;
-        if (list && arr.size() < limit) {
-            arr.push_back({
-                {"dir", f.dir == KVS_DIR_C2S   ? "c2s"
-                        : f.dir == KVS_DIR_S2C ? "s2c"
-                                               : "?"},
-                {"src", ep_str(key.saddr, key.sport, key.family)},
-                {"dst", ep_str(key.daddr, key.dport, key.family)},
-                {"new_src", ep_str(f.new_saddr, f.new_sport, key.family)},
-                {"new_dst", ep_str(f.new_daddr, f.new_dport, key.family)},
-                {"backend", f.backend_id},
-                {"worker", f.worker},
-                {"state",
-                 {{"fin", (f.state & KVS_FLOW_FIN_IN) != 0},
-                  {"rst", (f.state & KVS_FLOW_RST) != 0},
-                  {"closed", (f.state & KVS_FLOW_CLOSED) != 0}}},
-                {"packets", f.packets},
-                {"bytes", f.bytes},
-                {"age_s", f.created_ns && now > f.created_ns
-                              ? static_cast<double>(now - f.created_ns) * 1e-9
-                              : 0.0},
-                {"idle_s", f.last_seen_ns && now > f.last_seen_ns
-                               ? static_cast<double>(now - f.last_seen_ns) * 1e-9
-                               : 0.0},
-            });
+        last = rc != 0;  // ENOENT: the last batch (count holds its entries)
+        for (__u32 i = 0; i < count; i++) {
+            const kvs_flow_key &key = keys[i];
+            const kvs_flow &f = vals[i];
+            entries++;
+            c2s += f.dir == KVS_DIR_C2S;
+            if (list && arr.size() < limit) {
+                arr.push_back({
+                    {"dir", f.dir == KVS_DIR_C2S   ? "c2s"
+                            : f.dir == KVS_DIR_S2C ? "s2c"
+                                                   : "?"},
+                    {"src", ep_str(key.saddr, key.sport, key.family)},
+                    {"dst", ep_str(key.daddr, key.dport, key.family)},
+                    {"new_src", ep_str(f.new_saddr, f.new_sport, key.family)},
+                    {"new_dst", ep_str(f.new_daddr, f.new_dport, key.family)},
+                    {"backend", f.backend_id},
+                    {"worker", f.worker},
+                    {"state",
+                     {{"fin", (f.state & KVS_FLOW_FIN_IN) != 0},
+                      {"rst", (f.state & KVS_FLOW_RST) != 0},
+                      {"closed", (f.state & KVS_FLOW_CLOSED) != 0}}},
+                    {"packets", f.packets},
+                    {"bytes", f.bytes},
+                    {"age_s", f.created_ns && now > f.created_ns
+                                  ? static_cast<double>(now - f.created_ns) * 1e-9
+                                  : 0.0},
+                    {"idle_s", f.last_seen_ns && now > f.last_seen_ns
+                                   ? static_cast<double>(now - f.last_seen_ns) * 1e-9
+                                   : 0.0},
+                });
+            }
         }
     }
     out["entries"] = entries;

@@ -132,7 +132,10 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     auto fail = [](const std::string &e) { return json{{"ok", false}, {"error", e}}; };
     std::string err;
     const FleetEtcdView v = etcd_->view();
-    if (!v.reachable) return fail(cmd + ": etcd is unreachable (" + v.error + "): nothing changed");
+    if (!v.reachable)
+        return fail(cmd + ": etcd is unreachable (" +
+                    (v.error.empty() ? std::string("not reached yet since the start") : v.error) +
+                    "): nothing changed");
     if (!v.config_seeded)
         return fail(cmd +
                     ": etcd has no configuration yet (the first appliance puts its own within a "

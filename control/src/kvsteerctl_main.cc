@@ -707,8 +707,9 @@ void print_fleet(json f) {
     for (auto &m : e["alive"]) alive += (alive.empty() ? "" : ",") + m["id"].dump();
     std::printf("etcd: %s prefix %s, %s, revision %s, alive {%s}\n",
                 e["endpoint"].get<std::string>().c_str(), e["prefix"].get<std::string>().c_str(),
-                e["reachable"].get<bool>()
-                    ? "reachable"
+                e["reachable"].get<bool>() ? "reachable"
+                : e["error"].get<std::string>().empty()
+                    ? "UNREACHABLE (not reached yet)"
                     : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
                 num(e["revision"]).c_str(), alive.c_str());
     if (e.contains("watch") && e["watch"].is_object()) {

@@ -693,7 +693,8 @@ TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
     for (int how = 0; how < 3; how++) {
         const bool backend_rst = how == 1, owed = how == 2;
         SCOPED_TRACE(backend_rst ? "closed by the backend's RST"
-                     : owed      ? "the client's FIN while its response was owed"
+                     : owed      ? "the client's FIN while its response was owed, then the "
+                                   "backend's RST"
                                  : "closed by the client's FIN");
         kvs_flow_key kc, ks;
         kvs_flow fc, fs;
@@ -716,6 +717,14 @@ TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
             ASSERT_EQ(h_->run(build_tcp(fin)).verdict, XDP_TX_);
         }
         EXPECT_EQ(h_->load(3).closes, owed ? 0u : 1u);
+        if (owed) {  // open while the response is owed (HalfClosedFlowWithAResponseOwedIsLive)
+            TcpSpec bs = backend_spec();
+            bs.flags = KVS_TCP_RST | KVS_TCP_ACK;
+            bs.seq = 0x7000aaab;
+            bs.ack = 9001;
+            ASSERT_EQ(h_->run(build_tcp(bs)).verdict, XDP_TX_);
+            EXPECT_EQ(h_->load(3).closes, 1u);
+        }
         TcpSpec syn = client_spec();
         syn.flags = KVS_TCP_SYN;
         syn.seq = 0x2468ace0;
@@ -733,6 +742,39 @@ TEST_P(BpfProgFamily, SynReusesTupleOfClosedFlow) {
         EXPECT_EQ(h_->load(3).closes, 1u) << "closed once";
         h_->clear_load();
     }
+}
+
+// A client that half-closed after its request keeps its flow while the response is owed: a SYN
+// on its 4-tuple (spoofed: the client's own socket still holds the port) goes to the backend as
+// on any live flow, and the flow stays (it was deleted, and the response lost).
+TEST_P(BpfProgFamily, HalfClosedFlowWithAResponseOwedIsLive) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    fc.msgs = 1;  // one request, no response started yet
+    h_->put_flow(kc, fc);
+    TcpSpec fin = client_spec();
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    fin.seq = 9000;
+    fin.ack = 0x80001235;
+    ASSERT_EQ(h_->run(build_tcp(fin)).verdict, XDP_TX_);
+    ASSERT_EQ(h_->load(3).closes, 0u);
+    TcpSpec syn = client_spec();
+    syn.flags = KVS_TCP_SYN;
+    syn.seq = 0x2468ace0;
+    syn.opts = cat({opt_mss(1460), opt_sack_perm()});
+    auto before = h_->stats();
+    RunResult r = h_->run(build_tcp(syn));
+    auto after = h_->stats();
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(after[KVS_R_SYN_ON_LIVE_FLOW] - before[KVS_R_SYN_ON_LIVE_FLOW], 1u)
+        << stat_delta(before, after);
+    EXPECT_EQ(after[KVS_R_FLOW_REUSED] - before[KVS_R_FLOW_REUSED], 0u);
+    EXPECT_EQ(after[KVS_R_TX_SYNACK] - before[KVS_R_TX_SYNACK], 0u);
+    kvs_flow f{};
+    EXPECT_TRUE(h_->get_flow(kc, &f)) << "the half-closed flow was deleted";
+    EXPECT_TRUE(h_->get_flow(ks, &f));
+    EXPECT_EQ(h_->load(3).closes, 0u);
 }
 
 // A SYN on a flow that is still open goes to its backend (whose challenge ACK makes the client

@@ -407,6 +407,21 @@ TEST_F(Integration, MapReadersWorkWithoutTheDaemon) {
         }
     EXPECT_TRUE(seen);
 
+    // Many entries: read in batches (more than one), each counted once (a key-by-key walk
+    // started over whenever its key went meanwhile).
+    for (std::uint32_t i = 1; i <= 5000; i++) {
+        kvs_flow_key ki = k;
+        ki.sport = htons(static_cast<std::uint16_t>(10000 + i));
+        f.dir = KVS_DIR_C2S;
+        ASSERT_EQ(bpf_map_update_elem(maps_->flows_fd, &ki, &f, BPF_ANY), 0);
+        std::swap(ki.saddr, ki.daddr);
+        f.dir = KVS_DIR_S2C;
+        ASSERT_EQ(bpf_map_update_elem(maps_->flows_fd, &ki, &f, BPF_ANY), 0);
+    }
+    count = ctl({"flows", "count"});
+    EXPECT_EQ(count["flows"], 5001);
+    EXPECT_EQ(count["entries"], 10002);
+
     auto c = ctl({"counters"});
     EXPECT_EQ(c["dataplane"]["dp_bind_ok"], 7);
     EXPECT_EQ(c["dataplane_workers"][0]["worker"], 2);

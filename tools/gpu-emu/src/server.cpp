@@ -125,6 +125,13 @@ class Session : public std::enable_shared_from_this<Session> {
    private:
     void read_header() {
         arm_idle();
+        head_only_ = false;  // an error answer before handle() is no HEAD's (it lost its body)
+        // Empty lines before a request line are ignored (RFC 9112 2.2: a stray CRLF after a
+        // body got a 400 and a closed connection); those already read, not later ones.
+        std::size_t blank = 0;
+        const auto *p = static_cast<const char *>(buf_.data().data());
+        while (blank < buf_.size() && (p[blank] == '\r' || p[blank] == '\n')) blank++;
+        buf_.consume(blank);
         reading_ = true;
         in_body_ = false;
         arm_request_deadline();
@@ -143,9 +150,10 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!ms) return;
         idle_.expires_after(std::chrono::milliseconds(ms));
         idle_.async_wait([self = shared_from_this()](beast::error_code ec) {
-            if (ec || self->closed_ || self->active_ || !self->outq_.empty() ||
-                self->buf_.size() > 0)
-                return;
+            if (ec || self->closed_ || self->active_ || self->buf_.size() > 0) return;
+            // Still writing the last response: idle from when it is written (it returned here,
+            // and the connection was never closed).
+            if (!self->outq_.empty()) return self->arm_idle();
             self->close();
         });
     }
@@ -257,7 +265,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void handle(http::request<http::string_body> req) {
-        keep_alive_ = req.keep_alive();
+        // HTTP/1.0 closes after each response, as the README says (a 1.0 "connection:
+        // keep-alive" kept it open without saying so).
+        keep_alive_ = req.keep_alive() && req.version() >= 11;
         std::string_view target(req.target().data(), req.target().size());
         if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
         head_only_ = req.method() == http::verb::head;

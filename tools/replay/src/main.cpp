@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
         ("no-stream", po::bool_switch(&no_stream), "non-streaming requests (no TTFT measured)")
         ("keep-alive", po::bool_switch(&cfg.keep_alive), "reuse connections (default: one TCP connection per request)")
         ("speed", po::value(&cfg.speed)->default_value(1.0), "replay the trace's timestamps this much faster")
-        ("qps", po::value(&qps)->default_value(0), "ignore timestamps: Poisson arrivals at this rate (model time)")
+        ("qps", po::value(&qps)->default_value(0), "ignore timestamps: Poisson arrivals at this rate (model time; --speed multiplies it as it does a trace's pace)")
         ("time-scale", po::value(&cfg.time_scale)->default_value(1.0),
          "the backends run N times faster (kvsteer-gpu-emu --time-scale): send times / N, "
          "reported latencies * N and rates / N, so figures read in model time")
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
         ("timeout", po::value(&cfg.timeout_s)->default_value(600), "per-request timeout, wall seconds")
         ("block-tokens", po::value(&geo.block_tokens)->default_value(512), "tokens per trace hash id (Mooncake: 512)")
         ("bytes-per-token", po::value(&geo.bytes_per_token)->default_value(4), "prompt bytes per token")
-        ("max-input-tokens", po::value(&max_input)->default_value(0), "skip requests with more input tokens (0: keep all)")
+        ("max-input-tokens", po::value(&max_input)->default_value(0), "--trace: skip requests with more input tokens (0: keep all; not used with --synthetic)")
         ("max-output", po::value(&max_output)->default_value(0), "cap every request's output tokens (0: as given)")
         ("header", po::value(&headers_s)->composing(), "extra request header 'Name: value' (repeatable)")
         ("metrics", po::value(&metrics_urls)->composing(),
@@ -210,8 +210,11 @@ int main(int argc, char **argv) {
                 std::cerr << "kvsteer-replay: --target must be host:port, got '" << t << "'\n";
                 return 2;
             }
+            std::string host = t.substr(0, c);  // [IPv6]:PORT: the address inside the brackets
+            if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+                host = host.substr(1, host.size() - 2);
             boost::system::error_code ec;
-            auto r = res.resolve(t.substr(0, c), t.substr(c + 1), ec);
+            auto r = res.resolve(host, t.substr(c + 1), ec);
             if (ec || r.empty()) {
                 std::cerr << "kvsteer-replay: cannot resolve target '" << t << "': " << ec.message()
                           << "\n";

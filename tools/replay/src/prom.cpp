@@ -77,8 +77,16 @@ std::optional<Url> parse_url(const std::string &s, std::string &err) {
     const size_t slash = rest.find('/');
     std::string hostport = rest.substr(0, slash);
     u.target = slash == std::string::npos ? "/metrics" : rest.substr(slash);
-    const size_t colon = hostport.rfind(':');
-    if (colon == std::string::npos) {
+    if (!hostport.empty() && hostport.front() == '[') {  // [IPv6]:PORT, [IPv6]
+        const size_t close = hostport.find(']');
+        if (close == std::string::npos ||
+            (close + 1 < hostport.size() && hostport[close + 1] != ':')) {
+            err = "bad URL: " + s;
+            return std::nullopt;
+        }
+        u.host = hostport.substr(1, close - 1);
+        u.port = close + 1 < hostport.size() ? hostport.substr(close + 2) : "80";
+    } else if (const size_t colon = hostport.rfind(':'); colon == std::string::npos) {
         u.host = hostport;
         u.port = "80";
     } else {
@@ -104,7 +112,8 @@ std::optional<std::string> http_get(const Url &u, double timeout_s, std::string 
         beast::tcp_stream stream(io);
         const auto results = res.resolve(u.host, u.port);
         http::request<http::empty_body> req{http::verb::get, u.target, 11};
-        req.set(http::field::host, u.host);
+        req.set(http::field::host,
+                u.host.find(':') == std::string::npos ? u.host : "[" + u.host + "]");
         req.set(http::field::user_agent, "kvsteer-replay");
         req.set(http::field::connection, "close");
         beast::flat_buffer buf;

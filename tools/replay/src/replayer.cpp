@@ -86,8 +86,6 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         : im(i), idx(x), res(i.results[x]), target(tgt), timer(i.io) {}
 
     void begin() {
-        start = Clock::now();
-        res.start_s = im.now_s();
         res.target = target;
         const WorkItem &w = im.items[idx];
         body = request_body(w, im.cfg.body);
@@ -95,6 +93,10 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         res.prompt_bytes = 0;
         for (const auto &s : w.segments) res.prompt_bytes += s.bytes;
         if (im.cfg.verify) body_sha = model::sha256_hex(body);
+        // The clock starts at the connect, after the body is built and hashed (1-2.5 ms for a
+        // large prompt were counted in TTFT and E2E, then multiplied by --time-scale).
+        start = Clock::now();
+        res.start_s = im.now_s();
         const char *path =
             im.cfg.body.api == ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
         head = fmt::format(
@@ -191,6 +193,7 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
     }
 
     void on_line() {
+        if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF-ended SSE lines
         if (line.compare(0, 5, "data:") != 0) return;
         std::string_view payload(line);
         payload.remove_prefix(5);
