@@ -337,6 +337,9 @@ void Daemon::run() {
                 const std::size_t queued = c.out.size();
                 bool alive = flush_out(c.fd, c.out);
                 if (c.out.empty() || c.out.size() != queued) c.drained = flushed_at;
+                // Not read while its answers wait (wants_input): its silence is ours, not its.
+                if (list == &api_clients_ && !wants_input(c.in, c.out, c.closing))
+                    c.active = flushed_at;
                 // A metrics exchange is one request and its reply: a connection without a
                 // request after 10 s, or still replying after 60 s, is a stuck or idle one holding
                 // a slot (closed, counted with the evicted). An API client holds one while it
