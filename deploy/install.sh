@@ -25,11 +25,18 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 [[ $prefix == /* ]] || { echo "install.sh: --prefix must be absolute (got $prefix)" >&2; exit 2; }
-bins=(kvsteerd kvsteerctl kvsteer-dataplane kvsteer-xdp)
+bins=(kvsteerd kvsteerctl kvsteer-xdp)
 objs=(kvsteer.bpf.o guard.bpf.o)
 for f in "${bins[@]/#/bin/}" "${objs[@]/#/bpf/}"; do
     [[ -f $build/$f ]] || { echo "install.sh: $build/$f is missing: build first (make build)" >&2; exit 1; }
 done
+# The dataplane is built only where DPDK is installed (make deps installs it).
+if [[ -f $build/bin/kvsteer-dataplane ]]; then
+    bins+=(kvsteer-dataplane)
+else
+    echo "install.sh: warning: $build/bin/kvsteer-dataplane is missing (a build without DPDK):" \
+        "kvsteer-dataplane.service will not start" >&2
+fi
 
 say() { echo "[install] $*"; }
 lib=$destdir$prefix/lib/kvsteer etc=$destdir/etc/kvsteer units=$destdir/etc/systemd/system
@@ -42,7 +49,9 @@ for c in kvsteerd.conf dataplane.env; do
     if [[ -e $etc/$c ]]; then
         say "kept $etc/$c (the current example: deploy/$c.example)"
     else
-        install -m 644 "$ROOT/deploy/$c.example" "$etc/$c"
+        # Its paths (dataplane.env's xdp_prog=) follow --prefix, as the units' do.
+        sed "s#/usr/local/#$prefix/#g" "$ROOT/deploy/$c.example" >"$etc/$c"
+        chmod 644 "$etc/$c"
         say "wrote $etc/$c from deploy/$c.example: edit it (vip, snat-addr, interface, backends)"
     fi
 done

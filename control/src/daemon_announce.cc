@@ -218,7 +218,11 @@ json Daemon::announce_json() const {
         d["flows_left"] = drain_.flows_left;
         d["elapsed_s"] = static_cast<double>(mono_ns() - drain_.started_ns) / 1e9;
         d["fleet"] = drain_.fleet_note;
-        d["fleet_failed"] = drain_.fleet_failed;
+        // Still failed while this appliance is still an owner: a push without it (what the
+        // warning asks for) ends it.
+        const bool owner = fleet_.enabled() && !fleet_.epochs.empty() &&
+                           (fleet_.epochs.back() & static_cast<MemberSet>(1u << fleet_.self));
+        d["fleet_failed"] = drain_.fleet_failed && owner;
     }
     return {{"dataplane", dp}, {"announce", a}, {"drain", d}};
 }

@@ -159,7 +159,9 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
         const std::string ep = spec->ep.str();
         if (v.backends.count(ep)) return fail("backend " + ep + " exists already");
         if (!backend_addable(*spec, &err)) return fail(err);
-        if (!etcd_->put_config("backends/" + ep, backend_value(*spec, false), &err))
+        // Only while still absent: two appliances adding it at once with different specs both
+        // answered ok, the last put winning.
+        if (!etcd_->put_config_if("backends/" + ep, backend_value(*spec, false), 0, &err))
             return fail("backend.add: " + err);
         spdlog::info("fleet: backend {} added in etcd", ep);
         apply_fleet_etcd();
@@ -175,6 +177,10 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     const std::string ep = b->spec.ep.str();
     auto it = v.backends.find(ep);
     if (it == v.backends.end()) return fail("backend " + ep + " is not in etcd's configuration");
+    // Written only if nobody changed the key since it was read (a concurrent weight and drain
+    // on two appliances each put the whole value: one change was lost, both answered ok).
+    const auto mod_it = v.backends_mod.find(ep);
+    const std::int64_t mod = mod_it == v.backends_mod.end() ? 0 : mod_it->second;
     std::string warning;
     auto shared = parse_shared_backend_value(it->second, &err, &warning);
     if (!shared) return fail("etcd's backend " + ep + ": " + err);
@@ -182,7 +188,8 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     if (!shared->drain) shared->drain = b->draining;
     if (cmd == "backend.remove") {
         json j = backend_json(*b);
-        if (!etcd_->delete_config("backends/" + ep, &err)) return fail("backend.remove: " + err);
+        if (!etcd_->delete_config_if("backends/" + ep, mod, &err))
+            return fail("backend.remove: " + err);
         spdlog::info("fleet: backend {} removed from etcd", ep);
         apply_fleet_etcd();
         return {{"ok", true}, {"etcd", true}, {"removed", j}};
@@ -199,7 +206,8 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
         if (!n) return fail(err);
         shared->spec.weight = static_cast<std::uint16_t>(*n);
     }
-    if (!etcd_->put_config("backends/" + ep, backend_value(shared->spec, *shared->drain), &err))
+    if (!etcd_->put_config_if("backends/" + ep, backend_value(shared->spec, *shared->drain), mod,
+                              &err))
         return fail(cmd + ": " + err);
     spdlog::info("fleet: backend {} {} written to etcd", ep,
                  cmd == "backend.drain" ? (*shared->drain ? "draining" : "drain cancelled")

@@ -475,10 +475,29 @@ bool FleetEtcd::delete_config(const std::string &suffix, std::string *err) {
                          err);
 }
 
+bool FleetEtcd::put_config_if(const std::string &suffix, const std::string &value, std::int64_t mod,
+                              std::string *err) {
+    const std::string key = prefix_ + "config/" + suffix;
+    return change_config("/v3/kv/txn", etcd_txn_request({{key, mod}}, {{key, value}}), err);
+}
+
+bool FleetEtcd::delete_config_if(const std::string &suffix, std::int64_t mod, std::string *err) {
+    const std::string key = prefix_ + "config/" + suffix;
+    return change_config("/v3/kv/txn", etcd_txn_request({{key, mod}}, {}, {key}), err);
+}
+
 bool FleetEtcd::change_config(const std::string &path, const json &body, std::string *err) {
     auto r = etcd_call(ep_, path, body, kCallTimeout);
     if (!r.ok()) {
         *err = r.error;
+        return false;
+    }
+    if (path == "/v3/kv/txn" && !etcd_txn_succeeded(*r.json)) {
+        *err =
+            "changed in etcd meanwhile (another appliance's change, or one not read here yet): "
+            "nothing written; try again";
+        std::string e;
+        poll(&e);  // the next try starts from etcd's present state
         return false;
     }
     // One more version of config/generation: the configuration's generation number.
@@ -626,6 +645,7 @@ bool FleetEtcd::poll(std::string *err) {
             v.cookie_key_prev = parse_cookie_key_hex(kv.value, &e);
         } else if (kv.key.starts_with(prefix_ + "config/backends/")) {
             v.backends[kv.key.substr(prefix_.size() + 16)] = kv.value;
+            v.backends_mod[kv.key.substr(prefix_.size() + 16)] = kv.mod_revision;
         } else if (kv.key.starts_with(prefix_ + "config/tunables/")) {
             v.tunables[kv.key.substr(prefix_.size() + 16)] = kv.value;
         } else if (kv.key == prefix_ + "config/seeded") {

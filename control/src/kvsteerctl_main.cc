@@ -193,7 +193,7 @@ void print_backends(json list) {
     for (auto &b : list) {
         auto &t = b["telemetry"];
         // BLOCKS: GPU blocks the server holds by its KV events ("-" without kv-events=).
-        const json kv = b.contains("kv_events") ? b["kv_events"] : json(nullptr);
+        json kv = b.contains("kv_events") ? b["kv_events"] : json(nullptr);
         std::string err = b["health"]["last_error"].get<std::string>();
         if (err.empty() && kv.is_object() && !kv["last_error"].get<std::string>().empty())
             err = "kv-events: " + kv["last_error"].get<std::string>();

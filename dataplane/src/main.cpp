@@ -149,8 +149,9 @@ int main(int argc, char **argv) {
         spdlog::error("{}", err);
         return 1;
     }
-    // kvsteerd may not have made the maps yet (systemd starts both at once): wait for them as for
-    // kvs_config below, within the same --wait-config-s. A pin of another layout fails at once.
+    // kvsteerd may not have made the maps yet (systemd starts both at once): wait for them up to
+    // --wait-config-s, then as long again for kvs_config below. A pin of another layout fails at
+    // once.
     bool missing = false;
     auto maps = bpf::open_pinned_maps(opts->bpffs, opts->create_maps, &err, &missing);
     for (unsigned waited = 0; !maps && missing && waited < opts->wait_config_s * 1000;

@@ -583,16 +583,18 @@ void Worker::bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
 }
 
 // Whether a client segment that matches a bound flow's 4-tuple belongs to a new connection
-// there. dpdk mode: a SYN on a flow whose client sent FIN or either side RST (a SYN on a live
-// flow is forwarded: the backend's challenge ACK makes the client reset the old one). xdp mode:
+// there. dpdk mode: a SYN on a closed flow (both FINs, or a RST; a SYN on a live flow is
+// forwarded: the backend's challenge ACK makes the client reset the old one). A client FIN alone
+// keeps the flow live, as XDP does while a response is owed (dpdk mode does not track
+// responses): the client's half-closed socket still holds the port, and a spoofed SYN deleted
+// the flow with its response. xdp mode:
 // the local copy outlives the flow's entries by up to --local-linger-ms, and XDP deletes them
 // when the client's SYN reuses the 4-tuple; a punted segment for a bound flow whose entry is
 // gone is a new connection's first flight. (The cookie cannot tell: it hashes the 4-tuple and
 // the time slot, so a reopened connection gets the same one.)
 bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
     const std::uint8_t fl = pkt.tcp->flags;
-    if (owns_bound_flows())
-        return (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN && ((s.fin_mask & 1) || s.closed);
+    if (owns_bound_flows()) return (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN && s.closed;
     if (t_.flows_fd < 0 || (fl & (KVS_TCP_SYN | KVS_TCP_RST))) return false;
     kvs_flow f{};
     return bpf_map_lookup_elem(t_.flows_fd, &s.ckey, &f) != 0;

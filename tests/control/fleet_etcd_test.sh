@@ -321,4 +321,19 @@ until_ok 3 tunable_is b load-slack 7 || fail "B's load-slack: $(tunable b load-s
 out=$(ctl a tune table-algorithm maglev 2>&1) && fail "table-algorithm changed through etcd: $out"
 [[ $out == *"'table-algorithm' is set at start only"* ]] || fail "table-algorithm's refusal through etcd: $out"
 echo "ok: tune through etcd reaches B; a start-only tunable is refused as without etcd"
+
+# 8. A backend's weight changed through A, then its drain through B: both changes in etcd (each is
+# written only while the key is as its appliance read it: before, each put the whole value read,
+# and of two such changes one was lost). B retries while it has not read A's change yet (its
+# answer is then "changed in etcd meanwhile ... try again", nothing written).
+ctl a backends add 127.0.0.12:8000 --mac 02:00:00:00:00:9c >/dev/null || fail "adding 127.0.0.12:8000"
+ctl a backends weight 127.0.0.12:8000 3 >/dev/null || fail "weight through A: $(ctl a backends weight 127.0.0.12:8000 3 2>&1)"
+drain_b() { ctl b backends drain 127.0.0.12:8000 >/dev/null 2>&1; }
+until_ok 3 drain_b || fail "drain through B: $(ctl b backends drain 127.0.0.12:8000 2>&1)"
+v=$(etcdkey /kvet-test/config/backends/127.0.0.12:8000)
+[[ $v == *"weight=3"* && $v == *'"drain":true'* ]] || fail "one of the two changes lost in etcd: $v"
+out=$(ctl b backends add 127.0.0.12:8000 2>&1) && fail "a second add of the same backend: $out"
+ctl b backends remove 127.0.0.12:8000 >/dev/null || fail "remove through B: $(ctl b backends remove 127.0.0.12:8000 2>&1)"
+[[ -z $(etcdkey /kvet-test/config/backends/127.0.0.12:8000) ]] || fail "the removed backend is still in etcd"
+echo "ok: a weight through A and a drain through B both kept in etcd; add refused when present, remove"
 echo "PASS"

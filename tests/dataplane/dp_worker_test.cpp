@@ -1676,6 +1676,51 @@ TEST_F(DpdkBindTest, DpdkModeAnswersSynAndForwardsBothWays) {
     EXPECT_EQ(tables->load[be].closes, 1u);
 }
 
+// dpdk mode: a client that half-closed after its request keeps its flow until the backend's FIN
+// (the response may still be owed): a SYN on its 4-tuple goes to the backend as on a live flow
+// (it reused the tuple: the flow and its response were gone); after both FINs it is reused.
+TEST_F(DpdkBindTest, DpdkModeHalfClosedFlowStaysLiveForASyn) {
+    const std::string req = request(600);
+    DpdkBound b = bind_in_dpdk_mode(req);
+    ASSERT_FALSE(b.sent_req.empty());
+    kvs_pkt bsyn = parse(b.bsyn);
+    Seg cf = client_seg(static_cast<std::uint32_t>(req.size()), "", 101);
+    cf.flags = KVS_TCP_FIN | KVS_TCP_ACK;
+    inject(rp.rx, make_seg(rp.pool, cf));
+    ASSERT_EQ(step(now + ms(2)).size(), 1u);
+    Seg syn{};
+    syn.saddr = client_ip;
+    syn.daddr = vip;
+    syn.sport = cport;
+    syn.dport = 8000;
+    syn.seq = isn + 777777;
+    syn.flags = KVS_TCP_SYN;
+    syn.mss = 1460;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    auto out = step(now + ms(3));
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt fwd = parse(out[0]);
+    EXPECT_EQ(fwd.ip4->daddr, bsyn.ip4->daddr) << "to the backend, as on a live flow";
+    EXPECT_EQ(fwd.tcp->flags, KVS_TCP_SYN);
+    EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 0u);
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK), 1u) << "no SYN-ACK of ours beyond the first";
+    // The backend's FIN closes it; a SYN then reuses the tuple (a SYN-ACK of ours).
+    Seg bf = backend_seg(bsyn, KVS_TCP_FIN | KVS_TCP_ACK);
+    bf.seq = bisn + 1;
+    bf.ack = isn + 2 + static_cast<std::uint32_t>(req.size());
+    bf.ts = true;
+    bf.tsval = tb + 5;
+    bf.tsecr = 101;
+    inject(rp.rx, make_seg(rp.pool, bf));
+    step(now + ms(4));
+    EXPECT_EQ(tables->load[backend_of(bsyn)].closes, 1u);
+    inject(rp.rx, make_seg(rp.pool, syn));
+    out = step(now + ms(5));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN | KVS_TCP_ACK);
+    EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 1u);
+}
+
 // A router on the backend leg cannot forward the request (fragmentation needed): its error
 // goes on to the client as if about the segment the client sent (icmp.h, as XDP does it).
 TEST_F(DpdkBindTest, DpdkModeForwardsIcmpErrorAboutABoundFlowToTheClient) {

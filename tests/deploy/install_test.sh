@@ -9,6 +9,8 @@ BUILD=${1:?usage: install_test.sh BUILD_DIR}
 DEST=$(mktemp -d /tmp/kvs-install.XXXXXX)
 trap 'rm -rf "$DEST"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# A build without DPDK has no dataplane (install.sh warns): nothing of it to check here.
+[[ -x $BUILD/bin/kvsteer-dataplane ]] || { echo "SKIP: no kvsteer-dataplane in $BUILD (built without DPDK)"; exit 77; }
 
 "$ROOT/deploy/install.sh" --build "$BUILD" --destdir "$DEST" >"$DEST/install.log" 2>&1 || { cat "$DEST/install.log"; fail "install.sh failed"; }
 units=("$DEST"/etc/systemd/system/*.service)
@@ -35,13 +37,14 @@ done
 (( checked >= 5 )) || fail "only $checked paths found in the units"
 
 env=$DEST/etc/kvsteer/dataplane.env conf=$DEST/etc/kvsteer/kvsteerd.conf
-prog=$(grep -o 'xdp_prog=[^ ",]*' "$env" | cut -d= -f2)
+prog=$(grep -o 'xdp_prog=[^ ",]*' "$env" | cut -d= -f2) || fail "no xdp_prog= in dataplane.env"
 [[ -f $DEST$prog ]] || fail "dataplane.env's xdp_prog=$prog is not installed"
 [[ -f $(dirname "$DEST$prog")/guard.bpf.o ]] || fail "guard.bpf.o is not beside $prog"
 # One interface: the dataplane's, kvsteerd's and BIRD's BFD link.
-dp_if=$(grep -o 'iface=[^ ,"]*' "$env" | cut -d= -f2)
+dp_if=$(grep -o 'iface=[^ ,"]*' "$env" | cut -d= -f2) || fail "no iface= in dataplane.env"
 kd_if=$(sed -n 's/^interface *= *//p' "$conf")
-bird_if=$(grep -o 'interface "[^"]*"' "$ROOT/deploy/bird/bird.conf.example" | cut -d'"' -f2)
+bird_if=$(grep -o 'interface "[^"]*"' "$ROOT/deploy/bird/bird.conf.example" | cut -d'"' -f2) ||
+    fail "no BFD interface in the BIRD example"
 [[ -n $dp_if && $dp_if == "$kd_if" && $dp_if == "$bird_if" ]] \
     || fail "interfaces differ: dataplane.env '$dp_if', kvsteerd.conf '$kd_if', BIRD '$bird_if'"
 # BIRD announces kvsteerd's VIP.
@@ -52,4 +55,12 @@ grep -q "route $vip/32 blackhole" "$ROOT/deploy/bird/bird.conf.example" \
 echo "# edited" >>"$conf"
 "$ROOT/deploy/install.sh" --build "$BUILD" --destdir "$DEST" >"$DEST/install.log" 2>&1 || fail "second install failed"
 grep -q "^# edited" "$conf" || fail "a second install overwrote kvsteerd.conf"
-echo "install: ok ($checked unit paths, interface $dp_if, VIP $vip)"
+# Another prefix: the units and dataplane.env name it (dataplane.env kept /usr/local before).
+DEST2=$DEST/p2
+"$ROOT/deploy/install.sh" --build "$BUILD" --destdir "$DEST2" --prefix /opt/kvsteer >"$DEST/install2.log" 2>&1 ||
+    { cat "$DEST/install2.log"; fail "install.sh --prefix failed"; }
+p2=$(grep -o 'xdp_prog=[^ ",]*' "$DEST2/etc/kvsteer/dataplane.env" | cut -d= -f2) || fail "no xdp_prog= with --prefix"
+[[ $p2 == /opt/kvsteer/lib/kvsteer/kvsteer.bpf.o && -f $DEST2$p2 ]] || fail "--prefix: dataplane.env names $p2"
+grep -q '^ExecStart=/opt/kvsteer/bin/kvsteerd ' "$DEST2/etc/systemd/system/kvsteerd.service" ||
+    fail "--prefix: kvsteerd.service does not run /opt/kvsteer/bin/kvsteerd"
+echo "install: ok ($checked unit paths, interface $dp_if, VIP $vip; --prefix)"

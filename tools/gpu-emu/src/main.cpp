@@ -75,8 +75,8 @@ int main(int argc, char **argv) {
          "close a kept-alive connection after this long without a request, as uvicorn does "
          "(vLLM: 5000); 0 = never")
         ("request-timeout-ms", po::value(&cfg.request_timeout_ms)->default_value(30000),
-         "close a connection whose request (head and body) has begun and is not whole after "
-         "this long (a stalled upload); 0 = never")
+         "close a connection whose request (head and body) has begun and is still not whole "
+         "after this long (at most twice it: a stalled upload); 0 = never")
         ("log-requests", po::value(&cfg.log_requests),
          "append one JSON line per finished request: ts (unix s, arrival), server, id, api, model, "
          "prompt_xxh3, first_block, prompt_bytes, prompt_tokens, cached_tokens, output_tokens, "

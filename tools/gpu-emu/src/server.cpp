@@ -134,7 +134,8 @@ class Session : public std::enable_shared_from_this<Session> {
         buf_.consume(blank);
         reading_ = true;
         in_body_ = false;
-        arm_request_deadline();
+        ++request_gen_;
+        arm_request_deadline(false);
         parser_.emplace();
         parser_->body_limit(srv_.config().max_body_bytes);
         parser_->header_limit(kMaxHead);
@@ -158,23 +159,26 @@ class Session : public std::enable_shared_from_this<Session> {
         });
     }
 
-    // A request being received (its first bytes read, or its head): closed when it is not
-    // whole within --request-timeout-ms of the deadline's start (each stalled upload held its
-    // connection and up to --max-body-bytes for good). Between requests the deadline waits on
-    // (the keep-alive timeout, when set, closes an idle connection).
-    void arm_request_deadline() {
+    // A request being received (bytes of it read, or its head) at two ticks of this timer in a
+    // row, --request-timeout-ms apart, closes the connection: a request gets at least that long,
+    // at most twice it (each stalled upload held its connection and up to --max-body-bytes for
+    // good). Between requests the timer ticks on (the keep-alive timeout, when set, closes an
+    // idle connection). A tick of an earlier request's timer is ignored (request_gen_).
+    void arm_request_deadline(bool seen_partial) {
         const uint64_t ms = srv_.config().request_timeout_ms;
         if (!ms) return;
         request_timer_.expires_after(std::chrono::milliseconds(ms));
-        request_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-            if (ec || self->closed_ || !self->reading_) return;
-            if (self->in_body_ || self->buf_.size() > 0) {
-                spdlog::warn("[{}] a request not received whole within {} ms: connection closed",
+        request_timer_.async_wait([self = shared_from_this(), gen = request_gen_,
+                                   seen_partial](beast::error_code ec) {
+            if (ec || self->closed_ || !self->reading_ || gen != self->request_gen_) return;
+            const bool partial = self->in_body_ || self->buf_.size() > 0;
+            if (partial && seen_partial) {
+                spdlog::warn("[{}] a request not received whole within {} ms: closed",
                              self->srv_.config().server_id, self->srv_.config().request_timeout_ms);
                 self->keep_alive_ = false;
                 return self->close();
             }
-            self->arm_request_deadline();
+            self->arm_request_deadline(partial);
         });
     }
 
@@ -445,6 +449,7 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::steady_timer idle_;
     asio::steady_timer request_timer_;  // arm_request_deadline
     bool reading_ = false, in_body_ = false;
+    uint64_t request_gen_ = 0;  // requests read on this connection (arm_request_deadline)
     // Bounded: Beast 1.74 reads a chunk-size line or the trailers whole before any limit
     // applies, and an endless one grew an unbounded buffer (body bytes move into the body as
     // they are parsed: a head and one read are all it ever needs).

@@ -79,8 +79,9 @@ struct FleetEtcdView {
     std::int64_t cookie_mod = 0;         // cookie-key's mod_revision
     // The shared configuration (config/...): meaningful once config_seeded.
     bool config_seeded = false;
-    std::map<std::string, std::string> backends;  // ADDR:PORT -> its value
-    std::map<std::string, std::string> tunables;  // name -> value
+    std::map<std::string, std::string> backends;       // ADDR:PORT -> its value
+    std::map<std::string, std::int64_t> backends_mod;  // ADDR:PORT -> its key's mod_revision
+    std::map<std::string, std::string> tunables;       // name -> value
     // The configuration's generation: the version of P config/generation, put after every change
     // of the shared configuration (0: none since it was seeded). The same number everywhere.
     std::int64_t config_generation = 0;
@@ -199,6 +200,12 @@ class FleetEtcd {
     // One key under P config/ put or deleted (a kvsteerctl change in a fleet), then read back.
     bool put_config(const std::string &suffix, const std::string &value, std::string *err);
     bool delete_config(const std::string &suffix, std::string *err);
+    // The same, only while the key's mod_revision is still `mod` (0: it does not exist): a
+    // change made from what this appliance read. false + err naming the conflict when another
+    // appliance changed the key meanwhile (a plain put lost one of two concurrent changes).
+    bool put_config_if(const std::string &suffix, const std::string &value, std::int64_t mod,
+                       std::string *err);
+    bool delete_config_if(const std::string &suffix, std::int64_t mod, std::string *err);
     // What this appliance says of itself in its member key besides its MAC (an object: healthy,
     // digest, ...); put again (same lease) when it changes.
     void set_report(const nlohmann::json &report);
