@@ -678,8 +678,7 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
         return true;
     }
     if (name == "table-algorithm" || name == "affinity-min-hot") {  // shown by tune, not tunable
-        *err =
-            fmt::format("'{}' is set at start only (kvsteerd.conf or --{}), not live", name, name);
+        *err = fmt::format("{}: set at start only (kvsteerd.conf or --{}), not live", name, name);
         return false;
     }
     *err = fmt::format("unknown tunable '{}' ({})", name, kTunableNames);
