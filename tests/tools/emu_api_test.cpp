@@ -161,6 +161,38 @@ TEST(OpenAiResponse, PaddingMakesLargeBodies) {
     EXPECT_EQ(full["choices"][0]["finish_reason"], "length");
 }
 
+// A long stream is rendered a bounded piece at a time, the same bytes both times, each piece
+// written once its tokens exist (the server hashes it up front, then writes it as tokens come).
+TEST(OpenAiResponse, StreamRenderIsBoundedAndRepeatable) {
+    ResponseCtx c{Api::Chat, "chatcmpl-2", 1, "m1", 3, 1000, true};
+    const uint64_t pad = 5 * StreamRender::kMaxPadLine + 17;
+    StreamRender a(c, 7, pad), b(c, 7, pad);
+    std::string all;
+    uint32_t last_tokens = 0, pieces = 0;
+    uint64_t comment_bytes = 0;
+    while (!a.done()) {
+        ASSERT_FALSE(b.done());
+        const uint32_t t = a.next_tokens_out();
+        EXPECT_GE(t, last_tokens);
+        EXPECT_LE(t, 1000u);
+        last_tokens = t;
+        const std::string p = a.next();
+        ASSERT_FALSE(p.empty());
+        EXPECT_LE(p.size(), StreamRender::kMaxPadLine + 4096) << "piece " << pieces;
+        EXPECT_EQ(p, b.next());
+        if (p.rfind(": ", 0) == 0) comment_bytes += p.size() - 4;
+        all += p;
+        ++pieces;
+    }
+    EXPECT_TRUE(b.done());
+    EXPECT_EQ(last_tokens, 1000u);
+    EXPECT_EQ(comment_bytes, pad);
+    std::string joined;
+    for (const auto &p : stream_pieces(c, 7, pad)) joined += p.data;
+    EXPECT_EQ(joined, all);
+    EXPECT_EQ(all.substr(all.size() - 14), "data: [DONE]\n\n");
+}
+
 TEST(Metrics, VllmNamesAndHistogram) {
     Histogram h(ttft_buckets());
     h.observe(0.003);

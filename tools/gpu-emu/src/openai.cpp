@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "json_scan.h"
 
@@ -188,38 +189,61 @@ std::string full_response(const ResponseCtx &c, uint64_t pad_bytes) {
     return j.dump();
 }
 
+StreamRender::StreamRender(ResponseCtx c, uint32_t chunk_tokens, uint64_t pad_bytes)
+    : c_(std::move(c)),
+      n_(std::max<uint32_t>(c_.completion_tokens, 1)),
+      k_(std::max<uint32_t>(chunk_tokens, 1)),
+      emissions_((n_ + k_ - 1) / k_),
+      pad_total_(pad_bytes) {}
+
+uint32_t StreamRender::next_tokens_out() const {
+    return e_ < emissions_ ? std::min(n_, (e_ + 1) * k_) : n_;
+}
+
+std::string StreamRender::next() {
+    if (e_ == emissions_) {  // the tail: its own HTTP chunk, as uvicorn writes it
+        std::string tail;
+        if (c_.include_usage) tail += chunk_head(c_) + "[],\"usage\":" + usage_json(c_) + "}\n\n";
+        tail += "data: [DONE]\n\n";
+        done_ = true;
+        return tail;
+    }
+    if (!pad_started_) {
+        pad_left_ = pad_total_ / emissions_ + (e_ == 0 ? pad_total_ % emissions_ : 0);
+        pad_started_ = true;
+    }
+    std::string data;
+    // Padding first, as SSE comments that every client ignores.
+    if (pad_left_ > 0) {
+        const uint64_t pad = std::min(pad_left_, StreamRender::kMaxPadLine);
+        data += ": ";
+        data += padding(pad_off_, pad);
+        data += "\n\n";
+        pad_off_ += pad;
+        pad_left_ -= pad;
+        return data;
+    }
+    const uint32_t upto = next_tokens_out();
+    if (e_ == 0 && c_.api == Api::Chat)
+        data += chunk_head(c_) +
+                "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                "\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+    std::string text;
+    for (; tok_ < upto; ++tok_) text += filler_token(tok_);
+    data += content_event(c_, text, upto == n_);
+    ++e_;
+    pad_started_ = false;
+    return data;
+}
+
 std::vector<StreamPiece> stream_pieces(const ResponseCtx &c, uint32_t chunk_tokens,
                                        uint64_t pad_bytes) {
     std::vector<StreamPiece> out;
-    const uint32_t n = std::max<uint32_t>(c.completion_tokens, 1);
-    const uint32_t k = std::max<uint32_t>(chunk_tokens, 1);
-    const uint32_t emissions = (n + k - 1) / k;
-    uint64_t pad_off = 0;
-    uint32_t tok = 0;
-    for (uint32_t e = 0; e < emissions; ++e) {
-        const uint32_t upto = std::min(n, tok + k);
-        std::string data;
-        // Padding first, as SSE comments that every client ignores; the remainder goes first.
-        uint64_t pad = pad_bytes / emissions + (e == 0 ? pad_bytes % emissions : 0);
-        if (pad > 0) {
-            data += ": ";
-            data += padding(pad_off, pad);
-            data += "\n\n";
-            pad_off += pad;
-        }
-        if (e == 0 && c.api == Api::Chat)
-            data += chunk_head(c) +
-                    "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
-                    "\"logprobs\":null,\"finish_reason\":null}]}\n\n";
-        std::string text;
-        for (; tok < upto; ++tok) text += filler_token(tok);
-        data += content_event(c, text, upto == n);
-        out.push_back({upto, std::move(data)});
+    StreamRender r(c, chunk_tokens, pad_bytes);
+    while (!r.done()) {
+        const uint32_t t = r.next_tokens_out();
+        out.push_back({t, r.next()});
     }
-    std::string tail;
-    if (c.include_usage) tail += chunk_head(c) + "[],\"usage\":" + usage_json(c) + "}\n\n";
-    tail += "data: [DONE]\n\n";
-    out.push_back({n, std::move(tail)});  // its own HTTP chunk, as uvicorn writes it
     return out;
 }
 

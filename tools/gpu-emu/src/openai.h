@@ -65,13 +65,39 @@ std::string full_response(const ResponseCtx &c, uint64_t pad_bytes);
 // One SSE emission of a streaming response: it is written when `tokens_out` output tokens exist.
 struct StreamPiece {
     uint32_t tokens_out;
-    std::string data;  // one or more complete SSE events ("data: ...\n\n")
+    std::string data;  // one or more complete SSE events ("data: ...\n\n") or comment lines
 };
 
-// Every emission of a streaming response, in order: the content chunks (chunk_tokens tokens per
-// event; chat opens with vLLM's role chunk; the last carries finish_reason "length"), the usage
-// chunk when asked for, and "data: [DONE]". pad_bytes of SSE comment lines (": ...\n\n") are
-// spread over the token emissions.
+// A streaming response rendered piece by piece, in order: the content chunks (chunk_tokens
+// tokens per event; chat opens with vLLM's role chunk; the last carries finish_reason
+// "length"), the usage chunk when asked for, and "data: [DONE]". pad_bytes of SSE comment lines
+// (": ...\n\n", at most kMaxPadLine bytes of padding each, a piece of their own) are spread over
+// the token emissions, the remainder on the first. It holds only its position: a response of
+// any length (max_tokens, padding) is never in memory whole; rendering it twice gives the same
+// bytes (the server hashes it once for its header, then writes it as tokens come).
+class StreamRender {
+   public:
+    static constexpr uint64_t kMaxPadLine = 64 * 1024;
+    StreamRender(ResponseCtx c, uint32_t chunk_tokens, uint64_t pad_bytes);
+    bool done() const { return done_; }
+    // Output tokens that must exist before the next piece is written (!done() only).
+    uint32_t next_tokens_out() const;
+    // The next piece (never empty); call only while !done().
+    std::string next();
+
+   private:
+    ResponseCtx c_;
+    uint32_t n_, k_, emissions_;
+    uint64_t pad_total_;
+    uint32_t e_ = 0;            // current emission; == emissions_: the tail
+    uint32_t tok_ = 0;          // tokens already rendered
+    uint64_t pad_off_ = 0;      // padding bytes rendered
+    uint64_t pad_left_ = 0;     // padding left in the current emission
+    bool pad_started_ = false;  // pad_left_ set for emission e_
+    bool done_ = false;
+};
+
+// Every piece of a streaming response, in order (StreamRender run to its end).
 std::vector<StreamPiece> stream_pieces(const ResponseCtx &c, uint32_t chunk_tokens,
                                        uint64_t pad_bytes);
 

@@ -54,7 +54,7 @@ namespace {
 
 // A request head (request line + fields) larger than this gets a 400.
 constexpr uint32_t kMaxHead = 64 * 1024;
-// Largest x-kvsteer-echo-bytes honoured: the padding is built in memory.
+// Largest x-kvsteer-echo-bytes honoured: a non-streaming response is built in memory whole.
 constexpr uint64_t kMaxEchoBytes = 1ull << 30;
 
 double wall_now() {
@@ -71,13 +71,20 @@ struct StreamHead {
     http::response<http::empty_body> msg;
     http::response_serializer<http::empty_body> sr{msg};
 };
-struct Chunk {
-    std::string data;
-};
 struct LastChunk {};
+// A streaming response's body, rendered a piece at a time as the writer reaches it and the
+// model has produced the piece's tokens (nothing more of it is in memory: a slow reader of a
+// long stream holds one piece, not the whole response).
+struct StreamBody {
+    explicit StreamBody(StreamRender r) : render(std::move(r)) {}
+    StreamRender render;
+    uint32_t tokens = 0;  // output tokens produced so far (all, once the request finished)
+    std::string piece;    // the chunk being written
+};
 // What a session writes, in order: whole responses (and 100 Continue), or a streaming
-// response's head, its chunks and its last chunk, each framed by Beast.
-using Out = std::variant<Whole, std::unique_ptr<StreamHead>, Chunk, LastChunk>;
+// response's head, its body (chunks) and its last chunk, each framed by Beast.
+using Out =
+    std::variant<Whole, std::unique_ptr<StreamHead>, std::shared_ptr<StreamBody>, LastChunk>;
 
 template <class... F>
 struct Overload : F... {
@@ -103,18 +110,17 @@ class Session : public std::enable_shared_from_this<Session> {
 
     // Called by the server as the model produces tokens for the active request.
     void on_tokens(uint32_t tokens_out) {
-        if (!stream_) return;
-        while (next_piece_ < pieces_.size() && pieces_[next_piece_].tokens_out <= tokens_out)
-            queue_chunk(std::move(pieces_[next_piece_++].data));
+        if (!body_) return;
+        body_->tokens = tokens_out;
+        if (!writing_) write_next();
     }
 
     void on_finished() {
         active_ = 0;
         if (stream_) {
-            while (next_piece_ < pieces_.size())
-                queue_chunk(std::move(pieces_[next_piece_++].data));
+            if (body_) body_->tokens = UINT32_MAX;
+            body_.reset();
             queue(LastChunk{});
-            pieces_.clear();
         } else if (full_) {
             queue(std::move(*full_));
             full_.reset();
@@ -209,9 +215,12 @@ class Session : public std::enable_shared_from_this<Session> {
                 active_ = 0;
                 srv_.abort(id);
             }
-            pieces_.clear();
             full_.reset();
             keep_alive_ = false;
+            if (body_) {  // a stream's head is queued: no answer can follow it, only a close
+                body_.reset();
+                return close();
+            }
             send_plain(500, "text/plain; charset=utf-8", "Internal Server Error", {});
         }
     }
@@ -332,12 +341,12 @@ class Session : public std::enable_shared_from_this<Session> {
                         pr.max_tokens,
                         pr.include_usage};
         stream_ = pr.stream;
-        next_piece_ = 0;
         model::Sha256 rsha;
         std::string full;
         if (stream_) {
-            pieces_ = stream_pieces(ctx, srv_.config().stream_chunk_tokens, pad);
-            for (const auto &p : pieces_) rsha.update(p.data);
+            // Rendered once here for the digest (a piece at a time), again as it is written.
+            StreamRender r(ctx, srv_.config().stream_chunk_tokens, pad);
+            while (!r.done()) rsha.update(r.next());
         } else {
             full = full_response(ctx, pad);
             rsha.update(full);
@@ -347,10 +356,7 @@ class Session : public std::enable_shared_from_this<Session> {
         extra.emplace_back("x-request-id", ctx.id);
 
         auto sub = srv_.submit(shared_from_this(), pr, stream_);
-        if (!sub.ok) {
-            pieces_.clear();
-            return send_error({400, "BadRequestError", sub.error}, digest);
-        }
+        if (!sub.ok) return send_error({400, "BadRequestError", sub.error}, digest);
         active_ = sub.id;
         // Streaming: headers go out now (as uvicorn's StreamingResponse does); TTFT is the
         // first data chunk. Non-streaming: everything at completion.
@@ -358,6 +364,9 @@ class Session : public std::enable_shared_from_this<Session> {
             auto head = std::make_unique<StreamHead>();
             fill_head(head->msg, 200, "text/event-stream; charset=utf-8", extra, std::nullopt);
             queue(std::move(head));
+            body_ = std::make_shared<StreamBody>(
+                StreamRender(ctx, srv_.config().stream_chunk_tokens, pad));
+            queue(body_);
         } else {
             full_ = whole(200, "application/json", std::move(full), extra);
         }
@@ -377,11 +386,6 @@ class Session : public std::enable_shared_from_this<Session> {
         return nlohmann::json{{"object", "list"}, {"data", data}}.dump();
     }
 
-    void queue_chunk(std::string data) {
-        if (data.empty()) return;  // an empty chunk would end the stream
-        queue(Chunk{std::move(data)});
-    }
-
     void queue(Out out) {
         if (closed_) return;
         outq_.push_back(std::move(out));
@@ -389,6 +393,29 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void write_next() {
+        // A streaming body stays in front until its last piece is written; with no piece ready
+        // (its tokens not produced yet) the writer waits for on_tokens.
+        while (!outq_.empty()) {
+            auto *sb = std::get_if<std::shared_ptr<StreamBody>>(&outq_.front());
+            if (!sb) break;
+            StreamBody &b = **sb;
+            if (b.render.done()) {
+                outq_.pop_front();
+                continue;
+            }
+            if (b.render.next_tokens_out() > b.tokens) {
+                writing_ = false;
+                return;
+            }
+            b.piece = b.render.next();
+            writing_ = true;
+            asio::async_write(sock_, http::make_chunk(asio::buffer(b.piece)),
+                              [self = shared_from_this()](beast::error_code ec, size_t) {
+                                  if (ec) return self->on_write_error();
+                                  self->write_next();
+                              });
+            return;
+        }
         if (outq_.empty()) {
             writing_ = false;
             if (close_when_drained_) close();
@@ -404,10 +431,7 @@ class Session : public std::enable_shared_from_this<Session> {
                             [&](std::unique_ptr<StreamHead> &h) {
                                 http::async_write_header(sock_, h->sr, std::move(done));
                             },
-                            [&](Chunk &c) {
-                                asio::async_write(sock_, http::make_chunk(asio::buffer(c.data)),
-                                                  std::move(done));
-                            },
+                            [&](std::shared_ptr<StreamBody> &) {},  // handled above
                             [&](LastChunk &) {
                                 asio::async_write(sock_, http::make_chunk_last(), std::move(done));
                             }},
@@ -417,6 +441,7 @@ class Session : public std::enable_shared_from_this<Session> {
     void on_write_error() {
         writing_ = false;
         outq_.clear();
+        body_.reset();
         if (active_) {
             const uint64_t id = active_;
             active_ = 0;
@@ -460,9 +485,8 @@ class Session : public std::enable_shared_from_this<Session> {
     bool head_only_ = false;  // the request being answered is a HEAD
     bool stream_ = false;
     uint64_t active_ = 0;
-    std::vector<StreamPiece> pieces_;
-    size_t next_piece_ = 0;
-    std::optional<Whole> full_;  // a non-streaming response, sent when the model finishes
+    std::shared_ptr<StreamBody> body_;  // the active request's streaming body, being written
+    std::optional<Whole> full_;         // a non-streaming response, sent when the model finishes
 };
 
 Server::Server(asio::io_context &io, EmuConfig cfg)
