@@ -792,8 +792,8 @@ __attribute__((noinline)) int kvs_xdp_fleet_beat(struct xdp_md *ctx) {
     return kvs_verdict(KVS_R_FLEET_PONG_HEARD, XDP_DROP);
 }
 
-/* Sends the (untagged) frame on to appliance `to`, encapsulated with `hop`; XDP_TX (the
- * appliances share a segment). */
+/* Sends the (untagged) frame on to appliance `to`, encapsulated with `hop` (with
+ * KVS_FLEET_HOP_UNSURE when the chase is unsure); XDP_TX (the appliances share a segment). */
 __attribute__((noinline)) int kvs_xdp_fleet_send(struct xdp_md *ctx, __u32 to, __u32 hop) {
     struct kvs_fleet *fl = kvs_fleet_get();
     struct kvs_config *cfg;
@@ -808,7 +808,8 @@ __attribute__((noinline)) int kvs_xdp_fleet_send(struct xdp_md *ctx, __u32 to, _
     if (kvs_fleet_encap(data, data_end, fl->members[to].mac, cfg->appliance_mac,
                         (__u8)(hop | KVS_FLEET_TAG(fl->digest)), fl->self))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
-    return kvs_verdict(hop == 1 ? KVS_R_FLEET_TO_OWNER : KVS_R_FLEET_TO_PREV, XDP_TX);
+    return kvs_verdict((hop & KVS_FLEET_HOP_BITS) == 1 ? KVS_R_FLEET_TO_OWNER : KVS_R_FLEET_TO_PREV,
+                       XDP_TX);
 }
 
 /* A client packet no appliance has a flow for: answered with a RST built in place (a RST is
@@ -827,8 +828,8 @@ __attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx, __u32 at)
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     if (pkt.tcp->flags & KVS_TCP_RST) return kvs_verdict(KVS_R_FLEET_DROP_RST_ORPHAN, XDP_DROP);
     fl = kvs_fleet_get();
-    if ((at & KVS_FLEET_UNSURE) ||
-        (fl && bpf_ktime_get_ns() - fl->changed_ns < KVS_FLEET_SETTLE_NS))
+    if (at & KVS_FLEET_UNSURE) return kvs_verdict(KVS_R_FLEET_DROP_ORPHAN_UNSURE, XDP_DROP);
+    if (fl && bpf_ktime_get_ns() - fl->changed_ns < KVS_FLEET_SETTLE_NS)
         return kvs_verdict(KVS_R_FLEET_DROP_ORPHAN_UNSETTLED, XDP_DROP);
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
     if (!cfg) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
@@ -842,7 +843,10 @@ __attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx, __u32 at)
     return kvs_verdict(KVS_R_FLEET_RST_ORPHAN, XDP_TX);
 }
 
-/* The owner (or prev[i]) missed too: on to the next previous owner, or the orphan's RST. */
+/* The owner (or prev[i]) missed too: on to the next previous owner, or the orphan's RST. A
+ * receiver whose own table gives it another role than the sender's hop says is unsure (it has
+ * not applied the sender's table yet, or a newer one): its doubt goes on with the frame, and an
+ * unsure orphan is dropped, never answered (kvs_fleet_role_agrees). */
 __attribute__((noinline)) int kvs_xdp_fleet_chase(struct xdp_md *ctx, __u32 at, __u32 bucket) {
     struct kvs_fleet *fl = kvs_fleet_get();
     struct kvs_owner_entry *e;
@@ -851,8 +855,12 @@ __attribute__((noinline)) int kvs_xdp_fleet_chase(struct xdp_md *ctx, __u32 at, 
     if (!fl) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     idx = kvs_fleet_owner_index(fl, bucket);
     e = bpf_map_lookup_elem(&kvs_owner, &idx);
+    if (e && !kvs_fleet_role_agrees(fl, e, at)) at |= KVS_FLEET_UNSURE;
     next = e ? kvs_fleet_next_prev(fl, e, at) : 0;
-    if (next) return kvs_xdp_fleet_send(ctx, KVS_FLEET_FROM(next), KVS_FLEET_HOP(next));
+    if (next)
+        return kvs_xdp_fleet_send(
+            ctx, KVS_FLEET_FROM(next),
+            KVS_FLEET_HOP(next) | ((at & KVS_FLEET_UNSURE) ? KVS_FLEET_HOP_UNSURE : 0));
     return kvs_xdp_fleet_orphan(ctx, at);
 }
 

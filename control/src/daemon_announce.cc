@@ -293,10 +293,10 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
             "drain: {}: the other appliances still send new flows of this one's buckets "
             "here (fix it, then push the fleet without it; drain --cancel announces again)",
             drain_.fleet_note);
+    check_dataplane(mono_ns());  // withdraws the VIP (the fleet was left first, above)
     spdlog::info("drain: started: VIP withdrawn{}; fleet: {}; waiting for {} flow(s) to end",
                  announcer_ ? "" : " (nothing announced here: no announce-bird-socket)",
                  drain_.fleet_note, flows_in_flight());
-    check_dataplane(mono_ns());
     return ok({{"started", true}});
 }
 

@@ -3,6 +3,7 @@
 // Pure (no DPDK): a segment is an opaque packet handle plus a pointer to its payload.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 
@@ -81,6 +82,27 @@ class FirstFlight {
     template <class F>
     void drain(F &&f) {
         for (unsigned i = 0; i < n_; ++i) f(segs_[i].pkt);
+        n_ = 0;
+        bytes_ = 0;
+        fin_ = false;
+    }
+
+    // Hands the held packets up to the first hole to f (in sequence order), those past it to
+    // `past` (never sent on: a receiver would keep them out of order, and the client sends them
+    // again), and empties the flight.
+    template <class F, class G>
+    void drain_to_hole(F &&f, G &&past) {
+        std::uint32_t pos = 0;
+        bool hole = false;
+        for (unsigned i = 0; i < n_; ++i) {
+            hole = hole || segs_[i].rel > pos;
+            if (hole) {
+                past(segs_[i].pkt);
+                continue;
+            }
+            pos = std::max(pos, segs_[i].rel + segs_[i].len);
+            f(segs_[i].pkt);
+        }
         n_ = 0;
         bytes_ = 0;
         fin_ = false;

@@ -963,7 +963,8 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 slots_.bound(idx);
                 s.last_seen = now;
                 s.linger_until = now + linger_ticks_;
-                if (s.b.flight().has_fin()) s.fin_mask |= 1;  // dpdk mode: the client's FIN
+                // dpdk mode: the client's FIN (not past a hole: flush_held frees that one)
+                if (s.b.flight().complete_to_fin()) s.fin_mask |= 1;
                 flush_held(s);
                 break;
             case Action::Kind::Report:
@@ -1062,9 +1063,12 @@ void Worker::install_accepted(std::uint64_t now) {
         Slot &s = slots_[accepted_[i].idx];
         if (!s.used || s.install_id != accepted_[i].id) continue;
         s.install_id = 0;
-        build_pair(s, now_ns, &install_keys_[2 * n], &install_keys_[2 * n + 1]);
-        install_vals_[2 * n] = s.c2s;
-        install_vals_[2 * n + 1] = s.s2c;
+        // The backend leg's entry first: a pair whose second entry fails loses its first again
+        // (install_pairs), and on a move the client entry is the connection's live one (marked
+        // REBINDING), which resume() needs in place; the backend leg's key is a new one.
+        build_pair(s, now_ns, &install_keys_[2 * n + 1], &install_keys_[2 * n]);
+        install_vals_[2 * n] = s.s2c;
+        install_vals_[2 * n + 1] = s.c2s;
         idxs[n++] = accepted_[i].idx;
     }
     bool ok[kMaxInstalls];
@@ -1113,8 +1117,9 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.msgs = 1;
     track_request(s);
     // A client FIN held in the flight reaches the backend from here, not through XDP: the entry
-    // records it as XDP would have (the flow is closed once the backend's FIN follows).
-    if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;
+    // records it as XDP would have (the flow is closed once the backend's FIN follows). One past
+    // a hole is not sent (flush_held): it comes again through XDP.
+    if (s.b.flight().complete_to_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;
     s.c2s.client_mss = s.b.client_mss();
     s.c2s.client_wscale = s.b.client_wscale();
     s.c2s.client_sack = s.b.client_sack();
@@ -1181,7 +1186,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     s.c2s.next_seq = next;
     s.c2s.msgs = static_cast<std::uint16_t>(s.c2s.msgs + 1);
     track_request(s);
-    if (s.b.flight().has_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;  // as build_pair records it
+    if (s.b.flight().complete_to_fin()) s.c2s.state |= KVS_FLOW_FIN_IN;  // as build_pair does
     if (p_.ports) {  // the request stays on the previous leg: that port holds its session count
         p_.ports->hold_session(s.prev_c2s.backend_id, kvs_ntohs(s.prev_c2s.new_sport), p_.index,
                                s.b.session_slot());
@@ -1201,20 +1206,31 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     flush_held(s);
 }
 
-// Sends what the flight held through the new flow, in sequence order.
+// Sends what the flight held through the new flow, in sequence order, up to its first hole: a
+// segment past one is freed and counted (the client sends it again). Sent on, the backend kept it
+// out of order while XDP's tracking started at the hole (build_pair): the retransmission filling
+// the hole was taken for a request boundary and could move to another backend, and the old leg,
+// parked for reuse, still held the bytes, which Linux then merged into the next client's stream.
 void Worker::flush_held(Slot &s) {
     held_mbufs_ -= s.b.flight().size();  // its source's count: given back when bound (list_del)
-    s.b.flight().drain([&](void *h) {
-        auto *m = static_cast<rte_mbuf *>(h);
-        kvs_pkt pkt;
-        if (parse_mbuf(m, &pkt) != KVS_PARSE_OK) {  // parsed once already: cannot happen
-            inc(KVS_R_DP_HELD_UNPARSABLE);
-            rte_pktmbuf_free(m);
-            return;
-        }
-        rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), s.c2s);
-        tx(m);
-    });
+    auto past_hole = [&](void *h) {
+        inc(KVS_R_DP_HELD_PAST_HOLE);
+        rte_pktmbuf_free(static_cast<rte_mbuf *>(h));
+    };
+    s.b.flight().drain_to_hole(
+        [&](void *h) {
+            auto *m = static_cast<rte_mbuf *>(h);
+            kvs_pkt pkt;
+            if (parse_mbuf(m, &pkt) != KVS_PARSE_OK) {  // parsed once already: cannot happen
+                inc(KVS_R_DP_HELD_UNPARSABLE);
+                rte_pktmbuf_free(m);
+                return;
+            }
+            rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m),
+                           s.c2s);
+            tx(m);
+        },
+        past_hole);
 }
 
 // Sends a segment the worker built; a null one (the mempool ran dry) is counted, never lost

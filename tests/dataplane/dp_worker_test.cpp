@@ -2155,6 +2155,33 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";
 }
 
+// A moved request held with a segment past a hole (the client's next bytes, one segment lost
+// before the appliance): only the bytes up to the hole reach the new leg; the one past it is
+// freed and counted (the client sends it again), and XDP's tracking starts at the hole. Before,
+// it was sent on: the backend kept it out of order, the retransmission filling the hole was
+// taken for a new request boundary, and a parked leg carried the stray bytes into the next
+// client's stream.
+TEST_F(BindTest, AMovedRequestsBytesPastAHoleAreNotSentOn) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(false, b));
+    Seg past = next_request(b);
+    past.seq += static_cast<std::uint32_t>(b.second.size()) + 3;  // 3 bytes lost before it
+    past.payload = "POST /x HTTP/1.1\r\n";
+    inject(rp.rx, make_seg(rp.pool, past));
+    std::vector<std::vector<std::uint8_t>> out;
+    ASSERT_NO_FATAL_FAILURE(move_request(b, next_request(b), out));
+    ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request alone";
+    kvs_pkt data = parse(out[2]);
+    EXPECT_EQ(ntohl(data.tcp->seq), b.S);
+    EXPECT_EQ(data.payload_len, b.second.size());
+    EXPECT_EQ(stat(KVS_R_DP_HELD_PAST_HOLE), 1u);
+    kvs_flow nc{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &nc), 0);
+    EXPECT_EQ(nc.next_seq, b.S + static_cast<std::uint32_t>(b.second.size()))
+        << "XDP's tracking goes on from the hole";
+}
+
 // A boundary whose ACK happens to pass the SYN-cookie check (here: the response D bytes long, D a
 // multiple of 2^22 that moves only the cookie's option byte, every value of which is valid) is
 // still the bound connection's next request: XDP's tag says so. Before, the worker checked the

@@ -1,6 +1,7 @@
 // The held first flight, without DPDK: order, duplicates, holes, the stream start.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
@@ -50,6 +51,43 @@ TEST(FirstFlight, ReordersAbsorbsDuplicatesAndStopsAtHoles) {
     f.drain([&](void *) { ++n; });
     EXPECT_EQ(n, 4u);
     EXPECT_EQ(f.size(), 0u);
+}
+
+// What a binding flushes: the segments up to the first hole, in order; those past it (and a FIN
+// among them) are handed back to be freed, never sent on (the client sends them again).
+TEST(FirstFlight, DrainToHoleGivesBackWhatLiesPastTheHole) {
+    FirstFlight f;
+    const std::uint32_t isn = 1000;
+    f.start(isn, true);
+    auto tag = [](std::uintptr_t i) { return reinterpret_cast<void *>(i); };
+    auto put = [&](std::uintptr_t id, std::uint32_t off, std::uint32_t len, bool fin = false) {
+        return f.add(tag(id), kData + off, isn + 1 + off, static_cast<std::uint16_t>(len), fin,
+                     1 << 20);
+    };
+    ASSERT_EQ(put(3, 30, 10, true), FirstFlight::Add::Held);
+    ASSERT_EQ(put(1, 0, 10), FirstFlight::Add::Held);
+    ASSERT_EQ(put(2, 5, 15), FirstFlight::Add::Held);  // overlaps the first: contiguous to 20
+    ASSERT_EQ(put(4, 45, 5), FirstFlight::Add::Held);
+    EXPECT_EQ(f.contiguous(), 20u);
+    EXPECT_TRUE(f.has_fin());
+    EXPECT_FALSE(f.complete_to_fin());
+    std::vector<std::uintptr_t> sent, past;
+    f.drain_to_hole([&](void *p) { sent.push_back(reinterpret_cast<std::uintptr_t>(p)); },
+                    [&](void *p) { past.push_back(reinterpret_cast<std::uintptr_t>(p)); });
+    EXPECT_EQ(sent, (std::vector<std::uintptr_t>{1, 2}));
+    EXPECT_EQ(past, (std::vector<std::uintptr_t>{3, 4}));
+    EXPECT_EQ(f.size(), 0u);
+    EXPECT_FALSE(f.has_fin());
+    // No hole: everything is sent.
+    f.start(isn, true);
+    ASSERT_EQ(put(5, 0, 10), FirstFlight::Add::Held);
+    ASSERT_EQ(put(6, 10, 5, true), FirstFlight::Add::Held);
+    sent.clear();
+    past.clear();
+    f.drain_to_hole([&](void *p) { sent.push_back(reinterpret_cast<std::uintptr_t>(p)); },
+                    [&](void *p) { past.push_back(reinterpret_cast<std::uintptr_t>(p)); });
+    EXPECT_EQ(sent, (std::vector<std::uintptr_t>{5, 6}));
+    EXPECT_TRUE(past.empty());
 }
 
 // bytes(): the first segment's own payload when it holds every contiguous byte (no copy), the

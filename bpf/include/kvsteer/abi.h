@@ -27,7 +27,7 @@
 #define KVS_MAX_WORKERS 8u
 #define KVS_BIND_RING_SLOTS 4096u    /* per worker; power of two */
 #define KVS_MAX_REPORT_BLOCKS 28u    /* chained block hashes carried in one binding report */
-#define KVS_STATS_MAX 128u           /* size of the per-reason counter array */
+#define KVS_STATS_MAX 192u           /* size of the per-reason counter array */
 #define KVS_SESSION_HEADERS_LEN 128u /* kvs_config.session_headers, NUL included */
 #define KVS_SESSION_MAX_HEADERS 8u   /* names in that list */
 #define KVS_SESSION_VALUE_MAX 256u   /* longer session header values are not keys */
@@ -479,8 +479,9 @@ struct kvs_owner_entry {
  * receiver restores the Ethernet header (source orig_src, proto orig_proto) before anything else
  * reads the frame. 10 bytes: the appliances' segment needs an MTU 10 bytes above the clients'. */
 struct kvs_fleet_hdr {
-    __u8 hop;         /* low 4 bits: 1 sent to the owner, 2 + i to prev[i]; high 4: the low 4
-                       * bits of the sender's owner-table digest (fleetpkt.h KVS_FLEET_TAG) */
+    __u8 hop;         /* low 3 bits: 1 sent to the owner, 2 + i to prev[i]; bit 3: the chase
+                       * is unsure (KVS_FLEET_HOP_UNSURE); high 4: the low 4 bits of the sender's
+                       * owner-table digest (fleetpkt.h KVS_FLEET_TAG) */
     __u8 from;        /* sender's appliance id */
     __u8 orig_src[6]; /* source MAC of the frame as it reached the fleet (the router's) */
     __u16 orig_proto; /* its EtherType, network order */

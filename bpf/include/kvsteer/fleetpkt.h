@@ -19,8 +19,14 @@
 /* In `at`: the sender's owner table differs from ours (kvs_fleet_hdr.hop's tag), so the hop
  * number may not mean the same previous owner here: such a packet is never answered with a RST. */
 #define KVS_FLEET_UNSURE (1u << 16)
-/* kvs_fleet_hdr.hop: the hop in the low 4 bits, the sender's table tag (the low 4 bits of its
- * owner-table digest) in the high 4. */
+/* kvs_fleet_hdr.hop: the hop in the low 3 bits, KVS_FLEET_HOP_UNSURE in bit 3 (an appliance
+ * earlier in the chase was unsure: the doubt goes on with the frame), the sender's table tag
+ * (the low 4 bits of its owner-table digest) in the high 4. */
+#define KVS_FLEET_HOP_BITS 0x7u
+#define KVS_FLEET_HOP_UNSURE 0x8u
+#if KVS_FLEET_HOP_MAX > KVS_FLEET_HOP_BITS
+#error "the fleet header's hop field has 3 bits"
+#endif
 #define KVS_FLEET_TAG(digest) ((__u8)(((digest)&0xf) << 4))
 #define KVS_FLEET_TTL 64 /* IPv4 TTL / IPv6 hop limit of our RSTs */
 
@@ -50,6 +56,22 @@ KVS_INLINE __u32 kvs_fleet_remote_owner(const struct kvs_fleet *fl,
     return (o != fl->self && kvs_fleet_member(fl, o)) ? o : KVS_APPLIANCE_NONE;
 }
 
+/* Whether our own table gives us the role the sender's hop says we have: the owner at hop 1,
+ * prev[i] at hop 2 + i (hop 0, from the router, claims nothing). A sender whose table tag
+ * matches ours may still have another table (4 bits of digest: a change keeps the tag one time
+ * in 16); a receiver that has not applied the sender's newer table (or has applied a newer one)
+ * finds another role for itself here, and its chase, walking its own previous owners, could skip
+ * the appliance holding the flow and answer the client with a RST (a drain's epoch, applied by
+ * one appliance a few milliseconds before another). Such a packet is UNSURE: never answered. */
+KVS_INLINE int kvs_fleet_role_agrees(const struct kvs_fleet *fl, const struct kvs_owner_entry *e,
+                                     __u32 at) {
+    __u32 hop = KVS_FLEET_HOP(at);
+
+    if (hop == 0) return 1;
+    if (hop == 1) return e->owner == fl->self;
+    return hop - 2 < KVS_OWNER_PREV && e->prev[hop - 2] == fl->self;
+}
+
 /* After a miss here at `at` (the owner's miss: hop 0 or 1; prev[i]'s: hop 2 + i), the previous
  * owner to ask next: the first prev[j] after ours that is a member, not us and not the sender.
  * Returns KVS_FLEET_AT(2 + j, prev[j]), or 0 when nobody is left (the packet is an orphan).
@@ -72,7 +94,8 @@ KVS_INLINE __u32 kvs_fleet_next_prev(const struct kvs_fleet *fl, const struct kv
  * that is a member and not us, an IP EtherType, room for an IP header), then writes the restored
  * Ethernet header (dst `our_mac`, src orig_src, proto orig_proto) just before the IP packet, at
  * data + sizeof(struct kvs_fleet_hdr), where the frame then starts (bpf_xdp_adjust_head).
- * Returns KVS_FLEET_AT(hop, from) (| KVS_FLEET_UNSURE when the sender's table tag is not ours),
+ * Returns KVS_FLEET_AT(hop, from) (| KVS_FLEET_UNSURE when the sender's table tag is not ours or
+ * the frame carries KVS_FLEET_HOP_UNSURE),
  * or 0 for a bad header (nothing written). */
 KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fleet *fl,
                                  const __u8 *our_mac) {
@@ -81,10 +104,11 @@ KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fl
     struct kvs_ethhdr *out = (struct kvs_ethhdr *)((__u8 *)data + sizeof(struct kvs_fleet_hdr));
     __u8 src[KVS_ETH_ALEN];
     __u16 proto;
-    __u8 hop, tag, from;
+    __u8 hop, tag, from, unsure;
 
     if ((__u8 *)(fh + 1) + sizeof(struct kvs_iphdr) > (__u8 *)data_end) return 0;
-    hop = fh->hop & 0xf;
+    hop = fh->hop & KVS_FLEET_HOP_BITS;
+    unsure = fh->hop & KVS_FLEET_HOP_UNSURE;
     tag = fh->hop & 0xf0; /* read now: the restored header overwrites the fleet header */
     from = fh->from;
     proto = fh->orig_proto;
@@ -95,7 +119,8 @@ KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fl
     __builtin_memcpy(out->dst, our_mac, KVS_ETH_ALEN);
     __builtin_memcpy(out->src, src, KVS_ETH_ALEN);
     out->proto = proto;
-    return KVS_FLEET_AT(hop, from) | (tag != KVS_FLEET_TAG(fl->digest) ? KVS_FLEET_UNSURE : 0);
+    return KVS_FLEET_AT(hop, from) |
+           ((unsure || tag != KVS_FLEET_TAG(fl->digest)) ? KVS_FLEET_UNSURE : 0);
 }
 
 /* Encapsulates a frame in place: `data` is its new start, sizeof(struct kvs_fleet_hdr) bytes

@@ -132,7 +132,10 @@
     X(TCP_OPTS_IGNORED, "tcp_options_ignored")                    \
     X(PUNT_CLIENT_RST, "punt_client_rst")                         \
     X(DP_FIN_AFTER_MISSING_DATA, "dp_fin_after_missing_data")     \
-    X(DP_REQ_KEPT_DRAINING, "dp_request_kept_draining")
+    X(DP_REQ_KEPT_DRAINING, "dp_request_kept_draining")           \
+    X(FLEET_DROP_ORPHAN_UNSURE, "fleet_drop_orphan_unsure")       \
+    X(DP_HELD_PAST_HOLE, "dp_held_past_hole_dropped")             \
+    X(REQ_KEPT_NO_DATAPLANE, "request_kept_no_dataplane")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
