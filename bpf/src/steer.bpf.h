@@ -509,8 +509,10 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     const __u32 bit = (__u32)KVS_FLOW_REBINDING << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;
     struct kvs_config *cfg;
+    struct kvs_ring_ctl *rc;
     struct kvs_flow *f, *rev;
-    __u32 zero = 0;
+    __u32 zero = 0, w;
+    __u64 alive;
 
     if (!key) return 0;
     cfg = bpf_map_lookup_elem(&kvs_config, &zero);
@@ -520,6 +522,17 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
     if (!rev) return 0;
+    /* No dataplane worker to take the request (stopped: its heartbeat 0; crashed: silent past
+     * KVS_DP_ALIVE_NS): it stays on its backend, as without per-request steering. Marked, every
+     * packet of the connection went to a queue with no socket (punt_no_xsk) until a dataplane
+     * came back, and for good if none did. */
+    w = f->worker;
+    rc = bpf_map_lookup_elem(&kvs_ring_ctl, &w);
+    alive = rc ? rc->alive_ns : 0;
+    if (!alive || (__s64)(bpf_ktime_get_ns() - alive) > (__s64)KVS_DP_ALIVE_NS) {
+        kvs_count(KVS_R_REQ_KEPT_NO_DATAPLANE);
+        return 0;
+    }
     /* Left on the connection's backend, counted (not verdicts): a client half-close or a
      * backend closing; a request sent before the previous response ended (pipelining); either
      * side's bytes not all acknowledged. */

@@ -250,19 +250,22 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
     const auto head = bytes.first(v.status == LocateStatus::Ok
                                       ? std::min<std::size_t>(v.body_offset, bytes.size())
                                       : bytes.size());
-    if (v.status == LocateStatus::Ok && v.expect_continue) {
-        env.inc(KVS_R_DP_REQ_KEPT_EXPECT);
-        return resume(env, out);
+    // A request the protocol ties to its backend stays there; when that backend's leg closed
+    // while the request was held (its FIN or RST not passed on), on a new leg to the same backend.
+    unsigned kept = 0;
+    if (v.status == LocateStatus::Ok && v.expect_continue)
+        kept = KVS_R_DP_REQ_KEPT_EXPECT;
+    else if (head_has(head, "upgrade:"))
+        kept = KVS_R_DP_REQ_KEPT_UPGRADE;
+    else if (http10(head))
+        kept = KVS_R_DP_REQ_KEPT_HTTP10;
+    if (kept) {
+        env.inc(kept);
+        if (!old_closing_) return resume(env, out);
     }
-    if (head_has(head, "upgrade:")) {
-        env.inc(KVS_R_DP_REQ_KEPT_UPGRADE);
-        return resume(env, out);
-    }
-    if (http10(head)) {
-        env.inc(KVS_R_DP_REQ_KEPT_HTTP10);
-        return resume(env, out);
-    }
-    const Choice ch = choose_backend(env.t, hashes_, hashes_.prefix, {}, env.scratch, family_);
+    const Choice ch =
+        kept ? Choice{previous_, via_}
+             : choose_backend(env.t, hashes_, hashes_.prefix, {}, env.scratch, family_);
     if (old_closing_) {
         env.inc(KVS_R_DP_REQ_BACKEND_CLOSING);  // moves, to a new leg even on the same backend
     } else if (ch.backend == previous_) {

@@ -1093,7 +1093,7 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     fp.backend_port = b.port;
     fp.family = s.ckey.family;
     fp.client_wscale = s.b.client_wscale();
-    fp.synack_wscale = c.syn_wscale;
+    fp.synack_wscale = s.b.rebinding() ? synack_wscale_of(s.prev_c2s, s.prev_s2c) : c.syn_wscale;
     fp.backend_wscale = s.b.backend_wscale();
     fp.ts = s.b.both_ts();
     fp.cookie = s.b.cookie_isn();
@@ -1129,6 +1129,18 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.leg_backend_wscale = s.b.backend_wscale();
     s.c2s.leg_ts = s.b.both_ts();
     s.s2c.last_ack = s.b.isn() + 1 + s.b.leg_seq_delta();  // in the backend leg's space
+}
+
+// The window scale a connection's SYN-ACK told the client, from the entries of its previous
+// backend leg (kvs_flowpair_build: the backend's windows go to the client shifted by the
+// backend's scale less ours): a moved request keeps it, whatever syn-wscale says now (kvsteerd
+// restarted with another value gave every later move the wrong window scaling).
+std::uint8_t Worker::synack_wscale_of(const kvs_flow &c2s, const kvs_flow &s2c) {
+    const unsigned bs = c2s.leg_backend_wscale == KVS_WSCALE_NONE
+                            ? 0
+                            : std::min<unsigned>(c2s.leg_backend_wscale, 14);
+    const int os = static_cast<int>(bs) + s2c.win_shr - s2c.win_shl;
+    return static_cast<std::uint8_t>(std::clamp(os, 0, 14));
 }
 
 // After the install: the binder acknowledges the backend and flushes, or resets both sides.

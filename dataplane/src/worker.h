@@ -148,6 +148,7 @@ class Worker {
     void sweep_bound(std::uint64_t now);
     // Stores the heartbeat kvsteerd watches (kvs_ring_ctl.alive_ns); 0: stopped.
     void heartbeat(std::uint64_t now_ns);
+    static std::uint8_t synack_wscale_of(const kvs_flow &c2s, const kvs_flow &s2c);
     void release(std::uint32_t idx, bool free_port);
     bool reclaim_lingering();
     bool evict_stalled(std::uint64_t now);

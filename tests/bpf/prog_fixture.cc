@@ -50,6 +50,14 @@ void ProgHarness::set_config(const kvs_config &c) {
     EXPECT_EQ(bpf_map_update_elem(l_->map_fd(KVS_MAP_CONFIG), &zero, &c, BPF_ANY), 0);
 }
 
+void ProgHarness::set_worker_alive(std::uint32_t w, std::uint64_t alive_ns) {
+    kvs_ring_ctl rc{};
+    const int fd = l_->map_fd(KVS_MAP_RING_CTL);
+    ASSERT_EQ(bpf_map_lookup_elem(fd, &w, &rc), 0) << std::strerror(errno);
+    rc.alive_ns = alive_ns;
+    EXPECT_EQ(bpf_map_update_elem(fd, &w, &rc, BPF_ANY), 0) << std::strerror(errno);
+}
+
 void ProgHarness::put_flow(const kvs_flow_key &k, const kvs_flow &f) {
     EXPECT_EQ(bpf_map_update_elem(l_->map_fd(KVS_MAP_FLOWS), &k, &f, BPF_ANY), 0)
         << std::strerror(errno);
@@ -105,7 +113,8 @@ bool is_event_reason(unsigned r) {
            r == KVS_R_REQ_KEPT_OWED || r == KVS_R_REQ_KEPT_CLOSING || r == KVS_R_REQ_KEPT_UNACKED ||
            r == KVS_R_RESP_RESYNC || r == KVS_R_REQ_END_UNKNOWN || r == KVS_R_FLEET_DECAP ||
            r == KVS_R_FLEET_VLAN_LOCAL || r == KVS_R_TCP_OPTS_IGNORED ||
-           r == KVS_R_CLOSE_OUT_OF_WINDOW || r == KVS_R_SYN_ON_LIVE_FLOW || r == KVS_R_FLOW_REUSED;
+           r == KVS_R_CLOSE_OUT_OF_WINDOW || r == KVS_R_SYN_ON_LIVE_FLOW ||
+           r == KVS_R_FLOW_REUSED || r == KVS_R_REQ_KEPT_NO_DATAPLANE;
 }
 
 RunResult expect_verdict(ProgHarness &h, const Bytes &in, std::uint32_t verdict, unsigned reason) {

@@ -30,6 +30,8 @@ class ProgHarness {
     std::vector<std::uint64_t> stats();
     void set_config(const kvs_config &c);
     void put_flow(const kvs_flow_key &k, const kvs_flow &f);
+    // Worker w's heartbeat (kvs_ring_ctl.alive_ns, CLOCK_MONOTONIC ns; 0: stopped).
+    void set_worker_alive(std::uint32_t w, std::uint64_t alive_ns);
     bool get_flow(const kvs_flow_key &k, kvs_flow *f);
     void clear_flows();
     kvs_backend_load load(std::uint32_t id);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstring>
+#include <ctime>
 #include <string>
 
 #include "kvsteer/cookie.h"
@@ -1176,6 +1177,13 @@ class BpfBoundary : public BpfProgFamily {
         fs.last_ack = kReqEnd;
         h_->put_flow(kc, fc);
         h_->put_flow(ks, fs);
+        for (std::uint32_t w = 0; w < KVS_MAX_WORKERS; ++w) h_->set_worker_alive(w, mono_ns());
+    }
+    static std::uint64_t mono_ns() {
+        timespec t{};
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return static_cast<std::uint64_t>(t.tv_sec) * 1000000000ull +
+               static_cast<std::uint64_t>(t.tv_nsec);
     }
     // The client's entry as the dataplane leaves it after binding the first request: tracking
     // from kReqEnd, where that request ends and the next may start; one request started.
@@ -1362,6 +1370,34 @@ TEST_P(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
     EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_OWED] - before[KVS_R_REQ_KEPT_OWED], 1u);
     EXPECT_EQ(state(kc), 0);
     EXPECT_EQ(state(ks), 0);
+}
+
+// No dataplane worker to take the request: the flow's worker stopped (heartbeat 0) or silent
+// past KVS_DP_ALIVE_NS. The request stays on its backend; before, it was marked and every
+// packet of the connection went to a queue with no socket until a dataplane came back.
+TEST_P(BpfBoundary, NoBoundaryWithoutALiveDataplane) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::uint32_t n = static_cast<std::uint32_t>(resp.size());
+    for (const std::uint64_t alive :
+         {std::uint64_t{0}, static_cast<std::uint64_t>(mono_ns() - 2 * KVS_DP_ALIVE_NS)}) {
+        reset_request();
+        h_->put_flow(kc, fc);
+        h_->set_worker_alive(fc.worker, alive);
+        const auto before = h_->stats();
+        expect_verdict(next_request(n), XDP_TX_, KVS_R_TX_FWD_C2S);
+        EXPECT_EQ(h_->stats()[KVS_R_REQ_KEPT_NO_DATAPLANE] - before[KVS_R_REQ_KEPT_NO_DATAPLANE],
+                  1u)
+            << alive;
+        EXPECT_EQ(state(kc), 0);
+        EXPECT_EQ(state(ks), 0);
+    }
+    // Its heartbeat fresh again: the next request is handed over.
+    reset_request();
+    h_->put_flow(kc, fc);
+    h_->set_worker_alive(fc.worker, mono_ns());
+    expect_verdict(next_request(n), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+    EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
 }
 
 TEST_P(BpfBoundary, UnacknowledgedResponseOrSteeringOffIsNoBoundary) {

@@ -870,6 +870,20 @@ TEST_F(RebindTest, ProtocolTiesTheRequestToItsBackend) {
         EXPECT_EQ(b_.backend(), was);
     }
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 0u);
+    // Its leg closed while the request was held (the FIN or RST not passed on): the same backend
+    // on a new leg. Before, it went onto the closed leg.
+    for (const auto &c : cases) {
+        b_ = Binder{};
+        start_rebind(was);
+        b_.old_leg_closing();
+        const std::uint64_t closing = stat(KVS_R_DP_REQ_BACKEND_CLOSING);
+        ASSERT_EQ(kinds(request(c.req)), std::vector<Kind>{Kind::Connect}) << c.req;
+        EXPECT_EQ(stat(KVS_R_DP_REQ_BACKEND_CLOSING) - closing, 1u) << c.req;
+        Actions syn;
+        b_.connect(env(), 1, syn);
+        ASSERT_EQ(kinds(syn), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm})) << c.req;
+        EXPECT_EQ(b_.backend(), was) << c.req;
+    }
 }
 
 TEST_F(RebindTest, FailedMoveResumesOnTheOldLeg) {

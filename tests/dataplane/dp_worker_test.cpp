@@ -2116,8 +2116,13 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     const std::uint16_t old_port = b.old_port;
     std::vector<std::vector<std::uint8_t>> out;
 
+    // kvsteerd restarted with another syn-wscale meanwhile: the client still scales the windows
+    // it is sent by the one its SYN-ACK carried (before, the move took today's).
+    const unsigned os = tables->config.syn_wscale;
+    tables->config.syn_wscale = static_cast<std::uint8_t>(os == 9 ? 5 : 9);
     Seg r2 = next_request(b);  // punted by XDP
     ASSERT_NO_FATAL_FAILURE(move_request(b, r2, out));
+    tables->config.syn_wscale = static_cast<std::uint8_t>(os);
     ASSERT_EQ(out.size(), 3u) << "ACK to the new leg, RST to the old one, the request";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_ACK);
     kvs_pkt rst = parse(out[1]);
@@ -2150,6 +2155,9 @@ TEST_F(BindTest, RequestBoundaryMovesTheConnectionToANewBackendLeg) {
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks2, &ns), 0);
     EXPECT_EQ(ns.seq_delta + 0x20000000u + 1, cookie + 1 + 100) << "server bytes continue";
     EXPECT_EQ(ns.tsval_delta + 777, 90000u + 1) << "TSvals to the client continue, never back";
+    const unsigned bs = nc.leg_backend_wscale == KVS_WSCALE_NONE ? 0 : nc.leg_backend_wscale;
+    EXPECT_EQ(ns.win_shl, bs > os ? bs - os : 0) << "the window scale of the client's SYN-ACK";
+    EXPECT_EQ(ns.win_shr, os > bs ? os - bs : 0) << "the window scale of the client's SYN-ACK";
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
     EXPECT_EQ(tables->load[be1].closes, 1u) << "the first request left its backend";
     EXPECT_EQ(tables->load[fresh].binds, 1u) << "the moved request (the probe never bound)";

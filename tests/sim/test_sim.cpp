@@ -32,6 +32,29 @@ TEST(SimTest, SameInputsAndSeedGiveTheSameResults) {
               simulate(w, arr2, config("least-loaded", 4)).makespan_s);
 }
 
+// A conversation's turns wait for the reply their prompt holds (closed loop): one session whose
+// turns follow at once (think time 0) never has two in flight, so its run lasts exactly the sum
+// of its requests' times. Before, every turn was sent at the session's start.
+TEST(SimTest, ConversationTurnsWaitForTheReplyBeforeThem) {
+    ConversationSpec s;
+    s.sessions = 1;
+    s.turns = 4;
+    s.system_prompt_len = 256;
+    s.user_len = 32;
+    s.output_len = 16;
+    s.think_s = 0;
+    s.seed = 3;
+    const Workload w = make_conversation(s, WorkloadOptions{});
+    ASSERT_GE(w.reqs.size(), 3u);
+    EXPECT_EQ(w.reqs[0].after, -1);
+    for (size_t i = 1; i < w.reqs.size(); ++i) EXPECT_EQ(w.reqs[i].after, int64_t(i) - 1);
+    const auto arr = arrivals(w, 1, 0, 0);
+    const RunResult r = simulate(w, arr, config("rr", 4));
+    ASSERT_EQ(r.completed, w.reqs.size());
+    EXPECT_NEAR(r.makespan_s, r.e2e_mean_s * double(r.completed), 1e-9 * r.makespan_s);
+    EXPECT_GT(r.makespan_s, 0.0);
+}
+
 // The servers are kvsteerd backends: ch/ch-bl walk the lookup table kvsteerd's DaemonCore
 // publishes for them (kvsteer's own table comes from a DaemonCore).
 TEST(SimTest, LookupTableIsTheOneKvsteerdPublishes) {

@@ -79,11 +79,28 @@ TEST(WorkloadTest, MaxInputTokensSkipsBeforeTheLimitAsTheReplayerDoes) {
     EXPECT_EQ(w.reqs[1].source_line, 2u);
     EXPECT_DOUBLE_EQ(w.reqs[0].base_t, 0.0);
     EXPECT_DOUBLE_EQ(w.reqs[1].base_t, 0.1);
-    // Without the cap, the first 2 lines as they come.
+    // Without the cap the same order: the first 2 by arrival (before, the first 2 lines).
     const Workload all = load_mooncake(p, 2, WorkloadOptions{});
     ASSERT_EQ(all.reqs.size(), 2u);
     EXPECT_EQ(all.reqs[0].source_line, 1u);
-    EXPECT_EQ(all.reqs[1].source_line, 2u);
+    EXPECT_EQ(all.reqs[1].source_line, 3u);
+    EXPECT_DOUBLE_EQ(all.reqs[1].base_t, 0.1);
+}
+
+// Times relative to the first arrival whatever the trace's epoch: a trace in epoch milliseconds
+// waited that long in simulated time before (kvsteerd's rounds ticking through ~56 years).
+TEST(WorkloadTest, TraceTimesStartAtTheFirstArrival) {
+    const auto p =
+        temp_file("sim_epoch.jsonl",
+                  "{\"timestamp\": 1733400000500, \"input_length\": 100, \"output_length\": 2, "
+                  "\"hash_ids\": [1]}\n"
+                  "{\"timestamp\": 1733400000000, \"input_length\": 100, \"output_length\": 2, "
+                  "\"hash_ids\": [2]}\n");
+    const Workload w = load_mooncake(p, 0, WorkloadOptions{});
+    ASSERT_EQ(w.reqs.size(), 2u);
+    EXPECT_EQ(w.reqs[0].source_line, 2u);
+    EXPECT_DOUBLE_EQ(w.reqs[0].base_t, 0.0);
+    EXPECT_DOUBLE_EQ(w.reqs[1].base_t, 0.5);
 }
 
 TEST(WorkloadTest, FirstFlightIsCutAndLocatable) {

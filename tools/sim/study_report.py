@@ -193,8 +193,10 @@ def main():
              "(`tools/model`: vLLM-like continuous batching, a block-level LRU prefix cache, the prefill cost fitted "
              "on an H200 for Llama-3.1-8B); hit rates are the servers' cache counters (prefix_cache_hits / "
              "prefix_cache_queries), never inferred from routing. kvsteer is the dataplane's own choice function "
-             "over the first flight of each request plus the control daemon's AffinityPolicy run on its 150 ms "
-             "report / 1 s telemetry intervals; the other policies see the whole prompt. The radix baseline follows "
+             f"over the first flight of each request plus the control daemon's AffinityPolicy run on its "
+             f"{c['report_interval_ms']:g} ms report / {c['telemetry_interval_ms'] / 1000:g} s telemetry intervals; "
+             "radix sees the whole prompt, consistent hashing (ch, ch-bl) the first prefix-len bytes, round-robin "
+             "and least-loaded nothing of it. The radix baseline follows "
              "SGLang Model Gateway's defaults (cache threshold, balance thresholds: see the configuration line).\n")
     p.append(f"Server: {c['cache_tokens']:,} KV tokens, {c['kv_block_tokens']}-token blocks, batch {c['max_batch']}, "
              f"{c['max_batched_tokens']} tokens per step. kvsteer defaults: prefix {c['prefix_len']} B, block "

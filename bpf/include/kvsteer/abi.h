@@ -408,6 +408,11 @@ struct kvs_bind_report {
     __u32 pad;
 };
 
+/* A worker whose heartbeat (kvs_ring_ctl.alive_ns) is 0 or older than this is taken for gone by
+ * XDP: no request boundary of its flows is marked (the request stays on its backend) while no
+ * dataplane is there to take it. */
+#define KVS_DP_ALIVE_NS 1000000000ull
+
 /* Single-producer (one dataplane worker) single-consumer (kvsteerd) ring in mmapped maps.
  * The producer writes slot[head % SLOTS] then store-releases head+1; the consumer reads
  * slots below head (load-acquire) and store-releases tail. Full ring: the report is dropped

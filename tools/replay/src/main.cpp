@@ -66,7 +66,8 @@ int main(int argc, char **argv) {
     desc.add_options()
         ("help,h", "show this help")
         ("trace", po::value(&trace), "Mooncake-format JSONL trace "
-         "[default ../shared/traces/mooncake/synthetic_trace.jsonl unless --synthetic]")
+         "[default tools/demo/traces/mooncake-demo.jsonl, the trace the repository ships, from "
+         "its root, unless --synthetic]")
         ("synthetic", po::bool_switch(&synthetic), "generated shared-prefix workload (SGLang's shape) instead of a trace")
         ("groups", po::value(&sp.groups)->default_value(64), "synthetic: prefix groups")
         ("prompts-per-group", po::value(&sp.prompts_per_group)->default_value(16), "synthetic: prompts per group")
@@ -155,7 +156,7 @@ int main(int argc, char **argv) {
         items = shared_prefix_workload(sp, geo);
         if (limit && items.size() > limit) items.resize(limit);
     } else {
-        if (trace.empty()) trace = "../shared/traces/mooncake/synthetic_trace.jsonl";
+        if (trace.empty()) trace = "tools/demo/traces/mooncake-demo.jsonl";
         std::ifstream in(trace);
         if (!in) {
             std::cerr << "kvsteer-replay: cannot open trace '" << trace << "'\n";

@@ -80,6 +80,12 @@ class Kvsteer final : public Policy {
     void on_bound(uint32_t, uint32_t s, double) override { ++load_[s].binds; }
     void on_finished(uint32_t idx, uint32_t s, double) override {
         ++load_[s].closes;
+        release_session(idx);
+    }
+    // Its session's in-flight count goes (it was held for good). Its report stays: the
+    // dataplane reports a binding before the server answers.
+    void on_rejected(uint32_t idx, uint32_t, double) override { release_session(idx); }
+    void release_session(uint32_t idx) {
         if (auto it = session_of_.find(idx); it != session_of_.end()) {
             limiter_.release(it->second);
             session_of_.erase(it);

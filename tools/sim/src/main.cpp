@@ -1,6 +1,8 @@
 // kvsteer-sim: cluster simulator comparing routing policies on Mooncake traces and SGLang-shaped
 // shared-prefix workloads, with the servers modelled by kvsteer_model.
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
 #include <fstream>
@@ -59,6 +61,22 @@ Sweep parse_sweep(const std::string &s, bool qps_mode) {
         }
     }
     if (sw.values.empty()) throw std::runtime_error(fmt::format("--sweep {}: no values", sw.param));
+    // The single-run options' limits (a sweep point was cast to an integer unchecked: 0.5 gave
+    // a load slack of 0, which the dataplane reads as its default and kvsteerd as none).
+    const bool whole = sw.param != "speed" && sw.param != "qps" && sw.param != "load-factor";
+    for (const double x : sw.values) {
+        if (whole && (x != std::floor(x) || x > 4294967295.0))
+            throw std::runtime_error(
+                fmt::format("--sweep {}: {} is not a whole number", sw.param, x));
+        if (sw.param == "load-factor" && x < 1)
+            throw std::runtime_error(fmt::format("--sweep load-factor: {} is below 1", x));
+        if (sw.param == "replication" && x > KVS_MAX_REPLICAS)
+            throw std::runtime_error(
+                fmt::format("--sweep replication: {} is not 1..{}", x, KVS_MAX_REPLICAS));
+        if (sw.param == "servers" && x > KVS_MAX_BACKENDS)
+            throw std::runtime_error(
+                fmt::format("--sweep servers: {} is not 1..{}", x, KVS_MAX_BACKENDS));
+    }
     return sw;
 }
 
@@ -98,7 +116,7 @@ int main(int argc, char **argv) {
     o.add_options()
         ("help,h", "show this help")
         ("workload", po::value(&workload_kind)->default_value("mooncake"), "mooncake (a trace file), shared-prefix (SGLang generated-shared-prefix) or conversation (multi-turn sessions sharing one system prompt)")
-        ("trace", po::value(&trace)->default_value("../shared/traces/mooncake/synthetic_trace.jsonl"), "Mooncake-format trace (JSON lines)")
+        ("trace", po::value(&trace)->default_value("tools/demo/traces/mooncake-demo.jsonl"), "Mooncake-format trace (JSON lines); the default is the trace the repository ships, from its root")
         ("limit", po::value(&limit)->default_value(0), "use only the first N requests (0: all)")
         ("max-input-tokens", po::value(&max_input)->default_value(0), "mooncake: skip requests with more input tokens, then take --limit (kvsteer-replay's option; 0: keep all)")
         ("groups", po::value(&sp.groups)->default_value(64), "shared-prefix: groups (system prompts)")
@@ -109,7 +127,7 @@ int main(int argc, char **argv) {
         ("sessions", po::value(&cv.sessions)->default_value(cv.sessions), "conversation: sessions")
         ("turns", po::value(&cv.turns)->default_value(cv.turns), "conversation: mean turns per session (uniform 1 .. 2x-1)")
         ("session-rate", po::value(&cv.session_rate)->default_value(cv.session_rate), "conversation: sessions started per second (Poisson; --speed scales it)")
-        ("think-s", po::value(&cv.think_s)->default_value(cv.think_s), "conversation: mean seconds between a session's turns (exponential; --speed scales it)")
+        ("think-s", po::value(&cv.think_s)->default_value(cv.think_s), "conversation: mean seconds from a reply to the session's next turn (exponential; --speed scales it; closed loop: a turn is sent only after the reply before it)")
         ("speed", po::value(&speed)->default_value(1.0), "divide trace timestamps by this (load factor on the trace)")
         ("qps", po::value(&qps)->default_value(0), "Poisson arrivals at this rate instead of the trace times (0: trace times; shared-prefix without it: all at t=0)")
         ("seed", po::value(&seed)->default_value(1), "seed of Poisson arrivals and the shared-prefix shuffle")
@@ -243,6 +261,10 @@ int main(int argc, char **argv) {
             cv.seed = seed;
             if (!(cv.session_rate > 0) || !(cv.think_s >= 0))
                 throw std::runtime_error("--session-rate must be > 0 and --think-s >= 0");
+            if (qps > 0 || sw.param == "qps")
+                throw std::runtime_error(
+                    "--qps: the conversation workload paces itself (--session-rate, --think-s; "
+                    "--speed scales both), each turn sent after the reply before it");
             wl = make_conversation(cv, wo);
             if (limit && wl.reqs.size() > limit) wl.reqs.resize(limit);
         } else {

@@ -82,6 +82,8 @@ class Policy {
     virtual uint32_t choose(uint32_t idx, const SimRequest &r, double now, const Cluster &c) = 0;
     virtual void on_bound(uint32_t /*idx*/, uint32_t /*server*/, double /*now*/) {}
     virtual void on_finished(uint32_t /*idx*/, uint32_t /*server*/, double /*now*/) {}
+    // The chosen server refused the request (larger than its whole cache): it never ran.
+    virtual void on_rejected(uint32_t /*idx*/, uint32_t /*server*/, double /*now*/) {}
     // Periodic work (daemon ticks, tree eviction): the simulator calls tick() at next_tick().
     virtual double next_tick() const { return std::numeric_limits<double>::infinity(); }
     virtual void tick(double /*now*/, const Cluster & /*c*/) {}

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <limits>
 #include <numeric>
+#include <queue>
 #include <stdexcept>
 
 namespace kvsteer::sim {
@@ -43,10 +44,29 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
     const Cluster cluster{in_flight, servers};
 
     const size_t n = w.reqs.size();
-    std::vector<uint32_t> order(n);
-    std::iota(order.begin(), order.end(), 0u);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](uint32_t a, uint32_t b) { return arrivals[a] < arrivals[b]; });
+    // Requests by arrival (ties: workload order). A closed-loop request (`after`) joins once its
+    // predecessor finished (or was refused): its arrival is then that time plus the gap the
+    // arrivals put between the two (a conversation's think time after the reply its prompt holds).
+    std::vector<double> arr(arrivals.begin(), arrivals.end());
+    std::vector<int64_t> succ(n, -1);
+    using Due = std::pair<double, uint32_t>;
+    std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due;
+    for (size_t i = 0; i < n; ++i) {
+        const int64_t a = w.reqs[i].after;
+        if (a < 0) {
+            due.push({arr[i], uint32_t(i)});
+            continue;
+        }
+        if (size_t(a) >= n || succ[size_t(a)] >= 0)
+            throw std::invalid_argument(fmt::format("request {}: bad predecessor {}", i, a));
+        succ[size_t(a)] = int64_t(i);
+    }
+    auto release = [&](uint32_t id, double t) {
+        const int64_t j = succ[id];
+        if (j < 0) return;
+        arr[size_t(j)] = t + std::max(0.0, arrivals[size_t(j)] - arrivals[id]);
+        due.push({arr[size_t(j)], uint32_t(j)});
+    };
 
     RunResult res;
     res.policy = policy->name();
@@ -60,11 +80,12 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
         for (const auto &e : ev) {
             const uint32_t id = uint32_t(e.id);
             if (e.type == model::EventType::FirstToken) {
-                ttft[id] = e.time - arrivals[id];
+                ttft[id] = e.time - arr[id];
             } else if (e.type == model::EventType::Finished) {
                 finish[id] = e.time;
                 --in_flight[s];
                 policy->on_finished(id, s, e.time);
+                release(id, e.time);
             }
         }
         ev.clear();
@@ -73,7 +94,7 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
     constexpr double kInf = std::numeric_limits<double>::infinity();
     size_t next = 0, last_progress = 0;
     while (true) {
-        const double ta = next < n ? arrivals[order[next]] : kInf;
+        const double ta = due.empty() ? kInf : due.top().first;
         double ts = kInf;
         uint32_t si = 0;
         for (uint32_t s = 0; s < n_srv; ++s)
@@ -81,7 +102,8 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
                 ts = *t;
                 si = s;
             }
-        if (next >= n && ts == kInf) break;  // every request done; periodic work no longer matters
+        if (due.empty() && ts == kInf)
+            break;  // every request done; periodic work no longer matters
         const double tp = policy->next_tick();
         if (ts <= ta &&
             ts <= tp) {  // server steps first: finishes before decisions at the same time
@@ -90,7 +112,9 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
         } else if (tp <= ta) {
             policy->tick(tp, cluster);
         } else {
-            const uint32_t id = order[next++];
+            const uint32_t id = due.top().second;
+            due.pop();
+            ++next;
             const SimRequest &r = w.reqs[id];
             const uint32_t s = policy->choose(id, r, ta, cluster);
             if (s >= n_srv)
@@ -108,6 +132,8 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
                 policy->on_bound(id, s, ta);
             } else {
                 ++res.rejected;
+                policy->on_rejected(id, s, ta);
+                release(id, ta);
             }
             handle(s);
             if (progress && (next - last_progress) * 20 >= n) {
@@ -125,9 +151,9 @@ RunResult simulate(const Workload &w, std::span<const double> arrivals, const Ru
         if (finish[i] < 0) continue;
         ++res.completed;
         ttfts.push_back(ttft[i]);
-        t0 = std::min(t0, arrivals[i]);
+        t0 = std::min(t0, arr[i]);
         t1 = std::max(t1, finish[i]);
-        e2e += finish[i] - arrivals[i];
+        e2e += finish[i] - arr[i];
         tokens += w.reqs[i].prompt_tokens + w.reqs[i].output_tokens;
         out_tokens += w.reqs[i].output_tokens;
     }

@@ -6,6 +6,7 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 #include <xxhash.h>
 
 #include "kvsteer/model/block_hash.h"
@@ -95,9 +96,9 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
     replay::TextGeometry g;
     g.block_tokens = 512;
     g.bytes_per_token = o.bytes_per_token;
-    // With a token cap, the whole file is read: which requests make the first `limit` depends on
-    // the ones skipped.
-    replay::ParseResult pr = replay::parse_mooncake(in, g, o.max_input_tokens ? 0 : limit);
+    // The whole file is read: the first `limit` are the earliest arrivals (after a token cap's
+    // skips), not the first lines.
+    replay::ParseResult pr = replay::parse_mooncake(in, g, 0);
     if (!pr.errors.empty()) {
         std::string msg =
             fmt::format("trace file '{}' is not a Mooncake trace: {}", path, pr.errors.front());
@@ -106,12 +107,15 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
             msg += fmt::format("; ... ({} bad lines or more)", pr.errors.size());
         throw std::runtime_error(msg);
     }
-    if (o.max_input_tokens) {
+    {
         // kvsteer-replay's order (tools/replay/src/main.cpp): skip, sort by arrival, limit, and
-        // times relative to the first request.
+        // times relative to the first request. Always: a trace whose times start far from 0
+        // (epoch milliseconds) waited that long in simulated time (kvsteerd's rounds ticking
+        // through it: a run that never ended), and --limit took lines in file order.
         auto &v = pr.items;
-        std::erase_if(
-            v, [&](const replay::WorkItem &w) { return w.input_tokens > o.max_input_tokens; });
+        if (o.max_input_tokens)
+            std::erase_if(
+                v, [&](const replay::WorkItem &w) { return w.input_tokens > o.max_input_tokens; });
         std::stable_sort(
             v.begin(), v.end(),
             [](const replay::WorkItem &a, const replay::WorkItem &b) { return a.t_s < b.t_s; });
@@ -196,10 +200,23 @@ Workload make_conversation(const ConversationSpec &s, const WorkloadOptions &o) 
     auto items = conversation_items(s, g);
     if (items.empty())
         throw std::runtime_error("conversation workload is empty (sessions or turns is 0)");
-    return from_items(
-        fmt::format("conversation {} sessions x{} turns sys{} user{} out{}", s.sessions, s.turns,
-                    s.system_prompt_len, s.user_len, s.output_len),
-        std::move(items), o);
+    // Each turn after a session's first waits for the one before it (its prompt holds that
+    // turn's reply): closed loop, the think time after that reply.
+    std::vector<int64_t> after(items.size(), -1);
+    std::unordered_map<uint64_t, int64_t> last;
+    for (size_t i = 0; i < items.size(); ++i) {
+        auto [it, fresh] = last.try_emplace(items[i].session, int64_t(i));
+        if (!fresh) {
+            after[i] = it->second;
+            it->second = int64_t(i);
+        }
+    }
+    Workload w =
+        from_items(fmt::format("conversation {} sessions x{} turns sys{} user{} out{}", s.sessions,
+                               s.turns, s.system_prompt_len, s.user_len, s.output_len),
+                   std::move(items), o);
+    for (size_t i = 0; i < w.reqs.size(); ++i) w.reqs[i].after = after[i];
+    return w;
 }
 
 std::vector<double> arrivals(const Workload &w, double speed, double qps, uint64_t seed) {

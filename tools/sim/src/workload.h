@@ -21,6 +21,10 @@ struct SimRequest {
     // HTTP head + body, cut at the workload's first-flight capacity: all kvsteer may read.
     std::string first_flight;
     uint64_t source_line = 0;
+    // Closed loop (a conversation's later turn): sent once request `after` (an index into the
+    // workload) finished, its arrival then that finish plus the gap the arrivals put between the
+    // two (the think time, scaled as they are); -1: at its own arrival.
+    int64_t after = -1;
 };
 
 struct WorkloadOptions {
