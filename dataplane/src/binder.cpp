@@ -263,9 +263,14 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
         env.inc(kept);
         if (!old_closing_) return resume(env, out);
     }
-    const Choice ch =
-        kept ? Choice{previous_, via_}
-             : choose_backend(env.t, hashes_, hashes_.prefix, {}, env.scratch, family_);
+    // Kept with its leg closed: the same backend while it takes new flows (a backend closing
+    // its legs may be draining or going away), else wherever the policy sends it.
+    const bool previous_up =
+        previous_ < KVS_MAX_BACKENDS &&
+        __atomic_load_n(&env.t.backends[previous_].state, __ATOMIC_ACQUIRE) == KVS_BE_UP;
+    const Choice ch = kept && previous_up ? Choice{previous_, via_}
+                                          : choose_backend(env.t, hashes_, hashes_.prefix, {},
+                                                           env.scratch, family_);
     if (old_closing_) {
         env.inc(KVS_R_DP_REQ_BACKEND_CLOSING);  // moves, to a new leg even on the same backend
     } else if (ch.backend == previous_) {

@@ -884,6 +884,16 @@ TEST_F(RebindTest, ProtocolTiesTheRequestToItsBackend) {
         ASSERT_EQ(kinds(syn), (std::vector<Kind>{Kind::SynToBackend, Kind::Arm})) << c.req;
         EXPECT_EQ(b_.backend(), was) << c.req;
     }
+    // ... unless that backend takes no new flows (draining): wherever the policy sends it.
+    backends_[was].state = KVS_BE_DRAIN;
+    b_ = Binder{};
+    start_rebind(was);
+    b_.old_leg_closing();
+    ASSERT_EQ(kinds(request(expect)), std::vector<Kind>{Kind::Connect});
+    Actions syn;
+    b_.connect(env(), 1, syn);
+    EXPECT_NE(b_.backend(), was);
+    backends_[was].state = KVS_BE_UP;
 }
 
 TEST_F(RebindTest, FailedMoveResumesOnTheOldLeg) {

@@ -36,8 +36,9 @@ run load-mooncake-32 "${MC[@]}" --servers 32 --sweep speed=2,4,6,10 --policies r
 run load-sglang-8 "${SG[@]}" --servers 8 --sweep qps=30,60,120,480 --policies "$ALL"
 run load-sglang-32 "${SG[@]}" --servers 32 --groups 256 --sweep qps=120,240,480,1920 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
 run load-sglang-short-8 "${SG[@]}" --output-len 16 --servers 8 --sweep qps=100,400,2000 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
-#    Conversations: every request opens with one shared system prompt (seeded; 1024 sessions).
-run load-conversation-8 --workload conversation --sessions 1024 --servers 8 --sweep speed=4,8,16,32 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
+#    Conversations: every request opens with one shared system prompt (seeded; 1024 sessions;
+#    closed loop: a turn waits for the reply before it, so the sessions in flight bound the load).
+run load-conversation-8 --workload conversation --sessions 1024 --servers 8 --sweep speed=4,8,16,32,64 --policies rr,least-loaded,ch-bl,kvsteer,radix,oracle
 # 2. kvsteer's defaults, one knob at a time around the shipped values (first 2000 trace requests).
 KV=(--trace "$TRACE" --limit "$([[ $LIMIT == 0 ]] && echo 2000 || echo "$LIMIT")" --servers 8 --policies kvsteer,radix)
 run knob-load-factor "${KV[@]}" --sweep load-factor=1.1,1.25,2,4

@@ -16,8 +16,9 @@
 #define KVS_FLEET_HOP(at) (((at) >> 8) & 0xff)
 #define KVS_FLEET_FROM(at) ((at)&0xff)
 #define KVS_FLEET_HOP_MAX (1 + KVS_OWNER_PREV) /* hop 2 + i for prev[i] */
-/* In `at`: the sender's owner table differs from ours (kvs_fleet_hdr.hop's tag), so the hop
- * number may not mean the same previous owner here: such a packet is never answered with a RST. */
+/* In `at`: the chase is unsure (the sender's owner table differs from ours by its tag, the frame
+ * carries KVS_FLEET_HOP_UNSURE, or our table denies the role its hop names: kvs_fleet_role_agrees),
+ * so the hop number may not mean the same previous owner here: never answered with a RST. */
 #define KVS_FLEET_UNSURE (1u << 16)
 /* kvs_fleet_hdr.hop: the hop in the low 3 bits, KVS_FLEET_HOP_UNSURE in bit 3 (an appliance
  * earlier in the chase was unsure: the doubt goes on with the frame), the sender's table tag

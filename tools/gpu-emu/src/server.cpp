@@ -407,7 +407,13 @@ class Session : public std::enable_shared_from_this<Session> {
                 writing_ = false;
                 return;
             }
-            b.piece = b.render.next();
+            try {
+                b.piece = b.render.next();
+            } catch (const std::exception &e) {  // (an allocation): this connection only
+                spdlog::error("[{}] rendering a stream failed: {}", srv_.config().server_id,
+                              e.what());
+                return on_write_error();  // nothing is being written: the queue can go
+            }
             writing_ = true;
             asio::async_write(sock_, http::make_chunk(asio::buffer(b.piece)),
                               [self = shared_from_this()](beast::error_code ec, size_t) {

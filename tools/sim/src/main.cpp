@@ -65,7 +65,7 @@ Sweep parse_sweep(const std::string &s, bool qps_mode) {
     // a load slack of 0, which the dataplane reads as its default and kvsteerd as none).
     const bool whole = sw.param != "speed" && sw.param != "qps" && sw.param != "load-factor";
     for (const double x : sw.values) {
-        if (whole && (x != std::floor(x) || x > 4294967295.0))
+        if (whole && (x != std::floor(x) || (sw.param != "cache-tokens" && x > 4294967295.0)))
             throw std::runtime_error(
                 fmt::format("--sweep {}: {} is not a whole number", sw.param, x));
         if (sw.param == "load-factor" && x < 1)
