@@ -130,5 +130,8 @@ rc=$?
 set -e
 [[ $rc != 124 ]] || fail "the replayer hung on a metrics endpoint that never answers"
 grep -q "no answer within" "$tmp/bh.out" || fail "no scrape timeout named: rc $rc: $(tail -3 "$tmp/bh.out")"
-pass "a silent metrics endpoint times out (rc $rc)"
+# A hit rate over fewer servers than were named is none: the run fails, naming why.
+[[ $rc == 1 ]] || fail "a failed scrape still exited $rc"
+grep -q "could not be read" "$tmp/bh.out" || fail "the failed scrape is not named: $(tail -3 "$tmp/bh.out")"
+pass "a silent metrics endpoint times out (rc $rc), and the run fails without a hit rate"
 echo "all replay checks passed"

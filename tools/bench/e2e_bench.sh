@@ -449,7 +449,7 @@ stop_dataplane
 
 # ---- figures ---------------------------------------------------------------------------------
 python3 - "$RAW/runs.jsonl" "$FRAG" "$RAW/summary.json" "$HAP_CONSISTENT" "$HAP_DISTINCT" "$KVS_CONSISTENT" "$KVS_DISTINCT" \
-    "$NBE" "$LB_CPU" "$LOAD_CPUS" "$HAP_VER" "$HASH_BYTES" "$RAW/counters.txt" <<'PY'
+    "$NBE" "$LB_CPU" "$LOAD_CPUS" "$HAP_VER" "$HASH_BYTES" "$RAW/counters.txt" <<'PY' || die "the figures step failed (see above)"
 import json, statistics, sys
 runs_path, frag_path, summ_path = sys.argv[1:4]
 hap_cons, hap_dist, kvs_cons, kvs_dist, nbe = map(int, sys.argv[4:9])

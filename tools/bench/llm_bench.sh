@@ -8,7 +8,7 @@
 # Hit rate is counted by the servers' own cache counters (/metrics deltas, see tools/replay).
 #
 # Usage: tools/bench/llm_bench.sh full|smoke   (root; BUILD, KVS_BENCH_OUT from run.sh)
-# Env: KVB_LLM_TRACE (default ../shared/traces/mooncake/synthetic_trace.jsonl), KVB_LLM_LIMIT
+# Env: KVB_LLM_TRACE (default tools/demo/traces/mooncake-demo.jsonl, shipped), KVB_LLM_LIMIT
 #      (requests per arm: smoke 100, full 800), KVB_LLM_REPS (smoke 1, full 3), KVB_LLM_SCALE
 #      (time scale of emulators and replayer alike, 10), KVB_LLM_BACKENDS (8)
 set -uo pipefail
@@ -26,7 +26,7 @@ BPFFS=$RUN/bpf
 SOCK=$RUN/kvsteerd.sock
 NBE=${KVB_LLM_BACKENDS:-8}
 SCALE=${KVB_LLM_SCALE:-10}
-TRACE=${KVB_LLM_TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
+TRACE=${KVB_LLM_TRACE:-$ROOT/tools/demo/traces/mooncake-demo.jsonl}
 NCPU=$(nproc)
 LB_CPU=${KVB_LB_CPU:-$((NCPU - 1))}
 if [[ "$mode" == smoke ]]; then LIMIT=${KVB_LLM_LIMIT:-100}; REPS=${KVB_LLM_REPS:-1}
@@ -39,7 +39,8 @@ die() { log "ERROR: $*"; exit 1; }
 for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu kvsteer-replay; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"
 done
-# Without the shipped trace (../shared absent), SGLang's generated-shared-prefix shape stands in.
+# Without a trace at KVB_LLM_TRACE (default: the Mooncake trace the repository ships), SGLang's
+# generated-shared-prefix shape stands in.
 if [[ -f "$TRACE" ]]; then
     WORKLOAD=(--trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
 else
@@ -138,7 +139,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     for arm in "${order[@]}"; do run_arm "$arm" "$rep"; done
 done
 
-KVB_TRACE_PATH="$TRACE" python3 - "$RAW" "$FRAG" "$REPS" "$LIMIT" "$SCALE" "$NBE" <<'PY'
+KVB_TRACE_PATH="$TRACE" python3 - "$RAW" "$FRAG" "$REPS" "$LIMIT" "$SCALE" "$NBE" <<'PY' || die "the figures step failed (see above)"
 import glob, json, os, statistics, sys
 raw, frag, reps, limit, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 f = {"llm_requests_per_arm": limit, "llm_time_scale": scale, "llm_backends": nbe, "llm_reps": reps}
@@ -177,7 +178,10 @@ if trace:
                 continue
             used += 1
             k, chain = 0, ()
+            ids = []  # the shipped trace writes runs of ids as inclusive [first, last] ranges
             for x in d["hash_ids"]:
+                ids.extend(range(x[0], x[1] + 1) if isinstance(x, list) else (x,))
+            for x in ids:
                 chain += (x,)
                 if chain in seen and k == len(chain) - 1:
                     k += 1

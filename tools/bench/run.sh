@@ -11,6 +11,9 @@ BUILD=${BUILD:-build}
 out="$BUILD/bench"
 mkdir -p "$out/fragments"
 rm -f "$out"/fragments/*.json "$out"/*.png
+# The scripts' raw records too: the report reads them, and a benchmark this run skips (KVB_ONLY,
+# not built) or that died early left an earlier run's numbers there, shown under this run's date.
+rm -rf "$out"/xdp "$out"/e2e "$out"/llm "$out"/saturation "$out"/fleet
 case "$mode" in
     full) export KVS_BENCH_SMOKE=0 ;;
     smoke) export KVS_BENCH_SMOKE=1 ;;

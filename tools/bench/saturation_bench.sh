@@ -192,7 +192,7 @@ for wl in $WORKLOADS; do
     done
 done
 
-python3 - "$RAW" "$FRAG" "$REPS" "$CONC" "$SCALE" "$NBE" "$WORKLOADS" "$ARMS" <<'PY'
+python3 - "$RAW" "$FRAG" "$REPS" "$CONC" "$SCALE" "$NBE" "$WORKLOADS" "$ARMS" <<'PY' || die "the figures step failed (see above)"
 import glob, json, os, statistics, sys
 raw, frag, reps, conc, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 workloads, arms = sys.argv[7].split(), sys.argv[8].split()

@@ -121,7 +121,7 @@ if [[ -x "$BIN/kvsteer-lookup-floor" ]]; then
     done
 fi
 
-python3 - "$RAW" "$FRAG" <<'PY'
+python3 - "$RAW" "$FRAG" <<'PY' || die "the figures step failed (see above)"
 import json, os, statistics, sys
 raw, frag = sys.argv[1], sys.argv[2]
 f = {}

@@ -21,7 +21,7 @@ NBE=${DEMO_BACKENDS:-8}
 P=kvdemo
 RUN=/run/kvsteer-demo
 BPFFS=$RUN/bpf
-SOCK=/run/kvsteer/kvsteerd.sock
+SOCK=$RUN/kvsteerd.sock  # not the production default: a host's kvsteerd may be using it
 TRACE=${DEMO_TRACE:-$ROOT/tools/demo/traces/mooncake-demo.jsonl}
 
 log() { printf '[demo %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -47,12 +47,13 @@ cleanup() {
     wait 2>/dev/null
     kvs_topo_down "$P"
     mountpoint -q "$BPFFS" && umount "$BPFFS"
-    rm -rf "$RUN" "$SOCK"
+    rm -rf "$RUN"
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-mkdir -p "$OUT" "$RUN" "$(dirname "$SOCK")"
+mkdir -p "$OUT" "$RUN"
+rm -f "$SOCK"  # one a killed demo left would pass for a started kvsteerd
 rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl "$OUT"/*.txt
 
 # ---- workload ---------------------------------------------------------------------------------
@@ -69,6 +70,9 @@ if [[ "$TRACE" != generated ]]; then
     WORKLOAD=(--trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
     SIM_WORKLOAD=(--workload mooncake --trace "$TRACE" --limit "$LIMIT" --speed 1 --max-input-tokens 120000)
     WDESC="Mooncake trace $(basename "$TRACE"), first $LIMIT of $total requests at recorded load"
+    # Seconds of model time the replayed requests span (their arrivals, in trace order).
+    SPAN_S=$(python3 -c "import json,sys; t=[json.loads(l)['timestamp'] for l in open(sys.argv[1]) if l.strip()]; t.sort(); print(t[min(len(t), $LIMIT) - 1] / 1000)" "$TRACE") \
+        || die "cannot read the trace's timestamps in $TRACE"
 else
     groups=$(python3 -c "print(max(4, int(32 * $SCALE)))")
     WORKLOAD=(--synthetic --groups "$groups" --prompts-per-group 16 --system-prompt-len 2048
@@ -76,8 +80,12 @@ else
     SIM_WORKLOAD=(--workload shared-prefix --groups "$groups" --prompts-per-group 16 --system-prompt-len 2048
                   --question-len 128 --output-len 64 --qps 40)
     WDESC="generated shared prefix: $groups groups x 16 prompts"
+    SPAN_S=$(python3 -c "print($groups * 16 / 40)")
 fi
 log "workload: $WDESC"
+# Each arm's bound: three times its replay at the speed-up, plus 5 minutes; a request gets 120 s
+# (the replayer's own default, 600 s with 128 in flight, let a wedged path run for hours).
+REPLAY_LIMIT_S=$(python3 -c "print(int($SPAN_S / $SPEED * 3 + 300))")
 
 # ---- topology, maps, daemon ------------------------------------------------------------------
 export KVS_XDP_PASS_OBJ="$ROOT/$BUILD/bpf/xdp_pass.bpf.o"
@@ -103,7 +111,7 @@ kvs_dataplane_up "$OUT/dataplane.log" 0 --idle adaptive || die "the dataplane di
 DP_PID=$KVS_DP_PID
 # Wait until the daemon sees every backend up (health checks through the appliance's kernel).
 kvs_backends_up_wait "$NBE" || die "backends not up; see $OUT/kvsteerd.log"
-log "live state meanwhile, from another terminal: $BIN/kvsteerctl status; $BIN/kvsteerctl --bpffs $BPFFS counters"
+log "live state meanwhile, from another terminal: $BIN/kvsteerctl --socket $SOCK status; $BIN/kvsteerctl --bpffs $BPFFS counters"
 
 METRICS=()
 for ((i = 1; i <= NBE; i++)); do METRICS+=(--metrics "http://${KVS_BE_IP[$i]}:8000/metrics"); done
@@ -112,24 +120,26 @@ run_arm() {  # run_arm NAME [REPLAY OPTIONS]: replays the workload through the V
     local name=$1
     shift
     log "arm '$name': replaying through the appliance ($WDESC)"
-    ip netns exec "$KVS_NS_CLIENT" "$BIN/kvsteer-replay" "${WORKLOAD[@]}" "$@" \
-        --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SPEED" --max-concurrency 128 \
+    ip netns exec "$KVS_NS_CLIENT" timeout "$REPLAY_LIMIT_S" "$BIN/kvsteer-replay" "${WORKLOAD[@]}" "$@" \
+        --target "$KVS_VIP:$KVS_VIP_PORT" --time-scale "$SPEED" --max-concurrency 128 --timeout 120 \
         "${METRICS[@]}" --out "$OUT/$name.requests.jsonl" --summary-json "$OUT/$name.summary.json" \
         2> >(tee "$OUT/$name.replay.log" >&2) >/dev/null \
-        || die "replay of arm '$name' failed (see $OUT/$name.replay.log)"
+        || die "replay of arm '$name' failed or ran past ${REPLAY_LIMIT_S} s (see $OUT/$name.replay.log)"
 }
 
 run_arm round-robin
 stop_backends
 start_backends prefix
 "$BIN/kvsteerctl" --socket "$SOCK" tune steering-mode prefix >/dev/null || die "cannot switch steering mode"
-sleep 1.5   # every backend passes health again after its restart
+sleep 1.5   # kvsteerd sees the restart (its checks fail), then every backend passes again
+kvs_backends_up_wait "$NBE" || die "backends not up after their restart; see $OUT/kvsteerd.log"
 run_arm kvsteer
 # Third arm: the same steering, the client's connections kept alive (a pool, as the OpenAI SDKs
 # and gateways keep them): every request is steered at its boundary, not only the first.
 stop_backends
 start_backends prefix
 sleep 1.5
+kvs_backends_up_wait "$NBE" || die "backends not up after their restart; see $OUT/kvsteerd.log"
 run_arm kvsteer-keep-alive --keep-alive
 
 "$BIN/kvsteerctl" --socket "$SOCK" --bpffs "$BPFFS" counters all >"$OUT/counters.txt" 2>&1 || true

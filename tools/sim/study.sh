@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SIM=${SIM:-$ROOT/${BUILD:-build}/bin/kvsteer-sim}
-TRACE=${TRACE:-$ROOT/../shared/traces/mooncake/synthetic_trace.jsonl}
+TRACE=${TRACE:-$ROOT/tools/demo/traces/mooncake-demo.jsonl}  # the shipped Mooncake trace
 OUT=${OUT:-$ROOT/docs/study}
 LIMIT=0
 [[ ${1:-} == --quick ]] && LIMIT=1000

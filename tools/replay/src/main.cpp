@@ -268,5 +268,10 @@ int main(int argc, char **argv) {
         }
         o << s.dump(1) << "\n";
     }
+    if (!s["backend_metrics_complete"].get<bool>()) {
+        std::cerr << "kvsteer-replay: a backend's /metrics could not be read (see "
+                     "backend_metrics): no hit rate\n";
+        return 1;
+    }
     return s["failed"].get<uint64_t>() == 0 ? 0 : 1;
 }

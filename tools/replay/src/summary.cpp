@@ -104,7 +104,7 @@ nlohmann::json summarize(const std::vector<Result> &results, double wall_s, cons
 
     nlohmann::json pc = nlohmann::json::array();
     double dq = 0, dh = 0;
-    bool any = false;
+    bool any = false, all = true;
     for (const auto &c : counters) {
         nlohmann::json b{{"url", c.url}, {"ok", c.ok}};
         if (c.ok) {
@@ -117,13 +117,18 @@ nlohmann::json summarize(const std::vector<Result> &results, double wall_s, cons
             any = true;
         } else {
             b["error"] = c.error;
+            all = false;
         }
         pc.push_back(b);
     }
     s["backend_metrics"] = pc;
     s["prefix_cache_queries"] = dq;
     s["prefix_cache_hits"] = dh;
-    s["prefix_cache_hit_rate"] = any && dq > 0 ? nlohmann::json(dh / dq) : nlohmann::json(nullptr);
+    // Over every server or none: a rate over the servers whose scrapes worked would compare arms
+    // over different sets of servers.
+    s["backend_metrics_complete"] = all;
+    s["prefix_cache_hit_rate"] =
+        any && all && dq > 0 ? nlohmann::json(dh / dq) : nlohmann::json(nullptr);
     return s;
 }
 
