@@ -142,7 +142,8 @@ done
 KVB_TRACE_PATH="$TRACE" python3 - "$RAW" "$FRAG" "$REPS" "$LIMIT" "$SCALE" "$NBE" <<'PY' || die "the figures step failed (see above)"
 import glob, json, os, statistics, sys
 raw, frag, reps, limit, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-f = {"llm_requests_per_arm": limit, "llm_time_scale": scale, "llm_backends": nbe, "llm_reps": reps}
+f = {"llm_requests_per_arm": limit, "llm_time_scale": scale, "llm_backends": nbe, "llm_reps": reps,
+     "llm_trace_workload": 1 if os.environ.get("KVB_TRACE_PATH") else 0}
 summary = {}
 for arm, p in (("prefix", "llm_prefix"), ("round-robin", "llm_rr"),
                ("prefix-keepalive", "llm_prefix_keepalive")):

@@ -96,7 +96,7 @@ w(f"- machine (every figure below ran here): {cpu}, {os.cpu_count()} CPUs, {mem_
 w(f"- run: {meta.get('start', '?')} -> {meta.get('end', '?')} ({meta.get('wall_s', '?')} s), git {meta.get('git', '?')}"
   + (f", subset: {meta['only']}" if meta.get("only") else ""))
 w(f"- load average (1/5/15 min) at start: {meta.get('load_start', '?')}, at end: {meta.get('load_end', '?')} "
-  "(the machine is shared; a load well above 0 means other work competed for the 2 CPUs)")
+  f"(the machine is shared; a load well above 0 means other work competed for its {os.cpu_count()} CPUs)")
 w(f"- raw records: `xdp/`, `e2e/`, `llm/` next to this file; all figures: `results.json`\n")
 
 # ---- 1. packet path -----------------------------------------------------------------------
@@ -407,9 +407,14 @@ else:
 w("## 3. LLM level: prefix steering vs round-robin through the real packet path\n")
 llm = load(os.path.join(out, "llm", "summary.json"))
 if llm:
-    w(f"8 kvsteer-gpu-emu servers (calibrated H200 8B cost model, 430k-token prefix cache each), the Mooncake "
-      f"synthetic trace's first {fmt(res.get('llm_requests_per_arm'))} requests replayed at their recorded times "
-      f"(`--speed 1`) by kvsteer-replay through the appliance (XDP + dataplane + kvsteerd) with emulators and "
+    if res.get("llm_trace_workload", 1):
+        llm_wl = (f"the Mooncake synthetic trace's first {fmt(res.get('llm_requests_per_arm'))} requests replayed "
+                  f"at their recorded times (`--speed 1`)")
+    else:
+        llm_wl = (f"{fmt(res.get('llm_requests_per_arm'))} requests of SGLang's generated shared-prefix shape "
+                  f"(16 groups x 16 prompts, a 2,048-token system prompt, 8 req/s: no trace was found)")
+    w(f"{fmt(res.get('llm_backends'))} kvsteer-gpu-emu servers (calibrated H200 8B cost model, 430k-token prefix "
+      f"cache each), {llm_wl} by kvsteer-replay through the appliance (XDP + dataplane + kvsteerd) with emulators and "
       f"replayer at time scale {fmt(res.get('llm_time_scale'))}; arms alternate, each on fresh servers (empty caches) "
       f"and a fresh appliance. Hit rate = delta `vllm:prefix_cache_hits_total` / delta "
       f"`vllm:prefix_cache_queries_total` summed over the servers (their own counters). TTFT in model seconds "
@@ -471,8 +476,10 @@ if sat_wls:
       f"{fmt(res.get('sat_concurrency'))} requests in flight at all times (closed loop: req/s is what the "
       f"routing lets the servers do), time scale {fmt(res.get('sat_time_scale'))}, "
       f"{fmt(res.get('sat_reps'))} repetition(s) with the arms' order rotated, fresh servers for every arm; "
-      f"medians. `shared`: 128 groups x 8 requests sharing a 4,096-token system prompt (the groups' prefixes "
-      f"overflow one server's cache, not the fleet's); `mooncake`: the demo's Mooncake trace, timestamps "
+      f"medians. `shared`: {fmt(res.get('sat_shared_groups'))} groups x {fmt(res.get('sat_shared_per_group'))} "
+      f"requests sharing a {fmt(res.get('sat_shared_system_tokens'))}-token system prompt (at the full run's 128 x 8 "
+      f"and 4,096 tokens the groups' prefixes overflow one server's cache, not the fleet's); `mooncake`: the "
+      f"demo's Mooncake trace's first {fmt(res.get('sat_mooncake_requests'))} requests, timestamps "
       f"ignored. HAProxy hashes the body's first bytes (`balance hash req.body`, consistent).\n")
     w("| workload | arm | hit rate | req/s | vs round-robin | vs HAProxy | TTFT p50 s | TTFT p99 s | failed |")
     w("|---|---|---|---|---|---|---|---|---|")
@@ -562,7 +569,7 @@ for k in sorted(res):
     w(f"| {k} | {fmt(res[k], 4)} |")
 w("")
 w("## How to run\n")
-w("`make bench` (full, ~10-15 min) or `make bench-smoke` (< 2 min, what CI runs); both call "
+w(f"`make bench` (full; this run took {meta.get('wall_s', '?')} s) or `make bench-smoke` (< 2 min, what CI runs); both call "
   "`BUILD=build tools/bench/run.sh full|smoke` as root. `KVB_ONLY=\"xdp_bench e2e_bench\"` runs a subset; the "
   "scripts' headers list their knobs (KVB_XDP_CORES, KVB_E2E_REPS, KVB_LLM_LIMIT, ...). No figure is a pass/fail test.\n")
 

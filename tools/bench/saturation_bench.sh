@@ -192,11 +192,16 @@ for wl in $WORKLOADS; do
     done
 done
 
+KVB_SHAPE="$GROUPS_N $PER_GROUP $SYS_LEN $MC_LIMIT" \
 python3 - "$RAW" "$FRAG" "$REPS" "$CONC" "$SCALE" "$NBE" "$WORKLOADS" "$ARMS" <<'PY' || die "the figures step failed (see above)"
 import glob, json, os, statistics, sys
 raw, frag, reps, conc, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 workloads, arms = sys.argv[7].split(), sys.argv[8].split()
 f = {"sat_concurrency": conc, "sat_time_scale": scale, "sat_backends": nbe, "sat_reps": reps}
+# The workloads' shape, for the report's prose (smoke and KVB_SAT_* runs differ from full).
+for k, v in zip(("sat_shared_groups", "sat_shared_per_group", "sat_shared_system_tokens",
+                 "sat_mooncake_requests"), os.environ["KVB_SHAPE"].split()):
+    f[k] = int(v)
 short = {"rr": "rr", "kvsteer": "kvsteer", "kvsteer-keepalive": "kvsteer_keepalive", "haproxy": "haproxy"}
 ok = True
 for wl in workloads:
