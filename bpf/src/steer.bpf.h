@@ -414,8 +414,22 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
         sc = kvs_scan_head(ctx, off, len, 12, &h);
         if (!sc) return 0;
         if (sc->b[9] == '1') { /* 1xx: the final response follows it */
-            if (h.hdr_end) f->resp_end = seq + h.hdr_end;
-            return 0;
+            if (!h.hdr_end) return 0;
+            f->resp_end = seq + h.hdr_end;
+            /* ... in this segment too (100 Continue and the answer written together): its head
+             * read here. Before, it went unseen, s2c.msgs stayed one behind for good, and every
+             * later request of the connection was "owed" (no boundary, never idle). A second 1xx
+             * in one segment is left to its successor's own segment. */
+            if (h.hdr_end + 5 > len) return 0;
+            off += h.hdr_end;
+            len -= h.hdr_end;
+            seq += h.hdr_end;
+            if (bpf_xdp_load_bytes(ctx, off, t, 5) || t[0] != 'H' || t[1] != 'T' || t[2] != 'T' ||
+                t[3] != 'P' || t[4] != '/')
+                return 0;
+            __builtin_memset(&h, 0, sizeof(h));
+            sc = kvs_scan_head(ctx, off, len, 12, &h);
+            if (!sc || sc->b[9] == '1') return 0;
         }
         hint = f->chunk_end;
         f->chunk_end = 0;

@@ -1372,6 +1372,38 @@ TEST_P(BpfBoundary, NoBoundaryWhileAnythingIsOutstanding) {
     EXPECT_EQ(state(ks), 0);
 }
 
+// A 1xx head (100 Continue) and the final response: apart, or written together in one segment.
+// Either way the final response is counted and its end read, and the next request is a boundary.
+// Before, the final head after a 1xx in the same segment went unseen: the response count stayed
+// one behind, and every later request of the connection was "owed".
+TEST_P(BpfBoundary, AnInterimResponseAndTheFinalOneInOneSegment) {
+    const std::string interim = "HTTP/1.1 100 Continue\r\n\r\n";
+    const std::string final_ = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for (const bool together : {false, true}) {
+        SCOPED_TRACE(together ? "one segment" : "two segments");
+        SetUp();
+        if (together) {
+            expect_verdict(response(0, interim + final_), XDP_TX_, KVS_R_TX_FWD_S2C);
+        } else {
+            expect_verdict(response(0, interim), XDP_TX_, KVS_R_TX_FWD_S2C);
+            kvs_flow b{};
+            ASSERT_TRUE(h_->get_flow(ks, &b));
+            EXPECT_EQ(b.msgs, 0) << "an interim response is no response";
+            EXPECT_EQ(b.resp_end, kBisn + 1 + interim.size());
+            expect_verdict(response(static_cast<std::uint32_t>(interim.size()), final_), XDP_TX_,
+                           KVS_R_TX_FWD_S2C);
+        }
+        const std::uint32_t n = static_cast<std::uint32_t>(interim.size() + final_.size());
+        kvs_flow b{};
+        ASSERT_TRUE(h_->get_flow(ks, &b));
+        EXPECT_EQ(b.msgs, 1);
+        EXPECT_EQ(b.resp, KVS_RESP_END);
+        EXPECT_EQ(b.resp_end, kBisn + 1 + n);
+        expect_verdict(next_request(n), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+        EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
+    }
+}
+
 // No dataplane worker to take the request: the flow's worker stopped (heartbeat 0) or silent
 // past KVS_DP_ALIVE_NS. The request stays on its backend; before, it was marked and every
 // packet of the connection went to a queue with no socket until a dataplane came back.
