@@ -150,8 +150,8 @@ for arm, p in (("prefix", "llm_prefix"), ("round-robin", "llm_rr"),
     ds = []
     for path in sorted(glob.glob(os.path.join(raw, f"{arm}.*.summary.json"))):
         ds.append(json.load(open(path)))
-    if not ds:
-        continue
+    if len(ds) != reps:  # a run without its summary: the arms' medians would be over unequal sets
+        sys.exit(f"[llm] {arm}: {len(ds)} of {reps} runs left a summary (see {raw})")
     def col(k):
         return [d[k] for d in ds if d.get(k) is not None and d.get(k) != -1]
     summary[arm] = ds

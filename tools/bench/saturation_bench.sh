@@ -193,7 +193,7 @@ for wl in $WORKLOADS; do
 done
 
 KVB_SHAPE="$GROUPS_N $PER_GROUP $SYS_LEN $MC_LIMIT" \
-python3 - "$RAW" "$FRAG" "$REPS" "$CONC" "$SCALE" "$NBE" "$WORKLOADS" "$ARMS" <<'PY' || die "the figures step failed (see above)"
+python3 - "$RAW" "$FRAG" "$REPS" "$CONC" "$SCALE" "$NBE" "$WORKLOADS" "$ARMS" <<'PY'
 import glob, json, os, statistics, sys
 raw, frag, reps, conc, scale, nbe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 workloads, arms = sys.argv[7].split(), sys.argv[8].split()
@@ -207,6 +207,9 @@ ok = True
 for wl in workloads:
     for arm in arms:
         ds = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(raw, f"{wl}.{arm}.*.summary.json")))]
+        if len(ds) != reps:  # a run without its summary (timed out, crashed): the arms compare unequal sets
+            print(f"[sat] ERROR: {wl} {arm}: {len(ds)} of {reps} runs left a summary", file=sys.stderr)
+            ok = False
         if not ds:
             continue
         p = f"sat_{wl}_{short[arm]}"
@@ -247,4 +250,4 @@ sys.exit(0 if ok else 1)
 PY
 rc=$?
 log "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-((rc == 0)) || die "some requests failed or were not sent (see $RAW)"
+((rc == 0)) || die "some requests failed or were not sent, or a run left no summary (see above and $RAW)"
