@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates docs/study/: the routing-policy study (kvsteer vs baselines) with kvsteer-sim.
 # Usage: tools/sim/study.sh [--quick]   (SIM=path/to/kvsteer-sim, TRACE=path/to/mooncake.jsonl)
-# --quick: a smaller run (first 1000 trace requests) to check the pipeline; do not commit it.
+# --quick: a smaller run (first 1000 trace requests) to check the pipeline, into build/study-quick.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SIM=${SIM:-$ROOT/${BUILD:-build}/bin/kvsteer-sim}
 TRACE=${TRACE:-$ROOT/tools/demo/traces/mooncake-demo.jsonl}  # the shipped Mooncake trace
-OUT=${OUT:-$ROOT/docs/study}
 LIMIT=0
-[[ ${1:-} == --quick ]] && LIMIT=1000
+# --quick writes beside the build (not over the committed study) unless OUT says otherwise.
+if [[ ${1:-} == --quick ]]; then LIMIT=1000; OUT=${OUT:-$ROOT/${BUILD:-build}/study-quick}; fi
+OUT=${OUT:-$ROOT/docs/study}
 
 [[ -x $SIM ]] || { echo "study.sh: no simulator at $SIM (build it, or set SIM=)" >&2; exit 1; }
 [[ -r $TRACE ]] || { echo "study.sh: cannot read the Mooncake trace $TRACE (set TRACE=)" >&2; exit 1; }
