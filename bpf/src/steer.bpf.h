@@ -388,6 +388,11 @@ static __always_inline int kvs_ends_last_chunk(struct xdp_md *ctx, __u32 off, __
     return len == 5 && t[0] == '0' && t[1] == '\r' && t[2] == '\n' && t[3] == '\r' && t[4] == '\n';
 }
 
+/* Whether 5 loaded bytes begin a response head ("HTTP/"). */
+static __always_inline int kvs_http_head_at(const __u8 *t) {
+    return t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' && t[4] == '/';
+}
+
 /* A server->client segment with payload: a response head at the next byte starts a new
  * response (its end from Content-Length, or chunked); a chunked body ends with its last chunk.
  * Loss or reordering before the appliance can bring a chunked response's last chunk before its
@@ -409,8 +414,7 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
     if (bpf_xdp_load_bytes(ctx, off, t, 5)) return 0;
     /* A response head starts where the previous response ended (resp_end; the dataplane sets
      * it to the first byte at install): found there even when segments arrive reordered. */
-    if (seq == f->resp_end && t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' &&
-        t[4] == '/') {
+    if (seq == f->resp_end && kvs_http_head_at(t)) {
         sc = kvs_scan_head(ctx, off, len, 12, &h);
         if (!sc) return 0;
         if (sc->b[9] == '1') { /* 1xx: the final response follows it */
@@ -424,9 +428,7 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
             off += h.hdr_end;
             len -= h.hdr_end;
             seq += h.hdr_end;
-            if (bpf_xdp_load_bytes(ctx, off, t, 5) || t[0] != 'H' || t[1] != 'T' || t[2] != 'T' ||
-                t[3] != 'P' || t[4] != '/')
-                return 0;
+            if (bpf_xdp_load_bytes(ctx, off, t, 5) || !kvs_http_head_at(t)) return 0;
             __builtin_memset(&h, 0, sizeof(h));
             sc = kvs_scan_head(ctx, off, len, 12, &h);
             if (!sc || sc->b[9] == '1') return 0;

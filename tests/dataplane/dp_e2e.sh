@@ -680,14 +680,9 @@ slowloris)
     # take the share again while the requests run (one CI run: a request refused until its 10 s
     # ran out). A run during which the source cap refused anything is tried again (at most 3
     # runs: locked out for good fails); any other failure fails at once.
-    for attempt in 1 2 3; do
-        c0=$(dpe_counter dp_hold_source_cap)
-        out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
-            --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 10) && break
-        c1=$(dpe_counter dp_hold_source_cap)
-        (( ${c1:-0} > ${c0:-0} && attempt < 3 )) || dpe_fail "client 1 after the attack (run $attempt): $out"
-        dpe_log "run $attempt for client 1 met a wave of its orphans (source cap $c0 -> $c1): $out"
-    done
+    dpe_retry_if dp_hold_source_cap "client 1 after the attack" : \
+        ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 10
     dpe_log "client 1 (the attacker's address) served again after $((SECONDS - t0)) s: $out"
     ;;
 slowloris_nocap)
@@ -714,18 +709,15 @@ slowloris_nocap)
     # again while the requests run (one CI run: a third stall 2 s into them, one request timed out
     # during its recovery). A run during which a new stall was detected is tried again once that
     # one is re-created (at most 3 runs); any other failure fails at once.
-    for attempt in 1 2 3; do
-        s0=$(dpe_counter dp_rx_stall)
-        out=$(ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
-            --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) && break
-        s1=$(dpe_counter dp_rx_stall)
-        (( ${s1:-0} > ${s0:-0} && attempt < 3 )) || dpe_fail "after the attack (run $attempt): $out"
-        dpe_log "run $attempt after the attack met a new receive-path stall ($s0 -> $s1): $out"
+    recovered_wait() {  # until every stall detected is re-created
         for _ in $(seq 50); do
             (( $(dpe_counter dp_rx_stall) == $(dpe_counter dp_rx_recovered) )) && break
             sleep 0.1
         done
-    done
+    }
+    dpe_retry_if dp_rx_stall "requests after the attack" recovered_wait \
+        ip netns exec "$KVS_NS_CLIENT" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
+        --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5
     dpe_log "20 requests after the attack: $out"
     ;;
 rx_stall)

@@ -214,6 +214,21 @@ PY
 
 dpe_flows() { "$DPE_BIN/kvsteer-dp-fixture" flows --bpffs "$DPE_BPFFS"; }
 dpe_counter() { "$DPE_BIN/kvsteer-dp-fixture" counters --bpffs "$DPE_BPFFS" | awk -v k="$1" '$1 == k {print $2}'; }
+# dpe_retry_if COUNTER WHAT HOOK CMD...: runs CMD, its output in $out, at most 3 times. A run that
+# fails is tried again (after HOOK; `:` for none) only when COUNTER grew during it: a disturbance
+# the test expects and counts. Any other failure, or a third, fails the test naming WHAT.
+dpe_retry_if() {
+    local counter=$1 what=$2 hook=$3 attempt c0 c1
+    shift 3
+    for attempt in 1 2 3; do
+        c0=$(dpe_counter "$counter")
+        out=$("$@") && return 0
+        c1=$(dpe_counter "$counter")
+        (( ${c1:-0} > ${c0:-0} && attempt < 3 )) || dpe_fail "$what (run $attempt): $out"
+        dpe_log "run $attempt of $what met $counter $c0 -> $c1: $out"
+        "$hook"
+    done
+}
 # dpe_n NAME: the same, 0 when the counter is not listed.
 dpe_n() { local v; v=$(dpe_counter "$1"); echo "${v:-0}"; }
 
