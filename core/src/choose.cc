@@ -118,7 +118,9 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     // new prefix's burst follows its first request before kvsteerd publishes it); else the deepest
     // affinity match's least-loaded replica within its bound (affinity_bound: c x the mean, never
     // below the least load + 1 + slack; at light load, a holder whose estimated prompt work in
-    // flight is far above the least's loses a flow it matches: a work gate);
+    // flight is far above the least's loses a flow it matches: a work gate; at any load, a holder
+    // that took far more flows than the mean in the last few hundred ms loses it: the intake
+    // gate, kIntakeSlack);
     // else, a prefix no backend is known to hold, the first
     // backend of the consistent-hash walk on the prefix hash within miss_tolerance() of the
     // least loaded: the least loaded when idle or lightly loaded (a shared preamble no longer
@@ -186,8 +188,37 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             return true;
         return w <= work_min + allowance;
     };
+    // An intake count (RecentChoices::Intake), decayed to now.
+    auto decayed = [&](const RecentChoices::Intake &k) -> double {
+        const std::uint64_t at = __atomic_load_n(&k.at_ns, __ATOMIC_RELAXED);
+        const double v = static_cast<double>(__atomic_load_n(&k.milli, __ATOMIC_RELAXED)) / 1000.0;
+        if (s.now_ns <= at) return v;
+        return v * std::exp2(-static_cast<double>(s.now_ns - at) / kIntakeHalfLifeNs);
+    };
+    auto store = [&](RecentChoices::Intake &k, double v) {
+        __atomic_store_n(&k.milli, static_cast<std::uint64_t>(v * 1000.0), __ATOMIC_RELAXED);
+        __atomic_store_n(&k.at_ns, s.now_ns, __ATOMIC_RELAXED);
+    };
+    // The intake gate: `id` takes the flow unless its intake + 1 (per unit of weight) is above c x
+    // the mean intake (this flow counted) + kIntakeSlack. The mean is the all-backends count over
+    // the eligible backends, read only when the holder's own count could fail it (above the slack).
+    // The counts read are kept for remember() (each decayed once a choice).
+    std::uint32_t intake_id = KVS_BACKEND_NONE;
+    double intake_v = 0, intake_all = -1;
+    auto intake_ok = [&](std::uint32_t id) {
+        if (s.now_ns == 0) return true;
+        intake_id = id;
+        intake_v = decayed(rc.intake[id]);
+        if (intake_v / share(id) + 1 <= kIntakeSlack) return true;
+        if (intake_all < 0) intake_all = decayed(rc.intake_all);
+        return intake_v / share(id) + 1 <= c * (intake_all + 1) / n_up + kIntakeSlack;
+    };
     auto remember = [&](std::uint32_t id) {
         if (retry) return;
+        if (s.now_ns != 0) {
+            store(rc.intake[id], (intake_id == id ? intake_v : decayed(rc.intake[id])) + 1);
+            store(rc.intake_all, (intake_all >= 0 ? intake_all : decayed(rc.intake_all)) + 1);
+        }
         __atomic_store_n(&rc.work[id].blocks, work_of(id) + flow_blocks, __ATOMIC_RELAXED);
         __atomic_store_n(&rc.work[id].flows, std::uint64_t{s.in_flight[id]} + 1, __ATOMIC_RELAXED);
         const std::uint64_t v = std::uint64_t{id} << 32 | generation;
@@ -216,7 +247,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             }
         }
         const int table_depth = e != nullptr && e->depth != kFixedPrefixDepth ? e->depth : -1;
-        if (depth > table_depth && id < n && s.eligible[id] && within(id, bound)) {
+        if (depth > table_depth && id < n && s.eligible[id] && within(id, bound) && intake_ok(id)) {
             ch.backend = static_cast<std::uint16_t>(id);
             ch.via = retry ? KVS_VIA_RETRY : KVS_VIA_AFFINITY;
             remember(id);
@@ -233,7 +264,8 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         double best_load = 0;
         for (unsigned r = 0; r < e->n_backends && r < KVS_MAX_REPLICAS; ++r) {
             std::uint32_t id = e->backends[r];
-            if (id >= n || !s.eligible[id] || !within(id, table_bound) || !work_ok(id, e->depth))
+            if (id >= n || !s.eligible[id] || !within(id, table_bound) || !work_ok(id, e->depth) ||
+                !intake_ok(id))
                 continue;
             if (best == KVS_BACKEND_NONE || view.norm(id) < best_load) {
                 best = id;

@@ -877,7 +877,8 @@ void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::u
 // Carrying out the binder's actions
 
 BindEnv Worker::env() {
-    bcfg_.max_held = max_held();  // the published config may change it
+    bcfg_.max_held = max_held();   // the published config may change it
+    scratch_.now_ns = clock_ns();  // the choice's intake gate (choose.h): CLOCK_MONOTONIC
     BindEnv e{bcfg_,          t_, scratch_, stats_, std::span<std::uint8_t>(buf_), clock_ms(),
               sessions_.get()};
     e.pool = pool_ != nullptr;

@@ -70,6 +70,10 @@ class Worker {
     bool keyed_by_leg(const kvs_flow_key &bkey) const { return slots_.by_leg(bkey) >= 0; }
     // Flows chosen for `backend` and not yet counted in its binds (ChooseScratch::pending).
     std::uint32_t pending(std::uint16_t backend) const { return scratch_.pending[backend]; }
+    // The recent choices this worker's choices read and keep (shared, else its own).
+    const RecentChoices &recent_choices() const {
+        return scratch_.recent != nullptr ? *scratch_.recent : scratch_.own;
+    }
     std::uint64_t counter(unsigned reason) const;
     std::uint16_t snat_lo() const { return slots_.port_lo(); }
     std::uint16_t snat_hi() const { return slots_.port_hi(); }

@@ -262,6 +262,60 @@ TEST(CoreChoose, WorkersSharingRecentChoicesFollowEachOther) {
     EXPECT_NE(c.via, KVS_VIA_AFFINITY);
 }
 
+TEST(CoreChoose, AHolderThatTookACohortJustNowLosesTheNextFlowsUntilItsIntakeDecays) {
+    // The intake gate: the holder's decayed intake + 1 must stay within c x (the mean intake,
+    // this flow counted) + kIntakeSlack. Four idle backends (in-flight counts never gate here),
+    // all intake on the holder: v + 1 <= 1.25 x (v + 1) / 4 + 6 holds for v <= 7, so 8 flows
+    // in one instant follow the table and the 9th goes elsewhere.
+    Mem m(4);
+    m.pin(0x1234, {0});
+    m.scratch->now_ns = 1'000'000'000;
+    for (int i = 0; i < 8; ++i) {
+        const Choice c = m.choose(0x1234);
+        EXPECT_EQ(c.backend, 0) << i;
+        EXPECT_EQ(c.via, KVS_VIA_AFFINITY) << i;
+    }
+    Choice c = m.choose(0x1234);
+    EXPECT_NE(c.backend, 0);
+    EXPECT_NE(c.via, KVS_VIA_AFFINITY);
+    // Ten half-lives later the intake is ~1/1000 of what it was: the holder takes it again.
+    m.scratch->now_ns += 10 * kIntakeHalfLifeNs;
+    c = m.choose(0x1234);
+    EXPECT_EQ(c.backend, 0);
+    EXPECT_EQ(c.via, KVS_VIA_AFFINITY);
+    // Flows spread in time are not gated: one every half-life keeps the holder's intake below 2.
+    for (int i = 0; i < 50; ++i) {
+        m.scratch->now_ns += kIntakeHalfLifeNs;
+        EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY) << i;
+    }
+    // No clock (now_ns 0): no gate; the same instant's 20 flows all follow the table.
+    Mem off(4);
+    off.pin(0x1234, {0});
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(off.choose(0x1234).via, KVS_VIA_AFFINITY) << i;
+}
+
+TEST(CoreChoose, ARecentChoiceIsGatedByIntakeToo) {
+    // A new prefix's burst follows its first request (a recent choice) only while the intake
+    // gate allows: the miss and 7 followers in one instant, then the 9th flow goes elsewhere.
+    Mem m(8);
+    m.scratch->now_ns = 5'000'000'000;
+    const Choice first = m.choose_blocks(0xabc, {0xb1, 0xb2});
+    ASSERT_LT(first.backend, 8);
+    m.set_in_flight(first.backend, 3);  // a miss would go elsewhere (tolerance 0 at light load)
+    int followed = 0;
+    Choice c;
+    for (int i = 0; i < 20; ++i) {
+        c = m.choose_blocks(0xabc, {0xb1, 0xb2});
+        if (c.backend != first.backend) break;
+        EXPECT_EQ(c.via, KVS_VIA_AFFINITY);
+        ++followed;
+    }
+    // v + 1 <= 1.25 x (v + 1) / 8 + 6 holds for v <= 6: the miss (v = 0) and followers at
+    // v = 1..6.
+    EXPECT_EQ(followed, 6);
+    EXPECT_NE(c.via, KVS_VIA_AFFINITY);
+}
+
 TEST(CoreChoose, AShallowMatchGetsAShareOfTheSlack) {
     // A match on the first of a flight's 4 blocks gets a quarter of the slack (32 / 4 = 8): its
     // holder keeps requests up to least + 1 + 8; one on the last block, the whole slack.

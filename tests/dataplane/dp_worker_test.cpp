@@ -502,6 +502,10 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     EXPECT_EQ(tables->ring[0].backend_id, be);
     EXPECT_EQ(tables->ring[0].key_kind, KVS_KEY_OPENAI_CHAT);
     EXPECT_NE(tables->ring[0].prefix_hash, 0u);
+    // The choice ran on the worker's clock (CLOCK_MONOTONIC): the intake gate counted the flow.
+    EXPECT_EQ(worker->recent_choices().intake[be].milli, 1000u);
+    EXPECT_NE(worker->recent_choices().intake[be].at_ns, 0u);
+    EXPECT_EQ(worker->recent_choices().intake_all.milli, 1000u);
 
     // A retransmitted SYN-ACK (our ACK lost) is ACKed again, not forwarded to the client.
     inject(rp.rx, make_seg(rp.pool, sa));

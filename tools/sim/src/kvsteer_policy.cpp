@@ -53,6 +53,8 @@ class Kvsteer final : public Policy {
         const PrefixHashes h = steering_hashes(k, limiter_, session_cap(cfg_), slot);
         const bool counted = slot != SessionLimiter::kNone;
         if (counted) session_of_[idx] = slot;
+        // The intake gate's clock: the dataplane's is real time, as the daemon's (dns).
+        scratch_->now_ns = dns(now) + 1;
         const Choice ch = choose_backend(t_, h, tuple_hash, {}, *scratch_);
         const uint32_t id = ch.backend < n_ ? ch.backend : 0;
         ++via_[std::min<uint32_t>(ch.via, 4)];

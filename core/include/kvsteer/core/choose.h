@@ -56,7 +56,27 @@ struct RecentChoices {
         std::uint64_t flows = 0;
     };
     Work work[KVS_MAX_BACKENDS];
+    // Each backend's recent intake: the flows chosen for it, a count that halves every
+    // kIntakeHalfLifeNs, x1000, as of `at_ns` (ChooseScratch::now_ns). Kept as `work` is.
+    struct Intake {
+        std::uint64_t at_ns = 0;
+        std::uint64_t milli = 0;
+    };
+    Intake intake[KVS_MAX_BACKENDS];
+    // The same over every backend: the gate's mean is this over the eligible backends' count (a
+    // backend out of rotation takes no flows, and its share decays away).
+    Intake intake_all;
 };
+
+// The intake gate (tools/sim/README.md, round 6): an affinity holder (a recent choice or an
+// affinity-table replica) whose recent intake (RecentChoices::Intake), counting this flow, is
+// above c x the mean intake of the eligible backends (counting this flow) + kIntakeSlack loses
+// the flow to the least loaded choice. In-flight counts miss a returning cohort: a holder's
+// conversations that finished together (one decode batch) leave it least loaded by count, and
+// their next turns, all matching it, come back within a think time and queue their prefills
+// behind each other there. Half-life of the count, and the slack in flows:
+inline constexpr std::uint64_t kIntakeHalfLifeNs = 200'000'000;
+inline constexpr double kIntakeSlack = 6;
 
 // Per-worker scratch so a choice allocates nothing.
 struct ChooseScratch {
@@ -72,6 +92,9 @@ struct ChooseScratch {
     // that counts at the choice.
     std::uint32_t pending[KVS_MAX_BACKENDS]{};
     std::uint32_t rr_cursor = 0;
+    // The caller's monotonic clock (ns) at this choice, the same clock for every caller sharing
+    // `recent`; 0: no intake gate (nor intake kept).
+    std::uint64_t now_ns = 0;
     // Where recent choices are kept: the dataplane's shared table, or (null) `own`.
     RecentChoices *recent = nullptr;
     RecentChoices own;
@@ -87,7 +110,8 @@ struct ChooseScratch {
 // holds, made at most kRecentGenerations generations ago, when that block is deeper than the
 // affinity table's match (a fixed-prefix match counts as shallower than any block) and its backend
 // is eligible and within affinity_bound() with the whole slack (not the depth's share, and no work
-// gate: a burst of one prefix follows its first request; tools/sim/README round 5; via AFFINITY);
+// gate: a burst of one prefix follows its first request; tools/sim/README round 5; via AFFINITY)
+// and passes the intake gate (kIntakeSlack: not when s.now_ns is 0);
 // else the least loaded replica of the deepest affinity match whose in_flight + 1 stays within its
 // backend's max_load, or, when that is 0, within affinity_bound() (load_bound.h: c x the mean,
 // never below the least in_flight + 1 + load_slack x the share of the flight's blocks the match
@@ -95,13 +119,13 @@ struct ChooseScratch {
 // fixed-prefix one while that bound is the slack's rather than c x the mean, whose estimated work
 // in flight (RecentChoices::Work) is within c x the mean work or within kWorkGateRatio (a match
 // covering every block of the flight; else kWorkGatePartialRatio) x the flow's prompt blocks of the
-// least; else choose_least_loaded() over the active Maglev half on h.prefix with
-// miss_tolerance(total, n) (the first backend of the walk within floor(mean / 10) of the least
-// loaded: the least loaded at light load; via MAGLEV when that is the walk's first candidate, else
-// MAGLEV_SPILL). Every PREFIX choice but a retry is recorded in the recent choices. FIVE_TUPLE:
-// Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id. `family` (enum
-// kvs_family): only backends of that address family are eligible (a flow is never translated
-// between IPv4 and IPv6); KVS_AF_NONE: any.
+// least, and which passes the intake gate; else choose_least_loaded() over the active Maglev half
+// on h.prefix with miss_tolerance(total, n) (the first backend of the walk within floor(mean / 10)
+// of the least loaded: the least loaded at light load; via MAGLEV when that is the walk's first
+// candidate, else MAGLEV_SPILL). Every PREFIX choice but a retry is recorded in the recent choices.
+// FIVE_TUPLE: Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id.
+// `family` (enum kvs_family): only backends of that address family are eligible (a flow is never
+// translated between IPv4 and IPv6); KVS_AF_NONE: any.
 Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five_tuple_hash,
                       std::span<const std::uint16_t> exclude, ChooseScratch &s,
                       std::uint8_t family = KVS_AF_NONE) noexcept;
