@@ -117,6 +117,18 @@ def main():
         if p["flags"] & 0x01:
             c["fin"] = True
         n = p["len"] + (1 if p["flags"] & 0x01 else 0)
+        # Whether the segment moved the stream on (new bytes, or a pure ACK with a newer seq or
+        # ack): only those prove when they were sent. One that moves nothing (a duplicate ACK, a
+        # window update, a retransmission) may have been sent before or after its neighbours, so
+        # its TSval is not the mark later segments are held to (c["ts"]: the newest TSval of a
+        # segment that moved the stream). Else a window update overtaking the duplicate ACKs
+        # sent just before it, all at one seq and ack, read as a TSval going backwards.
+        sent_end = (p["seq"] + n) & 0xFFFFFFFF
+        if n:
+            moved = c.get("sent_to") is None or after(sent_end, c["sent_to"])
+        else:
+            moved = (c.get("sent_to") is None or after(p["seq"], c["sent_to"])
+                     or c.get("max_ack") is None or after(p["ack"], c["max_ack"]))
         if p["tsval"] is not None and c["ts"] is not None and after(c["ts"], p["tsval"]):
             # Sent before something already seen: it starts before the furthest sequence point
             # a segment seen so far was sent at (a pure ACK carries the sender's next byte, so
@@ -130,10 +142,9 @@ def main():
                 c["reordered"] = c.get("reordered", 0) + 1
             else:
                 problems.append(f"{key}: TSval went backwards {c['ts']} -> {p['tsval']}")
-        sent_end = (p["seq"] + n) & 0xFFFFFFFF
         if c.get("sent_to") is None or after(sent_end, c["sent_to"]):
             c["sent_to"] = sent_end
-        if p["tsval"] is not None and (c["ts"] is None or after(p["tsval"], c["ts"])):
+        if moved and p["tsval"] is not None and (c["ts"] is None or after(p["tsval"], c["ts"])):
             c["ts"] = p["tsval"]
         if p["flags"] & 0x10 and (c.get("max_ack") is None or after(p["ack"], c["max_ack"])):
             c["max_ack"] = p["ack"]
