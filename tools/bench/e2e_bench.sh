@@ -5,7 +5,7 @@
 # balancer pinned to the same CPU (KVB_LB_CPU) and the client + backends on the others.
 #
 # Arms, alternated in blocks inside each repetition (the starting arm rotates): direct (client ->
-# backend 1, the baseline for added latency and CPU), kvsteer (client -> VIP: XDP + DPDK dataplane
+# the backends themselves, one wrk thread per backend: the baseline for added latency and CPU), kvsteer (client -> VIP: XDP + DPDK dataplane
 # with --idle adaptive + kvsteerd), kvsteer_busy (the same, dataplane --idle busy: a dedicated
 # polling core), kvsteer_sleep (full mode: --idle adaptive with --idle-wake false, the plain
 # sleeps the adaptive mode had before it slept on the AF_XDP socket), kvsteer_pool (kvsteer with
@@ -355,8 +355,17 @@ run_one() {
         perf record -q -g "${target[@]}" -o "$RAW/perf.$wl.$arm.$rep.data" -- sleep "$secs" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} taskset -c "$LOAD_CPUS" \
-        wrk -t1 -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
+    # One wrk thread per backend (at most one per connection), in every arm: the direct arm's
+    # threads each go to their own backend (KVB_THREAD_ADDRS), so it spreads over the same
+    # backends as the balancers do (before, all of it went to backend 1, which then queued: the
+    # balancers' "added latency" came out negative where connections > 1).
+    local conns=${WL_CONN[$wl]} threads addrs="" k
+    threads=$(( conns < NBE ? conns : NBE ))
+    if [[ "$arm" == direct ]]; then
+        for ((k = 1; k <= threads; k++)); do addrs+="${KVS_BE_IP[$k]}:8000 "; done
+    fi
+    out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} KVB_THREAD_ADDRS="$addrs" taskset -c "$LOAD_CPUS" \
+        wrk -t"$threads" -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
     read -r au1 as1 <<<"$(proc_ticks $pids)"; read -r t1 i1 q1 l1 <<<"$(sys_ticks)"
     [[ -n "$perf_pid" ]] && wait "$perf_pid"
     [[ "${KVB_E2E_DIAG:-0}" == 1 && "$record" == 1 ]] && diag_snapshot "$RAW/diag.$wl.$arm.$rep.1" $pids

@@ -2,7 +2,8 @@
 -- of KVB_PREFIXES distinct prefixes (cycled), so a prefix-aware balancer has keys to spread.
 -- Environment: KVB_BODY_BYTES (body size, default 512), KVB_PREFIXES (64), KVB_ECHO_BYTES
 -- (response padding asked of kvsteer-gpu-emu, 0), KVB_CLOSE=1 (one request per connection),
--- KVB_STREAM=1 (SSE), KVB_MAX_TOKENS (1).
+-- KVB_STREAM=1 (SSE), KVB_MAX_TOKENS (1), KVB_THREAD_ADDRS ("ip:port ip:port ...": wrk's
+-- threads connect to these in turn instead of the URL's host; the Host header stays the URL's).
 -- done() prints one line "KVB_JSON {...}" with counts, errors and latency percentiles (us).
 local size = tonumber(os.getenv("KVB_BODY_BYTES") or "512")
 local nprefix = tonumber(os.getenv("KVB_PREFIXES") or "64")
@@ -12,6 +13,21 @@ local stream = os.getenv("KVB_STREAM") == "1"
 local max_tokens = tonumber(os.getenv("KVB_MAX_TOKENS") or "1")
 local reqs = {}
 local idx = 0
+
+local thread_addrs = {}
+for a in string.gmatch(os.getenv("KVB_THREAD_ADDRS") or "", "%S+") do
+   thread_addrs[#thread_addrs + 1] = a
+end
+local nthreads = 0
+
+function setup(thread)
+   if #thread_addrs == 0 then return end
+   local host, port = thread_addrs[nthreads % #thread_addrs + 1]:match("^(.+):(%d+)$")
+   nthreads = nthreads + 1
+   local addrs = wrk.lookup(host, port)
+   if not addrs or #addrs == 0 then error("KVB_THREAD_ADDRS: cannot resolve " .. host) end
+   thread.addr = addrs[1]
+end
 
 function init(args)
    for i = 1, nprefix do
