@@ -191,6 +191,38 @@ TEST(ReplayTrace, SharedPrefixWorkloadShape) {
         }
 }
 
+TEST(ReplayTrace, SelectionSkipsSortsLimitsAndRebases) {
+    // Epoch-millisecond times out of file order, one request over the token cap.
+    auto item = [](double t, std::uint64_t tokens, std::uint64_t id) {
+        WorkItem w;
+        w.t_s = t;
+        w.input_tokens = tokens;
+        w.output_tokens = id;  // a tag to follow each item
+        return w;
+    };
+    std::vector<WorkItem> v{item(1.7e9 + 5, 100, 1), item(1.7e9 + 2, 100, 2),
+                            item(1.7e9 + 1, 9000, 3), item(1.7e9 + 2, 100, 4),
+                            item(1.7e9 + 9, 100, 5)};
+    EXPECT_EQ(select_trace(v, 1000, 3), 1u);
+    ASSERT_EQ(v.size(), 3u);
+    // The earliest three kept, ties in file order, times from the first.
+    EXPECT_EQ(v[0].output_tokens, 2u);
+    EXPECT_EQ(v[1].output_tokens, 4u);
+    EXPECT_EQ(v[2].output_tokens, 1u);
+    EXPECT_DOUBLE_EQ(v[0].t_s, 0.0);
+    EXPECT_DOUBLE_EQ(v[1].t_s, 0.0);
+    EXPECT_DOUBLE_EQ(v[2].t_s, 3.0);
+    // No cap, no limit: all kept, sorted.
+    std::vector<WorkItem> w{item(4, 1, 1), item(3, 1, 2)};
+    EXPECT_EQ(select_trace(w, 0, 0), 0u);
+    ASSERT_EQ(w.size(), 2u);
+    EXPECT_EQ(w[0].output_tokens, 2u);
+    EXPECT_DOUBLE_EQ(w[1].t_s, 1.0);
+    std::vector<WorkItem> none;
+    EXPECT_EQ(select_trace(none, 10, 10), 0u);
+    EXPECT_TRUE(none.empty());
+}
+
 TEST(ReplayTrace, PoissonArrivalsDeterministic) {
     std::vector<WorkItem> a(1000), b(1000);
     poisson_arrivals(a, 50, 7);

@@ -172,21 +172,11 @@ int main(int argc, char **argv) {
             return 2;
         }
         items = std::move(pr.items);
-        if (max_input) {
-            const size_t before = items.size();
-            std::erase_if(items, [&](const WorkItem &w) { return w.input_tokens > max_input; });
-            if (!quiet && before != items.size())
-                std::cerr << "kvsteer-replay: skipped " << before - items.size()
-                          << " requests over --max-input-tokens " << max_input << "\n";
-        }
-        std::stable_sort(items.begin(), items.end(),
-                         [](const WorkItem &a, const WorkItem &b) { return a.t_s < b.t_s; });
-        if (limit && items.size() > limit) items.resize(limit);
-        // Timestamps relative to the first request.
-        if (!items.empty()) {
-            const double t0 = items.front().t_s;
-            for (auto &w : items) w.t_s -= t0;
-        }
+        // Skip, sort by arrival, limit, times from the first arrival (the simulator's order).
+        const size_t skipped = select_trace(items, max_input, limit);
+        if (!quiet && skipped)
+            std::cerr << "kvsteer-replay: skipped " << skipped
+                      << " requests over --max-input-tokens " << max_input << "\n";
     }
     if (max_output)
         for (auto &w : items) w.output_tokens = std::min(w.output_tokens, max_output);

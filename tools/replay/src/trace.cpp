@@ -80,6 +80,21 @@ std::string prompt_text(const WorkItem &w) {
     return out;
 }
 
+size_t select_trace(std::vector<WorkItem> &items, uint64_t max_input_tokens, uint64_t limit) {
+    const size_t before = items.size();
+    if (max_input_tokens)
+        std::erase_if(items, [&](const WorkItem &w) { return w.input_tokens > max_input_tokens; });
+    const size_t dropped = before - items.size();
+    std::stable_sort(items.begin(), items.end(),
+                     [](const WorkItem &a, const WorkItem &b) { return a.t_s < b.t_s; });
+    if (limit && items.size() > limit) items.resize(limit);
+    if (!items.empty()) {
+        const double t0 = items.front().t_s;
+        for (auto &w : items) w.t_s -= t0;
+    }
+    return dropped;
+}
+
 ParseResult parse_mooncake(std::istream &in, const TextGeometry &g, uint64_t limit,
                            size_t max_errors) {
     ParseResult r;

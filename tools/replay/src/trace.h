@@ -40,6 +40,12 @@ struct ParseResult {
 ParseResult parse_mooncake(std::istream &in, const TextGeometry &g, uint64_t limit = 0,
                            size_t max_errors = 20);
 
+// The requests a replay of a parsed trace sends, as kvsteer-replay and the simulator both take
+// them: those of more than `max_input_tokens` input tokens dropped (0: none), sorted by arrival
+// (stable: ties keep file order), the first `limit` (0: all), times from the first arrival (a
+// trace in epoch milliseconds starts at 0). Returns how many were dropped for their size.
+size_t select_trace(std::vector<WorkItem> &items, uint64_t max_input_tokens, uint64_t limit);
+
 struct SharedPrefixSpec {  // SGLang bench_serving --dataset-name generated-shared-prefix
     uint32_t groups = 64;
     uint32_t prompts_per_group = 16;

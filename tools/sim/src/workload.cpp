@@ -107,24 +107,10 @@ Workload load_mooncake(const std::string &path, uint64_t limit, const WorkloadOp
             msg += fmt::format("; ... ({} bad lines or more)", pr.errors.size());
         throw std::runtime_error(msg);
     }
-    {
-        // kvsteer-replay's order (tools/replay/src/main.cpp): skip, sort by arrival, limit, and
-        // times relative to the first request. Always: a trace whose times start far from 0
-        // (epoch milliseconds) waited that long in simulated time (kvsteerd's rounds ticking
-        // through it: a run that never ended), and --limit took lines in file order.
-        auto &v = pr.items;
-        if (o.max_input_tokens)
-            std::erase_if(
-                v, [&](const replay::WorkItem &w) { return w.input_tokens > o.max_input_tokens; });
-        std::stable_sort(
-            v.begin(), v.end(),
-            [](const replay::WorkItem &a, const replay::WorkItem &b) { return a.t_s < b.t_s; });
-        if (limit && v.size() > limit) v.resize(limit);
-        if (!v.empty()) {
-            const double t0 = v.front().t_s;
-            for (auto &w : v) w.t_s -= t0;
-        }
-    }
+    // kvsteer-replay's selection (replay::select_trace): skip, sort by arrival, limit, times from
+    // the first arrival. Always: a trace whose times start far from 0 (epoch milliseconds) waited
+    // that long in simulated time (kvsteerd's rounds ticking through it: a run that never ended).
+    replay::select_trace(pr.items, o.max_input_tokens, limit);
     if (pr.items.empty())
         throw std::runtime_error(fmt::format("trace file '{}' holds no request", path));
     std::string name = path;
