@@ -226,6 +226,17 @@ int main(int argc, char **argv) {
             if (std::find(policy_names().begin(), policy_names().end(), p) == policy_names().end())
                 throw std::runtime_error(fmt::format("--policies: unknown policy '{}'", p));
         const Sweep sw = parse_sweep(sweep_s, qps > 0);
+        // --speed scales trace times; Poisson arrivals (--qps) and shared-prefix's all-at-once
+        // have none to scale, and a speed there was silently ignored.
+        const bool speed_given = !vm["speed"].defaulted() || sw.param == "speed";
+        if (speed_given && qps > 0)
+            throw std::runtime_error(
+                "--speed has no effect with --qps (Poisson arrivals at that rate): vary the load "
+                "with --qps or --sweep qps=...");
+        if (speed_given && workload_kind == "shared-prefix")
+            throw std::runtime_error(
+                "--speed has no effect on shared-prefix without --qps (every request at t=0): "
+                "give --qps, or --sweep qps=...");
         if (pp.session_header_sent.empty() &&
             std::find(policies.begin(), policies.end(), "kvsteer-session") != policies.end())
             throw std::runtime_error("kvsteer-session needs --session-header");
