@@ -158,6 +158,9 @@ TEST(WorkloadTest, ConversationTurnsExtendTheirSessionAndShareTheFirstBlock) {
         const auto &seg = items[i].segments;
         ASSERT_GE(seg.size(), 2u);
         EXPECT_EQ(seg.size() % 2, 0u);  // system, then (user, reply) pairs, then the new user turn
+        // Only the system prompt carries the system prompt's id (so its text): every user turn
+        // and reply has its own.
+        for (size_t k = 1; k < seg.size(); ++k) EXPECT_NE(seg[k].id, seg[0].id) << i << "/" << k;
         if (seg.size() > 2) {
             // The previous turn of this session is an earlier item, and a prefix of this prompt.
             bool found = false;

@@ -134,10 +134,11 @@ Workload make_shared_prefix(const replay::SharedPrefixSpec &s, const WorkloadOpt
 std::vector<replay::WorkItem> conversation_items(const ConversationSpec &s,
                                                  const replay::TextGeometry &g) {
     // Segment ids: both top bits set (apart from the trace's ids and the shared-prefix tags),
-    // then the session, the turn and user (0) or reply (1).
+    // then the session + 1, the turn and user (0) or reply (1); kTag alone is the system prompt
+    // (session 0's first user turn had its id, and so its text).
     constexpr uint64_t kTag = 3ULL << 62;
     auto seg_id = [&](uint64_t session, uint64_t turn, uint64_t reply) {
-        return kTag | (session << 24) | (turn << 1) | reply;
+        return kTag | ((session + 1) << 24) | (turn << 1) | reply;
     };
     std::vector<replay::WorkItem> v;
     if (s.sessions == 0 || s.turns == 0) return v;
