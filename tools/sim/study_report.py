@@ -14,15 +14,20 @@ LOADS = [
     ("load-conversation-8", "Conversation sessions sharing one system prompt (1024 sessions), 8 servers", "speed"),
 ]
 KNOBS = [
-    ("knob-load-factor", "load factor c (first 2000 Mooncake requests, 8 servers; radix for reference)"),
-    ("knob-prefix-len", "fixed-prefix length, bytes (first 2000 Mooncake requests, 8 servers)"),
-    ("knob-block-size", "chained block size, bytes (first 2000 Mooncake requests, 8 servers)"),
-    ("knob-replication", "replication K (first 2000 Mooncake requests, 8 servers)"),
-    ("knob-first-flight", "first-flight bytes held (first 2000 Mooncake requests, 8 servers)"),
-    ("knob-load-slack", "load slack (first 2000 Mooncake requests, 8 servers)"),
+    ("knob-load-factor", "load factor c (first {n} Mooncake requests, 8 servers; radix for reference)"),
+    ("knob-prefix-len", "fixed-prefix length, bytes (first {n} Mooncake requests, 8 servers)"),
+    ("knob-block-size", "chained block size, bytes (first {n} Mooncake requests, 8 servers)"),
+    ("knob-replication", "replication K (first {n} Mooncake requests, 8 servers)"),
+    ("knob-first-flight", "first-flight bytes held (first {n} Mooncake requests, 8 servers)"),
+    ("knob-load-slack", "load slack (first {n} Mooncake requests, 8 servers)"),
     ("knob-load-factor-sglang", "load factor c (SGLang shape, 8 servers, 120 req/s)"),
     ("knob-replication-sglang", "replication K (SGLang shape, 8 servers, 120 req/s)"),
 ]
+
+
+def knob_title(title, j):
+    """A knob's title with the run's own request count (study.sh --quick takes fewer)."""
+    return title.replace("{n}", str(j.get("workload", {}).get("requests", "?")))
 
 
 def load(d, name):
@@ -148,6 +153,7 @@ def conclusions(d):
         j = load(d, name)
         if not j:
             continue
+        title = knob_title(title, j)
         runs = [r for r in j["runs"] if r["policy"] == "kvsteer"]
         if not runs:
             continue
@@ -221,6 +227,7 @@ def main():
         j = load(d, name)
         if not j:
             continue
+        title = knob_title(title, j)
         p.append(f"### {title}\n")
         p.append(f"![{name}]({name}.png)\n")
         p.append(table(j["runs"], j["sweep"]["param"], lambda r: f"{r['sweep_value']:g}") + "\n")
