@@ -240,6 +240,19 @@ rq = req("POST", "/v1/completions", comp, extra="x-kvsteer-echo-bytes: 3000000\r
 assert st == 200 and len(out) > 3000000 and hashlib.sha256(out).hexdigest() == h["x-response-sha256"], (st, len(out))
 print("ok - half-close: the response is written in full before closing")
 
+# An HTTP/1.0 client's stream is not chunked (1.0 has no chunked coding): the body ends at the
+# close, the head says so, and it is the same SSE body the digest header names.
+sbody = json.dumps({"prompt": "old client", "max_tokens": 5, "stream": True}).encode()
+raw = exchange(b"POST /v1/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+               b"content-length: %d\r\n\r\n" % len(sbody) + sbody)
+head, sep, out = raw.partition(b"\r\n\r\n")
+hs = dict(l.split(": ", 1) for l in head.decode().split("\r\n")[1:])
+assert sep and head.startswith(b"HTTP/1.1 200 "), head
+assert "transfer-encoding" not in hs and "content-length" not in hs and hs["connection"] == "close", hs
+assert out.startswith(b"data: ") and out.endswith(b"data: [DONE]\n\n"), out[-200:]
+assert hashlib.sha256(out).hexdigest() == hs["x-response-sha256"], hs
+print("ok - HTTP/1.0 stream: unframed, ended by the close")
+
 # A client that closes mid-stream aborts its request in the scheduler.
 def metric(name):
     (st, h, out, _), = parse(exchange(req("GET", "/metrics", extra="connection: close\r\n")))
@@ -264,7 +277,7 @@ else:
 print("ok - client abort mid-stream frees the request")
 PY
 grep -q '"status":"aborted"' "$tmp/req.log" || fail "request log lacks the aborted request"
-pass "raw HTTP/1.1: pipelining, chunked bodies, 100-continue, bad requests, half-close, abort"
+pass "raw HTTP/1.1: pipelining, chunked bodies, 100-continue, bad requests, half-close, HTTP/1.0 stream, abort"
 
 # --- keep-alive: two requests, one connection
 curl -sv -o /dev/null -o /dev/null "$U/health" "$U/v1/models" 2>"$tmp/v"

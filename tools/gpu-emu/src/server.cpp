@@ -251,7 +251,9 @@ class Session : public std::enable_shared_from_this<Session> {
         res.insert("server", "uvicorn");
         if (content_length) res.insert("content-length", std::to_string(*content_length));
         if (!ctype.empty()) res.insert("content-type", ctype);
-        if (!content_length) res.insert("transfer-encoding", "chunked");
+        // A stream to an HTTP/1.0 client is not chunked (1.0 has no chunked coding): its body
+        // ends when the connection closes, as h11 (uvicorn's HTTP layer) writes it.
+        if (!content_length && !unframed_) res.insert("transfer-encoding", "chunked");
         res.insert("x-kvsteer-backend", srv_.config().server_id);
         for (const auto &[k, v] : extra) res.insert(k, v);
         if (!keep_alive_) res.insert("connection", "close");
@@ -281,6 +283,7 @@ class Session : public std::enable_shared_from_this<Session> {
         // HTTP/1.0 closes after each response, as the README says (a 1.0 "connection:
         // keep-alive" kept it open without saying so).
         keep_alive_ = req.keep_alive() && req.version() >= 11;
+        unframed_ = req.version() < 11;
         std::string_view target(req.target().data(), req.target().size());
         if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
         head_only_ = req.method() == http::verb::head;
@@ -415,11 +418,14 @@ class Session : public std::enable_shared_from_this<Session> {
                 return on_write_error();  // nothing is being written: the queue can go
             }
             writing_ = true;
-            asio::async_write(sock_, http::make_chunk(asio::buffer(b.piece)),
-                              [self = shared_from_this()](beast::error_code ec, size_t) {
-                                  if (ec) return self->on_write_error();
-                                  self->write_next();
-                              });
+            auto next = [self = shared_from_this()](beast::error_code ec, size_t) {
+                if (ec) return self->on_write_error();
+                self->write_next();
+            };
+            if (unframed_)
+                asio::async_write(sock_, asio::buffer(b.piece), std::move(next));
+            else
+                asio::async_write(sock_, http::make_chunk(asio::buffer(b.piece)), std::move(next));
             return;
         }
         if (outq_.empty()) {
@@ -439,7 +445,12 @@ class Session : public std::enable_shared_from_this<Session> {
                             },
                             [&](std::shared_ptr<StreamBody> &) {},  // handled above
                             [&](LastChunk &) {
-                                asio::async_write(sock_, http::make_chunk_last(), std::move(done));
+                                if (unframed_)  // the close ends the body
+                                    asio::post(sock_.get_executor(),
+                                               [d = std::move(done)]() mutable { d({}, 0); });
+                                else
+                                    asio::async_write(sock_, http::make_chunk_last(),
+                                                      std::move(done));
                             }},
                    outq_.front());
     }
@@ -489,6 +500,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::deque<Out> outq_;
     bool writing_ = false, closed_ = false, close_when_drained_ = false, keep_alive_ = true;
     bool head_only_ = false;  // the request being answered is a HEAD
+    bool unframed_ = false;   // ... is HTTP/1.0: a stream's body is not chunked, the close ends it
     bool stream_ = false;
     uint64_t active_ = 0;
     std::shared_ptr<StreamBody> body_;  // the active request's streaming body, being written
