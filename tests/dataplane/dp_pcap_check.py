@@ -6,7 +6,10 @@ early_segments: a loss or reordering that a retransmission repairs is normal TCP
 goes backwards on a segment sent after everything seen before it (an older segment overtaken on
 the way keeps its older TSval and is counted, reordered_segments: bytes, or an ACK, from before
 the furthest sequence point a segment seen was sent at, since a pure ACK carries the sender's
-next byte; or an ACK older than one seen), no RST arrives, and no burst of duplicate ACKs (challenge ACKs) appears. Prints a
+next byte; or an ACK older than one seen; the mark is the newest TSval of a segment that moved
+the stream on, since one that moved nothing, a duplicate ACK, a window update or a
+retransmission, proves nothing about when it was sent; a segment that moves the stream on more
+than TS_SLACK ticks below one that moved nothing is flagged too), no RST arrives, and no burst of duplicate ACKs (challenge ACKs) appears. Prints a
 JSON summary; exit 1 on any violation.
 
 --late-tx-ok: on veth, a segment the dataplane sends through AF_XDP sometimes leaves ms late
@@ -19,6 +22,12 @@ import json
 import socket
 import struct
 import sys
+
+
+# TSval ticks (ms on Linux) a segment that moved nothing (sent later, overtaking on the way) may
+# carry above a segment that moves the stream on after it. A leg translated wrong is off by far
+# more (each connection's TSval clock has its own random offset).
+TS_SLACK = 10
 
 
 def packets(path):
@@ -144,6 +153,13 @@ def main():
                 problems.append(f"{key}: TSval went backwards {c['ts']} -> {p['tsval']}")
         if c.get("sent_to") is None or after(sent_end, c["sent_to"]):
             c["sent_to"] = sent_end
+        if (moved and p["tsval"] is not None and c.get("ts_any") is not None
+                and after(c["ts_any"], (p["tsval"] + TS_SLACK) & 0xFFFFFFFF)
+                and not (c["ts"] is not None and after(c["ts"], p["tsval"]))):
+            problems.append(f"{key}: TSval went backwards {c['ts_any']} -> {p['tsval']} "
+                            f"(below a segment that moved nothing, by more than {TS_SLACK})")
+        if p["tsval"] is not None and (c.get("ts_any") is None or after(p["tsval"], c["ts_any"])):
+            c["ts_any"] = p["tsval"]
         if moved and p["tsval"] is not None and (c["ts"] is None or after(p["tsval"], c["ts"])):
             c["ts"] = p["tsval"]
         if p["flags"] & 0x10 and (c.get("max_ack") is None or after(p["ack"], c["max_ack"])):

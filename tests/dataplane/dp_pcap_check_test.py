@@ -88,6 +88,14 @@ def main():
            [synack, d1, d2, frame(isn + 201, ack, ACK, 104)] + dups +
            [frame(isn + 201, ack, PSH | ACK, 101, b"c" * 10)], 1, "TSval went backwards",
            "--late-tx-ok")
+    # A segment that moved nothing far ahead of the new bytes after it (a window update of the
+    # old leg, then a new leg's bytes translated too low): flagged.
+    expect("new bytes far below a window update",
+           [synack, d1, d2, frame(isn + 201, ack, ACK, 500),
+            frame(isn + 201, ack, PSH | ACK, 300, b"c" * 10)], 1, "below a segment that moved nothing")
+    expect("new bytes far below a retransmission",
+           [synack, d1, d2, frame(isn + 101, ack, ACK, 400, b"b" * 100),
+            frame(isn + 201, ack, PSH | ACK, 250, b"c" * 10)], 1, "below a segment that moved nothing")
     expect("a hole", [synack, d1, frame(isn + 201, ack, PSH | ACK, 103, b"c")], 1,
            "hole never filled")
     expect("a RST", [synack, d1, frame(isn + 101, ack, RST | ACK, 102)], 1, "RST from the server")

@@ -360,11 +360,13 @@ run_one() {
     # backends as the balancers do (before, all of it went to backend 1, which then queued: the
     # balancers' "added latency" came out negative where connections > 1).
     local conns=${WL_CONN[$wl]} threads addrs="" k
+    # wrk gives each thread conns / threads connections (rounded down): a divisor of conns.
     threads=$(( conns < NBE ? conns : NBE ))
+    while (( conns % threads )); do threads=$((threads - 1)); done
     if [[ "$arm" == direct ]]; then
         for ((k = 1; k <= threads; k++)); do addrs+="${KVS_BE_IP[$k]}:8000 "; done
     fi
-    out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} KVB_THREAD_ADDRS="$addrs" taskset -c "$LOAD_CPUS" \
+    out=$(ip netns exec "$KVS_NS_CLIENT" env ${WL_ENV[$wl]} KVB_THREAD_ADDRS="$addrs" KVB_THREADS="$threads" taskset -c "$LOAD_CPUS" \
         wrk -t"$threads" -c"${WL_CONN[$wl]}" -d"${secs}s" --timeout 10s -s "$ROOT/tools/bench/wrk_post.lua" "$url" 2>&1)
     read -r au1 as1 <<<"$(proc_ticks $pids)"; read -r t1 i1 q1 l1 <<<"$(sys_ticks)"
     [[ -n "$perf_pid" ]] && wait "$perf_pid"

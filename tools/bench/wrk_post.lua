@@ -3,7 +3,8 @@
 -- Environment: KVB_BODY_BYTES (body size, default 512), KVB_PREFIXES (64), KVB_ECHO_BYTES
 -- (response padding asked of kvsteer-gpu-emu, 0), KVB_CLOSE=1 (one request per connection),
 -- KVB_STREAM=1 (SSE), KVB_MAX_TOKENS (1), KVB_THREAD_ADDRS ("ip:port ip:port ...": wrk's
--- threads connect to these in turn instead of the URL's host; the Host header stays the URL's).
+-- threads connect to these in turn instead of the URL's host; the Host header stays the URL's),
+-- KVB_THREADS (wrk's -t, to spread the threads' starting prefixes).
 -- done() prints one line "KVB_JSON {...}" with counts, errors and latency percentiles (us).
 local size = tonumber(os.getenv("KVB_BODY_BYTES") or "512")
 local nprefix = tonumber(os.getenv("KVB_PREFIXES") or "64")
@@ -21,12 +22,13 @@ end
 local nthreads = 0
 
 function setup(thread)
-   if #thread_addrs == 0 then return end
-   local host, port = thread_addrs[nthreads % #thread_addrs + 1]:match("^(.+):(%d+)$")
+   thread:set("tid", nthreads)  -- each thread starts its own stretch of the prefixes (init)
    nthreads = nthreads + 1
-   local addrs = wrk.lookup(host, port)
-   if not addrs or #addrs == 0 then error("KVB_THREAD_ADDRS: cannot resolve " .. host) end
-   thread.addr = addrs[1]
+   if #thread_addrs == 0 then return end
+   local a = thread_addrs[(nthreads - 1) % #thread_addrs + 1]
+   local host, port = a:match("^(.+):(%d+)$")
+   if not host then error("KVB_THREAD_ADDRS: '" .. a .. "' is not ip:port") end
+   thread.addr = wrk.lookup(host, port)[1]
 end
 
 function init(args)
@@ -42,7 +44,11 @@ function init(args)
       if echo > 0 then hdr["x-kvsteer-echo-bytes"] = tostring(echo) end
       reqs[i] = wrk.format("POST", "/v1/chat/completions", hdr, body)
    end
-   idx = math.random(nprefix)
+   -- Each thread's Lua state is unseeded (every thread draws the same number): thread k of
+   -- KVB_THREADS starts k / KVB_THREADS of the way round, so the threads' connections send
+   -- distinct prefixes at once, as one thread's do.
+   local threads = math.max(1, tonumber(os.getenv("KVB_THREADS") or "1"))
+   idx = (math.random(nprefix) + (tid or 0) * math.floor(nprefix / threads)) % nprefix
 end
 
 function request()
