@@ -21,6 +21,11 @@ std::uint32_t depth_slack(std::uint32_t slack, std::uint8_t depth, std::uint32_t
     return static_cast<std::uint32_t>(std::max(1.0, std::floor(slack * f)));
 }
 
+// RecentChoices::intake_family's index of a backend's address family.
+unsigned family_slot(std::uint8_t family) {
+    return family == KVS_AF_INET6 ? 1 : 0;
+}
+
 bool excluded(std::span<const std::uint16_t> ex, std::uint32_t id) {
     for (auto e : ex)
         if (e == id) return true;
@@ -42,6 +47,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
     std::uint32_t first_weight = 0;
     bool weighted = false;                 // the eligible backends' weights differ
     std::uint32_t min_flows = UINT32_MAX;  // least in_flight of an eligible backend
+    std::uint32_t n_fam[2] = {0, 0};       // eligible backends by family_slot()
     for (std::uint32_t i = 0; i < n; ++i) {
         const kvs_backend_load &l = t.load[i];
         std::uint64_t b = __atomic_load_n(&l.binds, __ATOMIC_RELAXED);
@@ -56,6 +62,7 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
                         w != 0 && (family == KVS_AF_NONE || t.backends[i].family == family) &&
                         !excluded(exclude, i);
         if (s.eligible[i]) {
+            ++n_fam[family_slot(t.backends[i].family)];
             if (n_up++ == 0) first_weight = w;
             weighted |= w != first_weight;
             total += s.in_flight[i];
@@ -196,28 +203,42 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         return v * std::exp2(-static_cast<double>(s.now_ns - at) / kIntakeHalfLifeNs);
     };
     auto store = [&](RecentChoices::Intake &k, double v) {
-        __atomic_store_n(&k.milli, static_cast<std::uint64_t>(v * 1000.0), __ATOMIC_RELAXED);
+        __atomic_store_n(&k.milli, static_cast<std::uint64_t>(std::llround(v * 1000.0)),
+                         __ATOMIC_RELAXED);
         __atomic_store_n(&k.at_ns, s.now_ns, __ATOMIC_RELAXED);
     };
-    // The intake gate: `id` takes the flow unless its intake + 1 (per unit of weight) is above c x
-    // the mean intake (this flow counted) + kIntakeSlack. The mean is the all-backends count over
-    // the eligible backends, read only when the holder's own count could fail it (above the slack).
-    // The counts read are kept for remember() (each decayed once a choice).
+    // The intake gate: `id` takes the flow unless its intake with this flow counted, per unit of
+    // weight, is above c x the mean intake of its family's eligible backends (this flow counted)
+    // + kIntakeSlack. The family's count is read only when the holder's own could fail it (above
+    // the slack). The counts read are kept for remember() (each decayed once a choice). A holder
+    // the gate refused is not the miss rule's to choose (`gated`), unless no other is eligible.
     std::uint32_t intake_id = KVS_BACKEND_NONE;
-    double intake_v = 0, intake_all = -1;
+    double intake_v = 0;
+    double fam_cache[2] = {-1, -1};
+    auto fam_count = [&](unsigned f) {
+        if (fam_cache[f] < 0) fam_cache[f] = decayed(rc.intake_family[f]);
+        return fam_cache[f];
+    };
+    std::uint32_t gated[KVS_MAX_REPLICAS + 1];
+    std::uint32_t n_gated = 0;
     auto intake_ok = [&](std::uint32_t id) {
         if (s.now_ns == 0) return true;
         intake_id = id;
         intake_v = decayed(rc.intake[id]);
-        if (intake_v / share(id) + 1 <= kIntakeSlack) return true;
-        if (intake_all < 0) intake_all = decayed(rc.intake_all);
-        return intake_v / share(id) + 1 <= c * (intake_all + 1) / n_up + kIntakeSlack;
+        const double v = (intake_v + 1) / share(id);
+        if (v <= kIntakeSlack) return true;
+        const unsigned f = family_slot(t.backends[id].family);
+        if (v <= c * (fam_count(f) + 1) / std::max<std::uint32_t>(n_fam[f], 1) + kIntakeSlack)
+            return true;
+        if (n_gated < KVS_MAX_REPLICAS + 1) gated[n_gated++] = id;
+        return false;
     };
     auto remember = [&](std::uint32_t id) {
         if (retry) return;
         if (s.now_ns != 0) {
             store(rc.intake[id], (intake_id == id ? intake_v : decayed(rc.intake[id])) + 1);
-            store(rc.intake_all, (intake_all >= 0 ? intake_all : decayed(rc.intake_all)) + 1);
+            const unsigned f = family_slot(t.backends[id].family);
+            store(rc.intake_family[f], fam_count(f) + 1);
         }
         __atomic_store_n(&rc.work[id].blocks, work_of(id) + flow_blocks, __ATOMIC_RELAXED);
         __atomic_store_n(&rc.work[id].flows, std::uint64_t{s.in_flight[id]} + 1, __ATOMIC_RELAXED);
@@ -280,8 +301,17 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
         }
     }
     bool spilled = false;
+    // A holder the intake gate refused sits this choice out (it is most often the least loaded:
+    // the miss rule would give the flow straight back), unless it leaves no one.
+    for (std::uint32_t i = 0; i < n_gated; ++i) s.eligible[gated[i]] = 0;
     std::uint32_t id = choose_least_loaded(
         table, h.prefix, view, miss_tolerance(static_cast<double>(total), n_up), &spilled);
+    if (n_gated != 0) {
+        for (std::uint32_t i = 0; i < n_gated; ++i) s.eligible[gated[i]] = 1;
+        if (id >= n)
+            id = choose_least_loaded(table, h.prefix, view,
+                                     miss_tolerance(static_cast<double>(total), n_up), &spilled);
+    }
     if (id < n) {
         ch.backend = static_cast<std::uint16_t>(id);
         ch.via = retry ? KVS_VIA_RETRY : spilled ? KVS_VIA_MAGLEV_SPILL : KVS_VIA_MAGLEV;

@@ -294,6 +294,55 @@ TEST(CoreChoose, AHolderThatTookACohortJustNowLosesTheNextFlowsUntilItsIntakeDec
     for (int i = 0; i < 20; ++i) EXPECT_EQ(off.choose(0x1234).via, KVS_VIA_AFFINITY) << i;
 }
 
+TEST(CoreChoose, AGatedHolderIsNotTheMissRulesToChoose) {
+    // The returning cohort: the holder is the least loaded by count, so the miss rule alone
+    // would hand a refused flow straight back to it; it sits the choice out instead.
+    Mem m(4);
+    m.pin(0x1234, {0});
+    for (std::uint32_t i = 1; i < 4; ++i) m.set_in_flight(i, 10);
+    m.scratch->now_ns = 1'000'000'000;
+    for (int i = 0; i < 8; ++i) ASSERT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY) << i;
+    const Choice c = m.choose(0x1234);  // the 9th is refused, and goes to another backend
+    EXPECT_NE(c.via, KVS_VIA_AFFINITY);
+    EXPECT_NE(c.backend, 0);
+    EXPECT_LT(c.backend, 4);
+    // (That flow raised the mean: 9 + 1 <= 1.25 x 10 / 4 + 6 lets the holder take the next.)
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    // Refused with no other backend eligible, it still takes the flow (a refusal is no outage).
+    Mem one(4);
+    one.pin(0x1234, {0});
+    for (std::uint32_t i = 1; i < 4; ++i) one.backends[i].state = KVS_BE_DOWN;
+    one.scratch->now_ns = 1'000'000'000;
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(one.choose(0x1234).backend, 0) << i;
+}
+
+TEST(CoreChoose, TheIntakeGatesMeanIsTheHoldersFamilys) {
+    // 4 IPv4 and 4 IPv6 backends: a busy IPv6 side does not loosen the IPv4 gate (its mean is
+    // the IPv4 count over the 4 IPv4 backends): 8 IPv4 flows in one instant follow the table,
+    // the 9th does not, as with no IPv6 traffic at all.
+    Mem m(8);
+    for (std::uint32_t i = 0; i < 8; ++i) m.backends[i].family = i < 4 ? KVS_AF_INET : KVS_AF_INET6;
+    m.pin(0x1234, {0});
+    m.scratch->now_ns = 1'000'000'000;
+    auto choose = [&](std::uint64_t prefix, std::uint8_t family) {
+        PrefixHashes h;
+        h.prefix = prefix;
+        return choose_backend(m.tables(), h, prefix, {}, *m.scratch, family);
+    };
+    for (int i = 0; i < 400; ++i) {
+        const Choice c = choose(0x9000 + i, KVS_AF_INET6);  // misses, spread over the IPv6 four
+        ASSERT_GE(c.backend, 4);
+    }
+    for (int i = 0; i < 8; ++i) {
+        const Choice c = choose(0x1234, KVS_AF_INET);
+        EXPECT_EQ(c.backend, 0) << i;
+        EXPECT_EQ(c.via, KVS_VIA_AFFINITY) << i;
+    }
+    const Choice c = choose(0x1234, KVS_AF_INET);
+    EXPECT_NE(c.via, KVS_VIA_AFFINITY);
+    EXPECT_LT(c.backend, 4);
+}
+
 TEST(CoreChoose, ARecentChoiceIsGatedByIntakeToo) {
     // A new prefix's burst follows its first request (a recent choice) only while the intake
     // gate allows: the miss and 7 followers in one instant, then the 9th flow goes elsewhere.

@@ -505,7 +505,7 @@ TEST_F(BindTest, SynAckFlushesHeldSegmentsRewrittenAndInstallsBothEntries) {
     // The choice ran on the worker's clock (CLOCK_MONOTONIC): the intake gate counted the flow.
     EXPECT_EQ(worker->recent_choices().intake[be].milli, 1000u);
     EXPECT_NE(worker->recent_choices().intake[be].at_ns, 0u);
-    EXPECT_EQ(worker->recent_choices().intake_all.milli, 1000u);
+    EXPECT_EQ(worker->recent_choices().intake_family[0].milli, 1000u);  // IPv4
 
     // A retransmitted SYN-ACK (our ACK lost) is ACKed again, not forwarded to the client.
     inject(rp.rx, make_seg(rp.pool, sa));

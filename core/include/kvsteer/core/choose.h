@@ -63,18 +63,20 @@ struct RecentChoices {
         std::uint64_t milli = 0;
     };
     Intake intake[KVS_MAX_BACKENDS];
-    // The same over every backend: the gate's mean is this over the eligible backends' count (a
-    // backend out of rotation takes no flows, and its share decays away).
-    Intake intake_all;
+    // The same over the backends of each address family (0: IPv4, 1: IPv6; a flow never crosses
+    // families): the gate's mean is this over the family's eligible backends (one out of rotation
+    // takes no flows, and its share decays away; a retry's tried backends stay in it).
+    Intake intake_family[2];
 };
 
 // The intake gate (tools/sim/README.md, round 6): an affinity holder (a recent choice or an
-// affinity-table replica) whose recent intake (RecentChoices::Intake), counting this flow, is
-// above c x the mean intake of the eligible backends (counting this flow) + kIntakeSlack loses
-// the flow to the least loaded choice. In-flight counts miss a returning cohort: a holder's
-// conversations that finished together (one decode batch) leave it least loaded by count, and
-// their next turns, all matching it, come back within a think time and queue their prefills
-// behind each other there. Half-life of the count, and the slack in flows:
+// affinity-table replica) whose recent intake (RecentChoices::Intake) with this flow counted, per
+// unit of weight, is above c x the mean intake of its family's eligible backends (this flow
+// counted) + kIntakeSlack loses the flow; the miss rule places it with that holder left out
+// (unless it leaves no one). In-flight counts miss a returning cohort: a holder's conversations
+// that finished together (one decode batch) leave it least loaded by count, and their next turns,
+// all matching it, come back within a think time and queue their prefills behind each other
+// there. Half-life of the counts, and the slack in flows:
 inline constexpr std::uint64_t kIntakeHalfLifeNs = 200'000'000;
 inline constexpr double kIntakeSlack = 6;
 
@@ -122,7 +124,8 @@ struct ChooseScratch {
 // least, and which passes the intake gate; else choose_least_loaded() over the active Maglev half
 // on h.prefix with miss_tolerance(total, n) (the first backend of the walk within floor(mean / 10)
 // of the least loaded: the least loaded at light load; via MAGLEV when that is the walk's first
-// candidate, else MAGLEV_SPILL). Every PREFIX choice but a retry is recorded in the recent choices.
+// candidate, else MAGLEV_SPILL), a holder the intake gate refused left out unless no other
+// backend is eligible. Every PREFIX choice but a retry is recorded in the recent choices.
 // FIVE_TUPLE: Maglev on `five_tuple_hash`, load ignored. ROUND_ROBIN: the next eligible id.
 // `family` (enum kvs_family): only backends of that address family are eligible (a flow is never
 // translated between IPv4 and IPv6); KVS_AF_NONE: any.
