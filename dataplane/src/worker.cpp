@@ -155,6 +155,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
                          : local_stats_;
     scratch_.recent = p_.recent;
+    syn_seed_ = static_cast<std::uint32_t>(rte_rand());
     const PortShare share = port_share(t_, p_);
     all_lo_ = share.lo;
     all_hi_ = share.hi;
@@ -600,16 +601,20 @@ bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
     return bpf_map_lookup_elem(t_.flows_fd, &s.ckey, &f) != 0;
 }
 
+std::size_t Worker::syn_bucket_index(std::uint64_t key) const {
+    return rte_hash_crc_8byte(key, syn_seed_) % syn_buckets_.size();
+}
+
 void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
     const kvs_config &c = *t_.config;
     if (c.syn_rate_per_prefix) {
-        // The same buckets as XDP's (synrate.h), direct-mapped by prefix: a collision shares one.
+        // The same buckets as XDP's (synrate.h), direct-mapped by prefix: prefixes that collide
+        // share one (before, a colliding prefix's SYN refilled it: SYNs alternating between two
+        // such prefixes were never limited). Only a bucket never used starts full.
         const std::uint64_t key = kvs_syn_prefix_key(&pkt), now = clock_ns();
-        SynBucket &b = syn_buckets_[rte_hash_crc_8byte(key, 0) % syn_buckets_.size()];
-        if (b.key != key) {
-            b.key = key;
-            kvs_syn_bucket_init(&b.b, now, c.syn_burst_per_prefix);
-        }
+        SynBucket &b = syn_buckets_[syn_bucket_index(key)];
+        if (b.key == 0) kvs_syn_bucket_init(&b.b, now, c.syn_burst_per_prefix);
+        b.key = key;
         if (!kvs_syn_bucket_take(&b.b, now, c.syn_rate_per_prefix, c.syn_burst_per_prefix)) {
             inc(KVS_R_DROP_SYN_RATE);
             rte_pktmbuf_free(m);

@@ -70,6 +70,8 @@ class Worker {
     bool keyed_by_leg(const kvs_flow_key &bkey) const { return slots_.by_leg(bkey) >= 0; }
     // Flows chosen for `backend` and not yet counted in its binds (ChooseScratch::pending).
     std::uint32_t pending(std::uint16_t backend) const { return scratch_.pending[backend]; }
+    // The SYN-ACK bucket a source prefix key (kvs_syn_prefix_key) uses in dpdk mode (tests).
+    std::size_t syn_bucket_index(std::uint64_t key) const;
     // The recent choices this worker's choices read and keep (shared, else its own).
     const RecentChoices &recent_choices() const {
         return scratch_.recent != nullptr ? *scratch_.recent : scratch_.own;
@@ -242,7 +244,10 @@ class Worker {
         std::uint64_t key = 0;
         kvs_syn_bucket b{};
     };
-    std::vector<SynBucket> syn_buckets_ = std::vector<SynBucket>(4096);  // dpdk mode
+    // Dpdk mode's SYN-ACK buckets, direct-mapped by the prefix's CRC under a seed drawn per worker
+    // (a fixed, public seed let anyone find prefixes that collide).
+    std::vector<SynBucket> syn_buckets_ = std::vector<SynBucket>(4096);
+    std::uint32_t syn_seed_ = 0;
 };
 
 }  // namespace kvsteer::dp

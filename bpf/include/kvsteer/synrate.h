@@ -30,16 +30,25 @@ KVS_INLINE void kvs_syn_bucket_init(struct kvs_syn_bucket *b, __u64 now, __u32 b
     b->tokens_milli = (__u64)(burst ? burst : 1) * 1000;
 }
 
-/* Refills at `rate` a second up to `burst`, then takes one SYN-ACK: 1 if one was left. */
+/* Refills at `rate` a second up to `burst`, then takes one SYN-ACK: 1 if one was left. The time
+ * whose tokens the integer division cut off stays in the bucket (last_ns moves only as far as the
+ * tokens added pay for): else SYNs a few microseconds apart (the pure-DPDK workers' clock) never
+ * refilled it, and a prefix sending steadily was refused for good. */
 KVS_INLINE int kvs_syn_bucket_take(struct kvs_syn_bucket *b, __u64 now, __u32 rate, __u32 burst) {
-    __u64 cap = (__u64)(burst ? burst : 1) * 1000, el = now - b->last_ns, t;
+    __u64 cap = (__u64)(burst ? burst : 1) * 1000, el = now - b->last_ns, t, add;
 
     if (now < b->last_ns) el = 0;
     if (el > 10000000000ull) el = 10000000000ull; /* 10 s refills any bucket; no overflow */
     if (rate > 10000000u) rate = 10000000u;
-    t = b->tokens_milli + el * rate / 1000000u; /* rate/s x el ns x 1000 / 1e9 */
-    b->tokens_milli = t > cap ? cap : t;
-    b->last_ns = now;
+    add = el * rate / 1000000u; /* rate/s x el ns x 1000 / 1e9 */
+    t = b->tokens_milli + add;
+    if (t >= cap || !rate) {
+        b->tokens_milli = t > cap ? cap : t;
+        b->last_ns = now;
+    } else {
+        b->tokens_milli = t;
+        b->last_ns = now - (el * rate - add * 1000000u) / rate;
+    }
     if (b->tokens_milli < 1000) return 0;
     b->tokens_milli -= 1000;
     return 1;
