@@ -1028,6 +1028,9 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
 
     if ((flags & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN) {
         if (!kvs_xdp_is_vip(&key)) return kvs_verdict(KVS_R_PASS_NOT_OURS, XDP_PASS);
+        /* SYN+FIN, SYN+RST: no connection starts so (RFC 9293; Linux drops them). They got a
+         * SYN-ACK, which told a scanner a port was open. */
+        if (flags & (KVS_TCP_FIN | KVS_TCP_RST)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
         if (kvs_xdp_syn_on_flow(&key)) {
             f = bpf_map_lookup_elem(&kvs_flows, &key);
             if (f) return kvs_forward(ctx, &pkt, &key, f);

@@ -529,6 +529,12 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
     }
     const std::uint8_t fl = pkt.tcp->flags;
     if (punt_bound_ && !(fl & KVS_TCP_SYN)) return bound_punt(m, pkt, key, now);
+    if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST | KVS_TCP_FIN)) ==
+        (KVS_TCP_SYN | KVS_TCP_FIN)) {
+        inc(KVS_R_DROP_MALFORMED);  // SYN+FIN starts no connection (XDP drops it so too)
+        rte_pktmbuf_free(m);
+        return;
+    }
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
         if (answers_handshakes() && !draining()) return answer_syn(m, pkt);
         // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.

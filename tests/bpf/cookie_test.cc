@@ -160,7 +160,12 @@ TEST_F(BpfCookie, SlotAgeing) {
     EXPECT_FALSE(check(c, slot + 2, &o));  // too old
     EXPECT_FALSE(check(c, slot + 3, &o));
     EXPECT_FALSE(check(c, slot + 4, &o));  // same low bits, different slot: MAC differs
-    EXPECT_FALSE(check(c, slot - 1, &o));  // from the future
+    EXPECT_TRUE(check(c, slot - 1, &o));   // signed by a clock up to a slot ahead: accepted
+    EXPECT_FALSE(check(c, slot - 2, &o));  // two ahead: refused
+    EXPECT_FALSE(check(c, slot - 3, &o));  // (the tag reads one behind; the MAC differs)
+    // At slot 0 nothing is a slot older; a cookie of slot 1 is one ahead.
+    EXPECT_FALSE(check(make(kvs_cookie_pack_opts(1460, 7, 1), ~0ull), 0, &o));
+    EXPECT_TRUE(check(make(kvs_cookie_pack_opts(1460, 7, 1), 1), 0, &o));
 }
 
 TEST_F(BpfCookie, TimeSlots) {

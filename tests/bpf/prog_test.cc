@@ -258,6 +258,16 @@ TEST_F(BpfProg, SynVlanAndIpv6) {
     EXPECT_EQ(out.size(), 14u + 40 + 20 + 20);
 }
 
+TEST_F(BpfProg, SynWithFinOrRstIsDroppedUnanswered) {
+    // No connection starts so (RFC 9293; Linux drops them): no SYN-ACK, a counted drop.
+    for (std::uint8_t extra : {KVS_TCP_FIN, KVS_TCP_RST}) {
+        TcpSpec s = client_spec();
+        s.flags = static_cast<std::uint8_t>(KVS_TCP_SYN | extra);
+        s.opts = cat({opt_mss(1460), opt_nop(2), opt_sack_perm()});
+        expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_MALFORMED);
+    }
+}
+
 TEST_F(BpfProg, SynWithoutConfiguredKeyDropped) {
     cfg_.cookie_key[0][0] = cfg_.cookie_key[0][1] = 0;
     h_->set_config(cfg_);

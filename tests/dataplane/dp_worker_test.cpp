@@ -1826,6 +1826,21 @@ TEST_F(BindTest, PrefixesSharingASynBucketShareItsLimit) {
     EXPECT_EQ(stat(KVS_R_DROP_SYN_RATE) + synacks, 20u);
 }
 
+TEST_F(BindTest, SynWithFinIsDroppedUnansweredInDpdkMode) {
+    make_worker(Mode::Dpdk);
+    Seg syn{};
+    syn.saddr = client_ip;
+    syn.daddr = vip;
+    syn.sport = cport;
+    syn.dport = 8000;
+    syn.seq = isn;
+    syn.flags = KVS_TCP_SYN | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_MALFORMED), 1u);
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
+}
+
 TEST_F(BindTest, SynReachingTheWorkerInXdpModeIsCounted) {
     make_worker(Mode::Xdp);
     Seg syn{};

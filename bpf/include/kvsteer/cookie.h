@@ -153,16 +153,21 @@ KVS_INLINE int kvs_cookie_key_set(const __u64 *key) {
 }
 
 /* Validates `cookie` (= the ACK number - 1 of any client segment before the flow exists) for
- * tuple `t` (client -> VIP) at time slot `now_slot`, under
+ * tuple `t` (client -> VIP) at time slot `now_slot` (signed in that slot, the one before or the
+ * one after), under
  * keys[0..1] (current key) or keys[2..3] (previous; an all-zero key is never accepted), i.e.
  * &cfg->cookie_key[0][0]. On success
  * returns 1 and fills `out`; else 0. */
 KVS_INLINE int kvs_cookie_check(const __u64 *keys, const struct kvs_cookie_tuple *t, __u32 cookie,
                                 __u64 now_slot, struct kvs_cookie_opts *out) {
-    __u64 slot = now_slot - ((now_slot - (cookie >> 30)) & 3);
+    /* The tag's distance from now: 0 this slot, 1 the one before, 3 the one after (a signer whose
+     * clock runs up to a slot ahead: another fleet member, or one whose TAI offset differs; it
+     * was refused, and the chase ended in a reset); 2 is too far either way. */
+    __u64 d = (now_slot - (cookie >> 30)) & 3, slot;
     int k;
 
-    if (now_slot - slot > 1 || slot > now_slot) return 0;
+    if (d == 2 || (d == 1 && now_slot == 0)) return 0;
+    slot = d == 3 ? now_slot + 1 : now_slot - d;
     for (k = 0; k < 2; k++) {
         __u64 h;
 
