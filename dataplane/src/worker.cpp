@@ -613,6 +613,11 @@ std::size_t Worker::syn_bucket_index(std::uint64_t key) const {
 
 void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
     const kvs_config &c = *t_.config;
+    if (pkt.eth->dst[0] & 1) {  // a group address: not to us (XDP drops it so too)
+        inc(KVS_R_DROP_SYN_NOT_UNICAST);
+        rte_pktmbuf_free(m);
+        return;
+    }
     if (c.syn_rate_per_prefix) {
         // The same buckets as XDP's (synrate.h), direct-mapped by prefix: prefixes that collide
         // share one (before, a colliding prefix's SYN refilled it: SYNs alternating between two

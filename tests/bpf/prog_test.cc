@@ -268,6 +268,17 @@ TEST_F(BpfProg, SynWithFinOrRstIsDroppedUnanswered) {
     }
 }
 
+TEST_F(BpfProg, SynToAGroupAddressIsDroppedUnanswered) {
+    // Broadcast or multicast destination MAC: the answer would leave from it, and every
+    // appliance on the segment would send one.
+    for (std::uint8_t first : {std::uint8_t{0xff}, std::uint8_t{0x01}}) {
+        TcpSpec s = client_spec();
+        s.flags = KVS_TCP_SYN;
+        s.dmac[0] = first;
+        expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_SYN_NOT_UNICAST);
+    }
+}
+
 TEST_F(BpfProg, SynWithoutConfiguredKeyDropped) {
     cfg_.cookie_key[0][0] = cfg_.cookie_key[0][1] = 0;
     h_->set_config(cfg_);

@@ -1841,6 +1841,23 @@ TEST_F(BindTest, SynWithFinIsDroppedUnansweredInDpdkMode) {
     EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
 }
 
+TEST_F(BindTest, SynToAGroupAddressIsDroppedUnansweredInDpdkMode) {
+    make_worker(Mode::Dpdk);
+    Seg syn{};
+    syn.saddr = client_ip;
+    syn.daddr = vip;
+    syn.sport = cport;
+    syn.dport = 8000;
+    syn.seq = isn;
+    syn.flags = KVS_TCP_SYN;
+    static const std::uint8_t kBroadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    syn.dmac = kBroadcast;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_SYN_NOT_UNICAST), 1u);
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
+}
+
 TEST_F(BindTest, SynReachingTheWorkerInXdpModeIsCounted) {
     make_worker(Mode::Xdp);
     Seg syn{};

@@ -135,7 +135,9 @@
     X(DP_REQ_KEPT_DRAINING, "dp_request_kept_draining")           \
     X(FLEET_DROP_ORPHAN_UNSURE, "fleet_drop_orphan_unsure")       \
     X(DP_HELD_PAST_HOLE, "dp_held_past_hole_dropped")             \
-    X(REQ_KEPT_NO_DATAPLANE, "request_kept_no_dataplane")
+    X(REQ_KEPT_NO_DATAPLANE, "request_kept_no_dataplane")         \
+    X(DROP_SYN_NOT_UNICAST, "drop_syn_not_unicast")               \
+    X(DROP_SYNACK_NO_ROOM, "drop_synack_no_room")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
