@@ -124,9 +124,6 @@ static __always_inline int kvs_syn(struct xdp_md *ctx, const struct kvs_pkt *pkt
     if (!kvs_cookie_key_set(key)) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
     sc = bpf_map_lookup_elem(&kvs_syn_scratch, &zero);
     if (!sc) return kvs_verdict(KVS_R_DROP_NO_CONFIG, XDP_DROP);
-    /* A SYN to a group address (broadcast, multicast) is not to us: the SYN-ACK would leave from
-     * that address, and every appliance on the segment would answer. Linux drops it so too. */
-    if (pkt->eth->dst[0] & 1) return kvs_verdict(KVS_R_DROP_SYN_NOT_UNICAST, XDP_DROP);
     if (!kvs_syn_allowed(pkt, cfg, bpf_ktime_get_coarse_ns()))
         return kvs_verdict(KVS_R_DROP_SYN_RATE, XDP_DROP);
     kvs_synack_plan(pkt, cfg, &sc->sa);
@@ -868,8 +865,8 @@ __attribute__((noinline)) int kvs_xdp_fleet_orphan(struct xdp_md *ctx, __u32 at)
     if (kvs_fleet_rst_plan(&pkt, cfg->appliance_mac, &r))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     delta = (int)r.frame_len - (int)pkt.frame_len;
-    if (delta && bpf_xdp_adjust_tail(ctx, delta)) /* a valid SYN, no room for the answer */
-        return kvs_verdict(KVS_R_DROP_SYNACK_NO_ROOM, XDP_DROP);
+    if (delta && bpf_xdp_adjust_tail(ctx, delta))
+        return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     KVS_RELOAD_FRAME(ctx, data, data_end);
     if (kvs_fleet_rst_write(data, data_end, &r)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_verdict(KVS_R_FLEET_RST_ORPHAN, XDP_TX);
@@ -1034,6 +1031,9 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
         /* SYN+FIN, SYN+RST: no connection starts so (RFC 9293; Linux drops them). They got a
          * SYN-ACK, which told a scanner a port was open. */
         if (flags & (KVS_TCP_FIN | KVS_TCP_RST)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
+        /* A SYN to a group address (broadcast, multicast) is not to us: the SYN-ACK would leave
+         * from that address, and every appliance on the segment would answer (Linux drops it). */
+        if (pkt.eth->dst[0] & 1) return kvs_verdict(KVS_R_DROP_SYN_NOT_UNICAST, XDP_DROP);
         if (kvs_xdp_syn_on_flow(&key)) {
             f = bpf_map_lookup_elem(&kvs_flows, &key);
             if (f) return kvs_forward(ctx, &pkt, &key, f);

@@ -155,7 +155,8 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
                          : local_stats_;
     scratch_.recent = p_.recent;
-    syn_seed_ = static_cast<std::uint32_t>(rte_rand());
+    syn_key_[0] = rte_rand();
+    syn_key_[1] = rte_rand();
     const PortShare share = port_share(t_, p_);
     all_lo_ = share.lo;
     all_hi_ = share.hi;
@@ -608,7 +609,8 @@ bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
 }
 
 std::size_t Worker::syn_bucket_index(std::uint64_t key) const {
-    return rte_hash_crc_8byte(key, syn_seed_) % syn_buckets_.size();
+    const __u64 m = key;  // siphash.h's word type (unsigned long long)
+    return kvs_siphash24_words(syn_key_[0], syn_key_[1], &m, 1) % syn_buckets_.size();
 }
 
 void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
@@ -619,13 +621,17 @@ void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
         return;
     }
     if (c.syn_rate_per_prefix) {
-        // The same buckets as XDP's (synrate.h), direct-mapped by prefix: prefixes that collide
-        // share one (before, a colliding prefix's SYN refilled it: SYNs alternating between two
-        // such prefixes were never limited). Only a bucket never used starts full.
+        // The same buckets as XDP's (synrate.h), direct-mapped by prefix under a keyed hash: a
+        // prefix whose bucket another holds starts a fresh one (as XDP's LRU map evicts). The key
+        // is each worker's own secret: with a public hash (CRC32C under a fixed seed; a seed
+        // does not help, CRC being linear), anyone could find prefixes that collide and
+        // alternate SYNs between them, each refilling the bucket: never limited.
         const std::uint64_t key = kvs_syn_prefix_key(&pkt), now = clock_ns();
         SynBucket &b = syn_buckets_[syn_bucket_index(key)];
-        if (b.key == 0) kvs_syn_bucket_init(&b.b, now, c.syn_burst_per_prefix);
-        b.key = key;
+        if (b.key != key) {
+            b.key = key;
+            kvs_syn_bucket_init(&b.b, now, c.syn_burst_per_prefix);
+        }
         if (!kvs_syn_bucket_take(&b.b, now, c.syn_rate_per_prefix, c.syn_burst_per_prefix)) {
             inc(KVS_R_DROP_SYN_RATE);
             rte_pktmbuf_free(m);

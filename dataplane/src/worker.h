@@ -244,10 +244,10 @@ class Worker {
         std::uint64_t key = 0;
         kvs_syn_bucket b{};
     };
-    // Dpdk mode's SYN-ACK buckets, direct-mapped by the prefix's CRC under a seed drawn per worker
-    // (a fixed, public seed let anyone find prefixes that collide).
-    std::vector<SynBucket> syn_buckets_ = std::vector<SynBucket>(4096);
-    std::uint32_t syn_seed_ = 0;
+    // Dpdk mode's SYN-ACK buckets, direct-mapped by the prefix's SipHash under a key drawn per
+    // worker (answer_syn).
+    std::vector<SynBucket> syn_buckets_ = std::vector<SynBucket>(16384);
+    std::uint64_t syn_key_[2] = {0, 0};
 };
 
 }  // namespace kvsteer::dp

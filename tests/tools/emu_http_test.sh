@@ -252,6 +252,17 @@ assert "transfer-encoding" not in hs and "content-length" not in hs and hs["conn
 assert out.startswith(b"data: ") and out.endswith(b"data: [DONE]\n\n"), out[-200:]
 assert hashlib.sha256(out).hexdigest() == hs["x-response-sha256"], hs
 print("ok - HTTP/1.0 stream: unframed, ended by the close")
+# A 1.1 stream with an HTTP/1.0 request pipelined behind it: the stream keeps its chunk framing
+# (the framing is the response's own, not the connection's latest request's), then the 1.0
+# answer, then the close.
+st11 = json.dumps({"prompt": "first", "max_tokens": 40, "stream": True}).encode()
+raw = exchange(req("POST", "/v1/completions", st11) + b"GET /health HTTP/1.0\r\n\r\n")
+rs = parse(raw)
+assert [r[0] for r in rs] == [200, 200], [r[0] for r in rs]
+assert rs[0][1].get("transfer-encoding") == "chunked" and rs[0][2].endswith(b"data: [DONE]\n\n"), rs[0][1]
+assert hashlib.sha256(rs[0][2]).hexdigest() == rs[0][1]["x-response-sha256"]
+assert rs[1][1]["connection"] == "close", rs[1][1]
+print("ok - a 1.0 request pipelined behind a 1.1 stream leaves its framing alone")
 
 # A client that closes mid-stream aborts its request in the scheduler.
 def metric(name):

@@ -11,7 +11,8 @@
  *   [29:22] option byte XOR  (h >> 22): MSS index(3) | window scale(4, 15 = none) | SACK-ok(1)
  *   [21:0]  h & 0x3fffff     the MAC
  * h = SipHash-2-4(key; saddr, daddr, sport | dport | slot). A cookie is valid in the slot it was
- * made in and the next one (period 64 s: 64..128 s of life), under either key.
+ * made in and the next one (period 64 s: 64..128 s of life), and in the one before (a signer
+ * whose clock runs up to a slot ahead: kvs_cookie_check), under either key.
  * The client's ISN is deliberately NOT in the MAC: every segment of the client's first flight
  * carries ack = cookie + 1 but only the first has seq = ISN + 1, and all of them must validate
  * (they can arrive in any order, or the first can be lost).

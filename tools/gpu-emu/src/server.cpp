@@ -71,13 +71,19 @@ struct StreamHead {
     http::response<http::empty_body> msg;
     http::response_serializer<http::empty_body> sr{msg};
 };
-struct LastChunk {};
+// `unframed`: the response goes to an HTTP/1.0 client (no chunked coding; the close ends it). Kept
+// with each queued piece: a request read while an earlier response is still being written (a
+// pipelined one) must not change that response's framing.
+struct LastChunk {
+    bool unframed = false;
+};
 // A streaming response's body, rendered a piece at a time as the writer reaches it and the
 // model has produced the piece's tokens (nothing more of it is in memory: a slow reader of a
 // long stream holds one piece, not the whole response).
 struct StreamBody {
-    explicit StreamBody(StreamRender r) : render(std::move(r)) {}
+    StreamBody(StreamRender r, bool u) : render(std::move(r)), unframed(u) {}
     StreamRender render;
+    bool unframed;        // as LastChunk's
     uint32_t tokens = 0;  // output tokens produced so far (all, once the request finished)
     std::string piece;    // the chunk being written
 };
@@ -118,9 +124,10 @@ class Session : public std::enable_shared_from_this<Session> {
     void on_finished() {
         active_ = 0;
         if (stream_) {
+            const bool unframed = body_ ? body_->unframed : unframed_;  // the stream's own
             if (body_) body_->tokens = UINT32_MAX;
             body_.reset();
-            queue(LastChunk{});
+            queue(LastChunk{unframed});
         } else if (full_) {
             queue(std::move(*full_));
             full_.reset();
@@ -368,7 +375,7 @@ class Session : public std::enable_shared_from_this<Session> {
             fill_head(head->msg, 200, "text/event-stream; charset=utf-8", extra, std::nullopt);
             queue(std::move(head));
             body_ = std::make_shared<StreamBody>(
-                StreamRender(ctx, srv_.config().stream_chunk_tokens, pad));
+                StreamRender(ctx, srv_.config().stream_chunk_tokens, pad), unframed_);
             queue(body_);
         } else {
             full_ = whole(200, "application/json", std::move(full), extra);
@@ -422,7 +429,7 @@ class Session : public std::enable_shared_from_this<Session> {
                 if (ec) return self->on_write_error();
                 self->write_next();
             };
-            if (unframed_)
+            if (b.unframed)
                 asio::async_write(sock_, asio::buffer(b.piece), std::move(next));
             else
                 asio::async_write(sock_, http::make_chunk(asio::buffer(b.piece)), std::move(next));
@@ -444,8 +451,8 @@ class Session : public std::enable_shared_from_this<Session> {
                                 http::async_write_header(sock_, h->sr, std::move(done));
                             },
                             [&](std::shared_ptr<StreamBody> &) {},  // handled above
-                            [&](LastChunk &) {
-                                if (unframed_)  // the close ends the body
+                            [&](LastChunk &l) {
+                                if (l.unframed)  // the close ends the body
                                     asio::post(sock_.get_executor(),
                                                [d = std::move(done)]() mutable { d({}, 0); });
                                 else
