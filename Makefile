@@ -121,6 +121,7 @@ format:
 	clang-format -i $(FORMAT_FILES)
 
 format-check: deps
+	@test -n "$(strip $(FORMAT_FILES))" || { echo "[format] no files to check (git ls-files found none)" >&2; exit 1; }
 	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "[format] $(words $(FORMAT_FILES)) files formatted"
 
 clean:

@@ -50,8 +50,10 @@ for c in kvsteerd.conf dataplane.env; do
         say "kept $etc/$c (the current example: deploy/$c.example)"
     else
         # Its paths (dataplane.env's xdp_prog=) follow --prefix, as the units' do.
-        sed "s#/usr/local/#$prefix/#g" "$ROOT/deploy/$c.example" >"$etc/$c"
-        chmod 644 "$etc/$c"
+        # Not world-readable: kvsteerd.conf holds the SYN-cookie key (anyone reading it could
+        # forge cookies past the SYN-flood defence).
+        (umask 077 && sed "s#/usr/local/#$prefix/#g" "$ROOT/deploy/$c.example" >"$etc/$c")
+        chmod 600 "$etc/$c"
         say "wrote $etc/$c from deploy/$c.example: edit it (vip, snat-addr, interface, backends)"
     fi
 done

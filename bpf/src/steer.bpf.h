@@ -101,9 +101,14 @@ static __always_inline int kvs_syn_allowed(const struct kvs_pkt *pkt, const stru
     key = kvs_syn_prefix_key(pkt);
     b = bpf_map_lookup_elem(&kvs_syn_rate, &key);
     if (b) return kvs_syn_bucket_take(b, now, cfg->syn_rate_per_prefix, cfg->syn_burst_per_prefix);
-    kvs_syn_bucket_init(&fresh, now, cfg->syn_burst_per_prefix);
+    kvs_syn_bucket_init(&fresh, now);
     kvs_syn_bucket_take(&fresh, now, cfg->syn_rate_per_prefix, cfg->syn_burst_per_prefix);
-    bpf_map_update_elem(&kvs_syn_rate, &key, &fresh, BPF_ANY);
+    if (!bpf_map_update_elem(&kvs_syn_rate, &key, &fresh, BPF_NOEXIST)) return 1;
+    /* Another CPU created it meanwhile: take from that one (writing ours over it gave back what
+     * the CPUs had taken from it since). A bucket that cannot be kept (evicted at once) lets the
+     * SYN-ACK go, as one that could not be created does. */
+    b = bpf_map_lookup_elem(&kvs_syn_rate, &key);
+    if (b) return kvs_syn_bucket_take(b, now, cfg->syn_rate_per_prefix, cfg->syn_burst_per_prefix);
     return 1;
 }
 
@@ -350,7 +355,10 @@ static long kvs_head_step(__u64 index, void *arg) {
             if (j + k >= h->n || c < '0' || c > '9') break;
             v = v * 10 + (c - '0');
         }
-        /* No digit: no length known (was taken as 0, a response ending at its head). */
+        /* More than 12 digits (leading zeros are valid): no length known (the first 12 were
+         * taken as the length, "0000000000005" as 0). No digit: none either (was taken as 0, a
+         * response ending at its head). */
+        if (k == 12 && j + 12 < h->n && b[(j + 12) & m] >= '0' && b[(j + 12) & m] <= '9') k = 0;
         if (k > 0) {
             h->clen = v;
             h->have_len = 1;
@@ -393,6 +401,16 @@ static __always_inline int kvs_http_head_at(const __u8 *t) {
     return t[0] == 'H' && t[1] == 'T' && t[2] == 'T' && t[3] == 'P' && t[4] == '/';
 }
 
+/* A response whose head XDP cannot read, starting at `seq`: counted (s2c.msgs keeps step with the
+ * requests), its end unknown, as for a head longer than one segment. */
+static __always_inline int kvs_resp_unknown(struct kvs_flow *f, __u32 seq) {
+    f->chunk_end = 0;
+    f->resp = 0;
+    f->msgs += 1;
+    f->resp_end = seq + 1;
+    return 0;
+}
+
 /* A server->client segment with payload: a response head at the next byte starts a new
  * response (its end from Content-Length, or chunked); a chunked body ends with its last chunk.
  * Loss or reordering before the appliance can bring a chunked response's last chunk before its
@@ -415,6 +433,10 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
     /* A response head starts where the previous response ended (resp_end; the dataplane sets
      * it to the first byte at install): found there even when segments arrive reordered. */
     if (seq == f->resp_end && kvs_http_head_at(t)) {
+        /* A head whose status this segment does not hold (its first write shorter than a
+         * status code): counted, its end unknown (the next head is resynced). Uncounted, s2c.msgs
+         * stayed one behind for good: every later request "owed", never a boundary, never idle. */
+        if (len < 12) return kvs_resp_unknown(f, seq);
         sc = kvs_scan_head(ctx, off, len, 12, &h);
         if (!sc) return 0;
         if (sc->b[9] == '1') { /* 1xx: the final response follows it */
@@ -422,16 +444,19 @@ __attribute__((noinline)) int kvs_xdp_resp(struct xdp_md *ctx, __u32 off, __u32 
             f->resp_end = seq + h.hdr_end;
             /* ... in this segment too (100 Continue and the answer written together): its head
              * read here. Before, it went unseen, s2c.msgs stayed one behind for good, and every
-             * later request of the connection was "owed" (no boundary, never idle). A second 1xx
-             * in one segment is left to its successor's own segment. */
-            if (h.hdr_end + 5 > len) return 0;
+             * later request of the connection was "owed" (no boundary, never idle). */
+            if (h.hdr_end >= len) return 0; /* it begins the next segment, at resp_end */
             off += h.hdr_end;
             len -= h.hdr_end;
             seq += h.hdr_end;
+            /* Too little of it here to read its status, or a second 1xx before it: the final
+             * response is counted, its end unknown (no segment starts where it does). */
+            if (len < 12) return kvs_resp_unknown(f, seq);
             if (bpf_xdp_load_bytes(ctx, off, t, 5) || !kvs_http_head_at(t)) return 0;
             __builtin_memset(&h, 0, sizeof(h));
             sc = kvs_scan_head(ctx, off, len, 12, &h);
-            if (!sc || sc->b[9] == '1') return 0;
+            if (!sc) return 0;
+            if (sc->b[9] == '1') return kvs_resp_unknown(f, seq);
         }
         hint = f->chunk_end;
         f->chunk_end = 0;
@@ -684,11 +709,21 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
         return kvs_punt_bound(ctx, pkt, f, KVS_R_PUNT_REQUEST_BOUNDARY);
     if (fin_after) kvs_xdp_fin_rst(key, flags);
     /* The newest TSval the client was sent (a moved connection's timestamps go on from it): a
-     * delayed segment's older one does not take it back. The dataplane starts it at install. */
+     * delayed segment's older one does not take it back. The dataplane starts it at install. A
+     * compare-and-swap: two CPUs forwarding one leg's segments at once (RSS moved, a retransmission
+     * on another queue) could each write back their own, the newer lost, and a moved connection
+     * then sent the client TSvals below ones it had seen (PAWS drops them). */
     if (f->dir == KVS_DIR_S2C && pkt->opts.ts_off) {
         __u32 tsv = pkt->opts.tsval + f->tsval_delta;
+        int i;
 
-        if ((__s32)(tsv - f->ts_last) > 0) f->ts_last = tsv;
+        for (i = 0; i < 3; i++) {
+            __u32 cur = *(volatile __u32 *)&f->ts_last;
+
+            if ((__s32)(tsv - cur) <= 0 ||
+                __sync_val_compare_and_swap(&f->ts_last, cur, tsv) == cur)
+                break;
+        }
     }
     if (kvs_flow_rewrite(data_end, pkt, f)) return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     return kvs_send(f, f->dir == KVS_DIR_S2C ? KVS_R_TX_FWD_S2C : KVS_R_TX_FWD_C2S,

@@ -151,7 +151,7 @@ void AffinityPolicy::forget_backend(std::uint16_t id) {
 
 void AffinityPolicy::pin(std::uint64_t key, std::vector<std::uint16_t> backends) {
     if (backends.size() > KVS_MAX_REPLICAS) backends.resize(KVS_MAX_REPLICAS);
-    KVS_DECISION("affinity: pin {:016x} -> {} backends", key, backends.size());
+    KVS_DECISION("affinity: pin {:#018x} -> {} backends", key, backends.size());
     pins_[key] = std::move(backends);
 }
 
@@ -166,7 +166,7 @@ std::size_t AffinityPolicy::unpin_backend(std::uint16_t id) {
             continue;
         }
         changed++;
-        KVS_DECISION("affinity: pin {:016x} loses backend {}{}", it->first, id,
+        KVS_DECISION("affinity: pin {:#018x} loses backend {}{}", it->first, id,
                      ids.empty() ? " (no backend left: unpinned)" : "");
         it = ids.empty() ? pins_.erase(it) : std::next(it);
     }
@@ -174,7 +174,7 @@ std::size_t AffinityPolicy::unpin_backend(std::uint16_t id) {
 }
 
 bool AffinityPolicy::unpin(std::uint64_t key) {
-    KVS_DECISION("affinity: unpin {:016x}", key);
+    KVS_DECISION("affinity: unpin {:#018x}", key);
     return pins_.erase(key) > 0;
 }
 
@@ -202,9 +202,15 @@ AffinityPolicy::Round AffinityPolicy::begin_round() const {
 
 void AffinityPolicy::add_pinned(std::vector<DesiredEntry> &out) {
     for (const auto &[key, ids] : pins_) {
+        if (out.size() >= p_.max_entries) break;  // the API keeps pins to a quarter of it
         DesiredEntry e;
         e.key = key;
         e.pinned = true;
+        // The key's depth as its reports gave it (a fixed-length prefix's kPrefixDepth, a block's
+        // index), so the dataplane weighs a pinned entry as the same match learned: at depth 0 a
+        // pinned prefix was taken for a one-block match (its load slack cut to a block's share);
+        // a key never reported stays at 0.
+        if (auto it = nodes_.find(key); it != nodes_.end()) e.depth = it->second.depth;
         for (auto id : ids) {
             if (eligible(id) && e.n < KVS_MAX_REPLICAS)
                 e.backends[e.n++] = id;
@@ -224,7 +230,7 @@ void AffinityPolicy::expire_idle(std::uint64_t now_ns) {
     while (!lru_.empty()) {
         Node *n = lru_.back();
         if (!(now_ns > n->last_ns && now_ns - n->last_ns > p_.ttl_ns)) break;
-        KVS_DECISION("affinity: {:016x} expired (idle)", n->key);
+        KVS_DECISION("affinity: {:#018x} expired (idle)", n->key);
         c_.holders_expired += n->n_holders;
         c_.keys_expired++;
         erase(n);
@@ -239,7 +245,7 @@ bool AffinityPolicy::age_holders(Node &n, std::uint64_t now_ns) {
                        : 1.0;
         auto ttl = static_cast<std::uint64_t>(static_cast<double>(p_.ttl_ns) * f);
         if (now_ns > n.holders[i].last_ns && now_ns - n.holders[i].last_ns > ttl) {
-            KVS_DECISION("affinity: {:016x} expired on backend {}", n.key, n.holders[i].id);
+            KVS_DECISION("affinity: {:#018x} expired on backend {}", n.key, n.holders[i].id);
             n.holders[i] = n.holders[--n.n_holders];
             c_.holders_expired++;
         } else {
@@ -307,14 +313,14 @@ void AffinityPolicy::update_hot(Node &n, const DesiredEntry &e, bool all_over, c
         c_.became_hot++;
         const bool remote_made = !load_hot && local < p_.hot_rps;
         if (remote_made) c_.remote_became_hot++;
-        KVS_DECISION("affinity: {:016x} hot (rate {:.1f}/s{}{})", n.key, rate,
+        KVS_DECISION("affinity: {:#018x} hot (rate {:.1f}/s{}{})", n.key, rate,
                      load_hot ? ", holders over load bound" : "",
                      remote_made ? fmt::format(", {:.1f}/s of it and hot={} from the fleet",
                                                rk ? rk->rate : 0.0, rk && rk->hot)
                                  : "");
     } else if (!n.hot && was_hot) {
         c_.cooled++;
-        KVS_DECISION("affinity: {:016x} cooled (rate {:.1f}/s), {} extra replicas dropped", n.key,
+        KVS_DECISION("affinity: {:#018x} cooled (rate {:.1f}/s), {} extra replicas dropped", n.key,
                      rate, n.n_extra);
         c_.replicas_dropped += n.n_extra;
         n.n_extra = 0;
@@ -362,7 +368,7 @@ void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r, const Remo
         n.extra[n.n_extra++] = *best;
         r.planned[*best] += 1;
         c_.replicas_added++;
-        KVS_DECISION("affinity: {:016x} replicated to backend {}", n.key, *best);
+        KVS_DECISION("affinity: {:#018x} replicated to backend {}", n.key, *best);
     }
 }
 

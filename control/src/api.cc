@@ -39,9 +39,16 @@ std::optional<std::uint64_t> json_key(const json &j, std::string *err) {
         return j.get<std::uint64_t>();
     }
     if (j.is_string()) {
-        std::string s = j.get<std::string>();
-        // Keys are printed as 0x-hex; accept bare hex too.
-        if (!s.starts_with("0x") && !s.starts_with("0X")) s = "0x" + s;
+        const std::string s = j.get<std::string>();
+        // Keys are printed as 0x-hex. Bare digits were read as hex too, and "291" (a decimal
+        // hash copied from a log) pinned 0x291: a string must say it is hex.
+        if (!s.starts_with("0x") && !s.starts_with("0X")) {
+            *err =
+                "write the key as 0x<hex> (as affinity.show gives it), or a decimal key as a "
+                "JSON number (got '" +
+                s + "')";
+            return std::nullopt;
+        }
         auto v = parse_u64(s, err);
         if (v && *v == 0) {
             *err = "key 0 marks an empty slot";
@@ -49,7 +56,7 @@ std::optional<std::uint64_t> json_key(const json &j, std::string *err) {
         }
         return v;
     }
-    *err = "key must be a hex string or a number";
+    *err = "key must be a 0x-hex string or a non-negative integer";
     return std::nullopt;
 }
 
@@ -420,6 +427,7 @@ json Daemon::handle(const json &req) {
                 if (req.contains("drain") && !req["drain"].is_boolean())
                     return fail("drain must be true or false");
                 core_.set_draining(b->id, d, mono_ns_api());
+                save_backend_drains();
                 spdlog::info("backend {} {}: {}", b->id, b->spec.ep.str(),
                              d ? "draining" : "drain cancelled");
             } else {
@@ -481,6 +489,14 @@ json Daemon::handle(const json &req) {
                     return fail("affinity.pin: backend " + std::to_string(b->id) + " listed twice");
                 ids.push_back(b->id);
             }
+            // At most a quarter of the table: pins are written before learned prefixes, so
+            // unbounded they pushed every learned one out (each still answered ok).
+            const auto &pins = core_.policy().pins();
+            const std::size_t max_pins = std::max<std::uint32_t>(1, cfg().affinity_max_entries / 4);
+            if (!pins.count(*key) && pins.size() >= max_pins)
+                return fail("affinity.pin: " + std::to_string(pins.size()) +
+                            " pins already, at most " + std::to_string(max_pins) +
+                            " (a quarter of affinity-max-entries): unpin some first");
             core_.pin(*key, ids, mono_ns_api());
             return {{"ok", true}, {"key", hex_key(*key)}, {"backends", ids}};
         }
@@ -504,6 +520,7 @@ json Daemon::handle(const json &req) {
                       {"clients_refused", ctr_.clients_refused},
                       {"maglev_rebuilds", c.maglev_rebuilds},
                       {"affinity_publishes", c.affinity_publishes},
+                      {"affinity_computes", c.affinity_computes},
                       {"affinity_insert_failed", c.affinity_insert_failed},
                       {"backend_up", c.backend_up},
                       {"backend_down", c.backend_down},

@@ -39,11 +39,18 @@ void DaemonCore::health_check(std::uint16_t id, bool ok, const std::string &why,
     auto it = backends_.find(id);
     if (it == backends_.end()) return;
     BackendRuntime &b = it->second;
-    // A backend without a MAC cannot be written up: each check retries the lookup.
+    // A backend without a MAC cannot be written up: checks retry the lookup, backing off (each
+    // is a neighbour-table dump on the event loop: a check of every unresolved backend dumped it
+    // once a backend an interval).
     bool changed = false;
-    if (!b.mac && resolve_mac_) {
+    if (!b.mac && resolve_mac_ && now_ns >= b.mac_retry_ns) {
         std::string e;
         b.mac = resolve_mac_(b.spec.ep, &e);
+        constexpr std::uint64_t kFirstGapNs = 250'000'000, kMaxGapNs = 2'000'000'000;
+        b.mac_retry_gap_ns =
+            b.mac ? 0
+                  : std::min(kMaxGapNs, b.mac_retry_gap_ns ? 2 * b.mac_retry_gap_ns : kFirstGapNs);
+        b.mac_retry_ns = now_ns + b.mac_retry_gap_ns;
         if (!b.mac && ok) {
             ctr_.mac_resolve_failed++;
             b.last_error = "next-hop MAC: " + e;

@@ -22,6 +22,7 @@ namespace {
 // Thrown only inside this file, turned into ParseResult::message.
 struct ConfigError {
     std::string msg;
+    bool retryable = false;  // ParseResult::retryable
 };
 
 [[noreturn]] void fail(const std::string &key, const std::string &why) {
@@ -71,7 +72,8 @@ po::options_description make_options() {
     // clang-format off
     d.add_options()
         ("help,h", "show this help and exit")
-        ("config,c", s(), "INI-style configuration file (KEY = VALUE); the command line wins")
+        ("config,c", s(), "INI-style configuration file (KEY = VALUE); the command line wins, but "
+                          "--vip and --backend add to the file's")
         ("vip", multi(), "virtual service ADDR:PORT (repeatable, at most 16)")
         ("snat-addr", po::value<std::vector<std::string>>(),
          "appliance-owned source address towards backends; dual stack: give it twice, one IPv4 and "
@@ -167,6 +169,7 @@ po::options_description make_options() {
 void build_fleet(const po::variables_map &vm, DaemonConfig &c);
 
 void build(const po::variables_map &vm, DaemonConfig &c) {
+    std::string missing_interface;  // an interface not there (yet): thrown last, retryable
     std::string err;
     if (vm.count("vip")) {
         for (const auto &v : vm["vip"].as<std::vector<std::string>>()) {
@@ -223,10 +226,14 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
         if (!m) fail("appliance-mac", err);
         c.appliance_mac = *m;
     } else if (ifname) {
-        auto m = interface_mac(*ifname, &err);
-        if (!m) fail("interface", err);
+        bool missing = false;
+        auto m = interface_mac(*ifname, &err, &missing);
+        if (!m && !missing) fail("interface", err);
+        // A valid name not (yet) there may come (a late driver): retried, not a dead unit; said
+        // after every other key was checked (a real error elsewhere is still exit 2).
+        if (!m) missing_interface = "interface: " + err;
         c.interface = *ifname;
-        c.appliance_mac = *m;
+        if (m) c.appliance_mac = *m;
     } else {
         fail("interface", "set interface (to read the appliance MAC) or appliance-mac");
     }
@@ -381,6 +388,7 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
             c.announce_protocols.push_back(p);
         }
     }
+    if (!missing_interface.empty()) throw ConfigError{missing_interface, true};
 }
 
 // fleet-self, fleet-member, fleet-epoch. Repeatable but not composing: the command line's lists
@@ -522,7 +530,23 @@ std::optional<std::string> snat_port_overlap(const DaemonConfig &c, std::string_
         for (const auto &r : res) kept |= p >= r.first && p <= r.second;
         n += !kept;
     }
-    if (n == 0) return std::nullopt;
+    if (n == 0) {
+        // Reserved, the SNAT range may leave the kernel too few ephemeral ports of its own: the
+        // appliance's connections (health checks, scrapes, etcd) then fail to bind a port.
+        constexpr unsigned kFewest = 1024;
+        unsigned free = 0;
+        for (unsigned p = eph->first; p <= eph->second; ++p) {
+            bool kept = false;
+            for (const auto &r : res) kept |= p >= r.first && p <= r.second;
+            free += !kept;
+        }
+        if (free >= kFewest) return std::nullopt;
+        return fmt::format(
+            "only {} of the kernel's ephemeral ports {}-{} are not reserved (snat-ports {}-{}): "
+            "the appliance's own connections (health checks, scrapes, etcd) may find no port; "
+            "widen net.ipv4.ip_local_port_range beside the SNAT range",
+            free, eph->first, eph->second, c.snat_port_lo, c.snat_port_hi);
+    }
     return fmt::format(
         "snat-ports {}-{} overlaps the kernel's ephemeral ports {}-{} ({} ports not reserved): a "
         "reply to the appliance's own connections (health checks, scrapes) on one of them is "
@@ -685,7 +709,8 @@ bool apply_tunable(DaemonConfig &c, std::string_view name, std::string_view valu
     return false;
 }
 
-std::optional<Mac> interface_mac(const std::string &ifname, std::string *err) {
+std::optional<Mac> interface_mac(const std::string &ifname, std::string *err, bool *missing) {
+    if (missing) *missing = false;
     if (ifname.empty() || ifname.find('/') != std::string::npos || ifname.size() > 15) {
         if (err) *err = "'" + ifname + "' is not an interface name";
         return std::nullopt;
@@ -694,6 +719,7 @@ std::optional<Mac> interface_mac(const std::string &ifname, std::string *err) {
     std::string line;
     if (!f || !std::getline(f, line)) {
         if (err) *err = "no interface '" + ifname + "' in this network namespace";
+        if (missing) *missing = true;
         return std::nullopt;
     }
     return parse_mac(line, err);
@@ -892,6 +918,7 @@ ParseResult parse_config(int argc, const char *const argv[], std::istream *confi
         r.outcome = ParseOutcome::Ok;
     } catch (const ConfigError &e) {
         r.message = e.msg;
+        r.retryable = e.retryable;
     } catch (const po::error &e) {
         r.message =
             kvsteer::error_text(e);  // never e.what(): see po_error.h (found by fuzz_config)

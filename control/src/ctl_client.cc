@@ -18,7 +18,9 @@ constexpr std::size_t kMaxAnswerBytes = 256u << 20;
 }  // namespace
 
 std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlohmann::json &req,
-                                       std::chrono::milliseconds timeout, std::string *err) {
+                                       std::chrono::milliseconds timeout, std::string *err,
+                                       bool *connected) {
+    if (connected) *connected = false;
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     if (socket_path.size() >= sizeof sa.sun_path) {
@@ -49,10 +51,13 @@ std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlo
             usleep(5000);
             continue;
         }
-        *err = "cannot connect to kvsteerd at " + socket_path + ": " + std::strerror(errno) +
-               " (is it running?)";
+        const int e = errno;
+        *err = "cannot connect to kvsteerd at " + socket_path + ": " + std::strerror(e) +
+               (e == EACCES || e == EPERM ? " (the socket is root's: run as root)"
+                                          : " (is it running?)");
         return std::nullopt;
     }
+    if (connected) *connected = true;
     std::string out = req.dump() + "\n";
     std::size_t sent = 0;
     std::string in, send_error;

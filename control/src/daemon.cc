@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -57,6 +59,7 @@ bool Daemon::start(std::string *err) {
             *err = "backend " + spec.ep.str() + ": kv-events=" + spec.kv_events +
                    ": this kvsteerd was built without KV events support (libzmq was not found at "
                    "build time)";
+            start_config_error_ = true;
             return false;
         }
     }
@@ -75,6 +78,7 @@ bool Daemon::start(std::string *err) {
         spdlog::warn(
             "cookie-key not set: using a random key (set the same cookie-key on every appliance)");
     core_.start(mono_ns());
+    restore_backend_drains();
     // A restart over live maps in a fleet through etcd: the maps hold the fleet the previous
     // instance read from etcd; the configuration's (often this appliance alone) is not written
     // over them before etcd is read (it made this appliance the owner of every bucket and zeroed
@@ -123,6 +127,14 @@ bool Daemon::start(std::string *err) {
     spdlog::info("kvsteerd: {} backends, {} vips, steering {}, {} table, maps in {}",
                  core_.backends().size(), cfg().vips.size(), steer_mode_name(cfg().steering_mode),
                  table_algorithm_name(cfg().table_algorithm), cfg().bpffs);
+    if (drain_marked()) {
+        spdlog::warn(
+            "drain: {} says a drain was started before this restart: draining again (the VIP "
+            "stays withdrawn; kvsteerctl drain --cancel announces it)",
+            drain_marker());
+        handle_drain("drain.start", nlohmann::json{{"force", true}});
+        drain_.fleet_note += " (drained again after a kvsteerd restart)";
+    }
     return true;
 }
 
@@ -174,7 +186,7 @@ std::optional<std::uint16_t> Daemon::add_backend(const BackendSpec &spec, std::s
     if (!backend_addable(spec, err)) return std::nullopt;
     auto id = core_.free_id(spec.ep, err);
     if (!id || !kv_subscribe(*id, spec, err)) return std::nullopt;
-    kv_resets_seen_.erase(*id);
+    kv_resets_.erase(*id);
     core_.add_backend(*id, spec, mono_ns());
     update_targets(true);
     spdlog::info("backend {} {} added (weight {})", *id, spec.ep.str(), spec.weight);
@@ -185,8 +197,14 @@ void Daemon::remove_backend(std::uint16_t id) {
     if (const BackendRuntime *b = core_.backend(id))
         spdlog::info("backend {} {} removed", id, b->spec.ep.str());
     if (kv_) kv_->remove(id);
-    kv_resets_seen_.erase(id);
+    if (auto r = kv_resets_.find(id); r != kv_resets_.end()) {
+        if (r->second.since)
+            spdlog::info("backend {}: {} more KV-event cache resets since the last such line", id,
+                         r->second.since);
+        kv_resets_.erase(r);
+    }
     core_.remove_backend(id, mono_ns());
+    save_backend_drains();
     update_targets(true);
 }
 
@@ -208,26 +226,123 @@ bool Daemon::kv_subscribe(std::uint16_t id, const BackendSpec &spec, std::string
 
 void Daemon::apply_kv_resets() {
     if (!kv_) return;
-    const std::uint64_t total = kv_->reset_events();
-    if (total == kv_resets_total_seen_) return;
-    kv_resets_total_seen_ = total;
-    bool any = false;
-    for (const auto &[id, st] : kv_->all_stats()) {
-        const BackendRuntime *b = core_.backend(id);
-        if (!b) continue;
-        std::uint64_t &seen = kv_resets_seen_[id];
-        if (st.resets <= seen) continue;
-        seen = st.resets;
-        core_.mark_cache_reset(id);
-        any = true;
-        ctr_.kv_cache_resets++;
+    constexpr std::uint64_t kKvResetPublishNs = 100'000'000, kKvResetLogNs = 10'000'000'000;
+    const std::uint64_t now = mono_ns(), total = kv_->reset_events();
+    auto log_line = [&](std::uint16_t id, const BackendRuntime &b, const KvEventStats &st,
+                        KvResets &r) {
         spdlog::info(
-            "backend {} {}: KV events say its cache was emptied ({} AllBlocksCleared, {} publisher "
-            "restarts): "
-            "forgetting its prefixes",
-            id, b->spec.ep.str(), st.clears, st.publisher_restarts);
+            "backend {} {}: KV events say its cache was emptied ({} AllBlocksCleared, {} "
+            "publisher restarts in all; {} since the last such line): forgetting its prefixes",
+            id, b.spec.ep.str(), st.clears, st.publisher_restarts, r.since);
+        r.last_ns = now;
+        r.since = 0;
+    };
+    const bool new_resets = total != kv_resets_total_seen_;
+    bool held_lines = false;
+    for (const auto &[id, r] : kv_resets_)
+        held_lines |= r.since > 0 && now - r.last_ns >= kKvResetLogNs;
+    if (new_resets || held_lines) {
+        kv_resets_total_seen_ = total;
+        for (const auto &[id, st] : kv_->all_stats()) {
+            const BackendRuntime *b = core_.backend(id);
+            if (!b) continue;
+            KvResets &r = kv_resets_[id];
+            if (st.resets > r.seen) {
+                r.since += st.resets - r.seen;
+                r.seen = st.resets;
+                core_.mark_cache_reset(id);
+                kv_publish_pending_ = true;
+                ctr_.kv_cache_resets++;
+            }
+            if (r.since && (!r.last_ns || now - r.last_ns >= kKvResetLogNs))
+                log_line(id, *b, st, r);
+        }
     }
-    if (any) core_.publish_affinity(false, mono_ns());
+    // The tick calls this too: a publish held back goes out within a tick of becoming due.
+    if (kv_publish_pending_ && now - kv_last_publish_ns_ >= kKvResetPublishNs) {
+        kv_publish_pending_ = false;
+        kv_last_publish_ns_ = now;
+        core_.publish_affinity(false, now);
+    }
+}
+
+std::string Daemon::boot_id() {
+    std::ifstream f("/proc/sys/kernel/random/boot_id");
+    std::string id;
+    std::getline(f, id);
+    return id;
+}
+
+void Daemon::save_backend_drains() {
+    if (cfg().fleet_etcd) return;  // etcd holds them
+    std::string text;
+    for (const auto &[id, b] : core_.backends())
+        if (b.draining) text += b.spec.ep.str() + "\n";
+    const std::string path = backend_drains_file();
+    if (text.empty()) {
+        unlink(path.c_str());
+        return;
+    }
+    if (!write_this_boots(path, text))
+        spdlog::warn(
+            "backend drains: cannot write {} ({}): a kvsteerd restart keeps them only for "
+            "backends up at the time",
+            path, std::strerror(errno));
+}
+
+bool Daemon::write_this_boots(const std::string &path, const std::string &body) {
+    // Whole or not at all: written beside, then renamed over.
+    const std::string tmp = path + ".tmp";
+    bool ok = false;
+    if (std::FILE *f = std::fopen(tmp.c_str(), "w")) {
+        ok = std::fprintf(f, "%s\n%s", boot_id().c_str(), body.c_str()) > 0;
+        ok = std::fclose(f) == 0 && ok && std::rename(tmp.c_str(), path.c_str()) == 0;
+    }
+    if (!ok) {
+        const int e = errno;
+        unlink(tmp.c_str());
+        errno = e;
+    }
+    return ok;
+}
+
+void Daemon::restore_backend_drains() {
+    const std::string path = backend_drains_file();
+    if (cfg().fleet_etcd) {
+        unlink(path.c_str());  // etcd holds the drains
+        return;
+    }
+    std::ifstream f;
+    if (!open_this_boots(path, f, "not applied")) return;
+    std::string line;
+    while (std::getline(f, line)) {
+        for (const auto &[id, b] : core_.backends()) {
+            if (b.spec.ep.str() != line) continue;
+            if (!b.draining) {
+                spdlog::info("backend {} {}: drained before kvsteerd restarted: draining", id,
+                             line);
+                core_.set_draining(id, true, mono_ns());
+            }
+            break;
+        }
+    }
+    save_backend_drains();  // without the backends the configuration no longer has
+}
+
+bool Daemon::open_this_boots(const std::string &path, std::ifstream &f, const char *what) {
+    f.open(path);
+    if (!f) return false;
+    std::string id;
+    std::getline(f, id);
+    if (id == boot_id()) return true;
+    spdlog::warn("{} is from another boot: removed, {}", path, what);
+    unlink(path.c_str());
+    return false;
+}
+
+bool Daemon::drain_marked() {
+    std::ifstream f;
+    return open_this_boots(drain_marker(), f, "not drained");
 }
 
 }  // namespace kvsteer::control

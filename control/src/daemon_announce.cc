@@ -2,8 +2,12 @@
 // withdraw, leave the fleet's owners, wait for this appliance's flows to end (control/API.md).
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <tuple>
 
@@ -57,8 +61,22 @@ void Daemon::check_dataplane(std::uint64_t now) {
         serving_since_ns_ = 0;
     } else if (!announce_ok_) {
         if (!serving_since_ns_) serving_since_ns_ = now;
-        announce_ok_ = !etcd_ || now - serving_since_ns_ >= kAnnounceWaitNs;
-        if (!announce_ok_) {
+        // Never before the fleet was read from etcd once: until then the table is the
+        // configuration's (often this appliance alone, the owner of every bucket), which no other
+        // member agreed to; announced, the streams the router moved here were reset and two
+        // appliances bound new flows for the same buckets.
+        // The others get their 3 s from then too (a wait begun before the read was over).
+        announce_ok_ =
+            !etcd_ || (fleet_etcd_applied_ &&
+                       now - std::max(serving_since_ns_, fleet_etcd_read_ns_) >= kAnnounceWaitNs);
+        if (etcd_ && !fleet_etcd_applied_ && !etcd_wait_logged_ &&
+            now - serving_since_ns_ >= kAnnounceWaitNs) {
+            etcd_wait_logged_ = true;
+            spdlog::warn(
+                "announce: not announced before the fleet is read from etcd (not read yet: "
+                "the configuration's table is no fleet's)");
+        }
+        if (!announce_ok_ && etcd_ && fleet_etcd_applied_) {
             const FleetEtcdView v = etcd_->view();
             announce_ok_ =
                 v.reachable && v.alive[fleet_.self] && fleet_members_view(v)["agree"].get<bool>();
@@ -102,6 +120,14 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
     const FleetEtcdView v = etcd_->view();
     if (drain_.active) {
         left_unhealthy_ = false;  // the drain decides; a recovery must not undo it
+        // Its leave failed (etcd away): tried again once etcd answers, every second at most.
+        if (drain_.fleet_failed && v.reachable && now >= health_push_retry_ns_) {
+            drain_leave_etcd();
+            if (drain_.fleet_failed)
+                health_push_retry_ns_ = now + 1'000'000'000ull;
+            else
+                spdlog::info("drain: etcd answers again: {}", drain_.fleet_note);
+        }
         // Nor a restart: an earlier leave's marker goes (else a drained appliance restarted
         // would re-enter by it).
         if (v.reachable && v.returning[fleet_.self] && now >= health_push_retry_ns_) {
@@ -129,12 +155,14 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
     std::function<bool(FleetState &, std::string *)> op;
     FleetEtcd::TxnExtra extra;
     const char *what;
+    bool left = false;  // the leave appended an epoch (etcd may have changed since the view)
     if (!dp_health_.healthy && dp_was_healthy_ && !left_unhealthy_ &&
         fleet_leave_epoch(cur, fleet_.self, member_set_of(v.alive))) {
         // Members dead now stay in (they have no MAC in the view, so push() refused the leave
         // while one was dead); a full history drops its oldest epoch rather than refuse.
-        op = [this, &extra](FleetState &f, std::string *) {
+        op = [this, &extra, &left](FleetState &f, std::string *) {
             extra = {};
+            left = false;
             // Not to an epoch of dead members only (every appliance computes it empty: no owner).
             const MemberSet n = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
             if (!n) return true;
@@ -146,6 +174,7 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
                 spdlog::warn("fleet: {} epochs retained: the oldest dropped", kMaxFleetEpochs);
             extra.puts.emplace_back(FleetEtcd::returning_key(fleet_.self),
                                     FleetEtcd::returning_value(left_from_, left_to_));
+            left = true;
             return true;
         };
         what = "not healthy: left the owners";
@@ -181,9 +210,37 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
             what, err);
         return;
     }
-    left_unhealthy_ = !dp_health_.healthy;
-    spdlog::info("fleet: dataplane {} (an epoch through etcd{})", what,
+    // Left only when the leave wrote its epoch: etcd changed since the view (an operator's push
+    // without this appliance) and nothing was written, marked left it was pushed back among the
+    // owners at recovery, undoing that push. Nothing written, the next try waits a second.
+    left_unhealthy_ = !dp_health_.healthy && left;
+    if (!dp_health_.healthy && !left) health_push_retry_ns_ = now + 1'000'000'000ull;
+    spdlog::info("fleet: dataplane {} (an epoch through etcd{})",
+                 dp_health_.healthy || left ? what : "not healthy: no owner epoch to leave",
                  changed ? "" : ": nothing to change");
+    apply_fleet_etcd();
+}
+
+// A drain leaving the owners through etcd: etcd's newest epoch less this appliance, members dead
+// now kept (a push of the computed one took them out, and they stayed out when they came back).
+// A failure is retried from fleet_follow_health once etcd answers.
+void Daemon::drain_leave_etcd() {
+    MemberSet to = 0;
+    bool changed = false;
+    std::string err;
+    const auto op = [&](FleetState &f, std::string *) {
+        to = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
+        return !to || append_epoch(f.epochs, to);
+    };
+    // Known unreachable (its last poll failed): not waited for on the event loop (etcd's
+    // timeouts, while it hangs).
+    const FleetEtcdView v = etcd_->view();
+    const bool down = !v.reachable && !v.error.empty();
+    if (down) err = "etcd is unreachable (" + v.error + ")";
+    drain_.fleet_failed = down || !etcd_->update_epochs(op, &changed, &err);
+    drain_.fleet_note = drain_.fleet_failed ? "leaving the owners failed: " + err
+                        : to                ? "left the owners: " + member_set_str(to)
+                             : std::string("not an owner, or the last one alive: stays");
     apply_fleet_etcd();
 }
 
@@ -227,7 +284,7 @@ json Daemon::announce_json() const {
     return {{"dataplane", dp}, {"announce", a}, {"drain", d}};
 }
 
-std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
+std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &req) {
     auto ok = [this](json extra) {
         json r = announce_json();
         r["ok"] = true;
@@ -238,6 +295,7 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
     if (cmd == "drain.cancel") {
         if (!drain_.active) return json{{"ok", false}, {"error", "no drain in progress"}};
         drain_ = {};
+        unlink(drain_marker().c_str());
         spdlog::info("drain: cancelled: announced again while the dataplane is healthy{}",
                      fleet_.enabled() ? " (push this appliance back into the fleet's owners)" : "");
         check_dataplane(mono_ns());
@@ -245,45 +303,51 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &) {
     }
     if (cmd != "drain.start") return std::nullopt;
     if (drain_.active) return ok({{"started", false}});
+    // Nothing here withdraws the appliance: new connections keep coming (a static route, DNS),
+    // and "drained" at the first moment without flows did not mean safe to stop (the streams
+    // begun after it broke). Withdrawn upstream, `force` drains anyway.
+    if (!announcer_ && !fleet_.enabled() && !(req.is_object() && req.value("force", false)))
+        return json{{"ok", false},
+                    {"error",
+                     "drain: nothing withdraws this appliance (no announce-bird-socket, no fleet): "
+                     "new connections keep coming; withdraw it upstream, then drain with force "
+                     "(kvsteerctl drain --force) to wait for its flows to end"}};
     drain_ = {};
     drain_.active = true;
     drain_.started_ns = mono_ns();
+    // Kept beside the API socket: a kvsteerd restarted meanwhile (a crash, the memory limit)
+    // drains again (it announced the VIP again, the drain forgotten).
+    // The boot it was made in heads it: one left from an earlier boot (an api-socket outside
+    // /run) is not taken for this one's.
+    if (!write_this_boots(drain_marker(),
+                          "kvsteerctl drain started; kvsteerctl drain --cancel removes this\n"))
+        spdlog::warn("drain: cannot write {} ({}): a kvsteerd restart would forget this drain",
+                     drain_marker(), std::strerror(errno));
     // Leave the fleet's owners: the others bind the new flows of this appliance's buckets and
     // send this appliance's flows on to it (a previous owner) while they last.
     if (fleet_.enabled()) {
         const MemberSet self = static_cast<MemberSet>(1u << fleet_.self);
         const MemberSet now = fleet_.epochs.empty() ? MemberSet{0} : fleet_.epochs.back();
-        if (!(now & self)) {
+        if (etcd_) {
+            // Decided from etcd's epochs, never the table in hand: a drain restarted from its
+            // marker runs before etcd is read, with the configuration's table (there "not an
+            // owner" or "the last owner" dropped a leave etcd still needed, unreported).
+            drain_leave_etcd();
+        } else if (!(now & self)) {
             drain_.fleet_note = "not an owner";
         } else if (!(now & ~self)) {
             drain_.fleet_note = "the last owner: stays one";
-        } else if (etcd_) {
-            // etcd's newest epoch less this appliance, members dead now kept (a push of the
-            // computed one took them out, and they stayed out when they came back).
-            MemberSet to = 0;
-            bool changed = false;
-            std::string err;
-            const auto op = [&](FleetState &f, std::string *) {
-                to = fleet_leave_epoch(f.newest(), fleet_.self, member_set_of(f.macs));
-                return !to || append_epoch(f.epochs, to);
-            };
-            // Known unreachable (its last poll failed): not waited for on the event loop (etcd's
-            // timeouts, while it hangs).
-            const FleetEtcdView v = etcd_->view();
-            const bool down = !v.reachable && !v.error.empty();
-            if (down) err = "etcd is unreachable (" + v.error + ")";
-            drain_.fleet_failed = down || !etcd_->update_epochs(op, &changed, &err);
-            drain_.fleet_note = drain_.fleet_failed ? "leaving the owners failed: " + err
-                                : to                ? "left the owners: " + member_set_str(to)
-                                     : std::string("not an owner, or the last one alive: stays");
-            apply_fleet_etcd();
         } else {
             const json req = {{"members", member_set_str(static_cast<MemberSet>(now & ~self))}};
             const json r = *handle_fleet("fleet.push", req);
             drain_.fleet_failed = !r.value("ok", false);
-            drain_.fleet_note = drain_.fleet_failed
-                                    ? "leaving the owners failed: " + r.value("error", "")
-                                    : "left the owners: " + req.at("members").get<std::string>();
+            // Without etcd every appliance is given the same pushes: this one's is no one else's.
+            drain_.fleet_note =
+                drain_.fleet_failed
+                    ? "leaving the owners failed: " + r.value("error", "")
+                    : "left the owners here: " + req.at("members").get<std::string>() +
+                          " (push the same on every other appliance: `kvsteerctl fleet push " +
+                          req.at("members").get<std::string>() + "`)";
         }
     } else {
         drain_.fleet_note = "no fleet";

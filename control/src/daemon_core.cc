@@ -213,6 +213,11 @@ void DaemonCore::start(std::uint64_t now_ns) {
             b = fresh_backend(*id, spec);
             b.base_binds = b.base_closes = b.base_idle_starts = b.base_idle_ends = 0;
             if (was_state == KVS_BE_UP || was_state == KVS_BE_DRAIN) b.health = HealthState(true);
+            // A backend the operator drained stays drained (the map is the only record of it
+            // without etcd; it went back to taking new flows). A drained backend that was down
+            // is not told apart from a down one here: Daemon::restore_backend_drains drains it
+            // again from its file.
+            b.draining = was_state == KVS_BE_DRAIN;
         }
         resolve_mac(b);
         backends_[*id] = std::move(b);

@@ -11,6 +11,7 @@
 
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/control/json_bounded.h"
+#include "mono_clock.h"
 
 namespace kvsteer::control {
 
@@ -68,6 +69,10 @@ void Daemon::apply_fleet_etcd() {
     if (v.seq == etcd_seq_) return;
     etcd_seq_ = v.seq;
     FleetState next = fleet_state_from_etcd(cfg().fleet, v);
+    if (v.read && !fleet_etcd_applied_) {
+        fleet_etcd_applied_ = true;
+        fleet_etcd_read_ns_ = mono_ns();
+    }
     if (!(next == fleet_) || (fleet_publish_pending_ && v.read)) {
         fleet_publish_pending_ = false;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
@@ -246,6 +251,10 @@ void Daemon::apply_fleet_silence() {
             spdlog::info("fleet: appliance {} answers pings again: back in the owner table", id);
     }
     fleet_silent_ = s;
+    // A restart over live maps keeps them until etcd is read (start): the table here is still the
+    // configuration's, and written now it undid what the pending wait protects. The silence is
+    // applied with etcd's fleet then.
+    if (fleet_publish_pending_) return;
     publish_fleet();
 }
 

@@ -131,6 +131,14 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
 json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     auto fail = [](const std::string &e) { return json{{"ok", false}, {"error", e}}; };
     std::string err;
+    // A tune.set kvsteerd refuses anyway (an unknown name, a bad value) says so first, etcd or
+    // not (kvsteerctl reads "unknown tunable" as a usage error).
+    if (cmd == "tune.set") {
+        auto t = tune_set_from_request(req, &err);
+        if (!t) return fail(err);
+        DaemonConfig check = cfg();
+        if (!apply_tunable(check, t->name, t->value, &err)) return fail(err);
+    }
     const FleetEtcdView v = etcd_->view();
     if (!v.reachable)
         return fail(cmd + ": etcd is unreachable (" +

@@ -62,6 +62,7 @@ bool FleetState::push(MemberSet s, std::string *err) {
         return false;
     }
     if (!epochs.empty() && s == epochs.back()) return true;
+    if (epochs.size() >= kMaxFleetEpochs) compact_epochs(epochs);
     if (epochs.size() >= kMaxFleetEpochs) {
         *err = "already " + std::to_string(kMaxFleetEpochs) +
                " epochs retained: settle first (fleet settle)";
@@ -72,10 +73,21 @@ bool FleetState::push(MemberSet s, std::string *err) {
     return true;
 }
 
+std::size_t compact_epochs(std::vector<MemberSet> &epochs) {
+    const std::size_t before = epochs.size();
+    std::vector<MemberSet> kept;
+    // Newest first: an epoch is kept unless a newer one has the same members.
+    for (std::size_t k = epochs.size(); k-- > 0;)
+        if (std::find(kept.begin(), kept.end(), epochs[k]) == kept.end()) kept.push_back(epochs[k]);
+    epochs.assign(kept.rbegin(), kept.rend());
+    return before - epochs.size();
+}
+
 bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s, bool *dropped) {
     if (dropped) *dropped = false;
     if (s == 0) return false;
     if (!epochs.empty() && epochs.back() == s) return true;
+    if (epochs.size() >= kMaxFleetEpochs) compact_epochs(epochs);
     if (dropped) *dropped = epochs.size() >= kMaxFleetEpochs;
     if (epochs.size() >= kMaxFleetEpochs)
         epochs.erase(epochs.begin(), epochs.begin() + static_cast<std::ptrdiff_t>(

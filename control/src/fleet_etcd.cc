@@ -659,13 +659,15 @@ bool FleetEtcd::poll(std::string *err) {
             v.cookie_next_at_ms = at ? static_cast<std::int64_t>(*at) : 0;
         }
     }
-    // Our own key gone (etcd lost it, or the lease expired): put it again at once.
-    if (!v.alive[local_.self]) lease_ = 0;
     bool changed, epochs_warn = false;
     {
         std::lock_guard lk(mu_);
         if (ticket < stored_ticket_) return true;
         stored_ticket_ = ticket;
+        // Our own key gone (etcd lost it, or the lease expired): put it again at once. Not from a
+        // read older than the one stored (begun before the key was put, done after): it dropped a
+        // fresh lease, granted again for nothing.
+        if (!v.alive[local_.self]) lease_ = 0;
         if (!v.epochs) {  // a bad value, or the key deleted: the last good epochs stay in force
             v.epochs = view_.epochs;  // (none read yet: the configured ones are used)
             v.epochs_version = view_.epochs_version;

@@ -20,16 +20,19 @@ namespace kvsteer::control {
 
 namespace {
 
-// A message is at most this big: libzmq drops the connection of a peer that sends more (it
+// A frame is at most this big: libzmq drops the connection of a peer that sends more (it
 // reconnects; what was lost shows as a sequence gap). Still far above a real batch (a few KB to a
-// few hundred: a hash is at most 9 bytes). It bounds what one hostile message makes kvsteerd
-// hold and decode, and with kRcvHwm what a publisher can queue while this thread is busy (at
-// most 1000 x 4 MiB per socket; it was 10000 x 64 MiB, far past the appliance's memory).
-constexpr std::int64_t kMaxMessage = 4ll << 20;
+// few hundred: a hash is at most 9 bytes). libzmq applies it per frame, not per message, and
+// counts a message against kRcvHwm only once complete: with a well-formed message's 3 frames a
+// socket holds at most kRcvHwm x 3 MiB queued (~200 MiB; it was 1000 x 3 x 4 MiB, past the unit's
+// MemoryMax). A publisher that never ends a message (MORE set on every frame) is not bounded by
+// libzmq (control/README.md, "KV events": not fixed).
+constexpr std::int64_t kMaxMessage = 1ll << 20;
 // Messages libzmq queues per socket before it drops new ones (a sequence gap, as an overrun):
-// vLLM publishes a batch per engine step, so 1000 is seconds of events; the loop reads kBurst at a
-// time and a gap only costs an approximation of the cache, never a wrong route.
-constexpr int kRcvHwm = 1000;
+// vLLM publishes a batch per engine step (milliseconds to tens of them), so 64 is a second or
+// more of events while this thread is busy; a gap only costs an approximation of the cache,
+// never a wrong route.
+constexpr int kRcvHwm = 64;
 // Messages read from one socket before looking at the others and at subscription changes.
 constexpr int kBurst = 256;
 // Frames kept per message: a well-formed one has 3; more are read, counted and dropped.
@@ -72,13 +75,25 @@ void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::
     }
     const int linger = 0, hwm = kRcvHwm, ivl = 100, ivl_max = 5000, ipv6 = 1;
     const std::int64_t max_msg = kMaxMessage;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
-    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
-    zmq_setsockopt(s, ZMQ_IPV6, &ipv6, sizeof ipv6);  // tcp://[v6]:port (v4 still works)
-    zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
+    // Each option matters (the bounds above, the subscription itself): one that cannot be set is
+    // an error reported on the subscription, never a socket without it (they were unchecked).
+    const char *failed = nullptr;
+    auto set = [&](int opt, const void *v, std::size_t n, const char *name) {
+        if (!failed && zmq_setsockopt(s, opt, v, n) != 0) failed = name;
+    };
+    set(ZMQ_LINGER, &linger, sizeof linger, "ZMQ_LINGER");
+    set(ZMQ_RCVHWM, &hwm, sizeof hwm, "ZMQ_RCVHWM");
+    set(ZMQ_RECONNECT_IVL, &ivl, sizeof ivl, "ZMQ_RECONNECT_IVL");
+    set(ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max, "ZMQ_RECONNECT_IVL_MAX");
+    set(ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg, "ZMQ_MAXMSGSIZE");
+    set(ZMQ_IPV6, &ipv6, sizeof ipv6, "ZMQ_IPV6");  // tcp://[v6]:port (v4 still works)
+    set(ZMQ_SUBSCRIBE, "", 0, "ZMQ_SUBSCRIBE");
+    if (failed) {
+        im.report(id, serial,
+                  std::string("zmq_setsockopt ") + failed + ": " + zmq_strerror(zmq_errno()), log);
+        zmq_close(s);
+        return nullptr;
+    }
     if (zmq_connect(s, ep.c_str()) != 0) {
         im.report(id, serial, "connect " + ep + ": " + zmq_strerror(zmq_errno()), log);
         zmq_close(s);

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -47,7 +48,7 @@ const char *kTopUsage =
     "  backends drain BACKEND [--undo]     no new flows; existing flows continue\n"
     "  backends weight BACKEND W           weight in the lookup table (0 = out of it)\n"
     "  affinity show [--limit N]           affinity table as the daemon wrote it\n"
-    "  affinity pin KEY BACKEND...         force a prefix/block hash onto 1..4 backends\n"
+    "  affinity pin KEY BACKEND...         prefer 1..4 backends for a prefix/block hash\n"
     "  affinity unpin KEY\n"
     "  flows list [--limit N]              bound flows, read from the kvs_flows map\n"
     "  flows count\n"
@@ -62,10 +63,15 @@ const char *kTopUsage =
     "  fleet [status]                      the fleet of appliances: members, epochs, owner table\n"
     "  fleet push ID[,ID...] | settle | forget ID | member ID MAC | rotate-cookie   change the "
     "membership (fleet-etcd: the whole fleet's)\n"
-    "  drain [--timeout S] | --status | --cancel   withdraw the VIP (BIRD), leave the fleet's "
+    "  drain [--timeout S] [--force] | --status | --cancel   withdraw the VIP (BIRD), leave the "
+    "fleet's "
     "owners, wait for this appliance's flows to end\n"
     "\n"
     "ADDR:PORT is [ADDR]:PORT for IPv6 (e.g. [fd00::7]:8000), here and in every answer.\n"
+    "Changes are live. Without fleet-etcd a kvsteerd restart starts from its config file again:\n"
+    "tune values, pins and backends added or removed here are gone (write them into the\n"
+    "file too); a backend drained here stays drained.\n"
+    "With fleet-etcd, backends and tunables changed here are kept in etcd (pins are not).\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 daemon or maps unreachable.\n";
 
 struct Usage {
@@ -122,6 +128,25 @@ std::string need(const po::variables_map &vm, const char *name, const std::strin
     return vm[name].as<std::string>();
 }
 
+// An affinity KEY as kvsteerd reads it: 0x-hex goes as text, decimal as a JSON number (the
+// daemon read bare digits as hex: "291" pinned 0x291).
+json key_arg(const std::string &k, const std::string &usage) {
+    if (k.starts_with("0x") || k.starts_with("0X")) return k;
+    std::string err;
+    auto v = kvsteer::control::parse_uint_in("KEY", k, {1, UINT64_MAX}, &err);
+    if (!v || k.find_first_not_of("0123456789") != std::string::npos)
+        throw Usage{"KEY: write 0x<hex> or a decimal number (got '" + k + "')\n" + usage};
+    return *v;
+}
+
+// The API commands that change nothing.
+bool reads_only(const std::string &cmd) {
+    for (const char *c : {"status", "backends", "backend.list", "affinity.show", "tune.get",
+                          "counters", "fleet.status", "drain.status"})
+        if (cmd == c) return true;
+    return false;
+}
+
 class Ctl {
    public:
     explicit Ctl(Global g) : g_(std::move(g)) {}
@@ -129,15 +154,25 @@ class Ctl {
     // Sends a request; prints the error and returns nullopt on failure (with the exit code set).
     std::optional<json> call(const json &req) {
         std::string err;
-        auto r = kvsteer::control::api_call(g_.socket, req,
-                                            std::chrono::milliseconds(g_.timeout_ms), &err);
+        bool connected = false;
+        auto r = kvsteer::control::api_call(
+            g_.socket, req, std::chrono::milliseconds(g_.timeout_ms), &err, &connected);
         if (!r) {
-            error(err);
-            code_ = kUnreachable;
+            // Connected, a change may have been applied (exit 3 said "unreachable", and a
+            // retried `backends add` then found it there): exit 1, said so. A read changes
+            // nothing: kvsteerd did not answer, exit 3.
+            if (connected && !reads_only(req.value("cmd", std::string()))) {
+                error(err + "; the request may have been applied: check `kvsteerctl status`");
+                code_ = kFailed;
+            } else {
+                error(err);
+                code_ = kUnreachable;
+            }
             return std::nullopt;
         }
         if (!(*r)["ok"].is_boolean() || !(*r)["ok"].get<bool>()) {
-            error((*r).value("error", std::string("kvsteerd refused the request")));
+            refused_ = (*r).value("error", std::string("kvsteerd refused the request"));
+            error(refused_);
             code_ = kFailed;
             if (g_.json) std::cout << r->dump(2) << "\n";
             return std::nullopt;
@@ -157,11 +192,14 @@ class Ctl {
 
     void error(const std::string &e) { std::fprintf(stderr, "kvsteerctl: %s\n", e.c_str()); }
     int code() const { return code_; }
+    // kvsteerd's error when it refused the last request, else "".
+    const std::string &refused() const { return refused_; }
     const Global &g() const { return g_; }
 
    private:
     Global g_;
     int code_ = kOk;
+    std::string refused_;
 };
 
 // kvsteerd's answers are read through non-const json: a field missing from an answer (a kvsteerd
@@ -229,7 +267,7 @@ void print_announce(json a, json d) {
 
 int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
     const std::string usage =
-        "Usage: kvsteerctl drain [--timeout S] | --status | --cancel\n"
+        "Usage: kvsteerctl drain [--timeout S] [--force] | --status | --cancel\n"
         "Takes this appliance out of service without breaking a stream: withdraws the VIP's\n"
         "routes (BIRD), leaves the fleet's owners (the others bind the new flows and send this\n"
         "appliance's flows on to it), then waits until no flow is left here. Exit 0 once drained:\n"
@@ -237,9 +275,12 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
     po::options_description o("Options");
     o.add_options()("timeout", po::value<std::string>()->default_value("300"),
                     "seconds to wait for the flows to end; 0 = start it and return")(
-        "status", "show the drain's progress")("cancel",
-                                               "announce again (the fleet's owners: "
-                                               "push this appliance back yourself)");
+        "status", "show the drain's progress")(
+        "force",
+        "drain although nothing here withdraws the VIP (no BIRD socket, no fleet): withdrawn "
+        "upstream")("cancel",
+                    "announce again (the fleet's owners: "
+                    "push this appliance back yourself)");
     auto vm = parse_sub(args, o, {}, false, usage);
     std::string err;
     auto timeout = kvsteer::control::parse_uint_in("--timeout", vm["timeout"].as<std::string>(),
@@ -250,7 +291,9 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
     const std::string cmd = vm.count("status")   ? "drain.status"
                             : vm.count("cancel") ? "drain.cancel"
                                                  : "drain.start";
-    auto r = c.call({{"cmd", cmd}});
+    json req = {{"cmd", cmd}};
+    if (vm.count("force")) req["force"] = true;
+    auto r = c.call(req);
     if (!r) return c.code();
     auto show = [&](json j) {
         if (c.g().json)
@@ -258,14 +301,15 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
         else
             print_announce(j["announce"], j["drain"]);
     };
-    if (cmd != "drain.start" || *timeout == 0) {
+    if (cmd != "drain.start") {
         show(*r);
         return kOk;
     }
     if (!c.g().json) print_announce((*r)["announce"], (*r)["drain"]);
     // Still an owner (etcd unreachable, a push refused): the others keep sending this appliance
     // new flows of its buckets, so the drain would not finish, or a quiet appliance would be
-    // stopped while an owner. Said at once, exit 1 (it printed "drained ... stop it now").
+    // stopped while an owner. Said at once, exit 1 (it printed "drained ... stop it now"), with
+    // --timeout 0 too (it exited 0: a script went on to stop an owner).
     if ((*r)["drain"].value("fleet_failed", false)) {
         if (c.g().json) show(*r);
         std::fprintf(
@@ -275,6 +319,10 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
             "it, or drain --cancel)\n",
             (*r)["drain"].value("fleet", std::string("leaving the owners failed")).c_str());
         return kFailed;
+    }
+    if (*timeout == 0) {
+        if (c.g().json) show(*r);
+        return kOk;
     }
     const auto t0 = std::chrono::steady_clock::now();
     std::uint64_t last = UINT64_MAX;
@@ -287,8 +335,9 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
                 std::printf("drained: no flow left on this appliance; stop it now\n");
             return kOk;
         }
-        // Cancelled meanwhile (drain --cancel) or kvsteerd restarted (a drain is not kept):
-        // nothing is draining any more; waiting would only run into the timeout.
+        // Cancelled meanwhile (drain --cancel), or kvsteerd restarted without its runtime
+        // directory (a stop and a start: the drain's marker went with it): nothing is draining
+        // any more; waiting would only run into the timeout.
         if (d.is_object() && !d.value("active", true)) {
             std::fprintf(stderr,
                          "kvsteerctl: drain: no longer in progress (cancelled, or kvsteerd "
@@ -310,7 +359,13 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         r = c.call({{"cmd", "drain.status"}});
-        if (!r) return c.code();
+        if (!r) {
+            // Started, so not "unreachable": the appliance stays withdrawn meanwhile.
+            std::fprintf(stderr,
+                         "kvsteerctl: drain: started, then kvsteerd did not answer its status; "
+                         "the drain goes on (kvsteerctl drain --status to follow)\n");
+            return kFailed;
+        }
     }
 }
 
@@ -382,12 +437,31 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)
         std::printf(" %s=%s", it.key().c_str(),
                     it.value().is_string() ? it.value().get<std::string>().c_str()
-                                           : num(it.value()).c_str());
+                                           : num(it.value(), 3).c_str());  // 0.001 showed 0.00
     std::printf("\n");
     return kOk;
 }
 
+// `kvsteerctl CMD --help` for a command with subcommands: the top usage's lines for CMD (its
+// default subcommand took --help and showed only its own usage, hiding the others).
+bool subcommands_help(const std::vector<std::string> &args, const std::string &cmd) {
+    if (args.empty() || (args[0] != "-h" && args[0] != "--help")) return false;
+    std::printf("Subcommands of kvsteerctl %s (kvsteerctl %s SUBCOMMAND --help for each):\n",
+                cmd.c_str(), cmd.c_str());
+    std::string_view u = kTopUsage;
+    const std::string lead = "  " + cmd + " ";
+    while (!u.empty()) {
+        const std::size_t nl = u.find('\n');
+        const std::string_view line = u.substr(0, nl);
+        if (line.starts_with(lead))
+            std::printf("%.*s\n", static_cast<int>(line.size()), line.data());
+        u.remove_prefix(nl == std::string_view::npos ? u.size() : nl + 1);
+    }
+    return true;
+}
+
 int cmd_backends(Ctl &c, std::vector<std::string> args) {
+    if (subcommands_help(args, "backends")) return kOk;
     std::string sub = args.empty() || args[0].starts_with("-") ? "list" : args[0];
     if (!args.empty() && !args[0].starts_with("-")) args.erase(args.begin());
     json req;
@@ -465,6 +539,7 @@ int cmd_backends(Ctl &c, std::vector<std::string> args) {
 }
 
 int cmd_affinity(Ctl &c, std::vector<std::string> args) {
+    if (subcommands_help(args, "affinity")) return kOk;
     std::string sub = args.empty() || args[0].starts_with("-") ? "show" : args[0];
     if (!args.empty() && !args[0].starts_with("-")) args.erase(args.begin());
     json req;
@@ -477,18 +552,19 @@ int cmd_affinity(Ctl &c, std::vector<std::string> args) {
         req = {{"cmd", "affinity.show"}, {"limit", limit_arg(vm, usage)}};
     } else if (sub == "pin") {
         const std::string usage =
-            "Usage: kvsteerctl affinity pin KEY BACKEND...\nKEY: 0x-hex prefix or block hash; 1..4 "
-            "backends.";
+            "Usage: kvsteerctl affinity pin KEY BACKEND...\nKEY: a prefix or block hash, 0x-hex "
+            "(as "
+            "affinity show prints it) or decimal; 1..4 backends.";
         auto vm =
             parse_sub(args, po::options_description("Options"), {"key", "backends"}, true, usage);
         if (!vm.count("backends")) throw Usage{"missing backends\n" + usage};
         req = {{"cmd", "affinity.pin"},
-               {"key", need(vm, "key", usage)},
+               {"key", key_arg(need(vm, "key", usage), usage)},
                {"backends", vm["backends"].as<std::vector<std::string>>()}};
     } else if (sub == "unpin") {
-        const std::string usage = "Usage: kvsteerctl affinity unpin KEY";
+        const std::string usage = "Usage: kvsteerctl affinity unpin KEY (0x-hex or decimal)";
         auto vm = parse_sub(args, po::options_description("Options"), {"key"}, false, usage);
-        req = {{"cmd", "affinity.unpin"}, {"key", need(vm, "key", usage)}};
+        req = {{"cmd", "affinity.unpin"}, {"key", key_arg(need(vm, "key", usage), usage)}};
     } else {
         throw Usage{"unknown affinity subcommand '" + sub + "' (show, pin, unpin)"};
     }
@@ -521,6 +597,7 @@ int cmd_affinity(Ctl &c, std::vector<std::string> args) {
 }
 
 int cmd_flows(Ctl &c, std::vector<std::string> args) {
+    if (subcommands_help(args, "flows")) return kOk;
     std::string sub = args.empty() || args[0].starts_with("-") ? "list" : args[0];
     if (!args.empty() && !args[0].starts_with("-")) args.erase(args.begin());
     if (sub != "list" && sub != "count")
@@ -632,19 +709,30 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
         "Names: prefix-length, block-size, max-blocks, load-factor, load-slack, replication,\n"
         "hot-threshold, steering-mode (prefix|round-robin|five-tuple), affinity-ttl (ms),\n"
         "max-held-bytes, per-request (on|off), session-headers (header names, comma-separated;\n"
-        "\"\" turns session affinity off), session-cap.";
+        "\"\" turns session affinity off), session-cap. Read-only: table-algorithm,\n"
+        "affinity-min-hot.";
     auto vm = parse_sub(args, po::options_description("Options"), {"name", "value"}, false, usage);
+    // An unknown name is a usage error, read or set (setting one exited 1, reading one 2). The
+    // names are kvsteerd's (a list compiled in here refused a newer kvsteerd's tunables).
+    if (vm.count("name")) {
+        const std::string n = vm["name"].as<std::string>();
+        if (n.empty() || n.find_first_of(", =") != std::string::npos)
+            throw Usage{"unknown tunable '" + n + "'\n" + usage};
+    }
     json req = vm.count("value") ? json{{"cmd", "tune.set"},
                                         {"name", vm["name"].as<std::string>()},
                                         {"value", vm["value"].as<std::string>()}}
                                  : json{{"cmd", "tune.get"}};
     auto r = c.call(req);
-    if (!r) return c.code();
+    if (!r) return c.refused().starts_with("unknown tunable") ? kUsage : c.code();
     json t = r->at("tunables");
     if (vm.count("name") && !vm.count("value")) {
         std::string n = vm["name"].as<std::string>();
         if (!t.contains(n)) {
-            c.error("unknown tunable '" + n + "'");
+            std::string names;
+            for (auto it = t.begin(); it != t.end(); ++it)
+                names += (names.empty() ? "" : ", ") + it.key();
+            c.error("unknown tunable '" + n + "' (" + names + ")");
             return kUsage;
         }
         t = json{{n, t[n]}};
@@ -800,8 +888,9 @@ int main(int argc, char **argv) {
         "kvsteerd API socket (default /run/kvsteer/kvsteerd.sock, env KVSTEER_SOCKET)")(
         "bpffs", po::value<std::string>(&g.bpffs),
         "pinned maps directory (default /sys/fs/bpf/kvsteer, env KVSTEER_BPFFS)")(
-        "json", po::bool_switch(&g.json), "JSON output")("timeout", po::value<int>(&g.timeout_ms),
-                                                         "API timeout, ms (default 5000)");
+        "json", po::bool_switch(&g.json), "JSON output")(
+        "timeout", po::value<int>(&g.timeout_ms),
+        "API timeout, ms (default 5000; 15000 for fleet and drain)");
     // Global options come before the command; everything from the command on is the command's.
     int cmd_at = 1;
     std::vector<std::string> global_args;
@@ -820,6 +909,12 @@ int main(int argc, char **argv) {
         if (g.timeout_ms <= 0)
             throw po::error("--timeout: must be a positive number of ms (got " +
                             std::to_string(g.timeout_ms) + ")");
+        // Fleet changes and a drain (which leaves the fleet's owners) may wait on etcd: up to
+        // ~5.5 s in kvsteerd, past the default 5 s.
+        if (!vm.count("timeout") && cmd_at < argc &&
+            (std::string_view(argv[cmd_at]) == "fleet" ||
+             std::string_view(argv[cmd_at]) == "drain"))
+            g.timeout_ms = 15000;
         if (vm.count("help") || cmd_at >= argc) {
             std::cout << kTopUsage << "\n" << opts;
             return vm.count("help") ? kOk : kUsage;

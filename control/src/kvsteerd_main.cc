@@ -24,6 +24,11 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (r.outcome == ParseOutcome::Error) {
+        if (r.retryable) {
+            std::fprintf(stderr, "kvsteerd: %s (not there yet? exit 1: restarted, tried again)\n",
+                         r.message.c_str());
+            return 1;
+        }
         std::fprintf(stderr, "kvsteerd: configuration error: %s\n", r.message.c_str());
         return 2;
     }
@@ -49,10 +54,17 @@ int main(int argc, char **argv) {
     // Views of the maps; `maps` outlives them.
     Daemon d(r.cfg, *maps, FleetMaps{maps->fleet, maps->owner, maps->fleet_heard});
     if (!d.start(&err)) {
+        if (d.start_failed_on_config()) {
+            std::fprintf(stderr, "kvsteerd: configuration error: %s\n", err.c_str());
+            return 2;
+        }
         std::fprintf(stderr, "kvsteerd: %s\n", err.c_str());
         return 1;
     }
     g_daemon = &d;
+    // Ready: the maps and kvs_config are written and the API socket listens (Type=notify: the
+    // dataplane unit, ordered after this one, starts only now).
+    if (!notify_systemd("READY=1", &err)) spdlog::warn("systemd notify: {}", err);
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, nullptr);

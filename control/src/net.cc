@@ -1,9 +1,15 @@
 #include "kvsteer/control/net.h"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <xxhash.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 
 namespace kvsteer::control {
@@ -165,6 +171,35 @@ std::optional<std::string> parse_hex_bytes(std::string_view s, std::size_t n, st
 std::uint64_t backend_identity(const Endpoint &ep) {
     std::string s = ep.str();
     return XXH3_64bits(s.data(), s.size());
+}
+
+bool notify_systemd(std::string_view state, std::string *err) {
+    const char *env = std::getenv("NOTIFY_SOCKET");
+    if (!env || !*env) return true;
+    const std::string path = env;
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if ((path[0] != '/' && path[0] != '@') || path.size() >= sizeof a.sun_path) {
+        *err = "NOTIFY_SOCKET '" + path + "' is not a socket path";
+        return false;
+    }
+    std::memcpy(a.sun_path, path.data(), path.size());
+    if (path[0] == '@') a.sun_path[0] = '\0';  // the abstract namespace
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+    const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = std::string("socket: ") + std::strerror(errno);
+        return false;
+    }
+    const ssize_t n = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+                             reinterpret_cast<const sockaddr *>(&a), len);
+    const int e = errno;
+    close(fd);
+    if (n != static_cast<ssize_t>(state.size())) {
+        *err = "send to NOTIFY_SOCKET " + path + ": " + std::strerror(e);
+        return false;
+    }
+    return true;
 }
 
 }  // namespace kvsteer::control

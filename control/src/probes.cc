@@ -51,18 +51,24 @@ void Daemon::prober_loop(Probe kind) {
             ProbeResult r{kind, t[i].id, t[i].incarnation, t[i].ep, std::move(res[i]), std::nullopt,
                           0,    {}};
             if (!health && r.http.ok && r.http.status == 200) {
-                auto page = parse_prometheus(r.http.body);
+                PromParse page;
+                Telemetry tel = read_telemetry(r.http.body, &page);
                 r.bad_lines = page.bad_lines;
                 r.parse_error = page.first_error;
                 if (page.truncated) {
                     // Not read whole: sums over part of it would be wrong values, not unknown
                     // ones (before, the cut was neither counted nor logged).
                     r.http.ok = false;
-                    r.http.error = "metrics page too large (over 200,000 samples): not used";
+                    r.http.error = "metrics page too large (over " +
+                                   std::to_string(kTelemetryMaxSamples) +
+                                   " samples of the metrics read, or their labels): not used";
                 } else {
-                    r.tel = extract_telemetry(page);
+                    r.tel = std::move(tel);
                 }
             }
+            // Nothing reads a body after this: it left with the result and stayed in results_
+            // until the loop applied it (a round's pages, up to 8 MiB each, held twice).
+            std::string().swap(r.http.body);
             out.push_back(std::move(r));
         }
         {
@@ -128,10 +134,17 @@ void Daemon::apply_results() {
             why = r.http.error;
             continue;
         }
-        if (r.kind == Probe::Health)
-            on_health_check(r);
-        else
-            on_scrape(r);
+        // One result's failure costs only itself (an exception left the loop, and the rest of
+        // the round's verdicts were dropped unapplied).
+        try {
+            if (r.kind == Probe::Health)
+                on_health_check(r);
+            else
+                on_scrape(r);
+        } catch (const std::exception &e) {
+            spdlog::error("probe result of backend {}: {} (the round's others are applied)", r.id,
+                          e.what());
+        }
     }
     const auto now = std::chrono::steady_clock::now();
     if (local && now - local_probe_logged_ >= std::chrono::seconds(10)) {

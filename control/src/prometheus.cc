@@ -16,6 +16,11 @@ const std::string *PromSample::label(std::string_view k) const {
 
 namespace {
 
+// A sample's labels: real pages have a handful. Each kept one costs ~70 bytes whatever its text
+// (`a="",` is 5), so a cap per line and one per parse (kMaxLabelsPerSample a sample on average)
+// bound what a hostile page makes kvsteerd hold.
+constexpr std::size_t kMaxLabelsPerLine = 64, kMaxLabelsPerSample = 4;
+
 bool name_start(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
 }
@@ -106,6 +111,8 @@ std::string parse_sample(std::string_view line, PromSample &out) {
                 }
             }
             if (!closed) return "unterminated value of label " + lname;
+            if (out.labels.size() >= kMaxLabelsPerLine)
+                return "more than " + std::to_string(kMaxLabelsPerLine) + " labels";
             out.labels.emplace_back(std::move(lname), std::move(val));
             skip_ws(line, i);
             if (i < line.size() && line[i] == ',') {
@@ -151,14 +158,26 @@ std::string parse_sample(std::string_view line, PromSample &out) {
 
 }  // namespace
 
-PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
+PromParse parse_prometheus(std::string_view text, std::size_t max_samples, const PromKeep &keep) {
     constexpr std::size_t kMaxTypes = 200000;  // TYPE lines kept, whatever the sample cap
     PromParse r;
-    std::size_t lineno = 0, pos = 0;
+    std::size_t lineno = 0, pos = 0, labels = 0;
     constexpr std::size_t kMaxLine = 64 * 1024;
     auto bad = [&](const std::string &why) {
         r.bad_lines++;
         if (r.first_error.empty()) r.first_error = "line " + std::to_string(lineno) + ": " + why;
+    };
+    // A bad sample line's metric name, when it begins with one.
+    auto bad_name = [&](std::string_view line) {
+        std::size_t i = 0;
+        skip_ws(line, i);
+        std::size_t e = i;
+        while (e < line.size() && e - i < 256 && name_char(line[e])) e++;
+        if (e == i || r.bad_names.size() >= 256) return;
+        const std::string_view n = line.substr(i, e - i);
+        for (const auto &b : r.bad_names)
+            if (b == n) return;
+        r.bad_names.emplace_back(n);
     };
     while (pos < text.size()) {
         std::size_t nl = text.find('\n', pos);
@@ -167,8 +186,16 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
         pos = nl == std::string_view::npos ? text.size() : nl + 1;
         lineno++;
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (keep) {
+            // A sample line of a metric not read is passed over here, whatever follows its name
+            // (a comment has none: '#' begins no name).
+            std::size_t b = line.find_first_not_of(" \t"), e = b;
+            while (e < line.size() && e - b < 256 && name_char(line[e])) e++;
+            if (b < line.size() && e > b && !keep(line.substr(b, e - b), true)) continue;
+        }
         if (line.size() > kMaxLine) {
             bad("line longer than 64 KiB");
+            bad_name(line);  // (none for a comment: '#' begins no name)
             continue;
         }
         std::size_t i = 0;
@@ -177,6 +204,7 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
         if (line.empty()) continue;
         if (line.find('\0') != std::string_view::npos) {
             bad("NUL byte");
+            bad_name(line);
             continue;
         }
         if (line[0] == '#') {
@@ -201,6 +229,8 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
                     rest.remove_suffix(1);
                 if (name.empty() || rest.empty()) {
                     bad("malformed TYPE line");
+                } else if (keep && !keep(name, false)) {
+                    continue;
                 } else if (r.types.size() >= kMaxTypes) {
                     r.truncated = true;  // each kept one costs ~10x its line
                     break;
@@ -218,7 +248,13 @@ PromParse parse_prometheus(std::string_view text, std::size_t max_samples) {
         std::string err = parse_sample(line, s);
         if (!err.empty()) {
             bad(err);
+            bad_name(line);
             continue;
+        }
+        labels += s.labels.size();
+        if (labels > max_samples * kMaxLabelsPerSample) {
+            r.truncated = true;
+            break;
         }
         r.samples.push_back(std::move(s));
     }

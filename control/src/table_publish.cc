@@ -210,7 +210,7 @@ void DaemonCore::publish_affinity(bool force, std::uint64_t now_ns) {
     std::vector<std::uint64_t> dropped;
     ctr_.affinity_insert_failed += builder.insert_all(items, &dropped);
     for (const std::uint64_t k : dropped)
-        spdlog::debug("affinity: {:016x} not written (probe window full)", k);
+        spdlog::debug("affinity: {:#018x} not written (probe window full)", k);
     writer_.publish_affinity(builder.table());
     desired_ = std::move(want);
     affinity_published_ = true;

@@ -1,7 +1,7 @@
 #include "kvsteer/control/telemetry.h"
 
 #include <cmath>
-#include <initializer_list>
+#include <span>
 #include <string_view>
 
 namespace kvsteer::control {
@@ -21,13 +21,42 @@ namespace {
 
 enum class Combine { Sum, Max };
 
+// The metrics read, each as the names it has had (the first one present counts).
+using Names = std::span<const std::string_view>;
+constexpr std::string_view kVllmRunning[] = {"vllm:num_requests_running"},
+                           kVllmWaiting[] = {"vllm:num_requests_waiting"},
+                           kVllmKvUsage[] = {"vllm:kv_cache_usage_perc",
+                                             "vllm:gpu_cache_usage_perc"},
+                           kVllmQueries[] = {"vllm:prefix_cache_queries_total",
+                                             "vllm:prefix_cache_queries",
+                                             "vllm:gpu_prefix_cache_queries_total",
+                                             "vllm:gpu_prefix_cache_queries"},
+                           kVllmHits[] = {"vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits",
+                                          "vllm:gpu_prefix_cache_hits_total",
+                                          "vllm:gpu_prefix_cache_hits"},
+                           kSglangRunning[] = {"sglang:num_running_reqs"},
+                           kSglangWaiting[] = {"sglang:num_queue_reqs"},
+                           kSglangKvUsage[] = {"sglang:token_usage"},
+                           kSglangHitRate[] = {"sglang:cache_hit_rate"},
+                           kStartTime[] = {"process_start_time_seconds"};
+constexpr Names kRead[] = {kVllmRunning,   kVllmWaiting,   kVllmKvUsage,   kVllmQueries,
+                           kVllmHits,      kSglangRunning, kSglangWaiting, kSglangKvUsage,
+                           kSglangHitRate, kStartTime};
+
 // Looks for the first of `names` present in the page; combines its label sets. Values outside
-// [0, hi] or not finite make the whole metric unknown (a wrong number is worse than none).
-std::optional<double> pick(const PromParse &page, std::initializer_list<std::string_view> names,
-                           double hi, Combine how, std::vector<std::string> &problems) {
+// [0, hi] or not finite, or a line of it that did not parse, make the whole metric unknown (a
+// wrong number is worse than none).
+std::optional<double> pick(const PromParse &page, Names names, double hi, Combine how,
+                           std::vector<std::string> &problems) {
     for (auto name : names) {
         bool found = false, bad = false;
         double acc = 0;
+        // A line of it that did not parse: the sum of the others would be wrong, not unknown.
+        for (const auto &b : page.bad_names) {
+            if (b != name) continue;
+            problems.push_back(std::string(name) + ": a line of it could not be parsed");
+            return std::nullopt;
+        }
         for (const auto &s : page.samples) {
             if (s.name != name) continue;
             if (!std::isfinite(s.value) || s.value < 0 || s.value > hi) {
@@ -52,44 +81,73 @@ bool has_prefix(const PromParse &page, std::string_view p) {
     return false;
 }
 
-}  // namespace
-
-Telemetry extract_telemetry(const PromParse &page) {
+Telemetry extract(const PromParse &page, ServerFlavor flavor) {
     Telemetry t;
     constexpr double kCount = 1e9, kCounter = 1e18;
     auto &pr = t.problems;
-    if (has_prefix(page, "vllm:")) {
-        t.flavor = ServerFlavor::Vllm;
-        t.running = pick(page, {"vllm:num_requests_running"}, kCount, Combine::Sum, pr);
-        t.waiting = pick(page, {"vllm:num_requests_waiting"}, kCount, Combine::Sum, pr);
-        t.kv_usage = pick(page, {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"}, 1.0,
-                          Combine::Max, pr);
-        t.prefix_queries =
-            pick(page,
-                 {"vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries",
-                  "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries"},
-                 kCounter, Combine::Sum, pr);
-        t.prefix_hits = pick(page,
-                             {"vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits",
-                              "vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits"},
-                             kCounter, Combine::Sum, pr);
+    t.flavor = flavor;
+    if (flavor == ServerFlavor::Vllm) {
+        t.running = pick(page, kVllmRunning, kCount, Combine::Sum, pr);
+        t.waiting = pick(page, kVllmWaiting, kCount, Combine::Sum, pr);
+        t.kv_usage = pick(page, kVllmKvUsage, 1.0, Combine::Max, pr);
+        t.prefix_queries = pick(page, kVllmQueries, kCounter, Combine::Sum, pr);
+        t.prefix_hits = pick(page, kVllmHits, kCounter, Combine::Sum, pr);
         if (t.prefix_queries && t.prefix_hits && *t.prefix_hits > *t.prefix_queries) {
             pr.push_back("vllm:prefix_cache_hits: more hits than queries");
             t.prefix_hits.reset();
             t.prefix_queries.reset();
         }
-    } else if (has_prefix(page, "sglang:")) {
-        t.flavor = ServerFlavor::Sglang;
-        t.running = pick(page, {"sglang:num_running_reqs"}, kCount, Combine::Sum, pr);
-        t.waiting = pick(page, {"sglang:num_queue_reqs"}, kCount, Combine::Sum, pr);
-        t.kv_usage = pick(page, {"sglang:token_usage"}, 1.0, Combine::Max, pr);
-        t.hit_rate = pick(page, {"sglang:cache_hit_rate"}, 1.0, Combine::Max, pr);
+    } else if (flavor == ServerFlavor::Sglang) {
+        t.running = pick(page, kSglangRunning, kCount, Combine::Sum, pr);
+        t.waiting = pick(page, kSglangWaiting, kCount, Combine::Sum, pr);
+        t.kv_usage = pick(page, kSglangKvUsage, 1.0, Combine::Max, pr);
+        t.hit_rate = pick(page, kSglangHitRate, 1.0, Combine::Max, pr);
     }
+    if (t.flavor != ServerFlavor::Unknown)
+        t.start_time = pick(page, kStartTime, 1e11, Combine::Max, pr);
     return t;
+}
+
+}  // namespace
+
+Telemetry extract_telemetry(const PromParse &page) {
+    return extract(page, has_prefix(page, "vllm:")     ? ServerFlavor::Vllm
+                         : has_prefix(page, "sglang:") ? ServerFlavor::Sglang
+                                                       : ServerFlavor::Unknown);
+}
+
+Telemetry read_telemetry(std::string_view body, PromParse *page) {
+    // The flavour is whichever family's metrics the page has, read or not; the first wins, as
+    // extract_telemetry's vLLM-first test.
+    bool vllm = false, sglang = false;
+    auto keep = [&](std::string_view n, bool sample) {
+        vllm |= sample && n.starts_with("vllm:");
+        sglang |= sample && n.starts_with("sglang:");
+        for (const Names names : kRead)
+            for (const std::string_view w : names)
+                if (n == w) return true;
+        return false;
+    };
+    *page = parse_prometheus(body, kTelemetryMaxSamples, keep);
+    return extract(*page, vllm     ? ServerFlavor::Vllm
+                          : sglang ? ServerFlavor::Sglang
+                                   : ServerFlavor::Unknown);
 }
 
 HitRateTracker::Update HitRateTracker::update(const Telemetry &t) {
     Update u;
+    if (t.start_time) {
+        const bool restarted = last_start_ && *t.start_time != *last_start_;
+        last_start_ = t.start_time;
+        if (restarted) {
+            // Counters start again from here; no window across the restart.
+            u.reset = true;
+            u.window_hit_rate = t.hit_rate;
+            last_q_ = t.prefix_queries;
+            last_h_ = t.prefix_hits;
+            return u;
+        }
+    }
     if (t.hit_rate) {
         u.window_hit_rate = t.hit_rate;
         return u;

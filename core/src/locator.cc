@@ -140,6 +140,35 @@ Step read_line(Buf b, std::size_t pos, std::size_t &content_end, std::size_t &ne
     return Step::Ok;
 }
 
+// A line of chunked framing (a chunk-size line, its extensions, a trailer line): it ends in CRLF
+// exactly, with no other CR in it (RFC 9112 7.1). Bad on a bare LF or CR: parsers disagree on
+// such framing (h11 before 0.16 skipped the two bytes after chunk data unread), so a body framed
+// so has no end anyone can vouch for (the request is never re-bound at one).
+Step read_crlf(Buf b, std::size_t pos, std::size_t &content_end, std::size_t &next) {
+    const void *lf = std::memchr(b.data() + pos, '\n', b.size() - pos);
+    if (lf == nullptr)
+        return std::memchr(b.data() + pos, '\r', b.size() - pos) && b[b.size() - 1] != '\r'
+                   ? Step::Bad
+                   : Step::More;
+    const std::size_t le =
+        static_cast<std::size_t>(static_cast<const std::uint8_t *>(lf) - b.data());
+    if (le == pos || b[le - 1] != '\r') return Step::Bad;
+    if (std::memchr(b.data() + pos, '\r', le - 1 - pos)) return Step::Bad;
+    content_end = le - 1;
+    next = le + 1;
+    return Step::Ok;
+}
+
+// After chunk data: CRLF exactly.
+Step chunk_data_end(Buf b, std::size_t pos, std::size_t &next) {
+    if (pos >= b.size()) return Step::More;
+    if (b[pos] != '\r') return Step::Bad;
+    if (pos + 1 >= b.size()) return Step::More;
+    if (b[pos + 1] != '\n') return Step::Bad;
+    next = pos + 2;
+    return Step::Ok;
+}
+
 // Request line: method SP request-target SP HTTP/1.x CRLF. Sets `pos` past the line.
 LocateStatus parse_request_line(Buf b, std::size_t &pos, RequestView &r, int &minor) {
     const std::size_t n = b.size();
@@ -265,9 +294,10 @@ Step parse_chunk_header(Buf b, std::size_t pos, std::uint64_t &size, std::size_t
     if (digits == 0) return Step::Bad;
     while (pos < n && is_ows(b[pos])) ++pos;
     if (pos >= n) return Step::More;
-    if (b[pos] != ';' && b[pos] != '\r' && b[pos] != '\n') return Step::Bad;
+    if (b[pos] != ';' && b[pos] != '\r') return Step::Bad;
     std::size_t end = 0;
-    if (read_line(b, pos, end, next) != Step::Ok) return Step::More;
+    const Step st = read_crlf(b, pos, end, next);
+    if (st != Step::Ok) return st;
     size = v;
     return Step::Ok;
 }
@@ -299,14 +329,14 @@ void locate_chunked(Buf b, RequestView &r, std::size_t &key_begin, std::size_t &
         if (size > n - data) return;  // chunk data runs past the buffer
         pos = data + static_cast<std::size_t>(size);
         // chunk data is followed by CRLF
-        std::size_t end = 0, next = 0;
-        if (read_line(b, pos, end, next) != Step::Ok || end != pos) return;
+        std::size_t next = 0;
+        if (chunk_data_end(b, pos, next) != Step::Ok) return;
         pos = next;
     }
     // last-chunk seen: skip trailer fields up to the empty line.
     while (true) {
         std::size_t end = 0, next = 0;
-        if (read_line(b, pos, end, next) != Step::Ok) return;
+        if (read_crlf(b, pos, end, next) != Step::Ok) return;
         if (end == pos) {
             r.body_complete = true;
             r.body_available = next - r.body_offset;
@@ -418,8 +448,8 @@ std::size_t dechunk_request(std::span<std::uint8_t> buf, RequestView &r) noexcep
         out += take;
         if (size > n - data) break;  // cut off by the buffer's end
         pos = data + static_cast<std::size_t>(size);
-        std::size_t end = 0, next = 0;
-        if (read_line(b, pos, end, next) != Step::Ok || end != pos) break;
+        std::size_t next = 0;
+        if (chunk_data_end(b, pos, next) != Step::Ok) break;
         pos = next;
     }
     if (out == r.body_offset) return 0;  // no chunk data (or a malformed first chunk): as located

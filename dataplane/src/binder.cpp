@@ -59,6 +59,7 @@ void Binder::start(const BindEnv &env, const ClientHello &h, std::uint64_t now) 
     ncand_ = syn_tries_ = via_ = 0;
     backend_wscale_ = KVS_WSCALE_NONE;
     both_ts_ = full_ = rebind_ = old_closing_ = prechosen_ = counted_close_ = syn_sent_ = false;
+    ts_fixed_ = false;
     pooled_ = settling_ = false;
     leg_wscale_ = KVS_WSCALE_NONE;
     leg_isn_ = req_end_ = request_end_ = 0;
@@ -93,7 +94,9 @@ void Binder::start_rebind(const BindEnv &env, const RebindHello &r, std::uint64_
 FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool room,
                                  std::uint64_t now, Actions &out, std::uint16_t no_room) {
     if (c.has_ts && !seq_lt(c.tsval, tsval_)) tsval_ = c.tsval;
-    if (c.has_ts && seq_lt(c.tsval, tsval_first_)) tsval_first_ = c.tsval;
+    // The leg's first TSval, until the SYN (or a pooled leg) fixed the mapping on it: lowered
+    // after, the handshake's ACK carried a TSval below the SYN's, which the backend drops (PAWS).
+    if (c.has_ts && !ts_fixed_ && seq_lt(c.tsval, tsval_first_)) tsval_first_ = c.tsval;
     window_ = c.window;
     // max_held triggers the bind; segments the client keeps sending while the backend handshake
     // runs are still held (up to twice that, and at least an initial window of 10 segments of the
@@ -187,9 +190,10 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
     const bool chunked_whole = v.status == LocateStatus::Ok && v.chunked && v.body_complete;
     if (v.status == LocateStatus::Ok && v.expect_continue)
         req_end_ = static_cast<std::uint32_t>(v.body_offset);
-    else if (v.status == LocateStatus::Ok && !v.chunked && v.content_length >= 0)
+    else if (v.status == LocateStatus::Ok && !v.chunked)  // no Content-Length: no body
         req_end_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(
-            v.body_offset + static_cast<std::uint64_t>(v.content_length), 0xffffffffu));
+            v.body_offset + static_cast<std::uint64_t>(std::max<std::int64_t>(v.content_length, 0)),
+            0xffffffffu));
     else if (chunked_whole)
         req_end_ = static_cast<std::uint32_t>(v.body_offset + v.body_available);
     request_end_ = 0;
@@ -395,6 +399,7 @@ void Binder::pooled(const BindEnv &env, const LegHello &leg, std::uint64_t now, 
     std::uint32_t start = env.clock_ms;
     if (leg.reused && seq_lt(start, leg.ts_floor + 1)) start = leg.ts_floor + 1;
     ts_delta_ = start - tsval_first_;
+    ts_fixed_ = true;
     backend_isn_ = leg.backend_isn;
     backend_tsval_ = leg.backend_tsval;
     backend_wscale_ = leg.backend_wscale;
@@ -442,6 +447,7 @@ void Binder::syn(const BindEnv &env, Actions &out) {
     // must not pass the held segments' TSvals, or it drops the older ones as PAWS failures (a
     // head written a few ms before its body).
     if (syn_tries_ == 0) ts_delta_ = env.clock_ms - tsval_first_;
+    ts_fixed_ = true;
     ++syn_tries_;  // a SYN the worker could not build counts as sent: the timer retries it
     Action a = act(Action::Kind::SynToBackend);
     a.seq = ff_.isn();  // the client's own ISN: no sequence translation client -> backend

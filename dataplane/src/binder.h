@@ -334,9 +334,10 @@ class Binder {
     std::uint64_t tuple_hash_ = 0, created_ = 0, last_seg_ = 0, deadline_ = 0;
     std::uint64_t first_syn_at_ = 0, synack_at_ = 0;
     bool syn_sent_ = false;
-    bool pooled_ = false;            // the backend leg came from the pool
-    bool settling_ = false;          // pooled, SynSent: waiting for the rest of the client's flight
-    std::uint32_t req_end_ = 0;      // the request's end in the stream (0: unknown)
+    bool ts_fixed_ = false;      // ts_delta_ fixed on tsval_first_ (a SYN sent, or a pooled leg)
+    bool pooled_ = false;        // the backend leg came from the pool
+    bool settling_ = false;      // pooled, SynSent: waiting for the rest of the client's flight
+    std::uint32_t req_end_ = 0;  // the request's end in the stream (0: unknown)
     std::uint32_t request_end_ = 0;  // the same for XDP's tracking (request_end())
     std::uint8_t leg_wscale_ = KVS_WSCALE_NONE;
     std::uint16_t leg_mss_ = 0;

@@ -200,6 +200,13 @@ bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err
 
 bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
                 rte_mempool **pool_out, std::string *err) {
+    rte_mempool *pool = nullptr;
+    if (!port_pool(port, mbufs, &pool, err) || !setup_port(port, queues, pool, err)) return false;
+    *pool_out = pool;
+    return true;
+}
+
+bool port_pool(std::uint16_t port, std::uint32_t mbufs, rte_mempool **pool_out, std::string *err) {
     if (!rte_eth_dev_is_valid_port(port)) {
         *err = fmt::format("port {} does not exist ({} ports probed; give one with --vdev)", port,
                            rte_eth_dev_count_avail());
@@ -214,7 +221,6 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
                            rte_strerror(rte_errno));
         return false;
     }
-    if (!setup_port(port, queues, pool, err)) return false;
     *pool_out = pool;
     return true;
 }

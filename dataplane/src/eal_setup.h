@@ -44,6 +44,9 @@ bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err
 
 // Configures and starts `port` with `queues` RX/TX queue pairs, one mempool for the port
 // (af_xdp loses TX with a pool shared between ports). false + err.
+// The port's mempool alone (the port must exist): what can fail for want of memory, done before
+// anything is swapped (main.cpp makes it before replacing a previous run's XDP program).
+bool port_pool(std::uint16_t port, std::uint32_t mbufs, rte_mempool **pool_out, std::string *err);
 bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
                 rte_mempool **pool_out, std::string *err);
 // The configure / queues / start half of start_port, on a pool that exists (also used to

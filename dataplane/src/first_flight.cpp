@@ -11,6 +11,7 @@ void FirstFlight::start(std::uint32_t isn, bool known) {
     n_ = 0;
     bytes_ = 0;
     fin_ = false;
+    conflict_ = false;
 }
 
 FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint32_t seq,
@@ -35,6 +36,10 @@ FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint
         const std::uint32_t r = g.rel + shift;
         if (r <= covered && r + g.len > covered) covered = r + g.len;
         if (r <= front) front = std::max(front, r + g.len);
+        // Bytes both copies carry must be the same (a retransmission repeats them).
+        const std::uint32_t lo = std::max(r, rel), hi = std::min(r + g.len, rel + len);
+        if (lo < hi && std::memcmp(g.data + (lo - r), data + (lo - rel), hi - lo) != 0)
+            conflict_ = true;
     }
     if (n_ > 0 && covered >= rel + len && (!fin || fin_)) return Add::Duplicate;
     if (n_ == kMaxSegs || bytes_ + len > max_bytes) {

@@ -66,6 +66,10 @@ class FirstFlight {
     // is stale.
     void fix_start() { isn_known_ = true; }
     bool has_fin() const { return fin_; }
+    // Two copies of some byte range held or offered differed (a retransmission with other bytes,
+    // or one of them with a bad checksum the backend will drop): the bytes the backend parses
+    // may not be those located here, so no request end taken from them is vouched for.
+    bool conflicting() const { return conflict_; }
     // Every byte up to the client's FIN is held: the client has sent all it ever will.
     bool complete_to_fin() const { return fin_ && contiguous() >= fin_end_; }
     unsigned size() const { return n_; }
@@ -114,7 +118,7 @@ class FirstFlight {
     std::uint8_t n_evicted_ = 0;
     std::uint32_t isn_ = 0, bytes_ = 0, fin_end_ = 0;
     std::uint8_t n_ = 0;
-    bool isn_known_ = false, fin_ = false;
+    bool isn_known_ = false, fin_ = false, conflict_ = false;
 };
 
 // Whether the bytes at the start of a flight begin an HTTP/1.x request line (a method token and

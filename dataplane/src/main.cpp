@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -238,6 +239,14 @@ int main(int argc, char **argv) {
             "main one; the SNAT range is split between these): set workers = {}",
             cfg.n_workers, n_workers, n_workers);
     rte_mempool *pool = nullptr;
+    // The mempool before the previous run's XDP program is replaced: a start failing for want of
+    // memory (hugepages short after a reboot) leaves that program forwarding the established
+    // flows (it failed after the swap: no program, the guard dropping their packets until a start
+    // succeeded).
+    if (!port_pool(opts->port, opts->mbufs, &pool, &err)) {
+        spdlog::error("{}", err);
+        return 1;
+    }
     if (opts->mode == Mode::Xdp && opts->guard_prog != "none") {
         // Before the XDP program is swapped: from now on the appliance kernel drops, instead of
         // resetting, what reaches it of our flows while no program is attached.
@@ -260,9 +269,27 @@ int main(int argc, char **argv) {
         if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args)))
             spdlog::info("replacing the XDP program of a previous run on {} interface(s)", n);
     }
-    if (!start_port(opts->port, static_cast<std::uint16_t>(n_workers), opts->mbufs, &pool, &err)) {
+    if (!setup_port(opts->port, static_cast<std::uint16_t>(n_workers), pool, &err)) {
         spdlog::error("{}", err);
         return 1;
+    }
+    if (opts->mode == Mode::Xdp) {
+        // One RX queue per worker: the XDP program hands a new flow's segments to the socket of
+        // the queue they arrived on, and a queue no worker serves has none (punt_no_xsk). The
+        // queue count is the NIC's setting (ethtool -L), which a reboot resets.
+        for (const std::string &iface : xdp_prog_interfaces(eal_args)) {
+            unsigned rx = 0;
+            std::error_code ec;
+            for (const auto &e :
+                 std::filesystem::directory_iterator("/sys/class/net/" + iface + "/queues", ec))
+                if (e.path().filename().string().rfind("rx-", 0) == 0) ++rx;
+            if (rx > n_workers)
+                spdlog::warn(
+                    "{} has {} RX queues and this dataplane serves {}: new connections whose "
+                    "segments land on the others are dropped (punt_no_xsk); `ethtool -L {} "
+                    "combined {}` (again after every reboot)",
+                    iface, rx, n_workers, iface, n_workers);
+        }
     }
     auto ports = std::make_unique<PortBusy>();
     if (tables.flows_fd >= 0) {
@@ -286,10 +313,13 @@ int main(int argc, char **argv) {
     // One table of recent choices for every worker: a burst of one new prefix that RSS spreads
     // over the workers follows its first request on any of them (tools/sim/README.md).
     static auto recent = std::make_unique<RecentChoices>();
+    // And one table of SYN-ACK buckets: the per-prefix limit is the appliance's (dpdk mode).
+    static auto syn_buckets = std::make_unique<SynBuckets>();
     try {
         for (unsigned idx = 0; idx < n_workers; ++idx) {
             WorkerParams wp;
             wp.recent = recent.get();
+            wp.syn_buckets = syn_buckets.get();
             wp.opts = *opts;
             wp.port = opts->port;
             wp.queue = static_cast<std::uint16_t>(idx);

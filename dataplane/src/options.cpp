@@ -181,6 +181,11 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         *exit_code = 2;
         return std::nullopt;
     }
+    if (o.backend_syn_retries > 16) {  // the binder counts tries in 8 bits
+        std::cerr << "kvsteer-dataplane: --backend-syn-retries must be 0..16\n";
+        *exit_code = 2;
+        return std::nullopt;
+    }
     if (o.idle_spin_us > 1000000) {
         std::cerr << "kvsteer-dataplane: --idle-spin-us must be 0..1000000\n";
         *exit_code = 2;

@@ -13,8 +13,9 @@ void rewrite_packet(kvs_pkt *pkt, void *data_end, const kvs_flow &f) {
 }
 
 rte_mbuf *build_cookie_synack(rte_mbuf *syn, const kvs_config &cfg, const kvs_pkt &pkt,
-                              std::uint64_t tai_ns) {
+                              std::uint64_t tai_ns, unsigned *why) {
     const __u64 *key = kvs_config_sign_key(&cfg);
+    *why = KVS_R_DROP_NO_CONFIG;
     if (!kvs_cookie_key_set(key)) {
         rte_pktmbuf_free(syn);
         return nullptr;
@@ -25,6 +26,7 @@ rte_mbuf *build_cookie_synack(rte_mbuf *syn, const kvs_config &cfg, const kvs_pk
     kvs_cookie_tuple_of(&pkt, &t);
     kvs_cookie_sign(key, &t, kvs_cookie_slot(tai_ns, cfg.cookie_period_s), sa.cookie_data,
                     sa.client_isn, &sa.cookie, &sa.tsval);
+    *why = KVS_R_DROP_SYNACK_NO_ROOM;
     const std::uint32_t have = rte_pktmbuf_data_len(syn);
     if (have > sa.frame_len)
         rte_pktmbuf_trim(syn, static_cast<std::uint16_t>(have - sa.frame_len));

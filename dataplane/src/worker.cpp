@@ -15,6 +15,7 @@
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_hash_crc.h>
+#include <rte_ip.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 #include <rte_random.h>
@@ -155,8 +156,11 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
                          : local_stats_;
     scratch_.recent = p_.recent;
-    syn_key_[0] = rte_rand();
-    syn_key_[1] = rte_rand();
+    syn_buckets_ = p_.syn_buckets;
+    if (!syn_buckets_ && answers_handshakes()) {
+        own_syn_buckets_ = std::make_unique<SynBuckets>();
+        syn_buckets_ = own_syn_buckets_.get();
+    }
     const PortShare share = port_share(t_, p_);
     all_lo_ = share.lo;
     all_hi_ = share.hi;
@@ -277,6 +281,9 @@ unsigned Worker::poll(std::uint64_t now) {
     if (now - last_timer_ >= hz_ / 10000) {
         last_timer_ = now;
         timers(now);
+        // A flight a timer settled (a pooled leg) is installed now, not a poll later: an idle
+        // worker sleeps up to a pool period (10 ms) before the next one.
+        install_accepted(now);
         sweep_bound(now);
         if (pool_ && now - last_pool_ >= pool_period()) {
             last_pool_ = now;
@@ -389,9 +396,13 @@ unsigned Worker::wake_sleep_us(std::uint64_t now) const {
     return std::max<unsigned>(10, static_cast<unsigned>(ticks * 1000000 / hz_));
 }
 
+// A draining worker (the dataplane stopping) beats 0: kvsteerd withdraws the VIP at once, not
+// dataplane-stale after the last beat (the dataplane stopped taking new flows first, while the VIP
+// was still announced), and XDP marks no more request boundaries of its flows.
 void Worker::heartbeat(std::uint64_t now_ns) {
     if (t_.ring_ctl && p_.index < KVS_MAX_WORKERS)
-        __atomic_store_n(&t_.ring_ctl[p_.index].alive_ns, now_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&t_.ring_ctl[p_.index].alive_ns, draining() ? 0 : now_ns,
+                         __ATOMIC_RELAXED);
 }
 
 void Worker::park_if_asked() {
@@ -473,6 +484,23 @@ void Worker::handle(rte_mbuf *m, std::uint64_t now) {
 // Client side
 
 void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
+    const std::uint8_t fl = pkt.tcp->flags;
+    // A SYN that starts no connection, dropped before the flow's own handling (as XDP drops it
+    // before its flow lookup): on a flow being bound a SYN+FIN was held as its FIN, and either
+    // could end a closed flow's slot. SYN+FIN or SYN+RST: RFC 9293 and Linux start nothing. To
+    // a group address: not to us (answered, the SYN-ACK left from that address).
+    if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == KVS_TCP_SYN) {
+        if (fl & (KVS_TCP_FIN | KVS_TCP_RST)) {
+            inc(KVS_R_DROP_MALFORMED);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        if (pkt.eth->dst[0] & 1) {
+            inc(KVS_R_DROP_SYN_NOT_UNICAST);
+            rte_pktmbuf_free(m);
+            return;
+        }
+    }
     const std::int32_t found = slots_.find(key);
     if (found >= 0) {
         const auto idx = static_cast<std::uint32_t>(found);
@@ -528,14 +556,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         rte_pktmbuf_free(m);
         return;
     }
-    const std::uint8_t fl = pkt.tcp->flags;
     if (punt_bound_ && !(fl & KVS_TCP_SYN)) return bound_punt(m, pkt, key, now);
-    if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST | KVS_TCP_FIN)) ==
-        (KVS_TCP_SYN | KVS_TCP_FIN)) {
-        inc(KVS_R_DROP_MALFORMED);  // SYN+FIN starts no connection (XDP drops it so too)
-        rte_pktmbuf_free(m);
-        return;
-    }
     if ((fl & (KVS_TCP_SYN | KVS_TCP_ACK | KVS_TCP_RST)) == KVS_TCP_SYN) {
         if (answers_handshakes() && !draining()) return answer_syn(m, pkt);
         // Draining takes no new flows; in xdp mode XDP answers SYNs, so one here is unexpected.
@@ -608,39 +629,20 @@ bool Worker::reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const {
     return bpf_map_lookup_elem(t_.flows_fd, &s.ckey, &f) != 0;
 }
 
-std::size_t Worker::syn_bucket_index(std::uint64_t key) const {
-    const __u64 m = key;  // siphash.h's word type (unsigned long long)
-    return kvs_siphash24_words(syn_key_[0], syn_key_[1], &m, 1) % syn_buckets_.size();
-}
-
 void Worker::answer_syn(rte_mbuf *m, kvs_pkt &pkt) {
     const kvs_config &c = *t_.config;
-    if (pkt.eth->dst[0] & 1) {  // a group address: not to us (XDP drops it so too)
-        inc(KVS_R_DROP_SYN_NOT_UNICAST);
+    if (c.syn_rate_per_prefix &&
+        !syn_buckets_->take(kvs_syn_prefix_key(&pkt), clock_ns(), c.syn_rate_per_prefix,
+                            c.syn_burst_per_prefix)) {
+        // One table for every worker (syn_buckets.h): the limit is the appliance's.
+        inc(KVS_R_DROP_SYN_RATE);
         rte_pktmbuf_free(m);
         return;
     }
-    if (c.syn_rate_per_prefix) {
-        // The same buckets as XDP's (synrate.h), direct-mapped by prefix under a keyed hash: a
-        // prefix whose bucket another holds starts a fresh one (as XDP's LRU map evicts). The key
-        // is each worker's own secret: with a public hash (CRC32C under a fixed seed; a seed
-        // does not help, CRC being linear), anyone could find prefixes that collide and
-        // alternate SYNs between them, each refilling the bucket: never limited.
-        const std::uint64_t key = kvs_syn_prefix_key(&pkt), now = clock_ns();
-        SynBucket &b = syn_buckets_[syn_bucket_index(key)];
-        if (b.key != key) {
-            b.key = key;
-            kvs_syn_bucket_init(&b.b, now, c.syn_burst_per_prefix);
-        }
-        if (!kvs_syn_bucket_take(&b.b, now, c.syn_rate_per_prefix, c.syn_burst_per_prefix)) {
-            inc(KVS_R_DROP_SYN_RATE);
-            rte_pktmbuf_free(m);
-            return;
-        }
-    }
-    rte_mbuf *out = build_cookie_synack(m, c, pkt, clock_tai_ns());
+    unsigned why = 0;
+    rte_mbuf *out = build_cookie_synack(m, c, pkt, clock_tai_ns(), &why);
     if (!out) {
-        inc(KVS_R_DROP_NO_CONFIG);
+        inc(why);
         return;
     }
     inc(KVS_R_TX_SYNACK);
@@ -719,13 +721,22 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     if (bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) != 0 || c2s.dir != KVS_DIR_C2S ||
         !(c2s.state & KVS_FLOW_REBINDING))
         return false;
+    if (!segment_checksums_ok(m, pkt)) {  // the entries stay marked: its retransmission comes here
+        inc(KVS_R_DP_DROP_BAD_CHECKSUM);
+        rte_pktmbuf_free(m);
+        return true;
+    }
     kvs_flow_reverse_key(&key, &c2s, &skey);
     if (bpf_map_lookup_elem(t_.flows_fd, &skey, &s2c) != 0) {
         // Half a flow (its server entry evicted): nothing to continue. The client is reset, so
         // that it retries on a new connection (before, the segment was dropped silently and the
         // connection hung until the client's own timeout): RST|ACK in its own sequence space.
+        // The backend leg is reset too (it stayed open on a port the sweeper hands out again),
+        // and the connection counted closed in its backend's load (no FIN or RST will be).
         inc(KVS_R_DP_REQ_NO_FLOW);
+        rst_leg(c2s, key.family, kvs_ntohl(pkt.tcp->seq));
         bpf_map_delete_elem(t_.flows_fd, &key);
+        count_close(c2s);
         rst_to_client(pkt, kvs_ntohl(pkt.tcp->seq) + pkt.payload_len);
         rte_pktmbuf_free(m);
         return true;
@@ -750,7 +761,10 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
                                           slots_.packets_held_by(key) >= max_source_mbufs_)) ||
          (slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
          (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now)));
-    if (raced || no_room || keep_draining) {
+    const std::int32_t taken = raced || no_room || keep_draining ? -1 : slots_.take(key);
+    if (taken < 0) {
+        // No slot after all (the eviction resumed a moving request, freeing none): kept too,
+        // not dropped with the entries marked.
         inc(raced           ? KVS_R_DP_REQ_BOUNDARY_RACED
             : keep_draining ? KVS_R_DP_REQ_KEPT_DRAINING
                             : KVS_R_DP_REQ_KEPT_NO_ROOM);
@@ -768,12 +782,6 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
         rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), c2s);
         inc(KVS_R_TX_FWD_C2S);
         tx(m);
-        return true;
-    }
-    const std::int32_t taken = slots_.take(key);
-    if (taken < 0) {
-        inc(KVS_R_DP_HOLD_FULL);
-        rte_pktmbuf_free(m);
         return true;
     }
     const auto idx = static_cast<std::uint32_t>(taken);
@@ -805,7 +813,7 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     r.h.family = key.family;
     r.backend = c2s.backend_id;
     s.b.start_rebind(env(), r, now);
-    client_segment(idx, m, pkt, now);
+    client_segment(idx, m, pkt, now, true);
     return true;
 }
 
@@ -814,6 +822,11 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
     kvs_cookie_opts co{};
     if (!cookie_valid(pkt, &co)) {
         inc(KVS_R_DROP_BAD_COOKIE);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if (!segment_checksums_ok(m, pkt)) {  // before a slot is taken for it
+        inc(KVS_R_DP_DROP_BAD_CHECKSUM);
         rte_pktmbuf_free(m);
         return;
     }
@@ -864,13 +877,50 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
     h.tuple_hash = hash_five_tuple(hash_params(*t_.config), s.ckey);
     s.b.start(env(), h, now);
     inc(KVS_R_PUNT_FIRST_FLIGHT);
-    client_segment(idx, m, pkt, now);
+    client_segment(idx, m, pkt, now, true);
+}
+
+// The checksums of a client segment about to be held (TCP, and IPv4's header): the request is
+// read from the held bytes, and a segment the backend's kernel drops for its checksum has its
+// range taken from another copy, with other bytes (a Content-Length of its own): the request's
+// end would be kvsteer's alone. The NIC's verdict when it gave one, else computed.
+bool Worker::segment_checksums_ok(const rte_mbuf *m, const kvs_pkt &pkt) {
+    const std::uint64_t l4 = m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
+    const std::uint64_t l3 = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+    if (l4 == RTE_MBUF_F_RX_L4_CKSUM_BAD || (pkt.ip4 && l3 == RTE_MBUF_F_RX_IP_CKSUM_BAD))
+        return false;
+    if (l4 == RTE_MBUF_F_RX_L4_CKSUM_GOOD && (!pkt.ip4 || l3 == RTE_MBUF_F_RX_IP_CKSUM_GOOD))
+        return true;
+    // The pseudo-header's sum and the TCP header's and payload's: 0xffff when the checksum holds.
+    auto holds = [](std::uint32_t phdr, const void *l4, std::size_t len) {
+        std::uint32_t sum = phdr + rte_raw_cksum(l4, len);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        return sum == 0xffff;
+    };
+    if (pkt.ip4) {
+        const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(pkt.ip4);
+        return rte_raw_cksum(ip, rte_ipv4_hdr_len(ip)) == 0xffff &&
+               holds(rte_ipv4_phdr_cksum(ip, 0), pkt.tcp, pkt.l4_len);
+    }
+    return pkt.ip6 && holds(rte_ipv6_phdr_cksum(reinterpret_cast<const rte_ipv6_hdr *>(pkt.ip6), 0),
+                            pkt.tcp, pkt.l4_len);
 }
 
 // A client segment with payload or FIN for a flow being bound: the binder holds it or not.
-void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now) {
+void Worker::client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now,
+                            bool checked) {
     Actions out;
     Binder &b = slots_[idx].b;
+    if (!checked && !segment_checksums_ok(m, pkt)) {
+        inc(KVS_R_DP_DROP_BAD_CHECKSUM);
+        rte_pktmbuf_free(m);
+        // A new flow holding nothing has no timer: it goes (its retransmission starts it again).
+        if (slots_[idx].used && !b.rebinding() && b.phase() == Binder::Phase::Holding &&
+            b.flight().size() == 0)
+            release(idx, true);
+        return;
+    }
     const bool source_room = slots_.packets_held_by_source_of(idx) < max_source_mbufs_;
     const FirstFlight::Add r =
         b.segment(env(), client_seg(m, pkt), held_mbufs_ < max_held_mbufs_ && source_room, now, out,
@@ -909,7 +959,6 @@ BindEnv Worker::env() {
 
 void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) {
     Slot &s = slots_[idx];
-    const kvs_config &c = *t_.config;
     for (const Action &a : acts) {
         switch (a.kind) {
             case Action::Kind::SynToBackend: {
@@ -955,19 +1004,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 break;
             }
             case Action::Kind::RstToClient: {
-                TcpSpec sp{};
-                sp.smac = c.appliance_mac;
-                sp.dmac = s.client_mac;
-                sp.saddr = s.ckey.daddr;
-                sp.daddr = s.ckey.saddr;
-                sp.family = s.ckey.family;
-                sp.sport = s.ckey.dport;
-                sp.dport = s.ckey.sport;
-                sp.seq = a.seq;
-                sp.ack = a.ack;
-                sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
-                sp.window = 0;
-                send(build_tcp(p_.pool, sp));
+                rst_client(s, a.seq, a.ack);
                 break;
             }
             case Action::Kind::Connect: {
@@ -1007,18 +1044,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                 if (pool_ && s.b.phase() == Binder::Phase::Bound && !s.b.old_leg_closed() &&
                     park_old_leg(idx, a.seq, now))
                     break;
-                const kvs_flow &o = s.prev_c2s;
-                TcpSpec sp{};
-                sp.smac = o.new_smac;
-                sp.dmac = o.new_dmac;
-                sp.saddr = o.new_saddr;
-                sp.daddr = o.new_daddr;
-                sp.family = s.ckey.family;
-                sp.sport = o.new_sport;
-                sp.dport = o.new_dport;
-                sp.seq = a.seq + o.seq_delta;  // into the old leg's space (a pooled leg's)
-                sp.flags = KVS_TCP_RST;
-                send(build_tcp(p_.pool, sp));
+                rst_leg(s.prev_c2s, s.ckey.family, a.seq);
                 bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
                 // Its late segments are nobody's (its port goes back once the sweeper sees the
                 // entry gone; a pool leg opened on it must get its own SYN-ACK).
@@ -1196,7 +1222,10 @@ void Worker::installed(std::uint32_t idx, bool ok, std::uint64_t now) {
 // Unknown (a chunked body whose last chunk is not in the flight, not HTTP): no later request of
 // the connection is re-bound.
 void Worker::track_request(Slot &s) {
-    if (const std::uint32_t end = s.b.request_end()) {
+    // Not from bytes two copies of which differed: the backend may have parsed the other copy
+    // (one with a bad checksum is dropped there), and re-bound at an end it does not share, a
+    // leg parked for reuse could hold a half-read request for the next client.
+    if (const std::uint32_t end = s.b.request_end(); end && !s.b.flight().conflicting()) {
         s.c2s.resp_end = s.b.isn() + 1 + end;
         s.c2s.resp = KVS_RESP_END;
         return;
@@ -1236,9 +1265,65 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     // (dp_request_boundary_raced) and the connection's steering stopped. tx() flushes as soon as
     // 64 frames wait, and a flight holds up to 32.
     if (bpf_map_update_elem(t_.flows_fd, &s.prev_skey, &s.s2c, BPF_EXIST) != 0 ||
-        bpf_map_update_elem(t_.flows_fd, &s.ckey, &s.c2s, BPF_EXIST) != 0)
-        inc(KVS_R_DP_REQ_NO_FLOW);  // expired meanwhile: the client's next segment finds none
+        bpf_map_update_elem(t_.flows_fd, &s.ckey, &s.c2s, BPF_EXIST) != 0) {
+        // An entry went meanwhile (the LRU evicted it): the connection cannot carry the request
+        // and its response. Sent anyway, the client waited on a flow half gone (its segments
+        // dropped as cookie failures, or punted with the entry still marked) until its own
+        // timeout. Both sides are reset and the entries removed; the request is not sent.
+        inc(KVS_R_DP_REQ_NO_FLOW);
+        const std::uint32_t client_next = s.b.isn() + 1;  // the boundary: the old leg's next byte
+        rst_client(s, s.prev_s2c.next_seq + s.prev_s2c.seq_delta, next);  // its next byte from us
+        rst_leg(s.prev_c2s, s.ckey.family, client_next);
+        bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
+        bpf_map_delete_elem(t_.flows_fd, &s.ckey);
+        count_close(s.prev_c2s);
+        held_mbufs_ -= s.b.flight().size();  // as flush_held: the source's count went when bound
+        s.b.flight().drain([](void *h) { rte_pktmbuf_free(static_cast<rte_mbuf *>(h)); });
+        return;
+    }
     flush_held(s);
+}
+
+// A RST|ACK to a slot's client (seq, ack in the client's sequence space).
+void Worker::rst_client(const Slot &s, std::uint32_t seq, std::uint32_t ack) {
+    TcpSpec sp{};
+    sp.smac = t_.config->appliance_mac;
+    sp.dmac = s.client_mac;
+    sp.saddr = s.ckey.daddr;
+    sp.daddr = s.ckey.saddr;
+    sp.family = s.ckey.family;
+    sp.sport = s.ckey.dport;
+    sp.dport = s.ckey.sport;
+    sp.seq = seq;
+    sp.ack = ack;
+    sp.flags = KVS_TCP_RST | KVS_TCP_ACK;
+    sp.window = 0;
+    send(build_tcp(p_.pool, sp));
+}
+
+// A RST on a backend leg, from its client entry's rewrite: `client_seq` (the client's sequence
+// space) moved into the leg's.
+void Worker::rst_leg(const kvs_flow &c2s, std::uint8_t family, std::uint32_t client_seq) {
+    TcpSpec sp{};
+    sp.smac = c2s.new_smac;
+    sp.dmac = c2s.new_dmac;
+    sp.saddr = c2s.new_saddr;
+    sp.daddr = c2s.new_daddr;
+    sp.family = family;
+    sp.sport = c2s.new_sport;
+    sp.dport = c2s.new_dport;
+    sp.seq = client_seq + c2s.seq_delta;  // into the leg's space (a pooled leg's)
+    sp.flags = KVS_TCP_RST;
+    send(build_tcp(p_.pool, sp));
+}
+
+// A bound connection ended by the worker (its entries removed, no FIN or RST seen by XDP): its
+// backend's in-flight count goes back, unless XDP counted its close already.
+void Worker::count_close(const kvs_flow &c2s) {
+    if (!t_.load || c2s.backend_id >= KVS_MAX_BACKENDS || (c2s.state & KVS_FLOW_CLOSED)) return;
+    __atomic_fetch_add(&t_.load[c2s.backend_id].closes, 1, __ATOMIC_RELAXED);
+    if (c2s.state & KVS_FLOW_IDLE)
+        __atomic_fetch_add(&t_.load[c2s.backend_id].idle_ends, 1, __ATOMIC_RELAXED);
 }
 
 // Sends what the flight held through the new flow, in sequence order, up to its first hole: a
@@ -1561,6 +1646,13 @@ void Worker::sweep_bound(std::uint64_t now) {
             if (now >= s.linger_until) release(i, false);  // XDP has the flow; the sweeper ends it
         } else if ((s.closed && now - s.last_seen >= closed_ticks_) ||
                    now - s.last_seen >= flow_idle_ticks_) {
+            if (!s.closed) {
+                // Expired idle, never seen closing (a client gone, a lost FIN): its backend's
+                // in-flight count (binds - closes) goes back, as the xdp-mode sweeper does it.
+                inc(KVS_R_DP_FLOW_IDLE_EXPIRED);
+                if (t_.load)
+                    __atomic_fetch_add(&t_.load[s.b.backend()].closes, 1, __ATOMIC_RELAXED);
+            }
             release(i, true);
         }
     }
@@ -1617,9 +1709,12 @@ bool Worker::evict_stalled(std::uint64_t now) {
     if (victim < 0) victim = fallback;
     if (victim < 0) return false;
     Actions out;
-    slots_[static_cast<std::uint32_t>(victim)].b.evict(e, out);
-    execute(static_cast<std::uint32_t>(victim), out, now);
-    return true;
+    const auto v = static_cast<std::uint32_t>(victim);
+    slots_[v].b.evict(e, out);
+    execute(v, out, now);
+    // A moving request's slot is not freed: its request goes on on its backend (resumed, its
+    // held packets sent), the slot lingering; a lingering one makes the room then.
+    return !slots_[v].used || reclaim_lingering();
 }
 
 }  // namespace kvsteer::dp

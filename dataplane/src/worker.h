@@ -17,6 +17,7 @@
 #include "options.h"
 #include "packet.h"
 #include "slot_table.h"
+#include "syn_buckets.h"
 #include "tables.h"
 
 struct rte_mbuf;
@@ -42,6 +43,9 @@ struct WorkerParams {
     // The recent PREFIX choices every worker of this dataplane shares (choose.h); null: the
     // worker keeps its own.
     RecentChoices *recent = nullptr;
+    // Dpdk mode's SYN-ACK buckets every worker shares (syn_buckets.h); null: the worker keeps its
+    // own.
+    SynBuckets *syn_buckets = nullptr;
 };
 
 class Worker {
@@ -71,7 +75,6 @@ class Worker {
     // Flows chosen for `backend` and not yet counted in its binds (ChooseScratch::pending).
     std::uint32_t pending(std::uint16_t backend) const { return scratch_.pending[backend]; }
     // The SYN-ACK bucket a source prefix key (kvs_syn_prefix_key) uses in dpdk mode (tests).
-    std::size_t syn_bucket_index(std::uint64_t key) const;
     // The recent choices this worker's choices read and keep (shared, else its own).
     const RecentChoices &recent_choices() const {
         return scratch_.recent != nullptr ? *scratch_.recent : scratch_.own;
@@ -130,9 +133,15 @@ class Worker {
     bool rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     void resume(std::uint32_t idx, std::uint64_t now);
+    void rst_leg(const kvs_flow &c2s, std::uint8_t family, std::uint32_t client_seq);
+    void rst_client(const Slot &s, std::uint32_t seq, std::uint32_t ack);
+    static bool segment_checksums_ok(const rte_mbuf *m, const kvs_pkt &pkt);
+    void count_close(const kvs_flow &c2s);
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
-    void client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now);
+    // `checked`: its checksums were verified already (the flow's first segment).
+    void client_segment(std::uint32_t idx, rte_mbuf *m, kvs_pkt &pkt, std::uint64_t now,
+                        bool checked = false);
 
     // Carrying out the binder's actions.
     BindEnv env();
@@ -240,14 +249,9 @@ class Worker {
     rte_mbuf *txq_[64];
     unsigned ntx_ = 0;
     std::vector<std::uint8_t> buf_;  // an assembled first flight
-    struct SynBucket {
-        std::uint64_t key = 0;
-        kvs_syn_bucket b{};
-    };
-    // Dpdk mode's SYN-ACK buckets, direct-mapped by the prefix's SipHash under a key drawn per
-    // worker (answer_syn).
-    std::vector<SynBucket> syn_buckets_ = std::vector<SynBucket>(16384);
-    std::uint64_t syn_key_[2] = {0, 0};
+    // Dpdk mode's SYN-ACK buckets: the dataplane's (WorkerParams::syn_buckets), else its own.
+    std::unique_ptr<SynBuckets> own_syn_buckets_;
+    SynBuckets *syn_buckets_ = nullptr;
 };
 
 }  // namespace kvsteer::dp

@@ -1425,6 +1425,64 @@ TEST_P(BpfBoundary, AnInterimResponseAndTheFinalOneInOneSegment) {
     }
 }
 
+// Response heads XDP cannot read are still counted (their ends unknown): a status line shorter
+// than a status code in its first segment, a final head a 1xx leaves fewer than 12 bytes of in
+// its segment, a second 1xx before it. Before, each went uncounted and the response count stayed
+// one behind for the connection's life (every later request "owed": no boundary, never idle).
+// And a Content-Length of more than 12 digits is no length (its first 12 were taken).
+TEST_P(BpfBoundary, ResponseHeadsXdpCannotReadAreStillCounted) {
+    const std::string interim = "HTTP/1.1 100 Continue\r\n\r\n";
+    const std::string early = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+    const std::string final_ = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    struct Case {
+        const char *name;
+        std::vector<std::string> segments;
+    };
+    for (const Case &c :
+         {Case{"short first segment", {"HTTP/1.", final_.substr(7)}},
+          Case{"a 1xx and 3 bytes of the final head", {interim + "HTT", final_.substr(3)}},
+          Case{"two 1xx and the final head", {interim + early + final_}}}) {
+        SCOPED_TRACE(c.name);
+        SetUp();
+        std::uint32_t at = 0;
+        for (const std::string &seg : c.segments) {
+            expect_verdict(response(at, seg), XDP_TX_, KVS_R_TX_FWD_S2C);
+            at += static_cast<std::uint32_t>(seg.size());
+        }
+        kvs_flow b{};
+        ASSERT_TRUE(h_->get_flow(ks, &b));
+        EXPECT_EQ(b.msgs, 1) << "the final response is counted";
+        EXPECT_EQ(b.resp & KVS_RESP_END, 0) << "its end is unknown";
+        // The next request is no boundary (the response's end unknown): kept, counted.
+        expect_verdict(next_request(at), XDP_TX_, KVS_R_TX_FWD_C2S);
+        EXPECT_EQ(state(kc), 0);
+        // Its response's head is resynced and counted: the counts are in step again, so the
+        // request after it is a boundary (one behind, it was "owed" for the connection's life).
+        const std::string resp2 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        const auto L = static_cast<std::uint32_t>(kRequest.size());
+        TcpSpec r = backend_spec();
+        r.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+        r.seq = kBisn + 1 + at;
+        r.ack = kReqEnd + L;
+        r.payload.assign(resp2.begin(), resp2.end());
+        expect_verdict(build_tcp(r), XDP_TX_, KVS_R_TX_FWD_S2C);
+        TcpSpec q = client_spec();
+        q.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+        q.seq = kReqEnd + L;
+        q.ack = kCookie + 1 + at + static_cast<std::uint32_t>(resp2.size());
+        q.payload.assign(kRequest.begin(), kRequest.end());
+        expect_verdict(build_tcp(q), XDP_DROP_, KVS_R_PUNT_NO_XSK);
+        EXPECT_EQ(state(kc), KVS_FLOW_REBINDING) << "the third request is a boundary";
+    }
+    SetUp();
+    const std::string long_len = "HTTP/1.1 200 OK\r\nContent-Length: 0000000000005\r\n\r\nhello";
+    expect_verdict(response(0, long_len), XDP_TX_, KVS_R_TX_FWD_S2C);
+    kvs_flow b{};
+    ASSERT_TRUE(h_->get_flow(ks, &b));
+    EXPECT_EQ(b.msgs, 1);
+    EXPECT_EQ(b.resp & KVS_RESP_END, 0) << "13 digits: no length (was read as 0)";
+}
+
 // No dataplane worker to take the request: the flow's worker stopped (heartbeat 0) or silent
 // past KVS_DP_ALIVE_NS. The request stays on its backend; before, it was marked and every
 // packet of the connection went to a queue with no socket until a dataplane came back.

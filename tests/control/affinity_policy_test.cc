@@ -372,6 +372,7 @@ TEST(AffinityPolicy, PinsComeFirstAndSkipDownBackends) {
     ASSERT_FALSE(out.empty());
     EXPECT_EQ(out[0].key, 0x99u);
     EXPECT_TRUE(out[0].pinned);
+    EXPECT_EQ(out[0].depth, kPrefixDepth) << "a pinned prefix is weighed as the prefix it is";
     EXPECT_EQ(ids(out[0]), std::set<std::uint16_t>{2});
     EXPECT_EQ(
         std::count_if(out.begin(), out.end(), [](const DesiredEntry &e) { return e.key == 0x99; }),

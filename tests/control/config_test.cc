@@ -379,6 +379,24 @@ struct BadCase {
     std::string fragment;  // and contain this
 };
 
+// An interface not there (yet) is an error that may clear: kvsteerd exits 1 for it and systemd
+// retries (exit 2, a configuration error, left the unit stopped for good after a late driver).
+// A name that cannot be an interface is still a configuration error.
+TEST(Config, AMissingInterfaceIsRetryable) {
+    auto r = parse({"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "kvsnope0"});
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_TRUE(r.retryable) << r.message;
+    r = parse({"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "a/b"});
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_FALSE(r.retryable) << r.message;
+    r = parse({"--vip", "10.0.0.2", "--snat-addr", "10.0.1.1", "--interface", "kvsnope0"});
+    EXPECT_FALSE(r.retryable) << "the vip is wrong whatever comes: " << r.message;
+    r = parse({"--vip", "10.0.0.1:80", "--snat-addr", "10.0.1.1", "--interface", "kvsnope0",
+               "--log-level", "loud"});
+    EXPECT_FALSE(r.retryable) << "a key checked after the interface is wrong: " << r.message;
+    EXPECT_NE(r.message.find("log-level"), std::string::npos) << r.message;
+}
+
 TEST(Config, ErrorsNameTheKeyAndTheReason) {
     const std::vector<BadCase> cases = {
         {{"--snat-addr", "10.0.1.1", "--appliance-mac", "02:00:00:00:00:01"}, "vip", "required"},
@@ -904,13 +922,15 @@ TEST(ConfigSessionHeaders, HugeListsAreRefusedByTheirSize) {
     EXPECT_NE(err.find("at most 8 names"), std::string::npos) << err;
 }
 
-// The default SNAT range stays out of the kernel's default ephemeral ports and out of the range
-// deploy/setup-host.sh moves them to; an overlap is named with its size, reserved ports aside.
+// The default SNAT range stays out of the kernel's default ephemeral ports; an overlap is named
+// with its size, reserved ports aside (deploy/setup-host.sh reserves the SNAT range).
 TEST(Config, SnatPortsOverlappingTheKernelsEphemeralPortsAreNamed) {
     auto r = parse(with({"--backend", "10.0.2.7:8000"}));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
     EXPECT_EQ(snat_port_overlap(r.cfg, "32768\t60999\n", "\n"), std::nullopt) << "kernel default";
-    EXPECT_EQ(snat_port_overlap(r.cfg, "40000\t60999\n", ""), std::nullopt) << "setup-host.sh";
+    EXPECT_EQ(snat_port_overlap(r.cfg, "40000\t60999\n", ""), std::nullopt);
+    EXPECT_EQ(snat_port_overlap(r.cfg, "1024 60999", "10000-32767"), std::nullopt)
+        << "setup-host.sh: the SNAT range reserved";
     EXPECT_EQ(snat_port_overlap(r.cfg, "32767 60999", ""),
               "snat-ports 10000-32767 overlaps the kernel's ephemeral ports 32767-60999 (1 ports "
               "not reserved): a reply to the appliance's own connections (health checks, scrapes) "
@@ -924,8 +944,17 @@ TEST(Config, SnatPortsOverlappingTheKernelsEphemeralPortsAreNamed) {
     EXPECT_NE(w->find("overlaps the kernel's ephemeral ports 40000-60999 (21000 ports"),
               std::string::npos)
         << *w;
-    // Reserved ports are never picked by the kernel: all of them reserved is no overlap.
-    EXPECT_EQ(snat_port_overlap(r.cfg, "40000 60999", "40000-50000,50001-60999\n"), std::nullopt);
+    // Reserved ports are never picked by the kernel: all of them reserved is no overlap, but
+    // leaves the kernel no ephemeral port (fewer than 1024 is said).
+    EXPECT_EQ(snat_port_overlap(r.cfg, "30000 60999", "32768-60999"), std::nullopt);
+    w = snat_port_overlap(r.cfg, "40000 60999", "40000-50000,50001-60999\n");
+    ASSERT_TRUE(w);
+    EXPECT_NE(w->find("only 0 of the kernel's ephemeral ports 40000-60999 are not reserved"),
+              std::string::npos)
+        << *w;
+    w = snat_port_overlap(r.cfg, "32000 60999", "32768-60999");
+    ASSERT_TRUE(w);
+    EXPECT_NE(w->find("only 768 of"), std::string::npos) << *w;
     w = snat_port_overlap(r.cfg, "40000 60999", "8080,40000-59999");
     ASSERT_TRUE(w);
     EXPECT_NE(w->find("(1000 ports not reserved)"), std::string::npos) << *w;

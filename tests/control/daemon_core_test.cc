@@ -87,6 +87,37 @@ class DaemonCoreTest : public ::testing::Test {
     std::unique_ptr<DaemonCore> core_;
 };
 
+// A backend whose next-hop MAC is not resolved yet: its health checks retry the lookup (a
+// neighbour-table dump on the event loop) backing off, 250 ms doubled up to 2 s, not at every
+// check; once resolved it is written up.
+TEST_F(DaemonCoreTest, UnresolvedMacLookupsBackOff) {
+    auto c = config(1);
+    c.backends[0].mac.reset();
+    c.health_interval_ms = 50;
+    c.health_rise = 1;
+    int lookups = 0;
+    bool resolvable = false;
+    core_ = std::make_unique<DaemonCore>(c, m_.view, [&](const Endpoint &, std::string *err) {
+        lookups++;
+        if (resolvable) return std::optional<Mac>(Mac{2, 0, 0, 0, 0, 0x42});
+        *err = "no resolved neighbour entry";
+        return std::optional<Mac>();
+    });
+    core_->start(kT0);
+    const int at_start = lookups;
+    // 10 s of checks every 50 ms: 200 checks; lookups at 0.25, 0.75, 1.75, 3.75, then every 2 s.
+    for (int i = 1; i <= 200; i++) core_->health_check(0, true, "HTTP 200", kT0 + i * 50 * kMs);
+    EXPECT_LE(lookups - at_start, 10) << "a lookup at every check: " << lookups;
+    EXPECT_GE(lookups - at_start, 5);
+    EXPECT_NE(m_.view.backends[0].state, KVS_BE_UP) << "no MAC: not written up";
+    resolvable = true;
+    for (int i = 201; i <= 250; i++) core_->health_check(0, true, "HTTP 200", kT0 + i * 50 * kMs);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP) << "resolved within 2 s of checks";
+    const int resolved_at = lookups;
+    for (int i = 251; i <= 300; i++) core_->health_check(0, true, "HTTP 200", kT0 + i * 50 * kMs);
+    EXPECT_EQ(lookups, resolved_at) << "a resolved MAC is not looked up again";
+}
+
 }  // namespace
 
 TEST_F(DaemonCoreTest, StartWritesEveryTable) {
@@ -469,6 +500,20 @@ TEST_F(DaemonCoreTest, RestartKeepsBackendsUpAndTheCookieKey) {
     start(again);
     EXPECT_EQ(kvs_config_sign_key(m_.view.config)[0], 0x5555u);
     EXPECT_EQ(kvs_config_prev_key(m_.view.config)[0], 0x3333u);
+}
+
+// A backend drained before a restart stays drained (it took new flows again).
+TEST_F(DaemonCoreTest, RestartKeepsADrainedBackendDrained) {
+    auto c = config(2);
+    start(c);
+    core_->set_draining(1, true, 1);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DRAIN);
+    core_.reset();
+    start(c);
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_DRAIN);
+    ASSERT_NE(core_->backend(1), nullptr);
+    EXPECT_TRUE(core_->backend(1)->draining);
+    EXPECT_EQ(m_.view.backends[0].state, KVS_BE_UP);
 }
 
 // A cookie key rotation never rewrites the key SYN-ACKs are being signed with: the new key goes

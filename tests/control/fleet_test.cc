@@ -224,18 +224,22 @@ TEST(Fleet, DigestChangesIffInputsChange) {
 }
 
 TEST(Fleet, OperationsRefuseBadInput) {
-    auto s = fleet(3, {ids({0, 1, 2})});
+    auto s = fleet(6, {ids({0, 1, 2})});
     const auto before = s;
     std::string err;
-    EXPECT_FALSE(s.push(ids({0, 4}), &err));
-    EXPECT_NE(err.find("appliance 4 is not a member"), std::string::npos) << err;
+    EXPECT_FALSE(s.push(ids({0, 7}), &err));
+    EXPECT_NE(err.find("appliance 7 is not a member"), std::string::npos) << err;
     EXPECT_FALSE(s.push(0, &err));
     EXPECT_FALSE(s.set_mac(16, mac_of(1), &err));
     EXPECT_FALSE(s.set_mac(1, Mac{}, &err));
     EXPECT_FALSE(s.set_mac(1, Mac{1, 0, 0, 0, 0, 1}, &err));  // multicast
     EXPECT_EQ(s, before);
-    for (unsigned i = 1; i < kMaxFleetEpochs; i++)
-        ASSERT_TRUE(s.push(i % 2 ? ids({0, 1}) : ids({0, 1, 2}), &err)) << err;
+    // 16 distinct epochs (repeats would be compacted): {0, 1, 2} then 0 and 1 with other subsets
+    // of 2..5.
+    for (unsigned v = 0; v < 16; v++) {
+        if (v == 1) continue;  // {0, 1, 2}: the first epoch's
+        ASSERT_TRUE(s.push(static_cast<MemberSet>(ids({0, 1}) | (v << 2)), &err)) << err;
+    }
     EXPECT_FALSE(s.push(ids({0}), &err));
     EXPECT_NE(err.find("settle first"), std::string::npos) << err;
     EXPECT_EQ(s.epoch_no, kMaxFleetEpochs);
@@ -556,6 +560,41 @@ TEST(Fleet, AppendEpochDropsTheOldestWhenFull) {
     EXPECT_EQ(e.size(), kMaxFleetEpochs);
     EXPECT_EQ(e.front(), 2u);
     EXPECT_EQ(e.back(), ids({9, 15}));
+}
+
+// A history of leaves and returns fills the epochs with repeats: compacted (an epoch a newer one
+// repeats goes), the table and its digest are unchanged, and the operator's push is not refused
+// (it was at 16, leaving only `fleet settle`, which forgets every previous owner).
+TEST(Fleet, RepeatedEpochsAreCompactedWithoutChangingTheTable) {
+    FleetState s = fleet(4, {ids({0, 1, 2, 3})});
+    std::string err;
+    for (unsigned i = 0; s.epochs.size() < kMaxFleetEpochs; i++)
+        ASSERT_TRUE(s.push(i % 2 ? ids({0, 1, 2, 3}) : ids({0, 1, 3}), &err)) << err;
+    ASSERT_TRUE(s.push(ids({1, 2, 3}), &err)) << err;  // the 16 were mostly repeats
+    EXPECT_LE(s.epochs.size(), 3u);
+    EXPECT_EQ(s.epochs.back(), ids({1, 2, 3}));
+    // Compacting alone changes no owner, no previous owner, no digest.
+    for (const std::vector<MemberSet> &h :
+         {std::vector<MemberSet>{ids({0, 1, 2}), ids({0, 1}), ids({0, 1, 2}), ids({1, 2}),
+                                 ids({0, 1}), ids({0, 1, 2})},
+          std::vector<MemberSet>{ids({0, 1, 2, 3}), ids({0, 1, 3}), ids({2, 3}), ids({0, 1, 3}),
+                                 ids({0, 1, 2, 3}), ids({0, 1, 3})}}) {
+        FleetState a = fleet(4, {});
+        a.epochs = h;
+        FleetState b = a;
+        EXPECT_GT(compact_epochs(b.epochs), 0u);
+        const auto ta = compute_fleet_table(a), tb = compute_fleet_table(b);
+        EXPECT_EQ(ta.digest, tb.digest);
+        EXPECT_EQ(0, std::memcmp(ta.owner.data(), tb.owner.data(),
+                                 KVS_OWNER_BUCKETS * sizeof ta.owner[0]));
+    }
+    std::vector<MemberSet> e;
+    for (unsigned i = 0; i < kMaxFleetEpochs; i++)
+        ASSERT_TRUE(append_epoch(e, i % 2 ? ids({0, 1}) : ids({0})));
+    bool dropped = true;
+    ASSERT_TRUE(append_epoch(e, ids({1}), &dropped));
+    EXPECT_FALSE(dropped) << "repeats went first: nothing of the history lost";
+    EXPECT_EQ(e, (std::vector<MemberSet>{ids({0}), ids({0, 1}), ids({1})}));
 }
 
 TEST(FleetFromEtcd, EveryApplianceComputesTheSameTable) {

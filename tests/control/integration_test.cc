@@ -96,6 +96,7 @@ class Integration : public ::testing::Test {
         kvsteerctl_ = c;
         sock_ = "/tmp/kvsctl-int-" + std::to_string(getpid()) + ".sock";
         conf_ = "/tmp/kvsctl-int-" + std::to_string(getpid()) + ".conf";
+        unlink((sock_ + ".draining").c_str());  // left by an earlier run killed with this pid
         for (auto &s : srv_) {
             s.set("/health", 200, "ok");
             s.set("/metrics", 200, "vllm:num_requests_running 2\nvllm:num_requests_waiting 4\n");
@@ -115,6 +116,7 @@ class Integration : public ::testing::Test {
         maps_.reset();
         unlink(conf_.c_str());
         unlink(sock_.c_str());
+        unlink((sock_ + ".draining").c_str());  // a drain a test left is not the next one's
     }
 
     void start_daemon() {
@@ -315,8 +317,37 @@ TEST_F(Integration, AnswersWithoutTheirFieldsAreUnexpected) {
             << c.first[0] << " answered " << c.second << ": " << r.err;
     }
     daemon.join();
+    // Connected, no answer: the request may have been applied, so exit 1, said so (it exited 3,
+    // "unreachable", and a retried change found itself made); 3 is for a kvsteerd not reached.
+    // A read changes nothing: kvsteerd did not answer, exit 3.
+    auto mute_run = [&](std::vector<std::string> args) {
+        std::thread mute([&] {
+            pollfd p{lfd, POLLIN, 0};
+            if (poll(&p, 1, 5000) <= 0) return;
+            int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) return;
+            char buf[4096];
+            [[maybe_unused]] auto n = recv(fd, buf, sizeof buf, 0);
+            close(fd);
+        });
+        std::vector<std::string> argv{kvsteerctl_, "--socket", fake, "--timeout", "3000"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto out = run(argv);
+        mute.join();
+        return out;
+    };
+    auto r = mute_run({"tune", "load-slack", "8"});
+    EXPECT_EQ(r.rc, 1) << r.err;
+    EXPECT_NE(r.err.find("may have been applied"), std::string::npos) << r.err;
+    for (auto args : {std::vector<std::string>{"status"}, std::vector<std::string>{"tune"}}) {
+        r = mute_run(args);
+        EXPECT_EQ(r.rc, 3) << args[0] << ": " << r.err;
+        EXPECT_EQ(r.err.find("may have been applied"), std::string::npos) << r.err;
+    }
     close(lfd);
     unlink(fake.c_str());
+    r = run({kvsteerctl_, "--socket", fake, "status"});
+    EXPECT_EQ(r.rc, 3) << r.err;
 }
 
 TEST_F(Integration, NegativeTuneValuesGetTheRangeError) {
@@ -363,6 +394,53 @@ TEST_F(Integration, NegativeTuneValuesGetTheRangeError) {
     auto neg_timeout = run({kvsteerctl_, "--socket", sock_, "--timeout", "-5", "status"});
     EXPECT_EQ(neg_timeout.rc, 2);
     EXPECT_NE(neg_timeout.err.find("--timeout"), std::string::npos) << neg_timeout.err;
+}
+
+// An unknown tunable is a usage error (exit 2) whether read or set (setting one exited 1), and
+// the message lists the names.
+TEST_F(Integration, UnknownTunableIsAUsageErrorReadOrSet) {
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    for (auto args : {std::vector<std::string>{"tune", "nope"},
+                      std::vector<std::string>{"tune", "nope", "1"}}) {
+        auto bad = ctl(args, 2);
+        EXPECT_NE(bad["stderr"].get<std::string>().find("unknown tunable 'nope'"),
+                  std::string::npos)
+            << bad["stderr"];
+        EXPECT_NE(bad["stderr"].get<std::string>().find("prefix-length"), std::string::npos)
+            << bad["stderr"];
+    }
+    EXPECT_TRUE(ctl({"tune", "table-algorithm"}).contains("table-algorithm"));
+    // A key: 0x-hex or decimal; bare hex is refused by the CLI, not read as something else.
+    ctl({"affinity", "pin", "291", "0"});
+    EXPECT_EQ(ctl({"affinity", "unpin", "0x123"})["key"], "0x0000000000000123");
+    ctl({"affinity", "pin", "abc", "0"}, 2);
+}
+
+// drain --timeout 0 exits 1 when this appliance could not leave the fleet's owners (it exited
+// 0: a script went on to stop an owner the others still send new flows to).
+TEST_F(Integration, DrainWithoutWaitingStillSaysTheFleetFailed) {
+    {
+        std::ofstream f(conf_, std::ios::app);
+        f << "fleet-self = 0\n";
+        // Enough members for 16 distinct epochs (repeats are compacted, never refused).
+        for (int i = 0; i < 8; i++) f << "fleet-member = " << i << ",02:00:00:00:f1:0" << i << "\n";
+    }
+    ASSERT_NO_FATAL_FAILURE(start_daemon());
+    bool full = false;
+    for (unsigned i = 1; i < 40 && !full; i++) {
+        std::string m = "0,1,2", err;
+        for (unsigned b = 0; b < 5; b++)
+            if (i & (1u << b)) m += "," + std::to_string(3 + b);
+        auto r = kvsteer::control::api_call(sock_, {{"cmd", "fleet.push"}, {"members", m}}, 2000ms,
+                                            &err);
+        ASSERT_TRUE(r) << err;
+        full = !(*r)["ok"].get<bool>();
+    }
+    ASSERT_TRUE(full) << "the epochs never filled up";
+    auto bad = ctl({"drain", "--timeout", "0"}, 1);
+    EXPECT_NE(bad["stderr"].get<std::string>().find("still one of the fleet's owners"),
+              std::string::npos)
+        << bad["stderr"];
 }
 
 TEST_F(Integration, MapReadersWorkWithoutTheDaemon) {
@@ -448,10 +526,18 @@ TEST_F(Integration, BadConfigurationAndHelp) {
     r = run({kvsteerd_, "--help"});
     EXPECT_EQ(r.rc, 0);
     EXPECT_NE(r.out.find("--health-interval"), std::string::npos);
-    for (auto sub : {"status", "backends", "affinity", "flows", "counters", "tune"}) {
+    for (auto sub : {"status", "counters", "tune"}) {
         r = run({kvsteerctl_, sub, "--help"});
         EXPECT_EQ(r.rc, 0) << sub;
         EXPECT_NE(r.out.find("Usage: kvsteerctl"), std::string::npos) << sub;
+    }
+    // A command with subcommands lists them all (its default subcommand's usage hid the others).
+    for (auto [cmd, want] :
+         {std::pair{"backends", "backends weight"}, std::pair{"affinity", "affinity unpin"},
+          std::pair{"flows", "flows count"}}) {
+        r = run({kvsteerctl_, cmd, "--help"});
+        EXPECT_EQ(r.rc, 0) << cmd;
+        EXPECT_NE(r.out.find(want), std::string::npos) << cmd << ": " << r.out;
     }
     r = run({kvsteerctl_});
     EXPECT_EQ(r.rc, 2);

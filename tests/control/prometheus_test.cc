@@ -211,6 +211,18 @@ TEST(Prometheus, GarbageValuesMakeMetricsUnknownNotWrong) {
     t = extract_telemetry(parse_prometheus(
         "vllm:num_requests_running{e=\"0\"} 2\nvllm:num_requests_running{e=\"1\"} NaN\n"));
     EXPECT_FALSE(t.running);
+    // So does a line of it that does not parse (it was skipped: waiting came out 5, not unknown);
+    // a bad line of another metric does not.
+    auto page = parse_prometheus(
+        "vllm:num_requests_waiting{engine=\"0\"} 5\n"
+        "vllm:num_requests_waiting{engine=\"1\",x=\"\\q\"} 9\n"
+        "vllm:num_requests_running 3\n"
+        "vllm:num_requests_running_other{oops 1\n");
+    EXPECT_EQ(page.bad_lines, 2u);
+    t = extract_telemetry(page);
+    EXPECT_FALSE(t.waiting);
+    ASSERT_TRUE(t.running);
+    EXPECT_EQ(*t.running, 3);
 }
 
 TEST(Prometheus, NotAMetricsPage) {
@@ -236,6 +248,28 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash) {
     EXPECT_EQ(t.types.size(), 200000u);
     EXPECT_TRUE(t.samples.empty()) << "the rest skipped";
 
+    // Labels are bounded by line (64) and by parse (4 a sample on average).
+    std::string many = "m{";
+    for (int i = 0; i < 65; i++) many += "l" + std::to_string(i) + "=\"\",";
+    auto l = parse_prometheus(many + "} 1\nm{a=\"1\"} 2\n");
+    EXPECT_EQ(l.bad_lines, 1u);
+    EXPECT_NE(l.first_error.find("more than 64 labels"), std::string::npos) << l.first_error;
+    ASSERT_EQ(l.samples.size(), 1u);
+    const std::string four = "m{a=\"1\",b=\"2\",c=\"3\",d=\"4\",e=\"5\"} 1\n";
+    EXPECT_FALSE(parse_prometheus(four + "m 1\nm 1\nm 1\n", 4).truncated)
+        << "5 labels in 4 samples";
+    EXPECT_TRUE(parse_prometheus(four + four + four, 3).truncated) << "15 labels, 3 samples";
+    // kvsteerd keeps at most kTelemetryMaxSamples samples of the metrics it reads.
+    std::string running;
+    for (std::size_t i = 0; i <= kTelemetryMaxSamples; i++)
+        running += "vllm:num_requests_running 1\n";
+    PromParse rp;
+    const Telemetry at_cap = read_telemetry(running.substr(28), &rp);  // one line less
+    EXPECT_FALSE(rp.truncated);
+    EXPECT_EQ(at_cap.running, static_cast<double>(kTelemetryMaxSamples));
+    read_telemetry(running, &rp);
+    EXPECT_TRUE(rp.truncated);
+
     std::mt19937 rng(7);
     const std::string alphabet =
         "vllm:sglang_num_requests_running{}=\",\\ \n#\t0123456789.eE+-NaInf\r";
@@ -252,6 +286,66 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash) {
         }
         auto t = extract_telemetry(parse_prometheus(s));
         expect_sane(t);
+    }
+}
+
+// kvsteerd reads a page for the telemetry only (read_telemetry: other metrics' lines passed over
+// by name): the same values as parsing the whole page, with only the read metrics' samples kept
+// and only their bad lines counted.
+TEST(Prometheus, ReadingOnlyTheTelemetryGivesTheSameValues) {
+    auto same = [](const std::string &page) {
+        PromParse kept;
+        const Telemetry a = read_telemetry(page, &kept),
+                        b = extract_telemetry(parse_prometheus(page));
+        EXPECT_EQ(a.flavor, b.flavor) << page;
+        EXPECT_EQ(a.running, b.running) << page;
+        EXPECT_EQ(a.waiting, b.waiting) << page;
+        EXPECT_EQ(a.kv_usage, b.kv_usage) << page;
+        EXPECT_EQ(a.prefix_queries, b.prefix_queries) << page;
+        EXPECT_EQ(a.prefix_hits, b.prefix_hits) << page;
+        EXPECT_EQ(a.hit_rate, b.hit_rate) << page;
+        EXPECT_EQ(a.start_time, b.start_time) << page;
+        EXPECT_EQ(a.problems, b.problems) << page;
+        return kept;
+    };
+    const PromParse v = same(kVllm);
+    EXPECT_EQ(v.bad_lines, 0u);
+    EXPECT_LT(v.samples.size(), parse_prometheus(kVllm).samples.size());
+    for (const auto &x : v.samples) EXPECT_TRUE(x.name.starts_with("vllm:")) << x.name;
+    same(kVllmOld);
+    same(kSglang);
+    same("vllm:num_requests_running NaN\nvllm:kv_cache_usage_perc 42\n");
+    same("vllm:prefix_cache_queries_total 5\nvllm:prefix_cache_hits_total 9\n");
+    same("process_start_time_seconds 1.7e9\nsglang:num_queue_reqs 4\n");
+    same("<html><body><h1>404 Not Found</h1></body></html>\n");
+    const PromParse bad = same(
+        "vllm:num_requests_waiting{engine=\"0\"} 5\n"
+        "vllm:num_requests_waiting{engine=\"1\",x=\"\\q\"} 9\n"
+        "vllm:num_requests_running 3\n"
+        "vllm:num_requests_running_other{oops 1\n");
+    EXPECT_EQ(bad.bad_lines, 1u) << "the unread metric's bad line is not parsed";
+    // The kind comes from samples, not TYPE lines.
+    same("# TYPE vllm:x gauge\nsglang:num_queue_reqs 4\n");
+    // An unread metric's line is not looked at past its name: a NUL or a 64 KiB line in it is not
+    // a bad line (nor one more name among the 256 bad names kept).
+    PromParse nul;
+    const std::string odd = std::string("vllm:other{a=\"\0\"} 1\n", 20) + "vllm:other " +
+                            std::string(70000, '1') + "\nvllm:num_requests_running 2\n";
+    EXPECT_EQ(read_telemetry(odd, &nul).running, 2.0);
+    EXPECT_EQ(nul.bad_lines, 0u);
+    EXPECT_EQ(parse_prometheus(odd).bad_lines, 2u);
+    // A page of vLLM metrics none of which is read (or parses) is still vLLM's.
+    PromParse p;
+    EXPECT_EQ(read_telemetry("vllm:iteration_tokens_total{ 1\n", &p).flavor, ServerFlavor::Vllm);
+    // Mutated real pages and noise: never a value out of range.
+    std::mt19937 rng(11);
+    const std::string alphabet =
+        "vllm:sglang_num_requests_running{}=\",\\ \n#\t0123456789.eE+-NaInf\r";
+    const std::string real = std::string(kVllm) + kSglang;
+    for (int i = 0; i < 2000; i++) {
+        std::string s = real;
+        for (int k = 0; k < 20; k++) s[rng() % s.size()] = alphabet[rng() % alphabet.size()];
+        expect_sane(read_telemetry(s, &p));
     }
 }
 
@@ -277,4 +371,42 @@ TEST(Telemetry, HitRateWindowAndReset) {
     Telemetry s;
     s.hit_rate = 0.4;
     EXPECT_DOUBLE_EQ(*HitRateTracker().update(s).window_hit_rate, 0.4);
+}
+
+// A restart the counters do not show (they passed their old values while scrapes failed), or
+// SGLang's (a gauge: nothing goes backwards): the process start time changed.
+TEST(Telemetry, AChangedStartTimeIsARestart) {
+    HitRateTracker h;
+    Telemetry t;
+    t.prefix_queries = 1000;
+    t.prefix_hits = 500;
+    t.start_time = 1.7e9;
+    EXPECT_FALSE(h.update(t).reset);
+    t.prefix_queries = 5000;  // grew past the old values, but a new process
+    t.prefix_hits = 600;
+    t.start_time = 1.7e9 + 60;
+    auto u = h.update(t);
+    EXPECT_TRUE(u.reset);
+    EXPECT_FALSE(u.window_hit_rate) << "no window across a restart";
+    t.prefix_queries = 6000;
+    t.prefix_hits = 1100;
+    u = h.update(t);
+    EXPECT_FALSE(u.reset);
+    ASSERT_TRUE(u.window_hit_rate);
+    EXPECT_DOUBLE_EQ(*u.window_hit_rate, 0.5);
+    HitRateTracker g;
+    Telemetry s;
+    s.hit_rate = 0.4;
+    s.start_time = 100;
+    EXPECT_FALSE(g.update(s).reset);
+    s.start_time = 200;
+    EXPECT_TRUE(g.update(s).reset) << "SGLang restarted";
+    // Read from the page, for both servers.
+    auto v = extract_telemetry(
+        parse_prometheus("vllm:num_requests_running 1\nprocess_start_time_seconds 1.7e+09\n"));
+    ASSERT_TRUE(v.start_time);
+    EXPECT_DOUBLE_EQ(*v.start_time, 1.7e9);
+    v = extract_telemetry(
+        parse_prometheus("sglang:num_running_reqs 1\nprocess_start_time_seconds 123\n"));
+    ASSERT_TRUE(v.start_time);
 }

@@ -373,6 +373,33 @@ TEST(CoreLocator, ChunkedKeyIsFirstChunkData) {
               LocateStatus::Ok);
 }
 
+// Chunked framing is CRLF exactly (RFC 9112 7.1): a bare LF after chunk data, a bare CR in a
+// chunk-size line, a bare-LF size or trailer line leave the body not complete (no request end:
+// never re-bound there). Parsers disagree on such framing: h11 before 0.16 skips the two bytes
+// after chunk data unread, so "1\r\nx\n100\r\n..." ended elsewhere for it than here, and the
+// rest of the body was a request of its own on a leg kvsteer took for quiescent.
+TEST(CoreLocator, ChunkFramingOtherThanCrlfHasNoEnd) {
+    const std::string head =
+        "POST /v1/completions HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string d(256, 'd');
+    EXPECT_TRUE(loc(head + "1\r\nx\r\n100\r\n" + d + "\r\n0\r\n\r\n").body_complete)
+        << "the same framing with CRLF";
+    for (const std::string &body : std::vector<std::string>{
+             "1\r\nx\n100\r\n" + d + "\r\n0\r\n\r\n",  // bare LF after chunk data
+             "1\r\nx\r\n100\n" + d + "\r\n0\r\n\r\n",  // bare LF ends a size line
+             "1\rjunk\nx\r\n0\r\n\r\n",                // bare CR in a size line
+             "1;a=\rb\r\nx\r\n0\r\n\r\n",              // ... in an extension
+             "1\r\nx\r\n0\r\nT: 1\n\r\n",              // bare-LF trailer line
+             "1\r\nx\r\n0\r\n\n",                      // bare-LF final line
+             "1\r\nxy\r\n0\r\n\r\n",                   // data longer than its size
+         }) {
+        const RequestView r = loc(head + body);
+        SCOPED_TRACE(body);
+        EXPECT_EQ(r.status, LocateStatus::Ok);
+        EXPECT_FALSE(r.body_complete);
+    }
+}
+
 // A chunked body keyed without its framing (dechunk_request, in place): the same prompt in any
 // chunking, or with Content-Length, has the same key bytes; a client that writes `{` first is
 // keyed on its whole JSON, not on "{" (before, every such prompt shared one key).

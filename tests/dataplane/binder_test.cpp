@@ -381,6 +381,37 @@ TEST_F(BinderTest, TheBackendLegStartsFromTheFlightsEarliestTimestamp) {
     EXPECT_EQ(again[0].tsval, kClockMs + 6);
 }
 
+// A segment with an older TSval arriving after the SYN (a reordered copy) no longer moves the
+// leg's first TSval: the handshake's ACK stays at the SYN's (below it, the backend dropped the ACK
+// as a PAWS failure).
+TEST_F(BinderTest, AnOlderTimestampAfterTheSynLeavesTheLegsStartAlone) {
+    start();
+    ClientSeg c;
+    c.pkt = reinterpret_cast<void *>(std::uintptr_t{1});
+    c.data = reinterpret_cast<const std::uint8_t *>(kReq.data());
+    c.seq = kIsn + 1;
+    c.len = static_cast<std::uint16_t>(kReq.size());
+    c.window = 502;
+    c.has_ts = true;
+    c.tsval = kTsClient;
+    c.tsecr = kTsOurs;
+    Actions a1;
+    ASSERT_EQ(b_.segment(env(), c, true, 1, a1), FirstFlight::Add::Held);
+    Actions syn;
+    b_.connect(env(), 1, syn);
+    ASSERT_EQ(syn[0].kind, Kind::SynToBackend);
+    EXPECT_EQ(syn[0].tsval, kClockMs);
+    c.pkt = reinterpret_cast<void *>(std::uintptr_t{2});
+    c.tsval = kTsClient - 3;  // a copy sent 3 ms earlier, reordered behind the first
+    Actions a2;
+    EXPECT_EQ(b_.segment(env(), c, true, 2, a2), FirstFlight::Add::Duplicate);
+    Actions inst, done;
+    b_.backend_segment(env(), from_backend(KVS_TCP_SYN | KVS_TCP_ACK, kIsn + 1), 3, inst);
+    b_.installed(env(), true, done);
+    ASSERT_EQ(done[0].kind, Kind::AckToBackend);
+    EXPECT_EQ(done[0].tsval, kClockMs) << "no older than the SYN's";
+}
+
 TEST_F(BinderTest, DuplicateAndOutOfOrderSegmentsBindOnceInSequence) {
     start();
     const std::uint32_t cut = 40, n = static_cast<std::uint32_t>(kReq.size());

@@ -100,7 +100,8 @@ def main():
     ap.add_argument("--size", type=int, default=1400, help="approximate body bytes")
     ap.add_argument("--timeout", type=float, default=20)
     ap.add_argument("--source-port", type=int, default=0,
-                    help="every connection from this client port (sequential; the server closes first)")
+                    help="every connection from this client port (sequential; the server closes first); "
+                         "the test topology reserves 45120-45129 for this")
     a = ap.parse_args()
     if a.source_port and a.concurrency > 1:
         ap.error("--source-port needs --concurrency 1")

@@ -21,6 +21,7 @@ expect "spin too long" "--idle-spin-us must be 0..1000000" "$BIN" -- --idle-spin
 expect "pool floor above its size" "--backend-pool-min must not exceed --backend-pool" \
     "$BIN" -- --mode xdp --backend-pool 2 --backend-pool-min 3
 expect "too many kept legs" "--backend-reuse must be 0..64" "$BIN" -- --mode xdp --backend-reuse 65
+expect "SYN retries past the binder's count" "--backend-syn-retries must be 0..16" "$BIN" -- --mode xdp --backend-syn-retries 255
 expect "no hugepages" "no hugepages configured: pass --no-huge" "$BIN" --no-pci -- --bpffs /nonexistent
 expect "no such interface" "no such interface 'kvdp-nosuch0'" "$BIN" "${EAL[@]}" \
     --vdev net_af_xdp0,iface=kvdp-nosuch0 -- --bpffs /nonexistent

@@ -96,6 +96,7 @@ class BindTest : public ::testing::Test {
         wp.opts.bind_gap_us = 2000;
         wp.opts.backend_pool = backend_pool;
         wp.opts.backend_pool_min = backend_pool;  // a fixed pool: legs opened ahead
+        wp.syn_buckets = syn_buckets;
         wp.port = rp.port;
         wp.pool = rp.pool;
         ports = std::make_unique<PortBusy>();
@@ -105,6 +106,7 @@ class BindTest : public ::testing::Test {
     }
     std::uint64_t ms(std::uint64_t v) const { return v * hz / 1000; }
     std::uint32_t packets_per_source = 0;  // make_worker's max_held_packets_per_source
+    SynBuckets *syn_buckets = nullptr;     // make_worker's shared SYN-ACK buckets (null: its own)
     std::vector<std::vector<std::uint8_t>> step(std::uint64_t at) {
         worker->poll(at);
         return drain(rp.tx);
@@ -194,6 +196,17 @@ class BindTest : public ::testing::Test {
         s.tsval = tsval;
         s.tsecr = t_ours;
         s.payload = payload;
+        return s;
+    }
+    // The client's SYN (with `flags`) to the VIP from port `port`.
+    Seg syn_seg(std::uint8_t flags = KVS_TCP_SYN, std::uint16_t port = 0) {
+        Seg s{};
+        s.saddr = client_ip;
+        s.daddr = vip;
+        s.sport = port ? port : cport;
+        s.dport = 8000;
+        s.seq = isn;
+        s.flags = flags;
         return s;
     }
     Seg backend_seg(const kvs_pkt &syn, std::uint8_t flags) {
@@ -1567,6 +1580,32 @@ TEST_F(BindTest, PortReusedWhileHoldingStartsANewFlight) {
     EXPECT_EQ(worker->slot_count(), 1u);
 }
 
+// A first-flight segment whose checksum is bad (TCP's, or IPv4's header one) is dropped before it
+// is held, counted: the backend's kernel drops it and takes its range from another copy, with
+// other bytes (its own Content-Length), so a request end read from it would be kvsteer's alone.
+TEST_F(BindTest, SegmentWithABadChecksumIsNotHeld) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req = request(600);
+    for (const bool ip_header : {false, true}) {
+        SCOPED_TRACE(ip_header ? "IPv4 header" : "TCP");
+        rte_mbuf *m = make_seg(rp.pool, client_seg(0, req, 6));
+        auto *d = rte_pktmbuf_mtod(m, std::uint8_t *);
+        if (ip_header)
+            d[14 + 8] ^= 1;  // the TTL, the header checksum not
+        else
+            d[rte_pktmbuf_data_len(m) - 1] ^= 0x20;  // a payload byte, the TCP checksum not
+        inject(rp.rx, m);
+        EXPECT_TRUE(step(now).empty());
+        EXPECT_EQ(worker->slot_count(), 0u) << "no slot taken for it";
+    }
+    EXPECT_EQ(stat(KVS_R_DP_DROP_BAD_CHECKSUM), 2u);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, req, 6)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u) << "the good copy binds";
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
+}
+
 TEST_F(BindTest, BadCookieIsDropped) {
     make_worker();
     cookie = cookie_for(cport) ^ 0x5a5a;
@@ -1589,13 +1628,7 @@ class DpdkBindTest : public BindTest {
     DpdkBound bind_in_dpdk_mode(const std::string &req) {
         DpdkBound b;
         make_worker(Mode::Dpdk);
-        Seg syn{};
-        syn.saddr = client_ip;
-        syn.daddr = vip;
-        syn.sport = cport;
-        syn.dport = 8000;
-        syn.seq = isn;
-        syn.flags = KVS_TCP_SYN;
+        Seg syn = syn_seg();
         syn.mss = 1460;
         syn.wscale = 7;
         syn.sack_perm = true;
@@ -1681,6 +1714,23 @@ TEST_F(DpdkBindTest, DpdkModeAnswersSynAndForwardsBothWays) {
     EXPECT_EQ(tables->load[be].closes, 1u);
 }
 
+// dpdk mode: a bound flow expired idle (no FIN or RST seen: a client gone) counts as closed in
+// its backend's load; before, its in-flight count (binds - closes) kept it for good.
+TEST_F(DpdkBindTest, DpdkModeFlowExpiredIdleIsClosedInTheLoad) {
+    const std::string req = request(600);
+    DpdkBound b = bind_in_dpdk_mode(req);
+    ASSERT_FALSE(b.sent_req.empty());
+    const int be = backend_of(parse(b.bsyn));
+    EXPECT_EQ(tables->load[be].binds, 1u);
+    step(now + ms(1000));
+    EXPECT_EQ(tables->load[be].closes, 0u) << "idle for a second: still bound";
+    EXPECT_EQ(worker->slot_count(), 1u);
+    step(now + ms(301 * 1000));  // past --flow-idle-timeout-s (300)
+    EXPECT_EQ(worker->slot_count(), 0u);
+    EXPECT_EQ(tables->load[be].closes, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_IDLE_EXPIRED), 1u);
+}
+
 // dpdk mode: a client that half-closed after its request keeps its flow until the backend's FIN
 // (the response may still be owed): a SYN on its 4-tuple goes to the backend as on a live flow
 // (it reused the tuple: the flow and its response were gone); after both FINs it is reused.
@@ -1693,13 +1743,8 @@ TEST_F(DpdkBindTest, DpdkModeHalfClosedFlowStaysLiveForASyn) {
     cf.flags = KVS_TCP_FIN | KVS_TCP_ACK;
     inject(rp.rx, make_seg(rp.pool, cf));
     ASSERT_EQ(step(now + ms(2)).size(), 1u);
-    Seg syn{};
-    syn.saddr = client_ip;
-    syn.daddr = vip;
-    syn.sport = cport;
-    syn.dport = 8000;
+    Seg syn = syn_seg();
     syn.seq = isn + 777777;
-    syn.flags = KVS_TCP_SYN;
     syn.mss = 1460;
     inject(rp.rx, make_seg(rp.pool, syn));
     auto out = step(now + ms(3));
@@ -1777,72 +1822,98 @@ TEST_F(BindTest, DrainingWorkerRefusesNewFlowsCounted) {
     worker->drain();
     cookie = cookie_for(cport);
     inject(rp.rx, make_seg(rp.pool, client_seg(0, request(300), 5)));
-    Seg syn{};
-    syn.saddr = client_ip;
-    syn.daddr = vip;
-    syn.sport = static_cast<std::uint16_t>(cport + 1);
-    syn.dport = 8000;
-    syn.seq = isn;
-    syn.flags = KVS_TCP_SYN;
-    inject(rp.rx, make_seg(rp.pool, syn));
+    inject(rp.rx, make_seg(rp.pool, syn_seg(KVS_TCP_SYN, static_cast<std::uint16_t>(cport + 1))));
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(stat(KVS_R_DP_DRAINING), 2u) << "a first flight and a SYN while draining";
     EXPECT_EQ(worker->slot_count(), 0u);
+    ASSERT_NE(tables->view().ring_ctl, nullptr);
+    EXPECT_EQ(tables->view().ring_ctl[0].alive_ns, 0u)
+        << "a draining worker's heartbeat says it is going: kvsteerd withdraws the VIP";
 }
 
-// Dpdk mode's per-prefix SYN-ACK buckets are indexed by a keyed hash, a key per worker: prefixes
-// that collide in one worker's table do not in another's. Before, a public hash (CRC32C, fixed
-// seed) let anyone find colliding prefixes offline and alternate SYNs between them, each
-// refilling the bucket: never limited (a seeded CRC would not do either: CRC is linear, so a pair
-// colliding under one seed collides under all).
-TEST_F(BindTest, SynBucketCollisionsDifferBetweenWorkers) {
+// Dpdk mode's per-prefix SYN-ACK buckets are indexed by a keyed hash, a key per table (per
+// dataplane): prefixes that collide in one table do not in another's. Before, a public hash
+// (CRC32C, fixed seed) let anyone find colliding prefixes offline and alternate SYNs between
+// them, each refilling the bucket: never limited (a seeded CRC would not do either: CRC is linear,
+// so a pair colliding under one seed collides under all).
+TEST(SynBucketsTest, CollisionsDifferBetweenTables) {
     auto key_of = [](std::uint32_t p) { return (4ull << 56) | p; };  // an IPv4 /24's bucket key
-    make_worker(Mode::Dpdk);
-    // Three pairs of /24s that collide in this worker's table.
+    SynBuckets one, two;
+    // Three pairs of /24s that collide in one table.
     std::vector<std::pair<std::uint32_t, std::uint32_t>> pairs;
     std::unordered_map<std::size_t, std::uint32_t> seen;
     for (std::uint32_t p = 1; p < (1u << 22) && pairs.size() < 3; ++p) {
-        const std::size_t i = worker->syn_bucket_index(key_of(p));
-        auto [it, fresh] = seen.emplace(i, p);
+        auto [it, fresh] = seen.emplace(one.index(key_of(p)), p);
         if (!fresh) {
             pairs.emplace_back(it->second, p);
             seen.erase(it);
         }
     }
     ASSERT_EQ(pairs.size(), 3u);
-    worker.reset();           // (its tables' names are the next one's)
-    make_worker(Mode::Dpdk);  // another worker: another key
     int still = 0;
-    for (auto [x, y] : pairs)
-        still += worker->syn_bucket_index(key_of(x)) == worker->syn_bucket_index(key_of(y));
-    EXPECT_LE(still, 1)
-        << "colliding prefixes collide in another worker too: the hash is not keyed";
+    for (auto [x, y] : pairs) still += two.index(key_of(x)) == two.index(key_of(y));
+    EXPECT_LE(still, 1) << "colliding prefixes collide in another table too: the hash is not keyed";
 }
 
 TEST_F(BindTest, SynWithFinIsDroppedUnansweredInDpdkMode) {
     make_worker(Mode::Dpdk);
-    Seg syn{};
-    syn.saddr = client_ip;
-    syn.daddr = vip;
-    syn.sport = cport;
-    syn.dport = 8000;
-    syn.seq = isn;
-    syn.flags = KVS_TCP_SYN | KVS_TCP_FIN;
-    inject(rp.rx, make_seg(rp.pool, syn));
+    inject(rp.rx, make_seg(rp.pool, syn_seg(KVS_TCP_SYN | KVS_TCP_FIN)));
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(stat(KVS_R_DROP_MALFORMED), 1u);
     EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
 }
 
+// A frame in a chained mbuf (a NIC's jumbo frame in several segments): the worker reads a packet
+// from its first segment only, so one running past it is counted truncated and freed, every
+// segment (a SYN with data here: not answered from a frame cut short).
+TEST_F(BindTest, ChainedFrameIsCountedAndFreedWhole) {
+    make_worker(Mode::Dpdk);
+    Seg syn = syn_seg();
+    syn.mss = 1460;
+    syn.payload = std::string(200, 'd');
+    rte_mbuf *m = make_seg(rp.pool, syn);
+    ASSERT_NE(m, nullptr);
+    rte_mbuf *tail = rte_pktmbuf_alloc(rp.pool);
+    ASSERT_NE(tail, nullptr);
+    const std::uint16_t cut = 150;
+    std::memcpy(rte_pktmbuf_append(tail, cut),
+                rte_pktmbuf_mtod_offset(m, char *, rte_pktmbuf_data_len(m) - cut), cut);
+    rte_pktmbuf_trim(m, cut);
+    ASSERT_EQ(rte_pktmbuf_chain(m, tail), 0);
+    const unsigned avail = rte_mempool_avail_count(rp.pool);
+    inject(rp.rx, m);
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_TRUNCATED), 1u);
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
+    EXPECT_EQ(rte_mempool_avail_count(rp.pool), avail + 2) << "both segments back in the pool";
+}
+
+// Both checks come before the flow's own handling: a SYN+FIN (or a SYN to a group address) on a
+// flow being bound was taken for another connection's SYN there, and ended the binding.
+TEST_F(BindTest, MalformedSynsLeaveAFlowBeingBoundAlone) {
+    make_worker(Mode::Dpdk);
+    cookie = cookie_for(cport);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, request(300), 5)));
+    ASSERT_EQ(step(now).size(), 1u) << "the SYN to the backend";
+    ASSERT_EQ(worker->slot_count(), 1u);
+    Seg fin = syn_seg(KVS_TCP_SYN | KVS_TCP_FIN);
+    fin.seq = isn + 12345;  // another connection's ISN, as a SYN on a bound tuple
+    inject(rp.rx, make_seg(rp.pool, fin));
+    Seg group = syn_seg();
+    group.seq = isn + 777;
+    static const std::uint8_t kMulticast[6] = {0x01, 0x00, 0x5e, 0x00, 0x00, 0x01};
+    group.dmac = kMulticast;
+    inject(rp.rx, make_seg(rp.pool, group));
+    EXPECT_TRUE(step(now + ms(1)).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_MALFORMED), 1u);
+    EXPECT_EQ(stat(KVS_R_DROP_SYN_NOT_UNICAST), 1u);
+    EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 0u) << "the binding was ended";
+    EXPECT_EQ(worker->slot_count(), 1u);
+}
+
 TEST_F(BindTest, SynToAGroupAddressIsDroppedUnansweredInDpdkMode) {
     make_worker(Mode::Dpdk);
-    Seg syn{};
-    syn.saddr = client_ip;
-    syn.daddr = vip;
-    syn.sport = cport;
-    syn.dport = 8000;
-    syn.seq = isn;
-    syn.flags = KVS_TCP_SYN;
+    Seg syn = syn_seg();
     static const std::uint8_t kBroadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     syn.dmac = kBroadcast;
     inject(rp.rx, make_seg(rp.pool, syn));
@@ -1851,16 +1922,54 @@ TEST_F(BindTest, SynToAGroupAddressIsDroppedUnansweredInDpdkMode) {
     EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
 }
 
+// CLOCK_MONOTONIC in ns: the worker's clock for its SYN-ACK buckets.
+std::uint64_t mono_now_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+           static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// Dpdk mode's SYN-ACK limit per client prefix is the appliance's: the workers share one table
+// of buckets (each had its own: W x the limit in all). What another worker took from the
+// client's network is gone for this one; another network's bucket is its own.
+TEST_F(BindTest, SynRateLimitIsSharedBetweenWorkers) {
+    tables->config.syn_rate_per_prefix = 1;  // a second: nothing refills within this test
+    tables->config.syn_burst_per_prefix = 6;
+    SynBuckets shared;
+    syn_buckets = &shared;
+    make_worker(Mode::Dpdk);
+    const std::uint64_t net = (4ull << 56) | (ntohl(client_ip) >> 8);  // kvs_syn_prefix_key
+    for (int i = 0; i < 4; i++)
+        ASSERT_TRUE(shared.take(net, mono_now_ns(), 1, 6)) << "another worker";
+    ASSERT_TRUE(shared.take(net + 1, mono_now_ns(), 1, 6)) << "another network";
+    const std::uint64_t tx0 = stat(KVS_R_TX_SYNACK), drop0 = stat(KVS_R_DROP_SYN_RATE);
+    for (std::uint16_t i = 0; i < 5; i++)
+        inject(rp.rx,
+               make_seg(rp.pool, syn_seg(KVS_TCP_SYN, static_cast<std::uint16_t>(40000 + i))));
+    EXPECT_EQ(step(now).size(), 2u) << "6 in all, 4 taken elsewhere";
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK) - tx0, 2u);
+    EXPECT_EQ(stat(KVS_R_DROP_SYN_RATE) - drop0, 3u);
+    syn_buckets = nullptr;
+}
+
+// The shared table from several threads at once: one network's burst in all.
+TEST(SynBucketsTest, ThreadsTakeOneBurstInAll) {
+    SynBuckets b;
+    const std::uint64_t now = mono_now_ns();
+    std::atomic<int> taken{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; t++)
+        ts.emplace_back([&] {
+            for (int i = 0; i < 1000; i++) taken += b.take(7, now, 1, 100) ? 1 : 0;
+        });
+    for (auto &t : ts) t.join();
+    EXPECT_EQ(taken.load(), 100);
+}
+
 TEST_F(BindTest, SynReachingTheWorkerInXdpModeIsCounted) {
     make_worker(Mode::Xdp);
-    Seg syn{};
-    syn.saddr = client_ip;
-    syn.daddr = vip;
-    syn.sport = cport;
-    syn.dport = 8000;
-    syn.seq = isn;
-    syn.flags = KVS_TCP_SYN;
-    inject(rp.rx, make_seg(rp.pool, syn));
+    inject(rp.rx, make_seg(rp.pool, syn_seg()));
     EXPECT_TRUE(step(now).empty()) << "XDP answers SYNs in xdp mode";
     EXPECT_EQ(stat(KVS_R_DP_SYN_NOT_OURS), 1u);
 }
@@ -2373,10 +2482,21 @@ TEST_F(BindTest, BoundaryOfHalfAFlowResetsTheClient) {
     ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
     ASSERT_EQ(bpf_map_delete_elem(tables->flows_fd, &b.ks), 0);
     const Seg r2 = next_request(b);
+    const std::uint64_t closes = tables->load[b.be1].closes;
     inject(rp.rx, make_seg(rp.pool, r2));
     auto out = step(now + ms(100));
-    ASSERT_EQ(out.size(), 1u) << "a RST, nothing else";
-    kvs_pkt rst = parse(out[0]);
+    ASSERT_EQ(out.size(), 2u) << "a RST each way, nothing else";
+    // The backend leg's, at the boundary in its own space: it stayed open before, on a port the
+    // sweeper hands out again.
+    kvs_pkt leg = parse(out[0]);
+    ASSERT_NE(leg.tcp, nullptr);
+    EXPECT_EQ(leg.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(backend_of(leg), b.be1);
+    EXPECT_EQ(ntohs(leg.tcp->source), b.old_port);
+    EXPECT_EQ(ntohl(leg.tcp->seq), b.S + b.fc.seq_delta);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_EQ(tables->load[b.be1].closes, closes + 1) << "the connection ends: closed in the load";
+    kvs_pkt rst = parse(out[1]);
     ASSERT_NE(rst.tcp, nullptr);
     EXPECT_EQ(rst.tcp->flags, KVS_TCP_RST | KVS_TCP_ACK);
     EXPECT_EQ(rst.ip4->daddr, r2.saddr) << "to the client";
@@ -2448,6 +2568,32 @@ TEST_F(BindTest, BoundaryOverThePacketShareStaysOnItsBackend) {
     EXPECT_EQ(stat(KVS_R_DP_HOLD_SOURCE_CAP), 0u);
 }
 
+// A full table whose oldest stalled slot is a request being moved: evicting it sends its partial
+// head on on its backend (the slot lingers, freed none), so a lingering slot makes the room.
+// Before, the eviction was taken for a freed slot and the new flow was dropped (dp_hold_full).
+TEST_F(BindTest, EvictingAMovingRequestStillMakesRoom) {
+    make_worker(Mode::Xdp, 2, 0);
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    step(now + ms(100));
+    Seg part = next_request(b);
+    part.payload = kIncompleteHead;
+    inject(rp.rx, make_seg(rp.pool, part));
+    EXPECT_TRUE(step(now + ms(100)).empty()) << "held: an incomplete head";
+    hold_incomplete_heads(1, 40000);
+    EXPECT_TRUE(step(now + ms(100)).empty());
+    ASSERT_EQ(worker->slot_count(), 2u) << "the table is full";
+    Seg legit = client_seg(0, request(600), 5);
+    legit.sport = 41000;
+    legit.ack = cookie_for(legit.sport) + 1;
+    inject(rp.rx, make_seg(rp.pool, legit));
+    auto out = step(now + ms(110));  // past the bind gap: both heads are silent and incomplete
+    ASSERT_FALSE(out.empty());
+    EXPECT_EQ(backend_of(parse(out[0])), b.be1) << "the moving request's head, on its backend";
+    EXPECT_EQ(parse(out.back()).tcp->flags, KVS_TCP_SYN) << "the new flow binds";
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 0u);
+}
+
 // A request at a boundary whose choice is the connection's backend (the same prompt again):
 // flushed through the flow's own entries, which are written back unmarked, tracking from the
 // end of the flushed bytes, where the request also ends (the next one may start there only).
@@ -2498,6 +2644,69 @@ TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
     EXPECT_EQ(nc.resp_end, end);
     EXPECT_EQ(nc.resp, KVS_RESP_END);
     EXPECT_EQ(nc.msgs, 2);
+}
+
+// The same, its backend entry gone while the request was held (the LRU evicted it): the
+// connection cannot carry the request and its response, so both sides are reset, the entries
+// removed and the close counted. Before, the request was sent anyway and the client waited on a
+// flow half gone until its own timeout.
+TEST_F(BindTest, ResumedRequestWhoseEntryWentIsResetBothWays) {
+    make_worker();
+    cookie = cookie_for(cport);
+    const std::string req1 = request(600);
+    inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt syn = parse(out[0]);
+    const int be = backend_of(syn);
+    inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u) << "ACK + the request";
+    const kvs_flow_key kc = client_key();
+    kvs_flow fc{}, fs{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
+    kvs_flow_key ks;
+    kvs_flow_reverse_key(&kc, &fc, &ks);
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
+    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
+    fs.next_seq = bisn + 1 + 100;
+    fs.resp_end = fs.next_seq;
+    fc.state |= KVS_FLOW_REBINDING;
+    fs.state |= KVS_FLOW_REBINDING;
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
+    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+    const std::uint64_t closes = tables->load[be].closes;
+
+    // The same prompt again, its head in two segments: held after the first.
+    const auto n = static_cast<std::uint32_t>(req1.size());
+    Seg a = client_seg(n, req1.substr(0, 100), 7), b2 = client_seg(n + 100, req1.substr(100), 7);
+    a.ack = b2.ack = cookie + 1 + 100;
+    a.punt_bound = b2.punt_bound = true;
+    inject(rp.rx, make_seg(rp.pool, a));
+    EXPECT_TRUE(step(now + ms(100)).empty()) << "held: the head is incomplete";
+    ASSERT_EQ(bpf_map_delete_elem(tables->flows_fd, &ks), 0);
+    inject(rp.rx, make_seg(rp.pool, b2));
+    out = step(now + ms(101));
+    ASSERT_EQ(out.size(), 2u) << "a RST each way, not the request";
+    kvs_pkt r1 = parse(out[0]), r2 = parse(out[1]);
+    ASSERT_NE(r1.tcp, nullptr);
+    ASSERT_NE(r2.tcp, nullptr);
+    EXPECT_EQ(r1.tcp->flags, KVS_TCP_RST | KVS_TCP_ACK);
+    EXPECT_EQ(r1.ip4->daddr, client_ip) << "first to the client";
+    EXPECT_EQ(ntohl(r1.tcp->seq), cookie + 1 + 100) << "its next byte from us";
+    EXPECT_EQ(r2.tcp->flags, KVS_TCP_RST);
+    EXPECT_EQ(backend_of(r2), be) << "then the backend leg";
+    EXPECT_EQ(ntohl(r2.tcp->seq), S + fc.seq_delta);
+    EXPECT_TRUE(checksums_ok(out[0]));
+    EXPECT_TRUE(checksums_ok(out[1]));
+    EXPECT_EQ(stat(KVS_R_DP_REQ_NO_FLOW), 1u);
+    // The first request closed at the boundary, the resumed one bound and closed by the reset.
+    EXPECT_EQ(tables->load[be].closes, closes + 2);
+    EXPECT_EQ(tables->load[be].binds, tables->load[be].closes) << "nothing left in flight";
+    kvs_flow nc{};
+    EXPECT_NE(bpf_map_lookup_elem(tables->flows_fd, &kc, &nc), 0) << "the client entry removed";
+    // The slot lingers (punts that raced); its held request was freed, nothing else is held.
+    EXPECT_LE(worker->slot_count(), 1u);
 }
 
 // The same move, the old leg now of the pool's option profile (timestamps, SACK, window

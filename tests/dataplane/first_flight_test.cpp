@@ -241,3 +241,32 @@ TEST(FirstFlight, TheInferredStartMovesOnlyForAKeptSegmentAndUntilKeyed) {
 }
 
 }  // namespace
+
+// Copies of a range that differ (a retransmission with other bytes, or one copy with a bad
+// checksum the backend drops): the flight says so, whether the new copy is kept (partly new) or
+// not (every byte already held). Repeated bytes alone are no conflict.
+TEST(FirstFlight, DifferingCopiesOfARangeAreAConflict) {
+    const std::uint32_t isn = 5000;
+    {
+        FirstFlight f;
+        f.start(isn, true);
+        EXPECT_EQ(add(f, isn, 0, 30), FirstFlight::Add::Held);
+        EXPECT_EQ(add(f, isn, 10, 30), FirstFlight::Add::Held) << "partly new";
+        EXPECT_EQ(add(f, isn, 0, 20), FirstFlight::Add::Duplicate);
+        EXPECT_FALSE(f.conflicting()) << "the same bytes again";
+    }
+    std::string other = kReq;
+    other[kReq.find("10")] = '9';  // "Content-Length: 90"
+    const auto *o = reinterpret_cast<const std::uint8_t *>(other.data());
+    for (const bool covered : {false, true}) {
+        SCOPED_TRACE(covered ? "every byte already held" : "partly new");
+        FirstFlight f;
+        f.start(isn, true);
+        EXPECT_EQ(add(f, isn, 0, 52), FirstFlight::Add::Held);
+        const std::uint32_t len = covered ? 52 : static_cast<std::uint32_t>(other.size());
+        f.add(nullptr, o, isn + 1, static_cast<std::uint16_t>(len), false, 1 << 20);
+        EXPECT_TRUE(f.conflicting());
+        f.start(isn, true);
+        EXPECT_FALSE(f.conflicting()) << "a new flight starts clean";
+    }
+}

@@ -36,7 +36,17 @@ for u in "${units[@]}"; do
 done
 (( checked >= 5 )) || fail "only $checked paths found in the units"
 
+# The host setup reserves kvsteerd's SNAT range from the kernel's own ports (it moved the
+# ephemeral range to a fixed 40000-60999, whatever snat-ports said).
+printf 'vip = 10.0.0.1:80\nsnat-ports = 20000-30999  # ours\r\n' >"$DEST/snat.conf"
+dry=$("$ROOT/deploy/setup-host.sh" --dry-run --hugepages 0 --conf "$DEST/snat.conf")
+grep -q 'ip_local_reserved_ports=.*20000-30999' <<<"$dry" || grep -qs '\b20000-30999\b' /proc/sys/net/ipv4/ip_local_reserved_ports \
+    || fail "setup-host.sh does not reserve snat-ports 20000-30999: $dry"
+grep -q 'ip_local_port_range' <<<"$dry" && fail "setup-host.sh still moves the ephemeral range: $dry"
+
 env=$DEST/etc/kvsteer/dataplane.env conf=$DEST/etc/kvsteer/kvsteerd.conf
+# kvsteerd.conf holds the SYN-cookie key: readable by root alone.
+[[ $(stat -c %a "$conf") == 600 ]] || fail "kvsteerd.conf is mode $(stat -c %a "$conf"), not 600"
 prog=$(grep -o 'xdp_prog=[^ ",]*' "$env" | cut -d= -f2) || fail "no xdp_prog= in dataplane.env"
 [[ -f $DEST$prog ]] || fail "dataplane.env's xdp_prog=$prog is not installed"
 [[ -f $(dirname "$DEST$prog")/guard.bpf.o ]] || fail "guard.bpf.o is not beside $prog"

@@ -167,6 +167,9 @@ kvs_topo_up() {
         ns="$prefix-cl$i"
         ip netns add "$ns" || return 1
         ip -n "$ns" link set lo up
+        # Ports the tests connect from by number (dp_client.py --source-port): never handed out
+        # as ephemeral, so an earlier test's connection in TIME_WAIT cannot hold one (seen in CI).
+        ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_reserved_ports=45120-45129 || return 1
         if [[ -n "$KVS_NS_ROUTER" ]]; then
             local cnet="${KVS_TOPO_CNET:-10.78}.$i"
             kvs__link "$ns" eth0 "$KVS_NS_ROUTER" "cl$i" || return 1

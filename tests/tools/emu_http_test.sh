@@ -252,6 +252,27 @@ assert "transfer-encoding" not in hs and "content-length" not in hs and hs["conn
 assert out.startswith(b"data: ") and out.endswith(b"data: [DONE]\n\n"), out[-200:]
 assert hashlib.sha256(out).hexdigest() == hs["x-response-sha256"], hs
 print("ok - HTTP/1.0 stream: unframed, ended by the close")
+# The same with bytes the client sent after its request (never read by the server): the close is
+# still a FIN after the whole body, not a reset (a close with unread bytes sends RST, which
+# dropped the response's unsent tail and ended the client's read with ECONNRESET).
+s = conn()
+s.sendall(b"POST /v1/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+          b"x-kvsteer-echo-bytes: 3000000\r\n"
+          b"content-length: %d\r\n\r\n" % len(sbody) + sbody)
+time.sleep(0.2)  # after the server read the request: these stay unread in its socket
+s.sendall(b"more bytes after the request")
+# Not read for 0.5 s: the stream is written (most of its 3 MB still in the server's socket) and
+# closed before the first read.
+time.sleep(0.5)
+try:
+    raw = until_close(s)
+finally:
+    s.close()
+head, sep, out = raw.partition(b"\r\n\r\n")
+hs = dict(l.split(": ", 1) for l in head.decode().split("\r\n")[1:])
+assert sep and head.startswith(b"HTTP/1.1 200 ") and out.endswith(b"data: [DONE]\n\n"), raw[-200:]
+assert len(out) > 3000000 and hashlib.sha256(out).hexdigest() == hs["x-response-sha256"], len(out)
+print("ok - HTTP/1.0 stream with bytes after the request: ended by a FIN, not a reset")
 # A 1.1 stream with an HTTP/1.0 request pipelined behind it: the stream keeps its chunk framing
 # (the framing is the response's own, not the connection's latest request's), then the 1.0
 # answer, then the close.

@@ -76,6 +76,51 @@ read -r q0 h0 < <(counters)
 [[ $(jq_ "$tmp/sum2.json" 'int(d["prefix_cache_queries"])') == $((1200 + 1100 + 600 + 1200)) ]] || fail "trace queries"
 pass "Mooncake trace replay with keep-alive: exact backend-counted hits"
 
+# --- a kept-alive connection the server closes as the next request arrives (an idle timeout
+# crossing it): the request goes again on a new connection, counted as retried, not failed.
+python3 -c '
+import socket, sys, threading, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(8)
+open(sys.argv[1], "w").write(str(l.getsockname()[1]))
+def serve(c):
+    buf, n = b"", 0
+    c.settimeout(10)
+    try:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d: return
+                buf += d
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            clen = next((int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length:")), 0)
+            while len(buf) < clen:
+                d = c.recv(65536)
+                if not d: return
+                buf += d
+            buf = buf[clen:]
+            n += 1
+            if n == 2: return  # the second request of a connection: closed unanswered
+            body = b"{\"choices\": [{\"text\": \"ok\"}]}"
+            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    except OSError: pass
+    finally: c.close()
+l.settimeout(1)
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    try: threading.Thread(target=serve, args=(l.accept()[0],), daemon=True).start()
+    except socket.timeout: pass
+' "$tmp/closer_port" &
+pids+=($!)
+for _ in $(seq 100); do [[ -s "$tmp/closer_port" ]] && break; sleep 0.05; done
+[[ -s "$tmp/closer_port" ]] || fail "the closing server did not start"
+"$REPLAY" --synthetic --groups 1 --prompts-per-group 4 --system-prompt-len 64 --question-len 16 \
+    --output-len 1 --qps 50 --keep-alive --max-concurrency 1 --no-verify --api completions \
+    --target "127.0.0.1:$(cat "$tmp/closer_port")" --summary-json "$tmp/sum_rt.json" \
+    --out "$tmp/res_rt.jsonl" --quiet >"$tmp/rt.out" 2>&1 || fail "retry run failed: $(tail -3 "$tmp/rt.out")"
+[[ $(jq_ "$tmp/sum_rt.json" 'd["ok"], d["failed"], d["retried"]') == "(4, 0, 3)" ]] \
+    || fail "requests on closed kept-alive connections: $(cat "$tmp/sum_rt.json")"
+pass "a request crossing a kept-alive connection's close is sent again (3 of 4 retried, none failed)"
+
 # --- malformed traces are refused, naming the line
 printf '{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n{"timestamp": 0}\n' >"$tmp/bad.jsonl"
 set +e

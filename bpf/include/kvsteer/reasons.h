@@ -137,7 +137,9 @@
     X(DP_HELD_PAST_HOLE, "dp_held_past_hole_dropped")             \
     X(REQ_KEPT_NO_DATAPLANE, "request_kept_no_dataplane")         \
     X(DROP_SYN_NOT_UNICAST, "drop_syn_not_unicast")               \
-    X(DROP_SYNACK_NO_ROOM, "drop_synack_no_room")
+    X(DROP_SYNACK_NO_ROOM, "drop_synack_no_room")                 \
+    X(DP_FLOW_IDLE_EXPIRED, "dp_flow_idle_expired")               \
+    X(DP_DROP_BAD_CHECKSUM, "dp_drop_bad_checksum")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

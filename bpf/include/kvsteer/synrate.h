@@ -7,9 +7,13 @@
 #include "kvsteer/abi.h"
 #include "kvsteer/parse.h"
 
+/* One prefix's bucket as a single word (GCRA, the token bucket's equivalent): the time at which it
+ * would be full again had it been refilled at the rate since. A SYN-ACK is allowed when, with its
+ * interval added, that time is at most `burst` intervals ahead of now. One word, so XDP's CPUs
+ * take from it with a compare-and-swap: with two fields each CPU's read-modify-write could
+ * overwrite another's, and a flood spread over N receive queues got up to N x the limit. */
 struct kvs_syn_bucket {
-    __u64 last_ns;      /* when the bucket was last refilled */
-    __u64 tokens_milli; /* SYN-ACKs it may still send, x 1000 */
+    __u64 tat_ns;
 };
 
 /* The bucket key of a SYN's source: its /24 or /48, with the family in the top byte. */
@@ -24,34 +28,35 @@ KVS_INLINE __u64 kvs_syn_prefix_key(const struct kvs_pkt *pkt) {
     return 0;
 }
 
-/* A fresh bucket, full (burst), as of now. */
-KVS_INLINE void kvs_syn_bucket_init(struct kvs_syn_bucket *b, __u64 now, __u32 burst) {
-    b->last_ns = now;
-    b->tokens_milli = (__u64)(burst ? burst : 1) * 1000;
+/* A fresh bucket, full (`burst` SYN-ACKs at once), as of now. */
+KVS_INLINE void kvs_syn_bucket_init(struct kvs_syn_bucket *b, __u64 now) {
+    b->tat_ns = now;
 }
 
-/* Refills at `rate` a second up to `burst`, then takes one SYN-ACK: 1 if one was left. The time
- * whose tokens the integer division cut off stays in the bucket (last_ns moves only as far as the
- * tokens added pay for): else SYNs a few microseconds apart (the pure-DPDK workers' clock) never
- * refilled it, and a prefix sending steadily was refused for good. */
-KVS_INLINE int kvs_syn_bucket_take(struct kvs_syn_bucket *b, __u64 now, __u32 rate, __u32 burst) {
-    __u64 cap = (__u64)(burst ? burst : 1) * 1000, el = now - b->last_ns, t, add;
+/* The bucket's word after one more SYN-ACK at `now` (`rate` a second, `burst` at once), or 0 when
+ * none may be sent. The interval is rounded up (never above the rate); the time since the bucket
+ * was last full counts in full whatever the burst (no refill cap); a clock going backwards refills
+ * nothing and credits no time twice. */
+KVS_INLINE __u64 kvs_syn_bucket_next(__u64 tat, __u64 now, __u32 rate, __u32 burst) {
+    __u64 t = rate ? (1000000000ull + rate - 1) / rate : 1, next = (tat > now ? tat : now) + t;
 
-    if (now < b->last_ns) el = 0;
-    if (el > 10000000000ull) el = 10000000000ull; /* 10 s refills any bucket; no overflow */
-    if (rate > 10000000u) rate = 10000000u;
-    add = el * rate / 1000000u; /* rate/s x el ns x 1000 / 1e9 */
-    t = b->tokens_milli + add;
-    if (t >= cap || !rate) {
-        b->tokens_milli = t > cap ? cap : t;
-        b->last_ns = now;
-    } else {
-        b->tokens_milli = t;
-        b->last_ns = now - (el * rate - add * 1000000u) / rate;
+    return next - now > (__u64)(burst ? burst : 1) * t ? 0 : next;
+}
+
+/* Takes one SYN-ACK from the bucket at `now`: 1 if one was left. Safe when several CPUs take from
+ * one bucket at once (a compare-and-swap, tried a few times; one that keeps losing to the others'
+ * takes is refused, as the bucket is being emptied). */
+KVS_INLINE int kvs_syn_bucket_take(struct kvs_syn_bucket *b, __u64 now, __u32 rate, __u32 burst) {
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        __u64 old = *(volatile __u64 *)&b->tat_ns,
+              next = kvs_syn_bucket_next(old, now, rate, burst);
+
+        if (!next) return 0;
+        if (__sync_val_compare_and_swap(&b->tat_ns, old, next) == old) return 1;
     }
-    if (b->tokens_milli < 1000) return 0;
-    b->tokens_milli -= 1000;
-    return 1;
+    return 0;
 }
 
 #endif /* KVSTEER_SYNRATE_H */

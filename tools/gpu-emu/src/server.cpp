@@ -18,6 +18,7 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <ctime>
@@ -237,7 +238,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (ec == http::error::end_of_stream || ec == asio::error::eof) {
             // The client is done sending: finish writing what is queued, then close.
             close_when_drained_ = true;
-            if (!writing_) close();
+            if (!writing_) graceful_close();
             return;
         }
         if (ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
@@ -437,7 +438,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         if (outq_.empty()) {
             writing_ = false;
-            if (close_when_drained_) close();
+            if (close_when_drained_) graceful_close();
             return;
         }
         writing_ = true;
@@ -477,10 +478,37 @@ class Session : public std::enable_shared_from_this<Session> {
     void response_done() {
         if (!keep_alive_) {
             close_when_drained_ = true;
-            if (!writing_) close();
+            if (!writing_) graceful_close();
             return;
         }
         read_header();
+    }
+
+    // The last response written and nothing more to answer: FIN first, then whatever the client
+    // still sends is read and dropped until its FIN (2 s at most), then the close. A close with
+    // unread bytes in the socket sends RST, which throws away what of the response the kernel
+    // has not sent yet and ends the client's read with a reset (an HTTP/1.0 stream ends only
+    // with the close; seen with a client that sent more after its request).
+    void graceful_close() {
+        if (closed_ || lingering_) return;
+        lingering_ = true;
+        request_timer_.cancel();
+        beast::error_code ec;
+        sock_.shutdown(tcp::socket::shutdown_send, ec);
+        if (ec) return close();
+        idle_.expires_after(std::chrono::seconds(2));
+        idle_.async_wait([self = shared_from_this()](beast::error_code e) {
+            if (!e) self->close();
+        });
+        drain_input();
+    }
+
+    void drain_input() {
+        sock_.async_read_some(asio::buffer(scratch_),
+                              [self = shared_from_this()](beast::error_code ec, size_t) {
+                                  if (ec || self->closed_) return self->close();
+                                  self->drain_input();
+                              });
     }
 
     void close() {
@@ -507,7 +535,9 @@ class Session : public std::enable_shared_from_this<Session> {
     std::deque<Out> outq_;
     bool writing_ = false, closed_ = false, close_when_drained_ = false, keep_alive_ = true;
     bool head_only_ = false;  // the request being answered is a HEAD
-    bool unframed_ = false;   // ... is HTTP/1.0: a stream's body is not chunked, the close ends it
+    bool lingering_ = false;  // graceful_close: the FIN sent, the client's bytes read and dropped
+    std::array<char, 4096> scratch_{};
+    bool unframed_ = false;  // ... is HTTP/1.0: a stream's body is not chunked, the close ends it
     bool stream_ = false;
     uint64_t active_ = 0;
     std::shared_ptr<StreamBody> body_;  // the active request's streaming body, being written

@@ -11,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <optional>
 #include <functional>
 #include <limits>
 #include <cstdio>
@@ -75,12 +76,13 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
     std::string head, body;
     std::string body_sha;
     beast::flat_buffer buf;
-    http::response_parser<http::string_body> parser;
+    std::optional<http::response_parser<http::string_body>> parser;
     std::function<size_t(uint64_t, beast::string_view, beast::error_code &)> on_chunk;
     Clock::time_point start;
     std::string line;  // partial SSE line
     model::Sha256 rsha;
     bool timed_out = false, finished = false, reused = false, skipping = false;
+    bool retried = false;
 
     Op(Impl &i, size_t x, size_t tgt)
         : im(i), idx(x), res(i.results[x]), target(tgt), timer(i.io) {}
@@ -107,12 +109,11 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
             im.cfg.keep_alive ? "keep-alive" : "close");
         for (const auto &[k, v] : im.cfg.headers) head += k + ": " + v + "\r\n";
         head += "\r\n";
-        parser.body_limit(std::numeric_limits<uint64_t>::max());
         on_chunk = [this](uint64_t, beast::string_view data, beast::error_code &) {
             consume(std::string_view(data.data(), data.size()));
             return data.size();
         };
-        parser.on_chunk_body(on_chunk);
+        fresh_parser();
 
         timer.expires_after(std::chrono::duration_cast<Clock::duration>(
             std::chrono::duration<double>(im.cfg.timeout_s)));
@@ -139,6 +140,16 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
             beast::error_code ig;
             sock->close(ig);
         }
+        connect();
+    }
+
+    void fresh_parser() {
+        parser.emplace();
+        parser->body_limit(std::numeric_limits<uint64_t>::max());
+        parser->on_chunk_body(on_chunk);
+    }
+
+    void connect() {
         sock = std::make_unique<tcp::socket>(im.io);
         sock->async_connect(im.cfg.targets[target].ep,
                             [self = shared_from_this()](beast::error_code ec) {
@@ -153,14 +164,14 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
         std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
         asio::async_write(*sock, bufs, [self = shared_from_this()](beast::error_code ec, size_t) {
             if (ec) return self->fail("write: " + ec.message());
-            http::async_read_header(*self->sock, self->buf, self->parser,
+            http::async_read_header(*self->sock, self->buf, *self->parser,
                                     [self](beast::error_code ec2, size_t) { self->on_head(ec2); });
         });
     }
 
     void on_head(beast::error_code ec) {
         if (ec) return fail("read header: " + ec.message());
-        const auto &m = parser.get();
+        const auto &m = parser->get();
         res.status = m.result_int();
         if (auto it = m.find("x-kvsteer-backend"); it != m.end())
             res.backend = std::string(it->value());
@@ -168,7 +179,7 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
             if (auto it = m.find("x-body-sha256"); it != m.end())
                 res.body_sha_ok = it->value() == body_sha ? 1 : 0;
         http::async_read(
-            *sock, buf, parser,
+            *sock, buf, *parser,
             [self = shared_from_this()](beast::error_code ec2, size_t) { self->on_body(ec2); });
     }
 
@@ -217,7 +228,7 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
 
     void on_body(beast::error_code ec) {
         if (ec) return fail("read body: " + ec.message());
-        const auto &m = parser.get();
+        const auto &m = parser->get();
         if (!m.chunked()) {
             const std::string &b = m.body();
             res.response_bytes += b.size();
@@ -248,6 +259,18 @@ struct Replayer::Impl::Op : std::enable_shared_from_this<Op> {
 
     void fail(const std::string &what) {
         if (finished) return;
+        // A kept-alive connection the server closed as the request crossed its FIN (its idle
+        // timeout): nothing of a response came back, so the request goes again, once, on a new
+        // connection, as HTTP clients and the SDKs do. The clock keeps running from the first try.
+        if (reused && !retried && !timed_out && res.status == 0 && buf.size() == 0) {
+            retried = true;
+            reused = false;
+            ++res.retries;
+            beast::error_code ig;
+            sock->close(ig);
+            fresh_parser();
+            return connect();
+        }
         res.ok = false;
         res.error = timed_out ? "timeout" : what;
         if (reused && !timed_out && res.status == 0) res.error += " (reused keep-alive connection)";

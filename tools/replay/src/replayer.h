@@ -54,6 +54,9 @@ struct Result {
     int body_sha_ok = -1;  // -1: not checked (header absent)
     int response_sha_ok = -1;
     size_t target = 0;
+    // Sent again on a new connection: the kept-alive one it went on closed before any response
+    // byte (the server's idle timeout crossing the request).
+    uint32_t retries = 0;
 };
 
 class Replayer {

@@ -44,18 +44,21 @@ nlohmann::json result_json(const Result &r, const ReplayConfig &cfg) {
         {"body_sha_ok", tri(r.body_sha_ok)},
         {"response_sha_ok", tri(r.response_sha_ok)}};
     if (!r.error.empty()) j["error"] = r.error;
+    if (r.retries) j["retries"] = r.retries;
     return j;
 }
 
 nlohmann::json summarize(const std::vector<Result> &results, double wall_s, const ReplayConfig &cfg,
                          const std::vector<BackendCounters> &counters) {
     const double model_s = wall_s * cfg.time_scale;
-    uint64_t sent = 0, ok = 0, failed = 0, in_tok = 0, out_tok = 0, body_bad = 0, resp_bad = 0;
+    uint64_t sent = 0, ok = 0, failed = 0, in_tok = 0, out_tok = 0, body_bad = 0, resp_bad = 0,
+             retried = 0;
     std::vector<double> ttft, e2e, tpot;
     std::map<std::string, uint64_t> per_backend, errors;
     for (const auto &r : results) {
         if (!r.sent) continue;
         ++sent;
+        if (r.retries) ++retried;
         if (r.body_sha_ok == 0) ++body_bad;
         if (r.response_sha_ok == 0) ++resp_bad;
         if (!r.ok) {
@@ -79,6 +82,7 @@ nlohmann::json summarize(const std::vector<Result> &results, double wall_s, cons
     s["not_sent"] = results.size() - sent;
     s["ok"] = ok;
     s["failed"] = failed;
+    s["retried"] = retried;
     s["errors"] = errors;
     s["body_digest_mismatch"] = body_bad;
     s["response_digest_mismatch"] = resp_bad;
@@ -152,6 +156,10 @@ std::string human_summary(const nlohmann::json &s) {
     for (const auto &[k, v] : s["per_backend"].items())
         o += fmt::format(" {}={}", k, v.get<uint64_t>());
     o += "\n";
+    if (s["retried"].get<uint64_t>())
+        o += fmt::format(
+            "retried {}: sent again on a new connection (the kept-alive one closed first)\n",
+            s["retried"].get<uint64_t>());
     if (!s["errors"].empty()) {
         o += "errors:";
         for (const auto &[k, v] : s["errors"].items())

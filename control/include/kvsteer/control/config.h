@@ -125,6 +125,9 @@ enum class ParseOutcome { Ok, Help, Error };
 struct ParseResult {
     ParseOutcome outcome = ParseOutcome::Error;
     std::string message;  // help text, or the one error line
+    // An error that may clear by itself: the `interface` named is not there (yet: a slow driver,
+    // a VF another unit makes). kvsteerd exits 1 for it (systemd retries), 2 for the others.
+    bool retryable = false;
     DaemonConfig cfg;
 };
 
@@ -150,7 +153,8 @@ std::vector<std::string> config_warnings(const DaemonConfig &c);
 // ip_local_reserved_ports ("" or "P,LO-HI,..."; reserved ports are never picked, so they do not
 // count). A reply to one of the appliance kernel's own connections (health checks, scrapes:
 // they leave from the same address) to a port in the SNAT range is taken for a SNAT flow's and
-// never reaches the socket. Unreadable text: a line saying so.
+// never reaches the socket. Also said: fewer than 1024 ephemeral ports left unreserved (the
+// appliance's own connections may find none). Unreadable text: a line saying so.
 std::optional<std::string> snat_port_overlap(const DaemonConfig &c, std::string_view local_range,
                                              std::string_view reserved);
 
@@ -221,6 +225,8 @@ std::optional<TableAlgorithm> parse_table_algorithm(std::string_view s);
 const char *table_algorithm_name(TableAlgorithm a);
 
 // Reads /sys/class/net/IF/address (of the current network namespace).
-std::optional<Mac> interface_mac(const std::string &ifname, std::string *err);
+// `missing` (if given) is set when the name is valid but no such interface is here (yet).
+std::optional<Mac> interface_mac(const std::string &ifname, std::string *err,
+                                 bool *missing = nullptr);
 
 }  // namespace kvsteer::control

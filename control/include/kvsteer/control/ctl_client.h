@@ -11,8 +11,11 @@
 namespace kvsteer::control {
 
 // nullopt + err when the daemon cannot be reached or answers garbage (not for {"ok": false}).
+// `connected` (when given) says whether the connection was made: after that the request may
+// have reached kvsteerd, and been applied, whatever went wrong with its answer.
 std::optional<nlohmann::json> api_call(const std::string &socket_path, const nlohmann::json &req,
-                                       std::chrono::milliseconds timeout, std::string *err);
+                                       std::chrono::milliseconds timeout, std::string *err,
+                                       bool *connected = nullptr);
 
 // kvsteerctl's command lines: a Boost.Program_options style parser (command_line_parser::
 // extra_style_parser) that takes a leading token reading as a negative number ("-1", "-0.5") as

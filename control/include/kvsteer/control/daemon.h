@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,6 +78,10 @@ class Daemon {
     // Writes the config and backend tables, opens the API socket and metrics listener, starts the
     // probers. false + err when something cannot be set up.
     bool start(std::string *err);
+    // After start() failed: whether the configuration itself cannot work (kv-events= on a build
+    // without libzmq), as opposed to something that may clear (a port in use): kvsteerd exits 2
+    // for it, which systemd does not retry every second forever.
+    bool start_failed_on_config() const { return start_config_error_; }
     // Event loop; returns when stop() is called (from any thread or a signal handler).
     void run();
     void stop();
@@ -189,6 +194,9 @@ class Daemon {
     RingStats ring_stats_;
     FleetMaps fleet_maps_;
     bool fleet_publish_pending_ = false;  // the maps kept as found until etcd is read (start)
+    // The fleet was read from etcd at least once (announced only then); said once while not.
+    bool fleet_etcd_applied_ = false, etcd_wait_logged_ = false;
+    std::uint64_t fleet_etcd_read_ns_ = 0;  // when it was (mono_ns)
     FleetState fleet_;
     FleetTable fleet_table_;               // as last published
     MemberSet fleet_silent_ = 0;           // left out of fleet_table_ (fleet_ping.h)
@@ -221,6 +229,29 @@ class Daemon {
     bool member_logged_ = true;  // last said: an owner of the fleet's newest epoch (or no fleet)
     std::uint64_t serving_since_ns_ = 0;
     static constexpr std::uint64_t kAnnounceWaitNs = 3'000'000'000ull;
+    bool start_config_error_ = false;
+    // The file saying a drain is on (the API socket's path + ".draining"): written by
+    // drain.start, removed by drain.cancel, read by start().
+    std::string drain_marker() const { return cfg().api_socket + ".draining"; }
+    // This boot's id (/proc/sys/kernel/random/boot_id), the marker's first line.
+    static std::string boot_id();
+    // Whether the marker says a drain is on in this boot (one from another boot is removed).
+    bool drain_marked();
+    // Opens `path`, a file whose first line is the boot id it was written in: true (the rest
+    // left to read in `f`) when it is this boot's; one from another boot is removed, said with
+    // `what` ("not drained", "not applied").
+    static bool open_this_boots(const std::string &path, std::ifstream &f, const char *what);
+    // Writes such a file whole (beside, then renamed over): this boot's id, then `body`. false
+    // with errno set when it could not.
+    static bool write_this_boots(const std::string &path, const std::string &body);
+    // Backends an operator drained (API_SOCKET + ".backend-drains": this boot's id, then a line
+    // ADDR:PORT each; no file when none). The backend map says only DRAIN or DOWN: a drained
+    // backend that was down when kvsteerd restarted took new flows again once up. Written at each
+    // drain change, read by start() (without fleet-etcd: etcd holds the drains there).
+    std::string backend_drains_file() const { return cfg().api_socket + ".backend-drains"; }
+    void save_backend_drains();
+    void drain_leave_etcd();
+    void restore_backend_drains();
     struct Drain {
         bool active = false, done = false;
         bool fleet_failed = false;  // leaving the fleet's owners failed (fleet_note says why)
@@ -261,7 +292,18 @@ class Daemon {
     // vLLM KV events (backends with kv-events=): its own thread; created on first use.
     std::unique_ptr<KvEventSubscriber> kv_;
     std::uint64_t kv_resets_total_seen_ = 0;
-    std::map<std::uint16_t, std::uint64_t> kv_resets_seen_;  // KvEventStats::resets acted on
+    // A reset's affinity publish waits while the last one is under kKvResetPublishNs old (a
+    // publisher resetting in every message made each wake-up a full policy compute), and its log
+    // line is written at most every 10 s a backend, with the count since (the last count of a
+    // flood is written by the tick once those 10 s are over).
+    bool kv_publish_pending_ = false;
+    std::uint64_t kv_last_publish_ns_ = 0;
+    struct KvResets {
+        std::uint64_t seen = 0;     // KvEventStats::resets acted on
+        std::uint64_t last_ns = 0;  // its last log line
+        std::uint64_t since = 0;    // resets not in a log line yet
+    };
+    std::map<std::uint16_t, KvResets> kv_resets_;  // by backend id; gone with the backend
 };
 
 }  // namespace kvsteer::control

@@ -31,6 +31,9 @@ struct BackendRuntime {
     bool draining = false;
     HealthState health;
     std::optional<Mac> mac;  // configured or resolved
+    // Unresolved: the next health check that tries again (the lookup is a neighbour-table dump
+    // on the event loop) and the wait after it: 250 ms, doubled each failure up to 2 s.
+    std::uint64_t mac_retry_ns = 0, mac_retry_gap_ns = 0;
     std::string last_error;  // latest health / resolution problem
     std::uint64_t checks_ok = 0, checks_failed = 0, passive_failures = 0;
     std::uint64_t base_binds = 0, base_closes = 0;  // kvs_be_load values when this id was taken

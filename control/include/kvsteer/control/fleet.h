@@ -58,6 +58,12 @@ struct FleetState {
 // newest: unchanged, true. s empty: false (an empty newest epoch turns the fleet off).
 // `dropped` (optional): set when the oldest epoch went.
 bool append_epoch(std::vector<MemberSet> &epochs, MemberSet s, bool *dropped = nullptr);
+// Drops every epoch a newer one repeats (the same members): its buckets' owners are that newer
+// one's, already among every bucket's previous owners (or its owner), so the table and its digest
+// are unchanged. A full history of leaves and returns ([E, E-X, E, E-X, ...]) shrinks to its
+// distinct epochs. push() and append_epoch() compact a full history before refusing or dropping
+// the oldest. Returns how many went.
+std::size_t compact_epochs(std::vector<MemberSet> &epochs);
 
 // The epoch appliance `self` leaves the owners by before its member key is put in etcd (at its
 // start, or back after its lease expired): the newest epoch without it (members dead now stay

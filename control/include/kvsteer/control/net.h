@@ -45,4 +45,9 @@ std::optional<std::array<std::uint64_t, 2>> parse_cookie_key_hex(const std::stri
 // Stable identity of a backend for Maglev: the same "addr:port" always gives the same number.
 std::uint64_t backend_identity(const Endpoint &ep);
 
+// systemd's readiness protocol (sd_notify(3)) without libsystemd: `state` ("READY=1") as one
+// datagram to $NOTIFY_SOCKET (a path, or "@name" in the abstract namespace). true when sent, or
+// when there is no NOTIFY_SOCKET (not started as Type=notify); false + err when it failed.
+bool notify_systemd(std::string_view state, std::string *err);
+
 }  // namespace kvsteer::control
