@@ -326,10 +326,6 @@ void Daemon::run() {
             if (pfds[base + api_polled + i].revents & (POLLIN | POLLHUP | POLLERR))
                 serve_metrics_client(i);
         }
-        // Accepted after the clients are served: an eviction reorders the lists (the poll results
-        // went to the wrong clients), and a request read this turn keeps its client.
-        if (pfds[1].revents) accept_api();
-        if (pfds[2].revents) accept_metrics();
         const auto flushed_at = std::chrono::steady_clock::now();
         for (auto *list : {&api_clients_, &metrics_clients_}) {
             for (std::size_t i = 0; i < list->size();) {
@@ -362,6 +358,12 @@ void Daemon::run() {
                 }
             }
         }
+        // Accepted after the clients are served (an eviction reorders the lists: the poll results
+        // went to the wrong clients; a request read this turn keeps its client) and after the
+        // finished ones are gone: a client that closed this turn still held its slot, and a
+        // connection made right after it was refused.
+        if (pfds[1].revents) accept_api();
+        if (pfds[2].revents) accept_metrics();
         now = std::chrono::steady_clock::now();
         if (now >= next_tick) {
             loop_step("tick", [this] { tick(); });

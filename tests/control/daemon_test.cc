@@ -1123,6 +1123,49 @@ TEST_F(DaemonTest, ClientsStuckInTheMiddleOfARequestLoseTheirSlots) {
     for (int fd : stuck) close(fd);
 }
 
+// Every slot held by an answered client (not idle a second yet: none can be evicted): one closes
+// and a new one connects at once. The finished client's slot is the new one's: it was refused
+// when its connection was accepted in the turn that read the other's close (the finished client
+// was erased after the accepts), so a CLI call right after another's failed now and then.
+TEST_F(DaemonTest, ASlotFreedThisTurnTakesTheNextClient) {
+    start(config(1));
+    const std::string req = "{\"cmd\":\"status\"}\n";
+    auto open_answered = [&] {
+        int fd = connect_unix(sock_);
+        if (fd < 0) return -1;
+        if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) <= 0 || read_line(fd, 2000ms).empty()) {
+            close(fd);
+            return -1;
+        }
+        return fd;
+    };
+    std::vector<int> held;
+    for (int i = 0; i < 64; i++) {
+        const int fd = open_answered();
+        ASSERT_GE(fd, 0) << "client " << i;
+        held.push_back(fd);
+    }
+    int refused = 0;
+    for (int round = 0; round < 40; round++) {
+        close(held.back());
+        held.pop_back();
+        const int fd = open_answered();
+        if (fd < 0) {
+            refused++;
+            // the slot is free once the daemon has read the close: take it back for the next round
+            ASSERT_TRUE(wait_for([&] {
+                const int again = open_answered();
+                if (again >= 0) held.push_back(again);
+                return again >= 0;
+            }));
+        } else {
+            held.push_back(fd);
+        }
+    }
+    EXPECT_EQ(refused, 0);
+    for (int fd : held) close(fd);
+}
+
 TEST_F(DaemonTest, RestartKeepsBackendIds) {
     // A daemon restarted over the same maps keeps each backend's slot (flows and load stay
     // attributed), whatever the order in the new configuration.
