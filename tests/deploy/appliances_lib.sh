@@ -109,8 +109,8 @@ streams() {
     local n=$1 out=$2; shift 2
     ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
         --port "$KVS_VIP_PORT" --n "$n" --concurrency "$n" --prefixes "$n" --stream --max-tokens "${STREAM_TOKENS:-2500}" \
-        --timeout 60 --seconds 60 "$@" >"$out" 2>&1 &
-    STREAMS=$!
+        --timeout "${STREAM_TIMEOUT:-60}" --seconds "${STREAM_TIMEOUT:-60}" "$@" >"$out" 2>&1 &
+    STREAMS=$! STREAMS_AT=$SECONDS
 }
 
 # short_requests N [CONCURRENCY]: N one-request connections; all must succeed.

@@ -26,6 +26,7 @@ fail() {
         echo "---- appliance $j dataplane log (tail)"; tail -15 "$DIR/dp$j.log" 2>/dev/null
         echo "---- appliance $j kvsteerd log (tail)"; tail -8 "$DIR/kvsteerd$j.log" 2>/dev/null
     done
+    echo "FAIL (again, after the logs): $*"
     exit 1
 }
 cleanup() {

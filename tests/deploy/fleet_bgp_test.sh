@@ -57,6 +57,7 @@ fail() {
         counters "$j" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print({k: v for s in ("xdp", "dataplane") for k, v in d.get(s, {}).items() if v and ("fleet" in k or "drop" in k or "rst" in k)})' 2>/dev/null
     done
     echo "---- etcd log (tail)"; tail -3 "$DIR/etcd.log" 2>/dev/null
+    echo "FAIL (again, after the logs): $*"
     exit 1
 }
 cleanup() {
@@ -156,7 +157,10 @@ until_ok 5 hops_are 1 || fail "appliance 1 is not announced: route over '$(hops)
 log "appliance 1 up and announced"
 
 log "1. 60 long streams on appliance 1; appliances 2 and 3 join"
-STREAM_TOKENS=${STREAM_TOKENS:-5000} streams 60 "$DIR/s1.json"
+# About 62 s (the emulator paces tokens, ~9.6 ms each): they must outlive steps 1-4, which took
+# 35-40 s here and more on a slower machine (etcd's fsyncs, DPDK starts).
+STREAM_TOKENS=${STREAM_TOKENS:-6500} STREAM_TIMEOUT=120 streams 60 "$DIR/s1.json"
+t_s1=$STREAMS_AT
 t0=$SECONDS
 sleep 2
 app_up 2 fleet_conf
@@ -272,7 +276,8 @@ until_ok 3 owners_are 0,1 1 2 || fail "appliance 3 is still an owner after its d
 kill -TERM "${DP_PID[3]}"; wait "${DP_PID[3]}" 2>/dev/null; DP_PID[3]=""
 kill "${KD_PID[3]}"; wait "${KD_PID[3]}" 2>/dev/null; KD_PID[3]=""
 log "drained and stopped: $(tr '\n' ' ' <"$DIR/drain.out")"
-kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the drain (make them longer: STREAM_TOKENS): $(cat "$DIR/s1.json")"; }
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the drain, $((SECONDS - t_s1)) s after they started (make them longer: STREAM_TOKENS): $(cat "$DIR/s1.json")"; }
+log "the 60 streams still run $((SECONDS - t_s1)) s after they started"
 wait "$STREAMS"
 log "streams: $(cat "$DIR/s1.json")"
 [[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 && "$(field "$DIR/s1.json" corrupted)" == 0 ]] \
@@ -310,7 +315,8 @@ sent_on_by_2() { echo $(( $(counter 2 xdp fleet_redirect_owner) + $(counter 2 xd
 # buckets, (3/4)^20 = 0.3% a step.
 streams_survived() {
     local out=$1 before=$2 when=$3 sent
-    kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return (make them longer): $(cat "$out")"; }
+    kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before appliance 2's return, $((SECONDS - STREAMS_AT)) s after they started (make them longer): $(cat "$out")"; }
+    log "the 20 streams still run $((SECONDS - STREAMS_AT)) s after they started"
     wait "$STREAMS"
     [[ "$(field "$out" ok)" == 20 && "$(field "$out" corrupted)" == 0 ]] \
         || fail "streams bound $when broke at appliance 2's return: $(cat "$out")"
@@ -333,7 +339,8 @@ t_gone=$(date +%s.%N)
 until_ok 3 owners_are 0 1 2 || fail "appliance 2 (dataplane dead) still owns buckets: $(fjson 1 "f['epochs']")"
 short_requests 20
 # Streams bound meanwhile by appliance 1, the interim owner of every bucket.
-STREAM_TOKENS=1200 streams 20 "$DIR/s4.json"
+# About 23 s: they must outlive kvsteerd's and the dataplane's restart below (~8 s here).
+STREAM_TOKENS=2400 streams 20 "$DIR/s4.json"
 sleep 1
 sent_on=$(sent_on_by_2)
 # Its kvsteerd restarted meanwhile too: the leave is kept in etcd (fleet/returning/1), so the new

@@ -35,6 +35,7 @@ fail() {
         echo "---- appliance $j kvsteerd log (tail)"; tail -5 "$DIR/kvsteerd$j.log" 2>/dev/null
         echo "---- appliance $j fleet counters"; counters "$j" | grep -i fleet
     done
+    echo "FAIL (again, after the logs): $*"
     exit 1
 }
 cleanup() {
@@ -80,7 +81,9 @@ LIVE=(1 2 3)
 digests_agree
 
 log "1. 60 long streams on appliance 1, then 1 -> 2 -> 3 appliances and a planned drain of appliance 3"
-streams 60 "$DIR/s1.json"
+# About 34 s (the emulator paces tokens, ~9.6 ms each): they must outlive the changes below
+# (~15 s here, more on a slower machine).
+STREAM_TOKENS=${STREAM_TOKENS:-3500} streams 60 "$DIR/s1.json"
 t0=$SECONDS
 sleep 3
 fleet push 0,1; route 1 2; digests_agree; log "2 appliances (t=$((SECONDS - t0)) s)"
@@ -90,7 +93,8 @@ fleet push 0,1,2; route 1 2 3; digests_agree; log "3 appliances (t=$((SECONDS - 
 short_requests 30
 sleep 3
 fleet push 0,1; route 1 2; digests_agree; log "appliance 3 drained: withdrawn, still a previous owner (t=$((SECONDS - t0)) s)"
-kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the last change (make them longer: STREAM_TOKENS): $(cat "$DIR/s1.json")"; }
+kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended before the last change, $((SECONDS - STREAMS_AT)) s after they started (make them longer: STREAM_TOKENS): $(cat "$DIR/s1.json")"; }
+log "the 60 streams still run $((SECONDS - STREAMS_AT)) s after they started"
 wait "$STREAMS"
 log "streams: $(cat "$DIR/s1.json")"
 [[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 ]] \
