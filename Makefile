@@ -23,7 +23,7 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib \
         libssl-dev libboost-dev clang-format etcd-server etcd-client bird2
 
-.PHONY: all deps configure build test e2e chaos bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help \
+.PHONY: FORCE all deps configure build test e2e chaos bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help \
         format format-check
 
 all: build
@@ -51,10 +51,20 @@ deps:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	else echo "[deps] all packages present"; fi
 
-$(BUILD)/build.ninja: CMakeLists.txt
+# The build tree follows BUILD_TYPE, WERROR and SANITIZE: one configured with other values is
+# configured again (they applied only when the tree was first made: `make test WERROR=ON` on a
+# tree built without it checked nothing).
+KVS_CONFIG := BUILD_TYPE=$(BUILD_TYPE) WERROR=$(WERROR) SANITIZE=$(SANITIZE)
+$(BUILD)/.kvs-config: FORCE
+	@mkdir -p $(BUILD); [ "$$(cat $@ 2>/dev/null)" = "$(KVS_CONFIG)" ] || echo "$(KVS_CONFIG)" >$@
+
+$(BUILD)/build.ninja: CMakeLists.txt $(BUILD)/.kvs-config
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
 	    -DKVS_WERROR=$(WERROR) -DKVS_SANITIZE=$(SANITIZE)
+	touch $@
 	ln -sf $(BUILD)/compile_commands.json compile_commands.json
+
+FORCE:
 
 configure: deps $(BUILD)/build.ninja
 

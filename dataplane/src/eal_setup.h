@@ -36,8 +36,29 @@ std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal
 
 // DPDK 22.11's af_xdp PMD refuses to attach over an XDP program already on the interface (the
 // one a previous dataplane left so its flows kept flowing). Detach it just before the port
-// starts; the PMD attaches the new one within a fraction of a second. Returns how many.
-unsigned detach_previous_xdp(const std::vector<std::string> &ifaces);
+// starts; the PMD attaches the new one within a fraction of a second. Each program detached is
+// kept open (with the mode it was attached in) so that a start failing before the PMD attached
+// its own can put it back: established flows then keep flowing in the kernel instead of being
+// dropped by the tc guard until a start succeeds.
+struct DetachedXdp {
+    std::string iface;
+    int ifindex = 0;
+    int prog_fd = -1;  // -1: could not be opened (not restorable)
+    std::uint32_t mode_flags = 0;
+};
+class DetachedXdps {
+   public:
+    DetachedXdps() = default;
+    DetachedXdps(const DetachedXdps &) = delete;
+    DetachedXdps &operator=(const DetachedXdps &) = delete;
+    ~DetachedXdps() { release(); }
+    std::vector<DetachedXdp> list;
+    // Attaches each program back where no program is now (never over one); closes them all.
+    // Returns how many were put back; each that could not be is logged.
+    unsigned restore();
+    void release();  // the new program runs: the old ones are closed (freed by the kernel)
+};
+unsigned detach_previous_xdp(const std::vector<std::string> &ifaces, DetachedXdps *kept = nullptr);
 
 // True when the EAL arguments allow running without hugepages or hugepages are configured.
 bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err);

@@ -265,14 +265,19 @@ int main(int argc, char **argv) {
             spdlog::info("tc ingress guard {} on {}", path, x.iface);
         }
     }
+    DetachedXdps previous;
     if (opts->mode == Mode::Xdp) {
-        if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args)))
+        if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args), &previous))
             spdlog::info("replacing the XDP program of a previous run on {} interface(s)", n);
     }
     if (!setup_port(opts->port, static_cast<std::uint16_t>(n_workers), pool, &err)) {
         spdlog::error("{}", err);
+        // Its flows keep flowing in the kernel (new ones wait for a start that succeeds).
+        if (unsigned n = previous.restore())
+            spdlog::warn("the previous run's XDP program put back on {} interface(s)", n);
         return 1;
     }
+    previous.release();
     if (opts->mode == Mode::Xdp) {
         // One RX queue per worker: the XDP program hands a new flow's segments to the socket of
         // the queue they arrived on, and a queue no worker serves has none (punt_no_xsk). The

@@ -104,7 +104,7 @@ def main():
                 conn.close()
                 conn = http.client.HTTPConnection(a.host, a.port, timeout=a.timeout)
                 continue
-            got.append({"prefix": p, "backend": be, "reference": ref.get(p)})
+            got.append({"round": rnd, "prefix": p, "backend": be, "reference": ref.get(p)})
             mismatches += be != ref.get(p)
             if a.pause:
                 time.sleep(a.pause)
@@ -112,7 +112,8 @@ def main():
     summary = {
         "ok": len(got), "errors": len(errors), "first_errors": errors[:5],
         "connections": len(ports), "backends_on_one_connection": len({g["backend"] for g in got}),
-        "mismatches": mismatches, "reference": ref, "seconds": round(time.monotonic() - t0, 3),
+        "mismatches": mismatches, "missed": [g for g in got if g["backend"] != g["reference"]][:5],
+        "reference": ref, "seconds": round(time.monotonic() - t0, 3),
         "clean_closes": clean_closes, "hangs": hangs,
     }
     print(json.dumps(summary))

@@ -42,6 +42,9 @@ ETCD=$(command -v etcd || true) BIRD=$(command -v bird || true)
 [[ -n $BIRD ]] || { echo "SKIP: BIRD 2 not installed (apt-get install bird2)"; exit 77; }
 P=kvbg$$; P=${P:0:8}
 DIR=$(mktemp -d /tmp/kvs-bgp.XXXXXX)
+# etcd's data on tmpfs: every write waits for an fsync, and a call over kvsteerd's 500 ms limit
+# takes etcd for unreachable (nothing here depends on etcd's durability).
+ETCD_DATA=$(mktemp -d /dev/shm/kvs-etcd.XXXXXX 2>/dev/null || mktemp -d /tmp/kvs-etcd.XXXXXX)
 NAPP=3 NBE=3
 PIDS=() ETCD_PID=""
 declare -A BIRD_PID
@@ -66,6 +69,7 @@ cleanup() {
     for p in "${BIRD_PID[@]:-}" "$ETCD_PID" "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null; done
     wait 2>/dev/null
     kvs_topo_down "$P"
+    rm -rf "$ETCD_DATA"
     [[ -n ${KVS_KEEP_DIR:-} ]] && echo "kept $DIR" || rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -110,7 +114,7 @@ ip -n "$KVS_NS_ROUTER" route del "$KVS_VIP/32" || fail "removing the topology's 
 RT=${KVS_TOPO_NET:-10.77.0}.254
 
 # etcd in the router namespace, on the appliances' segment.
-ip netns exec "$KVS_NS_ROUTER" "$ETCD" --name kvbgp --data-dir "$DIR/etcd" \
+ip netns exec "$KVS_NS_ROUTER" "$ETCD" --name kvbgp --data-dir "$ETCD_DATA/etcd" \
     --listen-client-urls "http://$RT:2379" --advertise-client-urls "http://$RT:2379" \
     --listen-peer-urls http://127.0.0.1:23801 --initial-advertise-peer-urls http://127.0.0.1:23801 \
     --initial-cluster kvbgp=http://127.0.0.1:23801 >>"$DIR/etcd.log" 2>&1 &
@@ -243,7 +247,7 @@ until_ok 3 unreachable || fail "the appliances did not notice etcd is gone"
 short_requests 30
 sleep 3  # past the member leases' TTL: nothing may change without etcd
 digests_agree 1 2 3 && [[ "$(fjson 1 "f['digest']")" == "$d_before" ]] || fail "the tables changed without etcd"
-ip netns exec "$KVS_NS_ROUTER" "$ETCD" --name kvbgp --data-dir "$DIR/etcd" \
+ip netns exec "$KVS_NS_ROUTER" "$ETCD" --name kvbgp --data-dir "$ETCD_DATA/etcd" \
     --listen-client-urls "http://$RT:2379" --advertise-client-urls "http://$RT:2379" \
     --listen-peer-urls http://127.0.0.1:23801 --initial-advertise-peer-urls http://127.0.0.1:23801 \
     --initial-cluster kvbgp=http://127.0.0.1:23801 >>"$DIR/etcd.log" 2>&1 &
@@ -288,19 +292,25 @@ for j in 1 2; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_owne
 log "60/60 streams intact across 1 -> 2 -> 3 -> 2 driven by BGP and etcd ($redirects packets sent on)"
 
 log "hot prefixes: the owners' learned prefixes shared through etcd"
-out=$(ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
-    --port "$KVS_VIP_PORT" --n 120 --concurrency 4 --prefixes 1 --max-tokens 2 --timeout 10) || fail "requests: $out"
-[[ $(field <(echo "$out") ok) == 120 ]] || fail "requests of one prefix failed: $out"
-# Each owner learned the prefix from its own bindings (about half of them: a rate above
-# hot-threshold / 4), put it in etcd, and uses the other's (remote keys in its table).
+# Each owner learns the prefix from its own bindings (about half of them: a rate above
+# hot-threshold / 4), puts it in etcd, and uses the other's (remote keys in its table). Checked
+# while the requests run: the rate decays once they stop (5 s time constant), and a burst that
+# had ended first gave a slower machine a window of a second or none.
+ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
+    --port "$KVS_VIP_PORT" --n 2000 --seconds 8 --concurrency 4 --prefixes 1 --max-tokens 2 --timeout 10 \
+    >"$DIR/hot.json" 2>&1 &
+HOT=$!
 hot_shared() {
     local j
     for j in 1 2; do
         (( $(fjson "$j" "f['etcd']['hot']['shared']") > 0 && $(fjson "$j" "f['etcd']['hot']['remote_keys']") > 0 )) || return 1
     done
 }
-until_ok 4 hot_shared || fail "hot prefixes not shared: $(fjson 1 "f['etcd']['hot']") / $(fjson 2 "f['etcd']['hot']")"
+until_ok 8 hot_shared || { wait "$HOT"; fail "hot prefixes not shared: $(fjson 1 "f['etcd']['hot']") / $(fjson 2 "f['etcd']['hot']"); requests: $(cat "$DIR/hot.json")"; }
 log "appliance 1 shares $(fjson 1 "f['etcd']['hot']['shared']") and uses $(fjson 1 "f['etcd']['hot']['remote_keys']") remote keys; appliance 2: $(fjson 2 "f['etcd']['hot']['shared']") / $(fjson 2 "f['etcd']['hot']['remote_keys']")"
+wait "$HOT" || fail "requests of one prefix: $(cat "$DIR/hot.json")"
+sent=$(field "$DIR/hot.json" sent)
+(( sent > 0 )) && [[ "$(field "$DIR/hot.json" ok)" == "$sent" ]] || fail "requests of one prefix failed: $(cat "$DIR/hot.json")"
 
 # sent_on_by_2: packets appliance 2 sent on to appliance 1 (the only other member), as the bucket's
 # owner (hop 1) or as a previous owner.
@@ -345,12 +355,14 @@ sleep 1
 sent_on=$(sent_on_by_2)
 # Its kvsteerd restarted meanwhile too: the leave is kept in etcd (fleet/returning/1), so the new
 # process still re-enters (before, that state was the process's only, and it stayed out).
-[[ "$(fjson 1 "f['etcd']['returning'].get('1')")" == "0,1;0" ]] || fail "no returning marker: $(fjson 1 "f['etcd']['returning']")"
+# (retried: a leave whose etcd call timed out is written again a second later)
+returning() { [[ "$(fjson 1 "f['etcd']['returning'].get('1')")" == "0,1;0" ]]; }
+until_ok 3 returning || fail "no returning marker: $(fjson 1 "f['etcd']['returning']")"
 kill "${KD_PID[2]}"; wait "${KD_PID[2]}" 2>/dev/null
 rm -f "$DIR/kvsteerd2.sock"
 app__kvsteerd 2 fleet_conf
 app__dataplane 2; app__wait 2
-until_ok 5 hops_are 1 2 || fail "appliance 2's dataplane is back but it is not announced: route over '$(hops)'"
+until_ok 10 hops_are 1 2 || fail "appliance 2's dataplane is back but it is not announced: route over '$(hops)'"
 until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $(fjson 1 "f['epochs']")"
 [[ "$(fjson 1 "f['etcd']['returning']")" == "{}" ]] || fail "the returning marker outlived the re-entry: $(fjson 1 "f['etcd']['returning']")"
 # Back by another epoch: the spell's epoch stays, appliance 1 a previous owner of its buckets.
@@ -363,7 +375,9 @@ log "withdrawn $(/usr/bin/python3 -c "print(f'{$t_gone - $t_kill:.2f}')") s afte
 
 log "6. appliance 2 crashes mid-stream (kill -9, link cut): BFD withdraws it, appliance 1's pings notice"
 b2=$(counter 2 dataplane dp_bind_ok)
-streams 30 "$DIR/s3.json" --keepalive-s 1
+# Keepalive 2 s: the first probe must find appliance 1 past its settle window (0.5 s from the
+# silence it notices ~0.25 s after the cut) and the route withdrawn; at 1 s the margin was 0.25 s.
+streams 30 "$DIR/s3.json" --keepalive-s 2
 sleep 2
 mine=$(( $(counter 2 dataplane dp_bind_ok) - b2 ))
 (( mine > 0 && mine < 30 )) || fail "appliance 2 bound $mine of the 30 streams (need some, not all)"
@@ -371,19 +385,20 @@ kill -0 "$STREAMS" 2>/dev/null || { wait "$STREAMS"; fail "the streams ended bef
 t_cut=$(date +%s.%N)
 kill -9 "${DP_PID[2]}" "${KD_PID[2]}" 2>/dev/null; DP_PID[2]=""; KD_PID[2]=""
 ip -n "${KVS_APP_NS[2]}" link set app0 down
+# The route first (no python in its poll: the time is BFD's, not the checks'), then the silence.
+until_ok 3 hops_are 1 || fail "appliance 2's link is down but the router still routes to it: '$(hops)'"
+t_gone=$(date +%s.%N)
 silent1() { [[ "$(fjson 1 "[m['silent'] for m in f['members'] if m['id'] == 1][0]")" == True ]]; }
 until_ok 3 silent1 || fail "appliance 1 did not notice appliance 2's silence: $(fjson 1 "f['members']")"
 t_silent=$(date +%s.%N)
 lease=$(fjson 1 "any(m['id'] == 1 for m in f['etcd']['alive'])")
-until_ok 3 hops_are 1 || fail "appliance 2's link is down but the router still routes to it: '$(hops)'"
-t_gone=$(date +%s.%N)
 dt=$(/usr/bin/python3 -c "print(f'{$t_gone - $t_cut:.2f}')")
 /usr/bin/python3 -c "import sys; sys.exit(0 if $dt < 1.5 else 1)" || fail "BFD took $dt s to withdraw appliance 2 (want < 1.5 s)"
 log "the router dropped appliance 2 $dt s after the crash; appliance 1 left it out of its owner table" \
-    "$(/usr/bin/python3 -c "print(f'{$t_silent - $t_cut:.2f}')") s after (its etcd key still there then: $lease)"
+    "at most $(/usr/bin/python3 -c "print(f'{$t_silent - $t_cut:.2f}')") s after (its etcd key still there then: $lease)"
 wait "$STREAMS"
 log "streams: $(cat "$DIR/s3.json")"
-crash_streams_check "$DIR/s3.json" "$t_cut" "$mine" 30
+crash_streams_check "$DIR/s3.json" "$t_cut" "$mine" 30 2
 (( $(counter 1 xdp fleet_rst_orphan) > 0 )) || fail "no RST sent to a client whose appliance crashed"
 short_requests 10
 log "crash: appliance 2's $mine streams reset, the latest $CRASH_LATEST s after the crash; the other $CRASH_OK intact"
@@ -396,7 +411,8 @@ until_ok 6 dead2 || fail "appliance 2's etcd key outlived its lease: $(fjson 1 "
 ctl 1 fleet settle >/dev/null || fail "fleet settle"
 settled() { [[ "$(fjson 1 "len(f['epochs'])")" == 1 ]]; }
 until_ok 3 settled || fail "not settled: $(fjson 1 "f['epochs']")"
-streams 20 "$DIR/s5.json"
+# About 38 s: they must outlive appliance 2's return below (processes, BGP after the link cut).
+STREAM_TOKENS=4000 streams 20 "$DIR/s5.json"
 sleep 1
 sent_on=$(sent_on_by_2)
 ip -n "${KVS_APP_NS[2]}" link set app0 up

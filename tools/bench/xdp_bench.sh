@@ -62,7 +62,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
             for n in $CORES; do
                 out=$(ip netns exec "$NS" "$BIN/kvsteer-xdp-live" --mode live --iface a0 --peer b0 \
                     --cpus "$(cpus_for "$n")" --seconds "$SECS" --flows "$flows" --dir "$dir" --size "$size" 2>"$RAW/live.err") \
-                    || { log "live $dir ${size}B ${n}c failed: $(tail -2 "$RAW/live.err")"; continue; }
+                    || { log "live $dir ${size}B ${n}c failed: $(tail -2 "$RAW/live.err") ${out:0:300}"; continue; }
                 echo "{\"rep\": $rep, \"r\": $out}" >>"$RAW/live.jsonl"
                 python3 -c '
 import json, sys
@@ -81,7 +81,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
         for n in $CORES; do
             out=$(ip netns exec "$NS" "$BIN/kvsteer-xdp-live" --mode live --floor --iface a0 --peer b0 \
                 --cpus "$(cpus_for "$n")" --seconds "$SECS" --dir "$dir" --size "$size" 2>"$RAW/live.err") \
-                || { log "floor $dir ${size}B ${n}c failed: $(tail -2 "$RAW/live.err")"; continue; }
+                || { log "floor $dir ${size}B ${n}c failed: $(tail -2 "$RAW/live.err") ${out:0:300}"; continue; }
             echo "{\"rep\": $rep, \"r\": $out}" >>"$RAW/live.jsonl"
             python3 -c '
 import json, sys
