@@ -85,17 +85,7 @@ void Daemon::check_dataplane(std::uint64_t now) {
     if (announcer_) announcer_->set(announce_ok_);
     if (etcd_) apply_fleet_cookie(etcd_->view());
     // What the fleet reads of this appliance (fleet status; an unhealthy one owns nothing).
-    if (etcd_)
-        etcd_->set_report(
-            {{"healthy", dp_health_.healthy},
-             {"draining", drain_.active},
-             {"announced", announcer_ ? json(announcer_->status().announced) : json(nullptr)},
-             {"digest", fleet_digest_hex()},
-             {"tables", tables_digest_hex()},
-             {"lookup", lookup_digest_hex()},
-             {"config_generation", config_generation_},
-             {"epoch", fleet_.epoch_no},
-             {"cookie", fleet_cookie_fingerprint()}});
+    if (etcd_) etcd_->set_report(fleet_report());
     if (drain_.active && !drain_.done) {
         drain_.flows_left = flows_in_flight();
         if (drain_.flows_left == 0) {
@@ -104,6 +94,19 @@ void Daemon::check_dataplane(std::uint64_t now) {
                          static_cast<double>(now - drain_.started_ns) / 1e9);
         }
     }
+}
+
+// What this appliance says of itself in its etcd member key (fleet status reads it).
+json Daemon::fleet_report() const {
+    return {{"healthy", dp_health_.healthy},
+            {"draining", drain_.active},
+            {"announced", announcer_ ? json(announcer_->status().announced) : json(nullptr)},
+            {"digest", fleet_digest_hex()},
+            {"tables", tables_digest_hex()},
+            {"lookup", lookup_digest_hex()},
+            {"config_generation", config_generation_},
+            {"epoch", fleet_.epoch_no},
+            {"cookie", fleet_cookie_fingerprint()}};
 }
 
 // With etcd, an appliance whose dataplane stops beating leaves the owners by a real epoch in etcd
@@ -197,6 +200,17 @@ void Daemon::fleet_follow_health(std::uint64_t now) {
             return true;
         };
         what = "healthy: back among the owners";
+        // The healthy report first: read beside the re-entry's epoch, the old one made every
+        // member compute an epoch without this appliance until the thread's next round.
+        etcd_->set_report(fleet_report());
+        if (std::string err; !etcd_->put_report_now(&err)) {
+            health_push_retry_ns_ = now + 1'000'000'000ull;
+            spdlog::warn(
+                "fleet: dataplane healthy: its report through etcd failed: {} (retrying every "
+                "second before the re-entry's epoch)",
+                err);
+            return;
+        }
     } else {
         return;
     }

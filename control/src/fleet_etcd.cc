@@ -436,6 +436,7 @@ bool FleetEtcd::keep_lease(std::string *err) {
     }
     auto id = etcd_lease_id(*g.json, err);
     if (!id) return false;
+    std::lock_guard put(put_mu_);
     const std::string value = member_value();
     auto p = etcd_call(ep_, "/v3/kv/put", etcd_put_request(member_key(local_.self), value, *id),
                        kCallTimeout);
@@ -523,7 +524,12 @@ void FleetEtcd::set_report(const json &report) {
     report_ = report;  // put by the thread at its next round (200 ms)
 }
 
+bool FleetEtcd::put_report_now(std::string *err) {
+    return put_report(err);
+}
+
 bool FleetEtcd::put_report(std::string *err) {
+    std::lock_guard put(put_mu_);
     const std::string value = member_value();
     if (!lease_ || value == report_put_) return true;
     auto p =

@@ -367,6 +367,17 @@ until_ok 3 owners_are 0,1 1 2 || fail "appliance 2 does not own buckets again: $
 [[ "$(fjson 1 "f['etcd']['returning']")" == "{}" ]] || fail "the returning marker outlived the re-entry: $(fjson 1 "f['etcd']['returning']")"
 # Back by another epoch: the spell's epoch stays, appliance 1 a previous owner of its buckets.
 [[ "$(fjson 1 "f['epochs']")" == "[[0, 1], [0], [0, 1]]" ]] || fail "epochs after the return: $(fjson 1 "f['epochs']")"
+# Its healthy report was put before the re-entry's epoch: at the revision before the epoch's write
+# its member key already said healthy (put after, every member computed an epoch without it for up
+# to a report round, its buckets' owner changing twice).
+etcd_range() {  # KEY [REVISION]: etcd's range reply
+    local body="{\"key\":\"$(printf %s "$1" | base64 -w0)\"${2:+,\"revision\":\"$2\"}}"
+    ip netns exec "$KVS_NS_ROUTER" curl -sf -X POST -d "$body" "http://$RT:2379/v3/kv/range"
+}
+rev=$(etcd_range /kvsteer/fleet/epochs | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])')
+said=$(etcd_range /kvsteer/fleet/members/1 $((rev - 1)) \
+    | /usr/bin/python3 -c 'import base64,json,sys; print(json.loads(base64.b64decode(json.load(sys.stdin)["kvs"][0]["value"])).get("healthy"))')
+[[ $said == True ]] || fail "appliance 2's report before its re-entry's epoch (revision $rev) said healthy: $said"
 streams_survived "$DIR/s4.json" "$sent_on" "during the outage"
 until_ok 3 digests_agree 1 2 || fail "digests disagree after appliance 2's return"
 agrees() { [[ "$(fjson 1 "f['etcd']['reported']['agree']")" == True ]]; }

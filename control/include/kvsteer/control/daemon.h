@@ -169,6 +169,7 @@ class Daemon {
     void start_announcer();
     void stop_announcer();
     void check_dataplane(std::uint64_t now_ns);
+    nlohmann::json fleet_report() const;  // this appliance's etcd member report
     void fleet_follow_health(std::uint64_t now_ns);
     std::uint64_t flows_in_flight() const;
     nlohmann::json announce_json() const;

@@ -209,6 +209,12 @@ class FleetEtcd {
     // What this appliance says of itself in its member key besides its MAC (an object: healthy,
     // digest, ...); put again (same lease) when it changes.
     void set_report(const nlohmann::json &report);
+    // Puts the report set last now, on the caller's thread, instead of at the thread's next round
+    // (nothing to do when it was put already or there is no lease). A re-entry puts its healthy
+    // report before its epoch: the members that read the epoch with this appliance in it beside a
+    // report still saying unhealthy each computed an epoch without it, for up to a round (its
+    // buckets' owner changing twice). false + err when the put failed.
+    bool put_report_now(std::string *err);
     // This appliance's P fleet/hot/<self> (fleet_hot_value), put under its lease by the thread at
     // its next round when it differs from the last put (again after a new lease). Empty: none.
     void set_hot(std::string value);
@@ -239,7 +245,8 @@ class FleetEtcd {
     std::vector<std::pair<std::string, std::string>> seed_;    // set before start()
     std::optional<std::array<std::uint64_t, 2>> cookie_seed_;  // set before start()
     nlohmann::json report_ = nlohmann::json::object();         // guarded by mu_
-    std::string report_put_;                                   // member_value() last put (thread)
+    std::string report_put_;                                   // member_value() last put (put_mu_)
+    std::mutex put_mu_;  // the member key's puts: the thread's and put_report_now's
     std::string hot_;                                          // guarded by mu_
     std::string hot_put_;                                      // hot_ last put (thread)
     std::map<std::string, std::int64_t> hot_bad_seen_;         // key -> mod_revision (mu_)
