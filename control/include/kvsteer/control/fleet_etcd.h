@@ -246,12 +246,12 @@ class FleetEtcd {
     std::optional<std::array<std::uint64_t, 2>> cookie_seed_;  // set before start()
     nlohmann::json report_ = nlohmann::json::object();         // guarded by mu_
     std::string report_put_;                                   // member_value() last put (put_mu_)
-    std::mutex put_mu_;  // the member key's puts: the thread's and put_report_now's
-    std::string hot_;                                          // guarded by mu_
-    std::string hot_put_;                                      // hot_ last put (thread)
-    std::map<std::string, std::int64_t> hot_bad_seen_;         // key -> mod_revision (mu_)
-    std::map<std::string, std::string> report_bad_seen_;       // member key -> value logged (mu_)
-    std::uint64_t hot_bad_ = 0;                                // guarded by mu_
+    std::mutex put_mu_;    // the member key's puts: the thread's and put_report_now's
+    std::string hot_;      // guarded by mu_
+    std::string hot_put_;  // hot_ last put (thread)
+    std::map<std::string, std::int64_t> hot_bad_seen_;    // key -> mod_revision (mu_)
+    std::map<std::string, std::string> report_bad_seen_;  // member key -> value logged (mu_)
+    std::uint64_t hot_bad_ = 0;                           // guarded by mu_
     std::atomic<std::uint64_t> poll_ticket_{0};  // poll(): each read's place in start order
     std::uint64_t stored_ticket_ = 0;            // the read view_ holds (mu_)
     std::thread thr_;
