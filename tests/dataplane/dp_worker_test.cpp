@@ -294,6 +294,32 @@ class BindTest : public ::testing::Test {
         EXPECT_TRUE(checksums_ok(out[0]));
     }
     void expect_idle_leg_reset(std::uint64_t idle_s);
+    // A connection bound with a 600-byte request (the policy's backend, timestamps on the leg:
+    // b.be1), then XDP's view at a boundary: the 100-byte response complete and acknowledged,
+    // both entries marked. b.S: the client's next byte.
+    void bind_then_mark(Boundary &b) {
+        cookie = cookie_for(cport);
+        b.req1 = request(600);
+        inject(rp.rx, make_seg(rp.pool, client_seg(0, b.req1, 6)));
+        auto out = step(now);
+        ASSERT_EQ(out.size(), 1u);
+        kvs_pkt syn = parse(out[0]);
+        b.be1 = backend_of(syn);
+        inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
+        out = step(now + ms(1));
+        ASSERT_EQ(out.size(), 2u) << "ACK + the request";
+        b.kc = client_key();
+        ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.kc, &b.fc), 0);
+        kvs_flow_reverse_key(&b.kc, &b.fc, &b.ks);
+        ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.ks, &b.fs), 0);
+        b.S = isn + 1 + static_cast<std::uint32_t>(b.req1.size());
+        b.fs.next_seq = bisn + 1 + 100;
+        b.fs.resp_end = b.fs.next_seq;
+        b.fc.state |= KVS_FLOW_REBINDING;
+        b.fs.state |= KVS_FLOW_REBINDING;
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.kc, &b.fc, BPF_EXIST), 0);
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &b.fs, BPF_EXIST), 0);
+    }
     void bind_to_boundary(bool leg_ts, Boundary &b) {
         // Where a fresh connection with the second request lands (another client port).
         std::string &second = b.second;
@@ -2599,35 +2625,19 @@ TEST_F(BindTest, EvictingAMovingRequestStillMakesRoom) {
 // end of the flushed bytes, where the request also ends (the next one may start there only).
 TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
     make_worker();
-    cookie = cookie_for(cport);
-    const std::string req1 = request(600);
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
-    auto out = step(now);
-    ASSERT_EQ(out.size(), 1u);
-    kvs_pkt syn = parse(out[0]);
-    const int be = backend_of(syn);
-    inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
-    out = step(now + ms(1));
-    ASSERT_EQ(out.size(), 2u) << "ACK + the request";
-    const kvs_flow_key kc = client_key();
-    kvs_flow fc{}, fs{};
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
-    kvs_flow_key ks;
-    kvs_flow_reverse_key(&kc, &fc, &ks);
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
-    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
-    fs.next_seq = bisn + 1 + 100;  // XDP's view: the 100-byte response complete, acknowledged
-    fs.resp_end = fs.next_seq;
-    fc.state |= KVS_FLOW_REBINDING;
-    fs.state |= KVS_FLOW_REBINDING;
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_then_mark(b));
+    const std::string &req1 = b.req1;
+    const int be = b.be1;
+    const kvs_flow_key kc = b.kc, ks = b.ks;
+    const kvs_flow fc = b.fc;
+    const std::uint32_t S = b.S;
 
     Seg r2 = client_seg(static_cast<std::uint32_t>(req1.size()), req1, 7);  // the same prompt
     r2.ack = cookie + 1 + 100;
     r2.punt_bound = true;
     inject(rp.rx, make_seg(rp.pool, r2));
-    out = step(now + ms(100));
+    auto out = step(now + ms(100));
     ASSERT_EQ(out.size(), 1u) << "the request, through the flow: no new leg";
     kvs_pkt data = parse(out[0]);
     EXPECT_EQ(backend_of(data), be);
@@ -2652,29 +2662,13 @@ TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
 // flow half gone until its own timeout.
 TEST_F(BindTest, ResumedRequestWhoseEntryWentIsResetBothWays) {
     make_worker();
-    cookie = cookie_for(cport);
-    const std::string req1 = request(600);
-    inject(rp.rx, make_seg(rp.pool, client_seg(0, req1, 6)));
-    auto out = step(now);
-    ASSERT_EQ(out.size(), 1u);
-    kvs_pkt syn = parse(out[0]);
-    const int be = backend_of(syn);
-    inject(rp.rx, make_seg(rp.pool, synack_to(syn)));
-    out = step(now + ms(1));
-    ASSERT_EQ(out.size(), 2u) << "ACK + the request";
-    const kvs_flow_key kc = client_key();
-    kvs_flow fc{}, fs{};
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
-    kvs_flow_key ks;
-    kvs_flow_reverse_key(&kc, &fc, &ks);
-    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
-    const std::uint32_t S = isn + 1 + static_cast<std::uint32_t>(req1.size());
-    fs.next_seq = bisn + 1 + 100;
-    fs.resp_end = fs.next_seq;
-    fc.state |= KVS_FLOW_REBINDING;
-    fs.state |= KVS_FLOW_REBINDING;
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &kc, &fc, BPF_EXIST), 0);
-    ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &ks, &fs, BPF_EXIST), 0);
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_then_mark(b));
+    const std::string &req1 = b.req1;
+    const int be = b.be1;
+    const kvs_flow_key kc = b.kc, ks = b.ks;
+    const kvs_flow fc = b.fc;
+    const std::uint32_t S = b.S;
     const std::uint64_t closes = tables->load[be].closes;
 
     // The same prompt again, its head in two segments: held after the first.
@@ -2686,7 +2680,7 @@ TEST_F(BindTest, ResumedRequestWhoseEntryWentIsResetBothWays) {
     EXPECT_TRUE(step(now + ms(100)).empty()) << "held: the head is incomplete";
     ASSERT_EQ(bpf_map_delete_elem(tables->flows_fd, &ks), 0);
     inject(rp.rx, make_seg(rp.pool, b2));
-    out = step(now + ms(101));
+    auto out = step(now + ms(101));
     ASSERT_EQ(out.size(), 2u) << "a RST each way, not the request";
     kvs_pkt r1 = parse(out[0]), r2 = parse(out[1]);
     ASSERT_NE(r1.tcp, nullptr);
