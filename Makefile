@@ -72,7 +72,8 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure --timeout 600
+	cd $(BUILD) && ctest --output-on-failure --timeout 600 || \
+	    { $(CURDIR)/tests/failure_digest.sh .; exit 1; }
 
 e2e: build
 	cd $(BUILD) && ctest --output-on-failure -L e2e --timeout 600
