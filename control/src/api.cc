@@ -546,6 +546,7 @@ json Daemon::handle(const json &req) {
                       {"holders_added", p.holders_added},
                       {"became_hot", p.became_hot},
                       {"cooled", p.cooled},
+                      {"held_hot", p.held_hot},
                       {"replicas_added", p.replicas_added},
                       {"replicas_dropped", p.replicas_dropped},
                       {"over_bound", p.over_bound},

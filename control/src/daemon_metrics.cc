@@ -189,6 +189,7 @@ std::string Daemon::metrics_text() {
         {"holder_added", p.holders_added},
         {"became_hot", p.became_hot},
         {"cooled", p.cooled},
+        {"held_hot", p.held_hot},
         {"replica_added", p.replicas_added},
         {"replica_dropped", p.replicas_dropped},
         {"over_bound", p.over_bound},

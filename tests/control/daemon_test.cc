@@ -685,6 +685,47 @@ TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends) {
     EXPECT_EQ(ctr["reports"]["consumed"], 1);
 }
 
+// affinity-min-hot: a hot prefix whose rate fell below the cool threshold keeps its replicas, and
+// each compute that held it so is counted (held_hot) in the counters and on /metrics.
+TEST_F(DaemonTest, AHotPrefixHeldByMinHotIsCounted) {
+    auto c = config(2);
+    c.hot_threshold = 1;             // requests/s: 10 reports make the prefix hot
+    c.affinity_min_hot_ms = 600000;  // held for the whole test
+    c.metrics_listen = "127.0.0.1:" + std::to_string(kvtest::free_tcp_port());
+    start(c);
+    ASSERT_TRUE(wait_for([&] { return state(0) == KVS_BE_UP && state(1) == KVS_BE_UP; }));
+    kvs_bind_report r{};
+    r.prefix_hash = 0x77;
+    r.backend_id = 1;
+    for (int i = 0; i < 10; i++) produce(0, r);
+    // Hot: a replica beside its holder.
+    ASSERT_TRUE(wait_for([&] { return affinity(0x77) && affinity(0x77)->n_backends == 2; }));
+    EXPECT_EQ(call({{"cmd", "counters"}})["affinity"]["held_hot"], 0);
+    // Far below the cool threshold now: held hot, not cooled.
+    ASSERT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "hot-threshold"}, {"value", 1000}})["ok"].get<bool>());
+    json ctr;
+    ASSERT_TRUE(wait_for([&] {
+        ctr = call({{"cmd", "counters"}});
+        return ctr["affinity"]["held_hot"].get<std::uint64_t>() > 0;
+    })) << ctr.dump();
+    EXPECT_EQ(ctr["affinity"]["cooled"], 0) << ctr.dump();
+    ASSERT_NE(affinity(0x77), nullptr);
+    EXPECT_EQ(affinity(0x77)->n_backends, 2) << "a held prefix keeps its replica";
+    std::string err;
+    auto m = http_get_many({{*parse_endpoint(c.metrics_listen, &err), "/metrics"}}, 5000ms);
+    ASSERT_TRUE(m[0].ok) << m[0].error;
+    auto page = parse_prometheus(m[0].body);
+    bool seen = false;
+    for (const auto &smp : page.samples)
+        if (const std::string *d = smp.label("decision");
+            smp.name == "kvsteerd_affinity_decisions_total" && d && *d == "held_hot") {
+            seen = true;
+            EXPECT_GT(smp.value, 0) << m[0].body;
+        }
+    EXPECT_TRUE(seen) << m[0].body;
+}
+
 TEST_F(DaemonTest, LiveTuningWritesConfig) {
     start(config(1));
     auto gen = m_.view.config->generation;
