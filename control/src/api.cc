@@ -155,6 +155,7 @@ json Daemon::backend_json(const BackendRuntime &b) const {
         {"weight", b.spec.weight},
         {"model", b.spec.model},
         {"max_load", b.effective_max_load()},
+        {"queue_capped", b.queue_max_load != 0},
         {"state", kvs_backend_state_name(b.map_state())},
         {"healthy", b.health.up()},
         {"draining", b.draining},

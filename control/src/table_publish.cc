@@ -30,13 +30,16 @@ kvs_backend make_slot(const BackendRuntime &b) {
     if (b.mac) std::memcpy(s.mac, b.mac->data(), 6);
     s.weight = b.spec.weight;
     s.max_load = b.effective_max_load();
+    // A static max_load replaces the load-factor bound; the queue cap alone applies with it.
+    s.max_load_cap = !b.spec.max_load && b.queue_max_load ? 1 : 0;
     return s;
 }
 
 bool same_slot(const kvs_backend &a, const kvs_backend &b) {
     return std::memcmp(a.addr, b.addr, sizeof a.addr) == 0 && a.port == b.port &&
            a.family == b.family && a.state == b.state && std::memcmp(a.mac, b.mac, 6) == 0 &&
-           a.weight == b.weight && a.ifindex == b.ifindex && a.max_load == b.max_load;
+           a.weight == b.weight && a.ifindex == b.ifindex && a.max_load == b.max_load &&
+           a.max_load_cap == b.max_load_cap;
 }
 
 }  // namespace

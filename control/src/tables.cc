@@ -61,7 +61,11 @@ void TableWriter::write_backend(std::uint32_t id, const kvs_backend &b) {
         // Same backend, same next hop: single-field updates need no EMPTY window.
         aref(slot.weight).store(b.weight, std::memory_order_relaxed);
         aref(slot.ifindex).store(b.ifindex, std::memory_order_relaxed);
+        // A cap's flag before its value, a value's removal before its flag's: a reader between
+        // the two stores never takes a queue cap for a static max_load (in place of the bound).
+        if (b.max_load_cap) aref(slot.max_load_cap).store(1, std::memory_order_relaxed);
         aref(slot.max_load).store(b.max_load, std::memory_order_relaxed);
+        if (!b.max_load_cap) aref(slot.max_load_cap).store(0, std::memory_order_relaxed);
         aref(slot.state).store(b.state, std::memory_order_release);
         return;
     }
@@ -74,6 +78,7 @@ void TableWriter::write_backend(std::uint32_t id, const kvs_backend &b) {
     slot.weight = b.weight;
     slot.ifindex = b.ifindex;
     slot.max_load = b.max_load;
+    slot.max_load_cap = b.max_load_cap;
     aref(slot.state).store(b.state, std::memory_order_release);
 }
 

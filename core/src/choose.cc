@@ -249,11 +249,13 @@ Choice choose_backend(const Tables &t, const PrefixHashes &h, std::uint64_t five
             __atomic_store_n(&r.value, v, __ATOMIC_RELAXED);
         }
     };
-    // Whether `id` may take one more flow: its own max_load when set, else `limit` (per unit of
-    // weight).
+    // Whether `id` may take one more flow: within its own max_load when set, and within `limit`
+    // (per unit of weight) unless a static max_load replaces it (a queue cap does not).
     auto within = [&](std::uint32_t id, std::uint64_t limit) {
-        if (t.backends[id].max_load)
-            return std::uint64_t{s.in_flight[id]} + 1 <= t.backends[id].max_load;
+        if (const std::uint32_t max = t.backends[id].max_load) {
+            if (std::uint64_t{s.in_flight[id]} + 1 > max) return false;
+            if (!t.backends[id].max_load_cap) return true;
+        }
         return view.fits(id, limit);
     };
     const kvs_affinity_entry *e = affinity_lookup(half, h);

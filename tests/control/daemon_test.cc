@@ -634,14 +634,17 @@ TEST_F(DaemonTest, QueueCapFreezesMaxLoadWhileTheBackendQueues) {
     std::atomic_ref<__u64>(m_.view.load[1].binds).store(9);
     // Backend 0 reports 7 waiting (>= 5): max_load = its 3 in-flight flows.
     ASSERT_TRUE(wait_for([&] { return m_.view.backends[0].max_load == 3u; }));
+    EXPECT_EQ(m_.view.backends[0].max_load_cap, 1) << "a queue cap applies with the bound";
     ASSERT_TRUE(wait_for([&] { return m_.view.load[1].ext_queue == 7; }));
     // A round applied before the counts above were stored capped it at 1 (no flows): the next
     // one writes slot 0 before slot 1.
     EXPECT_TRUE(wait_for([&] { return m_.view.backends[1].max_load == 2u; }))
         << m_.view.backends[1].max_load;
+    EXPECT_EQ(m_.view.backends[1].max_load_cap, 0) << "a static max_load replaces the bound";
     servers_[0].set("/metrics", 200, "vllm:num_requests_running 3\nvllm:num_requests_waiting 1\n");
     ASSERT_TRUE(wait_for([&] { return m_.view.backends[0].max_load == 0u; }))
         << "queue drained: bound is back";
+    EXPECT_TRUE(wait_for([&] { return m_.view.backends[0].max_load_cap == 0; }));
 }
 
 TEST_F(DaemonTest, BindingReportsBecomeAffinityEntriesOnlyForUpBackends) {

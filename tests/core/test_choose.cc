@@ -424,9 +424,33 @@ TEST(CoreChoose, MaxLoadReplacesTheBoundForAffinity) {
     m.pin(0x1234, {0});
     m.set_in_flight(0, 10);
     m.config.load_factor_milli = 1000;
+    m.config.load_slack = 1;      // bound max(c x the mean, 0 + 1 + 1): ~5
     m.backends[0].max_load = 11;  // over the load-factor bound, within max_load
     EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
     m.backends[0].max_load = 10;  // in_flight + 1 > max_load
+    EXPECT_NE(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+}
+
+// kvsteerd's queue cap (max_load_cap) is the flows a backend had when it began to queue: it
+// applies with the load-factor bound, not in its place (frozen above the bound, it let the
+// backend take flows the bound refused as its flows closed).
+TEST(CoreChoose, QueueCapAppliesWithTheBound) {
+    Mem m(2);
+    m.pin(0x1234, {0});
+    m.config.load_factor_milli = 1000;
+    m.config.load_slack = 1;
+    m.backends[0].max_load_cap = 1;
+    m.set_in_flight(1, 2);
+    m.set_in_flight(0, 10);       // bound max(c x the mean, 2 + 1 + 1): ~6
+    m.backends[0].max_load = 11;  // within the cap, over the load-factor bound
+    EXPECT_NE(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    m.backends[0].max_load_cap = 0;  // the same max_load, static: in place of the bound
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    m.backends[0].max_load_cap = 1;
+    m.set_in_flight(0, 2);       // within the bound (4)...
+    m.backends[0].max_load = 3;  // ...and the cap
+    EXPECT_EQ(m.choose(0x1234).via, KVS_VIA_AFFINITY);
+    m.backends[0].max_load = 2;  // within the bound, at the cap
     EXPECT_NE(m.choose(0x1234).via, KVS_VIA_AFFINITY);
 }
 

@@ -230,16 +230,20 @@ static inline const char *kvs_backend_state_name(unsigned s) {
 #endif
 
 struct kvs_backend {
-    __u32 addr[4];  /* network order */
-    __u16 port;     /* network order */
-    __u8 family;    /* enum kvs_family */
-    __u8 state;     /* enum kvs_backend_state */
-    __u8 mac[6];    /* next-hop MAC towards the backend */
-    __u16 weight;   /* Maglev weight, 0 = none */
-    __u32 ifindex;  /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
-    __u32 max_load; /* affinity choices skip this backend once in-flight + 1 > max_load (in place
-                     * of the load-factor bound); 0 = the load-factor bound. Maglev ignores it */
-    __u32 pad_end;  /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
+    __u32 addr[4];     /* network order */
+    __u16 port;        /* network order */
+    __u8 family;       /* enum kvs_family */
+    __u8 state;        /* enum kvs_backend_state */
+    __u8 mac[6];       /* next-hop MAC towards the backend */
+    __u16 weight;      /* Maglev weight, 0 = none */
+    __u32 ifindex;     /* egress for two-armed redirect; 0 = same interface (XDP_TX) */
+    __u32 max_load;    /* affinity choices skip this backend once in-flight + 1 > max_load (in place
+                        * of the load-factor bound, unless max_load_cap); 0 = the load-factor bound.
+                        * Maglev ignores it */
+    __u8 max_load_cap; /* 1: max_load is kvsteerd's queue cap (the flows the backend had when it
+                        * began to queue), applied with the load-factor bound, not in its place:
+                        * frozen above that bound, it loosened it as the flows closed */
+    __u8 pad_end[3];   /* keeps sizeof a multiple of 8: mmapped BPF arrays have an 8-byte stride */
 };
 
 /* Per-backend load. Writers:

@@ -115,7 +115,8 @@ struct ChooseScratch {
 // gate: a burst of one prefix follows its first request; tools/sim/README round 5; via AFFINITY)
 // and passes the intake gate (kIntakeSlack: not when s.now_ns is 0);
 // else the least loaded replica of the deepest affinity match whose in_flight + 1 stays within its
-// backend's max_load, or, when that is 0, within affinity_bound() (load_bound.h: c x the mean,
+// backend's max_load (and, when that is a queue cap, max_load_cap, also the bound below), or, when
+// that is 0, within affinity_bound() (load_bound.h: c x the mean,
 // never below the least in_flight + 1 + load_slack x the share of the flight's blocks the match
 // covers, at least 1; a fixed-prefix match: the whole slack) and, for a match other than a
 // fixed-prefix one while that bound is the slack's rather than c x the mean, whose estimated work
