@@ -11,7 +11,8 @@ or response digest does not match: wrong bytes delivered as if right, must never
 Prints one JSON object: sent, ok, errors, corrupted, success (ok / sent), p50_ms, p99_ms,
 max_ms (latency of successful requests, connection included), rps, first_errors; with --rounds R,
 the run is repeated R times and per-round figures are added (rounds: [...]). error_times: when each
-error was seen (seconds since the round started, at the wall-clock time started_at); with --keepalive-s the connections send TCP
+error was seen (seconds since the round started, at the wall-clock time started_at), ok_times when
+each successful exchange ended (its last byte read); with --keepalive-s the connections send TCP
 keepalive probes once idle that long (a client waiting on a stream whose appliance died learns
 only when it next sends something)."""
 import argparse
@@ -81,7 +82,7 @@ def pct(xs, q):
 
 def run_round(a, bodies):
     res = {"ok": 0, "error": 0, "corrupted": 0}
-    lat, errs, backends, err_t = [], [], {}, []
+    lat, errs, backends, err_t, ok_t = [], [], {}, [], []
     lock = threading.Lock()
     nxt = [0]
     t0 = time.monotonic()
@@ -100,6 +101,7 @@ def run_round(a, bodies):
                 res[kind] += 1
                 if kind == "ok":
                     lat.append(dt)
+                    ok_t.append(round(time.monotonic() - t0, 3))
                     backends[detail] = backends.get(detail, 0) + 1
                 else:
                     err_t.append(round(time.monotonic() - t0, 2))
@@ -119,6 +121,7 @@ def run_round(a, bodies):
             "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0),
             "rps": round(res["ok"] / el, 1) if el > 0 else 0.0, "seconds": round(el, 2),
             "backends": len(backends), "first_errors": errs, "error_times": sorted(err_t),
+            "ok_times": sorted(ok_t),
             "started_at": round(t0_wall, 3)}
 
 

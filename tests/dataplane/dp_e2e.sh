@@ -200,11 +200,8 @@ restart_failed)
     xdp_id() { ip -n "$KVS_NS_APP" -d link show dev "$KVS_APP_IF" | grep -o "prog/xdp id [0-9]*"; }
     before=$(xdp_id)
     [[ -n $before ]] || dpe_fail "no XDP program left by the stopped dataplane"
-    out=$(timeout 60 ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 \
-        --no-shconf --lcores 0@0,1@0,2@0 --log-level=lib.eal:error \
-        --vdev "net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0" \
-        -- --bpffs "$DPE_BPFFS" --mode xdp --idle adaptive 2>&1) \
-        && dpe_fail "two workers on a one-queue port started: $out"
+    DPE_DP_LCORES="--lcores 0@0,1@0,2@0" dpe_dataplane_cmd
+    out=$(timeout 60 "${DPE_DP_CMD[@]}" 2>&1) && dpe_fail "two workers on a one-queue port started: $out"
     grep -q "workers need one each" <<<"$out" || dpe_fail "not the port setup failure: $out"
     grep -q "previous run's XDP program put back on 1 interface" <<<"$out" \
         || dpe_fail "the previous program was not put back: $out"

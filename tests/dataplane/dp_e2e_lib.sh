@@ -113,10 +113,12 @@ dpe_wait_backend() {
     dpe_fail "backend $i did not come up"
 }
 
-dpe_start_dataplane() {
-    # Test runs: no PCI, no hugepages, private runtime state; one lcore shared with everything.
-    # DPE_DP_VDEV overrides the port (pure-DPDK mode runs on net_af_packet). DPE_DP_XDP_EXTRA:
-    # options added to every xdp-mode start (e.g. "--backend-pool 4": the suite with the pool on).
+# dpe_dataplane_cmd ARGS...: the dataplane's command line in DPE_DP_CMD (ARGS its own options).
+# Test runs: no PCI, no hugepages, private runtime state; one lcore shared with everything
+# (DPE_DP_LCORES overrides the EAL lcore option). DPE_DP_VDEV overrides the port (pure-DPDK mode
+# runs on net_af_packet). DPE_DP_XDP_EXTRA: options added to every xdp-mode start (e.g.
+# "--backend-pool 4": the suite with the pool on).
+dpe_dataplane_cmd() {
     local vdev=${DPE_DP_VDEV:-"net_af_xdp0,iface=$KVS_APP_IF,xdp_prog=$DPE_BUILD/bpf/kvsteer.bpf.o,busy_budget=0"}
     local -a extra=() given=() kept=()
     [[ "${DPE_DP_MODE:-xdp}" == xdp ]] && read -r -a given <<<"${DPE_DP_XDP_EXTRA:-}"
@@ -132,9 +134,16 @@ dpe_start_dataplane() {
         for a in "$@"; do [[ "$a" == "$opt" ]] && { kept=(); break; }; done
         extra+=("${kept[@]}")
     done
+    local -a lcores
+    read -r -a lcores <<<"${DPE_DP_LCORES:--l 0}"
     DPE_DP_CMD=(ip netns exec "$KVS_NS_APP" "$DPE_BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf
-        -l 0 --log-level=lib.eal:error --vdev "$vdev"
+        "${lcores[@]}" --log-level=lib.eal:error --vdev "$vdev"
         -- --bpffs "$DPE_BPFFS" --mode "${DPE_DP_MODE:-xdp}" --idle adaptive "${extra[@]}" "$@")
+}
+
+# dpe_start_dataplane ARGS...: starts the dataplane (dpe_dataplane_cmd) and waits for its worker.
+dpe_start_dataplane() {
+    dpe_dataplane_cmd "$@"
     dpe_log "${DPE_DP_CMD[*]}"
     "${DPE_DP_CMD[@]}" >>"$DPE_DIR/dp.log" 2>&1 &
     DPE_DP_PID=$!

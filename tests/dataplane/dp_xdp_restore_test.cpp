@@ -22,8 +22,8 @@
 
 namespace {
 
-using kvsteer::dp::DetachedXdps;
 using kvsteer::dp::detach_previous_xdp;
+using kvsteer::dp::DetachedXdps;
 
 // An XDP program that passes every frame (r0 = XDP_PASS; exit).
 int load_pass_prog() {
@@ -94,9 +94,13 @@ class XdpRestore : public ::testing::Test {
     int prog_ = -1;
 };
 
-TEST_F(XdpRestore, NativeModeIsPutBack) { round_trip(XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV); }
+TEST_F(XdpRestore, NativeModeIsPutBack) {
+    round_trip(XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV);
+}
 
-TEST_F(XdpRestore, GenericModeIsPutBack) { round_trip(XDP_FLAGS_SKB_MODE, XDP_ATTACHED_SKB); }
+TEST_F(XdpRestore, GenericModeIsPutBack) {
+    round_trip(XDP_FLAGS_SKB_MODE, XDP_ATTACHED_SKB);
+}
 
 // The new run's program got attached before the failure: it stays (it forwards the same maps).
 TEST_F(XdpRestore, AProgramAttachedMeanwhileIsLeftAlone) {

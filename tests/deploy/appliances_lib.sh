@@ -113,6 +113,30 @@ streams() {
     STREAMS=$! STREAMS_AT=$SECONDS
 }
 
+# binds_mark J...: appliances J's dp_bind_ok noted before streams start. binds_await N: until
+# they bound N flows in all since (10 s at most: a slower machine binds the last streams seconds
+# after they start, and a count taken after a fixed sleep missed them), then BOUND[J] = what each
+# one bound.
+declare -gA BIND_BASE=() BOUND=()
+binds_mark() {
+    local j
+    BIND_BASE=() BOUND=()
+    for j in "$@"; do BIND_BASE[$j]=$(counter "$j" dataplane dp_bind_ok); done
+}
+binds_await() {
+    local n=$1 deadline=$((SECONDS + 10)) j sum
+    while :; do
+        sum=0
+        for j in "${!BIND_BASE[@]}"; do
+            BOUND[$j]=$(($(counter "$j" dataplane dp_bind_ok) - BIND_BASE[$j]))
+            sum=$((sum + BOUND[$j]))
+        done
+        ((sum >= n)) && return 0
+        ((SECONDS > deadline)) && fail "$sum of $n streams bound 10 s after they started"
+        sleep 0.2
+    done
+}
+
 # short_requests N [CONCURRENCY]: N one-request connections; all must succeed.
 short_requests() {
     local out
