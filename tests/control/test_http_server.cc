@@ -58,6 +58,11 @@ int TestHttpServer::hits(const std::string &path) {
     return hits_[path];
 }
 
+int TestHttpServer::hung() {
+    std::lock_guard lk(mu_);
+    return static_cast<int>(hung_.size());
+}
+
 void TestHttpServer::loop() {
     for (;;) {
         pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
@@ -84,13 +89,14 @@ void TestHttpServer::serve(int fd) {
     if (sp2 != std::string::npos) path = req.substr(sp1 + 1, sp2 - sp1 - 1);
     Route r{404, "not found\n", false};
     {
+        // Hang mode read with the hit counted: a test that saw the hit knows whether it hung.
         std::lock_guard lk(mu_);
         hits_[path]++;
         if (routes_.count(path)) r = routes_[path];
-    }
-    if (hang_) {
-        hung_.push_back(fd);
-        return;
+        if (hang_) {
+            hung_.push_back(fd);
+            return;
+        }
     }
     std::string out = "HTTP/1.1 " + std::to_string(r.status) +
                       " X\r\nContent-Type: text/plain\r\nConnection: close\r\n";

@@ -19,6 +19,8 @@ class TestHttpServer {
     void set(const std::string &path, int status, const std::string &body, bool chunked = false);
     void set_hang(bool hang) { hang_ = hang; }
     int hits(const std::string &path);
+    // Requests parked unanswered by hang mode so far.
+    int hung();
 
    private:
     struct Route {
