@@ -259,12 +259,12 @@ until_ok 5 digests_agree 1 2 3 || fail "digests disagree after etcd's return"
 log "etcd down: 30/30 requests served on the last state; back: every appliance reads it again"
 
 log "4. appliance 3 drained while it carries streams of its own"
-b3=$(counter 3 dataplane dp_bind_ok)
+binds_mark 1 2 3
 STREAMS1=$STREAMS
 STREAM_TOKENS=700 streams 30 "$DIR/s2.json"
 STREAMS2=$STREAMS STREAMS=$STREAMS1
-sleep 1.5
-mine=$(( $(counter 3 dataplane dp_bind_ok) - b3 ))
+binds_await 30
+mine=${BOUND[3]}
 (( mine > 0 )) || fail "appliance 3 bound none of the 30 new streams: the drain would prove nothing"
 t_ds=$(date +%s.%N)
 ctl 3 drain --timeout 30 >"$DIR/drain.out" 2>&1 || fail "drain: $(cat "$DIR/drain.out")"
