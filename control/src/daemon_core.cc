@@ -197,11 +197,27 @@ void DaemonCore::start(std::uint64_t now_ns) {
         }
         plan.emplace_back(spec, id);
     }
+    // A slot no configured backend matched whose flows are still open (a backend the previous
+    // instance had and the configuration no longer names, or one it removed while its flows went
+    // on): retired, as remove_backend leaves one. Before, a new backend took the lowest such id:
+    // its slot was rewritten, and the old flows' segments the dataplane builds from the slot
+    // (address, MAC) went to the new server, their closes counted against it.
+    for (std::uint16_t i = 0; i < KVS_MAX_BACKENDS; i++)
+        if (!taken.count(i) && in_flight_since(i, 0, 0) > 0) retired_[i] = Retired{0, 0};
     for (auto &[spec, id] : plan) {
         BackendRuntime b;
         if (!id) {
             std::uint16_t i = 0;
-            while (taken.count(i)) i++;
+            while (i < KVS_MAX_BACKENDS && (taken.count(i) || retired_.count(i))) i++;
+            if (i >= KVS_MAX_BACKENDS) {  // only retired ids left: the lowest, as free_id does
+                i = 0;
+                while (taken.count(i)) i++;
+                retired_.erase(i);
+                spdlog::warn(
+                    "backend id {} reused while flows of its earlier backend are open (no other "
+                    "id free): their closes count against {}",
+                    i, spec.ep.str());
+            }
             id = i;
             taken[i] = true;
             b = fresh_backend(i, spec);

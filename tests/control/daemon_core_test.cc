@@ -502,6 +502,55 @@ TEST_F(DaemonCoreTest, RestartKeepsBackendsUpAndTheCookieKey) {
     EXPECT_EQ(kvs_config_prev_key(m_.view.config)[0], 0x3333u);
 }
 
+// A restart with a configuration that replaces a backend whose flows are still open: the new
+// backend takes another id, the old one's slot is left (retired) until its flows close. Before,
+// the new backend took the lowest unmatched id, the old one's: its slot was rewritten and the
+// old flows' segments went to the new server.
+TEST_F(DaemonCoreTest, RestartGivesANewBackendNoIdWithFlowsOpen) {
+    auto c = config(3);
+    start(c);
+    m_.view.load[1].binds += 10;  // 10 flows open on 10.0.2.2, 5 on 10.0.2.3 (closed later)
+    m_.view.load[2].binds += 5;
+    core_.reset();
+
+    auto next = c;
+    next.backends.erase(next.backends.begin() + 1, next.backends.end());  // 10.0.2.2, .3 gone
+    BackendSpec d = c.backends[0];
+    std::string err;
+    d.ep = *parse_endpoint("10.0.2.9:8000", &err);  // a new one
+    next.backends.push_back(d);
+    start(next);
+    ASSERT_EQ(core_->retired().count(1), 1u);
+    ASSERT_EQ(core_->retired().count(2), 1u);
+    EXPECT_EQ(core_->retired_in_flight(), 15u);
+    ASSERT_EQ(core_->backend(1), nullptr) << "not the id of 10.0.2.2, whose flows are open";
+    ASSERT_NE(core_->backend(3), nullptr);
+    EXPECT_EQ(core_->backend(3)->spec.ep.str(), "10.0.2.9:8000");
+    EXPECT_EQ(m_.view.backends[1].state, KVS_BE_EMPTY) << "out of rotation";
+    EXPECT_EQ(std::memcmp(m_.view.backends[1].addr, c.backends[1].ep.addr.data(),
+                          sizeof m_.view.backends[1].addr),
+              0)
+        << "the old flows' address kept in the slot";
+    m_.view.load[2].closes += 5;
+    core_->tick(kT0 + kMs);
+    EXPECT_EQ(core_->retired().count(2), 0u) << "its flows closed: the id is free";
+    EXPECT_EQ(core_->retired().count(1), 1u);
+
+    // With every other id taken, a retired one is reused (the lowest), as at run time.
+    core_.reset();
+    auto full = c;
+    full.backends.clear();
+    for (unsigned i = 0; i < KVS_MAX_BACKENDS; i++) {
+        BackendSpec b = c.backends[0];
+        b.ep = *parse_endpoint(
+            "10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1) + ":8000", &err);
+        full.backends.push_back(b);
+    }
+    start(full);
+    ASSERT_NE(core_->backend(1), nullptr);
+    EXPECT_TRUE(core_->retired().empty());
+}
+
 // A backend drained before a restart stays drained (it took new flows again).
 TEST_F(DaemonCoreTest, RestartKeepsADrainedBackendDrained) {
     auto c = config(2);
