@@ -63,20 +63,66 @@ std::vector<std::pair<std::string, std::string>> Daemon::config_seed() const {
     return out;
 }
 
+std::map<std::string, std::pair<std::string, std::string>> apply_tunables_in_passes(
+    std::map<std::string, std::string> pending, const TunableApply &apply) {
+    std::map<std::string, std::pair<std::string, std::string>> refused;
+    bool progress = true;
+    while (progress && !pending.empty()) {
+        progress = false;
+        refused.clear();
+        for (auto it = pending.begin(); it != pending.end();) {
+            std::string err;
+            if (apply(it->first, it->second, &err)) {
+                progress = true;
+                it = pending.erase(it);
+            } else {
+                refused[it->first] = {it->second, err};
+                ++it;
+            }
+        }
+    }
+    return refused;
+}
+
 void Daemon::apply_fleet_config(const FleetEtcdView &v) {
     if (!v.config_seeded) return;
     config_generation_ = v.config_generation;
     const std::uint64_t now = mono_ns();
     std::string err;
+    // New values, and those refused before (what refused one may have changed since: tried
+    // again, warned about once). Before, the names' order decided: max-held-bytes was refused
+    // below a prefix-length etcd lowered too but not yet applied, and never tried again.
+    std::map<std::string, std::string> pending;
+    for (auto it = etcd_tunables_refused_.begin(); it != etcd_tunables_refused_.end();) {
+        auto now_v = v.tunables.find(it->first);
+        it = now_v == v.tunables.end() || now_v->second != it->second
+                 ? etcd_tunables_refused_.erase(it)
+                 : std::next(it);
+    }
     for (const auto &[name, value] : v.tunables) {
         auto &seen = etcd_tunables_[name];
-        if (seen == value) continue;
+        if (seen == value && !etcd_tunables_refused_.count(name)) continue;
         seen = value;
-        if (tunable_text(tunables_json().value(name, json())) == value) continue;
-        if (core_.set_tunable(name, value, &err, now))
+        if (tunable_text(tunables_json().value(name, json())) == value) {
+            etcd_tunables_refused_.erase(name);
+            continue;
+        }
+        pending.emplace(name, value);
+    }
+    const auto refused = apply_tunables_in_passes(
+        std::move(pending), [&](const std::string &name, const std::string &value, std::string *e) {
+            if (!core_.set_tunable(name, value, e, now)) return false;
             spdlog::info("fleet: tune {} = {} (etcd)", name, value);
-        else
-            spdlog::warn("fleet: etcd's tunable {} = '{}' not applied: {}", name, value, err);
+            if (etcd_tunables_refused_.erase(name))
+                spdlog::info("fleet: etcd's tunable {} = '{}' applied now", name, value);
+            return true;
+        });
+    for (const auto &[name, r] : refused) {
+        auto [it, fresh] = etcd_tunables_refused_.emplace(name, r.first);
+        if (fresh || it->second != r.first)
+            spdlog::warn("fleet: etcd's tunable {} = '{}' not applied: {}", name, r.first,
+                         r.second);
+        it->second = r.first;
     }
     if (etcd_backends_ && v.backends == *etcd_backends_) return;
     etcd_backends_ = v.backends;

@@ -1,6 +1,7 @@
 // DaemonCore without sockets (one test adds a reader thread): reports, scrapes and health verdicts
 // in, tables out, over tables in ordinary memory and on a clock the test drives.
 #include "kvsteer/control/daemon_core.h"
+#include "kvsteer/control/daemon.h"
 
 #include <gtest/gtest.h>
 
@@ -659,4 +660,36 @@ TEST_F(DaemonCoreTest, LookupDigestIsIndependentOfLocalIds) {
     EXPECT_NE(b.lookup_digest(), da);
     b.set_weight(0, 1, kT0 + 2 * kMs);
     EXPECT_EQ(b.lookup_digest(), da);
+}
+
+// etcd's tunables that depend on each other, applied whatever the names' order: lowering
+// prefix-length and max-held-bytes together refuses max-held-bytes (first by name) below the
+// prefix-length still in force; it goes in the next pass. Before, it was refused for good.
+TEST_F(DaemonCoreTest, EtcdTunablesThatDependOnEachOtherAreAppliedInPasses) {
+    auto c = config(1);
+    c.prefix_len = 2048;
+    DaemonCore &d = start(c);
+    auto apply = [&](const std::string &n, const std::string &v, std::string *err) {
+        return d.set_tunable(n, v, err, kT0);
+    };
+    std::string err;
+    ASSERT_FALSE(d.set_tunable("max-held-bytes", "1024", &err, kT0)) << "the dependency is real";
+    auto refused =
+        apply_tunables_in_passes({{"max-held-bytes", "1024"}, {"prefix-length", "256"}}, apply);
+    EXPECT_TRUE(refused.empty());
+    EXPECT_EQ(d.config().max_held_bytes, 1024u);
+    EXPECT_EQ(d.config().prefix_len, 256u);
+    // Raising them again: prefix-length (later by name, refused above 1024 at first) too.
+    refused =
+        apply_tunables_in_passes({{"max-held-bytes", "8192"}, {"prefix-length", "4096"}}, apply);
+    EXPECT_TRUE(refused.empty());
+    EXPECT_EQ(d.config().prefix_len, 4096u);
+    // A value refused on its own stays refused, with its error; the others are applied.
+    refused = apply_tunables_in_passes({{"prefix-length", "100000"}, {"max-blocks", "4"}}, apply);
+    ASSERT_EQ(refused.size(), 1u);
+    EXPECT_EQ(refused.begin()->first, "prefix-length");
+    EXPECT_EQ(refused.begin()->second.first, "100000");
+    EXPECT_NE(refused.begin()->second.second.find("max-held-bytes"), std::string::npos)
+        << refused.begin()->second.second;
+    EXPECT_EQ(d.config().prefix_len, 4096u);
 }

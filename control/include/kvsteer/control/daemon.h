@@ -67,6 +67,14 @@ struct SharedBackend {
 std::optional<SharedBackend> parse_shared_backend_value(const std::string &v, std::string *err,
                                                         std::string *warning);
 
+// etcd's tunables applied in passes until a pass applies none: a value refused only because of
+// another not yet applied (max-held-bytes below the prefix-length etcd lowers too) is taken in
+// a later pass, whatever the names' order. `apply(name, value, &err)`; returns those refused
+// in the end, each with its error.
+using TunableApply = std::function<bool(const std::string &, const std::string &, std::string *)>;
+std::map<std::string, std::pair<std::string, std::string>> apply_tunables_in_passes(
+    std::map<std::string, std::string> pending, const TunableApply &apply);
+
 class Daemon {
    public:
     // `fleet`: the kvs_fleet / kvs_owner maps (none: the fleet is computed but not written).
@@ -203,9 +211,10 @@ class Daemon {
     MemberSet fleet_silent_ = 0;           // left out of fleet_table_ (fleet_ping.h)
     std::unique_ptr<FleetPinger> pinger_;  // fleet-ping
     FleetWriter fleet_writer_;
-    std::unique_ptr<FleetEtcd> etcd_;                                  // fleet-etcd
-    std::uint64_t etcd_seq_ = 0;                                       // FleetEtcdView::seq applied
-    std::map<std::string, std::string> etcd_tunables_;                 // values applied
+    std::unique_ptr<FleetEtcd> etcd_;                           // fleet-etcd
+    std::uint64_t etcd_seq_ = 0;                                // FleetEtcdView::seq applied
+    std::map<std::string, std::string> etcd_tunables_;          // values applied
+    std::map<std::string, std::string> etcd_tunables_refused_;  // refused, tried again each read
     std::optional<std::map<std::string, std::string>> etcd_backends_;  // nullopt: none yet
     std::int64_t config_generation_ = -1;  // FleetEtcdView::config_generation applied (-1: none)
     struct HotShare {
