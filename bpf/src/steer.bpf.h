@@ -224,19 +224,35 @@ static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *
     }
 }
 
-/* How far from the bytes a direction was seen to send a FIN or RST may lie and still close the
- * flow (and how far one segment may move the bytes seen, kvs_track): a RST's seq is the sender's
- * next byte or an acknowledgment it was sent (at most a receive window behind); a FIN ends the
- * sender's bytes (ahead only by bytes lost before the appliance). Outside, the segment is sent on
- * (the endpoint judges it, RFC 5961) but closes nothing here: before, a forged RST or FIN with any
- * sequence number (only the client's address and port guessed) closed the flow's accounting, and
- * the next SYN on its tuple deleted it. KVS_SEQ_SLACK: abi.h. */
-static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
-                                               const struct kvs_flow *f) {
-    __u32 at = bpf_ntohl(pkt->tcp->seq);
+/* Whether a RST whose seq is not the sender's next byte is at the acknowledgment the receiver
+ * last sent (a reset answering a segment: its seq is that segment's ACK). Global: rare. */
+__attribute__((noinline)) int kvs_xdp_rst_acked(const struct kvs_flow_key *key,
+                                                const struct kvs_flow *f, __u32 seq) {
+    struct kvs_flow_key rk;
+    struct kvs_flow *rev;
 
-    if (!(pkt->tcp->flags & KVS_TCP_RST)) at += pkt->payload_len + 1; /* a FIN: after it */
-    return (__u32)(at - f->next_seq + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
+    if (!key || !f) return 0;
+    kvs_flow_reverse_key(key, f, &rk);
+    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    return rev && seq + f->seq_delta == rev->last_ack;
+}
+
+/* Whether a FIN or RST may close the flow, by the rule the endpoint itself applies (RFC 5961 3.2,
+ * RFC 9293 3.10.7.4): a RST exactly at the sender's next byte, or at the receiver's last
+ * acknowledgment; a FIN on a segment holding the next byte expected (in order, or a
+ * retransmission overlapping it). Otherwise the segment is sent on (the endpoint judges it:
+ * a challenge ACK, after which the peer's own RST is exact) but closes nothing here. Before,
+ * anything within KVS_SEQ_SLACK (4 MiB) of the bytes seen closed the flow's accounting: about
+ * 500 blind RSTs (only the client's address and port guessed) swept the sequence space, and a
+ * SYN on the tuple then deleted the live connection's entries (it hung). A FIN after a hole
+ * (bytes lost before the appliance) closes nothing either: the other side's FIN or RST does. */
+static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
+                                               const struct kvs_flow_key *key,
+                                               const struct kvs_flow *f) {
+    __u32 seq = bpf_ntohl(pkt->tcp->seq);
+
+    if (pkt->tcp->flags & KVS_TCP_RST) return seq == f->next_seq || kvs_xdp_rst_acked(key, f, seq);
+    return f->next_seq - seq <= pkt->payload_len;
 }
 
 /* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both
@@ -629,7 +645,9 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
         if (f->dir == KVS_DIR_C2S && (f->state & KVS_FLOW_IDLE) &&
             (__s32)(seq + len - f->next_seq) > 0)
             kvs_idle_end(f);
-        if (f->dir == KVS_DIR_C2S && seq == f->resp_end && (f->resp & KVS_RESP_END) &&
+        /* Read within the payload, not the frame: Ethernet padding after a 1-byte "P" made
+         * it a request head (counted, and the connection's steering stopped). */
+        if (f->dir == KVS_DIR_C2S && seq == f->resp_end && (f->resp & KVS_RESP_END) && len >= 3 &&
             (const void *)(p + 3) <= data_end && p[0] >= 'A' && p[0] <= 'Z' && p[1] >= 'A' &&
             p[1] <= 'Z' && p[2] >= 'A' && p[2] <= 'Z') {
             if (seq == f->next_seq && !no_boundary &&
@@ -638,7 +656,7 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
             f->msgs += 1; /* a request the backend answers in turn */
             kvs_xdp_req(ctx, off, len, seq, f);
         } else if (f->dir == KVS_DIR_S2C) {
-            const int h = (const void *)(p + 5) <= data_end && p[0] == 'H';
+            const int h = len >= 5 && (const void *)(p + 5) <= data_end && p[0] == 'H';
 
             /* A head at the stream's end where the previous response was not seen to end. */
             if (h && seq == f->next_seq && seq != f->resp_end && p[1] == 'T' && p[2] == 'T' &&
@@ -649,16 +667,21 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
                 kvs_xdp_resp(ctx, off, len, seq, f);
         }
     }
-    end = seq + len + ((flags & KVS_TCP_FIN) ? 1 : 0);
+    /* A FIN counts where it may close the flow (in order: kvs_close_plausible). */
+    end = seq + len + ((flags & KVS_TCP_FIN) && f->next_seq - seq <= len ? 1 : 0);
     /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
-     * forged or stale segment far ahead stopped the connection's boundaries for good. */
-    if ((__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
-        !(flags & KVS_TCP_SYN)) {
+     * forged or stale segment far ahead stopped the connection's boundaries for good. Only bytes
+     * or a FIN move it: a bare ACK or RST ahead (a blind sweep of forged ones) moved it to where
+     * a second forged RST was then exact (kvs_close_plausible). */
+    if (end != seq && (__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
+        !(flags & KVS_TCP_SYN))
         f->next_seq = end;
-        /* This segment brought the response to its end: the connection may be idle now. */
-        if (f->dir == KVS_DIR_S2C && end == f->resp_end && (f->resp & KVS_RESP_END))
-            kvs_xdp_idle(key, f);
-    }
+    /* The response's bytes all passed with this segment: the connection may be idle now. Also
+     * when this one did not move the bytes seen: a head that arrived after its body (reordered)
+     * told where the response ends only now (it was never idle then, and counted in flight until
+     * its next request). kvs_xdp_idle counts an idleness once. */
+    if (f->dir == KVS_DIR_S2C && len && f->next_seq == f->resp_end && (f->resp & KVS_RESP_END))
+        kvs_xdp_idle(key, f);
     return 0;
 }
 
@@ -698,7 +721,7 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     f->bytes += pkt->frame_len;
     /* A client FIN on a segment with bytes: the bytes (a request in them is counted, never a
      * boundary) before the FIN, whose close waits while that request's response is owed. */
-    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !kvs_close_plausible(pkt, f)) {
+    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !kvs_close_plausible(pkt, key, f)) {
         kvs_count(KVS_R_CLOSE_OUT_OF_WINDOW);
         flags &= (__u8) ~(KVS_TCP_FIN | KVS_TCP_RST);
     }

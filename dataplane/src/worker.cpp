@@ -1178,6 +1178,10 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     s.c2s.leg_backend_wscale = s.b.backend_wscale();
     s.c2s.leg_ts = s.b.both_ts();
     s.s2c.last_ack = s.b.isn() + 1 + s.b.leg_seq_delta();  // in the backend leg's space
+    // The client acknowledged every byte it was sent (the SYN-ACK; at a move, the boundary's
+    // check): XDP's RST check reads it (kvs_xdp_rst_acked). Left 0, a signed comparison kept it
+    // there for half the connections' sequence spaces.
+    s.c2s.last_ack = s.b.cookie_isn() + 1;
 }
 
 // The window scale a connection's SYN-ACK told the client, from the entries of its previous

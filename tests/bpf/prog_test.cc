@@ -123,6 +123,7 @@ class BpfProg : public ProgSuite {
             std::memcpy(p.backend_addr, a6.backend_addr, 16);
         }
         kvs_flowpair_build(&p, kc, fc, ks, fs);
+        fc->next_seq = 9000;  // the client's next byte, as the dataplane sets it after the build
         h_->put_flow(*kc, *fc);
         h_->put_flow(*ks, *fs);
     }
@@ -672,6 +673,17 @@ TEST_P(BpfProgFamily, CloseOutOfWindowClosesNothing) {
     brst.seq = 0x7000aaab + 0x20000000u;
     brst.ack = 9001;
     run_one(brst);
+    // Near misses (within the 4 MiB every one of these closed the flow with until 2026-12-07,
+    // which ~500 blind RSTs swept): a RST one window off the client's next byte, a FIN after a
+    // hole (or a forged one a few bytes on), the backend's RST just past its own next byte.
+    rst.seq = 9001 + 65535;
+    run_one(rst);
+    rst.seq = 9001 - 1;
+    run_one(rst);
+    fin.seq = 9001 + 100;
+    run_one(fin);
+    brst.seq = 0x7000aaab + 1;
+    run_one(brst);
     EXPECT_EQ(h_->load(3).closes, 0u);
     kvs_flow c{}, b{};
     ASSERT_TRUE(h_->get_flow(kc, &c));
@@ -703,6 +715,44 @@ TEST_P(BpfProgFamily, CloseOutOfWindowClosesNothing) {
     after = h_->stats();
     EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
     EXPECT_EQ(h_->load(3).closes, 1u);
+}
+
+// The other exact place a RST may lie (RFC 5961): the acknowledgment the receiver last sent (a
+// reset answering a segment carries that segment's ACK as its seq); and a FIN whose segment
+// overlaps bytes already seen (retransmitted with more) holds the next byte: both close.
+TEST_P(BpfProgFamily, RstAtTheReceiversAckAndAnOverlappingFinClose) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    // The backend sent up to 0x80001235 (in the client's space); the client acknowledged all but
+    // its last 50 bytes, and the backend's reset answers that ACK.
+    fc.last_ack = 0x80001235 - 50;
+    h_->put_flow(kc, fc);
+    TcpSpec brst = backend_spec();
+    brst.flags = KVS_TCP_RST;
+    brst.seq = fc.last_ack - fs.seq_delta;  // in the backend's space
+    ASSERT_NE(brst.seq, fs.next_seq) << "not the backend's next byte: the other case";
+    auto before = h_->stats();
+    EXPECT_EQ(h_->run(build_tcp(brst)).verdict, XDP_TX_);
+    auto after = h_->stats();
+    EXPECT_EQ(after[KVS_R_CLOSE_OUT_OF_WINDOW] - before[KVS_R_CLOSE_OUT_OF_WINDOW], 0u);
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
+    EXPECT_EQ(h_->load(3).closes, 1u);
+
+    install_pair(&kc, &fc, &ks, &fs);  // afresh; the client FIN's segment starts 10 bytes back
+    fs.resp = KVS_RESP_END;            // nothing owed
+    fs.resp_end = fs.next_seq;
+    h_->put_flow(ks, fs);
+    TcpSpec fin = client_spec();
+    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    fin.seq = 9000 - 10;
+    fin.ack = 0x80001235;
+    fin.payload = Bytes(10, 'x');
+    before = h_->stats();
+    EXPECT_EQ(h_->run(build_tcp(fin)).verdict, XDP_TX_);
+    after = h_->stats();
+    EXPECT_EQ(after[KVS_R_CLOSE_OUT_OF_WINDOW] - before[KVS_R_CLOSE_OUT_OF_WINDOW], 0u);
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
 }
 
 // A client reopens a connection on the 4-tuple of one that just closed, its entries still
@@ -1243,6 +1293,28 @@ class BpfBoundary : public BpfProgFamily {
 
 INSTANTIATE_TEST_SUITE_P(Family, BpfBoundary, ::testing::Bool(), family_name);
 
+// A 1-byte segment at the boundary ("P") in a frame padded to Ethernet's minimum with "OST":
+// the padding is no payload, so no request head (it was read as one: counted, and with per-
+// request steering handed over as a boundary).
+TEST_P(BpfBoundary, EthernetPaddingIsNoRequestHead) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const auto n = static_cast<std::uint32_t>(resp.size());
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.seq = kReqEnd;
+    c.ack = kCookie + 1 + n;
+    c.payload = Bytes{'P'};
+    Bytes one = build_tcp(c);
+    for (char ch : std::string("OST /v1")) one.push_back(static_cast<std::uint8_t>(ch));
+    expect_verdict(one, XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc) & KVS_FLOW_REBINDING, 0);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.msgs, fc.msgs) << "no request counted";
+    EXPECT_EQ(f.next_seq, kReqEnd + 1);
+}
+
 TEST_P(BpfBoundary, NextRequestAfterACompleteResponseIsHandedOver) {
     const std::string resp =
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: "
@@ -1749,6 +1821,11 @@ TEST_P(BpfBoundary, ResponseHeadArrivingAfterItsBodyIsStillFound) {
     EXPECT_EQ(b.resp, KVS_RESP_END);
     EXPECT_EQ(b.resp_end, b.next_seq);
     EXPECT_EQ(b.msgs, 1);
+    // Ended with the late head: idle (it was never, and counted in flight until the next request).
+    EXPECT_EQ(state(kc), KVS_FLOW_IDLE);
+    EXPECT_EQ(h_->load(3).idle_starts, 1u);
+    expect_verdict(response(n1, "world"), XDP_TX_, KVS_R_TX_FWD_S2C);  // retransmitted
+    EXPECT_EQ(h_->load(3).idle_starts, 1u) << "counted once";
     expect_verdict(next_request(n1 + 5), XDP_DROP_, KVS_R_PUNT_NO_XSK);
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
 }

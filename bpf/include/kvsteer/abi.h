@@ -20,9 +20,10 @@
 #define KVS_AFFINITY_SLOTS 65536u /* one table half; power of two, open addressing */
 #define KVS_AFFINITY_MAX_PROBE 8u
 #define KVS_FLOW_MAX 1048576u /* LRU flow map entries (both directions count) */
-/* How far from the bytes a connection's side was seen to send its FIN or RST may lie and still
- * be taken for that side's (XDP's close accounting and request tracking, the dataplane's binding):
- * 4 MiB, at least a receive window. */
+/* How far one segment may move the bytes a connection's side was seen to send (XDP's request
+ * tracking), and how far from its stream's start a client's RST may lie while its connection is
+ * bound (the dataplane): 4 MiB, at least a receive window. XDP closes a bound flow only on a FIN
+ * or RST at the exact place (steer.bpf.h, kvs_close_plausible). */
 #define KVS_SEQ_SLACK (1u << 22)
 #define KVS_MAX_WORKERS 8u
 #define KVS_BIND_RING_SLOTS 4096u    /* per worker; power of two */
