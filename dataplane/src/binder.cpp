@@ -103,8 +103,11 @@ FirstFlight::Add Binder::segment(const BindEnv &env, const ClientSeg &c, bool ro
     // client's MSS: with jumbo frames twice the default held 3, and the rest of the window was
     // dropped and retransmitted) so they need no retransmission.
     const std::uint32_t budget = std::max<std::uint32_t>(2 * env.cfg.max_held, 10u * mss_);
-    const FirstFlight::Add r =
-        room ? ff_.add(c.pkt, c.data, c.seq, c.len, c.fin, budget) : FirstFlight::Add::Full;
+    // Without room (the worker's or the source's packets) a duplicate is still one, and a lost
+    // head still takes the place of later segments (before, both were refused as Full: the
+    // duplicate also made a flight whose head was incomplete bind on the 5-tuple, and the head
+    // never got in while the cap held).
+    const FirstFlight::Add r = ff_.add(c.pkt, c.data, c.seq, c.len, c.fin, budget, room);
     switch (r) {
         case FirstFlight::Add::Held:
             last_seg_ = now;

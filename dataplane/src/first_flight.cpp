@@ -15,7 +15,8 @@ void FirstFlight::start(std::uint32_t isn, bool known) {
 }
 
 FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint32_t seq,
-                                  std::uint16_t len, bool fin, std::uint32_t max_bytes) {
+                                  std::uint16_t len, bool fin, std::uint32_t max_bytes,
+                                  bool may_grow) {
     std::uint32_t rel = seq - (isn_ + 1), shift = 0;
     if (rel >= (1u << 30)) {
         // Before the first data byte. With an inferred ISN and nothing bound yet, an earlier
@@ -42,17 +43,19 @@ FirstFlight::Add FirstFlight::add(void *pkt, const std::uint8_t *data, std::uint
             conflict_ = true;
     }
     if (n_ > 0 && covered >= rel + len && (!fin || fin_)) return Add::Duplicate;
-    if (n_ == kMaxSegs || bytes_ + len > max_bytes) {
+    if (n_ == kMaxSegs || bytes_ + len > max_bytes || !may_grow) {
         // A segment at the front (a lost head retransmitted, while what followed it filled the
-        // flight) takes the place of the farthest held segments, which the client sends again:
-        // refused, it never fitted and the connection was reset at the idle timeout.
+        // flight, or the worker's or source's packets) takes the place of the farthest held
+        // segments, which the client sends again: refused, it never fitted and the connection
+        // was reset at the idle timeout.
         if (rel > front) return Add::Full;
         unsigned keep = n_;
         std::uint32_t bytes = bytes_;
-        while (keep > 0 && segs_[keep - 1].rel + shift > rel &&
-               (keep == kMaxSegs || bytes + len > max_bytes))
-            bytes -= segs_[--keep].len;
-        if (keep == kMaxSegs || bytes + len > max_bytes) return Add::Full;
+        const auto over = [&] {
+            return keep == kMaxSegs || bytes + len > max_bytes || (!may_grow && keep == n_);
+        };
+        while (keep > 0 && segs_[keep - 1].rel + shift > rel && over()) bytes -= segs_[--keep].len;
+        if (over()) return Add::Full;
         for (unsigned i = keep; i < n_; ++i) evicted_[n_evicted_++] = segs_[i].pkt;
         n_ = static_cast<std::uint8_t>(keep);
         bytes_ = bytes;

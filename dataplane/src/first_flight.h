@@ -40,9 +40,12 @@ class FirstFlight {
 
     // Holds a segment unless it is a duplicate or stale or the flight is full (max_bytes held).
     // A segment at the front of a full flight is held in place of the farthest segments, which
-    // the caller then frees (take_evicted): the client sends them again.
+    // the caller then frees (take_evicted): the client sends them again. `may_grow` false (the
+    // worker or the client's source holds all the packets it may): only such a swap, which holds
+    // no more packets than before, takes a segment; duplicates and stale ones are told apart all
+    // the same.
     Add add(void *pkt, const std::uint8_t *data, std::uint32_t seq, std::uint16_t len, bool fin,
-            std::uint32_t max_bytes);
+            std::uint32_t max_bytes, bool may_grow = true);
     // Hands the packets add() gave up to f and forgets them.
     template <class F>
     void take_evicted(F &&f) {

@@ -223,6 +223,38 @@ TEST(FirstFlight, AHeadAtTheFrontOfAFullFlightEvictsTheFarthest) {
     EXPECT_EQ(g.size(), 1u);
 }
 
+// No room for another packet (the worker's or the source's share, may_grow false): a duplicate
+// or stale segment is still told apart (it was refused as Full, and a flight whose head was
+// incomplete then bound on the 5-tuple), a lost head still takes a later segment's place (one
+// in, one out), and a segment that would hold one more packet is refused.
+TEST(FirstFlight, WithoutRoomAHeadSwapsAndDuplicatesAreDuplicates) {
+    FirstFlight f;
+    const std::uint32_t isn = 1000;
+    f.start(isn, true);
+    int pk[4];
+    for (unsigned i = 1; i < 3; ++i)  // segments 1 and 2 held; segment 0 lost
+        ASSERT_EQ(f.add(&pk[i], kData + 10 * i, isn + 1 + 10 * i, 10, false, 1 << 20),
+                  FirstFlight::Add::Held);
+    EXPECT_EQ(f.add(&pk[3], kData + 10, isn + 11, 10, false, 1 << 20, false),
+              FirstFlight::Add::Duplicate);
+    EXPECT_EQ(f.add(&pk[3], kData + 30, isn + 31, 10, false, 1 << 20, false),
+              FirstFlight::Add::Full)
+        << "one more packet: refused";
+    std::vector<void *> gone;
+    f.take_evicted([&](void *p) { gone.push_back(p); });
+    EXPECT_TRUE(gone.empty());
+    EXPECT_EQ(f.add(&pk[0], kData, isn + 1, 10, false, 1 << 20, false), FirstFlight::Add::Held);
+    f.take_evicted([&](void *p) { gone.push_back(p); });
+    EXPECT_EQ(gone, std::vector<void *>{&pk[2]}) << "the farthest segment gave way";
+    EXPECT_EQ(f.size(), 2u) << "as many packets as before";
+    EXPECT_EQ(f.contiguous(), 20u);
+    EXPECT_EQ(assembled(f), kReq.substr(0, 20));
+    // A flight holding nothing has nothing to give way: refused.
+    FirstFlight g;
+    g.start(isn, true);
+    EXPECT_EQ(g.add(&pk[0], kData, isn + 1, 10, false, 1 << 20, false), FirstFlight::Add::Full);
+}
+
 // An inferred start moves back only for a segment that is kept (a refused one left a hole at the
 // front), and not at all once the flight is keyed (fix_start: a backend SYN carries it).
 TEST(FirstFlight, TheInferredStartMovesOnlyForAKeptSegmentAndUntilKeyed) {
