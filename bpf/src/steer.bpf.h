@@ -237,6 +237,22 @@ __attribute__((noinline)) int kvs_xdp_rst_acked(const struct kvs_flow_key *key,
     return rev && seq + f->seq_delta == rev->last_ack;
 }
 
+/* Whether a segment past a hole in the bytes seen (after bytes lost before the appliance, or
+ * forged) acknowledges what the other side sent, within KVS_SEQ_SLACK (RFC 5961 5.2's check, as
+ * loose as the bytes seen are): only then does it move the bytes seen. A blind attacker's forged
+ * bytes ahead moved them to where its next forged RST was exact. Global: rare (holes). */
+__attribute__((noinline)) int kvs_xdp_ack_plausible(const struct kvs_flow_key *key,
+                                                    const struct kvs_flow *f, __u32 ack) {
+    struct kvs_flow_key rk;
+    struct kvs_flow *rev;
+
+    if (!key || !f) return 0;
+    kvs_flow_reverse_key(key, f, &rk);
+    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    return rev && (__u32)(ack - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <=
+                      2 * KVS_SEQ_SLACK;
+}
+
 /* Whether a FIN or RST may close the flow, by the rule the endpoint itself applies (RFC 5961 3.2,
  * RFC 9293 3.10.7.4): a RST exactly at the sender's next byte, or at the receiver's last
  * acknowledgment; a FIN on a segment holding the next byte expected (in order, or a
@@ -672,9 +688,13 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
      * forged or stale segment far ahead stopped the connection's boundaries for good. Only bytes
      * or a FIN move it: a bare ACK or RST ahead (a blind sweep of forged ones) moved it to where
-     * a second forged RST was then exact (kvs_close_plausible). */
+     * a second forged RST was then exact (kvs_close_plausible); bytes past a hole only with an
+     * acknowledgment of what the other side sent (kvs_xdp_ack_plausible). */
     if (end != seq && (__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
-        !(flags & KVS_TCP_SYN))
+        !(flags & KVS_TCP_SYN) &&
+        ((__s32)(seq - f->next_seq) <= 0 ||
+         ((flags & KVS_TCP_ACK) &&
+          kvs_xdp_ack_plausible(key, f, bpf_ntohl(pkt->tcp->ack_seq)))))
         f->next_seq = end;
     /* The response's bytes all passed with this segment: the connection may be idle now. Also
      * when this one did not move the bytes seen: a head that arrived after its body (reordered)

@@ -717,6 +717,35 @@ TEST_P(BpfProgFamily, CloseOutOfWindowClosesNothing) {
     EXPECT_EQ(h_->load(3).closes, 1u);
 }
 
+// Bytes past a hole in those seen (lost before the appliance, or forged) move the bytes seen only
+// when their ACK is near what the other side sent (a blind attacker does not know it): a forged
+// segment ahead moved them to where its next forged RST was exact.
+TEST_P(BpfProgFamily, BytesPastAHoleNeedAPlausibleAck) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec ahead = client_spec();
+    ahead.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    ahead.seq = 9000 + 1000;
+    ahead.ack = 0x80001235 + 0x01000000u;  // 16 MiB off what the backend sent
+    ahead.payload = Bytes(10, 'x');
+    EXPECT_EQ(h_->run(build_tcp(ahead)).verdict, XDP_TX_) << "sent on all the same";
+    kvs_flow c{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u);
+    ahead.ack = 0x80001235;  // the backend's next byte, in the client's space
+    EXPECT_EQ(h_->run(build_tcp(ahead)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u + 1000 + 10);
+    // In order, the ACK is not looked at (no reverse lookup on the fast path).
+    TcpSpec next = ahead;
+    next.seq = 9000 + 1010;
+    next.ack = 0x12345678;
+    EXPECT_EQ(h_->run(build_tcp(next)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u + 1020);
+}
+
 // The other exact place a RST may lie (RFC 5961): the acknowledgment the receiver last sent (a
 // reset answering a segment carries that segment's ACK as its seq); and a FIN whose segment
 // overlaps bytes already seen (retransmitted with more) holds the next byte: both close.
