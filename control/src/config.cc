@@ -335,6 +335,16 @@ void build(const po::variables_map &vm, DaemonConfig &c) {
         get_uint(vm, "affinity-index-max", 1, 1u << 24, c.affinity_index_max));
     c.table_grace_ms =
         static_cast<std::uint32_t>(get_uint(vm, "table-grace", 0, 10000, c.table_grace_ms));
+    // Each publish waits out the grace on the daemon's loop: at or above the report interval,
+    // every tick slept that long (the API, health changes and the dataplane's watchdog waited).
+    if (c.table_grace_ms >= c.report_interval_ms)
+        fail("table-grace", fmt::format("must be below report-interval ({} ms) (got {})",
+                                        c.report_interval_ms, c.table_grace_ms));
+    // The queue is read from the backends' metrics: without scrapes no backend is ever capped.
+    if (c.queue_cap && !c.telemetry_interval_ms)
+        fail("queue-cap",
+             "needs telemetry-interval above 0 (the queue is read from the "
+             "backends' metrics)");
 
     if (auto b = opt_str(vm, "bpffs")) {
         if (b->empty() || (*b)[0] != '/')

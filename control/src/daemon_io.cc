@@ -192,8 +192,9 @@ void Daemon::serve_api_client(std::size_t idx) {
             if (errno != EAGAIN && errno != EINTR) c.closing = true;
             break;
         }
-        c.in.append(buf, static_cast<std::size_t>(n));
         c.active = std::chrono::steady_clock::now();
+        if (c.in.empty()) c.line_started = c.active;
+        c.in.append(buf, static_cast<std::size_t>(n));
     }
     std::size_t from = 0, nl, handled = 0;
     while (handled < kMaxRequestsPerTurn && c.out.size() < kMaxPendingOut &&
@@ -218,6 +219,7 @@ void Daemon::serve_api_client(std::size_t idx) {
         c.out += resp.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     }
     c.in.erase(0, from);
+    if (from && !c.in.empty()) c.line_started = c.active;  // what is left came with the last read
     c.backlog = c.in.find('\n') != std::string::npos;
     if (!c.backlog && c.in.size() > kMaxRequest) {
         c.out += R"({"ok":false,"error":"request line longer than 1 MiB"})"
@@ -335,19 +337,20 @@ void Daemon::run() {
                 if (c.out.empty() || c.out.size() != queued) c.drained = flushed_at;
                 // Not read while its answers wait (wants_input): its silence is ours, not its.
                 if (list == &api_clients_ && !wants_input(c.in, c.out, c.closing))
-                    c.active = flushed_at;
+                    c.active = c.line_started = flushed_at;
                 // A metrics exchange is one request and its reply: a connection without a
                 // request after 10 s, or still replying after 60 s, is a stuck or idle one holding
                 // a slot (closed, counted with the evicted). An API client holds one while it
-                // sends a request line (10 s without a byte of it) or takes its answers (60 s
-                // without one taken): 64 half-sent requests took every slot for good.
+                // sends a request line (10 s from its first byte) or takes its answers (60 s
+                // without one taken): 64 half-sent requests took every slot for good, and so did
+                // 64 sending a byte every few seconds while the limit counted from the last byte.
                 const auto age = flushed_at - c.opened;
                 const bool stale =
                     list == &metrics_clients_
                         ? (c.out.empty() && !c.closing && age > std::chrono::seconds(10)) ||
                               age > std::chrono::seconds(60)
                         : (!c.in.empty() && !c.backlog &&
-                           flushed_at - c.active > std::chrono::seconds(10)) ||
+                           flushed_at - c.line_started > std::chrono::seconds(10)) ||
                               (!c.out.empty() && flushed_at - c.drained > std::chrono::seconds(60));
                 if (stale) ctr_.clients_evicted++;
                 if (!alive || stale || (c.closing && c.out.empty() && !c.backlog)) {

@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 namespace kvsteer::control {
 
@@ -25,18 +27,25 @@ constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 std::optional<std::int64_t> int64_field(const json &j, const char *name) {
     auto it = j.find(name);
     if (it == j.end() || it->is_null()) return 0;
+    if (it->is_number_unsigned()) {  // above INT64_MAX: out of range (was converted, wrapped)
+        const auto u = it->get<std::uint64_t>();
+        if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+            return std::nullopt;
+        return static_cast<std::int64_t>(u);
+    }
     if (it->is_number_integer()) return it->get<std::int64_t>();
     if (!it->is_string()) return std::nullopt;
+    // Digits with an optional '-', in range: "9999999999999999999" overflowed the sum (undefined
+    // behaviour; a wrapped revision started watches at "now" and failed every txn compare).
     const std::string &s = it->get_ref<const std::string &>();
-    if (s.empty() || s.size() > 19) return std::nullopt;
+    const std::size_t digits = s.size() - (!s.empty() && s[0] == '-' ? 1 : 0);
+    if (digits == 0 || digits > 19 ||
+        s.find_first_not_of("0123456789", s.size() - digits) != std::string::npos)
+        return std::nullopt;
     std::int64_t v = 0;
-    std::size_t i = s[0] == '-' ? 1 : 0;
-    if (i == s.size()) return std::nullopt;
-    for (; i < s.size(); i++) {
-        if (s[i] < '0' || s[i] > '9') return std::nullopt;
-        v = v * 10 + (s[i] - '0');
-    }
-    return s[0] == '-' ? -v : v;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return v;
 }
 
 }  // namespace

@@ -899,6 +899,26 @@ TEST(Config, FleetShareHot) {
     EXPECT_EQ(r.message, "fleet-share-hot: must be true or false (got 'maybe')");
 }
 
+// Settings that only work together: a table grace each publish waits out on the daemon's loop
+// must stay below the report interval (at 10 s it stalled every tick), and a queue cap needs the
+// scrapes that read the queue (without them it never applied, silently).
+TEST(Config, GraceBelowTheReportIntervalAndQueueCapWithTelemetry) {
+    auto r = parse(with({"--report-interval", "100", "--table-grace", "99"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    r = parse(with({"--report-interval", "100", "--table-grace", "100"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "table-grace: must be below report-interval (100 ms) (got 100)");
+    r = parse(with({"--queue-cap", "8", "--telemetry-interval", "0"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message,
+              "queue-cap: needs telemetry-interval above 0 (the queue is read from the backends' "
+              "metrics)");
+    r = parse(with({"--queue-cap", "8", "--telemetry-interval", "500"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+    r = parse(with({"--queue-cap", "0", "--telemetry-interval", "0"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+}
+
 // parse_session_headers without an error string: the answer alone, no crash.
 TEST(ConfigSessionHeaders, ParsesWithoutAnErrorString) {
     EXPECT_EQ(parse_session_headers("X-Session-ID, x-user", nullptr), "x-session-id,x-user");

@@ -1184,6 +1184,33 @@ TEST_F(DaemonTest, ClientsStuckInTheMiddleOfARequestLoseTheirSlots) {
     for (int fd : stuck) close(fd);
 }
 
+// A client sending its request line a byte every second is closed 10 s after the line's first
+// byte: the limit counted from the last byte, so such a client held its slot for good (64 of
+// them locked kvsteerctl out).
+TEST_F(DaemonTest, AClientTricklingARequestLineIsClosed) {
+    start(config(1));
+    int fd = connect_unix(sock_);
+    ASSERT_GE(fd, 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(send(fd, "{", 1, MSG_NOSIGNAL), 1);
+    bool closed = false;
+    for (int i = 0; i < 16 && !closed; i++) {  // 16 s at most
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 1000) > 0) {
+            char b;
+            closed = recv(fd, &b, 1, 0) <= 0;
+        }
+        if (!closed) closed = send(fd, " ", 1, MSG_NOSIGNAL) != 1;
+    }
+    const auto took = std::chrono::steady_clock::now() - t0;
+    close(fd);
+    EXPECT_TRUE(closed) << "still open after 16 s of a byte a second";
+    EXPECT_GE(took, 10s);
+    const json counters = call({{"cmd", "counters"}});
+    ASSERT_TRUE(counters.contains("daemon")) << counters.dump();
+    EXPECT_GE(counters["daemon"]["clients_evicted"].get<std::uint64_t>(), 1u);
+}
+
 // Every slot held by an answered client (not idle a second yet: none can be evicted): one closes
 // and a new one connects at once. The finished client's slot is the new one's: it was refused
 // when its connection was accepted in the turn that read the other's close (the finished client

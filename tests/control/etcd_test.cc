@@ -122,6 +122,18 @@ TEST(EtcdReplies, ErrorsAreOneLine) {
     EXPECT_EQ(etcd_reply(http(200, "not json")).error, "bad answer: not a JSON object");
     EXPECT_NE(etcd_reply(http(200, R"({"header":{"revision":"x"}})")).error.find("revision"),
               std::string::npos);
+    // Out of int64's range, as a string or a number: refused (the string overflowed, undefined
+    // behaviour; a wrapped revision started a watch at "now"). The largest and smallest pass.
+    for (const char *v : {R"("9999999999999999999")", R"("9223372036854775808")",
+                          "9223372036854775808", R"("-")", R"("")", R"("1-2")"})
+        EXPECT_NE(etcd_reply(http(200, std::string(R"({"header":{"revision":)") + v + "}}"))
+                      .error.find("revision"),
+                  std::string::npos)
+            << v;
+    EXPECT_EQ(etcd_reply(http(200, R"({"header":{"revision":"9223372036854775807"}})")).revision,
+              INT64_MAX);
+    EXPECT_EQ(etcd_reply(http(200, R"({"header":{"revision":"-9223372036854775808"}})")).revision,
+              INT64_MIN);
     HttpResult down;
     down.error = "connect: Connection refused";
     EXPECT_EQ(etcd_reply(down).error, "connect: Connection refused");

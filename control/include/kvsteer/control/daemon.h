@@ -279,6 +279,7 @@ class Daemon {
         bool backlog = false;  // API: complete requests in `in` left for the next turn
         std::chrono::steady_clock::time_point opened{}, active{};  // accepted; last bytes read
         std::chrono::steady_clock::time_point drained{};           // `out` last empty or shrunk
+        std::chrono::steady_clock::time_point line_started{};  // API: the partial line's first byte
     };
     // A new connection on a listener whose `slots` are taken: the client idle longest (nothing
     // read for 1 s at least, nothing pending: no request bytes, no reply queued) makes room, else
