@@ -249,8 +249,8 @@ __attribute__((noinline)) int kvs_xdp_ack_plausible(const struct kvs_flow_key *k
     if (!key || !f) return 0;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
-    return rev && (__u32)(ack - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <=
-                      2 * KVS_SEQ_SLACK;
+    return rev &&
+           (__u32)(ack - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
 }
 
 /* Whether a FIN or RST may close the flow, by the rule the endpoint itself applies (RFC 5961 3.2,
@@ -693,8 +693,7 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     if (end != seq && (__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
         !(flags & KVS_TCP_SYN) &&
         ((__s32)(seq - f->next_seq) <= 0 ||
-         ((flags & KVS_TCP_ACK) &&
-          kvs_xdp_ack_plausible(key, f, bpf_ntohl(pkt->tcp->ack_seq)))))
+         ((flags & KVS_TCP_ACK) && kvs_xdp_ack_plausible(key, f, bpf_ntohl(pkt->tcp->ack_seq)))))
         f->next_seq = end;
     /* The response's bytes all passed with this segment: the connection may be idle now. Also
      * when this one did not move the bytes seen: a head that arrived after its body (reordered)
