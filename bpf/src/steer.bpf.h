@@ -798,6 +798,12 @@ __attribute__((noinline)) int kvs_xdp_icmp(struct xdp_md *ctx) {
     kvs_flow_reverse_key(&k, f, &k);
     r = bpf_map_lookup_elem(&kvs_flows, &k);
     if (!r) return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
+    if (f->dir == KVS_DIR_C2S && e.icmp && (void *)(e.icmp + 1) <= data_end) {
+        __u32 mtu = kvs_icmp_pmtu(e.icmp, pkt.ip6 != 0);
+
+        if (mtu && mtu < KVS_ICMP_RELAY_MTU_FLOOR)
+            return kvs_verdict(KVS_R_DROP_ICMP_MTU_BELOW_FLOOR, XDP_DROP);
+    }
     if (kvs_icmp_rewrite(data_end, &pkt, &e, f, r->seq_delta))
         return kvs_verdict(KVS_R_DROP_MALFORMED, XDP_DROP);
     reason = f->dir == KVS_DIR_S2C ? KVS_R_ICMP_FWD_TO_CLIENT : KVS_R_ICMP_FWD_TO_BACKEND;

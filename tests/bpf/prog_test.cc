@@ -1100,6 +1100,50 @@ TEST_F(BpfProg, IcmpPacketTooBigBothWaysIpv6) {
     EXPECT_EQ(r.out, cxx_icmp(in, fc, fs.seq_delta));
 }
 
+// A client's path-MTU error below KVS_ICMP_RELAY_MTU_FLOOR is not relayed to the backend: the
+// backend keeps a path MTU per destination, the SNAT address every client shares (one client's
+// MTU 68 made it send small segments to all of them). At the floor it is; an error from the
+// backend's side goes to its one client whatever its MTU.
+TEST_F(BpfProg, ClientPathMtuErrorBelowTheFloorIsNotRelayed) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    std::uint32_t client[4] = {ip4("10.1.0.2")}, vip[4] = {ip4("10.9.0.1")};
+    std::uint32_t snat[4] = {ip4("10.2.0.1")}, backend[4] = {ip4("10.2.0.7")};
+    const std::uint32_t backend_seq = 0x7000aaaa + 1 + 300;
+    TcpSpec sent = data_segment(false, vip, client, 80, 40001, backend_seq + fs.seq_delta);
+    IcmpSpec err;
+    std::memcpy(err.smac, kClientMac, 6);
+    std::memcpy(err.dmac, kApplMac, 6);
+    err.saddr[0] = client[0];  // the client itself (no spoofing needed)
+    err.daddr[0] = vip[0];
+    err.type = KVS_ICMP_DEST_UNREACH;
+    err.code = KVS_ICMP_FRAG_NEEDED;
+    err.rest = 68;
+    err.quote = ip_packet(build_tcp(sent), 548);
+    expect_verdict(build_icmp(err), XDP_DROP_, KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
+    err.rest = KVS_ICMP_RELAY_MTU_FLOOR - 1;
+    expect_verdict(build_icmp(err), XDP_DROP_, KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
+    err.rest = KVS_ICMP_RELAY_MTU_FLOOR;
+    expect_verdict(build_icmp(err), XDP_TX_, KVS_R_ICMP_FWD_TO_BACKEND);
+    err.code = 1;  // host unreachable: no MTU, relayed
+    err.rest = 0;
+    expect_verdict(build_icmp(err), XDP_TX_, KVS_R_ICMP_FWD_TO_BACKEND);
+    // The backend's side: per client, relayed with its MTU.
+    TcpSpec to_be = data_segment(false, snat, backend, 20001, 8000, 5000);
+    IcmpSpec be;
+    std::memcpy(be.smac, kBackendMac, 6);
+    std::memcpy(be.dmac, kApplMac, 6);
+    be.saddr[0] = ip4("10.2.0.254");
+    be.daddr[0] = snat[0];
+    be.type = KVS_ICMP_DEST_UNREACH;
+    be.code = KVS_ICMP_FRAG_NEEDED;
+    be.rest = 576;
+    be.quote = ip_packet(build_tcp(to_be), 548);
+    RunResult r = expect_verdict(build_icmp(be), XDP_TX_, KVS_R_ICMP_FWD_TO_CLIENT);
+    EXPECT_EQ(rd32(&r.out[34 + 4]), 576u);
+}
+
 TEST_F(BpfProg, IcmpErrorFollowsTheFlowsEgress) {
     kvs_flow_key kc, ks;
     kvs_flow fc, fs;

@@ -43,7 +43,8 @@
  * The MTU of "fragmentation needed" / Packet Too Big is forwarded unchanged. It is the MTU of
  * the leg the error came from; segments cross the appliance with their size unchanged (same
  * family, same IP and TCP headers), so a sender that lowers its path MTU to that value sends
- * segments that fit the other leg exactly. Nothing is ever fragmented or resized here.
+ * segments that fit the other leg exactly. Nothing is ever fragmented or resized here. A
+ * client's error below KVS_ICMP_RELAY_MTU_FLOOR is not relayed (below).
  *
  * A forged error must match a live flow's 4-tuple, SNAT port included, and its seq must fall
  * inside the receiver's send window (checked by the receiver's TCP, which sees the translated
@@ -90,6 +91,22 @@ struct kvs_icmp_err {
     __u8 *tcp;                /* quoted TCP header: its first KVS_ICMP_QUOTE_L4 bytes */
     __u32 icmp_len;           /* ICMP message bytes (header + quote), from the outer IP length */
 };
+
+/* A path-MTU error ("fragmentation needed", Packet Too Big) below this is not relayed from a
+ * client to its backend (counted drop_icmp_mtu_below_floor): the backend keeps a path MTU per
+ * destination, and the destination is the SNAT address every client shares, so one client's
+ * error with MTU 68 made the backend send small segments to all of them for ten minutes. 1280 is
+ * IPv6's minimum link MTU; an IPv4 path narrower than that is rare enough to leave to the client's
+ * MSS. Errors from the backend's side go to their one client unchanged. */
+#define KVS_ICMP_RELAY_MTU_FLOOR 1280u
+
+/* The MTU a path-MTU error reports, or 0 for another error. */
+KVS_INLINE __u32 kvs_icmp_pmtu(const struct kvs_icmphdr *icmp, int v6) {
+    if (!v6 && icmp->type == KVS_ICMP_DEST_UNREACH && icmp->code == KVS_ICMP_FRAG_NEEDED)
+        return kvs_ntohl(icmp->rest) & 0xffff;
+    if (v6 && icmp->type == KVS_ICMPV6_PKT_TOOBIG) return kvs_ntohl(icmp->rest);
+    return 0;
+}
 
 /* Whether `type` of the outer protocol is an error handled here. */
 KVS_INLINE int kvs_icmp_is_error(__u8 l4proto, __u8 type) {

@@ -139,7 +139,8 @@
     X(DROP_SYN_NOT_UNICAST, "drop_syn_not_unicast")               \
     X(DROP_SYNACK_NO_ROOM, "drop_synack_no_room")                 \
     X(DP_FLOW_IDLE_EXPIRED, "dp_flow_idle_expired")               \
-    X(DP_DROP_BAD_CHECKSUM, "dp_drop_bad_checksum")
+    X(DP_DROP_BAD_CHECKSUM, "dp_drop_bad_checksum")               \
+    X(DROP_ICMP_MTU_BELOW_FLOOR, "drop_icmp_mtu_below_floor")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
