@@ -1117,6 +1117,9 @@ static __always_inline int kvs_xdp(struct xdp_md *ctx) {
         /* A SYN to a group address (broadcast, multicast) is not to us: the SYN-ACK would leave
          * from that address, and every appliance on the segment would answer (Linux drops it). */
         if (pkt.eth->dst[0] & 1) return kvs_verdict(KVS_R_DROP_SYN_NOT_UNICAST, XDP_DROP);
+        /* Nor from one (or from no host): a SYN-ACK to a multicast, broadcast, unspecified or
+         * loopback source answers no client (Linux drops such martians before TCP sees them). */
+        if (kvs_src_not_unicast(&key)) return kvs_verdict(KVS_R_DROP_SYN_NOT_UNICAST, XDP_DROP);
         if (kvs_xdp_syn_on_flow(&key)) {
             f = bpf_map_lookup_elem(&kvs_flows, &key);
             if (f) return kvs_forward(ctx, &pkt, &key, f);

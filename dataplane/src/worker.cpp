@@ -495,7 +495,7 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
             rte_pktmbuf_free(m);
             return;
         }
-        if (pkt.eth->dst[0] & 1) {
+        if ((pkt.eth->dst[0] & 1) || kvs_src_not_unicast(&key)) {  // to or from a group address
             inc(KVS_R_DROP_SYN_NOT_UNICAST);
             rte_pktmbuf_free(m);
             return;

@@ -278,6 +278,33 @@ TEST_F(BpfProg, SynToAGroupAddressIsDroppedUnanswered) {
         s.dmac[0] = first;
         expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_SYN_NOT_UNICAST);
     }
+    // From a group address, or from no host: the SYN-ACK would answer no client (it was sent).
+    for (const char *src : {"224.0.0.1", "255.255.255.255", "0.0.0.0", "127.0.0.1", "240.0.0.9"}) {
+        TcpSpec s = client_spec();
+        s.flags = KVS_TCP_SYN;
+        s.saddr[0] = ip4(src);
+        SCOPED_TRACE(src);
+        expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_SYN_NOT_UNICAST);
+    }
+    for (const char *src : {"ff02::1", "::", "::1"}) {
+        TcpSpec s = client_segment(true);
+        s.flags = KVS_TCP_SYN;
+        ip6(src, s.saddr);
+        SCOPED_TRACE(src);
+        expect_verdict(build_tcp(s), XDP_DROP_, KVS_R_DROP_SYN_NOT_UNICAST);
+    }
+    // Unicast ones near the edges are answered.
+    for (const char *src : {"1.0.0.1", "223.255.255.254", "126.255.255.255"}) {
+        TcpSpec s = client_spec();
+        s.flags = KVS_TCP_SYN;
+        s.saddr[0] = ip4(src);
+        SCOPED_TRACE(src);
+        expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
+    }
+    TcpSpec s = client_segment(true);
+    s.flags = KVS_TCP_SYN;
+    ip6("::2", s.saddr);
+    expect_verdict(build_tcp(s), XDP_TX_, KVS_R_TX_SYNACK);
 }
 
 TEST_F(BpfProg, SynWithoutConfiguredKeyDropped) {

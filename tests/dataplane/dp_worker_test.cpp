@@ -1946,6 +1946,13 @@ TEST_F(BindTest, SynToAGroupAddressIsDroppedUnansweredInDpdkMode) {
     EXPECT_TRUE(step(now).empty());
     EXPECT_EQ(stat(KVS_R_DROP_SYN_NOT_UNICAST), 1u);
     EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
+    // From one: the same.
+    Seg from = syn_seg();
+    from.saddr = htonl(0xe0000001);  // 224.0.0.1
+    inject(rp.rx, make_seg(rp.pool, from));
+    EXPECT_TRUE(step(now).empty());
+    EXPECT_EQ(stat(KVS_R_DROP_SYN_NOT_UNICAST), 2u);
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK), 0u);
 }
 
 // CLOCK_MONOTONIC in ns: the worker's clock for its SYN-ACK buckets.

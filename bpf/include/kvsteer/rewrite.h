@@ -128,6 +128,17 @@ KVS_INLINE void kvs_flow_key_of(const struct kvs_pkt *pkt, struct kvs_flow_key *
     k->proto = KVS_IPPROTO_TCP;
 }
 
+/* Whether a key's source address is no unicast host's (a SYN from it is answered by neither XDP
+ * nor the dataplane: Linux drops such martians before TCP sees them): IPv4 0/8, 127/8, 224/4 and
+ * above (multicast, reserved, broadcast); IPv6 multicast, :: and ::1. */
+KVS_INLINE int kvs_src_not_unicast(const struct kvs_flow_key *k) {
+    __u32 a0 = kvs_ntohl(k->saddr[0]);
+
+    if (k->family == KVS_AF_INET) return (a0 >> 24) == 0 || (a0 >> 24) == 127 || a0 >= 0xe0000000u;
+    if ((a0 >> 24) == 0xff) return 1;
+    return !a0 && !k->saddr[1] && !k->saddr[2] && kvs_ntohl(k->saddr[3]) <= 1;
+}
+
 /* Key of the opposite direction's entry: what a packet rewritten by `f` is answered with. `rk`
  * may be `k` (turned around in place, one key less on a BPF stack). */
 KVS_INLINE void kvs_flow_reverse_key(const struct kvs_flow_key *k, const struct kvs_flow *f,
