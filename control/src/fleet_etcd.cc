@@ -596,6 +596,12 @@ bool FleetEtcd::poll(std::string *err) {
             auto mac = j.is_object() && j.contains("mac") && j["mac"].is_string()
                            ? parse_mac(j["mac"].get<std::string>(), &e)
                            : std::nullopt;
+            // The config path's rule (FleetState::set_mac): a zero or group MAC is no member's
+            // (a broadcast one made every appliance bind what was sent on to that member).
+            if (mac && (*mac == Mac{} || ((*mac)[0] & 1))) {
+                spdlog::debug("fleet: etcd key {} ignored (not a unicast MAC)", kv.key);
+                mac.reset();
+            }
             if (id && mac) {
                 v.alive[*id] = *mac;
                 v.reports[*id] = kv.value;
@@ -661,7 +667,8 @@ bool FleetEtcd::poll(std::string *err) {
         } else if (kv.key == prefix_ + "config/cookie-key-next") {
             v.cookie_key_next = parse_cookie_key_hex(kv.value, &e);
         } else if (kv.key == prefix_ + "config/cookie-key-next-at") {
-            auto at = parse_uint_in("cookie-key-next-at", kv.value, {0, INT64_MAX}, &e);
+            // Milliseconds since 1970, before 2100: INT64_MAX overflowed the rotation guard.
+            auto at = parse_uint_in("cookie-key-next-at", kv.value, {0, 4102444800000ull}, &e);
             v.cookie_next_at_ms = at ? static_cast<std::int64_t>(*at) : 0;
         }
     }
