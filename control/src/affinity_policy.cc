@@ -27,6 +27,13 @@ bool AffinityPolicy::eligible(std::uint16_t id) const {
     return id < backends_.size() && backends_[id].present && backends_[id].snap.eligible;
 }
 
+unsigned AffinityPolicy::family_slot(std::uint16_t id) const {
+    return id < backends_.size() && backends_[id].present &&
+                   backends_[id].snap.family == KVS_AF_INET6
+               ? 1
+               : 0;
+}
+
 double AffinityPolicy::load_of(std::uint16_t id) const {
     return id < backends_.size() && backends_[id].present ? backends_[id].load : 0.0;
 }
@@ -185,17 +192,23 @@ AffinityPolicy::Round AffinityPolicy::begin_round() const {
     // only in_flight), so holders with a queue look fuller here than to the dataplane.
     Round r;
     r.K = std::clamp<unsigned>(p_.replication, 1, KVS_MAX_REPLICAS);
-    // The least per unit of weight (the dataplane's rule; equal weights: the least load).
-    double total = 0, least = 0;
+    // The least per unit of weight (the dataplane's rule; equal weights: the least load), per
+    // address family: a flow is bound within its own (before, one bound over both families
+    // called an IPv4 holder over it by the IPv6 backends' idleness, and a replica of an IPv4
+    // holder's prefix could go to an IPv6 backend, which that prefix's flows never use).
+    std::array<double, 2> total{}, least{};
     for (std::uint16_t id = 0; id < backends_.size(); id++) {
         if (!eligible(id)) continue;
-        total += load_of(id);
+        const unsigned f = family_slot(id);
+        total[f] += load_of(id);
         const double per = load_of(id) / share_of(id);
-        least = r.elig.empty() ? per : std::min(least, per);
+        least[f] = r.n_elig[f] == 0 ? per : std::min(least[f], per);
+        r.n_elig[f]++;
         r.elig.push_back(id);
     }
-    r.bound = static_cast<double>(affinity_bound(p_.load_factor, p_.load_slack, total,
-                                                 static_cast<unsigned>(r.elig.size()), least));
+    for (unsigned f = 0; f < 2; f++)
+        r.bound[f] = static_cast<double>(
+            affinity_bound(p_.load_factor, p_.load_slack, total[f], r.n_elig[f], least[f]));
     r.planned.assign(KVS_MAX_BACKENDS, 0.0);
     return r;
 }
@@ -281,7 +294,8 @@ DesiredEntry AffinityPolicy::holders_entry(const Node &n, const Round &r, bool *
             e.backends[e.n++] = hs[i].id;
             // Over its bound x its share (LoadView::fits: one flow at least).
             *all_over =
-                *all_over && load_of(hs[i].id) + 1 > std::max(1.0, r.bound * share_of(hs[i].id));
+                *all_over && load_of(hs[i].id) + 1 >
+                                 std::max(1.0, r.bound[family_slot(hs[i].id)] * share_of(hs[i].id));
         }
     }
     return e;
@@ -293,7 +307,7 @@ void AffinityPolicy::update_hot(Node &n, const DesiredEntry &e, bool all_over, c
     // The other appliances' requests count as ours: together they may make a prefix hot that
     // none of them sees enough of alone.
     const double rate = rk ? local + rk->rate : local;
-    bool load_hot = e.n > 0 && all_over && r.elig.size() > e.n;
+    bool load_hot = e.n > 0 && all_over && r.n_elig[family_slot(e.backends[0])] > e.n;
     bool was_hot = n.hot;
     // own_hot: this appliance's evidence, with its hysteresis and hold; what it shares. A remote
     // "hot" only adds to it here (never shared on: two appliances would keep each other hot).
@@ -353,7 +367,9 @@ void AffinityPolicy::add_replicas(Node &n, DesiredEntry &e, Round &r, const Remo
         double best_load = 0;
         std::uint64_t best_tie = 0;
         for (auto id : r.elig) {
-            if (in_entry(id)) continue;
+            // Within the holders' family: the prefix's flows are bound there.
+            if (in_entry(id) || (e.n > 0 && family_slot(id) != family_slot(e.backends[0])))
+                continue;
             double l = (load_of(id) + r.planned[id]) / share_of(id);
             std::uint64_t tie =
                 (n.key ^ (0x9e3779b97f4a7c15ull * (id + 1))) * 0xff51afd7ed558ccdull;

@@ -87,7 +87,7 @@ po::options_description make_options() {
                              "(repeatable; kv-events: the server's vLLM KV events publisher)")
         ("prefix-length", s(), dflt("prompt bytes in the fixed-prefix hash", def.prefix_len).c_str())
         ("block-size", s(), dflt("bytes per chained block hash", def.block_size).c_str())
-        ("max-blocks", s(), dflt(fmt::format("chained blocks hashed per request, 0..{}", KVS_MAX_REPORT_BLOCKS),
+        ("max-blocks", s(), dflt(fmt::format("chained blocks hashed per request, 1..{}", KVS_MAX_REPORT_BLOCKS),
                                  def.max_blocks).c_str())
         ("load-factor", s(), dflt("bounded-load factor c >= 1.0", def.load_factor).c_str())
         ("load-slack", s(), dflt("an affinity holder keeps new flows while within this many of the least loaded backend (bound: max(c x mean, least + 1 + slack)), 1..1000000", def.load_slack).c_str())

@@ -172,13 +172,17 @@ void DaemonCore::resolve_mac(BackendRuntime &b) {
 void DaemonCore::start(std::uint64_t now_ns) {
     // A restart on maps a previous instance filled: a random cookie key (none configured) is
     // that instance's, so handshakes under way stay valid (a new key drops their ACKs).
+    // With etcd the fleet's keys (rotated since the configured one) are the previous instance's
+    // too, until etcd is read: the configured key put back made the appliance refuse the cookies
+    // the others signed (their clients reset) for as long as etcd was out of reach.
     const kvs_config &was = *maps_.config;
     const __u64 *was_key = kvs_config_sign_key(&was);
-    if (cfg_.cookie_key_random && (was_key[0] | was_key[1])) {
+    if ((cfg_.cookie_key_random || cfg_.fleet_etcd) && (was_key[0] | was_key[1])) {
         const __u64 *was_prev = kvs_config_prev_key(&was);
         cfg_.cookie_key = {was_key[0], was_key[1]};
         cfg_.cookie_key_prev = {was_prev[0], was_prev[1]};
-        spdlog::info("cookie key: the previous instance's (none configured)");
+        spdlog::info("cookie key: the previous instance's ({})",
+                     cfg_.fleet_etcd ? "the fleet's, until etcd is read" : "none configured");
     }
     write_config();
     std::map<std::uint16_t, bool> taken;

@@ -94,18 +94,21 @@ void DaemonCore::expire_retired() {
 
 std::vector<BackendSnapshot> DaemonCore::snapshots() const {
     std::vector<BackendSnapshot> v;
-    double weights = 0;
-    unsigned n_eligible = 0;
+    // Per address family, as the dataplane's choice counts them (a flow is bound within its own).
+    double weights[2] = {0, 0};
+    unsigned n_eligible[2] = {0, 0};
+    auto fam = [](const BackendRuntime &b) { return b.spec.ep.family == KVS_AF_INET6 ? 1 : 0; };
     for (const auto &[id, b] : backends_)
         if (b.map_state() == KVS_BE_UP && b.spec.weight != 0) {
-            weights += b.spec.weight;
-            ++n_eligible;
+            weights[fam(b)] += b.spec.weight;
+            ++n_eligible[fam(b)];
         }
     for (const auto &[id, b] : backends_) {
         BackendSnapshot s;
         s.id = id;
+        s.family = b.spec.ep.family;
         s.eligible = b.map_state() == KVS_BE_UP && b.spec.weight != 0;  // weight 0: no new flows
-        if (s.eligible) s.share = b.spec.weight * n_eligible / weights;
+        if (s.eligible) s.share = b.spec.weight * n_eligible[fam(b)] / weights[fam(b)];
         s.in_flight = active(b);  // as the dataplane's choice counts it
         if (b.tel_valid) {
             s.queue = b.tel.waiting;

@@ -64,6 +64,11 @@ std::vector<std::uint32_t> build_maglev(std::span<const MaglevBackend> backends,
 
     // Weighted population (as in Katran's Maglev v2): each round every backend earns its weight
     // in credit and claims one slot (its next free preferred slot) per max_weight of credit.
+    // Every backend starts with max_weight - weight, so it claims a slot in the first round:
+    // one whose weight was below one slot's share got none, and while it was the least loaded
+    // every miss walked the whole table (core/README.md: the least loaded is in the table unless
+    // its weight is 0). Equal weights start at 0, as before: their tables are unchanged.
+    for (Perm &p : perms) p.credit = max_weight - p.weight;
     std::uint32_t filled = 0;
     while (true) {
         for (Perm &p : perms) {

@@ -120,6 +120,23 @@ std::vector<std::uint32_t> build_rendezvous_table(std::span<const MaglevBackend>
         owner[s] = static_cast<std::uint32_t>(best_member(ms, groups, s, true));
         ++ms[owner[s]].count;
     }
+    // A member whose weight is below one slot's share may win none: it takes its own best slot
+    // (lowest cost) from an owner holding more than one, so every weighted backend is in the
+    // table (a miss while it was the least loaded walked the whole table to find it).
+    for (std::size_t i = 0; i < ms.size() && ms.size() <= size; ++i) {
+        if (ms[i].count) continue;
+        std::uint32_t pick = size;
+        double pick_cost = 0;
+        for (std::uint32_t s = 0; s < size; ++s) {
+            if (ms[owner[s]].count < 2) continue;
+            const double c = cost(ms[i], s);
+            if (pick == size || c < pick_cost) pick = s, pick_cost = c;
+        }
+        if (pick == size) break;
+        --ms[owner[pick]].count;
+        owner[pick] = static_cast<std::uint32_t>(i);
+        ms[i].count = 1;
+    }
     for (std::uint32_t s = 0; s < size; ++s) table[s] = ms[owner[s]].id;
     return table;
 }

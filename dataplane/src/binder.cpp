@@ -271,10 +271,12 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
         if (!old_closing_) return resume(env, out);
     }
     // Kept with its leg closed: the same backend while it takes new flows (a backend closing
-    // its legs may be draining or going away), else wherever the policy sends it.
+    // its legs may be draining or going away; weight 0 is out of rotation: it took one anyway),
+    // else wherever the policy sends it.
     const bool previous_up =
         previous_ < KVS_MAX_BACKENDS &&
-        __atomic_load_n(&env.t.backends[previous_].state, __ATOMIC_ACQUIRE) == KVS_BE_UP;
+        __atomic_load_n(&env.t.backends[previous_].state, __ATOMIC_ACQUIRE) == KVS_BE_UP &&
+        __atomic_load_n(&env.t.backends[previous_].weight, __ATOMIC_RELAXED) != 0;
     const Choice ch = kept && previous_up ? Choice{previous_, via_}
                                           : choose_backend(env.t, hashes_, hashes_.prefix, {},
                                                            env.scratch, family_);

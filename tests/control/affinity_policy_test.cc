@@ -155,6 +155,32 @@ TEST(AffinityPolicy, HolderOverItsLoadBoundGetsAReplica) {
     EXPECT_EQ(ids(*find(out, 0x55)), std::set<std::uint16_t>{0});
 }
 
+// Bound and replicas per address family, as the dataplane binds a flow within its own: two busy
+// IPv4 backends beside two idle IPv6 ones are within their family's bound (one bound over both
+// called holder 0 over it), and a hot IPv4 prefix is replicated to the other IPv4 backend, never
+// to an IPv6 one its flows cannot use.
+TEST(AffinityPolicy, BoundAndReplicasStayWithinTheHoldersFamily) {
+    auto p = params();
+    p.load_slack = 1;
+    AffinityPolicy pol(p);
+    auto b = backends(4);
+    b[0].in_flight = b[1].in_flight = 40;
+    b[2].family = b[3].family = KVS_AF_INET6;
+    pol.update_backends(b, 0);
+    pol.on_report(report(0x66, {}, 0), 1 * kSec);
+    auto out = pol.compute(1 * kSec);
+    ASSERT_NE(find(out, 0x66), nullptr);
+    EXPECT_FALSE(find(out, 0x66)->hot) << "within the IPv4 backends' bound";
+    EXPECT_EQ(pol.counters().over_bound, 0u);
+    // Hot by rate: its replicas are IPv4 backends only.
+    for (int i = 0; i < 40; i++) pol.on_report(report(0x66, {}, 0), 2 * kSec + i * (kSec / 100));
+    out = pol.compute(2 * kSec + kSec / 2);
+    auto *e = find(out, 0x66);
+    ASSERT_NE(e, nullptr);
+    EXPECT_TRUE(e->hot);
+    EXPECT_EQ(ids(*e), (std::set<std::uint16_t>{0, 1}));
+}
+
 // The bound's absolute slack: at light load a holder is over its bound only once it holds more
 // than `load_slack` above the least loaded backend (the dataplane's affinity_bound), not as soon
 // as it passes c x the mean.

@@ -494,6 +494,18 @@ TEST_F(DaemonCoreTest, RestartKeepsBackendsUpAndTheCookieKey) {
     EXPECT_EQ(kvs_config_sign_key(m_.view.config)[0], 0x3333u);
     EXPECT_EQ(kvs_config_prev_key(m_.view.config)[0], 0x3333u);
 
+    // With etcd the maps' keys are the fleet's (rotated since): kept over a configured one until
+    // etcd is read (the configured key put back refused the others' cookies).
+    core_.reset();
+    auto etcd = fixed;
+    std::string err;
+    etcd.fleet_etcd = *parse_endpoint("10.0.3.1:2379", &err);
+    etcd.cookie_key = {0x7777, 0x8888};
+    etcd.cookie_key_prev = etcd.cookie_key;
+    start(etcd);
+    EXPECT_EQ(kvs_config_sign_key(m_.view.config)[0], 0x3333u) << "the maps' key, not 0x7777";
+    core_.reset();
+    start(fixed);  // back to the configured key of `fixed` for what follows
     // After a rotation, a restart with a random key takes both of the previous instance's keys,
     // whichever slot signs.
     core_->set_cookie_keys({0x5555, 0x6666}, {0x3333, 0x4444});

@@ -139,6 +139,27 @@ TEST(CoreMaglev, WeightProportional) {
     }
 }
 
+// A backend whose weight is below one slot's share still gets a slot in both tables: it got
+// none, and while it was the least loaded every miss walked all 65,537 slots looking for it.
+TEST(CoreMaglev, EveryWeightedBackendHasASlot) {
+    std::vector<MaglevBackend> b;
+    for (std::uint32_t i = 0; i < 10; ++i) b.push_back({i, identity_of(i), 65535});
+    b.push_back({10, identity_of(10), 1});
+    for (const Builder &build : {kMaglev, kRendezvous}) {
+        const auto c = counts(build(b));
+        ASSERT_EQ(c.count(10), 1u);
+        EXPECT_EQ(c.at(10), 1u);
+        for (std::uint32_t i = 0; i < 10; ++i)
+            EXPECT_NEAR(static_cast<double>(c.at(i)), KVS_MAGLEV_SIZE / 10.0, 700.0) << i;
+    }
+    // Many backends of weight 100 and one of weight 1 (rendezvous gave it none).
+    std::vector<MaglevBackend> many;
+    for (std::uint32_t i = 0; i < 1023; ++i) many.push_back({i, identity_of(i), 100});
+    many.push_back({1023, identity_of(1023), 1});
+    for (const Builder &build : {kMaglev, kRendezvous})
+        EXPECT_GE(counts(build(many)).count(1023), 1u);
+}
+
 TEST(CoreMaglev, AnyTableSizeTerminates) {
     const auto b = equal_backends(5);
     for (const std::uint32_t size : {1u, 2u, 251u, 1000u, 4096u}) {

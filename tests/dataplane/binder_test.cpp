@@ -925,6 +925,17 @@ TEST_F(RebindTest, ProtocolTiesTheRequestToItsBackend) {
     b_.connect(env(), 1, syn);
     EXPECT_NE(b_.backend(), was);
     backends_[was].state = KVS_BE_UP;
+    // ... nor when it is out of rotation (weight 0: it took the request anyway).
+    const std::uint16_t weight = backends_[was].weight;
+    backends_[was].weight = 0;
+    b_ = Binder{};
+    start_rebind(was);
+    b_.old_leg_closing();
+    ASSERT_EQ(kinds(request(expect)), std::vector<Kind>{Kind::Connect});
+    Actions syn0;
+    b_.connect(env(), 1, syn0);
+    EXPECT_NE(b_.backend(), was);
+    backends_[was].weight = weight;
 }
 
 TEST_F(RebindTest, FailedMoveResumesOnTheOldLeg) {

@@ -47,9 +47,12 @@ struct BackendSnapshot {
     std::optional<double> kv_usage;  // 0..1 (telemetry)
     std::optional<double> hit_rate;  // prefix-cache hit rate over the last window (telemetry)
     bool cache_reset = false;        // counters went backwards: the backend restarted, cache empty
-    // Its weight over the eligible backends' mean weight (core's LoadView::share): loads compare
-    // per unit of weight, as the dataplane's choice does. 1 when the weights are equal.
+    // Its weight over the mean weight of its family's eligible backends (core's LoadView::share):
+    // loads compare per unit of weight, as the dataplane's choice does. 1 when weights are equal.
     double share = 1.0;
+    // Its address family (KVS_AF_INET / KVS_AF_INET6): a flow is bound within its own, so the
+    // bound and the replicas are per family, as the dataplane's choice counts them.
+    std::uint8_t family = KVS_AF_INET;
 };
 
 struct DesiredEntry {
@@ -188,11 +191,13 @@ class AffinityPolicy {
 
     // One compute's view of the backends.
     struct Round {
-        unsigned K = 1;                   // replicas per entry
-        std::vector<std::uint16_t> elig;  // may take new flows
-        double bound = 0;                 // load bound over them
-        std::vector<double> planned;      // replicas added this round, by id (count as load)
+        unsigned K = 1;                    // replicas per entry
+        std::vector<std::uint16_t> elig;   // may take new flows
+        std::array<double, 2> bound{};     // load bound over them, per family (family_slot)
+        std::array<unsigned, 2> n_elig{};  // how many of them, per family
+        std::vector<double> planned;       // replicas added this round, by id (count as load)
     };
+    unsigned family_slot(std::uint16_t id) const;
 
     void touch(std::uint64_t key, std::uint8_t depth, std::uint16_t backend, std::uint64_t now_ns);
     // compute(), step by step.

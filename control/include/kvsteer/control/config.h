@@ -181,7 +181,8 @@ struct NumberRange {
 namespace tunable_limits {
 inline constexpr UintRange kPrefixLength{1, 1u << 20};
 inline constexpr UintRange kBlockSize{16, 1u << 20};
-inline constexpr UintRange kMaxBlocks{0, KVS_MAX_REPORT_BLOCKS};
+// 0 is kvs_config's "default" marker (28 blocks): accepted, "0" ran as 28 while the API said 0.
+inline constexpr UintRange kMaxBlocks{1, KVS_MAX_REPORT_BLOCKS};
 inline constexpr NumberRange kLoadFactor{1.0, 100.0};
 // 0 is kvs_config's "default" marker, so the least slack is 1.
 inline constexpr UintRange kLoadSlack{1, 1000000};
