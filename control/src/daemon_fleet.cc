@@ -365,7 +365,8 @@ json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
             "fleet.member: with fleet-etcd every appliance puts its own MAC (its fleet-member) "
             "into etcd");
     if (cmd == "fleet.rotate_cookie") {
-        if (!etcd_->rotate_cookie(cfg().cookie_key, &err)) return fail(cmd + ": " + err);
+        const auto hold_ms = 2 * static_cast<std::int64_t>(cfg().cookie_period_s) * 1000;
+        if (!etcd_->rotate_cookie(cfg().cookie_key, hold_ms, &err)) return fail(cmd + ": " + err);
         changed = true;
     } else {
         std::function<bool(FleetState &, std::string *)> op;

@@ -826,7 +826,8 @@ bool FleetEtcd::update_epochs(const std::function<bool(FleetState &, std::string
     return false;
 }
 
-bool FleetEtcd::rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::string *err) {
+bool FleetEtcd::rotate_cookie(const std::array<std::uint64_t, 2> &local_current,
+                              std::int64_t hold_ms, std::string *err) {
     const std::string cur = prefix_ + "config/cookie-key",
                       prev = prefix_ + "config/cookie-key-previous",
                       next = prefix_ + "config/cookie-key-next",
@@ -840,10 +841,13 @@ bool FleetEtcd::rotate_cookie(const std::array<std::uint64_t, 2> &local_current,
         // Not while the last rotation may still be under way somewhere: before its key signs,
         // and for as long again after (an appliance switches at its own tick and reads etcd at
         // its own poll): replacing the keys then could fail a handshake signed by a late one.
-        if (v.cookie_key_next && v.cookie_next_at_ms > 0 &&
-            now < v.cookie_next_at_ms + kCookieActivateMs) {
+        // Nor while a cookie the key before it signed last may still be valid (hold_ms: two
+        // cookie periods): the new rotation drops that key (before, 2 s after the last one was
+        // allowed, and a pooled client's first request on such a handshake was reset).
+        const std::int64_t until = v.cookie_next_at_ms + kCookieActivateMs + hold_ms;
+        if (v.cookie_key_next && v.cookie_next_at_ms > 0 && now < until) {
             *err = "the last rotation is still under way: try again in " +
-                   std::to_string(v.cookie_next_at_ms + kCookieActivateMs - now) + " ms";
+                   std::to_string(until - now) + " ms";
             return false;
         }
         // The keys in force now: the signing one stays current until the fresh one signs, the

@@ -134,6 +134,10 @@ TEST(FleetPkt, EncapsulationAndBackByteForByte) {
         EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, mac2), 0u);
         buf[14] = 3;
         EXPECT_EQ(buf, copy);
+        // Not to our MAC (a broadcast anyone on the segment can send): refused.
+        buf[0] = 0xff;
+        EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, mac2), 0u);
+        buf[0] = copy[0];
         // The encapsulated frame is too short for the headers: refused.
         EXPECT_EQ(kvs_fleet_encap(buf.data(), buf.data() + 23, to, kUs, 1, 1), -1);
     }

@@ -83,6 +83,7 @@ for j in a b; do
         echo "fleet-member = ${ID[$j]},${MAC[$j]}"
         echo "fleet-etcd = http://127.0.0.1:$PORT"
         echo "fleet-etcd-prefix = /kvet-test/"
+        echo "cookie-period = 1"  # a second rotation waits two periods after the first signs
     } >"$DIR/kvsteerd_$j.conf"
     ip netns exec "$NS" "$BIN/kvsteerd" --config "$DIR/kvsteerd_$j.conf" >"$DIR/kvsteerd_$j.log" 2>&1 &
     PIDS+=($!)
@@ -194,7 +195,7 @@ K1=$(keys a)
 until_ok 4 keys_are "${K1#*/}/${K0%/*}" || fail "the new key does not sign on both 2 s later: A $(keys a) B $(keys b) (want ${K1#*/}/${K0%/*})"
 K2=$(keys a)
 ctl a fleet rotate-cookie >/dev/null 2>&1 && fail "a second rotation was accepted while the first is still under way"
-until_ok 5 ctl a fleet rotate-cookie >/dev/null 2>&1 || fail "second rotate-cookie: $(ctl a fleet rotate-cookie 2>&1)"
+until_ok 8 ctl a fleet rotate-cookie >/dev/null 2>&1 || fail "second rotate-cookie: $(ctl a fleet rotate-cookie 2>&1)"
 until_ok 2 same_keys || fail "cookie keys differ after the second rotation"
 [[ $(keys a) == "${K2%/*}/"* ]] || fail "the second rotation changed the signing key at once ($K2 -> $(keys a))"
 until_ok 4 keys_are "$(keys a | cut -d/ -f2)/${K2%/*}" || fail "the second rotation's key does not sign 2 s later"

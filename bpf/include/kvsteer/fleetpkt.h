@@ -90,6 +90,12 @@ KVS_INLINE __u32 kvs_fleet_next_prev(const struct kvs_fleet *fl, const struct kv
     return 0;
 }
 
+/* Whether two MACs are equal (no memcmp in BPF). */
+KVS_INLINE int kvs_fleet_mac_eq(const __u8 *a, const __u8 *b) {
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
+            (a[5] ^ b[5])) == 0;
+}
+
 /* Decapsulates a frame in place: `data` starts with the fleet Ethernet header and
  * struct kvs_fleet_hdr. Checks the header against the fleet (hop 1..KVS_FLEET_HOP_MAX, a sender
  * that is a member and not us, an IP EtherType, room for an IP header), then writes the restored
@@ -113,6 +119,12 @@ KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fl
     tag = fh->hop & 0xf0; /* read now: the restored header overwrites the fleet header */
     from = fh->from;
     proto = fh->orig_proto;
+    /* Sent to us alone: members send on to each other's MAC in the member table. A group
+     * destination (any host on the segment can send one) made every appliance answer what it
+     * carried: a SYN's SYN-ACK, up to 15 of them, past the group-address check the restored
+     * header then passed. */
+    if (fl->self >= KVS_MAX_APPLIANCES || !kvs_fleet_mac_eq(eth->dst, fl->members[fl->self].mac))
+        return 0;
     if (hop < 1 || hop > KVS_FLEET_HOP_MAX || from == fl->self || !kvs_fleet_member(fl, from))
         return 0;
     if (proto != kvs_htons(KVS_ETH_P_IP) && proto != kvs_htons(KVS_ETH_P_IPV6)) return 0;
@@ -276,12 +288,6 @@ KVS_INLINE __u32 kvs_fleet_ping_write(void *buf, const __u8 *to_mac, const __u8 
     p->from = from;
     __builtin_memcpy(p->seq, &seq, sizeof(seq));
     return KVS_FLEET_PING_LEN;
-}
-
-/* Whether two MACs are equal (no memcmp in BPF). */
-KVS_INLINE int kvs_fleet_mac_eq(const __u8 *a, const __u8 *b) {
-    return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
-            (a[5] ^ b[5])) == 0;
 }
 
 KVS_INLINE int kvs_fleet_mac_zero(const __u8 *a) {

@@ -189,7 +189,10 @@ class FleetEtcd {
     // A fresh random cookie key becomes the next one, signing kCookieActivateMs from now (the
     // effective current one then the previous; fleet_cookie_keys). None in
     // etcd yet: `local_current`).
-    bool rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::string *err);
+    // Refused until the last rotation's key has signed for `hold_ms` more (twice the cookie
+    // period: a cookie it signed last stays valid that long, and a second rotation drops it).
+    bool rotate_cookie(const std::array<std::uint64_t, 2> &local_current, std::int64_t hold_ms,
+                       std::string *err);
     // The configuration put under P config/ (key suffix, value) when etcd has none yet (no
     // config/seeded): call before start().
     void set_seed(std::vector<std::pair<std::string, std::string>> config);
