@@ -256,19 +256,22 @@ __attribute__((noinline)) int kvs_xdp_ack_plausible(const struct kvs_flow_key *k
 /* Whether a FIN or RST may close the flow, by the rule the endpoint itself applies (RFC 5961 3.2,
  * RFC 9293 3.10.7.4): a RST exactly at the sender's next byte, or at the receiver's last
  * acknowledgment; a FIN on a segment holding the next byte expected (in order, or a
- * retransmission overlapping it). Otherwise the segment is sent on (the endpoint judges it:
- * a challenge ACK, after which the peer's own RST is exact) but closes nothing here. Before,
- * anything within KVS_SEQ_SLACK (4 MiB) of the bytes seen closed the flow's accounting: about
- * 500 blind RSTs (only the client's address and port guessed) swept the sequence space, and a
- * SYN on the tuple then deleted the live connection's entries (it hung). A FIN after a hole
- * (bytes lost before the appliance) closes nothing either: the other side's FIN or RST does. */
+ * retransmission overlapping it, or of the FIN itself). Otherwise the segment is sent on (the
+ * endpoint judges it: a challenge ACK, after which the peer's own RST is exact) but closes nothing
+ * here. Before, anything within KVS_SEQ_SLACK (4 MiB) of the bytes seen closed the flow's
+ * accounting: about 500 blind RSTs (only the client's address and port guessed) swept the sequence
+ * space, and a SYN on the tuple then deleted the live connection's entries (it hung). A FIN after a
+ * hole (bytes lost before the appliance) closes nothing either: the other side's FIN or RST does.
+ */
 static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
                                                const struct kvs_flow_key *key,
                                                const struct kvs_flow *f) {
     __u32 seq = bpf_ntohl(pkt->tcp->seq);
 
     if (pkt->tcp->flags & KVS_TCP_RST) return seq == f->next_seq || kvs_xdp_rst_acked(key, f, seq);
-    return f->next_seq - seq <= pkt->payload_len;
+    /* + 1: the FIN itself seen already (a retransmission: it changes nothing, and is no forgery
+     * to count close_out_of_window for). */
+    return f->next_seq - seq <= (__u32)pkt->payload_len + 1;
 }
 
 /* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both

@@ -809,6 +809,19 @@ TEST_P(BpfProgFamily, RstAtTheReceiversAckAndAnOverlappingFinClose) {
     after = h_->stats();
     EXPECT_EQ(after[KVS_R_CLOSE_OUT_OF_WINDOW] - before[KVS_R_CLOSE_OUT_OF_WINDOW], 0u);
     EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 1u);
+    // The same FIN retransmitted (its bytes and the FIN seen): plausible, closes nothing again,
+    // and is not counted as out of window (it was, 20-35 times in 128 flows of a benchmark run).
+    before = h_->stats();
+    EXPECT_EQ(h_->run(build_tcp(fin)).verdict, XDP_TX_);
+    after = h_->stats();
+    EXPECT_EQ(after[KVS_R_CLOSE_OUT_OF_WINDOW] - before[KVS_R_CLOSE_OUT_OF_WINDOW], 0u);
+    EXPECT_EQ(after[KVS_R_FLOW_CLOSED] - before[KVS_R_FLOW_CLOSED], 0u);
+    // Further on (a forged FIN after a gap): out of window.
+    fin.seq += 100;
+    before = h_->stats();
+    h_->run(build_tcp(fin));
+    after = h_->stats();
+    EXPECT_EQ(after[KVS_R_CLOSE_OUT_OF_WINDOW] - before[KVS_R_CLOSE_OUT_OF_WINDOW], 1u);
 }
 
 // A client reopens a connection on the 4-tuple of one that just closed, its entries still
