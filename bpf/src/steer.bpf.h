@@ -224,33 +224,26 @@ static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *
     }
 }
 
-/* Whether a RST whose seq is not the sender's next byte is at the acknowledgment the receiver
- * last sent (a reset answering a segment: its seq is that segment's ACK). Global: rare. */
-__attribute__((noinline)) int kvs_xdp_rst_acked(const struct kvs_flow_key *key,
-                                                const struct kvs_flow *f, __u32 seq) {
+/* Checks of a segment of flow `f` against its reverse entry, the other side's (0 without one).
+ * Global: rare paths only.
+ * KVS_REV_RST_ACKED: whether a RST whose seq is not the sender's next byte is at the
+ *   acknowledgment the receiver last sent (a reset answering a segment carries its ACK as seq).
+ * KVS_REV_ACK_PLAUSIBLE: whether a segment past a hole in the bytes seen (bytes lost before the
+ *   appliance, or forged) acknowledges what the other side sent, within KVS_SEQ_SLACK (RFC 5961
+ *   5.2's check, as loose as the bytes seen are): only then does it move the bytes seen. A blind
+ *   attacker's forged bytes ahead moved them to where its next forged RST was exact. */
+enum { KVS_REV_RST_ACKED = 0, KVS_REV_ACK_PLAUSIBLE = 1 };
+__attribute__((noinline)) int kvs_xdp_rev_check(const struct kvs_flow_key *key,
+                                                const struct kvs_flow *f, __u32 v, __u32 what) {
     struct kvs_flow_key rk;
     struct kvs_flow *rev;
 
     if (!key || !f) return 0;
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
-    return rev && seq + f->seq_delta == rev->last_ack;
-}
-
-/* Whether a segment past a hole in the bytes seen (after bytes lost before the appliance, or
- * forged) acknowledges what the other side sent, within KVS_SEQ_SLACK (RFC 5961 5.2's check, as
- * loose as the bytes seen are): only then does it move the bytes seen. A blind attacker's forged
- * bytes ahead moved them to where its next forged RST was exact. Global: rare (holes). */
-__attribute__((noinline)) int kvs_xdp_ack_plausible(const struct kvs_flow_key *key,
-                                                    const struct kvs_flow *f, __u32 ack) {
-    struct kvs_flow_key rk;
-    struct kvs_flow *rev;
-
-    if (!key || !f) return 0;
-    kvs_flow_reverse_key(key, f, &rk);
-    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
-    return rev &&
-           (__u32)(ack - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
+    if (!rev) return 0;
+    if (what == KVS_REV_RST_ACKED) return v + f->seq_delta == rev->last_ack;
+    return (__u32)(v - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
 }
 
 /* Whether a FIN or RST may close the flow, by the rule the endpoint itself applies (RFC 5961 3.2,
@@ -268,7 +261,8 @@ static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
                                                const struct kvs_flow *f) {
     __u32 seq = bpf_ntohl(pkt->tcp->seq);
 
-    if (pkt->tcp->flags & KVS_TCP_RST) return seq == f->next_seq || kvs_xdp_rst_acked(key, f, seq);
+    if (pkt->tcp->flags & KVS_TCP_RST)
+        return seq == f->next_seq || kvs_xdp_rev_check(key, f, seq, KVS_REV_RST_ACKED);
     /* + 1: the FIN itself seen already (a retransmission: it changes nothing, and is no forgery
      * to count close_out_of_window for). */
     return f->next_seq - seq <= (__u32)pkt->payload_len + 1;
@@ -692,11 +686,12 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
      * forged or stale segment far ahead stopped the connection's boundaries for good. Only bytes
      * or a FIN move it: a bare ACK or RST ahead (a blind sweep of forged ones) moved it to where
      * a second forged RST was then exact (kvs_close_plausible); bytes past a hole only with an
-     * acknowledgment of what the other side sent (kvs_xdp_ack_plausible). */
+     * acknowledgment of what the other side sent (kvs_xdp_rev_check). */
     if (end != seq && (__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
         !(flags & KVS_TCP_SYN) &&
         ((__s32)(seq - f->next_seq) <= 0 ||
-         ((flags & KVS_TCP_ACK) && kvs_xdp_ack_plausible(key, f, bpf_ntohl(pkt->tcp->ack_seq)))))
+         ((flags & KVS_TCP_ACK) &&
+          kvs_xdp_rev_check(key, f, bpf_ntohl(pkt->tcp->ack_seq), KVS_REV_ACK_PLAUSIBLE))))
         f->next_seq = end;
     /* The response's bytes all passed with this segment: the connection may be idle now. Also
      * when this one did not move the bytes seen: a head that arrived after its body (reordered)
