@@ -118,11 +118,10 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
             return true;
         });
     for (const auto &[name, r] : refused) {
-        auto [it, fresh] = etcd_tunables_refused_.emplace(name, r.first);
-        if (fresh || it->second != r.first)
+        // Warned once per value: an entry of another value was dropped above.
+        if (etcd_tunables_refused_.emplace(name, r.first).second)
             spdlog::warn("fleet: etcd's tunable {} = '{}' not applied: {}", name, r.first,
                          r.second);
-        it->second = r.first;
     }
     if (etcd_backends_ && v.backends == *etcd_backends_) return;
     etcd_backends_ = v.backends;
