@@ -178,9 +178,10 @@ restart_live)
     # own attaches (DPDK 22.11 will not attach over one). In between, the stream's segments
     # reach the appliance kernel, which owns the SNAT address and the VIP but has no sockets
     # for them; the tc guard drops them (the peers retransmit) instead of letting the kernel
-    # reset the stream.
+    # reset the stream. 1,400 tokens at 6 ms a step: ~8.5 s, past a slow start (700 ended before
+    # one that took 3.5 s under a loaded CI run).
     DPE_TIME_SCALE=1 dpe_up kvdpl 2
-    dpe_stream_then_stop 700
+    dpe_stream_then_stop 1400
     : >"$DPE_DIR/dp.log"
     dpe_start_dataplane
     grep -q "tc ingress guard" "$DPE_DIR/dp.log" || dpe_fail "the new dataplane attached no tc guard"
@@ -196,7 +197,7 @@ restart_failed)
     # stream the previous run bound keeps flowing. Before, no program was left; the tc guard
     # dropped the stream's segments until a start succeeded.
     DPE_TIME_SCALE=1 dpe_up kvdpf 2
-    dpe_stream_then_stop 700
+    dpe_stream_then_stop 1400
     xdp_id() { ip -n "$KVS_NS_APP" -d link show dev "$KVS_APP_IF" | grep -o "prog/xdp id [0-9]*"; }
     before=$(xdp_id)
     [[ -n $before ]] || dpe_fail "no XDP program left by the stopped dataplane"
