@@ -648,9 +648,17 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     __u8 flags = pkt->tcp->flags;
     const __u8 *p;
 
-    /* Never backwards: a segment the network delayed must not undo a later acknowledgment. */
-    if ((flags & KVS_TCP_ACK) && (__s32)(bpf_ntohl(pkt->tcp->ack_seq) - f->last_ack) > 0)
-        f->last_ack = bpf_ntohl(pkt->tcp->ack_seq);
+    /* Never backwards: a segment the network delayed must not undo a later acknowledgment. More
+     * than KVS_SEQ_SLACK ahead only when it acknowledges what the other side sent (the reverse
+     * lookup, a rare path): a forged ACK far ahead (the SNAT port guessed) stopped the
+     * connection's request boundaries until real ACKs caught up with it. */
+    if (flags & KVS_TCP_ACK) {
+        __u32 a = bpf_ntohl(pkt->tcp->ack_seq), d = a - f->last_ack;
+
+        if ((__s32)d > 0 &&
+            (d <= KVS_SEQ_SLACK || kvs_xdp_rev_check(key, f, a, KVS_REV_ACK_PLAUSIBLE)))
+            f->last_ack = a;
+    }
     if (len) {
         p = (const __u8 *)data + (off & 0xff);
         /* The client's new bytes end its connection's idleness (before a boundary hands the

@@ -95,6 +95,12 @@ void AffinityPolicy::on_report(const kvs_bind_report &r, std::uint64_t now_ns) {
         return;
     }
     c_.reports++;
+    // Keyed on the connection (no prompt seen): nothing any other flow shares. Learned, each
+    // added an index entry of its own (evicting prompts' ones).
+    if (r.key_kind == KVS_KEY_FIVE_TUPLE) {
+        c_.reports_unkeyed++;
+        return;
+    }
     touch(r.prefix_hash, kPrefixDepth, r.backend_id, now_ns);
     for (unsigned i = 0; i < r.n_blocks; i++)
         touch(r.block_hash[i], static_cast<std::uint8_t>(i), r.backend_id, now_ns);

@@ -30,6 +30,7 @@ DataplaneHealth dataplane_health(const kvs_ring_ctl *ctl, unsigned n, std::uint6
         // Later than `now`: written since the caller read its clock.
         if (t > now_ns || now_ns - t <= stale_ns) {
             h.workers_alive++;
+            h.binding += __atomic_load_n(&ctl[w].binding, __ATOMIC_RELAXED);
         } else {
             h.workers_stale++;
             if (!oldest_stale || t < oldest_stale) oldest_stale = t;

@@ -543,6 +543,7 @@ json Daemon::handle(const json &req) {
                     {"affinity",
                      {{"reports", p.reports},
                       {"reports_ignored", p.reports_ignored},
+                      {"reports_unkeyed", p.reports_unkeyed},
                       {"keys_learned", p.keys_learned},
                       {"holders_added", p.holders_added},
                       {"became_hot", p.became_hot},

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "kvsteer/control/daemon.h"
+#include "kvsteer/control/json_bounded.h"
 #include "mono_clock.h"
 
 namespace kvsteer::control {
@@ -86,14 +87,51 @@ void Daemon::check_dataplane(std::uint64_t now) {
     if (etcd_) apply_fleet_cookie(etcd_->view());
     // What the fleet reads of this appliance (fleet status; an unhealthy one owns nothing).
     if (etcd_) etcd_->set_report(fleet_report());
-    if (drain_.active && !drain_.done) {
-        drain_.flows_left = flows_in_flight();
-        if (drain_.flows_left == 0) {
-            drain_.done = true;
-            spdlog::info("drain: done after {:.1f} s: no flow left on this appliance",
-                         static_cast<double>(now - drain_.started_ns) / 1e9);
+    drain_progress(now);
+}
+
+// Done only once the leave is taken everywhere and no flow was here for a while. Before, done
+// came at the first moment without a bound flow, in the very call that left the owners: peers
+// that had not read the leave yet, and the router before the withdrawal reached it, still sent
+// new flows here, and flights being bound were not counted (stopped then, those broke).
+void Daemon::drain_progress(std::uint64_t now) {
+    if (!drain_.active || drain_.done) return;
+    drain_.flows_left = flows_in_flight() + dp_health_.binding;
+    if (drain_.flows_left)
+        drain_.quiet_since_ns = 0;
+    else if (!drain_.quiet_since_ns)
+        drain_.quiet_since_ns = now;
+    if (now - drain_.started_ns < kDrainSettleNs) {
+        drain_.waiting_for = "the withdrawal and the leave to settle";
+        return;
+    }
+    if (etcd_ && fleet_.enabled()) {
+        // Every live member computes the table without this appliance (its digest is ours).
+        const FleetEtcdView v = etcd_->view();
+        unsigned behind = 0;
+        const std::string want = fleet_digest_hex();
+        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+            if (!v.alive[id] || id == fleet_.self) continue;
+            const json r = parse_json_bounded(v.reports[id]);
+            const json *d = r.is_object() && r.contains("digest") ? &r["digest"] : nullptr;
+            if (!d || !d->is_string() || d->get<std::string>() != want) behind++;
+        }
+        if (drain_.fleet_failed || !v.reachable || behind) {
+            drain_.waiting_for = drain_.fleet_failed ? "the leave of the owners (failed)"
+                                 : !v.reachable
+                                     ? "etcd, to see the others take the leave"
+                                     : std::to_string(behind) + " appliance(s) to take the leave";
+            return;
         }
     }
+    if (drain_.flows_left || now - drain_.quiet_since_ns < kDrainQuietNs) {
+        drain_.waiting_for = drain_.flows_left ? "the flows here to end" : "a quiet second";
+        return;
+    }
+    drain_.done = true;
+    drain_.waiting_for.clear();
+    spdlog::info("drain: done after {:.1f} s: no flow left on this appliance",
+                 static_cast<double>(now - drain_.started_ns) / 1e9);
 }
 
 // What this appliance says of itself in its etcd member key (fleet status reads it).
@@ -286,7 +324,8 @@ json Daemon::announce_json() const {
     json d = {{"active", drain_.active}};
     if (drain_.active) {
         d["done"] = drain_.done;
-        d["flows_left"] = drain_.flows_left;
+        d["flows_left"] = drain_.flows_left;  // bound here, or being bound
+        d["waiting_for"] = drain_.done ? json(nullptr) : json(drain_.waiting_for);
         d["elapsed_s"] = static_cast<double>(mono_ns() - drain_.started_ns) / 1e9;
         d["fleet"] = drain_.fleet_note;
         // Still failed while this appliance is still an owner: a push without it (what the

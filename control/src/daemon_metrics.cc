@@ -185,6 +185,7 @@ std::string Daemon::metrics_text() {
     const std::pair<const char *, std::uint64_t> dec[] = {
         {"report", p.reports},
         {"report_ignored", p.reports_ignored},
+        {"report_unkeyed", p.reports_unkeyed},
         {"key_learned", p.keys_learned},
         {"holder_added", p.holders_added},
         {"became_hot", p.became_hot},

@@ -18,12 +18,17 @@
 namespace kvsteer::control {
 
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
-                         const std::uint64_t *heard, unsigned misses, const std::uint64_t *since) {
+                         const std::uint64_t *heard, unsigned misses, const std::uint64_t *since,
+                         std::uint64_t *newest) {
     MemberSet s = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!(members & (1u << id))) continue;
-        const std::uint64_t h = __atomic_load_n(&heard[id], __ATOMIC_RELAXED);
+        std::uint64_t h = __atomic_load_n(&heard[id], __ATOMIC_RELAXED);
         const std::uint64_t from = since ? std::max(base, since[id]) : base;
+        if (newest) {
+            if (h >= from && h <= sent && h > newest[id]) newest[id] = h;
+            h = newest[id];
+        }
         if (h < from || h > sent) continue;  // never answered (or not one of our pings)
         if (sent - h >= misses) s |= static_cast<MemberSet>(1u << id);
     }
@@ -172,7 +177,8 @@ void FleetPinger::round() {
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
     pinged_ = members;
-    const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_, since_.data());
+    const MemberSet silent =
+        silent_members(members, base_, sent_, heard_, misses_, since_.data(), newest_.data());
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
 
     const std::uint64_t seq = ++sent_;
@@ -197,7 +203,7 @@ void FleetPinger::round() {
         if (errors) st_.last_error = last_error;
         st_.silent = silent;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
-            const std::uint64_t h = __atomic_load_n(&heard_[id], __ATOMIC_RELAXED);
+            const std::uint64_t h = newest_[id];
             st_.unanswered[id] =
                 (members & (1u << id)) && h >= std::max(base_, since_[id]) && h < seq
                     ? std::optional<std::uint64_t>(seq - 1 - h)

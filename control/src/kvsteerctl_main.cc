@@ -259,10 +259,15 @@ void print_announce(json a, json d) {
             a["want"].get<bool>() != a["announced"].get<bool>() ? ", changing" : "",
             a["error"].is_null() ? "" : (", BIRD: " + a["error"].get<std::string>()).c_str());
     }
-    if (!d.is_null() && d.value("active", false))
-        std::printf("drain: %s, %s flow(s) left after %.1f s; fleet: %s\n",
+    if (!d.is_null() && d.value("active", false)) {
+        const std::string wait = d.contains("waiting_for") && d["waiting_for"].is_string()
+                                     ? " (waiting for " + d["waiting_for"].get<std::string>() + ")"
+                                     : "";
+        std::printf("drain: %s, %s flow(s) left after %.1f s%s; fleet: %s\n",
                     d["done"].get<bool>() ? "DONE" : "in progress", num(d["flows_left"]).c_str(),
-                    d["elapsed_s"].get<double>(), d["fleet"].get<std::string>().c_str());
+                    d["elapsed_s"].get<double>(), wait.c_str(),
+                    d["fleet"].get<std::string>().c_str());
+    }
 }
 
 int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
@@ -270,8 +275,10 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
         "Usage: kvsteerctl drain [--timeout S] [--force] | --status | --cancel\n"
         "Takes this appliance out of service without breaking a stream: withdraws the VIP's\n"
         "routes (BIRD), leaves the fleet's owners (the others bind the new flows and send this\n"
-        "appliance's flows on to it), then waits until no flow is left here. Exit 0 once drained:\n"
-        "stop kvsteerd and the dataplane then. It stays withdrawn until --cancel or a restart.";
+        "appliance's flows on to it), then waits until the router and the others have taken\n"
+        "that (3 s at least; with etcd, every appliance's table without this one) and no flow,\n"
+        "bound or being bound, was left here for a second. Exit 0 once drained: stop kvsteerd\n"
+        "and the dataplane then. It stays withdrawn until --cancel or a restart.";
     po::options_description o("Options");
     o.add_options()("timeout", po::value<std::string>()->default_value("300"),
                     "seconds to wait for the flows to end; 0 = start it and return")(
@@ -326,6 +333,7 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
     }
     const auto t0 = std::chrono::steady_clock::now();
     std::uint64_t last = UINT64_MAX;
+    std::string last_why;
     for (;;) {
         json &d = (*r)["drain"];
         if (d.value("done", false)) {
@@ -345,10 +353,15 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
             return kFailed;
         }
         const std::uint64_t left = d.value("flows_left", std::uint64_t{0});
-        if (left != last && !c.g().json)
-            std::printf("waiting: %llu flow(s) left\n", static_cast<unsigned long long>(left));
+        const std::string why = d.contains("waiting_for") && d["waiting_for"].is_string()
+                                    ? d["waiting_for"].get<std::string>()
+                                    : "";
+        if ((left != last || why != last_why) && !c.g().json)
+            std::printf("waiting: %llu flow(s) left%s\n", static_cast<unsigned long long>(left),
+                        why.empty() ? "" : (" (for " + why + ")").c_str());
         std::fflush(stdout);
         last = left;
+        last_why = why;
         if (std::chrono::steady_clock::now() - t0 >= std::chrono::seconds(*timeout)) {
             std::fprintf(
                 stderr,

@@ -25,8 +25,15 @@ FlightKey key_flight(const HashParams &hp, const RequestView &v,
         k.kind = v.kind;
         k.hashes = hash_prompt(hp, v.hash_model(), bytes.subspan(v.key_offset, v.key_len));
         k.prompt_bytes = static_cast<std::uint32_t>(v.key_len);
-        // The prompt's declared extent: the body from the key's first byte to Content-Length.
-        if (v.content_length > 0 && hp.block_size > 0 && v.key_offset >= v.body_offset) {
+        // The prompt's extent: its value's length when it ends within the flight (the
+        // declared Content-Length counted members after it, and a client could declare 8 MiB
+        // for a short prompt and hold the connection: its backend weighed 16,383 blocks more in
+        // the work estimate, steering others' cached prefixes away); else the body from the
+        // key's first byte to Content-Length, as declared.
+        if (v.key_complete && hp.block_size > 0) {
+            k.hashes.prompt_blocks = static_cast<std::uint32_t>(
+                std::min<std::uint64_t>(v.key_len / hp.block_size, kMaxPromptBlocks));
+        } else if (v.content_length > 0 && hp.block_size > 0 && v.key_offset >= v.body_offset) {
             const std::uint64_t start = v.key_offset - v.body_offset;
             const std::uint64_t len = static_cast<std::uint64_t>(v.content_length);
             const std::uint64_t blocks = len > start ? (len - start) / hp.block_size : 0;
@@ -36,21 +43,15 @@ FlightKey key_flight(const HashParams &hp, const RequestView &v,
             k.hashes.prompt_blocks =
                 static_cast<std::uint32_t>(std::min<std::uint64_t>(blocks, kMaxPromptBlocks));
         }
-    } else if (v.status == LocateStatus::Ok && v.expect_continue) {
-        // Expect: 100-continue: no body comes before the server answers; the request target
-        // (with the host mixed in) is all the flight says.
-        k.kind = KeyKind::BodyPrefix;
-        k.hashes =
-            hash_prompt(hp, v.host,
-                        std::span<const std::uint8_t>(
-                            reinterpret_cast<const std::uint8_t *>(v.path.data()), v.path.size()));
-        k.prompt_bytes = static_cast<std::uint32_t>(v.path.size());
     } else if (v.status != LocateStatus::Ok && v.status != LocateStatus::NeedMoreHead &&
                !bytes.empty()) {
         k.kind = KeyKind::BodyPrefix;  // not HTTP we understand: the leading bytes
         k.hashes = hash_prompt(hp, {}, bytes);
         k.prompt_bytes = static_cast<std::uint32_t>(bytes.size());
     } else {
+        // No body bytes (also Expect: 100-continue, where none comes before the server answers:
+        // its request target keyed every such request of a host and path alike, whatever its
+        // prompt, and learned as a prefix they all went to one backend): the 5-tuple.
         k.hashes.prefix = five_tuple_hash;
     }
     return k;

@@ -128,6 +128,9 @@ JsonTopScan scan_top_level(std::span<const std::uint8_t> body, std::string_view 
             if (type_ok) {
                 out.key_off = value;
                 out.key_end = after == kEnd ? s.n : after;
+                out.key_complete = after != kEnd;
+                out.key_model_off = out.model_off;
+                out.key_model_len = out.model_len;
             }
         } else if (bytes_equal(s.b + name, name_len, "model")) {
             if (s.b[value] == '"' && after != kEnd) {

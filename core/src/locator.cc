@@ -274,7 +274,7 @@ LocateStatus parse_field(Buf b, std::size_t &pos, RequestView &r, HeadFacts &f) 
 Step parse_chunk_header(Buf b, std::size_t pos, std::uint64_t &size, std::size_t &next) {
     const std::size_t n = b.size();
     std::uint64_t v = 0;
-    std::size_t digits = 0;
+    std::size_t digits = 0, significant = 0;
     while (pos < n) {
         const std::uint8_t c = b[pos];
         int d;
@@ -286,7 +286,10 @@ Step parse_chunk_header(Buf b, std::size_t pos, std::uint64_t &size, std::size_t
             d = c - 'A' + 10;
         else
             break;
-        if (++digits > 15) return Step::Bad;  // > 2^60: not a size anyone sends
+        ++digits;
+        // > 2^60: not a size anyone sends. Leading zeros do not count (16 digits of a valid size
+        // were refused: h11 and llhttp take them).
+        if ((v != 0 || d != 0) && ++significant > 15) return Step::Bad;
         v = v * 16 + static_cast<std::uint64_t>(d);
         ++pos;
     }
@@ -364,7 +367,10 @@ void locate_key(Buf buf, std::size_t key_begin, std::size_t key_end, RequestView
             r.kind = completions ? KeyKind::OpenAIPrompt : KeyKind::OpenAIChat;
             r.key_offset = key_begin + s.key_off;
             r.key_len = s.key_end - s.key_off;
-            r.model_before_key = s.model_len > 0 && s.model_off < s.key_off;
+            r.key_complete = s.key_complete;
+            r.model_before_key = s.key_model_len > 0;
+            if (r.model_before_key)
+                r.key_model = view(buf, key_begin + s.key_model_off, s.key_model_len);
             return;
         }
     }
@@ -389,6 +395,12 @@ RequestView locate_request(std::span<const std::uint8_t> buf) noexcept {
             return r;
         }
         if (buf[pos] == '\n' || buf[pos] == '\r') {
+            // A CR followed by anything but LF can never end the head (it was held as
+            // NeedMoreHead until a LF came, or the flight's cap).
+            if (buf[pos] == '\r' && pos + 1 < buf.size() && buf[pos + 1] != '\n') {
+                r.status = LocateStatus::BadHeaders;
+                return r;
+            }
             std::size_t end = 0, next = 0;
             if (read_line(buf, pos, end, next) != Step::Ok) {
                 r.status = LocateStatus::NeedMoreHead;
@@ -453,8 +465,8 @@ std::size_t dechunk_request(std::span<std::uint8_t> buf, RequestView &r) noexcep
         pos = next;
     }
     if (out == r.body_offset) return 0;  // no chunk data (or a malformed first chunk): as located
-    r.model = {};
-    r.model_before_key = false;
+    r.model = r.key_model = {};
+    r.model_before_key = r.key_complete = false;
     r.key_offset = r.key_len = 0;
     r.dechunked = true;
     locate_key(b.first(out), r.body_offset, out, r);

@@ -265,6 +265,14 @@ int main(int argc, char **argv) {
             spdlog::info("tc ingress guard {} on {}", path, x.iface);
         }
     }
+    // SIGTERM and SIGINT end the run gracefully from here on (the control loop drains, at once
+    // if they came during the setup): killed between the detach below and the new program's
+    // attach, the interface was left with no XDP program (the old one's fd went with us), and
+    // every established flow was dropped by the tc guard until a later start.
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
     DetachedXdps previous;
     if (opts->mode == Mode::Xdp) {
         if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args), &previous))
@@ -363,10 +371,6 @@ int main(int argc, char **argv) {
     if (const int fd = set_wake(); fd >= 0)
         spdlog::info("worker 0: idle sleeps wake on the AF_XDP socket's next frame (fd {})", fd);
 
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
     if (opts->fault_rx_signal) {
         struct sigaction fa {};
         fa.sa_handler = on_fault_signal;

@@ -56,8 +56,13 @@ std::optional<Options> parse_options(int argc, char **argv, int *exit_code) {
         "first-flight packets the flows of one client address may hold at once, per worker (0 = "
         "an eighth of the worker's, at least one full flight; no limit with "
         "max-held-per-source 0); more are dropped (dp_hold_source_cap) and retransmitted")(
+        "max-flows-per-source",
+        po::value(&o.max_flows_per_source)->default_value(o.max_flows_per_source),
+        "dpdk mode (established flows keep their slots of --max-pending): connections one client "
+        "address may have open, bound or being bound, per worker (0 = no limit); more are reset "
+        "(dp_flow_source_cap)")(
         "max-pending", po::value(&o.max_pending)->default_value(o.max_pending),
-        "flows being bound at once, per worker")(
+        "flows being bound at once, per worker (dpdk mode: every open flow)")(
         "bind-gap-us", po::value(&o.bind_gap_us)->default_value(o.bind_gap_us),
         "bind when no client segment arrived for this long (a client that filled its initial "
         "window and waits for our ACK)")(

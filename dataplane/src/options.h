@@ -25,6 +25,10 @@ struct Options {
     // Packets the flights of one client address may hold, of the worker's (0: an eighth of them,
     // at least one full flight); with max_held_per_source 0, no limit.
     std::uint32_t max_held_packets_per_source = 0;
+    // dpdk mode, where established flows keep their slots (of max_pending): the flows one client
+    // address may have, bound or being bound, per worker (0: no limit). Without it one address
+    // could fill the table with idle connections.
+    std::uint32_t max_flows_per_source = 1024;
     std::uint32_t bind_gap_us = 1000;     // bind after this long without a new segment
     std::uint32_t slow_bind_gap_ms = 20;  // the same below the client's initial window
     std::uint32_t idle_sleep_us = 200;    // adaptive idle: longest sleep between polls

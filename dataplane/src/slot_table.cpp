@@ -53,8 +53,10 @@ bool PortBusy::take(std::uint16_t backend, std::uint16_t port) {
 }
 
 SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
-                     std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports)
+                     std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports,
+                     bool count_flows)
     : slots_(capacity),
+      count_flows_(count_flows),
       own_ports_(ports ? nullptr : std::make_unique<PortBusy>()),
       ports_(ports ? ports : own_ports_.get()),
       port_lo_(port_lo),
@@ -68,7 +70,7 @@ SlotTable::SlotTable(const std::string &name, std::uint32_t capacity, bool count
     port_cursor_ = static_cast<std::uint16_t>(port_lo_ + (span ? rte_rdtsc() % span : 0));
     const std::uint32_t entries = std::max<std::uint32_t>(capacity * 2, 64);
     by_client_ = make_hash("kvs_c" + name, entries, sizeof(kvs_flow_key));
-    if (count_sources) {
+    if (count_sources || count_flows) {
         try {
             by_source_ = make_hash("kvs_s" + name, entries, sizeof(std::uint64_t));
             source_count_.assign(static_cast<std::size_t>(rte_hash_max_key_id(by_source_)) + 1,
@@ -119,6 +121,7 @@ void SlotTable::release(std::uint32_t idx, bool free_port) {
     if (!s.used) return;
     const bool bound = s.b.phase() == Binder::Phase::Bound;
     if (s.listed) list_del(idx);
+    source_unref(idx);
     rte_hash_del_key(by_client_, &s.ckey);
     if (s.old_keyed) unlink(idx, 1);
     s.old_keyed = false;
@@ -271,7 +274,9 @@ void SlotTable::list_add(std::uint32_t idx) {
         const std::uint64_t src = source_key(s.ckey);
         const std::int32_t pos = rte_hash_add_key(by_source_, &src);  // the key's position
         s.src_pos = pos;
-        if (pos >= 0) ++source_count_[static_cast<std::uint32_t>(pos)].slots;
+        if (pos < 0) return;
+        ++source_count_[static_cast<std::uint32_t>(pos)].slots;
+        if (count_flows_) ++source_count_[static_cast<std::uint32_t>(pos)].flows;
     }
 }
 
@@ -291,19 +296,26 @@ void SlotTable::list_del(std::uint32_t idx) {
     --n_binding_;
     if (by_source_ && s.src_pos >= 0) {
         SourceCount &n = source_count_[static_cast<std::uint32_t>(s.src_pos)];
-        s.src_pos = -1;
         // What its flight still holds stops counting for the source here (a bound flow's flight
         // is sent on after this; a released one's was given back already).
         n.packets -= std::min<std::uint32_t>(n.packets, s.b.flight().size());
-        if (n.slots <= 1) {
-            // A free position counts 0: a key added there later starts from it. Its packets are
-            // 0 by now (the worker gives a flight's back before the slot).
-            n = SourceCount{};
-            const std::uint64_t src = source_key(s.ckey);
-            rte_hash_del_key(by_source_, &src);
-        } else {
-            --n.slots;
-        }
+        if (n.slots) --n.slots;
+        if (!count_flows_) source_unref(idx);  // else it counts as a flow until released
+    }
+}
+
+void SlotTable::source_unref(std::uint32_t idx) {
+    Slot &s = slots_[idx];
+    if (!by_source_ || s.src_pos < 0) return;
+    SourceCount &n = source_count_[static_cast<std::uint32_t>(s.src_pos)];
+    s.src_pos = -1;
+    if (count_flows_ && n.flows) --n.flows;
+    if (n.slots == 0 && n.flows == 0) {
+        // A free position counts 0: a key added there later starts from it. Its packets are 0
+        // by now (the worker gives a flight's back before the slot).
+        n = SourceCount{};
+        const std::uint64_t src = source_key(s.ckey);
+        rte_hash_del_key(by_source_, &src);
     }
 }
 
@@ -322,6 +334,12 @@ unsigned SlotTable::held_by(const kvs_flow_key &ckey) const {
     return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)].slots;
 }
 
+unsigned SlotTable::flows_by(const kvs_flow_key &ckey) const {
+    const std::uint64_t src = source_key(ckey);
+    const std::int32_t pos = by_source_ && count_flows_ ? rte_hash_lookup(by_source_, &src) : -1;
+    return pos < 0 ? 0 : source_count_[static_cast<std::uint32_t>(pos)].flows;
+}
+
 unsigned SlotTable::packets_held_by(const kvs_flow_key &ckey) const {
     const std::uint64_t src = source_key(ckey);
     const std::int32_t pos = by_source_ ? rte_hash_lookup(by_source_, &src) : -1;
@@ -335,7 +353,7 @@ unsigned SlotTable::packets_held_by_source_of(std::uint32_t idx) const {
 
 void SlotTable::source_packets(std::uint32_t idx, std::int32_t delta) {
     const std::int32_t pos = slots_[idx].src_pos;
-    if (!by_source_ || pos < 0) return;
+    if (!by_source_ || pos < 0 || !slots_[idx].listed) return;  // a bound flow's are not held
     std::uint32_t &n = source_count_[static_cast<std::uint32_t>(pos)].packets;
     if (delta < 0)
         n -= std::min(n, static_cast<std::uint32_t>(-delta));

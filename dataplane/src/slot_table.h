@@ -26,28 +26,30 @@ namespace kvsteer::dp {
 // on only the sweeper frees it, when the flow's entries are gone from kvs_flows, whoever
 // removed them (its own expiry, XDP on a client's port reuse, LRU eviction).
 //
-// A backend's table (320 KiB) is allocated the first time one of its ports is taken, and kept
+// A backend's table (512 KiB) is allocated the first time one of its ports is taken, and kept
 // for the process's life: backend ids are the daemon's, reused when a backend comes back.
 enum : std::uint8_t { kPortFree = 0, kPortBinding = 1, kPortInstalled = 2 };
-// A port's byte: its state in the low two bits; above them a generation, bumped each time the
+// A port's word: its state in the low two bits; above them a generation, bumped each time the
 // port becomes kPortInstalled. The sweeper frees a port it saw installed at a pass's start, whose
-// entries the pass then did not meet, only if the byte is still the one it saw: a leg a request
+// entries the pass then did not meet, only if the word is still the one it saw: a leg a request
 // moved off goes back to the worker (kPortBinding) and a later flow that draws it installs the
-// port again, all within one pass, under a new generation.
-inline constexpr std::uint8_t kPortStateMask = 3;
-inline constexpr std::uint8_t port_state(std::uint8_t v) {
+// port again, all within one pass, under a new generation. 30 bits of it: a byte's 6 wrapped
+// after 64 installations of one port within a pass (the backend pool redraws its first leg at
+// every request that moves), and the sweeper freed a port a live flow used.
+using PortWord = std::uint32_t;
+inline constexpr PortWord kPortStateMask = 3;
+inline constexpr PortWord port_state(PortWord v) {
     return v & kPortStateMask;
 }
 // from -> to, its generation kept; false when the port is not in `from` (a plain read first: a
 // scan passes taken ports unlocked).
-inline bool move_port(std::atomic<std::uint8_t> &a, std::uint8_t from, std::uint8_t to) {
-    std::uint8_t v = a.load(std::memory_order_acquire);
+inline bool move_port(std::atomic<PortWord> &a, PortWord from, PortWord to) {
+    PortWord v = a.load(std::memory_order_acquire);
     return port_state(v) == from &&
-           a.compare_exchange_strong(v, static_cast<std::uint8_t>((v & ~kPortStateMask) | to),
-                                     std::memory_order_acq_rel);
+           a.compare_exchange_strong(v, (v & ~kPortStateMask) | to, std::memory_order_acq_rel);
 }
 struct PortBlock {
-    std::atomic<std::uint8_t> busy[65536];
+    std::atomic<PortWord> busy[65536];
     // Session affinity: the session count a port's request holds, (worker << 16) | (slot + 1) in
     // that worker's SessionLimiter (0: none). It goes back when the port is freed, whoever frees
     // it, or when a kept-alive connection's request ends at a boundary.
@@ -85,23 +87,22 @@ struct PortBusy {
     // kPortFree -> kPortBinding; false when the port is taken (or the backend's table cannot be
     // allocated).
     bool take(std::uint16_t backend, std::uint16_t port);
-    std::uint8_t state(std::uint16_t backend, std::uint16_t port) const {
+    PortWord state(std::uint16_t backend, std::uint16_t port) const {
         return port_state(raw(backend, port));
     }
-    // The whole byte (state and generation).
-    std::uint8_t raw(std::uint16_t backend, std::uint16_t port) const {
+    // The whole word (state and generation).
+    PortWord raw(std::uint16_t backend, std::uint16_t port) const {
         const PortBlock *b = find(backend);
-        return b ? b->busy[port].load(std::memory_order_acquire) : std::uint8_t{kPortFree};
+        return b ? b->busy[port].load(std::memory_order_acquire) : PortWord{kPortFree};
     }
-    void set_state(std::uint16_t backend, std::uint16_t port, std::uint8_t st) {
+    void set_state(std::uint16_t backend, std::uint16_t port, PortWord st) {
         PortBlock *b = block(backend);
         if (!b) return;
-        std::uint8_t v = b->busy[port].load(std::memory_order_relaxed), nv;
+        PortWord v = b->busy[port].load(std::memory_order_relaxed), nv;
         do {  // a new installation is a new generation
-            nv = static_cast<std::uint8_t>(
-                ((v & ~kPortStateMask) +
-                 (st == kPortInstalled && port_state(v) != kPortInstalled ? 4 : 0)) |
-                st);
+            nv = ((v & ~kPortStateMask) +
+                  (st == kPortInstalled && port_state(v) != kPortInstalled ? 4 : 0)) |
+                 st;
         } while (!b->busy[port].compare_exchange_weak(v, nv, std::memory_order_acq_rel));
     }
     void hold_session(std::uint16_t backend, std::uint16_t port, std::uint32_t worker,
@@ -128,24 +129,25 @@ struct PortBusy {
     // kPortInstalled -> kPortFree (the sweeper, for a flow it deleted), its session count first;
     // a port the worker took back meanwhile (reclaim: the backend pool keeps its leg) stays.
     void free_installed(std::uint16_t backend, std::uint16_t port) {
-        const std::uint8_t v = raw(backend, port);
+        const PortWord v = raw(backend, port);
         if (port_state(v) == kPortInstalled) free_if(backend, port, v);
     }
-    // Frees the port only while its byte is still `seen` (one installation, state and generation:
-    // the sweeper's view at a pass's start), its session count first; false when it changed.
-    bool free_if(std::uint16_t backend, std::uint16_t port, std::uint8_t seen) {
+    // Frees the port only while its word is still `seen` (one installation, state and
+    // generation: the sweeper's view at a pass's start), its session count first; false when it
+    // changed.
+    bool free_if(std::uint16_t backend, std::uint16_t port, PortWord seen) {
         PortBlock *b = find(backend);
         if (!b || b->busy[port].load(std::memory_order_acquire) != seen) return false;
         release_session(backend, port);
-        return b->busy[port].compare_exchange_strong(
-            seen, static_cast<std::uint8_t>(seen & ~kPortStateMask), std::memory_order_acq_rel);
+        return b->busy[port].compare_exchange_strong(seen, seen & ~kPortStateMask,
+                                                     std::memory_order_acq_rel);
     }
     // The port's session count first: once the port is free another flow may take it.
     void free(std::uint16_t backend, std::uint16_t port) {
         PortBlock *b = find(backend);
         if (!b) return;
         release_session(backend, port);
-        b->busy[port].fetch_and(static_cast<std::uint8_t>(~kPortStateMask),
+        b->busy[port].fetch_and(~kPortStateMask,
                                 std::memory_order_acq_rel);  // kPortFree, its generation kept
     }
 };
@@ -175,8 +177,9 @@ struct Slot {
     kvs_flow c2s{}, s2c{};
     std::uint8_t closed = 0, fin_mask = 0;
     std::uint64_t last_seen = 0, linger_until = 0;
-    bool listed = false;                // on the binding list
-    std::int32_t src_pos = -1;          // its source's position in source_count_ while listed
+    bool listed = false;  // on the binding list
+    // Its source's position in source_count_: while listed, and (flows counted) until released.
+    std::int32_t src_pos = -1;
     std::int32_t prev = -1, next = -1;  // binding list, oldest first
     std::uint64_t timer_id = 0;         // the worker's live timer entry (0: none)
     std::uint64_t install_id = 0;       // the worker's pending install (0: none)
@@ -185,9 +188,12 @@ struct Slot {
 class SlotTable {
    public:
     // `name` names the DPDK hash tables (unique per process); `ports` is shared between the
-    // workers and the sweeper (null: the table keeps its own).
+    // workers and the sweeper (null: the table keeps its own). `count_sources`: held_by() and
+    // the packet counts per client source; `count_flows`: flows_by() too (dpdk mode, where
+    // bound flows keep their slots).
     SlotTable(const std::string &name, std::uint32_t capacity, bool count_sources,
-              std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports);
+              std::uint16_t port_lo, std::uint16_t port_hi, PortBusy *ports,
+              bool count_flows = false);
     ~SlotTable();
     SlotTable(const SlotTable &) = delete;
     SlotTable &operator=(const SlotTable &) = delete;
@@ -245,6 +251,8 @@ class SlotTable {
     // Slots being bound that a client source holds (0 when sources are not counted): its IPv4
     // address, or its IPv6 /64 (source_key).
     unsigned held_by(const kvs_flow_key &ckey) const;
+    // Slots a client source holds, bound or being bound (0 unless flows are counted).
+    unsigned flows_by(const kvs_flow_key &ckey) const;
     // Packets the flights of slot `idx`'s source hold, and their change by `delta` (the worker
     // counts each packet a flight keeps or lets go). 0 / nothing when sources are not counted.
     unsigned packets_held_by_source_of(std::uint32_t idx) const;
@@ -277,6 +285,8 @@ class SlotTable {
     void unlink(std::uint32_t idx, int which);
     void list_add(std::uint32_t idx);
     void list_del(std::uint32_t idx);
+    // The slot no longer counts for its source (whose entry goes once it counts nothing).
+    void source_unref(std::uint32_t idx);
 
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_;
@@ -284,9 +294,11 @@ class SlotTable {
     rte_hash *by_client_ = nullptr;
     rte_hash *by_source_ = nullptr;  // client address -> its position in source_count_
     struct SourceCount {
-        std::uint32_t slots = 0;    // slots the client address holds
+        std::uint32_t slots = 0;    // slots the client address holds being bound
         std::uint32_t packets = 0;  // packets their flights hold
+        std::uint32_t flows = 0;    // slots it holds, bound or not (count_flows_)
     };
+    bool count_flows_ = false;
     std::vector<SourceCount> source_count_;
     std::unique_ptr<PortBusy> own_ports_;  // when none is shared
     PortBusy *ports_;

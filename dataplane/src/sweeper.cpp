@@ -78,10 +78,10 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
     std::vector<std::uint16_t> backends;  // those with a table; bits below in their order
     std::vector<std::int32_t> row(KVS_MAX_BACKENDS, -1);
     std::vector<std::uint64_t> seen;
-    // Each candidate's byte as it was (PortBusy::free_if frees only that installation).
+    // Each candidate's word as it was (PortBusy::free_if frees only that installation).
     struct Candidate {
         std::uint32_t at;  // row * 65536 + port
-        std::uint8_t v;
+        PortWord v;
     };
     std::vector<Candidate> candidate;
     constexpr std::size_t kWords = 65536 / 64;
@@ -95,7 +95,7 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         for (std::size_t i = 0; i < backends.size(); ++i) {
             const PortBlock *blk = ports->find(backends[i]);
             for (std::uint32_t p = 0; p < 65536; ++p) {
-                const std::uint8_t v = blk->busy[p].load(std::memory_order_acquire);
+                const PortWord v = blk->busy[p].load(std::memory_order_acquire);
                 if (port_state(v) == kPortInstalled)
                     candidate.push_back({static_cast<std::uint32_t>(i * 65536 + p), v});
             }

@@ -151,7 +151,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
              static_cast<std::uint16_t>(port_share(t, p).lo + port_share(t, p).per * p.index),
              static_cast<std::uint16_t>(port_share(t, p).lo + port_share(t, p).per * (p.index + 1) -
                                         1),
-             p.ports),
+             p.ports, p.opts.mode == Mode::Dpdk && p.opts.max_flows_per_source != 0),
       buf_(64 * 1024) {
     stats_ = t_.dp_stats ? t_.dp_stats + static_cast<std::size_t>(p_.index) * KVS_STATS_MAX
                          : local_stats_;
@@ -189,6 +189,7 @@ Worker::Worker(const Tables &t, const WorkerParams &p)
     linger_ticks_ = ms(p_.opts.local_linger_ms);
     flow_idle_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.flow_idle_timeout_s) * 1000);
     closed_ticks_ = ms(static_cast<std::uint64_t>(p_.opts.closed_linger_s) * 1000);
+    reclaim_idle_ticks_ = ms(kReclaimIdleMs);
     if (t_.ring_ctl) ring_head_ = __atomic_load_n(&t_.ring_ctl[p_.index].head, __ATOMIC_ACQUIRE);
     const bool reuse = p_.opts.backend_reuse && p_.opts.backend_pool_max_age_ms > 0;
     if ((p_.opts.backend_pool || reuse) && p_.opts.mode == Mode::Xdp) {
@@ -285,7 +286,8 @@ unsigned Worker::poll(std::uint64_t now) {
         // worker sleeps up to a pool period (10 ms) before the next one.
         install_accepted(now);
         sweep_bound(now);
-        if (pool_ && now - last_pool_ >= pool_period()) {
+        // Not while draining: the legs it opened then stayed open on the backends.
+        if (pool_ && !draining() && now - last_pool_ >= pool_period()) {
             last_pool_ = now;
             pool_->upkeep(t_, now, *pool_host_);
         }
@@ -374,6 +376,10 @@ void Worker::run(const std::atomic<bool> &stop) {
             usleep(std::min(p_.opts.idle_sleep_us, (idle - 63) * 10));
         }
     }
+    // The pool's legs are reset here, on the worker's own lcore: in xdp mode the process ends
+    // in _exit (the port stays open for XDP), so ~Worker never runs, and the backends kept every
+    // idle connection of ours until their own timeouts.
+    if (pool_) pool_->close_all(*pool_host_);
     flush_tx();
     heartbeat(0);  // stopped cleanly: kvsteerd need not wait for the heartbeat to go stale
 }
@@ -400,9 +406,10 @@ unsigned Worker::wake_sleep_us(std::uint64_t now) const {
 // dataplane-stale after the last beat (the dataplane stopped taking new flows first, while the VIP
 // was still announced), and XDP marks no more request boundaries of its flows.
 void Worker::heartbeat(std::uint64_t now_ns) {
-    if (t_.ring_ctl && p_.index < KVS_MAX_WORKERS)
-        __atomic_store_n(&t_.ring_ctl[p_.index].alive_ns, draining() ? 0 : now_ns,
-                         __ATOMIC_RELAXED);
+    if (!t_.ring_ctl || p_.index >= KVS_MAX_WORKERS) return;
+    __atomic_store_n(&t_.ring_ctl[p_.index].binding, std::uint64_t{slots_.binding()},
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&t_.ring_ctl[p_.index].alive_ns, draining() ? 0 : now_ns, __ATOMIC_RELAXED);
 }
 
 void Worker::park_if_asked() {
@@ -759,7 +766,7 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
         !raced && !keep_draining &&
         ((p_.opts.max_held_per_source && (slots_.held_by(key) >= p_.opts.max_held_per_source ||
                                           slots_.packets_held_by(key) >= max_source_mbufs_)) ||
-         (slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
+         (slots_.full() && !reclaim_bound(now) && !evict_stalled(now)) ||
          (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now)));
     const std::int32_t taken = raced || no_room || keep_draining ? -1 : slots_.take(key);
     if (taken < 0) {
@@ -841,7 +848,17 @@ void Worker::new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::u
         rte_pktmbuf_free(m);
         return;
     }
-    if ((slots_.full() && !reclaim_lingering() && !evict_stalled(now)) ||
+    if (owns_bound_flows() && p_.opts.max_flows_per_source &&
+        slots_.flows_by(key) >= p_.opts.max_flows_per_source) {
+        // dpdk mode: this address has its share of the table open (established flows keep their
+        // slots, which free only as the flows end): the connection is refused with a reset, not
+        // left retransmitting into a table one client filled with idle connections.
+        inc(KVS_R_DP_FLOW_SOURCE_CAP);
+        rst_to_client(pkt, seq + pkt.payload_len);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    if ((slots_.full() && !reclaim_bound(now) && !evict_stalled(now)) ||
         (held_mbufs_ >= max_held_mbufs_ && !evict_stalled(now))) {
         inc(KVS_R_DP_HOLD_FULL);
         rte_pktmbuf_free(m);
@@ -1549,6 +1566,13 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
     kvs_flow &f = c2s ? s.c2s : s.s2c;
     const std::uint8_t fl = pkt.tcp->flags;
     s.last_seen = now;
+    if (owns_bound_flows()) {
+        // Each side's next byte (pre-rewrite), for the resets of a reclaimed flow.
+        const std::uint32_t end =
+            kvs_ntohl(pkt.tcp->seq) + pkt.payload_len + ((fl & KVS_TCP_FIN) ? 1 : 0);
+        if (!(fl & KVS_TCP_RST) && static_cast<std::int32_t>(end - f.next_seq) > 0)
+            f.next_seq = end;
+    }
     if (owns_bound_flows() && !s.closed) {
         if (fl & KVS_TCP_RST)
             s.fin_mask = 3;
@@ -1662,12 +1686,41 @@ void Worker::sweep_bound(std::uint64_t now) {
     }
 }
 
-// xdp mode: a bound flow's slot only lingers (--local-linger-ms) for punts that raced its
-// install; XDP owns the flow. When every slot is taken, the oldest-visited lingering one makes
-// room for a new flow rather than the new flow being dropped (at thousands of connections/s
-// the lingering slots alone would fill the table).
-bool Worker::reclaim_lingering() {
-    if (owns_bound_flows() || slots_.used() <= slots_.binding()) return false;
+// Every slot is taken: a bound flow's makes room for a new flow rather than the new flow being
+// dropped. xdp mode: a bound flow's slot only lingers (--local-linger-ms) for punts that raced
+// its install (XDP owns the flow); the oldest-visited lingering one goes (at thousands of
+// connections/s the lingering slots alone would fill the table). dpdk mode: established flows
+// keep their slots; of up to 64 visited, a closed one, else the one idle longest if idle at
+// least kReclaimIdleMs, goes, both its sides reset (before, idle connections held the table
+// until their --flow-idle-timeout-s, 300 s, and every new flow was dropped dp_hold_full).
+bool Worker::reclaim_bound(std::uint64_t now) {
+    if (slots_.used() <= slots_.binding()) return false;
+    if (owns_bound_flows()) {
+        std::int32_t victim = -1;
+        for (std::uint32_t k = 0; k < std::min<std::uint32_t>(64, slots_.capacity()); ++k) {
+            const std::uint32_t i = slots_.next_cursor();
+            const Slot &s = slots_[i];
+            if (!s.used || s.b.phase() != Binder::Phase::Bound) continue;
+            if (s.closed) {
+                victim = static_cast<std::int32_t>(i);
+                break;
+            }
+            if (now - s.last_seen >= reclaim_idle_ticks_ &&
+                (victim < 0 || s.last_seen < slots_[static_cast<std::uint32_t>(victim)].last_seen))
+                victim = static_cast<std::int32_t>(i);
+        }
+        if (victim < 0) return false;
+        const auto v = static_cast<std::uint32_t>(victim);
+        const Slot &s = slots_[v];
+        if (!s.closed) {
+            rst_client(s, s.s2c.next_seq + s.s2c.seq_delta, s.c2s.next_seq);
+            rst_leg(s.c2s, s.ckey.family, s.c2s.next_seq);
+            if (t_.load) __atomic_fetch_add(&t_.load[s.b.backend()].closes, 1, __ATOMIC_RELAXED);
+        }
+        inc(KVS_R_DP_FLOW_RECLAIMED_IDLE);
+        release(v, true);
+        return true;
+    }
     for (std::uint32_t k = 0; k < slots_.capacity(); ++k) {
         const std::uint32_t i = slots_.next_cursor();
         if (slots_[i].used && slots_[i].b.phase() == Binder::Phase::Bound) {
@@ -1718,7 +1771,7 @@ bool Worker::evict_stalled(std::uint64_t now) {
     execute(v, out, now);
     // A moving request's slot is not freed: its request goes on on its backend (resumed, its
     // held packets sent), the slot lingering; a lingering one makes the room then.
-    return !slots_[v].used || reclaim_lingering();
+    return !slots_[v].used || reclaim_bound(now);
 }
 
 }  // namespace kvsteer::dp

@@ -165,7 +165,7 @@ class Worker {
     void heartbeat(std::uint64_t now_ns);
     static std::uint8_t synack_wscale_of(const kvs_flow &c2s, const kvs_flow &s2c);
     void release(std::uint32_t idx, bool free_port);
-    bool reclaim_lingering();
+    bool reclaim_bound(std::uint64_t now);
     bool evict_stalled(std::uint64_t now);
 
     void tx(rte_mbuf *m);
@@ -222,7 +222,9 @@ class Worker {
     void track_request(Slot &s);
     std::uint64_t clock_tai_ns() const;
     std::uint32_t clock_ms() const { return static_cast<std::uint32_t>(clock_ns() / 1000000); }
-    std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_;
+    std::uint64_t linger_ticks_, flow_idle_ticks_, closed_ticks_, reclaim_idle_ticks_;
+    // dpdk mode, the table full: an established flow idle this long may make room (reclaim_bound).
+    static constexpr std::uint64_t kReclaimIdleMs = 1000;
     std::atomic<bool> draining_{false};
     std::atomic<bool> park_{false}, parked_{false};
     std::atomic<int> wake_fd_{-1};

@@ -109,10 +109,11 @@ TEST(FleetPkt, EncapsulationAndBackByteForByte) {
         // Encapsulate like XDP: 10 bytes of headroom in front, then the frame.
         Bytes buf = in;
         buf.insert(buf.begin(), 10, 0xEE);
-        std::uint8_t to[6];
+        std::uint8_t to[6], mac1[6];
         member_mac(2, to);
-        ASSERT_EQ(kvs_fleet_encap(buf.data(), buf.data() + buf.size(), to, kUs, 3, 1), 0);
-        EXPECT_EQ(buf, fleet_frame(in, 3, 1, to, kUs)) << hex(buf);
+        member_mac(1, mac1);  // appliance 1's own MAC
+        ASSERT_EQ(kvs_fleet_encap(buf.data(), buf.data() + buf.size(), to, mac1, 3, 1), 0);
+        EXPECT_EQ(buf, fleet_frame(in, 3, 1, to, mac1)) << hex(buf);
 
         // Appliance 2 takes it apart: the frame as it reached the fleet, our MAC in front.
         kvs_fleet f2 = fleet_of(2, 4);
@@ -126,7 +127,7 @@ TEST(FleetPkt, EncapsulationAndBackByteForByte) {
         EXPECT_EQ(out, want) << hex(out);
 
         // The sender itself, a short frame, a bad hop: refused, nothing written.
-        buf = fleet_frame(in, 3, 1, to, kUs);
+        buf = fleet_frame(in, 3, 1, to, mac1);
         Bytes copy = buf;
         EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f, kUs), 0u);
         EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + 24 + 19, &f2, mac2), 0u);
@@ -138,6 +139,13 @@ TEST(FleetPkt, EncapsulationAndBackByteForByte) {
         buf[0] = 0xff;
         EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, mac2), 0u);
         buf[0] = copy[0];
+        // Not from member 1's MAC (another host on the segment naming it): refused.
+        buf[11] ^= 1;
+        EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, mac2), 0u);
+        buf[11] = copy[11];
+        EXPECT_EQ(buf, copy);
+        EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, mac2),
+                  KVS_FLEET_AT(3, 1));
         // The encapsulated frame is too short for the headers: refused.
         EXPECT_EQ(kvs_fleet_encap(buf.data(), buf.data() + 23, to, kUs, 1, 1), -1);
     }
@@ -149,13 +157,15 @@ TEST(FleetPkt, TableTagMarksDisagreement) {
     Bytes in = build_tcp(client(false));
     std::uint8_t to[6];
     member_mac(2, to);
+    std::uint8_t mac1[6];
+    member_mac(1, mac1);
     kvs_fleet f2 = fleet_of(2, 4);
     f2.digest = 0x1234567890abcdeaull;
     for (std::uint64_t sender_digest : {f2.digest, f2.digest ^ 0x3ull, f2.digest ^ 0x10ull}) {
         Bytes buf = in;
         buf.insert(buf.begin(), 10, 0xEE);
         const auto hop = static_cast<std::uint8_t>(3 | KVS_FLEET_TAG(sender_digest));
-        ASSERT_EQ(kvs_fleet_encap(buf.data(), buf.data() + buf.size(), to, kUs, hop, 1), 0);
+        ASSERT_EQ(kvs_fleet_encap(buf.data(), buf.data() + buf.size(), to, mac1, hop, 1), 0);
         EXPECT_EQ(buf[14], hop);
         const bool same = (sender_digest & 0xf) == (f2.digest & 0xf);
         EXPECT_EQ(kvs_fleet_decap(buf.data(), buf.data() + buf.size(), &f2, to),

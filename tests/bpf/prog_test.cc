@@ -773,6 +773,35 @@ TEST_P(BpfProgFamily, BytesPastAHoleNeedAPlausibleAck) {
     EXPECT_EQ(c.next_seq, 9000u + 1020);
 }
 
+// An acknowledgment more than 4 MiB past the last one moves it only when it acknowledges what
+// the other side sent (a reverse lookup, that rare path only): a forged ACK far ahead (the SNAT
+// port guessed) stopped the connection's request boundaries, which compare it with the other
+// side's next byte, until real ACKs caught up with it.
+TEST_P(BpfProgFamily, AnAckFarAheadMovesTheLastAckOnlyWhenPlausible) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    const std::uint32_t sent = 0x80001235;  // the backend's next byte, in the client's space
+    fc.last_ack = sent - 0x02000000u;       // 32 MiB of it not acknowledged yet
+    h_->put_flow(kc, fc);
+    TcpSpec a = client_ack_spec();
+    a.seq = 9000;
+    a.ack = sent + 0x01000000u;  // 16 MiB past what the backend sent: forged
+    EXPECT_EQ(h_->run(build_tcp(a)).verdict, XDP_TX_) << "sent on all the same";
+    kvs_flow c{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.last_ack, fc.last_ack);
+    a.ack = sent;  // the backend's next byte: 32 MiB on, and plausible
+    EXPECT_EQ(h_->run(build_tcp(a)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.last_ack, sent);
+    // Within 4 MiB it is not looked at (no reverse lookup on the fast path).
+    a.ack = sent + 1000;
+    EXPECT_EQ(h_->run(build_tcp(a)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.last_ack, sent + 1000);
+}
+
 // The other exact place a RST may lie (RFC 5961): the acknowledgment the receiver last sent (a
 // reset answering a segment carries that segment's ACK as its seq); and a FIN whose segment
 // overlaps bytes already seen (retransmitted with more) holds the next byte: both close.

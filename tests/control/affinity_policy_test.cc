@@ -443,6 +443,25 @@ TEST(AffinityPolicy, IgnoresBadReportsAndZeroKeys) {
     EXPECT_EQ(out[0].key, 5u);
 }
 
+// A flow keyed on its 5-tuple (no prompt seen: no body, Expect: 100-continue, a GET) shares
+// nothing with any other: its report is counted, not learned (each added an index entry of its
+// own, evicting prompts' ones).
+TEST(AffinityPolicy, FiveTupleKeyedReportsAreNotLearned) {
+    AffinityPolicy pol(params());
+    pol.update_backends(backends(2), 0);
+    auto r = report(77, {}, 1);
+    r.key_kind = KVS_KEY_FIVE_TUPLE;
+    pol.on_report(r, kSec);
+    EXPECT_EQ(pol.counters().reports, 1u);
+    EXPECT_EQ(pol.counters().reports_unkeyed, 1u);
+    EXPECT_EQ(pol.counters().keys_learned, 0u);
+    EXPECT_EQ(pol.index_size(), 0u);
+    r.key_kind = KVS_KEY_BODY_PREFIX;  // the body's leading bytes: learned
+    pol.on_report(r, kSec);
+    EXPECT_EQ(pol.counters().keys_learned, 1u);
+    EXPECT_EQ(pol.index_size(), 1u);
+}
+
 TEST(AffinityPolicy, DecisionsAreLogged) {
     AffinityPolicy pol(params());
     std::vector<std::string> lines;

@@ -50,6 +50,33 @@ bool wait_for(const std::function<bool()> &f, std::chrono::milliseconds timeout 
     return f();
 }
 
+// A healthy dataplane for the daemon: worker 0's heartbeat (kvs_ring_ctl.alive_ns) written every
+// 20 ms on a thread of its own while this lives.
+class Heartbeat {
+   public:
+    explicit Heartbeat(kvs_ring_ctl &ctl)
+        : thr_([this, &ctl] {
+              while (on_.load()) {
+                  timespec t{};
+                  clock_gettime(CLOCK_MONOTONIC, &t);
+                  std::atomic_ref<__u64>(ctl.alive_ns)
+                      .store(static_cast<__u64>(t.tv_sec) * 1000000000ull +
+                             static_cast<__u64>(t.tv_nsec));
+                  std::this_thread::sleep_for(20ms);
+              }
+          }) {}
+    ~Heartbeat() {
+        on_ = false;
+        thr_.join();
+    }
+    Heartbeat(const Heartbeat &) = delete;
+    Heartbeat &operator=(const Heartbeat &) = delete;
+
+   private:
+    std::atomic<bool> on_{true};
+    std::thread thr_;
+};
+
 class DaemonTest : public ::testing::Test {
    protected:
     void SetUp() override {
@@ -873,17 +900,7 @@ TEST_F(DaemonTest, AFleetThroughEtcdIsNotAnnouncedBeforeEtcdWasRead) {
     c.fleet_etcd = parse_endpoint("127.0.0.1:1", &err);  // nothing listens there
     ASSERT_TRUE(c.fleet_etcd) << err;
     c.announce_bird_socket = sock_ + ".no-bird";  // the wish is recorded whether BIRD answers
-    std::atomic<bool> beating{true};
-    std::thread beat([&] {  // a healthy dataplane: one worker beating
-        while (beating.load()) {
-            timespec t{};
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            std::atomic_ref<__u64>(m_.view.ring_ctl[0].alive_ns)
-                .store(static_cast<__u64>(t.tv_sec) * 1000000000ull +
-                       static_cast<__u64>(t.tv_nsec));
-            std::this_thread::sleep_for(50ms);
-        }
-    });
+    Heartbeat beat(m_.view.ring_ctl[0]);
     start(c);
     bool healthy = false;
     for (int i = 0; i < 100 && !healthy; i++) {
@@ -893,8 +910,6 @@ TEST_F(DaemonTest, AFleetThroughEtcdIsNotAnnouncedBeforeEtcdWasRead) {
     EXPECT_TRUE(healthy);
     std::this_thread::sleep_for(4s);  // past the 3 s the others get to agree
     const json a = call({{"cmd", "drain.status"}})["announce"];
-    beating = false;
-    beat.join();
     ASSERT_TRUE(a.is_object()) << a.dump();
     EXPECT_FALSE(a["want"].get<bool>()) << a.dump();
 }
@@ -1508,6 +1523,46 @@ TEST_F(DaemonTest, ADrainOutlivesARestart) {
     restart(c);
     EXPECT_EQ(call({{"cmd", "drain.status"}})["drain"]["active"], false);
     EXPECT_NE(access((sock_ + ".draining").c_str(), F_OK), 0);
+}
+
+// A drain is done only once it settled (3 s at least: the router and the other appliances take
+// the withdrawal and the leave) and no flow, bound or being bound, was left for a second. Before,
+// done came in the call that started it when no flow was bound at that moment, and the flights
+// the dataplane was binding (not yet in its backends' binds - closes) were not counted.
+TEST_F(DaemonTest, ADrainIsDoneOnlyOnceSettledAndQuietForASecond) {
+    auto c = config(1);
+    Heartbeat beat(m_.view.ring_ctl[0]);
+    start(c);
+    ASSERT_TRUE(wait_for([&] {
+        return call({{"cmd", "drain.status"}})["dataplane"]["healthy"] == true;
+    }));
+    auto drain = [&] { return call({{"cmd", "drain.status"}})["drain"]; };
+    using clock = std::chrono::steady_clock;
+
+    // No flow at all: not done at once, done after the settle time.
+    auto t0 = clock::now();
+    ASSERT_TRUE(call({{"cmd", "drain.start"}, {"force", true}})["ok"].get<bool>());
+    json d = drain();
+    EXPECT_EQ(d["done"], false) << d.dump();
+    EXPECT_EQ(d["flows_left"], 0) << d.dump();
+    EXPECT_EQ(d["waiting_for"], "the withdrawal and the leave to settle") << d.dump();
+    ASSERT_TRUE(wait_for([&] { return drain()["done"] == true; }, 8000ms));
+    EXPECT_GE(clock::now() - t0, 3s);
+    EXPECT_TRUE(drain()["waiting_for"].is_null());
+    ASSERT_TRUE(call({{"cmd", "drain.cancel"}})["ok"].get<bool>());
+
+    // A flow being bound (kvs_ring_ctl.binding): counted, waited for; then a quiet second.
+    std::atomic_ref<__u64>(m_.view.ring_ctl[0].binding).store(1);
+    ASSERT_TRUE(call({{"cmd", "drain.start"}, {"force", true}})["ok"].get<bool>());
+    std::this_thread::sleep_for(4s);  // past the settle time
+    d = drain();
+    EXPECT_EQ(d["done"], false) << d.dump();
+    EXPECT_EQ(d["flows_left"], 1) << d.dump();
+    EXPECT_EQ(d["waiting_for"], "the flows here to end") << d.dump();
+    const auto cleared = clock::now();
+    std::atomic_ref<__u64>(m_.view.ring_ctl[0].binding).store(0);
+    ASSERT_TRUE(wait_for([&] { return drain()["done"] == true; }, 5000ms));
+    EXPECT_GE(clock::now() - cleared, 1s) << "done before a quiet second";
 }
 
 // A backend drained by the operator stays drained across a kvsteerd restart even when it was

@@ -636,6 +636,28 @@ TEST(FleetPing, SilentAfterMissesInARowOnlyIfItAnsweredBefore) {
     EXPECT_EQ(silent_members(all, base, 1009, heard, 4), ids({6}));
 }
 
+// An answer no ping of ours carried (a forged pong, above the newest sent) overwrites the
+// member's slot in kvs_fleet_heard: judged on the newest real answer kept, a dead member still
+// goes silent. Before, the forged value was ignored as "not ours" and the member, never judged
+// again, stayed in the table for good.
+TEST(FleetPing, AForgedAnswerDoesNotKeepADeadMemberAlive) {
+    const std::uint64_t base = 1000;
+    std::uint64_t heard[KVS_MAX_APPLIANCES] = {};
+    std::uint64_t newest[KVS_MAX_APPLIANCES] = {};
+    heard[2] = 1004;
+    EXPECT_EQ(silent_members(ids({2}), base, 1005, heard, 4, nullptr, newest), 0);
+    EXPECT_EQ(newest[2], 1004u);
+    heard[2] = ~0ull;  // forged; the member then dies (no answer after 1004)
+    EXPECT_EQ(silent_members(ids({2}), base, 1007, heard, 4, nullptr, newest), 0);
+    EXPECT_EQ(silent_members(ids({2}), base, 1008, heard, 4, nullptr, newest), ids({2}));
+    EXPECT_EQ(silent_members(ids({2}), base, 1008, heard, 4), 0) << "without newest: never silent";
+    heard[2] = 1002;  // an older answer (forged, or a late copy) moves nothing back
+    EXPECT_EQ(silent_members(ids({2}), base, 1008, heard, 4, nullptr, newest), ids({2}));
+    EXPECT_EQ(newest[2], 1004u);
+    heard[2] = 1008;  // it answers again: back
+    EXPECT_EQ(silent_members(ids({2}), base, 1008, heard, 4, nullptr, newest), 0);
+}
+
 // A member back in the ping set (its etcd key expired, then came back) is judged on the pings
 // sent since: its answer from before it left is none. Before, that old answer was `misses` or
 // more pings old, so it was silent at once, before its first new ping (the table flapped: in,

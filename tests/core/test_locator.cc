@@ -1,6 +1,7 @@
 // Request locator: real requests, every truncation point, hostile heads and bodies.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -478,6 +479,53 @@ TEST(CoreLocator, ExpectContinue) {
     EXPECT_EQ(r.kind, KeyKind::FiveTuple);  // no body bytes yet, and none will come unasked
     EXPECT_FALSE(loc(head + "\r\n").expect_continue);
     EXPECT_FALSE(loc(head + "Expect: something-else\r\n\r\n").expect_continue);
+}
+
+// A duplicate "model" after the key does not change the model the key is hashed with: the first
+// flight cut inside the key saw "a", the whole body saw "b" last (two hashes for one request).
+TEST(CoreLocator, ADuplicateModelAfterTheKeyKeepsTheKeysModel) {
+    const std::string body = "{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"" +
+                             std::string(600, 'x') + "\"}],\"model\":\"b\"}";
+    const std::string req = post("/v1/chat/completions", body);
+    const RequestView whole = loc(req), cut = loc(req.substr(0, req.size() - 30));
+    EXPECT_EQ(whole.hash_model(), "a");
+    EXPECT_EQ(cut.hash_model(), "a");
+    EXPECT_TRUE(whole.key_complete);
+    EXPECT_FALSE(cut.key_complete);
+    expect_in_bounds(req, whole);
+    // Only a model after the key: none hashed, whole or cut.
+    const std::string late = post("/v1/chat/completions",
+                                  "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                                  "\"model\":\"b\"}");
+    EXPECT_EQ(loc(late).hash_model(), "");
+    EXPECT_EQ(loc(late).model, "b");
+}
+
+// Chunk sizes: leading zeros do not count towards the 15-digit limit (h11 and llhttp take 16 or
+// more digits of a valid size; the key was the raw framed bytes, the body's end never known);
+// 16 significant digits are still refused.
+TEST(CoreLocator, ChunkSizeLeadingZerosAreNotDigitsOfTheSize) {
+    const std::string body = R"({"model":"m","messages":[{"role":"user","content":"hi"}]})";
+    char size[32];
+    std::snprintf(size, sizeof size, "%016zx", body.size());
+    const std::string head =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string req = head + size + "\r\n" + body + "\r\n0\r\n\r\n";
+    RequestView r = loc(req);
+    EXPECT_EQ(r.status, LocateStatus::Ok);
+    EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
+    EXPECT_TRUE(r.body_complete);
+    const RequestView big = loc(head + "1000000000000000\r\n" + body);
+    EXPECT_EQ(big.kind, KeyKind::BodyPrefix);
+    EXPECT_FALSE(big.body_complete);
+}
+
+// A CR that starts the head's last line and is followed by anything but LF can never end the
+// head: BadHeaders at once (it was NeedMoreHead, held until a LF or the flight's cap). A CR as
+// the buffer's last byte may still be one.
+TEST(CoreLocator, ABareCrEndingTheHeadIsBad) {
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nHost: a\r\n\rXXXXXXXX").status, LocateStatus::BadHeaders);
+    EXPECT_EQ(loc("POST /x HTTP/1.1\r\nHost: a\r\n\r").status, LocateStatus::NeedMoreHead);
 }
 
 // Every prefix of a valid request: never NotHttp/BadHeaders, views inside the prefix, and the

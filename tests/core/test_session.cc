@@ -57,6 +57,31 @@ TEST(CoreFlightKey, PromptBlocksComeFromTheDeclaredLength) {
     EXPECT_EQ(key_of(kvs_config{}, huge).hashes.prompt_blocks, kMaxPromptBlocks);
 }
 
+// The prompt's value ends within the flight: its own length in blocks, not the declared body's
+// (members after it counted too, and a Content-Length of 8 MiB for a short prompt held open
+// weighed its backend 16,383 blocks more in the work estimate). Expect: 100-continue with no body
+// is keyed on the 5-tuple (the request target gave every such request of a path one key).
+TEST(CoreFlightKey, ACompletePromptWeighsItsOwnLength) {
+    std::string req = chat("", "hi");
+    const std::size_t cl = req.find("Content-Length: ") + 16;
+    req.replace(cl, req.find("\r\n", cl) - cl, "8388608");
+    EXPECT_EQ(key_of(kvs_config{}, req).hashes.prompt_blocks, 0u) << "a 2-word prompt";
+    const std::string body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"" +
+                             std::string(1100, 'a') + "\"}],\"user\":\"" + std::string(20000, 'x') +
+                             "\"}";
+    const std::string padded = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: " +
+                               std::to_string(body.size()) + "\r\n\r\n" + body;
+    const std::size_t key_len = body.find("],") + 1 - body.find("[{");
+    EXPECT_EQ(key_of(kvs_config{}, padded).hashes.prompt_blocks, key_len / 512)
+        << "not the 20,000 bytes after it";
+    const std::string expect =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+        "Content-Length: 5000\r\n\r\n";
+    const FlightKey e = key_of(kvs_config{}, expect);
+    EXPECT_EQ(e.kind, KeyKind::FiveTuple);
+    EXPECT_EQ(e.hashes.prefix, 77u);
+}
+
 TEST(CoreSession, HeaderListParsed) {
     auto h = session_headers(with_headers("x-session-id, x-user ,,"));
     ASSERT_EQ(h.n, 2u);

@@ -228,6 +228,7 @@ WorkerParams bind_params(Mode mode, unsigned n_flows, const RingPort &rp, PortBu
     WorkerParams wp;
     wp.opts.mode = mode;
     wp.opts.max_pending = n_flows + 64;
+    wp.opts.max_flows_per_source = 0;  // 16,384 flows from each client address
     wp.opts.local_linger_ms = 0;
     wp.port = rp.port;
     wp.pool = rp.pool;
@@ -574,6 +575,7 @@ double bench_fastpath(unsigned n_flows, unsigned n_packets, double *refresh_ns) 
     WorkerParams wp;
     wp.opts.mode = Mode::Dpdk;
     wp.opts.max_pending = n_flows + 64;
+    wp.opts.max_flows_per_source = 0;  // every flow from one client address
     wp.port = rp.port;
     wp.pool = rp.pool;
     Worker w(tables->view(), wp);

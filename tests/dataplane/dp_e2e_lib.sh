@@ -145,11 +145,17 @@ dpe_dataplane_cmd() {
 dpe_start_dataplane() {
     dpe_dataplane_cmd "$@"
     dpe_log "${DPE_DP_CMD[*]}"
+    # This run's lines only: the log is appended to, and an earlier run's "worker 0: queue" made
+    # a restart look done at once (a chaos scenario then SIGKILLed the new dataplane in the
+    # middle of its XDP program swap, which left no program at all).
+    local from
+    from=$(stat -c %s "$DPE_DIR/dp.log" 2>/dev/null || echo 0)
     "${DPE_DP_CMD[@]}" >>"$DPE_DIR/dp.log" 2>&1 &
     DPE_DP_PID=$!
     local t
-    for t in $(seq 1 100); do
-        grep -q "worker 0: queue" "$DPE_DIR/dp.log" 2>/dev/null && { sleep 0.2; return 0; }
+    for t in $(seq 1 300); do
+        tail -c "+$((from + 1))" "$DPE_DIR/dp.log" 2>/dev/null | grep -q "worker 0: queue" &&
+            { sleep 0.2; return 0; }
         kill -0 "$DPE_DP_PID" 2>/dev/null || dpe_fail "dataplane exited at startup"
         sleep 0.1
     done

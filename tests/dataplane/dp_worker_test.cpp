@@ -89,6 +89,7 @@ class BindTest : public ::testing::Test {
         wp.opts.max_pending = max_pending;
         wp.opts.max_held_per_source = per_source;
         wp.opts.max_held_packets_per_source = packets_per_source;
+        wp.opts.max_flows_per_source = flows_per_source;
         wp.opts.backend_syn_timeout_ms = 100;
         wp.opts.backend_syn_retries = 1;
         wp.opts.max_candidates = 3;
@@ -106,6 +107,7 @@ class BindTest : public ::testing::Test {
     }
     std::uint64_t ms(std::uint64_t v) const { return v * hz / 1000; }
     std::uint32_t packets_per_source = 0;  // make_worker's max_held_packets_per_source
+    std::uint32_t flows_per_source = 0;    // make_worker's max_flows_per_source
     SynBuckets *syn_buckets = nullptr;     // make_worker's shared SYN-ACK buckets (null: its own)
     std::vector<std::vector<std::uint8_t>> step(std::uint64_t at) {
         worker->poll(at);
@@ -987,7 +989,8 @@ TEST_F(BindTest, UnsureStartBindsAfterTheWait) {
 }
 
 // Expect: 100-continue: the client sends no body before the server answers, so the head is
-// all there is: bind at once on it (request target and host), not after the gap on the 5-tuple.
+// all there is: bind at once on it (keyed on the 5-tuple: nothing of the prompt is known), not
+// after the gap.
 TEST_F(BindTest, ExpectContinueBindsOnTheHeadAtOnce) {
     make_worker();
     cookie = cookie_for(cport);
@@ -999,8 +1002,8 @@ TEST_F(BindTest, ExpectContinueBindsOnTheHeadAtOnce) {
     auto out = step(now);
     ASSERT_EQ(out.size(), 1u) << "bound without waiting for the idle gap";
     EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN);
-    EXPECT_EQ(stat(KVS_R_DP_KEY_FIVE_TUPLE), 0u);
-    EXPECT_EQ(stat(KVS_R_DP_KEY_BODY_PREFIX), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_FIVE_TUPLE), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_KEY_BODY_PREFIX), 0u);
 }
 
 // A flow pair is installed all or nothing: with a flow map that takes only one entry the pair's
@@ -1755,6 +1758,89 @@ TEST_F(DpdkBindTest, DpdkModeFlowExpiredIdleIsClosedInTheLoad) {
     EXPECT_EQ(worker->slot_count(), 0u);
     EXPECT_EQ(tables->load[be].closes, 1u);
     EXPECT_EQ(stat(KVS_R_DP_FLOW_IDLE_EXPIRED), 1u);
+}
+
+// dpdk mode, where established flows keep their slots: one client address may have only its
+// share of them open (--max-flows-per-source); its next connection is reset, and another
+// address's still binds. Before, one address could fill the table with idle connections, and
+// every new flow was dropped dp_hold_full until their 300 s idle timeout.
+TEST_F(DpdkBindTest, DpdkModeOneAddressHasOnlyItsShareOfTheFlows) {
+    flows_per_source = 2;
+    make_worker(Mode::Dpdk);
+    auto syns = open_flows(2, 40000);
+    ASSERT_EQ(syns.size(), 2u);
+    for (auto &b : syns) inject(rp.rx, make_seg(rp.pool, synack_to(parse(b))));
+    ASSERT_EQ(step(now + ms(1)).size(), 4u) << "an ACK and the request each: both bound";
+    EXPECT_EQ(stat(KVS_R_DP_BIND_OK), 2u);
+    Seg third = client_seg(0, request(600), 5);
+    third.sport = 40002;
+    third.ack = cookie_for(third.sport) + 1;
+    inject(rp.rx, make_seg(rp.pool, third));
+    auto out = step(now + ms(2));
+    ASSERT_EQ(out.size(), 1u);
+    const kvs_pkt r = parse(out[0]);
+    EXPECT_TRUE(r.tcp->flags & KVS_TCP_RST);
+    EXPECT_EQ(ntohs(r.tcp->dest), 40002);
+    EXPECT_EQ(ntohl(r.tcp->seq), cookie_for(40002) + 1) << "at the client's acknowledgment";
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_SOURCE_CAP), 1u);
+    EXPECT_EQ(worker->slot_count(), 2u);
+    ASSERT_NO_FATAL_FAILURE(expect_another_address_binds(now + ms(3)));
+}
+
+// dpdk mode, the table full of established flows: one idle for a second or more makes room for a
+// new flow (the longest idle of those visited), both its sides reset at their next bytes; with
+// none idle that long the new flow is dropped (dp_hold_full; the client sends again).
+TEST_F(DpdkBindTest, DpdkModeFullTableReclaimsTheLongestIdleEstablishedFlow) {
+    make_worker(Mode::Dpdk, 2, 0);
+    const std::string req = request(600);
+    auto syns = open_flows(2, 40000);
+    ASSERT_EQ(syns.size(), 2u);
+    int be0 = -1;
+    for (auto &b : syns) inject(rp.rx, make_seg(rp.pool, synack_to(parse(b))));
+    ASSERT_EQ(step(now + ms(1)).size(), 4u) << "an ACK and the request each: both bound";
+    // Flow 40001 is active at 0.6 s (a pure ACK, forwarded); 40000 stays silent.
+    Seg ack = client_seg(static_cast<std::uint32_t>(req.size()), "", 6);
+    ack.sport = 40001;
+    ack.ack = cookie_for(ack.sport) + 1;
+    ack.flags = KVS_TCP_ACK;
+    inject(rp.rx, make_seg(rp.pool, ack));
+    ASSERT_EQ(step(now + ms(600)).size(), 1u);
+    Seg third = client_seg(0, req, 7);
+    third.sport = 40002;
+    third.ack = cookie_for(third.sport) + 1;
+    inject(rp.rx, make_seg(rp.pool, third));
+    EXPECT_TRUE(step(now + ms(800)).empty()) << "no flow idle for a second yet";
+    EXPECT_EQ(stat(KVS_R_DP_HOLD_FULL), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_RECLAIMED_IDLE), 0u);
+    inject(rp.rx, make_seg(rp.pool, third));  // sent again
+    auto out = step(now + ms(1200));
+    ASSERT_EQ(out.size(), 3u) << "a reset each way for 40000, a SYN for the new flow";
+    unsigned rst_client = 0, rst_backend = 0, syn = 0;
+    for (auto &f : out) {
+        const kvs_pkt p = parse(f);
+        if (p.tcp->flags == KVS_TCP_SYN) {
+            ++syn;
+        } else if ((p.tcp->flags & KVS_TCP_RST) && p.ip4->daddr == client_ip) {
+            ++rst_client;
+            EXPECT_EQ(ntohs(p.tcp->dest), 40000) << "the flow idle longest goes";
+            EXPECT_EQ(ntohl(p.tcp->seq), cookie_for(40000) + 1) << "our next byte to it";
+            EXPECT_EQ(ntohl(p.tcp->ack_seq), static_cast<std::uint32_t>(isn + 1 + req.size()))
+                << "after its request";
+        } else if (p.tcp->flags & KVS_TCP_RST) {
+            ++rst_backend;
+            EXPECT_GE(backend_of(p), 0);
+            EXPECT_EQ(ntohl(p.tcp->seq), static_cast<std::uint32_t>(isn + 1 + req.size()))
+                << "the client's next byte";
+            be0 = backend_of(p);
+        }
+    }
+    EXPECT_EQ(rst_client, 1u);
+    EXPECT_EQ(rst_backend, 1u);
+    EXPECT_EQ(syn, 1u);
+    EXPECT_EQ(stat(KVS_R_DP_FLOW_RECLAIMED_IDLE), 1u);
+    EXPECT_EQ(worker->slot_count(), 2u);
+    ASSERT_GE(be0, 0);
+    EXPECT_EQ(tables->load[be0].closes, 1u) << "the reclaimed flow left its backend's load";
 }
 
 // dpdk mode: a client that half-closed after its request keeps its flow until the backend's FIN

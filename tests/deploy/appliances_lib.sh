@@ -45,8 +45,10 @@ app__kvsteerd() {
 
 app__dataplane() {
     local j=$1
-    for _ in $(seq 100); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
-    [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start"
+    # Up to 30 s: creating the pinned maps (the flow map preallocates its million entries) took
+    # over 10 s once on a loaded CI machine.
+    for _ in $(seq 300); do [[ -S "$DIR/kvsteerd$j.sock" ]] && break; sleep 0.1; done
+    [[ -S "$DIR/kvsteerd$j.sock" ]] || fail "kvsteerd $j did not start within 30 s"
     : >"$DIR/dp$j.log"
     ip netns exec "${KVS_APP_NS[$j]}" "$BIN/kvsteer-dataplane" --no-pci --no-huge -m 512 --no-shconf -l 0 \
         --file-prefix "kvap$j" --log-level=lib.eal:error \
@@ -57,7 +59,7 @@ app__dataplane() {
 
 app__wait() {
     local j=$1 up
-    for _ in $(seq 100); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 300); do grep -q "worker 0: queue" "$DIR/dp$j.log" 2>/dev/null && break; sleep 0.1; done
     grep -q "worker 0: queue" "$DIR/dp$j.log" || fail "dataplane $j did not start"
     for _ in $(seq 100); do
         up=$("$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" --json backends 2>/dev/null |

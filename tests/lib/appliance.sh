@@ -79,7 +79,7 @@ kvs_kvsteerd_up() {
     ip netns exec "$KVS_NS_APP" "${pin[@]}" "$KVS_BIN/kvsteerd" --config "$conf" >>"$logf" 2>&1 &
     KVS_KVSTEERD_PID=$!
     local t
-    for t in $(seq 100); do [[ -S "$KVS_API_SOCK" ]] && return 0; sleep 0.1; done
+    for t in $(seq 300); do [[ -S "$KVS_API_SOCK" ]] && return 0; sleep 0.1; done  # creating the maps can take seconds
     tail "$logf" >&2
     echo "kvsteerd did not open $KVS_API_SOCK" >&2
     return 1

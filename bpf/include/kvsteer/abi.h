@@ -429,7 +429,10 @@ struct kvs_ring_ctl {
      * polls, 0 once it stopped cleanly. kvsteerd takes a stale one as a dead dataplane (and
      * withdraws the VIP's announcement). Not written by a worker parked for port recovery. */
     __u64 alive_ns;
-    __u64 pad0[5];
+    /* Flows the worker is binding (first flights held, backend handshakes), stored with the
+     * heartbeat: not in the backends' binds - closes yet (a drain waits for them too). */
+    __u64 binding;
+    __u64 pad0[4];
     __u64 tail;
     __u64 pad1[7];
 };

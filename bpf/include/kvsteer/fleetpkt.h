@@ -127,6 +127,9 @@ KVS_INLINE __u32 kvs_fleet_decap(void *data, void *data_end, const struct kvs_fl
         return 0;
     if (hop < 1 || hop > KVS_FLEET_HOP_MAX || from == fl->self || !kvs_fleet_member(fl, from))
         return 0;
+    /* From that member's MAC (as kvs_fleet_beat checks a ping's): another host on the segment
+     * naming a member in `from` is not one. */
+    if (!kvs_fleet_mac_eq(eth->src, fl->members[from & (KVS_MAX_APPLIANCES - 1)].mac)) return 0;
     if (proto != kvs_htons(KVS_ETH_P_IP) && proto != kvs_htons(KVS_ETH_P_IPV6)) return 0;
     __builtin_memcpy(src, fh->orig_src, KVS_ETH_ALEN);
     __builtin_memcpy(out->dst, our_mac, KVS_ETH_ALEN);

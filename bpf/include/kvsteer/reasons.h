@@ -140,7 +140,9 @@
     X(DROP_SYNACK_NO_ROOM, "drop_synack_no_room")                 \
     X(DP_FLOW_IDLE_EXPIRED, "dp_flow_idle_expired")               \
     X(DP_DROP_BAD_CHECKSUM, "dp_drop_bad_checksum")               \
-    X(DROP_ICMP_MTU_BELOW_FLOOR, "drop_icmp_mtu_below_floor")
+    X(DROP_ICMP_MTU_BELOW_FLOOR, "drop_icmp_mtu_below_floor")     \
+    X(DP_FLOW_SOURCE_CAP, "dp_flow_source_cap")                   \
+    X(DP_FLOW_RECLAIMED_IDLE, "dp_flow_reclaimed_idle")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

@@ -80,6 +80,7 @@ inline constexpr std::uint8_t kPrefixDepth = 0xff;
 struct PolicyCounters {
     std::uint64_t reports = 0;
     std::uint64_t reports_ignored = 0;  // backend id out of range
+    std::uint64_t reports_unkeyed = 0;  // keyed on the 5-tuple: not learned
     std::uint64_t keys_learned = 0;     // new prefix keys in the index
     std::uint64_t holders_added = 0;    // a backend newly known to hold a key
     std::uint64_t became_hot = 0;

@@ -21,6 +21,7 @@ struct DataplaneHealth {
     unsigned workers_alive = 0;   // heartbeat within the stale limit
     unsigned workers_stale = 0;   // a heartbeat, too old (stuck or killed)
     std::uint64_t newest_ns = 0;  // the freshest heartbeat (0: none)
+    std::uint64_t binding = 0;    // flows the beating workers are binding (kvs_ring_ctl.binding)
     std::string reason;           // why not healthy
 };
 

@@ -266,8 +266,16 @@ class Daemon {
         bool active = false, done = false;
         bool fleet_failed = false;  // leaving the fleet's owners failed (fleet_note says why)
         std::uint64_t started_ns = 0, flows_left = 0;
+        std::uint64_t quiet_since_ns = 0;  // no flow left since (0: some)
         std::string fleet_note;
+        std::string waiting_for;  // what it waits for now (empty once done)
     } drain_;
+    // A drain is done once the router and the other appliances have taken the leave (at least
+    // kDrainSettleNs after it began; with etcd every live member reports the table without this
+    // appliance) and no flow was left here, bound or being bound, for kDrainQuietNs on end.
+    static constexpr std::uint64_t kDrainSettleNs = 3'000'000'000ull;
+    static constexpr std::uint64_t kDrainQuietNs = 1'000'000'000ull;
+    void drain_progress(std::uint64_t now);
 
     std::string loop_error_;  // loop_step: the last error logged, and when
     std::chrono::steady_clock::time_point loop_error_at_{};

@@ -33,9 +33,13 @@ namespace kvsteer::control {
 // first sequence number sent to that member since it last entered the ping set; an answer from
 // before counts as none (a member back after its etcd key expired is judged on new pings, not
 // on the answer it gave before it left: that made it silent before its first new ping).
+// `newest` (optional, per id, kept by the caller): the newest answer to one of our pings seen so
+// far, judged on instead of heard[id] alone; it keeps an answer that a value no ping of ours
+// carried (a forged pong's, above `sent`) then overwrote in heard[] (before, a forged pong
+// with a huge sequence number kept a dead member from ever being silent).
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses,
-                         const std::uint64_t *since = nullptr);
+                         const std::uint64_t *since = nullptr, std::uint64_t *newest = nullptr);
 
 struct PingStatus {
     bool running = false;
@@ -80,8 +84,9 @@ class FleetPinger {
     int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
     std::uint64_t base_ = 0, sent_ = 0;
-    MemberSet pinged_ = 0;                                   // the members the last round pinged
-    std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};  // silent_members' `since`
+    MemberSet pinged_ = 0;                                    // the members the last round pinged
+    std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};   // silent_members' `since`
+    std::array<std::uint64_t, KVS_MAX_APPLIANCES> newest_{};  // and its `newest`
     std::atomic<MemberSet> silent_{0};
 
     mutable std::mutex mu_;
