@@ -19,7 +19,10 @@ bool KvEventStats::account(const KvReceived &m, std::chrono::steady_clock::time_
             reset = true;
         } else if (last_seq && *m.seq - *last_seq > 1) {
             seq_gaps++;
-            missed_batches += *m.seq - *last_seq - 1;
+            // Saturated: the numbers are the publisher's (jumps of 2^63 back and forth wrapped
+            // it, and the exported counter went backwards).
+            const std::uint64_t d = *m.seq - *last_seq - 1;
+            missed_batches = d > UINT64_MAX - missed_batches ? UINT64_MAX : missed_batches + d;
         }
         last_seq =
             m.seq;  // the first one seen is the baseline: batches before we joined are not gaps

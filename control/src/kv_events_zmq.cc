@@ -33,8 +33,17 @@ constexpr std::int64_t kMaxMessage = 1ll << 20;
 // more of events while this thread is busy; a gap only costs an approximation of the cache,
 // never a wrong route.
 constexpr int kRcvHwm = 64;
-// Messages read from one socket before looking at the others and at subscription changes.
+// Messages read from one socket before looking at the others and at subscription changes; and
+// the time one socket's turn may take (a batch costs up to tens of ms to decode: a publisher of
+// 1 MiB batches of tiny events held the thread for seconds per turn of 256, and every other
+// backend's batches, their cache resets among them, were dropped at kRcvHwm meanwhile).
 constexpr int kBurst = 256;
+constexpr auto kTurn = std::chrono::milliseconds(5);
+// ZMTP heartbeats on each SUB connection: a PING every second, the connection dropped (and made
+// again) when nothing came back in 5 s. A SUB sends nothing else, so a publisher host that died
+// or rebooted, or a firewall that forgot the idle flow, left it connected to nothing for good,
+// and the restarted engine (its sequence reset) was never heard.
+constexpr int kHeartbeatIvlMs = 1000, kHeartbeatTimeoutMs = 5000;
 // Frames kept per message: a well-formed one has 3; more are read, counted and dropped.
 constexpr std::size_t kMaxFrames = 8;
 
@@ -87,6 +96,9 @@ void *KvEventSubscriber::Impl::Transport::open(Impl &im, std::uint16_t id, std::
     set(ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max, "ZMQ_RECONNECT_IVL_MAX");
     set(ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg, "ZMQ_MAXMSGSIZE");
     set(ZMQ_IPV6, &ipv6, sizeof ipv6, "ZMQ_IPV6");  // tcp://[v6]:port (v4 still works)
+    set(ZMQ_HEARTBEAT_IVL, &kHeartbeatIvlMs, sizeof kHeartbeatIvlMs, "ZMQ_HEARTBEAT_IVL");
+    set(ZMQ_HEARTBEAT_TIMEOUT, &kHeartbeatTimeoutMs, sizeof kHeartbeatTimeoutMs,
+        "ZMQ_HEARTBEAT_TIMEOUT");
     set(ZMQ_SUBSCRIBE, "", 0, "ZMQ_SUBSCRIBE");
     if (failed) {
         im.report(id, serial,
@@ -183,7 +195,9 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
         for (std::size_t j = 0; j < polled.size(); j++) {
             if (!(items[j + 1].revents & ZMQ_POLLIN)) continue;
             const Sock &sk = socks[polled[j]];
-            for (int n = 0; n < kBurst; n++) {
+            const auto turn_end = std::chrono::steady_clock::now() + kTurn;
+            for (int n = 0; n < kBurst && (n == 0 || std::chrono::steady_clock::now() < turn_end);
+                 n++) {
                 frames.clear();
                 std::size_t extra = 0;  // frames beyond kMaxFrames: counted, not kept
                 bool more = true, got = false;

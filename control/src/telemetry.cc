@@ -23,25 +23,21 @@ enum class Combine { Sum, Max };
 
 // The metrics read, each as the names it has had (the first one present counts).
 using Names = std::span<const std::string_view>;
-constexpr std::string_view kVllmRunning[] = {"vllm:num_requests_running"},
-                           kVllmWaiting[] = {"vllm:num_requests_waiting"},
-                           kVllmKvUsage[] = {"vllm:kv_cache_usage_perc",
-                                             "vllm:gpu_cache_usage_perc"},
-                           kVllmQueries[] = {"vllm:prefix_cache_queries_total",
-                                             "vllm:prefix_cache_queries",
-                                             "vllm:gpu_prefix_cache_queries_total",
-                                             "vllm:gpu_prefix_cache_queries"},
-                           kVllmHits[] = {"vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits",
-                                          "vllm:gpu_prefix_cache_hits_total",
-                                          "vllm:gpu_prefix_cache_hits"},
-                           kSglangRunning[] = {"sglang:num_running_reqs"},
-                           kSglangWaiting[] = {"sglang:num_queue_reqs"},
-                           kSglangKvUsage[] = {"sglang:token_usage"},
-                           kSglangHitRate[] = {"sglang:cache_hit_rate"},
-                           kStartTime[] = {"process_start_time_seconds"};
+constexpr std::string_view
+    kVllmRunning[] = {"vllm:num_requests_running"},
+    kVllmWaiting[] = {"vllm:num_requests_waiting"},
+    kVllmKvUsage[] = {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"},
+    kVllmQueries[] = {"vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries",
+                      "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries"},
+    kVllmHits[] = {"vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits",
+                   "vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits"},
+    kSglangRunning[] = {"sglang:num_running_reqs"}, kSglangWaiting[] = {"sglang:num_queue_reqs"},
+    kSglangKvUsage[] = {"sglang:token_usage"}, kSglangHitRate[] = {"sglang:cache_hit_rate"},
+    kSglangQueries[] = {"sglang:prompt_tokens_total"},
+    kSglangHits[] = {"sglang:cached_tokens_total"}, kStartTime[] = {"process_start_time_seconds"};
 constexpr Names kRead[] = {kVllmRunning,   kVllmWaiting,   kVllmKvUsage,   kVllmQueries,
                            kVllmHits,      kSglangRunning, kSglangWaiting, kSglangKvUsage,
-                           kSglangHitRate, kStartTime};
+                           kSglangHitRate, kSglangQueries, kSglangHits,    kStartTime};
 
 // Looks for the first of `names` present in the page; combines its label sets. Values outside
 // [0, hi] or not finite, or a line of it that did not parse, make the whole metric unknown (a
@@ -92,16 +88,24 @@ Telemetry extract(const PromParse &page, ServerFlavor flavor) {
         t.kv_usage = pick(page, kVllmKvUsage, 1.0, Combine::Max, pr);
         t.prefix_queries = pick(page, kVllmQueries, kCounter, Combine::Sum, pr);
         t.prefix_hits = pick(page, kVllmHits, kCounter, Combine::Sum, pr);
-        if (t.prefix_queries && t.prefix_hits && *t.prefix_hits > *t.prefix_queries) {
-            pr.push_back("vllm:prefix_cache_hits: more hits than queries");
-            t.prefix_hits.reset();
-            t.prefix_queries.reset();
-        }
     } else if (flavor == ServerFlavor::Sglang) {
         t.running = pick(page, kSglangRunning, kCount, Combine::Sum, pr);
         t.waiting = pick(page, kSglangWaiting, kCount, Combine::Sum, pr);
         t.kv_usage = pick(page, kSglangKvUsage, 1.0, Combine::Max, pr);
         t.hit_rate = pick(page, kSglangHitRate, 1.0, Combine::Max, pr);
+        // Prompt tokens and those served from the cache (every cache_source summed): counters,
+        // which a restart takes back to 0. SGLang's page has no process_start_time_seconds (a
+        // multiprocess registry) and its hit rate is a gauge: a restarted SGLang was never seen
+        // as one, and affinity to its emptied cache lasted until the affinity TTL.
+        t.prefix_queries = pick(page, kSglangQueries, kCounter, Combine::Sum, pr);
+        t.prefix_hits = pick(page, kSglangHits, kCounter, Combine::Sum, pr);
+    }
+    if (t.prefix_queries && t.prefix_hits && *t.prefix_hits > *t.prefix_queries) {
+        pr.push_back(t.flavor == ServerFlavor::Vllm
+                         ? "vllm:prefix_cache_hits: more hits than queries"
+                         : "sglang:cached_tokens_total: more than sglang:prompt_tokens_total");
+        t.prefix_hits.reset();
+        t.prefix_queries.reset();
     }
     if (t.flavor != ServerFlavor::Unknown)
         t.start_time = pick(page, kStartTime, 1e11, Combine::Max, pr);
@@ -148,16 +152,15 @@ HitRateTracker::Update HitRateTracker::update(const Telemetry &t) {
             return u;
         }
     }
-    if (t.hit_rate) {
-        u.window_hit_rate = t.hit_rate;
-        return u;
-    }
+    // Counters going backwards: a restart, also beside a hit-rate gauge (SGLang's), which
+    // then gives the window's rate.
+    if (t.hit_rate) u.window_hit_rate = t.hit_rate;
     if (!t.prefix_queries || !t.prefix_hits) return u;
     if (last_q_ && last_h_) {
         double dq = *t.prefix_queries - *last_q_, dh = *t.prefix_hits - *last_h_;
         if (dq < 0 || dh < 0) {
             u.reset = true;
-        } else {
+        } else if (!t.hit_rate) {
             u.window_queries = dq;
             if (dq > 0) u.window_hit_rate = std::min(1.0, dh / dq);
         }

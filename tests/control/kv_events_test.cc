@@ -345,6 +345,16 @@ TEST(KvEventsStats, CountsGapsRestartsClearsAndBadMessages) {
     EXPECT_EQ(st.seq_gaps, 1u);
     EXPECT_EQ(st.missed_batches, 2u);
     EXPECT_EQ(st.resident_blocks, 5u);
+    {  // a publisher's jumps of 2^63 back and forth: the count saturates, never wraps
+        KvEventStats w;
+        std::uint64_t last = 0;
+        for (std::uint64_t seq : {0ull, 1ull << 63, 0ull, 1ull << 63, 0ull, 1ull << 63}) {
+            w.on_message(frames(seq, batch({stored(1)})), t);
+            EXPECT_GE(w.missed_batches, last) << seq;
+            last = w.missed_batches;
+        }
+        EXPECT_EQ(w.missed_batches, UINT64_MAX);
+    }
     // Undecodable payload: counted, skipped; its seq still counts (10 follows 9: no gap).
     EXPECT_FALSE(st.on_message(frames(10, "\xc1"), t));
     EXPECT_EQ(st.decode_errors, 1u);

@@ -134,6 +134,35 @@ TEST(Prometheus, RealSglangPage) {
     EXPECT_TRUE(std::isnan(p.samples[4].value));  // the NaN quantile
 }
 
+// SGLang's page has no process start time and its hit rate is a gauge: its prompt and cached
+// token counters (every cache_source summed) going backwards tell a restart, the gauge still
+// the window's rate. Before, a restarted SGLang was never seen as one.
+TEST(Telemetry, SglangCountersGoingBackwardsAreARestart) {
+    auto page = [](double prompt, double device, double host) {
+        return extract_telemetry(parse_prometheus(
+            "sglang:cache_hit_rate{model_name=\"m\"} 0.5\n"
+            "sglang:prompt_tokens_total{model_name=\"m\"} " +
+            std::to_string(prompt) + "\n" +
+            "sglang:cached_tokens_total{model_name=\"m\",cache_source=\"device\"} " +
+            std::to_string(device) + "\n" +
+            "sglang:cached_tokens_total{model_name=\"m\",cache_source=\"host\"} " +
+            std::to_string(host) + "\n"));
+    };
+    const Telemetry a = page(4096, 3000, 168);
+    ASSERT_TRUE(a.prefix_queries && a.prefix_hits);
+    EXPECT_DOUBLE_EQ(*a.prefix_queries, 4096);
+    EXPECT_DOUBLE_EQ(*a.prefix_hits, 3168);
+    HitRateTracker h;
+    EXPECT_FALSE(h.update(a).reset);
+    auto u = h.update(page(8192, 6000, 200));
+    EXPECT_FALSE(u.reset);
+    ASSERT_TRUE(u.window_hit_rate);
+    EXPECT_DOUBLE_EQ(*u.window_hit_rate, 0.5) << "the gauge gives the rate";
+    u = h.update(page(100, 10, 0));
+    EXPECT_TRUE(u.reset) << "restarted";
+    EXPECT_FALSE(page(100, 90, 20).prefix_hits) << "more cached than prompt tokens: unknown";
+}
+
 TEST(Prometheus, SumsEnginesAndTakesMaxUsage) {
     auto t = extract_telemetry(parse_prometheus(
         "vllm:num_requests_running{engine=\"0\"} 2\nvllm:num_requests_running{engine=\"1\"} 3\n"
@@ -373,8 +402,8 @@ TEST(Telemetry, HitRateWindowAndReset) {
     EXPECT_DOUBLE_EQ(*HitRateTracker().update(s).window_hit_rate, 0.4);
 }
 
-// A restart the counters do not show (they passed their old values while scrapes failed), or
-// SGLang's (a gauge: nothing goes backwards): the process start time changed.
+// A restart the counters do not show (they passed their old values while scrapes failed): the
+// process start time changed.
 TEST(Telemetry, AChangedStartTimeIsARestart) {
     HitRateTracker h;
     Telemetry t;

@@ -16,14 +16,17 @@ const char *flavor_name(ServerFlavor f);
 // Every field is "unknown" (nullopt) unless the page gave a sane value for it.
 struct Telemetry {
     ServerFlavor flavor = ServerFlavor::Unknown;
-    std::optional<double> running;         // requests being processed
-    std::optional<double> waiting;         // requests queued
-    std::optional<double> kv_usage;        // KV cache fill, 0..1
-    std::optional<double> prefix_queries;  // vLLM counter (tokens queried), cumulative
-    std::optional<double> prefix_hits;     // vLLM counter (tokens hit), cumulative
-    std::optional<double> hit_rate;        // SGLang gauge, 0..1
-    // process_start_time_seconds (Unix time; Prometheus' process collector, both servers): a
-    // change is a restart, whatever the counters did meanwhile.
+    std::optional<double> running;   // requests being processed
+    std::optional<double> waiting;   // requests queued
+    std::optional<double> kv_usage;  // KV cache fill, 0..1
+    // Counters, cumulative: vLLM's prefix-cache tokens queried and hit; SGLang's prompt tokens
+    // and those served from the cache (sglang:prompt_tokens_total, sglang:cached_tokens_total).
+    std::optional<double> prefix_queries;
+    std::optional<double> prefix_hits;
+    std::optional<double> hit_rate;  // SGLang gauge, 0..1
+    // process_start_time_seconds (Unix time; Prometheus' process collector, vLLM's page; SGLang's
+    // has none, its counters going backwards tell its restarts): a change is a restart, whatever
+    // the counters did meanwhile.
     std::optional<double> start_time;
     std::vector<std::string> problems;  // "name: why", one per metric that was present but unusable
 };
