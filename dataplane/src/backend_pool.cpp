@@ -247,12 +247,19 @@ void BackendPool::segment(const kvs_flow_key &k, const BackendSeg &b, std::uint6
         }
         if ((fl & (KVS_TCP_SYN | KVS_TCP_RST | KVS_TCP_ACK)) == KVS_TCP_ACK) {
             // A challenge ACK (the backend holds this 4-tuple in TIME_WAIT): reset that old
-            // connection as a TCP client does and send the SYN again.
+            // connection as a TCP client does and send the SYN again, as often as a SYN is sent
+            // again on a timeout: a backend (or a forger) answering every SYN so would keep us
+            // sending at its pace. Then the open fails like a timed-out one.
             host.inc(KVS_R_DP_CHALLENGE_ACK);
             PoolSend r{PoolSend::Kind::Rst};
             r.seq = b.ack;
             host.send(l, r);
-            syn(l, now, host);
+            if (l.tries <= cfg_.syn_retries) {
+                syn(l, now, host);
+            } else {
+                host.inc(KVS_R_DP_POOL_OPEN_FAILED);
+                drop(l, now + cfg_.retry_after, host, false);
+            }
             return;
         }
     } else if (l.state == PoolLeg::State::Ready) {

@@ -7,22 +7,32 @@ namespace kvsteer::dp {
 // A hash map's batch update writes entries in order and stops at the first that fails (the
 // map full, no memory), reporting how many it wrote: that entry's pair fails, its first entry
 // is removed again if it was written, and a new batch starts with the next pair. A call refused
-// as a whole (a bad argument) writes nothing and leaves the count as it was: the first pair is
-// charged with the failure and the rest go on without it (at worst one call a pair, as before).
-unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, unsigned n,
-                       bool *ok) {
+// as a whole (a kernel or map without batch updates, a bad argument) writes nothing and leaves
+// the count as it was: the pairs then go in one at a time, one call an entry.
+unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, unsigned n, bool *ok,
+                       BatchUpdate batch_update) {
+    if (!batch_update) batch_update = bpf_map_update_batch;
     unsigned calls = 0;
     for (unsigned first = 0; first < n;) {
         const __u32 want = 2 * (n - first);
         __u32 count = want;
         ++calls;
-        const int rc =
-            bpf_map_update_batch(fd, keys + 2 * first, vals + 2 * first, &count, nullptr);
+        const int rc = batch_update(fd, keys + 2 * first, vals + 2 * first, &count, nullptr);
         if (rc == 0 && count == want) {
             for (unsigned i = first; i < n; ++i) ok[i] = true;
             return calls;
         }
-        if (count >= want) count = 0;  // refused as a whole: nothing written
+        if (count >= want) {  // refused as a whole: nothing written
+            for (unsigned i = first; i < n; ++i) {
+                calls += 2;
+                ok[i] = bpf_map_update_elem(fd, &keys[2 * i], &vals[2 * i], BPF_ANY) == 0;
+                if (ok[i] && bpf_map_update_elem(fd, &keys[2 * i + 1], &vals[2 * i + 1], BPF_ANY)) {
+                    bpf_map_delete_elem(fd, &keys[2 * i]);
+                    ok[i] = false;
+                }
+            }
+            return calls;
+        }
         const unsigned failed = first + count / 2;
         for (unsigned i = first; i < failed; ++i) ok[i] = true;
         ok[failed] = false;

@@ -6,12 +6,18 @@
 
 #include "kvsteer/abi.h"
 
+struct bpf_map_batch_opts;
+
 namespace kvsteer::dp {
 
 // Writes `n` pairs, pair i being keys/vals [2i] and [2i + 1], into the hash map `fd` with as few
 // bpf_map_update_batch calls as their failures allow (one when none fails). ok[i] says whether
-// pair i is in place; a failed pair leaves neither entry. Returns the number of calls made.
-unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, unsigned n,
-                       bool *ok);
+// pair i is in place; a failed pair leaves neither entry. Returns the number of calls made (batch
+// calls, and single updates where the kernel refuses a batch call as a whole).
+// `batch_update`: bpf_map_update_batch (tests: a kernel that refuses it).
+using BatchUpdate = int (*)(int fd, const void *keys, const void *values, __u32 *count,
+                            const struct bpf_map_batch_opts *opts);
+unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, unsigned n, bool *ok,
+                       BatchUpdate batch_update = nullptr);
 
 }  // namespace kvsteer::dp

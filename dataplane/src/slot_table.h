@@ -114,8 +114,10 @@ struct PortBusy {
     }
     void release_session(std::uint16_t backend, std::uint16_t port) {
         PortBlock *b = find(backend);
-        if (!b) return;
-        const std::uint32_t v = b->session[port].exchange(0, std::memory_order_acq_rel);
+        if (b) release_count(b->session[port].exchange(0, std::memory_order_acq_rel));
+    }
+    // Gives back a session count taken off a port ((worker << 16) | (slot + 1); 0: none).
+    void release_count(std::uint32_t v) {
         if (v == 0 || (v >> 16) >= KVS_MAX_WORKERS) return;
         if (SessionLimiter *l = limiters[v >> 16].load(std::memory_order_acquire))
             l->release((v & 0xffff) - 1);
@@ -135,12 +137,22 @@ struct PortBusy {
     // Frees the port only while its word is still `seen` (one installation, state and
     // generation: the sweeper's view at a pass's start), its session count first; false when it
     // changed.
+    // The session count is taken off the port before the compare-and-swap (once the port is
+    // free another flow may take it and hold a count of its own there) and put back when the
+    // swap fails: that installation goes on, with its count.
     bool free_if(std::uint16_t backend, std::uint16_t port, PortWord seen) {
         PortBlock *b = find(backend);
         if (!b || b->busy[port].load(std::memory_order_acquire) != seen) return false;
-        release_session(backend, port);
-        return b->busy[port].compare_exchange_strong(seen, seen & ~kPortStateMask,
-                                                     std::memory_order_acq_rel);
+        const std::uint32_t held = b->session[port].exchange(0, std::memory_order_acq_rel);
+        if (!b->busy[port].compare_exchange_strong(seen, seen & ~kPortStateMask,
+                                                   std::memory_order_acq_rel)) {
+            std::uint32_t none = 0;
+            if (held)
+                b->session[port].compare_exchange_strong(none, held, std::memory_order_acq_rel);
+            return false;
+        }
+        release_count(held);
+        return true;
     }
     // The port's session count first: once the port is free another flow may take it.
     void free(std::uint16_t backend, std::uint16_t port) {

@@ -123,6 +123,12 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         const std::uint64_t idle = now_ns > last ? now_ns - last : 0;
         return (closed && idle >= closed_idle_ns) || idle >= idle_ns;
     };
+    // The entry on the reverse key, read into rf, when it is this installation's other half (both
+    // are installed with one created_ns): a key's entry of another installation (a client's port
+    // reused, a leg installed since) is not judged or deleted with this one.
+    auto twin_of = [&](const kvs_flow &f, const kvs_flow_key &rk, kvs_flow &rf) {
+        return bpf_map_lookup_elem(fd, &rk, &rf) == 0 && rf.created_ns == f.created_ns;
+    };
     auto visit = [&](const kvs_flow_key &k, const kvs_flow &f) {
         ++r.seen;
         const std::uint16_t sp = snat_port_of(k, f);
@@ -137,11 +143,11 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         kvs_flow_key rk;
         kvs_flow_reverse_key(&k, &f, &rk);
         kvs_flow rf{};
-        if (expired(f, bpf_map_lookup_elem(fd, &rk, &rf) == 0 ? &rf : nullptr))
-            doomed.push_back({k, f.created_ns});
+        if (expired(f, twin_of(f, rk, rf) ? &rf : nullptr)) doomed.push_back({k, f.created_ns});
     };
     Walk w = walk_batched(fd, visit);
-    if (w == Walk::Unsupported) walk_by_key(fd, visit);
+    // At startup every live flow's port must be marked (visiting one twice only marks it again).
+    if (w == Walk::Unsupported || (w == Walk::Broken && mark_busy)) walk_by_key(fd, visit);
     if (w == Walk::Broken)
         candidate.clear();  // the walk may have missed live entries: reclaim nothing
     if (after_walk) after_walk();
@@ -152,13 +158,13 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         kvs_flow_key rk;
         kvs_flow_reverse_key(&dk, &df, &rk);
         kvs_flow rf{};
-        const bool twin = bpf_map_lookup_elem(fd, &rk, &rf) == 0;
+        const bool twin = twin_of(df, rk, rf);
         // Another installation on the key since the walk, or used again: not the one doomed.
         if (df.created_ns != d.created_ns || !expired(df, twin ? &rf : nullptr)) continue;
         const bool counted = ((df.state | (twin ? rf.state : 0)) & KVS_FLOW_CLOSED) != 0;
         const bool gone = bpf_map_delete_elem(fd, &dk) == 0;
         if (gone) ++r.deleted;
-        if (bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
+        if (twin && bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
         if (gone && !counted && load && df.backend_id < KVS_MAX_BACKENDS) {
             __atomic_fetch_add(&load[df.backend_id].closes, 1, __ATOMIC_RELAXED);
             ++r.closes;

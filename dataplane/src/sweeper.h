@@ -22,6 +22,8 @@ struct SweepResult {
 // or RST (idle past the timeout: its client or backend vanished, or half closed) has its close
 // counted in `load` (kvs_be_load, may be null) instead, so its backend's in-flight count
 // (binds - closes) does not keep it forever.
+// A flow's two entries are told by the reverse key and the installation (created_ns, the same on
+// both): an entry on the reverse key of another installation is not its twin.
 // An entry doomed by the walk is deleted only if, read again, it is still the installation the
 // walk saw (created_ns) and still expired: the walk of a large table takes long, and meanwhile a
 // flow may carry a packet again, or a client reuse its tuple for a new connection.

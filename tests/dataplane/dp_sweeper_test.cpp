@@ -192,6 +192,29 @@ TEST(Sweeper, AnEntryUsedOrReinstalledAfterTheWalkStays) {
     close(fd);
 }
 
+// An entry whose reverse key holds another installation (the client's port carries a new
+// connection, on another leg; the old leg's entry left behind): judged and deleted on its own.
+// Paired by key alone, the old entry's expiry took the new client entry with it, a live flow
+// losing its client->backend direction.
+TEST(Sweeper, AnEntryIsPairedOnlyWithItsOwnInstallation) {
+    int fd = flow_map("kvdp_twin");
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair old_leg = make_pair(2201, 22101, now - 400 * s, 0);  // idle past 300 s
+    Pair fresh = make_pair(2201, 22102, now - 400 * s, 0);    // same client port, another leg
+    old_leg.fc.created_ns = old_leg.fs.created_ns = now - 500 * s;
+    fresh.fc.created_ns = fresh.fs.created_ns = now - 450 * s;
+    fresh.fs.last_seen_ns = now;  // the response streams: the flow is live
+    ASSERT_TRUE(put(fd, fresh));
+    ASSERT_EQ(bpf_map_update_elem(fd, &old_leg.ks, &old_leg.fs, BPF_ANY), 0);
+    SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, nullptr);
+    EXPECT_EQ(r.deleted, 1u);
+    EXPECT_FALSE(present(fd, old_leg.ks));
+    EXPECT_TRUE(present(fd, fresh.kc)) << "the live flow keeps its client->backend entry";
+    EXPECT_TRUE(present(fd, fresh.ks));
+    close(fd);
+}
+
 // A port the pass saw installed and entry-less at its start, which meanwhile went back to the
 // worker (a leg the backend pool keeps: kPortBinding) and was installed again by the flow that
 // drew the leg (its entries in buckets the walk had passed): not freed, its session count kept.

@@ -1150,6 +1150,28 @@ TEST(InstallPairs, HalfWrittenPairIsRemovedAgain) {
     close(fd);
 }
 
+// A kernel without batch updates (or one refusing the call's arguments): the call is refused as
+// a whole, writing nothing and leaving the count, and every pair still goes in, one update an
+// entry. Taken as one pair's failure, every pair failed (each later batch call refused too).
+int refuse_batch(int, const void *, const void *, __u32 *, const bpf_map_batch_opts *) {
+    errno = EINVAL;
+    return -EINVAL;
+}
+
+TEST(InstallPairs, ACallRefusedAsAWholeFallsBackToSingleUpdates) {
+    Pairs p(4);
+    const int fd = hash_map("kvdp_ip_nobatch", 64);
+    ASSERT_GE(fd, 0);
+    bool ok[4];
+    EXPECT_EQ(install_pairs(fd, p.keys.data(), p.vals.data(), 4, ok, refuse_batch), 1u + 8u);
+    for (unsigned i = 0; i < 4; ++i) {
+        EXPECT_TRUE(ok[i]) << i;
+        EXPECT_TRUE(pair_in(fd, p, i)) << i;
+    }
+    EXPECT_EQ(entries(fd), 8u);
+    close(fd);
+}
+
 // A flow the worker chose a backend for counts in that backend's in-flight (for the worker's own
 // later choices) until the backend's binds count it: a burst chosen within one round trip sees its
 // own earlier choices. The count goes when the flow binds, or when it ends without binding.

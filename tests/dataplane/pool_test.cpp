@@ -368,6 +368,7 @@ TEST_F(PoolTest, UnansweredAndRefusedSynsWaitBeforeTheNextTry) {
 
 TEST_F(PoolTest, AChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
     cfg_.per_backend = 1;
+    cfg_.syn_retries = 3;
     config_.n_backends = 1;
     BackendPool pool(cfg_);
     pool.upkeep(t_, 0, host_);
@@ -380,6 +381,21 @@ TEST_F(PoolTest, AChallengeAckResetsTheOldConnectionAndResendsTheSyn) {
     EXPECT_EQ(v[0].s.seq, 0xabcdu);
     EXPECT_EQ(v[1].s.kind, PoolSend::Kind::Syn);
     EXPECT_EQ(host_.stats[KVS_R_DP_CHALLENGE_ACK], 1u);
+    // A backend (or a forger) answering every SYN so: the SYN goes again as often as a
+    // timed-out one does (syn_retries), then the open fails and waits retry_after; it never
+    // loops at the answers' pace.
+    unsigned again = 0;
+    for (int i = 0; i < 300; ++i) {
+        pool.segment(key_of(syns[0].leg), seg(KVS_TCP_ACK, 0xabcd), 1, host_);
+        for (const Sent &x : host_.take_sent()) again += x.s.kind == PoolSend::Kind::Syn;
+    }
+    EXPECT_EQ(again, cfg_.syn_retries - 1) << "the first answer's SYN was a try again already";
+    EXPECT_EQ(host_.stats[KVS_R_DP_POOL_OPEN_FAILED], 1u);
+    EXPECT_EQ(host_.stats[KVS_R_DP_CHALLENGE_ACK], 1u + cfg_.syn_retries)
+        << "answers for a leg no longer opening are not the pool's";
+    EXPECT_TRUE(host_.taken.empty()) << "its port given back";
+    pool.upkeep(t_, 2, host_);
+    EXPECT_TRUE(host_.take_sent().empty()) << "not before retry_after";
 }
 
 TEST_F(PoolTest, ABackendThatChangedOrWentAwayLosesItsLegs) {
