@@ -62,6 +62,18 @@ std::string read_error(const beast::error_code &ec, std::size_t max_body) {
     return "recv: " + ec.message();
 }
 
+// An interim response (100 Continue, 102, 103 Early Hints): its head only, the final one
+// follows on the connection. 101 Switching Protocols ends HTTP: taken as final.
+bool interim(const Parser &p) {
+    const unsigned st = p.get().result_int();
+    return st >= 100 && st < 200 && st != 101;
+}
+// Interim responses before the final one beyond which the response is refused.
+constexpr unsigned kMaxInterim = 8;
+std::string too_many_interim() {
+    return "bad response: more than " + std::to_string(kMaxInterim) + " interim (1xx) responses";
+}
+
 void take(Parser &p, HttpResult *r) {
     auto &msg = p.get();
     r->ok = true;
@@ -95,7 +107,7 @@ struct Fetch {
     Fetch(asio::io_context &io, HttpResult *r, std::size_t max_body, std::size_t *pending,
           asio::steady_timer *timer)
         : sock(io), res(r), max_body(max_body), pending(pending), timer(timer) {
-        limit(parser, max_body);
+        fresh_parser();
     }
 
     tcp::socket sock;
@@ -104,7 +116,8 @@ struct Fetch {
     // line, extension or trailer) never exceeds it. Unbounded, a backend that sent an endless
     // chunk extension grew it by hundreds of MB within one scrape's deadline.
     beast::flat_buffer buf{2 * kMaxHead};
-    Parser parser;
+    std::optional<Parser> parser;  // one per response: an interim one's is replaced
+    unsigned interims = 0;
     HttpResult *res;
     std::size_t max_body;
     std::size_t *pending;
@@ -149,33 +162,47 @@ struct Fetch {
         });
     }
 
+    void fresh_parser() {
+        parser.emplace();
+        limit(*parser, max_body);
+    }
+
     void on_write(const beast::error_code &ec) {
         if (ec) return finish("send: " + ec.message());
+        read_header();
+    }
+
+    void read_header() {
         http::async_read_header(
-            sock, buf, parser,
+            sock, buf, *parser,
             [this](const beast::error_code &ec, std::size_t) { step([&] { on_header(ec); }); });
     }
 
     void on_header(const beast::error_code &ec) {
         if (ec) return finish(read_error(ec, max_body));
-        if (auto cl = parser.content_length(); cl && *cl > max_body)
+        if (interim(*parser)) {
+            if (++interims > kMaxInterim) return finish(too_many_interim());
+            fresh_parser();
+            return read_header();
+        }
+        if (auto cl = parser->content_length(); cl && *cl > max_body)
             return finish(too_large(max_body));
         read_body();
     }
 
     void read_body() {
-        if (parser.is_done()) {
-            take(parser, res);
+        if (parser->is_done()) {
+            take(*parser, res);
             return finish();
         }
-        http::async_read_some(sock, buf, parser, [this](const beast::error_code &ec, std::size_t) {
+        http::async_read_some(sock, buf, *parser, [this](const beast::error_code &ec, std::size_t) {
             step([&] { on_body(ec); });
         });
     }
 
     void on_body(const beast::error_code &ec) {
         if (ec) return finish(read_error(ec, max_body));
-        if (parser.get().body().size() > max_body) return finish(too_large(max_body));
+        if (parser->get().body().size() > max_body) return finish(too_large(max_body));
         read_body();
     }
 };
@@ -184,14 +211,13 @@ struct Fetch {
 
 HttpResult parse_http_response(const std::string &raw, bool eof) {
     HttpResult r;
-    Parser p;
-    limit(p, std::nullopt);
+    std::optional<Parser> p;
     beast::error_code ec;
     std::size_t used = 0;
     // Feeds what is left of `raw`; false (with r.error) on a parse error.
     auto feed = [&](bool until_done) {
-        while ((until_done ? !p.is_done() : !p.is_header_done()) && used < raw.size()) {
-            const std::size_t n = p.put(asio::buffer(raw.data() + used, raw.size() - used), ec);
+        while ((until_done ? !p->is_done() : !p->is_header_done()) && used < raw.size()) {
+            const std::size_t n = p->put(asio::buffer(raw.data() + used, raw.size() - used), ec);
             if (ec == http::error::need_more) return true;
             if (ec) {
                 r.error = read_error(ec, 0);
@@ -202,30 +228,39 @@ HttpResult parse_http_response(const std::string &raw, bool eof) {
         }
         return true;
     };
-    if (!feed(false)) return r;
-    if (!p.is_header_done()) {
-        r.error = eof ? "connection closed before the response head" : "incomplete response";
-        return r;
+    for (unsigned interims = 0;; ++interims) {
+        if (interims > kMaxInterim) {
+            r.error = too_many_interim();
+            return r;
+        }
+        p.emplace();
+        limit(*p, std::nullopt);
+        if (!feed(false)) return r;
+        if (!p->is_header_done()) {
+            r.error = eof ? "connection closed before the response head" : "incomplete response";
+            return r;
+        }
+        if (!interim(*p)) break;
     }
     // A declared length beyond what is here is not reserved: the body cannot be complete.
-    if (auto cl = p.content_length(); cl && *cl > raw.size() - used) {
+    if (auto cl = p->content_length(); cl && *cl > raw.size() - used) {
         r.error = eof ? "connection closed before the end of the response" : "incomplete response";
         return r;
     }
-    p.eager(true);
+    p->eager(true);
     if (!feed(true)) return r;
-    if (!p.is_done()) {
+    if (!p->is_done()) {
         if (!eof) {
             r.error = "incomplete response";
             return r;
         }
-        p.put_eof(ec);
+        p->put_eof(ec);
         if (ec) {
             r.error = read_error(ec, 0);
             return r;
         }
     }
-    take(p, &r);
+    take(*p, &r);
     return r;
 }
 

@@ -246,6 +246,13 @@ void print_backends(json list) {
     }
 }
 
+// What a drain waits for (drain.waiting_for; empty when it is done or none is said).
+std::string drain_waiting_for(const json &d) {
+    return d.contains("waiting_for") && d["waiting_for"].is_string()
+               ? d["waiting_for"].get<std::string>()
+               : "";
+}
+
 void print_announce(json a, json d) {
     if (a.is_null()) {
         std::printf("announce: off (no announce-bird-socket)\n");
@@ -260,9 +267,8 @@ void print_announce(json a, json d) {
             a["error"].is_null() ? "" : (", BIRD: " + a["error"].get<std::string>()).c_str());
     }
     if (!d.is_null() && d.value("active", false)) {
-        const std::string wait = d.contains("waiting_for") && d["waiting_for"].is_string()
-                                     ? " (waiting for " + d["waiting_for"].get<std::string>() + ")"
-                                     : "";
+        std::string wait = drain_waiting_for(d);
+        if (!wait.empty()) wait = " (waiting for " + wait + ")";
         std::printf("drain: %s, %s flow(s) left after %.1f s%s; fleet: %s\n",
                     d["done"].get<bool>() ? "DONE" : "in progress", num(d["flows_left"]).c_str(),
                     d["elapsed_s"].get<double>(), wait.c_str(),
@@ -353,9 +359,7 @@ int cmd_drain(Ctl &c, const std::vector<std::string> &args) {
             return kFailed;
         }
         const std::uint64_t left = d.value("flows_left", std::uint64_t{0});
-        const std::string why = d.contains("waiting_for") && d["waiting_for"].is_string()
-                                    ? d["waiting_for"].get<std::string>()
-                                    : "";
+        const std::string why = drain_waiting_for(d);
         if ((left != last || why != last_why) && !c.g().json)
             std::printf("waiting: %llu flow(s) left%s\n", static_cast<unsigned long long>(left),
                         why.empty() ? "" : (" (for " + why + ")").c_str());

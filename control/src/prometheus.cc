@@ -59,8 +59,7 @@ std::optional<double> parse_value(std::string_view tok) {
     errno = 0;
     double v = std::strtod(buf.c_str(), &end);
     if (end != buf.c_str() + buf.size() || end == buf.c_str()) return std::nullopt;
-    if (errno == ERANGE && std::isfinite(v) && v != 0) return std::nullopt;
-    return v;
+    return v;  // beyond the range: +-inf (refused as a metric's value later); below it: tiny or 0
 }
 
 // Parses one sample line; returns an error reason or empty on success.

@@ -1,8 +1,11 @@
 #include "kvsteer/control/telemetry.h"
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <string_view>
+#include <unordered_set>
+#include <vector>
 
 namespace kvsteer::control {
 
@@ -39,14 +42,27 @@ constexpr Names kRead[] = {kVllmRunning,   kVllmWaiting,   kVllmKvUsage,   kVllm
                            kVllmHits,      kSglangRunning, kSglangWaiting, kSglangKvUsage,
                            kSglangHitRate, kSglangQueries, kSglangHits,    kStartTime};
 
+// A sample's label set as one string, its labels in name order ({a="1",b="2"} and {b="2",a="1"}
+// are one series).
+std::string series_of(const PromSample &s) {
+    std::vector<const std::pair<std::string, std::string> *> l;
+    for (const auto &kv : s.labels) l.push_back(&kv);
+    std::sort(l.begin(), l.end(), [](auto *a, auto *b) { return a->first < b->first; });
+    std::string key;
+    for (const auto *kv : l) (((key += kv->first) += '\0') += kv->second) += '\0';
+    return key;
+}
+
 // Looks for the first of `names` present in the page; combines its label sets. Values outside
-// [0, hi] or not finite, or a line of it that did not parse, make the whole metric unknown (a
-// wrong number is worse than none).
+// [0, hi] or not finite, a line of it that did not parse, or one label set twice (a malformed
+// page: summed, the series counted double) make the whole metric unknown (a wrong number is
+// worse than none).
 std::optional<double> pick(const PromParse &page, Names names, double hi, Combine how,
                            std::vector<std::string> &problems) {
     for (auto name : names) {
         bool found = false, bad = false;
         double acc = 0;
+        std::unordered_set<std::string> series;
         // A line of it that did not parse: the sum of the others would be wrong, not unknown.
         for (const auto &b : page.bad_names) {
             if (b != name) continue;
@@ -61,6 +77,10 @@ std::optional<double> pick(const PromParse &page, Names names, double hi, Combin
                                        " outside 0.." + std::to_string(hi));
                 bad = true;
                 continue;
+            }
+            if (!series.insert(series_of(s)).second) {
+                problems.push_back(std::string(name) + ": one label set twice");
+                return std::nullopt;
             }
             acc = !found ? s.value : (how == Combine::Sum ? acc + s.value : std::max(acc, s.value));
             found = true;

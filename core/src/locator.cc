@@ -125,6 +125,30 @@ std::string_view target_path(std::string_view t) {
     return t.substr(0, cut);
 }
 
+// Whether the path `raw` is `want` once percent-decoded (every %XX, as the OpenAI servers'
+// ASGI stack decodes a path before routing it: /v1/chat/%63ompletions is served as chat).
+bool path_is(std::string_view raw, std::string_view want) {
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::size_t i = 0, j = 0;
+    for (; i < raw.size() && j < want.size(); ++j) {
+        char c = raw[i++];
+        if (c == '%' && i + 1 < raw.size()) {  // a '%' without two hex digits is itself
+            const int hi = hex(raw[i]), lo = hex(raw[i + 1]);
+            if (hi >= 0 && lo >= 0) {
+                c = static_cast<char>(hi * 16 + lo);
+                i += 2;
+            }
+        }
+        if (c != want[j]) return false;
+    }
+    return i == raw.size() && j == want.size();
+}
+
 enum class Step { Ok, More, Bad };
 
 // Reads one line ending at LF starting at `pos`; `content_end` excludes CRLF/LF.
@@ -357,8 +381,8 @@ void locate_key(Buf buf, std::size_t key_begin, std::size_t key_end, RequestView
         return;
     }
     const std::string_view path = target_path(r.path);
-    const bool completions = path == "/v1/completions";
-    const bool chat = path == "/v1/chat/completions";
+    const bool completions = path_is(path, "/v1/completions");
+    const bool chat = path_is(path, "/v1/chat/completions");
     if (completions || chat) {
         const JsonTopScan s = scan_top_level(buf.subspan(key_begin, key_end - key_begin),
                                              completions ? "prompt" : "messages", completions);
@@ -368,8 +392,7 @@ void locate_key(Buf buf, std::size_t key_begin, std::size_t key_end, RequestView
             r.key_offset = key_begin + s.key_off;
             r.key_len = s.key_end - s.key_off;
             r.key_complete = s.key_complete;
-            r.model_before_key = s.key_model_len > 0;
-            if (r.model_before_key)
+            if (s.key_model_len > 0)
                 r.key_model = view(buf, key_begin + s.key_model_off, s.key_model_len);
             return;
         }
@@ -466,7 +489,7 @@ std::size_t dechunk_request(std::span<std::uint8_t> buf, RequestView &r) noexcep
     }
     if (out == r.body_offset) return 0;  // no chunk data (or a malformed first chunk): as located
     r.model = r.key_model = {};
-    r.model_before_key = r.key_complete = false;
+    r.key_complete = false;
     r.key_offset = r.key_len = 0;
     r.dechunked = true;
     locate_key(b.first(out), r.body_offset, out, r);

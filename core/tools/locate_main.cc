@@ -127,7 +127,7 @@ int main(int argc, char **argv) {
             json_str(r.host).c_str(), static_cast<long long>(r.content_length),
             r.chunked ? "true" : "false", r.expect_continue ? "true" : "false", r.body_offset,
             r.body_available, r.body_complete ? "true" : "false", r.dechunked ? "true" : "false",
-            json_str(r.model).c_str(), r.model_before_key ? "true" : "false", r.key_offset,
+            json_str(r.model).c_str(), r.key_model.empty() ? "false" : "true", r.key_offset,
             r.key_len, r.key_len ? hex(h.prefix).c_str() : "null", blocks.c_str());
     }
     return rc;

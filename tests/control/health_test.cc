@@ -278,6 +278,43 @@ TEST(HttpClient, OutOfDescriptorsIsALocalErrorNotTheBackends) {
     setrlimit(RLIMIT_NOFILE, &was);
 }
 
+// Interim responses (100 Continue, 103 Early Hints) come before the final one on the
+// connection: the final one is the answer (taken as the answer, a 100 made a health check pass
+// with an empty body, and a scrape read nothing); 101 ends HTTP and is final; an endless run of
+// them is refused.
+TEST(HttpClient, InterimResponsesAreNotTheAnswer) {
+    const std::string two_interims =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+    {
+        RawOnce raw(two_interims + "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy");
+        auto r = http_get_many({{loopback(raw.port()), "/health"}}, 1000ms);
+        EXPECT_TRUE(r[0].ok) << r[0].error;
+        EXPECT_EQ(r[0].status, 503);
+        EXPECT_EQ(r[0].body, "busy");
+    }
+    std::string endless;
+    for (int i = 0; i < 9; ++i) endless += "HTTP/1.1 100 Continue\r\n\r\n";
+    {
+        RawOnce raw(endless + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        auto r = http_get_many({{loopback(raw.port()), "/health"}}, 1000ms);
+        EXPECT_FALSE(r[0].ok);
+        EXPECT_NE(r[0].error.find("interim"), std::string::npos) << r[0].error;
+    }
+    auto p =
+        parse_http_response(two_interims + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    EXPECT_TRUE(p.ok) << p.error;
+    EXPECT_EQ(p.status, 200);
+    EXPECT_EQ(p.body, "ok");
+    p = parse_http_response(two_interims, false);
+    EXPECT_FALSE(p.ok);
+    EXPECT_EQ(p.error, "incomplete response");
+    p = parse_http_response(endless + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true);
+    EXPECT_FALSE(p.ok);
+    p = parse_http_response("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", true);
+    EXPECT_TRUE(p.ok) << p.error;
+    EXPECT_EQ(p.status, 101);
+}
+
 TEST(HttpClient, ParsesRawResponses) {
     auto r = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", false);
     EXPECT_TRUE(r.ok);

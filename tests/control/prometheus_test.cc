@@ -170,6 +170,17 @@ TEST(Prometheus, SumsEnginesAndTakesMaxUsage) {
         "0.7\n"));
     EXPECT_EQ(t.running, 5.0);
     EXPECT_DOUBLE_EQ(*t.kv_usage, 0.7);
+    // One series twice (its labels in any order) is a malformed page, not two engines: summed,
+    // it counted double.
+    t = extract_telemetry(
+        parse_prometheus("vllm:num_requests_running{engine=\"0\",model=\"m\"} 2\n"
+                         "vllm:num_requests_running{model=\"m\",engine=\"0\"} 2\n"
+                         "vllm:num_requests_waiting 1\nvllm:num_requests_waiting 1\n"
+                         "vllm:kv_cache_usage_perc{engine=\"0\"} 0.2\n"));
+    EXPECT_FALSE(t.running);
+    EXPECT_FALSE(t.waiting);
+    EXPECT_DOUBLE_EQ(*t.kv_usage, 0.2);
+    EXPECT_EQ(t.problems.size(), 2u);
 }
 
 TEST(Prometheus, LabelEscapesCommentsTimestampsCrlf) {
@@ -180,9 +191,11 @@ TEST(Prometheus, LabelEscapesCommentsTimestampsCrlf) {
         "m2 -Inf\n"
         "m3 +inf\n"
         "m4 1e3 # {trace_id=\"abc\"} 1.0\n"
+        "m5 4.9e-324\n"  // a subnormal (strtod's ERANGE): a value, as Go's ParseFloat has it
         "# EOF\n");
     EXPECT_EQ(p.bad_lines, 0u) << p.first_error;
-    ASSERT_EQ(p.samples.size(), 4u);
+    ASSERT_EQ(p.samples.size(), 5u);
+    EXPECT_GT(p.samples[4].value, 0.0);
     const auto &s = p.samples[0];
     EXPECT_EQ(*s.label("a"), "x\"y");
     EXPECT_EQ(*s.label("b"), "back\\slash");
@@ -289,11 +302,13 @@ TEST(Prometheus, HugeAndRandomInputNeverCrash) {
         << "5 labels in 4 samples";
     EXPECT_TRUE(parse_prometheus(four + four + four, 3).truncated) << "15 labels, 3 samples";
     // kvsteerd keeps at most kTelemetryMaxSamples samples of the metrics it reads.
-    std::string running;
-    for (std::size_t i = 0; i <= kTelemetryMaxSamples; i++)
-        running += "vllm:num_requests_running 1\n";
+    std::string running, at_cap_page;  // one engine a line (one series twice: unknown)
+    for (std::size_t i = 0; i <= kTelemetryMaxSamples; i++) {
+        if (i == kTelemetryMaxSamples) at_cap_page = running;
+        running += "vllm:num_requests_running{engine=\"" + std::to_string(i) + "\"} 1\n";
+    }
     PromParse rp;
-    const Telemetry at_cap = read_telemetry(running.substr(28), &rp);  // one line less
+    const Telemetry at_cap = read_telemetry(at_cap_page, &rp);
     EXPECT_FALSE(rp.truncated);
     EXPECT_EQ(at_cap.running, static_cast<double>(kTelemetryMaxSamples));
     read_telemetry(running, &rp);

@@ -82,17 +82,16 @@ TEST(CoreLocator, HashModelOnlyWhenItPrecedesTheKey) {
                                    R"({"messages":[{"role":"user","content":"hi"}],"model":"m"})");
     RequestView r = loc(after);
     EXPECT_EQ(r.model, "m");
-    EXPECT_FALSE(r.model_before_key);
+    EXPECT_TRUE(r.key_model.empty());
     EXPECT_EQ(r.hash_model(), "");
     r = loc(after.substr(0, after.size() - 8));  // truncated before "model"
     EXPECT_EQ(r.model, "");
     EXPECT_EQ(r.hash_model(), "");
     const std::string before = post("/v1/chat/completions", R"({"model":"m","messages":[]})");
     r = loc(before);
-    EXPECT_TRUE(r.model_before_key);
+    EXPECT_FALSE(r.key_model.empty());
     EXPECT_EQ(r.hash_model(), "m");
-    EXPECT_FALSE(
-        loc(post("/other", R"({"model":"m"})")).model_before_key);  // BodyPrefix: in the key
+    EXPECT_EQ(loc(post("/other", R"({"model":"m"})")).hash_model(), "");  // BodyPrefix: in the key
 }
 
 TEST(CoreLocator, CompletionsArrayPrompt) {
@@ -162,6 +161,15 @@ TEST(CoreLocator, QueryStringAndAbsoluteFormStillMatch) {
     }
     const std::string req = post("/v1/completions/extra", body);
     EXPECT_EQ(loc(req).kind, KeyKind::BodyPrefix);
+    // Percent-encoded, as the servers decode it before routing (it was keyed as the body's bytes).
+    for (const char *path :
+         {"/v1/%63ompletions", "/v1%2Fcompletions", "/%76%31/completions?x", "/v1/completion%73"}) {
+        EXPECT_EQ(loc(post(path, body)).kind, KeyKind::OpenAIPrompt) << path;
+    }
+    for (const char *path : {"/v1/completions%", "/v1/completions%7", "/v1/%6completions",
+                             "/v1/%zzompletions", "/v1/completions%2F"}) {
+        EXPECT_EQ(loc(post(path, body)).kind, KeyKind::BodyPrefix) << path;
+    }
 }
 
 TEST(CoreLocator, Http10AndBareLfAndLeadingEmptyLine) {
@@ -441,7 +449,7 @@ TEST(CoreLocator, DechunkedBodyKeyedLikeAContentLengthOne) {
             EXPECT_TRUE(r.dechunked);
             EXPECT_EQ(r.kind, KeyKind::OpenAIChat);
             EXPECT_EQ(r.model, "m");
-            EXPECT_TRUE(r.model_before_key);
+            EXPECT_FALSE(r.key_model.empty());
             EXPECT_EQ(
                 std::string(buf.begin() + static_cast<std::ptrdiff_t>(r.key_offset),
                             buf.begin() + static_cast<std::ptrdiff_t>(r.key_offset + r.key_len)),

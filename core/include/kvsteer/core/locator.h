@@ -42,18 +42,15 @@ struct RequestView {
     std::size_t key_offset = 0;        // first byte to hash: prompt value / messages '[' / body
     std::size_t key_len = 0;           // bytes from key_offset available in the buffer
     bool key_complete = false;         // OpenAI kinds: the key member's value ends in the buffer
-    bool model_before_key = false;     // OpenAI kinds: "model" came before the key member
-    std::string_view key_model;        // that "model" (the last one before the key member)
-    bool dechunked = false;            // dechunk_request took the body's chunk framing out
+    std::string_view key_model;  // OpenAI kinds: the "model" before the key member (the last one)
+    bool dechunked = false;      // dechunk_request took the body's chunk framing out
 
     // The model to mix into hash_prompt: only one that precedes the key. A trailing "model"
     // (openai-python sends "messages" first) is seen only when the whole prompt fits the first
     // flight, so using it would give one prompt two hashes depending on its length; so would a
     // duplicate "model" after the key (the last one seen was used: the first when the flight was
     // cut inside the key, the second when it held the whole body).
-    std::string_view hash_model() const {
-        return model_before_key ? key_model : std::string_view();
-    }
+    std::string_view hash_model() const { return key_model; }
 };
 
 // Bounded scan, no allocation, never reads outside `buf`. `buf` is the concatenation of the
