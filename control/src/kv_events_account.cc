@@ -113,6 +113,7 @@ void KvEventSubscriber::set(std::uint16_t id, const std::string &endpoint) {
         sub.serial = impl_->next_serial++;
         sub.st = KvEventStats{};
         sub.st.endpoint = endpoint;
+        ++impl_->changes;
     }
     impl_->poke();
 }
@@ -120,7 +121,7 @@ void KvEventSubscriber::set(std::uint16_t id, const std::string &endpoint) {
 void KvEventSubscriber::remove(std::uint16_t id) {
     {
         std::lock_guard lk(impl_->mu);
-        impl_->subs.erase(id);
+        if (impl_->subs.erase(id)) ++impl_->changes;
     }
     impl_->poke();
 }

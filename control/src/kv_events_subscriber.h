@@ -19,13 +19,14 @@ namespace kvsteer::control {
 
 struct KvEventSubscriber::Impl {
     std::function<void()> wake;
-    mutable std::mutex mu;  // guards subs, next_serial
+    mutable std::mutex mu;  // guards subs, next_serial, changes
     struct Sub {
         std::uint64_t serial;  // tells a socket of an earlier subscription of the same id apart
         KvEventStats st;
     };
     std::map<std::uint16_t, Sub> subs;
     std::uint64_t next_serial = 1;
+    std::uint64_t changes = 0;  // bumped by every set and remove: the transport syncs on a change
     std::atomic<std::uint64_t> resets{0};
 
     // The transport's own state (defined by the transport file).

@@ -9,7 +9,10 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
-#include <tuple>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -118,56 +121,60 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
     struct Sock {
         std::uint16_t id;
         std::uint64_t serial;
+        std::string ep;
         void *s;  // null: could not be made (reported): tried again after `backoff`
         std::chrono::steady_clock::time_point tried{};
         std::chrono::milliseconds backoff{1000};
     };
+    using Key = std::pair<std::uint16_t, std::uint64_t>;  // (id, serial)
     std::vector<Sock> socks;
     std::vector<zmq_pollitem_t> items;
     std::vector<std::size_t> polled;  // items[j + 1] is socks[polled[j]]
     std::vector<std::string> frames;
+    std::uint64_t synced = ~std::uint64_t{0};  // the subscription table's `changes` followed
     while (!stop.load()) {
-        // Follow the wanted subscriptions.
-        std::vector<std::tuple<std::uint16_t, std::uint64_t, std::string>> want;
+        // Follow the wanted subscriptions, when they changed (read every wake, the table was
+        // copied under the lock and matched pairwise: O(subscriptions^2) a wake, 1.8 s of CPU in
+        // 3.5 s with 1,024 of them).
+        std::map<Key, std::string> want;
+        bool changed = false;
         {
             std::lock_guard lk(im.mu);
-            for (const auto &[id, sub] : im.subs)
-                want.emplace_back(id, sub.serial, sub.st.endpoint);
-        }
-        for (std::size_t i = 0; i < socks.size();) {
-            bool keep = false;
-            for (const auto &[id, serial, ep] : want)
-                keep |= id == socks[i].id && serial == socks[i].serial;
-            if (!keep) {
-                if (socks[i].s) zmq_close(socks[i].s);
-                socks.erase(socks.begin() + static_cast<long>(i));
-            } else {
-                i++;
+            if (im.changes != synced) {
+                changed = true;
+                synced = im.changes;
+                for (const auto &[id, sub] : im.subs)
+                    want.emplace(Key{id, sub.serial}, sub.st.endpoint);
             }
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (changed) {
+            std::erase_if(socks, [&](Sock &s) {
+                if (want.erase(Key{s.id, s.serial})) return false;  // kept (and not opened again)
+                if (s.s) zmq_close(s.s);
+                return true;
+            });
+            for (auto &[key, ep] : want)  // the new ones
+                socks.push_back(
+                    {key.first, key.second, ep, open(im, key.first, key.second, ep), now});
         }
         // A socket that could not be made (a transient EMFILE, libzmq's socket limit) is tried
         // again, 1 s after the failure and doubling to 60 s, logged only when the error changes
         // or it comes back. Before, the subscription stayed dead until it was re-added.
-        const auto now = std::chrono::steady_clock::now();
         std::chrono::milliseconds wait{-1};
-        for (const auto &[id, serial, ep] : want) {
-            Sock *have = nullptr;
-            for (auto &s : socks)
-                if (s.id == id && s.serial == serial) have = &s;
-            if (!have) {
-                socks.push_back({id, serial, open(im, id, serial, ep), now});
-                have = &socks.back();
-            } else if (!have->s && now - have->tried >= have->backoff) {
-                have->s = open(im, id, serial, ep, false);
-                have->tried = now;
-                if (have->s)
-                    spdlog::info("kv-events: backend {}: subscribed to {} again", id, ep);
+        for (Sock &have : socks) {
+            if (have.s) continue;
+            if (now - have.tried >= have.backoff) {
+                have.s = open(im, have.id, have.serial, have.ep, false);
+                have.tried = now;
+                if (have.s)
+                    spdlog::info("kv-events: backend {}: subscribed to {} again", have.id, have.ep);
                 else
-                    have->backoff = std::min(have->backoff * 2, std::chrono::milliseconds(60000));
+                    have.backoff = std::min(have.backoff * 2, std::chrono::milliseconds(60000));
             }
-            if (!have->s) {
+            if (!have.s) {
                 const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    have->tried + have->backoff - now);
+                    have.tried + have.backoff - now);
                 const auto ms = std::max(left, std::chrono::milliseconds(1));
                 if (wait.count() < 0 || ms < wait) wait = ms;
             }

@@ -424,9 +424,21 @@ TEST(KvEventSubscriber, FollowsARealPublisher) {
     EXPECT_EQ(sub.reset_events(), 1u);
     EXPECT_TRUE(wait_for([&] { return wakes.load() >= 1; })) << "a reset wakes the daemon";
 
-    // Re-subscribing starts the counts over; removing forgets the backend.
+    // Re-subscribing starts the counts over (on a socket of its own, which receives);
+    // removing forgets the backend.
     sub.set(7, pub.endpoint());
     EXPECT_EQ(sub.stats(7)->messages, 0u);
+    // Many subscriptions at once (the transport follows the table when it changes) all receive;
+    // the first XPUB send may precede a new socket's subscription: sent until each counted one.
+    for (std::uint16_t id = 100; id < 164; ++id) sub.set(id, pub.endpoint());
+    std::uint64_t seq = 3;
+    EXPECT_TRUE(wait_for([&] {
+        pub.send(frames(seq++, sample_payload()));
+        for (std::uint16_t id = 100; id < 164; ++id)
+            if (sub.stats(id)->messages == 0) return false;
+        return sub.stats(7)->messages > 0;
+    })) << "every subscription receives";
+    for (std::uint16_t id = 100; id < 164; ++id) sub.remove(id);
     sub.remove(7);
     EXPECT_FALSE(sub.stats(7));
     EXPECT_TRUE(sub.all_stats().empty());
