@@ -278,12 +278,10 @@ bool port_pool(std::uint16_t port, std::uint32_t mbufs, rte_mempool **pool_out, 
     return true;
 }
 
-RxSpread rx_spread(std::uint16_t queues, std::uint64_t offered_rss_hf) {
-    if (queues < 2) return {};
+std::uint64_t rss_fields(std::uint16_t queues, std::uint64_t offered_rss_hf) {
+    if (queues < 2) return 0;
     // Addresses and TCP ports, both families: a connection's packets stay on one queue.
-    const std::uint64_t hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & offered_rss_hf;
-    if (!hf) return {};
-    return {true, hf};
+    return (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & offered_rss_hf;
 }
 
 bool setup_port(std::uint16_t port, std::uint16_t queues, rte_mempool *pool, std::string *err) {
@@ -298,12 +296,12 @@ bool setup_port(std::uint16_t port, std::uint16_t queues, rte_mempool *pool, std
         return false;
     }
     rte_eth_conf conf{};
-    if (const RxSpread rs = rx_spread(queues, info.flow_type_rss_offloads); rs.rss) {
+    if (const std::uint64_t hf = rss_fields(queues, info.flow_type_rss_offloads); hf) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_key = nullptr;  // the driver's default key
-        conf.rx_adv_conf.rss_conf.rss_hf = rs.rss_hf;
+        conf.rx_adv_conf.rss_conf.rss_hf = hf;
         spdlog::info("port {} ({}): RSS over {} queues (hash fields {:#x})", port, info.driver_name,
-                     queues, rs.rss_hf);
+                     queues, hf);
     } else if (queues > 1) {
         spdlog::info(
             "port {} ({}): no RSS offered by the driver: its {} queues are filled as it "

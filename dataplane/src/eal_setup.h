@@ -74,11 +74,8 @@ bool start_port(std::uint16_t port, std::uint16_t queues, std::uint32_t mbufs,
 // NIC's PMD: RTE_ETH_MQ_RX_RSS on the addresses and TCP ports it offers, its default key), by RSS;
 // else as the driver does (af_xdp: the kernel's RSS, set with ethtool; with a zeroed
 // configuration a NIC's PMD put every packet on queue 0, and the other workers got none).
-struct RxSpread {
-    bool rss = false;
-    std::uint64_t rss_hf = 0;  // RTE_ETH_RSS_* asked for
-};
-RxSpread rx_spread(std::uint16_t queues, std::uint64_t offered_rss_hf);
+// Returns the RTE_ETH_RSS_* hash fields to ask for; 0: no RSS (the driver's way).
+std::uint64_t rss_fields(std::uint16_t queues, std::uint64_t offered_rss_hf);
 // The configure / queues / start half of start_port, on a pool that exists (also used to
 // bring a re-created port up on the pool it had).
 bool setup_port(std::uint16_t port, std::uint16_t queues, rte_mempool *pool, std::string *err);

@@ -1342,7 +1342,7 @@ void Worker::rst_leg(const kvs_flow &c2s, std::uint8_t family, std::uint32_t cli
 // backend's in-flight count goes back, unless XDP counted its close already.
 void Worker::count_close(const kvs_flow &c2s) {
     if (!t_.load || c2s.backend_id >= KVS_MAX_BACKENDS || (c2s.state & KVS_FLOW_CLOSED)) return;
-    __atomic_fetch_add(&t_.load[c2s.backend_id].closes, 1, __ATOMIC_RELAXED);
+    add_close(c2s.backend_id);
     if (c2s.state & KVS_FLOW_IDLE)
         __atomic_fetch_add(&t_.load[c2s.backend_id].idle_ends, 1, __ATOMIC_RELAXED);
 }
@@ -1581,7 +1581,7 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
         if (s.fin_mask == 3) {
             s.closed = 1;
             inc(KVS_R_FLOW_CLOSED);
-            if (t_.load) __atomic_fetch_add(&t_.load[s.b.backend()].closes, 1, __ATOMIC_RELAXED);
+            add_close(s.b.backend());
         }
     }
     rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);
@@ -1678,8 +1678,7 @@ void Worker::sweep_bound(std::uint64_t now) {
                 // Expired idle, never seen closing (a client gone, a lost FIN): its backend's
                 // in-flight count (binds - closes) goes back, as the xdp-mode sweeper does it.
                 inc(KVS_R_DP_FLOW_IDLE_EXPIRED);
-                if (t_.load)
-                    __atomic_fetch_add(&t_.load[s.b.backend()].closes, 1, __ATOMIC_RELAXED);
+                add_close(s.b.backend());
             }
             release(i, true);
         }
@@ -1715,7 +1714,7 @@ bool Worker::reclaim_bound(std::uint64_t now) {
         if (!s.closed) {
             rst_client(s, s.s2c.next_seq + s.s2c.seq_delta, s.c2s.next_seq);
             rst_leg(s.c2s, s.ckey.family, s.c2s.next_seq);
-            if (t_.load) __atomic_fetch_add(&t_.load[s.b.backend()].closes, 1, __ATOMIC_RELAXED);
+            add_close(s.b.backend());
         }
         inc(KVS_R_DP_FLOW_RECLAIMED_IDLE);
         release(v, true);

@@ -137,6 +137,10 @@ class Worker {
     void rst_client(const Slot &s, std::uint32_t seq, std::uint32_t ack);
     static bool segment_checksums_ok(const rte_mbuf *m, const kvs_pkt &pkt);
     void count_close(const kvs_flow &c2s);
+    // One close in `backend`'s load (binds - closes): the caller's flow state makes it once.
+    void add_close(std::uint16_t backend) {
+        if (t_.load) __atomic_fetch_add(&t_.load[backend].closes, 1, __ATOMIC_RELAXED);
+    }
     bool reused_by_new_connection(const Slot &s, const kvs_pkt &pkt) const;
     void new_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now);
     // `checked`: its checksums were verified already (the flow's first segment).
