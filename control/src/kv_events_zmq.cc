@@ -47,6 +47,9 @@ constexpr auto kTurn = std::chrono::milliseconds(5);
 // or rebooted, or a firewall that forgot the idle flow, left it connected to nothing for good,
 // and the restarted engine (its sequence reset) was never heard.
 constexpr int kHeartbeatIvlMs = 1000, kHeartbeatTimeoutMs = 5000;
+// The daemon is woken for cache resets at most this often (a backend flooding resets woke it
+// every round); a reset meanwhile wakes it when the gap has passed.
+constexpr auto kWakeGap = std::chrono::milliseconds(50);
 // Frames kept per message: a well-formed one has 3; more are read, counted and dropped.
 constexpr std::size_t kMaxFrames = 8;
 
@@ -132,6 +135,8 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
     std::vector<std::size_t> polled;  // items[j + 1] is socks[polled[j]]
     std::vector<std::string> frames;
     std::uint64_t synced = ~std::uint64_t{0};  // the subscription table's `changes` followed
+    bool wake_owed = false;                    // a reset the daemon was not woken for yet
+    std::chrono::steady_clock::time_point woke{};
     while (!stop.load()) {
         // Follow the wanted subscriptions, when they changed (read every wake, the table was
         // copied under the lock and matched pairwise: O(subscriptions^2) a wake, 1.8 s of CPU in
@@ -189,6 +194,12 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
                 polled.push_back(k);
             }
         }
+        if (wake_owed) {
+            const auto ms = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         woke + kWakeGap - std::chrono::steady_clock::now()),
+                                     std::chrono::milliseconds(1));
+            if (wait.count() < 0 || ms < wait) wait = ms;
+        }
         if (zmq_poll(items.data(), static_cast<int>(items.size()),
                      static_cast<long>(wait.count())) < 0) {
             if (zmq_errno() == ETERM) break;
@@ -231,7 +242,12 @@ void KvEventSubscriber::Impl::Transport::loop(Impl &im) {
                 any_reset |= d == Impl::Delivered::Reset;
             }
         }
-        if (any_reset && im.wake) im.wake();
+        wake_owed |= any_reset && im.wake;
+        if (wake_owed && std::chrono::steady_clock::now() - woke >= kWakeGap) {
+            im.wake();
+            woke = std::chrono::steady_clock::now();
+            wake_owed = false;
+        }
     }
     for (auto &s : socks)
         if (s.s) zmq_close(s.s);

@@ -423,6 +423,20 @@ TEST(KvEventSubscriber, FollowsARealPublisher) {
     EXPECT_EQ(st.resident_blocks, 0u);
     EXPECT_EQ(sub.reset_events(), 1u);
     EXPECT_TRUE(wait_for([&] { return wakes.load() >= 1; })) << "a reset wakes the daemon";
+    // A flood of resets wakes it at most every 50 ms (it woke every round), the last ones too.
+    const auto flood = std::chrono::steady_clock::now();
+    const int woken = wakes.load();
+    for (std::uint64_t q = 3; q < 103; ++q) {  // paced: each its own round of the thread
+        ASSERT_TRUE(pub.send(frames(q, batch({cleared()}))));
+        std::this_thread::sleep_for(2ms);
+    }
+    ASSERT_TRUE(wait_for([&] { return sub.reset_events() == 101u; }));
+    EXPECT_TRUE(wait_for([&] { return wakes.load() > woken; }));
+    std::this_thread::sleep_for(100ms);  // a wake owed for the last ones comes within 50 ms
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - flood)
+                        .count();
+    EXPECT_LE(wakes.load() - woken, ms / 50 + 2) << "100 resets in " << ms << " ms";
 
     // Re-subscribing starts the counts over (on a socket of its own, which receives);
     // removing forgets the backend.
@@ -431,7 +445,7 @@ TEST(KvEventSubscriber, FollowsARealPublisher) {
     // Many subscriptions at once (the transport follows the table when it changes) all receive;
     // the first XPUB send may precede a new socket's subscription: sent until each counted one.
     for (std::uint16_t id = 100; id < 164; ++id) sub.set(id, pub.endpoint());
-    std::uint64_t seq = 3;
+    std::uint64_t seq = 103;
     EXPECT_TRUE(wait_for([&] {
         pub.send(frames(seq++, sample_payload()));
         for (std::uint16_t id = 100; id < 164; ++id)
