@@ -272,9 +272,14 @@ static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
  * entries, the backend's closes counter bumped exactly once, by whoever flips CLOSED on the
  * arbiter entry: the client->server one, or this one if that is gone) at its first FIN or RST,
  * except a client's FIN while a response is still owed (a half-close after the request: the
- * backend is still working on it): that one waits for the backend's FIN or a RST. Global: rare,
- * and off the fast path's stack. */
-__attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags) {
+ * backend is still working on it): that one waits for the backend's FIN or a RST. Owed also
+ * when the client's bytes go past the end of its last request seen (`fin_seq`, the FIN's own
+ * sequence number, is not resp_end) or that end is unknown: a request XDP did not count (its
+ * head lost before the appliance, one after a request of unknown end) was closed while the
+ * backend worked on it, and a SYN on the tuple then deleted the live flow. Global: rare, and off
+ * the fast path's stack. */
+__attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __u32 flags,
+                                              __u32 fin_seq) {
     const __u32 closed = (__u32)KVS_FLOW_CLOSED << KVS_FLOW_STATE_SHIFT;
     struct kvs_flow_key rk;
     struct kvs_flow *f, *rev;
@@ -296,7 +301,8 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
     kvs_flow_reverse_key(key, f, &rk);
     rev = bpf_map_lookup_elem(&kvs_flows, &rk);
     if (!(bits & KVS_FLOW_RST) && f->dir == KVS_DIR_C2S && rev &&
-        !(rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) && kvs_resp_owed(f, rev))
+        !(rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) &&
+        (kvs_resp_owed(f, rev) || !(f->resp & KVS_RESP_END) || fin_seq != f->resp_end))
         return 0;
     kvs_close_pair(f, rev);
     return 0;
@@ -661,11 +667,6 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     }
     if (len) {
         p = (const __u8 *)data + (off & 0xff);
-        /* The client's new bytes end its connection's idleness (before a boundary hands the
-         * connection to the dataplane: its entries are replaced there). */
-        if (f->dir == KVS_DIR_C2S && (f->state & KVS_FLOW_IDLE) &&
-            (__s32)(seq + len - f->next_seq) > 0)
-            kvs_idle_end(f);
         /* Read within the payload, not the frame: Ethernet padding after a 1-byte "P" made
          * it a request head (counted, and the connection's steering stopped). */
         if (f->dir == KVS_DIR_C2S && seq == f->resp_end && (f->resp & KVS_RESP_END) && len >= 3 &&
@@ -688,8 +689,14 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
                 kvs_xdp_resp(ctx, off, len, seq, f);
         }
     }
-    /* A FIN counts where it may close the flow (in order: kvs_close_plausible). */
-    end = seq + len + ((flags & KVS_TCP_FIN) && f->next_seq - seq <= len ? 1 : 0);
+    /* A FIN counts where it may close the flow (in order: kvs_close_plausible; with ACK, as
+     * the endpoint takes it: a FIN without ACK moved the bytes seen past the client's next
+     * request, which was then no boundary). */
+    end = seq + len +
+          ((flags & (KVS_TCP_FIN | KVS_TCP_ACK)) == (KVS_TCP_FIN | KVS_TCP_ACK) &&
+                   f->next_seq - seq <= len
+               ? 1
+               : 0);
     /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
      * forged or stale segment far ahead stopped the connection's boundaries for good. Only bytes
      * or a FIN move it: a bare ACK or RST ahead (a blind sweep of forged ones) moved it to where
@@ -699,8 +706,16 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
         !(flags & KVS_TCP_SYN) &&
         ((__s32)(seq - f->next_seq) <= 0 ||
          ((flags & KVS_TCP_ACK) &&
-          kvs_xdp_rev_check(key, f, bpf_ntohl(pkt->tcp->ack_seq), KVS_REV_ACK_PLAUSIBLE))))
+          kvs_xdp_rev_check(key, f, bpf_ntohl(pkt->tcp->ack_seq), KVS_REV_ACK_PLAUSIBLE)))) {
         f->next_seq = end;
+        /* The client's new bytes, taken, end its connection's idleness (a boundary ended it
+         * already: the dataplane replaces the entries). Only taken ones: any segment ahead of
+         * the bytes seen did, half of all sequence numbers, so two forged bytes made a pooled
+         * idle connection count in flight. After the request count and next_seq (an atomic
+         * clear, not behind a plain read): kvs_xdp_idle on another CPU either sees them in its
+         * re-check after its swap, or its IDLE is cleared here. */
+        if (f->dir == KVS_DIR_C2S && len) kvs_idle_end(f);
+    }
     /* The response's bytes all passed with this segment: the connection may be idle now. Also
      * when this one did not move the bytes seen: a head that arrived after its body (reordered)
      * told where the response ends only now (it was never idle then, and counted in flight until
@@ -750,12 +765,21 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
         kvs_count(KVS_R_CLOSE_OUT_OF_WINDOW);
         flags &= (__u8) ~(KVS_TCP_FIN | KVS_TCP_RST);
     }
+    /* The endpoint drops a FIN without ACK on an established connection (Linux: the segment
+     * is discarded): forwarded for it to judge, it closes nothing here. Counted closed, a client
+     * sending one kept its connection open with its backend's in-flight count one lower and its
+     * requests never steered again. */
+    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST | KVS_TCP_ACK)) == KVS_TCP_FIN) {
+        kvs_count(KVS_R_FIN_WITHOUT_ACK);
+        flags &= (__u8)~KVS_TCP_FIN;
+    }
     fin_after = (flags & (KVS_TCP_FIN | KVS_TCP_RST)) == KVS_TCP_FIN && f->dir == KVS_DIR_C2S &&
                 pkt->payload_len;
-    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !fin_after) kvs_xdp_fin_rst(key, flags);
+    if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !fin_after)
+        kvs_xdp_fin_rst(key, flags, bpf_ntohl(pkt->tcp->seq) + pkt->payload_len);
     if (kvs_track(ctx, pkt, key, f, fin_after))
         return kvs_punt_bound(ctx, pkt, f, KVS_R_PUNT_REQUEST_BOUNDARY);
-    if (fin_after) kvs_xdp_fin_rst(key, flags);
+    if (fin_after) kvs_xdp_fin_rst(key, flags, bpf_ntohl(pkt->tcp->seq) + pkt->payload_len);
     /* The newest TSval the client was sent (a moved connection's timestamps go on from it): a
      * delayed segment's older one does not take it back. The dataplane starts it at install. A
      * compare-and-swap: two CPUs forwarding one leg's segments at once (RSS moved, a retransmission

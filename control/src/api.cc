@@ -237,7 +237,22 @@ std::optional<TuneSetRequest> tune_set_from_request(const json &req, std::string
 
 std::optional<BackendSpec> backend_spec_from_request(const json &req, std::string *err) {
     std::string s;
+    constexpr std::pair<const char *, const char *> kFields[] = {{"weight", "weight"},
+                                                                 {"model", "model"},
+                                                                 {"mac", "mac"},
+                                                                 {"max_load", "max_load"},
+                                                                 {"kv_events", "kv-events"}};
     if (req.contains("spec")) {
+        // Fields beside a spec were dropped (weight 0 beside it: added in rotation, answered ok).
+        for (const char *f : {"addr", "weight", "model", "mac", "max_load", "kv_events"}) {
+            if (req.contains(f)) {
+                *err = std::string(
+                           "backend.add: give \"spec\" or \"addr\" with its fields, not "
+                           "both (\"") +
+                       f + "\" beside \"spec\": put it in the spec)";
+                return std::nullopt;
+            }
+        }
         if (!req["spec"].is_string()) {
             *err =
                 "spec must be a string ADDR:PORT[,weight=W][,model=NAME][,mac=MAC][,max_load=N]"
@@ -249,9 +264,7 @@ std::optional<BackendSpec> backend_spec_from_request(const json &req, std::strin
         auto addr = spec_field(req, "addr", err);
         if (!addr) return std::nullopt;
         s = *addr;
-        for (const auto &[field, option] :
-             {std::pair{"weight", "weight"}, std::pair{"model", "model"}, std::pair{"mac", "mac"},
-              std::pair{"max_load", "max_load"}, std::pair{"kv_events", "kv-events"}}) {
+        for (const auto &[field, option] : kFields) {
             if (!req.contains(field)) continue;
             auto v = spec_field(req, field, err);
             if (!v) return std::nullopt;

@@ -829,6 +829,14 @@ const char *unusable_backend_address(const Endpoint &ep) {
         return "an IPv6 link-local address (fe80::/10) cannot be a backend: it names no interface, "
                "so kvsteerd's health checks and scrapes could never reach it (use a global or "
                "unique-local address)";
+    // ::ffff:a.b.c.d is an IPv4 server: the checks reach it over IPv4 (a dual-stack socket),
+    // while the dataplane sent it IPv6 packets no host takes (no NAT46 here): up, and every
+    // flow's bind timing out.
+    bool mapped = a[10] == 0xff && a[11] == 0xff;
+    for (int i = 0; i < 10; ++i) mapped = mapped && a[i] == 0;
+    if (mapped)
+        return "an IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 server's: give its IPv4 "
+               "address";
     return nullptr;
 }
 }  // namespace
@@ -860,6 +868,9 @@ std::optional<BackendSpec> parse_backend_spec(std::string_view s, std::string *e
             return std::nullopt;
         };
         if (eq == std::string::npos) return bad("option '" + kv + "' is not KEY=VALUE");
+        // Once each (a second one silently won: weight=0 then weight=1 put it in rotation).
+        if (str.find("," + k + "=") != str.rfind("," + k + "="))
+            return bad("option '" + k + "' given twice");
         if (k == "weight") {
             auto w = parse_u64(v, &e);
             if (!w || *w > 65535) return bad("weight must be in 0..65535 (got '" + v + "')");

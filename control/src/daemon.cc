@@ -77,6 +77,10 @@ bool Daemon::start(std::string *err) {
     if (cfg().cookie_key_random)
         spdlog::warn(
             "cookie-key not set: using a random key (set the same cookie-key on every appliance)");
+    // The API socket first: a second kvsteerd (started by hand beside the running one) finds it
+    // taken before it writes anything. It rewrote the running one's config, tables, affinity
+    // entries, owner table and drains file first, and only then said "another kvsteerd".
+    if (!open_api(err)) return false;
     core_.start(mono_ns());
     restore_backend_drains();
     // A restart over live maps in a fleet through etcd: the maps hold the fleet the previous
@@ -101,7 +105,7 @@ bool Daemon::start(std::string *err) {
         *err = std::string("eventfd: ") + std::strerror(errno);
         return false;
     }
-    if (!open_api(err) || !open_metrics(err)) return false;
+    if (!open_metrics(err)) return false;
     if (cfg().fleet_etcd) {
         etcd_ = std::make_unique<FleetEtcd>(
             *cfg().fleet_etcd, cfg().fleet_etcd_prefix, cfg().fleet, [this] {

@@ -373,7 +373,9 @@ bool DaemonCore::set_tunable(const std::string &name, const std::string &value, 
     if (rehash) {
         // Every prefix and block hash changes: what the index knows no longer matches any request.
         auto pins = policy_.pins();
+        const PolicyCounters counted = policy_.counters();
         new_policy();
+        policy_.carry_counters(counted);  // the index is cleared, not what it counted
         for (auto &[k, ids] : pins) policy_.pin(k, ids);
         spdlog::info("tune: {} changed: prefix index cleared", name);
     }

@@ -15,6 +15,7 @@
 
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/control/json_bounded.h"
+#include "publish_batch.h"
 
 namespace kvsteer::control {
 
@@ -79,6 +80,13 @@ bool Daemon::open_api(std::string *err) {
         return false;
     }
     if (probe >= 0) close(probe);
+    // A stale socket is removed; anything else at the path (a mistyped api-socket naming the
+    // configuration file) is not: it was unlinked.
+    struct stat st {};
+    if (lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        *err = "api-socket: " + path + " exists and is not a socket (not removed)";
+        return false;
+    }
     unlink(path.c_str());
     api_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (api_fd_ < 0 || bind(api_fd_, reinterpret_cast<sockaddr *>(&sa), sizeof sa) < 0 ||
@@ -197,6 +205,11 @@ void Daemon::serve_api_client(std::size_t idx) {
         c.in.append(buf, static_cast<std::size_t>(n));
     }
     std::size_t from = 0, nl, handled = 0;
+    // The turn's table changes (weights, drains, backends added or removed) are published once
+    // after it: each one rebuilt the lookup table and waited out the table grace, so a client
+    // pipelining 64 of them stalled the loop (reports, ticks, the dataplane's health) for
+    // seconds a turn. The answers go out after it, with the tables published.
+    const PublishBatch batch(core_, "API requests");
     while (handled < kMaxRequestsPerTurn && c.out.size() < kMaxPendingOut &&
            (nl = c.in.find('\n', from)) != std::string::npos) {
         const std::string line = c.in.substr(from, nl - from);

@@ -4,6 +4,10 @@
 // one command changes the whole fleet. Bindings and learned prefixes never go through etcd.
 #include <spdlog/spdlog.h>
 
+#include <map>
+#include <set>
+#include <string>
+
 #include "kvsteer/control/daemon.h"
 #include "mono_clock.h"
 
@@ -126,12 +130,19 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
     if (etcd_backends_ && v.backends == *etcd_backends_) return;
     etcd_backends_ = v.backends;
     std::map<std::string, SharedBackend> want;
+    // Keys whose value this kvsteerd cannot take (a newer one's option, a typo): such a backend
+    // here is left as it is. Taken as absent, it was removed from every appliance at once (the
+    // log said "ignored"), and kvsteerctl could then neither add it (in etcd) nor remove it.
+    std::set<std::string> unreadable;
     for (const auto &[ep, value] : v.backends) {
         std::string warning;
         auto b = parse_shared_backend_value(value, &err, &warning);
         if (!b || b->spec.ep.str() != ep) {
-            spdlog::warn("fleet: etcd's backend {} ignored: {}", ep,
-                         b ? "its key and its address differ" : err);
+            spdlog::warn(
+                "fleet: etcd's backend {} not applied (a backend here at that address "
+                "is left as it is): {}",
+                ep, b ? "its key and its address differ" : err);
+            unreadable.insert(ep);
             continue;
         }
         if (!warning.empty()) spdlog::warn("fleet: etcd's backend {}: {}", ep, warning);
@@ -141,7 +152,7 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
     for (const auto &[id, b] : core_.backends()) {
         auto w = want.find(b.spec.ep.str());
         if (w == want.end()) {
-            gone.push_back(id);
+            if (!unreadable.count(b.spec.ep.str())) gone.push_back(id);
             continue;
         }
         BackendSpec same_weight = w->second.spec;
@@ -234,11 +245,7 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
     // on two appliances each put the whole value: one change was lost, both answered ok).
     const auto mod_it = v.backends_mod.find(ep);
     const std::int64_t mod = mod_it == v.backends_mod.end() ? 0 : mod_it->second;
-    std::string warning;
-    auto shared = parse_shared_backend_value(it->second, &err, &warning);
-    if (!shared) return fail("etcd's backend " + ep + ": " + err);
-    // A "drain" of the wrong type in etcd: this appliance's state is written back in its place.
-    if (!shared->drain) shared->drain = b->draining;
+    // A remove needs no readable value (one this kvsteerd cannot read is removed too).
     if (cmd == "backend.remove") {
         json j = backend_json(*b);
         if (!etcd_->delete_config_if("backends/" + ep, mod, &err))
@@ -247,6 +254,11 @@ json Daemon::handle_config_etcd(const std::string &cmd, const json &req) {
         apply_fleet_etcd();
         return {{"ok", true}, {"etcd", true}, {"removed", j}};
     }
+    std::string warning;
+    auto shared = parse_shared_backend_value(it->second, &err, &warning);
+    if (!shared) return fail("etcd's backend " + ep + ": " + err);
+    // A "drain" of the wrong type in etcd: this appliance's state is written back in its place.
+    if (!shared->drain) shared->drain = b->draining;
     if (cmd == "backend.drain") {
         if (req.contains("drain") && !req["drain"].is_boolean())
             return fail("drain must be true or false");

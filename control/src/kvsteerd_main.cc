@@ -1,8 +1,13 @@
 // kvsteerd: the kvsteer control daemon (see kvsteerd --help and deploy/kvsteerd.conf.example).
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/file.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "kvsteer/bpf/maps.h"
 #include "kvsteer/control/config.h"
@@ -49,6 +54,15 @@ int main(int argc, char **argv) {
     auto maps = kvsteer::bpf::open_pinned_maps(r.cfg.bpffs, true, &err);
     if (!maps) {
         std::fprintf(stderr, "kvsteerd: bpffs: %s\n", err.c_str());
+        return 1;
+    }
+    // One kvsteerd a bpffs directory: a second one (another api-socket, the same maps) wrote
+    // the maps beside the first. The lock is the directory's own (flock), held until exit.
+    const int lock_fd = open(r.cfg.bpffs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        std::fprintf(stderr, "kvsteerd: bpffs %s: %s\n", r.cfg.bpffs.c_str(),
+                     errno == EWOULDBLOCK ? "another kvsteerd uses these maps (its lock is held)"
+                                          : std::strerror(errno));
         return 1;
     }
     // Views of the maps; `maps` outlives them.

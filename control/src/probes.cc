@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "mono_clock.h"
+#include "publish_batch.h"
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/control/prometheus.h"
 
@@ -115,17 +116,7 @@ void Daemon::apply_results() {
     std::string why;
     // The round's health transitions and queue-cap changes are published once, after it (also
     // when a result's handling throws).
-    core_.begin_batch();
-    struct EndBatch {
-        DaemonCore &core;
-        ~EndBatch() {
-            try {
-                core.end_batch(mono_ns());
-            } catch (const std::exception &e) {  // a destructor must not throw
-                spdlog::error("probe results: publishing failed: {} (kvsteerd goes on)", e.what());
-            }
-        }
-    } end_batch{core_};
+    const PublishBatch batch(core_, "probe results");
     for (auto &r : got) {
         // This host could not make the request (out of descriptors or buffers): nothing is known
         // of the backend, so no verdict (a failed check here took healthy backends down).

@@ -519,7 +519,20 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
                 release(idx, false);
                 return on_client(m, pkt, key, now);
             }
-            if (!reused_by_new_connection(s, pkt)) return forward(s, m, pkt, true, now);
+            if (!reused_by_new_connection(s, pkt)) {
+                // xdp mode: a FIN or RST XDP tagged while the entries were marked, come after
+                // the request was resumed here (often in the same burst): sent on from this
+                // copy, XDP never saw it close (no FIN on the entry, no close counted: the flow
+                // kept for the idle timeout, its backend's in-flight count one too high until
+                // then). Dropped: a FIN comes again, through XDP now; the backend's next
+                // segment draws the client's RST again.
+                if (!owns_bound_flows() && (pkt.tcp->flags & (KVS_TCP_FIN | KVS_TCP_RST))) {
+                    inc(KVS_R_DP_CLOSE_LEFT_TO_XDP);
+                    rte_pktmbuf_free(m);
+                    return;
+                }
+                return forward(s, m, pkt, true, now);
+            }
             // The client has opened a new connection on the same 4-tuple: the old one is over.
             inc(KVS_R_FLOW_REUSED);
             release(idx, owns_bound_flows());
@@ -593,26 +606,28 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
 // it here: never taken for a new connection's, whatever its ACK says of the cookie. A request
 // boundary (the entries marked) is bound again, or kept on its backend (rebind_flow: draining
 // too); with the entries no longer marked (the boundary's first segment was kept on its backend:
-// raced, draining, no room) its bytes or a RST go on through them, as XDP now sends the
-// connection's segments. A FIN is not sent on so (XDP's close bookkeeping, the entry's FIN and
-// the backend's closes, would be skipped): dropped, it comes again and takes XDP's path. Anything
-// else is dropped, counted (dp_request_flow_gone for bytes or a FIN, drop_rst_no_flow,
-// drop_pure_ack_no_state). Before, such a segment went on to the cookie check: dropped, or with
-// a valid-looking ACK (about 2^-22) bound as a new connection, a bare FIN answered as one.
+// raced, draining, no room) its bytes go on through them, as XDP now sends the connection's
+// segments. A FIN or RST is not sent on so (XDP's close bookkeeping, the entry's FIN or RST and
+// the backend's closes, would be skipped): dropped, a FIN comes again and takes XDP's path, and
+// the backend's next segment draws the client's RST again. Anything else is dropped, counted
+// (dp_request_flow_gone for bytes or a FIN, drop_rst_no_flow, drop_pure_ack_no_state). Before, such
+// a segment went on to the cookie check: dropped, or with a valid-looking ACK (about 2^-22) bound
+// as a new connection, a bare FIN answered as one.
 void Worker::bound_punt(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::uint64_t now) {
     const std::uint8_t fl = pkt.tcp->flags;
     if ((fl & KVS_TCP_ACK) && !(fl & KVS_TCP_RST) && pkt.payload_len > 0 &&
         rebind_flow(m, pkt, key, now))
         return;
     kvs_flow c2s{};
-    if (!(fl & KVS_TCP_FIN) && t_.flows_fd >= 0 &&
-        bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) == 0 && c2s.dir == KVS_DIR_C2S &&
-        !(c2s.state & KVS_FLOW_REBINDING)) {
+    const bool through = t_.flows_fd >= 0 && bpf_map_lookup_elem(t_.flows_fd, &key, &c2s) == 0 &&
+                         c2s.dir == KVS_DIR_C2S && !(c2s.state & KVS_FLOW_REBINDING);
+    if (through && !(fl & (KVS_TCP_FIN | KVS_TCP_RST))) {
         rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), c2s);
         inc(KVS_R_TX_FWD_C2S);
         return tx(m);
     }
-    inc((fl & KVS_TCP_RST)                            ? KVS_R_DROP_RST_NO_FLOW
+    inc(through                                       ? KVS_R_DP_CLOSE_LEFT_TO_XDP
+        : (fl & KVS_TCP_RST)                          ? KVS_R_DROP_RST_NO_FLOW
         : (pkt.payload_len > 0 || (fl & KVS_TCP_FIN)) ? KVS_R_DP_REQ_NO_FLOW
                                                       : KVS_R_DROP_PURE_ACK);
     rte_pktmbuf_free(m);

@@ -123,7 +123,10 @@ class BpfProg : public ProgSuite {
             std::memcpy(p.backend_addr, a6.backend_addr, 16);
         }
         kvs_flowpair_build(&p, kc, fc, ks, fs);
-        fc->next_seq = 9000;  // the client's next byte, as the dataplane sets it after the build
+        // The client's next byte, and where its (delimited) request ended, as the dataplane sets
+        // them after the build.
+        fc->next_seq = fc->resp_end = 9000;
+        fc->resp = KVS_RESP_END;
         h_->put_flow(*kc, *fc);
         h_->put_flow(*ks, *fs);
     }
@@ -947,6 +950,80 @@ TEST_P(BpfProgFamily, HalfClosedFlowWithAResponseOwedIsLive) {
     EXPECT_EQ(h_->load(3).closes, 0u);
 }
 
+// A client's bytes past the end of its last request seen (a request XDP did not count: its head
+// lost before the appliance, or after one of unknown end) are a request the backend may be
+// working on: a FIN after them waits for the backend's, as with a response owed (it closed the
+// flow, and a SYN on the tuple then deleted it). Also when the request's end is unknown.
+TEST_P(BpfProgFamily, FinAfterBytesOfAnUncountedRequestWaits) {
+    for (const bool end_unknown : {false, true}) {
+        SCOPED_TRACE(end_unknown ? "end unknown" : "bytes past the end");
+        kvs_flow_key kc, ks;
+        kvs_flow fc, fs;
+        install_pair(&kc, &fc, &ks, &fs);
+        if (end_unknown) {
+            fc.resp = 0;
+            h_->put_flow(kc, fc);
+        }
+        if (!end_unknown) {
+            TcpSpec c = client_spec();
+            c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+            c.seq = 9000;
+            c.ack = 0x80001235;
+            c.payload = {'x', 'y', 'z'};  // no request head: a continuation
+            expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+        }
+        const std::uint32_t at = end_unknown ? 9000 : 9003;  // the FIN's sequence number
+        TcpSpec fin = client_spec();
+        fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+        fin.seq = at;
+        fin.ack = 0x80001235;
+        expect_verdict(build_tcp(fin), XDP_TX_, KVS_R_TX_FWD_C2S);
+        kvs_flow f{};
+        ASSERT_TRUE(h_->get_flow(kc, &f));
+        EXPECT_EQ(f.state, KVS_FLOW_FIN_IN) << "not closed";
+        EXPECT_EQ(h_->load(3).closes, 0u);
+        TcpSpec syn = client_spec();
+        syn.flags = KVS_TCP_SYN;
+        syn.seq = 0x2468ace0;
+        syn.opts = cat({opt_mss(1460), opt_sack_perm()});
+        expect_verdict(build_tcp(syn), XDP_TX_, KVS_R_SYN_ON_LIVE_FLOW);
+        EXPECT_TRUE(h_->get_flow(kc, &f)) << "the live flow was deleted";
+        // The backend's FIN closes it.
+        TcpSpec b = backend_spec();
+        b.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+        b.seq = 0x7000aaab;
+        b.ack = at + 1;
+        expect_verdict(build_tcp(b), XDP_TX_, KVS_R_TX_FWD_S2C);
+        EXPECT_EQ(h_->load(3).closes, 1u);
+        h_->clear_load();
+    }
+}
+
+// A FIN without ACK is dropped by the endpoint (an established Linux socket discards it):
+// forwarded for it to judge, it closes nothing, nor does it move the bytes seen (the client's
+// next request, at the same sequence number, is still a boundary). Counted closed, a client kept
+// its connection open with its backend's in-flight count one lower.
+TEST_P(BpfProgFamily, FinWithoutAckClosesNothing) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec fin = client_spec();
+    fin.flags = KVS_TCP_FIN;
+    fin.seq = 9000;
+    const auto before = h_->stats();
+    RunResult r = h_->run(build_tcp(fin));
+    const auto after = h_->stats();
+    EXPECT_EQ(r.verdict, XDP_TX_);
+    EXPECT_EQ(after[KVS_R_FIN_WITHOUT_ACK] - before[KVS_R_FIN_WITHOUT_ACK], 1u);
+    EXPECT_EQ(after[KVS_R_TX_FWD_C2S] - before[KVS_R_TX_FWD_C2S], 1u);
+    EXPECT_EQ(after[KVS_R_FLOW_FIN] - before[KVS_R_FLOW_FIN], 0u);
+    EXPECT_EQ(h_->load(3).closes, 0u);
+    kvs_flow f{};
+    ASSERT_TRUE(h_->get_flow(kc, &f));
+    EXPECT_EQ(f.state, 0);
+    EXPECT_EQ(f.next_seq, 9000u);
+}
+
 // A SYN on a flow that is still open goes to its backend (whose challenge ACK makes the client
 // reset the old connection), rewritten like any other segment of the flow.
 TEST_P(BpfProgFamily, SynOnLiveFlowForwarded) {
@@ -1540,6 +1617,27 @@ TEST_P(BpfBoundary, IdleBetweenRequestsIsCountedUntilTheNextRequest) {
     expect_verdict(next_request(n), XDP_DROP_, KVS_R_PUNT_NO_XSK);
     EXPECT_EQ(state(kc), KVS_FLOW_REBINDING);
     EXPECT_EQ(h_->load(3).idle_starts, 1u);
+    EXPECT_EQ(h_->load(3).idle_ends, 1u);
+}
+
+// Only bytes XDP takes end an idleness: a segment far ahead of the bytes seen that does not
+// acknowledge what the backend sent (a blind forgery) leaves the connection idle (any segment
+// ahead ended it: two forged bytes made a pooled idle connection count in flight).
+TEST_P(BpfBoundary, ForgedBytesAheadDoNotEndAnIdleness) {
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    const auto n = static_cast<std::uint32_t>(resp.size());
+    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    ASSERT_EQ(state(kc), KVS_FLOW_IDLE);
+    TcpSpec c = client_spec();
+    c.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    c.seq = kReqEnd + 100000;
+    c.ack = kCookie + 1 + n + (16u << 20);  // far past anything the backend sent
+    c.payload = {'x'};
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), KVS_FLOW_IDLE);
+    EXPECT_EQ(h_->load(3).idle_ends, 0u);
+    // The next real request ends it (as a boundary).
+    expect_verdict(next_request(n), XDP_DROP_, KVS_R_PUNT_NO_XSK);
     EXPECT_EQ(h_->load(3).idle_ends, 1u);
 }
 

@@ -681,7 +681,8 @@ TEST(Config, BackendSpec) {
 // stayed down: kvsteerd's checks could not connect without an interface).
 TEST(Config, BackendAddressesNoServerCanHaveAreRefused) {
     for (const char *s : {"[fe80::1]:8000", "[febf:ffff::1]:8000", "[::]:8000", "[ff02::1]:8000",
-                          "0.0.0.0:8000", "224.0.0.1:8000", "239.1.2.3:80", "255.255.255.255:80"}) {
+                          "0.0.0.0:8000", "224.0.0.1:8000", "239.1.2.3:80", "255.255.255.255:80",
+                          "[::ffff:10.0.0.1]:8000", "[::ffff:a00:1]:80"}) {
         std::string err;
         EXPECT_FALSE(parse_backend_spec(s, &err)) << s;
         EXPECT_NE(err.find("address"), std::string::npos) << s << ": " << err;
@@ -689,8 +690,13 @@ TEST(Config, BackendAddressesNoServerCanHaveAreRefused) {
     std::string err;
     EXPECT_FALSE(parse_backend_spec("[fe80::1]:8000,weight=1", &err));
     EXPECT_NE(err.find("link-local"), std::string::npos) << err;
+    EXPECT_FALSE(parse_backend_spec("10.0.0.1:8000,weight=0,model=m,weight=1", &err));
+    EXPECT_NE(err.find("'weight' given twice"), std::string::npos) << err;
+    EXPECT_FALSE(parse_backend_spec("[::ffff:10.0.0.1]:8000", &err));
+    EXPECT_NE(err.find("IPv4-mapped"), std::string::npos) << err;
     for (const char *s : {"[fec0::1]:8000", "[fd00::1]:8000", "[2001:db8::1]:80", "[::1]:80",
-                          "127.0.0.1:80", "223.255.255.255:80", "240.0.0.1:80", "10.0.0.1:80"})
+                          "[::fffe:10.0.0.1]:80", "[64:ff9b::10.0.0.1]:80", "127.0.0.1:80",
+                          "223.255.255.255:80", "240.0.0.1:80", "10.0.0.1:80"})
         EXPECT_TRUE(parse_backend_spec(s, &err)) << s << ": " << err;
 }
 

@@ -143,6 +143,23 @@ TEST_F(DaemonCoreTest, StartWritesEveryTable) {
     EXPECT_EQ(d.counters().maglev_rebuilds, 1u);
 }
 
+// A prefix-length or block-size change clears the prefix index (every hash changes), not the
+// policy's counters: exported as Prometheus counters, they went back to 0 at such a tune.
+TEST_F(DaemonCoreTest, RetuningTheHashesKeepsThePolicyCounters) {
+    DaemonCore &d = start(config(2));
+    d.on_report(report(1, 0xabc, 0x111), kT0 + 10 * kMs);
+    d.tick(kT0 + 150 * kMs);
+    const PolicyCounters before = d.policy().counters();
+    ASSERT_EQ(before.reports, 1u);
+    ASSERT_GT(before.keys_learned, 0u);
+    std::string err;
+    ASSERT_TRUE(d.set_tunable("block-size", "256", &err, kT0 + 200 * kMs)) << err;
+    EXPECT_EQ(d.policy().counters().reports, before.reports);
+    EXPECT_EQ(d.policy().counters().keys_learned, before.keys_learned);
+    d.tick(kT0 + 400 * kMs);
+    EXPECT_EQ(affinity(0x111), nullptr) << "the index is cleared";
+}
+
 TEST_F(DaemonCoreTest, ReportsBecomeAnAffinityTableOnTheNextTick) {
     DaemonCore &d = start(config(2));
     const auto gen = generation();

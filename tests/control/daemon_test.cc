@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -147,6 +148,17 @@ class DaemonTest : public ::testing::Test {
         unlink(sock_.c_str());
         unlink((sock_ + ".draining").c_str());  // a drain a test left is not the next one's
         unlink((sock_ + ".backend-drains").c_str());
+    }
+
+    // A connection of its own to the API socket (-1 on failure).
+    int connect_api() const {
+        const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::strncpy(sa.sun_path, sock_.c_str(), sizeof sa.sun_path - 1);
+        if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == 0) return fd;
+        if (fd >= 0) close(fd);
+        return -1;
     }
 
     json call(const json &req) {
@@ -507,11 +519,8 @@ TEST_F(DaemonTest, DeeplyNestedRequestGetsAnErrorLine) {
 // order.
 TEST_F(DaemonTest, ClientThatDoesNotReadIsThrottledNotBuffered) {
     start(config(1));
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, sock_.c_str(), sizeof sa.sun_path - 1);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
+    const int fd = connect_api();
+    ASSERT_GE(fd, 0);
     // "counters" answers are about 1.5 KB: 20000 of them are some 30 MB.
     constexpr std::size_t kRequests = 20000;
     std::string reqs;
@@ -570,6 +579,39 @@ TEST_F(DaemonTest, ClientThatDoesNotReadIsThrottledNotBuffered) {
     close(fd);
     EXPECT_EQ(lines, kRequests);
     EXPECT_EQ(ok, kRequests);
+}
+
+// Table changes pipelined by one client are published once per turn of the loop, not once each:
+// each rebuilt the lookup table and waited out the table grace, and 64 of them a turn stalled
+// the loop (reports, ticks, the dataplane's health) for a second or more.
+TEST_F(DaemonTest, PipelinedTableChangesArePublishedOncePerTurn) {
+    start(config(2));
+    ASSERT_TRUE(wait_for([&] { return maglev_counts().size() == 2; }));
+    const auto rebuilds = [&] { return call({{"cmd", "status"}})["maglev_rebuilds"].get<int>(); };
+    const int before = rebuilds();
+    const int fd = connect_api();
+    ASSERT_GE(fd, 0);
+    constexpr int kRequests = 41;  // backend 1 out of rotation and back, ending out
+    std::string reqs;
+    for (int i = 0; i < kRequests; i++)
+        reqs += R"({"cmd":"backend.weight","backend":1,"weight":)" + std::to_string(i % 2) + "}\n";
+    ASSERT_EQ(send(fd, reqs.data(), reqs.size(), MSG_NOSIGNAL), static_cast<ssize_t>(reqs.size()));
+    std::string in;
+    char buf[65536];
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (std::count(in.begin(), in.end(), '\n') < kRequests &&
+           std::chrono::steady_clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0) continue;
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    close(fd);
+    EXPECT_EQ(std::count(in.begin(), in.end(), '\n'), kRequests);
+    EXPECT_EQ(in.find("\"ok\":false"), std::string::npos) << in.substr(0, 300);
+    EXPECT_LE(rebuilds() - before, 3) << "one rebuild a change";
+    EXPECT_EQ(maglev_counts().count(1), 0u) << "the last change is in the table";
 }
 
 TEST_F(DaemonTest, UnhealthyBackendLeavesTablesAndReturns) {
@@ -756,6 +798,38 @@ TEST_F(DaemonTest, AHotPrefixHeldByMinHotIsCounted) {
     EXPECT_TRUE(seen) << m[0].body;
 }
 
+// A second kvsteerd on the same maps and socket (started by hand beside the running one) is
+// refused before it writes anything: it rewrote the running one's config (its live tuning gone),
+// tables and owner table first. An api-socket path that is some other file is refused, not
+// removed.
+TEST_F(DaemonTest, ASecondDaemonChangesNothing) {
+    start(config(1));
+    ASSERT_TRUE(
+        call({{"cmd", "tune.set"}, {"name", "steering-mode"}, {"value", "round-robin"}})["ok"]
+            .get<bool>());
+    ASSERT_EQ(m_.view.config->steer_mode, static_cast<__u32>(KVS_STEER_ROUND_ROBIN));
+    const kvs_config before = *m_.view.config;
+    const std::vector<std::uint32_t> table = active_table();
+    Daemon second(config(1), m_.view, m_.fleet);
+    std::string err;
+    EXPECT_FALSE(second.start(&err));
+    EXPECT_NE(err.find("another kvsteerd"), std::string::npos) << err;
+    EXPECT_EQ(std::memcmp(&before, m_.view.config, sizeof before), 0) << "its config unchanged";
+    EXPECT_EQ(active_table(), table);
+    EXPECT_TRUE(call({{"cmd", "status"}})["ok"].get<bool>()) << "the first still answers";
+
+    const std::string file = sock_ + ".notasocket";
+    { std::ofstream(file) << "backend = 10.0.0.9:8000\n"; }
+    auto c = config(1);
+    c.api_socket = file;
+    Daemon third(c, m_.view, m_.fleet);
+    EXPECT_FALSE(third.start(&err));
+    EXPECT_NE(err.find("not a socket"), std::string::npos) << err;
+    struct stat st {};
+    EXPECT_EQ(stat(file.c_str(), &st), 0) << "the file is still there";
+    unlink(file.c_str());
+}
+
 TEST_F(DaemonTest, LiveTuningWritesConfig) {
     start(config(1));
     auto gen = m_.view.config->generation;
@@ -819,6 +893,8 @@ TEST_F(DaemonTest, RequestFieldsAreCheckedNotCoerced) {
             "addr must not contain ','");
     refused({{"cmd", "backend.add"}, {"addr", "10.0.2.9:8000"}, {"weight", json::array({1})}},
             "weight must be a string or a number");
+    // A field beside a spec was dropped (added in rotation with weight 1, answered ok).
+    refused({{"cmd", "backend.add"}, {"spec", "10.0.2.9:8000"}, {"weight", 0}}, "not both");
     EXPECT_EQ(m_.view.config->n_backends, 1u) << "nothing added";
     refused({{"cmd", "affinity.pin"}, {"key", "0x1234"}, {"backends", json::array({0, "0"})}},
             "listed twice");

@@ -354,4 +354,21 @@ out=$(ctl b backends add 127.0.0.12:8000 2>&1) && fail "a second add of the same
 ctl b backends remove 127.0.0.12:8000 >/dev/null || fail "remove through B: $(ctl b backends remove 127.0.0.12:8000 2>&1)"
 [[ -z $(etcdkey /kvet-test/config/backends/127.0.0.12:8000) ]] || fail "the removed backend is still in etcd"
 echo "ok: a weight through A and a drain through B both kept in etcd; add refused when present, remove"
+
+# 9. A backend's etcd value this kvsteerd cannot read (a newer version's option, a typo) leaves the
+# backend as it is on every appliance (before, each removed it, and kvsteerctl could then neither
+# add nor remove it); a good value again applies.
+ctl a backends add 127.0.0.13:8000 --mac 02:00:00:00:00:9d >/dev/null || fail "adding 127.0.0.13:8000"
+has_13() { ctl "$1" backends 2>/dev/null | grep -q "127.0.0.13:8000"; }
+until_ok 3 has_13 b || fail "B did not add 127.0.0.13:8000"
+etcdput /kvet-test/config/backends/127.0.0.13:8000 '{"spec":"127.0.0.13:8000,mac=02:00:00:00:00:9d,max-load=5"}' ||
+    fail "putting an unreadable backend value"
+sleep 2  # both have read it (they read etcd at least every second)
+has_13 a || fail "A removed the backend whose etcd value it cannot read"
+has_13 b || fail "B removed the backend whose etcd value it cannot read"
+grep -q "127.0.0.13:8000 not applied" "$DIR/kvsteerd_a.log" || fail "A did not say why the value is not applied"
+ctl a backends remove 127.0.0.13:8000 >/dev/null || fail "removing 127.0.0.13:8000: $(ctl a backends remove 127.0.0.13:8000 2>&1)"
+gone_13() { ! has_13 "$1"; }
+until_ok 3 gone_13 b || fail "B still lists the removed 127.0.0.13:8000"
+echo "ok: an unreadable etcd value leaves its backend as it is; a remove still works"
 echo "PASS"

@@ -296,6 +296,7 @@ class BindTest : public ::testing::Test {
         EXPECT_TRUE(checksums_ok(out[0]));
     }
     void expect_idle_leg_reset(std::uint64_t idle_s);
+    void close_after_resume(std::uint8_t flags);
     // A connection bound with a 600-byte request (the policy's backend, timestamps on the leg:
     // b.be1), then XDP's view at a boundary: the 100-byte response complete and acknowledged,
     // both entries marked. b.S: the client's next byte.
@@ -2602,16 +2603,19 @@ TEST_F(BindTest, TaggedSegmentAfterAKeptBoundaryGoesOnThroughTheFlow) {
     EXPECT_TRUE(checksums_ok(out[0]));
     EXPECT_EQ(stat(KVS_R_DROP_BAD_COOKIE), 0u);
     EXPECT_EQ(worker->slot_count(), 0u) << "nothing held, nothing bound";
-    // The client's FIN, tagged too: not sent on through the entries (XDP's close bookkeeping
-    // would be skipped) but dropped, counted (dp_request_flow_gone); its retransmission takes
-    // XDP's path.
-    Seg fin = client_seg(off + static_cast<std::uint32_t>(b.second.size()), "", 7);
-    fin.flags = KVS_TCP_ACK | KVS_TCP_FIN;
-    fin.ack = cookie + 1 + 100;
-    fin.punt_bound = true;
-    inject(rp.rx, make_seg(rp.pool, fin));
-    EXPECT_EQ(step(now + ms(102)).size(), 0u);
-    EXPECT_EQ(stat(KVS_R_DP_REQ_NO_FLOW), 1u);
+    // The client's FIN and RST, tagged too: not sent on through the entries (XDP's close
+    // bookkeeping would be skipped) but dropped, counted (dp_close_left_to_xdp); a FIN's
+    // retransmission takes XDP's path, and the backend's next segment draws the RST again.
+    for (const std::uint8_t flags :
+         {std::uint8_t(KVS_TCP_ACK | KVS_TCP_FIN), std::uint8_t(KVS_TCP_ACK | KVS_TCP_RST)}) {
+        Seg fin = client_seg(off + static_cast<std::uint32_t>(b.second.size()), "", 7);
+        fin.flags = flags;
+        fin.ack = cookie + 1 + 100;
+        fin.punt_bound = true;
+        inject(rp.rx, make_seg(rp.pool, fin));
+        EXPECT_EQ(step(now + ms(102)).size(), 0u);
+    }
+    EXPECT_EQ(stat(KVS_R_DP_CLOSE_LEFT_TO_XDP), 2u);
 }
 
 // A boundary whose server entry is gone (evicted from the LRU map): nothing to continue. The
@@ -2769,6 +2773,37 @@ TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
     EXPECT_EQ(nc.resp_end, end);
     EXPECT_EQ(nc.resp, KVS_RESP_END);
     EXPECT_EQ(nc.msgs, 2);
+}
+
+// A FIN or RST XDP tagged while the entries were marked, reaching the worker after the request
+// was resumed on its backend (the same burst): not sent on from the lingering copy, where XDP
+// never saw it (no FIN on the entry, no close counted: the flow kept for the idle timeout, its
+// backend one in flight too many), but dropped, counted: the FIN comes again through XDP.
+void BindTest::close_after_resume(std::uint8_t flags) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_then_mark(b));
+    const auto n = static_cast<std::uint32_t>(b.req1.size());
+    Seg r2 = client_seg(n, b.req1, 7);  // the same prompt: resumed on its backend
+    r2.ack = cookie + 1 + 100;
+    r2.punt_bound = true;
+    Seg fin = client_seg(2 * n, "", 7);
+    fin.flags = flags;
+    fin.ack = cookie + 1 + 100;
+    fin.punt_bound = true;
+    inject(rp.rx, make_seg(rp.pool, r2));
+    inject(rp.rx, make_seg(rp.pool, fin));
+    auto out = step(now + ms(100));
+    ASSERT_EQ(out.size(), 1u) << "the request alone";
+    EXPECT_EQ(parse(out[0]).payload_len, n);
+    EXPECT_EQ(stat(KVS_R_DP_REQ_SAME_BACKEND), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_CLOSE_LEFT_TO_XDP), 1u);
+}
+TEST_F(BindTest, AFinAfterAResumeIsLeftToXdp) {
+    close_after_resume(KVS_TCP_ACK | KVS_TCP_FIN);
+}
+TEST_F(BindTest, ARstAfterAResumeIsLeftToXdp) {
+    close_after_resume(KVS_TCP_ACK | KVS_TCP_RST);
 }
 
 // The same, its backend entry gone while the request was held (the LRU evicted it): the

@@ -142,7 +142,9 @@
     X(DP_DROP_BAD_CHECKSUM, "dp_drop_bad_checksum")               \
     X(DROP_ICMP_MTU_BELOW_FLOOR, "drop_icmp_mtu_below_floor")     \
     X(DP_FLOW_SOURCE_CAP, "dp_flow_source_cap")                   \
-    X(DP_FLOW_RECLAIMED_IDLE, "dp_flow_reclaimed_idle")
+    X(DP_FLOW_RECLAIMED_IDLE, "dp_flow_reclaimed_idle")           \
+    X(FIN_WITHOUT_ACK, "fin_without_ack")                         \
+    X(DP_CLOSE_LEFT_TO_XDP, "dp_close_left_to_xdp")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,

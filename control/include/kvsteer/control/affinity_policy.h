@@ -157,6 +157,9 @@ class AffinityPolicy {
     std::size_t remote_size() const { return remote_keys_.size(); }
 
     const PolicyCounters &counters() const { return c_; }
+    // Carries counters over from the policy this one replaces (metrics are counters: they must
+    // not go back while the process lives).
+    void carry_counters(const PolicyCounters &c) { c_ = c; }
     std::size_t index_size() const { return nodes_.size(); }
     // Receives one line per decision (for debug logging). Off when empty.
     void set_decision_sink(std::function<void(const std::string &)> sink) {
