@@ -505,6 +505,10 @@ json Daemon::handle(const json &req) {
             }
             // At most a quarter of the table: pins are written before learned prefixes, so
             // unbounded they pushed every learned one out (each still answered ok).
+            // affinity-max-entries 0 writes no entry: a pin was answered ok and never written.
+            if (cfg().affinity_max_entries == 0)
+                return fail(
+                    "affinity.pin: affinity-max-entries is 0 (no affinity entry is written)");
             const auto &pins = core_.policy().pins();
             const std::size_t max_pins = std::max<std::uint32_t>(1, cfg().affinity_max_entries / 4);
             if (!pins.count(*key) && pins.size() >= max_pins)

@@ -208,9 +208,12 @@ class Ctl {
 // operator[] with a missing key is undefined behaviour (it printed garbage). The list an answer
 // exists for is taken with at(): an answer without it is unexpected too (it printed an empty
 // table, exit 0).
+// `prec` < 0: the shortest form that reads back as the value (a tunable as it was set).
 std::string num(const json &v, int prec = 2) {
     if (v.is_null()) return "-";
-    if (v.is_number_float()) return fmt::format("{:.{}f}", v.get<double>(), prec);
+    if (v.is_number_float())
+        return prec < 0 ? fmt::format("{}", v.get<double>())
+                        : fmt::format("{:.{}f}", v.get<double>(), prec);
     return v.dump();
 }
 
@@ -454,7 +457,7 @@ int cmd_status(Ctl &c, const std::vector<std::string> &args) {
     for (auto it = j["tunables"].begin(); it != j["tunables"].end(); ++it)
         std::printf(" %s=%s", it.key().c_str(),
                     it.value().is_string() ? it.value().get<std::string>().c_str()
-                                           : num(it.value(), 3).c_str());  // 0.001 showed 0.00
+                                           : num(it.value(), -1).c_str());  // 0.0015 showed 0.002
     std::printf("\n");
     return kOk;
 }
@@ -761,7 +764,7 @@ int cmd_tune(Ctl &c, const std::vector<std::string> &args) {
     for (auto it = t.begin(); it != t.end(); ++it)
         std::printf("%s = %s\n", it.key().c_str(),
                     it.value().is_string() ? it.value().get<std::string>().c_str()
-                                           : num(it.value(), 3).c_str());
+                                           : num(it.value(), -1).c_str());
     return kOk;
 }
 

@@ -169,8 +169,7 @@ void Binder::check_ready(const BindEnv &env, std::uint64_t now, bool gap, Action
     if (head_incomplete_ && ff_.complete_to_fin() && n == ff_.contiguous()) {
         // Closed before its request head was complete (a slowloris connection going away):
         // nothing to bind, and a backend connection would only carry a broken head.
-        env.inc(KVS_R_DP_RST_FIN_INCOMPLETE_HEAD);
-        reset_client(env, out);
+        reset_client(env, out, {KVS_R_DP_RST_FIN_INCOMPLETE_HEAD});
         return;
     }
     const HashParams hp = hash_params(*env.t.config);
@@ -290,8 +289,7 @@ void Binder::decide_rebind(const BindEnv &env, const RequestView &v,
         return;
     }
     if (ch.backend == KVS_BACKEND_NONE) {
-        env.inc(KVS_R_DP_NO_BACKEND);
-        reset_client(env, out);
+        reset_client(env, out, {KVS_R_DP_NO_BACKEND, KVS_R_DP_BIND_FAIL_RST_CLIENT});
         return;
     }
     tried_[0] = ch.backend;
@@ -350,17 +348,14 @@ void Binder::no_port(const BindEnv &env, std::uint64_t now, Actions &out) {
 
 void Binder::next_candidate(const BindEnv &env, std::uint64_t now, Actions &out) {
     if (ncand_ >= env.cfg.max_candidates || ncand_ >= kMaxCand) {
-        env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
-        reset_client(env, out);
+        reset_client(env, out, {KVS_R_DP_BIND_FAIL_RST_CLIENT});
         return;
     }
     const Choice ch =
         choose_backend(env.t, hashes_, hashes_.prefix,
                        std::span<const std::uint16_t>(tried_, ncand_), env.scratch, family_);
     if (ch.backend == KVS_BACKEND_NONE) {
-        env.inc(KVS_R_DP_NO_BACKEND);
-        env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
-        reset_client(env, out);
+        reset_client(env, out, {KVS_R_DP_NO_BACKEND, KVS_R_DP_BIND_FAIL_RST_CLIENT});
         return;
     }
     if (ncand_ > 0) env.inc(KVS_R_DP_BIND_RETRY);
@@ -546,17 +541,17 @@ void Binder::backend_segment(const BindEnv &env, const BackendSeg &b, std::uint6
 void Binder::installed(const BindEnv &env, bool ok, Actions &out) {
     if (!ok) {
         env.inc(KVS_R_DP_FLOW_INSTALL_FAIL);
-        env.inc(KVS_R_DP_BIND_FAIL_RST_CLIENT);
         Action r = act(Action::Kind::RstToBackend);
         r.seq = ff_.isn() + 1 + leg_seq_delta();
         out.push(r);
-        reset_client(env, out);
+        reset_client(env, out, {KVS_R_DP_BIND_FAIL_RST_CLIENT});
         return;
     }
     // A pooled leg acknowledged its SYN-ACK when it was opened.
     if (!pooled_) out.push(ack_to_backend(backend_isn_, both_ts_, backend_tsval_));
     if (rebind_) {
-        // The request moved: the previous leg is reset in its window and no longer counted.
+        // The request moved: the previous leg is parked for reuse or reset in its window
+        // (Worker::park_old_leg), and no longer counted.
         Action r = act(Action::Kind::RstOldLeg);
         r.seq = ff_.isn() + 1;
         out.push(r);
@@ -589,8 +584,7 @@ void Binder::installed(const BindEnv &env, bool ok, Actions &out) {
 void Binder::timer(const BindEnv &env, std::uint64_t now, Actions &out) {
     if (phase_ == Phase::Holding) {
         if (now >= deadline_) {
-            env.inc(KVS_R_DP_CLIENT_IDLE_DROP);
-            reset_client(env, out);
+            reset_client(env, out, {KVS_R_DP_CLIENT_IDLE_DROP});
             return;
         }
         // The client is window-limited and silent: bind on what we have, unless not even the
@@ -661,7 +655,7 @@ void Binder::evict(const BindEnv &env, Actions &out) {
 // Resets the client at the end of what it sent that we hold, and ends the flow. A request at a
 // boundary is left on its backend instead while that leg is open (nothing is lost: the
 // connection goes on as it would without per-request steering).
-void Binder::reset_client(const BindEnv &env, Actions &out) {
+void Binder::reset_client(const BindEnv &env, Actions &out, std::initializer_list<unsigned> why) {
     if (rebind_) {
         if (!old_closing_) {
             env.inc(KVS_R_DP_REQ_MOVE_FAILED);
@@ -672,6 +666,7 @@ void Binder::reset_client(const BindEnv &env, Actions &out) {
         o.seq = ff_.isn() + 1;
         out.push(o);
     }
+    for (unsigned r : why) env.inc(r);
     const std::uint32_t max_held =
         std::min<std::uint32_t>(env.cfg.max_held, static_cast<std::uint32_t>(env.buf.size()));
     Action r = act(Action::Kind::RstToClient);

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <new>
 #include <span>
 #include <type_traits>
@@ -135,7 +136,8 @@ struct Action {
         Release,       // the flow is over here: free its slot and its SNAT port
         // Re-binding a kept-alive connection at a request boundary:
         Resume,     // stay on the backend: flush the held request through the flow, unmark it
-        RstOldLeg,  // moved: reset the previous backend leg (seq), drop its entry
+        RstOldLeg,  // moved: park the previous backend leg in the pool, else reset it (seq);
+                    // drop its entry
         // The backend is chosen (backend()): draw a pooled leg to it, then call pooled(), or
         // not_pooled() when there is none (the binder sends a SYN).
         TryPool,
@@ -302,7 +304,9 @@ class Binder {
     bool flight_settled() const;
     void settle(std::uint64_t now, Actions &out);
     void arm_holding(const BindEnv &env, std::uint64_t now, Actions &out) const;
-    void reset_client(const BindEnv &env, Actions &out);
+    // `why`: reasons counted only when the client is reset (a request at a boundary resumed on
+    // its old leg instead counts dp_request_move_failed: it was counted a client reset).
+    void reset_client(const BindEnv &env, Actions &out, std::initializer_list<unsigned> why = {});
     // Rebinding, keyed: resume on the backend or move (Connect to a chosen one).
     void decide_rebind(const BindEnv &env, const RequestView &v,
                        std::span<const std::uint8_t> bytes, Actions &out);

@@ -240,8 +240,8 @@ void SlotTable::detach_old_leg(std::uint32_t idx) {
     s.old_keyed = false;
 }
 
-bool SlotTable::reclaim_port(std::uint16_t backend, std::uint16_t port) {
-    return port >= port_lo_ && port <= port_hi_ && ports_->reclaim(backend, port);
+bool SlotTable::reclaim_port(std::uint16_t backend, std::uint16_t port, PortWord seen) {
+    return port >= port_lo_ && port <= port_hi_ && ports_->reclaim_if(backend, port, seen);
 }
 
 void SlotTable::free_port(std::uint32_t idx) {

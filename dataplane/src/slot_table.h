@@ -123,10 +123,13 @@ struct PortBusy {
             l->release((v & 0xffff) - 1);
     }
     // kPortInstalled -> kPortBinding: an installed flow's port passes to the worker (a leg the
-    // backend pool keeps); false when it is not installed (the sweeper may have freed it).
-    bool reclaim(std::uint16_t backend, std::uint16_t port) {
+    // backend pool keeps), only while its word is still `seen` (that installation: the sweeper
+    // may have freed it, and another flow installed it since); false otherwise.
+    bool reclaim_if(std::uint16_t backend, std::uint16_t port, PortWord seen) {
         PortBlock *b = find(backend);
-        return b && move_port(b->busy[port], kPortInstalled, kPortBinding);
+        return b && port_state(seen) == kPortInstalled &&
+               b->busy[port].compare_exchange_strong(seen, (seen & ~kPortStateMask) | kPortBinding,
+                                                     std::memory_order_acq_rel);
     }
     // kPortInstalled -> kPortFree (the sweeper, for a flow it deleted), its session count first;
     // a port the worker took back meanwhile (reclaim: the backend pool keeps its leg) stays.
@@ -183,6 +186,7 @@ struct Slot {
     // slot's current leg [0] and previous leg [1].
     std::int32_t leg_next[2] = {-1, -1};
     kvs_flow prev_c2s{}, prev_s2c{};
+    PortWord prev_port = 0;  // the previous leg's SNAT port word (its installation) at the boundary
     std::uint32_t prev_tsval = 0;  // the newest TSval the previous leg may have carried
     kvs_flow_key prev_skey{};
     // Bound: the flow pair, and (dpdk mode) how it is closing.
@@ -254,7 +258,11 @@ class SlotTable {
     // The previous leg no longer finds the slot (it went to the backend pool).
     void detach_old_leg(std::uint32_t idx);
     // An installed flow's port (this table's range) back to binding: the pool keeps its leg.
-    bool reclaim_port(std::uint16_t backend, std::uint16_t port);
+    bool reclaim_port(std::uint16_t backend, std::uint16_t port, PortWord seen);
+    // The port's word (state and generation; kPortFree without a table).
+    PortWord port_word(std::uint16_t backend, std::uint16_t port) const {
+        return ports_->raw(backend, port);
+    }
     // Gives the slot's SNAT port back (a move that did not happen; the next candidate).
     void free_port(std::uint32_t idx);
     std::uint16_t port_lo() const { return port_lo_; }

@@ -814,6 +814,7 @@ bool Worker::rebind_flow(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std
     s.prev_c2s = c2s;
     s.prev_s2c = s2c;
     s.prev_skey = skey;
+    s.prev_port = slots_.port_word(c2s.backend_id, kvs_ntohs(c2s.new_sport));
     // The boundary segment is held, not sent on the old leg: the newest TSval that leg carried
     // is at most this one's, moved as the leg moved them.
     s.prev_tsval = pkt.opts.tsval + c2s.tsval_delta;
@@ -1077,7 +1078,7 @@ void Worker::execute(std::uint32_t idx, const Actions &acts, std::uint64_t now) 
                     park_old_leg(idx, a.seq, now))
                     break;
                 rst_leg(s.prev_c2s, s.ckey.family, a.seq);
-                bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
+                delete_old_leg_entry(s);
                 // Its late segments are nobody's (its port goes back once the sweeper sees the
                 // entry gone; a pool leg opened on it must get its own SYN-ACK).
                 slots_.detach_old_leg(idx);
@@ -1310,7 +1311,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
         const std::uint32_t client_next = s.b.isn() + 1;  // the boundary: the old leg's next byte
         rst_client(s, s.prev_s2c.next_seq + s.prev_s2c.seq_delta, next);  // its next byte from us
         rst_leg(s.prev_c2s, s.ckey.family, client_next);
-        bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
+        delete_old_leg_entry(s);
         bpf_map_delete_elem(t_.flows_fd, &s.ckey);
         count_close(s.prev_c2s);
         held_mbufs_ -= s.b.flight().size();  // as flush_held: the source's count went when bound
@@ -1318,6 +1319,15 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
         return;
     }
     flush_held(s);
+}
+
+// Deletes the previous leg's entry, only while it is the one the boundary found (created_ns):
+// evicted during the hold, its key may hold a later flow's entry on the same 4-tuple.
+void Worker::delete_old_leg_entry(const Slot &s) {
+    kvs_flow e{};
+    if (bpf_map_lookup_elem(t_.flows_fd, &s.prev_skey, &e) == 0 &&
+        e.created_ns == s.prev_s2c.created_ns)
+        bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
 }
 
 // A RST|ACK to a slot's client (seq, ack in the client's sequence space).
@@ -1536,7 +1546,7 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     if (!o.leg_ts || !o.client_sack || o.leg_wscale == KVS_WSCALE_NONE || o.leg_mss == 0 ||
         ((o.state | os.state) & (KVS_FLOW_FIN_IN | KVS_FLOW_RST | KVS_FLOW_CLOSED)) ||
         !s.old_keyed || idle >= pool_->config().max_age || idle > now ||
-        o.backend_id >= KVS_MAX_BACKENDS || !slots_.reclaim_port(o.backend_id, port))
+        o.backend_id >= KVS_MAX_BACKENDS || !slots_.reclaim_port(o.backend_id, port, s.prev_port))
         return refuse();
     PoolLeg l;
     l.backend = o.backend_id;
@@ -1569,7 +1579,7 @@ bool Worker::park_old_leg(std::uint32_t idx, std::uint32_t client_next, std::uin
     ack.tsval = l.ts_floor;
     ack.tsecr = l.backend_tsval;
     pool_host_->send(l, ack);
-    bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);  // its segments go to the pool from now on
+    delete_old_leg_entry(s);  // its segments go to the pool from now on
     slots_.detach_old_leg(idx);
     inc(KVS_R_DP_POOL_PARKED);
     return true;

@@ -137,6 +137,7 @@ class Worker {
     void rst_client(const Slot &s, std::uint32_t seq, std::uint32_t ack);
     static bool segment_checksums_ok(const rte_mbuf *m, const kvs_pkt &pkt);
     void count_close(const kvs_flow &c2s);
+    void delete_old_leg_entry(const Slot &s);
     // One close in `backend`'s load (binds - closes): the caller's flow state makes it once.
     void add_close(std::uint16_t backend) {
         if (t_.load) __atomic_fetch_add(&t_.load[backend].closes, 1, __ATOMIC_RELAXED);

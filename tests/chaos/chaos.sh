@@ -303,7 +303,12 @@ kvsteerd_kill)
 dp_restart)
     DPE_TIME_SCALE=1 kvc_up kvcr 2
     dpe_stream_then_stop 700 # a long stream; SIGTERM of the dataplane under it
-    kvc_client 1 --n 100000 --seconds 8 --concurrency 4 --timeout 10 >"$DPE_DIR/during.json" & cl=$!
+    # A request's patience: 20 s. Each start here is ~3-4 s without a dataplane (most of it the
+    # kernel verifying the XDP program), twice, and a first flight's retransmissions back off
+    # from 0.2 s doubling: one whose retransmission fell into the first gap and then the second
+    # came again ~6 s later, served, after 10 s (4 of 4 timed out at 10 s in some runs, the
+    # requests were never lost).
+    kvc_client 1 --n 100000 --seconds 8 --concurrency 4 --timeout 20 >"$DPE_DIR/during.json" & cl=$!
     sleep 0.5
     dpe_start_dataplane "${KVC_DP_ARGS[@]}"; kvc_log "dataplane restarted after SIGTERM"
     sleep 2

@@ -1726,6 +1726,20 @@ TEST_F(DaemonTest, PinsAreBounded) {
     EXPECT_TRUE(pin(3)["ok"].get<bool>());
 }
 
+// affinity-max-entries 0 writes no affinity entry: a pin is refused (it was answered ok, with
+// one pin allowed, and never written).
+TEST_F(DaemonTest, NoPinWithoutAffinityEntries) {
+    auto c = config(2);
+    c.affinity_max_entries = 0;
+    Daemon d(c, m_.view, m_.fleet);
+    std::string err;
+    ASSERT_TRUE(d.start(&err)) << err;
+    const json r = d.handle({{"cmd", "affinity.pin"}, {"key", 1}, {"backends", {0}}});
+    EXPECT_FALSE(r["ok"].get<bool>());
+    EXPECT_NE(r.value("error", "").find("affinity-max-entries is 0"), std::string::npos)
+        << r.dump();
+}
+
 // A key in text must say it is hex: bare digits were read as hex ("291", a decimal hash copied
 // from a log, pinned 0x291). 291 as a number and "0x123" name the same pin.
 TEST_F(DaemonTest, AffinityKeyTextMustBeHex) {

@@ -950,6 +950,7 @@ TEST_F(RebindTest, FailedMoveResumesOnTheOldLeg) {
     ASSERT_EQ(kinds(out), std::vector<Kind>{Kind::Resume}) << "the request is not lost";
     EXPECT_EQ(b_.backend(), was);
     EXPECT_EQ(stat(KVS_R_DP_REQ_MOVE_FAILED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_BIND_FAIL_RST_CLIENT), 0u) << "no client was reset";
     EXPECT_EQ(load_[was].closes, 1u);
     EXPECT_EQ(load_[was].binds, 1u) << "back on its backend: counted there again";
 }

@@ -231,7 +231,7 @@ TEST(Sweeper, APortInstalledAgainDuringThePassIsNotFreed) {
     ports->set_state(0, 23002, kPortInstalled);  // lost, and stays so
     const PortWord before = ports->raw(0, 23001);
     SweepResult r = sweep_flows(fd, now, 3 * s, 300 * s, ports.get(), false, nullptr, [&] {
-        ASSERT_TRUE(ports->reclaim(0, 23001));  // parked: the pool's
+        ASSERT_TRUE(ports->reclaim_if(0, 23001, ports->raw(0, 23001)));  // parked: the pool's
         EXPECT_EQ(ports->state(0, 23001), kPortBinding);
         ports->set_state(0, 23001, kPortInstalled);  // drawn by a new flow, installed
         ports->hold_session(0, 23001, 2, lim->acquire(key, 8));
@@ -252,7 +252,7 @@ TEST(Sweeper, APortInstalledAgainDuringThePassIsNotFreed) {
     ports->set_state(0, 23002, kPortInstalled);  // already installed: the same installation
     EXPECT_EQ(ports->raw(0, 23002), first);
     for (int k = 0; k < 64; ++k) {  // parked and redrawn 64 times
-        ASSERT_TRUE(ports->reclaim(0, 23002));
+        ASSERT_TRUE(ports->reclaim_if(0, 23002, ports->raw(0, 23002)));
         ports->set_state(0, 23002, kPortInstalled);
         EXPECT_NE(ports->raw(0, 23002), first) << k;
     }

@@ -256,11 +256,13 @@ class BindTest : public ::testing::Test {
     // The request at the boundary `b` (its segment `r2`, punted by XDP) moves to `b.fresh`: its
     // SYN there (the client's sequence space and options, a new SNAT port), answered with a
     // SYN-ACK (ISN 0x20000000, TSval 777); what the worker sends then is in `out`.
-    void move_request(const Boundary &b, const Seg &r2,
-                      std::vector<std::vector<std::uint8_t>> &out) {
+    // `during_hold`: called while the new leg's SYN waits for its answer.
+    void move_request(const Boundary &b, const Seg &r2, std::vector<std::vector<std::uint8_t>> &out,
+                      const std::function<void()> &during_hold = {}) {
         inject(rp.rx, make_seg(rp.pool, r2));
         out = step(now + ms(100));  // past the first binding's local linger
         ASSERT_EQ(out.size(), 1u);
+        if (during_hold) during_hold();
         kvs_pkt syn2 = parse(out[0]);
         EXPECT_EQ(syn2.tcp->flags, KVS_TCP_SYN);
         EXPECT_EQ(backend_of(syn2), b.fresh) << "the policy's choice for this request";
@@ -2913,6 +2915,34 @@ TEST_F(BindTest, RequestBoundaryKeepsTheOldLegForReuse) {
     EXPECT_EQ(ntohl(rst.tcp->seq), S) << "in its window";
     EXPECT_EQ(stat(KVS_R_DP_POOL_CLOSED_BY_BACKEND), 1u);
     EXPECT_EQ(ports->state(static_cast<std::uint16_t>(be1), old_port), kPortFree);
+}
+
+// The old leg's entries gone during the hold (evicted), its port freed by the sweeper and
+// installed again by a new flow on the same 4-tuple: the move neither parks that port (a port
+// two live flows then used) nor deletes the new flow's entry on the old key.
+TEST_F(BindTest, AMoveLeavesAnOldLegPortInstalledAgainAlone) {
+    make_worker();
+    Boundary b;
+    ASSERT_NO_FATAL_FAILURE(bind_to_boundary(true, b));
+    const auto be1 = static_cast<std::uint16_t>(b.be1);
+    kvs_flow later = b.fs;
+    later.created_ns = b.fs.created_ns + 1;  // another installation on the same key
+    later.state = 0;
+    std::vector<std::vector<std::uint8_t>> out;
+    ASSERT_NO_FATAL_FAILURE(move_request(b, next_request(b), out, [&] {
+        ASSERT_EQ(bpf_map_delete_elem(tables->flows_fd, &b.ks), 0);
+        ports->free(be1, b.old_port);  // the sweeper, the entries gone
+        ASSERT_TRUE(ports->take(be1, b.old_port));
+        ports->set_state(be1, b.old_port, kPortInstalled);  // a new flow's
+        ASSERT_EQ(bpf_map_update_elem(tables->flows_fd, &b.ks, &later, BPF_NOEXIST), 0);
+    }));
+    EXPECT_EQ(stat(KVS_R_DP_REQ_MOVED), 1u);
+    EXPECT_EQ(stat(KVS_R_DP_POOL_PARKED), 0u);
+    EXPECT_EQ(stat(KVS_R_DP_POOL_PARK_REFUSED), 1u);
+    EXPECT_EQ(ports->state(be1, b.old_port), kPortInstalled) << "still the new flow's";
+    kvs_flow e{};
+    ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &b.ks, &e), 0) << "the new flow's entry";
+    EXPECT_EQ(e.created_ns, later.created_ns);
 }
 
 // A move whose old leg is not kept: `before_move` sets up why, at the boundary. The old leg is
