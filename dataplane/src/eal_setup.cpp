@@ -23,6 +23,7 @@
 #include <rte_mempool.h>
 
 #include "kvsteer/prog_abi.h"
+#include "xdp_replace.h"
 
 namespace kvsteer::dp {
 
@@ -173,40 +174,22 @@ std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal
     return out;
 }
 
-unsigned detach_previous_xdp(const std::vector<std::string> &ifaces, DetachedXdps *kept) {
+unsigned hold_previous_xdp(const std::vector<std::string> &ifaces, PreviousXdps *held) {
     unsigned n = 0;
     for (const auto &name : ifaces) {
         int ifindex = static_cast<int>(if_nametoindex(name.c_str()));
         if (ifindex <= 0) continue;
         LIBBPF_OPTS(bpf_xdp_query_opts, q);
         if (bpf_xdp_query(ifindex, 0, &q) != 0 || q.attach_mode == XDP_ATTACHED_NONE) continue;
-        // The mode it is attached in: a detach without one targets the default mode only.
-        std::uint32_t mode = 0, id = q.prog_id;
-        switch (q.attach_mode) {
-            case XDP_ATTACHED_DRV:
-                mode = XDP_FLAGS_DRV_MODE, id = q.drv_prog_id;
-                break;
-            case XDP_ATTACHED_SKB:
-                mode = XDP_FLAGS_SKB_MODE, id = q.skb_prog_id;
-                break;
-            case XDP_ATTACHED_HW:
-                mode = XDP_FLAGS_HW_MODE, id = q.hw_prog_id;
-                break;
-            default:
-                break;  // several modes at once: the default mode's
-        }
-        const int fd = kept && id ? bpf_prog_get_fd_by_id(id) : -1;
-        if (bpf_xdp_detach(ifindex, mode, nullptr) != 0) {
-            if (fd >= 0) close(fd);
-            continue;
-        }
+        const XdpAttached a = attached_mode(q);
+        held->list.push_back(
+            {name, ifindex, a.prog_id ? bpf_prog_get_fd_by_id(a.prog_id) : -1, a.mode_flags});
         ++n;
-        if (kept) kept->list.push_back({name, ifindex, fd, mode});
     }
     return n;
 }
 
-unsigned DetachedXdps::restore() {
+unsigned PreviousXdps::put_back() {
     unsigned n = 0;
     for (auto &d : list) {
         __u32 id = 0;
@@ -214,7 +197,7 @@ unsigned DetachedXdps::restore() {
             spdlog::error("the previous run's XDP program on {} could not be kept: not put back",
                           d.iface);
         } else if (bpf_xdp_query_id(d.ifindex, 0, &id) == 0 && id != 0) {
-            // This run's program got attached before the failure: it forwards the same maps.
+            // A program is attached (the old one still, or this run's): it forwards the same maps.
         } else if (int rc = bpf_xdp_attach(d.ifindex, d.prog_fd,
                                            d.mode_flags | XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr);
                    rc != 0) {
@@ -224,11 +207,10 @@ unsigned DetachedXdps::restore() {
             ++n;
         }
     }
-    release();
     return n;
 }
 
-void DetachedXdps::release() {
+void PreviousXdps::release() {
     for (auto &d : list)
         if (d.prog_fd >= 0) close(d.prog_fd);
     list.clear();

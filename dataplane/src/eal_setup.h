@@ -34,31 +34,33 @@ std::vector<XdpVdev> xdp_prog_vdevs(const std::vector<std::string> &eal_args);
 // Their interfaces.
 std::vector<std::string> xdp_prog_interfaces(const std::vector<std::string> &eal_args);
 
-// DPDK 22.11's af_xdp PMD refuses to attach over an XDP program already on the interface (the
-// one a previous dataplane left so its flows kept flowing). Detach it just before the port
-// starts; the PMD attaches the new one within a fraction of a second. Each program detached is
-// kept open (with the mode it was attached in) so that a start failing before the PMD attached
-// its own can put it back: established flows then keep flowing in the kernel instead of being
-// dropped by the tc guard until a start succeeds.
-struct DetachedXdp {
+// DPDK 22.11's af_xdp PMD attaches its xdp_prog only where no program is
+// (XDP_FLAGS_UPDATE_IF_NOEXIST). A start keeps the previous run's program attached, so that its
+// flows go on flowing while the PMD loads the new one (the kernel verifying it takes seconds),
+// and lets that attach replace it in one step (xdp_replace.h). Each program held is kept open,
+// with the mode it is attached in, so that a start failing after the PMD attached its own and
+// detached it again (its error path) can put the old one back: established flows then keep
+// flowing in the kernel instead of being dropped by the tc guard until a start succeeds.
+struct PreviousXdp {
     std::string iface;
     int ifindex = 0;
     int prog_fd = -1;  // -1: could not be opened (not restorable)
     std::uint32_t mode_flags = 0;
 };
-class DetachedXdps {
+class PreviousXdps {
    public:
-    DetachedXdps() = default;
-    DetachedXdps(const DetachedXdps &) = delete;
-    DetachedXdps &operator=(const DetachedXdps &) = delete;
-    ~DetachedXdps() { release(); }
-    std::vector<DetachedXdp> list;
-    // Attaches each program back where no program is now (never over one); closes them all.
+    PreviousXdps() = default;
+    PreviousXdps(const PreviousXdps &) = delete;
+    PreviousXdps &operator=(const PreviousXdps &) = delete;
+    ~PreviousXdps() { release(); }
+    std::vector<PreviousXdp> list;
+    // Attaches each program back where no program is now (never over one), keeping them open.
     // Returns how many were put back; each that could not be is logged.
-    unsigned restore();
+    unsigned put_back();
     void release();  // the new program runs: the old ones are closed (freed by the kernel)
 };
-unsigned detach_previous_xdp(const std::vector<std::string> &ifaces, DetachedXdps *kept = nullptr);
+// Opens the programs attached on `ifaces` (none detached). Returns how many.
+unsigned hold_previous_xdp(const std::vector<std::string> &ifaces, PreviousXdps *held);
 
 // True when the EAL arguments allow running without hugepages or hugepages are configured.
 bool hugepages_usable(const std::vector<std::string> &eal_args, std::string *err);

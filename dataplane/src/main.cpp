@@ -28,6 +28,7 @@
 #include "sweeper.h"
 #include "tables.h"
 #include "worker.h"
+#include "xdp_replace.h"
 
 using namespace kvsteer;
 using namespace kvsteer::dp;
@@ -266,25 +267,34 @@ int main(int argc, char **argv) {
         }
     }
     // SIGTERM and SIGINT end the run gracefully from here on (the control loop drains, at once
-    // if they came during the setup): killed between the detach below and the new program's
-    // attach, the interface was left with no XDP program (the old one's fd went with us), and
-    // every established flow was dropped by the tc guard until a later start.
+    // if they came during the setup).
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
-    DetachedXdps previous;
+    // The previous run's program forwards its flows until the PMD's attach replaces it
+    // (xdp_replace.h); held open to be put back if the PMD attaches ours and then detaches it.
+    PreviousXdps previous;
     if (opts->mode == Mode::Xdp) {
-        if (unsigned n = detach_previous_xdp(xdp_prog_interfaces(eal_args), &previous))
-            spdlog::info("replacing the XDP program of a previous run on {} interface(s)", n);
+        if (unsigned n = hold_previous_xdp(xdp_prog_interfaces(eal_args), &previous))
+            spdlog::info(
+                "the XDP program of a previous run forwards on {} interface(s) until this run's "
+                "replaces it",
+                n);
+        arm_xdp_replace(xdp_prog_interfaces(eal_args));
     }
-    if (!setup_port(opts->port, static_cast<std::uint16_t>(n_workers), pool, &err)) {
+    const bool port_ok = setup_port(opts->port, static_cast<std::uint16_t>(n_workers), pool, &err);
+    const unsigned replaced = disarm_xdp_replace();
+    if (!port_ok) {
         spdlog::error("{}", err);
         // Its flows keep flowing in the kernel (new ones wait for a start that succeeds).
-        if (unsigned n = previous.restore())
+        if (unsigned n = previous.put_back())
             spdlog::warn("the previous run's XDP program put back on {} interface(s)", n);
+        else if (!previous.list.empty() && replaced == 0)
+            spdlog::warn("the previous run's XDP program was left in place: it goes on forwarding");
         return 1;
     }
+    if (replaced) spdlog::info("XDP program replaced in one step on {} interface(s)", replaced);
     previous.release();
     if (opts->mode == Mode::Xdp) {
         // One RX queue per worker: the XDP program hands a new flow's segments to the socket of
@@ -411,19 +421,30 @@ int main(int argc, char **argv) {
             std::vector<rte_mbuf *> held;
             for (auto &w : g_workers) w->held_mbufs(held);
             const unsigned free_before = rte_mempool_avail_count(pool);
+            // Closing the port detaches this run's program: held, it is put back right before
+            // each probe and replaced by the probe's attach, as at start (the flows it forwards
+            // see no program only from the close to the first probe, not the whole load).
+            PreviousXdps running;
+            if (opts->mode == Mode::Xdp) hold_previous_xdp(xdp_prog_interfaces(eal_args), &running);
             auto before_probe = [&] {
                 if (opts->mode != Mode::Xdp) return;
-                // As at start: the PMD's program load pins a fresh tx-ports map, and attaches
-                // only where no program is (closing the port detached ours).
+                // As at start: the PMD's program load pins a fresh tx-ports map.
                 std::string pin = opts->bpffs + "/" KVS_MAP_TX_PORTS;
                 unlink(pin.c_str());
-                detach_previous_xdp(xdp_prog_interfaces(eal_args));
+                running.put_back();
+                arm_xdp_replace(xdp_prog_interfaces(eal_args));
             };
             PortRecovery r;
             std::string rerr;
-            if (!recreate_af_xdp_port(opts->port, eal_args, static_cast<std::uint16_t>(n_workers),
-                                      pool, held, before_probe, &r, &rerr)) {
+            const bool recreated =
+                recreate_af_xdp_port(opts->port, eal_args, static_cast<std::uint16_t>(n_workers),
+                                     pool, held, before_probe, &r, &rerr);
+            if (const unsigned n = disarm_xdp_replace())
+                spdlog::info("port recovery: XDP program replaced in one step on {} interface(s)",
+                             n);
+            if (!recreated) {
                 spdlog::error("port recovery: {}", rerr);
+                running.put_back();  // a last probe's program went with its port
                 if (r.port_gone) {
                     spdlog::error("the port is gone: exiting with status 75");
                     _exit(75);

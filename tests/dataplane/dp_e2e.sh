@@ -4,7 +4,7 @@
 # (same prefix same backend, different prefixes spread), many (1,000 sequential + 200
 # concurrent; flow table empty after), failover (backend down before binding), synflood,
 # restart, restart_live (a new dataplane under a running stream), restart_failed (a start
-# failing after the XDP program swap puts the old program back), daemon, dpdk, timewait,
+# failing leaves the old XDP program attached), daemon, dpdk, timewait,
 # portreuse (a client reopening connections from one port), halfclose (a client's FIN, then a
 # long silent wait for the answer), pool (new flows on pre-opened backend legs), slowloris (a burst then a churn of
 # partial heads; new flows still bound afterwards).
@@ -174,28 +174,33 @@ restart)
     dpe_log "restarted dataplane binds new flows"
     ;;
 restart_live)
-    # A new dataplane started while a stream runs: it detaches the old XDP program before its
-    # own attaches (DPDK 22.11 will not attach over one). In between, the stream's segments
-    # reach the appliance kernel, which owns the SNAT address and the VIP but has no sockets
-    # for them; the tc guard drops them (the peers retransmit) instead of letting the kernel
-    # reset the stream. 1,400 tokens at 6 ms a step: ~8.5 s, past a slow start (700 ended before
-    # one that took 3.5 s under a loaded CI run).
+    # A new dataplane started while a stream runs: the previous run's XDP program forwards the
+    # stream while the PMD loads the new one (the kernel verifying it takes seconds, more on a
+    # loaded machine) and the PMD's attach replaces it in one step (xdp_replace.h). Detached
+    # first, as DPDK 22.11 wants, the stream's segments reached the appliance kernel for the
+    # whole load and the tc guard dropped them: 14 s in one CI run, past the client's patience.
+    # 1,400 tokens at 6 ms a step: ~8.5 s, past a slow start.
     DPE_TIME_SCALE=1 dpe_up kvdpl 2
     dpe_stream_then_stop 1400
+    guard0=$(dpe_counter xdp_guard_drop_no_xdp)
     : >"$DPE_DIR/dp.log"
     dpe_start_dataplane
     grep -q "tc ingress guard" "$DPE_DIR/dp.log" || dpe_fail "the new dataplane attached no tc guard"
+    grep -q "XDP program replaced in one step on 1 interface" "$DPE_DIR/dp.log" \
+        || dpe_fail "the new dataplane did not replace the previous XDP program in one step"
     kill -0 $DPE_STREAM 2>/dev/null || dpe_fail "the stream finished before the new dataplane started: make it longer"
+    guard=$(( $(dpe_counter xdp_guard_drop_no_xdp) - ${guard0:-0} ))
+    (( guard == 0 )) || dpe_fail "$guard segment(s) reached the appliance with no XDP program during the swap"
     dpe_stream_intact "the XDP program swap"
     rst=$(dpe_counter xdp_flow_rst)
     (( ${rst:-0} == 0 )) || dpe_fail "the stream's flow saw $rst RST(s)"
-    dpe_log "stream survived the XDP program swap (guard drops: $(dpe_counter xdp_guard_drop_no_xdp))"
+    dpe_log "stream survived the XDP program swap (replaced in one step: no segment met the guard)"
     ;;
 restart_failed)
-    # A new dataplane whose port setup fails after it detached the previous run's XDP program
-    # (here two workers on a one-queue port: three lcores on one CPU) puts that program back: the
-    # stream the previous run bound keeps flowing. Before, no program was left; the tc guard
-    # dropped the stream's segments until a start succeeded.
+    # A new dataplane whose port setup fails (here two workers on a one-queue port: three lcores
+    # on one CPU) leaves the previous run's XDP program attached (it is replaced only by the
+    # PMD's attach, and put back if that program is detached again): the stream the previous run
+    # bound keeps flowing.
     DPE_TIME_SCALE=1 dpe_up kvdpf 2
     dpe_stream_then_stop 1400
     xdp_id() { ip -n "$KVS_NS_APP" -d link show dev "$KVS_APP_IF" | grep -o "prog/xdp id [0-9]*"; }
@@ -204,12 +209,12 @@ restart_failed)
     DPE_DP_LCORES="--lcores 0@0,1@0,2@0" dpe_dataplane_cmd
     out=$(timeout 60 "${DPE_DP_CMD[@]}" 2>&1) && dpe_fail "two workers on a one-queue port started: $out"
     grep -q "workers need one each" <<<"$out" || dpe_fail "not the port setup failure: $out"
-    grep -q "previous run's XDP program put back on 1 interface" <<<"$out" \
-        || dpe_fail "the previous program was not put back: $out"
+    grep -q "previous run's XDP program was left in place" <<<"$out" \
+        || dpe_fail "the failed start does not say the previous program goes on: $out"
     [[ "$(xdp_id)" == "$before" ]] || dpe_fail "XDP program after the failed start: '$(xdp_id)' (before: '$before')"
     kill -0 $DPE_STREAM 2>/dev/null || dpe_fail "the stream finished before the failed start ended: make it longer"
     dpe_stream_intact "a start that failed after the XDP program was swapped"
-    dpe_log "failed start: the previous XDP program ($before) put back, the stream intact"
+    dpe_log "failed start: the previous XDP program ($before) left in place, the stream intact"
     dpe_start_dataplane
     dpe_chat_body "$DPE_DIR/req.json" "After a failed start." 900
     dpe_post "$DPE_DIR/req.json" "$DPE_DIR/r2" || dpe_fail "POST after the failed start"
@@ -777,6 +782,9 @@ rx_stall)
             sleep 0.2
         done
         grep -q "receive path re-created in process" "$DPE_DIR/dp.log" || dpe_fail "no recovery message in the log"
+        # The stream's program was put back after the close and replaced by the probe's.
+        grep -q "port recovery: XDP program replaced in one step" "$DPE_DIR/dp.log" \
+            || dpe_fail "the recovery did not put the XDP program back for the probe to replace"
         out=$(ip netns exec "${KVS_NS_CLIENTS[2]}" python3 "$ROOT/tests/dataplane/dp_client.py" --host "$KVS_VIP" \
             --port "$KVS_VIP_PORT" --n 20 --prefixes 4 --timeout 5) || dpe_fail "round $round: after the recovery: $out"
         dpe_log "round $round: re-created in process; 20 requests after it: $out"

@@ -1,9 +1,11 @@
-// A dataplane start detaches the previous run's XDP program (DPDK's af_xdp PMD will not attach
-// over it) and puts it back, in the mode it was attached in, when the start fails before its own
-// is attached (eal_setup.h). dp_e2e_restart_failed covers native mode end to end on veth; here
-// each attach mode veth offers (native, generic), the program left alone when another one was
-// attached meanwhile, and interfaces without a program or missing. Needs root (a network
-// namespace private to this process, a veth pair in it); CI runs as root.
+// A dataplane start keeps the previous run's XDP program attached while DPDK's af_xdp PMD loads
+// the new one, and the PMD's attach (XDP_FLAGS_UPDATE_IF_NOEXIST, which the kernel refuses over a
+// program) replaces it in one step while the interface is armed (xdp_replace.h). The old program
+// is held open so that a start whose program got detached again can put it back (eal_setup.h).
+// dp_e2e_restart_live and dp_e2e_restart_failed cover native mode end to end on veth; here each
+// attach mode veth offers (native, generic), the unarmed refusal, the put-back, a program attached
+// meanwhile, and interfaces without a program or missing. Needs root (a network namespace private
+// to this process, a veth pair in it); CI runs as root.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
@@ -19,11 +21,14 @@
 #include <gtest/gtest.h>
 
 #include "eal_setup.h"
+#include "xdp_replace.h"
 
 namespace {
 
-using kvsteer::dp::detach_previous_xdp;
-using kvsteer::dp::DetachedXdps;
+using kvsteer::dp::arm_xdp_replace;
+using kvsteer::dp::disarm_xdp_replace;
+using kvsteer::dp::hold_previous_xdp;
+using kvsteer::dp::PreviousXdps;
 
 // An XDP program that passes every frame (r0 = XDP_PASS; exit).
 int load_pass_prog() {
@@ -70,57 +75,97 @@ class XdpRestore : public ::testing::Test {
         return {q.attach_mode, q.prog_id};
     }
 
-    // Attach in `mode`, detach as a start does, then restore: back in that mode, same program.
-    void round_trip(std::uint32_t mode, std::uint8_t attach_mode) {
+    // Attach in `mode`, hold it as a start does, and attach another as the PMD does: replaced
+    // in that mode, no instant without a program; unarmed, the same attach is refused.
+    void replace(std::uint32_t mode, std::uint8_t attach_mode) {
         ASSERT_EQ(bpf_xdp_attach(ifindex_, prog_, mode, nullptr), 0);
         const std::uint32_t id = prog_id(prog_);
         ASSERT_NE(id, 0u);
         ASSERT_EQ(attached(), std::make_pair(attach_mode, id));
-        DetachedXdps kept;
-        EXPECT_EQ(detach_previous_xdp({"kvx-rs0"}, &kept), 1u);
-        ASSERT_EQ(kept.list.size(), 1u);
-        EXPECT_EQ(kept.list[0].mode_flags, mode);
-        EXPECT_GE(kept.list[0].prog_fd, 0);
-        EXPECT_EQ(attached().first, XDP_ATTACHED_NONE) << "detached for the new start";
-        // Our fd closed: the kept one alone holds the program.
+        PreviousXdps held;
+        EXPECT_EQ(hold_previous_xdp({"kvx-rs0"}, &held), 1u);
+        ASSERT_EQ(held.list.size(), 1u);
+        EXPECT_EQ(held.list[0].mode_flags, mode);
+        EXPECT_GE(held.list[0].prog_fd, 0);
+        EXPECT_EQ(attached(), std::make_pair(attach_mode, id)) << "held, not detached";
+        const int next = load_pass_prog();
+        ASSERT_GE(next, 0);
+        EXPECT_NE(bpf_xdp_attach(ifindex_, next, XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr), 0)
+            << "unarmed, the PMD's attach is refused over a program";
+        arm_xdp_replace({"kvx-rs0", "kvx-none"});
+        EXPECT_EQ(bpf_xdp_attach(ifindex_, next, XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr), 0);
+        EXPECT_EQ(disarm_xdp_replace(), 1u);
+        EXPECT_EQ(attached(), std::make_pair(attach_mode, prog_id(next))) << "replaced in its mode";
+        EXPECT_EQ(held.put_back(), 0u) << "a program is attached: nothing put back";
+        close(next);
+    }
+
+    // Attach in `mode`, hold it, lose it (the PMD attached ours and detached it again on its
+    // error path), then put it back: in that mode, the same program.
+    void put_back(std::uint32_t mode, std::uint8_t attach_mode) {
+        ASSERT_EQ(bpf_xdp_attach(ifindex_, prog_, mode, nullptr), 0);
+        const std::uint32_t id = prog_id(prog_);
+        PreviousXdps held;
+        ASSERT_EQ(hold_previous_xdp({"kvx-rs0"}, &held), 1u);
+        ASSERT_EQ(bpf_xdp_detach(ifindex_, mode, nullptr), 0);
+        ASSERT_EQ(attached().first, XDP_ATTACHED_NONE);
+        // Our fd closed: the held one alone keeps the program.
         close(prog_);
         prog_ = -1;
-        EXPECT_EQ(kept.restore(), 1u);
+        EXPECT_EQ(held.put_back(), 1u);
         EXPECT_EQ(attached(), std::make_pair(attach_mode, id)) << "put back in its mode";
-        EXPECT_TRUE(kept.list.empty());
+        held.release();
+        EXPECT_TRUE(held.list.empty());
     }
 
     int ifindex_ = 0;
     int prog_ = -1;
 };
 
+TEST_F(XdpRestore, NativeModeIsReplacedInOneStep) {
+    replace(XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV);
+}
+
+TEST_F(XdpRestore, GenericModeIsReplacedInOneStep) {
+    replace(XDP_FLAGS_SKB_MODE, XDP_ATTACHED_SKB);
+}
+
 TEST_F(XdpRestore, NativeModeIsPutBack) {
-    round_trip(XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV);
+    put_back(XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV);
 }
 
 TEST_F(XdpRestore, GenericModeIsPutBack) {
-    round_trip(XDP_FLAGS_SKB_MODE, XDP_ATTACHED_SKB);
+    put_back(XDP_FLAGS_SKB_MODE, XDP_ATTACHED_SKB);
 }
 
-// The new run's program got attached before the failure: it stays (it forwards the same maps).
+// Armed, an attach where no program is attaches as usual (and counts no replacement).
+TEST_F(XdpRestore, ArmedAttachWithoutAProgramAttaches) {
+    arm_xdp_replace({"kvx-rs0"});
+    EXPECT_EQ(bpf_xdp_attach(ifindex_, prog_, XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr), 0);
+    EXPECT_EQ(disarm_xdp_replace(), 0u);
+    EXPECT_EQ(attached().second, prog_id(prog_));
+}
+
+// Another program attached meanwhile (in another mode) stays: it forwards the same maps.
 TEST_F(XdpRestore, AProgramAttachedMeanwhileIsLeftAlone) {
     ASSERT_EQ(bpf_xdp_attach(ifindex_, prog_, XDP_FLAGS_SKB_MODE, nullptr), 0);
-    DetachedXdps kept;
-    ASSERT_EQ(detach_previous_xdp({"kvx-rs0"}, &kept), 1u);
+    PreviousXdps held;
+    ASSERT_EQ(hold_previous_xdp({"kvx-rs0"}, &held), 1u);
+    ASSERT_EQ(bpf_xdp_detach(ifindex_, XDP_FLAGS_SKB_MODE, nullptr), 0);
     const int other = load_pass_prog();
     ASSERT_GE(other, 0);
     ASSERT_EQ(bpf_xdp_attach(ifindex_, other, XDP_FLAGS_DRV_MODE, nullptr), 0);
-    EXPECT_EQ(kept.restore(), 0u);
+    EXPECT_EQ(held.put_back(), 0u);
     EXPECT_EQ(attached(), std::make_pair(std::uint8_t{XDP_ATTACHED_DRV}, prog_id(other)));
     close(other);
 }
 
-// Nothing attached, or no such interface: nothing detached, nothing kept, nothing restored.
+// Nothing attached, or no such interface: nothing held, nothing put back.
 TEST_F(XdpRestore, NoProgramOrNoInterfaceKeepsNothing) {
-    DetachedXdps kept;
-    EXPECT_EQ(detach_previous_xdp({"kvx-rs0", "kvx-none"}, &kept), 0u);
-    EXPECT_TRUE(kept.list.empty());
-    EXPECT_EQ(kept.restore(), 0u);
+    PreviousXdps held;
+    EXPECT_EQ(hold_previous_xdp({"kvx-rs0", "kvx-none"}, &held), 0u);
+    EXPECT_TRUE(held.list.empty());
+    EXPECT_EQ(held.put_back(), 0u);
     EXPECT_EQ(attached().first, XDP_ATTACHED_NONE);
 }
 
