@@ -4,6 +4,8 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 # CI builds treat warnings as errors.
 WERROR     ?= $(if $(CI),ON,OFF)
+# CI: every optional dependency present, or the configuration fails (no suite silently left out).
+REQUIRE_ALL ?= $(if $(CI),ON,OFF)
 SANITIZE   ?= OFF
 # `make fuzz` runs each libFuzzer target for FUZZ_RUNS executions (10M), stopping one that has not
 # got there after FUZZ_SECONDS; the report gives each one's count, and a target short of FUZZ_RUNS
@@ -54,13 +56,13 @@ deps:
 # The build tree follows BUILD_TYPE, WERROR and SANITIZE: one configured with other values is
 # configured again (they applied only when the tree was first made: `make test WERROR=ON` on a
 # tree built without it checked nothing).
-KVS_CONFIG := BUILD_TYPE=$(BUILD_TYPE) WERROR=$(WERROR) SANITIZE=$(SANITIZE)
+KVS_CONFIG := BUILD_TYPE=$(BUILD_TYPE) WERROR=$(WERROR) SANITIZE=$(SANITIZE) REQUIRE_ALL=$(REQUIRE_ALL)
 $(BUILD)/.kvs-config: FORCE
 	@mkdir -p $(BUILD); [ "$$(cat $@ 2>/dev/null)" = "$(KVS_CONFIG)" ] || echo "$(KVS_CONFIG)" >$@
 
 $(BUILD)/build.ninja: CMakeLists.txt $(BUILD)/.kvs-config
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
-	    -DKVS_WERROR=$(WERROR) -DKVS_SANITIZE=$(SANITIZE)
+	    -DKVS_WERROR=$(WERROR) -DKVS_SANITIZE=$(SANITIZE) -DKVS_REQUIRE_ALL=$(REQUIRE_ALL)
 	touch $@
 	ln -sf $(BUILD)/compile_commands.json compile_commands.json
 

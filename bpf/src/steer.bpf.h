@@ -167,6 +167,20 @@ static __always_inline void kvs_idle_end(struct kvs_flow *c) {
     }
 }
 
+/* The reverse entry of `f` (its key in *rk), only while it is the same installation: both entries
+ * of a pair carry one created_ns (kvs_flow_pair_init). After an eviction the reverse key may hold
+ * another flow's entry (a client's port reused, bound to another backend): a FIN on the old leg's
+ * leftover entry closed that live flow, its close counted on the wrong backend and never on its
+ * own. NULL otherwise, as when there is none. */
+static __always_inline struct kvs_flow *kvs_twin(const struct kvs_flow_key *key,
+                                                 const struct kvs_flow *f,
+                                                 struct kvs_flow_key *rk) {
+    struct kvs_flow *r;
+
+    kvs_flow_reverse_key(key, f, rk);
+    r = bpf_map_lookup_elem(&kvs_flows, rk);
+    return r && r->created_ns == f->created_ns ? r : 0;
+}
 /* A response's last byte just passed (`s`, the server->client entry, reached its end for the
  * first time): the connection is idle when nothing is owed (every request started has its
  * response) and the client sent nothing past its last request's end (a request XDP could not
@@ -183,8 +197,7 @@ __attribute__((noinline)) int kvs_xdp_idle(const struct kvs_flow_key *key, struc
     __u32 old, be;
 
     if (!key || !s) return 0;
-    kvs_flow_reverse_key(key, s, &rk);
-    c = bpf_map_lookup_elem(&kvs_flows, &rk);
+    c = kvs_twin(key, s, &rk);
     if (!c || c->dir != KVS_DIR_C2S || (__s16)(s->msgs - c->msgs) < 0 ||
         !(c->resp & KVS_RESP_END) || c->next_seq != c->resp_end)
         return 0;
@@ -231,18 +244,24 @@ static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *
  * KVS_REV_ACK_PLAUSIBLE: whether a segment past a hole in the bytes seen (bytes lost before the
  *   appliance, or forged) acknowledges what the other side sent, within KVS_SEQ_SLACK (RFC 5961
  *   5.2's check, as loose as the bytes seen are): only then does it move the bytes seen. A blind
- *   attacker's forged bytes ahead moved them to where its next forged RST was exact. */
-enum { KVS_REV_RST_ACKED = 0, KVS_REV_ACK_PLAUSIBLE = 1 };
+ *   attacker's forged bytes ahead moved them to where its next forged RST was exact.
+ * KVS_REV_FIN_ACK_OK: whether a FIN's acknowledgment is one the endpoint takes (1 without a
+ *   reverse entry): at most the other side's next byte (nothing it has not sent: Linux discards
+ *   a segment acknowledging unsent data, FIN and all) and at most KVS_SEQ_SLACK behind it. A FIN
+ *   acknowledging 2^30 bytes ahead was dropped by the backend and counted a close here: the
+ *   connection went on, its backend's in-flight count one lower for good. */
+enum { KVS_REV_RST_ACKED = 0, KVS_REV_ACK_PLAUSIBLE = 1, KVS_REV_FIN_ACK_OK = 2 };
 __attribute__((noinline)) int kvs_xdp_rev_check(const struct kvs_flow_key *key,
                                                 const struct kvs_flow *f, __u32 v, __u32 what) {
     struct kvs_flow_key rk;
     struct kvs_flow *rev;
 
     if (!key || !f) return 0;
-    kvs_flow_reverse_key(key, f, &rk);
-    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
-    if (!rev) return 0;
+    rev = kvs_twin(key, f, &rk);
+    if (!rev) return what == KVS_REV_FIN_ACK_OK;
     if (what == KVS_REV_RST_ACKED) return v + f->seq_delta == rev->last_ack;
+    if (what == KVS_REV_FIN_ACK_OK)
+        return (__u32)(rev->next_seq + rev->seq_delta - v) <= KVS_SEQ_SLACK;
     return (__u32)(v - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
 }
 
@@ -264,8 +283,11 @@ static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
     if (pkt->tcp->flags & KVS_TCP_RST)
         return seq == f->next_seq || kvs_xdp_rev_check(key, f, seq, KVS_REV_RST_ACKED);
     /* + 1: the FIN itself seen already (a retransmission: it changes nothing, and is no forgery
-     * to count close_out_of_window for). */
-    return f->next_seq - seq <= (__u32)pkt->payload_len + 1;
+     * to count close_out_of_window for). Its ACK as the endpoint takes it (a FIN without one is
+     * judged in kvs_forward). */
+    return f->next_seq - seq <= (__u32)pkt->payload_len + 1 &&
+           (!(pkt->tcp->flags & KVS_TCP_ACK) ||
+            kvs_xdp_rev_check(key, f, bpf_ntohl(pkt->tcp->ack_seq), KVS_REV_FIN_ACK_OK));
 }
 
 /* A FIN or RST of a flow: its state bit on this entry. The flow is closed (CLOSED on both
@@ -298,8 +320,7 @@ __attribute__((noinline)) int kvs_xdp_fin_rst(const struct kvs_flow_key *key, __
     }
     old = __sync_fetch_and_or(KVS_FLOW_STATE_WORD(f), bits << KVS_FLOW_STATE_SHIFT);
     if (old & closed) return 0;
-    kvs_flow_reverse_key(key, f, &rk);
-    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    rev = kvs_twin(key, f, &rk);
     if (!(bits & KVS_FLOW_RST) && f->dir == KVS_DIR_C2S && rev &&
         !(rev->state & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) &&
         (kvs_resp_owed(f, rev) || !(f->resp & KVS_RESP_END) || fin_seq != f->resp_end))
@@ -571,8 +592,7 @@ __attribute__((noinline)) int kvs_xdp_resync(const struct kvs_flow_key *key, str
     struct kvs_flow *c;
 
     if (!key || !f) return 0;
-    kvs_flow_reverse_key(key, f, &rk);
-    c = bpf_map_lookup_elem(&kvs_flows, &rk);
+    c = kvs_twin(key, f, &rk);
     if (!c || c->dir != KVS_DIR_C2S || (__s16)(f->msgs - c->msgs) >= 0) return 0;
     kvs_count(KVS_R_RESP_RESYNC);
     return 1;
@@ -595,8 +615,7 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
     if (!cfg || !(cfg->flags & KVS_CFG_PER_REQUEST)) return 0;
     f = bpf_map_lookup_elem(&kvs_flows, key);
     if (!f || f->dir != KVS_DIR_C2S || (f->state & KVS_FLOW_REBINDING)) return 0;
-    kvs_flow_reverse_key(key, f, &rk);
-    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    rev = kvs_twin(key, f, &rk);
     if (!rev) return 0;
     /* No dataplane worker to take the request (stopped: its heartbeat 0; crashed: silent past
      * KVS_DP_ALIVE_NS): it stays on its backend, as without per-request steering. Marked, every
@@ -645,7 +664,7 @@ __attribute__((noinline)) int kvs_xdp_boundary(const struct kvs_flow_key *key, _
  * FIN). */
 static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *pkt,
                                      const struct kvs_flow_key *key, struct kvs_flow *f,
-                                     int no_boundary) {
+                                     int no_boundary, int fin_taken) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     __u32 seq = bpf_ntohl(pkt->tcp->seq), end;
@@ -689,14 +708,10 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
                 kvs_xdp_resp(ctx, off, len, seq, f);
         }
     }
-    /* A FIN counts where it may close the flow (in order: kvs_close_plausible; with ACK, as
-     * the endpoint takes it: a FIN without ACK moved the bytes seen past the client's next
-     * request, which was then no boundary). */
-    end = seq + len +
-          ((flags & (KVS_TCP_FIN | KVS_TCP_ACK)) == (KVS_TCP_FIN | KVS_TCP_ACK) &&
-                   f->next_seq - seq <= len
-               ? 1
-               : 0);
+    /* A FIN counts where kvs_forward took it (`fin_taken`: in order and acknowledging what the
+     * endpoint takes, kvs_close_plausible; with ACK): one the endpoint discards moved the bytes
+     * seen past the client's next request, which was then no boundary. */
+    end = seq + len + (fin_taken && f->next_seq - seq <= len ? 1 : 0);
     /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
      * forged or stale segment far ahead stopped the connection's boundaries for good. Only bytes
      * or a FIN move it: a bare ACK or RST ahead (a blind sweep of forged ones) moved it to where
@@ -777,7 +792,8 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
                 pkt->payload_len;
     if ((flags & (KVS_TCP_FIN | KVS_TCP_RST)) && !fin_after)
         kvs_xdp_fin_rst(key, flags, bpf_ntohl(pkt->tcp->seq) + pkt->payload_len);
-    if (kvs_track(ctx, pkt, key, f, fin_after))
+    if (kvs_track(ctx, pkt, key, f, fin_after,
+                  (flags & (KVS_TCP_FIN | KVS_TCP_ACK)) == (KVS_TCP_FIN | KVS_TCP_ACK)))
         return kvs_punt_bound(ctx, pkt, f, KVS_R_PUNT_REQUEST_BOUNDARY);
     if (fin_after) kvs_xdp_fin_rst(key, flags, bpf_ntohl(pkt->tcp->seq) + pkt->payload_len);
     /* The newest TSval the client was sent (a moved connection's timestamps go on from it): a
@@ -858,8 +874,7 @@ __attribute__((noinline)) int kvs_xdp_syn_on_flow(const struct kvs_flow_key *key
     f = bpf_map_lookup_elem(&kvs_flows, key);
     if (!f) return 0;
     st = f->state;
-    kvs_flow_reverse_key(key, f, &rk);
-    rev = bpf_map_lookup_elem(&kvs_flows, &rk);
+    rev = kvs_twin(key, f, &rk);
     if (rev && (rev->state & KVS_FLOW_RST)) st |= KVS_FLOW_RST;
     if (!(st & (KVS_FLOW_FIN_IN | KVS_FLOW_RST)) ||
         (!(st & KVS_FLOW_RST) && !(st & KVS_FLOW_CLOSED))) {

@@ -244,14 +244,18 @@ std::optional<BackendSpec> backend_spec_from_request(const json &req, std::strin
                                                                  {"kv_events", "kv-events"}};
     if (req.contains("spec")) {
         // Fields beside a spec were dropped (weight 0 beside it: added in rotation, answered ok).
-        for (const char *f : {"addr", "weight", "model", "mac", "max_load", "kv_events"}) {
-            if (req.contains(f)) {
-                *err = std::string(
-                           "backend.add: give \"spec\" or \"addr\" with its fields, not "
-                           "both (\"") +
-                       f + "\" beside \"spec\": put it in the spec)";
-                return std::nullopt;
-            }
+        const auto beside = [&]() -> const char * {
+            if (req.contains("addr")) return "addr";
+            for (const auto &[field, option] : kFields)
+                if (req.contains(field)) return field;
+            return nullptr;
+        };
+        if (const char *f = beside()) {
+            *err = std::string(
+                       "backend.add: give \"spec\" or \"addr\" with its fields, not "
+                       "both (\"") +
+                   f + "\" beside \"spec\": put it in the spec)";
+            return std::nullopt;
         }
         if (!req["spec"].is_string()) {
             *err =

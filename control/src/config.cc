@@ -431,6 +431,14 @@ void build_fleet(const po::variables_map &vm, DaemonConfig &c) {
     }
     if (!f.macs[*id])
         fail("fleet-self", "appliance " + *self + " is not among the fleet-member ids");
+    // The XDP program sends on with the interface's MAC and the others take frames from, and send
+    // to, the one listed: a typo here lost every flow the router handed another appliance for
+    // this one's buckets (no error, no reset). Unknown while the interface is not there yet: the
+    // retry checks it.
+    if (c.appliance_mac != Mac{} && *f.macs[*id] != c.appliance_mac)
+        fail("fleet-member", "appliance " + *self + " (fleet-self) is listed with " +
+                                 format_mac(*f.macs[*id]) + " but this appliance's MAC is " +
+                                 format_mac(c.appliance_mac) + " (interface or appliance-mac)");
     f.self = *id;
     MemberSet all = 0;
     for (std::uint8_t i = 0; i < KVS_MAX_APPLIANCES; i++)

@@ -230,6 +230,9 @@ bool Daemon::kv_subscribe(std::uint16_t id, const BackendSpec &spec, std::string
 
 void Daemon::apply_kv_resets() {
     if (!kv_) return;
+    // Two bounds at two depths on a flood of resets: the KV-event transport wakes this loop at
+    // most every 50 ms (kv_events_zmq.cc kWakeGap: loop wakes), and the affinity table is
+    // recomputed at most every kKvResetPublishNs here (policy computes).
     constexpr std::uint64_t kKvResetPublishNs = 100'000'000, kKvResetLogNs = 10'000'000'000;
     const std::uint64_t now = mono_ns(), total = kv_->reset_events();
     auto log_line = [&](std::uint16_t id, const BackendRuntime &b, const KvEventStats &st,

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kvsteer/control/daemon.h"
+#include "kvsteer/control/json_bounded.h"
 #include "mono_clock.h"
 
 namespace kvsteer::control {
@@ -36,7 +37,7 @@ std::string backend_value(const BackendSpec &spec, bool drain) {
 std::optional<SharedBackend> parse_shared_backend_value(const std::string &v, std::string *err,
                                                         std::string *warning) {
     warning->clear();
-    json j = json::parse(v, nullptr, false);
+    json j = parse_json_bounded(v);
     if (!j.is_object() || !j.contains("spec") || !j["spec"].is_string()) {
         *err = "not {\"spec\": \"ADDR:PORT,...\", \"drain\": BOOL}";
         return std::nullopt;
@@ -50,7 +51,7 @@ std::optional<SharedBackend> parse_shared_backend_value(const std::string &v, st
         } else {
             // Not json::value(): it throws on another type, on every appliance at once.
             b.drain = std::nullopt;
-            *warning = "\"drain\": " + d->dump().substr(0, 40) +
+            *warning = "\"drain\": " + json_brief(*d) +
                        " is not true or false (ignored: the drain state stays as it is)";
         }
     }

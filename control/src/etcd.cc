@@ -1,6 +1,8 @@
 // etcd's v3 JSON gateway: bodies and answers (etcd.h).
 #include "kvsteer/control/etcd.h"
 
+#include "kvsteer/control/json_bounded.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -149,7 +151,7 @@ EtcdReply etcd_reply(const HttpResult &r) {
         out.error = r.error;
         return out;
     }
-    json j = json::parse(r.body, nullptr, false);
+    json j = parse_json_bounded(r.body);  // etcd's answer, quoted below: nesting bounded
     // A stream (lease/keepalive) answers {"result": ...} or {"error": {...}} per message.
     if (j.is_object() && j.contains("result") && j["result"].is_object()) j = j["result"];
     if (j.is_object() && j.contains("error")) {
@@ -159,7 +161,8 @@ EtcdReply etcd_reply(const HttpResult &r) {
             msg = e["message"].get<std::string>();
         if (j.contains("message") && j["message"].is_string())
             msg = j["message"].get<std::string>();
-        out.error = "HTTP " + std::to_string(r.status) + ": " + (msg.empty() ? e.dump() : msg);
+        out.error =
+            "HTTP " + std::to_string(r.status) + ": " + (msg.empty() ? json_brief(e, 200) : msg);
         return out;
     }
     if (r.status != 200) {
@@ -421,13 +424,13 @@ EtcdWatchMessage etcd_watch_message(std::string_view object) {
         m.error = std::move(why);
         return m;
     };
-    const json j = json::parse(object, nullptr, false);
+    const json j = parse_json_bounded(object);
     if (!j.is_object()) return bad("a message is not a JSON object");
     if (auto e = j.find("error"); e != j.end()) {
         m.kind = EtcdWatchMessage::Kind::Error;
         m.error = e->is_object() && e->contains("message") && (*e)["message"].is_string()
                       ? (*e)["message"].get<std::string>()
-                      : e->dump().substr(0, 200);
+                      : json_brief(*e, 200);
         return m;
     }
     auto r = j.find("result");

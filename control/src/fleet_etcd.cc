@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvsteer/control/config.h"
+#include "kvsteer/control/json_bounded.h"
 #include "kvsteer/control/etcd.h"
 
 namespace kvsteer::control {
@@ -51,7 +52,7 @@ std::string fleet_epochs_value(const std::vector<MemberSet> &epochs) {
 
 std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string &v,
                                                                std::string *err) {
-    json a = json::parse(v, nullptr, false);
+    json a = parse_json_bounded(v);
     if (!a.is_array() || a.empty() || a.size() > kMaxFleetEpochs) {
         *err = "epochs: not a list of 1 to " + std::to_string(kMaxFleetEpochs) + " id lists";
         return std::nullopt;
@@ -70,7 +71,7 @@ std::optional<std::vector<MemberSet>> parse_fleet_epochs_value(const std::string
         for (const auto &id : e) {
             // Read as 64 bits: get<unsigned>() would wrap 4294967296 to appliance 0.
             if (!id.is_number_unsigned() || id.get<std::uint64_t>() >= KVS_MAX_APPLIANCES) {
-                *err = "epochs: " + id.dump().substr(0, 40) + " is not an appliance id 0.." +
+                *err = "epochs: " + json_brief(id) + " is not an appliance id 0.." +
                        std::to_string(KVS_MAX_APPLIANCES - 1);
                 return std::nullopt;
             }
@@ -98,7 +99,7 @@ std::string fleet_hot_value(const std::vector<FleetHotKey> &keys) {
 
 std::optional<std::vector<FleetHotKey>> parse_fleet_hot_value(const std::string &v,
                                                               std::string *err) {
-    json a = json::parse(v, nullptr, false);
+    json a = parse_json_bounded(v);
     if (!a.is_array() || a.size() > kFleetHotMax) {
         *err = "hot: not a list of at most " + std::to_string(kFleetHotMax) + " prefixes";
         return std::nullopt;
@@ -106,7 +107,7 @@ std::optional<std::vector<FleetHotKey>> parse_fleet_hot_value(const std::string 
     std::vector<FleetHotKey> out;
     for (const auto &e : a) {
         auto bad = [&](const std::string &why) {
-            *err = "hot: " + why + " in " + e.dump().substr(0, 120);
+            *err = "hot: " + why + " in " + json_brief(e, 120);
             return std::nullopt;
         };
         if (!e.is_object()) return bad("a prefix is not an object");
@@ -201,8 +202,8 @@ std::string fleet_report_problems(const json &report) {
     std::string out;
     auto bad = [&](const char *key, const char *want) {
         auto it = report.find(key);
-        out += (out.empty() ? "" : ", ") + std::string("\"") + key +
-               "\": " + it->dump().substr(0, 40) + " is not " + want;
+        out += (out.empty() ? "" : ", ") + std::string("\"") + key + "\": " + json_brief(*it) +
+               " is not " + want;
     };
     for (const char *k : kReportStrings)
         if (report.contains(k) && !report[k].is_string()) bad(k, "a string");
@@ -531,10 +532,12 @@ bool FleetEtcd::put_report_now(std::string *err) {
 bool FleetEtcd::put_report(std::string *err) {
     std::lock_guard put(put_mu_);
     const std::string value = member_value();
-    if (!lease_ || value == report_put_) return true;
-    auto p =
-        etcd_call(ep_, "/v3/kv/put",
-                  etcd_put_request(member_key(local_.self), value, lease_.load()), kCallTimeout);
+    // One read of the lease: zeroed meanwhile by another thread (an expiry), a second read put
+    // the key with no lease, and a put without one detaches the key from its TTL for good.
+    const auto lease = lease_.load();
+    if (!lease || value == report_put_) return true;
+    auto p = etcd_call(ep_, "/v3/kv/put", etcd_put_request(member_key(local_.self), value, lease),
+                       kCallTimeout);
     if (!p.ok()) {
         *err = p.error;
         return false;
@@ -554,11 +557,12 @@ bool FleetEtcd::put_hot(std::string *err) {
         std::lock_guard lk(mu_);
         value = hot_;
     }
-    if (!lease_ || value.empty() || value == hot_put_) return true;
-    auto p = etcd_call(ep_, "/v3/kv/put",
-                       etcd_put_request(prefix_ + "fleet/hot/" + std::to_string(local_.self), value,
-                                        lease_.load()),
-                       kCallTimeout);
+    const auto lease = lease_.load();  // one read, as in put_report
+    if (!lease || value.empty() || value == hot_put_) return true;
+    auto p = etcd_call(
+        ep_, "/v3/kv/put",
+        etcd_put_request(prefix_ + "fleet/hot/" + std::to_string(local_.self), value, lease),
+        kCallTimeout);
     if (!p.ok()) {
         *err = p.error;
         return false;
@@ -592,7 +596,7 @@ bool FleetEtcd::poll(std::string *err) {
         std::string e;
         if (kv.key.starts_with(members)) {
             auto id = parse_appliance_id(std::string_view(kv.key).substr(members.size()), &e);
-            json j = json::parse(kv.value, nullptr, false);
+            json j = parse_json_bounded(kv.value);
             auto mac = j.is_object() && j.contains("mac") && j["mac"].is_string()
                            ? parse_mac(j["mac"].get<std::string>(), &e)
                            : std::nullopt;

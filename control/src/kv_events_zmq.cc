@@ -48,7 +48,8 @@ constexpr auto kTurn = std::chrono::milliseconds(5);
 // and the restarted engine (its sequence reset) was never heard.
 constexpr int kHeartbeatIvlMs = 1000, kHeartbeatTimeoutMs = 5000;
 // The daemon is woken for cache resets at most this often (a backend flooding resets woke it
-// every round); a reset meanwhile wakes it when the gap has passed.
+// every round); a reset meanwhile wakes it when the gap has passed. (The daemon bounds its
+// policy computes on resets apart: Daemon::apply_kv_resets, kKvResetPublishNs.)
 constexpr auto kWakeGap = std::chrono::milliseconds(50);
 // Frames kept per message: a well-formed one has 3; more are read, counted and dropped.
 constexpr std::size_t kMaxFrames = 8;

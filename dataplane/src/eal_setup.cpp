@@ -210,6 +210,12 @@ unsigned PreviousXdps::put_back() {
     return n;
 }
 
+unsigned PreviousXdps::detach() {
+    unsigned n = 0;
+    for (auto &d : list) n += bpf_xdp_detach(d.ifindex, d.mode_flags, nullptr) == 0;
+    return n;
+}
+
 void PreviousXdps::release() {
     for (auto &d : list)
         if (d.prog_fd >= 0) close(d.prog_fd);

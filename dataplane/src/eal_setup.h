@@ -57,6 +57,9 @@ class PreviousXdps {
     // Attaches each program back where no program is now (never over one), keeping them open.
     // Returns how many were put back; each that could not be is logged.
     unsigned put_back();
+    // Detaches each (kept open): the way to attach over them where the PMD's attach cannot be
+    // made a replacement (xdp_replace_reachable() false). Returns how many were detached.
+    unsigned detach();
     void release();  // the new program runs: the old ones are closed (freed by the kernel)
 };
 // Opens the programs attached on `ifaces` (none detached). Returns how many.

@@ -42,4 +42,8 @@ unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, u
     return calls;
 }
 
+bool same_installation(int fd, const kvs_flow_key &key, std::uint64_t created_ns, kvs_flow *out) {
+    return bpf_map_lookup_elem(fd, &key, out) == 0 && out->created_ns == created_ns;
+}
+
 }  // namespace kvsteer::dp

@@ -20,4 +20,10 @@ using BatchUpdate = int (*)(int fd, const void *keys, const void *values, __u32 
 unsigned install_pairs(int fd, const kvs_flow_key *keys, const kvs_flow *vals, unsigned n, bool *ok,
                        BatchUpdate batch_update = nullptr);
 
+// True (and the entry in *out) when `key`'s entry in `fd` is still the installation made at
+// `created_ns` (both entries of a pair carry one created_ns): after an eviction the key may hold
+// the entry of another flow on the same 4-tuple, which is not that installation's to expire or
+// delete.
+bool same_installation(int fd, const kvs_flow_key &key, std::uint64_t created_ns, kvs_flow *out);
+
 }  // namespace kvsteer::dp

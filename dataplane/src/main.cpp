@@ -276,12 +276,23 @@ int main(int argc, char **argv) {
     // (xdp_replace.h); held open to be put back if the PMD attaches ours and then detaches it.
     PreviousXdps previous;
     if (opts->mode == Mode::Xdp) {
-        if (unsigned n = hold_previous_xdp(xdp_prog_interfaces(eal_args), &previous))
-            spdlog::info(
-                "the XDP program of a previous run forwards on {} interface(s) until this run's "
-                "replaces it",
-                n);
-        arm_xdp_replace(xdp_prog_interfaces(eal_args));
+        const unsigned n = hold_previous_xdp(xdp_prog_interfaces(eal_args), &previous);
+        if (!xdp_replace_reachable()) {
+            // The PMD would be refused over it: detached first, as DPDK 22.11 wants, the guard
+            // dropping its flows' segments until the new program is attached.
+            if (n)
+                spdlog::warn(
+                    "bpf_xdp_attach is not this executable's (not exported): the previous run's "
+                    "XDP program detached from {} interface(s) before the new one is loaded",
+                    previous.detach());
+        } else {
+            if (n)
+                spdlog::info(
+                    "the XDP program of a previous run forwards on {} interface(s) until this "
+                    "run's replaces it",
+                    n);
+            arm_xdp_replace(xdp_prog_interfaces(eal_args));
+        }
     }
     const bool port_ok = setup_port(opts->port, static_cast<std::uint16_t>(n_workers), pool, &err);
     const unsigned replaced = disarm_xdp_replace();
@@ -421,9 +432,9 @@ int main(int argc, char **argv) {
             std::vector<rte_mbuf *> held;
             for (auto &w : g_workers) w->held_mbufs(held);
             const unsigned free_before = rte_mempool_avail_count(pool);
-            // Closing the port detaches this run's program: held, it is put back right before
-            // each probe and replaced by the probe's attach, as at start (the flows it forwards
-            // see no program only from the close to the first probe, not the whole load).
+            // Closing the port detaches this run's program: held, it is put back right after
+            // the close (and after each failed probe's) and replaced by the probe's attach, as at
+            // start (the flows it forwards see no program only for that moment, not the load).
             PreviousXdps running;
             if (opts->mode == Mode::Xdp) hold_previous_xdp(xdp_prog_interfaces(eal_args), &running);
             auto before_probe = [&] {
@@ -431,8 +442,14 @@ int main(int argc, char **argv) {
                 // As at start: the PMD's program load pins a fresh tx-ports map.
                 std::string pin = opts->bpffs + "/" KVS_MAP_TX_PORTS;
                 unlink(pin.c_str());
-                running.put_back();
-                arm_xdp_replace(xdp_prog_interfaces(eal_args));
+                if (xdp_replace_reachable()) {
+                    running.put_back();
+                    arm_xdp_replace(xdp_prog_interfaces(eal_args));
+                } else {  // the PMD attaches only where no program is (start: the same)
+                    PreviousXdps now;
+                    hold_previous_xdp(xdp_prog_interfaces(eal_args), &now);
+                    now.detach();
+                }
             };
             PortRecovery r;
             std::string rerr;

@@ -159,8 +159,9 @@ bool recreate_af_xdp_port(std::uint16_t port, const std::vector<std::string> &ea
     std::string why;
     unsigned attempt = 0;
     for (;; ++attempt) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50 << std::min(attempt, 4u)));
+        // Right after the port went (its close detached the XDP program), before the wait.
         if (before_probe) before_probe();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50 << std::min(attempt, 4u)));
         if (int rc = rte_eal_hotplug_add("vdev", name, args->c_str()); rc != 0) {
             why = fmt::format("probing {} again: {}", name, rte_strerror(-rc));
         } else if (rte_eth_dev_get_port_by_name(name, &np) != 0) {

@@ -6,6 +6,7 @@
 
 #include <bpf/bpf.h>
 
+#include "flow_install.h"
 #include "kvsteer/rewrite.h"
 
 namespace kvsteer::dp {
@@ -123,11 +124,11 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         const std::uint64_t idle = now_ns > last ? now_ns - last : 0;
         return (closed && idle >= closed_idle_ns) || idle >= idle_ns;
     };
-    // The entry on the reverse key, read into rf, when it is this installation's other half (both
-    // are installed with one created_ns): a key's entry of another installation (a client's port
-    // reused, a leg installed since) is not judged or deleted with this one.
+    // The entry on the reverse key, read into rf, when it is this installation's other half: a
+    // key's entry of another installation (a client's port reused, a leg installed since) is not
+    // judged or deleted with this one.
     auto twin_of = [&](const kvs_flow &f, const kvs_flow_key &rk, kvs_flow &rf) {
-        return bpf_map_lookup_elem(fd, &rk, &rf) == 0 && rf.created_ns == f.created_ns;
+        return same_installation(fd, rk, f.created_ns, &rf);
     };
     auto visit = [&](const kvs_flow_key &k, const kvs_flow &f) {
         ++r.seen;

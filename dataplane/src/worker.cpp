@@ -1325,8 +1325,7 @@ void Worker::resume(std::uint32_t idx, std::uint64_t now) {
 // evicted during the hold, its key may hold a later flow's entry on the same 4-tuple.
 void Worker::delete_old_leg_entry(const Slot &s) {
     kvs_flow e{};
-    if (bpf_map_lookup_elem(t_.flows_fd, &s.prev_skey, &e) == 0 &&
-        e.created_ns == s.prev_s2c.created_ns)
+    if (same_installation(t_.flows_fd, s.prev_skey, s.prev_s2c.created_ns, &e))
         bpf_map_delete_elem(t_.flows_fd, &s.prev_skey);
 }
 

@@ -11,6 +11,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+extern "C" int bpf_xdp_attach(int ifindex, int prog_fd, __u32 flags,
+                              const bpf_xdp_attach_opts *opts);
+
 namespace kvsteer::dp {
 
 namespace {
@@ -59,6 +62,10 @@ void arm_xdp_replace(const std::vector<std::string> &ifaces) {
     for (const auto &name : ifaces)
         if (int i = static_cast<int>(if_nametoindex(name.c_str())); i > 0 && !armed(i))
             g_armed.push_back(i);
+}
+
+bool xdp_replace_reachable() {
+    return dlsym(RTLD_DEFAULT, "bpf_xdp_attach") == reinterpret_cast<void *>(&::bpf_xdp_attach);
 }
 
 unsigned disarm_xdp_replace() {

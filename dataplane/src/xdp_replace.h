@@ -33,5 +33,9 @@ XdpAttached attached_mode(const bpf_xdp_query_opts &q);
 void arm_xdp_replace(const std::vector<std::string> &ifaces);
 // Disarms every interface. Returns how many attaches replaced a program since the arming.
 unsigned disarm_xdp_replace();
+// Whether a call of bpf_xdp_attach through the dynamic linker reaches this file's (the executable
+// exports it). False (a test binary, an executable linked without the export): arming changes
+// nothing, and the PMD's attach is refused over a program (main.cpp then detaches it first).
+bool xdp_replace_reachable();
 
 }  // namespace kvsteer::dp

@@ -111,10 +111,11 @@ class BpfProg : public ProgSuite {
 
     // A bound connection: client 10.1.0.2:40001 -> VIP 10.9.0.1:80, SNAT 10.2.0.1:20001 ->
     // backend 10.2.0.7:8000; with v6_ fd00::2 -> fd00::9, SNAT fd02::1 (snat2_addr) -> fd02::7.
-    void install_pair(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks, kvs_flow *fs,
-                      std::uint8_t backend_ws = 10) {
+    // The test family's connection: pair4_params(), in IPv6 the same connection (ISNs, backend
+    // 3) between pair6_params()'s addresses.
+    kvs_flowpair_params family_params(std::uint8_t backend_ws = 10) const {
         kvs_flowpair_params p = pair4_params(backend_ws);
-        if (v6_) {  // the same connection (ISNs, backend 3) between pair6_params()'s addresses
+        if (v6_) {
             const kvs_flowpair_params a6 = pair6_params();
             p.family = KVS_AF_INET6;
             std::memcpy(p.client_addr, a6.client_addr, 16);
@@ -122,6 +123,12 @@ class BpfProg : public ProgSuite {
             std::memcpy(p.snat_addr, a6.snat_addr, 16);
             std::memcpy(p.backend_addr, a6.backend_addr, 16);
         }
+        return p;
+    }
+
+    void install_pair(kvs_flow_key *kc, kvs_flow *fc, kvs_flow_key *ks, kvs_flow *fs,
+                      std::uint8_t backend_ws = 10) {
+        kvs_flowpair_params p = family_params(backend_ws);
         kvs_flowpair_build(&p, kc, fc, ks, fs);
         // The client's next byte, and where its (delimited) request ended, as the dataplane sets
         // them after the build.
@@ -1492,6 +1499,19 @@ class BpfBoundary : public BpfProgFamily {
         b.payload.assign(payload.begin(), payload.end());
         return build_tcp(b);
     }
+    // The whole response to the first request ("ok") in one segment, forwarded; its length.
+    std::uint32_t answer_whole() {
+        const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+        return static_cast<std::uint32_t>(resp.size());
+    }
+    // The client's FIN|ACK at the end of its first request (its ACK for the caller to set).
+    TcpSpec client_fin() const {
+        TcpSpec c = client_spec();
+        c.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+        c.seq = kReqEnd;
+        return c;
+    }
     // The client's next request, having acknowledged `acked` response bytes.
     Bytes next_request(std::uint32_t acked) {
         TcpSpec c = client_spec();
@@ -1642,13 +1662,9 @@ TEST_P(BpfBoundary, ForgedBytesAheadDoNotEndAnIdleness) {
 }
 
 TEST_P(BpfBoundary, IdleConnectionClosedIsNoLongerIdle) {
-    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    const auto n = static_cast<std::uint32_t>(resp.size());
-    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    const std::uint32_t n = answer_whole();
     ASSERT_EQ(state(kc), KVS_FLOW_IDLE);
-    TcpSpec c = client_spec();
-    c.flags = KVS_TCP_ACK | KVS_TCP_FIN;
-    c.seq = kReqEnd;
+    TcpSpec c = client_fin();
     c.ack = kCookie + 1 + n;
     expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
     EXPECT_EQ(state(kc), KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
@@ -1656,8 +1672,58 @@ TEST_P(BpfBoundary, IdleConnectionClosedIsNoLongerIdle) {
     EXPECT_EQ(h_->load(3).idle_starts, 1u);
     EXPECT_EQ(h_->load(3).idle_ends, 1u);
     // A closed connection is never idle again (its last segment retransmitted).
-    expect_verdict(response(0, resp), XDP_TX_, KVS_R_TX_FWD_S2C);
+    answer_whole();
     EXPECT_EQ(h_->load(3).idle_starts, 1u);
+}
+
+// A FIN whose ACK the backend cannot take: past what it sent (Linux discards the segment, FIN
+// and all) or further behind it than any window. Counted, the connection went on with its
+// backend's in-flight count one lower for good, and its later real close counted nothing. Closes
+// nothing here either; the proper FIN then closes it.
+TEST_P(BpfBoundary, FinWithAnAckTheEndpointDropsClosesNothing) {
+    const std::uint32_t n = answer_whole();
+    ASSERT_EQ(state(kc), KVS_FLOW_IDLE);
+    TcpSpec c = client_fin();
+    for (std::uint32_t ack :
+         {kCookie + 1 + n + (1u << 30), kCookie + 1 + n + 1, kCookie + 1 + n - (8u << 20)}) {
+        c.ack = ack;
+        expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+        EXPECT_EQ(state(kc), KVS_FLOW_IDLE) << std::hex << ack;
+        EXPECT_EQ(h_->load(3).closes, 0u) << std::hex << ack;
+        EXPECT_EQ(h_->load(3).idle_ends, 0u) << std::hex << ack;
+    }
+    c.ack = kCookie + 1 + n;
+    expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);
+    EXPECT_EQ(state(kc), KVS_FLOW_FIN_IN | KVS_FLOW_CLOSED);
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    EXPECT_EQ(h_->load(3).idle_ends, 1u);
+}
+
+// An old leg's entry left behind (its client entry evicted, the client's port then reused by a
+// new flow on another backend) is no twin of the new flow's client entry: the old backend's FIN
+// closes only its own entry. Paired by key, it closed the live flow (its close counted on the old
+// backend, never on its own; never idle again).
+TEST_P(BpfBoundary, AnOldLegEntryClosesOnlyItsOwnInstallation) {
+    kvs_flowpair_params p = family_params();
+    // The new flow: same client key, backend 4 on another SNAT port, installed later.
+    p.backend_id = 4;
+    p.snat_port = htons(20002);
+    p.now_ns = fc.created_ns + 1000;
+    kvs_flow_key kc2{}, ks2{};
+    kvs_flow fc2{}, fs2{};
+    kvs_flowpair_build(&p, &kc2, &fc2, &ks2, &fs2);
+    ASSERT_EQ(std::memcmp(&kc2, &kc, sizeof kc), 0) << "the client's key, reused";
+    h_->put_flow(kc2, fc2);
+    h_->put_flow(ks2, fs2);
+    TcpSpec b = backend_spec();
+    b.flags = KVS_TCP_ACK | KVS_TCP_FIN;
+    b.seq = kBisn + 1;
+    b.ack = kReqEnd;
+    expect_verdict(build_tcp(b), XDP_TX_, KVS_R_TX_FWD_S2C);
+    EXPECT_EQ(state(ks) & KVS_FLOW_CLOSED, KVS_FLOW_CLOSED) << "the old leg's own entry";
+    EXPECT_EQ(state(kc) & KVS_FLOW_CLOSED, 0) << "the live flow's client entry";
+    EXPECT_EQ(h_->load(3).closes, 1u);
+    EXPECT_EQ(h_->load(4).closes, 0u);
 }
 
 TEST_P(BpfBoundary, ResponseEndingWithARequestOwedIsNotIdle) {

@@ -733,7 +733,7 @@ TEST(Config, FleetOptions) {
     };
     const std::vector<std::string> fleet3 = {"--fleet-self",   "1",
                                              "--fleet-member", "0,02:00:00:00:f1:00",
-                                             "--fleet-member", "1,02:00:00:00:f1:01",
+                                             "--fleet-member", "1,02:00:00:00:00:01",
                                              "--fleet-member", "3,02:00:00:00:f1:03"};
     // Several appliances without etcd: each would draw its own cookie key.
     r = parse(with(fleet3));
@@ -753,7 +753,7 @@ TEST(Config, FleetOptions) {
     EXPECT_EQ(r.cfg.fleet.epochs, std::vector<MemberSet>{0b1011});
     EXPECT_EQ(r.cfg.fleet.epoch_no, 1u);
 
-    r = parse(with({"--fleet-self", "0", "--fleet-member", "0,02:00:00:00:f1:00", "--fleet-member",
+    r = parse(with({"--fleet-self", "0", "--fleet-member", "0,02:00:00:00:00:01", "--fleet-member",
                     "1,02:00:00:00:f1:01", "--fleet-epoch", "0", "--fleet-epoch", "1,0",
                     "--cookie-key", "00112233445566778899aabbccddeeff"}));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
@@ -763,7 +763,8 @@ TEST(Config, FleetOptions) {
 }
 
 TEST(Config, FleetErrorsNameTheKey) {
-    const std::vector<std::string> m0 = {"--fleet-member", "0,02:00:00:00:f1:00"};
+    // Member 0 with this appliance's MAC (the base arguments' appliance-mac).
+    const std::vector<std::string> m0 = {"--fleet-member", "0,02:00:00:00:00:01"};
     auto err = [&](std::vector<std::string> extra) {
         auto r = parse(with(extra));
         EXPECT_EQ(r.outcome, ParseOutcome::Error);
@@ -796,6 +797,11 @@ TEST(Config, FleetErrorsNameTheKey) {
               "fleet-epoch: '0,2' names 2, not among the fleet-member ids");
     EXPECT_EQ(err(cat({"--fleet-self", "0", "--fleet-epoch", "0,0"}, m0)),
               "fleet-epoch: '0,0': appliance 0 is listed twice");
+    // Its own entry with another MAC than its interface's (or appliance-mac): the others would
+    // send this appliance's frames to a MAC nobody has.
+    EXPECT_EQ(err({"--fleet-self", "0", "--fleet-member", "0,02:00:00:00:00:02"}),
+              "fleet-member: appliance 0 (fleet-self) is listed with 02:00:00:00:00:02 but this "
+              "appliance's MAC is 02:00:00:00:00:01 (interface or appliance-mac)");
 }
 
 TEST(Config, AnnounceOptions) {
@@ -886,7 +892,7 @@ TEST(Config, AnnounceErrorsNameTheKey) {
 
 TEST(Config, FleetShareHot) {
     const std::vector<std::string> etcd = {"--fleet-self",   "0",
-                                           "--fleet-member", "0,02:00:00:00:f1:00",
+                                           "--fleet-member", "0,02:00:00:00:00:01",
                                            "--fleet-etcd",   "http://127.0.0.1:2379"};
     auto r = parse(with(etcd));
     ASSERT_EQ(r.outcome, ParseOutcome::Ok) << r.message;

@@ -294,6 +294,34 @@ TEST(FleetEtcdValues, WronglyTypedBackendValuesDoNotThrow) {
     }
 }
 
+// A value nested 100,000 deep (200 KB, under the client's 4 MiB): refused with a reason, never
+// quoted back whole. dump() recurses once per level: every kvsteerd of the fleet overflowed its
+// stack on it at its next read of etcd, and again after each restart.
+TEST(FleetEtcdValues, DeeplyNestedValuesAreRefusedWithoutRecursion) {
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    std::string err, warning;
+    EXPECT_FALSE(parse_fleet_epochs_value("[[" + deep + "]]", &err));
+    EXPECT_FALSE(err.empty());
+    err.clear();
+    EXPECT_FALSE(parse_fleet_hot_value("[" + deep + "]", &err));
+    EXPECT_FALSE(err.empty());
+    err.clear();
+    EXPECT_FALSE(parse_shared_backend_value(R"({"spec":"10.0.0.1:8000","drain":)" + deep + "}",
+                                            &err, &warning));
+    EXPECT_FALSE(err.empty());
+    // Shallow enough to parse, a list where an id or a flag belongs: named by its kind.
+    const std::string shallow = std::string(40, '[') + std::string(40, ']');
+    EXPECT_FALSE(parse_fleet_epochs_value("[[" + shallow + "]]", &err));
+    EXPECT_NE(err.find("a list is not an appliance id"), std::string::npos) << err;
+    auto b = parse_shared_backend_value(R"({"spec":"10.0.0.1:8000","drain":)" + shallow + "}", &err,
+                                        &warning);
+    ASSERT_TRUE(b) << err;
+    EXPECT_NE(warning.find("\"drain\": a list"), std::string::npos) << warning;
+    // A member report as the poller gets it (parsed unbounded here): its problems name the kind.
+    const json report = json::parse(R"({"digest":)" + deep + "}");
+    EXPECT_EQ(fleet_report_problems(report), "\"digest\": a list is not a string");
+}
+
 TEST(FleetEtcdValues, WronglyTypedMemberReportsDisagreeWithoutThrowing) {
     const FleetReportWant want{"0xd", "0xc", "0xt", "0xl", 3};
     const json good = {{"mac", "02:00:00:00:00:01"},

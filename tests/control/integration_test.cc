@@ -423,7 +423,9 @@ TEST_F(Integration, DrainWithoutWaitingStillSaysTheFleetFailed) {
         std::ofstream f(conf_, std::ios::app);
         f << "fleet-self = 0\n";
         // Enough members for 16 distinct epochs (repeats are compacted, never refused).
-        for (int i = 0; i < 8; i++) f << "fleet-member = " << i << ",02:00:00:00:f1:0" << i << "\n";
+        // Member 0 is this appliance: its MAC is the config's appliance-mac.
+        f << "fleet-member = 0,02:77:00:00:00:01\n";
+        for (int i = 1; i < 8; i++) f << "fleet-member = " << i << ",02:00:00:00:f1:0" << i << "\n";
     }
     ASSERT_NO_FATAL_FAILURE(start_daemon());
     bool full = false;

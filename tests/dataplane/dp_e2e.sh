@@ -367,12 +367,13 @@ keepalive)
     # its Content-Length twin, and where it ends is known once its last chunk is in the flight,
     # so the request after it is steered too (before: its end unknown, the next request stayed
     # on its backend, counted request_end_unknown).
-    u0=$(dpe_n request_end_unknown)
+    # Both counters: the dataplane's, and XDP's for a chunked head it keeps on the connection.
+    u0=$(( $(dpe_n request_end_unknown) + $(dpe_n xdp_request_end_unknown) ))
     ka_curl ckc ch$a $b ch$b $a
     got=$KA_GOT
     want="${refbe[$a]} ${refbe[$b]} ${refbe[$b]} ${refbe[$a]} "
     [[ "$got" == "$want" ]] || dpe_fail "chunked bodies on one connection reached [$got], the policy chose [$want]"
-    u1=$(dpe_n request_end_unknown)
+    u1=$(( $(dpe_n request_end_unknown) + $(dpe_n xdp_request_end_unknown) ))
     (( u1 == u0 )) || dpe_fail "request_end_unknown counted for whole chunked requests ($u0 -> $u1)"
     dpe_log "curl, chunked POST, POST, chunked POST, POST on one connection: $got"
     # A HEAD between them (a gateway's health check on a pooled connection): its response
@@ -796,13 +797,16 @@ rx_stall)
     dpe_stream_intact "two port re-creations"
     dpe_log "a stream bound before the stalls ran on through them, byte-identical"
     # Nothing leaked: the pool's free count is back near its size (held flights are gone).
-    kill -TERM "$DPE_DP_PID"; wait "$DPE_DP_PID" || true; DPE_DP_PID=""
+    kill -TERM "$DPE_DP_PID"; wait "$DPE_DP_PID"; rc=$?; DPE_DP_PID=""
+    (( rc == 0 )) || dpe_fail "the dataplane exited with status $rc after SIGTERM"
     line=$(grep "mbufs free" "$DPE_DIR/dp.log" | tail -1)
-    free=$(sed -E 's/.*mbufs free ([0-9]+) of ([0-9]+).*/\1/' <<<"$line"); size=$(sed -E 's/.*mbufs free ([0-9]+) of ([0-9]+).*/\2/' <<<"$line")
+    [[ $line =~ mbufs\ free\ ([0-9]+)\ of\ ([0-9]+) ]] || dpe_fail "no mbufs free line in the dataplane's log"
+    free=${BASH_REMATCH[1]} size=${BASH_REMATCH[2]}
     (( size - free <= 4096 + 512 )) || dpe_fail "mbufs leaked: $line (the rings hold at most 4096, caches 512)"
     dpe_log "after two recoveries: $line"
     ;;
 *)
     echo "unknown scenario $SCEN"; exit 2 ;;
 esac
+dpe_check_counters_read
 echo "PASS: $SCEN"

@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
     std::vector<std::string> backends, vips, snats;
     std::uint32_t prefix_len = 256, block_size = 512, max_blocks = 4, max_held = 14600, be_id = 0;
     bool timestamps = true;
-    bool per_request = true;
+    bool per_request = true, all = false;
     std::uint32_t syn_rate = KVS_DEFAULT_SYN_RATE_PER_PREFIX,
                   syn_burst = KVS_DEFAULT_SYN_BURST_PER_PREFIX;
     po::options_description d(
@@ -94,7 +94,10 @@ int main(int argc, char **argv) {
         "SYN-ACKs a second to one client /24 (0 = no limit)")(
         "syn-burst-per-prefix", po::value(&syn_burst)->default_value(syn_burst),
         "SYN-ACK burst to one client /24")("id", po::value(&be_id), "backend id (set-state)")(
-        "state", po::value(&set_state), "up|down|drain (set-state)");
+        "state", po::value(&set_state), "up|down|drain (set-state)")(
+        "all", po::bool_switch(&all),
+        "counters: every reason, zeros too (a name a test reads "
+        "that is not printed does not exist)");
     po::positional_options_description pos;
     pos.add("command", 1);
     po::variables_map vm;
@@ -210,12 +213,12 @@ int main(int argc, char **argv) {
         for (unsigned r = 0; r < KVS_R__COUNT; ++r) {
             std::uint64_t v = 0;
             for (unsigned w = 0; w < KVS_MAX_WORKERS; ++w) v += m->dp_stats[w * KVS_STATS_MAX + r];
-            if (v) std::cout << kvs_reason_name(r) << " " << v << "\n";
+            if (v || all) std::cout << kvs_reason_name(r) << " " << v << "\n";
         }
         std::uint64_t xs[KVS_STATS_MAX] = {};
         if (bpf::read_xdp_stats(*m, xs, KVS_R__COUNT, &err))
             for (unsigned r = 0; r < KVS_R__COUNT; ++r)
-                if (xs[r]) std::cout << "xdp_" << kvs_reason_name(r) << " " << xs[r] << "\n";
+                if (xs[r] || all) std::cout << "xdp_" << kvs_reason_name(r) << " " << xs[r] << "\n";
         for (unsigned w = 0; w < KVS_MAX_WORKERS; ++w)
             if (m->ring_ctl[w].head)
                 std::cout << "ring" << w << " head=" << m->ring_ctl[w].head

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # kvsteer-dataplane startup errors: each bad input exits non-zero with a message naming it.
 set -uo pipefail
+# As root (CI) the runs below, which name the loopback interface (iface=lo) and would attach an
+# XDP program there if a check were missed, happen in a network namespace of their own.
+if [[ $(id -u) == 0 && -z ${KVS_STARTUP_NETNS:-} ]]; then
+    exec env KVS_STARTUP_NETNS=1 unshare --net -- bash "$0" "$@"
+fi
+[[ -n ${KVS_STARTUP_NETNS:-} ]] && ip link set lo up
 BIN=$1/bin/kvsteer-dataplane
 fails=0
 expect() {  # expect "what" "message regex" cmd...

@@ -35,7 +35,11 @@ failed=0 ran=0
 for b in "${benches[@]}"; do
     wanted "$b" || continue
     exe="$BUILD/bin/$b"
-    if [[ ! -x "$exe" ]]; then echo "[bench] $b: not built, skipped"; continue; fi
+    if [[ ! -x "$exe" ]]; then
+        # A smoke run (CI) measures everything: a benchmark missing is a failure, not a skip.
+        echo "[bench] $b: not built, skipped"; [[ "$mode" == smoke ]] && failed=1
+        continue
+    fi
     echo "[bench] running $b ($mode)"
     if KVS_BENCH_OUT="$out/fragments/$b.json" "$exe" >"$out/$b.log" 2>&1; then
         ran=$((ran + 1))
@@ -44,9 +48,9 @@ for b in "${benches[@]}"; do
     fi
 done
 for s in "${scripts[@]}"; do
-    [[ -x "$s" ]] || continue
     name=$(basename "$s" .sh)
     wanted "$name" || continue
+    [[ -x "$s" ]] || { echo "[bench] $s: not executable"; failed=1; continue; }
     echo "[bench] running $name ($mode)"
     # Progress lines go to the console and to the log.
     if KVS_BENCH_OUT="$out/fragments/$name.json" BUILD="$BUILD" "$s" "$mode" 2>&1 | tee "$out/$name.log"; then
@@ -56,9 +60,9 @@ for s in "${scripts[@]}"; do
     fi
 done
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$mode" <<'PY' || failed=1
 import json, os, sys
-out = sys.argv[1]
+out, mode = sys.argv[1], sys.argv[2]
 res = {}
 frag_dir = os.path.join(out, "fragments")
 for f in sorted(os.listdir(frag_dir)):
@@ -74,6 +78,10 @@ for f in sorted(os.listdir(frag_dir)):
 with open(os.path.join(out, "results.json"), "w") as fh:
     json.dump(res, fh, indent=1, sort_keys=True)
 print(f"[bench] {len(res)} figures -> {os.path.join(out, 'results.json')}")
+# A smoke run passes only on runs that worked: every request of every arm answered.
+bad = sorted(k for k, v in res.items() if k.endswith("_failed") and v > 0)
+if mode == "smoke" and bad:
+    sys.exit("[bench] smoke: failures counted: " + ", ".join(f"{k} {res[k]}" for k in bad))
 PY
 cat >"$out/meta.json" <<EOF
 {"mode": "$mode", "start": "$start", "end": "$(date -u +%FT%TZ)", "wall_s": $(( $(date +%s) - t0 )),

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <string>
 #include <string_view>
 
 namespace kvsteer::control {
@@ -25,6 +26,14 @@ inline nlohmann::json parse_json_bounded(std::string_view text, bool *too_deep =
     if (too_deep) *too_deep = deep;
     if (deep) return nlohmann::json(nlohmann::json::value_t::discarded);
     return j;
+}
+
+// An untrusted value quoted in a message: a scalar as JSON (at most `max` characters), an array
+// or object by its kind alone (dump() of one recurses once per level of nesting).
+inline std::string json_brief(const nlohmann::json &j, std::size_t max = 40) {
+    if (j.is_array()) return "a list";
+    if (j.is_object()) return "an object";
+    return j.dump().substr(0, max);
 }
 
 }  // namespace kvsteer::control
