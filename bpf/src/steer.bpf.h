@@ -715,11 +715,13 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     /* Within KVS_SEQ_SLACK only, and never a SYN's (a new ISN forwarded on a live flow): a
      * forged or stale segment far ahead stopped the connection's boundaries for good. Only bytes
      * or a FIN move it: a bare ACK or RST ahead (a blind sweep of forged ones) moved it to where
-     * a second forged RST was then exact (kvs_close_plausible); bytes past a hole only with an
-     * acknowledgment of what the other side sent (kvs_xdp_rev_check). */
+     * a second forged RST was then exact (kvs_close_plausible); bytes past a hole, or overlapping
+     * the bytes seen (a blind attacker's segment across next_seq moved it to an end of its
+     * choosing, where its RST was then exact: ~6M packets over the sequence space), only with an
+     * acknowledgment of what the other side sent (kvs_xdp_rev_check). In order: no lookup. */
     if (end != seq && (__s32)(end - f->next_seq) > 0 && end - f->next_seq <= KVS_SEQ_SLACK &&
         !(flags & KVS_TCP_SYN) &&
-        ((__s32)(seq - f->next_seq) <= 0 ||
+        (seq == f->next_seq ||
          ((flags & KVS_TCP_ACK) &&
           kvs_xdp_rev_check(key, f, bpf_ntohl(pkt->tcp->ack_seq), KVS_REV_ACK_PLAUSIBLE)))) {
         f->next_seq = end;

@@ -19,7 +19,7 @@ namespace kvsteer::control {
 
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses, const std::uint64_t *since,
-                         std::uint64_t *newest) {
+                         std::uint64_t *newest, const std::uint64_t *sent_ok) {
     MemberSet s = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!(members & (1u << id))) continue;
@@ -30,7 +30,8 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
             h = newest[id];
         }
         if (h < from || h > sent) continue;  // never answered (or not one of our pings)
-        if (sent - h >= misses) s |= static_cast<MemberSet>(1u << id);
+        const std::uint64_t asked = sent_ok ? std::min(sent, sent_ok[id]) : sent;
+        if (asked > h && asked - h >= misses) s |= static_cast<MemberSet>(1u << id);
     }
     return s;
 }
@@ -177,8 +178,8 @@ void FleetPinger::round() {
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
     pinged_ = members;
-    const MemberSet silent =
-        silent_members(members, base_, sent_, heard_, misses_, since_.data(), newest_.data());
+    const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_, since_.data(),
+                                            newest_.data(), sent_ok_.data());
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
 
     const std::uint64_t seq = ++sent_;
@@ -189,7 +190,9 @@ void FleetPinger::round() {
         if (!(members & (1u << id))) continue;
         const std::uint32_t len =
             kvs_fleet_ping_write(frame, macs[id].data(), macs[self].data(), self, seq);
-        if (send(fd_, frame, len, MSG_DONTWAIT) != static_cast<ssize_t>(len)) {
+        if (send(fd_, frame, len, MSG_DONTWAIT) == static_cast<ssize_t>(len)) {
+            sent_ok_[id] = seq;
+        } else {
             errors++;
             last_error = std::string("sending a ping on ") + ifname_ + ": " + std::strerror(errno);
         }

@@ -152,6 +152,23 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
     if (w == Walk::Broken)
         candidate.clear();  // the walk may have missed live entries: reclaim nothing
     if (after_walk) after_walk();
+    // Deletes `k`, its value as deleted in *v (bpf_map_lookup_and_delete_elem: hash maps since
+    // Linux 5.14); where the kernel has no such call, a plain delete keeps the copy read before.
+    bool take_unsupported = false;
+    auto take = [&](const kvs_flow_key &k, kvs_flow *v) {
+        if (!take_unsupported) {
+            kvs_flow out{};
+            if (bpf_map_lookup_and_delete_elem(fd, &k, &out) == 0) {
+                *v = out;
+                return true;
+            }
+            if (errno == ENOENT) return false;
+            constexpr int kEnotsupp = 524;  // the kernel's ENOTSUPP (not in userspace headers)
+            take_unsupported = errno == EINVAL || errno == kEnotsupp || errno == EOPNOTSUPP;
+            if (!take_unsupported) return false;
+        }
+        return bpf_map_delete_elem(fd, &k) == 0;
+    };
     for (const Doomed &d : doomed) {
         const kvs_flow_key &dk = d.key;
         kvs_flow df{};
@@ -162,10 +179,21 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         const bool twin = twin_of(df, rk, rf);
         // Another installation on the key since the walk, or used again: not the one doomed.
         if (df.created_ns != d.created_ns || !expired(df, twin ? &rf : nullptr)) continue;
+        // Judged on the values the deletes take out (the arbiter, client->server, entry first,
+        // as kvs_close_pair flips it first): a FIN, RST or client bytes that XDP counted between
+        // the read above and the delete (its close, its idle end) were counted twice.
+        const bool dk_first = df.dir == KVS_DIR_C2S || !twin;
+        bool gone = false, twin_gone = false;
+        if (dk_first) {
+            gone = take(dk, &df);
+            if (twin) twin_gone = take(rk, &rf);
+        } else {
+            twin_gone = take(rk, &rf);
+            gone = take(dk, &df);
+        }
+        r.deleted += gone + twin_gone;
+        // (A twin its delete did not find was deleted meanwhile: its copy from before is read.)
         const bool counted = ((df.state | (twin ? rf.state : 0)) & KVS_FLOW_CLOSED) != 0;
-        const bool gone = bpf_map_delete_elem(fd, &dk) == 0;
-        if (gone) ++r.deleted;
-        if (twin && bpf_map_delete_elem(fd, &rk) == 0) ++r.deleted;
         if (gone && !counted && load && df.backend_id < KVS_MAX_BACKENDS) {
             __atomic_fetch_add(&load[df.backend_id].closes, 1, __ATOMIC_RELAXED);
             ++r.closes;

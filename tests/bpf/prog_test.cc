@@ -783,6 +783,35 @@ TEST_P(BpfProgFamily, BytesPastAHoleNeedAPlausibleAck) {
     EXPECT_EQ(c.next_seq, 9000u + 1020);
 }
 
+// A segment overlapping the bytes seen (starting before next_seq, ending after it) moves them
+// only with a plausible ACK, as one past a hole: a blind attacker sweeping 1,448-byte segments
+// across the sequence space moved next_seq to an end of its choosing, where its next RST was
+// exact (the flow's close counted, a spoofed SYN then deleted the live connection).
+TEST_P(BpfProgFamily, BytesOverlappingTheStreamNeedAPlausibleAck) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    TcpSpec over = client_spec();
+    over.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    over.seq = 9000 - 100;
+    over.ack = 0x12345678;  // not what the backend sent
+    over.payload = Bytes(200, 'x');
+    EXPECT_EQ(h_->run(build_tcp(over)).verdict, XDP_TX_) << "sent on all the same";
+    kvs_flow c{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u);
+    TcpSpec rst = client_spec();
+    rst.flags = KVS_TCP_RST;
+    rst.seq = 9000 + 100;
+    EXPECT_EQ(h_->run(build_tcp(rst)).verdict, XDP_TX_);
+    EXPECT_EQ(h_->load(3).closes, 0u) << "the RST at the forged end closed the flow";
+    // A retransmission overlapping the stream with a real ACK moves it.
+    over.ack = 0x80001235;
+    EXPECT_EQ(h_->run(build_tcp(over)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u + 100);
+}
+
 // An acknowledgment more than 4 MiB past the last one moves it only when it acknowledges what
 // the other side sent (a reverse lookup, that rare path only): a forged ACK far ahead (the SNAT
 // port guessed) stopped the connection's request boundaries, which compare it with the other
@@ -2088,7 +2117,7 @@ TEST_P(BpfBoundary, RequestWithTheClientsFinWaitsForTheResponse) {
 // A SYN flood spoofing one network's addresses: SYN-ACKs to that /24 or /48 are capped
 // (reflection), other networks are answered as usual.
 TEST_P(BpfProgFamily, SynAcksPerSourcePrefixAreRateLimited) {
-    cfg_.syn_rate_per_prefix = 5;  // a second: nothing refills within this test
+    cfg_.syn_rate_per_prefix = 1;  // a second: no refill within this test unless it stalls 1 s
     cfg_.syn_burst_per_prefix = 3;
     h_->set_config(cfg_);
     TcpSpec s = client_spec();

@@ -677,6 +677,24 @@ TEST(FleetPing, AMemberBackInThePingSetIsJudgedOnNewPingsOnly) {
     EXPECT_EQ(silent_members(ids({2}), base, 1014, heard, 4, since), ids({2}));
 }
 
+// Pings that could not be sent (ENOBUFS, a local link flap) are no misses: the member is judged
+// on the pings that left this host. Before, four rounds of send errors made every live member
+// silent (taken out of the table, its flows reaching this appliance reset).
+TEST(FleetPing, PingsNeverSentAreNoMisses) {
+    const std::uint64_t base = 1000;
+    std::uint64_t heard[KVS_MAX_APPLIANCES] = {};
+    std::uint64_t sent_ok[KVS_MAX_APPLIANCES] = {};
+    heard[2] = heard[3] = 1005;
+    sent_ok[2] = 1006;  // the pings to 2 after 1006 failed to send
+    sent_ok[3] = 1009;  // 3 was asked every time
+    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4), ids({2, 3})) << "without sent_ok";
+    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4, nullptr, nullptr, sent_ok),
+              ids({3}));
+    sent_ok[2] = 1009;  // sent again, still no answer: silent
+    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4, nullptr, nullptr, sent_ok),
+              ids({2, 3}));
+}
+
 TEST(FleetPing, SilentMembersLeaveTheTableAsAForget) {
     // What the daemon publishes (daemon_fleet.cc): the epochs less the silent members, MACs kept.
     auto s = fleet(4, {ids({0, 1, 2}), ids({0, 1, 2, 3})}, 0);

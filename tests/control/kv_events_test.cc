@@ -288,7 +288,9 @@ TEST(KvEventsDecode, DeepNestingIsSkippedWithoutRecursionUpToALimit) {
         const auto t0 = std::chrono::steady_clock::now();
         err.clear();
         EXPECT_FALSE(decode(deep, &b, &err));
-        EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms) << "stops at the 17th container";
+        // Stops at the 17th container (the message says so); the bound, wide for a loaded or
+        // sanitized build, only catches a parse that went through the megabytes first.
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 1000ms) << "stops at the 17th container";
         EXPECT_NE(err.find("msgpack nested deeper than 16 lists or maps"), std::string::npos)
             << err;
         EXPECT_EQ(err.find('\n'), std::string::npos);

@@ -149,6 +149,10 @@ sys.exit(0 if any(m["id"] == 2 and m["silent"] for m in d["members"]) else 1)' &
     sleep 0.05
 done
 [[ -n "$silent_at" ]] || fail "appliances 1 and 2 did not notice appliance 3's silence within 5 s"
+# The line step 1 looks for (and must not find) is the one a silence logs: the same wording here.
+for _ in $(seq 30); do grep -q "appliance 2 left" "$DIR/kvsteerd1.log" && break; sleep 0.1; done
+grep -q "appliance 2 left" "$DIR/kvsteerd1.log" ||
+    fail "appliance 3's silence logged no \"appliance 2 left\" line: step 1's check of that line proved nothing"
 digests_agree
 detect=$(/usr/bin/python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t_crash" "$silent_at")
 log "appliance 3 silent for both others $detect s after the crash (no operator, no etcd)"
