@@ -104,19 +104,24 @@ study: build
 # The fuzz tree (clang) builds only the libFuzzer targets (kvsteer-fuzz, tests/CMakeLists.txt):
 # the tests labelled fuzz need nothing else.
 fuzz-build: deps
-	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DKVS_FUZZ=ON
+	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
 	cmake --build $(BUILD)-fuzz -j $(JOBS) --target kvsteer-fuzz
 
+# Every fuzz test there is: one missing from a run (a target dropped from the build) fails it.
+FUZZ_TESTS := core_fuzz_locator_smoke control_fuzz_kv_events_smoke control_fuzz_prometheus_smoke \
+              control_fuzz_http_response_smoke control_fuzz_config_smoke
 # $(call fuzz_run,SECONDS,RUNS): every test labelled fuzz for RUNS executions or SECONDS, JOBS at a
 # time, then each target's execution count (libFuzzer's final stats, which ctest keeps in its log);
-# a target without one, or short of RUNS (when RUNS > 0), fails (awk's status: no pipe to hide it).
+# a target without one, short of RUNS (when RUNS > 0) or, in a smoke run, under 100 executions (an
+# early exit), or one of FUZZ_TESTS not run, fails (awk's status: no pipe to hide it).
 define fuzz_run
 	cd $(BUILD)-fuzz && FUZZ_SECONDS=$(1) FUZZ_RUNS=$(2) ctest -j $(JOBS) --output-on-failure --no-tests=error -L fuzz --timeout $$(( $(1) + 300 ))
-	@awk -v want=$(2) '/^[0-9]+\/[0-9]+ Test: /{t=$$3; all[t]=1} \
+	@awk -v want=$(2) -v expect="$(FUZZ_TESTS)" '/^[0-9]+\/[0-9]+ Test: /{t=$$3; all[t]=1} \
 	     /^stat::number_of_executed_units:/{n[t]=$$2} /^stat::average_exec_per_sec:/{r[t]=$$2} \
-	     END{bad=!length(all); for(t in all){if(!(t in n)) {printf "[fuzz] %s: no execution count\n", t > "/dev/stderr"; bad=1; continue} \
-	         short=want>0 && n[t]<want; if(short) bad=1; \
-	         printf "[fuzz] %s: %s executions (%s/s)%s\n", t, n[t], r[t], short ? " SHORT of " want " (time limit reached)" : ""} exit bad}' \
+	     END{bad=!length(all); k=split(expect, e, " "); for(i=1;i<=k;i++) if(!(e[i] in all)) {printf "[fuzz] %s: not run\n", e[i] > "/dev/stderr"; bad=1} \
+	         for(t in all){if(!(t in n)) {printf "[fuzz] %s: no execution count\n", t > "/dev/stderr"; bad=1; continue} \
+	         short=(want>0 && n[t]<want) || (want<0 && n[t]<100); if(short) bad=1; \
+	         printf "[fuzz] %s: %s executions (%s/s)%s\n", t, n[t], r[t], short ? " SHORT of " (want>0 ? want : 100) : ""} exit bad}' \
 	    $(BUILD)-fuzz/Testing/Temporary/LastTest.log > $(BUILD)-fuzz/REPORT.txt; \
 	    rc=$$?; cat $(BUILD)-fuzz/REPORT.txt; exit $$rc
 endef

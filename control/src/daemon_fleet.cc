@@ -333,6 +333,12 @@ std::optional<json> Daemon::handle_fleet(const std::string &cmd, const json &req
             if (!req.contains("mac") || !req["mac"].is_string())
                 return fail("fleet.member needs \"mac\"");
             auto mac = parse_mac(req["mac"].get<std::string>(), &err);
+            // This appliance's own entry is its interface's MAC (config.cc build_fleet says why).
+            if (mac && *id == fleet_.self && cfg().appliance_mac != Mac{} &&
+                *mac != cfg().appliance_mac)
+                return fail("fleet.member: appliance " + std::to_string(*id) +
+                            " is this one: its MAC is " + format_mac(cfg().appliance_mac) +
+                            ", not " + format_mac(*mac));
             if (!mac || !next.set_mac(*id, *mac, &err)) return fail("fleet.member: " + err);
         }
     }

@@ -151,7 +151,7 @@ EtcdReply etcd_reply(const HttpResult &r) {
         out.error = r.error;
         return out;
     }
-    json j = parse_json_bounded(r.body);  // etcd's answer, quoted below: nesting bounded
+    json j = parse_json_bounded(r.body);  // nesting bounded: the dump() below is safe
     // A stream (lease/keepalive) answers {"result": ...} or {"error": {...}} per message.
     if (j.is_object() && j.contains("result") && j["result"].is_object()) j = j["result"];
     if (j.is_object() && j.contains("error")) {
@@ -161,8 +161,8 @@ EtcdReply etcd_reply(const HttpResult &r) {
             msg = e["message"].get<std::string>();
         if (j.contains("message") && j["message"].is_string())
             msg = j["message"].get<std::string>();
-        out.error =
-            "HTTP " + std::to_string(r.status) + ": " + (msg.empty() ? json_brief(e, 200) : msg);
+        out.error = "HTTP " + std::to_string(r.status) + ": " +
+                    (msg.empty() ? e.dump().substr(0, 200) : msg);
         return out;
     }
     if (r.status != 200) {
@@ -430,7 +430,7 @@ EtcdWatchMessage etcd_watch_message(std::string_view object) {
         m.kind = EtcdWatchMessage::Kind::Error;
         m.error = e->is_object() && e->contains("message") && (*e)["message"].is_string()
                       ? (*e)["message"].get<std::string>()
-                      : json_brief(*e, 200);
+                      : e->dump().substr(0, 200);  // bounded parse: dump() is safe
         return m;
     }
     auto r = j.find("result");

@@ -19,7 +19,7 @@ namespace kvsteer::control {
 
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses, const std::uint64_t *since,
-                         std::uint64_t *newest, const std::uint64_t *sent_ok) {
+                         std::uint64_t *newest, const std::vector<std::uint64_t> *unsent) {
     MemberSet s = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!(members & (1u << id))) continue;
@@ -30,8 +30,10 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
             h = newest[id];
         }
         if (h < from || h > sent) continue;  // never answered (or not one of our pings)
-        const std::uint64_t asked = sent_ok ? std::min(sent, sent_ok[id]) : sent;
-        if (asked > h && asked - h >= misses) s |= static_cast<MemberSet>(1u << id);
+        std::uint64_t asked = sent - h;      // pings since its newest answer, less those never sent
+        if (unsent)
+            for (std::uint64_t u : unsent[id]) asked -= u > h && u <= sent;
+        if (asked >= misses) s |= static_cast<MemberSet>(1u << id);
     }
     return s;
 }
@@ -179,7 +181,7 @@ void FleetPinger::round() {
         if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
     pinged_ = members;
     const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_, since_.data(),
-                                            newest_.data(), sent_ok_.data());
+                                            newest_.data(), unsent_.data());
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
 
     const std::uint64_t seq = ++sent_;
@@ -190,9 +192,12 @@ void FleetPinger::round() {
         if (!(members & (1u << id))) continue;
         const std::uint32_t len =
             kvs_fleet_ping_write(frame, macs[id].data(), macs[self].data(), self, seq);
-        if (send(fd_, frame, len, MSG_DONTWAIT) == static_cast<ssize_t>(len)) {
-            sent_ok_[id] = seq;
-        } else {
+        if (send(fd_, frame, len, MSG_DONTWAIT) != static_cast<ssize_t>(len)) {
+            // Kept while they may matter: after its newest answer, the newest kKeepUnsent.
+            auto &u = unsent_[id];
+            std::erase_if(u, [&](std::uint64_t x) { return x <= newest_[id]; });
+            if (u.size() >= kKeepUnsent) u.erase(u.begin());
+            u.push_back(seq);
             errors++;
             last_error = std::string("sending a ping on ") + ifname_ + ": " + std::strerror(errno);
         }

@@ -280,11 +280,11 @@ int main(int argc, char **argv) {
         if (!xdp_replace_reachable()) {
             // The PMD would be refused over it: detached first, as DPDK 22.11 wants, the guard
             // dropping its flows' segments until the new program is attached.
-            if (n)
+            if (const unsigned d = n ? previous.detach() : 0)
                 spdlog::warn(
                     "bpf_xdp_attach is not this executable's (not exported): the previous run's "
                     "XDP program detached from {} interface(s) before the new one is loaded",
-                    previous.detach());
+                    d);
         } else {
             if (n)
                 spdlog::info(

@@ -53,7 +53,9 @@ XdpAttached attached_mode(const bpf_xdp_query_opts &q) {
         case XDP_ATTACHED_NONE:
             return {};
         default:
-            return {q.prog_id, 0};  // several modes at once: the default mode's
+            // Several modes at once: libbpf names no single program (prog_id 0), so the PMD's
+            // attach goes on unchanged (and is refused over them).
+            return {q.prog_id, 0};
     }
 }
 

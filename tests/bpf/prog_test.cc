@@ -1720,6 +1720,9 @@ TEST_P(BpfBoundary, FinWithAnAckTheEndpointDropsClosesNothing) {
         EXPECT_EQ(state(kc), KVS_FLOW_IDLE) << std::hex << ack;
         EXPECT_EQ(h_->load(3).closes, 0u) << std::hex << ack;
         EXPECT_EQ(h_->load(3).idle_ends, 0u) << std::hex << ack;
+        kvs_flow cf{};
+        ASSERT_TRUE(h_->get_flow(kc, &cf));
+        EXPECT_EQ(cf.next_seq, kReqEnd) << "a FIN not taken moves nothing: " << std::hex << ack;
     }
     c.ack = kCookie + 1 + n;
     expect_verdict(build_tcp(c), XDP_TX_, KVS_R_TX_FWD_C2S);

@@ -1135,7 +1135,11 @@ TEST_F(DaemonTest, FleetApiRewritesTheOwnerTable) {
               "fleet.forget: appliance id must be in 0..15 (got '16')"},
              {{{"cmd", "fleet.forget"}, {"id", 7}}, "fleet.forget: appliance 7 is not a member"},
              {{{"cmd", "fleet.member"}, {"id", 4}, {"mac", "ff:ff:ff:ff:ff:ff"}},
-              "fleet.member: appliance 4: MAC ff:ff:ff:ff:ff:ff is not a unicast address"}}) {
+              "fleet.member: appliance 4: MAC ff:ff:ff:ff:ff:ff is not a unicast address"},
+             // This appliance's own entry: its interface's MAC only (the config's rule).
+             {{{"cmd", "fleet.member"}, {"id", 0}, {"mac", "02:00:00:00:00:99"}},
+              "fleet.member: appliance 0 is this one: its MAC is 02:00:00:00:00:01, not "
+              "02:00:00:00:00:99"}}) {
         r = call(req);
         EXPECT_FALSE(r["ok"].get<bool>()) << req.dump();
         EXPECT_EQ(r["error"], msg) << req.dump();

@@ -683,16 +683,16 @@ TEST(FleetPing, AMemberBackInThePingSetIsJudgedOnNewPingsOnly) {
 TEST(FleetPing, PingsNeverSentAreNoMisses) {
     const std::uint64_t base = 1000;
     std::uint64_t heard[KVS_MAX_APPLIANCES] = {};
-    std::uint64_t sent_ok[KVS_MAX_APPLIANCES] = {};
+    std::vector<std::uint64_t> unsent[KVS_MAX_APPLIANCES];
     heard[2] = heard[3] = 1005;
-    sent_ok[2] = 1006;  // the pings to 2 after 1006 failed to send
-    sent_ok[3] = 1009;  // 3 was asked every time
-    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4), ids({2, 3})) << "without sent_ok";
-    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4, nullptr, nullptr, sent_ok),
-              ids({3}));
-    sent_ok[2] = 1009;  // sent again, still no answer: silent
-    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4, nullptr, nullptr, sent_ok),
-              ids({2, 3}));
+    unsent[2] = {1003, 1007, 1008};  // 1003: before its answer (no matter); 1006, 1009 were sent
+    // 3 was asked every time
+    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4), ids({2, 3})) << "without unsent";
+    EXPECT_EQ(silent_members(ids({2, 3}), base, 1009, heard, 4, nullptr, nullptr, unsent), ids({3}))
+        << "2 was asked twice since its answer, not four times";
+    EXPECT_EQ(silent_members(ids({2, 3}), base, 1011, heard, 4, nullptr, nullptr, unsent),
+              ids({2, 3}))
+        << "two more pings sent, still no answer: silent";
 }
 
 TEST(FleetPing, SilentMembersLeaveTheTableAsAForget) {

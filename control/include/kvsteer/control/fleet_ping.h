@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "kvsteer/abi.h"
 #include "kvsteer/control/fleet.h"
@@ -37,14 +38,14 @@ namespace kvsteer::control {
 // far, judged on instead of heard[id] alone; it keeps an answer that a value no ping of ours
 // carried (a forged pong's, above `sent`) then overwrote in heard[] (before, a forged pong
 // with a huge sequence number kept a dead member from ever being silent).
-// `sent_ok` (optional, per id): the newest sequence number whose ping to that member left this
-// host; misses count up to it, not to `sent` (a ping that failed to send, ENOBUFS or a local link
-// flap, is no question the member left unanswered: four such rounds made every live member
-// silent, and their flows reaching this appliance were reset).
+// `unsent` (optional, per id): the sequence numbers whose ping to that member failed to leave this
+// host (ascending); they are no misses (a ping that failed to send, ENOBUFS or a local link flap,
+// is no question the member left unanswered: four such rounds made every live member silent, and
+// their flows reaching this appliance were reset).
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses,
                          const std::uint64_t *since = nullptr, std::uint64_t *newest = nullptr,
-                         const std::uint64_t *sent_ok = nullptr);
+                         const std::vector<std::uint64_t> *unsent = nullptr);
 
 struct PingStatus {
     bool running = false;
@@ -89,10 +90,12 @@ class FleetPinger {
     int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
     std::uint64_t base_ = 0, sent_ = 0;
-    MemberSet pinged_ = 0;                                     // the members the last round pinged
-    std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};    // silent_members' `since`
-    std::array<std::uint64_t, KVS_MAX_APPLIANCES> newest_{};   // and its `newest`
-    std::array<std::uint64_t, KVS_MAX_APPLIANCES> sent_ok_{};  // and its `sent_ok`
+    MemberSet pinged_ = 0;                                    // the members the last round pinged
+    std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};   // silent_members' `since`
+    std::array<std::uint64_t, KVS_MAX_APPLIANCES> newest_{};  // and its `newest`
+    // And its `unsent`: per member, the newest kKeepUnsent pings that failed to send.
+    static constexpr std::size_t kKeepUnsent = 1024;
+    std::array<std::vector<std::uint64_t>, KVS_MAX_APPLIANCES> unsent_{};
     std::atomic<MemberSet> silent_{0};
 
     mutable std::mutex mu_;
