@@ -23,7 +23,7 @@ PKGS := dpdk dpdk-dev libdpdk-dev libbpf-dev bpftool libxdp-dev xdp-tools \
         cmake ninja-build g++ make iproute2 ethtool curl wrk haproxy python3 \
         netcat-openbsd procps psmisc iputils-ping tcpdump \
         nlohmann-json3-dev libzmq3-dev libmsgpack-dev python3-matplotlib \
-        libssl-dev libboost-dev clang-format etcd-server etcd-client bird2
+        libssl-dev libboost-dev clang-format etcd-server etcd-client bird2 nftables
 
 .PHONY: FORCE all deps configure build test e2e chaos bench bench-smoke fuzz fuzz-build fuzz-smoke demo study clean help \
         format format-check

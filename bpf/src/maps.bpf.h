@@ -97,10 +97,10 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_owner SEC(".maps");
 
-/* Liveness: the sequence number each member's newest pong echoed (abi.h). */
+/* Liveness: the sequence number each member's newest pong echoed, and its silent set (abi.h). */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, KVS_MAX_APPLIANCES);
+    __uint(max_entries, KVS_FLEET_HEARD_ENTRIES);
     __type(key, __u32);
     __type(value, __u64);
     __uint(map_flags, BPF_F_MMAPABLE);

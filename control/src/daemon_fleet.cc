@@ -187,8 +187,9 @@ json Daemon::fleet_etcd_json() const {
             {"watch", watch}};
 }
 
-// The table is computed from the shared state less the members that stopped answering pings:
-// every appliance that hears the same silence computes the same table. A silent member keeps its
+// The table is computed from the shared state less the members that stopped answering pings and
+// whose silence the fleet corroborates (fleet_ping.h): every appliance that hears the same
+// silence computes the same table. A silent member keeps its
 // MAC (so its pongs are still heard) and comes back when it answers again.
 void Daemon::publish_fleet() {
     FleetState eff = fleet_;
@@ -238,19 +239,36 @@ void Daemon::start_pinger() {
 
 void Daemon::apply_fleet_silence() {
     if (!pinger_) return;
-    const MemberSet s = pinger_->silent();
-    if (s == fleet_silent_) return;
+    const MemberSet s = pinger_->silent(), here = pinger_->silent_here();
+    if (s == fleet_silent_ && here == fleet_silent_here_) return;
+    const bool table_changes = s != fleet_silent_;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
-        const bool was = fleet_silent_ & (1u << id), is = s & (1u << id);
+        const auto bit = static_cast<MemberSet>(1u << id);
+        const bool was = fleet_silent_ & bit, is = s & bit;
+        const bool was_here = fleet_silent_here_ & bit, is_here = here & bit;
         if (is && !was)
             spdlog::warn(
-                "fleet: appliance {} left {} pings in a row unanswered: out of the owner table "
+                "fleet: appliance {} left {} pings in a row unanswered{}: out of the owner table "
                 "(clients of its flows get RSTs)",
+                id, cfg().fleet_ping_misses, was_here ? ", and the fleet agrees now" : "");
+        else if (is_here && !was_here)
+            spdlog::warn(
+                "fleet: appliance {} left {} pings in a row unanswered here, but another "
+                "appliance still hears it: kept in the owner table (its flows are sent on to it)",
                 id, cfg().fleet_ping_misses);
-        else if (was && !is)
+        else if (was && !is_here)
             spdlog::info("fleet: appliance {} answers pings again: back in the owner table", id);
+        else if (was && !is)
+            spdlog::warn(
+                "fleet: appliance {} is heard again by another appliance: back in the "
+                "owner table (unanswered here still)",
+                id);
+        else if (was_here && !is_here)
+            spdlog::info("fleet: appliance {} answers pings here again", id);
     }
     fleet_silent_ = s;
+    fleet_silent_here_ = here;
+    if (!table_changes) return;
     // A restart over live maps keeps them until etcd is read (start): the table here is still the
     // configuration's, and written now it undid what the pending wait protects. The silence is
     // applied with etcd's fleet then.
@@ -271,6 +289,7 @@ json Daemon::fleet_json() const {
              {"buckets", fleet_table_.owned[id]},
              {"self", id == fleet_.self},
              {"silent", static_cast<bool>(fleet_silent_ & (1u << id))},
+             {"silent_here", static_cast<bool>(fleet_silent_here_ & (1u << id))},
              {"unanswered", ps.unanswered[id] ? json(*ps.unanswered[id]) : json(nullptr)}});
     }
     for (MemberSet e : fleet_.epochs) epochs.push_back(ids_json(e));

@@ -38,9 +38,25 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
     return s;
 }
 
+MemberSet corroborated_silence(MemberSet local, MemberSet answering,
+                               const std::uint64_t *reported) {
+    const MemberSet witnesses = static_cast<MemberSet>(answering & ~local);
+    MemberSet out = 0;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+        const auto bit = static_cast<MemberSet>(1u << id);
+        if (!(local & bit)) continue;
+        const MemberSet others = static_cast<MemberSet>(witnesses & ~bit);
+        bool agreed = !others;
+        for (std::uint8_t w = 0; w < KVS_MAX_APPLIANCES && !agreed; w++)
+            agreed =
+                (others & (1u << w)) && (__atomic_load_n(&reported[w], __ATOMIC_RELAXED) & bit);
+        if (agreed) out |= bit;
+    }
+    return out;
+}
+
 FleetPinger::FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
-                         std::uint64_t *heard, const kvs_fleet *fleet,
-                         std::function<void()> changed)
+                         std::uint64_t *heard, kvs_fleet *fleet, std::function<void()> changed)
     : ifname_(std::move(ifname)),
       every_(every),
       misses_(misses),
@@ -145,14 +161,17 @@ void FleetPinger::receive() {
         std::memcpy(&fl, fleet_, sizeof fl);  // a snapshot: kvsteerd may be writing it
         std::uint8_t from = 0;
         __u64 seq = 0;
-        const int b = kvs_fleet_beat(buf, buf + n, &fl, &from, &seq);
+        __u16 silent = 0;
+        const int b = kvs_fleet_beat(buf, buf + n, &fl, &from, &seq, &silent);
         if (b == KVS_FLEET_BEAT_ANSWER) {
             if (send(fd_, buf, static_cast<std::size_t>(n), MSG_DONTWAIT) == n) {
                 std::lock_guard lk(mu_);
                 st_.answered_here++;
             }
         } else if (b == KVS_FLEET_BEAT_HEARD && from < KVS_MAX_APPLIANCES) {
-            __atomic_store_n(&heard_[from], seq, __ATOMIC_RELAXED);
+            __atomic_store_n(&heard_[KVS_FLEET_HEARD_SILENT(from)], std::uint64_t{silent},
+                             __ATOMIC_RELAXED);
+            __atomic_store_n(&heard_[from], seq, __ATOMIC_RELEASE);
             std::lock_guard lk(mu_);
             st_.heard_here++;
         }
@@ -180,9 +199,19 @@ void FleetPinger::round() {
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
     pinged_ = members;
-    const MemberSet silent = silent_members(members, base_, sent_, heard_, misses_, since_.data(),
-                                            newest_.data(), unsent_.data());
+    const MemberSet here = silent_members(members, base_, sent_, heard_, misses_, since_.data(),
+                                          newest_.data(), unsent_.data());
+    MemberSet answering = 0;  // answered one of this pinger's pings since it was first pinged
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if ((members & (1u << id)) && newest_[id] >= std::max(base_, since_[id]) &&
+            newest_[id] <= sent_)
+            answering |= static_cast<MemberSet>(1u << id);
+    // What our pongs tell the others, before we judge on what theirs told us.
+    if (fleet_) __atomic_store_n(&fleet_->silent, static_cast<__u16>(here), __ATOMIC_RELAXED);
+    const MemberSet silent =
+        corroborated_silence(here, answering, heard_ + KVS_FLEET_HEARD_SILENT(0));
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
+    const MemberSet was_here = silent_here_.exchange(here, std::memory_order_acq_rel);
 
     const std::uint64_t seq = ++sent_;
     std::uint64_t errors = 0;
@@ -210,6 +239,7 @@ void FleetPinger::round() {
         st_.send_errors += errors;
         if (errors) st_.last_error = last_error;
         st_.silent = silent;
+        st_.silent_here = here;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
             const std::uint64_t h = newest_[id];
             st_.unanswered[id] =
@@ -219,7 +249,7 @@ void FleetPinger::round() {
         }
     }
     if (first_error) spdlog::warn("fleet ping: {}", last_error);
-    if (silent != was && changed_) changed_();
+    if ((silent != was || here != was_here) && changed_) changed_();
 }
 
 }  // namespace kvsteer::control

@@ -790,14 +790,17 @@ void print_fleet(json f) {
                         : "");
     std::printf("%-3s %-17s %-8s %8s %10s\n", "ID", "MAC", "STATE", "BUCKETS", "UNANSWERED");
     for (auto &m : f["members"]) {
-        const bool silent = m.value("silent", false);
+        const bool silent = m.value("silent", false), here = m.value("silent_here", false);
         std::printf("%-3s %-17s %-8s %8s %10s%s%s\n", num(m["id"]).c_str(),
                     m["mac"].get<std::string>().c_str(), m["state"].get<std::string>().c_str(),
                     num(m["buckets"]).c_str(),
                     m.contains("unanswered") && !m["unanswered"].is_null()
                         ? num(m["unanswered"]).c_str()
                         : "-",
-                    m["self"].get<bool>() ? "  (self)" : "", silent ? "  SILENT (left out)" : "");
+                    m["self"].get<bool>() ? "  (self)" : "",
+                    silent ? "  SILENT (left out)"
+                    : here ? "  silent here only (kept: another appliance hears it)"
+                           : "");
     }
     std::printf("epochs, oldest first:");
     for (auto &e : f["epochs"]) {

@@ -437,8 +437,10 @@ TEST_P(BpfFleet, TaggedFramesStayLocal) {
 }
 
 // A ping (struct kvs_fleet_ping), laid out here independently of fleetpkt.h: Ethernet to `to`
-// from `from`'s MAC, 0x88B5, hop byte, sender id, 8 bytes of sequence number, zero padding.
-Bytes ping_frame(std::uint8_t hop, std::uint8_t from, std::uint8_t to, std::uint64_t seq) {
+// from `from`'s MAC, 0x88B5, hop byte, sender id, 8 bytes of sequence number, the sender's
+// silent set (2 bytes, little-endian), zero padding.
+Bytes ping_frame(std::uint8_t hop, std::uint8_t from, std::uint8_t to, std::uint64_t seq,
+                 std::uint16_t silent = 0) {
     Bytes b(60, 0);
     member_mac(to, &b[0]);
     member_mac(from, &b[6]);
@@ -447,6 +449,8 @@ Bytes ping_frame(std::uint8_t hop, std::uint8_t from, std::uint8_t to, std::uint
     b[14] = hop;
     b[15] = from;
     std::memcpy(&b[16], &seq, 8);
+    b[24] = static_cast<std::uint8_t>(silent & 0xff);
+    b[25] = static_cast<std::uint8_t>(silent >> 8);
     return b;
 }
 
@@ -458,6 +462,37 @@ TEST(FleetPing, WriterLaysOutThePing) {
     EXPECT_EQ(kvs_fleet_ping_write(b.data(), to, ours, kSelf, 0x0102030405060708ull),
               KVS_FLEET_PING_LEN);
     EXPECT_EQ(b, ping_frame(KVS_FLEET_HOP_PING, kSelf, 3, 0x0102030405060708ull));
+}
+
+// A pong carries the answerer's silent set (kvs_fleet.silent: whom its pinger hears no answer
+// from) and the pinger's XDP program stores it beside the sequence number: how the others
+// corroborate a silence (fleet_ping.h corroborated_silence).
+TEST_P(BpfFleet, PongsCarryTheAnswerersSilentSet) {
+    const int heard_fd = h_->loader().map_fd(KVS_MAP_FLEET_HEARD);
+    ASSERT_GE(heard_fd, 0);
+    kvs_fleet f = fleet_;
+    f.silent = 0x8005;  // ids 0, 2 and 15
+    set_fleet(f);
+    RunResult r = expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 41), XDP_TX_,
+                                 KVS_R_FLEET_PING_ANSWERED);
+    EXPECT_EQ(r.out, ping_frame(KVS_FLEET_HOP_PONG, kSelf, 2, 41, 0x8005)) << "got:\n"
+                                                                           << hex(r.out);
+    set_fleet(fleet_);
+    std::uint32_t k = KVS_FLEET_HEARD_SILENT(3);
+    std::uint64_t v = 0xdead;
+    EXPECT_EQ(bpf_map_update_elem(heard_fd, &k, &v, BPF_ANY), 0);
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 42, 0x4002), XDP_DROP_,
+                   KVS_R_FLEET_PONG_HEARD);
+    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 0x4002u);
+    k = 3;
+    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 42u);
+    // A pong that hears everyone clears it.
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 43), XDP_DROP_, KVS_R_FLEET_PONG_HEARD);
+    k = KVS_FLEET_HEARD_SILENT(3);
+    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
+    EXPECT_EQ(v, 0u);
 }
 
 TEST_P(BpfFleet, PingsAreAnsweredInPlaceAndPongsRecorded) {

@@ -636,6 +636,38 @@ TEST(FleetPing, SilentAfterMissesInARowOnlyIfItAnsweredBefore) {
     EXPECT_EQ(silent_members(all, base, 1009, heard, 4), ids({6}));
 }
 
+// A silence heard here alone is not acted on while a member that answers us still hears the
+// silent one (one-way loss or an ACL between two appliances: before, this appliance reset the
+// live member's flows that reached it); a witness's word, or no witness left, makes it count.
+TEST(FleetPing, ASilenceCountsOnceTheFleetCorroboratesIt) {
+    std::uint64_t reported[KVS_MAX_APPLIANCES] = {};  // each member's newest pong's silent set
+    // Fleet {self, 1, 2, 3}: 2 is silent here, 1 and 3 answer and still hear it.
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), reported), 0);
+    // One witness hearing nothing from 2 either is enough.
+    reported[3] = ids({2});
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), reported), ids({2}));
+    // A witness's word counts only for members silent here too.
+    reported[3] = ids({1, 2});
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), reported), ids({2}));
+    // A member that is silent here is no witness, whatever its last pong said.
+    reported[1] = 0;
+    reported[3] = ids({2});
+    EXPECT_EQ(corroborated_silence(ids({2, 3}), ids({1, 3}), reported), 0)
+        << "1 still hears both and 3 is silent here";
+    reported[1] = ids({3});
+    EXPECT_EQ(corroborated_silence(ids({2, 3}), ids({1, 3}), reported), ids({3}));
+    // Nobody left to ask (a fleet of two; everyone else silent here): this appliance judges.
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({2}), reported), ids({2}));
+    EXPECT_EQ(corroborated_silence(ids({1, 2, 3}), ids({1, 3}), reported), ids({1, 2, 3}));
+    // A member that never answered us (not yet running its XDP program) is no witness.
+    reported[1] = 0;
+    EXPECT_EQ(corroborated_silence(ids({2}), 0, reported), ids({2}));
+    // A member's own report about itself is no witness's word.
+    reported[2] = ids({2});
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 2}), reported), 0);
+    EXPECT_EQ(corroborated_silence(0, ids({1, 3}), reported), 0);
+}
+
 // An answer no ping of ours carried (a forged pong, above the newest sent) overwrites the
 // member's slot in kvs_fleet_heard: judged on the newest real answer kept, a dead member still
 // goes silent. Before, the forged value was ignored as "not ours" and the member, never judged

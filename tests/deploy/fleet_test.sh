@@ -9,6 +9,9 @@
 #  2. New flows after the changes are bound by their bucket's owner (each appliance binds some).
 #     A planned restart of one dataplane does not make that appliance silent (its kvsteerd
 #     answers the pings while no XDP program is attached).
+#     A loss between two appliances alone (appliance 1 hears no pongs from appliance 3, appliance
+#     2 does) changes no owner table: appliance 3 stays in appliance 1's table until the fleet
+#     corroborates the silence, and appliance 1 resets none of its flows.
 #  3. One appliance crashes mid-stream (processes killed, its link gone): the others notice by
 #     themselves (their pings to its XDP program go unanswered) and leave it out of the owner
 #     table; only its own streams break, each client learns at its next packet (TCP keepalive,
@@ -60,6 +63,12 @@ route() {
         ip -n "$KVS_NS_ROUTER" route replace "$KVS_VIP/32" "${hops[@]}"
     fi || fail "route over $*"
 }
+# member J ID FIELD: FIELD of member ID in appliance J's fleet status (Python's True/False/...).
+member() {
+    ctl "$1" --json fleet status | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("fleet", d)
+print([m[sys.argv[2]] for m in d["members"] if m["id"] == int(sys.argv[1])][0])' "$2" "$3"
+}
+digest() { ctl "$1" --json fleet status | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("fleet", d)["digest"])'; }
 digests_agree() {
     local j d first=""
     for j in "${LIVE[@]}"; do
@@ -71,6 +80,7 @@ digests_agree() {
 }
 
 for b in kvsteerd kvsteerctl kvsteer-dataplane kvsteer-gpu-emu; do [[ -x "$BIN/$b" ]] || fail "$BIN/$b missing"; done
+command -v nft >/dev/null || fail "nft missing (make deps installs nftables): the one-sided loss step needs it"
 export KVS_XDP_PASS_OBJ="$BUILD/bpf/xdp_pass.bpf.o"
 KVS_N_APPLIANCES=$NAPP KVS_APP_MTU=1600 kvs_topo_up "$P" "$NBE" || fail "topology"
 route 1
@@ -131,6 +141,37 @@ streams 40 "$DIR/s2.json" --keepalive-s 1
 binds_await 40; sleep 1  # mid-stream: tokens flowing
 mine=${BOUND[3]}
 (( mine > 0 && mine < 40 )) || fail "appliance 3 bound $mine of the 40 streams (need some, not all)"
+
+log "a loss between appliances 3 and 1 alone: appliance 1 hears no pongs from 3, appliance 2 does"
+rst0=$(counter 1 xdp fleet_rst_orphan)
+digest0=$(digest 1)
+# On the segment (the bridge): appliance 3's pongs (hop byte 0x0f after the Ethernet header) to
+# appliance 1 are dropped; every other frame between them passes.
+ip netns exec "$KVS_NS_BRIDGE" nft -f - <<NFT || fail "nft: cannot drop appliance 3's pongs to appliance 1 on the bridge"
+table bridge kvsfleetloss {
+    chain pongs {
+        type filter hook forward priority 0; policy accept;
+        ether saddr ${KVS_APP_MACS[3]} ether daddr ${KVS_APP_MACS[1]} ether type 0x88b5 @ll,112,8 0x0f counter drop
+    }
+}
+NFT
+here=""
+for _ in $(seq 100); do [[ "$(member 1 2 silent_here)" == True ]] && { here=1; break; }; sleep 0.05; done
+[[ -n "$here" ]] || fail "appliance 1 never missed appliance 3's pongs (the drop on the bridge did nothing): $(ip netns exec "$KVS_NS_BRIDGE" nft list table bridge kvsfleetloss)"
+# Past the settle time a table change would start (KVS_FLEET_SETTLE_NS), with keepalives flowing.
+sleep 1.5
+[[ "$(member 1 2 silent)" == False ]] || fail "appliance 1 left appliance 3 out on a silence appliance 2 does not hear"
+[[ "$(digest 1)" == "$digest0" ]] || fail "appliance 1's owner table changed on a one-sided silence"
+digests_agree
+rst1=$(counter 1 xdp fleet_rst_orphan)
+(( rst1 == rst0 )) || fail "appliance 1 reset $((rst1 - rst0)) flows of a live appliance on a one-sided silence"
+grep -q "appliance 2 left .* unanswered here, but another appliance still hears it" "$DIR/kvsteerd1.log" \
+    || fail "appliance 1 logged no kept-silence line"
+ip netns exec "$KVS_NS_BRIDGE" nft delete table bridge kvsfleetloss || fail "nft: removing the drop"
+back=""
+for _ in $(seq 100); do [[ "$(member 1 2 silent_here)" == False ]] && { back=1; break; }; sleep 0.05; done
+[[ -n "$back" ]] || fail "appliance 1 did not hear appliance 3 again after the drop was removed"
+log "appliance 1 missed appliance 3's pongs for 1.5 s: kept in its owner table, no RST, the fleet's tables equal"
 t_crash=$(date +%s.%N)
 kill -9 "${DP_PID[3]}" "${KD_PID[3]}" 2>/dev/null; DP_PID[3]=""; KD_PID[3]=""
 ip -n "${KVS_APP_NS[3]}" link set app0 down
@@ -150,9 +191,9 @@ sys.exit(0 if any(m["id"] == 2 and m["silent"] for m in d["members"]) else 1)' &
 done
 [[ -n "$silent_at" ]] || fail "appliances 1 and 2 did not notice appliance 3's silence within 5 s"
 # The line step 1 looks for (and must not find) is the one a silence logs: the same wording here.
-for _ in $(seq 30); do grep -q "appliance 2 left" "$DIR/kvsteerd1.log" && break; sleep 0.1; done
-grep -q "appliance 2 left" "$DIR/kvsteerd1.log" ||
-    fail "appliance 3's silence logged no \"appliance 2 left\" line: step 1's check of that line proved nothing"
+for _ in $(seq 30); do grep -q "appliance 2 left .*: out of the owner table" "$DIR/kvsteerd1.log" && break; sleep 0.1; done
+grep -q "appliance 2 left .*: out of the owner table" "$DIR/kvsteerd1.log" ||
+    fail "appliance 3's silence logged no \"appliance 2 left ...: out of the owner table\" line: step 1's check of that line proved nothing"
 digests_agree
 detect=$(/usr/bin/python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t_crash" "$silent_at")
 log "appliance 3 silent for both others $detect s after the crash (no operator, no etcd)"

@@ -55,8 +55,8 @@ const MapSpec kSpecs[] = {
     {KVS_MAP_FLEET, sizeof(kvs_fleet), 1, &PinnedMaps::fleet_fd, KVS_MEM(fleet)},
     {KVS_MAP_OWNER, sizeof(kvs_owner_entry), 2 * KVS_OWNER_BUCKETS, &PinnedMaps::owner_fd,
      KVS_MEM(owner)},
-    {KVS_MAP_FLEET_HEARD, sizeof(std::uint64_t), KVS_MAX_APPLIANCES, &PinnedMaps::fleet_heard_fd,
-     KVS_MEM(fleet_heard)},
+    {KVS_MAP_FLEET_HEARD, sizeof(std::uint64_t), KVS_FLEET_HEARD_ENTRIES,
+     &PinnedMaps::fleet_heard_fd, KVS_MEM(fleet_heard)},
 };
 #undef KVS_MEM
 

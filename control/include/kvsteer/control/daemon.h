@@ -209,6 +209,7 @@ class Daemon {
     FleetState fleet_;
     FleetTable fleet_table_;               // as last published
     MemberSet fleet_silent_ = 0;           // left out of fleet_table_ (fleet_ping.h)
+    MemberSet fleet_silent_here_ = 0;      // unanswered here, corroborated or not
     std::unique_ptr<FleetPinger> pinger_;  // fleet-ping
     FleetWriter fleet_writer_;
     std::unique_ptr<FleetEtcd> etcd_;                           // fleet-etcd

@@ -1,9 +1,12 @@
 // Liveness between the appliances of a fleet (abi.h, "liveness between appliances"): kvsteerd
 // pings every other appliance's XDP program through a packet socket on the fleet's interface,
 // the XDP program of this appliance stores the sequence number each pong echoes in
-// kvs_fleet_heard, and a member that answered before and leaves the last few pings unanswered is
-// silent: the daemon leaves it out of its owner table (daemon_fleet.cc), so its orphaned clients
-// get RSTs at their next packet instead of waiting for its etcd lease (or an operator) to expire.
+// kvs_fleet_heard (with the answerer's own silent set), and a member that answered before and
+// leaves the last few pings unanswered is silent here. Once the fleet corroborates it
+// (corroborated_silence) the daemon leaves it out of its owner table (daemon_fleet.cc), so its
+// orphaned clients get RSTs at their next packet instead of waiting for its etcd lease (or an
+// operator) to expire; a silence heard here alone (one-way loss, an ACL between two appliances)
+// leaves a live member's flows alone.
 // While no XDP program is attached (the dataplane restarting swaps it), the fleet's frames reach
 // the kernel: the pinger answers pings and records pongs itself through a second packet socket,
 // so a planned restart does not make the appliance silent; a crash of the machine or its link
@@ -47,6 +50,16 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
                          const std::uint64_t *since = nullptr, std::uint64_t *newest = nullptr,
                          const std::vector<std::uint64_t> *unsent = nullptr);
 
+// Of the members silent here (`local`), those the fleet corroborates. A witness is a member that
+// answers our pings (`answering`, less `local`); `reported[w]` is the silent set member w's
+// newest pong carried (its own pinger's `local`). A member silent here is out when a witness says
+// it is silent there too, or when no witness but itself is left (a fleet of two; every other
+// member silent here as well): this appliance then judges alone. While a witness still hears it,
+// the loss may be between this appliance and that member alone (one-way loss, an ACL): it stays
+// in the owner table, and its flows that reach this appliance are still sent on to it instead
+// of being reset.
+MemberSet corroborated_silence(MemberSet local, MemberSet answering, const std::uint64_t *reported);
+
 struct PingStatus {
     bool running = false;
     std::uint64_t rounds = 0, send_errors = 0;
@@ -55,15 +68,17 @@ struct PingStatus {
     std::string last_error;
     // Per member: pings sent since its newest answer; nullopt: not pinged or never answered.
     std::array<std::optional<std::uint64_t>, KVS_MAX_APPLIANCES> unanswered{};
-    MemberSet silent = 0;
+    MemberSet silent = 0;       // corroborated: out of the owner table
+    MemberSet silent_here = 0;  // this pinger's own judgement (silent_members)
 };
 
 class FleetPinger {
    public:
-    // `heard`: kvs_fleet_heard (mmapped, KVS_MAX_APPLIANCES); `fleet`: kvs_fleet (mmapped; who
-    // may ping us). `changed` runs on the pinger's thread whenever the silent set changes.
+    // `heard`: kvs_fleet_heard (mmapped, KVS_FLEET_HEARD_ENTRIES); `fleet`: kvs_fleet (mmapped;
+    // who may ping us; the pinger writes only its `silent`, which our pongs carry). `changed`
+    // runs on the pinger's thread whenever the silent set or the one heard here changes.
     FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
-                std::uint64_t *heard, const kvs_fleet *fleet, std::function<void()> changed);
+                std::uint64_t *heard, kvs_fleet *fleet, std::function<void()> changed);
     ~FleetPinger();
     FleetPinger(const FleetPinger &) = delete;
     FleetPinger &operator=(const FleetPinger &) = delete;
@@ -73,7 +88,10 @@ class FleetPinger {
     // Who to ping: every member with a MAC but `self` (whose MAC is the pings' source).
     void set_members(std::uint8_t self,
                      const std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> &macs);
+    // Corroborated (corroborated_silence): what the owner table leaves out.
     MemberSet silent() const { return silent_.load(std::memory_order_acquire); }
+    // Unanswered here, whether or not the fleet agrees.
+    MemberSet silent_here() const { return silent_here_.load(std::memory_order_acquire); }
     PingStatus status() const;
 
    private:
@@ -85,7 +103,7 @@ class FleetPinger {
     std::chrono::milliseconds every_;
     unsigned misses_;
     std::uint64_t *heard_;
-    const kvs_fleet *fleet_;
+    kvs_fleet *fleet_;
     std::function<void()> changed_;
     int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
@@ -96,7 +114,7 @@ class FleetPinger {
     // And its `unsent`: per member, the newest kKeepUnsent pings that failed to send.
     static constexpr std::size_t kKeepUnsent = 1024;
     std::array<std::vector<std::uint64_t>, KVS_MAX_APPLIANCES> unsent_{};
-    std::atomic<MemberSet> silent_{0};
+    std::atomic<MemberSet> silent_{0}, silent_here_{0};
 
     mutable std::mutex mu_;
     bool stop_ = false;

@@ -23,7 +23,7 @@ struct PinnedMaps : Tables {
     kvs_fleet *fleet = nullptr;
     kvs_owner_entry *owner = nullptr;
     int fleet_fd = -1, owner_fd = -1;
-    // kvs_fleet_heard[KVS_MAX_APPLIANCES] (abi.h, "liveness"), mmapped: written by XDP.
+    // kvs_fleet_heard[KVS_FLEET_HEARD_ENTRIES] (abi.h, "liveness"), mmapped: written by XDP.
     std::uint64_t *fleet_heard = nullptr;
     int fleet_heard_fd = -1;
 
