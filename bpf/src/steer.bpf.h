@@ -827,7 +827,7 @@ __attribute__((noinline)) int kvs_xdp_icmp(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct kvs_icmp_err e;
-    struct kvs_flow_key k;
+    struct kvs_flow_key k, rk;
     struct kvs_flow *f, *r;
     struct kvs_pkt pkt;
     __u32 reason;
@@ -838,13 +838,14 @@ __attribute__((noinline)) int kvs_xdp_icmp(struct xdp_md *ctx) {
     st = kvs_icmp_parse(data_end, &pkt, &e);
     if (st == KVS_ICMP_BAD_QUOTE) return kvs_verdict(KVS_R_PASS_ICMP_BAD_QUOTE, XDP_PASS);
     if (st != KVS_ICMP_OK) return kvs_verdict(KVS_R_PASS_ICMP, XDP_PASS);
-    /* F answers the quoted packet; R (its reverse) produced it. Both or nothing. */
+    /* F answers the quoted packet; R (its reverse, of the same installation: kvs_twin) produced
+     * it. Both or nothing: an old leg's leftover entry would rewrite the quote with another
+     * flow's sequence delta. */
     if (kvs_icmp_flow_key(data_end, &pkt, &e, &k))
         return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
     f = bpf_map_lookup_elem(&kvs_flows, &k);
     if (!f) return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
-    kvs_flow_reverse_key(&k, f, &k);
-    r = bpf_map_lookup_elem(&kvs_flows, &k);
+    r = kvs_twin(&k, f, &rk);
     if (!r) return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
     if (f->dir == KVS_DIR_C2S && e.icmp && (void *)(e.icmp + 1) <= data_end) {
         __u32 mtu = kvs_icmp_pmtu(e.icmp, pkt.ip6 != 0);

@@ -1370,6 +1370,15 @@ TEST_F(BpfProg, IcmpErrorsWithoutAFlowPassedAndCounted) {
     h_->clear_flows();  // half a pair: the entry that sent the quote is gone
     h_->put_flow(ks, fs);
     expect_verdict(build_icmp(err), XDP_PASS_, KVS_R_PASS_ICMP_NO_FLOW);
+    // The pair's two entries of two installations (an old leg's leftover beside a newer flow
+    // on the client's key): no pair, nothing rewritten with the other flow's delta.
+    kvs_flow newer = fc;
+    newer.created_ns = fc.created_ns + 1000;
+    h_->put_flow(kc, newer);
+    r = expect_verdict(build_icmp(err), XDP_PASS_, KVS_R_PASS_ICMP_NO_FLOW);
+    h_->put_flow(kc, fc);
+    expect_verdict(build_icmp(err), XDP_TX_, KVS_R_ICMP_FWD_TO_CLIENT);
+    h_->clear_flows();
 
     // ICMP that is no error about TCP stays the kernel's, as before.
     other = err;
