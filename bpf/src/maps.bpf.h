@@ -97,7 +97,7 @@ struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
 } kvs_owner SEC(".maps");
 
-/* Liveness: the sequence number each member's newest pong echoed, and its silent set (abi.h). */
+/* Liveness: the sequence number each member's newest pong echoed, and what it said (abi.h). */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, KVS_FLEET_HEARD_ENTRIES);

@@ -938,18 +938,19 @@ __attribute__((noinline)) int kvs_xdp_fleet_beat(struct xdp_md *ctx) {
      * too, once kvsteerd wrote the fleet with its MAC (kvs_fleet_beat checks). */
     struct kvs_fleet *fl = bpf_map_lookup_elem(&kvs_fleet, &zero);
     __u64 seq = 0, *h;
-    __u16 silent = 0;
+    __u16 heard = 0;
     __u8 from = 0;
     int b;
 
     if (!fl || !fl->generation) return -1; /* decap counts it */
-    b = kvs_fleet_beat(data, data_end, fl, &from, &seq, &silent);
+    b = kvs_fleet_beat(data, data_end, fl, bpf_ktime_get_ns(), &from, &seq, &heard);
     if (b == KVS_FLEET_BEAT_NONE) return -1;
     if (b == KVS_FLEET_BEAT_ANSWER) return kvs_verdict(KVS_R_FLEET_PING_ANSWERED, XDP_TX);
     if (b != KVS_FLEET_BEAT_HEARD) return kvs_verdict(KVS_R_FLEET_DROP_BAD_PING, XDP_DROP);
-    id = KVS_FLEET_HEARD_SILENT(from); /* the set first: a reader that sees the new seq sees it */
+    /* What it says, in one word with the ping it answers (the pinger trusts only a recent one). */
+    id = KVS_FLEET_HEARD_SAYS(from);
     h = bpf_map_lookup_elem(&kvs_fleet_heard, &id);
-    if (h) *h = silent;
+    if (h) *h = (seq << 32) | heard;
     id = from;
     h = bpf_map_lookup_elem(&kvs_fleet_heard, &id);
     if (h) *h = seq;

@@ -184,7 +184,8 @@ json Daemon::fleet_etcd_json() const {
             {"lease", etcd_->lease() ? json(hex64(static_cast<std::uint64_t>(etcd_->lease())))
                                      : json(nullptr)},
             {"error", v.reachable ? json(nullptr) : json(v.error)},
-            {"watch", watch}};
+            {"watch", watch},
+            {"self_conflict", v.self_conflict.empty() ? json(nullptr) : json(v.self_conflict)}};
 }
 
 // The table is computed from the shared state less the members that stopped answering pings and
@@ -239,7 +240,8 @@ void Daemon::start_pinger() {
 
 void Daemon::apply_fleet_silence() {
     if (!pinger_) return;
-    const MemberSet s = pinger_->silent(), here = pinger_->silent_here();
+    const PingStatus ps = pinger_->status();  // both sets from one round
+    const MemberSet s = ps.silent, here = ps.silent_here;
     if (s == fleet_silent_ && here == fleet_silent_here_) return;
     const bool table_changes = s != fleet_silent_;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
@@ -250,18 +252,20 @@ void Daemon::apply_fleet_silence() {
             spdlog::warn(
                 "fleet: appliance {} left {} pings in a row unanswered{}: out of the owner table "
                 "(clients of its flows get RSTs)",
-                id, cfg().fleet_ping_misses, was_here ? ", and the fleet agrees now" : "");
+                id, cfg().fleet_ping_misses,
+                was_here ? ", and no appliance that answers us hears it now" : "");
         else if (is_here && !was_here)
             spdlog::warn(
-                "fleet: appliance {} left {} pings in a row unanswered here, but another "
-                "appliance still hears it: kept in the owner table (its flows are sent on to it)",
+                "fleet: appliance {} left {} pings in a row unanswered here, but an appliance "
+                "that answers us still hears it: kept in the owner table (its flows are sent on "
+                "to it)",
                 id, cfg().fleet_ping_misses);
         else if (was && !is_here)
             spdlog::info("fleet: appliance {} answers pings again: back in the owner table", id);
         else if (was && !is)
             spdlog::warn(
-                "fleet: appliance {} is heard again by another appliance: back in the "
-                "owner table (unanswered here still)",
+                "fleet: appliance {} is heard by an appliance that answers us: back in the owner "
+                "table (unanswered here still)",
                 id);
         else if (was_here && !is_here)
             spdlog::info("fleet: appliance {} answers pings here again", id);

@@ -446,6 +446,7 @@ bool FleetEtcd::keep_lease(std::string *err) {
         return false;
     }
     report_put_ = value;
+    self_put_rev_ = p.revision;
     hot_put_.clear();  // the old lease's hot key went with it
     lease_ = *id;
     last_keepalive_ = now;
@@ -536,14 +537,66 @@ bool FleetEtcd::put_report(std::string *err) {
     // the key with no lease, and a put without one detaches the key from its TTL for good.
     const auto lease = lease_.load();
     if (!lease || value == report_put_) return true;
-    auto p = etcd_call(ep_, "/v3/kv/put", etcd_put_request(member_key(local_.self), value, lease),
-                       kCallTimeout);
+    // Put either way; when the key is not as we left it, first read who wrote it (one txn).
+    const std::string key = member_key(local_.self);
+    json op = json::object(), range = json::object(), cmp = json::object();
+    op["request_put"] = etcd_put_request(key, value, lease);
+    range["request_range"] = etcd_range_request(key, false);
+    cmp["key"] = base64_encode(key);
+    cmp["target"] = "MOD";
+    cmp["result"] = "EQUAL";
+    cmp["mod_revision"] = std::to_string(self_put_rev_.load());
+    json txn = json::object();
+    txn["compare"] = json::array();
+    txn["compare"].push_back(cmp);
+    txn["success"] = json::array();
+    txn["success"].push_back(op);
+    txn["failure"] = json::array();
+    txn["failure"].push_back(range);
+    txn["failure"].push_back(op);
+    auto p = etcd_call(ep_, "/v3/kv/txn", txn, kCallTimeout);
     if (!p.ok()) {
         *err = p.error;
         return false;
     }
     report_put_ = value;
+    self_put_rev_ = p.revision;
+    if (!etcd_txn_succeeded(*p.json)) {
+        // The range's answer: the key as someone else left it (none: it was deleted, no conflict).
+        const json &rs = (*p.json)["responses"];
+        std::string e;
+        auto kvs =
+            rs.is_array() && !rs.empty() && rs[0].is_object() && rs[0].contains("response_range")
+                ? etcd_range_kvs(rs[0]["response_range"], &e)
+                : std::nullopt;
+        if (kvs && !kvs->empty() && (*kvs)[0].lease != lease)
+            note_self_conflict(
+                self_conflict_text((*kvs)[0].lease, parse_json_bounded((*kvs)[0].value)));
+    }
     return true;
+}
+
+std::string FleetEtcd::self_conflict_text(std::int64_t lease, const json &value) {
+    return fmt::format(
+        "lease {:x}, mac {}", lease,
+        value.is_object() && value.contains("mac") ? json_brief(value["mac"]) : "none");
+}
+
+// Kept once seen (our next put hides it until the other writes again): an operator error to be
+// fixed in a configuration. Logged once per writer.
+void FleetEtcd::note_self_conflict(const std::string &what) {
+    {
+        std::lock_guard lk(mu_);
+        if (view_.self_conflict == what) return;
+        view_.self_conflict = what;
+        view_.seq++;
+    }
+    spdlog::error(
+        "fleet: another appliance wrote this appliance's member key {} ({}): two appliances are "
+        "configured with fleet-self {}; each overwrites the other's MAC and report, and the fleet "
+        "sends this id's frames to whichever wrote last. Give each appliance its own id (fleet "
+        "status shows it under etcd.self_conflict)",
+        member_key(local_.self), what, local_.self);
 }
 
 void FleetEtcd::set_hot(std::string value) {
@@ -592,6 +645,7 @@ bool FleetEtcd::poll(std::string *err) {
     const std::string members = prefix_ + "fleet/members/", hot = prefix_ + "fleet/hot/";
     std::vector<std::string> hot_bad;     // refused values, logged once each (key and version)
     std::vector<std::string> report_bad;  // member reports with wrongly typed fields (each once)
+    std::string conflict;                 // our member key written by another (self_conflict)
     for (const auto &kv : *kvs) {
         std::string e;
         if (kv.key.starts_with(members)) {
@@ -606,6 +660,13 @@ bool FleetEtcd::poll(std::string *err) {
                 spdlog::debug("fleet: etcd key {} ignored (not a unicast MAC)", kv.key);
                 mac.reset();
             }
+            // Our key, written after our newest put under a lease not ours: another appliance
+            // with our fleet-self (a read begun before our put shows an older mod_revision).
+            const auto lease = lease_.load();
+            const auto ours = self_put_rev_.load();
+            if (id && *id == local_.self && lease && ours && kv.lease != lease &&
+                kv.mod_revision > ours)
+                conflict = self_conflict_text(kv.lease, j);
             if (id && mac) {
                 v.alive[*id] = *mac;
                 v.reports[*id] = kv.value;
@@ -681,6 +742,7 @@ bool FleetEtcd::poll(std::string *err) {
         std::lock_guard lk(mu_);
         if (ticket < stored_ticket_) return true;
         stored_ticket_ = ticket;
+        v.self_conflict = view_.self_conflict;  // note_self_conflict's
         // Our own key gone (etcd lost it, or the lease expired): put it again at once. Not from a
         // read older than the one stored (begun before the key was put, done after): it dropped a
         // fresh lease, granted again for nothing.
@@ -703,6 +765,7 @@ bool FleetEtcd::poll(std::string *err) {
             view().epochs_error,
             view().epochs ? "the last good epochs " + fleet_epochs_value(*view().epochs)
                           : std::string("the configured epochs: none read yet"));
+    if (!conflict.empty()) note_self_conflict(conflict);
     for (const auto &b : hot_bad) spdlog::warn("fleet: etcd {} (ignored)", b);
     for (const auto &b : report_bad)
         spdlog::warn("fleet: etcd {} (the fleet does not agree with that member)", b);

@@ -38,21 +38,25 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
     return s;
 }
 
-MemberSet corroborated_silence(MemberSet local, MemberSet answering,
-                               const std::uint64_t *reported) {
+MemberSet corroborated_silence(MemberSet local, MemberSet answering, const MemberSet *hears) {
     const MemberSet witnesses = static_cast<MemberSet>(answering & ~local);
     MemberSet out = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         const auto bit = static_cast<MemberSet>(1u << id);
         if (!(local & bit)) continue;
-        const MemberSet others = static_cast<MemberSet>(witnesses & ~bit);
-        bool agreed = !others;
-        for (std::uint8_t w = 0; w < KVS_MAX_APPLIANCES && !agreed; w++)
-            agreed =
-                (others & (1u << w)) && (__atomic_load_n(&reported[w], __ATOMIC_RELAXED) & bit);
-        if (agreed) out |= bit;
+        bool vouched = false;
+        for (std::uint8_t w = 0; w < KVS_MAX_APPLIANCES && !vouched; w++)
+            vouched = w != id && (witnesses & (1u << w)) && (hears[w] & bit);
+        if (!vouched) out |= bit;
     }
     return out;
+}
+
+MemberSet pong_says(std::uint64_t says, std::uint64_t sent, unsigned misses) {
+    // How many pings ago the one it answered was sent, modulo 2^32 (a forged or old word is far).
+    const auto ago = static_cast<std::uint32_t>(static_cast<std::uint32_t>(sent) -
+                                                static_cast<std::uint32_t>(says >> 32));
+    return ago < misses ? static_cast<MemberSet>(says & 0xffffu) : MemberSet{0};
 }
 
 FleetPinger::FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
@@ -70,6 +74,8 @@ FleetPinger::~FleetPinger() {
         stop_ = true;
     }
     if (thr_.joinable()) thr_.join();
+    // Our pongs vouch for nobody from now on (kvsteerd stopping while XDP answers on).
+    if (fleet_) __atomic_store_n(&fleet_->heard_until_ns, std::uint64_t{0}, __ATOMIC_RELEASE);
     if (fd_ >= 0) close(fd_);
     if (rx_fd_ >= 0) close(rx_fd_);
 }
@@ -161,17 +167,17 @@ void FleetPinger::receive() {
         std::memcpy(&fl, fleet_, sizeof fl);  // a snapshot: kvsteerd may be writing it
         std::uint8_t from = 0;
         __u64 seq = 0;
-        __u16 silent = 0;
-        const int b = kvs_fleet_beat(buf, buf + n, &fl, &from, &seq, &silent);
+        __u16 says = 0;
+        const int b = kvs_fleet_beat(buf, buf + n, &fl, mono_ns(), &from, &seq, &says);
         if (b == KVS_FLEET_BEAT_ANSWER) {
             if (send(fd_, buf, static_cast<std::size_t>(n), MSG_DONTWAIT) == n) {
                 std::lock_guard lk(mu_);
                 st_.answered_here++;
             }
         } else if (b == KVS_FLEET_BEAT_HEARD && from < KVS_MAX_APPLIANCES) {
-            __atomic_store_n(&heard_[KVS_FLEET_HEARD_SILENT(from)], std::uint64_t{silent},
+            __atomic_store_n(&heard_[KVS_FLEET_HEARD_SAYS(from)], (seq << 32) | says,
                              __ATOMIC_RELAXED);
-            __atomic_store_n(&heard_[from], seq, __ATOMIC_RELEASE);
+            __atomic_store_n(&heard_[from], seq, __ATOMIC_RELAXED);
             std::lock_guard lk(mu_);
             st_.heard_here++;
         }
@@ -206,12 +212,23 @@ void FleetPinger::round() {
         if ((members & (1u << id)) && newest_[id] >= std::max(base_, since_[id]) &&
             newest_[id] <= sent_)
             answering |= static_cast<MemberSet>(1u << id);
-    // What our pongs tell the others, before we judge on what theirs told us.
-    if (fleet_) __atomic_store_n(&fleet_->silent, static_cast<__u16>(here), __ATOMIC_RELAXED);
-    const MemberSet silent =
-        corroborated_silence(here, answering, heard_ + KVS_FLEET_HEARD_SILENT(0));
+    // What our pongs tell the others (whom we hear now), valid for a few rounds.
+    if (fleet_) {
+        const auto valid = static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(every_).count());
+        __atomic_store_n(&fleet_->heard, static_cast<__u16>(answering & ~here), __ATOMIC_RELAXED);
+        __atomic_store_n(&fleet_->heard_until_ns, mono_ns() + 4 * valid, __ATOMIC_RELEASE);
+    }
+    std::array<MemberSet, KVS_MAX_APPLIANCES> hears{};
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if (answering & (1u << id))
+            hears[id] =
+                pong_says(__atomic_load_n(&heard_[KVS_FLEET_HEARD_SAYS(id)], __ATOMIC_RELAXED),
+                          sent_, misses_);
+    const MemberSet silent = corroborated_silence(here, answering, hears.data());
     const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
-    const MemberSet was_here = silent_here_.exchange(here, std::memory_order_acq_rel);
+    const MemberSet was_here = silent_here_;
+    silent_here_ = here;
 
     const std::uint64_t seq = ++sent_;
     std::uint64_t errors = 0;

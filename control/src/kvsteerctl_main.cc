@@ -823,6 +823,11 @@ void print_fleet(json f) {
                     ? "UNREACHABLE (not reached yet)"
                     : ("UNREACHABLE (" + e["error"].get<std::string>() + ")").c_str(),
                 num(e["revision"]).c_str(), alive.c_str());
+    if (e.contains("self_conflict") && e["self_conflict"].is_string())
+        std::printf(
+            "etcd: THIS APPLIANCE'S MEMBER KEY WAS WRITTEN BY ANOTHER APPLIANCE (%s): two "
+            "appliances share fleet-self %s\n",
+            e["self_conflict"].get<std::string>().c_str(), num(f["self"]).c_str());
     if (e.contains("watch") && e["watch"].is_object()) {
         json &w = e["watch"];
         const bool active = w.value("active", false);

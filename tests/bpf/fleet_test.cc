@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 
 #include <cstring>
+#include <ctime>
 #include <string>
 
 #include "fleet_frames.h"
@@ -438,9 +439,9 @@ TEST_P(BpfFleet, TaggedFramesStayLocal) {
 
 // A ping (struct kvs_fleet_ping), laid out here independently of fleetpkt.h: Ethernet to `to`
 // from `from`'s MAC, 0x88B5, hop byte, sender id, 8 bytes of sequence number, the sender's
-// silent set (2 bytes, little-endian), zero padding.
+// heard set (2 bytes, little-endian), zero padding.
 Bytes ping_frame(std::uint8_t hop, std::uint8_t from, std::uint8_t to, std::uint64_t seq,
-                 std::uint16_t silent = 0) {
+                 std::uint16_t heard = 0) {
     Bytes b(60, 0);
     member_mac(to, &b[0]);
     member_mac(from, &b[6]);
@@ -449,8 +450,8 @@ Bytes ping_frame(std::uint8_t hop, std::uint8_t from, std::uint8_t to, std::uint
     b[14] = hop;
     b[15] = from;
     std::memcpy(&b[16], &seq, 8);
-    b[24] = static_cast<std::uint8_t>(silent & 0xff);
-    b[25] = static_cast<std::uint8_t>(silent >> 8);
+    b[24] = static_cast<std::uint8_t>(heard & 0xff);
+    b[25] = static_cast<std::uint8_t>(heard >> 8);
     return b;
 }
 
@@ -464,35 +465,41 @@ TEST(FleetPing, WriterLaysOutThePing) {
     EXPECT_EQ(b, ping_frame(KVS_FLEET_HOP_PING, kSelf, 3, 0x0102030405060708ull));
 }
 
-// A pong carries the answerer's silent set (kvs_fleet.silent: whom its pinger hears no answer
-// from) and the pinger's XDP program stores it beside the sequence number: how the others
-// corroborate a silence (fleet_ping.h corroborated_silence).
-TEST_P(BpfFleet, PongsCarryTheAnswerersSilentSet) {
+// A pong carries the answerer's heard set (kvs_fleet.heard: whom its pinger hears) while it is
+// valid (heard_until_ns), and the pinger's XDP program stores it in one word with the sequence
+// number it answers: how the others learn that a member silent to them alone is alive
+// (fleet_ping.h corroborated_silence).
+TEST_P(BpfFleet, PongsCarryTheAnswerersHeardSet) {
     const int heard_fd = h_->loader().map_fd(KVS_MAP_FLEET_HEARD);
     ASSERT_GE(heard_fd, 0);
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const std::uint64_t now_ns = std::uint64_t(now.tv_sec) * 1000000000ull + now.tv_nsec;
     kvs_fleet f = fleet_;
-    f.silent = 0x8005;  // ids 0, 2 and 15
+    f.heard = 0x8005;  // ids 0, 2 and 15
+    f.heard_until_ns = now_ns + 60ull * 1000000000ull;
     set_fleet(f);
     RunResult r = expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 41), XDP_TX_,
                                  KVS_R_FLEET_PING_ANSWERED);
     EXPECT_EQ(r.out, ping_frame(KVS_FLEET_HOP_PONG, kSelf, 2, 41, 0x8005)) << "got:\n"
                                                                            << hex(r.out);
+    // Past its validity (a pinger that stopped): the pong vouches for nobody.
+    f.heard_until_ns = now_ns - 1;
+    set_fleet(f);
+    r = expect_verdict(ping_frame(KVS_FLEET_HOP_PING, 2, kSelf, 41), XDP_TX_,
+                       KVS_R_FLEET_PING_ANSWERED);
+    EXPECT_EQ(r.out, ping_frame(KVS_FLEET_HOP_PONG, kSelf, 2, 41, 0)) << "got:\n" << hex(r.out);
     set_fleet(fleet_);
-    std::uint32_t k = KVS_FLEET_HEARD_SILENT(3);
+    std::uint32_t k = KVS_FLEET_HEARD_SAYS(3);
     std::uint64_t v = 0xdead;
     EXPECT_EQ(bpf_map_update_elem(heard_fd, &k, &v, BPF_ANY), 0);
-    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 42, 0x4002), XDP_DROP_,
+    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 0x1122334455ull, 0x4002), XDP_DROP_,
                    KVS_R_FLEET_PONG_HEARD);
     ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
-    EXPECT_EQ(v, 0x4002u);
+    EXPECT_EQ(v, (0x22334455ull << 32) | 0x4002u) << "the sequence number's low half with it";
     k = 3;
     ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
-    EXPECT_EQ(v, 42u);
-    // A pong that hears everyone clears it.
-    expect_verdict(ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 43), XDP_DROP_, KVS_R_FLEET_PONG_HEARD);
-    k = KVS_FLEET_HEARD_SILENT(3);
-    ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
-    EXPECT_EQ(v, 0u);
+    EXPECT_EQ(v, 0x1122334455ull);
 }
 
 TEST_P(BpfFleet, PingsAreAnsweredInPlaceAndPongsRecorded) {

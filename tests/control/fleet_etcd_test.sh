@@ -374,4 +374,16 @@ ctl a backends remove 127.0.0.13:8000 >/dev/null || fail "removing 127.0.0.13:80
 gone_13() { ! has_13 "$1"; }
 until_ok 3 gone_13 b || fail "B still lists the removed 127.0.0.13:8000"
 echo "ok: an unreadable etcd value leaves its backend as it is; a remove still works"
+
+# 10. Another appliance configured with A's fleet-self writes A's member key (its own MAC, its own
+# lease or none): A says so (fleet status etcd.self_conflict, an error in its log); before,
+# nothing did, and the fleet sent A's frames to whichever wrote last.
+[[ $(field a "f['etcd']['self_conflict']") == None ]] || fail "A reports a conflict before any: $(field a "f['etcd']")"
+etcdput "/kvet-test/fleet/members/${ID[a]}" '{"mac":"02:00:00:00:00:7e"}' || fail "putting A's member key from outside"
+conflict() { [[ $(field a "f['etcd']['self_conflict'] or ''") == *"02:00:00:00:00:7e"* ]]; }
+until_ok 3 conflict || fail "A does not report another writer of its member key: $(field a "f['etcd']")"
+grep -q "another appliance wrote this appliance's member key" "$DIR/kvsteerd_a.log" || fail "no error in A's log"
+[[ $(field b "f['etcd']['self_conflict']") == None ]] || fail "B reports a conflict over A's key"
+ctl a fleet status | grep -q "MEMBER KEY WAS WRITTEN BY ANOTHER APPLIANCE" || fail "kvsteerctl fleet status does not show it"
+echo "ok: a second writer of A's member key is reported by A"
 echo "PASS"

@@ -638,34 +638,51 @@ TEST(FleetPing, SilentAfterMissesInARowOnlyIfItAnsweredBefore) {
 
 // A silence heard here alone is not acted on while a member that answers us still hears the
 // silent one (one-way loss or an ACL between two appliances: before, this appliance reset the
-// live member's flows that reached it); a witness's word, or no witness left, makes it count.
-TEST(FleetPing, ASilenceCountsOnceTheFleetCorroboratesIt) {
-    std::uint64_t reported[KVS_MAX_APPLIANCES] = {};  // each member's newest pong's silent set
-    // Fleet {self, 1, 2, 3}: 2 is silent here, 1 and 3 answer and still hear it.
-    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), reported), 0);
-    // One witness hearing nothing from 2 either is enough.
-    reported[3] = ids({2});
-    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), reported), ids({2}));
-    // A witness's word counts only for members silent here too.
-    reported[3] = ids({1, 2});
-    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), reported), ids({2}));
-    // A member that is silent here is no witness, whatever its last pong said.
-    reported[1] = 0;
-    reported[3] = ids({2});
-    EXPECT_EQ(corroborated_silence(ids({2, 3}), ids({1, 3}), reported), 0)
-        << "1 still hears both and 3 is silent here";
-    reported[1] = ids({3});
-    EXPECT_EQ(corroborated_silence(ids({2, 3}), ids({1, 3}), reported), ids({3}));
-    // Nobody left to ask (a fleet of two; everyone else silent here): this appliance judges.
-    EXPECT_EQ(corroborated_silence(ids({2}), ids({2}), reported), ids({2}));
-    EXPECT_EQ(corroborated_silence(ids({1, 2, 3}), ids({1, 3}), reported), ids({1, 2, 3}));
+// live member's flows that reached it). Only a positive word keeps it: a witness that knows
+// nothing of it (restarted, new, without a pinger: an empty heard set) does not.
+TEST(FleetPing, ASilenceCountsUnlessAWitnessStillHearsTheMember) {
+    MemberSet hears[KVS_MAX_APPLIANCES] = {};  // what each member's recent pong said it hears
+    // Fleet {self, 1, 2, 3}: 2 is silent here; 1 and 3 answer us.
+    hears[1] = ids({2, 3});
+    hears[3] = ids({1});
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), hears), 0) << "1 still hears 2";
+    hears[1] = ids({3});
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), hears), ids({2})) << "nobody hears 2";
+    // A witness that knows nothing (a restarted kvsteerd, a new member, no pinger) keeps nobody.
+    hears[1] = hears[3] = 0;
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 3}), hears), ids({2}));
+    // A member silent here is no witness, whatever it said last.
+    hears[3] = ids({2});
+    EXPECT_EQ(corroborated_silence(ids({2, 3}), ids({1, 3}), hears), ids({2, 3}));
+    hears[1] = ids({3});
+    EXPECT_EQ(corroborated_silence(ids({2, 3}), ids({1, 3}), hears), ids({2}))
+        << "1 hears 3 (3's word about 2 does not count)";
     // A member that never answered us (not yet running its XDP program) is no witness.
-    reported[1] = 0;
-    EXPECT_EQ(corroborated_silence(ids({2}), 0, reported), ids({2}));
-    // A member's own report about itself is no witness's word.
-    reported[2] = ids({2});
-    EXPECT_EQ(corroborated_silence(ids({2}), ids({1, 2}), reported), 0);
-    EXPECT_EQ(corroborated_silence(0, ids({1, 3}), reported), 0);
+    hears[1] = ids({2});
+    hears[3] = 0;
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({3}), hears), ids({2}));
+    // Nobody left to ask (a fleet of two; everyone else silent here): out.
+    EXPECT_EQ(corroborated_silence(ids({2}), 0, hears), ids({2}));
+    // A member's word about itself is no witness's (it answers us: it is not silent here, but
+    // a pong saying it hears itself must not keep it once it is).
+    hears[2] = ids({2});
+    EXPECT_EQ(corroborated_silence(ids({2}), ids({2, 3}), hears), ids({2}));
+    EXPECT_EQ(corroborated_silence(0, ids({1, 3}), hears), 0);
+}
+
+// A pong's word counts only with one of our last `misses` pings: an old one (a witness that
+// stopped answering) or one paired with a sequence number we never sent (forged) says nothing.
+TEST(FleetPing, APongsWordCountsOnlyForARecentPing) {
+    const auto says = [](std::uint64_t seq, MemberSet set) { return (seq << 32) | set; };
+    const std::uint64_t sent = 0x1234500000010ull;
+    EXPECT_EQ(pong_says(says(sent, ids({2})), sent, 4), ids({2}));
+    EXPECT_EQ(pong_says(says(sent - 3, ids({2})), sent, 4), ids({2}));
+    EXPECT_EQ(pong_says(says(sent - 4, ids({2})), sent, 4), 0) << "4 pings ago";
+    EXPECT_EQ(pong_says(says(sent + 1, ids({2})), sent, 4), 0) << "a ping not yet sent";
+    EXPECT_EQ(pong_says(says(0, ids({2})), sent, 4), 0);
+    // Across a wrap of the low 32 bits.
+    const std::uint64_t wrap = 0x200000001ull;
+    EXPECT_EQ(pong_says(says(wrap - 2, ids({5})), wrap, 4), ids({5}));
 }
 
 // An answer no ping of ours carried (a forged pong, above the newest sent) overwrites the

@@ -145,6 +145,7 @@ mine=${BOUND[3]}
 log "a loss between appliances 3 and 1 alone: appliance 1 hears no pongs from 3, appliance 2 does"
 rst0=$(counter 1 xdp fleet_rst_orphan)
 digest0=$(digest 1)
+log1_at=$(wc -l <"$DIR/kvsteerd1.log")
 # On the segment (the bridge): appliance 3's pongs (hop byte 0x0f after the Ethernet header) to
 # appliance 1 are dropped; every other frame between them passes.
 ip netns exec "$KVS_NS_BRIDGE" nft -f - <<NFT || fail "nft: cannot drop appliance 3's pongs to appliance 1 on the bridge"
@@ -165,8 +166,12 @@ sleep 1.5
 digests_agree
 rst1=$(counter 1 xdp fleet_rst_orphan)
 (( rst1 == rst0 )) || fail "appliance 1 reset $((rst1 - rst0)) flows of a live appliance on a one-sided silence"
-grep -q "appliance 2 left .* unanswered here, but another appliance still hears it" "$DIR/kvsteerd1.log" \
-    || fail "appliance 1 logged no kept-silence line"
+tail -n +"$((log1_at + 1))" "$DIR/kvsteerd1.log" | grep -q "appliance 2 left .* unanswered here, but an appliance that answers us still hears it" \
+    || fail "appliance 1 logged no kept-silence line after the drop began"
+tail -n +"$((log1_at + 1))" "$DIR/kvsteerd1.log" | grep -q "appliance 2 left .*: out of the owner table" \
+    && fail "appliance 1 left appliance 3 out for a while on the one-sided silence"
+dropped=$(ip netns exec "$KVS_NS_BRIDGE" nft list table bridge kvsfleetloss | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
+(( ${dropped:-0} > 0 )) || fail "the bridge dropped no pong of appliance 3 (nothing proven)"
 ip netns exec "$KVS_NS_BRIDGE" nft delete table bridge kvsfleetloss || fail "nft: removing the drop"
 back=""
 for _ in $(seq 100); do [[ "$(member 1 2 silent_here)" == False ]] && { back=1; break; }; sleep 0.05; done

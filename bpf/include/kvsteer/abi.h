@@ -93,11 +93,12 @@
 /* ARRAY[2*KVS_OWNER_BUCKETS] of struct kvs_owner_entry, MMAPABLE, double-buffered like Maglev */
 #define KVS_MAP_OWNER "kvs_owner"
 /* ARRAY[KVS_FLEET_HEARD_ENTRIES] of __u64, MMAPABLE: per member id, the sequence number its
- * newest pong echoed, and at KVS_FLEET_HEARD_SILENT(id) the silent set that pong carried (XDP
- * writes, kvsteerd's pinger reads; abi.h "liveness between appliances") */
+ * newest pong echoed, and at KVS_FLEET_HEARD_SAYS(id) what that pong said, one word: the low 32
+ * bits of its sequence number << 32 | the answerer's heard set (XDP writes, kvsteerd's pinger
+ * reads; abi.h "liveness between appliances") */
 #define KVS_MAP_FLEET_HEARD "kvs_fleet_heard"
 #define KVS_FLEET_HEARD_ENTRIES (2 * KVS_MAX_APPLIANCES)
-#define KVS_FLEET_HEARD_SILENT(id) (KVS_MAX_APPLIANCES + (id))
+#define KVS_FLEET_HEARD_SAYS(id) (KVS_MAX_APPLIANCES + (id))
 
 /* Values that never change meaning: 0 is always "empty/unset". */
 #define KVS_BACKEND_NONE 0xffffu
@@ -472,10 +473,7 @@ struct kvs_fleet {
     __u32 generation;  /* bumped by the writer after every change */
     __u8 self;         /* this appliance's id; KVS_APPLIANCE_NONE: no fleet (no redirects) */
     __u8 owner_active; /* 0 or 1: the kvs_owner half readers use */
-    /* The members this appliance's pinger hears no answer from (bit per id; kvsteerd's pinger
-     * writes it each round): every pong this appliance's XDP program answers carries it, so the
-     * others learn whom it hears (liveness, below). */
-    __u16 silent;
+    __u16 pad;
     __u64 digest; /* of the active owner table and the members (kvsteerctl fleet status) */
     __u64 epoch;  /* the newest membership epoch the table was computed from */
     struct kvs_appliance members[KVS_MAX_APPLIANCES]; /* by id */
@@ -483,6 +481,14 @@ struct kvs_fleet {
      * KVS_FLEET_SETTLE_NS after it the appliances' tables may disagree (each reads the change on
      * its own), so a packet every owner missed is dropped (the client retransmits), not reset. */
     __u64 changed_ns;
+    /* Whom this appliance's pinger hears: the members that answered one of its last few pings
+     * (bit per id), valid until heard_until_ns (CLOCK_MONOTONIC ns). kvsteerd's pinger writes
+     * both every round, `heard` first (and heard_until_ns 0 when it stops): every pong this
+     * appliance's XDP program answers carries `heard` while it is valid, else an empty set (an
+     * appliance whose pinger stopped vouches for nobody). Liveness, below. */
+    __u64 heard_until_ns;
+    __u16 heard;
+    __u16 pad2[3];
 };
 #define KVS_FLEET_SETTLE_NS 500000000ull
 
@@ -510,20 +516,20 @@ struct kvs_fleet_hdr {
  * ms: a KVS_ETH_P_FLEET frame whose header is struct kvs_fleet_ping (hop KVS_FLEET_HOP_PING). The
  * member's XDP program answers it in place (hop KVS_FLEET_HOP_PONG, XDP_TX): no process of the
  * member is involved, so a pong says its kernel path is up. The pinger's XDP program stores the
- * echoed sequence number in kvs_fleet_heard[from], and the answerer's silent set beside it. A
+ * echoed sequence number in kvs_fleet_heard[from], and the answerer's heard set beside it. A
  * member that answered before and leaves several pings in a row unanswered (crashed, its link
- * gone) is silent here; it leaves the pinger's owner table once the fleet corroborates it (a
- * member still answering our pings says so in its pong, or no such member is left), so packets
- * of its orphaned flows are answered with RSTs well within a second, and a loss between two
- * appliances alone leaves a live member's flows alone. Hop 0 and
+ * gone) is silent here; it leaves the pinger's owner table unless another member that answers
+ * our pings says, in a pong to one of our last few pings, that it still hears it. So packets of
+ * a crashed member's orphaned flows are answered with RSTs well within a second, and a loss
+ * between two appliances alone leaves a live member's flows alone. Hop 0 and
  * 15 are never those of a frame sent on (1..KVS_OWNER_PREV + 1). */
 #define KVS_FLEET_HOP_PING 0x00
 #define KVS_FLEET_HOP_PONG 0x0f
 struct kvs_fleet_ping {
-    __u8 hop;    /* KVS_FLEET_HOP_PING or KVS_FLEET_HOP_PONG (the whole byte: no table tag) */
-    __u8 from;   /* sender's appliance id */
-    __u8 seq[8]; /* the pinger's sequence number, in its byte order; a pong echoes it unchanged */
-    __u8 silent[2]; /* a pong: the answerer's kvs_fleet.silent, little-endian; a ping: 0 */
+    __u8 hop;      /* KVS_FLEET_HOP_PING or KVS_FLEET_HOP_PONG (the whole byte: no table tag) */
+    __u8 from;     /* sender's appliance id */
+    __u8 seq[8];   /* the pinger's sequence number, in its byte order; a pong echoes it unchanged */
+    __u8 heard[2]; /* a pong: the answerer's kvs_fleet.heard while valid, little-endian */
 } __attribute__((packed));
 
 #endif /* KVSTEER_ABI_H */

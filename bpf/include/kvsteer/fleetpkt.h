@@ -301,16 +301,17 @@ enum kvs_fleet_beat {
     KVS_FLEET_BEAT_NONE = 0,   /* not a ping or pong: a frame sent on (kvs_fleet_decap) */
     KVS_FLEET_BEAT_BAD = 1,    /* a ping or pong not from a member of ours (dropped) */
     KVS_FLEET_BEAT_ANSWER = 2, /* a ping, turned into its pong in place: send it back (XDP_TX) */
-    KVS_FLEET_BEAT_HEARD = 3,  /* a pong: *from, *seq and *silent say who answered which ping,
-                                * hearing whom not (the answerer's kvs_fleet.silent) */
+    KVS_FLEET_BEAT_HEARD = 3,  /* a pong: *from, *seq and *heard say who answered which ping,
+                                * hearing whom (the answerer's kvs_fleet.heard) */
 };
 
 /* A KVS_ETH_P_FLEET frame at `data`: when its header is a ping or a pong, checks it (the sender
  * is another appliance with a MAC in kvs_fleet, the frame's source MAC is that one, a ping is
- * addressed to our MAC) and answers a ping in place with our kvs_fleet.silent. Returns enum
- * kvs_fleet_beat. */
-KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet *fl, __u8 *from,
-                              __u64 *seq, __u16 *silent) {
+ * addressed to our MAC) and answers a ping in place with our kvs_fleet.heard, if still valid at
+ * `now_ns` (CLOCK_MONOTONIC). Returns enum kvs_fleet_beat. */
+KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet *fl, __u64 now_ns,
+                              __u8 *from, __u64 *seq, __u16 *heard) {
+    const __u16 vouch = now_ns < fl->heard_until_ns ? fl->heard : 0;
     struct kvs_ethhdr *eth = (struct kvs_ethhdr *)data;
     struct kvs_fleet_ping *p = (struct kvs_fleet_ping *)(eth + 1);
     const __u8 *ours, *theirs;
@@ -331,7 +332,7 @@ KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet
     if (p->hop == KVS_FLEET_HOP_PONG) {
         *from = (__u8)f;
         __builtin_memcpy(seq, p->seq, sizeof(*seq));
-        *silent = (__u16)(p->silent[0] | (p->silent[1] << 8));
+        *heard = (__u16)(p->heard[0] | (p->heard[1] << 8));
         return KVS_FLEET_BEAT_HEARD;
     }
     if (!kvs_fleet_mac_eq(eth->dst, ours)) return KVS_FLEET_BEAT_BAD;
@@ -339,8 +340,8 @@ KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet
     __builtin_memcpy(eth->src, ours, KVS_ETH_ALEN);
     p->hop = KVS_FLEET_HOP_PONG;
     p->from = fl->self;
-    p->silent[0] = (__u8)(fl->silent & 0xff);
-    p->silent[1] = (__u8)(fl->silent >> 8);
+    p->heard[0] = (__u8)(vouch & 0xff);
+    p->heard[1] = (__u8)(vouch >> 8);
     return KVS_FLEET_BEAT_ANSWER;
 }
 

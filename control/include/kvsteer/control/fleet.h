@@ -114,7 +114,7 @@ const char *appliance_state_name(std::uint8_t state);
 struct FleetMaps {
     kvs_fleet *fleet = nullptr;
     kvs_owner_entry *owner = nullptr;
-    std::uint64_t *heard = nullptr;  // kvs_fleet_heard[KVS_MAX_APPLIANCES] (fleet_ping.h)
+    std::uint64_t *heard = nullptr;  // kvs_fleet_heard[KVS_FLEET_HEARD_ENTRIES] (fleet_ping.h)
 };
 
 // Publishes tables into FleetMaps (single writer): the new members first, then the inactive

@@ -96,8 +96,12 @@ struct FleetEtcdView {
     // still re-enters (Daemon::fleet_follow_health). Value "FROM;TO" (member_set_str each).
     std::array<std::optional<std::pair<MemberSet, MemberSet>>, KVS_MAX_APPLIANCES> returning{};
     std::uint64_t hot_bad = 0;  // hot values refused so far (each key and version once)
-    std::string error;          // the last error while unreachable
-    std::uint64_t seq = 0;      // bumped whenever anything above changes
+    // Our own member key written by someone else since our newest put of it: another appliance
+    // configured with this one's fleet-self (it overwrites our MAC and report). Its lease and
+    // MAC, the last such write seen since this kvsteerd started; empty: none.
+    std::string self_conflict;
+    std::string error;      // the last error while unreachable
+    std::uint64_t seq = 0;  // bumped whenever anything above changes
 };
 
 // What a member reports of itself besides its MAC (its member key's value; Daemon's
@@ -228,6 +232,9 @@ class FleetEtcd {
     bool poll(std::string *err);  // one range of the prefix into view_
     bool keep_lease(std::string *err);
     std::string member_key(std::uint8_t id) const;
+    // FleetEtcdView::self_conflict: what another writer of our member key left there.
+    static std::string self_conflict_text(std::int64_t lease, const nlohmann::json &value);
+    void note_self_conflict(const std::string &what);
     std::string member_value() const;  // mac + report_
     // One put or delete under P config/, then a poll.
     bool change_config(const std::string &path, const nlohmann::json &body, std::string *err);
@@ -249,6 +256,9 @@ class FleetEtcd {
     std::optional<std::array<std::uint64_t, 2>> cookie_seed_;  // set before start()
     nlohmann::json report_ = nlohmann::json::object();         // guarded by mu_
     std::string report_put_;                                   // member_value() last put (put_mu_)
+    // The store revision of our newest put of our member key (its mod_revision then): a later
+    // one under another lease is someone else's write (FleetEtcdView::self_conflict).
+    std::atomic<std::int64_t> self_put_rev_{0};
     std::mutex put_mu_;    // the member key's puts: the thread's and put_report_now's
     std::string hot_;      // guarded by mu_
     std::string hot_put_;  // hot_ last put (thread)

@@ -1,8 +1,8 @@
 // Liveness between the appliances of a fleet (abi.h, "liveness between appliances"): kvsteerd
 // pings every other appliance's XDP program through a packet socket on the fleet's interface,
 // the XDP program of this appliance stores the sequence number each pong echoes in
-// kvs_fleet_heard (with the answerer's own silent set), and a member that answered before and
-// leaves the last few pings unanswered is silent here. Once the fleet corroborates it
+// kvs_fleet_heard (with the set of members the answerer hears), and a member that answered before
+// and leaves the last few pings unanswered is silent here. Unless another member still hears it
 // (corroborated_silence) the daemon leaves it out of its owner table (daemon_fleet.cc), so its
 // orphaned clients get RSTs at their next packet instead of waiting for its etcd lease (or an
 // operator) to expire; a silence heard here alone (one-way loss, an ACL between two appliances)
@@ -50,15 +50,19 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
                          const std::uint64_t *since = nullptr, std::uint64_t *newest = nullptr,
                          const std::vector<std::uint64_t> *unsent = nullptr);
 
-// Of the members silent here (`local`), those the fleet corroborates. A witness is a member that
-// answers our pings (`answering`, less `local`); `reported[w]` is the silent set member w's
-// newest pong carried (its own pinger's `local`). A member silent here is out when a witness says
-// it is silent there too, or when no witness but itself is left (a fleet of two; every other
-// member silent here as well): this appliance then judges alone. While a witness still hears it,
-// the loss may be between this appliance and that member alone (one-way loss, an ACL): it stays
-// in the owner table, and its flows that reach this appliance are still sent on to it instead
-// of being reset.
-MemberSet corroborated_silence(MemberSet local, MemberSet answering, const std::uint64_t *reported);
+// Of the members silent here (`local`), those no witness vouches for. A witness is a member that
+// answers our pings (`answering`, less `local`); `hears[w]` is the set member w's pong to one of
+// our last few pings said it hears (members that answered its own recent pings; empty when its
+// pinger is not running). A member silent here stays in the owner table while some witness
+// hears it: the loss may be between this appliance and that member alone (one-way loss, an
+// ACL), and its flows that reach this appliance are still sent on to it instead of being reset.
+// Only a positive word keeps it: a witness that knows nothing of it (restarted, new, without a
+// pinger) does not.
+MemberSet corroborated_silence(MemberSet local, MemberSet answering, const MemberSet *hears);
+// What member w's newest pong said (kvs_fleet_heard[KVS_FLEET_HEARD_SAYS(w)]: its sequence
+// number's low 32 bits << 32 | its heard set), if it answered one of our last `misses` pings
+// (`sent` the newest sequence number sent); else nothing (0).
+MemberSet pong_says(std::uint64_t says, std::uint64_t sent, unsigned misses);
 
 struct PingStatus {
     bool running = false;
@@ -68,15 +72,15 @@ struct PingStatus {
     std::string last_error;
     // Per member: pings sent since its newest answer; nullopt: not pinged or never answered.
     std::array<std::optional<std::uint64_t>, KVS_MAX_APPLIANCES> unanswered{};
-    MemberSet silent = 0;       // corroborated: out of the owner table
+    MemberSet silent = 0;       // out of the owner table (corroborated_silence)
     MemberSet silent_here = 0;  // this pinger's own judgement (silent_members)
 };
 
 class FleetPinger {
    public:
     // `heard`: kvs_fleet_heard (mmapped, KVS_FLEET_HEARD_ENTRIES); `fleet`: kvs_fleet (mmapped;
-    // who may ping us; the pinger writes only its `silent`, which our pongs carry). `changed`
-    // runs on the pinger's thread whenever the silent set or the one heard here changes.
+    // who may ping us; the pinger writes only its `heard` and `heard_until_ns`, which our pongs
+    // carry). `changed` runs on the pinger's thread whenever either silent set changes.
     FleetPinger(std::string ifname, std::chrono::milliseconds every, unsigned misses,
                 std::uint64_t *heard, kvs_fleet *fleet, std::function<void()> changed);
     ~FleetPinger();
@@ -88,10 +92,9 @@ class FleetPinger {
     // Who to ping: every member with a MAC but `self` (whose MAC is the pings' source).
     void set_members(std::uint8_t self,
                      const std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> &macs);
-    // Corroborated (corroborated_silence): what the owner table leaves out.
+    // What the owner table leaves out (corroborated_silence); status() has it with the members
+    // unanswered here, from one round.
     MemberSet silent() const { return silent_.load(std::memory_order_acquire); }
-    // Unanswered here, whether or not the fleet agrees.
-    MemberSet silent_here() const { return silent_here_.load(std::memory_order_acquire); }
     PingStatus status() const;
 
    private:
@@ -114,7 +117,8 @@ class FleetPinger {
     // And its `unsent`: per member, the newest kKeepUnsent pings that failed to send.
     static constexpr std::size_t kKeepUnsent = 1024;
     std::array<std::vector<std::uint64_t>, KVS_MAX_APPLIANCES> unsent_{};
-    std::atomic<MemberSet> silent_{0}, silent_here_{0};
+    std::atomic<MemberSet> silent_{0};
+    MemberSet silent_here_ = 0;  // the pinger's thread's
 
     mutable std::mutex mu_;
     bool stop_ = false;
