@@ -44,9 +44,9 @@ MemberSet corroborated_silence(MemberSet local, MemberSet answering, const Membe
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         const auto bit = static_cast<MemberSet>(1u << id);
         if (!(local & bit)) continue;
-        bool vouched = false;
+        bool vouched = false;  // (a witness is never `id` itself: `id` is in `local`)
         for (std::uint8_t w = 0; w < KVS_MAX_APPLIANCES && !vouched; w++)
-            vouched = w != id && (witnesses & (1u << w)) && (hears[w] & bit);
+            vouched = (witnesses & (1u << w)) && (hears[w] & bit);
         if (!vouched) out |= bit;
     }
     return out;
@@ -208,15 +208,21 @@ void FleetPinger::round() {
     const MemberSet here = silent_members(members, base_, sent_, heard_, misses_, since_.data(),
                                           newest_.data(), unsent_.data());
     MemberSet answering = 0;  // answered one of this pinger's pings since it was first pinged
+    MemberSet vouch = 0;  // and one of the last misses_ sent (evidence, whatever failed to send)
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if ((members & (1u << id)) && newest_[id] >= std::max(base_, since_[id]) &&
-            newest_[id] <= sent_)
+            newest_[id] <= sent_) {
             answering |= static_cast<MemberSet>(1u << id);
-    // What our pongs tell the others (whom we hear now), valid for a few rounds.
+            if (sent_ - newest_[id] < misses_) vouch |= static_cast<MemberSet>(1u << id);
+        }
+    // What our pongs tell the others (whom we hear now), valid for a few rounds. Not `answering
+    // & ~here`: pings that failed to send are no misses there, but no evidence either (a pinger
+    // whose sends fail while XDP still answers vouched for a crashed member for up to 1,024
+    // rounds).
     if (fleet_) {
         const auto valid = static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(every_).count());
-        __atomic_store_n(&fleet_->heard, static_cast<__u16>(answering & ~here), __ATOMIC_RELAXED);
+        __atomic_store_n(&fleet_->heard, static_cast<__u16>(vouch), __ATOMIC_RELAXED);
         __atomic_store_n(&fleet_->heard_until_ns, mono_ns() + 4 * valid, __ATOMIC_RELEASE);
     }
     std::array<MemberSet, KVS_MAX_APPLIANCES> hears{};

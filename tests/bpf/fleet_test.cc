@@ -543,6 +543,7 @@ TEST_P(BpfFleet, PingsAreAnsweredInPlaceAndPongsRecorded) {
     Bytes pong = ping_frame(KVS_FLEET_HOP_PONG, 3, kSelf, 1);
     member_mac(2, &pong[6]);
     bad(pong, "pong with a source MAC not the sender's");
+    bad(ping_frame(KVS_FLEET_HOP_PONG, 3, 2, 1), "pong to another appliance's MAC");
     k = 3;
     ASSERT_EQ(bpf_map_lookup_elem(heard_fd, &k, &v), 0);
     EXPECT_EQ(v, 0x77665544ull) << "a refused pong must not be recorded";

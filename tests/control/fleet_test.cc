@@ -663,11 +663,10 @@ TEST(FleetPing, ASilenceCountsUnlessAWitnessStillHearsTheMember) {
     EXPECT_EQ(corroborated_silence(ids({2}), ids({3}), hears), ids({2}));
     // Nobody left to ask (a fleet of two; everyone else silent here): out.
     EXPECT_EQ(corroborated_silence(ids({2}), 0, hears), ids({2}));
-    // A member's word about itself is no witness's (it answers us: it is not silent here, but
-    // a pong saying it hears itself must not keep it once it is).
+    // A member silent here answers nothing of its own: its last word, even about itself, is
+    // no witness's.
     hears[2] = ids({2});
     EXPECT_EQ(corroborated_silence(ids({2}), ids({2, 3}), hears), ids({2}));
-    EXPECT_EQ(corroborated_silence(0, ids({1, 3}), hears), 0);
 }
 
 // A pong's word counts only with one of our last `misses` pings: an old one (a witness that

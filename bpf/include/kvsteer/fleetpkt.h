@@ -306,7 +306,7 @@ enum kvs_fleet_beat {
 };
 
 /* A KVS_ETH_P_FLEET frame at `data`: when its header is a ping or a pong, checks it (the sender
- * is another appliance with a MAC in kvs_fleet, the frame's source MAC is that one, a ping is
+ * is another appliance with a MAC in kvs_fleet, the frame's source MAC is that one, each is
  * addressed to our MAC) and answers a ping in place with our kvs_fleet.heard, if still valid at
  * `now_ns` (CLOCK_MONOTONIC). Returns enum kvs_fleet_beat. */
 KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet *fl, __u64 now_ns,
@@ -329,13 +329,14 @@ KVS_INLINE int kvs_fleet_beat(void *data, void *data_end, const struct kvs_fleet
     if (kvs_fleet_mac_zero(ours) || kvs_fleet_mac_zero(theirs) ||
         !kvs_fleet_mac_eq(eth->src, theirs))
         return KVS_FLEET_BEAT_BAD;
+    /* Ours, both: a pong flooded to us for another appliance must not overwrite its word. */
+    if (!kvs_fleet_mac_eq(eth->dst, ours)) return KVS_FLEET_BEAT_BAD;
     if (p->hop == KVS_FLEET_HOP_PONG) {
         *from = (__u8)f;
         __builtin_memcpy(seq, p->seq, sizeof(*seq));
         *heard = (__u16)(p->heard[0] | (p->heard[1] << 8));
         return KVS_FLEET_BEAT_HEARD;
     }
-    if (!kvs_fleet_mac_eq(eth->dst, ours)) return KVS_FLEET_BEAT_BAD;
     __builtin_memcpy(eth->dst, theirs, KVS_ETH_ALEN);
     __builtin_memcpy(eth->src, ours, KVS_ETH_ALEN);
     p->hop = KVS_FLEET_HOP_PONG;
