@@ -122,19 +122,37 @@ json etcd_delete_request(std::string_view key) {
     return {{"key", base64_encode(key)}};
 }
 
+namespace {
+json mod_equal(std::string_view key, std::int64_t rev) {
+    return {{"key", base64_encode(key)},
+            {"target", "MOD"},
+            {"result", "EQUAL"},
+            {"mod_revision", std::to_string(rev)}};
+}
+}  // namespace
+
 json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &compares,
                       const std::vector<std::pair<std::string, std::string>> &puts,
                       const std::vector<std::string> &deletes) {
     json cmp = json::array(), ops = json::array();
-    for (const auto &[k, rev] : compares)
-        cmp.push_back({{"key", base64_encode(k)},
-                       {"target", "MOD"},
-                       {"result", "EQUAL"},
-                       {"mod_revision", std::to_string(rev)}});
+    for (const auto &[k, rev] : compares) cmp.push_back(mod_equal(k, rev));
     for (const auto &[k, v] : puts) ops.push_back({{"request_put", etcd_put_request(k, v)}});
     for (const auto &k : deletes)
         ops.push_back({{"request_delete_range", {{"key", base64_encode(k)}}}});
     return {{"compare", cmp}, {"success", ops}};
+}
+
+json etcd_put_read_moved_request(std::string_view key, std::string_view value, std::int64_t lease,
+                                 std::int64_t rev) {
+    const json put = {{"request_put", etcd_put_request(key, value, lease)}};
+    json read = json::object();
+    read["request_range"] = etcd_range_request(key, false);
+    json compare = json::array(), success = json::array(), failure = json::array();
+    compare.push_back(mod_equal(key, rev));
+    success.push_back(put);
+    failure.push_back(read);
+    failure.push_back(put);
+    return {{"compare", compare}, {"success", success}, {"failure", failure}};
 }
 
 json etcd_lease_grant_request(std::int64_t ttl_s) {
@@ -227,6 +245,17 @@ std::optional<std::vector<EtcdKv>> etcd_range_kvs(const json &j, std::string *er
         kvs.push_back(std::move(kv));
     }
     return kvs;
+}
+
+std::optional<std::vector<EtcdKv>> etcd_txn_range_kvs(const json &j, std::size_t i,
+                                                      std::string *err) {
+    auto rs = j.find("responses");
+    if (rs == j.end() || !rs->is_array() || rs->size() <= i || !(*rs)[i].is_object() ||
+        !(*rs)[i].contains("response_range")) {
+        *err = "bad txn answer: no range at responses[" + std::to_string(i) + "]";
+        return std::nullopt;
+    }
+    return etcd_range_kvs((*rs)[i]["response_range"], err);
 }
 
 bool etcd_txn_succeeded(const json &j) {

@@ -538,23 +538,10 @@ bool FleetEtcd::put_report(std::string *err) {
     const auto lease = lease_.load();
     if (!lease || value == report_put_) return true;
     // Put either way; when the key is not as we left it, first read who wrote it (one txn).
-    const std::string key = member_key(local_.self);
-    json op = json::object(), range = json::object(), cmp = json::object();
-    op["request_put"] = etcd_put_request(key, value, lease);
-    range["request_range"] = etcd_range_request(key, false);
-    cmp["key"] = base64_encode(key);
-    cmp["target"] = "MOD";
-    cmp["result"] = "EQUAL";
-    cmp["mod_revision"] = std::to_string(self_put_rev_.load());
-    json txn = json::object();
-    txn["compare"] = json::array();
-    txn["compare"].push_back(cmp);
-    txn["success"] = json::array();
-    txn["success"].push_back(op);
-    txn["failure"] = json::array();
-    txn["failure"].push_back(range);
-    txn["failure"].push_back(op);
-    auto p = etcd_call(ep_, "/v3/kv/txn", txn, kCallTimeout);
+    auto p =
+        etcd_call(ep_, "/v3/kv/txn",
+                  etcd_put_read_moved_request(member_key(local_.self), value, lease, self_put_rev_),
+                  kCallTimeout);
     if (!p.ok()) {
         *err = p.error;
         return false;
@@ -563,12 +550,8 @@ bool FleetEtcd::put_report(std::string *err) {
     self_put_rev_ = p.revision;
     if (!etcd_txn_succeeded(*p.json)) {
         // The range's answer: the key as someone else left it (none: it was deleted, no conflict).
-        const json &rs = (*p.json)["responses"];
         std::string e;
-        auto kvs =
-            rs.is_array() && !rs.empty() && rs[0].is_object() && rs[0].contains("response_range")
-                ? etcd_range_kvs(rs[0]["response_range"], &e)
-                : std::nullopt;
+        auto kvs = etcd_txn_range_kvs(*p.json, 0, &e);
         if (kvs && !kvs->empty() && (*kvs)[0].lease != lease)
             note_self_conflict(
                 self_conflict_text((*kvs)[0].lease, parse_json_bounded((*kvs)[0].value)));

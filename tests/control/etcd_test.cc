@@ -66,6 +66,15 @@ TEST(EtcdRequests, RangePutTxnLease) {
         (json{{"key", "aw=="}, {"target", "MOD"}, {"result", "EQUAL"}, {"mod_revision", "7"}}));
     ASSERT_EQ(t["success"].size(), 2u);
     EXPECT_EQ(t["success"][1]["request_put"], (json{{"key", "cA=="}, {"value", "dw=="}}));
+    // A put that reads the key first when someone else moved it: both branches put under the
+    // lease, the failure one after a range of the key.
+    const json m = etcd_put_read_moved_request("k", "v", 0x1234, 7);
+    EXPECT_EQ(m["compare"], t["compare"]);
+    const json put = {{"request_put", {{"key", "aw=="}, {"value", "dg=="}, {"lease", "4660"}}}};
+    EXPECT_EQ(m["success"], json::array({put}));
+    ASSERT_EQ(m["failure"].size(), 2u);
+    EXPECT_EQ(m["failure"][0], (json{{"request_range", {{"key", "aw=="}}}}));
+    EXPECT_EQ(m["failure"][1], put);
     EXPECT_EQ(etcd_lease_grant_request(3), (json{{"TTL", "3"}}));
     EXPECT_EQ(etcd_lease_keepalive_request(42), (json{{"ID", "42"}}));
 }
@@ -94,6 +103,25 @@ TEST(EtcdReplies, RangeAnswer) {
     auto bad = etcd_reply(http(200, R"({"header":{"revision":"4"},"kvs":[{"key":"***"}]})"));
     EXPECT_FALSE(etcd_range_kvs(*bad.json, &err));
     EXPECT_NE(err.find("base64"), std::string::npos);
+}
+
+TEST(EtcdReplies, TxnRangeAnswer) {
+    // etcd 3.4's gateway: a failed compare's range, then its put.
+    auto r = etcd_reply(http(200, R"({"header":{"revision":"30"},"responses":[{"response_range":
+        {"header":{"revision":"29"},"kvs":[{"key":"aw==","create_revision":"5","mod_revision":"29",
+        "version":"4","value":"dg==","lease":"77"}],"count":"1"}},{"response_put":{"header":
+        {"revision":"30"}}}]})"));
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_FALSE(etcd_txn_succeeded(*r.json));
+    std::string err;
+    auto kvs = etcd_txn_range_kvs(*r.json, 0, &err);
+    ASSERT_TRUE(kvs) << err;
+    ASSERT_EQ(kvs->size(), 1u);
+    EXPECT_EQ((*kvs)[0].value, "v");
+    EXPECT_EQ((*kvs)[0].lease, 77);
+    EXPECT_FALSE(etcd_txn_range_kvs(*r.json, 1, &err)) << "a put's answer is no range";
+    EXPECT_NE(err.find("responses[1]"), std::string::npos);
+    EXPECT_FALSE(etcd_txn_range_kvs(json::object(), 0, &err));
 }
 
 TEST(EtcdReplies, TxnAndLease) {

@@ -37,6 +37,11 @@ nlohmann::json etcd_delete_request(std::string_view key);
 nlohmann::json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &compares,
                                 const std::vector<std::pair<std::string, std::string>> &puts,
                                 const std::vector<std::string> &deletes = {});
+// A txn that puts (key, value) under `lease` whatever the key holds, but first reads the key (as
+// etcd_txn_range_kvs reads it back) when its mod_revision is not `rev`: someone else wrote it
+// since our put at `rev`.
+nlohmann::json etcd_put_read_moved_request(std::string_view key, std::string_view value,
+                                           std::int64_t lease, std::int64_t rev);
 nlohmann::json etcd_lease_grant_request(std::int64_t ttl_s);
 nlohmann::json etcd_lease_keepalive_request(std::int64_t lease);
 
@@ -57,6 +62,9 @@ EtcdReply etcd_reply(const HttpResult &r);
 
 // Readers of a successful answer's JSON; err (one line) on a malformed one.
 std::optional<std::vector<EtcdKv>> etcd_range_kvs(const nlohmann::json &j, std::string *err);
+// A txn answer's range at `responses[i]` (its kvs); nullopt + err when there is none.
+std::optional<std::vector<EtcdKv>> etcd_txn_range_kvs(const nlohmann::json &j, std::size_t i,
+                                                      std::string *err);
 bool etcd_txn_succeeded(const nlohmann::json &j);
 // lease/grant: the lease's ID; lease/keepalive: its TTL left (0: the lease is gone).
 std::optional<std::int64_t> etcd_lease_id(const nlohmann::json &j, std::string *err);
