@@ -189,9 +189,9 @@ json Daemon::fleet_etcd_json() const {
 }
 
 // The table is computed from the shared state less the members that stopped answering pings and
-// whose silence the fleet corroborates (fleet_ping.h): every appliance that hears the same
-// silence computes the same table. A silent member keeps its
-// MAC (so its pongs are still heard) and comes back when it answers again.
+// that no member answering us still hears (fleet_ping.h corroborated_silence): every appliance
+// that hears the same silence computes the same table. A silent member keeps its MAC (so its
+// pongs are still heard) and comes back when it answers again or a member answering us hears it.
 void Daemon::publish_fleet() {
     FleetState eff = fleet_;
     for (MemberSet &e : eff.epochs) e &= static_cast<MemberSet>(~fleet_silent_);

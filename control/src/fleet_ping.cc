@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "kvsteer/fleetpkt.h"
 #include "mono_clock.h"
@@ -232,9 +233,8 @@ void FleetPinger::round() {
                 pong_says(__atomic_load_n(&heard_[KVS_FLEET_HEARD_SAYS(id)], __ATOMIC_RELAXED),
                           sent_, misses_);
     const MemberSet silent = corroborated_silence(here, answering, hears.data());
-    const MemberSet was = silent_.exchange(silent, std::memory_order_acq_rel);
-    const MemberSet was_here = silent_here_;
-    silent_here_ = here;
+    const MemberSet was = std::exchange(silent_, silent);
+    const MemberSet was_here = std::exchange(silent_here_, here);
 
     const std::uint64_t seq = ++sent_;
     std::uint64_t errors = 0;

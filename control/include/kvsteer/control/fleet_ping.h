@@ -14,7 +14,6 @@
 #pragma once
 
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -92,9 +91,8 @@ class FleetPinger {
     // Who to ping: every member with a MAC but `self` (whose MAC is the pings' source).
     void set_members(std::uint8_t self,
                      const std::array<std::optional<Mac>, KVS_MAX_APPLIANCES> &macs);
-    // What the owner table leaves out (corroborated_silence); status() has it with the members
-    // unanswered here, from one round.
-    MemberSet silent() const { return silent_.load(std::memory_order_acquire); }
+    // status().silent and .silent_here: what the owner table leaves out (corroborated_silence)
+    // and the members unanswered here, from one round.
     PingStatus status() const;
 
    private:
@@ -117,8 +115,7 @@ class FleetPinger {
     // And its `unsent`: per member, the newest kKeepUnsent pings that failed to send.
     static constexpr std::size_t kKeepUnsent = 1024;
     std::array<std::vector<std::uint64_t>, KVS_MAX_APPLIANCES> unsent_{};
-    std::atomic<MemberSet> silent_{0};
-    MemberSet silent_here_ = 0;  // the pinger's thread's
+    MemberSet silent_ = 0, silent_here_ = 0;  // the last round's (the pinger's thread's)
 
     mutable std::mutex mu_;
     bool stop_ = false;
