@@ -20,7 +20,8 @@ namespace kvsteer::control {
 
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses, const std::uint64_t *since,
-                         std::uint64_t *newest, const std::vector<std::uint64_t> *unsent) {
+                         std::uint64_t *newest, const std::vector<std::uint64_t> *unsent,
+                         MemberSet earlier) {
     MemberSet s = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
         if (!(members & (1u << id))) continue;
@@ -30,8 +31,14 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
             if (h >= from && h <= sent && h > newest[id]) newest[id] = h;
             h = newest[id];
         }
-        if (h < from || h > sent) continue;  // never answered (or not one of our pings)
-        std::uint64_t asked = sent - h;      // pings since its newest answer, less those never sent
+        if (h > sent) continue;  // not one of our pings
+        if (h < from) {
+            // Never answered this pinger: not silent, unless it answered one of this boot before
+            // (then as if its newest answer came just before our first ping to it).
+            if (!(earlier & (1u << id)) || from == 0 || sent + 1 < from) continue;
+            h = from - 1;
+        }
+        std::uint64_t asked = sent - h;  // pings since its newest answer, less those never sent
         if (unsent)
             for (std::uint64_t u : unsent[id]) asked -= u > h && u <= sent;
         if (asked >= misses) s |= static_cast<MemberSet>(1u << id);
@@ -115,6 +122,14 @@ bool FleetPinger::start(std::string *err) {
     // boot left in kvs_fleet_heard, so those answers never count as ours.
     base_ = mono_ns();
     sent_ = base_ - 1;
+    // The members that answered a pinger of this boot before us (this kvsteerd restarted; the
+    // map outlives it): judged on `misses` unanswered pings of ours, as if they had answered
+    // just before (before, one that had crashed meanwhile was never silent here, and stayed in
+    // this appliance's owner table while the others left it out).
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
+        const std::uint64_t h = __atomic_load_n(&heard_[id], __ATOMIC_RELAXED);
+        if (h && h < base_) earlier_ |= static_cast<MemberSet>(1u << id);
+    }
     {
         std::lock_guard lk(mu_);
         st_.running = true;
@@ -205,9 +220,11 @@ void FleetPinger::round() {
         members = static_cast<MemberSet>(known & ~(1u << self));
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
+    // A member that left the ping set comes back judged as a new one (it answered nobody since).
+    earlier_ = static_cast<MemberSet>(earlier_ & ~(pinged_ & ~members));
     pinged_ = members;
     const MemberSet here = silent_members(members, base_, sent_, heard_, misses_, since_.data(),
-                                          newest_.data(), unsent_.data());
+                                          newest_.data(), unsent_.data(), earlier_);
     MemberSet answering = 0;  // answered one of this pinger's pings since it was first pinged
     MemberSet vouch = 0;  // and one of the last misses_ sent (evidence, whatever failed to send)
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
@@ -264,11 +281,16 @@ void FleetPinger::round() {
         st_.silent = silent;
         st_.silent_here = here;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
-            const std::uint64_t h = newest_[id];
-            st_.unanswered[id] =
-                (members & (1u << id)) && h >= std::max(base_, since_[id]) && h < seq
-                    ? std::optional<std::uint64_t>(seq - 1 - h)
-                    : std::nullopt;
+            const std::uint64_t from = std::max(base_, since_[id]);
+            std::uint64_t h = newest_[id];
+            bool answered = h >= from;
+            if (!answered && (earlier_ & (1u << id)) && from) {  // as silent_members judges it
+                h = from - 1;
+                answered = true;
+            }
+            st_.unanswered[id] = (members & (1u << id)) && answered && h < seq
+                                     ? std::optional<std::uint64_t>(seq - 1 - h)
+                                     : std::nullopt;
         }
     }
     if (first_error) spdlog::warn("fleet ping: {}", last_error);

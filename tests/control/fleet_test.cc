@@ -725,6 +725,38 @@ TEST(FleetPing, AMemberBackInThePingSetIsJudgedOnNewPingsOnly) {
     EXPECT_EQ(silent_members(ids({2}), base, 1014, heard, 4, since), ids({2}));
 }
 
+// A member that answered an earlier pinger of this boot (kvsteerd restarted; kvs_fleet_heard
+// outlives it) and never answers ours is silent after `misses` of our pings, as if it had
+// answered just before our first: it crashed while this kvsteerd was down. Before, it was "never
+// answered", so this appliance kept it in its owner table while the others left it out. One that
+// answered nobody before (a new member) is still not judged.
+TEST(FleetPing, AMemberThatAnsweredAnEarlierPingerIsJudgedOnOurPings) {
+    const std::uint64_t base = 1000;
+    std::uint64_t heard[KVS_MAX_APPLIANCES] = {};
+    std::uint64_t since[KVS_MAX_APPLIANCES] = {};
+    std::uint64_t newest[KVS_MAX_APPLIANCES] = {};
+    heard[2] = 400;                         // answered the kvsteerd before this one, never this one
+    heard[3] = 400;                         // as 2, but answers us too (below)
+    heard[4] = 0;                           // answered nobody: a new member
+    since[2] = since[3] = since[4] = 1000;  // pinged from our first ping
+    const MemberSet all = ids({2, 3, 4}), earlier = ids({2, 3});
+    EXPECT_EQ(silent_members(all, base, 999, heard, 4, since, newest, nullptr, earlier), 0)
+        << "nothing sent yet";
+    EXPECT_EQ(silent_members(all, base, 1002, heard, 4, since, newest, nullptr, earlier), 0)
+        << "three pings unanswered";
+    heard[3] = 1002;  // 3 answers our third ping
+    EXPECT_EQ(silent_members(all, base, 1003, heard, 4, since, newest, nullptr, earlier), ids({2}))
+        << "four pings unanswered: 2 silent; 3 answered; 4 never answered anyone";
+    EXPECT_EQ(silent_members(all, base, 1003, heard, 4, since, newest), 0)
+        << "without earlier: 2 never answered this pinger, not silent (the defect)";
+    // Pings that failed to send are still no misses.
+    std::vector<std::uint64_t> unsent[KVS_MAX_APPLIANCES];
+    unsent[2] = {1001};
+    EXPECT_EQ(silent_members(ids({2}), base, 1003, heard, 4, since, newest, unsent, earlier), 0);
+    EXPECT_EQ(silent_members(ids({2}), base, 1004, heard, 4, since, newest, unsent, earlier),
+              ids({2}));
+}
+
 // Pings that could not be sent (ENOBUFS, a local link flap) are no misses: the member is judged
 // on the pings that left this host. Before, four rounds of send errors made every live member
 // silent (taken out of the table, its flows reaching this appliance reset).

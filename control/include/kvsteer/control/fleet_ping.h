@@ -32,7 +32,10 @@ namespace kvsteer::control {
 // The members (bits of `members`) that answered a ping of this pinger's life (heard[id] >= base)
 // but none of the last `misses` sent (sent - heard[id] >= misses, where `sent` is the newest
 // sequence number sent). A member that never answered is not silent: a new one may not run its
-// XDP program yet, and its etcd lease (or the operator) decides. `since` (optional, per id): the
+// XDP program yet, and its etcd lease (or the operator) decides. Unless it is in `earlier`: it
+// answered an earlier pinger of this boot (this kvsteerd restarted), and is judged as if it had
+// answered just before `from` (a member that crashed while kvsteerd was down is silent after
+// `misses` pings of ours, as it is at the other appliances). `since` (optional, per id): the
 // first sequence number sent to that member since it last entered the ping set; an answer from
 // before counts as none (a member back after its etcd key expired is judged on new pings, not
 // on the answer it gave before it left: that made it silent before its first new ping).
@@ -47,7 +50,7 @@ namespace kvsteer::control {
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses,
                          const std::uint64_t *since = nullptr, std::uint64_t *newest = nullptr,
-                         const std::vector<std::uint64_t> *unsent = nullptr);
+                         const std::vector<std::uint64_t> *unsent = nullptr, MemberSet earlier = 0);
 
 // Of the members silent here (`local`), those no witness vouches for. A witness is a member that
 // answers our pings (`answering`, less `local`); `hears[w]` is the set member w's pong to one of
@@ -69,7 +72,8 @@ struct PingStatus {
     // Handled here because no XDP program took them (the dataplane restarting).
     std::uint64_t answered_here = 0, heard_here = 0;
     std::string last_error;
-    // Per member: pings sent since its newest answer; nullopt: not pinged or never answered.
+    // Per member: pings sent since its newest answer (or, for one that answered only an earlier
+    // pinger of this boot, since our first ping to it); nullopt: not pinged or never answered.
     std::array<std::optional<std::uint64_t>, KVS_MAX_APPLIANCES> unanswered{};
     MemberSet silent = 0;       // out of the owner table (corroborated_silence)
     MemberSet silent_here = 0;  // this pinger's own judgement (silent_members)
@@ -109,7 +113,8 @@ class FleetPinger {
     int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
     std::uint64_t base_ = 0, sent_ = 0;
-    MemberSet pinged_ = 0;                                    // the members the last round pinged
+    MemberSet pinged_ = 0;   // the members the last round pinged
+    MemberSet earlier_ = 0;  // silent_members' `earlier`: answered a pinger before us (start())
     std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};   // silent_members' `since`
     std::array<std::uint64_t, KVS_MAX_APPLIANCES> newest_{};  // and its `newest`
     // And its `unsent`: per member, the newest kKeepUnsent pings that failed to send.
