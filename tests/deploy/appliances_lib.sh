@@ -82,9 +82,21 @@ apps_down() {
 # Helpers of the fleet tests (tests/deploy/fleet*_test.sh); they also need ROOT.
 ctl() { local j=$1; shift; "$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" "$@"; }
 counters() { "$BIN/kvsteerctl" --bpffs "$DIR/bpf$1" --json counters 2>/dev/null; }
-counter() {  # counter J SECTION NAME
-    counters "$1" | /usr/bin/python3 -c 'import json,sys; print(int(json.load(sys.stdin)[sys.argv[1]].get(sys.argv[2], 0)))' "$2" "$3"
+# counter J SECTION NAME: a number. Counters that cannot be read, or a name not among them (every
+# counter is listed, zero or not), fail the test: before, they read as 0, and a check that a
+# counter did not move could not fail. (It runs in $(...): it signals the test's shell, whose
+# trap fails the test once the substitution returns.)
+counter() {
+    local out
+    out=$(counters "$1" | /usr/bin/python3 -c 'import json,sys
+d = json.load(sys.stdin)[sys.argv[1]]
+if sys.argv[2] not in d: sys.exit("no counter named " + sys.argv[2])
+print(int(d[sys.argv[2]]))' "$2" "$3" 2>&1) && [[ "$out" =~ ^[0-9]+$ ]] && { echo "$out"; return 0; }
+    echo "appliance $1, $2 counter $3: ${out:-kvsteerctl counters printed nothing}" | tail -3 >"$DIR/counter.err"
+    kill -USR1 $$
+    return 1
 }
+trap 'fail "reading a counter: $(cat "$DIR/counter.err" 2>/dev/null)"' USR1
 field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 # backends_up: an emulated GPU server on every backend (pids in PIDS).
