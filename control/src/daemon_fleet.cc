@@ -194,7 +194,7 @@ json Daemon::fleet_etcd_json() const {
 // pongs are still heard) and comes back when it answers again or a member answering us hears it.
 void Daemon::publish_fleet() {
     FleetState eff = fleet_;
-    for (MemberSet &e : eff.epochs) e &= static_cast<MemberSet>(~fleet_silent_);
+    eff.drop(fleet_silent_);
     fleet_table_ = compute_fleet_table(eff);
     if (fleet_maps_.fleet && fleet_maps_.owner) fleet_writer_.publish(eff, fleet_table_);
     if (pinger_) pinger_->set_members(fleet_.self, fleet_.macs);
@@ -420,13 +420,10 @@ json Daemon::handle_fleet_etcd(const std::string &cmd, const json &req) {
             extra.deletes.push_back(FleetEtcd::returning_key(*id));
             op = [id = *id](FleetState &f, std::string *e) {
                 // As FleetState::forget refuses it: an empty newest epoch, which every appliance
-                // refuses to read (before, it was written and answered as done).
-                if (!f.epochs.empty() && f.epochs.back() == static_cast<MemberSet>(1u << id)) {
-                    *e = "appliance " + std::to_string(id) +
-                         " is the only owner in the newest epoch: push the new members first";
-                    return false;
-                }
-                for (MemberSet &m : f.epochs) m &= static_cast<MemberSet>(~(1u << id));
+                // refuses to read (before, it was written and answered as done). Not forget
+                // itself: etcd's epochs keep members dead now, with no MAC here.
+                if (!f.forget_allowed(id, e)) return false;
+                f.drop(static_cast<MemberSet>(1u << id));
                 return true;
             };
         }

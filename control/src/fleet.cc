@@ -118,14 +118,23 @@ bool FleetState::forget(std::uint8_t id, std::string *err) {
         *err = "appliance " + std::to_string(id) + " is not a member";
         return false;
     }
+    if (!forget_allowed(id, err)) return false;
+    drop(bit(id));
+    return true;
+}
+
+bool FleetState::forget_allowed(std::uint8_t id, std::string *err) const {
     if (!epochs.empty() && epochs.back() == bit(id)) {
         // An empty newest epoch turns the fleet off on every appliance (no owner anywhere).
         *err = "appliance " + std::to_string(id) +
                " is the only owner in the newest epoch: push the new members first";
         return false;
     }
-    for (MemberSet &e : epochs) e &= static_cast<MemberSet>(~bit(id));
     return true;
+}
+
+void FleetState::drop(MemberSet gone) {
+    for (MemberSet &e : epochs) e &= static_cast<MemberSet>(~gone);
 }
 
 bool FleetState::set_mac(std::uint8_t id, const Mac &mac, std::string *err) {

@@ -250,9 +250,10 @@ FleetState fleet_state_from_etcd(const FleetState &local, const FleetEtcdView &v
     MemberSet sick = 0;
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if (s.macs[id] && v.unhealthy[id]) sick |= bit(id);
-    for (MemberSet &e : s.epochs)
-        for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
-            if (!s.macs[id]) e &= static_cast<MemberSet>(~bit(id));
+    MemberSet dead = 0;
+    for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
+        if (!s.macs[id]) dead |= bit(id);
+    s.drop(dead);
     const MemberSet healthy = static_cast<MemberSet>(s.newest() & ~sick);
     if ((s.newest() & sick) && healthy) s.epochs.push_back(healthy);
     return s;

@@ -46,6 +46,12 @@ struct FleetState {
     void settle();
     // Removes `id` from every epoch (it crashed); its MAC stays, for a later push.
     bool forget(std::uint8_t id, std::string *err);
+    // forget's refusal, for epochs whose members may have no MAC here (etcd's): false + err when
+    // `id` is the newest epoch's only owner (an empty newest epoch turns the fleet off).
+    bool forget_allowed(std::uint8_t id, std::string *err) const;
+    // Removes `gone` from every epoch, unchecked: forget's change, and what kvsteerd computes
+    // its table with for members silent or dead now (MACs kept).
+    void drop(MemberSet gone);
     // Sets (or adds) a member's MAC.
     bool set_mac(std::uint8_t id, const Mac &mac, std::string *err);
 };
