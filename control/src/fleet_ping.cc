@@ -218,6 +218,13 @@ void FleetPinger::round() {
     MemberSet members = 0;
     if (self < KVS_MAX_APPLIANCES && (known & (1u << self)))
         members = static_cast<MemberSet>(known & ~(1u << self));
+    // `earlier_` holds only for the first member set this pinger is given (the configuration's,
+    // or etcd's first view): an id that joins later is a new member (a box that took the id of
+    // one dead before this kvsteerd started), whatever an earlier kvsteerd heard under that id.
+    if (members && !first_set_) {
+        earlier_ &= members;
+        first_set_ = true;
+    }
     for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++)
         if ((members & ~pinged_) & (1u << id)) since_[id] = sent_ + 1;  // this round's ping
     // A member that left the ping set comes back judged as a new one (it answered nobody since).

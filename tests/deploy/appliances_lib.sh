@@ -82,21 +82,25 @@ apps_down() {
 # Helpers of the fleet tests (tests/deploy/fleet*_test.sh); they also need ROOT.
 ctl() { local j=$1; shift; "$BIN/kvsteerctl" --socket "$DIR/kvsteerd$j.sock" "$@"; }
 counters() { "$BIN/kvsteerctl" --bpffs "$DIR/bpf$1" --json counters 2>/dev/null; }
-# counter J SECTION NAME: a number. Counters that cannot be read, or a name not among them (every
-# counter is listed, zero or not), fail the test: before, they read as 0, and a check that a
-# counter did not move could not fail. (It runs in $(...): it signals the test's shell, whose
-# trap fails the test once the substitution returns.)
-counter() {
-    local out
-    out=$(counters "$1" | /usr/bin/python3 -c 'import json,sys
+# count VAR SECTION NAME J...: VAR = counter NAME of SECTION summed over appliances J..., read in
+# the caller's shell (never inside $(...)). Counters that cannot be read, or a name not among them
+# (every counter is listed, zero or not), fail the test: before, both read as 0, and a check that
+# a counter did not move could not fail.
+count() {
+    local -n __count_var=$1
+    local __count_section=$2 __count_name=$3 __count_j __count_out __count_sum=0
+    shift 3
+    for __count_j in "$@"; do
+        __count_out=$(counters "$__count_j" | /usr/bin/python3 -c 'import json,sys
 d = json.load(sys.stdin)[sys.argv[1]]
 if sys.argv[2] not in d: sys.exit("no counter named " + sys.argv[2])
-print(int(d[sys.argv[2]]))' "$2" "$3" 2>&1) && [[ "$out" =~ ^[0-9]+$ ]] && { echo "$out"; return 0; }
-    echo "appliance $1, $2 counter $3: ${out:-kvsteerctl counters printed nothing}" | tail -3 >"$DIR/counter.err"
-    kill -USR1 $$
-    return 1
+print(int(d[sys.argv[2]]))' "$__count_section" "$__count_name" 2>&1)
+        [[ $? == 0 && "$__count_out" =~ ^[0-9]+$ ]] ||
+            fail "appliance $__count_j, $__count_section counter $__count_name: $(tail -3 <<<"${__count_out:-kvsteerctl counters printed nothing}")"
+        __count_sum=$((__count_sum + __count_out))
+    done
+    __count_var=$__count_sum
 }
-trap 'fail "reading a counter: $(cat "$DIR/counter.err" 2>/dev/null)"' USR1
 field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 # backends_up: an emulated GPU server on every backend (pids in PIDS).
@@ -133,16 +137,17 @@ streams() {
 # one bound.
 declare -gA BIND_BASE=() BOUND=()
 binds_mark() {
-    local j
+    local j n
     BIND_BASE=() BOUND=()
-    for j in "$@"; do BIND_BASE[$j]=$(counter "$j" dataplane dp_bind_ok); done
+    for j in "$@"; do count n dataplane dp_bind_ok "$j"; BIND_BASE[$j]=$n; done
 }
 binds_await() {
-    local n=$1 deadline=$((SECONDS + 10)) j sum
+    local n=$1 deadline=$((SECONDS + 10)) j sum now
     while :; do
         sum=0
         for j in "${!BIND_BASE[@]}"; do
-            BOUND[$j]=$(($(counter "$j" dataplane dp_bind_ok) - BIND_BASE[$j]))
+            count now dataplane dp_bind_ok "$j"
+            BOUND[$j]=$((now - BIND_BASE[$j]))
             sum=$((sum + BOUND[$j]))
         done
         ((sum >= n)) && return 0

@@ -224,12 +224,8 @@ log "3 appliances (t=$((SECONDS - t0)) s); a weight and a tunable set by one com
     "(config generation $(fjson 1 "f['config_generation']"), lookup table $(fjson 1 "f['lookup_digest']") on each)"
 
 log "2. cookie key rotated through etcd while clients connect"
-bad_handshakes() {  # ACKs whose cookie no appliance accepted (in a fleet: chased, then a RST)
-    local n=0 j
-    for j in "$@"; do n=$((n + $(counter "$j" xdp fleet_rst_orphan))); done
-    echo "$n"
-}
-ck0=$(bad_handshakes 1 2 3)
+# ACKs whose cookie no appliance accepted (in a fleet: chased, then a RST)
+count ck0 xdp fleet_rst_orphan 1 2 3
 key0=$(fjson 1 "f['cookie_keys']['current']")
 ip netns exec "$KVS_NS_CLIENT" /usr/bin/python3 "$ROOT/tests/chaos/chaos_client.py" --host "$KVS_VIP" \
     --port "$KVS_VIP_PORT" --n 300 --concurrency 6 --prefixes 16 --max-tokens 2 --timeout 10 >"$DIR/rot.json" 2>&1 &
@@ -240,7 +236,8 @@ rotated() { local j; for j in 1 2 3; do [[ "$(fjson "$j" "f['cookie_keys']['prev
 until_ok 6 rotated || fail "the rotation did not reach every appliance"
 wait "$ROT"
 [[ "$(field "$DIR/rot.json" ok)" == 300 ]] || fail "connections failed across the rotation: $(cat "$DIR/rot.json")"
-ck=$(( $(bad_handshakes 1 2 3) - ck0 ))
+count ck xdp fleet_rst_orphan 1 2 3
+ck=$((ck - ck0))
 (( ck == 0 )) || fail "$ck ACKs with a cookie no appliance accepted across the rotation"
 log "300/300 connections across the rotation, every appliance on the new key, no bad cookie"
 
@@ -301,8 +298,9 @@ wait "$STREAMS"
 log "streams: $(cat "$DIR/s1.json")"
 [[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 && "$(field "$DIR/s1.json" corrupted)" == 0 ]] \
     || fail "streams broken across the membership changes: $(cat "$DIR/s1.json")"
-redirects=0
-for j in 1 2; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_owner) + $(counter "$j" xdp fleet_redirect_prev))); done
+count to_owner xdp fleet_redirect_owner 1 2
+count to_prev xdp fleet_redirect_prev 1 2
+redirects=$((to_owner + to_prev))
 (( redirects > 0 )) || fail "no packet was sent on between appliances: the router never moved a stream (nothing proven)"
 log "60/60 streams intact across 1 -> 2 -> 3 -> 2 driven by BGP and etcd ($redirects packets sent on)"
 
@@ -329,7 +327,12 @@ sent=$(field "$DIR/hot.json" sent)
 
 # sent_on_by_2: packets appliance 2 sent on to appliance 1 (the only other member), as the bucket's
 # owner (hop 1) or as a previous owner.
-sent_on_by_2() { echo $(( $(counter 2 xdp fleet_redirect_owner) + $(counter 2 xdp fleet_redirect_prev) )); }
+sent_on_by_2() {  # into SENT_ON_BY_2
+    local to_owner to_prev
+    count to_owner xdp fleet_redirect_owner 2
+    count to_prev xdp fleet_redirect_prev 2
+    SENT_ON_BY_2=$((to_owner + to_prev))
+}
 
 # streams_survived OUT SENT_BEFORE WHEN: the 20 streams of OUT (pid STREAMS), bound by appliance 1
 # while appliance 2 was out, outlived its return intact, and appliance 2 sent some on to appliance
@@ -345,7 +348,8 @@ streams_survived() {
     wait "$STREAMS"
     [[ "$(field "$out" ok)" == 20 && "$(field "$out" corrupted)" == 0 ]] \
         || fail "streams bound $when broke at appliance 2's return: $(cat "$out")"
-    sent=$(( $(sent_on_by_2) - before ))
+    sent_on_by_2
+    sent=$((SENT_ON_BY_2 - before))
     (( sent > 0 )) || fail "appliance 2 sent nothing on to appliance 1 after its return: the router moved no stream (nothing proven)"
     log "20/20 streams bound $when intact after appliance 2's return ($sent packets sent on to their binder)"
 }
@@ -367,7 +371,8 @@ short_requests 20
 # About 23 s: they must outlive kvsteerd's and the dataplane's restart below (~8 s here).
 STREAM_TOKENS=2400 streams 20 "$DIR/s4.json"
 sleep 1
-sent_on=$(sent_on_by_2)
+sent_on_by_2
+sent_on=$SENT_ON_BY_2
 # Its kvsteerd restarted meanwhile too: the leave is kept in etcd (fleet/returning/1), so the new
 # process still re-enters (before, that state was the process's only, and it stayed out).
 # (retried: a leave whose etcd call timed out is written again a second later)
@@ -425,7 +430,8 @@ log "the router dropped appliance 2 $dt s after the crash; appliance 1 left it o
 wait "$STREAMS"
 log "streams: $(cat "$DIR/s3.json")"
 crash_streams_check "$DIR/s3.json" "$t_cut" "$mine" 30 2
-(( $(counter 1 xdp fleet_rst_orphan) > 0 )) || fail "no RST sent to a client whose appliance crashed"
+count rst xdp fleet_rst_orphan 1
+(( rst > 0 )) || fail "no RST sent to a client whose appliance crashed"
 short_requests 10
 log "crash: appliance 2's $mine streams reset, the latest $CRASH_LATEST s after the crash; the other $CRASH_OK intact"
 
@@ -440,7 +446,8 @@ until_ok 3 settled || fail "not settled: $(fjson 1 "f['epochs']")"
 # About 38 s: they must outlive appliance 2's return below (processes, BGP after the link cut).
 STREAM_TOKENS=4000 streams 20 "$DIR/s5.json"
 sleep 1
-sent_on=$(sent_on_by_2)
+sent_on_by_2
+sent_on=$SENT_ON_BY_2
 ip -n "${KVS_APP_NS[2]}" link set app0 up
 app__kvsteerd 2 fleet_conf; app__dataplane 2; app__wait 2
 until_ok 10 hops_are 1 2 || fail "appliance 2 is back but not announced: route over '$(hops)'"

@@ -110,13 +110,14 @@ wait "$STREAMS"
 log "streams: $(cat "$DIR/s1.json")"
 [[ "$(field "$DIR/s1.json" sent)" == 60 && "$(field "$DIR/s1.json" ok)" == 60 ]] \
     || fail "streams broken across the membership changes: $(cat "$DIR/s1.json")"
-redirects=0
-for j in 1 2 3; do redirects=$((redirects + $(counter "$j" xdp fleet_redirect_owner) + $(counter "$j" xdp fleet_redirect_prev))); done
+count to_owner xdp fleet_redirect_owner 1 2 3
+count to_prev xdp fleet_redirect_prev 1 2 3
+redirects=$((to_owner + to_prev))
 (( redirects > 0 )) || fail "no packet was sent on between appliances: the router never moved a stream (nothing proven)"
-b2=$(counter 2 dataplane dp_bind_ok) b3=$(counter 3 dataplane dp_bind_ok)
+count b2 dataplane dp_bind_ok 2
+count b3 dataplane dp_bind_ok 3
 (( b2 > 0 && b3 > 0 )) || fail "new flows were not bound by their owners (appliance 2: $b2, 3: $b3)"
-fwd=0
-for j in 1 2 3; do fwd=$((fwd + $(counter "$j" xdp tx_fwd_c2s))); done
+count fwd xdp tx_fwd_c2s 1 2 3
 log "60/60 streams intact across 1 -> 2 -> 3 -> 2; $redirects packets sent on between appliances for" \
     "$fwd client packets forwarded to backends; new flows bound by appliance 2: $b2, 3: $b3"
 if [[ -n "${KVS_FLEET_FIGURES:-}" ]]; then  # tools/bench/fleet_bench.sh
@@ -144,7 +145,7 @@ mine=${BOUND[3]}
 (( mine > 0 && mine < 40 )) || fail "appliance 3 bound $mine of the 40 streams (need some, not all)"
 
 log "a loss between appliances 3 and 1 alone: appliance 1 hears no pongs from 3, appliance 2 does"
-rst0=$(counter 1 xdp fleet_rst_orphan)
+count rst0 xdp fleet_rst_orphan 1
 digest0=$(digest 1)
 log1_at=$(wc -l <"$DIR/kvsteerd1.log")
 # On the segment (the bridge): appliance 3's pongs (hop byte 0x0f after the Ethernet header) to
@@ -165,7 +166,7 @@ sleep 1.5
 [[ "$(member 1 2 silent)" == False ]] || fail "appliance 1 left appliance 3 out on a silence appliance 2 does not hear"
 [[ "$(digest 1)" == "$digest0" ]] || fail "appliance 1's owner table changed on a one-sided silence"
 digests_agree
-rst1=$(counter 1 xdp fleet_rst_orphan)
+count rst1 xdp fleet_rst_orphan 1
 (( rst1 == rst0 )) || fail "appliance 1 reset $((rst1 - rst0)) flows of a live appliance on a one-sided silence"
 tail -n +"$((log1_at + 1))" "$DIR/kvsteerd1.log" >"$DIR/kvsteerd1.loss.log"  # (a file: no pipe under pipefail)
 grep -q "appliance 2 left .* unanswered here, but an appliance that answers us still hears it" "$DIR/kvsteerd1.loss.log" \
@@ -208,7 +209,7 @@ wait "$STREAMS"
 log "streams: $(cat "$DIR/s2.json")"
 # By then the others had left appliance 3 out and the table had settled (KVS_FLEET_SETTLE_NS).
 crash_streams_check "$DIR/s2.json" "$t_crash" "$mine" 40
-rst=$(( $(counter 1 xdp fleet_rst_orphan) + $(counter 2 xdp fleet_rst_orphan) ))
+count rst xdp fleet_rst_orphan 1 2
 (( rst > 0 )) || fail "no RST sent to a client whose appliance crashed"
 log "crash: appliance 3's $mine streams reset ($rst RSTs, the latest $CRASH_LATEST s after the crash), the other $CRASH_OK intact"
 

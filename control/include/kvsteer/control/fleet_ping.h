@@ -33,9 +33,10 @@ namespace kvsteer::control {
 // but none of the last `misses` sent (sent - heard[id] >= misses, where `sent` is the newest
 // sequence number sent). A member that never answered is not silent: a new one may not run its
 // XDP program yet, and its etcd lease (or the operator) decides. Unless it is in `earlier`: it
-// answered an earlier pinger of this boot (this kvsteerd restarted), and is judged as if it had
-// answered just before `from` (a member that crashed while kvsteerd was down is silent after
-// `misses` pings of ours, as it is at the other appliances). `since` (optional, per id): the
+// answered an earlier pinger of this boot (this kvsteerd restarted) and is a member of the first
+// set this pinger was given, and is judged as if it had answered just before `from` (a member
+// that crashed while kvsteerd was down is silent after `misses` pings of ours, as it is at the
+// other appliances). `since` (optional, per id): the
 // first sequence number sent to that member since it last entered the ping set; an answer from
 // before counts as none (a member back after its etcd key expired is judged on new pings, not
 // on the answer it gave before it left: that made it silent before its first new ping).
@@ -113,8 +114,9 @@ class FleetPinger {
     int fd_ = -1, rx_fd_ = -1;
     int ifindex_ = 0;
     std::uint64_t base_ = 0, sent_ = 0;
-    MemberSet pinged_ = 0;   // the members the last round pinged
-    MemberSet earlier_ = 0;  // silent_members' `earlier`: answered a pinger before us (start())
+    MemberSet pinged_ = 0;    // the members the last round pinged
+    MemberSet earlier_ = 0;   // silent_members' `earlier`: answered a pinger before us (start()),
+    bool first_set_ = false;  // and in the first member set we were given (round())
     std::array<std::uint64_t, KVS_MAX_APPLIANCES> since_{};   // silent_members' `since`
     std::array<std::uint64_t, KVS_MAX_APPLIANCES> newest_{};  // and its `newest`
     // And its `unsent`: per member, the newest kKeepUnsent pings that failed to send.
