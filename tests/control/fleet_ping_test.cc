@@ -75,14 +75,14 @@ class FleetPingerTest : public ::testing::Test {
 
     using Macs = std::array<std::optional<Mac>, KVS_MAX_APPLIANCES>;
     void start(int id) { start(id, macs_); }
-    // `members`: the member set its pinger is first given.
-    void start(int id, const Macs &members) {
+    // `members`: the member set its pinger is first given; `misses`: its fleet-ping-misses.
+    void start(int id, const Macs &members, unsigned misses = kMisses) {
         Appliance &a = app_[id];
         a.fleet.self = static_cast<std::uint8_t>(id);
         for (unsigned m = 0; m < KVS_MAX_APPLIANCES; m++)
             if (macs_[m]) std::memcpy(a.fleet.members[m].mac, macs_[m]->data(), 6);
         a.fleet.generation = 1;
-        a.pinger = std::make_unique<FleetPinger>(kIf[id], kEvery, kMisses, a.heard.data(), &a.fleet,
+        a.pinger = std::make_unique<FleetPinger>(kIf[id], kEvery, misses, a.heard.data(), &a.fleet,
                                                  nullptr);
         std::string err;
         ASSERT_TRUE(a.pinger->start(&err)) << err;
@@ -162,6 +162,22 @@ TEST_F(FleetPingerTest, ASilentMemberIsLeftOutByEveryPingerAndByOneRestartedAfte
     ASSERT_TRUE(eventually([&] { return status(0).rounds > r0 + 3 * kMisses; }));
     EXPECT_EQ(status(0).silent_here, 0) << "member 2 joined after the start: judged as new";
     EXPECT_FALSE(status(0).unanswered[2]) << "nor counted";
+
+    // And once more, given 2 at first (it answered the pinger before), which then leaves the set
+    // before it could be judged (50 misses here) and comes back: new as well.
+    constexpr unsigned kSlow = 50;
+    app_[0].pinger.reset();
+    start(0, macs_, kSlow);
+    ASSERT_TRUE(eventually([&] { return status(0).unanswered[2].has_value(); }))
+        << "counted from our first ping to it (it answered the pinger before)";
+    app_[0].pinger->set_members(0, without2);
+    const std::uint64_t r1 = status(0).rounds;
+    ASSERT_TRUE(eventually([&] { return status(0).rounds > r1 + 1; }));
+    EXPECT_FALSE(status(0).unanswered[2]) << "not pinged now";
+    app_[0].pinger->set_members(0, macs_);
+    const std::uint64_t r2 = status(0).rounds;
+    ASSERT_TRUE(eventually([&] { return status(0).rounds > r2 + kSlow + 2; }));
+    EXPECT_EQ(status(0).silent_here, 0) << "member 2 left and came back: judged as new";
 }
 
 }  // namespace
