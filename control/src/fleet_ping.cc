@@ -18,6 +18,12 @@
 
 namespace kvsteer::control {
 
+std::optional<std::uint64_t> judged_answer(std::uint64_t newest, std::uint64_t from, bool earlier) {
+    if (newest >= from) return newest;
+    if (earlier && from) return from - 1;
+    return std::nullopt;
+}
+
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses, const std::uint64_t *since,
                          std::uint64_t *newest, const std::vector<std::uint64_t> *unsent,
@@ -32,12 +38,9 @@ MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t se
             h = newest[id];
         }
         if (h > sent) continue;  // not one of our pings
-        if (h < from) {
-            // Never answered this pinger: not silent, unless it answered one of this boot before
-            // (then as if its newest answer came just before our first ping to it).
-            if (!(earlier & (1u << id)) || from == 0 || sent + 1 < from) continue;
-            h = from - 1;
-        }
+        const auto judged = judged_answer(h, from, earlier & (1u << id));
+        if (!judged || *judged > sent) continue;  // never answered (or not pinged yet)
+        h = *judged;
         std::uint64_t asked = sent - h;  // pings since its newest answer, less those never sent
         if (unsent)
             for (std::uint64_t u : unsent[id]) asked -= u > h && u <= sent;
@@ -288,15 +291,10 @@ void FleetPinger::round() {
         st_.silent = silent;
         st_.silent_here = here;
         for (std::uint8_t id = 0; id < KVS_MAX_APPLIANCES; id++) {
-            const std::uint64_t from = std::max(base_, since_[id]);
-            std::uint64_t h = newest_[id];
-            bool answered = h >= from;
-            if (!answered && (earlier_ & (1u << id)) && from) {  // as silent_members judges it
-                h = from - 1;
-                answered = true;
-            }
-            st_.unanswered[id] = (members & (1u << id)) && answered && h < seq
-                                     ? std::optional<std::uint64_t>(seq - 1 - h)
+            const auto h =
+                judged_answer(newest_[id], std::max(base_, since_[id]), earlier_ & (1u << id));
+            st_.unanswered[id] = (members & (1u << id)) && h && *h < seq
+                                     ? std::optional<std::uint64_t>(seq - 1 - *h)
                                      : std::nullopt;
         }
     }

@@ -740,6 +740,11 @@ TEST(FleetPing, AMemberThatAnsweredAnEarlierPingerIsJudgedOnOurPings) {
     heard[4] = 0;                           // answered nobody: a new member
     since[2] = since[3] = since[4] = 1000;  // pinged from our first ping
     const MemberSet all = ids({2, 3, 4}), earlier = ids({2, 3});
+    // The answer each is judged on (also what fleet status's `unanswered` counts from).
+    EXPECT_EQ(judged_answer(1002, 1000, false), 1002u) << "answered us";
+    EXPECT_EQ(judged_answer(400, 1000, true), 999u) << "answered the pinger before: just before";
+    EXPECT_EQ(judged_answer(400, 1000, false), std::nullopt) << "not in the first set";
+    EXPECT_EQ(judged_answer(0, 1000, false), std::nullopt) << "answered nobody";
     EXPECT_EQ(silent_members(all, base, 999, heard, 4, since, newest, nullptr, earlier), 0)
         << "nothing sent yet";
     EXPECT_EQ(silent_members(all, base, 1002, heard, 4, since, newest, nullptr, earlier), 0)

@@ -36,10 +36,10 @@ namespace kvsteer::control {
 // answered an earlier pinger of this boot (this kvsteerd restarted) and is a member of the first
 // set this pinger was given, and is judged as if it had answered just before `from` (a member
 // that crashed while kvsteerd was down is silent after `misses` pings of ours, as it is at the
-// other appliances). `since` (optional, per id): the
-// first sequence number sent to that member since it last entered the ping set; an answer from
-// before counts as none (a member back after its etcd key expired is judged on new pings, not
-// on the answer it gave before it left: that made it silent before its first new ping).
+// other appliances; judged_answer). `since` (optional, per id): the first sequence number sent
+// to that member since it last entered the ping set; an answer from before counts as none (a
+// member back after its etcd key expired is judged on new pings, not on the answer it gave
+// before it left: that made it silent before its first new ping).
 // `newest` (optional, per id, kept by the caller): the newest answer to one of our pings seen so
 // far, judged on instead of heard[id] alone; it keeps an answer that a value no ping of ours
 // carried (a forged pong's, above `sent`) then overwrote in heard[] (before, a forged pong
@@ -48,6 +48,11 @@ namespace kvsteer::control {
 // host (ascending); they are no misses (a ping that failed to send, ENOBUFS or a local link flap,
 // is no question the member left unanswered: four such rounds made every live member silent, and
 // their flows reaching this appliance were reset).
+// The answer a member is judged on: its newest (`newest`) if it answered since `from` (our first
+// ping to it), else, for one that answered an earlier pinger (`earlier`), the ping just before
+// `from`; else none (never answered). silent_members and PingStatus.unanswered both use it.
+std::optional<std::uint64_t> judged_answer(std::uint64_t newest, std::uint64_t from, bool earlier);
+
 MemberSet silent_members(MemberSet members, std::uint64_t base, std::uint64_t sent,
                          const std::uint64_t *heard, unsigned misses,
                          const std::uint64_t *since = nullptr, std::uint64_t *newest = nullptr,
