@@ -137,8 +137,7 @@ json etcd_txn_request(const std::vector<std::pair<std::string, std::int64_t>> &c
     json cmp = json::array(), ops = json::array();
     for (const auto &[k, rev] : compares) cmp.push_back(mod_equal(k, rev));
     for (const auto &[k, v] : puts) ops.push_back({{"request_put", etcd_put_request(k, v)}});
-    for (const auto &k : deletes)
-        ops.push_back({{"request_delete_range", {{"key", base64_encode(k)}}}});
+    for (const auto &k : deletes) ops.push_back({{"request_delete_range", etcd_delete_request(k)}});
     return {{"compare", cmp}, {"success", ops}};
 }
 
