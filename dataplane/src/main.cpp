@@ -516,11 +516,11 @@ int main(int argc, char **argv) {
                 auto r = sweep_flows(
                     tables.flows_fd, mono_ns(), opts->closed_linger_s * 1000000000ull,
                     opts->flow_idle_timeout_s * 1000000000ull, ports.get(), false, tables.load);
-                if (r.deleted || r.reclaimed)
+                if (r.deleted || r.reclaimed || r.restored)
                     spdlog::debug(
-                        "sweep: {} entries, {} deleted ({} closes counted), {} SNAT ports "
-                        "reclaimed",
-                        r.seen, r.deleted, r.closes, r.reclaimed);
+                        "sweep: {} entries, {} deleted ({} closes counted), {} put back (used "
+                        "as they were deleted), {} SNAT ports reclaimed",
+                        r.seen, r.deleted, r.closes, r.restored, r.reclaimed);
             }
             if (opts->stats_interval_s && now >= next_stats) {
                 next_stats = now + std::chrono::seconds(opts->stats_interval_s);

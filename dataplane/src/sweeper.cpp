@@ -66,7 +66,8 @@ void walk_by_key(int fd, Visit &&visit) {
 SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy,
                         kvs_backend_load *load, const std::function<void()> &after_snapshot,
-                        const std::function<void()> &after_walk) {
+                        const std::function<void()> &after_walk,
+                        const std::function<void(const kvs_flow_key &)> &before_take) {
     SweepResult r;
     struct Doomed {
         kvs_flow_key key;
@@ -155,6 +156,7 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
     // Deletes `k`, its value as deleted in *v (bpf_map_lookup_and_delete_elem: hash maps since
     // Linux 5.14); where the kernel has no such call, a plain delete keeps the copy read before.
     bool take_unsupported = false;
+    bool took_values = true;  // whether the deletes read the values they took (not copies)
     auto take = [&](const kvs_flow_key &k, kvs_flow *v) {
         if (!take_unsupported) {
             kvs_flow out{};
@@ -167,6 +169,7 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
             take_unsupported = errno == EINVAL || errno == kEnotsupp || errno == EOPNOTSUPP;
             if (!take_unsupported) return false;
         }
+        took_values = false;
         return bpf_map_delete_elem(fd, &k) == 0;
     };
     for (const Doomed &d : doomed) {
@@ -182,6 +185,7 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         // Judged on the values the deletes take out (the arbiter, client->server, entry first,
         // as kvs_close_pair flips it first): a FIN, RST or client bytes that XDP counted between
         // the read above and the delete (its close, its idle end) were counted twice.
+        if (before_take) before_take(dk);
         const bool dk_first = df.dir == KVS_DIR_C2S || !twin;
         bool gone = false, twin_gone = false;
         if (dk_first) {
@@ -190,6 +194,20 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         } else {
             twin_gone = take(rk, &rf);
             gone = take(dk, &df);
+        }
+        // The deletes took what the entries held at that moment: a packet, or a new installation
+        // on the key, between the read above and the delete leaves values that are no longer
+        // the expired flow (an idle kept-alive connection sending its next request, say). Those
+        // go back, unless something was installed on the key meanwhile; a packet that met the
+        // key absent for those few microseconds went to the dataplane as any unknown segment.
+        if (took_values && (gone || twin_gone)) {
+            const bool same = (!gone || df.created_ns == d.created_ns) &&
+                              (!twin_gone || rf.created_ns == d.created_ns);
+            if (!same || !expired(df, twin ? &rf : nullptr)) {
+                if (gone && bpf_map_update_elem(fd, &dk, &df, BPF_NOEXIST) == 0) ++r.restored;
+                if (twin_gone && bpf_map_update_elem(fd, &rk, &rf, BPF_NOEXIST) == 0) ++r.restored;
+                continue;
+            }
         }
         r.deleted += gone + twin_gone;
         // (A twin its delete did not find was deleted meanwhile: its copy from before is read.)

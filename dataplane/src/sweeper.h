@@ -12,6 +12,7 @@ struct SweepResult {
     std::uint32_t seen = 0, deleted = 0;
     std::uint32_t reclaimed = 0;  // installed ports whose entries someone else removed
     std::uint32_t closes = 0;     // deleted flows XDP never saw close, counted closed here
+    std::uint32_t restored = 0;   // entries put back: used or installed anew as they were deleted
 };
 
 // One pass over kvs_flows at CLOCK_MONOTONIC time `now_ns`. Frees the SNAT ports of deleted
@@ -28,11 +29,15 @@ struct SweepResult {
 // walk saw (created_ns) and still expired: the walk of a large table takes long, and meanwhile a
 // flow may carry a packet again, or a client reuse its tuple for a new connection.
 // `after_snapshot` (tests): called once the installed ports are noted, before the walk;
-// `after_walk` (tests): called after the walk, before the deletions.
+// The deletes take the entries' values (bpf_map_lookup_and_delete_elem): entries that a packet
+// or a new installation changed between that read and the delete are put back (BPF_NOEXIST).
+// `after_walk` (tests): called after the walk, before the deletions; `before_take` (tests): called
+// with each doomed flow's key after it is read again, just before its entries are deleted.
 SweepResult sweep_flows(int flows_fd, std::uint64_t now_ns, std::uint64_t closed_idle_ns,
                         std::uint64_t idle_ns, PortBusy *ports, bool mark_busy = false,
                         kvs_backend_load *load = nullptr,
                         const std::function<void()> &after_snapshot = {},
-                        const std::function<void()> &after_walk = {});
+                        const std::function<void()> &after_walk = {},
+                        const std::function<void(const kvs_flow_key &)> &before_take = {});
 
 }  // namespace kvsteer::dp

@@ -192,6 +192,53 @@ TEST(Sweeper, AnEntryUsedOrReinstalledAfterTheWalkStays) {
     close(fd);
 }
 
+// The same between the entry's second read and its delete (the walk of a large table and the
+// deletes of the ones before it take time): the values the delete took show the packet or the
+// new installation, and both entries go back. Deleted on the second read's word, such a flow lost
+// both directions for good (its client's next request reset by the dataplane).
+TEST(Sweeper, AnEntryUsedOrReinstalledAsItIsDeletedIsPutBack) {
+    int fd = flow_map("kvdp_restore");
+    ASSERT_GE(fd, 0) << "bpf_map_create (needs CAP_BPF)";
+    const std::uint64_t s = 1000000000ull, now = 1000 * s;
+    Pair woke = make_pair(2111, 21111, now - 400 * s, 0);    // idle past 300 s
+    Pair reused = make_pair(2112, 21112, now - 400 * s, 0);  // idle past 300 s
+    Pair dead = make_pair(2113, 21113, now - 400 * s, 0);    // idle past 300 s, and stays so
+    for (Pair *p : {&woke, &reused, &dead}) {
+        p->fc.created_ns = p->fs.created_ns = now - 500 * s;
+        ASSERT_TRUE(put(fd, *p));
+    }
+    unsigned hooks = 0;
+    SweepResult r = sweep_flows(
+        fd, now, 3 * s, 300 * s, nullptr, false, nullptr, {}, {}, [&](const kvs_flow_key &k) {
+            ++hooks;
+            auto of = [&k](const Pair &p) {
+                return std::memcmp(&k, &p.kc, sizeof k) == 0 ||
+                       std::memcmp(&k, &p.ks, sizeof k) == 0;
+            };
+            if (of(woke)) {
+                woke.fs.last_seen_ns = now;  // the backend's answer, server->client entry
+                ASSERT_EQ(bpf_map_update_elem(fd, &woke.ks, &woke.fs, BPF_EXIST), 0);
+            } else if (of(reused)) {
+                reused.fc.created_ns = reused.fs.created_ns = now - 400 * s;
+                ASSERT_TRUE(put(fd, reused));
+            }
+        });
+    EXPECT_EQ(hooks, 3u);
+    EXPECT_EQ(r.deleted, 2u) << "only the flow that stayed dead";
+    EXPECT_EQ(r.restored, 4u);
+    kvs_flow f{};
+    ASSERT_EQ(bpf_map_lookup_elem(fd, &woke.ks, &f), 0);
+    EXPECT_EQ(f.last_seen_ns, now) << "put back as the delete took it";
+    ASSERT_EQ(bpf_map_lookup_elem(fd, &woke.kc, &f), 0);
+    EXPECT_EQ(f.created_ns, now - 500 * s);
+    ASSERT_EQ(bpf_map_lookup_elem(fd, &reused.kc, &f), 0);
+    EXPECT_EQ(f.created_ns, now - 400 * s) << "the new installation, not the old";
+    EXPECT_TRUE(present(fd, reused.ks));
+    EXPECT_FALSE(present(fd, dead.kc));
+    EXPECT_FALSE(present(fd, dead.ks));
+    close(fd);
+}
+
 // An entry whose reverse key holds another installation (the client's port carries a new
 // connection, on another leg; the old leg's entry left behind): judged and deleted on its own.
 // Paired by key alone, the old entry's expiry took the new client entry with it, a live flow
