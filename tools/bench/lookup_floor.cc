@@ -2,7 +2,8 @@
 // (BPF_PROG_TEST_RUN repeat), for comparison with kvsteer-xdp-live --mode testrun at the same
 // flow counts. lookup_floor.bpf.c's two programs each read one table entry per packet along a
 // random cycle through N entries: a one-cache-line array entry by index (the floor of a flow
-// table read by index: one miss) and an LRU hash entry with kvs_flows' key and value sizes.
+// table read by index: one miss) and an LRU hash entry with kvs_flows' key and value sizes
+// (--hash: or a plain hash, preallocated or not, for comparison).
 // Prints one JSON object.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -52,7 +53,7 @@ std::uint32_t time_prog(int fd, const std::vector<std::uint8_t> &first, unsigned
 
 int main(int argc, char **argv) {
     unsigned entries = 1, repeat = 1000000, reps = 3, seed = 1;
-    std::string obj;
+    std::string obj, hash_kind = "lru";
     po::options_description d(
         "kvsteer-lookup-floor [options]\n"
         "The memory floor under kvsteer's flow lookup (needs root): kernel-timed ns per packet of "
@@ -63,6 +64,9 @@ int main(int argc, char **argv) {
         "repeat", po::value(&repeat)->default_value(repeat), "packets per measurement")(
         "reps", po::value(&reps)->default_value(reps), "measurements (median reported)")(
         "seed", po::value(&seed)->default_value(seed), "cycle shuffle seed")(
+        "hash", po::value(&hash_kind)->default_value(hash_kind),
+        "the hash map's kind: lru (kvs_flows'), hash (preallocated, no eviction), "
+        "hash-noprealloc (elements allocated on insert, BPF_F_NO_PREALLOC)")(
         "obj", po::value(&obj)->default_value(KVS_BENCH_OBJ_DIR "/lookup_floor.bpf.o"),
         "the BPF object (lookup_floor.bpf.c)");
     po::variables_map vm;
@@ -81,6 +85,10 @@ int main(int argc, char **argv) {
         std::cerr << "kvsteer-lookup-floor: --entries 1..4M, --repeat 1..100M, --reps >= 1\n";
         return 2;
     }
+    if (hash_kind != "lru" && hash_kind != "hash" && hash_kind != "hash-noprealloc") {
+        std::cerr << "kvsteer-lookup-floor: --hash lru|hash|hash-noprealloc\n";
+        return 2;
+    }
     libbpf_set_print(nullptr);
     bpf_object *o = bpf_object__open_file(obj.c_str(), nullptr);
     if (!o) {
@@ -89,6 +97,10 @@ int main(int argc, char **argv) {
     }
     bpf_map *am = bpf_object__find_map_by_name(o, "kvb_floor_array");
     bpf_map *hm = bpf_object__find_map_by_name(o, "kvb_floor_hash");
+    if (hm && hash_kind.rfind("hash", 0) == 0) {
+        bpf_map__set_type(hm, BPF_MAP_TYPE_HASH);
+        if (hash_kind == "hash-noprealloc") bpf_map__set_map_flags(hm, BPF_F_NO_PREALLOC);
+    }
     // The LRU hash evicts before it is full (per-CPU free lists): headroom, as xdp-live gives.
     if (!am || !hm || bpf_map__set_max_entries(am, entries) != 0 ||
         bpf_map__set_max_entries(hm, std::max(65536u, entries + entries / 2)) != 0 ||
@@ -135,7 +147,9 @@ int main(int argc, char **argv) {
         std::cerr << "kvsteer-lookup-floor: a test run failed (or a walk left the table)\n";
         return 1;
     }
-    std::printf("{\"entries\": %u, \"array_ns_per_pkt\": %u, \"hash_ns_per_pkt\": %u}\n", entries,
-                arr, hsh);
+    std::printf(
+        "{\"entries\": %u, \"hash\": \"%s\", \"array_ns_per_pkt\": %u, "
+        "\"hash_ns_per_pkt\": %u}\n",
+        entries, hash_kind.c_str(), arr, hsh);
     return 0;
 }
