@@ -1475,7 +1475,18 @@ void Worker::on_backend(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std:
     }
     const std::uint8_t fl = pkt.tcp->flags;
     const bool synack = (fl & (KVS_TCP_SYN | KVS_TCP_ACK)) == (KVS_TCP_SYN | KVS_TCP_ACK);
-    if (s.b.phase() == Binder::Phase::Bound && !synack) return forward(s, m, pkt, false, now);
+    if (s.b.phase() == Binder::Phase::Bound && !synack) {
+        // xdp mode: the backend's FIN or RST that XDP tagged while the entries were marked, come
+        // after the request was resumed on this leg (through another worker's inbox, a poll
+        // later): dropped as on the client side (on_client), not sent on from this copy, where
+        // XDP never sees the close. It comes again through XDP.
+        if (!owns_bound_flows() && (fl & (KVS_TCP_FIN | KVS_TCP_RST))) {
+            inc(KVS_R_DP_CLOSE_LEFT_TO_XDP);
+            rte_pktmbuf_free(m);
+            return;
+        }
+        return forward(s, m, pkt, false, now);
+    }
     Actions out;
     s.b.backend_segment(env(), backend_seg(pkt), now, out);
     rte_pktmbuf_free(m);
@@ -1591,21 +1602,48 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
     const std::uint8_t fl = pkt.tcp->flags;
     s.last_seen = now;
     if (owns_bound_flows()) {
-        // Each side's next byte (pre-rewrite), for the resets of a reclaimed flow.
-        const std::uint32_t end =
-            kvs_ntohl(pkt.tcp->seq) + pkt.payload_len + ((fl & KVS_TCP_FIN) ? 1 : 0);
-        if (!(fl & KVS_TCP_RST) && static_cast<std::int32_t>(end - f.next_seq) > 0)
-            f.next_seq = end;
-    }
-    if (owns_bound_flows() && !s.closed) {
+        // dpdk mode: the slot is the flow's only record, and both directions are at hand. A FIN
+        // or RST closes it only where its endpoint takes it (XDP's rule, kvs_close_plausible):
+        // any of them did, and a blind RST (the client's address and port guessed) made a live
+        // flow's slot and SNAT port free after the linger, or at once for a SYN on the tuple;
+        // the response was lost and the backend's load one lower. Each side's next byte (for
+        // those checks and the resets of a reclaimed flow) moves by bytes or a FIN that cover it,
+        // or past a hole with an acknowledgment the other side could have received (between the
+        // last one and its next byte); never by a SYN or RST. The acknowledgments kept are
+        // those of bytes sent: forged ones far ahead walked it to where a forged RST was exact.
+        const kvs_flow &rev = c2s ? s.s2c : s.c2s;
+        const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
+        const std::uint32_t rev_next = rev.next_seq + rev.seq_delta;  // as this side counts it
+        const bool has_ack = (fl & KVS_TCP_ACK) != 0;
+        const bool ack_sent = has_ack && static_cast<std::int32_t>(rev_next - ack) >= 0;
+        bool closes = true;
         if (fl & KVS_TCP_RST)
-            s.fin_mask = 3;
+            closes = seq == f.next_seq || seq + f.seq_delta == rev.last_ack;
         else if (fl & KVS_TCP_FIN)
-            s.fin_mask |= c2s ? 1 : 2;
-        if (s.fin_mask == 3) {
-            s.closed = 1;
-            inc(KVS_R_FLOW_CLOSED);
-            add_close(s.b.backend());
+            closes = f.next_seq - seq <= pkt.payload_len + 1u &&
+                     (!has_ack || rev_next - ack <= KVS_SEQ_SLACK);
+        const std::uint32_t end = seq + pkt.payload_len + ((fl & KVS_TCP_FIN) ? 1 : 0);
+        if (!(fl & (KVS_TCP_RST | KVS_TCP_SYN)) &&
+            static_cast<std::int32_t>(end - f.next_seq) > 0 && end - f.next_seq <= KVS_SEQ_SLACK &&
+            (static_cast<std::int32_t>(seq - f.next_seq) <= 0 ||
+             (ack_sent && static_cast<std::int32_t>(ack - f.last_ack) >= 0)))
+            f.next_seq = end;
+        if (ack_sent && !(fl & KVS_TCP_RST) && static_cast<std::int32_t>(ack - f.last_ack) > 0)
+            f.last_ack = ack;
+        if (!s.closed && (fl & (KVS_TCP_FIN | KVS_TCP_RST))) {
+            if (!closes) {
+                inc(KVS_R_CLOSE_OUT_OF_WINDOW);  // sent on: its endpoint judges it
+            } else {
+                if (fl & KVS_TCP_RST)
+                    s.fin_mask = 3;
+                else
+                    s.fin_mask |= c2s ? 1 : 2;
+                if (s.fin_mask == 3) {
+                    s.closed = 1;
+                    inc(KVS_R_FLOW_CLOSED);
+                    add_close(s.b.backend());
+                }
+            }
         }
     }
     rewrite_packet(&pkt, rte_pktmbuf_mtod(m, std::uint8_t *) + rte_pktmbuf_data_len(m), f);

@@ -1306,6 +1306,8 @@ TEST_F(BpfProg, ClientPathMtuErrorBelowTheFloorIsNotRelayed) {
     expect_verdict(build_icmp(err), XDP_DROP_, KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
     err.rest = KVS_ICMP_RELAY_MTU_FLOOR - 1;
     expect_verdict(build_icmp(err), XDP_DROP_, KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
+    err.rest = 0;  // the MTU field 0: Linux applies its minimum (552); was relayed
+    expect_verdict(build_icmp(err), XDP_DROP_, KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
     err.rest = KVS_ICMP_RELAY_MTU_FLOOR;
     expect_verdict(build_icmp(err), XDP_TX_, KVS_R_ICMP_FWD_TO_BACKEND);
     err.code = 1;  // host unreachable: no MTU, relayed

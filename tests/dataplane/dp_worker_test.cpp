@@ -298,7 +298,7 @@ class BindTest : public ::testing::Test {
         EXPECT_TRUE(checksums_ok(out[0]));
     }
     void expect_idle_leg_reset(std::uint64_t idle_s);
-    void close_after_resume(std::uint8_t flags);
+    void close_after_resume(std::uint8_t flags, bool from_backend = false);
     // A connection bound with a 600-byte request (the policy's backend, timestamps on the leg:
     // b.be1), then XDP's view at a boundary: the 100-byte response complete and acknowledged,
     // both entries marked. b.S: the client's next byte.
@@ -1908,6 +1908,59 @@ TEST_F(DpdkBindTest, DpdkModeHalfClosedFlowStaysLiveForASyn) {
     EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 1u);
 }
 
+// dpdk mode: a FIN or RST closes a bound flow only where its endpoint takes it (XDP's rule): a
+// blind RST or FIN far from the client's stream is sent on (the backend judges it) but closes
+// nothing, so a SYN on the tuple still goes to the backend; bytes past a hole with an
+// acknowledgment of nothing the backend sent do not move the client's next byte, and a RST
+// exactly there closes the flow. Before, any RST closed it: its slot and SNAT port free after
+// the linger (at once for a SYN), the response lost, the backend's load one lower.
+TEST_F(DpdkBindTest, DpdkModeABlindRstOrFinClosesNothing) {
+    const std::string req = request(600);
+    DpdkBound b = bind_in_dpdk_mode(req);
+    ASSERT_FALSE(b.sent_req.empty());
+    const int be = backend_of(parse(b.bsyn));
+    const auto n = static_cast<std::uint32_t>(req.size());
+    Seg rst = client_seg(n + 0x40000000u, "", 101);
+    rst.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, rst));
+    EXPECT_EQ(step(now + ms(2)).size(), 1u) << "sent on: the backend judges it";
+    Seg fin = client_seg(n + 0x40000000u, "", 101);
+    fin.flags = KVS_TCP_FIN | KVS_TCP_ACK;
+    inject(rp.rx, make_seg(rp.pool, fin));
+    EXPECT_EQ(step(now + ms(3)).size(), 1u);
+    EXPECT_EQ(stat(KVS_R_CLOSE_OUT_OF_WINDOW), 2u);
+    EXPECT_EQ(stat(KVS_R_FLOW_CLOSED), 0u);
+    EXPECT_EQ(tables->load[be].closes, 0u);
+    // Bytes past a hole whose acknowledgment the backend never sent (ours is cookie + 1: the
+    // response has not begun): not taken as the client's stream.
+    Seg ahead = client_seg(n + 1000, "x", 102);
+    ahead.ack = cookie + 1 + 50000;
+    inject(rp.rx, make_seg(rp.pool, ahead));
+    EXPECT_EQ(step(now + ms(4)).size(), 1u);
+    Seg at_ahead = client_seg(n + 1001, "", 103);
+    at_ahead.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, at_ahead));
+    step(now + ms(5));
+    EXPECT_EQ(stat(KVS_R_CLOSE_OUT_OF_WINDOW), 3u) << "its end is not the client's next byte";
+    // A SYN on the tuple: a live flow's, to the backend (no SYN-ACK of ours, the slot kept).
+    Seg syn = syn_seg();
+    syn.seq = isn + 777777;
+    syn.mss = 1460;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    auto out = step(now + ms(6));
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(parse(out[0]).tcp->flags, KVS_TCP_SYN) << "to the backend, as on a live flow";
+    EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 0u);
+    EXPECT_EQ(stat(KVS_R_TX_SYNACK), 1u);
+    // The client's RST at its next byte closes it, once.
+    Seg real = client_seg(n, "", 104);
+    real.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, real));
+    step(now + ms(7));
+    EXPECT_EQ(stat(KVS_R_FLOW_CLOSED), 1u);
+    EXPECT_EQ(tables->load[be].closes, 1u);
+}
+
 // A router on the backend leg cannot forward the request (fragmentation needed): its error
 // goes on to the client as if about the segment the client sent (icmp.h, as XDP does it).
 TEST_F(DpdkBindTest, DpdkModeForwardsIcmpErrorAboutABoundFlowToTheClient) {
@@ -2781,7 +2834,9 @@ TEST_F(BindTest, RequestBoundaryOnTheSameBackendResumesTheFlow) {
 // was resumed on its backend (the same burst): not sent on from the lingering copy, where XDP
 // never saw it (no FIN on the entry, no close counted: the flow kept for the idle timeout, its
 // backend one in flight too many), but dropped, counted: the FIN comes again through XDP.
-void BindTest::close_after_resume(std::uint8_t flags) {
+// `from_backend`: the backend's (closing the kept-alive connection as the request crossed it),
+// on the leg the request was resumed on; before, it was sent on to the client.
+void BindTest::close_after_resume(std::uint8_t flags, bool from_backend) {
     make_worker();
     Boundary b;
     ASSERT_NO_FATAL_FAILURE(bind_then_mark(b));
@@ -2792,6 +2847,15 @@ void BindTest::close_after_resume(std::uint8_t flags) {
     Seg fin = client_seg(2 * n, "", 7);
     fin.flags = flags;
     fin.ack = cookie + 1 + 100;
+    if (from_backend) {
+        fin.saddr = b.ks.saddr[0];
+        fin.daddr = b.ks.daddr[0];
+        fin.sport = ntohs(b.ks.sport);
+        fin.dport = ntohs(b.ks.dport);
+        fin.seq = bisn + 1 + 100;  // the response's end: the backend's next byte
+        fin.ack = b.S;
+        fin.smac = backend_mac;
+    }
     fin.punt_bound = true;
     inject(rp.rx, make_seg(rp.pool, r2));
     inject(rp.rx, make_seg(rp.pool, fin));
@@ -2806,6 +2870,12 @@ TEST_F(BindTest, AFinAfterAResumeIsLeftToXdp) {
 }
 TEST_F(BindTest, ARstAfterAResumeIsLeftToXdp) {
     close_after_resume(KVS_TCP_ACK | KVS_TCP_RST);
+}
+TEST_F(BindTest, ABackendFinAfterAResumeIsLeftToXdp) {
+    close_after_resume(KVS_TCP_ACK | KVS_TCP_FIN, true);
+}
+TEST_F(BindTest, ABackendRstAfterAResumeIsLeftToXdp) {
+    close_after_resume(KVS_TCP_ACK | KVS_TCP_RST, true);
 }
 
 // The same, its backend entry gone while the request was held (the LRU evicted it): the

@@ -100,12 +100,16 @@ struct kvs_icmp_err {
  * MSS. Errors from the backend's side go to their one client unchanged. */
 #define KVS_ICMP_RELAY_MTU_FLOOR 1280u
 
-/* The MTU a path-MTU error reports, or 0 for another error. */
+/* Whether `icmp` is a path-MTU error ("fragmentation needed", Packet Too Big). */
+KVS_INLINE int kvs_icmp_is_pmtu(const struct kvs_icmphdr *icmp, int v6) {
+    if (v6) return icmp->type == KVS_ICMPV6_PKT_TOOBIG;
+    return icmp->type == KVS_ICMP_DEST_UNREACH && icmp->code == KVS_ICMP_FRAG_NEEDED;
+}
+
+/* The MTU a path-MTU error reports (0 is a value: an IPv4 "fragmentation needed" with its MTU
+ * field 0, which Linux applies as its minimum, 552). Only for kvs_icmp_is_pmtu's errors. */
 KVS_INLINE __u32 kvs_icmp_pmtu(const struct kvs_icmphdr *icmp, int v6) {
-    if (!v6 && icmp->type == KVS_ICMP_DEST_UNREACH && icmp->code == KVS_ICMP_FRAG_NEEDED)
-        return kvs_ntohl(icmp->rest) & 0xffff;
-    if (v6 && icmp->type == KVS_ICMPV6_PKT_TOOBIG) return kvs_ntohl(icmp->rest);
-    return 0;
+    return v6 ? kvs_ntohl(icmp->rest) : kvs_ntohl(icmp->rest) & 0xffff;
 }
 
 /* Whether `type` of the outer protocol is an error handled here. */
