@@ -815,6 +815,48 @@ bool valid_kv_events_endpoint(std::string_view ep, std::string *err) {
 }
 
 namespace {
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(const std::string &s) {
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
+    const auto *end = p + s.size();
+    while (p < end) {
+        const unsigned char c = *p++;
+        if (c < 0x80) continue;
+        int more;
+        std::uint32_t cp, min;
+        if ((c & 0xe0) == 0xc0) {
+            more = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            more = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (end - p < more) return false;
+        for (; more > 0; --more, ++p) {
+            if ((*p & 0xc0) != 0x80) return false;
+            cp = (cp << 6) | (*p & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    }
+    return true;
+}
+
+// Every text value must be UTF-8: kvsteerd carries names, paths and specs as JSON strings (API
+// answers, etcd), and one that is not made a fleet's first etcd write throw at start (an abort,
+// restarted by its supervisor every second).
+void check_utf8(const po::variables_map &vm) {
+    for (const auto &[name, v] : vm) {
+        const auto *one = boost::any_cast<std::string>(&v.value());
+        const auto *many = boost::any_cast<std::vector<std::string>>(&v.value());
+        std::vector<std::string> all = many ? *many : std::vector<std::string>{};
+        if (one) all.push_back(*one);
+        for (const auto &value : all)
+            if (!valid_utf8(value)) fail(name, "the value is not valid UTF-8");
+    }
+}
+
 // Why no backend can have this address (nullptr: it can). An IPv6 link-local address names no
 // interface here (kvsteerd's checks and scrapes could never connect: the backend stayed down);
 // unspecified and multicast addresses are no server's.
@@ -943,6 +985,7 @@ ParseResult parse_config(int argc, const char *const argv[], std::istream *confi
             po::store(po::parse_config_file(f, desc, false), vm);
         }
         po::notify(vm);
+        check_utf8(vm);
         build(vm, r.cfg);
         r.outcome = ParseOutcome::Ok;
     } catch (const ConfigError &e) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "publish_batch.h"
 #include "kvsteer/control/daemon.h"
 #include "kvsteer/control/json_bounded.h"
 #include "mono_clock.h"
@@ -68,6 +69,10 @@ void Daemon::apply_fleet_etcd() {
     const FleetEtcdView v = etcd_->view();
     if (v.seq == etcd_seq_) return;
     etcd_seq_ = v.seq;
+    // One publish for the whole change: applied backend by backend (a removal, a drain, a new
+    // spec each rebuilt the lookup table and slept out the table grace twice), a change of many
+    // backends stalled the loop for seconds (no tick, no API answer).
+    const PublishBatch batch(core_, "fleet from etcd");
     FleetState next = fleet_state_from_etcd(cfg().fleet, v);
     if (v.read && !fleet_etcd_applied_) {
         fleet_etcd_applied_ = true;

@@ -304,8 +304,12 @@ void Daemon::run() {
                             0});
             backlog = backlog || (c.backlog && c.out.size() < kMaxPendingOut);
         }
+        // Read until answered (closing): a client that half-closed its side and does not read
+        // the page stays readable at its end of stream, and polled for input the loop spun.
         for (auto &c : metrics_clients_)
-            pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+            pfds.push_back(
+                {c.fd, static_cast<short>((c.closing ? 0 : POLLIN) | (c.out.empty() ? 0 : POLLOUT)),
+                 0});
         const std::size_t api_polled = api_clients_.size(),
                           metrics_polled = metrics_clients_.size();
         auto now = std::chrono::steady_clock::now();

@@ -50,6 +50,15 @@ std::optional<std::int64_t> int64_field(const json &j, const char *name) {
     return v;
 }
 
+// A revision or version: a count, 0 to INT64_MAX - 1 (one past it is computed: a watch starts
+// at revision + 1). INT64_MAX itself overflowed that sum, and a negative version became an
+// epoch number near 2^64.
+std::optional<std::int64_t> count_field(const json &j, const char *name) {
+    auto v = int64_field(j, name);
+    if (!v || *v < 0 || *v == std::numeric_limits<std::int64_t>::max()) return std::nullopt;
+    return v;
+}
+
 }  // namespace
 
 std::string base64_encode(std::string_view raw) {
@@ -194,7 +203,7 @@ EtcdReply etcd_reply(const HttpResult &r) {
         return out;
     }
     if (j.contains("header") && j["header"].is_object()) {
-        auto rev = int64_field(j["header"], "revision");
+        auto rev = count_field(j["header"], "revision");
         if (!rev) {
             out.error = "bad answer: header.revision is not a number";
             return out;
@@ -232,7 +241,7 @@ std::optional<std::vector<EtcdKv>> etcd_range_kvs(const json &j, std::string *er
             }
             kv.value = std::move(*v);
         }
-        auto mod = int64_field(e, "mod_revision"), ver = int64_field(e, "version"),
+        auto mod = count_field(e, "mod_revision"), ver = count_field(e, "version"),
              lease = int64_field(e, "lease");
         if (!mod || !ver || !lease) {
             *err = "bad range answer: a revision of " + kv.key + " is not a number";
@@ -464,7 +473,7 @@ EtcdWatchMessage etcd_watch_message(std::string_view object) {
     auto r = j.find("result");
     if (r == j.end() || !r->is_object()) return bad("a message without a result");
     if (auto h = r->find("header"); h != r->end() && h->is_object()) {
-        auto rev = int64_field(*h, "revision");
+        auto rev = count_field(*h, "revision");
         if (!rev) return bad("header.revision is not a number");
         m.revision = *rev;
     }
@@ -472,7 +481,7 @@ EtcdWatchMessage etcd_watch_message(std::string_view object) {
         auto it = r->find(name);
         return it != r->end() && it->is_boolean() && it->get<bool>();
     };
-    const auto compacted = int64_field(*r, "compact_revision");
+    const auto compacted = count_field(*r, "compact_revision");
     if (!compacted) return bad("compact_revision is not a number");
     if (*compacted > 0) {
         m.kind = EtcdWatchMessage::Kind::Canceled;

@@ -225,6 +225,30 @@ TEST(Config, DualStackSnatAddresses) {
     EXPECT_EQ(r.cfg.snat2_addr.family, KVS_AF_NONE);
 }
 
+// A value that is not UTF-8 (a Latin-1 model name from an editor, a byte in a socket path) is the
+// configuration's error, named: with fleet-etcd it made kvsteerd's first etcd write throw at start
+// (an abort, restarted every second). In the file and on the command line alike.
+TEST(Config, ValuesMustBeUtf8) {
+    auto r = parse(with({"--backend", "10.0.0.5:8000,model=mod\xe8le"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "backend: the value is not valid UTF-8");
+    std::istringstream text("backend = 10.0.0.5:8000,kv-events=ipc:///run/vllm\xff\n");
+    const std::vector<std::string> args = minimal();
+    std::vector<const char *> argv{"kvsteerd"};
+    for (auto &a : args) argv.push_back(a.c_str());
+    r = parse_daemon_config(static_cast<int>(argv.size()), argv.data(), text);
+    EXPECT_EQ(r.outcome, ParseOutcome::Error);
+    EXPECT_EQ(r.message, "backend: the value is not valid UTF-8");
+    // Overlong forms and surrogates are not UTF-8 either; real UTF-8 is taken.
+    for (const char *bad : {"model=\xc0\xaf", "model=\xed\xa0\x80", "model=\xf4\x90\x80\x80"}) {
+        r = parse(with({"--backend", std::string("10.0.0.5:8000,") + bad}));
+        EXPECT_EQ(r.outcome, ParseOutcome::Error) << bad;
+    }
+    r = parse(
+        with({"--backend", "10.0.0.5:8000,model=mod\xc3\xa8le-\xe6\xa8\xa1\xf0\x9f\x98\x80"}));
+    EXPECT_EQ(r.outcome, ParseOutcome::Ok) << r.message;
+}
+
 TEST(Config, SnatAddressPerFamilyErrors) {
     auto r = parse(with({"--snat-addr", "10.0.1.2"}));
     EXPECT_EQ(r.outcome, ParseOutcome::Error);

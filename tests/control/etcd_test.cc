@@ -103,6 +103,12 @@ TEST(EtcdReplies, RangeAnswer) {
     auto bad = etcd_reply(http(200, R"({"header":{"revision":"4"},"kvs":[{"key":"***"}]})"));
     EXPECT_FALSE(etcd_range_kvs(*bad.json, &err));
     EXPECT_NE(err.find("base64"), std::string::npos);
+    // A negative version (it became an epoch number near 2^64) is no count.
+    auto neg = etcd_reply(http(200, R"({"header":{"revision":"4"},"kvs":[{"key":"L2svZQ==",
+        "mod_revision":"2","version":"-5","value":"W1swXV0="}]})"));
+    ASSERT_TRUE(neg.ok()) << neg.error;
+    EXPECT_FALSE(etcd_range_kvs(*neg.json, &err));
+    EXPECT_NE(err.find("not a number"), std::string::npos) << err;
 }
 
 TEST(EtcdReplies, TxnRangeAnswer) {
@@ -151,17 +157,21 @@ TEST(EtcdReplies, ErrorsAreOneLine) {
     EXPECT_NE(etcd_reply(http(200, R"({"header":{"revision":"x"}})")).error.find("revision"),
               std::string::npos);
     // Out of int64's range, as a string or a number: refused (the string overflowed, undefined
-    // behaviour; a wrapped revision started a watch at "now"). The largest and smallest pass.
+    // behaviour; a wrapped revision started a watch at "now"). So are INT64_MAX (a watch starts
+    // one past it: overflow) and a negative count; INT64_MAX - 1 and 0 pass.
     for (const char *v : {R"("9999999999999999999")", R"("9223372036854775808")",
-                          "9223372036854775808", R"("-")", R"("")", R"("1-2")"})
+                          "9223372036854775808", R"("-")", R"("")", R"("1-2")",
+                          R"("9223372036854775807")", R"("-1")", "-5", R"("-9223372036854775808")"})
         EXPECT_NE(etcd_reply(http(200, std::string(R"({"header":{"revision":)") + v + "}}"))
                       .error.find("revision"),
                   std::string::npos)
             << v;
-    EXPECT_EQ(etcd_reply(http(200, R"({"header":{"revision":"9223372036854775807"}})")).revision,
-              INT64_MAX);
-    EXPECT_EQ(etcd_reply(http(200, R"({"header":{"revision":"-9223372036854775808"}})")).revision,
-              INT64_MIN);
+    EXPECT_EQ(etcd_reply(http(200, R"({"header":{"revision":"9223372036854775806"}})")).revision,
+              INT64_MAX - 1);
+    EXPECT_EQ(etcd_reply(http(200, R"({"header":{"revision":"0"}})")).revision, 0);
+    EXPECT_EQ(
+        etcd_watch_message(R"({"result":{"header":{"revision":"9223372036854775807"}}})").kind,
+        EtcdWatchMessage::Kind::Bad);
     HttpResult down;
     down.error = "connect: Connection refused";
     EXPECT_EQ(etcd_reply(down).error, "connect: Connection refused");
