@@ -242,9 +242,14 @@ static __always_inline void kvs_close_pair(struct kvs_flow *f, struct kvs_flow *
  * KVS_REV_RST_ACKED: whether a RST whose seq is not the sender's next byte is at the
  *   acknowledgment the receiver last sent (a reset answering a segment carries its ACK as seq).
  * KVS_REV_ACK_PLAUSIBLE: whether a segment past a hole in the bytes seen (bytes lost before the
- *   appliance, or forged) acknowledges what the other side sent, within KVS_SEQ_SLACK (RFC 5961
- *   5.2's check, as loose as the bytes seen are): only then does it move the bytes seen. A blind
- *   attacker's forged bytes ahead moved them to where its next forged RST was exact.
+ *   appliance, or forged), or an acknowledgment moving last_ack from a segment not at the bytes
+ *   seen, acknowledges something the receiver could take (RFC 5961 5.2, RFC 9293's acceptable
+ *   ACK): from this side's last acknowledgment to the other side's next byte. Only then does it
+ *   move the bytes seen (or last_ack). A blind attacker's forged bytes ahead moved them to where
+ *   its next forged RST was exact; within 4 MiB of the other side's next byte (one guess in 512)
+ *   each success moved them on from where the last left them, so 1,024 forged segments 4 MiB
+ *   apart per guessed ACK (~2^19 packets) placed them where it chose; and forged ACKs moved
+ *   last_ack 4 MiB at a time unchecked.
  * KVS_REV_FIN_ACK_OK: whether a FIN's acknowledgment is one the endpoint takes (1 without a
  *   reverse entry): at most the other side's next byte (nothing it has not sent: Linux discards
  *   a segment acknowledging unsent data, FIN and all) and at most KVS_SEQ_SLACK behind it. A FIN
@@ -262,7 +267,7 @@ __attribute__((noinline)) int kvs_xdp_rev_check(const struct kvs_flow_key *key,
     if (what == KVS_REV_RST_ACKED) return v + f->seq_delta == rev->last_ack;
     if (what == KVS_REV_FIN_ACK_OK)
         return (__u32)(rev->next_seq + rev->seq_delta - v) <= KVS_SEQ_SLACK;
-    return (__u32)(v - (rev->next_seq + rev->seq_delta) + KVS_SEQ_SLACK) <= 2 * KVS_SEQ_SLACK;
+    return (__s32)(v - f->last_ack) >= 0 && (__s32)(rev->next_seq + rev->seq_delta - v) >= 0;
 }
 
 /* Whether a FIN or RST may close the flow, by the rule the endpoint itself applies (RFC 5961 3.2,
@@ -272,8 +277,9 @@ __attribute__((noinline)) int kvs_xdp_rev_check(const struct kvs_flow_key *key,
  * endpoint judges it: a challenge ACK, after which the peer's own RST is exact) but closes nothing
  * here. Before, anything within KVS_SEQ_SLACK (4 MiB) of the bytes seen closed the flow's
  * accounting: about 500 blind RSTs (only the client's address and port guessed) swept the sequence
- * space, and a SYN on the tuple then deleted the live connection's entries (it hung). A FIN after a
- * hole (bytes lost before the appliance) closes nothing either: the other side's FIN or RST does.
+ * space, and a SYN on the tuple then deleted the live connection's entries (it hung). A FIN after
+ * a hole (bytes lost before the appliance) closes nothing either: the other side's FIN or RST
+ * does.
  */
 static __always_inline int kvs_close_plausible(const struct kvs_pkt *pkt,
                                                const struct kvs_flow_key *key,
@@ -673,15 +679,17 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     __u8 flags = pkt->tcp->flags;
     const __u8 *p;
 
-    /* Never backwards: a segment the network delayed must not undo a later acknowledgment. More
-     * than KVS_SEQ_SLACK ahead only when it acknowledges what the other side sent (the reverse
-     * lookup, a rare path): a forged ACK far ahead (the SNAT port guessed) stopped the
-     * connection's request boundaries until real ACKs caught up with it. */
+    /* Never backwards: a segment the network delayed must not undo a later acknowledgment. On a
+     * segment at the bytes seen (every in-order segment and pure ACK: its sender's next byte),
+     * up to KVS_SEQ_SLACK ahead without a look; otherwise only when it acknowledges what the
+     * other side sent (the reverse lookup, a rare path): a forged ACK far ahead (the SNAT port
+     * guessed) stopped the connection's request boundaries until real ACKs caught up with it,
+     * and a blind sweep of forged ones walked it 4 MiB at a time to a value of its choosing. */
     if (flags & KVS_TCP_ACK) {
         __u32 a = bpf_ntohl(pkt->tcp->ack_seq), d = a - f->last_ack;
 
-        if ((__s32)d > 0 &&
-            (d <= KVS_SEQ_SLACK || kvs_xdp_rev_check(key, f, a, KVS_REV_ACK_PLAUSIBLE)))
+        if ((__s32)d > 0 && ((seq == f->next_seq && d <= KVS_SEQ_SLACK) ||
+                             kvs_xdp_rev_check(key, f, a, KVS_REV_ACK_PLAUSIBLE)))
             f->last_ack = a;
     }
     if (len) {
@@ -800,9 +808,9 @@ static __always_inline int kvs_forward(struct xdp_md *ctx, struct kvs_pkt *pkt,
     if (fin_after) kvs_xdp_fin_rst(key, flags, bpf_ntohl(pkt->tcp->seq) + pkt->payload_len);
     /* The newest TSval the client was sent (a moved connection's timestamps go on from it): a
      * delayed segment's older one does not take it back. The dataplane starts it at install. A
-     * compare-and-swap: two CPUs forwarding one leg's segments at once (RSS moved, a retransmission
-     * on another queue) could each write back their own, the newer lost, and a moved connection
-     * then sent the client TSvals below ones it had seen (PAWS drops them). */
+     * compare-and-swap: two CPUs forwarding one leg's segments at once (RSS moved, a
+     * retransmission on another queue) could each write back their own, the newer lost, and a
+     * moved connection then sent the client TSvals below ones it had seen (PAWS drops them). */
     if (f->dir == KVS_DIR_S2C && pkt->opts.ts_off) {
         __u32 tsv = pkt->opts.tsval + f->tsval_delta;
         int i;

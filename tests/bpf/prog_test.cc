@@ -134,6 +134,9 @@ class BpfProg : public ProgSuite {
         // them after the build.
         fc->next_seq = fc->resp_end = 9000;
         fc->resp = KVS_RESP_END;
+        // Each side acknowledged all the other sent (the worker sets them at the bind).
+        fc->last_ack = fs->next_seq + fs->seq_delta;
+        fs->last_ack = fc->next_seq + fc->seq_delta;
         h_->put_flow(*kc, *fc);
         h_->put_flow(*ks, *fs);
     }
@@ -839,6 +842,63 @@ TEST_P(BpfProgFamily, AnAckFarAheadMovesTheLastAckOnlyWhenPlausible) {
     EXPECT_EQ(h_->run(build_tcp(a)).verdict, XDP_TX_);
     ASSERT_TRUE(h_->get_flow(kc, &c));
     EXPECT_EQ(c.last_ack, sent + 1000);
+}
+
+// A blind attacker (the client's address and port guessed) cannot walk the bytes seen or the last
+// acknowledgment to a value it knows: 1,024 forged one-byte segments 4 MiB apart with an ACK
+// within 4 MiB of the backend's next byte (but past it) moved next_seq on from each success to
+// the last one's end, where a forged RST was then exact and a spoofed SYN deleted the live flow;
+// forged pure ACKs stepping 4 MiB moved last_ack anywhere unchecked. Now an acknowledgment counts
+// there only between the last one and the other side's next byte.
+TEST_P(BpfProgFamily, ForgedSegmentsCannotWalkTheBytesSeenOrTheLastAck) {
+    kvs_flow_key kc, ks;
+    kvs_flow fc, fs;
+    install_pair(&kc, &fc, &ks, &fs);
+    const std::uint32_t sent = fs.next_seq + fs.seq_delta;  // the backend's next byte, client space
+    TcpSpec seg = client_spec();
+    seg.flags = KVS_TCP_ACK | KVS_TCP_PSH;
+    seg.payload = Bytes(1, 'x');
+    std::uint32_t last_end = 0;
+    for (std::uint32_t ack : {sent + 0x300000u, sent - 0x300000u}) {  // past, and before last_ack
+        seg.ack = ack;
+        for (std::uint32_t i = 0; i < 1024; i++) {
+            seg.seq = 0x10000000u + i * KVS_SEQ_SLACK;
+            last_end = seg.seq + 1;
+            ASSERT_EQ(h_->run(build_tcp(seg)).verdict, XDP_TX_);
+        }
+    }
+    kvs_flow c{};
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u) << "walked to " << c.next_seq;
+    TcpSpec a = client_ack_spec();  // pure ACKs, not at the client's next byte (a blind guess)
+    for (std::uint32_t i = 0; i < 1024; i++) {
+        a.ack = fc.last_ack + (i + 1) * KVS_SEQ_SLACK;
+        ASSERT_EQ(h_->run(build_tcp(a)).verdict, XDP_TX_);
+    }
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.last_ack, fc.last_ack) << "walked to " << c.last_ack;
+    TcpSpec rst = client_spec();
+    rst.flags = KVS_TCP_RST;
+    rst.seq = last_end;
+    EXPECT_EQ(h_->run(build_tcp(rst)).verdict, XDP_TX_);
+    EXPECT_EQ(h_->load(3).closes, 0u) << "the RST at the walked end closed the flow";
+    TcpSpec syn = client_spec();
+    syn.flags = KVS_TCP_SYN;
+    syn.seq = 777;
+    syn.payload.clear();
+    auto before = h_->stats();
+    h_->run(build_tcp(syn));
+    EXPECT_EQ(h_->stats()[KVS_R_SYN_ON_LIVE_FLOW] - before[KVS_R_SYN_ON_LIVE_FLOW], 1u);
+    EXPECT_TRUE(h_->get_flow(kc, &c)) << "the live flow's entries stay";
+    // Real traffic still moves both: the client's next bytes in order, and an ACK of what the
+    // backend sent on a segment past a hole.
+    seg.seq = 9000;
+    seg.ack = sent;
+    ASSERT_EQ(h_->run(build_tcp(seg)).verdict, XDP_TX_);
+    seg.seq = 9000 + 100;
+    ASSERT_EQ(h_->run(build_tcp(seg)).verdict, XDP_TX_);
+    ASSERT_TRUE(h_->get_flow(kc, &c));
+    EXPECT_EQ(c.next_seq, 9000u + 101);
 }
 
 // The other exact place a RST may lie (RFC 5961): the acknowledgment the receiver last sent (a
