@@ -599,6 +599,11 @@ json Daemon::handle(const json &req) {
         }
     } catch (const json::exception &e) {
         return fail(std::string("bad request: ") + e.what());
+    } catch (const std::exception &e) {
+        // Not the request's fault (a thread that could not start, memory): answered, and the
+        // daemon goes on; it escaped the loop and ended kvsteerd.
+        spdlog::error("API {}: {}", cmd, e.what());
+        return fail(std::string("failed: ") + e.what());
     }
     return fail(
         "unknown command '" + cmd +

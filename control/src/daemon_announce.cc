@@ -355,6 +355,8 @@ std::optional<json> Daemon::handle_drain(const std::string &cmd, const json &req
         return ok(json::object());
     }
     if (cmd != "drain.start") return std::nullopt;
+    if (req.is_object() && req.contains("force") && !req["force"].is_boolean())
+        return json{{"ok", false}, {"error", "drain: force must be true or false"}};
     if (drain_.active) return ok({{"started", false}});
     // Nothing here withdraws the appliance: new connections keep coming (a static route, DNS),
     // and "drained" at the first moment without flows did not mean safe to stop (the streams

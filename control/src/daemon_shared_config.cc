@@ -98,6 +98,11 @@ void Daemon::apply_fleet_config(const FleetEtcdView &v) {
     // again, warned about once). Before, the names' order decided: max-held-bytes was refused
     // below a prefix-length etcd lowered too but not yet applied, and never tried again.
     std::map<std::string, std::string> pending;
+    // A name gone from etcd is forgotten: put back later with the value last seen (refused then,
+    // deleted, its dependency changed meanwhile), it was skipped as seen, without a word, and this
+    // appliance kept another value than the fleet's.
+    for (auto it = etcd_tunables_.begin(); it != etcd_tunables_.end();)
+        it = v.tunables.count(it->first) ? std::next(it) : etcd_tunables_.erase(it);
     for (auto it = etcd_tunables_refused_.begin(); it != etcd_tunables_refused_.end();) {
         auto now_v = v.tunables.find(it->first);
         it = now_v == v.tunables.end() || now_v->second != it->second

@@ -538,6 +538,17 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
             release(idx, owns_bound_flows());
             return on_client(m, pkt, key, now);
         }
+        // A SYN on a flow being bound (dpdk mode; in xdp mode XDP answers SYNs): a delayed
+        // duplicate of the handshake's, or forged with the client's address and port. Neither
+        // ends the binding: with timestamps its echo (0) read as another connection's and
+        // aborted it (the held request freed, the backend leg reset), without them its window
+        // was taken as the client's. A client that did reuse the tuple retransmits its SYN and
+        // is answered once this binding is over.
+        if ((pkt.tcp->flags & (KVS_TCP_SYN | KVS_TCP_RST)) == KVS_TCP_SYN) {
+            inc(KVS_R_DP_SYN_WHILE_BINDING);
+            rte_pktmbuf_free(m);
+            return;
+        }
         const ClientSeg c = client_seg(m, pkt);
         const bool rst = (pkt.tcp->flags & KVS_TCP_RST) != 0;
         // Only what the client could have sent ends a binding: a RST near its stream, another

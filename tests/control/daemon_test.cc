@@ -1591,6 +1591,10 @@ TEST_F(DaemonTest, ADrainOutlivesARestart) {
     EXPECT_NE(no["error"].get<std::string>().find("nothing withdraws this appliance"),
               std::string::npos)
         << no.dump();
+    // A force that is no boolean is named (it was the JSON library's type error).
+    const json bad = call({{"cmd", "drain.start"}, {"force", "yes"}});
+    EXPECT_FALSE(bad["ok"].get<bool>());
+    EXPECT_EQ(bad["error"], "drain: force must be true or false") << bad.dump();
     ASSERT_TRUE(call({{"cmd", "drain.start"}, {"force", true}})["ok"].get<bool>());
     restart(c);
     EXPECT_EQ(call({{"cmd", "drain.status"}})["drain"]["active"], true);

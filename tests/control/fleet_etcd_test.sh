@@ -386,4 +386,22 @@ grep -q "another appliance wrote this appliance's member key" "$DIR/kvsteerd_a.l
 [[ $(field b "f['etcd']['self_conflict']") == None ]] || fail "B reports a conflict over A's key"
 ctl a fleet status | grep -q "MEMBER KEY WAS WRITTEN BY ANOTHER APPLIANCE" || fail "kvsteerctl fleet status does not show it"
 echo "ok: a second writer of A's member key is reported by A"
+
+# 11. A tunable that B refused from etcd (prefix-length above its max-held-bytes), deleted, then
+# put again with the same value once max-held-bytes was raised: applied. Before, the name stayed
+# "seen" with that value and was skipped without a word: B kept another prefix-length than etcd's.
+MHB=$(tunable b max-held-bytes)
+BIG=$((MHB * 2))
+etcdput /kvet-test/config/tunables/prefix-length "$BIG" || fail "putting prefix-length $BIG"
+refused_big() { grep -q "tunable prefix-length = '$BIG' not applied" "$DIR/kvsteerd_b.log"; }
+until_ok 3 refused_big || fail "B did not refuse prefix-length $BIG above max-held-bytes $MHB"
+inns curl -sf -o /dev/null -X POST -d "{\"key\":\"$(b64 /kvet-test/config/tunables/prefix-length)\"}" \
+    http://127.0.0.1:$PORT/v3/kv/deleterange || fail "deleting prefix-length"
+sleep 2  # both have read the deletion (they read etcd at least every second)
+etcdput /kvet-test/config/tunables/max-held-bytes "$BIG" || fail "putting max-held-bytes $BIG"
+until_ok 3 tunable_is b max-held-bytes "$BIG" || fail "B's max-held-bytes: $(tunable b max-held-bytes)"
+etcdput /kvet-test/config/tunables/prefix-length "$BIG" || fail "putting prefix-length $BIG again"
+until_ok 3 tunable_is b prefix-length "$BIG" ||
+    fail "B skipped prefix-length $BIG put again after its refusal: $(tunable b prefix-length)"
+echo "ok: a refused tunable, deleted and put again once its dependency changed, is applied"
 echo "PASS"

@@ -1908,6 +1908,48 @@ TEST_F(DpdkBindTest, DpdkModeHalfClosedFlowStaysLiveForASyn) {
     EXPECT_EQ(stat(KVS_R_FLOW_REUSED), 1u);
 }
 
+// dpdk mode: a SYN on a client tuple whose flow is being bound (the backend's SYN-ACK awaited), a
+// delayed duplicate of the handshake's or forged, is dropped and counted; the binding goes on.
+// With timestamps its echo (0) read as another connection's and aborted the binding (the held
+// request freed, the backend leg reset); without them its window was taken as the client's.
+TEST_F(DpdkBindTest, DpdkModeASynWhileBindingIsDropped) {
+    make_worker(Mode::Dpdk);
+    Seg syn = syn_seg();
+    syn.mss = 1460;
+    syn.ts = true;
+    syn.tsval = 99;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    kvs_pkt sa = parse(out[0]);
+    cookie = ntohl(sa.tcp->seq);
+    const std::string req = request(600);
+    Seg d = client_seg(0, req, 100);
+    d.tsecr = sa.opts.tsval;
+    inject(rp.rx, make_seg(rp.pool, d));
+    out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    std::vector<std::uint8_t> bsyn = out[0];
+    EXPECT_EQ(parse(bsyn).tcp->flags, KVS_TCP_SYN) << "the backend leg's SYN";
+    inject(rp.rx, make_seg(rp.pool, syn));  // with timestamps (echo 0)
+    Seg bare = syn_seg();
+    bare.window = 0;  // without: its window must not become the client's
+    inject(rp.rx, make_seg(rp.pool, bare));
+    EXPECT_EQ(step(now + ms(1)).size(), 0u) << "no RST to the backend, no SYN-ACK";
+    EXPECT_EQ(stat(KVS_R_DP_SYN_WHILE_BINDING), 2u);
+    EXPECT_EQ(worker->slot_count(), 1u);
+    Seg bsa = backend_seg(parse(bsyn), KVS_TCP_SYN | KVS_TCP_ACK);
+    bsa.ts = true;
+    bsa.tsval = tb;
+    bsa.tsecr = 100;
+    inject(rp.rx, make_seg(rp.pool, bsa));
+    out = step(now + ms(2));
+    ASSERT_EQ(out.size(), 2u) << "ACK + the request: bound";
+    kvs_pkt ack = parse(out[0]);
+    EXPECT_NE(ntohs(ack.tcp->window), 0) << "the client's window, not the SYN's";
+    EXPECT_EQ(parse(out[1]).payload_len, req.size());
+}
+
 // dpdk mode: a FIN or RST closes a bound flow only where its endpoint takes it (XDP's rule): a
 // blind RST or FIN far from the client's stream is sent on (the backend judges it) but closes
 // nothing, so a SYN on the tuple still goes to the backend; bytes past a hole with an

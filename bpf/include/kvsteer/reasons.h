@@ -144,7 +144,8 @@
     X(DP_FLOW_SOURCE_CAP, "dp_flow_source_cap")                   \
     X(DP_FLOW_RECLAIMED_IDLE, "dp_flow_reclaimed_idle")           \
     X(FIN_WITHOUT_ACK, "fin_without_ack")                         \
-    X(DP_CLOSE_LEFT_TO_XDP, "dp_close_left_to_xdp")
+    X(DP_CLOSE_LEFT_TO_XDP, "dp_close_left_to_xdp")               \
+    X(DP_SYN_WHILE_BINDING, "dp_drop_syn_while_binding")
 
 enum kvs_reason {
 #define KVS_REASON_ENUM(e, name) KVS_R_##e,
