@@ -200,10 +200,19 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
         // the expired flow (an idle kept-alive connection sending its next request, say). Those
         // go back, unless something was installed on the key meanwhile; a packet that met the
         // key absent for those few microseconds went to the dataplane as any unknown segment.
-        if (took_values && (gone || twin_gone)) {
-            const bool same = (!gone || df.created_ns == d.created_ns) &&
-                              (!twin_gone || rf.created_ns == d.created_ns);
+        // Only a flow whose every entry was taken here: one whose other half someone deleted
+        // meanwhile (the dataplane resetting it, a leg parked in the pool) stays deleted. A pair
+        // put back with a boundary's mark on one half only (XDP marks the client entry, then the
+        // server's, between the two deletes) is put back unmarked: the request stays on its
+        // backend (a marked server entry alone had its answers punted and dropped).
+        if (took_values && gone && (!twin || twin_gone)) {
+            const bool same =
+                df.created_ns == d.created_ns && (!twin || rf.created_ns == d.created_ns);
             if (!same || !expired(df, twin ? &rf : nullptr)) {
+                if (twin && ((df.state ^ rf.state) & KVS_FLOW_REBINDING)) {
+                    df.state = static_cast<std::uint8_t>(df.state & ~KVS_FLOW_REBINDING);
+                    rf.state = static_cast<std::uint8_t>(rf.state & ~KVS_FLOW_REBINDING);
+                }
                 if (gone && bpf_map_update_elem(fd, &dk, &df, BPF_NOEXIST) == 0) ++r.restored;
                 if (twin_gone && bpf_map_update_elem(fd, &rk, &rf, BPF_NOEXIST) == 0) ++r.restored;
                 continue;

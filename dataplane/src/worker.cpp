@@ -542,8 +542,8 @@ void Worker::on_client(rte_mbuf *m, kvs_pkt &pkt, const kvs_flow_key &key, std::
         // duplicate of the handshake's, or forged with the client's address and port. Neither
         // ends the binding: with timestamps its echo (0) read as another connection's and
         // aborted it (the held request freed, the backend leg reset), without them its window
-        // was taken as the client's. A client that did reuse the tuple retransmits its SYN and
-        // is answered once this binding is over.
+        // was taken as the client's. A client that did reuse the tuple (it lost the connection
+        // without a RST) is not answered while the binding lasts.
         if ((pkt.tcp->flags & (KVS_TCP_SYN | KVS_TCP_RST)) == KVS_TCP_SYN) {
             inc(KVS_R_DP_SYN_WHILE_BINDING);
             rte_pktmbuf_free(m);
@@ -1206,7 +1206,11 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     kvs_flowpair_build(&fp, k_c2s, &s.c2s, k_s2c, &s.s2c);
     // Where XDP's request tracking starts: after the held bytes (flushed from here, not through
     // XDP), one request owed its response; and the client's handshake for a later move.
-    s.c2s.next_seq = s.b.isn() + 1 + s.b.flight().contiguous();
+    // A FIN held with them goes too (flush_held): counted, as XDP counts a FIN it takes. Without
+    // it every backend ACK was one past the client's bytes seen: the backend's FIN was refused
+    // as acknowledging unsent data and the flow never closed (kept for the idle timeout).
+    s.c2s.next_seq =
+        s.b.isn() + 1 + s.b.flight().contiguous() + (s.b.flight().complete_to_fin() ? 1u : 0u);
     s.c2s.msgs = 1;
     track_request(s);
     // A client FIN held in the flight reaches the backend from here, not through XDP: the entry
@@ -1289,7 +1293,8 @@ void Worker::track_request(Slot &s) {
 void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     Slot &s = slots_[idx];
     slots_.free_port(idx);  // a move that was started and given up
-    const std::uint32_t next = s.b.isn() + 1 + s.b.flight().contiguous();
+    const std::uint32_t next =
+        s.b.isn() + 1 + s.b.flight().contiguous() + (s.b.flight().complete_to_fin() ? 1u : 0u);
     s.c2s = s.prev_c2s;
     s.s2c = s.prev_s2c;
     s.bkey = s.prev_skey;
@@ -1618,30 +1623,36 @@ void Worker::forward(Slot &s, rte_mbuf *m, kvs_pkt &pkt, bool c2s, std::uint64_t
         // any of them did, and a blind RST (the client's address and port guessed) made a live
         // flow's slot and SNAT port free after the linger, or at once for a SYN on the tuple;
         // the response was lost and the backend's load one lower. Each side's next byte (for
-        // those checks and the resets of a reclaimed flow) moves by bytes or a FIN that cover it,
-        // or past a hole with an acknowledgment the other side could have received (between the
-        // last one and its next byte); never by a SYN or RST. The acknowledgments kept are
-        // those of bytes sent: forged ones far ahead walked it to where a forged RST was exact.
+        // those checks and the resets of a reclaimed flow) moves by bytes or a FIN (with ACK)
+        // that start at it, or that overlap it or lie past a hole with an acknowledgment the
+        // receiver could take (between this side's last one and the other side's next byte);
+        // never by a SYN or RST. The acknowledgments kept are of bytes sent (tighter than XDP,
+        // which has the reverse entry only on its rare paths).
         const kvs_flow &rev = c2s ? s.s2c : s.c2s;
         const std::uint32_t seq = kvs_ntohl(pkt.tcp->seq), ack = kvs_ntohl(pkt.tcp->ack_seq);
         const std::uint32_t rev_next = rev.next_seq + rev.seq_delta;  // as this side counts it
         const bool has_ack = (fl & KVS_TCP_ACK) != 0;
         const bool ack_sent = has_ack && static_cast<std::int32_t>(rev_next - ack) >= 0;
+        // A FIN without ACK: discarded by an established endpoint; it closes nothing and moves
+        // nothing (XDP: fin_without_ack).
+        const bool fin = (fl & KVS_TCP_FIN) && has_ack;
+        if ((fl & KVS_TCP_FIN) && !has_ack) inc(KVS_R_FIN_WITHOUT_ACK);
         bool closes = true;
         if (fl & KVS_TCP_RST)
             closes = seq == f.next_seq || seq + f.seq_delta == rev.last_ack;
-        else if (fl & KVS_TCP_FIN)
-            closes = f.next_seq - seq <= pkt.payload_len + 1u &&
-                     (!has_ack || rev_next - ack <= KVS_SEQ_SLACK);
-        const std::uint32_t end = seq + pkt.payload_len + ((fl & KVS_TCP_FIN) ? 1 : 0);
+        else if (fin)
+            closes = f.next_seq - seq <= pkt.payload_len + 1u && rev_next - ack <= KVS_SEQ_SLACK;
+        const std::uint32_t end = seq + pkt.payload_len + (fin ? 1 : 0);
+        // At the bytes seen without a look; overlapping them or past a hole only with an
+        // acknowledgment the receiver could take (a sweep of forged segments across next_seq
+        // dragged it along to an end of the attacker's choosing).
         if (!(fl & (KVS_TCP_RST | KVS_TCP_SYN)) &&
             static_cast<std::int32_t>(end - f.next_seq) > 0 && end - f.next_seq <= KVS_SEQ_SLACK &&
-            (static_cast<std::int32_t>(seq - f.next_seq) <= 0 ||
-             (ack_sent && static_cast<std::int32_t>(ack - f.last_ack) >= 0)))
+            (seq == f.next_seq || (ack_sent && static_cast<std::int32_t>(ack - f.last_ack) >= 0)))
             f.next_seq = end;
         if (ack_sent && !(fl & KVS_TCP_RST) && static_cast<std::int32_t>(ack - f.last_ack) > 0)
             f.last_ack = ack;
-        if (!s.closed && (fl & (KVS_TCP_FIN | KVS_TCP_RST))) {
+        if (!s.closed && ((fl & KVS_TCP_RST) || fin)) {
             if (!closes) {
                 inc(KVS_R_CLOSE_OUT_OF_WINDOW);  // sent on: its endpoint judges it
             } else {
@@ -1688,6 +1699,16 @@ void Worker::on_icmp(rte_mbuf *m, kvs_pkt &pkt) {
                     r = &s.c2s;
                 }
             }
+        }
+        // A client's path-MTU error below the floor (0 included) is not relayed, as in XDP: the
+        // backend would apply it to the SNAT address every client shares.
+        if (f && f->dir == KVS_DIR_C2S && e.icmp &&
+            reinterpret_cast<const std::uint8_t *>(e.icmp + 1) <= end &&
+            kvs_icmp_is_pmtu(e.icmp, pkt.ip6 != nullptr) &&
+            kvs_icmp_pmtu(e.icmp, pkt.ip6 != nullptr) < KVS_ICMP_RELAY_MTU_FLOOR) {
+            inc(KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
+            rte_pktmbuf_free(m);
+            return;
         }
         if (f && kvs_icmp_rewrite(end, &pkt, &e, f, r->seq_delta) == 0) {
             inc(f->dir == KVS_DIR_S2C ? KVS_R_ICMP_FWD_TO_CLIENT : KVS_R_ICMP_FWD_TO_BACKEND);

@@ -134,7 +134,8 @@ class BpfProg : public ProgSuite {
         // them after the build.
         fc->next_seq = fc->resp_end = 9000;
         fc->resp = KVS_RESP_END;
-        // Each side acknowledged all the other sent (the worker sets them at the bind).
+        // Each side acknowledged all the other sent (the worker sets them at the bind to the
+        // values then: the client's to our SYN-ACK, the backend's to the start of the request).
         fc->last_ack = fs->next_seq + fs->seq_delta;
         fs->last_ack = fc->next_seq + fc->seq_delta;
         h_->put_flow(*kc, *fc);

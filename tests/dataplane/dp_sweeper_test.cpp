@@ -203,7 +203,12 @@ TEST(Sweeper, AnEntryUsedOrReinstalledAsItIsDeletedIsPutBack) {
     Pair woke = make_pair(2111, 21111, now - 400 * s, 0);    // idle past 300 s
     Pair reused = make_pair(2112, 21112, now - 400 * s, 0);  // idle past 300 s
     Pair dead = make_pair(2113, 21113, now - 400 * s, 0);    // idle past 300 s, and stays so
-    for (Pair *p : {&woke, &reused, &dead}) {
+    // Used too, but its server entry deleted by someone else meanwhile (the dataplane resetting
+    // the flow): stays deleted, not half put back.
+    Pair half = make_pair(2114, 21114, now - 400 * s, 0);
+    // A boundary marked on its server entry only between the two deletes: put back unmarked.
+    Pair marked = make_pair(2115, 21115, now - 400 * s, 0);
+    for (Pair *p : {&woke, &reused, &dead, &half, &marked}) {
         p->fc.created_ns = p->fs.created_ns = now - 500 * s;
         ASSERT_TRUE(put(fd, *p));
     }
@@ -221,11 +226,26 @@ TEST(Sweeper, AnEntryUsedOrReinstalledAsItIsDeletedIsPutBack) {
             } else if (of(reused)) {
                 reused.fc.created_ns = reused.fs.created_ns = now - 400 * s;
                 ASSERT_TRUE(put(fd, reused));
+            } else if (of(half)) {
+                half.fc.last_seen_ns = now;
+                ASSERT_EQ(bpf_map_update_elem(fd, &half.kc, &half.fc, BPF_EXIST), 0);
+                ASSERT_EQ(bpf_map_delete_elem(fd, &half.ks), 0);
+            } else if (of(marked)) {
+                marked.fs.last_seen_ns = now;
+                marked.fs.state = KVS_FLOW_REBINDING;
+                ASSERT_EQ(bpf_map_update_elem(fd, &marked.ks, &marked.fs, BPF_EXIST), 0);
             }
         });
-    EXPECT_EQ(hooks, 3u);
-    EXPECT_EQ(r.deleted, 2u) << "only the flow that stayed dead";
-    EXPECT_EQ(r.restored, 4u);
+    EXPECT_EQ(hooks, 5u);
+    EXPECT_EQ(r.deleted, 3u) << "the flow that stayed dead, and the half left of one reset";
+    EXPECT_EQ(r.restored, 6u);
+    EXPECT_FALSE(present(fd, half.kc));
+    EXPECT_FALSE(present(fd, half.ks));
+    kvs_flow mc{}, ms{};
+    ASSERT_EQ(bpf_map_lookup_elem(fd, &marked.kc, &mc), 0);
+    ASSERT_EQ(bpf_map_lookup_elem(fd, &marked.ks, &ms), 0);
+    EXPECT_EQ(ms.state & KVS_FLOW_REBINDING, 0) << "one half marked: put back unmarked";
+    EXPECT_EQ(mc.state & KVS_FLOW_REBINDING, 0);
     kvs_flow f{};
     ASSERT_EQ(bpf_map_lookup_elem(fd, &woke.ks, &f), 0);
     EXPECT_EQ(f.last_seen_ns, now) << "put back as the delete took it";

@@ -22,6 +22,7 @@
 
 #include "dp_test_env.h"
 #include "flow_install.h"
+#include "kvsteer/icmp.h"
 #include "port_recovery.h"
 #include "kvsteer/cookie.h"
 #include "kvsteer/csum.h"
@@ -673,6 +674,9 @@ TEST_F(BindTest, ClientFinInTheFlightIsRecordedInTheClientEntry) {
     kvs_flow fc{}, fs{};
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &kc, &fc), 0);
     EXPECT_EQ(fc.state, KVS_FLOW_FIN_IN);
+    // The FIN counts in the client's next byte: the backend's FIN, which acknowledges it, is then
+    // one XDP takes (counted one short, it was refused as acknowledging unsent data).
+    EXPECT_EQ(fc.next_seq, isn + 1 + static_cast<std::uint32_t>(req.size()) + 1);
     kvs_flow_key ks;
     kvs_flow_reverse_key(&kc, &fc, &ks);
     ASSERT_EQ(bpf_map_lookup_elem(tables->flows_fd, &ks, &fs), 0);
@@ -1950,6 +1954,41 @@ TEST_F(DpdkBindTest, DpdkModeASynWhileBindingIsDropped) {
     EXPECT_EQ(parse(out[1]).payload_len, req.size());
 }
 
+// dpdk mode: a client FIN held in the first flight (request and FIN in one segment) goes to the
+// backend with the request and counts in the client's next byte, so the backend's FIN, which
+// acknowledges it, closes the flow. Counted without it, every backend ACK was one past the bytes
+// seen: its FIN was refused as acknowledging unsent data and the flow was kept for 300 s.
+TEST_F(DpdkBindTest, DpdkModeAFinInTheFirstFlightCountsInTheClientsNextByte) {
+    make_worker(Mode::Dpdk);
+    Seg syn = syn_seg();
+    syn.mss = 1460;
+    inject(rp.rx, make_seg(rp.pool, syn));
+    auto out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    cookie = ntohl(parse(out[0]).tcp->seq);
+    const std::string req = request(600);
+    Seg d = client_seg(0, req, 100);
+    d.ts = false;
+    d.flags = KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, d));
+    out = step(now);
+    ASSERT_EQ(out.size(), 1u);
+    std::vector<std::uint8_t> bsyn = out[0];
+    inject(rp.rx, make_seg(rp.pool, backend_seg(parse(bsyn), KVS_TCP_SYN | KVS_TCP_ACK)));
+    out = step(now + ms(1));
+    ASSERT_EQ(out.size(), 2u) << "ACK + the request with its FIN";
+    EXPECT_TRUE(parse(out[1]).tcp->flags & KVS_TCP_FIN);
+    Seg resp = backend_seg(parse(bsyn), KVS_TCP_ACK | KVS_TCP_PSH | KVS_TCP_FIN);
+    resp.seq = bisn + 1;
+    resp.ack = isn + 1 + static_cast<std::uint32_t>(req.size()) + 1;  // the request and its FIN
+    resp.payload = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    inject(rp.rx, make_seg(rp.pool, resp));
+    ASSERT_EQ(step(now + ms(2)).size(), 1u);
+    EXPECT_EQ(stat(KVS_R_CLOSE_OUT_OF_WINDOW), 0u);
+    EXPECT_EQ(stat(KVS_R_FLOW_CLOSED), 1u);
+    EXPECT_EQ(tables->load[backend_of(parse(bsyn))].closes, 1u);
+}
+
 // dpdk mode: a FIN or RST closes a bound flow only where its endpoint takes it (XDP's rule): a
 // blind RST or FIN far from the client's stream is sent on (the backend judges it) but closes
 // nothing, so a SYN on the tuple still goes to the backend; bytes past a hole with an
@@ -1984,6 +2023,23 @@ TEST_F(DpdkBindTest, DpdkModeABlindRstOrFinClosesNothing) {
     inject(rp.rx, make_seg(rp.pool, at_ahead));
     step(now + ms(5));
     EXPECT_EQ(stat(KVS_R_CLOSE_OUT_OF_WINDOW), 3u) << "its end is not the client's next byte";
+    // A segment overlapping the client's next byte, with an ACK of nothing the backend sent:
+    // sent on, but its end is not the client's next byte (a sweep of such segments dragged it
+    // along); a FIN without ACK at that byte closes nothing (its endpoint discards it).
+    Seg over = client_seg(n - 10, std::string(100, 'y'), 104);
+    over.ack = cookie + 1 + 50000;
+    inject(rp.rx, make_seg(rp.pool, over));
+    step(now + ms(5));
+    Seg at_over = client_seg(n + 90, "", 105);
+    at_over.flags = KVS_TCP_RST;
+    inject(rp.rx, make_seg(rp.pool, at_over));
+    Seg bare_fin = client_seg(n, "", 106);
+    bare_fin.flags = KVS_TCP_FIN;
+    inject(rp.rx, make_seg(rp.pool, bare_fin));
+    step(now + ms(5));
+    EXPECT_EQ(stat(KVS_R_CLOSE_OUT_OF_WINDOW), 4u) << "the RST at the overlap's end";
+    EXPECT_EQ(stat(KVS_R_FIN_WITHOUT_ACK), 1u);
+    EXPECT_EQ(stat(KVS_R_FLOW_CLOSED), 0u);
     // A SYN on the tuple: a live flow's, to the backend (no SYN-ACK of ours, the slot kept).
     Seg syn = syn_seg();
     syn.seq = isn + 777777;
@@ -2044,6 +2100,42 @@ TEST_F(DpdkBindTest, DpdkModeForwardsIcmpErrorAboutABoundFlowToTheClient) {
     inject(rp.rx, to_mbuf(rp.pool, kvstest::build_icmp(err)));
     EXPECT_TRUE(step(now + ms(3)).empty());
     EXPECT_EQ(stat(KVS_R_PASS_ICMP_NO_FLOW), 1u);
+}
+
+// dpdk mode: a client's path-MTU error below the floor (MTU 0 included) is not relayed to the
+// backend, as XDP does not relay it: the backend would apply it to the SNAT address every client
+// shares. At the floor it is. (dpdk mode had no floor.)
+TEST_F(DpdkBindTest, DpdkModeDropsAClientsPathMtuErrorBelowTheFloor) {
+    const std::string req = request(600);
+    DpdkBound b = bind_in_dpdk_mode(req);
+    ASSERT_FALSE(b.sent_req.empty());
+    Seg resp = backend_seg(parse(b.bsyn), KVS_TCP_ACK | KVS_TCP_PSH);
+    resp.seq = bisn + 1;
+    resp.ack = isn + 1 + static_cast<std::uint32_t>(req.size());
+    resp.ts = true;
+    resp.tsval = tb + 5;
+    resp.tsecr = 100;
+    resp.payload = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    inject(rp.rx, make_seg(rp.pool, resp));
+    auto out = step(now + ms(2));
+    ASSERT_EQ(out.size(), 1u);
+    const std::vector<std::uint8_t> to_client = out[0];  // VIP -> client: what the error quotes
+    kvstest::IcmpSpec err;
+    std::memcpy(err.smac, kClientMac, 6);
+    std::memcpy(err.dmac, kAppMac, 6);
+    err.saddr[0] = client_ip;  // the client itself
+    err.daddr[0] = vip;
+    err.quote.assign(to_client.begin() + 14, to_client.begin() + 14 + 20 + 8);
+    for (std::uint32_t mtu : {0u, 68u, KVS_ICMP_RELAY_MTU_FLOOR - 1}) {
+        err.rest = mtu;
+        inject(rp.rx, to_mbuf(rp.pool, kvstest::build_icmp(err)));
+        EXPECT_TRUE(step(now + ms(3)).empty()) << mtu;
+    }
+    EXPECT_EQ(stat(KVS_R_DROP_ICMP_MTU_BELOW_FLOOR), 3u);
+    err.rest = KVS_ICMP_RELAY_MTU_FLOOR;
+    inject(rp.rx, to_mbuf(rp.pool, kvstest::build_icmp(err)));
+    EXPECT_EQ(step(now + ms(4)).size(), 1u);
+    EXPECT_EQ(stat(KVS_R_ICMP_FWD_TO_BACKEND), 1u);
 }
 
 // Two workers: the backend's SYN-ACK arrives on the other worker's queue (RSS does not know
