@@ -1683,6 +1683,17 @@ struct DpdkBound {
 
 class DpdkBindTest : public BindTest {
    protected:
+    // The backend's whole answer (an empty 200, timestamps) to `req`, on the leg of `bsyn`.
+    Seg response_to(const kvs_pkt &bsyn, const std::string &req) {
+        Seg resp = backend_seg(bsyn, KVS_TCP_ACK | KVS_TCP_PSH);
+        resp.seq = bisn + 1;
+        resp.ack = isn + 1 + static_cast<std::uint32_t>(req.size());
+        resp.ts = true;
+        resp.tsval = tb + 5;
+        resp.tsecr = 100;
+        resp.payload = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        return resp;
+    }
     DpdkBound bind_in_dpdk_mode(const std::string &req) {
         DpdkBound b;
         make_worker(Mode::Dpdk);
@@ -1735,13 +1746,7 @@ TEST_F(DpdkBindTest, DpdkModeAnswersSynAndForwardsBothWays) {
     std::vector<std::vector<std::uint8_t>> out;
 
     // Backend response: forwarded to the client in the client's sequence space.
-    Seg resp = backend_seg(bsyn, KVS_TCP_ACK | KVS_TCP_PSH);
-    resp.seq = bisn + 1;
-    resp.ack = isn + 1 + static_cast<std::uint32_t>(req.size());
-    resp.ts = true;
-    resp.tsval = tb + 5;
-    resp.tsecr = 100;
-    resp.payload = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    Seg resp = response_to(bsyn, req);
     inject(rp.rx, make_seg(rp.pool, resp));
     out = step(now + ms(2));
     ASSERT_EQ(out.size(), 1u);
@@ -2109,14 +2114,7 @@ TEST_F(DpdkBindTest, DpdkModeDropsAClientsPathMtuErrorBelowTheFloor) {
     const std::string req = request(600);
     DpdkBound b = bind_in_dpdk_mode(req);
     ASSERT_FALSE(b.sent_req.empty());
-    Seg resp = backend_seg(parse(b.bsyn), KVS_TCP_ACK | KVS_TCP_PSH);
-    resp.seq = bisn + 1;
-    resp.ack = isn + 1 + static_cast<std::uint32_t>(req.size());
-    resp.ts = true;
-    resp.tsval = tb + 5;
-    resp.tsecr = 100;
-    resp.payload = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-    inject(rp.rx, make_seg(rp.pool, resp));
+    inject(rp.rx, make_seg(rp.pool, response_to(parse(b.bsyn), req)));
     auto out = step(now + ms(2));
     ASSERT_EQ(out.size(), 1u);
     const std::vector<std::uint8_t> to_client = out[0];  // VIP -> client: what the error quotes
