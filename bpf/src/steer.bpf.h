@@ -857,8 +857,7 @@ __attribute__((noinline)) int kvs_xdp_icmp(struct xdp_md *ctx) {
     if (!r) return kvs_verdict(KVS_R_PASS_ICMP_NO_FLOW, XDP_PASS);
     if (f->dir == KVS_DIR_C2S && e.icmp && (void *)(e.icmp + 1) <= data_end) {
         /* MTU 0 too: it read as "not a path-MTU error" and was relayed (Linux takes 552). */
-        if (kvs_icmp_is_pmtu(e.icmp, pkt.ip6 != 0) &&
-            kvs_icmp_pmtu(e.icmp, pkt.ip6 != 0) < KVS_ICMP_RELAY_MTU_FLOOR)
+        if (kvs_icmp_below_relay_floor(e.icmp, pkt.ip6 != 0))
             return kvs_verdict(KVS_R_DROP_ICMP_MTU_BELOW_FLOOR, XDP_DROP);
     }
     if (kvs_icmp_rewrite(data_end, &pkt, &e, f, r->seq_delta))

@@ -43,6 +43,14 @@ std::uint64_t to_ticks(std::uint64_t amount, std::uint64_t per_second, std::uint
     return t > ~std::uint64_t{0} ? ~std::uint64_t{0} : static_cast<std::uint64_t>(t);
 }
 
+// The client's next byte once a binding's held bytes are sent (flush_held): a FIN held with
+// them goes too, and counts, as XDP counts a FIN it takes. Counted without it, every backend ACK
+// was one past the client's bytes seen: the backend's FIN was refused as acknowledging unsent
+// data and the flow never closed (kept for the idle timeout).
+std::uint32_t client_next_after_flight(const Binder &b) {
+    return b.isn() + 1 + b.flight().contiguous() + (b.flight().complete_to_fin() ? 1u : 0u);
+}
+
 std::uint64_t mono_ns() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1206,11 +1214,7 @@ void Worker::build_pair(Slot &s, std::uint64_t now_ns, kvs_flow_key *k_c2s, kvs_
     kvs_flowpair_build(&fp, k_c2s, &s.c2s, k_s2c, &s.s2c);
     // Where XDP's request tracking starts: after the held bytes (flushed from here, not through
     // XDP), one request owed its response; and the client's handshake for a later move.
-    // A FIN held with them goes too (flush_held): counted, as XDP counts a FIN it takes. Without
-    // it every backend ACK was one past the client's bytes seen: the backend's FIN was refused
-    // as acknowledging unsent data and the flow never closed (kept for the idle timeout).
-    s.c2s.next_seq =
-        s.b.isn() + 1 + s.b.flight().contiguous() + (s.b.flight().complete_to_fin() ? 1u : 0u);
+    s.c2s.next_seq = client_next_after_flight(s.b);
     s.c2s.msgs = 1;
     track_request(s);
     // A client FIN held in the flight reaches the backend from here, not through XDP: the entry
@@ -1293,8 +1297,7 @@ void Worker::track_request(Slot &s) {
 void Worker::resume(std::uint32_t idx, std::uint64_t now) {
     Slot &s = slots_[idx];
     slots_.free_port(idx);  // a move that was started and given up
-    const std::uint32_t next =
-        s.b.isn() + 1 + s.b.flight().contiguous() + (s.b.flight().complete_to_fin() ? 1u : 0u);
+    const std::uint32_t next = client_next_after_flight(s.b);
     s.c2s = s.prev_c2s;
     s.s2c = s.prev_s2c;
     s.bkey = s.prev_skey;
@@ -1704,8 +1707,7 @@ void Worker::on_icmp(rte_mbuf *m, kvs_pkt &pkt) {
         // backend would apply it to the SNAT address every client shares.
         if (f && f->dir == KVS_DIR_C2S && e.icmp &&
             reinterpret_cast<const std::uint8_t *>(e.icmp + 1) <= end &&
-            kvs_icmp_is_pmtu(e.icmp, pkt.ip6 != nullptr) &&
-            kvs_icmp_pmtu(e.icmp, pkt.ip6 != nullptr) < KVS_ICMP_RELAY_MTU_FLOOR) {
+            kvs_icmp_below_relay_floor(e.icmp, pkt.ip6 != nullptr)) {
             inc(KVS_R_DROP_ICMP_MTU_BELOW_FLOOR);
             rte_pktmbuf_free(m);
             return;

@@ -112,6 +112,12 @@ KVS_INLINE __u32 kvs_icmp_pmtu(const struct kvs_icmphdr *icmp, int v6) {
     return v6 ? kvs_ntohl(icmp->rest) : kvs_ntohl(icmp->rest) & 0xffff;
 }
 
+/* Whether an error from a client's side is a path-MTU error below KVS_ICMP_RELAY_MTU_FLOOR (0
+ * included), not to be relayed to its backend (XDP and the dataplane's dpdk mode). */
+KVS_INLINE int kvs_icmp_below_relay_floor(const struct kvs_icmphdr *icmp, int v6) {
+    return kvs_icmp_is_pmtu(icmp, v6) && kvs_icmp_pmtu(icmp, v6) < KVS_ICMP_RELAY_MTU_FLOOR;
+}
+
 /* Whether `type` of the outer protocol is an error handled here. */
 KVS_INLINE int kvs_icmp_is_error(__u8 l4proto, __u8 type) {
     if (l4proto == KVS_IPPROTO_ICMP)
