@@ -680,10 +680,10 @@ static __always_inline int kvs_track(struct xdp_md *ctx, const struct kvs_pkt *p
     const __u8 *p;
 
     /* Never backwards: a segment the network delayed must not undo a later acknowledgment. On a
-     * segment at the bytes seen (every in-order segment and pure ACK: its sender's next byte),
-     * up to KVS_SEQ_SLACK ahead without a look; otherwise only when it acknowledges what the
-     * other side sent (the reverse lookup, a rare path): a forged ACK far ahead (the SNAT port
-     * guessed) stopped the connection's request boundaries until real ACKs caught up with it,
+     * segment at the bytes seen (in-order segments and pure ACKs of a sender whose bytes all
+     * passed here), up to KVS_SEQ_SLACK ahead without a look; otherwise only when it acknowledges
+     * what the other side sent (the reverse lookup, a rare path): a forged ACK far ahead (the SNAT
+     * port guessed) stopped the connection's request boundaries until real ACKs caught up with it,
      * and a blind sweep of forged ones walked it 4 MiB at a time to a value of its choosing. */
     if (flags & KVS_TCP_ACK) {
         __u32 a = bpf_ntohl(pkt->tcp->ack_seq), d = a - f->last_ack;

@@ -213,7 +213,7 @@ SweepResult sweep_flows(int fd, std::uint64_t now_ns, std::uint64_t closed_idle_
                     df.state = static_cast<std::uint8_t>(df.state & ~KVS_FLOW_REBINDING);
                     rf.state = static_cast<std::uint8_t>(rf.state & ~KVS_FLOW_REBINDING);
                 }
-                if (gone && bpf_map_update_elem(fd, &dk, &df, BPF_NOEXIST) == 0) ++r.restored;
+                if (bpf_map_update_elem(fd, &dk, &df, BPF_NOEXIST) == 0) ++r.restored;
                 if (twin_gone && bpf_map_update_elem(fd, &rk, &rf, BPF_NOEXIST) == 0) ++r.restored;
                 continue;
             }
